@@ -1,0 +1,186 @@
+"""The `mxinfra` command line. Exit codes: 0 success, 2 the user's input is at fault, 1 an internal error.
+
+Commands import what they need when they run: `mxinfra --help` loads neither Pulumi nor a cloud SDK.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .errors import UserError
+
+app = typer.Typer(
+    name="mxinfra",
+    help="Mendix apps as Pulumi infrastructure on your own cloud.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _stderr():  # noqa: ANN202 (rich is imported lazily)
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _stdout():  # noqa: ANN202
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+@app.command()
+def inspect(
+    path: Annotated[Path, typer.Argument(help="An .mda archive or an unpacked app directory")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of a table")] = False,
+) -> None:
+    """Validate an MDA and show what it contains (runtime, constants, scheduled events, roles)."""
+    from .mda import open_mda
+
+    pkg = open_mda(path)
+    pkg.check_members()
+    sha = _hash_with_progress(pkg)
+    meta = pkg.metadata
+    doc = {
+        "path": str(path),
+        "sha256": sha,
+        "sizeBytes": pkg.size_bytes,
+        "runtimeVersion": str(meta.runtime_version),
+        "modelVersion": meta.model_version,
+        "projectId": meta.project_id,
+        "projectName": meta.project_name,
+        "javaVersion": meta.java_version,
+        "adminUser": meta.admin_user,
+        "roles": [r.name for r in meta.roles],
+        "constants": [{"name": c.name, "type": c.type, "defaultValue": c.default_value} for c in meta.constants],
+        "scheduledEvents": [e.name for e in meta.scheduled_events],
+        "requestHandlers": [
+            {"name": h.name, "defaultEnabled": h.default_enabled, "matchExactly": h.match_exactly} for h in meta.request_handlers
+        ],
+        "languages": list(meta.languages),
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        return
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("package", f"{path} ({pkg.size_bytes:,} bytes)")
+    table.add_row("sha256", sha)
+    table.add_row("project", f"{meta.project_name} ({meta.project_id})")
+    table.add_row("runtime", f"{meta.runtime_version}" + (f", Java {meta.java_version}" if meta.java_version else ""))
+    table.add_row("model version", meta.model_version)
+    table.add_row("admin user", meta.admin_user)
+    table.add_row(f"roles ({len(meta.roles)})", ", ".join(doc["roles"]) or "-")
+    table.add_row(f"constants ({len(meta.constants)})", "\n".join(f"{c.name} [{c.type}] = {c.default_value!r}" for c in meta.constants) or "-")
+    table.add_row(f"scheduled events ({len(meta.scheduled_events)})", ", ".join(doc["scheduledEvents"]) or "-")
+    table.add_row(f"request handlers ({len(meta.request_handlers)})", ", ".join(h.name for h in meta.request_handlers) or "-")
+    _stdout().print(table)
+
+
+def _hash_with_progress(pkg: Any) -> str:
+    """Hash the package, with a progress bar when stderr is a terminal and the file is large."""
+    console = _stderr()
+    if not console.is_terminal or pkg.size_bytes < 64 * 1024 * 1024:
+        return pkg.sha256()
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    with Progress("hashing", BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("sha256", total=pkg.size_bytes)
+        return pkg.sha256(lambda n: bar.advance(task, n))
+
+
+@app.command()
+def plan(
+    stack: Annotated[str, typer.Option("-s", "--stack", help="The stack to plan (its Pulumi.<stack>.yaml)")],
+    directory: Annotated[Path, typer.Option("-C", "--cwd", help="The Pulumi project directory")] = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of a tree")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write each target's rendered artifacts here")] = None,
+) -> None:
+    """Run the project's program offline (no Pulumi CLI, credentials or network) and show what it declares."""
+    from .plan import run_plan
+
+    result = run_plan(directory, stack)
+    written = result.write_artifacts(out) if out is not None else []
+    if as_json:
+        sys.stdout.write(result.to_json())
+        return
+    _print_plan(result, written)
+
+
+def _print_plan(result: Any, written: list[Path]) -> None:
+    from rich.tree import Tree
+
+    console = _stdout()
+    d = result.deployment
+    console.print(
+        f"[bold]{result.project.name}[/] stack [bold]{result.stack}[/] -> target [bold]{d.target.name}[/], "
+        f"package {d.package.path.name} (sha256 {d.package.sha256[:12]}, model {d.package.model_version}, runtime {d.package.runtime_version})"
+    )
+    shared = [r for r in result.resources(None)]
+    if shared:
+        tree = Tree("[bold]shared[/]")
+        for r in shared:
+            tree.add(_describe(r))
+        console.print(tree)
+    for env in result.environments():
+        tree = Tree(f"[bold]{env['name']}[/] ({env['role']})")
+        for r in result.resources(env["name"]):
+            tree.add(_describe(r))
+        for note in env["notes"]:
+            tree.add(f"[cyan]note:[/] {note}")
+        for warning in env["warnings"]:
+            tree.add(f"[yellow]warning:[/] {warning}")
+        console.print(tree)
+    total = len(result.registrations)
+    console.print(f"{total} resources in {len(result.environments())} environment(s); nothing was deployed.")
+    for path in written:
+        console.print(f"wrote {path}")
+
+
+def _describe(resource: dict[str, Any]) -> str:
+    from rich.markup import escape
+
+    shown = []
+    for key, value in resource["inputs"].items():
+        if isinstance(value, (str, int, float, bool)) and key not in ("tags", "tagsAll") and len(shown) < 4:
+            text = str(value)
+            shown.append(f"{key}={text if len(text) <= 40 else text[:37] + '...'}")
+    flags = " [red]protected[/]" if resource.get("options", {}).get("protect") else ""
+    extra = f" [dim]{escape(', '.join(shown))}[/]" if shown else ""
+    return f"{escape(resource['type'])} [bold]{escape(resource['name'])}[/]{flags}{extra}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script: maps user errors to exit 2 and bugs to exit 1."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except UserError as e:
+        _stderr().print(f"error: {e}", style="red", markup=False, highlight=False, soft_wrap=True)
+        return 2
+    except typer.Exit as e:
+        return e.exit_code
+    except (typer.BadParameter, __import__("click").ClickException) as e:
+        e.show()
+        return 2
+    except __import__("click").exceptions.Abort:
+        return 1
+    except Exception as e:  # noqa: BLE001 (the last resort: an internal error, with its traceback)
+        import traceback
+
+        traceback.print_exc()
+        _stderr().print(f"internal error: {type(e).__name__}: {e}", style="red", markup=False, highlight=False)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The Pulumi components: `MendixApp` and one `MendixEnvironment` per environment."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+import pulumi
+import pulumi_random
+
+from .naming import Naming, app_naming
+from .target import AppContext, Deployment, EnvironmentContext
+
+APP_TYPE = "mxinfra:index:MendixApp"
+ENVIRONMENT_TYPE = "mxinfra:index:MendixEnvironment"
+
+
+class MendixEnvironmentArgs(TypedDict):
+    """Inputs of a MendixEnvironment: the validated deployment and which of its environments this is."""
+
+    deployment: Deployment
+    environment: str
+    shared: Any
+
+
+class MendixEnvironment(pulumi.ComponentResource):
+    """One environment of a Mendix app, realised by the deployment's target."""
+
+    url: pulumi.Output[str]
+    role: pulumi.Output[str]
+    outputs: pulumi.Output[dict]
+
+    def __init__(self, name: str, args: MendixEnvironmentArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(ENVIRONMENT_TYPE, name, None, opts)
+        deployment = args["deployment"]
+        prepared = deployment.environment(args["environment"])
+        if name != prepared.naming.prefix:
+            raise ValueError(f"MendixEnvironment {name!r} must be named {prepared.naming.prefix!r} so its children share its prefix")
+        for warning in prepared.warnings:
+            pulumi.log.warn(f"{prepared.environment.name}: {warning}", resource=self)
+
+        ctx = EnvironmentContext(
+            deployment=deployment,
+            prepared=prepared,
+            component=self,
+            admin_password=self._admin_password(prepared.naming, prepared.settings.admin_password),
+            shared=args.get("shared"),
+        )
+        outputs = dict(deployment.target.deploy_environment(ctx))
+        self.url = pulumi.Output.from_input(outputs.get("url", ""))
+        self.role = pulumi.Output.from_input(prepared.environment.role.value)
+        self.outputs = pulumi.Output.from_input(outputs)
+        self.register_outputs({"url": self.url, "role": self.role, "outputs": self.outputs})
+
+    def _admin_password(self, naming: Naming, configured: Any) -> pulumi.Output[str]:
+        if configured is not None:
+            return pulumi.Output.secret(configured.reveal())
+        # Mendix's default password policy wants length and every character class; no quotes or
+        # shell metacharacters, since the value travels through env vars and URLs.
+        generated = pulumi_random.RandomPassword(
+            naming.logical("admin-password"),
+            length=32,
+            special=True,
+            override_special="-_.+!#",
+            min_lower=2,
+            min_upper=2,
+            min_numeric=2,
+            min_special=2,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return pulumi.Output.secret(generated.result)
+
+
+class MendixAppArgs(TypedDict):
+    """Inputs of a MendixApp: the validated deployment (from `mxinfra.deployment.prepare`)."""
+
+    deployment: Deployment
+
+
+class MendixApp(pulumi.ComponentResource):
+    """A Mendix app and all the environments of this stack on one target."""
+
+    package_sha256: pulumi.Output[str]
+    model_version: pulumi.Output[str]
+    environments: pulumi.Output[dict]
+
+    def __init__(self, name: str, args: MendixAppArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(APP_TYPE, name, None, opts)
+        deployment = args["deployment"]
+        if name != deployment.config.app.name:
+            raise ValueError(f"MendixApp {name!r} must carry the app's name {deployment.config.app.name!r}")
+        naming = app_naming(name)
+        shared = deployment.target.deploy_app(
+            AppContext(deployment, self, naming, {"mxinfra:app": name, "mxinfra:package-sha256": deployment.package.sha256})
+        )
+        children = {
+            p.environment.name: MendixEnvironment(
+                p.naming.prefix,
+                {"deployment": deployment, "environment": p.environment.name, "shared": shared},
+                pulumi.ResourceOptions(parent=self),
+            )
+            for p in deployment.environments
+        }
+        self.package_sha256 = pulumi.Output.from_input(deployment.package.sha256)
+        self.model_version = pulumi.Output.from_input(deployment.package.model_version)
+        self.environments = pulumi.Output.from_input({n: c.outputs for n, c in children.items()})
+        self.register_outputs(
+            {"package_sha256": self.package_sha256, "model_version": self.model_version, "environments": self.environments}
+        )

@@ -1,0 +1,339 @@
+"""The stack-config schema (`mxinfra:*` keys) and its validation into the environment model.
+
+Pure: no Pulumi imports. The same raw config arrives from two places, a running Pulumi program
+(`mxinfra.program`) or a `Pulumi.<stack>.yaml` read offline (`mxinfra.stackfile`); both produce a
+`RawConfig` and everything below treats them alike.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .environments import Environment, EnvironmentName, License, Role, Secret, SecretConstant
+from .errors import ConfigError, ConfigIssue
+
+NAMESPACE = "mxinfra"
+Scalar = Union[bool, int, float, str]
+_SECRET_MARK = "[secret]"
+
+
+@dataclass(frozen=True)
+class RawConfig:
+    """Every config key of a stack (`ns:key` -> value) and which of them, or which paths inside them, are secrets."""
+
+    values: Mapping[str, Any]
+    secret_paths: frozenset[str] = frozenset()
+    source: str = ""
+
+    def is_secret(self, path: str) -> bool:
+        """True when `path` (e.g. `mxinfra:environments.production.adminPassword`) or a parent is secret."""
+        parts = path.split(".")
+        return any(".".join(parts[:i]) in self.secret_paths for i in range(1, len(parts) + 1))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class AppConfig(_Strict):
+    """`mxinfra:app`: what is deployed and where."""
+
+    name: str = Field(description="The app's name: a lowercase DNS label, at most 20 characters")
+    package: str = Field(description="Path of the MDA, relative to the project, or a repository package")
+    target: str = Field(description="The target platform: an installed mxinfra target")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        _check_label(v, "app name")
+        return v
+
+
+class LicenseConfig(_Strict):
+    """A licence reference: the id in the clear, the key as a secret."""
+
+    id: str
+    key: str
+
+
+class EnvironmentConfig(_Strict):
+    """One entry of `mxinfra:environments`."""
+
+    role: Role | None = None
+    instances: int = Field(1, ge=0, le=100)
+    memory: int = Field(1024, ge=512, le=262144, description="MB per instance")
+    constants: dict[str, Scalar] = Field(default_factory=dict)
+    secretConstants: dict[str, str] = Field(default_factory=dict)
+    scheduledEvents: Literal["ALL", "NONE"] | list[str] = "ALL"
+    runtimeSettings: dict[str, Scalar] = Field(default_factory=dict)
+    license: LicenseConfig | None = None
+    adminPassword: str | None = None
+    requirePromotionFrom: str | None = None
+
+
+class AccessEntry(_Strict):
+    """One entry of `mxinfra:access`: a principal granted permissions on environments."""
+
+    principal: str = Field(min_length=1)
+    environments: list[str] = Field(min_length=1)
+    permissions: list[str] = Field(min_length=1)
+    allowOnProduction: bool = False
+    mfa: bool | None = None
+    maxSessionSeconds: int | None = Field(None, ge=900, le=43200)
+
+
+_LABEL = re.compile(r"^[a-z]([a-z0-9-]*[a-z0-9])?$")
+MAX_NAME = 20
+
+
+def _check_label(v: str, what: str) -> None:
+    if len(v) > MAX_NAME or not _LABEL.match(v):
+        raise ValueError(
+            f"{what} {v!r} must be a lowercase DNS label of at most {MAX_NAME} characters "
+            "(a-z, 0-9 and '-', starting with a letter), so every cloud's names can derive from it"
+        )
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """A stack's validated mxinfra config: the app, its environments and the raw access entries."""
+
+    project: str
+    stack: str
+    app: AppConfig
+    environments: tuple[Environment, ...]
+    access: tuple[AccessEntry, ...]
+    repository: str | None
+    raw: RawConfig = field(repr=False)
+
+    def environment(self, name: str) -> Environment:
+        """The environment called `name`."""
+        for env in self.environments:
+            if env.name == name:
+                return env
+        raise KeyError(name)
+
+    def block(self, key: str) -> Any:
+        """A raw config value by its full key (e.g. `mxinfra:kubernetes`), or None."""
+        return self.raw.values.get(key)
+
+
+KNOWN_KEYS = {
+    "app": "the app (name, package, target)",
+    "environments": "the environments of this stack",
+    "access": "who may do what on which environment",
+    "repository": "URL of the package repository and activity log",
+}
+
+
+def suggest(word: str, candidates: Sequence[str]) -> str:
+    """A 'did you mean' hint for `word`, or an empty string."""
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else ""
+
+
+def _issues_from(err: ValidationError, prefix: str, model: type[BaseModel], file: str) -> list[ConfigIssue]:
+    issues = []
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        path = ".".join([prefix, *loc]) if loc else prefix
+        fix = ""
+        if e["type"] == "extra_forbidden":
+            fix = suggest(loc[-1], _fields_at(model, loc[:-1])) or f"valid keys: {', '.join(_fields_at(model, loc[:-1]))}"
+            message = "unknown key"
+        elif e["type"] == "missing":
+            message = "required key is missing"
+            fix = _description(model, loc)
+        else:
+            got = e.get("input")
+            shown = _SECRET_MARK if "password" in path.lower() or "key" == loc[-1:] else repr(got)
+            message = f"{e['msg']} (got {shown})"
+        issues.append(ConfigIssue(path, message, fix, file))
+    return issues
+
+
+def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
+    """The field names valid at `loc` inside `model`, following nested models where it can."""
+    current: Any = model
+    for part in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            f = current.model_fields.get(part)
+            if f is None:
+                continue
+            current = _inner_model(f.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _inner_model(annotation: Any) -> Any:
+    for arg in getattr(annotation, "__args__", ()) or ():
+        inner = _inner_model(arg)
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            return inner
+    return annotation
+
+
+def _description(model: type[BaseModel], loc: list[str]) -> str:
+    if len(loc) == 1 and loc[0] in model.model_fields:
+        return model.model_fields[loc[0]].description or ""
+    return ""
+
+
+def parse_model(model: type[BaseModel], value: Any, path: str, file: str = "") -> tuple[Any, list[ConfigIssue]]:
+    """Validate `value` against `model`; returns (instance or None, issues located under `path`)."""
+    try:
+        return model.model_validate(value), []
+    except ValidationError as err:
+        return None, _issues_from(err, path, model, file)
+
+
+def _secret_field(raw: RawConfig, path: str, value: str | None, issues: list[ConfigIssue]) -> Secret | None:
+    if value is None:
+        return None
+    if not raw.is_secret(path):
+        key = path.split(".", 1)
+        issues.append(
+            ConfigIssue(
+                path,
+                "is stored in plain text",
+                f"store it encrypted: pulumi config set --secret --path '{key[0]}{'.' + key[1] if len(key) > 1 else ''}' VALUE",
+                raw.source,
+            )
+        )
+    return Secret(value)
+
+
+def load_stack_config(raw: RawConfig, *, project: str, stack: str) -> StackConfig:
+    """Validate the `mxinfra:*` keys of `raw`, collecting every problem into one ConfigError."""
+    issues: list[ConfigIssue] = []
+    file = raw.source
+    from .target import installed_targets  # target blocks (mxinfra:aws, ...) belong to installed targets
+
+    valid = list(KNOWN_KEYS) + installed_targets()
+    for key in sorted(raw.values):
+        ns, _, name = key.partition(":")
+        if ns == NAMESPACE and name not in valid:
+            issues.append(ConfigIssue(key, "unknown key", suggest(name, valid) or "valid keys: " + ", ".join(f"mxinfra:{k}" for k in valid), file))
+
+    app_raw = raw.values.get(f"{NAMESPACE}:app")
+    app = None
+    if app_raw is None:
+        issues.append(ConfigIssue(f"{NAMESPACE}:app", "required key is missing", "set name, package and target, e.g. pulumi config set --path mxinfra:app.name orders", file))
+    else:
+        app, found = parse_model(AppConfig, app_raw, f"{NAMESPACE}:app", file)
+        issues += found
+
+    envs = _environments(raw, stack, issues)
+    declared = raw.values.get(f"{NAMESPACE}:environments")
+    # Entries that failed validation still exist: access entries naming them are not also wrong.
+    names = [str(n) for n in declared] if isinstance(declared, Mapping) else [e.name for e in envs]
+    access: list[AccessEntry] = []
+    access_raw = raw.values.get(f"{NAMESPACE}:access") or []
+    if not isinstance(access_raw, list):
+        issues.append(ConfigIssue(f"{NAMESPACE}:access", f"expected a list of entries, got {type(access_raw).__name__}", "each entry: principal, environments, permissions", file))
+        access_raw = []
+    for i, entry in enumerate(access_raw):
+        parsed, found = parse_model(AccessEntry, entry, f"{NAMESPACE}:access[{i}]", file)
+        issues += found
+        if parsed is not None:
+            access.append(parsed)
+            for j, env_name in enumerate(parsed.environments):
+                if env_name != "*" and env_name not in names:
+                    issues.append(ConfigIssue(f"{NAMESPACE}:access[{i}].environments[{j}]", f"unknown environment {env_name!r}", suggest(env_name, names) or f"environments of this stack: {', '.join(names)}", file))
+    for env in envs:
+        src = env.require_promotion_from
+        if src is not None and src == env.name:
+            issues.append(ConfigIssue(f"{NAMESPACE}:environments.{env.name}.requirePromotionFrom", "an environment cannot require promotion from itself", "name the environment packages must pass first, e.g. acceptance", file))
+
+    repository = raw.values.get(f"{NAMESPACE}:repository")
+    if repository is not None and not isinstance(repository, str):
+        issues.append(ConfigIssue(f"{NAMESPACE}:repository", "expected a URL string", "file://PATH, s3://bucket/prefix or azblob://account/container/prefix", file))
+        repository = None
+
+    from .access import check_access  # access rules live with the access model
+
+    issues += check_access(access, envs, file)
+    if issues:
+        raise ConfigError(issues, file)
+    assert app is not None
+    return StackConfig(project, stack, app, tuple(envs), tuple(access), repository, raw)
+
+
+def _environments(raw: RawConfig, stack: str, issues: list[ConfigIssue]) -> list[Environment]:
+    key = f"{NAMESPACE}:environments"
+    file = raw.source
+    declared = raw.values.get(key)
+    if declared is None:
+        role = Role.from_name(stack)
+        if role is None:
+            issues.append(ConfigIssue(key, f"stack {stack!r} is not named after a role, so its environment needs an explicit role", f"add {key}: {{{stack}: {{role: test|acceptance|production}}}}", file))
+            return []
+        declared = {stack: {}}
+    if not isinstance(declared, Mapping):
+        issues.append(ConfigIssue(key, f"expected a map of environment name -> settings, got {type(declared).__name__}", "e.g. production: {role: production, instances: 2}", file))
+        return []
+    envs: list[Environment] = []
+    seen: set[str] = set()
+    for name, body in declared.items():
+        path = f"{key}.{name}"
+        name = str(name)
+        try:
+            _check_label(name, "environment name")
+        except ValueError as e:
+            issues.append(ConfigIssue(path, str(e), "rename the entry", file))
+            continue
+        if name in seen:
+            issues.append(ConfigIssue(path, "duplicate environment name", "each environment needs its own name", file))
+            continue
+        seen.add(name)
+        parsed, found = parse_model(EnvironmentConfig, body or {}, path, file)
+        issues += found
+        if parsed is None:
+            continue
+        role = parsed.role or Role.from_name(name)
+        if role is None:
+            issues.append(ConfigIssue(f"{path}.role", "required: the name is not a role, so say which tier it is", "role: test, acceptance or production", file))
+            continue
+        license = None
+        if parsed.license is not None:
+            key_secret = _secret_field(raw, f"{path}.license.key", parsed.license.key, issues)
+            assert key_secret is not None
+            license = License(parsed.license.id, key_secret)
+        secret_constants = tuple(
+            SecretConstant(n, s)
+            for n, v in sorted(parsed.secretConstants.items())
+            if (s := _secret_field(raw, f"{path}.secretConstants.{n}", v, issues)) is not None
+        )
+        events = parsed.scheduledEvents if isinstance(parsed.scheduledEvents, str) else tuple(parsed.scheduledEvents)
+        envs.append(
+            Environment(
+                name=EnvironmentName(name),
+                role=role,
+                instances=parsed.instances,
+                memory_mb=parsed.memory,
+                constants=dict(sorted(parsed.constants.items())),
+                secret_constants=secret_constants,
+                scheduled_events=events,
+                runtime_settings=dict(sorted(parsed.runtimeSettings.items())),
+                license=license,
+                admin_password=_secret_field(raw, f"{path}.adminPassword", parsed.adminPassword, issues),
+                require_promotion_from=parsed.requirePromotionFrom,
+                config_path=path,
+            )
+        )
+    for env in envs:
+        src = env.require_promotion_from
+        if src is not None:
+            # The source may live in another stack (one stack per environment), so only its form is checked here.
+            try:
+                _check_label(src, "environment name")
+            except ValueError as e:
+                issues.append(ConfigIssue(f"{env.config_path}.requirePromotionFrom", str(e), "name the environment packages must pass first, e.g. acceptance", file))
+    return envs

@@ -1,0 +1,86 @@
+"""From raw stack config to a validated `Deployment`: the one path both `pulumi up` and `mxinfra plan` take."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .access import grants_for
+from .config import NAMESPACE, RawConfig, load_stack_config, parse_model
+from .errors import ConfigError, ConfigIssue
+from .mda import MdaPackage, open_mda
+from .naming import Naming, kubernetes_annotations, kubernetes_labels, standard_tags
+from .settings import check_against_metadata, derive
+from .target import Deployment, PackageInfo, PreparedEnvironment, load_target
+
+# One process may prepare the same stack twice (the plan validates, then runs the program): the
+# archive is opened and hashed once per (path, size, mtime).
+_packages: dict[tuple[str, int, int], MdaPackage] = {}
+
+
+def open_package(path: Path) -> MdaPackage:
+    """Open (and remember) the MDA at `path`."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _packages:
+        _packages[key] = open_mda(path)
+    return _packages[key]
+
+
+def resolve_package(reference: str, base_dir: Path, file: str = "") -> Path:
+    """The local MDA path for `mxinfra:app.package` (a path relative to the project)."""
+    path = Path(os.path.expanduser(reference))
+    if not path.is_absolute():
+        path = base_dir / path
+    if not path.exists():
+        raise ConfigError([ConfigIssue(f"{NAMESPACE}:app.package", f"no package at {path}", "give the path of the .mda (relative to the project directory) or an unpacked app directory", file)], file)
+    return path
+
+
+def prepare(raw: RawConfig, *, project: str, stack: str, base_dir: Path) -> Deployment:
+    """Validate everything (config, MDA, target block) and derive each environment; errors are collected."""
+    cfg = load_stack_config(raw, project=project, stack=stack)
+    file = raw.source
+    package_path = resolve_package(cfg.app.package, base_dir, file)
+    pkg = open_package(package_path)
+    meta = pkg.metadata
+    target = load_target(cfg.app.target, file=file)
+
+    issues: list[ConfigIssue] = []
+    for env in cfg.environments:
+        issues += check_against_metadata(env, meta, file)
+    block_key = f"{NAMESPACE}:{target.name}"
+    block = None
+    if target.config_model is not None:
+        block, found = parse_model(target.config_model, raw.values.get(block_key) or {}, block_key, file)
+        issues += found
+    if block is not None or target.config_model is None:
+        issues += target.check(cfg, block, file)
+    if issues:
+        raise ConfigError(issues, file)
+
+    sha = pkg.sha256()
+    info = PackageInfo(
+        path=package_path,
+        sha256=sha,
+        size_bytes=pkg.size_bytes,
+        model_version=meta.model_version,
+        runtime_version=str(meta.runtime_version),
+    )
+    prepared = []
+    for env in cfg.environments:
+        access = grants_for(env, cfg.access)
+        tags = standard_tags(cfg.app.name, env.name, env.role.value, sha, meta.model_version)
+        prepared.append(
+            PreparedEnvironment(
+                environment=env,
+                settings=derive(env, meta, file),
+                access=access,
+                naming=Naming(cfg.app.name, env.name),
+                tags=tags,
+                labels=kubernetes_labels(tags),
+                annotations=kubernetes_annotations(tags),
+                warnings=tuple(target.warnings(env, access, block)),
+            )
+        )
+    return Deployment(cfg, meta, info, target, block, tuple(prepared))

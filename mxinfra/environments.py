@@ -1,0 +1,96 @@
+"""The environment model: roles (tiers), validated environments and secret values. Pure."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, NewType, Union
+
+EnvironmentName = NewType("EnvironmentName", str)
+Scalar = Union[bool, int, float, str]
+ScheduledEventsSpec = Union[Literal["ALL", "NONE"], tuple[str, ...]]
+
+
+class Role(str, enum.Enum):
+    """The tier of an environment; any environment name may have any role."""
+
+    TEST = "test"
+    ACCEPTANCE = "acceptance"
+    PRODUCTION = "production"
+
+    @classmethod
+    def from_name(cls, name: str) -> Role | None:
+        """The role an environment named exactly after one takes by default."""
+        try:
+            return cls(name)
+        except ValueError:
+            return None
+
+    @property
+    def dtap_mode(self) -> str:
+        """The runtime's DTAPMode for this tier (D is never used: it relaxes the runtime's security)."""
+        return {Role.TEST: "T", Role.ACCEPTANCE: "A", Role.PRODUCTION: "P"}[self]
+
+
+class Secret:
+    """A value that must only ever leave mxinfra as a Pulumi secret; its repr never shows it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The plain value, for handing to `pulumi.Output.secret` and nowhere else."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret([secret])"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+
+@dataclass(frozen=True)
+class License:
+    """A runtime licence: the id in the clear, the key secret."""
+
+    id: str
+    key: Secret
+
+
+@dataclass(frozen=True)
+class SecretConstant:
+    """A constant whose value is a secret (e.g. an encryption key): rendered only into secret env vars."""
+
+    name: str
+    value: Secret
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One validated environment of the app."""
+
+    name: EnvironmentName
+    role: Role
+    instances: int = 1
+    memory_mb: int = 1024
+    constants: Mapping[str, Scalar] = field(default_factory=dict)
+    secret_constants: tuple[SecretConstant, ...] = ()
+    scheduled_events: ScheduledEventsSpec = "ALL"
+    runtime_settings: Mapping[str, Scalar] = field(default_factory=dict)
+    license: License | None = None
+    admin_password: Secret | None = None
+    require_promotion_from: str | None = None
+    config_path: str = ""
+
+    @property
+    def is_production(self) -> bool:
+        """True for production-tier environments, whatever their name."""
+        return self.role is Role.PRODUCTION

@@ -1,0 +1,34 @@
+"""Errors the user can fix (exit 2) as opposed to bugs (exit 1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class UserError(Exception):
+    """Input at fault: the CLI prints the message (no traceback) and exits 2."""
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in the stack config, located by its key path."""
+
+    path: str
+    message: str
+    fix: str = ""
+    file: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.file}: " if self.file else ""
+        hint = f" ({self.fix})" if self.fix else ""
+        return f"{where}{self.path}: {self.message}{hint}"
+
+
+class ConfigError(UserError):
+    """Every problem found in a stack's config, collected rather than stopping at the first."""
+
+    def __init__(self, issues: list[ConfigIssue], source: str = "") -> None:
+        self.issues = list(issues)
+        self.source = source
+        head = f"{len(self.issues)} problem(s) in the stack config" + (f" {source}" if source else "")
+        super().__init__(head + ":\n" + "\n".join(f"  - {i}" for i in self.issues))

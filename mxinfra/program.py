@@ -1,0 +1,58 @@
+"""The Pulumi program: read the stack's config, validate it against the MDA and declare the app."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.runtime import config as runtime_config
+
+from .config import NAMESPACE, RawConfig
+from .errors import UserError
+
+
+def _decode(value: Any) -> Any:
+    # The engine hands objects over as JSON strings; plain strings stay as they are.
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def raw_config_from_pulumi() -> RawConfig:
+    """Every config key the engine gave this program, with secret keys marked."""
+    keys = dict(runtime_config.get_config_env())
+    keys.update(runtime_config.CONFIG.get())
+    values = {k: _decode(v) for k, v in keys.items()}
+    secret = {k for k in values if runtime_config.is_config_secret(k)}
+    secret.update(runtime_config.get_config_secret_keys_env())
+    return RawConfig(values, frozenset(secret), f"Pulumi.{pulumi.get_stack()}.yaml")
+
+
+def run(base_dir: Path | None = None) -> Any:
+    """Declare this stack's Mendix app; config and package errors stop the program with their message."""
+    from .components import MendixApp
+    from .deployment import prepare
+
+    try:
+        deployment = prepare(
+            raw_config_from_pulumi(),
+            project=pulumi.get_project(),
+            stack=pulumi.get_stack(),
+            base_dir=base_dir or Path.cwd(),
+        )
+    except UserError as e:
+        # RunError prints the message without a Python traceback.
+        raise pulumi.RunError(str(e)) from None
+    app = MendixApp(deployment.config.app.name, {"deployment": deployment})
+    pulumi.export("packageSha256", app.package_sha256)
+    pulumi.export("modelVersion", app.model_version)
+    pulumi.export("environments", app.environments)
+    return app
+
+
+__all__ = ["NAMESPACE", "raw_config_from_pulumi", "run"]

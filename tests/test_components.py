@@ -1,0 +1,109 @@
+"""The components under the mock runtime: the exact contract of every child."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pulumi
+import pulumi_random
+import pytest
+
+from mxinfra.components import APP_TYPE, ENVIRONMENT_TYPE, MendixApp
+from mxinfra.config import RawConfig
+from mxinfra.deployment import prepare
+from mxinfra.testing import Computed, Sealed
+
+from conftest import app_config
+
+
+def deployment(config, stack="production"):
+    return prepare(RawConfig(config, frozenset({"mxinfra:environments"})), project="orders", stack=stack, base_dir=Path("."))
+
+
+CONFIG = app_config(
+    **{
+        "mxinfra:environments": {
+            "production": {"instances": 2, "memory": 2048, "adminPassword": "S3cret-Admin-Pw!", "constants": {"Orders.PageSize": 20}},
+            "uat": {"role": "acceptance"},
+        },
+        "mxinfra:access": [{"principal": "group:ops", "environments": ["production"], "permissions": ["deploy"]}],
+    }
+)
+
+
+def test_app_and_environment_contract(fake_target, pulumi_run):
+    d = deployment(CONFIG)
+    res = pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack="production", project="orders")
+    app = res.one(APP_TYPE, "orders")
+    assert app.parent.endswith("::pulumi:pulumi:Stack::orders-production") and not app.custom
+    envs = {e.name: e for e in res.of_type(ENVIRONMENT_TYPE)}
+    assert set(envs) == {"orders-production", "orders-uat"}
+    assert all(e.parent == app.urn for e in envs.values())
+    # the shared resource belongs to the app, everything else to its environment, all name-prefixed
+    assert res.one("mxtest:index:Cluster").parent == app.urn
+    for env_name, comp in envs.items():
+        for child in res.descendants(comp):
+            assert child.name.startswith(env_name + "-"), child.name
+            assert child.parent == comp.urn
+
+
+def test_admin_password_generated_only_when_absent(fake_target, pulumi_run):
+    res = pulumi_run(lambda: MendixApp("orders", {"deployment": deployment(CONFIG)}), stack="production", project="orders")
+    passwords = res.of_type("random:index/randomPassword:RandomPassword")
+    assert [p.name for p in passwords] == ["orders-uat-admin-password"]
+    pw = passwords[0]
+    assert pw.parent == res.one(ENVIRONMENT_TYPE, "orders-uat").urn
+    assert pw.inputs["length"] == 32 and pw.inputs["special"] is True
+    assert all(pw.inputs[k] >= 2 for k in ("minLower", "minUpper", "minNumeric", "minSpecial"))
+    # the configured one reaches the target as a secret, never in the clear
+    secret = res.one("mxtest:index:Secret", "orders-production-secret")
+    assert isinstance(secret.inputs["data"], Sealed)
+    assert secret.inputs["data"].value["ADMIN_PASSWORD"] == "S3cret-Admin-Pw!"
+    # the generated one is only known to the cloud
+    assert isinstance(res.one("mxtest:index:Secret", "orders-uat-secret").inputs["data"], (Sealed, Computed))
+
+
+def test_settings_and_tags_reach_the_target(fake_target, pulumi_run):
+    d = deployment(CONFIG)
+    res = pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack="production", project="orders")
+    rt = res.one("mxtest:index:Runtime", "orders-production-runtime")
+    assert rt.input("env.MEMORY_LIMIT") == "2048M" and rt.input("env.CONSTANTS") == '{"Orders.PageSize":20}'
+    assert rt.input("instances") == 2
+    assert rt.input("tags") == {
+        "mxinfra:app": "orders",
+        "mxinfra:environment": "production",
+        "mxinfra:role": "production",
+        "mxinfra:package-sha256": d.package.sha256,
+        "mxinfra:model-version": "1.4.2.1234",
+    }
+    role = res.one("mxtest:index:Role", "orders-production-role-deploy")
+    assert role.inputs == {"principals": ["group:ops"], "mfa": True, "maxSession": 28800}
+    assert not res.of_type("mxtest:index:Role") == [] and all(r.name.startswith("orders-production") for r in res.of_type("mxtest:index:Role"))
+
+
+def test_production_data_is_protected(fake_target, pulumi_run):
+    res = pulumi_run(lambda: MendixApp("orders", {"deployment": deployment(CONFIG)}), stack="production", project="orders")
+    prod, uat = res.one("mxtest:index:Database", "orders-production-db"), res.one("mxtest:index:Database", "orders-uat-db")
+    assert prod.protect and prod.retain_on_delete
+    assert not uat.protect and not uat.retain_on_delete
+
+
+def test_target_warnings_are_logged(fake_target, pulumi_run):
+    res = pulumi_run(lambda: MendixApp("orders", {"deployment": deployment(CONFIG)}), stack="production", project="orders")
+    assert any("production: this platform cannot enforce MFA" in w for w in res.warnings)
+
+
+def test_user_providers_flow_to_every_child(fake_target, pulumi_run):
+    def program():
+        provider = pulumi_random.Provider("user-random")
+        MendixApp("orders", {"deployment": deployment(CONFIG)}, pulumi.ResourceOptions(providers=[provider]))
+
+    res = pulumi_run(program, stack="production", project="orders")
+    provider = res.one("pulumi:providers:random", "user-random")
+    pw = res.one("random:index/randomPassword:RandomPassword")
+    assert pw.provider.startswith(provider.urn)
+
+
+def test_component_names_must_match_the_app(fake_target, pulumi_run):
+    with pytest.raises(ValueError, match="must carry the app's name"):
+        pulumi_run(lambda: MendixApp("other", {"deployment": deployment(CONFIG)}))

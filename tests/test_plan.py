@@ -1,0 +1,156 @@
+"""`mxinfra plan` end to end: the real program of a project, offline, through the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mxinfra.cli import main
+
+from conftest import ROOT, app_config
+
+PROD_PASSWORD = "Known-Admin-Password-123"
+DB_URL = "postgres://app:Known-Db-Password-456@db.internal:5432/orders"
+
+
+def stack_config():
+    return app_config(
+        **{
+            "mxinfra:environments": {
+                "production": {"instances": 2, "memory": 2048, "adminPassword": {"secure": "v1:AAAA"}},
+                "acceptance": {"constants": {"Orders.PageSize": 10}, "scheduledEvents": ["Orders.SE_SendInvoices"]},
+            },
+            "mxinfra:access": [{"principal": "group:ops", "environments": ["production", "acceptance"], "permissions": ["deploy", "monitor"]}],
+            "mxinfra:fake": {"databaseUrl": {"secure": "v1:BBBB"}},
+        }
+    )
+
+
+def plan_json(capsys, *args):
+    rc = main(["plan", *args, "--json"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    return json.loads(out.out), out.out
+
+
+def test_plan_json_shape_and_attribution(project, fake_target, capsys):
+    project.stack("production", stack_config())
+    doc, _ = plan_json(capsys, "-s", "production", "-C", str(project.path))
+    assert doc["stack"] == "production" and doc["project"] == "orders"
+    assert [(e["name"], e["role"]) for e in doc["environments"]] == [("production", "production"), ("acceptance", "acceptance")]
+    assert doc["environments"][0]["warnings"] == ["this platform cannot enforce MFA"]
+    by_name = {r["name"]: r for r in doc["resources"]}
+    assert set(by_name["orders-production-runtime"]) == {"urn", "type", "name", "parent", "environment", "inputs"}
+    assert by_name["orders-production-runtime"]["environment"] == "production"
+    assert by_name["orders-acceptance-db"]["environment"] == "acceptance"
+    assert by_name["orders-cluster"]["environment"] is None
+    assert by_name["orders-production-db"]["options"] == {"protect": True, "retainOnDelete": True}
+    assert by_name["orders-acceptance-runtime"]["inputs"]["env"]["SCHEDULED_EVENTS"] == "Orders.SE_SendInvoices"
+    # secrets masked, cloud-only values computed
+    assert by_name["orders-production-secret"]["inputs"]["data"] == "[secret]"
+    assert by_name["orders-acceptance-admin-password"]["type"] == "random:index/randomPassword:RandomPassword"
+    urns = [r["urn"] for r in doc["resources"]]
+    assert urns == sorted(urns)
+
+
+def test_plan_output_is_deterministic(project, fake_target, capsys):
+    project.stack("production", stack_config())
+    _, first = plan_json(capsys, "-s", "production", "-C", str(project.path))
+    _, second = plan_json(capsys, "-s", "production", "-C", str(project.path))
+    assert first == second
+
+
+def test_no_secret_value_in_output_or_artifacts(project, fake_target, capsys, tmp_path):
+    # With known plaintext values behind the secure markers, nothing may print them.
+    cfg = stack_config()
+    cfg["mxinfra:environments"]["production"]["adminPassword"] = PROD_PASSWORD
+    cfg["mxinfra:fake"]["databaseUrl"] = DB_URL
+    project.stack("production", cfg)
+    # stored in plain text: refused, and the refusal does not echo the value
+    rc = main(["plan", "-s", "production", "-C", str(project.path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "plain text" in err and PROD_PASSWORD not in err
+    # the same values marked secret by the engine (whole key secret) are masked everywhere
+    from mxinfra import stackfile
+
+    real = stackfile.read_stack_config
+
+    def with_engine_secrets(proj, stack):
+        raw = real(proj, stack)
+        return stackfile.RawConfig(raw.values, frozenset({"mxinfra:environments", "mxinfra:fake"}), raw.source)
+
+    stackfile_patch = pytest.MonkeyPatch()
+    stackfile_patch.setattr("mxinfra.plan.read_stack_config", with_engine_secrets)
+    try:
+        out_dir = tmp_path / "out"
+        rc = main(["plan", "-s", "production", "-C", str(project.path), "--json", "--out", str(out_dir)])
+        out = capsys.readouterr()
+        assert rc == 0, out.err
+        rc = main(["plan", "-s", "production", "-C", str(project.path)])
+        tree = capsys.readouterr().out
+    finally:
+        stackfile_patch.undo()
+    written = "".join(p.read_text() for p in out_dir.rglob("*") if p.is_file())
+    assert written
+    for text in (out.out, out.err, tree, written):
+        assert PROD_PASSWORD not in text and "Known-Db-Password" not in text
+
+
+def test_config_errors_exit_2_with_every_message(project, fake_target, capsys):
+    cfg = stack_config()
+    cfg["mxinfra:environments"]["production"]["constants"] = {"Orders.PageSise": 5}
+    cfg["mxinfra:environments"]["acceptance"]["scheduledEvents"] = ["Nope"]
+    cfg["mxinfra:fake"]["imagee"] = "x"
+    project.stack("production", cfg)
+    rc = main(["plan", "-s", "production", "-C", str(project.path)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "mxinfra:environments.production.constants.Orders.PageSise" in err and "Orders.PageSize" in err
+    assert "mxinfra:environments.acceptance.scheduledEvents[0]" in err
+    assert "mxinfra:fake.imagee" in err and "image" in err
+    assert "Traceback" not in err
+
+
+def test_unknown_target_lists_installed(project, fake_target, capsys):
+    project.stack("production", app_config(target="nope"))
+    assert main(["plan", "-s", "production", "-C", str(project.path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown target 'nope'" in err and "fake" in err
+
+
+def test_missing_stack_file_and_project(project, capsys, tmp_path):
+    assert main(["plan", "-s", "nope", "-C", str(project.path)]) == 2
+    assert "no stack file" in capsys.readouterr().err
+    assert main(["plan", "-s", "x", "-C", str(tmp_path)]) == 2
+    assert "Pulumi.yaml" in capsys.readouterr().err
+
+
+def test_bad_package_exits_2(project, fake_target, capsys, tmp_path):
+    bad = tmp_path / "bad.mda"
+    bad.write_bytes(b"not a zip")
+    cfg = app_config()
+    cfg["mxinfra:app"]["package"] = str(bad)
+    project.stack("production", cfg)
+    assert main(["plan", "-s", "production", "-C", str(project.path)]) == 2
+    assert "bad.mda" in capsys.readouterr().err
+
+
+def test_artifacts_written_per_environment(project, fake_target, capsys, tmp_path):
+    project.stack("production", stack_config())
+    rc = main(["plan", "-s", "production", "-C", str(project.path), "--out", str(tmp_path / "o")])
+    assert rc == 0
+    assert sorted(p.name for p in (tmp_path / "o" / "fake").iterdir()) == ["acceptance.json", "production.json"]
+
+
+def test_help_does_not_import_pulumi_or_cloud_sdks():
+    code = (
+        "import sys; from mxinfra.cli import main\n"
+        "try:\n main(['--help'])\nexcept SystemExit: pass\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('pulumi', 'pulumi_aws', 'pulumi_kubernetes', 'pulumi_azure_native', 'boto3', 'grpc'))\n"
+        "print('HEAVY', heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert "HEAVY []" in out, out

@@ -46,10 +46,30 @@ class MendixEnvironment(pulumi.ComponentResource):
             shared=args.get("shared"),
         )
         outputs = dict(deployment.target.deploy_environment(ctx))
+        self.activity = self._activity_log(deployment, prepared, ctx.depends_on)
         self.url = pulumi.Output.from_input(outputs.get("url", ""))
         self.role = pulumi.Output.from_input(prepared.environment.role.value)
         self.outputs = pulumi.Output.from_input(outputs)
         self.register_outputs({"url": self.url, "role": self.role, "outputs": self.outputs})
+
+    def _activity_log(self, deployment: Deployment, prepared: Any, depends_on: list[Any]) -> Any:
+        from .governance.record import ActivityLogEntry, grants_digest, settings_digest
+
+        package = deployment.package
+        return ActivityLogEntry(
+            prepared.naming.logical("activity"),
+            {
+                "environment": prepared.environment.name,
+                "repository": deployment.repository,
+                "packageSha256": package.sha256,
+                "packageVersion": package.version or package.model_version,
+                "packagePath": str(package.path),
+                "settingsDigest": settings_digest(prepared.settings),
+                "instances": prepared.settings.instances,
+                "grantsDigest": grants_digest(prepared.access),
+            },
+            pulumi.ResourceOptions(parent=self, depends_on=depends_on),
+        )
 
     def _admin_password(self, naming: Naming, configured: Any) -> pulumi.Output[str]:
         if configured is not None:

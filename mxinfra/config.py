@@ -138,7 +138,11 @@ def suggest(word: str, candidates: Sequence[str]) -> str:
     return f"did you mean {close[0]!r}?" if close else ""
 
 
-def _issues_from(err: ValidationError, prefix: str, model: type[BaseModel], file: str) -> list[ConfigIssue]:
+# Field names whose values are never echoed back in an error, secret-marked or not.
+_SECRETISH = re.compile(r"password|secret|token|credential|key$|url$", re.IGNORECASE)
+
+
+def _issues_from(err: ValidationError, prefix: str, model: type[BaseModel], file: str, raw: RawConfig | None) -> list[ConfigIssue]:
     issues = []
     for e in err.errors():
         loc = [str(p) for p in e["loc"]]
@@ -151,8 +155,8 @@ def _issues_from(err: ValidationError, prefix: str, model: type[BaseModel], file
             message = "required key is missing"
             fix = _description(model, loc)
         else:
-            got = e.get("input")
-            shown = _SECRET_MARK if "password" in path.lower() or "key" == loc[-1:] else repr(got)
+            hidden = any(_SECRETISH.search(part) for part in loc) or (raw is not None and raw.is_secret(path))
+            shown = _SECRET_MARK if hidden else repr(e.get("input"))
             message = f"{e['msg']} (got {shown})"
         issues.append(ConfigIssue(path, message, fix, file))
     return issues
@@ -186,12 +190,12 @@ def _description(model: type[BaseModel], loc: list[str]) -> str:
     return ""
 
 
-def parse_model(model: type[BaseModel], value: Any, path: str, file: str = "") -> tuple[Any, list[ConfigIssue]]:
+def parse_model(model: type[BaseModel], value: Any, path: str, file: str = "", raw: RawConfig | None = None) -> tuple[Any, list[ConfigIssue]]:
     """Validate `value` against `model`; returns (instance or None, issues located under `path`)."""
     try:
         return model.model_validate(value), []
     except ValidationError as err:
-        return None, _issues_from(err, path, model, file)
+        return None, _issues_from(err, path, model, file, raw)
 
 
 def _secret_field(raw: RawConfig, path: str, value: str | None, issues: list[ConfigIssue]) -> Secret | None:
@@ -227,7 +231,7 @@ def load_stack_config(raw: RawConfig, *, project: str, stack: str) -> StackConfi
     if app_raw is None:
         issues.append(ConfigIssue(f"{NAMESPACE}:app", "required key is missing", "set name, package and target, e.g. pulumi config set --path mxinfra:app.name orders", file))
     else:
-        app, found = parse_model(AppConfig, app_raw, f"{NAMESPACE}:app", file)
+        app, found = parse_model(AppConfig, app_raw, f"{NAMESPACE}:app", file, raw)
         issues += found
 
     envs = _environments(raw, stack, issues)
@@ -240,7 +244,7 @@ def load_stack_config(raw: RawConfig, *, project: str, stack: str) -> StackConfi
         issues.append(ConfigIssue(f"{NAMESPACE}:access", f"expected a list of entries, got {type(access_raw).__name__}", "each entry: principal, environments, permissions", file))
         access_raw = []
     for i, entry in enumerate(access_raw):
-        parsed, found = parse_model(AccessEntry, entry, f"{NAMESPACE}:access[{i}]", file)
+        parsed, found = parse_model(AccessEntry, entry, f"{NAMESPACE}:access[{i}]", file, raw)
         issues += found
         if parsed is not None:
             access.append(parsed)
@@ -293,7 +297,7 @@ def _environments(raw: RawConfig, stack: str, issues: list[ConfigIssue]) -> list
             issues.append(ConfigIssue(path, "duplicate environment name", "each environment needs its own name", file))
             continue
         seen.add(name)
-        parsed, found = parse_model(EnvironmentConfig, body or {}, path, file)
+        parsed, found = parse_model(EnvironmentConfig, body or {}, path, file, raw)
         issues += found
         if parsed is None:
             continue

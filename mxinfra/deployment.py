@@ -8,6 +8,7 @@ from pathlib import Path
 from .access import grants_for
 from .config import NAMESPACE, RawConfig, load_stack_config, parse_model
 from .errors import ConfigError, ConfigIssue
+from .governance.promotion import fetch_package, is_repository_reference, promotion_issues, repository_url
 from .mda import MdaPackage, open_mda
 from .naming import Naming, kubernetes_annotations, kubernetes_labels, standard_tags
 from .settings import check_against_metadata, derive
@@ -41,7 +42,12 @@ def prepare(raw: RawConfig, *, project: str, stack: str, base_dir: Path) -> Depl
     """Validate everything (config, MDA, target block) and derive each environment; errors are collected."""
     cfg = load_stack_config(raw, project=project, stack=stack)
     file = raw.source
-    package_path = resolve_package(cfg.app.package, base_dir, file)
+    repo_url = repository_url(cfg.repository, base_dir)
+    version = None
+    if is_repository_reference(cfg.app.package, base_dir):
+        package_path, version = fetch_package(cfg.app.package, repo_url)
+    else:
+        package_path = resolve_package(cfg.app.package, base_dir, file)
     pkg = open_package(package_path)
     meta = pkg.metadata
     target = load_target(cfg.app.target, file=file)
@@ -52,20 +58,22 @@ def prepare(raw: RawConfig, *, project: str, stack: str, base_dir: Path) -> Depl
     block_key = f"{NAMESPACE}:{target.name}"
     block = None
     if target.config_model is not None:
-        block, found = parse_model(target.config_model, raw.values.get(block_key) or {}, block_key, file)
+        block, found = parse_model(target.config_model, raw.values.get(block_key) or {}, block_key, file, raw)
         issues += found
     if block is not None or target.config_model is None:
         issues += target.check(cfg, block, file)
+    sha = pkg.sha256()
+    issues += promotion_issues(list(cfg.environments), sha, repo_url, file)
     if issues:
         raise ConfigError(issues, file)
 
-    sha = pkg.sha256()
     info = PackageInfo(
         path=package_path,
         sha256=sha,
         size_bytes=pkg.size_bytes,
         model_version=meta.model_version,
         runtime_version=str(meta.runtime_version),
+        version=version,
     )
     prepared = []
     for env in cfg.environments:
@@ -83,4 +91,4 @@ def prepare(raw: RawConfig, *, project: str, stack: str, base_dir: Path) -> Depl
                 warnings=tuple(target.warnings(env, access, block)),
             )
         )
-    return Deployment(cfg, meta, info, target, block, tuple(prepared))
+    return Deployment(cfg, meta, info, target, block, tuple(prepared), repo_url)

@@ -16,6 +16,7 @@ import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 from pulumi.runtime.config import set_all_config
+from pulumi.runtime import settings as settings_module
 from pulumi.runtime.settings import SETTINGS
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
@@ -55,7 +56,7 @@ class Computed:
 def _convert(value: Any) -> Any:
     if rpc.is_rpc_secret(value):
         return Sealed(_convert(rpc.unwrap_rpc_secret(value)))
-    if value == rpc.UNKNOWN:
+    if isinstance(value, pulumi.output.Unknown) or value == rpc.UNKNOWN:
         return Computed()
     if isinstance(value, dict):
         return {k: _convert(v) for k, v in value.items()}
@@ -126,13 +127,21 @@ class Registration:
         return cur
 
 
+CloudOutputs = Callable[[pulumi_mocks.MockResourceArgs], Mapping[str, Any]]
+
+
 class _Mocks(pulumi_mocks.Mocks):
-    def __init__(self, call: Callable[[pulumi_mocks.MockCallArgs], Mapping[str, Any]] | None) -> None:
+    def __init__(self, call: Callable[[pulumi_mocks.MockCallArgs], Mapping[str, Any]] | None, outputs: CloudOutputs | None) -> None:
         self._call = call
+        self._outputs = outputs
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str, dict]:
-        # The inputs come back as state: what a provider would echo. Everything else is unknown.
-        return f"{args.name}-id", dict(args.inputs)
+        # The inputs come back as state: what a provider would echo. Everything else is unknown,
+        # unless a test plays the cloud and supplies outputs (ARNs, endpoints) itself.
+        state = dict(args.inputs)
+        if self._outputs is not None:
+            state.update(self._outputs(args))
+        return f"{args.name}-id", state
 
     def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict, list | None]:
         return (dict(self._call(args)) if self._call else {}), None
@@ -147,6 +156,9 @@ class _Recorder(pulumi_mocks.MockMonitor):
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
             inputs = _convert(rpc.deserialize_properties(request.object, keep_unknowns=True))
+            if "__provider" in inputs:
+                # A dynamic resource's pickled provider: code, not configuration.
+                inputs["__provider"] = "[dynamic provider]"
             self.registrations.append(
                 Registration(
                     urn=response.urn,
@@ -192,14 +204,22 @@ def run_mocked(
     config: Mapping[str, str] | None = None,
     secret_keys: list[str] | None = None,
     call: Callable[[pulumi_mocks.MockCallArgs], Mapping[str, Any]] | None = None,
+    outputs: CloudOutputs | None = None,
+    preview: bool = True,
 ) -> MockRun:
-    """Run `program` as a preview under the mock runtime and return what it registered."""
-    recorder = _Recorder(_Mocks(call))
+    """Run `program` under the mock runtime (a preview unless preview=False) and return what it registered.
+
+    `outputs(args)` adds what the cloud would return for a resource (used with preview=False to see
+    inputs that depend on ARNs or endpoints with known values).
+    """
+    recorder = _Recorder(_Mocks(call, outputs))
     logger = logging.getLogger(f"mxinfra.mockrun.{id(recorder)}")
     logger.propagate = False
     collector = _WarningCollector()
     logger.addHandler(collector)
-    pulumi_mocks.set_mocks(recorder.mocks, project=project, stack=stack, preview=True, logger=logger, monitor=recorder)
+    # Each run gets its own root Stack resource (named after this run's project and stack).
+    settings_module.ROOT.set(None)
+    pulumi_mocks.set_mocks(recorder.mocks, project=project, stack=stack, preview=preview, logger=logger, monitor=recorder)
     set_all_config(dict(config or {}), list(secret_keys or []))
     SETTINGS.rpc_manager.clear()
     SETTINGS.outputs.clear()

@@ -9,7 +9,7 @@ from typing import Any
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from .config import NAMESPACE, RawConfig
+from .config import RawConfig
 from .errors import UserError
 
 
@@ -54,5 +54,3 @@ def run(base_dir: Path | None = None) -> Any:
     pulumi.export("environments", app.environments)
     return app
 
-
-__all__ = ["NAMESPACE", "raw_config_from_pulumi", "run"]

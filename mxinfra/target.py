@@ -65,6 +65,7 @@ class Deployment:
     target: Target
     target_config: Any  # the target's validated block (an instance of its config_model), or None
     environments: tuple[PreparedEnvironment, ...]
+    repository: str = ""  # URL of the package repository and activity log
 
     def environment(self, name: str) -> PreparedEnvironment:
         """The prepared environment called `name`."""
@@ -218,7 +219,8 @@ def load_target(name: str, path: str = "mxinfra:app.target", file: str = "") -> 
     for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
             target = ep.load()
-            target = target() if isinstance(target, type) or callable(target) and not isinstance(target, Target) else target
+            if isinstance(target, type):
+                target = target()
             if not isinstance(target, Target):
                 raise TypeError(f"entry point {ep.value} of group {ENTRY_POINT_GROUP} is not a mxinfra Target")
             _registry[name] = target

@@ -75,7 +75,7 @@ def registered_target(target: Any) -> Iterator[Any]:
 
 @pytest.fixture
 def pulumi_run() -> Callable[..., Resources]:
-    """Run a callable under the mock runtime: pulumi_run(program, config={...}, stack=..., project=...)."""
+    """Run a callable under the mock runtime: pulumi_run(program, config=, stack=, project=, preview=, outputs=)."""
     from .mockrun import run_mocked
 
     def run(
@@ -85,8 +85,10 @@ def pulumi_run() -> Callable[..., Resources]:
         secret_keys: list[str] | None = None,
         stack: str = "test",
         project: str = "test",
+        preview: bool = True,
+        outputs: Callable[[Any], Mapping[str, Any]] | None = None,
     ) -> Resources:
-        result = run_mocked(program, project=project, stack=stack, config=config, secret_keys=secret_keys)
+        result = run_mocked(program, project=project, stack=stack, config=config, secret_keys=secret_keys, preview=preview, outputs=outputs)
         res = Resources(result.registrations)
         res.warnings = result.warnings
         return res

@@ -107,3 +107,9 @@ def test_user_providers_flow_to_every_child(fake_target, pulumi_run):
 def test_component_names_must_match_the_app(fake_target, pulumi_run):
     with pytest.raises(ValueError, match="must carry the app's name"):
         pulumi_run(lambda: MendixApp("other", {"deployment": deployment(CONFIG)}))
+
+
+def test_each_run_has_its_own_root_stack(fake_target, pulumi_run):
+    for stack in ("first", "second"):
+        res = pulumi_run(lambda: MendixApp("orders", {"deployment": deployment(CONFIG)}), stack=stack, project="orders")
+        assert res.one(APP_TYPE).parent == f"urn:pulumi:{stack}::orders::pulumi:pulumi:Stack::orders-{stack}"

@@ -1,0 +1,1 @@
+"""Governance: package repository, activity log, staged promotion and traceability."""

@@ -1,0 +1,295 @@
+"""Governance commands: `package push|list`, `activity [verify]`, `promote`, `trace`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ..errors import UserError
+
+RepositoryOpt = Annotated[Optional[str], typer.Option("--repository", help="Repository URL: file://PATH, s3://bucket/prefix or azblob://account/container/prefix")]
+DirOpt = Annotated[Path, typer.Option("-C", "--cwd", help="The Pulumi project directory")]
+StackOpt = Annotated[Optional[str], typer.Option("-s", "--stack", help="Take the repository from this stack's config")]
+
+package_app = typer.Typer(help="The package repository: upload once, deploy anywhere.", no_args_is_help=True)
+activity_app = typer.Typer(help="The activity log of each environment.", invoke_without_command=True)
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def resolve_repository(repository: str | None, directory: Path, stack: str | None) -> str:
+    """--repository, else the stack's `mxinfra:repository`, else file://.mxinfra in the project."""
+    from .promotion import repository_url
+
+    if repository:
+        return repository_url(repository, Path.cwd())
+    configured = None
+    if stack:
+        from ..stackfile import read_project, read_stack_config
+
+        project = read_project(directory)
+        configured = read_stack_config(project, stack).values.get("mxinfra:repository")
+    return repository_url(configured, directory.resolve())
+
+
+def _store(url: str) -> Any:
+    from .store import open_store
+
+    return open_store(url)
+
+
+@package_app.command("push")
+def package_push(
+    path: Annotated[Path, typer.Argument(help="The .mda to upload")],
+    version: Annotated[Optional[str], typer.Option("--version", help="A version label (default: the model version)")] = None,
+    story: Annotated[Optional[list[str]], typer.Option("--story", help="A story id this package delivers (repeatable)")] = None,
+    commit: Annotated[Optional[str], typer.Option("--commit", help="The source commit (default: git HEAD)")] = None,
+    story_pattern: Annotated[Optional[str], typer.Option("--story-pattern", help="Regex for story ids in commit messages")] = None,
+    repository: RepositoryOpt = None,
+    directory: DirOpt = Path("."),
+    stack: StackOpt = None,
+) -> None:
+    """Validate an MDA and upload it once to the repository (the same bytes again are a no-op)."""
+    from ..mda import open_mda
+    from .gitinfo import DEFAULT_STORY_PATTERN, head_commit, stories_since
+    from .repository import Repository
+
+    url = resolve_repository(repository, directory, stack)
+    repo = Repository(_store(url))
+    if version is None:
+        version = open_mda(path).metadata.model_version
+        if version == "unversioned":
+            version = None
+    here = path.resolve().parent
+    commit = commit or head_commit(here)
+    stories = list(story or [])
+    if not stories and commit:
+        previous = next((e.commit for e in repo.list() if e.commit), None)
+        stories = stories_since(here, previous, story_pattern or DEFAULT_STORY_PATTERN)
+    entry, uploaded = _push_with_progress(repo, path, version, commit, stories)
+    console = _console()
+    if uploaded:
+        console.print(f"pushed {path.name} as sha256:{entry.sha256} ({entry.size_bytes:,} bytes) to {url}")
+    else:
+        console.print(f"already in {url}: sha256:{entry.sha256} (version {entry.version or '-'}); nothing uploaded")
+    if entry.stories:
+        console.print("stories: " + ", ".join(entry.stories))
+
+
+def _push_with_progress(repo: Any, path: Path, version: str | None, commit: str | None, stories: list[str]) -> Any:
+    console = _console(stderr=True)
+    size = path.stat().st_size
+    if not console.is_terminal or size < 32 * 1024 * 1024:
+        return repo.push(path, version=version, commit=commit, stories=stories)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    with Progress("uploading", BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("push", total=size)
+        return repo.push(path, version=version, commit=commit, stories=stories, progress=lambda n: bar.advance(task, n))
+
+
+@package_app.command("list")
+def package_list(
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    repository: RepositoryOpt = None,
+    directory: DirOpt = Path("."),
+    stack: StackOpt = None,
+) -> None:
+    """The packages in the repository, newest first."""
+    from .repository import Repository
+
+    entries = Repository(_store(resolve_repository(repository, directory, stack))).list()
+    if as_json:
+        sys.stdout.write(json.dumps([e.to_json() for e in entries], indent=2, sort_keys=True) + "\n")
+        return
+    from rich.table import Table
+
+    table = Table("version", "sha256", "runtime", "size", "uploaded", "by", "stories")
+    for e in entries:
+        table.add_row(e.version or "-", e.sha256[:12], e.runtime_version, f"{e.size_bytes:,}", e.uploaded_at, e.uploaded_by, ", ".join(e.stories))
+    _console().print(table)
+
+
+ACTIVITY_FIELDS = ["time", "environment", "action", "actor", "package_version", "package_sha256", "changes", "seq", "hash"]
+
+
+@activity_app.callback()
+def activity(
+    ctx: typer.Context,
+    environment: Annotated[Optional[str], typer.Option("-e", "--environment", help="One environment (default: all)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv")] = False,
+    repository: RepositoryOpt = None,
+    directory: DirOpt = Path("."),
+    stack: StackOpt = None,
+) -> None:
+    """An environment's activity log, newest first (like the platform's, with CSV export)."""
+    url = resolve_repository(repository, directory, stack)
+    ctx.obj = url
+    if ctx.invoked_subcommand is not None:
+        return
+    if as_json and as_csv:
+        raise UserError("choose one of --json and --csv")
+    from .activity import ActivityLog
+
+    log = ActivityLog(_store(url))
+    envs = [environment] if environment else log.environments()
+    records = sorted((r for env in envs for r in log.records(env)), key=lambda r: (r.time, r.environment, r.seq), reverse=True)
+    rows = [{f: getattr(r, f) for f in ACTIVITY_FIELDS} for r in records]
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2, sort_keys=True) + "\n")
+    elif as_csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=ACTIVITY_FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "changes": json.dumps(row["changes"], sort_keys=True)})
+    else:
+        from rich.table import Table
+
+        table = Table("time", "environment", "action", "by", "package", "changed")
+        for r in records:
+            table.add_row(r.time, r.environment, r.action, r.actor, f"{r.package_version or '-'} ({r.package_sha256[:12]})", ", ".join(r.changes))
+        _console().print(table if records else f"no activity recorded in {url}")
+
+
+@activity_app.command("verify")
+def activity_verify(
+    ctx: typer.Context,
+    environment: Annotated[Optional[str], typer.Option("-e", "--environment")] = None,
+) -> None:
+    """Check every environment's hash chain: an edited, removed or reordered record is named."""
+    from .activity import ActivityLog
+
+    log = ActivityLog(_store(ctx.obj))
+    envs = [environment] if environment else log.environments()
+    problems = [f"{env}: {p}" for env in envs for p in log.verify(env)]
+    if problems:
+        raise UserError("the activity log was tampered with:\n" + "\n".join(f"  - {p}" for p in problems))
+    total = sum(len(log.records(env)) for env in envs)
+    _console().print(f"activity log intact: {total} record(s) in {len(envs)} environment(s)")
+
+
+def _environments_of(project: Any, stack: str) -> tuple[list[str], Any]:
+    from ..stackfile import read_stack_config
+
+    raw = read_stack_config(project, stack)
+    declared = raw.values.get("mxinfra:environments")
+    return ([str(n) for n in declared] if isinstance(declared, dict) else [stack]), raw
+
+
+def promote(
+    source: Annotated[str, typer.Option("--from", help="The environment whose package is promoted")],
+    destination: Annotated[str, typer.Option("--to", help="The environment that receives it")],
+    package: Annotated[Optional[str], typer.Option("--package", help="Another recorded package (sha256:... or version)")] = None,
+    repository: RepositoryOpt = None,
+    directory: DirOpt = Path("."),
+) -> None:
+    """Write the package last deployed to --from into the stack file of --to; then run `pulumi up`."""
+    from ..stackfile import read_project
+    from .activity import ActivityLog
+    from .repository import Repository
+
+    project = read_project(directory)
+    holders = []
+    for stack in project.stacks():
+        envs, raw = _environments_of(project, stack)
+        if destination in envs:
+            holders.append((stack, raw))
+    if len(holders) != 1:
+        found = ", ".join(s for s, _ in holders) or "none"
+        raise UserError(f"{project.stack_config_dir}: environment {destination!r} must be declared by exactly one stack file (found: {found})")
+    stack, raw = holders[0]
+    url = resolve_repository(repository, directory, stack)
+    store = _store(url)
+    repo, log = Repository(store), ActivityLog(store)
+    deployed = [r for r in log.records(source) if r.action == "deploy"]
+    if package:
+        entry = repo.find(package)
+        if not any(r.package_sha256 == entry.sha256 for r in deployed):
+            raise UserError(f"{url}: package sha256:{entry.sha256[:12]} was never deployed to {source!r}; only what passed {source} can be promoted")
+    else:
+        if not deployed:
+            raise UserError(f"{url}: no deploy recorded in environment {source!r}; nothing to promote")
+        entry = repo.find("sha256:" + deployed[-1].package_sha256)
+    reference = "sha256:" + entry.sha256
+    old = _write_package(project.stack_file(stack), reference)
+    console = _console()
+    console.print(f"{project.stack_file(stack)}: mxinfra:app.package {old!r} -> {reference!r}")
+    console.print(f"promoted {entry.version or '-'} from {source} to {destination}; now run: pulumi up -s {stack}")
+
+
+def _write_package(path: Path, reference: str) -> Any:
+    """Set mxinfra:app.package in a stack file, keeping its comments and key order."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    doc = yaml.load(path.read_text())
+    app_block = doc.get("config", {}).get("mxinfra:app")
+    if app_block is None:
+        raise UserError(f"{path}: no mxinfra:app block to update")
+    old = app_block.get("package")
+    app_block["package"] = reference
+    tmp = path.with_suffix(".yaml.tmp")
+    with tmp.open("w") as fh:
+        yaml.dump(doc, fh)
+    tmp.replace(path)  # atomic: the stack file is never half-written
+    return old
+
+
+def trace(
+    story: Annotated[str, typer.Argument(help="A story id, e.g. ORD-42")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    repository: RepositoryOpt = None,
+    directory: DirOpt = Path("."),
+    stack: StackOpt = None,
+) -> None:
+    """The packages that deliver a story, and where, when and by whom each was deployed."""
+    from .activity import ActivityLog
+    from .repository import Repository
+
+    store = _store(resolve_repository(repository, directory, stack))
+    packages = [e for e in Repository(store).list() if story in e.stories]
+    log = ActivityLog(store)
+    records = [r for env in log.environments() for r in log.records(env) if r.action == "deploy"]
+    result = [
+        {
+            "version": e.version,
+            "sha256": e.sha256,
+            "commit": e.commit,
+            "deployments": [
+                {"environment": r.environment, "time": r.time, "actor": r.actor}
+                for r in sorted(records, key=lambda r: r.time)
+                if r.package_sha256 == e.sha256
+            ],
+        }
+        for e in packages
+    ]
+    if as_json:
+        sys.stdout.write(json.dumps({"story": story, "packages": result}, indent=2, sort_keys=True) + "\n")
+        return
+    console = _console()
+    if not result:
+        console.print(f"no package references {story}")
+        return
+    for p in result:
+        console.print(f"[bold]{p['version'] or '-'}[/] sha256:{p['sha256'][:12]} commit {p['commit'] or '-'}")
+        for d in p["deployments"] or [{"environment": "(not deployed)", "time": "", "actor": ""}]:
+            console.print(f"  {d['environment']:<14} {d['time']}  {d['actor']}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the governance commands to the main CLI."""
+    app.add_typer(package_app, name="package")
+    app.add_typer(activity_app, name="activity")
+    app.command("promote")(promote)
+    app.command("trace")(trace)

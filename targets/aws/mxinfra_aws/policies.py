@@ -1,0 +1,351 @@
+"""IAM policy documents, built by pure functions from names and ARNs known before anything exists.
+
+Every physical name the target uses is set explicitly, so every ARN can be computed from the account,
+region and names: the same documents are deployed, rendered by `mxinfra plan --out` and linted in tests.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mxinfra.naming import Naming
+
+VERSION = "2012-10-17"
+ROLE_PATH = "/mxinfra/"
+_IAM_NAME = "a-zA-Z0-9+=,.@_-"
+PRINCIPAL = re.compile(r"^(\d{12}|arn:aws(-cn|-us-gov)?:iam::\d{12}:(root|(role|user)/[\w+=,.@/-]+))$")
+_ECR_IMAGE = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/(?P<repo>[^:@]+)")
+
+Document = dict[str, Any]
+
+
+def partition_of(region: str) -> str:
+    """The ARN partition of `region`."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+def principal_arn(principal: str, partition: str = "aws") -> str:
+    """An IAM principal for a trust policy: ARNs as given, a bare account id as its root."""
+    return f"arn:{partition}:iam::{principal}:root" if principal.isdigit() else principal
+
+
+@dataclass(frozen=True)
+class Arns:
+    """The names and ARNs of one environment's resources, derived deterministically."""
+
+    region: str
+    account: str
+    cluster: str
+    naming: Naming
+    postgres_major: str = "16"
+
+    @property
+    def partition(self) -> str:
+        """The ARN partition."""
+        return partition_of(self.region)
+
+    def _arn(self, service: str, resource: str, region: bool = True) -> str:
+        return f"arn:{self.partition}:{service}:{self.region if region else ''}:{self.account}:{resource}"
+
+    # names -----------------------------------------------------------------------------------------
+    @property
+    def service_name(self) -> str:
+        """The ECS service (and task family) name."""
+        return self.naming.physical()
+
+    @property
+    def log_group_name(self) -> str:
+        """The CloudWatch log group of the runtime."""
+        return f"/mxinfra/{self.naming.app}/{self.naming.environment}"
+
+    @property
+    def secret_name(self) -> str:
+        """The Secrets Manager secret holding the runtime's secret values."""
+        return f"mxinfra/{self.naming.app}/{self.naming.environment}/runtime"
+
+    @property
+    def bucket_name(self) -> str:
+        """The file-storage bucket (globally unique: account and region in the name)."""
+        return self.naming.physical(f"files-{self.account}-{self.region}", max_len=63)
+
+    @property
+    def db_identifier(self) -> str:
+        """The RDS instance identifier (also its subnet group's name)."""
+        return self.naming.physical("db", max_len=60)
+
+    @property
+    def topic_name(self) -> str:
+        """The SNS topic alerts go to."""
+        return self.naming.physical("alerts", max_len=256)
+
+    def role_name(self, kind: str) -> str:
+        """The IAM role name for `kind` (task, execution, or a permission)."""
+        return self.naming.physical(kind, max_len=64, charset=_IAM_NAME)
+
+    # ARNs ------------------------------------------------------------------------------------------
+    @property
+    def cluster_arn(self) -> str:
+        """The ECS cluster."""
+        return self._arn("ecs", f"cluster/{self.cluster}")
+
+    @property
+    def service_arn(self) -> str:
+        """The ECS service (long ARN format, which includes the cluster)."""
+        return self._arn("ecs", f"service/{self.cluster}/{self.service_name}")
+
+    @property
+    def task_definition_arn(self) -> str:
+        """Every revision of the environment's task family."""
+        return self._arn("ecs", f"task-definition/{self.service_name}:*")
+
+    @property
+    def log_group_arn(self) -> str:
+        """The log group itself."""
+        return self._arn("logs", f"log-group:{self.log_group_name}")
+
+    @property
+    def log_streams_arn(self) -> str:
+        """Every stream of the log group."""
+        return self._arn("logs", f"log-group:{self.log_group_name}:log-stream:*")
+
+    @property
+    def secret_arn(self) -> str:
+        """The runtime secret: Secrets Manager appends six random characters to the name."""
+        return self._arn("secretsmanager", f"secret:{self.secret_name}-??????")
+
+    @property
+    def rds_secret_arns(self) -> str:
+        """Secrets RDS manages (named `rds!db-<uuid>`): narrowed to this instance by a tag condition."""
+        return self._arn("secretsmanager", "secret:rds!db-*")
+
+    @property
+    def db_arn(self) -> str:
+        """The RDS instance."""
+        return self._arn("rds", f"db:{self.db_identifier}")
+
+    def role_arn(self, kind: str) -> str:
+        """The IAM role of `kind`."""
+        return self._arn("iam", f"role{ROLE_PATH}{self.role_name(kind)}", region=False)
+
+    @property
+    def bucket_arn(self) -> str:
+        """The bucket."""
+        return f"arn:{self.partition}:s3:::{self.bucket_name}"
+
+    @property
+    def topic_arn(self) -> str:
+        """The alerts topic."""
+        return self._arn("sns", self.topic_name)
+
+
+def _doc(*statements: Document) -> Document:
+    return {"Version": VERSION, "Statement": list(statements)}
+
+
+def _allow(sid: str, actions: Sequence[str], resources: str | Sequence[str], condition: Document | None = None) -> Document:
+    stmt: Document = {"Sid": sid, "Effect": "Allow", "Action": sorted(actions), "Resource": resources if isinstance(resources, str) else list(resources)}
+    if condition:
+        stmt["Condition"] = condition
+    return stmt
+
+
+# --- the runtime's own roles ------------------------------------------------------------------------
+
+
+def ecs_tasks_trust(a: Arns) -> Document:
+    """Trust of the task and execution roles: ECS tasks of this account only (confused-deputy guard)."""
+    return _doc(
+        {
+            "Sid": "EcsTasks",
+            "Effect": "Allow",
+            "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+            "Condition": {
+                "ArnLike": {"aws:SourceArn": f"arn:{a.partition}:ecs:{a.region}:{a.account}:*"},
+                "StringEquals": {"aws:SourceAccount": a.account},
+            },
+        }
+    )
+
+
+def ecr_repository_arn(image: str, partition: str = "aws") -> str | None:
+    """The ECR repository an image URI points at, or None for other registries."""
+    m = _ECR_IMAGE.match(image)
+    if not m:
+        return None
+    return f"arn:{partition}:ecr:{m['region']}:{m['account']}:repository/{m['repo']}"
+
+
+def execution_policy(a: Arns, image: str) -> Document:
+    """What ECS needs to start the task: pull its image, write its log group, read exactly its secrets."""
+    statements = []
+    repo = ecr_repository_arn(image, a.partition)
+    if repo is not None:
+        # GetAuthorizationToken has no resource type: AWS only accepts "*" for it.
+        statements.append(_allow("EcrLogin", ["ecr:GetAuthorizationToken"], "*"))
+        statements.append(_allow("PullImage", ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"], repo))
+    statements.append(_allow("WriteLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], a.log_streams_arn))
+    statements.append(_allow("RuntimeSecret", ["secretsmanager:GetSecretValue"], a.secret_arn))
+    # RDS names its managed secret rds!db-<uuid>; the tag it sets pins the statement to this instance.
+    statements.append(
+        _allow(
+            "DatabaseSecret",
+            ["secretsmanager:GetSecretValue"],
+            a.rds_secret_arns,
+            {"StringEquals": {"secretsmanager:ResourceTag/aws:rds:primaryDBInstanceArn": a.db_arn}},
+        )
+    )
+    return _doc(*statements)
+
+
+def task_policy(a: Arns) -> Document:
+    """What the running app may do: use its own bucket and nothing else."""
+    return _doc(
+        _allow("ListFiles", ["s3:GetBucketLocation", "s3:ListBucket"], a.bucket_arn),
+        _allow(
+            "ReadWriteFiles",
+            ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:PutObject"],
+            f"{a.bucket_arn}/*",
+        ),
+    )
+
+
+def bucket_policy(a: Arns) -> Document:
+    """The bucket's own policy: refuse every request that does not use TLS."""
+    return _doc(
+        {
+            "Sid": "DenyInsecureTransport",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [a.bucket_arn, f"{a.bucket_arn}/*"],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        }
+    )
+
+
+# --- people's roles: one per environment and permission ---------------------------------------------
+
+
+def access_trust(principals: Sequence[str], mfa_required: bool, max_session_seconds: int | None, partition: str = "aws") -> Document:
+    """Trust of an access role: the configured principals, with MFA (and its age) when required."""
+    stmt: Document = {
+        "Sid": "Principals",
+        "Effect": "Allow",
+        "Principal": {"AWS": sorted(principal_arn(p, partition) for p in principals)},
+        "Action": "sts:AssumeRole",
+    }
+    if mfa_required:
+        stmt["Condition"] = {
+            "Bool": {"aws:MultiFactorAuthPresent": "true"},
+            "NumericLessThanEquals": {"aws:MultiFactorAuthAge": str(max_session_seconds or 28800)},
+        }
+    return _doc(stmt)
+
+
+def _logs_read(a: Arns) -> Document:
+    return _allow("ReadLogs", ["logs:DescribeLogStreams", "logs:FilterLogEvents", "logs:GetLogEvents"], [a.log_group_arn, a.log_streams_arn])
+
+
+def _service_read(a: Arns) -> Document:
+    return _allow("ServiceState", ["ecs:DescribeServices"], a.service_arn)
+
+
+def deploy_policy(a: Arns) -> Document:
+    """Transport, start/stop and configuration: new task definitions of this family, this service, its roles."""
+    return _doc(
+        _allow("UpdateService", ["ecs:DescribeServices", "ecs:UpdateService"], a.service_arn),
+        _allow("RegisterTaskDefinition", ["ecs:RegisterTaskDefinition"], a.task_definition_arn),
+        # DescribeTaskDefinition has no resource type: AWS only accepts "*".
+        _allow("ReadTaskDefinitions", ["ecs:DescribeTaskDefinition"], "*"),
+        _allow(
+            "PassRuntimeRoles",
+            ["iam:PassRole"],
+            [a.role_arn("task"), a.role_arn("execution")],
+            {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
+        ),
+        _logs_read(a),
+    )
+
+
+def monitor_policy(a: Arns) -> Document:
+    """Logs, metrics and service state."""
+    return _doc(
+        _logs_read(a),
+        _service_read(a),
+        # CloudWatch metric reads have no resource type: AWS only accepts "*".
+        _allow("ReadMetrics", ["cloudwatch:GetMetricData", "cloudwatch:GetMetricStatistics", "cloudwatch:ListMetrics"], "*"),
+    )
+
+
+def backups_policy(a: Arns) -> Document:
+    """Snapshots of this environment's database, and restoring them (to a new instance named after it)."""
+    snapshots = f"arn:{a.partition}:rds:{a.region}:{a.account}:snapshot:{a.db_identifier}-*"
+    rds = f"arn:{a.partition}:rds:{a.region}:{a.account}"
+    return _doc(
+        _allow("DescribeBackups", ["rds:DescribeDBInstances", "rds:DescribeDBSnapshots"], [a.db_arn, snapshots]),
+        _allow("Snapshot", ["rds:CreateDBSnapshot"], [a.db_arn, snapshots]),
+        _allow("DeleteSnapshot", ["rds:DeleteDBSnapshot"], snapshots),
+        # A restore always creates a new instance: only ones named <identifier>-*, in the same subnet
+        # group, with the default option and parameter groups the environment's instance uses.
+        _allow(
+            "Restore",
+            ["rds:RestoreDBInstanceFromDBSnapshot", "rds:RestoreDBInstanceToPointInTime"],
+            [
+                a.db_arn,
+                f"{rds}:db:{a.db_identifier}-*",
+                snapshots,
+                f"{rds}:subgrp:{a.db_identifier}",
+                f"{rds}:og:default:postgres-{a.postgres_major}",
+                f"{rds}:pg:default.postgres{a.postgres_major}",
+            ],
+        ),
+    )
+
+
+def api_policy(a: Arns) -> Document:
+    """Programmatic read access to the environment's state (the Deploy API's view); changes need deploy."""
+    return _doc(
+        _service_read(a),
+        _allow("ReadTaskDefinitions", ["ecs:DescribeTaskDefinition"], "*"),
+    )
+
+
+def alerts_policy(a: Arns) -> Document:
+    """Subscribing to the environment's alerts topic and reading its alarms."""
+    return _doc(
+        _allow("Subscribe", ["sns:GetTopicAttributes", "sns:ListSubscriptionsByTopic", "sns:Subscribe"], a.topic_arn),
+        _allow("ReadAlarms", ["cloudwatch:DescribeAlarmHistory", "cloudwatch:DescribeAlarms"], f"arn:{a.partition}:cloudwatch:{a.region}:{a.account}:alarm:{a.naming.prefix}-*"),
+    )
+
+
+def manage_policy(a: Arns, permissions: Sequence[str]) -> Document:
+    """Changing who may do what: the trust of exactly this environment's access roles."""
+    return _doc(
+        _allow(
+            "EditTrust",
+            ["iam:GetRole", "iam:UpdateAssumeRolePolicy"],
+            [a.role_arn(p) for p in sorted(permissions)],
+        )
+    )
+
+
+def permission_policy(a: Arns, permission: str, permissions: Sequence[str] = ()) -> Document:
+    """The policy of the access role for `permission` (`permissions`: every access role of the environment)."""
+    builders = {
+        "deploy": deploy_policy,
+        "monitor": monitor_policy,
+        "backups": backups_policy,
+        "api": api_policy,
+        "alerts": alerts_policy,
+    }
+    if permission == "manage":
+        return manage_policy(a, permissions)
+    return builders[permission](a)

@@ -1,0 +1,80 @@
+"""What `mxinfra plan` shows for an AWS environment: policy documents as files, and notes on choices made."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import fargate
+
+ENVIRONMENT_TYPE = "mxinfra:index:MendixEnvironment"
+ROLE = "aws:iam/role:Role"
+ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
+TASK_DEFINITION = "aws:ecs/taskDefinition:TaskDefinition"
+DB_INSTANCE = "aws:rds/instance:Instance"
+LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+
+# (resource type, input holding a policy document, file suffix)
+POLICY_INPUTS = ((ROLE, "assumeRolePolicy", ".trust.json"), (ROLE_POLICY, "policy", ".json"), (BUCKET_POLICY, "policy", ".json"))
+
+
+def policy_documents(resources: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """File name -> policy document, for every policy the environment's resources carry."""
+    prefix = next((r["name"] for r in resources if r["type"] == ENVIRONMENT_TYPE), "")
+    docs = {}
+    for r in resources:
+        for type_, key, suffix in POLICY_INPUTS:
+            if r["type"] != type_:
+                continue
+            text = r["inputs"].get(key)
+            try:
+                doc = json.loads(text) if isinstance(text, str) else None
+            except json.JSONDecodeError:
+                doc = None  # an unknown value ([computed]) has no document to show
+            if isinstance(doc, dict):
+                name = r["name"][len(prefix) + 1 :] if prefix and r["name"].startswith(prefix + "-") else r["name"]
+                docs[name + suffix] = doc
+    return docs
+
+
+def write_policies(env: str, resources: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:
+    """Write each policy document to `out_dir/aws/<env>/<resource>.json` (trust policies: `.trust.json`)."""
+    target = out_dir / "aws" / env
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, doc in sorted(policy_documents(resources).items()):
+        path = target / name
+        path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        written.append(path)
+    return written
+
+
+def notes(resources: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Plain statements of the choices the target made for one environment."""
+    out = []
+    for r in resources:
+        i = r["inputs"]
+        if r["type"] == TASK_DEFINITION:
+            size = fargate.FargateSize(int(i["memory"]), int(i["cpu"]))
+            out.append(f"Fargate task size {size.describe()}: the smallest valid combination with the environment's memory and 1 vCPU per 4 GB")
+        elif r["type"] == DB_INSTANCE:
+            guards = "deletion protection, final snapshot" if i.get("deletionProtection") else "no deletion protection, no final snapshot"
+            out.append(
+                f"RDS PostgreSQL {i.get('engineVersion')} {i.get('instanceClass')}, "
+                f"{'Multi-AZ' if i.get('multiAz') else 'single-AZ'}, backups kept {i.get('backupRetentionPeriod')} days, {guards}"
+                + (", Pulumi-protected" if r.get("options", {}).get("protect") else "")
+            )
+        elif r["type"] == LOG_GROUP:
+            out.append(f"logs kept {i.get('retentionInDays')} days in {i.get('name')}")
+        elif r["type"] == ROLE and "mxinfra:permission" in (i.get("tags") or {}):
+            doc = json.loads(i["assumeRolePolicy"])
+            mfa = "Condition" in doc["Statement"][0]
+            out.append(
+                f"access role {i.get('name')} ({i['tags']['mxinfra:permission']}): "
+                f"{len(doc['Statement'][0]['Principal']['AWS'])} principal(s), "
+                f"{'MFA required, ' if mfa else ''}sessions up to {i.get('maxSessionDuration')} s"
+            )
+    return out

@@ -1,0 +1,253 @@
+"""The runtime: log group, secrets, task and execution roles, task definition, load balancer and ECS service."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from mxinfra.environments import Secret
+from mxinfra.settings import Bindings, DatabaseParts, S3Storage, buildpack_env
+from mxinfra.target import EnvironmentContext
+
+from . import fargate, policies
+from .config import AwsConfig
+from .containers import CONTAINER, LOG_RETENTION_DAYS, RUNTIME_PORT, ValueFrom, container_definitions, value_from
+from .database import DB_NAME, Database
+from .network import SecurityGroups
+from .policies import Arns
+
+TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+# The runtime answers `/` once the app has started; an app with SSO may redirect it, so 3xx is healthy too.
+HEALTH_CHECK = {
+    "path": "/",
+    "matcher": "200-399",
+    "port": "traffic-port",
+    "protocol": "HTTP",
+    "interval": 15,
+    "timeout": 5,
+    "healthy_threshold": 2,
+    "unhealthy_threshold": 4,
+}
+# Starting a Mendix runtime (database sync included) takes minutes; ECS must not kill it meanwhile.
+HEALTH_CHECK_GRACE_SECONDS = 600
+
+
+@dataclass
+class Runtime:
+    """What the environment exports from its runtime."""
+
+    service: aws.ecs.Service
+    load_balancer: aws.lb.LoadBalancer
+    task_role: aws.iam.Role
+    execution_role: aws.iam.Role
+    size: fargate.FargateSize
+
+
+def _role(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, kind: str, trust: dict, policy: dict, description: str) -> aws.iam.Role:
+    n = ctx.naming
+    role = aws.iam.Role(
+        n.logical(f"{kind}-role"),
+        name=a.role_name(kind),
+        path=policies.ROLE_PATH,
+        description=description,
+        assume_role_policy=json.dumps(trust, sort_keys=True),
+        permissions_boundary=cfg.permissionsBoundaryArn,
+        tags=dict(ctx.tags),
+        opts=ctx.opts(),
+    )
+    aws.iam.RolePolicy(
+        n.logical(f"{kind}-role-policy"),
+        name=kind,
+        role=role.name,
+        policy=json.dumps(policy, sort_keys=True),
+        opts=ctx.opts(),
+    )
+    return role
+
+
+def _secret_value(value: Any) -> Any:
+    return pulumi.Output.secret(value.reveal()) if isinstance(value, Secret) else value
+
+
+def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, sgs: SecurityGroups, db: Database, cluster_arn: Any) -> Runtime:
+    """Every runtime resource of the environment."""
+    n, env, tags = ctx.naming, ctx.environment, dict(ctx.tags)
+    size = fargate.pick(env.memory_mb)
+
+    logs = aws.cloudwatch.LogGroup(
+        n.logical("logs"),
+        name=a.log_group_name,
+        retention_in_days=LOG_RETENTION_DAYS[env.role.value],
+        tags=tags,
+        opts=ctx.opts(),
+    )
+
+    # The core decides every variable; this target only decides how each secret one reaches the container.
+    bindings = Bindings(
+        admin_password=ctx.admin_password,
+        database=DatabaseParts(
+            type="PostgreSQL",
+            host=db.endpoint,
+            name=DB_NAME,
+            user=ValueFrom(db.master_secret_arn, "username"),
+            password=ValueFrom(db.master_secret_arn, "password"),
+            require_tls=True,
+        ),
+        storage=S3Storage(bucket=a.bucket_name, endpoint=f"https://s3.{a.region}.amazonaws.com"),
+    )
+    variables = buildpack_env(ctx.settings, bindings)
+    stored = {k: _secret_value(v) for k, v in variables.secret.items() if not isinstance(v, ValueFrom)}
+    secret = aws.secretsmanager.Secret(
+        n.logical("runtime-secret"),
+        name=a.secret_name,
+        description=f"{n.prefix}: secret values of the Mendix runtime (admin password, licence key, secret constants)",
+        # Production and acceptance secrets stay recoverable for a month after deletion.
+        recovery_window_in_days=7 if env.role.value == "test" else 30,
+        tags=tags,
+        opts=ctx.opts(),
+    )
+    version = aws.secretsmanager.SecretVersion(
+        n.logical("runtime-secret-value"),
+        secret_id=secret.id,
+        secret_string=pulumi.Output.secret(pulumi.Output.json_dumps(stored)),
+        opts=ctx.opts(),
+    )
+    references: dict[str, Any] = {}
+    for key, v in variables.secret.items():
+        ref = v if isinstance(v, ValueFrom) else ValueFrom(secret.arn, key)
+        references[key] = pulumi.Output.from_input(ref.arn).apply(lambda arn, k=ref.key: value_from(arn, k))
+
+    execution_role = _role(ctx, cfg, a, "execution", policies.ecs_tasks_trust(a), policies.execution_policy(a, cfg.image), "ECS: pull the image, write logs, read this environment's secrets")
+    task_role = _role(ctx, cfg, a, "task", policies.ecs_tasks_trust(a), policies.task_policy(a), "The Mendix runtime: this environment's file bucket only")
+
+    containers = pulumi.Output.all(environment=variables.plain, secrets=references).apply(
+        lambda v: json.dumps(
+            container_definitions(
+                image=cfg.image,
+                environment=v["environment"],
+                secrets=v["secrets"],
+                log_group=a.log_group_name,
+                region=a.region,
+                memory_mb=env.memory_mb,
+            ),
+            sort_keys=True,
+        )
+    )
+    task = aws.ecs.TaskDefinition(
+        n.logical("task"),
+        family=a.service_name,
+        requires_compatibilities=["FARGATE"],
+        network_mode="awsvpc",
+        cpu=str(size.cpu),
+        memory=str(size.memory_mb),
+        runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": cfg.cpuArchitecture},
+        execution_role_arn=execution_role.arn,
+        task_role_arn=task_role.arn,
+        container_definitions=containers,
+        tags=tags,
+        opts=ctx.opts(depends_on=[version, logs]),
+    )
+
+    alb = aws.lb.LoadBalancer(
+        n.logical("alb"),
+        name=n.physical("alb", max_len=32),
+        load_balancer_type="application",
+        internal=cfg.internal,
+        security_groups=[sgs.load_balancer.id],
+        subnets=list(cfg.loadBalancerSubnetIds or cfg.subnetIds),
+        drop_invalid_header_fields=True,
+        enable_deletion_protection=env.is_production,
+        tags=tags,
+        opts=ctx.opts(),
+    )
+    target_group = aws.lb.TargetGroup(
+        n.logical("web"),
+        name=n.physical("web", max_len=32),
+        port=RUNTIME_PORT,
+        protocol="HTTP",
+        target_type="ip",
+        vpc_id=cfg.vpcId,
+        # Sessions live in the database: a short drain is enough.
+        deregistration_delay=60,
+        health_check=HEALTH_CHECK,
+        tags=tags,
+        opts=ctx.opts(),
+    )
+    https = aws.lb.Listener(
+        n.logical("https"),
+        load_balancer_arn=alb.arn,
+        port=443,
+        protocol="HTTPS",
+        ssl_policy=TLS_POLICY,
+        certificate_arn=cfg.certificateArn,
+        default_actions=[{"type": "forward", "target_group_arn": target_group.arn}],
+        tags=tags,
+        opts=ctx.opts(),
+    )
+    aws.lb.Listener(
+        n.logical("http"),
+        load_balancer_arn=alb.arn,
+        port=80,
+        protocol="HTTP",
+        default_actions=[{"type": "redirect", "redirect": {"port": "443", "protocol": "HTTPS", "status_code": "HTTP_301"}}],
+        tags=tags,
+        opts=ctx.opts(),
+    )
+
+    service = aws.ecs.Service(
+        n.logical("service"),
+        name=a.service_name,
+        cluster=cluster_arn,
+        task_definition=task.arn,
+        desired_count=env.instances,
+        launch_type="FARGATE",
+        platform_version="LATEST",
+        network_configuration={
+            "subnets": list(cfg.subnetIds),
+            "security_groups": [sgs.service.id],
+            "assign_public_ip": cfg.assignPublicIp,
+        },
+        load_balancers=[{"target_group_arn": target_group.arn, "container_name": CONTAINER, "container_port": RUNTIME_PORT}],
+        health_check_grace_period_seconds=HEALTH_CHECK_GRACE_SECONDS,
+        # Two model versions must never run against one database: stop the old tasks before starting new ones.
+        deployment_minimum_healthy_percent=0,
+        deployment_maximum_percent=100,
+        deployment_circuit_breaker={"enable": True, "rollback": True},
+        enable_ecs_managed_tags=True,
+        propagate_tags="SERVICE",
+        tags=tags,
+        opts=ctx.opts(depends_on=[https]),
+    )
+    ctx.runtime_resource(service)
+    return Runtime(service, alb, task_role, execution_role, size)
+
+
+def alerts(ctx: EnvironmentContext, a: Arns) -> aws.sns.Topic:
+    """The alerts topic and the alarm on unhealthy runtime tasks that publishes to it."""
+    n, tags = ctx.naming, dict(ctx.tags)
+    # CloudWatch alarms cannot publish to a topic encrypted with the AWS-managed SNS key; alerts carry
+    # no secrets, so the topic is left unencrypted rather than adding a customer key.
+    topic = aws.sns.Topic(n.logical("alerts"), name=a.topic_name, tags=tags, opts=ctx.opts())
+    aws.cloudwatch.MetricAlarm(
+        n.logical("alarm-running-tasks"),
+        name=f"{n.prefix}-running-tasks",
+        alarm_description=f"{n.prefix}: fewer runtime tasks running than desired",
+        namespace="ECS/ContainerInsights",
+        metric_name="RunningTaskCount",
+        dimensions={"ClusterName": a.cluster, "ServiceName": a.service_name},
+        statistic="Minimum",
+        period=60,
+        evaluation_periods=5,
+        threshold=ctx.environment.instances,
+        comparison_operator="LessThanThreshold",
+        treat_missing_data="breaching" if ctx.environment.instances else "notBreaching",
+        alarm_actions=[topic.arn],
+        ok_actions=[topic.arn],
+        tags=tags,
+        opts=ctx.opts(),
+    )
+    return topic

@@ -1,0 +1,157 @@
+"""The `aws` target: ECS Fargate, RDS PostgreSQL, S3 and IAM. Cloud SDK imports happen only when deploying."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mxinfra.errors import ConfigIssue
+from mxinfra.naming import Naming
+from mxinfra.target import AppContext, EnvironmentContext, Target
+
+from . import fargate, render
+from .config import AwsConfig, is_public
+from .policies import PRINCIPAL, Arns, partition_of
+
+if TYPE_CHECKING:
+    from mxinfra.access import EnvironmentAccess
+    from mxinfra.config import StackConfig
+    from mxinfra.environments import Environment
+
+REGION_KEY = "aws:region"
+
+
+@dataclass(frozen=True)
+class SharedCluster:
+    """The ECS cluster the app's environments run in."""
+
+    name: str
+    arn: Any  # str for an existing cluster, Output for one created here
+
+
+def cluster_name(stack: str, app: str) -> str:
+    """The name of the cluster a stack creates (one per stack, so stacks can share an account)."""
+    return Naming(app, stack).physical("cluster", max_len=255)
+
+
+class AwsTarget(Target):
+    """Mendix on AWS: one Fargate service, database, bucket and set of IAM roles per environment."""
+
+    name = "aws"
+    config_model = AwsConfig
+
+    def check(self, stack: StackConfig, block: AwsConfig, file: str = "") -> list[ConfigIssue]:
+        """Region, principals, public ingress on production and Fargate sizes."""
+        issues = []
+        region = stack.block(REGION_KEY)
+        if not isinstance(region, str) or not region:
+            issues.append(ConfigIssue(REGION_KEY, "required key is missing", "the region to deploy to, e.g. pulumi config set aws:region eu-west-1", file))
+        for i, entry in enumerate(stack.access):
+            if not PRINCIPAL.match(entry.principal):
+                issues.append(
+                    ConfigIssue(
+                        f"mxinfra:access[{i}].principal",
+                        f"{entry.principal!r} is not an AWS principal",
+                        "use a role or user ARN (arn:aws:iam::123456789012:role/Name) or a 12-digit account id; IAM groups cannot assume roles",
+                        file,
+                    )
+                )
+        production = [e.name for e in stack.environments if e.is_production]
+        if production and not block.allowPublicIngress:
+            for i, cidr in enumerate(block.ingressCidrs):
+                if is_public(cidr):
+                    issues.append(
+                        ConfigIssue(
+                            f"mxinfra:aws.ingressCidrs[{i}]",
+                            f"{cidr} opens production environment {production[0]!r} to the whole internet",
+                            "list the networks that need access, or opt in with allowPublicIngress: true",
+                            file,
+                        )
+                    )
+        for env in stack.environments:
+            if env.memory_mb > fargate.MAX_MEMORY_MB:
+                issues.append(
+                    ConfigIssue(
+                        f"{env.config_path}.memory",
+                        f"{env.memory_mb} MB does not fit a Fargate task (at most {fargate.MAX_MEMORY_MB} MiB)",
+                        f"use {fargate.MAX_MEMORY_MB} or less",
+                        file,
+                    )
+                )
+        names = [e.name for e in stack.environments]
+        for env_name in block.hostnames:
+            if env_name not in names:
+                issues.append(ConfigIssue(f"mxinfra:aws.hostnames.{env_name}", f"unknown environment {env_name!r}", f"environments of this stack: {', '.join(names)}", file))
+        return issues
+
+    def warnings(self, env: Environment, access: EnvironmentAccess, block: AwsConfig | None) -> list[str]:
+        """What the plan should say about this environment on AWS."""
+        out = []
+        if env.instances > 1:
+            out.append(
+                f"{env.instances} instances: Fargate tasks have no ordinal hostname, so the Docker buildpack cannot tell "
+                "the cluster leader (scheduled events, database sync) from the others; verify the image's leader election"
+            )
+        if block is not None and env.is_production and block.allowPublicIngress and any(is_public(c) for c in block.ingressCidrs):
+            out.append("the production load balancer is open to the whole internet (allowPublicIngress: true)")
+        return out
+
+    def deploy_app(self, ctx: AppContext) -> SharedCluster:
+        """The ECS cluster (Container Insights on), or the configured existing one."""
+        cfg: AwsConfig = ctx.deployment.target_config
+        region = ctx.deployment.config.block(REGION_KEY)
+        if cfg.cluster_name is not None:
+            arn = cfg.cluster if cfg.cluster and cfg.cluster.startswith("arn:") else f"arn:{partition_of(region)}:ecs:{region}:{cfg.accountId}:cluster/{cfg.cluster_name}"
+            return SharedCluster(cfg.cluster_name, arn)
+        import pulumi_aws as aws
+
+        name = cluster_name(ctx.deployment.config.stack, ctx.naming.app)
+        cluster = aws.ecs.Cluster(
+            ctx.naming.logical("cluster"),
+            name=name,
+            settings=[{"name": "containerInsights", "value": "enabled"}],
+            tags=dict(ctx.tags),
+            opts=ctx.opts(),
+        )
+        return SharedCluster(name, cluster.arn)
+
+    def deploy_environment(self, ctx: EnvironmentContext) -> Mapping[str, Any]:
+        """Network, storage, database, runtime, alerts and access roles of one environment."""
+        import pulumi
+
+        from . import access, database, network, runtime, storage
+
+        cfg: AwsConfig = ctx.config
+        shared: SharedCluster = ctx.shared
+        region = ctx.deployment.config.block(REGION_KEY)
+        a = Arns(region, cfg.accountId, shared.name, ctx.naming, cfg.database.engineVersion.split(".")[0])
+        sgs = network.create(ctx, cfg)
+        bucket = storage.create(ctx, a)
+        db = database.create(ctx, cfg, a, sgs.database)
+        rt = runtime.create(ctx, cfg, a, sgs, db, shared.arn)
+        topic = runtime.alerts(ctx, a)
+        role_arns = access.create(ctx, cfg, a)
+        host = cfg.hostnames.get(ctx.environment.name)
+        url = f"https://{host}" if host else pulumi.Output.concat("https://", rt.load_balancer.dns_name)
+        return {
+            "url": url,
+            "roleArns": role_arns,
+            "loadBalancerDns": rt.load_balancer.dns_name,
+            "cluster": shared.name,
+            "service": a.service_arn,
+            "bucket": bucket.bucket,
+            "database": a.db_identifier,
+            "logGroup": a.log_group_name,
+            "alertsTopic": topic.arn,
+            "fargate": {"cpu": rt.size.cpu, "memory": rt.size.memory_mb},
+        }
+
+    def render(self, env: str, resources: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:
+        """Every IAM policy document of the environment as JSON under `out_dir/aws/<env>/`."""
+        return render.write_policies(env, resources, out_dir)
+
+    def plan_notes(self, env: str, resources: Sequence[Mapping[str, Any]]) -> list[str]:
+        """The Fargate size picked, database protections, log retention and access roles."""
+        return render.notes(resources)

@@ -1,0 +1,155 @@
+"""`mxinfra plan` on the AWS example stacks: rendered policies lint clean, no secrets, bad config exits 2."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mxinfra.cli import main
+
+from awshelpers import ACCOUNT, ADMIN_PASSWORD, ENCRYPTION_KEY, LICENSE_KEY, ROOT, config, lint
+
+STACKS = ("aws-test", "aws-acceptance", "aws-production")
+# Decoded payloads of the example stacks' `secure:` placeholders: they must never be printed.
+PLACEHOLDERS = ("AdminPasswordPlaceholder", "LicenseKeyPlaceholder", "ProductionKeyPlaceholder", "AcceptanceKeyPlaceholder")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_example_stack_plans_and_renders_lint_clean(stack, capsys, tmp_path):
+    env = stack.removeprefix("aws-")
+    rc = main(["plan", "-s", stack, "-C", str(ROOT), "--out", str(tmp_path)])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert "note: Fargate task size" in out.out
+    files = sorted((tmp_path / "aws" / env).glob("*.json"))
+    names = {f.name for f in files}
+    assert {"task-role.trust.json", "task-role-policy.json", "execution-role.trust.json", "execution-role-policy.json", "files-policy.json", "role-deploy.trust.json", "role-deploy-policy.json"} <= names
+    for f in files:
+        doc = json.loads(f.read_text())
+        trust_for = None
+        if f.name.endswith(".trust.json"):
+            kind = f.name.removesuffix(".trust.json").removeprefix("role-").removesuffix("-role")
+            trust_for = f"arn:aws:iam::{ACCOUNT}:role/mxinfra/orders-{env}-{kind}"
+        assert lint(doc, trust_for=trust_for) == [], f.name
+    written = out.out + out.err + "".join(f.read_text() for f in files)
+    for p in PLACEHOLDERS:
+        assert p not in written
+
+
+def test_production_roles_in_rendered_files(capsys, tmp_path):
+    assert main(["plan", "-s", "aws-production", "-C", str(ROOT), "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    d = tmp_path / "aws" / "production"
+    for perm in ("deploy", "monitor", "backups", "manage"):
+        stmt = json.loads((d / f"role-{perm}.trust.json").read_text())["Statement"][0]
+        assert stmt["Condition"]["Bool"] == {"aws:MultiFactorAuthPresent": "true"}
+        assert stmt["Condition"]["NumericLessThanEquals"] == {"aws:MultiFactorAuthAge": "28800"}
+
+
+def test_plan_json(capsys):
+    rc = main(["plan", "-s", "aws-production", "-C", str(ROOT), "--json"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    doc = json.loads(out.out)
+    db = next(r for r in doc["resources"] if r["name"] == "orders-production-db")
+    assert db["options"] == {"protect": True, "retainOnDelete": True}
+
+
+def test_known_secret_values_never_printed(project, capsys, tmp_path):
+    # Known plaintext values behind the secret keys, as the engine would decrypt them.
+    project.stack("aws-production", config("production"))
+    from mxinfra import stackfile
+
+    real = stackfile.read_stack_config
+
+    def with_engine_secrets(proj, stack):
+        raw = real(proj, stack)
+        return stackfile.RawConfig(raw.values, frozenset({"mxinfra:environments"}), raw.source)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr("mxinfra.plan.read_stack_config", with_engine_secrets)
+    try:
+        rc = main(["plan", "-s", "aws-production", "-C", str(project.path), "--out", str(tmp_path)])
+        out = capsys.readouterr()
+    finally:
+        mp.undo()
+    assert rc == 0, out.err
+    written = "".join(p.read_text() for p in tmp_path.rglob("*.json"))
+    assert written
+    for text in (out.out, out.err, written):
+        for value in (ADMIN_PASSWORD, LICENSE_KEY, ENCRYPTION_KEY):
+            assert value not in text
+
+
+def bad(project, capsys, cfg):
+    for body in cfg["mxinfra:environments"].values():
+        for key in ("adminPassword", "license", "secretConstants"):
+            body.pop(key, None)
+    project.stack("aws-production", cfg)
+    rc = main(["plan", "-s", "aws-production", "-C", str(project.path)])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return rc, err
+
+
+def test_missing_subnets(project, capsys):
+    cfg = config("production")
+    del cfg["mxinfra:aws"]["subnetIds"]
+    rc, err = bad(project, capsys, cfg)
+    assert rc == 2 and "mxinfra:aws.subnetIds: required key is missing" in err
+
+
+def test_one_subnet_is_not_enough(project, capsys):
+    rc, err = bad(project, capsys, config("production", aws={"subnetIds": ["subnet-0a1b2c3d4e5f60001"]}))
+    assert rc == 2 and "mxinfra:aws.subnetIds" in err
+
+
+@pytest.mark.parametrize("cidr", ["0.0.0.0/0", "::/0"])
+def test_public_ingress_on_production_needs_opt_in(project, capsys, cidr):
+    rc, err = bad(project, capsys, config("production", aws={"ingressCidrs": ["10.0.0.0/8", cidr]}))
+    assert rc == 2 and "mxinfra:aws.ingressCidrs[1]" in err and "allowPublicIngress" in err
+    # the same on test is allowed
+    rc, _ = bad(project, capsys, config("test", aws={"ingressCidrs": [cidr]}))
+    assert rc == 0
+
+
+def test_invalid_principal(project, capsys):
+    access = [
+        {"principal": "arn:aws:iam::123456789012:role/Ok", "environments": ["production"], "permissions": ["deploy"]},
+        {"principal": "group:release-managers", "environments": ["production"], "permissions": ["deploy"]},
+        {"principal": "arn:aws:iam::123456789012:group/Ops", "environments": ["production"], "permissions": ["monitor"]},
+    ]
+    rc, err = bad(project, capsys, config("production", access=access))
+    assert rc == 2 and "mxinfra:access[1].principal" in err and "mxinfra:access[2].principal" in err
+    assert "mxinfra:access[0]" not in err
+
+
+def test_impossible_fargate_size(project, capsys):
+    rc, err = bad(project, capsys, config("production", env={"memory": 131072}))
+    assert rc == 2 and "mxinfra:environments.production.memory" in err and "122880" in err
+
+
+def test_missing_region_and_bad_values(project, capsys):
+    cfg = config("test", aws={"accountId": "1234", "ingressCidrs": ["10.0.0.300/8"], "hostnames": {"prod": "x.example.com"}})
+    del cfg["aws:region"]
+    rc, err = bad(project, capsys, cfg)
+    assert rc == 2
+    assert "mxinfra:aws.accountId" in err and "mxinfra:aws.ingressCidrs" in err
+
+
+def test_region_and_hostnames_checked(project, capsys):
+    cfg = config("test", aws={"hostnames": {"prod": "x.example.com"}})
+    del cfg["aws:region"]
+    rc, err = bad(project, capsys, cfg)
+    assert rc == 2 and "aws:region: required key is missing" in err and "mxinfra:aws.hostnames.prod" in err
+
+
+def test_importing_the_target_does_not_import_pulumi_aws():
+    code = "import sys, mxinfra_aws; from mxinfra.cli import main\ntry:\n main(['--help'])\nexcept SystemExit: pass\nprint('HEAVY', sorted(m for m in sys.modules if m.split('.')[0] in ('pulumi', 'pulumi_aws', 'boto3')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert "HEAVY []" in out, out

@@ -146,22 +146,24 @@ def _print_plan(result: Any, written: list[Path]) -> None:
         console.print(f"wrote {path}")
 
 
+_NOT_SHOWN = {"kind", "apiVersion", "tags", "tagsAll", "__provider", "metadata"}
+
+
 def _describe(resource: dict[str, Any]) -> str:
     from rich.markup import escape
 
+    inputs = resource["inputs"]
     shown = []
-    for key, value in resource["inputs"].items():
-        if isinstance(value, (str, int, float, bool)) and key not in ("tags", "tagsAll") and len(shown) < 4:
+    meta = inputs.get("metadata")
+    if isinstance(meta, dict) and isinstance(meta.get("name"), str):
+        shown.append(f"{meta['namespace']}/{meta['name']}" if isinstance(meta.get("namespace"), str) else meta["name"])
+    for key, value in inputs.items():
+        if key not in _NOT_SHOWN and isinstance(value, (str, int, float, bool)) and len(shown) < 4:
             text = str(value)
             shown.append(f"{key}={text if len(text) <= 40 else text[:37] + '...'}")
     flags = " [red]protected[/]" if resource.get("options", {}).get("protect") else ""
     extra = f" [dim]{escape(', '.join(shown))}[/]" if shown else ""
     return f"{escape(resource['type'])} [bold]{escape(resource['name'])}[/]{flags}{extra}"
-
-
-from .governance.cli import register as _register_governance  # noqa: E402 (after the core commands)
-
-_register_governance(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -283,7 +283,6 @@ def test_errors_pickle() -> None:
     assert str(again) == str(err) and again.field == "X" and type(again) is MetadataError
 
 
-@pytest.mark.skipif(not EXAMPLE.exists(), reason="examples/orders/orders-1.4.2.mda not built")
 def test_bundled_example_app() -> None:
     pkg = open_mda(EXAMPLE)
     md = pkg.metadata

@@ -1,0 +1,81 @@
+"""What every object of an environment is created with: parent, provider, namespace ordering, secrets.
+
+Imported only while deploying (it imports pulumi_kubernetes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from mxinfra.environments import Secret
+from mxinfra.target import EnvironmentContext
+
+from .config import EnvironmentSettings
+from .layout import Layout
+
+# Secrets' keys are listed here (never their values) so a rendered manifest shows which keys exist:
+# the provider wraps all of stringData as one secret, which hides the keys from a plan.
+KEYS_ANNOTATION = "mxinfra.io/secret-keys"
+
+
+def secret_input(value: Any) -> Any:
+    """`value` as a Pulumi secret input (core Secret objects are revealed only into the secret Output)."""
+    if isinstance(value, Secret):
+        return pulumi.Output.secret(value.reveal())
+    return pulumi.Output.secret(value)
+
+
+@dataclass
+class Builder:
+    """Creates one environment's objects with the environment's options and layout."""
+
+    ctx: EnvironmentContext
+    settings: EnvironmentSettings
+    layout: Layout
+    provider: k8s.Provider | None = None
+    namespace: k8s.core.v1.Namespace | None = None
+    created: dict[str, Any] = field(default_factory=dict)
+
+    def opts(self, *, protect_data: bool = False, kubernetes: bool = True, depends_on: list[Any] | None = None) -> pulumi.ResourceOptions:
+        """Options of a child: parent = the environment; the configured provider; after the namespace."""
+        kw: dict[str, Any] = {}
+        if kubernetes and self.provider is not None:
+            kw["provider"] = self.provider
+        deps = list(depends_on or [])
+        if kubernetes and self.namespace is not None:
+            deps.append(self.namespace)
+        if deps:
+            kw["depends_on"] = deps
+        return self.ctx.opts(protect_data=protect_data, **kw)
+
+    def logical(self, kind: str) -> str:
+        """The Pulumi name of the environment's `kind` object."""
+        return self.ctx.naming.logical(kind)
+
+    def make_namespace(self) -> None:
+        """The environment's Namespace, labelled with the standard labels (unless an existing one is used)."""
+        if not self.layout.create_namespace:
+            return
+        self.namespace = k8s.core.v1.Namespace(
+            self.logical("namespace"),
+            metadata=self.layout.metadata(self.layout.namespace, namespaced=False, annotations=self.ctx.prepared.annotations),
+            opts=self.opts(),
+        )
+        self.created["namespace"] = self.namespace
+
+    def secret(self, kind: str, name: str, values: Mapping[str, Any], component: str = "runtime") -> k8s.core.v1.Secret:
+        """An Opaque Secret whose every value is a Pulumi secret."""
+        res = k8s.core.v1.Secret(
+            self.logical(kind),
+            metadata=self.layout.metadata(name, component, per_release=False, annotations={KEYS_ANNOTATION: ",".join(sorted(values))}),
+            type="Opaque",
+            string_data={k: secret_input(v) for k, v in sorted(values.items())},
+            opts=self.opts(),
+        )
+        self.created[kind] = res
+        return res

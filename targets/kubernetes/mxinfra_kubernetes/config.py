@@ -1,0 +1,289 @@
+"""The `mxinfra:kubernetes` block: its schema and the checks that involve the stack's environments. Pure."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from mxinfra.config import StackConfig
+from mxinfra.environments import Environment, Role
+from mxinfra.errors import ConfigIssue
+
+BLOCK = "mxinfra:kubernetes"
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
+PLACEHOLDER = "[secret]"  # what an offline plan sees instead of a secure value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+def _quantity(v: str) -> str:
+    if not _QUANTITY.match(v):
+        raise ValueError(f"{v!r} is not a Kubernetes quantity like 500m, 2, 10Gi")
+    return v
+
+
+Quantity = Annotated[str, AfterValidator(_quantity)]
+
+
+class CpuConfig(_Strict):
+    """CPU per runtime container (memory comes from the environment's `memory`)."""
+
+    request: Quantity = "250m"
+    limit: Quantity = "2"
+
+
+class IngressConfig(_Strict):
+    """How the environment is exposed: host (or domain to derive it), class, TLS secret, controller namespace."""
+
+    host: str | None = Field(None, description="The app's host name, e.g. orders.example.com")
+    domain: str | None = Field(None, description="Without host: the host is <app>-<environment>.<domain>")
+    className: str = "nginx"
+    tlsSecret: str | None = Field(None, description="An existing kubernetes.io/tls Secret; default <app>-<environment>-tls")
+    controllerNamespace: str = Field("ingress-nginx", description="Namespace of the ingress controller pods (the only outside traffic admitted)")
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class InClusterDatabase(_Strict):
+    """A PostgreSQL StatefulSet in the environment's namespace (test environments only)."""
+
+    image: str = "postgres:16.4"
+    size: Quantity = "5Gi"
+    storageClass: str | None = None
+    memory: int = Field(512, ge=256, le=16384, description="MB")
+
+
+class DatabaseConfig(_Strict):
+    """Exactly one of: `url` (external PostgreSQL, a secret) or `inCluster`."""
+
+    url: str | None = Field(None, description="postgres://user:password@host:5432/db, set with pulumi config set --secret")
+    requireTls: bool = True
+    inCluster: InClusterDatabase | None = None
+
+
+class S3Config(_Strict):
+    """S3-compatible storage; without keys the runtime uses the pod's cloud identity (e.g. IRSA)."""
+
+    bucket: str
+    endpoint: str | None = None
+    accessKeyId: str | None = None
+    secretAccessKey: str | None = None
+    keySuffix: str | None = None
+    useSse: bool = True
+
+
+class AzureBlobConfig(_Strict):
+    """Azure Blob storage: account key or SAS token, as secrets."""
+
+    accountName: str
+    container: str
+    accountKey: str | None = None
+    sasToken: str | None = None
+    endpoint: str | None = None
+
+
+class LocalFilesConfig(_Strict):
+    """Files on a PersistentVolumeClaim (one instance only)."""
+
+    size: Quantity = "10Gi"
+    storageClass: str | None = None
+
+
+class StorageConfig(_Strict):
+    """Exactly one of `s3`, `azure`, `local`."""
+
+    s3: S3Config | None = None
+    azure: AzureBlobConfig | None = None
+    local: LocalFilesConfig | None = None
+
+
+class OperatorConfig(_Strict):
+    """The Mendix Operator's inputs: the package URL and the namespace's service plans."""
+
+    sourceURL: str = Field(description="HTTPS URL of the MDA the Operator downloads")
+    databasePlan: str
+    storagePlan: str
+    runtimeVersion: str | None = Field(None, description="Default: the package's runtime version")
+
+
+class EnvironmentOverride(_Strict):
+    """Per-environment settings that replace the block's top-level ones (each key replaces the whole sub-block)."""
+
+    namespace: str | None = None
+    ingress: IngressConfig | None = None
+    database: DatabaseConfig | None = None
+    storage: StorageConfig | None = None
+    cpu: CpuConfig | None = None
+
+
+class KubernetesConfig(_Strict):
+    """`mxinfra:kubernetes`: the target's block."""
+
+    mode: Literal["plain", "operator"] = "plain"
+    context: str | None = Field(None, description="kubeconfig context to deploy to (default: the current one)")
+    kubeconfig: str | None = Field(None, description="kubeconfig path or content (default: KUBECONFIG / ~/.kube/config)")
+    image: str | None = Field(None, description="plain mode: the Docker-buildpack image of the package")
+    namespace: str | None = Field(None, description="An existing namespace to use instead of creating <app>-<environment>")
+    ingress: IngressConfig = Field(default_factory=IngressConfig)
+    database: DatabaseConfig | None = None
+    storage: StorageConfig | None = None
+    cpu: CpuConfig = Field(default_factory=CpuConfig)
+    operator: OperatorConfig | None = None
+    environments: dict[str, EnvironmentOverride] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EnvironmentSettings:
+    """The block as it applies to one environment, with the config path each sub-block came from."""
+
+    mode: str
+    image: str | None
+    namespace: str | None  # an existing namespace, or None to create one
+    ingress: IngressConfig
+    database: DatabaseConfig | None
+    storage: StorageConfig | None
+    cpu: CpuConfig
+    operator: OperatorConfig | None
+    paths: dict[str, str]  # sub-block -> config path (for error messages)
+
+
+def for_environment(block: KubernetesConfig, env: str) -> EnvironmentSettings:
+    """The effective settings of `env`: its `environments.<env>` entries replace the top-level ones."""
+    over = block.environments.get(env)
+    paths = {k: f"{BLOCK}.{k}" for k in ("namespace", "ingress", "database", "storage", "cpu")}
+    values: dict[str, Any] = {k: getattr(block, k) for k in paths}
+    if over is not None:
+        for key in over.model_fields_set:
+            values[key] = getattr(over, key)
+            paths[key] = f"{BLOCK}.environments.{env}.{key}"
+    return EnvironmentSettings(block.mode, block.image, values["namespace"], values["ingress"], values["database"], values["storage"], values["cpu"], block.operator, paths)
+
+
+def host_of(s: EnvironmentSettings, app: str, env: str) -> str | None:
+    """The environment's host name: `ingress.host`, else `<app>-<env>.<domain>`."""
+    if s.ingress.host:
+        return s.ingress.host
+    if s.ingress.domain:
+        return f"{app}-{env}.{s.ingress.domain}"
+    return None
+
+
+# --- checks ----------------------------------------------------------------------------------------
+
+PRINCIPAL_FORMS = "group:NAME, user:NAME or serviceaccount:NAMESPACE/NAME"
+
+
+def parse_principal(principal: str) -> tuple[str, str, str | None] | None:
+    """(kind, name, namespace) of an RBAC subject for `principal`, or None if the form is unknown."""
+    kind, sep, rest = principal.partition(":")
+    if not sep or not rest:
+        return None
+    if kind == "group":
+        return ("Group", rest, None)
+    if kind == "user":
+        return ("User", rest, None)
+    if kind == "serviceaccount":
+        ns, slash, name = rest.partition("/")
+        if slash and _DNS_LABEL.match(ns) and re.match(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$", name):
+            return ("ServiceAccount", name, ns)
+    return None
+
+
+def _secret(stack: StackConfig, path: str, value: str | None, file: str) -> Iterator[ConfigIssue]:
+    if value is not None and not stack.raw.is_secret(path):
+        dotted = path.split(":", 1)[1]
+        yield ConfigIssue(path, "is stored in plain text", f"store it encrypted: pulumi config set --secret --path 'mxinfra:{dotted}' VALUE", file)
+
+
+def check_block(stack: StackConfig, block: KubernetesConfig, file: str = "") -> list[ConfigIssue]:
+    """Everything wrong with the block for this stack's environments and access entries."""
+    issues: list[ConfigIssue] = []
+    names = [e.name for e in stack.environments]
+    for name in block.environments:
+        if name not in names:
+            issues.append(ConfigIssue(f"{BLOCK}.environments.{name}", f"unknown environment {name!r}", f"environments of this stack: {', '.join(names)}", file))
+    seen: dict[str, str] = {}
+    for name in names:
+        s = for_environment(block, name)
+        if s.namespace is None:
+            continue
+        if s.namespace in seen:
+            issues.append(ConfigIssue(s.paths["namespace"], f"namespace {s.namespace!r} is already used by environment {seen[s.namespace]!r}", "each environment needs its own namespace: set environments.<name>.namespace", file))
+        seen.setdefault(s.namespace, name)
+    if block.mode == "plain" and not block.image:
+        issues.append(ConfigIssue(f"{BLOCK}.image", "required in plain mode", "the Docker-buildpack image built from the package, e.g. registry.example.com/orders:1.4.2", file))
+    if block.mode == "operator":
+        if block.operator is None:
+            issues.append(ConfigIssue(f"{BLOCK}.operator", "required in operator mode", "set sourceURL, databasePlan and storagePlan", file))
+        elif not block.operator.sourceURL.startswith("https://"):
+            issues.append(ConfigIssue(f"{BLOCK}.operator.sourceURL", f"must be an HTTPS URL (got {block.operator.sourceURL!r})", "the Operator downloads the MDA from it", file))
+    for env in stack.environments:
+        issues += _check_environment(stack, block, env, file)
+    issues += check_principals(stack, file)
+    return issues
+
+
+def _check_environment(stack: StackConfig, block: KubernetesConfig, env: Environment, file: str) -> list[ConfigIssue]:
+    s = for_environment(block, env.name)
+    issues: list[ConfigIssue] = []
+    if s.namespace is not None and not _DNS_LABEL.match(s.namespace):
+        issues.append(ConfigIssue(s.paths["namespace"], f"{s.namespace!r} is not a namespace name", "a lowercase DNS label", file))
+    if host_of(s, stack.app.name, env.name) is None:
+        issues.append(ConfigIssue(f"{s.paths['ingress']}.host", f"environment {env.name!r} has no host name", "set ingress.host, or ingress.domain to use <app>-<environment>.<domain>", file))
+    if s.mode != "plain":
+        return issues
+    db = s.database
+    dpath = s.paths["database"]
+    if db is None:
+        issues.append(ConfigIssue(dpath, f"environment {env.name!r} needs a database", "url: {secure: ...} (external PostgreSQL) or, for test environments, inCluster: {}", file))
+    elif (db.url is None) == (db.inCluster is None):
+        issues.append(ConfigIssue(dpath, "set exactly one of url and inCluster", "url for an external PostgreSQL, inCluster for a test database", file))
+    else:
+        if db.inCluster is not None and env.role is not Role.TEST:
+            issues.append(ConfigIssue(f"{dpath}.inCluster", f"an in-cluster database is for test environments only ({env.name!r} is {env.role.value})", "give an external PostgreSQL url as a secret", file))
+        issues += _secret(stack, f"{dpath}.url", db.url, file)
+        if db.url is not None and db.url != PLACEHOLDER and not db.url.startswith(("postgres://", "postgresql://")):
+            issues.append(ConfigIssue(f"{dpath}.url", "must be a PostgreSQL URL", "postgres://user:password@host:5432/db", file))
+    st = s.storage
+    spath = s.paths["storage"]
+    chosen = [k for k in ("s3", "azure", "local") if st is not None and getattr(st, k) is not None]
+    if len(chosen) != 1:
+        issues.append(ConfigIssue(spath, "set exactly one of s3, azure and local", "s3: {bucket, endpoint, accessKeyId, secretAccessKey} for S3-compatible storage such as MinIO", file))
+    elif st is not None:
+        if st.local is not None and env.instances > 1:
+            issues.append(ConfigIssue(f"{spath}.local", f"local files need a single instance ({env.name!r} has {env.instances})", "use s3 or azure storage, or instances: 1", file))
+        if st.s3 is not None:
+            if (st.s3.accessKeyId is None) != (st.s3.secretAccessKey is None):
+                issues.append(ConfigIssue(f"{spath}.s3", "set both accessKeyId and secretAccessKey, or neither (pod identity)", "", file))
+            issues += _secret(stack, f"{spath}.s3.accessKeyId", st.s3.accessKeyId, file)
+            issues += _secret(stack, f"{spath}.s3.secretAccessKey", st.s3.secretAccessKey, file)
+        if st.azure is not None:
+            if st.azure.accountKey is None and st.azure.sasToken is None:
+                issues.append(ConfigIssue(f"{spath}.azure", "needs accountKey or sasToken", "", file))
+            issues += _secret(stack, f"{spath}.azure.accountKey", st.azure.accountKey, file)
+            issues += _secret(stack, f"{spath}.azure.sasToken", st.azure.sasToken, file)
+    return issues
+
+
+def check_principals(stack: StackConfig, file: str = "") -> list[ConfigIssue]:
+    """Principals must be RBAC subjects; production accepts only groups (the IdP enforces their MFA)."""
+    issues = []
+    names = {e.name for e in stack.environments}
+    production = {e.name for e in stack.environments if e.is_production}
+    for i, entry in enumerate(stack.access):
+        applies = names if "*" in entry.environments else names & set(entry.environments)
+        if not applies:
+            continue  # an entry for another stack's environments
+        path = f"mxinfra:access[{i}].principal"
+        subject = parse_principal(entry.principal)
+        if subject is None:
+            issues.append(ConfigIssue(path, f"{entry.principal!r} is not a Kubernetes RBAC subject", PRINCIPAL_FORMS, file))
+        elif subject[0] != "Group" and applies & production:
+            issues.append(ConfigIssue(path, f"production environment(s) {', '.join(sorted(applies & production))} accept only group: principals", "Kubernetes RBAC cannot require MFA: grant a group whose members your identity provider forces through MFA", file))
+    return issues

@@ -1,0 +1,96 @@
+"""Names, labels and sizes of one environment's Kubernetes objects. Pure (no Pulumi imports)."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from mxinfra.naming import LABEL_PREFIX, Naming
+
+from .config import EnvironmentSettings
+
+RUNTIME_UID = 1001  # the Docker buildpack's runtime user
+POSTGRES_UID = 999  # the postgres image's user
+HTTP_PORT = 8080
+FILES_PATH = "/opt/mendix/build/data/files"  # where the buildpack keeps local files
+# What the namespace must also hold besides the runtime: one database backup job at a time.
+JOB_CPU_MILLI, JOB_MEMORY_MB = 500, 512
+DB_CPU_REQUEST_MILLI, DB_CPU_LIMIT_MILLI = 250, 1000
+# Package-specific labels change on every release: they stay off selectors and off the database pod.
+_PER_RELEASE = (LABEL_PREFIX + "package-sha256", LABEL_PREFIX + "model-version")
+
+
+def cpu_milli(quantity: str) -> int:
+    """A CPU quantity ("250m", "2", "0.5") in millicores."""
+    if quantity.endswith("m"):
+        return int(quantity[:-1])
+    return int(round(float(quantity) * 1000))
+
+
+_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "": 1}
+
+
+def mib(quantity: str) -> int:
+    """A byte quantity ("5Gi", "512Mi", "1G") in MiB, rounded up."""
+    m = re.match(r"^([0-9.]+)([A-Za-z]*)$", quantity)
+    if not m or m.group(2) not in _UNITS:
+        raise ValueError(f"not a byte quantity: {quantity!r}")
+    return math.ceil(float(m.group(1)) * _UNITS[m.group(2)] / 2**20)
+
+
+def milli(value: int) -> str:
+    """Millicores as a quantity string."""
+    return f"{value // 1000}" if value % 1000 == 0 else f"{value}m"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The physical names and labels of one environment's objects."""
+
+    naming: Naming
+    namespace: str
+    create_namespace: bool
+    labels: Mapping[str, str]
+
+    @classmethod
+    def of(cls, naming: Naming, settings: EnvironmentSettings, labels: Mapping[str, str]) -> Layout:
+        """The layout of the environment named by `naming`."""
+        ns = settings.namespace or naming.physical()
+        return cls(naming, ns, settings.namespace is None, dict(labels))
+
+    @property
+    def workload(self) -> str:
+        """The StatefulSet / MendixApp name; 52 characters at most so pod revision labels fit in 63."""
+        return self.naming.physical(max_len=52)
+
+    def name(self, kind: str) -> str:
+        """The physical name of the environment's `kind` object."""
+        return self.naming.physical(kind)
+
+    @property
+    def instance(self) -> str:
+        """The app.kubernetes.io/instance value shared by all pods of the environment."""
+        return self.naming.prefix
+
+    def selector(self, component: str) -> dict[str, str]:
+        """Selector labels of a component's pods: stable across releases."""
+        return {"app.kubernetes.io/instance": self.instance, "app.kubernetes.io/component": component}
+
+    def object_labels(self, component: str | None = None, *, per_release: bool = True) -> dict[str, str]:
+        """Labels of an object: the standard ones plus the app.kubernetes.io set."""
+        out = {k: v for k, v in self.labels.items() if per_release or k not in _PER_RELEASE}
+        out.update({"app.kubernetes.io/name": "mendix", "app.kubernetes.io/instance": self.instance, "app.kubernetes.io/managed-by": "mxinfra"})
+        if component:
+            out["app.kubernetes.io/component"] = component
+        return dict(sorted(out.items()))
+
+    def metadata(self, name: str, component: str | None = None, *, per_release: bool = True, namespaced: bool = True, annotations: Mapping[str, str] | None = None) -> dict:
+        """ObjectMeta with an explicit name (so rendered manifests are complete) and the labels."""
+        meta: dict = {"name": name, "labels": self.object_labels(component, per_release=per_release)}
+        if namespaced:
+            meta["namespace"] = self.namespace
+        if annotations:
+            meta["annotations"] = dict(sorted(annotations.items()))
+        return meta

@@ -1,0 +1,102 @@
+"""Operator mode: one `MendixApp` custom resource per environment (docs/mendix.md §4).
+
+Imported only while deploying (it imports pulumi_kubernetes).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from mxinfra.settings import operator_runtime
+
+from .builder import Builder
+from .config import host_of
+
+API_VERSION = "privatecloud.mendix.com/v1alpha1"
+KIND = "MendixApp"
+# The patch's secret fields, listed (never valued) so a rendered manifest shows them as "[secret]".
+PATCHED_ANNOTATION = "mxinfra.io/secret-fields"
+
+
+def spec(b: Builder) -> dict[str, Any]:
+    """The MendixApp spec without secrets (they arrive through the Secret and the patch)."""
+    ctx, s = b.ctx, b.settings
+    op = s.operator
+    assert op is not None  # check() refused operator mode without it
+    host = host_of(s, ctx.deployment.config.app.name, ctx.environment.name)
+    memory = f"{ctx.settings.memory_limit_mb}Mi"
+    runtime = operator_runtime(ctx.settings)
+    secret_vars = _secret_vars(b)
+    if secret_vars:
+        runtime["environmentVariables"] = [
+            {"name": k, "valueFrom": {"secretKeyRef": {"name": b.layout.name("runtime"), "key": k}}} for k in sorted(secret_vars)
+        ]
+    tls: dict[str, Any] = {"enableTLS": True}
+    if s.ingress.tlsSecret:
+        tls["secretName"] = s.ingress.tlsSecret
+    out: dict[str, Any] = {
+        "mendixRuntimeVersion": op.runtimeVersion or ctx.package.runtime_version,
+        "sourceURL": op.sourceURL,
+        "appURL": host,
+        "tls": tls,
+        "replicas": ctx.environment.instances,
+        "resources": {"requests": {"cpu": s.cpu.request, "memory": memory}, "limits": {"cpu": s.cpu.limit, "memory": memory}},
+        "database": {"servicePlan": op.databasePlan},
+        "storage": {"servicePlan": op.storagePlan},
+        "ingressClassName": s.ingress.className,
+        "runtime": runtime,
+    }
+    if s.ingress.annotations:
+        out["endpointAnnotations"] = dict(sorted(s.ingress.annotations.items()))
+    return out
+
+
+def _secret_vars(b: Builder) -> dict[str, Any]:
+    # Secret constants reach the runtime as MX_<Module>_<Constant> variables read from a Secret.
+    return {"MX_" + name.replace(".", "_"): value for name, value in b.ctx.settings.secret_constants.items()}
+
+
+def deploy(b: Builder) -> dict[str, Any]:
+    """The MendixApp CR, the Secret its variables come from, and the patch carrying its secret fields."""
+    ctx, lay = b.ctx, b.layout
+    b.make_namespace()
+    deps = []
+    secret_vars = _secret_vars(b)
+    if secret_vars:
+        deps.append(b.secret("secret", lay.name("runtime"), secret_vars))
+    app = k8s.apiextensions.CustomResource(
+        b.logical("mendixapp"),
+        api_version=API_VERSION,
+        kind=KIND,
+        metadata=lay.metadata(lay.workload, "runtime", annotations=ctx.prepared.annotations),
+        spec=spec(b),
+        opts=b.opts(depends_on=deps),
+    )
+    ctx.runtime_resource(app)
+    # The admin password (and licence key) must be literal CR fields. They are applied as a separate
+    # server-side patch so the CR itself stays free of secrets and reviewable; the Operator keeps the
+    # current password while the field is empty, so the split is safe.
+    runtime: dict[str, Any] = {"mxAdminPassword": ctx.admin_password.apply(lambda p: base64.b64encode(p.encode()).decode())}
+    fields = ["runtime.mxAdminPassword"]
+    if ctx.settings.license_key is not None:
+        runtime["runtimeLicense"] = {"type": "offline", "id": ctx.settings.license_id or "", "key": pulumi.Output.secret(ctx.settings.license_key.reveal())}
+        fields += ["runtime.runtimeLicense.id", "runtime.runtimeLicense.key", "runtime.runtimeLicense.type"]
+    patch = k8s.apiextensions.CustomResourcePatch(
+        b.logical("mendixapp-secrets"),
+        api_version=API_VERSION,
+        kind=KIND,
+        metadata={
+            "name": lay.workload,
+            "namespace": lay.namespace,
+            "annotations": {"pulumi.com/patchForce": "true", PATCHED_ANNOTATION: ",".join(fields)},
+        },
+        spec=pulumi.Output.secret({"runtime": runtime}),
+        opts=b.opts(depends_on=[app]),
+    )
+    ctx.runtime_resource(patch)
+    host = host_of(b.settings, ctx.deployment.config.app.name, ctx.environment.name)
+    return {"url": f"https://{host}", "namespace": lay.namespace, "mendixapp": lay.workload}

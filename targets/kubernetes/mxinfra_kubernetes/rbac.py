@@ -1,0 +1,102 @@
+"""Access: one namespaced Role per permission set, bound to the principals of `mxinfra:access`.
+
+`rules()` is pure; `deploy()` imports pulumi_kubernetes and runs only while deploying.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mxinfra.access import Permission
+
+from .config import parse_principal
+from .layout import Layout
+
+if TYPE_CHECKING:
+    from .builder import Builder
+
+RBAC_GROUP = "rbac.authorization.k8s.io"
+MENDIX_GROUP = "privatecloud.mendix.com"
+READ = ["get", "list", "watch"]
+# Permissions Kubernetes RBAC has no object for: alerts are routed by the monitoring stack, and every
+# Kubernetes permission is API access already (the plan warns about both).
+UNMAPPED = (Permission.ALERTS, Permission.API)
+
+
+def rules(permission: Permission, layout: Layout, mode: str) -> list[dict[str, Any]]:
+    """The RBAC rules of `permission` in the environment's namespace (empty: nothing to grant)."""
+    workload = layout.workload
+    if permission is Permission.MONITOR:
+        return [
+            {"apiGroups": [""], "resources": ["pods", "pods/log", "events"], "verbs": READ},
+            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": READ},
+            {"apiGroups": ["metrics.k8s.io"], "resources": ["pods"], "verbs": ["get", "list"]},
+        ]
+    if permission is Permission.DEPLOY:
+        if mode == "operator":
+            return [
+                {"apiGroups": [MENDIX_GROUP], "resources": ["mendixapps"], "verbs": READ},
+                {"apiGroups": [MENDIX_GROUP], "resources": ["mendixapps"], "resourceNames": [workload], "verbs": ["update", "patch"]},
+                {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [layout.name("runtime")], "verbs": ["get", "update", "patch"]},
+            ]
+        return [
+            {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": READ},
+            # replicas 0 stops the app; restarts are a template annotation patch (kubectl rollout restart)
+            {"apiGroups": ["apps"], "resources": ["statefulsets", "statefulsets/scale"], "resourceNames": [workload], "verbs": ["update", "patch"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [layout.name("config")], "verbs": ["get", "update", "patch"]},
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [layout.name("env")], "verbs": ["get", "update", "patch"]},
+        ]
+    if permission is Permission.BACKUPS:
+        out: list[dict[str, Any]] = [
+            # a backup is a Job (pg_dump to the file store) whose pod and log the holder follows
+            {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": [*READ, "create", "delete"]},
+            {"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": READ},
+        ]
+        if mode == "plain":
+            out += [
+                {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [layout.name("database")], "verbs": ["get"]},
+                {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "resourceNames": [layout.name("postgres-data"), layout.name("files")], "verbs": ["get"]},
+            ]
+        return out
+    if permission is Permission.MANAGE:
+        return [
+            {"apiGroups": [RBAC_GROUP], "resources": ["rolebindings"], "verbs": [*READ, "create", "update", "patch", "delete"]},
+            {"apiGroups": [RBAC_GROUP], "resources": ["roles"], "verbs": READ},
+            # `bind` lets a manager grant exactly this environment's permission sets, not more.
+            {"apiGroups": [RBAC_GROUP], "resources": ["roles"], "resourceNames": [layout.name(p.value) for p in Permission if p not in UNMAPPED], "verbs": ["bind"]},
+        ]
+    return []
+
+
+def subject(principal: str) -> dict[str, str]:
+    """The RoleBinding subject of a principal (check() has refused unknown forms)."""
+    parsed = parse_principal(principal)
+    assert parsed is not None
+    kind, name, namespace = parsed
+    if kind == "ServiceAccount":
+        return {"kind": kind, "name": name, "namespace": namespace or ""}
+    return {"kind": kind, "name": name, "apiGroup": RBAC_GROUP}
+
+
+def deploy(b: Builder) -> list[str]:
+    """A Role and RoleBinding per granted permission; returns the permissions left unmapped."""
+    import pulumi_kubernetes as k8s
+
+    lay = b.layout
+    unmapped = []
+    for role in b.ctx.access.roles():
+        rs = rules(role.permission, lay, b.settings.mode)
+        if not rs:
+            unmapped.append(role.permission.value)
+            continue
+        name = lay.name(role.permission.value)
+        meta = lay.metadata(name, per_release=False, annotations={"mxinfra.io/permission": role.permission.value})
+        r = k8s.rbac.v1.Role(b.logical(f"role-{role.permission.value}"), metadata=meta, rules=rs, opts=b.opts())
+        k8s.rbac.v1.RoleBinding(
+            b.logical(f"rolebinding-{role.permission.value}"),
+            metadata=meta,
+            role_ref={"apiGroup": RBAC_GROUP, "kind": "Role", "name": name},
+            subjects=[subject(p) for p in role.principals],
+            opts=b.opts(depends_on=[r]),
+        )
+    return unmapped

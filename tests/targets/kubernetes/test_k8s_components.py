@@ -1,0 +1,326 @@
+"""The kubernetes target under the mock runtime: the exact child contract of each mode and role."""
+
+from __future__ import annotations
+
+import jsonschema
+import pulumi
+import pulumi_kubernetes as k8s
+import pytest
+
+from mxinfra.components import ENVIRONMENT_TYPE, MendixApp
+from mxinfra.config import RawConfig
+from mxinfra.deployment import prepare
+from mxinfra.testing import Computed, Sealed, public
+
+from k8s_stacks import ADMIN_PASSWORD, DB_URL, ROOT, S3_SECRET, SECRET_KEYS, config, load_schema, with_
+
+
+STS = "kubernetes:apps/v1:StatefulSet"
+SECRET = "kubernetes:core/v1:Secret"
+CM = "kubernetes:core/v1:ConfigMap"
+PVC = "kubernetes:core/v1:PersistentVolumeClaim"
+SVC = "kubernetes:core/v1:Service"
+ROLE = "kubernetes:rbac.authorization.k8s.io/v1:Role"
+BINDING = "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding"
+CR = "kubernetes:privatecloud.mendix.com/v1alpha1:MendixApp"
+CR_PATCH = "kubernetes:privatecloud.mendix.com/v1alpha1:MendixAppPatch"
+
+PLAIN_COMMON = {
+    "namespace": "kubernetes:core/v1:Namespace",
+    "config": CM,
+    "database-secret": SECRET,
+    "secret": SECRET,
+    "headless-service": SVC,
+    "service": SVC,
+    "statefulset": STS,
+    "ingress": "kubernetes:networking.k8s.io/v1:Ingress",
+    "network-policy": "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+    "quota": "kubernetes:core/v1:ResourceQuota",
+    "limits": "kubernetes:core/v1:LimitRange",
+    "role-deploy": ROLE,
+    "role-monitor": ROLE,
+    "rolebinding-deploy": BINDING,
+    "rolebinding-monitor": BINDING,
+}
+IN_CLUSTER_DB = {"postgres-data": PVC, "postgres-service": SVC, "postgres": STS, "database-password": "random:index/randomPassword:RandomPassword"}
+
+
+def deploy(pulumi_run, cfg, stack, opts=None):
+    d = prepare(RawConfig(cfg, SECRET_KEYS), project="orders", stack=stack, base_dir=ROOT)
+    res = pulumi_run(lambda: MendixApp("orders", {"deployment": d}, opts), stack=stack, project="orders")
+    return d, res
+
+
+def target_children(res, env):
+    """The environment's children created by this target (kubernetes and random resources), by kind suffix."""
+    comp = res.one(ENVIRONMENT_TYPE, f"orders-{env}")
+    kids = [r for r in res.descendants(comp) if r.type.startswith(("kubernetes:", "random:"))]
+    for r in kids:
+        assert r.parent == comp.urn, r.name  # every child hangs directly off the environment
+        assert r.name.startswith(f"orders-{env}-"), r.name
+    return {r.name[len(f"orders-{env}-"):]: r for r in kids if r.name != f"orders-{env}-admin-password"}
+
+
+def test_plain_test_role_with_in_cluster_database(pulumi_run):
+    cfg = with_(config("test", instances=1), "mxinfra:kubernetes/database", {"inCluster": {"size": "2Gi"}})
+    _, res = deploy(pulumi_run, cfg, "test")
+    kids = target_children(res, "test")
+    assert {k: r.type for k, r in kids.items()} == {**PLAIN_COMMON, **IN_CLUSTER_DB}
+    for r in kids.values():
+        if r.type.startswith("kubernetes:"):
+            assert r.input("metadata.name"), r.name  # rendered manifests are complete
+            if r.type != "kubernetes:core/v1:Namespace":
+                assert r.input("metadata.namespace") == "orders-test"
+    ns = kids["namespace"]
+    assert ns.input("metadata.name") == "orders-test"
+    assert ns.input("metadata.labels")["mxinfra.io/environment"] == "test" and ns.input("metadata.labels")["mxinfra.io/role"] == "test"
+    pg = kids["postgres"]
+    assert pg.input("spec.replicas") == 1
+    assert pg.input("spec.template.spec.volumes.0.persistentVolumeClaim.claimName") == kids["postgres-data"].input("metadata.name")
+    assert pg.input("spec.template.spec.securityContext.runAsNonRoot") is True
+    # not production: no protection
+    assert not kids["postgres-data"].protect and not kids["postgres-data"].retain_on_delete
+    db_secret = kids["database-secret"]
+    assert isinstance(db_secret.inputs["stringData"], Sealed)
+    assert db_secret.input("metadata.annotations")["mxinfra.io/secret-keys"] == "DATABASE_URL,POSTGRES_PASSWORD"
+    # in-cluster PostgreSQL has no TLS, so no sslmode=require
+    assert "DATABASE_CONNECTION_PARAMS" not in kids["config"].inputs["data"]
+    assert kids["quota"].input("spec.hard") == {
+        "pods": "3",
+        "requests.cpu": "1",
+        "limits.cpu": "3500m",
+        "requests.memory": "3072Mi",
+        "limits.memory": "3072Mi",
+        "persistentvolumeclaims": "1",
+        "requests.storage": "2048Mi",
+    }
+
+
+def test_plain_production_runtime_contract(pulumi_run):
+    _, res = deploy(pulumi_run, config("production"), "production")
+    kids = target_children(res, "production")
+    assert {k: r.type for k, r in kids.items()} == {**PLAIN_COMMON, "pdb": "kubernetes:policy/v1:PodDisruptionBudget"}
+    sts = kids["statefulset"]
+    assert sts.input("metadata.name") == "orders-production"
+    assert sts.input("spec.replicas") == 2 and sts.input("spec.serviceName") == "orders-production-headless"
+    assert sts.input("spec.selector.matchLabels") == {"app.kubernetes.io/component": "runtime", "app.kubernetes.io/instance": "orders-production"}
+    pod = sts.input("spec.template.spec")
+    assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 1001, "fsGroup": 1001, "seccompProfile": {"type": "RuntimeDefault"}}
+    assert pod["automountServiceAccountToken"] is False
+    (c,) = pod["containers"]
+    assert c["image"] == "registry.example.com/orders:1.4.2"
+    assert c["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "runAsUser": 1001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    # MEMORY_LIMIT equals the container's memory limit
+    assert c["env"] == [{"name": "MEMORY_LIMIT", "value": "2048M"}]
+    assert c["resources"]["limits"]["memory"] == "2048Mi" == c["resources"]["requests"]["memory"]
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert c[probe]["httpGet"] == {"path": "/", "port": "http"}
+    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    # secrets only through Secrets; plain variables through the ConfigMap
+    assert c["envFrom"] == [
+        {"configMapRef": {"name": "orders-production-config"}},
+        {"secretRef": {"name": "orders-production-env"}},
+        {"secretRef": {"name": "orders-production-database"}},
+    ]
+    data = kids["config"].inputs["data"]
+    assert data["MXRUNTIME_DTAPMode"] == "P" and data["CONSTANTS"] == '{"Orders.PageSize":20}'
+    assert data["S3_BUCKET_NAME"] == "orders-files" and data["DATABASE_CONNECTION_PARAMS"] == '{"sslmode":"require"}'
+    assert not {"ADMIN_PASSWORD", "DATABASE_URL", "S3_SECRET_ACCESS_KEY", "S3_ACCESS_KEY_ID"} & set(data)
+    env_secret = kids["secret"].inputs["stringData"]
+    assert isinstance(env_secret, Sealed)
+    assert env_secret.value == {"ADMIN_PASSWORD": ADMIN_PASSWORD, "S3_ACCESS_KEY_ID": "KNOWNACCESSKEYID0042", "S3_SECRET_ACCESS_KEY": S3_SECRET}
+    assert kids["database-secret"].inputs["stringData"].value == {"DATABASE_URL": DB_URL}
+    # the exposure
+    ing = kids["ingress"]
+    assert ing.input("spec.ingressClassName") == "nginx"
+    assert ing.input("spec.rules.0.host") == "orders-production.apps.example.com"
+    assert ing.input("spec.tls") == [{"hosts": ["orders-production.apps.example.com"], "secretName": "orders-production-tls"}]
+    assert ing.input("spec.rules.0.http.paths.0.backend.service") == {"name": "orders-production", "port": {"name": "http"}}
+    np = kids["network-policy"]
+    assert np.input("spec.policyTypes") == ["Ingress"]
+    assert np.input("spec.ingress") == [
+        {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}], "ports": [{"port": 8080, "protocol": "TCP"}]},
+        {"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "orders-production"}}}]},
+    ]
+    assert kids["pdb"].input("spec") == {"maxUnavailable": 1, "selector": {"matchLabels": sts.input("spec.selector.matchLabels")}}
+    assert kids["quota"].input("spec.hard")["requests.memory"] == f"{2 * 2048 + 512}Mi"
+
+
+def test_no_secret_in_non_secret_inputs(pulumi_run):
+    _, res = deploy(pulumi_run, config("production"), "production")
+    for r in res:
+        if r.type == SECRET:
+            continue
+        text = repr(public(r.inputs))
+        for value in (ADMIN_PASSWORD, "Known-Db-Pw", S3_SECRET, "KNOWNACCESSKEYID0042"):
+            assert value not in text, (r.name, value)
+
+
+def test_production_local_files_are_protected(pulumi_run):
+    cfg = with_(config("production", instances=1), "mxinfra:kubernetes/storage", {"local": {"size": "20Gi", "storageClass": "fast"}})
+    _, res = deploy(pulumi_run, cfg, "production")
+    kids = target_children(res, "production")
+    files = kids["files"]
+    assert files.type == PVC and files.protect and files.retain_on_delete
+    assert files.input("spec") == {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "20Gi"}}, "storageClassName": "fast"}
+    pod = kids["statefulset"].input("spec.template.spec")
+    assert pod["volumes"] == [{"name": "files", "persistentVolumeClaim": {"claimName": "orders-production-files"}}]
+    assert pod["containers"][0]["volumeMounts"] == [{"name": "files", "mountPath": "/opt/mendix/build/data/files"}]
+    assert "pdb" not in kids  # one instance
+    # everything else on production is not data: not protected
+    assert [k for k, r in kids.items() if r.protect] == ["files"]
+
+
+def test_existing_namespace_and_azure_storage(pulumi_run):
+    cfg = config("production")
+    cfg = with_(cfg, "mxinfra:kubernetes/namespace", "apps-orders")
+    cfg = with_(cfg, "mxinfra:kubernetes/storage", {"azure": {"accountName": "ordersfiles", "container": "files", "accountKey": "Known-Azure-Key"}})
+    _, res = deploy(pulumi_run, cfg, "production")
+    kids = target_children(res, "production")
+    assert "namespace" not in kids
+    assert {r.input("metadata.namespace") for r in kids.values()} == {"apps-orders"}
+    data = kids["config"].inputs["data"]
+    assert data["AZURE_CONTAINER_NAME"] == "files" and data["MXRUNTIME_com_mendix_core_StorageService"] == "com.mendix.storage.azure"
+    assert kids["secret"].inputs["stringData"].value["MXRUNTIME_com_mendix_storage_azure_AccountKey"] == "Known-Azure-Key"
+
+
+def test_rbac_roles_and_subjects(pulumi_run):
+    cfg = config("acceptance", instances=1)
+    cfg["mxinfra:access"] = [
+        {"principal": "group:devs", "environments": ["acceptance"], "permissions": ["deploy", "monitor", "backups", "manage", "alerts"]},
+        {"principal": "user:alice@example.com", "environments": ["acceptance"], "permissions": ["monitor"]},
+        {"principal": "serviceaccount:ci/deployer", "environments": ["acceptance"], "permissions": ["deploy"]},
+    ]
+    d, res = deploy(pulumi_run, cfg, "acceptance")
+    kids = target_children(res, "acceptance")
+    roles = {k: r for k, r in kids.items() if r.type == ROLE}
+    assert set(roles) == {"role-deploy", "role-monitor", "role-backups", "role-manage"}  # alerts: no RBAC object
+    mon = kids["rolebinding-monitor"]
+    assert mon.input("roleRef") == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "orders-acceptance-monitor"}
+    assert mon.input("subjects") == [
+        {"kind": "Group", "name": "devs", "apiGroup": "rbac.authorization.k8s.io"},
+        {"kind": "User", "name": "alice@example.com", "apiGroup": "rbac.authorization.k8s.io"},
+    ]
+    assert kids["rolebinding-deploy"].input("subjects") == [
+        {"kind": "Group", "name": "devs", "apiGroup": "rbac.authorization.k8s.io"},
+        {"kind": "ServiceAccount", "name": "deployer", "namespace": "ci"},
+    ]
+    deploy_rules = roles["role-deploy"].input("rules")
+    assert {"apiGroups": ["apps"], "resources": ["statefulsets", "statefulsets/scale"], "resourceNames": ["orders-acceptance"], "verbs": ["update", "patch"]} in deploy_rules
+    assert {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["orders-acceptance-env"], "verbs": ["get", "update", "patch"]} in deploy_rules
+    assert {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["orders-acceptance-config"], "verbs": ["get", "update", "patch"]} in deploy_rules
+    mon_rules = roles["role-monitor"].input("rules")
+    assert mon_rules[0] == {"apiGroups": [""], "resources": ["pods", "pods/log", "events"], "verbs": ["get", "list", "watch"]}
+    assert all(set(r["verbs"]) <= {"get", "list", "watch"} for r in mon_rules)
+    backup_rules = roles["role-backups"].input("rules")
+    assert {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["orders-acceptance-database"], "verbs": ["get"]} in backup_rules
+    assert any(r["apiGroups"] == ["batch"] and "create" in r["verbs"] for r in backup_rules)
+    # backups never reads the runtime secret (admin password)
+    assert not any("orders-acceptance-env" in r.get("resourceNames", []) for r in backup_rules)
+    manage_rules = roles["role-manage"].input("rules")
+    assert any(r["resources"] == ["rolebindings"] and "create" in r["verbs"] for r in manage_rules)
+    assert {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles"], "resourceNames": [f"orders-acceptance-{p}" for p in ("deploy", "monitor", "backups", "manage")], "verbs": ["bind"]} in manage_rules
+    warnings = d.environment("acceptance").warnings
+    assert any(w.startswith("alerts for group:devs") for w in warnings)
+    assert not any("MFA" in w for w in warnings)  # not production
+
+
+def test_production_mfa_warning():
+    d = prepare(RawConfig(config("production"), SECRET_KEYS), project="orders", stack="production", base_dir=ROOT)
+    (w,) = d.environment("production").warnings
+    assert "identity provider must enforce MFA" in w and "8 hours" in w and "ops" in w
+
+
+def test_operator_mode_contract(pulumi_run):
+    cfg = config("uat", role="acceptance", instances=3, mode="operator", namespace="mendix-apps")
+    cfg["mxinfra:environments"]["uat"]["secretConstants"] = {"Encryption.EncryptionKey": "Known-Encryption-Key-1234"}
+    cfg["mxinfra:environments"]["uat"]["license"] = {"id": "lic-1", "key": "Known-License-Key"}
+    cfg["mxinfra:environments"]["uat"]["scheduledEvents"] = ["Orders.SE_SendInvoices"]
+    d, res = deploy(pulumi_run, cfg, "uat")
+    kids = target_children(res, "uat")
+    assert {k: r.type for k, r in kids.items()} == {
+        "secret": SECRET,
+        "mendixapp": CR,
+        "mendixapp-secrets": CR_PATCH,
+        "role-deploy": ROLE,
+        "role-monitor": ROLE,
+        "rolebinding-deploy": BINDING,
+        "rolebinding-monitor": BINDING,
+    }
+    app = kids["mendixapp"]
+    assert not isinstance(app.inputs["spec"], Sealed)  # no secret in the CR itself: reviewable
+    spec = app.inputs["spec"]
+    assert spec["sourceURL"] == "https://packages.example.com/orders.mda"
+    assert spec["mendixRuntimeVersion"] == d.package.runtime_version
+    assert spec["replicas"] == 3 and spec["appURL"] == "orders-uat.apps.example.com"
+    assert spec["tls"] == {"enableTLS": True}
+    assert spec["database"] == {"servicePlan": "pg"} and spec["storage"] == {"servicePlan": "s3"}
+    assert spec["resources"]["limits"]["memory"] == "2048Mi"
+    assert spec["runtime"]["dtapMode"] == "A"
+    assert spec["runtime"]["scheduledEventExecution"] == "SPECIFIED" and spec["runtime"]["myScheduledEvents"] == ["Orders.SE_SendInvoices"]
+    assert spec["runtime"]["microflowConstants"] == {"Orders.PageSize": "20"}
+    assert spec["runtime"]["environmentVariables"] == [
+        {"name": "MX_Encryption_EncryptionKey", "valueFrom": {"secretKeyRef": {"name": "orders-uat-runtime", "key": "MX_Encryption_EncryptionKey"}}}
+    ]
+    assert kids["secret"].inputs["stringData"].value == {"MX_Encryption_EncryptionKey": "Known-Encryption-Key-1234"}
+    patch = kids["mendixapp-secrets"]
+    assert patch.input("metadata.name") == app.input("metadata.name") == "orders-uat"
+    assert patch.input("metadata.namespace") == "mendix-apps"
+    assert isinstance(patch.inputs["spec"], Sealed)
+    import base64
+
+    runtime = patch.inputs["spec"].value["runtime"]
+    assert base64.b64decode(runtime["mxAdminPassword"]).decode() == ADMIN_PASSWORD
+    assert runtime["runtimeLicense"] == {"type": "offline", "id": "lic-1", "key": "Known-License-Key"}
+    # the CR (with the patched fields shown as [secret]) passes the repo's schema
+    from mxinfra_kubernetes.render import manifests
+
+    docs = manifests([{"type": r.type, "inputs": public(r.inputs)} for r in kids.values()])
+    (cr,) = [x for x in docs if x["kind"] == "MendixApp"]
+    assert cr["spec"]["runtime"]["mxAdminPassword"] == "[secret]"
+    jsonschema.Draft202012Validator(load_schema()).validate(cr)
+    deploy_rules = kids["role-deploy"].input("rules")
+    assert {"apiGroups": ["privatecloud.mendix.com"], "resources": ["mendixapps"], "resourceNames": ["orders-uat"], "verbs": ["update", "patch"]} in deploy_rules
+
+
+def _assert_provider(res, provider_urn):
+    kube = [r for r in res if r.type.startswith("kubernetes:")]
+    assert kube
+    for r in kube:
+        assert r.provider.startswith(provider_urn + "::"), (r.name, r.provider)
+
+
+def test_user_supplied_provider_reaches_every_child(pulumi_run):
+    d = prepare(RawConfig(config("production"), SECRET_KEYS), project="orders", stack="production", base_dir=ROOT)
+
+    def program():
+        provider = k8s.Provider("user-cluster", context="prod-cluster")
+        MendixApp("orders", {"deployment": d}, pulumi.ResourceOptions(providers=[provider]))
+
+    res = pulumi_run(program, stack="production", project="orders")
+    provider = res.one("pulumi:providers:kubernetes", "user-cluster")
+    _assert_provider(res, provider.urn)
+
+
+@pytest.mark.parametrize("mode", ["plain", "operator"])
+def test_configured_context_creates_the_provider(pulumi_run, mode):
+    cfg = config("production", mode=mode, context="prod-cluster")
+    _, res = deploy(pulumi_run, cfg, "production")
+    provider = res.one("pulumi:providers:kubernetes")
+    assert provider.name == "orders-shared-kubernetes" and provider.inputs["context"] == "prod-cluster"
+    assert provider.parent == res.one("mxinfra:index:MendixApp", "orders").urn
+    _assert_provider(res, provider.urn)
+
+
+def test_generated_admin_password_stays_unknown(pulumi_run):
+    cfg = config("test", instances=1)
+    del cfg["mxinfra:environments"]["test"]["adminPassword"]
+    _, res = deploy(pulumi_run, cfg, "test")
+    secret = res.one(SECRET, "orders-test-secret")
+    assert isinstance(secret.inputs["stringData"], (Sealed, Computed))

@@ -1,0 +1,186 @@
+"""`mxinfra plan` with the kubernetes target: the example stacks, rendered manifests, secrets and bad config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from mxinfra import stackfile
+from mxinfra.cli import main
+
+from k8s_stacks import K8S_VERSION, KNOWN_SECRETS, ROOT, config, load_schema, with_
+
+
+EXAMPLE_STACKS = ["test", "acceptance", "production", "operator"]
+
+
+def plan(capsys, *args: str) -> tuple[int, str, str]:
+    rc = main(["plan", *args])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def validate_manifest(path: Path) -> list[dict]:
+    """Every object of a rendered file: strict kubernetes-validate, or the repo schema for MendixApps."""
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    schema = jsonschema.Draft202012Validator(load_schema())
+    for doc in docs:
+        if doc["kind"] == "MendixApp":
+            schema.validate(doc)
+        else:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    return docs
+
+
+def test_pinned_version_is_supported():
+    from kubernetes_validate import utils
+
+    assert K8S_VERSION in utils.all_versions() or utils.major_minor(K8S_VERSION) in [utils.major_minor(v) for v in utils.all_versions()]
+
+
+@pytest.mark.parametrize("stack", EXAMPLE_STACKS)
+def test_example_stack_renders_valid_manifests(stack, capsys, tmp_path):
+    rc, out, err = plan(capsys, "-s", stack, "-C", str(ROOT), "--out", str(tmp_path))
+    assert rc == 0, err
+    assert "target kubernetes" in out and f"wrote {tmp_path / 'kubernetes' / stack}.yaml".replace("\n", "") in out.replace("\n", "")
+    files = sorted((tmp_path / "kubernetes").iterdir())
+    assert [f.name for f in files] == [f"{stack}.yaml"]
+    docs = validate_manifest(files[0])
+    kinds = [d["kind"] for d in docs]
+    if stack == "operator":
+        assert kinds.count("MendixApp") == 1 and "StatefulSet" not in kinds and "Namespace" not in kinds
+    else:
+        assert kinds.count("StatefulSet") == (2 if stack == "test" else 1)
+        assert {"Namespace", "Service", "Ingress", "NetworkPolicy", "ResourceQuota", "LimitRange", "ConfigMap", "Secret", "Role", "RoleBinding"} <= set(kinds)
+        assert ("PodDisruptionBudget" in kinds) == (stack == "production")
+    for d in docs:
+        if d["kind"] == "Secret":
+            assert d["stringData"] and set(d["stringData"].values()) == {"[secret]"}
+
+
+def test_rendering_is_deterministic(capsys, tmp_path):
+    for out in ("a", "b"):
+        assert plan(capsys, "-s", "production", "-C", str(ROOT), "--out", str(tmp_path / out))[0] == 0
+    assert (tmp_path / "a/kubernetes/production.yaml").read_text() == (tmp_path / "b/kubernetes/production.yaml").read_text()
+
+
+def test_production_plan_tree(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")  # one line per tree entry
+    rc, out, err = plan(capsys, "-s", "production", "-C", str(ROOT))
+    assert rc == 0, err
+    text = " ".join(out.split())
+    assert "kubernetes:apps/v1:StatefulSet orders-production-statefulset" in text
+    assert "pod orders-production-0 is the cluster leader" in text
+    assert "identity provider must enforce MFA" in text and "release-managers" in text
+
+
+@pytest.fixture
+def engine_secrets(monkeypatch):
+    """Mark the environments and kubernetes blocks secret, as the engine does for keys holding secure values."""
+    real = stackfile.read_stack_config
+
+    def read(proj, stack):
+        raw = real(proj, stack)
+        return stackfile.RawConfig(raw.values, frozenset({"mxinfra:environments", "mxinfra:kubernetes"}), raw.source)
+
+    monkeypatch.setattr("mxinfra.plan.read_stack_config", read)
+
+
+@pytest.mark.parametrize("mode", ["plain", "operator"])
+def test_no_secret_value_in_output_or_manifests(project, capsys, tmp_path, engine_secrets, mode):
+    cfg = config("production", mode=mode)
+    cfg["mxinfra:environments"]["production"]["secretConstants"] = {"Encryption.EncryptionKey": "Known-Encryption-Key-1234"}
+    project.stack("production", cfg)
+    rc, as_json, err = plan(capsys, "-s", "production", "-C", str(project.path), "--json", "--out", str(tmp_path))
+    assert rc == 0, err
+    rc, tree, err2 = plan(capsys, "-s", "production", "-C", str(project.path))
+    assert rc == 0, err2
+    written = (tmp_path / "kubernetes" / "production.yaml").read_text()
+    validate_manifest(tmp_path / "kubernetes" / "production.yaml")
+    for text in (as_json, err, tree, err2, written):
+        for value in KNOWN_SECRETS:
+            assert value not in text
+    # the secrets are there, masked, and only in Secret objects / the CR's patched fields
+    doc = json.loads(as_json)
+    masked = [r["name"] for r in doc["resources"] if "[secret]" in json.dumps(r["inputs"])]
+    expected = {"plain": ["orders-production-database-secret", "orders-production-secret"], "operator": ["orders-production-mendixapp-secrets", "orders-production-secret"]}
+    assert sorted(masked) == expected[mode]
+
+
+def _error(project, capsys, cfg, stack="production") -> str:
+    project.stack(stack, cfg)
+    rc, _, err = plan(capsys, "-s", stack, "-C", str(project.path))
+    assert rc == 2, err
+    assert "Traceback" not in err
+    return " ".join(err.split())
+
+
+def test_in_cluster_database_refused_on_production(project, capsys, engine_secrets):
+    err = _error(project, capsys, with_(config("production"), "mxinfra:kubernetes/database", {"inCluster": {}}))
+    assert "mxinfra:kubernetes.database.inCluster: an in-cluster database is for test environments only" in err
+
+
+def test_in_cluster_database_refused_on_acceptance_override(project, capsys, engine_secrets):
+    cfg = config("uat", role="acceptance", instances=1)
+    cfg["mxinfra:kubernetes"]["environments"] = {"uat": {"database": {"inCluster": {}}}}
+    err = _error(project, capsys, cfg, stack="uat")
+    assert "mxinfra:kubernetes.environments.uat.database.inCluster" in err
+
+
+def test_local_files_refused_with_two_instances(project, capsys, engine_secrets):
+    err = _error(project, capsys, with_(config("production", instances=2), "mxinfra:kubernetes/storage", {"local": {}}))
+    assert "mxinfra:kubernetes.storage.local: local files need a single instance" in err
+
+
+def test_unknown_principal_form_refused(project, capsys, engine_secrets):
+    cfg = with_(config("acceptance", instances=1), "mxinfra:access/0.principal", "arn:aws:iam::123456789012:role/ops")
+    err = _error(project, capsys, cfg, stack="acceptance")
+    assert "mxinfra:access[0].principal" in err and "group:NAME, user:NAME or serviceaccount:NAMESPACE/NAME" in err
+
+
+@pytest.mark.parametrize("principal", ["user:alice@example.com", "serviceaccount:ci/deployer"])
+def test_production_accepts_only_groups(project, capsys, engine_secrets, principal):
+    err = _error(project, capsys, with_(config("production"), "mxinfra:access/0.principal", principal))
+    assert "mxinfra:access[0].principal: production environment(s) production accept only group: principals" in err
+
+
+def test_plain_text_secret_fields_refused(project, capsys):
+    # no engine_secrets: every secret-typed field of the block is in plain text
+    cfg = config("production")
+    del cfg["mxinfra:environments"]["production"]["adminPassword"]
+    err = _error(project, capsys, cfg)
+    for path in ("mxinfra:kubernetes.database.url", "mxinfra:kubernetes.storage.s3.accessKeyId", "mxinfra:kubernetes.storage.s3.secretAccessKey"):
+        assert f"{path}: is stored in plain text" in err
+    for value in KNOWN_SECRETS:
+        assert value not in err
+
+
+def test_missing_pieces_are_named(project, capsys, engine_secrets):
+    cfg = config("production")
+    for path in ("image", "database", "storage", "ingress"):
+        cfg = with_(cfg, f"mxinfra:kubernetes/{path}", None)
+    err = _error(project, capsys, cfg)
+    for path in ("mxinfra:kubernetes.image", "mxinfra:kubernetes.database", "mxinfra:kubernetes.storage", "mxinfra:kubernetes.ingress.host"):
+        assert f"{path}:" in err
+    err = _error(project, capsys, with_(config("production", mode="operator"), "mxinfra:kubernetes/operator.sourceURL", "http://x/app.mda"))
+    assert "mxinfra:kubernetes.operator.sourceURL: must be an HTTPS URL" in err
+    err = _error(project, capsys, with_(config("production"), "mxinfra:kubernetes/modee", "plain"))
+    assert "mxinfra:kubernetes.modee: unknown key" in err
+
+
+def test_cli_start_up_does_not_import_pulumi_kubernetes():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from mxinfra.target import installed_targets, load_target\n"
+        "assert 'kubernetes' in installed_targets(); load_target('kubernetes')\n"
+        "print('HEAVY', sorted(m for m in sys.modules if m.split('.')[0] in ('pulumi', 'pulumi_kubernetes')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert "HEAVY []" in out, out

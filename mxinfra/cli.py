@@ -166,6 +166,11 @@ def _describe(resource: dict[str, Any]) -> str:
     return f"{escape(resource['type'])} [bold]{escape(resource['name'])}[/]{flags}{extra}"
 
 
+from .governance.cli import register as _register_governance  # noqa: E402 (after the core commands)
+
+_register_governance(app)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script: maps user errors to exit 2 and bugs to exit 1."""
     try:

@@ -1,4 +1,4 @@
-"""Shared fixtures: the example package, a scratch Pulumi project, and the test-only target."""
+"""Shared fixtures: the example package and project, a scratch Pulumi project, the test-only target."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE_MDA = ROOT / "examples" / "orders" / "orders-1.4.2.mda"
-sys.path.insert(0, str(Path(__file__).parent))  # tests/fake_target.py and tests/mda_builders.py
+sys.path.insert(0, str(Path(__file__).parent))  # scaffold.py, fake_target.py, mda_builders.py
+
+from scaffold import EXAMPLE_MDA, ProjectDir, copy_example, record_deploy  # noqa: E402
 
 
 @pytest.fixture
@@ -32,30 +31,16 @@ def fake_target() -> Iterator[Any]:
         yield target
 
 
-class ProjectDir:
-    """A scratch Pulumi project running the real mxinfra program."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        (path / "stacks").mkdir(parents=True, exist_ok=True)
-        (path / "Pulumi.yaml").write_text("name: orders\nruntime: python\nstackConfigDir: stacks\n")
-        (path / "__main__.py").write_text((ROOT / "__main__.py").read_text())
-
-    def stack(self, name: str, config: dict[str, Any]) -> Path:
-        """Write `stacks/Pulumi.<name>.yaml` with `config`."""
-        f = self.path / "stacks" / f"Pulumi.{name}.yaml"
-        f.write_text(yaml.safe_dump({"config": config}, sort_keys=False))
-        return f
+@pytest.fixture
+def example_project(tmp_path: Path) -> Path:
+    """The example project in a scratch directory whose repository records a deploy to acceptance,
+    so its production stacks (requirePromotionFrom: acceptance) may be planned."""
+    dest = copy_example(tmp_path / "example")
+    record_deploy(dest, "acceptance")
+    return dest
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> ProjectDir:
     """An empty scratch project (add stacks with project.stack(name, config))."""
     return ProjectDir(tmp_path / "proj")
-
-
-def app_config(target: str = "fake", **extra: Any) -> dict[str, Any]:
-    """A minimal valid config for the example app."""
-    cfg: dict[str, Any] = {"mxinfra:app": {"name": "orders", "package": str(EXAMPLE_MDA), "target": target}}
-    cfg.update(extra)
-    return cfg

@@ -13,7 +13,7 @@ from mxinfra.config import RawConfig
 from mxinfra.deployment import prepare
 from mxinfra.testing import Computed, Sealed
 
-from conftest import app_config
+from scaffold import app_config
 
 
 def deployment(config, stack="production"):

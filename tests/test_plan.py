@@ -10,7 +10,7 @@ import pytest
 
 from mxinfra.cli import main
 
-from conftest import ROOT, app_config
+from scaffold import ROOT, app_config
 
 PROD_PASSWORD = "Known-Admin-Password-123"
 DB_URL = "postgres://app:Known-Db-Password-456@db.internal:5432/orders"

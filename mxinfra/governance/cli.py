@@ -81,6 +81,9 @@ def package_push(
         console.print(f"pushed {path.name} as sha256:{entry.sha256} ({entry.size_bytes:,} bytes) to {url}")
     else:
         console.print(f"already in {url}: sha256:{entry.sha256} (version {entry.version or '-'}); nothing uploaded")
+        if version and version != entry.version:
+            # Entries never change once pushed: the same bytes keep their first label.
+            console.print(f"note: the label {version!r} was not added; these bytes are version {entry.version or '(none)'}")
     if entry.stories:
         console.print("stories: " + ", ".join(entry.stories))
 

@@ -20,9 +20,9 @@ PLACEHOLDERS = ("AdminPasswordPlaceholder", "LicenseKeyPlaceholder", "Production
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_example_stack_plans_and_renders_lint_clean(stack, capsys, tmp_path):
+def test_example_stack_plans_and_renders_lint_clean(stack, capsys, tmp_path, example_project):
     env = stack.removeprefix("aws-")
-    rc = main(["plan", "-s", stack, "-C", str(ROOT), "--out", str(tmp_path)])
+    rc = main(["plan", "-s", stack, "-C", str(example_project), "--out", str(tmp_path)])
     out = capsys.readouterr()
     assert rc == 0, out.err
     assert "note: Fargate task size" in out.out
@@ -41,8 +41,8 @@ def test_example_stack_plans_and_renders_lint_clean(stack, capsys, tmp_path):
         assert p not in written
 
 
-def test_production_roles_in_rendered_files(capsys, tmp_path):
-    assert main(["plan", "-s", "aws-production", "-C", str(ROOT), "--out", str(tmp_path)]) == 0
+def test_production_roles_in_rendered_files(capsys, tmp_path, example_project):
+    assert main(["plan", "-s", "aws-production", "-C", str(example_project), "--out", str(tmp_path)]) == 0
     capsys.readouterr()
     d = tmp_path / "aws" / "production"
     for perm in ("deploy", "monitor", "backups", "manage"):
@@ -51,8 +51,8 @@ def test_production_roles_in_rendered_files(capsys, tmp_path):
         assert stmt["Condition"]["NumericLessThanEquals"] == {"aws:MultiFactorAuthAge": "28800"}
 
 
-def test_plan_json(capsys):
-    rc = main(["plan", "-s", "aws-production", "-C", str(ROOT), "--json"])
+def test_plan_json(capsys, example_project):
+    rc = main(["plan", "-s", "aws-production", "-C", str(example_project), "--json"])
     out = capsys.readouterr()
     assert rc == 0, out.err
     doc = json.loads(out.out)

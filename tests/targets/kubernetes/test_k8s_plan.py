@@ -44,8 +44,8 @@ def test_pinned_version_is_supported():
 
 
 @pytest.mark.parametrize("stack", EXAMPLE_STACKS)
-def test_example_stack_renders_valid_manifests(stack, capsys, tmp_path):
-    rc, out, err = plan(capsys, "-s", stack, "-C", str(ROOT), "--out", str(tmp_path))
+def test_example_stack_renders_valid_manifests(stack, capsys, tmp_path, example_project):
+    rc, out, err = plan(capsys, "-s", stack, "-C", str(example_project), "--out", str(tmp_path))
     assert rc == 0, err
     assert "target kubernetes" in out and f"wrote {tmp_path / 'kubernetes' / stack}.yaml".replace("\n", "") in out.replace("\n", "")
     files = sorted((tmp_path / "kubernetes").iterdir())
@@ -63,15 +63,15 @@ def test_example_stack_renders_valid_manifests(stack, capsys, tmp_path):
             assert d["stringData"] and set(d["stringData"].values()) == {"[secret]"}
 
 
-def test_rendering_is_deterministic(capsys, tmp_path):
+def test_rendering_is_deterministic(capsys, tmp_path, example_project):
     for out in ("a", "b"):
-        assert plan(capsys, "-s", "production", "-C", str(ROOT), "--out", str(tmp_path / out))[0] == 0
+        assert plan(capsys, "-s", "production", "-C", str(example_project), "--out", str(tmp_path / out))[0] == 0
     assert (tmp_path / "a/kubernetes/production.yaml").read_text() == (tmp_path / "b/kubernetes/production.yaml").read_text()
 
 
-def test_production_plan_tree(capsys, monkeypatch):
+def test_production_plan_tree(capsys, monkeypatch, example_project):
     monkeypatch.setenv("COLUMNS", "300")  # one line per tree entry
-    rc, out, err = plan(capsys, "-s", "production", "-C", str(ROOT))
+    rc, out, err = plan(capsys, "-s", "production", "-C", str(example_project))
     assert rc == 0, err
     text = " ".join(out.split())
     assert "kubernetes:apps/v1:StatefulSet orders-production-statefulset" in text

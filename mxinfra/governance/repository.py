@@ -1,0 +1,270 @@
+"""The package repository: MDAs stored once by content hash, with an index entry per package.
+
+Layout in the store:
+    packages/<sha256>.mda      the package bytes (written first)
+    versions/<label>.json      {"sha256": ...}: claims a version label for one package, atomically
+    index/<sha256>.json        the PackageEntry (written last: a listed package is always fetchable)
+Every object is created with put(if_absent=True) and never rewritten, so entries are immutable and
+concurrent pushes cannot overwrite each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..mda import open_mda, sha256_file
+from .store import Store
+
+_SHA = re.compile(r"[0-9a-f]{64}")
+_HEX = re.compile(r"[0-9a-f]+")
+_VERSION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")
+MIN_PREFIX = 12
+
+
+class PackageIntegrityError(UserError):
+    """A fetched package's bytes do not match its recorded SHA-256."""
+
+
+def utc_now() -> str:
+    """The current time as ISO 8601 UTC with a Z, to the second."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class PackageEntry:
+    """The index entry of one package in the repository."""
+
+    sha256: str
+    version: str | None
+    runtime_version: str
+    model_version: str
+    project_name: str
+    size_bytes: int
+    uploaded_at: str
+    uploaded_by: str
+    commit: str | None
+    stories: tuple[str, ...]
+    file_name: str
+
+    @property
+    def ref(self) -> str:
+        """The unambiguous reference: 'sha256:<hex>'."""
+        return f"sha256:{self.sha256}"
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (stories as a list)."""
+        return {
+            "sha256": self.sha256,
+            "version": self.version,
+            "runtime_version": self.runtime_version,
+            "model_version": self.model_version,
+            "project_name": self.project_name,
+            "size_bytes": self.size_bytes,
+            "uploaded_at": self.uploaded_at,
+            "uploaded_by": self.uploaded_by,
+            "commit": self.commit,
+            "stories": list(self.stories),
+            "file_name": self.file_name,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> PackageEntry:
+        """Parse a dict written by to_json (unknown keys ignored, for forward compatibility)."""
+        return cls(
+            sha256=str(d["sha256"]),
+            version=None if d.get("version") is None else str(d["version"]),
+            runtime_version=str(d.get("runtime_version", "")),
+            model_version=str(d.get("model_version", "")),
+            project_name=str(d.get("project_name", "")),
+            size_bytes=int(d.get("size_bytes", 0)),
+            uploaded_at=str(d.get("uploaded_at", "")),
+            uploaded_by=str(d.get("uploaded_by", "")),
+            commit=None if d.get("commit") is None else str(d["commit"]),
+            stories=tuple(str(s) for s in d.get("stories", ())),
+            file_name=str(d.get("file_name", "")),
+        )
+
+
+def _encode(obj: dict[str, Any]) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+class Repository:
+    """Packages in a Store, addressed by SHA-256, labelled by version."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @staticmethod
+    def package_key(sha256: str) -> str:
+        """Where a package's bytes live."""
+        return f"packages/{sha256}.mda"
+
+    @staticmethod
+    def index_key(sha256: str) -> str:
+        """Where a package's index entry lives."""
+        return f"index/{sha256}.json"
+
+    @staticmethod
+    def version_key(version: str) -> str:
+        """Where a version label's claim lives."""
+        return f"versions/{version}.json"
+
+    def _entry(self, sha256: str) -> PackageEntry | None:
+        raw = self.store.get(self.index_key(sha256))
+        if raw is None:
+            return None
+        try:
+            return PackageEntry.from_json(json.loads(raw))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"{self.store.url}: index entry {self.index_key(sha256)} is unreadable: {exc}") from None
+
+    def push(
+        self,
+        path: Path,
+        *,
+        version: str | None,
+        commit: str | None,
+        stories: Sequence[str],
+        progress: Callable[[int], None] | None = None,
+    ) -> tuple[PackageEntry, bool]:
+        """Validate and upload an MDA once; (entry, True) if uploaded, (existing entry, False) if already there."""
+        if version is not None and (not _VERSION.fullmatch(version) or version.startswith("sha256")):
+            raise UserError(
+                f"version {version!r} is not a valid label: expected letters, digits and . _ + - "
+                "(at most 128, not starting with 'sha256')"
+            )
+        # validate before anything is uploaded: a corrupt or hostile MDA never enters the repository
+        package = open_mda(path)
+        if not package.is_archive:
+            raise UserError(f"{path}: is a directory: push the .mda file MxBuild produced")
+        package.check_members()
+        sha = package.sha256()
+
+        existing = self._entry(sha)
+        if existing is not None:
+            # entries are immutable: the first push's label, commit and stories stay (the caller can
+            # tell the user when the requested label differs from existing.version)
+            return existing, False
+        if version is not None:
+            self._claim_version(version, sha)
+
+        entry = PackageEntry(
+            sha256=sha,
+            version=version,
+            runtime_version=str(package.metadata.runtime_version),
+            model_version=package.metadata.model_version,
+            project_name=package.metadata.project_name,
+            size_bytes=package.size_bytes,
+            uploaded_at=utc_now(),
+            uploaded_by=self.store.identity(),
+            commit=commit,
+            stories=tuple(dict.fromkeys(stories)),  # de-duplicated, order kept
+            file_name=Path(path).name,
+        )
+        # bytes first, index last: a listed package can always be fetched
+        self.store.put_file(self.package_key(sha), Path(path), if_absent=True, progress=progress)
+        if not self.store.put(self.index_key(sha), _encode(entry.to_json()), if_absent=True):
+            # someone pushed the same bytes at the same moment: theirs is the entry
+            winner = self._entry(sha)
+            if winner is None:  # pragma: no cover - the key existed a moment ago and is never deleted
+                raise UserError(f"{self.store.url}: index entry for sha256:{sha} vanished")
+            return winner, False
+        return entry, True
+
+    def _claim_version(self, version: str, sha: str) -> None:
+        """Atomically bind a version label to a package; UserError if it names other bytes."""
+        key = self.version_key(version)
+        if self.store.put(key, _encode({"version": version, "sha256": sha}), if_absent=True):
+            return
+        raw = self.store.get(key)
+        owner = json.loads(raw).get("sha256") if raw else None
+        if owner != sha:
+            raise UserError(
+                f"{self.store.url}: version {version} is already used by another package (sha256:{owner}): "
+                "pick a new version label"
+            )
+        # the same bytes claimed it before an interrupted push: finish that push
+
+    def list(self) -> list[PackageEntry]:
+        """Every package, newest first."""
+        shas = [k[len("index/") : -len(".json")] for k in self.store.list("index/") if k.endswith(".json")]
+        with ThreadPoolExecutor(max_workers=8) as pool:  # cloud stores: one round trip per entry
+            entries = [e for e in pool.map(self._entry, shas) if e is not None]
+        return sorted(entries, key=lambda e: (e.uploaded_at, e.sha256), reverse=True)
+
+    def find(self, ref: str) -> PackageEntry:
+        """The package named by 'sha256:<hex>' (a unique prefix of 12+ hex digits will do) or a version label."""
+        ref = ref.strip()
+        if ref.lower().startswith("sha256:"):
+            hexpart = ref[len("sha256:") :].lower()
+            if not _HEX.fullmatch(hexpart) or len(hexpart) < MIN_PREFIX or len(hexpart) > 64:
+                raise UserError(
+                    f"{ref!r}: expected sha256: followed by {MIN_PREFIX} to 64 hexadecimal digits"
+                )
+            if len(hexpart) == 64:
+                matches = [hexpart] if self.store.exists(self.index_key(hexpart)) else []
+            else:
+                matches = [
+                    k[len("index/") : -len(".json")]
+                    for k in self.store.list(f"index/{hexpart}")
+                    if k.endswith(".json")
+                ]
+            if not matches:
+                raise UserError(f"{self.store.url}: no package {ref} in the repository")
+            if len(matches) > 1:
+                shown = ", ".join(f"sha256:{m[:16]}" for m in matches[:5])
+                raise UserError(f"{self.store.url}: {ref} is ambiguous ({len(matches)} packages: {shown}): give more digits")
+            entry = self._entry(matches[0])
+            assert entry is not None
+            return entry
+        if not _VERSION.fullmatch(ref):
+            raise UserError(f"{ref!r}: expected a version label or sha256:<hex>")
+        raw = self.store.get(self.version_key(ref))
+        if raw is not None:
+            entry = self._entry(json.loads(raw)["sha256"])
+            if entry is not None:
+                return entry
+        # a label claimed by an interrupted push has no entry: report it like any unknown label
+        known = [e.version for e in self.list() if e.version]
+        hint = f" (known versions: {', '.join(known[:10])})" if known else " (the repository has no labelled packages)"
+        raise UserError(f"{self.store.url}: no package with version {ref}{hint}")
+
+    def fetch(self, entry: PackageEntry, cache_dir: Path) -> Path:
+        """The package as a local file cache_dir/<sha256>.mda, downloaded if needed and always hash-verified."""
+        if not _SHA.fullmatch(entry.sha256):
+            raise PackageIntegrityError(f"{entry.sha256!r} is not a SHA-256")
+        cache_dir = Path(cache_dir)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        final = cache_dir / f"{entry.sha256}.mda"
+        if final.is_file():
+            if sha256_file(final) == entry.sha256:
+                return final
+            final.unlink()  # a damaged cache entry: fetch it again rather than use or trust it
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{entry.sha256[:16]}.", suffix=".part", dir=cache_dir)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            self.store.download(self.package_key(entry.sha256), tmp)
+            actual = sha256_file(tmp)
+            if actual != entry.sha256:
+                raise PackageIntegrityError(
+                    f"{self.store.url}: {self.package_key(entry.sha256)}: sha256 mismatch (got {actual}): "
+                    "the stored package was altered or damaged; it was not used"
+                )
+            os.replace(tmp, final)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        return final

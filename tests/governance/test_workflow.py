@@ -1,0 +1,202 @@
+"""Governance end to end on the file backend: the activity resource's provider, staged promotion,
+`promote`, `trace`, package references in stack config. Backends themselves: test_contract.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mxinfra.cli import main
+from mxinfra.governance.activity import ActivityLog
+from mxinfra.governance.record import ActivityProvider, TRACKED
+from mxinfra.governance.repository import Repository
+from mxinfra.governance.store import open_store
+
+from scaffold import EXAMPLE_MDA, app_config
+
+
+def props(repo_url: str, env: str = "acceptance", sha: str = "a" * 64, **over):
+    p = {
+        "environment": env,
+        "repository": repo_url,
+        "packageSha256": sha,
+        "packageVersion": "1.4.2.1234",
+        "packagePath": "",
+        "settingsDigest": "s1",
+        "instances": 1,
+        "grantsDigest": "g1",
+    }
+    p.update(over)
+    return p
+
+
+@pytest.fixture
+def repo_url(tmp_path):
+    return f"file://{tmp_path / 'repo'}"
+
+
+def test_provider_create_update_diff_delete(repo_url):
+    provider = ActivityProvider()
+    created = provider.create(props(repo_url))
+    assert created.id == "activity-acceptance"
+    log = ActivityLog(open_store(repo_url))
+    first = log.records("acceptance")
+    assert [(r.action, r.seq) for r in first] == [("deploy", first[0].seq)]
+    assert first[0].package_sha256 == "a" * 64 and first[0].actor
+
+    same = provider.diff("activity-acceptance", created.outs, props(repo_url))
+    assert same.changes is False and not same.replaces
+    scaled = props(repo_url, instances=3)
+    d = provider.diff("activity-acceptance", created.outs, scaled)
+    assert d.changes is True and not d.replaces
+    provider.update("activity-acceptance", created.outs, scaled)
+    provider.update("activity-acceptance", scaled, props(repo_url, instances=3, sha="b" * 64, grantsDigest="g2"))
+    provider.delete("activity-acceptance", props(repo_url, instances=3, sha="b" * 64, grantsDigest="g2"))
+    records = log.records("acceptance")
+    assert [r.action for r in records] == ["deploy", "scale", "deploy", "destroy"]
+    assert records[1].changes == {"instances": {"from": 1, "to": 3}}
+    assert set(records[2].changes) == {"packageSha256", "grantsDigest"}
+    assert log.verify("acceptance") == []
+    assert set(TRACKED) == {"packageSha256", "settingsDigest", "instances", "grantsDigest"}
+
+
+def test_first_deploy_pushes_the_package_once(repo_url):
+    sha = __import__("mxinfra.mda", fromlist=["sha256_file"]).sha256_file(EXAMPLE_MDA)
+    ActivityProvider().create(props(repo_url, sha=sha, packagePath=str(EXAMPLE_MDA)))
+    entries = Repository(open_store(repo_url)).list()
+    assert [e.sha256 for e in entries] == [sha]
+
+
+def gated_project(project, repo_url):
+    cfg = app_config(**{"mxinfra:repository": repo_url})
+    cfg["mxinfra:environments"] = {"production": {"requirePromotionFrom": "acceptance"}}
+    project.stack("production", cfg)
+    acc = app_config(**{"mxinfra:repository": repo_url})
+    project.stack("acceptance", acc)
+    return project
+
+
+def test_production_refuses_a_package_that_did_not_pass_acceptance(project, fake_target, repo_url, capsys):
+    gated_project(project, repo_url)
+    assert main(["plan", "-s", "production", "-C", str(project.path)]) == 2
+    err = capsys.readouterr().err
+    assert "requirePromotionFrom" in err and "no deploy record in 'acceptance'" in err
+    # once acceptance ran it (as `pulumi up` would record), production accepts it
+    sha = __import__("mxinfra.mda", fromlist=["sha256_file"]).sha256_file(EXAMPLE_MDA)
+    ActivityProvider().create(props(repo_url, sha=sha, packagePath=str(EXAMPLE_MDA)))
+    assert main(["plan", "-s", "production", "-C", str(project.path)]) == 0
+
+
+def test_plan_writes_nothing_to_the_repository(project, fake_target, tmp_path, capsys):
+    project.stack("acceptance", app_config())
+    assert main(["plan", "-s", "acceptance", "-C", str(project.path)]) == 0
+    assert not (project.path / ".mxinfra").exists()
+    capsys.readouterr()
+    doc_rc = main(["plan", "-s", "acceptance", "-C", str(project.path), "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert doc_rc == 0
+    activity = [r for r in doc["resources"] if r["name"] == "orders-acceptance-activity"]
+    assert activity and activity[0]["type"] == "pulumi-python:dynamic:Resource"
+    assert activity[0]["inputs"]["__provider"] == "[dynamic provider]"
+    assert activity[0]["inputs"]["instances"] == 1
+    assert not (project.path / ".mxinfra").exists()
+
+
+def test_promote_rewrites_the_stack_file_keeping_comments(project, repo_url, capsys):
+    gated_project(project, repo_url)
+    f = project.path / "stacks" / "Pulumi.production.yaml"
+    f.write_text("# production: only what passed acceptance\n" + f.read_text().replace("  mxinfra:environments:", "  # gated\n  mxinfra:environments:"))
+    assert main(["promote", "-C", str(project.path), "--from", "acceptance", "--to", "production"]) == 2
+    assert "no deploy recorded" in capsys.readouterr().err
+    sha = __import__("mxinfra.mda", fromlist=["sha256_file"]).sha256_file(EXAMPLE_MDA)
+    ActivityProvider().create(props(repo_url, sha=sha, packagePath=str(EXAMPLE_MDA)))
+    assert main(["promote", "-C", str(project.path), "--from", "acceptance", "--to", "production"]) == 0
+    text = f.read_text()
+    assert text.startswith("# production: only what passed acceptance") and "# gated" in text
+    assert yaml.safe_load(text)["config"]["mxinfra:app"]["package"] == f"sha256:{sha}"
+    assert str(EXAMPLE_MDA) in capsys.readouterr().out
+
+
+def test_stack_naming_a_repository_package(project, fake_target, repo_url, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert main(["package", "push", str(EXAMPLE_MDA), "--repository", repo_url, "--version", "1.4.2", "--story", "ORD-42"]) == 0
+    assert main(["package", "push", str(EXAMPLE_MDA), "--repository", repo_url]) == 0
+    assert "nothing uploaded" in capsys.readouterr().out
+    cfg = app_config(**{"mxinfra:repository": repo_url})
+    cfg["mxinfra:app"]["package"] = "1.4.2"
+    project.stack("acceptance", cfg)
+    assert main(["plan", "-s", "acceptance", "-C", str(project.path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    sha = doc["package"]["sha256"]
+    assert (tmp_path / "cache" / "mxinfra" / "packages" / f"{sha}.mda").exists()
+    # a tampered repository blob is never used
+    (Path(repo_url[len("file://"):]) / "packages" / f"{sha}.mda").write_bytes(b"PK tampered")
+    (tmp_path / "cache" / "mxinfra" / "packages" / f"{sha}.mda").unlink()
+    assert main(["plan", "-s", "acceptance", "-C", str(project.path)]) == 2
+    assert "sha256" in capsys.readouterr().err.lower()
+
+
+def test_trace_a_story_to_its_deployments(repo_url, capsys):
+    assert main(["package", "push", str(EXAMPLE_MDA), "--repository", repo_url, "--version", "1.4.2", "--story", "ORD-42"]) == 0
+    sha = __import__("mxinfra.mda", fromlist=["sha256_file"]).sha256_file(EXAMPLE_MDA)
+    ActivityProvider().create(props(repo_url, env="acceptance", sha=sha))
+    ActivityProvider().create(props(repo_url, env="production", sha=sha))
+    capsys.readouterr()
+    assert main(["trace", "ORD-42", "--repository", repo_url, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [p["version"] for p in doc["packages"]] == ["1.4.2"]
+    assert [d["environment"] for d in doc["packages"][0]["deployments"]] == ["acceptance", "production"]
+    assert main(["trace", "ORD-99", "--repository", repo_url]) == 0
+    assert "no package" in capsys.readouterr().out
+
+
+def test_activity_listing_csv_and_verify(repo_url, capsys):
+    ActivityProvider().create(props(repo_url))
+    ActivityProvider().update("x", props(repo_url), props(repo_url, instances=2))
+    capsys.readouterr()
+    assert main(["activity", "--repository", repo_url, "-e", "acceptance", "--csv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("time,environment,action") and len(lines) == 3
+    assert ",scale," in lines[1]  # newest first
+    assert main(["activity", "--repository", repo_url, "verify"]) == 0
+    store = open_store(repo_url)
+    key = store.list("activity/acceptance/")[0]
+    rec = json.loads(store.get(key))
+    rec["actor"] = "someone-else"
+    Path(repo_url[len("file://"):], key).write_text(json.dumps(rec))
+    capsys.readouterr()
+    assert main(["activity", "--repository", repo_url, "verify"]) == 2
+    err = capsys.readouterr().err
+    assert key in err or f"seq {rec['seq']}" in err, err
+
+
+def test_push_takes_commit_and_stories_from_git(tmp_path, repo_url, capsys):
+    work = tmp_path / "app"
+    work.mkdir()
+    mda = work / "app.mda"
+    mda.write_bytes(EXAMPLE_MDA.read_bytes())
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@example.test", *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "ORD-7 add invoices, fixes #12")
+    assert main(["package", "push", str(mda), "--repository", repo_url]) == 0
+    entry = Repository(open_store(repo_url)).list()[0]
+    assert entry.stories == ("ORD-7", "#12") and entry.commit and len(entry.commit) == 40
+
+
+@pytest.mark.parametrize("stack", ["production", "aws-production"])
+def test_bundled_production_stacks_are_gated(stack, tmp_path, capsys):
+    from scaffold import copy_example, record_deploy
+
+    fresh = copy_example(tmp_path / "fresh")
+    assert main(["plan", "-s", stack, "-C", str(fresh)]) == 2
+    assert "no deploy record in 'acceptance'" in capsys.readouterr().err
+    record_deploy(fresh, "acceptance")
+    assert main(["plan", "-s", stack, "-C", str(fresh)]) == 0

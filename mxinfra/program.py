@@ -33,8 +33,11 @@ def raw_config_from_pulumi() -> RawConfig:
     return RawConfig(values, frozenset(secret), f"Pulumi.{pulumi.get_stack()}.yaml")
 
 
-def run(base_dir: Path | None = None) -> Any:
-    """Declare this stack's Mendix app; config and package errors stop the program with their message."""
+def run(base_dir: Path | None = None, opts: pulumi.ResourceOptions | None = None) -> Any:
+    """Declare this stack's Mendix app; config and package errors stop the program with their message.
+
+    `opts` reach the MendixApp component, e.g. `ResourceOptions(providers=[...])` for your own providers.
+    """
     from .components import MendixApp
     from .deployment import prepare
 
@@ -48,7 +51,7 @@ def run(base_dir: Path | None = None) -> Any:
     except UserError as e:
         # RunError prints the message without a Python traceback.
         raise pulumi.RunError(str(e)) from None
-    app = MendixApp(deployment.config.app.name, {"deployment": deployment})
+    app = MendixApp(deployment.config.app.name, {"deployment": deployment}, opts)
     pulumi.export("packageSha256", app.package_sha256)
     pulumi.export("modelVersion", app.model_version)
     pulumi.export("environments", app.environments)

@@ -113,3 +113,14 @@ def test_each_run_has_its_own_root_stack(fake_target, pulumi_run):
     for stack in ("first", "second"):
         res = pulumi_run(lambda: MendixApp("orders", {"deployment": deployment(CONFIG)}), stack=stack, project="orders")
         assert res.one(APP_TYPE).parent == f"urn:pulumi:{stack}::orders::pulumi:pulumi:Stack::orders-{stack}"
+
+
+def test_activity_log_resource_follows_the_runtime(fake_target, pulumi_run):
+    d = deployment(CONFIG)
+    res = pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack="production", project="orders")
+    activity = res.one("pulumi-python:dynamic:Resource", "orders-production-activity")
+    assert activity.parent == res.one(ENVIRONMENT_TYPE, "orders-production").urn
+    assert res.one("mxtest:index:Runtime", "orders-production-runtime").urn in activity.dependencies
+    assert activity.input("packageSha256") == d.package.sha256 and activity.input("instances") == 2
+    assert activity.input("environment") == "production" and activity.input("repository").startswith("file://")
+    assert len(activity.input("settingsDigest")) == 64 and len(activity.input("grantsDigest")) == 64

@@ -200,3 +200,17 @@ def test_bundled_production_stacks_are_gated(stack, tmp_path, capsys):
     assert "no deploy record in 'acceptance'" in capsys.readouterr().err
     record_deploy(fresh, "acceptance")
     assert main(["plan", "-s", stack, "-C", str(fresh)]) == 0
+
+
+def test_missing_or_unreachable_repository_exits_2_naming_url_and_cause(s3_env, monkeypatch, capsys):
+    assert main(["package", "list", "--repository", "s3://no-such-bucket-mx/p"]) == 2
+    err = capsys.readouterr().err
+    assert "s3://no-such-bucket-mx/p" in err and "does not exist" in err and "Traceback" not in err
+    from servers import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    assert main(["activity", "--repository", "s3://bucket/p"]) == 2
+    err = capsys.readouterr().err
+    assert "s3://bucket/p: unreachable" in err
+    assert main(["package", "list", "--repository", "ftp://x/y"]) == 2
+    assert "ftp://x/y" in capsys.readouterr().err

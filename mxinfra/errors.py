@@ -19,7 +19,11 @@ class ConfigIssue:
     file: str = ""
 
     def __str__(self) -> str:
-        where = f"{self.file}: " if self.file else ""
+        return self.describe(with_file=True)
+
+    def describe(self, with_file: bool) -> str:
+        """`path: message (fix)`, prefixed by the file when asked."""
+        where = f"{self.file}: " if with_file and self.file else ""
         hint = f" ({self.fix})" if self.fix else ""
         return f"{where}{self.path}: {self.message}{hint}"
 
@@ -31,4 +35,6 @@ class ConfigError(UserError):
         self.issues = list(issues)
         self.source = source
         head = f"{len(self.issues)} problem(s) in the stack config" + (f" {source}" if source else "")
-        super().__init__(head + ":\n" + "\n".join(f"  - {i}" for i in self.issues))
+        # The header names the file once; only an issue from another file repeats its own.
+        lines = [f"  - {i.describe(with_file=i.file != source)}" for i in self.issues]
+        super().__init__(head + ":\n" + "\n".join(lines))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .environments import Environment
-from .errors import ConfigIssue
+from .errors import ConfigIssue, suggest
 
 if TYPE_CHECKING:
     from .config import AccessEntry
@@ -103,8 +103,6 @@ def check_access(entries: Sequence[AccessEntry], envs: Sequence[Environment], fi
             try:
                 perms.append(Permission(name))
             except ValueError:
-                from .config import suggest
-
                 issues.append(ConfigIssue(f"{path}.permissions[{j}]", f"unknown permission {name!r}", suggest(name, valid) or f"one of {', '.join(valid)}", file))
         for env in envs:
             if not (_applies(entry, env) and env.is_production):

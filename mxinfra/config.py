@@ -7,7 +7,6 @@ Pure: no Pulumi imports. The same raw config arrives from two places, a running 
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,8 +14,9 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .access import check_access
 from .environments import Environment, EnvironmentName, License, Role, Secret, SecretConstant
-from .errors import ConfigError, ConfigIssue
+from .errors import ConfigError, ConfigIssue, suggest
 
 NAMESPACE = "mxinfra"
 Scalar = Union[bool, int, float, str]
@@ -130,12 +130,6 @@ KNOWN_KEYS = {
     "access": "who may do what on which environment",
     "repository": "URL of the package repository and activity log",
 }
-
-
-def suggest(word: str, candidates: Sequence[str]) -> str:
-    """A 'did you mean' hint for `word`, or an empty string."""
-    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else ""
 
 
 # Field names whose values are never echoed back in an error, secret-marked or not.
@@ -260,8 +254,6 @@ def load_stack_config(raw: RawConfig, *, project: str, stack: str) -> StackConfi
     if repository is not None and not isinstance(repository, str):
         issues.append(ConfigIssue(f"{NAMESPACE}:repository", "expected a URL string", "file://PATH, s3://bucket/prefix or azblob://account/container/prefix", file))
         repository = None
-
-    from .access import check_access  # access rules live with the access model
 
     issues += check_access(access, envs, file)
     if issues:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -38,3 +40,9 @@ class ConfigError(UserError):
         # The header names the file once; only an issue from another file repeats its own.
         lines = [f"  - {i.describe(with_file=i.file != source)}" for i in self.issues]
         super().__init__(head + ":\n" + "\n".join(lines))
+
+
+def suggest(word: str, candidates: Sequence[str]) -> str:
+    """A 'did you mean' hint for `word`, or an empty string."""
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else ""

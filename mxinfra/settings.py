@@ -13,9 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .config import suggest
 from .environments import Environment, Scalar, Secret
-from .errors import ConfigError, ConfigIssue
+from .errors import ConfigError, ConfigIssue, suggest
 from .mda import Constant, Metadata
 
 EventMode = Literal["ALL", "NONE", "SPECIFIED"]

@@ -313,3 +313,15 @@ def operator_runtime(settings: RuntimeSettings) -> dict[str, Any]:
     if settings.custom_runtime_settings:
         runtime["customConfiguration"] = _json(settings.custom_runtime_settings)
     return runtime
+
+
+def instance_env(index: int) -> dict[str, str]:
+    """The variable that makes an instance the cluster leader (0) or a follower (>0).
+
+    Kubernetes pods need none: the Docker buildpack takes the index from a StatefulSet ordinal when
+    KUBERNETES_SERVICE_HOST is set. Elsewhere (ECS, plain Docker) an unset index makes every instance
+    a leader, so a platform without ordinals must set it.
+    """
+    if index < 0:
+        raise ValueError("an instance index is 0 (the leader) or more")
+    return {"CF_INSTANCE_INDEX": str(index)}

@@ -179,3 +179,11 @@ def test_custom_runtime_settings_pass_through():
 def test_operator_constants_are_strings():
     s = derive(env(constants={"M.Size": 7, "M.On": True}), META)
     assert operator_runtime(s)["microflowConstants"] == {"M.On": "true", "M.Size": "7"}
+
+
+def test_instance_index_marks_the_leader():
+    from mxinfra.settings import instance_env
+
+    assert instance_env(0) == {"CF_INSTANCE_INDEX": "0"} and instance_env(3) == {"CF_INSTANCE_INDEX": "3"}
+    with pytest.raises(ValueError):
+        instance_env(-1)

@@ -72,7 +72,7 @@ def inspect(
 
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")
     table.add_row("package", f"{path} ({pkg.size_bytes:,} bytes)")
     table.add_row("sha256", sha)
     table.add_row("project", f"{meta.project_name} ({meta.project_id})")

@@ -12,6 +12,20 @@ RUNTIME_PORT = 8080
 # CloudWatch Logs retention in days, by role.
 LOG_RETENTION_DAYS = {"test": 14, "acceptance": 30, "production": 365}
 
+# The two services of an environment, also their log stream prefixes (`leader/mendix/<task id>`).
+LEADER = "leader"
+FOLLOWER = "follower"
+
+
+def task_counts(instances: int) -> tuple[int, int]:
+    """Desired tasks of the leader service and of the follower service for `instances` instances.
+
+    Exactly one leader runs (none when the environment is stopped); the rest are followers.
+    """
+    if instances < 0:
+        raise ValueError("instances is 0 or more")
+    return min(instances, 1), max(instances - 1, 0)
+
 
 @dataclass(frozen=True)
 class ValueFrom:
@@ -34,6 +48,7 @@ def container_definitions(
     log_group: str,
     region: str,
     memory_mb: int,
+    stream_prefix: str = CONTAINER,
 ) -> list[dict[str, Any]]:
     """The one Mendix container: plain env vars as `environment`, secret ones only as `secrets` references."""
     return [
@@ -47,7 +62,7 @@ def container_definitions(
             "secrets": [{"name": k, "valueFrom": v} for k, v in sorted(secrets.items())],
             "logConfiguration": {
                 "logDriver": "awslogs",
-                "options": {"awslogs-group": log_group, "awslogs-region": region, "awslogs-stream-prefix": CONTAINER},
+                "options": {"awslogs-group": log_group, "awslogs-region": region, "awslogs-stream-prefix": stream_prefix},
             },
             # The runtime needs time to stop cleanly (finish requests, release the cluster lock).
             "stopTimeout": 120,

@@ -45,6 +45,8 @@ class Arns:
     cluster: str
     naming: Naming
     postgres_major: str = "16"
+    # Whether the environment runs a follower service (instances >= 2) next to its leader service.
+    followers: bool = False
 
     @property
     def partition(self) -> str:
@@ -57,8 +59,18 @@ class Arns:
     # names -----------------------------------------------------------------------------------------
     @property
     def service_name(self) -> str:
-        """The ECS service (and task family) name."""
+        """The leader's ECS service (and task family) name."""
         return self.naming.physical()
+
+    @property
+    def follower_service_name(self) -> str:
+        """The followers' ECS service (and task family) name."""
+        return self.naming.physical("follower")
+
+    @property
+    def service_names(self) -> tuple[str, ...]:
+        """The ECS services (and task families) the environment runs: the leader's, then the followers' if any."""
+        return (self.service_name, self.follower_service_name) if self.followers else (self.service_name,)
 
     @property
     def log_group_name(self) -> str:
@@ -95,15 +107,36 @@ class Arns:
         """The ECS cluster."""
         return self._arn("ecs", f"cluster/{self.cluster}")
 
+    def _service_arn(self, name: str) -> str:
+        return self._arn("ecs", f"service/{self.cluster}/{name}")
+
+    def _task_definition_arn(self, family: str) -> str:
+        return self._arn("ecs", f"task-definition/{family}:*")
+
     @property
     def service_arn(self) -> str:
-        """The ECS service (long ARN format, which includes the cluster)."""
-        return self._arn("ecs", f"service/{self.cluster}/{self.service_name}")
+        """The leader's ECS service (long ARN format, which includes the cluster)."""
+        return self._service_arn(self.service_name)
+
+    @property
+    def follower_service_arn(self) -> str:
+        """The followers' ECS service."""
+        return self._service_arn(self.follower_service_name)
+
+    @property
+    def service_arns(self) -> list[str]:
+        """Every ECS service of the environment (the follower's only when it runs one)."""
+        return [self._service_arn(n) for n in self.service_names]
 
     @property
     def task_definition_arn(self) -> str:
-        """Every revision of the environment's task family."""
-        return self._arn("ecs", f"task-definition/{self.service_name}:*")
+        """Every revision of the leader's task family."""
+        return self._task_definition_arn(self.service_name)
+
+    @property
+    def task_definition_arns(self) -> list[str]:
+        """Every revision of every task family of the environment."""
+        return [self._task_definition_arn(n) for n in self.service_names]
 
     @property
     def log_group_arn(self) -> str:
@@ -254,15 +287,20 @@ def _logs_read(a: Arns) -> Document:
     return _allow("ReadLogs", ["logs:DescribeLogStreams", "logs:FilterLogEvents", "logs:GetLogEvents"], [a.log_group_arn, a.log_streams_arn])
 
 
+def _one_or_all(resources: Sequence[str]) -> str | list[str]:
+    # A single resource stays a string, so a single-instance environment's documents read as before.
+    return resources[0] if len(resources) == 1 else list(resources)
+
+
 def _service_read(a: Arns) -> Document:
-    return _allow("ServiceState", ["ecs:DescribeServices"], a.service_arn)
+    return _allow("ServiceState", ["ecs:DescribeServices"], _one_or_all(a.service_arns))
 
 
 def deploy_policy(a: Arns) -> Document:
-    """Transport, start/stop and configuration: new task definitions of this family, this service, its roles."""
+    """Transport, start/stop and configuration: new task definitions of its families, its services, its roles."""
     return _doc(
-        _allow("UpdateService", ["ecs:DescribeServices", "ecs:UpdateService"], a.service_arn),
-        _allow("RegisterTaskDefinition", ["ecs:RegisterTaskDefinition"], a.task_definition_arn),
+        _allow("UpdateService", ["ecs:DescribeServices", "ecs:UpdateService"], _one_or_all(a.service_arns)),
+        _allow("RegisterTaskDefinition", ["ecs:RegisterTaskDefinition"], _one_or_all(a.task_definition_arns)),
         # DescribeTaskDefinition has no resource type: AWS only accepts "*".
         _allow("ReadTaskDefinitions", ["ecs:DescribeTaskDefinition"], "*"),
         _allow(

@@ -16,6 +16,7 @@ BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
 TASK_DEFINITION = "aws:ecs/taskDefinition:TaskDefinition"
 DB_INSTANCE = "aws:rds/instance:Instance"
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+SERVICE = "aws:ecs/service:Service"
 
 # (resource type, input holding a policy document, file suffix)
 POLICY_INPUTS = ((ROLE, "assumeRolePolicy", ".trust.json"), (ROLE_POLICY, "policy", ".json"), (BUCKET_POLICY, "policy", ".json"))
@@ -55,9 +56,12 @@ def write_policies(env: str, resources: Sequence[Mapping[str, Any]], out_dir: Pa
 def notes(resources: Sequence[Mapping[str, Any]]) -> list[str]:
     """Plain statements of the choices the target made for one environment."""
     out = []
+    sized = False
     for r in resources:
         i = r["inputs"]
-        if r["type"] == TASK_DEFINITION:
+        if r["type"] == TASK_DEFINITION and not sized:
+            # The leader's and the followers' task definitions always share one size.
+            sized = True
             size = fargate.FargateSize(int(i["memory"]), int(i["cpu"]))
             out.append(f"Fargate task size {size.describe()}: the smallest valid combination with the environment's memory and 1 vCPU per 4 GB")
         elif r["type"] == DB_INSTANCE:
@@ -77,4 +81,21 @@ def notes(resources: Sequence[Mapping[str, Any]]) -> list[str]:
                 f"{len(doc['Statement'][0]['Principal']['AWS'])} principal(s), "
                 f"{'MFA required, ' if mfa else ''}sessions up to {i.get('maxSessionDuration')} s"
             )
+    services = _services(resources)
+    if services is not None:
+        out.append(services)
     return out
+
+
+def _services(resources: Sequence[Mapping[str, Any]]) -> str | None:
+    counts = {r["name"]: r["inputs"].get("desiredCount") for r in resources if r["type"] == SERVICE}
+    leader = next((c for name, c in counts.items() if not name.endswith("-follower-service")), None)
+    if leader is None:
+        return None
+    followers = next((c for name, c in counts.items() if name.endswith("-follower-service")), 0)
+    if not leader:
+        return "stopped: the leader service runs 0 tasks, no follower service"
+    return (
+        f"leader + {followers} follower(s): the leader service's one task alone runs scheduled events and database sync; "
+        + (f"the follower service runs {followers} task(s) behind the same load balancer" if followers else "no follower service")
+    )

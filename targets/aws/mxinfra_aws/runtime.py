@@ -1,4 +1,10 @@
-"""The runtime: log group, secrets, task and execution roles, task definition, load balancer and ECS service."""
+"""The runtime: log group, secrets, task and execution roles, load balancer, and the leader's and followers' services.
+
+The Docker buildpack picks the cluster leader (scheduled events, database sync) by CF_INSTANCE_INDEX, which
+Fargate tasks do not have: every task would lead. So an environment runs two ECS services behind one target
+group: the leader service (one task, index 0) and, with two or more instances, the follower service (the
+rest, index 1; only 0 versus not 0 matters to the buildpack).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +16,12 @@ import pulumi
 import pulumi_aws as aws
 
 from mxinfra.environments import Secret
-from mxinfra.settings import Bindings, DatabaseParts, S3Storage, buildpack_env
+from mxinfra.settings import Bindings, DatabaseParts, S3Storage, buildpack_env, instance_env
 from mxinfra.target import EnvironmentContext
 
 from . import fargate, policies
 from .config import AwsConfig
-from .containers import CONTAINER, LOG_RETENTION_DAYS, RUNTIME_PORT, ValueFrom, container_definitions, value_from
+from .containers import CONTAINER, FOLLOWER, LEADER, LOG_RETENTION_DAYS, RUNTIME_PORT, ValueFrom, container_definitions, task_counts, value_from
 from .database import DB_NAME, Database
 from .network import SecurityGroups
 from .policies import Arns
@@ -40,7 +46,8 @@ HEALTH_CHECK_GRACE_SECONDS = 600
 class Runtime:
     """What the environment exports from its runtime."""
 
-    service: aws.ecs.Service
+    service: aws.ecs.Service  # the leader's
+    follower: aws.ecs.Service | None  # the followers', with two or more instances
     load_balancer: aws.lb.LoadBalancer
     task_role: aws.iam.Role
     execution_role: aws.iam.Role
@@ -124,34 +131,6 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, sgs: SecurityGroups
     execution_role = _role(ctx, cfg, a, "execution", policies.ecs_tasks_trust(a), policies.execution_policy(a, cfg.image), "ECS: pull the image, write logs, read this environment's secrets")
     task_role = _role(ctx, cfg, a, "task", policies.ecs_tasks_trust(a), policies.task_policy(a), "The Mendix runtime: this environment's file bucket only")
 
-    containers = pulumi.Output.all(environment=variables.plain, secrets=references).apply(
-        lambda v: json.dumps(
-            container_definitions(
-                image=cfg.image,
-                environment=v["environment"],
-                secrets=v["secrets"],
-                log_group=a.log_group_name,
-                region=a.region,
-                memory_mb=env.memory_mb,
-            ),
-            sort_keys=True,
-        )
-    )
-    task = aws.ecs.TaskDefinition(
-        n.logical("task"),
-        family=a.service_name,
-        requires_compatibilities=["FARGATE"],
-        network_mode="awsvpc",
-        cpu=str(size.cpu),
-        memory=str(size.memory_mb),
-        runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": cfg.cpuArchitecture},
-        execution_role_arn=execution_role.arn,
-        task_role_arn=task_role.arn,
-        container_definitions=containers,
-        tags=tags,
-        opts=ctx.opts(depends_on=[version, logs]),
-    )
-
     alb = aws.lb.LoadBalancer(
         n.logical("alb"),
         name=n.physical("alb", max_len=32),
@@ -198,12 +177,9 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, sgs: SecurityGroups
         opts=ctx.opts(),
     )
 
-    service = aws.ecs.Service(
-        n.logical("service"),
-        name=a.service_name,
+    leaders, followers = task_counts(env.instances)
+    service_args = dict(
         cluster=cluster_arn,
-        task_definition=task.arn,
-        desired_count=env.instances,
         launch_type="FARGATE",
         platform_version="LATEST",
         network_configuration={
@@ -213,41 +189,107 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, sgs: SecurityGroups
         },
         load_balancers=[{"target_group_arn": target_group.arn, "container_name": CONTAINER, "container_port": RUNTIME_PORT}],
         health_check_grace_period_seconds=HEALTH_CHECK_GRACE_SECONDS,
-        # Two model versions must never run against one database: stop the old tasks before starting new ones.
+        # Two model versions must never run against one database: both services stop their old tasks
+        # before starting new ones (a short outage on every deployment, as on Mendix Cloud).
         deployment_minimum_healthy_percent=0,
         deployment_maximum_percent=100,
-        deployment_circuit_breaker={"enable": True, "rollback": True},
         enable_ecs_managed_tags=True,
         propagate_tags="SERVICE",
         tags=tags,
-        opts=ctx.opts(depends_on=[https]),
+    )
+
+    def task_definition(kind: str, logical: str, family: str, index: int) -> aws.ecs.TaskDefinition:
+        # The core decides every variable, the instance index included; only the index differs between services.
+        environment = pulumi.Output.from_input(variables.plain).apply(lambda plain: {**plain, **instance_env(index)})
+        containers = pulumi.Output.all(environment=environment, secrets=references).apply(
+            lambda v: json.dumps(
+                container_definitions(
+                    image=cfg.image,
+                    environment=v["environment"],
+                    secrets=v["secrets"],
+                    log_group=a.log_group_name,
+                    region=a.region,
+                    memory_mb=env.memory_mb,
+                    stream_prefix=kind,
+                ),
+                sort_keys=True,
+            )
+        )
+        return aws.ecs.TaskDefinition(
+            n.logical(logical),
+            family=family,
+            requires_compatibilities=["FARGATE"],
+            network_mode="awsvpc",
+            cpu=str(size.cpu),
+            memory=str(size.memory_mb),
+            runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": cfg.cpuArchitecture},
+            execution_role_arn=execution_role.arn,
+            task_role_arn=task_role.arn,
+            container_definitions=containers,
+            tags=tags,
+            opts=ctx.opts(depends_on=[version, logs]),
+        )
+
+    follower = None
+    if followers:
+        follower_task = task_definition(FOLLOWER, "follower-task", a.follower_service_name, 1)
+        follower = aws.ecs.Service(
+            n.logical("follower-service"),
+            name=a.follower_service_name,
+            task_definition=follower_task.arn,
+            desired_count=followers,
+            # Never roll followers back on their own: the old model would run against the schema the new
+            # leader has already synchronised. A failed follower deployment stops and the alarm fires.
+            deployment_circuit_breaker={"enable": True, "rollback": False},
+            opts=ctx.opts(depends_on=[https]),
+            **service_args,
+        )
+    # Logical names as before the split: a single-instance stack keeps its service and task family.
+    leader_task = task_definition(LEADER, "task", a.service_name, 0)
+    service = aws.ecs.Service(
+        n.logical("service"),
+        name=a.service_name,
+        task_definition=leader_task.arn,
+        desired_count=leaders,
+        deployment_circuit_breaker={"enable": True, "rollback": True},
+        # The followers' deployment is requested first, so their old tasks are already stopping when the
+        # new leader starts and synchronises the database.
+        opts=ctx.opts(depends_on=[https] if follower is None else [https, follower]),
+        **service_args,
     )
     ctx.runtime_resource(service)
-    return Runtime(service, alb, task_role, execution_role, size)
+    if follower is not None:
+        ctx.runtime_resource(follower)
+    return Runtime(service, follower, alb, task_role, execution_role, size)
 
 
 def alerts(ctx: EnvironmentContext, a: Arns) -> aws.sns.Topic:
-    """The alerts topic and the alarm on unhealthy runtime tasks that publishes to it."""
+    """The alerts topic and, per service, an alarm on fewer running tasks than desired that publishes to it."""
     n, tags = ctx.naming, dict(ctx.tags)
     # CloudWatch alarms cannot publish to a topic encrypted with the AWS-managed SNS key; alerts carry
     # no secrets, so the topic is left unencrypted rather than adding a customer key.
     topic = aws.sns.Topic(n.logical("alerts"), name=a.topic_name, tags=tags, opts=ctx.opts())
-    aws.cloudwatch.MetricAlarm(
-        n.logical("alarm-running-tasks"),
-        name=f"{n.prefix}-running-tasks",
-        alarm_description=f"{n.prefix}: fewer runtime tasks running than desired",
-        namespace="ECS/ContainerInsights",
-        metric_name="RunningTaskCount",
-        dimensions={"ClusterName": a.cluster, "ServiceName": a.service_name},
-        statistic="Minimum",
-        period=60,
-        evaluation_periods=5,
-        threshold=ctx.environment.instances,
-        comparison_operator="LessThanThreshold",
-        treat_missing_data="breaching" if ctx.environment.instances else "notBreaching",
-        alarm_actions=[topic.arn],
-        ok_actions=[topic.arn],
-        tags=tags,
-        opts=ctx.opts(),
-    )
+    leaders, followers = task_counts(ctx.environment.instances)
+    alarms = [("", "leader", a.service_name, leaders)]
+    if followers:
+        alarms.append(("follower-", "follower", a.follower_service_name, followers))
+    for kind, label, service_name, desired in alarms:
+        aws.cloudwatch.MetricAlarm(
+            n.logical(f"alarm-{kind}running-tasks"),
+            name=f"{n.prefix}-{kind}running-tasks",
+            alarm_description=f"{n.prefix}: fewer {label} runtime tasks running than desired ({service_name})",
+            namespace="ECS/ContainerInsights",
+            metric_name="RunningTaskCount",
+            dimensions={"ClusterName": a.cluster, "ServiceName": service_name},
+            statistic="Minimum",
+            period=60,
+            evaluation_periods=5,
+            threshold=desired,
+            comparison_operator="LessThanThreshold",
+            treat_missing_data="breaching" if desired else "notBreaching",
+            alarm_actions=[topic.arn],
+            ok_actions=[topic.arn],
+            tags=tags,
+            opts=ctx.opts(),
+        )
     return topic

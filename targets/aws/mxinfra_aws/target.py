@@ -13,6 +13,7 @@ from mxinfra.target import AppContext, EnvironmentContext, Target
 
 from . import fargate, render
 from .config import AwsConfig, is_public
+from .containers import task_counts
 from .policies import PRINCIPAL, Arns, partition_of
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def cluster_name(stack: str, app: str) -> str:
 
 
 class AwsTarget(Target):
-    """Mendix on AWS: one Fargate service, database, bucket and set of IAM roles per environment."""
+    """Mendix on AWS: Fargate leader and follower services, a database, bucket and set of IAM roles per environment."""
 
     name = "aws"
     config_model = AwsConfig
@@ -89,11 +90,6 @@ class AwsTarget(Target):
     def warnings(self, env: Environment, access: EnvironmentAccess, block: AwsConfig | None) -> list[str]:
         """What the plan should say about this environment on AWS."""
         out = []
-        if env.instances > 1:
-            out.append(
-                f"{env.instances} instances: Fargate tasks have no ordinal hostname, so the Docker buildpack cannot tell "
-                "the cluster leader (scheduled events, database sync) from the others; verify the image's leader election"
-            )
         if block is not None and env.is_production and block.allowPublicIngress and any(is_public(c) for c in block.ingressCidrs):
             out.append("the production load balancer is open to the whole internet (allowPublicIngress: true)")
         return out
@@ -126,7 +122,7 @@ class AwsTarget(Target):
         cfg: AwsConfig = ctx.config
         shared: SharedCluster = ctx.shared
         region = ctx.deployment.config.block(REGION_KEY)
-        a = Arns(region, cfg.accountId, shared.name, ctx.naming, cfg.database.engineVersion.split(".")[0])
+        a = Arns(region, cfg.accountId, shared.name, ctx.naming, cfg.database.engineVersion.split(".")[0], followers=task_counts(ctx.environment.instances)[1] > 0)
         sgs = network.create(ctx, cfg)
         bucket = storage.create(ctx, a)
         db = database.create(ctx, cfg, a, sgs.database)
@@ -135,7 +131,7 @@ class AwsTarget(Target):
         role_arns = access.create(ctx, cfg, a)
         host = cfg.hostnames.get(ctx.environment.name)
         url = f"https://{host}" if host else pulumi.Output.concat("https://", rt.load_balancer.dns_name)
-        return {
+        outputs = {
             "url": url,
             "roleArns": role_arns,
             "loadBalancerDns": rt.load_balancer.dns_name,
@@ -147,11 +143,14 @@ class AwsTarget(Target):
             "alertsTopic": topic.arn,
             "fargate": {"cpu": rt.size.cpu, "memory": rt.size.memory_mb},
         }
+        if a.followers:
+            outputs["followerService"] = a.follower_service_arn
+        return outputs
 
     def render(self, env: str, resources: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:
         """Every IAM policy document of the environment as JSON under `out_dir/aws/<env>/`."""
         return render.write_policies(env, resources, out_dir)
 
     def plan_notes(self, env: str, resources: Sequence[Mapping[str, Any]]) -> list[str]:
-        """The Fargate size picked, database protections, log retention and access roles."""
+        """The Fargate size picked, leader and followers, database protections, log retention and access roles."""
         return render.notes(resources)

@@ -65,6 +65,12 @@ EXPECTED_CHILDREN = {
     **{f"role-{p}": "aws:iam/role:Role" for p in ("deploy", "monitor", "backups", "api", "alerts", "manage")},
     **{f"role-{p}-policy": "aws:iam/rolePolicy:RolePolicy" for p in ("deploy", "monitor", "backups", "api", "alerts", "manage")},
 }
+# With two or more instances: the followers' task definition, service and alarm (and nothing else).
+FOLLOWER_CHILDREN = {
+    "follower-task": "aws:ecs/taskDefinition:TaskDefinition",
+    "follower-service": "aws:ecs/service:Service",
+    "alarm-follower-running-tasks": "aws:cloudwatch/metricAlarm:MetricAlarm",
+}
 UNTAGGABLE = {"aws:iam/rolePolicy:RolePolicy", "aws:secretsmanager/secretVersion:SecretVersion"}
 BUCKET_SETTINGS = {t for t in EXPECTED_CHILDREN.values() if t.startswith("aws:s3/bucket") and t != "aws:s3/bucket:Bucket"}
 
@@ -78,7 +84,8 @@ def test_children_exactly(role_run):
     assert cluster.inputs["name"] == CLUSTER
     assert cluster.input("settings") == [{"name": "containerInsights", "value": "enabled"}]
     children = {r.name: r for r in res.descendants(env) if r.type.startswith("aws:")}
-    expected = {f"orders-{role}-{k}": t for k, t in EXPECTED_CHILDREN.items()}
+    # the production config runs 2 instances: a leader and one follower
+    expected = {f"orders-{role}-{k}": t for k, t in {**EXPECTED_CHILDREN, **(FOLLOWER_CHILDREN if role == "production" else {})}.items()}
     assert {n: r.type for n, r in children.items()} == expected
     tags = dict(d.environment(role).tags)
     for r in children.values():
@@ -93,7 +100,7 @@ def test_runtime_contract(role_run):
     svc = res.one("aws:ecs/service:Service", f"{p}-service")
     i = svc.inputs
     assert i["name"] == p and i["launchType"] == "FARGATE"
-    assert i["desiredCount"] == (2 if role == "production" else 1)
+    assert i["desiredCount"] == 1  # the leader; production's second instance is a follower
     assert i["networkConfiguration"]["subnets"] == ["subnet-0a1b2c3d4e5f60001", "subnet-0a1b2c3d4e5f60002"]
     assert i["networkConfiguration"]["assignPublicIp"] is False
     assert i["loadBalancers"][0]["containerName"] == "mendix" and i["loadBalancers"][0]["containerPort"] == 8080

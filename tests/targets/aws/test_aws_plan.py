@@ -43,8 +43,18 @@ def test_example_stack_plans_and_renders_lint_clean(stack, capsys, tmp_path, exa
 
 def test_production_roles_in_rendered_files(capsys, tmp_path, example_project):
     assert main(["plan", "-s", "aws-production", "-C", str(example_project), "--out", str(tmp_path)]) == 0
-    capsys.readouterr()
+    out = capsys.readouterr().out
+    # the example production runs 2 instances: a leader and a follower service, no leader warning
+    assert "leader + 1 follower(s)" in out and "verify the image's leader election" not in out
+    assert out.count("note: Fargate task size") == 1
     d = tmp_path / "aws" / "production"
+    prefix = f"arn:aws:ecs:eu-west-1:{ACCOUNT}"
+    deploy = {s["Sid"]: s["Resource"] for s in json.loads((d / "role-deploy-policy.json").read_text())["Statement"]}
+    services = [f"{prefix}:service/orders-aws-production-cluster/orders-production{x}" for x in ("", "-follower")]
+    assert deploy["UpdateService"] == services
+    assert deploy["RegisterTaskDefinition"] == [f"{prefix}:task-definition/orders-production{x}:*" for x in ("", "-follower")]
+    monitor = {s["Sid"]: s["Resource"] for s in json.loads((d / "role-monitor-policy.json").read_text())["Statement"]}
+    assert monitor["ServiceState"] == services
     for perm in ("deploy", "monitor", "backups", "manage"):
         stmt = json.loads((d / f"role-{perm}.trust.json").read_text())["Statement"][0]
         assert stmt["Condition"]["Bool"] == {"aws:MultiFactorAuthPresent": "true"}

@@ -11,12 +11,18 @@ from mxinfra_aws.policies import Arns
 from awshelpers import ACCOUNT, REGION, lint
 
 A = Arns(REGION, ACCOUNT, "orders-aws-production-cluster", Naming("orders", "production"))
+# The same environment with two or more instances: a follower service next to the leader's.
+A2 = Arns(REGION, ACCOUNT, "orders-aws-production-cluster", Naming("orders", "production"), followers=True)
 PERMISSIONS = ["alerts", "api", "backups", "deploy", "manage", "monitor"]
 
 
 def test_arns_are_deterministic_and_exact():
     assert A.service_arn == f"arn:aws:ecs:{REGION}:{ACCOUNT}:service/orders-aws-production-cluster/orders-production"
     assert A.task_definition_arn == f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/orders-production:*"
+    assert A.service_arns == [A.service_arn] and A.task_definition_arns == [A.task_definition_arn]
+    assert A2.follower_service_arn == f"arn:aws:ecs:{REGION}:{ACCOUNT}:service/orders-aws-production-cluster/orders-production-follower"
+    assert A2.service_arns == [A.service_arn, A2.follower_service_arn]
+    assert A2.task_definition_arns == [A.task_definition_arn, f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/orders-production-follower:*"]
     assert A.log_group_arn == f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/mxinfra/orders/production"
     assert A.secret_arn == f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:mxinfra/orders/production/runtime-??????"
     assert A.db_arn == f"arn:aws:rds:{REGION}:{ACCOUNT}:db:orders-production-db"
@@ -82,6 +88,20 @@ def test_deploy_policy_scope():
     assert by_sid["PassRuntimeRoles"]["Condition"] == {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}
 
 
+def test_deploy_monitor_api_cover_exactly_both_services():
+    leader, follower = A2.service_arns
+    by_sid = {s["Sid"]: s for s in policies.deploy_policy(A2)["Statement"]}
+    assert by_sid["UpdateService"]["Resource"] == [leader, follower]
+    assert by_sid["RegisterTaskDefinition"]["Resource"] == A2.task_definition_arns
+    # PassRole: the same two runtime roles serve both services
+    assert by_sid["PassRuntimeRoles"]["Resource"] == [A.role_arn("task"), A.role_arn("execution")]
+    for builder in (policies.monitor_policy, policies.api_policy):
+        assert {s["Sid"]: s for s in builder(A2)["Statement"]}["ServiceState"]["Resource"] == [leader, follower]
+    # nothing else changes with followers
+    for p in ("backups", "alerts"):
+        assert policies.permission_policy(A2, p) == policies.permission_policy(A, p)
+
+
 def test_manage_edits_only_this_environments_access_roles():
     doc = policies.manage_policy(A, ["deploy", "manage"])
     assert doc["Statement"][0]["Resource"] == [A.role_arn("deploy"), A.role_arn("manage")]
@@ -104,6 +124,7 @@ def all_documents():
         yield f"access-trust-{mfa}", policies.access_trust(["210987654321", f"arn:aws:iam::{ACCOUNT}:role/Ops"], mfa, 28800 if mfa else None), A.role_arn("deploy")
     for p in PERMISSIONS:
         yield p, policies.permission_policy(A, p, PERMISSIONS), None
+        yield f"{p}-with-followers", policies.permission_policy(A2, p, PERMISSIONS), None
 
 
 @pytest.mark.parametrize("name,doc,trust_for", list(all_documents()), ids=[d[0] for d in all_documents()])

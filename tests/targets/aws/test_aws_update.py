@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from mxinfra.components import MendixApp
-from mxinfra.settings import Bindings, DatabaseParts, S3Storage, buildpack_env
+from mxinfra.settings import Bindings, DatabaseParts, S3Storage, buildpack_env, instance_env
 from mxinfra_aws.containers import container_definitions
 
 from awshelpers import FAKE_ENDPOINT, FAKE_RDS_SECRET, FAKE_RUNTIME_SECRET, REGION, SECRET_VALUES, config, deployment, run_as_update, walk
@@ -21,7 +21,8 @@ def test_container_definition_exactly():
         d.environment("production").settings,
         Bindings("unused", DatabaseParts("PostgreSQL", FAKE_ENDPOINT, "mendix", "u", "p"), S3Storage(bucket=f"orders-production-files-123456789012-{REGION}", endpoint=f"https://s3.{REGION}.amazonaws.com")),
     ).plain
-    assert {e["name"]: e["value"] for e in container["environment"]} == {k: str(v) for k, v in expected_plain.items()}
+    # the production config runs 2 instances: this is the leader's task definition
+    assert {e["name"]: e["value"] for e in container["environment"]} == {**{k: str(v) for k, v in expected_plain.items()}, **instance_env(0)}
     assert container["secrets"] == [
         {"name": "ADMIN_PASSWORD", "valueFrom": f"{FAKE_RUNTIME_SECRET}:ADMIN_PASSWORD::"},
         {"name": "LICENSE_KEY", "valueFrom": f"{FAKE_RUNTIME_SECRET}:LICENSE_KEY::"},
@@ -31,7 +32,7 @@ def test_container_definition_exactly():
     ]
     assert container["image"] == f"123456789012.dkr.ecr.{REGION}.amazonaws.com/orders:1.4.2"
     assert container["memory"] == 2048 and container["portMappings"][0]["containerPort"] == 8080
-    assert container["logConfiguration"]["options"] == {"awslogs-group": "/mxinfra/orders/production", "awslogs-region": REGION, "awslogs-stream-prefix": "mendix"}
+    assert container["logConfiguration"]["options"] == {"awslogs-group": "/mxinfra/orders/production", "awslogs-region": REGION, "awslogs-stream-prefix": "leader"}
     # no static S3 keys: the task role's credentials
     assert not {e["name"] for e in container["environment"]} & {"S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"}
     assert json.loads(next(e["value"] for e in container["environment"] if e["name"] == "CUSTOM_RUNTIME_SETTINGS"))["com.mendix.storage.s3.UseInstanceProfile"] is True

@@ -73,16 +73,23 @@ def inspect(
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    table.add_row("package", f"{path} ({pkg.size_bytes:,} bytes)")
-    table.add_row("sha256", sha)
-    table.add_row("project", f"{meta.project_name} ({meta.project_id})")
-    table.add_row("runtime", f"{meta.runtime_version}" + (f", Java {meta.java_version}" if meta.java_version else ""))
-    table.add_row("model version", meta.model_version)
-    table.add_row("admin user", meta.admin_user)
-    table.add_row(f"roles ({len(meta.roles)})", ", ".join(doc["roles"]) or "-")
-    table.add_row(f"constants ({len(meta.constants)})", "\n".join(f"{c.name} [{c.type}] = {c.default_value!r}" for c in meta.constants) or "-")
-    table.add_row(f"scheduled events ({len(meta.scheduled_events)})", ", ".join(doc["scheduledEvents"]) or "-")
-    table.add_row(f"request handlers ({len(meta.request_handlers)})", ", ".join(h.name for h in meta.request_handlers) or "-")
+    from .display import text
+
+    rows = [
+        ("package", f"{path} ({pkg.size_bytes:,} bytes)"),
+        ("sha256", sha),
+        ("project", f"{meta.project_name} ({meta.project_id})"),
+        ("runtime", f"{meta.runtime_version}" + (f", Java {meta.java_version}" if meta.java_version else "")),
+        ("model version", meta.model_version),
+        ("admin user", meta.admin_user),
+        (f"roles ({len(meta.roles)})", ", ".join(doc["roles"]) or "-"),
+        (f"constants ({len(meta.constants)})", "\n".join(f"{c.name} [{c.type}] = {c.default_value!r}" for c in meta.constants) or "-"),
+        (f"scheduled events ({len(meta.scheduled_events)})", ", ".join(doc["scheduledEvents"]) or "-"),
+        (f"request handlers ({len(meta.request_handlers)})", ", ".join(h.name for h in meta.request_handlers) or "-"),
+    ]
+    for label, value in rows:
+        # Metadata is untrusted: never markup, never terminal control sequences.
+        table.add_row(label, text(value))
     _stdout().print(table)
 
 
@@ -119,11 +126,15 @@ def plan(
 def _print_plan(result: Any, written: list[Path]) -> None:
     from rich.tree import Tree
 
+    from rich.markup import escape
+
+    from .display import clean
+
     console = _stdout()
     d = result.deployment
     console.print(
-        f"[bold]{result.project.name}[/] stack [bold]{result.stack}[/] -> target [bold]{d.target.name}[/], "
-        f"package {d.package.path.name} (sha256 {d.package.sha256[:12]}, model {d.package.model_version}, runtime {d.package.runtime_version})"
+        f"[bold]{escape(result.project.name)}[/] stack [bold]{escape(result.stack)}[/] -> target [bold]{d.target.name}[/], "
+        + escape(clean(f"package {d.package.path.name} (sha256 {d.package.sha256[:12]}, model {d.package.model_version}, runtime {d.package.runtime_version})"))
     )
     shared = [r for r in result.resources(None)]
     if shared:
@@ -136,9 +147,9 @@ def _print_plan(result: Any, written: list[Path]) -> None:
         for r in result.resources(env["name"]):
             tree.add(_describe(r))
         for note in env["notes"]:
-            tree.add(f"[cyan]note:[/] {note}")
+            tree.add(f"[cyan]note:[/] {escape(clean(note))}")
         for warning in env["warnings"]:
-            tree.add(f"[yellow]warning:[/] {warning}")
+            tree.add(f"[yellow]warning:[/] {escape(clean(warning))}")
         console.print(tree)
     total = len(result.registrations)
     console.print(f"{total} resources in {len(result.environments())} environment(s); nothing was deployed.")
@@ -152,6 +163,8 @@ _NOT_SHOWN = {"kind", "apiVersion", "tags", "tagsAll", "__provider", "metadata"}
 def _describe(resource: dict[str, Any]) -> str:
     from rich.markup import escape
 
+    from .display import clean
+
     inputs = resource["inputs"]
     shown = []
     meta = inputs.get("metadata")
@@ -162,7 +175,7 @@ def _describe(resource: dict[str, Any]) -> str:
             text = str(value)
             shown.append(f"{key}={text if len(text) <= 40 else text[:37] + '...'}")
     flags = " [red]protected[/]" if resource.get("options", {}).get("protect") else ""
-    extra = f" [dim]{escape(', '.join(shown))}[/]" if shown else ""
+    extra = f" [dim]{escape(clean(', '.join(shown)))}[/]" if shown else ""
     return f"{escape(resource['type'])} [bold]{escape(resource['name'])}[/]{flags}{extra}"
 
 
@@ -176,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)
     except UserError as e:
-        _stderr().print(f"error: {e}", style="red", markup=False, highlight=False, soft_wrap=True)
+        from .display import clean
+
+        _stderr().print(f"error: {clean(e)}", style="red", markup=False, highlight=False, soft_wrap=True)
         return 2
     except typer.Exit as e:
         return e.exit_code

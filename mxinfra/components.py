@@ -64,6 +64,7 @@ class MendixEnvironment(pulumi.ComponentResource):
                 "packageSha256": package.sha256,
                 "packageVersion": package.version or package.model_version,
                 "packagePath": str(package.path),
+                "artifact": prepared.artifact,
                 "settingsDigest": settings_digest(prepared.settings),
                 "instances": prepared.settings.instances,
                 "grantsDigest": grants_digest(prepared.access),

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .access import check_access
 from .environments import Environment, EnvironmentName, License, Role, Secret, SecretConstant
-from .errors import ConfigError, ConfigIssue, suggest
+from .errors import ConfigError, ConfigIssue, UserError, suggest
 
 NAMESPACE = "mxinfra"
 Scalar = Union[bool, int, float, str]
@@ -93,7 +93,7 @@ MAX_NAME = 20
 
 
 def _check_label(v: str, what: str) -> None:
-    if len(v) > MAX_NAME or not _LABEL.match(v):
+    if len(v) > MAX_NAME or not _LABEL.fullmatch(v):
         raise ValueError(
             f"{what} {v!r} must be a lowercase DNS label of at most {MAX_NAME} characters "
             "(a-z, 0-9 and '-', starting with a letter), so every cloud's names can derive from it"
@@ -133,7 +133,7 @@ KNOWN_KEYS = {
 
 
 # Field names whose values are never echoed back in an error, secret-marked or not.
-_SECRETISH = re.compile(r"password|secret|token|credential|key$|url$", re.IGNORECASE)
+_SECRETISH = re.compile(r"password|secret|token|credential|key$|url$|license|database|storage|kubeconfig", re.IGNORECASE)
 
 
 def _issues_from(err: ValidationError, prefix: str, model: type[BaseModel], file: str, raw: RawConfig | None) -> list[ConfigIssue]:
@@ -149,8 +149,10 @@ def _issues_from(err: ValidationError, prefix: str, model: type[BaseModel], file
             message = "required key is missing"
             fix = _description(model, loc)
         else:
-            hidden = any(_SECRETISH.search(part) for part in loc) or (raw is not None and raw.is_secret(path))
-            shown = _SECRET_MARK if hidden else repr(e.get("input"))
+            hidden = any(_SECRETISH.search(part) for part in [prefix, *loc]) or (raw is not None and raw.is_secret(path))
+            got = e.get("input")
+            # Containers are described, not echoed: a secret may sit anywhere inside them.
+            shown = _SECRET_MARK if hidden else (type(got).__name__ if isinstance(got, (dict, list)) else repr(got))
             message = f"{e['msg']} (got {shown})"
         issues.append(ConfigIssue(path, message, fix, file))
     return issues
@@ -251,9 +253,16 @@ def load_stack_config(raw: RawConfig, *, project: str, stack: str) -> StackConfi
             issues.append(ConfigIssue(f"{NAMESPACE}:environments.{env.name}.requirePromotionFrom", "an environment cannot require promotion from itself", "name the environment packages must pass first, e.g. acceptance", file))
 
     repository = raw.values.get(f"{NAMESPACE}:repository")
-    if repository is not None and not isinstance(repository, str):
-        issues.append(ConfigIssue(f"{NAMESPACE}:repository", "expected a URL string", "file://PATH, s3://bucket/prefix or azblob://account/container/prefix", file))
-        repository = None
+    if repository is not None:
+        from .governance.store import check_url  # pure: parses the URL, no I/O
+
+        try:
+            if not isinstance(repository, str):
+                raise ValueError(f"expected a URL string, got {type(repository).__name__}")
+            check_url(repository)
+        except (ValueError, UserError) as e:
+            issues.append(ConfigIssue(f"{NAMESPACE}:repository", str(e), "file://PATH, s3://bucket/prefix or azblob://account/container/prefix", file))
+            repository = None
 
     issues += check_access(access, envs, file)
     if issues:

@@ -63,7 +63,8 @@ def prepare(raw: RawConfig, *, project: str, stack: str, base_dir: Path) -> Depl
     if block is not None or target.config_model is None:
         issues += target.check(cfg, block, file)
     sha = pkg.sha256()
-    issues += promotion_issues(list(cfg.environments), sha, repo_url, file)
+    artifacts = {env.name: target.artifact(env, block) for env in cfg.environments}
+    issues += promotion_issues(list(cfg.environments), sha, artifacts, repo_url, file)
     if issues:
         raise ConfigError(issues, file)
 
@@ -89,6 +90,7 @@ def prepare(raw: RawConfig, *, project: str, stack: str, base_dir: Path) -> Depl
                 labels=kubernetes_labels(tags),
                 annotations=kubernetes_annotations(tags),
                 warnings=tuple(target.warnings(env, access, block)),
+                artifact=artifacts[env.name],
             )
         )
     return Deployment(cfg, meta, info, target, block, tuple(prepared), repo_url)

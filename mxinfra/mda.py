@@ -394,6 +394,22 @@ class Metadata:
         return _parse_metadata(data, archive=source, member=None)
 
 
+def _has_lone_surrogate(value: Any) -> bool:
+    """True if any string in a parsed JSON value holds a surrogate (it cannot be printed or stored)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if any("\ud800" <= ch <= "\udfff" for ch in item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def _parse_metadata(data: bytes | str, *, archive: str, member: str | None) -> Metadata:
     if isinstance(data, (bytes, bytearray, memoryview)):
         try:
@@ -411,6 +427,10 @@ def _parse_metadata(data: bytes | str, *, archive: str, member: str | None) -> M
         ) from None
     except RecursionError:
         raise MetadataError(archive, member, "is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer past Python's digit limit
+        raise MetadataError(archive, member, f"is not valid JSON: {exc}") from None
+    if _has_lone_surrogate(doc):
+        raise MetadataError(archive, member, "contains an unpaired UTF-16 surrogate (\\ud800-\\udfff): expected valid Unicode text")
     if not isinstance(doc, dict):
         raise MetadataError(archive, member, f"is a JSON {_json_type(doc)}: expected a JSON object")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+import re
 from typing import Any
 
 import yaml
@@ -12,6 +13,34 @@ from .config import RawConfig
 from .errors import UserError
 
 SECRET_PLACEHOLDER = "[secret]"
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """Scalars as Pulumi reads stack files (YAML 1.2 core schema): no sexagesimal numbers, no
+    timestamps, only true/false as booleans, so `1:30` stays a string here as it does there."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag.rsplit(":", 1)[-1] not in ("bool", "int", "float", "timestamp")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789"))
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+
+
+def _int12(loader: yaml.SafeLoader, node: yaml.Node) -> int:
+    text = loader.construct_scalar(node)  # type: ignore[arg-type]
+    if text.startswith(("0o", "0x")):
+        return int(text, 0)
+    return int(text, 10)  # 012 is twelve in YAML 1.2, not octal
+
+
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _int12)
 
 
 @dataclass(frozen=True)
@@ -36,7 +65,7 @@ class Project:
 def _load_yaml(path: Path) -> Any:
     try:
         with path.open() as fh:
-            return yaml.safe_load(fh)
+            return yaml.load(fh, Loader=_Yaml12Loader)  # noqa: S506 (a SafeLoader subclass)
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except yaml.YAMLError as e:
@@ -60,13 +89,32 @@ def read_project(directory: Path) -> Project:
     if main.is_dir():
         main = main / "__main__.py"
     defaults: dict[str, Any] = {}
-    for key, spec in (doc.get("config") or {}).items():
+    project_config = doc.get("config") or {}
+    if not isinstance(project_config, dict):
+        raise UserError(f"{path}: 'config' must be a mapping of key -> value")
+    for key, spec in project_config.items():
+        if not isinstance(key, str):
+            raise UserError(f"{path}: config key {key!r} must be a string")
         full = key if ":" in key else f"{doc['name']}:{key}"
         if isinstance(spec, dict) and ("default" in spec or "value" in spec):
             defaults[full] = spec.get("value", spec.get("default"))
         elif not isinstance(spec, dict):
             defaults[full] = spec
     return Project(directory, doc["name"], main, directory / str(doc.get("stackConfigDir", ".")), defaults)
+
+
+def _check_plain(value: Any, where: str, path: Path) -> None:
+    """Config values are what JSON can carry; anything else (binary, tagged objects) is refused."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, (str, int, float, bool)):
+                raise UserError(f"{path}: {where}: key {k!r} must be a plain value")
+            _check_plain(v, f"{where}.{k}", path)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]", path)
+    elif value is not None and not isinstance(value, (str, int, float, bool)):
+        raise UserError(f"{path}: {where}: a {type(value).__name__} value is not valid config (use a string)")
 
 
 def _walk_secrets(value: Any, path: str, found: set[str]) -> Any:
@@ -96,7 +144,10 @@ def read_stack_config(project: Project, stack: str) -> RawConfig:
     values = dict(project.defaults)
     secrets: set[str] = set()
     for key, value in config.items():
+        if not isinstance(key, str):
+            raise UserError(f"{path}: config key {key!r} must be a string like mxinfra:app")
         full = key if ":" in key else f"{project.name}:{key}"
+        _check_plain(value, full, path)
         values[full] = _walk_secrets(value, full, secrets)
     return RawConfig(values, frozenset(secrets), str(path))
 

@@ -53,6 +53,7 @@ class PreparedEnvironment:
     labels: Mapping[str, str]
     annotations: Mapping[str, str]
     warnings: tuple[str, ...] = ()
+    artifact: str | None = None  # what runs besides the package (the target's artifact(), from config)
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,11 @@ class Target:
     def warnings(self, env: Environment, access: EnvironmentAccess, block: Any) -> list[str]:
         """What the plan should tell the user about this environment on this platform."""
         return []
+
+    def artifact(self, env: Environment, block: Any) -> str | None:
+        """What runs besides the package (an image reference, a package URL), from config: the activity
+        log records it and staged promotion compares it, so swapping it counts as a deployment."""
+        return None
 
     def deploy_app(self, ctx: AppContext) -> Any:
         """Create what the app's environments share; the result reaches each EnvironmentContext.shared."""

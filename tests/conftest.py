@@ -36,7 +36,8 @@ def example_project(tmp_path: Path) -> Path:
     """The example project in a scratch directory whose repository records a deploy to acceptance,
     so its production stacks (requirePromotionFrom: acceptance) may be planned."""
     dest = copy_example(tmp_path / "example")
-    record_deploy(dest, "acceptance")
+    for stack in ("acceptance", "aws-acceptance"):  # both examples' acceptance environments
+        record_deploy(dest, stack)
     return dest
 
 

@@ -23,14 +23,30 @@ def copy_example(dest: Path) -> Path:
     return dest
 
 
-def record_deploy(project_dir: Path, environment: str, package: Path = EXAMPLE_MDA) -> None:
-    """Record in the project's repository what `pulumi up` of `environment` would have: a deploy of `package`."""
-    from mxinfra.governance.record import write_record
-    from mxinfra.governance.promotion import repository_url
-    from mxinfra.mda import sha256_file
+def record_deploy(project_dir: Path, stack: str) -> None:
+    """Record in the project's repository what `pulumi up` of `stack` would: a deploy per environment,
+    with the stack's package and artifact (written by the activity resource's provider, as in a real up)."""
+    from mxinfra.components import MendixApp  # noqa: F401 (the provider is the component's)
+    from mxinfra.deployment import prepare
+    from mxinfra.governance.record import ActivityProvider, grants_digest, settings_digest
+    from mxinfra.stackfile import read_project, read_stack_config
 
-    props = {"environment": environment, "repository": repository_url(None, project_dir), "packageSha256": sha256_file(package), "packageVersion": None, "packagePath": str(package)}
-    write_record(props, {}, "deploy")
+    project = read_project(project_dir)
+    d = prepare(read_stack_config(project, stack), project=project.name, stack=stack, base_dir=project.directory)
+    for p in d.environments:
+        ActivityProvider().create(
+            {
+                "environment": p.environment.name,
+                "repository": d.repository,
+                "packageSha256": d.package.sha256,
+                "packageVersion": d.package.version or d.package.model_version,
+                "packagePath": str(d.package.path),
+                "artifact": p.artifact,
+                "settingsDigest": settings_digest(p.settings),
+                "instances": p.settings.instances,
+                "grantsDigest": grants_digest(p.access),
+            }
+        )
 
 
 class ProjectDir:

@@ -131,3 +131,19 @@ def test_target_blocks_are_left_to_the_target(fake_target):
 def test_strings_from_path_config_are_coerced_like_pulumi_would_store_them():
     cfg = load({"mxinfra:app": APP, "mxinfra:environments": {"production": {"instances": "3", "memory": "4096"}}})
     assert cfg.environments[0].instances == 3 and cfg.environments[0].memory_mb == 4096
+
+
+@pytest.mark.parametrize("url", ["http://x", "s3://", "azblob://acct", 42])
+def test_repository_url_is_checked_before_anything_is_deployed(url):
+    found = issues({"mxinfra:app": APP, "mxinfra:repository": url})
+    assert "mxinfra:repository" in found
+
+
+def test_names_with_a_trailing_newline_are_refused():
+    found = issues({"mxinfra:app": {**APP, "name": "orders\n"}, "mxinfra:environments": {"production\n": {}}})
+    assert "mxinfra:app.name" in found and any(p.startswith("mxinfra:environments.production") for p in found)
+
+
+def test_containers_of_secrets_are_never_echoed_in_type_errors():
+    found = issues({"mxinfra:app": APP, "mxinfra:environments": {"production": {"license": "TOPSECRET-KEY", "constants": ["a", "TOPSECRET-LIST"]}}})
+    assert "TOPSECRET" not in str(found)

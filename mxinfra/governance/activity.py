@@ -46,6 +46,7 @@ class ActivityRecord:
     action: str
     package_sha256: str
     package_version: str | None
+    artifact: str | None  # what ran besides the package (an image reference, a package URL)
     changes: dict[str, Any] = field(hash=False)
     prev_hash: str
     hash: str
@@ -65,6 +66,7 @@ class ActivityRecord:
             action=str(d["action"]),
             package_sha256=str(d["package_sha256"]),
             package_version=None if d.get("package_version") is None else str(d["package_version"]),
+            artifact=None if d.get("artifact") is None else str(d["artifact"]),
             changes=dict(d.get("changes") or {}),
             prev_hash=str(d["prev_hash"]),
             hash=str(d["hash"]),
@@ -134,6 +136,7 @@ class ActivityLog:
         package_version: str | None,
         changes: dict[str, Any],
         time: str | None = None,
+        artifact: str | None = None,
     ) -> ActivityRecord:
         """Append a record to the environment's chain; safe against any number of concurrent writers."""
         self._check_env(environment)
@@ -153,6 +156,7 @@ class ActivityLog:
                 "action": action,
                 "package_sha256": package_sha256,
                 "package_version": package_version,
+                "artifact": artifact,
                 "changes": changes,
                 "prev_hash": prev_hash,
             }

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ..display import clean
 from ..errors import UserError
 
 RepositoryOpt = Annotated[Optional[str], typer.Option("--repository", help="Repository URL: file://PATH, s3://bucket/prefix or azblob://account/container/prefix")]
@@ -23,7 +24,14 @@ activity_app = typer.Typer(help="The activity log of each environment.", invoke_
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    # Repository and log contents are untrusted text: never interpreted as markup.
+    return Console(stderr=stderr, highlight=False, markup=False)
+
+
+def _row(*cells: object) -> list[Any]:
+    from ..display import text
+
+    return [text(c) for c in cells]
 
 
 def resolve_repository(repository: str | None, directory: Path, stack: str | None) -> str:
@@ -78,14 +86,14 @@ def package_push(
     entry, uploaded = _push_with_progress(repo, path, version, commit, stories)
     console = _console()
     if uploaded:
-        console.print(f"pushed {path.name} as sha256:{entry.sha256} ({entry.size_bytes:,} bytes) to {url}")
+        console.print(clean(f"pushed {path.name} as sha256:{entry.sha256} ({entry.size_bytes:,} bytes) to {url}"))
     else:
-        console.print(f"already in {url}: sha256:{entry.sha256} (version {entry.version or '-'}); nothing uploaded")
+        console.print(clean(f"already in {url}: sha256:{entry.sha256} (version {entry.version or '-'}); nothing uploaded"))
         if version and version != entry.version:
             # Entries never change once pushed: the same bytes keep their first label.
-            console.print(f"note: the label {version!r} was not added; these bytes are version {entry.version or '(none)'}")
+            console.print(clean(f"note: the label {version!r} was not added; these bytes are version {entry.version or '(none)'}"))
     if entry.stories:
-        console.print("stories: " + ", ".join(entry.stories))
+        console.print(clean("stories: " + ", ".join(entry.stories)))
 
 
 def _push_with_progress(repo: Any, path: Path, version: str | None, commit: str | None, stories: list[str]) -> Any:
@@ -118,7 +126,7 @@ def package_list(
 
     table = Table("version", "sha256", "runtime", "size", "uploaded", "by", "stories")
     for e in entries:
-        table.add_row(e.version or "-", e.sha256[:12], e.runtime_version, f"{e.size_bytes:,}", e.uploaded_at, e.uploaded_by, ", ".join(e.stories))
+        table.add_row(*_row(e.version or "-", e.sha256[:12], e.runtime_version, f"{e.size_bytes:,}", e.uploaded_at, e.uploaded_by, ", ".join(e.stories)))
     _console().print(table)
 
 
@@ -160,7 +168,7 @@ def activity(
 
         table = Table("time", "environment", "action", "by", "package", "changed")
         for r in records:
-            table.add_row(r.time, r.environment, r.action, r.actor, f"{r.package_version or '-'} ({r.package_sha256[:12]})", ", ".join(r.changes))
+            table.add_row(*_row(r.time, r.environment, r.action, r.actor, f"{r.package_version or '-'} ({r.package_sha256[:12]})", ", ".join(r.changes)))
         _console().print(table if records else f"no activity recorded in {url}")
 
 
@@ -181,18 +189,18 @@ def activity_verify(
     _console().print(f"activity log intact: {total} record(s) in {len(envs)} environment(s)")
 
 
-def _environments_of(project: Any, stack: str) -> tuple[list[str], Any]:
+def _environments_of(project: Any, stack: str) -> list[str]:
     from ..stackfile import read_stack_config
 
-    raw = read_stack_config(project, stack)
-    declared = raw.values.get("mxinfra:environments")
-    return ([str(n) for n in declared] if isinstance(declared, dict) else [stack]), raw
+    declared = read_stack_config(project, stack).values.get("mxinfra:environments")
+    return [str(n) for n in declared] if isinstance(declared, dict) else [stack]
 
 
 def promote(
     source: Annotated[str, typer.Option("--from", help="The environment whose package is promoted")],
     destination: Annotated[str, typer.Option("--to", help="The environment that receives it")],
     package: Annotated[Optional[str], typer.Option("--package", help="Another recorded package (sha256:... or version)")] = None,
+    stack: Annotated[Optional[str], typer.Option("-s", "--stack", help="The destination stack, when several declare --to")] = None,
     repository: RepositoryOpt = None,
     directory: DirOpt = Path("."),
 ) -> None:
@@ -202,15 +210,12 @@ def promote(
     from .repository import Repository
 
     project = read_project(directory)
-    holders = []
-    for stack in project.stacks():
-        envs, raw = _environments_of(project, stack)
-        if destination in envs:
-            holders.append((stack, raw))
+    holders = [s for s in ([stack] if stack else project.stacks()) if destination in _environments_of(project, s)]
     if len(holders) != 1:
-        found = ", ".join(s for s, _ in holders) or "none"
-        raise UserError(f"{project.stack_config_dir}: environment {destination!r} must be declared by exactly one stack file (found: {found})")
-    stack, raw = holders[0]
+        found = ", ".join(holders) or "none"
+        hint = "; pick one with -s STACK" if len(holders) > 1 else ""
+        raise UserError(f"{project.stack_config_dir}: environment {destination!r} must be declared by exactly one stack file (found: {found}){hint}")
+    stack = holders[0]
     url = resolve_repository(repository, directory, stack)
     store = _store(url)
     repo, log = Repository(store), ActivityLog(store)
@@ -226,18 +231,32 @@ def promote(
     reference = "sha256:" + entry.sha256
     old = _write_package(project.stack_file(stack), reference)
     console = _console()
-    console.print(f"{project.stack_file(stack)}: mxinfra:app.package {old!r} -> {reference!r}")
-    console.print(f"promoted {entry.version or '-'} from {source} to {destination}; now run: pulumi up -s {stack}")
+    console.print(clean(f"{project.stack_file(stack)}: mxinfra:app.package {old!r} -> {reference!r}"))
+    console.print(clean(f"promoted {entry.version or '-'} from {source} to {destination}; now run: pulumi up -s {stack}"))
+
+
+def _sequence_offset(text: str) -> int:
+    """How far this file indents a list's dash under its key (ruamel cannot detect it itself)."""
+    lines = text.splitlines()
+    for prev, line in zip(lines, lines[1:]):
+        body = line.lstrip(" ")
+        if body.startswith("- ") and prev.rstrip().endswith(":"):
+            return (len(line) - len(body)) - (len(prev) - len(prev.lstrip(" ")))
+    return 2
 
 
 def _write_package(path: Path, reference: str) -> Any:
-    """Set mxinfra:app.package in a stack file, keeping its comments and key order."""
+    """Set mxinfra:app.package in a stack file, keeping its comments, key order and indentation."""
     from ruamel.yaml import YAML
 
+    text = path.read_text()
     yaml = YAML()
     yaml.preserve_quotes = True
-    doc = yaml.load(path.read_text())
-    app_block = doc.get("config", {}).get("mxinfra:app")
+    yaml.width = 4096  # never re-wrap long values
+    offset = _sequence_offset(text)
+    yaml.indent(mapping=2, sequence=offset + 2, offset=offset)
+    doc = yaml.load(text)
+    app_block = (doc or {}).get("config", {}).get("mxinfra:app")
     if app_block is None:
         raise UserError(f"{path}: no mxinfra:app block to update")
     old = app_block.get("package")
@@ -282,12 +301,12 @@ def trace(
         return
     console = _console()
     if not result:
-        console.print(f"no package references {story}")
+        console.print(clean(f"no package references {story}"))
         return
     for p in result:
-        console.print(f"[bold]{p['version'] or '-'}[/] sha256:{p['sha256'][:12]} commit {p['commit'] or '-'}")
+        console.print(clean(f"{p['version'] or '-'} sha256:{p['sha256'][:12]} commit {p['commit'] or '-'}"))
         for d in p["deployments"] or [{"environment": "(not deployed)", "time": "", "actor": ""}]:
-            console.print(f"  {d['environment']:<14} {d['time']}  {d['actor']}")
+            console.print(clean(f"  {d['environment']:<14} {d['time']}  {d['actor']}"))
 
 
 def register(app: typer.Typer) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,8 +50,11 @@ def fetch_package(reference: str, url: str) -> tuple[Path, str | None]:
     return repo.fetch(entry, cache_dir()), entry.version
 
 
-def promotion_issues(envs: list[Environment], package_sha256: str, url: str, file: str = "") -> list[ConfigIssue]:
-    """Environments that require promotion but whose source has no deploy record of this package."""
+def promotion_issues(
+    envs: list[Environment], package_sha256: str, artifacts: Mapping[str, str | None], url: str, file: str = ""
+) -> list[ConfigIssue]:
+    """Environments that require promotion but whose source has no deploy record of this package
+    (and of the same artifact, where the target runs one), or whose source's log does not verify."""
     gated = [e for e in envs if e.require_promotion_from]
     if not gated:
         return []
@@ -62,12 +66,23 @@ def promotion_issues(envs: list[Environment], package_sha256: str, url: str, fil
     for env in gated:
         source = env.require_promotion_from
         assert source is not None
-        deployed = any(r.action == "deploy" and r.package_sha256 == package_sha256 for r in log.records(source))
-        if not deployed:
+        path = f"{env.config_path}.requirePromotionFrom"
+        problems = log.verify(source)
+        if problems:
+            # A log that does not verify proves nothing about what ran there.
+            issues.append(ConfigIssue(path, f"the activity log of {source!r} does not verify: {problems[0]}", "run mxinfra activity verify and restore the log before promoting", file))
+            continue
+        artifact = artifacts.get(env.name)
+        deploys = [r for r in log.records(source) if r.action == "deploy" and r.environment == source and r.package_sha256 == package_sha256]
+        what = f"package sha256:{package_sha256[:12]}"
+        if artifact is not None:
+            deploys = [r for r in deploys if r.artifact == artifact]
+            what += f" with {artifact}"
+        if not deploys:
             issues.append(
                 ConfigIssue(
-                    f"{env.config_path}.requirePromotionFrom",
-                    f"package sha256:{package_sha256[:12]} has no deploy record in {source!r} (repository {url})",
+                    path,
+                    f"{what} has no deploy record in {source!r} (repository {url})",
                     f"deploy it to {source} first, or promote what {source} runs: mxinfra promote --from {source} --to {env.name}",
                     file,
                 )

@@ -15,9 +15,15 @@ from typing import Any
 
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
 
-TRACKED = ("packageSha256", "settingsDigest", "instances", "grantsDigest")
+TRACKED = ("packageSha256", "artifact", "settingsDigest", "instances", "grantsDigest")
 # The first change in this order names the record's action; the rest are listed under "changes".
-ACTIONS = (("packageSha256", "deploy"), ("settingsDigest", "settings"), ("instances", "scale"), ("grantsDigest", "permissions"))
+ACTIONS = (
+    ("packageSha256", "deploy"),
+    ("artifact", "deploy"),
+    ("settingsDigest", "settings"),
+    ("instances", "scale"),
+    ("grantsDigest", "permissions"),
+)
 
 
 def digest(value: Any) -> str:
@@ -63,20 +69,27 @@ def _action(changes: dict[str, Any], created: bool) -> str:
 def write_record(props: dict[str, Any], changes: dict[str, Any], action: str) -> dict[str, Any]:
     """Append one record for this environment to the repository's activity log; returns the outputs."""
     from .activity import ActivityLog
-    from .repository import Repository
+    from .repository import Repository, VersionConflictError
     from .store import open_store
 
     store = open_store(props["repository"])
     package_path = Path(props.get("packagePath") or "")
     if action == "deploy" and package_path.is_file():
         # Transport needs the package in the repository: upload it once (a no-op if already there).
-        Repository(store).push(package_path, version=props.get("packageVersion"), commit=None, stories=())
+        repo = Repository(store)
+        try:
+            repo.push(package_path, version=props.get("packageVersion"), commit=None, stories=())
+        except VersionConflictError:
+            # A rebuilt package with the same model version: keep it, unlabelled, rather than fail
+            # a deployment that was already applied.
+            repo.push(package_path, version=None, commit=None, stories=())
     record = ActivityLog(store).append(
         props["environment"],
         actor=store.identity(),
         action=action,
         package_sha256=props["packageSha256"],
         package_version=props.get("packageVersion"),
+        artifact=props.get("artifact"),
         changes=changes,
     )
     return {**props, "lastRecordSeq": record.seq, "lastRecordHash": record.hash}

@@ -32,6 +32,10 @@ _VERSION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")
 MIN_PREFIX = 12
 
 
+class VersionConflictError(UserError):
+    """A version label already names other bytes."""
+
+
 class PackageIntegrityError(UserError):
     """A fetched package's bytes do not match its recorded SHA-256."""
 
@@ -191,7 +195,7 @@ class Repository:
         raw = self.store.get(key)
         owner = json.loads(raw).get("sha256") if raw else None
         if owner != sha:
-            raise UserError(
+            raise VersionConflictError(
                 f"{self.store.url}: version {version} is already used by another package (sha256:{owner}): "
                 "pick a new version label"
             )

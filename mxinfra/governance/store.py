@@ -93,35 +93,50 @@ class Store(ABC):
         """Who is acting, as the backend knows them (ARN, token principal, OS user and git e-mail)."""
 
 
-def open_store(url: str, *, base_dir: Path | None = None) -> Store:
-    """Open the store at `url`; StoreError (naming the URL and the cause) if it is missing or unreachable."""
+def _parse(url: str, base_dir: Path | None) -> tuple[str, ...]:
+    """The backend and its location for `url`, without any I/O; StoreError if malformed."""
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
     if not sep or scheme not in ("file", "s3", "azblob"):
         raise StoreError(url, f"unknown repository URL: expected {URL_FORMS}")
     if scheme == "file":
-        from .store_file import FileStore
-
         if not rest:
             raise StoreError(url, f"no path: expected {URL_FORMS}")
         path = Path(rest).expanduser()
         if not path.is_absolute():
             path = (base_dir or Path.cwd()) / path
-        return FileStore(url, path)
+        return ("file", str(path))
     bucket, _, prefix = rest.partition("/")
     if scheme == "s3":
         if not bucket:
             raise StoreError(url, f"no bucket: expected {URL_FORMS}")
-        from .store_s3 import S3Store
-
-        return S3Store(url, bucket, _clean_prefix(url, prefix))
+        return ("s3", bucket, _clean_prefix(url, prefix))
     account = bucket
     container, _, prefix = prefix.partition("/")
     if not account or not container:
         raise StoreError(url, f"no account or container: expected {URL_FORMS}")
+    return ("azblob", account, container, _clean_prefix(url, prefix))
+
+
+def check_url(url: str) -> None:
+    """Validate a repository URL's form (no I/O): StoreError naming what is wrong."""
+    _parse(url, None)
+
+
+def open_store(url: str, *, base_dir: Path | None = None) -> Store:
+    """Open the store at `url`; StoreError (naming the URL and the cause) if it is missing or unreachable."""
+    kind, *where = _parse(url, base_dir)
+    if kind == "file":
+        from .store_file import FileStore
+
+        return FileStore(url, Path(where[0]))
+    if kind == "s3":
+        from .store_s3 import S3Store
+
+        return S3Store(url, where[0], where[1])
     from .store_azure import AzureBlobStore
 
-    return AzureBlobStore(url, account, container, _clean_prefix(url, prefix))
+    return AzureBlobStore(url, where[0], where[1], where[2])
 
 
 def _clean_prefix(url: str, prefix: str) -> str:

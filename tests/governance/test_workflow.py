@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -61,7 +62,53 @@ def test_provider_create_update_diff_delete(repo_url):
     assert records[1].changes == {"instances": {"from": 1, "to": 3}}
     assert set(records[2].changes) == {"packageSha256", "grantsDigest"}
     assert log.verify("acceptance") == []
-    assert set(TRACKED) == {"packageSha256", "settingsDigest", "instances", "grantsDigest"}
+    assert set(TRACKED) == {"packageSha256", "artifact", "settingsDigest", "instances", "grantsDigest"}
+
+
+def test_a_new_image_is_a_deployment(repo_url):
+    provider = ActivityProvider()
+    first = props(repo_url, artifact="registry.example.com/orders:1.4.2")
+    provider.create(first)
+    swapped = props(repo_url, artifact="registry.example.com/orders:untested")
+    assert provider.diff("x", first, swapped).changes is True
+    provider.update("x", first, swapped)
+    last = ActivityLog(open_store(repo_url)).records("acceptance")[-1]
+    assert last.action == "deploy" and last.artifact == "registry.example.com/orders:untested"
+    assert last.changes == {"artifact": {"from": "registry.example.com/orders:1.4.2", "to": "registry.example.com/orders:untested"}}
+
+
+def test_a_rebuilt_package_with_the_same_version_still_records(repo_url, tmp_path):
+    from mxinfra.mda import sha256_file
+
+    rebuilt = tmp_path / "rebuilt.mda"
+    with zipfile.ZipFile(EXAMPLE_MDA) as src, zipfile.ZipFile(rebuilt, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, src.read(info.filename))
+        dst.comment = b"rebuilt"
+    provider = ActivityProvider()
+    provider.create(props(repo_url, sha=sha256_file(EXAMPLE_MDA), packagePath=str(EXAMPLE_MDA)))
+    provider.update("x", props(repo_url), props(repo_url, sha=sha256_file(rebuilt), packagePath=str(rebuilt)))
+    records = ActivityLog(open_store(repo_url)).records("acceptance")
+    assert [r.action for r in records] == ["deploy", "deploy"]
+    entries = {e.sha256: e.version for e in Repository(open_store(repo_url)).list()}
+    assert entries == {sha256_file(EXAMPLE_MDA): "1.4.2.1234", sha256_file(rebuilt): None}
+
+
+def test_gate_refuses_when_the_source_log_does_not_verify(repo_url):
+    from mxinfra.environments import Environment, Role
+    from mxinfra.governance.promotion import promotion_issues
+
+    prod = Environment(name="production", role=Role.PRODUCTION, require_promotion_from="acceptance", config_path="mxinfra:environments.production")
+    ActivityProvider().create(props(repo_url, sha="a" * 64))
+    assert promotion_issues([prod], "a" * 64, {}, repo_url) == []
+    assert promotion_issues([prod], "b" * 64, {}, repo_url)  # another package
+    store = open_store(repo_url)
+    key = store.list("activity/acceptance/")[0]
+    rec = json.loads(store.get(key))
+    rec["actor"] = "forged"
+    Path(repo_url[len("file://"):], key).write_text(json.dumps(rec))
+    issues = promotion_issues([prod], "a" * 64, {}, repo_url)
+    assert issues and "does not verify" in issues[0].message
 
 
 def test_first_deploy_pushes_the_package_once(repo_url):
@@ -198,7 +245,12 @@ def test_bundled_production_stacks_are_gated(stack, tmp_path, capsys):
     fresh = copy_example(tmp_path / "fresh")
     assert main(["plan", "-s", stack, "-C", str(fresh)]) == 2
     assert "no deploy record in 'acceptance'" in capsys.readouterr().err
-    record_deploy(fresh, "acceptance")
+    # acceptance ran the same package, but another target's image: still not what production would run
+    other = "aws-acceptance" if stack == "production" else "acceptance"
+    record_deploy(fresh, other)
+    assert main(["plan", "-s", stack, "-C", str(fresh)]) == 2
+    assert "has no deploy record" in capsys.readouterr().err
+    record_deploy(fresh, "aws-acceptance" if stack == "aws-production" else "acceptance")
     assert main(["plan", "-s", stack, "-C", str(fresh)]) == 0
 
 
@@ -214,3 +266,22 @@ def test_missing_or_unreachable_repository_exits_2_naming_url_and_cause(s3_env, 
     assert "s3://bucket/p: unreachable" in err
     assert main(["package", "list", "--repository", "ftp://x/y"]) == 2
     assert "ftp://x/y" in capsys.readouterr().err
+
+
+def test_promote_changes_exactly_one_line_of_the_example_stack(tmp_path, capsys):
+    from scaffold import copy_example, record_deploy
+
+    example = copy_example(tmp_path / "ex")
+    record_deploy(example, "acceptance")
+    stack_file = example / "stacks" / "Pulumi.production.yaml"
+    before = stack_file.read_text().splitlines()
+    assert main(["promote", "-C", str(example), "--from", "acceptance", "--to", "production"]) == 2
+    assert "-s STACK" in capsys.readouterr().err  # both examples declare production
+    assert main(["promote", "-C", str(example), "--from", "acceptance", "--to", "production", "-s", "production"]) == 0
+    after = stack_file.read_text().splitlines()
+    changed = [(a, b) for a, b in zip(before, after) if a != b]
+    assert len(before) == len(after) and len(changed) == 1
+    assert changed[0][0].strip() == "package: examples/orders/orders-1.4.2.mda"
+    assert changed[0][1].strip().startswith("package: sha256:")
+    # and the promoted stack now plans: production gets exactly what acceptance ran
+    assert main(["plan", "-s", "production", "-C", str(example)]) == 0

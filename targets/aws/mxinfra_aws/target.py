@@ -94,6 +94,10 @@ class AwsTarget(Target):
             out.append("the production load balancer is open to the whole internet (allowPublicIngress: true)")
         return out
 
+    def artifact(self, env: Environment, block: AwsConfig | None) -> str | None:
+        """The container image the environment runs: swapping it is a deployment."""
+        return block.image if block is not None else None
+
     def deploy_app(self, ctx: AppContext) -> SharedCluster:
         """The ECS cluster (Container Insights on), or the configured existing one."""
         cfg: AwsConfig = ctx.deployment.target_config

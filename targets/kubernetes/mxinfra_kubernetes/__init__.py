@@ -15,10 +15,17 @@ from mxinfra.environments import Environment
 from mxinfra.errors import ConfigIssue
 from mxinfra.target import AppContext, EnvironmentContext, Target
 
-from .config import KubernetesConfig, check_block, for_environment
+from .config import KubernetesConfig, artifact_of, check_block, for_environment
 
 __all__ = ["KubernetesTarget", "target"]
 
+EXISTING_NAMESPACE_WARNING = (
+    "namespace {namespace} is not created by mxinfra: it must enforce the restricted Pod Security level "
+    "(label pod-security.kubernetes.io/enforce=restricted), or holders of deploy (may patch the workload) or "
+    "backups (may create Jobs) can run privileged or hostPath pods there; they can also mount any Secret and "
+    "use any ServiceAccount of the namespace in those pods, so keep other apps' Secrets and privileged "
+    "ServiceAccounts out of it"
+)
 MFA_WARNING = (
     "Kubernetes RBAC cannot require MFA or limit session length: the cluster's identity provider must "
     "enforce MFA and sessions of at most 8 hours for the groups {groups}"
@@ -39,8 +46,12 @@ class KubernetesTarget(Target):
         return issues
 
     def warnings(self, env: Environment, access: EnvironmentAccess, block: Any) -> list[str]:
-        """MFA on production is the identity provider's job; alerts and api have no RBAC object."""
+        """An existing namespace must enforce Pod Security; MFA on production is the identity provider's
+        job; alerts and api have no RBAC object."""
         out = []
+        settings = for_environment(block, env.name)
+        if settings.namespace is not None:
+            out.append(EXISTING_NAMESPACE_WARNING.format(namespace=settings.namespace))
         roles = access.roles()
         if env.is_production and access.grants:
             groups = ", ".join(sorted({p.split(":", 1)[1] for r in roles for p in r.principals}))
@@ -51,6 +62,11 @@ class KubernetesTarget(Target):
             elif r.permission is Permission.API:
                 out.append(f"api for {', '.join(r.principals)}: every Kubernetes permission is API access already; no extra Role is created")
         return out
+
+    def artifact(self, env: Environment, block: Any) -> str | None:
+        """The image (plain mode) or the Operator's sourceURL (operator mode) in effect for `env`
+        (None while the block itself is invalid: its errors are reported instead)."""
+        return artifact_of(block, env.name) if isinstance(block, KubernetesConfig) else None
 
     def deploy_app(self, ctx: AppContext) -> Any:
         """A Kubernetes provider for the configured context/kubeconfig, else None (the ambient or inherited one)."""
@@ -63,7 +79,11 @@ class KubernetesTarget(Target):
         if block.context:
             args["context"] = block.context
         if block.kubeconfig:
-            args["kubeconfig"] = block.kubeconfig
+            import pulumi
+
+            # Content carries the cluster's credentials (check() requires it to be a config secret); a
+            # path is harmless but kept secret too, so neither form reaches a plan or the state in clear.
+            args["kubeconfig"] = pulumi.Output.secret(block.kubeconfig)
         return k8s.Provider(ctx.naming.logical("kubernetes"), opts=ctx.opts(), **args)
 
     def deploy_environment(self, ctx: EnvironmentContext) -> Mapping[str, Any]:

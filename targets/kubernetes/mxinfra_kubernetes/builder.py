@@ -16,7 +16,7 @@ from mxinfra.environments import Secret
 from mxinfra.target import EnvironmentContext
 
 from .config import EnvironmentSettings
-from .layout import Layout
+from .layout import POD_SECURITY_LABELS, Layout
 
 # Secrets' keys are listed here (never their values) so a rendered manifest shows which keys exist:
 # the provider wraps all of stringData as one secret, which hides the keys from a plan.
@@ -57,15 +57,15 @@ class Builder:
         """The Pulumi name of the environment's `kind` object."""
         return self.ctx.naming.logical(kind)
 
-    def make_namespace(self) -> None:
-        """The environment's Namespace, labelled with the standard labels (unless an existing one is used)."""
+    def make_namespace(self, *, holds_data: bool = False) -> None:
+        """The environment's Namespace (unless an existing one is used): the standard labels and the
+        `restricted` Pod Security level. Deleting a namespace deletes everything in it, so one that
+        `holds_data` is protected on production like the data itself."""
         if not self.layout.create_namespace:
             return
-        self.namespace = k8s.core.v1.Namespace(
-            self.logical("namespace"),
-            metadata=self.layout.metadata(self.layout.namespace, namespaced=False, annotations=self.ctx.prepared.annotations),
-            opts=self.opts(),
-        )
+        meta = self.layout.metadata(self.layout.namespace, namespaced=False, annotations=self.ctx.prepared.annotations)
+        meta["labels"] = dict(sorted({**meta["labels"], **POD_SECURITY_LABELS}.items()))
+        self.namespace = k8s.core.v1.Namespace(self.logical("namespace"), metadata=meta, opts=self.opts(protect_data=holds_data))
         self.created["namespace"] = self.namespace
 
     def secret(self, kind: str, name: str, values: Mapping[str, Any], component: str = "runtime") -> k8s.core.v1.Secret:

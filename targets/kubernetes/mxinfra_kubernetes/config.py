@@ -7,15 +7,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from mxinfra.config import StackConfig
 from mxinfra.environments import Environment, Role
 from mxinfra.errors import ConfigIssue
 
 BLOCK = "mxinfra:kubernetes"
-_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
+# Every pattern here is applied with re.fullmatch: `$` would also accept a trailing newline.
+_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"(?=.{1,253}\Z)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
+_SA_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
+# Group and user names are the identity provider's: anything printable without surrounding blanks.
+_RBAC_NAME = re.compile(r"[^\s\x00-\x1f\x7f]([^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?")
+# CPU: whole millicores ("250m") or cores with at most three decimals ("2", "0.5"): what layout.cpu_milli reads.
+_CPU = re.compile(r"[0-9]+m|[0-9]+(\.[0-9]{1,3})?")
+# Bytes: a number with a binary or decimal suffix ("10Gi", "512Mi", "1G"); no "m" (milli-bytes).
+BYTE_QUANTITY = re.compile(r"([0-9]+(\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?")
 PLACEHOLDER = "[secret]"  # what an offline plan sees instead of a secure value
 
 
@@ -23,38 +31,73 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
-def _quantity(v: str) -> str:
-    if not _QUANTITY.match(v):
-        raise ValueError(f"{v!r} is not a Kubernetes quantity like 500m, 2, 10Gi")
+def _cpu(v: str) -> str:
+    if not _CPU.fullmatch(v) or cpu_milli(v) == 0:
+        raise ValueError("not a CPU quantity: whole millicores like 250m, or cores like 2 or 0.5")
     return v
 
 
-Quantity = Annotated[str, AfterValidator(_quantity)]
+def _bytes(v: str) -> str:
+    m = BYTE_QUANTITY.fullmatch(v)
+    if not m or float(m.group(1)) == 0:
+        raise ValueError("not a size: a number with a unit like 10Gi, 512Mi or 1G")
+    return v
+
+
+def _label(v: str) -> str:
+    if not _DNS_LABEL.fullmatch(v):
+        raise ValueError("not a namespace name: a lowercase DNS label of at most 63 characters")
+    return v
+
+
+def _host(v: str) -> str:
+    if not _DNS_SUBDOMAIN.fullmatch(v):
+        raise ValueError("not a host name: lowercase DNS labels separated by dots")
+    return v
+
+
+def cpu_milli(quantity: str) -> int:
+    """A CPU quantity ("250m", "2", "0.5") in millicores."""
+    if quantity.endswith("m"):
+        return int(quantity[:-1])
+    return int(round(float(quantity) * 1000))
+
+
+CpuQuantity = Annotated[str, AfterValidator(_cpu)]
+ByteQuantity = Annotated[str, AfterValidator(_bytes)]
+DnsLabel = Annotated[str, AfterValidator(_label)]
+HostName = Annotated[str, AfterValidator(_host)]
 
 
 class CpuConfig(_Strict):
     """CPU per runtime container (memory comes from the environment's `memory`)."""
 
-    request: Quantity = "250m"
-    limit: Quantity = "2"
+    request: CpuQuantity = "250m"
+    limit: CpuQuantity = "2"
+
+    @model_validator(mode="after")
+    def _request_within_limit(self) -> CpuConfig:
+        if cpu_milli(self.request) > cpu_milli(self.limit):
+            raise ValueError(f"request {self.request} exceeds limit {self.limit}: Kubernetes refuses such a pod")
+        return self
 
 
 class IngressConfig(_Strict):
     """How the environment is exposed: host (or domain to derive it), class, TLS secret, controller namespace."""
 
-    host: str | None = Field(None, description="The app's host name, e.g. orders.example.com")
-    domain: str | None = Field(None, description="Without host: the host is <app>-<environment>.<domain>")
+    host: HostName | None = Field(None, description="The app's host name, e.g. orders.example.com")
+    domain: HostName | None = Field(None, description="Without host: the host is <app>-<environment>.<domain>")
     className: str = "nginx"
     tlsSecret: str | None = Field(None, description="An existing kubernetes.io/tls Secret; default <app>-<environment>-tls")
-    controllerNamespace: str = Field("ingress-nginx", description="Namespace of the ingress controller pods (the only outside traffic admitted)")
+    controllerNamespace: DnsLabel = Field("ingress-nginx", description="Namespace of the ingress controller pods (the only outside traffic admitted)")
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
 class InClusterDatabase(_Strict):
     """A PostgreSQL StatefulSet in the environment's namespace (test environments only)."""
 
-    image: str = "postgres:16.4"
-    size: Quantity = "5Gi"
+    image: str = Field("postgres:16.4", description="A Debian-based postgres image: it runs as uid/gid 999")
+    size: ByteQuantity = "5Gi"
     storageClass: str | None = None
     memory: int = Field(512, ge=256, le=16384, description="MB")
 
@@ -91,7 +134,7 @@ class AzureBlobConfig(_Strict):
 class LocalFilesConfig(_Strict):
     """Files on a PersistentVolumeClaim (one instance only)."""
 
-    size: Quantity = "10Gi"
+    size: ByteQuantity = "10Gi"
     storageClass: str | None = None
 
 
@@ -115,11 +158,13 @@ class OperatorConfig(_Strict):
 class EnvironmentOverride(_Strict):
     """Per-environment settings that replace the block's top-level ones (each key replaces the whole sub-block)."""
 
-    namespace: str | None = None
+    image: str | None = None
+    namespace: DnsLabel | None = None
     ingress: IngressConfig | None = None
     database: DatabaseConfig | None = None
     storage: StorageConfig | None = None
     cpu: CpuConfig | None = None
+    operator: OperatorConfig | None = None
 
 
 class KubernetesConfig(_Strict):
@@ -127,9 +172,9 @@ class KubernetesConfig(_Strict):
 
     mode: Literal["plain", "operator"] = "plain"
     context: str | None = Field(None, description="kubeconfig context to deploy to (default: the current one)")
-    kubeconfig: str | None = Field(None, description="kubeconfig path or content (default: KUBECONFIG / ~/.kube/config)")
+    kubeconfig: str | None = Field(None, description="kubeconfig path, or its content as a secret (default: KUBECONFIG / ~/.kube/config)")
     image: str | None = Field(None, description="plain mode: the Docker-buildpack image of the package")
-    namespace: str | None = Field(None, description="An existing namespace to use instead of creating <app>-<environment>")
+    namespace: DnsLabel | None = Field(None, description="An existing namespace to use instead of creating <app>-<environment>")
     ingress: IngressConfig = Field(default_factory=IngressConfig)
     database: DatabaseConfig | None = None
     storage: StorageConfig | None = None
@@ -156,13 +201,29 @@ class EnvironmentSettings:
 def for_environment(block: KubernetesConfig, env: str) -> EnvironmentSettings:
     """The effective settings of `env`: its `environments.<env>` entries replace the top-level ones."""
     over = block.environments.get(env)
-    paths = {k: f"{BLOCK}.{k}" for k in ("namespace", "ingress", "database", "storage", "cpu")}
+    paths = {k: f"{BLOCK}.{k}" for k in ("image", "namespace", "ingress", "database", "storage", "cpu", "operator")}
     values: dict[str, Any] = {k: getattr(block, k) for k in paths}
     if over is not None:
         for key in over.model_fields_set:
             values[key] = getattr(over, key)
             paths[key] = f"{BLOCK}.environments.{env}.{key}"
-    return EnvironmentSettings(block.mode, block.image, values["namespace"], values["ingress"], values["database"], values["storage"], values["cpu"], block.operator, paths)
+    return EnvironmentSettings(
+        block.mode, values["image"], values["namespace"], values["ingress"], values["database"], values["storage"], values["cpu"], values["operator"], paths
+    )
+
+
+def artifact_of(block: KubernetesConfig, env: str) -> str | None:
+    """What runs besides the package in `env`: the image (plain mode) or the Operator's sourceURL."""
+    s = for_environment(block, env)
+    if s.mode == "operator":
+        return s.operator.sourceURL if s.operator is not None else None
+    return s.image
+
+
+def is_kubeconfig_content(value: str) -> bool:
+    """True when `kubeconfig` holds a kubeconfig itself (YAML or JSON) rather than a file's path."""
+    text = value.strip()
+    return "\n" in text or text.startswith("{") or text.startswith("apiVersion:")
 
 
 def host_of(s: EnvironmentSettings, app: str, env: str) -> str | None:
@@ -184,14 +245,17 @@ def parse_principal(principal: str) -> tuple[str, str, str | None] | None:
     kind, sep, rest = principal.partition(":")
     if not sep or not rest:
         return None
+    if kind == "serviceaccount":
+        ns, slash, name = rest.partition("/")
+        if slash and _DNS_LABEL.fullmatch(ns) and len(name) <= 253 and _SA_NAME.fullmatch(name):
+            return ("ServiceAccount", name, ns)
+        return None
+    if not _RBAC_NAME.fullmatch(rest):
+        return None
     if kind == "group":
         return ("Group", rest, None)
     if kind == "user":
         return ("User", rest, None)
-    if kind == "serviceaccount":
-        ns, slash, name = rest.partition("/")
-        if slash and _DNS_LABEL.match(ns) and re.match(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$", name):
-            return ("ServiceAccount", name, ns)
     return None
 
 
@@ -216,13 +280,30 @@ def check_block(stack: StackConfig, block: KubernetesConfig, file: str = "") -> 
         if s.namespace in seen:
             issues.append(ConfigIssue(s.paths["namespace"], f"namespace {s.namespace!r} is already used by environment {seen[s.namespace]!r}", "each environment needs its own namespace: set environments.<name>.namespace", file))
         seen.setdefault(s.namespace, name)
-    if block.mode == "plain" and not block.image:
-        issues.append(ConfigIssue(f"{BLOCK}.image", "required in plain mode", "the Docker-buildpack image built from the package, e.g. registry.example.com/orders:1.4.2", file))
-    if block.mode == "operator":
-        if block.operator is None:
-            issues.append(ConfigIssue(f"{BLOCK}.operator", "required in operator mode", "set sourceURL, databasePlan and storagePlan", file))
-        elif not block.operator.sourceURL.startswith("https://"):
-            issues.append(ConfigIssue(f"{BLOCK}.operator.sourceURL", f"must be an HTTPS URL (got {block.operator.sourceURL!r})", "the Operator downloads the MDA from it", file))
+    if block.kubeconfig is not None and is_kubeconfig_content(block.kubeconfig) and not stack.raw.is_secret(f"{BLOCK}.kubeconfig"):
+        issues.append(
+            ConfigIssue(
+                f"{BLOCK}.kubeconfig",
+                "kubeconfig content is stored in plain text (it holds the cluster's credentials)",
+                f"store it encrypted: pulumi config set --secret --path '{BLOCK}.kubeconfig' \"$(cat KUBECONFIG_FILE)\", or give the file's path",
+                file,
+            )
+        )
+    reported: set[str] = set()  # a top-level problem once, not once per environment
+    for name in names:
+        s = for_environment(block, name)
+        problems: list[ConfigIssue] = []
+        if s.mode == "plain" and not s.image:
+            problems.append(ConfigIssue(s.paths["image"], "required in plain mode", "the Docker-buildpack image built from the package, e.g. registry.example.com/orders:1.4.2", file))
+        if s.mode == "operator":
+            if s.operator is None:
+                problems.append(ConfigIssue(s.paths["operator"], "required in operator mode", "set sourceURL, databasePlan and storagePlan", file))
+            elif not s.operator.sourceURL.startswith("https://"):
+                problems.append(ConfigIssue(f"{s.paths['operator']}.sourceURL", f"must be an HTTPS URL (got {s.operator.sourceURL!r})", "the Operator downloads the MDA from it", file))
+        for issue in problems:
+            if issue.path not in reported:
+                reported.add(issue.path)
+                issues.append(issue)
     for env in stack.environments:
         issues += _check_environment(stack, block, env, file)
     issues += check_principals(stack, file)
@@ -232,8 +313,6 @@ def check_block(stack: StackConfig, block: KubernetesConfig, file: str = "") -> 
 def _check_environment(stack: StackConfig, block: KubernetesConfig, env: Environment, file: str) -> list[ConfigIssue]:
     s = for_environment(block, env.name)
     issues: list[ConfigIssue] = []
-    if s.namespace is not None and not _DNS_LABEL.match(s.namespace):
-        issues.append(ConfigIssue(s.paths["namespace"], f"{s.namespace!r} is not a namespace name", "a lowercase DNS label", file))
     if host_of(s, stack.app.name, env.name) is None:
         issues.append(ConfigIssue(f"{s.paths['ingress']}.host", f"environment {env.name!r} has no host name", "set ingress.host, or ingress.domain to use <app>-<environment>.<domain>", file))
     if s.mode != "plain":

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mxinfra.naming import LABEL_PREFIX, Naming
 
-from .config import EnvironmentSettings
+from .config import BYTE_QUANTITY, EnvironmentSettings, cpu_milli  # noqa: F401 (cpu_milli: re-exported)
 
 RUNTIME_UID = 1001  # the Docker buildpack's runtime user
 POSTGRES_UID = 999  # the postgres image's user
@@ -18,26 +17,28 @@ FILES_PATH = "/opt/mendix/build/data/files"  # where the buildpack keeps local f
 # What the namespace must also hold besides the runtime: one database backup job at a time.
 JOB_CPU_MILLI, JOB_MEMORY_MB = 500, 512
 DB_CPU_REQUEST_MILLI, DB_CPU_LIMIT_MILLI = 250, 1000
+# Namespaces the target creates enforce the `restricted` Pod Security Standard, so holders of deploy (may
+# patch the StatefulSet) or backups (may create Jobs) cannot run privileged or hostPath pods there.
+# Pinned to the version the manifests are validated against; every pod the target creates complies.
+POD_SECURITY_VERSION = "v1.30"
+POD_SECURITY_LABELS = {
+    f"pod-security.kubernetes.io/{mode}{suffix}": value
+    for mode in ("enforce", "audit", "warn")
+    for suffix, value in (("", "restricted"), ("-version", POD_SECURITY_VERSION))
+}
 # Package-specific labels change on every release: they stay off selectors and off the database pod.
 _PER_RELEASE = (LABEL_PREFIX + "package-sha256", LABEL_PREFIX + "model-version")
 
 
-def cpu_milli(quantity: str) -> int:
-    """A CPU quantity ("250m", "2", "0.5") in millicores."""
-    if quantity.endswith("m"):
-        return int(quantity[:-1])
-    return int(round(float(quantity) * 1000))
-
-
-_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "": 1}
+_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "": 1}
 
 
 def mib(quantity: str) -> int:
-    """A byte quantity ("5Gi", "512Mi", "1G") in MiB, rounded up."""
-    m = re.match(r"^([0-9.]+)([A-Za-z]*)$", quantity)
-    if not m or m.group(2) not in _UNITS:
+    """A byte quantity ("5Gi", "512Mi", "1G") in MiB, rounded up (config.ByteQuantity admits only these)."""
+    m = BYTE_QUANTITY.fullmatch(quantity)
+    if not m:
         raise ValueError(f"not a byte quantity: {quantity!r}")
-    return math.ceil(float(m.group(1)) * _UNITS[m.group(2)] / 2**20)
+    return math.ceil(float(m.group(1)) * _UNITS[m.group(3) or ""] / 2**20)
 
 
 def milli(value: int) -> str:

@@ -63,7 +63,9 @@ def _secret_vars(b: Builder) -> dict[str, Any]:
 def deploy(b: Builder) -> dict[str, Any]:
     """The MendixApp CR, the Secret its variables come from, and the patch carrying its secret fields."""
     ctx, lay = b.ctx, b.layout
-    b.make_namespace()
+    # Deleting the CR (or its namespace) makes the Operator deprovision the environment's database and
+    # storage: on production both are protected and retained like data (README: how to really delete).
+    b.make_namespace(holds_data=True)
     deps = []
     secret_vars = _secret_vars(b)
     if secret_vars:
@@ -74,12 +76,13 @@ def deploy(b: Builder) -> dict[str, Any]:
         kind=KIND,
         metadata=lay.metadata(lay.workload, "runtime", annotations=ctx.prepared.annotations),
         spec=spec(b),
-        opts=b.opts(depends_on=deps),
+        opts=b.opts(protect_data=True, depends_on=deps),
     )
     ctx.runtime_resource(app)
     # The admin password (and licence key) must be literal CR fields. They are applied as a separate
     # server-side patch so the CR itself stays free of secrets and reviewable; the Operator keeps the
-    # current password while the field is empty, so the split is safe.
+    # current password while the field is empty, so the split is safe. The patch is protected with the
+    # CR, so a destroy of production stops before it changes anything.
     runtime: dict[str, Any] = {"mxAdminPassword": ctx.admin_password.apply(lambda p: base64.b64encode(p.encode()).decode())}
     fields = ["runtime.mxAdminPassword"]
     if ctx.settings.license_key is not None:
@@ -95,7 +98,7 @@ def deploy(b: Builder) -> dict[str, Any]:
             "annotations": {"pulumi.com/patchForce": "true", PATCHED_ANNOTATION: ",".join(fields)},
         },
         spec=pulumi.Output.secret({"runtime": runtime}),
-        opts=b.opts(depends_on=[app]),
+        opts=b.opts(protect_data=True, depends_on=[app]),
     )
     ctx.runtime_resource(patch)
     host = host_of(b.settings, ctx.deployment.config.app.name, ctx.environment.name)

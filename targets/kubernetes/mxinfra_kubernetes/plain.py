@@ -41,7 +41,7 @@ def deploy(b: Builder) -> dict[str, Any]:
     """Every object of a plain-mode environment; returns the environment's outputs."""
     ctx, s, lay = b.ctx, b.settings, b.layout
     env = ctx.environment
-    b.make_namespace()
+    b.make_namespace(holds_data=_holds_data(b))
     pvcs: list[tuple[str, str]] = []  # (name, size) of the claims, for the quota
 
     database, db_extra = _database(b, pvcs)
@@ -127,6 +127,12 @@ def deploy(b: Builder) -> dict[str, Any]:
     return {"url": f"https://{host}", "namespace": lay.namespace, "statefulset": lay.workload}
 
 
+def _holds_data(b: Builder) -> bool:
+    """True when the namespace holds data (a claim) that deleting it would destroy."""
+    db, st = b.settings.database, b.settings.storage
+    return (db is not None and db.inCluster is not None) or (st is not None and st.local is not None)
+
+
 def _http_probe(*, period: int, failures: int) -> dict[str, Any]:
     return {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": failures}
 
@@ -163,7 +169,8 @@ def _database(b: Builder, pvcs: list[tuple[str, str]]) -> tuple[DatabaseUrl, dic
             {"name": "POSTGRES_USER", "value": "mendix"},
             {"name": "POSTGRES_DB", "value": "mendix"},
             {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": lay.name("database"), "key": "POSTGRES_PASSWORD"}}},
-            # A subdirectory: the volume's root holds lost+found on many storage classes.
+            # A subdirectory: the volume's root holds lost+found on many storage classes, and under
+            # fsGroup it is root-owned but group-writable, so uid 999 can create (and chmod 0700) its own.
             {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"},
         ],
         "resources": {
@@ -172,7 +179,8 @@ def _database(b: Builder, pvcs: list[tuple[str, str]]) -> tuple[DatabaseUrl, dic
         },
         "readinessProbe": {"exec": {"command": ["pg_isready", "-U", "mendix", "-d", "mendix"]}, "periodSeconds": 10},
         "livenessProbe": {"exec": {"command": ["pg_isready", "-U", "mendix", "-d", "mendix"]}, "periodSeconds": 30, "failureThreshold": 6},
-        "securityContext": {**_RESTRICTED, "runAsUser": POSTGRES_UID},
+        # The official (Debian-based) image runs as postgres = uid/gid 999 without root when PGDATA is writable.
+        "securityContext": {**_RESTRICTED, "runAsUser": POSTGRES_UID, "runAsGroup": POSTGRES_UID},
         "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"}],
     }
     service = k8s.core.v1.Service(
@@ -193,7 +201,13 @@ def _database(b: Builder, pvcs: list[tuple[str, str]]) -> tuple[DatabaseUrl, dic
                 "spec": {
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": POSTGRES_UID, "fsGroup": POSTGRES_UID, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": POSTGRES_UID,
+                        "runAsGroup": POSTGRES_UID,
+                        "fsGroup": POSTGRES_UID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
                     "containers": [container],
                     "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": lay.name("postgres-data")}}],
                 },

@@ -66,3 +66,66 @@ def with_(cfg: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 def load_schema() -> dict[str, Any]:
     """The repo's MendixApp JSON schema."""
     return json.loads(SCHEMA.read_text())
+
+
+KUBE_TOKEN = "Known-Kube-Token-8823"
+KUBECONFIG_CONTENT = f"""apiVersion: v1
+kind: Config
+clusters:
+- name: prod
+  cluster: {{server: "https://prod.example.com:6443"}}
+users:
+- name: deployer
+  user: {{token: {KUBE_TOKEN}}}
+contexts:
+- name: prod
+  context: {{cluster: prod, user: deployer}}
+current-context: prod
+"""
+
+# The `restricted` Pod Security Standard (Kubernetes v1.30), field by field.
+_RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret", "name"}
+_SAFE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start", "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports", "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes"}
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """What in a pod spec the `restricted` Pod Security level (v1.30) forbids; empty: admitted."""
+    out = []
+    psc = pod.get("securityContext") or {}
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key):
+            out.append(key)
+    for v in pod.get("volumes") or []:
+        if set(v) - _RESTRICTED_VOLUMES:
+            out.append(f"volume {v.get('name')}: {sorted(set(v) - _RESTRICTED_VOLUMES)}")
+    for s in psc.get("sysctls") or []:
+        if s["name"] not in _SAFE_SYSCTLS:
+            out.append(f"sysctl {s['name']}")
+    if psc.get("runAsUser") == 0:
+        out.append("pod runAsUser 0")
+    pod_seccomp = (psc.get("seccompProfile") or {}).get("type")
+    if pod_seccomp not in (None, "RuntimeDefault", "Localhost"):
+        out.append(f"pod seccomp {pod_seccomp}")
+    for c in [*(pod.get("initContainers") or []), *pod["containers"], *(pod.get("ephemeralContainers") or [])]:
+        sc = c.get("securityContext") or {}
+        name = c["name"]
+        if sc.get("privileged"):
+            out.append(f"{name}: privileged")
+        if any(p.get("hostPort") for p in c.get("ports") or []):
+            out.append(f"{name}: hostPort")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{name}: allowPrivilegeEscalation must be false")
+        caps = sc.get("capabilities") or {}
+        if "ALL" not in (caps.get("drop") or []):
+            out.append(f"{name}: capabilities must drop ALL")
+        if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
+            out.append(f"{name}: adds capabilities {caps['add']}")
+        if sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is not True:
+            out.append(f"{name}: runAsNonRoot must be true")
+        if sc.get("runAsUser") == 0:
+            out.append(f"{name}: runAsUser 0")
+        if (sc.get("seccompProfile") or {}).get("type", pod_seccomp) not in ("RuntimeDefault", "Localhost"):
+            out.append(f"{name}: seccomp must be RuntimeDefault or Localhost")
+        if sc.get("procMount") not in (None, "Default"):
+            out.append(f"{name}: procMount")
+    return out

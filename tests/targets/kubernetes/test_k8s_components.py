@@ -12,7 +12,19 @@ from mxinfra.config import RawConfig
 from mxinfra.deployment import prepare
 from mxinfra.testing import Computed, Sealed, public
 
-from k8s_stacks import ADMIN_PASSWORD, DB_URL, ROOT, S3_SECRET, SECRET_KEYS, config, load_schema, with_
+from k8s_stacks import (
+    ADMIN_PASSWORD,
+    DB_URL,
+    KUBE_TOKEN,
+    KUBECONFIG_CONTENT,
+    ROOT,
+    S3_SECRET,
+    SECRET_KEYS,
+    config,
+    load_schema,
+    restricted_violations,
+    with_,
+)
 
 
 STS = "kubernetes:apps/v1:StatefulSet"
@@ -173,8 +185,9 @@ def test_production_local_files_are_protected(pulumi_run):
     assert pod["volumes"] == [{"name": "files", "persistentVolumeClaim": {"claimName": "orders-production-files"}}]
     assert pod["containers"][0]["volumeMounts"] == [{"name": "files", "mountPath": "/opt/mendix/build/data/files"}]
     assert "pdb" not in kids  # one instance
-    # everything else on production is not data: not protected
-    assert [k for k, r in kids.items() if r.protect] == ["files"]
+    # deleting the namespace would delete the claim: protected with it; everything else is not data
+    assert sorted(k for k, r in kids.items() if r.protect) == ["files", "namespace"]
+    assert kids["namespace"].retain_on_delete
 
 
 def test_existing_namespace_and_azure_storage(pulumi_run):
@@ -324,3 +337,152 @@ def test_generated_admin_password_stays_unknown(pulumi_run):
     _, res = deploy(pulumi_run, cfg, "test")
     secret = res.one(SECRET, "orders-test-secret")
     assert isinstance(secret.inputs["stringData"], (Sealed, Computed))
+
+
+# --- Pod Security ------------------------------------------------------------------------------------
+
+RESTRICTED_LABELS = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "v1.30",
+    "pod-security.kubernetes.io/audit": "restricted",
+    "pod-security.kubernetes.io/audit-version": "v1.30",
+    "pod-security.kubernetes.io/warn": "restricted",
+    "pod-security.kubernetes.io/warn-version": "v1.30",
+}
+
+
+@pytest.mark.parametrize(("env", "mode"), [("test", "plain"), ("production", "plain"), ("production", "operator")])
+def test_created_namespace_enforces_restricted_pod_security(pulumi_run, env, mode):
+    _, res = deploy(pulumi_run, config(env, instances=1, mode=mode), env)
+    labels = target_children(res, env)["namespace"].input("metadata.labels")
+    assert RESTRICTED_LABELS.items() <= labels.items()
+    assert labels["mxinfra.io/environment"] == env  # the standard labels stay
+
+
+def test_every_pod_the_target_creates_is_restricted(pulumi_run):
+    cfg = with_(config("test", instances=1), "mxinfra:kubernetes/database", {"inCluster": {}})
+    cfg = with_(cfg, "mxinfra:kubernetes/storage", {"local": {"size": "1Gi"}})
+    _, res = deploy(pulumi_run, cfg, "test")
+    kids = target_children(res, "test")
+    pods = {k: r.input("spec.template.spec") for k, r in kids.items() if r.type == STS}
+    assert set(pods) == {"statefulset", "postgres"}
+    for name, pod in pods.items():
+        assert restricted_violations(pod) == [], name
+        assert pod["automountServiceAccountToken"] is False
+    pg = pods["postgres"]
+    # the official postgres image's user and group; fsGroup makes the volume group-writable for it
+    assert pg["securityContext"] == {"runAsNonRoot": True, "runAsUser": 999, "runAsGroup": 999, "fsGroup": 999, "seccompProfile": {"type": "RuntimeDefault"}}
+    (c,) = pg["containers"]
+    assert c["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "runAsUser": 999,
+        "runAsGroup": 999,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    # initdb needs a directory it owns: a subdirectory of the (root-owned, group-writable) volume
+    (mount,) = c["volumeMounts"]
+    pgdata = next(e["value"] for e in c["env"] if e["name"] == "PGDATA")
+    assert pgdata.startswith(mount["mountPath"] + "/") and pgdata != mount["mountPath"]
+
+
+def test_restricted_checker_catches_what_the_level_forbids():
+    ok = {"securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}, "containers": [{"name": "c", "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}]}
+    assert restricted_violations(ok) == []
+    bad = {**ok, "hostPID": True, "volumes": [{"name": "root", "hostPath": {"path": "/"}}]}
+    bad["containers"] = [{"name": "c", "securityContext": {"privileged": True}}]
+    found = " ".join(restricted_violations(bad))
+    for word in ("hostPID", "hostPath", "privileged", "allowPrivilegeEscalation", "drop ALL"):
+        assert word in found
+
+
+def _prepared(cfg, stack):
+    return prepare(RawConfig(cfg, SECRET_KEYS), project="orders", stack=stack, base_dir=ROOT)
+
+
+@pytest.mark.parametrize("mode", ["plain", "operator"])
+def test_existing_namespace_warns_about_pod_security(mode):
+    d = _prepared(config("acceptance", instances=1, mode=mode, namespace="apps-orders"), "acceptance")
+    (w,) = [w for w in d.environment("acceptance").warnings if "Pod Security" in w]
+    assert "namespace apps-orders is not created by mxinfra" in w and "pod-security.kubernetes.io/enforce=restricted" in w
+    assert "deploy" in w and "backups" in w
+    # a created namespace is labelled, so no warning
+    d = _prepared(config("acceptance", instances=1, mode=mode), "acceptance")
+    assert not any("Pod Security" in w for w in d.environment("acceptance").warnings)
+
+
+def test_existing_namespace_warning_follows_the_environment_override():
+    cfg = config("acceptance", instances=1)
+    cfg["mxinfra:kubernetes"]["environments"] = {"acceptance": {"namespace": "shared-apps"}}
+    (w,) = [w for w in _prepared(cfg, "acceptance").environment("acceptance").warnings if "Pod Security" in w]
+    assert "namespace shared-apps " in w
+
+
+# --- kubeconfig ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kubeconfig", [KUBECONFIG_CONTENT, "/etc/mxinfra/prod.kubeconfig"])
+def test_kubeconfig_reaches_the_provider_as_a_secret(pulumi_run, kubeconfig):
+    _, res = deploy(pulumi_run, config("production", kubeconfig=kubeconfig), "production")
+    provider = res.one("pulumi:providers:kubernetes")
+    assert isinstance(provider.inputs["kubeconfig"], Sealed)
+    assert provider.inputs["kubeconfig"].value == kubeconfig
+    for r in res:
+        assert KUBE_TOKEN not in repr(public(r.inputs)), r.name
+
+
+# --- operator mode: the CR is the environment's data --------------------------------------------------
+
+
+def test_operator_production_cr_is_protected_and_retained(pulumi_run):
+    _, res = deploy(pulumi_run, config("production", instances=2, mode="operator"), "production")
+    kids = target_children(res, "production")
+    for kind in ("mendixapp", "mendixapp-secrets", "namespace"):
+        assert kids[kind].protect and kids[kind].retain_on_delete, kind
+    assert sorted(k for k, r in kids.items() if r.protect) == ["mendixapp", "mendixapp-secrets", "namespace"]
+
+
+def test_operator_acceptance_cr_is_not_protected(pulumi_run):
+    _, res = deploy(pulumi_run, config("uat", role="acceptance", instances=1, mode="operator"), "uat")
+    kids = target_children(res, "uat")
+    assert not any(r.protect or r.retain_on_delete for r in kids.values())
+
+
+# --- artifact ------------------------------------------------------------------------------------------
+
+
+def _artifact(cfg, env):
+    from mxinfra_kubernetes import target
+
+    d = _prepared(cfg, env)
+    return target.artifact(d.environment(env).environment, d.target_config), d.environment(env).artifact
+
+
+def test_artifact_is_the_image_in_plain_mode():
+    assert _artifact(config("production"), "production") == ("registry.example.com/orders:1.4.2",) * 2
+    cfg = config("production")
+    cfg["mxinfra:kubernetes"]["environments"] = {"production": {"image": "registry.example.com/orders:1.4.2-hotfix"}}
+    assert _artifact(cfg, "production")[0] == "registry.example.com/orders:1.4.2-hotfix"
+
+
+def test_artifact_is_the_source_url_in_operator_mode():
+    assert _artifact(config("uat", role="acceptance", mode="operator"), "uat")[0] == "https://packages.example.com/orders.mda"
+    cfg = config("uat", role="acceptance", mode="operator")
+    override = {"sourceURL": "https://packages.example.com/orders-uat.mda", "databasePlan": "pg-uat", "storagePlan": "s3"}
+    cfg["mxinfra:kubernetes"]["environments"] = {"uat": {"operator": override}}
+    assert _artifact(cfg, "uat")[0] == "https://packages.example.com/orders-uat.mda"
+
+
+def test_artifact_is_pure_and_tolerates_an_invalid_block():
+    from mxinfra.environments import Environment, Role
+
+    from mxinfra_kubernetes import target
+    from mxinfra_kubernetes.config import KubernetesConfig
+
+    block = KubernetesConfig.model_validate({"image": "reg.example.com/a:1", "environments": {"b": {"image": "reg.example.com/a:2"}}})
+    assert target.artifact(Environment("a", Role.TEST), block) == "reg.example.com/a:1"
+    assert target.artifact(Environment("b", Role.TEST), block) == "reg.example.com/a:2"
+    assert target.artifact(Environment("a", Role.TEST), None) is None
+    operator = KubernetesConfig.model_validate({"mode": "operator", "image": "ignored:1", "operator": {"sourceURL": "https://x.example.com/a.mda", "databasePlan": "p", "storagePlan": "s"}})
+    assert target.artifact(Environment("a", Role.TEST), operator) == "https://x.example.com/a.mda"

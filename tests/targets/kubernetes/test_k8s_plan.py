@@ -13,7 +13,7 @@ import yaml
 from mxinfra import stackfile
 from mxinfra.cli import main
 
-from k8s_stacks import K8S_VERSION, KNOWN_SECRETS, ROOT, config, load_schema, with_
+from k8s_stacks import K8S_VERSION, KNOWN_SECRETS, KUBE_TOKEN, KUBECONFIG_CONTENT, ROOT, config, load_schema, restricted_violations, with_
 
 
 EXAMPLE_STACKS = ["test", "acceptance", "production", "operator"]
@@ -61,6 +61,10 @@ def test_example_stack_renders_valid_manifests(stack, capsys, tmp_path, example_
     for d in docs:
         if d["kind"] == "Secret":
             assert d["stringData"] and set(d["stringData"].values()) == {"[secret]"}
+        if d["kind"] == "StatefulSet":
+            assert restricted_violations(d["spec"]["template"]["spec"]) == [], d["metadata"]["name"]
+        if d["kind"] == "Namespace":
+            assert d["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
 def test_rendering_is_deterministic(capsys, tmp_path, example_project):
@@ -184,3 +188,107 @@ def test_cli_start_up_does_not_import_pulumi_kubernetes():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert "HEAVY []" in out, out
+
+
+# --- values the target cannot use are config errors (exit 2 with the key path), never a traceback ----
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "where"),
+    [
+        ("cpu", {"limit": "2Gi"}, "mxinfra:kubernetes.cpu.limit"),
+        ("cpu", {"request": "1.5m"}, "mxinfra:kubernetes.cpu.request"),
+        ("cpu", {"request": "250m\n"}, "mxinfra:kubernetes.cpu.request"),
+        ("cpu", {"request": "0.0001"}, "mxinfra:kubernetes.cpu.request"),
+        ("cpu", {"request": "3", "limit": "2"}, "mxinfra:kubernetes.cpu"),
+        ("storage", {"local": {"size": "10m"}}, "mxinfra:kubernetes.storage.local.size"),
+        ("storage", {"local": {"size": "10Gi\n"}}, "mxinfra:kubernetes.storage.local.size"),
+        ("storage", {"local": {"size": "0Gi"}}, "mxinfra:kubernetes.storage.local.size"),
+        ("database", {"inCluster": {"size": "1.5"}}, None),  # 1.5 bytes is a valid quantity: accepted
+        ("database", {"inCluster": {"size": "2k"}}, None),
+        ("database", {"inCluster": {"size": "5Xi"}}, "mxinfra:kubernetes.database.inCluster.size"),
+    ],
+)
+def test_bad_quantities_are_config_errors(project, capsys, engine_secrets, path, value, where):
+    cfg = with_(config("test", instances=1), f"mxinfra:kubernetes/{path}", value)
+    project.stack("test", cfg)
+    rc, _, err = plan(capsys, "-s", "test", "-C", str(project.path))
+    assert "Traceback" not in err and "internal error" not in err
+    if where is None:
+        assert rc == 0, err
+    else:
+        assert rc == 2, err
+        assert f"{where}:" in " ".join(err.split())
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "where"),
+    [
+        ("mxinfra:kubernetes/namespace", "orders\n", "mxinfra:kubernetes.namespace"),
+        ("mxinfra:kubernetes/environments", {"production": {"namespace": "orders\n"}}, "mxinfra:kubernetes.environments.production.namespace"),
+        ("mxinfra:kubernetes/ingress", {"host": "orders.example.com\n"}, "mxinfra:kubernetes.ingress.host"),
+        ("mxinfra:kubernetes/ingress", {"domain": "example.com\n"}, "mxinfra:kubernetes.ingress.domain"),
+        ("mxinfra:kubernetes/ingress", {"domain": "example.com", "controllerNamespace": "ingress-nginx\n"}, "mxinfra:kubernetes.ingress.controllerNamespace"),
+        ("mxinfra:access/0.principal", "group:ops\n", "mxinfra:access[0].principal"),
+        ("mxinfra:access/0.principal", "group: ops", "mxinfra:access[0].principal"),
+    ],
+)
+def test_trailing_newlines_are_refused(project, capsys, engine_secrets, path, value, where):
+    err = _error(project, capsys, with_(config("production"), path, value))
+    assert f"{where}:" in err
+
+
+@pytest.mark.parametrize("principal", ["serviceaccount:ci\n/deployer", "serviceaccount:ci/deployer\n", "user:alice\n"])
+def test_principal_parsing_uses_the_whole_string(principal):
+    from mxinfra_kubernetes.config import parse_principal
+
+    assert parse_principal(principal) is None
+    assert parse_principal(principal.replace("\n", "")) is not None
+
+
+def test_quantity_readers_use_the_whole_string():
+    from mxinfra_kubernetes.layout import cpu_milli, mib
+
+    assert cpu_milli("250m") == 250 and cpu_milli("0.5") == 500 and mib("5Gi") == 5120 and mib("1G") == 954
+    with pytest.raises(ValueError):
+        mib("5Gi\n")
+
+
+# --- kubeconfig content is a credential -------------------------------------------------------------
+
+
+def test_plain_text_kubeconfig_content_refused(project, capsys):
+    # no engine_secrets: the block is in plain text
+    cfg = with_(config("production"), "mxinfra:kubernetes/kubeconfig", KUBECONFIG_CONTENT)
+    del cfg["mxinfra:environments"]["production"]["adminPassword"]
+    err = _error(project, capsys, cfg)
+    assert "mxinfra:kubernetes.kubeconfig: kubeconfig content is stored in plain text" in err
+    assert KUBE_TOKEN not in err
+
+
+def test_plain_text_kubeconfig_path_accepted(project, capsys):
+    # a path names a file; only its content is a credential
+    from mxinfra_kubernetes.config import is_kubeconfig_content
+
+    cfg = with_(config("production"), "mxinfra:kubernetes/kubeconfig", "/etc/mxinfra/prod.kubeconfig")
+    del cfg["mxinfra:environments"]["production"]["adminPassword"]
+    err = _error(project, capsys, cfg)  # refused for the other plain-text secrets only
+    assert "mxinfra:kubernetes.kubeconfig" not in err and "mxinfra:kubernetes.database.url: is stored in plain text" in err
+    assert not is_kubeconfig_content("/etc/mxinfra/prod.kubeconfig") and not is_kubeconfig_content("~/.kube/config")
+    assert is_kubeconfig_content(KUBECONFIG_CONTENT) and is_kubeconfig_content('{"apiVersion": "v1", "kind": "Config"}')
+
+
+@pytest.mark.parametrize("mode", ["plain", "operator"])
+def test_kubeconfig_token_never_in_plan_output(project, capsys, tmp_path, engine_secrets, mode):
+    project.stack("production", with_(config("production", mode=mode), "mxinfra:kubernetes/kubeconfig", KUBECONFIG_CONTENT))
+    out = tmp_path / "out"
+    rc, as_json, err = plan(capsys, "-s", "production", "-C", str(project.path), "--json", "--out", str(out))
+    assert rc == 0, err
+    rc, tree, err2 = plan(capsys, "-s", "production", "-C", str(project.path))
+    assert rc == 0, err2
+    written = [p.read_text() for p in out.rglob("*") if p.is_file()]
+    assert written
+    for text in (as_json, err, tree, err2, *written):
+        assert KUBE_TOKEN not in text
+    provider = [r for r in json.loads(as_json)["resources"] if r["type"] == "pulumi:providers:kubernetes"]
+    assert provider and "[secret]" in json.dumps(provider[0]["inputs"])

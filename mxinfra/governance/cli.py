@@ -130,6 +130,14 @@ def package_list(
     _console().print(table)
 
 
+def _changed(record: Any) -> str:
+    """What a record changed, in a few words."""
+    changes = record.changes
+    if changes and all(isinstance(c, dict) and c.get("from") is None for c in changes.values()):
+        return "first deployment"
+    return ", ".join(changes) or "-"
+
+
 ACTIVITY_FIELDS = ["time", "environment", "action", "actor", "package_version", "package_sha256", "changes", "seq", "hash"]
 
 
@@ -168,7 +176,7 @@ def activity(
 
         table = Table("time", "environment", "action", "by", "package", "changed")
         for r in records:
-            table.add_row(*_row(r.time, r.environment, r.action, r.actor, f"{r.package_version or '-'} ({r.package_sha256[:12]})", ", ".join(r.changes)))
+            table.add_row(*_row(r.time, r.environment, r.action, r.actor, f"{r.package_version or '-'} ({r.package_sha256[:12]})", _changed(r)))
         _console().print(table if records else f"no activity recorded in {url}")
 
 

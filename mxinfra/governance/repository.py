@@ -11,10 +11,12 @@ concurrent pushes cannot overwrite each other.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
 import tempfile
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -130,9 +132,32 @@ class Repository:
         if raw is None:
             return None
         try:
-            return PackageEntry.from_json(json.loads(raw))
+            entry = PackageEntry.from_json(json.loads(raw))
         except (ValueError, KeyError, TypeError) as exc:
             raise UserError(f"{self.store.url}: index entry {self.index_key(sha256)} is unreadable: {exc}") from None
+        added = self._annotated_stories(sha256)
+        if added:
+            entry = dataclasses.replace(entry, stories=tuple(dict.fromkeys((*entry.stories, *added))))
+        return entry
+
+    def _annotated_stories(self, sha256: str) -> list[str]:
+        """Stories attached after the first push (the index entry itself never changes)."""
+        stories: list[str] = []
+        for key in self.store.list(f"annotations/{sha256}/"):
+            raw = self.store.get(key)
+            try:
+                stories += [str(s) for s in json.loads(raw or b"{}").get("stories", [])]
+            except (ValueError, AttributeError) as exc:
+                raise UserError(f"{self.store.url}: annotation {key} is unreadable: {exc}") from None
+        return stories
+
+    def annotate(self, sha256: str, stories: Sequence[str], commit: str | None = None) -> None:
+        """Attach more stories to a stored package, append-only (a package deployed before it was
+        pushed with its stories stays traceable)."""
+        stamp = utc_now().replace("-", "").replace(":", "")
+        key = f"annotations/{sha256}/{stamp}-{uuid.uuid4().hex[:12]}.json"
+        body = {"stories": list(dict.fromkeys(stories)), "commit": commit, "at": utc_now(), "by": self.store.identity()}
+        self.store.put(key, _encode(body), if_absent=True)
 
     def push(
         self,
@@ -158,8 +183,12 @@ class Repository:
 
         existing = self._entry(sha)
         if existing is not None:
-            # entries are immutable: the first push's label, commit and stories stay (the caller can
-            # tell the user when the requested label differs from existing.version)
+            # entries are immutable: the first push's label and commit stay (the caller can tell the
+            # user when the requested label differs); new stories are attached beside the entry
+            new = [st for st in dict.fromkeys(stories) if st not in existing.stories]
+            if new:
+                self.annotate(sha, new, commit)
+                existing = dataclasses.replace(existing, stories=(*existing.stories, *new))
             return existing, False
         if version is not None:
             self._claim_version(version, sha)

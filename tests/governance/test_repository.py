@@ -54,11 +54,16 @@ def test_pushing_the_same_bytes_again_is_a_no_op(store: Store) -> None:
     seen: list[int] = []
     again, uploaded = repo.push(EXAMPLE_MDA, version=None, commit="other", stories=["X-1"], progress=seen.append)
     assert uploaded is False
-    assert again == first
     assert seen == []
+    # the entry is unchanged but for the story attached beside it
+    assert again.stories == ("X-1",) and again.commit == first.commit and again.version == first.version
+    after = {k: store.get(k) for k in store.list("")}
+    added = set(after) - set(before)
+    assert len(added) == 1 and next(iter(added)).startswith(f"annotations/{first.sha256}/")
+    assert {k: v for k, v in after.items() if k not in added} == before
     same_label, uploaded = repo.push(EXAMPLE_MDA, version="1.4.2", commit=None, stories=[])
-    assert uploaded is False and same_label == first
-    assert {k: store.get(k) for k in store.list("")} == before
+    assert uploaded is False and same_label == again
+    assert {k: store.get(k) for k in store.list("")} == after
 
 
 def test_concurrent_pushes_of_the_same_bytes_upload_once(store: Store) -> None:

@@ -285,3 +285,18 @@ def test_promote_changes_exactly_one_line_of_the_example_stack(tmp_path, capsys)
     assert changed[0][1].strip().startswith("package: sha256:")
     # and the promoted stack now plans: production gets exactly what acceptance ran
     assert main(["plan", "-s", "production", "-C", str(example)]) == 0
+
+
+def test_stories_can_be_attached_after_the_first_push(repo_url, capsys):
+    sha = __import__("mxinfra.mda", fromlist=["sha256_file"]).sha256_file(EXAMPLE_MDA)
+    # deployed from a file first: the activity resource pushed it without stories
+    ActivityProvider().create(props(repo_url, sha=sha, packagePath=str(EXAMPLE_MDA)))
+    assert main(["package", "push", str(EXAMPLE_MDA), "--repository", repo_url, "--story", "ORD-1", "--story", "ORD-2"]) == 0
+    assert main(["package", "push", str(EXAMPLE_MDA), "--repository", repo_url, "--story", "ORD-2"]) == 0
+    capsys.readouterr()
+    assert main(["trace", "ORD-1", "--repository", repo_url, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [p["sha256"] for p in doc["packages"]] == [sha]
+    assert [d["environment"] for d in doc["packages"][0]["deployments"]] == ["acceptance"]
+    assert Repository(open_store(repo_url)).list()[0].stories == ("ORD-1", "ORD-2")
+    assert len(open_store(repo_url).list(f"annotations/{sha}/")) == 1  # nothing new the second time

@@ -189,7 +189,10 @@ class DatabaseParts:
 
 @dataclass(frozen=True)
 class S3Storage:
-    """S3-compatible file storage; without keys the runtime uses the platform's role credentials."""
+    """S3-compatible file storage; without keys the runtime uses the platform's role credentials.
+
+    Without keys, bucket and endpoint must be plain strings: they travel inside a JSON runtime setting.
+    """
 
     bucket: Any
     endpoint: Any = None
@@ -269,18 +272,30 @@ def buildpack_env(settings: RuntimeSettings, bindings: Bindings) -> BuildpackEnv
         s["MXRUNTIME_DatabasePassword"] = db.password
     st = bindings.storage
     if isinstance(st, S3Storage):
-        p["S3_BUCKET_NAME"] = st.bucket
-        if st.endpoint is not None:
-            p["S3_ENDPOINT"] = st.endpoint
-        if st.key_suffix:
-            p["S3_KEY_SUFFIX"] = st.key_suffix
-        p["S3_USE_SSE"] = "true" if st.use_sse else "false"
         if st.access_key_id is not None:
+            p["S3_BUCKET_NAME"] = st.bucket
+            if st.endpoint is not None:
+                p["S3_ENDPOINT"] = st.endpoint
+            if st.key_suffix:
+                p["S3_KEY_SUFFIX"] = st.key_suffix
+            p["S3_USE_SSE"] = "true" if st.use_sse else "false"
             s["S3_ACCESS_KEY_ID"] = st.access_key_id
             s["S3_SECRET_ACCESS_KEY"] = st.secret_access_key
         else:
-            # No static keys: the runtime takes the task's or pod's role credentials.
-            custom.setdefault("com.mendix.storage.s3.UseInstanceProfile", True)
+            # No static keys: the runtime uses the task's or pod's role credentials. The buildpacks
+            # ignore every S3_* variable without keys, so the store is configured as runtime settings.
+            custom.update(
+                {
+                    "com.mendix.core.StorageService": "com.mendix.storage.s3",
+                    "com.mendix.storage.s3.BucketName": st.bucket,
+                    "com.mendix.storage.s3.UseSSE": st.use_sse,
+                    "com.mendix.storage.s3.UseInstanceProfile": True,
+                }
+            )
+            if st.endpoint is not None:
+                custom["com.mendix.storage.s3.EndPoint"] = st.endpoint
+            if st.key_suffix:
+                custom["com.mendix.storage.s3.ResourceNameSuffix"] = st.key_suffix
     elif isinstance(st, AzureBlobStorage):
         p["AZURE_CONTAINER_NAME"] = st.container
         p["MXRUNTIME_com_mendix_core_StorageService"] = "com.mendix.storage.azure"

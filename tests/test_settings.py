@@ -150,10 +150,16 @@ def test_database_parts_switch_off_url_handling():
 
 
 def test_s3_without_keys_uses_role_credentials():
-    e = buildpack_env(derive(env(), META), Bindings("pw", storage=S3Storage(bucket="b")))
-    assert e.plain["S3_BUCKET_NAME"] == "b" and e.plain["S3_USE_SSE"] == "true"
-    assert "S3_ACCESS_KEY_ID" not in e.secret and "S3_ACCESS_KEY_ID" not in e.plain
-    assert json.loads(e.plain["CUSTOM_RUNTIME_SETTINGS"])["com.mendix.storage.s3.UseInstanceProfile"] is True
+    e = buildpack_env(derive(env(), META), Bindings("pw", storage=S3Storage(bucket="b", endpoint="https://s3.eu-west-1.amazonaws.com")))
+    # the buildpacks ignore S3_* without keys: the store must be configured as runtime settings
+    assert not any(k.startswith("S3_") for k in (*e.plain, *e.secret))
+    assert json.loads(e.plain["CUSTOM_RUNTIME_SETTINGS"]) == {
+        "com.mendix.core.StorageService": "com.mendix.storage.s3",
+        "com.mendix.storage.s3.BucketName": "b",
+        "com.mendix.storage.s3.EndPoint": "https://s3.eu-west-1.amazonaws.com",
+        "com.mendix.storage.s3.UseSSE": True,
+        "com.mendix.storage.s3.UseInstanceProfile": True,
+    }
 
 
 def test_s3_with_keys_keeps_them_secret():

@@ -7,8 +7,14 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-ACCOUNT_ID = re.compile(r"^\d{12}$")
+# `[0-9]`, not `\d` (which accepts other scripts' digits), and fullmatch, not `$` (which accepts a trailing newline).
+ACCOUNT_ID = re.compile(r"[0-9]{12}")
+REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]")
+CLUSTER_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
+CLUSTER_ARN = re.compile(r"arn:aws[a-z-]*:ecs:(?P<region>[a-z]{2}(-[a-z]+)+-[0-9]):(?P<account>[0-9]{12}):cluster/(?P<name>[A-Za-z0-9_-]{1,255})")
 PUBLIC_CIDRS = ("0.0.0.0/0", "::/0")
+# On production, a CIDR this wide (or wider) counts as public: it needs `allowPublicIngress` too.
+PUBLIC_PREFIX_MAX = 8
 
 
 class _Strict(BaseModel):
@@ -21,7 +27,8 @@ class DatabaseConfig(_Strict):
     instanceClass: str | None = Field(None, description="e.g. db.t4g.small; default by role")
     allocatedStorageGb: int = Field(20, ge=20, le=65536)
     maxAllocatedStorageGb: int = Field(100, ge=20, le=65536, description="storage autoscaling ceiling")
-    engineVersion: str = Field("16", pattern=r"^1[4-9](\.\d+)?$", description="PostgreSQL major (or major.minor) version")
+    engineVersion: str = Field("16", pattern=r"^1[4-9](\.[0-9]+)?$", description="PostgreSQL major (or major.minor) version")
+    passwordRotationDays: int = Field(30, ge=1, le=365, description="days between rotations of the RDS-managed master password (each one redeploys the services)")
 
 
 class AwsConfig(_Strict):
@@ -31,7 +38,7 @@ class AwsConfig(_Strict):
     vpcId: str = Field(pattern=r"^vpc-[0-9a-f]{8,17}$", description="The existing VPC (vpc-...)")
     subnetIds: list[str] = Field(min_length=2, description="Private subnets in at least two availability zones, for the service and the database")
     loadBalancerSubnetIds: list[str] | None = Field(None, min_length=2, description="Subnets of the load balancer (public ones for an internet-facing ALB); default: subnetIds")
-    certificateArn: str = Field(pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+$", description="ACM certificate of the HTTPS listener")
+    certificateArn: str = Field(pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[0-9a-f-]+$", description="ACM certificate of the HTTPS listener")
     image: str = Field(min_length=1, description="The Docker-buildpack image of the app (ECR URI or registry reference)")
     ingressCidrs: list[str] = Field(min_length=1, description="Who may reach the load balancer (443, and 80 redirecting to 443)")
     allowPublicIngress: bool = Field(False, description="Explicit opt-in to 0.0.0.0/0 or ::/0 on production")
@@ -40,21 +47,28 @@ class AwsConfig(_Strict):
     cluster: str | None = Field(None, description="An existing ECS cluster (name or ARN); default: one is created per app")
     cpuArchitecture: str = Field("X86_64", pattern=r"^(X86_64|ARM64)$")
     hostnames: dict[str, str] = Field(default_factory=dict, description="Environment name -> hostname the certificate covers (the URL output)")
-    permissionsBoundaryArn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:policy/.+$")
+    permissionsBoundaryArn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:policy/.+$")
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
 
     @field_validator("accountId")
     @classmethod
     def _account(cls, v: str) -> str:
-        if not ACCOUNT_ID.match(v):
+        if not ACCOUNT_ID.fullmatch(v):
             raise ValueError("must be a 12-digit AWS account id")
+        return v
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster(cls, v: str | None) -> str | None:
+        if v is not None and not (CLUSTER_NAME.fullmatch(v) or CLUSTER_ARN.fullmatch(v)):
+            raise ValueError(f"{v!r} is neither a cluster name ([A-Za-z0-9_-], at most 255) nor arn:aws:ecs:<region>:<account>:cluster/<name>")
         return v
 
     @field_validator("subnetIds", "loadBalancerSubnetIds")
     @classmethod
     def _subnets(cls, v: list[str] | None) -> list[str] | None:
         for s in v or []:
-            if not re.match(r"^subnet-[0-9a-f]{8,17}$", s):
+            if not re.fullmatch(r"subnet-[0-9a-f]{8,17}", s):
                 raise ValueError(f"{s!r} is not a subnet id (subnet-...)")
         return v
 
@@ -73,9 +87,21 @@ class AwsConfig(_Strict):
         """The existing cluster's name (the part after `cluster/` of an ARN)."""
         if self.cluster is None:
             return None
-        return self.cluster.split("cluster/", 1)[1] if self.cluster.startswith("arn:") else self.cluster
+        m = CLUSTER_ARN.fullmatch(self.cluster)
+        return m["name"] if m else self.cluster
+
+    @property
+    def cluster_arn_parts(self) -> tuple[str, str] | None:
+        """(region, account) of an existing cluster given as an ARN; None for a name or no cluster."""
+        m = CLUSTER_ARN.fullmatch(self.cluster or "")
+        return (m["region"], m["account"]) if m else None
 
 
 def is_public(cidr: str) -> bool:
     """True for a CIDR that admits the whole internet."""
     return ipaddress.ip_network(cidr).prefixlen == 0
+
+
+def is_wide(cidr: str) -> bool:
+    """True for a CIDR production treats as public: prefix length PUBLIC_PREFIX_MAX or shorter."""
+    return ipaddress.ip_network(cidr).prefixlen <= PUBLIC_PREFIX_MAX

@@ -33,11 +33,13 @@ class ValueFrom:
 
     arn: Any  # str or pulumi.Output[str]
     key: str
+    # A version id pins the value (a new value is a new task definition); None follows AWSCURRENT.
+    version_id: Any = None  # str or pulumi.Output[str]
 
 
-def value_from(arn: str, key: str) -> str:
-    """ECS's `valueFrom` for one JSON key of a secret (`<arn>:<key>::`: latest version)."""
-    return f"{arn}:{key}::"
+def value_from(arn: str, key: str, version_id: str | None = None) -> str:
+    """ECS's `valueFrom` for one JSON key of a secret: `<arn>:<key>::<version-id>`, or `<arn>:<key>::` (AWSCURRENT)."""
+    return f"{arn}:{key}::{version_id or ''}"
 
 
 def container_definitions(

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_random
 
 from mxinfra.target import EnvironmentContext
 
@@ -42,6 +43,12 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, security_group: aws
     role = env.role.value
     default_class, backup_days = DEFAULTS[role]
     guarded = keeps_final_snapshot(role)
+    final_snapshot = None
+    if guarded:
+        # Created once with the instance: a destroyed and recreated environment gets a new suffix, so its
+        # final snapshot does not collide with the one the first destroy left behind.
+        suffix = pulumi_random.RandomId(n.logical("db-final-suffix"), byte_length=4, opts=ctx.opts())
+        final_snapshot = pulumi.Output.concat(a.final_snapshot_prefix, "-", suffix.hex)
     subnets = aws.rds.SubnetGroup(
         n.logical("db-subnets"),
         name=a.db_identifier,
@@ -72,7 +79,7 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, security_group: aws
         copy_tags_to_snapshot=True,
         deletion_protection=guarded,
         skip_final_snapshot=not guarded,
-        final_snapshot_identifier=f"{a.db_identifier}-final" if guarded else None,
+        final_snapshot_identifier=final_snapshot,
         delete_automated_backups=not guarded,
         auto_minor_version_upgrade=True,
         # Changes wait for the maintenance window instead of restarting a running database.
@@ -81,4 +88,14 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, security_group: aws
         opts=ctx.opts(protect_data=True),
     )
     secret_arn = db.master_user_secrets.apply(lambda s: s[0].secret_arn if s else None)
+    # RDS rotates the managed password every 7 days by default; ECS reads it only when a task starts, so
+    # every rotation redeploys the services (rotation.py). The schedule is configurable; the rotation
+    # waits for it rather than rotating on creation.
+    aws.secretsmanager.SecretRotation(
+        n.logical("db-password-rotation"),
+        secret_id=secret_arn,
+        rotation_rules={"automatically_after_days": cfg.database.passwordRotationDays},
+        rotate_immediately=False,
+        opts=ctx.opts(),
+    )
     return Database(db, db.endpoint, secret_arn)

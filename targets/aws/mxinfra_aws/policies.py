@@ -16,8 +16,9 @@ from mxinfra.naming import Naming
 VERSION = "2012-10-17"
 ROLE_PATH = "/mxinfra/"
 _IAM_NAME = "a-zA-Z0-9+=,.@_-"
-PRINCIPAL = re.compile(r"^(\d{12}|arn:aws(-cn|-us-gov)?:iam::\d{12}:(root|(role|user)/[\w+=,.@/-]+))$")
-_ECR_IMAGE = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/(?P<repo>[^:@]+)")
+# Use with fullmatch: `[0-9]`, not `\d` (other scripts' digits); no `$` (it accepts a trailing newline).
+PRINCIPAL = re.compile(r"[0-9]{12}|arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:(root|(role|user)/[A-Za-z0-9+=,.@_/-]+)")
+_ECR_IMAGE = re.compile(r"^(?P<account>[0-9]{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/(?P<repo>[^:@]+)")
 
 Document = dict[str, Any]
 
@@ -47,6 +48,9 @@ class Arns:
     postgres_major: str = "16"
     # Whether the environment runs a follower service (instances >= 2) next to its leader service.
     followers: bool = False
+    # The services' network configuration, which the deploy role may not change.
+    subnets: tuple[str, ...] = ()
+    assign_public_ip: bool = False
 
     @property
     def partition(self) -> str:
@@ -96,6 +100,26 @@ class Arns:
     def topic_name(self) -> str:
         """The SNS topic alerts go to."""
         return self.naming.physical("alerts", max_len=256)
+
+    @property
+    def final_snapshot_prefix(self) -> str:
+        """Final snapshots are `<db>-final-<random hex>`: a new suffix per instance, so a second destroy does not collide."""
+        return f"{self.db_identifier}-final"
+
+    @property
+    def alarm_names(self) -> list[str]:
+        """The running-tasks alarms: the leader's, then the followers' if any."""
+        return [f"{self.naming.prefix}-running-tasks"] + ([f"{self.naming.prefix}-follower-running-tasks"] if self.followers else [])
+
+    @property
+    def state_machine_name(self) -> str:
+        """The Step Functions state machine that redeploys the services after a password rotation."""
+        return self.naming.physical("redeploy", max_len=80, charset="a-zA-Z0-9_-")
+
+    @property
+    def rotation_rule_name(self) -> str:
+        """The EventBridge rule on the RDS secret's successful rotation."""
+        return self.naming.physical("db-rotated", max_len=64, charset="a-zA-Z0-9_.-")
 
     def role_name(self, kind: str) -> str:
         """The IAM role name for `kind` (task, execution, or a permission)."""
@@ -162,6 +186,41 @@ class Arns:
     def db_arn(self) -> str:
         """The RDS instance."""
         return self._arn("rds", f"db:{self.db_identifier}")
+
+    @property
+    def tasks_arn(self) -> str:
+        """Every task of the cluster (narrowed to the environment's by tag conditions)."""
+        return self._arn("ecs", f"task/{self.cluster}/*")
+
+    @property
+    def container_instances_arn(self) -> str:
+        """Every container instance of the cluster (ListTasks' resource type)."""
+        return self._arn("ecs", f"container-instance/{self.cluster}/*")
+
+    @property
+    def snapshots_arn(self) -> str:
+        """Manual snapshots named after the instance (`<db>-...`); tag conditions keep other environments out."""
+        return self._arn("rds", f"snapshot:{self.db_identifier}-*")
+
+    @property
+    def final_snapshots_arn(self) -> str:
+        """The final snapshots (`<db>-final-<hex>`, and `<db>-final` of older versions)."""
+        return self._arn("rds", f"snapshot:{self.final_snapshot_prefix}*")
+
+    @property
+    def alarm_arns(self) -> list[str]:
+        """The running-tasks alarms, exactly."""
+        return [self._arn("cloudwatch", f"alarm:{n}") for n in self.alarm_names]
+
+    @property
+    def state_machine_arn(self) -> str:
+        """The redeploy state machine."""
+        return self._arn("states", f"stateMachine:{self.state_machine_name}")
+
+    @property
+    def rotation_rule_arn(self) -> str:
+        """The EventBridge rule (default bus)."""
+        return self._arn("events", f"rule/{self.rotation_rule_name}")
 
     def role_arn(self, kind: str) -> str:
         """The IAM role of `kind`."""
@@ -296,13 +355,36 @@ def _service_read(a: Arns) -> Document:
     return _allow("ServiceState", ["ecs:DescribeServices"], _one_or_all(a.service_arns))
 
 
+def _environment_tags(a: Arns, prefix: str = "aws:ResourceTag") -> Document:
+    return {f"{prefix}/mxinfra:app": a.naming.app, f"{prefix}/mxinfra:environment": a.naming.environment}
+
+
 def deploy_policy(a: Arns) -> Document:
-    """Transport, start/stop and configuration: new task definitions of its families, its services, its roles."""
+    """Transport, start/stop and configuration: new task definitions of its families, its services, its roles.
+
+    Deploy is inherently equivalent to reading the environment's secrets: it registers a task definition
+    with an image of its choice and the execution role that reads them. The conditions keep it on this
+    environment's task families, Fargate, the configured subnets and public-IP setting, and without ECS Exec.
+    """
+    update: Document = {
+        "ArnLikeIfExists": {"ecs:task-definition": _one_or_all(a.task_definition_arns)},
+        "StringEqualsIfExists": {"ecs:enable-execute-command": "false"},
+        "BoolIfExists": {"ecs:auto-assign-public-ip": "true" if a.assign_public_ip else "false"},
+    }
+    if a.subnets:
+        update["ForAllValues:StringEquals"] = {"ecs:subnet": sorted(a.subnets)}
     return _doc(
-        _allow("UpdateService", ["ecs:DescribeServices", "ecs:UpdateService"], _one_or_all(a.service_arns)),
-        _allow("RegisterTaskDefinition", ["ecs:RegisterTaskDefinition"], _one_or_all(a.task_definition_arns)),
+        _allow("UpdateService", ["ecs:UpdateService"], _one_or_all(a.service_arns), update),
+        _allow("DescribeServices", ["ecs:DescribeServices"], _one_or_all(a.service_arns)),
+        _allow("RegisterTaskDefinition", ["ecs:RegisterTaskDefinition"], _one_or_all(a.task_definition_arns), {"ForAllValues:StringEquals": {"ecs:compute-compatibility": "FARGATE"}}),
+        # Tagging a new revision as it is registered (tag-on-create), nothing else.
+        _allow("TagTaskDefinitions", ["ecs:TagResource"], _one_or_all(a.task_definition_arns), {"StringEquals": {"ecs:CreateAction": "RegisterTaskDefinition"}}),
         # DescribeTaskDefinition has no resource type: AWS only accepts "*".
         _allow("ReadTaskDefinitions", ["ecs:DescribeTaskDefinition"], "*"),
+        # ListTasks is authorised on the cluster's container instances, narrowed by the cluster key.
+        _allow("ListTasks", ["ecs:ListTasks"], a.container_instances_arn, {"ArnEquals": {"ecs:cluster": a.cluster_arn}}),
+        # Tasks carry their service's tags (propagateTags SERVICE): only this environment's.
+        _allow("Tasks", ["ecs:DescribeTasks", "ecs:StopTask"], a.tasks_arn, {"StringEquals": _environment_tags(a)}),
         _allow(
             "PassRuntimeRoles",
             ["iam:PassRole"],
@@ -324,13 +406,20 @@ def monitor_policy(a: Arns) -> Document:
 
 
 def backups_policy(a: Arns) -> Document:
-    """Snapshots of this environment's database, and restoring them (to a new instance named after it)."""
-    snapshots = f"arn:{a.partition}:rds:{a.region}:{a.account}:snapshot:{a.db_identifier}-*"
+    """Snapshots of this environment's database, and restoring them (to a new instance named after it).
+
+    Names alone do not separate environments (`prod`'s `<db>-*` also matches `prod-db`'s instance and
+    snapshots): existing snapshots are also matched by the environment's tags, which the instance copies
+    to its snapshots (`copy_tags_to_snapshot`). The final snapshot can never be deleted with this role.
+    """
     rds = f"arn:{a.partition}:rds:{a.region}:{a.account}"
+    tags = _environment_tags(a)
     return _doc(
-        _allow("DescribeBackups", ["rds:DescribeDBInstances", "rds:DescribeDBSnapshots"], [a.db_arn, snapshots]),
-        _allow("Snapshot", ["rds:CreateDBSnapshot"], [a.db_arn, snapshots]),
-        _allow("DeleteSnapshot", ["rds:DeleteDBSnapshot"], snapshots),
+        _allow("DescribeInstance", ["rds:DescribeDBInstances"], a.db_arn),
+        _allow("DescribeSnapshots", ["rds:DescribeDBSnapshots"], [a.db_arn, a.snapshots_arn]),
+        # The snapshot does not exist yet when it is authorised: its name is the only bound.
+        _allow("Snapshot", ["rds:CreateDBSnapshot"], [a.db_arn, a.snapshots_arn]),
+        _allow("DeleteSnapshot", ["rds:DeleteDBSnapshot"], a.snapshots_arn, {"StringEquals": tags}),
         # A restore always creates a new instance: only ones named <identifier>-*, in the same subnet
         # group, with the default option and parameter groups the environment's instance uses.
         _allow(
@@ -339,12 +428,38 @@ def backups_policy(a: Arns) -> Document:
             [
                 a.db_arn,
                 f"{rds}:db:{a.db_identifier}-*",
-                snapshots,
+                a.snapshots_arn,
                 f"{rds}:subgrp:{a.db_identifier}",
                 f"{rds}:og:default:postgres-{a.postgres_major}",
                 f"{rds}:pg:default.postgres{a.postgres_major}",
             ],
         ),
+        # Snapshots whose name matches but whose tags are another environment's (or missing) are refused:
+        # one Deny per tag, so that either tag differing is enough.
+        *(
+            {
+                "Sid": f"OnlyThis{label}Snapshots",
+                "Effect": "Deny",
+                "Action": ["rds:DeleteDBSnapshot", "rds:RestoreDBInstanceFromDBSnapshot"],
+                "Resource": a.snapshots_arn,
+                "Condition": {"StringNotEquals": {key: value}},
+            }
+            for label, (key, value) in zip(("App", "Environment"), tags.items())
+        ),
+        # `<db>-*` also names another environment's instance (`prod`'s pattern matches `prod-db`'s
+        # `<app>-prod-db-db`), which a point-in-time restore could read: existing instances must carry
+        # this environment's tags. The new instance a restore creates has no tags yet (Null), so it passes.
+        *(
+            {
+                "Sid": f"OnlyThis{label}Instances",
+                "Effect": "Deny",
+                "Action": ["rds:RestoreDBInstanceFromDBSnapshot", "rds:RestoreDBInstanceToPointInTime"],
+                "Resource": f"{rds}:db:{a.db_identifier}-*",
+                "Condition": {"StringNotEquals": {key: value}, "Null": {key: "false"}},
+            }
+            for label, (key, value) in zip(("App", "Environment"), tags.items())
+        ),
+        {"Sid": "KeepFinalSnapshot", "Effect": "Deny", "Action": ["rds:DeleteDBSnapshot"], "Resource": a.final_snapshots_arn},
     )
 
 
@@ -360,19 +475,20 @@ def alerts_policy(a: Arns) -> Document:
     """Subscribing to the environment's alerts topic and reading its alarms."""
     return _doc(
         _allow("Subscribe", ["sns:GetTopicAttributes", "sns:ListSubscriptionsByTopic", "sns:Subscribe"], a.topic_arn),
-        _allow("ReadAlarms", ["cloudwatch:DescribeAlarmHistory", "cloudwatch:DescribeAlarms"], f"arn:{a.partition}:cloudwatch:{a.region}:{a.account}:alarm:{a.naming.prefix}-*"),
+        # Exactly the environment's alarms: a `<prefix>-*` wildcard would also match environment `<env>-x`'s.
+        _allow("ReadAlarms", ["cloudwatch:DescribeAlarmHistory", "cloudwatch:DescribeAlarms"], _one_or_all(a.alarm_arns)),
     )
 
 
 def manage_policy(a: Arns, permissions: Sequence[str]) -> Document:
-    """Changing who may do what: the trust of exactly this environment's access roles."""
-    return _doc(
-        _allow(
-            "EditTrust",
-            ["iam:GetRole", "iam:UpdateAssumeRolePolicy"],
-            [a.role_arn(p) for p in sorted(permissions)],
-        )
-    )
+    """Changing who may do what: the trust of exactly this environment's other access roles.
+
+    Never the manage role's own trust: it could otherwise admit anyone to itself.
+    """
+    others = [a.role_arn(p) for p in sorted(permissions) if p != "manage"]
+    if not others:
+        return _doc(_allow("ReadOwnRole", ["iam:GetRole"], a.role_arn("manage")))
+    return _doc(_allow("EditTrust", ["iam:GetRole", "iam:UpdateAssumeRolePolicy"], _one_or_all(others)))
 
 
 def permission_policy(a: Arns, permission: str, permissions: Sequence[str] = ()) -> Document:

@@ -112,8 +112,9 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, sgs: SecurityGroups
         n.logical("runtime-secret"),
         name=a.secret_name,
         description=f"{n.prefix}: secret values of the Mendix runtime (admin password, licence key, secret constants)",
-        # Production and acceptance secrets stay recoverable for a month after deletion.
-        recovery_window_in_days=7 if env.role.value == "test" else 30,
+        # Acceptance and production secrets stay recoverable for a month after deletion; a test secret is
+        # deleted at once, so destroying and recreating a test environment does not collide with its name.
+        recovery_window_in_days=0 if env.role.value == "test" else 30,
         tags=tags,
         opts=ctx.opts(),
     )
@@ -125,8 +126,12 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, sgs: SecurityGroups
     )
     references: dict[str, Any] = {}
     for key, v in variables.secret.items():
-        ref = v if isinstance(v, ValueFrom) else ValueFrom(secret.arn, key)
-        references[key] = pulumi.Output.from_input(ref.arn).apply(lambda arn, k=ref.key: value_from(arn, k))
+        # The runtime secret's values are pinned to the version Pulumi wrote: a changed value is a new
+        # task definition revision, so every task (leader and followers) is replaced and none keeps the
+        # old value. The RDS secret (a ValueFrom from the core) stays on AWSCURRENT: RDS rotates it, and
+        # a rotation redeploys the services (see rotation.py).
+        ref = v if isinstance(v, ValueFrom) else ValueFrom(secret.arn, key, version.version_id)
+        references[key] = pulumi.Output.all(ref.arn, ref.version_id).apply(lambda av, k=ref.key: value_from(av[0], k, av[1]))
 
     execution_role = _role(ctx, cfg, a, "execution", policies.ecs_tasks_trust(a), policies.execution_policy(a, cfg.image), "ECS: pull the image, write logs, read this environment's secrets")
     task_role = _role(ctx, cfg, a, "task", policies.ecs_tasks_trust(a), policies.task_policy(a), "The Mendix runtime: this environment's file bucket only")

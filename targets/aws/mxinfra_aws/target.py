@@ -12,7 +12,7 @@ from mxinfra.naming import Naming
 from mxinfra.target import AppContext, EnvironmentContext, Target
 
 from . import fargate, render
-from .config import AwsConfig, is_public
+from .config import REGION, AwsConfig, is_public, is_wide
 from .containers import task_counts
 from .policies import PRINCIPAL, Arns, partition_of
 
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from mxinfra.environments import Environment
 
 REGION_KEY = "aws:region"
+# IAM's MaxSessionDuration range (the core allows 900 for other platforms).
+IAM_SESSION_SECONDS = (3600, 43200)
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,35 @@ class AwsTarget(Target):
         region = stack.block(REGION_KEY)
         if not isinstance(region, str) or not region:
             issues.append(ConfigIssue(REGION_KEY, "required key is missing", "the region to deploy to, e.g. pulumi config set aws:region eu-west-1", file))
+        elif not REGION.fullmatch(region):
+            issues.append(ConfigIssue(REGION_KEY, f"{region!r} is not an AWS region", "e.g. eu-west-1 or us-gov-west-1", file))
+        parts = block.cluster_arn_parts
+        if parts is not None:
+            cluster_region, cluster_account = parts
+            if cluster_account != block.accountId or (isinstance(region, str) and cluster_region != region):
+                issues.append(
+                    ConfigIssue(
+                        "mxinfra:aws.cluster",
+                        f"the cluster's ARN is in {cluster_account}/{cluster_region}, the stack deploys to {block.accountId}/{region}",
+                        "use a cluster in the stack's account and region (accountId, aws:region)",
+                        file,
+                    )
+                )
+        if block.database.maxAllocatedStorageGb < block.database.allocatedStorageGb:
+            issues.append(
+                ConfigIssue(
+                    "mxinfra:aws.database.maxAllocatedStorageGb",
+                    f"{block.database.maxAllocatedStorageGb} GB is below allocatedStorageGb ({block.database.allocatedStorageGb} GB)",
+                    "the autoscaling ceiling must be at least the allocated storage",
+                    file,
+                )
+            )
+        low, high = IAM_SESSION_SECONDS
         for i, entry in enumerate(stack.access):
-            if not PRINCIPAL.match(entry.principal):
+            seconds = entry.maxSessionSeconds
+            if seconds is not None and not low <= seconds <= high:
+                issues.append(ConfigIssue(f"mxinfra:access[{i}].maxSessionSeconds", f"{seconds} seconds: AWS roles allow {low} to {high} seconds", f"use {low} to {high}", file))
+            if not PRINCIPAL.fullmatch(entry.principal):
                 issues.append(
                     ConfigIssue(
                         f"mxinfra:access[{i}].principal",
@@ -62,11 +91,13 @@ class AwsTarget(Target):
         production = [e.name for e in stack.environments if e.is_production]
         if production and not block.allowPublicIngress:
             for i, cidr in enumerate(block.ingressCidrs):
-                if is_public(cidr):
+                if is_wide(cidr):
                     issues.append(
                         ConfigIssue(
                             f"mxinfra:aws.ingressCidrs[{i}]",
-                            f"{cidr} opens production environment {production[0]!r} to the whole internet",
+                            f"{cidr} opens production environment {production[0]!r} to the whole internet"
+                            if is_public(cidr)
+                            else f"{cidr} (a /8 or wider) opens production environment {production[0]!r} to a large part of the internet",
                             "list the networks that need access, or opt in with allowPublicIngress: true",
                             file,
                         )
@@ -90,8 +121,8 @@ class AwsTarget(Target):
     def warnings(self, env: Environment, access: EnvironmentAccess, block: AwsConfig | None) -> list[str]:
         """What the plan should say about this environment on AWS."""
         out = []
-        if block is not None and env.is_production and block.allowPublicIngress and any(is_public(c) for c in block.ingressCidrs):
-            out.append("the production load balancer is open to the whole internet (allowPublicIngress: true)")
+        if block is not None and env.is_production and block.allowPublicIngress and any(is_wide(c) for c in block.ingressCidrs):
+            out.append("the production load balancer is open to the whole internet, or a /8 or wider part of it (allowPublicIngress: true)")
         return out
 
     def artifact(self, env: Environment, block: AwsConfig | None) -> str | None:
@@ -103,7 +134,7 @@ class AwsTarget(Target):
         cfg: AwsConfig = ctx.deployment.target_config
         region = ctx.deployment.config.block(REGION_KEY)
         if cfg.cluster_name is not None:
-            arn = cfg.cluster if cfg.cluster and cfg.cluster.startswith("arn:") else f"arn:{partition_of(region)}:ecs:{region}:{cfg.accountId}:cluster/{cfg.cluster_name}"
+            arn = cfg.cluster if cfg.cluster_arn_parts is not None else f"arn:{partition_of(region)}:ecs:{region}:{cfg.accountId}:cluster/{cfg.cluster_name}"
             return SharedCluster(cfg.cluster_name, arn)
         import pulumi_aws as aws
 
@@ -121,16 +152,26 @@ class AwsTarget(Target):
         """Network, storage, database, runtime, alerts and access roles of one environment."""
         import pulumi
 
-        from . import access, database, network, runtime, storage
+        from . import access, database, network, rotation, runtime, storage
 
         cfg: AwsConfig = ctx.config
         shared: SharedCluster = ctx.shared
         region = ctx.deployment.config.block(REGION_KEY)
-        a = Arns(region, cfg.accountId, shared.name, ctx.naming, cfg.database.engineVersion.split(".")[0], followers=task_counts(ctx.environment.instances)[1] > 0)
+        a = Arns(
+            region,
+            cfg.accountId,
+            shared.name,
+            ctx.naming,
+            cfg.database.engineVersion.split(".")[0],
+            followers=task_counts(ctx.environment.instances)[1] > 0,
+            subnets=tuple(cfg.subnetIds),
+            assign_public_ip=cfg.assignPublicIp,
+        )
         sgs = network.create(ctx, cfg)
         bucket = storage.create(ctx, a)
         db = database.create(ctx, cfg, a, sgs.database)
         rt = runtime.create(ctx, cfg, a, sgs, db, shared.arn)
+        rotation.create(ctx, cfg, a, db, [s for s in (rt.follower, rt.service) if s is not None])
         topic = runtime.alerts(ctx, a)
         role_arns = access.create(ctx, cfg, a)
         host = cfg.hostnames.get(ctx.environment.name)

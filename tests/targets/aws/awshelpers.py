@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -116,7 +117,22 @@ def cloud_outputs(args: Any) -> dict[str, Any]:
         state["dnsName"] = "orders-production-alb-123.eu-west-1.elb.amazonaws.com"
     if args.typ == "random:index/randomPassword:RandomPassword":
         state["result"] = "Generated-Pw-Should-Stay-Secret"
+    if args.typ == "random:index/randomId:RandomId":
+        state["hex"] = FAKE_SUFFIX
+    if args.typ == "aws:secretsmanager/secretVersion:SecretVersion":
+        # A new version for a new value: its id depends on the value, as Secrets Manager's does.
+        state["versionId"] = secret_version_id(args.inputs.get("secretString"))
     return state
+
+
+FAKE_SUFFIX = "0a1b2c3d"
+
+
+def secret_version_id(secret_string: Any) -> str:
+    """The version id the mock gives a SecretVersion for `secret_string` (a hash of it)."""
+    if isinstance(secret_string, Sealed):
+        secret_string = secret_string.value
+    return hashlib.sha256(json.dumps(secret_string, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 def _plain(value: Any) -> Any:

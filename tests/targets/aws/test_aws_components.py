@@ -62,6 +62,15 @@ EXPECTED_CHILDREN = {
     "service": "aws:ecs/service:Service",
     "alerts": "aws:sns/topic:Topic",
     "alarm-running-tasks": "aws:cloudwatch/metricAlarm:MetricAlarm",
+    # the RDS password's rotation schedule, and the redeploy it triggers
+    "db-password-rotation": "aws:secretsmanager/secretRotation:SecretRotation",
+    "redeploy-role": "aws:iam/role:Role",
+    "redeploy-role-policy": "aws:iam/rolePolicy:RolePolicy",
+    "redeploy": "aws:sfn/stateMachine:StateMachine",
+    "events-role": "aws:iam/role:Role",
+    "events-role-policy": "aws:iam/rolePolicy:RolePolicy",
+    "db-rotated": "aws:cloudwatch/eventRule:EventRule",
+    "db-rotated-redeploy": "aws:cloudwatch/eventTarget:EventTarget",
     **{f"role-{p}": "aws:iam/role:Role" for p in ("deploy", "monitor", "backups", "api", "alerts", "manage")},
     **{f"role-{p}-policy": "aws:iam/rolePolicy:RolePolicy" for p in ("deploy", "monitor", "backups", "api", "alerts", "manage")},
 }
@@ -71,7 +80,14 @@ FOLLOWER_CHILDREN = {
     "follower-service": "aws:ecs/service:Service",
     "alarm-follower-running-tasks": "aws:cloudwatch/metricAlarm:MetricAlarm",
 }
-UNTAGGABLE = {"aws:iam/rolePolicy:RolePolicy", "aws:secretsmanager/secretVersion:SecretVersion"}
+UNTAGGABLE = {
+    "aws:iam/rolePolicy:RolePolicy",
+    "aws:secretsmanager/secretVersion:SecretVersion",
+    "aws:secretsmanager/secretRotation:SecretRotation",
+    "aws:cloudwatch/eventTarget:EventTarget",
+}
+# Guarded roles (acceptance, production): the final snapshot's random suffix, created once per instance.
+GUARDED_CHILDREN = {"db-final-suffix": "random:index/randomId:RandomId"}
 BUCKET_SETTINGS = {t for t in EXPECTED_CHILDREN.values() if t.startswith("aws:s3/bucket") and t != "aws:s3/bucket:Bucket"}
 
 
@@ -87,6 +103,10 @@ def test_children_exactly(role_run):
     # the production config runs 2 instances: a leader and one follower
     expected = {f"orders-{role}-{k}": t for k, t in {**EXPECTED_CHILDREN, **(FOLLOWER_CHILDREN if role == "production" else {})}.items()}
     assert {n: r.type for n, r in children.items()} == expected
+    random = {r.name: r for r in res.descendants(env) if r.type.startswith("random:")}
+    assert {n: r.type for n, r in random.items()} == ({f"orders-{role}-{k}": t for k, t in GUARDED_CHILDREN.items()} if role != "test" else {})
+    for r in random.values():
+        assert r.parent == env.urn and r.inputs["byteLength"] == 4
     tags = dict(d.environment(role).tags)
     for r in children.values():
         assert r.parent == env.urn, r.name
@@ -156,7 +176,9 @@ def test_database_protection_per_role(role_run):
     assert i["multiAz"] is (role == "production")
     guarded = role != "test"
     assert i["deletionProtection"] is guarded and i["skipFinalSnapshot"] is (not guarded)
-    assert i.get("finalSnapshotIdentifier") == (f"{p}-db-final" if guarded else None)
+    # the final snapshot's name ends in a random suffix (known only once created), so a second
+    # destroy-and-recreate does not collide with the first one's snapshot
+    assert ("finalSnapshotIdentifier" in i) is guarded
     assert (db.protect, db.retain_on_delete) == ((True, True) if role == "production" else (False, False))
 
 
@@ -256,7 +278,8 @@ def test_existing_cluster(pulumi_run):
 
 def test_no_roles_without_grants(pulumi_run):
     _, res = run(pulumi_run, "acceptance", access=[])
-    assert sorted(r.name for r in res.of_type("aws:iam/role:Role")) == ["orders-acceptance-execution-role", "orders-acceptance-task-role"]
+    runtime = ["orders-acceptance-events-role", "orders-acceptance-execution-role", "orders-acceptance-redeploy-role", "orders-acceptance-task-role"]
+    assert sorted(r.name for r in res.of_type("aws:iam/role:Role")) == runtime
 
 
 def test_ipv6_cidr_and_public_opt_in(pulumi_run):

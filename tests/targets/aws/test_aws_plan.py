@@ -163,3 +163,94 @@ def test_importing_the_target_does_not_import_pulumi_aws():
     code = "import sys, mxinfra_aws; from mxinfra.cli import main\ntry:\n main(['--help'])\nexcept SystemExit: pass\nprint('HEAVY', sorted(m for m in sys.modules if m.split('.')[0] in ('pulumi', 'pulumi_aws', 'boto3')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert "HEAVY []" in out, out
+
+
+@pytest.mark.parametrize(
+    "cluster",
+    [
+        "arn:aws:ecs:eu-west-1:123456789012:foo",  # no cluster/ part: used to crash with an IndexError
+        "arn:aws:ecs:eu-west-1:123456789012:cluster/",
+        "arn:aws:ecs:eu-west-1:123456789012:cluster/a/b",
+        "platform\n",
+        "plat form",
+        "x" * 256,
+    ],
+)
+def test_unparseable_cluster(project, capsys, cluster):
+    rc, err = bad(project, capsys, config("test", aws={"cluster": cluster}))
+    assert rc == 2 and "mxinfra:aws.cluster" in err
+
+
+@pytest.mark.parametrize("cluster", ["arn:aws:ecs:eu-west-1:210987654321:cluster/platform", "arn:aws:ecs:us-east-1:123456789012:cluster/platform"])
+def test_cluster_in_another_account_or_region(project, capsys, cluster):
+    rc, err = bad(project, capsys, config("test", aws={"cluster": cluster}))
+    assert rc == 2 and "mxinfra:aws.cluster" in err
+
+
+@pytest.mark.parametrize("cluster", ["platform", "Platform_2-x", f"arn:aws:ecs:eu-west-1:{ACCOUNT}:cluster/platform"])
+def test_valid_cluster(project, capsys, cluster):
+    rc, err = bad(project, capsys, config("test", aws={"cluster": cluster}))
+    assert rc == 0, err
+
+
+@pytest.mark.parametrize("seconds,ok", [(900, False), (3599, False), (3600, True), (43200, True)])
+def test_iam_session_range(project, capsys, seconds, ok):
+    access = [{"principal": f"arn:aws:iam::{ACCOUNT}:role/Ops", "environments": ["test"], "permissions": ["monitor"], "maxSessionSeconds": seconds}]
+    rc, err = bad(project, capsys, config("test", access=access))
+    if ok:
+        assert rc == 0, err
+    else:
+        assert rc == 2 and "mxinfra:access[0].maxSessionSeconds" in err and "AWS roles allow 3600 to 43200 seconds" in err
+
+
+@pytest.mark.parametrize("account", ["١٢٣٤٥٦٧٨٩٠١٢", "123456789012\n", "12345678901２"])
+def test_account_id_only_ascii_digits(project, capsys, account):
+    rc, err = bad(project, capsys, config("test", aws={"accountId": account}))
+    assert rc == 2 and "mxinfra:aws.accountId" in err
+
+
+@pytest.mark.parametrize(
+    "principal",
+    ["١٢٣٤٥٦٧٨٩٠١٢", "123456789012\n", f"arn:aws:iam::{ACCOUNT}:role/Ops\n", f"arn:aws:iam::{ACCOUNT}:role/Opé", "arn:aws:iam::١٢٣٤٥٦٧٨٩٠١٢:role/Ops"],
+)
+def test_principal_only_iam_characters(project, capsys, principal):
+    access = [{"principal": principal, "environments": ["test"], "permissions": ["monitor"]}]
+    rc, err = bad(project, capsys, config("test", access=access))
+    assert rc == 2 and "mxinfra:access[0].principal" in err
+
+
+@pytest.mark.parametrize("region", ["eu-west", "EU-WEST-1", "euwest1", "eu-west-1\n", "eu-west-١"])
+def test_region_must_look_like_a_region(project, capsys, region):
+    cfg = config("test")
+    cfg["aws:region"] = region
+    rc, err = bad(project, capsys, cfg)
+    assert rc == 2 and "aws:region" in err
+
+
+def test_regions_accepted(project, capsys):
+    for region in ("us-gov-west-1", "ap-southeast-2", "cn-north-1"):
+        cfg = config("test", aws={"certificateArn": f"arn:aws:acm:{region}:{ACCOUNT}:certificate/1111"})
+        cfg["aws:region"] = region
+        rc, err = bad(project, capsys, cfg)
+        assert rc == 0, err
+
+
+def test_storage_ceiling_below_allocated(project, capsys):
+    rc, err = bad(project, capsys, config("test", aws={"database": {"allocatedStorageGb": 50, "maxAllocatedStorageGb": 30}}))
+    assert rc == 2 and "mxinfra:aws.database.maxAllocatedStorageGb" in err
+    rc, err = bad(project, capsys, config("test", aws={"database": {"allocatedStorageGb": 50, "maxAllocatedStorageGb": 50}}))
+    assert rc == 0, err
+
+
+@pytest.mark.parametrize("cidr,public", [("10.0.0.0/8", True), ("64.0.0.0/2", True), ("2000::/3", True), ("10.0.0.0/9", False), ("198.51.100.0/24", False)])
+def test_wide_ingress_on_production_counts_as_public(project, capsys, cidr, public):
+    rc, err = bad(project, capsys, config("production", aws={"ingressCidrs": ["198.51.100.0/24", cidr]}))
+    if public:
+        assert rc == 2 and "mxinfra:aws.ingressCidrs[1]" in err and "allowPublicIngress" in err
+        rc, err = bad(project, capsys, config("production", aws={"ingressCidrs": [cidr], "allowPublicIngress": True}))
+        assert rc == 0, err
+    else:
+        assert rc == 0, err
+    # not on test
+    rc, _ = bad(project, capsys, config("test", aws={"ingressCidrs": [cidr]}))
+    assert rc == 0

@@ -80,12 +80,130 @@ def test_task_policy_is_only_the_bucket():
     assert all(a.startswith("s3:") for s in doc["Statement"] for a in s["Action"])
 
 
+# As deployed: the configured subnets and public-IP setting.
+SUBNETS = ("subnet-0a1b2c3d4e5f60002", "subnet-0a1b2c3d4e5f60001")
+A3 = Arns(REGION, ACCOUNT, "orders-aws-production-cluster", Naming("orders", "production"), followers=True, subnets=SUBNETS)
+
+
 def test_deploy_policy_scope():
     by_sid = {s["Sid"]: s for s in policies.deploy_policy(A)["Statement"]}
     assert by_sid["UpdateService"]["Resource"] == A.service_arn
+    assert by_sid["DescribeServices"]["Resource"] == A.service_arn
     assert by_sid["RegisterTaskDefinition"]["Resource"] == A.task_definition_arn
     assert by_sid["PassRuntimeRoles"]["Resource"] == [A.role_arn("task"), A.role_arn("execution")]
     assert by_sid["PassRuntimeRoles"]["Condition"] == {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}
+
+
+def test_deploy_update_service_is_constrained():
+    by_sid = {s["Sid"]: s for s in policies.deploy_policy(A3)["Statement"]}
+    assert by_sid["UpdateService"]["Action"] == ["ecs:UpdateService"]
+    assert by_sid["UpdateService"]["Condition"] == {
+        "ArnLikeIfExists": {"ecs:task-definition": A3.task_definition_arns},
+        "StringEqualsIfExists": {"ecs:enable-execute-command": "false"},
+        "BoolIfExists": {"ecs:auto-assign-public-ip": "false"},
+        "ForAllValues:StringEquals": {"ecs:subnet": sorted(SUBNETS)},
+    }
+    public = Arns(REGION, ACCOUNT, "c", Naming("orders", "production"), assign_public_ip=True)
+    assert {s["Sid"]: s for s in policies.deploy_policy(public)["Statement"]}["UpdateService"]["Condition"]["BoolIfExists"] == {"ecs:auto-assign-public-ip": "true"}
+    assert by_sid["RegisterTaskDefinition"]["Condition"] == {"ForAllValues:StringEquals": {"ecs:compute-compatibility": "FARGATE"}}
+    # tagging only new revisions of its families, as they are registered
+    assert by_sid["TagTaskDefinitions"] == {
+        "Sid": "TagTaskDefinitions",
+        "Effect": "Allow",
+        "Action": ["ecs:TagResource"],
+        "Resource": A3.task_definition_arns,
+        "Condition": {"StringEquals": {"ecs:CreateAction": "RegisterTaskDefinition"}},
+    }
+    cluster = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/orders-aws-production-cluster"
+    assert by_sid["ListTasks"]["Resource"] == f"arn:aws:ecs:{REGION}:{ACCOUNT}:container-instance/orders-aws-production-cluster/*"
+    assert by_sid["ListTasks"]["Condition"] == {"ArnEquals": {"ecs:cluster": cluster}}
+    assert by_sid["Tasks"]["Action"] == ["ecs:DescribeTasks", "ecs:StopTask"]
+    assert by_sid["Tasks"]["Resource"] == f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/orders-aws-production-cluster/*"
+    assert by_sid["Tasks"]["Condition"] == {"StringEquals": {"aws:ResourceTag/mxinfra:app": "orders", "aws:ResourceTag/mxinfra:environment": "production"}}
+
+
+def _matches(pattern: str, arn: str) -> bool:
+    import fnmatch
+
+    return fnmatch.fnmatchcase(arn, pattern.replace("[", "[[]"))
+
+
+def _allowed(doc, action: str, arn: str, tags: dict[str, str]) -> bool:
+    """A small IAM evaluator for these documents: resource wildcards, the tag and Deny conditions used here."""
+
+    def applies(stmt) -> bool:
+        resources = [stmt["Resource"]] if isinstance(stmt["Resource"], str) else stmt["Resource"]
+        if action not in stmt["Action"] or not any(_matches(r, arn) for r in resources):
+            return False
+        for op, conds in stmt.get("Condition", {}).items():
+            for key, value in conds.items():
+                if not key.startswith("aws:ResourceTag/"):
+                    continue
+                actual = tags.get(key.removeprefix("aws:ResourceTag/"))
+                if op == "Null" and (actual is None) != (value == "true"):
+                    return False
+                if op == "StringEquals" and actual != value:
+                    return False
+                if op == "StringNotEquals" and actual == value:
+                    return False
+        return True
+
+    statements = doc["Statement"]
+    if any(s["Effect"] == "Deny" and applies(s) for s in statements):
+        return False
+    return any(s["Effect"] == "Allow" and applies(s) for s in statements)
+
+
+def test_environment_prod_cannot_touch_environment_prod_db():
+    prod = Arns(REGION, ACCOUNT, "c", Naming("orders", "prod"), followers=True)
+    other = Arns(REGION, ACCOUNT, "c", Naming("orders", "prod-db"), followers=True)
+    # names alone collide: prod's snapshot wildcard matches prod-db's instance's snapshots
+    theirs = f"arn:aws:rds:{REGION}:{ACCOUNT}:snapshot:{other.db_identifier}-before-upgrade"
+    assert _matches(prod.snapshots_arn, theirs)
+    their_tags = {"mxinfra:app": "orders", "mxinfra:environment": "prod-db"}
+    our_tags = {"mxinfra:app": "orders", "mxinfra:environment": "prod"}
+    backups = policies.backups_policy(prod)
+    for action in ("rds:DeleteDBSnapshot", "rds:RestoreDBInstanceFromDBSnapshot"):
+        assert not _allowed(backups, action, theirs, their_tags)
+        assert not _allowed(backups, action, theirs, {})  # an untagged snapshot is not ours either
+    ours = f"arn:aws:rds:{REGION}:{ACCOUNT}:snapshot:{prod.db_identifier}-before-upgrade"
+    assert _allowed(backups, "rds:DeleteDBSnapshot", ours, our_tags)
+    assert _allowed(backups, "rds:RestoreDBInstanceFromDBSnapshot", ours, our_tags)
+    # prod-db's instance matches prod's `<db>-*` restore targets by name: never as a point-in-time source
+    their_db = other.db_arn
+    assert _matches(f"arn:aws:rds:{REGION}:{ACCOUNT}:db:{prod.db_identifier}-*", their_db)
+    for action in ("rds:RestoreDBInstanceToPointInTime", "rds:RestoreDBInstanceFromDBSnapshot"):
+        assert not _allowed(backups, action, their_db, their_tags)
+        # the new instance a restore creates (no tags yet) and prod's own instance are allowed
+        assert _allowed(backups, action, f"arn:aws:rds:{REGION}:{ACCOUNT}:db:{prod.db_identifier}-restored", {})
+        assert _allowed(backups, action, prod.db_arn, our_tags)
+    # alarms: exactly prod's, never prod-db's
+    alerts = policies.alerts_policy(prod)
+    for arn in other.alarm_arns:
+        assert not _allowed(alerts, "cloudwatch:DescribeAlarms", arn, their_tags)
+    for arn in prod.alarm_arns:
+        assert _allowed(alerts, "cloudwatch:DescribeAlarms", arn, our_tags)
+    # every other resource ARN of prod-db is out of reach of every one of prod's permissions
+    other_arns = [*other.service_arns, other.db_arn, other.log_group_arn, other.secret_arn, other.bucket_arn, other.topic_arn, *other.alarm_arns, other.state_machine_arn]
+    other_arns += [other.task_definition_arns[0].replace(":*", ":3"), other.role_arn("deploy")]
+    for perm in PERMISSIONS:
+        doc = policies.permission_policy(prod, perm, PERMISSIONS)
+        for stmt in doc["Statement"]:
+            if stmt["Effect"] != "Allow":
+                continue
+            for arn in other_arns:
+                for action in stmt["Action"]:
+                    if stmt["Resource"] != "*":
+                        assert not _allowed({"Statement": [stmt, *(s for s in doc["Statement"] if s["Effect"] == "Deny")]}, action, arn, their_tags), (perm, action, arn)
+
+
+def test_backups_can_never_delete_the_final_snapshot():
+    backups = policies.backups_policy(A)
+    tags = {"mxinfra:app": "orders", "mxinfra:environment": "production"}
+    for name in ("orders-production-db-final", "orders-production-db-final-0a1b2c3d"):
+        assert not _allowed(backups, "rds:DeleteDBSnapshot", f"arn:aws:rds:{REGION}:{ACCOUNT}:snapshot:{name}", tags)
+    deny = {s["Sid"]: s for s in backups["Statement"]}["KeepFinalSnapshot"]
+    assert deny == {"Sid": "KeepFinalSnapshot", "Effect": "Deny", "Action": ["rds:DeleteDBSnapshot"], "Resource": f"arn:aws:rds:{REGION}:{ACCOUNT}:snapshot:orders-production-db-final*"}
 
 
 def test_deploy_monitor_api_cover_exactly_both_services():
@@ -97,15 +215,27 @@ def test_deploy_monitor_api_cover_exactly_both_services():
     assert by_sid["PassRuntimeRoles"]["Resource"] == [A.role_arn("task"), A.role_arn("execution")]
     for builder in (policies.monitor_policy, policies.api_policy):
         assert {s["Sid"]: s for s in builder(A2)["Statement"]}["ServiceState"]["Resource"] == [leader, follower]
-    # nothing else changes with followers
-    for p in ("backups", "alerts"):
-        assert policies.permission_policy(A2, p) == policies.permission_policy(A, p)
+    # nothing else changes with followers but the alerts role's alarms (named exactly)
+    assert policies.permission_policy(A2, "backups") == policies.permission_policy(A, "backups")
+    assert {s["Sid"]: s for s in policies.alerts_policy(A2)["Statement"]}["ReadAlarms"]["Resource"] == A2.alarm_arns
+    assert {s["Sid"]: s for s in policies.alerts_policy(A)["Statement"]}["ReadAlarms"]["Resource"] == A.alarm_arns[0]
 
 
-def test_manage_edits_only_this_environments_access_roles():
-    doc = policies.manage_policy(A, ["deploy", "manage"])
-    assert doc["Statement"][0]["Resource"] == [A.role_arn("deploy"), A.role_arn("manage")]
+def test_manage_edits_only_this_environments_other_access_roles():
+    doc = policies.manage_policy(A, ["deploy", "manage", "monitor"])
+    assert doc["Statement"][0]["Resource"] == [A.role_arn("deploy"), A.role_arn("monitor")]
     assert doc["Statement"][0]["Action"] == ["iam:GetRole", "iam:UpdateAssumeRolePolicy"]
+
+
+def test_manage_cannot_rewrite_its_own_trust():
+    for granted in (["deploy", "manage"], PERMISSIONS, ["manage"]):
+        doc = policies.manage_policy(A, granted)
+        edit = [s for s in doc["Statement"] if "iam:UpdateAssumeRolePolicy" in s["Action"]]
+        resources = {r for s in edit for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])}
+        assert A.role_arn("manage") not in resources
+        assert lint(doc) == []
+    # manage alone: nothing to edit, only its own role to read
+    assert policies.manage_policy(A, ["manage"])["Statement"] == [{"Sid": "ReadOwnRole", "Effect": "Allow", "Action": ["iam:GetRole"], "Resource": A.role_arn("manage")}]
 
 
 def test_bucket_policy_denies_plain_http():
@@ -125,6 +255,7 @@ def all_documents():
     for p in PERMISSIONS:
         yield p, policies.permission_policy(A, p, PERMISSIONS), None
         yield f"{p}-with-followers", policies.permission_policy(A2, p, PERMISSIONS), None
+        yield f"{p}-as-deployed", policies.permission_policy(A3, p, PERMISSIONS), None
 
 
 @pytest.mark.parametrize("name,doc,trust_for", list(all_documents()), ids=[d[0] for d in all_documents()])

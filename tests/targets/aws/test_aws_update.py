@@ -8,7 +8,7 @@ from mxinfra.components import MendixApp
 from mxinfra.settings import Bindings, DatabaseParts, S3Storage, buildpack_env, instance_env
 from mxinfra_aws.containers import container_definitions
 
-from awshelpers import FAKE_ENDPOINT, FAKE_RDS_SECRET, FAKE_RUNTIME_SECRET, REGION, SECRET_VALUES, config, deployment, run_as_update, walk
+from awshelpers import FAKE_ENDPOINT, FAKE_RDS_SECRET, FAKE_RUNTIME_SECRET, FAKE_SUFFIX, REGION, SECRET_VALUES, config, deployment, run_as_update, walk
 
 
 def test_container_definition_exactly():
@@ -23,12 +23,17 @@ def test_container_definition_exactly():
     ).plain
     # the production config runs 2 instances: this is the leader's task definition
     assert {e["name"]: e["value"] for e in container["environment"]} == {**{k: str(v) for k, v in expected_plain.items()}, **instance_env(0)}
+    # the mock gives the version an id derived from its value (awshelpers.cloud_outputs)
+    version_id = container["secrets"][0]["valueFrom"].rsplit("::", 1)[1]
+    assert len(version_id) == 32
     assert container["secrets"] == [
-        {"name": "ADMIN_PASSWORD", "valueFrom": f"{FAKE_RUNTIME_SECRET}:ADMIN_PASSWORD::"},
-        {"name": "LICENSE_KEY", "valueFrom": f"{FAKE_RUNTIME_SECRET}:LICENSE_KEY::"},
+        # the runtime secret's values pinned to the version Pulumi wrote
+        {"name": "ADMIN_PASSWORD", "valueFrom": f"{FAKE_RUNTIME_SECRET}:ADMIN_PASSWORD::{version_id}"},
+        {"name": "LICENSE_KEY", "valueFrom": f"{FAKE_RUNTIME_SECRET}:LICENSE_KEY::{version_id}"},
+        # the RDS-managed secret follows AWSCURRENT: RDS rotates it, and a rotation redeploys
         {"name": "MXRUNTIME_DatabasePassword", "valueFrom": f"{FAKE_RDS_SECRET}:password::"},
         {"name": "MXRUNTIME_DatabaseUserName", "valueFrom": f"{FAKE_RDS_SECRET}:username::"},
-        {"name": "MX_Encryption_EncryptionKey", "valueFrom": f"{FAKE_RUNTIME_SECRET}:MX_Encryption_EncryptionKey::"},
+        {"name": "MX_Encryption_EncryptionKey", "valueFrom": f"{FAKE_RUNTIME_SECRET}:MX_Encryption_EncryptionKey::{version_id}"},
     ]
     assert container["image"] == f"123456789012.dkr.ecr.{REGION}.amazonaws.com/orders:1.4.2"
     assert container["memory"] == 2048 and container["portMappings"][0]["containerPort"] == 8080
@@ -52,3 +57,30 @@ def test_pure_container_definitions():
     (c,) = container_definitions(image="img", environment={"B": 2, "A": "x"}, secrets={"S": "arn:s:S::"}, log_group="/g", region=REGION, memory_mb=1024)
     assert c["environment"] == [{"name": "A", "value": "x"}, {"name": "B", "value": "2"}]
     assert c["secrets"] == [{"name": "S", "valueFrom": "arn:s:S::"}]
+
+
+def _containers(cfg):
+    d = deployment(cfg)
+    inputs = run_as_update(lambda: MendixApp("orders", {"deployment": d}))
+    return {name: inputs[f"orders-production-{name}"][1]["containerDefinitions"] for name in ("task", "follower-task")}
+
+
+def test_a_changed_secret_value_is_a_new_task_definition():
+    # leader and follower both get a new revision, so no running task keeps the old value
+    before = _containers(config("production"))
+    for env in ({"adminPassword": "Another-Admin-Pw-99"}, {"license": {"id": "lic-1", "key": "Another-Licence-Key"}}, {"secretConstants": {"Encryption.EncryptionKey": "Another-Key"}}):
+        after = _containers(config("production", env=env))
+        for name in ("task", "follower-task"):
+            assert after[name] != before[name], (env, name)
+            assert "Another" not in after[name]  # only the version id changes, never a value
+    # the same values: the same task definitions (no needless deployment)
+    assert _containers(config("production")) == before
+
+
+def test_final_snapshot_and_secret_recovery_when_known():
+    for role, snapshot in (("test", None), ("acceptance", f"orders-acceptance-db-final-{FAKE_SUFFIX}"), ("production", f"orders-production-db-final-{FAKE_SUFFIX}")):
+        d = deployment(config(role))
+        inputs = run_as_update(lambda d=d: MendixApp("orders", {"deployment": d}))
+        assert inputs[f"orders-{role}-db"][1].get("finalSnapshotIdentifier") == snapshot
+        # a test secret is deleted at once, so the environment can be recreated with the same name
+        assert inputs[f"orders-{role}-runtime-secret"][1]["recoveryWindowInDays"] == (0 if role == "test" else 30)

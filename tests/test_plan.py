@@ -154,3 +154,17 @@ def test_help_does_not_import_pulumi_or_cloud_sdks():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert "HEAVY []" in out, out
+
+
+def test_planning_a_kubernetes_stack_loads_no_other_cloud_sdk(tmp_path):
+    from scaffold import copy_example
+
+    example = copy_example(tmp_path / "ex")
+    code = (
+        "import sys, io, contextlib; from mxinfra.cli import main\n"
+        f"with contextlib.redirect_stdout(io.StringIO()): rc = main(['plan', '-s', 'acceptance', '-C', {str(example)!r}, '--json'])\n"
+        "loaded = sorted({m.split('.')[0] for m in sys.modules} & {'pulumi_aws', 'pulumi_azure_native', 'boto3', 'botocore', 'azure'})\n"
+        "print('RC', rc, 'LOADED', loaded)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert "RC 0 LOADED []" in out, out

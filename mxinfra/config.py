@@ -8,7 +8,7 @@ Pure: no Pulumi imports. The same raw config arrives from two places, a running 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 

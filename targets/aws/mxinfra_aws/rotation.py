@@ -22,10 +22,10 @@ import pulumi_aws as aws
 
 from mxinfra.target import EnvironmentContext
 
-from . import policies
 from .config import AwsConfig
 from .database import Database
 from .policies import Arns, Document, _allow, _doc, _one_or_all
+from .runtime import service_role
 
 UPDATE_SERVICE = "arn:{partition}:states:::aws-sdk:ecs:updateService"
 
@@ -87,26 +87,10 @@ def events_policy(a: Arns) -> Document:
     return _doc(_allow("StartRedeploy", ["states:StartExecution"], a.state_machine_arn))
 
 
-def _role(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, kind: str, trust: Document, policy: Document, description: str) -> aws.iam.Role:
-    n = ctx.naming
-    role = aws.iam.Role(
-        n.logical(f"{kind}-role"),
-        name=a.role_name(kind),
-        path=policies.ROLE_PATH,
-        description=description,
-        assume_role_policy=json.dumps(trust, sort_keys=True),
-        permissions_boundary=cfg.permissionsBoundaryArn,
-        tags=dict(ctx.tags),
-        opts=ctx.opts(),
-    )
-    aws.iam.RolePolicy(n.logical(f"{kind}-role-policy"), name=kind, role=role.name, policy=json.dumps(policy, sort_keys=True), opts=ctx.opts())
-    return role
-
-
 def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, db: Database, services: Sequence[aws.ecs.Service]) -> aws.sfn.StateMachine:
     """The state machine, the rule on the RDS secret's rotation, its target and their two roles."""
     n, tags = ctx.naming, dict(ctx.tags)
-    redeploy_role = _role(
+    redeploy_role = service_role(
         ctx, cfg, a, "redeploy", service_trust(a, "states", a.state_machine_arn), redeploy_policy(a), "Step Functions: redeploy this environment's services after a password rotation"
     )
     machine = aws.sfn.StateMachine(
@@ -118,7 +102,7 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, db: Database, servi
         # The services must exist before a rotation can redeploy them.
         opts=ctx.opts(depends_on=list(services)),
     )
-    events_role = _role(ctx, cfg, a, "events", service_trust(a, "events", a.rotation_rule_arn), events_policy(a), "EventBridge: start the redeploy state machine on a password rotation")
+    events_role = service_role(ctx, cfg, a, "events", service_trust(a, "events", a.rotation_rule_arn), events_policy(a), "EventBridge: start the redeploy state machine on a password rotation")
     rule = aws.cloudwatch.EventRule(
         n.logical("db-rotated"),
         name=a.rotation_rule_name,

@@ -54,7 +54,8 @@ class Runtime:
     size: fargate.FargateSize
 
 
-def _role(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, kind: str, trust: dict, policy: dict, description: str) -> aws.iam.Role:
+def service_role(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, kind: str, trust: dict, policy: dict, description: str) -> aws.iam.Role:
+    """A role an AWS service assumes for this environment, with one inline policy."""
     n = ctx.naming
     role = aws.iam.Role(
         n.logical(f"{kind}-role"),
@@ -133,8 +134,8 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, sgs: SecurityGroups
         ref = v if isinstance(v, ValueFrom) else ValueFrom(secret.arn, key, version.version_id)
         references[key] = pulumi.Output.all(ref.arn, ref.version_id).apply(lambda av, k=ref.key: value_from(av[0], k, av[1]))
 
-    execution_role = _role(ctx, cfg, a, "execution", policies.ecs_tasks_trust(a), policies.execution_policy(a, cfg.image), "ECS: pull the image, write logs, read this environment's secrets")
-    task_role = _role(ctx, cfg, a, "task", policies.ecs_tasks_trust(a), policies.task_policy(a), "The Mendix runtime: this environment's file bucket only")
+    execution_role = service_role(ctx, cfg, a, "execution", policies.ecs_tasks_trust(a), policies.execution_policy(a, cfg.image), "ECS: pull the image, write logs, read this environment's secrets")
+    task_role = service_role(ctx, cfg, a, "task", policies.ecs_tasks_trust(a), policies.task_policy(a), "The Mendix runtime: this environment's file bucket only")
 
     alb = aws.lb.LoadBalancer(
         n.logical("alb"),

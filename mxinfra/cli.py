@@ -14,13 +14,32 @@ import typer
 
 from .errors import UserError
 
+# Plain click help (rich_markup_mode=None): no `<bool>` placeholder on flags, which would invite `--json true`.
+CONTEXT = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
     name="mxinfra",
     help="Mendix apps as Pulumi infrastructure on your own cloud.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings=CONTEXT,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version as installed
+
+        sys.stdout.write(f"mxinfra {installed('mxinfra')}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit")] = False,
+) -> None:
+    """Mendix apps as Pulumi infrastructure on your own cloud."""
 
 
 def _stderr():  # noqa: ANN202 (rich is imported lazily)
@@ -185,28 +204,44 @@ _register_governance(app)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script: maps user errors to exit 2 and bugs to exit 1."""
+    """Entry point of the console script: usage and input errors exit 2, Ctrl-C 130, bugs 1."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False, prog_name="mxinfra")
     except UserError as e:
         from .display import clean
 
         _stderr().print(f"error: {clean(e)}", style="red", markup=False, highlight=False, soft_wrap=True)
         return 2
     except typer.Exit as e:
-        return e.exit_code
-    except (typer.BadParameter, __import__("click").ClickException) as e:
-        e.show()
+        return _interrupted() if e.exit_code == 130 else e.exit_code
+    except typer.TyperException as e:
+        # click's usage errors as typer vendors them (typer._click): the usage line, the message and
+        # any "Did you mean" hint, never a traceback. They are all the user's to fix.
+        show = getattr(e, "show", None)
+        if callable(show):
+            show()
+        else:
+            sys.stderr.write(f"error: {e}\n")
         return 2
-    except __import__("click").exceptions.Abort:
-        return 1
+    except typer.Abort:
+        return _interrupted()
+    except KeyboardInterrupt:
+        return _interrupted()
     except Exception as e:  # noqa: BLE001 (the last resort: an internal error, with its traceback)
         import traceback
 
         traceback.print_exc()
         _stderr().print(f"internal error: {type(e).__name__}: {e}", style="red", markup=False, highlight=False)
         return 1
-    return 0
+    # In non-standalone mode click returns the code of an explicit exit (`--help`, Ctrl-C) instead of raising.
+    if isinstance(code, int) and code == 130:
+        return _interrupted()
+    return code if isinstance(code, int) else 0
+
+
+def _interrupted() -> int:
+    sys.stderr.write("interrupted\n")
+    return 130
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "metadata"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "metadata"
 FIXED_TIME = (2025, 1, 2, 3, 4, 6)
 
 MINIMAL_METADATA: dict[str, Any] = {

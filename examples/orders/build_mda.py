@@ -1,7 +1,7 @@
 """Build examples/orders/orders-1.4.2.mda: a small, deterministic stand-in for an MxBuild package.
 
-The layout and metadata.json follow what MxBuild writes for a Mendix 10.24 app (compare
-../shared/fixtures/metadata/). The compiled model and the jar are placeholders: nothing here runs a
+The layout and metadata.json follow what MxBuild writes for a Mendix 10.24 app (compare the real
+ones in tests/fixtures/metadata/). The compiled model and the jar are placeholders: nothing here runs a
 real Mendix runtime, but everything that reads the package (inspect, plan, the targets) sees a
 realistic app. Run `python examples/orders/build_mda.py`; the output is byte-for-byte reproducible.
 """

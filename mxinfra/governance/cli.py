@@ -14,11 +14,12 @@ from ..display import clean
 from ..errors import UserError
 
 RepositoryOpt = Annotated[Optional[str], typer.Option("--repository", help="Repository URL: file://PATH, s3://bucket/prefix or azblob://account/container/prefix")]
-DirOpt = Annotated[Path, typer.Option("-C", "--cwd", help="The Pulumi project directory")]
+DirOpt = Annotated[Optional[Path], typer.Option("-C", "--cwd", help="The Pulumi project directory [default: .]")]
 StackOpt = Annotated[Optional[str], typer.Option("-s", "--stack", help="Take the repository from this stack's config")]
+EnvOpt = Annotated[Optional[str], typer.Option("-e", "--environment", help="One environment (default: all)")]
 
-package_app = typer.Typer(help="The package repository: upload once, deploy anywhere.", no_args_is_help=True)
-activity_app = typer.Typer(help="The activity log of each environment.", invoke_without_command=True)
+package_app = typer.Typer(help="The package repository: upload once, deploy anywhere.", no_args_is_help=True, rich_markup_mode=None)
+activity_app = typer.Typer(help="The activity log of each environment.", invoke_without_command=True, rich_markup_mode=None)
 
 
 def _console(stderr: bool = False) -> Any:
@@ -34,10 +35,23 @@ def _row(*cells: object) -> list[Any]:
     return [text(c) for c in cells]
 
 
-def resolve_repository(repository: str | None, directory: Path, stack: str | None) -> str:
+def _group_options(ctx: typer.Context, **given: Any) -> dict[str, Any]:
+    """The options of a group and its subcommand merged: a user may write them after either."""
+    merged = dict(ctx.parent.obj or {}) if ctx.parent is not None and isinstance(ctx.parent.obj, dict) else {}
+    merged.update({k: v for k, v in given.items() if v is not None})
+    return merged
+
+
+def _remember(ctx: typer.Context, **given: Any) -> None:
+    """Keep a group's options for its subcommand (see `_group_options`)."""
+    ctx.obj = {k: v for k, v in given.items() if v is not None}
+
+
+def resolve_repository(repository: str | None, directory: Path | None, stack: str | None) -> str:
     """--repository, else the stack's `mxinfra:repository`, else file://.mxinfra in the project."""
     from .promotion import repository_url
 
+    directory = directory or Path(".")
     if repository:
         return repository_url(repository, Path.cwd())
     configured = None
@@ -55,15 +69,27 @@ def _store(url: str) -> Any:
     return open_store(url)
 
 
+@package_app.callback()
+def package(
+    ctx: typer.Context,
+    repository: RepositoryOpt = None,
+    directory: DirOpt = None,
+    stack: StackOpt = None,
+) -> None:
+    """The package repository: upload once, deploy anywhere."""
+    _remember(ctx, repository=repository, directory=directory, stack=stack)
+
+
 @package_app.command("push")
 def package_push(
-    path: Annotated[Path, typer.Argument(help="The .mda to upload")],
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(metavar="MDA", help="The .mda to upload")],
     version: Annotated[Optional[str], typer.Option("--version", help="A version label (default: the model version)")] = None,
     story: Annotated[Optional[list[str]], typer.Option("--story", help="A story id this package delivers (repeatable)")] = None,
     commit: Annotated[Optional[str], typer.Option("--commit", help="The source commit (default: git HEAD)")] = None,
     story_pattern: Annotated[Optional[str], typer.Option("--story-pattern", help="Regex for story ids in commit messages")] = None,
     repository: RepositoryOpt = None,
-    directory: DirOpt = Path("."),
+    directory: DirOpt = None,
     stack: StackOpt = None,
 ) -> None:
     """Validate an MDA and upload it once to the repository (the same bytes again are a no-op)."""
@@ -71,7 +97,7 @@ def package_push(
     from .gitinfo import DEFAULT_STORY_PATTERN, head_commit, stories_since
     from .repository import Repository
 
-    url = resolve_repository(repository, directory, stack)
+    url = resolve_repository(**_group_options(ctx, repository=repository, directory=directory, stack=stack))
     repo = Repository(_store(url))
     if version is None:
         version = open_mda(path).metadata.model_version
@@ -110,15 +136,17 @@ def _push_with_progress(repo: Any, path: Path, version: str | None, commit: str 
 
 @package_app.command("list")
 def package_list(
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array instead of a table")] = False,
     repository: RepositoryOpt = None,
-    directory: DirOpt = Path("."),
+    directory: DirOpt = None,
     stack: StackOpt = None,
 ) -> None:
     """The packages in the repository, newest first."""
     from .repository import Repository
 
-    entries = Repository(_store(resolve_repository(repository, directory, stack))).list()
+    url = resolve_repository(**_group_options(ctx, repository=repository, directory=directory, stack=stack))
+    entries = Repository(_store(url)).list()
     if as_json:
         sys.stdout.write(json.dumps([e.to_json() for e in entries], indent=2, sort_keys=True) + "\n")
         return
@@ -144,18 +172,20 @@ ACTIVITY_FIELDS = ["time", "environment", "action", "actor", "package_version", 
 @activity_app.callback()
 def activity(
     ctx: typer.Context,
-    environment: Annotated[Optional[str], typer.Option("-e", "--environment", help="One environment (default: all)")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-    as_csv: Annotated[bool, typer.Option("--csv")] = False,
+    environment: EnvOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array instead of a table")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV, for export")] = False,
     repository: RepositoryOpt = None,
-    directory: DirOpt = Path("."),
+    directory: DirOpt = None,
     stack: StackOpt = None,
 ) -> None:
     """An environment's activity log, newest first (like the platform's, with CSV export)."""
-    url = resolve_repository(repository, directory, stack)
-    ctx.obj = url
     if ctx.invoked_subcommand is not None:
+        if as_json or as_csv:
+            raise UserError(f"--json and --csv belong to `mxinfra activity` itself, not to `activity {ctx.invoked_subcommand}`")
+        _remember(ctx, repository=repository, directory=directory, stack=stack, environment=environment)
         return
+    url = resolve_repository(repository, directory, stack)
     if as_json and as_csv:
         raise UserError("choose one of --json and --csv")
     from .activity import ActivityLog
@@ -183,12 +213,17 @@ def activity(
 @activity_app.command("verify")
 def activity_verify(
     ctx: typer.Context,
-    environment: Annotated[Optional[str], typer.Option("-e", "--environment")] = None,
+    environment: EnvOpt = None,
+    repository: RepositoryOpt = None,
+    directory: DirOpt = None,
+    stack: StackOpt = None,
 ) -> None:
     """Check every environment's hash chain: an edited, removed or reordered record is named."""
     from .activity import ActivityLog
 
-    log = ActivityLog(_store(ctx.obj))
+    where = _group_options(ctx, repository=repository, directory=directory, stack=stack, environment=environment)
+    environment = where.pop("environment", None)
+    log = ActivityLog(_store(resolve_repository(**where)))
     envs = [environment] if environment else log.environments()
     problems = [f"{env}: {p}" for env in envs for p in log.verify(env)]
     if problems:
@@ -210,13 +245,14 @@ def promote(
     package: Annotated[Optional[str], typer.Option("--package", help="Another recorded package (sha256:... or version)")] = None,
     stack: Annotated[Optional[str], typer.Option("-s", "--stack", help="The destination stack, when several declare --to")] = None,
     repository: RepositoryOpt = None,
-    directory: DirOpt = Path("."),
+    directory: DirOpt = None,
 ) -> None:
     """Write the package last deployed to --from into the stack file of --to; then run `pulumi up`."""
     from ..stackfile import read_project
     from .activity import ActivityLog
     from .repository import Repository
 
+    directory = directory or Path(".")
     project = read_project(directory)
     holders = [s for s in ([stack] if stack else project.stacks()) if destination in _environments_of(project, s)]
     if len(holders) != 1:
@@ -277,10 +313,10 @@ def _write_package(path: Path, reference: str) -> Any:
 
 
 def trace(
-    story: Annotated[str, typer.Argument(help="A story id, e.g. ORD-42")],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    story: Annotated[str, typer.Argument(metavar="STORY", help="A story id, e.g. ORD-42")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of text")] = False,
     repository: RepositoryOpt = None,
-    directory: DirOpt = Path("."),
+    directory: DirOpt = None,
     stack: StackOpt = None,
 ) -> None:
     """The packages that deliver a story, and where, when and by whom each was deployed."""

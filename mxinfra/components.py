@@ -60,10 +60,11 @@ class MendixEnvironment(pulumi.ComponentResource):
             prepared.naming.logical("activity"),
             {
                 "environment": prepared.environment.name,
-                "repository": deployment.repository,
+                # as configured: a relative file:// path resolves against the project directory at apply time
+                "repository": deployment.repository_input or deployment.repository,
                 "packageSha256": package.sha256,
                 "packageVersion": package.version or package.model_version,
-                "packagePath": str(package.path),
+                "packagePath": package.portable_path,
                 "artifact": prepared.artifact,
                 "settingsDigest": settings_digest(prepared.settings),
                 "instances": prepared.settings.instances,

@@ -8,7 +8,7 @@ from pathlib import Path
 from .access import grants_for
 from .config import NAMESPACE, RawConfig, load_stack_config, parse_model
 from .errors import ConfigError, ConfigIssue
-from .governance.promotion import fetch_package, is_repository_reference, promotion_issues, repository_url
+from .governance.promotion import DEFAULT_REPOSITORY, fetch_package, is_repository_reference, promotion_issues, repository_url
 from .mda import MdaPackage, open_mda
 from .naming import Naming, kubernetes_annotations, kubernetes_labels, standard_tags
 from .settings import check_against_metadata, derive
@@ -44,10 +44,12 @@ def prepare(raw: RawConfig, *, project: str, stack: str, base_dir: Path) -> Depl
     file = raw.source
     repo_url = repository_url(cfg.repository, base_dir)
     version = None
+    portable_path = None
     if is_repository_reference(cfg.app.package, base_dir):
         package_path, version = fetch_package(cfg.app.package, repo_url)
     else:
         package_path = resolve_package(cfg.app.package, base_dir, file)
+        portable_path = Path(os.path.relpath(package_path.resolve(), base_dir.resolve())).as_posix()
     pkg = open_package(package_path)
     meta = pkg.metadata
     target = load_target(cfg.app.target, file=file)
@@ -75,6 +77,7 @@ def prepare(raw: RawConfig, *, project: str, stack: str, base_dir: Path) -> Depl
         model_version=meta.model_version,
         runtime_version=str(meta.runtime_version),
         version=version,
+        portable_path=portable_path,
     )
     prepared = []
     for env in cfg.environments:
@@ -93,4 +96,4 @@ def prepare(raw: RawConfig, *, project: str, stack: str, base_dir: Path) -> Depl
                 artifact=artifacts[env.name],
             )
         )
-    return Deployment(cfg, meta, info, target, block, tuple(prepared), repo_url)
+    return Deployment(cfg, meta, info, target, block, tuple(prepared), repo_url, cfg.repository or DEFAULT_REPOSITORY)

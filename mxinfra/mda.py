@@ -673,6 +673,7 @@ class MdaPackage:
         self._infos = infos
         self._sha256: str | None = None
         self._hashed_bytes = 0
+        self._verified = False
 
     def __repr__(self) -> str:
         kind = "archive" if self.is_archive else "directory"
@@ -728,6 +729,33 @@ class MdaPackage:
             except OSError as exc:
                 raise CorruptArchiveError(self._name, entry.rel, f"cannot be read: {exc.strerror or exc}") from None
         return digest.hexdigest()
+
+    def verify(self, progress: Callable[[int], None] | None = None) -> str:
+        """`check_members`, then every member inflated against its CRC-32 and size while hashing; the SHA-256.
+
+        Costs one pass over the archive on all cores (see `mxinfra.integrity`); cached. A directory has
+        no checksums to verify: its members are checked and its tree hashed.
+        """
+        self.check_members()
+        if self._infos is None:
+            return self.sha256(progress)
+        if not self._verified:
+            from .integrity import verify_archive
+
+            counted = 0
+
+            def count(n: int) -> None:
+                nonlocal counted
+                counted += n
+                if progress is not None:
+                    progress(n)
+
+            self._sha256 = verify_archive(self.path, self._infos, count)
+            self._hashed_bytes = counted
+            self._verified = True
+        elif progress is not None:
+            progress(self._hashed_bytes)
+        return self._sha256  # type: ignore[return-value]
 
     def check_members(self, limits: ExtractionLimits = ExtractionLimits()) -> int:
         """Validate every member against the extraction rules without decompressing; return the count.

@@ -39,6 +39,9 @@ class PackageInfo:
     model_version: str
     runtime_version: str
     version: str | None = None  # the repository's version label, when it came from one
+    # The local file relative to the project directory (POSIX), for resource inputs: the same stack
+    # planned from two checkouts must declare the same inputs. None for a repository package.
+    portable_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,8 @@ class Deployment:
     target: Target
     target_config: Any  # the target's validated block (an instance of its config_model), or None
     environments: tuple[PreparedEnvironment, ...]
-    repository: str = ""  # URL of the package repository and activity log
+    repository: str = ""  # URL of the package repository and activity log (file:// made absolute)
+    repository_input: str = ""  # the same URL as configured (a relative file:// stays relative): for resource inputs
 
     def environment(self, name: str) -> PreparedEnvironment:
         """The prepared environment called `name`."""

@@ -168,3 +168,15 @@ def test_planning_a_kubernetes_stack_loads_no_other_cloud_sdk(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert "RC 0 LOADED []" in out, out
+
+
+@pytest.mark.parametrize("stack", ["test", "operator", "aws-test"])
+def test_the_same_stack_plans_byte_identically_from_two_checkouts(tmp_path, capsys, stack):
+    from scaffold import copy_example
+
+    one = copy_example(tmp_path / "one")
+    two = copy_example(tmp_path / "elsewhere" / "deeper" / "two")
+    _, first = plan_json(capsys, "-s", stack, "-C", str(one))
+    _, second = plan_json(capsys, "-s", stack, "-C", str(two))
+    assert first == second
+    assert str(tmp_path) not in first  # no machine path in any resource input

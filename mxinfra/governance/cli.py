@@ -47,7 +47,7 @@ def _remember(ctx: typer.Context, **given: Any) -> None:
     ctx.obj = {k: v for k, v in given.items() if v is not None}
 
 
-def resolve_repository(repository: str | None, directory: Path | None, stack: str | None) -> str:
+def resolve_repository(repository: str | None = None, directory: Path | None = None, stack: str | None = None) -> str:
     """--repository, else the stack's `mxinfra:repository`, else file://.mxinfra in the project."""
     from .promotion import repository_url
 

@@ -69,12 +69,14 @@ def _action(changes: dict[str, Any], created: bool) -> str:
 def write_record(props: dict[str, Any], changes: dict[str, Any], action: str) -> dict[str, Any]:
     """Append one record for this environment to the repository's activity log; returns the outputs."""
     from .activity import ActivityLog
+    from .promotion import repository_url
     from .repository import Repository, VersionConflictError
     from .store import open_store
 
-    store = open_store(props["repository"])
-    package_path = Path(props.get("packagePath") or "")
-    if action == "deploy" and package_path.is_file():
+    # Inputs carry no machine path: relative ones are the project's, the provider's working directory.
+    store = open_store(repository_url(props["repository"], Path.cwd()))
+    package_path = Path.cwd() / props["packagePath"] if props.get("packagePath") else None
+    if action == "deploy" and package_path is not None and package_path.is_file():
         # Transport needs the package in the repository: upload it once (a no-op if already there).
         repo = Repository(store)
         try:

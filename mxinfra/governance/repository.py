@@ -178,8 +178,8 @@ class Repository:
         package = open_mda(path)
         if not package.is_archive:
             raise UserError(f"{path}: is a directory: push the .mda file MxBuild produced")
-        package.check_members()
-        sha = package.sha256()
+        # every member inflated against its CRC-32 (a flipped byte inside one is invisible otherwise)
+        sha = package.verify()
 
         existing = self._entry(sha)
         if existing is not None:

@@ -141,14 +141,20 @@ def plan(
     out: Annotated[Optional[Path], typer.Option("--out", help="Write each target's rendered artifacts here")] = None,
 ) -> None:
     """Run the project's program offline (no Pulumi CLI, credentials or network) and show what it declares."""
+    from .errors import ConfigError
     from .plan import run_plan
 
+    if out is not None and out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file: expected a directory (new or existing) for the rendered artifacts")
     result = run_plan(directory, stack)
     written = result.write_artifacts(out) if out is not None else []
     if as_json:
         sys.stdout.write(result.to_json())
-        return
-    _print_plan(result, written)
+    else:
+        _print_plan(result, written)
+    if result.gate_issues:
+        # the full plan is out; `pulumi up` of this stack refuses before anything changes
+        raise ConfigError(result.gate_issues, result.gate_issues[0].file)
 
 
 def _print_plan(result: Any, written: list[Path]) -> None:

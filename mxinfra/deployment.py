@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 
 from .access import grants_for
@@ -13,6 +16,23 @@ from .mda import MdaPackage, open_mda
 from .naming import Naming, kubernetes_annotations, kubernetes_labels, standard_tags
 from .settings import check_against_metadata, derive
 from .target import Deployment, PackageInfo, PreparedEnvironment, load_target
+
+# `mxinfra plan` shows a gated stack's full plan before the gate's refusal (a reviewer sees what
+# production would get). Only the plan, in its own process, sets this; `pulumi up` always stops at
+# the gate before any resource is declared.
+_gate_deferred: ContextVar[list[ConfigIssue] | None] = ContextVar("mxinfra_gate_deferred", default=None)
+
+
+@contextlib.contextmanager
+def deferred_gate() -> Iterator[list[ConfigIssue]]:
+    """Within this block `prepare` collects promotion-gate issues here instead of raising them."""
+    found: list[ConfigIssue] = []
+    token = _gate_deferred.set(found)
+    try:
+        yield found
+    finally:
+        _gate_deferred.reset(token)
+
 
 # One process may prepare the same stack twice (the plan validates, then runs the program): the
 # archive is opened and hashed once per (path, size, mtime).
@@ -66,7 +86,13 @@ def prepare(raw: RawConfig, *, project: str, stack: str, base_dir: Path) -> Depl
         issues += target.check(cfg, block, file)
     sha = pkg.sha256()
     artifacts = {env.name: target.artifact(env, block) for env in cfg.environments}
-    issues += promotion_issues(list(cfg.environments), sha, artifacts, repo_url, file)
+    gate = promotion_issues(list(cfg.environments), sha, artifacts, repo_url, file)
+    deferred = _gate_deferred.get()
+    if deferred is not None and not issues:
+        # everything else is valid: the plan goes on, and reports the gate's refusal at the end
+        deferred[:] = [g for g in gate]
+    else:
+        issues += gate
     if issues:
         raise ConfigError(issues, file)
 

@@ -208,12 +208,14 @@ _VERSION_PART = re.compile(r"[0-9]{1,12}")
 
 @dataclass(frozen=True, order=True)
 class RuntimeVersion:
-    """A Mendix runtime version; orders numerically (10.24.15 > 9.6.0)."""
+    """A Mendix runtime version; orders numerically (10.24.15 > 9.6.0), shows as written (`5.15.0`)."""
 
     major: int
     minor: int
     patch: int
     build: int = 0
+    # The text as metadata.json has it: users, the repository and the Operator see what MxBuild wrote.
+    written: str = field(default="", compare=False)
 
     @classmethod
     def parse(cls, text: str) -> RuntimeVersion:
@@ -226,10 +228,10 @@ class RuntimeVersion:
                 f"{_show(text)} is not a runtime version: expected four dot-separated numbers like 10.24.15.93102"
             )
         numbers = [int(p) for p in parts] + [0] * (4 - len(parts))
-        return cls(*numbers)
+        return cls(*numbers, written=text)
 
     def __str__(self) -> str:
-        return f"{self.major}.{self.minor}.{self.patch}.{self.build}"
+        return self.written or f"{self.major}.{self.minor}.{self.patch}.{self.build}"
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .components import ENVIRONMENT_TYPE
-from .deployment import prepare
+from .deployment import deferred_gate, prepare
 from .mockrun import Registration, public, run_mocked
 from .stackfile import Project, as_pulumi_config, read_project, read_stack_config
 from .target import Deployment
@@ -29,6 +29,7 @@ class PlanResult:
     registrations: list[Registration]
     environment_of: dict[str, str | None]
     engine_warnings: list[str] = field(default_factory=list)
+    gate_issues: list[Any] = field(default_factory=list)  # the promotion gate's refusal, shown after the plan
 
     def resources(self, environment: str | None = ...) -> list[dict[str, Any]]:  # type: ignore[assignment]
         """Resources as plain dicts (secrets and unknowns masked), sorted by URN; optionally of one environment."""
@@ -125,7 +126,7 @@ def run_plan(directory: Path, stack: str) -> PlanResult:
     """Validate the stack and run its program under mocks; UserError/ConfigError/MdaError for bad input."""
     project = read_project(directory)
     raw = read_stack_config(project, stack)
-    with _in_project(project.directory):
+    with _in_project(project.directory), deferred_gate() as gate:
         deployment = prepare(raw, project=project.name, stack=stack, base_dir=project.directory)
         config, secret_keys = as_pulumi_config(raw)
         run = run_mocked(
@@ -135,4 +136,4 @@ def run_plan(directory: Path, stack: str) -> PlanResult:
             config=config,
             secret_keys=secret_keys,
         )
-    return PlanResult(project, stack, deployment, run.registrations, _attribute(run.registrations, deployment), run.warnings)
+    return PlanResult(project, stack, deployment, run.registrations, _attribute(run.registrations, deployment), run.warnings, list(gate))

@@ -180,3 +180,52 @@ def test_the_same_stack_plans_byte_identically_from_two_checkouts(tmp_path, caps
     _, second = plan_json(capsys, "-s", stack, "-C", str(two))
     assert first == second
     assert str(tmp_path) not in first  # no machine path in any resource input
+
+
+def gated(project, tmp_path):
+    repo = f"file://{tmp_path / 'repo'}"
+    cfg = stack_config()
+    cfg["mxinfra:repository"] = repo
+    cfg["mxinfra:environments"] = {"production": {"requirePromotionFrom": "acceptance", "adminPassword": {"secure": "v1:AAAA"}}}
+    cfg["mxinfra:access"][0]["environments"] = ["production"]
+    project.stack("production", cfg)
+    return cfg
+
+
+def test_a_gated_stack_shows_its_full_plan_then_the_refusal(project, fake_target, capsys, tmp_path):
+    gated(project, tmp_path)
+    assert main(["plan", "-s", "production", "-C", str(project.path), "--json"]) == 2
+    out = capsys.readouterr()
+    doc = json.loads(out.out)  # the whole plan, as for an ungated stack
+    assert "orders-production-runtime" in {r["name"] for r in doc["resources"]}
+    assert "requirePromotionFrom" in out.err and "no deploy record in 'acceptance'" in out.err
+
+
+def test_a_gated_stack_with_other_problems_reports_them_without_a_plan(project, fake_target, capsys, tmp_path):
+    cfg = gated(project, tmp_path)
+    cfg["mxinfra:environments"]["production"]["constants"] = {"Orders.NoSuchConstant": 1}
+    project.stack("production", cfg)
+    assert main(["plan", "-s", "production", "-C", str(project.path), "--json"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and "Orders.NoSuchConstant" in out.err and "no deploy record" in out.err
+
+
+def test_pulumi_up_of_a_gated_stack_stops_before_declaring_anything(project, fake_target, pulumi_run, tmp_path, monkeypatch):
+    import pulumi
+
+    from mxinfra.program import run
+    from mxinfra.stackfile import as_pulumi_config, read_project, read_stack_config
+
+    gated(project, tmp_path)
+    config, secret_keys = as_pulumi_config(read_stack_config(read_project(project.path), "production"))
+    monkeypatch.chdir(project.path)
+    with pytest.raises(pulumi.RunError, match="no deploy record in 'acceptance'"):
+        pulumi_run(lambda: run(base_dir=project.path), config=config, secret_keys=secret_keys, stack="production")
+
+
+def test_out_must_be_a_directory(project, fake_target, capsys, tmp_path):
+    project.stack("production", stack_config())
+    target = tmp_path / "a-file"
+    target.write_text("keep me")
+    assert main(["plan", "-s", "production", "-C", str(project.path), "--out", str(target)]) == 2
+    assert "is a file" in capsys.readouterr().err and target.read_text() == "keep me"

@@ -1,0 +1,55 @@
+"""Helpers of the Cloud Foundry target's tests: stack configs and a validated deployment."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from mxinfra.config import RawConfig
+from mxinfra.deployment import prepare
+
+ROOT = Path(__file__).resolve().parents[3]
+MDA = ROOT / "examples" / "orders" / "orders-1.4.2.mda"
+ADMIN_PASSWORD = "Known-Admin-Pw-7f3a9c"
+LICENSE_KEY = "Known-Licence-Key-51e2"
+ENCRYPTION_KEY = "Known-Encryption-Key-0d4b"
+SECRET_VALUES = (ADMIN_PASSWORD, LICENSE_KEY, ENCRYPTION_KEY)
+BUILDPACK = "https://github.com/mendix/cf-mendix-buildpack/releases/download/v5.0.20/cf-mendix-buildpack.zip"
+
+CF_BLOCK: dict[str, Any] = {
+    "api": "https://api.cf.example.com",
+    "org": "acme",
+    "space": "orders",
+    "domain": "apps.example.com",
+    "buildpack": BUILDPACK,
+    "mfaOrigins": ["corp-idp"],
+    "database": {"offering": "postgresql-db", "plan": "standard"},
+    "storage": {"offering": "objectstore", "plan": "s3-standard"},
+}
+
+
+def config(role: str = "production", *, cf: dict[str, Any] | None = None, access: list[dict[str, Any]] | None = None, env: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A stack config of the example app with one environment named after `role`."""
+    body: dict[str, Any] = {"role": role, "memory": 2048, "adminPassword": ADMIN_PASSWORD, "constants": {"Orders.PageSize": 20}}
+    if role == "production":
+        body.update(instances=2, license={"id": "lic-1", "key": LICENSE_KEY}, secretConstants={"Encryption.EncryptionKey": ENCRYPTION_KEY})
+    body.update(env or {})
+    block = copy.deepcopy(CF_BLOCK)
+    block.update(cf or {})
+    return {
+        "mxinfra:app": {"name": "orders", "package": str(MDA), "target": "cloudfoundry"},
+        "mxinfra:environments": {role: body},
+        "mxinfra:access": access
+        if access is not None
+        else [
+            {"principal": "user:corp-idp/alice@example.com", "environments": [role], "permissions": ["deploy", "monitor"]},
+            {"principal": "user:corp-idp/bob@example.com", "environments": [role], "permissions": ["manage"]},
+        ],
+        "mxinfra:cloudfoundry": block,
+    }
+
+
+def deployment(cfg: dict[str, Any], stack: str = "cf-production") -> Any:
+    """The validated deployment of `cfg` (environments marked secret, as the engine would)."""
+    return prepare(RawConfig(cfg, frozenset({"mxinfra:environments"})), project="orders", stack=stack, base_dir=ROOT)

@@ -1,0 +1,20 @@
+"""Fixtures of the Cloud Foundry tests."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture
+def cf_project(tmp_path: Path) -> Path:
+    """The example project whose repository records a deploy to cf-acceptance (so cf-production plans)."""
+    from scaffold import copy_example, record_deploy
+
+    dest = copy_example(tmp_path / "example")
+    record_deploy(dest, "cf-acceptance")
+    return dest

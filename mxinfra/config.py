@@ -7,6 +7,7 @@ Pure: no Pulumi imports. The same raw config arrives from two places, a running 
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .access import check_access
 from .environments import Environment, EnvironmentName, License, Role, Secret, SecretConstant
-from .errors import ConfigError, ConfigIssue, UserError, suggest
+from .errors import ConfigError, ConfigIssue, UserError, shown, suggest
 
 NAMESPACE = "mxinfra"
 Scalar = Union[bool, int, float, str]
@@ -76,6 +77,19 @@ class EnvironmentConfig(_Strict):
     adminPassword: str | None = None
     requirePromotionFrom: str | None = None
 
+    @field_validator("scheduledEvents", mode="before")
+    @classmethod
+    def _events(cls, v: Any) -> Any:
+        # One message at the user's key instead of one per member of the union.
+        if v in ("ALL", "NONE") or (isinstance(v, list) and all(isinstance(e, str) for e in v)):
+            return v
+        if isinstance(v, str) and v.upper() in ("ALL", "NONE"):
+            raise ValueError(f"expected ALL, NONE or a list of event names; did you mean {v.upper()!r}?")
+        if isinstance(v, list):
+            bad = next(i for i, e in enumerate(v) if not isinstance(e, str))
+            raise ValueError(f"expected ALL, NONE or a list of event names: entry {bad} is a {type(v[bad]).__name__}, not a name")
+        raise ValueError("expected ALL, NONE or a list of event names like [Module.EventName]")
+
 
 class AccessEntry(_Strict):
     """One entry of `mxinfra:access`: a principal granted permissions on environments."""
@@ -98,6 +112,14 @@ def _check_label(v: str, what: str) -> None:
             f"{what} {v!r} must be a lowercase DNS label of at most {MAX_NAME} characters "
             "(a-z, 0-9 and '-', starting with a letter), so every cloud's names can derive from it"
         )
+
+
+def _label_fix(name: str) -> str:
+    """`PreProd` -> "rename it to 'preprod'", when a valid form is near."""
+    fixed = re.sub(r"[^a-z0-9-]+", "-", name.strip().lower()).strip("-")[:MAX_NAME].rstrip("-")
+    if fixed and _LABEL.fullmatch(fixed):
+        return f"rename it to {fixed!r}"
+    return "rename the entry"
 
 
 @dataclass(frozen=True)
@@ -136,11 +158,84 @@ KNOWN_KEYS = {
 _SECRETISH = re.compile(r"password|secret|token|credential|key$|url$|license|database|storage|kubeconfig", re.IGNORECASE)
 
 
-def _issues_from(err: ValidationError, prefix: str, model: type[BaseModel], file: str, raw: RawConfig | None) -> list[ConfigIssue]:
-    issues = []
+def _real_loc(value: Any, loc: tuple[Any, ...]) -> list[str]:
+    """The parts of a pydantic error location that are keys of the user's input.
+
+    pydantic inserts the member of a union it tried (`list[str]`, `literal['ALL','NONE']`, `int`, a
+    model's class name) into the location; those are internals, not keys a user can find in the file.
+    """
+    out: list[str] = []
+    current: Any = value
+    for part in loc:
+        if isinstance(current, Mapping):
+            match = next((k for k in current if k == part or str(k) == str(part)), _ABSENT)
+            if match is not _ABSENT:
+                current = current[match]
+                out.append(str(part))
+            elif not _is_tag(part):
+                out.append(str(part))  # a key the input lacks (required and missing)
+                current = _ABSENT
+        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            current = current[part]
+            out.append(f"[{part}]")
+        # anything else sits below a scalar or a list: a union member's tag
+    return out
+
+
+def _is_tag(part: Any) -> bool:
+    return isinstance(part, str) and ("[" in part or part in _TYPE_TAGS or part[:1].isupper())
+
+
+_ABSENT = object()
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "function-after", "function-before", "function-wrap"})
+# pydantic's type errors, as the noun a user expects ("expected a string, a whole number or a boolean")
+_NOUNS = {
+    "string_type": "a string",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "list_type": "a list",
+    "dict_type": "a map",
+    "model_type": "a map",
+    "model_attributes_type": "a map",
+}
+
+
+def _join(prefix: str, loc: list[str]) -> str:
+    path = prefix
+    for part in loc:
+        path += part if part.startswith("[") else f".{part}"
+    return path
+
+
+def _message(e: Any) -> str:
+    ctx = e.get("ctx") or {}
+    if e["type"] in ("less_than_equal", "less_than") and ("le" in ctx or "lt" in ctx):
+        return f"expected at most {ctx.get('le', ctx.get('lt'))}"
+    if e["type"] in ("greater_than_equal", "greater_than") and ("ge" in ctx or "gt" in ctx):
+        return f"expected at least {ctx.get('ge', ctx.get('gt'))}"
+    if e["type"] == "int_parsing_size":
+        return "expected a whole number (this one has too many digits)"
+    msg = str(e["msg"])
+    return msg[len("Value error, ") :] if msg.startswith("Value error, ") else msg
+
+
+def _issues_from(err: ValidationError, prefix: str, model: type[BaseModel], file: str, raw: RawConfig | None, value: Any = None) -> list[ConfigIssue]:
+    grouped: dict[str, list[Any]] = {}
+    locs: dict[str, list[str]] = {}
     for e in err.errors():
-        loc = [str(p) for p in e["loc"]]
-        path = ".".join([prefix, *loc]) if loc else prefix
+        loc = _real_loc(value, tuple(e["loc"]))
+        path = _join(prefix, loc)
+        grouped.setdefault(path, []).append(e)
+        locs[path] = loc
+    issues = []
+    for path, errors in grouped.items():
+        loc = [p for p in locs[path] if not p.startswith("[")]
+        e = errors[0]
         fix = ""
         if e["type"] == "extra_forbidden":
             fix = suggest(loc[-1], _fields_at(model, loc[:-1])) or f"valid keys: {', '.join(_fields_at(model, loc[:-1]))}"
@@ -152,8 +247,17 @@ def _issues_from(err: ValidationError, prefix: str, model: type[BaseModel], file
             hidden = any(_SECRETISH.search(part) for part in [prefix, *loc]) or (raw is not None and raw.is_secret(path))
             got = e.get("input")
             # Containers are described, not echoed: a secret may sit anywhere inside them.
-            shown = _SECRET_MARK if hidden else (type(got).__name__ if isinstance(got, (dict, list)) else repr(got))
-            message = f"{e['msg']} (got {shown})"
+            display = _SECRET_MARK if hidden else (type(got).__name__ if isinstance(got, (dict, list)) else shown(got))
+            if all(x["type"] in _NOUNS for x in errors):
+                # one or several members of a union refused the type: say what would have done
+                nouns = list(dict.fromkeys(_NOUNS[x["type"]] for x in errors))
+                expected = nouns[0] if len(nouns) == 1 else ", ".join(nouns[:-1]) + " or " + nouns[-1]
+                message = f"expected {expected} (got {display})"
+            else:
+                message = "; or ".join(dict.fromkeys(_message(x) for x in errors))
+                message, _, hint = message.partition("; did you mean ")
+                fix = f"did you mean {hint}" if hint else fix
+                message = f"{message} (got {display})"
         issues.append(ConfigIssue(path, message, fix, file))
     return issues
 
@@ -191,7 +295,7 @@ def parse_model(model: type[BaseModel], value: Any, path: str, file: str = "", r
     try:
         return model.model_validate(value), []
     except ValidationError as err:
-        return None, _issues_from(err, path, model, file, raw)
+        return None, _issues_from(err, path, model, file, raw, value)
 
 
 def _secret_field(raw: RawConfig, path: str, value: str | None, issues: list[ConfigIssue]) -> Secret | None:
@@ -212,28 +316,50 @@ def _secret_field(raw: RawConfig, path: str, value: str | None, issues: list[Con
 
 def load_stack_config(raw: RawConfig, *, project: str, stack: str) -> StackConfig:
     """Validate the `mxinfra:*` keys of `raw`, collecting every problem into one ConfigError."""
+    cfg, issues = collect_stack_config(raw, project=project, stack=stack)
+    if issues or cfg is None:
+        raise ConfigError(issues, raw.source)
+    return cfg
+
+
+def collect_stack_config(raw: RawConfig, *, project: str, stack: str) -> tuple[StackConfig | None, list[ConfigIssue]]:
+    """Validate the `mxinfra:*` keys of `raw`: the config with every environment and access entry that
+    parsed (None when the app block did not), and every problem found.
+
+    The caller goes on checking what parsed (against the MDA, the target) so that one report holds
+    every problem, not just the first layer's.
+    """
     issues: list[ConfigIssue] = []
     file = raw.source
     from .target import installed_targets  # target blocks (mxinfra:aws, ...) belong to installed targets
 
     valid = list(KNOWN_KEYS) + installed_targets()
+    # A misspelt key (mxinfra:enviroments) stands for the one it resembles: what depends on that key
+    # is not also reported as wrong (one issue with its hint, not seven knock-on ones).
+    misspelt: set[str] = set()
     for key in sorted(raw.values):
         ns, _, name = key.partition(":")
         if ns == NAMESPACE and name not in valid:
+            near = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+            if near and f"{NAMESPACE}:{near[0]}" not in raw.values:
+                misspelt.add(near[0])
             issues.append(ConfigIssue(key, "unknown key", suggest(name, valid) or "valid keys: " + ", ".join(f"mxinfra:{k}" for k in valid), file))
 
     app_raw = raw.values.get(f"{NAMESPACE}:app")
     app = None
-    if app_raw is None:
+    if app_raw is None and "app" in misspelt:
+        pass
+    elif app_raw is None:
         issues.append(ConfigIssue(f"{NAMESPACE}:app", "required key is missing", "set name, package and target, e.g. pulumi config set --path mxinfra:app.name orders", file))
     else:
         app, found = parse_model(AppConfig, app_raw, f"{NAMESPACE}:app", file, raw)
         issues += found
 
-    envs = _environments(raw, stack, issues)
+    envs = [] if "environments" in misspelt else _environments(raw, stack, issues)
     declared = raw.values.get(f"{NAMESPACE}:environments")
     # Entries that failed validation still exist: access entries naming them are not also wrong.
     names = [str(n) for n in declared] if isinstance(declared, Mapping) else [e.name for e in envs]
+    check_names = "environments" not in misspelt
     access: list[AccessEntry] = []
     access_raw = raw.values.get(f"{NAMESPACE}:access") or []
     if not isinstance(access_raw, list):
@@ -244,9 +370,10 @@ def load_stack_config(raw: RawConfig, *, project: str, stack: str) -> StackConfi
         issues += found
         if parsed is not None:
             access.append(parsed)
-            for j, env_name in enumerate(parsed.environments):
+            for j, env_name in enumerate(parsed.environments if check_names else []):
                 if env_name != "*" and env_name not in names:
-                    issues.append(ConfigIssue(f"{NAMESPACE}:access[{i}].environments[{j}]", f"unknown environment {env_name!r}", suggest(env_name, names) or f"environments of this stack: {', '.join(names)}", file))
+                    known = f"environments of this stack: {', '.join(names)}" if names else "this stack declares no environment under mxinfra:environments"
+                    issues.append(ConfigIssue(f"{NAMESPACE}:access[{i}].environments[{j}]", f"unknown environment {env_name!r}", suggest(env_name, names) or known, file))
     for env in envs:
         src = env.require_promotion_from
         if src is not None and src == env.name:
@@ -264,11 +391,11 @@ def load_stack_config(raw: RawConfig, *, project: str, stack: str) -> StackConfi
             issues.append(ConfigIssue(f"{NAMESPACE}:repository", str(e), "file://PATH, s3://bucket/prefix or azblob://account/container/prefix", file))
             repository = None
 
-    issues += check_access(access, envs, file)
-    if issues:
-        raise ConfigError(issues, file)
-    assert app is not None
-    return StackConfig(project, stack, app, tuple(envs), tuple(access), repository, raw)
+    if check_names:
+        issues += check_access(access, envs, file)
+    if app is None:
+        return None, issues
+    return StackConfig(project, stack, app, tuple(envs), tuple(access), repository, raw), issues
 
 
 def _environments(raw: RawConfig, stack: str, issues: list[ConfigIssue]) -> list[Environment]:
@@ -292,7 +419,7 @@ def _environments(raw: RawConfig, stack: str, issues: list[ConfigIssue]) -> list
         try:
             _check_label(name, "environment name")
         except ValueError as e:
-            issues.append(ConfigIssue(path, str(e), "rename the entry", file))
+            issues.append(ConfigIssue(path, str(e), _label_fix(name), file))
             continue
         if name in seen:
             issues.append(ConfigIssue(path, "duplicate environment name", "each environment needs its own name", file))

@@ -9,10 +9,10 @@ from contextvars import ContextVar
 from pathlib import Path
 
 from .access import grants_for
-from .config import NAMESPACE, RawConfig, load_stack_config, parse_model
+from .config import NAMESPACE, RawConfig, collect_stack_config, parse_model
 from .errors import ConfigError, ConfigIssue
 from .governance.promotion import DEFAULT_REPOSITORY, fetch_package, is_repository_reference, promotion_issues, repository_url
-from .mda import MdaPackage, open_mda
+from .mda import MdaError, MdaPackage, open_mda
 from .naming import Naming, kubernetes_annotations, kubernetes_labels, standard_tags
 from .settings import check_against_metadata, derive
 from .target import Deployment, PackageInfo, PreparedEnvironment, load_target
@@ -59,22 +59,42 @@ def resolve_package(reference: str, base_dir: Path, file: str = "") -> Path:
 
 
 def prepare(raw: RawConfig, *, project: str, stack: str, base_dir: Path) -> Deployment:
-    """Validate everything (config, MDA, target block) and derive each environment; errors are collected."""
-    cfg = load_stack_config(raw, project=project, stack=stack)
+    """Validate everything (config, MDA, target block) and derive each environment; errors are collected.
+
+    Every layer runs on whatever the previous one could parse: a schema problem in one environment
+    does not hide an undefined constant in another, nor a target rule, in the one report.
+    """
+    cfg, issues = collect_stack_config(raw, project=project, stack=stack)
     file = raw.source
+    if cfg is None:
+        raise ConfigError(issues, file)
     repo_url = repository_url(cfg.repository, base_dir)
     version = None
     portable_path = None
-    if is_repository_reference(cfg.app.package, base_dir):
-        package_path, version = fetch_package(cfg.app.package, repo_url)
-    else:
-        package_path = resolve_package(cfg.app.package, base_dir, file)
-        portable_path = Path(os.path.relpath(package_path.resolve(), base_dir.resolve())).as_posix()
-    pkg = open_package(package_path)
+    package_path: Path | None = None
+    try:
+        if is_repository_reference(cfg.app.package, base_dir):
+            package_path, version = fetch_package(cfg.app.package, repo_url)
+        else:
+            package_path = resolve_package(cfg.app.package, base_dir, file)
+            portable_path = Path(os.path.relpath(package_path.resolve(), base_dir.resolve())).as_posix()
+    except ConfigError as e:
+        issues += e.issues
+    pkg = None
+    if package_path is not None:
+        try:
+            pkg = open_package(package_path)
+        except MdaError as e:
+            issues.append(ConfigIssue(f"{NAMESPACE}:app.package", str(e), "build the package again with MxBuild or Studio Pro", file))
+    target = None
+    try:
+        target = load_target(cfg.app.target, file=file)
+    except ConfigError as e:
+        issues += e.issues
+    if pkg is None or target is None:
+        raise ConfigError(issues, file)
     meta = pkg.metadata
-    target = load_target(cfg.app.target, file=file)
 
-    issues: list[ConfigIssue] = []
     for env in cfg.environments:
         issues += check_against_metadata(env, meta, file)
     block_key = f"{NAMESPACE}:{target.name}"
@@ -90,7 +110,7 @@ def prepare(raw: RawConfig, *, project: str, stack: str, base_dir: Path) -> Depl
     deferred = _gate_deferred.get()
     if deferred is not None and not issues:
         # everything else is valid: the plan goes on, and reports the gate's refusal at the end
-        deferred[:] = [g for g in gate]
+        deferred[:] = gate
     else:
         issues += gate
     if issues:

@@ -42,6 +42,17 @@ class ConfigError(UserError):
         super().__init__(head + ":\n" + "\n".join(lines))
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """A short repr of a user's value for a message: never thousands of digits, never a crash."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"a number of about {int(value.bit_length() * 0.30103)} digits"
+    try:
+        text = repr(value)
+    except ValueError:  # e.g. an int past the interpreter's digit limit
+        return f"a {type(value).__name__}"
+    return text if len(text) <= limit else f"{text[: limit - 14]}... ({len(text)} chars)"
+
+
 def suggest(word: str, candidates: Sequence[str]) -> str:
     """A 'did you mean' hint for `word`, or an empty string."""
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)

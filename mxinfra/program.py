@@ -18,7 +18,7 @@ def _decode(value: Any) -> Any:
     if isinstance(value, str) and value[:1] in "{[":
         try:
             return json.loads(value)
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON, or numbers past the interpreter's digit limit: the schema says which key
             return value
     return value
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .environments import Environment, Scalar, Secret
-from .errors import ConfigError, ConfigIssue, suggest
+from .errors import ConfigError, ConfigIssue, shown, suggest
 from .mda import Constant, Metadata
 
 EventMode = Literal["ALL", "NONE", "SPECIFIED"]
@@ -28,16 +28,25 @@ def heap_mb(memory_limit_mb: int) -> int:
     return memory_limit_mb // 2
 
 
+# Mendix Integer is a Java int, Long a Java long.
+_WHOLE_RANGE = {"Integer": (-(2**31), 2**31 - 1), "Long": (-(2**63), 2**63 - 1)}
+
+
 def parse_constant(const: Constant, value: Scalar) -> Scalar:
     """`value` as the runtime takes it for the constant's type; ValueError says what was expected."""
     kind = const.type
     if kind in ("Integer", "Long"):
+        low, high = _WHOLE_RANGE[kind]
+        expected = f"expected a whole number from {low} to {high} for {kind} constant"
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError(f"expected a whole number for {kind} constant")
+            raise ValueError(expected)
         try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"expected a whole number for {kind} constant") from None
+            number = int(value)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(expected) from None
+        if not low <= number <= high:
+            raise ValueError(expected)
+        return number
     if kind == "Boolean":
         if isinstance(value, bool):
             return value
@@ -49,7 +58,7 @@ def parse_constant(const: Constant, value: Scalar) -> Scalar:
             raise ValueError(f"expected a number for {kind} constant")
         try:
             return str(decimal.Decimal(str(value)))
-        except decimal.InvalidOperation:
+        except (decimal.InvalidOperation, ValueError):
             raise ValueError(f"expected a number for {kind} constant") from None
     if kind == "DateTime":
         text = str(value)
@@ -100,7 +109,7 @@ def check_against_metadata(env: Environment, meta: Metadata, file: str = "") -> 
         try:
             parse_constant(const, value)
         except ValueError as e:
-            issues.append(ConfigIssue(path, f"{e} (got {value!r})", f"model default is {const.default_value!r}", file))
+            issues.append(ConfigIssue(path, f"{e} (got {shown(value)})", f"model default is {shown(const.default_value)}", file))
     for sc in env.secret_constants:
         if meta.constant(sc.name) is None:
             issues.append(ConfigIssue(f"{env.config_path}.secretConstants.{sc.name}", f"constant {sc.name!r} is not defined by the app's model", suggest(sc.name, names) or _nearby(names), file))
@@ -204,13 +213,15 @@ class S3Storage:
 
 @dataclass(frozen=True)
 class AzureBlobStorage:
-    """Azure Blob file storage: the account key or a SAS token is secret."""
+    """Azure Blob file storage: the account key or a SAS token is secret; or neither, with the runtime's
+    managed identity (`use_default_credential`, which needs `endpoint`)."""
 
     account_name: Any
     container: Any
     account_key: Any = None
     sas_token: Any = None
     endpoint: Any = None
+    use_default_credential: bool = False
 
 
 @dataclass(frozen=True)
@@ -306,6 +317,8 @@ def buildpack_env(settings: RuntimeSettings, bindings: Bindings) -> BuildpackEnv
             s["MXRUNTIME_com_mendix_storage_azure_AccountKey"] = st.account_key
         if st.sas_token is not None:
             s["MXRUNTIME_com_mendix_storage_azure_SharedAccessSignature"] = st.sas_token
+        if st.use_default_credential:
+            p["MXRUNTIME_com_mendix_storage_azure_UseDefaultAzureCredential"] = "true"
     if custom:
         p["CUSTOM_RUNTIME_SETTINGS"] = _json(custom)
     env.plain = dict(sorted(p.items()))

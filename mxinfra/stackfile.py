@@ -33,8 +33,15 @@ _Yaml12Loader.add_implicit_resolver(
 )
 
 
-def _int12(loader: yaml.SafeLoader, node: yaml.Node) -> int:
+# No config number needs more digits than a Java long; past this the text is kept as a string, so
+# the schema reports it at its key path instead of int() failing on thousands of digits.
+_MAX_INT_DIGITS = 40
+
+
+def _int12(loader: yaml.SafeLoader, node: yaml.Node) -> int | str:
     text = loader.construct_scalar(node)  # type: ignore[arg-type]
+    if len(text) > _MAX_INT_DIGITS:
+        return text
     if text.startswith(("0o", "0x")):
         return int(text, 0)
     return int(text, 10)  # 012 is twelve in YAML 1.2, not octal
@@ -62,10 +69,48 @@ class Project:
         return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in self.stack_config_dir.glob("Pulumi.*.yaml"))
 
 
+# A stack file has hundreds of nodes; aliases may repeat a subtree, but nesting them (an alias bomb:
+# 9 levels of 9 aliases is 387 million nodes) must not make every walk of the config hang.
+MAX_EXPANDED_NODES = 100_000
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], limit: int) -> int:
+    """The node count of `node` with every alias expanded, computed over the graph (memoised)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = limit + 1  # a node that contains itself expands without end
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            total += _expanded_size(child, memo, limit)
+            if total > limit:
+                break
+    elif isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            total += _expanded_size(k, memo, limit) + _expanded_size(v, memo, limit)
+            if total > limit:
+                break
+    memo[key] = total
+    return total
+
+
 def _load_yaml(path: Path) -> Any:
     try:
         with path.open() as fh:
-            return yaml.load(fh, Loader=_Yaml12Loader)  # noqa: S506 (a SafeLoader subclass)
+            loader = _Yaml12Loader(fh)
+            try:
+                node = loader.get_single_node()
+                if node is None:
+                    return None
+                if _expanded_size(node, {}, MAX_EXPANDED_NODES) > MAX_EXPANDED_NODES:
+                    raise UserError(
+                        f"{path}: expands to more than {MAX_EXPANDED_NODES:,} values through YAML aliases "
+                        "(an alias bomb?): write the config out without nested aliases"
+                    )
+                return loader.construct_document(node)
+            finally:
+                loader.dispose()
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except yaml.YAMLError as e:

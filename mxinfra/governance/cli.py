@@ -146,16 +146,20 @@ def package_list(
     from .repository import Repository
 
     url = resolve_repository(**_group_options(ctx, repository=repository, directory=directory, stack=stack))
-    entries = Repository(_store(url)).list()
+    repo = Repository(_store(url))
+    entries = repo.list()
+    problems = repo.label_problems(entries)
     if as_json:
         sys.stdout.write(json.dumps([e.to_json() for e in entries], indent=2, sort_keys=True) + "\n")
-        return
-    from rich.table import Table
+    else:
+        from rich.table import Table
 
-    table = Table("version", "sha256", "runtime", "size", "uploaded", "by", "stories")
-    for e in entries:
-        table.add_row(*_row(e.version or "-", e.sha256[:12], e.runtime_version, f"{e.size_bytes:,}", e.uploaded_at, e.uploaded_by, ", ".join(e.stories)))
-    _console().print(table)
+        table = Table("version", "sha256", "runtime", "size", "uploaded", "by", "stories")
+        for e in entries:
+            table.add_row(*_row(e.version or "-", e.sha256[:12], e.runtime_version, f"{e.size_bytes:,}", e.uploaded_at, e.uploaded_by, ", ".join(e.stories)))
+        _console().print(table)
+    if problems:
+        raise UserError("the repository's version labels were tampered with:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 def _changed(record: Any) -> str:

@@ -45,9 +45,20 @@ def fetch_package(reference: str, url: str) -> tuple[Path, str | None]:
     from .repository import Repository
     from .store import open_store
 
+    from ..mda import sha256_file
+    from .repository import PackageIntegrityError
+
     repo = Repository(open_store(url))
     entry = repo.find(reference)
-    return repo.fetch(entry, cache_dir()), entry.version
+    path = repo.fetch(entry, cache_dir())
+    named = reference.strip().lower()[len(SHA_PREFIX) :] if reference.strip().lower().startswith(SHA_PREFIX) else ""
+    actual = sha256_file(path)
+    # the bytes that deploy are the bytes that were named, whatever the index says
+    if actual != entry.sha256 or not actual.startswith(named):
+        raise PackageIntegrityError(
+            f"{url}: {reference} names sha256:{named or entry.sha256} but the repository delivered sha256:{actual}: refusing it"
+        )
+    return path, entry.version
 
 
 def promotion_issues(

@@ -6,6 +6,11 @@ Layout in the store:
     index/<sha256>.json        the PackageEntry (written last: a listed package is always fetchable)
 Every object is created with put(if_absent=True) and never rewritten, so entries are immutable and
 concurrent pushes cannot overwrite each other.
+
+The key is the authority, not the content: `index/<sha>.json` must describe the package `<sha>` and
+`versions/<label>.json` must name a package whose entry carries that label, and the bytes fetched must
+hash to the key's sha. Someone who can write to the store and edits an entry or repoints a label gets
+a refusal naming both hashes (and `package list` reports the label), never another package deployed.
 """
 
 from __future__ import annotations
@@ -40,6 +45,10 @@ class VersionConflictError(UserError):
 
 class PackageIntegrityError(UserError):
     """A fetched package's bytes do not match its recorded SHA-256."""
+
+
+class LabelRepointedError(PackageIntegrityError):
+    """A version label names a package whose entry does not carry that label (the label was rewritten)."""
 
 
 def utc_now() -> str:
@@ -135,6 +144,12 @@ class Repository:
             entry = PackageEntry.from_json(json.loads(raw))
         except (ValueError, KeyError, TypeError) as exc:
             raise UserError(f"{self.store.url}: index entry {self.index_key(sha256)} is unreadable: {exc}") from None
+        if entry.sha256 != sha256:
+            # an edited entry must never redirect a reference to other bytes
+            raise PackageIntegrityError(
+                f"{self.store.url}: {self.index_key(sha256)} was altered: it names sha256:{entry.sha256}, "
+                f"not sha256:{sha256}; refusing both (restore the entry)"
+            )
         added = self._annotated_stories(sha256)
         if added:
             entry = dataclasses.replace(entry, stories=tuple(dict.fromkeys((*entry.stories, *added))))
@@ -264,15 +279,57 @@ class Repository:
             return entry
         if not _VERSION.fullmatch(ref):
             raise UserError(f"{ref!r}: expected a version label or sha256:<hex>")
-        raw = self.store.get(self.version_key(ref))
-        if raw is not None:
-            entry = self._entry(json.loads(raw)["sha256"])
+        target = self._label_target(ref)
+        if target is not None:
+            entry = self._entry(target)
             if entry is not None:
+                if entry.version != ref:
+                    raise LabelRepointedError(self._repointed(ref, target, entry.version))
                 return entry
         # a label claimed by an interrupted push has no entry: report it like any unknown label
         known = [e.version for e in self.list() if e.version]
         hint = f" (known versions: {', '.join(known[:10])})" if known else " (the repository has no labelled packages)"
         raise UserError(f"{self.store.url}: no package with version {ref}{hint}")
+
+    def _label_target(self, label: str) -> str | None:
+        """The sha256 `versions/<label>.json` names, or None; UserError if unreadable or for another label."""
+        key = self.version_key(label)
+        raw = self.store.get(key)
+        if raw is None:
+            return None
+        try:
+            claim = json.loads(raw)
+            sha, named = str(claim["sha256"]), claim.get("version", label)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise UserError(f"{self.store.url}: {key} is unreadable: {exc}") from None
+        if not _SHA.fullmatch(sha) or named != label:
+            raise LabelRepointedError(f"{self.store.url}: {key} was altered (it claims {named!r} -> {sha!r}); refusing it")
+        return sha
+
+    def _repointed(self, label: str, sha: str, actual: str | None) -> str:
+        return (
+            f"{self.store.url}: version label {label} was repointed: {self.version_key(label)} names sha256:{sha}, "
+            f"whose entry is version {actual or '(none)'}; labels are immutable: refusing it "
+            "(restore the label, or deploy by sha256:)"
+        )
+
+    def label_problems(self, entries: Sequence[PackageEntry] | None = None) -> list[str]:
+        """One message per version label that does not name the package carrying it (repointed or altered)."""
+        by_sha = {e.sha256: e for e in (self.list() if entries is None else entries)}
+        problems = []
+        for key in self.store.list("versions/"):
+            if not key.endswith(".json"):
+                continue
+            label = key[len("versions/") : -len(".json")]
+            try:
+                sha = self._label_target(label)
+            except UserError as exc:
+                problems.append(str(exc))
+                continue
+            entry = by_sha.get(sha or "")
+            if entry is not None and entry.version != label:
+                problems.append(self._repointed(label, entry.sha256, entry.version))
+        return problems
 
     def fetch(self, entry: PackageEntry, cache_dir: Path) -> Path:
         """The package as a local file cache_dir/<sha256>.mda, downloaded if needed and always hash-verified."""

@@ -337,7 +337,7 @@ class CapiDouble:
 
     def r_si(self, o: dict[str, Any]) -> dict[str, Any]:
         d = self._base(o, "service_instances")
-        d.update(name=o["name"], type=o["type"], tags=[], last_operation={"type": "create", "state": o["state"], "description": "", "created_at": o["created_at"], "updated_at": o["updated_at"]}, relationships={"space": {"data": {"guid": o["space"]}}, "service_plan": {"data": {"guid": o.get("plan")}}})
+        d.update(name=o["name"], type=o["type"], tags=[], last_operation={"type": "create", "state": o["state"], "description": "", "created_at": o["created_at"], "updated_at": o["updated_at"]}, relationships={"space": {"data": {"guid": o["space"]}}, **({"service_plan": {"data": {"guid": o["plan"]}}} if o.get("plan") else {})})
         return d
 
     def _job(self, operation: str, on_complete: Any = None, fail: str | None = None, with_body: bool = False) -> Response:

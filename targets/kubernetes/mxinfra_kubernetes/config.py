@@ -9,7 +9,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from mxinfra.artifacts import OCI_SCHEME, check_artifact, parse_image
 from mxinfra.config import StackConfig
+from mxinfra.egress import EgressRule, check_egress
 from mxinfra.environments import Environment, Role
 from mxinfra.errors import ConfigIssue
 
@@ -63,7 +65,18 @@ def cpu_milli(quantity: str) -> int:
     return int(round(float(quantity) * 1000))
 
 
+def _cidr(v: str) -> str:
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(v, strict=True)
+    except ValueError as e:
+        raise ValueError(f"{v!r} is not a CIDR block: {e}") from None
+    return v
+
+
 CpuQuantity = Annotated[str, AfterValidator(_cpu)]
+Cidr = Annotated[str, AfterValidator(_cidr)]
 ByteQuantity = Annotated[str, AfterValidator(_bytes)]
 DnsLabel = Annotated[str, AfterValidator(_label)]
 HostName = Annotated[str, AfterValidator(_host)]
@@ -108,6 +121,8 @@ class DatabaseConfig(_Strict):
     url: str | None = Field(None, description="postgres://user:password@host:5432/db, set with pulumi config set --secret")
     requireTls: bool = True
     inCluster: InClusterDatabase | None = None
+    port: int = Field(5432, ge=1, le=65535, description="The external database's port: the only one the runtime's egress admits for it")
+    networks: list[Cidr] | None = Field(None, max_length=16, description="The external database's networks (CIDRs); default: any address, on `port` only")
 
 
 class S3Config(_Strict):
@@ -144,6 +159,7 @@ class StorageConfig(_Strict):
     s3: S3Config | None = None
     azure: AzureBlobConfig | None = None
     local: LocalFilesConfig | None = None
+    networks: list[Cidr] | None = Field(None, max_length=16, description="The file store endpoint's networks (CIDRs); default: any address, on the endpoint's port only")
 
 
 class OperatorConfig(_Strict):
@@ -153,6 +169,7 @@ class OperatorConfig(_Strict):
     databasePlan: str
     storagePlan: str
     runtimeVersion: str | None = Field(None, description="Default: the package's runtime version")
+    podLabels: dict[str, str] | None = Field(None, description="Labels the Operator puts on the app's pods: the NetworkPolicy selects them")
 
 
 class EnvironmentOverride(_Strict):
@@ -165,6 +182,7 @@ class EnvironmentOverride(_Strict):
     storage: StorageConfig | None = None
     cpu: CpuConfig | None = None
     operator: OperatorConfig | None = None
+    egress: list[EgressRule] | None = None
 
 
 class KubernetesConfig(_Strict):
@@ -180,6 +198,9 @@ class KubernetesConfig(_Strict):
     storage: StorageConfig | None = None
     cpu: CpuConfig = Field(default_factory=CpuConfig)
     operator: OperatorConfig | None = None
+    egress: list[EgressRule] = Field(default_factory=list, max_length=64, description="What the app calls out to, besides its database, file store and DNS")
+    allowWideEgress: bool = Field(False, description="Explicit opt-in to /8 or wider egress rules on a stack with production")
+    dnsNamespace: DnsLabel = Field("kube-system", description="Namespace of the cluster DNS pods: the only DNS the runtime may query")
     environments: dict[str, EnvironmentOverride] = Field(default_factory=dict)
 
 
@@ -196,19 +217,21 @@ class EnvironmentSettings:
     cpu: CpuConfig
     operator: OperatorConfig | None
     paths: dict[str, str]  # sub-block -> config path (for error messages)
+    egress: tuple[EgressRule, ...] = ()
+    dns_namespace: str = "kube-system"
 
 
 def for_environment(block: KubernetesConfig, env: str) -> EnvironmentSettings:
     """The effective settings of `env`: its `environments.<env>` entries replace the top-level ones."""
     over = block.environments.get(env)
-    paths = {k: f"{BLOCK}.{k}" for k in ("image", "namespace", "ingress", "database", "storage", "cpu", "operator")}
+    paths = {k: f"{BLOCK}.{k}" for k in ("image", "namespace", "ingress", "database", "storage", "cpu", "operator", "egress")}
     values: dict[str, Any] = {k: getattr(block, k) for k in paths}
     if over is not None:
         for key in over.model_fields_set:
             values[key] = getattr(over, key)
             paths[key] = f"{BLOCK}.environments.{env}.{key}"
     return EnvironmentSettings(
-        block.mode, values["image"], values["namespace"], values["ingress"], values["database"], values["storage"], values["cpu"], values["operator"], paths
+        block.mode, values["image"], values["namespace"], values["ingress"], values["database"], values["storage"], values["cpu"], values["operator"], paths, tuple(values["egress"] or ()), block.dnsNamespace
     )
 
 
@@ -238,6 +261,8 @@ def host_of(s: EnvironmentSettings, app: str, env: str) -> str | None:
 # --- checks ----------------------------------------------------------------------------------------
 
 PRINCIPAL_FORMS = "group:NAME, user:NAME or serviceaccount:NAMESPACE/NAME"
+# Kubernetes' names for requests without credentials: never a subject of an environment's Role.
+ANONYMOUS = ("system:unauthenticated", "system:anonymous")
 
 
 def parse_principal(principal: str) -> tuple[str, str, str | None] | None:
@@ -294,19 +319,59 @@ def check_block(stack: StackConfig, block: KubernetesConfig, file: str = "") -> 
         s = for_environment(block, name)
         problems: list[ConfigIssue] = []
         if s.mode == "plain" and not s.image:
-            problems.append(ConfigIssue(s.paths["image"], "required in plain mode", "the Docker-buildpack image built from the package, e.g. registry.example.com/orders:1.4.2", file))
+            problems.append(ConfigIssue(s.paths["image"], "required in plain mode", "the Docker-buildpack image built from the package, e.g. registry.example.com/orders@sha256:<digest>", file))
+        elif s.mode == "plain" and s.image and parse_image(s.image) is None:
+            problems.append(ConfigIssue(s.paths["image"], f"{s.image!r} is not an image reference", "registry/repository[:tag][@sha256:<digest>]: lowercase repository path components, no wildcards", file))
         if s.mode == "operator":
             if s.operator is None:
                 problems.append(ConfigIssue(s.paths["operator"], "required in operator mode", "set sourceURL, databasePlan and storagePlan", file))
-            elif not s.operator.sourceURL.startswith("https://"):
-                problems.append(ConfigIssue(f"{s.paths['operator']}.sourceURL", f"must be an HTTPS URL (got {s.operator.sourceURL!r})", "the Operator downloads the MDA from it", file))
+            else:
+                src = s.operator.sourceURL
+                if src.startswith(OCI_SCHEME):
+                    if parse_image(src[len(OCI_SCHEME) :]) is None:
+                        problems.append(ConfigIssue(f"{s.paths['operator']}.sourceURL", f"{src!r} is not an oci-image:// image reference", "oci-image://registry/repository@sha256:<digest>", file))
+                elif not src.startswith("https://"):
+                    problems.append(ConfigIssue(f"{s.paths['operator']}.sourceURL", f"must be an HTTPS URL or an oci-image:// reference (got {src!r})", "the Operator downloads the MDA from it, or pulls the image", file))
+                if not s.operator.podLabels:
+                    problems.append(ConfigIssue(f"{s.paths['operator']}.podLabels", "required in operator mode: the NetworkPolicy that limits the app's traffic selects the app's pods by them", "the labels your Operator version puts on the app's pods (kubectl get pods --show-labels), e.g. {app: orders-production}", file))
         for issue in problems:
             if issue.path not in reported:
                 reported.add(issue.path)
                 issues.append(issue)
+    production = any(e.is_production for e in stack.environments)
+    for name in names:
+        s = for_environment(block, name)
+        if s.paths["egress"] not in reported:
+            reported.add(s.paths["egress"])
+            issues += check_egress(list(s.egress), s.paths["egress"], production, block.allowWideEgress, file)
     for env in stack.environments:
         issues += _check_environment(stack, block, env, file)
+        s = for_environment(block, env.name)
+        if s.mode == "plain" and s.image and parse_image(s.image) is not None:
+            issues += check_artifact(env, s.image, s.paths["image"], file, kind="image")
+        elif s.mode == "operator" and s.operator is not None:
+            issues += check_artifact(env, s.operator.sourceURL, f"{s.paths['operator']}.sourceURL", file, kind="source")
     issues += check_principals(stack, file)
+    issues += check_operator_backups(stack, block, file)
+    return issues
+
+
+def check_operator_backups(stack: StackConfig, block: KubernetesConfig, file: str = "") -> list[ConfigIssue]:
+    """`backups` creates Jobs, and a Job may run as any ServiceAccount of its namespace: in operator mode
+    that includes the Operator's own, which RBAC cannot keep a Job from naming. Refused there."""
+    issues = []
+    operator_envs = {e.name for e in stack.environments if for_environment(block, e.name).mode == "operator"}
+    for i, entry in enumerate(stack.access):
+        applies = operator_envs if "*" in entry.environments else operator_envs & set(entry.environments)
+        if applies and "backups" in entry.permissions:
+            issues.append(
+                ConfigIssue(
+                    f"mxinfra:access[{i}].permissions",
+                    f"'backups' in operator mode ({', '.join(sorted(applies))}): its Jobs could run as the Mendix Operator's ServiceAccount, and RBAC cannot pin a Job's ServiceAccount",
+                    "back up through the Operator's database service plan (or your database's own backups), and drop 'backups' from this entry",
+                    file,
+                )
+            )
     return issues
 
 
@@ -363,6 +428,10 @@ def check_principals(stack: StackConfig, file: str = "") -> list[ConfigIssue]:
         subject = parse_principal(entry.principal)
         if subject is None:
             issues.append(ConfigIssue(path, f"{entry.principal!r} is not a Kubernetes RBAC subject", PRINCIPAL_FORMS, file))
+        elif subject[0] != "ServiceAccount" and subject[1] in ANONYMOUS:
+            issues.append(ConfigIssue(path, f"{entry.principal!r} is everyone who reaches the API server without credentials", "grant a group of your identity provider", file))
+        elif subject[0] != "ServiceAccount" and subject[1].startswith("system:") and applies & production:
+            issues.append(ConfigIssue(path, f"production environment(s) {', '.join(sorted(applies & production))} accept no Kubernetes built-in subject ({entry.principal!r})", "grant a group of your identity provider, whose members it forces through MFA", file))
         elif subject[0] != "Group" and applies & production:
             issues.append(ConfigIssue(path, f"production environment(s) {', '.join(sorted(applies & production))} accept only group: principals", "Kubernetes RBAC cannot require MFA: grant a group whose members your identity provider forces through MFA", file))
     return issues

@@ -60,6 +60,22 @@ def _secret_vars(b: Builder) -> dict[str, Any]:
     return {"MX_" + name.replace(".", "_"): value for name, value in b.ctx.settings.secret_constants.items()}
 
 
+def _network_policy(b: Builder) -> None:
+    """The app's pods (the Operator creates them, labelled `operator.podLabels`): ingress from the
+    controller, egress to DNS, each other and the `egress:` list (the service plans' database and storage)."""
+    from .network import policy_spec
+
+    op = b.settings.operator
+    assert op is not None and op.podLabels  # check() requires both in operator mode
+    pods = dict(op.podLabels)
+    k8s.networking.v1.NetworkPolicy(
+        b.logical("network-policy"),
+        metadata=b.layout.metadata(b.layout.name("network"), per_release=False),
+        spec=policy_spec(b.settings, pods, {"podSelector": {"matchLabels": pods}}),
+        opts=b.opts(),
+    )
+
+
 def deploy(b: Builder) -> dict[str, Any]:
     """The MendixApp CR, the Secret its variables come from, and the patch carrying its secret fields."""
     ctx, lay = b.ctx, b.layout
@@ -101,5 +117,6 @@ def deploy(b: Builder) -> dict[str, Any]:
         opts=b.opts(protect_data=True, depends_on=[app]),
     )
     ctx.runtime_resource(patch)
+    _network_policy(b)
     host = host_of(b.settings, ctx.deployment.config.app.name, ctx.environment.name)
     return {"url": f"https://{host}", "namespace": lay.namespace, "mendixapp": lay.workload}

@@ -275,21 +275,14 @@ def _ingress(b: Builder, host: str) -> None:
 
 
 def _network_policy(b: Builder) -> None:
+    from .network import policy_spec
+
     lay = b.layout
-    own = {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": lay.instance}}}
-    controller = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": b.settings.ingress.controllerNamespace}}}
+    pods = {"app.kubernetes.io/instance": lay.instance}
     k8s.networking.v1.NetworkPolicy(
         b.logical("network-policy"),
-        metadata=lay.metadata(lay.name("ingress-only"), per_release=False),
-        spec={
-            # Only this environment's pods are governed, so a shared namespace keeps its other traffic.
-            "podSelector": {"matchLabels": {"app.kubernetes.io/instance": lay.instance}},
-            "policyTypes": ["Ingress"],
-            "ingress": [
-                {"from": [controller], "ports": [{"port": HTTP_PORT, "protocol": "TCP"}]},
-                {"from": [own]},
-            ],
-        },
+        metadata=lay.metadata(lay.name("network"), per_release=False),
+        spec=policy_spec(b.settings, pods, {"podSelector": {"matchLabels": pods}}),
         opts=b.opts(),
     )
 

@@ -34,17 +34,20 @@ def rules(permission: Permission, layout: Layout, mode: str) -> list[dict[str, A
         ]
     if permission is Permission.DEPLOY:
         if mode == "operator":
+            # Only its own MendixApp: another environment's CR in a shared Operator namespace carries that
+            # environment's admin password and licence. `list` cannot be limited to names, so it is not granted.
             return [
-                {"apiGroups": [MENDIX_GROUP], "resources": ["mendixapps"], "verbs": READ},
-                {"apiGroups": [MENDIX_GROUP], "resources": ["mendixapps"], "resourceNames": [workload], "verbs": ["update", "patch"]},
-                {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [layout.name("runtime")], "verbs": ["get", "update", "patch"]},
+                {"apiGroups": [MENDIX_GROUP], "resources": ["mendixapps"], "resourceNames": [workload], "verbs": ["get", "watch", "update", "patch"]},
+                # Writing the secret constants needs no read of them.
+                {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [layout.name("runtime")], "verbs": ["update", "patch"]},
             ]
         return [
             {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": READ},
             # replicas 0 stops the app; restarts are a template annotation patch (kubectl rollout restart)
             {"apiGroups": ["apps"], "resources": ["statefulsets", "statefulsets/scale"], "resourceNames": [workload], "verbs": ["update", "patch"]},
             {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [layout.name("config")], "verbs": ["get", "update", "patch"]},
-            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [layout.name("env")], "verbs": ["get", "update", "patch"]},
+            # The runtime Secret holds the admin password and the storage keys: deploying writes it, never reads it.
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [layout.name("env")], "verbs": ["update", "patch"]},
         ]
     if permission is Permission.BACKUPS:
         out: list[dict[str, Any]] = [
@@ -59,12 +62,10 @@ def rules(permission: Permission, layout: Layout, mode: str) -> list[dict[str, A
             ]
         return out
     if permission is Permission.MANAGE:
-        return [
-            {"apiGroups": [RBAC_GROUP], "resources": ["rolebindings"], "verbs": [*READ, "create", "update", "patch", "delete"]},
-            {"apiGroups": [RBAC_GROUP], "resources": ["roles"], "verbs": READ},
-            # `bind` lets a manager grant exactly this environment's permission sets, not more.
-            {"apiGroups": [RBAC_GROUP], "resources": ["roles"], "resourceNames": [layout.name(p.value) for p in Permission if p not in UNMAPPED], "verbs": ["bind"]},
-        ]
+        # Membership changes only through reviewed config and `pulumi up` (or the identity provider's
+        # groups): a manager sees who holds what, and can neither write a RoleBinding nor `bind` a Role,
+        # which would let one session bind production deploy to anyone.
+        return [{"apiGroups": [RBAC_GROUP], "resources": ["roles", "rolebindings"], "verbs": READ}]
     return []
 
 

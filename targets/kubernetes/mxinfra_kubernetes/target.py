@@ -21,6 +21,12 @@ EXISTING_NAMESPACE_WARNING = (
     "use any ServiceAccount of the namespace in those pods, so keep other apps' Secrets and privileged "
     "ServiceAccounts out of it"
 )
+SHARED_OPERATOR_NAMESPACE_WARNING = (
+    "production runs in the Operator namespace {namespace}: any other stack's environment there (and its "
+    "deploy or Operator access) shares the namespace's Secrets, ServiceAccounts and network; give production "
+    "an Operator namespace of its own"
+)
+OPEN_EGRESS_WARNING = "egress to {what} admits any address on that port: list the networks to limit it to the destination"
 MFA_WARNING = (
     "Kubernetes RBAC cannot require MFA or limit session length: the cluster's identity provider must "
     "enforce MFA and sessions of at most 8 hours for the groups {groups}"
@@ -47,6 +53,15 @@ class KubernetesTarget(Target):
         settings = for_environment(block, env.name)
         if settings.namespace is not None:
             out.append(EXISTING_NAMESPACE_WARNING.format(namespace=settings.namespace))
+            if settings.mode == "operator" and env.is_production:
+                out.append(SHARED_OPERATOR_NAMESPACE_WARNING.format(namespace=settings.namespace))
+        from mxinfra.egress import egress_warnings
+
+        from .network import open_destinations
+
+        for what in open_destinations(settings):
+            out.append(OPEN_EGRESS_WARNING.format(what=what))
+        out += egress_warnings(list(settings.egress), env.name)
         roles = access.roles()
         if env.is_production and access.grants:
             groups = ", ".join(sorted({p.split(":", 1)[1] for r in roles for p in r.principals}))

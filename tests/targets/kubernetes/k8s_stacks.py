@@ -17,6 +17,11 @@ DB_URL = "postgres://orders:Known-Db-Pw-5512@db.internal:5432/orders"
 S3_KEY_ID = "KNOWNACCESSKEYID0042"
 S3_SECRET = "Known-S3-Secret-9931"
 ENCRYPTION_KEY = "Known-Encryption-Key-1234"
+# Production and promotion-gated environments run digest-pinned artifacts only.
+DIGEST = "sha256:" + "3f" * 32
+IMAGE = f"registry.example.com/orders:1.4.2@{DIGEST}"
+SOURCE = f"oci-image://registry.example.com/orders-mda@{DIGEST}"
+POD_LABELS = {"app": "orders-production"}
 KNOWN_SECRETS = (ADMIN_PASSWORD, "Known-Db-Pw-5512", S3_KEY_ID, S3_SECRET, ENCRYPTION_KEY)
 
 
@@ -28,12 +33,12 @@ def config(env: str = "production", role: str | None = None, *, instances: int =
     k8s: dict[str, Any] = {"mode": mode, "ingress": {"domain": "apps.example.com"}}
     if mode == "plain":
         k8s.update(
-            image="registry.example.com/orders:1.4.2",
+            image=IMAGE,
             database={"url": DB_URL},
             storage={"s3": {"bucket": "orders-files", "endpoint": "https://s3.example.com", "accessKeyId": S3_KEY_ID, "secretAccessKey": S3_SECRET}},
         )
     else:
-        k8s["operator"] = {"sourceURL": "https://packages.example.com/orders.mda", "databasePlan": "pg", "storagePlan": "s3"}
+        k8s["operator"] = {"sourceURL": SOURCE, "databasePlan": "pg", "storagePlan": "s3", "podLabels": POD_LABELS}
     k8s.update(block)
     return {
         "mxinfra:app": {"name": "orders", "package": str(EXAMPLE_MDA), "target": "kubernetes"},

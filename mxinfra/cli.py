@@ -218,6 +218,19 @@ from .governance.cli import register as _register_governance  # noqa: E402 (afte
 _register_governance(app)
 
 
+def _register_plugins() -> None:
+    # A target may bring commands of its own (Cloud Foundry: `mxinfra access grant|expire`) through the
+    # entry-point group `mxinfra.commands`: `register(app)` adds them. The core imports no target module;
+    # a plugin's register imports only typer, its commands load their SDKs when they run.
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="mxinfra.commands"):
+        ep.load()(app)
+
+
+_register_plugins()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script: usage and input errors exit 2, Ctrl-C 130, bugs 1."""
     try:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from ..errors import ConfigIssue
 
 if TYPE_CHECKING:
+    from ..config import StackConfig
     from ..environments import Environment
 
 DEFAULT_REPOSITORY = "file://.mxinfra"
@@ -62,39 +63,63 @@ def fetch_package(reference: str, url: str) -> tuple[Path, str | None]:
 
 
 def promotion_issues(
-    envs: list[Environment], package_sha256: str, artifacts: Mapping[str, str | None], url: str, file: str = ""
+    envs: list[Environment],
+    package_sha256: str,
+    artifacts: Mapping[str, str | None],
+    url: str,
+    file: str = "",
+    *,
+    config: StackConfig | None = None,
+    base_dir: Path | None = None,
 ) -> list[ConfigIssue]:
-    """Environments that require promotion but whose source has no deploy record of this package
-    (and of the same artifact, where the target runs one), or whose source's log does not verify."""
+    """Environments that require promotion but whose source has no deploy record of this package (and of
+    the same artifact, where the target runs one) signed by a key trusted for the source and naming this
+    app, or whose source's log does not verify since its newest trusted checkpoint.
+
+    The cost does not grow with the source's history: a few probes for the tail, at most
+    CHECKPOINT_EVERY records since the checkpoint, the package's locators and the records they name."""
     gated = [e for e in envs if e.require_promotion_from]
     if not gated:
         return []
     from .activity import ActivityLog
+    from .signing import SigningError, trust_for
     from .store import open_store
 
     log = ActivityLog(open_store(url))
+    raw_values = config.raw.values if config is not None else {}
+    app = config.app.name if config is not None else None
+    base = base_dir or Path.cwd()
     issues = []
     for env in gated:
         source = env.require_promotion_from
         assert source is not None
         path = f"{env.config_path}.requirePromotionFrom"
-        problems = log.verify(source)
+        try:
+            trust = trust_for(raw_values, source, url, base)
+        except SigningError as exc:
+            issues.append(ConfigIssue(f"mxinfra:signing.trustedSigners.{source}", str(exc), "check the key reference and your access to it", file))
+            continue
+        what = f"package sha256:{package_sha256[:12]}"
+        artifact = artifacts.get(env.name)
+        if artifact is not None:
+            what += f" with {artifact}"
+        hint = f"deploy it to {source} first, or promote what {source} runs: mxinfra promote --from {source} --to {env.name}"
+        if not trust.fingerprints:
+            issues.append(ConfigIssue(path, f"{what} has no deploy record in {source!r} (repository {url}; no key is trusted for {source} yet)", hint, file))
+            continue
+        tail, problems = log.verify_recent(source, trust=trust, app=app)
         if problems:
             # A log that does not verify proves nothing about what ran there.
             issues.append(ConfigIssue(path, f"the activity log of {source!r} does not verify: {problems[0]}", "run mxinfra activity verify and restore the log before promoting", file))
             continue
-        artifact = artifacts.get(env.name)
-        deploys = [r for r in log.records(source) if r.action == "deploy" and r.environment == source and r.package_sha256 == package_sha256]
-        what = f"package sha256:{package_sha256[:12]}"
-        if artifact is not None:
-            deploys = [r for r in deploys if r.artifact == artifact]
-            what += f" with {artifact}"
-        if not deploys:
+        record, refused = log.deploy_evidence(source, package_sha256, artifact=artifact, trust=trust, app=app, tail=tail)
+        if record is None:
+            why = f": refused {'; '.join(refused[:3])}" if refused else ""
             issues.append(
                 ConfigIssue(
                     path,
-                    f"{what} has no deploy record in {source!r} (repository {url})",
-                    f"deploy it to {source} first, or promote what {source} runs: mxinfra promote --from {source} --to {env.name}",
+                    f"{what} has no deploy record in {source!r} signed by a key trusted for it ({trust.describe()}) (repository {url}){why}",
+                    hint,
                     file,
                 )
             )

@@ -85,8 +85,9 @@ def write_record(props: dict[str, Any], changes: dict[str, Any], action: str) ->
             # A rebuilt package with the same model version: keep it, unlabelled, rather than fail
             # a deployment that was already applied.
             repo.push(package_path, version=None, commit=None, stories=())
-    record = ActivityLog(store).append(
+    record = ActivityLog(store, signer=_signer(props, store.url)).append(
         props["environment"],
+        app=props.get("app"),
         actor=store.identity(),
         action=action,
         package_sha256=props["packageSha256"],
@@ -95,6 +96,16 @@ def write_record(props: dict[str, Any], changes: dict[str, Any], action: str) ->
         changes=changes,
     )
     return {**props, "lastRecordSeq": record.seq, "lastRecordHash": record.hash}
+
+
+def _signer(props: dict[str, Any], url: str) -> Any:
+    """The environment's configured signer (KMS, Key Vault, a key file); on file:// the development key by
+    default; None (unsigned: no gate will accept it) on a cloud repository without one."""
+    from .signing import dev_signer, open_signer
+
+    if props.get("signer"):
+        return open_signer(str(props["signer"]), Path.cwd())
+    return dev_signer(url)
 
 
 class ActivityProvider(ResourceProvider):

@@ -23,6 +23,7 @@ from scaffold import EXAMPLE_MDA, app_config
 def props(repo_url: str, env: str = "acceptance", sha: str = "a" * 64, **over):
     p = {
         "environment": env,
+        "app": "orders",
         "repository": repo_url,
         "packageSha256": sha,
         "packageVersion": "1.4.2.1234",

@@ -1,0 +1,524 @@
+"""Who may say "this ran in acceptance": signed activity records and the `mxinfra:signing` stack config.
+
+Every activity record is signed (ECDSA P-256 over SHA-256) with a key held by whoever may deploy the
+environment, and the signature travels in the record with the signer's public key. A reader checks the
+signature against that public key and then decides whether the key is trusted: a gated environment
+accepts a deploy record of its source only when the public key's fingerprint is one of the keys
+trusted for that source. Writing to the repository store is therefore not enough to forge a record:
+the private key never leaves KMS, Key Vault (or, for development, a local key file).
+
+Key references (in `mxinfra:signing`):
+    kms:<key id, ARN or alias>          an AWS KMS asymmetric key, KeySpec ECC_NIST_P256, KeyUsage SIGN_VERIFY
+                                        (kms:Sign to sign; kms:GetPublicKey to trust it by reference)
+    azurekv:https://VAULT.vault.azure.net/keys/NAME[/VERSION]
+                                        an Azure Key Vault EC P-256 key (keys/sign; keys/get to trust it)
+    file:PATH                           a PEM key file (PKCS#8 private key to sign; private or public to trust),
+                                        relative to the project directory: development only
+    sha256:<64 hex>                     a public key's fingerprint (SHA-256 of its DER SubjectPublicKeyInfo):
+                                        trust only, needs no call to KMS or Key Vault
+
+The stack config (pure schema, no I/O here):
+    mxinfra:signing:
+      signers:                          # environment -> the key its `pulumi up` signs records with
+        production: kms:arn:aws:kms:eu-west-1:111122223333:key/...
+      trustedSigners:                   # source environment -> keys whose records gated environments accept
+        acceptance: [kms:arn:aws:kms:eu-west-1:111122223333:key/..., sha256:...]
+
+On a file:// repository with no `mxinfra:signing`, records are signed with a development key created on
+first use beside the repository (`<repository>/keys/dev-signing.pem`, i.e. `.mxinfra/keys/` for the
+default) and that key is trusted: the gate then still refuses unsigned and edited records, but anyone
+who can read the key file can sign. On s3:// and azblob:// repositories nothing is trusted by default:
+a gated environment must name the keys trusted for its source, and its own signer.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import ConfigIssue, UserError
+
+if TYPE_CHECKING:
+    from ..config import RawConfig, StackConfig
+    from ..environments import Environment
+
+KEY = "mxinfra:signing"
+ALGORITHM = "ECDSA_P256_SHA256"
+DEV_KEY = Path("keys") / "dev-signing.pem"
+_FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
+_ENV = re.compile(r"[a-z]([a-z0-9-]*[a-z0-9])?")
+REF_FORMS = "kms:KEY-ID-OR-ARN, azurekv:https://VAULT.vault.azure.net/keys/NAME[/VERSION], file:PATH or sha256:FINGERPRINT"
+
+
+class SigningError(UserError):
+    """A key cannot be used (missing, unreachable, wrong type); the message names the key and the cause."""
+
+
+class SigningConfig(BaseModel):
+    """`mxinfra:signing`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    signers: dict[str, str] = Field(default_factory=dict, description="environment -> the key that signs its records")
+    trustedSigners: dict[str, list[str]] = Field(
+        default_factory=dict, description="source environment -> keys whose records gated environments accept"
+    )
+
+
+def signed_message(record_hash: str) -> bytes:
+    """The bytes a record's signature covers: its hash (which covers every other field), domain-separated."""
+    return b"mxinfra-activity-record-v1:" + record_hash.encode()
+
+
+def fingerprint(public_der: bytes) -> str:
+    """'sha256:<hex>' of a DER SubjectPublicKeyInfo."""
+    return "sha256:" + hashlib.sha256(public_der).hexdigest()
+
+
+def _load_public(der: bytes) -> Any:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    key = load_der_public_key(der)
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise ValueError("not an EC P-256 public key")
+    return key
+
+
+def _der_public(key: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return bytes(key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+class Signer(ABC):
+    """A private key that can sign activity records; `ref` is how the config names it."""
+
+    ref: str
+
+    @abstractmethod
+    def public_key_der(self) -> bytes:
+        """The public key, DER SubjectPublicKeyInfo."""
+
+    @abstractmethod
+    def sign(self, message: bytes) -> bytes:
+        """A DER-encoded ECDSA P-256 signature over SHA-256(message)."""
+
+    def signature(self, record_hash: str) -> dict[str, str]:
+        """The `signature` field of a record with this hash."""
+        return {
+            "alg": ALGORITHM,
+            "signer": self.ref,
+            "publicKey": base64.b64encode(self.public_key_der()).decode(),
+            "value": base64.b64encode(self.sign(signed_message(record_hash))).decode(),
+        }
+
+
+class LocalKeySigner(Signer):
+    """A PEM private key file (development, file:// repositories)."""
+
+    def __init__(self, path: Path, ref: str | None = None) -> None:
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        self.ref = ref or f"file:{path}"
+        try:
+            key = load_pem_private_key(Path(path).read_bytes(), password=None)
+        except FileNotFoundError:
+            raise SigningError(f"signing key {self.ref}: {path} does not exist") from None
+        except (OSError, ValueError, TypeError) as exc:
+            raise SigningError(f"signing key {self.ref}: {path} is not an unencrypted PEM private key ({exc})") from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+            raise SigningError(f"signing key {self.ref}: {path} is not an EC P-256 key")
+        self._key = key
+
+    def public_key_der(self) -> bytes:
+        return _der_public(self._key.public_key())
+
+    def sign(self, message: bytes) -> bytes:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        return bytes(self._key.sign(message, ec.ECDSA(hashes.SHA256())))
+
+
+def generate_key_file(path: Path) -> Path:
+    """Create an EC P-256 PEM private key at `path` (mode 0600) unless one exists; atomic against races."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    path = Path(path)
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+            f.flush()
+            os.fsync(f.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)  # the first writer wins; everyone then uses its key
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return path
+
+
+def _kms_client() -> Any:
+    try:
+        import boto3
+        import botocore.config
+    except ImportError:
+        raise SigningError("kms: signing keys need boto3: pip install 'mxinfra[s3]'") from None
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_KMS") or os.environ.get("AWS_ENDPOINT_URL") or None
+    config = botocore.config.Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10, read_timeout=30)
+    return boto3.session.Session().client("kms", endpoint_url=endpoint, config=config)
+
+
+def _kms_call(ref: str, what: str, call: Any, **kwargs: Any) -> Any:
+    import botocore.exceptions
+
+    try:
+        return call(**kwargs)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+        raise SigningError(f"signing key {ref}: cannot {what}: {code + ': ' if code else ''}{exc}") from None
+
+
+class KmsSigner(Signer):
+    """An AWS KMS asymmetric key (ECC_NIST_P256, SIGN_VERIFY): the private key never leaves KMS."""
+
+    def __init__(self, key_id: str, client: Any = None) -> None:
+        self.ref = f"kms:{key_id}"
+        self.key_id = key_id
+        self._client = client or _kms_client()
+        self._public: bytes | None = None
+
+    def public_key_der(self) -> bytes:
+        if self._public is None:
+            resp = _kms_call(self.ref, "get its public key (kms:GetPublicKey)", self._client.get_public_key, KeyId=self.key_id)
+            if resp.get("KeySpec") != "ECC_NIST_P256" or resp.get("KeyUsage") != "SIGN_VERIFY":
+                raise SigningError(
+                    f"signing key {self.ref}: is {resp.get('KeySpec')}/{resp.get('KeyUsage')}, expected ECC_NIST_P256/SIGN_VERIFY"
+                )
+            self._public = bytes(resp["PublicKey"])
+        return self._public
+
+    def sign(self, message: bytes) -> bytes:
+        resp = _kms_call(
+            self.ref,
+            "sign (kms:Sign)",
+            self._client.sign,
+            KeyId=self.key_id,
+            Message=message,
+            MessageType="RAW",
+            SigningAlgorithm="ECDSA_SHA_256",
+        )
+        return bytes(resp["Signature"])
+
+
+# Tests point the Key Vault clients at a loopback double; a real run uses DefaultAzureCredential and the defaults.
+KEYVAULT_CLIENT_OPTIONS: dict[str, Any] = {}
+
+
+def azure_credential() -> Any:
+    """The credential Key Vault calls use (DefaultAzureCredential)."""
+    try:
+        from azure.identity import DefaultAzureCredential
+    except ImportError:
+        raise SigningError("azurekv: signing keys need azure-identity: pip install 'mxinfra[azure]'") from None
+    return DefaultAzureCredential()
+
+
+def _keyvault_parts(ref: str) -> tuple[str, str, str | None]:
+    """(vault URL, key name, version or None) of an azurekv: reference."""
+    url = ref[len("azurekv:") :]
+    m = re.fullmatch(r"(https://[A-Za-z0-9.-]+(?::\d+)?)/keys/([A-Za-z0-9-]{1,127})(?:/([0-9a-zA-Z]+))?/?", url)
+    if not m:
+        raise ValueError(f"{ref!r}: expected azurekv:https://VAULT.vault.azure.net/keys/NAME[/VERSION]")
+    return m.group(1), m.group(2), m.group(3)
+
+
+def _keyvault_error(ref: str, what: str, exc: Exception) -> SigningError:
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return SigningError(f"signing key {ref}: cannot {what}: {first}")
+
+
+def _jwk_public_der(ref: str, jwk: Any) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    crv = str(getattr(jwk, "crv", "") or "")
+    kty = str(getattr(jwk, "kty", "") or "")
+    if not kty.startswith("EC") or not crv.endswith("P-256"):
+        raise SigningError(f"signing key {ref}: is {kty} {crv}, expected an EC P-256 key")
+    x, y = int.from_bytes(bytes(jwk.x), "big"), int.from_bytes(bytes(jwk.y), "big")
+    return _der_public(ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key())
+
+
+def _keyvault_key(ref: str) -> Any:
+    try:
+        from azure.keyvault.keys import KeyClient
+    except ImportError:
+        raise SigningError("azurekv: signing keys need azure-keyvault-keys: pip install 'mxinfra[azure]'") from None
+    vault, name, version = _keyvault_parts(ref)
+    client = KeyClient(vault, azure_credential(), **KEYVAULT_CLIENT_OPTIONS)
+    try:
+        return client.get_key(name, version)
+    except Exception as exc:  # azure-core and azure-identity raise their own types
+        raise _keyvault_error(ref, "read it (keys/get)", exc) from None
+
+
+class KeyVaultSigner(Signer):
+    """An Azure Key Vault EC P-256 key: Key Vault signs the digest (ES256); the private key never leaves it."""
+
+    def __init__(self, ref: str) -> None:
+        _keyvault_parts(ref)
+        self.ref = ref
+        self._key = _keyvault_key(ref)
+        self._public = _jwk_public_der(ref, self._key.key)
+        from azure.keyvault.keys.crypto import CryptographyClient
+
+        self._crypto = CryptographyClient(self._key, azure_credential(), **KEYVAULT_CLIENT_OPTIONS)
+
+    def public_key_der(self) -> bytes:
+        return self._public
+
+    def sign(self, message: bytes) -> bytes:
+        from azure.keyvault.keys.crypto import SignatureAlgorithm
+        from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+        digest = hashlib.sha256(message).digest()
+        try:
+            raw = bytes(self._crypto.sign(SignatureAlgorithm.es256, digest).signature)
+        except Exception as exc:
+            raise _keyvault_error(self.ref, "sign (keys/sign)", exc) from None
+        if len(raw) != 64:
+            raise SigningError(f"signing key {self.ref}: Key Vault returned a {len(raw)}-byte ES256 signature, expected 64")
+        # JWS form (r || s) -> DER, the form KMS and the cryptography package use
+        return bytes(encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")))
+
+
+def check_reference(ref: Any, *, for_signing: bool) -> str:
+    """Return `ref` if it is a valid key reference (no I/O), else raise ValueError."""
+    if not isinstance(ref, str) or not ref:
+        raise ValueError(f"expected a key reference ({REF_FORMS})")
+    if ref.startswith("kms:") and len(ref) > 4:
+        return ref
+    if ref.startswith("azurekv:"):
+        _keyvault_parts(ref)
+        return ref
+    if ref.startswith("file:") and len(ref) > 5:
+        return ref
+    if _FINGERPRINT.fullmatch(ref):
+        if for_signing:
+            raise ValueError("a fingerprint can be trusted but cannot sign: name the key (kms:, azurekv: or file:)")
+        return ref
+    raise ValueError(f"{ref!r} is not a key reference: expected {REF_FORMS}")
+
+
+def _file_path(ref: str, base_dir: Path) -> Path:
+    path = Path(os.path.expanduser(ref[len("file:") :]))
+    return path if path.is_absolute() else base_dir / path
+
+
+def open_signer(ref: str, base_dir: Path) -> Signer:
+    """The signer a key reference names (file: paths relative to `base_dir`)."""
+    try:
+        check_reference(ref, for_signing=True)
+    except ValueError as exc:
+        raise SigningError(f"signing key: {exc}") from None
+    if ref.startswith("kms:"):
+        return KmsSigner(ref[len("kms:") :])
+    if ref.startswith("azurekv:"):
+        return KeyVaultSigner(ref)
+    return LocalKeySigner(_file_path(ref, base_dir), ref)
+
+
+def dev_key_path(repository_url: str) -> Path | None:
+    """Where the development key of a file:// repository lives (None for other backends)."""
+    if not repository_url.startswith("file://"):
+        return None
+    return Path(repository_url[len("file://") :]) / DEV_KEY
+
+
+def dev_signer(repository_url: str) -> Signer | None:
+    """The development signer of a file:// repository, created on first use; None for cloud backends."""
+    path = dev_key_path(repository_url)
+    if path is None:
+        return None
+    return LocalKeySigner(generate_key_file(path), f"file:{path}")
+
+
+_trusted_cache: dict[str, str] = {}
+
+
+def trusted_fingerprint(ref: str, base_dir: Path) -> str:
+    """The fingerprint of the public key a trusted-signer reference names (one lookup per key and process)."""
+    if _FINGERPRINT.fullmatch(ref):
+        return ref
+    cache_key = ref if not ref.startswith("file:") else f"file:{_file_path(ref, base_dir)}"
+    if cache_key in _trusted_cache:
+        return _trusted_cache[cache_key]
+    if ref.startswith("kms:"):
+        found = fingerprint(KmsSigner(ref[len("kms:") :]).public_key_der())
+    elif ref.startswith("azurekv:"):
+        found = fingerprint(_jwk_public_der(ref, _keyvault_key(ref).key))
+    elif ref.startswith("file:"):
+        found = fingerprint(_file_public_der(ref, _file_path(ref, base_dir)))
+    else:
+        raise SigningError(f"trusted signer {ref!r}: expected {REF_FORMS}")
+    _trusted_cache[cache_key] = found
+    return found
+
+
+def _file_public_der(ref: str, path: Path) -> bytes:
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SigningError(f"trusted signer {ref}: cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        if b"PRIVATE KEY" in data:
+            return _der_public(load_pem_private_key(data, password=None).public_key())
+        return _der_public(load_pem_public_key(data))
+    except (ValueError, TypeError) as exc:
+        raise SigningError(f"trusted signer {ref}: {path} is not a PEM key ({exc})") from None
+
+
+@dataclass(frozen=True)
+class Trust:
+    """The keys whose records count for one environment, and how they were named (for messages)."""
+
+    fingerprints: frozenset[str]
+    names: tuple[str, ...]
+
+    def describe(self) -> str:
+        return ", ".join(self.names) or "(no key)"
+
+
+def check_signature(record: Mapping[str, Any], record_hash: str) -> tuple[str | None, str | None]:
+    """(fingerprint of the signing key, None) if the record's signature verifies; (None, why) if it is absent or bad."""
+    sig = record.get("signature")
+    if sig is None:
+        return None, "is unsigned"
+    try:
+        if not isinstance(sig, Mapping) or sig.get("alg") != ALGORITHM:
+            raise ValueError(f"unknown signature algorithm {sig.get('alg') if isinstance(sig, Mapping) else sig!r}")
+        public_der = base64.b64decode(str(sig["publicKey"]), validate=True)
+        value = base64.b64decode(str(sig["value"]), validate=True)
+        key = _load_public(public_der)
+    except (KeyError, ValueError, TypeError) as exc:
+        return None, f"has an unreadable signature ({exc})"
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        key.verify(value, signed_message(record_hash), ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return None, f"has a signature that does not verify (claimed signer {sig.get('signer')!r}): forged or edited"
+    return fingerprint(public_der), None
+
+
+# -- stack config
+
+
+def signing_config(raw_values: Mapping[str, Any]) -> SigningConfig:
+    """The parsed `mxinfra:signing` (empty when absent); assumes `check_signing` found nothing."""
+    value = raw_values.get(KEY)
+    return SigningConfig.model_validate(value or {})
+
+
+def is_cloud(url: str | None) -> bool:
+    """True for s3:// and azblob:// repositories (where nothing is trusted by default)."""
+    return bool(url) and not str(url).lower().startswith("file://")
+
+
+def check_signing(raw: RawConfig, envs: Iterable[Environment], repository: str | None, file: str = "") -> list[ConfigIssue]:
+    """Validate `mxinfra:signing` and require signers and trusted keys where a cloud repository gates promotion."""
+    from ..config import parse_model
+
+    envs = list(envs)
+    value = raw.values.get(KEY)
+    cfg, issues = parse_model(SigningConfig, value if value is not None else {}, KEY, file, raw)
+    if cfg is None:
+        return issues
+    names = [e.name for e in envs]
+    for env, ref in cfg.signers.items():
+        path = f"{KEY}.signers.{env}"
+        if env not in names:
+            issues.append(ConfigIssue(path, f"unknown environment {env!r}", f"environments of this stack: {', '.join(names)}", file))
+        try:
+            check_reference(ref, for_signing=True)
+        except ValueError as exc:
+            issues.append(ConfigIssue(path, str(exc), "the key whoever deploys this environment signs with", file))
+    for source, refs in cfg.trustedSigners.items():
+        path = f"{KEY}.trustedSigners.{source}"
+        if not _ENV.fullmatch(source):
+            issues.append(ConfigIssue(path, f"{source!r} is not an environment name", "the environment whose records are trusted", file))
+        if not refs:
+            issues.append(ConfigIssue(path, "no key: nothing from this environment would be accepted", f"list its signers' keys ({REF_FORMS})", file))
+        for i, ref in enumerate(refs):
+            try:
+                check_reference(ref, for_signing=False)
+            except ValueError as exc:
+                issues.append(ConfigIssue(f"{path}[{i}]", str(exc), "", file))
+    if is_cloud(repository):
+        # secure by default: on a shared store nothing is trusted unless the stack says which keys
+        for env in envs:
+            source = env.require_promotion_from
+            if source is None:
+                continue
+            if source not in cfg.trustedSigners:
+                issues.append(
+                    ConfigIssue(
+                        f"{KEY}.trustedSigners.{source}",
+                        f"required: {env.name} requires promotion from {source} on a {str(repository).split(':')[0]}:// repository, "
+                        f"so the keys that sign {source}'s records must be named",
+                        f"e.g. {KEY}: {{trustedSigners: {{{source}: [kms:arn:aws:kms:REGION:ACCOUNT:key/ID]}}}}",
+                        file,
+                    )
+                )
+            if env.name not in cfg.signers:
+                issues.append(
+                    ConfigIssue(
+                        f"{KEY}.signers.{env.name}",
+                        f"required: {env.name} is gated on a {str(repository).split(':')[0]}:// repository, so its records must be signed",
+                        f"the key whoever deploys {env.name} holds, e.g. kms:arn:aws:kms:REGION:ACCOUNT:key/ID",
+                        file,
+                    )
+                )
+    return issues
+
+
+def signer_reference(cfg: StackConfig, environment: str) -> str | None:
+    """The configured signer of an environment, or None (the development key on file://, else unsigned)."""
+    return signing_config(cfg.raw.values).signers.get(environment)
+
+
+def trust_for(raw_values: Mapping[str, Any], source: str, repository_url: str, base_dir: Path) -> Trust:
+    """The keys whose records of `source` count: the configured ones, else a file:// repository's development key."""
+    cfg = signing_config(raw_values)
+    refs = cfg.trustedSigners.get(source)
+    if refs is not None:
+        return Trust(frozenset(trusted_fingerprint(r, base_dir) for r in refs), tuple(refs))
+    path = dev_key_path(repository_url)
+    if path is not None and path.exists():
+        return Trust(frozenset({fingerprint(_file_public_der(f"file:{path}", path))}), (f"file:{path} (development key)",))
+    return Trust(frozenset(), ())

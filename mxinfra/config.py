@@ -151,6 +151,7 @@ KNOWN_KEYS = {
     "environments": "the environments of this stack",
     "access": "who may do what on which environment",
     "repository": "URL of the package repository and activity log",
+    "signing": "who signs each environment's activity records, and whose records a gated environment trusts",
 }
 
 
@@ -391,6 +392,9 @@ def collect_stack_config(raw: RawConfig, *, project: str, stack: str) -> tuple[S
             issues.append(ConfigIssue(f"{NAMESPACE}:repository", str(e), "file://PATH, s3://bucket/prefix or azblob://account/container/prefix", file))
             repository = None
 
+    from .governance.signing import check_signing  # pure: the mxinfra:signing schema, no I/O
+
+    issues += check_signing(raw, envs, repository, file)
     if check_names:
         issues += check_access(access, envs, file)
     if app is None:

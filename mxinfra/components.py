@@ -54,12 +54,15 @@ class MendixEnvironment(pulumi.ComponentResource):
 
     def _activity_log(self, deployment: Deployment, prepared: Any, depends_on: list[Any]) -> Any:
         from .governance.record import ActivityLogEntry, grants_digest, settings_digest
+        from .governance.signing import signer_reference
 
         package = deployment.package
         return ActivityLogEntry(
             prepared.naming.logical("activity"),
             {
                 "environment": prepared.environment.name,
+                "app": deployment.config.app.name,
+                "signer": signer_reference(deployment.config, prepared.environment.name),
                 # as configured: a relative file:// path resolves against the project directory at apply time
                 "repository": deployment.repository_input or deployment.repository,
                 "packageSha256": package.sha256,

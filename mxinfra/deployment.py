@@ -106,7 +106,7 @@ def prepare(raw: RawConfig, *, project: str, stack: str, base_dir: Path) -> Depl
         issues += target.check(cfg, block, file)
     sha = pkg.sha256()
     artifacts = {env.name: target.artifact(env, block) for env in cfg.environments}
-    gate = promotion_issues(list(cfg.environments), sha, artifacts, repo_url, file)
+    gate = promotion_issues(list(cfg.environments), sha, artifacts, repo_url, file, config=cfg, base_dir=base_dir)
     deferred = _gate_deferred.get()
     if deferred is not None and not issues:
         # everything else is valid: the plan goes on, and reports the gate's refusal at the end

@@ -37,6 +37,7 @@ def record_deploy(project_dir: Path, stack: str) -> None:
         ActivityProvider().create(
             {
                 "environment": p.environment.name,
+                "app": d.config.app.name,
                 "repository": d.repository,
                 "packageSha256": d.package.sha256,
                 "packageVersion": d.package.version or d.package.model_version,

@@ -128,6 +128,15 @@ class Registration:
 
 
 CloudOutputs = Callable[[pulumi_mocks.MockResourceArgs], Mapping[str, Any]]
+# Echo adjusters: a provider whose outputs differ in shape from its inputs (a list of ids in, a map out)
+# registers one, so that echoing the inputs back as state stays readable by its SDK's output types.
+_ECHO_ADJUSTERS: list[Callable[[str, dict[str, Any]], dict[str, Any]]] = []
+
+
+def add_echo_adjuster(adjust: Callable[[str, dict[str, Any]], dict[str, Any]]) -> None:
+    """Register `adjust(type, state) -> state`, applied to every echoed state before test outputs."""
+    if adjust not in _ECHO_ADJUSTERS:
+        _ECHO_ADJUSTERS.append(adjust)
 
 
 class _Mocks(pulumi_mocks.Mocks):
@@ -139,6 +148,8 @@ class _Mocks(pulumi_mocks.Mocks):
         # The inputs come back as state: what a provider would echo. Everything else is unknown,
         # unless a test plays the cloud and supplies outputs (ARNs, endpoints) itself.
         state = dict(args.inputs)
+        for adjust in _ECHO_ADJUSTERS:
+            state = adjust(args.typ, state)
         if self._outputs is not None:
             state.update(self._outputs(args))
         return f"{args.name}-id", state

@@ -1,0 +1,70 @@
+"""The real operations of Azure resource providers, derived from a published API description: the REST
+paths and methods in the request builders of the `azure-mgmt-*` SDKs (generated from the
+azure-rest-api-specs OpenAPI files), installed as the Azure target's test dependencies.
+
+Azure RBAC names an ARM operation `<Namespace>/<type>[/<child type>...]/<read|write|delete>`, and a POST
+to a named sub-path `<Namespace>/<types...>/<sub-path>/action` (e.g. POST .../containerApps/{n}/revisions/{r}/restart
+is Microsoft.App/containerApps/revisions/restart/action).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from functools import cache
+from pathlib import Path
+
+PACKAGES = {
+    "Microsoft.App": "azure.mgmt.appcontainers",
+    "Microsoft.DBforPostgreSQL": "azure.mgmt.postgresqlflexibleservers",
+    "Microsoft.Insights": "azure.mgmt.monitor",
+    "Microsoft.Authorization": "azure.mgmt.authorization",
+    "Microsoft.OperationalInsights": "azure.mgmt.loganalytics",
+}
+# `_url = "..."` (newer generators) or `kwargs.pop("template_url", "...")`, then the method of that builder.
+BUILDER = re.compile(r"def build_\w+_request\(.*?(?:_url = |\"template_url\",\s*)\"(?P<url>/[^\"]*)\".*?HttpRequest\(method=\"(?P<method>[A-Z]+)\"", re.S)
+VERBS = {"GET": "read", "HEAD": "read", "PUT": "write", "PATCH": "write", "DELETE": "delete"}
+
+
+def operation(url: str, method: str) -> str | None:
+    """The RBAC operation of one REST call, or None when the path is not under a provider."""
+    m = re.search(r"/providers/(?P<ns>[A-Za-z]+\.[A-Za-z.]+)/(?P<rest>.*)$", url)
+    if m is None:
+        return None
+    statics = [s for s in m["rest"].split("/") if s and not s.startswith("{")]
+    if not statics:
+        return None
+    ns = m["ns"]
+    if method == "POST":
+        return f"{ns}/{'/'.join(statics)}/action"
+    return f"{ns}/{'/'.join(statics)}/{VERBS[method]}"
+
+
+@cache
+def operations(namespace: str) -> frozenset[str]:
+    """Every operation of `namespace` found in its SDK (lowercase: RBAC compares case-insensitively)."""
+    spec = importlib.util.find_spec(PACKAGES[namespace])
+    assert spec is not None and spec.submodule_search_locations, f"{PACKAGES[namespace]} is not installed"
+    found = set()
+    for root in spec.submodule_search_locations:
+        for path in Path(root).rglob("*operations*.py"):
+            if "/aio/" in str(path):
+                continue
+            for b in BUILDER.finditer(path.read_text(encoding="utf-8")):
+                op = operation(b["url"], b["method"])
+                if op is not None and op.lower().startswith(namespace.lower() + "/"):
+                    found.add(op.lower())
+    return frozenset(found)
+
+
+def is_real(action: str) -> bool:
+    """Whether `action` (possibly with `*` wildcards) names at least one real operation of its provider."""
+    namespace = action.split("/", 1)[0]
+    known = next((ns for ns in PACKAGES if ns.lower() == namespace.lower()), None)
+    if known is None:
+        return False
+    ops = operations(known)
+    if "*" not in action:
+        return action.lower() in ops
+    pattern = re.compile("^" + ".*".join(re.escape(part) for part in action.lower().split("*")) + "$")
+    return any(pattern.match(op) for op in ops)

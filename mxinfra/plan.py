@@ -135,5 +135,6 @@ def run_plan(directory: Path, stack: str) -> PlanResult:
             stack=stack,
             config=config,
             secret_keys=secret_keys,
+            outputs=lambda args: deployment.target.plan_outputs(deployment, args.typ, args.name, dict(args.inputs)),
         )
     return PlanResult(project, stack, deployment, run.registrations, _attribute(run.registrations, deployment), run.warnings, list(gate))

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from .settings import RuntimeSettings
 
 ENTRY_POINT_GROUP = "mxinfra.targets"
+# What `mxinfra plan` shows inside a value for the part only the cloud knows (see Target.plan_outputs).
+KNOWN_AFTER_APPLY = "(known after apply)"
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,12 @@ class Target:
     def plan_notes(self, env: str, resources: Sequence[Mapping[str, Any]]) -> list[str]:
         """Facts the plan should print about choices the target made (e.g. a size it picked)."""
         return []
+
+    def plan_outputs(self, deployment: Deployment, type_: str, name: str, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Placeholders, for `mxinfra plan` only, of what the cloud assigns a resource on create (an ARN's
+        random suffix, an endpoint, a version id), each marked `(known after apply)`: inputs built from
+        them (a task definition's JSON) are then shown with only those parts unknown. Default: none."""
+        return {}
 
 
 _registry: dict[str, Target] = {}

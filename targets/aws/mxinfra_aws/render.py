@@ -7,7 +7,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mxinfra.target import KNOWN_AFTER_APPLY
+
 from . import fargate
+from .policies import partition_of
 
 ENVIRONMENT_TYPE = "mxinfra:index:MendixEnvironment"
 ROLE = "aws:iam/role:Role"
@@ -17,6 +20,8 @@ TASK_DEFINITION = "aws:ecs/taskDefinition:TaskDefinition"
 DB_INSTANCE = "aws:rds/instance:Instance"
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
 SERVICE = "aws:ecs/service:Service"
+SECRET = "aws:secretsmanager/secret:Secret"
+SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
 
 # (resource type, input holding a policy document, file suffix)
 POLICY_INPUTS = ((ROLE, "assumeRolePolicy", ".trust.json"), (ROLE_POLICY, "policy", ".json"), (BUCKET_POLICY, "policy", ".json"))
@@ -41,16 +46,51 @@ def policy_documents(resources: Sequence[Mapping[str, Any]]) -> dict[str, dict[s
     return docs
 
 
+def container_documents(resources: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """File name (under `containers/`) -> container definitions, for every task definition the plan knows."""
+    prefix = next((r["name"] for r in resources if r["type"] == ENVIRONMENT_TYPE), "")
+    docs = {}
+    for r in resources:
+        if r["type"] != TASK_DEFINITION:
+            continue
+        text = r["inputs"].get("containerDefinitions")
+        try:
+            doc = json.loads(text) if isinstance(text, str) else None
+        except json.JSONDecodeError:
+            doc = None
+        if isinstance(doc, list):
+            name = r["name"][len(prefix) + 1 :] if prefix and r["name"].startswith(prefix + "-") else r["name"]
+            docs[f"containers/{name}.json"] = doc
+    return docs
+
+
 def write_policies(env: str, resources: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:
-    """Write each policy document to `out_dir/aws/<env>/<resource>.json` (trust policies: `.trust.json`)."""
+    """Write each policy document to `out_dir/aws/<env>/<resource>.json` (trust policies: `.trust.json`)
+    and each task definition's container definitions to `containers/<task>.json`."""
     target = out_dir / "aws" / env
     target.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, doc in sorted(policy_documents(resources).items()):
+    for name, doc in sorted({**policy_documents(resources), **container_documents(resources)}.items()):
         path = target / name
+        path.parent.mkdir(exist_ok=True)
         path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
         written.append(path)
     return written
+
+
+def plan_outputs(region: str, account: str, type_: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """What AWS assigns on create, as placeholders (the random part marked), for the offline plan."""
+    later = KNOWN_AFTER_APPLY
+    arn = f"arn:{partition_of(region)}:secretsmanager:{region}:{account}:secret:"
+    if type_ == SECRET and isinstance(inputs.get("name"), str):
+        # Secrets Manager appends six random characters to the name
+        return {"arn": f"{arn}{inputs['name']}-{later}"}
+    if type_ == SECRET_VERSION:
+        return {"versionId": later}
+    if type_ == DB_INSTANCE and isinstance(inputs.get("identifier"), str):
+        host = f"{inputs['identifier']}.{later}.{region}.rds.amazonaws.com"
+        return {"address": host, "endpoint": f"{host}:5432", "masterUserSecrets": [{"secretArn": f"{arn}rds!db-{later}", "secretStatus": "active"}]}
+    return {}
 
 
 def notes(resources: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -84,6 +124,14 @@ def notes(resources: Sequence[Mapping[str, Any]]) -> list[str]:
     services = _services(resources)
     if services is not None:
         out.append(services)
+    for name, containers in sorted(container_documents(resources).items()):
+        for c in containers:
+            env_names = [e["name"] for e in c.get("environment", [])]
+            secret_names = [e["name"] for e in c.get("secrets", [])]
+            out.append(
+                f"{name[len('containers/') : -len('.json')]}: container {c.get('name')} of {c.get('image')}, "
+                f"{len(env_names)} variables ({', '.join(env_names)}); secrets by reference: {', '.join(secret_names) or 'none'}"
+            )
     return out
 
 

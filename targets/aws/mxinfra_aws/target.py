@@ -196,6 +196,14 @@ class AwsTarget(Target):
         """Every IAM policy document of the environment as JSON under `out_dir/aws/<env>/`."""
         return render.write_policies(env, resources, out_dir)
 
+    def plan_outputs(self, deployment: Any, type_: str, name: str, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        """ARNs, endpoints and version ids AWS assigns, as marked placeholders (see mxinfra.target)."""
+        region = deployment.config.block(REGION_KEY)
+        block = deployment.target_config
+        if not isinstance(region, str) or block is None:
+            return {}
+        return render.plan_outputs(region, block.accountId, type_, inputs)
+
     def plan_notes(self, env: str, resources: Sequence[Mapping[str, Any]]) -> list[str]:
         """The Fargate size picked, leader and followers, database protections, log retention and access roles."""
         return render.notes(resources)

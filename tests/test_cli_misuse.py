@@ -1,0 +1,123 @@
+"""Every misuse of the installed `mxinfra` console script: exit 2, a short message naming the problem on
+stderr, never a traceback; help, version and option placement as README's CLI section states."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from scaffold import EXAMPLE_MDA, copy_example
+
+EXE = shutil.which("mxinfra", path=str(Path(sys.executable).parent)) or "mxinfra"
+
+# (arguments, exit code, text that stderr (or stdout for exit 0) must contain); {mda}, {repo}, {file},
+# {project} are filled in below.
+ROWS: list[tuple[str, int, str]] = [
+    ("", 2, "Usage: mxinfra"),
+    ("-h", 0, "Usage: mxinfra [OPTIONS] COMMAND"),
+    ("--help", 0, "Commands:"),
+    ("--version", 0, "mxinfra 0.1.0"),
+    ("frobnicate", 2, "No such command 'frobnicate'"),
+    ("inspct {mda}", 2, "Did you mean 'inspect'?"),
+    ("inspect", 2, "Missing argument 'MDA'"),
+    ("inspect --frob", 2, "No such option: --frob"),
+    ("inspect {mda} extra-arg", 2, "unexpected extra argument(s) (extra-arg)"),
+    ("inspect {mda} --json true", 2, "unexpected extra argument(s) (true)"),
+    ("inspect {missing}", 2, "nope.mda"),
+    ("inspect -h", 0, "--verify"),
+    ("plan", 2, "Missing option '-s'"),
+    ("plan -s", 2, "Option '-s' requires an argument"),
+    ("plan -s test -C {project} --out {file}", 2, "is a file"),
+    ("plan -s nosuchstack -C {project}", 2, "no stack file for stack 'nosuchstack'"),
+    ("plan -s test -C {project} --json yes", 2, "unexpected extra argument(s) (yes)"),
+    ("package", 2, "Usage: mxinfra package"),
+    ("package frob", 2, "No such command 'frob'"),
+    ("package push", 2, "Missing argument 'MDA'"),
+    ("package push {mda} --story", 2, "Option '--story' requires an argument"),
+    ("package list --frob", 2, "No such option: --frob"),
+    ("package list --json --repository", 2, "Option '--repository' requires an argument"),
+    ("package list --repository ftp://x/y", 2, "ftp://x/y"),
+    ("activity --json --csv --repository {repo}", 2, "choose one of --json and --csv"),
+    ("activity verify --frob", 2, "No such option: --frob"),
+    ("activity verify --json --repository {repo}", 2, "No such option: --json"),
+    ("activity frob", 2, "No such command 'frob'"),
+    ("promote", 2, "Missing option '--from'"),
+    ("promote --from acceptance", 2, "Missing option '--to'"),
+    ("promote --from acceptance --to nowhere -C {project}", 2, "'nowhere'"),
+    ("trace", 2, "Missing argument 'STORY'"),
+    ("trace ORD-1 --json yes --repository {repo}", 2, "unexpected extra argument(s) (yes)"),
+    ("access", 2, "Usage: mxinfra access"),
+    ("access grant", 2, "Missing option"),
+    # option placement: a group's options work after the subcommand too (and the reverse)
+    ("activity verify --repository {repo}", 0, "activity log intact"),
+    ("activity verify --repository {repo} -e acceptance", 0, "activity log intact"),
+    ("activity --repository {repo} -e acceptance verify", 0, "activity log intact"),
+    ("activity -e acceptance verify --repository {repo}", 0, "activity log intact"),
+    ("package --repository {repo} list --json", 0, "["),
+    ("package list --json --repository {repo}", 0, "["),
+]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess[str]]:
+    """Run every row once, four at a time (each is a fresh interpreter)."""
+    base = tmp_path_factory.mktemp("cli")
+    project = copy_example(base / "project")
+    file = base / "a-file"
+    file.write_text("x")
+    fill = {"mda": str(EXAMPLE_MDA), "repo": f"file://{base / 'repo'}", "file": str(file), "project": str(project), "missing": str(base / "nope.mda")}
+    env = dict(os.environ, COLUMNS="100", NO_COLOR="1")
+
+    def run(args: str) -> subprocess.CompletedProcess[str]:
+        argv = [a.format(**fill) for a in args.split()]
+        return subprocess.run([EXE, *argv], capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        done = dict(zip([r[0] for r in ROWS], pool.map(run, [r[0] for r in ROWS])))
+    return done
+
+
+@pytest.mark.parametrize(("args", "code", "says"), ROWS, ids=[r[0] or "(no arguments)" for r in ROWS])
+def test_cli_row(results, args, code, says):
+    proc = results[args]
+    shown = proc.stderr if code else proc.stdout
+    assert proc.returncode == code, f"mxinfra {args}: exit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
+    assert says in shown, f"mxinfra {args}: {says!r} not in:\n{shown}"
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "internal error" not in proc.stderr
+    if code == 2:
+        assert len(proc.stderr.splitlines()) < 40  # short: the problem, not a dump
+
+
+def test_help_has_no_bool_placeholders(results):
+    for args in ("-h", "inspect -h"):
+        assert "<bool>" not in results[args].stdout and "BOOLEAN" not in results[args].stdout
+
+
+def test_ctrl_c_exits_130_with_one_line(tmp_path):
+    # A Pulumi.yaml that is a FIFO blocks the read until the user gives up with Ctrl-C.
+    (tmp_path / "proj").mkdir()
+    os.mkfifo(tmp_path / "proj" / "Pulumi.yaml")
+    proc = subprocess.Popen([EXE, "plan", "-s", "test", "-C", str(tmp_path / "proj")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        # wait until the interpreter is up and blocked in the read (it has opened the FIFO)
+        while time.monotonic() < deadline and not any(
+            os.path.realpath(f"/proc/{proc.pid}/fd/{fd}") == str(tmp_path / "proj" / "Pulumi.yaml")
+            for fd in (os.listdir(f"/proc/{proc.pid}/fd") if os.path.exists(f"/proc/{proc.pid}/fd") else [])
+        ):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert err == "interrupted\n"

@@ -69,7 +69,7 @@ def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure
         sku={"name": sku, "tier": tier_of(sku)},
         storage={"storage_size_gb": cfg.database.storageSizeGb, "auto_grow": "Enabled"},
         administrator_login=DB_USER,
-        administrator_login_password=password.result,
+        administrator_login_password=pulumi.Output.secret(password.result),
         auth_config={"password_auth": "Enabled", "active_directory_auth": "Disabled"},
         network={
             "delegated_subnet_resource_id": cfg.databaseSubnetId,

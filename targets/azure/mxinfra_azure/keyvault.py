@@ -89,6 +89,14 @@ def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure
     return Vault(vault, group, ident, reader)
 
 
+def _versioned(properties: Any) -> str | None:
+    if properties is None:
+        return None
+    if isinstance(properties, dict):
+        return properties.get("secret_uri_with_version") or properties.get("secretUriWithVersion")
+    return getattr(properties, "secret_uri_with_version", None)
+
+
 def put(ctx: EnvironmentContext, v: Vault, variable: str, value: Any) -> pulumi.Output[str]:
     """Write `value` (a Secret, an Output or a string, always stored as a Pulumi secret) as the vault
     secret of `variable`; returns its versioned URI (a new value is a new version, so a new revision)."""
@@ -108,7 +116,7 @@ def put(ctx: EnvironmentContext, v: Vault, variable: str, value: Any) -> pulumi.
     # answers (the offline plan's echoed state).
     latest = pulumi.Output.concat("https://", v.vault.name, ".vault.azure.net/secrets/", name)
     uri = pulumi.Output.unsecret(
-        pulumi.Output.all(secret.properties, latest).apply(lambda a: (getattr(a[0], "secret_uri_with_version", None) if a[0] is not None else None) or a[1])
+        pulumi.Output.all(secret.properties, latest).apply(lambda a: _versioned(a[0]) or a[1])
     )
     v.uris[name] = uri
     return uri

@@ -173,8 +173,8 @@ def test_database(role_run):
     assert i["network"]["publicNetworkAccess"] == "Disabled"
     assert i["network"]["delegatedSubnetResourceId"] == f"{VNET}/subnets/db"
     assert i["network"]["privateDnsZoneArmResourceId"] == f"orders-{role}-db-zone-id"
-    # generated: unknown in a preview (test_azure_update checks it is a secret once known)
-    assert i["administratorLoginPassword"] == Computed()
+    # generated: a secret, unknown in a preview (test_azure_update checks its value once known)
+    assert i["administratorLoginPassword"] == Sealed(Computed())
     assert i["backup"]["backupRetentionDays"] == {"test": 7, "acceptance": 14, "production": 35}[role]
     assert i["backup"]["geoRedundantBackup"] == ("Enabled" if role == "production" else "Disabled")
     assert i["highAvailability"]["mode"] == ("ZoneRedundant" if role == "production" else "Disabled")
@@ -365,19 +365,5 @@ def test_shorter_sessions_shorten_activation(pulumi_run):
     assert pim.duration(5400) == "PT90M"
 
 
-def test_outputs_export_role_definitions_and_scopes(pulumi_run):
-    from mxinfra.mockrun import run_mocked
-
-    d = deployment(config("production"))
-    captured = {}
-
-    def program():
-        app = MendixApp("orders", {"deployment": d})
-        captured["app"] = app
-
-    run_mocked(program, project="orders", stack="azure-production")
-    env = captured["app"].environments["production"] if hasattr(captured["app"], "environments") else None
-    n = Names.of(__import__("mxinfra.naming", fromlist=["Naming"]).Naming("orders", "production"), SUB)
-    assert n.role_definition_id(n.role_definition_guid("deploy")) == f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/{n.role_definition_guid('deploy')}"
+def test_stable_guids():
     assert stable_guid("a", "b") == stable_guid("A", "B") != stable_guid("a", "c")
-    assert env is None or env is not None  # outputs are checked in test_azure_plan via --json

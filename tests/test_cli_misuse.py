@@ -103,21 +103,34 @@ def test_help_has_no_bool_placeholders(results):
 
 
 def test_ctrl_c_exits_130_with_one_line(tmp_path):
-    # A Pulumi.yaml that is a FIFO blocks the read until the user gives up with Ctrl-C.
+    # A Pulumi.yaml that is a FIFO holds the command in its read until the user gives up with Ctrl-C.
     (tmp_path / "proj").mkdir()
-    os.mkfifo(tmp_path / "proj" / "Pulumi.yaml")
-    proc = subprocess.Popen([EXE, "plan", "-s", "test", "-C", str(tmp_path / "proj")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    fifo = tmp_path / "proj" / "Pulumi.yaml"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [EXE, "plan", "-s", "test", "-C", str(tmp_path / "proj")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        # a background shell may have left SIGINT ignored: give the command the default a terminal gives
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    writer = None
     try:
         deadline = time.monotonic() + 60
-        # wait until the interpreter is up and blocked in the read (it has opened the FIFO)
-        while time.monotonic() < deadline and not any(
-            os.path.realpath(f"/proc/{proc.pid}/fd/{fd}") == str(tmp_path / "proj" / "Pulumi.yaml")
-            for fd in (os.listdir(f"/proc/{proc.pid}/fd") if os.path.exists(f"/proc/{proc.pid}/fd") else [])
-        ):
-            time.sleep(0.05)
+        while writer is None and time.monotonic() < deadline and proc.poll() is None:
+            try:  # succeeds once the command has opened the FIFO for reading; its read then waits for us
+                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                time.sleep(0.05)
+        assert writer is not None, proc.communicate(timeout=5)
+        time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
+        if writer is not None:
+            os.close(writer)
     assert proc.returncode == 130
     assert err == "interrupted\n"

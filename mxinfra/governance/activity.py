@@ -460,7 +460,9 @@ class ActivityLog:
         problems = []
         if start[0] and (start[0] > tail or self._stored_hash(environment, start[0]) != start[1]):
             problems.append(f"seq {start[0]} ({self.key(environment, start[0])}): differs from its signed checkpoint")
-        problems += self._verify_range(environment, start, tail, trust=trust, app=app, signed=True)
+        # every record since must chain and be validly signed; only the evidence must be by a trusted key
+        # (an environment may have several deployers, not all of them trusted by every gate)
+        problems += self._verify_range(environment, start, tail, trust=None, app=app, signed=True)
         return tail, problems
 
     def _stored_hash(self, environment: str, seq: int) -> str | None:

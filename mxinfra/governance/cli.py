@@ -218,22 +218,109 @@ def activity(
 def activity_verify(
     ctx: typer.Context,
     environment: EnvOpt = None,
+    state: Annotated[Optional[Path], typer.Option("--state", help="A `pulumi stack export` file: check the log still holds each environment's last record")] = None,
     repository: RepositoryOpt = None,
     directory: DirOpt = None,
     stack: StackOpt = None,
 ) -> None:
-    """Check every environment's hash chain: an edited, removed or reordered record is named."""
+    """Check every record: the hash chain, the signatures (and with -s, the keys the stack trusts and its app),
+    and with -s or --state that the log still holds the Pulumi state's last record (truncation)."""
     from .activity import ActivityLog
 
     where = _group_options(ctx, repository=repository, directory=directory, stack=stack, environment=environment)
     environment = where.pop("environment", None)
-    log = ActivityLog(_store(resolve_repository(**where)))
+    url = resolve_repository(**where)
+    log = ActivityLog(_store(url))
     envs = [environment] if environment else log.environments()
-    problems = [f"{env}: {p}" for env in envs for p in log.verify(env)]
+    stack, base = where.get("stack"), (where.get("directory") or Path(".")).resolve()
+    raw: dict[str, Any] = {}
+    if stack:
+        from ..stackfile import read_project, read_stack_config
+
+        raw = dict(read_stack_config(read_project(base), stack).values)
+    app_block = raw.get("mxinfra:app")
+    app = str(app_block.get("name")) if isinstance(app_block, dict) and app_block.get("name") else None
+    problems = []
+    for env in envs:
+        trust = _verify_trust(raw, env, url, base)
+        problems += [f"{env}: {p}" for p in log.verify(env, signed=True, trust=trust, app=app)]
+    console = _console()
+    checked_heads = 0
+    if state is not None or stack:
+        heads, unavailable = _state_heads(state, stack, base)
+        if unavailable:
+            _console(stderr=True).print(clean(f"note: the Pulumi state's last records were not checked: {unavailable}"))
+        for env, seq, digest in heads:
+            if environment and env != environment:
+                continue
+            problem = log.verify_head(env, seq, digest)
+            checked_heads += 1
+            if problem:
+                problems.append(f"{env}: {problem}")
     if problems:
         raise UserError("the activity log was tampered with:\n" + "\n".join(f"  - {p}" for p in problems))
     total = sum(len(log.records(env)) for env in envs)
-    _console().print(f"activity log intact: {total} record(s) in {len(envs)} environment(s)")
+    heads_note = f"; the Pulumi state's last record found in {checked_heads} environment(s)" if checked_heads else ""
+    console.print(f"activity log intact: {total} signed record(s) in {len(envs)} environment(s){heads_note}")
+
+
+def _verify_trust(raw: dict[str, Any], env: str, url: str, base: Path) -> Any:
+    """The keys `activity verify` expects on an environment's records: those the stack trusts for it, else its
+    configured signer, else a file:// repository's development key; None (any valid signature) otherwise."""
+    from .signing import Trust, dev_key_path, signing_config, trust_for, trusted_fingerprint
+
+    cfg = signing_config(raw) if raw else None
+    if cfg is not None and env in cfg.trustedSigners:
+        return trust_for(raw, env, url, base)
+    if cfg is not None and env in cfg.signers:
+        ref = cfg.signers[env]
+        return Trust(frozenset({trusted_fingerprint(ref, base)}), (ref,))
+    path = dev_key_path(url)
+    if path is not None and path.exists():
+        return trust_for({}, env, url, base)
+    return None
+
+
+def _state_heads(state: Path | None, stack: str | None, base: Path) -> tuple[list[tuple[str, int, str]], str]:
+    """(environment, lastRecordSeq, lastRecordHash) of each activity resource in the stack's Pulumi state, and
+    why the state could not be read (for a missing `pulumi` without --state)."""
+    import subprocess
+
+    if state is not None:
+        try:
+            text = state.read_text()
+        except OSError as exc:
+            raise UserError(f"{state}: cannot read the state file: {exc.strerror or exc}") from None
+        origin = str(state)
+    else:
+        try:
+            done = subprocess.run(
+                ["pulumi", "stack", "export", "--stack", str(stack)], cwd=base, capture_output=True, text=True, timeout=120, check=False
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            return [], f"cannot run `pulumi stack export --stack {stack}` ({exc}); give the export with --state FILE"
+        if done.returncode != 0:
+            return [], f"`pulumi stack export --stack {stack}` failed: {done.stderr.strip()[:300]}; give the export with --state FILE"
+        text, origin = done.stdout, f"pulumi stack export --stack {stack}"
+    try:
+        doc = json.loads(text)
+        resources = (doc.get("deployment") or doc.get("checkpoint", {}).get("latest") or doc).get("resources") or []
+        if not isinstance(resources, list):
+            raise ValueError("resources is not a list")
+    except (ValueError, AttributeError) as exc:
+        raise UserError(f"{origin}: not a Pulumi state export ({exc})") from None
+    heads = []
+    for res in resources:
+        outputs = res.get("outputs") if isinstance(res, dict) else None
+        if not isinstance(outputs, dict) or "lastRecordSeq" not in outputs or "environment" not in outputs:
+            continue
+        seq, digest, env = outputs.get("lastRecordSeq"), outputs.get("lastRecordHash"), outputs.get("environment")
+        if not isinstance(seq, int) or not isinstance(digest, str) or not isinstance(env, str):
+            raise UserError(f"{origin}: resource {res.get('urn')}: lastRecordSeq/lastRecordHash/environment are not readable")
+        heads.append((env, seq, digest))
+    if not heads:
+        return [], f"{origin} holds no activity resource (nothing deployed yet?)"
+    return heads, ""
 
 
 def _environments_of(project: Any, stack: str) -> list[str]:
@@ -329,15 +416,27 @@ def trace(
 
     store = _store(resolve_repository(repository, directory, stack))
     packages = [e for e in Repository(store).list() if story in e.stories]
+    from .activity import record_hash
+    from .signing import check_signature
+
     log = ActivityLog(store)
     records = [r for env in log.environments() for r in log.records(env) if r.action == "deploy"]
+
+    def signed_by(r: Any) -> str:
+        # what a reader may believe about a record: who signed it, or why nobody provably did
+        data = r.to_json()
+        if record_hash(data) != r.hash:
+            return "EDITED (hash does not match)"
+        found, why = check_signature(data, r.hash)
+        return f"{r.signature.get('signer')} ({found})" if found else f"UNVERIFIED: {why}"
+
     result = [
         {
             "version": e.version,
             "sha256": e.sha256,
             "commit": e.commit,
             "deployments": [
-                {"environment": r.environment, "time": r.time, "actor": r.actor}
+                {"environment": r.environment, "time": r.time, "actor": r.actor, "seq": r.seq, "signed_by": signed_by(r)}
                 for r in sorted(records, key=lambda r: r.time)
                 if r.package_sha256 == e.sha256
             ],
@@ -353,8 +452,8 @@ def trace(
         return
     for p in result:
         console.print(clean(f"{p['version'] or '-'} sha256:{p['sha256'][:12]} commit {p['commit'] or '-'}"))
-        for d in p["deployments"] or [{"environment": "(not deployed)", "time": "", "actor": ""}]:
-            console.print(clean(f"  {d['environment']:<14} {d['time']}  {d['actor']}"))
+        for d in p["deployments"] or [{"environment": "(not deployed)", "time": "", "actor": "", "signed_by": ""}]:
+            console.print(clean(f"  {d['environment']:<14} {d['time']}  {d['actor']}  {d['signed_by']}".rstrip()))
 
 
 def register(app: typer.Typer) -> None:

@@ -212,9 +212,10 @@ class KmsSigner(Signer):
     def public_key_der(self) -> bytes:
         if self._public is None:
             resp = _kms_call(self.ref, "get its public key (kms:GetPublicKey)", self._client.get_public_key, KeyId=self.key_id)
-            if resp.get("KeySpec") != "ECC_NIST_P256" or resp.get("KeyUsage") != "SIGN_VERIFY":
+            spec = resp.get("KeySpec") or resp.get("CustomerMasterKeySpec")  # the older name of the same field
+            if spec != "ECC_NIST_P256" or resp.get("KeyUsage") != "SIGN_VERIFY":
                 raise SigningError(
-                    f"signing key {self.ref}: is {resp.get('KeySpec')}/{resp.get('KeyUsage')}, expected ECC_NIST_P256/SIGN_VERIFY"
+                    f"signing key {self.ref}: is {spec}/{resp.get('KeyUsage')}, expected ECC_NIST_P256/SIGN_VERIFY"
                 )
             self._public = bytes(resp["PublicKey"])
         return self._public
@@ -262,8 +263,8 @@ def _keyvault_error(ref: str, what: str, exc: Exception) -> SigningError:
 def _jwk_public_der(ref: str, jwk: Any) -> bytes:
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    crv = str(getattr(jwk, "crv", "") or "")
-    kty = str(getattr(jwk, "kty", "") or "")
+    crv = str(getattr(getattr(jwk, "crv", None), "value", getattr(jwk, "crv", "")) or "")
+    kty = str(getattr(getattr(jwk, "kty", None), "value", getattr(jwk, "kty", "")) or "")
     if not kty.startswith("EC") or not crv.endswith("P-256"):
         raise SigningError(f"signing key {ref}: is {kty} {crv}, expected an EC P-256 key")
     x, y = int.from_bytes(bytes(jwk.x), "big"), int.from_bytes(bytes(jwk.y), "big")

@@ -109,7 +109,8 @@ def check_access(entries: Sequence[AccessEntry], envs: Sequence[Environment], fi
                 continue
             if Permission.API in perms and not entry.allowOnProduction:
                 issues.append(ConfigIssue(f"{path}.permissions", f"'api' on production environment {env.name!r} bypasses two-factor authentication", "grant it explicitly with allowOnProduction: true, or drop production from this entry", file))
-            operating = [p.value for p in perms if p.operates]
+            # Every production role a person assumes, receiving alerts included, needs MFA and at most 8 hours.
+            operating = [p.value for p in perms]
             if entry.mfa is False and operating:
                 issues.append(ConfigIssue(f"{path}.mfa", f"production environment {env.name!r} requires MFA for {', '.join(operating)}", "remove 'mfa: false' or drop production from this entry", file))
             if entry.maxSessionSeconds is not None and entry.maxSessionSeconds > PRODUCTION_SESSION_SECONDS and operating:
@@ -125,7 +126,7 @@ def grants_for(env: Environment, entries: Sequence[AccessEntry]) -> EnvironmentA
             continue
         for name in entry.permissions:
             perm = Permission(name)
-            if env.is_production and perm.operates:
+            if env.is_production:  # every permission: a role a person assumes on production
                 mfa = True
                 session = min(entry.maxSessionSeconds or PRODUCTION_SESSION_SECONDS, PRODUCTION_SESSION_SECONDS)
             else:

@@ -155,7 +155,8 @@ class _Mocks(pulumi_mocks.Mocks):
         return f"{args.name}-id", state
 
     def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict, list | None]:
-        return (dict(self._call(args)) if self._call else {}), None
+        # The SDK iterates the failures: an empty list, not None (which fails every invoke).
+        return (dict(self._call(args)) if self._call else {}), []
 
 
 class _Recorder(pulumi_mocks.MockMonitor):

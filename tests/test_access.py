@@ -54,9 +54,10 @@ def test_api_on_production_needs_explicit_opt_in():
 def test_manage_on_production_without_mfa_is_refused():
     issues = check_access([entry(permissions=["manage"], mfa=False)], [PROD])
     assert issues and issues[0].path == "mxinfra:access[0].mfa"
-    # alerts are not an operation: no MFA needed to receive them
-    assert check_access([entry(permissions=["alerts"], mfa=False)], [PROD]) == []
-    assert {g.mfa_required for g in grants_for(PROD, [entry(permissions=["alerts"])]).grants} == {False}
+    # issue 10.3: alerts on production is a role a person assumes too: MFA and at most 8 hours, always
+    assert [i.path for i in check_access([entry(permissions=["alerts"], mfa=False)], [PROD])] == ["mxinfra:access[0].mfa"]
+    assert [i.path for i in check_access([entry(permissions=["alerts"], maxSessionSeconds=12 * 3600)], [PROD])] == ["mxinfra:access[0].maxSessionSeconds"]
+    assert {(g.mfa_required, g.max_session_seconds) for g in grants_for(PROD, [entry(permissions=["alerts"])]).grants} == {(True, 8 * 3600)}
 
 
 def test_unknown_permission():

@@ -7,6 +7,9 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mxinfra.artifacts import parse_image
+from mxinfra.egress import EgressRule
+
 # `[0-9]`, not `\d` (which accepts other scripts' digits), and fullmatch, not `$` (which accepts a trailing newline).
 ACCOUNT_ID = re.compile(r"[0-9]{12}")
 REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]")
@@ -15,6 +18,9 @@ CLUSTER_ARN = re.compile(r"arn:aws[a-z-]*:ecs:(?P<region>[a-z]{2}(-[a-z]+)+-[0-9
 PUBLIC_CIDRS = ("0.0.0.0/0", "::/0")
 # On production, a CIDR this wide (or wider) counts as public: it needs `allowPublicIngress` too.
 PUBLIC_PREFIX_MAX = 8
+# The VPC tag that marks a production network: production requires it, other tiers refuse it.
+TIER_TAG = "mxinfra:tier"
+PRODUCTION_TIER = "production"
 
 
 class _Strict(BaseModel):
@@ -36,6 +42,12 @@ class AwsConfig(_Strict):
 
     accountId: str = Field(description="The 12-digit AWS account the stack deploys into (ARNs are built from it)")
     vpcId: str = Field(pattern=r"^vpc-[0-9a-f]{8,17}$", description="The existing VPC (vpc-...)")
+    vpcCidr: str = Field(description="The VPC's (primary) CIDR block: the runtime's HTTPS egress to the VPC's interface endpoints; checked against the VPC at deploy time")
+    vpcTags: dict[str, str] = Field(default_factory=dict, description="Tags the VPC carries (checked at deploy time): production needs mxinfra:tier=production")
+    allowSharedVpc: bool = Field(False, description="Explicit opt-in: environments of different tiers in one VPC (warned)")
+    s3PrefixListId: str | None = Field(None, pattern=r"^pl-[0-9a-f]{8,17}$", description="The region's S3 prefix list (gateway endpoint): HTTPS egress to S3 outside the VPC CIDR")
+    egress: list[EgressRule] = Field(default_factory=list, max_length=50, description="What the app calls out to, besides the database, the VPC's endpoints and S3")
+    allowWideEgress: bool = Field(False, description="Explicit opt-in to /8 or wider egress rules on a stack with production")
     subnetIds: list[str] = Field(min_length=2, description="Private subnets in at least two availability zones, for the service and the database")
     loadBalancerSubnetIds: list[str] | None = Field(None, min_length=2, description="Subnets of the load balancer (public ones for an internet-facing ALB); default: subnetIds")
     certificateArn: str = Field(pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[0-9a-f-]+$", description="ACM certificate of the HTTPS listener")
@@ -56,6 +68,37 @@ class AwsConfig(_Strict):
         if not ACCOUNT_ID.fullmatch(v):
             raise ValueError("must be a 12-digit AWS account id")
         return v
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str) -> str:
+        from .policies import ECR_REGISTRY, ECR_REPOSITORY
+
+        ref = parse_image(v)
+        if ref is None:
+            raise ValueError(f"{v!r} is not an image reference: registry/repository[:tag][@sha256:<digest>], lowercase repository components, no wildcards")
+        if ref.registry is not None and ".dkr.ecr." in ref.registry:
+            if not ECR_REGISTRY.fullmatch(ref.registry):
+                raise ValueError(f"{ref.registry!r} is not an ECR registry (<account>.dkr.ecr.<region>.amazonaws.com)")
+            if not ECR_REPOSITORY.fullmatch(ref.repository) or len(ref.repository) > 256:
+                raise ValueError(f"{ref.repository!r} is not an ECR repository name")
+        return v
+
+    @field_validator("vpcCidr")
+    @classmethod
+    def _vpc_cidr(cls, v: str) -> str:
+        try:
+            net = ipaddress.ip_network(v, strict=True)
+        except ValueError as e:
+            raise ValueError(f"{v!r} is not a CIDR block: {e}") from None
+        if net.version != 4:
+            raise ValueError("the VPC's primary CIDR block is IPv4")
+        return v
+
+    @property
+    def production_vpc(self) -> bool:
+        """True when the stack declares its VPC a production network."""
+        return self.vpcTags.get(TIER_TAG) == PRODUCTION_TIER
 
     @field_validator("cluster")
     @classmethod

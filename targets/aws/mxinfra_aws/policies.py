@@ -18,7 +18,10 @@ ROLE_PATH = "/mxinfra/"
 _IAM_NAME = "a-zA-Z0-9+=,.@_-"
 # Use with fullmatch: `[0-9]`, not `\d` (other scripts' digits); no `$` (it accepts a trailing newline).
 PRINCIPAL = re.compile(r"[0-9]{12}|arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:(root|(role|user)/[A-Za-z0-9+=,.@_/-]+)")
-_ECR_IMAGE = re.compile(r"^(?P<account>[0-9]{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/(?P<repo>[^:@]+)")
+# An ECR registry host; the repository comes from the core's image-reference grammar (no wildcards).
+ECR_REGISTRY = re.compile(r"(?P<account>[0-9]{12})\.dkr\.ecr\.(?P<region>[a-z]{2}(-[a-z]+)+-[0-9])\.amazonaws\.com(\.cn)?")
+# ECR repository names (and at most 256 characters): lowercase path components, no wildcard.
+ECR_REPOSITORY = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
 
 Document = dict[str, Any]
 
@@ -268,11 +271,17 @@ def ecs_tasks_trust(a: Arns) -> Document:
 
 
 def ecr_repository_arn(image: str, partition: str = "aws") -> str | None:
-    """The ECR repository an image URI points at, or None for other registries."""
-    m = _ECR_IMAGE.match(image)
-    if not m:
+    """The ECR repository an image URI points at, or None for other registries (and for anything that is
+    not a valid reference: config validation refuses those, so no wildcard ever reaches a policy)."""
+    from mxinfra.artifacts import parse_image
+
+    ref = parse_image(image)
+    if ref is None or ref.registry is None:
         return None
-    return f"arn:{partition}:ecr:{m['region']}:{m['account']}:repository/{m['repo']}"
+    m = ECR_REGISTRY.fullmatch(ref.registry)
+    if not m or not ECR_REPOSITORY.fullmatch(ref.repository) or len(ref.repository) > 256:
+        return None
+    return f"arn:{partition}:ecr:{m['region']}:{m['account']}:repository/{ref.repository}"
 
 
 def execution_policy(a: Arns, image: str) -> Document:
@@ -379,8 +388,12 @@ def deploy_policy(a: Arns) -> Document:
         _allow("RegisterTaskDefinition", ["ecs:RegisterTaskDefinition"], _one_or_all(a.task_definition_arns), {"ForAllValues:StringEquals": {"ecs:compute-compatibility": "FARGATE"}}),
         # Tagging a new revision as it is registered (tag-on-create), nothing else.
         _allow("TagTaskDefinitions", ["ecs:TagResource"], _one_or_all(a.task_definition_arns), {"StringEquals": {"ecs:CreateAction": "RegisterTaskDefinition"}}),
-        # DescribeTaskDefinition has no resource type: AWS only accepts "*".
+        # DescribeTaskDefinition has no resource type: AWS only accepts "*". `pulumi up` needs it (the
+        # provider reads every revision it registers); README says what it reads beyond the environment.
         _allow("ReadTaskDefinitions", ["ecs:DescribeTaskDefinition"], "*"),
+        # `pulumi up` checks the VPC's tier tag and CIDR before anything is created (network.verified_vpc);
+        # DescribeVpcs has no resource type either.
+        _allow("CheckVpc", ["ec2:DescribeVpcs"], "*", {"StringEquals": {"ec2:Region": a.region}}),
         # ListTasks is authorised on the cluster's container instances, narrowed by the cluster key.
         _allow("ListTasks", ["ecs:ListTasks"], a.container_instances_arn, {"ArnEquals": {"ecs:cluster": a.cluster_arn}}),
         # Tasks carry their service's tags (propagateTags SERVICE): only this environment's.
@@ -433,6 +446,10 @@ def backups_policy(a: Arns) -> Document:
                 f"{rds}:og:default:postgres-{a.postgres_major}",
                 f"{rds}:pg:default.postgres{a.postgres_major}",
             ],
+            # The new instance must carry the environment's tags, so the tag-based Denies above and below
+            # (and the environment's own tag conditions) govern it. IAM has no key for the restored
+            # instance's security groups or size: README says what that leaves open.
+            {"StringEquals": _environment_tags(a, "aws:RequestTag")},
         ),
         # Snapshots whose name matches but whose tags are another environment's (or missing) are refused:
         # one Deny per tag, so that either tag differing is enough.
@@ -464,11 +481,12 @@ def backups_policy(a: Arns) -> Document:
 
 
 def api_policy(a: Arns) -> Document:
-    """Programmatic read access to the environment's state (the Deploy API's view); changes need deploy."""
-    return _doc(
-        _service_read(a),
-        _allow("ReadTaskDefinitions", ["ecs:DescribeTaskDefinition"], "*"),
-    )
+    """Programmatic read access to the environment's services (the Deploy API's view); changes need deploy.
+
+    No `ecs:DescribeTaskDefinition`: IAM cannot limit it to a family (it has no resource type), so it would
+    read every environment's task definitions, production's constants, hosts and secret ARNs included.
+    """
+    return _doc(_service_read(a))
 
 
 def alerts_policy(a: Arns) -> Document:
@@ -481,14 +499,14 @@ def alerts_policy(a: Arns) -> Document:
 
 
 def manage_policy(a: Arns, permissions: Sequence[str]) -> Document:
-    """Changing who may do what: the trust of exactly this environment's other access roles.
+    """Seeing who may do what: the environment's access roles, their trust and their policies.
 
-    Never the manage role's own trust: it could otherwise admit anyone to itself.
+    No `iam:UpdateAssumeRolePolicy` (or any IAM write): it has no condition key limiting the new
+    document, so one session could make production deploy assumable by anyone. Membership changes only
+    through reviewed config and `pulumi up`.
     """
-    others = [a.role_arn(p) for p in sorted(permissions) if p != "manage"]
-    if not others:
-        return _doc(_allow("ReadOwnRole", ["iam:GetRole"], a.role_arn("manage")))
-    return _doc(_allow("EditTrust", ["iam:GetRole", "iam:UpdateAssumeRolePolicy"], _one_or_all(others)))
+    roles = [a.role_arn(p) for p in sorted(set(permissions) | {"manage"})]
+    return _doc(_allow("ReadAccessRoles", ["iam:GetRole", "iam:GetRolePolicy", "iam:ListRolePolicies"], _one_or_all(roles)))
 
 
 def permission_policy(a: Arns, permission: str, permissions: Sequence[str] = ()) -> Document:

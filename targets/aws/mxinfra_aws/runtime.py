@@ -19,6 +19,7 @@ from mxinfra.environments import Secret
 from mxinfra.settings import Bindings, DatabaseParts, S3Storage, buildpack_env, instance_env
 from mxinfra.target import EnvironmentContext
 
+from .tagging import stable
 from . import fargate, policies
 from .config import AwsConfig
 from .containers import CONTAINER, FOLLOWER, LEADER, LOG_RETENTION_DAYS, RUNTIME_PORT, ValueFrom, container_definitions, task_counts, value_from
@@ -64,7 +65,7 @@ def service_role(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, kind: str, tr
         description=description,
         assume_role_policy=json.dumps(trust, sort_keys=True),
         permissions_boundary=cfg.permissionsBoundaryArn,
-        tags=dict(ctx.tags),
+        tags=stable(ctx.tags),
         opts=ctx.opts(),
     )
     aws.iam.RolePolicy(
@@ -83,7 +84,9 @@ def _secret_value(value: Any) -> Any:
 
 def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, sgs: SecurityGroups, db: Database, cluster_arn: Any) -> Runtime:
     """Every runtime resource of the environment."""
-    n, env, tags = ctx.naming, ctx.environment, dict(ctx.tags)
+    n, env, tags = ctx.naming, ctx.environment, stable(ctx.tags)
+    # What runs the package carries its hash and model version (traceability); nothing else changes per release.
+    release_tags = dict(ctx.tags)
     size = fargate.pick(env.memory_mb)
 
     logs = aws.cloudwatch.LogGroup(
@@ -201,7 +204,7 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, sgs: SecurityGroups
         deployment_maximum_percent=100,
         enable_ecs_managed_tags=True,
         propagate_tags="SERVICE",
-        tags=tags,
+        tags=release_tags,
     )
 
     def task_definition(kind: str, logical: str, family: str, index: int) -> aws.ecs.TaskDefinition:
@@ -232,7 +235,10 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, sgs: SecurityGroups
             execution_role_arn=execution_role.arn,
             task_role_arn=task_role.arn,
             container_definitions=containers,
-            tags=tags,
+            tags=release_tags,
+            # A new revision never deregisters the old one: `pulumi up` under the deploy role needs no
+            # ecs:DeregisterTaskDefinition (which IAM cannot limit to a family), and rollbacks keep working.
+            skip_destroy=True,
             opts=ctx.opts(depends_on=[version, logs]),
         )
 
@@ -271,7 +277,7 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, sgs: SecurityGroups
 
 def alerts(ctx: EnvironmentContext, a: Arns) -> aws.sns.Topic:
     """The alerts topic and, per service, an alarm on fewer running tasks than desired that publishes to it."""
-    n, tags = ctx.naming, dict(ctx.tags)
+    n, tags = ctx.naming, stable(ctx.tags)
     # CloudWatch alarms cannot publish to a topic encrypted with the AWS-managed SNS key; alerts carry
     # no secrets, so the topic is left unencrypted rather than adding a customer key.
     topic = aws.sns.Topic(n.logical("alerts"), name=a.topic_name, tags=tags, opts=ctx.opts())

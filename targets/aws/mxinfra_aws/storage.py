@@ -8,6 +8,7 @@ import pulumi_aws as aws
 
 from mxinfra.target import EnvironmentContext
 
+from .tagging import stable
 from . import policies
 from .policies import Arns
 
@@ -16,7 +17,12 @@ NONCURRENT_DAYS = {"test": 7, "acceptance": 30, "production": 90}
 
 
 def create(ctx: EnvironmentContext, a: Arns) -> aws.s3.Bucket:
-    """The bucket and its encryption, versioning, public-access block, ownership, lifecycle and policy."""
+    """The bucket and its encryption, versioning, public-access block, ownership, lifecycle and policy.
+
+    On production every one of them is protected and retained with the bucket: a partial destroy (or a
+    refactoring that drops one) must not strip versioning, encryption, the public-access block or the
+    TLS-only policy from the bucket that stays behind.
+    """
     n, env = ctx.naming, ctx.environment
     keep = env.role.value != "test"
     bucket = aws.s3.Bucket(
@@ -24,7 +30,7 @@ def create(ctx: EnvironmentContext, a: Arns) -> aws.s3.Bucket:
         bucket=a.bucket_name,
         # Test files may go with the environment; elsewhere a non-empty bucket blocks deletion.
         force_destroy=not keep,
-        tags=dict(ctx.tags),
+        tags=stable(ctx.tags),
         opts=ctx.opts(protect_data=True),
     )
     aws.s3.BucketPublicAccessBlock(
@@ -34,25 +40,25 @@ def create(ctx: EnvironmentContext, a: Arns) -> aws.s3.Bucket:
         block_public_policy=True,
         ignore_public_acls=True,
         restrict_public_buckets=True,
-        opts=ctx.opts(),
+        opts=ctx.opts(protect_data=True),
     )
     aws.s3.BucketOwnershipControls(
         n.logical("files-ownership"),
         bucket=bucket.id,
         rule={"object_ownership": "BucketOwnerEnforced"},
-        opts=ctx.opts(),
+        opts=ctx.opts(protect_data=True),
     )
     aws.s3.BucketServerSideEncryptionConfiguration(
         n.logical("files-encryption"),
         bucket=bucket.id,
         rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}, "bucket_key_enabled": True}],
-        opts=ctx.opts(),
+        opts=ctx.opts(protect_data=True),
     )
     versioning = aws.s3.BucketVersioning(
         n.logical("files-versioning"),
         bucket=bucket.id,
         versioning_configuration={"status": "Enabled"},
-        opts=ctx.opts(),
+        opts=ctx.opts(protect_data=True),
     )
     aws.s3.BucketLifecycleConfiguration(
         n.logical("files-lifecycle"),
@@ -67,12 +73,12 @@ def create(ctx: EnvironmentContext, a: Arns) -> aws.s3.Bucket:
             }
         ],
         # S3 rejects lifecycle rules on noncurrent versions before versioning is on.
-        opts=ctx.opts(depends_on=[versioning]),
+        opts=ctx.opts(protect_data=True, depends_on=[versioning]),
     )
     aws.s3.BucketPolicy(
         n.logical("files-policy"),
         bucket=bucket.id,
         policy=json.dumps(policies.bucket_policy(a), sort_keys=True),
-        opts=ctx.opts(),
+        opts=ctx.opts(protect_data=True),
     )
     return bucket

@@ -7,12 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mxinfra.artifacts import check_artifact
+from mxinfra.egress import check_egress, egress_warnings
 from mxinfra.errors import ConfigIssue
 from mxinfra.naming import Naming
 from mxinfra.target import AppContext, EnvironmentContext, Target
 
+from .tagging import stable
 from . import fargate, render
-from .config import REGION, AwsConfig, is_public, is_wide
+from .config import PRODUCTION_TIER, REGION, TIER_TAG, AwsConfig, is_public, is_wide
 from .containers import task_counts
 from .policies import PRINCIPAL, Arns, partition_of
 
@@ -24,6 +27,20 @@ if TYPE_CHECKING:
 REGION_KEY = "aws:region"
 # IAM's MaxSessionDuration range (the core allows 900 for other platforms).
 IAM_SESSION_SECONDS = (3600, 43200)
+# Suffixes the target appends to `<app>-<env>` for the names of an environment's resources. Task families,
+# roles, alarms and security groups are account-wide: an environment whose name ends in one of them
+# (`production-follower`) would own the names of another environment's resources (production's follower
+# family, and with it RegisterTaskDefinition on it).
+RESERVED_SUFFIXES = (
+    "follower", "follower-running-tasks", "running-tasks", "alb", "alb-sg", "service-sg", "db-sg", "web", "db", "db-final",
+    "db-rotated", "redeploy", "alerts", "events", "task", "execution", "files", "cluster",
+    "deploy", "monitor", "backups", "api", "manage",
+)
+SHARED_VPC_WARNING = (
+    "allowSharedVpc: true: environments of different tiers share VPC {vpc}; security groups are VPC-scoped, so "
+    "a non-production deploy role can move its tasks into production's security group and target group "
+    "(ecs:UpdateService cannot be conditioned on them) and reach production's database"
+)
 
 
 @dataclass(frozen=True)
@@ -112,10 +129,50 @@ class AwsTarget(Target):
                         file,
                     )
                 )
+        issues += self._check_vpc(stack, block, file)
+        issues += check_egress(list(block.egress), "mxinfra:aws.egress", bool(production), block.allowWideEgress, file)
+        for env in stack.environments:
+            issues += check_artifact(env, block.image, "mxinfra:aws.image", file)
+            for suffix in RESERVED_SUFFIXES:
+                if env.name == suffix or env.name.endswith("-" + suffix):
+                    issues.append(
+                        ConfigIssue(
+                            env.config_path or f"mxinfra:environments.{env.name}",
+                            f"environment name {env.name!r} ends in {suffix!r}, a suffix this target gives other environments' resources (task families, roles, alarms)",
+                            "rename the environment, e.g. without the suffix or with it first",
+                            file,
+                        )
+                    )
+                    break
         names = [e.name for e in stack.environments]
         for env_name in block.hostnames:
             if env_name not in names:
                 issues.append(ConfigIssue(f"mxinfra:aws.hostnames.{env_name}", f"unknown environment {env_name!r}", f"environments of this stack: {', '.join(names)}", file))
+        return issues
+
+    @staticmethod
+    def _check_vpc(stack: StackConfig, block: AwsConfig, file: str) -> list[ConfigIssue]:
+        """Production needs a VPC declared (and, at deploy time, tagged) mxinfra:tier=production; other
+        tiers refuse one; tiers never share a VPC without the explicit opt-in."""
+        issues = []
+        tiers = {e.is_production for e in stack.environments}
+        production = [e.name for e in stack.environments if e.is_production]
+        others = [e.name for e in stack.environments if not e.is_production]
+        tag = f"{TIER_TAG}={PRODUCTION_TIER}"
+        if len(tiers) > 1 and not block.allowSharedVpc:
+            issues.append(
+                ConfigIssue(
+                    "mxinfra:aws.vpcId",
+                    f"production ({', '.join(production)}) and other environments ({', '.join(others)}) would share VPC {block.vpcId}: their deployers could reach production",
+                    "one stack per tier with its own VPC (or account); or opt in with allowSharedVpc: true",
+                    file,
+                )
+            )
+            return issues
+        if production and not block.production_vpc:
+            issues.append(ConfigIssue("mxinfra:aws.vpcTags", f"production environment {production[0]!r} needs a VPC tagged {tag}", f"tag the VPC and declare it: vpcTags: {{{TIER_TAG}: {PRODUCTION_TIER}}}", file))
+        if others and block.production_vpc and not block.allowSharedVpc:
+            issues.append(ConfigIssue("mxinfra:aws.vpcTags", f"environment {others[0]!r} is not production, but VPC {block.vpcId} is declared {tag}", "use a non-production VPC; production's is for production only", file))
         return issues
 
     def warnings(self, env: Environment, access: EnvironmentAccess, block: AwsConfig | None) -> list[str]:
@@ -123,6 +180,10 @@ class AwsTarget(Target):
         out = []
         if block is not None and env.is_production and block.allowPublicIngress and any(is_wide(c) for c in block.ingressCidrs):
             out.append("the production load balancer is open to the whole internet, or a /8 or wider part of it (allowPublicIngress: true)")
+        if block is not None and block.allowSharedVpc:
+            out.append(SHARED_VPC_WARNING.format(vpc=block.vpcId))
+        if block is not None:
+            out += egress_warnings(list(block.egress), env.name)
         return out
 
     def artifact(self, env: Environment, block: AwsConfig | None) -> str | None:
@@ -143,7 +204,7 @@ class AwsTarget(Target):
             ctx.naming.logical("cluster"),
             name=name,
             settings=[{"name": "containerInsights", "value": "enabled"}],
-            tags=dict(ctx.tags),
+            tags=stable(ctx.tags),
             opts=ctx.opts(),
         )
         return SharedCluster(name, cluster.arn)

@@ -25,12 +25,18 @@ LICENSE_KEY = "Known-Licence-Key-51e2"
 ENCRYPTION_KEY = "Known-Encryption-Key-0d4b"
 SECRET_VALUES = (ADMIN_PASSWORD, LICENSE_KEY, ENCRYPTION_KEY)
 
+DIGEST = "sha256:" + "5e" * 32
+IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/orders:1.4.2@{DIGEST}"
+VPC_CIDR = "10.0.0.0/16"
+PRODUCTION_VPC_TAGS = {"mxinfra:tier": "production"}
+
 AWS_BLOCK: dict[str, Any] = {
     "accountId": ACCOUNT,
     "vpcId": "vpc-0a1b2c3d4e5f60718",
+    "vpcCidr": VPC_CIDR,
     "subnetIds": ["subnet-0a1b2c3d4e5f60001", "subnet-0a1b2c3d4e5f60002"],
     "certificateArn": f"arn:aws:acm:{REGION}:{ACCOUNT}:certificate/11111111-2222-3333-4444-555555555555",
-    "image": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/orders:1.4.2",
+    "image": IMAGE,
     "ingressCidrs": ["198.51.100.0/24"],
 }
 
@@ -42,6 +48,8 @@ def config(role: str = "production", *, aws: dict[str, Any] | None = None, acces
         body.update(instances=2, license={"id": "lic-1", "key": LICENSE_KEY}, secretConstants={"Encryption.EncryptionKey": ENCRYPTION_KEY})
     body.update(env or {})
     block = copy.deepcopy(AWS_BLOCK)
+    if role == "production":
+        block["vpcTags"] = dict(PRODUCTION_VPC_TAGS)
     block.update(aws or {})
     return {
         "aws:region": REGION,

@@ -8,7 +8,7 @@ from mxinfra.components import MendixApp
 from mxinfra.settings import Bindings, DatabaseParts, S3Storage, buildpack_env, instance_env
 from mxinfra_aws.containers import container_definitions
 
-from awshelpers import FAKE_ENDPOINT, FAKE_RDS_SECRET, FAKE_RUNTIME_SECRET, FAKE_SUFFIX, REGION, SECRET_VALUES, config, deployment, run_as_update, walk
+from awshelpers import FAKE_ENDPOINT, FAKE_RDS_SECRET, FAKE_RUNTIME_SECRET, FAKE_SUFFIX, IMAGE, REGION, SECRET_VALUES, config, deployment, run_as_update, walk
 
 
 def test_container_definition_exactly():
@@ -35,7 +35,7 @@ def test_container_definition_exactly():
         {"name": "MXRUNTIME_DatabaseUserName", "valueFrom": f"{FAKE_RDS_SECRET}:username::"},
         {"name": "MX_Encryption_EncryptionKey", "valueFrom": f"{FAKE_RUNTIME_SECRET}:MX_Encryption_EncryptionKey::{version_id}"},
     ]
-    assert container["image"] == f"123456789012.dkr.ecr.{REGION}.amazonaws.com/orders:1.4.2"
+    assert container["image"] == IMAGE
     assert container["memory"] == 2048 and container["portMappings"][0]["containerPort"] == 8080
     assert container["logConfiguration"]["options"] == {"awslogs-group": "/mxinfra/orders/production", "awslogs-region": REGION, "awslogs-stream-prefix": "leader"}
     # no static S3 keys: the task role's credentials

@@ -218,9 +218,9 @@ class ActivityLog:
     ) -> ActivityRecord:
         """Append a signed record to the environment's chain; safe against any number of concurrent writers.
 
-        A constant number of round trips whatever the history: the head hint, the tail record, the
-        conditional create, the package locator and the hint again (plus a checkpoint every
-        CHECKPOINT_EVERY records, which reads the records since the previous one)."""
+        A constant number of round trips whatever the history (7 for a deploy): the head hint, two probes,
+        the tail record, the conditional create, the package locator and the hint again (plus a checkpoint
+        every CHECKPOINT_EVERY records, which reads the records since the previous one)."""
         self._check_env(environment)
         when = time or utc_now()
         canonical_json(changes)  # fail now, not after winning a seq, if `changes` is not JSON

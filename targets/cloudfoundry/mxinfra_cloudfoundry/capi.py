@@ -65,6 +65,14 @@ class Client:
         session = requests.Session()
         return cls(api, TokenSource.from_environment(api, session=session), session)
 
+    @classmethod
+    def connect(cls, api: str) -> Client:
+        """A client with the operation's credentials: the stack config's (`uaa.configure_from_stack`), else the environment's."""
+        from .uaa import resolve_credentials
+
+        session = requests.Session()
+        return cls(api, TokenSource.from_credentials(api, resolve_credentials(), session), session)
+
     # --- transport ----------------------------------------------------------------------------
 
     def request(self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None, files: Any = None, timeout: float = 120) -> requests.Response:

@@ -60,6 +60,52 @@ class TimeoutsConfig(_Strict):
     job: int = Field(600, ge=10, le=7200, description="asynchronous jobs (service instances, bindings, deletes) COMPLETE")
 
 
+class PasswordGrantConfig(_Strict):
+    """A UAA user's password grant (the cf CLI's way: client `cf` with an empty secret)."""
+
+    username: str
+    password: str = Field(description="a Pulumi secret: pulumi config set --secret --path 'mxinfra:cloudfoundry.credentials.passwordGrant.password'")
+    origin: str | None = Field(None, description="the user's identity provider (login_hint), e.g. sap.ids")
+    clientId: str = "cf"
+
+    @field_validator("origin")
+    @classmethod
+    def _origin(cls, v: str | None) -> str | None:
+        if v is not None and not ORIGIN.fullmatch(v):
+            raise ValueError(f"{v!r} is not an identity-provider origin")
+        return v
+
+
+class CredentialsConfig(_Strict):
+    """The API's credentials: a UAA client (clientId, clientSecret) or a password grant; secrets as Pulumi secrets."""
+
+    clientId: str | None = Field(None, description="a UAA client with the client_credentials grant")
+    clientSecret: str | None = Field(None, description="a Pulumi secret: pulumi config set --secret --path 'mxinfra:cloudfoundry.credentials.clientSecret'")
+    passwordGrant: PasswordGrantConfig | None = None
+    uaaUrl: str | None = Field(None, description="the UAA (default: from the API's root document)")
+
+    @field_validator("uaaUrl")
+    @classmethod
+    def _uaa(cls, v: str | None) -> str | None:
+        if v is not None:
+            parts = urlsplit(v)
+            if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
+                raise ValueError(f"{v!r} is not an https URL of a UAA")
+            return v.rstrip("/")
+        return v
+
+    @model_validator(mode="after")
+    def _one_form(self) -> CredentialsConfig:
+        client = self.clientId is not None or self.clientSecret is not None
+        if client and self.passwordGrant is not None:
+            raise ValueError("give either clientId and clientSecret (client credentials) or passwordGrant, not both")
+        if not client and self.passwordGrant is None:
+            raise ValueError("give clientId and clientSecret (client credentials) or passwordGrant: {username, password}")
+        if client and (self.clientId is None or self.clientSecret is None):
+            raise ValueError("client credentials need both clientId and clientSecret")
+        return self
+
+
 class CloudFoundryConfig(_Strict):
     """`mxinfra:cloudfoundry`: the target's settings, shared by the stack's environments."""
 
@@ -80,6 +126,7 @@ class CloudFoundryConfig(_Strict):
     mfaOrigins: list[str] = Field(default_factory=list, description="identity-provider origins that enforce MFA: the only ones allowed production grants")
     releaseData: list[str] = Field(default_factory=list, description="production environments whose service instances a destroy may delete")
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    credentials: CredentialsConfig | None = Field(None, description="the API's credentials (secrets as Pulumi secrets); absent: CF_* environment variables")
 
     @field_validator("api")
     @classmethod

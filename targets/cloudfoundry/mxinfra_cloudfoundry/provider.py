@@ -2,7 +2,9 @@
 the production grants' expiry.
 
 Inputs are stored in the Pulumi state, so none carries a credential: every operation builds its client
-from the process environment (`uaa`). The app's secret variables arrive as a Pulumi secret input and
+when it runs, from the stack config the engine hands the provider in `configure` (kept in process memory
+by `uaa.configure_from_stack`, never an input nor an attribute of the pickled provider) or else from the
+process environment (`uaa`). The app's secret variables arrive as a Pulumi secret input and
 are declared an additional secret output, so the state holds them encrypted only.
 
 The app's lifecycle (`AppProvider`):
@@ -22,17 +24,28 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+from pulumi.dynamic import ConfigureRequest, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 WHERE = ("api", "org", "orgGuid", "space", "spaceGuid")
 UNVERSIONED = "unversioned"
 
 
 def client_for(props: Mapping[str, Any]) -> Any:
-    """A CAPI client for the resource's API, with the environment's credentials."""
+    """A CAPI client for the resource's API, with the operation's credentials (stack config, else environment)."""
     from .capi import Client
 
-    return Client.from_environment(str(props["api"]))
+    return Client.connect(str(props["api"]))
+
+
+class CfProvider(ResourceProvider):
+    """The providers' common base: the stack config's credentials, taken when the engine configures it."""
+
+    def configure(self, req: ConfigureRequest) -> None:
+        """Keep `mxinfra:cloudfoundry.credentials` of the stack config in this process (not in self: the
+        provider object is pickled into every resource's inputs)."""
+        from .uaa import configure_from_stack
+
+        configure_from_stack(req.config)
 
 
 def _timeouts(props: Mapping[str, Any]) -> dict[str, float]:
@@ -73,7 +86,7 @@ def strategy(olds: Mapping[str, Any], news: Mapping[str, Any]) -> str:
     return "none"
 
 
-class AppProvider(ResourceProvider):
+class AppProvider(CfProvider):
     """A Mendix app on the cf-mendix-buildpack: package, build, droplet, processes, bindings, routes."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -214,7 +227,7 @@ class CfApp(Resource, module="cloudfoundry", name="App"):
 # --- service instances ------------------------------------------------------------------------------
 
 
-class ServiceInstanceProvider(ResourceProvider):
+class ServiceInstanceProvider(CfProvider):
     """A managed service instance of a marketplace plan, or an existing instance looked up by name."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -273,7 +286,7 @@ class CfServiceInstance(Resource, module="cloudfoundry", name="ServiceInstance")
 # --- routes -----------------------------------------------------------------------------------------
 
 
-class RouteProvider(ResourceProvider):
+class RouteProvider(CfProvider):
     """An HTTP route host.domain in the space."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -318,7 +331,7 @@ class CfRoute(Resource, module="cloudfoundry", name="Route"):
 # --- space roles ------------------------------------------------------------------------------------
 
 
-class SpaceRoleProvider(ResourceProvider):
+class SpaceRoleProvider(CfProvider):
     """One user's space role."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -357,7 +370,7 @@ class CfSpaceRole(Resource, module="cloudfoundry", name="SpaceRole"):
 # --- production grants ------------------------------------------------------------------------------
 
 
-class GrantExpiryProvider(ResourceProvider):
+class GrantExpiryProvider(CfProvider):
     """Removes the environment's expired time-boxed grants on every `pulumi up`."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:

@@ -53,6 +53,13 @@ class CloudFoundryTarget(Target):
                         file,
                     )
                 )
+        if block.credentials is not None:
+            secrets = [("credentials.clientSecret", block.credentials.clientSecret)]
+            if block.credentials.passwordGrant is not None:
+                secrets.append(("credentials.passwordGrant.password", block.credentials.passwordGrant.password))
+            for key, value in secrets:
+                if value is not None and not stack.raw.is_secret(f"{BLOCK}.{key}"):
+                    issues.append(ConfigIssue(f"{BLOCK}.{key}", "is stored in plain text", f"store it encrypted: pulumi config set --secret --path '{BLOCK}.{key}' VALUE", file))
         names = [e.name for e in stack.environments]
         for env_name in block.hostnames:
             if env_name not in names:

@@ -1,7 +1,16 @@
-"""UAA tokens for the Cloud Controller: client credentials or password grant, from environment variables.
+"""UAA tokens for the Cloud Controller: client credentials or password grant, from the stack's config or
+the environment, read when a provider operation runs.
 
-Credentials are read from the process environment when a provider operation runs (never from stack
-config): they never enter a resource's inputs, so never the Pulumi state or a plan.
+Where the credentials come from (the first that gives one wins):
+
+1. `mxinfra:cloudfoundry.credentials` in the stack config: `{clientId, clientSecret}` (client
+   credentials) or `{passwordGrant: {username, password, origin, clientId}}`, the secret fields stored
+   as Pulumi secrets (a plain-text one is refused by `check`). The dynamic providers receive the stack's
+   config from the engine in `configure` (never as a resource input) and keep it in this process only
+   (`configure_from_stack`), so it never reaches the Pulumi state, a plan or a rendered manifest. The
+   stack's own, reviewed credentials win over whatever a shell happens to export.
+2. The environment of `pulumi up` (and of `mxinfra access`, which reads the stack file offline and so
+   cannot decrypt its secrets):
 
 | variable | meaning |
 |---|---|
@@ -21,6 +30,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import requests
@@ -28,10 +38,92 @@ import requests
 from mxinfra.errors import UserError
 
 REFRESH_MARGIN_SECONDS = 30
+BLOCK = "mxinfra:cloudfoundry"
 
 
 class CredentialsError(UserError):
     """No usable credentials in the environment, or UAA refused them."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A UAA grant and the client it is made with; `source` says where they came from. Never printed."""
+
+    grant: Mapping[str, str] = field(repr=False)
+    client: tuple[str, str] = field(repr=False)
+    uaa_url: str | None = None
+    source: str = "environment"
+
+    def __str__(self) -> str:  # a log line or an error never shows the secret
+        return f"{self.grant.get('grant_type')} credentials from the {self.source}"
+
+
+def credentials_from_environment(environ: Mapping[str, str] | None = None) -> Credentials | None:
+    """The CF_* variables' credentials, or None when they give none."""
+    env = os.environ if environ is None else environ
+    uaa = env.get("CF_UAA_URL") or None
+    if env.get("CF_USERNAME") and env.get("CF_PASSWORD"):
+        grant = {"grant_type": "password", "username": env["CF_USERNAME"], "password": env["CF_PASSWORD"]}
+        if env.get("CF_ORIGIN"):
+            grant["login_hint"] = json.dumps({"origin": env["CF_ORIGIN"]})
+        return Credentials(grant, (env.get("CF_CLIENT_ID") or "cf", env.get("CF_CLIENT_SECRET") or ""), uaa, "environment")
+    if env.get("CF_CLIENT_ID") and env.get("CF_CLIENT_SECRET"):
+        return Credentials({"grant_type": "client_credentials"}, (env["CF_CLIENT_ID"], env["CF_CLIENT_SECRET"]), uaa, "environment")
+    return None
+
+
+def credentials_from_block(block: Any) -> Credentials | None:
+    """The `credentials` of a `mxinfra:cloudfoundry` block (a mapping, or its JSON text as the engine sends
+    structured config), or None when it has none."""
+    if isinstance(block, str):
+        try:
+            block = json.loads(block)
+        except ValueError:
+            return None
+    if not isinstance(block, Mapping):
+        return None
+    c = block.get("credentials")
+    if not isinstance(c, Mapping):
+        return None
+    uaa = c.get("uaaUrl") or None
+    pg = c.get("passwordGrant")
+    if isinstance(pg, Mapping) and pg.get("username") and pg.get("password"):
+        grant = {"grant_type": "password", "username": str(pg["username"]), "password": str(pg["password"])}
+        if pg.get("origin"):
+            grant["login_hint"] = json.dumps({"origin": pg["origin"]})
+        return Credentials(grant, (str(pg.get("clientId") or "cf"), ""), uaa, "stack config")
+    if c.get("clientId") and c.get("clientSecret"):
+        return Credentials({"grant_type": "client_credentials"}, (str(c["clientId"]), str(c["clientSecret"])), uaa, "stack config")
+    return None
+
+
+# Set by the dynamic providers' `configure` (the engine hands them the stack's config, secrets decrypted):
+# process memory only, never a resource input.
+_stack_credentials: Credentials | None = None
+
+
+def configure_from_stack(config: Any) -> None:
+    """Keep the credentials of the stack config `config` (anything with `.get(key)`) for this process."""
+    global _stack_credentials
+    _stack_credentials = credentials_from_block(config.get(BLOCK))
+
+
+def clear_stack_credentials() -> None:
+    """Forget the stack's credentials (tests)."""
+    global _stack_credentials
+    _stack_credentials = None
+
+
+def resolve_credentials(environ: Mapping[str, str] | None = None) -> Credentials:
+    """The credentials an operation uses: the stack config's, else the environment's."""
+    found = _stack_credentials or credentials_from_environment(environ)
+    if found is None:
+        raise CredentialsError(
+            "no Cloud Foundry credentials: set mxinfra:cloudfoundry.credentials in the stack config (clientId and clientSecret "
+            "with pulumi config set --secret, or passwordGrant), or CF_CLIENT_ID and CF_CLIENT_SECRET (a UAA client), "
+            "or CF_USERNAME and CF_PASSWORD (with CF_ORIGIN for an identity provider) in the environment"
+        )
+    return found
 
 
 class TokenSource:
@@ -52,24 +144,30 @@ class TokenSource:
     @classmethod
     def from_environment(cls, api: str, environ: Mapping[str, str] | None = None, session: requests.Session | None = None) -> TokenSource:
         """The credentials in the environment for the Cloud Controller at `api`."""
-        env = os.environ if environ is None else environ
-        session = session or requests.Session()
-        if env.get("CF_USERNAME") and env.get("CF_PASSWORD"):
-            grant = {"grant_type": "password", "username": env["CF_USERNAME"], "password": env["CF_PASSWORD"]}
-            if env.get("CF_ORIGIN"):
-                grant["login_hint"] = json.dumps({"origin": env["CF_ORIGIN"]})
-            client = (env.get("CF_CLIENT_ID") or "cf", env.get("CF_CLIENT_SECRET") or "")
-        elif env.get("CF_CLIENT_ID") and env.get("CF_CLIENT_SECRET"):
-            grant = {"grant_type": "client_credentials"}
-            client = (env["CF_CLIENT_ID"], env["CF_CLIENT_SECRET"])
-        else:
+        found = credentials_from_environment(environ)
+        if found is None:
             raise CredentialsError(
                 "no Cloud Foundry credentials in the environment: set CF_CLIENT_ID and CF_CLIENT_SECRET (a UAA client), "
                 "or CF_USERNAME and CF_PASSWORD (with CF_ORIGIN for an identity provider)"
             )
-        uaa = env.get("CF_UAA_URL")
+        return cls.from_credentials(api, found, session)
+
+    @classmethod
+    def from_credentials(cls, api: str, credentials: Credentials, session: requests.Session | None = None) -> TokenSource:
+        """Tokens of `credentials` for the Cloud Controller at `api` (UAA from them, else CF_UAA_URL, else the API root)."""
+        session = session or requests.Session()
+        uaa = credentials.uaa_url or os.environ.get("CF_UAA_URL")
         token_url: str | Callable[[], str] = f"{uaa.rstrip('/')}/oauth/token" if uaa else (lambda: discover_token_url(api, session))
-        return cls(token_url, grant, client, session)
+        return cls(token_url, credentials.grant, credentials.client, session)
+
+    def uaa_url(self) -> str:
+        """The UAA's base URL (where SCIM /Users and /Groups are)."""
+        return self._url().removesuffix("/oauth/token")
+
+    @property
+    def session(self) -> requests.Session:
+        """The HTTP session tokens are obtained with."""
+        return self._session
 
     def token(self) -> str:
         """A valid access token (a new one when the current one expires within the margin)."""

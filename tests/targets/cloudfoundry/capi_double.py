@@ -84,6 +84,7 @@ class CapiDouble:
         self.crash_instances = False
         self.tokens: dict[str, int] = {}  # token -> requests left (None: unlimited)
         self.grants: list[str] = []
+        self.grant_clients: list[str] = []  # the client id of every token request, granted or refused
         self.clients = {"mxinfra-ci": "ci-secret"}
         self.users = {("alice", "wonderland")}
         self.objects: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in ("organizations", "spaces", "domains", "service_offerings", "service_plans", "apps", "packages", "builds", "droplets", "deployments", "jobs", "roles", "service_instances", "service_credential_bindings", "routes", "processes")}
@@ -371,6 +372,7 @@ class CapiDouble:
         auth = request.authorization
         client = (auth.username, auth.password) if auth else (None, None)
         grant = form.get("grant_type")
+        self.grant_clients.append(client[0] or "")
         ok = False
         if grant == "client_credentials":
             ok = self.clients.get(client[0] or "") == client[1]

@@ -162,6 +162,47 @@ def package_list(
         raise UserError("the repository's version labels were tampered with:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
+@package_app.command("policy")
+def package_policy(
+    ctx: typer.Context,
+    reader: Annotated[Optional[list[str]], typer.Option("--reader", help="A principal that plans and verifies (repeatable)")] = None,
+    publisher: Annotated[Optional[list[str]], typer.Option("--publisher", help="A principal that pushes packages (repeatable)")] = None,
+    deployer: Annotated[Optional[list[str]], typer.Option("--deployer", metavar="ENV=PRINCIPAL", help="A principal that deploys ENV and appends to its log (repeatable)")] = None,
+    repository: RepositoryOpt = None,
+    directory: DirOpt = None,
+    stack: StackOpt = None,
+) -> None:
+    """Render the repository's least-privilege policy (S3: bucket and identity policies; Azure Blob: custom
+    roles and conditional assignments): create-only writes, one log per deployer, nobody deletes."""
+    from .policy import azure_policies, s3_policies
+    from .signing import signing_config
+    from .store import _parse
+
+    where = _group_options(ctx, repository=repository, directory=directory, stack=stack)
+    url = resolve_repository(**where)
+    deployers: dict[str, list[str]] = {}
+    for item in deployer or []:
+        env, sep, principal = item.partition("=")
+        if not sep or not env or not principal:
+            raise UserError(f"--deployer {item!r}: expected ENV=PRINCIPAL")
+        deployers.setdefault(env, []).append(principal)
+    raw: dict[str, Any] = {}
+    if where.get("stack"):
+        from ..stackfile import read_project, read_stack_config
+
+        raw = dict(read_stack_config(read_project(where.get("directory") or Path(".")), where["stack"]).values)
+    cfg = signing_config(raw)
+    kind, *place = _parse(url, None)
+    if kind == "s3":
+        doc = s3_policies(place[0], place[1], readers=reader or [], publishers=publisher or [], deployers=deployers,
+                          signers=cfg.signers, trusted=[r for refs in cfg.trustedSigners.values() for r in refs])
+    elif kind == "azblob":
+        doc = azure_policies(place[0], place[1], place[2], readers=reader or [], publishers=publisher or [], deployers=deployers)
+    else:
+        raise UserError(f"{url}: a policy is rendered for s3:// and azblob:// repositories (a file:// one is as safe as its directory)")
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
 def _changed(record: Any) -> str:
     """What a record changed, in a few words."""
     changes = record.changes

@@ -94,3 +94,18 @@ def test_policy_command(project, capsys) -> None:
     assert "roleDefinitions" in json.loads(capsys.readouterr().out)
     assert main(["package", "policy", "--repository", "s3://b/p", "--deployer", "nonsense"]) == 2
     assert "ENV=PRINCIPAL" in capsys.readouterr().err
+
+
+def test_the_no_overwrite_condition_keys_exist_for_put_object(rendered) -> None:
+    """parliament does not report unknown condition keys, so check them against its IAM definition."""
+    import os
+
+    import parliament
+
+    with open(os.path.join(os.path.dirname(parliament.__file__), "iam_definition.json")) as f:
+        s3 = next(svc for svc in json.load(f) if svc["prefix"] == "s3")
+    put = next(p for p in s3["privileges"] if p["privilege"] == "PutObject")
+    known = {k for rt in put["resource_types"] for k in rt["condition_keys"]}
+    deny = next(st for st in rendered["bucketPolicy"]["Statement"] if st["Sid"] == "CreateOnlyNeverOverwrite")
+    used = {k for op in deny["Condition"].values() for k in op}
+    assert used == {"s3:if-none-match", "s3:ObjectCreationOperation"} and used <= known

@@ -395,7 +395,7 @@ def promote(
     url = resolve_repository(repository, directory, stack)
     store = _store(url)
     repo, log = Repository(store), ActivityLog(store)
-    deployed = [r for r in log.records(source) if r.action == "deploy"]
+    deployed = _trusted_deploys(log, project, stack, source, url, directory.resolve())
     if package:
         entry = repo.find(package)
         if not any(r.package_sha256 == entry.sha256 for r in deployed):
@@ -409,6 +409,28 @@ def promote(
     console = _console()
     console.print(clean(f"{project.stack_file(stack)}: mxinfra:app.package {old!r} -> {reference!r}"))
     console.print(clean(f"promoted {entry.version or '-'} from {source} to {destination}; now run: pulumi up -s {stack}"))
+
+
+def _trusted_deploys(log: Any, project: Any, stack: str, source: str, url: str, base: Path) -> list[Any]:
+    """The source's deploy records that the destination stack's gate would accept: intact, signed by a key
+    it trusts for the source, of its app (what is promoted must be able to pass the gate)."""
+    from ..stackfile import read_stack_config
+    from .activity import record_hash
+    from .signing import check_signature, trust_for
+
+    raw = dict(read_stack_config(project, stack).values)
+    trust = trust_for(raw, source, url, base)
+    app_block = raw.get("mxinfra:app")
+    app = app_block.get("name") if isinstance(app_block, dict) else None
+    out = []
+    for r in log.records(source):
+        if r.action != "deploy" or r.environment != source or (app is not None and r.app != app):
+            continue
+        data = r.to_json()
+        found, why = check_signature(data, r.hash)
+        if why is None and record_hash(data) == r.hash and found in trust.fingerprints:
+            out.append(r)
+    return out
 
 
 def _sequence_offset(text: str) -> int:

@@ -250,3 +250,16 @@ def test_trace_says_who_signed_each_deployment(tmp_path, capsys) -> None:
     dev = signing.fingerprint(signing.dev_signer(url).public_key_der())
     assert by_env["acceptance"].endswith(f"({dev})") and by_env["acceptance"].startswith("file:")
     assert by_env["production"] == "UNVERIFIED: is unsigned"
+
+
+def test_promote_ignores_forged_deploys(tmp_path, capsys) -> None:
+    from scaffold import copy_example, record_deploy
+
+    example = copy_example(tmp_path / "ex")
+    record_deploy(example, "acceptance")
+    url = (example / ".mxinfra").as_uri()
+    # a forged, newer deploy of another package: promote must not pick it
+    ActivityLog(open_store(url)).append("acceptance", actor="forged", action="deploy", package_sha256=OTHER, package_version=None, changes={}, app="orders")
+    assert main(["promote", "-C", str(example), "--from", "acceptance", "--to", "production", "-s", "production"]) == 0
+    text = (example / "stacks" / "Pulumi.production.yaml").read_text()
+    assert f"sha256:{SHA}" in text and OTHER not in text

@@ -404,6 +404,8 @@ def deploy_policy(a: Arns) -> Document:
             [a.role_arn("task"), a.role_arn("execution")],
             {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
         ),
+        # `pulumi up` of a new instance count updates the running-tasks alarms' thresholds (exactly these).
+        _allow("RunningTasksAlarms", ["cloudwatch:DescribeAlarms", "cloudwatch:PutMetricAlarm"], _one_or_all(a.alarm_arns)),
         _logs_read(a),
     )
 

@@ -71,12 +71,13 @@ def deployment(cfg: dict[str, Any], stack: str = "aws-production") -> Any:
     return prepare(RawConfig(cfg, frozenset({"mxinfra:environments"})), project="orders", stack=stack, base_dir=ROOT)
 
 
-def lint(doc: dict[str, Any], *, trust_for: str | None = None) -> list[tuple[str, Any]]:
+def lint(doc: dict[str, Any], *, trust_for: str | None = None, community: bool = False) -> list[tuple[str, Any]]:
     """Parliament's findings on `doc`.
 
     Trust policies have no Resource element (they are the role's own resource policy), which parliament,
     built for identity policies, reports as MALFORMED; they are linted with the role's ARN as Resource,
-    which is exactly what they govern. Nothing else is adjusted.
+    which is exactly what they govern. Nothing else is adjusted. `community` adds parliament's community
+    auditors.
     """
     from parliament import analyze_policy_string
 
@@ -85,7 +86,7 @@ def lint(doc: dict[str, Any], *, trust_for: str | None = None) -> list[tuple[str
         for stmt in doc["Statement"]:
             assert "Resource" not in stmt
             stmt["Resource"] = trust_for
-    policy = analyze_policy_string(json.dumps(doc))
+    policy = analyze_policy_string(json.dumps(doc), include_community_auditors=community)
     return [(f.issue, f.detail) for f in policy.findings]
 
 

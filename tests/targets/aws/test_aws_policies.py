@@ -266,3 +266,64 @@ def all_documents():
 @pytest.mark.parametrize("name,doc,trust_for", list(all_documents()), ids=[d[0] for d in all_documents()])
 def test_parliament_finds_nothing(name, doc, trust_for):
     assert lint(doc, trust_for=trust_for) == []
+
+
+# Parliament's community auditors (credentials_exposure, permissions_management, privilege_escalation,
+# sensitive_access, single_value_condition_too_permissive, advanced_policy_elements) all run on every
+# document. Two of them report actions a document cannot do without; each expected finding is listed with
+# its reason, and anything else (e.g. the old manage role's iam:UpdateAssumeRolePolicy, which
+# permissions_management reported) fails.
+EXPECTED_COMMUNITY_FINDINGS = {
+    # ecr:GetAuthorizationToken: ECS must log in to ECR to pull the image (AWS accepts only "*" for it)
+    "execution-ecr": ["CREDENTIALS_EXPOSURE"],
+    # sts:AssumeRole is what a trust policy grants; linted as an identity policy it reads as exposure
+    "ecs-trust": ["CREDENTIALS_EXPOSURE"],
+    "access-trust-True": ["CREDENTIALS_EXPOSURE"],
+    "access-trust-False": ["CREDENTIALS_EXPOSURE"],
+    # iam:PassRole of exactly the environment's task and execution roles, only to ECS tasks
+    "deploy": ["PERMISSIONS_MANAGEMENT_ACTIONS"],
+    "deploy-with-followers": ["PERMISSIONS_MANAGEMENT_ACTIONS"],
+    "deploy-as-deployed": ["PERMISSIONS_MANAGEMENT_ACTIONS"],
+}
+
+
+@pytest.mark.parametrize("name,doc,trust_for", list(all_documents()), ids=[d[0] for d in all_documents()])
+def test_parliament_community_auditors(name, doc, trust_for):
+    assert sorted(issue for issue, _ in lint(doc, trust_for=trust_for, community=True)) == EXPECTED_COMMUNITY_FINDINGS.get(name, [])
+
+
+def test_community_auditors_catch_a_trust_rewrite():
+    old_manage = {"Version": "2012-10-17", "Statement": [{"Sid": "EditTrust", "Effect": "Allow", "Action": ["iam:GetRole", "iam:UpdateAssumeRolePolicy"], "Resource": A.role_arn("deploy")}]}
+    assert [issue for issue, _ in lint(old_manage, community=True)] == ["PERMISSIONS_MANAGEMENT_ACTIONS"]
+
+
+def _readme_rows() -> dict[str, str]:
+    from awshelpers import ROOT
+
+    text = (ROOT / "targets" / "aws" / "README.md").read_text()
+    section = text.split("## Permissions -> IAM", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[0].startswith("`") and cells[0].endswith("`"):
+            rows[cells[0].strip("`")] = cells[1]
+    return rows
+
+
+@pytest.mark.parametrize("permission", PERMISSIONS)
+def test_readme_permission_table_names_every_allowed_action(permission):
+    row = _readme_rows()[permission]
+    for stmt in policies.permission_policy(A2, permission, PERMISSIONS)["Statement"]:
+        if stmt["Effect"] != "Allow":
+            continue
+        for action in stmt["Action"]:
+            service, name = action.split(":")
+            assert action in row or f"/{name}" in row or f"`{name}`" in row, (permission, action)
+    # and a write the README says the role lacks is really absent
+    allowed = {a for s in policies.permission_policy(A2, permission, PERMISSIONS)["Statement"] if s["Effect"] == "Allow" for a in s["Action"]}
+    if permission == "manage":
+        assert not {a for a in allowed if a.split(":")[1].startswith(("Update", "Put", "Create", "Delete", "Attach", "Tag"))}
+    if permission == "api":
+        assert "ecs:DescribeTaskDefinition" not in allowed
+    if permission == "deploy":
+        assert "ecs:DeregisterTaskDefinition" not in allowed

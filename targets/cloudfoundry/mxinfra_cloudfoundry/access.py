@@ -36,7 +36,7 @@ NO_ROLE = {
 
 @dataclass(frozen=True)
 class Principal:
-    """A UAA user or group of one identity provider (origin)."""
+    """A UAA user, or a UAA group whose members of one identity provider (origin) it stands for."""
 
     kind: str  # user | group
     origin: str
@@ -44,7 +44,7 @@ class Principal:
 
     @property
     def text(self) -> str:
-        """The config form `user:ORIGIN/NAME`."""
+        """The config form `user:ORIGIN/NAME` or `group:ORIGIN/NAME`."""
         return f"{self.kind}:{self.origin}/{self.name}"
 
 
@@ -72,16 +72,7 @@ def check_entries(entries: Sequence, production_envs: Sequence[str], mfa_origins
                 ConfigIssue(
                     f"{path}.principal",
                     f"{entry.principal!r} is not a Cloud Foundry principal",
-                    "use user:ORIGIN/USERNAME (e.g. user:sap.ids/alice@example.com); ORIGIN is the identity provider's origin in UAA",
-                    file,
-                )
-            )
-        elif principal.kind == "group":
-            issues.append(
-                ConfigIssue(
-                    f"{path}.principal",
-                    "Cloud Controller space roles are granted to users only (a UAA group cannot hold a space role)",
-                    "list the group's members as user:ORIGIN/USERNAME entries",
+                    "use user:ORIGIN/USERNAME (e.g. user:sap.ids/alice@example.com) or group:ORIGIN/GROUP (a UAA group, its members of that origin); ORIGIN is the identity provider's origin in UAA",
                     file,
                 )
             )

@@ -358,6 +358,26 @@ class Client:
         body = {"type": role_type, "relationships": {"space": {"data": {"guid": space}}, "user": {"data": {"username": username, "origin": origin}}}}
         return self.post("/v3/roles", body).json()
 
+    def create_role_for_guid(self, space: str, role_type: str, user_guid: str) -> tuple[dict[str, Any], bool]:
+        """A space role for the user with `user_guid` (UAA's user id); (role, created). A role the user
+        already has (a 422) is returned with created False: someone else owns it."""
+        body = {"type": role_type, "relationships": {"space": {"data": {"guid": space}}, "user": {"data": {"guid": user_guid}}}}
+        try:
+            return self.post("/v3/roles", body).json(), True
+        except CapiError as e:
+            if e.status != 422:
+                raise
+            existing = next(self.list("/v3/roles", space_guids=space, types=role_type, user_guids=user_guid), None)
+            if existing is None:
+                raise
+            return existing, False
+
+    def scim(self) -> Any:
+        """UAA's SCIM endpoints with this client's tokens."""
+        from .uaa import Scim
+
+        return Scim(self.tokens)
+
     def get_role(self, guid: str) -> dict[str, Any] | None:
         """The role, or None when it is gone."""
         try:

@@ -24,10 +24,11 @@ DURATION = re.compile(r"(?:(?P<h>[0-9]+)h)?(?:(?P<m>[0-9]+)m)?(?:(?P<s>[0-9]+)s)
 
 
 def standing_roles(ctx: Any, cfg: Any) -> dict[str, Any]:
-    """One SpaceRole per (permission, user) of a non-production environment; none on production."""
+    """One SpaceRole per (permission, user) and one GroupSpaceRole per (permission, group) of a
+    non-production environment; none on production."""
     from .access import parse_principal, space_role
     from .database import where
-    from .provider import CfSpaceRole
+    from .provider import CfGroupSpaceRole, CfSpaceRole
 
     if ctx.environment.is_production:
         return {}
@@ -37,13 +38,13 @@ def standing_roles(ctx: Any, cfg: Any) -> dict[str, Any]:
             continue  # refused by check(); never reaches here from a valid config
         for text in role.principals:
             p = parse_principal(text)
-            assert p is not None and p.kind == "user"
+            assert p is not None  # check() validated every principal
             key = f"role-{role.permission.value}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
-            out[key] = CfSpaceRole(
-                ctx.naming.logical(key),
-                {**where(cfg), "type": space_role(role.permission, cfg.deployRole), "username": p.name, "origin": p.origin, "principal": text, "permission": role.permission.value, "timeouts": cfg.timeouts.model_dump()},
-                ctx.opts(),
-            )
+            common = {**where(cfg), "type": space_role(role.permission, cfg.deployRole), "origin": p.origin, "principal": text, "permission": role.permission.value, "timeouts": cfg.timeouts.model_dump()}
+            if p.kind == "group":  # expanded through UAA when pulumi up runs, kept in sync with membership
+                out[key] = CfGroupSpaceRole(ctx.naming.logical(key), {**common, "group": p.name}, ctx.opts())
+            else:
+                out[key] = CfSpaceRole(ctx.naming.logical(key), {**common, "username": p.name}, ctx.opts())
     return out
 
 
@@ -153,17 +154,27 @@ def grant(directory: Path, stack: str, principal: str, permission: str, duration
         raise UserError(f"--permission {permission!r}: one of deploy, monitor, manage") from None
     if perm in NO_ROLE:
         raise UserError(f"--permission {permission}: {NO_ROLE[perm]}")
-    eligible = [g for g in p.access.grants if g.principal == principal and g.permission is perm]
-    if not eligible:
-        raise UserError(f"{principal} is not eligible for {permission} on {p.environment.name}: add it to mxinfra:access for this environment first (reviewed like any config change)")
     who = parse_principal(principal)
-    assert who is not None  # check() validated every principal of mxinfra:access
+    if who is None or who.kind != "user":
+        raise UserError(f"--principal {principal!r}: a grant is for one person, user:ORIGIN/USERNAME (a member of an eligible group:ORIGIN/GROUP is eligible through it)")
     seconds = parse_duration(duration)
+    cfg = d.target_config
+    direct = [g for g in p.access.grants if g.principal == principal and g.permission is perm]
+    groups = [g for g in p.access.grants if g.permission is perm and (gp := parse_principal(g.principal)) is not None and gp.kind == "group" and gp.origin == who.origin]
+    if not direct and not groups:
+        raise UserError(f"{principal} is not eligible for {permission} on {p.environment.name}: add it (or a group of its origin it belongs to) to mxinfra:access for this environment first (reviewed like any config change)")
+    client = client or Client.from_environment(cfg.api)
+    eligible = list(direct)
+    if groups:  # membership is UAA's, asked now: someone removed from the group is no longer eligible
+        uid = client.scim().user_id(who.name, who.origin)
+        if uid is not None:
+            eligible += [g for g in groups if uid in client.scim().members(parse_principal(g.principal).name, who.origin)]  # type: ignore[union-attr]
+    if not eligible:
+        names = ", ".join(g.principal for g in groups)
+        raise UserError(f"{principal} is not eligible for {permission} on {p.environment.name}: it is not listed, and UAA does not have it as a member of {names}")
     limit = min(PRODUCTION_SESSION_SECONDS, *(g.max_session_seconds or PRODUCTION_SESSION_SECONDS for g in eligible))
     if seconds <= 0 or seconds > limit:
         raise UserError(f"--for {duration}: a production grant lasts at most {limit // 3600}h{(limit % 3600) // 60:02d}m ({limit} seconds)")
-    cfg = d.target_config
-    client = client or Client.from_environment(cfg.api)
     space = client.space_guid(where(cfg))
     role = client.create_role(space, space_role(perm, cfg.deployRole), who.name, who.origin)
     now = now or _now()
@@ -173,6 +184,7 @@ def grant(directory: Path, stack: str, principal: str, permission: str, duration
         "permission": permission,
         "role": role["type"],
         "space": space,
+        "through": sorted({g.principal for g in eligible}),
         "granted": _iso(now),
         "expires": _iso(now + dt.timedelta(seconds=seconds)),
     }
@@ -211,7 +223,7 @@ def register(app: Any) -> None:
     @access.command("grant")
     def _grant(
         stack: str = typer.Option(..., "-s", "--stack", help="The stack (its Pulumi.<stack>.yaml)"),
-        principal: str = typer.Option(..., "--principal", help="user:ORIGIN/USERNAME, eligible in mxinfra:access"),
+        principal: str = typer.Option(..., "--principal", help="user:ORIGIN/USERNAME, eligible in mxinfra:access (itself, or as a member of a group:ORIGIN/GROUP entry)"),
         permission: str = typer.Option(..., "--permission", help="deploy, monitor or manage"),
         duration: str = typer.Option("8h", "--for", help="How long (at most 8h), e.g. 2h or 90m"),
         environment: str = typer.Option(None, "-e", "--environment", help="The production environment (default: the stack's only one)"),

@@ -54,7 +54,10 @@ def _timeouts(props: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _moved(olds: Mapping[str, Any], news: Mapping[str, Any]) -> list[str]:
-    return [k for k in WHERE if olds.get(k) != news.get(k)]
+    """The place keys that changed. The outputs carry the resolved `spaceGuid` even when the inputs name
+    the space: then only the names count (else every up would replace what a space name placed)."""
+    keys = [k for k in WHERE if k != "spaceGuid" or news.get("spaceGuid") is not None]
+    return [k for k in keys if olds.get(k) != news.get(k)]
 
 
 # --- the app --------------------------------------------------------------------------------------
@@ -125,7 +128,7 @@ class AppProvider(CfProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """Changes of tracked inputs; another name, API or space replaces the app."""
-        replaces = [k for k in ("name", *WHERE) if olds.get(k) != news.get(k)]
+        replaces = [k for k in ("name",) if olds.get(k) != news.get(k)] + _moved(olds, news)
         changed = replaces + [k for k in APP_TRACKED if olds.get(k) != news.get(k)]
         return DiffResult(changes=bool(changed), replaces=replaces, stables=["guid", "spaceGuid"], delete_before_replace=True)
 
@@ -246,7 +249,7 @@ class ServiceInstanceProvider(CfProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """A new name, offering, existing instance or place replaces; plan and parameters update in place."""
-        replaces = [k for k in ("name", "offering", "existing", *WHERE) if olds.get(k) != news.get(k)]
+        replaces = [k for k in ("name", "offering", "existing") if olds.get(k) != news.get(k)] + _moved(olds, news)
         changed = replaces + [k for k in ("plan", "parameters", "metadata") if olds.get(k) != news.get(k)]
         return DiffResult(changes=bool(changed), replaces=replaces, stables=["guid", "spaceGuid"], delete_before_replace=True)
 
@@ -298,7 +301,7 @@ class RouteProvider(CfProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """Any change replaces the route."""
-        replaces = [k for k in ("host", "domain", *WHERE) if olds.get(k) != news.get(k)]
+        replaces = [k for k in ("host", "domain") if olds.get(k) != news.get(k)] + _moved(olds, news)
         return DiffResult(changes=bool(replaces), replaces=replaces, stables=["guid", "url"], delete_before_replace=True)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -343,7 +346,7 @@ class SpaceRoleProvider(CfProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         """Roles are immutable: any change replaces."""
-        replaces = [k for k in ("type", "username", "origin", *WHERE) if olds.get(k) != news.get(k)]
+        replaces = [k for k in ("type", "username", "origin") if olds.get(k) != news.get(k)] + _moved(olds, news)
         return DiffResult(changes=bool(replaces), replaces=replaces, stables=["guid", "spaceGuid"], delete_before_replace=True)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -365,6 +368,83 @@ class CfSpaceRole(Resource, module="cloudfoundry", name="SpaceRole"):
 
     def __init__(self, name: str, props: dict[str, Any], opts: Any = None) -> None:
         super().__init__(SpaceRoleProvider(), name, {**props, "guid": None, "spaceGuid": None}, opts)
+
+
+class GroupSpaceRoleProvider(CfProvider):
+    """A space role for every member of a UAA group (of the group principal's origin), kept in sync.
+
+    CAPI roles are per user, so the group is expanded through UAA's SCIM `/Groups` when an operation
+    runs: `members` (output) maps each member's user id to its role. `diff` compares the group's members
+    now with the state, so a member added or removed in the identity provider shows as a change in the
+    preview and `update` creates or deletes exactly those roles; `read` (refresh) drops roles someone
+    removed by hand, which the next up recreates. A role a member already had (e.g. from a user entry) is
+    recorded as not owned and never deleted by this resource.
+    """
+
+    @staticmethod
+    def _desired(c: Any, props: Mapping[str, Any]) -> dict[str, str]:
+        return c.scim().members(str(props["group"]), str(props["origin"]))
+
+    @staticmethod
+    def _sync(c: Any, space: str, props: Mapping[str, Any], current: Mapping[str, Any], desired: Mapping[str, str]) -> dict[str, Any]:
+        t = _timeouts(props)
+        out: dict[str, Any] = {}
+        for uid, m in current.items():
+            if uid in desired:
+                out[uid] = dict(m)
+            elif m.get("owned"):
+                c.delete_role(m["role"], t["job"])
+        for uid, origin in desired.items():
+            if uid not in out:
+                role, created = c.create_role_for_guid(space, str(props["type"]), uid)
+                out[uid] = {"origin": origin, "role": role["guid"], "owned": created}
+        return dict(sorted(out.items()))
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        """Expand the group and create a role per member."""
+        c = client_for(props)
+        space = c.space_guid(props)
+        members = self._sync(c, space, props, {}, self._desired(c, props))
+        return CreateResult(id_=f"{space}/{props['type']}/{props['origin']}/{props['group']}", outs={**props, "spaceGuid": space, "members": members})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """Another role type, group, origin or place replaces; a membership change (asked of UAA now) updates."""
+        replaces = [k for k in ("type", "group", "origin") if olds.get(k) != news.get(k)] + _moved(olds, news)
+        if replaces:
+            return DiffResult(changes=True, replaces=replaces, stables=[], delete_before_replace=True)
+        changed = [k for k in ("principal", "permission", "timeouts") if olds.get(k) != news.get(k)]
+        if sorted(self._desired(client_for(news), news)) != sorted(olds.get("members") or {}):
+            changed.append("members")
+        return DiffResult(changes=bool(changed), replaces=[], stables=["spaceGuid"], delete_before_replace=True)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        """Roles for new members, none for removed ones; roles removed by hand are recreated."""
+        c = client_for(news)
+        current = {uid: m for uid, m in (olds.get("members") or {}).items() if c.get_role(m["role"]) is not None}
+        members = self._sync(c, olds["spaceGuid"], news, current, self._desired(c, news))
+        return UpdateResult(outs={**news, "spaceGuid": olds["spaceGuid"], "members": members})
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """The roles as they are: one removed by hand is no longer a member's (drift)."""
+        c = client_for(props)
+        members = {uid: m for uid, m in (props.get("members") or {}).items() if c.get_role(m["role"]) is not None}
+        return ReadResult(id_=id_, outs={**props, "members": members})
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        """Remove the roles this resource created."""
+        c = client_for(props)
+        for m in (props.get("members") or {}).values():
+            if m.get("owned"):
+                c.delete_role(m["role"], _timeouts(props)["job"])
+
+
+class CfGroupSpaceRole(Resource, module="cloudfoundry", name="GroupSpaceRole"):
+    """A space role for a UAA group's members (type pulumi-python:dynamic/cloudfoundry:GroupSpaceRole); never on production."""
+
+    members: Any
+
+    def __init__(self, name: str, props: dict[str, Any], opts: Any = None) -> None:
+        super().__init__(GroupSpaceRoleProvider(), name, {**props, "spaceGuid": None, "members": None}, opts)
 
 
 # --- production grants ------------------------------------------------------------------------------

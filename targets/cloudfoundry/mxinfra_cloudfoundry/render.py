@@ -13,6 +13,7 @@ APP = "pulumi-python:dynamic/cloudfoundry:App"
 ROUTE = "pulumi-python:dynamic/cloudfoundry:Route"
 SERVICE = "pulumi-python:dynamic/cloudfoundry:ServiceInstance"
 ROLE = "pulumi-python:dynamic/cloudfoundry:SpaceRole"
+GROUP_ROLE = "pulumi-python:dynamic/cloudfoundry:GroupSpaceRole"
 GRANTS = "pulumi-python:dynamic/cloudfoundry:GrantExpiry"
 ACTIVITY = "pulumi-python:dynamic:Resource"
 SECRET = "[secret]"
@@ -116,6 +117,9 @@ def notes(resources: Sequence[Mapping[str, Any]]) -> list[str]:
     for r in _of(resources, ROLE):
         i = r["inputs"]
         out.append(f"space role {i['type']} for {i['principal']} ({i['permission']})")
+    for r in _of(resources, GROUP_ROLE):
+        i = r["inputs"]
+        out.append(f"space role {i['type']} for each member of UAA group {i['group']} of origin {i['origin']} ({i['permission']}; expanded through UAA on every up)")
     if _of(resources, GRANTS):
         out.append("production roles are time-boxed: mxinfra access grant -s STACK --principal P --permission deploy --for 8h; every up removes expired ones")
     return out

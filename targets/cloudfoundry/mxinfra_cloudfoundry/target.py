@@ -100,7 +100,7 @@ class CloudFoundryTarget(Target):
             "url": app.url,
             "app": app.name,
             "appGuid": app.app.guid,
-            "roles": {k: v.guid for k, v in roles.items()},
+            "roles": {k: v.members if hasattr(v, "members") else v.guid for k, v in roles.items()},  # a group's: user id -> role
         }
         if expiry is not None:
             outputs["grantExpiry"] = expiry.urn

@@ -233,3 +233,85 @@ def discover_token_url(api: str, session: requests.Session) -> str:
         if href:
             return f"{href.rstrip('/')}/oauth/token"
     raise CredentialsError(f"the API root of {api} names no UAA: set CF_UAA_URL")
+
+
+# --- SCIM: who is in a group -------------------------------------------------------------------------
+
+
+class UaaError(UserError):
+    """UAA refused a SCIM request, or the group or user is not there."""
+
+
+def scim_quote(value: str) -> str:
+    """A SCIM filter string literal."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class Scim:
+    """UAA's SCIM `/Groups` and `/Users`, with the Cloud Controller's tokens (the client needs `scim.read`)."""
+
+    PAGE = 500
+
+    def __init__(self, tokens: TokenSource) -> None:
+        self.tokens = tokens
+
+    def _list(self, path: str, filter_: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        start = 1
+        while True:
+            body = self._get(path, {"filter": filter_, "startIndex": start, "count": self.PAGE})
+            page = body.get("resources") or []
+            out += page
+            start += len(page)
+            if not page or start > int(body.get("totalResults", 0)):
+                return out
+
+    def _get(self, path: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        url = f"{self.tokens.uaa_url()}{path}"
+        for attempt in (1, 2):
+            try:
+                r = self.tokens.session.get(url, params=params, headers={"Authorization": f"bearer {self.tokens.token()}", "Accept": "application/json"}, timeout=60)
+            except requests.RequestException as e:
+                raise UaaError(f"UAA at {url} is unreachable: {e}") from None
+            if r.status_code == 401 and attempt == 1:
+                self.tokens.invalidate()
+                continue
+            break
+        if r.status_code != 200:
+            try:
+                detail = r.json().get("error_description") or r.text[:200]
+            except ValueError:
+                detail = r.text[:200]
+            hint = " (the client needs the scim.read authority to expand group principals)" if r.status_code == 403 else ""
+            raise UaaError(f"UAA refused GET {path} ({r.status_code}): {detail}{hint}")
+        return r.json()
+
+    def group(self, display_name: str) -> dict[str, Any]:
+        """The group called `display_name`; UaaError when UAA has none."""
+        found = self._list("/Groups", f"displayName eq {scim_quote(display_name)}")
+        if not found:
+            raise UaaError(f"UAA has no group {display_name!r}")
+        return found[0]
+
+    def members(self, display_name: str, origin: str) -> dict[str, str]:
+        """user id -> origin of the group's user members of identity provider `origin`, nested groups
+        included (members of other origins are never expanded: the group principal names its origin)."""
+        out: dict[str, str] = {}
+        seen: set[str] = set()
+        todo = [self.group(display_name)]
+        while todo:
+            g = todo.pop()
+            if g["id"] in seen:
+                continue
+            seen.add(g["id"])
+            for m in g.get("members") or []:
+                if m.get("type") == "GROUP":
+                    todo += self._list("/Groups", f"id eq {scim_quote(str(m['value']))}")
+                elif m.get("origin") == origin:
+                    out[str(m["value"])] = origin
+        return dict(sorted(out.items()))
+
+    def user_id(self, username: str, origin: str) -> str | None:
+        """The id of the user `username` of identity provider `origin`, or None."""
+        found = self._list("/Users", f"userName eq {scim_quote(username)} and origin eq {scim_quote(origin)}")
+        return str(found[0]["id"]) if found else None

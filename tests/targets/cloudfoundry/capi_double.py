@@ -1,5 +1,10 @@
-"""A test double of the Cloud Controller v3 API (and of UAA's token endpoint): a real threaded HTTP
-server on loopback, modelling the state machines the target drives and the failures it must survive.
+"""A test double of the Cloud Controller v3 API (and of UAA's token and SCIM endpoints): a real threaded
+HTTP server on loopback, modelling the state machines the target drives and the failures it must survive.
+
+UAA's endpoints (`/oauth/token`, `/Users`, `/Groups`) are not in the CAPI description and UAA publishes
+none: they are validated the same way against `spec/uaa-scim-subset.openapi.yaml`, a description written
+for these tests from the UAA API reference. UAA users and groups: `add_uaa_user`, `add_uaa_group`,
+`uaa_groups[id]["members"]` (edit it to change membership).
 
 Every request it receives and every response it sends is validated against the published CAPI v3
 OpenAPI description (spec/, a copy) with openapi-core; violations are collected in `violations` and
@@ -10,6 +15,8 @@ the fixture fails the test on any. Where the description and the official docume
   description: such requests are recorded in `undescribed` instead of validated.
 - `GET /v3/organizations` answers `{pagination, resources}` per the documentation; the description says
   a bare array: its response is not validated (its request is).
+- `POST /v3/roles` answering 422 (the user already has the role): the description's 422 schema lists
+  other error codes; the documentation's CF-UnprocessableEntity is sent, its response not validated.
 - Error bodies: the documentation's `{"errors": [...]}`; the description's 401/404/422 schemas are a
   single `Error` object. Bodies here carry both (the top-level `code`/`title`/`detail` of the first error
   beside `errors`), which satisfies both.
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import socket
 import threading
 import uuid
@@ -35,8 +43,14 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 SPEC = Path(__file__).parent / "spec" / "cf-capi-v3.195.0.openapi.yaml"
+UAA_SPEC = Path(__file__).parent / "spec" / "uaa-scim-subset.openapi.yaml"
+UAA_ENDPOINTS = {"token", "scim_groups", "scim_users"}
 UNDESCRIBED = {("POST", "/v3/service_instances")}
 RESPONSE_NOT_DESCRIBED = {("GET", "/v3/organizations")}
+# (method, path, status) whose response the description gets wrong: POST /v3/roles's 422 allows only
+# CF-InvalidRequest-like codes, where the documentation (and the Cloud Controller) answers a role the user
+# already has with CF-UnprocessableEntity, 10008.
+STATUS_NOT_DESCRIBED = {("POST", "/v3/roles", 422)}
 
 _openapi = None
 
@@ -53,6 +67,20 @@ def openapi() -> Any:
         # validation take seconds); requests and responses are validated against it in full.
         _openapi = OpenAPI.from_dict(yaml.load(SPEC.read_text(), Loader=loader), config=Config(spec_validator_cls=None))
     return _openapi
+
+
+_uaa_openapi = None
+
+
+def uaa_openapi() -> Any:
+    """The UAA subset's description (checked by the spec validator: it is ours)."""
+    global _uaa_openapi
+    if _uaa_openapi is None:
+        import yaml
+        from openapi_core import OpenAPI
+
+        _uaa_openapi = OpenAPI.from_dict(yaml.safe_load(UAA_SPEC.read_text()))
+    return _uaa_openapi
 
 
 def _now() -> str:
@@ -87,6 +115,9 @@ class CapiDouble:
         self.grant_clients: list[str] = []  # the client id of every token request, granted or refused
         self.clients = {"mxinfra-ci": "ci-secret"}
         self.users = {("alice", "wonderland")}
+        self.uaa_users: dict[str, dict[str, Any]] = {}  # id -> {userName, origin}
+        self.uaa_groups: dict[str, dict[str, Any]] = {}  # id -> {displayName, members: [(id, type, origin)]}
+        self.scim_status: int | None = None  # answer every SCIM request with this error (e.g. 403)
         self.objects: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in ("organizations", "spaces", "domains", "service_offerings", "service_plans", "apps", "packages", "builds", "droplets", "deployments", "jobs", "roles", "service_instances", "service_credential_bindings", "routes", "processes")}
         self.env: dict[str, dict[str, Any]] = {}
         self.job_countdown: dict[str, int] = {}
@@ -106,6 +137,8 @@ class CapiDouble:
             [
                 Rule("/", endpoint="root"),
                 Rule("/oauth/token", endpoint="token", methods=["POST"]),
+                Rule("/Groups", endpoint="scim_groups", methods=["GET"]),
+                Rule("/Users", endpoint="scim_users", methods=["GET"]),
                 Rule("/v3/organizations", endpoint="list_organizations", methods=["GET"]),
                 Rule("/v3/spaces", endpoint="list_spaces", methods=["GET"]),
                 Rule("/v3/domains", endpoint="list_domains", methods=["GET"]),
@@ -174,9 +207,12 @@ class CapiDouble:
             endpoint, args = adapter.match()
         except Exception:  # noqa: BLE001
             return self._error(CapiError(404, "CF-NotFound", f"unknown endpoint {request.method} {request.path}", 10000))
-        described = endpoint not in ("token",)
+        uaa = endpoint in UAA_ENDPOINTS
+        described = not uaa
         template = next(r.rule for r in self.urls.iter_rules() if r.endpoint == endpoint)
         key = (request.method, template.replace("<guid>", "{guid}").replace("<ptype>", "{type}"))
+        if uaa:
+            self._validate_request(request, uaa_openapi())
         if described:
             if key in UNDESCRIBED:
                 self.undescribed.append(f"{request.method} {request.path}")
@@ -197,24 +233,26 @@ class CapiDouble:
                     return Response(status=500)
                 response = getattr(self, "op_" + endpoint)(request, **args)
             except CapiError as e:
-                response = self._error(e)
-        if described and key not in UNDESCRIBED and key not in RESPONSE_NOT_DESCRIBED:
+                response = self._scim_error(e) if uaa else self._error(e)
+        if uaa:
+            self._validate_response(request, response, uaa_openapi())
+        elif described and key not in UNDESCRIBED and key not in RESPONSE_NOT_DESCRIBED and (*key, response.status_code) not in STATUS_NOT_DESCRIBED:
             self._validate_response(request, response)
         return response
 
-    def _validate_request(self, request: Request) -> None:
+    def _validate_request(self, request: Request, spec: Any = None) -> None:
         from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest
 
         try:
-            openapi().validate_request(WerkzeugOpenAPIRequest(request))
+            (spec or openapi()).validate_request(WerkzeugOpenAPIRequest(request))
         except Exception as e:  # noqa: BLE001
             self.violations.append(f"request {request.method} {request.path}: {_explain(e)}")
 
-    def _validate_response(self, request: Request, response: Response) -> None:
+    def _validate_response(self, request: Request, response: Response, spec: Any = None) -> None:
         from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
 
         try:
-            openapi().validate_response(WerkzeugOpenAPIRequest(request), WerkzeugOpenAPIResponse(response))
+            (spec or openapi()).validate_response(WerkzeugOpenAPIRequest(request), WerkzeugOpenAPIResponse(response))
         except Exception as e:  # noqa: BLE001
             self.violations.append(f"response {response.status_code} to {request.method} {request.path}: {_explain(e)}")
 
@@ -386,6 +424,63 @@ class CapiDouble:
         self.tokens[token] = self.token_lifetime_requests
         self.grants.append(grant or "")
         return self._json({"access_token": token, "token_type": "bearer", "expires_in": 3600, "refresh_token": "refresh-" + _guid() if grant == "password" else None})
+
+    # --- UAA SCIM -----------------------------------------------------------------------------
+
+    def add_uaa_user(self, user_name: str, origin: str) -> str:
+        """A UAA user (shadow of an identity provider's user); its id."""
+        uid = _guid()
+        self.uaa_users[uid] = {"userName": user_name, "origin": origin}
+        return uid
+
+    def add_uaa_group(self, name: str, members: list[str] | None = None, groups: list[str] | None = None) -> str:
+        """A UAA group with user members (ids) and nested groups (ids); its id."""
+        gid = _guid()
+        self.uaa_groups[gid] = {"displayName": name, "members": [(m, "USER", self.uaa_users[m]["origin"]) for m in members or []] + [(g, "GROUP", "uaa") for g in groups or []]}
+        return gid
+
+    def _scim_error(self, e: CapiError) -> Response:
+        error = {401: "invalid_token", 403: "insufficient_scope", 400: "scim_resource_error"}.get(e.status, "scim_error")
+        return self._json({"error": error, "error_description": e.detail}, e.status)
+
+    def _scim_filter(self, request: Request) -> list[tuple[str, str]]:
+        text = request.args.get("filter", "")
+        clauses = re.split(r"\s+and\s+", text.strip())
+        out = []
+        for c in clauses:
+            m = re.fullmatch(r'(\w+)\s+eq\s+"((?:[^"\\]|\\.)*)"', c, flags=re.IGNORECASE)
+            if m is None:
+                raise CapiError(400, "", f"Invalid filter expression: [{text}]")
+            out.append((m[1], re.sub(r"\\(.)", r"\1", m[2])))
+        return out
+
+    def _scim_page(self, resources: list[dict[str, Any]], request: Request) -> Response:
+        start = int(request.args.get("startIndex", 1))
+        count = int(request.args.get("count", 100))
+        page = resources[start - 1 : start - 1 + count]
+        return self._json({"resources": page, "startIndex": start, "itemsPerPage": len(page), "totalResults": len(resources), "schemas": ["urn:scim:schemas:core:1.0"]})
+
+    def op_scim_groups(self, request: Request) -> Response:
+        if self.scim_status:
+            raise CapiError(self.scim_status, "", "Access is denied")
+        conditions = self._scim_filter(request)
+        out = []
+        for gid, g in self.uaa_groups.items():
+            fields = {"id": gid, "displayname": g["displayName"]}
+            if all(fields.get(k.lower()) == v for k, v in conditions):
+                out.append({"id": gid, "displayName": g["displayName"], "zoneId": "uaa", "members": [{"value": m, "type": t, "origin": o} for m, t, o in g["members"]], "meta": {"version": 1}, "schemas": ["urn:scim:schemas:core:1.0"]})
+        return self._scim_page(out, request)
+
+    def op_scim_users(self, request: Request) -> Response:
+        if self.scim_status:
+            raise CapiError(self.scim_status, "", "Access is denied")
+        conditions = self._scim_filter(request)
+        out = []
+        for uid, u in self.uaa_users.items():
+            fields = {"id": uid, "username": u["userName"], "origin": u["origin"]}
+            if all(fields.get(k.lower()) == v for k, v in conditions):
+                out.append({"id": uid, "userName": u["userName"], "origin": u["origin"], "active": True, "zoneId": "uaa", "schemas": ["urn:scim:schemas:core:1.0"]})
+        return self._scim_page(out, request)
 
     # --- lookups ------------------------------------------------------------------------------
 
@@ -629,14 +724,20 @@ class CapiDouble:
         b = self.body(request)
         user = b["relationships"]["user"]["data"]
         space = b["relationships"]["space"]["data"]["guid"]
-        name = f"{user.get('origin', 'uaa')}/{user.get('username', user.get('guid'))}"
-        if any(r["user_name"] == name and r["space"] == space and r["type"] == b["type"] for r in self.objects["roles"].values()):
-            raise CapiError(422, "CF-UnprocessableEntity", f"User '{user.get('username')}' already has '{b['type']}' role in space.")
-        role = self._add("roles", type=b["type"], space=space, user=str(uuid.uuid5(uuid.NAMESPACE_URL, name)), user_name=name)
+        if "guid" in user:  # UAA's user id: the Cloud Controller's user guid
+            known = self.uaa_users.get(user["guid"])
+            user_guid = user["guid"]
+            name = f"{known['origin']}/{known['userName']}" if known else f"uaa/{user['guid']}"
+        else:
+            name = f"{user.get('origin', 'uaa')}/{user['username']}"
+            user_guid = next((uid for uid, u in self.uaa_users.items() if f"{u['origin']}/{u['userName']}" == name), str(uuid.uuid5(uuid.NAMESPACE_URL, name)))
+        if any(r["user"] == user_guid and r["space"] == space and r["type"] == b["type"] for r in self.objects["roles"].values()):
+            raise CapiError(422, "CF-UnprocessableEntity", f"User '{name}' already has '{b['type']}' role in space.")
+        role = self._add("roles", type=b["type"], space=space, user=user_guid, user_name=name)
         return self._json(self.r_role(role), 201)
 
     def op_list_roles(self, request: Request) -> Response:
-        items = self._filter("roles", request, space_guids="space", types="type")
+        items = self._filter("roles", request, space_guids="space", types="type", user_guids="user")
         return self._json(self._page("/v3/roles", [self.r_role(o) for o in items]))
 
     def op_get_role(self, request: Request, guid: str) -> Response:

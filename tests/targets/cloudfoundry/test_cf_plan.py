@@ -168,7 +168,8 @@ def test_uaa_cannot_be_listed_as_mfa_origin(project, capsys):
     assert rc == 2 and "mxinfra:cloudfoundry.mfaOrigins" in err
 
 
-@pytest.mark.parametrize("principal", ["alice", "user:alice", "group:corp-idp/ops", "user:corp-idp/", "arn:aws:iam::123456789012:role/X"])
+# (group:ORIGIN/NAME is a valid form: test_cf_groups.py)
+@pytest.mark.parametrize("principal", ["alice", "user:alice", "group:ops", "group:corp-idp/", "user:corp-idp/", "arn:aws:iam::123456789012:role/X"])
 def test_principal_form(project, capsys, principal):
     access = [{"principal": principal, "environments": ["test"], "permissions": ["monitor"]}]
     rc, err = bad(project, capsys, config("test", access=access))

@@ -183,3 +183,11 @@ def test_space_role_lifecycle_and_drift(capi):
     r2 = p.create(r.outs)
     p.delete(r2.id, r2.outs)
     assert capi.objects["roles"] == {}
+
+
+def test_a_space_named_by_name_is_not_moved_by_its_resolved_guid(capi, created):
+    """The state carries the resolved spaceGuid; the inputs (a space name) carry none: no replacement."""
+    news = {**created.outs, "spaceGuid": None}
+    d = AppProvider().diff(created.id, created.outs, news)
+    assert d.replaces == [] and not d.changes
+    assert AppProvider().diff(created.id, created.outs, {**news, "spaceGuid": "0" * 8 + "-0000-0000-0000-" + "0" * 12}).replaces == ["spaceGuid"]

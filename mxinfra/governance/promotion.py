@@ -12,6 +12,8 @@ from ..errors import ConfigIssue
 if TYPE_CHECKING:
     from ..config import StackConfig
     from ..environments import Environment
+    from .activity import ActivityLog
+    from .signing import Trust
 
 DEFAULT_REPOSITORY = "file://.mxinfra"
 SHA_PREFIX = "sha256:"
@@ -107,20 +109,18 @@ def promotion_issues(
         if not trust.fingerprints:
             issues.append(ConfigIssue(path, f"{what} has no deploy record in {source!r} (repository {url}; no key is trusted for {source} yet)", hint, file))
             continue
-        tail, problems = log.verify_recent(source, trust=trust, app=app)
-        if problems:
-            # A log that does not verify proves nothing about what ran there.
-            issues.append(ConfigIssue(path, f"the activity log of {source!r} does not verify: {problems[0]}", "run mxinfra activity verify and restore the log before promoting", file))
-            continue
-        record, refused = log.deploy_evidence(source, package_sha256, artifact=artifact, trust=trust, app=app, tail=tail)
-        if record is None:
-            why = f": refused {'; '.join(refused[:3])}" if refused else ""
-            issues.append(
-                ConfigIssue(
-                    path,
-                    f"{what} has no deploy record in {source!r} signed by a key trusted for it ({trust.describe()}) (repository {url}){why}",
-                    hint,
-                    file,
-                )
-            )
+        issues += [ConfigIssue(path, m, fix, file) for m, fix in _gate(log, source, package_sha256, artifact, trust, app, url, what, hint)]
     return issues
+
+
+def _gate(log: ActivityLog, source: str, package_sha256: str, artifact: str | None, trust: Trust, app: str | None, url: str, what: str, hint: str) -> list[tuple[str, str]]:
+    """(message, fix) of why the source's log does not let this package (and artifact) through; [] if it does."""
+    tail, problems = log.verify_recent(source, trust=trust, app=app)
+    if problems:
+        # A log that does not verify proves nothing about what ran there.
+        return [(f"the activity log of {source!r} does not verify: {problems[0]}", "run mxinfra activity verify and restore the log before promoting")]
+    record, refused = log.deploy_evidence(source, package_sha256, artifact=artifact, trust=trust, app=app, tail=tail)
+    if record is None:
+        why = f": refused {'; '.join(refused[:3])}" if refused else ""
+        return [(f"{what} has no deploy record in {source!r} signed by a key trusted for it ({trust.describe()}) (repository {url}){why}", hint)]
+    return []

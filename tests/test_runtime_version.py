@@ -48,7 +48,7 @@ def test_the_operator_cr_gets_it_as_written(tmp_path, project, capsys):
             "mxinfra:kubernetes": {
                 "mode": "operator",
                 "ingress": {"domain": "apps.example.com"},
-                "operator": {"sourceURL": "https://packages.example.com/legacy.mda", "databasePlan": "pg", "storagePlan": "s3"},
+                "operator": {"sourceURL": "https://packages.example.com/legacy.mda", "databasePlan": "pg", "storagePlan": "s3", "podLabels": {"app": "legacy-test"}},
             },
         },
     )

@@ -234,3 +234,30 @@ def test_operator_mode_needs_the_pod_labels():
 def test_image_must_be_a_reference(image):
     issues = _issues(config("test", role="test", instances=1, image=image, database={"inCluster": {}}), "test")
     assert [i.path for i in issues] == ["mxinfra:kubernetes.image"]
+
+
+# --- README: the RBAC table says what the Roles allow ---------------------------------------------
+
+
+def _readme_rows():
+    text = (ROOT / "targets" / "kubernetes" / "README.md").read_text()
+    section = text.split("## Access: `mxinfra:access` as namespaced RBAC", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[0] in {p.value for p in Permission}:
+            rows[cells[0]] = cells[1].lower()
+    return rows
+
+
+@pytest.mark.parametrize("mode", ["plain", "operator"])
+@pytest.mark.parametrize("permission", [p for p in Permission if p not in rbac.UNMAPPED])
+def test_readme_rbac_table_names_every_verb_and_resource(permission, mode):
+    row = _readme_rows()[permission.value]
+    words = set(row.replace("/", " ").replace(",", " ").replace(";", " ").replace("`", " ").replace("(", " ").replace(")", " ").split())
+    for rule in rbac.rules(permission, _layout(mode=mode), mode):
+        for verb in rule["verbs"]:
+            assert verb in words, (permission.value, verb)
+        for resource in rule["resources"]:
+            stem = resource.split("/")[0].rstrip("s").replace("persistentvolumeclaim", "pvc").replace("mendixapp", "mendixapp")
+            assert stem in row.replace(" ", ""), (permission.value, resource)

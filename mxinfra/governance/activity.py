@@ -450,13 +450,19 @@ class ActivityLog:
             seq -= CHECKPOINT_EVERY
         return 0, GENESIS
 
-    def verify_recent(self, environment: str, *, trust: Trust, app: str | None) -> tuple[int, list[str]]:
+    def verify_recent(
+        self, environment: str, *, trust: Trust, app: str | None, verified: tuple[int, str] | None = None
+    ) -> tuple[int, list[str]]:
         """(tail seq, problems) checking the chain from the newest trusted checkpoint to the tail.
 
         The cost is at most CHECKPOINT_EVERY records plus a few probes, whatever the log's length: the
-        records before the checkpoint were verified by the trusted key that signed it."""
+        records before the checkpoint were verified by the trusted key that signed it. `verified` is a
+        (seq, hash) this machine verified before: when it is newer than the checkpoint and the log still
+        holds it, verification starts there instead."""
         tail = self.tail(environment)
         start = self._newest_checkpoint(environment, tail, trust=trust, app=app)
+        if verified is not None and start[0] < verified[0] <= tail and self._stored_hash(environment, verified[0]) == verified[1]:
+            start = verified
         problems = []
         if start[0] and (start[0] > tail or self._stored_hash(environment, start[0]) != start[1]):
             problems.append(f"seq {start[0]} ({self.key(environment, start[0])}): differs from its signed checkpoint")
@@ -466,8 +472,11 @@ class ActivityLog:
         return tail, problems
 
     def _stored_hash(self, environment: str, seq: int) -> str | None:
+        """The hash of the record at `seq`, only if its content still hashes to it (else None)."""
         _, data, _ = self._read(self.key(environment, seq))
-        return None if data is None else str(data.get("hash"))
+        if data is None or record_hash(data) != data.get("hash"):
+            return None
+        return str(data["hash"])
 
     def deploy_evidence(
         self,

@@ -115,7 +115,10 @@ def promotion_issues(
 
 def _gate(log: ActivityLog, source: str, package_sha256: str, artifact: str | None, trust: Trust, app: str | None, url: str, what: str, hint: str) -> list[tuple[str, str]]:
     """(message, fix) of why the source's log does not let this package (and artifact) through; [] if it does."""
-    tail, problems = log.verify_recent(source, trust=trust, app=app)
+    cache = _verified_file(url, source, app)
+    tail, problems = log.verify_recent(source, trust=trust, app=app, verified=_read_verified(cache))
+    if not problems and tail:
+        _write_verified(cache, tail, log._stored_hash(source, tail))
     if problems:
         # A log that does not verify proves nothing about what ran there.
         return [(f"the activity log of {source!r} does not verify: {problems[0]}", "run mxinfra activity verify and restore the log before promoting")]
@@ -124,3 +127,38 @@ def _gate(log: ActivityLog, source: str, package_sha256: str, artifact: str | No
         why = f": refused {'; '.join(refused[:3])}" if refused else ""
         return [(f"{what} has no deploy record in {source!r} signed by a key trusted for it ({trust.describe()}) (repository {url}){why}", hint)]
     return []
+
+
+def _verified_file(url: str, source: str, app: str | None) -> Path:
+    """This machine's cache of the newest record it verified in a log (keyed by repository, environment, app)."""
+    import hashlib
+
+    key = hashlib.sha256(f"{url}\n{source}\n{app}".encode()).hexdigest()[:32]
+    return cache_dir().parent / "verified" / f"{key}.json"
+
+
+def _read_verified(path: Path) -> tuple[int, str] | None:
+    import json
+
+    try:
+        doc = json.loads(path.read_text())
+        return int(doc["seq"]), str(doc["hash"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no cache, or a damaged one: verify from the checkpoint
+
+
+def _write_verified(path: Path, seq: int, digest: str | None) -> None:
+    """Remember a verified head (best effort: a read-only home only costs the next gate a few reads)."""
+    import json
+    import tempfile
+
+    if digest is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"seq": seq, "hash": digest}, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass

@@ -150,3 +150,37 @@ def test_truncation_is_named_from_the_pulumi_state(store_url: str, tmp_path: Pat
     state.write_text("{not json")
     assert main(["activity", "--repository", store_url, "verify", "--state", str(state)]) == 2
     assert f"{state}: not a Pulumi state export" in capsys.readouterr().err
+
+
+def test_a_machine_remembers_what_it_verified(store: Store, store_url: str, signer, tmp_path, monkeypatch) -> None:
+    """The gate's local cache of verified heads: a second gate reads only what is new, and a cached head
+    the log no longer holds is ignored (verification falls back to the checkpoint)."""
+    from mxinfra.governance import promotion
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    fill(store, signer, CHECKPOINT_EVERY + CHECKPOINT_EVERY - 1, deploy_at=2)
+    trust = trust_of(signer)
+    counted = Counting(store)
+    log = ActivityLog(counted)
+    assert promotion._gate(log, "acceptance", SHA, None, trust, "orders", store_url, "p", "h") == []
+    first, counted.calls = counted.calls, 0
+    assert promotion._gate(log, "acceptance", SHA, None, trust, "orders", store_url, "p", "h") == []
+    assert counted.calls < first - (CHECKPOINT_EVERY - 4), (first, counted.calls)
+    # the cached head is rewritten in the store: the cache no longer counts, the edit is found
+    tail = ActivityLog(store).tail("acceptance")
+    key = ActivityLog.key("acceptance", tail)
+    rec = json.loads(store.get(key))
+    rec["actor"] = "edited"
+    store.put(key, json.dumps(rec).encode())
+    found = promotion._gate(ActivityLog(store), "acceptance", SHA, None, trust, "orders", store_url, "p", "h")
+    assert found and f"seq {tail}" in found[0][0] and "edited" in found[0][0]
+
+
+def test_the_checkpointed_record_itself_is_checked(store: Store, signer) -> None:
+    fill(store, signer, CHECKPOINT_EVERY + 2)
+    key = ActivityLog.key("acceptance", CHECKPOINT_EVERY)
+    rec = json.loads(store.get(key))
+    rec["actor"] = "edited"  # content changed, stored hash kept
+    store.put(key, json.dumps(rec).encode())
+    _, problems = ActivityLog(store).verify_recent("acceptance", trust=trust_of(signer), app="orders")
+    assert problems and f"seq {CHECKPOINT_EVERY} " in problems[0] and "checkpoint" in problems[0]

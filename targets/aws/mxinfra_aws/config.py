@@ -16,8 +16,6 @@ REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]")
 CLUSTER_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
 CLUSTER_ARN = re.compile(r"arn:aws[a-z-]*:ecs:(?P<region>[a-z]{2}(-[a-z]+)+-[0-9]):(?P<account>[0-9]{12}):cluster/(?P<name>[A-Za-z0-9_-]{1,255})")
 PUBLIC_CIDRS = ("0.0.0.0/0", "::/0")
-# On production, a CIDR this wide (or wider) counts as public: it needs `allowPublicIngress` too.
-PUBLIC_PREFIX_MAX = 8
 # The VPC tag that marks a production network: production requires it, other tiers refuse it.
 TIER_TAG = "mxinfra:tier"
 PRODUCTION_TIER = "production"
@@ -140,11 +138,3 @@ class AwsConfig(_Strict):
         return (m["region"], m["account"]) if m else None
 
 
-def is_public(cidr: str) -> bool:
-    """True for a CIDR that admits the whole internet."""
-    return ipaddress.ip_network(cidr).prefixlen == 0
-
-
-def is_wide(cidr: str) -> bool:
-    """True for a CIDR production treats as public: prefix length PUBLIC_PREFIX_MAX or shorter."""
-    return ipaddress.ip_network(cidr).prefixlen <= PUBLIC_PREFIX_MAX

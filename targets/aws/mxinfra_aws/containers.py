@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mxinfra.exposure import leader_follower_counts
+
 CONTAINER = "mendix"
 RUNTIME_PORT = 8080
 
@@ -18,13 +20,8 @@ FOLLOWER = "follower"
 
 
 def task_counts(instances: int) -> tuple[int, int]:
-    """Desired tasks of the leader service and of the follower service for `instances` instances.
-
-    Exactly one leader runs (none when the environment is stopped); the rest are followers.
-    """
-    if instances < 0:
-        raise ValueError("instances is 0 or more")
-    return min(instances, 1), max(instances - 1, 0)
+    """Desired tasks of the leader service and of the follower service: the core's leader rule."""
+    return leader_follower_counts(instances)
 
 
 @dataclass(frozen=True)

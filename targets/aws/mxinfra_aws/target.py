@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mxinfra.artifacts import check_artifact
+from mxinfra.exposure import is_public, is_wide, leader_follower_counts
 from mxinfra.egress import check_egress, egress_warnings
 from mxinfra.errors import ConfigIssue
 from mxinfra.naming import Naming
@@ -15,8 +16,7 @@ from mxinfra.target import AppContext, EnvironmentContext, Target
 
 from .tagging import stable
 from . import fargate, render
-from .config import PRODUCTION_TIER, REGION, TIER_TAG, AwsConfig, is_public, is_wide
-from .containers import task_counts
+from .config import PRODUCTION_TIER, REGION, TIER_TAG, AwsConfig
 from .policies import PRINCIPAL, Arns, partition_of
 
 if TYPE_CHECKING:
@@ -224,7 +224,7 @@ class AwsTarget(Target):
             shared.name,
             ctx.naming,
             cfg.database.engineVersion.split(".")[0],
-            followers=task_counts(ctx.environment.instances)[1] > 0,
+            followers=leader_follower_counts(ctx.environment.instances)[1] > 0,
             subnets=tuple(cfg.subnetIds),
             assign_public_ip=cfg.assignPublicIp,
         )

@@ -7,6 +7,8 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mxinfra.artifacts import parse_image
+
 # ASCII only and fullmatch everywhere (`\d` accepts other scripts' digits, `$` a trailing newline).
 GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 GUID_RE = re.compile(GUID)
@@ -32,8 +34,6 @@ DNS_ZONE_ID = re.compile(
 # The zones Azure resolves private endpoints in (Key Vault, Blob Storage in the public cloud).
 VAULT_ZONE = "privatelink.vaultcore.azure.net"
 BLOB_ZONE = "privatelink.blob.core.windows.net"
-# An image pinned by its content: `<repository>@sha256:<64 hex>` (a tag before the digest is allowed).
-DIGEST = re.compile(r"@sha256:[0-9a-f]{64}")
 IMAGE = re.compile(r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([a-z0-9._/-]*[a-z0-9])?)+(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?")
 
 # Azure's public-cloud regions (`az account list-locations --query "[].name"`, physical regions only).
@@ -149,7 +149,7 @@ class AzureConfig(_Strict):
     @field_validator("image")
     @classmethod
     def _image(cls, v: str) -> str:
-        if not IMAGE.fullmatch(v):
+        if not IMAGE.fullmatch(v) or parse_image(v) is None:
             raise ValueError(f"{v!r} is not an image reference (<registry>/<repository>[:tag][@sha256:<digest>])")
         return v
 
@@ -164,11 +164,6 @@ class AzureConfig(_Strict):
             if net.version != 4:
                 raise ValueError(f"{c!r}: Container Apps IP restrictions take IPv4 ranges only")
         return v
-
-    @property
-    def pinned(self) -> bool:
-        """Whether the image is referenced by digest."""
-        return DIGEST.search(self.image) is not None
 
     @property
     def image_registry(self) -> str:

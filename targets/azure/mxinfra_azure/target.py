@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mxinfra.access import Permission
+from mxinfra.artifacts import check_artifact
 from mxinfra.errors import ConfigIssue
 from mxinfra.exposure import is_public, is_wide
 from mxinfra.target import EnvironmentContext, Target
@@ -104,10 +105,11 @@ class AzureTarget(Target):
             except ValueError as e:
                 key = f"mxinfra:azure.cpu.{env.name}" if cpu is not None else f"{env.config_path}.memory"
                 issues.append(ConfigIssue(key, str(e), "valid pairs: 0.25 vCPU / 512 MB, 0.5 / 1024, ... 4 / 8192 (2048 MB per vCPU)", file))
+        for env in stack.environments:
+            # production and every promotion-gated environment run only what was reviewed (the core's rule)
+            issues += check_artifact(env, block.image, "mxinfra:azure.image", file)
         if production:
             first = production[0].name
-            if not block.pinned:
-                issues.append(ConfigIssue("mxinfra:azure.image", f"production environment {first!r} needs an image pinned by digest", "use <registry>/<repository>@sha256:<digest>", file))
             if block.storage.publicNetworkAccess:
                 issues.append(ConfigIssue("mxinfra:azure.storage.publicNetworkAccess", f"production environment {first!r} keeps its files reachable only through the private endpoint", "remove publicNetworkAccess (or set it false)", file))
             if block.database.skuName is not None and tier_of(block.database.skuName) == "Burstable":

@@ -125,6 +125,19 @@ def test_production_needs_a_digest_image(project, capsys):
     assert rc == 0, err
 
 
+def test_a_gated_environment_needs_a_digest_image_too(project, capsys):
+    cfg = config("acceptance", azure={"image": "acme.azurecr.io/orders:1.4.2"})
+    next(iter(cfg["mxinfra:environments"].values()))["requirePromotionFrom"] = "test"
+    rc, err = plan(project, capsys, cfg, stack="azure-acceptance")
+    assert rc == 2 and "mxinfra:azure.image" in err and "digest" in err
+
+
+@pytest.mark.parametrize("image", ["acme.azurecr.io/*:1.4.2", "acme.azurecr.io/Orders:1.4.2", "acme.azurecr.io/orders:1.4.2 "])
+def test_image_references_follow_the_oci_grammar(project, capsys, image):
+    rc, err = plan(project, capsys, config("test", azure={"image": image}))
+    assert rc == 2 and "mxinfra:azure.image" in err
+
+
 def test_production_without_public_network_access(project, capsys):
     rc, err = plan(project, capsys, config("production", azure={"storage": {"publicNetworkAccess": True}}))
     assert rc == 2 and "mxinfra:azure.storage.publicNetworkAccess" in err

@@ -3,6 +3,7 @@ checks fail when the lock and the pyprojects (or the environment) disagree. Refr
 
 from __future__ import annotations
 
+import sysconfig
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -55,7 +56,10 @@ def test_every_pyproject_requirement_is_met_by_the_lock() -> None:
 def test_the_environment_holds_exactly_the_locked_versions() -> None:
     pins = _locked()
     problems = []
-    for dist in metadata.distributions():
+    # what pip installed, in site-packages itself: not the copies a tool vendors inside its own package
+    # (setuptools' _vendor lands on sys.path once pkg_resources is imported)
+    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    for dist in metadata.distributions(path=site):
         name = canonicalize_name(dist.metadata["Name"])
         if name in LOCAL:
             continue

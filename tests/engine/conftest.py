@@ -1,0 +1,56 @@
+"""Fixtures of the real-engine suite (`./dev test --engine`): the toolchain built by `./dev engine`
+(MXINFRA_ENGINE_BIN), a control plane on loopback (cluster.py), the local file backend with a
+passphrase secrets provider, and copies of the example project whose stack secrets are set the way a
+user sets them (`pulumi config set --secret --path`).
+
+The default `./dev test` does not collect this directory (tests/conftest.py: collect_ignore)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # cluster.py, engine_support.py
+
+from cluster import LocalCluster  # noqa: E402
+from engine_support import Project  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def engine_bin() -> Path:
+    value = os.environ.get("MXINFRA_ENGINE_BIN")
+    if not value:
+        pytest.fail("MXINFRA_ENGINE_BIN is not set: run the suite with ./dev test --engine (after ./dev engine)")
+    path = Path(value)
+    for name in ("pulumi", "pulumi-language-python", "pulumi-resource-kubernetes", "etcd", "kube-apiserver", "kube-controller-manager", "kubectl"):
+        if not (path / name).is_file():
+            pytest.fail(f"the engine toolchain at {path} has no {name}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def has_random(engine_bin: Path) -> bool:
+    return (engine_bin / "pulumi-resource-random").is_file()
+
+
+@pytest.fixture(scope="session")
+def cluster(engine_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    c = LocalCluster(engine_bin, tmp_path_factory.mktemp("cluster"))
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="session")
+def project_factory(engine_bin: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    def make(cluster: LocalCluster | None) -> Project:
+        return Project(tmp_path_factory.mktemp("engine-project"), engine_bin, cluster)
+
+    return make

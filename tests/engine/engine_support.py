@@ -1,0 +1,149 @@
+"""The engine suite's helpers: the real CLI on a project copy, stack secrets set by the CLI."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cluster import LocalCluster
+
+ROOT = Path(__file__).resolve().parents[2]
+PASSPHRASE = "engine-suite-passphrase"
+
+
+# ---- the Pulumi CLI -----------------------------------------------------------------------------------
+class Pulumi:
+    """The real CLI on one project directory, with its own PULUMI_HOME and file backend."""
+
+    def __init__(self, bin_dir: Path, project: Path, state: Path, home: Path) -> None:
+        self.bin = bin_dir
+        self.project = project
+        self.env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_", "AWS_", "KUBECONFIG"))
+        }
+        venv_bin = Path(sys.executable).parent
+        self.env.update(
+            PATH=f"{bin_dir}{os.pathsep}{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+            PULUMI_HOME=str(home),
+            PULUMI_BACKEND_URL=f"file://{state}",
+            PULUMI_CONFIG_PASSPHRASE=PASSPHRASE,
+            PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true",
+            PULUMI_SKIP_UPDATE_CHECK="true",
+            PULUMI_PYTHON_CMD=sys.executable,
+            # The file repository's actor (governance: OS user and git e-mail).
+            GIT_AUTHOR_EMAIL="engine-suite@example.com",
+        )
+
+    def run(self, *args: str, stack: str | None = None, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        cmd = [str(self.bin / "pulumi"), *args, "--non-interactive"]
+        if stack:
+            cmd += ["--stack", stack]
+        proc = subprocess.run(cmd, cwd=self.project, env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd[1:])} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
+        return proc
+
+    def mxinfra(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        exe = Path(sys.executable).parent / "mxinfra"
+        proc = subprocess.run([str(exe), *args], cwd=self.project, env=self.env, capture_output=True, text=True, timeout=300)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"mxinfra {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def up(self, stack: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.run("up", "--yes", "--skip-preview", "--diff", *extra, stack=stack, check=check)
+
+    def outputs(self, stack: str) -> dict[str, Any]:
+        return json.loads(self.run("stack", "output", "--json", "--show-secrets", stack=stack).stdout)
+
+    def export(self, stack: str) -> str:
+        return self.run("stack", "export", stack=stack).stdout
+
+
+# ---- stack files with secrets set by the CLI ----------------------------------------------------------
+def _secure_leaves(value: Any, path: list[str | int]) -> Iterator[tuple[list[str | int], str]]:
+    if isinstance(value, dict):
+        if set(value) == {"secure"}:
+            yield path, value["secure"]
+            return
+        for k, v in value.items():
+            yield from _secure_leaves(v, [*path, k])
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _secure_leaves(v, [*path, i])
+
+
+def _config_path(path: list[str | int]) -> str:
+    """`pulumi config set --path` syntax: `ns:key.a.b`, `["dotted.key"]`, `[0]`."""
+    out = str(path[0])
+    for p in path[1:]:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif "." in p or "[" in p:
+            out += f'["{p}"]'
+        else:
+            out += f".{p}"
+    return out
+
+
+def _drop(doc: Any, path: list[str | int]) -> None:
+    cur = doc
+    for p in path[:-1]:
+        cur = cur[p]
+    del cur[path[-1]]
+
+
+def mock_plaintext(secure: str) -> str:
+    """The example stacks' `secure: v1:<base64>` values are the mock runtime's form (the value itself,
+    base64-encoded); a real stack needs them encrypted by its secrets provider."""
+    assert secure.startswith("v1:"), secure
+    return base64.b64decode(secure[3:]).decode()
+
+
+class Project:
+    """A copy of the example project with its own state, where `init(stack)` makes a real stack."""
+
+    def __init__(self, root: Path, engine_bin: Path, cluster: LocalCluster | None) -> None:
+        self.dir = root / "project"
+        self.dir.mkdir(parents=True)
+        for name in ("Pulumi.yaml", "__main__.py"):
+            shutil.copy(ROOT / name, self.dir / name)
+        for name in ("stacks", "examples"):
+            shutil.copytree(ROOT / name, self.dir / name)
+        # Pulumi.yaml's `virtualenv: .venv`: the engine points the dynamic-provider plugin at it.
+        (self.dir / ".venv").symlink_to(Path(sys.prefix))
+        (root / "state").mkdir()
+        self.pulumi = Pulumi(engine_bin, self.dir, root / "state", root / "pulumi-home")
+        self.cluster = cluster
+        self.secrets: dict[str, dict[str, str]] = {}  # stack -> config path -> plaintext
+
+    def stack_file(self, stack: str) -> Path:
+        return self.dir / "stacks" / f"Pulumi.{stack}.yaml"
+
+    def init(self, stack: str, extra_secrets: dict[str, str] | None = None) -> dict[str, str]:
+        """`pulumi stack init` with the passphrase provider, then every secret of the stack file (and
+        `extra_secrets`, and the cluster's kubeconfig) set with `pulumi config set --secret --path`."""
+        f = self.stack_file(stack)
+        doc = yaml.safe_load(f.read_text())
+        leaves = list(_secure_leaves(doc["config"], []))
+        for path, _ in leaves:
+            _drop(doc["config"], path)
+        f.write_text(yaml.safe_dump(doc, sort_keys=False))
+        self.pulumi.run("stack", "init", stack, "--secrets-provider", "passphrase")
+        values = {_config_path(p): mock_plaintext(s) for p, s in leaves}
+        values.update(extra_secrets or {})
+        if self.cluster is not None:
+            values["mxinfra:kubernetes.kubeconfig"] = self.cluster.kubeconfig_text()
+        for key, plain in values.items():
+            self.pulumi.run("config", "set", "--secret", "--path", key, plain, stack=stack)
+        self.secrets[stack] = values
+        return values

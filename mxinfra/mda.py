@@ -544,12 +544,13 @@ def _member_parts(archive: str, name: str) -> tuple[str, ...]:
     return parts
 
 
-def _check_infos(archive: str, infos: list[zipfile.ZipInfo], limits: ExtractionLimits) -> list[tuple[str, ...]]:
-    """Apply every extraction rule to the central directory; return each member's normalised parts."""
+def _check_infos(archive: str, infos: list[zipfile.ZipInfo], limits: ExtractionLimits, collect: bool = True) -> list[tuple[str, ...]]:
+    """Apply every extraction rule to the central directory; return each member's normalised parts
+    (an empty list unless `collect`: checking alone keeps memory to one string per member)."""
     if len(infos) > limits.max_members:
         raise SizeLimitError(archive, None, f"{len(infos)} members: expected at most {limits.max_members}")
     total = 0
-    seen: dict[tuple[str, ...], bool] = {}  # parts -> is_dir
+    seen: dict[str, bool] = {}  # normalised path -> is_dir
     result = []
     for info in infos:
         name = info.filename
@@ -562,11 +563,12 @@ def _check_infos(archive: str, infos: list[zipfile.ZipInfo], limits: ExtractionL
         if mode and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
             raise SpecialFileError(archive, name, "device, FIFO or socket: expected regular files and directories only")
         parts = _member_parts(archive, name)
+        key = "/".join(parts)
         is_dir = name.endswith("/") or (mode != 0 and stat.S_ISDIR(mode))
-        if parts in seen:
-            if not (is_dir and seen[parts]):
+        if key in seen:
+            if not (is_dir and seen[key]):
                 raise DuplicateMemberError(archive, name, "appears more than once: expected unique member names")
-        seen[parts] = is_dir or seen.get(parts, False)
+        seen[key] = is_dir or seen.get(key, False)
         if info.compress_type not in _SUPPORTED_METHODS:
             raise CorruptArchiveError(archive, name, f"compression method {info.compress_type}: expected deflate or stored")
         if not is_dir:
@@ -584,14 +586,15 @@ def _check_infos(archive: str, infos: list[zipfile.ZipInfo], limits: ExtractionL
                         f"compression ratio {ratio:.0f}:1 ({info.file_size} bytes from {info.compress_size}): "
                         f"expected at most {limits.max_ratio:.0f}:1",
                     )
-        result.append(parts)
+        if collect:
+            result.append(parts)
     # a name used as a file and as a parent directory cannot be extracted (and hints at an attack)
-    for parts, is_dir in seen.items():
-        for i in range(1, len(parts)):
-            if seen.get(parts[:i]) is False:
-                raise DuplicateMemberError(
-                    archive, "/".join(parts[:i]), f"is a file and also the parent of {'/'.join(parts)}: expected one or the other"
-                )
+    for key in seen:
+        cut = key.find("/")
+        while cut != -1:
+            if seen.get(key[:cut]) is False:
+                raise DuplicateMemberError(archive, key[:cut], f"is a file and also the parent of {key}: expected one or the other")
+            cut = key.find("/", cut + 1)
     return result
 
 
@@ -767,7 +770,7 @@ class MdaPackage:
         extraction ignores them.
         """
         if self._infos is not None:
-            _check_infos(self._name, self._infos, limits)
+            _check_infos(self._name, self._infos, limits, collect=False)
             return len(self._infos)
         count = 0
         total = 0

@@ -1,12 +1,18 @@
 """A Kubernetes control plane on loopback for the engine suite: etcd, kube-apiserver and
 kube-controller-manager from the engine toolchain, with a CA, a serving certificate, a service-account
-key pair and a static admin token made here (openssl), and a kubeconfig of its own. No node, no
-scheduler: pods the controllers create stay Pending, which is all Pod Security admission needs."""
+key pair and a static admin token made here (openssl), and a kubeconfig of its own.
+
+There is no node, scheduler, kubelet or ingress controller. Pods are still created by the controller
+manager and admitted (or refused) by Pod Security admission, which is what the suite asks of them. But
+the Kubernetes provider waits, as it should, until a StatefulSet's pods are ready and an Ingress has an
+address; `StatusFaker` stands in for the kubelet and the ingress controller there: it writes only
+`status` (a pod Running and Ready with a loopback IP, an Ingress with a loopback address), never a spec."""
 
 from __future__ import annotations
 
 import json
 import secrets
+import threading
 import socket
 import ssl
 import subprocess
@@ -101,9 +107,13 @@ class LocalCluster:
             "--service-account-private-key-file", str(d / "sa.key"), "--root-ca-file", str(d / "ca.crt"),
             "--use-service-account-credentials=false",
         ])
+        self.faker = StatusFaker(self)
+        self.faker.start()
         return self
 
     def stop(self) -> None:
+        if getattr(self, "faker", None) is not None:
+            self.faker.stop()
         for _, proc, _ in reversed(self.procs):
             if proc.poll() is None:
                 proc.terminate()
@@ -135,8 +145,12 @@ class LocalCluster:
         req.add_header("Authorization", f"Bearer {self.token}")
         if data is not None:
             req.add_header("Content-Type", content_type)
-        with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
-            payload = resp.read()
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
+                payload = resp.read()
+        except urllib.error.HTTPError as e:
+            # The API server's Status message says what it refused and why.
+            raise urllib.error.HTTPError(e.url, e.code, f"{e.reason}: {e.read().decode(errors='replace')[:4000]}", e.headers, None) from None
         return payload if raw else json.loads(payload)
 
     def get(self, path: str) -> Any:
@@ -154,3 +168,60 @@ class LocalCluster:
     def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(self.bin / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
                               capture_output=True, text=True, check=check, timeout=120)
+
+
+class StatusFaker(threading.Thread):
+    """The kubelet's and the ingress controller's status writes, for a cluster without them (see above).
+    Bounded: it polls twice a second until stopped."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        super().__init__(daemon=True)
+        self.cluster = cluster
+        self.halt = threading.Event()
+        self.ready_pods: set[str] = set()
+        self.errors: list[str] = []
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(timeout=10)
+
+    def run(self) -> None:
+        n = 0
+        while not self.halt.wait(0.5):
+            try:
+                self._pods()
+                self._ingresses()
+            except Exception as e:  # noqa: BLE001 (kept for the tests to report; the API server may be stopping)
+                self.errors.append(repr(e))
+            n += 1
+
+    def _patch_status(self, path: str, status: dict[str, Any]) -> None:
+        self.cluster.request("PATCH", path + "/status", {"status": status}, content_type="application/merge-patch+json")
+
+    def _pods(self) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        for pod in self.cluster.get("/api/v1/pods")["items"]:
+            md = pod["metadata"]
+            key = f"{md['namespace']}/{md['name']}/{md['uid']}"
+            if key in self.ready_pods or md.get("deletionTimestamp"):
+                continue
+            ip = f"127.0.0.{len(self.ready_pods) % 250 + 2}"
+            containers = [
+                {"name": c["name"], "image": c["image"], "imageID": "", "ready": True, "started": True, "restartCount": 0,
+                 "state": {"running": {"startedAt": now}}}
+                for c in pod["spec"]["containers"]
+            ]
+            conditions = [{"type": t, "status": "True", "lastTransitionTime": now} for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")]
+            self._patch_status(f"/api/v1/namespaces/{md['namespace']}/pods/{md['name']}", {
+                "phase": "Running", "conditions": conditions, "containerStatuses": containers,
+                "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "127.0.0.1", "startTime": now,
+            })
+            self.ready_pods.add(key)
+
+    def _ingresses(self) -> None:
+        for ing in self.cluster.get("/apis/networking.k8s.io/v1/ingresses")["items"]:
+            if (ing.get("status") or {}).get("loadBalancer", {}).get("ingress"):
+                continue
+            md = ing["metadata"]
+            self._patch_status(f"/apis/networking.k8s.io/v1/namespaces/{md['namespace']}/ingresses/{md['name']}",
+                               {"loadBalancer": {"ingress": [{"ip": "127.0.0.1"}]}})

@@ -140,6 +140,11 @@ class Project:
         f.write_text(yaml.safe_dump(doc, sort_keys=False))
         self.pulumi.run("stack", "init", stack, "--secrets-provider", "passphrase")
         values = {_config_path(p): mock_plaintext(s) for p, s in leaves}
+        for key in values:
+            # The examples' stand-in values are words ("acceptance-database-url"); the real run decrypts
+            # and validates them, so a database URL must be one.
+            if key.endswith("database.url"):
+                values[key] = f"postgres://mendix:{key.split('.')[0].split(':')[-1]}-db-pw@db.example.com:5432/orders"
         values.update(extra_secrets or {})
         if self.cluster is not None:
             values["mxinfra:kubernetes.kubeconfig"] = self.cluster.kubeconfig_text()

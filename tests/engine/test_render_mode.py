@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from engine_support import Project
+from test_kubernetes_engine import _differences
 
 MAIN = '''import pulumi
 import pulumi_kubernetes as k8s
@@ -22,17 +23,34 @@ run(opts=pulumi.ResourceOptions(providers=[k8s.Provider("render", render_yaml_to
 ADMIN_PASSWORD = "Render-Admin-Pw-3x#Q"
 
 
+def _merge(into: dict[str, Any], patch: dict[str, Any]) -> None:
+    for k, v in patch.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
+
+
 def _docs(directory: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
-    out = {}
+    """Documents by (kind, namespace, name); two of one object (the MendixApp and its secret fields'
+    patch, rendered as separate files) are merged, as the API server would."""
+    out: dict[tuple[str, str, str], dict[str, Any]] = {}
     for f in sorted(directory.rglob("*.yaml")):
         for doc in yaml.safe_load_all(f.read_text()):
             if doc:
                 md = doc["metadata"]
-                out[(doc["kind"], md.get("namespace", ""), md["name"])] = doc
+                key = (doc["kind"], md.get("namespace", ""), md["name"])
+                if key in out:
+                    _merge(out[key], doc)
+                else:
+                    out[key] = doc
     return out
 
 
-@pytest.mark.parametrize("stack", ["acceptance", "operator"])
+@pytest.mark.parametrize("stack", ["acceptance", pytest.param("operator", marks=pytest.mark.xfail(strict=True, reason=(
+    "product: the MendixApp's secret-fields CustomResourcePatch renders to the same file name as the "
+    "MendixApp itself (renderYamlToDirectory names files by kind, namespace and name), so the rendered "
+    "MendixApp is only the patch: no spec but runtime.mxAdminPassword")))])
 def test_render_yaml_to_directory_writes_what_the_plan_renders(project_factory: Any, has_random: bool, stack: str, tmp_path: Path) -> None:
     project: Project = project_factory(None)
     (project.dir / "__main__.py").write_text(MAIN)
@@ -44,8 +62,10 @@ def test_render_yaml_to_directory_writes_what_the_plan_renders(project_factory: 
     planned = _docs(tmp_path / "plan")
     assert planned, "mxinfra plan --out wrote nothing"
     assert sorted(rendered) == sorted(planned)
+    problems = []
     for key, doc in planned.items():
-        live = rendered[key]
-        for field in ("spec", "rules", "roleRef", "subjects"):
+        for field in ("spec", "rules", "roleRef", "subjects", "data"):
             if field in doc:
-                assert live.get(field) == doc[field], f"{key} {field}"
+                # quantities by value (the provider writes 2048Mi as 2Gi), masked secrets present
+                problems += [f"{key}: {p}" for p in _differences(doc[field], rendered[key].get(field), field)]
+    assert not problems, "\n".join(problems)

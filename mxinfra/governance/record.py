@@ -51,10 +51,15 @@ def grants_digest(access: Any) -> str:
     return digest([[g.permission.value, g.principal, g.mfa_required, g.max_session_seconds] for g in access.grants])
 
 
+def _plain(value: Any) -> Any:
+    # The engine hands a dynamic provider every number as a float (protobuf Struct): 1.0 is the count 1.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _changes(olds: dict[str, Any] | None, news: dict[str, Any]) -> dict[str, Any]:
     if not olds:
-        return {k: {"from": None, "to": news.get(k)} for k in TRACKED}
-    return {k: {"from": olds.get(k), "to": news.get(k)} for k in TRACKED if olds.get(k) != news.get(k)}
+        return {k: {"from": None, "to": _plain(news.get(k))} for k in TRACKED}
+    return {k: {"from": _plain(olds.get(k)), "to": _plain(news.get(k))} for k in TRACKED if olds.get(k) != news.get(k)}
 
 
 def _action(changes: dict[str, Any], created: bool) -> str:

@@ -66,6 +66,17 @@ def test_provider_create_update_diff_delete(repo_url):
     assert set(TRACKED) == {"packageSha256", "artifact", "settingsDigest", "instances", "grantsDigest"}
 
 
+def test_counts_the_engine_sends_as_floats_are_recorded_as_counts(repo_url):
+    # the real engine passes a dynamic provider its numbers as floats (found by the engine suite)
+    provider = ActivityProvider()
+    created = provider.create(props(repo_url, instances=1.0))
+    provider.update("activity-acceptance", created.outs, props(repo_url, instances=3.0))
+    records = ActivityLog(open_store(repo_url)).records("acceptance")
+    assert records[0].changes["instances"] == {"from": None, "to": 1}
+    assert records[1].changes == {"instances": {"from": 1, "to": 3}}
+    assert all(type(v) is int for v in (records[0].changes["instances"]["to"], records[1].changes["instances"]["to"]))
+
+
 def test_a_new_image_is_a_deployment(repo_url):
     provider = ActivityProvider()
     first = props(repo_url, artifact="registry.example.com/orders:1.4.2")

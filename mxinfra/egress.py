@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import ConfigIssue
+from .exposure import parse_cidr
 
 # A rule this wide admits a large part of the internet: the plan warns about it.
 WIDE_PREFIX_MAX = 8
@@ -32,10 +33,7 @@ class EgressRule(BaseModel):
     @field_validator("cidr")
     @classmethod
     def _cidr(cls, v: str) -> str:
-        try:
-            ipaddress.ip_network(v, strict=True)
-        except ValueError as e:
-            raise ValueError(f"{v!r} is not a CIDR block: {e}") from None
+        parse_cidr(v)
         return v
 
     @field_validator("ports")

@@ -12,6 +12,14 @@ import ipaddress
 PUBLIC_PREFIX_MAX = 8
 
 
+def parse_cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A CIDR block from config (host bits must be zero); ValueError says what is wrong with it."""
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError as e:
+        raise ValueError(f"{text!r} is not a CIDR block: {e}") from None
+
+
 def is_public(cidr: str) -> bool:
     """True for a CIDR that admits the whole internet (`0.0.0.0/0`, `::/0`)."""
     return ipaddress.ip_network(cidr).prefixlen == 0

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mxinfra.artifacts import parse_image
 from mxinfra.egress import EgressRule
+from mxinfra.exposure import parse_cidr
 
 # `[0-9]`, not `\d` (which accepts other scripts' digits), and fullmatch, not `$` (which accepts a trailing newline).
 ACCOUNT_ID = re.compile(r"[0-9]{12}")
@@ -85,11 +85,7 @@ class AwsConfig(_Strict):
     @field_validator("vpcCidr")
     @classmethod
     def _vpc_cidr(cls, v: str) -> str:
-        try:
-            net = ipaddress.ip_network(v, strict=True)
-        except ValueError as e:
-            raise ValueError(f"{v!r} is not a CIDR block: {e}") from None
-        if net.version != 4:
+        if parse_cidr(v).version != 4:
             raise ValueError("the VPC's primary CIDR block is IPv4")
         return v
 
@@ -117,10 +113,7 @@ class AwsConfig(_Strict):
     @classmethod
     def _cidrs(cls, v: list[str]) -> list[str]:
         for c in v:
-            try:
-                ipaddress.ip_network(c, strict=True)
-            except ValueError as e:
-                raise ValueError(f"{c!r} is not a CIDR block: {e}") from None
+            parse_cidr(c)
         return v
 
     @property

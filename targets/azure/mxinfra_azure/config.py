@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mxinfra.artifacts import parse_image
+from mxinfra.exposure import parse_cidr
 
 # ASCII only and fullmatch everywhere (`\d` accepts other scripts' digits, `$` a trailing newline).
 GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -157,11 +157,7 @@ class AzureConfig(_Strict):
     @classmethod
     def _ranges(cls, v: list[str]) -> list[str]:
         for c in v:
-            try:
-                net = ipaddress.ip_network(c, strict=True)
-            except ValueError as e:
-                raise ValueError(f"{c!r} is not a CIDR block: {e}") from None
-            if net.version != 4:
+            if parse_cidr(c).version != 4:
                 raise ValueError(f"{c!r}: Container Apps IP restrictions take IPv4 ranges only")
         return v
 

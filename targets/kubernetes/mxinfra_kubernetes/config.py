@@ -66,12 +66,9 @@ def cpu_milli(quantity: str) -> int:
 
 
 def _cidr(v: str) -> str:
-    import ipaddress
+    from mxinfra.exposure import parse_cidr
 
-    try:
-        ipaddress.ip_network(v, strict=True)
-    except ValueError as e:
-        raise ValueError(f"{v!r} is not a CIDR block: {e}") from None
+    parse_cidr(v)
     return v
 
 

@@ -46,7 +46,7 @@ class MendixEnvironment(pulumi.ComponentResource):
             shared=args.get("shared"),
         )
         outputs = dict(deployment.target.deploy_environment(ctx))
-        self.activity = self._activity_log(deployment, prepared, ctx.depends_on)
+        self.activity = self._activity_log(deployment, prepared, [*ctx.depends_on, *self._children()])
         self.url = pulumi.Output.from_input(outputs.get("url", ""))
         self.role = pulumi.Output.from_input(prepared.environment.role.value)
         self.outputs = pulumi.Output.from_input(outputs)
@@ -73,8 +73,19 @@ class MendixEnvironment(pulumi.ComponentResource):
                 "instances": prepared.settings.instances,
                 "grantsDigest": grants_digest(prepared.access),
             },
-            pulumi.ResourceOptions(parent=self, depends_on=depends_on),
+            # The activity resource depends on every other resource of the environment, so a destroy
+            # deletes it first. On production it is protected: `pulumi destroy` then fails on its very
+            # first step and deletes nothing, on every target, whatever the environment holds. (The
+            # engine deletes in dependency order and stops at a protected resource, so protecting the
+            # data alone would let everything that does not depend on it go first.)
+            pulumi.ResourceOptions(parent=self, depends_on=depends_on, protect=prepared.environment.is_production),
         )
+
+    def _children(self) -> list[pulumi.Resource]:
+        """Every resource registered so far under this environment (the SDK expands components)."""
+        # _childResources is the set the SDK itself uses to expand a dependency on a component; a
+        # dependency on `self` from its own child would be a cycle.
+        return sorted(self._childResources, key=lambda r: r.pulumi_resource_name)
 
     def _admin_password(self, naming: Naming, configured: Any) -> pulumi.Output[str]:
         if configured is not None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
+from google.protobuf import struct_pb2
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 from pulumi.runtime.config import set_all_config
@@ -51,6 +52,24 @@ class Computed:
 
     def __hash__(self) -> int:
         return 0
+
+
+def _inputs(value: Any) -> Any:
+    """A request's properties with each secret where the program put it.
+
+    The SDK's own deserializer lifts a nested secret to the top-level property (a MendixApp spec with
+    one secret field would read as an all-secret spec); the engine keeps it nested, and so does this.
+    """
+    if isinstance(value, struct_pb2.Struct):
+        sig = value.fields.get(rpc._special_sig_key)
+        if sig is not None and sig.string_value == rpc._special_secret_sig:
+            return rpc.wrap_rpc_secret(_inputs(value["value"]))
+        if sig is not None:  # assets, archives, resource references: as the SDK reads them
+            return rpc.deserialize_properties(value, keep_unknowns=True)
+        return {k: v for k, v in ((k, _inputs(v)) for k, v in value.items()) if v is not None}
+    if isinstance(value, struct_pb2.ListValue):
+        return [_inputs(v) for v in value]
+    return rpc.deserialize_property(value, keep_unknowns=True)
 
 
 def _convert(value: Any) -> Any:
@@ -167,7 +186,7 @@ class _Recorder(pulumi_mocks.MockMonitor):
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (the gRPC method name)
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
-            inputs = _convert(rpc.deserialize_properties(request.object, keep_unknowns=True))
+            inputs = _convert(_inputs(request.object))
             if "__provider" in inputs:
                 # A dynamic resource's pickled provider: code, not configuration.
                 inputs["__provider"] = "[dynamic provider]"

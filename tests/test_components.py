@@ -124,3 +124,19 @@ def test_activity_log_resource_follows_the_runtime(fake_target, pulumi_run):
     assert activity.input("packageSha256") == d.package.sha256 and activity.input("instances") == 2
     assert activity.input("environment") == "production" and activity.input("repository").startswith("file://")
     assert len(activity.input("settingsDigest")) == 64 and len(activity.input("grantsDigest")) == 64
+
+
+def test_production_destroy_stops_at_a_protected_anchor(fake_target, pulumi_run):
+    # The engine deletes in reverse dependency order and fails at the first protected resource: the
+    # activity resource depends on every other resource of its environment, so it is deleted first,
+    # and on production it is protected, so a destroy deletes nothing (found by the engine suite).
+    res = pulumi_run(lambda: MendixApp("orders", {"deployment": deployment(CONFIG)}), stack="production", project="orders")
+    for env, protected in (("production", True), ("uat", False)):
+        comp = res.one(ENVIRONMENT_TYPE, f"orders-{env}")
+        activity = res.one("pulumi-python:dynamic:Resource", f"orders-{env}-activity")
+        others = {r.urn for r in res.descendants(comp) if r.custom and r.urn != activity.urn}
+        assert len(others) >= 3, others
+        assert others <= set(activity.dependencies), sorted(others - set(activity.dependencies))
+        assert activity.protect is protected and not activity.retain_on_delete  # unprotected, a destroy records itself
+        # nothing depends on the anchor, so no other deletion can come before it
+        assert not [r.name for r in res if activity.urn in r.dependencies]

@@ -326,22 +326,26 @@ def test_constant_change_writes_one_settings_record(deployed: Deployed) -> None:
     after = deployed.activity("acceptance")
     new = after[: len(after) - len(before)]
     assert [r["action"] for r in new] == ["settings"], json.dumps(new, indent=1)
-    live = deployed.cluster.get("/api/v1/namespaces/orders-acceptance/configmaps/orders-acceptance-config")
+    sts = deployed.cluster.get("/apis/apps/v1/namespaces/orders-acceptance/statefulsets")["items"]
+    refs = [e["configMapRef"]["name"] for e in sts[0]["spec"]["template"]["spec"]["containers"][0]["envFrom"] if "configMapRef" in e]
+    live = deployed.cluster.get(f"/api/v1/namespaces/orders-acceptance/configmaps/{refs[0]}")
     assert json.loads(live["data"]["CONSTANTS"])["Orders.PageSize"] == 30
+    CONSTANT_CHANGE["configmaps"] = [c["metadata"]["name"] for c in deployed.cluster.get("/api/v1/namespaces/orders-acceptance/configmaps")["items"]
+                                     if c["metadata"]["name"].startswith("orders-acceptance-config-")]
+    CONSTANT_CHANGE["live"] = refs[0]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product: a constant change replaces the runtime ConfigMap (pulumi-kubernetes treats ConfigMap data as "
-    "immutable; the fixed name makes it delete-before-replace), so the environment briefly has no ConfigMap; "
-    "wanted: one in-place update"))
-def test_constant_change_is_an_in_place_update(deployed: Deployed) -> None:
+def test_constant_change_creates_the_new_config_before_deleting_the_old(deployed: Deployed) -> None:
     steps = CONSTANT_CHANGE.get("steps")
     assert steps is not None, "test_constant_change_writes_one_settings_record did not run first"
-    # The constant lives in the runtime's ConfigMap; the StatefulSet's pod template carries the
-    # ConfigMap's hash (mxinfra.io/config-sha256, so the pods restart); the activity resource (dynamic)
-    # records it. Nothing is created, replaced or deleted.
-    assert set(steps) == {"update"}, steps
-    assert sorted(steps["update"]) == ["kubernetes:apps/v1:StatefulSet", "kubernetes:core/v1:ConfigMap", "pulumi-python:dynamic:Resource"], steps
+    # The runtime's ConfigMap is immutable and named by its content: the change is a create-before-delete
+    # replacement (never delete-before-replace, which would leave pods starting meanwhile without it), the
+    # StatefulSet's pod template moves to the new name (the pods roll), the activity resource records it.
+    assert set(steps) == {"replace", "update"}, steps
+    assert steps["replace"] == ["kubernetes:core/v1:ConfigMap"], steps
+    assert sorted(steps["update"]) == ["kubernetes:apps/v1:StatefulSet", "pulumi-python:dynamic:Resource"], steps
+    # after the update only the new ConfigMap is left, the one the pods use
+    assert CONSTANT_CHANGE["configmaps"] == [CONSTANT_CHANGE["live"]], CONSTANT_CHANGE
 
 
 def test_instance_change_writes_one_scale_record(deployed: Deployed) -> None:
@@ -391,19 +395,38 @@ def test_stack_export_has_no_plaintext_secret(deployed: Deployed, stack: str) ->
 
 
 # ---- 5. destroy -----------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "product: `pulumi destroy -s production` deletes the whole environment (StatefulSet, Secrets, Services, "
-    "RBAC, the activity resource): with an external database and S3 files nothing is protected, so nothing "
-    "stops the destroy"))
+PRODUCTION_OBJECTS = [
+    f"/api/v1/namespaces/orders-production/{kind}" for kind in ("configmaps", "secrets", "services", "resourcequotas", "limitranges")
+] + [
+    "/apis/apps/v1/namespaces/orders-production/statefulsets",
+    "/apis/networking.k8s.io/v1/namespaces/orders-production/ingresses",
+    "/apis/networking.k8s.io/v1/namespaces/orders-production/networkpolicies",
+    "/apis/policy/v1/namespaces/orders-production/poddisruptionbudgets",
+    "/apis/rbac.authorization.k8s.io/v1/namespaces/orders-production/roles",
+    "/apis/rbac.authorization.k8s.io/v1/namespaces/orders-production/rolebindings",
+]
+
+
+def _production_objects(cluster: LocalCluster) -> dict[str, str]:
+    """Every object of the production namespace that the stack declares kinds of: name -> uid."""
+    out = {"namespace/orders-production": cluster.get("/api/v1/namespaces/orders-production")["metadata"]["uid"]}
+    for path in PRODUCTION_OBJECTS:
+        for item in cluster.get(path)["items"]:
+            out[f"{path.rsplit('/', 1)[-1]}/{item['metadata']['name']}"] = item["metadata"]["uid"]
+    return out
+
+
 def test_destroy_production_refuses_and_deletes_nothing(deployed: Deployed) -> None:
-    before = deployed.cluster.get("/apis/apps/v1/namespaces/orders-production/statefulsets")["items"]
-    proc = deployed.pulumi.run("destroy", "--yes", "--skip-preview", stack="production", check=False)
-    assert proc.returncode != 0, proc.stdout
-    assert "protect" in (proc.stdout + proc.stderr).lower(), proc.stdout + proc.stderr
-    after = deployed.cluster.get("/apis/apps/v1/namespaces/orders-production/statefulsets")["items"]
-    assert [s["metadata"]["uid"] for s in after] == [s["metadata"]["uid"] for s in before]
-    assert deployed.cluster.exists("/api/v1/namespaces/orders-production")
+    before = _production_objects(deployed.cluster)
+    assert any(k.startswith("statefulsets/") for k in before) and any(k.startswith("rolebindings/") for k in before), before
+    # with and without the preview: the engine stops at the first deletion, the protected activity resource
+    for args in (("destroy", "--yes"), ("destroy", "--yes", "--skip-preview")):
+        proc = deployed.pulumi.run(*args, stack="production", check=False)
+        assert proc.returncode != 0, proc.stdout
+        assert "protect" in (proc.stdout + proc.stderr).lower(), proc.stdout + proc.stderr
+        assert _production_objects(deployed.cluster) == before, args  # the same objects (uids): nothing deleted
     assert [r["action"] for r in deployed.activity("production")] == ["deploy"]
+    assert "orders-production-statefulset" in deployed.pulumi.export("production")  # and still in the state
 
 
 def test_destroy_of_a_non_production_stack_writes_a_destroy_record(deployed: Deployed) -> None:

@@ -18,12 +18,10 @@ from .config import host_of
 
 API_VERSION = "privatecloud.mendix.com/v1alpha1"
 KIND = "MendixApp"
-# The patch's secret fields, listed (never valued) so a rendered manifest shows them as "[secret]".
-PATCHED_ANNOTATION = "mxinfra.io/secret-fields"
 
 
 def spec(b: Builder) -> dict[str, Any]:
-    """The MendixApp spec without secrets (they arrive through the Secret and the patch)."""
+    """The MendixApp spec without its secret fields (see `_secret_fields`)."""
     ctx, s = b.ctx, b.settings
     op = s.operator
     assert op is not None  # check() refused operator mode without it
@@ -55,6 +53,16 @@ def spec(b: Builder) -> dict[str, Any]:
     return out
 
 
+def _secret_fields(b: Builder) -> dict[str, Any]:
+    """The CR's secret runtime fields, each a Pulumi secret: the admin password (base64, as the
+    Operator reads it) and an offline licence."""
+    settings = b.ctx.settings
+    out: dict[str, Any] = {"mxAdminPassword": pulumi.Output.secret(b.ctx.admin_password.apply(lambda p: base64.b64encode(p.encode()).decode()))}
+    if settings.license_key is not None:
+        out["runtimeLicense"] = {"type": "offline", "id": settings.license_id or "", "key": pulumi.Output.secret(settings.license_key.reveal())}
+    return out
+
+
 def _secret_vars(b: Builder) -> dict[str, Any]:
     # Secret constants reach the runtime as MX_<Module>_<Constant> variables read from a Secret.
     return {"MX_" + name.replace(".", "_"): value for name, value in b.ctx.settings.secret_constants.items()}
@@ -77,7 +85,7 @@ def _network_policy(b: Builder) -> None:
 
 
 def deploy(b: Builder) -> dict[str, Any]:
-    """The MendixApp CR, the Secret its variables come from, and the patch carrying its secret fields."""
+    """The MendixApp CR (its secret fields masked in plan and state) and the Secret its variables come from."""
     ctx, lay = b.ctx, b.layout
     # Deleting the CR (or its namespace) makes the Operator deprovision the environment's database and
     # storage: on production both are protected and retained like data (README: how to really delete).
@@ -86,37 +94,21 @@ def deploy(b: Builder) -> dict[str, Any]:
     secret_vars = _secret_vars(b)
     if secret_vars:
         deps.append(b.secret("secret", lay.name("runtime"), secret_vars))
+    # The admin password (and licence key) must be literal CR fields: they are nested Pulumi secrets in
+    # the spec, so the plan and the state mask those fields alone and the rest of the CR stays
+    # reviewable. (A separate patch for them would be a second object of the same kind and name, which
+    # `renderYamlToDirectory` writes to the same file, losing the CR: found by the engine suite.)
+    runtime_spec = spec(b)
+    runtime_spec["runtime"] = {**runtime_spec["runtime"], **_secret_fields(b)}
     app = k8s.apiextensions.CustomResource(
         b.logical("mendixapp"),
         api_version=API_VERSION,
         kind=KIND,
         metadata=lay.metadata(lay.workload, "runtime", annotations=ctx.prepared.annotations),
-        spec=spec(b),
+        spec=runtime_spec,
         opts=b.opts(protect_data=True, depends_on=deps),
     )
     ctx.runtime_resource(app)
-    # The admin password (and licence key) must be literal CR fields. They are applied as a separate
-    # server-side patch so the CR itself stays free of secrets and reviewable; the Operator keeps the
-    # current password while the field is empty, so the split is safe. The patch is protected with the
-    # CR, so a destroy of production stops before it changes anything.
-    runtime: dict[str, Any] = {"mxAdminPassword": ctx.admin_password.apply(lambda p: base64.b64encode(p.encode()).decode())}
-    fields = ["runtime.mxAdminPassword"]
-    if ctx.settings.license_key is not None:
-        runtime["runtimeLicense"] = {"type": "offline", "id": ctx.settings.license_id or "", "key": pulumi.Output.secret(ctx.settings.license_key.reveal())}
-        fields += ["runtime.runtimeLicense.id", "runtime.runtimeLicense.key", "runtime.runtimeLicense.type"]
-    patch = k8s.apiextensions.CustomResourcePatch(
-        b.logical("mendixapp-secrets"),
-        api_version=API_VERSION,
-        kind=KIND,
-        metadata={
-            "name": lay.workload,
-            "namespace": lay.namespace,
-            "annotations": {"pulumi.com/patchForce": "true", PATCHED_ANNOTATION: ",".join(fields)},
-        },
-        spec=pulumi.Output.secret({"runtime": runtime}),
-        opts=b.opts(protect_data=True, depends_on=[app]),
-    )
-    ctx.runtime_resource(patch)
     _network_policy(b)
     host = host_of(b.settings, ctx.deployment.config.app.name, ctx.environment.name)
     return {"url": f"https://{host}", "namespace": lay.namespace, "mendixapp": lay.workload}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import pulumi
@@ -26,6 +27,7 @@ from .layout import (
     JOB_MEMORY_MB,
     POSTGRES_UID,
     RUNTIME_UID,
+    Layout,
     cpu_milli,
     mib,
     milli,
@@ -49,7 +51,14 @@ def deploy(b: Builder) -> dict[str, Any]:
     vars_ = buildpack_env(ctx.settings, Bindings(ctx.admin_password, database, storage))
     # MEMORY_LIMIT sits on the container next to its memory limit: the two must change together.
     plain = {k: str(v) for k, v in vars_.plain.items() if k != "MEMORY_LIMIT"}
-    config = k8s.core.v1.ConfigMap(b.logical("config"), metadata=lay.metadata(lay.name("config"), "runtime"), data=plain, opts=b.opts())
+    # Content-addressed and immutable: the provider replaces a ConfigMap whose data changes, and under a
+    # fixed name that is delete-before-create (pods starting in between would find no ConfigMap). A new
+    # name per content makes a change create the new ConfigMap, roll the pods onto it (the pod template
+    # names it), then delete the old one; `immutable` keeps hand edits out of the reviewed config.
+    config_name = config_map_name(lay, plain)
+    config = k8s.core.v1.ConfigMap(
+        b.logical("config"), metadata=lay.metadata(config_name, "runtime"), data=plain, immutable=True, opts=b.opts()
+    )
     b.created["config"] = config
     db_vars = {k: v for k, v in vars_.secret.items() if k in _DB_VARS}
     db_vars.update(db_extra)
@@ -65,7 +74,7 @@ def deploy(b: Builder) -> dict[str, Any]:
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
         "env": [{"name": "MEMORY_LIMIT", "value": ctx.settings.memory_limit}],
         "envFrom": [
-            {"configMapRef": {"name": lay.name("config")}},
+            {"configMapRef": {"name": config_name}},
             {"secretRef": {"name": lay.name("env")}},
             {"secretRef": {"name": lay.name("database")}},
         ],
@@ -89,8 +98,6 @@ def deploy(b: Builder) -> dict[str, Any]:
     }
     if volumes:
         pod_spec["volumes"] = volumes
-    # A changed ConfigMap restarts the pods: its hash is part of the pod template.
-    config_hash = hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()
     headless = _service(b, "headless-service", lay.name("headless"), headless=True)
     statefulset = k8s.apps.v1.StatefulSet(
         b.logical("statefulset"),
@@ -103,7 +110,7 @@ def deploy(b: Builder) -> dict[str, Any]:
             "updateStrategy": {"type": "RollingUpdate"},
             "selector": {"matchLabels": lay.selector("runtime")},
             "template": {
-                "metadata": {"labels": lay.object_labels("runtime"), "annotations": {"mxinfra.io/config-sha256": config_hash}},
+                "metadata": {"labels": lay.object_labels("runtime")},
                 "spec": pod_spec,
             },
         },
@@ -125,6 +132,12 @@ def deploy(b: Builder) -> dict[str, Any]:
         )
     _quota(b, pvcs)
     return {"url": f"https://{host}", "namespace": lay.namespace, "statefulset": lay.workload}
+
+
+def config_map_name(lay: Layout, plain: Mapping[str, str]) -> str:
+    """`<app>-<env>-config-<first 10 hex of the data's SHA-256>`: a new name for every new content."""
+    digest = hashlib.sha256(json.dumps(dict(plain), sort_keys=True).encode()).hexdigest()
+    return f"{lay.name('config')}-{digest[:10]}"
 
 
 def _holds_data(b: Builder) -> bool:

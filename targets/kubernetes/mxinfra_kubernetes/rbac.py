@@ -45,7 +45,8 @@ def rules(permission: Permission, layout: Layout, mode: str) -> list[dict[str, A
             {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": READ},
             # replicas 0 stops the app; restarts are a template annotation patch (kubectl rollout restart)
             {"apiGroups": ["apps"], "resources": ["statefulsets", "statefulsets/scale"], "resourceNames": [workload], "verbs": ["update", "patch"]},
-            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [layout.name("config")], "verbs": ["get", "update", "patch"]},
+            # Nothing on ConfigMaps: the runtime's is immutable and named by its content (plain.py), so
+            # constants change only through reviewed config and `pulumi up`.
             # The runtime Secret holds the admin password and the storage keys: deploying writes it, never reads it.
             {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [layout.name("env")], "verbs": ["update", "patch"]},
         ]

@@ -10,7 +10,6 @@ import yaml
 
 SECRET = "[secret]"
 KEYS_ANNOTATION = "mxinfra.io/secret-keys"  # same as builder.KEYS_ANNOTATION (kept import-light)
-PATCHED_ANNOTATION = "mxinfra.io/secret-fields"  # same as operator.PATCHED_ANNOTATION
 _ORDER = [
     "Namespace",
     "ResourceQuota",
@@ -53,38 +52,16 @@ def _mask_secret(doc: dict[str, Any]) -> None:
             doc[field] = {k: SECRET for k in names}
 
 
-def _set_path(doc: dict[str, Any], path: str) -> None:
-    cur = doc.setdefault("spec", {})
-    parts = path.split(".")
-    for part in parts[:-1]:
-        cur = cur.setdefault(part, {})
-    cur[parts[-1]] = SECRET
-
-
 def manifests(resources: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The Kubernetes objects among the plan's resources, secrets masked, in apply order."""
     docs: list[dict[str, Any]] = []
-    patches: list[dict[str, Any]] = []
     for r in resources:
         if not r["type"].startswith("kubernetes:"):
             continue  # providers, random passwords, components
         doc = _document(r["inputs"])
-        if r["type"].endswith("Patch"):
-            patches.append(doc)
-            continue
         if doc.get("kind") == "Secret":
             _mask_secret(doc)
         docs.append(doc)
-    # A patch's fields are shown on the object it patches, as "[secret]".
-    for patch in patches:
-        meta = patch.get("metadata", {})
-        for doc in docs:
-            m = doc.get("metadata", {})
-            if doc.get("kind") == patch.get("kind") and (m.get("name"), m.get("namespace")) == (meta.get("name"), meta.get("namespace")):
-                for path in (meta.get("annotations") or {}).get(PATCHED_ANNOTATION, "").split(","):
-                    if path:
-                        _set_path(doc, path)
-                doc["spec"] = _sorted(doc["spec"])
 
     def key(doc: dict[str, Any]) -> tuple[int, str, str]:
         kind = doc.get("kind", "")

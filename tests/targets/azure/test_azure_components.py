@@ -196,8 +196,8 @@ def test_runtime_environment(role_run):
     role, _, res = role_run
     env = res.one(f"{T}app:ManagedEnvironment")
     assert env.inputs["vnetConfiguration"] == {"infrastructureSubnetId": f"{VNET}/subnets/apps", "internal": False}
-    # the workspace's shared key makes the whole block a secret
-    assert isinstance(env.inputs["appLogsConfiguration"], Sealed)
+    # the workspace's shared key is a secret where it sits; the rest of the block stays reviewable
+    assert isinstance(env.inputs["appLogsConfiguration"]["logAnalyticsConfiguration"]["sharedKey"], Sealed)
     assert env.input("appLogsConfiguration.destination") == "log-analytics"
     assert env.input("workloadProfiles") == [{"name": "Consumption", "workloadProfileType": "Consumption"}]
     assert env.input("zoneRedundant") is (role == "production")

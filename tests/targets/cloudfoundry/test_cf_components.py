@@ -47,10 +47,12 @@ def test_child_contract(pulumi_run, role):
         assert r.inputs.get("__provider", "[dynamic provider]") == "[dynamic provider]"
         if r.type.startswith(DYN):
             assert r.inputs["api"] == "https://api.cf.example.com" and r.inputs["org"] == "acme" and r.inputs["space"] == "orders"
-    # production data is protected; nothing else is
+    # production data is protected and retained; the activity resource is production's protected anchor
+    # (core: destroy deletes it first and stops there); nothing else is protected
     for name, r in kids.items():
         protected = role == "production" and name in ("database", "files")
-        assert (r.protect, r.retain_on_delete) == (protected, protected), name
+        anchor = role == "production" and name == "activity"
+        assert (r.protect, r.retain_on_delete) == (protected or anchor, protected), name
 
 
 def test_app_inputs(pulumi_run):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import jsonschema
 import pulumi
 import pulumi_kubernetes as k8s
@@ -10,7 +12,7 @@ import pytest
 from mxinfra.components import ENVIRONMENT_TYPE, MendixApp
 from mxinfra.config import RawConfig
 from mxinfra.deployment import prepare
-from mxinfra.testing import Computed, Sealed, public
+from mxinfra.testing import Computed, Sealed, public, reveal
 
 from k8s_stacks import (
     ADMIN_PASSWORD,
@@ -38,7 +40,6 @@ SVC = "kubernetes:core/v1:Service"
 ROLE = "kubernetes:rbac.authorization.k8s.io/v1:Role"
 BINDING = "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding"
 CR = "kubernetes:privatecloud.mendix.com/v1alpha1:MendixApp"
-CR_PATCH = "kubernetes:privatecloud.mendix.com/v1alpha1:MendixAppPatch"
 
 PLAIN_COMMON = {
     "namespace": "kubernetes:core/v1:Namespace",
@@ -138,8 +139,11 @@ def test_plain_production_runtime_contract(pulumi_run):
         assert c[probe]["httpGet"] == {"path": "/", "port": "http"}
     assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     # secrets only through Secrets; plain variables through the ConfigMap
+    config_name = kids["config"].input("metadata.name")
+    assert re.fullmatch(r"orders-production-config-[0-9a-f]{10}", config_name), config_name
+    assert kids["config"].inputs["immutable"] is True
     assert c["envFrom"] == [
-        {"configMapRef": {"name": "orders-production-config"}},
+        {"configMapRef": {"name": config_name}},
         {"secretRef": {"name": "orders-production-env"}},
         {"secretRef": {"name": "orders-production-database"}},
     ]
@@ -215,6 +219,23 @@ def test_existing_namespace_and_azure_storage(pulumi_run):
     assert kids["secret"].inputs["stringData"].value["MXRUNTIME_com_mendix_storage_azure_AccountKey"] == "Known-Azure-Key"
 
 
+def test_config_map_is_named_by_its_content(pulumi_run):
+    # pulumi-kubernetes replaces a ConfigMap whose data changes; a fixed name made that delete-before-create
+    # (found by the engine suite). Named by content, a change is a new object the pods move to.
+    names = []
+    for page_size in (20, 20, 30):
+        cfg = config("production")
+        cfg["mxinfra:environments"]["production"]["constants"]["Orders.PageSize"] = page_size
+        _, res = deploy(pulumi_run, cfg, "production")
+        kids = target_children(res, "production")
+        name = kids["config"].input("metadata.name")
+        refs = [e["configMapRef"]["name"] for e in kids["statefulset"].input("spec.template.spec.containers.0.envFrom") if "configMapRef" in e]
+        assert refs == [name] and kids["config"].inputs["immutable"] is True
+        assert not kids["config"].delete_before_replace
+        names.append(name)
+    assert names[0] == names[1] != names[2], names  # same content, same name; new content, new name
+
+
 def test_rbac_roles_and_subjects(pulumi_run):
     cfg = config("acceptance", instances=1)
     cfg["mxinfra:access"] = [
@@ -241,7 +262,8 @@ def test_rbac_roles_and_subjects(pulumi_run):
     # deploy writes the runtime Secret (admin password, storage keys) but never reads it
     assert {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["orders-acceptance-env"], "verbs": ["update", "patch"]} in deploy_rules
     assert not [r for r in deploy_rules if "secrets" in r["resources"] and {"get", "list", "watch"} & set(r["verbs"])]
-    assert {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["orders-acceptance-config"], "verbs": ["get", "update", "patch"]} in deploy_rules
+    # nothing on ConfigMaps: the runtime's is immutable, constants change only through config
+    assert not [r for r in deploy_rules if "configmaps" in r["resources"]]
     mon_rules = roles["role-monitor"].input("rules")
     assert mon_rules[0] == {"apiGroups": [""], "resources": ["pods", "pods/log", "events"], "verbs": ["get", "list", "watch"]}
     assert all(set(r["verbs"]) <= {"get", "list", "watch"} for r in mon_rules)
@@ -274,7 +296,6 @@ def test_operator_mode_contract(pulumi_run):
     assert {k: r.type for k, r in kids.items()} == {
         "secret": SECRET,
         "mendixapp": CR,
-        "mendixapp-secrets": CR_PATCH,
         "network-policy": "kubernetes:networking.k8s.io/v1:NetworkPolicy",
         "role-deploy": ROLE,
         "role-monitor": ROLE,
@@ -282,7 +303,8 @@ def test_operator_mode_contract(pulumi_run):
         "rolebinding-monitor": BINDING,
     }
     app = kids["mendixapp"]
-    assert not isinstance(app.inputs["spec"], Sealed)  # no secret in the CR itself: reviewable
+    # the secret fields are secrets where they sit; the rest of the CR stays reviewable
+    assert not isinstance(app.inputs["spec"], Sealed) and not isinstance(app.inputs["spec"]["runtime"], Sealed)
     spec = app.inputs["spec"]
     assert spec["sourceURL"] == SOURCE
     assert spec["mendixRuntimeVersion"] == d.package.runtime_version
@@ -297,16 +319,14 @@ def test_operator_mode_contract(pulumi_run):
         {"name": "MX_Encryption_EncryptionKey", "valueFrom": {"secretKeyRef": {"name": "orders-uat-runtime", "key": "MX_Encryption_EncryptionKey"}}}
     ]
     assert kids["secret"].inputs["stringData"].value == {"MX_Encryption_EncryptionKey": "Known-Encryption-Key-1234"}
-    patch = kids["mendixapp-secrets"]
-    assert patch.input("metadata.name") == app.input("metadata.name") == "orders-uat"
-    assert patch.input("metadata.namespace") == "mendix-apps"
-    assert isinstance(patch.inputs["spec"], Sealed)
+    assert app.input("metadata.name") == "orders-uat" and app.input("metadata.namespace") == "mendix-apps"
     import base64
 
-    runtime = patch.inputs["spec"].value["runtime"]
-    assert base64.b64decode(runtime["mxAdminPassword"]).decode() == ADMIN_PASSWORD
-    assert runtime["runtimeLicense"] == {"type": "offline", "id": "lic-1", "key": "Known-License-Key"}
-    # the CR (with the patched fields shown as [secret]) passes the repo's schema
+    runtime = spec["runtime"]
+    assert isinstance(runtime["mxAdminPassword"], Sealed) and isinstance(runtime["runtimeLicense"]["key"], Sealed)
+    assert base64.b64decode(runtime["mxAdminPassword"].value).decode() == ADMIN_PASSWORD
+    assert reveal(runtime["runtimeLicense"]) == {"type": "offline", "id": "lic-1", "key": "Known-License-Key"}
+    # the CR (its secret fields shown as [secret]) passes the repo's schema
     from mxinfra_kubernetes.render import manifests
 
     docs = manifests([{"type": r.type, "inputs": public(r.inputs)} for r in kids.values()])
@@ -465,9 +485,9 @@ def test_kubeconfig_reaches_the_provider_as_a_secret(pulumi_run, kubeconfig):
 def test_operator_production_cr_is_protected_and_retained(pulumi_run):
     _, res = deploy(pulumi_run, config("production", instances=2, mode="operator"), "production")
     kids = target_children(res, "production")
-    for kind in ("mendixapp", "mendixapp-secrets", "namespace"):
+    for kind in ("mendixapp", "namespace"):
         assert kids[kind].protect and kids[kind].retain_on_delete, kind
-    assert sorted(k for k, r in kids.items() if r.protect) == ["mendixapp", "mendixapp-secrets", "namespace"]
+    assert sorted(k for k, r in kids.items() if r.protect) == ["mendixapp", "namespace"]
 
 
 def test_operator_acceptance_cr_is_not_protected(pulumi_run):

@@ -109,10 +109,10 @@ def test_no_secret_value_in_output_or_manifests(project, capsys, tmp_path, engin
     for text in (as_json, err, tree, err2, written):
         for value in KNOWN_SECRETS:
             assert value not in text
-    # the secrets are there, masked, and only in Secret objects / the CR's patched fields
+    # the secrets are there, masked, and only in Secret objects / the CR's secret fields
     doc = json.loads(as_json)
     masked = [r["name"] for r in doc["resources"] if "[secret]" in json.dumps(r["inputs"])]
-    expected = {"plain": ["orders-production-database-secret", "orders-production-secret"], "operator": ["orders-production-mendixapp-secrets", "orders-production-secret"]}
+    expected = {"plain": ["orders-production-database-secret", "orders-production-secret"], "operator": ["orders-production-mendixapp", "orders-production-secret"]}
     assert sorted(masked) == expected[mode]
 
 

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from cluster import LocalCluster
 
 ROOT = Path(__file__).resolve().parents[2]
-PASSPHRASE = "engine-suite-passphrase"
+sys.path.insert(0, str(ROOT / "examples" / "orders"))
+import stack_secrets  # noqa: E402
 
 
 # ---- the Pulumi CLI -----------------------------------------------------------------------------------
@@ -35,7 +32,7 @@ class Pulumi:
             PATH=f"{bin_dir}{os.pathsep}{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
             PULUMI_HOME=str(home),
             PULUMI_BACKEND_URL=f"file://{state}",
-            PULUMI_CONFIG_PASSPHRASE=PASSPHRASE,
+            PULUMI_CONFIG_PASSPHRASE=stack_secrets.EXAMPLE_PASSPHRASE,
             PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true",
             PULUMI_SKIP_UPDATE_CHECK="true",
             PULUMI_PYTHON_CMD=sys.executable,
@@ -70,45 +67,6 @@ class Pulumi:
 
 
 # ---- stack files with secrets set by the CLI ----------------------------------------------------------
-def _secure_leaves(value: Any, path: list[str | int]) -> Iterator[tuple[list[str | int], str]]:
-    if isinstance(value, dict):
-        if set(value) == {"secure"}:
-            yield path, value["secure"]
-            return
-        for k, v in value.items():
-            yield from _secure_leaves(v, [*path, k])
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _secure_leaves(v, [*path, i])
-
-
-def _config_path(path: list[str | int]) -> str:
-    """`pulumi config set --path` syntax: `ns:key.a.b`, `["dotted.key"]`, `[0]`."""
-    out = str(path[0])
-    for p in path[1:]:
-        if isinstance(p, int):
-            out += f"[{p}]"
-        elif "." in p or "[" in p:
-            out += f'["{p}"]'
-        else:
-            out += f".{p}"
-    return out
-
-
-def _drop(doc: Any, path: list[str | int]) -> None:
-    cur = doc
-    for p in path[:-1]:
-        cur = cur[p]
-    del cur[path[-1]]
-
-
-def mock_plaintext(secure: str) -> str:
-    """The example stacks' `secure: v1:<base64>` values are the mock runtime's form (the value itself,
-    base64-encoded); a real stack needs them encrypted by its secrets provider."""
-    assert secure.startswith("v1:"), secure
-    return base64.b64decode(secure[3:]).decode()
-
-
 class Project:
     """A copy of the example project with its own state, where `init(stack)` makes a real stack."""
 
@@ -130,25 +88,21 @@ class Project:
         return self.dir / "stacks" / f"Pulumi.{stack}.yaml"
 
     def init(self, stack: str, extra_secrets: dict[str, str] | None = None) -> dict[str, str]:
-        """`pulumi stack init` with the passphrase provider, then every secret of the stack file (and
-        `extra_secrets`, and the cluster's kubeconfig) set with `pulumi config set --secret --path`."""
-        f = self.stack_file(stack)
-        doc = yaml.safe_load(f.read_text())
-        leaves = list(_secure_leaves(doc["config"], []))
-        for path, _ in leaves:
-            _drop(doc["config"], path)
-        f.write_text(yaml.safe_dump(doc, sort_keys=False))
+        """`pulumi stack init` with the passphrase provider on the stack file as committed (its secrets
+        were encrypted by the CLI under the example passphrase: examples/orders/stack_secrets.py), then
+        `extra_secrets` and the cluster's kubeconfig set with `pulumi config set --secret --path`."""
         self.pulumi.run("stack", "init", stack, "--secrets-provider", "passphrase")
-        values = {_config_path(p): mock_plaintext(s) for p, s in leaves}
-        for key in values:
-            # The examples' stand-in values are words ("acceptance-database-url"); the real run decrypts
-            # and validates them, so a database URL must be one.
-            if key.endswith("database.url"):
-                values[key] = f"postgres://mendix:{key.split('.')[0].split(':')[-1]}-db-pw@db.example.com:5432/orders"
-        values.update(extra_secrets or {})
-        if self.cluster is not None:
-            values["mxinfra:kubernetes.kubeconfig"] = self.cluster.kubeconfig_text()
+        values = dict(stack_secrets.VALUES.get(stack, {}))
+        # the CLI decrypts the committed values to exactly the documented plaintexts
+        shown = json.loads(self.pulumi.run("config", "--json", "--show-secrets", stack=stack).stdout)
         for key, plain in values.items():
+            top = key.split(".", 1)[0]
+            assert plain in json.dumps(shown[top]["objectValue"] if "objectValue" in shown[top] else shown[top]["value"]), key
+        extra = dict(extra_secrets or {})
+        if self.cluster is not None:
+            extra["mxinfra:kubernetes.kubeconfig"] = self.cluster.kubeconfig_text()
+        for key, plain in extra.items():
             self.pulumi.run("config", "set", "--secret", "--path", key, plain, stack=stack)
+        values.update(extra)
         self.secrets[stack] = values
         return values

@@ -15,11 +15,13 @@ import struct
 import threading
 import zipfile
 import zlib
+from array import array
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .mda import _ARCHIVE_ERRORS, CorruptArchiveError, sha256_file
+from .zipdir import MemberTable, iter_content
 
 _CHUNK = 1 << 20
 _OUT_CHUNK = 4 << 20
@@ -40,34 +42,43 @@ class DamagedMembersError(CorruptArchiveError):
 
 
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # signature ... name length, extra length (30 bytes)
+_UTF8_FLAG = 0x800
 
 
-def _inflate(fd: int, info: zipfile.ZipInfo, buf: bytearray) -> str | None:
+def _inflate(fd: int, members: MemberTable, i: int, buf: bytearray) -> str | None:
     """Stream one member's data through its decompressor and CRC-32; the problem found, or None.
 
     Reads the member straight from the offsets the central directory gave (already parsed once by
     `open_mda`), so verifying costs no second parse of a directory of tens of thousands of entries;
     positioned reads (pread) let the workers share nothing but the queue.
     """
+    file_size = members.file_sizes[i]
     try:
-        header = os.pread(fd, _LOCAL_HEADER.size, info.header_offset)
+        offset = members.header_offset(i)
+        header = os.pread(fd, _LOCAL_HEADER.size, offset)
         if len(header) != _LOCAL_HEADER.size:
             return "its local header is cut off"
         fields = _LOCAL_HEADER.unpack(header)
         if fields[0] != b"PK\x03\x04":
             return "its local header is missing (bad offset in the central directory)"
         name_len, extra_len = fields[9], fields[10]
-        name = os.pread(fd, name_len, info.header_offset + _LOCAL_HEADER.size)
-        if name.decode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace") != info.orig_filename:
+        name = os.pread(fd, name_len, offset + _LOCAL_HEADER.size)
+        # zipfile's rule when it opens a member: the local name, decoded by the local flags, is the central one
+        try:
+            local_name = name.decode("utf-8" if fields[2] & _UTF8_FLAG else "cp437")
+        except UnicodeDecodeError:
+            local_name = None
+        if local_name != members.orig_name(i):
             return "its local header names another file than the central directory"
-        if info.compress_type == zipfile.ZIP_STORED:
+        method = members.methods[i]
+        if method == zipfile.ZIP_STORED:
             decompress = None
-        elif info.compress_type == zipfile.ZIP_DEFLATED:
+        elif method == zipfile.ZIP_DEFLATED:
             decompress = zlib.decompressobj(-zlib.MAX_WBITS)
         else:
-            return _inflate_other(fd, info)
-        pos = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
-        left = info.compress_size
+            return _inflate_other(fd, members, i, offset + _LOCAL_HEADER.size + name_len + extra_len)
+        pos = offset + _LOCAL_HEADER.size + name_len + extra_len
+        left = members.compress_sizes[i]
         produced = 0
         crc = 0
         view = memoryview(buf)
@@ -87,55 +98,81 @@ def _inflate(fd: int, info: zipfile.ZipInfo, buf: bytearray) -> str | None:
                     chunk = decompress.decompress(data, _OUT_CHUNK)
                     produced += len(chunk)
                     crc = zlib.crc32(chunk, crc)
-                    if produced > info.file_size:
+                    if produced > file_size:
                         break
                     data = decompress.unconsumed_tail
-            if produced > info.file_size:
-                return f"decompresses past its declared {info.file_size} bytes"
+            if produced > file_size:
+                return f"decompresses past its declared {file_size} bytes"
         if decompress is not None:
             tail = decompress.flush()
             produced += len(tail)
             crc = zlib.crc32(tail, crc)
             if not decompress.eof:
                 return "its compressed data ends before the deflate stream does"
-    except (zlib.error, OSError, ValueError) as exc:
+    except (zlib.error, OSError, ValueError, OverflowError) as exc:
         return f"cannot be decompressed: {exc}"
-    if produced != info.file_size:
-        return f"decompresses to {produced} bytes: its header declares {info.file_size}"
-    if crc != info.CRC:
+    if produced != file_size:
+        return f"decompresses to {produced} bytes: its header declares {file_size}"
+    if crc != members.crcs[i]:
         return "CRC-32 mismatch: its content does not match the checksum recorded in the archive"
     return None
 
 
-def _inflate_other(fd: int, info: zipfile.ZipInfo) -> str | None:
-    """bzip2 and LZMA members (MxBuild writes neither): through zipfile, which checks the CRC itself."""
+def _inflate_other(fd: int, members: MemberTable, i: int, start: int) -> str | None:
+    """bzip2 and LZMA members (MxBuild writes neither): the same checks through their decompressors."""
+    file_size = members.file_sizes[i]
+    produced = 0
+    crc = 0
     try:
-        with open(os.dup(fd), "rb") as fh, zipfile.ZipFile(fh) as zf, zf.open(info) as src:
-            produced = 0
-            while chunk := src.read(_CHUNK):
-                produced += len(chunk)
-                if produced > info.file_size:
-                    return f"decompresses past its declared {info.file_size} bytes"
-    except zipfile.BadZipFile as exc:
-        if str(exc).startswith("Bad CRC-32"):
-            return "CRC-32 mismatch: its content does not match the checksum recorded in the archive"
-        return f"cannot be read: {exc}"
+        for chunk in iter_content(fd, start, members.compress_sizes[i], members.methods[i], _OUT_CHUNK):
+            produced += len(chunk)
+            if produced > file_size:
+                return f"decompresses past its declared {file_size} bytes"
+            crc = zlib.crc32(chunk, crc)
+    except EOFError as exc:
+        return f"is cut off: {exc}"
     except _ARCHIVE_ERRORS as exc:
         return f"cannot be decompressed: {exc}"
-    if produced != info.file_size:
-        return f"decompresses to {produced} bytes: its header declares {info.file_size}"
+    if produced != file_size:
+        return f"decompresses to {produced} bytes: its header declares {file_size}"
+    if crc != members.crcs[i]:
+        return "CRC-32 mismatch: its content does not match the checksum recorded in the archive"
     return None
 
 
-def verify_archive(path: Path, infos: list[zipfile.ZipInfo], progress: Callable[[int], None] | None = None, workers: int | None = None) -> str:
+def _recycle_big_blocks() -> None:
+    """Make glibc reuse, rather than map afresh, blocks as big as the decompressor's output chunks.
+
+    glibc serves a block above its mmap threshold (128 KiB at start) from a new mapping that it
+    unmaps on free, so every 4 MiB output chunk would fault all its pages in again: ~300,000 page
+    faults and a second of system time per GiB inflated. Freeing one mapped block raises glibc's
+    dynamic threshold to that block's size (mallopt(3)), here just above an output chunk; later
+    chunks then come from the heap and are recycled. bytes(n) is calloc'ed, so its pages are never
+    touched. Elsewhere a no-op.
+    """
+    block = bytes(_OUT_CHUNK + (64 << 10))
+    del block
+
+
+def _file_order(members: MemberTable) -> range | array:
+    """Member indices by header offset (stable: directory order breaks ties), directories included."""
+    offsets = members.header_offsets
+    # writers put the directory in file order: then the order is the table's own and costs nothing
+    if all(offsets[k] <= offsets[k + 1] for k in range(len(offsets) - 1)):
+        return range(len(offsets))
+    return array("Q", sorted(range(len(offsets)), key=offsets.__getitem__))
+
+
+def verify_archive(path: Path, members: MemberTable, progress: Callable[[int], None] | None = None, workers: int | None = None) -> str:
     """SHA-256 of the file, after every member inflated cleanly; DamagedMembersError names the bad ones."""
     name = os.fspath(path)
-    members = sorted((i for i in infos if not i.is_dir()), key=lambda i: i.header_offset)
+    _recycle_big_blocks()
+    order = _file_order(members)
     lock = threading.Lock()
-    queue = iter(members)
-    problems: list[tuple[str, str]] = []
+    queue = iter(range(len(order)))
+    problems: list[tuple[int, str, str]] = []
 
-    def take() -> zipfile.ZipInfo | None:
+    def take() -> int | None:
         with lock:
             return next(queue, None)
 
@@ -144,11 +181,14 @@ def verify_archive(path: Path, infos: list[zipfile.ZipInfo], progress: Callable[
         buf = bytearray(_CHUNK)
         fd = os.open(path, os.O_RDONLY)
         try:
-            while (info := take()) is not None:
-                problem = _inflate(fd, info, buf)
+            while (position := take()) is not None:
+                i = order[position]
+                if members.is_dir(i):
+                    continue
+                problem = _inflate(fd, members, i, buf)
                 if problem is not None:
                     with lock:
-                        problems.append((info.filename, problem))
+                        problems.append((position, members.name(i), problem))
         finally:
             os.close(fd)
 
@@ -163,7 +203,6 @@ def verify_archive(path: Path, infos: list[zipfile.ZipInfo], progress: Callable[
         except OSError as exc:
             raise CorruptArchiveError(name, None, f"cannot be read: {exc.strerror or exc}") from None
     if problems:
-        order = {i.filename: n for n, i in enumerate(members)}
-        problems.sort(key=lambda p: order.get(p[0], -1))
-        raise DamagedMembersError(name, problems, len(problems))
+        problems.sort()  # file order, whichever worker found them
+        raise DamagedMembersError(name, [(member, problem) for _, member, problem in problems], len(problems))
     return sha

@@ -22,6 +22,7 @@ import struct
 import tempfile
 import zipfile
 import zlib
+from array import array
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from types import MappingProxyType
 from typing import Any
 
 from mxinfra.errors import UserError
+from mxinfra.zipdir import MemberTable, read_directory, read_member
 
 try:  # lzma is an optional part of CPython builds; zipfile only needs it for LZMA members
     import lzma
@@ -527,75 +529,133 @@ class ExtractionLimits:
 
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
+_SPECIAL_KINDS = frozenset({stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK})
 
 
-def _member_parts(archive: str, name: str) -> tuple[str, ...]:
-    """Validate a member name and return its normalised components (no '', '.')."""
-    if name.startswith(("/", "\\")) or _DRIVE.match(name):
+def _member_key(archive: str, name: str) -> str:
+    """Validate a member name and return it normalised: components joined by '/', no '' or '.'."""
+    if name.startswith(("/", "\\")) or (name[1:2] == ":" and _DRIVE.match(name)):
         raise AbsolutePathError(archive, name, "absolute path: expected a path relative to the archive root")
     if "\\" in name:
         # a Windows extractor would treat it as a separator; MxBuild writes only '/'
         raise PathTraversalError(archive, name, "backslash in member name: expected '/' separators only")
-    parts = tuple(p for p in name.split("/") if p not in ("", "."))
+    parts = name.split("/")
+    if "" in parts or "." in parts:
+        parts = [p for p in parts if p != "" and p != "."]
     if ".." in parts:
         raise PathTraversalError(archive, name, "'..' component: expected a path inside the archive")
     if not parts or parts[0] not in ROOTS or (len(parts) == 1 and not name.endswith("/")):
         raise DisallowedMemberError(archive, name, "outside the app: expected a member under model/, web/ or native/")
-    return parts
+    return "/".join(parts)
 
 
-def _check_infos(archive: str, infos: list[zipfile.ZipInfo], limits: ExtractionLimits, collect: bool = True) -> list[tuple[str, ...]]:
-    """Apply every extraction rule to the central directory; return each member's normalised parts
-    (an empty list unless `collect`: checking alone keeps memory to one string per member)."""
-    if len(infos) > limits.max_members:
-        raise SizeLimitError(archive, None, f"{len(infos)} members: expected at most {limits.max_members}")
+def _member_parts(archive: str, name: str) -> tuple[str, ...]:
+    """Validate a member name and return its normalised components (no '', '.')."""
+    return tuple(_member_key(archive, name).split("/"))
+
+
+def _check_table(archive: str, table: MemberTable, limits: ExtractionLimits) -> None:
+    """Apply every extraction rule to the central directory, member by member in directory order.
+
+    No name is kept as a string per member. Duplicates are found through an open-addressing table
+    of 64-bit hashes of the normalised names (12 bytes a slot, 1.5 to 3 slots a member) in which
+    every hit is confirmed on the real names, so a collision never reports a false error. A name that
+    is a file and also a parent directory is detected against the set of distinct parent directories
+    (a few per thousand members in a real app); only then is the table walked again, to report it
+    in directory order as a dict of every name would.
+    """
+    count = len(table)
+    if count > limits.max_members:
+        raise SizeLimitError(archive, None, f"{count} members: expected at most {limits.max_members}")
+
+    def key_of(i: int) -> str:
+        # the normalised name of a member that already passed _member_key
+        return _member_key(archive, table.name(i))
+
+    def file_slot(key: str, h: int) -> int:
+        """The slot of the first member named `key` if that member is a file, else -1."""
+        slot = h & mask
+        while stored := hashes[slot]:
+            if stored == h and not is_dir_at[first := firsts[slot]] and key_of(first) == key:
+                return slot
+            slot = (slot + 1) & mask
+        return -1
+
+    flags, modes, methods = table.flags, table.external_attrs, table.methods
+    file_sizes, compress_sizes = table.file_sizes, table.compress_sizes
+    max_total, ratio_floor, max_ratio = limits.max_total_bytes, limits.ratio_min_bytes, limits.max_ratio
+    is_dir_at = bytearray(count)
+    # hash -> index of the first member with that normalised name; hash 0 marks an empty slot
+    capacity = 1 << max(4, (count + count // 2).bit_length())
+    mask = capacity - 1
+    hashes = array("Q", [0]) * capacity
+    firsts = array("I" if array("I").itemsize >= 4 else "L", [0]) * capacity
+    parents: set[str] = set()  # every proper parent directory of a name seen so far
+    conflict = False
     total = 0
-    seen: dict[str, bool] = {}  # normalised path -> is_dir
-    result = []
-    for info in infos:
-        name = info.filename
-        if info.flag_bits & 0x1:
+    for i, name in enumerate(table.names()):
+        if flags[i] & 0x1:
             raise EncryptedMemberError(archive, name, "encrypted: expected unencrypted members as MxBuild writes them")
-        mode = info.external_attr >> 16
-        # checked whatever create_system claims: an attacker picks that field too
-        if mode and stat.S_ISLNK(mode):
+        # the file type bits of a Unix mode (S_IFMT), checked whatever create_system claims: an
+        # attacker picks that field too
+        kind = (modes[i] >> 16) & 0o170000
+        if kind == stat.S_IFLNK:
             raise SymlinkError(archive, name, "symbolic link: expected regular files and directories only")
-        if mode and (stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        if kind in _SPECIAL_KINDS:
             raise SpecialFileError(archive, name, "device, FIFO or socket: expected regular files and directories only")
-        parts = _member_parts(archive, name)
-        key = "/".join(parts)
-        is_dir = name.endswith("/") or (mode != 0 and stat.S_ISDIR(mode))
-        if key in seen:
-            if not (is_dir and seen[key]):
-                raise DuplicateMemberError(archive, name, "appears more than once: expected unique member names")
-        seen[key] = is_dir or seen.get(key, False)
-        if info.compress_type not in _SUPPORTED_METHODS:
-            raise CorruptArchiveError(archive, name, f"compression method {info.compress_type}: expected deflate or stored")
+        key = _member_key(archive, name)
+        is_dir = kind == stat.S_IFDIR or name.endswith("/")
+        h = (hash(key) & 0xFFFF_FFFF_FFFF_FFFF) or 1
+        slot = h & mask
+        while stored := hashes[slot]:
+            if stored == h and key_of(first := firsts[slot]) == key:
+                if not (is_dir and is_dir_at[first]):
+                    raise DuplicateMemberError(archive, name, "appears more than once: expected unique member names")
+                break  # a directory listed again: its first entry stands for both
+            slot = (slot + 1) & mask
+        else:
+            hashes[slot] = h
+            firsts[slot] = i
+            is_dir_at[i] = is_dir
+            if not is_dir and key in parents:
+                conflict = True
+        # the parents not seen before; the walk stops at the first known one (its own are known too)
+        cut = key.rfind("/")
+        while cut > 0 and (parent := key[:cut]) not in parents:
+            parents.add(parent)
+            if not conflict and file_slot(parent, (hash(parent) & 0xFFFF_FFFF_FFFF_FFFF) or 1) >= 0:
+                conflict = True
+            cut = key.rfind("/", 0, cut)
+        method = methods[i]
+        if method not in _SUPPORTED_METHODS:
+            raise CorruptArchiveError(archive, name, f"compression method {method}: expected deflate or stored")
         if not is_dir:
-            total += info.file_size
-            if total > limits.max_total_bytes:
-                raise SizeLimitError(
-                    archive, name, f"total uncompressed size passes {limits.max_total_bytes} bytes: expected at most that"
-                )
-            if info.file_size > limits.ratio_min_bytes:
-                ratio = info.file_size / max(info.compress_size, 1)
-                if ratio > limits.max_ratio:
+            size = file_sizes[i]
+            total += size
+            if total > max_total:
+                raise SizeLimitError(archive, name, f"total uncompressed size passes {max_total} bytes: expected at most that")
+            if size > ratio_floor:
+                compressed = compress_sizes[i]
+                ratio = size / max(compressed, 1)
+                if ratio > max_ratio:
                     raise CompressionRatioError(
                         archive,
                         name,
-                        f"compression ratio {ratio:.0f}:1 ({info.file_size} bytes from {info.compress_size}): "
-                        f"expected at most {limits.max_ratio:.0f}:1",
+                        f"compression ratio {ratio:.0f}:1 ({size} bytes from {compressed}): expected at most {max_ratio:.0f}:1",
                     )
-        if collect:
-            result.append(parts)
-    # a name used as a file and as a parent directory cannot be extracted (and hints at an attack)
-    for key in seen:
+    if not conflict:
+        return
+    # a name used as a file and as a parent directory cannot be extracted (and hints at an attack):
+    # report the first name in directory order and its shortest such parent, as the rule always has
+    for i in range(count):
+        key = key_of(i)
         cut = key.find("/")
         while cut != -1:
-            if seen.get(key[:cut]) is False:
-                raise DuplicateMemberError(archive, key[:cut], f"is a file and also the parent of {key}: expected one or the other")
+            prefix = key[:cut]
+            if file_slot(prefix, (hash(prefix) & 0xFFFF_FFFF_FFFF_FFFF) or 1) >= 0:
+                raise DuplicateMemberError(archive, prefix, f"is a file and also the parent of {key}: expected one or the other")
             cut = key.find("/", cut + 1)
-    return result
+    raise AssertionError("a file that is also a parent directory was detected but not found again")  # pragma: no cover
 
 
 # --------------------------------------------------------------------------------------------
@@ -669,16 +729,18 @@ class MdaPackage:
         is_archive: bool,
         metadata: Metadata,
         size_bytes: int,
-        infos: list[zipfile.ZipInfo] | None = None,
+        members: MemberTable | None = None,
     ) -> None:
         self.path = path
         self.is_archive = is_archive
         self.metadata = metadata
         self.size_bytes = size_bytes
-        self._infos = infos
+        # the central directory, compact (see mxinfra.zipdir); None for a directory
+        self._members = members
         self._sha256: str | None = None
         self._hashed_bytes = 0
         self._verified = False
+        self._checked: ExtractionLimits | None = None  # the limits the directory last passed
 
     def __repr__(self) -> str:
         kind = "archive" if self.is_archive else "directory"
@@ -742,7 +804,7 @@ class MdaPackage:
         no checksums to verify: its members are checked and its tree hashed.
         """
         self.check_members()
-        if self._infos is None:
+        if self._members is None:
             return self.sha256(progress)
         if not self._verified:
             from .integrity import verify_archive
@@ -755,7 +817,7 @@ class MdaPackage:
                 if progress is not None:
                     progress(n)
 
-            self._sha256 = verify_archive(self.path, self._infos, count)
+            self._sha256 = verify_archive(self.path, self._members, count)
             self._hashed_bytes = counted
             self._verified = True
         elif progress is not None:
@@ -769,9 +831,11 @@ class MdaPackage:
         native/ is walked (files and directories counted); other top-level entries are ignored, as
         extraction ignores them.
         """
-        if self._infos is not None:
-            _check_infos(self._name, self._infos, limits, collect=False)
-            return len(self._infos)
+        if self._members is not None:
+            if self._checked != limits:  # the table never changes: one pass per set of limits
+                _check_table(self._name, self._members, limits)
+                self._checked = limits
+            return len(self._members)
         count = 0
         total = 0
         for entry in _walk_tree(self.path):
@@ -804,7 +868,7 @@ class MdaPackage:
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=parent))
         try:
             os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the result should look like a normal directory
-            if self._infos is not None:
+            if self._members is not None:
                 self._extract_archive(tmp, limits)
             else:
                 self._copy_tree(tmp, limits)
@@ -818,15 +882,17 @@ class MdaPackage:
 
     def _extract_archive(self, tmp: Path, limits: ExtractionLimits) -> None:
         name = self._name
-        assert self._infos is not None
         budget = limits.max_total_bytes
         try:
             zf = zipfile.ZipFile(self.path)
         except _ARCHIVE_ERRORS as exc:
             raise CorruptArchiveError(name, None, f"cannot be read: {exc}") from None
         with zf:
-            for info, parts in zip(zf.infolist(), _check_infos(name, zf.infolist(), limits), strict=True):
-                target = tmp.joinpath(*parts)
+            # zipfile's own view of the archive (whatever it will write) passes the same rules first;
+            # this path writes files, so its ZipInfo per member is no concern
+            _check_table(name, MemberTable.from_infos(zf.infolist(), zf.comment), limits)
+            for info in zf.infolist():
+                target = tmp.joinpath(*_member_parts(name, info.filename))
                 is_dir = info.filename.endswith("/") or stat.S_ISDIR(info.external_attr >> 16)
                 if is_dir:
                     target.mkdir(parents=True, exist_ok=True)
@@ -944,43 +1010,57 @@ def _open_directory(p: Path, name: str) -> MdaPackage:
 
 def _open_archive(p: Path, name: str, size: int) -> MdaPackage:
     try:
-        zf = zipfile.ZipFile(p)
+        fd = os.open(p, os.O_RDONLY)
+    except OSError as exc:
+        raise CorruptArchiveError(name, None, f"cannot be read: {exc.strerror or exc}") from None
+    try:
+        return _read_archive(fd, p, name, size)
+    finally:
+        os.close(fd)
+
+
+def _read_archive(fd: int, p: Path, name: str, size: int) -> MdaPackage:
+    try:
+        members = read_directory(fd)
     except OSError as exc:
         raise CorruptArchiveError(name, None, f"cannot be read: {exc.strerror or exc}") from None
     except _ARCHIVE_ERRORS as exc:
         try:
-            with open(p, "rb") as f:
-                head = f.read(4)
+            head = os.pread(fd, 4, 0)
         except OSError:
             head = b""
         if head in _ZIP_MAGICS:
             raise CorruptArchiveError(name, None, f"damaged or truncated ZIP ({exc}): expected a complete .mda") from None
         raise NotAZipError(name, None, "is not a ZIP archive: expected an .mda file as written by MxBuild") from None
-    with zf:
-        try:
-            infos = zf.infolist()
-            names = {i.filename for i in infos}
-            for root in REQUIRED_ROOTS:
-                if not any(n.startswith(root + "/") for n in names):
-                    raise LayoutError(name, f"{root}/", "is missing: an MDA has model/, web/ and model/metadata.json")
-            meta_infos = [i for i in infos if i.filename == METADATA_MEMBER]
-            if not meta_infos:
-                raise LayoutError(name, METADATA_MEMBER, "is missing: an MDA has model/, web/ and model/metadata.json")
-            if len(meta_infos) > 1:
-                # two copies could show one app to `inspect` and deploy another
-                raise DuplicateMemberError(name, METADATA_MEMBER, "appears more than once: expected unique member names")
-            info = meta_infos[0]
-            if info.flag_bits & 0x1:
-                raise EncryptedMemberError(name, METADATA_MEMBER, "encrypted: expected unencrypted members")
-            if info.file_size > MAX_METADATA_BYTES:
-                raise MetadataError(name, METADATA_MEMBER, f"is {info.file_size} bytes: expected at most {MAX_METADATA_BYTES}")
-            with zf.open(info) as f:
-                data = f.read(MAX_METADATA_BYTES + 1)
-        except MdaError:
-            raise
-        except _ARCHIVE_ERRORS as exc:
-            raise CorruptArchiveError(name, METADATA_MEMBER, f"cannot be read: {exc}") from None
+    try:
+        # one pass over the names, none kept: the layout and the one metadata.json
+        roots_seen = {root: False for root in REQUIRED_ROOTS}
+        meta: list[int] = []
+        for i, member in enumerate(members.names()):
+            top, sep, _ = member.partition("/")
+            if sep and top in roots_seen:
+                roots_seen[top] = True
+            if member == METADATA_MEMBER:
+                meta.append(i)
+        for root in REQUIRED_ROOTS:
+            if not roots_seen[root]:
+                raise LayoutError(name, f"{root}/", "is missing: an MDA has model/, web/ and model/metadata.json")
+        if not meta:
+            raise LayoutError(name, METADATA_MEMBER, "is missing: an MDA has model/, web/ and model/metadata.json")
+        if len(meta) > 1:
+            # two copies could show one app to `inspect` and deploy another
+            raise DuplicateMemberError(name, METADATA_MEMBER, "appears more than once: expected unique member names")
+        i = meta[0]
+        if members.flags[i] & 0x1:
+            raise EncryptedMemberError(name, METADATA_MEMBER, "encrypted: expected unencrypted members")
+        if members.file_sizes[i] > MAX_METADATA_BYTES:
+            raise MetadataError(name, METADATA_MEMBER, f"is {members.file_sizes[i]} bytes: expected at most {MAX_METADATA_BYTES}")
+        data = read_member(fd, members, i)
+    except MdaError:
+        raise
+    except _ARCHIVE_ERRORS as exc:
+        raise CorruptArchiveError(name, METADATA_MEMBER, f"cannot be read: {exc}") from None
     if len(data) > MAX_METADATA_BYTES:
         raise MetadataError(name, METADATA_MEMBER, f"is larger than {MAX_METADATA_BYTES} bytes: expected less")
     metadata = _parse_metadata(data, archive=name, member=METADATA_MEMBER)
-    return MdaPackage(p, is_archive=True, metadata=metadata, size_bytes=size, infos=infos)
+    return MdaPackage(p, is_archive=True, metadata=metadata, size_bytes=size, members=members)

@@ -10,6 +10,9 @@ web bundle), then runs, alternating, each under `/usr/bin/time -v`:
 It prints the median wall time of each, the ratio of `--verify` to the slower floor, and peak RSS.
 Targets: --verify <= 1.1x max(openssl, unzip); peak RSS < 100 MB and flat from 100 MiB to 1 GiB.
 Each command runs once untimed first so everything reads from the page cache.
+
+`--baseline DIR` also runs `inspect --verify` with the `mxinfra` package found in DIR (for example
+`git archive HEAD~1 mxinfra | tar -x -C /tmp/base`) in the same rounds: before/after in one run.
 """
 
 from __future__ import annotations
@@ -87,10 +90,10 @@ def mxinfra_command() -> list[str]:
     return [exe] if Path(exe).exists() else [sys.executable, "-m", "mxinfra.cli"]
 
 
-def measure(cmd: list[str]) -> tuple[float, float]:
+def measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one run under /usr/bin/time -v."""
     start = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
+    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
@@ -104,12 +107,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100,1024", help="comma-separated sizes in MiB")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per command (the median is reported)")
+    parser.add_argument("--baseline", type=Path, help="a directory holding another mxinfra package to time --verify against")
     args = parser.parse_args()
     if not Path("/usr/bin/time").exists():
         raise SystemExit("needs GNU time: apt-get install -y time")
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     mx = mxinfra_command()
-    print(f"{'size MiB':>9} {'members':>8} {'openssl':>8} {'unzip -t':>9} {'inspect':>8} {'--verify':>9} {'verify/floor':>13} {'RSS inspect':>12} {'RSS verify':>11}")
+    envs: dict[str, dict[str, str] | None] = {}
+    if args.baseline is not None:
+        if not (args.baseline / "mxinfra" / "__init__.py").exists():
+            raise SystemExit(f"{args.baseline} holds no mxinfra package")
+        # the console script's own directory comes first on sys.path, then PYTHONPATH, then the install
+        envs["baseline"] = {**os.environ, "PYTHONPATH": str(args.baseline.resolve())}
+    extra = f" {'baseline':>9} {'RSS baseline':>13}" if envs else ""
+    print(f"{'size MiB':>9} {'members':>8} {'openssl':>8} {'unzip -t':>9} {'inspect':>8} {'--verify':>9} {'verify/floor':>13} {'RSS inspect':>12} {'RSS verify':>11}{extra}")
     for size in sizes:
         path = make_mda(size)
         with zipfile.ZipFile(path) as zf:
@@ -120,18 +131,21 @@ def main() -> None:
             "inspect": [*mx, "inspect", str(path), "--json"],
             "verify": [*mx, "inspect", str(path), "--verify", "--json"],
         }
-        for cmd in cmds.values():
-            measure(cmd)  # warm the page cache and the interpreter's files
+        if envs:
+            cmds["baseline"] = cmds["verify"]
+        for key, cmd in cmds.items():
+            measure(cmd, envs.get(key))  # warm the page cache and the interpreter's files
         runs: dict[str, list[tuple[float, float]]] = {k: [] for k in cmds}
         for _ in range(args.repeat):  # interleaved: a noisy neighbour hurts all alike
             for key, cmd in cmds.items():
-                runs[key].append(measure(cmd))
+                runs[key].append(measure(cmd, envs.get(key)))
         wall = {k: statistics.median(r[0] for r in v) for k, v in runs.items()}
         rss = {k: max(r[1] for r in v) for k, v in runs.items()}
         floor = max(wall["openssl"], wall["unzip"])
         print(
             f"{size:>9} {members:>8} {wall['openssl']:>8.3f} {wall['unzip']:>9.3f} {wall['inspect']:>8.3f} "
             f"{wall['verify']:>9.3f} {wall['verify'] / floor:>13.2f} {rss['inspect']:>12.1f} {rss['verify']:>11.1f}"
+            + (f" {wall['baseline']:>9.3f} {rss['baseline']:>13.1f}" if envs else "")
         )
 
 

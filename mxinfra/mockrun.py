@@ -147,13 +147,14 @@ class Registration:
 
 
 CloudOutputs = Callable[[pulumi_mocks.MockResourceArgs], Mapping[str, Any]]
-# Echo adjusters: a provider whose outputs differ in shape from its inputs (a list of ids in, a map out)
-# registers one, so that echoing the inputs back as state stays readable by its SDK's output types.
-_ECHO_ADJUSTERS: list[Callable[[str, dict[str, Any]], dict[str, Any]]] = []
+# Echo adjusters: a provider whose outputs differ in shape from its inputs (a list of ids in, a map out),
+# or that fills in what was left out (a name it generates), registers one, so that echoing the inputs
+# back as state stays what its SDK's output types and the program expect.
+_ECHO_ADJUSTERS: list[Callable[[str, str, dict[str, Any]], dict[str, Any]]] = []
 
 
-def add_echo_adjuster(adjust: Callable[[str, dict[str, Any]], dict[str, Any]]) -> None:
-    """Register `adjust(type, state) -> state`, applied to every echoed state before test outputs."""
+def add_echo_adjuster(adjust: Callable[[str, str, dict[str, Any]], dict[str, Any]]) -> None:
+    """Register `adjust(type, name, state) -> state`, applied to every echoed state before test outputs."""
     if adjust not in _ECHO_ADJUSTERS:
         _ECHO_ADJUSTERS.append(adjust)
 
@@ -168,7 +169,7 @@ class _Mocks(pulumi_mocks.Mocks):
         # unless a test plays the cloud and supplies outputs (ARNs, endpoints) itself.
         state = dict(args.inputs)
         for adjust in _ECHO_ADJUSTERS:
-            state = adjust(args.typ, state)
+            state = adjust(args.typ, args.name, state)
         if self._outputs is not None:
             state.update(self._outputs(args))
         return f"{args.name}-id", state

@@ -35,6 +35,8 @@ class Pulumi:
             PULUMI_CONFIG_PASSPHRASE=stack_secrets.EXAMPLE_PASSPHRASE,
             PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true",
             PULUMI_SKIP_UPDATE_CHECK="true",
+            # enables `--event-log` (the engine's step events, in order), which some tests read
+            PULUMI_DEBUG_COMMANDS="true",
             PULUMI_PYTHON_CMD=sys.executable,
             # The file repository's actor (governance: OS user and git e-mail).
             GIT_AUTHOR_EMAIL="engine-suite@example.com",

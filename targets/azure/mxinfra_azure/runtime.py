@@ -206,7 +206,7 @@ def create(
     return Runtime(leader, worker, managed_env, size, url)
 
 
-def _echo_identities(type_: str, state: dict[str, Any]) -> dict[str, Any]:
+def _echo_identities(type_: str, _name: str, state: dict[str, Any]) -> dict[str, Any]:
     """Under the mock runtime: ARM returns user-assigned identities as a map of id -> details, while the
     SDK takes a list of ids; the echoed state gets the map shape the SDK's output types expect."""
     identity = state.get("identity")

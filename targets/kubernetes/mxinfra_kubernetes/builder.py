@@ -23,6 +23,26 @@ from .layout import POD_SECURITY_LABELS, Layout
 KEYS_ANNOTATION = "mxinfra.io/secret-keys"
 
 
+def _echo_autoname(type_: str, name: str, state: dict[str, Any]) -> dict[str, Any]:
+    """Under the mock runtime: the provider names an object given none (`<name>-<8 random>`); the echoed
+    state gets the name `mxinfra plan` shows for it, its suffix marked as known only after apply."""
+    meta = state.get("metadata")
+    if type_.startswith("kubernetes:") and isinstance(meta, dict) and "name" not in meta:
+        from .render import autoname
+
+        state = {**state, "metadata": {**meta, "name": autoname(name)}}
+    return state
+
+
+def _register_echo_adjuster() -> None:
+    from mxinfra.mockrun import add_echo_adjuster
+
+    add_echo_adjuster(_echo_autoname)
+
+
+_register_echo_adjuster()
+
+
 def secret_input(value: Any) -> Any:
     """`value` as a Pulumi secret input (core Secret objects are revealed only into the secret Output)."""
     if isinstance(value, Secret):
@@ -68,14 +88,24 @@ class Builder:
         self.namespace = k8s.core.v1.Namespace(self.logical("namespace"), metadata=meta, opts=self.opts(protect_data=holds_data))
         self.created["namespace"] = self.namespace
 
-    def secret(self, kind: str, name: str, values: Mapping[str, Any], component: str = "runtime") -> k8s.core.v1.Secret:
-        """An Opaque Secret whose every value is a Pulumi secret."""
+    def secret(self, kind: str, values: Mapping[str, Any], component: str = "runtime") -> k8s.core.v1.Secret:
+        """An Opaque Secret whose every value is a Pulumi secret, named by the provider (see below)."""
+        # No fixed name: the provider replaces a Secret whose data changes, and only an autonamed one
+        # (`<app>-<env>-<kind>-<8 random>`) is replaced create-first. Everything that reads it takes
+        # its name from `secret_name`, so a new value makes a new Secret, the pods roll onto it, and the
+        # old one is deleted; a fixed name would be deleted first and the pods would keep the old value.
+        meta = self.layout.metadata("", component, per_release=False, annotations={KEYS_ANNOTATION: ",".join(sorted(values))})
+        del meta["name"]
         res = k8s.core.v1.Secret(
             self.logical(kind),
-            metadata=self.layout.metadata(name, component, per_release=False, annotations={KEYS_ANNOTATION: ",".join(sorted(values))}),
+            metadata=meta,
             type="Opaque",
             string_data={k: secret_input(v) for k, v in sorted(values.items())},
             opts=self.opts(),
         )
         self.created[kind] = res
         return res
+
+    def secret_name(self, kind: str) -> pulumi.Output[str]:
+        """The provider-assigned name of the environment's `kind` Secret."""
+        return self.created[kind].metadata.apply(lambda m: m.get("name") if isinstance(m, Mapping) else m.name)

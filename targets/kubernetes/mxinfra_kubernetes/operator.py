@@ -31,7 +31,7 @@ def spec(b: Builder) -> dict[str, Any]:
     secret_vars = _secret_vars(b)
     if secret_vars:
         runtime["environmentVariables"] = [
-            {"name": k, "valueFrom": {"secretKeyRef": {"name": b.layout.name("runtime"), "key": k}}} for k in sorted(secret_vars)
+            {"name": k, "valueFrom": {"secretKeyRef": {"name": b.secret_name("secret"), "key": k}}} for k in sorted(secret_vars)
         ]
     tls: dict[str, Any] = {"enableTLS": True}
     if s.ingress.tlsSecret:
@@ -93,7 +93,7 @@ def deploy(b: Builder) -> dict[str, Any]:
     deps = []
     secret_vars = _secret_vars(b)
     if secret_vars:
-        deps.append(b.secret("secret", lay.name("runtime"), secret_vars))
+        deps.append(b.secret("secret", secret_vars))
     # The admin password (and licence key) must be literal CR fields: they are nested Pulumi secrets in
     # the spec, so the plan and the state mask those fields alone and the rest of the CR stays
     # reviewable. (A separate patch for them would be a second object of the same kind and name, which

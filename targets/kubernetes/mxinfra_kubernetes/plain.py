@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pulumi
@@ -46,7 +46,7 @@ def deploy(b: Builder) -> dict[str, Any]:
     b.make_namespace(holds_data=_holds_data(b))
     pvcs: list[tuple[str, str]] = []  # (name, size) of the claims, for the quota
 
-    database, db_extra = _database(b, pvcs)
+    database, db_extra, in_cluster = _database(b, pvcs)
     storage = _storage(b, pvcs)
     vars_ = buildpack_env(ctx.settings, Bindings(ctx.admin_password, database, storage))
     # MEMORY_LIMIT sits on the container next to its memory limit: the two must change together.
@@ -62,8 +62,10 @@ def deploy(b: Builder) -> dict[str, Any]:
     b.created["config"] = config
     db_vars = {k: v for k, v in vars_.secret.items() if k in _DB_VARS}
     db_vars.update(db_extra)
-    db_secret = b.secret("database-secret", lay.name("database"), db_vars, component="database")
-    runtime_secret = b.secret("secret", lay.name("env"), {k: v for k, v in vars_.secret.items() if k not in _DB_VARS})
+    db_secret = b.secret("database-secret", db_vars, component="database")
+    runtime_secret = b.secret("secret", {k: v for k, v in vars_.secret.items() if k not in _DB_VARS})
+    if in_cluster is not None:
+        in_cluster()
 
     memory = f"{ctx.settings.memory_limit_mb}Mi"
     cpu = s.cpu
@@ -75,8 +77,8 @@ def deploy(b: Builder) -> dict[str, Any]:
         "env": [{"name": "MEMORY_LIMIT", "value": ctx.settings.memory_limit}],
         "envFrom": [
             {"configMapRef": {"name": config_name}},
-            {"secretRef": {"name": lay.name("env")}},
-            {"secretRef": {"name": lay.name("database")}},
+            {"secretRef": {"name": b.secret_name("secret")}},
+            {"secretRef": {"name": b.secret_name("database-secret")}},
         ],
         "resources": {"requests": {"cpu": cpu.request, "memory": memory}, "limits": {"cpu": cpu.limit, "memory": memory}},
         # The runtime answers on / once started; startup covers database migrations of a new release.
@@ -161,11 +163,13 @@ def _pvc(b: Builder, kind: str, name: str, size: str, storage_class: str | None,
     return claim
 
 
-def _database(b: Builder, pvcs: list[tuple[str, str]]) -> tuple[DatabaseUrl, dict[str, Any]]:
+def _database(b: Builder, pvcs: list[tuple[str, str]]) -> tuple[DatabaseUrl, dict[str, Any], Callable[[], None] | None]:
+    """The database binding, the variables its Secret adds, and (in-cluster) what creates the
+    PostgreSQL workload once that Secret exists (the workload reads its password from it)."""
     db = b.settings.database
     assert db is not None  # check() refused a plain environment without one
     if db.url is not None:
-        return DatabaseUrl(pulumi.Output.secret(db.url), require_tls=db.requireTls), {}
+        return DatabaseUrl(pulumi.Output.secret(db.url), require_tls=db.requireTls), {}, None
     spec = db.inCluster
     assert spec is not None
     lay = b.layout
@@ -173,6 +177,16 @@ def _database(b: Builder, pvcs: list[tuple[str, str]]) -> tuple[DatabaseUrl, dic
     host = f"{lay.name('postgres')}.{lay.namespace}.svc:5432"
     url = pulumi.Output.secret(pulumi.Output.concat("postgres://mendix:", password.result, "@", host, "/mendix"))
     claim = _pvc(b, "postgres-data", lay.name("postgres-data"), spec.size, spec.storageClass, "database", pvcs)
+
+    def workload() -> None:
+        _postgres(b, spec, claim)
+
+    # In-cluster PostgreSQL has no TLS; the traffic stays inside the namespace (see the NetworkPolicy).
+    return DatabaseUrl(url, require_tls=False), {"POSTGRES_PASSWORD": password.result}, workload
+
+
+def _postgres(b: Builder, spec: Any, claim: Any) -> None:
+    lay = b.layout
     memory = f"{spec.memory}Mi"
     container = {
         "name": "postgres",
@@ -181,7 +195,7 @@ def _database(b: Builder, pvcs: list[tuple[str, str]]) -> tuple[DatabaseUrl, dic
         "env": [
             {"name": "POSTGRES_USER", "value": "mendix"},
             {"name": "POSTGRES_DB", "value": "mendix"},
-            {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": lay.name("database"), "key": "POSTGRES_PASSWORD"}}},
+            {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": b.secret_name("database-secret"), "key": "POSTGRES_PASSWORD"}}},
             # A subdirectory: the volume's root holds lost+found on many storage classes, and under
             # fsGroup it is root-owned but group-writable, so uid 999 can create (and chmod 0700) its own.
             {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"},
@@ -229,8 +243,6 @@ def _database(b: Builder, pvcs: list[tuple[str, str]]) -> tuple[DatabaseUrl, dic
         opts=b.opts(protect_data=True, depends_on=[claim]),
     )
     b.created["database-deps"] = [statefulset, service]
-    # In-cluster PostgreSQL has no TLS; the traffic stays inside the namespace (see the NetworkPolicy).
-    return DatabaseUrl(url, require_tls=False), {"POSTGRES_PASSWORD": password.result}
 
 
 def _storage(b: Builder, pvcs: list[tuple[str, str]]) -> S3Storage | AzureBlobStorage | LocalStorage:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from mxinfra.access import Permission
@@ -23,8 +24,17 @@ READ = ["get", "list", "watch"]
 UNMAPPED = (Permission.ALERTS, Permission.API)
 
 
-def rules(permission: Permission, layout: Layout, mode: str) -> list[dict[str, Any]]:
-    """The RBAC rules of `permission` in the environment's namespace (empty: nothing to grant)."""
+def rules(permission: Permission, layout: Layout, mode: str, secrets: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The RBAC rules of `permission` in the environment's namespace (empty: nothing to grant).
+
+    `secrets`: the provider-assigned names of the environment's Secrets by kind (`secret`,
+    `database-secret`: builder.Builder.secret); without it, `<app>-<env>-<kind>-*` stands for them
+    (a rule naming a Secret the environment does not have is left out)."""
+    names = {kind: f"{layout.naming.logical(kind)}-*" if secrets is None else secrets.get(kind) for kind in ("secret", "database-secret")}
+    return [r for r in _rules(permission, layout, mode, names) if None not in r.get("resourceNames", ())]
+
+
+def _rules(permission: Permission, layout: Layout, mode: str, names: Mapping[str, Any]) -> list[dict[str, Any]]:
     workload = layout.workload
     if permission is Permission.MONITOR:
         return [
@@ -39,7 +49,7 @@ def rules(permission: Permission, layout: Layout, mode: str) -> list[dict[str, A
             return [
                 {"apiGroups": [MENDIX_GROUP], "resources": ["mendixapps"], "resourceNames": [workload], "verbs": ["get", "watch", "update", "patch"]},
                 # Writing the secret constants needs no read of them.
-                {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [layout.name("runtime")], "verbs": ["update", "patch"]},
+                {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [names["secret"]], "verbs": ["update", "patch"]},
             ]
         return [
             {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": READ},
@@ -48,7 +58,7 @@ def rules(permission: Permission, layout: Layout, mode: str) -> list[dict[str, A
             # Nothing on ConfigMaps: the runtime's is immutable and named by its content (plain.py), so
             # constants change only through reviewed config and `pulumi up`.
             # The runtime Secret holds the admin password and the storage keys: deploying writes it, never reads it.
-            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [layout.name("env")], "verbs": ["update", "patch"]},
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [names["secret"]], "verbs": ["update", "patch"]},
         ]
     if permission is Permission.BACKUPS:
         out: list[dict[str, Any]] = [
@@ -58,7 +68,7 @@ def rules(permission: Permission, layout: Layout, mode: str) -> list[dict[str, A
         ]
         if mode == "plain":
             out += [
-                {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [layout.name("database")], "verbs": ["get"]},
+                {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [names["database-secret"]], "verbs": ["get"]},
                 {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "resourceNames": [layout.name("postgres-data"), layout.name("files")], "verbs": ["get"]},
             ]
         return out
@@ -85,9 +95,10 @@ def deploy(b: Builder) -> list[str]:
     import pulumi_kubernetes as k8s
 
     lay = b.layout
+    secrets = {kind: b.secret_name(kind) for kind in ("secret", "database-secret") if kind in b.created}
     unmapped = []
     for role in b.ctx.access.roles():
-        rs = rules(role.permission, lay, b.settings.mode)
+        rs = rules(role.permission, lay, b.settings.mode, secrets)
         if not rs:
             unmapped.append(role.permission.value)
             continue

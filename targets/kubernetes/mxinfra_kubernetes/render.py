@@ -9,6 +9,12 @@ from typing import Any
 import yaml
 
 SECRET = "[secret]"
+AUTONAME_SUFFIX = "(known after apply)"  # = mxinfra.target.KNOWN_AFTER_APPLY (kept import-light)
+
+
+def autoname(resource_name: str) -> str:
+    """How a Secret the provider names (`<resource name>-<8 random characters>`) is shown before apply."""
+    return f"{resource_name}-{AUTONAME_SUFFIX}"
 KEYS_ANNOTATION = "mxinfra.io/secret-keys"  # same as builder.KEYS_ANNOTATION (kept import-light)
 _ORDER = [
     "Namespace",
@@ -59,6 +65,8 @@ def manifests(resources: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         if not r["type"].startswith("kubernetes:"):
             continue  # providers, random passwords, components
         doc = _document(r["inputs"])
+        if "name" not in doc.get("metadata", {"name": ""}):
+            doc["metadata"] = {"name": autoname(r["name"]), **doc["metadata"]}
         if doc.get("kind") == "Secret":
             _mask_secret(doc)
         docs.append(doc)

@@ -84,7 +84,10 @@ def test_plain_test_role_with_in_cluster_database(pulumi_run):
     assert {k: r.type for k, r in kids.items()} == {**PLAIN_COMMON, **IN_CLUSTER_DB}
     for r in kids.values():
         if r.type.startswith("kubernetes:"):
-            assert r.input("metadata.name"), r.name  # rendered manifests are complete
+            # every object named (rendered manifests are complete), but Secrets: the provider names them
+            # so that a new value is a new Secret, replaced create-first (builder.Builder.secret)
+            assert (r.input("metadata.name", None) is None) is (r.type == SECRET), r.name
+            assert not r.delete_before_replace, r.name
             if r.type != "kubernetes:core/v1:Namespace":
                 assert r.input("metadata.namespace") == "orders-test"
     ns = kids["namespace"]
@@ -144,8 +147,8 @@ def test_plain_production_runtime_contract(pulumi_run):
     assert kids["config"].inputs["immutable"] is True
     assert c["envFrom"] == [
         {"configMapRef": {"name": config_name}},
-        {"secretRef": {"name": "orders-production-env"}},
-        {"secretRef": {"name": "orders-production-database"}},
+        {"secretRef": {"name": "orders-production-secret-(known after apply)"}},
+        {"secretRef": {"name": "orders-production-database-secret-(known after apply)"}},
     ]
     data = kids["config"].inputs["data"]
     assert data["MXRUNTIME_DTAPMode"] == "P" and data["CONSTANTS"] == '{"Orders.PageSize":20}'
@@ -260,7 +263,7 @@ def test_rbac_roles_and_subjects(pulumi_run):
     deploy_rules = roles["role-deploy"].input("rules")
     assert {"apiGroups": ["apps"], "resources": ["statefulsets", "statefulsets/scale"], "resourceNames": ["orders-acceptance"], "verbs": ["update", "patch"]} in deploy_rules
     # deploy writes the runtime Secret (admin password, storage keys) but never reads it
-    assert {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["orders-acceptance-env"], "verbs": ["update", "patch"]} in deploy_rules
+    assert {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["orders-acceptance-secret-(known after apply)"], "verbs": ["update", "patch"]} in deploy_rules
     assert not [r for r in deploy_rules if "secrets" in r["resources"] and {"get", "list", "watch"} & set(r["verbs"])]
     # nothing on ConfigMaps: the runtime's is immutable, constants change only through config
     assert not [r for r in deploy_rules if "configmaps" in r["resources"]]
@@ -268,10 +271,10 @@ def test_rbac_roles_and_subjects(pulumi_run):
     assert mon_rules[0] == {"apiGroups": [""], "resources": ["pods", "pods/log", "events"], "verbs": ["get", "list", "watch"]}
     assert all(set(r["verbs"]) <= {"get", "list", "watch"} for r in mon_rules)
     backup_rules = roles["role-backups"].input("rules")
-    assert {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["orders-acceptance-database"], "verbs": ["get"]} in backup_rules
+    assert {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["orders-acceptance-database-secret-(known after apply)"], "verbs": ["get"]} in backup_rules
     assert any(r["apiGroups"] == ["batch"] and "create" in r["verbs"] for r in backup_rules)
     # backups never reads the runtime secret (admin password)
-    assert not any("orders-acceptance-env" in r.get("resourceNames", []) for r in backup_rules)
+    assert not any("orders-acceptance-secret-(known after apply)" in r.get("resourceNames", []) for r in backup_rules)
     # manage sees the environment's RBAC; it can neither write a binding nor bind a Role (escalate, bind)
     manage_rules = roles["role-manage"].input("rules")
     assert manage_rules == [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"], "verbs": ["get", "list", "watch"]}]
@@ -316,7 +319,7 @@ def test_operator_mode_contract(pulumi_run):
     assert spec["runtime"]["scheduledEventExecution"] == "SPECIFIED" and spec["runtime"]["myScheduledEvents"] == ["Orders.SE_SendInvoices"]
     assert spec["runtime"]["microflowConstants"] == {"Orders.PageSize": "20"}
     assert spec["runtime"]["environmentVariables"] == [
-        {"name": "MX_Encryption_EncryptionKey", "valueFrom": {"secretKeyRef": {"name": "orders-uat-runtime", "key": "MX_Encryption_EncryptionKey"}}}
+        {"name": "MX_Encryption_EncryptionKey", "valueFrom": {"secretKeyRef": {"name": "orders-uat-secret-(known after apply)", "key": "MX_Encryption_EncryptionKey"}}}
     ]
     assert kids["secret"].inputs["stringData"].value == {"MX_Encryption_EncryptionKey": "Known-Encryption-Key-1234"}
     assert app.input("metadata.name") == "orders-uat" and app.input("metadata.namespace") == "mendix-apps"
@@ -329,7 +332,7 @@ def test_operator_mode_contract(pulumi_run):
     # the CR (its secret fields shown as [secret]) passes the repo's schema
     from mxinfra_kubernetes.render import manifests
 
-    docs = manifests([{"type": r.type, "inputs": public(r.inputs)} for r in kids.values()])
+    docs = manifests([{"type": r.type, "name": r.name, "inputs": public(r.inputs)} for r in kids.values()])
     (cr,) = [x for x in docs if x["kind"] == "MendixApp"]
     assert cr["spec"]["runtime"]["mxAdminPassword"] == "[secret]"
     jsonschema.Draft202012Validator(load_schema()).validate(cr)
@@ -337,7 +340,7 @@ def test_operator_mode_contract(pulumi_run):
     deploy_rules = kids["role-deploy"].input("rules")
     assert deploy_rules == [
         {"apiGroups": ["privatecloud.mendix.com"], "resources": ["mendixapps"], "resourceNames": ["orders-uat"], "verbs": ["get", "watch", "update", "patch"]},
-        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["orders-uat-runtime"], "verbs": ["update", "patch"]},
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["orders-uat-secret-(known after apply)"], "verbs": ["update", "patch"]},
     ]
     # the Operator's pods (by their labels): in from the controller; out to DNS, each other and egress: only
     np = kids["network-policy"]

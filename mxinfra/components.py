@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import pulumi
 import pulumi_random
@@ -20,6 +20,7 @@ class MendixEnvironmentArgs(TypedDict):
     deployment: Deployment
     environment: str
     shared: Any
+    shared_resources: NotRequired[list[pulumi.Resource]]  # what the target's deploy_app created
 
 
 class MendixEnvironment(pulumi.ComponentResource):
@@ -46,7 +47,8 @@ class MendixEnvironment(pulumi.ComponentResource):
             shared=args.get("shared"),
         )
         outputs = dict(deployment.target.deploy_environment(ctx))
-        self.activity = self._activity_log(deployment, prepared, [*ctx.depends_on, *self._children()])
+        shared = list(args.get("shared_resources", [])) if prepared.environment.is_production else []
+        self.activity = self._activity_log(deployment, prepared, [*ctx.depends_on, *self._children(), *shared])
         self.url = pulumi.Output.from_input(outputs.get("url", ""))
         self.role = pulumi.Output.from_input(prepared.environment.role.value)
         self.outputs = pulumi.Output.from_input(outputs)
@@ -73,11 +75,12 @@ class MendixEnvironment(pulumi.ComponentResource):
                 "instances": prepared.settings.instances,
                 "grantsDigest": grants_digest(prepared.access),
             },
-            # The activity resource depends on every other resource of the environment, so a destroy
-            # deletes it first. On production it is protected: `pulumi destroy` then fails on its very
-            # first step and deletes nothing, on every target, whatever the environment holds. (The
-            # engine deletes in dependency order and stops at a protected resource, so protecting the
-            # data alone would let everything that does not depend on it go first.)
+            # The activity resource depends on every other resource of the environment (and, on
+            # production, on the app's shared ones), so a destroy deletes it first. On production it is
+            # protected: the destroy fails at that step, and the engine then skips every deletion the
+            # failed one depends on, which is all of them: nothing of production is deleted, on every
+            # target. (The engine goes on with deletions outside that closure, so protecting the data
+            # alone would let everything that does not depend on it go.)
             pulumi.ResourceOptions(parent=self, depends_on=depends_on, protect=prepared.environment.is_production),
         )
 
@@ -128,10 +131,11 @@ class MendixApp(pulumi.ComponentResource):
         shared = deployment.target.deploy_app(
             AppContext(deployment, self, naming, {"mxinfra:app": name, "mxinfra:package-sha256": deployment.package.sha256})
         )
+        shared_resources = sorted(self._childResources, key=lambda r: r.pulumi_resource_name)
         children = {
             p.environment.name: MendixEnvironment(
                 p.naming.prefix,
-                {"deployment": deployment, "environment": p.environment.name, "shared": shared},
+                {"deployment": deployment, "environment": p.environment.name, "shared": shared, "shared_resources": shared_resources},
                 pulumi.ResourceOptions(parent=self),
             )
             for p in deployment.environments

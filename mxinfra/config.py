@@ -31,6 +31,7 @@ class RawConfig:
     values: Mapping[str, Any]
     secret_paths: frozenset[str] = frozenset()
     source: str = ""
+    warnings: tuple[str, ...] = ()  # about the stack file itself, shown with every environment
 
     def is_secret(self, path: str) -> bool:
         """True when `path` (e.g. `mxinfra:environments.production.adminPassword`) or a parent is secret."""

@@ -138,7 +138,7 @@ def prepare(raw: RawConfig, *, project: str, stack: str, base_dir: Path) -> Depl
                 tags=tags,
                 labels=kubernetes_labels(tags),
                 annotations=kubernetes_annotations(tags),
-                warnings=tuple(target.warnings(env, access, block)),
+                warnings=(*raw.warnings, *target.warnings(env, access, block)),
                 artifact=artifacts[env.name],
             )
         )

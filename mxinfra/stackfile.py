@@ -13,6 +13,19 @@ from .config import RawConfig
 from .errors import UserError
 
 SECRET_PLACEHOLDER = "[secret]"
+# The `encryptionsalt` lines of the bundled example stacks (examples/orders/stack_secrets.py wrote them
+# under a published passphrase): a stack file copied from one keeps it, and its secrets are then public.
+EXAMPLE_SALTS = frozenset({
+    "v1:+3qCcsA1ksE=:v1:iVucvzhXuGTJ3QbD:LN1t/iFkjtG6vs8AInldJyk7V2MD/Q==",
+    "v1:+lDm24hkFvk=:v1:CrCQR96XdzdWAyyi:X/zbb9yz2fWKChYYUvKFer6WxaH3Pg==",
+    "v1:R1f3D7sVAQo=:v1:4uIajkpb75oOy0/O:xfpAOzCNuDW3Jaq7NmNOAxHL9M4Eqg==",
+    "v1:UagHdENhfIQ=:v1:LegEzCC8N3/6CM0M:3EAeVMw3cfgWgqXL0xj1S5Pmcx1RgA==",
+    "v1:YIOJw/cazos=:v1:p8ahS7vh0iGjj3OZ:+tgxhpgN5sXhM+j8GWNks6+Oi22g7Q==",
+    "v1:e2xtHkVwVu0=:v1:r5y9WXJcdqEEabMl:IRsJDx0uezaizw61dGqzEaMO5PoElg==",
+    "v1:p1XdvTLu3PM=:v1:kfnDSati4KJRjtA5:X+EnnKr4O2k4ui2NUUjt37+0tZs+8Q==",
+    "v1:vK4umMJdK+U=:v1:cUYR52BVMeRLZV7K:l5913eXe2CYLCPzFLlx5i3QuRMB+8Q==",
+    "v1:xlqd1oOJfwI=:v1:JJZyeED1D+ov7jiO:HvLxlhowYPw/xSG6z2MVPARNysD7MQ==",
+})
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -194,7 +207,14 @@ def read_stack_config(project: Project, stack: str) -> RawConfig:
         full = key if ":" in key else f"{project.name}:{key}"
         _check_plain(value, full, path)
         values[full] = _walk_secrets(value, full, secrets)
-    return RawConfig(values, frozenset(secrets), str(path))
+    warnings: tuple[str, ...] = ()
+    if doc.get("encryptionsalt") in EXAMPLE_SALTS:
+        warnings = (
+            f"{path.name} is encrypted under the public example passphrase of the bundled stacks (its "
+            "encryptionsalt is theirs): anything set with `pulumi config set --secret` here can be read by "
+            "anyone; run `pulumi stack change-secrets-provider` and set every secret again",
+        )
+    return RawConfig(values, frozenset(secrets), str(path), warnings)
 
 
 def as_pulumi_config(raw: RawConfig) -> tuple[dict[str, str], list[str]]:

@@ -140,3 +140,50 @@ def test_production_destroy_stops_at_a_protected_anchor(fake_target, pulumi_run)
         assert activity.protect is protected and not activity.retain_on_delete  # unprotected, a destroy records itself
         # nothing depends on the anchor, so no other deletion can come before it
         assert not [r.name for r in res if activity.urn in r.dependencies]
+
+
+
+def _closure(res, start) -> set[str]:
+    """Every URN `start` waits for, as the engine's dependency graph has it: dependencies, provider and
+    parent, transitively."""
+    by_urn = {r.urn: r for r in res}
+    seen: set[str] = set()
+    frontier = [*start.dependencies, start.parent]
+    while frontier:
+        urn = frontier.pop()
+        if urn in seen or urn not in by_urn:
+            continue
+        seen.add(urn)
+        r = by_urn[urn]
+        frontier += [*r.dependencies, r.parent] + ([r.provider.rsplit("::", 1)[0]] if r.provider else [])
+    return seen
+
+
+def test_every_resource_of_a_production_stack_is_behind_the_anchor(fake_target, pulumi_run):
+    # After a failed step the engine still runs later deletions, skipping only what the failed one
+    # depends on: every custom resource of the stack but the other environments' must be in the
+    # protected anchor's dependencies, the app's shared resources included.
+    res = pulumi_run(lambda: MendixApp("orders", {"deployment": deployment(CONFIG)}), stack="production", project="orders")
+    anchor = res.one("pulumi-python:dynamic:Resource", "orders-production-activity")
+    behind = _closure(res, anchor)
+    uat = {r.urn for r in res.descendants(res.one(ENVIRONMENT_TYPE, "orders-uat"))}
+    exposed = [r.name for r in res if r.custom and r.urn != anchor.urn and r.urn not in uat and r.urn not in behind]
+    assert not exposed, exposed
+    assert res.one("mxtest:index:Cluster").urn in behind  # the app-level shared resource
+
+
+def test_shared_resources_nothing_references_are_behind_the_anchor_too(fake_target, pulumi_run, monkeypatch):
+    from fake_target import Thing
+
+    original = type(fake_target).deploy_app
+
+    def deploy_app(self, ctx):
+        Thing("mxtest:index:Registry", f"{ctx.naming.app}-registry", {}, ctx.opts())  # nothing refers to it
+        return original(self, ctx)
+
+    monkeypatch.setattr(type(fake_target), "deploy_app", deploy_app)
+    res = pulumi_run(lambda: MendixApp("orders", {"deployment": deployment(CONFIG)}), stack="production", project="orders")
+    behind = _closure(res, res.one("pulumi-python:dynamic:Resource", "orders-production-activity"))
+    assert res.one("mxtest:index:Registry").urn in behind
+    # not production: its destroy needs no anchor, and the shared resources are production's to keep
+    assert res.one("mxtest:index:Registry").urn not in res.one("pulumi-python:dynamic:Resource", "orders-uat-activity").dependencies

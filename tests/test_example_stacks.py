@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from mxinfra.config import RawConfig
@@ -93,8 +94,42 @@ def test_decrypted_config_is_valid(stack_file: Path) -> None:
     assert all(i.path.endswith("requirePromotionFrom") for i in gate), gate
 
 
-def test_old_stand_ins_would_be_refused() -> None:
-    # the form the stacks had before: base64 of a word, not a ciphertext; the check above must fail on it
-    key = _key(b"salt")
-    with pytest.raises(Exception):
-        _decrypt(key, "v1:" + base64.b64encode(b"production-database-url").decode())
+def test_decryption_checks_the_ciphertext() -> None:
+    # a value that is not this stack's ciphertext (another key, or one byte changed) never decrypts:
+    # GCM authenticates, so the test above cannot pass on stand-ins
+    f = ROOT / "stacks" / "Pulumi.acceptance.yaml"
+    doc = yaml.safe_load(f.read_text())
+    _, salt, _ = doc["encryptionsalt"].split(":", 2)
+    key = _key(base64.b64decode(salt))
+    (path, value), *_ = stack_secrets.secure_leaves(doc["config"])
+    assert _decrypt(key, value)  # the real one opens
+    version, nonce, ct = value.split(":")
+    raw = bytearray(base64.b64decode(ct))
+    raw[0] ^= 1
+    with pytest.raises(InvalidTag):
+        _decrypt(key, ":".join([version, nonce, base64.b64encode(bytes(raw)).decode()]))
+    with pytest.raises(InvalidTag):
+        _decrypt(_key(b"another salt"), value)
+
+
+def test_the_product_knows_every_example_salt() -> None:
+    # mxinfra.stackfile.EXAMPLE_SALTS must follow stack_secrets.py: a re-encrypted example changes them
+    from mxinfra.stackfile import EXAMPLE_SALTS
+
+    salts = {yaml.safe_load(f.read_text()).get("encryptionsalt") for f in STACK_FILES} - {None}
+    assert salts == EXAMPLE_SALTS
+
+
+def test_a_stack_copied_from_an_example_is_warned_about(tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copy(ROOT / "Pulumi.yaml", tmp_path / "Pulumi.yaml")
+    (tmp_path / "stacks").mkdir()
+    text = (ROOT / "stacks" / "Pulumi.acceptance.yaml").read_text()
+    (tmp_path / "stacks" / "Pulumi.mine.yaml").write_text(text)
+    salt = yaml.safe_load(text)["encryptionsalt"]
+    (tmp_path / "stacks" / "Pulumi.fresh.yaml").write_text(text.replace(salt, "v1:AAAAAAAAAAA=:v1:AAAAAAAAAAAAAAAA:AAAA"))
+    project = read_project(tmp_path)
+    (warning,) = read_stack_config(project, "mine").warnings
+    assert "Pulumi.mine.yaml" in warning and "public example passphrase" in warning and "change-secrets-provider" in warning
+    assert read_stack_config(project, "fresh").warnings == ()

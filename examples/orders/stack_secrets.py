@@ -9,6 +9,8 @@ then `pulumi config set --secret --path ...` for each key listed here).
 Run `python examples/orders/stack_secrets.py` (needs the engine toolchain: `./dev engine`) to write
 them again, for example after adding a secret to `VALUES`. Comments and layout of the stack files are
 kept: only the `encryptionsalt` line and the `secure:` strings change, and each file is replaced whole.
+New salts must then go into `mxinfra.stackfile.EXAMPLE_SALTS` (the plan warns about a stack file that
+carries one: it was copied from an example, so its secrets are readable by anyone).
 """
 
 from __future__ import annotations

@@ -111,4 +111,7 @@ def deploy(b: Builder) -> dict[str, Any]:
     ctx.runtime_resource(app)
     _network_policy(b)
     host = host_of(b.settings, ctx.deployment.config.app.name, ctx.environment.name)
-    return {"url": f"https://{host}", "namespace": lay.namespace, "mendixapp": lay.workload}
+    out: dict[str, Any] = {"url": f"https://{host}", "namespace": lay.namespace, "mendixapp": lay.workload}
+    if "secret" in b.created:
+        out["secrets"] = {"runtime": b.secret_name("secret")}  # named by the provider: see builder.secret
+    return out

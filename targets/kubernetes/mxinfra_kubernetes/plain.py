@@ -133,7 +133,9 @@ def deploy(b: Builder) -> dict[str, Any]:
             opts=b.opts(),
         )
     _quota(b, pvcs)
-    return {"url": f"https://{host}", "namespace": lay.namespace, "statefulset": lay.workload}
+    # The Secrets' names change with their values: a backup Job or a runbook takes them from here.
+    secrets = {"runtime": b.secret_name("secret"), "database": b.secret_name("database-secret")}
+    return {"url": f"https://{host}", "namespace": lay.namespace, "statefulset": lay.workload, "secrets": secrets}
 
 
 def config_map_name(lay: Layout, plain: Mapping[str, str]) -> str:

@@ -10,12 +10,14 @@ import yaml
 
 SECRET = "[secret]"
 AUTONAME_SUFFIX = "(known after apply)"  # = mxinfra.target.KNOWN_AFTER_APPLY (kept import-light)
+KEYS_ANNOTATION = "mxinfra.io/secret-keys"  # same as builder.KEYS_ANNOTATION (kept import-light)
 
 
 def autoname(resource_name: str) -> str:
     """How a Secret the provider names (`<resource name>-<8 random characters>`) is shown before apply."""
     return f"{resource_name}-{AUTONAME_SUFFIX}"
-KEYS_ANNOTATION = "mxinfra.io/secret-keys"  # same as builder.KEYS_ANNOTATION (kept import-light)
+
+
 _ORDER = [
     "Namespace",
     "ResourceQuota",

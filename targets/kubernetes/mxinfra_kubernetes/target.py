@@ -126,7 +126,7 @@ class KubernetesTarget(Target):
                 notes.append("quota " + ", ".join(f"{k}={v}" for k, v in sorted(hard.items())))
             elif kind == "StatefulSet" and inputs.get("metadata", {}).get("labels", {}).get("app.kubernetes.io/component") == "runtime":
                 notes.append(f"namespace {inputs['metadata'].get('namespace')}: pod {inputs['metadata'].get('name')}-0 is the cluster leader")
-            elif kind == "MendixApp" and "Patch" not in r["type"]:
+            elif kind == "MendixApp":
                 notes.append(f"namespace {inputs['metadata'].get('namespace')}: the Mendix Operator runs MendixApp {inputs['metadata'].get('name')}")
         return sorted(notes)
 

@@ -17,7 +17,7 @@ import pytest
 
 from .mockrun import Computed, Registration, Sealed, public, reveal
 
-__all__ = ["Computed", "Resources", "Sealed", "public", "registered_target", "reveal"]
+__all__ = ["Computed", "Resources", "Sealed", "engine_secrets", "public", "registered_target", "reveal", "walk_inputs"]
 
 
 class Resources(list):
@@ -59,6 +59,43 @@ class Resources(list):
     def listing(self) -> str:
         """One line per registration: type and name."""
         return "\n".join(f"  {r.type} {r.name}" for r in self)
+
+
+def walk_inputs(value: Any) -> Iterator[Any]:
+    """Every key and leaf of a nested structure of inputs, secrets unwrapped (to look for a value)."""
+    if isinstance(value, Sealed):
+        yield from walk_inputs(value.value)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from walk_inputs(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from walk_inputs(v)
+    else:
+        yield value
+
+
+@contextlib.contextmanager
+def engine_secrets(*keys: str) -> Iterator[None]:
+    """Within this block `mxinfra plan` reads a stack's config as the engine hands it to a program:
+    `keys` (config keys or paths) are secrets, as if set with `pulumi config set --secret`, although
+    the stack file holds them in plain text (so a test knows the values it looks for in the output)."""
+    from dataclasses import replace
+
+    from . import plan, stackfile
+
+    real = stackfile.read_stack_config
+    original = plan.read_stack_config
+
+    def read(project: Any, stack: str) -> Any:
+        return replace(real(project, stack), secret_paths=frozenset(keys))
+
+    plan.read_stack_config = read
+    try:
+        yield
+    finally:
+        plan.read_stack_config = original
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from mxinfra.cli import main
+from mxinfra.testing import engine_secrets
 
 from scaffold import ROOT, app_config
 
@@ -74,25 +75,13 @@ def test_no_secret_value_in_output_or_artifacts(project, fake_target, capsys, tm
     err = capsys.readouterr().err
     assert rc == 2 and "plain text" in err and PROD_PASSWORD not in err
     # the same values marked secret by the engine (whole key secret) are masked everywhere
-    from mxinfra import stackfile
-
-    real = stackfile.read_stack_config
-
-    def with_engine_secrets(proj, stack):
-        raw = real(proj, stack)
-        return stackfile.RawConfig(raw.values, frozenset({"mxinfra:environments", "mxinfra:fake"}), raw.source)
-
-    stackfile_patch = pytest.MonkeyPatch()
-    stackfile_patch.setattr("mxinfra.plan.read_stack_config", with_engine_secrets)
-    try:
+    with engine_secrets("mxinfra:environments", "mxinfra:fake"):
         out_dir = tmp_path / "out"
         rc = main(["plan", "-s", "production", "-C", str(project.path), "--json", "--out", str(out_dir)])
         out = capsys.readouterr()
         assert rc == 0, out.err
         rc = main(["plan", "-s", "production", "-C", str(project.path)])
         tree = capsys.readouterr().out
-    finally:
-        stackfile_patch.undo()
     written = "".join(p.read_text() for p in out_dir.rglob("*") if p.is_file())
     assert written
     for text in (out.out, out.err, tree, written):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import pulumi
 from mxinfra.config import RawConfig
 from mxinfra.deployment import prepare
 from mxinfra.mockrun import Sealed, run_mocked
-from mxinfra.testing import Resources
+from mxinfra.testing import Resources, walk_inputs
 
 ROOT = Path(__file__).resolve().parents[3]
 MDA = ROOT / "examples" / "orders" / "orders-1.4.2.mda"
@@ -90,21 +90,7 @@ def lint(doc: dict[str, Any], *, trust_for: str | None = None, community: bool =
     return [(f.issue, f.detail) for f in policy.findings]
 
 
-def walk(value: Any) -> Iterator[Any]:
-    """Every leaf of a nested structure of inputs (secrets unwrapped)."""
-    from mxinfra.testing import Sealed
-
-    if isinstance(value, Sealed):
-        yield from walk(value.value)
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield k
-            yield from walk(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from walk(v)
-    else:
-        yield value
+walk = walk_inputs  # every key and leaf of a structure of inputs, secrets unwrapped
 
 
 # --- a mock run as `pulumi up` would see it: the cloud's outputs are known --------------------------

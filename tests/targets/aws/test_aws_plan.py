@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mxinfra.cli import main
+from mxinfra.testing import engine_secrets
 
 from awshelpers import ACCOUNT, ADMIN_PASSWORD, ENCRYPTION_KEY, LICENSE_KEY, ROOT, config, lint
 
@@ -73,21 +74,9 @@ def test_plan_json(capsys, example_project):
 def test_known_secret_values_never_printed(project, capsys, tmp_path):
     # Known plaintext values behind the secret keys, as the engine would decrypt them.
     project.stack("aws-production", config("production"))
-    from mxinfra import stackfile
-
-    real = stackfile.read_stack_config
-
-    def with_engine_secrets(proj, stack):
-        raw = real(proj, stack)
-        return stackfile.RawConfig(raw.values, frozenset({"mxinfra:environments"}), raw.source)
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr("mxinfra.plan.read_stack_config", with_engine_secrets)
-    try:
+    with engine_secrets("mxinfra:environments"):
         rc = main(["plan", "-s", "aws-production", "-C", str(project.path), "--out", str(tmp_path)])
         out = capsys.readouterr()
-    finally:
-        mp.undo()
     assert rc == 0, out.err
     written = "".join(p.read_text() for p in tmp_path.rglob("*.json"))
     assert written

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from mxinfra.config import RawConfig
 from mxinfra.deployment import prepare
-from mxinfra.mockrun import Sealed
+from mxinfra.testing import walk_inputs
 
 ROOT = Path(__file__).resolve().parents[3]
 MDA = ROOT / "examples" / "orders" / "orders-1.4.2.mda"
@@ -71,19 +70,7 @@ def deployment(cfg: dict[str, Any], stack: str = "azure-production") -> Any:
     return prepare(RawConfig(cfg, frozenset({"mxinfra:environments"})), project="orders", stack=stack, base_dir=ROOT)
 
 
-def walk(value: Any) -> Iterator[Any]:
-    """Every key and leaf of a nested structure of inputs (secrets unwrapped)."""
-    if isinstance(value, Sealed):
-        yield from walk(value.value)
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield k
-            yield from walk(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from walk(v)
-    else:
-        yield value
+walk = walk_inputs  # every key and leaf of a structure of inputs, secrets unwrapped
 
 
 def env_of(app: Any) -> dict[str, dict[str, Any]]:

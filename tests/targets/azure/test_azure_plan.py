@@ -8,6 +8,7 @@ import json
 import pytest
 
 from mxinfra.cli import main
+from mxinfra.testing import engine_secrets
 from scaffold import copy_example, record_deploy
 
 from azhelpers import ADMIN_PASSWORD, ENCRYPTION_KEY, LICENSE_KEY, config
@@ -79,21 +80,9 @@ def test_plan_json_exports_role_definitions_and_scopes(capsys, azure_example):
 
 def test_known_secret_values_never_printed(project, capsys, tmp_path):
     project.stack("azure-acceptance", config("acceptance", env={"license": {"id": "lic-1", "key": LICENSE_KEY}, "secretConstants": {"Encryption.EncryptionKey": ENCRYPTION_KEY}}))
-    from mxinfra import stackfile
-
-    real = stackfile.read_stack_config
-
-    def with_engine_secrets(proj, stack):
-        raw = real(proj, stack)
-        return stackfile.RawConfig(raw.values, frozenset({"mxinfra:environments"}), raw.source)
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr("mxinfra.plan.read_stack_config", with_engine_secrets)
-    try:
+    with engine_secrets("mxinfra:environments"):
         rc = main(["plan", "-s", "azure-acceptance", "-C", str(project.path), "--out", str(tmp_path), "--json"])
         out = capsys.readouterr()
-    finally:
-        mp.undo()
     assert rc == 0, out.err
     written = "".join(p.read_text() for p in tmp_path.rglob("*.json"))
     assert written and "keyvault:Secret" in out.out

@@ -13,6 +13,7 @@ import pytest
 from mxinfra.cli import main
 from mxinfra.config import RawConfig
 from mxinfra.deployment import prepare
+from mxinfra.testing import engine_secrets
 from mxinfra_cloudfoundry import uaa
 from mxinfra_cloudfoundry.provider import AppProvider, SpaceRoleProvider
 
@@ -197,26 +198,14 @@ def test_credentials_never_in_registered_inputs(pulumi_run, monkeypatch, role):
 
 
 def test_credentials_never_in_plan_or_manifest(project, capsys, tmp_path):
-    from mxinfra import stackfile
-
     out_dir = tmp_path / "out"  # (tmp_path holds the project and its stack file too)
     cfg = config("production", cf={"credentials": {"passwordGrant": {"username": "deployer", "password": PG_PASSWORD}}})
     project.stack("cf-production", cfg)
-    real = stackfile.read_stack_config
-
-    def with_engine_secrets(proj, stack):
-        raw = real(proj, stack)
-        return stackfile.RawConfig(raw.values, frozenset({"mxinfra:environments", "mxinfra:cloudfoundry.credentials.passwordGrant.password"}), raw.source)
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr("mxinfra.plan.read_stack_config", with_engine_secrets)
-    try:
+    with engine_secrets("mxinfra:environments", "mxinfra:cloudfoundry.credentials.passwordGrant.password"):
         rc = main(["plan", "-s", "cf-production", "-C", str(project.path), "--out", str(out_dir)])
         out = capsys.readouterr()
         rc_json = main(["plan", "-s", "cf-production", "-C", str(project.path), "--json"])
         out_json = capsys.readouterr()
-    finally:
-        mp.undo()
     assert rc == 0 and rc_json == 0, out.err
     written = "".join(p.read_text() for p in out_dir.rglob("*") if p.is_file())
     assert "applications" in written

@@ -4,6 +4,8 @@ config exits 2 with the key path."""
 from __future__ import annotations
 
 import pytest
+
+from mxinfra.testing import engine_secrets
 import yaml
 
 from mxinfra.cli import main
@@ -78,23 +80,11 @@ def test_plan_json_protects_production_data(capsys, cf_project):
 
 def test_known_secret_values_never_printed(project, capsys, tmp_path):
     project.stack("cf-production", config("production"))
-    from mxinfra import stackfile
-
-    real = stackfile.read_stack_config
-
-    def with_engine_secrets(proj, stack):
-        raw = real(proj, stack)
-        return stackfile.RawConfig(raw.values, frozenset({"mxinfra:environments"}), raw.source)
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr("mxinfra.plan.read_stack_config", with_engine_secrets)
-    try:
+    with engine_secrets("mxinfra:environments"):
         rc = main(["plan", "-s", "cf-production", "-C", str(project.path), "--out", str(tmp_path)])
         out = capsys.readouterr()
         rc_json = main(["plan", "-s", "cf-production", "-C", str(project.path), "--json"])
         out_json = capsys.readouterr()
-    finally:
-        mp.undo()
     assert rc == 0 and rc_json == 0, out.err
     written = "".join(p.read_text() for p in tmp_path.rglob("*.yml"))
     assert "((LICENSE_KEY))" in written

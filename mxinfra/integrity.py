@@ -111,11 +111,7 @@ def _inflate(fd: int, members: MemberTable, i: int, buf: bytearray) -> str | Non
                 return "its compressed data ends before the deflate stream does"
     except (zlib.error, OSError, ValueError, OverflowError) as exc:
         return f"cannot be decompressed: {exc}"
-    if produced != file_size:
-        return f"decompresses to {produced} bytes: its header declares {file_size}"
-    if crc != members.crcs[i]:
-        return "CRC-32 mismatch: its content does not match the checksum recorded in the archive"
-    return None
+    return _outcome(members, i, produced, crc)
 
 
 def _inflate_other(fd: int, members: MemberTable, i: int, start: int) -> str | None:
@@ -133,6 +129,12 @@ def _inflate_other(fd: int, members: MemberTable, i: int, start: int) -> str | N
         return f"is cut off: {exc}"
     except _ARCHIVE_ERRORS as exc:
         return f"cannot be decompressed: {exc}"
+    return _outcome(members, i, produced, crc)
+
+
+def _outcome(members: MemberTable, i: int, produced: int, crc: int) -> str | None:
+    """The problem with member `i` once fully inflated (`produced` bytes, CRC-32 `crc`), or None."""
+    file_size = members.file_sizes[i]
     if produced != file_size:
         return f"decompresses to {produced} bytes: its header declares {file_size}"
     if crc != members.crcs[i]:

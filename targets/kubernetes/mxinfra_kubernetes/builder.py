@@ -94,11 +94,9 @@ class Builder:
         # (`<app>-<env>-<kind>-<8 random>`) is replaced create-first. Everything that reads it takes
         # its name from `secret_name`, so a new value makes a new Secret, the pods roll onto it, and the
         # old one is deleted; a fixed name would be deleted first and the pods would keep the old value.
-        meta = self.layout.metadata("", component, per_release=False, annotations={KEYS_ANNOTATION: ",".join(sorted(values))})
-        del meta["name"]
         res = k8s.core.v1.Secret(
             self.logical(kind),
-            metadata=meta,
+            metadata=self.layout.metadata(None, component, per_release=False, annotations={KEYS_ANNOTATION: ",".join(sorted(values))}),
             type="Opaque",
             string_data={k: secret_input(v) for k, v in sorted(values.items())},
             opts=self.opts(),

@@ -87,9 +87,12 @@ class Layout:
             out["app.kubernetes.io/component"] = component
         return dict(sorted(out.items()))
 
-    def metadata(self, name: str, component: str | None = None, *, per_release: bool = True, namespaced: bool = True, annotations: Mapping[str, str] | None = None) -> dict:
-        """ObjectMeta with an explicit name (so rendered manifests are complete) and the labels."""
-        meta: dict = {"name": name, "labels": self.object_labels(component, per_release=per_release)}
+    def metadata(self, name: str | None, component: str | None = None, *, per_release: bool = True, namespaced: bool = True, annotations: Mapping[str, str] | None = None) -> dict:
+        """ObjectMeta with the labels and an explicit name (so rendered manifests are complete); None
+        leaves the name to the provider (builder.Builder.secret says why)."""
+        meta: dict = {"labels": self.object_labels(component, per_release=per_release)}
+        if name is not None:
+            meta = {"name": name, **meta}
         if namespaced:
             meta["namespace"] = self.namespace
         if annotations:

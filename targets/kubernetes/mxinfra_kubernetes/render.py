@@ -67,8 +67,9 @@ def manifests(resources: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         if not r["type"].startswith("kubernetes:"):
             continue  # providers, random passwords, components
         doc = _document(r["inputs"])
-        if "name" not in doc.get("metadata", {"name": ""}):
-            doc["metadata"] = {"name": autoname(r["name"]), **doc["metadata"]}
+        meta = doc.get("metadata")
+        if meta is not None and "name" not in meta:  # named by the provider on apply
+            doc["metadata"] = {"name": autoname(r["name"]), **meta}
         if doc.get("kind") == "Secret":
             _mask_secret(doc)
         docs.append(doc)

@@ -13,7 +13,7 @@ import pytest
 from mxinfra.cli import main
 from mxinfra.config import RawConfig
 from mxinfra.deployment import prepare
-from mxinfra.testing import engine_secrets
+from mxinfra.testing import engine_secrets, walk_inputs
 from mxinfra_cloudfoundry import uaa
 from mxinfra_cloudfoundry.provider import AppProvider, SpaceRoleProvider
 
@@ -144,20 +144,10 @@ def test_secret_credentials_plan(project, capsys, credentials):
 # --- never in the state, the plan or a manifest -------------------------------------------------------
 
 
-def _strings(node):
-    if isinstance(node, str):
-        yield node
-    elif isinstance(node, dict):
-        for k, v in node.items():
-            yield k
-            yield from _strings(v)
-    elif isinstance(node, list):
-        for v in node:
-            yield from _strings(v)
-
-
 def _contains(node, needle: str) -> bool:
-    for s in _strings(node):
+    for s in walk_inputs(node):
+        if not isinstance(s, str):
+            continue
         if needle in s:
             return True
         if len(s) > 64:  # the pickled provider (__provider) and anything else base64: look inside

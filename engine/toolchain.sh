@@ -58,9 +58,21 @@ for name in CLI_VERSION LANGHOST_VERSION K8S_PROVIDER_MODULE_VERSION ETCD_VERSIO
   [ -n "${!name}" ] || die "cannot read $name from the wrapper go.mod files under $ENGINE_DIR"
 done
 
+# pulumi-random: the proxy refuses its module, so it is built from the provider source the workplace
+# keeps beside the checkout (third-party code, never copied into this repository). This is the one
+# place the repository reads ../shared; without it the toolchain is built without the random plugin
+# and says so (the stacks that generate passwords then cannot run under the engine).
+RANDOM_SRC="${MXINFRA_RANDOM_SRC:-$REPO_DIR/../shared/vendor/pulumi-random/provider}"
+if [ -f "$RANDOM_SRC/go.mod" ] && [ -d "$RANDOM_SRC/cmd/pulumi-resource-random" ]; then
+  RANDOM_SRC="$(cd "$RANDOM_SRC" && pwd)"
+  RANDOM_ID=$( { cat "$RANDOM_SRC/go.mod" "$RANDOM_SRC/go.sum"; find "$RANDOM_SRC" -name '*.go' -type f | LC_ALL=C sort | xargs cat; } | sha256sum | cut -c1-12)
+else
+  RANDOM_SRC=""; RANDOM_ID=none
+fi
+
 key() {
   # Everything that decides the binaries: this script, the wrapper modules and the Python pins.
-  { echo "py=$PY_PULUMI k8s=$PY_KUBERNETES random=$PY_RANDOM"
+  { echo "py=$PY_PULUMI k8s=$PY_KUBERNETES random=$PY_RANDOM random-src=$RANDOM_ID"
     cat "$ENGINE_DIR/toolchain.sh"
     for m in cli langhost provider-kubernetes etcd kube; do cat "$ENGINE_DIR/$m/go.mod" "$ENGINE_DIR/$m/go.sum"; done
   } | sha256sum | cut -c1-16
@@ -83,7 +95,7 @@ pulumi-language-python: github.com/pulumi/pulumi/sdk/v3@$LANGHOST_VERSION (pytho
 pulumi-language-python-exec, pulumi-resource-pulumi-python: github.com/pulumi/pulumi/sdk/v3@$SCRIPTS_VERSION (python/cmd, python/dist)
 pulumi-analyzer-policy-python: not built (not in sdk/v3@$SCRIPTS_VERSION)
 pulumi-resource-kubernetes: github.com/pulumi/pulumi-kubernetes/provider/v4@$K8S_PROVIDER_MODULE_VERSION (reports $K8S_PROVIDER_VERSION)
-pulumi-resource-random: not built (no github.com/pulumi/pulumi-random module is served by the proxy here)
+pulumi-resource-random: $( [ -n "$RANDOM_SRC" ] && echo "provider source $RANDOM_ID (reports $PY_RANDOM), from the workplace's vendor copy" || echo "not built (the proxy refuses github.com/pulumi/pulumi-random; no vendor source beside the checkout)")
 etcd: go.etcd.io/etcd/server/v3@$ETCD_VERSION
 kube-apiserver, kube-controller-manager, kubectl: k8s.io/kubernetes@$KUBE_VERSION (staging modules at v0.${KUBE_VERSION#v1.})
 EOF
@@ -153,6 +165,24 @@ build() {
   gobuild "$pk" "$bin/pulumi-resource-kubernetes" \
     "-X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$K8S_PROVIDER_VERSION" \
     ./cmd/pulumi-resource-kubernetes
+
+  # pulumi-random, from the vendor source (see RANDOM_SRC above): its embedded schema carries the
+  # version the Python SDK asks for (what the provider's generate.go writes, without needing pkg/v3).
+  if [ -n "$RANDOM_SRC" ]; then
+    local pr="$tmp/work/provider-random"
+    cp -R "$RANDOM_SRC" "$pr"; chmod -R u+w "$pr"
+    python3 - "$pr/cmd/pulumi-resource-random" "$PY_RANDOM" <<'PYEOF'
+import json, sys, pathlib
+d = pathlib.Path(sys.argv[1]); spec = json.loads((d / "schema.json").read_text())
+spec["version"] = sys.argv[2]
+(d / "schema-embed.json").write_text(json.dumps(spec))
+PYEOF
+    gobuild "$pr" "$bin/pulumi-resource-random" \
+      "-X github.com/pulumi/pulumi-random/provider/v4/pkg/version.Version=$PY_RANDOM" \
+      ./cmd/pulumi-resource-random
+  else
+    echo "== pulumi-resource-random not built: no provider source at ${MXINFRA_RANDOM_SRC:-../shared/vendor/pulumi-random/provider}" >&2
+  fi
 
   # Kubernetes: the version ldflags hack/lib/version.sh sets (else clients see v0.0.0).
   local kv="${KUBE_VERSION#v}" kflags=""

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .components import ENVIRONMENT_TYPE
+from .errors import UserError
 from .deployment import deferred_gate, prepare
 from .mockrun import Registration, public, run_mocked
 from .stackfile import Project, as_pulumi_config, read_project, read_stack_config
@@ -125,6 +126,12 @@ def _attribute(registrations: list[Registration], deployment: Deployment) -> dic
 def run_plan(directory: Path, stack: str) -> PlanResult:
     """Validate the stack and run its program under mocks; UserError/ConfigError/MdaError for bad input."""
     project = read_project(directory)
+    if not project.main.is_file():
+        # Pulumi runs `main` (default: the project directory's __main__.py); without it there is no program.
+        raise UserError(
+            f"{project.main}: no such file: the Pulumi program of project {project.name!r}; write it (three lines: "
+            "`from mxinfra.program import run` then `run()`), or set `main:` in Pulumi.yaml to the file that holds it"
+        )
     raw = read_stack_config(project, stack)
     with _in_project(project.directory), deferred_gate() as gate:
         deployment = prepare(raw, project=project.name, stack=stack, base_dir=project.directory)

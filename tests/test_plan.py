@@ -218,3 +218,12 @@ def test_out_must_be_a_directory(project, fake_target, capsys, tmp_path):
     target.write_text("keep me")
     assert main(["plan", "-s", "production", "-C", str(project.path), "--out", str(target)]) == 2
     assert "is a file" in capsys.readouterr().err and target.read_text() == "keep me"
+
+
+def test_a_project_without_its_program_is_a_config_problem(project, fake_target, capsys):
+    """Issue 18 (found by the installed-wheel test): a project with no __main__.py crashed as an internal error."""
+    project.stack("production", app_config(target="fake"))
+    (project.path / "__main__.py").unlink()
+    assert main(["plan", "-s", "production", "-C", str(project.path)]) == 2
+    err = capsys.readouterr().err
+    assert "__main__.py: no such file" in err and "from mxinfra.program import run" in err and "Traceback" not in err

@@ -1,0 +1,133 @@
+"""The `mxinfra:aws` block: what an organisation brings (network, certificate, image) and a few choices."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mxinfra.artifacts import parse_image
+from mxinfra.egress import EgressRule
+from mxinfra.exposure import parse_cidr
+
+# `[0-9]`, not `\d` (which accepts other scripts' digits), and fullmatch, not `$` (which accepts a trailing newline).
+ACCOUNT_ID = re.compile(r"[0-9]{12}")
+REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]")
+CLUSTER_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
+CLUSTER_ARN = re.compile(r"arn:aws[a-z-]*:ecs:(?P<region>[a-z]{2}(-[a-z]+)+-[0-9]):(?P<account>[0-9]{12}):cluster/(?P<name>[A-Za-z0-9_-]{1,255})")
+PUBLIC_CIDRS = ("0.0.0.0/0", "::/0")
+# The VPC tag that marks a production network: production requires it, other tiers refuse it.
+TIER_TAG = "mxinfra:tier"
+PRODUCTION_TIER = "production"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class DatabaseConfig(_Strict):
+    """RDS PostgreSQL sizing; defaults are per role (see README)."""
+
+    instanceClass: str | None = Field(None, description="e.g. db.t4g.small; default by role")
+    allocatedStorageGb: int = Field(20, ge=20, le=65536)
+    maxAllocatedStorageGb: int = Field(100, ge=20, le=65536, description="storage autoscaling ceiling")
+    engineVersion: str = Field("16", pattern=r"^1[4-9](\.[0-9]+)?$", description="PostgreSQL major (or major.minor) version")
+    passwordRotationDays: int = Field(30, ge=1, le=365, description="days between rotations of the RDS-managed master password (each one redeploys the services)")
+
+
+class AwsConfig(_Strict):
+    """`mxinfra:aws`: the target's settings, shared by the stack's environments."""
+
+    accountId: str = Field(description="The 12-digit AWS account the stack deploys into (ARNs are built from it)")
+    vpcId: str = Field(pattern=r"^vpc-[0-9a-f]{8,17}$", description="The existing VPC (vpc-...)")
+    vpcCidr: str = Field(description="The VPC's (primary) CIDR block: the runtime's HTTPS egress to the VPC's interface endpoints; checked against the VPC at deploy time")
+    vpcTags: dict[str, str] = Field(default_factory=dict, description="Tags the VPC carries (checked at deploy time): production needs mxinfra:tier=production")
+    allowSharedVpc: bool = Field(False, description="Explicit opt-in: environments of different tiers in one VPC (warned)")
+    s3PrefixListId: str | None = Field(None, pattern=r"^pl-[0-9a-f]{8,17}$", description="The region's S3 prefix list (gateway endpoint): HTTPS egress to S3 outside the VPC CIDR")
+    egress: list[EgressRule] = Field(default_factory=list, max_length=50, description="What the app calls out to, besides the database, the VPC's endpoints and S3")
+    allowWideEgress: bool = Field(False, description="Explicit opt-in to /8 or wider egress rules on a stack with production")
+    subnetIds: list[str] = Field(min_length=2, description="Private subnets in at least two availability zones, for the service and the database")
+    loadBalancerSubnetIds: list[str] | None = Field(None, min_length=2, description="Subnets of the load balancer (public ones for an internet-facing ALB); default: subnetIds")
+    certificateArn: str = Field(pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[0-9a-f-]+$", description="ACM certificate of the HTTPS listener")
+    image: str = Field(min_length=1, description="The Docker-buildpack image of the app (ECR URI or registry reference)")
+    ingressCidrs: list[str] = Field(min_length=1, description="Who may reach the load balancer (443, and 80 redirecting to 443)")
+    allowPublicIngress: bool = Field(False, description="Explicit opt-in to 0.0.0.0/0 or ::/0 on production")
+    internal: bool = Field(False, description="An internal (VPC-only) load balancer")
+    assignPublicIp: bool = Field(False, description="Give tasks a public IP (only for subnets without a NAT gateway)")
+    cluster: str | None = Field(None, description="An existing ECS cluster (name or ARN); default: one is created per app")
+    cpuArchitecture: str = Field("X86_64", pattern=r"^(X86_64|ARM64)$")
+    hostnames: dict[str, str] = Field(default_factory=dict, description="Environment name -> hostname the certificate covers (the URL output)")
+    permissionsBoundaryArn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:policy/.+$")
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+
+    @field_validator("accountId")
+    @classmethod
+    def _account(cls, v: str) -> str:
+        if not ACCOUNT_ID.fullmatch(v):
+            raise ValueError("must be a 12-digit AWS account id")
+        return v
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str) -> str:
+        from .policies import ECR_REGISTRY, ECR_REPOSITORY
+
+        ref = parse_image(v)
+        if ref is None:
+            raise ValueError(f"{v!r} is not an image reference: registry/repository[:tag][@sha256:<digest>], lowercase repository components, no wildcards")
+        if ref.registry is not None and ".dkr.ecr." in ref.registry:
+            if not ECR_REGISTRY.fullmatch(ref.registry):
+                raise ValueError(f"{ref.registry!r} is not an ECR registry (<account>.dkr.ecr.<region>.amazonaws.com)")
+            if not ECR_REPOSITORY.fullmatch(ref.repository) or len(ref.repository) > 256:
+                raise ValueError(f"{ref.repository!r} is not an ECR repository name")
+        return v
+
+    @field_validator("vpcCidr")
+    @classmethod
+    def _vpc_cidr(cls, v: str) -> str:
+        if parse_cidr(v).version != 4:
+            raise ValueError("the VPC's primary CIDR block is IPv4")
+        return v
+
+    @property
+    def production_vpc(self) -> bool:
+        """True when the stack declares its VPC a production network."""
+        return self.vpcTags.get(TIER_TAG) == PRODUCTION_TIER
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster(cls, v: str | None) -> str | None:
+        if v is not None and not (CLUSTER_NAME.fullmatch(v) or CLUSTER_ARN.fullmatch(v)):
+            raise ValueError(f"{v!r} is neither a cluster name ([A-Za-z0-9_-], at most 255) nor arn:aws:ecs:<region>:<account>:cluster/<name>")
+        return v
+
+    @field_validator("subnetIds", "loadBalancerSubnetIds")
+    @classmethod
+    def _subnets(cls, v: list[str] | None) -> list[str] | None:
+        for s in v or []:
+            if not re.fullmatch(r"subnet-[0-9a-f]{8,17}", s):
+                raise ValueError(f"{s!r} is not a subnet id (subnet-...)")
+        return v
+
+    @field_validator("ingressCidrs")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for c in v:
+            parse_cidr(c)
+        return v
+
+    @property
+    def cluster_name(self) -> str | None:
+        """The existing cluster's name (the part after `cluster/` of an ARN)."""
+        if self.cluster is None:
+            return None
+        m = CLUSTER_ARN.fullmatch(self.cluster)
+        return m["name"] if m else self.cluster
+
+    @property
+    def cluster_arn_parts(self) -> tuple[str, str] | None:
+        """(region, account) of an existing cluster given as an ARN; None for a name or no cluster."""
+        m = CLUSTER_ARN.fullmatch(self.cluster or "")
+        return (m["region"], m["account"]) if m else None
+
+

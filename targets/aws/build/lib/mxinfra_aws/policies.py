@@ -1,0 +1,525 @@
+"""IAM policy documents, built by pure functions from names and ARNs known before anything exists.
+
+Every physical name the target uses is set explicitly, so every ARN can be computed from the account,
+region and names: the same documents are deployed, rendered by `mxinfra plan --out` and linted in tests.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mxinfra.naming import Naming
+
+VERSION = "2012-10-17"
+ROLE_PATH = "/mxinfra/"
+_IAM_NAME = "a-zA-Z0-9+=,.@_-"
+# Use with fullmatch: `[0-9]`, not `\d` (other scripts' digits); no `$` (it accepts a trailing newline).
+PRINCIPAL = re.compile(r"[0-9]{12}|arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:(root|(role|user)/[A-Za-z0-9+=,.@_/-]+)")
+# An ECR registry host; the repository comes from the core's image-reference grammar (no wildcards).
+ECR_REGISTRY = re.compile(r"(?P<account>[0-9]{12})\.dkr\.ecr\.(?P<region>[a-z]{2}(-[a-z]+)+-[0-9])\.amazonaws\.com(\.cn)?")
+# ECR repository names (and at most 256 characters): lowercase path components, no wildcard.
+ECR_REPOSITORY = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
+
+Document = dict[str, Any]
+
+
+def partition_of(region: str) -> str:
+    """The ARN partition of `region`."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+def principal_arn(principal: str, partition: str = "aws") -> str:
+    """An IAM principal for a trust policy: ARNs as given, a bare account id as its root."""
+    return f"arn:{partition}:iam::{principal}:root" if principal.isdigit() else principal
+
+
+@dataclass(frozen=True)
+class Arns:
+    """The names and ARNs of one environment's resources, derived deterministically."""
+
+    region: str
+    account: str
+    cluster: str
+    naming: Naming
+    postgres_major: str = "16"
+    # Whether the environment runs a follower service (instances >= 2) next to its leader service.
+    followers: bool = False
+    # The services' network configuration, which the deploy role may not change.
+    subnets: tuple[str, ...] = ()
+    assign_public_ip: bool = False
+
+    @property
+    def partition(self) -> str:
+        """The ARN partition."""
+        return partition_of(self.region)
+
+    def _arn(self, service: str, resource: str, region: bool = True) -> str:
+        return f"arn:{self.partition}:{service}:{self.region if region else ''}:{self.account}:{resource}"
+
+    # names -----------------------------------------------------------------------------------------
+    @property
+    def service_name(self) -> str:
+        """The leader's ECS service (and task family) name."""
+        return self.naming.physical()
+
+    @property
+    def follower_service_name(self) -> str:
+        """The followers' ECS service (and task family) name."""
+        return self.naming.physical("follower")
+
+    @property
+    def service_names(self) -> tuple[str, ...]:
+        """The ECS services (and task families) the environment runs: the leader's, then the followers' if any."""
+        return (self.service_name, self.follower_service_name) if self.followers else (self.service_name,)
+
+    @property
+    def log_group_name(self) -> str:
+        """The CloudWatch log group of the runtime."""
+        return f"/mxinfra/{self.naming.app}/{self.naming.environment}"
+
+    @property
+    def secret_name(self) -> str:
+        """The Secrets Manager secret holding the runtime's secret values."""
+        return f"mxinfra/{self.naming.app}/{self.naming.environment}/runtime"
+
+    @property
+    def bucket_name(self) -> str:
+        """The file-storage bucket (globally unique: account and region in the name)."""
+        return self.naming.physical(f"files-{self.account}-{self.region}", max_len=63)
+
+    @property
+    def db_identifier(self) -> str:
+        """The RDS instance identifier (also its subnet group's name)."""
+        return self.naming.physical("db", max_len=60)
+
+    @property
+    def topic_name(self) -> str:
+        """The SNS topic alerts go to."""
+        return self.naming.physical("alerts", max_len=256)
+
+    @property
+    def final_snapshot_prefix(self) -> str:
+        """Final snapshots are `<db>-final-<random hex>`: a new suffix per instance, so a second destroy does not collide."""
+        return f"{self.db_identifier}-final"
+
+    @property
+    def alarm_names(self) -> list[str]:
+        """The running-tasks alarms: the leader's, then the followers' if any."""
+        return [f"{self.naming.prefix}-running-tasks"] + ([f"{self.naming.prefix}-follower-running-tasks"] if self.followers else [])
+
+    @property
+    def state_machine_name(self) -> str:
+        """The Step Functions state machine that redeploys the services after a password rotation."""
+        return self.naming.physical("redeploy", max_len=80, charset="a-zA-Z0-9_-")
+
+    @property
+    def rotation_rule_name(self) -> str:
+        """The EventBridge rule on the RDS secret's successful rotation."""
+        return self.naming.physical("db-rotated", max_len=64, charset="a-zA-Z0-9_.-")
+
+    def role_name(self, kind: str) -> str:
+        """The IAM role name for `kind` (task, execution, or a permission)."""
+        return self.naming.physical(kind, max_len=64, charset=_IAM_NAME)
+
+    # ARNs ------------------------------------------------------------------------------------------
+    @property
+    def cluster_arn(self) -> str:
+        """The ECS cluster."""
+        return self._arn("ecs", f"cluster/{self.cluster}")
+
+    def _service_arn(self, name: str) -> str:
+        return self._arn("ecs", f"service/{self.cluster}/{name}")
+
+    def _task_definition_arn(self, family: str) -> str:
+        return self._arn("ecs", f"task-definition/{family}:*")
+
+    @property
+    def service_arn(self) -> str:
+        """The leader's ECS service (long ARN format, which includes the cluster)."""
+        return self._service_arn(self.service_name)
+
+    @property
+    def follower_service_arn(self) -> str:
+        """The followers' ECS service."""
+        return self._service_arn(self.follower_service_name)
+
+    @property
+    def service_arns(self) -> list[str]:
+        """Every ECS service of the environment (the follower's only when it runs one)."""
+        return [self._service_arn(n) for n in self.service_names]
+
+    @property
+    def task_definition_arn(self) -> str:
+        """Every revision of the leader's task family."""
+        return self._task_definition_arn(self.service_name)
+
+    @property
+    def task_definition_arns(self) -> list[str]:
+        """Every revision of every task family of the environment."""
+        return [self._task_definition_arn(n) for n in self.service_names]
+
+    @property
+    def log_group_arn(self) -> str:
+        """The log group itself."""
+        return self._arn("logs", f"log-group:{self.log_group_name}")
+
+    @property
+    def log_streams_arn(self) -> str:
+        """Every stream of the log group."""
+        return self._arn("logs", f"log-group:{self.log_group_name}:log-stream:*")
+
+    @property
+    def secret_arn(self) -> str:
+        """The runtime secret: Secrets Manager appends six random characters to the name."""
+        return self._arn("secretsmanager", f"secret:{self.secret_name}-??????")
+
+    @property
+    def rds_secret_arns(self) -> str:
+        """Secrets RDS manages (named `rds!db-<uuid>`): narrowed to this instance by a tag condition."""
+        return self._arn("secretsmanager", "secret:rds!db-*")
+
+    @property
+    def db_arn(self) -> str:
+        """The RDS instance."""
+        return self._arn("rds", f"db:{self.db_identifier}")
+
+    @property
+    def tasks_arn(self) -> str:
+        """Every task of the cluster (narrowed to the environment's by tag conditions)."""
+        return self._arn("ecs", f"task/{self.cluster}/*")
+
+    @property
+    def container_instances_arn(self) -> str:
+        """Every container instance of the cluster (ListTasks' resource type)."""
+        return self._arn("ecs", f"container-instance/{self.cluster}/*")
+
+    @property
+    def snapshots_arn(self) -> str:
+        """Manual snapshots named after the instance (`<db>-...`); tag conditions keep other environments out."""
+        return self._arn("rds", f"snapshot:{self.db_identifier}-*")
+
+    @property
+    def final_snapshots_arn(self) -> str:
+        """The final snapshots (`<db>-final-<hex>`, and `<db>-final` of older versions)."""
+        return self._arn("rds", f"snapshot:{self.final_snapshot_prefix}*")
+
+    @property
+    def alarm_arns(self) -> list[str]:
+        """The running-tasks alarms, exactly."""
+        return [self._arn("cloudwatch", f"alarm:{n}") for n in self.alarm_names]
+
+    @property
+    def state_machine_arn(self) -> str:
+        """The redeploy state machine."""
+        return self._arn("states", f"stateMachine:{self.state_machine_name}")
+
+    @property
+    def rotation_rule_arn(self) -> str:
+        """The EventBridge rule (default bus)."""
+        return self._arn("events", f"rule/{self.rotation_rule_name}")
+
+    def role_arn(self, kind: str) -> str:
+        """The IAM role of `kind`."""
+        return self._arn("iam", f"role{ROLE_PATH}{self.role_name(kind)}", region=False)
+
+    @property
+    def bucket_arn(self) -> str:
+        """The bucket."""
+        return f"arn:{self.partition}:s3:::{self.bucket_name}"
+
+    @property
+    def topic_arn(self) -> str:
+        """The alerts topic."""
+        return self._arn("sns", self.topic_name)
+
+
+def _doc(*statements: Document) -> Document:
+    return {"Version": VERSION, "Statement": list(statements)}
+
+
+def _allow(sid: str, actions: Sequence[str], resources: str | Sequence[str], condition: Document | None = None) -> Document:
+    stmt: Document = {"Sid": sid, "Effect": "Allow", "Action": sorted(actions), "Resource": resources if isinstance(resources, str) else list(resources)}
+    if condition:
+        stmt["Condition"] = condition
+    return stmt
+
+
+# --- the runtime's own roles ------------------------------------------------------------------------
+
+
+def ecs_tasks_trust(a: Arns) -> Document:
+    """Trust of the task and execution roles: ECS tasks of this account only (confused-deputy guard)."""
+    return _doc(
+        {
+            "Sid": "EcsTasks",
+            "Effect": "Allow",
+            "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+            "Condition": {
+                "ArnLike": {"aws:SourceArn": f"arn:{a.partition}:ecs:{a.region}:{a.account}:*"},
+                "StringEquals": {"aws:SourceAccount": a.account},
+            },
+        }
+    )
+
+
+def ecr_repository_arn(image: str, partition: str = "aws") -> str | None:
+    """The ECR repository an image URI points at, or None for other registries (and for anything that is
+    not a valid reference: config validation refuses those, so no wildcard ever reaches a policy)."""
+    from mxinfra.artifacts import parse_image
+
+    ref = parse_image(image)
+    if ref is None or ref.registry is None:
+        return None
+    m = ECR_REGISTRY.fullmatch(ref.registry)
+    if not m or not ECR_REPOSITORY.fullmatch(ref.repository) or len(ref.repository) > 256:
+        return None
+    return f"arn:{partition}:ecr:{m['region']}:{m['account']}:repository/{ref.repository}"
+
+
+def execution_policy(a: Arns, image: str) -> Document:
+    """What ECS needs to start the task: pull its image, write its log group, read exactly its secrets."""
+    statements = []
+    repo = ecr_repository_arn(image, a.partition)
+    if repo is not None:
+        # GetAuthorizationToken has no resource type: AWS only accepts "*" for it.
+        statements.append(_allow("EcrLogin", ["ecr:GetAuthorizationToken"], "*"))
+        statements.append(_allow("PullImage", ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"], repo))
+    statements.append(_allow("WriteLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], a.log_streams_arn))
+    statements.append(_allow("RuntimeSecret", ["secretsmanager:GetSecretValue"], a.secret_arn))
+    # RDS names its managed secret rds!db-<uuid>; the tag it sets pins the statement to this instance.
+    statements.append(
+        _allow(
+            "DatabaseSecret",
+            ["secretsmanager:GetSecretValue"],
+            a.rds_secret_arns,
+            {"StringEquals": {"secretsmanager:ResourceTag/aws:rds:primaryDBInstanceArn": a.db_arn}},
+        )
+    )
+    return _doc(*statements)
+
+
+def task_policy(a: Arns) -> Document:
+    """What the running app may do: use its own bucket and nothing else."""
+    return _doc(
+        _allow("ListFiles", ["s3:GetBucketLocation", "s3:ListBucket"], a.bucket_arn),
+        _allow(
+            "ReadWriteFiles",
+            ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:PutObject"],
+            f"{a.bucket_arn}/*",
+        ),
+    )
+
+
+def bucket_policy(a: Arns) -> Document:
+    """The bucket's own policy: refuse every request that does not use TLS."""
+    return _doc(
+        {
+            "Sid": "DenyInsecureTransport",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [a.bucket_arn, f"{a.bucket_arn}/*"],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        }
+    )
+
+
+# --- people's roles: one per environment and permission ---------------------------------------------
+
+
+def access_trust(principals: Sequence[str], mfa_required: bool, max_session_seconds: int | None, partition: str = "aws") -> Document:
+    """Trust of an access role: the configured principals, with MFA (and its age) when required."""
+    stmt: Document = {
+        "Sid": "Principals",
+        "Effect": "Allow",
+        "Principal": {"AWS": sorted(principal_arn(p, partition) for p in principals)},
+        "Action": "sts:AssumeRole",
+    }
+    if mfa_required:
+        stmt["Condition"] = {
+            "Bool": {"aws:MultiFactorAuthPresent": "true"},
+            "NumericLessThanEquals": {"aws:MultiFactorAuthAge": str(max_session_seconds or 28800)},
+        }
+    return _doc(stmt)
+
+
+def _logs_read(a: Arns) -> Document:
+    return _allow("ReadLogs", ["logs:DescribeLogStreams", "logs:FilterLogEvents", "logs:GetLogEvents"], [a.log_group_arn, a.log_streams_arn])
+
+
+def _one_or_all(resources: Sequence[str]) -> str | list[str]:
+    # A single resource stays a string, so a single-instance environment's documents read as before.
+    return resources[0] if len(resources) == 1 else list(resources)
+
+
+def _service_read(a: Arns) -> Document:
+    return _allow("ServiceState", ["ecs:DescribeServices"], _one_or_all(a.service_arns))
+
+
+def _environment_tags(a: Arns, prefix: str = "aws:ResourceTag") -> Document:
+    return {f"{prefix}/mxinfra:app": a.naming.app, f"{prefix}/mxinfra:environment": a.naming.environment}
+
+
+def deploy_policy(a: Arns) -> Document:
+    """Transport, start/stop and configuration: new task definitions of its families, its services, its roles.
+
+    Deploy is inherently equivalent to reading the environment's secrets: it registers a task definition
+    with an image of its choice and the execution role that reads them. The conditions keep it on this
+    environment's task families, Fargate, the configured subnets and public-IP setting, and without ECS Exec.
+    """
+    update: Document = {
+        "ArnLikeIfExists": {"ecs:task-definition": _one_or_all(a.task_definition_arns)},
+        "StringEqualsIfExists": {"ecs:enable-execute-command": "false"},
+        "BoolIfExists": {"ecs:auto-assign-public-ip": "true" if a.assign_public_ip else "false"},
+    }
+    if a.subnets:
+        update["ForAllValues:StringEquals"] = {"ecs:subnet": sorted(a.subnets)}
+    return _doc(
+        _allow("UpdateService", ["ecs:UpdateService"], _one_or_all(a.service_arns), update),
+        _allow("DescribeServices", ["ecs:DescribeServices"], _one_or_all(a.service_arns)),
+        _allow("RegisterTaskDefinition", ["ecs:RegisterTaskDefinition"], _one_or_all(a.task_definition_arns), {"ForAllValues:StringEquals": {"ecs:compute-compatibility": "FARGATE"}}),
+        # Tagging a new revision as it is registered (tag-on-create), nothing else.
+        _allow("TagTaskDefinitions", ["ecs:TagResource"], _one_or_all(a.task_definition_arns), {"StringEquals": {"ecs:CreateAction": "RegisterTaskDefinition"}}),
+        # DescribeTaskDefinition has no resource type: AWS only accepts "*". `pulumi up` needs it (the
+        # provider reads every revision it registers); README says what it reads beyond the environment.
+        _allow("ReadTaskDefinitions", ["ecs:DescribeTaskDefinition"], "*"),
+        # `pulumi up` checks the VPC's tier tag and CIDR before anything is created (network.verified_vpc);
+        # DescribeVpcs has no resource type either.
+        _allow("CheckVpc", ["ec2:DescribeVpcs"], "*", {"StringEquals": {"ec2:Region": a.region}}),
+        # ListTasks is authorised on the cluster's container instances, narrowed by the cluster key.
+        _allow("ListTasks", ["ecs:ListTasks"], a.container_instances_arn, {"ArnEquals": {"ecs:cluster": a.cluster_arn}}),
+        # Tasks carry their service's tags (propagateTags SERVICE): only this environment's.
+        _allow("Tasks", ["ecs:DescribeTasks", "ecs:StopTask"], a.tasks_arn, {"StringEquals": _environment_tags(a)}),
+        _allow(
+            "PassRuntimeRoles",
+            ["iam:PassRole"],
+            [a.role_arn("task"), a.role_arn("execution")],
+            {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
+        ),
+        # `pulumi up` of a new instance count updates the running-tasks alarms' thresholds (exactly these).
+        _allow("RunningTasksAlarms", ["cloudwatch:DescribeAlarms", "cloudwatch:PutMetricAlarm"], _one_or_all(a.alarm_arns)),
+        _logs_read(a),
+    )
+
+
+def monitor_policy(a: Arns) -> Document:
+    """Logs, metrics and service state."""
+    return _doc(
+        _logs_read(a),
+        _service_read(a),
+        # CloudWatch metric reads have no resource type: AWS only accepts "*".
+        _allow("ReadMetrics", ["cloudwatch:GetMetricData", "cloudwatch:GetMetricStatistics", "cloudwatch:ListMetrics"], "*"),
+    )
+
+
+def backups_policy(a: Arns) -> Document:
+    """Snapshots of this environment's database, and restoring them (to a new instance named after it).
+
+    Names alone do not separate environments (`prod`'s `<db>-*` also matches `prod-db`'s instance and
+    snapshots): existing snapshots are also matched by the environment's tags, which the instance copies
+    to its snapshots (`copy_tags_to_snapshot`). The final snapshot can never be deleted with this role.
+    """
+    rds = f"arn:{a.partition}:rds:{a.region}:{a.account}"
+    tags = _environment_tags(a)
+    return _doc(
+        _allow("DescribeInstance", ["rds:DescribeDBInstances"], a.db_arn),
+        _allow("DescribeSnapshots", ["rds:DescribeDBSnapshots"], [a.db_arn, a.snapshots_arn]),
+        # The snapshot does not exist yet when it is authorised: its name is the only bound.
+        _allow("Snapshot", ["rds:CreateDBSnapshot"], [a.db_arn, a.snapshots_arn]),
+        _allow("DeleteSnapshot", ["rds:DeleteDBSnapshot"], a.snapshots_arn, {"StringEquals": tags}),
+        # A restore always creates a new instance: only ones named <identifier>-*, in the same subnet
+        # group, with the default option and parameter groups the environment's instance uses.
+        _allow(
+            "Restore",
+            ["rds:RestoreDBInstanceFromDBSnapshot", "rds:RestoreDBInstanceToPointInTime"],
+            [
+                a.db_arn,
+                f"{rds}:db:{a.db_identifier}-*",
+                a.snapshots_arn,
+                f"{rds}:subgrp:{a.db_identifier}",
+                f"{rds}:og:default:postgres-{a.postgres_major}",
+                f"{rds}:pg:default.postgres{a.postgres_major}",
+            ],
+            # The new instance must carry the environment's tags, so the tag-based Denies above and below
+            # (and the environment's own tag conditions) govern it. IAM has no key for the restored
+            # instance's security groups or size: README says what that leaves open.
+            {"StringEquals": _environment_tags(a, "aws:RequestTag")},
+        ),
+        # Snapshots whose name matches but whose tags are another environment's (or missing) are refused:
+        # one Deny per tag, so that either tag differing is enough.
+        *(
+            {
+                "Sid": f"OnlyThis{label}Snapshots",
+                "Effect": "Deny",
+                "Action": ["rds:DeleteDBSnapshot", "rds:RestoreDBInstanceFromDBSnapshot"],
+                "Resource": a.snapshots_arn,
+                "Condition": {"StringNotEquals": {key: value}},
+            }
+            for label, (key, value) in zip(("App", "Environment"), tags.items())
+        ),
+        # `<db>-*` also names another environment's instance (`prod`'s pattern matches `prod-db`'s
+        # `<app>-prod-db-db`), which a point-in-time restore could read: existing instances must carry
+        # this environment's tags. The new instance a restore creates has no tags yet (Null), so it passes.
+        *(
+            {
+                "Sid": f"OnlyThis{label}Instances",
+                "Effect": "Deny",
+                "Action": ["rds:RestoreDBInstanceFromDBSnapshot", "rds:RestoreDBInstanceToPointInTime"],
+                "Resource": f"{rds}:db:{a.db_identifier}-*",
+                "Condition": {"StringNotEquals": {key: value}, "Null": {key: "false"}},
+            }
+            for label, (key, value) in zip(("App", "Environment"), tags.items())
+        ),
+        {"Sid": "KeepFinalSnapshot", "Effect": "Deny", "Action": ["rds:DeleteDBSnapshot"], "Resource": a.final_snapshots_arn},
+    )
+
+
+def api_policy(a: Arns) -> Document:
+    """Programmatic read access to the environment's services (the Deploy API's view); changes need deploy.
+
+    No `ecs:DescribeTaskDefinition`: IAM cannot limit it to a family (it has no resource type), so it would
+    read every environment's task definitions, production's constants, hosts and secret ARNs included.
+    """
+    return _doc(_service_read(a))
+
+
+def alerts_policy(a: Arns) -> Document:
+    """Subscribing to the environment's alerts topic and reading its alarms."""
+    return _doc(
+        _allow("Subscribe", ["sns:GetTopicAttributes", "sns:ListSubscriptionsByTopic", "sns:Subscribe"], a.topic_arn),
+        # Exactly the environment's alarms: a `<prefix>-*` wildcard would also match environment `<env>-x`'s.
+        _allow("ReadAlarms", ["cloudwatch:DescribeAlarmHistory", "cloudwatch:DescribeAlarms"], _one_or_all(a.alarm_arns)),
+    )
+
+
+def manage_policy(a: Arns, permissions: Sequence[str]) -> Document:
+    """Seeing who may do what: the environment's access roles, their trust and their policies.
+
+    No `iam:UpdateAssumeRolePolicy` (or any IAM write): it has no condition key limiting the new
+    document, so one session could make production deploy assumable by anyone. Membership changes only
+    through reviewed config and `pulumi up`.
+    """
+    roles = [a.role_arn(p) for p in sorted(set(permissions) | {"manage"})]
+    return _doc(_allow("ReadAccessRoles", ["iam:GetRole", "iam:GetRolePolicy", "iam:ListRolePolicies"], _one_or_all(roles)))
+
+
+def permission_policy(a: Arns, permission: str, permissions: Sequence[str] = ()) -> Document:
+    """The policy of the access role for `permission` (`permissions`: every access role of the environment)."""
+    builders = {
+        "deploy": deploy_policy,
+        "monitor": monitor_policy,
+        "backups": backups_policy,
+        "api": api_policy,
+        "alerts": alerts_policy,
+    }
+    if permission == "manage":
+        return manage_policy(a, permissions)
+    return builders[permission](a)

@@ -1,0 +1,270 @@
+"""The `aws` target: ECS Fargate, RDS PostgreSQL, S3 and IAM. Cloud SDK imports happen only when deploying."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mxinfra.artifacts import check_artifact
+from mxinfra.exposure import is_public, is_wide, leader_follower_counts
+from mxinfra.egress import check_egress, egress_warnings
+from mxinfra.errors import ConfigIssue
+from mxinfra.naming import Naming
+from mxinfra.target import AppContext, EnvironmentContext, Target
+
+from .tagging import stable
+from . import fargate, render
+from .config import PRODUCTION_TIER, REGION, TIER_TAG, AwsConfig
+from .policies import PRINCIPAL, Arns, partition_of
+
+if TYPE_CHECKING:
+    from mxinfra.access import EnvironmentAccess
+    from mxinfra.config import StackConfig
+    from mxinfra.environments import Environment
+
+REGION_KEY = "aws:region"
+# IAM's MaxSessionDuration range (the core allows 900 for other platforms).
+IAM_SESSION_SECONDS = (3600, 43200)
+# Suffixes the target appends to `<app>-<env>` for the names of an environment's resources. Task families,
+# roles, alarms and security groups are account-wide: an environment whose name ends in one of them
+# (`production-follower`) would own the names of another environment's resources (production's follower
+# family, and with it RegisterTaskDefinition on it).
+RESERVED_SUFFIXES = (
+    "follower", "follower-running-tasks", "running-tasks", "alb", "alb-sg", "service-sg", "db-sg", "web", "db", "db-final",
+    "db-rotated", "redeploy", "alerts", "events", "task", "execution", "files", "cluster",
+    "deploy", "monitor", "backups", "api", "manage",
+)
+SHARED_VPC_WARNING = (
+    "allowSharedVpc: true: environments of different tiers share VPC {vpc}; security groups are VPC-scoped, so "
+    "a non-production deploy role can move its tasks into production's security group and target group "
+    "(ecs:UpdateService cannot be conditioned on them) and reach production's database"
+)
+
+
+@dataclass(frozen=True)
+class SharedCluster:
+    """The ECS cluster the app's environments run in."""
+
+    name: str
+    arn: Any  # str for an existing cluster, Output for one created here
+
+
+def cluster_name(stack: str, app: str) -> str:
+    """The name of the cluster a stack creates (one per stack, so stacks can share an account)."""
+    return Naming(app, stack).physical("cluster", max_len=255)
+
+
+class AwsTarget(Target):
+    """Mendix on AWS: Fargate leader and follower services, a database, bucket and set of IAM roles per environment."""
+
+    name = "aws"
+    config_model = AwsConfig
+
+    def check(self, stack: StackConfig, block: AwsConfig, file: str = "") -> list[ConfigIssue]:
+        """Region, principals, public ingress on production and Fargate sizes."""
+        issues = []
+        region = stack.block(REGION_KEY)
+        if not isinstance(region, str) or not region:
+            issues.append(ConfigIssue(REGION_KEY, "required key is missing", "the region to deploy to, e.g. pulumi config set aws:region eu-west-1", file))
+        elif not REGION.fullmatch(region):
+            issues.append(ConfigIssue(REGION_KEY, f"{region!r} is not an AWS region", "e.g. eu-west-1 or us-gov-west-1", file))
+        parts = block.cluster_arn_parts
+        if parts is not None:
+            cluster_region, cluster_account = parts
+            if cluster_account != block.accountId or (isinstance(region, str) and cluster_region != region):
+                issues.append(
+                    ConfigIssue(
+                        "mxinfra:aws.cluster",
+                        f"the cluster's ARN is in {cluster_account}/{cluster_region}, the stack deploys to {block.accountId}/{region}",
+                        "use a cluster in the stack's account and region (accountId, aws:region)",
+                        file,
+                    )
+                )
+        if block.database.maxAllocatedStorageGb < block.database.allocatedStorageGb:
+            issues.append(
+                ConfigIssue(
+                    "mxinfra:aws.database.maxAllocatedStorageGb",
+                    f"{block.database.maxAllocatedStorageGb} GB is below allocatedStorageGb ({block.database.allocatedStorageGb} GB)",
+                    "the autoscaling ceiling must be at least the allocated storage",
+                    file,
+                )
+            )
+        low, high = IAM_SESSION_SECONDS
+        for i, entry in enumerate(stack.access):
+            seconds = entry.maxSessionSeconds
+            if seconds is not None and not low <= seconds <= high:
+                issues.append(ConfigIssue(f"mxinfra:access[{i}].maxSessionSeconds", f"{seconds} seconds: AWS roles allow {low} to {high} seconds", f"use {low} to {high}", file))
+            if not PRINCIPAL.fullmatch(entry.principal):
+                issues.append(
+                    ConfigIssue(
+                        f"mxinfra:access[{i}].principal",
+                        f"{entry.principal!r} is not an AWS principal",
+                        "use a role or user ARN (arn:aws:iam::123456789012:role/Name) or a 12-digit account id; IAM groups cannot assume roles",
+                        file,
+                    )
+                )
+        production = [e.name for e in stack.environments if e.is_production]
+        if production and not block.allowPublicIngress:
+            for i, cidr in enumerate(block.ingressCidrs):
+                if is_wide(cidr):
+                    issues.append(
+                        ConfigIssue(
+                            f"mxinfra:aws.ingressCidrs[{i}]",
+                            f"{cidr} opens production environment {production[0]!r} to the whole internet"
+                            if is_public(cidr)
+                            else f"{cidr} (a /8 or wider) opens production environment {production[0]!r} to a large part of the internet",
+                            "list the networks that need access, or opt in with allowPublicIngress: true",
+                            file,
+                        )
+                    )
+        for env in stack.environments:
+            if env.memory_mb > fargate.MAX_MEMORY_MB:
+                issues.append(
+                    ConfigIssue(
+                        f"{env.config_path}.memory",
+                        f"{env.memory_mb} MB does not fit a Fargate task (at most {fargate.MAX_MEMORY_MB} MiB)",
+                        f"use {fargate.MAX_MEMORY_MB} or less",
+                        file,
+                    )
+                )
+        issues += self._check_vpc(stack, block, file)
+        issues += check_egress(list(block.egress), "mxinfra:aws.egress", bool(production), block.allowWideEgress, file)
+        for env in stack.environments:
+            issues += check_artifact(env, block.image, "mxinfra:aws.image", file)
+            for suffix in RESERVED_SUFFIXES:
+                if env.name == suffix or env.name.endswith("-" + suffix):
+                    issues.append(
+                        ConfigIssue(
+                            env.config_path or f"mxinfra:environments.{env.name}",
+                            f"environment name {env.name!r} ends in {suffix!r}, a suffix this target gives other environments' resources (task families, roles, alarms)",
+                            "rename the environment, e.g. without the suffix or with it first",
+                            file,
+                        )
+                    )
+                    break
+        names = [e.name for e in stack.environments]
+        for env_name in block.hostnames:
+            if env_name not in names:
+                issues.append(ConfigIssue(f"mxinfra:aws.hostnames.{env_name}", f"unknown environment {env_name!r}", f"environments of this stack: {', '.join(names)}", file))
+        return issues
+
+    @staticmethod
+    def _check_vpc(stack: StackConfig, block: AwsConfig, file: str) -> list[ConfigIssue]:
+        """Production needs a VPC declared (and, at deploy time, tagged) mxinfra:tier=production; other
+        tiers refuse one; tiers never share a VPC without the explicit opt-in."""
+        issues = []
+        tiers = {e.is_production for e in stack.environments}
+        production = [e.name for e in stack.environments if e.is_production]
+        others = [e.name for e in stack.environments if not e.is_production]
+        tag = f"{TIER_TAG}={PRODUCTION_TIER}"
+        if len(tiers) > 1 and not block.allowSharedVpc:
+            issues.append(
+                ConfigIssue(
+                    "mxinfra:aws.vpcId",
+                    f"production ({', '.join(production)}) and other environments ({', '.join(others)}) would share VPC {block.vpcId}: their deployers could reach production",
+                    "one stack per tier with its own VPC (or account); or opt in with allowSharedVpc: true",
+                    file,
+                )
+            )
+            return issues
+        if production and not block.production_vpc:
+            issues.append(ConfigIssue("mxinfra:aws.vpcTags", f"production environment {production[0]!r} needs a VPC tagged {tag}", f"tag the VPC and declare it: vpcTags: {{{TIER_TAG}: {PRODUCTION_TIER}}}", file))
+        if others and block.production_vpc and not block.allowSharedVpc:
+            issues.append(ConfigIssue("mxinfra:aws.vpcTags", f"environment {others[0]!r} is not production, but VPC {block.vpcId} is declared {tag}", "use a non-production VPC; production's is for production only", file))
+        return issues
+
+    def warnings(self, env: Environment, access: EnvironmentAccess, block: AwsConfig | None) -> list[str]:
+        """What the plan should say about this environment on AWS."""
+        out = []
+        if block is not None and env.is_production and block.allowPublicIngress and any(is_wide(c) for c in block.ingressCidrs):
+            out.append("the production load balancer is open to the whole internet, or a /8 or wider part of it (allowPublicIngress: true)")
+        if block is not None and block.allowSharedVpc:
+            out.append(SHARED_VPC_WARNING.format(vpc=block.vpcId))
+        if block is not None:
+            out += egress_warnings(list(block.egress), env.name)
+        return out
+
+    def artifact(self, env: Environment, block: AwsConfig | None) -> str | None:
+        """The container image the environment runs: swapping it is a deployment."""
+        return block.image if block is not None else None
+
+    def deploy_app(self, ctx: AppContext) -> SharedCluster:
+        """The ECS cluster (Container Insights on), or the configured existing one."""
+        cfg: AwsConfig = ctx.deployment.target_config
+        region = ctx.deployment.config.block(REGION_KEY)
+        if cfg.cluster_name is not None:
+            arn = cfg.cluster if cfg.cluster_arn_parts is not None else f"arn:{partition_of(region)}:ecs:{region}:{cfg.accountId}:cluster/{cfg.cluster_name}"
+            return SharedCluster(cfg.cluster_name, arn)
+        import pulumi_aws as aws
+
+        name = cluster_name(ctx.deployment.config.stack, ctx.naming.app)
+        cluster = aws.ecs.Cluster(
+            ctx.naming.logical("cluster"),
+            name=name,
+            settings=[{"name": "containerInsights", "value": "enabled"}],
+            tags=stable(ctx.tags),
+            opts=ctx.opts(),
+        )
+        return SharedCluster(name, cluster.arn)
+
+    def deploy_environment(self, ctx: EnvironmentContext) -> Mapping[str, Any]:
+        """Network, storage, database, runtime, alerts and access roles of one environment."""
+        import pulumi
+
+        from . import access, database, network, rotation, runtime, storage
+
+        cfg: AwsConfig = ctx.config
+        shared: SharedCluster = ctx.shared
+        region = ctx.deployment.config.block(REGION_KEY)
+        a = Arns(
+            region,
+            cfg.accountId,
+            shared.name,
+            ctx.naming,
+            cfg.database.engineVersion.split(".")[0],
+            followers=leader_follower_counts(ctx.environment.instances)[1] > 0,
+            subnets=tuple(cfg.subnetIds),
+            assign_public_ip=cfg.assignPublicIp,
+        )
+        sgs = network.create(ctx, cfg)
+        bucket = storage.create(ctx, a)
+        db = database.create(ctx, cfg, a, sgs.database)
+        rt = runtime.create(ctx, cfg, a, sgs, db, shared.arn)
+        rotation.create(ctx, cfg, a, db, [s for s in (rt.follower, rt.service) if s is not None])
+        topic = runtime.alerts(ctx, a)
+        role_arns = access.create(ctx, cfg, a)
+        host = cfg.hostnames.get(ctx.environment.name)
+        url = f"https://{host}" if host else pulumi.Output.concat("https://", rt.load_balancer.dns_name)
+        outputs = {
+            "url": url,
+            "roleArns": role_arns,
+            "loadBalancerDns": rt.load_balancer.dns_name,
+            "cluster": shared.name,
+            "service": a.service_arn,
+            "bucket": bucket.bucket,
+            "database": a.db_identifier,
+            "logGroup": a.log_group_name,
+            "alertsTopic": topic.arn,
+            "fargate": {"cpu": rt.size.cpu, "memory": rt.size.memory_mb},
+        }
+        if a.followers:
+            outputs["followerService"] = a.follower_service_arn
+        return outputs
+
+    def render(self, env: str, resources: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:
+        """Every IAM policy document of the environment as JSON under `out_dir/aws/<env>/`."""
+        return render.write_policies(env, resources, out_dir)
+
+    def plan_outputs(self, deployment: Any, type_: str, name: str, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        """ARNs, endpoints and version ids AWS assigns, as marked placeholders (see mxinfra.target)."""
+        region = deployment.config.block(REGION_KEY)
+        block = deployment.target_config
+        if not isinstance(region, str) or block is None:
+            return {}
+        return render.plan_outputs(region, block.accountId, type_, inputs)
+
+    def plan_notes(self, env: str, resources: Sequence[Mapping[str, Any]]) -> list[str]:
+        """The Fargate size picked, leader and followers, database protections, log retention and access roles."""
+        return render.notes(resources)

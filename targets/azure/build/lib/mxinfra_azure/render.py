@@ -1,0 +1,121 @@
+"""What `mxinfra plan` shows for an Azure environment: role definitions, PIM policies, container app
+templates and the database as files, and notes on the choices made. Inputs arrive masked (secrets as
+[secret]), so nothing written here can carry a secret value."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ENVIRONMENT_TYPE = "mxinfra:index:MendixEnvironment"
+ROLE_DEFINITION = "azure-native:authorization:RoleDefinition"
+ROLE_ASSIGNMENT = "azure-native:authorization:RoleAssignment"
+ELIGIBILITY = "azure-native:authorization:PimRoleEligibilitySchedule"
+POLICY = "azure-native:authorization:RoleManagementPolicy"
+CONTAINER_APP = "azure-native:app:ContainerApp"
+SERVER = "azure-native:dbforpostgresql:Server"
+STORAGE_ACCOUNT = "azure-native:storage:StorageAccount"
+WORKSPACE = "azure-native:operationalinsights:Workspace"
+LOCK = "azure-native:authorization:ManagementLockByScope"
+
+# (type, file suffix): what is rendered, one JSON file per resource.
+RENDERED = {
+    ROLE_DEFINITION: ".role.json",
+    POLICY: ".pim-policy.json",
+    CONTAINER_APP: ".containerapp.json",
+    SERVER: ".database.json",
+    ROLE_ASSIGNMENT: ".assignment.json",
+    ELIGIBILITY: ".eligibility.json",
+}
+
+
+def _short(name: str, prefix: str) -> str:
+    return name[len(prefix) + 1 :] if prefix and name.startswith(prefix + "-") else name
+
+
+def documents(resources: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """File name -> document, for every rendered resource of the environment."""
+    prefix = next((r["name"] for r in resources if r["type"] == ENVIRONMENT_TYPE), "")
+    docs = {}
+    for r in resources:
+        suffix = RENDERED.get(r["type"])
+        if suffix is None:
+            continue
+        doc: dict[str, Any] = {"type": r["type"], "name": r["name"], **({"options": r["options"]} if r.get("options") else {}), "inputs": r["inputs"]}
+        docs[_short(r["name"], prefix) + suffix] = doc
+    return docs
+
+
+def write(env: str, resources: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:
+    """Write each document to `out_dir/azure/<env>/<resource><suffix>`."""
+    target = out_dir / "azure" / env
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, doc in sorted(documents(resources).items()):
+        path = target / name
+        path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        written.append(path)
+    return written
+
+
+def _env_value(app: Mapping[str, Any], variable: str) -> Any:
+    try:
+        for e in app["template"]["containers"][0]["env"]:
+            if e.get("name") == variable:
+                return e.get("value")
+    except (KeyError, IndexError, TypeError):
+        pass
+    return None
+
+
+def notes(resources: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Plain statements of the choices the target made for one environment."""
+    out = []
+    apps = [r for r in resources if r["type"] == CONTAINER_APP]
+    locked = {str(r["name"]).rsplit("-", 1)[0] for r in resources if r["type"] == LOCK}
+    for r in apps:
+        i = r["inputs"]
+        res = i["template"]["containers"][0]["resources"]
+        scale = i["template"]["scale"]
+        index = _env_value(i, "CF_INSTANCE_INDEX")
+        role = "leader" if index == "0" else "worker"
+        out.append(
+            f"container app {i['containerAppName']} ({role}, CF_INSTANCE_INDEX={index}): {scale['minReplicas']} replica(s), "
+            f"{res['cpu']:g} vCPU / {res['memory']} (Container Apps Consumption: 2 GiB per vCPU, the smallest size with the environment's memory)"
+        )
+    if apps:
+        first = apps[0]["inputs"]
+        if _env_value(first, "MXRUNTIME_com_mendix_storage_azure_UseDefaultAzureCredential") == "true":
+            out.append("file storage: managed identity (UseDefaultAzureCredential with BlobEndpoint; shared-key access disabled on the account): the runtime version supports it")
+        else:
+            out.append("file storage: the account key, held in Key Vault: the runtime version predates UseDefaultAzureCredential (or storage.managedIdentity: false)")
+    for r in resources:
+        i = r["inputs"]
+        if r["type"] == SERVER:
+            ha = (i.get("highAvailability") or {}).get("mode")
+            backup = i.get("backup") or {}
+            guards = []
+            if r.get("options", {}).get("protect"):
+                guards.append("Pulumi-protected, retained on delete")
+            if any(name.endswith("db") for name in locked):
+                guards.append("CanNotDelete lock")
+            out.append(
+                f"PostgreSQL {i.get('version')} {i.get('sku', {}).get('name')} ({i.get('sku', {}).get('tier')}), HA {ha}, "
+                f"backups kept {backup.get('backupRetentionDays')} days (geo-redundant {backup.get('geoRedundantBackup')}), private access only, TLS required"
+                + (", " + ", ".join(guards) if guards else "")
+            )
+        elif r["type"] == WORKSPACE:
+            out.append(f"logs kept {i.get('retentionInDays')} days in Log Analytics workspace {i.get('workspaceName')}")
+        elif r["type"] == ROLE_DEFINITION:
+            out.append(f"custom role {i.get('roleName')}: {len(i['permissions'][0]['actions'])} action(s) at {i.get('scope')}")
+        elif r["type"] == ROLE_ASSIGNMENT and "-grant-" in str(r["name"]):
+            out.append(f"standing assignment {_short(str(r['name']), '')}: {i.get('principalType')} {i.get('principalId')}")
+        elif r["type"] == ELIGIBILITY:
+            out.append(f"PIM eligible {i.get('principalId')} (activation: MFA, justification, time-limited)")
+        elif r["type"] == POLICY:
+            rules = {x["id"]: x for x in i.get("rules", [])}
+            exp = rules.get("Expiration_EndUser_Assignment", {}).get("maximumDuration")
+            out.append(f"PIM policy {_short(str(r['name']), '')}: activation requires MFA, at most {exp}; admin assignments expire too")
+    return sorted(out)

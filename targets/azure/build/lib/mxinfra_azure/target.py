@@ -1,0 +1,187 @@
+"""The `azure` target: Container Apps, PostgreSQL Flexible Server, Blob Storage, Key Vault, RBAC and PIM.
+Cloud SDK imports happen only when deploying."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mxinfra.access import Permission
+from mxinfra.artifacts import check_artifact
+from mxinfra.errors import ConfigIssue
+from mxinfra.exposure import is_public, is_wide
+from mxinfra.target import EnvironmentContext, Target
+
+from . import render, sizes
+from .config import GUID, LOCATIONS, SUBNET_ID, AzureConfig, tier_of
+
+if TYPE_CHECKING:
+    from mxinfra.access import EnvironmentAccess
+    from mxinfra.config import StackConfig
+    from mxinfra.environments import Environment
+
+LOCATION_KEY = "azure-native:location"
+# An Entra object id with the kind of principal it is (role assignments need the principal type).
+PRINCIPAL = re.compile(rf"(?P<kind>user|group|servicePrincipal):(?P<id>{GUID})")
+PRINCIPAL_TYPES = {"user": "User", "group": "Group", "servicePrincipal": "ServicePrincipal"}
+# PIM activation lasts 30 minutes to 24 hours, in half hours.
+PIM_SESSION_SECONDS = (1800, 86400)
+SUBNET_KEYS = ("infrastructureSubnetId", "databaseSubnetId", "privateEndpointSubnetId")
+
+
+def principal_parts(principal: str) -> tuple[str, str]:
+    """(principal type as RBAC spells it, object id in lowercase) of `user:<guid>` and the like."""
+    m = PRINCIPAL.fullmatch(principal)
+    if m is None:
+        raise ValueError(principal)
+    return PRINCIPAL_TYPES[m["kind"]], m["id"].lower()
+
+
+def location_of(stack: StackConfig) -> str:
+    """The stack's `azure-native:location` (validated by check)."""
+    return stack.block(LOCATION_KEY)
+
+
+class AzureTarget(Target):
+    """Mendix on Azure: per environment a resource group with Container Apps (leader and workers), a
+    PostgreSQL Flexible Server, a storage account, a Key Vault and RBAC/PIM per permission."""
+
+    name = "azure"
+    config_model = AzureConfig
+
+    def check(self, stack: StackConfig, block: AzureConfig, file: str = "") -> list[ConfigIssue]:
+        """Location, network ids, principals, sizes and the production rules (digest, private, no wide ingress)."""
+        issues: list[ConfigIssue] = []
+        location = stack.block(LOCATION_KEY)
+        if not isinstance(location, str) or not location:
+            issues.append(ConfigIssue(LOCATION_KEY, "required key is missing", "the region to deploy to, e.g. pulumi config set azure-native:location westeurope", file))
+        elif location not in LOCATIONS:
+            issues.append(ConfigIssue(LOCATION_KEY, f"{location!r} is not an Azure location", "a region name as `az account list-locations` prints it, e.g. westeurope or eastus2", file))
+        vnet = block.vnetId.lower()
+        for key in SUBNET_KEYS:
+            m = SUBNET_ID.fullmatch(getattr(block, key))
+            if m is not None and m["vnet"].lower() != vnet:
+                issues.append(ConfigIssue(f"mxinfra:azure.{key}", "is not a subnet of vnetId", "use a subnet of the VNet named in vnetId", file))
+        if block.infrastructureSubnetId.lower() == block.databaseSubnetId.lower():
+            issues.append(ConfigIssue("mxinfra:azure.databaseSubnetId", "is the Container Apps environment's subnet", "the database needs its own subnet, delegated to Microsoft.DBforPostgreSQL/flexibleServers", file))
+        low, high = PIM_SESSION_SECONDS
+        production = [e for e in stack.environments if e.is_production]
+        for i, entry in enumerate(stack.access):
+            m = PRINCIPAL.fullmatch(entry.principal)
+            if m is None:
+                issues.append(
+                    ConfigIssue(
+                        f"mxinfra:access[{i}].principal",
+                        f"{entry.principal!r} is not an Entra principal",
+                        "use user:<object id>, group:<object id> or servicePrincipal:<object id> (a GUID)",
+                        file,
+                    )
+                )
+            seconds = entry.maxSessionSeconds
+            if seconds is not None and not (low <= seconds <= high and seconds % 1800 == 0):
+                issues.append(ConfigIssue(f"mxinfra:access[{i}].maxSessionSeconds", f"{seconds} seconds: PIM activations last {low} to {high} seconds in half hours", "use a multiple of 1800, e.g. 28800", file))
+            if m is not None and m["kind"] == "servicePrincipal":
+                envs = [e for e in production if "*" in entry.environments or e.name in entry.environments]
+                needing_mfa = [p for p in entry.permissions if p in {x.value for x in Permission} and Permission(p).operates and p != Permission.API.value]
+                if envs and needing_mfa:
+                    issues.append(
+                        ConfigIssue(
+                            f"mxinfra:access[{i}].principal",
+                            f"a service principal cannot satisfy MFA, which production environment {envs[0].name!r} requires for {', '.join(needing_mfa)}",
+                            "grant production to users or groups (PIM eligible); automation gets only api (allowOnProduction: true)",
+                            file,
+                        )
+                    )
+        names = [e.name for e in stack.environments]
+        for env_name, cpu in block.cpu.items():
+            if env_name not in names:
+                issues.append(ConfigIssue(f"mxinfra:azure.cpu.{env_name}", f"unknown environment {env_name!r}", f"environments of this stack: {', '.join(names)}", file))
+        for env in stack.environments:
+            cpu = block.cpu.get(env.name)
+            try:
+                sizes.pick(env.memory_mb, cpu)
+            except ValueError as e:
+                key = f"mxinfra:azure.cpu.{env.name}" if cpu is not None else f"{env.config_path}.memory"
+                issues.append(ConfigIssue(key, str(e), "valid pairs: 0.25 vCPU / 512 MB, 0.5 / 1024, ... 4 / 8192 (2048 MB per vCPU)", file))
+        for env in stack.environments:
+            # production and every promotion-gated environment run only what was reviewed (the core's rule)
+            issues += check_artifact(env, block.image, "mxinfra:azure.image", file)
+        if production:
+            first = production[0].name
+            if block.storage.publicNetworkAccess:
+                issues.append(ConfigIssue("mxinfra:azure.storage.publicNetworkAccess", f"production environment {first!r} keeps its files reachable only through the private endpoint", "remove publicNetworkAccess (or set it false)", file))
+            if block.database.skuName is not None and tier_of(block.database.skuName) == "Burstable":
+                issues.append(ConfigIssue("mxinfra:azure.database.skuName", f"{block.database.skuName} is Burstable, which has no zone-redundant high availability (production)", "use a General Purpose or Memory Optimized SKU, e.g. Standard_D2ds_v5", file))
+            if not block.internal and not block.allowPublicIngress:
+                if not block.ipRestrictions:
+                    issues.append(ConfigIssue("mxinfra:azure.ipRestrictions", f"no IP restrictions: production environment {first!r} would be open to the whole internet", "list the networks that need access, or opt in with allowPublicIngress: true", file))
+                for i, cidr in enumerate(block.ipRestrictions):
+                    if is_wide(cidr):
+                        issues.append(
+                            ConfigIssue(
+                                f"mxinfra:azure.ipRestrictions[{i}]",
+                                f"{cidr} opens production environment {first!r} to the whole internet"
+                                if is_public(cidr)
+                                else f"{cidr} (a /8 or wider) opens production environment {first!r} to a large part of the internet",
+                                "list the networks that need access, or opt in with allowPublicIngress: true",
+                                file,
+                            )
+                        )
+        return issues
+
+    def warnings(self, env: Environment, access: EnvironmentAccess, block: AzureConfig | None) -> list[str]:
+        """What the plan should say about this environment on Azure."""
+        out = []
+        if block is None:
+            return out
+        if env.is_production and block.allowPublicIngress and not block.internal and (not block.ipRestrictions or any(is_wide(c) for c in block.ipRestrictions)):
+            out.append("the production ingress is open to the whole internet, or a /8 or wider part of it (allowPublicIngress: true)")
+        for r in access.roles():
+            if r.max_session_seconds and not r.mfa_required:
+                out.append(f"{r.permission.value}: a standing role assignment has no session length; maxSessionSeconds applies only to PIM activations (mfa: true or production)")
+        return out
+
+    def artifact(self, env: Environment, block: AzureConfig | None) -> str | None:
+        """The container image the environment runs: swapping it is a deployment."""
+        return block.image if isinstance(block, AzureConfig) else None
+
+    def deploy_environment(self, ctx: EnvironmentContext) -> Mapping[str, Any]:
+        """Resource group, network, secrets, storage, database, runtime and access of one environment."""
+        from . import access, database, keyvault, network, runtime, storage
+        from .names import Names
+
+        cfg: AzureConfig = ctx.config
+        names = Names.of(ctx.naming, cfg.subscriptionId)
+        location = location_of(ctx.deployment.config)
+        group = network.resource_group(ctx, names, location)
+        zone = network.database_zone(ctx, cfg, names, group)
+        identity = keyvault.identity(ctx, names, group, location)
+        vault = keyvault.create(ctx, cfg, names, group, location, identity)
+        files = storage.create(ctx, cfg, names, group, location, identity, vault)
+        db = database.create(ctx, cfg, names, group, location, zone, vault)
+        rt = runtime.create(ctx, cfg, names, group, location, identity, vault, db, files)
+        roles = access.create(ctx, cfg, names, group, rt)
+        return {
+            "url": rt.url,
+            "resourceGroup": names.resource_group,
+            "scope": names.scope,
+            "roleDefinitionIds": roles.definition_ids,
+            "roleScopes": roles.scopes,
+            "containerApp": names.leader_app,
+            "workerApp": names.worker_app if rt.worker is not None else None,
+            "database": names.database_server,
+            "storageAccount": names.storage_account,
+            "keyVault": names.key_vault,
+            "size": {"cpu": rt.size.cpu, "memory": rt.size.memory},
+            "fileStorageAuth": files.mode,
+        }
+
+    def render(self, env: str, resources: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:
+        """Role definitions, PIM policies, container app templates and the database under `out_dir/azure/<env>/`."""
+        return render.write(env, resources, out_dir)
+
+    def plan_notes(self, env: str, resources: Sequence[Mapping[str, Any]]) -> list[str]:
+        """The size picked, leader and workers, storage authentication, database guards and access."""
+        return render.notes(resources)

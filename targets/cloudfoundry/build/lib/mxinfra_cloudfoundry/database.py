@@ -1,0 +1,40 @@
+"""The environment's PostgreSQL: a service instance of the configured marketplace offering (or an
+existing one), bound to the app. The buildpack reads its credentials from VCAP_SERVICES, so no
+database URL ever passes through mxinfra."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mxinfra.target import EnvironmentContext
+
+from .config import CloudFoundryConfig, ServiceConfig
+from .provider import CfServiceInstance
+
+
+def where(cfg: CloudFoundryConfig) -> dict[str, Any]:
+    """The API, org and space inputs every resource carries (names or GUIDs, whichever config gives)."""
+    out = {"api": cfg.api, "org": cfg.org, "orgGuid": cfg.orgGuid, "space": cfg.space, "spaceGuid": cfg.spaceGuid}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def metadata(ctx: EnvironmentContext) -> dict[str, Any]:
+    """CAPI metadata: the standard tags as labels (short) and annotations (whole)."""
+    return {"labels": dict(ctx.labels), "annotations": dict(ctx.prepared.annotations)}
+
+
+def service(ctx: EnvironmentContext, cfg: CloudFoundryConfig, kind: str, svc: ServiceConfig) -> CfServiceInstance:
+    """A service instance `<app>-<env>-<kind>`: managed from offering/plan, or the existing one named."""
+    props: dict[str, Any] = {**where(cfg), "name": svc.existing or ctx.naming.physical(kind), "metadata": metadata(ctx), "timeouts": cfg.timeouts.model_dump()}
+    if svc.existing:
+        props["existing"] = svc.existing
+    else:
+        props.update(offering=svc.offering, plan=svc.plan, parameters=dict(svc.parameters))
+    # Production data is never deleted by a destroy unless the environment is listed in releaseData.
+    protect = svc.existing is None and ctx.environment.name not in cfg.releaseData
+    return CfServiceInstance(ctx.naming.logical(kind), props, ctx.opts(protect_data=protect))
+
+
+def create(ctx: EnvironmentContext, cfg: CloudFoundryConfig) -> CfServiceInstance:
+    """The database service instance."""
+    return service(ctx, cfg, "database", cfg.database)

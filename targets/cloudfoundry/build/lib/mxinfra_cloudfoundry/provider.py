@@ -1,0 +1,487 @@
+"""Pulumi dynamic resources over the Cloud Controller v3 API: app, service instance, route, space role and
+the production grants' expiry.
+
+Inputs are stored in the Pulumi state, so none carries a credential: every operation builds its client
+when it runs, from the stack config the engine hands the provider in `configure` (kept in process memory
+by `uaa.configure_from_stack`, never an input nor an attribute of the pickled provider) or else from the
+process environment (`uaa`). The app's secret variables arrive as a Pulumi secret input and
+are declared an additional secret output, so the state holds them encrypted only.
+
+The app's lifecycle (`AppProvider`):
+- create: app (STOPPED, buildpack lifecycle) -> variables -> health check and scale -> package upload
+  (READY) -> build (STAGED) -> current droplet -> service bindings -> routes -> start -> instances
+  RUNNING. A failure after the app exists deletes it again, so a retry starts clean.
+- update: a new package or buildpack is staged first; a failed staging raises before anything else
+  changed (the running droplet and variables stay). Then `strategy()` decides: `stop-first` (a new model
+  version, or memory/disk: the old instances stop before new ones start), `rolling` (the same model
+  version with a new package, variables, services or health check: a CAPI rolling deployment),
+  `scale` (only the instance count), `none`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pulumi.dynamic import ConfigureRequest, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+
+WHERE = ("api", "org", "orgGuid", "space", "spaceGuid")
+UNVERSIONED = "unversioned"
+
+
+def client_for(props: Mapping[str, Any]) -> Any:
+    """A CAPI client for the resource's API, with the operation's credentials (stack config, else environment)."""
+    from .capi import Client
+
+    return Client.connect(str(props["api"]))
+
+
+class CfProvider(ResourceProvider):
+    """The providers' common base: the stack config's credentials, taken when the engine configures it."""
+
+    def configure(self, req: ConfigureRequest) -> None:
+        """Keep `mxinfra:cloudfoundry.credentials` of the stack config in this process (not in self: the
+        provider object is pickled into every resource's inputs)."""
+        from .uaa import configure_from_stack
+
+        configure_from_stack(req.config)
+
+
+def _timeouts(props: Mapping[str, Any]) -> dict[str, float]:
+    t = dict(props.get("timeouts") or {})
+    return {k: float(t.get(k, d)) for k, d in (("upload", 600), ("staging", 1200), ("start", 1200), ("job", 600))}
+
+
+def _moved(olds: Mapping[str, Any], news: Mapping[str, Any]) -> list[str]:
+    """The place keys that changed. The outputs carry the resolved `spaceGuid` even when the inputs name
+    the space: then only the names count (else every up would replace what a space name placed)."""
+    keys = [k for k in WHERE if k != "spaceGuid" or news.get("spaceGuid") is not None]
+    return [k for k in keys if olds.get(k) != news.get(k)]
+
+
+# --- the app --------------------------------------------------------------------------------------
+
+APP_TRACKED = ("buildpack", "stack", "environment", "secretEnvironment", "package", "instances", "memoryMb", "diskMb", "healthCheck", "routes", "services", "metadata", "timeouts")
+
+
+def strategy(olds: Mapping[str, Any], news: Mapping[str, Any]) -> str:
+    """How a change from `olds` to `news` goes out: stop-first, rolling, scale or none.
+
+    Two model versions must never run at once (the new runtime migrates the schema): a new model version
+    (or an `unversioned` one, which cannot be compared) stops the old instances first. Memory and disk
+    changes restart every instance in place (CAPI scales them so), which is a stop-first too. Anything
+    else the instances must restart for rolls, one instance at a time, as Mendix Cloud rolls
+    configuration changes.
+    """
+    old_pkg, new_pkg = olds.get("package") or {}, news.get("package") or {}
+    if old_pkg.get("sha256") != new_pkg.get("sha256"):
+        old_mv, new_mv = old_pkg.get("modelVersion"), new_pkg.get("modelVersion")
+        if old_mv != new_mv or new_mv == UNVERSIONED:
+            return "stop-first"
+        return "rolling"
+    if olds.get("memoryMb") != news.get("memoryMb") or olds.get("diskMb") != news.get("diskMb"):
+        return "stop-first"
+    if any(olds.get(k) != news.get(k) for k in ("buildpack", "stack", "environment", "secretEnvironment", "healthCheck", "services")):
+        return "rolling"
+    if olds.get("instances") != news.get("instances"):
+        return "scale"
+    return "none"
+
+
+class AppProvider(CfProvider):
+    """A Mendix app on the cf-mendix-buildpack: package, build, droplet, processes, bindings, routes."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        """Create, stage and start the app (see the module docstring)."""
+        c = client_for(props)
+        t = _timeouts(props)
+        space = c.space_guid(props)
+        if c.find_app(space, props["name"]) is not None:
+            from .capi import CapiError
+
+            raise CapiError(f"an app called {props['name']!r} already exists in the space: delete or rename it, or import it (pulumi import)")
+        app = c.create_app(space, props["name"], props["buildpack"], props["stack"], props.get("metadata") or {})
+        guid = app["guid"]
+        try:
+            c.set_environment(guid, {**props["environment"], **(props.get("secretEnvironment") or {})}, [])
+            web = c.web_process(guid)
+            hc = props["healthCheck"]
+            c.configure_process(web["guid"], hc["endpoint"], int(hc["timeout"]), int(hc["invocationTimeout"]))
+            c.scale(web["guid"], int(props["instances"]), int(props["memoryMb"]), int(props["diskMb"]))
+            package = c.upload_package(guid, Path(props["package"]["path"]), t["upload"])
+            droplet = c.stage(package, t["staging"])
+            c.set_droplet(guid, droplet)
+            for si in props.get("services") or []:
+                c.bind(guid, si, t["job"])
+            for route in props.get("routes") or []:
+                c.map_route(route, guid)
+            if int(props["instances"]) > 0:
+                c.start(guid)
+                c.wait_running(web["guid"], int(props["instances"]), t["start"])
+        except BaseException:
+            try:
+                c.delete_app(guid, t["job"])
+            finally:
+                raise
+        return CreateResult(id_=guid, outs={**props, "guid": guid, "spaceGuid": space, "packageGuid": package, "dropletGuid": droplet, "strategy": "create"})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """Changes of tracked inputs; another name, API or space replaces the app."""
+        replaces = [k for k in ("name",) if olds.get(k) != news.get(k)] + _moved(olds, news)
+        changed = replaces + [k for k in APP_TRACKED if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed), replaces=replaces, stables=["guid", "spaceGuid"], delete_before_replace=True)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        """Stage what is new first, then roll, stop-first or scale (see `strategy`)."""
+        c = client_for(news)
+        t = _timeouts(news)
+        guid = olds["guid"]
+        how = strategy(olds, news)
+        package, droplet = olds.get("packageGuid"), olds.get("dropletGuid")
+        restage = (olds.get("package") or {}).get("sha256") != (news.get("package") or {}).get("sha256") or olds.get("buildpack") != news.get("buildpack") or olds.get("stack") != news.get("stack")
+        if restage:
+            c.update_app(guid, news["buildpack"], news["stack"], news.get("metadata") or {})
+            if (olds.get("package") or {}).get("sha256") != (news.get("package") or {}).get("sha256"):
+                package = c.upload_package(guid, Path(news["package"]["path"]), t["upload"])
+            # Staging fails here, before any variable, binding or process changed: nothing half-deployed.
+            droplet = c.stage(package, t["staging"])
+        elif olds.get("metadata") != news.get("metadata"):
+            c.update_app(guid, news["buildpack"], news["stack"], news.get("metadata") or {})
+        new_env = {**news["environment"], **(news.get("secretEnvironment") or {})}
+        old_env = {**(olds.get("environment") or {}), **(olds.get("secretEnvironment") or {})}
+        if new_env != old_env:
+            c.set_environment(guid, new_env, sorted(set(old_env) - set(new_env)))
+        for si in news.get("services") or []:
+            if si not in (olds.get("services") or []):
+                c.bind(guid, si, t["job"])
+        for route in news.get("routes") or []:
+            if route not in (olds.get("routes") or []):
+                c.map_route(route, guid)
+        web = c.web_process(guid)
+        if olds.get("healthCheck") != news.get("healthCheck"):
+            hc = news["healthCheck"]
+            c.configure_process(web["guid"], hc["endpoint"], int(hc["timeout"]), int(hc["invocationTimeout"]))
+        instances = int(news["instances"])
+        if how == "stop-first":
+            c.stop(guid)
+            c.scale(web["guid"], instances, int(news["memoryMb"]), int(news["diskMb"]))
+            c.set_droplet(guid, droplet)
+            if instances > 0:
+                c.start(guid)
+                c.wait_running(web["guid"], instances, t["start"])
+        elif how == "rolling":
+            if instances != int(olds["instances"]):
+                c.scale(web["guid"], instances)
+            if instances > 0:
+                c.deploy(guid, droplet, t["start"])
+            else:
+                c.set_droplet(guid, droplet)
+        elif how == "scale":
+            c.scale(web["guid"], instances)
+            if int(olds["instances"]) == 0 and instances > 0:
+                c.start(guid)
+                c.wait_running(web["guid"], instances, t["start"])
+        return UpdateResult(outs={**news, "guid": guid, "spaceGuid": olds.get("spaceGuid"), "packageGuid": package, "dropletGuid": droplet, "strategy": how})
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """The app as it is (drift): variables, instances, memory, disk; gone -> empty id."""
+        from .capi import CapiError
+
+        c = client_for(props)
+        try:
+            c.get(f"/v3/apps/{id_}")
+        except CapiError as e:
+            if e.status == 404:
+                return ReadResult(id_="", outs={})
+            raise
+        var = c.get(f"/v3/apps/{id_}/environment_variables").get("var") or {}
+        secret_keys = set(props.get("secretEnvironment") or {})
+        web = c.web_process(id_)
+        outs = {
+            **props,
+            "environment": {k: v for k, v in var.items() if k not in secret_keys},
+            "secretEnvironment": {k: v for k, v in var.items() if k in secret_keys},
+            "instances": web["instances"],
+            "memoryMb": web["memory_in_mb"],
+            "diskMb": web["disk_in_mb"],
+            "dropletGuid": c.current_droplet(id_),
+        }
+        return ReadResult(id_=id_, outs=outs)
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        """Delete the app (not its service instances: they are resources of their own)."""
+        client_for(props).delete_app(id_, _timeouts(props)["job"])
+
+
+class CfApp(Resource, module="cloudfoundry", name="App"):
+    """The app of one environment (type pulumi-python:dynamic/cloudfoundry:App)."""
+
+    guid: Any
+    name_out: Any
+    space_guid: Any
+    droplet_guid: Any
+    strategy: Any
+
+    def __init__(self, name: str, props: dict[str, Any], opts: Any = None) -> None:
+        super().__init__(AppProvider(), name, {**props, "guid": None, "spaceGuid": None, "packageGuid": None, "dropletGuid": None, "strategy": None}, opts)
+
+
+# --- service instances ------------------------------------------------------------------------------
+
+
+class ServiceInstanceProvider(CfProvider):
+    """A managed service instance of a marketplace plan, or an existing instance looked up by name."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        """Provision (waiting for the broker's job), or find the existing instance."""
+        from .capi import CapiError
+
+        c = client_for(props)
+        space = c.space_guid(props)
+        if props.get("existing"):
+            si = c.find_service_instance(space, props["existing"])
+            if si is None:
+                raise CapiError(f"service instance {props['existing']!r} does not exist in the space (create it with cf create-user-provided-service or cf create-service)")
+        else:
+            si = c.create_service_instance(space, props["name"], props["offering"], props["plan"], props.get("parameters") or {}, props.get("metadata") or {}, _timeouts(props)["job"])
+        return CreateResult(id_=si["guid"], outs={**props, "guid": si["guid"], "spaceGuid": space})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """A new name, offering, existing instance or place replaces; plan and parameters update in place."""
+        replaces = [k for k in ("name", "offering", "existing") if olds.get(k) != news.get(k)] + _moved(olds, news)
+        changed = replaces + [k for k in ("plan", "parameters", "metadata") if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed), replaces=replaces, stables=["guid", "spaceGuid"], delete_before_replace=True)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        """Another plan or parameters: a PATCH, waited for."""
+        c = client_for(news)
+        body: dict[str, Any] = {"parameters": dict(news.get("parameters") or {}), "metadata": dict(news.get("metadata") or {})}
+        if olds.get("plan") != news.get("plan"):
+            p = c.first("/v3/service_plans", f"plan {news['plan']!r}", names=news["plan"], service_offering_names=news["offering"], space_guids=olds["spaceGuid"])
+            body["relationships"] = {"service_plan": {"data": {"guid": p["guid"]}}}
+        r = c.request("PATCH", f"/v3/service_instances/{olds['guid']}", json=body)
+        c.wait_job_of(r, _timeouts(news)["job"], f"updating service instance {news['name']}")
+        return UpdateResult(outs={**news, "guid": olds["guid"], "spaceGuid": olds["spaceGuid"]})
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """The instance, or an empty id when it is gone."""
+        c = client_for(props)
+        found = next(c.list("/v3/service_instances", guids=id_), None)
+        return ReadResult(id_=id_ if found else "", outs={**props, "name": found["name"]} if found and not props.get("existing") else (props if found else {}))
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        """Deprovision a managed instance; an existing one is left alone (it was never ours)."""
+        if props.get("existing"):
+            return
+        client_for(props).delete(f"/v3/service_instances/{id_}", _timeouts(props)["job"])
+
+
+class CfServiceInstance(Resource, module="cloudfoundry", name="ServiceInstance"):
+    """A service instance the app binds (type pulumi-python:dynamic/cloudfoundry:ServiceInstance)."""
+
+    guid: Any
+
+    def __init__(self, name: str, props: dict[str, Any], opts: Any = None) -> None:
+        super().__init__(ServiceInstanceProvider(), name, {**props, "guid": None, "spaceGuid": None}, opts)
+
+
+# --- routes -----------------------------------------------------------------------------------------
+
+
+class RouteProvider(CfProvider):
+    """An HTTP route host.domain in the space."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        """Create the route (a taken host is the API's 422, shown as is)."""
+        c = client_for(props)
+        space = c.space_guid(props)
+        r = c.create_route(space, props["domain"], props["host"], props.get("metadata") or {})
+        return CreateResult(id_=r["guid"], outs={**props, "guid": r["guid"], "url": f"https://{r['url']}"})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """Any change replaces the route."""
+        replaces = [k for k in ("host", "domain") if olds.get(k) != news.get(k)] + _moved(olds, news)
+        return DiffResult(changes=bool(replaces), replaces=replaces, stables=["guid", "url"], delete_before_replace=True)
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """The route, or an empty id when it is gone."""
+        from .capi import CapiError
+
+        try:
+            client_for(props).get(f"/v3/routes/{id_}")
+        except CapiError as e:
+            if e.status == 404:
+                return ReadResult(id_="", outs={})
+            raise
+        return ReadResult(id_=id_, outs=props)
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        """Delete the route."""
+        client_for(props).delete(f"/v3/routes/{id_}", _timeouts(props)["job"])
+
+
+class CfRoute(Resource, module="cloudfoundry", name="Route"):
+    """The environment's route (type pulumi-python:dynamic/cloudfoundry:Route)."""
+
+    guid: Any
+    url: Any
+
+    def __init__(self, name: str, props: dict[str, Any], opts: Any = None) -> None:
+        super().__init__(RouteProvider(), name, {**props, "guid": None, "url": None}, opts)
+
+
+# --- space roles ------------------------------------------------------------------------------------
+
+
+class SpaceRoleProvider(CfProvider):
+    """One user's space role."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        """Create the role."""
+        c = client_for(props)
+        space = c.space_guid(props)
+        r = c.create_role(space, props["type"], props["username"], props["origin"])
+        return CreateResult(id_=r["guid"], outs={**props, "guid": r["guid"], "spaceGuid": space})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """Roles are immutable: any change replaces."""
+        replaces = [k for k in ("type", "username", "origin") if olds.get(k) != news.get(k)] + _moved(olds, news)
+        return DiffResult(changes=bool(replaces), replaces=replaces, stables=["guid", "spaceGuid"], delete_before_replace=True)
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """The role, or an empty id when someone removed it (the next up recreates it)."""
+        role = client_for(props).get_role(id_)
+        if role is None:
+            return ReadResult(id_="", outs={})
+        return ReadResult(id_=id_, outs={**props, "type": role["type"]})
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        """Remove the role."""
+        client_for(props).delete_role(id_, _timeouts(props)["job"])
+
+
+class CfSpaceRole(Resource, module="cloudfoundry", name="SpaceRole"):
+    """A standing space role (type pulumi-python:dynamic/cloudfoundry:SpaceRole); never on production."""
+
+    guid: Any
+
+    def __init__(self, name: str, props: dict[str, Any], opts: Any = None) -> None:
+        super().__init__(SpaceRoleProvider(), name, {**props, "guid": None, "spaceGuid": None}, opts)
+
+
+class GroupSpaceRoleProvider(CfProvider):
+    """A space role for every member of a UAA group (of the group principal's origin), kept in sync.
+
+    CAPI roles are per user, so the group is expanded through UAA's SCIM `/Groups` when an operation
+    runs: `members` (output) maps each member's user id to its role. `diff` compares the group's members
+    now with the state, so a member added or removed in the identity provider shows as a change in the
+    preview and `update` creates or deletes exactly those roles; `read` (refresh) drops roles someone
+    removed by hand, which the next up recreates. A role a member already had (e.g. from a user entry) is
+    recorded as not owned and never deleted by this resource.
+    """
+
+    @staticmethod
+    def _desired(c: Any, props: Mapping[str, Any]) -> dict[str, str]:
+        return c.scim().members(str(props["group"]), str(props["origin"]))
+
+    @staticmethod
+    def _sync(c: Any, space: str, props: Mapping[str, Any], current: Mapping[str, Any], desired: Mapping[str, str]) -> dict[str, Any]:
+        t = _timeouts(props)
+        out: dict[str, Any] = {}
+        for uid, m in current.items():
+            if uid in desired:
+                out[uid] = dict(m)
+            elif m.get("owned"):
+                c.delete_role(m["role"], t["job"])
+        for uid, origin in desired.items():
+            if uid not in out:
+                role, created = c.create_role_for_guid(space, str(props["type"]), uid)
+                out[uid] = {"origin": origin, "role": role["guid"], "owned": created}
+        return dict(sorted(out.items()))
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        """Expand the group and create a role per member."""
+        c = client_for(props)
+        space = c.space_guid(props)
+        members = self._sync(c, space, props, {}, self._desired(c, props))
+        return CreateResult(id_=f"{space}/{props['type']}/{props['origin']}/{props['group']}", outs={**props, "spaceGuid": space, "members": members})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """Another role type, group, origin or place replaces; a membership change (asked of UAA now) updates."""
+        replaces = [k for k in ("type", "group", "origin") if olds.get(k) != news.get(k)] + _moved(olds, news)
+        if replaces:
+            return DiffResult(changes=True, replaces=replaces, stables=[], delete_before_replace=True)
+        changed = [k for k in ("principal", "permission", "timeouts") if olds.get(k) != news.get(k)]
+        if sorted(self._desired(client_for(news), news)) != sorted(olds.get("members") or {}):
+            changed.append("members")
+        return DiffResult(changes=bool(changed), replaces=[], stables=["spaceGuid"], delete_before_replace=True)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        """Roles for new members, none for removed ones; roles removed by hand are recreated."""
+        c = client_for(news)
+        current = {uid: m for uid, m in (olds.get("members") or {}).items() if c.get_role(m["role"]) is not None}
+        members = self._sync(c, olds["spaceGuid"], news, current, self._desired(c, news))
+        return UpdateResult(outs={**news, "spaceGuid": olds["spaceGuid"], "members": members})
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """The roles as they are: one removed by hand is no longer a member's (drift)."""
+        c = client_for(props)
+        members = {uid: m for uid, m in (props.get("members") or {}).items() if c.get_role(m["role"]) is not None}
+        return ReadResult(id_=id_, outs={**props, "members": members})
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        """Remove the roles this resource created."""
+        c = client_for(props)
+        for m in (props.get("members") or {}).values():
+            if m.get("owned"):
+                c.delete_role(m["role"], _timeouts(props)["job"])
+
+
+class CfGroupSpaceRole(Resource, module="cloudfoundry", name="GroupSpaceRole"):
+    """A space role for a UAA group's members (type pulumi-python:dynamic/cloudfoundry:GroupSpaceRole); never on production."""
+
+    members: Any
+
+    def __init__(self, name: str, props: dict[str, Any], opts: Any = None) -> None:
+        super().__init__(GroupSpaceRoleProvider(), name, {**props, "spaceGuid": None, "members": None}, opts)
+
+
+# --- production grants ------------------------------------------------------------------------------
+
+
+class GrantExpiryProvider(CfProvider):
+    """Removes the environment's expired time-boxed grants on every `pulumi up`."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        """Expire what is due."""
+        from . import grants
+
+        removed = grants.expire_due(props["repository"], props["environment"], client_for(props))
+        return CreateResult(id_=f"grants-{props['environment']}", outs={**props, "lastRemoved": len(removed)})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """Always changed: time passes, so each up looks for expired grants."""
+        return DiffResult(changes=True, replaces=[], stables=["environment"], delete_before_replace=False)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        """Expire what is due."""
+        from . import grants
+
+        removed = grants.expire_due(news["repository"], news["environment"], client_for(news))
+        return UpdateResult(outs={**news, "lastRemoved": len(removed)})
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        """The environment goes: every grant still open goes with it."""
+        from . import grants
+
+        grants.expire_due(props["repository"], props["environment"], client_for(props), all_open=True)
+
+
+class CfGrantExpiry(Resource, module="cloudfoundry", name="GrantExpiry"):
+    """The expiry of production grants (type pulumi-python:dynamic/cloudfoundry:GrantExpiry)."""
+
+    last_removed: Any
+
+    def __init__(self, name: str, props: dict[str, Any], opts: Any = None) -> None:
+        super().__init__(GrantExpiryProvider(), name, {**props, "lastRemoved": None}, opts)

@@ -1,0 +1,434 @@
+"""The `mxinfra:kubernetes` block: its schema and the checks that involve the stack's environments. Pure."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from mxinfra.artifacts import OCI_SCHEME, check_artifact, parse_image
+from mxinfra.config import StackConfig
+from mxinfra.egress import EgressRule, check_egress
+from mxinfra.environments import Environment, Role
+from mxinfra.errors import ConfigIssue
+
+BLOCK = "mxinfra:kubernetes"
+# Every pattern here is applied with re.fullmatch: `$` would also accept a trailing newline.
+_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"(?=.{1,253}\Z)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
+_SA_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
+# Group and user names are the identity provider's: anything printable without surrounding blanks.
+_RBAC_NAME = re.compile(r"[^\s\x00-\x1f\x7f]([^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?")
+# CPU: whole millicores ("250m") or cores with at most three decimals ("2", "0.5"): what layout.cpu_milli reads.
+_CPU = re.compile(r"[0-9]+m|[0-9]+(\.[0-9]{1,3})?")
+# Bytes: a number with a binary or decimal suffix ("10Gi", "512Mi", "1G"); no "m" (milli-bytes).
+BYTE_QUANTITY = re.compile(r"([0-9]+(\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?")
+PLACEHOLDER = "[secret]"  # what an offline plan sees instead of a secure value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+def _cpu(v: str) -> str:
+    if not _CPU.fullmatch(v) or cpu_milli(v) == 0:
+        raise ValueError("not a CPU quantity: whole millicores like 250m, or cores like 2 or 0.5")
+    return v
+
+
+def _bytes(v: str) -> str:
+    m = BYTE_QUANTITY.fullmatch(v)
+    if not m or float(m.group(1)) == 0:
+        raise ValueError("not a size: a number with a unit like 10Gi, 512Mi or 1G")
+    return v
+
+
+def _label(v: str) -> str:
+    if not _DNS_LABEL.fullmatch(v):
+        raise ValueError("not a namespace name: a lowercase DNS label of at most 63 characters")
+    return v
+
+
+def _host(v: str) -> str:
+    if not _DNS_SUBDOMAIN.fullmatch(v):
+        raise ValueError("not a host name: lowercase DNS labels separated by dots")
+    return v
+
+
+def cpu_milli(quantity: str) -> int:
+    """A CPU quantity ("250m", "2", "0.5") in millicores."""
+    if quantity.endswith("m"):
+        return int(quantity[:-1])
+    return int(round(float(quantity) * 1000))
+
+
+def _cidr(v: str) -> str:
+    from mxinfra.exposure import parse_cidr
+
+    parse_cidr(v)
+    return v
+
+
+CpuQuantity = Annotated[str, AfterValidator(_cpu)]
+Cidr = Annotated[str, AfterValidator(_cidr)]
+ByteQuantity = Annotated[str, AfterValidator(_bytes)]
+DnsLabel = Annotated[str, AfterValidator(_label)]
+HostName = Annotated[str, AfterValidator(_host)]
+
+
+class CpuConfig(_Strict):
+    """CPU per runtime container (memory comes from the environment's `memory`)."""
+
+    request: CpuQuantity = "250m"
+    limit: CpuQuantity = "2"
+
+    @model_validator(mode="after")
+    def _request_within_limit(self) -> CpuConfig:
+        if cpu_milli(self.request) > cpu_milli(self.limit):
+            raise ValueError(f"request {self.request} exceeds limit {self.limit}: Kubernetes refuses such a pod")
+        return self
+
+
+class IngressConfig(_Strict):
+    """How the environment is exposed: host (or domain to derive it), class, TLS secret, controller namespace."""
+
+    host: HostName | None = Field(None, description="The app's host name, e.g. orders.example.com")
+    domain: HostName | None = Field(None, description="Without host: the host is <app>-<environment>.<domain>")
+    className: str = "nginx"
+    tlsSecret: str | None = Field(None, description="An existing kubernetes.io/tls Secret; default <app>-<environment>-tls")
+    controllerNamespace: DnsLabel = Field("ingress-nginx", description="Namespace of the ingress controller pods (the only outside traffic admitted)")
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class InClusterDatabase(_Strict):
+    """A PostgreSQL StatefulSet in the environment's namespace (test environments only)."""
+
+    image: str = Field("postgres:16.4", description="A Debian-based postgres image: it runs as uid/gid 999")
+    size: ByteQuantity = "5Gi"
+    storageClass: str | None = None
+    memory: int = Field(512, ge=256, le=16384, description="MB")
+
+
+class DatabaseConfig(_Strict):
+    """Exactly one of: `url` (external PostgreSQL, a secret) or `inCluster`."""
+
+    url: str | None = Field(None, description="postgres://user:password@host:5432/db, set with pulumi config set --secret")
+    requireTls: bool = True
+    inCluster: InClusterDatabase | None = None
+    port: int = Field(5432, ge=1, le=65535, description="The external database's port: the only one the runtime's egress admits for it")
+    networks: list[Cidr] | None = Field(None, max_length=16, description="The external database's networks (CIDRs); default: any address, on `port` only")
+
+
+class S3Config(_Strict):
+    """S3-compatible storage; without keys the runtime uses the pod's cloud identity (e.g. IRSA)."""
+
+    bucket: str
+    endpoint: str | None = None
+    accessKeyId: str | None = None
+    secretAccessKey: str | None = None
+    keySuffix: str | None = None
+    useSse: bool = True
+
+
+class AzureBlobConfig(_Strict):
+    """Azure Blob storage: account key or SAS token, as secrets."""
+
+    accountName: str
+    container: str
+    accountKey: str | None = None
+    sasToken: str | None = None
+    endpoint: str | None = None
+
+
+class LocalFilesConfig(_Strict):
+    """Files on a PersistentVolumeClaim (one instance only)."""
+
+    size: ByteQuantity = "10Gi"
+    storageClass: str | None = None
+
+
+class StorageConfig(_Strict):
+    """Exactly one of `s3`, `azure`, `local`."""
+
+    s3: S3Config | None = None
+    azure: AzureBlobConfig | None = None
+    local: LocalFilesConfig | None = None
+    networks: list[Cidr] | None = Field(None, max_length=16, description="The file store endpoint's networks (CIDRs); default: any address, on the endpoint's port only")
+
+
+class OperatorConfig(_Strict):
+    """The Mendix Operator's inputs: the package URL and the namespace's service plans."""
+
+    sourceURL: str = Field(description="HTTPS URL of the MDA the Operator downloads")
+    databasePlan: str
+    storagePlan: str
+    runtimeVersion: str | None = Field(None, description="Default: the package's runtime version")
+    podLabels: dict[str, str] | None = Field(None, description="Labels the Operator puts on the app's pods: the NetworkPolicy selects them")
+
+
+class EnvironmentOverride(_Strict):
+    """Per-environment settings that replace the block's top-level ones (each key replaces the whole sub-block)."""
+
+    image: str | None = None
+    namespace: DnsLabel | None = None
+    ingress: IngressConfig | None = None
+    database: DatabaseConfig | None = None
+    storage: StorageConfig | None = None
+    cpu: CpuConfig | None = None
+    operator: OperatorConfig | None = None
+    egress: list[EgressRule] | None = None
+
+
+class KubernetesConfig(_Strict):
+    """`mxinfra:kubernetes`: the target's block."""
+
+    mode: Literal["plain", "operator"] = "plain"
+    context: str | None = Field(None, description="kubeconfig context to deploy to (default: the current one)")
+    kubeconfig: str | None = Field(None, description="kubeconfig path, or its content as a secret (default: KUBECONFIG / ~/.kube/config)")
+    image: str | None = Field(None, description="plain mode: the Docker-buildpack image of the package")
+    namespace: DnsLabel | None = Field(None, description="An existing namespace to use instead of creating <app>-<environment>")
+    ingress: IngressConfig = Field(default_factory=IngressConfig)
+    database: DatabaseConfig | None = None
+    storage: StorageConfig | None = None
+    cpu: CpuConfig = Field(default_factory=CpuConfig)
+    operator: OperatorConfig | None = None
+    egress: list[EgressRule] = Field(default_factory=list, max_length=64, description="What the app calls out to, besides its database, file store and DNS")
+    allowWideEgress: bool = Field(False, description="Explicit opt-in to /8 or wider egress rules on a stack with production")
+    dnsNamespace: DnsLabel = Field("kube-system", description="Namespace of the cluster DNS pods: the only DNS the runtime may query")
+    environments: dict[str, EnvironmentOverride] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EnvironmentSettings:
+    """The block as it applies to one environment, with the config path each sub-block came from."""
+
+    mode: str
+    image: str | None
+    namespace: str | None  # an existing namespace, or None to create one
+    ingress: IngressConfig
+    database: DatabaseConfig | None
+    storage: StorageConfig | None
+    cpu: CpuConfig
+    operator: OperatorConfig | None
+    paths: dict[str, str]  # sub-block -> config path (for error messages)
+    egress: tuple[EgressRule, ...] = ()
+    dns_namespace: str = "kube-system"
+
+
+def for_environment(block: KubernetesConfig, env: str) -> EnvironmentSettings:
+    """The effective settings of `env`: its `environments.<env>` entries replace the top-level ones."""
+    over = block.environments.get(env)
+    paths = {k: f"{BLOCK}.{k}" for k in ("image", "namespace", "ingress", "database", "storage", "cpu", "operator", "egress")}
+    values: dict[str, Any] = {k: getattr(block, k) for k in paths}
+    if over is not None:
+        for key in over.model_fields_set:
+            values[key] = getattr(over, key)
+            paths[key] = f"{BLOCK}.environments.{env}.{key}"
+    return EnvironmentSettings(
+        block.mode, values["image"], values["namespace"], values["ingress"], values["database"], values["storage"], values["cpu"], values["operator"], paths, tuple(values["egress"] or ()), block.dnsNamespace
+    )
+
+
+def artifact_of(block: KubernetesConfig, env: str) -> str | None:
+    """What runs besides the package in `env`: the image (plain mode) or the Operator's sourceURL."""
+    s = for_environment(block, env)
+    if s.mode == "operator":
+        return s.operator.sourceURL if s.operator is not None else None
+    return s.image
+
+
+def is_kubeconfig_content(value: str) -> bool:
+    """True when `kubeconfig` holds a kubeconfig itself (YAML or JSON) rather than a file's path."""
+    text = value.strip()
+    return "\n" in text or text.startswith("{") or text.startswith("apiVersion:")
+
+
+def host_of(s: EnvironmentSettings, app: str, env: str) -> str | None:
+    """The environment's host name: `ingress.host`, else `<app>-<env>.<domain>`."""
+    if s.ingress.host:
+        return s.ingress.host
+    if s.ingress.domain:
+        return f"{app}-{env}.{s.ingress.domain}"
+    return None
+
+
+# --- checks ----------------------------------------------------------------------------------------
+
+PRINCIPAL_FORMS = "group:NAME, user:NAME or serviceaccount:NAMESPACE/NAME"
+# Kubernetes' names for requests without credentials: never a subject of an environment's Role.
+ANONYMOUS = ("system:unauthenticated", "system:anonymous")
+
+
+def parse_principal(principal: str) -> tuple[str, str, str | None] | None:
+    """(kind, name, namespace) of an RBAC subject for `principal`, or None if the form is unknown."""
+    kind, sep, rest = principal.partition(":")
+    if not sep or not rest:
+        return None
+    if kind == "serviceaccount":
+        ns, slash, name = rest.partition("/")
+        if slash and _DNS_LABEL.fullmatch(ns) and len(name) <= 253 and _SA_NAME.fullmatch(name):
+            return ("ServiceAccount", name, ns)
+        return None
+    if not _RBAC_NAME.fullmatch(rest):
+        return None
+    if kind == "group":
+        return ("Group", rest, None)
+    if kind == "user":
+        return ("User", rest, None)
+    return None
+
+
+def _secret(stack: StackConfig, path: str, value: str | None, file: str) -> Iterator[ConfigIssue]:
+    if value is not None and not stack.raw.is_secret(path):
+        dotted = path.split(":", 1)[1]
+        yield ConfigIssue(path, "is stored in plain text", f"store it encrypted: pulumi config set --secret --path 'mxinfra:{dotted}' VALUE", file)
+
+
+def check_block(stack: StackConfig, block: KubernetesConfig, file: str = "") -> list[ConfigIssue]:
+    """Everything wrong with the block for this stack's environments and access entries."""
+    issues: list[ConfigIssue] = []
+    names = [e.name for e in stack.environments]
+    for name in block.environments:
+        if name not in names:
+            issues.append(ConfigIssue(f"{BLOCK}.environments.{name}", f"unknown environment {name!r}", f"environments of this stack: {', '.join(names)}", file))
+    seen: dict[str, str] = {}
+    for name in names:
+        s = for_environment(block, name)
+        if s.namespace is None:
+            continue
+        if s.namespace in seen:
+            issues.append(ConfigIssue(s.paths["namespace"], f"namespace {s.namespace!r} is already used by environment {seen[s.namespace]!r}", "each environment needs its own namespace: set environments.<name>.namespace", file))
+        seen.setdefault(s.namespace, name)
+    if block.kubeconfig is not None and is_kubeconfig_content(block.kubeconfig) and not stack.raw.is_secret(f"{BLOCK}.kubeconfig"):
+        issues.append(
+            ConfigIssue(
+                f"{BLOCK}.kubeconfig",
+                "kubeconfig content is stored in plain text (it holds the cluster's credentials)",
+                f"store it encrypted: pulumi config set --secret --path '{BLOCK}.kubeconfig' \"$(cat KUBECONFIG_FILE)\", or give the file's path",
+                file,
+            )
+        )
+    reported: set[str] = set()  # a top-level problem once, not once per environment
+    for name in names:
+        s = for_environment(block, name)
+        problems: list[ConfigIssue] = []
+        if s.mode == "plain" and not s.image:
+            problems.append(ConfigIssue(s.paths["image"], "required in plain mode", "the Docker-buildpack image built from the package, e.g. registry.example.com/orders@sha256:<digest>", file))
+        elif s.mode == "plain" and s.image and parse_image(s.image) is None:
+            problems.append(ConfigIssue(s.paths["image"], f"{s.image!r} is not an image reference", "registry/repository[:tag][@sha256:<digest>]: lowercase repository path components, no wildcards", file))
+        if s.mode == "operator":
+            if s.operator is None:
+                problems.append(ConfigIssue(s.paths["operator"], "required in operator mode", "set sourceURL, databasePlan and storagePlan", file))
+            else:
+                src = s.operator.sourceURL
+                if src.startswith(OCI_SCHEME):
+                    if parse_image(src[len(OCI_SCHEME) :]) is None:
+                        problems.append(ConfigIssue(f"{s.paths['operator']}.sourceURL", f"{src!r} is not an oci-image:// image reference", "oci-image://registry/repository@sha256:<digest>", file))
+                elif not src.startswith("https://"):
+                    problems.append(ConfigIssue(f"{s.paths['operator']}.sourceURL", f"must be an HTTPS URL or an oci-image:// reference (got {src!r})", "the Operator downloads the MDA from it, or pulls the image", file))
+                if not s.operator.podLabels:
+                    problems.append(ConfigIssue(f"{s.paths['operator']}.podLabels", "required in operator mode: the NetworkPolicy that limits the app's traffic selects the app's pods by them", "the labels your Operator version puts on the app's pods (kubectl get pods --show-labels), e.g. {app: orders-production}", file))
+        for issue in problems:
+            if issue.path not in reported:
+                reported.add(issue.path)
+                issues.append(issue)
+    production = any(e.is_production for e in stack.environments)
+    for name in names:
+        s = for_environment(block, name)
+        if s.paths["egress"] not in reported:
+            reported.add(s.paths["egress"])
+            issues += check_egress(list(s.egress), s.paths["egress"], production, block.allowWideEgress, file)
+    for env in stack.environments:
+        issues += _check_environment(stack, block, env, file)
+        s = for_environment(block, env.name)
+        if s.mode == "plain" and s.image and parse_image(s.image) is not None:
+            issues += check_artifact(env, s.image, s.paths["image"], file, kind="image")
+        elif s.mode == "operator" and s.operator is not None:
+            issues += check_artifact(env, s.operator.sourceURL, f"{s.paths['operator']}.sourceURL", file, kind="source")
+    issues += check_principals(stack, file)
+    issues += check_operator_backups(stack, block, file)
+    return issues
+
+
+def check_operator_backups(stack: StackConfig, block: KubernetesConfig, file: str = "") -> list[ConfigIssue]:
+    """`backups` creates Jobs, and a Job may run as any ServiceAccount of its namespace: in operator mode
+    that includes the Operator's own, which RBAC cannot keep a Job from naming. Refused there."""
+    issues = []
+    operator_envs = {e.name for e in stack.environments if for_environment(block, e.name).mode == "operator"}
+    for i, entry in enumerate(stack.access):
+        applies = operator_envs if "*" in entry.environments else operator_envs & set(entry.environments)
+        if applies and "backups" in entry.permissions:
+            issues.append(
+                ConfigIssue(
+                    f"mxinfra:access[{i}].permissions",
+                    f"'backups' in operator mode ({', '.join(sorted(applies))}): its Jobs could run as the Mendix Operator's ServiceAccount, and RBAC cannot pin a Job's ServiceAccount",
+                    "back up through the Operator's database service plan (or your database's own backups), and drop 'backups' from this entry",
+                    file,
+                )
+            )
+    return issues
+
+
+def _check_environment(stack: StackConfig, block: KubernetesConfig, env: Environment, file: str) -> list[ConfigIssue]:
+    s = for_environment(block, env.name)
+    issues: list[ConfigIssue] = []
+    if host_of(s, stack.app.name, env.name) is None:
+        issues.append(ConfigIssue(f"{s.paths['ingress']}.host", f"environment {env.name!r} has no host name", "set ingress.host, or ingress.domain to use <app>-<environment>.<domain>", file))
+    if s.mode != "plain":
+        return issues
+    db = s.database
+    dpath = s.paths["database"]
+    if db is None:
+        issues.append(ConfigIssue(dpath, f"environment {env.name!r} needs a database", "url: {secure: ...} (external PostgreSQL) or, for test environments, inCluster: {}", file))
+    elif (db.url is None) == (db.inCluster is None):
+        issues.append(ConfigIssue(dpath, "set exactly one of url and inCluster", "url for an external PostgreSQL, inCluster for a test database", file))
+    else:
+        if db.inCluster is not None and env.role is not Role.TEST:
+            issues.append(ConfigIssue(f"{dpath}.inCluster", f"an in-cluster database is for test environments only ({env.name!r} is {env.role.value})", "give an external PostgreSQL url as a secret", file))
+        issues += _secret(stack, f"{dpath}.url", db.url, file)
+        if db.url is not None and db.url != PLACEHOLDER and not db.url.startswith(("postgres://", "postgresql://")):
+            issues.append(ConfigIssue(f"{dpath}.url", "must be a PostgreSQL URL", "postgres://user:password@host:5432/db", file))
+    st = s.storage
+    spath = s.paths["storage"]
+    chosen = [k for k in ("s3", "azure", "local") if st is not None and getattr(st, k) is not None]
+    if len(chosen) != 1:
+        issues.append(ConfigIssue(spath, "set exactly one of s3, azure and local", "s3: {bucket, endpoint, accessKeyId, secretAccessKey} for S3-compatible storage such as MinIO", file))
+    elif st is not None:
+        if st.local is not None and env.instances > 1:
+            issues.append(ConfigIssue(f"{spath}.local", f"local files need a single instance ({env.name!r} has {env.instances})", "use s3 or azure storage, or instances: 1", file))
+        if st.s3 is not None:
+            if (st.s3.accessKeyId is None) != (st.s3.secretAccessKey is None):
+                issues.append(ConfigIssue(f"{spath}.s3", "set both accessKeyId and secretAccessKey, or neither (pod identity)", "", file))
+            issues += _secret(stack, f"{spath}.s3.accessKeyId", st.s3.accessKeyId, file)
+            issues += _secret(stack, f"{spath}.s3.secretAccessKey", st.s3.secretAccessKey, file)
+        if st.azure is not None:
+            if st.azure.accountKey is None and st.azure.sasToken is None:
+                issues.append(ConfigIssue(f"{spath}.azure", "needs accountKey or sasToken", "", file))
+            issues += _secret(stack, f"{spath}.azure.accountKey", st.azure.accountKey, file)
+            issues += _secret(stack, f"{spath}.azure.sasToken", st.azure.sasToken, file)
+    return issues
+
+
+def check_principals(stack: StackConfig, file: str = "") -> list[ConfigIssue]:
+    """Principals must be RBAC subjects; production accepts only groups (the IdP enforces their MFA)."""
+    issues = []
+    names = {e.name for e in stack.environments}
+    production = {e.name for e in stack.environments if e.is_production}
+    for i, entry in enumerate(stack.access):
+        applies = names if "*" in entry.environments else names & set(entry.environments)
+        if not applies:
+            continue  # an entry for another stack's environments
+        path = f"mxinfra:access[{i}].principal"
+        subject = parse_principal(entry.principal)
+        if subject is None:
+            issues.append(ConfigIssue(path, f"{entry.principal!r} is not a Kubernetes RBAC subject", PRINCIPAL_FORMS, file))
+        elif subject[0] != "ServiceAccount" and subject[1] in ANONYMOUS:
+            issues.append(ConfigIssue(path, f"{entry.principal!r} is everyone who reaches the API server without credentials", "grant a group of your identity provider", file))
+        elif subject[0] != "ServiceAccount" and subject[1].startswith("system:") and applies & production:
+            issues.append(ConfigIssue(path, f"production environment(s) {', '.join(sorted(applies & production))} accept no Kubernetes built-in subject ({entry.principal!r})", "grant a group of your identity provider, whose members it forces through MFA", file))
+        elif subject[0] != "Group" and applies & production:
+            issues.append(ConfigIssue(path, f"production environment(s) {', '.join(sorted(applies & production))} accept only group: principals", "Kubernetes RBAC cannot require MFA: grant a group whose members your identity provider forces through MFA", file))
+    return issues

@@ -1,0 +1,353 @@
+"""Plain mode: the Docker-buildpack image as a StatefulSet, with its Service, Ingress and guard rails.
+
+Imported only while deploying (it imports pulumi_kubernetes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random
+
+from mxinfra.settings import AzureBlobStorage, Bindings, DatabaseUrl, LocalStorage, S3Storage, buildpack_env
+
+from .builder import Builder
+from .config import host_of
+from .layout import (
+    DB_CPU_LIMIT_MILLI,
+    DB_CPU_REQUEST_MILLI,
+    FILES_PATH,
+    HTTP_PORT,
+    JOB_CPU_MILLI,
+    JOB_MEMORY_MB,
+    POSTGRES_UID,
+    RUNTIME_UID,
+    Layout,
+    cpu_milli,
+    mib,
+    milli,
+)
+
+# Variables that carry database credentials live in their own Secret, so the backups role can read
+# the database credentials without reading the admin password.
+_DB_VARS = ("DATABASE_URL", "MXRUNTIME_DatabaseUserName", "MXRUNTIME_DatabasePassword")
+_RESTRICTED = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def deploy(b: Builder) -> dict[str, Any]:
+    """Every object of a plain-mode environment; returns the environment's outputs."""
+    ctx, s, lay = b.ctx, b.settings, b.layout
+    env = ctx.environment
+    b.make_namespace(holds_data=_holds_data(b))
+    pvcs: list[tuple[str, str]] = []  # (name, size) of the claims, for the quota
+
+    database, db_extra, in_cluster = _database(b, pvcs)
+    storage = _storage(b, pvcs)
+    vars_ = buildpack_env(ctx.settings, Bindings(ctx.admin_password, database, storage))
+    # MEMORY_LIMIT sits on the container next to its memory limit: the two must change together.
+    plain = {k: str(v) for k, v in vars_.plain.items() if k != "MEMORY_LIMIT"}
+    # Content-addressed and immutable: the provider replaces a ConfigMap whose data changes, and under a
+    # fixed name that is delete-before-create (pods starting in between would find no ConfigMap). A new
+    # name per content makes a change create the new ConfigMap, roll the pods onto it (the pod template
+    # names it), then delete the old one; `immutable` keeps hand edits out of the reviewed config.
+    config_name = config_map_name(lay, plain)
+    config = k8s.core.v1.ConfigMap(
+        b.logical("config"), metadata=lay.metadata(config_name, "runtime"), data=plain, immutable=True, opts=b.opts()
+    )
+    b.created["config"] = config
+    db_vars = {k: v for k, v in vars_.secret.items() if k in _DB_VARS}
+    db_vars.update(db_extra)
+    db_secret = b.secret("database-secret", db_vars, component="database")
+    runtime_secret = b.secret("secret", {k: v for k, v in vars_.secret.items() if k not in _DB_VARS})
+    if in_cluster is not None:
+        in_cluster()
+
+    memory = f"{ctx.settings.memory_limit_mb}Mi"
+    cpu = s.cpu
+    container: dict[str, Any] = {
+        "name": "mendix",
+        "image": s.image,
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "env": [{"name": "MEMORY_LIMIT", "value": ctx.settings.memory_limit}],
+        "envFrom": [
+            {"configMapRef": {"name": config_name}},
+            {"secretRef": {"name": b.secret_name("secret")}},
+            {"secretRef": {"name": b.secret_name("database-secret")}},
+        ],
+        "resources": {"requests": {"cpu": cpu.request, "memory": memory}, "limits": {"cpu": cpu.limit, "memory": memory}},
+        # The runtime answers on / once started; startup covers database migrations of a new release.
+        "startupProbe": _http_probe(period=10, failures=60),
+        "readinessProbe": _http_probe(period=10, failures=3),
+        "livenessProbe": _http_probe(period=20, failures=6),
+        "securityContext": {**_RESTRICTED, "runAsUser": RUNTIME_UID},
+    }
+    volumes = []
+    if isinstance(storage, LocalStorage):
+        container["volumeMounts"] = [{"name": "files", "mountPath": FILES_PATH}]
+        volumes.append({"name": "files", "persistentVolumeClaim": {"claimName": lay.name("files")}})
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,  # no service env vars mixed into the buildpack's contract
+        "terminationGracePeriodSeconds": 60,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": RUNTIME_UID, "fsGroup": RUNTIME_UID, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+    }
+    if volumes:
+        pod_spec["volumes"] = volumes
+    headless = _service(b, "headless-service", lay.name("headless"), headless=True)
+    statefulset = k8s.apps.v1.StatefulSet(
+        b.logical("statefulset"),
+        metadata=lay.metadata(lay.workload, "runtime", annotations=ctx.prepared.annotations),
+        spec={
+            "serviceName": lay.name("headless"),
+            # The buildpack makes the pod with ordinal 0 the cluster leader (scheduled events, DDL).
+            "replicas": env.instances,
+            "podManagementPolicy": "OrderedReady",
+            "updateStrategy": {"type": "RollingUpdate"},
+            "selector": {"matchLabels": lay.selector("runtime")},
+            "template": {
+                "metadata": {"labels": lay.object_labels("runtime")},
+                "spec": pod_spec,
+            },
+        },
+        opts=b.opts(depends_on=[config, db_secret, runtime_secret, headless, *b.created.get("database-deps", [])]),
+    )
+    b.created["statefulset"] = statefulset
+    ctx.runtime_resource(statefulset)
+    _service(b, "service", lay.workload, headless=False)
+    host = host_of(s, ctx.deployment.config.app.name, env.name)
+    assert host is not None  # check() refused a missing host
+    _ingress(b, host)
+    _network_policy(b)
+    if env.instances >= 2:
+        k8s.policy.v1.PodDisruptionBudget(
+            b.logical("pdb"),
+            metadata=lay.metadata(lay.workload, "runtime", per_release=False),
+            spec={"maxUnavailable": 1, "selector": {"matchLabels": lay.selector("runtime")}},
+            opts=b.opts(),
+        )
+    _quota(b, pvcs)
+    # The Secrets' names change with their values: a backup Job or a runbook takes them from here.
+    secrets = {"runtime": b.secret_name("secret"), "database": b.secret_name("database-secret")}
+    return {"url": f"https://{host}", "namespace": lay.namespace, "statefulset": lay.workload, "secrets": secrets}
+
+
+def config_map_name(lay: Layout, plain: Mapping[str, str]) -> str:
+    """`<app>-<env>-config-<first 10 hex of the data's SHA-256>`: a new name for every new content."""
+    digest = hashlib.sha256(json.dumps(dict(plain), sort_keys=True).encode()).hexdigest()
+    return f"{lay.name('config')}-{digest[:10]}"
+
+
+def _holds_data(b: Builder) -> bool:
+    """True when the namespace holds data (a claim) that deleting it would destroy."""
+    db, st = b.settings.database, b.settings.storage
+    return (db is not None and db.inCluster is not None) or (st is not None and st.local is not None)
+
+
+def _http_probe(*, period: int, failures: int) -> dict[str, Any]:
+    return {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": failures}
+
+
+def _pvc(b: Builder, kind: str, name: str, size: str, storage_class: str | None, component: str, pvcs: list[tuple[str, str]]) -> k8s.core.v1.PersistentVolumeClaim:
+    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
+    if storage_class:
+        spec["storageClassName"] = storage_class
+    pvcs.append((name, size))
+    # Production data survives a stack update or destroy: protected and retained on delete.
+    claim = k8s.core.v1.PersistentVolumeClaim(b.logical(kind), metadata=b.layout.metadata(name, component, per_release=False), spec=spec, opts=b.opts(protect_data=True))
+    b.created[kind] = claim
+    return claim
+
+
+def _database(b: Builder, pvcs: list[tuple[str, str]]) -> tuple[DatabaseUrl, dict[str, Any], Callable[[], None] | None]:
+    """The database binding, the variables its Secret adds, and (in-cluster) what creates the
+    PostgreSQL workload once that Secret exists (the workload reads its password from it)."""
+    db = b.settings.database
+    assert db is not None  # check() refused a plain environment without one
+    if db.url is not None:
+        return DatabaseUrl(pulumi.Output.secret(db.url), require_tls=db.requireTls), {}, None
+    spec = db.inCluster
+    assert spec is not None
+    lay = b.layout
+    password = pulumi_random.RandomPassword(b.logical("database-password"), length=32, special=False, opts=b.opts(kubernetes=False))
+    host = f"{lay.name('postgres')}.{lay.namespace}.svc:5432"
+    url = pulumi.Output.secret(pulumi.Output.concat("postgres://mendix:", password.result, "@", host, "/mendix"))
+    claim = _pvc(b, "postgres-data", lay.name("postgres-data"), spec.size, spec.storageClass, "database", pvcs)
+
+    def workload() -> None:
+        _postgres(b, spec, claim)
+
+    # In-cluster PostgreSQL has no TLS; the traffic stays inside the namespace (see the NetworkPolicy).
+    return DatabaseUrl(url, require_tls=False), {"POSTGRES_PASSWORD": password.result}, workload
+
+
+def _postgres(b: Builder, spec: Any, claim: Any) -> None:
+    lay = b.layout
+    memory = f"{spec.memory}Mi"
+    container = {
+        "name": "postgres",
+        "image": spec.image,
+        "ports": [{"name": "postgres", "containerPort": 5432, "protocol": "TCP"}],
+        "env": [
+            {"name": "POSTGRES_USER", "value": "mendix"},
+            {"name": "POSTGRES_DB", "value": "mendix"},
+            {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": b.secret_name("database-secret"), "key": "POSTGRES_PASSWORD"}}},
+            # A subdirectory: the volume's root holds lost+found on many storage classes, and under
+            # fsGroup it is root-owned but group-writable, so uid 999 can create (and chmod 0700) its own.
+            {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"},
+        ],
+        "resources": {
+            "requests": {"cpu": milli(DB_CPU_REQUEST_MILLI), "memory": memory},
+            "limits": {"cpu": milli(DB_CPU_LIMIT_MILLI), "memory": memory},
+        },
+        "readinessProbe": {"exec": {"command": ["pg_isready", "-U", "mendix", "-d", "mendix"]}, "periodSeconds": 10},
+        "livenessProbe": {"exec": {"command": ["pg_isready", "-U", "mendix", "-d", "mendix"]}, "periodSeconds": 30, "failureThreshold": 6},
+        # The official (Debian-based) image runs as postgres = uid/gid 999 without root when PGDATA is writable.
+        "securityContext": {**_RESTRICTED, "runAsUser": POSTGRES_UID, "runAsGroup": POSTGRES_UID},
+        "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"}],
+    }
+    service = k8s.core.v1.Service(
+        b.logical("postgres-service"),
+        metadata=lay.metadata(lay.name("postgres"), "database", per_release=False),
+        spec={"type": "ClusterIP", "selector": lay.selector("database"), "ports": [{"name": "postgres", "port": 5432, "targetPort": "postgres", "protocol": "TCP"}]},
+        opts=b.opts(),
+    )
+    statefulset = k8s.apps.v1.StatefulSet(
+        b.logical("postgres"),
+        metadata=lay.metadata(lay.name("postgres"), "database", per_release=False),
+        spec={
+            "serviceName": lay.name("postgres"),
+            "replicas": 1,
+            "selector": {"matchLabels": lay.selector("database")},
+            "template": {
+                "metadata": {"labels": lay.object_labels("database", per_release=False)},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": POSTGRES_UID,
+                        "runAsGroup": POSTGRES_UID,
+                        "fsGroup": POSTGRES_UID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": lay.name("postgres-data")}}],
+                },
+            },
+        },
+        opts=b.opts(protect_data=True, depends_on=[claim]),
+    )
+    b.created["database-deps"] = [statefulset, service]
+
+
+def _storage(b: Builder, pvcs: list[tuple[str, str]]) -> S3Storage | AzureBlobStorage | LocalStorage:
+    st = b.settings.storage
+    assert st is not None  # check() refused a plain environment without one
+    if st.s3 is not None:
+        c = st.s3
+        return S3Storage(
+            bucket=c.bucket,
+            endpoint=c.endpoint,
+            access_key_id=c.accessKeyId,
+            secret_access_key=c.secretAccessKey,
+            key_suffix=c.keySuffix,
+            use_sse=c.useSse,
+        )
+    if st.azure is not None:
+        a = st.azure
+        return AzureBlobStorage(account_name=a.accountName, container=a.container, account_key=a.accountKey, sas_token=a.sasToken, endpoint=a.endpoint)
+    assert st.local is not None
+    _pvc(b, "files", b.layout.name("files"), st.local.size, st.local.storageClass, "runtime", pvcs)
+    return LocalStorage()
+
+
+def _service(b: Builder, kind: str, name: str, *, headless: bool) -> k8s.core.v1.Service:
+    lay = b.layout
+    spec: dict[str, Any] = {"selector": lay.selector("runtime"), "ports": [{"name": "http", "port": HTTP_PORT if headless else 80, "targetPort": "http", "protocol": "TCP"}]}
+    if headless:
+        # The StatefulSet's governing service: stable pod DNS names (<name>-0 is the leader).
+        spec.update({"clusterIP": "None", "publishNotReadyAddresses": True})
+    else:
+        spec["type"] = "ClusterIP"
+    svc = k8s.core.v1.Service(b.logical(kind), metadata=lay.metadata(name, "runtime", per_release=False), spec=spec, opts=b.opts())
+    b.created[kind] = svc
+    return svc
+
+
+def _ingress(b: Builder, host: str) -> None:
+    lay, ing = b.layout, b.settings.ingress
+    meta = lay.metadata(lay.workload, "runtime", per_release=False, annotations=ing.annotations or None)
+    k8s.networking.v1.Ingress(
+        b.logical("ingress"),
+        metadata=meta,
+        spec={
+            "ingressClassName": ing.className,
+            "tls": [{"hosts": [host], "secretName": ing.tlsSecret or lay.name("tls")}],
+            "rules": [
+                {
+                    "host": host,
+                    "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {"service": {"name": lay.workload, "port": {"name": "http"}}}}]},
+                }
+            ],
+        },
+        opts=b.opts(),
+    )
+
+
+def _network_policy(b: Builder) -> None:
+    from .network import policy_spec
+
+    lay = b.layout
+    pods = {"app.kubernetes.io/instance": lay.instance}
+    k8s.networking.v1.NetworkPolicy(
+        b.logical("network-policy"),
+        metadata=lay.metadata(lay.name("network"), per_release=False),
+        spec=policy_spec(b.settings, pods, {"podSelector": {"matchLabels": pods}}),
+        opts=b.opts(),
+    )
+
+
+def _quota(b: Builder, pvcs: list[tuple[str, str]]) -> None:
+    ctx, lay = b.ctx, b.layout
+    env, cpu = ctx.environment, b.settings.cpu
+    db = b.settings.database.inCluster if b.settings.database else None
+    # The runtime's instances, the in-cluster database if any, and one backup job.
+    pods = env.instances + (1 if db else 0) + 1
+    mem = env.instances * ctx.settings.memory_limit_mb + (db.memory if db else 0) + JOB_MEMORY_MB
+    req_cpu = env.instances * cpu_milli(cpu.request) + (DB_CPU_REQUEST_MILLI if db else 0) + JOB_CPU_MILLI
+    lim_cpu = env.instances * cpu_milli(cpu.limit) + (DB_CPU_LIMIT_MILLI if db else 0) + JOB_CPU_MILLI
+    hard = {
+        "pods": str(pods),
+        "requests.cpu": milli(req_cpu),
+        "limits.cpu": milli(lim_cpu),
+        "requests.memory": f"{mem}Mi",
+        "limits.memory": f"{mem}Mi",
+        "persistentvolumeclaims": str(len(pvcs)),
+    }
+    if pvcs:
+        hard["requests.storage"] = f"{sum(mib(size) for _, size in pvcs)}Mi"
+    k8s.core.v1.ResourceQuota(b.logical("quota"), metadata=lay.metadata(lay.name("quota"), per_release=False), spec={"hard": hard}, opts=b.opts())
+    # Containers that name no resources (e.g. a backup job) get the job allowance; none may outgrow the runtime.
+    largest = max(ctx.settings.memory_limit_mb, db.memory if db else 0)
+    k8s.core.v1.LimitRange(
+        b.logical("limits"),
+        metadata=lay.metadata(lay.name("limits"), per_release=False),
+        spec={
+            "limits": [
+                {
+                    "type": "Container",
+                    "default": {"cpu": milli(JOB_CPU_MILLI), "memory": f"{JOB_MEMORY_MB}Mi"},
+                    "defaultRequest": {"cpu": milli(JOB_CPU_MILLI), "memory": f"{JOB_MEMORY_MB}Mi"},
+                    "max": {"cpu": milli(max(cpu_milli(cpu.limit), DB_CPU_LIMIT_MILLI if db else 0, JOB_CPU_MILLI)), "memory": f"{largest}Mi"},
+                }
+            ]
+        },
+        opts=b.opts(),
+    )

@@ -1,0 +1,115 @@
+"""Access: one namespaced Role per permission set, bound to the principals of `mxinfra:access`.
+
+`rules()` is pure; `deploy()` imports pulumi_kubernetes and runs only while deploying.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from mxinfra.access import Permission
+
+from .config import parse_principal
+from .layout import Layout
+
+if TYPE_CHECKING:
+    from .builder import Builder
+
+RBAC_GROUP = "rbac.authorization.k8s.io"
+MENDIX_GROUP = "privatecloud.mendix.com"
+READ = ["get", "list", "watch"]
+# Permissions Kubernetes RBAC has no object for: alerts are routed by the monitoring stack, and every
+# Kubernetes permission is API access already (the plan warns about both).
+UNMAPPED = (Permission.ALERTS, Permission.API)
+
+
+def rules(permission: Permission, layout: Layout, mode: str, secrets: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The RBAC rules of `permission` in the environment's namespace (empty: nothing to grant).
+
+    `secrets`: the provider-assigned names of the environment's Secrets by kind (`secret`,
+    `database-secret`: builder.Builder.secret); without it, `<app>-<env>-<kind>-*` stands for them
+    (a rule naming a Secret the environment does not have is left out)."""
+    names = {kind: f"{layout.naming.logical(kind)}-*" if secrets is None else secrets.get(kind) for kind in ("secret", "database-secret")}
+    return [r for r in _rules(permission, layout, mode, names) if None not in r.get("resourceNames", ())]
+
+
+def _rules(permission: Permission, layout: Layout, mode: str, names: Mapping[str, Any]) -> list[dict[str, Any]]:
+    workload = layout.workload
+    if permission is Permission.MONITOR:
+        return [
+            {"apiGroups": [""], "resources": ["pods", "pods/log", "events"], "verbs": READ},
+            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": READ},
+            {"apiGroups": ["metrics.k8s.io"], "resources": ["pods"], "verbs": ["get", "list"]},
+        ]
+    if permission is Permission.DEPLOY:
+        if mode == "operator":
+            # Only its own MendixApp: another environment's CR in a shared Operator namespace carries that
+            # environment's admin password and licence. `list` cannot be limited to names, so it is not granted.
+            return [
+                {"apiGroups": [MENDIX_GROUP], "resources": ["mendixapps"], "resourceNames": [workload], "verbs": ["get", "watch", "update", "patch"]},
+                # Writing the secret constants needs no read of them.
+                {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [names["secret"]], "verbs": ["update", "patch"]},
+            ]
+        return [
+            {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": READ},
+            # replicas 0 stops the app; restarts are a template annotation patch (kubectl rollout restart)
+            {"apiGroups": ["apps"], "resources": ["statefulsets", "statefulsets/scale"], "resourceNames": [workload], "verbs": ["update", "patch"]},
+            # Nothing on ConfigMaps: the runtime's is immutable and named by its content (plain.py), so
+            # constants change only through reviewed config and `pulumi up`.
+            # The runtime Secret holds the admin password and the storage keys: deploying writes it, never reads it.
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [names["secret"]], "verbs": ["update", "patch"]},
+        ]
+    if permission is Permission.BACKUPS:
+        out: list[dict[str, Any]] = [
+            # a backup is a Job (pg_dump to the file store) whose pod and log the holder follows
+            {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": [*READ, "create", "delete"]},
+            {"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": READ},
+        ]
+        if mode == "plain":
+            out += [
+                {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [names["database-secret"]], "verbs": ["get"]},
+                {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "resourceNames": [layout.name("postgres-data"), layout.name("files")], "verbs": ["get"]},
+            ]
+        return out
+    if permission is Permission.MANAGE:
+        # Membership changes only through reviewed config and `pulumi up` (or the identity provider's
+        # groups): a manager sees who holds what, and can neither write a RoleBinding nor `bind` a Role,
+        # which would let one session bind production deploy to anyone.
+        return [{"apiGroups": [RBAC_GROUP], "resources": ["roles", "rolebindings"], "verbs": READ}]
+    return []
+
+
+def subject(principal: str) -> dict[str, str]:
+    """The RoleBinding subject of a principal (check() has refused unknown forms)."""
+    parsed = parse_principal(principal)
+    assert parsed is not None
+    kind, name, namespace = parsed
+    if kind == "ServiceAccount":
+        return {"kind": kind, "name": name, "namespace": namespace or ""}
+    return {"kind": kind, "name": name, "apiGroup": RBAC_GROUP}
+
+
+def deploy(b: Builder) -> list[str]:
+    """A Role and RoleBinding per granted permission; returns the permissions left unmapped."""
+    import pulumi_kubernetes as k8s
+
+    lay = b.layout
+    secrets = {kind: b.secret_name(kind) for kind in ("secret", "database-secret") if kind in b.created}
+    unmapped = []
+    for role in b.ctx.access.roles():
+        rs = rules(role.permission, lay, b.settings.mode, secrets)
+        if not rs:
+            unmapped.append(role.permission.value)
+            continue
+        name = lay.name(role.permission.value)
+        meta = lay.metadata(name, per_release=False, annotations={"mxinfra.io/permission": role.permission.value})
+        r = k8s.rbac.v1.Role(b.logical(f"role-{role.permission.value}"), metadata=meta, rules=rs, opts=b.opts())
+        k8s.rbac.v1.RoleBinding(
+            b.logical(f"rolebinding-{role.permission.value}"),
+            metadata=meta,
+            role_ref={"apiGroup": RBAC_GROUP, "kind": "Role", "name": name},
+            subjects=[subject(p) for p in role.principals],
+            opts=b.opts(depends_on=[r]),
+        )
+    return unmapped

@@ -60,7 +60,7 @@ done
 
 # pulumi-random: the proxy refuses its module, so it is built from the provider source the workplace
 # keeps beside the checkout (third-party code, never copied into this repository). This is the one
-# place the repository reads ../shared; without it the toolchain is built without the random plugin
+# place the repository reads the folder beside the checkout; without it the toolchain is built without the random plugin
 # and says so (the stacks that generate passwords then cannot run under the engine).
 RANDOM_SRC="${MXINFRA_RANDOM_SRC:-$REPO_DIR/../shared/vendor/pulumi-random/provider}"
 if [ -f "$RANDOM_SRC/go.mod" ] && [ -d "$RANDOM_SRC/cmd/pulumi-resource-random" ]; then

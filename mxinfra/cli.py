@@ -43,15 +43,15 @@ def _root(
 
 
 def _stderr():  # noqa: ANN202 (rich is imported lazily)
-    from rich.console import Console
+    from .display import console
 
-    return Console(stderr=True)
+    return console(stderr=True, markup=True)
 
 
 def _stdout():  # noqa: ANN202
-    from rich.console import Console
+    from .display import console
 
-    return Console(highlight=False)
+    return console(markup=True)
 
 
 @app.command()

@@ -19,3 +19,20 @@ def text(value: object, style: str = "") -> Any:
     from rich.text import Text
 
     return Text(clean(value), style=style)
+
+
+# Wide enough that no table cell is cut and no line wrapped: CI logs and pipes keep full sha256s.
+UNWRAPPED_WIDTH = 100_000
+
+
+def console(*, stderr: bool = False, markup: bool = False) -> Any:
+    """A rich Console for stdout or stderr: untrusted text is never markup; output that is not a terminal
+    (a pipe, a file, a CI log) is never wrapped or truncated."""
+    import sys
+
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(stderr=stderr, highlight=False, markup=markup)
+    return Console(stderr=stderr, highlight=False, markup=markup, soft_wrap=True, width=UNWRAPPED_WIDTH)

@@ -187,6 +187,11 @@ class Target:
         log records it and staged promotion compares it, so swapping it counts as a deployment."""
         return None
 
+    def artifact_key(self, env: Environment, block: Any) -> str | None:
+        """The config key (`mxinfra:<target>.a.b`) that `artifact` reads for `env`: `mxinfra promote` writes
+        the promoted artifact there, in the same write as the package."""
+        return None
+
     def deploy_app(self, ctx: AppContext) -> Any:
         """Create what the app's environments share; the result reaches each EnvironmentContext.shared."""
         return None

@@ -23,10 +23,10 @@ activity_app = typer.Typer(help="The activity log of each environment.", invoke_
 
 
 def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
+    from ..display import console
 
     # Repository and log contents are untrusted text: never interpreted as markup.
-    return Console(stderr=stderr, highlight=False, markup=False)
+    return console(stderr=stderr)
 
 
 def _row(*cells: object) -> list[Any]:
@@ -379,10 +379,15 @@ def promote(
     repository: RepositoryOpt = None,
     directory: DirOpt = None,
 ) -> None:
-    """Write the package last deployed to --from into the stack file of --to; then run `pulumi up`."""
-    from ..stackfile import read_project
+    """Write what --from last deployed (the package and what runs beside it) into the stack file of --to."""
+    from ..config import NAMESPACE, collect_stack_config, parse_model
+    from ..errors import ConfigError
+    from ..stackfile import read_project, read_stack_config
+    from ..target import load_target
     from .activity import ActivityLog
+    from .promotion import promotion_issues, trusted_deploys
     from .repository import Repository
+    from .signing import trust_for
 
     directory = directory or Path(".")
     project = read_project(directory)
@@ -392,45 +397,63 @@ def promote(
         hint = "; pick one with -s STACK" if len(holders) > 1 else ""
         raise UserError(f"{project.stack_config_dir}: environment {destination!r} must be declared by exactly one stack file (found: {found}){hint}")
     stack = holders[0]
+    stack_file = project.stack_file(stack)
+    raw = read_stack_config(project, stack)
+    cfg, issues = collect_stack_config(raw, project=project.name, stack=stack)
+    if cfg is None:
+        raise ConfigError(issues, raw.source)
+    env = next(e for e in cfg.environments if e.name == destination)
+    if env.require_promotion_from is not None and env.require_promotion_from != source:
+        # The gate would refuse it at `pulumi up`; refuse it here, before the stack file changes.
+        raise UserError(
+            f"{stack_file}: {env.config_path}.requirePromotionFrom is {env.require_promotion_from!r}: "
+            f"{destination} receives only what passed {env.require_promotion_from}, not {source!r} "
+            f"(mxinfra promote --from {env.require_promotion_from} --to {destination})"
+        )
+    target = load_target(cfg.app.target, file=raw.source)
+    block = None
+    if target.config_model is not None:
+        key = f"{NAMESPACE}:{target.name}"
+        block, found = parse_model(target.config_model, raw.values.get(key) or {}, key, raw.source, raw)
+        if found:
+            raise ConfigError(found, raw.source)
+
     url = resolve_repository(repository, directory, stack)
     store = _store(url)
     repo, log = Repository(store), ActivityLog(store)
-    deployed = _trusted_deploys(log, project, stack, source, url, directory.resolve())
+    trust = trust_for(dict(raw.values), source, url, directory.resolve())
+    deployed = trusted_deploys(log, source, trust, cfg.app.name)
     if package:
         entry = repo.find(package)
-        if not any(r.package_sha256 == entry.sha256 for r in deployed):
-            raise UserError(f"{url}: package sha256:{entry.sha256[:12]} was never deployed to {source!r}; only what passed {source} can be promoted")
-    else:
+        deployed = [r for r in deployed if r.package_sha256 == entry.sha256]
         if not deployed:
-            raise UserError(f"{url}: no deploy recorded in environment {source!r}; nothing to promote")
-        entry = repo.find("sha256:" + deployed[-1].package_sha256)
-    reference = "sha256:" + entry.sha256
-    old = _write_package(project.stack_file(stack), reference)
+            raise UserError(f"{url}: package sha256:{entry.sha256[:12]} was never deployed to {source!r}; only what passed {source} can be promoted")
+    elif not deployed:
+        raise UserError(f"{url}: no deploy recorded in environment {source!r}; nothing to promote")
+    chosen = deployed[-1]
+    entry = repo.find("sha256:" + chosen.package_sha256)
+
+    # Everything the gate compares, written together: the package and, where the target runs one, the
+    # artifact the source ran (its image digest, the Operator's sourceURL).
+    writes: dict[str, Any] = {"mxinfra:app.package": "sha256:" + entry.sha256}
+    artifact_key = target.artifact_key(env, block)
+    if chosen.artifact is not None and artifact_key is not None and chosen.artifact != target.artifact(env, block):
+        sharing = [e.name for e in cfg.environments if e.name != destination and target.artifact_key(e, block) == artifact_key]
+        if sharing:
+            raise UserError(
+                f"{stack_file}: {artifact_key} is also what {', '.join(sharing)} run(s); give {destination} its own "
+                f"(the target's per-environment setting) before promoting a different one to it"
+            )
+        writes[artifact_key] = chosen.artifact
+    # The same rule the gate applies at `pulumi up`, asked before anything is written.
+    refused = promotion_issues([env], entry.sha256, {destination: chosen.artifact if artifact_key else None}, url, raw.source, config=cfg, base_dir=project.directory)
+    if refused:
+        raise ConfigError(refused, raw.source)
+    old = _write_values(stack_file, writes)
     console = _console()
-    console.print(clean(f"{project.stack_file(stack)}: mxinfra:app.package {old!r} -> {reference!r}"))
+    for key, value in writes.items():
+        console.print(clean(f"{stack_file}: {key} {old[key]!r} -> {value!r}"))
     console.print(clean(f"promoted {entry.version or '-'} from {source} to {destination}; now run: pulumi up -s {stack}"))
-
-
-def _trusted_deploys(log: Any, project: Any, stack: str, source: str, url: str, base: Path) -> list[Any]:
-    """The source's deploy records that the destination stack's gate would accept: intact, signed by a key
-    it trusts for the source, of its app (what is promoted must be able to pass the gate)."""
-    from ..stackfile import read_stack_config
-    from .activity import record_hash
-    from .signing import check_signature, trust_for
-
-    raw = dict(read_stack_config(project, stack).values)
-    trust = trust_for(raw, source, url, base)
-    app_block = raw.get("mxinfra:app")
-    app = app_block.get("name") if isinstance(app_block, dict) else None
-    out = []
-    for r in log.records(source):
-        if r.action != "deploy" or r.environment != source or (app is not None and r.app != app):
-            continue
-        data = r.to_json()
-        found, why = check_signature(data, r.hash)
-        if why is None and record_hash(data) == r.hash and found in trust.fingerprints:
-            out.append(r)
-    return out
 
 
 def _sequence_offset(text: str) -> int:
@@ -443,8 +466,9 @@ def _sequence_offset(text: str) -> int:
     return 2
 
 
-def _write_package(path: Path, reference: str) -> Any:
-    """Set mxinfra:app.package in a stack file, keeping its comments, key order and indentation."""
+def _write_values(path: Path, values: dict[str, Any]) -> dict[str, Any]:
+    """Set config keys (`ns:block.a.b`) in a stack file in one atomic write, keeping its comments, key
+    order and indentation; returns the old values."""
     from ruamel.yaml import YAML
 
     text = path.read_text()
@@ -454,11 +478,19 @@ def _write_package(path: Path, reference: str) -> Any:
     offset = _sequence_offset(text)
     yaml.indent(mapping=2, sequence=offset + 2, offset=offset)
     doc = yaml.load(text)
-    app_block = (doc or {}).get("config", {}).get("mxinfra:app")
-    if app_block is None:
-        raise UserError(f"{path}: no mxinfra:app block to update")
-    old = app_block.get("package")
-    app_block["package"] = reference
+    config = (doc or {}).get("config")
+    old: dict[str, Any] = {}
+    for dotted, value in values.items():
+        block_key, *parts = dotted.split(".")
+        node = config.get(block_key) if config is not None else None
+        if node is None:
+            raise UserError(f"{path}: no {block_key} block to update")
+        for part in parts[:-1]:
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+        old[dotted] = node.get(parts[-1])
+        node[parts[-1]] = value
     tmp = path.with_suffix(".yaml.tmp")
     with tmp.open("w") as fh:
         yaml.dump(doc, fh)

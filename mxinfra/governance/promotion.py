@@ -12,7 +12,7 @@ from ..errors import ConfigIssue
 if TYPE_CHECKING:
     from ..config import StackConfig
     from ..environments import Environment
-    from .activity import ActivityLog
+    from .activity import ActivityLog, ActivityRecord
     from .signing import Trust
 
 DEFAULT_REPOSITORY = "file://.mxinfra"
@@ -111,6 +111,23 @@ def promotion_issues(
             continue
         issues += [ConfigIssue(path, m, fix, file) for m, fix in _gate(log, source, package_sha256, artifact, trust, app, url, what, hint)]
     return issues
+
+
+def trusted_deploys(log: ActivityLog, source: str, trust: Trust, app: str | None) -> list[ActivityRecord]:
+    """The source's deploy records a gate would accept, oldest first: intact, signed by a key trusted for
+    the source, of this app. `mxinfra promote` chooses among these; the gate asks `deploy_evidence`."""
+    from .activity import record_hash
+    from .signing import check_signature
+
+    out = []
+    for r in log.records(source):
+        if r.action != "deploy" or r.environment != source or (app is not None and r.app != app):
+            continue
+        data = r.to_json()
+        found, why = check_signature(data, r.hash)
+        if why is None and record_hash(data) == r.hash and found in trust.fingerprints:
+            out.append(r)
+    return out
 
 
 def _gate(log: ActivityLog, source: str, package_sha256: str, artifact: str | None, trust: Trust, app: str | None, url: str, what: str, hint: str) -> list[tuple[str, str]]:

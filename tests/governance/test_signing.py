@@ -260,6 +260,9 @@ def test_promote_ignores_forged_deploys(tmp_path, capsys) -> None:
     url = (example / ".mxinfra").as_uri()
     # a forged, newer deploy of another package: promote must not pick it
     ActivityLog(open_store(url)).append("acceptance", actor="forged", action="deploy", package_sha256=OTHER, package_version=None, changes={}, app="orders")
-    assert main(["promote", "-C", str(example), "--from", "acceptance", "--to", "production", "-s", "production"]) == 0
-    text = (example / "stacks" / "Pulumi.production.yaml").read_text()
-    assert f"sha256:{SHA}" in text and OTHER not in text
+    before = (example / "stacks" / "Pulumi.production.yaml").read_text()
+    # promote asks the gate before writing (one notion of a trusted deploy): a log holding a forged
+    # record does not verify, so nothing is promoted from it and the stack file is unchanged
+    assert main(["promote", "-C", str(example), "--from", "acceptance", "--to", "production", "-s", "production"]) == 2
+    assert "does not verify" in capsys.readouterr().err
+    assert (example / "stacks" / "Pulumi.production.yaml").read_text() == before

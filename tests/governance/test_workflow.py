@@ -165,7 +165,7 @@ def test_plan_writes_nothing_to_the_repository(project, fake_target, tmp_path, c
     assert not (project.path / ".mxinfra").exists()
 
 
-def test_promote_rewrites_the_stack_file_keeping_comments(project, repo_url, capsys):
+def test_promote_rewrites_the_stack_file_keeping_comments(project, fake_target, repo_url, capsys):
     gated_project(project, repo_url)
     f = project.path / "stacks" / "Pulumi.production.yaml"
     f.write_text("# production: only what passed acceptance\n" + f.read_text().replace("  mxinfra:environments:", "  # gated\n  mxinfra:environments:"))
@@ -312,3 +312,44 @@ def test_stories_can_be_attached_after_the_first_push(repo_url, capsys):
     assert [d["environment"] for d in doc["packages"][0]["deployments"]] == ["acceptance"]
     assert Repository(open_store(repo_url)).list()[0].stories == ("ORD-1", "ORD-2")
     assert len(open_store(repo_url).list(f"annotations/{sha}/")) == 1  # nothing new the second time
+
+
+NEW_IMAGE = "registry.example.com/orders/orders:1.4.3@sha256:" + "7" * 64
+
+
+def test_promote_carries_the_artifact_the_gate_compares(tmp_path, capsys):
+    """Issue 18: promote wrote the package but not the image acceptance ran, so the gate refused and its
+    hint said to run promote (a loop). Now both land in one write and the promoted stack plans."""
+    from scaffold import copy_example, record_deploy
+
+    example = copy_example(tmp_path / "ex")
+    acceptance = example / "stacks" / "Pulumi.acceptance.yaml"
+    old_image = yaml.safe_load(acceptance.read_text())["config"]["mxinfra:kubernetes"]["image"]
+    acceptance.write_text(acceptance.read_text().replace(old_image, NEW_IMAGE))
+    record_deploy(example, "acceptance")
+    production = example / "stacks" / "Pulumi.production.yaml"
+    before = production.read_text().splitlines()
+    assert main(["plan", "-s", "production", "-C", str(example)]) == 2  # acceptance ran another image
+    capsys.readouterr()
+    assert main(["promote", "-C", str(example), "--from", "acceptance", "--to", "production", "-s", "production"]) == 0
+    out = capsys.readouterr().out
+    assert "mxinfra:kubernetes.image" in out and NEW_IMAGE in out
+    after = production.read_text().splitlines()
+    changed = [(a.strip(), b.strip()) for a, b in zip(before, after) if a != b]
+    assert len(before) == len(after) and len(changed) == 2, changed
+    assert changed[0][1].startswith("package: sha256:") and changed[1] == (f"image: {old_image}", f"image: {NEW_IMAGE}")
+    assert main(["plan", "-s", "production", "-C", str(example)]) == 0, capsys.readouterr().err
+
+
+def test_promote_refuses_a_source_the_destination_does_not_take(tmp_path, capsys):
+    """--from must be the destination's requirePromotionFrom: the gate would refuse it later anyway."""
+    from scaffold import copy_example, record_deploy
+
+    example = copy_example(tmp_path / "ex")
+    record_deploy(example, "test")
+    production = example / "stacks" / "Pulumi.production.yaml"
+    before = production.read_text()
+    assert main(["promote", "-C", str(example), "--from", "test", "--to", "production", "-s", "production"]) == 2
+    err = capsys.readouterr().err
+    assert "requirePromotionFrom is 'acceptance'" in err and "--from acceptance" in err
+    assert production.read_text() == before

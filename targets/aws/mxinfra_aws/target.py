@@ -190,6 +190,10 @@ class AwsTarget(Target):
         """The container image the environment runs: swapping it is a deployment."""
         return block.image if block is not None else None
 
+    def artifact_key(self, env: Environment, block: AwsConfig | None) -> str | None:
+        """Where the image is configured."""
+        return "mxinfra:aws.image"
+
     def deploy_app(self, ctx: AppContext) -> SharedCluster:
         """The ECS cluster (Container Insights on), or the configured existing one."""
         cfg: AwsConfig = ctx.deployment.target_config

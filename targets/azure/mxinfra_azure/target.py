@@ -147,6 +147,10 @@ class AzureTarget(Target):
         """The container image the environment runs: swapping it is a deployment."""
         return block.image if isinstance(block, AzureConfig) else None
 
+    def artifact_key(self, env: Environment, block: AzureConfig | None) -> str | None:
+        """Where the image is configured."""
+        return "mxinfra:azure.image"
+
     def deploy_environment(self, ctx: EnvironmentContext) -> Mapping[str, Any]:
         """Resource group, network, secrets, storage, database, runtime and access of one environment."""
         from . import access, database, keyvault, network, runtime, storage

@@ -84,6 +84,10 @@ class CloudFoundryTarget(Target):
         """The buildpack release the package is staged with: swapping it is a deployment."""
         return block.buildpack if block is not None else None
 
+    def artifact_key(self, env: Environment, block: CloudFoundryConfig | None) -> str | None:
+        """Where the buildpack is configured."""
+        return f"{BLOCK}.buildpack"
+
     def deploy_environment(self, ctx: EnvironmentContext) -> Mapping[str, Any]:
         """Services, route, app (package, build, droplet, processes) and space roles of one environment."""
         from . import access as _access  # noqa: F401 (the mapping the roles use)

@@ -240,6 +240,12 @@ def artifact_of(block: KubernetesConfig, env: str) -> str | None:
     return s.image
 
 
+def artifact_key_of(block: KubernetesConfig, env: str) -> str:
+    """The config key `artifact_of` reads for `env` (an environment override's, else the block's)."""
+    s = for_environment(block, env)
+    return f"{s.paths['operator']}.sourceURL" if s.mode == "operator" else s.paths["image"]
+
+
 def is_kubeconfig_content(value: str) -> bool:
     """True when `kubeconfig` holds a kubeconfig itself (YAML or JSON) rather than a file's path."""
     text = value.strip()

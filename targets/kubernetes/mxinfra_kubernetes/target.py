@@ -12,7 +12,7 @@ from mxinfra.environments import Environment
 from mxinfra.errors import ConfigIssue
 from mxinfra.target import AppContext, EnvironmentContext, Target
 
-from .config import KubernetesConfig, artifact_of, check_block, for_environment
+from .config import KubernetesConfig, artifact_key_of, artifact_of, check_block, for_environment
 
 EXISTING_NAMESPACE_WARNING = (
     "namespace {namespace} is not created by mxinfra: it must enforce the restricted Pod Security level "
@@ -77,6 +77,10 @@ class KubernetesTarget(Target):
         """The image (plain mode) or the Operator's sourceURL (operator mode) in effect for `env`
         (None while the block itself is invalid: its errors are reported instead)."""
         return artifact_of(block, env.name) if isinstance(block, KubernetesConfig) else None
+
+    def artifact_key(self, env: Environment, block: Any) -> str | None:
+        """The image's or the Operator sourceURL's key in effect for `env`."""
+        return artifact_key_of(block, env.name) if isinstance(block, KubernetesConfig) else None
 
     def deploy_app(self, ctx: AppContext) -> Any:
         """A Kubernetes provider for the configured context/kubeconfig, else None (the ambient or inherited one)."""

@@ -403,6 +403,63 @@ def collect_stack_config(raw: RawConfig, *, project: str, stack: str) -> tuple[S
     return StackConfig(project, stack, app, tuple(envs), tuple(access), repository, raw), issues
 
 
+_NAMED_MAPS = ("constants", "secretConstants", "runtimeSettings")
+
+
+def _split_constant_names(body: Any, path: str, raw: RawConfig, issues: list[ConfigIssue]) -> Any:
+    """Report (and set aside) constants that `pulumi config set --path` split at the dot of their name:
+    `...secretConstants.Encryption.EncryptionKey` writes `Encryption: {EncryptionKey: ...}`."""
+    if not isinstance(body, Mapping):
+        return body
+    out = dict(body)
+    for kind in ("constants", "secretConstants"):
+        entries = body.get(kind)
+        if not isinstance(entries, Mapping):
+            continue
+        kept = {}
+        for module, value in entries.items():
+            if not isinstance(value, Mapping) or not value:
+                kept[module] = value
+                continue
+            full = [f"{module}.{k}" for k in value]
+            secret = "--secret " if kind == "secretConstants" else ""
+            example = full[0]
+            issues.append(
+                ConfigIssue(
+                    f"{path}.{kind}.{module}",
+                    f"is a map ({', '.join(repr(n) for n in full)}): `pulumi config set --path` split the constant name at its dot",
+                    f"remove it and quote the name: pulumi config set {secret}--path '{path}.{kind}[\"{example}\"]' VALUE",
+                    raw.source,
+                )
+            )
+        out[kind] = kept
+    return out
+
+
+def _salvage(body: Any) -> tuple[EnvironmentConfig | None, set[str]]:
+    """The environment without the fields (or constant entries) that failed validation, for the checks that
+    follow; its problems are reported by the first parse. Returns the fields set aside."""
+    if not isinstance(body, Mapping):
+        return None, set()
+    current = dict(body)
+    dropped: set[str] = set()
+    for _ in range(64):  # each round removes at least one entry
+        try:
+            return EnvironmentConfig.model_validate(current), dropped
+        except ValidationError as err:
+            for e in err.errors():
+                loc = e["loc"]
+                if not loc:
+                    return None, dropped
+                key = str(loc[0])
+                if key in _NAMED_MAPS and len(loc) > 1 and isinstance(current.get(key), Mapping):
+                    current[key] = {k: v for k, v in current[key].items() if str(k) != str(loc[1])}
+                else:
+                    current.pop(key, None)
+                    dropped.add(key)
+    return None, dropped
+
+
 def _environments(raw: RawConfig, stack: str, issues: list[ConfigIssue]) -> list[Environment]:
     key = f"{NAMESPACE}:environments"
     file = raw.source
@@ -430,13 +487,20 @@ def _environments(raw: RawConfig, stack: str, issues: list[ConfigIssue]) -> list
             issues.append(ConfigIssue(path, "duplicate environment name", "each environment needs its own name", file))
             continue
         seen.add(name)
+        body = _split_constant_names(body, path, raw, issues)
         parsed, found = parse_model(EnvironmentConfig, body or {}, path, file, raw)
         issues += found
+        dropped: set[str] = set()
         if parsed is None:
-            continue
+            # Check everything else of this environment too (its constants against the MDA, its events,
+            # its secrets): one report holds every problem, not the first layer's.
+            parsed, dropped = _salvage(body)
+            if parsed is None:
+                continue
         role = parsed.role or Role.from_name(name)
         if role is None:
-            issues.append(ConfigIssue(f"{path}.role", "required: the name is not a role, so say which tier it is", "role: test, acceptance or production", file))
+            if "role" not in dropped:  # a role that failed to parse is reported already
+                issues.append(ConfigIssue(f"{path}.role", "required: the name is not a role, so say which tier it is", "role: test, acceptance or production", file))
             continue
         license = None
         if parsed.license is not None:

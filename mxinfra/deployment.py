@@ -14,7 +14,7 @@ from .errors import ConfigError, ConfigIssue
 from .governance.promotion import DEFAULT_REPOSITORY, fetch_package, is_repository_reference, promotion_issues, repository_url
 from .mda import MdaError, MdaPackage, open_mda
 from .naming import Naming, kubernetes_annotations, kubernetes_labels, standard_tags
-from .settings import check_against_metadata, derive
+from .settings import check_against_metadata, constant_warnings, derive
 from .target import Deployment, PackageInfo, PreparedEnvironment, load_target
 
 # `mxinfra plan` shows a gated stack's full plan before the gate's refusal (a reviewer sees what
@@ -138,7 +138,7 @@ def prepare(raw: RawConfig, *, project: str, stack: str, base_dir: Path) -> Depl
                 tags=tags,
                 labels=kubernetes_labels(tags),
                 annotations=kubernetes_annotations(tags),
-                warnings=(*raw.warnings, *target.warnings(env, access, block)),
+                warnings=(*raw.warnings, *constant_warnings(env), *target.warnings(env, access, block)),
                 artifact=artifacts[env.name],
             )
         )

@@ -33,6 +33,11 @@ class Role(str, enum.Enum):
         return {Role.TEST: "T", Role.ACCEPTANCE: "A", Role.PRODUCTION: "P"}[self]
 
 
+# What a secret value reads as offline (`mxinfra plan` cannot decrypt): checks of the value itself wait
+# for the program under the engine, which has it.
+OFFLINE_SECRET = "[secret]"
+
+
 class Secret:
     """A value that must only ever leave mxinfra as a Pulumi secret; its repr never shows it."""
 

@@ -43,14 +43,31 @@ class ConfigError(UserError):
 
 
 def shown(value: object, limit: int = 60) -> str:
-    """A short repr of a user's value for a message: never thousands of digits, never a crash."""
+    """A short form of a user's value for a message, as YAML writes it (`true`, `null`, `[1, 2]`, not
+    Python's `True`, `None`): never thousands of digits, never a crash."""
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
         return f"a number of about {int(value.bit_length() * 0.30103)} digits"
     try:
-        text = repr(value)
+        text = _yaml_form(value)
     except ValueError:  # e.g. an int past the interpreter's digit limit
         return f"a {type(value).__name__}"
     return text if len(text) <= limit else f"{text[: limit - 14]}... ({len(text)} chars)"
+
+
+def _yaml_form(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value != value:
+        return ".nan"
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return ".inf" if value > 0 else "-.inf"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_yaml_form(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_yaml_form(k)}: {_yaml_form(v)}" for k, v in value.items()) + "}"
+    return repr(value)
 
 
 def suggest(word: str, candidates: Sequence[str]) -> str:

@@ -206,31 +206,37 @@ def _show(value: Any) -> str:
 
 
 _VERSION_PART = re.compile(r"[0-9]{1,12}")
+# A pre-release suffix as modelers wrote it (`5.8.0-rc1`), which the buildpacks' version parser reads too.
+_PRERELEASE = re.compile(r"[0-9A-Za-z]+(?:[.-][0-9A-Za-z]+)*")
 
 
 @dataclass(frozen=True, order=True)
 class RuntimeVersion:
-    """A Mendix runtime version; orders numerically (10.24.15 > 9.6.0), shows as written (`5.15.0`)."""
+    """A Mendix runtime version; orders numerically (10.24.15 > 9.6.0, 5.8.0-rc1 < 5.8.0), shows as written."""
 
     major: int
     minor: int
     patch: int
     build: int = 0
+    final: bool = True  # False for a pre-release: it sorts before the release of the same numbers
+    prerelease: str = ""
     # The text as metadata.json has it: users, the repository and the Operator see what MxBuild wrote.
     written: str = field(default="", compare=False)
 
     @classmethod
     def parse(cls, text: str) -> RuntimeVersion:
-        """Parse `10.24.15.93102` or `9.6.0` (build 0); raise ValueError otherwise."""
+        """Parse `10.24.15.93102`, `9.6.0` (build 0) or `5.8.0-rc1`; raise ValueError otherwise."""
         if not isinstance(text, str):
             raise ValueError(f"runtime version must be a string, not {type(text).__name__}")
-        parts = text.split(".")
-        if len(parts) not in (3, 4) or not all(_VERSION_PART.fullmatch(p) for p in parts):
+        numbers_text, dash, prerelease = text.partition("-")
+        parts = numbers_text.split(".")
+        if len(parts) not in (3, 4) or not all(_VERSION_PART.fullmatch(p) for p in parts) or (dash and not _PRERELEASE.fullmatch(prerelease)):
             raise ValueError(
-                f"{_show(text)} is not a runtime version: expected four dot-separated numbers like 10.24.15.93102"
+                f"{_show(text)} is not a runtime version: expected three or four dot-separated numbers like "
+                "10.24.15.93102 or 9.6.0, optionally with a pre-release suffix like 5.8.0-rc1"
             )
         numbers = [int(p) for p in parts] + [0] * (4 - len(parts))
-        return cls(*numbers, written=text)
+        return cls(*numbers, final=not dash, prerelease=prerelease, written=text)
 
     def __str__(self) -> str:
         return self.written or f"{self.major}.{self.minor}.{self.patch}.{self.build}"
@@ -445,7 +451,8 @@ def _parse_metadata(data: bytes | str, *, archive: str, member: str | None) -> M
     except ValueError:
         raise r.fail(
             "RuntimeVersion",
-            f"is {_show(raw_version)}: expected four dot-separated numbers like 10.24.15.93102",
+            f"is {_show(raw_version)}: expected three or four dot-separated numbers like 10.24.15.93102 or 9.6.0 "
+            "(a pre-release suffix like -rc1 may follow)",
             RuntimeVersionError,
         ) from None
 

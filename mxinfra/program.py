@@ -23,14 +23,18 @@ def _decode(value: Any) -> Any:
     return value
 
 
-def raw_config_from_pulumi() -> RawConfig:
-    """Every config key the engine gave this program, with secret keys marked."""
+def raw_config_from_pulumi(base_dir: Path | None = None) -> RawConfig:
+    """Every config key the engine gave this program, with secret values marked as the stack file marks
+    them (see `engine_secret_paths`)."""
+    from .stackfile import engine_secret_paths
+
     keys = dict(runtime_config.get_config_env())
     keys.update(runtime_config.CONFIG.get())
     values = {k: _decode(v) for k, v in keys.items()}
     secret = {k for k in values if runtime_config.is_config_secret(k)}
     secret.update(runtime_config.get_config_secret_keys_env())
-    return RawConfig(values, frozenset(secret), f"Pulumi.{pulumi.get_stack()}.yaml")
+    paths = engine_secret_paths(frozenset(secret), base_dir or Path.cwd(), pulumi.get_project(), pulumi.get_stack())
+    return RawConfig(values, paths, f"Pulumi.{pulumi.get_stack()}.yaml")
 
 
 def run(base_dir: Path | None = None, opts: pulumi.ResourceOptions | None = None) -> Any:
@@ -43,7 +47,7 @@ def run(base_dir: Path | None = None, opts: pulumi.ResourceOptions | None = None
 
     try:
         deployment = prepare(
-            raw_config_from_pulumi(),
+            raw_config_from_pulumi(base_dir),
             project=pulumi.get_project(),
             stack=pulumi.get_stack(),
             base_dir=base_dir or Path.cwd(),

@@ -9,11 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .environments import Environment, Scalar, Secret
+from .environments import OFFLINE_SECRET, Environment, Scalar, Secret
 from .errors import ConfigError, ConfigIssue, shown, suggest
 from .mda import Constant, Metadata
 
@@ -28,8 +29,46 @@ def heap_mb(memory_limit_mb: int) -> int:
     return memory_limit_mb // 2
 
 
-# Mendix Integer is a Java int, Long a Java long.
-_WHOLE_RANGE = {"Integer": (-(2**31), 2**31 - 1), "Long": (-(2**63), 2**63 - 1)}
+# Mendix's Integer/Long type is one 64-bit whole number (a java.lang.Long in the generated Java of real
+# models, see docs/mendix.md); older metadata may still say Long.
+_WHOLE_RANGE = {"Integer": (-(2**63), 2**63 - 1), "Long": (-(2**63), 2**63 - 1)}
+# Mendix's Decimal: at most 20 digits before the point and 8 after (docs/mendix.md).
+DECIMAL_INTEGER_DIGITS = 20
+DECIMAL_FRACTION_DIGITS = 8
+# A float has 15 significant decimal digits for sure; an unquoted YAML number with more was rounded.
+_FLOAT_SAFE_DIGITS = 15
+
+
+def _decimal(kind: str, value: Scalar) -> str:
+    """`value` as the exact decimal text the runtime receives; ValueError for what Mendix cannot hold."""
+    expected = f"expected a number with at most {DECIMAL_INTEGER_DIGITS} digits before the point and {DECIMAL_FRACTION_DIGITS} after for {kind} constant"
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(expected)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(expected)
+        text = repr(value)
+        digits = decimal.Decimal(text).as_tuple().digits
+        if "e" in text or len(digits) > _FLOAT_SAFE_DIGITS:
+            raise ValueError(
+                f"an unquoted number of more than {_FLOAT_SAFE_DIGITS} digits is rounded by YAML before the {kind} "
+                "constant sees it: write it quoted, as text, e.g. '12345678901234567.891'"
+            )
+    else:
+        text = str(value).strip()
+    try:
+        number = decimal.Decimal(text)
+    except (decimal.InvalidOperation, ValueError):
+        raise ValueError(expected) from None
+    if not number.is_finite():  # NaN, sNaN, Infinity
+        raise ValueError(expected)
+    sign, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)
+    fraction = max(0, -exponent)
+    whole = max(0, len(digits) + exponent)
+    if whole > DECIMAL_INTEGER_DIGITS or fraction > DECIMAL_FRACTION_DIGITS:
+        raise ValueError(expected)
+    return text
 
 
 def parse_constant(const: Constant, value: Scalar) -> Scalar:
@@ -54,12 +93,7 @@ def parse_constant(const: Constant, value: Scalar) -> Scalar:
             return value.lower() == "true"
         raise ValueError("expected true or false for Boolean constant")
     if kind in ("Decimal", "Float"):
-        if isinstance(value, bool):
-            raise ValueError(f"expected a number for {kind} constant")
-        try:
-            return str(decimal.Decimal(str(value)))
-        except (decimal.InvalidOperation, ValueError):
-            raise ValueError(f"expected a number for {kind} constant") from None
+        return _decimal(kind, value)
     if kind == "DateTime":
         text = str(value)
         try:
@@ -111,8 +145,15 @@ def check_against_metadata(env: Environment, meta: Metadata, file: str = "") -> 
         except ValueError as e:
             issues.append(ConfigIssue(path, f"{e} (got {shown(value)})", f"model default is {shown(const.default_value)}", file))
     for sc in env.secret_constants:
-        if meta.constant(sc.name) is None:
+        const = meta.constant(sc.name)
+        if const is None:
             issues.append(ConfigIssue(f"{env.config_path}.secretConstants.{sc.name}", f"constant {sc.name!r} is not defined by the app's model", suggest(sc.name, names) or _nearby(names), file))
+        elif sc.value.reveal() != OFFLINE_SECRET:
+            try:
+                parse_constant(const, sc.value.reveal())
+            except ValueError as e:
+                # Under the engine the value arrives decrypted: the message names the constant, never the value.
+                issues.append(ConfigIssue(f"{env.config_path}.secretConstants.{sc.name}", f"{e} (the value is secret: not shown)", "set it again with pulumi config set --secret", file))
         if sc.name in env.constants:
             issues.append(ConfigIssue(f"{env.config_path}.secretConstants.{sc.name}", "is also set under constants", "set it in one place only", file))
     if not isinstance(env.scheduled_events, str):
@@ -121,6 +162,23 @@ def check_against_metadata(env: Environment, meta: Metadata, file: str = "") -> 
             if name not in events:
                 issues.append(ConfigIssue(f"{env.config_path}.scheduledEvents[{i}]", f"scheduled event {name!r} is not in the app's model", suggest(name, events) or _nearby(events, "scheduled events"), file))
     return issues
+
+
+# Constant names that say the value is a credential (`Encryption.EncryptionKey`, `Stripe.ApiKey`, ...).
+_SECRET_NAME = re.compile(r"(pass(word|wd)?|pwd|secret|token|credentials?|(api|private|encryption|access|secret|signing|licen[cs]e)_?key)$", re.IGNORECASE)
+
+
+def constant_warnings(env: Environment) -> list[str]:
+    """Plain constants whose name says they hold a credential: they are stored and shown in plain text."""
+    out = []
+    for name, value in env.constants.items():
+        if isinstance(value, str) and value and _SECRET_NAME.search(name.rsplit(".", 1)[-1]):
+            out.append(
+                f"{env.config_path}.constants.{name} looks like a secret (its name) but is stored in plain text and shown "
+                f"in plans: move it to secretConstants: pulumi config set --secret --path "
+                f"'{env.config_path}.secretConstants[\"{name}\"]' VALUE"
+            )
+    return out
 
 
 def _nearby(names: list[str], what: str = "constants") -> str:

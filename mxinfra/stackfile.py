@@ -10,9 +10,10 @@ from typing import Any
 import yaml
 
 from .config import RawConfig
+from .environments import OFFLINE_SECRET
 from .errors import UserError
 
-SECRET_PLACEHOLDER = "[secret]"
+SECRET_PLACEHOLDER = OFFLINE_SECRET
 # The `encryptionsalt` lines of the bundled example stacks (examples/orders/stack_secrets.py wrote them
 # under a published passphrase): a stack file copied from one keeps it, and its secrets are then public.
 EXAMPLE_SALTS = frozenset({
@@ -224,3 +225,30 @@ def as_pulumi_config(raw: RawConfig) -> tuple[dict[str, str], list[str]]:
     config = {k: v if isinstance(v, str) else json.dumps(v) for k, v in raw.values.items()}
     secret_keys = sorted({p.split(".", 1)[0].split("[", 1)[0] for p in raw.secret_paths})
     return config, secret_keys
+
+
+def engine_secret_paths(engine_secret_keys: frozenset[str], directory: Path, project_name: str, stack: str) -> frozenset[str]:
+    """Which config paths are secret, for a program the engine runs: the engine marks a whole key secret
+    when any value inside it is (`pulumi config set --secret --path`), which would let a plain value beside
+    a secret one pass as secret. The stack file says exactly which values are `secure:`, so its paths
+    replace the engine's whole-key marks; a key the file does not hold keeps the engine's mark. The same
+    paths `mxinfra plan` reads, so both refuse the same plain-text secrets (issue 18)."""
+    found = None
+    for candidate in (directory.resolve(), *directory.resolve().parents):
+        if (candidate / "Pulumi.yaml").is_file():
+            found = candidate
+            break
+    if found is None:
+        return engine_secret_keys
+    try:
+        project = read_project(found)
+        if project.name != project_name or not project.stack_file(stack).is_file():
+            return engine_secret_keys
+        in_file = read_stack_config(project, stack).secret_paths
+    except UserError:
+        return engine_secret_keys
+    out: set[str] = set()
+    for key in engine_secret_keys:
+        nested = {p for p in in_file if p == key or p.startswith((f"{key}.", f"{key}["))}
+        out |= nested or {key}
+    return frozenset(out)

@@ -135,12 +135,60 @@ def test_numbers_of_thousands_of_digits_are_range_errors_at_their_key(project, f
     assert len(err) < 2000  # the value is not echoed in full
 
 
-@pytest.mark.parametrize(("value", "ok"), [(2**31 - 1, True), (2**31, False), (-(2**31), True), ("1" + "0" * 30, False)])
+@pytest.mark.parametrize(("value", "ok"), [(2**31, True), (2**63 - 1, True), (-(2**63), True), (2**63, False), (-(2**63) - 1, False), ("1" + "0" * 30, False)])
 def test_integer_constants_are_range_checked(project, fake_target, capsys, value, ok):
+    """Issue 18: Mendix's Integer/Long is one 64-bit type (real models return java.lang.Long); values past
+    2^31-1 were refused and the message for 2^63 named the 32-bit maximum."""
     cfg = app_config(**{"mxinfra:environments": {"test": {"constants": {"Orders.PageSize": value}}}})
     project.stack("test", cfg)
     rc = main(["plan", "-s", "test", "-C", str(project.path), "--json"])
     err = capsys.readouterr().err
     assert rc == (0 if ok else 2), err
     if not ok:
-        assert "mxinfra:environments.test.constants.Orders.PageSize: expected a whole number from -2147483648 to 2147483647" in err
+        assert "mxinfra:environments.test.constants.Orders.PageSize: expected a whole number from -9223372036854775808 to 9223372036854775807" in err
+
+
+def test_every_problem_of_one_environment_in_one_report(project, fake_target, capsys):
+    """Issue 18: an unknown key or a null/list constant hid that environment's constant and event checks."""
+    envs = {"test": {"instancez": 2, "constants": {"Orders.PageSize": None, "Orders.Pagesize": 3, "Orders.VatRate": "NaN", "Orders.ApiUrl": [1]}, "scheduledEvents": ["Orders.SE_Nope"]}}
+    project.stack("test", app_config(**{"mxinfra:environments": envs}))
+    assert main(["plan", "-s", "test", "-C", str(project.path)]) == 2
+    err = capsys.readouterr().err
+    p = "mxinfra:environments.test"
+    for expected in (
+        f"{p}.instancez: unknown key",
+        f"{p}.constants.Orders.PageSize: expected true or false, a whole number, a number or a string (got null)",
+        f"{p}.constants.Orders.ApiUrl:",
+        f"{p}.constants.Orders.Pagesize: constant 'Orders.Pagesize' is not defined",
+        f"{p}.constants.Orders.VatRate: expected a number",
+        f"{p}.scheduledEvents[0]: scheduled event 'Orders.SE_Nope' is not in the app's model",
+    ):
+        assert expected in err, (expected, err)
+    assert "problem(s)" in err and err.count("\n  - ") == 6, err
+
+
+def test_a_constant_name_split_by_pulumi_config_path_says_which_command_to_run(project, fake_target, capsys):
+    """Issue 18: `pulumi config set --secret --path ...secretConstants.Encryption.EncryptionKey` nests the
+    name; the quoted form `secretConstants["Encryption.EncryptionKey"]` is what works."""
+    envs = {"test": {"secretConstants": {"Encryption": {"EncryptionKey": {"secure": "v1:x"}}}}}
+    project.stack("test", app_config(**{"mxinfra:environments": envs}))
+    assert main(["plan", "-s", "test", "-C", str(project.path)]) == 2
+    err = capsys.readouterr().err
+    assert "mxinfra:environments.test.secretConstants.Encryption: is a map ('Encryption.EncryptionKey')" in err
+    assert """pulumi config set --secret --path 'mxinfra:environments.test.secretConstants["Encryption.EncryptionKey"]' VALUE""" in err
+    assert "expected a string" not in err
+    # the form that command writes is accepted
+    envs = {"test": {"secretConstants": {"Encryption.EncryptionKey": {"secure": "v1:x"}}}}
+    project.stack("test", app_config(**{"mxinfra:environments": envs}))
+    assert main(["plan", "-s", "test", "-C", str(project.path)]) == 0, capsys.readouterr().err
+
+
+def test_a_plain_constant_named_like_a_key_is_a_warning_naming_secret_constants(project, fake_target, capsys):
+    envs = {"test": {"constants": {"Encryption.EncryptionKey": "0123456789abcdef", "Orders.ApiUrl": "https://x"}}}
+    project.stack("test", app_config(**{"mxinfra:environments": envs}))
+    assert main(["plan", "-s", "test", "-C", str(project.path)]) == 0
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "mxinfra:environments.test.constants.Encryption.EncryptionKey looks like a secret" in text
+    assert """secretConstants["Encryption.EncryptionKey"]""" in text
+    assert "Orders.ApiUrl looks like" not in text

@@ -151,7 +151,7 @@ def test_constant_lookup_and_module() -> None:
 @pytest.mark.parametrize(
     ("patch", "field", "expected"),
     [
-        ({"RuntimeVersion": "10.x"}, "RuntimeVersion", "expected four dot-separated numbers like 10.24.15.93102"),
+        ({"RuntimeVersion": "10.x"}, "RuntimeVersion", "expected three or four dot-separated numbers like 10.24.15.93102 or 9.6.0 (a pre-release suffix like -rc1 may follow)"),
         ({"RuntimeVersion": 10}, "RuntimeVersion", "expected a string"),
         ({"ProjectID": None}, "ProjectID", "expected a string"),
         ({"JavaVersion": "21"}, "JavaVersion", "expected an integer"),
@@ -191,7 +191,7 @@ def test_runtime_version_error_message(tmp_path: Path) -> None:
         open_mda(path)
     assert str(info.value) == (
         f"{path}: model/metadata.json: field 'RuntimeVersion' is '10.x': "
-        "expected four dot-separated numbers like 10.24.15.93102"
+        "expected three or four dot-separated numbers like 10.24.15.93102 or 9.6.0 (a pre-release suffix like -rc1 may follow)"
     )
 
 

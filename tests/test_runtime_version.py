@@ -56,3 +56,26 @@ def test_the_operator_cr_gets_it_as_written(tmp_path, project, capsys):
     doc = json.loads(capsys.readouterr().out)
     crs = [r for r in doc["resources"] if r["type"].endswith("MendixApp") and r["type"].startswith("kubernetes:")]
     assert [cr["inputs"]["spec"]["mendixRuntimeVersion"] for cr in crs] == ["5.15.0"]
+
+
+def test_a_pre_release_version_as_modelers_wrote_it_is_read(tmp_path, capsys):
+    """Issue 18: real metadata says `5.8.0-rc1`; the buildpack's parser reads it, and so must we."""
+    v = RuntimeVersion.parse("5.8.0-rc1")
+    assert str(v) == "5.8.0-rc1" and (v.major, v.minor, v.patch, v.prerelease) == (5, 8, 0, "rc1")
+    assert RuntimeVersion.parse("5.7.9") < v < RuntimeVersion.parse("5.8.0") < RuntimeVersion.parse("5.8.0.1")
+    meta = dict(MINIMAL_METADATA, RuntimeVersion="5.8.0-rc1", ProjectName="Legacy")
+    with zipfile.ZipFile(tmp_path / "rc.mda", "w") as z:
+        z.writestr("model/metadata.json", json.dumps(meta))
+        z.writestr("model/model.mdp", "x")
+        z.writestr("web/index.html", "x")
+    assert main(["inspect", str(tmp_path / "rc.mda"), "--json"]) == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["runtimeVersion"] == "5.8.0-rc1"
+
+
+def test_a_bad_version_message_says_what_is_accepted():
+    import pytest
+
+    for bad in ("5.8", "5.8.0.1.2", "5.8.0-", "5.8.0-rc 1", "v5.8.0"):
+        with pytest.raises(ValueError) as e:
+            RuntimeVersion.parse(bad)
+        assert "three or four dot-separated numbers" in str(e.value) and "four numbers" not in str(e.value)

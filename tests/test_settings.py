@@ -193,3 +193,33 @@ def test_instance_index_marks_the_leader():
     assert instance_env(0) == {"CF_INSTANCE_INDEX": "0"} and instance_env(3) == {"CF_INSTANCE_INDEX": "3"}
     with pytest.raises(ValueError):
         instance_env(-1)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["NaN", "nan", "sNaN", "Infinity", "-Infinity", float("nan"), float("inf"), "1" * 21, "0.123456789", "1e30", 12345678901234567.891, True],
+)
+def test_decimals_mendix_cannot_hold_are_refused(value):
+    """Issue 18: Mendix's Decimal holds 20 digits before the point and 8 after; no NaN or Infinity."""
+    issues = check_against_metadata(env(constants={"M.Rate": value}), META)
+    assert len(issues) == 1, issues
+    assert issues[0].path == "mxinfra:environments.production.constants.M.Rate"
+    assert "Decimal" in issues[0].message
+
+
+def test_an_unquoted_decimal_that_yaml_rounded_names_the_quoted_form():
+    issues = check_against_metadata(env(constants={"M.Rate": 12345678901234567.891}), META)
+    assert "rounded by YAML" in issues[0].message and "quoted" in issues[0].message
+
+
+@pytest.mark.parametrize(("value", "sent"), [("1" * 20 + ".12345678", "1" * 20 + ".12345678"), (0.21, "0.21"), ("-3.5", "-3.5"), (7, "7"), ("12345678901234567.891", "12345678901234567.891")])
+def test_decimals_within_mendix_precision_pass_exactly(value, sent):
+    assert check_against_metadata(env(constants={"M.Rate": value}), META) == []
+    assert derive(env(constants={"M.Rate": value}), META).overrides["M.Rate"] == sent
+
+
+@pytest.mark.parametrize(("value", "form"), [(None, "null"), (True, "true"), (False, "false"), ([1, None], "[1, null]"), ({"a": True}, "{'a': true}")])
+def test_messages_show_values_as_yaml_writes_them(value, form):
+    issues = check_against_metadata(env(constants={"M.Size": value}), META)
+    assert f"(got {form})" in issues[0].message
+    assert "None" not in issues[0].message and "True" not in issues[0].message

@@ -42,7 +42,14 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: bo
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One wheel per distribution, built from this checkout with the locked build backend."""
     out = tmp_path_factory.mktemp("wheels")
-    sources = [ROOT] + [ROOT / "targets" / t for t in TARGETS]
+    # Built from a copy: setuptools writes build/ beside the sources, and a stale build/lib would slip
+    # old modules into the next wheel.
+    src = tmp_path_factory.mktemp("src")
+    skip = ("build", "*.egg-info", "__pycache__", ".venv*", ".tools", ".git", ".mxinfra")
+    shutil.copytree(ROOT, src / "core", ignore=shutil.ignore_patterns(*skip, "targets", "tests", "bench", "engine", "stacks", "examples"))
+    for t in TARGETS:
+        shutil.copytree(ROOT / "targets" / t, src / t, ignore=shutil.ignore_patterns(*skip))
+    sources = [src / "core"] + [src / t for t in TARGETS]
     _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(out), *map(str, sources)], cwd=out)
     built = {p.name.split("-")[0]: p for p in out.glob("*.whl")}
     assert set(built) == {"mxinfra"} | {f"mxinfra_{t}" for t in TARGETS}, built

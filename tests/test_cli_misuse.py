@@ -58,9 +58,10 @@ ROWS: list[tuple[str, int, str]] = [
     ("access grant", 2, "Missing option"),
     # option placement: a group's options work after the subcommand too (and the reverse)
     ("activity verify --repository {repo}", 0, "activity log intact"),
-    ("activity verify --repository {repo} -e acceptance", 0, "activity log intact"),
-    ("activity --repository {repo} -e acceptance verify", 0, "activity log intact"),
-    ("activity -e acceptance verify --repository {repo}", 0, "activity log intact"),
+    # -e names an environment without a log (issue 18: said "intact"): exit 2 wherever -e is written
+    ("activity verify --repository {repo} -e acceptance", 2, "environment 'acceptance' has no activity log; environments with a log: none yet"),
+    ("activity --repository {repo} -e acceptance verify", 2, "environment 'acceptance' has no activity log; environments with a log: none yet"),
+    ("activity -e acceptance verify --repository {repo}", 2, "environment 'acceptance' has no activity log; environments with a log: none yet"),
     ("package --repository {repo} list --json", 0, "["),
     ("package list --json --repository {repo}", 0, "["),
 ]
@@ -134,3 +135,49 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path):
             os.close(writer)
     assert proc.returncode == 130
     assert err == "interrupted\n"
+
+
+def test_governance_commands_outside_a_project_say_so(tmp_path, capsys):
+    """Issue 18: outside a project `activity` printed "no activity recorded" (exit 0) for a repository
+    that cannot exist there."""
+    import os
+
+    from mxinfra.cli import main
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        for args in (["activity", "-e", "prod"], ["activity", "verify"], ["trace", "ORD-1"], ["package", "list"]):
+            assert main(args) == 2, args
+            err = capsys.readouterr().err
+            assert "found no Pulumi project here (no Pulumi.yaml)" in err and "--repository" in err, (args, err)
+    finally:
+        os.chdir(cwd)
+
+
+def test_an_environment_without_a_log_names_those_with_one(tmp_path, capsys):
+    from mxinfra.cli import main
+    from mxinfra.governance.activity import ActivityLog
+    from mxinfra.governance.store import open_store
+
+    url = f"file://{tmp_path / 'repo'}"
+    for env in ("acceptance", "production"):
+        ActivityLog(open_store(url)).append(env, actor="a", action="deploy", package_sha256="a" * 64, package_version=None, changes={})
+    assert main(["activity", "-e", "prod", "--repository", url]) == 2
+    err = capsys.readouterr().err
+    assert "environment 'prod' has no activity log; environments with a log: acceptance, production" in err
+
+
+def test_the_development_key_is_never_committable(tmp_path):
+    """Issue 18: the dev signing key under .mxinfra/keys/ must not be committable in the user's project."""
+    import subprocess
+
+    from mxinfra.governance.signing import dev_signer
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    signer = dev_signer(f"file://{tmp_path / '.mxinfra'}")
+    assert signer is not None
+    keys = list((tmp_path / ".mxinfra").rglob("*.pem")) or [p for p in (tmp_path / ".mxinfra").rglob("*") if p.is_file() and p.name != ".gitignore"]
+    assert keys
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert not any(str(k.relative_to(tmp_path)) in status for k in keys), status

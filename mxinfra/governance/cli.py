@@ -54,6 +54,12 @@ def resolve_repository(repository: str | None = None, directory: Path | None = N
     directory = directory or Path(".")
     if repository:
         return repository_url(repository, Path.cwd())
+    if not (directory / "Pulumi.yaml").is_file():
+        # The default repository lives in the project: outside one there is nothing to read or write.
+        raise UserError(
+            f"{directory.resolve()}: found no Pulumi project here (no Pulumi.yaml): run the command in your project, "
+            "pass -C DIR, or name the repository with --repository URL"
+        )
     configured = None
     if stack:
         from ..stackfile import read_project, read_stack_config
@@ -61,6 +67,23 @@ def resolve_repository(repository: str | None = None, directory: Path | None = N
         project = read_project(directory)
         configured = read_stack_config(project, stack).values.get("mxinfra:repository")
     return repository_url(configured, directory.resolve())
+
+
+def _environments(log: Any, environment: str | None, url: str) -> list[str]:
+    """The environments to show: all of the log's, or the one asked for, which must have a log."""
+    known = log.environments()
+    if environment is None:
+        return known
+    if environment not in known:
+        from ..errors import suggest
+
+        hint = suggest(environment, known)
+        raise UserError(
+            f"{url}: environment {environment!r} has no activity log"
+            + (f" ({hint})" if hint else "")
+            + f"; environments with a log: {', '.join(known) or 'none yet'}"
+        )
+    return [environment]
 
 
 def _store(url: str) -> Any:
@@ -236,7 +259,7 @@ def activity(
     from .activity import ActivityLog
 
     log = ActivityLog(_store(url))
-    envs = [environment] if environment else log.environments()
+    envs = _environments(log, environment, url)
     records = sorted((r for env in envs for r in log.records(env)), key=lambda r: (r.time, r.environment, r.seq), reverse=True)
     rows = [{f: getattr(r, f) for f in ACTIVITY_FIELDS} for r in records]
     if as_json:
@@ -272,7 +295,7 @@ def activity_verify(
     environment = where.pop("environment", None)
     url = resolve_repository(**where)
     log = ActivityLog(_store(url))
-    envs = [environment] if environment else log.environments()
+    envs = _environments(log, environment, url)
     stack, base = where.get("stack"), (where.get("directory") or Path(".")).resolve()
     raw: dict[str, Any] = {}
     if stack:

@@ -153,6 +153,19 @@ class LocalKeySigner(Signer):
         return bytes(self._key.sign(message, ec.ECDSA(hashes.SHA256())))
 
 
+def _ignore_in_git(directory: Path) -> None:
+    """A `.gitignore` beside private keys, so `git add -A` in the user's project never commits one."""
+    marker = directory / ".gitignore"
+    if marker.exists():
+        return
+    fd, tmp = tempfile.mkstemp(prefix=".gitignore.", dir=directory)
+    with os.fdopen(fd, "w") as f:
+        f.write("# private signing keys: never commit them (written by mxinfra)\n*\n")
+    with contextlib.suppress(FileExistsError):
+        os.link(tmp, marker)
+    os.unlink(tmp)
+
+
 def generate_key_file(path: Path) -> Path:
     """Create an EC P-256 PEM private key at `path` (mode 0600) unless one exists; atomic against races."""
     from cryptography.hazmat.primitives import serialization
@@ -162,6 +175,7 @@ def generate_key_file(path: Path) -> Path:
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
+    _ignore_in_git(path.parent)
     pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )

@@ -226,6 +226,22 @@ def _register_plugins() -> None:
 
     for ep in entry_points(group="mxinfra.commands"):
         ep.load()(app)
+    # Commands of targets that are not installed still answer, naming the distribution that brings them.
+    have = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    for name, (what, dist) in PLUGIN_COMMANDS.items():
+        if name not in have:
+            app.command(name, help=f"{what} (needs {dist})", context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})(_missing(name, dist))
+
+
+# Commands that targets bring: the name, what it does, and the distribution that provides it.
+PLUGIN_COMMANDS = {"access": ("Time-boxed production grants (Cloud Foundry space roles)", "mxinfra-cloudfoundry")}
+
+
+def _missing(name: str, dist: str):  # noqa: ANN202 (a typer callback)
+    def command(ctx: typer.Context) -> None:
+        raise UserError(f"`mxinfra {name}` comes with the {dist} target, which is not installed: pip install {dist}")
+
+    return command
 
 
 _register_plugins()

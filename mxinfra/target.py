@@ -235,6 +235,10 @@ def installed_targets() -> list[str]:
     return sorted(names)
 
 
+# The targets this project publishes, each its own distribution (a third party may publish more).
+KNOWN_DISTRIBUTIONS = {"aws": "mxinfra-aws", "azure": "mxinfra-azure", "cloudfoundry": "mxinfra-cloudfoundry", "kubernetes": "mxinfra-kubernetes"}
+
+
 def load_target(name: str, path: str = "mxinfra:app.target", file: str = "") -> Target:
     """The target called `name`; a ConfigError listing the installed ones if there is none."""
     if name in _registry:
@@ -249,6 +253,12 @@ def load_target(name: str, path: str = "mxinfra:app.target", file: str = "") -> 
             _registry[name] = target
             return target
     installed = installed_targets()
-    raise ConfigError([ConfigIssue(path, f"unknown target {name!r}", f"installed targets: {', '.join(installed) or 'none (pip install mxinfra-kubernetes, mxinfra-aws, ...)'}", file)], file)
+    listed = f"installed targets: {', '.join(installed) or 'none'}"
+    if name in KNOWN_DISTRIBUTIONS:
+        raise ConfigError([ConfigIssue(path, f"target {name!r} is not installed", f"pip install {KNOWN_DISTRIBUTIONS[name]} ({listed})", file)], file)
+    from .errors import suggest
+
+    hint = suggest(name, sorted(set(installed) | set(KNOWN_DISTRIBUTIONS)))
+    raise ConfigError([ConfigIssue(path, f"unknown target {name!r}", f"{hint + '; ' if hint else ''}{listed}; published targets: {', '.join(KNOWN_DISTRIBUTIONS)}", file)], file)
 
 

@@ -227,3 +227,10 @@ def test_a_project_without_its_program_is_a_config_problem(project, fake_target,
     assert main(["plan", "-s", "production", "-C", str(project.path)]) == 2
     err = capsys.readouterr().err
     assert "__main__.py: no such file" in err and "from mxinfra.program import run" in err and "Traceback" not in err
+
+
+def test_a_misspelt_target_gets_did_you_mean(project, fake_target, capsys):
+    project.stack("production", app_config(target="kubernets"))
+    assert main(["plan", "-s", "production", "-C", str(project.path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown target 'kubernets'" in err and "did you mean 'kubernetes'?" in err

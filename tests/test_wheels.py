@@ -107,7 +107,10 @@ def test_core_wheel_alone(wheels: dict[str, Path], tmp_path: Path) -> None:
     # A target that is not installed is named, with the distribution to install (exit 2, no traceback).
     missing = _run([str(bin_dir / "mxinfra"), "plan", "-s", "acceptance"], cwd=project, env=env, check=False)
     assert missing.returncode == 2, missing.stderr
-    assert "mxinfra-kubernetes" in missing.stderr and "Traceback" not in missing.stderr
+    # A command that a target brings names the distribution that provides it.
+    access = _run([str(bin_dir / "mxinfra"), "access", "grant", "-e", "production"], cwd=project, env=env, check=False)
+    assert access.returncode == 2 and "`mxinfra access` comes with the mxinfra-cloudfoundry target, which is not installed: pip install mxinfra-cloudfoundry" in access.stderr, access.stderr
+    assert "target 'kubernetes' is not installed (pip install mxinfra-kubernetes" in missing.stderr and "Traceback" not in missing.stderr
 
 
 @pytest.mark.parametrize("target", list(TARGETS))

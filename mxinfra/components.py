@@ -47,14 +47,36 @@ class MendixEnvironment(pulumi.ComponentResource):
             shared=args.get("shared"),
         )
         outputs = dict(deployment.target.deploy_environment(ctx))
+        # Before the activity resource, so that it is among the children the activity resource waits for.
+        secrets_key = self._secrets_key(prepared)
         shared = list(args.get("shared_resources", [])) if prepared.environment.is_production else []
-        self.activity = self._activity_log(deployment, prepared, [*ctx.depends_on, *self._children(), *shared])
+        secrets = self._secrets_digest(secrets_key, ctx.admin_password, prepared.settings)
+        self.activity = self._activity_log(deployment, prepared, secrets, [*ctx.depends_on, *self._children(), *shared])
         self.url = pulumi.Output.from_input(outputs.get("url", ""))
         self.role = pulumi.Output.from_input(prepared.environment.role.value)
         self.outputs = pulumi.Output.from_input(outputs)
         self.register_outputs({"url": self.url, "role": self.role, "outputs": self.outputs})
 
-    def _activity_log(self, deployment: Deployment, prepared: Any, depends_on: list[Any]) -> Any:
+    def _secrets_key(self, prepared: Any) -> Any:
+        """The environment's key for hashing its secrets, kept only in the Pulumi state (as a secret)."""
+        from .governance.record import SecretsKey
+
+        # Not protected: it holds no data, and a lost key costs one comparison (the provider sees another key
+        # id and takes the new hashes as a baseline, claiming no rotation). A production destroy never gets
+        # to it anyway: it is among the children the protected activity resource depends on.
+        return SecretsKey(prepared.naming.logical("secrets-key"), pulumi.ResourceOptions(parent=self))
+
+    def _secrets_digest(self, key: Any, admin_password: pulumi.Output[str], settings: Any) -> pulumi.Output[Any]:
+        """Keyed hashes of every secret the core hands the runtime, as a secret output (never in plan or plain state)."""
+        from .governance.record import ADMIN_PASSWORD, runtime_secrets, secrets_digest
+
+        def hashed(args: list[Any]) -> Any:
+            # Values are revealed only here, inside the apply, and only their HMACs leave it.
+            return secrets_digest(args[0], {ADMIN_PASSWORD: args[1], **runtime_secrets(settings)})
+
+        return pulumi.Output.secret(pulumi.Output.all(key.key, admin_password).apply(hashed))
+
+    def _activity_log(self, deployment: Deployment, prepared: Any, secrets: pulumi.Output[Any], depends_on: list[Any]) -> Any:
         from .governance.record import ActivityLogEntry, grants_digest, settings_digest
         from .governance.signing import signer_reference
 
@@ -72,6 +94,9 @@ class MendixEnvironment(pulumi.ComponentResource):
                 "packagePath": package.portable_path,
                 "artifact": prepared.artifact,
                 "settingsDigest": settings_digest(prepared.settings),
+                # What a record breaks down by name: non-secret constants with from/to, secrets by name only.
+                "constants": dict(prepared.settings.overrides),
+                "secretsDigest": secrets,
                 "instances": prepared.settings.instances,
                 "grantsDigest": grants_digest(prepared.access),
             },
@@ -81,7 +106,10 @@ class MendixEnvironment(pulumi.ComponentResource):
             # failed one depends on, which is all of them: nothing of production is deleted, on every
             # target. (The engine goes on with deletions outside that closure, so protecting the data
             # alone would let everything that does not depend on it go.)
-            pulumi.ResourceOptions(parent=self, depends_on=depends_on, protect=prepared.environment.is_production),
+            # The provider returns its inputs as outputs, in plain: the digest must stay a secret there too.
+            pulumi.ResourceOptions(
+                parent=self, depends_on=depends_on, protect=prepared.environment.is_production, additional_secret_outputs=["secretsDigest"]
+            ),
         )
 
     def _children(self) -> list[pulumi.Resource]:
@@ -129,7 +157,7 @@ class MendixApp(pulumi.ComponentResource):
             raise ValueError(f"MendixApp {name!r} must carry the app's name {deployment.config.app.name!r}")
         naming = app_naming(name)
         shared = deployment.target.deploy_app(
-            AppContext(deployment, self, naming, {"mxinfra:app": name, "mxinfra:package-sha256": deployment.package.sha256})
+            AppContext(deployment, self, naming, {"mxinfra:app": name})
         )
         shared_resources = sorted(self._childResources, key=lambda r: r.pulumi_resource_name)
         children = {

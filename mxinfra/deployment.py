@@ -13,7 +13,7 @@ from .config import NAMESPACE, RawConfig, collect_stack_config, parse_model
 from .errors import ConfigError, ConfigIssue
 from .governance.promotion import DEFAULT_REPOSITORY, fetch_package, is_repository_reference, promotion_issues, repository_url
 from .mda import MdaError, MdaPackage, open_mda
-from .naming import Naming, kubernetes_annotations, kubernetes_labels, standard_tags
+from .naming import Naming, kubernetes_annotations, kubernetes_labels, stable_tags, standard_tags
 from .settings import check_against_metadata, constant_warnings, derive
 from .target import Deployment, PackageInfo, PreparedEnvironment, load_target
 
@@ -135,9 +135,12 @@ def prepare(raw: RawConfig, *, project: str, stack: str, base_dir: Path) -> Depl
                 settings=derive(env, meta, file),
                 access=access,
                 naming=Naming(cfg.app.name, env.name),
-                tags=tags,
-                labels=kubernetes_labels(tags),
-                annotations=kubernetes_annotations(tags),
+                tags=stable_tags(tags),
+                labels=kubernetes_labels(stable_tags(tags)),
+                annotations=kubernetes_annotations(stable_tags(tags)),
+                release_tags=tags,
+                release_labels=kubernetes_labels(tags),
+                release_annotations=kubernetes_annotations(tags),
                 warnings=(*raw.warnings, *constant_warnings(env), *target.warnings(env, access, block)),
                 artifact=artifacts[env.name],
             )

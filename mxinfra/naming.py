@@ -61,6 +61,19 @@ def standard_tags(app: str, environment: str, role: str, package_sha256: str, mo
     }
 
 
+# Tags that change with every release. A release (a new package, artifact or configuration) may change
+# only what the deploy identity may write on every target: the workload and its configuration. So
+# these go on the workload alone (`PreparedEnvironment.release_tags`); every other resource carries the
+# stable ones, and a release leaves it untouched (issue 18: re-labelling the Namespace made `pulumi up`
+# as the deploy group fail).
+PER_RELEASE_TAGS = ("mxinfra:package-sha256", "mxinfra:model-version")
+
+
+def stable_tags(tags: dict[str, str]) -> dict[str, str]:
+    """`tags` without the per-release ones: what every resource a release does not change carries."""
+    return {k: v for k, v in tags.items() if k not in PER_RELEASE_TAGS}
+
+
 def _label_value(value: str) -> str:
     # Kubernetes label values: at most 63 characters of [A-Za-z0-9-_.], alphanumeric at both ends.
     cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", value)[:63]

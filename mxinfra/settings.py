@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from .environments import OFFLINE_SECRET, Environment, Scalar, Secret
 from .errors import ConfigError, ConfigIssue, shown, suggest
-from .mda import Constant, Metadata
+from .mda import Constant, Metadata, RuntimeVersion
 
 EventMode = Literal["ALL", "NONE", "SPECIFIED"]
 
@@ -32,16 +32,24 @@ def heap_mb(memory_limit_mb: int) -> int:
 # Mendix's Integer/Long type is one 64-bit whole number (a java.lang.Long in the generated Java of real
 # models, see docs/mendix.md); older metadata may still say Long.
 _WHOLE_RANGE = {"Integer": (-(2**63), 2**63 - 1), "Long": (-(2**63), 2**63 - 1)}
-# Mendix's Decimal: at most 20 digits before the point and 8 after (docs/mendix.md).
+# Mendix's Decimal: at most 20 digits before the point and 8 after; from Mendix 11.6 up to 18 after
+# (docs/mendix.md, "Data types").
 DECIMAL_INTEGER_DIGITS = 20
 DECIMAL_FRACTION_DIGITS = 8
+DECIMAL_FRACTION_DIGITS_SINCE = ((11, 6, 0), 18)
 # A float has 15 significant decimal digits for sure; an unquoted YAML number with more was rounded.
 _FLOAT_SAFE_DIGITS = 15
 
 
-def _decimal(kind: str, value: Scalar) -> str:
+def _fraction_digits(runtime: RuntimeVersion | None) -> int:
+    since, digits = DECIMAL_FRACTION_DIGITS_SINCE
+    return digits if runtime is not None and (runtime.major, runtime.minor, runtime.patch) >= since else DECIMAL_FRACTION_DIGITS
+
+
+def _decimal(kind: str, value: Scalar, runtime: RuntimeVersion | None = None) -> str:
     """`value` as the exact decimal text the runtime receives; ValueError for what Mendix cannot hold."""
-    expected = f"expected a number with at most {DECIMAL_INTEGER_DIGITS} digits before the point and {DECIMAL_FRACTION_DIGITS} after for {kind} constant"
+    fraction_digits = _fraction_digits(runtime)
+    expected = f"expected a number with at most {DECIMAL_INTEGER_DIGITS} digits before the point and {fraction_digits} after for {kind} constant"
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(expected)
     if isinstance(value, float):
@@ -66,13 +74,14 @@ def _decimal(kind: str, value: Scalar) -> str:
     assert isinstance(exponent, int)
     fraction = max(0, -exponent)
     whole = max(0, len(digits) + exponent)
-    if whole > DECIMAL_INTEGER_DIGITS or fraction > DECIMAL_FRACTION_DIGITS:
+    if whole > DECIMAL_INTEGER_DIGITS or fraction > fraction_digits:
         raise ValueError(expected)
     return text
 
 
-def parse_constant(const: Constant, value: Scalar) -> Scalar:
-    """`value` as the runtime takes it for the constant's type; ValueError says what was expected."""
+def parse_constant(const: Constant, value: Scalar, runtime: RuntimeVersion | None = None) -> Scalar:
+    """`value` as the runtime (of `runtime`'s version, if known) takes it for the constant's type;
+    ValueError says what was expected."""
     kind = const.type
     if kind in ("Integer", "Long"):
         low, high = _WHOLE_RANGE[kind]
@@ -93,7 +102,7 @@ def parse_constant(const: Constant, value: Scalar) -> Scalar:
             return value.lower() == "true"
         raise ValueError("expected true or false for Boolean constant")
     if kind in ("Decimal", "Float"):
-        return _decimal(kind, value)
+        return _decimal(kind, value, runtime)
     if kind == "DateTime":
         text = str(value)
         try:
@@ -141,7 +150,7 @@ def check_against_metadata(env: Environment, meta: Metadata, file: str = "") -> 
             issues.append(ConfigIssue(path, f"constant {name!r} is not defined by the app's model", suggest(name, names) or _nearby(names), file))
             continue
         try:
-            parse_constant(const, value)
+            parse_constant(const, value, meta.runtime_version)
         except ValueError as e:
             issues.append(ConfigIssue(path, f"{e} (got {shown(value)})", f"model default is {shown(const.default_value)}", file))
     for sc in env.secret_constants:
@@ -150,7 +159,7 @@ def check_against_metadata(env: Environment, meta: Metadata, file: str = "") -> 
             issues.append(ConfigIssue(f"{env.config_path}.secretConstants.{sc.name}", f"constant {sc.name!r} is not defined by the app's model", suggest(sc.name, names) or _nearby(names), file))
         elif sc.value.reveal() != OFFLINE_SECRET:
             try:
-                parse_constant(const, sc.value.reveal())
+                parse_constant(const, sc.value.reveal(), meta.runtime_version)
             except ValueError as e:
                 # Under the engine the value arrives decrypted: the message names the constant, never the value.
                 issues.append(ConfigIssue(f"{env.config_path}.secretConstants.{sc.name}", f"{e} (the value is secret: not shown)", "set it again with pulumi config set --secret", file))
@@ -196,10 +205,10 @@ def derive(env: Environment, meta: Metadata, file: str = "") -> RuntimeSettings:
     resolved: dict[str, Scalar] = {}
     for const in meta.constants:
         if const.name in env.constants:
-            resolved[const.name] = parse_constant(const, env.constants[const.name])
+            resolved[const.name] = parse_constant(const, env.constants[const.name], meta.runtime_version)
         else:
             try:
-                resolved[const.name] = parse_constant(const, const.default_value)
+                resolved[const.name] = parse_constant(const, const.default_value, meta.runtime_version)
             except ValueError:
                 resolved[const.name] = const.default_value  # the model's own value; the runtime copes
     overrides = {n: resolved[n] for n in sorted(env.constants)}

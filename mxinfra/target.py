@@ -54,9 +54,12 @@ class PreparedEnvironment:
     settings: RuntimeSettings
     access: EnvironmentAccess
     naming: Naming
-    tags: Mapping[str, str]
+    tags: Mapping[str, str]  # stable: every resource (naming.stable_tags)
     labels: Mapping[str, str]
     annotations: Mapping[str, str]
+    release_tags: Mapping[str, str]  # stable + per-release: only the workload a release changes
+    release_labels: Mapping[str, str]
+    release_annotations: Mapping[str, str]
     warnings: tuple[str, ...] = ()
     artifact: str | None = None  # what runs besides the package (the target's artifact(), from config)
 
@@ -131,13 +134,23 @@ class EnvironmentContext:
 
     @property
     def tags(self) -> Mapping[str, str]:
-        """The standard tags (`mxinfra:app`, ...)."""
+        """The stable standard tags (`mxinfra:app`, ...): for every resource a release does not change."""
         return self.prepared.tags
 
     @property
     def labels(self) -> Mapping[str, str]:
-        """The standard tags in Kubernetes label form."""
+        """The stable standard tags in Kubernetes label form."""
         return self.prepared.labels
+
+    @property
+    def release_tags(self) -> Mapping[str, str]:
+        """The stable tags plus the package's hash and model version: only for the workload that runs it."""
+        return self.prepared.release_tags
+
+    @property
+    def release_labels(self) -> Mapping[str, str]:
+        """`release_tags` in Kubernetes label form."""
+        return self.prepared.release_labels
 
     @property
     def config(self) -> Any:

@@ -50,7 +50,7 @@ class FakeTarget(Target):
         runtime = Thing(
             "mxtest:index:Runtime",
             n.logical("runtime"),
-            {"image": ctx.config.image, "env": env.plain, "secretRef": secret.id, "cluster": ctx.shared.id, "instances": ctx.settings.instances, "tags": dict(ctx.tags)},
+            {"image": ctx.config.image, "env": env.plain, "secretRef": secret.id, "cluster": ctx.shared.id, "instances": ctx.settings.instances, "tags": dict(ctx.release_tags)},
             ctx.opts(depends_on=[db]),
         )
         for role in ctx.access.roles():

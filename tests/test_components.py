@@ -76,6 +76,8 @@ def test_settings_and_tags_reach_the_target(fake_target, pulumi_run):
         "mxinfra:package-sha256": d.package.sha256,
         "mxinfra:model-version": "1.4.2.1234",
     }
+    # what a release does not change carries the stable tags only (naming.PER_RELEASE_TAGS)
+    assert res.one("mxtest:index:Database", "orders-production-db").input("tags") == {"mxinfra:app": "orders", "mxinfra:environment": "production", "mxinfra:role": "production"}
     role = res.one("mxtest:index:Role", "orders-production-role-deploy")
     assert role.inputs == {"principals": ["group:ops"], "mfa": True, "maxSession": 28800}
     assert not res.of_type("mxtest:index:Role") == [] and all(r.name.startswith("orders-production") for r in res.of_type("mxtest:index:Role"))

@@ -223,3 +223,16 @@ def test_messages_show_values_as_yaml_writes_them(value, form):
     issues = check_against_metadata(env(constants={"M.Size": value}), META)
     assert f"(got {form})" in issues[0].message
     assert "None" not in issues[0].message and "True" not in issues[0].message
+
+
+def test_decimal_fraction_digits_follow_the_runtime_version():
+    """Mendix 11.6 allows up to 18 digits after the point (docs/mendix.md); earlier runtimes 8."""
+    from mxinfra.mda import RuntimeVersion
+    from mxinfra.settings import parse_constant
+
+    rate = META.constant("M.Rate")
+    with pytest.raises(ValueError, match="8 after"):
+        parse_constant(rate, "0.123456789", RuntimeVersion(10, 24, 15, 93102))
+    assert parse_constant(rate, "0.123456789012345678", RuntimeVersion(11, 6, 0)) == "0.123456789012345678"
+    with pytest.raises(ValueError, match="18 after"):
+        parse_constant(rate, "0.1234567890123456789", RuntimeVersion(11, 6, 0))

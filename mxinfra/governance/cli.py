@@ -229,7 +229,9 @@ def package_policy(
 def _changed(record: Any) -> str:
     """What a record changed, in a few words."""
     changes = record.changes
-    if changes and all(isinstance(c, dict) and c.get("from") is None for c in changes.values()):
+    # `constants` and `secrets` are sections (name -> from/to, changed/added/removed), not one tracked input
+    tracked = [c for k, c in changes.items() if k not in ("constants", "secrets")]
+    if tracked and all(isinstance(c, dict) and c.get("from") is None for c in tracked):
         return "first deployment"
     return ", ".join(changes) or "-"
 

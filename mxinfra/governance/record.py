@@ -4,26 +4,49 @@ Its inputs are what defines a deployment (package hash, a digest of the runtime 
 count, a digest of the grants). Pulumi calls create/update only when one of them really changes and
 never during a preview, so every record stands for something that was applied. It depends on the
 environment's runtime resources, so it is written after they were.
+
+Two more inputs say *what* changed in the settings (issue 18): `constants`, the environment's non-secret
+constant overrides (a record lists each changed one with from/to), and `secretsDigest`, a keyed hash
+(HMAC-SHA256) of every secret value the core hands the runtime, under a per-environment key that lives
+only in the Pulumi state, as a secret (`SecretsKey`). The digest is itself a secret input; a record names
+the secrets that changed and never carries a value or a hash. A plain digest would not do: a weak
+secret (a short password) is found again from its sha256 by trying candidates.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
+from pulumi.runtime.rpc import is_rpc_secret, unwrap_rpc_secret
 
 TRACKED = ("packageSha256", "artifact", "settingsDigest", "instances", "grantsDigest")
-# The first change in this order names the record's action; the rest are listed under "changes".
+# Inputs a record breaks down by name (constants, secrets). A state written before they existed has
+# none: the first update after the upgrade stores them as the baseline and claims no change from them.
+SECRETS = "secretsDigest"
+CONSTANTS = "constants"
+DETAILED = (SECRETS, CONSTANTS)
+# The first change in this order names the record's action; the rest are listed under "changes". A
+# rotated secret or a changed constant is a settings change: the runtime gets new settings and restarts.
 ACTIONS = (
     ("packageSha256", "deploy"),
     ("artifact", "deploy"),
     ("settingsDigest", "settings"),
+    ("constants", "settings"),
+    ("secrets", "settings"),
     ("instances", "scale"),
     ("grantsDigest", "permissions"),
 )
+# The names under which secretsDigest lists the runtime's secrets (the config keys they come from).
+ADMIN_PASSWORD = "adminPassword"
+LICENSE_KEY = "license.key"
+SECRET_CONSTANT = "secretConstants."
 
 
 def digest(value: Any) -> str:
@@ -51,15 +74,99 @@ def grants_digest(access: Any) -> str:
     return digest([[g.permission.value, g.principal, g.mfa_required, g.max_session_seconds] for g in access.grants])
 
 
+def runtime_secrets(settings: Any) -> dict[str, str]:
+    """The secret values the core hands the runtime besides the admin password, by name (plain: keep inside an apply)."""
+    values = {SECRET_CONSTANT + name: value.reveal() for name, value in settings.secret_constants.items()}
+    if settings.license_key is not None:
+        values[LICENSE_KEY] = settings.license_key.reveal()
+    return values
+
+
+def secrets_digest(key_hex: str | None, values: Mapping[str, str | None]) -> dict[str, Any] | None:
+    """HMAC-SHA256 of each secret under the environment's key, and the key's id; None without a key."""
+    if not key_hex:
+        # Only a mock run has no key (no provider runs there); the activity resource then tracks no secrets.
+        return None
+    key = bytes.fromhex(key_hex)
+    # The name is part of the message: two secrets with one value do not get one hash.
+    # A value that is None never reaches the runtime (only a mock run leaves one unresolved): no hash.
+    hashes = {
+        name: hmac.new(key, name.encode() + b"\0" + str(value).encode(), hashlib.sha256).hexdigest()
+        for name, value in values.items()
+        if value is not None
+    }
+    # Hashes under another key cannot be compared: the id tells the provider so (it reveals nothing of the key).
+    return {"keyId": hmac.new(key, b"mxinfra:secrets-key-id", hashlib.sha256).hexdigest(), "secrets": hashes}
+
+
 def _plain(value: Any) -> Any:
     # The engine hands a dynamic provider every number as a float (protobuf Struct): 1.0 is the count 1.
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+def _reveal(value: Any) -> Any:
+    """`value` without the engine's secret wrappers, at any depth: for comparing, never for outputs."""
+    # A provider that does not accept secrets gets plain values; one that does gets each secret as
+    # {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270", "value": ...}.
+    if is_rpc_secret(value):
+        return _reveal(unwrap_rpc_secret(value))
+    if isinstance(value, dict):
+        return {k: _reveal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_reveal(v) for v in value]
+    return value
+
+
+def _constant_changes(olds: dict[str, Any] | None, news: dict[str, Any]) -> dict[str, Any] | None:
+    """Each constant override that changed, with from/to (None: added or removed); None if not tracked."""
+    old = {} if olds is None else _reveal(olds.get(CONSTANTS))
+    new = _reveal(news.get(CONSTANTS))
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return None
+    names = sorted(n for n in old.keys() | new.keys() if n not in old or n not in new or old[n] != new[n])
+    return {n: {"from": _plain(old.get(n)), "to": _plain(new.get(n))} for n in names} or None
+
+
+def _secret_changes(olds: dict[str, Any] | None, news: dict[str, Any]) -> dict[str, Any] | None:
+    """The names of the secrets that changed, appeared or went (never a value or hash); None if nothing to say."""
+    new = _reveal(news.get(SECRETS))
+    if not isinstance(new, dict):
+        return None
+    old = {"keyId": new.get("keyId"), "secrets": {}} if olds is None else _reveal(olds.get(SECRETS))
+    if not isinstance(old, dict) or old.get("keyId") != new.get("keyId"):
+        # Not tracked before (a state from before secretsDigest) or hashed under another key: this
+        # update only sets the baseline, claiming no rotation it cannot know about.
+        return None
+    o, n = dict(old.get("secrets") or {}), dict(new.get("secrets") or {})
+    section = {
+        "changed": sorted(k for k in o.keys() & n.keys() if o[k] != n[k]),
+        "added": sorted(n.keys() - o.keys()),
+        "removed": sorted(o.keys() - n.keys()),
+    }
+    return section if any(section.values()) else None
+
+
 def _changes(olds: dict[str, Any] | None, news: dict[str, Any]) -> dict[str, Any]:
     if not olds:
-        return {k: {"from": None, "to": _plain(news.get(k))} for k in TRACKED}
-    return {k: {"from": _plain(olds.get(k)), "to": _plain(news.get(k))} for k in TRACKED if olds.get(k) != news.get(k)}
+        changes = {k: {"from": None, "to": _plain(news.get(k))} for k in TRACKED}
+        olds = None
+    else:
+        changes = {k: {"from": _plain(olds.get(k)), "to": _plain(news.get(k))} for k in TRACKED if olds.get(k) != news.get(k)}
+    constants, secret_names = _constant_changes(olds, news), _secret_changes(olds, news)
+    if constants:
+        changes["constants"] = constants
+    if secret_names:
+        changes["secrets"] = secret_names
+    return changes
+
+
+def _differs(olds: dict[str, Any], news: dict[str, Any]) -> list[str]:
+    """The inputs that make an update: tracked ones that differ, detailed ones that differ or are new."""
+    changed = [k for k in TRACKED if olds.get(k) != news.get(k)]
+    # A detailed input the program no longer sends changes nothing; one missing from the old state is
+    # stored (the baseline of the next comparison) by an update that writes no record.
+    changed += [k for k in DETAILED if news.get(k) is not None and _reveal(olds.get(k)) != _reveal(news.get(k))]
+    return changed
 
 
 def _action(changes: dict[str, Any], created: bool) -> str:
@@ -122,13 +229,17 @@ class ActivityProvider(ResourceProvider):
         return CreateResult(id_=f"activity-{props['environment']}", outs=outs)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        """Changed only when a tracked input differs; never a replacement (the log is append-only)."""
-        changed = [k for k in TRACKED if olds.get(k) != news.get(k)]
+        """Changed when a tracked input differs or a detailed one is new or differs; never a replacement (the log is append-only)."""
+        changed = _differs(olds, news)
         return DiffResult(changes=bool(changed), replaces=[], stables=["environment", "repository"], delete_before_replace=False)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """A later deployment: record what changed."""
         changes = _changes(olds, news)
+        if not changes:
+            # Only a baseline was stored (the first update after secretsDigest/constants were added, or a
+            # new secrets key): nothing was applied, so nothing is recorded; the last record stays the last.
+            return UpdateResult(outs={**news, "lastRecordSeq": olds.get("lastRecordSeq"), "lastRecordHash": olds.get("lastRecordHash")})
         return UpdateResult(outs=write_record(news, changes, _action(changes, created=False)))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
@@ -145,3 +256,38 @@ class ActivityLogEntry(Resource):
     def __init__(self, name: str, props: dict[str, Any], opts: Any = None) -> None:
         # lastRecord* are outputs only; declaring them makes them readable on the resource.
         super().__init__(ActivityProvider(), name, {**props, "lastRecordSeq": None, "lastRecordHash": None}, opts)
+
+
+class SecretsKeyProvider(ResourceProvider):
+    """Creates an environment's secrets key once and keeps it: a new key would make every hash differ."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        """32 random bytes, hex; the resource's options keep the output a secret in the state."""
+        return CreateResult(id_="secrets-key", outs={**props, "key": secrets.token_hex(32)})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """Never changed: a newly pickled provider (another SDK, another Python) is no reason for a new key."""
+        return DiffResult(changes=False, replaces=[], delete_before_replace=False)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        """Not reached through diff; should the engine call it anyway, the old key stays."""
+        return UpdateResult(outs={**news, "key": olds.get("key") or secrets.token_hex(32)})
+
+
+class SecretsKey(Resource, module="mxinfra", name="SecretsKey"):
+    """An environment's key for secretsDigest (type pulumi-python:dynamic/mxinfra:SecretsKey), only in the state.
+
+    A dynamic resource rather than a random.RandomBytes: it needs no provider plugin besides the Python
+    SDK (the engine suite runs without the random plugin, and a stack that configures its admin password
+    needs none today).
+    """
+
+    key: Any
+
+    def __init__(self, name: str, opts: Any = None) -> None:
+        import pulumi
+
+        # The engine encrypts additional secret outputs in the state; the dynamic provider itself gets and
+        # returns plain values (it does not accept secrets).
+        secret = pulumi.ResourceOptions(additional_secret_outputs=["key"])
+        super().__init__(SecretsKeyProvider(), name, {"key": None}, pulumi.ResourceOptions.merge(opts, secret))

@@ -9,7 +9,6 @@ import pulumi_aws as aws
 
 from mxinfra.target import EnvironmentContext
 
-from .tagging import stable
 from . import policies
 from .config import AwsConfig
 from .policies import Arns
@@ -34,7 +33,7 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns) -> dict[str, pulumi
             assume_role_policy=json.dumps(policies.access_trust(r.principals, r.mfa_required, r.max_session_seconds, a.partition), sort_keys=True),
             max_session_duration=r.max_session_seconds or DEFAULT_SESSION_SECONDS,
             permissions_boundary=cfg.permissionsBoundaryArn,
-            tags={**stable(ctx.tags), "mxinfra:permission": perm},
+            tags={**dict(ctx.tags), "mxinfra:permission": perm},
             opts=ctx.opts(),
         )
         aws.iam.RolePolicy(

@@ -10,7 +10,6 @@ import pulumi_random
 
 from mxinfra.target import EnvironmentContext
 
-from .tagging import stable
 from .config import AwsConfig
 from .policies import Arns
 
@@ -55,7 +54,7 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, security_group: aws
         name=a.db_identifier,
         description=f"{n.prefix}: the database's subnets",
         subnet_ids=list(cfg.subnetIds),
-        tags=stable(ctx.tags),
+        tags=dict(ctx.tags),
         opts=ctx.opts(),
     )
     db = aws.rds.Instance(
@@ -85,7 +84,7 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, security_group: aws
         auto_minor_version_upgrade=True,
         # Changes wait for the maintenance window instead of restarting a running database.
         apply_immediately=not guarded,
-        tags=stable(ctx.tags),
+        tags=dict(ctx.tags),
         opts=ctx.opts(protect_data=True),
     )
     secret_arn = db.master_user_secrets.apply(lambda s: s[0].secret_arn if s else None)

@@ -14,7 +14,6 @@ import pulumi_aws as aws
 
 from mxinfra.target import EnvironmentContext
 
-from .tagging import stable
 from .config import PRODUCTION_TIER, TIER_TAG, AwsConfig
 
 HTTP, HTTPS, RUNTIME_PORT, POSTGRES_PORT = 80, 443, 8080, 5432
@@ -75,14 +74,14 @@ def _group(ctx: EnvironmentContext, vpc_id: Any, kind: str, description: str) ->
         name=n.physical(f"{kind}-sg", max_len=255),
         description=description,
         vpc_id=vpc_id,
-        tags=stable(ctx.tags),
+        tags=dict(ctx.tags),
         opts=ctx.opts(),
     )
 
 
 def create(ctx: EnvironmentContext, cfg: AwsConfig) -> SecurityGroups:
     """The security groups and their rules (one rule resource each, so changes never replace a group)."""
-    n, tags = ctx.naming, stable(ctx.tags)
+    n, tags = ctx.naming, dict(ctx.tags)
     vpc_id = verified_vpc(ctx, cfg)
     lb = _group(ctx, vpc_id, "alb", "Load balancer: HTTPS (and HTTP redirecting to it) from the allowed networks")
     svc = _group(ctx, vpc_id, "service", "Mendix runtime: only from its load balancer")

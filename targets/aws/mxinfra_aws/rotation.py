@@ -22,7 +22,6 @@ import pulumi_aws as aws
 
 from mxinfra.target import EnvironmentContext
 
-from .tagging import stable
 from .config import AwsConfig
 from .database import Database
 from .policies import Arns, Document, _allow, _doc, _one_or_all
@@ -90,7 +89,7 @@ def events_policy(a: Arns) -> Document:
 
 def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, db: Database, services: Sequence[aws.ecs.Service]) -> aws.sfn.StateMachine:
     """The state machine, the rule on the RDS secret's rotation, its target and their two roles."""
-    n, tags = ctx.naming, stable(ctx.tags)
+    n, tags = ctx.naming, dict(ctx.tags)
     redeploy_role = service_role(
         ctx, cfg, a, "redeploy", service_trust(a, "states", a.state_machine_arn), redeploy_policy(a), "Step Functions: redeploy this environment's services after a password rotation"
     )

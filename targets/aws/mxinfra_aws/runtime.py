@@ -19,7 +19,6 @@ from mxinfra.environments import Secret
 from mxinfra.settings import Bindings, DatabaseParts, S3Storage, buildpack_env, instance_env
 from mxinfra.target import EnvironmentContext
 
-from .tagging import stable
 from . import fargate, policies
 from .config import AwsConfig
 from .containers import CONTAINER, FOLLOWER, LEADER, LOG_RETENTION_DAYS, RUNTIME_PORT, ValueFrom, container_definitions, task_counts, value_from
@@ -65,7 +64,7 @@ def service_role(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, kind: str, tr
         description=description,
         assume_role_policy=json.dumps(trust, sort_keys=True),
         permissions_boundary=cfg.permissionsBoundaryArn,
-        tags=stable(ctx.tags),
+        tags=dict(ctx.tags),
         opts=ctx.opts(),
     )
     aws.iam.RolePolicy(
@@ -84,9 +83,9 @@ def _secret_value(value: Any) -> Any:
 
 def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, sgs: SecurityGroups, db: Database, cluster_arn: Any) -> Runtime:
     """Every runtime resource of the environment."""
-    n, env, tags = ctx.naming, ctx.environment, stable(ctx.tags)
+    n, env, tags = ctx.naming, ctx.environment, dict(ctx.tags)
     # What runs the package carries its hash and model version (traceability); nothing else changes per release.
-    release_tags = dict(ctx.tags)
+    release_tags = dict(ctx.release_tags)
     size = fargate.pick(env.memory_mb)
 
     logs = aws.cloudwatch.LogGroup(
@@ -277,7 +276,7 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, sgs: SecurityGroups
 
 def alerts(ctx: EnvironmentContext, a: Arns) -> aws.sns.Topic:
     """The alerts topic and, per service, an alarm on fewer running tasks than desired that publishes to it."""
-    n, tags = ctx.naming, stable(ctx.tags)
+    n, tags = ctx.naming, dict(ctx.tags)
     # CloudWatch alarms cannot publish to a topic encrypted with the AWS-managed SNS key; alerts carry
     # no secrets, so the topic is left unencrypted rather than adding a customer key.
     topic = aws.sns.Topic(n.logical("alerts"), name=a.topic_name, tags=tags, opts=ctx.opts())

@@ -8,7 +8,6 @@ import pulumi_aws as aws
 
 from mxinfra.target import EnvironmentContext
 
-from .tagging import stable
 from . import policies
 from .policies import Arns
 
@@ -30,7 +29,7 @@ def create(ctx: EnvironmentContext, a: Arns) -> aws.s3.Bucket:
         bucket=a.bucket_name,
         # Test files may go with the environment; elsewhere a non-empty bucket blocks deletion.
         force_destroy=not keep,
-        tags=stable(ctx.tags),
+        tags=dict(ctx.tags),
         opts=ctx.opts(protect_data=True),
     )
     aws.s3.BucketPublicAccessBlock(

@@ -14,7 +14,6 @@ from mxinfra.errors import ConfigIssue
 from mxinfra.naming import Naming
 from mxinfra.target import AppContext, EnvironmentContext, Target
 
-from .tagging import stable
 from . import fargate, render
 from .config import PRODUCTION_TIER, REGION, TIER_TAG, AwsConfig
 from .policies import PRINCIPAL, Arns, partition_of
@@ -208,7 +207,7 @@ class AwsTarget(Target):
             ctx.naming.logical("cluster"),
             name=name,
             settings=[{"name": "containerInsights", "value": "enabled"}],
-            tags=stable(ctx.tags),
+            tags=dict(ctx.tags),
             opts=ctx.opts(),
         )
         return SharedCluster(name, cluster.arn)

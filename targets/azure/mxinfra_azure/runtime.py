@@ -192,7 +192,7 @@ def create(
                 "scale": {"min_replicas": replicas, "max_replicas": max(replicas, 1)},
                 "termination_grace_period_seconds": 120,
             },
-            tags=tags,
+            tags=dict(ctx.release_tags),  # what runs the package names it; nothing else changes per release
             opts=ctx.opts(depends_on=waits),
         )
 

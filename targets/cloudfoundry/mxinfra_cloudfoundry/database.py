@@ -18,9 +18,13 @@ def where(cfg: CloudFoundryConfig) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def metadata(ctx: EnvironmentContext) -> dict[str, Any]:
-    """CAPI metadata: the standard tags as labels (short) and annotations (whole)."""
-    return {"labels": dict(ctx.labels), "annotations": dict(ctx.prepared.annotations)}
+def metadata(ctx: EnvironmentContext, *, release: bool = False) -> dict[str, Any]:
+    """CAPI metadata: the standard tags as labels (short) and annotations (whole); the package's only on
+    what a release changes (`release`: the app)."""
+    p = ctx.prepared
+    if release:
+        return {"labels": dict(p.release_labels), "annotations": dict(p.release_annotations)}
+    return {"labels": dict(p.labels), "annotations": dict(p.annotations)}
 
 
 def service(ctx: EnvironmentContext, cfg: CloudFoundryConfig, kind: str, svc: ServiceConfig) -> CfServiceInstance:

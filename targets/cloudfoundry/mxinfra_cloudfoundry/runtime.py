@@ -64,7 +64,7 @@ def create(ctx: EnvironmentContext, cfg: CloudFoundryConfig, services: list[CfSe
         "healthCheck": {"type": "http", "endpoint": cfg.healthCheckEndpoint, "timeout": cfg.startupTimeoutSeconds, "invocationTimeout": INVOCATION_TIMEOUT_SECONDS},
         "routes": [route.guid],
         "services": [si.guid for si in services],
-        "metadata": meta,
+        "metadata": metadata(ctx, release=True),
         "timeouts": cfg.timeouts.model_dump(),
     }
     app = CfApp(n.logical("app"), props, ctx.opts(additional_secret_outputs=["secretEnvironment"], depends_on=[route, *services]))

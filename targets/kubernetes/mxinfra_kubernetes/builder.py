@@ -83,7 +83,7 @@ class Builder:
         `holds_data` is protected on production like the data itself."""
         if not self.layout.create_namespace:
             return
-        meta = self.layout.metadata(self.layout.namespace, namespaced=False, annotations=self.ctx.prepared.annotations)
+        meta = self.layout.metadata(self.layout.namespace, namespaced=False, annotations=self.ctx.prepared.annotations)  # stable: a release never touches it
         meta["labels"] = dict(sorted({**meta["labels"], **POD_SECURITY_LABELS}.items()))
         self.namespace = k8s.core.v1.Namespace(self.logical("namespace"), metadata=meta, opts=self.opts(protect_data=holds_data))
         self.created["namespace"] = self.namespace

@@ -58,6 +58,12 @@ def _host(v: str) -> str:
     return v
 
 
+def _storage_class(v: str) -> str:
+    if not _DNS_SUBDOMAIN.fullmatch(v):
+        raise ValueError("not a StorageClass name: lowercase DNS labels separated by dots, as `kubectl get storageclass` lists them")
+    return v
+
+
 def cpu_milli(quantity: str) -> int:
     """A CPU quantity ("250m", "2", "0.5") in millicores."""
     if quantity.endswith("m"):
@@ -77,6 +83,7 @@ Cidr = Annotated[str, AfterValidator(_cidr)]
 ByteQuantity = Annotated[str, AfterValidator(_bytes)]
 DnsLabel = Annotated[str, AfterValidator(_label)]
 HostName = Annotated[str, AfterValidator(_host)]
+StorageClassName = Annotated[str, AfterValidator(_storage_class)]
 
 
 class CpuConfig(_Strict):
@@ -108,7 +115,7 @@ class InClusterDatabase(_Strict):
 
     image: str = Field("postgres:16.4", description="A Debian-based postgres image: it runs as uid/gid 999")
     size: ByteQuantity = "5Gi"
-    storageClass: str | None = None
+    storageClass: StorageClassName | None = Field(None, description="The database claim's StorageClass, in place of the block's storageClass")
     memory: int = Field(512, ge=256, le=16384, description="MB")
 
 
@@ -147,7 +154,7 @@ class LocalFilesConfig(_Strict):
     """Files on a PersistentVolumeClaim (one instance only)."""
 
     size: ByteQuantity = "10Gi"
-    storageClass: str | None = None
+    storageClass: StorageClassName | None = Field(None, description="The files claim's StorageClass, in place of the block's storageClass")
 
 
 class StorageConfig(_Strict):
@@ -180,6 +187,7 @@ class EnvironmentOverride(_Strict):
     cpu: CpuConfig | None = None
     operator: OperatorConfig | None = None
     egress: list[EgressRule] | None = None
+    storageClass: StorageClassName | None = None
 
 
 class KubernetesConfig(_Strict):
@@ -198,6 +206,11 @@ class KubernetesConfig(_Strict):
     egress: list[EgressRule] = Field(default_factory=list, max_length=64, description="What the app calls out to, besides its database, file store and DNS")
     allowWideEgress: bool = Field(False, description="Explicit opt-in to /8 or wider egress rules on a stack with production")
     dnsNamespace: DnsLabel = Field("kube-system", description="Namespace of the cluster DNS pods: the only DNS the runtime may query")
+    storageClass: StorageClassName | None = Field(
+        None,
+        description="StorageClass of every PersistentVolumeClaim the target declares (in-cluster database, local files); "
+        "default: the cluster's default class. `pulumi up` checks that it exists (or that there is a default) before declaring anything",
+    )
     environments: dict[str, EnvironmentOverride] = Field(default_factory=dict)
 
 
@@ -216,20 +229,61 @@ class EnvironmentSettings:
     paths: dict[str, str]  # sub-block -> config path (for error messages)
     egress: tuple[EgressRule, ...] = ()
     dns_namespace: str = "kube-system"
+    storage_class: str | None = None  # None: the cluster's default class
 
 
 def for_environment(block: KubernetesConfig, env: str) -> EnvironmentSettings:
     """The effective settings of `env`: its `environments.<env>` entries replace the top-level ones."""
     over = block.environments.get(env)
-    paths = {k: f"{BLOCK}.{k}" for k in ("image", "namespace", "ingress", "database", "storage", "cpu", "operator", "egress")}
+    paths = {k: f"{BLOCK}.{k}" for k in ("image", "namespace", "ingress", "database", "storage", "cpu", "operator", "egress", "storageClass")}
     values: dict[str, Any] = {k: getattr(block, k) for k in paths}
     if over is not None:
         for key in over.model_fields_set:
             values[key] = getattr(over, key)
             paths[key] = f"{BLOCK}.environments.{env}.{key}"
     return EnvironmentSettings(
-        block.mode, values["image"], values["namespace"], values["ingress"], values["database"], values["storage"], values["cpu"], values["operator"], paths, tuple(values["egress"] or ()), block.dnsNamespace
+        block.mode,
+        values["image"],
+        values["namespace"],
+        values["ingress"],
+        values["database"],
+        values["storage"],
+        values["cpu"],
+        values["operator"],
+        paths,
+        tuple(values["egress"] or ()),
+        block.dnsNamespace,
+        values["storageClass"],
     )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A PersistentVolumeClaim an environment declares, with its StorageClass and the key that sets it."""
+
+    environment: str
+    kind: str  # "postgres-data" or "files"
+    storage_class: str | None  # None: the cluster's default class
+    key: str
+
+
+def claims_of(s: EnvironmentSettings, env: str) -> list[Claim]:
+    """The claims of `env` in plain mode: the in-cluster database's and the local files'."""
+    if s.mode != "plain":
+        return []
+    out = []
+    for kind, sub, path in (
+        ("postgres-data", s.database.inCluster if s.database else None, f"{s.paths['database']}.inCluster.storageClass"),
+        ("files", s.storage.local if s.storage else None, f"{s.paths['storage']}.local.storageClass"),
+    ):
+        if sub is None:
+            continue
+        # The claim's own key wins over the block's (or the environment's) storageClass.
+        if sub.storageClass is not None:
+            out.append(Claim(env, kind, sub.storageClass, path))
+        else:
+            out.append(Claim(env, kind, s.storage_class, s.paths["storageClass"]))
+    return out
 
 
 def artifact_of(block: KubernetesConfig, env: str) -> str | None:

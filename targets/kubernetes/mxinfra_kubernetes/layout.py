@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mxinfra.naming import LABEL_PREFIX, Naming
 
@@ -26,8 +26,6 @@ POD_SECURITY_LABELS = {
     for mode in ("enforce", "audit", "warn")
     for suffix, value in (("", "restricted"), ("-version", POD_SECURITY_VERSION))
 }
-# Package-specific labels change on every release: they stay off selectors and off the database pod.
-_PER_RELEASE = (LABEL_PREFIX + "package-sha256", LABEL_PREFIX + "model-version")
 
 
 _UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "": 1}
@@ -53,13 +51,14 @@ class Layout:
     naming: Naming
     namespace: str
     create_namespace: bool
-    labels: Mapping[str, str]
+    labels: Mapping[str, str]  # stable: every object
+    release_labels: Mapping[str, str] = field(default_factory=dict)  # with the package's: the workload only
 
     @classmethod
-    def of(cls, naming: Naming, settings: EnvironmentSettings, labels: Mapping[str, str]) -> Layout:
+    def of(cls, naming: Naming, settings: EnvironmentSettings, labels: Mapping[str, str], release_labels: Mapping[str, str] | None = None) -> Layout:
         """The layout of the environment named by `naming`."""
         ns = settings.namespace or naming.physical()
-        return cls(naming, ns, settings.namespace is None, dict(labels))
+        return cls(naming, ns, settings.namespace is None, dict(labels), dict(release_labels if release_labels is not None else labels))
 
     @property
     def workload(self) -> str:
@@ -79,15 +78,16 @@ class Layout:
         """Selector labels of a component's pods: stable across releases."""
         return {"app.kubernetes.io/instance": self.instance, "app.kubernetes.io/component": component}
 
-    def object_labels(self, component: str | None = None, *, per_release: bool = True) -> dict[str, str]:
-        """Labels of an object: the standard ones plus the app.kubernetes.io set."""
-        out = {k: v for k, v in self.labels.items() if per_release or k not in _PER_RELEASE}
+    def object_labels(self, component: str | None = None, *, per_release: bool = False) -> dict[str, str]:
+        """Labels of an object: the standard ones (with the package's only on the workload a release
+        changes: `per_release`) plus the app.kubernetes.io set."""
+        out = dict(self.release_labels if per_release else self.labels)
         out.update({"app.kubernetes.io/name": "mendix", "app.kubernetes.io/instance": self.instance, "app.kubernetes.io/managed-by": "mxinfra"})
         if component:
             out["app.kubernetes.io/component"] = component
         return dict(sorted(out.items()))
 
-    def metadata(self, name: str | None, component: str | None = None, *, per_release: bool = True, namespaced: bool = True, annotations: Mapping[str, str] | None = None) -> dict:
+    def metadata(self, name: str | None, component: str | None = None, *, per_release: bool = False, namespaced: bool = True, annotations: Mapping[str, str] | None = None) -> dict:
         """ObjectMeta with the labels and an explicit name (so rendered manifests are complete); None
         leaves the name to the provider (builder.Builder.secret says why)."""
         meta: dict = {"labels": self.object_labels(component, per_release=per_release)}

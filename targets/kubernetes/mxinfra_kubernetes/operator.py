@@ -104,7 +104,7 @@ def deploy(b: Builder) -> dict[str, Any]:
         b.logical("mendixapp"),
         api_version=API_VERSION,
         kind=KIND,
-        metadata=lay.metadata(lay.workload, "runtime", annotations=ctx.prepared.annotations),
+        metadata=lay.metadata(lay.workload, "runtime", per_release=True, annotations=ctx.prepared.release_annotations),
         spec=runtime_spec,
         opts=b.opts(protect_data=True, depends_on=deps),
     )

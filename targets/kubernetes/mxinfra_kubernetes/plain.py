@@ -17,7 +17,7 @@ import pulumi_random
 from mxinfra.settings import AzureBlobStorage, Bindings, DatabaseUrl, LocalStorage, S3Storage, buildpack_env
 
 from .builder import Builder
-from .config import host_of
+from .config import claims_of, host_of
 from .layout import (
     DB_CPU_LIMIT_MILLI,
     DB_CPU_REQUEST_MILLI,
@@ -103,7 +103,7 @@ def deploy(b: Builder) -> dict[str, Any]:
     headless = _service(b, "headless-service", lay.name("headless"), headless=True)
     statefulset = k8s.apps.v1.StatefulSet(
         b.logical("statefulset"),
-        metadata=lay.metadata(lay.workload, "runtime", annotations=ctx.prepared.annotations),
+        metadata=lay.metadata(lay.workload, "runtime", per_release=True, annotations=ctx.prepared.release_annotations),
         spec={
             "serviceName": lay.name("headless"),
             # The buildpack makes the pod with ordinal 0 the cluster leader (scheduled events, DDL).
@@ -112,7 +112,7 @@ def deploy(b: Builder) -> dict[str, Any]:
             "updateStrategy": {"type": "RollingUpdate"},
             "selector": {"matchLabels": lay.selector("runtime")},
             "template": {
-                "metadata": {"labels": lay.object_labels("runtime")},
+                "metadata": {"labels": lay.object_labels("runtime", per_release=True)},
                 "spec": pod_spec,
             },
         },
@@ -154,10 +154,11 @@ def _http_probe(*, period: int, failures: int) -> dict[str, Any]:
     return {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": failures}
 
 
-def _pvc(b: Builder, kind: str, name: str, size: str, storage_class: str | None, component: str, pvcs: list[tuple[str, str]]) -> k8s.core.v1.PersistentVolumeClaim:
+def _pvc(b: Builder, kind: str, name: str, size: str, component: str, pvcs: list[tuple[str, str]]) -> k8s.core.v1.PersistentVolumeClaim:
     spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
-    if storage_class:
-        spec["storageClassName"] = storage_class
+    (claim_spec,) = [c for c in claims_of(b.settings, b.ctx.environment.name) if c.kind == kind]
+    if claim_spec.storage_class is not None:
+        spec["storageClassName"] = claim_spec.storage_class
     pvcs.append((name, size))
     # Production data survives a stack update or destroy: protected and retained on delete.
     claim = k8s.core.v1.PersistentVolumeClaim(b.logical(kind), metadata=b.layout.metadata(name, component, per_release=False), spec=spec, opts=b.opts(protect_data=True))
@@ -178,7 +179,7 @@ def _database(b: Builder, pvcs: list[tuple[str, str]]) -> tuple[DatabaseUrl, dic
     password = pulumi_random.RandomPassword(b.logical("database-password"), length=32, special=False, opts=b.opts(kubernetes=False))
     host = f"{lay.name('postgres')}.{lay.namespace}.svc:5432"
     url = pulumi.Output.secret(pulumi.Output.concat("postgres://mendix:", password.result, "@", host, "/mendix"))
-    claim = _pvc(b, "postgres-data", lay.name("postgres-data"), spec.size, spec.storageClass, "database", pvcs)
+    claim = _pvc(b, "postgres-data", lay.name("postgres-data"), spec.size, "database", pvcs)
 
     def workload() -> None:
         _postgres(b, spec, claim)
@@ -264,7 +265,7 @@ def _storage(b: Builder, pvcs: list[tuple[str, str]]) -> S3Storage | AzureBlobSt
         a = st.azure
         return AzureBlobStorage(account_name=a.accountName, container=a.container, account_key=a.accountKey, sas_token=a.sasToken, endpoint=a.endpoint)
     assert st.local is not None
-    _pvc(b, "files", b.layout.name("files"), st.local.size, st.local.storageClass, "runtime", pvcs)
+    _pvc(b, "files", b.layout.name("files"), st.local.size, "runtime", pvcs)
     return LocalStorage()
 
 

@@ -12,7 +12,7 @@ from mxinfra.environments import Environment
 from mxinfra.errors import ConfigIssue
 from mxinfra.target import AppContext, EnvironmentContext, Target
 
-from .config import KubernetesConfig, artifact_key_of, artifact_of, check_block, for_environment
+from .config import BLOCK, KubernetesConfig, artifact_key_of, artifact_of, check_block, claims_of, for_environment
 
 EXISTING_NAMESPACE_WARNING = (
     "namespace {namespace} is not created by mxinfra: it must enforce the restricted Pod Security level "
@@ -27,6 +27,10 @@ SHARED_OPERATOR_NAMESPACE_WARNING = (
     "an Operator namespace of its own"
 )
 OPEN_EGRESS_WARNING = "egress to {what} admits any address on that port: list the networks to limit it to the destination"
+STORAGE_UNCHECKED_WARNING = (
+    "the cluster's StorageClasses were not checked ({reason}): if {key} names no class of the cluster, or the "
+    "cluster has no default class, the volume claims never bind and `pulumi up` fails only when the provider times out"
+)
 MFA_WARNING = (
     "Kubernetes RBAC cannot require MFA or limit session length: the cluster's identity provider must "
     "enforce MFA and sessions of at most 8 hours for the groups {groups}"
@@ -41,7 +45,10 @@ class KubernetesTarget(Target):
 
     def check(self, stack: StackConfig, block: Any, file: str = "") -> list[ConfigIssue]:
         """The block's rules that involve environments and access (in-cluster DB, local files, principals)."""
+        from .cluster import kubeconfig_issues
+
         issues = check_block(stack, block, file)
+        issues += kubeconfig_issues(block, stack.raw.is_secret(f"{BLOCK}.kubeconfig"), file)
         if block.mode == "operator" and (stack.app.name + "-").startswith("mendix-"):
             issues.append(ConfigIssue("mxinfra:app.name", "MendixApp names starting with 'mendix-' are reserved by the Operator", "rename the app", file))
         return issues
@@ -85,6 +92,7 @@ class KubernetesTarget(Target):
     def deploy_app(self, ctx: AppContext) -> Any:
         """A Kubernetes provider for the configured context/kubeconfig, else None (the ambient or inherited one)."""
         block: KubernetesConfig = ctx.deployment.target_config
+        _check_storage_classes(ctx, block)
         if block.context is None and block.kubeconfig is None:
             return None
         import pulumi_kubernetes as k8s
@@ -108,7 +116,7 @@ class KubernetesTarget(Target):
 
         block: KubernetesConfig = ctx.config
         settings = for_environment(block, ctx.environment.name)
-        b = Builder(ctx, settings, Layout.of(ctx.naming, settings, ctx.labels), provider=ctx.shared)
+        b = Builder(ctx, settings, Layout.of(ctx.naming, settings, ctx.labels, ctx.release_labels), provider=ctx.shared)
         outputs = operator.deploy(b) if settings.mode == "operator" else plain.deploy(b)
         rbac.deploy(b)
         return outputs
@@ -134,3 +142,48 @@ class KubernetesTarget(Target):
                 notes.append(f"namespace {inputs['metadata'].get('namespace')}: the Mendix Operator runs MendixApp {inputs['metadata'].get('name')}")
         return sorted(notes)
 
+
+
+def _under_mocks() -> bool:
+    """True under the SDK's mock runtime (`mxinfra plan`, tests): no engine, and no cluster to ask."""
+    from pulumi.runtime.mocks import MockMonitor
+    from pulumi.runtime.settings import get_monitor
+
+    return isinstance(get_monitor(), MockMonitor)
+
+
+def _check_storage_classes(ctx: AppContext, block: KubernetesConfig) -> None:
+    """Before any object is declared, under a real engine (preview or update): stop with a config error
+    when a volume claim could never bind; warn when the cluster cannot be asked."""
+    claims = [c for p in ctx.deployment.environments for c in claims_of(for_environment(block, p.environment.name), p.environment.name)]
+    if not claims or _under_mocks():
+        return
+    import os
+
+    import pulumi
+    from pulumi.runtime.config import get_config
+
+    from mxinfra.errors import ConfigError
+
+    from .cluster import ClusterUnreadable, preflight_issues
+
+    kubeconfig, context = block.kubeconfig, block.context
+    if kubeconfig is None and context is None:
+        if ctx.component.get_provider("kubernetes::Provider") is not None:
+            # The caller's own provider: its settings are outputs this program cannot read.
+            pulumi.log.info("StorageClasses not checked: the Kubernetes provider is the one passed to MendixApp", resource=ctx.component)
+            return
+        if get_config("kubernetes:renderYamlToDirectory") or get_config("kubernetes:cluster"):
+            return  # the default provider renders files, or overrides the context's cluster: no cluster as read here
+        # The default provider's own config (read raw: Config.get would warn about a secret kubeconfig).
+        kubeconfig, context = get_config("kubernetes:kubeconfig"), get_config("kubernetes:context")
+    file = ctx.deployment.config.raw.source
+    try:
+        issues = preflight_issues(claims, kubeconfig, context, file, os.environ)
+    except ClusterUnreadable as e:
+        key = claims[0].key if len({c.key for c in claims}) == 1 else f"{BLOCK}.storageClass"
+        pulumi.log.warn(STORAGE_UNCHECKED_WARNING.format(reason=e, key=key), resource=ctx.component)
+        return
+    if issues:
+        # RunError: the engine prints the message alone, as it does the program's other config errors.
+        raise pulumi.RunError(str(ConfigError(issues, file)))

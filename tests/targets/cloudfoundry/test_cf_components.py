@@ -36,6 +36,7 @@ def test_child_contract(pulumi_run, role):
         "route": DYN + "Route",
         "app": DYN + "App",
         "activity": "pulumi-python:dynamic:Resource",
+        "secrets-key": "pulumi-python:dynamic/mxinfra:SecretsKey",  # keys the activity record's secret digests
     }
     if role == "production":
         expected["grants"] = DYN + "GrantExpiry"

@@ -472,8 +472,12 @@ def test_existing_namespace_warning_follows_the_environment_override():
 # --- kubeconfig ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kubeconfig", [KUBECONFIG_CONTENT, "/etc/mxinfra/prod.kubeconfig"])
-def test_kubeconfig_reaches_the_provider_as_a_secret(pulumi_run, kubeconfig):
+@pytest.mark.parametrize("form", ["content", "path"])
+def test_kubeconfig_reaches_the_provider_as_a_secret(pulumi_run, form, tmp_path):
+    kubeconfig = KUBECONFIG_CONTENT
+    if form == "path":
+        kubeconfig = str(tmp_path / "prod.kubeconfig")
+        (tmp_path / "prod.kubeconfig").write_text(KUBECONFIG_CONTENT)
     _, res = deploy(pulumi_run, config("production", kubeconfig=kubeconfig), "production")
     provider = res.one("pulumi:providers:kubernetes")
     assert isinstance(provider.inputs["kubeconfig"], Sealed)

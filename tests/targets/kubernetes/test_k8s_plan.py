@@ -10,7 +10,6 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from mxinfra import stackfile
 from mxinfra.cli import main
 
 from k8s_stacks import K8S_VERSION, KNOWN_SECRETS, KUBE_TOKEN, KUBECONFIG_CONTENT, ROOT, config, load_schema, restricted_violations, with_
@@ -83,18 +82,6 @@ def test_production_plan_tree(capsys, monkeypatch, example_project):
     assert "identity provider must enforce MFA" in text and "release-managers" in text
 
 
-@pytest.fixture
-def engine_secrets(monkeypatch):
-    """Mark the environments and kubernetes blocks secret, as the engine does for keys holding secure values."""
-    real = stackfile.read_stack_config
-
-    def read(proj, stack):
-        raw = real(proj, stack)
-        return stackfile.RawConfig(raw.values, frozenset({"mxinfra:environments", "mxinfra:kubernetes"}), raw.source)
-
-    monkeypatch.setattr("mxinfra.plan.read_stack_config", read)
-
-
 @pytest.mark.parametrize("mode", ["plain", "operator"])
 def test_no_secret_value_in_output_or_manifests(project, capsys, tmp_path, engine_secrets, mode):
     cfg = config("production", mode=mode)
@@ -112,7 +99,8 @@ def test_no_secret_value_in_output_or_manifests(project, capsys, tmp_path, engin
     # the secrets are there, masked, and only in Secret objects / the CR's secret fields
     doc = json.loads(as_json)
     masked = [r["name"] for r in doc["resources"] if "[secret]" in json.dumps(r["inputs"])]
-    expected = {"plain": ["orders-production-database-secret", "orders-production-secret"], "operator": ["orders-production-mendixapp", "orders-production-secret"]}
+    # ... and the activity resource's keyed digests of the secrets (it records which secret changed)
+    expected = {"plain": ["orders-production-activity", "orders-production-database-secret", "orders-production-secret"], "operator": ["orders-production-activity", "orders-production-mendixapp", "orders-production-secret"]}
     assert sorted(masked) == expected[mode]
 
 
@@ -266,11 +254,12 @@ def test_plain_text_kubeconfig_content_refused(project, capsys):
     assert KUBE_TOKEN not in err
 
 
-def test_plain_text_kubeconfig_path_accepted(project, capsys):
+def test_plain_text_kubeconfig_path_accepted(project, capsys, tmp_path):
     # a path names a file; only its content is a credential
     from mxinfra_kubernetes.config import is_kubeconfig_content
 
-    cfg = with_(config("production"), "mxinfra:kubernetes/kubeconfig", "/etc/mxinfra/prod.kubeconfig")
+    (tmp_path / "prod.kubeconfig").write_text(KUBECONFIG_CONTENT)
+    cfg = with_(config("production"), "mxinfra:kubernetes/kubeconfig", str(tmp_path / "prod.kubeconfig"))
     del cfg["mxinfra:environments"]["production"]["adminPassword"]
     err = _error(project, capsys, cfg)  # refused for the other plain-text secrets only
     assert "mxinfra:kubernetes.kubeconfig" not in err and "mxinfra:kubernetes.database.url: is stored in plain text" in err

@@ -166,9 +166,13 @@ def _print_plan(result: Any, written: list[Path]) -> None:
 
     console = _stdout()
     d = result.deployment
+    # A repository package is named by its version label (the cache file's name means nothing to a reader).
+    shown = f"{d.package.version} from the repository" if d.package.portable_path is None and d.package.version else (
+        "from the repository" if d.package.portable_path is None else d.package.path.name
+    )
     console.print(
         f"[bold]{escape(result.project.name)}[/] stack [bold]{escape(result.stack)}[/] -> target [bold]{d.target.name}[/], "
-        + escape(clean(f"package {d.package.path.name} (sha256 {d.package.sha256[:12]}, model {d.package.model_version}, runtime {d.package.runtime_version})"))
+        + escape(clean(f"package {shown} (sha256 {d.package.sha256[:12]}, model {d.package.model_version}, runtime {d.package.runtime_version})"))
     )
     shared = [r for r in result.resources(None)]
     if shared:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
@@ -134,6 +134,20 @@ class StackConfig:
     access: tuple[AccessEntry, ...]
     repository: str | None
     raw: RawConfig = field(repr=False)
+    # Environments whose name is not a valid label: reported once, their settings still checked against
+    # the MDA (one report), never handed to a target.
+    misnamed: tuple[Environment, ...] = ()
+
+    def environment_key_issues(self, names: Iterable[str], prefix: str, file: str = "") -> list[ConfigIssue]:
+        """Issues for keys of a per-environment map (`<prefix>.<name>`) that name no environment of this
+        stack; a declared name that is invalid is reported at its declaration only. One rule, every target."""
+        declared = [e.name for e in self.environments]
+        known = set(declared) | {e.name for e in self.misnamed}
+        return [
+            ConfigIssue(f"{prefix}.{name}", f"unknown environment {name!r}", suggest(name, declared) or f"environments of this stack: {', '.join(declared) or 'none'}", file)
+            for name in names
+            if name not in known
+        ]
 
     def environment(self, name: str) -> Environment:
         """The environment called `name`."""
@@ -357,7 +371,8 @@ def collect_stack_config(raw: RawConfig, *, project: str, stack: str) -> tuple[S
         app, found = parse_model(AppConfig, app_raw, f"{NAMESPACE}:app", file, raw)
         issues += found
 
-    envs = [] if "environments" in misspelt else _environments(raw, stack, issues)
+    misnamed: list[Environment] = []
+    envs = [] if "environments" in misspelt else _environments(raw, stack, issues, misnamed)
     declared = raw.values.get(f"{NAMESPACE}:environments")
     # Entries that failed validation still exist: access entries naming them are not also wrong.
     names = [str(n) for n in declared] if isinstance(declared, Mapping) else [e.name for e in envs]
@@ -400,7 +415,7 @@ def collect_stack_config(raw: RawConfig, *, project: str, stack: str) -> tuple[S
         issues += check_access(access, envs, file)
     if app is None:
         return None, issues
-    return StackConfig(project, stack, app, tuple(envs), tuple(access), repository, raw), issues
+    return StackConfig(project, stack, app, tuple(envs), tuple(access), repository, raw, tuple(misnamed)), issues
 
 
 _NAMED_MAPS = ("constants", "secretConstants", "runtimeSettings")
@@ -460,7 +475,7 @@ def _salvage(body: Any) -> tuple[EnvironmentConfig | None, set[str]]:
     return None, dropped
 
 
-def _environments(raw: RawConfig, stack: str, issues: list[ConfigIssue]) -> list[Environment]:
+def _environments(raw: RawConfig, stack: str, issues: list[ConfigIssue], misnamed: list[Environment]) -> list[Environment]:
     key = f"{NAMESPACE}:environments"
     file = raw.source
     declared = raw.values.get(key)
@@ -478,11 +493,12 @@ def _environments(raw: RawConfig, stack: str, issues: list[ConfigIssue]) -> list
     for name, body in declared.items():
         path = f"{key}.{name}"
         name = str(name)
+        valid_name = True
         try:
             _check_label(name, "environment name")
         except ValueError as e:
             issues.append(ConfigIssue(path, str(e), _label_fix(name), file))
-            continue
+            valid_name = False
         if name in seen:
             issues.append(ConfigIssue(path, "duplicate environment name", "each environment needs its own name", file))
             continue
@@ -497,9 +513,9 @@ def _environments(raw: RawConfig, stack: str, issues: list[ConfigIssue]) -> list
             parsed, dropped = _salvage(body)
             if parsed is None:
                 continue
-        role = parsed.role or Role.from_name(name)
+        role = parsed.role or Role.from_name(name if valid_name else name.lower())
         if role is None:
-            if "role" not in dropped:  # a role that failed to parse is reported already
+            if "role" not in dropped and valid_name:  # a role that failed to parse, or a bad name, is reported already
                 issues.append(ConfigIssue(f"{path}.role", "required: the name is not a role, so say which tier it is", "role: test, acceptance or production", file))
             continue
         license = None
@@ -513,7 +529,7 @@ def _environments(raw: RawConfig, stack: str, issues: list[ConfigIssue]) -> list
             if (s := _secret_field(raw, f"{path}.secretConstants.{n}", v, issues)) is not None
         )
         events = parsed.scheduledEvents if isinstance(parsed.scheduledEvents, str) else tuple(parsed.scheduledEvents)
-        envs.append(
+        (envs if valid_name else misnamed).append(
             Environment(
                 name=EnvironmentName(name),
                 role=role,

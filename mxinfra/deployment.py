@@ -95,7 +95,7 @@ def prepare(raw: RawConfig, *, project: str, stack: str, base_dir: Path) -> Depl
         raise ConfigError(issues, file)
     meta = pkg.metadata
 
-    for env in cfg.environments:
+    for env in (*cfg.environments, *cfg.misnamed):
         issues += check_against_metadata(env, meta, file)
     block_key = f"{NAMESPACE}:{target.name}"
     block = None

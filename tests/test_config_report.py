@@ -192,3 +192,22 @@ def test_a_plain_constant_named_like_a_key_is_a_warning_naming_secret_constants(
     assert "mxinfra:environments.test.constants.Encryption.EncryptionKey looks like a secret" in text
     assert """secretConstants["Encryption.EncryptionKey"]""" in text
     assert "Orders.ApiUrl looks like" not in text
+
+
+def test_an_uppercase_environment_is_one_message_and_hides_nothing(project, capsys):
+    """Issue 18: `Production` gave a second, confusing issue in the target block ("unknown environment",
+    with an empty list) and hid that environment's own constant problem."""
+    cfg = app_config(target="kubernetes", **{
+        "mxinfra:environments": {"Production": {"constants": {"Orders.PageSize": "lots"}}},
+        "mxinfra:access": [{"principal": "group:ops", "environments": ["Production"], "permissions": ["deploy"]}],
+        "mxinfra:kubernetes": {"environments": {"Production": {"image": "registry.example.com/x@sha256:" + "a" * 64}, "Stagin": {}}},
+    })
+    project.stack("p", cfg)
+    assert main(["plan", "-s", "p", "-C", str(project.path)]) == 2
+    err = capsys.readouterr().err
+    assert "mxinfra:environments.Production: environment name 'Production' must be a lowercase DNS label" in err
+    assert "(rename it to 'production')" in err
+    assert "mxinfra:environments.Production.constants.Orders.PageSize: expected a whole number" in err
+    assert "mxinfra:kubernetes.environments.Production" not in err  # not a knock-on issue
+    assert "mxinfra:kubernetes.environments.Stagin: unknown environment 'Stagin'" in err
+    assert err.count("\n  - ") == 3, err

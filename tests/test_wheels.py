@@ -12,13 +12,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import venv
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from wheels_support import ROOT, build_wheels, run, user_venv
+
 EXAMPLE_PASSPHRASE = "orders-example-passphrase"  # public, README: the example stacks' passphrase
 # target directory -> (its package, an example stack of it)
 TARGETS = {
@@ -32,36 +31,17 @@ pytestmark = pytest.mark.slow
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
-    return proc
+    return run(cmd, cwd, env, check)
 
 
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One wheel per distribution, built from this checkout with the locked build backend."""
-    out = tmp_path_factory.mktemp("wheels")
-    # Built from a copy: setuptools writes build/ beside the sources, and a stale build/lib would slip
-    # old modules into the next wheel.
-    src = tmp_path_factory.mktemp("src")
-    skip = ("build", "*.egg-info", "__pycache__", ".venv*", ".tools", ".git", ".mxinfra")
-    shutil.copytree(ROOT, src / "core", ignore=shutil.ignore_patterns(*skip, "targets", "tests", "bench", "engine", "stacks", "examples"))
-    for t in TARGETS:
-        shutil.copytree(ROOT / "targets" / t, src / t, ignore=shutil.ignore_patterns(*skip))
-    sources = [src / "core"] + [src / t for t in TARGETS]
-    _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(out), *map(str, sources)], cwd=out)
-    built = {p.name.split("-")[0]: p for p in out.glob("*.whl")}
-    assert set(built) == {"mxinfra"} | {f"mxinfra_{t}" for t in TARGETS}, built
-    return built
+    return build_wheels(tmp_path_factory.mktemp("build"), tuple(TARGETS))
 
 
 def _user_venv(where: Path, wheels: list[Path]) -> Path:
-    """A fresh venv with only these wheels and what their metadata asks for (pip's resolver, no lock)."""
-    venv.EnvBuilder(with_pip=True, clear=True).create(where)
-    py = where / "bin" / "python"
-    _run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *map(str, wheels)], cwd=where)
-    return where / "bin"
+    return user_venv(where, wheels)
 
 
 def _user_project(where: Path, stack: str) -> Path:

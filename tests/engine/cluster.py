@@ -33,13 +33,24 @@ def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
 
 
+# Who may talk to the API server (static tokens): the platform identity that creates environments
+# (cluster-admin through system:masters), and members of the groups the example stacks grant `deploy`
+# and `monitor` (mxinfra:access), as the README says each release step is performed.
+IDENTITIES = {
+    "admin": ("admin", "system:masters"),
+    "release-manager": ("rita", "release-managers"),
+    "developer": ("dave", "orders-devs"),
+}
+
+
 class LocalCluster:
     def __init__(self, bin_dir: Path, work: Path) -> None:
         self.bin = bin_dir
         self.dir = work
         self.dir.mkdir(parents=True, exist_ok=True)
         self.procs: list[tuple[str, subprocess.Popen[bytes], Any]] = []
-        self.token = secrets.token_hex(24)
+        self.tokens = {name: secrets.token_hex(24) for name in IDENTITIES}
+        self.token = self.tokens["admin"]
         self.api_port = free_port()
         self.server = f"https://127.0.0.1:{self.api_port}"
         self.kubeconfig = self.dir / "kubeconfig"
@@ -56,7 +67,7 @@ class LocalCluster:
                  "-CAcreateserial", "-days", "2", "-extfile", str(d / "san.ext"), "-out", str(d / "apiserver.crt"))
         _openssl("genrsa", "-out", str(d / "sa.key"), "2048")
         _openssl("rsa", "-in", str(d / "sa.key"), "-pubout", "-out", str(d / "sa.pub"))
-        (d / "tokens.csv").write_text(f"{self.token},admin,admin,system:masters\n")
+        (d / "tokens.csv").write_text("".join(f'{self.tokens[k]},{user},{user},"{group}"\n' for k, (user, group) in IDENTITIES.items()))
 
     def _spawn(self, name: str, args: list[str]) -> None:
         log = open(self.dir / f"{name}.log", "wb")  # noqa: SIM115 (closed in stop())
@@ -127,14 +138,14 @@ class LocalCluster:
         self.procs.clear()
 
     # -- clients -----------------------------------------------------------------------------------
-    def kubeconfig_text(self) -> str:
+    def kubeconfig_text(self, identity: str = "admin") -> str:
         ca = (self.dir / "ca.crt").read_text()
         import base64
 
         return json.dumps({
             "apiVersion": "v1", "kind": "Config", "current-context": "engine",
             "clusters": [{"name": "engine", "cluster": {"server": self.server, "certificate-authority-data": base64.b64encode(ca.encode()).decode()}}],
-            "users": [{"name": "admin", "user": {"token": self.token}}],
+            "users": [{"name": "admin", "user": {"token": self.tokens[identity]}}],
             "contexts": [{"name": "engine", "context": {"cluster": "engine", "user": "admin"}}],
         })
 

@@ -21,13 +21,15 @@ import stack_secrets  # noqa: E402
 class Pulumi:
     """The real CLI on one project directory, with its own PULUMI_HOME and file backend."""
 
-    def __init__(self, bin_dir: Path, project: Path, state: Path, home: Path) -> None:
+    def __init__(self, bin_dir: Path, project: Path, state: Path, home: Path, python: Path | None = None) -> None:
         self.bin = bin_dir
         self.project = project
         self.env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_", "AWS_", "KUBECONFIG"))
+            k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_", "AWS_", "KUBECONFIG", "VIRTUAL_ENV", "PYTHON"))
         }
-        venv_bin = Path(sys.executable).parent
+        # The program's Python: this repository's venv, or a user's venv installed from built wheels.
+        self.python = python or Path(sys.executable)
+        venv_bin = self.python.parent
         self.env.update(
             PATH=f"{bin_dir}{os.pathsep}{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
             PULUMI_HOME=str(home),
@@ -37,7 +39,7 @@ class Pulumi:
             PULUMI_SKIP_UPDATE_CHECK="true",
             # enables `--event-log` (the engine's step events, in order), which some tests read
             PULUMI_DEBUG_COMMANDS="true",
-            PULUMI_PYTHON_CMD=sys.executable,
+            PULUMI_PYTHON_CMD=str(self.python),
             # The file repository's actor (governance: OS user and git e-mail).
             GIT_AUTHOR_EMAIL="engine-suite@example.com",
         )
@@ -51,8 +53,15 @@ class Pulumi:
             raise AssertionError(f"{' '.join(cmd[1:])} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
         return proc
 
+    def as_identity(self, kubeconfig: Path | None) -> None:
+        """Run what follows with this kubeconfig (the ambient one a user has), or none."""
+        if kubeconfig is None:
+            self.env.pop("KUBECONFIG", None)
+        else:
+            self.env["KUBECONFIG"] = str(kubeconfig)
+
     def mxinfra(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        exe = Path(sys.executable).parent / "mxinfra"
+        exe = self.python.parent / "mxinfra"
         proc = subprocess.run([str(exe), *args], cwd=self.project, env=self.env, capture_output=True, text=True, timeout=300)
         if check and proc.returncode != 0:
             raise AssertionError(f"mxinfra {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")

@@ -353,3 +353,16 @@ def test_promote_refuses_a_source_the_destination_does_not_take(tmp_path, capsys
     err = capsys.readouterr().err
     assert "requirePromotionFrom is 'acceptance'" in err and "--from acceptance" in err
     assert production.read_text() == before
+
+
+def test_the_plan_header_names_a_repository_package_by_its_label(project, fake_target, repo_url, capsys, tmp_path, monkeypatch):
+    """Issue 18: the header showed the cache file's name (`<sha256>.mda`)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert main(["package", "push", str(EXAMPLE_MDA), "--repository", repo_url, "--version", "1.4.2"]) == 0
+    cfg = app_config(**{"mxinfra:repository": repo_url})
+    cfg["mxinfra:app"]["package"] = "1.4.2"
+    project.stack("acceptance", cfg)
+    capsys.readouterr()
+    assert main(["plan", "-s", "acceptance", "-C", str(project.path)]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "package 1.4.2 from the repository (sha256 " in header and ".mda" not in header

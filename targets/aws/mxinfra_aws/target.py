@@ -143,10 +143,7 @@ class AwsTarget(Target):
                         )
                     )
                     break
-        names = [e.name for e in stack.environments]
-        for env_name in block.hostnames:
-            if env_name not in names:
-                issues.append(ConfigIssue(f"mxinfra:aws.hostnames.{env_name}", f"unknown environment {env_name!r}", f"environments of this stack: {', '.join(names)}", file))
+        issues += stack.environment_key_issues(block.hostnames, "mxinfra:aws.hostnames", file)
         return issues
 
     @staticmethod

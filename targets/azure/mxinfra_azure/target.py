@@ -94,10 +94,7 @@ class AzureTarget(Target):
                             file,
                         )
                     )
-        names = [e.name for e in stack.environments]
-        for env_name, cpu in block.cpu.items():
-            if env_name not in names:
-                issues.append(ConfigIssue(f"mxinfra:azure.cpu.{env_name}", f"unknown environment {env_name!r}", f"environments of this stack: {', '.join(names)}", file))
+        issues += stack.environment_key_issues(block.cpu, "mxinfra:azure.cpu", file)
         for env in stack.environments:
             cpu = block.cpu.get(env.name)
             try:

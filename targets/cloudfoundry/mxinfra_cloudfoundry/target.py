@@ -60,10 +60,7 @@ class CloudFoundryTarget(Target):
             for key, value in secrets:
                 if value is not None and not stack.raw.is_secret(f"{BLOCK}.{key}"):
                     issues.append(ConfigIssue(f"{BLOCK}.{key}", "is stored in plain text", f"store it encrypted: pulumi config set --secret --path '{BLOCK}.{key}' VALUE", file))
-        names = [e.name for e in stack.environments]
-        for env_name in block.hostnames:
-            if env_name not in names:
-                issues.append(ConfigIssue(f"{BLOCK}.hostnames.{env_name}", f"unknown environment {env_name!r}", f"environments of this stack: {', '.join(names)}", file))
+        issues += stack.environment_key_issues(block.hostnames, f"{BLOCK}.hostnames", file)
         for i, env_name in enumerate(block.releaseData):
             if env_name not in production:
                 issues.append(

@@ -211,6 +211,14 @@ class KubernetesConfig(_Strict):
         description="StorageClass of every PersistentVolumeClaim the target declares (in-cluster database, local files); "
         "default: the cluster's default class. `pulumi up` checks that it exists (or that there is a default) before declaring anything",
     )
+    maxInstances: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description="The most instances the deploy group may scale to: the namespace's ResourceQuota (a platform "
+        "guardrail the deploy group cannot write) is sized for this many; default: the environment's instances, "
+        "so that every scale is a platform step",
+    )
     environments: dict[str, EnvironmentOverride] = Field(default_factory=dict)
 
 
@@ -351,9 +359,10 @@ def check_block(stack: StackConfig, block: KubernetesConfig, file: str = "") -> 
     """Everything wrong with the block for this stack's environments and access entries."""
     issues: list[ConfigIssue] = []
     names = [e.name for e in stack.environments]
-    for name in block.environments:
-        if name not in names:
-            issues.append(ConfigIssue(f"{BLOCK}.environments.{name}", f"unknown environment {name!r}", f"environments of this stack: {', '.join(names)}", file))
+    issues += stack.environment_key_issues(block.environments, f"{BLOCK}.environments", file)
+    for env in stack.environments:
+        if block.maxInstances is not None and env.instances > block.maxInstances:
+            issues.append(ConfigIssue(f"{BLOCK}.maxInstances", f"is {block.maxInstances}, below environment {env.name!r}'s {env.instances} instances", "raise it (the quota is sized for it), or scale down", file))
     seen: dict[str, str] = {}
     for name in names:
         s = for_environment(block, name)

@@ -319,11 +319,13 @@ def _quota(b: Builder, pvcs: list[tuple[str, str]]) -> None:
     ctx, lay = b.ctx, b.layout
     env, cpu = ctx.environment, b.settings.cpu
     db = b.settings.database.inCluster if b.settings.database else None
-    # The runtime's instances, the in-cluster database if any, and one backup job.
-    pods = env.instances + (1 if db else 0) + 1
-    mem = env.instances * ctx.settings.memory_limit_mb + (db.memory if db else 0) + JOB_MEMORY_MB
-    req_cpu = env.instances * cpu_milli(cpu.request) + (DB_CPU_REQUEST_MILLI if db else 0) + JOB_CPU_MILLI
-    lim_cpu = env.instances * cpu_milli(cpu.limit) + (DB_CPU_LIMIT_MILLI if db else 0) + JOB_CPU_MILLI
+    # The runtime's instances (up to the ceiling the deploy group may scale to without touching the
+    # quota, which it cannot write), the in-cluster database if any, and one backup job.
+    ceiling = max(env.instances, ctx.config.maxInstances or 0)
+    pods = ceiling + (1 if db else 0) + 1
+    mem = ceiling * ctx.settings.memory_limit_mb + (db.memory if db else 0) + JOB_MEMORY_MB
+    req_cpu = ceiling * cpu_milli(cpu.request) + (DB_CPU_REQUEST_MILLI if db else 0) + JOB_CPU_MILLI
+    lim_cpu = ceiling * cpu_milli(cpu.limit) + (DB_CPU_LIMIT_MILLI if db else 0) + JOB_CPU_MILLI
     hard = {
         "pods": str(pods),
         "requests.cpu": milli(req_cpu),

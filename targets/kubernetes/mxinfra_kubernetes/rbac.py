@@ -55,8 +55,12 @@ def _rules(permission: Permission, layout: Layout, mode: str, names: Mapping[str
             {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": READ},
             # replicas 0 stops the app; restarts are a template annotation patch (kubectl rollout restart)
             {"apiGroups": ["apps"], "resources": ["statefulsets", "statefulsets/scale"], "resourceNames": [workload], "verbs": ["update", "patch"]},
-            # Nothing on ConfigMaps: the runtime's is immutable and named by its content (plain.py), so
-            # constants change only through reviewed config and `pulumi up`.
+            # A constant change is a release step the deploy group performs (`pulumi up`): the runtime's
+            # ConfigMap is immutable and named by its content (plain.py), so the change creates the new
+            # one and deletes the old (the provider reads and watches them to await both). Nothing in it
+            # is secret, and creating ConfigMaps grants nothing new: the holder already sets the pod
+            # template's env.
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": [*READ, "create", "patch", "delete"]},
             # The runtime Secret holds the admin password and the storage keys: deploying writes it, never reads it.
             {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [names["secret"]], "verbs": ["update", "patch"]},
         ]

@@ -265,8 +265,8 @@ def test_rbac_roles_and_subjects(pulumi_run):
     # deploy writes the runtime Secret (admin password, storage keys) but never reads it
     assert {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["orders-acceptance-secret-(known after apply)"], "verbs": ["update", "patch"]} in deploy_rules
     assert not [r for r in deploy_rules if "secrets" in r["resources"] and {"get", "list", "watch"} & set(r["verbs"])]
-    # nothing on ConfigMaps: the runtime's is immutable, constants change only through config
-    assert not [r for r in deploy_rules if "configmaps" in r["resources"]]
+    # a constant change (a new content-named ConfigMap, the old one deleted) is the deploy group's step
+    assert {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]} in deploy_rules
     mon_rules = roles["role-monitor"].input("rules")
     assert mon_rules[0] == {"apiGroups": [""], "resources": ["pods", "pods/log", "events"], "verbs": ["get", "list", "watch"]}
     assert all(set(r["verbs"]) <= {"get", "list", "watch"} for r in mon_rules)
@@ -541,3 +541,29 @@ def test_artifact_is_pure_and_tolerates_an_invalid_block():
     assert target.artifact(Environment("a", Role.TEST), None) is None
     operator = KubernetesConfig.model_validate({"mode": "operator", "image": "ignored:1", "operator": {"sourceURL": "https://x.example.com/a.mda", "databasePlan": "p", "storagePlan": "s"}})
     assert target.artifact(Environment("a", Role.TEST), operator) == "https://x.example.com/a.mda"
+
+
+def test_the_quota_is_sized_for_the_ceiling_the_deploy_group_scales_within(pulumi_run):
+    """Issue 18: a scale by the deploy group changed the ResourceQuota, which it cannot write. With
+    maxInstances the quota is the platform's ceiling, and scaling below it leaves the quota alone."""
+    quotas = []
+    for instances in (2, 3):
+        cfg = config("production")
+        cfg["mxinfra:kubernetes"]["maxInstances"] = 4
+        cfg["mxinfra:environments"]["production"]["instances"] = instances
+        _, res = deploy(pulumi_run, cfg, "production")
+        quotas.append(target_children(res, "production")["quota"].input("spec.hard"))
+    assert quotas[0] == quotas[1] and quotas[0]["pods"] == "5"  # 4 instances and one backup job
+
+
+def test_max_instances_below_the_instances_is_refused(capsys, tmp_path):
+    from mxinfra.cli import main
+
+    from scaffold import ProjectDir
+
+    project = ProjectDir(tmp_path / "p")
+    cfg = config("production")
+    cfg["mxinfra:kubernetes"]["maxInstances"] = 1
+    project.stack("production", cfg)
+    assert main(["plan", "-s", "production", "-C", str(project.path)]) == 2
+    assert "mxinfra:kubernetes.maxInstances: is 1, below environment 'production''s 2 instances" in capsys.readouterr().err

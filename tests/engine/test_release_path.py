@@ -1,0 +1,186 @@
+"""A whole release as a user walks it (issue 18), under the real engine:
+
+- a project created outside this repository, its own venv installed from the built wheels of the core and
+  the Kubernetes target (pip's resolver, no lock, no test extras);
+- its own app (`shop`) with test (in-cluster PostgreSQL, generated passwords), acceptance and production;
+- release 1: packages pushed to the repository, `pulumi up` of test, acceptance, then `mxinfra promote`
+  and production, each first creation by the platform identity;
+- release 2 (a new package and a new image digest): test and acceptance deployed by a developer (group
+  `orders-devs`, which holds `deploy` there), `mxinfra promote`, then production deployed by a release
+  manager (group `release-managers`): no hand edit between the steps;
+- day 2 on production as the release manager: a constant change, a scale;
+- `pulumi preview --expect-no-changes` after every `up`; `activity verify -s production` and `trace`.
+
+Every step runs as the identity the README says performs it (a static token of that user and group on
+the API server; the user's ambient KUBECONFIG, no kubeconfig in the stack config), never as the platform
+identity unless it is the first creation.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cluster import LocalCluster
+from engine_support import ROOT, Pulumi
+from wheels_support import build_wheels, user_venv
+
+import stack_secrets  # noqa: E402  (examples/orders, put on sys.path by engine_support)
+
+APP = "shop"
+STACKS = ("test", "acceptance", "production")
+IMAGE_1 = "registry.example.com/orders/orders:1.4.2@sha256:9c1d4a7e2b5f80136e4d9a2c7b1f05e8d3a6c9f2b4e7d0a1c5f8b2e6d9a3c7f1"
+IMAGE_2 = "registry.example.com/orders/orders:1.4.3@sha256:" + "4e" * 32
+STORAGE_CLASS = "engine-local"
+
+
+def _second_package(first: Path, dest: Path) -> Path:
+    """The same app, a later model version (as MxBuild would write it for the next release)."""
+    with zipfile.ZipFile(first) as src, zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "model/metadata.json":
+                meta = json.loads(data)
+                meta["ModelVersion"] = "1.4.3.1301"
+                data = json.dumps(meta, indent=2).encode()
+            out.writestr(info, data)
+    return dest
+
+
+class Release:
+    """The user's project, their Pulumi CLI and the identities' kubeconfigs."""
+
+    def __init__(self, root: Path, engine_bin: Path, cluster: LocalCluster) -> None:
+        self.root = root
+        self.cluster = cluster
+        self.dir = root / "shop"
+        self.dir.mkdir()
+        wheels = build_wheels(root / "build", ("kubernetes",))
+        # The venv the project's Pulumi.yaml names: only the two wheels and what they declare.
+        bin_dir = user_venv(self.dir / ".venv", [wheels["mxinfra"], wheels["mxinfra_kubernetes"]])
+        (self.dir / "Pulumi.yaml").write_text(
+            "name: shop\nruntime:\n  name: python\n  options:\n    toolchain: pip\n    virtualenv: .venv\n"
+        )
+        (self.dir / "__main__.py").write_text("from mxinfra.program import run\n\nrun()\n")
+        shutil.copy(ROOT / "examples" / "orders" / "orders-1.4.2.mda", self.dir / "shop-1.4.2.mda")
+        _second_package(self.dir / "shop-1.4.2.mda", self.dir / "shop-1.4.3.mda")
+        for stack in STACKS:
+            text = (ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text()
+            text = text.replace("    name: orders\n", f"    name: {APP}\n").replace("package: examples/orders/orders-1.4.2.mda", "package: 1.4.2")
+            (self.dir / f"Pulumi.{stack}.yaml").write_text(text)
+        (root / "state").mkdir()
+        self.pulumi = Pulumi(engine_bin, self.dir, root / "state", root / "pulumi-home", python=bin_dir / "python")
+        self.kubeconfigs = {}
+        for identity in ("admin", "developer", "release-manager"):
+            path = root / f"kubeconfig-{identity}"
+            path.write_text(cluster.kubeconfig_text(identity))
+            self.kubeconfigs[identity] = path
+
+    def as_(self, identity: str) -> None:
+        self.pulumi.as_identity(self.kubeconfigs[identity])
+
+    def up(self, stack: str) -> str:
+        out = self.pulumi.up(stack).stdout
+        # Nothing left to do after an up: the program is deterministic and the state matches the cluster.
+        self.pulumi.run("preview", "--expect-no-changes", "--diff", stack=stack)
+        return out
+
+    def edit(self, stack: str, old: str, new: str) -> None:
+        f = self.dir / f"Pulumi.{stack}.yaml"
+        text = f.read_text()
+        assert old in text, (stack, old)
+        f.write_text(text.replace(old, new))
+
+    def activity(self, env: str) -> list[dict[str, Any]]:
+        return json.loads(self.pulumi.mxinfra("activity", "-e", env, "--json").stdout)
+
+
+def _storage(cluster: LocalCluster) -> None:
+    """What a cluster operator provides: a default StorageClass and volumes for it (static provisioning:
+    the controller manager's binder binds a claim to a free volume; no kubelet is needed for that)."""
+    cluster.request("POST", "/apis/storage.k8s.io/v1/storageclasses", {
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": STORAGE_CLASS, "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": "Immediate", "reclaimPolicy": "Retain",
+    })
+    for i in range(3):
+        cluster.request("POST", "/api/v1/persistentvolumes", {
+            "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"engine-pv-{i}"},
+            "spec": {"capacity": {"storage": "20Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": STORAGE_CLASS,
+                     "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": f"/tmp/engine-pv-{i}"}},
+        })
+
+
+README = ROOT / "README.md"
+MARKER = "<!-- release-path: the engine suite runs this block -->"
+# Who each comment of the block names (README: "as the platform identity", "as a developer", ...).
+WHO = {"platform identity": "admin", "developer": "developer", "release manager": "release-manager"}
+
+
+def readme_steps() -> list[tuple[str, list[str]]]:
+    """The README's release path: (identity, argv) per command, in order."""
+    text = README.read_text()
+    assert MARKER in text, f"README.md has no block marked {MARKER!r}"
+    block = text.split(MARKER, 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    steps, who = [], None
+    for line in block.splitlines():
+        if line.startswith("#"):
+            named = [v for k, v in WHO.items() if k in line]
+            who = named[0] if named else who
+            continue
+        for command in line.split(" && "):
+            steps.append((who or "admin", shlex.split(command)))
+    return steps
+
+
+@pytest.fixture(scope="module")
+def release(cluster: LocalCluster, engine_bin: Path, has_random: bool, tmp_path_factory: pytest.TempPathFactory) -> Release:
+    if not has_random:
+        pytest.fail("the engine toolchain has no pulumi-resource-random: the test stack generates its passwords (./dev engine builds it)")
+    _storage(cluster)
+    return Release(tmp_path_factory.mktemp("release"), engine_bin, cluster)
+
+
+def test_the_readme_release_path_as_each_identity(release: Release) -> None:
+    r = release
+    steps = readme_steps()
+    # The first command installs the distributions; here they are the wheels built from this checkout.
+    assert steps[0][1][:3] == ["python", "-m", "venv"] and steps[1][1][1:] == ["install", "mxinfra", "mxinfra-kubernetes"], steps[:2]
+    ran: list[tuple[str, str]] = []
+    for who, argv in steps[2:]:
+        r.as_(who)
+        if argv[:2] == ["pulumi", "up"]:
+            r.up(argv[argv.index("-s") + 1])
+        elif argv[0] == "pulumi":
+            r.pulumi.run(*argv[1:])
+        elif argv[0] == "mxinfra":
+            r.pulumi.mxinfra(*argv[1:])
+        else:
+            raise AssertionError(f"README release path: unknown command {argv}")
+        ran.append((who, " ".join(argv[:3])))
+    # The block still walks the whole release as the right identities (an edit that drops a step fails here).
+    assert ("admin", "pulumi up -s") in ran and ("developer", "pulumi up -s") in ran and ("release-manager", "pulumi up -s") in ran
+    assert sum(1 for w, c in ran if c == "mxinfra promote --from") == 2
+
+    # What the cluster runs and what the log says, per environment.
+    for env in STACKS:
+        deploys = [a for a in r.activity(env) if a["action"] == "deploy"]
+        assert [d["package_version"] for d in deploys] == ["1.4.3", "1.4.2"], (env, deploys)
+    live = r.cluster.get(f"/apis/apps/v1/namespaces/{APP}-production/statefulsets/{APP}-production")
+    assert live["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE_2
+    assert live["spec"]["replicas"] == 3
+    latest = r.activity("production")[:2]
+    assert latest[0]["action"] == "scale" and latest[0]["changes"]["instances"] == {"from": 2, "to": 3}
+    assert latest[1]["action"] == "settings" and set(latest[1]["changes"]["constants"]) == {"Orders.PageSize"}
+    assert str(latest[1]["changes"]["constants"]["Orders.PageSize"]["to"]) == "60"
+    verified = r.pulumi.mxinfra("activity", "verify", "-s", "production")
+    assert "activity log intact" in verified.stdout
+    traced = json.loads(r.pulumi.mxinfra("trace", "SHOP-2", "--json").stdout)
+    [package] = traced["packages"]
+    assert sorted(d["environment"] for d in package["deployments"]) == ["acceptance", "production", "test"]

@@ -184,3 +184,26 @@ def test_the_readme_release_path_as_each_identity(release: Release) -> None:
     traced = json.loads(r.pulumi.mxinfra("trace", "SHOP-2", "--json").stdout)
     [package] = traced["packages"]
     assert sorted(d["environment"] for d in package["deployments"]) == ["acceptance", "production", "test"]
+
+
+def test_a_plain_value_beside_secrets_is_refused_by_preview_as_by_plan(release: Release) -> None:
+    """Issue 18, item 3: `pulumi config set --path` without --secret beside secret values of the same block
+    was refused by `mxinfra plan` and deployed by `pulumi preview`/`up`. Both refuse it now, in the same words."""
+    r = release
+    r.as_("developer")
+    plain_url = "postgres://shop:Plain-Text-Pw-1@db.example.com:5432/shop"
+    r.pulumi.run("config", "set", "--path", "mxinfra:kubernetes.database.url", plain_url, stack="acceptance")
+    try:
+        preview = r.pulumi.run("preview", stack="acceptance", check=False)
+        planned = r.pulumi.mxinfra("plan", "-s", "acceptance", check=False)
+    finally:
+        original = stack_secrets.VALUES["acceptance"]["mxinfra:kubernetes.database.url"]
+        r.pulumi.run("config", "set", "--secret", "--path", "mxinfra:kubernetes.database.url", original, stack="acceptance")
+    line = "mxinfra:kubernetes.database.url: is stored in plain text (store it encrypted: pulumi config set --secret --path 'mxinfra:kubernetes.database.url' VALUE)"
+    assert preview.returncode != 0 and line in preview.stdout + preview.stderr, preview.stdout + preview.stderr
+    assert planned.returncode == 2 and line in planned.stderr, planned.stderr
+    for out in (preview.stdout, preview.stderr, planned.stdout, planned.stderr):
+        assert "Plain-Text-Pw-1" not in out
+    assert "Traceback" not in preview.stdout + preview.stderr
+    # and with the value encrypted again, nothing is left to do
+    r.pulumi.run("preview", "--expect-no-changes", stack="acceptance")

@@ -2,6 +2,12 @@
 offline by `check`) and, before `pulumi up` declares a volume claim, the cluster's StorageClasses.
 
 No Pulumi imports: `check` runs it in `mxinfra plan` too, and the target's `deploy_app` wraps the rest.
+
+Why not the `kubernetes` client: the target needs one read (a list of StorageClasses) and the kubeconfig's
+contexts; the official client would add itself and its dependency tree (google-auth, websocket-client,
+requests-oauthlib, ...) to every installation for that, and pulumi-kubernetes does not expose its Go
+client to the program. A failed read is never an error (a warning, and `pulumi up` goes on), so what the
+reader does not support (auth-provider users, proxies) costs a check, not a deployment.
 """
 
 from __future__ import annotations

@@ -130,6 +130,7 @@ class Registration:
     ignore_changes: list[str] = field(default_factory=list)
     dependencies: list[str] = field(default_factory=list)
     additional_secret_outputs: list[str] = field(default_factory=list)
+    replace_on_changes: list[str] = field(default_factory=list)
 
     def input(self, path: str, default: Any = KeyError) -> Any:
         """The input at a dotted path (`spec.template.spec`), list indexes as numbers."""
@@ -206,6 +207,7 @@ class _Recorder(pulumi_mocks.MockMonitor):
                     ignore_changes=list(request.ignoreChanges),
                     dependencies=list(request.dependencies),
                     additional_secret_outputs=list(request.additionalSecretOutputs),
+                    replace_on_changes=list(request.replaceOnChanges),
                 )
             )
         return response

@@ -186,6 +186,12 @@ class Target:
 
     name: str = ""
     config_model: type[BaseModel] | None = None
+    # The resource types a release (a new package or artifact, non-secret configuration, an instance
+    # count) may change: the workload and its configuration, all within what the `deploy` permission
+    # may write. Every other resource comes out of a release unchanged (tests/targets/test_release_scope.py
+    # plans the bundled stacks before and after one and replays the changes against deploy). Empty: the
+    # target makes no such statement.
+    release_types: tuple[str, ...] = ()
 
     def check(self, stack: StackConfig, block: Any, file: str = "") -> list[ConfigIssue]:
         """Problems that involve both the target's block and the environments (e.g. production rules)."""

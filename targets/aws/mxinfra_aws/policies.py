@@ -405,7 +405,8 @@ def deploy_policy(a: Arns) -> Document:
             {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
         ),
         # `pulumi up` of a new instance count updates the running-tasks alarms' thresholds (exactly these).
-        _allow("RunningTasksAlarms", ["cloudwatch:DescribeAlarms", "cloudwatch:PutMetricAlarm"], _one_or_all(a.alarm_arns)),
+        # The provider reads an alarm's tags back after PutMetricAlarm (read only).
+        _allow("RunningTasksAlarms", ["cloudwatch:DescribeAlarms", "cloudwatch:PutMetricAlarm", "cloudwatch:ListTagsForResource"], _one_or_all(a.alarm_arns)),
         _logs_read(a),
     )
 

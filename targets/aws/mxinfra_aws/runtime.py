@@ -202,8 +202,10 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, sgs: SecurityGroups
         deployment_minimum_healthy_percent=0,
         deployment_maximum_percent=100,
         enable_ecs_managed_tags=True,
-        propagate_tags="SERVICE",
-        tags=release_tags,
+        # Tasks take the tags of the revision they run, the package's included; the service itself carries
+        # the stable ones, so a release changes it only by its task definition (ecs:UpdateService).
+        propagate_tags="TASK_DEFINITION",
+        tags=tags,
     )
 
     def task_definition(kind: str, logical: str, family: str, index: int) -> aws.ecs.TaskDefinition:
@@ -238,7 +240,9 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, sgs: SecurityGroups
             # A new revision never deregisters the old one: `pulumi up` under the deploy role needs no
             # ecs:DeregisterTaskDefinition (which IAM cannot limit to a family), and rollbacks keep working.
             skip_destroy=True,
-            opts=ctx.opts(depends_on=[version, logs]),
+            # A new package with the same image changes only the revision's tags: registering a new
+            # revision (tag-on-create) is what the deploy role may do, tagging an existing one is not.
+            opts=ctx.opts(depends_on=[version, logs], replace_on_changes=["tags"]),
         )
 
     follower = None

@@ -60,6 +60,9 @@ class AwsTarget(Target):
 
     name = "aws"
     config_model = AwsConfig
+    # A release registers task definitions and updates the services (image, variables, count, the
+    # per-release tags); the running-tasks alarms' thresholds follow the instance count.
+    release_types = ("aws:ecs/taskDefinition:TaskDefinition", "aws:ecs/service:Service", "aws:cloudwatch/metricAlarm:MetricAlarm")
 
     def check(self, stack: StackConfig, block: AwsConfig, file: str = "") -> list[ConfigIssue]:
         """Region, principals, public ingress on production and Fargate sizes."""

@@ -50,6 +50,8 @@ class AzureTarget(Target):
 
     name = "azure"
     config_model = AzureConfig
+    # A release updates the leader's and workers' container apps (image, variables, replicas, tags).
+    release_types = ("azure-native:app:ContainerApp",)
 
     def check(self, stack: StackConfig, block: AzureConfig, file: str = "") -> list[ConfigIssue]:
         """Location, network ids, principals, sizes and the production rules (digest, private, no wide ingress)."""

@@ -26,6 +26,8 @@ class CloudFoundryTarget(Target):
 
     name = "cloudfoundry"
     config_model = CloudFoundryConfig
+    # A release updates the app (package, build, droplet, variables, processes, metadata).
+    release_types = ("pulumi-python:dynamic/cloudfoundry:App",)
 
     def check(self, stack: StackConfig, block: CloudFoundryConfig, file: str = "") -> list[ConfigIssue]:
         """Principals and permissions, production's MFA origins, the buildpack's memory floor, names."""

@@ -42,6 +42,9 @@ class KubernetesTarget(Target):
 
     name = "kubernetes"
     config_model = KubernetesConfig
+    # A release changes the StatefulSet (plain) or the MendixApp (Operator) and the runtime's content-named
+    # ConfigMap; proven under the real engine as the deploy group (tests/engine/test_release_path.py).
+    release_types = ("kubernetes:apps/v1:StatefulSet", "kubernetes:core/v1:ConfigMap", "kubernetes:privatecloud.mendix.com/v1alpha1:MendixApp")
 
     def check(self, stack: StackConfig, block: Any, file: str = "") -> list[ConfigIssue]:
         """The block's rules that involve environments and access (in-cluster DB, local files, principals)."""

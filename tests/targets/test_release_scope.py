@@ -795,10 +795,9 @@ def cf_refused(scenario: Scenario, changes: list[Change], double: Any) -> tuple[
 
 # (type, action) refused by the deploy permission, per target and release kind. Each is a call `pulumi up`
 # makes for a release, which the deploy identity therefore cannot apply today.
+# Closed: managedEnvironments/join/action and userAssignedIdentities/assign/action (roles.py deploy).
 _AZURE = {
     ("invoke", "Microsoft.OperationalInsights/workspaces/sharedKeys/action"),
-    (CONTAINER_APP, "Microsoft.App/managedEnvironments/join/action"),
-    (CONTAINER_APP, "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action"),
     (CONTAINER_APP, "Microsoft.App/locations/containerappOperationStatuses/read"),
 }
 KNOWN_REFUSALS: dict[str, dict[str, set[tuple[str, str]]]] = {
@@ -813,7 +812,7 @@ KNOWN_REFUSALS: dict[str, dict[str, set[tuple[str, str]]]] = {
     "cloudfoundry": {kind: set() for kind in KINDS},
 }
 FINDINGS = {
-    "azure": "Azure deploy role lacks workspaces/sharedKeys/action (every up), managedEnvironments/join/action and userAssignedIdentities/assign/action (the container app PUT), and the subscription-scope operation status read",
+    "azure": "Azure deploy role lacks workspaces/sharedKeys/action (the program's getSharedKeys invoke on every up: a secret, which deploy must not read) and the subscription-scope operation status read (the role is assignable at the resource group only)",
 }
 
 

@@ -28,6 +28,11 @@ ACTIONS: dict[str, list[str]] = {
         "Microsoft.App/containerApps/revisions/activate/action",
         "Microsoft.App/containerApps/revisions/deactivate/action",
         "Microsoft.App/containerApps/revisions/restart/action",
+        # Every update of a container app is a full PUT naming its managed environment and its identity,
+        # and ARM checks both linked actions (github.com/microsoft/azure-container-apps issue 530). Nothing
+        # new: the holder already chooses what that app runs, under that identity, in that environment.
+        "Microsoft.App/managedEnvironments/join/action",
+        "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action",
     ],
     # Read the runtime's state, its metrics and its logs.
     "monitor": [

@@ -57,8 +57,20 @@ def operations(namespace: str) -> frozenset[str]:
     return frozenset(found)
 
 
+# Linked-access actions have no REST path of their own: ARM checks them when a PUT names another resource
+# (the container app's managed environment, its user-assigned identity). They are listed in Microsoft's
+# resource-provider operations reference (learn.microsoft.com/azure/role-based-access-control/permissions/
+# containers for Microsoft.App, .../permissions/identity for Microsoft.ManagedIdentity).
+LINKED_ACTIONS = frozenset({
+    "microsoft.app/managedenvironments/join/action",
+    "microsoft.managedidentity/userassignedidentities/assign/action",
+})
+
+
 def is_real(action: str) -> bool:
     """Whether `action` (possibly with `*` wildcards) names at least one real operation of its provider."""
+    if action.lower() in LINKED_ACTIONS:
+        return True
     namespace = action.split("/", 1)[0]
     known = next((ns for ns in PACKAGES if ns.lower() == namespace.lower()), None)
     if known is None:

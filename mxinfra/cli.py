@@ -69,7 +69,7 @@ def inspect(
     """
     from .mda import open_mda
 
-    pkg = open_mda(path)
+    pkg = open_mda(path, hash_ahead=not verify)
     pkg.check_members()
     sha = _hash_with_progress(pkg, verify)
     meta = pkg.metadata

@@ -44,7 +44,7 @@ def open_package(path: Path) -> MdaPackage:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _packages:
-        _packages[key] = open_mda(path)
+        _packages[key] = open_mda(path, hash_ahead=True)
     return _packages[key]
 
 

@@ -293,3 +293,27 @@ def test_bundled_example_app() -> None:
     assert md.constant("Orders.PageSize").default_value == "50"
     assert pkg.check_members() > 5
     assert pkg.size_bytes < 20_000
+
+
+def test_hash_ahead_gives_the_same_digest_and_stops_on_a_refused_archive(tmp_path):
+    """open_mda(hash_ahead=True) hashes on a thread beside the directory read: the same digest as the
+    sequential path, progress adds up to the size, and a refused archive leaves no reader behind."""
+    import os
+    import threading
+
+    from mxinfra.mda import MdaError, open_mda, sha256_file
+    from scaffold import EXAMPLE_MDA
+
+    seen = []
+    pkg = open_mda(EXAMPLE_MDA, hash_ahead=True)
+    assert pkg.sha256(seen.append) == sha256_file(EXAMPLE_MDA) == open_mda(EXAMPLE_MDA).sha256()
+    assert sum(seen) == os.path.getsize(EXAMPLE_MDA)
+    bad = tmp_path / "bad.mda"
+    bad.write_bytes(b"PK\x03\x04" + b"\0" * 100_000)
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(MdaError):
+        open_mda(bad, hash_ahead=True)
+    for t in threading.enumerate():
+        if t.name == "mxinfra-sha256":
+            t.join(5)
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -56,7 +56,6 @@ import sys
 import tempfile
 import threading
 import time
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -69,9 +68,9 @@ sys.path.insert(0, str(ROOT / "tests" / "engine"))  # cluster.py, engine_support
 from cluster import LocalCluster  # noqa: E402
 from engine_support import Pulumi  # noqa: E402
 
-import stack_secrets  # noqa: E402  (examples/orders, put on sys.path by engine_support)
+import build_mda  # noqa: E402  (examples/orders, put on sys.path by engine_support)
+import stack_secrets  # noqa: E402
 
-MDA = ROOT / "examples" / "orders" / "orders-1.4.2.mda"
 KNOWN_AFTER_APPLY = "(known after apply)"  # = mxinfra_kubernetes.render.AUTONAME_SUFFIX
 SECRETS = stack_secrets.VALUES["acceptance"]  # config path -> plaintext (database URL, S3 keys)
 # Where each runtime variable of a Secret comes from (mxinfra.settings.buildpack_env for this stack).
@@ -122,19 +121,6 @@ def stack_doc(n: int, package: str, page_size: int) -> dict[str, Any]:
     del k8s["database"]["url"]
     del k8s["storage"]["s3"]["accessKeyId"], k8s["storage"]["s3"]["secretAccessKey"]
     return config
-
-
-def new_package(dest: Path, model_version: str) -> str:
-    """The example MDA with another ModelVersion (as MxBuild writes the next release): new bytes."""
-    with zipfile.ZipFile(MDA) as src, zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as out:
-        for info in src.infolist():
-            data = src.read(info)
-            if info.filename == "model/metadata.json":
-                meta = json.loads(data)
-                meta["ModelVersion"] = model_version
-                data = json.dumps(meta, indent=2).encode()
-            out.writestr(info, data)
-    return model_version
 
 
 # ---- the bare program, generated from the plan --------------------------------------------------------
@@ -588,7 +574,7 @@ def main() -> None:
                 version = f"1.4.{3 + r}.{1300 + r}"
                 for v in variants.values():
                     if v.kind != "bare":
-                        new_package(v.dir / "build" / f"orders-{version}.mda", version)
+                        build_mda.build(v.dir / "build" / f"orders-{version}.mda", version)
                 package = f"build/orders-{version}.mda"
                 set_config()
                 generate()

@@ -167,9 +167,10 @@ def _print_plan(result: Any, written: list[Path]) -> None:
     console = _stdout()
     d = result.deployment
     # A repository package is named by its version label (the cache file's name means nothing to a reader).
-    shown = f"{d.package.version} from the repository" if d.package.portable_path is None and d.package.version else (
-        "from the repository" if d.package.portable_path is None else d.package.path.name
-    )
+    if d.package.portable_path is not None:
+        shown = d.package.path.name
+    else:
+        shown = f"{d.package.version} from the repository" if d.package.version else "from the repository"
     console.print(
         f"[bold]{escape(result.project.name)}[/] stack [bold]{escape(result.stack)}[/] -> target [bold]{d.target.name}[/], "
         + escape(clean(f"package {shown} (sha256 {d.package.sha256[:12]}, model {d.package.model_version}, runtime {d.package.runtime_version})"))

@@ -9,7 +9,7 @@ from contextvars import ContextVar
 from pathlib import Path
 
 from .access import grants_for
-from .config import NAMESPACE, RawConfig, collect_stack_config, parse_model
+from .config import NAMESPACE, RawConfig, collect_stack_config
 from .errors import ConfigError, ConfigIssue
 from .governance.promotion import DEFAULT_REPOSITORY, fetch_package, is_repository_reference, promotion_issues, repository_url
 from .mda import MdaError, MdaPackage, open_mda
@@ -97,11 +97,8 @@ def prepare(raw: RawConfig, *, project: str, stack: str, base_dir: Path) -> Depl
 
     for env in (*cfg.environments, *cfg.misnamed):
         issues += check_against_metadata(env, meta, file)
-    block_key = f"{NAMESPACE}:{target.name}"
-    block = None
-    if target.config_model is not None:
-        block, found = parse_model(target.config_model, raw.values.get(block_key) or {}, block_key, file, raw)
-        issues += found
+    block, found = target.parse_block(raw, file)
+    issues += found
     if block is not None or target.config_model is None:
         issues += target.check(cfg, block, file)
     sha = pkg.sha256()

@@ -688,17 +688,13 @@ class _BackgroundHash:
         self._thread.start()
 
     def _run(self) -> None:
-        digest = hashlib.sha256()
-        buf = bytearray(self._chunk)
-        view = memoryview(buf)
-        offset = 0
+        def advance(n: int) -> bool:
+            self.done_bytes += n
+            return not self._cancelled
+
         try:
-            # pread: the directory reader's file offset is never moved
-            while not self._cancelled and (n := os.preadv(self._fd, [buf], offset)):
-                digest.update(view[:n])
-                offset += n
-                self.done_bytes = offset
-            self._digest = digest.hexdigest()
+            digest = _sha256_fd(self._fd, self._chunk, advance)
+            self._digest = None if self._cancelled else digest  # never a digest of part of the file
         except OSError as exc:
             self._error = exc
         finally:
@@ -724,17 +720,28 @@ class _BackgroundHash:
         return self._digest, self.done_bytes
 
 
-def sha256_file(path: str | os.PathLike[str], progress: Callable[[int], None] | None = None, chunk: int = _MiB) -> str:
-    """Hex SHA-256 of a file, streamed; `progress` gets the byte count of each chunk read."""
+def _sha256_fd(fd: int, chunk: int, advance: Callable[[int], bool | None] | None = None) -> str:
+    """Hex SHA-256 of an open file, read with pread (a file offset another reader uses never moves);
+    `advance` gets the byte count of each chunk and stops the read early by returning False."""
     digest = hashlib.sha256()
     buf = bytearray(chunk)
     view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            digest.update(view[:n])
-            if progress is not None:
-                progress(n)
+    offset = 0
+    while n := os.preadv(fd, [buf], offset):
+        digest.update(view[:n])
+        offset += n
+        if advance is not None and advance(n) is False:
+            break
     return digest.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str], progress: Callable[[int], None] | None = None, chunk: int = _MiB) -> str:
+    """Hex SHA-256 of a file, streamed; `progress` gets the byte count of each chunk read."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return _sha256_fd(fd, chunk, progress)
+    finally:
+        os.close(fd)
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,14 +36,14 @@ _WHOLE_RANGE = {"Integer": (-(2**63), 2**63 - 1), "Long": (-(2**63), 2**63 - 1)}
 # (docs/mendix.md, "Data types").
 DECIMAL_INTEGER_DIGITS = 20
 DECIMAL_FRACTION_DIGITS = 8
-DECIMAL_FRACTION_DIGITS_SINCE = ((11, 6, 0), 18)
+DECIMAL_FRACTION_DIGITS_SINCE = (RuntimeVersion(11, 6, 0), 18)
 # A float has 15 significant decimal digits for sure; an unquoted YAML number with more was rounded.
 _FLOAT_SAFE_DIGITS = 15
 
 
 def _fraction_digits(runtime: RuntimeVersion | None) -> int:
     since, digits = DECIMAL_FRACTION_DIGITS_SINCE
-    return digits if runtime is not None and (runtime.major, runtime.minor, runtime.patch) >= since else DECIMAL_FRACTION_DIGITS
+    return digits if runtime is not None and runtime >= since else DECIMAL_FRACTION_DIGITS
 
 
 def _decimal(kind: str, value: Scalar, runtime: RuntimeVersion | None = None) -> str:
@@ -70,7 +70,7 @@ def _decimal(kind: str, value: Scalar, runtime: RuntimeVersion | None = None) ->
         raise ValueError(expected) from None
     if not number.is_finite():  # NaN, sNaN, Infinity
         raise ValueError(expected)
-    sign, digits, exponent = number.as_tuple()
+    _, digits, exponent = number.as_tuple()
     assert isinstance(exponent, int)
     fraction = max(0, -exponent)
     whole = max(0, len(digits) + exponent)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from .access import EnvironmentAccess
-    from .config import StackConfig
+    from .config import RawConfig, StackConfig
     from .environments import Environment
     from .mda import Metadata
     from .naming import Naming
@@ -192,6 +192,15 @@ class Target:
     # plans the bundled stacks before and after one and replays the changes against deploy). Empty: the
     # target makes no such statement.
     release_types: tuple[str, ...] = ()
+
+    def parse_block(self, raw: RawConfig, file: str = "") -> tuple[Any, list[ConfigIssue]]:
+        """This target's block (`mxinfra:<name>`) validated against `config_model`: (the block or None, its issues)."""
+        if self.config_model is None:
+            return None, []
+        from .config import NAMESPACE, parse_model
+
+        key = f"{NAMESPACE}:{self.name}"
+        return parse_model(self.config_model, raw.values.get(key) or {}, key, file, raw)
 
     def check(self, stack: StackConfig, block: Any, file: str = "") -> list[ConfigIssue]:
         """Problems that involve both the target's block and the environments (e.g. production rules)."""

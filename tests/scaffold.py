@@ -23,6 +23,16 @@ def copy_example(dest: Path) -> Path:
     return dest
 
 
+def example_release(dest: Path, model_version: str) -> Path:
+    """The example app at another model version (its next release: new bytes), from its own builder."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "examples" / "orders"))
+    from build_mda import build
+
+    return build(dest, model_version)
+
+
 def record_deploy(project_dir: Path, stack: str) -> None:
     """Record in the project's repository what `pulumi up` of `stack` would: a deploy per environment,
     with the stack's package and artifact (written by the activity resource's provider, as in a real up)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -30,18 +29,10 @@ TARGETS = {
 pytestmark = pytest.mark.slow
 
 
-def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run(cmd, cwd, env, check)
-
-
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One wheel per distribution, built from this checkout with the locked build backend."""
     return build_wheels(tmp_path_factory.mktemp("build"), tuple(TARGETS))
-
-
-def _user_venv(where: Path, wheels: list[Path]) -> Path:
-    return user_venv(where, wheels)
 
 
 def _user_project(where: Path, stack: str) -> Path:
@@ -65,11 +56,11 @@ def _clean_env(bin_dir: Path) -> dict[str, str]:
 
 def test_core_wheel_alone(wheels: dict[str, Path], tmp_path: Path) -> None:
     """The core with nothing else: help, inspect, an activity record appended and verified."""
-    bin_dir = _user_venv(tmp_path / "venv", [wheels["mxinfra"]])
+    bin_dir = user_venv(tmp_path / "venv", [wheels["mxinfra"]])
     env = _clean_env(bin_dir)
     project = _user_project(tmp_path / "project", "acceptance")
-    assert "inspect" in _run([str(bin_dir / "mxinfra"), "--help"], cwd=project, env=env).stdout
-    shown = _run([str(bin_dir / "mxinfra"), "inspect", "orders-1.4.2.mda", "--verify"], cwd=project, env=env).stdout
+    assert "inspect" in run([str(bin_dir / "mxinfra"), "--help"], cwd=project, env=env).stdout
+    shown = run([str(bin_dir / "mxinfra"), "inspect", "orders-1.4.2.mda", "--verify"], cwd=project, env=env).stdout
     assert "1.4.2" in shown
     # An activity append as `pulumi up` makes it (the dynamic provider's create), on the default file://
     # repository with its development signing key, then verified by the CLI.
@@ -79,16 +70,16 @@ def test_core_wheel_alone(wheels: dict[str, Path], tmp_path: Path) -> None:
         " 'packageSha256': 'ab' * 32, 'packageVersion': '1.4.2', 'artifact': None, 'settingsDigest': 'x', 'instances': 1,"
         " 'grantsDigest': 'y'})\nprint(r.outs['lastRecordSeq'])\n"
     )
-    assert _run([str(bin_dir / "python"), "-c", append], cwd=project, env=env).stdout.strip() == "1"
-    verified = _run([str(bin_dir / "mxinfra"), "activity", "verify", "--repository", "file://.mxinfra/repository"], cwd=project, env=env)
+    assert run([str(bin_dir / "python"), "-c", append], cwd=project, env=env).stdout.strip() == "1"
+    verified = run([str(bin_dir / "mxinfra"), "activity", "verify", "--repository", "file://.mxinfra/repository"], cwd=project, env=env)
     assert "1 signed record(s) in 1 environment(s)" in verified.stdout
-    listed = json.loads(_run([str(bin_dir / "mxinfra"), "activity", "--json", "--repository", "file://.mxinfra/repository"], cwd=project, env=env).stdout)
+    listed = json.loads(run([str(bin_dir / "mxinfra"), "activity", "--json", "--repository", "file://.mxinfra/repository"], cwd=project, env=env).stdout)
     assert [(r["environment"], r["seq"], r["action"]) for r in listed] == [("acceptance", 1, "deploy")]
     # A target that is not installed is named, with the distribution to install (exit 2, no traceback).
-    missing = _run([str(bin_dir / "mxinfra"), "plan", "-s", "acceptance"], cwd=project, env=env, check=False)
+    missing = run([str(bin_dir / "mxinfra"), "plan", "-s", "acceptance"], cwd=project, env=env, check=False)
     assert missing.returncode == 2, missing.stderr
     # A command that a target brings names the distribution that provides it.
-    access = _run([str(bin_dir / "mxinfra"), "access", "grant", "-e", "production"], cwd=project, env=env, check=False)
+    access = run([str(bin_dir / "mxinfra"), "access", "grant", "-e", "production"], cwd=project, env=env, check=False)
     assert access.returncode == 2 and "`mxinfra access` comes with the mxinfra-cloudfoundry target, which is not installed: pip install mxinfra-cloudfoundry" in access.stderr, access.stderr
     assert "target 'kubernetes' is not installed (pip install mxinfra-kubernetes" in missing.stderr and "Traceback" not in missing.stderr
 
@@ -97,11 +88,11 @@ def test_core_wheel_alone(wheels: dict[str, Path], tmp_path: Path) -> None:
 def test_target_wheel_with_the_core(target: str, wheels: dict[str, Path], tmp_path: Path) -> None:
     """The core and one target: the offline plan of that target's example stack runs and declares resources."""
     package, stack = TARGETS[target]
-    bin_dir = _user_venv(tmp_path / "venv", [wheels["mxinfra"], wheels[package]])
+    bin_dir = user_venv(tmp_path / "venv", [wheels["mxinfra"], wheels[package]])
     env = _clean_env(bin_dir)
     project = _user_project(tmp_path / "project", stack)
-    planned = _run([str(bin_dir / "mxinfra"), "plan", "-s", stack], cwd=project, env=env)
+    planned = run([str(bin_dir / "mxinfra"), "plan", "-s", stack], cwd=project, env=env)
     assert "nothing was deployed" in planned.stdout, planned.stdout
     others = [p for t, (p, _) in TARGETS.items() if t != target]
     check = f"import importlib.util as u; print([m for m in {others!r} if u.find_spec(m)])"
-    assert _run([str(bin_dir / "python"), "-c", check], cwd=project, env=env).stdout.strip() == "[]"
+    assert run([str(bin_dir / "python"), "-c", check], cwd=project, env=env).stdout.strip() == "[]"

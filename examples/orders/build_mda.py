@@ -143,10 +143,10 @@ def _jar() -> bytes:
     return buf.getvalue()
 
 
-def members() -> list[tuple[str, bytes]]:
-    """The archive's members, in MxBuild's order (model first)."""
+def members(model_version: str = METADATA["ModelVersion"]) -> list[tuple[str, bytes]]:
+    """The archive's members, in MxBuild's order (model first); another `model_version` is the app's next release."""
     return [
-        ("model/metadata.json", json.dumps(METADATA, indent=2).encode() + b"\n"),
+        ("model/metadata.json", json.dumps({**METADATA, "ModelVersion": model_version}, indent=2).encode() + b"\n"),
         # a placeholder for the compiled model: a header and deterministic filler
         ("model/model.mdp", b"MXMDP\x00\x0a\x18" + bytes((i * 37) % 251 for i in range(2048))),
         ("model/bundles/project.jar", _jar()),
@@ -159,10 +159,10 @@ def members() -> list[tuple[str, bytes]]:
     ]
 
 
-def build(output: Path = OUTPUT) -> Path:
-    """Write the example MDA deterministically and return its path."""
+def build(output: Path = OUTPUT, model_version: str = METADATA["ModelVersion"]) -> Path:
+    """Write the example MDA deterministically (at `model_version`: another release) and return its path."""
     with zipfile.ZipFile(output, "w") as zf:
-        for name, data in members():
+        for name, data in members(model_version):
             info = zipfile.ZipInfo(name, date_time=STAMP)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.create_system = 3

@@ -405,7 +405,7 @@ def promote(
     directory: DirOpt = None,
 ) -> None:
     """Write what --from last deployed (the package and what runs beside it) into the stack file of --to."""
-    from ..config import NAMESPACE, collect_stack_config, parse_model
+    from ..config import collect_stack_config
     from ..errors import ConfigError
     from ..stackfile import read_project, read_stack_config
     from ..target import load_target
@@ -436,12 +436,9 @@ def promote(
             f"(mxinfra promote --from {env.require_promotion_from} --to {destination})"
         )
     target = load_target(cfg.app.target, file=raw.source)
-    block = None
-    if target.config_model is not None:
-        key = f"{NAMESPACE}:{target.name}"
-        block, found = parse_model(target.config_model, raw.values.get(key) or {}, key, raw.source, raw)
-        if found:
-            raise ConfigError(found, raw.source)
+    block, found = target.parse_block(raw, raw.source)
+    if found:
+        raise ConfigError(found, raw.source)
 
     url = resolve_repository(repository, directory, stack)
     store = _store(url)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import pytest
 
 from cluster import LocalCluster
 from engine_support import ROOT, Pulumi
+from scaffold import example_release
 from wheels_support import build_wheels, user_venv
 
 import stack_secrets  # noqa: E402  (examples/orders, put on sys.path by engine_support)
@@ -38,19 +38,6 @@ STACKS = ("test", "acceptance", "production")
 IMAGE_1 = "registry.example.com/orders/orders:1.4.2@sha256:9c1d4a7e2b5f80136e4d9a2c7b1f05e8d3a6c9f2b4e7d0a1c5f8b2e6d9a3c7f1"
 IMAGE_2 = "registry.example.com/orders/orders:1.4.3@sha256:" + "4e" * 32
 STORAGE_CLASS = "engine-local"
-
-
-def _second_package(first: Path, dest: Path) -> Path:
-    """The same app, a later model version (as MxBuild would write it for the next release)."""
-    with zipfile.ZipFile(first) as src, zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as out:
-        for info in src.infolist():
-            data = src.read(info)
-            if info.filename == "model/metadata.json":
-                meta = json.loads(data)
-                meta["ModelVersion"] = "1.4.3.1301"
-                data = json.dumps(meta, indent=2).encode()
-            out.writestr(info, data)
-    return dest
 
 
 class Release:
@@ -69,7 +56,7 @@ class Release:
         )
         (self.dir / "__main__.py").write_text("from mxinfra.program import run\n\nrun()\n")
         shutil.copy(ROOT / "examples" / "orders" / "orders-1.4.2.mda", self.dir / "shop-1.4.2.mda")
-        _second_package(self.dir / "shop-1.4.2.mda", self.dir / "shop-1.4.3.mda")
+        example_release(self.dir / "shop-1.4.3.mda", "1.4.3.1301")
         for stack in STACKS:
             text = (ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text()
             text = text.replace("    name: orders\n", f"    name: {APP}\n").replace("package: examples/orders/orders-1.4.2.mda", "package: 1.4.2")

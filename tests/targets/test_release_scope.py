@@ -32,7 +32,6 @@ import fnmatch
 import json
 import re
 import sys
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +46,7 @@ for _helpers in (HERE / "aws", HERE / "cloudfoundry"):  # iam_eval.py, capi_doub
         sys.path.insert(0, str(_helpers))
 
 from iam_eval import allows as iam_allows  # noqa: E402
-from scaffold import ROOT, copy_example, record_deploy  # noqa: E402
+from scaffold import ROOT, copy_example, example_release, record_deploy  # noqa: E402
 
 from mxinfra.mockrun import Computed, reveal  # noqa: E402
 from mxinfra.plan import run_plan  # noqa: E402
@@ -73,18 +72,6 @@ pytestmark = pytest.mark.slow  # some 25 s: 54 offline plans and the CAPI replay
 
 
 # --- the release ------------------------------------------------------------------------------------
-
-
-def next_package(first: Path, dest: Path) -> None:
-    """The same app, the next model version (as MxBuild writes it for the next release): another sha256."""
-    with zipfile.ZipFile(first) as src, zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as out:
-        for info in src.infolist():
-            data = src.read(info)
-            if info.filename == "model/metadata.json":
-                meta = json.loads(data)
-                meta["ModelVersion"] = NEXT_MODEL_VERSION
-                data = json.dumps(meta, indent=2).encode()
-            out.writestr(info, data)
 
 
 def next_image(image: str) -> str:
@@ -195,7 +182,7 @@ class Scenarios:
             prefix = TARGETS[target]
             directory = copy_example(self.root / target)
             record_deploy(directory, f"{prefix}-acceptance")
-            next_package(directory / "examples/orders/orders-1.4.2.mda", directory / NEXT_PACKAGE)
+            example_release(directory / NEXT_PACKAGE, NEXT_MODEL_VERSION)
             texts = {env: (directory / "stacks" / f"Pulumi.{prefix}-{env}.yaml").read_text() for env in ENVIRONMENTS}
             base = {env: plan_stack(directory, f"{prefix}-{env}") for env in ENVIRONMENTS}
             self._base[target] = (directory, texts, base)
@@ -714,21 +701,10 @@ def deploy_role_cf(plan: Plan) -> str:
 def capi() -> Iterator[Any]:
     """The CAPI double (validating every request and response against the CAPI 3.195.0 description), with
     client credentials in the environment, as tests/targets/cloudfoundry/conftest.py sets them."""
-    from capi_double import CapiDouble
+    from capi_double import serving
 
-    double = CapiDouble().start()
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("CF_USERNAME", "CF_PASSWORD", "CF_ORIGIN"):
-            mp.delenv(var, raising=False)
-        mp.setenv("CF_CLIENT_ID", "mxinfra-ci")
-        mp.setenv("CF_CLIENT_SECRET", "ci-secret")
-        mp.setenv("CF_UAA_URL", double.url)
-        mp.setenv("MXINFRA_CF_POLL_SECONDS", "0")
-        try:
-            yield double
-        finally:
-            double.stop()
-    assert double.violations == [], "\n".join(double.violations)
+    with pytest.MonkeyPatch.context() as mp, serving(mp) as double:
+        yield double
 
 
 def _endpoints(double: Any, requests: list[tuple[str, str]]) -> list[str]:

@@ -29,12 +29,14 @@ stays STAGING), `job_polls` (polls a job stays PROCESSING: the slow job), `token
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import re
 import socket
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -839,3 +841,21 @@ def _explain(e: Exception) -> str:
             parts.append(f"    {list(inner.absolute_path)}: {inner.message}")
         cause = cause.__cause__
     return "\n".join(parts)
+
+
+@contextlib.contextmanager
+def serving(mp: Any) -> Iterator[CapiDouble]:
+    """A running double with client credentials set in the environment through `mp` (a pytest
+    MonkeyPatch); afterwards, every request and response must have matched the OpenAPI description."""
+    double = CapiDouble().start()
+    for var in ("CF_USERNAME", "CF_PASSWORD", "CF_ORIGIN"):
+        mp.delenv(var, raising=False)
+    mp.setenv("CF_CLIENT_ID", "mxinfra-ci")
+    mp.setenv("CF_CLIENT_SECRET", "ci-secret")
+    mp.setenv("CF_UAA_URL", double.url)
+    mp.setenv("MXINFRA_CF_POLL_SECONDS", "0")
+    try:
+        yield double
+    finally:
+        double.stop()
+    assert double.violations == [], "\n".join(double.violations)

@@ -24,17 +24,7 @@ def cf_project(tmp_path: Path) -> Path:
 def capi(monkeypatch):
     """A running CAPI double with client-credentials in the environment; fails the test on any
     request or response that does not match the OpenAPI description."""
-    from capi_double import CapiDouble
+    from capi_double import serving
 
-    double = CapiDouble().start()
-    for var in ("CF_USERNAME", "CF_PASSWORD", "CF_ORIGIN"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("CF_CLIENT_ID", "mxinfra-ci")
-    monkeypatch.setenv("CF_CLIENT_SECRET", "ci-secret")
-    monkeypatch.setenv("CF_UAA_URL", double.url)
-    monkeypatch.setenv("MXINFRA_CF_POLL_SECONDS", "0")
-    try:
+    with serving(monkeypatch) as double:
         yield double
-    finally:
-        double.stop()
-    assert double.violations == [], "\n".join(double.violations)

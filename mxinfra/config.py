@@ -13,11 +13,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from .access import check_access
 from .environments import Environment, EnvironmentName, License, Role, Secret, SecretConstant
 from .errors import ConfigError, ConfigIssue, UserError, shown, suggest
+from .schema import StrictModel
 
 NAMESPACE = "mxinfra"
 Scalar = Union[bool, int, float, str]
@@ -39,11 +40,7 @@ class RawConfig:
         return any(".".join(parts[:i]) in self.secret_paths for i in range(1, len(parts) + 1))
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
-
-
-class AppConfig(_Strict):
+class AppConfig(StrictModel):
     """`mxinfra:app`: what is deployed and where."""
 
     name: str = Field(description="The app's name: a lowercase DNS label, at most 20 characters")
@@ -57,14 +54,14 @@ class AppConfig(_Strict):
         return v
 
 
-class LicenseConfig(_Strict):
+class LicenseConfig(StrictModel):
     """A licence reference: the id in the clear, the key as a secret."""
 
     id: str
     key: str
 
 
-class EnvironmentConfig(_Strict):
+class EnvironmentConfig(StrictModel):
     """One entry of `mxinfra:environments`."""
 
     role: Role | None = None
@@ -92,7 +89,7 @@ class EnvironmentConfig(_Strict):
         raise ValueError("expected ALL, NONE or a list of event names like [Module.EventName]")
 
 
-class AccessEntry(_Strict):
+class AccessEntry(StrictModel):
     """One entry of `mxinfra:access`: a principal granted permissions on environments."""
 
     principal: str = Field(min_length=1)

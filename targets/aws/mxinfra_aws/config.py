@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from mxinfra.artifacts import parse_image
 from mxinfra.egress import EgressRule
 from mxinfra.exposure import parse_cidr
+from mxinfra.schema import StrictModel
 
 # `[0-9]`, not `\d` (which accepts other scripts' digits), and fullmatch, not `$` (which accepts a trailing newline).
 ACCOUNT_ID = re.compile(r"[0-9]{12}")
@@ -21,11 +22,7 @@ TIER_TAG = "mxinfra:tier"
 PRODUCTION_TIER = "production"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
-
-
-class DatabaseConfig(_Strict):
+class DatabaseConfig(StrictModel):
     """RDS PostgreSQL sizing; defaults are per role (see README)."""
 
     instanceClass: str | None = Field(None, description="e.g. db.t4g.small; default by role")
@@ -35,7 +32,7 @@ class DatabaseConfig(_Strict):
     passwordRotationDays: int = Field(30, ge=1, le=365, description="days between rotations of the RDS-managed master password (each one redeploys the services)")
 
 
-class AwsConfig(_Strict):
+class AwsConfig(StrictModel):
     """`mxinfra:aws`: the target's settings, shared by the stack's environments."""
 
     accountId: str = Field(description="The 12-digit AWS account the stack deploys into (ARNs are built from it)")

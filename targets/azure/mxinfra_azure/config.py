@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from mxinfra.artifacts import parse_image
 from mxinfra.exposure import parse_cidr
+from mxinfra.schema import StrictModel
 
 # ASCII only and fullmatch everywhere (`\d` accepts other scripts' digits, `$` a trailing newline).
 GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -56,11 +57,7 @@ SKU = re.compile(r"Standard_(?P<family>[BDE])[0-9]+[a-z]*(_v[0-9])?")
 TIERS = {"B": "Burstable", "D": "GeneralPurpose", "E": "MemoryOptimized"}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
-
-
-class DatabaseConfig(_Strict):
+class DatabaseConfig(StrictModel):
     """PostgreSQL Flexible Server sizing; defaults are per role (see README)."""
 
     skuName: str | None = Field(None, description="e.g. Standard_B2s or Standard_D2ds_v5; default by role")
@@ -82,14 +79,14 @@ class DatabaseConfig(_Strict):
         return v
 
 
-class StorageConfig(_Strict):
+class StorageConfig(StrictModel):
     """The file storage account."""
 
     managedIdentity: bool | None = Field(None, description="runtime reaches Blob Storage with its managed identity (default: when the runtime version supports it)")
     publicNetworkAccess: bool = Field(False, description="keep the account reachable from public networks (never on production); default: private endpoint only")
 
 
-class AzureConfig(_Strict):
+class AzureConfig(StrictModel):
     """`mxinfra:azure`: the target's settings, shared by the stack's environments."""
 
     subscriptionId: str = Field(description="The subscription the stack deploys into (scopes and role definitions are built from it)")

@@ -7,7 +7,9 @@ import re
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from mxinfra.schema import StrictModel
 
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # A release version in the buildpack URL's path: v5.0.20, 5.0.20 (a tag or a release asset directory).
@@ -27,11 +29,7 @@ MIN_DISK_MB = 1024  # the droplet (JDK, runtime, model) needs about 1 GB unpacke
 SpaceRoleType = Literal["space_developer", "space_supporter"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
-
-
-class ServiceConfig(_Strict):
+class ServiceConfig(StrictModel):
     """A service the app binds: a new instance of a marketplace offering/plan, or an existing service by name."""
 
     offering: str | None = Field(None, description="marketplace offering, e.g. postgresql-db (SAP BTP), objectstore")
@@ -51,7 +49,7 @@ class ServiceConfig(_Strict):
         return self
 
 
-class TimeoutsConfig(_Strict):
+class TimeoutsConfig(StrictModel):
     """How long each asynchronous step may take before the deploy fails (seconds)."""
 
     upload: int = Field(600, ge=10, le=7200, description="package bits uploaded and the package READY")
@@ -60,7 +58,7 @@ class TimeoutsConfig(_Strict):
     job: int = Field(600, ge=10, le=7200, description="asynchronous jobs (service instances, bindings, deletes) COMPLETE")
 
 
-class PasswordGrantConfig(_Strict):
+class PasswordGrantConfig(StrictModel):
     """A UAA user's password grant (the cf CLI's way: client `cf` with an empty secret)."""
 
     username: str
@@ -76,7 +74,7 @@ class PasswordGrantConfig(_Strict):
         return v
 
 
-class CredentialsConfig(_Strict):
+class CredentialsConfig(StrictModel):
     """The API's credentials: a UAA client (clientId, clientSecret) or a password grant; secrets as Pulumi secrets."""
 
     clientId: str | None = Field(None, description="a UAA client with the client_credentials grant")
@@ -106,7 +104,7 @@ class CredentialsConfig(_Strict):
         return self
 
 
-class CloudFoundryConfig(_Strict):
+class CloudFoundryConfig(StrictModel):
     """`mxinfra:cloudfoundry`: the target's settings, shared by the stack's environments."""
 
     api: str = Field(description="The Cloud Controller API URL, e.g. https://api.cf.eu10.hana.ondemand.com")

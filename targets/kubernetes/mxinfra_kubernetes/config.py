@@ -7,13 +7,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from mxinfra.artifacts import OCI_SCHEME, check_artifact, parse_image
 from mxinfra.config import StackConfig
 from mxinfra.egress import EgressRule, check_egress
 from mxinfra.environments import Environment, Role
 from mxinfra.errors import ConfigIssue
+from mxinfra.schema import StrictModel
 
 BLOCK = "mxinfra:kubernetes"
 # Every pattern here is applied with re.fullmatch: `$` would also accept a trailing newline.
@@ -27,10 +28,6 @@ _CPU = re.compile(r"[0-9]+m|[0-9]+(\.[0-9]{1,3})?")
 # Bytes: a number with a binary or decimal suffix ("10Gi", "512Mi", "1G"); no "m" (milli-bytes).
 BYTE_QUANTITY = re.compile(r"([0-9]+(\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?")
 PLACEHOLDER = "[secret]"  # what an offline plan sees instead of a secure value
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
 def _cpu(v: str) -> str:
@@ -86,7 +83,7 @@ HostName = Annotated[str, AfterValidator(_host)]
 StorageClassName = Annotated[str, AfterValidator(_storage_class)]
 
 
-class CpuConfig(_Strict):
+class CpuConfig(StrictModel):
     """CPU per runtime container (memory comes from the environment's `memory`)."""
 
     request: CpuQuantity = "250m"
@@ -99,7 +96,7 @@ class CpuConfig(_Strict):
         return self
 
 
-class IngressConfig(_Strict):
+class IngressConfig(StrictModel):
     """How the environment is exposed: host (or domain to derive it), class, TLS secret, controller namespace."""
 
     host: HostName | None = Field(None, description="The app's host name, e.g. orders.example.com")
@@ -110,7 +107,7 @@ class IngressConfig(_Strict):
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
-class InClusterDatabase(_Strict):
+class InClusterDatabase(StrictModel):
     """A PostgreSQL StatefulSet in the environment's namespace (test environments only)."""
 
     image: str = Field("postgres:16.4", description="A Debian-based postgres image: it runs as uid/gid 999")
@@ -119,7 +116,7 @@ class InClusterDatabase(_Strict):
     memory: int = Field(512, ge=256, le=16384, description="MB")
 
 
-class DatabaseConfig(_Strict):
+class DatabaseConfig(StrictModel):
     """Exactly one of: `url` (external PostgreSQL, a secret) or `inCluster`."""
 
     url: str | None = Field(None, description="postgres://user:password@host:5432/db, set with pulumi config set --secret")
@@ -129,7 +126,7 @@ class DatabaseConfig(_Strict):
     networks: list[Cidr] | None = Field(None, max_length=16, description="The external database's networks (CIDRs); default: any address, on `port` only")
 
 
-class S3Config(_Strict):
+class S3Config(StrictModel):
     """S3-compatible storage; without keys the runtime uses the pod's cloud identity (e.g. IRSA)."""
 
     bucket: str
@@ -140,7 +137,7 @@ class S3Config(_Strict):
     useSse: bool = True
 
 
-class AzureBlobConfig(_Strict):
+class AzureBlobConfig(StrictModel):
     """Azure Blob storage: account key or SAS token, as secrets."""
 
     accountName: str
@@ -150,14 +147,14 @@ class AzureBlobConfig(_Strict):
     endpoint: str | None = None
 
 
-class LocalFilesConfig(_Strict):
+class LocalFilesConfig(StrictModel):
     """Files on a PersistentVolumeClaim (one instance only)."""
 
     size: ByteQuantity = "10Gi"
     storageClass: StorageClassName | None = Field(None, description="The files claim's StorageClass, in place of the block's storageClass")
 
 
-class StorageConfig(_Strict):
+class StorageConfig(StrictModel):
     """Exactly one of `s3`, `azure`, `local`."""
 
     s3: S3Config | None = None
@@ -166,7 +163,7 @@ class StorageConfig(_Strict):
     networks: list[Cidr] | None = Field(None, max_length=16, description="The file store endpoint's networks (CIDRs); default: any address, on the endpoint's port only")
 
 
-class OperatorConfig(_Strict):
+class OperatorConfig(StrictModel):
     """The Mendix Operator's inputs: the package URL and the namespace's service plans."""
 
     sourceURL: str = Field(description="HTTPS URL of the MDA the Operator downloads")
@@ -176,7 +173,7 @@ class OperatorConfig(_Strict):
     podLabels: dict[str, str] | None = Field(None, description="Labels the Operator puts on the app's pods: the NetworkPolicy selects them")
 
 
-class EnvironmentOverride(_Strict):
+class EnvironmentOverride(StrictModel):
     """Per-environment settings that replace the block's top-level ones (each key replaces the whole sub-block)."""
 
     image: str | None = None
@@ -190,7 +187,7 @@ class EnvironmentOverride(_Strict):
     storageClass: StorageClassName | None = None
 
 
-class KubernetesConfig(_Strict):
+class KubernetesConfig(StrictModel):
     """`mxinfra:kubernetes`: the target's block."""
 
     mode: Literal["plain", "operator"] = "plain"

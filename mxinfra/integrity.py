@@ -20,7 +20,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .mda import _ARCHIVE_ERRORS, CorruptArchiveError, sha256_file
+from .digest import sha256_file
+from .mda_errors import ARCHIVE_ERRORS, CorruptArchiveError
 from .zipdir import MemberTable, iter_content
 
 _CHUNK = 1 << 20
@@ -127,7 +128,7 @@ def _inflate_other(fd: int, members: MemberTable, i: int, start: int) -> str | N
             crc = zlib.crc32(chunk, crc)
     except EOFError as exc:
         return f"is cut off: {exc}"
-    except _ARCHIVE_ERRORS as exc:
+    except ARCHIVE_ERRORS as exc:
         return f"cannot be decompressed: {exc}"
     return _outcome(members, i, produced, crc)
 

@@ -18,11 +18,8 @@ import os
 import re
 import shutil
 import stat
-import struct
 import tempfile
-import threading
 import zipfile
-import zlib
 from array import array
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -30,15 +27,30 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from mxinfra.errors import UserError
+from mxinfra.digest import _BackgroundHash, sha256_file
+from mxinfra.mda_errors import (
+    ARCHIVE_ERRORS,
+    AbsolutePathError,
+    CompressionRatioError,
+    CorruptArchiveError,
+    DestinationError,
+    DisallowedMemberError,
+    DuplicateMemberError,
+    EncryptedMemberError,
+    LayoutError,
+    MdaError,
+    MetadataError,
+    NotAZipError,
+    PackageNotFoundError,
+    PathTraversalError,
+    RuntimeVersionError,
+    SizeLimitError,
+    SpecialFileError,
+    SymlinkError,
+    UnsafeMemberError,
+)
 from mxinfra.zipdir import MemberTable, read_directory, read_member
 
-try:  # lzma is an optional part of CPython builds; zipfile only needs it for LZMA members
-    import lzma
-
-    _LZMA_ERRORS: tuple[type[BaseException], ...] = (lzma.LZMAError,)
-except ImportError:  # pragma: no cover - depends on the interpreter build
-    _LZMA_ERRORS = ()
 
 __all__ = [
     "AbsolutePathError",
@@ -82,118 +94,10 @@ _GiB = 1 << 30
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08", b"PK\x01\x02")
 _SUPPORTED_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
 
-# What the zipfile module (and the decompressors under it) raise on damaged input. Only calls that
-# read the archive are wrapped, so a full disk while writing the extraction is not blamed on it.
-_ARCHIVE_ERRORS: tuple[type[BaseException], ...] = (
-    zipfile.BadZipFile,
-    zlib.error,
-    EOFError,
-    OSError,
-    ValueError,
-    struct.error,
-    NotImplementedError,
-    RuntimeError,
-    OverflowError,
-    IndexError,
-    KeyError,
-    *_LZMA_ERRORS,
-)
 
 
 # --------------------------------------------------------------------------------------------
-# errors
-
-
-class MdaError(UserError):
-    """A package the user supplied is unusable; names the archive, the member and what was expected."""
-
-    def __init__(self, archive: str | os.PathLike[str], member: str | None, problem: str) -> None:
-        super().__init__(os.fspath(archive), member, problem)
-        self.archive: str = os.fspath(archive)
-        self.member: str | None = member
-        self.problem = problem
-
-    def __str__(self) -> str:
-        where = f"{self.archive}: {self.member}" if self.member else self.archive
-        return f"{where}: {self.problem}"
-
-
-class PackageNotFoundError(MdaError):
-    """The given path does not exist."""
-
-
-class NotAZipError(MdaError):
-    """The file is not a ZIP archive (nor an unpacked app directory)."""
-
-
-class CorruptArchiveError(MdaError):
-    """The ZIP is truncated, fails its CRC or cannot be read."""
-
-
-class LayoutError(MdaError):
-    """`model/`, `web/` or `model/metadata.json` is missing."""
-
-
-class MetadataError(MdaError):
-    """`model/metadata.json` is not valid JSON or a field is missing or of the wrong type."""
-
-    def __init__(
-        self,
-        archive: str | os.PathLike[str],
-        member: str | None,
-        problem: str,
-        field: str | None = None,
-    ) -> None:
-        super().__init__(archive, member, problem)
-        self.field = field
-
-
-class RuntimeVersionError(MetadataError):
-    """`RuntimeVersion` is not a Mendix version number."""
-
-
-class UnsafeMemberError(MdaError):
-    """A member breaks a safe-extraction rule."""
-
-
-class DisallowedMemberError(UnsafeMemberError):
-    """A member outside `model/`, `web/` and `native/`."""
-
-
-class AbsolutePathError(UnsafeMemberError):
-    """A member name that is absolute (`/x`, `\\x`, `C:x`)."""
-
-
-class PathTraversalError(UnsafeMemberError):
-    """A member name with a `..` component or a backslash separator."""
-
-
-class SymlinkError(UnsafeMemberError):
-    """A member (or unpacked file) that is a symbolic link."""
-
-
-class SpecialFileError(UnsafeMemberError):
-    """A member that is a device, FIFO or socket."""
-
-
-class DuplicateMemberError(UnsafeMemberError):
-    """Two members with the same normalised name, or a name that is both a file and a directory."""
-
-
-class EncryptedMemberError(UnsafeMemberError):
-    """A password-protected member; MxBuild never writes them."""
-
-
-class SizeLimitError(UnsafeMemberError):
-    """Total uncompressed size (declared or actually written) or member count over the limit."""
-
-
-class CompressionRatioError(UnsafeMemberError):
-    """A member whose uncompressed/compressed ratio marks it as a decompression bomb."""
-
-
-class DestinationError(MdaError):
-    """The extraction destination already exists or its parent is missing."""
+# metadata
 
 
 def _show(value: Any) -> str:
@@ -201,9 +105,6 @@ def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
-
-# --------------------------------------------------------------------------------------------
-# metadata
 
 
 _VERSION_PART = re.compile(r"[0-9]{1,12}")
@@ -667,84 +568,6 @@ def _check_table(archive: str, table: MemberTable, limits: ExtractionLimits) -> 
 
 
 # --------------------------------------------------------------------------------------------
-# hashing
-
-
-class _BackgroundHash:
-    """The SHA-256 of an open file, computed on a thread while the caller reads the central directory
-    and metadata.json: hashlib and pread release the GIL, so the two use both cores (a plan or an
-    inspect of a large archive costs about the hash alone, not the hash plus the directory)."""
-
-    # Large reads: between two chunks the thread needs the GIL back, which the directory reader holds for
-    # up to the switch interval (5 ms); 1 MiB chunks made the hash a third slower than alone.
-    def __init__(self, fd: int, chunk: int = 16 * _MiB) -> None:
-        self._fd = fd
-        self._chunk = chunk
-        self.done_bytes = 0
-        self._digest: str | None = None
-        self._error: OSError | None = None
-        self._cancelled = False
-        self._thread = threading.Thread(target=self._run, name="mxinfra-sha256", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        def advance(n: int) -> bool:
-            self.done_bytes += n
-            return not self._cancelled
-
-        try:
-            digest = _sha256_fd(self._fd, self._chunk, advance)
-            self._digest = None if self._cancelled else digest  # never a digest of part of the file
-        except OSError as exc:
-            self._error = exc
-        finally:
-            os.close(self._fd)
-
-    def cancel(self) -> None:
-        """Stop early (the archive was refused): the thread closes its descriptor."""
-        self._cancelled = True
-
-    def result(self, progress: Callable[[int], None] | None = None) -> tuple[str, int]:
-        """(hex digest, bytes hashed), waiting for the thread; `progress` gets the bytes hashed since the last call."""
-        reported = 0
-        while self._thread.is_alive():
-            self._thread.join(0.1)
-            if progress is not None and self.done_bytes > reported:
-                progress(self.done_bytes - reported)
-                reported = self.done_bytes
-        if progress is not None and self.done_bytes > reported:
-            progress(self.done_bytes - reported)
-        if self._error is not None:
-            raise self._error
-        assert self._digest is not None
-        return self._digest, self.done_bytes
-
-
-def _sha256_fd(fd: int, chunk: int, advance: Callable[[int], bool | None] | None = None) -> str:
-    """Hex SHA-256 of an open file, read with pread (a file offset another reader uses never moves);
-    `advance` gets the byte count of each chunk and stops the read early by returning False."""
-    digest = hashlib.sha256()
-    buf = bytearray(chunk)
-    view = memoryview(buf)
-    offset = 0
-    while n := os.preadv(fd, [buf], offset):
-        digest.update(view[:n])
-        offset += n
-        if advance is not None and advance(n) is False:
-            break
-    return digest.hexdigest()
-
-
-def sha256_file(path: str | os.PathLike[str], progress: Callable[[int], None] | None = None, chunk: int = _MiB) -> str:
-    """Hex SHA-256 of a file, streamed; `progress` gets the byte count of each chunk read."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return _sha256_fd(fd, chunk, progress)
-    finally:
-        os.close(fd)
-
-
-# --------------------------------------------------------------------------------------------
 # directory trees
 
 
@@ -966,7 +789,7 @@ class MdaPackage:
         budget = limits.max_total_bytes
         try:
             zf = zipfile.ZipFile(self.path)
-        except _ARCHIVE_ERRORS as exc:
+        except ARCHIVE_ERRORS as exc:
             raise CorruptArchiveError(name, None, f"cannot be read: {exc}") from None
         with zf:
             # zipfile's own view of the archive (whatever it will write) passes the same rules first;
@@ -981,14 +804,14 @@ class MdaPackage:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 try:
                     src = zf.open(info)
-                except _ARCHIVE_ERRORS as exc:
+                except ARCHIVE_ERRORS as exc:
                     raise CorruptArchiveError(name, info.filename, f"cannot be read: {exc}") from None
                 with src, open(target, "xb") as out:
                     written = 0
                     while True:
                         try:
                             chunk = src.read(_CHUNK)
-                        except _ARCHIVE_ERRORS as exc:
+                        except ARCHIVE_ERRORS as exc:
                             raise CorruptArchiveError(name, info.filename, f"cannot be decompressed: {exc}") from None
                         if not chunk:
                             break
@@ -1116,7 +939,7 @@ def _read_archive(fd: int, p: Path, name: str, size: int) -> MdaPackage:
         members = read_directory(fd)
     except OSError as exc:
         raise CorruptArchiveError(name, None, f"cannot be read: {exc.strerror or exc}") from None
-    except _ARCHIVE_ERRORS as exc:
+    except ARCHIVE_ERRORS as exc:
         try:
             head = os.pread(fd, 4, 0)
         except OSError:
@@ -1150,7 +973,7 @@ def _read_archive(fd: int, p: Path, name: str, size: int) -> MdaPackage:
         data = read_member(fd, members, i)
     except MdaError:
         raise
-    except _ARCHIVE_ERRORS as exc:
+    except ARCHIVE_ERRORS as exc:
         raise CorruptArchiveError(name, METADATA_MEMBER, f"cannot be read: {exc}") from None
     if len(data) > MAX_METADATA_BYTES:
         raise MetadataError(name, METADATA_MEMBER, f"is larger than {MAX_METADATA_BYTES} bytes: expected less")

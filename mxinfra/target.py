@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from .access import EnvironmentAccess
-    from .config import RawConfig, StackConfig
+    from .config import StackConfig
+    from .schema import RawConfig
     from .environments import Environment
     from .mda import Metadata
     from .naming import Naming
@@ -197,7 +198,7 @@ class Target:
         """This target's block (`mxinfra:<name>`) validated against `config_model`: (the block or None, its issues)."""
         if self.config_model is None:
             return None, []
-        from .config import NAMESPACE, parse_model
+        from .schema import NAMESPACE, parse_model
 
         key = f"{NAMESPACE}:{self.name}"
         return parse_model(self.config_model, raw.values.get(key) or {}, key, file, raw)

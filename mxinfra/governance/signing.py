@@ -50,7 +50,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import ConfigIssue, UserError
 
 if TYPE_CHECKING:
-    from ..config import RawConfig, StackConfig
+    from ..config import StackConfig
+    from ..schema import RawConfig
     from ..environments import Environment
 
 KEY = "mxinfra:signing"
@@ -467,7 +468,7 @@ def is_cloud(url: str | None) -> bool:
 
 def check_signing(raw: RawConfig, envs: Iterable[Environment], repository: str | None, file: str = "") -> list[ConfigIssue]:
     """Validate `mxinfra:signing` and require signers and trusted keys where a cloud repository gates promotion."""
-    from ..config import parse_model
+    from ..schema import parse_model
 
     envs = list(envs)
     value = raw.values.get(KEY)

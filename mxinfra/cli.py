@@ -218,9 +218,21 @@ def _describe(resource: dict[str, Any]) -> str:
     return f"{escape(resource['type'])} [bold]{escape(resource['name'])}[/]{flags}{extra}"
 
 
-from .governance.cli import register as _register_governance  # noqa: E402 (after the core commands)
+from .governance_cli import register as _register_governance  # noqa: E402 (after the core commands)
 
 _register_governance(app)
+
+from .drift import drift as _drift  # noqa: E402 (imports typer only; the comparison loads what it needs when it runs)
+
+app.command("drift")(_drift)
+
+from .backup_cli import register as _register_backup  # noqa: E402 (imports typer only)
+
+_register_backup(app)
+
+from .image import image_app as _image_app  # noqa: E402 (imports typer only; verification loads when it runs)
+
+app.add_typer(_image_app, name="image")
 
 
 def _register_plugins() -> None:

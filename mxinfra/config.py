@@ -8,7 +8,6 @@ Pure: no Pulumi imports. The same raw config arrives from two places, a running 
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
@@ -16,7 +15,8 @@ from typing import Any, Literal, Union
 from pydantic import Field, ValidationError, field_validator
 
 from .access import check_access
-from .environments import Environment, EnvironmentName, License, Role, Secret, SecretConstant
+from .backups import Backups, BackupsConfig, check_backups
+from .environments import Environment, EnvironmentName, check_label, label_fix, License, Role, Secret, SecretConstant
 from .errors import ConfigError, ConfigIssue, UserError, suggest
 from .schema import NAMESPACE, RawConfig, StrictModel, parse_model
 
@@ -33,7 +33,7 @@ class AppConfig(StrictModel):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        _check_label(v, "app name")
+        check_label(v, "app name")
         return v
 
 
@@ -57,6 +57,7 @@ class EnvironmentConfig(StrictModel):
     license: LicenseConfig | None = None
     adminPassword: str | None = None
     requirePromotionFrom: str | None = None
+    backups: BackupsConfig | None = None
 
     @field_validator("scheduledEvents", mode="before")
     @classmethod
@@ -81,26 +82,6 @@ class AccessEntry(StrictModel):
     allowOnProduction: bool = False
     mfa: bool | None = None
     maxSessionSeconds: int | None = Field(None, ge=900, le=43200)
-
-
-_LABEL = re.compile(r"^[a-z]([a-z0-9-]*[a-z0-9])?$")
-MAX_NAME = 20
-
-
-def _check_label(v: str, what: str) -> None:
-    if len(v) > MAX_NAME or not _LABEL.fullmatch(v):
-        raise ValueError(
-            f"{what} {v!r} must be a lowercase DNS label of at most {MAX_NAME} characters "
-            "(a-z, 0-9 and '-', starting with a letter), so every cloud's names can derive from it"
-        )
-
-
-def _label_fix(name: str) -> str:
-    """`PreProd` -> "rename it to 'preprod'", when a valid form is near."""
-    fixed = re.sub(r"[^a-z0-9-]+", "-", name.strip().lower()).strip("-")[:MAX_NAME].rstrip("-")
-    if fixed and _LABEL.fullmatch(fixed):
-        return f"rename it to {fixed!r}"
-    return "rename the entry"
 
 
 @dataclass(frozen=True)
@@ -248,6 +229,7 @@ def collect_stack_config(raw: RawConfig, *, project: str, stack: str) -> tuple[S
     from .governance.signing import check_signing  # pure: the mxinfra:signing schema, no I/O
 
     issues += check_signing(raw, envs, repository, file)
+    issues += check_backups(envs, {e.name: e.backups for e in envs}, file)
     if check_names:
         issues += check_access(access, envs, file)
     if app is None:
@@ -312,6 +294,22 @@ def _salvage(body: Any) -> tuple[EnvironmentConfig | None, set[str]]:
     return None, dropped
 
 
+def _secrets_in_clear(raw: RawConfig, path: str, parsed: EnvironmentConfig, issues: list[ConfigIssue]) -> None:
+    """A `secure:` value under `constants` or `runtimeSettings` would be written in clear (a ConfigMap, a task
+    definition's environment, the state): refused, naming where secrets go instead."""
+    marked = [p for p in raw.secret_paths if p.startswith(f"{path}.constants") or p.startswith(f"{path}.runtimeSettings")]
+    for kind, names in (("constants", parsed.constants), ("runtimeSettings", parsed.runtimeSettings)):
+        for name in sorted(names):
+            where = f"{path}.{kind}.{name}"
+            if not any(where == m or where.startswith(m + ".") or m == f"{path}.{kind}" for m in marked):
+                continue
+            if kind == "constants":
+                fix = f"move it to secretConstants, which the runtime receives as a secret: pulumi config set --secret --path '{path}.secretConstants[\"{name}\"]' VALUE"
+            else:
+                fix = "runtime settings are written in clear: keep secrets out of them (a constant that holds a secret belongs under secretConstants)"
+            issues.append(ConfigIssue(where, f"is a secret (secure:) under {kind}, which are deployed in plain text", fix, raw.source))
+
+
 def _environments(raw: RawConfig, stack: str, issues: list[ConfigIssue], misnamed: list[Environment]) -> list[Environment]:
     key = f"{NAMESPACE}:environments"
     file = raw.source
@@ -332,9 +330,9 @@ def _environments(raw: RawConfig, stack: str, issues: list[ConfigIssue], misname
         name = str(name)
         valid_name = True
         try:
-            _check_label(name, "environment name")
+            check_label(name, "environment name")
         except ValueError as e:
-            issues.append(ConfigIssue(path, str(e), _label_fix(name), file))
+            issues.append(ConfigIssue(path, str(e), label_fix(name, environment=True), file))
             valid_name = False
         if name in seen:
             issues.append(ConfigIssue(path, "duplicate environment name", "each environment needs its own name", file))
@@ -365,6 +363,7 @@ def _environments(raw: RawConfig, stack: str, issues: list[ConfigIssue], misname
             for n, v in sorted(parsed.secretConstants.items())
             if (s := _secret_field(raw, f"{path}.secretConstants.{n}", v, issues)) is not None
         )
+        _secrets_in_clear(raw, path, parsed, issues)
         events = parsed.scheduledEvents if isinstance(parsed.scheduledEvents, str) else tuple(parsed.scheduledEvents)
         (envs if valid_name else misnamed).append(
             Environment(
@@ -380,6 +379,7 @@ def _environments(raw: RawConfig, stack: str, issues: list[ConfigIssue], misname
                 admin_password=_secret_field(raw, f"{path}.adminPassword", parsed.adminPassword, issues),
                 require_promotion_from=parsed.requirePromotionFrom,
                 config_path=path,
+                backups=Backups.of(parsed.backups),
             )
         )
     for env in envs:
@@ -387,7 +387,7 @@ def _environments(raw: RawConfig, stack: str, issues: list[ConfigIssue], misname
         if src is not None:
             # The source may live in another stack (one stack per environment), so only its form is checked here.
             try:
-                _check_label(src, "environment name")
+                check_label(src, "environment name")
             except ValueError as e:
                 issues.append(ConfigIssue(f"{env.config_path}.requirePromotionFrom", str(e), "name the environment packages must pass first, e.g. acceptance", file))
     return envs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import threading
 from collections.abc import Callable
 
@@ -82,3 +83,37 @@ def sha256_file(path: str | os.PathLike[str], progress: Callable[[int], None] | 
         return _sha256_fd(fd, chunk, progress)
     finally:
         os.close(fd)
+
+
+# Hashes started before the CLI has parsed its arguments (mxinfra.launch), keyed by the file's identity:
+# `open_mda(hash_ahead=True)` takes one over only for the same file, unchanged since (device, inode, size,
+# modification time), so the digest is still of exactly the bytes whose directory it reads.
+_EARLY: dict[tuple[int, int, int, int], _BackgroundHash] = {}
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def start_early(path: str) -> None:
+    """Start hashing `path` on a thread now, for a later `take_early`; nothing when it is not a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        return
+    _EARLY[_identity(st)] = _BackgroundHash(fd)
+
+
+def take_early(fd: int) -> _BackgroundHash | None:
+    """The hash `start_early` began of the file open as `fd`, if it is the same file, unchanged; else None."""
+    if not _EARLY:
+        return None
+    found = _EARLY.pop(_identity(os.fstat(fd)), None)
+    for stale in _EARLY.values():  # another file, or this one changed since: nobody will ask for them
+        stale.cancel()
+    _EARLY.clear()
+    return found

@@ -14,10 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import ConfigIssue
-from .exposure import parse_cidr
-
-# A rule this wide admits a large part of the internet: the plan warns about it.
-WIDE_PREFIX_MAX = 8
+from .exposure import WIDE, is_wide, parse_cidr
 
 
 class EgressRule(BaseModel):
@@ -51,8 +48,8 @@ class EgressRule(BaseModel):
 
     @property
     def is_wide(self) -> bool:
-        """True for a /8 or wider network (0.0.0.0/0 included)."""
-        return ipaddress.ip_network(self.cidr).prefixlen <= WIDE_PREFIX_MAX
+        """True for an IPv4 /8 or IPv6 /32, or wider (exposure.is_wide: the one rule for both directions)."""
+        return is_wide(self.cidr)
 
 
 def egress_warnings(rules: list[EgressRule], env: str) -> list[str]:
@@ -69,7 +66,7 @@ def check_egress(rules: list[EgressRule], path: str, production: bool, allow_wid
     if not production or allow_wide:
         return []
     return [
-        ConfigIssue(f"{path}[{i}].cidr", f"{r.cidr} (a /8 or wider) opens production's outgoing traffic to a large part of the internet", "list the networks the app calls, or opt in with allowWideEgress: true", file)
+        ConfigIssue(f"{path}[{i}].cidr", f"{r.cidr} ({WIDE}) opens production's outgoing traffic to a large part of the internet", "list the networks the app calls, or opt in with allowWideEgress: true", file)
         for i, r in enumerate(rules)
         if r.is_wide
     ]

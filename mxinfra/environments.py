@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, NewType, Union
+from typing import Any, Literal, NewType, Union
 
 EnvironmentName = NewType("EnvironmentName", str)
 Scalar = Union[bool, int, float, str]
@@ -94,8 +95,46 @@ class Environment:
     admin_password: Secret | None = None
     require_promotion_from: str | None = None
     config_path: str = ""
+    # A mxinfra.backups.Backups (typed loosely: that module imports this one); None reads as the defaults.
+    backups: Any = None
 
     @property
     def is_production(self) -> bool:
         """True for production-tier environments, whatever their name."""
         return self.role is Role.PRODUCTION
+
+
+# The one rule app and environment names follow everywhere (config, package policy, every target's names).
+_LABEL = re.compile(r"^[a-z]([a-z0-9-]*[a-z0-9])?$")
+# Every resource name is `<app>-<environment>[-<kind>]`: with no '-' in environment names that prefix
+# reads back one way only, so `orders`/`prod-eu` and `orders-prod`/`eu` cannot name the same IAM role,
+# database, bucket, namespace or app (issue 19, F15).
+_ENVIRONMENT = re.compile(r"^[a-z][a-z0-9]*$")
+MAX_NAME = 20
+
+
+def check_label(v: str, what: str) -> None:
+    """Refuse an app or environment name every cloud's names cannot derive from (ValueError saying why)."""
+    if what == "environment name":
+        if len(v) > MAX_NAME or not _ENVIRONMENT.fullmatch(v):
+            raise ValueError(
+                f"{what} {v!r} must be at most {MAX_NAME} lowercase letters and digits, starting with a letter "
+                "(no '-': resource names are <app>-<environment>, which must read back one way only)"
+            )
+        return
+    if len(v) > MAX_NAME or not _LABEL.fullmatch(v):
+        raise ValueError(
+            f"{what} {v!r} must be a lowercase DNS label of at most {MAX_NAME} characters "
+            "(a-z, 0-9 and '-', starting with a letter), so every cloud's names can derive from it"
+        )
+
+
+def label_fix(name: str, environment: bool = False) -> str:
+    """`PreProd` -> "rename it to 'preprod'", when a valid form is near."""
+    if environment:
+        fixed = re.sub(r"[^a-z0-9]+", "", name.strip().lower())[:MAX_NAME]
+        return f"rename it to {fixed!r}" if fixed and _ENVIRONMENT.fullmatch(fixed) else "rename the entry"
+    fixed = re.sub(r"[^a-z0-9-]+", "-", name.strip().lower()).strip("-")[:MAX_NAME].rstrip("-")
+    if fixed and _LABEL.fullmatch(fixed):
+        return f"rename it to {fixed!r}"
+    return "rename the entry"

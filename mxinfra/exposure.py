@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import ipaddress
 
-# On production, a range this wide (or wider) counts as public: `10.0.0.0/8` included.
-PUBLIC_PREFIX_MAX = 8
+# A range this wide (or wider) counts as public on production, and an egress rule this wide opens a large
+# part of the internet: `10.0.0.0/8` included. Per address family: an IPv6 /8 is 2^120 addresses, so the
+# IPv6 bound is a /32, a whole provider's allocation from a regional registry (RFC 6177, RIR policy).
+WIDE_PREFIX_MAX = {4: 8, 6: 32}
+WIDE = "an IPv4 /8 or IPv6 /32, or wider"  # how messages name such a range
 
 
 def parse_cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -26,8 +29,9 @@ def is_public(cidr: str) -> bool:
 
 
 def is_wide(cidr: str) -> bool:
-    """True for a CIDR production treats as public: prefix length PUBLIC_PREFIX_MAX or shorter."""
-    return ipaddress.ip_network(cidr).prefixlen <= PUBLIC_PREFIX_MAX
+    """True for a CIDR production treats as public: an IPv4 /8 or an IPv6 /32, or wider."""
+    net = ipaddress.ip_network(cidr)
+    return net.prefixlen <= WIDE_PREFIX_MAX[net.version]
 
 
 def leader_follower_counts(instances: int) -> tuple[int, int]:

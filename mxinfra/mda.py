@@ -27,7 +27,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from mxinfra.digest import _BackgroundHash, sha256_file
+from mxinfra.digest import _BackgroundHash, sha256_file, take_early
 from mxinfra.mda_errors import (
     ARCHIVE_ERRORS,
     AbsolutePathError,
@@ -921,7 +921,7 @@ def _open_archive(p: Path, name: str, size: int, hash_ahead: bool = False) -> Md
     except OSError as exc:
         raise CorruptArchiveError(name, None, f"cannot be read: {exc.strerror or exc}") from None
     # The same open file for both: the hash is of exactly the bytes whose directory is read.
-    prefetch = _BackgroundHash(os.dup(fd)) if hash_ahead else None
+    prefetch = (take_early(fd) or _BackgroundHash(os.dup(fd))) if hash_ahead else None
     try:
         pkg = _read_archive(fd, p, name, size)
     except BaseException:

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from .config import RawConfig
+from .schema import RawConfig
 from .environments import OFFLINE_SECRET
 from .errors import UserError
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from .access import EnvironmentAccess
+    from .capabilities import CapabilityTable
     from .config import StackConfig
     from .schema import RawConfig
     from .environments import Environment
@@ -193,6 +194,10 @@ class Target:
     # plans the bundled stacks before and after one and replays the changes against deploy). Empty: the
     # target makes no such statement.
     release_types: tuple[str, ...] = ()
+    # What each permission's grant lets its holder do, declared against the core's production rules
+    # (mxinfra.capabilities.declare_capabilities, which refuses a mapping that breaks them or leaves a
+    # permission out). None: the target declares nothing, which the conformance suite refuses.
+    capabilities: CapabilityTable | None = None
 
     def parse_block(self, raw: RawConfig, file: str = "") -> tuple[Any, list[ConfigIssue]]:
         """This target's block (`mxinfra:<name>`) validated against `config_model`: (the block or None, its issues)."""
@@ -220,6 +225,17 @@ class Target:
         """The config key (`mxinfra:<target>.a.b`) that `artifact` reads for `env`: `mxinfra promote` writes
         the promoted artifact there, in the same write as the package."""
         return None
+
+    def running(self, deployment: Deployment, environment: str, base_dir: Path) -> Any:
+        """What runs in `environment` now, read from the platform (an `mxinfra.drift.Observed`), which
+        `mxinfra drift` compares with the activity log. Default: this target cannot read it, and says so."""
+        from .errors import UserError  # mxinfra.drift.CannotObserve is one (drift imports this module, not the reverse)
+
+        raise UserError(
+            f"the {self.name} target cannot read what runs on its platform, so `mxinfra drift` has nothing to "
+            "compare with the activity log: a change made outside `pulumi up` goes unnoticed here (the log "
+            "itself is checked by `mxinfra activity verify`)"
+        )
 
     def deploy_app(self, ctx: AppContext) -> Any:
         """Create what the app's environments share; the result reaches each EnvironmentContext.shared."""

@@ -69,7 +69,7 @@ def test_errors_are_collected_with_paths_and_fixes():
     assert "environments" in found["mxinfra:environmnets"].fix
     assert "instances" in found["mxinfra:environments.production.instances"].path
     assert "memory" in found["mxinfra:environments.production.memroy"].fix
-    assert "DNS label" in found["mxinfra:environments.Bad_Name"].message
+    assert "lowercase letters and digits" in found["mxinfra:environments.Bad_Name"].message
     assert "mxinfra:environments.this-name-is-far-too-long" in found
     assert "role" in found["mxinfra:environments.extra.role"].message or "required" in found["mxinfra:environments.extra.role"].message
     assert "production" in found["mxinfra:access[0].environments[0]"].fix
@@ -147,3 +147,26 @@ def test_names_with_a_trailing_newline_are_refused():
 def test_containers_of_secrets_are_never_echoed_in_type_errors():
     found = issues({"mxinfra:app": APP, "mxinfra:environments": {"production": {"license": "TOPSECRET-KEY", "constants": ["a", "TOPSECRET-LIST"]}}})
     assert "TOPSECRET" not in str(found)
+
+
+def test_secure_values_under_constants_or_runtime_settings_are_refused():
+    """`constants` and `runtimeSettings` are deployed in clear: a `secure:` value there would leak (issue 19, F7)."""
+    values = {
+        "mxinfra:app": APP,
+        "mxinfra:environments": {"production": {"constants": {"Orders.ApiKey": "k3y-v4lue-0123", "Orders.Url": "https://x"}, "runtimeSettings": {"Some.Token": "t0ken-value"}}},
+    }
+    found = issues(
+        values,
+        secret_paths={"mxinfra:environments.production.constants.Orders.ApiKey", "mxinfra:environments.production.runtimeSettings.Some.Token"},
+    )
+    assert set(found) == {"mxinfra:environments.production.constants.Orders.ApiKey", "mxinfra:environments.production.runtimeSettings.Some.Token"}
+    key = found["mxinfra:environments.production.constants.Orders.ApiKey"]
+    assert "deployed in plain text" in key.message and "secretConstants[\"Orders.ApiKey\"]" in key.fix and "--secret" in key.fix
+    assert "k3y" not in str(key) and "t0ken" not in str(found["mxinfra:environments.production.runtimeSettings.Some.Token"])
+    # the whole map marked secret, too
+    assert set(issues(values, secret_paths={"mxinfra:environments.production.constants"})) == {
+        "mxinfra:environments.production.constants.Orders.ApiKey",
+        "mxinfra:environments.production.constants.Orders.Url",
+    }
+    # plain constants are fine
+    load(values)

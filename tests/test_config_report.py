@@ -205,7 +205,7 @@ def test_an_uppercase_environment_is_one_message_and_hides_nothing(project, caps
     project.stack("p", cfg)
     assert main(["plan", "-s", "p", "-C", str(project.path)]) == 2
     err = capsys.readouterr().err
-    assert "mxinfra:environments.Production: environment name 'Production' must be a lowercase DNS label" in err
+    assert "mxinfra:environments.Production: environment name 'Production' must be at most 20 lowercase letters and digits" in err
     assert "(rename it to 'production')" in err
     assert "mxinfra:environments.Production.constants.Orders.PageSize: expected a whole number" in err
     assert "mxinfra:kubernetes.environments.Production" not in err  # not a knock-on issue

@@ -11,6 +11,19 @@ Each record is also signed (see signing.py): the signature covers the hash, so i
 environment, the seq and the predecessor too, and a record copied from another environment, another
 app's log or edited by someone without the key does not verify. `verify(..., signed=True, trust=...)`
 names unsigned, badly signed and untrusted records.
+
+Exactly once: each record carries the idempotency key of the operation it records (signed with it). A
+store may keep a write whose answer is lost (a 500 or a dropped connection after the commit, a writer
+killed after it); the conditional create of that seq then fails for its own writer. So on a conflict the
+appender reads the record at that seq and, if it carries its key, takes it as its own; and an operation
+retried with the same key (the same `pulumi up` after a crash) finds its stored record by the key's
+locator before appending again.
+
+Self-healing: the side indexes (locators, checkpoints) are written after their record, so a killed
+writer can leave them missing. Every appender heals the tail it chains to before it appends, so only
+the newest record can lack them; the gate heals the tail it reads (when it may write) and finds a
+deploy in the records it verified even without its locator; `repair` heals a whole log and removes the
+temporary files killed writers left in a file:// store.
 """
 
 from __future__ import annotations
@@ -18,24 +31,50 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import random
 import re
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import UserError
 from .repository import utc_now
-from .signing import Signer, Trust, check_signature
+from .signing import Signer, Trust, check_signature, fingerprint
 from .store import Store, StoreError
 
 GENESIS = "0" * 64  # prev_hash of an environment's first record
 ACTIONS = ("deploy", "settings", "scale", "permissions")
-MAX_ATTEMPTS = 100
 CHECKPOINT_EVERY = 16  # a signed checkpoint every 16 records: the gate reads fewer records than this since one
+# How long an append keeps trying while other writers take the next seq or the store fails transiently.
+# Time, not a number of attempts: 32 writers on one environment need many attempts each, a slow store few.
+APPEND_BUDGET = 120.0
+BUDGET_VARIABLE = "MXINFRA_APPEND_BUDGET"
+# Full-jitter exponential backoff between attempts: uniform in [0, min(MAX, BASE * 2**attempt)] spreads a herd
+# of writers over time, so that most win their next try, without making a lone retry slow.
+BACKOFF_BASE = 0.01
+BACKOFF_MAX = 1.0
+# A temporary file untouched this long (or whose writer process is gone) is a killed writer's leftover.
+TEMPORARY_AGE = 3600.0
 _ENV = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=@-]{0,127}")
 _SEQ_NAME = re.compile(r"(\d{12})\.json")
+
+
+def append_budget() -> float:
+    """Seconds an append keeps trying: MXINFRA_APPEND_BUDGET if set, else APPEND_BUDGET."""
+    raw = os.environ.get(BUDGET_VARIABLE)
+    if not raw:
+        return APPEND_BUDGET
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise UserError(f"{BUDGET_VARIABLE}={raw!r}: expected a number of seconds greater than 0")
+    return value
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -59,12 +98,15 @@ class ActivityRecord:
     prev_hash: str
     hash: str
     app: str | None = None  # the app whose log this is (signed: a record copied from another app's log is refused)
+    # the operation this records, the same however often it was retried (signed: a record cannot be passed
+    # off as another operation's); older records have none, and their hash is computed without it
+    idempotency_key: str | None = None
     signature: dict[str, str] | None = field(default=None, hash=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field (app and signature only when present: older records have neither)."""
+        """A JSON-ready dict of every field (app, idempotency_key and signature only when present)."""
         d = asdict(self)
-        for optional in ("app", "signature"):
+        for optional in ("app", "idempotency_key", "signature"):
             if d[optional] is None:
                 del d[optional]
         return d
@@ -85,6 +127,7 @@ class ActivityRecord:
             prev_hash=str(d["prev_hash"]),
             hash=str(d["hash"]),
             app=None if d.get("app") is None else str(d["app"]),
+            idempotency_key=None if d.get("idempotency_key") is None else str(d["idempotency_key"]),
             signature=d.get("signature"),
         )
 
@@ -102,6 +145,34 @@ def _encode(record: ActivityRecord) -> bytes:
     return (json.dumps(record.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
+@dataclass
+class Repairs:
+    """What `ActivityLog.repair` wrote or removed in one environment's log."""
+
+    locators: int = 0
+    checkpoints: int = 0
+    temporaries: int = 0
+    head: int = 0
+    unsigned_checkpoints: int = 0  # missing checkpoints left alone: writing one needs the environment's key
+
+    def __bool__(self) -> bool:
+        return bool(self.locators or self.checkpoints or self.temporaries or self.head)
+
+    def describe(self) -> str:
+        """'3 locator(s), 1 checkpoint(s), ...' of what was repaired, or 'nothing to repair'."""
+        parts = [
+            f"{n} {what}"
+            for n, what in (
+                (self.locators, "locator(s)"),
+                (self.checkpoints, "checkpoint(s)"),
+                (self.temporaries, "temporary file(s) of killed writers removed"),
+                (self.head, "head hint"),
+            )
+            if n
+        ]
+        return ", ".join(parts) if parts else "nothing to repair"
+
+
 class ActivityLog:
     """The activity logs of every environment in a Store.
 
@@ -110,14 +181,26 @@ class ActivityLog:
                                         one costs a few probes); the one object that is ever overwritten
         by-package/<sha>/<seq>.json     a deploy record's locator, written with it: the gate finds the
                                         source's deploys of a package without reading the whole log
+        by-key/<key>/<seq>.json         the locator of the record of an idempotency key: a retried operation
+                                        finds its stored record; written last, so it also says that the
+                                        record's other locators were written
         checkpoints/<seq>.json          every CHECKPOINT_EVERY records, signed by the appender after it
                                         verified the records since the previous checkpoint: the gate
                                         verifies only from the newest checkpoint a trusted key signed
     """
 
-    def __init__(self, store: Store, *, signer: Signer | None = None) -> None:
+    def __init__(self, store: Store, *, signer: Signer | None = None, budget: float | None = None) -> None:
         self.store = store
         self.signer = signer
+        self._budget = budget
+        self._own_fingerprint: str | None = None
+        # records verify_recent read, by environment and seq: the gate's evidence even without a locator
+        self._verified: dict[str, dict[int, dict[str, Any]]] = {}
+
+    @property
+    def budget(self) -> float:
+        """Seconds an append keeps trying: the constructor's, else `append_budget()`."""
+        return self._budget if self._budget is not None else append_budget()
 
     @staticmethod
     def _check_env(environment: str) -> str:
@@ -141,25 +224,28 @@ class ActivityLog:
         return f"activity/{environment}/by-package/{package_sha256}/{seq:012d}.json"
 
     @staticmethod
+    def request_key(environment: str, idempotency_key: str, seq: int) -> str:
+        """The store key of the locator of the record `seq` that carries `idempotency_key`."""
+        return f"activity/{environment}/by-key/{idempotency_key}/{seq:012d}.json"
+
+    @staticmethod
     def checkpoint_key(environment: str, seq: int) -> str:
         """The store key of the checkpoint at `seq` (a multiple of CHECKPOINT_EVERY)."""
         return f"activity/{environment}/checkpoints/{seq:012d}.json"
 
-    def _seq_keys(self, environment: str) -> list[tuple[int, str]]:
+    def _seq_keys(self, environment: str, listed: list[str] | None = None) -> list[tuple[int, str]]:
         """(seq, key) of every record object, by seq; foreign names are ignored."""
         prefix = f"activity/{self._check_env(environment)}/"
         found = []
-        for key in self.store.list(prefix):
+        for key in self.store.list(prefix) if listed is None else listed:
             m = _SEQ_NAME.fullmatch(key[len(prefix) :])
             if m:
                 found.append((int(m.group(1)), key))
         return sorted(found)
 
-    def _tail_hash(self, key: str) -> str:
-        """The hash a new record must chain to: the stored hash of the record at `key`."""
-        raw = self.store.get(key)
-        if raw is None:  # pragma: no cover - records are never deleted by governance
-            raise StoreError(self.store.url, f"{key} vanished while appending")
+    @staticmethod
+    def _chain_hash(raw: bytes) -> str:
+        """The hash a new record must chain to, from the stored bytes of the record before it."""
         try:
             return str(json.loads(raw)["hash"])
         except (ValueError, KeyError, TypeError):
@@ -176,15 +262,16 @@ class ActivityLog:
             return 0
         return max(seq, 0)
 
-    def tail(self, environment: str, start: int | None = None) -> int:
+    def tail(self, environment: str, start: int | None = None, *, start_exists: bool = False) -> int:
         """The seq of the newest record (0 if none), found in a few round trips whatever the log's length.
 
-        Starts at the head hint (or `start`), gallops forward while records exist and bisects back; a
-        hint that points past the tail or at a hole costs O(log n) probes, never a listing."""
+        Starts at the head hint (or `start`, which `start_exists` says was just seen), gallops forward while
+        records exist and bisects back; a hint that points past the tail or at a hole costs O(log n)
+        probes, never a listing."""
         self._check_env(environment)
         exists = lambda seq: self.store.exists(self.key(environment, seq))  # noqa: E731
         lo = self._hint(environment) if start is None else start
-        if lo > 0 and not exists(lo):
+        if lo > 0 and not start_exists and not exists(lo):
             hi = lo
             lo = 0
         else:
@@ -215,67 +302,249 @@ class ActivityLog:
         time: str | None = None,
         artifact: str | None = None,
         app: str | None = None,
+        idempotency_key: str | None = None,
+        superseded_by: str | None = None,
     ) -> ActivityRecord:
-        """Append a signed record to the environment's chain; safe against any number of concurrent writers.
+        """Append a signed record to the environment's chain exactly once; safe against any number of
+        concurrent writers, lost answers and killed writers.
 
-        A constant number of round trips whatever the history (7 for a deploy): the head hint, two probes,
-        the tail record, the conditional create, the package locator and the hint again (plus a checkpoint
-        every CHECKPOINT_EVERY records, which reads the records since the previous one)."""
+        `idempotency_key` names the operation: an append with the key of a record already stored returns
+        that record instead of writing another (give the same key when retrying the same operation; without
+        one, a key is made for this call, which still makes its own retries exactly once). With
+        `superseded_by` (an action, e.g. "destroy"), a stored record with the key counts only if no record
+        of that action of the same app follows it: a create after a destroy is a new operation.
+
+        Conflicts and transient store errors are retried with jittered backoff for `budget` seconds. A few
+        round trips whatever the history: the head hint, two probes, the tail record and its locator (a
+        killed writer's missing indexes are written then), the conditional create, the package locator, the
+        key's locator and the hint again (plus a checkpoint every CHECKPOINT_EVERY records)."""
         self._check_env(environment)
         when = time or utc_now()
         canonical_json(changes)  # fail now, not after winning a seq, if `changes` is not JSON
-        tail = self.tail(environment)
-        seq, prev_hash = (tail + 1, self._tail_hash(self.key(environment, tail))) if tail else (1, GENESIS)
-        for attempt in range(MAX_ATTEMPTS):
-            body: dict[str, Any] = {
-                "seq": seq,
-                "environment": environment,
-                "time": when,
-                "actor": actor,
-                "action": action,
-                "package_sha256": package_sha256,
-                "package_version": package_version,
-                "artifact": artifact,
-                "changes": changes,
-                "prev_hash": prev_hash,
-            }
-            if app is not None:
-                body["app"] = app
-            digest = record_hash(body)
-            signature = self.signer.signature(digest) if self.signer is not None else None
-            record = ActivityRecord(**body, hash=digest, signature=signature)
-            if self.store.put(self.key(environment, seq), _encode(record), if_absent=True):
-                self._after_append(record)
-                return record
-            # another writer took this seq: find the new tail (a few probes even if the hint was stale)
-            tail = self.tail(environment, start=seq)
-            prev_hash = self._tail_hash(self.key(environment, tail))
-            seq = tail + 1
-            # jitter spreads a herd of writers out so that most succeed on their next try
-            _sleep(random.uniform(0.0, 0.005 * min(attempt + 1, 10)))
-        raise StoreError(
-            self.store.url, f"could not append to the activity log of {environment} after {MAX_ATTEMPTS} attempts"
+        if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+            raise ValueError(f"idempotency key {idempotency_key!r}: expected up to 128 of [A-Za-z0-9_.+=@-]")
+        key = idempotency_key or uuid.uuid4().hex
+        body: dict[str, Any] = {
+            "environment": environment,
+            "time": when,
+            "actor": actor,
+            "action": action,
+            "package_sha256": package_sha256,
+            "package_version": package_version,
+            "artifact": artifact,
+            "changes": changes,
+        }
+        if app is not None:
+            body["app"] = app
+        body["idempotency_key"] = key
+        budget = self.budget
+        deadline = _now() + budget
+        # a fresh key cannot have been stored by an earlier run: only a caller's key is looked up
+        looked_up = idempotency_key is None
+        start: int | None = None  # where the tail search starts (None: the head hint)
+        taken: bytes | None = None  # the record found at `start` after losing it (saves two round trips)
+        unknown: int | None = None  # a seq whose conditional create failed without an answer
+        attempt, cause = 0, "no attempt finished"
+        while True:
+            try:
+                if unknown is not None:
+                    # the store may have kept that write: it is this append's if it carries the key
+                    own = self._own_record(environment, unknown, key)
+                    if own is not None:
+                        return self._finish(own)
+                    unknown = None
+                tail = self.tail(environment, start, start_exists=taken is not None)
+                if taken is not None and tail == start:
+                    raw = taken
+                else:
+                    raw = self.store.get(self.key(environment, tail)) if tail else None
+                taken = None
+                if tail and raw is None:  # pragma: no cover - records are never deleted by governance
+                    raise StoreError(self.store.url, f"{self.key(environment, tail)} vanished while appending")
+                data = _parse(raw) if raw is not None else None
+                if data is not None and self._is_own(data, key, environment, tail):
+                    return self._finish(ActivityRecord.from_json(data))
+                self._heal(environment, tail, data)
+                if not looked_up:
+                    own = self._find_own(environment, key, tail, superseded_by)
+                    looked_up = True
+                    if own is not None:
+                        return self._finish(own)
+                seq = tail + 1
+                prev_hash = self._chain_hash(raw) if raw is not None else GENESIS
+                record = self._signed({**body, "seq": seq, "prev_hash": prev_hash})
+                try:
+                    stored = self.store.put(self.key(environment, seq), _encode(record), if_absent=True)
+                except StoreError as exc:
+                    if exc.transient:
+                        unknown = seq
+                    raise
+                if stored:
+                    return self._finish(record)
+                # the seq is taken: by this very append when the store kept a write whose answer was lost
+                # (until it is read back, it may be: a failed read must not let the append move on)
+                unknown = seq
+                taken = self.store.get(self.key(environment, seq))
+                found = _parse(taken) if taken is not None else None
+                if found is not None and self._is_own(found, key, environment, seq):
+                    return self._finish(ActivityRecord.from_json(found))
+                unknown = None
+                start, cause = seq, f"other writers took seq {seq}"
+            except StoreError as exc:
+                if not exc.transient:
+                    raise
+                cause = exc.cause or str(exc)
+            attempt += 1
+            pause = random.uniform(0.0, min(BACKOFF_MAX, BACKOFF_BASE * 2 ** min(attempt, 16)))
+            if _now() + pause > deadline:
+                raise self._gave_up(environment, key, idempotency_key is not None, budget, attempt, cause, unknown)
+            _sleep(pause)
+
+    def _signed(self, body: dict[str, Any]) -> ActivityRecord:
+        """The record of `body` with its hash and (with a signer) its signature."""
+        digest = record_hash(body)
+        signature = self.signer.signature(digest) if self.signer is not None else None
+        return ActivityRecord(**body, hash=digest, signature=signature)
+
+    def _gave_up(
+        self, environment: str, key: str, stable: bool, budget: float, attempts: int, cause: str, unknown: int | None
+    ) -> StoreError:
+        """The error of an append that ran out of time, saying what was (not) stored and what to do."""
+        again = "retry the operation (with the same idempotency key it is recorded once)" if stable else "run the command again"
+        if unknown is None:
+            stored = "nothing of this append was stored"
+        else:
+            # the last write got no answer and could not be read back either
+            stored = (
+                f"the write of seq {unknown} got no answer and could not be read back: "
+                f"`mxinfra activity -e {environment}` shows whether it is there (idempotency key {key})"
+            )
+        return StoreError(
+            self.store.url,
+            f"could not append to the activity log of {environment} within {budget:.0f} s ({attempts} attempts; "
+            f"last: {cause}); {stored}. Check that the store is reachable, then {again}; under heavy contention "
+            f"give appends more time with {BUDGET_VARIABLE}=SECONDS",
         )
 
-    def _after_append(self, record: ActivityRecord) -> None:
+    def _signer_fingerprint(self) -> str | None:
+        if self.signer is None:
+            return None
+        if self._own_fingerprint is None:
+            self._own_fingerprint = fingerprint(self.signer.public_key_der())
+        return self._own_fingerprint
+
+    def _is_own(self, data: dict[str, Any], key: str, environment: str, seq: int) -> bool:
+        """Whether a stored record is this appender's record of the operation `key`: intact, in its place,
+        and signed by this appender's key (a record anyone could write proves nothing)."""
+        if data.get("idempotency_key") != key or data.get("seq") != seq or data.get("environment") != environment:
+            return False
+        if record_hash(data) != data.get("hash"):
+            return False
+        mine = self._signer_fingerprint()
+        if mine is None:
+            return True
+        found, why = check_signature(data, str(data.get("hash")))
+        return why is None and found == mine
+
+    def _own_record(self, environment: str, seq: int, key: str) -> ActivityRecord | None:
+        """The record at `seq` if it is this appender's record of `key`, else None."""
+        _, data, _ = self._read(self.key(environment, seq))
+        if data is None or not self._is_own(data, key, environment, seq):
+            return None
+        return ActivityRecord.from_json(data)
+
+    def _find_own(self, environment: str, key: str, tail: int, superseded_by: str | None) -> ActivityRecord | None:
+        """An earlier run's stored record of `key`, found by its locator (only the tail, checked before, can
+        lack one: each appender heals the record it chains to before it appends)."""
+        prefix = f"activity/{environment}/by-key/{key}/"
+        seqs = sorted(
+            {int(m.group(1)) for k in self.store.list(prefix) if (m := _SEQ_NAME.fullmatch(k[len(prefix) :]))},
+            reverse=True,
+        )
+        for seq in seqs:
+            if seq > tail:
+                continue  # a locator of no record: written by someone else than an appender
+            own = self._own_record(environment, seq, key)
+            if own is None:
+                continue
+            if superseded_by is not None and self._followed_by(environment, seq, tail, superseded_by, own.app):
+                return None
+            return own
+        return None
+
+    def _followed_by(self, environment: str, seq: int, tail: int, action: str, app: str | None) -> bool:
+        """Whether a record of `action` of `app` lies after `seq` (read back from the tail, a batch at a time)."""
+        top = tail
+        while top > seq:
+            low = max(seq + 1, top - 7)
+            batch = [(s, self.key(environment, s)) for s in range(top, low - 1, -1)]
+            for _, _, data, _ in self._read_keys(batch):
+                if data is not None and data.get("action") == action and data.get("app") == app:
+                    return True
+            top = low - 1
+        return False
+
+    def _finish(self, record: ActivityRecord) -> ActivityRecord:
+        """Write a stored record's side indexes and the head hint; the record is the append's result."""
         env = record.environment
-        if record.action == "deploy":
-            locator = {"seq": record.seq, "hash": record.hash}
-            self.store.put(self.index_key(env, record.package_sha256, record.seq), _json(locator), if_absent=True)
-        if self.signer is not None and record.seq % CHECKPOINT_EVERY == 0:
-            self._write_checkpoint(record)
+        try:
+            self._write_indexes(env, record.seq, record.to_json())
+        except StoreError as exc:
+            if not exc.transient:
+                raise
+            # the record is stored: the next appender writes what is missing (it heals the tail it reads)
         # the hint is advisory: under a container-wide immutability policy it cannot be rewritten, and
         # then tail() gallops from the last hint that was written
         with contextlib.suppress(StoreError):
             self.store.put(self.head_key(env), _json({"seq": record.seq}))
+        return record
 
-    def _write_checkpoint(self, record: ActivityRecord) -> None:
-        """Sign 'records up to this one chain correctly' after checking the records since the previous checkpoint."""
+    def _write_indexes(self, environment: str, seq: int, data: dict[str, Any], listed: set[str] | None = None) -> tuple[int, int]:
+        """Write record `seq`'s missing side indexes, idempotently: (locators, checkpoints) written.
+
+        The key's locator comes last: once it exists, so does the package locator (the one probe that tells
+        a healer there is nothing to do). `listed` is what a listing found (no probes then)."""
+        locators = checkpoints = 0
+        present = (lambda k: k in listed) if listed is not None else (lambda k: False)  # noqa: E731
+        if data.get("action") == "deploy" and isinstance(data.get("package_sha256"), str):
+            index = self.index_key(environment, data["package_sha256"], seq)
+            if not present(index) and self.store.put(index, _json({"seq": seq, "hash": data.get("hash")}), if_absent=True):
+                locators += 1
+        if self.signer is not None and seq % CHECKPOINT_EVERY == 0:
+            checkpoint = self.checkpoint_key(environment, seq)
+            if not present(checkpoint) and self._write_checkpoint(ActivityRecord.from_json(data)):
+                checkpoints += 1
+        key = data.get("idempotency_key")
+        if isinstance(key, str) and _IDEMPOTENCY_KEY.fullmatch(key):
+            locator = self.request_key(environment, key, seq)
+            if not present(locator) and self.store.put(locator, _json({"seq": seq, "hash": data.get("hash")}), if_absent=True):
+                locators += 1
+        return locators, checkpoints
+
+    def _heal(self, environment: str, seq: int, data: dict[str, Any] | None) -> tuple[int, int]:
+        """Write what a killed writer of record `seq` left missing; (locators, checkpoints) written."""
+        if not seq or data is None or data.get("seq") != seq:
+            return 0, 0  # nothing to chain to, or a damaged record: verify names it
+        key = data.get("idempotency_key")
+        # one probe: the key's locator is written last, so its writer (or a healer) wrote the others before
+        done = isinstance(key, str) and bool(_IDEMPOTENCY_KEY.fullmatch(key)) and self.store.exists(self.request_key(environment, key, seq))
+        locators, checkpoints = (0, 0) if done else self._write_indexes(environment, seq, data)
+        if done and self.signer is not None and seq % CHECKPOINT_EVERY == 0:
+            # a checkpoint needs a signer: a writer without one (or the gate) may have healed the locators only
+            if not self.store.exists(self.checkpoint_key(environment, seq)) and self._write_checkpoint(ActivityRecord.from_json(data)):
+                checkpoints += 1
+        # a killed writer's temporary files are left to `repair`: finding them walks the log's directory,
+        # too much for every append that meets a record whose (live) writer is still writing its locators
+        return locators, checkpoints
+
+    def _write_checkpoint(self, record: ActivityRecord) -> bool:
+        """Sign 'records up to this one chain correctly' after checking the records since the previous
+        checkpoint; whether a checkpoint was written (never for a damaged chain, nor twice)."""
         assert self.signer is not None
         start = self._newest_checkpoint(record.environment, record.seq - 1, trust=None, app=record.app)
         problems = self._verify_range(record.environment, start, record.seq, trust=None, app=record.app, signed=True)
         if problems:
-            return  # never vouch for a damaged chain: readers then verify from an older checkpoint
+            return False  # never vouch for a damaged chain: readers then verify from an older checkpoint
         body = {
             "kind": "checkpoint",
             "environment": record.environment,
@@ -286,7 +555,36 @@ class ActivityLog:
         }
         digest = record_hash(body)
         doc = {**body, "signature": self.signer.signature(digest)}
-        self.store.put(self.checkpoint_key(record.environment, record.seq), _json(doc), if_absent=True)
+        return self.store.put(self.checkpoint_key(record.environment, record.seq), _json(doc), if_absent=True)
+
+    # -- repairing
+
+    def repair(self, environment: str, *, older_than: float = TEMPORARY_AGE) -> Repairs:
+        """Write every side index killed or interrupted writers left missing in the environment's log (the
+        locators; the checkpoints when this log has a signer), bring the head hint to the tail, and remove
+        their temporary files (only those of writers that are gone, or untouched for `older_than` seconds).
+
+        Reads the whole log, like verify; writes only what is missing, with conditional creates."""
+        prefix = f"activity/{self._check_env(environment)}/"
+        listed = self.store.list(prefix)
+        present = set(listed)
+        found = Repairs()
+        tail = 0
+        for seq, _key, data, _problem in self._read_keys(self._seq_keys(environment, listed)):
+            tail = max(tail, seq)
+            if data is None or data.get("seq") != seq:
+                continue  # verify names a damaged record; an index of it would help no one
+            locators, checkpoints = self._write_indexes(environment, seq, data, present)
+            found.locators += locators
+            found.checkpoints += checkpoints
+            if self.signer is None and seq % CHECKPOINT_EVERY == 0 and self.checkpoint_key(environment, seq) not in present:
+                found.unsigned_checkpoints += 1
+        found.temporaries = self.store.clean_temporaries(prefix, older_than=older_than)
+        if tail and self._hint(environment) != tail:
+            with contextlib.suppress(StoreError):
+                self.store.put(self.head_key(environment), _json({"seq": tail}))
+                found.head = 1
+        return found
 
     # -- reading
 
@@ -409,7 +707,9 @@ class ActivityLog:
         problems = []
         expected = first + 1
         prev: str | None = prev_hash
-        for seq, key, data, problem in self._read_keys(keys):
+        read = self._read_keys(keys)
+        self._verified.setdefault(environment, {}).update({seq: data for seq, _, data, _ in read if data is not None})
+        for seq, key, data, problem in read:
             where = f"seq {seq} ({key})"
             if data is None:
                 why = "is missing (deleted)" if problem == "disappeared while reading" else problem
@@ -468,7 +768,13 @@ class ActivityLog:
             problems.append(f"seq {start[0]} ({self.key(environment, start[0])}): differs from its signed checkpoint")
         # every record since must chain and be validly signed; only the evidence must be by a trusted key
         # (an environment may have several deployers, not all of them trusted by every gate)
+        self._verified[environment] = {}
         problems += self._verify_range(environment, start, tail, trust=None, app=app, signed=True)
+        if not problems and tail:
+            # a killed writer's record lacks its locators until the next append; a gate that may write
+            # heals them now (a read-only one still finds the deploy among the records it read)
+            with contextlib.suppress(StoreError):
+                self._heal(environment, tail, self._verified[environment].get(tail))
         return tail, problems
 
     def _stored_hash(self, environment: str, seq: int) -> str | None:
@@ -491,12 +797,15 @@ class ActivityLog:
         """A deploy record of this package (and artifact) that counts, found by its locator; else the reasons
         each candidate was refused. Reads the locators of this package and one or two records each."""
         prefix = f"activity/{environment}/by-package/{package_sha256}/"
-        seqs = sorted(
-            {int(m.group(1)) for k in self.store.list(prefix) if (m := _SEQ_NAME.fullmatch(k[len(prefix) :]))},
-            reverse=True,
-        )
+        seqs = {int(m.group(1)) for k in self.store.list(prefix) if (m := _SEQ_NAME.fullmatch(k[len(prefix) :]))}
+        # deploys among the records verify_recent read count even if a killed writer left no locator
+        seqs |= {
+            s
+            for s, d in self._verified.get(environment, {}).items()
+            if d.get("action") == "deploy" and d.get("package_sha256") == package_sha256
+        }
         refused = []
-        for seq in seqs:
+        for seq in sorted(seqs, reverse=True):
             key = self.key(environment, seq)
             where = f"seq {seq} ({key})"
             if seq > tail:
@@ -549,6 +858,19 @@ class ActivityLog:
 
 def _json(obj: dict[str, Any]) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    """A stored record's JSON object, or None if it is not one (verify names it)."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _now() -> float:
+    return time.monotonic()
 
 
 def _sleep(seconds: float) -> None:

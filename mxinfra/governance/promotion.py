@@ -113,21 +113,33 @@ def promotion_issues(
     return issues
 
 
-def trusted_deploys(log: ActivityLog, source: str, trust: Trust, app: str | None) -> list[ActivityRecord]:
-    """The source's deploy records a gate would accept, oldest first: intact, signed by a key trusted for
-    the source, of this app. `mxinfra promote` chooses among these; the gate asks `deploy_evidence`."""
+def judge_deploy(record: ActivityRecord, trust: Trust | None, app: str | None) -> tuple[bool, str]:
+    """Whether a deploy record counts as a trusted deploy, and who signed it or why it does not count: the
+    one rule the gate, `mxinfra promote` and `mxinfra trace` share. Without `trust` (trace with no stack)
+    the signature is still checked, and the verdict says the signer's trust was not."""
     from .activity import record_hash
     from .signing import check_signature
 
-    out = []
-    for r in log.records(source):
-        if r.action != "deploy" or r.environment != source or (app is not None and r.app != app):
-            continue
-        data = r.to_json()
-        found, why = check_signature(data, r.hash)
-        if why is None and record_hash(data) == r.hash and found in trust.fingerprints:
-            out.append(r)
-    return out
+    data = record.to_json()
+    if record_hash(data) != record.hash:
+        return False, "EDITED (hash does not match)"
+    found, why = check_signature(data, record.hash)
+    if not found or why is not None:
+        return False, f"UNVERIFIED: {why}"
+    signer = f"{record.signature.get('signer')} ({found})"
+    if app is not None and record.app != app:
+        return False, f"{signer}, but of app {record.app!r}"
+    if trust is None:
+        return True, f"{signer}; trust not checked (no stack given)"
+    if found not in trust.fingerprints:
+        return False, f"UNTRUSTED: {signer} is not a key trusted for {record.environment}"
+    return True, signer
+
+
+def trusted_deploys(log: ActivityLog, source: str, trust: Trust, app: str | None) -> list[ActivityRecord]:
+    """The source's deploy records a gate would accept, oldest first: intact, signed by a key trusted for
+    the source, of this app. `mxinfra promote` chooses among these; the gate asks `deploy_evidence`."""
+    return [r for r in log.records(source) if r.action == "deploy" and r.environment == source and judge_deploy(r, trust, app)[0]]
 
 
 def _gate(log: ActivityLog, source: str, package_sha256: str, artifact: str | None, trust: Trust, app: str | None, url: str, what: str, hint: str) -> list[tuple[str, str]]:

@@ -178,15 +178,29 @@ def _action(changes: dict[str, Any], created: bool) -> str:
     return "settings"
 
 
-def write_record(props: dict[str, Any], changes: dict[str, Any], action: str) -> dict[str, Any]:
-    """Append one record for this environment to the repository's activity log; returns the outputs."""
-    from .activity import ActivityLog
+def operation_key(props: dict[str, Any], changes: dict[str, Any], action: str, after: str | None) -> str:
+    """The idempotency key of one create, update or delete of an environment's activity resource.
+
+    Derived from the resource (app, environment), what is recorded (the action, the changes, the inputs)
+    and the last record the Pulumi state knows (`after`): the engine retrying an operation after a crash
+    passes the same, so its record is written once; the next operation knows a newer last record."""
+    inputs = {k: _plain(_reveal(props.get(k))) for k in (*TRACKED, *DETAILED)}
+    what = {"app": props.get("app"), "environment": props.get("environment"), "action": action}
+    return digest({**what, "after": after, "changes": changes, "inputs": inputs})
+
+
+def write_record(props: dict[str, Any], changes: dict[str, Any], action: str, *, after: str | None = None) -> dict[str, Any]:
+    """Append one record for this environment to the repository's activity log, exactly once for this
+    operation however often it is retried; returns the outputs."""
+    from .activity import ActivityLog, append_budget
     from .promotion import repository_url
     from .repository import Repository, VersionConflictError
-    from .store import open_store
+    from .store import open_store, retry_transient
 
     # Inputs carry no machine path: relative ones are the project's, the provider's working directory.
-    store = open_store(repository_url(props["repository"], Path.cwd()))
+    url = repository_url(props["repository"], Path.cwd())
+    budget = append_budget()
+    store = retry_transient(lambda: open_store(url), budget=budget)
     package_path = Path.cwd() / props["packagePath"] if props.get("packagePath") else None
     if action == "deploy" and package_path is not None and package_path.is_file():
         # Transport needs the package in the repository: upload it once (a no-op if already there).
@@ -197,15 +211,18 @@ def write_record(props: dict[str, Any], changes: dict[str, Any], action: str) ->
             # A rebuilt package with the same model version: keep it, unlabelled, rather than fail
             # a deployment that was already applied.
             repo.push(package_path, version=None, commit=None, stories=())
-    record = ActivityLog(store, signer=_signer(props, store.url)).append(
+    record = ActivityLog(store, signer=_signer(props, store.url), budget=budget).append(
         props["environment"],
         app=props.get("app"),
-        actor=store.identity(),
+        actor=retry_transient(store.identity, budget=budget),
         action=action,
         package_sha256=props["packageSha256"],
         package_version=props.get("packageVersion"),
         artifact=props.get("artifact"),
         changes=changes,
+        idempotency_key=operation_key(props, changes, action, after),
+        # a create has no last record to tell it from the create before an earlier destroy
+        superseded_by="destroy",
     )
     return {**props, "lastRecordSeq": record.seq, "lastRecordHash": record.hash}
 
@@ -240,11 +257,11 @@ class ActivityProvider(ResourceProvider):
             # Only a baseline was stored (the first update after secretsDigest/constants were added, or a
             # new secrets key): nothing was applied, so nothing is recorded; the last record stays the last.
             return UpdateResult(outs={**news, "lastRecordSeq": olds.get("lastRecordSeq"), "lastRecordHash": olds.get("lastRecordHash")})
-        return UpdateResult(outs=write_record(news, changes, _action(changes, created=False)))
+        return UpdateResult(outs=write_record(news, changes, _action(changes, created=False), after=olds.get("lastRecordHash")))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         """The environment is destroyed: that is an activity too."""
-        write_record(props, {}, "destroy")
+        write_record(props, {}, "destroy", after=props.get("lastRecordHash"))
 
 
 class ActivityLogEntry(Resource):

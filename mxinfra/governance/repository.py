@@ -2,7 +2,7 @@
 
 Layout in the store:
     packages/<sha256>.mda      the package bytes (written first)
-    versions/<label>.json      {"sha256": ...}: claims a version label for one package, atomically
+    versions/<label>.json      {"sha256": ..., "by": ...}: claims a version label for one package, atomically
     index/<sha256>.json        the PackageEntry (written last: a listed package is always fetchable)
 Every object is created with put(if_absent=True) and never rewritten, so entries are immutable and
 concurrent pushes cannot overwrite each other.
@@ -11,6 +11,12 @@ The key is the authority, not the content: `index/<sha>.json` must describe the 
 `versions/<label>.json` must name a package whose entry carries that label, and the bytes fetched must
 hash to the key's sha. Someone who can write to the store and edits an entry or repoints a label gets
 a refusal naming both hashes (and `package list` reports the label), never another package deployed.
+
+Labels are the publishers' (issue 19, F9): the first claim of a label wins for good, so a label claimed
+by anyone else (an environment's deployer pushing a package it deploys from a file) takes the name from
+the release it was meant for. A Repository told its publishers (`mxinfra:signing.publishers`) refuses a
+labelled push by anyone else and reports labels claimed by anyone else; the rendered repository policy
+makes the store refuse them too, which is what makes the claimant a claim records trustworthy.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ from typing import Any
 
 from ..errors import UserError
 from ..mda import open_mda, sha256_file
-from .store import Store
+from .policy import is_publisher
+from .store import Store, StoreError
 
 _SHA = re.compile(r"[0-9a-f]{64}")
 _HEX = re.compile(r"[0-9a-f]+")
@@ -40,7 +47,15 @@ MIN_PREFIX = 12
 
 
 class VersionConflictError(UserError):
-    """A version label already names other bytes."""
+    """A version label cannot be given to these bytes (the base of the two reasons below)."""
+
+
+class LabelTakenError(VersionConflictError):
+    """A version label already names other bytes (labels are never reassigned)."""
+
+
+class NotAPublisherError(VersionConflictError):
+    """Someone who is not a publisher tried to give a package a version label, or the store refused the claim."""
 
 
 class PackageIntegrityError(UserError):
@@ -111,15 +126,45 @@ class PackageEntry:
         )
 
 
+@dataclass(frozen=True)
+class LabelClaim:
+    """What `versions/<label>.json` says: the package it names, and who claimed it when (None in old claims)."""
+
+    label: str
+    sha256: str
+    by: str | None
+    at: str | None
+
+
 def _encode(obj: dict[str, Any]) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
 class Repository:
-    """Packages in a Store, addressed by SHA-256, labelled by version."""
+    """Packages in a Store, addressed by SHA-256, labelled by version (by its publishers, when they are known)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, publishers: Sequence[str] | None = None) -> None:
         self.store = store
+        # None: no publisher is configured (a development repository): whoever pushes may label.
+        self.publishers = None if publishers is None else tuple(publishers)
+        self._identity: str | None = None
+
+    def identity(self) -> str:
+        """Who this process acts as in the store (asked once: on S3 it is an STS call)."""
+        if self._identity is None:
+            self._identity = self.store.identity()
+        return self._identity
+
+    def may_label(self) -> bool:
+        """Whether this caller may give packages version labels: a publisher, or anyone when none is configured."""
+        return self.publishers is None or is_publisher(self.identity(), self.publishers)
+
+    def _not_a_publisher(self) -> str:
+        return (
+            f"{self.store.url}: only publishers give packages version labels, and {self.identity()} is not one "
+            f"(mxinfra:signing.publishers: {', '.join(self.publishers or ()) or 'none'}): "
+            "push without a label (deploy it by sha256:), or have a publisher push it"
+        )
 
     @staticmethod
     def package_key(sha256: str) -> str:
@@ -171,7 +216,7 @@ class Repository:
         pushed with its stories stays traceable)."""
         stamp = utc_now().replace("-", "").replace(":", "")
         key = f"annotations/{sha256}/{stamp}-{uuid.uuid4().hex[:12]}.json"
-        body = {"stories": list(dict.fromkeys(stories)), "commit": commit, "at": utc_now(), "by": self.store.identity()}
+        body = {"stories": list(dict.fromkeys(stories)), "commit": commit, "at": utc_now(), "by": self.identity()}
         self.store.put(key, _encode(body), if_absent=True)
 
     def push(
@@ -183,12 +228,17 @@ class Repository:
         stories: Sequence[str],
         progress: Callable[[int], None] | None = None,
     ) -> tuple[PackageEntry, bool]:
-        """Validate and upload an MDA once; (entry, True) if uploaded, (existing entry, False) if already there."""
+        """Validate and upload an MDA once; (entry, True) if uploaded, (existing entry, False) if already there.
+
+        A `version` label is claimed only by a publisher (NotAPublisherError before anything is uploaded)
+        and only while free or already these bytes' (LabelTakenError, naming who holds it)."""
         if version is not None and (not _VERSION.fullmatch(version) or version.startswith("sha256")):
             raise UserError(
                 f"version {version!r} is not a valid label: expected letters, digits and . _ + - "
                 "(at most 128, not starting with 'sha256')"
             )
+        if version is not None and not self.may_label():
+            raise NotAPublisherError(self._not_a_publisher())
         # validate before anything is uploaded: a corrupt or hostile MDA never enters the repository
         package = open_mda(path)
         if not package.is_archive:
@@ -216,7 +266,7 @@ class Repository:
             project_name=package.metadata.project_name,
             size_bytes=package.size_bytes,
             uploaded_at=utc_now(),
-            uploaded_by=self.store.identity(),
+            uploaded_by=self.identity(),
             commit=commit,
             stories=tuple(dict.fromkeys(stories)),  # de-duplicated, order kept
             file_name=Path(path).name,
@@ -232,18 +282,49 @@ class Repository:
         return entry, True
 
     def _claim_version(self, version: str, sha: str) -> None:
-        """Atomically bind a version label to a package; UserError if it names other bytes."""
+        """Atomically bind a version label to a package; LabelTakenError if it names other bytes."""
         key = self.version_key(version)
-        if self.store.put(key, _encode({"version": version, "sha256": sha}), if_absent=True):
-            return
-        raw = self.store.get(key)
-        owner = json.loads(raw).get("sha256") if raw else None
-        if owner != sha:
-            raise VersionConflictError(
-                f"{self.store.url}: version {version} is already used by another package (sha256:{owner}): "
-                "pick a new version label"
-            )
+        body = {"version": version, "sha256": sha, "by": self.identity(), "at": utc_now()}
+        try:
+            if self.store.put(key, _encode(body), if_absent=True):
+                return
+        except StoreError as exc:
+            # The rendered repository policy lets only publishers create versions/: a refusal there is
+            # the store saying so (the caller may still push the bytes without a label).
+            raise NotAPublisherError(
+                f"{self.store.url}: could not claim version label {version} ({exc.cause or exc}); "
+                "only the repository's publishers give packages version labels: push without a label, or as a publisher"
+            ) from None
+        claim = self.claim_of(version)
+        if claim is None:  # pragma: no cover - the create failed because the claim exists; claims are never deleted
+            raise LabelTakenError(f"{self.store.url}: {key} exists but could not be read: push again")
+        if claim.sha256 != sha:
+            raise LabelTakenError(self._taken(claim))
         # the same bytes claimed it before an interrupted push: finish that push
+
+    def label_conflict(self, version: str, sha256: str) -> str | None:
+        """Why `version` cannot name the package `sha256` (it names other bytes, and who claimed it), or None.
+
+        Cheap (one read): what a deployment of a package from a file can ask before anything is applied."""
+        claim = self.claim_of(version)
+        return None if claim is None or claim.sha256 == sha256 else self._taken(claim)
+
+    def _taken(self, claim: LabelClaim) -> str:
+        who = claim.by or self._uploader(claim.sha256) or "an unknown principal"
+        flag = "" if self.publishers is None or is_publisher(who, self.publishers) else ", who is not a publisher"
+        return (
+            f"{self.store.url}: version {claim.label} is already used by another package (sha256:{claim.sha256}, "
+            f"claimed by {who}{flag}{' at ' + claim.at if claim.at else ''}): labels are never reassigned: "
+            "pick a new version label (or deploy this package by sha256:)"
+        )
+
+    def _uploader(self, sha256: str) -> str | None:
+        """Who pushed a package (the claimant of a label claimed before claims recorded it), or None."""
+        raw = self.store.get(self.index_key(sha256))
+        try:
+            return str(json.loads(raw)["uploaded_by"]) if raw else None
+        except (ValueError, KeyError, TypeError):
+            return None
 
     def list(self) -> list[PackageEntry]:
         """Every package, newest first."""
@@ -293,6 +374,11 @@ class Repository:
 
     def _label_target(self, label: str) -> str | None:
         """The sha256 `versions/<label>.json` names, or None; UserError if unreadable or for another label."""
+        claim = self.claim_of(label)
+        return None if claim is None else claim.sha256
+
+    def claim_of(self, label: str) -> LabelClaim | None:
+        """The claim `versions/<label>.json` holds, or None; UserError if unreadable or for another label."""
         key = self.version_key(label)
         raw = self.store.get(key)
         if raw is None:
@@ -300,11 +386,12 @@ class Repository:
         try:
             claim = json.loads(raw)
             sha, named = str(claim["sha256"]), claim.get("version", label)
+            by, at = claim.get("by"), claim.get("at")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise UserError(f"{self.store.url}: {key} is unreadable: {exc}") from None
         if not _SHA.fullmatch(sha) or named != label:
             raise LabelRepointedError(f"{self.store.url}: {key} was altered (it claims {named!r} -> {sha!r}); refusing it")
-        return sha
+        return LabelClaim(label, sha, None if by is None else str(by), None if at is None else str(at))
 
     def _repointed(self, label: str, sha: str, actual: str | None) -> str:
         return (
@@ -314,7 +401,8 @@ class Repository:
         )
 
     def label_problems(self, entries: Sequence[PackageEntry] | None = None) -> list[str]:
-        """One message per version label that does not name the package carrying it (repointed or altered)."""
+        """One message per version label that does not name the package carrying it (repointed or altered)
+        and, when the publishers are known, per label claimed by someone who is not one."""
         by_sha = {e.sha256: e for e in (self.list() if entries is None else entries)}
         problems = []
         for key in self.store.list("versions/"):
@@ -322,13 +410,24 @@ class Repository:
                 continue
             label = key[len("versions/") : -len(".json")]
             try:
-                sha = self._label_target(label)
+                claim = self.claim_of(label)
             except UserError as exc:
                 problems.append(str(exc))
                 continue
-            entry = by_sha.get(sha or "")
+            entry = by_sha.get(claim.sha256 if claim else "")
             if entry is not None and entry.version != label:
                 problems.append(self._repointed(label, entry.sha256, entry.version))
+                continue
+            if claim is not None and self.publishers is not None:
+                # a claim written before claims named their claimant: the push that claimed it wrote the entry
+                who = claim.by or (entry.uploaded_by if entry is not None else None)
+                if who is None or not is_publisher(who, self.publishers):
+                    problems.append(
+                        f"{self.store.url}: version label {label} (sha256:{claim.sha256}) was claimed by "
+                        f"{who or 'an unknown principal'}, who is not a publisher "
+                        f"(mxinfra:signing.publishers: {', '.join(self.publishers) or 'none'}): "
+                        "do not deploy it by that label; the publisher's release needs a new label"
+                    )
         return problems
 
     def fetch(self, entry: PackageEntry, cache_dir: Path) -> Path:

@@ -8,14 +8,21 @@ trusted for that source. Writing to the repository store is therefore not enough
 the private key never leaves KMS, Key Vault (or, for development, a local key file).
 
 Key references (in `mxinfra:signing`):
-    kms:<key id, ARN or alias>          an AWS KMS asymmetric key, KeySpec ECC_NIST_P256, KeyUsage SIGN_VERIFY
+    kms:arn:aws:kms:REGION:ACCOUNT:key/KEY-ID
+                                        an AWS KMS asymmetric key, KeySpec ECC_NIST_P256, KeyUsage SIGN_VERIFY
                                         (kms:Sign to sign; kms:GetPublicKey to trust it by reference)
-    azurekv:https://VAULT.vault.azure.net/keys/NAME[/VERSION]
-                                        an Azure Key Vault EC P-256 key (keys/sign; keys/get to trust it)
+    azurekv:https://VAULT.vault.azure.net/keys/NAME/VERSION
+                                        an Azure Key Vault EC P-256 key version (keys/sign; keys/get to trust it)
     file:PATH                           a PEM key file (PKCS#8 private key to sign; private or public to trust),
                                         relative to the project directory: development only
     sha256:<64 hex>                     a public key's fingerprint (SHA-256 of its DER SubjectPublicKeyInfo):
                                         trust only, needs no call to KMS or Key Vault
+
+Only references that name one key for good are accepted in the config: a KMS alias (or a bare key id,
+looked up in whatever account and region the caller's credentials use) and a Key Vault key without a
+version are pointers someone can move to another key, and trusting one let a re-pointed alias make the
+gate accept a forged record (issue 19, F8). Trust is always decided on the fingerprint of the public key
+that actually verifies the record's signature.
 
 The stack config (pure schema, no I/O here):
     mxinfra:signing:
@@ -23,6 +30,8 @@ The stack config (pure schema, no I/O here):
         production: kms:arn:aws:kms:eu-west-1:111122223333:key/...
       trustedSigners:                   # source environment -> keys whose records gated environments accept
         acceptance: [kms:arn:aws:kms:eu-west-1:111122223333:key/..., sha256:...]
+      publishers:                       # who may give a package a version label (`mxinfra package push`)
+        - arn:aws:iam::111122223333:role/build
 
 On a file:// repository with no `mxinfra:signing`, records are signed with a development key created on
 first use beside the repository (`<repository>/keys/dev-signing.pem`, i.e. `.mxinfra/keys/` for the
@@ -59,7 +68,15 @@ ALGORITHM = "ECDSA_P256_SHA256"
 DEV_KEY = Path("keys") / "dev-signing.pem"
 _FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
 _ENV = re.compile(r"[a-z]([a-z0-9-]*[a-z0-9])?")
-REF_FORMS = "kms:KEY-ID-OR-ARN, azurekv:https://VAULT.vault.azure.net/keys/NAME[/VERSION], file:PATH or sha256:FINGERPRINT"
+REF_FORMS = "kms:arn:aws:kms:REGION:ACCOUNT:key/KEY-ID, azurekv:https://VAULT.vault.azure.net/keys/NAME/VERSION, file:PATH or sha256:FINGERPRINT"
+KMS_KEY_FORM = "kms:arn:aws:kms:REGION:ACCOUNT:key/KEY-ID"
+KEYVAULT_KEY_FORM = "azurekv:https://VAULT.vault.azure.net/keys/NAME/VERSION"
+# A key ARN names one key for good (region, account, key id); key ids are UUIDs, or mrk- plus 32 hex
+# digits for multi-region keys. Nothing else (aliases, wildcards) may reach a trust list or a policy.
+_KMS_KEY_ARN = re.compile(
+    r"arn:aws(?:-cn|-us-gov|-iso|-iso-b)?:kms:[a-z]{2}(?:-[a-z]+)+-\d+:\d{12}:key/"
+    r"(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})"
+)
 
 
 class SigningError(UserError):
@@ -74,6 +91,10 @@ class SigningConfig(BaseModel):
     signers: dict[str, str] = Field(default_factory=dict, description="environment -> the key that signs its records")
     trustedSigners: dict[str, list[str]] = Field(
         default_factory=dict, description="source environment -> keys whose records gated environments accept"
+    )
+    publishers: list[str] | None = Field(
+        default=None,
+        description="the principals that push packages with version labels (IAM ARNs, Entra object ids; on file:// a user or e-mail)",
     )
 
 
@@ -117,13 +138,36 @@ class Signer(ABC):
         """A DER-encoded ECDSA P-256 signature over SHA-256(message)."""
 
     def signature(self, record_hash: str) -> dict[str, str]:
-        """The `signature` field of a record with this hash."""
+        """The `signature` field of a record with this hash, checked against the public key it carries."""
+        public = self.public_key_der()
+        value = self.sign(signed_message(record_hash))
+        # The public key and the signature come from two calls: a reference that moved to another key in
+        # between (an alias) would write a record nobody can verify. Refuse it here, loudly.
+        if not _verifies(public, value, signed_message(record_hash)):
+            raise SigningError(
+                f"signing key {self.ref}: the signature does not verify with the public key read for it "
+                f"({fingerprint(public)}): the reference named another key while signing (a re-pointed alias?); "
+                f"name the key itself ({KMS_KEY_FORM} or {KEYVAULT_KEY_FORM})"
+            )
         return {
             "alg": ALGORITHM,
             "signer": self.ref,
-            "publicKey": base64.b64encode(self.public_key_der()).decode(),
-            "value": base64.b64encode(self.sign(signed_message(record_hash))).decode(),
+            "publicKey": base64.b64encode(public).decode(),
+            "value": base64.b64encode(value).decode(),
         }
+
+
+def _verifies(public_der: bytes, signature: bytes, message: bytes) -> bool:
+    """Whether an ECDSA P-256/SHA-256 signature over `message` verifies with this public key."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        _load_public(public_der).verify(signature, message, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 class LocalKeySigner(Signer):
@@ -194,7 +238,7 @@ def generate_key_file(path: Path) -> Path:
     return path
 
 
-def _kms_client() -> Any:
+def _kms_client(region: str | None = None) -> Any:
     try:
         import boto3
         import botocore.config
@@ -202,7 +246,13 @@ def _kms_client() -> Any:
         raise SigningError("kms: signing keys need boto3: pip install 'mxinfra[s3]'") from None
     endpoint = os.environ.get("AWS_ENDPOINT_URL_KMS") or os.environ.get("AWS_ENDPOINT_URL") or None
     config = botocore.config.Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10, read_timeout=30)
-    return boto3.session.Session().client("kms", endpoint_url=endpoint, config=config)
+    return boto3.session.Session().client("kms", region_name=region, endpoint_url=endpoint, config=config)
+
+
+def kms_key_arn(ref: str) -> str | None:
+    """The key ARN of a `kms:` reference that names one key for good (region, account, key id), else None."""
+    key = ref[len("kms:") :] if ref.startswith("kms:") else ""
+    return key if _KMS_KEY_ARN.fullmatch(key) else None
 
 
 def _kms_call(ref: str, what: str, call: Any, **kwargs: Any) -> Any:
@@ -221,7 +271,9 @@ class KmsSigner(Signer):
     def __init__(self, key_id: str, client: Any = None) -> None:
         self.ref = f"kms:{key_id}"
         self.key_id = key_id
-        self._client = client or _kms_client()
+        arn = kms_key_arn(self.ref)
+        # A key ARN is asked of its own region: the caller's default region would not find it.
+        self._client = client or _kms_client(arn.split(":")[3] if arn else None)
         self._public: bytes | None = None
 
     def public_key_der(self) -> bytes:
@@ -232,6 +284,10 @@ class KmsSigner(Signer):
                 raise SigningError(
                     f"signing key {self.ref}: is {spec}/{resp.get('KeyUsage')}, expected ECC_NIST_P256/SIGN_VERIFY"
                 )
+            answered = str(resp.get("KeyId") or "")
+            # KMS answers with the key ARN (some endpoints with the bare id): either must be the key named
+            if kms_key_arn(self.ref) and answered and answered not in (self.key_id, self.key_id.rsplit("/", 1)[-1]):
+                raise SigningError(f"signing key {self.ref}: KMS answered with the public key of {answered}, not of the key named")
             self._public = bytes(resp["PublicKey"])
         return self._public
 
@@ -294,9 +350,13 @@ def _keyvault_key(ref: str) -> Any:
     vault, name, version = _keyvault_parts(ref)
     client = KeyClient(vault, azure_credential(), **KEYVAULT_CLIENT_OPTIONS)
     try:
-        return client.get_key(name, version)
+        key = client.get_key(name, version)
     except Exception as exc:  # azure-core and azure-identity raise their own types
         raise _keyvault_error(ref, "read it (keys/get)", exc) from None
+    answered = str(getattr(key, "id", "") or "").rstrip("/")
+    if version is not None and answered and answered.lower() != f"{vault}/keys/{name}/{version}".lower():
+        raise SigningError(f"signing key {ref}: Key Vault answered with the key {answered}, not the version named")
+    return key
 
 
 class KeyVaultSigner(Signer):
@@ -327,6 +387,37 @@ class KeyVaultSigner(Signer):
             raise SigningError(f"signing key {self.ref}: Key Vault returned a {len(raw)}-byte ES256 signature, expected 64")
         # JWS form (r || s) -> DER, the form KMS and the cryptography package use
         return bytes(encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")))
+
+
+def mutable_reason(ref: str) -> str | None:
+    """Why a key reference can come to name another key (an alias, a key without a version), or None."""
+    if ref.startswith("kms:"):
+        if kms_key_arn(ref):
+            return None
+        key = ref[len("kms:") :]
+        if key.startswith("alias/") or ":alias/" in key:
+            return "a KMS alias can be re-pointed to another key at any time"
+        if re.fullmatch(r"(?:mrk-)?[0-9a-fA-F-]{32,36}", key):
+            return "a bare key id is looked up in whatever account and region the caller's credentials use"
+        return "it is not a full KMS key ARN (with region, account and key id)"
+    if ref.startswith("azurekv:"):
+        try:
+            version = _keyvault_parts(ref)[2]
+        except ValueError:
+            return None  # malformed: check_reference says so
+        if version is None:
+            return "a Key Vault key without a version follows its newest version, which a rotation or anyone with keys/create replaces"
+    return None
+
+
+def check_pinned(ref: str, *, for_signing: bool = False) -> str:
+    """Return `ref` if it names one key for good (no I/O), else raise ValueError saying what is expected."""
+    why = mutable_reason(ref)
+    if why is None:
+        return ref
+    expected = KMS_KEY_FORM if ref.startswith("kms:") else KEYVAULT_KEY_FORM
+    pin = "" if for_signing else ", or the key's sha256:FINGERPRINT"
+    raise ValueError(f"{ref!r} is a mutable reference: {why}; expected {expected}{pin}")
 
 
 def check_reference(ref: Any, *, for_signing: bool) -> str:
@@ -387,6 +478,11 @@ def trusted_fingerprint(ref: str, base_dir: Path) -> str:
     """The fingerprint of the public key a trusted-signer reference names (one lookup per key and process)."""
     if _FINGERPRINT.fullmatch(ref):
         return ref
+    try:
+        # Only a reference that cannot move may be looked up (and cached: the key it names never changes).
+        check_pinned(ref)
+    except ValueError as exc:
+        raise SigningError(f"trusted signer: {exc}") from None
     cache_key = ref if not ref.startswith("file:") else f"file:{_file_path(ref, base_dir)}"
     if cache_key in _trusted_cache:
         return _trusted_cache[cache_key]
@@ -466,24 +562,21 @@ def is_cloud(url: str | None) -> bool:
     return bool(url) and not str(url).lower().startswith("file://")
 
 
-def check_signing(raw: RawConfig, envs: Iterable[Environment], repository: str | None, file: str = "") -> list[ConfigIssue]:
-    """Validate `mxinfra:signing` and require signers and trusted keys where a cloud repository gates promotion."""
+def _signing_block(raw: RawConfig, repository: str | None, file: str) -> tuple[SigningConfig | None, list[ConfigIssue]]:
+    """`mxinfra:signing` parsed, with every key reference and publisher checked (no I/O, no environment rules)."""
     from ..schema import parse_model
+    from .principals import principal_problem
 
-    envs = list(envs)
     value = raw.values.get(KEY)
     cfg, issues = parse_model(SigningConfig, value if value is not None else {}, KEY, file, raw)
     if cfg is None:
-        return issues
-    names = [e.name for e in envs]
+        return None, issues
     for env, ref in cfg.signers.items():
-        path = f"{KEY}.signers.{env}"
-        if env not in names:
-            issues.append(ConfigIssue(path, f"unknown environment {env!r}", f"environments of this stack: {', '.join(names)}", file))
         try:
-            check_reference(ref, for_signing=True)
+            # a signer's key is trusted too (`activity verify` checks its environment's records against it)
+            check_pinned(check_reference(ref, for_signing=True), for_signing=True)
         except ValueError as exc:
-            issues.append(ConfigIssue(path, str(exc), "the key whoever deploys this environment signs with", file))
+            issues.append(ConfigIssue(f"{KEY}.signers.{env}", str(exc), "the key whoever deploys this environment signs with", file))
     for source, refs in cfg.trustedSigners.items():
         path = f"{KEY}.trustedSigners.{source}"
         if not _ENV.fullmatch(source):
@@ -492,9 +585,40 @@ def check_signing(raw: RawConfig, envs: Iterable[Environment], repository: str |
             issues.append(ConfigIssue(path, "no key: nothing from this environment would be accepted", f"list its signers' keys ({REF_FORMS})", file))
         for i, ref in enumerate(refs):
             try:
-                check_reference(ref, for_signing=False)
+                check_pinned(check_reference(ref, for_signing=False))
             except ValueError as exc:
-                issues.append(ConfigIssue(f"{path}[{i}]", str(exc), "", file))
+                issues.append(ConfigIssue(f"{path}[{i}]", str(exc), "trust only a reference that names one key for good", file))
+    cloud = str(repository or "file://").split("://")[0].lower()
+    if cfg.publishers is not None and not cfg.publishers:
+        issues.append(
+            ConfigIssue(f"{KEY}.publishers", "empty: nobody could give a package a version label", "name who runs `mxinfra package push`, or remove the key", file)
+        )
+    for i, principal in enumerate(cfg.publishers or []):
+        if why := principal_problem(cloud, principal):
+            issues.append(ConfigIssue(f"{KEY}.publishers[{i}]", f"{principal!r}: {why}", f"who pushes and labels packages on this {cloud}:// repository", file))
+    return cfg, issues
+
+
+def load_signing(raw: RawConfig, repository: str | None) -> SigningConfig:
+    """The validated `mxinfra:signing` of a stack read outside a plan (the package commands); ConfigError if invalid."""
+    from ..errors import ConfigError
+
+    cfg, issues = _signing_block(raw, repository, raw.source)
+    if cfg is None or issues:
+        raise ConfigError(issues, raw.source)
+    return cfg
+
+
+def check_signing(raw: RawConfig, envs: Iterable[Environment], repository: str | None, file: str = "") -> list[ConfigIssue]:
+    """Validate `mxinfra:signing` and require signers and trusted keys where a cloud repository gates promotion."""
+    envs = list(envs)
+    cfg, issues = _signing_block(raw, repository, file)
+    if cfg is None:
+        return issues
+    names = [e.name for e in envs]
+    for env in cfg.signers:
+        if env not in names:
+            issues.append(ConfigIssue(f"{KEY}.signers.{env}", f"unknown environment {env!r}", f"environments of this stack: {', '.join(names)}", file))
     if is_cloud(repository):
         # secure by default: on a shared store nothing is trusted unless the stack says which keys
         for env in envs:

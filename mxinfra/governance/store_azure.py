@@ -5,13 +5,36 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 from pathlib import Path
 from typing import Any
 
-from .store import MissingKeyError, Progress, Store, StoreError, check_key, stream_to_file
+from .store_base import MissingKeyError, Progress, Store, StoreError, check_key, stream_to_file
 
 BLOCK_SIZE = 4 * 1024 * 1024  # also the single-put threshold, so multi-MB uploads report progress per block
 STORAGE_SCOPE = "https://storage.azure.com/.default"
+# The storage SDK's retry policy with the azure-core retry settings: 408, 5xx (Blob storage throttles with
+# 503 ServerBusy) and dropped connections are retried; one that refuses connections only twice, so an
+# unreachable repository fails in about a second.
+RETRY = {"retry_total": 6, "retry_connect": 2, "retry_read": 4, "retry_status": 5}
+# Full-jitter exponential backoff with botocore's base: 0-0.1 s, 0-0.2 s, 0-0.4 s, ... (the SDK's default
+# ExponentialRetry waits 15 s before its first retry)
+BACKOFF_BASE = 0.05
+BACKOFF_MAX = 10.0
+_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def retry_policy() -> Any:
+    """The storage SDK's ExponentialRetry with RETRY's settings and full-jitter backoff."""
+    from azure.storage.blob import ExponentialRetry
+
+    class JitteredRetry(ExponentialRetry):
+        """ExponentialRetry whose wait is uniform in [0, BACKOFF_BASE * 2**retry] (no fixed 15 s floor)."""
+
+        def get_backoff_time(self, settings: dict[str, Any]) -> float:
+            return random.uniform(0.0, min(BACKOFF_MAX, BACKOFF_BASE * 2 ** int(settings["count"])))
+
+    return JitteredRetry(**RETRY)
 
 
 def _connection_string_account(conn: str) -> str | None:
@@ -49,7 +72,7 @@ class AzureBlobStore(Store):
     def __init__(self, url: str, account: str, container: str, prefix: str) -> None:
         try:
             from azure.core import exceptions as azure_exceptions
-            from azure.storage.blob import BlobServiceClient, ExponentialRetry
+            from azure.storage.blob import BlobServiceClient
         except ImportError:
             raise StoreError(url, "the Azure Blob backend needs azure-storage-blob: pip install 'mxinfra[azure]'") from None
         self.url = url
@@ -58,12 +81,8 @@ class AzureBlobStore(Store):
         self.prefix = prefix
         self._exc = azure_exceptions
         self._credential: Any = None
-        # the SDK's default first backoff is 15 s: an unreachable repository should fail in seconds, not a minute
-        retry = ExponentialRetry(
-            initial_backoff=0.5, increment_base=2, retry_total=3, retry_connect=1, random_jitter_range=0.3
-        )
         options: dict[str, Any] = {
-            "retry_policy": retry,
+            "retry_policy": retry_policy(),
             "connection_timeout": 10,
             "max_single_put_size": BLOCK_SIZE,
             "max_block_size": BLOCK_SIZE,
@@ -97,7 +116,11 @@ class AzureBlobStore(Store):
         e = self._exc
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if isinstance(exc, e.ServiceRequestError):
+            # never sent: a wrong endpoint should fail now, not after a budget
             return StoreError(self.url, f"unreachable: {first_line}")
+        if isinstance(exc, e.ServiceResponseError):
+            # sent, then the connection dropped: the service may have acted on it
+            return StoreError(self.url, f"cannot {what}: the connection failed after azure-core's retries: {first_line}", transient=True)
         if isinstance(exc, e.ClientAuthenticationError):
             return StoreError(self.url, f"authentication failed while trying to {what}: {first_line}")
         if isinstance(exc, e.ResourceNotFoundError) and getattr(exc, "error_code", None) == "ContainerNotFound":
@@ -105,8 +128,9 @@ class AzureBlobStore(Store):
         code = getattr(exc, "error_code", None) or getattr(exc, "status_code", None)
         if getattr(exc, "status_code", None) == 403:
             return StoreError(self.url, f"access denied ({code}) while trying to {what}")
+        transient = getattr(exc, "status_code", None) in _TRANSIENT_STATUS
         # CredentialUnavailableError and friends come from azure-identity, not azure-core
-        return StoreError(self.url, f"cannot {what}: {code + ': ' if isinstance(code, str) else ''}{first_line}")
+        return StoreError(self.url, f"cannot {what}: {code + ': ' if isinstance(code, str) else ''}{first_line}", transient=transient)
 
     def _check_container(self) -> None:
         try:

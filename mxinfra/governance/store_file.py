@@ -5,15 +5,34 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import re
+import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from .store import MissingKeyError, Progress, Store, StoreError, check_key, stream_to_file
+from .store_base import MissingKeyError, Progress, Store, StoreError, check_key, stream_to_file
 
 _CHUNK = 1024 * 1024
+# A temporary's name says who writes it (`.<name>.<pid>@<host>.<random>.tmp`): a cleaner on the same host
+# can tell a killed writer's leftover from a live writer's file without waiting for it to age.
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:63] or "localhost"
+_TEMP = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.[A-Za-z0-9_]+\.tmp")
+_LEGACY_TEMP = re.compile(r"\..+\.tmp")
+
+
+def _writer_alive(pid: int) -> bool:
+    """Whether process `pid` of this host still runs (a zombie counts as running: it was not reaped yet)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
 
 
 def _fsync_dir(path: Path) -> None:
@@ -31,7 +50,9 @@ class FileStore(Store):
 
     Every write goes to a hidden temporary file in the target directory, fsynced, then is published
     with os.link (fails if the name exists: the atomic conditional create) or os.replace. A reader
-    therefore never sees a half-written object, and listings skip the hidden temporaries.
+    therefore never sees a half-written object, and listings skip the hidden temporaries. A writer
+    killed meanwhile leaves its temporary behind: its name carries the writer's pid and host, so that
+    `clean_temporaries` removes it once that process is gone, and never a live writer's.
     """
 
     def __init__(self, url: str, root: Path) -> None:
@@ -61,7 +82,7 @@ class FileStore(Store):
             if if_absent and final.exists():
                 return False  # cheap early answer; the link below is what makes it atomic
             final.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}@{_HOST}.", suffix=".tmp", dir=final.parent)
         except OSError as exc:
             raise self._fail(exc, f"write {key}") from None
         tmp = Path(tmp_name)
@@ -147,6 +168,35 @@ class FileStore(Store):
         """Remove the object if present."""
         with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
+
+    def clean_temporaries(self, prefix: str, *, older_than: float) -> int:
+        """Remove hidden temporaries under `prefix` whose writer is gone: a process of this host that no
+        longer runs, or (another host's, or an older name without the writer) untouched for `older_than` s."""
+        head = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self.root.joinpath(*head.split("/")) if head else self.root
+        if not start.is_dir():
+            return 0
+        removed = 0
+        now = time.time()
+        for dirpath, _dirnames, filenames in os.walk(start):
+            for name in filenames:
+                if not name.startswith(".") or not name.endswith(".tmp"):
+                    continue
+                path = Path(dirpath) / name
+                m = _TEMP.fullmatch(name)
+                if m is None and not _LEGACY_TEMP.fullmatch(name):
+                    continue
+                try:
+                    age = now - path.stat().st_mtime
+                except FileNotFoundError:
+                    continue  # its writer published or removed it meanwhile
+                dead = m is not None and m["host"] == _HOST and not _writer_alive(int(m["pid"]))
+                if dead or age > older_than:
+                    # a live writer never reuses a name, so removing a dead one's file cannot hurt it
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                        removed += 1
+        return removed
 
     def identity(self) -> str:
         """'<os user> <git user.email>' (the e-mail only when git knows one)."""

@@ -8,10 +8,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .store import MissingKeyError, Progress, Store, StoreError, check_key, stream_to_file
+from .store_base import MissingKeyError, Progress, Store, StoreError, check_key, stream_to_file
 
 PART_SIZE = 8 * 1024 * 1024  # also the threshold for multipart (S3's minimum part is 5 MiB)
 _CONFLICT_RETRIES = 20
+# botocore's "standard" retry mode (the documented default of the newer SDKs): 5xx, throttling and dropped
+# connections are retried with jittered exponential backoff (50 ms base, 1 s for throttling). Five attempts
+# outlast a burst of errors and still give up on an unreachable endpoint within about a second.
+RETRY_MODE = "standard"
+MAX_ATTEMPTS = 5
+# after botocore's own retries: what may still pass by itself (the caller may try again within its budget)
+_TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+_TRANSIENT_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError", "ServiceUnavailable"})
 
 
 def _code(exc: Exception) -> str:
@@ -20,6 +28,25 @@ def _code(exc: Exception) -> str:
 
 def _status(exc: Exception) -> int:
     return int(getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
+def retry_settings(session: Any) -> dict[str, Any]:
+    """botocore's `retries` config: the user's AWS_RETRY_MODE / AWS_MAX_ATTEMPTS (environment or profile) if
+    set, else standard mode with MAX_ATTEMPTS; "adaptive" also rate-limits the client when S3 throttles."""
+    scoped: dict[str, Any] = {}
+    try:
+        scoped = dict(session.get_scoped_config())
+    except Exception:  # a missing profile is reported by the first real call, with its own message
+        scoped = {}
+    mode = os.environ.get("AWS_RETRY_MODE") or scoped.get("retry_mode") or RETRY_MODE
+    attempts = os.environ.get("AWS_MAX_ATTEMPTS") or scoped.get("max_attempts") or MAX_ATTEMPTS
+    try:
+        total = int(attempts)
+    except ValueError:
+        raise ValueError(f"AWS_MAX_ATTEMPTS / max_attempts {attempts!r} is not a number") from None
+    if mode not in ("legacy", "standard", "adaptive"):
+        raise ValueError(f"AWS_RETRY_MODE / retry_mode {mode!r}: expected standard, adaptive or legacy")
+    return {"mode": mode, "total_max_attempts": max(total, 1)}
 
 
 class S3Store(Store):
@@ -35,16 +62,18 @@ class S3Store(Store):
         self.url = url
         self.bucket = bucket
         self.prefix = prefix
+        import botocore.session
+
         self._exc = botocore.exceptions
-        # few, quick retries: an unreachable repository should fail in seconds, not minutes
-        config = botocore.config.Config(
-            retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10, read_timeout=120
-        )
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
-        self._session = boto3.session.Session()
-        self._config = config
+        core = botocore.session.get_session()
+        self._session = boto3.session.Session(botocore_session=core)
         try:
+            config = botocore.config.Config(retries=retry_settings(core), connect_timeout=10, read_timeout=120)
+            self._config = config
             self._client = self._session.client("s3", endpoint_url=endpoint, config=config)
+        except ValueError as exc:
+            raise StoreError(url, f"invalid AWS retry configuration: {exc}") from None
         except self._exc.BotoCoreError as exc:
             raise StoreError(url, f"cannot create an S3 client: {exc}") from None
         self._check_bucket()
@@ -54,8 +83,12 @@ class S3Store(Store):
     def _error(self, exc: Exception, what: str) -> StoreError:
         """Translate a boto error into a StoreError naming the URL and the cause."""
         e = self._exc
-        if isinstance(exc, (e.EndpointConnectionError, e.ConnectTimeoutError, e.ReadTimeoutError)):
+        if isinstance(exc, (e.EndpointConnectionError, e.ConnectTimeoutError)):
+            # never connected: the request was not sent; a wrong endpoint should fail now, not after a budget
             return StoreError(self.url, f"unreachable: {exc}")
+        if isinstance(exc, e.HTTPClientError):
+            # sent, then the connection dropped or timed out: S3 may have acted on it
+            return StoreError(self.url, f"cannot {what}: the connection failed after botocore's retries: {exc}", transient=True)
         if isinstance(exc, (e.NoCredentialsError, e.PartialCredentialsError)):
             return StoreError(self.url, f"no AWS credentials: {exc} (configure the usual AWS credential chain)")
         if isinstance(exc, e.ClientError):
@@ -64,7 +97,8 @@ class S3Store(Store):
                 return StoreError(self.url, f"bucket {self.bucket} does not exist")
             if status == 403 or code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
                 return StoreError(self.url, f"access denied ({code or status}) while trying to {what}")
-            return StoreError(self.url, f"cannot {what}: {code or status}: {exc}")
+            transient = status in _TRANSIENT_STATUS or code in _TRANSIENT_CODES
+            return StoreError(self.url, f"cannot {what}: {code or status}: {exc}", transient=transient)
         return StoreError(self.url, f"cannot {what}: {exc}")
 
     def _errors(self) -> tuple[type[Exception], ...]:
@@ -110,7 +144,7 @@ class S3Store(Store):
                 raise self._error(exc, f"write {key}") from None
             except self._exc.BotoCoreError as exc:
                 raise self._error(exc, f"write {key}") from None
-        raise StoreError(self.url, f"cannot write {key}: conditional write kept conflicting")
+        raise StoreError(self.url, f"cannot write {key}: conditional write kept conflicting", transient=True)
 
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
         """Write the object; with if_absent atomically only if absent (PutObject If-None-Match: *)."""

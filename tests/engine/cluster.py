@@ -34,12 +34,14 @@ def _openssl(*args: str) -> None:
 
 
 # Who may talk to the API server (static tokens): the platform identity that creates environments
-# (cluster-admin through system:masters), and members of the groups the example stacks grant `deploy`
-# and `monitor` (mxinfra:access), as the README says each release step is performed.
+# (cluster-admin through system:masters), members of the groups the example stacks grant `deploy`
+# and `monitor` (mxinfra:access), as the README says each release step is performed, and the release
+# pipeline's identity (production's mxinfra:kubernetes.releaseIdentities: group orders-release).
 IDENTITIES = {
     "admin": ("admin", "system:masters"),
     "release-manager": ("rita", "release-managers"),
     "developer": ("dave", "orders-devs"),
+    "release": ("release-pipeline", "orders-release"),
 }
 
 

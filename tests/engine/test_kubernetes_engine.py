@@ -238,6 +238,83 @@ def test_second_preview_expects_no_changes(deployed: Deployed, stack: str) -> No
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+# ---- 2b. what runs is what the log records (issue 19) ------------------------------------------------------
+MENDIXAPP = "/apis/privatecloud.mendix.com/v1alpha1/namespaces/orders-operator/mendixapps/orders-operator"
+
+
+def _kubectl_as(d: Deployed, identity: str, *args: str) -> Any:
+    import subprocess
+
+    kubeconfig = d.project.dir.parent / f"kubeconfig-{identity}"
+    kubeconfig.write_text(d.cluster.kubeconfig_text(identity))
+    return subprocess.run([str(d.cluster.bin / "kubectl"), "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def _drift(d: Deployed, stack: str) -> Any:
+    # The stacks hold the cluster's kubeconfig as a secret: `mxinfra drift` has `pulumi config get` decrypt it.
+    return d.pulumi.mxinfra("drift", "-s", stack, "-C", str(d.project.dir), check=False)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_drift_finds_what_runs_as_recorded(deployed: Deployed, stack: str) -> None:
+    proc = _drift(deployed, stack)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    what = "StatefulSet orders-acceptance/orders-acceptance" if stack == "acceptance" else "MendixApp orders-operator/orders-operator"
+    assert f"{stack}: {what} runs what the last record (seq 1: deploy by" in proc.stdout, proc.stdout
+
+
+def test_an_unrecorded_operator_source_is_named_then_put_back(deployed: Deployed) -> None:
+    recorded = deployed.cluster.get(MENDIXAPP)["spec"]["sourceURL"]
+    evil = "https://evil.example.com/orders.mda"
+    # the deploy group of this (acceptance) environment may patch its MendixApp: admitted, and no record
+    done = _kubectl_as(deployed, "developer", "-n", "orders-operator", "patch", "mendixapp", "orders-operator", "--type", "merge", "-p", json.dumps({"spec": {"sourceURL": evil}}))
+    assert done.returncode == 0, done.stderr
+    proc = _drift(deployed, "operator")
+    said = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and f"operator: MendixApp orders-operator/orders-operator runs sourceURL {evil}, but the last record (seq 1: deploy by" in said, said
+    assert f"names sourceURL {recorded}: an unrecorded change" in said
+    refused = deployed.pulumi.run("preview", stack="operator", check=False)
+    assert refused.returncode != 0 and f"runs sourceURL {evil}" in " ".join((refused.stdout + refused.stderr).split())
+    done = _kubectl_as(deployed, "developer", "-n", "orders-operator", "patch", "mendixapp", "orders-operator", "--type", "merge", "-p", json.dumps({"spec": {"sourceURL": recorded}}))
+    assert done.returncode == 0, done.stderr
+    assert _drift(deployed, "operator").returncode == 0
+
+
+def test_the_release_guard_refuses_a_mendixapp_source_change(deployed: Deployed) -> None:
+    """Production's policy for an Operator environment (admission.py), put on the operator namespace (an
+    acceptance environment here, so its stack declares none): it compiles against the MendixApp CRD and
+    refuses the deploy group a source change, not a scale."""
+    import time
+
+    from mxinfra_kubernetes.admission import API_VERSION, policy_spec
+
+    name = "engine-operator-release-only"
+    spec = policy_spec("orders-operator", "orders-operator", "operator", {"config": "orders-operator-config", "secret": "orders-operator-secret"}, ["group:orders-release"], "operator")
+    c = deployed.cluster
+    c.request("POST", "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies", {"apiVersion": API_VERSION, "kind": "ValidatingAdmissionPolicy", "metadata": {"name": name}, "spec": spec})
+    c.request("POST", "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings", {"apiVersion": API_VERSION, "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": name}, "spec": {"policyName": name, "validationActions": ["Deny"]}})
+    patch = ("-n", "orders-operator", "patch", "mendixapp", "orders-operator", "--type", "merge", "-p")
+    try:
+        for _ in range(60):  # the API server picks a new policy up within moments
+            refused = _kubectl_as(deployed, "developer", *patch, json.dumps({"spec": {"sourceURL": "https://evil.example.com/orders.mda"}}))
+            if refused.returncode != 0:
+                break
+            _kubectl_as(deployed, "admin", *patch, json.dumps({"spec": {"sourceURL": "https://packages.example.com/orders/orders-1.4.2.mda"}}))
+            time.sleep(0.5)
+        assert refused.returncode != 0 and "ValidatingAdmissionPolicy" in refused.stderr and "denied request" in refused.stderr, refused.stderr
+        assert "only its release identities (group:orders-release) and cluster administrators may change MendixApp orders-operator's source" in refused.stderr
+        constants = _kubectl_as(deployed, "developer", *patch, json.dumps({"spec": {"runtime": {"microflowConstants": {"Orders.PageSize": "1000"}}}}))
+        assert constants.returncode != 0 and "denied request" in constants.stderr
+        for replicas in (2, 1):
+            scaled = _kubectl_as(deployed, "developer", *patch, json.dumps({"spec": {"replicas": replicas}}))
+            assert scaled.returncode == 0, scaled.stderr
+        assert c.get(MENDIXAPP)["spec"]["sourceURL"] == "https://packages.example.com/orders/orders-1.4.2.mda"
+    finally:
+        c.request("DELETE", f"/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings/{name}")
+        c.request("DELETE", f"/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/{name}")
+    assert _drift(deployed, "operator").returncode == 0
+
+
 # ---- 7. Pod Security admits the runtime's pods ---------------------------------------------------------
 def test_restricted_pod_security_admits_the_runtime_pods(deployed: Deployed) -> None:
     import time

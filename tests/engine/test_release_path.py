@@ -6,10 +6,16 @@
 - release 1: packages pushed to the repository, `pulumi up` of test, acceptance, then `mxinfra promote`
   and production, each first creation by the platform identity;
 - release 2 (a new package and a new image digest): test and acceptance deployed by a developer (group
-  `orders-devs`, which holds `deploy` there), `mxinfra promote`, then production deployed by a release
-  manager (group `release-managers`): no hand edit between the steps;
-- day 2 on production as the release manager: a constant change, a scale;
+  `orders-devs`, which holds `deploy` there), `mxinfra promote`, then production deployed by the release
+  identity (group `orders-release`, production's `mxinfra:kubernetes.releaseIdentities`): no hand edit
+  between the steps;
+- day 2 on production as the release identity: a constant change, a scale; `mxinfra drift` as a release
+  manager;
 - `pulumi preview --expect-no-changes` after every `up`; `activity verify -s production` and `trace`.
+
+Then issue 19 (F1): the production deploy group's `kubectl set image` is refused by admission; a change
+the policy admits (the release identity's credential used by hand, a scale, the deploy group on
+acceptance) is named by `mxinfra drift` and stops the next `pulumi up` in the same words.
 
 Every step runs as the identity the README says performs it (a static token of that user and group on
 the API server; the user's ambient KUBECONFIG, no kubeconfig in the stack config), never as the platform
@@ -21,6 +27,7 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +71,7 @@ class Release:
         (root / "state").mkdir()
         self.pulumi = Pulumi(engine_bin, self.dir, root / "state", root / "pulumi-home", python=bin_dir / "python")
         self.kubeconfigs = {}
-        for identity in ("admin", "developer", "release-manager"):
+        for identity in ("admin", "developer", "release-manager", "release"):
             path = root / f"kubeconfig-{identity}"
             path.write_text(cluster.kubeconfig_text(identity))
             self.kubeconfigs[identity] = path
@@ -87,6 +94,15 @@ class Release:
     def activity(self, env: str) -> list[dict[str, Any]]:
         return json.loads(self.pulumi.mxinfra("activity", "-e", env, "--json").stdout)
 
+    def kubectl(self, identity: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """kubectl as `identity` (its own kubeconfig: a static token of that user and group)."""
+        argv = [str(self.cluster.bin / "kubectl"), "--kubeconfig", str(self.kubeconfigs[identity]), *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+
+    def drift(self, identity: str, stack: str) -> subprocess.CompletedProcess[str]:
+        self.as_(identity)
+        return self.pulumi.mxinfra("drift", "-s", stack, check=False)
+
 
 def _storage(cluster: LocalCluster) -> None:
     """What a cluster operator provides: a default StorageClass and volumes for it (static provisioning:
@@ -106,8 +122,9 @@ def _storage(cluster: LocalCluster) -> None:
 
 README = ROOT / "README.md"
 MARKER = "<!-- release-path: the engine suite runs this block -->"
-# Who each comment of the block names (README: "as the platform identity", "as a developer", ...).
-WHO = {"platform identity": "admin", "developer": "developer", "release manager": "release-manager"}
+# Who each comment of the block names (README: "as the platform identity", "as a developer", ...); the
+# first match wins ("the release identity (... a release manager starts it)" is the release identity).
+WHO = {"release identity": "release", "platform identity": "admin", "developer": "developer", "release manager": "release-manager"}
 
 
 def readme_steps() -> list[tuple[str, list[str]]]:
@@ -152,7 +169,9 @@ def test_the_readme_release_path_as_each_identity(release: Release) -> None:
             raise AssertionError(f"README release path: unknown command {argv}")
         ran.append((who, " ".join(argv[:3])))
     # The block still walks the whole release as the right identities (an edit that drops a step fails here).
-    assert ("admin", "pulumi up -s") in ran and ("developer", "pulumi up -s") in ran and ("release-manager", "pulumi up -s") in ran
+    assert ("admin", "pulumi up -s") in ran and ("developer", "pulumi up -s") in ran and ("release", "pulumi up -s") in ran
+    # production's releases are the release identity's alone; its release managers check what runs
+    assert ("release-manager", "pulumi up -s") not in ran and ("release-manager", "mxinfra drift -s") in ran
     assert sum(1 for w, c in ran if c == "mxinfra promote --from") == 2
 
     # What the cluster runs and what the log says, per environment.
@@ -194,3 +213,94 @@ def test_a_plain_value_beside_secrets_is_refused_by_preview_as_by_plan(release: 
     assert "Traceback" not in preview.stdout + preview.stderr
     # and with the value encrypted again, nothing is left to do
     r.pulumi.run("preview", "--expect-no-changes", stack="acceptance")
+
+
+# ---- issue 19, F1: what runs changes only through a recorded release ------------------------------------
+EVIL = "registry.example.com/orders/orders:1.4.3-hotfix@sha256:" + "66" * 32
+
+
+def _sts(r: Release, env: str) -> dict[str, Any]:
+    return r.cluster.get(f"/apis/apps/v1/namespaces/{APP}-{env}/statefulsets/{APP}-{env}")
+
+
+def _refused_by_admission(proc: subprocess.CompletedProcess[str]) -> None:
+    # the API server's answer for a ValidatingAdmissionPolicy, not RBAC's "cannot patch"
+    assert proc.returncode != 0, proc.stdout
+    assert "ValidatingAdmissionPolicy" in proc.stderr and "denied request" in proc.stderr, proc.stderr
+    assert "only its release identities (group:orders-release) and cluster administrators may" in proc.stderr, proc.stderr
+
+
+def test_the_production_deploy_group_cannot_change_what_runs(release: Release) -> None:
+    r = release
+    ns, sts = f"{APP}-production", f"statefulset/{APP}-production"
+    before = _sts(r, "production")
+    # RBAC lets a release manager (deploy) patch the StatefulSet and delete ConfigMaps; admission refuses
+    # every change of what runs, whatever the route.
+    _refused_by_admission(r.kubectl("release-manager", "-n", ns, "set", "image", sts, f"mendix={EVIL}"))
+    _refused_by_admission(r.kubectl("release-manager", "-n", ns, "set", "env", sts, "MX_Orders_ApiUrl=https://evil.example.com"))
+    _refused_by_admission(r.kubectl("release-manager", "-n", ns, "annotate", "--overwrite", sts, "mxinfra.io/runtime-config-sha256=" + "0" * 64))
+    config = [e["configMapRef"]["name"] for e in before["spec"]["template"]["spec"]["containers"][0]["envFrom"] if "configMapRef" in e][0]
+    _refused_by_admission(r.kubectl("release-manager", "-n", ns, "delete", "configmap", config))
+    after = _sts(r, "production")
+    assert after["spec"]["template"] == before["spec"]["template"] and after["metadata"]["annotations"] == before["metadata"]["annotations"]
+    assert r.cluster.exists(f"/api/v1/namespaces/{ns}/configmaps/{config}")
+    # a restart is still theirs (an incident), and changes nothing the log records
+    restarted = r.kubectl("release-manager", "-n", ns, "rollout", "restart", sts)
+    assert restarted.returncode == 0, restarted.stderr
+    assert r.drift("release-manager", "production").returncode == 0
+
+
+def test_an_unrecorded_change_is_named_and_stops_the_next_release(release: Release) -> None:
+    r = release
+    ns, sts = f"{APP}-production", f"statefulset/{APP}-production"
+    records = r.activity("production")
+    # The release identity's credential used by hand (a leaked pipeline token): admitted, and no record.
+    done = r.kubectl("release", "-n", ns, "set", "image", sts, f"mendix={EVIL}")
+    assert done.returncode == 0, done.stderr
+    drift = r.drift("release-manager", "production")
+    assert drift.returncode == 2, drift.stdout + drift.stderr
+    named = f"production: StatefulSet {ns}/{APP}-production runs image {EVIL}, but the last record (seq {records[0]['seq']}: scale by"
+    said = " ".join(drift.stderr.split())
+    assert "unrecorded changes: what runs is not what the activity log's signed records say" in said
+    assert named in said and f"names image {IMAGE_2}: an unrecorded change" in said, said
+    assert f"kubectl -n {ns} set image {sts} mendix={IMAGE_2}" in said and "Traceback" not in drift.stderr
+    # the next `pulumi up` refuses in the same words before it changes anything
+    r.as_("release")
+    up = r.pulumi.up("production", check=False)
+    shown = " ".join((up.stdout + up.stderr).split())
+    assert up.returncode != 0 and named in shown and f"names image {IMAGE_2}: an unrecorded change" in shown, shown
+    assert r.activity("production") == records
+    assert _sts(r, "production")["spec"]["template"]["spec"]["containers"][0]["image"] == EVIL
+    # put back what the record names (the message's own command): both agree again, nothing left to do
+    done = r.kubectl("release", "-n", ns, "set", "image", sts, f"mendix={IMAGE_2}")
+    assert done.returncode == 0, done.stderr
+    clean = r.drift("release-manager", "production")
+    assert clean.returncode == 0, clean.stderr
+    assert f"production: StatefulSet {ns}/{APP}-production runs what the last record (seq {records[0]['seq']}" in clean.stdout
+    r.as_("release")
+    r.pulumi.run("preview", "--expect-no-changes", stack="production")
+
+
+def test_a_scale_and_an_acceptance_edit_are_named_too(release: Release) -> None:
+    r = release
+    # production: scaling is the deploy group's (admitted), but not recorded
+    ns = f"{APP}-production"
+    assert r.kubectl("release-manager", "-n", ns, "scale", f"statefulset/{APP}-production", "--replicas=1").returncode == 0
+    drift = r.drift("release-manager", "production")
+    said = " ".join(drift.stderr.split())
+    assert drift.returncode == 2 and f"runs 1 instance(s), but the last record" in said and "names 3: an unrecorded scale" in said, said
+    assert r.kubectl("release-manager", "-n", ns, "scale", f"statefulset/{APP}-production", "--replicas=3").returncode == 0
+    assert r.drift("release-manager", "production").returncode == 0
+    # acceptance has no admission policy: the deploy group's own edit of the pod's configuration is admitted
+    ns, sts = f"{APP}-acceptance", f"statefulset/{APP}-acceptance"
+    done = r.kubectl("developer", "-n", ns, "set", "env", sts, "MX_Orders_ApiUrl=https://evil.example.com")
+    assert done.returncode == 0, done.stderr
+    drift = r.drift("developer", "acceptance")
+    said = " ".join(drift.stderr.split())
+    assert drift.returncode == 2 and f"acceptance: StatefulSet {ns}/{APP}-acceptance's runtime configuration (containers, env, ConfigMaps) hashes to" in said, said
+    assert "changed after the release" in said
+    r.as_("developer")
+    up = r.pulumi.up("acceptance", check=False)
+    assert up.returncode != 0 and "changed after the release" in " ".join((up.stdout + up.stderr).split())
+    assert r.kubectl("developer", "-n", ns, "set", "env", sts, "MX_Orders_ApiUrl-").returncode == 0
+    assert r.drift("developer", "acceptance").returncode == 0

@@ -42,13 +42,17 @@ def test_append_and_read_back(store: Store) -> None:
     assert first.time == "2025-05-01T10:00:00Z"
     assert second.time.endswith("Z")
     assert log.records("production") == [first, second]
-    assert store.list("activity/") == [
+    assert first.idempotency_key and second.idempotency_key and first.idempotency_key != second.idempotency_key
+    assert store.list("activity/") == sorted([
         "activity/production/000000000001.json",
         "activity/production/000000000002.json",
-        # the deploy's locator under its package hash (the scale record has none), and the tail hint
+        # each record's locator under its idempotency key, the deploy's under its package hash (the scale
+        # record has none), and the tail hint
+        f"activity/production/by-key/{first.idempotency_key}/000000000001.json",
+        f"activity/production/by-key/{second.idempotency_key}/000000000002.json",
         f"activity/production/by-package/{SHA}/000000000001.json",
         "activity/production/head.json",
-    ]
+    ])
     assert json.loads(store.get("activity/production/head.json")) == {"seq": 2}
     assert log.verify("production") == []
     assert log.records("nowhere") == [] and log.verify("nowhere") == []

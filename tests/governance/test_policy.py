@@ -12,6 +12,8 @@ from mxinfra.governance.policy import BLOB, azure_policies, s3_policies
 
 ACC_KEY = "kms:arn:aws:kms:eu-west-1:111122223333:key/0d6a7c1e-0000-4000-8000-000000000001"
 PROD_KEY = "kms:arn:aws:kms:eu-west-1:111122223333:key/0d6a7c1e-0000-4000-8000-000000000002"
+# Entra object ids of the reader, the publisher (build) and the acceptance deployer
+READER_OID, BUILD_OID, ACC_OID = (f"0f8fad5b-d9cb-469f-a165-7086772895{i:02d}" for i in range(3))
 
 
 def findings(doc: dict) -> list:
@@ -54,7 +56,8 @@ def test_s3_least_privilege(rendered) -> None:
     assert writes(pols["reader"]) == set()
     packages = {f"{base}{p}*" for p in ("packages/", "index/", "versions/", "annotations/")}
     assert writes(pols["publisher"]) == packages
-    assert writes(pols["deployer:acceptance"]) == packages | {f"{base}activity/acceptance/*"}
+    # a deployer pushes the package it deploys from a file, never a version label (issue 19, F9)
+    assert writes(pols["deployer:acceptance"]) == packages - {f"{base}versions/*"} | {f"{base}activity/acceptance/*"}
     assert f"{base}activity/acceptance/*" not in writes(pols["deployer:production"])
     sign = [st for st in pols["deployer:acceptance"]["Statement"] if "kms:Sign" in st["Action"]]
     assert [st["Resource"] for st in sign] == [ACC_KEY[len("kms:") :]]
@@ -66,19 +69,19 @@ def test_s3_least_privilege(rendered) -> None:
 
 
 def test_azure_roles_are_create_only_and_path_confined() -> None:
-    doc = azure_policies("ordersrepo", "governance", "repo/", readers=["r-oid"], publishers=["b-oid"], deployers={"acceptance": ["a-oid"]})
+    doc = azure_policies("ordersrepo", "governance", "repo/", readers=[READER_OID], publishers=[BUILD_OID], deployers={"acceptance": [ACC_OID]})
     actions = {d["properties"]["roleName"]: d["properties"]["permissions"][0]["dataActions"] for d in doc["roleDefinitions"]}
     assert actions["mxinfra repository reader"] == [f"{BLOB}/read"]
     assert actions["mxinfra repository appender"] == [f"{BLOB}/read", f"{BLOB}/add/action"]
     assert actions["mxinfra repository head writer"] == [f"{BLOB}/write"]
     assert not any("delete" in a for acts in actions.values() for a in acts)
     by = {(a["principalId"], a["role"]): a for a in doc["roleAssignments"]}
-    acc = by[("a-oid", "mxinfra repository appender")]["condition"]
+    acc = by[(ACC_OID, "mxinfra repository appender")]["condition"]
     assert "StringStartsWith 'repo/activity/acceptance/'" in acc and "activity/production" not in acc
     assert "'governance'" in acc and acc.count("(") == acc.count(")")
-    assert "activity/" not in by[("b-oid", "mxinfra repository appender")]["condition"]
-    assert "StringEquals 'repo/activity/acceptance/head.json'" in by[("a-oid", "mxinfra repository head writer")]["condition"]
-    assert ("r-oid", "mxinfra repository reader") in by and "condition" not in by[("r-oid", "mxinfra repository reader")]
+    assert "activity/" not in by[(BUILD_OID, "mxinfra repository appender")]["condition"]
+    assert "StringEquals 'repo/activity/acceptance/head.json'" in by[(ACC_OID, "mxinfra repository head writer")]["condition"]
+    assert (READER_OID, "mxinfra repository reader") in by and "condition" not in by[(READER_OID, "mxinfra repository reader")]
 
 
 def test_policy_command(project, capsys) -> None:
@@ -90,7 +93,7 @@ def test_policy_command(project, capsys) -> None:
     assert main(["package", "policy", "-s", "production", "-C", str(project.path), "--deployer", "production=arn:aws:iam::111122223333:role/p"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert findings(doc["bucketPolicy"]) == [] and findings(doc["identityPolicies"]["deployer:production"]) == []
-    assert main(["package", "policy", "--repository", "azblob://acct/cont/p", "--reader", "oid"]) == 0
+    assert main(["package", "policy", "--repository", "azblob://acct/cont/p", "--reader", READER_OID]) == 0
     assert "roleDefinitions" in json.loads(capsys.readouterr().out)
     assert main(["package", "policy", "--repository", "s3://b/p", "--deployer", "nonsense"]) == 2
     assert "ENV=PRINCIPAL" in capsys.readouterr().err

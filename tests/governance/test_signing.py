@@ -248,8 +248,26 @@ def test_trace_says_who_signed_each_deployment(tmp_path, capsys) -> None:
     deployments = json.loads(capsys.readouterr().out)["packages"][0]["deployments"]
     by_env = {d["environment"]: d["signed_by"] for d in deployments}
     dev = signing.fingerprint(signing.dev_signer(url).public_key_der())
-    assert by_env["acceptance"].endswith(f"({dev})") and by_env["acceptance"].startswith("file:")
+    # without a stack trace cannot know which keys are trusted, and says so (promotion.judge_deploy)
+    assert by_env["acceptance"].endswith(f"({dev}); trust not checked (no stack given)") and by_env["acceptance"].startswith("file:")
     assert by_env["production"] == "UNVERIFIED: is unsigned"
+
+
+def test_trace_with_a_stack_gives_the_gates_verdict(tmp_path, capsys) -> None:
+    """trace, the gate and promote share one notion of a trusted deploy: with -s, trace asks the same question."""
+    from scaffold import copy_example, record_deploy
+
+    example = copy_example(tmp_path / "ex")
+    url = (example / ".mxinfra").as_uri()
+    assert main(["package", "push", str(EXAMPLE_MDA), "-C", str(example), "-s", "acceptance", "--story", "ORD-7"]) == 0
+    record_deploy(example, "acceptance")
+    ActivityLog(open_store(url)).append("acceptance", actor="forged", action="deploy", package_sha256=SHA, package_version=None, changes={}, app="orders")
+    capsys.readouterr()
+    assert main(["trace", "ORD-7", "-C", str(example), "-s", "acceptance", "--json"]) == 0
+    verdicts = [d["signed_by"] for d in json.loads(capsys.readouterr().out)["packages"][0]["deployments"]]
+    dev = signing.fingerprint(signing.dev_signer(url).public_key_der())
+    assert verdicts[0].endswith(f"({dev})") and "trust not checked" not in verdicts[0]
+    assert verdicts[1] == "UNVERIFIED: is unsigned"
 
 
 def test_promote_ignores_forged_deploys(tmp_path, capsys) -> None:

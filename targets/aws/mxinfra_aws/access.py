@@ -31,7 +31,7 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns) -> dict[str, pulumi
             path=policies.ROLE_PATH,
             description=f"{n.prefix}: {perm} permission",
             assume_role_policy=json.dumps(policies.access_trust(r.principals, r.mfa_required, r.max_session_seconds, a.partition), sort_keys=True),
-            max_session_duration=r.max_session_seconds or DEFAULT_SESSION_SECONDS,
+            max_session_duration=policies.mfa_session(r.max_session_seconds)[0] if r.mfa_required else r.max_session_seconds or DEFAULT_SESSION_SECONDS,
             permissions_boundary=cfg.permissionsBoundaryArn,
             tags={**dict(ctx.tags), "mxinfra:permission": perm},
             opts=ctx.opts(),

@@ -42,7 +42,7 @@ class AwsConfig(StrictModel):
     allowSharedVpc: bool = Field(False, description="Explicit opt-in: environments of different tiers in one VPC (warned)")
     s3PrefixListId: str | None = Field(None, pattern=r"^pl-[0-9a-f]{8,17}$", description="The region's S3 prefix list (gateway endpoint): HTTPS egress to S3 outside the VPC CIDR")
     egress: list[EgressRule] = Field(default_factory=list, max_length=50, description="What the app calls out to, besides the database, the VPC's endpoints and S3")
-    allowWideEgress: bool = Field(False, description="Explicit opt-in to /8 or wider egress rules on a stack with production")
+    allowWideEgress: bool = Field(False, description="Explicit opt-in to /8 (IPv6: /32) or wider egress rules on a stack with production")
     subnetIds: list[str] = Field(min_length=2, description="Private subnets in at least two availability zones, for the service and the database")
     loadBalancerSubnetIds: list[str] | None = Field(None, min_length=2, description="Subnets of the load balancer (public ones for an internet-facing ALB); default: subnetIds")
     certificateArn: str = Field(pattern=r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[0-9a-f-]+$", description="ACM certificate of the HTTPS listener")

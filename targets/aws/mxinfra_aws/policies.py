@@ -335,6 +335,18 @@ def bucket_policy(a: Arns) -> Document:
 # --- people's roles: one per environment and permission ---------------------------------------------
 
 
+# IAM checks the MFA's age only when the role is assumed, so one MFA prompt lasts its age at assume time
+# plus the session: the two together stay within the 8 hours a production role may last (issue 19, F21).
+MFA_TOTAL_SECONDS = 8 * 3600
+MFA_SESSION_MAX = 4 * 3600
+
+
+def mfa_session(max_session_seconds: int | None) -> tuple[int, int]:
+    """(role session seconds, greatest MFA age at assume time) of a role that requires MFA: their sum is 8 hours."""
+    session = min(max_session_seconds or MFA_TOTAL_SECONDS, MFA_SESSION_MAX)
+    return session, MFA_TOTAL_SECONDS - session
+
+
 def access_trust(principals: Sequence[str], mfa_required: bool, max_session_seconds: int | None, partition: str = "aws") -> Document:
     """Trust of an access role: the configured principals, with MFA (and its age) when required."""
     stmt: Document = {
@@ -346,7 +358,7 @@ def access_trust(principals: Sequence[str], mfa_required: bool, max_session_seco
     if mfa_required:
         stmt["Condition"] = {
             "Bool": {"aws:MultiFactorAuthPresent": "true"},
-            "NumericLessThanEquals": {"aws:MultiFactorAuthAge": str(max_session_seconds or 28800)},
+            "NumericLessThanEquals": {"aws:MultiFactorAuthAge": str(mfa_session(max_session_seconds)[1])},
         }
     return _doc(stmt)
 

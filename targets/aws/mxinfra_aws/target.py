@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mxinfra.artifacts import check_artifact
-from mxinfra.exposure import is_public, is_wide, leader_follower_counts
+from mxinfra.exposure import WIDE, is_public, is_wide, leader_follower_counts
 from mxinfra.egress import check_egress, egress_warnings
 from mxinfra.errors import ConfigIssue
 from mxinfra.naming import Naming
 from mxinfra.target import AppContext, EnvironmentContext, Target
 
+from .capabilities import CAPABILITIES
 from . import fargate, render
 from .config import PRODUCTION_TIER, REGION, TIER_TAG, AwsConfig
 from .policies import PRINCIPAL, Arns, partition_of
@@ -63,6 +64,7 @@ class AwsTarget(Target):
     # A release registers task definitions and updates the services (image, variables, count, the
     # per-release tags); the running-tasks alarms' thresholds follow the instance count.
     release_types = ("aws:ecs/taskDefinition:TaskDefinition", "aws:ecs/service:Service", "aws:cloudwatch/metricAlarm:MetricAlarm")
+    capabilities = CAPABILITIES
 
     def check(self, stack: StackConfig, block: AwsConfig, file: str = "") -> list[ConfigIssue]:
         """Region, principals, public ingress on production and Fargate sizes."""
@@ -116,7 +118,7 @@ class AwsTarget(Target):
                             f"mxinfra:aws.ingressCidrs[{i}]",
                             f"{cidr} opens production environment {production[0]!r} to the whole internet"
                             if is_public(cidr)
-                            else f"{cidr} (a /8 or wider) opens production environment {production[0]!r} to a large part of the internet",
+                            else f"{cidr} ({WIDE}) opens production environment {production[0]!r} to a large part of the internet",
                             "list the networks that need access, or opt in with allowPublicIngress: true",
                             file,
                         )
@@ -178,7 +180,7 @@ class AwsTarget(Target):
         """What the plan should say about this environment on AWS."""
         out = []
         if block is not None and env.is_production and block.allowPublicIngress and any(is_wide(c) for c in block.ingressCidrs):
-            out.append("the production load balancer is open to the whole internet, or a /8 or wider part of it (allowPublicIngress: true)")
+            out.append(f"the production load balancer is open to the whole internet, or a wide part of it ({WIDE}; allowPublicIngress: true)")
         if block is not None and block.allowSharedVpc:
             out.append(SHARED_VPC_WARNING.format(vpc=block.vpcId))
         if block is not None:

@@ -1,5 +1,7 @@
 """Environment permissions as Azure RBAC at the environment's resource group: one role per permission,
-standing assignments outside production, PIM eligibility with MFA and 8-hour activations on production."""
+standing assignments outside production, PIM eligibility with MFA and 8-hour activations on production.
+What a permission needs above the resource group (deploy's operation-status read) is a second role at
+the subscription, held by the same principals under the same rules."""
 
 from __future__ import annotations
 
@@ -9,14 +11,14 @@ from typing import Any
 import pulumi
 import pulumi_azure_native as azure
 
-from mxinfra.access import PRODUCTION_SESSION_SECONDS
+from mxinfra.access import PRODUCTION_SESSION_SECONDS, AccessRole
 from mxinfra.target import EnvironmentContext
 
 from . import pim, roles
 from .config import AzureConfig
 from .names import Names
 from .runtime import Runtime
-from .target import principal_parts
+from .config import principal_parts
 
 
 @dataclass
@@ -35,9 +37,9 @@ def definition_guid(names: Names, permission: str) -> str:
 
 def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure.resources.ResourceGroup, rt: Runtime) -> Access:
     """The roles, their assignments or eligibilities, and on production their PIM policies."""
-    n = ctx.naming
     out = Access()
     granted = ctx.access.roles()
+    production = ctx.environment.is_production
     # manage may hand out the environment's other roles, never itself.
     others = [definition_guid(names, p) for p in roles.ACTIONS if p != "manage"]
     if any(r.permission.value == "api" for r in granted):
@@ -48,65 +50,99 @@ def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure
         if perm in roles.BUILTIN:
             definition_id: Any = names.role_definition_id(guid)
         else:
-            definition = azure.authorization.RoleDefinition(
-                n.logical(f"role-{perm}"),
-                role_definition_id=guid,
-                scope=names.scope,
-                role_name=f"mxinfra {n.prefix} {perm}",
-                description=f"{n.prefix}: the {perm} permission (mxinfra)",
-                role_type="CustomRole",
-                permissions=[{"actions": list(roles.ACTIONS[perm]), "not_actions": list(roles.NOT_ACTIONS.get(perm, [])), "data_actions": [], "not_data_actions": []}],
-                assignable_scopes=[names.scope],
-                opts=ctx.opts(depends_on=[group]),
-            )
-            definition_id = definition.id
+            definition_id = _definition(ctx, names, group, perm, guid, names.scope, roles.actions(perm, production), roles.NOT_ACTIONS.get(perm, []))
         out.definition_ids[perm] = definition_id
         out.scopes[perm] = names.scope
-        condition = roles.manage_condition(others) if perm == "manage" else None
-        # Production: no standing access for people at all (alerts too: its role edits alert rules).
-        pim_needed = r.mfa_required or ctx.environment.is_production
-        eligible = [p for p in r.principals if pim_needed and principal_parts(p)[0] != "ServicePrincipal"]
-        standing = [p for p in r.principals if p not in eligible]
-        for principal in standing:
-            kind, object_id = principal_parts(principal)
-            azure.authorization.RoleAssignment(
-                n.logical(f"grant-{perm}-{object_id}"),
-                role_assignment_name=names.assignment_guid(perm, object_id),
-                scope=names.scope,
-                role_definition_id=definition_id,
-                principal_id=object_id,
-                principal_type=kind,
-                description=f"{n.prefix}: {perm} ({principal})",
-                condition=condition,
-                condition_version="2.0" if condition else None,
-                opts=ctx.opts(depends_on=[group]),
-            )
-        if not eligible:
-            continue
-        session = min(r.max_session_seconds or PRODUCTION_SESSION_SECONDS, PRODUCTION_SESSION_SECONDS) if ctx.environment.is_production else (r.max_session_seconds or PRODUCTION_SESSION_SECONDS)
-        lookup = pim.PolicyLookup(n.logical(f"role-{perm}-policy-lookup"), names.scope, definition_id, opts=ctx.opts(depends_on=[group]))
-        policy = azure.authorization.RoleManagementPolicy(
-            n.logical(f"role-{perm}-policy"),
-            scope=names.scope,
-            role_management_policy_name=lookup.policy_name,
-            rules=pim.policy_rules(session),
-            opts=ctx.opts(),
-        )
-        for principal in eligible:
-            kind, object_id = principal_parts(principal)
-            azure.authorization.PimRoleEligibilitySchedule(
-                n.logical(f"eligible-{perm}-{object_id}"),
-                scope=names.scope,
-                role_definition_id=definition_id,
-                principal_id=object_id,
-                justification=f"{n.prefix}: {perm} ({principal}), managed by mxinfra",
-                schedule_info={"expiration": {"type": "NoExpiration"}},
-                condition=condition,
-                condition_version="2.0" if condition else None,
-                # The activation rules are in place before anyone becomes eligible.
-                opts=ctx.opts(depends_on=[policy]),
-            )
+        condition = roles.manage_condition(others) if perm == "manage" and not production else None
+        _grant(ctx, names, group, r, perm, definition_id, names.scope, condition)
+        above = roles.SUBSCRIPTION_ACTIONS.get(perm)
+        if above:
+            # The same principals, under the same rules (standing or PIM eligible), at the subscription.
+            name = roles.subscription_role(perm)
+            what = f"{ctx.naming.prefix}: the {perm} permission's reads at the subscription (mxinfra)"
+            above_id = _definition(ctx, names, group, name, names.role_definition_guid(name), names.subscription_scope, above, [], what)
+            out.definition_ids[name] = above_id
+            out.scopes[name] = names.subscription_scope
+            _grant(ctx, names, group, r, name, above_id, names.subscription_scope, None)
     return out
+
+
+def _definition(
+    ctx: EnvironmentContext,
+    names: Names,
+    group: azure.resources.ResourceGroup,
+    name: str,
+    guid: str,
+    scope: str,
+    actions: list[str],
+    not_actions: list[str],
+    description: str | None = None,
+) -> Any:
+    """A custom role `mxinfra <app>-<env> <name>`, assignable at `scope` only; returns its id."""
+    n = ctx.naming
+    definition = azure.authorization.RoleDefinition(
+        n.logical(f"role-{name}"),
+        role_definition_id=guid,
+        scope=scope,
+        role_name=f"mxinfra {n.prefix} {name}",
+        description=description or f"{n.prefix}: the {name} permission (mxinfra)",
+        role_type="CustomRole",
+        permissions=[{"actions": list(actions), "not_actions": list(not_actions), "data_actions": [], "not_data_actions": []}],
+        assignable_scopes=[scope],
+        opts=ctx.opts(depends_on=[group]),
+    )
+    return definition.id
+
+
+def _grant(ctx: EnvironmentContext, names: Names, group: azure.resources.ResourceGroup, r: AccessRole, name: str, definition_id: Any, scope: str, condition: str | None) -> None:
+    """`r`'s principals get role `name` at `scope`: standing assignments, or PIM eligibility with its policy."""
+    n = ctx.naming
+    # Production: no standing access for people at all (alerts too: its role edits alert rules).
+    pim_needed = r.mfa_required or ctx.environment.is_production
+    eligible = [p for p in r.principals if pim_needed and principal_parts(p)[0] != "ServicePrincipal"]
+    standing = [p for p in r.principals if p not in eligible]
+    if ctx.environment.is_production and r.permission.value != "api" and standing:
+        # check() refuses this (a service principal cannot satisfy MFA); never create it if a caller skipped it.
+        raise ValueError(f"{n.prefix}: a standing production assignment of {name} for {', '.join(standing)}")
+    for principal in standing:
+        kind, object_id = principal_parts(principal)
+        azure.authorization.RoleAssignment(
+            n.logical(f"grant-{name}-{object_id}"),
+            role_assignment_name=names.assignment_guid(name, object_id),
+            scope=scope,
+            role_definition_id=definition_id,
+            principal_id=object_id,
+            principal_type=kind,
+            description=f"{n.prefix}: {name} ({principal})",
+            condition=condition,
+            condition_version="2.0" if condition else None,
+            opts=ctx.opts(depends_on=[group]),
+        )
+    if not eligible:
+        return
+    session = min(r.max_session_seconds or PRODUCTION_SESSION_SECONDS, PRODUCTION_SESSION_SECONDS) if ctx.environment.is_production else (r.max_session_seconds or PRODUCTION_SESSION_SECONDS)
+    lookup = pim.PolicyLookup(n.logical(f"role-{name}-policy-lookup"), scope, definition_id, opts=ctx.opts(depends_on=[group]))
+    policy = azure.authorization.RoleManagementPolicy(
+        n.logical(f"role-{name}-policy"),
+        scope=scope,
+        role_management_policy_name=lookup.policy_name,
+        rules=pim.policy_rules(session),
+        opts=ctx.opts(),
+    )
+    for principal in eligible:
+        kind, object_id = principal_parts(principal)
+        azure.authorization.PimRoleEligibilitySchedule(
+            n.logical(f"eligible-{name}-{object_id}"),
+            scope=scope,
+            role_definition_id=definition_id,
+            principal_id=object_id,
+            justification=f"{n.prefix}: {name} ({principal}), managed by mxinfra",
+            schedule_info={"expiration": {"type": "NoExpiration"}},
+            condition=condition,
+            condition_version="2.0" if condition else None,
+            # The activation rules are in place before anyone becomes eligible.
+            opts=ctx.opts(depends_on=[policy]),
+        )
 
 
 __all__ = ["Access", "create", "pulumi"]

@@ -32,6 +32,9 @@ DNS_ZONE_ID = re.compile(
     rf"/subscriptions/{GUID}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft\.Network/privateDnsZones/(?P<zone>[a-z0-9.-]+)",
     re.IGNORECASE,
 )
+# The tiers a VNet is declared for (`networkTier`): production's VNet is production's alone.
+PRODUCTION_TIER = "production"
+NETWORK_TIERS = (PRODUCTION_TIER, "non-production")
 # The zones Azure resolves private endpoints in (Key Vault, Blob Storage in the public cloud).
 VAULT_ZONE = "privatelink.vaultcore.azure.net"
 BLOB_ZONE = "privatelink.blob.core.windows.net"
@@ -91,7 +94,8 @@ class AzureConfig(StrictModel):
 
     subscriptionId: str = Field(description="The subscription the stack deploys into (scopes and role definitions are built from it)")
     tenantId: str = Field(description="The Entra tenant of the subscription (Key Vault and identities)")
-    vnetId: str = Field(description="Resource id of the organisation's VNet")
+    vnetId: str = Field(description="Resource id of the VNet of this stack's tier: production's is production's alone")
+    networkTier: str | None = Field(None, description="The tier the VNet is for: production (required by production, refused by every other tier) or non-production")
     infrastructureSubnetId: str = Field(description="Subnet of the Container Apps environment (at least /27, delegated to Microsoft.App/environments)")
     databaseSubnetId: str = Field(description="Subnet delegated to Microsoft.DBforPostgreSQL/flexibleServers")
     privateEndpointSubnetId: str = Field(description="Subnet of the Key Vault's and storage account's private endpoints")
@@ -118,6 +122,13 @@ class AzureConfig(StrictModel):
     def _vnet(cls, v: str) -> str:
         if not VNET_ID.fullmatch(v):
             raise ValueError(f"{v!r} is not a VNet resource id (/subscriptions/<guid>/resourceGroups/<group>/providers/Microsoft.Network/virtualNetworks/<name>)")
+        return v
+
+    @field_validator("networkTier")
+    @classmethod
+    def _tier(cls, v: str | None) -> str | None:
+        if v is not None and v not in NETWORK_TIERS:
+            raise ValueError(f"{v!r} is not a network tier: {' or '.join(NETWORK_TIERS)}")
         return v
 
     @field_validator("infrastructureSubnetId", "databaseSubnetId", "privateEndpointSubnetId")
@@ -159,6 +170,11 @@ class AzureConfig(StrictModel):
         return v
 
     @property
+    def production_network(self) -> bool:
+        """True when the stack declares its VNet production's."""
+        return self.networkTier == PRODUCTION_TIER
+
+    @property
     def image_registry(self) -> str:
         """The registry host of the image."""
         return self.image.split("/", 1)[0]
@@ -176,3 +192,16 @@ def tier_of(sku: str) -> str:
     if m is None:
         raise ValueError(sku)
     return TIERS[m["family"]]
+
+
+# How mxinfra:access names an Entra principal: `user:`, `group:` or `servicePrincipal:` and its object id.
+PRINCIPAL = re.compile(rf"(?P<kind>user|group|servicePrincipal):(?P<id>{GUID})")
+PRINCIPAL_TYPES = {"user": "User", "group": "Group", "servicePrincipal": "ServicePrincipal"}
+
+
+def principal_parts(principal: str) -> tuple[str, str]:
+    """(principal type as RBAC spells it, object id in lowercase) of `user:<guid>` and the like."""
+    m = PRINCIPAL.fullmatch(principal)
+    if m is None:
+        raise ValueError(principal)
+    return PRINCIPAL_TYPES[m["kind"]], m["id"].lower()

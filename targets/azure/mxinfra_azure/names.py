@@ -41,6 +41,11 @@ class Names:
         return f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
 
     @property
+    def subscription_scope(self) -> str:
+        """The subscription's id: the scope of the few actions ARM authorizes above the resource group."""
+        return f"/subscriptions/{self.subscription}"
+
+    @property
     def workspace(self) -> str:
         """Log Analytics workspace."""
         return self.naming.physical("logs", max_len=63)

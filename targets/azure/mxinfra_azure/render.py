@@ -18,6 +18,7 @@ CONTAINER_APP = "azure-native:app:ContainerApp"
 SERVER = "azure-native:dbforpostgresql:Server"
 STORAGE_ACCOUNT = "azure-native:storage:StorageAccount"
 WORKSPACE = "azure-native:operationalinsights:Workspace"
+DIAGNOSTICS = "azure-native:monitor:DiagnosticSetting"
 LOCK = "azure-native:authorization:ManagementLockByScope"
 
 # (type, file suffix): what is rendered, one JSON file per resource.
@@ -108,6 +109,9 @@ def notes(resources: Sequence[Mapping[str, Any]]) -> list[str]:
             )
         elif r["type"] == WORKSPACE:
             out.append(f"logs kept {i.get('retentionInDays')} days in Log Analytics workspace {i.get('workspaceName')}")
+        elif r["type"] == DIAGNOSTICS:
+            categories = ", ".join(str(x.get("category")) for x in i.get("logs", []))
+            out.append(f"diagnostic setting {i.get('name')}: {categories} to the workspace through Azure Monitor (no workspace key)")
         elif r["type"] == ROLE_DEFINITION:
             out.append(f"custom role {i.get('roleName')}: {len(i['permissions'][0]['actions'])} action(s) at {i.get('scope')}")
         elif r["type"] == ROLE_ASSIGNMENT and "-grant-" in str(r["name"]):

@@ -38,7 +38,8 @@ ACTIONS: dict[str, list[str]] = {
     "monitor": [
         *APP_READ,
         "Microsoft.OperationalInsights/workspaces/read",
-        # Log queries: the workspace's read operations (query/read is a read of the workspace's tables).
+        # Log queries: the workspace's read operations (workspaces/query/read and the per-table
+        # workspaces/query/<table>/read). The wildcard also matches reads that return keys: NOT_ACTIONS.
         "Microsoft.OperationalInsights/workspaces/*/read",
         "Microsoft.Insights/metrics/read",
         "Microsoft.Insights/metricDefinitions/read",
@@ -71,11 +72,51 @@ ACTIONS: dict[str, list[str]] = {
     ],
 }
 
-# Never granted even where a wildcard might match later: the secrets of the apps.
+# On production, manage only reads who holds what: assigning roles there would bypass PIM and turn the
+# time-boxed access into standing access (mxinfra.capabilities: no production grant creates grants).
+PRODUCTION_MANAGE = ["Microsoft.Authorization/roleAssignments/read", "Microsoft.Authorization/roleDefinitions/read"]
+
+
+def actions(permission: str, production: bool) -> list[str]:
+    """The custom role's actions for `permission` on an environment of that tier."""
+    if permission == "manage" and production:
+        return list(PRODUCTION_MANAGE)
+    return list(ACTIONS[permission])
+
+
+# Never granted even where a wildcard might match later: the secrets of the apps, and the keys a read of
+# the workspace can return. The workspace's shared keys as Microsoft's built-in Log Analytics Reader
+# excludes them (NotActions workspaces/sharedKeys/read), and their POST form; a storage insight config,
+# whose API description gives its storage account key read visibility (azure-mgmt-loganalytics models:
+# StorageAccount.key), so its GET may return the key.
 NOT_ACTIONS: dict[str, list[str]] = {
     "deploy": ["Microsoft.App/containerApps/listSecrets/action"],
-    "monitor": ["Microsoft.App/containerApps/listSecrets/action", "Microsoft.OperationalInsights/workspaces/sharedKeys/action"],
+    "monitor": [
+        "Microsoft.App/containerApps/listSecrets/action",
+        "Microsoft.OperationalInsights/workspaces/sharedKeys/action",
+        "Microsoft.OperationalInsights/workspaces/sharedKeys/read",
+        "Microsoft.OperationalInsights/workspaces/storageInsightConfigs/read",
+    ],
 }
+
+# Actions a permission needs above its environment's resource group, in a role of their own assigned at
+# the subscription (a role assigned at the subscription would grant its resource-group actions there too).
+# deploy: azure-native polls a container app's long-running PUT at the Azure-AsyncOperation URL ARM
+# returns, /subscriptions/{s}/providers/Microsoft.App/locations/{region}/containerappOperationStatuses/{id},
+# and ARM authorizes that GET at the subscription (AuthorizationFailed for a principal with access to the
+# resource group only: microsoft/azure-container-apps#215). It reads the status of an operation by its id;
+# the final GET of the app is at the resource group (containerApps/read in ACTIONS).
+SUBSCRIPTION_ACTIONS: dict[str, list[str]] = {
+    "deploy": ["Microsoft.App/locations/containerappOperationStatuses/read"],
+}
+# The subscription-scope role's name beside its permission's: `<permission>-status` (role, grant and
+# eligibility names derive from it).
+SUBSCRIPTION_SUFFIX = "status"
+
+
+def subscription_role(permission: str) -> str:
+    """The name of `permission`'s subscription-scope role (`deploy` -> `deploy-status`)."""
+    return f"{permission}-{SUBSCRIPTION_SUFFIX}"
 
 
 def manage_condition(role_guids: list[str]) -> str:

@@ -30,6 +30,11 @@ RUNTIME_PORT = 8080
 WORKLOAD_PROFILE = "Consumption"
 # Log Analytics retention in days, by role.
 LOG_RETENTION_DAYS = {"test": 30, "acceptance": 90, "production": 365}
+LOGS_DESTINATION = "azure-monitor"
+# The log categories of Microsoft.App/managedEnvironments that carry an app's logs (Azure Monitor's
+# supported logs reference): its containers' stdout and stderr, and the environment's platform events.
+# The others are Spring Apps' and dynamic sessions', which an environment of mxinfra never runs.
+LOG_CATEGORIES = ("ContainerAppConsoleLogs", "ContainerAppSystemLogs")
 # Container Apps' probe limits: initialDelaySeconds <= 60, periodSeconds <= 240, failureThreshold <= 10.
 # Starting a runtime (database sync included) takes minutes: the startup probe allows 60 + 10 x 60 s.
 STARTUP_PROBE = {"type": "Startup", "http_get": {"path": "/", "port": RUNTIME_PORT, "scheme": "HTTP"}, "initial_delay_seconds": 60, "period_seconds": 60, "failure_threshold": 10, "timeout_seconds": 5}
@@ -86,7 +91,6 @@ def create(
         tags=tags,
         opts=ctx.opts(),
     )
-    keys = azure.operationalinsights.get_shared_keys_output(resource_group_name=group.name, workspace_name=workspace.name)
     managed_env = azure.app.ManagedEnvironment(
         n.logical("env"),
         environment_name=names.environment,
@@ -95,11 +99,21 @@ def create(
         vnet_configuration={"infrastructure_subnet_id": cfg.infrastructureSubnetId, "internal": cfg.internal},
         workload_profiles=[{"name": WORKLOAD_PROFILE, "workload_profile_type": WORKLOAD_PROFILE}],
         zone_redundant=env.is_production,
-        app_logs_configuration={
-            "destination": "log-analytics",
-            "log_analytics_configuration": {"customer_id": workspace.customer_id, "shared_key": pulumi.Output.secret(keys.primary_shared_key)},
-        },
+        # Logs go through Azure Monitor (the diagnostic setting below), never with the workspace's shared
+        # key: `log-analytics` needs the key in the environment's definition, so every `pulumi up` would
+        # read it (workspaces/sharedKeys/action), a secret the deploy permission must not read.
+        app_logs_configuration={"destination": LOGS_DESTINATION},
         tags=tags,
+        opts=ctx.opts(),
+    )
+    azure.monitor.DiagnosticSetting(
+        n.logical("env-logs"),
+        name=n.physical("env-logs", max_len=80),
+        resource_uri=managed_env.id,
+        workspace_id=workspace.id,
+        # Resource-specific tables (ContainerAppConsoleLogs, ContainerAppSystemLogs), not AzureDiagnostics.
+        log_analytics_destination_type="Dedicated",
+        logs=[{"category": c, "enabled": True} for c in LOG_CATEGORIES],
         opts=ctx.opts(),
     )
 

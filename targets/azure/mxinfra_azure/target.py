@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 from mxinfra.access import Permission
 from mxinfra.artifacts import check_artifact
 from mxinfra.errors import ConfigIssue
-from mxinfra.exposure import is_public, is_wide
+from mxinfra.exposure import WIDE, is_public, is_wide
 from mxinfra.target import EnvironmentContext, Target
 
+from .capabilities import CAPABILITIES
 from . import render, sizes
-from .config import GUID, LOCATIONS, SUBNET_ID, AzureConfig, tier_of
+from .config import GUID, PRINCIPAL, PRINCIPAL_TYPES, principal_parts, LOCATIONS, PRODUCTION_TIER, SUBNET_ID, AzureConfig, tier_of
 
 if TYPE_CHECKING:
     from mxinfra.access import EnvironmentAccess
@@ -24,19 +25,9 @@ if TYPE_CHECKING:
 
 LOCATION_KEY = "azure-native:location"
 # An Entra object id with the kind of principal it is (role assignments need the principal type).
-PRINCIPAL = re.compile(rf"(?P<kind>user|group|servicePrincipal):(?P<id>{GUID})")
-PRINCIPAL_TYPES = {"user": "User", "group": "Group", "servicePrincipal": "ServicePrincipal"}
 # PIM activation lasts 30 minutes to 24 hours, in half hours.
 PIM_SESSION_SECONDS = (1800, 86400)
 SUBNET_KEYS = ("infrastructureSubnetId", "databaseSubnetId", "privateEndpointSubnetId")
-
-
-def principal_parts(principal: str) -> tuple[str, str]:
-    """(principal type as RBAC spells it, object id in lowercase) of `user:<guid>` and the like."""
-    m = PRINCIPAL.fullmatch(principal)
-    if m is None:
-        raise ValueError(principal)
-    return PRINCIPAL_TYPES[m["kind"]], m["id"].lower()
 
 
 def location_of(stack: StackConfig) -> str:
@@ -52,6 +43,7 @@ class AzureTarget(Target):
     config_model = AzureConfig
     # A release updates the leader's and workers' container apps (image, variables, replicas, tags).
     release_types = ("azure-native:app:ContainerApp",)
+    capabilities = CAPABILITIES
 
     def check(self, stack: StackConfig, block: AzureConfig, file: str = "") -> list[ConfigIssue]:
         """Location, network ids, principals, sizes and the production rules (digest, private, no wide ingress)."""
@@ -68,6 +60,7 @@ class AzureTarget(Target):
                 issues.append(ConfigIssue(f"mxinfra:azure.{key}", "is not a subnet of vnetId", "use a subnet of the VNet named in vnetId", file))
         if block.infrastructureSubnetId.lower() == block.databaseSubnetId.lower():
             issues.append(ConfigIssue("mxinfra:azure.databaseSubnetId", "is the Container Apps environment's subnet", "the database needs its own subnet, delegated to Microsoft.DBforPostgreSQL/flexibleServers", file))
+        issues += self._check_network(stack, block, file)
         low, high = PIM_SESSION_SECONDS
         production = [e for e in stack.environments if e.is_production]
         for i, entry in enumerate(stack.access):
@@ -86,13 +79,15 @@ class AzureTarget(Target):
                 issues.append(ConfigIssue(f"mxinfra:access[{i}].maxSessionSeconds", f"{seconds} seconds: PIM activations last {low} to {high} seconds in half hours", "use a multiple of 1800, e.g. 28800", file))
             if m is not None and m["kind"] == "servicePrincipal":
                 envs = [e for e in production if "*" in entry.environments or e.name in entry.environments]
-                needing_mfa = [p for p in entry.permissions if p in {x.value for x in Permission} and Permission(p).operates and p != Permission.API.value]
-                if envs and needing_mfa:
+                # A service principal cannot activate a PIM eligibility (no MFA), so whatever it holds on
+                # production stands: only api may (alerts too edits and deletes alert rules).
+                beyond_api = [p for p in entry.permissions if p in {x.value for x in Permission} and p != Permission.API.value]
+                if envs and beyond_api:
                     issues.append(
                         ConfigIssue(
                             f"mxinfra:access[{i}].principal",
-                            f"a service principal cannot satisfy MFA, which production environment {envs[0].name!r} requires for {', '.join(needing_mfa)}",
-                            "grant production to users or groups (PIM eligible); automation gets only api (allowOnProduction: true)",
+                            f"a service principal cannot satisfy MFA, so on production environment {envs[0].name!r} it may hold only api, not {', '.join(beyond_api)}: that would be a standing assignment",
+                            f"grant {', '.join(beyond_api)} on production to users or groups, who are PIM eligible, or drop production from this entry; a service principal gets only api, with allowOnProduction: true",
                             file,
                         )
                     )
@@ -123,11 +118,52 @@ class AzureTarget(Target):
                                 f"mxinfra:azure.ipRestrictions[{i}]",
                                 f"{cidr} opens production environment {first!r} to the whole internet"
                                 if is_public(cidr)
-                                else f"{cidr} (a /8 or wider) opens production environment {first!r} to a large part of the internet",
+                                else f"{cidr} ({WIDE}) opens production environment {first!r} to a large part of the internet",
                                 "list the networks that need access, or opt in with allowPublicIngress: true",
                                 file,
                             )
                         )
+        return issues
+
+    @staticmethod
+    def _check_network(stack: StackConfig, block: AzureConfig, file: str) -> list[ConfigIssue]:
+        """Production needs a VNet declared production's (networkTier: production); other tiers refuse
+        one; one stack never holds production and other tiers, whose environments would share its VNet."""
+        # Within a VNet every subnet routes to every other by default: a deployer of a test environment
+        # chooses the image its container apps run, which would then reach production's database and
+        # private endpoints. Security rules between the subnets are not mxinfra's, so the tiers' VNets differ.
+        issues = []
+        production = [e.name for e in stack.environments if e.is_production]
+        others = [e.name for e in stack.environments if not e.is_production]
+        declared = f"networkTier: {PRODUCTION_TIER}"
+        if production and others:
+            issues.append(
+                ConfigIssue(
+                    "mxinfra:azure.vnetId",
+                    f"production ({', '.join(production)}) and other environments ({', '.join(others)}) would share VNet {block.vnetId}: their deployers' code could reach production",
+                    f"one stack per tier, each with its own VNet, production's declared with {declared}",
+                    file,
+                )
+            )
+            return issues
+        if production and not block.production_network:
+            issues.append(
+                ConfigIssue(
+                    "mxinfra:azure.networkTier",
+                    f"production environment {production[0]!r} needs a VNet of its own, declared production's",
+                    f"declare it with {declared}, and keep that VNet and its subnets for production alone",
+                    file,
+                )
+            )
+        if others and block.production_network:
+            issues.append(
+                ConfigIssue(
+                    "mxinfra:azure.networkTier",
+                    f"environment {others[0]!r} is not production, but VNet {block.vnetId} is declared production's by {declared}",
+                    "use a non-production VNet, declared with networkTier: non-production; production's is for production only",
+                    file,
+                )
+            )
         return issues
 
     def warnings(self, env: Environment, access: EnvironmentAccess, block: AzureConfig | None) -> list[str]:
@@ -136,7 +172,7 @@ class AzureTarget(Target):
         if block is None:
             return out
         if env.is_production and block.allowPublicIngress and not block.internal and (not block.ipRestrictions or any(is_wide(c) for c in block.ipRestrictions)):
-            out.append("the production ingress is open to the whole internet, or a /8 or wider part of it (allowPublicIngress: true)")
+            out.append(f"the production ingress is open to the whole internet, or a wide part of it ({WIDE}; allowPublicIngress: true)")
         for r in access.roles():
             if r.max_session_seconds and not r.mfa_required:
                 out.append(f"{r.permission.value}: a standing role assignment has no session length; maxSessionSeconds applies only to PIM activations (mfa: true or production)")

@@ -4,7 +4,7 @@
 |---|---|---|
 | deploy  | space_developer (or space_supporter, `deployRole`) | transporting a package means uploading bits and staging, which only a developer may; a supporter may start, stop, restart, scale and restage, but not upload packages nor read the app's environment |
 | monitor | space_auditor | read-only: apps, logs, events, no environment variables |
-| manage  | space_manager | manages the space's roles (who else may deploy or monitor) |
+| manage  | space_manager (production: space_auditor) | manages the space's roles (who else may deploy or monitor); on production it only sees them, since a space manager's roles never expire |
 | backups, alerts, api | none: refused | the platform has no such role (below) |
 """
 
@@ -54,10 +54,16 @@ def parse_principal(text: str) -> Principal | None:
     return Principal(m["kind"], m["origin"], m["name"]) if m else None
 
 
-def space_role(permission: Permission, deploy_role: str = "space_developer") -> str:
-    """The space role realising `permission`; KeyError for the ones without one."""
+def space_role(permission: Permission, deploy_role: str = "space_developer", production: bool = False) -> str:
+    """The space role realising `permission`; KeyError for the ones without one.
+
+    On production `manage` is a space auditor: a space manager creates roles that never expire, which
+    would turn production's time-boxed grants into standing ones (capabilities.py). Production's roles
+    change through `mxinfra access grant` and the expiry app, run by the platform's identities."""
     if permission is Permission.DEPLOY:
         return deploy_role
+    if permission is Permission.MANAGE and production:
+        return "space_auditor"
     return ROLE_OF[permission]
 
 

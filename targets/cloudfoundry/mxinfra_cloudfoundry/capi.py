@@ -10,6 +10,7 @@ and every wait bounded by a timeout that says what it waited for.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -39,6 +40,34 @@ class StagingFailed(CapiError):
 
 class CapiTimeout(CapiError):
     """An asynchronous step did not finish in time."""
+
+
+class DigestMismatch(CapiError):
+    """The bytes about to be used are not the ones that were checked (a package or a buildpack changed)."""
+
+
+def read_hashed(path: Path) -> tuple[bytes, str]:
+    """The file's bytes and the sha256 of exactly those bytes (read once: what is uploaded is what was hashed)."""
+    digest = hashlib.sha256()
+    data = bytearray()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            data += chunk
+    return bytes(data), digest.hexdigest()
+
+
+def download_sha256(url: str, timeout: float) -> str:
+    """The sha256 of what `url` serves now (streamed; no Cloud Foundry token is sent to it)."""
+    digest = hashlib.sha256()
+    try:
+        with requests.get(url, stream=True, timeout=timeout) as r:
+            r.raise_for_status()
+            for chunk in r.iter_content(1 << 20):
+                digest.update(chunk)
+    except requests.RequestException as e:
+        raise CapiError(f"downloading {url} to check its digest failed: {e}") from None
+    return digest.hexdigest()
 
 
 def _poll_seconds() -> float:
@@ -178,6 +207,26 @@ class Client:
         org = where.get("orgGuid") or self.first("/v3/organizations", f"organization {where.get('org')!r}", names=where.get("org"))["guid"]
         return self.first("/v3/spaces", f"space {where.get('space')!r} in organization {where.get('org') or org}", names=where.get("space"), organization_guids=org)["guid"]
 
+    def org_guid(self, where: Mapping[str, Any]) -> str:
+        """The organization named by org/orgGuid."""
+        return str(where.get("orgGuid") or self.first("/v3/organizations", f"organization {where.get('org')!r}", names=where.get("org"))["guid"])
+
+    def find_space(self, org: str, name: str) -> dict[str, Any] | None:
+        """The space called `name` in the organization, or None."""
+        return next(self.list("/v3/spaces", names=name, organization_guids=org), None)
+
+    def create_space(self, org: str, name: str, metadata: Mapping[str, Any]) -> dict[str, Any]:
+        """A new space in the organization."""
+        return self.post("/v3/spaces", {"name": name, "relationships": {"organization": {"data": {"guid": org}}}, "metadata": dict(metadata)}).json()
+
+    def set_space_feature(self, space: str, feature: str, enabled: bool) -> None:
+        """Enable or disable a space feature (`ssh`: whether anyone may SSH into the space's apps)."""
+        self.patch(f"/v3/spaces/{space}/features/{feature}", {"enabled": enabled})
+
+    def space_feature(self, space: str, feature: str) -> bool:
+        """Whether a space feature is enabled."""
+        return bool(self.get(f"/v3/spaces/{space}/features/{feature}")["enabled"])
+
     # --- apps ---------------------------------------------------------------------------------
 
     def find_app(self, space: str, name: str) -> dict[str, Any] | None:
@@ -213,21 +262,32 @@ class Client:
         """Stop every instance of the app."""
         self.post(f"/v3/apps/{guid}/actions/stop")
 
-    def upload_package(self, app: str, path: Path, timeout: float) -> str:
-        """A bits package of the file at `path`, uploaded (retried when the connection drops) and READY."""
+    def upload_package(self, app: str, bits: Path | bytes, timeout: float, *, sha256: str | None = None, name: str | None = None) -> str:
+        """A bits package of the file (or bytes) `bits`, uploaded (retried when the connection drops) and READY.
+
+        The bytes are read and hashed once, and exactly those bytes are sent: with `sha256` (the digest the
+        plan and the promotion gate checked) other bytes are refused before anything is uploaded, so a
+        package replaced on disk after the gate hashed it never reaches the platform."""
+        if isinstance(bits, Path):
+            name = name or bits.name
+            data, digest = read_hashed(bits)
+        else:
+            data, digest = bytes(bits), hashlib.sha256(bits).hexdigest()
+        name = name or "package.zip"
+        if sha256 is not None and digest != sha256:
+            raise DigestMismatch(f"{name} is not the package that was checked: its bytes hash to sha256:{digest}, the deployment recorded sha256:{sha256} (was the file replaced after the plan?); nothing was uploaded")
         pkg = self.post("/v3/packages", {"type": "bits", "relationships": {"app": {"data": {"guid": app}}}}).json()
         guid = pkg["guid"]
         last: Exception | None = None
         for _attempt in range(UPLOAD_ATTEMPTS):
             try:
-                with path.open("rb") as f:
-                    self.request("POST", f"/v3/packages/{guid}/upload", files={"bits": (path.name, f, "application/zip")}, timeout=timeout)
+                self.request("POST", f"/v3/packages/{guid}/upload", files={"bits": (name, data, "application/zip")}, timeout=timeout)
                 last = None
                 break
-            except requests.ConnectionError as e:  # a dropped upload: the same package takes the bits again
+            except requests.ConnectionError as e:  # a dropped upload: the same package takes the same bits again
                 last = e
         if last is not None:
-            raise CapiError(f"uploading {path.name} to package {guid} failed {UPLOAD_ATTEMPTS} times: {last}")
+            raise CapiError(f"uploading {name} to package {guid} failed {UPLOAD_ATTEMPTS} times: {last}")
         self.wait(
             f"package {guid}",
             lambda: self.get(f"/v3/packages/{guid}"),
@@ -276,9 +336,20 @@ class Client:
         """The app's web process."""
         return self.get(f"/v3/apps/{app}/processes/web")
 
-    def configure_process(self, process: str, endpoint: str, timeout: int, invocation_timeout: int) -> None:
-        """An HTTP health check on `endpoint` with a start-up `timeout`."""
-        self.patch(f"/v3/processes/{process}", {"health_check": {"type": "http", "data": {"endpoint": endpoint, "timeout": timeout, "invocation_timeout": invocation_timeout}}})
+    def configure_process(self, process: str, endpoint: str | None, timeout: int, invocation_timeout: int | None = None, check: str = "http") -> None:
+        """A health check: HTTP on `endpoint` (the runtime), or `process` (a worker without a route), with a start-up `timeout`."""
+        data: dict[str, Any] = {"timeout": timeout}
+        if check == "http":
+            data.update(endpoint=endpoint, invocation_timeout=invocation_timeout)
+        self.patch(f"/v3/processes/{process}", {"health_check": {"type": check, "data": data}})
+
+    def set_app_feature(self, app: str, feature: str, enabled: bool) -> None:
+        """Enable or disable an app feature (`ssh`, `revisions`)."""
+        self.patch(f"/v3/apps/{app}/features/{feature}", {"enabled": enabled})
+
+    def app_feature(self, app: str, feature: str) -> bool:
+        """Whether an app feature is enabled."""
+        return bool(self.get(f"/v3/apps/{app}/features/{feature}")["enabled"])
 
     def scale(self, process: str, instances: int | None = None, memory_mb: int | None = None, disk_mb: int | None = None) -> None:
         """Scale the process (memory and disk restart its instances; the instance count does not)."""
@@ -390,6 +461,23 @@ class Client:
     def delete_role(self, guid: str, timeout: float) -> None:
         """Remove the role (a job)."""
         self.delete(f"/v3/roles/{guid}", timeout)
+
+    def space_roles(self, space: str) -> list[dict[str, Any]]:
+        """Every role in the space with its user: `{guid, type, created_at, user, username, origin}`
+        (username and origin None for a UAA client)."""
+        params: dict[str, Any] | None = {"space_guids": space, "include": "user"}
+        path = "/v3/roles"
+        out = []
+        while path:
+            page = self.request("GET", path, params=params).json()
+            users = {u["guid"]: u for u in (page.get("included") or {}).get("users") or []}
+            for r in page.get("resources", []):
+                uid = r["relationships"]["user"]["data"]["guid"]
+                u = users.get(uid) or {}
+                out.append({"guid": r["guid"], "type": r["type"], "created_at": r.get("created_at"), "user": uid, "username": u.get("username"), "origin": u.get("origin")})
+            path = ((page.get("pagination") or {}).get("next") or {}).get("href")
+            params = None  # the next link carries the query
+        return out
 
 
 def _file_objects(files: Any) -> list[Any]:

@@ -1,5 +1,6 @@
-"""The `mxinfra:cloudfoundry` block: where the app runs (API, org, space, domain), the buildpack release
-it is staged with, the marketplace services it binds, and the production access rules. Pure."""
+"""The `mxinfra:cloudfoundry` block: where the app runs (API, org, a space per environment, domain), the
+buildpack release it is staged with (pinned by digest on production), the marketplace services it binds,
+the production access rules and the app that expires production grants. Pure."""
 
 from __future__ import annotations
 
@@ -9,11 +10,15 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from mxinfra.environments import Environment
 from mxinfra.schema import StrictModel
 
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # A release version in the buildpack URL's path: v5.0.20, 5.0.20 (a tag or a release asset directory).
 RELEASE = re.compile(r"/v?[0-9]+\.[0-9]+\.[0-9]+(?:[-+][0-9A-Za-z.-]+)?/")
+# The buildpack's digest, pip's hash-checking form: `<release zip URL>#sha256=<64 hex>`. Cloud Foundry
+# never sees the fragment; mxinfra verifies the download against it before every staging.
+DIGEST_FRAGMENT = re.compile(r"sha256=(?P<hex>[0-9a-f]{64})")
 # Path segments that name something that moves: a branch, a "latest" alias, a source archive of a head.
 MOVING = re.compile(r"/(latest|master|main|develop|heads|nightly|snapshot)(/|$)|/archive/refs/heads/", re.IGNORECASE)
 HOST_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -27,6 +32,9 @@ STACK = "cflinuxfs4"
 MIN_MEMORY_MB = 1024
 MIN_DISK_MB = 1024  # the droplet (JDK, runtime, model) needs about 1 GB unpacked
 SpaceRoleType = Literal["space_developer", "space_supporter"]
+TIERS = ("test", "acceptance", "production")  # the keys of `spaces` besides environment names
+# Names of expiry-app variables whose values must be Pulumi secrets (a store key, a client secret...).
+SECRET_VARIABLE = re.compile(r"SECRET|PASSWORD|TOKEN|CONNECTION_STRING|SAS|CREDENTIAL", re.IGNORECASE)
 
 
 class ServiceConfig(StrictModel):
@@ -104,15 +112,42 @@ class CredentialsConfig(StrictModel):
         return self
 
 
+class GrantExpiryConfig(StrictModel):
+    """`grantExpiry`: the app that removes expired production grants every few minutes, in a space of its own.
+
+    Cloud Foundry has no scheduler in the Cloud Controller; a long-running process is what every
+    foundation runs and restarts when it crashes. The app holds a Space Manager identity of the production
+    space, so it lives where no `mxinfra:access` principal has a role (only Space Developers and Supporters
+    of a space can read its apps' variables)."""
+
+    space: str = Field(description="the expiry app's space (existing): only the platform identity may hold a role there")
+    org: str | None = Field(None, description="its organization (default: the block's org)")
+    credentials: CredentialsConfig = Field(description="the app's UAA identity: Space Manager of the production space; secrets as Pulumi secrets")
+    signer: str | None = Field(None, description="the key its revoke records are signed with (default: mxinfra:signing.signers.<production env>); kms: or azurekv:")
+    environment: dict[str, str] = Field(default_factory=dict, description="variables the app needs to reach the repository and the key (AWS_*, AZURE_*): all kept as secrets")
+    intervalSeconds: int = Field(300, ge=60, le=3600, description="how often it looks for expired grants")
+    buildpack: str = Field("python_buildpack", description="the Python buildpack it is staged with (a system buildpack name or a URL)")
+    memoryMb: int = Field(256, ge=128, le=2048)
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("a space name")
+        return v
+
+
 class CloudFoundryConfig(StrictModel):
     """`mxinfra:cloudfoundry`: the target's settings, shared by the stack's environments."""
 
     api: str = Field(description="The Cloud Controller API URL, e.g. https://api.cf.eu10.hana.ondemand.com")
     org: str | None = Field(None, description="The organization's name (or orgGuid)")
     orgGuid: str | None = None
-    space: str | None = Field(None, description="The space's name (or spaceGuid)")
+    space: str | None = Field(None, description="One space for every environment of the stack (or spaceGuid, or spaces)")
     spaceGuid: str | None = None
-    buildpack: str = Field(description="A pinned release of the cf-mendix-buildpack, e.g. https://github.com/mendix/cf-mendix-buildpack/releases/download/v5.0.20/cf-mendix-buildpack.zip")
+    spaces: dict[str, str] = Field(default_factory=dict, description="environment name or tier (test, acceptance, production) -> space name")
+    createSpaces: bool = Field(False, description="the target creates the spaces (SSH disallowed on production's); needs an Org Manager for the first up")
+    buildpack: str = Field(description="A pinned release of the cf-mendix-buildpack with its digest, e.g. https://github.com/mendix/cf-mendix-buildpack/releases/download/v5.0.20/cf-mendix-buildpack.zip#sha256=<64 hex>")
     domain: str = Field(description="The domain of the app's routes, e.g. cfapps.eu10.hana.ondemand.com")
     hostnames: dict[str, str] = Field(default_factory=dict, description="environment -> host (default <app>-<environment>)")
     diskMb: int = Field(2048, ge=MIN_DISK_MB, le=65536, description="disk per instance")
@@ -125,6 +160,7 @@ class CloudFoundryConfig(StrictModel):
     releaseData: list[str] = Field(default_factory=list, description="production environments whose service instances a destroy may delete")
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     credentials: CredentialsConfig | None = Field(None, description="the API's credentials (secrets as Pulumi secrets); absent: CF_* environment variables")
+    grantExpiry: GrantExpiryConfig | None = Field(None, description="the app that expires production grants on a schedule")
 
     @field_validator("api")
     @classmethod
@@ -174,21 +210,60 @@ class CloudFoundryConfig(StrictModel):
                 raise ValueError("the 'uaa' origin cannot enforce MFA (UAA's own MFA was removed): name your identity provider's origin")
         return v
 
+    @field_validator("spaces")
+    @classmethod
+    def _spaces(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, name in v.items():
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError(f"{key}: a space name")
+        return v
+
     @model_validator(mode="after")
     def _where(self) -> CloudFoundryConfig:
         if (self.org is None) == (self.orgGuid is None):
             raise ValueError("give exactly one of org (a name) and orgGuid")
-        if (self.space is None) == (self.spaceGuid is None):
-            raise ValueError("give exactly one of space (a name) and spaceGuid")
+        given = [k for k in ("space", "spaceGuid", "spaces") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of space (a name), spaceGuid, or spaces (environment or tier -> space name)")
+        if self.createSpaces and not self.spaces and self.space is None:
+            raise ValueError("createSpaces needs the spaces by name (space or spaces), not spaceGuid")
+        if self.createSpaces and self.org is None:
+            raise ValueError("createSpaces needs org by name")
         return self
+
+    def space_of(self, environment: str, tier: str) -> tuple[str | None, str | None, str]:
+        """(space name, space GUID, config key) of an environment: `spaces` by name, then by tier, else the
+        stack's one space; (None, None, key) when `spaces` has neither."""
+        if self.spaces:
+            key = environment if environment in self.spaces else tier
+            return self.spaces.get(key), None, f"spaces.{key}"
+        if self.spaceGuid is not None:
+            return None, self.spaceGuid, "spaceGuid"
+        return self.space, None, "space"
+
+
+def buildpack_url(reference: str) -> str:
+    """The URL Cloud Foundry downloads: the reference without its `#sha256=` digest."""
+    return reference.split("#", 1)[0]
+
+
+def buildpack_digest(reference: str) -> str | None:
+    """The 64-hex sha256 a buildpack reference pins (`...zip#sha256=<hex>`), or None."""
+    _, sep, fragment = reference.partition("#")
+    m = DIGEST_FRAGMENT.fullmatch(fragment) if sep else None
+    return m["hex"] if m else None
 
 
 def pinned_release_problem(url: str) -> str | None:
-    """Why `url` is not a pinned buildpack release, or None when it is one."""
+    """Why `url` is not a pinned buildpack release, or None when it is one (a `#sha256=` digest may follow)."""
     parts = urlsplit(url)
     if parts.scheme != "https" or not parts.hostname:
         return f"{url!r}: the buildpack must be an https URL of a release"
-    if parts.fragment or url.endswith(".git"):
+    if parts.fragment and not DIGEST_FRAGMENT.fullmatch(parts.fragment):
+        if parts.fragment.startswith("sha256"):
+            return f"{url!r}: the digest must be #sha256=<64 lowercase hex digits> (sha256sum cf-mendix-buildpack.zip)"
+        return f"{url!r} names a git ref, which moves: use a release asset URL (.../releases/download/vX.Y.Z/cf-mendix-buildpack.zip)"
+    if url.endswith(".git") or parts.path.endswith(".git"):
         return f"{url!r} names a git ref, which moves: use a release asset URL (.../releases/download/vX.Y.Z/cf-mendix-buildpack.zip)"
     if parts.query:
         return f"{url!r} has a query string: use the plain release asset URL"
@@ -197,3 +272,14 @@ def pinned_release_problem(url: str) -> str | None:
     if not parts.path.endswith(".zip") or not RELEASE.search(parts.path):
         return f"{url!r} is not a pinned release: expected a .zip under a version directory, e.g. .../releases/download/v5.0.20/cf-mendix-buildpack.zip"
     return None
+
+
+def where(cfg: CloudFoundryConfig, environment: Environment | None = None) -> dict[str, Any]:
+    """The API, org and space inputs every resource of `environment` carries (names or GUIDs, whichever
+    config gives); without an environment, the stack's one space (`space`/`spaceGuid`)."""
+    if environment is not None:
+        space, space_guid, _ = cfg.space_of(environment.name, environment.role.value)
+    else:
+        space, space_guid = cfg.space, cfg.spaceGuid
+    out = {"api": cfg.api, "org": cfg.org, "orgGuid": cfg.orgGuid, "space": space, "spaceGuid": space_guid}
+    return {k: v for k, v in out.items() if v is not None}

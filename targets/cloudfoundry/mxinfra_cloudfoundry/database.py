@@ -4,18 +4,14 @@ database URL ever passes through mxinfra."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from mxinfra.environments import Environment
 from mxinfra.target import EnvironmentContext
 
-from .config import CloudFoundryConfig, ServiceConfig
+from .config import CloudFoundryConfig, ServiceConfig, where
 from .provider import CfServiceInstance
-
-
-def where(cfg: CloudFoundryConfig) -> dict[str, Any]:
-    """The API, org and space inputs every resource carries (names or GUIDs, whichever config gives)."""
-    out = {"api": cfg.api, "org": cfg.org, "orgGuid": cfg.orgGuid, "space": cfg.space, "spaceGuid": cfg.spaceGuid}
-    return {k: v for k, v in out.items() if v is not None}
 
 
 def metadata(ctx: EnvironmentContext, *, release: bool = False) -> dict[str, Any]:
@@ -27,18 +23,18 @@ def metadata(ctx: EnvironmentContext, *, release: bool = False) -> dict[str, Any
     return {"labels": dict(p.labels), "annotations": dict(p.annotations)}
 
 
-def service(ctx: EnvironmentContext, cfg: CloudFoundryConfig, kind: str, svc: ServiceConfig) -> CfServiceInstance:
+def service(ctx: EnvironmentContext, cfg: CloudFoundryConfig, kind: str, svc: ServiceConfig, after: Sequence[Any] = ()) -> CfServiceInstance:
     """A service instance `<app>-<env>-<kind>`: managed from offering/plan, or the existing one named."""
-    props: dict[str, Any] = {**where(cfg), "name": svc.existing or ctx.naming.physical(kind), "metadata": metadata(ctx), "timeouts": cfg.timeouts.model_dump()}
+    props: dict[str, Any] = {**where(cfg, ctx.environment), "name": svc.existing or ctx.naming.physical(kind), "metadata": metadata(ctx), "timeouts": cfg.timeouts.model_dump()}
     if svc.existing:
         props["existing"] = svc.existing
     else:
         props.update(offering=svc.offering, plan=svc.plan, parameters=dict(svc.parameters))
     # Production data is never deleted by a destroy unless the environment is listed in releaseData.
     protect = svc.existing is None and ctx.environment.name not in cfg.releaseData
-    return CfServiceInstance(ctx.naming.logical(kind), props, ctx.opts(protect_data=protect))
+    return CfServiceInstance(ctx.naming.logical(kind), props, ctx.opts(protect_data=protect, depends_on=list(after)))
 
 
-def create(ctx: EnvironmentContext, cfg: CloudFoundryConfig) -> CfServiceInstance:
-    """The database service instance."""
-    return service(ctx, cfg, "database", cfg.database)
+def create(ctx: EnvironmentContext, cfg: CloudFoundryConfig, after: Sequence[Any] = ()) -> CfServiceInstance:
+    """The database service instance (created after `after`: the space, when the target creates it)."""
+    return service(ctx, cfg, "database", cfg.database, after)

@@ -1,5 +1,5 @@
-"""Pulumi dynamic resources over the Cloud Controller v3 API: app, service instance, route, space role and
-the production grants' expiry.
+"""Pulumi dynamic resources over the Cloud Controller v3 API: space, app, service instance, route, space
+role, the production grants' report (GrantExpiry) and the app that expires them (GrantExpiryApp).
 
 Inputs are stored in the Pulumi state, so none carries a credential: every operation builds its client
 when it runs, from the stack config the engine hands the provider in `configure` (kept in process memory
@@ -8,9 +8,11 @@ process environment (`uaa`). The app's secret variables arrive as a Pulumi secre
 are declared an additional secret output, so the state holds them encrypted only.
 
 The app's lifecycle (`AppProvider`):
-- create: app (STOPPED, buildpack lifecycle) -> variables -> health check and scale -> package upload
-  (READY) -> build (STAGED) -> current droplet -> service bindings -> routes -> start -> instances
-  RUNNING. A failure after the app exists deletes it again, so a retry starts clean.
+- create: the buildpack's digest checked -> app (STOPPED, buildpack lifecycle) -> variables -> health
+  check and scale -> SSH feature -> package upload (the bytes hashed as they are read, refused unless
+  they are the recorded package) -> READY -> build (STAGED) -> current droplet -> service bindings ->
+  routes -> start -> instances RUNNING. A failure after the app exists deletes it again, so a retry
+  starts clean.
 - update: a new package or buildpack is staged first; a failed staging raises before anything else
   changed (the running droplet and variables stay). Then `strategy()` decides: `stop-first` (a new model
   version, or memory/disk: the old instances stop before new ones start), `rolling` (the same model
@@ -28,6 +30,52 @@ from pulumi.dynamic import ConfigureRequest, CreateResult, DiffResult, ReadResul
 
 WHERE = ("api", "org", "orgGuid", "space", "spaceGuid")
 UNVERSIONED = "unversioned"
+
+
+def package_bits(package: Mapping[str, Any]) -> tuple[Path | bytes, str]:
+    """Where the bytes of a package input are, as the operation runs: the expiry app's bundle (built here),
+    a project-relative path (resolved against the program's directory, as the engine runs providers in
+    it), or a repository package fetched (and hash-checked) into the local cache."""
+    if package.get("bundle"):
+        from .expiry import bundle
+
+        data, _ = bundle(package.get("extras") or ())
+        return data, f"{package['bundle']}.zip"
+    if package.get("path"):
+        path = Path(str(package["path"]))
+        return (path if path.is_absolute() else Path.cwd() / path), Path(str(package["path"])).name
+    from mxinfra.governance.promotion import fetch_package, repository_url
+
+    path, _ = fetch_package(f"sha256:{package['sha256']}", repository_url(str(package["repository"]), Path.cwd()))
+    return path, path.name
+
+
+def check_buildpack(reference: str, timeout: float) -> None:
+    """A buildpack pinned by `#sha256=` must serve those bytes now: Cloud Foundry downloads it again when it
+    stages and verifies nothing, so this check right before staging is the one a swapped release asset meets."""
+    from .capi import DigestMismatch, download_sha256
+    from .config import buildpack_digest, buildpack_url
+
+    want = buildpack_digest(reference)
+    if want is None:
+        return
+    got = download_sha256(buildpack_url(reference), timeout)
+    if got != want:
+        raise DigestMismatch(f"the buildpack {buildpack_url(reference)} now serves sha256:{got}, not the pinned sha256:{want}: refusing to stage with it (the release asset was replaced?)")
+
+
+def _lifecycle(reference: str) -> str:
+    """The buildpack as Cloud Foundry gets it: the URL without the digest, or a system buildpack's name."""
+    from .config import buildpack_url
+
+    return buildpack_url(reference)
+
+
+def _health(c: Any, process: str, hc: Mapping[str, Any]) -> None:
+    if hc.get("type", "http") == "http":
+        c.configure_process(process, hc["endpoint"], int(hc["timeout"]), int(hc["invocationTimeout"]))
+    else:
+        c.configure_process(process, None, int(hc["timeout"]), None, check=str(hc["type"]))
 
 
 def client_for(props: Mapping[str, Any]) -> Any:
@@ -62,7 +110,7 @@ def _moved(olds: Mapping[str, Any], news: Mapping[str, Any]) -> list[str]:
 
 # --- the app --------------------------------------------------------------------------------------
 
-APP_TRACKED = ("buildpack", "stack", "environment", "secretEnvironment", "package", "instances", "memoryMb", "diskMb", "healthCheck", "routes", "services", "metadata", "timeouts")
+APP_TRACKED = ("buildpack", "stack", "environment", "secretEnvironment", "package", "instances", "memoryMb", "diskMb", "healthCheck", "routes", "services", "ssh", "metadata", "timeouts")
 
 
 def strategy(olds: Mapping[str, Any], news: Mapping[str, Any]) -> str:
@@ -82,7 +130,10 @@ def strategy(olds: Mapping[str, Any], news: Mapping[str, Any]) -> str:
         return "rolling"
     if olds.get("memoryMb") != news.get("memoryMb") or olds.get("diskMb") != news.get("diskMb"):
         return "stop-first"
-    if any(olds.get(k) != news.get(k) for k in ("buildpack", "stack", "environment", "secretEnvironment", "healthCheck", "services")):
+    # The buildpack as staged: a digest added to the same URL restages nothing.
+    if _lifecycle(str(olds.get("buildpack") or "")) != _lifecycle(str(news.get("buildpack") or "")):
+        return "rolling"
+    if any(olds.get(k) != news.get(k) for k in ("stack", "environment", "secretEnvironment", "healthCheck", "services")):
         return "rolling"
     if olds.get("instances") != news.get("instances"):
         return "scale"
@@ -101,15 +152,18 @@ class AppProvider(CfProvider):
             from .capi import CapiError
 
             raise CapiError(f"an app called {props['name']!r} already exists in the space: delete or rename it, or import it (pulumi import)")
-        app = c.create_app(space, props["name"], props["buildpack"], props["stack"], props.get("metadata") or {})
+        check_buildpack(props["buildpack"], t["upload"])
+        bits, bits_name = package_bits(props["package"])
+        app = c.create_app(space, props["name"], _lifecycle(props["buildpack"]), props["stack"], props.get("metadata") or {})
         guid = app["guid"]
         try:
             c.set_environment(guid, {**props["environment"], **(props.get("secretEnvironment") or {})}, [])
             web = c.web_process(guid)
-            hc = props["healthCheck"]
-            c.configure_process(web["guid"], hc["endpoint"], int(hc["timeout"]), int(hc["invocationTimeout"]))
+            _health(c, web["guid"], props["healthCheck"])
             c.scale(web["guid"], int(props["instances"]), int(props["memoryMb"]), int(props["diskMb"]))
-            package = c.upload_package(guid, Path(props["package"]["path"]), t["upload"])
+            if props.get("ssh") is not None:
+                c.set_app_feature(guid, "ssh", bool(props["ssh"]))
+            package = c.upload_package(guid, bits, t["upload"], sha256=props["package"]["sha256"], name=bits_name)
             droplet = c.stage(package, t["staging"])
             c.set_droplet(guid, droplet)
             for si in props.get("services") or []:
@@ -139,15 +193,23 @@ class AppProvider(CfProvider):
         guid = olds["guid"]
         how = strategy(olds, news)
         package, droplet = olds.get("packageGuid"), olds.get("dropletGuid")
-        restage = (olds.get("package") or {}).get("sha256") != (news.get("package") or {}).get("sha256") or olds.get("buildpack") != news.get("buildpack") or olds.get("stack") != news.get("stack")
+        new_buildpack = _lifecycle(str(olds.get("buildpack") or "")) != _lifecycle(news["buildpack"])
+        restage = (olds.get("package") or {}).get("sha256") != (news.get("package") or {}).get("sha256") or new_buildpack or olds.get("stack") != news.get("stack")
+        if not restage and olds.get("buildpack") != news.get("buildpack"):
+            check_buildpack(news["buildpack"], t["upload"])  # a new pin of the same URL: it must hold now
         if restage:
-            c.update_app(guid, news["buildpack"], news["stack"], news.get("metadata") or {})
-            if (olds.get("package") or {}).get("sha256") != (news.get("package") or {}).get("sha256"):
-                package = c.upload_package(guid, Path(news["package"]["path"]), t["upload"])
+            check_buildpack(news["buildpack"], t["upload"])
+            new_package = (olds.get("package") or {}).get("sha256") != (news.get("package") or {}).get("sha256")
+            bits, bits_name = package_bits(news["package"]) if new_package else (b"", "")
+            c.update_app(guid, _lifecycle(news["buildpack"]), news["stack"], news.get("metadata") or {})
+            if new_package:
+                package = c.upload_package(guid, bits, t["upload"], sha256=news["package"]["sha256"], name=bits_name)
             # Staging fails here, before any variable, binding or process changed: nothing half-deployed.
             droplet = c.stage(package, t["staging"])
         elif olds.get("metadata") != news.get("metadata"):
-            c.update_app(guid, news["buildpack"], news["stack"], news.get("metadata") or {})
+            c.update_app(guid, _lifecycle(news["buildpack"]), news["stack"], news.get("metadata") or {})
+        if news.get("ssh") is not None and olds.get("ssh") != news.get("ssh"):
+            c.set_app_feature(guid, "ssh", bool(news["ssh"]))
         new_env = {**news["environment"], **(news.get("secretEnvironment") or {})}
         old_env = {**(olds.get("environment") or {}), **(olds.get("secretEnvironment") or {})}
         if new_env != old_env:
@@ -160,8 +222,7 @@ class AppProvider(CfProvider):
                 c.map_route(route, guid)
         web = c.web_process(guid)
         if olds.get("healthCheck") != news.get("healthCheck"):
-            hc = news["healthCheck"]
-            c.configure_process(web["guid"], hc["endpoint"], int(hc["timeout"]), int(hc["invocationTimeout"]))
+            _health(c, web["guid"], news["healthCheck"])
         instances = int(news["instances"])
         if how == "stop-first":
             c.stop(guid)
@@ -207,6 +268,8 @@ class AppProvider(CfProvider):
             "diskMb": web["disk_in_mb"],
             "dropletGuid": c.current_droplet(id_),
         }
+        if props.get("ssh") is not None:  # someone re-enabled SSH (a space developer may): drift
+            outs["ssh"] = c.app_feature(id_, "ssh")
         return ReadResult(id_=id_, outs=outs)
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
@@ -447,41 +510,138 @@ class CfGroupSpaceRole(Resource, module="cloudfoundry", name="GroupSpaceRole"):
         super().__init__(GroupSpaceRoleProvider(), name, {**props, "spaceGuid": None, "members": None}, opts)
 
 
+# --- spaces -------------------------------------------------------------------------------------------
+
+
+class SpaceProvider(CfProvider):
+    """A space the target owns (`createSpaces`): created in the org, SSH disallowed where `allowSsh` is false."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        """Create the space (one that exists is refused: it is not ours to own) and set its SSH feature."""
+        from .capi import CapiError
+
+        c = client_for(props)
+        org = c.org_guid(props)
+        if c.find_space(org, props["name"]) is not None:
+            raise CapiError(f"a space called {props['name']!r} already exists in the organization: import it (pulumi import) or name it in spaces without createSpaces")
+        space = c.create_space(org, props["name"], props.get("metadata") or {})
+        c.set_space_feature(space["guid"], "ssh", bool(props["allowSsh"]))
+        return CreateResult(id_=space["guid"], outs={**props, "guid": space["guid"], "orgGuid": org})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        """A new name or organization replaces; SSH and metadata update in place."""
+        replaces = [k for k in ("name", "api", "org") if olds.get(k) != news.get(k)]
+        if news.get("orgGuid") is not None and olds.get("orgGuid") != news.get("orgGuid"):
+            replaces.append("orgGuid")
+        changed = replaces + [k for k in ("allowSsh", "metadata") if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed), replaces=replaces, stables=["guid"], delete_before_replace=True)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        """Set SSH and metadata."""
+        c = client_for(news)
+        if olds.get("allowSsh") != news.get("allowSsh"):
+            c.set_space_feature(olds["guid"], "ssh", bool(news["allowSsh"]))
+        if olds.get("metadata") != news.get("metadata"):
+            c.patch(f"/v3/spaces/{olds['guid']}", {"metadata": news.get("metadata") or {}})
+        return UpdateResult(outs={**news, "guid": olds["guid"], "orgGuid": olds.get("orgGuid")})
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """The space and its SSH feature (someone allowing SSH again is drift); gone -> empty id."""
+        from .capi import CapiError
+
+        c = client_for(props)
+        try:
+            c.get(f"/v3/spaces/{id_}")
+        except CapiError as e:
+            if e.status == 404:
+                return ReadResult(id_="", outs={})
+            raise
+        return ReadResult(id_=id_, outs={**props, "allowSsh": c.space_feature(id_, "ssh")})
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        """Delete the space (production's is retained: its resource option keeps it)."""
+        client_for(props).delete(f"/v3/spaces/{id_}", _timeouts(props)["job"])
+
+
+class CfSpace(Resource, module="cloudfoundry", name="Space"):
+    """A space the target creates (type pulumi-python:dynamic/cloudfoundry:Space)."""
+
+    guid: Any
+
+    def __init__(self, name: str, props: dict[str, Any], opts: Any = None) -> None:
+        super().__init__(SpaceProvider(), name, {**props, "guid": None, "orgGuid": props.get("orgGuid")}, opts)
+
+
 # --- production grants ------------------------------------------------------------------------------
+
+GRANT_EXPIRY_INPUTS = ("api", "org", "orgGuid", "space", "spaceGuid", "environment", "app", "repository", "trust", "signer", "timeouts")
+
+
+def _grants_trust(props: Mapping[str, Any]) -> Any:
+    from . import grants
+
+    return grants.resolve_trust(list(props.get("trust") or ()), str(props["repository"]), Path.cwd())
 
 
 class GrantExpiryProvider(CfProvider):
-    """Removes the environment's expired time-boxed grants on every `pulumi up`."""
+    """Reports the environment's due grants; removes every open one when the environment is destroyed.
+
+    Expiring is the expiry app's job (`expiry.py`), on its own schedule and identity. A `pulumi up`
+    changes this resource only when its inputs do, and then reads the activity log without a single CAPI
+    call: a release, run by `deploy` (space_developer, which may not remove roles), never sends
+    DELETE /v3/roles.
+    """
+
+    def _report(self, props: Mapping[str, Any]) -> dict[str, Any]:
+        from . import grants
+
+        due = grants.due_grants(str(props["repository"]), str(props["environment"]), trust=_grants_trust(props), app=props.get("app"))
+        return {"dueGrants": sorted(str(g["id"]) for g in due)}
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        """Expire what is due."""
-        from . import grants
-
-        removed = grants.expire_due(props["repository"], props["environment"], client_for(props))
-        return CreateResult(id_=f"grants-{props['environment']}", outs={**props, "lastRemoved": len(removed)})
+        """Report what is due (nothing is removed here)."""
+        return CreateResult(id_=f"grants-{props['environment']}", outs={**props, **self._report(props)})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        """Always changed: time passes, so each up looks for expired grants."""
-        return DiffResult(changes=True, replaces=[], stables=["environment"], delete_before_replace=False)
+        """Changed only when an input changes: time passing is the expiry app's business, not an up's."""
+        changed = [k for k in GRANT_EXPIRY_INPUTS if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed), replaces=[], stables=["environment"], delete_before_replace=False)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        """Expire what is due."""
-        from . import grants
-
-        removed = grants.expire_due(news["repository"], news["environment"], client_for(news))
-        return UpdateResult(outs={**news, "lastRemoved": len(removed)})
+        """Report what is due (nothing is removed here)."""
+        return UpdateResult(outs={**news, **self._report(news)})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        """The environment goes: every grant still open goes with it."""
+        """The environment goes: every grant still open goes with it (a platform step: needs Space Manager)."""
+        from mxinfra.governance.promotion import repository_url
+        from mxinfra.governance.signing import dev_signer, open_signer
+
         from . import grants
 
-        grants.expire_due(props["repository"], props["environment"], client_for(props), all_open=True)
+        c = client_for(props)
+        url = repository_url(str(props["repository"]), Path.cwd())
+        trust = _grants_trust(props)
+        signer = open_signer(str(props["signer"]), Path.cwd()) if props.get("signer") else dev_signer(url)
+        grants.expire_due(url, props["environment"], c, space=c.space_guid(props), trust=trust, app=props.get("app"), signer=signer, all_open=True, job_timeout=_timeouts(props)["job"])
 
 
 class CfGrantExpiry(Resource, module="cloudfoundry", name="GrantExpiry"):
-    """The expiry of production grants (type pulumi-python:dynamic/cloudfoundry:GrantExpiry)."""
+    """The report of production grants (type pulumi-python:dynamic/cloudfoundry:GrantExpiry)."""
 
-    last_removed: Any
+    due_grants: Any
 
     def __init__(self, name: str, props: dict[str, Any], opts: Any = None) -> None:
-        super().__init__(GrantExpiryProvider(), name, {**props, "lastRemoved": None}, opts)
+        super().__init__(GrantExpiryProvider(), name, {**props, "dueGrants": None}, opts)
+
+
+class GrantExpiryAppProvider(AppProvider):
+    """The expiry app (`expiry.py`): an app like the environment's, staged from the bundle the provider builds."""
+
+
+class CfGrantExpiryApp(Resource, module="cloudfoundry", name="GrantExpiryApp"):
+    """The app that expires a production environment's grants (type pulumi-python:dynamic/cloudfoundry:GrantExpiryApp)."""
+
+    guid: Any
+
+    def __init__(self, name: str, props: dict[str, Any], opts: Any = None) -> None:
+        super().__init__(GrantExpiryAppProvider(), name, {**props, "guid": None, "spaceGuid": None, "packageGuid": None, "dropletGuid": None, "strategy": None}, opts)

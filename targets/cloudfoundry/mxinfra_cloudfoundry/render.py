@@ -15,6 +15,8 @@ SERVICE = "pulumi-python:dynamic/cloudfoundry:ServiceInstance"
 ROLE = "pulumi-python:dynamic/cloudfoundry:SpaceRole"
 GROUP_ROLE = "pulumi-python:dynamic/cloudfoundry:GroupSpaceRole"
 GRANTS = "pulumi-python:dynamic/cloudfoundry:GrantExpiry"
+EXPIRY_APP = "pulumi-python:dynamic/cloudfoundry:GrantExpiryApp"
+SPACE = "pulumi-python:dynamic/cloudfoundry:Space"
 ACTIVITY = "pulumi-python:dynamic:Resource"
 SECRET = "[secret]"
 
@@ -34,10 +36,14 @@ def manifest(resources: Sequence[Mapping[str, Any]], secret_names: Sequence[str]
     for name in names:
         env[name] = f"(({name}))"  # a cf push variable: supply it with --var or --vars-file
     hc = app["healthCheck"]
+    from .config import buildpack_url
+
+    package = app["package"]
     entry = {
         "name": app["name"],
-        "path": app["package"]["path"],
-        "buildpacks": [app["buildpack"]],
+        # relative to the project directory; a repository package is a cf push variable
+        "path": package.get("path") or "((PACKAGE_PATH))",
+        "buildpacks": [buildpack_url(app["buildpack"])],
         "stack": app["stack"],
         "instances": app["instances"],
         "memory": f"{app['memoryMb']}M",
@@ -69,7 +75,10 @@ def write_manifest(env: str, resources: Sequence[Mapping[str, Any]], out_dir: Pa
     names = app.get("secretEnvironmentNames") or []
     doc = manifest(resources, names)
     path = target / "manifest.yml"
-    head = "# What the environment's resources declare, as a cf push manifest. Secret variables are ((placeholders)):\n# cf push -f manifest.yml --vars-file secrets.yml (never commit that file).\n"
+    head = (
+        "# What the environment's resources declare, as a cf push manifest. Secret variables are ((placeholders)):\n"
+        "# cf push -f manifest.yml -p <project>/<path> --vars-file secrets.yml (path is relative to the project; never commit the vars file).\n"
+    )
     path.write_text(head + yaml.safe_dump(doc, sort_keys=False, width=1000))
     return [path]
 
@@ -120,6 +129,18 @@ def notes(resources: Sequence[Mapping[str, Any]]) -> list[str]:
     for r in _of(resources, GROUP_ROLE):
         i = r["inputs"]
         out.append(f"space role {i['type']} for each member of UAA group {i['group']} of origin {i['origin']} ({i['permission']}; expanded through UAA on every up)")
+    for r in _of(resources, SPACE):
+        i = r["inputs"]
+        out.append(f"space {i['name']} created by mxinfra, SSH {'allowed' if i['allowSsh'] else 'disallowed'}{', protected (retained on destroy)' if r.get('options', {}).get('protect') else ''}")
+    for r in _of(resources, APP):
+        if r["inputs"].get("ssh") is False:
+            out.append(f"app {r['inputs']['name']}: SSH disabled (the app feature)")
     if _of(resources, GRANTS):
-        out.append("production roles are time-boxed: mxinfra access grant -s STACK --principal P --permission deploy --for 8h; every up removes expired ones")
+        out.append("production roles are time-boxed: mxinfra access grant -s STACK --principal P --permission deploy --for 8h")
+        apps = _of(resources, EXPIRY_APP)
+        if apps:
+            i = apps[0]["inputs"]
+            out.append(f"expiry app {i['name']} in space {i['space']}: removes expired grants every few minutes, as its own Space Manager identity (a pulumi up never does)")
+        else:
+            out.append("no expiry app (grantExpiry): expired grants are removed only by mxinfra access expire")
     return out

@@ -3,6 +3,9 @@ to the app; the buildpack configures the runtime from its VCAP_SERVICES credenti
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from mxinfra.target import EnvironmentContext
 
 from .config import CloudFoundryConfig
@@ -10,8 +13,8 @@ from .database import service
 from .provider import CfServiceInstance
 
 
-def create(ctx: EnvironmentContext, cfg: CloudFoundryConfig) -> CfServiceInstance | None:
+def create(ctx: EnvironmentContext, cfg: CloudFoundryConfig, after: Sequence[Any] = ()) -> CfServiceInstance | None:
     """The object-store service instance, or None (files on the instance's disk)."""
     if cfg.storage is None:
         return None
-    return service(ctx, cfg, "files", cfg.storage)
+    return service(ctx, cfg, "files", cfg.storage, after)

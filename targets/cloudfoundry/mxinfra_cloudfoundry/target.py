@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from mxinfra.errors import ConfigIssue
 from mxinfra.target import EnvironmentContext, Target
 
-from .config import MIN_MEMORY_MB, CloudFoundryConfig
+from .capabilities import CAPABILITIES
+from .config import MIN_MEMORY_MB, SECRET_VARIABLE, CloudFoundryConfig, buildpack_digest
 
 if TYPE_CHECKING:
     from mxinfra.access import EnvironmentAccess
@@ -28,10 +29,11 @@ class CloudFoundryTarget(Target):
     config_model = CloudFoundryConfig
     # A release updates the app (package, build, droplet, variables, processes, metadata).
     release_types = ("pulumi-python:dynamic/cloudfoundry:App",)
+    capabilities = CAPABILITIES
 
     def check(self, stack: StackConfig, block: CloudFoundryConfig, file: str = "") -> list[ConfigIssue]:
         """Principals and permissions, production's MFA origins, the buildpack's memory floor, names."""
-        from . import access
+        from . import access, spaces
 
         issues = []
         production = [e.name for e in stack.environments if e.is_production]
@@ -55,14 +57,11 @@ class CloudFoundryTarget(Target):
                         file,
                     )
                 )
-        if block.credentials is not None:
-            secrets = [("credentials.clientSecret", block.credentials.clientSecret)]
-            if block.credentials.passwordGrant is not None:
-                secrets.append(("credentials.passwordGrant.password", block.credentials.passwordGrant.password))
-            for key, value in secrets:
-                if value is not None and not stack.raw.is_secret(f"{BLOCK}.{key}"):
-                    issues.append(ConfigIssue(f"{BLOCK}.{key}", "is stored in plain text", f"store it encrypted: pulumi config set --secret --path '{BLOCK}.{key}' VALUE", file))
+        issues += _credential_issues(stack, block.credentials, "credentials", file)
         issues += stack.environment_key_issues(block.hostnames, f"{BLOCK}.hostnames", file)
+        issues += _buildpack_issues(stack, block, file)
+        issues += spaces.check(stack, block, file)
+        issues += _grant_expiry_issues(stack, block, file)
         for i, env_name in enumerate(block.releaseData):
             if env_name not in production:
                 issues.append(
@@ -77,6 +76,17 @@ class CloudFoundryTarget(Target):
             out.append("production service instances are released: a destroy deletes the database and the files")
         if block is not None and block.storage is None:
             out.append("no object store: uploaded files live on the instance's disk and are lost on every restart")
+        if block is not None and env.is_production and not block.createSpaces:
+            space, guid, _ = block.space_of(env.name, env.role.value)
+            out.append(
+                f"SSH is disabled on the app, but space {space or guid} is not created by mxinfra, so whether SSH is allowed in it is the "
+                f"platform's setting: disallow it (cf disallow-space-ssh {space or guid}), or let mxinfra create the space (createSpaces: true)"
+            )
+        if block is not None and env.is_production and block.grantExpiry is None and access.grants:
+            out.append(
+                "no grantExpiry: production grants are removed only when someone runs `mxinfra access expire` (a file:// repository "
+                "is on this machine, out of the expiry app's reach; use an s3:// or azblob:// repository and configure grantExpiry)"
+            )
         return out
 
     def artifact(self, env: Environment, block: CloudFoundryConfig | None) -> str | None:
@@ -88,16 +98,20 @@ class CloudFoundryTarget(Target):
         return f"{BLOCK}.buildpack"
 
     def deploy_environment(self, ctx: EnvironmentContext) -> Mapping[str, Any]:
-        """Services, route, app (package, build, droplet, processes) and space roles of one environment."""
+        """The space (with createSpaces), services, route, app (package, build, droplet, processes) and space
+        roles of one environment; on production the grants' report and the expiry app."""
         from . import access as _access  # noqa: F401 (the mapping the roles use)
-        from . import database, grants, runtime, storage
+        from . import database, runtime, space_roles, spaces, storage
 
         cfg: CloudFoundryConfig = ctx.config
-        db = database.create(ctx, cfg)
-        files = storage.create(ctx, cfg)
-        app = runtime.create(ctx, cfg, [s for s in (db, files) if s is not None])
-        roles = grants.standing_roles(ctx, cfg)
-        expiry = grants.expiry(ctx, cfg) if ctx.environment.is_production else None
+        space = spaces.create(ctx, cfg)
+        after = [space] if space is not None else []
+        db = database.create(ctx, cfg, after)
+        files = storage.create(ctx, cfg, after)
+        app = runtime.create(ctx, cfg, [s for s in (db, files) if s is not None], after)
+        roles = space_roles.standing_roles(ctx, cfg, after)
+        expiry_app = space_roles.create_expiry_app(ctx, cfg) if ctx.environment.is_production and cfg.grantExpiry is not None else None
+        report = space_roles.grant_expiry(ctx, cfg, after) if ctx.environment.is_production else None
         ctx.runtime_resource(app.app)
         outputs: dict[str, Any] = {
             "url": app.url,
@@ -105,8 +119,10 @@ class CloudFoundryTarget(Target):
             "appGuid": app.app.guid,
             "roles": {k: v.members if hasattr(v, "members") else v.guid for k, v in roles.items()},  # a group's: user id -> role
         }
-        if expiry is not None:
-            outputs["grantExpiry"] = expiry.urn
+        if report is not None:
+            outputs["grantExpiry"] = report.urn
+        if expiry_app is not None:
+            outputs["grantExpiryApp"] = expiry_app.guid
         return outputs
 
     def render(self, env: str, resources: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:
@@ -120,3 +136,133 @@ class CloudFoundryTarget(Target):
         from . import render
 
         return render.notes(resources)
+
+
+def _credential_issues(stack: StackConfig, credentials: Any, key: str, file: str) -> list[ConfigIssue]:
+    """Secret parts of a credentials block stored in plain text."""
+    if credentials is None:
+        return []
+    secrets = [(f"{key}.clientSecret", credentials.clientSecret)]
+    if credentials.passwordGrant is not None:
+        secrets.append((f"{key}.passwordGrant.password", credentials.passwordGrant.password))
+    return [
+        ConfigIssue(f"{BLOCK}.{k}", "is stored in plain text", f"store it encrypted: pulumi config set --secret --path '{BLOCK}.{k}' VALUE", file)
+        for k, value in secrets
+        if value is not None and not stack.raw.is_secret(f"{BLOCK}.{k}")
+    ]
+
+
+def _buildpack_issues(stack: StackConfig, block: CloudFoundryConfig, file: str) -> list[ConfigIssue]:
+    """Production and promotion-gated environments stage only a buildpack pinned by digest (as the
+    Kubernetes target's images and Operator sources): a release URL can be replaced, and Cloud Foundry
+    verifies nothing it downloads."""
+    from mxinfra.artifacts import requires_digest
+
+    if buildpack_digest(block.buildpack) is not None:
+        return []
+    gated = [e for e in stack.environments if requires_digest(e)]
+    if not gated:
+        return []
+    env = gated[0]
+    why = "production" if env.is_production else f"promotion-gated (from {env.require_promotion_from})"
+    return [
+        ConfigIssue(
+            f"{BLOCK}.buildpack",
+            f"environment {env.name!r} is {why}: {block.buildpack!r} is a mutable URL (a release asset can be deleted and uploaded again) and Cloud Foundry does not verify what it downloads",
+            "pin its bytes: append the zip's digest, ...cf-mendix-buildpack.zip#sha256=<64 hex> (sha256sum cf-mendix-buildpack.zip); mxinfra checks the download against it before every staging",
+            file,
+        )
+    ]
+
+
+def _grant_expiry_issues(stack: StackConfig, block: CloudFoundryConfig, file: str) -> list[ConfigIssue]:
+    """The expiry app: required where grants are possible on a shared repository; reachable, out of the
+    deployers' spaces, signing with a trusted key, secrets encrypted."""
+    from mxinfra.access import grants_for
+    from mxinfra.governance.signing import is_cloud, signing_config
+
+    from .grants import trust_refs
+
+    key = f"{BLOCK}.grantExpiry"
+    issues: list[ConfigIssue] = []
+    production = [e for e in stack.environments if e.is_production]
+    eligible = [e for e in production if grants_for(e, stack.access).grants]
+    ge = block.grantExpiry
+    if ge is None:
+        if eligible and is_cloud(stack.repository):
+            issues.append(
+                ConfigIssue(
+                    key,
+                    f"required: {eligible[0].name!r} has eligible principals, and Cloud Foundry roles never expire by themselves; without the expiry app a grant lasts until someone runs `mxinfra access expire`",
+                    "grantExpiry: {space: <a space of its own>, credentials: {clientId: ..., clientSecret: {secure: ...}}} (a UAA client that is Space Manager of the production space)",
+                    file,
+                )
+            )
+        return issues
+    if not production:
+        issues.append(ConfigIssue(key, "the stack has no production environment: only production grants are time-boxed", "remove grantExpiry from this stack", file))
+        return issues
+    if not is_cloud(stack.repository):
+        issues.append(
+            ConfigIssue(
+                key,
+                f"the expiry app reads and appends to the activity log from Cloud Foundry, and {stack.repository or 'file://.mxinfra'} is on this machine",
+                "use an s3:// or azblob:// repository (mxinfra:repository), or remove grantExpiry and run `mxinfra access expire` on a schedule of your own",
+                file,
+            )
+        )
+    for env in stack.environments:
+        space, guid, path = block.space_of(env.name, env.role.value)
+        same_org = ge.org is None or ge.org == block.org
+        if same_org and space is not None and space.lower() == ge.space.lower():
+            issues.append(
+                ConfigIssue(
+                    f"{key}.space",
+                    f"{ge.space!r} is the space of environment {env.name!r} ({BLOCK}.{path}): its developers could read the expiry app's Space Manager credentials",
+                    "give the expiry app a space of its own, where only the platform identity holds a role",
+                    file,
+                )
+            )
+            break
+    issues += _credential_issues(stack, ge.credentials, "grantExpiry.credentials", file)
+    for name in ge.environment:
+        if SECRET_VARIABLE.search(name) and not stack.raw.is_secret(f"{key}.environment.{name}"):
+            issues.append(ConfigIssue(f"{key}.environment.{name}", "is stored in plain text", f"store it encrypted: pulumi config set --secret --path '{key}.environment.{name}' VALUE", file))
+    signers = signing_config(stack.raw.values).signers
+    for env in production:
+        ref = ge.signer or signers.get(env.name)
+        trusted = trust_refs(stack.raw.values, env.name)
+        if not trusted and is_cloud(stack.repository):
+            issues.append(
+                ConfigIssue(
+                    f"mxinfra:signing.signers.{env.name}",
+                    f"the expiry app believes only grant records signed by a key trusted for {env.name!r}, and none is named",
+                    "name the key whoever grants signs with (mxinfra:signing.signers), or the trusted ones (mxinfra:signing.trustedSigners)",
+                    file,
+                )
+            )
+        elif ge.signer is not None and trusted and ge.signer not in trusted and not any(r.startswith("sha256:") for r in trusted):
+            issues.append(
+                ConfigIssue(
+                    f"{key}.signer",
+                    f"its revocations would not verify: `mxinfra activity verify -s` trusts only {', '.join(trusted)} for {env.name!r}",
+                    f"add {ge.signer} to mxinfra:signing.trustedSigners.{env.name} (with the granters' key), or leave signer out to use mxinfra:signing.signers.{env.name}",
+                    file,
+                )
+            )
+        if ref is None:
+            issues.append(
+                ConfigIssue(
+                    f"{key}.signer",
+                    f"the expiry app signs the revocations it records on {env.name!r}, and no key is named",
+                    f"name a kms: or azurekv: key here or in mxinfra:signing.signers.{env.name} (the key must be trusted for {env.name}'s records)",
+                    file,
+                )
+            )
+        elif ref.startswith("file:"):
+            issues.append(ConfigIssue(f"{key}.signer", f"{ref!r} is a file on this machine, out of the expiry app's reach", "name a kms: or azurekv: key (the app gets its credentials through grantExpiry.environment)", file))
+    # several production environments of one stack would repeat the same problem of the shared block
+    unique: dict[tuple[str, str], ConfigIssue] = {}
+    for issue in issues:
+        unique.setdefault((issue.path, issue.message), issue)
+    return list(unique.values())

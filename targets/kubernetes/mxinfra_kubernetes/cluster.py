@@ -1,13 +1,16 @@
 """The cluster a stack deploys to, found as the provider finds it: the kubeconfig and its context (checked
-offline by `check`) and, before `pulumi up` declares a volume claim, the cluster's StorageClasses.
+offline by `check`) and, before `pulumi up` declares anything, what the run asks of the cluster: its
+StorageClasses (when a volume claim is declared), the environments' namespaces (owner labels) and what runs
+(running.py, for `mxinfra drift` and the same check at `pulumi up`).
 
 No Pulumi imports: `check` runs it in `mxinfra plan` too, and the target's `deploy_app` wraps the rest.
 
-Why not the `kubernetes` client: the target needs one read (a list of StorageClasses) and the kubeconfig's
+Why not the `kubernetes` client: the target needs a few reads (GETs of known objects) and the kubeconfig's
 contexts; the official client would add itself and its dependency tree (google-auth, websocket-client,
 requests-oauthlib, ...) to every installation for that, and pulumi-kubernetes does not expose its Go
-client to the program. A failed read is never an error (a warning, and `pulumi up` goes on), so what the
-reader does not support (auth-provider users, proxies) costs a check, not a deployment.
+client to the program. A failed StorageClass read is never an error (a warning, and `pulumi up` goes on);
+what runs must be read (target.py says why): a failed read stops `pulumi up`, except where this reader
+cannot authenticate as the provider would (`Unsupported`: an auth-provider user), which warns.
 """
 
 from __future__ import annotations
@@ -52,6 +55,10 @@ class KubeconfigMissing(KubeconfigError):
 
 class ClusterUnreadable(Exception):
     """The cluster could not be asked (no credentials, unreachable, forbidden); the message is the reason."""
+
+
+class Unsupported(ClusterUnreadable):
+    """The provider could authenticate, this reader cannot (an auth-provider plugin)."""
 
 
 @dataclass(frozen=True)
@@ -277,7 +284,7 @@ def cluster_access(kc: Kubeconfig, context: str | None, env: Mapping[str, str] |
         if status.get("clientCertificateData") and status.get("clientKeyData"):
             cert, key = str(status["clientCertificateData"]).encode(), str(status["clientKeyData"]).encode()
     elif user.get("auth-provider"):
-        raise ClusterUnreadable(f"context {name!r} authenticates with an auth-provider plugin, which this check does not run")
+        raise Unsupported(f"context {name!r} authenticates with an auth-provider plugin, which this check does not run")
     if cert and key:
         # ssl loads a client certificate from files only: a private directory, removed at once.
         with tempfile.TemporaryDirectory(prefix="mxinfra-kube-") as d:
@@ -297,23 +304,51 @@ def cluster_access(kc: Kubeconfig, context: str | None, env: Mapping[str, str] |
     return ClusterAccess(server, tls, headers, f"context {name}, {server}")
 
 
-def list_storage_classes(access: ClusterAccess, timeout: float = 10.0) -> list[StorageClass]:
-    """The cluster's StorageClasses (GET /apis/storage.k8s.io/v1/storageclasses)."""
-    request = urllib.request.Request(access.server.rstrip("/") + STORAGE_CLASSES_PATH, headers={"Accept": "application/json", **access.headers})
+class Forbidden(ClusterUnreadable):
+    """The identity may not read the object (HTTP 403)."""
+
+
+def _get(access: ClusterAccess, path: str, what: str, timeout: float, *, missing_ok: bool = False) -> bytes | None:
+    """The body of GET `path`; None for 404 when `missing_ok`; ClusterUnreadable (Forbidden for 403) otherwise."""
+    request = urllib.request.Request(access.server.rstrip("/") + path, headers={"Accept": "application/json", **access.headers})
     try:
         with urllib.request.urlopen(request, context=access.tls, timeout=timeout) as response:
-            body = response.read()
+            return response.read()
     except urllib.error.HTTPError as e:
+        if e.code == 404 and missing_ok:
+            return None
         if e.code == 403:
-            raise ClusterUnreadable(f"the deploy identity may not list storageclasses (HTTP 403 from {access.where}): it has no cluster-scope read") from None
+            raise Forbidden(f"the identity may not read {what} (HTTP 403 from {access.where})") from None
         if e.code == 401:
             raise ClusterUnreadable(f"the API server refused the credentials (HTTP 401 from {access.where})") from None
-        raise ClusterUnreadable(f"listing storageclasses failed with HTTP {e.code} ({access.where})") from None
+        raise ClusterUnreadable(f"reading {what} failed with HTTP {e.code} ({access.where})") from None
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", None) or e.__class__.__name__
         raise ClusterUnreadable(f"the API server did not answer ({access.where}: {reason})") from None
+
+
+def get_object(access: ClusterAccess, path: str, what: str, timeout: float = 10.0) -> dict[str, Any] | None:
+    """The object at `path` (e.g. /apis/apps/v1/namespaces/N/statefulsets/S), None when it does not exist."""
+    body = _get(access, path, what, timeout, missing_ok=True)
+    if body is None:
+        return None
     try:
-        items = json.loads(body)["items"] or []
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise ClusterUnreadable(f"the answer to GET {path} is not a Kubernetes object ({access.where})")
+    return doc
+
+
+def list_storage_classes(access: ClusterAccess, timeout: float = 10.0) -> list[StorageClass]:
+    """The cluster's StorageClasses (GET /apis/storage.k8s.io/v1/storageclasses)."""
+    try:
+        body = _get(access, STORAGE_CLASSES_PATH, "storageclasses", timeout)
+    except Forbidden:
+        raise ClusterUnreadable(f"the deploy identity may not list storageclasses (HTTP 403 from {access.where}): it has no cluster-scope read") from None
+    try:
+        items = json.loads(body or b"")["items"] or []
         classes = []
         for item in items:
             meta = item["metadata"]
@@ -347,6 +382,36 @@ def storage_class_issues(claims: Sequence[Claim], classes: Sequence[StorageClass
     return issues
 
 
+def access_for(kubeconfig: str | None, context: str | None, env: Mapping[str, str] | None = None, cwd: Path | None = None, run: Callable[..., Any] = subprocess.run) -> ClusterAccess:
+    """How to ask the cluster the provider deploys to (`kubeconfig`: a path, content, or None for the
+    ambient one); ClusterUnreadable when it cannot be asked."""
+    env = os.environ if env is None else env
+    try:
+        kc = resolve_kubeconfig(kubeconfig, env, cwd or Path.cwd())
+    except KubeconfigError as e:
+        raise ClusterUnreadable(str(e)) from None
+    if kc is None:
+        if kubeconfig is None and context is None and env.get("KUBERNETES_SERVICE_HOST"):
+            return in_cluster_access(env)  # as the provider does inside a pod (a pipeline's ServiceAccount)
+        raise ClusterUnreadable("no kubeconfig to read (KUBECONFIG is unset and there is no ~/.kube/config)" if kubeconfig is None else "the kubeconfig is a secret this run cannot read")
+    return cluster_access(kc, context, env, run)
+
+
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+def in_cluster_access(env: Mapping[str, str], directory: Path = SERVICE_ACCOUNT_DIR) -> ClusterAccess:
+    """The pod's own ServiceAccount (token and CA mounted by the kubelet), as client-go's in-cluster config."""
+    host, port = env.get("KUBERNETES_SERVICE_HOST", ""), env.get("KUBERNETES_SERVICE_PORT", "443")
+    try:
+        token = (directory / "token").read_text().strip()
+        tls = ssl.create_default_context(cafile=str(directory / "ca.crt"))
+    except (OSError, ssl.SSLError) as e:
+        raise ClusterUnreadable(f"running in a pod, but its ServiceAccount credentials in {directory} cannot be read ({e.__class__.__name__})") from None
+    server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+    return ClusterAccess(server, tls, {"Authorization": f"Bearer {token}"}, f"in-cluster, {server}")
+
+
 def preflight_issues(
     claims: Sequence[Claim],
     kubeconfig: str | None,
@@ -358,12 +423,5 @@ def preflight_issues(
     timeout: float = 10.0,
 ) -> list[ConfigIssue]:
     """Ask the cluster the provider will use whether the claims can bind; ClusterUnreadable if it cannot be asked."""
-    env = os.environ if env is None else env
-    try:
-        kc = resolve_kubeconfig(kubeconfig, env, cwd or Path.cwd())
-    except KubeconfigError as e:
-        raise ClusterUnreadable(str(e)) from None
-    if kc is None:
-        raise ClusterUnreadable("no kubeconfig to read (KUBECONFIG is unset and there is no ~/.kube/config)" if kubeconfig is None else "the kubeconfig is a secret this run cannot read")
-    access = cluster_access(kc, context, env, run)
+    access = access_for(kubeconfig, context, env, cwd, run)
     return storage_class_issues(claims, list_storage_classes(access, timeout), access.where, file)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -201,7 +201,7 @@ class KubernetesConfig(StrictModel):
     cpu: CpuConfig = Field(default_factory=CpuConfig)
     operator: OperatorConfig | None = None
     egress: list[EgressRule] = Field(default_factory=list, max_length=64, description="What the app calls out to, besides its database, file store and DNS")
-    allowWideEgress: bool = Field(False, description="Explicit opt-in to /8 or wider egress rules on a stack with production")
+    allowWideEgress: bool = Field(False, description="Explicit opt-in to /8 (IPv6: /32) or wider egress rules on a stack with production")
     dnsNamespace: DnsLabel = Field("kube-system", description="Namespace of the cluster DNS pods: the only DNS the runtime may query")
     storageClass: StorageClassName | None = Field(
         None,
@@ -215,6 +215,14 @@ class KubernetesConfig(StrictModel):
         description="The most instances the deploy group may scale to: the namespace's ResourceQuota (a platform "
         "guardrail the deploy group cannot write) is sized for this many; default: the environment's instances, "
         "so that every scale is a platform step",
+    )
+    releaseIdentities: list[str] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Who may change what runs on production (the pod template, the image, the MendixApp's source "
+        "and runtime, the runtime's ConfigMap and Secrets): the identity `pulumi up` of a release runs as, e.g. "
+        "group:orders-release. Every other identity is refused by the environment's ValidatingAdmissionPolicy, "
+        "whatever its RBAC (cluster administrators in system:masters excepted)",
     )
     environments: dict[str, EnvironmentOverride] = Field(default_factory=dict)
 
@@ -416,6 +424,151 @@ def check_block(stack: StackConfig, block: KubernetesConfig, file: str = "") -> 
             issues += check_artifact(env, s.operator.sourceURL, f"{s.paths['operator']}.sourceURL", file, kind="source")
     issues += check_principals(stack, file)
     issues += check_operator_backups(stack, block, file)
+    issues += check_namespaces(stack, block, file)
+    issues += check_release_identities(stack, block, file)
+    return issues
+
+
+# --- namespaces: whose they are (issue 19, F2) ------------------------------------------------------------
+
+# Where Kubernetes runs itself: an environment's Roles there would grant its principals (and its pods'
+# Secrets mounts) rights beside the cluster's own components.
+SYSTEM_NAMESPACES = {
+    "kube-system": "the cluster's control-plane namespace",
+    "kube-public": "the cluster's public namespace",
+    "kube-node-lease": "the nodes' heartbeat namespace",
+    "default": "the cluster's default namespace, shared by whatever names no namespace",
+}
+RESERVED_NAMESPACE_PREFIXES = ("kube-", "openshift-")
+# The words that name a tier in a namespace (`<app>-<environment>`, the names this target creates).
+TIER_WORDS = {
+    Role.PRODUCTION: ("production", "prod", "prd", "live"),
+    Role.ACCEPTANCE: ("acceptance", "accept", "acc", "staging", "stage", "stg", "uat", "preprod", "preproduction"),
+    Role.TEST: ("test", "tst", "testing", "dev", "development", "sandbox"),
+}
+# Labels every namespace this target creates carries (naming.kubernetes_labels of the stable tags): an
+# existing namespace labelled so is that app's, environment's and tier's.
+OWNER_LABELS = {"app": "mxinfra.io/app", "environment": "mxinfra.io/environment", "role": "mxinfra.io/role"}
+
+
+def default_namespace(app: str, env: str) -> str:
+    """The namespace the target creates for an environment without `namespace`: `<app>-<env>`."""
+    from mxinfra.naming import Naming
+
+    return Naming(app, env).physical()
+
+
+def tiers_named(namespace: str, app: str) -> set[Role]:
+    """The tiers a namespace's name names, by its words (an app named like a tier, e.g. `test-bench`,
+    names none by its own name)."""
+    words, own = namespace.split("-"), app.split("-")
+    if words[: len(own)] == own:
+        words = words[len(own) :]
+    return {role for role, known in TIER_WORDS.items() for w in words if w in known}
+
+
+def names_app(namespace: str, app: str) -> bool:
+    """True when the app's name is among the namespace's words (`orders-production`, `eu-orders-prod`)."""
+    words, own = namespace.split("-"), app.split("-")
+    return any(words[i : i + len(own)] == own for i in range(len(words) - len(own) + 1))
+
+
+def _grantees(stack: StackConfig, env: str) -> str:
+    found = sorted({e.principal for e in stack.access if "*" in e.environments or env in e.environments})
+    return ", ".join(found) or "no principal yet"
+
+
+def check_namespaces(stack: StackConfig, block: KubernetesConfig, file: str = "") -> list[ConfigIssue]:
+    """Each environment's namespace (configured, or the default `<app>-<env>`) must be its own: not a system
+    namespace nor one the stack names as infrastructure (ingress controller, DNS, another environment's
+    Operator namespace), and not, by the `<app>-<environment>` convention, another tier's or another app's.
+    An environment's Roles and RoleBindings are created there: a test stack with `namespace:
+    orders-production` would grant its test principals Jobs and pod reads on production."""
+    app = stack.app.name
+    infra = dict(SYSTEM_NAMESPACES)
+    infra.setdefault(block.dnsNamespace, f"the cluster DNS's namespace ({BLOCK}.dnsNamespace)")
+    for env in stack.environments:
+        s = for_environment(block, env.name)
+        infra.setdefault(s.ingress.controllerNamespace, f"the ingress controller's namespace ({s.paths['ingress']}.controllerNamespace)")
+    operator_ns = {}
+    for env in stack.environments:
+        s = for_environment(block, env.name)
+        if s.mode == "operator" and s.namespace is not None:
+            operator_ns.setdefault(s.namespace, env.name)
+    issues = []
+    used: dict[str, tuple[str, bool]] = {}  # namespace -> (environment, configured)
+    for env in stack.environments:
+        s = for_environment(block, env.name)
+        own = default_namespace(app, env.name)
+        ns = s.namespace or own
+        if ns in used and not (used[ns][1] and s.namespace is not None):  # two configured ones: check_block says so
+            key = s.paths["namespace"] if s.namespace is not None else for_environment(block, used[ns][0]).paths["namespace"]
+            issues.append(ConfigIssue(key, f"namespace {ns!r} is also environment {used[ns][0]!r}'s", "each environment needs its own namespace: set environments.<name>.namespace", file))
+        used.setdefault(ns, (env.name, s.namespace is not None))
+        key = s.paths["namespace"] if s.namespace is not None else f"{BLOCK}.environments.{env.name}.namespace"
+        what = f"namespace {ns!r}" if s.namespace is not None else f"the default namespace {ns!r} (<app>-<environment>)"
+        role = env.role.value
+        example = own if own != ns and not tiers_named(own, app) - {env.role} else f"{app}-{role}"
+        fix = f"give environment {env.name!r} a {role} namespace of {app!r} of its own, e.g. {example}"
+        grants = f"its Roles would grant {_grantees(stack, env.name)} rights there"
+        if ns in infra:
+            issues.append(ConfigIssue(key, f"{what} is {infra[ns]}: {grants}", fix, file))
+        elif ns.startswith(RESERVED_NAMESPACE_PREFIXES):
+            issues.append(ConfigIssue(key, f"{what} is reserved for the platform ({', '.join(p + '*' for p in RESERVED_NAMESPACE_PREFIXES)}): {grants}", fix, file))
+        elif s.mode == "plain" and ns in operator_ns and operator_ns[ns] != env.name:
+            issues.append(ConfigIssue(key, f"{what} is the Mendix Operator's namespace of environment {operator_ns[ns]!r}: {grants}, beside the Operator's ServiceAccount", fix, file))
+        else:
+            other = tiers_named(ns, app) - {env.role}
+            if other:
+                named = ", ".join(sorted(r.value for r in other))
+                issues.append(ConfigIssue(key, f"{what} names the {named} tier, but environment {env.name!r} is {role}: {grants}", fix, file))
+            elif tiers_named(ns, app) and not names_app(ns, app):
+                issues.append(ConfigIssue(key, f"{what} names a {role} namespace of another app (by the <app>-<environment> convention it is not {app!r}'s): {grants}", fix, file))
+    return issues
+
+
+def namespace_label_issues(namespace: str, labels: Mapping[str, str], app: str, env: Environment, key: str, file: str = "") -> list[ConfigIssue]:
+    """An existing namespace whose owner labels (OWNER_LABELS: every namespace this target creates has them;
+    a platform team may set them on its own) say it is another app's, another tier's or another environment's."""
+    found = {k: labels.get(v) for k, v in OWNER_LABELS.items()}
+    fix = f"give environment {env.name!r} a namespace of its own (labelled {OWNER_LABELS['app']}={app}, {OWNER_LABELS['role']}={env.role.value})"
+    if found["app"] not in (None, app):
+        return [ConfigIssue(key, f"namespace {namespace!r} belongs to app {found['app']!r} (label {OWNER_LABELS['app']}), not {app!r}", fix, file)]
+    if found["role"] not in (None, env.role.value):
+        return [ConfigIssue(key, f"namespace {namespace!r} is a {found['role']} namespace (label {OWNER_LABELS['role']}), but environment {env.name!r} is {env.role.value}", fix, file)]
+    if found["environment"] not in (None, env.name):
+        return [ConfigIssue(key, f"namespace {namespace!r} is environment {found['environment']!r}'s (label {OWNER_LABELS['environment']}), not {env.name!r}'s", fix, file)]
+    return []
+
+
+def check_release_identities(stack: StackConfig, block: KubernetesConfig, file: str = "") -> list[ConfigIssue]:
+    """Each release identity is an RBAC subject other than the cluster's built-in ones, and holds `deploy` on
+    every production environment: it is the one identity that applies a release there."""
+    issues = []
+    production = [e for e in stack.environments if e.is_production]
+    for i, principal in enumerate(block.releaseIdentities):
+        path = f"{BLOCK}.releaseIdentities[{i}]"
+        subject = parse_principal(principal)
+        if subject is None:
+            issues.append(ConfigIssue(path, f"{principal!r} is not a Kubernetes RBAC subject", PRINCIPAL_FORMS, file))
+            continue
+        if subject[0] != "ServiceAccount" and subject[1].startswith("system:"):
+            issues.append(ConfigIssue(path, f"{principal!r} is a Kubernetes built-in subject: everyone in it could change what runs on production", "name the group (or ServiceAccount) your release pipeline runs as; cluster administrators (system:masters) are always exempt", file))
+            continue
+        missing = [
+            e.name
+            for e in production
+            if not any(a.principal == principal and "deploy" in a.permissions and ("*" in a.environments or e.name in a.environments) for a in stack.access)
+        ]
+        if missing:
+            issues.append(
+                ConfigIssue(
+                    path,
+                    f"{principal!r} does not hold deploy on {', '.join(missing)}: the release identity applies each release there",
+                    f"grant it in mxinfra:access: {{principal: {principal}, environments: [{', '.join(missing)}], permissions: [deploy, monitor]}}",
+                    file,
+                )
+            )
     return issues
 
 

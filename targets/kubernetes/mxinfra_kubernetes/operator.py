@@ -13,15 +13,18 @@ import pulumi_kubernetes as k8s
 
 from mxinfra.settings import operator_runtime
 
+from . import admission
 from .builder import Builder
 from .config import host_of
+from .running import RUNTIME_CONFIG_ANNOTATION, SECRET_KINDS, mendixapp_fingerprint, placeholder
 
 API_VERSION = "privatecloud.mendix.com/v1alpha1"
 KIND = "MendixApp"
 
 
-def spec(b: Builder) -> dict[str, Any]:
-    """The MendixApp spec without its secret fields (see `_secret_fields`)."""
+def spec(b: Builder, secret_name: Any = None) -> dict[str, Any]:
+    """The MendixApp spec without its secret fields (see `_secret_fields`); `secret_name`: how it names the
+    runtime Secret (default: the provider-assigned name)."""
     ctx, s = b.ctx, b.settings
     op = s.operator
     assert op is not None  # check() refused operator mode without it
@@ -31,7 +34,7 @@ def spec(b: Builder) -> dict[str, Any]:
     secret_vars = _secret_vars(b)
     if secret_vars:
         runtime["environmentVariables"] = [
-            {"name": k, "valueFrom": {"secretKeyRef": {"name": b.secret_name("secret"), "key": k}}} for k in sorted(secret_vars)
+            {"name": k, "valueFrom": {"secretKeyRef": {"name": b.secret_name("secret") if secret_name is None else secret_name, "key": k}}} for k in sorted(secret_vars)
         ]
     tls: dict[str, Any] = {"enableTLS": True}
     if s.ingress.tlsSecret:
@@ -100,16 +103,22 @@ def deploy(b: Builder) -> dict[str, Any]:
     # `renderYamlToDirectory` writes to the same file, losing the CR: found by the engine suite.)
     runtime_spec = spec(b)
     runtime_spec["runtime"] = {**runtime_spec["runtime"], **_secret_fields(b)}
+    # What `mxinfra drift` compares what runs with (running.py), the Secret by its provider-named prefix.
+    prefixes = [b.logical(kind) for kind in SECRET_KINDS]
+    fingerprint = mendixapp_fingerprint(spec(b, secret_name=placeholder(b.logical("secret"))), prefixes)
+    annotations = {**ctx.prepared.release_annotations, RUNTIME_CONFIG_ANNOTATION: fingerprint}
     app = k8s.apiextensions.CustomResource(
         b.logical("mendixapp"),
         api_version=API_VERSION,
         kind=KIND,
-        metadata=lay.metadata(lay.workload, "runtime", per_release=True, annotations=ctx.prepared.release_annotations),
+        metadata=lay.metadata(lay.workload, "runtime", per_release=True, annotations=annotations),
         spec=runtime_spec,
         opts=b.opts(protect_data=True, depends_on=deps),
     )
     ctx.runtime_resource(app)
     _network_policy(b)
+    if ctx.environment.is_production:
+        admission.deploy(b)
     host = host_of(b.settings, ctx.deployment.config.app.name, ctx.environment.name)
     out: dict[str, Any] = {"url": f"https://{host}", "namespace": lay.namespace, "mendixapp": lay.workload}
     if "secret" in b.created:

@@ -16,6 +16,7 @@ import pulumi_random
 
 from mxinfra.settings import AzureBlobStorage, Bindings, DatabaseUrl, LocalStorage, S3Storage, buildpack_env
 
+from . import admission
 from .builder import Builder
 from .config import claims_of, host_of
 from .layout import (
@@ -32,6 +33,7 @@ from .layout import (
     mib,
     milli,
 )
+from .running import RUNTIME_CONFIG_ANNOTATION, RUNTIME_CONTAINER, SECRET_KINDS, placeholder, pod_fingerprint
 
 # Variables that carry database credentials live in their own Secret, so the backups role can read
 # the database credentials without reading the admin password.
@@ -69,17 +71,21 @@ def deploy(b: Builder) -> dict[str, Any]:
 
     memory = f"{ctx.settings.memory_limit_mb}Mi"
     cpu = s.cpu
+
+    def env_from(secret_name: Callable[[str], Any]) -> list[dict[str, Any]]:
+        return [
+            {"configMapRef": {"name": config_name}},
+            {"secretRef": {"name": secret_name("secret")}},
+            {"secretRef": {"name": secret_name("database-secret")}},
+        ]
+
     container: dict[str, Any] = {
-        "name": "mendix",
+        "name": RUNTIME_CONTAINER,
         "image": s.image,
         "imagePullPolicy": "IfNotPresent",
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
         "env": [{"name": "MEMORY_LIMIT", "value": ctx.settings.memory_limit}],
-        "envFrom": [
-            {"configMapRef": {"name": config_name}},
-            {"secretRef": {"name": b.secret_name("secret")}},
-            {"secretRef": {"name": b.secret_name("database-secret")}},
-        ],
+        "envFrom": env_from(b.secret_name),
         "resources": {"requests": {"cpu": cpu.request, "memory": memory}, "limits": {"cpu": cpu.limit, "memory": memory}},
         # The runtime answers on / once started; startup covers database migrations of a new release.
         "startupProbe": _http_probe(period=10, failures=60),
@@ -100,10 +106,15 @@ def deploy(b: Builder) -> dict[str, Any]:
     }
     if volumes:
         pod_spec["volumes"] = volumes
+    # What `mxinfra drift` compares what runs with (running.py): the template as declared, the Secrets by
+    # their provider-named prefix (their names are known only after apply, their values are no configuration).
+    prefixes = [b.logical(kind) for kind in SECRET_KINDS]
+    declared = {**pod_spec, "containers": [{**container, "envFrom": env_from(lambda kind: placeholder(b.logical(kind)))}]}
+    annotations = {**ctx.prepared.release_annotations, RUNTIME_CONFIG_ANNOTATION: pod_fingerprint(declared, {config_name: plain}, prefixes)}
     headless = _service(b, "headless-service", lay.name("headless"), headless=True)
     statefulset = k8s.apps.v1.StatefulSet(
         b.logical("statefulset"),
-        metadata=lay.metadata(lay.workload, "runtime", per_release=True, annotations=ctx.prepared.release_annotations),
+        metadata=lay.metadata(lay.workload, "runtime", per_release=True, annotations=annotations),
         spec={
             "serviceName": lay.name("headless"),
             # The buildpack makes the pod with ordinal 0 the cluster leader (scheduled events, DDL).
@@ -132,7 +143,13 @@ def deploy(b: Builder) -> dict[str, Any]:
             spec={"maxUnavailable": 1, "selector": {"matchLabels": lay.selector("runtime")}},
             opts=b.opts(),
         )
+    from . import backups
+
+    db_spec = s.database.inCluster if s.database else None
+    backups.deploy(b, pvcs, db_spec.image if db_spec else None, bool(s.database and s.database.url is not None and s.database.requireTls), isinstance(storage, LocalStorage))
     _quota(b, pvcs)
+    if env.is_production:
+        admission.deploy(b)
     # The Secrets' names change with their values: a backup Job or a runbook takes them from here.
     secrets = {"runtime": b.secret_name("secret"), "database": b.secret_name("database-secret")}
     return {"url": f"https://{host}", "namespace": lay.namespace, "statefulset": lay.workload, "secrets": secrets}
@@ -146,8 +163,11 @@ def config_map_name(lay: Layout, plain: Mapping[str, str]) -> str:
 
 def _holds_data(b: Builder) -> bool:
     """True when the namespace holds data (a claim) that deleting it would destroy."""
+    from .backups import claim
+
     db, st = b.settings.database, b.settings.storage
-    return (db is not None and db.inCluster is not None) or (st is not None and st.local is not None)
+    has_backups = claim(b.settings, b.ctx.environment) is not None
+    return (db is not None and db.inCluster is not None) or (st is not None and st.local is not None) or has_backups
 
 
 def _http_probe(*, period: int, failures: int) -> dict[str, Any]:

@@ -24,17 +24,17 @@ READ = ["get", "list", "watch"]
 UNMAPPED = (Permission.ALERTS, Permission.API)
 
 
-def rules(permission: Permission, layout: Layout, mode: str, secrets: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+def rules(permission: Permission, layout: Layout, mode: str, secrets: Mapping[str, Any] | None = None, production: bool = False) -> list[dict[str, Any]]:
     """The RBAC rules of `permission` in the environment's namespace (empty: nothing to grant).
 
     `secrets`: the provider-assigned names of the environment's Secrets by kind (`secret`,
     `database-secret`: builder.Builder.secret); without it, `<app>-<env>-<kind>-*` stands for them
     (a rule naming a Secret the environment does not have is left out)."""
     names = {kind: f"{layout.naming.logical(kind)}-*" if secrets is None else secrets.get(kind) for kind in ("secret", "database-secret")}
-    return [r for r in _rules(permission, layout, mode, names) if None not in r.get("resourceNames", ())]
+    return [r for r in _rules(permission, layout, mode, names, production) if None not in r.get("resourceNames", ())]
 
 
-def _rules(permission: Permission, layout: Layout, mode: str, names: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _rules(permission: Permission, layout: Layout, mode: str, names: Mapping[str, Any], production: bool = False) -> list[dict[str, Any]]:
     workload = layout.workload
     if permission is Permission.MONITOR:
         return [
@@ -63,6 +63,13 @@ def _rules(permission: Permission, layout: Layout, mode: str, names: Mapping[str
             {"apiGroups": [""], "resources": ["configmaps"], "verbs": [*READ, "create", "patch", "delete"]},
             # The runtime Secret holds the admin password and the storage keys: deploying writes it, never reads it.
             {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [names["secret"]], "verbs": ["update", "patch"]},
+        ]
+    if permission is Permission.BACKUPS and production:
+        # A pod the holder creates may mount any Secret of the namespace and run any command
+        # (capabilities.py): on production the holder follows the platform's backup jobs, starts none.
+        return [
+            {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": READ},
+            {"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": READ},
         ]
     if permission is Permission.BACKUPS:
         out: list[dict[str, Any]] = [
@@ -102,7 +109,7 @@ def deploy(b: Builder) -> list[str]:
     secrets = {kind: b.secret_name(kind) for kind in ("secret", "database-secret") if kind in b.created}
     unmapped = []
     for role in b.ctx.access.roles():
-        rs = rules(role.permission, lay, b.settings.mode, secrets)
+        rs = rules(role.permission, lay, b.settings.mode, secrets, production=b.ctx.environment.is_production)
         if not rs:
             unmapped.append(role.permission.value)
             continue

@@ -33,6 +33,8 @@ _ORDER = [
     "PodDisruptionBudget",
     "Ingress",
     "MendixApp",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
 ]
 
 

@@ -224,8 +224,9 @@ def test_access_roles_per_role(role_run):
         assert lint(trust, trust_for=f"arn:aws:iam::{ACCOUNT}:role/mxinfra/{p}-{perm}") == []
         # every production role a person assumes, alerts included (issue 10.3)
         if role == "production":
-            assert stmt["Condition"] == {"Bool": {"aws:MultiFactorAuthPresent": "true"}, "NumericLessThanEquals": {"aws:MultiFactorAuthAge": "28800"}}
-            assert r.inputs["maxSessionDuration"] == 28800
+            # MFA age at assume time plus the session: 8 hours in all (issue 19, F21)
+            assert stmt["Condition"] == {"Bool": {"aws:MultiFactorAuthPresent": "true"}, "NumericLessThanEquals": {"aws:MultiFactorAuthAge": "14400"}}
+            assert r.inputs["maxSessionDuration"] == 14400
         else:
             assert "Condition" not in stmt and r.inputs["maxSessionDuration"] == 3600
         policy = json.loads(res.one("aws:iam/rolePolicy:RolePolicy", f"{p}-role-{perm}-policy").inputs["policy"])

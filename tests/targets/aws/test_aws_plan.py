@@ -59,7 +59,7 @@ def test_production_roles_in_rendered_files(capsys, tmp_path, example_project):
     for perm in ("deploy", "monitor", "backups", "manage"):
         stmt = json.loads((d / f"role-{perm}.trust.json").read_text())["Statement"][0]
         assert stmt["Condition"]["Bool"] == {"aws:MultiFactorAuthPresent": "true"}
-        assert stmt["Condition"]["NumericLessThanEquals"] == {"aws:MultiFactorAuthAge": "28800"}
+        assert stmt["Condition"]["NumericLessThanEquals"] == {"aws:MultiFactorAuthAge": "14400"}
 
 
 def test_plan_json(capsys, example_project):
@@ -231,7 +231,10 @@ def test_storage_ceiling_below_allocated(project, capsys):
     assert rc == 0, err
 
 
-@pytest.mark.parametrize("cidr,public", [("10.0.0.0/8", True), ("64.0.0.0/2", True), ("2000::/3", True), ("10.0.0.0/9", False), ("198.51.100.0/24", False)])
+@pytest.mark.parametrize(
+    "cidr,public",
+    [("10.0.0.0/8", True), ("64.0.0.0/2", True), ("2000::/3", True), ("2000::/9", True), ("2001:db8::/32", True), ("10.0.0.0/9", False), ("198.51.100.0/24", False), ("2001:db8::/33", False)],
+)
 def test_wide_ingress_on_production_counts_as_public(project, capsys, cidr, public):
     rc, err = bad(project, capsys, config("production", aws={"ingressCidrs": ["198.51.100.0/24", cidr]}))
     if public:

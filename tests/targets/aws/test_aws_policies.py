@@ -54,11 +54,20 @@ def test_production_trust_requires_mfa_and_its_age():
                 "Effect": "Allow",
                 "Principal": {"AWS": [f"arn:aws:iam::{ACCOUNT}:role/Ops", "arn:aws:iam::210987654321:root"]},
                 "Action": "sts:AssumeRole",
-                "Condition": {"Bool": {"aws:MultiFactorAuthPresent": "true"}, "NumericLessThanEquals": {"aws:MultiFactorAuthAge": "28800"}},
+                # a 4-hour session assumed at most 4 hours after the MFA prompt: 8 hours in all (issue 19, F21)
+                "Condition": {"Bool": {"aws:MultiFactorAuthPresent": "true"}, "NumericLessThanEquals": {"aws:MultiFactorAuthAge": "14400"}},
             }
         ],
     }
     assert "Condition" not in policies.access_trust(["210987654321"], False, None)["Statement"][0]
+
+
+@pytest.mark.parametrize("asked,session,age", [(None, 14400, 14400), (28800, 14400, 14400), (3600, 3600, 25200), (900, 900, 27900)])
+def test_an_mfa_prompt_lasts_at_most_8_hours_in_all(asked, session, age):
+    """IAM checks the MFA age only at assume time: the age allowed plus the session is 8 hours (F21)."""
+    trust = policies.access_trust(["210987654321"], True, asked)["Statement"][0]
+    assert trust["Condition"]["NumericLessThanEquals"] == {"aws:MultiFactorAuthAge": str(age)}
+    assert policies.mfa_session(asked) == (session, age) and session + age == 8 * 3600
 
 
 def test_execution_policy_reads_exactly_this_environments_secrets():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,8 @@ def config(role: str = "production", *, azure: dict[str, Any] | None = None, acc
         body.update(instances=3, license={"id": "lic-1", "key": LICENSE_KEY}, secretConstants={"Encryption.EncryptionKey": ENCRYPTION_KEY})
     body.update(env or {})
     block = copy.deepcopy(AZURE_BLOCK)
+    if role == "production":
+        block["networkTier"] = "production"  # production's VNet is declared its own
     block.update(azure or {})
     return {
         "azure-native:location": LOCATION,
@@ -76,3 +79,13 @@ walk = walk_inputs  # every key and leaf of a structure of inputs, secrets unwra
 def env_of(app: Any) -> dict[str, dict[str, Any]]:
     """A container app's environment variables: name -> {value | secretRef}."""
     return {e["name"]: e for e in app.input("template.containers.0.env")}
+
+
+def rbac_allows(definition: dict[str, Any], action: str) -> bool:
+    """Azure RBAC's reading of one custom role's permissions (as rendered: camelCase keys): some `actions`
+    pattern matches and no `notActions` pattern does, case-insensitively, `*` matching any characters."""
+    a = action.lower()
+    return any(
+        any(fnmatch.fnmatchcase(a, x.lower()) for x in p.get("actions", [])) and not any(fnmatch.fnmatchcase(a, x.lower()) for x in p.get("notActions", []))
+        for p in definition["permissions"]
+    )

@@ -67,6 +67,26 @@ LINKED_ACTIONS = frozenset({
 })
 
 
+# Operations with no REST path in the SDKs, listed in Microsoft's resource-provider operations reference
+# (learn.microsoft.com/azure/role-based-access-control/permissions/compute for Microsoft.App,
+# .../permissions/monitor for Microsoft.OperationalInsights) with these descriptions:
+DOCUMENTED_ACTIONS = {
+    # the Azure-AsyncOperation URL a container app's long-running PUT returns (polled at the subscription)
+    "microsoft.app/locations/containerappoperationstatuses/read": "Get a Container App Long Running Operation Status",
+    # the legacy GET form of the workspace's shared keys (the built-in Log Analytics Reader's NotActions)
+    "microsoft.operationalinsights/workspaces/sharedkeys/read": "Retrieves the shared keys for the workspace",
+    # log queries (api.loganalytics.io, and the per-table form of table-level access)
+    "microsoft.operationalinsights/workspaces/query/read": "Run queries over the data in the workspace",
+    "microsoft.operationalinsights/workspaces/query/containerappconsolelogs/read": "Read data from the ContainerAppConsoleLogs table",
+    "microsoft.operationalinsights/workspaces/query/containerappsystemlogs/read": "Read data from the ContainerAppSystemLogs table",
+}
+
+
+def known_operations(namespace: str) -> frozenset[str]:
+    """Every operation of `namespace`: its SDK's REST operations and the documented ones above (lowercase)."""
+    return operations(namespace) | {a for a in DOCUMENTED_ACTIONS if a.startswith(namespace.lower() + "/")}
+
+
 def is_real(action: str) -> bool:
     """Whether `action` (possibly with `*` wildcards) names at least one real operation of its provider."""
     if action.lower() in LINKED_ACTIONS:
@@ -75,7 +95,7 @@ def is_real(action: str) -> bool:
     known = next((ns for ns in PACKAGES if ns.lower() == namespace.lower()), None)
     if known is None:
         return False
-    ops = operations(known)
+    ops = known_operations(known)
     if "*" not in action:
         return action.lower() in ops
     pattern = re.compile("^" + ".*".join(re.escape(part) for part in action.lower().split("*")) + "$")

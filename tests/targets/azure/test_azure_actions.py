@@ -7,9 +7,13 @@ import pytest
 
 from mxinfra_azure import roles
 
-from azure_operations import is_real, operation, operations
+from azure_operations import DOCUMENTED_ACTIONS, PACKAGES, is_real, operation, operations
 
-ALL = sorted({(perm, a) for perm, acts in roles.ACTIONS.items() for a in acts} | {(perm, a) for perm, acts in roles.NOT_ACTIONS.items() for a in acts})
+ALL = sorted(
+    {(perm, a) for perm, acts in roles.ACTIONS.items() for a in acts}
+    | {(perm, a) for perm, acts in roles.NOT_ACTIONS.items() for a in acts}
+    | {(roles.subscription_role(perm), a) for perm, acts in roles.SUBSCRIPTION_ACTIONS.items() for a in acts}
+)
 
 
 @pytest.mark.parametrize("perm,action", ALL)
@@ -32,6 +36,9 @@ def test_every_provider_is_described():
         "Microsoft.Insights/alerts/write",
         "Microsoft.Made/up/read",
         "Microsoft.OperationalInsights/workspaces/*/explode",
+        "Microsoft.App/locations/containerappOperationStatus/read",
+        "Microsoft.App/containerappOperationStatuses/read",
+        "Microsoft.OperationalInsights/workspaces/sharedKeys/write",
     ],
 )
 def test_made_up_actions_fail(made_up):
@@ -48,8 +55,22 @@ def test_derivation_rules():
     assert operation("/subscriptions/{s}/resourcegroups/{g}", "GET") is None
 
 
+def test_documented_actions_are_the_ones_the_sdks_lack():
+    # The reference list holds only what no SDK describes (else it would hide a typo the SDKs catch).
+    for action in DOCUMENTED_ACTIONS:
+        namespace = next(ns for ns in PACKAGES if action.startswith(ns.lower() + "/"))
+        assert action == action.lower() and action not in operations(namespace), action
+
+
+def test_subscription_roles_hold_reads_only():
+    # A role at the subscription acts on every resource group: nothing but reads of operation statuses.
+    assert set(roles.SUBSCRIPTION_ACTIONS) == {"deploy"}
+    for perm, acts in roles.SUBSCRIPTION_ACTIONS.items():
+        assert acts == ["Microsoft.App/locations/containerappOperationStatuses/read"], perm
+
+
 def test_roles_grant_no_secret_reads():
-    for perm, acts in roles.ACTIONS.items():
+    for perm, acts in {**roles.ACTIONS, **{roles.subscription_role(p): a for p, a in roles.SUBSCRIPTION_ACTIONS.items()}}.items():
         for a in acts:
             assert "listsecrets" not in a.lower() and "sharedkeys" not in a.lower(), (perm, a)
         assert not any(a.endswith("/*") or a == "*" for a in acts), perm

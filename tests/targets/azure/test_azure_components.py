@@ -11,7 +11,8 @@ from mxinfra.testing import Computed, Sealed
 from mxinfra_azure import pim, roles
 from mxinfra_azure.names import Names, stable_guid
 
-from azhelpers import ALICE, DIGEST, LOCATION, ONCALL, PEOPLE, ROBOT, SECRET_VALUES, SUB, TENANT, VNET, config, deployment, env_of, walk
+from azhelpers import ALICE, DIGEST, LOCATION, ONCALL, PEOPLE, ROBOT, SECRET_VALUES, SUB, TENANT, VNET, config, deployment, env_of, rbac_allows, walk
+from azure_operations import PACKAGES, known_operations
 
 ROLES = ("test", "acceptance", "production")
 T = "azure-native:"
@@ -37,6 +38,17 @@ def role_run(request, pulumi_run):
 
 def scope(role: str) -> str:
     return f"/subscriptions/{SUB}/resourceGroups/orders-{role}-rg"
+
+
+SUBSCRIPTION = f"/subscriptions/{SUB}"
+
+
+def grant_parts(r) -> tuple[str, str]:
+    """(role name, principal id) of a `<prefix>-grant-<role>-<principal>` or `-eligible-` resource."""
+    rest = r.name.split("-grant-" if "-grant-" in r.name else "-eligible-", 1)[1]
+    principal = r.inputs["principalId"]
+    assert rest.endswith("-" + principal), r.name
+    return rest[: -len(principal) - 1], principal
 
 
 def test_every_child_has_the_environment_as_parent_and_the_expected_type(role_run):
@@ -68,9 +80,11 @@ def test_every_child_has_the_environment_as_parent_and_the_expected_type(role_ru
         "secret-admin-password": f"{T}keyvault:Secret",
         "logs": f"{T}operationalinsights:Workspace",
         "env": f"{T}app:ManagedEnvironment",
+        "env-logs": f"{T}monitor:DiagnosticSetting",
         "identity-acr-pull": f"{T}authorization:RoleAssignment",
         "app": f"{T}app:ContainerApp",
         "role-deploy": f"{T}authorization:RoleDefinition",
+        "role-deploy-status": f"{T}authorization:RoleDefinition",
         "role-monitor": f"{T}authorization:RoleDefinition",
         "role-backups": f"{T}authorization:RoleDefinition",
         "role-alerts": f"{T}authorization:RoleDefinition",
@@ -196,9 +210,14 @@ def test_runtime_environment(role_run):
     role, _, res = role_run
     env = res.one(f"{T}app:ManagedEnvironment")
     assert env.inputs["vnetConfiguration"] == {"infrastructureSubnetId": f"{VNET}/subnets/apps", "internal": False}
-    # the workspace's shared key is a secret where it sits; the rest of the block stays reviewable
-    assert isinstance(env.inputs["appLogsConfiguration"]["logAnalyticsConfiguration"]["sharedKey"], Sealed)
-    assert env.input("appLogsConfiguration.destination") == "log-analytics"
+    # logs through Azure Monitor: no workspace key in the environment's definition
+    assert env.inputs["appLogsConfiguration"] == {"destination": "azure-monitor"}
+    diagnostics = res.one(f"{T}monitor:DiagnosticSetting")
+    assert diagnostics.inputs["resourceUri"] == f"orders-{role}-env-id"
+    assert diagnostics.inputs["workspaceId"] == f"orders-{role}-logs-id"
+    assert diagnostics.inputs["logAnalyticsDestinationType"] == "Dedicated"
+    assert diagnostics.inputs["logs"] == [{"category": "ContainerAppConsoleLogs", "enabled": True}, {"category": "ContainerAppSystemLogs", "enabled": True}]
+    assert set(diagnostics.dependencies) >= {env.urn, res.one(f"{T}operationalinsights:Workspace").urn}
     assert env.input("workloadProfiles") == [{"name": "Consumption", "workloadProfileType": "Consumption"}]
     assert env.input("zoneRedundant") is (role == "production")
     ws = res.one(f"{T}operationalinsights:Workspace")
@@ -286,7 +305,11 @@ def test_custom_roles_at_the_environment_scope(role_run):
         i = rd.inputs
         assert i["scope"] == scope(role) and i["assignableScopes"] == [scope(role)]
         assert i["roleDefinitionId"] == n.role_definition_guid(perm)
-        assert i["permissions"] == [{"actions": roles.ACTIONS[perm], "notActions": roles.NOT_ACTIONS.get(perm, []), "dataActions": [], "notDataActions": []}]
+        actions = roles.ACTIONS[perm]
+        if perm == "manage" and role == "production":
+            # no role assignment writes on production: they would bypass PIM (issue 19, F4)
+            actions = ["Microsoft.Authorization/roleAssignments/read", "Microsoft.Authorization/roleDefinitions/read"]
+        assert i["permissions"] == [{"actions": actions, "notActions": roles.NOT_ACTIONS.get(perm, []), "dataActions": [], "notDataActions": []}]
         assert i["roleType"] == "CustomRole"
     # api fits the built-in Reader exactly: no custom role for it
     assert not [r for r in res.of_type(f"{T}authorization:RoleDefinition") if r.name.endswith("-api")]
@@ -295,7 +318,11 @@ def test_custom_roles_at_the_environment_scope(role_run):
 def test_non_production_grants_are_assignments(pulumi_run):
     _, res = run(pulumi_run, "acceptance")
     grants = {r.name.removeprefix("orders-acceptance-grant-"): r.inputs for r in res.of_type(f"{T}authorization:RoleAssignment") if "-grant-" in r.name}
-    assert set(grants) == {f"deploy-{PEOPLE}", f"monitor-{PEOPLE}", f"backups-{PEOPLE}", f"monitor-{ONCALL}", f"alerts-{ONCALL}", f"manage-{ALICE}", f"api-{ALICE}", f"api-{ROBOT}"}
+    assert set(grants) == {f"deploy-{PEOPLE}", f"deploy-status-{PEOPLE}", f"monitor-{PEOPLE}", f"backups-{PEOPLE}", f"monitor-{ONCALL}", f"alerts-{ONCALL}", f"manage-{ALICE}", f"api-{ALICE}", f"api-{ROBOT}"}
+    # deploy's operation-status read, to the same principals, at the subscription
+    status = grants.pop(f"deploy-status-{PEOPLE}")
+    assert status["scope"] == SUBSCRIPTION and status["principalType"] == "Group"
+    assert status["roleDefinitionId"] == "orders-acceptance-role-deploy-status-id"
     assert grants[f"deploy-{PEOPLE}"]["principalType"] == "Group"
     assert grants[f"manage-{ALICE}"]["principalType"] == "User"
     assert grants[f"api-{ROBOT}"]["principalType"] == "ServicePrincipal"
@@ -325,21 +352,24 @@ def test_production_people_are_eligible_never_standing(pulumi_run):
     standing = [r for r in res.of_type(f"{T}authorization:RoleAssignment") if "-grant-" in r.name]
     # only the service principal's api (allowOnProduction) stands; people are eligible
     assert [(r.inputs["principalId"], r.inputs["principalType"]) for r in standing] == [(ROBOT, "ServicePrincipal")]
-    eligible = {(r.inputs["principalId"], r.name.split("-eligible-")[1].split("-")[0]) for r in res.of_type(f"{T}authorization:PimRoleEligibilitySchedule")}
-    assert eligible == {(PEOPLE, "deploy"), (PEOPLE, "monitor"), (PEOPLE, "backups"), (ONCALL, "monitor"), (ONCALL, "alerts"), (ALICE, "manage"), (ALICE, "api")}
+    eligible = {grant_parts(r)[::-1] for r in res.of_type(f"{T}authorization:PimRoleEligibilitySchedule")}
+    assert eligible == {(PEOPLE, "deploy"), (PEOPLE, "deploy-status"), (PEOPLE, "monitor"), (PEOPLE, "backups"), (ONCALL, "monitor"), (ONCALL, "alerts"), (ALICE, "manage"), (ALICE, "api")}
     for r in res.of_type(f"{T}authorization:PimRoleEligibilitySchedule"):
-        assert r.inputs["scope"] == scope("production")
+        name = grant_parts(r)[0]
+        # deploy's operation-status read is at the subscription, under the same PIM rules
+        assert r.inputs["scope"] == (SUBSCRIPTION if name == "deploy-status" else scope("production"))
         assert r.inputs["scheduleInfo"] == {"expiration": {"type": "NoExpiration"}}
-        policy = res.named(r.name.split("-eligible-")[0] + "-role-" + r.name.split("-eligible-")[1].split("-")[0] + "-policy")
+        policy = res.named(f"orders-production-role-{name}-policy")
         assert policy.urn in r.dependencies
 
 
 def test_production_pim_policies(pulumi_run):
     _, res = run(pulumi_run, "production")
     policies = {r.name: r for r in res.of_type(f"{T}authorization:RoleManagementPolicy")}
-    assert set(policies) == {f"orders-production-role-{p}-policy" for p in ("deploy", "monitor", "backups", "alerts", "manage", "api")}
+    assert set(policies) == {f"orders-production-role-{p}-policy" for p in ("deploy", "deploy-status", "monitor", "backups", "alerts", "manage", "api")}
     for name, p in policies.items():
-        assert p.inputs["scope"] == scope("production")
+        where = SUBSCRIPTION if name == "orders-production-role-deploy-status-policy" else scope("production")
+        assert p.inputs["scope"] == where
         rules = {r["id"]: r for r in p.inputs["rules"]}
         mfa = rules["Enablement_EndUser_Assignment"]
         assert mfa["ruleType"] == "RoleManagementPolicyEnablementRule"
@@ -353,17 +383,93 @@ def test_production_pim_policies(pulumi_run):
         assert "MultiFactorAuthentication" in rules["Enablement_Admin_Assignment"]["enabledRules"]
         lookup = res.named(name.removesuffix("-policy") + "-policy-lookup")
         assert lookup.type == "pulumi-python:dynamic:Resource"
-        assert lookup.inputs["scope"] == scope("production")
+        assert lookup.inputs["scope"] == where
         assert lookup.urn in p.dependencies
 
 
 def test_shorter_sessions_shorten_activation(pulumi_run):
     access = [{"principal": f"group:{PEOPLE}", "environments": ["production"], "permissions": ["deploy"], "maxSessionSeconds": 3600}]
     _, res = run(pulumi_run, "production", access=access)
-    p = res.one(f"{T}authorization:RoleManagementPolicy")
-    assert {r["id"]: r for r in p.inputs["rules"]}["Expiration_EndUser_Assignment"]["maximumDuration"] == "PT1H"
+    for p in res.of_type(f"{T}authorization:RoleManagementPolicy"):  # deploy's and deploy-status's
+        assert {r["id"]: r for r in p.inputs["rules"]}["Expiration_EndUser_Assignment"]["maximumDuration"] == "PT1H"
+    assert len(res.of_type(f"{T}authorization:RoleManagementPolicy")) == 2
     assert pim.duration(5400) == "PT90M"
 
 
 def test_stable_guids():
     assert stable_guid("a", "b") == stable_guid("A", "B") != stable_guid("a", "c")
+
+
+def test_deploy_reads_operation_statuses_at_the_subscription_only(role_run):
+    role, _, res = role_run
+    n = Names.of(__import__("mxinfra.naming", fromlist=["Naming"]).Naming("orders", role), SUB)
+    rd = res.named(f"orders-{role}-role-deploy-status")
+    i = rd.inputs
+    # one read, nothing else: a role assignable at the subscription grants its actions everywhere there
+    assert i["permissions"] == [{"actions": ["Microsoft.App/locations/containerappOperationStatuses/read"], "notActions": [], "dataActions": [], "notDataActions": []}]
+    assert i["scope"] == SUBSCRIPTION and i["assignableScopes"] == [SUBSCRIPTION]
+    assert i["roleDefinitionId"] == n.role_definition_guid("deploy-status") != n.role_definition_guid("deploy")
+    assert i["roleName"] == f"mxinfra orders-{role} deploy-status"
+    grants = [grant_parts(r) for t in ("RoleAssignment", "PimRoleEligibilitySchedule") for r in res.of_type(f"{T}authorization:{t}") if "-grant-" in r.name or "-eligible-" in r.name]
+    # exactly deploy's holders, each as deploy: standing outside production, eligible on it
+    assert {p for name, p in grants if name == "deploy-status"} == {p for name, p in grants if name == "deploy"} == {PEOPLE}
+    kinds = {r.type for r in res if "-deploy-status-" in r.name and ("-grant-" in r.name or "-eligible-" in r.name)}
+    assert kinds == ({f"{T}authorization:PimRoleEligibilitySchedule"} if role == "production" else {f"{T}authorization:RoleAssignment"})
+    # nobody else's role reaches above the resource group
+    for r in res.of_type(f"{T}authorization:RoleDefinition"):
+        if r.name != rd.name:
+            assert r.inputs["assignableScopes"] == [scope(role)], r.name
+
+
+def test_no_deploy_no_subscription_role(pulumi_run):
+    access = [{"principal": f"group:{ONCALL}", "environments": ["acceptance"], "permissions": ["monitor", "alerts"]}]
+    _, res = run(pulumi_run, "acceptance", access=access)
+    scopes = {r.inputs["scope"] for t in ("RoleDefinition", "RoleAssignment") for r in res.of_type(f"{T}authorization:{t}") if "-identity-" not in r.name}
+    assert scopes == {scope("acceptance")}
+
+
+# The operations of the workspace that return or replace one of its keys, or another key a read may carry:
+# the shared keys (POST, and their legacy GET), their regeneration, and a storage insight config, whose
+# storage account key the API description gives read visibility.
+WORKSPACE_KEYS = {
+    "microsoft.operationalinsights/workspaces/sharedkeys/action",
+    "microsoft.operationalinsights/workspaces/sharedkeys/read",
+    "microsoft.operationalinsights/workspaces/regeneratesharedkey/action",
+    "microsoft.operationalinsights/workspaces/storageinsightconfigs/read",
+}
+
+
+def test_monitor_reads_logs_and_never_a_key(role_run):
+    role, _, res = role_run
+    monitor = res.named(f"orders-{role}-role-monitor").inputs
+    workspace_ops = known_operations("Microsoft.OperationalInsights")
+    assert WORKSPACE_KEYS <= workspace_ops  # each is a real operation (SDK or Microsoft's reference)
+    # no operation of any provider the role touches that names a key or a secret, nor the ones above
+    every = {op for ns in PACKAGES for op in known_operations(ns)}
+    keyed = WORKSPACE_KEYS | {op for op in every if "key" in op or "secret" in op}
+    assert [op for op in sorted(keyed) if rbac_allows(monitor, op)] == []
+    # the workspace reads the wildcard grants, all of them
+    granted = sorted(op for op in workspace_ops if rbac_allows(monitor, op))
+    assert not [op for op in granted if "key" in op or "storageinsight" in op], granted
+    # and it still reads the environment's logs: queries, the tables the diagnostic setting fills, metrics
+    for action in (
+        "Microsoft.OperationalInsights/workspaces/read",
+        "Microsoft.OperationalInsights/workspaces/query/read",
+        "Microsoft.OperationalInsights/workspaces/query/ContainerAppConsoleLogs/read",
+        "Microsoft.OperationalInsights/workspaces/query/ContainerAppSystemLogs/read",
+        "Microsoft.OperationalInsights/workspaces/tables/read",
+        "Microsoft.Insights/metrics/read",
+    ):
+        assert rbac_allows(monitor, action), action
+
+
+def test_no_standing_production_role_but_api_even_without_the_check(pulumi_run, monkeypatch):
+    # check() refuses a service principal's alerts on production (test_azure_config); the program does not
+    # rely on it alone: the role is never created as a standing assignment.
+    from mxinfra_azure.target import AzureTarget
+
+    monkeypatch.setattr(AzureTarget, "check", lambda self, stack, block, file="": [])
+    access = [{"principal": f"servicePrincipal:{ROBOT}", "environments": ["production"], "permissions": ["api", "alerts"], "allowOnProduction": True}]
+    d = deployment(config("production", access=access))
+    with pytest.raises(Exception, match="a standing production assignment of alerts"):
+        pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack="azure-production", project="orders")

@@ -9,7 +9,7 @@ from mxinfra.exposure import is_public, is_wide, leader_follower_counts
 from mxinfra.settings import AzureBlobStorage, Bindings, buildpack_env
 from mxinfra_azure import sizes
 
-from azhelpers import SUB, VNET, config
+from azhelpers import ROOT, SUB, VNET, config
 
 
 def plan(project, capsys, cfg, stack="azure-production"):
@@ -210,3 +210,67 @@ def test_core_azure_blob_with_managed_identity():
     assert "MXRUNTIME_com_mendix_storage_azure_UseDefaultAzureCredential" not in keyed.plain
     assert keyed.secret["MXRUNTIME_com_mendix_storage_azure_AccountKey"] == "k"
     assert Environment("t", Role.TEST).name == "t"
+
+
+def test_service_principal_holds_only_api_on_production(project, capsys):
+    # F12: alerts does not "operate" the environment, but its role writes and deletes alert rules, and a
+    # service principal's production role stands (it cannot activate PIM): only api may.
+    robot = "servicePrincipal:0a1b2c3d-0000-4000-8000-000000000009"
+    for permissions in (["alerts"], ["api", "alerts"], ["monitor"], ["backups"], ["manage"], ["deploy"]):
+        access = [{"principal": robot, "environments": ["production"], "permissions": permissions, "allowOnProduction": True}]
+        rc, err = plan(project, capsys, config("production", access=access))
+        others = ", ".join(p for p in permissions if p != "api")
+        assert rc == 2, (permissions, err)
+        assert f"mxinfra:access[0].principal: a service principal cannot satisfy MFA, so on production environment 'production' it may hold only api, not {others}" in err, err
+        assert "a service principal gets only api, with allowOnProduction: true" in err
+    for environments in (["*"], ["production"]):
+        ok = [{"principal": robot, "environments": environments, "permissions": ["api"], "allowOnProduction": True}]
+        rc, err = plan(project, capsys, config("production", access=ok))
+        assert rc == 0, err
+    # outside production a service principal may hold alerts (a standing assignment, as everyone's there)
+    rc, err = plan(project, capsys, config("test", access=[{"principal": robot, "environments": ["test"], "permissions": ["alerts", "monitor"]}]))
+    assert rc == 0, err
+
+
+def test_production_needs_a_vnet_declared_its_own(project, capsys):
+    cfg = config("production")
+    del cfg["mxinfra:azure"]["networkTier"]
+    rc, err = plan(project, capsys, cfg)
+    assert rc == 2 and "mxinfra:azure.networkTier: production environment 'production' needs a VNet of its own, declared production's" in err, err
+    assert "networkTier: production" in err
+    rc, err = plan(project, capsys, config("production", azure={"networkTier": "non-production"}))
+    assert rc == 2 and "mxinfra:azure.networkTier" in err
+
+
+@pytest.mark.parametrize("role", ["test", "acceptance"])
+def test_other_tiers_refuse_production_s_vnet(project, capsys, role):
+    rc, err = plan(project, capsys, config(role, azure={"networkTier": "production"}), stack=f"azure-{role}")
+    assert rc == 2 and f"mxinfra:azure.networkTier: environment {role!r} is not production, but VNet {VNET} is declared production's" in err, err
+    rc, err = plan(project, capsys, config(role, azure={"networkTier": "non-production"}), stack=f"azure-{role}")
+    assert rc == 0, err
+
+
+def test_one_stack_never_mixes_production_with_other_tiers(project, capsys):
+    cfg = config("production")
+    cfg["mxinfra:environments"]["test"] = {"role": "test", "memory": 1024}
+    rc, err = plan(project, capsys, cfg)
+    assert rc == 2 and f"mxinfra:azure.vnetId: production (production) and other environments (test) would share VNet {VNET}" in err, err
+
+
+def test_network_tier_values(project, capsys):
+    rc, err = plan(project, capsys, config("test", azure={"networkTier": "prod"}))
+    assert rc == 2 and "mxinfra:azure.networkTier" in err and "production or non-production" in err
+
+
+def test_example_stacks_give_each_tier_its_own_vnet():
+    import yaml
+
+    blocks = {env: yaml.safe_load((ROOT / "stacks" / f"Pulumi.azure-{env}.yaml").read_text())["config"]["mxinfra:azure"] for env in ("test", "acceptance", "production")}
+    vnets = {env: b["vnetId"].lower() for env, b in blocks.items()}
+    assert vnets["production"] not in {vnets["test"], vnets["acceptance"]}, vnets
+    assert blocks["production"]["networkTier"] == "production"
+    assert {blocks[e].get("networkTier") for e in ("test", "acceptance")} == {"non-production"}
+    # every subnet of a stack is in its own VNet, so no other tier's stack names one of production's
+    for env, b in blocks.items():
+        for key in ("infrastructureSubnetId", "databaseSubnetId", "privateEndpointSubnetId"):
+            assert b[key].lower().startswith(vnets[env] + "/subnets/"), (env, key)

@@ -44,9 +44,9 @@ def test_example_stack_plans_and_renders(stack, capsys, tmp_path, azure_example)
     text = "\n".join(n for e in doc["environments"] for n in e["notes"])
     d = tmp_path / "azure" / env
     names = {f.name for f in d.iterdir()}
-    assert {"app.containerapp.json", "db.database.json", "role-deploy.role.json", "role-manage.role.json", "role-monitor.role.json"} <= names
+    assert {"app.containerapp.json", "db.database.json", "role-deploy.role.json", "role-deploy-status.role.json", "role-manage.role.json", "role-monitor.role.json"} <= names
     if env == "production":
-        assert {"worker.containerapp.json", "role-deploy-policy.pim-policy.json", "role-manage-policy.pim-policy.json"} <= names
+        assert {"worker.containerapp.json", "role-deploy-policy.pim-policy.json", "role-deploy-status-policy.pim-policy.json", "role-manage-policy.pim-policy.json"} <= names
         assert not [n for n in names if n.startswith("grant-")]  # people are eligible, never standing
         policy = json.loads((d / "role-deploy-policy.pim-policy.json").read_text())["inputs"]
         rules = {r["id"]: r for r in policy["rules"]}
@@ -62,6 +62,7 @@ def test_example_stack_plans_and_renders(stack, capsys, tmp_path, azure_example)
     app = json.loads((d / "app.containerapp.json").read_text())["inputs"]
     assert app["configuration"]["ingress"]["allowInsecure"] is False
     assert "file storage: managed identity" in text
+    assert f"diagnostic setting orders-{env}-env-logs: ContainerAppConsoleLogs, ContainerAppSystemLogs to the workspace through Azure Monitor (no workspace key)" in text
     written = out.out + out.err + "".join(f.read_text() for f in d.iterdir())
     for p in PLACEHOLDERS:
         assert p not in written
@@ -74,8 +75,12 @@ def test_plan_json_exports_role_definitions_and_scopes(capsys, azure_example):
     doc = json.loads(out.out)
     db = next(r for r in doc["resources"] if r["name"] == "orders-acceptance-db")
     assert db["options"] == {"protect": True, "retainOnDelete": True}
-    roles = [r for r in doc["resources"] if r["type"] == "azure-native:authorization:RoleDefinition"]
-    assert {r["inputs"]["scope"] for r in roles} == {"/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/orders-acceptance-rg"}
+    roles = {r["name"]: r for r in doc["resources"] if r["type"] == "azure-native:authorization:RoleDefinition"}
+    # every role at the environment's resource group, but deploy's operation-status read at the subscription
+    status = roles.pop("orders-acceptance-role-deploy-status")["inputs"]
+    assert status["scope"] == "/subscriptions/11111111-2222-3333-4444-555555555555"
+    assert status["permissions"][0]["actions"] == ["Microsoft.App/locations/containerappOperationStatuses/read"]
+    assert {r["inputs"]["scope"] for r in roles.values()} == {"/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/orders-acceptance-rg"}
 
 
 def test_known_secret_values_never_printed(project, capsys, tmp_path):

@@ -64,3 +64,20 @@ def test_generated_password_and_versioned_references():
         assert env_of(app)["MXRUNTIME_DatabasePassword"] == {"name": "MXRUNTIME_DatabasePassword", "secretRef": "mxruntime-databasepassword"}
         # the configuration is not a secret as a whole: the references are reviewable
         assert not isinstance(app.inputs["configuration"], Sealed)
+
+
+def test_no_invoke_reads_a_key():
+    """Every `pulumi up` runs the program's invokes with the deploying identity (a release too): none of
+    them may read a key, so the managed environment logs through a diagnostic setting, not a shared key."""
+    tokens: list[str] = []
+
+    def call(args):
+        tokens.append(args.token)
+        return {}
+
+    for role in ("test", "production"):
+        d = deployment(config(role))
+        run = run_mocked(lambda: MendixApp("orders", {"deployment": d}), project="orders", stack=f"azure-{role}", preview=False, outputs=cloud, call=call)
+        env = next(r for r in run.registrations if r.type == "azure-native:app:ManagedEnvironment")
+        assert env.inputs["appLogsConfiguration"] == {"destination": "azure-monitor"}
+    assert [t for t in tokens if "key" in t.lower() or "secret" in t.lower()] == [], tokens

@@ -21,6 +21,9 @@ the fixture fails the test on any. Where the description and the official docume
   single `Error` object. Bodies here carry both (the top-level `code`/`title`/`detail` of the first error
   beside `errors`), which satisfies both.
 
+Besides the Cloud Controller and UAA it serves buildpack zips (`serve_buildpack`), as a release host
+would: that download is not a CAPI call and is not validated.
+
 Knobs (tests set them): `fail_staging` (error text of the next builds), `staging_polls` (polls a build
 stays STAGING), `job_polls` (polls a job stays PROCESSING: the slow job), `token_lifetime_requests`
 (requests a token is good for: the 401 on expiry), `drop_uploads` (uploads whose connection is cut),
@@ -47,6 +50,7 @@ from werkzeug.wrappers import Request, Response
 SPEC = Path(__file__).parent / "spec" / "cf-capi-v3.195.0.openapi.yaml"
 UAA_SPEC = Path(__file__).parent / "spec" / "uaa-scim-subset.openapi.yaml"
 UAA_ENDPOINTS = {"token", "scim_groups", "scim_users"}
+NOT_CAPI = {"buildpack"}  # the release host's download: neither CAPI nor UAA
 UNDESCRIBED = {("POST", "/v3/service_instances")}
 RESPONSE_NOT_DESCRIBED = {("GET", "/v3/organizations")}
 # (method, path, status) whose response the description gets wrong: POST /v3/roles's 422 allows only
@@ -125,6 +129,9 @@ class CapiDouble:
         self.job_countdown: dict[str, int] = {}
         self.build_countdown: dict[str, int] = {}
         self.bits: dict[str, bytes] = {}
+        self.buildpacks: dict[str, bytes] = {}  # name -> zip served at /buildpacks/<name>
+        self.app_features: dict[str, dict[str, bool]] = {}  # app -> feature -> enabled
+        self.space_features: dict[str, dict[str, bool]] = {}  # space -> feature -> enabled (ssh: the platform default, true)
         org = self._add("organizations", name="acme")
         self.org_guid = org["guid"]
         self.space_guid = self._add("spaces", name="orders", org=org["guid"])["guid"]
@@ -141,8 +148,15 @@ class CapiDouble:
                 Rule("/oauth/token", endpoint="token", methods=["POST"]),
                 Rule("/Groups", endpoint="scim_groups", methods=["GET"]),
                 Rule("/Users", endpoint="scim_users", methods=["GET"]),
+                Rule("/buildpacks/<name>", endpoint="buildpack", methods=["GET"]),
                 Rule("/v3/organizations", endpoint="list_organizations", methods=["GET"]),
                 Rule("/v3/spaces", endpoint="list_spaces", methods=["GET"]),
+                Rule("/v3/spaces", endpoint="create_space", methods=["POST"]),
+                Rule("/v3/spaces/<guid>", endpoint="get_space", methods=["GET"]),
+                Rule("/v3/spaces/<guid>", endpoint="patch_space", methods=["PATCH"]),
+                Rule("/v3/spaces/<guid>", endpoint="delete_space", methods=["DELETE"]),
+                Rule("/v3/spaces/<guid>/features/<fname>", endpoint="get_space_feature", methods=["GET"]),
+                Rule("/v3/spaces/<guid>/features/<fname>", endpoint="patch_space_feature", methods=["PATCH"]),
                 Rule("/v3/domains", endpoint="list_domains", methods=["GET"]),
                 Rule("/v3/service_plans", endpoint="list_service_plans", methods=["GET"]),
                 Rule("/v3/apps", endpoint="list_apps", methods=["GET"]),
@@ -155,6 +169,8 @@ class CapiDouble:
                 Rule("/v3/apps/<guid>/actions/start", endpoint="start", methods=["POST"]),
                 Rule("/v3/apps/<guid>/actions/stop", endpoint="stop", methods=["POST"]),
                 Rule("/v3/apps/<guid>/processes/<ptype>", endpoint="app_process", methods=["GET"]),
+                Rule("/v3/apps/<guid>/features/<fname>", endpoint="get_app_feature", methods=["GET"]),
+                Rule("/v3/apps/<guid>/features/<fname>", endpoint="patch_app_feature", methods=["PATCH"]),
                 Rule("/v3/apps/<guid>/relationships/current_droplet", endpoint="get_current_droplet", methods=["GET"]),
                 Rule("/v3/apps/<guid>/relationships/current_droplet", endpoint="set_current_droplet", methods=["PATCH"]),
                 Rule("/v3/packages", endpoint="create_package", methods=["POST"]),
@@ -210,9 +226,13 @@ class CapiDouble:
         except Exception:  # noqa: BLE001
             return self._error(CapiError(404, "CF-NotFound", f"unknown endpoint {request.method} {request.path}", 10000))
         uaa = endpoint in UAA_ENDPOINTS
+        if endpoint in NOT_CAPI:
+            with self.lock:
+                self.requests.append((request.method, request.path))
+            return self.op_buildpack(request, **args)
         described = not uaa
         template = next(r.rule for r in self.urls.iter_rules() if r.endpoint == endpoint)
-        key = (request.method, template.replace("<guid>", "{guid}").replace("<ptype>", "{type}"))
+        key = (request.method, template.replace("<guid>", "{guid}").replace("<ptype>", "{type}").replace("<fname>", "{name}"))
         if uaa:
             self._validate_request(request, uaa_openapi())
         if described:
@@ -740,7 +760,30 @@ class CapiDouble:
 
     def op_list_roles(self, request: Request) -> Response:
         items = self._filter("roles", request, space_guids="space", types="type", user_guids="user")
-        return self._json(self._page("/v3/roles", [self.r_role(o) for o in items]))
+        page = self._page("/v3/roles", [self.r_role(o) for o in items])
+        if "user" in request.args.get("include", "").split(","):
+            page["included"] = {"users": [self.r_user(o) for o in {o["user"]: o for o in items}.values()]}
+        return self._json(page)
+
+    def r_user(self, role: dict[str, Any]) -> dict[str, Any]:
+        """The user of a role, as `include=user` shows it (a UAA client has no origin nor username)."""
+        origin, _, username = role["user_name"].partition("/")
+        client = origin == "client"
+        return {
+            "guid": role["user"],
+            "created_at": role["created_at"],
+            "updated_at": role["updated_at"],
+            "username": None if client else username,
+            "presentation_name": username,
+            "origin": None if client else origin,
+            "metadata": {"labels": {}, "annotations": {}},
+            "links": {"self": self.link(f"/v3/users/{role['user']}")},
+        }
+
+    def add_client_role(self, client_id: str, role_type: str, space: str | None = None) -> dict[str, Any]:
+        """A role of a UAA client (a technical identity) in the space, as the platform sets one up."""
+        # Cloud Foundry's user guid of a client is its id; the description wants a uuid: one derived from it
+        return self._add("roles", type=role_type, space=space or self.space_guid, user=str(uuid.uuid5(uuid.NAMESPACE_URL, client_id)), user_name=f"client/{client_id}")
 
     def op_get_role(self, request: Request, guid: str) -> Response:
         return self._json(self.r_role(self._get("roles", guid)))
@@ -748,6 +791,70 @@ class CapiDouble:
     def op_delete_role(self, request: Request, guid: str) -> Response:
         self._get("roles", guid)
         return self._job("role.delete", lambda: self.objects["roles"].pop(guid, None), with_body=True)
+
+    # --- features, spaces and the buildpack host -----------------------------------------------
+
+    FEATURES = {"ssh": "Enable SSH for the app", "revisions": "Enable versioning for application deployments"}
+
+    def op_get_app_feature(self, request: Request, guid: str, fname: str) -> Response:
+        self.app(guid)
+        enabled = self.app_features.get(guid, {}).get(fname, True)
+        return self._json({"name": fname, "description": self.FEATURES[fname], "enabled": enabled})
+
+    def op_patch_app_feature(self, request: Request, guid: str, fname: str) -> Response:
+        self.app(guid)
+        enabled = bool(self.body(request)["enabled"])
+        self.app_features.setdefault(guid, {})[fname] = enabled
+        return self._json({"name": fname, "description": self.FEATURES[fname], "enabled": enabled})
+
+    def r_space(self, o: dict[str, Any]) -> dict[str, Any]:
+        return {**self._base(o, "spaces"), "name": o["name"], "relationships": {"organization": {"data": {"guid": o["org"]}}, "quota": {"data": None}}}
+
+    def op_create_space(self, request: Request) -> Response:
+        b = self.body(request)
+        org = b["relationships"]["organization"]["data"]["guid"]
+        self._get("organizations", org)
+        if any(x["name"].lower() == b["name"].lower() and x["org"] == org for x in self.objects["spaces"].values()):
+            raise CapiError(422, "CF-UnprocessableEntity", f"Organization '{org}' already contains a space with name '{b['name']}'.")
+        space = self._add("spaces", name=b["name"], org=org)
+        space["metadata"] = _meta(b)
+        return self._json(self.r_space(space), 201)
+
+    def op_get_space(self, request: Request, guid: str) -> Response:
+        return self._json(self.r_space(self._get("spaces", guid)))
+
+    def op_patch_space(self, request: Request, guid: str) -> Response:
+        space = self._get("spaces", guid)
+        b = self.body(request)
+        if "metadata" in b:
+            space["metadata"] = _meta(b)
+        return self._json(self.r_space(space))
+
+    def op_delete_space(self, request: Request, guid: str) -> Response:
+        self._get("spaces", guid)
+        return self._job("space.delete", lambda: self.objects["spaces"].pop(guid, None))
+
+    def op_get_space_feature(self, request: Request, guid: str, fname: str) -> Response:
+        self._get("spaces", guid)
+        return self._json({"name": fname, "description": "Enable SSH for the space", "enabled": self.space_features.get(guid, {}).get(fname, True)})
+
+    def op_patch_space_feature(self, request: Request, guid: str, fname: str) -> Response:
+        self._get("spaces", guid)
+        enabled = bool(self.body(request)["enabled"])
+        self.space_features.setdefault(guid, {})[fname] = enabled
+        return self._json({"name": fname, "description": "Enable SSH for the space", "enabled": enabled})
+
+    def serve_buildpack(self, bits: bytes, name: str = "cf-mendix-buildpack.zip") -> str:
+        """Serve a buildpack zip; its URL pinned by digest (`...#sha256=<hex>`)."""
+        import hashlib
+
+        self.buildpacks[name] = bits
+        return f"{self.url}/buildpacks/{name}#sha256={hashlib.sha256(bits).hexdigest()}"
+
+    def op_buildpack(self, request: Request, name: str) -> Response:
+        if name not in self.buildpacks:
+            return Response("not found", status=404)
+        return Response(self.buildpacks[name], mimetype="application/zip")
 
     # --- routes and services ------------------------------------------------------------------
 

@@ -15,7 +15,9 @@ ADMIN_PASSWORD = "Known-Admin-Pw-7f3a9c"
 LICENSE_KEY = "Known-Licence-Key-51e2"
 ENCRYPTION_KEY = "Known-Encryption-Key-0d4b"
 SECRET_VALUES = (ADMIN_PASSWORD, LICENSE_KEY, ENCRYPTION_KEY)
-BUILDPACK = "https://github.com/mendix/cf-mendix-buildpack/releases/download/v5.0.20/cf-mendix-buildpack.zip"
+BUILDPACK_URL = "https://github.com/mendix/cf-mendix-buildpack/releases/download/v5.0.20/cf-mendix-buildpack.zip"
+BUILDPACK_DIGEST = "3e8b1c5d7f9a2b4c6e8d0f1a3c5e7b9d2f4a6c8e0b1d3f5a7c9e2b4d6f8a0c1e"  # the example stacks' placeholder
+BUILDPACK = f"{BUILDPACK_URL}#sha256={BUILDPACK_DIGEST}"
 
 CF_BLOCK: dict[str, Any] = {
     "api": "https://api.cf.example.com",

@@ -7,7 +7,7 @@ import pytest
 from mxinfra_cloudfoundry.capi import CapiError, CapiTimeout, Client, StagingFailed
 from mxinfra_cloudfoundry.uaa import CredentialsError, TokenSource
 
-from cfhelpers import BUILDPACK, MDA
+from cfhelpers import BUILDPACK_URL as BUILDPACK, MDA
 
 
 def client(capi) -> Client:

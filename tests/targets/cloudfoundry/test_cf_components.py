@@ -64,7 +64,9 @@ def test_app_inputs(pulumi_run):
     assert i["name"] == "orders-production" and i["buildpack"] == BUILDPACK and i["stack"] == "cflinuxfs4"
     assert i["instances"] == 2 and i["memoryMb"] == 2048 and i["diskMb"] == 2048
     assert i["healthCheck"] == {"type": "http", "endpoint": "/", "timeout": 600, "invocationTimeout": 10}
-    assert i["package"] == {"path": str(MDA), "sha256": d.package.sha256, "modelVersion": "1.4.2.1234"}
+    # project-relative: the same inputs from any checkout (cfhelpers.deployment's project is the repository)
+    assert i["package"] == {"path": "examples/orders/orders-1.4.2.mda", "sha256": d.package.sha256, "modelVersion": "1.4.2.1234"}
+    assert i["ssh"] is False  # production: no SSH into the runtime
     assert i["environment"] == {
         "CONSTANTS": '{"Orders.PageSize":20}',
         "LICENSE_ID": "lic-1",
@@ -119,3 +121,19 @@ def test_released_production_data_is_not_protected(pulumi_run):
     _, res = run(pulumi_run, "production", cf={"releaseData": ["production"]})
     _, kids = children(res, "production")
     assert not kids["database"].protect and not kids["database"].retain_on_delete
+
+
+@pytest.mark.parametrize("role", ["test", "production"])
+def test_created_space(pulumi_run, role):
+    """With createSpaces the environment owns its space: everything in it waits for it; production's
+    disallows SSH and outlives a destroy."""
+    _, res = run(pulumi_run, role, cf={"space": None, "spaces": {role: f"orders-{role}"}, "createSpaces": True})
+    _, kids = children(res, role)
+    space = kids["space"]
+    assert space.type == DYN + "Space"
+    assert space.inputs["name"] == f"orders-{role}" and space.inputs["org"] == "acme"
+    assert space.inputs["allowSsh"] is (role != "production")
+    assert (space.protect, space.retain_on_delete) == ((True, True) if role == "production" else (False, False))
+    for name in ("database", "files", "route", "app"):
+        assert space.urn in kids[name].dependencies, name
+        assert kids[name].inputs["space"] == f"orders-{role}"

@@ -10,7 +10,7 @@ import yaml
 
 from mxinfra.cli import main
 
-from cfhelpers import BUILDPACK, SECRET_VALUES, config
+from cfhelpers import BUILDPACK_URL, SECRET_VALUES, config
 
 PLACEHOLDERS = ("AdminPasswordPlaceholder", "LicenseKeyPlaceholder", "ProductionKeyPlaceholder", "AcceptanceKeyPlaceholder")
 
@@ -28,7 +28,8 @@ def test_example_stack_plans_and_renders(stack, capsys, tmp_path, cf_project):
         assert p not in out.out + out.err + text
     app = yaml.safe_load(text)["applications"][0]
     assert app["name"] == f"orders-{env}"
-    assert app["buildpacks"] == [BUILDPACK] and app["stack"] == "cflinuxfs4"
+    assert app["buildpacks"] == [BUILDPACK_URL] and app["stack"] == "cflinuxfs4"  # Cloud Foundry gets the URL, mxinfra checks the digest
+    assert app["path"] == "examples/orders/orders-1.4.2.mda"  # project-relative
     assert app["env"]["ADMIN_PASSWORD"] == "((ADMIN_PASSWORD))"
     assert app["health-check-type"] == "http"
 
@@ -64,6 +65,11 @@ def test_production_manifest_matches_the_stack(capsys, tmp_path, cf_project, mon
     assert "service orders-production-database: postgresql-db/standard, protected (retained on destroy)" in out
     assert "space role" not in out  # production roles are never standing
     assert "mxinfra access grant" in out
+    # its own space, created by mxinfra without SSH, and no SSH into the app
+    assert "space orders-production created by mxinfra, SSH disallowed, protected (retained on destroy)" in out
+    assert "app orders-production: SSH disabled (the app feature)" in out
+    # the example's file:// repository is out of the expiry app's reach: the plan says who expires grants
+    assert "no expiry app (grantExpiry)" in out and "no grantExpiry: production grants are removed only when someone runs" in out
 
 
 def test_plan_json_protects_production_data(capsys, cf_project):
@@ -206,3 +212,91 @@ def test_importing_the_target_imports_no_pulumi_or_requests():
     code = "import sys, mxinfra_cloudfoundry; from mxinfra.cli import main\ntry:\n main(['--help'])\nexcept SystemExit: pass\nprint('HEAVY', sorted(m for m in sys.modules if m.split('.')[0] in ('pulumi', 'requests', 'yaml')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert "HEAVY []" in out, out
+
+
+# --- F23: production stages only a buildpack pinned by digest ---------------------------------------------
+
+
+def test_production_needs_a_buildpack_pinned_by_digest(project, capsys):
+    rc, err = bad(project, capsys, config("production", cf={"buildpack": BUILDPACK_URL}))
+    assert rc == 2 and "mxinfra:cloudfoundry.buildpack: environment 'production' is production" in err
+    assert "#sha256=<64 hex>" in err and "Cloud Foundry does not verify what it downloads" in err
+    rc, err = bad(project, capsys, config("test", cf={"buildpack": BUILDPACK_URL}))
+    assert rc == 0, err  # outside production and promotion the URL of a release is enough
+    gated = config("acceptance", cf={"buildpack": BUILDPACK_URL}, env={"requirePromotionFrom": "test"})
+    rc, err = bad(project, capsys, gated)
+    assert rc == 2 and "promotion-gated (from test)" in err
+
+
+@pytest.mark.parametrize("fragment", ["#sha256=abc", "#sha256=" + "A" * 64, "#sha512=" + "a" * 128, "#v5.0.20"])
+def test_a_malformed_digest_is_refused(project, capsys, fragment):
+    rc, err = bad(project, capsys, config("production", cf={"buildpack": BUILDPACK_URL + fragment}))
+    assert rc == 2 and "mxinfra:cloudfoundry.buildpack" in err
+
+
+# --- F3: production has a space of its own --------------------------------------------------------------
+
+
+def two_environments(cf=None):
+    cfg = config("production", cf=cf)
+    cfg["mxinfra:environments"]["acceptance"] = {"role": "acceptance", "memory": 2048}
+    cfg["mxinfra:access"][0]["environments"] = ["acceptance", "production"]
+    return cfg
+
+
+def test_production_sharing_a_space_in_the_stack_is_refused(project, capsys):
+    rc, err = bad(project, capsys, two_environments())  # one `space` for both
+    assert rc == 2 and "mxinfra:cloudfoundry.space: production environment 'production' and acceptance environment 'acceptance' share space 'orders'" in err
+    rc, err = bad(project, capsys, two_environments({"space": None, "spaces": {"production": "orders", "acceptance": "orders"}}))
+    assert rc == 2 and "mxinfra:cloudfoundry.spaces.production:" in err
+    rc, err = bad(project, capsys, two_environments({"space": None, "spaces": {"production": "orders-prod", "acceptance": "orders-acc"}}))
+    assert rc == 0, err
+
+
+def test_spaces_by_tier_and_their_mistakes(project, capsys):
+    rc, err = bad(project, capsys, two_environments({"space": None, "spaces": {"production": "orders-prod", "acceptance": "orders-acc"}}))
+    assert rc == 0, err
+    rc, err = bad(project, capsys, two_environments({"space": None, "spaces": {"production": "orders-prod", "staging": "orders-acc"}}))
+    assert rc == 2 and "mxinfra:cloudfoundry.spaces.staging: 'staging' is neither an environment of this stack nor a tier" in err
+    assert "mxinfra:cloudfoundry.spaces: no space for environment 'acceptance'" in err
+    rc, err = bad(project, capsys, config("production", cf={"spaces": {"production": "orders-prod"}}))
+    assert rc == 2 and "give exactly one of space" in err  # space and spaces
+
+
+def test_production_sharing_a_space_with_another_stack_is_refused(project, capsys):
+    acc = config("acceptance")  # space: orders
+    for key in ("adminPassword",):
+        acc["mxinfra:environments"]["acceptance"].pop(key, None)
+    project.stack("cf-acceptance", acc)
+    rc, err = bad(project, capsys, config("production"))  # space: orders too
+    assert rc == 2 and "mxinfra:cloudfoundry.space: space 'orders' of production environment 'production' is also the space of acceptance environment 'acceptance' of stack cf-acceptance" in err
+    # and acceptance's own plan refuses too: its standing roles would land in production's space
+    rc = main(["plan", "-s", "cf-acceptance", "-C", str(project.path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "is also the space of production environment 'production' of stack cf-production" in err
+    # a space of its own, named by environment or by tier
+    rc, err = bad(project, capsys, config("production", cf={"space": None, "spaces": {"production": "orders-production"}}))
+    assert rc == 0, err
+
+
+def test_every_problem_in_one_report(project, capsys):
+    rc, err = bad(project, capsys, two_environments({"buildpack": BUILDPACK_URL}))
+    assert rc == 2 and "mxinfra:cloudfoundry.buildpack" in err and "mxinfra:cloudfoundry.space:" in err
+
+
+# --- F24: no machine path in the inputs -------------------------------------------------------------------
+
+
+def test_two_checkouts_plan_the_same_inputs(tmp_path, capsys):
+    """The same stack planned from two directories declares byte-identical resources (--json)."""
+    from scaffold import copy_example, record_deploy
+
+    outputs = []
+    for where in ("one", "two/deeper"):
+        dest = copy_example(tmp_path / where)
+        record_deploy(dest, "cf-acceptance")
+        assert main(["plan", "-s", "cf-production", "-C", str(dest), "--json"]) == 0
+        text = capsys.readouterr().out
+        assert str(tmp_path) not in text
+        outputs.append(text)
+    assert outputs[0] == outputs[1]

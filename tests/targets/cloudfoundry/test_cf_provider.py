@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import copy
-import datetime as dt
+import hashlib
 
 import pytest
 
-from mxinfra_cloudfoundry.capi import StagingFailed
-from mxinfra_cloudfoundry.provider import AppProvider, RouteProvider, ServiceInstanceProvider, SpaceRoleProvider, strategy
+from mxinfra_cloudfoundry.capi import CapiError, DigestMismatch, StagingFailed
+from mxinfra_cloudfoundry.provider import AppProvider, RouteProvider, ServiceInstanceProvider, SpaceProvider, SpaceRoleProvider, strategy
 
-from cfhelpers import BUILDPACK, MDA
+from cfhelpers import BUILDPACK_URL as BUILDPACK, MDA
+
+MDA_SHA = hashlib.sha256(MDA.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def other_package(tmp_path):
+    """Another package (other bytes, so another sha256): (path, sha256)."""
+    path = tmp_path / "orders-1.5.0.mda"
+    path.write_bytes(MDA.read_bytes() + b"another build")
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def where(capi):
@@ -25,7 +35,7 @@ def app_props(capi, **over):
         "stack": "cflinuxfs4",
         "environment": {"MEMORY_LIMIT": "2048M", "MXRUNTIME_DTAPMode": "T", "SCHEDULED_EVENTS": "ALL"},
         "secretEnvironment": {"ADMIN_PASSWORD": "pw-1"},
-        "package": {"path": str(MDA), "sha256": "a" * 64, "modelVersion": "1.4.2.1234"},
+        "package": {"path": str(MDA), "sha256": MDA_SHA, "modelVersion": "1.4.2.1234"},
         "instances": 2,
         "memoryMb": 2048,
         "diskMb": 2048,
@@ -91,8 +101,9 @@ def test_strategy(capi, change, expected):
     assert strategy(olds, {**olds, **change}) == expected
 
 
-def test_new_model_version_stops_first(capi, created):
-    news = app_props(capi, routes=created.outs["routes"], services=created.outs["services"], package={"path": str(MDA), "sha256": "b" * 64, "modelVersion": "1.5.0.1300"})
+def test_new_model_version_stops_first(capi, created, other_package):
+    path, sha = other_package
+    news = app_props(capi, routes=created.outs["routes"], services=created.outs["services"], package={"path": str(path), "sha256": sha, "modelVersion": "1.5.0.1300"})
     p = AppProvider()
     assert p.diff(created.id, created.outs, news).changes
     start = len(capi.requests)
@@ -115,11 +126,12 @@ def test_settings_change_rolls(capi, created):
     assert capi.objects["apps"][created.id]["state"] == "STARTED"
 
 
-def test_failed_staging_on_update_keeps_the_running_droplet(capi, created):
+def test_failed_staging_on_update_keeps_the_running_droplet(capi, created, other_package):
     before_env = dict(capi.env[created.id])
     before_running = copy.deepcopy(running(capi, created.id))
     capi.fail_staging = "StagingError: out of disk"
-    news = {**created.outs, "package": {"path": str(MDA), "sha256": "c" * 64, "modelVersion": "1.5.0"}, "secretEnvironment": {"ADMIN_PASSWORD": "pw-2"}}
+    path, sha = other_package
+    news = {**created.outs, "package": {"path": str(path), "sha256": sha, "modelVersion": "1.5.0"}, "secretEnvironment": {"ADMIN_PASSWORD": "pw-2"}}
     with pytest.raises(StagingFailed, match="out of disk"):
         AppProvider().update(created.id, created.outs, news)
     assert capi.objects["apps"][created.id]["droplet"] == created.outs["dropletGuid"]
@@ -191,3 +203,113 @@ def test_a_space_named_by_name_is_not_moved_by_its_resolved_guid(capi, created):
     d = AppProvider().diff(created.id, created.outs, news)
     assert d.replaces == [] and not d.changes
     assert AppProvider().diff(created.id, created.outs, {**news, "spaceGuid": "0" * 8 + "-0000-0000-0000-" + "0" * 12}).replaces == ["spaceGuid"]
+
+
+# --- F17: the package uploaded is the package that was checked ----------------------------------------
+
+
+def test_the_upload_is_the_recorded_package(capi, created):
+    """The bytes sent are the bytes hashed, and they are the recorded package."""
+    pkg = created.outs["packageGuid"]
+    assert hashlib.sha256(capi.bits[pkg]).hexdigest() == MDA_SHA == created.outs["package"]["sha256"]
+
+
+def test_a_package_replaced_after_the_plan_is_refused_on_create(capi, tmp_path):
+    swapped = tmp_path / "orders.mda"
+    swapped.write_bytes(MDA.read_bytes() + b"backdoor")  # replaced on disk after the gate hashed MDA
+    with pytest.raises(DigestMismatch, match=f"the deployment recorded sha256:{MDA_SHA}"):
+        AppProvider().create(app_props(capi, package={"path": str(swapped), "sha256": MDA_SHA, "modelVersion": "1.4.2.1234"}))
+    assert capi.bits == {} and capi.objects["packages"] == {}  # nothing uploaded
+    assert capi.objects["apps"] == {}  # refused before the app existed
+
+
+def test_a_package_replaced_after_the_plan_is_refused_on_update(capi, created, other_package):
+    path, sha = other_package
+    droplet = capi.objects["apps"][created.id]["droplet"]
+    packages = set(capi.objects["packages"])
+    path.write_bytes(path.read_bytes() + b"swapped")  # after the plan recorded `sha`
+    news = {**created.outs, "package": {"path": str(path), "sha256": sha, "modelVersion": "1.5.0.1300"}}
+    with pytest.raises(DigestMismatch, match="nothing was uploaded"):
+        AppProvider().update(created.id, created.outs, news)
+    assert set(capi.objects["packages"]) == packages and capi.objects["apps"][created.id]["droplet"] == droplet
+    assert all(i["droplet"] == droplet for i in running(capi, created.id))
+
+
+def test_a_relative_package_path_is_the_project_s(capi, tmp_path, monkeypatch):
+    """Inputs carry the project-relative path; the provider runs in the project directory (as under the engine)."""
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "orders.mda").write_bytes(MDA.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    r = AppProvider().create(app_props(capi, package={"path": "build/orders.mda", "sha256": MDA_SHA, "modelVersion": "1.4.2.1234"}))
+    assert capi.bits[r.outs["packageGuid"]] == MDA.read_bytes()
+
+
+# --- F23: the buildpack stages only the pinned bytes ----------------------------------------------------
+
+
+def test_a_pinned_buildpack_is_checked_before_staging(capi, other_package):
+    pinned = capi.serve_buildpack(b"cf-mendix-buildpack v5.0.20")
+    r = AppProvider().create(app_props(capi, buildpack=pinned))
+    # Cloud Foundry gets the plain URL (it would read a fragment as a git branch)
+    assert capi.objects["apps"][r.id]["buildpacks"] == [pinned.split("#")[0]]
+    assert ("GET", "/buildpacks/cf-mendix-buildpack.zip") in capi.requests
+    droplet = capi.objects["apps"][r.id]["droplet"]
+    capi.buildpacks["cf-mendix-buildpack.zip"] = b"the same name, other bytes"  # the release asset was replaced
+    path, sha = other_package
+    with pytest.raises(DigestMismatch, match="not the pinned sha256"):
+        AppProvider().update(r.id, r.outs, {**r.outs, "package": {"path": str(path), "sha256": sha, "modelVersion": "1.5.0.1300"}})
+    assert capi.objects["apps"][r.id]["droplet"] == droplet and not any(b["package"] != r.outs["packageGuid"] for b in capi.objects["builds"].values())
+
+
+def test_an_unreachable_pinned_buildpack_stops_the_create(capi):
+    pinned = capi.serve_buildpack(b"bits")
+    capi.buildpacks.clear()
+    with pytest.raises(CapiError, match="to check its digest failed"):
+        AppProvider().create(app_props(capi, buildpack=pinned))
+    assert capi.objects["apps"] == {}
+
+
+# --- F16: no SSH on production ----------------------------------------------------------------------------
+
+
+def test_ssh_disabled_and_kept_disabled(capi):
+    p = AppProvider()
+    r = p.create(app_props(capi, ssh=False))
+    assert capi.app_features[r.id]["ssh"] is False
+    capi.app_features[r.id]["ssh"] = True  # a space developer ran cf enable-ssh
+    drift = p.read(r.id, r.outs)
+    assert drift.outs["ssh"] is True and p.diff(r.id, drift.outs, r.outs).changes
+    out = p.update(r.id, drift.outs, r.outs)
+    assert capi.app_features[r.id]["ssh"] is False and out.outs["strategy"] == "none"  # no restart for it
+
+
+def test_outside_production_ssh_is_left_to_the_platform(capi):
+    r = AppProvider().create(app_props(capi, ssh=None))
+    assert r.id not in capi.app_features and not any("/features/" in path for _, path in capi.requests)
+
+
+def test_an_owned_space_disallows_ssh_and_an_existing_one_is_refused(capi):
+    p = SpaceProvider()
+    props = {"api": capi.url, "org": "acme", "name": "orders-production", "allowSsh": False, "metadata": {"labels": {}, "annotations": {}}}
+    r = p.create(props)
+    assert capi.objects["spaces"][r.id]["name"] == "orders-production" and capi.space_features[r.id]["ssh"] is False
+    capi.space_features[r.id]["ssh"] = True  # allowed again by hand
+    assert p.read(r.id, r.outs).outs["allowSsh"] is True and p.diff(r.id, p.read(r.id, r.outs).outs, r.outs).changes
+    p.update(r.id, {**r.outs, "allowSsh": True}, r.outs)
+    assert capi.space_features[r.id]["ssh"] is False
+    with pytest.raises(CapiError, match="already exists"):
+        p.create({**props, "name": "orders"})  # the double's existing space: not ours to own
+
+
+def test_pinning_the_running_buildpack_restages_nothing(capi):
+    """Adding the digest of the URL already staged (the upgrade to a pinned production) checks it and
+    restarts nothing; a wrong digest is refused."""
+    pinned = capi.serve_buildpack(b"cf-mendix-buildpack v5.0.20")
+    url = pinned.split("#")[0]
+    p = AppProvider()
+    r = p.create(app_props(capi, buildpack=url))
+    builds = len(capi.objects["builds"])
+    out = p.update(r.id, r.outs, {**r.outs, "buildpack": pinned})
+    assert out.outs["strategy"] == "none" and len(capi.objects["builds"]) == builds
+    with pytest.raises(DigestMismatch):
+        p.update(r.id, r.outs, {**r.outs, "buildpack": url + "#sha256=" + "0" * 64})

@@ -69,12 +69,13 @@ def _claims_run(pulumi_run, cfg, stack="test", opts=None):
 @pytest.mark.parametrize(
     "block, env, db, files, want",
     [
-        (None, None, None, None, {"postgres-data": None, "files": None}),
-        ("fast-ssd", None, None, None, {"postgres-data": "fast-ssd", "files": "fast-ssd"}),
-        ("fast-ssd", "env-class", None, None, {"postgres-data": "env-class", "files": "env-class"}),
-        ("fast-ssd", None, "db-class", None, {"postgres-data": "db-class", "files": "fast-ssd"}),
-        (None, None, None, "files.example.com", {"postgres-data": None, "files": "files.example.com"}),
-        ("fast-ssd", "env-class", "db-class", "files-class", {"postgres-data": "db-class", "files": "files-class"}),
+        # the backups claim has no key of its own: the environment's class, else the block's
+        (None, None, None, None, {"postgres-data": None, "files": None, "backups": None}),
+        ("fast-ssd", None, None, None, {"postgres-data": "fast-ssd", "files": "fast-ssd", "backups": "fast-ssd"}),
+        ("fast-ssd", "env-class", None, None, {"postgres-data": "env-class", "files": "env-class", "backups": "env-class"}),
+        ("fast-ssd", None, "db-class", None, {"postgres-data": "db-class", "files": "fast-ssd", "backups": "fast-ssd"}),
+        (None, None, None, "files.example.com", {"postgres-data": None, "files": "files.example.com", "backups": None}),
+        ("fast-ssd", "env-class", "db-class", "files-class", {"postgres-data": "db-class", "files": "files-class", "backups": "env-class"}),
     ],
 )
 def test_every_claim_carries_the_storage_class_in_effect(pulumi_run, block, env, db, files, want):
@@ -89,21 +90,21 @@ def test_every_claim_carries_the_storage_class_in_effect(pulumi_run, block, env,
         cfg = with_(cfg, "mxinfra:kubernetes/storage.local.storageClass", files)
     res = _claims_run(pulumi_run, cfg)
     claims = {r.name.removeprefix("orders-test-"): r.input("spec") for r in res.of_type(PVC)}
-    size = {"postgres-data": "2Gi", "files": "1Gi"}
+    size = {"postgres-data": "2Gi", "files": "1Gi", "backups": "20Gi"}
     expected = {}
     for kind, cls in want.items():
         expected[kind] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size[kind]}}}
         if cls is not None:
             expected[kind]["storageClassName"] = cls
     assert claims == expected
-    # No StatefulSet claims volumes of its own: the two claims above are every volume the target asks for.
+    # No StatefulSet claims volumes of its own: the three claims above are every volume the target asks for.
     assert [r.name for r in res.of_type(STS) if r.input("spec.volumeClaimTemplates", None) is not None] == []
 
 
 def test_an_environment_override_can_return_to_the_cluster_default(pulumi_run):
     cfg = with_(_test_stack(storageClass="fast-ssd"), "mxinfra:kubernetes/environments", {"test": {"storageClass": None}})
     res = _claims_run(pulumi_run, cfg)
-    assert [r.input("spec.storageClassName", None) for r in res.of_type(PVC)] == [None, None]
+    assert [r.input("spec.storageClassName", None) for r in res.of_type(PVC)] == [None, None, None]
 
 
 @pytest.mark.parametrize(
@@ -364,6 +365,11 @@ def test_no_kubeconfig_at_all_is_unreadable(tmp_path):
 # --- where it runs: a real engine only, before any object --------------------------------------------
 
 
+def _class_requests(api: ApiServer) -> list[dict[str, Any]]:
+    """The StorageClass lists asked (every `pulumi up` also reads what runs: test_k8s_drift.py)."""
+    return [r for r in api.requests if r["path"] == "/apis/storage.k8s.io/v1/storageclasses"]
+
+
 def _pulumi_up(monkeypatch):
     """Run the target as under a real engine (the mock runtime stands in for it, the check does not know)."""
     monkeypatch.setattr(k8s_target, "_under_mocks", lambda: False)
@@ -395,7 +401,7 @@ def test_pulumi_up_reads_the_default_providers_config(pulumi_run, apiserver, tmp
         pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack="test", project="orders", config={"kubernetes:kubeconfig": str(tmp_path / "kc")})
     apiserver.classes = [("standard", {DEFAULT: "true"})]
     res = pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack="test", project="orders", config={"kubernetes:kubeconfig": str(tmp_path / "kc")})
-    assert len(res.of_type(PVC)) == 2 and len(apiserver.requests) == 2
+    assert len(res.of_type(PVC)) == 3 and len(_class_requests(apiserver)) == 2
 
 
 def test_pulumi_up_carries_on_with_a_warning_when_forbidden(pulumi_run, apiserver, tmp_path, monkeypatch):
@@ -404,7 +410,7 @@ def test_pulumi_up_carries_on_with_a_warning_when_forbidden(pulumi_run, apiserve
     (tmp_path / "kc").write_text(apiserver.kubeconfig())
     _pulumi_up(monkeypatch)
     res = _claims_run(pulumi_run, _test_stack())
-    assert len(res.of_type(PVC)) == 2 and len(apiserver.requests) == 1
+    assert len(res.of_type(PVC)) == 3 and len(_class_requests(apiserver)) == 1
     (warning,) = [w for w in res.warnings if "StorageClasses were not checked" in w]
     assert "HTTP 403" in warning and "mxinfra:kubernetes.storageClass" in warning and TOKEN not in warning
 
@@ -418,15 +424,19 @@ def test_pulumi_up_does_not_ask_for_the_callers_provider(pulumi_run, apiserver, 
         MendixApp("orders", {"deployment": _prepare(_test_stack())}, pulumi.ResourceOptions(providers=[k8s.Provider("render", render_yaml_to_directory="out")]))
 
     res = pulumi_run(program, stack="test", project="orders")
-    assert len(res.of_type(PVC)) == 2 and apiserver.requests == []
+    assert len(res.of_type(PVC)) == 3 and apiserver.requests == []
 
 
-def test_without_claims_the_cluster_is_not_asked(pulumi_run, apiserver, tmp_path, monkeypatch):
+def test_without_claims_the_classes_are_not_asked(pulumi_run, apiserver, tmp_path, monkeypatch):
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kc"))
     (tmp_path / "kc").write_text(apiserver.kubeconfig())
     _pulumi_up(monkeypatch)
-    _claims_run(pulumi_run, config("production"), "production")
-    assert apiserver.requests == []
+    # production's only claim would be its backups' (external database, S3 files): opted out here
+    no_backups = with_(config("production"), "mxinfra:environments/production.backups", {"enabled": False, "reason": "the test needs no claim"})
+    res = _claims_run(pulumi_run, no_backups, "production")
+    assert res.of_type(PVC) == []
+    # (what runs is read at every `pulumi up`, to compare it with the activity log: test_k8s_drift.py)
+    assert _class_requests(apiserver) == []
 
 
 def test_plan_never_asks_the_cluster(project, capsys, apiserver, tmp_path, monkeypatch, engine_secrets):
@@ -438,7 +448,7 @@ def test_plan_never_asks_the_cluster(project, capsys, apiserver, tmp_path, monke
     out = capsys.readouterr()
     assert rc == 0, out.err
     claims = [d for d in yaml.safe_load_all((tmp_path / "out" / "kubernetes" / "test.yaml").read_text()) if d and d["kind"] == "PersistentVolumeClaim"]
-    assert sorted(d["spec"]["storageClassName"] for d in claims) == ["fast-ssd", "fast-ssd"]
+    assert sorted(d["spec"]["storageClassName"] for d in claims) == ["fast-ssd", "fast-ssd", "fast-ssd"]
     assert apiserver.requests == []
 
 

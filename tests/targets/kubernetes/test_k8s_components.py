@@ -43,6 +43,11 @@ CR = "kubernetes:privatecloud.mendix.com/v1alpha1:MendixApp"
 
 PLAIN_COMMON = {
     "namespace": "kubernetes:core/v1:Namespace",
+    # backups (on by default): the scripts, the archives' claim, the CronJob and the restore template
+    "backup-scripts": CM,
+    "backups": PVC,
+    "backup": "kubernetes:batch/v1:CronJob",
+    "restore": "kubernetes:batch/v1:CronJob",
     "config": CM,
     "database-secret": SECRET,
     "secret": SECRET,
@@ -57,6 +62,11 @@ PLAIN_COMMON = {
     "role-monitor": ROLE,
     "rolebinding-deploy": BINDING,
     "rolebinding-monitor": BINDING,
+}
+# production only: the admission policy that lets only the release identities change what runs (admission.py)
+RELEASE_GUARD = {
+    "release-policy": "kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicy",
+    "release-policy-binding": "kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicyBinding",
 }
 IN_CLUSTER_DB = {"postgres-data": PVC, "postgres-service": SVC, "postgres": STS, "database-password": "random:index/randomPassword:RandomPassword"}
 
@@ -110,15 +120,15 @@ def test_plain_test_role_with_in_cluster_database(pulumi_run):
         "limits.cpu": "3500m",
         "requests.memory": "3072Mi",
         "limits.memory": "3072Mi",
-        "persistentvolumeclaims": "1",
-        "requests.storage": "2048Mi",
+        "persistentvolumeclaims": "2",
+        "requests.storage": f"{2048 + 20480}Mi",  # the database's and the backups' claims
     }
 
 
 def test_plain_production_runtime_contract(pulumi_run):
     _, res = deploy(pulumi_run, config("production"), "production")
     kids = target_children(res, "production")
-    assert {k: r.type for k, r in kids.items()} == {**PLAIN_COMMON, "pdb": "kubernetes:policy/v1:PodDisruptionBudget"}
+    assert {k: r.type for k, r in kids.items()} == {**PLAIN_COMMON, "pdb": "kubernetes:policy/v1:PodDisruptionBudget", **RELEASE_GUARD}
     sts = kids["statefulset"]
     assert sts.input("metadata.name") == "orders-production"
     assert sts.input("spec.replicas") == 2 and sts.input("spec.serviceName") == "orders-production-headless"
@@ -205,7 +215,7 @@ def test_production_local_files_are_protected(pulumi_run):
     assert pod["containers"][0]["volumeMounts"] == [{"name": "files", "mountPath": "/opt/mendix/build/data/files"}]
     assert "pdb" not in kids  # one instance
     # deleting the namespace would delete the claim: protected with it; everything else is not data
-    assert sorted(k for k, r in kids.items() if r.protect) == ["files", "namespace"]
+    assert sorted(k for k, r in kids.items() if r.protect) == ["backups", "files", "namespace"]
     assert kids["namespace"].retain_on_delete
 
 
@@ -216,7 +226,10 @@ def test_existing_namespace_and_azure_storage(pulumi_run):
     _, res = deploy(pulumi_run, cfg, "production")
     kids = target_children(res, "production")
     assert "namespace" not in kids
-    assert {r.input("metadata.namespace") for r in kids.values()} == {"apps-orders"}
+    # every namespaced object in it; the release guard is cluster-scoped and selects it by name
+    assert {r.input("metadata.namespace") for k, r in kids.items() if k not in RELEASE_GUARD} == {"apps-orders"}
+    policy = kids["release-policy"].input("spec.matchConstraints.namespaceSelector")
+    assert policy == {"matchLabels": {"kubernetes.io/metadata.name": "apps-orders"}}
     data = kids["config"].inputs["data"]
     assert data["AZURE_CONTAINER_NAME"] == "files" and data["MXRUNTIME_com_mendix_core_StorageService"] == "com.mendix.storage.azure"
     assert kids["secret"].inputs["stringData"].value["MXRUNTIME_com_mendix_storage_azure_AccountKey"] == "Known-Azure-Key"

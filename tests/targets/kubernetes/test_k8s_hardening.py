@@ -198,6 +198,16 @@ def test_open_default_destinations_are_warned():
     assert any("the file store (tcp/443" in w for w in warnings)
 
 
+@pytest.mark.parametrize("cidr", ["0.0.0.0/0", "10.0.0.0/8", "2000::/9", "2001:db8::/32"])
+def test_wide_egress_on_production_needs_the_opt_in_ipv6_too(cidr):
+    """An IPv6 /9 is as wide as 2^119 addresses: the /8 bound of IPv4 does not apply to it (issue 19, F22)."""
+    rule = {"cidr": cidr, "ports": [443], "description": "anything"}
+    (issue,) = _issues(config("production", egress=[rule]))
+    assert issue.path == "mxinfra:kubernetes.egress[0].cidr" and "IPv6 /32" in issue.message
+    narrow = {"cidr": "2001:db8::/48", "ports": [443], "description": "a partner"}
+    _prepare(config("production", egress=[narrow]))  # no ConfigError
+
+
 def test_wide_egress_on_production_needs_the_opt_in():
     rule = {"cidr": "0.0.0.0/0", "ports": [443], "description": "anything"}
     (issue,) = _issues(config("production", egress=[rule]))

@@ -10,8 +10,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ..display import clean
-from ..errors import UserError
+from .display import clean
+from .errors import UserError
 
 RepositoryOpt = Annotated[Optional[str], typer.Option("--repository", help="Repository URL: file://PATH, s3://bucket/prefix or azblob://account/container/prefix")]
 DirOpt = Annotated[Optional[Path], typer.Option("-C", "--cwd", help="The Pulumi project directory [default: .]")]
@@ -23,14 +23,14 @@ activity_app = typer.Typer(help="The activity log of each environment.", invoke_
 
 
 def _console(stderr: bool = False) -> Any:
-    from ..display import console
+    from .display import console
 
     # Repository and log contents are untrusted text: never interpreted as markup.
     return console(stderr=stderr)
 
 
 def _row(*cells: object) -> list[Any]:
-    from ..display import text
+    from .display import text
 
     return [text(c) for c in cells]
 
@@ -49,7 +49,7 @@ def _remember(ctx: typer.Context, **given: Any) -> None:
 
 def resolve_repository(repository: str | None = None, directory: Path | None = None, stack: str | None = None) -> str:
     """--repository, else the stack's `mxinfra:repository`, else file://.mxinfra in the project."""
-    from .promotion import repository_url
+    from .governance.promotion import repository_url
 
     directory = directory or Path(".")
     if repository:
@@ -62,7 +62,7 @@ def resolve_repository(repository: str | None = None, directory: Path | None = N
         )
     configured = None
     if stack:
-        from ..stackfile import read_project, read_stack_config
+        from .stackfile import read_project, read_stack_config
 
         project = read_project(directory)
         configured = read_stack_config(project, stack).values.get("mxinfra:repository")
@@ -75,7 +75,7 @@ def _environments(log: Any, environment: str | None, url: str) -> list[str]:
     if environment is None:
         return known
     if environment not in known:
-        from ..errors import suggest
+        from .errors import suggest
 
         hint = suggest(environment, known)
         raise UserError(
@@ -87,9 +87,27 @@ def _environments(log: Any, environment: str | None, url: str) -> list[str]:
 
 
 def _store(url: str) -> Any:
-    from .store import open_store
+    from .governance.store import open_store
 
     return open_store(url)
+
+
+def _stack_signing(where: dict[str, Any], url: str) -> Any:
+    """The validated `mxinfra:signing` of the stack given with -s (ConfigError if invalid), else None."""
+    if not where.get("stack"):
+        return None
+    from .stackfile import read_project, read_stack_config
+    from .governance.signing import load_signing
+
+    return load_signing(read_stack_config(read_project(where.get("directory") or Path(".")), where["stack"]), url)
+
+
+def _repository(where: dict[str, Any], url: str) -> Any:
+    """The repository at `url`, knowing its publishers when the stack given with -s names them."""
+    from .governance.repository import Repository
+
+    cfg = _stack_signing(where, url)
+    return Repository(_store(url), cfg.publishers if cfg is not None else None)
 
 
 @package_app.callback()
@@ -115,16 +133,22 @@ def package_push(
     directory: DirOpt = None,
     stack: StackOpt = None,
 ) -> None:
-    """Validate an MDA and upload it once to the repository (the same bytes again are a no-op)."""
-    from ..mda import open_mda
-    from .gitinfo import DEFAULT_STORY_PATTERN, head_commit, stories_since
-    from .repository import Repository
+    """Validate an MDA and upload it once to the repository (the same bytes again are a no-op); only a
+    publisher (`mxinfra:signing.publishers` of the -s stack) gives it a version label."""
+    from .mda import open_mda
+    from .governance.gitinfo import DEFAULT_STORY_PATTERN, head_commit, stories_since
 
-    url = resolve_repository(**_group_options(ctx, repository=repository, directory=directory, stack=stack))
-    repo = Repository(_store(url))
+    where = _group_options(ctx, repository=repository, directory=directory, stack=stack)
+    url = resolve_repository(**where)
+    repo = _repository(where, url)
+    unlabelled_note = ""
     if version is None:
         version = open_mda(path).metadata.model_version
         if version == "unversioned":
+            version = None
+        elif not repo.may_label():
+            # The label was not asked for: a non-publisher's push stores the bytes and leaves the label free.
+            unlabelled_note = f"note: not labelled {version!r}: only publishers give packages version labels, and {repo.identity()} is not one"
             version = None
     here = path.resolve().parent
     commit = commit or head_commit(here)
@@ -134,6 +158,8 @@ def package_push(
         stories = stories_since(here, previous, story_pattern or DEFAULT_STORY_PATTERN)
     entry, uploaded = _push_with_progress(repo, path, version, commit, stories)
     console = _console()
+    if unlabelled_note:
+        _console(stderr=True).print(clean(unlabelled_note))
     if uploaded:
         console.print(clean(f"pushed {path.name} as sha256:{entry.sha256} ({entry.size_bytes:,} bytes) to {url}"))
     else:
@@ -165,11 +191,10 @@ def package_list(
     directory: DirOpt = None,
     stack: StackOpt = None,
 ) -> None:
-    """The packages in the repository, newest first."""
-    from .repository import Repository
-
-    url = resolve_repository(**_group_options(ctx, repository=repository, directory=directory, stack=stack))
-    repo = Repository(_store(url))
+    """The packages in the repository, newest first; with -s, labels claimed by non-publishers are named."""
+    where = _group_options(ctx, repository=repository, directory=directory, stack=stack)
+    url = resolve_repository(**where)
+    repo = _repository(where, url)
     entries = repo.list()
     problems = repo.label_problems(entries)
     if as_json:
@@ -182,24 +207,25 @@ def package_list(
             table.add_row(*_row(e.version or "-", e.sha256[:12], e.runtime_version, f"{e.size_bytes:,}", e.uploaded_at, e.uploaded_by, ", ".join(e.stories)))
         _console().print(table)
     if problems:
-        raise UserError("the repository's version labels were tampered with:\n" + "\n".join(f"  - {p}" for p in problems))
+        raise UserError("the repository's version labels cannot be trusted:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 @package_app.command("policy")
 def package_policy(
     ctx: typer.Context,
     reader: Annotated[Optional[list[str]], typer.Option("--reader", help="A principal that plans and verifies (repeatable)")] = None,
-    publisher: Annotated[Optional[list[str]], typer.Option("--publisher", help="A principal that pushes packages (repeatable)")] = None,
+    publisher: Annotated[Optional[list[str]], typer.Option("--publisher", help="A principal that pushes packages and labels them (repeatable; adds to the stack's mxinfra:signing.publishers)")] = None,
     deployer: Annotated[Optional[list[str]], typer.Option("--deployer", metavar="ENV=PRINCIPAL", help="A principal that deploys ENV and appends to its log (repeatable)")] = None,
     repository: RepositoryOpt = None,
     directory: DirOpt = None,
     stack: StackOpt = None,
 ) -> None:
     """Render the repository's least-privilege policy (S3: bucket and identity policies; Azure Blob: custom
-    roles and conditional assignments): create-only writes, one log per deployer, nobody deletes."""
-    from .policy import azure_policies, s3_policies
-    from .signing import signing_config
-    from .store import _parse
+    roles and conditional assignments): create-only writes, one log per deployer, labels by publishers
+    only, nobody deletes."""
+    from .governance.policy import azure_policies, s3_policies
+    from .governance.signing import SigningConfig
+    from .governance.store import _parse
 
     where = _group_options(ctx, repository=repository, directory=directory, stack=stack)
     url = resolve_repository(**where)
@@ -207,20 +233,18 @@ def package_policy(
     for item in deployer or []:
         env, sep, principal = item.partition("=")
         if not sep or not env or not principal:
-            raise UserError(f"--deployer {item!r}: expected ENV=PRINCIPAL")
+            raise UserError(f"--deployer {item!r}: expected ENV=PRINCIPAL (an environment name, then the principal that deploys it)")
         deployers.setdefault(env, []).append(principal)
-    raw: dict[str, Any] = {}
-    if where.get("stack"):
-        from ..stackfile import read_project, read_stack_config
-
-        raw = dict(read_stack_config(read_project(where.get("directory") or Path(".")), where["stack"]).values)
-    cfg = signing_config(raw)
+    # The stack's keys and publishers are checked like a plan checks them: a mutable key or a
+    # malformed principal never reaches a policy document.
+    cfg = _stack_signing(where, url) or SigningConfig()
+    publishers = list(dict.fromkeys([*(cfg.publishers or []), *(publisher or [])]))
     kind, *place = _parse(url, None)
     if kind == "s3":
-        doc = s3_policies(place[0], place[1], readers=reader or [], publishers=publisher or [], deployers=deployers,
+        doc = s3_policies(place[0], place[1], readers=reader or [], publishers=publishers, deployers=deployers,
                           signers=cfg.signers, trusted=[r for refs in cfg.trustedSigners.values() for r in refs])
     elif kind == "azblob":
-        doc = azure_policies(place[0], place[1], place[2], readers=reader or [], publishers=publisher or [], deployers=deployers)
+        doc = azure_policies(place[0], place[1], place[2], readers=reader or [], publishers=publishers, deployers=deployers)
     else:
         raise UserError(f"{url}: a policy is rendered for s3:// and azblob:// repositories (a file:// one is as safe as its directory)")
     sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
@@ -258,7 +282,7 @@ def activity(
     url = resolve_repository(repository, directory, stack)
     if as_json and as_csv:
         raise UserError("choose one of --json and --csv")
-    from .activity import ActivityLog
+    from .governance.activity import ActivityLog
 
     log = ActivityLog(_store(url))
     envs = _environments(log, environment, url)
@@ -288,24 +312,38 @@ def activity_verify(
     repository: RepositoryOpt = None,
     directory: DirOpt = None,
     stack: StackOpt = None,
+    repair: Annotated[bool, typer.Option("--repair", help="First write the locators, checkpoints and head hints killed writers left missing, and remove their temporary files")] = False,
 ) -> None:
     """Check every record: the hash chain, the signatures (and with -s, the keys the stack trusts and its app),
-    and with -s or --state that the log still holds the Pulumi state's last record (truncation)."""
-    from .activity import ActivityLog
+    and with -s or --state that the log still holds the Pulumi state's last record (truncation). With --repair,
+    first heal what killed writers left behind (checkpoints are signed with the environment's key)."""
+    from .governance.activity import ActivityLog
 
     where = _group_options(ctx, repository=repository, directory=directory, stack=stack, environment=environment)
     environment = where.pop("environment", None)
     url = resolve_repository(**where)
-    log = ActivityLog(_store(url))
+    store = _store(url)
+    log = ActivityLog(store)
     envs = _environments(log, environment, url)
     stack, base = where.get("stack"), (where.get("directory") or Path(".")).resolve()
     raw: dict[str, Any] = {}
     if stack:
-        from ..stackfile import read_project, read_stack_config
+        from .stackfile import read_project, read_stack_config
 
         raw = dict(read_stack_config(read_project(base), stack).values)
     app_block = raw.get("mxinfra:app")
     app = str(app_block.get("name")) if isinstance(app_block, dict) and app_block.get("name") else None
+    if repair:
+        for env in envs:
+            done = ActivityLog(store, signer=_repair_signer(raw, env, url, base)).repair(env)
+            _console().print(clean(f"{env}: repaired {done.describe()}" if done else f"{env}: nothing to repair"))
+            if done.unsigned_checkpoints:
+                _console(stderr=True).print(
+                    clean(
+                        f"note: {env}: {done.unsigned_checkpoints} checkpoint(s) missing and not written: signing one needs "
+                        f"the environment's key (pass -s STACK naming its signer); the gate verifies from an older one meanwhile"
+                    )
+                )
     problems = []
     for env in envs:
         trust = _verify_trust(raw, env, url, base)
@@ -330,10 +368,22 @@ def activity_verify(
     console.print(f"activity log intact: {total} signed record(s) in {len(envs)} environment(s){heads_note}")
 
 
+def _repair_signer(raw: dict[str, Any], env: str, url: str, base: Path) -> Any:
+    """The key `activity verify --repair` signs missing checkpoints with: the stack's signer of the environment,
+    else an existing development key of a file:// repository; None (checkpoints left missing) otherwise."""
+    from .governance.signing import dev_key_path, dev_signer, open_signer, signing_config
+
+    cfg = signing_config(raw) if raw else None
+    if cfg is not None and env in cfg.signers:
+        return open_signer(cfg.signers[env], base)
+    path = dev_key_path(url)
+    return dev_signer(url) if path is not None and path.exists() else None
+
+
 def _verify_trust(raw: dict[str, Any], env: str, url: str, base: Path) -> Any:
     """The keys `activity verify` expects on an environment's records: those the stack trusts for it, else its
     configured signer, else a file:// repository's development key; None (any valid signature) otherwise."""
-    from .signing import Trust, dev_key_path, signing_config, trust_for, trusted_fingerprint
+    from .governance.signing import Trust, dev_key_path, signing_config, trust_for, trusted_fingerprint
 
     cfg = signing_config(raw) if raw else None
     if cfg is not None and env in cfg.trustedSigners:
@@ -390,7 +440,7 @@ def _state_heads(state: Path | None, stack: str | None, base: Path) -> tuple[lis
 
 
 def _environments_of(project: Any, stack: str) -> list[str]:
-    from ..stackfile import read_stack_config
+    from .stackfile import read_stack_config
 
     declared = read_stack_config(project, stack).values.get("mxinfra:environments")
     return [str(n) for n in declared] if isinstance(declared, dict) else [stack]
@@ -405,14 +455,14 @@ def promote(
     directory: DirOpt = None,
 ) -> None:
     """Write what --from last deployed (the package and what runs beside it) into the stack file of --to."""
-    from ..config import collect_stack_config
-    from ..errors import ConfigError
-    from ..stackfile import read_project, read_stack_config
-    from ..target import load_target
-    from .activity import ActivityLog
-    from .promotion import promotion_issues, trusted_deploys
-    from .repository import Repository
-    from .signing import trust_for
+    from .config import collect_stack_config
+    from .errors import ConfigError
+    from .stackfile import read_project, read_stack_config
+    from .target import load_target
+    from .governance.activity import ActivityLog
+    from .governance.promotion import promotion_issues, trusted_deploys
+    from .governance.repository import Repository
+    from .governance.signing import trust_for
 
     directory = directory or Path(".")
     project = read_project(directory)
@@ -528,24 +578,21 @@ def trace(
     stack: StackOpt = None,
 ) -> None:
     """The packages that deliver a story, and where, when and by whom each was deployed."""
-    from .activity import ActivityLog
-    from .repository import Repository
+    from .governance.activity import ActivityLog
+    from .governance.promotion import judge_deploy
+    from .governance.repository import Repository
 
-    store = _store(resolve_repository(repository, directory, stack))
+    url = resolve_repository(repository, directory, stack)
+    store = _store(url)
     packages = [e for e in Repository(store).list() if story in e.stories]
-    from .activity import record_hash
-    from .signing import check_signature
 
     log = ActivityLog(store)
     records = [r for env in log.environments() for r in log.records(env) if r.action == "deploy"]
+    trusts, app_name = _trace_trust(url, directory, stack, [r.environment for r in records])
 
     def signed_by(r: Any) -> str:
-        # what a reader may believe about a record: who signed it, or why nobody provably did
-        data = r.to_json()
-        if record_hash(data) != r.hash:
-            return "EDITED (hash does not match)"
-        found, why = check_signature(data, r.hash)
-        return f"{r.signature.get('signer')} ({found})" if found else f"UNVERIFIED: {why}"
+        # what a reader may believe about a record: the gate's own verdict (promotion.judge_deploy)
+        return judge_deploy(r, trusts.get(r.environment) if trusts is not None else None, app_name)[1]
 
     result = [
         {
@@ -571,6 +618,20 @@ def trace(
         console.print(clean(f"{p['version'] or '-'} sha256:{p['sha256'][:12]} commit {p['commit'] or '-'}"))
         for d in p["deployments"] or [{"environment": "(not deployed)", "time": "", "actor": "", "signed_by": ""}]:
             console.print(clean(f"  {d['environment']:<14} {d['time']}  {d['actor']}  {d['signed_by']}".rstrip()))
+
+
+def _trace_trust(url: str, directory: Path | None, stack: str | None, environments: list[str]) -> tuple[dict[str, Any] | None, str | None]:
+    """The keys each environment's deploys must be signed with and the app, from the stack when one is given
+    (the keys `activity verify` expects); None without a stack: trace then says who signed, not whether trusted."""
+    if stack is None:
+        return None, None
+    from .stackfile import read_project, read_stack_config
+
+    base = (directory or Path(".")).resolve()
+    raw = dict(read_stack_config(read_project(base), stack).values)
+    app_block = raw.get("mxinfra:app")
+    app_name = str(app_block.get("name")) if isinstance(app_block, dict) and app_block.get("name") else None
+    return {env: _verify_trust(raw, env, url, base) for env in sorted(set(environments))}, app_name
 
 
 def register(app: typer.Typer) -> None:

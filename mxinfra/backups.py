@@ -1,0 +1,223 @@
+"""Backups of an environment: the `mxinfra:environments.<env>.backups` schema, which backups retention
+keeps, and from which environments a restore may come. Pure (no Pulumi, no I/O).
+
+A backup is one archive named by its UTC start time (`20261204T020000Z.tar.gz`) in the layout of a
+Mendix Cloud full snapshot: `db/db.backup` (pg_dump custom format) and `tree/` (the file store), so a
+download is the archive as it is. Targets schedule the backups and apply `keep()`; the Kubernetes
+target's container script applies the same rule in shell, and the tests hold the two to each other.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+
+from pydantic import Field, field_validator, model_validator
+
+from .environments import Environment, Role, check_label
+from .errors import ConfigIssue
+from .schema import StrictModel
+
+# Mendix Cloud's: nightly, dailies for two weeks, weeklies for three months, monthlies for a year.
+DEFAULT_SCHEDULE = "0 2 * * *"
+DEFAULT_DAILY_DAYS, DEFAULT_WEEKLY_WEEKS, DEFAULT_MONTHLY_MONTHS = 14, 13, 12
+
+_CRON_MACROS = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"})
+# (lowest, highest) of each of the five fields: minute, hour, day of month, month, day of week
+_CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
+_CRON_NAMES = ("minute", "hour", "day of month", "month", "day of week")
+_CRON_ITEM = re.compile(r"^(\*|(\d+)(?:-(\d+))?)(?:/(\d+))?$")
+BACKUP_ID = re.compile(r"^(\d{8}T\d{6}Z)\.tar\.gz$")
+ID_FORMAT = "%Y%m%dT%H%M%SZ"
+
+
+def check_cron(expr: str) -> None:
+    """Refuse a schedule a Kubernetes CronJob (or any cron) would not run, saying which field is wrong."""
+    if expr in _CRON_MACROS:
+        return
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ValueError(f"expected a cron schedule of 5 fields (minute hour day-of-month month day-of-week), e.g. {DEFAULT_SCHEDULE!r}, or one of {', '.join(sorted(_CRON_MACROS))}")
+    for field_, (low, high), name in zip(fields, _CRON_RANGES, _CRON_NAMES):
+        for item in field_.split(","):
+            m = _CRON_ITEM.fullmatch(item)
+            numbers = [int(g) for g in (m.group(2), m.group(3)) if g is not None] if m else []
+            if m is None or any(not low <= n <= high for n in numbers) or (m.group(4) is not None and int(m.group(4)) == 0):
+                raise ValueError(f"the {name} field {field_!r} is not valid: expected *, a number {low}-{high}, a range a-b, a list a,b or a step */n")
+
+
+class RetentionConfig(StrictModel):
+    """How long each tier of backups is kept; 0 turns a tier off."""
+
+    daily: int = Field(DEFAULT_DAILY_DAYS, ge=0, le=3660, description="days: the newest backup of each day")
+    weekly: int = Field(DEFAULT_WEEKLY_WEEKS, ge=0, le=520, description="weeks: the newest backup of each ISO week")
+    monthly: int = Field(DEFAULT_MONTHLY_MONTHS, ge=0, le=120, description="months: the newest backup of each month")
+
+
+class BackupsConfig(StrictModel):
+    """`mxinfra:environments.<env>.backups`."""
+
+    enabled: bool = True
+    reason: str | None = Field(None, description="why a production environment has no backups")
+    schedule: str = Field(DEFAULT_SCHEDULE, description="a cron schedule in UTC")
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    restoreFrom: list[str] = Field(default_factory=list, description="environments whose backups may be restored here")
+    allowLowerTiers: bool = Field(False, description="let restoreFrom name an environment of a lower tier (e.g. test into production)")
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: str) -> str:
+        check_cron(v)
+        return v
+
+    @field_validator("restoreFrom")
+    @classmethod
+    def _sources(cls, v: list[str]) -> list[str]:
+        for name in v:
+            check_label(name, "environment name")
+        return v
+
+    @model_validator(mode="after")
+    def _reason(self) -> BackupsConfig:
+        if self.reason is not None and not self.reason.strip():
+            raise ValueError("reason is empty: say why the environment has no backups")
+        return self
+
+
+_TIER = {Role.TEST: 0, Role.ACCEPTANCE: 1, Role.PRODUCTION: 2}
+
+
+@dataclass(frozen=True)
+class Backups:
+    """An environment's validated backup settings."""
+
+    enabled: bool = True
+    schedule: str = DEFAULT_SCHEDULE
+    daily_days: int = DEFAULT_DAILY_DAYS
+    weekly_weeks: int = DEFAULT_WEEKLY_WEEKS
+    monthly_months: int = DEFAULT_MONTHLY_MONTHS
+    restore_from: tuple[str, ...] = ()
+    allow_lower_tiers: bool = False
+    reason: str | None = None
+
+    @classmethod
+    def of(cls, parsed: BackupsConfig | None) -> Backups:
+        """The settings of a parsed block (None: the defaults)."""
+        if parsed is None:
+            return cls()
+        r = parsed.retention
+        return cls(parsed.enabled, parsed.schedule, r.daily, r.weekly, r.monthly, tuple(parsed.restoreFrom), parsed.allowLowerTiers, parsed.reason)
+
+
+def of_environment(env: Environment) -> Backups:
+    """The environment's backup settings (the defaults when it was built without any)."""
+    return env.backups if isinstance(env.backups, Backups) else Backups()
+
+
+def check_backups(envs: Sequence[Environment], configs: Mapping[str, Backups], file: str = "") -> list[ConfigIssue]:
+    """The rules across fields and environments: production opts out only with a reason; a restore
+    source of a lower tier than production needs `allowLowerTiers`; no environment restores from itself."""
+    issues = []
+    roles = {e.name: e.role for e in envs}
+    for env in envs:
+        b = configs.get(env.name) or Backups()
+        path = f"{env.config_path or 'mxinfra:environments.' + env.name}.backups"
+        if env.is_production and not b.enabled and not b.reason:
+            issues.append(ConfigIssue(f"{path}.reason", "production requires backups: turning them off needs the reason", "set backups.reason to why, or remove enabled: false", file))
+        for i, src in enumerate(b.restore_from):
+            if src == env.name:
+                issues.append(ConfigIssue(f"{path}.restoreFrom[{i}]", "an environment always restores its own backups: do not list it", "remove the entry", file))
+            elif src in roles and _TIER[roles[src]] < _TIER[env.role] and env.is_production and not b.allow_lower_tiers:
+                issues.append(
+                    ConfigIssue(
+                        f"{path}.restoreFrom[{i}]",
+                        f"{src!r} is a {roles[src].value} environment: its data never goes into production by default",
+                        "remove it, or set backups.allowLowerTiers: true if you really mean to overwrite production with it",
+                        file,
+                    )
+                )
+    return issues
+
+
+def opt_out_warning(env: Environment, b: Backups) -> str | None:
+    """The plan warning of a production environment whose backups are turned off."""
+    if env.is_production and not b.enabled:
+        return f"production has no backups ({b.reason}): nothing can be restored after a bad release or a lost database"
+    return None
+
+
+def restore_refusal(source: str, source_role: Role | None, target: Environment, b: Backups, *, allow_lower_tier: bool = False) -> str | None:
+    """Why a backup of `source` may not be restored into `target` (None: it may). `allow_lower_tier`
+    is the command's explicit flag, needed on top of the config for a lower tier into production."""
+    if source == target.name:
+        return None
+    if source not in b.restore_from:
+        listed = ", ".join(b.restore_from) or "none"
+        return f"{target.name} restores only its own backups and those of backups.restoreFrom ({listed}): add {source!r} there to allow it"
+    lower = source_role is None or _TIER[source_role] < _TIER[target.role]
+    if target.is_production and lower and not (b.allow_lower_tiers and allow_lower_tier):
+        return f"{source!r} ({source_role.value if source_role else 'unknown tier'}) into production needs backups.allowLowerTiers in the config and the command's --allow-lower-tier"
+    return None
+
+
+def backup_id(when: datetime) -> str:
+    """The archive name of a backup started at `when`."""
+    return when.astimezone(timezone.utc).strftime(ID_FORMAT) + ".tar.gz"
+
+
+def parse_id(name: str) -> datetime | None:
+    """The start time an archive name carries (None: not a backup archive)."""
+    m = BACKUP_ID.fullmatch(name)
+    if not m:
+        return None
+    try:
+        return datetime.strptime(m.group(1), ID_FORMAT).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
+def _monday(d: date) -> date:
+    return d - timedelta(days=d.weekday())
+
+
+def keep(times: Iterable[datetime], now: datetime, b: Backups = Backups(), pinned: Iterable[datetime] = ()) -> set[datetime]:
+    """Which backups retention keeps at `now`: every one of the last 24 hours (an on-demand backup is
+    not pruned by the next one of the same day), the newest of each day within `daily_days` days (today
+    counts as one), of each ISO week within `weekly_weeks` weeks (this week counts), of each month within
+    `monthly_months` months (this month counts); always the newest backup of all, any dated after `now`
+    (a clock ahead is no reason to delete), and the `pinned` ones (a restore's source while the backup
+    taken before the restore runs)."""
+    ordered = sorted(set(times), reverse=True)
+    pins = set(pinned)
+    today = now.astimezone(timezone.utc).date()
+    first_day = today - timedelta(days=b.daily_days - 1)
+    first_monday = _monday(today) - timedelta(weeks=b.weekly_weeks - 1)
+    month_now = today.year * 12 + today.month - 1
+    kept: set[datetime] = set(ordered[:1])
+    days: set[date] = set()
+    weeks: set[date] = set()
+    months: set[int] = set()
+    for t in ordered:
+        if t > now - timedelta(hours=24) or t in pins:
+            kept.add(t)
+        if t > now:
+            continue
+        d = t.astimezone(timezone.utc).date()
+        week, month = _monday(d), d.year * 12 + d.month - 1
+        if b.daily_days > 0 and d >= first_day and d not in days:
+            days.add(d)
+            kept.add(t)
+        if b.weekly_weeks > 0 and week >= first_monday and week not in weeks:
+            weeks.add(week)
+            kept.add(t)
+        if b.monthly_months > 0 and month > month_now - b.monthly_months and month not in months:
+            months.add(month)
+            kept.add(t)
+    return kept
+
+
+def retention_env(b: Backups) -> dict[str, str]:
+    """The container script's retention variables (the same rule as `keep`)."""
+    return {"KEEP_DAILY_DAYS": str(b.daily_days), "KEEP_WEEKLY_WEEKS": str(b.weekly_weeks), "KEEP_MONTHLY_MONTHS": str(b.monthly_months)}

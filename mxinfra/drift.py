@@ -1,0 +1,337 @@
+"""Unrecorded changes: what runs on the platform compared with what the activity log's signed records say.
+
+The activity log and the promotion gate are client-side: whoever may change the workload directly (the
+deploy group with `kubectl set image`, a leaked pipeline credential, a cluster administrator) skips both,
+and no record is written. This module names every such difference.
+
+The comparison is pure: `recorded_state` (records in, oldest first) and `differences` (recorded and
+observed in, differences out). `check` reads the log through the governance API (as `mxinfra activity
+verify` and the promotion gate do) and asks the target what runs (`Target.running`). `mxinfra drift` and
+a target's `pulumi up` (the Kubernetes target calls `check` before it declares anything) go through the
+same `check` and `DriftError`, so both refuse in the same words.
+
+No Pulumi import, here or at import time of anything this module imports.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from .errors import UserError
+
+if TYPE_CHECKING:
+    from .target import Deployment
+
+HEADER = "unrecorded changes: what runs is not what the activity log's signed records say"
+AUDIT = "find who made it in the API server's (or the cloud's) audit log"
+
+
+class CannotObserve(UserError):
+    """The target cannot read what runs (not implemented, or the platform could not be asked): exit 2."""
+
+
+class DriftError(UserError):
+    """What runs differs from the activity log; the message names every difference (exit 2)."""
+
+    def __init__(self, found: Sequence[Difference]) -> None:
+        self.differences = list(found)
+        super().__init__(report(found))
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What an environment's activity log says runs there, after its last record."""
+
+    environment: str
+    present: bool  # False: nothing recorded yet, or the last record is a destroy
+    seq: int = 0
+    action: str = ""
+    time: str = ""
+    actor: str = ""
+    package_sha256: str | None = None
+    package_version: str | None = None
+    artifact: str | None = None
+    instances: int | None = None
+
+    def describe(self) -> str:
+        """How a message names the record: `the last record (seq 7: scale by rita at 2025-...)`."""
+        if not self.seq:
+            return "the activity log (no record yet)"
+        return f"the last record (seq {self.seq}: {self.action} by {self.actor} at {self.time})"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What runs in an environment, as its target read it from the platform."""
+
+    environment: str
+    workload: str  # how messages name what was read, e.g. "StatefulSet shop-production/shop-production"
+    exists: bool
+    package_sha256: str | None = None  # the package the workload says it runs (its release annotation), if any
+    artifact: str | None = None  # the image, the Operator's sourceURL: what the log records as `artifact`
+    artifact_kind: str = "artifact"  # "image", "sourceURL": how messages name `artifact`
+    instances: int | None = None
+    # The runtime configuration's fingerprint as the last release wrote it on the workload, and as computed
+    # from what runs now. The record holds only a digest of the settings, which the platform's objects cannot
+    # be turned back into, so this half is compared with what the release wrote, not with the record.
+    released_config: str | None = None
+    running_config: str | None = None
+    config_note: str | None = None  # why the configuration was not compared, when it was not
+    # How to put a field back, per field ("artifact", "instances", "config"): `{value}` is the recorded value.
+    restore: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One way what runs differs from the log. `blocking`: an unrecorded change (pulumi up refuses);
+    otherwise something is missing that `pulumi up` must be able to put back (it warns)."""
+
+    environment: str
+    field: str  # "workload", "artifact", "package", "instances", "config", "log"
+    recorded: str | None
+    running: str | None
+    message: str
+    fix: str
+    blocking: bool = True
+
+    def __str__(self) -> str:
+        return f"{self.environment}: {self.message} ({self.fix})"
+
+
+# --- pure: records in, state out; recorded and observed in, differences out ------------------------------
+
+
+def _count(value: Any) -> int | None:
+    # Counts reach the log as JSON numbers (an old provider wrote 1.0 for 1).
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return int(value) if float(value).is_integer() else None
+
+
+def recorded_state(environment: str, records: Iterable[Any]) -> Recorded:
+    """What runs after `records` (an environment's activity records, oldest first: ActivityRecord or alike).
+
+    Every record names the package and the artifact it left running; the instance count is in the
+    `changes` of the records that changed it (the first deploy lists every tracked input)."""
+    state = Recorded(environment, present=False)
+    instances: int | None = None
+    for r in records:
+        where = {"seq": r.seq, "action": r.action, "time": r.time, "actor": r.actor}
+        if r.action == "destroy":
+            state, instances = Recorded(environment, present=False, **where), None
+            continue
+        change = (r.changes or {}).get("instances")
+        if isinstance(change, Mapping) and "to" in change:
+            instances = _count(change["to"])
+        state = Recorded(
+            environment,
+            present=True,
+            **where,
+            package_sha256=r.package_sha256,
+            package_version=r.package_version,
+            artifact=r.artifact,
+            instances=instances,
+        )
+    return state
+
+
+def _restore(observed: Observed, key: str, value: object, what: str = "what the record names") -> str:
+    how = observed.restore.get(key)
+    command = f" ({how.format(value=value)})" if how else ""
+    return f"put back {what}{command}, {AUDIT}; then change it through `pulumi up`, which records it"
+
+
+def differences(recorded: Recorded, observed: Observed) -> list[Difference]:
+    """Every way `observed` differs from `recorded`; [] when what runs is what the log says."""
+    env, what, desc = recorded.environment, observed.workload, recorded.describe()
+    if not observed.exists:
+        if not recorded.present:
+            return []
+        return [
+            Difference(
+                env,
+                "workload",
+                recorded.package_version or recorded.package_sha256,
+                None,
+                f"nothing runs as {what}, but {desc} says {recorded.package_version or recorded.package_sha256} runs there: removed outside a release",
+                f"{AUDIT}; `pulumi refresh` and then `pulumi up` create it again as the stack declares it",
+                blocking=False,
+            )
+        ]
+    if not recorded.present:
+        why = f"{desc} destroyed it" if recorded.seq else "the activity log records no deployment of it"
+        return [
+            Difference(
+                env,
+                "workload",
+                None,
+                what,
+                f"{what} runs, but {why}: an unrecorded deployment",
+                f"{AUDIT} and remove it, or point mxinfra:repository at the log that recorded it",
+            )
+        ]
+    out = []
+    kind = observed.artifact_kind
+    if recorded.artifact is not None and observed.artifact != recorded.artifact:
+        out.append(
+            Difference(
+                env,
+                "artifact",
+                recorded.artifact,
+                observed.artifact,
+                f"{what} runs {kind} {observed.artifact}, but {desc} names {kind} {recorded.artifact}: an unrecorded change",
+                _restore(observed, "artifact", recorded.artifact),
+            )
+        )
+    if observed.package_sha256 is not None and observed.package_sha256 != recorded.package_sha256:
+        out.append(
+            Difference(
+                env,
+                "package",
+                recorded.package_sha256,
+                observed.package_sha256,
+                f"{what} says it runs package sha256:{observed.package_sha256[:12]}, but {desc} names "
+                f"sha256:{(recorded.package_sha256 or '')[:12]} ({recorded.package_version or 'no version'}): an unrecorded change",
+                f"{AUDIT}; then release through `pulumi up`, which records what it deploys",
+            )
+        )
+    if recorded.instances is not None and observed.instances != recorded.instances:
+        out.append(
+            Difference(
+                env,
+                "instances",
+                str(recorded.instances),
+                None if observed.instances is None else str(observed.instances),
+                f"{what} runs {observed.instances} instance(s), but {desc} names {recorded.instances}: an unrecorded scale",
+                _restore(observed, "instances", recorded.instances),
+            )
+        )
+    if observed.released_config is not None and observed.running_config != observed.released_config:
+        out.append(
+            Difference(
+                env,
+                "config",
+                observed.released_config,
+                observed.running_config,
+                f"{what}'s runtime configuration (containers, env, ConfigMaps) hashes to {str(observed.running_config)[:12]}, "
+                f"not the {observed.released_config[:12]} its last release wrote on it: changed after the release",
+                _restore(observed, "config", observed.released_config, "what the last release applied"),
+            )
+        )
+    return out
+
+
+def report(found: Sequence[Difference]) -> str:
+    """The message of `mxinfra drift` and of a refused `pulumi up`: every difference on its own line."""
+    return HEADER + ":\n" + "\n".join(f"  - {d}" for d in found)
+
+
+# --- reading the log, asking the target ---------------------------------------------------------------
+
+
+def _trust(raw_values: Mapping[str, Any], environment: str, url: str, base_dir: Path) -> Any:
+    """The keys an environment's own records must be signed by (as `mxinfra activity verify -s` expects them):
+    the keys trusted for it, else its configured signer, else a file:// repository's development key;
+    None (any valid signature) otherwise."""
+    from .governance.signing import Trust, dev_key_path, signing_config, trust_for, trusted_fingerprint
+
+    cfg = signing_config(raw_values)
+    if environment in cfg.trustedSigners:
+        return trust_for(raw_values, environment, url, base_dir)
+    if environment in cfg.signers:
+        ref = cfg.signers[environment]
+        return Trust(frozenset({trusted_fingerprint(ref, base_dir)}), (ref,))
+    path = dev_key_path(url)
+    if path is not None and path.exists():
+        return trust_for({}, environment, url, base_dir)
+    return None
+
+
+def recorded(deployment: Deployment, environment: str, base_dir: Path) -> tuple[Recorded, list[Difference]]:
+    """What the log says runs in `environment`, and the log's own problems (a log that does not verify
+    proves nothing about what ran: each problem is a blocking difference)."""
+    from .governance.activity import ActivityLog
+    from .governance.store import open_store
+
+    url = deployment.repository
+    log = ActivityLog(open_store(url))
+    if environment not in log.environments():
+        return Recorded(environment, present=False), []
+    trust = _trust(deployment.config.raw.values, environment, url, base_dir)
+    problems = log.verify(environment, signed=True, trust=trust, app=deployment.config.app.name)
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        return Recorded(environment, present=False), [
+            Difference(
+                environment,
+                "log",
+                None,
+                None,
+                f"the activity log of {environment!r} ({url}) does not verify, so what runs cannot be compared with it: {shown}",
+                "run `mxinfra activity verify` and restore the log",
+            )
+        ]
+    return recorded_state(environment, log.records(environment)), []
+
+
+def check(deployment: Deployment, environments: Sequence[str], observe: Callable[[str], Observed], base_dir: Path) -> tuple[list[Difference], list[str]]:
+    """(differences, notes) of each environment: `observe(env)` is what runs, the log is read from the
+    deployment's repository. Notes say what was compared where nothing differs, or what was not compared."""
+    found: list[Difference] = []
+    notes: list[str] = []
+    for env in environments:
+        state, problems = recorded(deployment, env, base_dir)
+        if problems:
+            found += problems
+            continue
+        observed = observe(env)
+        diffs = differences(state, observed)
+        found += diffs
+        if observed.config_note:
+            notes.append(f"{env}: runtime configuration not compared: {observed.config_note}")
+        if not diffs:
+            if observed.exists:
+                notes.append(f"{env}: {observed.workload} runs what {state.describe()} names")
+            else:
+                notes.append(f"{env}: nothing runs as {observed.workload}, and nothing is recorded as running")
+    return found, notes
+
+
+# --- the command ---------------------------------------------------------------------------------------
+
+
+def drift(
+    stack: Annotated[str, typer.Option("-s", "--stack", help="The stack whose environments to compare")],
+    environment: Annotated[Optional[str], typer.Option("-e", "--environment", help="One environment (default: every one of the stack)")] = None,
+    directory: Annotated[Path, typer.Option("-C", "--cwd", help="The Pulumi project directory")] = Path("."),
+) -> None:
+    """Compare what runs on the platform with the activity log's signed records: exit 2 naming every
+    unrecorded change (an image, package source, instance count or configuration changed outside a release)."""
+    from .deployment import deferred_gate, prepare
+    from .display import clean
+    from .stackfile import read_project, read_stack_config
+
+    project = read_project(directory)
+    raw = read_stack_config(project, stack)
+    # The promotion gate is about what the stack would deploy next, not about what runs: not asked here.
+    with deferred_gate():
+        deployment = prepare(raw, project=project.name, stack=stack, base_dir=project.directory)
+    names = [p.environment.name for p in deployment.environments]
+    if environment is not None and environment not in names:
+        from .errors import suggest
+
+        hint = suggest(environment, names)
+        raise UserError(f"{raw.source}: stack {stack!r} has no environment {environment!r}{' (' + hint + ')' if hint else ''}; its environments: {', '.join(names)}")
+    chosen = [environment] if environment is not None else names
+    target = deployment.target
+    found, notes = check(deployment, chosen, lambda env: target.running(deployment, env, project.directory), project.directory)
+    for note in notes:
+        sys.stdout.write(clean(note) + "\n")
+    if found:
+        raise DriftError(found)

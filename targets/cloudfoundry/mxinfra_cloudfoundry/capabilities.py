@@ -1,0 +1,43 @@
+"""What each permission's space role really lets its holder do (access.py), declared against the core's
+production rules (mxinfra.capabilities): checked when this module is imported, and the space roles
+checked against the Cloud Controller's permitted-roles table by tests/targets/test_target_contract.py.
+Pure."""
+
+from __future__ import annotations
+
+from mxinfra.access import Permission
+from mxinfra.capabilities import Capability as C
+from mxinfra.capabilities import NotGranted, PlatformLimit, Tiered, declare_capabilities
+
+from .access import NO_ROLE
+
+CAPABILITIES = declare_capabilities(
+    "cloudfoundry",
+    {
+        # space_developer: push, stage, start, stop, scale, set the environment; the two platform limits below
+        Permission.DEPLOY: frozenset({C.RELEASE, C.OBSERVE, C.WRITE_SECRETS, C.READ_SECRETS, C.DELETE_DATA}),
+        Permission.MONITOR: frozenset({C.OBSERVE}),
+        Permission.BACKUPS: NotGranted(NO_ROLE[Permission.BACKUPS]),
+        Permission.API: NotGranted(NO_ROLE[Permission.API]),
+        Permission.ALERTS: NotGranted(NO_ROLE[Permission.ALERTS]),
+        # A space manager creates space roles that never expire: on production that would turn the
+        # time-boxed grants into standing ones, so production's managers only see the space.
+        Permission.MANAGE: Tiered(production=frozenset({C.OBSERVE}), other=frozenset({C.GRANT, C.OBSERVE})),
+    },
+    limits=[
+        PlatformLimit(
+            Permission.DEPLOY,
+            C.READ_SECRETS,
+            "Cloud Foundry has no role that can push a package without reading the app's environment "
+            "(GET /v3/apps/:guid/env is permitted to every space developer); the only narrower role, "
+            "space_supporter, cannot upload packages",
+        ),
+        PlatformLimit(
+            Permission.DEPLOY,
+            C.DELETE_DATA,
+            "every space developer may delete the space's service instances (DELETE /v3/service_instances/:guid), "
+            "the database included; Pulumi's protect guards only what pulumi does: production's developer role "
+            "exists only while a time-boxed grant lasts (README: what deploy can still do on production)",
+        ),
+    ],
+)

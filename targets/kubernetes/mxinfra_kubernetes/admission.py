@@ -1,0 +1,169 @@
+"""Production's release guard: a built-in ValidatingAdmissionPolicy and its binding per production
+environment (admissionregistration.k8s.io/v1: no controller, no webhook), so that only the release
+identities change what runs there.
+
+RBAC only adds: the deploy group keeps what it needs on production (scale, `kubectl rollout restart`),
+and any other binding (a ClusterRole such as `edit`, granted for another reason) adds more. The policy
+is a deny that holds whatever RBAC grants. For every identity except `mxinfra:kubernetes.releaseIdentities`
+and cluster administrators (`system:masters`: they bypass authorization and can delete the policy, so
+refusing them would only break the platform's own steps) it refuses, in the environment's namespace:
+
+- a change of the runtime StatefulSet's pod template (`kubectl set image`, env, containers, volumes, its
+  labels, any template annotation but `kubectl.kubernetes.io/restartedAt`), or of the MendixApp's spec
+  other than `replicas` (`sourceURL`, runtime version, runtime settings);
+- a change of the `mxinfra.io/*` annotations on the workload (the release's package and configuration
+  fingerprint, which `mxinfra drift` compares);
+- creating, changing or deleting the runtime's ConfigMaps (`<app>-<env>-config-*`) and Secrets
+  (`<app>-<env>-secret-*`, `<app>-<env>-database-secret-*`): a deleted and recreated ConfigMap of the same
+  name would change the configuration under an unchanged template.
+
+Replicas (`kubectl scale`, the scale subresource) are not refused: the deploy group may stop or scale
+the app in an incident; `mxinfra drift` names a count the log does not record.
+
+Pure (no Pulumi imports): `deploy` takes the builder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .config import parse_principal
+
+if TYPE_CHECKING:
+    from .builder import Builder
+
+API_VERSION = "admissionregistration.k8s.io/v1"
+ALWAYS_EXEMPT_GROUP = "system:masters"
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+
+
+def _cel(value: str) -> str:
+    """A CEL string literal (single-quoted, escaped)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _cel_list(values: Sequence[str]) -> str:
+    return "[" + ", ".join(_cel(v) for v in values) + "]"
+
+
+def release_condition(identities: Sequence[str]) -> str:
+    """A CEL expression true when the request comes from a release identity or a cluster administrator."""
+    groups, users = [ALWAYS_EXEMPT_GROUP], []
+    for principal in identities:
+        parsed = parse_principal(principal)
+        if parsed is None:
+            continue  # check() refused it
+        kind, name, namespace = parsed
+        if kind == "Group":
+            groups.append(name)
+        elif kind == "User":
+            users.append(name)
+        else:
+            users.append(f"system:serviceaccount:{namespace}:{name}")
+    out = f"request.userInfo.groups.exists(g, g in {_cel_list(groups)})"
+    if users:
+        out += f" || request.userInfo.username in {_cel_list(users)}"
+    return out
+
+
+def _same_map(new: str, old: str, ignore: str) -> str:
+    """CEL: the string maps `new` and `old` (fields that may be absent) agree on every key `ignore` accepts."""
+    return (
+        f"(!has({new}) || {new}.all(k, {ignore} || (has({old}) && k in {old} && {old}[k] == {new}[k])))"
+        f" && (!has({old}) || {old}.all(k, {ignore} || (has({new}) && k in {new})))"
+    )
+
+
+def _same(new: str, old: str) -> str:
+    """CEL: the fields `new` and `old` (either may be absent) are both absent or equal."""
+    return f"(has({new}) == has({old}) && (!has({new}) || {new} == {old}))"
+
+
+def _same_field(field: str) -> str:
+    return _same(f"object.spec.{field}", f"oldObject.spec.{field}")
+
+
+# The MendixApp's spec fields a release sets, besides replicas (operator.spec).
+MENDIXAPP_FIELDS = ("mendixRuntimeVersion", "sourceURL", "appURL", "tls", "resources", "database", "storage", "ingressClassName", "runtime", "endpointAnnotations")
+
+
+def policy_spec(namespace: str, workload: str, mode: str, names: dict[str, str], identities: Sequence[str], environment: str) -> dict[str, Any]:
+    """The ValidatingAdmissionPolicy spec guarding one production environment. `names`: the name prefixes
+    of the runtime's ConfigMaps and Secrets (`config`, `secret`, `database-secret`)."""
+    who = ", ".join(identities) or "none configured in mxinfra:kubernetes.releaseIdentities"
+    refused = f"production environment {environment} ({namespace}): only its release identities ({who}) and cluster administrators may"
+    fix = "release through `pulumi up` as the release identity"
+    prefixes = sorted(f"{p}-" for p in names.values())
+    if mode == "operator":
+        workload_rule = {"apiGroups": ["privatecloud.mendix.com"], "apiVersions": ["*"], "resources": ["mendixapps"], "operations": ["UPDATE"]}
+        resource = "mendixapps"
+        runs = " && ".join(_same_field(f) for f in MENDIXAPP_FIELDS)
+        what = f"change MendixApp {workload}'s source, runtime or settings (its replicas excepted)"
+    else:
+        workload_rule = {"apiGroups": ["apps"], "apiVersions": ["*"], "resources": ["statefulsets"], "operations": ["UPDATE"]}
+        resource = "statefulsets"
+        tpl, old_tpl = "object.spec.template.metadata", "oldObject.spec.template.metadata"
+        runs = (
+            "object.spec.template.spec == oldObject.spec.template.spec"
+            f" && {_same(f'{tpl}.labels', f'{old_tpl}.labels')}"
+            f" && {_same_map(f'{tpl}.annotations', f'{old_tpl}.annotations', f'k == {_cel(RESTARTED_AT)}')}"
+        )
+        what = f"change StatefulSet {workload}'s pod template (image, env, containers, volumes; `kubectl rollout restart` excepted)"
+    is_workload = f"request.resource.resource == {_cel(resource)} && request.name == {_cel(workload)}"
+    annotations = _same_map("object.metadata.annotations", "oldObject.metadata.annotations", "!k.startsWith('mxinfra.io/')")
+    runtime_objects = f"request.resource.resource in ['configmaps', 'secrets'] && ({' || '.join(f'request.name.startsWith({_cel(p)})' for p in prefixes)})"
+    return {
+        "failurePolicy": "Fail",
+        "matchConstraints": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+            "resourceRules": [
+                workload_rule,
+                {"apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps", "secrets"], "operations": ["CREATE", "UPDATE", "DELETE"]},
+            ],
+        },
+        "matchConditions": [{"name": "not-a-release-identity", "expression": f"!({release_condition(identities)})"}],
+        "validations": [
+            {"expression": f"!({is_workload}) || ({runs})", "reason": "Forbidden", "message": f"{refused} {what}: {fix}"},
+            {
+                "expression": f"!({is_workload}) || ({annotations})",
+                "reason": "Forbidden",
+                "message": f"{refused} change the mxinfra.io/* annotations of {workload} (the release's package and configuration): {fix}",
+            },
+            {
+                "expression": f"!({runtime_objects})",
+                "reason": "Forbidden",
+                "message": f"{refused} create, change or delete the runtime's ConfigMaps and Secrets ({', '.join(p + '*' for p in prefixes)}): {fix}",
+            },
+        ],
+    }
+
+
+def policy_name(namespace: str, workload: str) -> str:
+    """The cluster-wide name of an environment's policy and binding."""
+    return f"mxinfra-{workload}-release-only" if namespace == workload else f"mxinfra-{namespace}-{workload}-release-only"
+
+
+def deploy(b: Builder) -> None:
+    """The policy and its binding, for a production environment (cluster-scoped: the platform identity
+    creates them with the environment; a release never changes them)."""
+    import pulumi_kubernetes as k8s
+
+    lay, env = b.layout, b.ctx.environment
+    names = {kind: b.logical(kind) for kind in ("secret", "database-secret")}
+    names["config"] = lay.name("config")
+    identities = list(b.ctx.config.releaseIdentities)
+    name = policy_name(lay.namespace, lay.workload)
+    meta = lay.metadata(name, per_release=False, namespaced=False)
+    policy = k8s.admissionregistration.v1.ValidatingAdmissionPolicy(
+        b.logical("release-policy"),
+        metadata=meta,
+        spec=policy_spec(lay.namespace, lay.workload, b.settings.mode, names, identities, env.name),
+        opts=b.opts(),
+    )
+    k8s.admissionregistration.v1.ValidatingAdmissionPolicyBinding(
+        b.logical("release-policy-binding"),
+        metadata=meta,
+        spec={"policyName": name, "validationActions": ["Deny"]},
+        opts=b.opts(depends_on=[policy]),
+    )

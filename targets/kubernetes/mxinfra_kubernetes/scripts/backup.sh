@@ -1,0 +1,103 @@
+#!/bin/sh
+# One backup of a Mendix environment, then retention: run by the environment's backup CronJob (in the
+# postgres image), and by the tests as it is against a real PostgreSQL.
+#
+# The archive <BACKUP_DIR>/<UTC start>.tar.gz has the layout of a Mendix Cloud full snapshot:
+# db/db.backup (pg_dump custom format) and tree/ (the file store). Retention is mxinfra.backups.keep:
+# every backup of the last 24 hours, the newest of each day for KEEP_DAILY_DAYS days, of each ISO week
+# for KEEP_WEEKLY_WEEKS weeks, of each month for KEEP_MONTHLY_MONTHS months, always the newest of all,
+# any dated in the future, and BACKUP_KEEP (a restore's source, while the backup before it runs).
+#
+#   DATABASE_URL   libpq URI of the environment's database (the runtime's own variable)
+#   BACKUP_DIR     where archives are kept
+#   FILES_DIR      the file store to copy (optional: absent when the files live in S3 or Azure)
+#   BACKUP_NOW     the start time as YYYYmmddTHHMMSSZ (optional; default: the clock)
+#   BACKUP_KEEP    an archive id (YYYYmmddTHHMMSSZ) retention keeps this time (optional)
+#   `backup.sh prune` applies retention only.
+set -eu
+umask 077
+
+now=${BACKUP_NOW:-$(date -u +%Y%m%dT%H%M%SZ)}
+case "$now" in
+  [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z) ;;
+  *) echo "backup: BACKUP_NOW must be YYYYmmddTHHMMSSZ, got '$now'" >&2; exit 2 ;;
+esac
+
+# Sets `day` (days since 1970-01-01, proleptic Gregorian), `week` (the day of its Monday) and `month`
+# (year * 12 + month - 1) of a YYYYmmdd... string, in shell arithmetic: no GNU date, no subshell per backup.
+calendar() {
+  rest=${1#????}; y=${1%"$rest"}
+  m=${rest%"${rest#??}"}; rest=${rest#??}; d=${rest%"${rest#??}"}
+  m=${m#0}; d=${d#0}
+  month=$((y * 12 + m - 1))
+  y=$((y - (m <= 2)))
+  era=$((y / 400)); yoe=$((y - era * 400))
+  doy=$(( (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1 ))
+  day=$((era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468))
+  # 1970-01-01 was a Thursday: (day + 3) % 7 counts from Monday.
+  week=$((day - (day + 3) % 7))
+  # seconds since the epoch, from the HHMMSS after the T (a leading 1 keeps a leading 0 from reading as octal)
+  t=${1#*T}; t=${t%Z}; h=${t%????}; rest=${t#??}; mi=${rest%??}; s=${rest#??}
+  secs=$((day * 86400 + (1$h - 100) * 3600 + (1$mi - 100) * 60 + 1$s - 100))
+}
+
+prune() {
+  daily=${KEEP_DAILY_DAYS:-14}; weekly=${KEEP_WEEKLY_WEEKS:-13}; monthly=${KEEP_MONTHLY_MONTHS:-12}
+  nowt=${now#*T}; nowt=${nowt%Z}; nowd=${now%T*}
+  calendar "$now"
+  recent=$((secs - 86400))
+  first_day=$((day - daily + 1)); first_monday=$((week - 7 * (weekly - 1))); first_month=$((month - monthly + 1))
+  days=' '; weeks=' '; months=' '; newest=1
+  for path in $(ls "$BACKUP_DIR" | grep -E '^[0-9]{8}T[0-9]{6}Z\.tar\.gz$' | sort -r); do
+    id=${path%.tar.gz}
+    keep=$newest; newest=0
+    # after now: a clock ahead is no reason to delete (compared as the date, then the time)
+    idt=${id#*T}; idd=${id%T*}
+    if [ "$idd" -gt "$nowd" ] || { [ "$idd" -eq "$nowd" ] && [ "1${idt%Z}" -gt "1$nowt" ]; }; then continue; fi
+    calendar "$id"
+    if [ "$secs" -gt "$recent" ] || [ "$id" = "${BACKUP_KEEP:-}" ]; then keep=1; fi
+    if [ "$daily" -gt 0 ] && [ "$day" -ge "$first_day" ]; then
+      case "$days" in *" $day "*) ;; *) days="$days$day "; keep=1 ;; esac
+    fi
+    if [ "$weekly" -gt 0 ] && [ "$week" -ge "$first_monday" ]; then
+      case "$weeks" in *" $week "*) ;; *) weeks="$weeks$week "; keep=1 ;; esac
+    fi
+    if [ "$monthly" -gt 0 ] && [ "$month" -ge "$first_month" ]; then
+      case "$months" in *" $month "*) ;; *) months="$months$month "; keep=1 ;; esac
+    fi
+    if [ "$keep" = 0 ]; then
+      rm -f "$BACKUP_DIR/$path"
+      echo "backup: retention removed $path"
+    fi
+  done
+}
+
+: "${BACKUP_DIR:?backup: BACKUP_DIR is not set}"
+if [ "${1:-backup}" = prune ]; then
+  prune
+  exit 0
+fi
+: "${DATABASE_URL:?backup: DATABASE_URL is not set}"
+
+# An id names one backup: a second run in the same second fails rather than replace the first.
+if [ -e "$BACKUP_DIR/$now.tar.gz" ]; then
+  echo "backup: $now.tar.gz exists already: not overwritten" >&2
+  exit 3
+fi
+# Built beside the archives and renamed when complete: a run that dies leaves no archive that
+# retention or a restore would take for a backup (only one run at a time: the CronJob forbids overlap).
+work="$BACKUP_DIR/.incomplete-$now"
+rm -rf "$BACKUP_DIR"/.incomplete-*
+mkdir -p "$work/db" "$work/tree"
+pg_dump --format=custom --no-owner --no-privileges --file="$work/db/db.backup" --dbname="$DATABASE_URL"
+if [ -n "${FILES_DIR:-}" ]; then
+  cp -R "$FILES_DIR/." "$work/tree/"
+fi
+tar -C "$work" -czf "$work.tar.gz" db tree
+[ ! -e "$BACKUP_DIR/$now.tar.gz" ] || { echo "backup: $now.tar.gz appeared meanwhile: not overwritten" >&2; exit 3; }
+mv "$work.tar.gz" "$BACKUP_DIR/$now.tar.gz"
+rm -rf "$work"
+echo "backup: wrote $now.tar.gz ($(wc -c < "$BACKUP_DIR/$now.tar.gz") bytes)"
+prune
+# What `mxinfra backup list` reads (from this pod's log): the archives kept, newest first.
+echo "backup: archives: $(ls "$BACKUP_DIR" | grep -E '^[0-9]{8}T[0-9]{6}Z\.tar\.gz$' | sort -r | tr '\n' ' ')"

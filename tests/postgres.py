@@ -1,0 +1,104 @@
+"""A real PostgreSQL for tests: Debian's `postgresql` package, a throwaway cluster on loopback.
+
+`PostgresServer.start()` runs initdb in a new temporary directory (as the `postgres` user when the tests
+run as root: the server refuses to run as root), then pg_ctl on a free port of 127.0.0.1 with its unix
+socket in that directory and password (SCRAM) authentication, as a cluster's database would have.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+USER, PASSWORD, DATABASE = "mendix", "backup-test-password", "mendix"
+
+
+def bin_dir() -> Path | None:
+    """The newest installed server's bin directory (Debian keeps them per major version)."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(Path(p).parent.parent.name))
+    return Path(found[-1]).parent if found else None
+
+
+def require_bin_dir() -> Path:
+    """The server's bin directory; without one, skip locally and fail under CI (where .ci/run installs it)."""
+    found = bin_dir()
+    if found is None:
+        message = "PostgreSQL is not installed: apt-get install -y postgresql"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class PostgresServer:
+    """One running throwaway cluster."""
+
+    bin: Path
+    root: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        """The libpq URI a Mendix runtime's DATABASE_URL would be."""
+        return f"postgres://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{DATABASE}"
+
+    @classmethod
+    def start(cls) -> PostgresServer:
+        """initdb and start a cluster; the caller stops it."""
+        bin_ = require_bin_dir()
+        # Not under pytest's tmp_path: that is private to root, and the server runs as `postgres`.
+        root = Path(tempfile.mkdtemp(prefix="mxinfra-pg-"))
+        (root / "pwfile").write_text(PASSWORD + "\n")
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            os.chown(root, owner.pw_uid, owner.pw_gid)
+            os.chown(root / "pwfile", owner.pw_uid, owner.pw_gid)
+        server = cls(bin_, root, _free_port())
+        server._run("initdb", "-D", str(root / "data"), "--username", USER, "--pwfile", str(root / "pwfile"), "--auth", "scram-sha-256", "--encoding", "UTF8", "--locale", "C")
+        opts = f"-c listen_addresses=127.0.0.1 -c port={server.port} -c unix_socket_directories={root} -c fsync=off"
+        server._run("pg_ctl", "-D", str(root / "data"), "-o", opts, "-l", str(root / "log"), "-w", "-t", "60", "start")
+        server.psql(f"CREATE DATABASE {DATABASE}", database="postgres")
+        return server
+
+    def _run(self, tool: str, *args: str) -> None:
+        cmd = [str(self.bin / tool), *args]
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=self.root)
+        if done.returncode:
+            log = (self.root / "log").read_text() if (self.root / "log").exists() else ""
+            raise RuntimeError(f"{tool} failed ({done.returncode}): {done.stderr}{done.stdout}{log}")
+
+    def psql(self, sql: str, database: str = DATABASE) -> str:
+        """Run SQL with psql (stop at the first error); returns its unaligned output."""
+        url = self.url.rsplit("/", 1)[0] + f"/{database}"
+        done = subprocess.run(
+            ["psql", "--no-psqlrc", "-v", "ON_ERROR_STOP=1", "-X", "-A", "-t", "-q", "-d", url],
+            input=sql, capture_output=True, text=True, check=False,
+        )
+        if done.returncode:
+            raise RuntimeError(f"psql failed ({done.returncode}): {done.stderr}")
+        return done.stdout
+
+    def stop(self) -> None:
+        """Stop the server and remove its directory."""
+        try:
+            self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)

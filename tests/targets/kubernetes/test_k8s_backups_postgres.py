@@ -1,0 +1,207 @@
+"""The backup CronJob's and restore Job's container scripts, run as they are against a real PostgreSQL:
+backup, change every kind of row and file, restore, compare every row and every file. Also the
+script's retention against the core's `keep`, on the same names."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from postgres import PostgresServer, require_bin_dir
+
+import mxinfra_kubernetes
+from mxinfra.backups import Backups, backup_id, keep, parse_id, retention_env
+
+SCRIPTS = Path(mxinfra_kubernetes.__file__).parent / "scripts"
+UTC = timezone.utc
+
+# A Mendix-like schema: module$entity tables with bigint ids, strings, decimals (Mendix: 28 digits, 8
+# after the point), date-times, booleans, enumerations as strings, a binary, an association table and
+# the runtime's own bookkeeping table.
+SCHEMA = """
+CREATE TABLE "mendixsystem$version" (versionnumber varchar(30), lastsyncdate timestamp, modelversion varchar(200));
+CREATE TABLE "orders$customer" (id bigint PRIMARY KEY, name varchar(200), email text, credit numeric(28,8), vip boolean, createddate timestamp);
+CREATE TABLE "orders$order" (id bigint PRIMARY KEY, number varchar(20), total numeric(28,8), status varchar(20), placed timestamp, notes text);
+CREATE TABLE "orders$order_customer" ("orders$orderid" bigint, "orders$customerid" bigint, PRIMARY KEY ("orders$orderid", "orders$customerid"));
+CREATE TABLE "system$filedocument" (id bigint PRIMARY KEY, name varchar(400), size bigint, contents bytea, changeddate timestamp);
+CREATE SEQUENCE "orders$order_number_seq" START 1000;
+CREATE INDEX "idx_orders$order_placed" ON "orders$order" (placed);
+"""
+TABLES = ['"mendixsystem$version"', '"orders$customer"', '"orders$order"', '"orders$order_customer"', '"system$filedocument"']
+
+
+def _literal(v: object) -> str:
+    if v is None:
+        return "NULL"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, Decimal)):
+        return str(v)
+    if isinstance(v, bytes):
+        return f"'\\x{v.hex()}'::bytea"
+    return "'" + str(v).replace("'", "''") + "'"
+
+
+def _rows(sql_table: str, rows: list[tuple]) -> str:
+    return "".join(f"INSERT INTO {sql_table} VALUES ({', '.join(_literal(v) for v in row)});\n" for row in rows)
+
+
+def _data(rng: random.Random) -> str:
+    names = ["Zoë O'Brien", "Łukasz Żółw", "名前", "tab\there", "new\nline", "back\\slash", "", "Ω" * 190]
+    start = datetime(2020, 1, 1)
+    customers = [
+        (i, rng.choice(names) + str(i), None if i % 7 == 0 else f"c{i}@example.com", Decimal(rng.randrange(-10**27, 10**27)) / 10**8, i % 3 == 0, start + timedelta(seconds=rng.randrange(10**8), microseconds=rng.randrange(10**6)))
+        for i in range(1, 301)
+    ]
+    orders = [
+        (10**15 + i, f"ORD-{i:06d}", Decimal(f"{rng.randrange(10**20)}.{rng.randrange(10**8):08d}"), rng.choice(["Draft", "Placed", "Shipped", None]), start + timedelta(minutes=rng.randrange(10**7)), "x" * rng.randrange(0, 3000))
+        for i in range(1, 501)
+    ]
+    links = sorted({(10**15 + rng.randrange(1, 501), rng.randrange(1, 301)) for _ in range(400)})
+    files = [(i, f"doc{i}.bin", n, rng.randbytes(n), start + timedelta(days=i)) for i, n in enumerate([0, 1, 255, 4096, 70000], start=1)]
+    return (
+        _rows('"mendixsystem$version"', [("10.24.15", start, "1.4.2")])
+        + _rows('"orders$customer"', customers)
+        + _rows('"orders$order"', orders)
+        + _rows('"orders$order_customer"', links)
+        + _rows('"system$filedocument"', files)
+        + "SELECT setval('\"orders$order_number_seq\"', 1500);\n"
+    )
+
+
+def _snapshot(pg: PostgresServer) -> dict[str, str]:
+    """Every row of every table, exactly as PostgreSQL writes it (COPY text format, ordered), plus the
+    sequence's position and the index."""
+    out = {t: pg.psql(f"COPY (SELECT * FROM {t} ORDER BY 1, 2) TO STDOUT") for t in TABLES}
+    out["sequence"] = pg.psql('SELECT last_value FROM "orders$order_number_seq"')
+    out["indexes"] = pg.psql("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1")
+    return out
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PostgresServer]:
+    """One real PostgreSQL for the module."""
+    server = PostgresServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _run(script: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    # The scripts as they are, under the POSIX shell the postgres image runs them with; the server's
+    # own client tools first on PATH (pg_dump must not be older than the server).
+    full = {"PATH": f"{require_bin_dir()}:{os.environ['PATH']}", **env}
+    return subprocess.run(["sh", str(SCRIPTS / script), *args], env=full, capture_output=True, text=True, timeout=120)
+
+
+def test_backup_then_restore_gives_back_every_row_and_file(pg: PostgresServer, tmp_path: Path) -> None:
+    pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA + _data(random.Random(21)))
+    files, backups = tmp_path / "files", tmp_path / "backups"
+    (files / "1a").mkdir(parents=True)
+    backups.mkdir()
+    (files / "1a" / "f0e1d2c3").write_bytes(random.Random(1).randbytes(100_000))
+    (files / "empty").write_bytes(b"")
+    (files / "name with spaces").write_text("kept")
+    before, tree_before = _snapshot(pg), _tree(files)
+    assert len(before['"orders$order"'].splitlines()) == 500
+
+    env = {"DATABASE_URL": pg.url, "BACKUP_DIR": str(backups), "FILES_DIR": str(files), "BACKUP_NOW": "20261204T020000Z", **retention_env(Backups())}
+    done = _run("backup.sh", env)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in backups.iterdir()) == ["20261204T020000Z.tar.gz"]  # no leftovers
+    # the same id again (two runs in one second): refused, the first archive untouched
+    first = (backups / "20261204T020000Z.tar.gz").read_bytes()
+    again = _run("backup.sh", env)
+    assert again.returncode == 3 and "not overwritten" in again.stderr
+    assert (backups / "20261204T020000Z.tar.gz").read_bytes() == first
+    with tarfile.open(backups / "20261204T020000Z.tar.gz") as archive:
+        names = archive.getnames()
+    assert "db/db.backup" in names and "tree/1a/f0e1d2c3" in names and "tree/name with spaces" in names
+
+    # Change every kind of thing: rows updated, deleted, inserted; a table emptied; a sequence moved;
+    # an index dropped; files changed, removed and added.
+    pg.psql(
+        """UPDATE "orders$customer" SET name = 'changed', credit = 0 WHERE id % 2 = 0;
+        DELETE FROM "orders$order" WHERE id % 3 = 0;
+        INSERT INTO "orders$order" VALUES (1, 'NEW', 1.5, 'Draft', now(), NULL);
+        TRUNCATE "orders$order_customer";
+        UPDATE "system$filedocument" SET contents = '\\x00'::bytea;
+        SELECT setval('"orders$order_number_seq"', 99999);
+        DROP INDEX "idx_orders$order_placed";"""
+    )
+    (files / "1a" / "f0e1d2c3").write_bytes(b"overwritten")
+    (files / "empty").unlink()
+    (files / "added-after-backup").write_text("must go")
+    assert _snapshot(pg) != before
+
+    env_restore = {"DATABASE_URL": pg.url, "BACKUP_DIR": str(backups), "FILES_DIR": str(files), "BACKUP_ID": "20261204T020000Z"}
+    done = _run("restore.sh", env_restore)
+    assert done.returncode == 0, done.stderr
+    after = _snapshot(pg)
+    for table in before:
+        assert after[table] == before[table], table
+    assert _tree(files) == tree_before
+
+
+def test_restore_refuses_a_missing_or_malformed_backup(pg: PostgresServer, tmp_path: Path) -> None:
+    env = {"DATABASE_URL": pg.url, "BACKUP_DIR": str(tmp_path)}
+    for bad in ("", "../etc/passwd", "20261204T020000Z.tar.gz", "20261204T020000Z; rm -rf /"):
+        done = _run("restore.sh", {**env, "BACKUP_ID": bad})
+        assert done.returncode == 2 and "YYYYmmddTHHMMSSZ" in done.stderr, bad
+    done = _run("restore.sh", {**env, "BACKUP_ID": "20261204T020000Z"})
+    assert done.returncode == 2 and "no backup" in done.stderr
+
+
+def test_a_failed_dump_leaves_no_archive(tmp_path: Path) -> None:
+    # A database that does not answer: the run fails, and nothing retention or a restore would take is left.
+    (tmp_path / "20261201T020000Z.tar.gz").write_bytes(b"older")
+    env = {"DATABASE_URL": "postgres://nobody:x@127.0.0.1:1/none", "BACKUP_DIR": str(tmp_path), "BACKUP_NOW": "20261204T020000Z"}
+    done = _run("backup.sh", env)
+    assert done.returncode != 0
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".gz" and not p.name.startswith(".")] == ["20261201T020000Z.tar.gz"]
+
+
+def _stamp(t: datetime) -> str:
+    return backup_id(t)[: -len(".tar.gz")]
+
+
+def _prune(tmp_path: Path, times: list[datetime], now: datetime, b: Backups, pinned: datetime | None = None) -> set[datetime]:
+    for t in times:
+        (tmp_path / backup_id(t)).write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not a backup: left alone")
+    pin = {"BACKUP_KEEP": _stamp(pinned)} if pinned is not None else {}
+    done = _run("backup.sh", {"BACKUP_DIR": str(tmp_path), "BACKUP_NOW": _stamp(now), **pin, **retention_env(b)}, "prune")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "notes.txt").exists()
+    return {t for p in tmp_path.iterdir() if (t := parse_id(p.name)) is not None}
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_script_retention_is_the_cores(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    now = datetime(2000, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(60 * 365 * 86400))
+    span = rng.choice([2, 30, 200, 900])
+    times = sorted({(now - timedelta(seconds=rng.randrange(-2 * 86400, span * 86400))).replace(microsecond=0) for _ in range(rng.randrange(0, 120))})
+    b = Backups(daily_days=rng.choice([0, 1, 14]), weekly_weeks=rng.choice([0, 1, 13]), monthly_months=rng.choice([0, 1, 12]))
+    pinned = rng.choice(times) if times and rng.random() < 0.3 else None
+    assert _prune(tmp_path, times, now, b, pinned) == keep(times, now, b, [pinned] if pinned else [])
+
+
+def test_script_retention_over_years_of_nightlies(tmp_path: Path) -> None:
+    now = datetime(2028, 3, 1, 2, 0, tzinfo=UTC)  # the day after a leap day
+    times = [now - timedelta(days=i) for i in range(900)]
+    kept = _prune(tmp_path, times, now, Backups())
+    assert kept == keep(times, now, Backups())
+    assert now in kept and now - timedelta(days=14) not in kept

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 
+STORAGE_CLASS = "engine-local"
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -140,6 +142,22 @@ class LocalCluster:
         self.procs.clear()
 
     # -- clients -----------------------------------------------------------------------------------
+    def provide_storage(self, volumes: int = 16) -> None:
+        """What a cluster operator provides: a default StorageClass and volumes for it (static provisioning:
+        the controller manager's binder binds a claim to a free volume; no kubelet is needed for that).
+        Every plain environment claims one (its backups), the test stack more (its database and files)."""
+        self.request("POST", "/apis/storage.k8s.io/v1/storageclasses", {
+            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": STORAGE_CLASS, "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": "Immediate", "reclaimPolicy": "Retain",
+        })
+        for i in range(volumes):
+            self.request("POST", "/api/v1/persistentvolumes", {
+                "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"engine-pv-{i}"},
+                "spec": {"capacity": {"storage": "50Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": STORAGE_CLASS,
+                         "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": f"/tmp/engine-pv-{i}"}},
+            })
+
     def kubeconfig_text(self, identity: str = "admin") -> str:
         ca = (self.dir / "ca.crt").read_text()
         import base64

@@ -43,6 +43,7 @@ def cluster(engine_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     c = LocalCluster(engine_bin, tmp_path_factory.mktemp("cluster"))
     try:
         c.start()
+        c.provide_storage()
         yield c
     finally:
         c.stop()

@@ -132,6 +132,7 @@ _PLURAL = {
     "LimitRange": ("/api/v1", "limitranges", True), "ConfigMap": ("/api/v1", "configmaps", True),
     "Secret": ("/api/v1", "secrets", True), "Service": ("/api/v1", "services", True),
     "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims", True), "ServiceAccount": ("/api/v1", "serviceaccounts", True),
+    "CronJob": ("/apis/batch/v1", "cronjobs", True),
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies", True), "Ingress": ("/apis/networking.k8s.io/v1", "ingresses", True),
     "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles", True), "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
     "StatefulSet": ("/apis/apps/v1", "statefulsets", True), "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets", True),

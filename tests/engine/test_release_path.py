@@ -44,7 +44,6 @@ APP = "shop"
 STACKS = ("test", "acceptance", "production")
 IMAGE_1 = "registry.example.com/orders/orders:1.4.2@sha256:9c1d4a7e2b5f80136e4d9a2c7b1f05e8d3a6c9f2b4e7d0a1c5f8b2e6d9a3c7f1"
 IMAGE_2 = "registry.example.com/orders/orders:1.4.3@sha256:" + "4e" * 32
-STORAGE_CLASS = "engine-local"
 
 
 class Release:
@@ -104,22 +103,6 @@ class Release:
         return self.pulumi.mxinfra("drift", "-s", stack, check=False)
 
 
-def _storage(cluster: LocalCluster) -> None:
-    """What a cluster operator provides: a default StorageClass and volumes for it (static provisioning:
-    the controller manager's binder binds a claim to a free volume; no kubelet is needed for that)."""
-    cluster.request("POST", "/apis/storage.k8s.io/v1/storageclasses", {
-        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-        "metadata": {"name": STORAGE_CLASS, "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
-        "provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": "Immediate", "reclaimPolicy": "Retain",
-    })
-    for i in range(3):
-        cluster.request("POST", "/api/v1/persistentvolumes", {
-            "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"engine-pv-{i}"},
-            "spec": {"capacity": {"storage": "20Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": STORAGE_CLASS,
-                     "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": f"/tmp/engine-pv-{i}"}},
-        })
-
-
 README = ROOT / "README.md"
 MARKER = "<!-- release-path: the engine suite runs this block -->"
 # Who each comment of the block names (README: "as the platform identity", "as a developer", ...); the
@@ -147,7 +130,6 @@ def readme_steps() -> list[tuple[str, list[str]]]:
 def release(cluster: LocalCluster, engine_bin: Path, has_random: bool, tmp_path_factory: pytest.TempPathFactory) -> Release:
     if not has_random:
         pytest.fail("the engine toolchain has no pulumi-resource-random: the test stack generates its passwords (./dev engine builds it)")
-    _storage(cluster)
     return Release(tmp_path_factory.mktemp("release"), engine_bin, cluster)
 
 

@@ -77,7 +77,8 @@ def pod_spec(
         env += [{"name": k, "value": v} for k, v in retention_env(b).items()]
     else:
         # Set by whoever creates the Job from this template (`mxinfra backup restore`): the archive's id.
-        env.append({"name": "BACKUP_ID", "value": ""})
+        # No value here: the API server stores an empty one as none (the live object must equal the plan).
+        env.append({"name": "BACKUP_ID"})
     mounts = [{"name": "scripts", "mountPath": SCRIPTS_DIR, "readOnly": True}, {"name": "backups", "mountPath": BACKUP_DIR}]
     volumes: list[dict[str, Any]] = [
         {"name": "scripts", "configMap": {"name": lay.name("backup-scripts"), "defaultMode": 0o555}},

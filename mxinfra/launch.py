@@ -22,6 +22,9 @@ def main() -> int:
     if path is not None:
         from .digest import start_early
 
+        # The hash thread needs the GIL for a moment between two reads while the main thread reads the
+        # central directory: at the default 5 ms switch interval it waits longer than it hashes.
+        sys.setswitchinterval(0.0005)
         start_early(path)
     from .cli import main as cli_main
 

@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta, timezone
 
 from pydantic import Field, field_validator, model_validator
 
-from .environments import Environment, Role, check_label
+from .environments import Environment, Role, check_environment_name
 from .errors import ConfigIssue
 from .schema import StrictModel
 
@@ -76,7 +76,7 @@ class BackupsConfig(StrictModel):
     @classmethod
     def _sources(cls, v: list[str]) -> list[str]:
         for name in v:
-            check_label(name, "environment name")
+            check_environment_name(name)
         return v
 
     @model_validator(mode="after")

@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from .access import check_access
 from .backups import Backups, BackupsConfig, check_backups
-from .environments import Environment, EnvironmentName, check_label, label_fix, License, Role, Secret, SecretConstant
+from .environments import Environment, EnvironmentName, check_environment_name, check_label, label_fix, License, Role, Secret, SecretConstant
 from .errors import ConfigError, ConfigIssue, UserError, suggest
 from .schema import NAMESPACE, RawConfig, StrictModel, parse_model
 
@@ -330,7 +330,7 @@ def _environments(raw: RawConfig, stack: str, issues: list[ConfigIssue], misname
         name = str(name)
         valid_name = True
         try:
-            check_label(name, "environment name")
+            check_environment_name(name)
         except ValueError as e:
             issues.append(ConfigIssue(path, str(e), label_fix(name, environment=True), file))
             valid_name = False
@@ -387,7 +387,7 @@ def _environments(raw: RawConfig, stack: str, issues: list[ConfigIssue], misname
         if src is not None:
             # The source may live in another stack (one stack per environment), so only its form is checked here.
             try:
-                check_label(src, "environment name")
+                check_environment_name(src)
             except ValueError as e:
                 issues.append(ConfigIssue(f"{env.config_path}.requirePromotionFrom", str(e), "name the environment packages must pass first, e.g. acceptance", file))
     return envs

@@ -113,15 +113,17 @@ _ENVIRONMENT = re.compile(r"^[a-z][a-z0-9]*$")
 MAX_NAME = 20
 
 
+def check_environment_name(v: str) -> None:
+    """Refuse an environment name that would make `<app>-<environment>` read back more than one way (ValueError)."""
+    if len(v) > MAX_NAME or not _ENVIRONMENT.fullmatch(v):
+        raise ValueError(
+            f"environment name {v!r} must be at most {MAX_NAME} lowercase letters and digits, starting with a letter "
+            "(no '-': resource names are <app>-<environment>, which must read back one way only)"
+        )
+
+
 def check_label(v: str, what: str) -> None:
-    """Refuse an app or environment name every cloud's names cannot derive from (ValueError saying why)."""
-    if what == "environment name":
-        if len(v) > MAX_NAME or not _ENVIRONMENT.fullmatch(v):
-            raise ValueError(
-                f"{what} {v!r} must be at most {MAX_NAME} lowercase letters and digits, starting with a letter "
-                "(no '-': resource names are <app>-<environment>, which must read back one way only)"
-            )
-        return
+    """Refuse an app name (or another label) every cloud's names cannot derive from (ValueError saying why)."""
     if len(v) > MAX_NAME or not _LABEL.fullmatch(v):
         raise ValueError(
             f"{what} {v!r} must be a lowercase DNS label of at most {MAX_NAME} characters "

@@ -326,13 +326,7 @@ def activity_verify(
     log = ActivityLog(store)
     envs = _environments(log, environment, url)
     stack, base = where.get("stack"), (where.get("directory") or Path(".")).resolve()
-    raw: dict[str, Any] = {}
-    if stack:
-        from .stackfile import read_project, read_stack_config
-
-        raw = dict(read_stack_config(read_project(base), stack).values)
-    app_block = raw.get("mxinfra:app")
-    app = str(app_block.get("name")) if isinstance(app_block, dict) and app_block.get("name") else None
+    raw, app = _stack_values(base, stack)
     if repair:
         for env in envs:
             done = ActivityLog(store, signer=_repair_signer(raw, env, url, base)).repair(env)
@@ -625,13 +619,21 @@ def _trace_trust(url: str, directory: Path | None, stack: str | None, environmen
     (the keys `activity verify` expects); None without a stack: trace then says who signed, not whether trusted."""
     if stack is None:
         return None, None
+    base = (directory or Path(".")).resolve()
+    raw, app_name = _stack_values(base, stack)
+    return {env: _verify_trust(raw, env, url, base) for env in sorted(set(environments))}, app_name
+
+
+def _stack_values(base: Path, stack: str | None) -> tuple[dict[str, Any], str | None]:
+    """The stack's raw config values and its app's name ({} and None without a stack): what `activity
+    verify` and `trace` judge signatures and apps against."""
+    if not stack:
+        return {}, None
     from .stackfile import read_project, read_stack_config
 
-    base = (directory or Path(".")).resolve()
     raw = dict(read_stack_config(read_project(base), stack).values)
     app_block = raw.get("mxinfra:app")
-    app_name = str(app_block.get("name")) if isinstance(app_block, dict) and app_block.get("name") else None
-    return {env: _verify_trust(raw, env, url, base) for env in sorted(set(environments))}, app_name
+    return raw, str(app_block.get("name")) if isinstance(app_block, dict) and app_block.get("name") else None
 
 
 def register(app: typer.Typer) -> None:

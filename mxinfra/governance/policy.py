@@ -54,10 +54,10 @@ def _kms_arn(ref: str) -> str | None:
 
 def environment_problem(env: str) -> str | None:
     """Why `env` is not an environment name (the stack config's rule), or None if it is."""
-    from ..environments import check_label  # the one rule environment names follow everywhere
+    from ..environments import check_environment_name  # the one rule environment names follow everywhere
 
     try:
-        check_label(env, "environment name")
+        check_environment_name(env)
     except ValueError as exc:
         return str(exc)
     return None

@@ -163,7 +163,6 @@ def _pins(roots: Sequence[str]) -> list[str]:
     """`name==version` of `roots` and everything they need on the app's Linux, as installed here."""
     from importlib.metadata import PackageNotFoundError, distribution
 
-    # packaging comes with pulumi, which every process that builds a bundle (plan, pulumi up) has.
     from packaging.markers import default_environment
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name

@@ -93,6 +93,8 @@ class MendixEnvironment(pulumi.ComponentResource):
                 "packageVersion": package.version or package.model_version,
                 "packagePath": package.portable_path,
                 "artifact": prepared.artifact,
+                # what `pulumi up` verified the image to hold (not tracked: it follows the artifact and package)
+                "image": prepared.image.record() if prepared.image is not None else None,
                 "settingsDigest": settings_digest(prepared.settings),
                 # What a record breaks down by name: non-secret constants with from/to, secrets by name only.
                 "constants": dict(prepared.settings.overrides),

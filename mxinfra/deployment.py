@@ -12,6 +12,7 @@ from .access import grants_for
 from .config import NAMESPACE, RawConfig, collect_stack_config
 from .errors import ConfigError, ConfigIssue
 from .governance.promotion import DEFAULT_REPOSITORY, fetch_package, is_repository_reference, promotion_issues, repository_url
+from .imagebinding import Binding, Check, bind_images
 from .mda import MdaError, MdaPackage, open_mda
 from .naming import Naming, kubernetes_annotations, kubernetes_labels, stable_tags, standard_tags
 from .settings import check_against_metadata, constant_warnings, derive
@@ -58,11 +59,13 @@ def resolve_package(reference: str, base_dir: Path, file: str = "") -> Path:
     return path
 
 
-def prepare(raw: RawConfig, *, project: str, stack: str, base_dir: Path) -> Deployment:
+def prepare(raw: RawConfig, *, project: str, stack: str, base_dir: Path, images: Check | None = None) -> Deployment:
     """Validate everything (config, MDA, target block) and derive each environment; errors are collected.
 
     Every layer runs on whatever the previous one could parse: a schema problem in one environment
-    does not hide an undefined constant in another, nor a target rule, in the one report.
+    does not hide an undefined constant in another, nor a target rule, in the one report. With `images`
+    (the program and the plan; not the commands that only read a stack), each environment's app image is
+    verified against the package last, once everything else holds (`mxinfra.imagebinding`).
     """
     cfg, issues = collect_stack_config(raw, project=project, stack=stack)
     file = raw.source
@@ -84,6 +87,8 @@ def prepare(raw: RawConfig, *, project: str, stack: str, base_dir: Path) -> Depl
     if package_path is not None:
         try:
             pkg = open_package(package_path)
+            # what `inspect` and `package push` refuse (`..`, links, bombs) is refused here too (issue 19, F11)
+            pkg.check_members()
         except MdaError as e:
             issues.append(ConfigIssue(f"{NAMESPACE}:app.package", str(e), "build the package again with MxBuild or Studio Pro", file))
     target = None
@@ -112,6 +117,16 @@ def prepare(raw: RawConfig, *, project: str, stack: str, base_dir: Path) -> Depl
         issues += gate
     if issues:
         raise ConfigError(issues, file)
+    binding = Binding()
+    if images is not None:
+        wanted = {}
+        for env in cfg.environments:
+            image = target.app_image(env, block)
+            if image is not None:
+                wanted[env.name] = (image, target.artifact_key(env, block) or f"{NAMESPACE}:{target.name}.image")
+        binding = bind_images(wanted, package_path, sha, images, file, opened=pkg)
+        if binding.issues:
+            raise ConfigError(binding.issues, file)
 
     info = PackageInfo(
         path=package_path,
@@ -138,8 +153,9 @@ def prepare(raw: RawConfig, *, project: str, stack: str, base_dir: Path) -> Depl
                 release_tags=tags,
                 release_labels=kubernetes_labels(tags),
                 release_annotations=kubernetes_annotations(tags),
-                warnings=(*raw.warnings, *constant_warnings(env), *target.warnings(env, access, block)),
+                warnings=(*raw.warnings, *constant_warnings(env), *target.warnings(env, access, block), *binding.warnings.get(env.name, ())),
                 artifact=artifacts[env.name],
+                image=binding.bound.get(env.name),
             )
         )
     return Deployment(cfg, meta, info, target, block, tuple(prepared), repo_url, cfg.repository or DEFAULT_REPOSITORY)

@@ -260,7 +260,7 @@ def _changed(record: Any) -> str:
     return ", ".join(changes) or "-"
 
 
-ACTIVITY_FIELDS = ["time", "environment", "action", "actor", "package_version", "package_sha256", "changes", "seq", "hash"]
+ACTIVITY_FIELDS = ["time", "environment", "action", "actor", "package_version", "package_sha256", "artifact", "image", "changes", "seq", "hash"]
 
 
 @activity_app.callback()
@@ -294,7 +294,7 @@ def activity(
         writer = csv.DictWriter(sys.stdout, fieldnames=ACTIVITY_FIELDS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({**row, "changes": json.dumps(row["changes"], sort_keys=True)})
+            writer.writerow({**row, "changes": json.dumps(row["changes"], sort_keys=True), "image": json.dumps(row["image"], sort_keys=True) if row["image"] else ""})
     else:
         from rich.table import Table
 

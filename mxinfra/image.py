@@ -20,7 +20,7 @@ image_app = typer.Typer(
 )
 
 CaBundle = Annotated[
-    Optional[Path], typer.Option("--ca-bundle", help="PEM file of the CAs that sign the registry's certificate (default: the system's)")
+    Optional[Path], typer.Option("--ca-bundle", help="PEM file of the CAs that sign the registry's certificate (default: the host's in /etc/docker/certs.d or containers/certs.d, else REQUESTS_CA_BUNDLE or SSL_CERT_FILE, else the public CAs)")
 ]
 DockerConfig = Annotated[
     Optional[Path], typer.Option("--docker-config", help="Docker config.json with the registry's credentials (default: ~/.docker/config.json)")
@@ -94,9 +94,10 @@ def build_image(
 
     from .artifacts import parse_image
     from .errors import UserError
-    from .imagecheck import MAX_CONFIG_BYTES, default_cache, fetch_layer, resolve_manifest
+    from .imagecheck import MAX_CONFIG_BYTES, ca_bundle_for, default_cache, fetch_layer, resolve_manifest
     from .mda import open_mda
-    from .registry import RegistryClient, docker_credentials, sha256_of
+    from .registry import RegistryClient, sha256_of
+    from .registry_auth import credentials_for
 
     b = parse_image(base)
     dest = parse_image(push)
@@ -110,8 +111,8 @@ def build_image(
     cache = Path(cache_dir) if cache_dir is not None else default_cache()
 
     def client(registry: str) -> RegistryClient:
-        c = credentials if credentials is not None else docker_credentials(registry, docker_config)
-        return RegistryClient(registry, credentials=c, ca_bundle=ca_bundle)  # type: ignore[arg-type]
+        c = credentials if credentials is not None else credentials_for(registry, docker_config)
+        return RegistryClient(registry, credentials=c, ca_bundle=ca_bundle if ca_bundle is not None else ca_bundle_for(registry))  # type: ignore[arg-type]
 
     with client(b.registry) as src, client(dest.registry) as dst, tempfile.TemporaryDirectory(prefix="mxinfra-image-") as tmp:
         ref = b.digest or b.tag or "latest"

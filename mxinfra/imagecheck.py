@@ -9,8 +9,9 @@ Layers stream through gzip and tar in constant memory; they are cached by digest
 ~/.cache/mxinfra/layers and hashed again every time they are read, so a cache file altered since it was
 written is never trusted.
 
-`verify_image(reference, mda)` is the one entry point the program and the plan can call (not wired
-into `pulumi up` or `mxinfra plan` yet).
+Manifests and configs are cached by digest beside the layers (content-addressed, checked on every read),
+so verifying an image by digest a second time makes no request at all. `verify_image(reference, mda)`
+is the entry point; `mxinfra.imagebinding` applies it to every environment for `pulumi up` and the plan.
 """
 
 from __future__ import annotations
@@ -28,16 +29,18 @@ from typing import IO
 
 from .artifacts import OCI_SCHEME, parse_image
 from .errors import UserError
-from .mda import MAX_METADATA_BYTES, Metadata, open_mda
+from .mda import MAX_METADATA_BYTES, MdaPackage, Metadata, open_mda
 from .registry import (
     INDEX_TYPES,
     MANIFEST_TYPES,
+    MAX_MANIFEST_BYTES,
     Credentials,
     DigestMismatch,
     RegistryClient,
     RegistryError,
-    docker_credentials,
+    sha256_of,
 )
+from .registry_auth import credentials_for
 
 APP_ROOT = "opt/mendix/build/"
 METADATA = APP_ROOT + "model/metadata.json"
@@ -77,6 +80,25 @@ def default_cache() -> Path:
     return Path(root) / "mxinfra" / "layers"
 
 
+def ca_bundle_for(registry: str) -> str | None:
+    """The CA bundle that signs `registry`'s certificate, where container tools keep one per host:
+    /etc/docker/certs.d/<host>/, then containers-certs.d(5)'s per-user and system directories
+    ($XDG_CONFIG_HOME or ~/.config, then /etc: containers/certs.d/<host>/), `ca.crt` or else the first
+    `*.crt`; else REQUESTS_CA_BUNDLE or SSL_CERT_FILE; else None (the public CAs)."""
+    config_home = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    for root in (Path("/etc/docker/certs.d"), Path(config_home) / "containers" / "certs.d", Path("/etc/containers/certs.d")):
+        host_dir = root / registry
+        if (host_dir / "ca.crt").is_file():
+            return str(host_dir / "ca.crt")
+        found = sorted(host_dir.glob("*.crt")) if host_dir.is_dir() else []
+        if found:
+            return str(found[0])
+    for var in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        if os.environ.get(var):
+            return os.environ[var]
+    return None
+
+
 def verify_image(
     image_ref: str,
     mda_path: str | os.PathLike[str],
@@ -85,25 +107,38 @@ def verify_image(
     ca_bundle: str | os.PathLike[str] | None = None,
     docker_config: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    allow_tag: bool = False,
+    lookup: Callable[[str], Credentials | None] | None = None,
+    package: MdaPackage | None = None,
 ) -> Verified:
-    """Check that `image_ref` (registry/repository@sha256:...) holds the MDA at `mda_path`; raise ImageMismatch if not."""
-    registry, repository, digest = _split(image_ref)
-    pkg = open_mda(mda_path, hash_ahead=True)
+    """Check that `image_ref` (registry/repository@sha256:...) holds the MDA at `mda_path`; raise ImageMismatch if not.
+
+    With `allow_tag`, a tag is resolved to the digest it names now (which is what is verified and
+    reported: the tag can move later). Credentials: `credentials`, else `lookup(registry)`, else the
+    Docker config's; they are looked up only if something must come from the registry (a reference by
+    digest whose manifests and layers are all cached needs no request). `package` is the MDA at
+    `mda_path` already opened (and hashed) by the caller, so that it is not read twice."""
+    registry, repository, reference = _split(image_ref, allow_tag=allow_tag)
+    pkg = package if package is not None else open_mda(mda_path, hash_ahead=True)
     pkg.check_members()
-    expected = package_members(mda_path)
-    if credentials is None:
-        credentials = docker_credentials(registry, docker_config)
     cache = Path(cache_dir) if cache_dir is not None else default_cache()
-    with RegistryClient(registry, credentials=credentials, ca_bundle=ca_bundle) as client:
-        manifest_digest, index_digest, manifest = resolve_manifest(client, repository, digest)
+
+    def connect() -> RegistryClient:
+        creds = credentials
+        if creds is None:
+            creds = lookup(registry) if lookup is not None else credentials_for(registry, docker_config)
+        return RegistryClient(registry, credentials=creds, ca_bundle=ca_bundle if ca_bundle is not None else ca_bundle_for(registry))
+
+    with CachedRegistry(connect, cache) as source:
+        manifest_digest, index_digest, manifest = resolve_manifest(source, repository, reference)
         config_desc = manifest.get("config") or {}
         labels: dict[str, str] = {}
         if _is_digest(config_desc.get("digest")):
-            config = json.loads(client.blob_bytes(repository, config_desc["digest"], MAX_CONFIG_BYTES))
+            config = json.loads(source.blob_bytes(repository, config_desc["digest"], MAX_CONFIG_BYTES))
             labels = {str(k): str(v) for k, v in ((config.get("config") or {}).get("Labels") or {}).items()}
         newer: list[LayerScan] = []
         for layer in reversed(manifest.get("layers") or []):
-            found = scan_cached_layer(client, repository, layer, cache)
+            found = scan_cached_layer(source, repository, layer, cache)
             if found.metadata is None:
                 newer.append(found)
                 continue
@@ -111,6 +146,8 @@ def verify_image(
             # the app layer with those applied, oldest first.
             for above in reversed(newer):
                 found.apply(above)
+            # the package's side last: nothing of it is read for an image that cannot be fetched
+            expected = package_members(mda_path)
             return _compare(image_ref, manifest_digest, index_digest, layer["digest"], found, pkg.metadata, pkg.sha256(), expected, labels)
     raise ImageMismatch(
         f"image {manifest_digest} holds no Mendix app: no layer has /{METADATA} "
@@ -118,23 +155,90 @@ def verify_image(
     )
 
 
-def _split(image_ref: str) -> tuple[str, str, str]:
+class CachedRegistry:
+    """A registry read through the digest cache: manifests and blobs named by digest come from the cache
+    when it holds bytes that still hash to that digest; the client is made only when something is not."""
+
+    def __init__(self, connect: Callable[[], RegistryClient], cache: Path) -> None:
+        self._connect = connect
+        self._cache = cache
+        self._client: RegistryClient | None = None
+
+    @property
+    def client(self) -> RegistryClient:
+        """The registry client, made on first use."""
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def __enter__(self) -> CachedRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def _cached(self, digest: str, limit: int) -> bytes | None:
+        path = self._cache / "sha256" / digest[7:]
+        try:
+            if path.stat().st_size > limit:
+                return None
+            body = path.read_bytes()
+        except OSError:
+            return None
+        return body if sha256_of(body) == digest else None
+
+    def _keep(self, digest: str, body: bytes) -> None:
+        fetch_layer(lambda: iter((body,)), digest, self._cache / "sha256" / digest[7:])
+
+    def manifest(self, repository: str, reference: str, accept: tuple[str, ...] = MANIFEST_TYPES + INDEX_TYPES) -> tuple[bytes, str, str]:
+        """(body, media type, digest) of a manifest, from the cache when `reference` is a cached digest."""
+        if _is_digest(reference) and (body := self._cached(reference, MAX_MANIFEST_BYTES)) is not None:
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                doc = None
+            if isinstance(doc, dict):
+                # Stored manifests carry their type; one without it is told by its shape, as registries do.
+                kind = doc.get("mediaType") or (INDEX_TYPES[0] if "manifests" in doc else MANIFEST_TYPES[0])
+                if kind in accept:
+                    return body, kind, reference
+        body, kind, digest = self.client.manifest(repository, reference, accept)
+        self._keep(digest, body)
+        return body, kind, digest
+
+    def blob_bytes(self, repository: str, digest: str, limit: int) -> bytes:
+        """A small blob (a config), from the cache when it holds it."""
+        if (body := self._cached(digest, limit)) is not None:
+            return body
+        body = self.client.blob_bytes(repository, digest, limit)
+        self._keep(digest, body)
+        return body
+
+    def blob_chunks(self, repository: str, digest: str) -> Iterator[bytes]:
+        """A blob's bytes as they arrive from the registry (the caller checks and caches)."""
+        return self.client.blob_chunks(repository, digest)
+
+
+def _split(image_ref: str, *, allow_tag: bool = False) -> tuple[str, str, str]:
+    """(registry, repository, digest or, with `allow_tag`, tag) of a reference."""
     ref = image_ref[len(OCI_SCHEME) :] if image_ref.startswith(OCI_SCHEME) else image_ref
     parsed = parse_image(ref)
     if parsed is None:
         raise UserError(f"{image_ref!r} is not an image reference: registry/repository@sha256:<digest>")
-    if parsed.digest is None:
-        raise UserError(f"{image_ref!r} names a tag: verify an image by digest (registry/repository@sha256:<digest>), since a tag can move")
+    if parsed.digest is None and not (allow_tag and parsed.tag and parsed.registry):
+        what = "a tag" if parsed.tag else "no digest (the registry's 'latest')"
+        raise UserError(f"{image_ref!r} names {what}: verify an image by digest (registry/repository@sha256:<digest>), since a tag can move")
     if parsed.registry is None:
         raise UserError(f"{image_ref!r} names no registry host: registry.example.com/{parsed.repository}@{parsed.digest}")
-    return parsed.registry, parsed.repository, parsed.digest
+    return parsed.registry, parsed.repository, parsed.digest or str(parsed.tag)
 
 
 def _is_digest(value: object) -> bool:
     return isinstance(value, str) and value.startswith("sha256:") and len(value) == 71 and all(c in "0123456789abcdef" for c in value[7:])
 
 
-def resolve_manifest(client: RegistryClient, repository: str, digest: str) -> tuple[str, str | None, dict]:
+def resolve_manifest(client: RegistryClient | CachedRegistry, repository: str, digest: str) -> tuple[str, str | None, dict]:
     """(platform manifest digest, index digest or None, manifest): an index resolves to linux/amd64."""
     body, media_type, got = client.manifest(repository, digest)
     doc = json.loads(body)
@@ -198,7 +302,7 @@ class _HashingReader:
         return "sha256:" + self.digest.hexdigest()
 
 
-def scan_cached_layer(client: RegistryClient, repository: str, layer: dict, cache: Path) -> LayerScan:
+def scan_cached_layer(client: RegistryClient | CachedRegistry, repository: str, layer: dict, cache: Path) -> LayerScan:
     """Fetch a layer into the cache (unless there) and scan it."""
     digest, media_type = layer.get("digest"), layer.get("mediaType", "")
     if not _is_digest(digest):
@@ -305,9 +409,24 @@ def _normal(name: str) -> str:
 # ---- the package --------------------------------------------------------------------------------------
 
 
+_members_seen: dict[tuple[str, int, int, int], dict[str, str]] = {}
+
+
 def package_members(mda_path: str | os.PathLike[str]) -> dict[str, str]:
-    """sha256 of each file of the package under model/ and web/ (streamed), by its relative path."""
+    """sha256 of each file of the package under model/ and web/ (streamed), by its relative path; an
+    unchanged archive (same file, size and mtime) is read once per process."""
     p = Path(mda_path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if p.is_file() and key in _members_seen:
+        return dict(_members_seen[key])
+    out = _members_of(p)
+    if p.is_file():
+        _members_seen[key] = dict(out)
+    return out
+
+
+def _members_of(p: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     if p.is_dir():
         for top in COMPARED_ROOTS:

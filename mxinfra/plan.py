@@ -15,6 +15,7 @@ from typing import Any
 from .components import ENVIRONMENT_TYPE
 from .errors import UserError
 from .deployment import deferred_gate, prepare
+from .imagebinding import Check, planning
 from .mockrun import Registration, public, run_mocked
 from .stackfile import Project, as_pulumi_config, read_project, read_stack_config
 from .target import Deployment
@@ -133,8 +134,8 @@ def run_plan(directory: Path, stack: str) -> PlanResult:
             "`from mxinfra.program import run` then `run()`), or set `main:` in Pulumi.yaml to the file that holds it"
         )
     raw = read_stack_config(project, stack)
-    with _in_project(project.directory), deferred_gate() as gate:
-        deployment = prepare(raw, project=project.name, stack=stack, base_dir=project.directory)
+    with _in_project(project.directory), deferred_gate() as gate, planning():
+        deployment = prepare(raw, project=project.name, stack=stack, base_dir=project.directory, images=Check.PLAN)
         config, secret_keys = as_pulumi_config(raw)
         run = run_mocked(
             lambda: runpy.run_path(str(project.main), run_name="__main__"),

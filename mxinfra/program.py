@@ -44,6 +44,7 @@ def run(base_dir: Path | None = None, opts: pulumi.ResourceOptions | None = None
     """
     from .components import MendixApp
     from .deployment import prepare
+    from .imagebinding import program_check
 
     try:
         deployment = prepare(
@@ -51,6 +52,8 @@ def run(base_dir: Path | None = None, opts: pulumi.ResourceOptions | None = None
             project=pulumi.get_project(),
             stack=pulumi.get_stack(),
             base_dir=base_dir or Path.cwd(),
+            # `pulumi up` verifies every app image against the package before any resource is declared
+            images=program_check(pulumi.runtime.is_dry_run()),
         )
     except UserError as e:
         # RunError prints the message without a Python traceback.

@@ -3,14 +3,26 @@
 Built on `requests` (already a dependency) rather than the `oras` SDK: oras-py 0.2.43 retries every
 failed request five times with sleeps of 3 to 83 seconds (a registry that is down is reported after
 about two minutes), sends `Authorization: Basic None` when it has no credentials, and runs any
-`credHelpers` program named in the Docker config while loading credentials. Here a request fails at
-once with an error that says which registry and why, and nothing but the config file is read.
+`credHelpers` program named in the Docker config while loading credentials, with no timeout and no
+message of its own when it fails. Here a request fails at once with an error that says which registry
+and why.
 
-Credentials: `~/.docker/config.json` (`auths.<host>.auth`, or `username`/`password`); a registry that
-answers with a bearer challenge gets a token from its realm with those credentials. Credential helpers
-(`credHelpers`, `credsStore`: the ECR and ACR token helpers) are not run yet: the error says so.
+Credentials (`mxinfra.registry_auth.credentials_for(registry, docker_config=None)`), the first that has some:
+1. the Docker config ($DOCKER_CONFIG/config.json, else ~/.docker/config.json), in Docker's order:
+   `credHelpers[<host>]`, else `credsStore` (each run as `docker-credential-<name> get`, with a
+   timeout), then `auths[<host>]` (`identitytoken`, `auth`, or `username`/`password`). A helper that
+   answers "credentials not found" passes on to `auths` and the plug-ins (Docker would stop there);
+   a helper that is missing, fails, hangs or prints anything but the protocol's JSON is an error.
+2. the registry plug-ins of the installed targets (entry point group `mxinfra.registry_credentials`:
+   mxinfra-aws for ECR, mxinfra-azure for ACR), loaded only when the Docker config has nothing for the host.
+`docker_credentials(registry, config)` is step 1's `auths` alone (no helper is run).
+
+A registry that answers with a Basic challenge gets the user name and password; one that answers with a
+Bearer challenge gets a token from its realm (HTTPS only), asked with those credentials as basic auth,
+or, for an identity token (a helper's user name `<token>`, or `identitytoken` in `auths`), with the
+OAuth2 refresh-token grant (POST grant_type=refresh_token), as the Docker CLI does. An identity token is
+never sent as basic auth.
 """
-
 from __future__ import annotations
 
 import base64
@@ -19,7 +31,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,6 +50,12 @@ INDEX_TYPES = (
 MAX_MANIFEST_BYTES = 4 << 20  # the distribution registry's own limit on a manifest
 _CHUNK = 1 << 20
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+# The user name under which Docker (and its credential helpers) keep an identity token: an OAuth2
+# refresh token for the registry's token service, not a password.
+IDENTITY_TOKEN_USER = "<token>"
+# Docker Hub's hosts, whose credentials Docker keeps under one legacy key.
+DOCKER_HUB_KEY = "https://index.docker.io/v1/"
+DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 
 
 class RegistryError(UserError):
@@ -62,13 +80,20 @@ class DigestMismatch(RegistryError):
 
 @dataclass(frozen=True)
 class Credentials:
-    """A user name and password (or token) for basic auth."""
+    """A user name and password (or token) for basic auth; user name `<token>` makes the password an
+    identity (refresh) token. `source` says where they were found, for messages (not compared)."""
 
     username: str
     password: str
+    source: str = field(default="", compare=False)
 
     def __repr__(self) -> str:  # never print the password
         return f"Credentials({self.username!r}, ***)"
+
+    @property
+    def is_identity_token(self) -> bool:
+        """Whether the password is an identity token (only good for a bearer token service's refresh grant)."""
+        return self.username == IDENTITY_TOKEN_USER
 
 
 def docker_config_path() -> Path:
@@ -77,35 +102,65 @@ def docker_config_path() -> Path:
     return Path(root) / "config.json" if root else Path.home() / ".docker" / "config.json"
 
 
-def docker_credentials(registry: str, config: str | os.PathLike[str] | None = None) -> Credentials | None:
-    """The basic credentials the Docker config holds for `registry`, or None; a helper-only entry is an error."""
-    path = Path(config) if config is not None else docker_config_path()
+def read_docker_config(path: Path) -> dict[str, Any]:
+    """The Docker config at `path` as a dict ({} when there is none); unreadable or not an object is an error."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return None
+        return {}
     except (OSError, ValueError) as exc:
         raise RegistryAuthError(f"{path}: cannot be read as the Docker config ({exc})") from None
-    auths = doc.get("auths") if isinstance(doc, dict) else None
-    # `docker login` writes the host alone, older clients a URL with a scheme and a path.
-    for key, entry in (auths or {}).items():
-        host = re.sub(r"^https?://", "", str(key)).split("/", 1)[0]
-        if host != registry or not isinstance(entry, dict):
+    if not isinstance(doc, dict):
+        raise RegistryAuthError(f"{path}: the Docker config is not a JSON object")
+    return doc
+
+
+def config_host(key: str) -> str:
+    """The host of a key of the Docker config: `docker login` writes the host alone, older clients a URL."""
+    return re.sub(r"^https?://", "", str(key)).split("/", 1)[0]
+
+
+def same_registry(key: str, registry: str) -> bool:
+    """Whether a Docker config key names `registry` (Docker Hub's hosts are one registry)."""
+    host = config_host(key)
+    return host == registry or (host in DOCKER_HUB_HOSTS and registry in DOCKER_HUB_HOSTS)
+
+
+def auths_credentials(doc: dict[str, Any], registry: str, path: Path) -> Credentials | None:
+    """The credentials `auths` of a Docker config holds for `registry`: `identitytoken` (as user `<token>`),
+    else `auth` (base64 of user:password), else `username`/`password`; None when it holds none."""
+    auths = doc.get("auths")
+    for key, entry in (auths.items() if isinstance(auths, dict) else ()):
+        if not same_registry(key, registry) or not isinstance(entry, dict):
             continue
+        where = f"auths of {path}"
+        if isinstance(entry.get("identitytoken"), str) and entry["identitytoken"]:
+            return Credentials(IDENTITY_TOKEN_USER, entry["identitytoken"], source=where)
         if entry.get("auth"):
             try:
                 user, sep, password = base64.b64decode(entry["auth"], validate=True).decode("utf-8").partition(":")
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError, TypeError):
                 raise RegistryAuthError(f"{path}: auths[{key!r}].auth is not base64 of user:password") from None
             if sep:
-                return Credentials(user, password)
+                return Credentials(user, password, source=where)
         if entry.get("username") and entry.get("password"):
-            return Credentials(str(entry["username"]), str(entry["password"]))
-    helper = (doc.get("credHelpers") or {}).get(registry) if isinstance(doc, dict) else None
-    if helper or (isinstance(doc, dict) and doc.get("credsStore")):
+            return Credentials(str(entry["username"]), str(entry["password"]), source=where)
+    return None
+
+
+def docker_credentials(registry: str, config: str | os.PathLike[str] | None = None) -> Credentials | None:
+    """The credentials `auths` of the Docker config holds for `registry`, or None; a helper-only entry is an
+    error. Runs no credential helper: `mxinfra.registry_auth.credentials_for` is the whole lookup."""
+    path = Path(config) if config is not None else docker_config_path()
+    doc = read_docker_config(path)
+    found = auths_credentials(doc, registry, path)
+    if found is not None:
+        return found
+    helper = (doc.get("credHelpers") or {}).get(registry) if isinstance(doc.get("credHelpers"), dict) else None
+    if helper or doc.get("credsStore"):
         raise RegistryAuthError(
             f"{path} names a credential helper ({helper or doc.get('credsStore')}) for {registry}: "
-            "helpers are not supported yet; run `docker login` with --password-stdin into a config without one, or pass credentials"
+            "helpers are not supported yet by this lookup of `auths` alone; run `docker login` with --password-stdin into a config without one, or pass credentials"
         )
     return None
 
@@ -179,7 +234,11 @@ class RegistryClient:
             resp.close()
         what = f"{method} {url.split('/v2/', 1)[-1]}"
         if resp.status_code in (401, 403):
-            who = f"as {self.credentials.username!r}" if self.credentials else "without credentials (none in the Docker config)"
+            if self.credentials is None:
+                who = "without credentials (none in the Docker config or from a registry plug-in)"
+            else:
+                who = "with an identity token" if self.credentials.is_identity_token else f"as {self.credentials.username!r}"
+                who += f" (from {self.credentials.source})" if self.credentials.source else ""
             raise RegistryAuthError(f"registry {self.registry} refused {what} {who}: {resp.status_code} {detail}")
         if resp.status_code == 404:
             raise NotFound(f"registry {self.registry}: {what}: not found ({detail})")
@@ -190,7 +249,7 @@ class RegistryClient:
         challenge = resp.headers.get("WWW-Authenticate", "")
         scheme, _, params = challenge.partition(" ")
         if scheme.lower() == "basic":
-            if self.credentials is None or self._auth_header is not None:
+            if self.credentials is None or self.credentials.is_identity_token or self._auth_header is not None:
                 return False
             self._auth_header = "Basic " + _basic(self.credentials)
             return True
@@ -199,9 +258,14 @@ class RegistryClient:
             realm = fields.pop("realm", "")
             if not realm.startswith("https://"):
                 return False  # a token endpoint over plain HTTP would see the password
-            headers = {"Authorization": "Basic " + _basic(self.credentials)} if self.credentials else {}
             try:
-                tok = self._session.get(realm, params=fields, headers=headers, timeout=self.timeout)
+                if self.credentials is not None and self.credentials.is_identity_token:
+                    # The OAuth2 refresh-token grant of the distribution token spec, as the Docker CLI asks it.
+                    form = {**fields, "grant_type": "refresh_token", "refresh_token": self.credentials.password, "client_id": "mxinfra"}
+                    tok = self._session.post(realm, data=form, timeout=self.timeout, allow_redirects=False)
+                else:
+                    headers = {"Authorization": "Basic " + _basic(self.credentials)} if self.credentials else {}
+                    tok = self._session.get(realm, params=fields, headers=headers, timeout=self.timeout)
             except requests.exceptions.RequestException as exc:
                 raise RegistryUnavailable(f"registry {self.registry}: token service {realm} cannot be reached: {_reason(exc)}") from None
             try:

@@ -64,6 +64,7 @@ class PreparedEnvironment:
     release_annotations: Mapping[str, str]
     warnings: tuple[str, ...] = ()
     artifact: str | None = None  # what runs besides the package (the target's artifact(), from config)
+    image: Any = None  # the app image verified against the package (an imagebinding.Bound), if it was
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,12 @@ class Target:
     def artifact_key(self, env: Environment, block: Any) -> str | None:
         """The config key (`mxinfra:<target>.a.b`) that `artifact` reads for `env`: `mxinfra promote` writes
         the promoted artifact there, in the same write as the package."""
+        return None
+
+    def app_image(self, env: Environment, block: Any) -> str | None:
+        """The container image that runs the package in `env` (its /opt/mendix/build must hold the MDA), or
+        None where the platform runs the MDA itself. `pulumi up` verifies it against the package
+        (`mxinfra.imagebinding`); its config key is `artifact_key`."""
         return None
 
     def running(self, deployment: Deployment, environment: str, base_dir: Path) -> Any:

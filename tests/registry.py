@@ -268,8 +268,9 @@ def push_image(
     *,
     labels: dict[str, str] | None = None,
     arch: str = "amd64",
+    tag: str | None = None,
 ) -> str:
-    """Push layers (oldest first), a config and an OCI manifest; the manifest's digest."""
+    """Push layers (oldest first), a config and an OCI manifest (under `tag`, if given); the manifest's digest."""
     for body, digest, _ in layers:
         push_blob(reg, repo, body, digest)
     config = json.dumps(
@@ -290,7 +291,7 @@ def push_image(
             for b, d, _ in layers
         ],
     }
-    return push_manifest(reg, repo, manifest, OCI_MANIFEST)
+    return push_manifest(reg, repo, manifest, OCI_MANIFEST, tag=tag)
 
 
 def push_index(reg: Registry, repo: str, platforms: list[tuple[str, str]]) -> str:

@@ -21,6 +21,7 @@ from registry import (  # noqa: F401 (the fixture)
     mda_files,
     push_image,
     push_index,
+    push_manifest,
     registry,
 )
 
@@ -64,6 +65,14 @@ def ref(reg: Registry, repo: str, digest: str) -> str:
 
 def creds(reg: Registry) -> Credentials:
     return Credentials(reg.user, reg.password)
+
+
+def registry_manifest(reg: Registry, repo: str, digest: str) -> tuple[bytes, str, str]:
+    """A stored manifest's bytes, read with the tests' own HTTP session (not the client under test)."""
+    with reg.session() as s:
+        r = s.get(f"https://{reg.host}/v2/{repo}/manifests/{digest}", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    assert r.status_code == 200, r.text
+    return r.content, r.headers.get("Content-Type", ""), digest
 
 
 def test_the_image_of_the_package_verifies(registry: Registry, tmp_path: Path) -> None:
@@ -189,6 +198,40 @@ def test_a_tampered_cache_file_is_not_trusted(registry: Registry, tmp_path: Path
     assert cached.read_bytes() == good  # fetched again from the registry
 
 
+def test_a_second_verification_by_digest_asks_the_registry_nothing(registry: Registry, tmp_path: Path) -> None:
+    digest = app_image(registry, "orders/app", EXAMPLE)
+    cache = tmp_path / "c"
+    first = verify_image(ref(registry, "orders/app", digest), EXAMPLE, credentials=creds(registry), ca_bundle=registry.ca, cache_dir=cache)
+    assert (cache / "sha256" / digest[7:]).is_file()  # the manifest, beside the layers
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        down = s.getsockname()[1]  # nothing listens there: any request would fail
+        moved = f"127.0.0.1:{down}/orders/app@{digest}"
+        again = verify_image(moved, EXAMPLE, credentials=Credentials("u", "p"), cache_dir=cache)
+    assert (again.manifest_digest, again.layer_digest, again.members) == (first.manifest_digest, first.layer_digest, first.members)
+    # A cached manifest altered since (another valid manifest's bytes) is not trusted: the registry is asked.
+    (cache / "sha256" / digest[7:]).write_bytes(b'{"schemaVersion":2,"layers":[]}')
+    with pytest.raises(RegistryUnavailable, match="cannot be reached"):
+        verify_image(f"127.0.0.1:{down}/orders/app@{digest}", EXAMPLE, credentials=Credentials("u", "p"), cache_dir=cache)
+    assert verify_image(ref(registry, "orders/app", digest), EXAMPLE, credentials=creds(registry), ca_bundle=registry.ca, cache_dir=cache) == first
+
+
+def test_a_tag_is_verified_as_the_digest_it_names_now(registry: Registry, tmp_path: Path) -> None:
+    old = app_image(registry, "orders/tagged", release(tmp_path / "other.mda"))
+    new = app_image(registry, "orders/tagged", EXAMPLE)
+    tagged = f"{registry.host}/orders/tagged:1.4.2"
+    body, _, _ = registry_manifest(registry, "orders/tagged", new)
+    push_manifest(registry, "orders/tagged", json.loads(body), "application/vnd.oci.image.manifest.v1+json", tag="1.4.2")
+    v = verify_image(tagged, EXAMPLE, credentials=creds(registry), ca_bundle=registry.ca, cache_dir=tmp_path / "c", allow_tag=True)
+    assert (v.image, v.manifest_digest) == (tagged, new)
+    body, _, _ = registry_manifest(registry, "orders/tagged", old)
+    push_manifest(registry, "orders/tagged", json.loads(body), "application/vnd.oci.image.manifest.v1+json", tag="1.4.2")
+    with pytest.raises(ImageMismatch, match=rf"image {old} holds model 1\.4\.3\.1301"):
+        verify_image(tagged, EXAMPLE, credentials=creds(registry), ca_bundle=registry.ca, cache_dir=tmp_path / "c", allow_tag=True)
+    with pytest.raises(UserError, match="names a tag"):
+        verify_image(tagged, EXAMPLE, credentials=creds(registry), ca_bundle=registry.ca, cache_dir=tmp_path / "c")
+
+
 def test_a_tag_is_refused_before_any_request() -> None:
     with pytest.raises(UserError, match="names a tag"):
         verify_image("registry.example.com/orders/app:1.4.2", EXAMPLE)
@@ -278,6 +321,10 @@ def test_cli_verify(registry: Registry, tmp_path: Path, capsys: pytest.CaptureFi
     assert f"image {digest} holds model {MODEL_142} (ProjectID {PROJECT}), the package is 1.4.3.1301" in " ".join(err.split())
 
     registry.docker_config(tmp_path / "docker" / "config.json", password="wrong")
+    # Everything of the image is cached by digest: nothing is asked of the registry, so no credential.
+    assert main(["image", "verify", image, str(EXAMPLE), *ca]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cold"))
     assert main(["image", "verify", image, str(EXAMPLE), *ca]) == 2
     assert "refused GET" in capsys.readouterr().err
 

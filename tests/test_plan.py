@@ -234,3 +234,21 @@ def test_a_misspelt_target_gets_did_you_mean(project, fake_target, capsys):
     assert main(["plan", "-s", "production", "-C", str(project.path)]) == 2
     err = capsys.readouterr().err
     assert "unknown target 'kubernets'" in err and "did you mean 'kubernetes'?" in err
+
+
+def test_the_plan_refuses_an_archive_that_inspect_refuses(project, fake_target, capsys, tmp_path):
+    """Issue 19, F11: `plan` and `pulumi up` accepted archives that `inspect` and `package push` refuse
+    (a `..` member, a link): the member checks run in `prepare`, which both take."""
+    import zipfile
+
+    from mda_builders import write_zip
+    from scaffold import EXAMPLE_MDA, app_config
+
+    with zipfile.ZipFile(EXAMPLE_MDA) as z:
+        members = [(i.filename, z.read(i)) for i in z.infolist()]
+    evil = write_zip(tmp_path / "evil.mda", [*members, ("model/../../outside.txt", b"escape")])
+    project.stack("test", app_config(**{"mxinfra:app": {"name": "orders", "package": str(evil), "target": "fake"}}))
+    assert main(["plan", "-s", "test", "-C", str(project.path)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "mxinfra:app.package" in err and "model/../../outside.txt" in err and "Traceback" not in err
+    assert main(["inspect", str(evil)]) == 2

@@ -101,12 +101,15 @@ class ActivityRecord:
     # the operation this records, the same however often it was retried (signed: a record cannot be passed
     # off as another operation's); older records have none, and their hash is computed without it
     idempotency_key: str | None = None
+    # the app image verified against the package before the deployment (digest, layer, files compared;
+    # signed); records of targets that run the MDA itself, and older records, have none
+    image: dict[str, Any] | None = field(default=None, hash=False)
     signature: dict[str, str] | None = field(default=None, hash=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field (app, idempotency_key and signature only when present)."""
+        """A JSON-ready dict of every field (app, idempotency_key, image and signature only when present)."""
         d = asdict(self)
-        for optional in ("app", "idempotency_key", "signature"):
+        for optional in ("app", "idempotency_key", "image", "signature"):
             if d[optional] is None:
                 del d[optional]
         return d
@@ -128,6 +131,7 @@ class ActivityRecord:
             hash=str(d["hash"]),
             app=None if d.get("app") is None else str(d["app"]),
             idempotency_key=None if d.get("idempotency_key") is None else str(d["idempotency_key"]),
+            image=dict(d["image"]) if isinstance(d.get("image"), dict) else None,
             signature=d.get("signature"),
         )
 
@@ -304,6 +308,7 @@ class ActivityLog:
         app: str | None = None,
         idempotency_key: str | None = None,
         superseded_by: str | None = None,
+        image: dict[str, Any] | None = None,
     ) -> ActivityRecord:
         """Append a signed record to the environment's chain exactly once; safe against any number of
         concurrent writers, lost answers and killed writers.
@@ -336,6 +341,8 @@ class ActivityLog:
         }
         if app is not None:
             body["app"] = app
+        if image is not None:
+            body["image"] = image
         body["idempotency_key"] = key
         budget = self.budget
         deadline = _now() + budget

@@ -223,6 +223,8 @@ def write_record(props: dict[str, Any], changes: dict[str, Any], action: str, *,
         idempotency_key=operation_key(props, changes, action, after),
         # a create has no last record to tell it from the create before an earlier destroy
         superseded_by="destroy",
+        # the app image `pulumi up` verified against the package (targets that run an image)
+        image=props.get("image") if isinstance(props.get("image"), dict) else None,
     )
     return {**props, "lastRecordSeq": record.seq, "lastRecordHash": record.hash}
 

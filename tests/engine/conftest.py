@@ -16,9 +16,12 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # cluster.py, engine_support.py
+sys.path.insert(1, str(Path(__file__).parents[1]))  # registry.py, scaffold.py
 
 from cluster import LocalCluster  # noqa: E402
-from engine_support import Project  # noqa: E402
+from engine_support import Oci, Project  # noqa: E402
+from registry import BASE_FILES, layer_tar, mda_files, push_image, registry_binary, start_registry  # noqa: E402
+from scaffold import EXAMPLE_MDA  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -50,8 +53,38 @@ def cluster(engine_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 @pytest.fixture(scope="session")
-def project_factory(engine_bin: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def oci(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oci]:
+    """The distribution registry on loopback (TLS, basic auth), with a runtime base image and the example's
+    app image; every process the suite starts has its credentials (DOCKER_CONFIG) and trusts its CA
+    (containers/certs.d), as a user who ran `docker login` does: `pulumi up` verifies every app image."""
+    binary = registry_binary()
+    if binary is None:
+        pytest.fail("the distribution registry is not built: run engine/registry.sh build (./dev test builds it)")
+    work = tmp_path_factory.mktemp("oci")
+    running = start_registry(binary, work / "registry")
+    reg = next(running)
+    env = pytest.MonkeyPatch()
+    try:
+        env.setenv("DOCKER_CONFIG", str(work / "docker"))
+        # the registry's CA where container tools look for a host's (containers-certs.d): not
+        # REQUESTS_CA_BUNDLE, which pip would then use for PyPI too
+        certs = work / "config" / "containers" / "certs.d" / reg.host
+        certs.mkdir(parents=True)
+        (certs / "ca.crt").write_bytes(reg.ca.read_bytes())
+        env.setenv("XDG_CONFIG_HOME", str(work / "config"))
+        env.setenv("XDG_CACHE_HOME", str(work / "cache"))
+        reg.docker_config(work / "docker" / "config.json")
+        push_image(reg, "mendix/runtime-base", [layer_tar(BASE_FILES)], tag="9.24")
+        example = push_image(reg, "orders/orders", [layer_tar(BASE_FILES), layer_tar(mda_files(EXAMPLE_MDA))], tag="1.4.2")
+        yield Oci(reg.host, f"{reg.host}/mendix/runtime-base:9.24", f"{reg.host}/orders/orders:1.4.2@{example}")
+    finally:
+        env.undo()
+        running.close()
+
+
+@pytest.fixture(scope="session")
+def project_factory(engine_bin: Path, oci: Oci, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     def make(cluster: LocalCluster | None) -> Project:
-        return Project(tmp_path_factory.mktemp("engine-project"), engine_bin, cluster)
+        return Project(tmp_path_factory.mktemp("engine-project"), engine_bin, cluster, oci)
 
     return make

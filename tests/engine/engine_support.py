@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,17 +79,35 @@ class Pulumi:
         return self.run("stack", "export", stack=stack).stdout
 
 
+# ---- the registry ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Oci:
+    """The suite's registry: its host, a runtime base image (by tag) and the example package's app image."""
+
+    host: str
+    base: str
+    example: str
+
+    def images_of(self, text: str) -> str:
+        """A stack file with the example's images (the committed references name no real registry) as this registry's."""
+        text = re.sub(r"registry\.example\.com/orders/orders:1\.4\.2(@sha256:[0-9a-f]{64})?", self.example, text)
+        assert "registry.example.com" not in text, "a stack names an image this suite's registry does not hold"
+        return text
+
+
 # ---- stack files with secrets set by the CLI ----------------------------------------------------------
 class Project:
     """A copy of the example project with its own state, where `init(stack)` makes a real stack."""
 
-    def __init__(self, root: Path, engine_bin: Path, cluster: LocalCluster | None) -> None:
+    def __init__(self, root: Path, engine_bin: Path, cluster: LocalCluster | None, oci: Oci) -> None:
         self.dir = root / "project"
         self.dir.mkdir(parents=True)
         for name in ("Pulumi.yaml", "__main__.py"):
             shutil.copy(ROOT / name, self.dir / name)
         for name in ("stacks", "examples"):
             shutil.copytree(ROOT / name, self.dir / name)
+        for stack in (self.dir / "stacks").glob("Pulumi.*.yaml"):
+            stack.write_text(oci.images_of(stack.read_text()))
         # Pulumi.yaml's `virtualenv: .venv`: the engine points the dynamic-provider plugin at it.
         (self.dir / ".venv").symlink_to(Path(sys.prefix))
         (root / "state").mkdir()

@@ -25,6 +25,7 @@ identity unless it is the first creation.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -34,7 +35,7 @@ from typing import Any
 import pytest
 
 from cluster import LocalCluster
-from engine_support import ROOT, Pulumi
+from engine_support import ROOT, Oci, Pulumi
 from scaffold import example_release
 from wheels_support import build_wheels, user_venv
 
@@ -42,16 +43,16 @@ import stack_secrets  # noqa: E402  (examples/orders, put on sys.path by engine_
 
 APP = "shop"
 STACKS = ("test", "acceptance", "production")
-IMAGE_1 = "registry.example.com/orders/orders:1.4.2@sha256:9c1d4a7e2b5f80136e4d9a2c7b1f05e8d3a6c9f2b4e7d0a1c5f8b2e6d9a3c7f1"
-IMAGE_2 = "registry.example.com/orders/orders:1.4.3@sha256:" + "4e" * 32
 
 
 class Release:
     """The user's project, their Pulumi CLI and the identities' kubeconfigs."""
 
-    def __init__(self, root: Path, engine_bin: Path, cluster: LocalCluster) -> None:
+    def __init__(self, root: Path, engine_bin: Path, cluster: LocalCluster, oci: Oci) -> None:
         self.root = root
         self.cluster = cluster
+        self.oci = oci
+        self.images: dict[str, str] = {}  # package version -> the image `mxinfra image build` pushed for it
         self.dir = root / "shop"
         self.dir.mkdir()
         wheels = build_wheels(root / "build", ("kubernetes",))
@@ -66,7 +67,7 @@ class Release:
         for stack in STACKS:
             text = (ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text()
             text = text.replace("    name: orders\n", f"    name: {APP}\n").replace("package: examples/orders/orders-1.4.2.mda", "package: 1.4.2")
-            (self.dir / f"Pulumi.{stack}.yaml").write_text(text)
+            (self.dir / f"Pulumi.{stack}.yaml").write_text(oci.images_of(text))
         (root / "state").mkdir()
         self.pulumi = Pulumi(engine_bin, self.dir, root / "state", root / "pulumi-home", python=bin_dir / "python")
         self.kubeconfigs = {}
@@ -110,8 +111,12 @@ MARKER = "<!-- release-path: the engine suite runs this block -->"
 WHO = {"release identity": "release", "platform identity": "admin", "developer": "developer", "release manager": "release-manager"}
 
 
-def readme_steps() -> list[tuple[str, list[str]]]:
-    """The README's release path: (identity, argv) per command, in order."""
+ASSIGN = re.compile(r"^(\w+)=\$\((.*)\)$")  # VAR=$(command): the command's output, used later as "$VAR"
+
+
+def readme_steps(registry: str = "registry.example.com") -> list[tuple[str, list[str], str | None]]:
+    """The README's release path: (identity, argv, variable its output is assigned to) per command, in
+    order; `registry.example.com` (the README's placeholder for the user's registry) as `registry`."""
     text = README.read_text()
     assert MARKER in text, f"README.md has no block marked {MARKER!r}"
     block = text.split(MARKER, 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
@@ -121,35 +126,48 @@ def readme_steps() -> list[tuple[str, list[str]]]:
             named = [v for k, v in WHO.items() if k in line]
             who = named[0] if named else who
             continue
+        line = line.replace("registry.example.com", registry)
+        assigned = ASSIGN.match(line)
+        if assigned:
+            steps.append((who or "admin", shlex.split(assigned[2]), assigned[1]))
+            continue
         for command in line.split(" && "):
-            steps.append((who or "admin", shlex.split(command)))
+            steps.append((who or "admin", shlex.split(command), None))
     return steps
 
 
 @pytest.fixture(scope="module")
-def release(cluster: LocalCluster, engine_bin: Path, has_random: bool, tmp_path_factory: pytest.TempPathFactory) -> Release:
+def release(cluster: LocalCluster, engine_bin: Path, has_random: bool, oci: Oci, tmp_path_factory: pytest.TempPathFactory) -> Release:
     if not has_random:
         pytest.fail("the engine toolchain has no pulumi-resource-random: the test stack generates its passwords (./dev engine builds it)")
-    return Release(tmp_path_factory.mktemp("release"), engine_bin, cluster)
+    return Release(tmp_path_factory.mktemp("release"), engine_bin, cluster, oci)
 
 
 def test_the_readme_release_path_as_each_identity(release: Release) -> None:
     r = release
-    steps = readme_steps()
+    steps = readme_steps(r.oci.host)
     # The first command installs the distributions; here they are the wheels built from this checkout.
     assert steps[0][1][:3] == ["python", "-m", "venv"] and steps[1][1][1:] == ["install", "mxinfra", "mxinfra-kubernetes"], steps[:2]
     ran: list[tuple[str, str]] = []
-    for who, argv in steps[2:]:
+    variables: dict[str, str] = {}
+    for who, argv, assign in steps[2:]:
         r.as_(who)
+        argv = [variables.get(a[1:], a) if a.startswith("$") else a for a in argv]
         if argv[:2] == ["pulumi", "up"]:
             r.up(argv[argv.index("-s") + 1])
         elif argv[0] == "pulumi":
             r.pulumi.run(*argv[1:])
         elif argv[0] == "mxinfra":
-            r.pulumi.mxinfra(*argv[1:])
+            done = r.pulumi.mxinfra(*argv[1:])
+            if assign:
+                variables[assign] = done.stdout.strip()
         else:
             raise AssertionError(f"README release path: unknown command {argv}")
+        if argv[:3] == ["mxinfra", "image", "build"]:
+            r.images[argv[argv.index("--package") + 1].removesuffix(".mda").split("-")[-1]] = variables[assign or ""]
         ran.append((who, " ".join(argv[:3])))
+    # Each release's image was built from its package by `mxinfra image build`, and pushed by digest.
+    assert sorted(r.images) == ["1.4.2", "1.4.3"] and all(f"{r.oci.host}/shop/app@sha256:" in i for i in r.images.values()), r.images
     # The block still walks the whole release as the right identities (an edit that drops a step fails here).
     assert ("admin", "pulumi up -s") in ran and ("developer", "pulumi up -s") in ran and ("release", "pulumi up -s") in ran
     # production's releases are the release identity's alone; its release managers check what runs
@@ -160,8 +178,12 @@ def test_the_readme_release_path_as_each_identity(release: Release) -> None:
     for env in STACKS:
         deploys = [a for a in r.activity(env) if a["action"] == "deploy"]
         assert [d["package_version"] for d in deploys] == ["1.4.3", "1.4.2"], (env, deploys)
+        # each record carries the image `pulumi up` verified against that package, by digest
+        assert [d["artifact"] for d in deploys] == [r.images["1.4.3"], r.images["1.4.2"]], (env, deploys)
+        assert [d["image"]["digest"] for d in deploys] == [r.images["1.4.3"].split("@")[1], r.images["1.4.2"].split("@")[1]]
+        assert all(d["image"]["verified"] is True and d["image"]["members"] > 0 for d in deploys)
     live = r.cluster.get(f"/apis/apps/v1/namespaces/{APP}-production/statefulsets/{APP}-production")
-    assert live["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE_2
+    assert live["spec"]["template"]["spec"]["containers"][0]["image"] == r.images["1.4.3"]
     assert live["spec"]["replicas"] == 3
     latest = r.activity("production")[:2]
     assert latest[0]["action"] == "scale" and latest[0]["changes"]["instances"] == {"from": 2, "to": 3}
@@ -172,6 +194,28 @@ def test_the_readme_release_path_as_each_identity(release: Release) -> None:
     traced = json.loads(r.pulumi.mxinfra("trace", "SHOP-2", "--json").stdout)
     [package] = traced["packages"]
     assert sorted(d["environment"] for d in package["deployments"]) == ["acceptance", "production", "test"]
+
+
+def test_pulumi_up_refuses_an_image_that_holds_another_package(release: Release) -> None:
+    """Issue 20: test ran package 1.4.3 with an image built from 1.4.2 and the log said 1.4.3. Now `pulumi up`
+    reads the image from the registry, compares it with the package, and stops before changing anything."""
+    r = release
+    r.as_("developer")
+    records = r.activity("test")
+    before = _sts(r, "test")
+    r.pulumi.run("config", "set", "--path", "mxinfra:kubernetes.image", r.images["1.4.2"], stack="test")
+    try:
+        up = r.pulumi.up("test", check=False)
+    finally:
+        r.pulumi.run("config", "set", "--path", "mxinfra:kubernetes.image", r.images["1.4.3"], stack="test")
+    shown = " ".join((up.stdout + up.stderr).split())
+    digest = r.images["1.4.2"].split("@")[1]
+    assert up.returncode != 0, shown
+    assert "mxinfra:kubernetes.image" in shown and f"image {digest} holds model 1.4.2.1234" in shown and "the package is 1.4.3.1301" in shown, shown
+    assert "Traceback" not in shown
+    assert r.activity("test") == records
+    assert _sts(r, "test")["spec"]["template"] == before["spec"]["template"]
+    r.pulumi.run("preview", "--expect-no-changes", stack="test")
 
 
 def test_a_plain_value_beside_secrets_is_refused_by_preview_as_by_plan(release: Release) -> None:
@@ -244,17 +288,18 @@ def test_an_unrecorded_change_is_named_and_stops_the_next_release(release: Relea
     named = f"production: StatefulSet {ns}/{APP}-production runs image {EVIL}, but the last record (seq {records[0]['seq']}: scale by"
     said = " ".join(drift.stderr.split())
     assert "unrecorded changes: what runs is not what the activity log's signed records say" in said
-    assert named in said and f"names image {IMAGE_2}: an unrecorded change" in said, said
-    assert f"kubectl -n {ns} set image {sts} mendix={IMAGE_2}" in said and "Traceback" not in drift.stderr
+    image_2 = r.images["1.4.3"]
+    assert named in said and f"names image {image_2}: an unrecorded change" in said, said
+    assert f"kubectl -n {ns} set image {sts} mendix={image_2}" in said and "Traceback" not in drift.stderr
     # the next `pulumi up` refuses in the same words before it changes anything
     r.as_("release")
     up = r.pulumi.up("production", check=False)
     shown = " ".join((up.stdout + up.stderr).split())
-    assert up.returncode != 0 and named in shown and f"names image {IMAGE_2}: an unrecorded change" in shown, shown
+    assert up.returncode != 0 and named in shown and f"names image {image_2}: an unrecorded change" in shown, shown
     assert r.activity("production") == records
     assert _sts(r, "production")["spec"]["template"]["spec"]["containers"][0]["image"] == EVIL
     # put back what the record names (the message's own command): both agree again, nothing left to do
-    done = r.kubectl("release", "-n", ns, "set", "image", sts, f"mendix={IMAGE_2}")
+    done = r.kubectl("release", "-n", ns, "set", "image", sts, f"mendix={image_2}")
     assert done.returncode == 0, done.stderr
     clean = r.drift("release-manager", "production")
     assert clean.returncode == 0, clean.stderr

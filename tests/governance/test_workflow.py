@@ -233,6 +233,24 @@ def test_activity_listing_csv_and_verify(repo_url, capsys):
     assert key in err or f"seq {rec['seq']}" in err, err
 
 
+def test_the_verified_image_is_signed_into_the_record(repo_url, capsys):
+    """Issue 20: the record carries what `pulumi up` verified the image to hold, under the signature."""
+    verified = {"digest": "sha256:" + "a" * 64, "layer": "sha256:" + "b" * 64, "members": 3, "verified": True}
+    ActivityProvider().create({**props(repo_url), "image": verified})
+    capsys.readouterr()
+    assert main(["activity", "--repository", repo_url, "-e", "acceptance", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["image"] == verified and row["artifact"] is None
+    assert main(["activity", "--repository", repo_url, "verify"]) == 0
+    store = open_store(repo_url)
+    key = store.list("activity/acceptance/")[0]
+    rec = json.loads(store.get(key))
+    rec["image"]["digest"] = "sha256:" + "c" * 64  # another image passed off as the verified one
+    Path(repo_url[len("file://"):], key).write_text(json.dumps(rec))
+    capsys.readouterr()
+    assert main(["activity", "--repository", repo_url, "verify"]) == 2
+
+
 def test_push_takes_commit_and_stories_from_git(tmp_path, repo_url, capsys):
     work = tmp_path / "app"
     work.mkdir()

@@ -175,8 +175,10 @@ def aws_grants(p: Planned) -> tuple[list[Grant], dict[Capability, list[Any]]]:
         C.READ_SECRETS: [("secretsmanager:GetSecretValue", arn("secretsmanager", f"secret:{secret}-AbCdEf"))],
         C.WRITE_SECRETS: [("secretsmanager:PutSecretValue", arn("secretsmanager", f"secret:{secret}-AbCdEf"))],
         C.SHELL: [("ecs:ExecuteCommand", arn("ecs", f"cluster/{cluster}")), ("ecs:ExecuteCommand", arn("ecs", f"task/{cluster}/0123456789abcdef"))],
-        C.BACKUP: [("rds:CreateDBSnapshot", arn("rds", f"db:{db}"))],
-        C.RESTORE: [("rds:RestoreDBInstanceToPointInTime", arn("rds", f"db:{db}-restored"))],
+        C.BACKUP: [("rds:CreateDBSnapshot", arn("rds", f"db:{db}"))]
+        + [("backup:StartBackupJob", arn("backup", f"backup-vault:{v['inputs']['name']}")) for v in p.of_type("aws:backup/vault:Vault")],
+        C.RESTORE: [("rds:RestoreDBInstanceToPointInTime", arn("rds", f"db:{db}-restored"))]
+        + [("backup:StartRestoreJob", arn("backup", "recovery-point:0123abcd-4567-89ef-0123-456789abcdef")) for _ in p.of_type("aws:backup/vault:Vault")],
         C.DELETE_DATA: [("rds:DeleteDBInstance", arn("rds", f"db:{db}")), ("s3:DeleteBucket", f"arn:aws:s3:::{bucket}"), ("s3:DeleteObject", f"arn:aws:s3:::{bucket}/model/x")],
         C.EDIT_ALERTS: [("cloudwatch:DeleteAlarms", arn("cloudwatch", f"alarm:{p.prefix}-x")), ("sns:Subscribe", arn("sns", f"{p.prefix}-alerts"))],
         C.GRANT: [(a, f"arn:aws:iam::{account}:role/mxinfra/{p.prefix}-deploy") for a in ("iam:PutRolePolicy", "iam:AttachRolePolicy", "iam:UpdateAssumeRolePolicy")]
@@ -214,6 +216,7 @@ def azure_grants(p: Planned) -> tuple[list[Grant], dict[Capability, list[Any]]]:
     storage = f"{rg}/providers/Microsoft.Storage/storageAccounts/{name('azure-native:storage:StorageAccount', 'accountName')}"
     vault = f"{rg}/providers/Microsoft.KeyVault/vaults/{name('azure-native:keyvault:Vault', 'vaultName')}"
     workspace = f"{rg}/providers/Microsoft.OperationalInsights/workspaces/{name('azure-native:operationalinsights:Workspace', 'workspaceName')}"
+    backup_vaults = [f"{rg}/providers/Microsoft.DataProtection/backupVaults/{v['inputs']['vaultName']}" for v in p.of_type("azure-native:dataprotection:BackupVault")]
     probes: dict[Capability, list[Any]] = {
         C.RELEASE: [("Microsoft.App/containerApps/write", app, False)],
         C.READ_SECRETS: [
@@ -223,7 +226,10 @@ def azure_grants(p: Planned) -> tuple[list[Grant], dict[Capability, list[Any]]]:
             ("Microsoft.KeyVault/vaults/secrets/getSecret/action", f"{vault}/secrets/admin-password", True),
         ],
         C.WRITE_SECRETS: [("Microsoft.KeyVault/vaults/secrets/setSecret/action", f"{vault}/secrets/admin-password", True)],
-        C.BACKUP: [("Microsoft.DBforPostgreSQL/flexibleServers/backups/write", f"{server}/backups/x", False)],
+        C.BACKUP: [("Microsoft.DBforPostgreSQL/flexibleServers/backups/write", f"{server}/backups/x", False)]
+        + [("Microsoft.DataProtection/backupVaults/backupInstances/backup/action", f"{bv}/backupInstances/x", False) for bv in backup_vaults],
+        C.RESTORE: [("Microsoft.Storage/storageAccounts/restoreBlobRanges/action", storage, False)]
+        + [("Microsoft.DataProtection/backupVaults/backupInstances/restore/action", f"{bv}/backupInstances/x", False) for bv in backup_vaults],
         C.DELETE_DATA: [("Microsoft.DBforPostgreSQL/flexibleServers/delete", server, False), ("Microsoft.Storage/storageAccounts/delete", storage, False)],
         C.EDIT_ALERTS: [("Microsoft.Insights/metricAlerts/write", f"{rg}/providers/Microsoft.Insights/metricAlerts/x", False)],
         C.GRANT: [

@@ -14,7 +14,8 @@ CAPABILITIES = declare_capabilities(
         # a new task definition revision and the services' update; the running-tasks alarms follow the count
         Permission.DEPLOY: frozenset({C.RELEASE, C.OBSERVE}),
         Permission.MONITOR: frozenset({C.OBSERVE}),
-        # snapshots of its own instance, restores into new instances of its own (tagged) name
+        # snapshots of its own instance, restores into new instances of its own (tagged) name; AWS Backup jobs
+        # into its own vault and restores of its own (tagged) recovery points, run as its bounded backup role
         Permission.BACKUPS: frozenset({C.BACKUP, C.RESTORE, C.OBSERVE}),
         Permission.API: frozenset({C.CALL_API, C.OBSERVE}),
         # subscribe to the environment's alarm topic; the alarms themselves are the stack's

@@ -54,6 +54,8 @@ class Arns:
     # The services' network configuration, which the deploy role may not change.
     subnets: tuple[str, ...] = ()
     assign_public_ip: bool = False
+    # Whether the environment's backups are on (`backups.enabled`): its AWS Backup vault, plan and role exist.
+    aws_backup: bool = True
 
     @property
     def partition(self) -> str:
@@ -123,6 +125,11 @@ class Arns:
     def rotation_rule_name(self) -> str:
         """The EventBridge rule on the RDS secret's successful rotation."""
         return self.naming.physical("db-rotated", max_len=64, charset="a-zA-Z0-9_.-")
+
+    @property
+    def backup_vault_name(self) -> str:
+        """The AWS Backup vault (also the plan's and the selection's name)."""
+        return self.naming.physical("backups", max_len=50, charset="a-zA-Z0-9_-")
 
     def role_name(self, kind: str) -> str:
         """The IAM role name for `kind` (task, execution, or a permission)."""
@@ -224,6 +231,21 @@ class Arns:
     def rotation_rule_arn(self) -> str:
         """The EventBridge rule (default bus)."""
         return self._arn("events", f"rule/{self.rotation_rule_name}")
+
+    @property
+    def backup_vault_arn(self) -> str:
+        """The AWS Backup vault."""
+        return self._arn("backup", f"backup-vault:{self.backup_vault_name}")
+
+    @property
+    def backup_snapshots_arn(self) -> str:
+        """The RDS snapshots AWS Backup takes (`awsbackup:job-<id>`, any vault's: tags tell the environment's)."""
+        return self._arn("rds", "snapshot:awsbackup:job-*")
+
+    @property
+    def recovery_points_arns(self) -> list[str]:
+        """AWS Backup recovery points of the account's RDS snapshots and of S3 (tags tell the environment's)."""
+        return [self.backup_snapshots_arn, self._arn("backup", "recovery-point:*")]
 
     def role_arn(self, kind: str) -> str:
         """The IAM role of `kind`."""
@@ -433,8 +455,41 @@ def monitor_policy(a: Arns) -> Document:
     )
 
 
+def aws_backup_statements(a: Arns) -> list[Document]:
+    """The backups permission's AWS Backup part: an on-demand backup into the environment's vault and a
+    restore of the environment's recovery points, both run as the environment's backup role (the only role
+    it may pass), which reaches only the environment's database and bucket (backups.scope_policy).
+
+    StartBackupJob is authorised on the vault alone (IAM has no key for the resource backed up: the role's
+    bounds decide that). StartRestoreJob is authorised on the recovery point, whose ARN names no vault:
+    its tags do (the plan tags every recovery point, and AWS Backup copies the database's and bucket's
+    tags to on-demand ones).
+    """
+    tags = _environment_tags(a)
+    return [
+        _allow("BackupVault", ["backup:DescribeBackupVault", "backup:ListProtectedResourcesByBackupVault", "backup:ListRecoveryPointsByBackupVault", "backup:StartBackupJob"], a.backup_vault_arn),
+        _allow("RecoveryPoints", ["backup:DescribeRecoveryPoint", "backup:GetRecoveryPointRestoreMetadata", "backup:StartRestoreJob"], a.recovery_points_arns, {"StringEquals": tags}),
+        # Following the jobs one started: these have no resource type, AWS only accepts "*" (job metadata of
+        # the account: resource ARNs, times, states; no data).
+        _allow("BackupJobs", ["backup:DescribeBackupJob", "backup:DescribeRestoreJob", "backup:ListBackupJobs", "backup:ListRestoreJobs"], "*"),
+        _allow("PassBackupRole", ["iam:PassRole"], a.role_arn("backup"), {"StringEquals": {"iam:PassedToService": "backup.amazonaws.com"}}),
+        # A recovery point of another environment (or untagged) is never read or restored: one Deny per tag.
+        *(
+            {
+                "Sid": f"OnlyThis{label}RecoveryPoints",
+                "Effect": "Deny",
+                "Action": ["backup:DescribeRecoveryPoint", "backup:GetRecoveryPointRestoreMetadata", "backup:StartRestoreJob"],
+                "Resource": a.recovery_points_arns,
+                "Condition": {"StringNotEquals": {key: value}},
+            }
+            for label, (key, value) in zip(("App", "Environment"), tags.items())
+        ),
+    ]
+
+
 def backups_policy(a: Arns) -> Document:
-    """Snapshots of this environment's database, and restoring them (to a new instance named after it).
+    """Snapshots of this environment's database, and restoring them (to a new instance named after it);
+    with AWS Backup on, on-demand backups into its vault and restores of its recovery points.
 
     Names alone do not separate environments (`prod`'s `<db>-*` also matches `prod-db`'s instance and
     snapshots): existing snapshots are also matched by the environment's tags, which the instance copies
@@ -492,6 +547,7 @@ def backups_policy(a: Arns) -> Document:
             for label, (key, value) in zip(("App", "Environment"), tags.items())
         ),
         {"Sid": "KeepFinalSnapshot", "Effect": "Deny", "Action": ["rds:DeleteDBSnapshot"], "Resource": a.final_snapshots_arn},
+        *(aws_backup_statements(a) if a.aws_backup else []),
     )
 
 

@@ -22,6 +22,10 @@ LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
 SERVICE = "aws:ecs/service:Service"
 SECRET = "aws:secretsmanager/secret:Secret"
 SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
+BACKUP_VAULT = "aws:backup/vault:Vault"
+BACKUP_PLAN = "aws:backup/plan:Plan"
+BACKUP_LOCK = "aws:backup/vaultLockConfiguration:VaultLockConfiguration"
+BACKUP_SELECTION = "aws:backup/selection:Selection"
 
 # (resource type, input holding a policy document, file suffix)
 POLICY_INPUTS = ((ROLE, "assumeRolePolicy", ".trust.json"), (ROLE_POLICY, "policy", ".json"), (BUCKET_POLICY, "policy", ".json"))
@@ -121,6 +125,7 @@ def notes(resources: Sequence[Mapping[str, Any]]) -> list[str]:
                 f"{len(doc['Statement'][0]['Principal']['AWS'])} principal(s), "
                 f"{'MFA required, ' if mfa else ''}sessions up to {i.get('maxSessionDuration')} s"
             )
+    out += backup_notes(resources)
     services = _services(resources)
     if services is not None:
         out.append(services)
@@ -147,3 +152,36 @@ def _services(resources: Sequence[Mapping[str, Any]]) -> str | None:
         f"leader + {followers} follower(s): the leader service's one task alone runs scheduled events and database sync; "
         + (f"the follower service runs {followers} task(s) behind the same load balancer" if followers else "no follower service")
     )
+
+
+def backup_notes(resources: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What AWS Backup keeps of the environment: the vault, each rule, the lock; or that there is none."""
+    of = lambda t: [r for r in resources if r["type"] == t]  # noqa: E731
+    vaults = of(BACKUP_VAULT)
+    if not vaults:
+        if of(DB_INSTANCE):
+            return ["no AWS Backup vault or plan: backups are off (backups.enabled: false); only RDS's automated backups and S3 versioning remain"]
+        return []
+    out = []
+    for v in vaults:
+        i = v["inputs"]
+        key = f"KMS key {i['kmsKeyArn']}" if isinstance(i.get("kmsKeyArn"), str) else "AWS Backup's own key"
+        out.append(f"AWS Backup vault {i.get('name')} ({key})" + (", Pulumi-protected" if (v.get("options") or {}).get("protect") else ""))
+    for plan in of(BACKUP_PLAN):
+        rules = [
+            f"{r.get('ruleName')} {r.get('schedule')} {r.get('scheduleExpressionTimezone', 'Etc/UTC')} kept {(r.get('lifecycle') or {}).get('deleteAfter')} days"
+            for r in plan["inputs"].get("rules") or []
+        ]
+        out.append(f"backup plan {plan['inputs'].get('name')}: " + "; ".join(rules))
+    for sel in of(BACKUP_SELECTION):
+        resources_ = sel["inputs"].get("resources")
+        if isinstance(resources_, list):
+            out.append(f"backed up: {', '.join(str(x) for x in resources_)}")
+    locks = of(BACKUP_LOCK)
+    for lock in locks:
+        i = lock["inputs"]
+        mode = f"compliance mode after {i['changeableForDays']} days" if i.get("changeableForDays") is not None else "governance mode"
+        out.append(f"vault lock ({mode}): recovery points kept {i.get('minRetentionDays')} to {i.get('maxRetentionDays')} days, none deleted sooner")
+    if not locks:
+        out.append("no vault lock (production only)")
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pulumi_aws as aws
 
@@ -15,7 +16,15 @@ from .policies import Arns
 NONCURRENT_DAYS = {"test": 7, "acceptance": 30, "production": 90}
 
 
-def create(ctx: EnvironmentContext, a: Arns) -> aws.s3.Bucket:
+@dataclass
+class Files:
+    """The bucket, and its versioning (which AWS Backup needs on before it backs the bucket up)."""
+
+    bucket: aws.s3.Bucket
+    versioning: aws.s3.BucketVersioning
+
+
+def create(ctx: EnvironmentContext, a: Arns) -> Files:
     """The bucket and its encryption, versioning, public-access block, ownership, lifecycle and policy.
 
     On production every one of them is protected and retained with the bucket: a partial destroy (or a
@@ -80,4 +89,4 @@ def create(ctx: EnvironmentContext, a: Arns) -> aws.s3.Bucket:
         policy=json.dumps(policies.bucket_policy(a), sort_keys=True),
         opts=ctx.opts(protect_data=True),
     )
-    return bucket
+    return Files(bucket, versioning)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mxinfra.artifacts import check_artifact
+from mxinfra.backups import of_environment, opt_out_warning
 from mxinfra.exposure import WIDE, is_public, is_wide, leader_follower_counts
 from mxinfra.egress import check_egress, egress_warnings
 from mxinfra.errors import ConfigIssue
@@ -15,7 +16,7 @@ from mxinfra.naming import Naming
 from mxinfra.target import AppContext, EnvironmentContext, Target
 
 from .capabilities import CAPABILITIES
-from . import fargate, render
+from . import backups, fargate, render
 from .config import PRODUCTION_TIER, REGION, TIER_TAG, AwsConfig
 from .policies import PRINCIPAL, Arns, partition_of
 
@@ -34,7 +35,7 @@ IAM_SESSION_SECONDS = (3600, 43200)
 RESERVED_SUFFIXES = (
     "follower", "follower-running-tasks", "running-tasks", "alb", "alb-sg", "service-sg", "db-sg", "web", "db", "db-final",
     "db-rotated", "redeploy", "alerts", "events", "task", "execution", "files", "cluster",
-    "deploy", "monitor", "backups", "api", "manage",
+    "deploy", "monitor", "backups", "backup", "api", "manage",
 )
 SHARED_VPC_WARNING = (
     "allowSharedVpc: true: environments of different tiers share VPC {vpc}; security groups are VPC-scoped, so "
@@ -149,6 +150,8 @@ class AwsTarget(Target):
                     )
                     break
         issues += stack.environment_key_issues(block.hostnames, "mxinfra:aws.hostnames", file)
+        for env in stack.environments:
+            issues += backups.check(env, of_environment(env), file)
         return issues
 
     @staticmethod
@@ -185,10 +188,16 @@ class AwsTarget(Target):
             out.append(SHARED_VPC_WARNING.format(vpc=block.vpcId))
         if block is not None:
             out += egress_warnings(list(block.egress), env.name)
+        if (no_backups := opt_out_warning(env, of_environment(env))) is not None:
+            out.append(no_backups)
         return out
 
     def artifact(self, env: Environment, block: AwsConfig | None) -> str | None:
         """The container image the environment runs: swapping it is a deployment."""
+        return block.image if block is not None else None
+
+    def app_image(self, env: Environment, block: AwsConfig | None) -> str | None:
+        """The container image that runs the package: `pulumi up` verifies that it holds it."""
         return block.image if block is not None else None
 
     def artifact_key(self, env: Environment, block: AwsConfig | None) -> str | None:
@@ -232,10 +241,13 @@ class AwsTarget(Target):
             followers=leader_follower_counts(ctx.environment.instances)[1] > 0,
             subnets=tuple(cfg.subnetIds),
             assign_public_ip=cfg.assignPublicIp,
+            aws_backup=of_environment(ctx.environment).enabled,
         )
         sgs = network.create(ctx, cfg)
-        bucket = storage.create(ctx, a)
+        files = storage.create(ctx, a)
         db = database.create(ctx, cfg, a, sgs.database)
+        # No customer-managed KMS key in this target yet: the vault uses AWS Backup's own key.
+        backup = backups.create(ctx, cfg, a, db, [files.versioning])
         rt = runtime.create(ctx, cfg, a, sgs, db, shared.arn)
         rotation.create(ctx, cfg, a, db, [s for s in (rt.follower, rt.service) if s is not None])
         topic = runtime.alerts(ctx, a)
@@ -248,7 +260,7 @@ class AwsTarget(Target):
             "loadBalancerDns": rt.load_balancer.dns_name,
             "cluster": shared.name,
             "service": a.service_arn,
-            "bucket": bucket.bucket,
+            "bucket": files.bucket.bucket,
             "database": a.db_identifier,
             "logGroup": a.log_group_name,
             "alertsTopic": topic.arn,
@@ -256,6 +268,8 @@ class AwsTarget(Target):
         }
         if a.followers:
             outputs["followerService"] = a.follower_service_arn
+        if backup is not None:
+            outputs["backupVault"] = a.backup_vault_name
         return outputs
 
     def render(self, env: str, resources: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:

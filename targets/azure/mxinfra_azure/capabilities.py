@@ -14,7 +14,8 @@ CAPABILITIES = declare_capabilities(
         # its container apps (image, variables, scale) and their revisions; never listSecrets
         Permission.DEPLOY: frozenset({C.RELEASE, C.OBSERVE}),
         Permission.MONITOR: frozenset({C.OBSERVE}),
-        # the server's backups and restores into a new server
+        # the server's backups and restores into a new server, the Backup vault's backups and restores,
+        # and the files' point-in-time restore (roles.py: the actions, at the environment's group only)
         Permission.BACKUPS: frozenset({C.BACKUP, C.RESTORE, C.OBSERVE}),
         # the built-in Reader
         Permission.API: frozenset({C.CALL_API, C.OBSERVE}),

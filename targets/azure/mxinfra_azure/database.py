@@ -1,5 +1,6 @@
 """The database: PostgreSQL Flexible Server with private access only (delegated subnet, private DNS zone),
-TLS enforced, a generated password held in Key Vault; zone-redundant HA and geo-redundant backups on production."""
+TLS enforced, a generated password held in Key Vault; zone-redundant HA and geo-redundant backups on production;
+point-in-time backups kept the environment's daily backup tier (backups.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pulumi_random
 
 from mxinfra.target import EnvironmentContext
 
-from . import keyvault, network
+from . import backups, keyvault, network
 from .config import AzureConfig, tier_of
 from .keyvault import Vault
 from .names import Names
@@ -19,12 +20,8 @@ from .names import Names
 DB_NAME = "mendix"
 DB_USER = "mendix"
 PORT = 5432
-# Per role: (default SKU, days of backups).
-DEFAULTS = {
-    "test": ("Standard_B1ms", 7),
-    "acceptance": ("Standard_B2s", 14),
-    "production": ("Standard_D2ds_v5", 35),
-}
+# Per role: the default SKU.
+DEFAULT_SKUS = {"test": "Standard_B1ms", "acceptance": "Standard_B2s", "production": "Standard_D2ds_v5"}
 
 
 @dataclass
@@ -46,8 +43,7 @@ def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure
     """The password, the server, its TLS settings, the app's database and (acceptance, production) its lock."""
     n, env = ctx.naming, ctx.environment
     role = env.role.value
-    default_sku, backup_days = DEFAULTS[role]
-    sku = cfg.database.skuName or default_sku
+    sku = cfg.database.skuName or DEFAULT_SKUS[role]
     keep = guarded(role)
     password = pulumi_random.RandomPassword(
         n.logical("db-password"),
@@ -76,7 +72,14 @@ def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure
             "private_dns_zone_arm_resource_id": zone.id,
             "public_network_access": "Disabled",
         },
-        backup={"backup_retention_days": backup_days, "geo_redundant_backup": "Enabled" if env.is_production else "Disabled"},
+        backup={
+            # The daily tier, within the server's 7 to 35 days (backups.database_days). The weekly and
+            # monthly tiers are the Backup vault's long-term retention (backups.create), not the server's.
+            "backup_retention_days": backups.settings(env).database_days,
+            # Set only when the server is created (Azure refuses to change it later): it follows the
+            # role, not the backups block, so an opt-out never asks to replace production's server.
+            "geo_redundant_backup": "Enabled" if env.is_production else "Disabled",
+        },
         high_availability={"mode": "ZoneRedundant"} if env.is_production else {"mode": "Disabled"},
         tags=dict(ctx.tags),
         opts=ctx.opts(protect=keep, retain_on_delete=keep, additional_secret_outputs=["administratorLoginPassword"]),

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from mxinfra.naming import Naming, shorten
 
 # Role definition and assignment names are GUIDs; these derive them from stable inputs (uuid5).
+# The blob container of an environment's files (the runtime's, the backups' data source).
+FILES_CONTAINER = "mendix-files"
 NAMESPACE = uuid.UUID("5b0c1a4e-8a43-4f5e-9a62-6d1f7c2b9e10")
 
 
@@ -82,6 +84,11 @@ class Names:
         clean = "".join(c for c in self.naming.prefix.lower() if c.isascii() and c.isalnum())
         digest = hashlib.sha256(f"{self.naming.prefix}/{self.subscription}".encode()).hexdigest()[:6]
         return clean[:18] + digest
+
+    @property
+    def backup_vault(self) -> str:
+        """The Azure Backup vault of the environment's weekly and monthly backups (2-50, in its group)."""
+        return self.naming.physical("backups", max_len=50)
 
     @property
     def database_server(self) -> str:

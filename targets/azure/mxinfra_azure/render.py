@@ -1,5 +1,6 @@
 """What `mxinfra plan` shows for an Azure environment: role definitions, PIM policies, container app
-templates and the database as files, and notes on the choices made. Inputs arrive masked (secrets as
+templates, the database and the backups (blob service settings, Backup vault, policies, instances) as
+files, and notes on the choices made (the retention of each backup tier among them). Inputs arrive masked (secrets as
 [secret]), so nothing written here can carry a secret value."""
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ STORAGE_ACCOUNT = "azure-native:storage:StorageAccount"
 WORKSPACE = "azure-native:operationalinsights:Workspace"
 DIAGNOSTICS = "azure-native:monitor:DiagnosticSetting"
 LOCK = "azure-native:authorization:ManagementLockByScope"
+BLOB_SERVICE = "azure-native:storage:BlobServiceProperties"
+BACKUP_VAULT = "azure-native:dataprotection:BackupVault"
+BACKUP_POLICY = "azure-native:dataprotection:BackupPolicy"
+BACKUP_INSTANCE = "azure-native:dataprotection:BackupInstance"
 
 # (type, file suffix): what is rendered, one JSON file per resource.
 RENDERED = {
@@ -29,7 +34,13 @@ RENDERED = {
     SERVER: ".database.json",
     ROLE_ASSIGNMENT: ".assignment.json",
     ELIGIBILITY: ".eligibility.json",
+    BLOB_SERVICE: ".blob-service.json",
+    BACKUP_VAULT: ".backup-vault.json",
+    BACKUP_POLICY: ".backup-policy.json",
+    BACKUP_INSTANCE: ".backup-instance.json",
 }
+# What a vault policy's data source is, in a note.
+_DATASOURCE_WORDS = {"Microsoft.DBforPostgreSQL/flexibleServers": "database", "Microsoft.Storage/storageAccounts/blobServices": "files"}
 
 
 def _short(name: str, prefix: str) -> str:
@@ -104,9 +115,13 @@ def notes(resources: Sequence[Mapping[str, Any]]) -> list[str]:
                 guards.append("CanNotDelete lock")
             out.append(
                 f"PostgreSQL {i.get('version')} {i.get('sku', {}).get('name')} ({i.get('sku', {}).get('tier')}), HA {ha}, "
-                f"backups kept {backup.get('backupRetentionDays')} days (geo-redundant {backup.get('geoRedundantBackup')}), private access only, TLS required"
+                f"point-in-time backups kept {backup.get('backupRetentionDays')} days (geo-redundant {backup.get('geoRedundantBackup')}, set at creation only), private access only, TLS required"
                 + (", " + ", ".join(guards) if guards else "")
             )
+        elif r["type"] == BLOB_SERVICE:
+            out.append(_files_note(i))
+        elif r["type"] == BACKUP_VAULT:
+            out.append(_vault_note(r, resources, locked))
         elif r["type"] == WORKSPACE:
             out.append(f"logs kept {i.get('retentionInDays')} days in Log Analytics workspace {i.get('workspaceName')}")
         elif r["type"] == DIAGNOSTICS:
@@ -122,4 +137,57 @@ def notes(resources: Sequence[Mapping[str, Any]]) -> list[str]:
             rules = {x["id"]: x for x in i.get("rules", [])}
             exp = rules.get("Expiration_EndUser_Assignment", {}).get("maximumDuration")
             out.append(f"PIM policy {_short(str(r['name']), '')}: activation requires MFA, at most {exp}; admin assignments expire too")
+    if any(r["type"] == BLOB_SERVICE for r in resources) and not any(r["type"] == BACKUP_VAULT for r in resources):
+        out.append("backups: no Backup vault (backups off, or no weekly or monthly tier): nothing is kept beyond the daily tier")
     return sorted(out)
+
+
+def _files_note(i: Mapping[str, Any]) -> str:
+    """The files' data protection and daily tier: versioning, soft delete, point-in-time restore."""
+    soft = (i.get("deleteRetentionPolicy") or {}).get("days")
+    containers = (i.get("containerDeleteRetentionPolicy") or {}).get("days")
+    restore = i.get("restorePolicy") or {}
+    versioning = "on" if i.get("isVersioningEnabled") else "off"
+    text = f"files: blob versioning {versioning}, deleted blobs kept {soft} days, deleted containers {containers} days"
+    if restore.get("enabled"):
+        feed = (i.get("changeFeed") or {}).get("retentionInDays")
+        return text + f"; backups: point-in-time restore of the last {restore.get('days')} days (change feed kept {feed} days)"
+    return text + "; no point-in-time restore (backups off)"
+
+
+def _duration(rule: Mapping[str, Any]) -> str:
+    """`P13W` -> `13 weeks` (an ISO 8601 duration of days, weeks or months)."""
+    raw = str(((rule.get("lifecycles") or [{}])[0].get("deleteAfter") or {}).get("duration", ""))
+    units = {"D": "days", "W": "weeks", "M": "months", "Y": "years"}
+    return f"{raw[1:-1]} {units.get(raw[-1:], raw)}" if raw.startswith("P") and raw[1:-1].isdigit() else raw
+
+
+def _vault_note(vault: Mapping[str, Any], resources: Sequence[Mapping[str, Any]], locked: set[str]) -> str:
+    """The vault's tiers per data source, its immutability, soft delete, redundancy and guards."""
+    i = vault["inputs"]
+    props = i.get("properties") or {}
+    security = props.get("securitySettings") or {}
+    soft = security.get("softDeleteSettings") or {}
+    storage = (props.get("storageSettings") or [{}])[0]
+    tiers = []
+    for p in resources:
+        if p["type"] != BACKUP_POLICY:
+            continue
+        policy = p["inputs"].get("properties") or {}
+        rules = {r.get("name"): r for r in policy.get("policyRules", [])}
+        what = ", ".join(_DATASOURCE_WORDS.get(t, t) for t in policy.get("datasourceTypes", []))
+        interval = ((rules.get("BackupWeekly") or {}).get("trigger") or {}).get("schedule", {}).get("repeatingTimeIntervals", ["?"])[0]
+        tier = f"{what}: weekly ({interval}) kept {_duration(rules.get('Default') or {})}"
+        if "Monthly" in rules:
+            tier += f", the first of each month {_duration(rules['Monthly'])}"
+        tiers.append(tier)
+    guards = []
+    if vault.get("options", {}).get("protect"):
+        guards.append("Pulumi-protected, retained on delete")
+    if str(vault["name"]) in locked:
+        guards.append("CanNotDelete lock")
+    return (
+        f"Backup vault {i.get('vaultName')}: {'; '.join(sorted(tiers)) or 'no policy'}; "
+        f"immutability {(security.get('immutabilitySettings') or {}).get('state')}, soft delete {soft.get('state')} ({soft.get('retentionDurationInDays')} days), "
+        f"{storage.get('type')} storage" + (", " + ", ".join(guards) if guards else "")
+    )

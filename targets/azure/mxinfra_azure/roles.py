@@ -45,13 +45,34 @@ ACTIONS: dict[str, list[str]] = {
         "Microsoft.Insights/metricDefinitions/read",
         "Microsoft.DBforPostgreSQL/flexibleServers/read",
     ],
-    # The server's backups, on-demand backups, and restores, which Flexible Server always makes into a new
-    # server (a server write with createMode PointInTimeRestore in this resource group).
+    # Take and restore the environment's backups (backups.py), at its resource group only:
     "backups": [
+        # the server's backups, on-demand backups, and restores, which Flexible Server always makes into a
+        # new server (a server write with createMode PointInTimeRestore in this resource group);
         "Microsoft.DBforPostgreSQL/flexibleServers/read",
         "Microsoft.DBforPostgreSQL/flexibleServers/write",
         "Microsoft.DBforPostgreSQL/flexibleServers/backups/read",
         "Microsoft.DBforPostgreSQL/flexibleServers/backups/write",
+        # the Backup vault's weekly and monthly backups: read them, take one now, restore one (the files
+        # into the account, the database as files into a container), and follow the jobs and the
+        # long-running POSTs (their Azure-AsyncOperation and Location URLs are under the vault);
+        "Microsoft.DataProtection/backupVaults/read",
+        "Microsoft.DataProtection/backupVaults/backupPolicies/read",
+        "Microsoft.DataProtection/backupVaults/backupInstances/read",
+        "Microsoft.DataProtection/backupVaults/backupInstances/recoveryPoints/read",
+        "Microsoft.DataProtection/backupVaults/backupInstances/findRestorableTimeRanges/action",
+        "Microsoft.DataProtection/backupVaults/backupInstances/backup/action",
+        "Microsoft.DataProtection/backupVaults/backupInstances/validateRestore/action",
+        "Microsoft.DataProtection/backupVaults/backupInstances/restore/action",
+        "Microsoft.DataProtection/backupVaults/backupInstances/operationResults/read",
+        "Microsoft.DataProtection/backupVaults/backupJobs/read",
+        "Microsoft.DataProtection/backupVaults/operationStatus/read",
+        "Microsoft.DataProtection/backupVaults/operationResults/read",
+        # the files' point-in-time restore (restoreBlobRanges) and its status, read from the account
+        # (`az storage account show --expand blobRestoreStatus`); a vault restore of blobs checks the
+        # account read as well. Neither lists keys nor reads a blob.
+        "Microsoft.Storage/storageAccounts/read",
+        "Microsoft.Storage/storageAccounts/restoreBlobRanges/action",
     ],
     # The environment's alert rules and action groups (who receives them).
     "alerts": [

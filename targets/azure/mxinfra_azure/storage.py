@@ -1,5 +1,6 @@
-"""File storage: a StorageV2 account per environment (private, TLS 1.2, HTTPS only, versioned, soft delete)
-and a private container; the runtime reaches it with its managed identity where its version can."""
+"""File storage: a StorageV2 account per environment (private, TLS 1.2, HTTPS only, versioned, soft delete,
+with backups point-in-time restore of its blobs) and a private container; the runtime reaches it with its
+managed identity where its version can."""
 
 from __future__ import annotations
 
@@ -12,19 +13,20 @@ import pulumi_azure_native as azure
 from mxinfra.mda import RuntimeVersion
 from mxinfra.target import EnvironmentContext
 
-from . import keyvault, network
+from . import backups, keyvault, network
 from .config import AzureConfig
 from .keyvault import Vault
-from .names import Names
+from .names import FILES_CONTAINER, Names
 
-CONTAINER = "mendix-files"
+CONTAINER = FILES_CONTAINER
 # Built-in role: read, write and delete blobs (data actions) — given on the container only.
 STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 # The first runtime whose Azure Blob store takes `com.mendix.storage.azure.UseDefaultAzureCredential`.
 # Mendix's runtime documentation lists the setting with this version; older runtimes need the account key.
 DEFAULT_CREDENTIAL_SINCE = RuntimeVersion(10, 10, 0)
-# Days a deleted or overwritten file stays recoverable, by role.
-SOFT_DELETE_DAYS = {"test": 7, "acceptance": 30, "production": 90}
+# Days a deleted or overwritten file stays recoverable, by role, at least (backups.py raises it above the
+# restore window of the environment's daily backup tier).
+SOFT_DELETE_DAYS = backups.SOFT_DELETE_DAYS
 
 
 @dataclass
@@ -56,7 +58,6 @@ def auth_mode(cfg: AzureConfig, runtime_version: RuntimeVersion) -> tuple[str, s
 def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure.resources.ResourceGroup, location: str, ident: azure.managedidentity.UserAssignedIdentity, vault: Vault) -> Files:
     """The account, its blob service settings, the container, its private endpoint and the runtime's access."""
     n, env = ctx.naming, ctx.environment
-    role = env.role.value
     mode, reason = auth_mode(cfg, ctx.metadata.runtime_version)
     managed = mode == "managed-identity"
     account = azure.storage.StorageAccount(
@@ -79,15 +80,14 @@ def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure
         tags=dict(ctx.tags),
         opts=ctx.opts(protect_data=True),
     )
-    days = SOFT_DELETE_DAYS[role]
+    # Versioning and soft delete always; with backups the change feed and point-in-time restore of the
+    # blobs within the daily tier (backups.blob_service).
     azure.storage.BlobServiceProperties(
         n.logical("files-blob-service"),
         account_name=account.name,
         resource_group_name=group.name,
         blob_services_name="default",
-        is_versioning_enabled=True,
-        delete_retention_policy={"enabled": True, "days": days},
-        container_delete_retention_policy={"enabled": True, "days": days},
+        **backups.blob_service(backups.settings(env)),
         opts=ctx.opts(),
     )
     container = azure.storage.BlobContainer(

@@ -169,6 +169,10 @@ class AzureTarget(Target):
     def warnings(self, env: Environment, access: EnvironmentAccess, block: AzureConfig | None) -> list[str]:
         """What the plan should say about this environment on Azure."""
         out = []
+        from mxinfra.backups import of_environment, opt_out_warning
+
+        if (no_backups := opt_out_warning(env, of_environment(env))) is not None:
+            out.append(no_backups)
         if block is None:
             return out
         if env.is_production and block.allowPublicIngress and not block.internal and (not block.ipRestrictions or any(is_wide(c) for c in block.ipRestrictions)):
@@ -182,13 +186,17 @@ class AzureTarget(Target):
         """The container image the environment runs: swapping it is a deployment."""
         return block.image if isinstance(block, AzureConfig) else None
 
+    def app_image(self, env: Environment, block: AzureConfig | None) -> str | None:
+        """The container image that runs the package: `pulumi up` verifies that it holds it."""
+        return block.image if block is not None else None
+
     def artifact_key(self, env: Environment, block: AzureConfig | None) -> str | None:
         """Where the image is configured."""
         return "mxinfra:azure.image"
 
     def deploy_environment(self, ctx: EnvironmentContext) -> Mapping[str, Any]:
-        """Resource group, network, secrets, storage, database, runtime and access of one environment."""
-        from . import access, database, keyvault, network, runtime, storage
+        """Resource group, network, secrets, storage, database, backups, runtime and access of one environment."""
+        from . import access, backups, database, keyvault, network, runtime, storage
         from .names import Names
 
         cfg: AzureConfig = ctx.config
@@ -200,6 +208,7 @@ class AzureTarget(Target):
         vault = keyvault.create(ctx, cfg, names, group, location, identity)
         files = storage.create(ctx, cfg, names, group, location, identity, vault)
         db = database.create(ctx, cfg, names, group, location, zone, vault)
+        kept = backups.create(ctx, names, group, location, files, db)
         rt = runtime.create(ctx, cfg, names, group, location, identity, vault, db, files)
         roles = access.create(ctx, cfg, names, group, rt)
         return {
@@ -215,6 +224,7 @@ class AzureTarget(Target):
             "keyVault": names.key_vault,
             "size": {"cpu": rt.size.cpu, "memory": rt.size.memory},
             "fileStorageAuth": files.mode,
+            "backupVault": names.backup_vault if kept is not None else None,
         }
 
     def render(self, env: str, resources: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:

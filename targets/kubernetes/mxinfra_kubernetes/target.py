@@ -110,6 +110,12 @@ class KubernetesTarget(Target):
         """The image's or the Operator sourceURL's key in effect for `env`."""
         return artifact_key_of(block, env.name) if isinstance(block, KubernetesConfig) else None
 
+    def app_image(self, env: Environment, block: Any) -> str | None:
+        """The image of plain mode; None in operator mode (the Operator runs the MDA its sourceURL names)."""
+        if not isinstance(block, KubernetesConfig) or for_environment(block, env.name).mode == "operator":
+            return None
+        return artifact_of(block, env.name)
+
     def running(self, deployment: Deployment, environment: str, base_dir: Path) -> Observed:
         """The environment's StatefulSet (plain) or MendixApp (operator), read from the cluster the stack
         deploys to, as `mxinfra drift` runs: the block's kubeconfig/context, else the stack's

@@ -71,6 +71,13 @@ EXPECTED_CHILDREN = {
     "events-role-policy": "aws:iam/rolePolicy:RolePolicy",
     "db-rotated": "aws:cloudwatch/eventRule:EventRule",
     "db-rotated-redeploy": "aws:cloudwatch/eventTarget:EventTarget",
+    # AWS Backup (backups on by default): vault, plan, selection and the role the jobs run as
+    "backup-vault": "aws:backup/vault:Vault",
+    "backup-plan": "aws:backup/plan:Plan",
+    "backup-selection": "aws:backup/selection:Selection",
+    "backup-role": "aws:iam/role:Role",
+    "backup-role-policy": "aws:iam/rolePolicy:RolePolicy",
+    **{f"backup-role-{k}": "aws:iam/rolePolicyAttachment:RolePolicyAttachment" for k in ("backup", "restore", "s3-backup", "s3-restore")},
     **{f"role-{p}": "aws:iam/role:Role" for p in ("deploy", "monitor", "backups", "api", "alerts", "manage")},
     **{f"role-{p}-policy": "aws:iam/rolePolicy:RolePolicy" for p in ("deploy", "monitor", "backups", "api", "alerts", "manage")},
 }
@@ -80,8 +87,13 @@ FOLLOWER_CHILDREN = {
     "follower-service": "aws:ecs/service:Service",
     "alarm-follower-running-tasks": "aws:cloudwatch/metricAlarm:MetricAlarm",
 }
+# Production only: the vault's lock.
+PRODUCTION_CHILDREN = {"backup-vault-lock": "aws:backup/vaultLockConfiguration:VaultLockConfiguration"}
 UNTAGGABLE = {
     "aws:iam/rolePolicy:RolePolicy",
+    "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
+    "aws:backup/selection:Selection",
+    "aws:backup/vaultLockConfiguration:VaultLockConfiguration",
     "aws:secretsmanager/secretVersion:SecretVersion",
     "aws:secretsmanager/secretRotation:SecretRotation",
     "aws:cloudwatch/eventTarget:EventTarget",
@@ -101,7 +113,7 @@ def test_children_exactly(role_run):
     assert cluster.input("settings") == [{"name": "containerInsights", "value": "enabled"}]
     children = {r.name: r for r in res.descendants(env) if r.type.startswith("aws:")}
     # the production config runs 2 instances: a leader and one follower
-    expected = {f"orders-{role}-{k}": t for k, t in {**EXPECTED_CHILDREN, **(FOLLOWER_CHILDREN if role == "production" else {})}.items()}
+    expected = {f"orders-{role}-{k}": t for k, t in {**EXPECTED_CHILDREN, **(FOLLOWER_CHILDREN | PRODUCTION_CHILDREN if role == "production" else {})}.items()}
     assert {n: r.type for n, r in children.items()} == expected
     random = {r.name: r for r in res.descendants(env) if r.type.startswith("random:")}
     assert {n: r.type for n, r in random.items()} == ({f"orders-{role}-{k}": t for k, t in GUARDED_CHILDREN.items()} if role != "test" else {})
@@ -292,7 +304,7 @@ def test_existing_cluster(pulumi_run):
 
 def test_no_roles_without_grants(pulumi_run):
     _, res = run(pulumi_run, "acceptance", access=[])
-    runtime = ["orders-acceptance-events-role", "orders-acceptance-execution-role", "orders-acceptance-redeploy-role", "orders-acceptance-task-role"]
+    runtime = ["orders-acceptance-backup-role", "orders-acceptance-events-role", "orders-acceptance-execution-role", "orders-acceptance-redeploy-role", "orders-acceptance-task-role"]
     assert sorted(r.name for r in res.of_type("aws:iam/role:Role")) == runtime
 
 

@@ -14,7 +14,7 @@ from mxinfra_aws.render import notes
 
 from awshelpers import ACCOUNT, FAKE_ENDPOINT, REGION, config, deployment, lint, run_as_update
 
-from test_aws_components import EXPECTED_CHILDREN, FOLLOWER_CHILDREN
+from test_aws_components import EXPECTED_CHILDREN, FOLLOWER_CHILDREN, PRODUCTION_CHILDREN
 
 SERVICE = "aws:ecs/service:Service"
 TASK = "aws:ecs/taskDefinition:TaskDefinition"
@@ -33,7 +33,7 @@ def test_children_and_counts_exactly(pulumi_run, instances, leader, followers):
     _, res = run(pulumi_run, instances)
     env = res.one(ENVIRONMENT_TYPE, P)
     children = {r.name: r.type for r in res.descendants(env) if r.type.startswith("aws:")}
-    expected = {**EXPECTED_CHILDREN, **(FOLLOWER_CHILDREN if followers else {})}
+    expected = {**EXPECTED_CHILDREN, **PRODUCTION_CHILDREN, **(FOLLOWER_CHILDREN if followers else {})}
     assert children == {f"{P}-{k}": t for k, t in expected.items()}
     assert task_counts(instances) == (leader, followers)
     services = {r.name: r.inputs for r in res.of_type(SERVICE)}

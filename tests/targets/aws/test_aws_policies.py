@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mxinfra.naming import Naming
-from mxinfra_aws import policies
+from mxinfra_aws import backups, policies
 from mxinfra_aws.policies import Arns
 
 from awshelpers import ACCOUNT, REGION, lint
@@ -14,6 +14,8 @@ A = Arns(REGION, ACCOUNT, "orders-aws-production-cluster", Naming("orders", "pro
 # The same environment with two or more instances: a follower service next to the leader's.
 A2 = Arns(REGION, ACCOUNT, "orders-aws-production-cluster", Naming("orders", "production"), followers=True)
 PERMISSIONS = ["alerts", "api", "backups", "deploy", "manage", "monitor"]
+# The same environment with `backups.enabled: false`: no AWS Backup vault or role.
+NO_AWS_BACKUP = Arns(REGION, ACCOUNT, "orders-aws-production-cluster", Naming("orders", "production"), aws_backup=False)
 
 
 def test_arns_are_deterministic_and_exact():
@@ -195,6 +197,8 @@ def test_environment_prod_cannot_touch_environment_prod_db():
     # every other resource ARN of prod-db is out of reach of every one of prod's permissions
     other_arns = [*other.service_arns, other.db_arn, other.log_group_arn, other.secret_arn, other.bucket_arn, other.topic_arn, *other.alarm_arns, other.state_machine_arn]
     other_arns += [other.task_definition_arns[0].replace(":*", ":3"), other.role_arn("deploy")]
+    # AWS Backup: prod-db's vault, the role its jobs run as, and its recovery points (tagged prod-db)
+    other_arns += [other.backup_vault_arn, other.role_arn("backup"), f"arn:aws:rds:{REGION}:{ACCOUNT}:snapshot:awsbackup:job-1", f"arn:aws:backup:{REGION}:{ACCOUNT}:recovery-point:1"]
     for perm in PERMISSIONS:
         doc = policies.permission_policy(prod, perm, PERMISSIONS)
         for stmt in doc["Statement"]:
@@ -264,6 +268,9 @@ def all_documents():
     yield "execution-ecr", policies.execution_policy(A, f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/orders:1"), None
     yield "execution-hub", policies.execution_policy(A, "mendix/orders:1"), None
     yield "ecs-trust", policies.ecs_tasks_trust(A), A.role_arn("task")
+    yield "backup-trust", backups.service_trust(), A.role_arn("backup")
+    yield "backup-scope", backups.scope_policy(A), None
+    yield "backups-without-aws-backup", policies.backups_policy(NO_AWS_BACKUP), None
     for mfa in (True, False):
         yield f"access-trust-{mfa}", policies.access_trust(["210987654321", f"arn:aws:iam::{ACCOUNT}:role/Ops"], mfa, 28800 if mfa else None), A.role_arn("deploy")
     for p in PERMISSIONS:
@@ -293,6 +300,11 @@ EXPECTED_COMMUNITY_FINDINGS = {
     "deploy": ["PERMISSIONS_MANAGEMENT_ACTIONS"],
     "deploy-with-followers": ["PERMISSIONS_MANAGEMENT_ACTIONS"],
     "deploy-as-deployed": ["PERMISSIONS_MANAGEMENT_ACTIONS"],
+    # iam:PassRole of exactly the environment's AWS Backup role, only to AWS Backup
+    "backups": ["PERMISSIONS_MANAGEMENT_ACTIONS"],
+    "backups-with-followers": ["PERMISSIONS_MANAGEMENT_ACTIONS"],
+    "backups-as-deployed": ["PERMISSIONS_MANAGEMENT_ACTIONS"],
+    "backup-trust": ["CREDENTIALS_EXPOSURE"],
 }
 
 

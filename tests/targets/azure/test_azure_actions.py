@@ -3,11 +3,13 @@ REST operations the azure-mgmt SDKs publish (azure_operations.py); the checker i
 
 from __future__ import annotations
 
+from importlib import metadata
+
 import pytest
 
 from mxinfra_azure import roles
 
-from azure_operations import DOCUMENTED_ACTIONS, PACKAGES, is_real, operation, operations
+from azure_operations import DOCUMENTED_ACTIONS, PACKAGES, PROVIDERS, SNAPSHOT_PACKAGES, is_real, operation, operations, sdk_requests, snapshot
 
 ALL = sorted(
     {(perm, a) for perm, acts in roles.ACTIONS.items() for a in acts}
@@ -22,8 +24,38 @@ def test_action_is_a_real_operation(perm, action):
 
 
 def test_every_provider_is_described():
-    for ns in ("Microsoft.App", "Microsoft.DBforPostgreSQL", "Microsoft.Insights", "Microsoft.Authorization", "Microsoft.OperationalInsights"):
+    for ns in ("Microsoft.App", "Microsoft.DBforPostgreSQL", "Microsoft.Insights", "Microsoft.Authorization", "Microsoft.OperationalInsights", "Microsoft.DataProtection", "Microsoft.Storage"):
         assert len(operations(ns)) > 10, ns
+
+
+def test_snapshot_is_an_sdks_request_builders():
+    # Each snapshot names the SDK and version it was taken from, holds only its own namespace's requests,
+    # and (where that SDK is installed at that version) is exactly what the SDK's builders give.
+    doc = snapshot()
+    assert set(doc) == set(SNAPSHOT_PACKAGES) and not set(doc) & set(PACKAGES)
+    for ns, entry in doc.items():
+        package, distribution = SNAPSHOT_PACKAGES[ns]
+        assert entry["distribution"] == distribution and entry["version"]
+        assert all(m in ("GET", "HEAD", "PUT", "PATCH", "DELETE", "POST") and f"/providers/{ns}/" in u for m, u in entry["requests"]), ns
+        try:
+            installed = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+        if installed == entry["version"]:
+            assert {tuple(r) for r in entry["requests"]} == sdk_requests(package, ns), ns
+
+
+def test_backup_operations_are_in_the_snapshot():
+    # the operations the backups permission and the vault rely on, as the SDKs' builders derive them
+    ops = operations("Microsoft.DataProtection") | operations("Microsoft.Storage")
+    for action in (
+        "microsoft.dataprotection/backupvaults/backupinstances/backup/action",
+        "microsoft.dataprotection/backupvaults/backupinstances/restore/action",
+        "microsoft.dataprotection/backupvaults/operationstatus/read",
+        "microsoft.storage/storageaccounts/restoreblobranges/action",
+        "microsoft.storage/storageaccounts/listkeys/action",
+    ):
+        assert action in ops, action
 
 
 @pytest.mark.parametrize(
@@ -39,6 +71,10 @@ def test_every_provider_is_described():
         "Microsoft.App/locations/containerappOperationStatus/read",
         "Microsoft.App/containerappOperationStatuses/read",
         "Microsoft.OperationalInsights/workspaces/sharedKeys/write",
+        "Microsoft.DataProtection/backupVaults/backupInstances/restores/action",
+        "Microsoft.DataProtection/backupInstances/restore/action",
+        "Microsoft.Storage/storageAccounts/restoreBlobs/action",
+        "Microsoft.Storage/storageAccounts/blobServices/restoreBlobRanges/action",
     ],
 )
 def test_made_up_actions_fail(made_up):
@@ -58,7 +94,7 @@ def test_derivation_rules():
 def test_documented_actions_are_the_ones_the_sdks_lack():
     # The reference list holds only what no SDK describes (else it would hide a typo the SDKs catch).
     for action in DOCUMENTED_ACTIONS:
-        namespace = next(ns for ns in PACKAGES if action.startswith(ns.lower() + "/"))
+        namespace = next(ns for ns in PROVIDERS if action.startswith(ns.lower() + "/"))
         assert action == action.lower() and action not in operations(namespace), action
 
 

@@ -12,7 +12,7 @@ from mxinfra_azure import pim, roles
 from mxinfra_azure.names import Names, stable_guid
 
 from azhelpers import ALICE, DIGEST, LOCATION, ONCALL, PEOPLE, ROBOT, SECRET_VALUES, SUB, TENANT, VNET, config, deployment, env_of, rbac_allows, walk
-from azure_operations import PACKAGES, known_operations
+from azure_operations import PROVIDERS, known_operations
 
 ROLES = ("test", "acceptance", "production")
 T = "azure-native:"
@@ -94,7 +94,7 @@ def test_every_child_has_the_environment_as_parent_and_the_expected_type(role_ru
     for name, type_ in expected.items():
         assert kids.get(name) == type_, (name, kids.get(name))
     locks = {k for k, v in kids.items() if v == f"{T}authorization:ManagementLockByScope"}
-    assert locks == {"test": set(), "acceptance": {"db-lock"}, "production": {"db-lock", "files-lock"}}[role]
+    assert locks == {"test": set(), "acceptance": {"db-lock"}, "production": {"db-lock", "files-lock", "backup-vault-lock"}}[role]
     assert ("worker" in kids) == (role == "production")
     assert ("secret-license-key" in kids) == (role == "production")
     # every Azure resource sits in the environment's own group and location
@@ -189,7 +189,8 @@ def test_database(role_run):
     assert i["network"]["privateDnsZoneArmResourceId"] == f"orders-{role}-db-zone-id"
     # generated: a secret, unknown in a preview (test_azure_update checks its value once known)
     assert i["administratorLoginPassword"] == Sealed(Computed())
-    assert i["backup"]["backupRetentionDays"] == {"test": 7, "acceptance": 14, "production": 35}[role]
+    # the daily tier of the backups block (the core's default: 14 days), on every role
+    assert i["backup"]["backupRetentionDays"] == 14
     assert i["backup"]["geoRedundantBackup"] == ("Enabled" if role == "production" else "Disabled")
     assert i["highAvailability"]["mode"] == ("ZoneRedundant" if role == "production" else "Disabled")
     assert i["sku"]["tier"] == ("GeneralPurpose" if role == "production" else "Burstable")
@@ -424,7 +425,8 @@ def test_deploy_reads_operation_statuses_at_the_subscription_only(role_run):
 def test_no_deploy_no_subscription_role(pulumi_run):
     access = [{"principal": f"group:{ONCALL}", "environments": ["acceptance"], "permissions": ["monitor", "alerts"]}]
     _, res = run(pulumi_run, "acceptance", access=access)
-    scopes = {r.inputs["scope"] for t in ("RoleDefinition", "RoleAssignment") for r in res.of_type(f"{T}authorization:{t}") if "-identity-" not in r.name}
+    # the permissions' roles (not the runtime's or the backup vault's identity's)
+    scopes = {r.inputs["scope"] for t in ("RoleDefinition", "RoleAssignment") for r in res.of_type(f"{T}authorization:{t}") if "-identity-" not in r.name and "-backup-vault-" not in r.name}
     assert scopes == {scope("acceptance")}
 
 
@@ -445,7 +447,7 @@ def test_monitor_reads_logs_and_never_a_key(role_run):
     workspace_ops = known_operations("Microsoft.OperationalInsights")
     assert WORKSPACE_KEYS <= workspace_ops  # each is a real operation (SDK or Microsoft's reference)
     # no operation of any provider the role touches that names a key or a secret, nor the ones above
-    every = {op for ns in PACKAGES for op in known_operations(ns)}
+    every = {op for ns in PROVIDERS for op in known_operations(ns)}
     keyed = WORKSPACE_KEYS | {op for op in every if "key" in op or "secret" in op}
     assert [op for op in sorted(keyed) if rbac_allows(monitor, op)] == []
     # the workspace reads the wildcard grants, all of them

@@ -59,6 +59,11 @@ def test_example_stack_plans_and_renders(stack, capsys, tmp_path, azure_example)
         assert "container app orders-production-worker (worker, CF_INSTANCE_INDEX=1): 1 replica(s)" in text
     else:
         assert not [n for n in names if n.endswith(".pim-policy.json")]
+    # the environment's backups, rendered and stated (issue 21)
+    assert {"backup-vault.backup-vault.json", "backup-policy-db.backup-policy.json", "backup-policy-files.backup-policy.json", "files-blob-service.blob-service.json"} <= names
+    (vault_note,) = [n for n in text.splitlines() if n.startswith(f"Backup vault orders-{env}-backups: ")]
+    assert "kept 13 weeks, the first of each month 12 months" in vault_note
+    assert ("immutability Locked" in vault_note) == (env == "production")
     app = json.loads((d / "app.containerapp.json").read_text())["inputs"]
     assert app["configuration"]["ingress"]["allowInsecure"] is False
     assert "file storage: managed identity" in text

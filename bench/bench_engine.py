@@ -28,7 +28,9 @@ mxinfra's (random passwords and generated Secret names aside). Then, for each N 
 whole `pulumi` process is timed (wall clock), variants interleaved in a rotating order:
 
   preview release   `pulumi preview` after `mxinfra:app.package` names a new package (the example MDA
-                    with a bumped ModelVersion in model/metadata.json: new bytes each round)
+                    with a bumped ModelVersion in model/metadata.json: new bytes each round) and
+                    `mxinfra:kubernetes.image` the image built from it (untimed, `mxinfra image build`
+                    into a distribution registry on loopback): mxinfra verifies the image (issue 20)
   up release        `pulumi up --yes --skip-preview` of it (the preview is timed on its own)
   preview constant  `pulumi preview` after every environment's Orders.PageSize changed
   up constant       `pulumi up --yes --skip-preview` of it
@@ -64,12 +66,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "engine"))  # cluster.py, engine_support.py (as tests/engine/conftest.py)
+sys.path.insert(1, str(ROOT / "tests"))  # registry.py: the distribution registry the images are pushed to
 
 from cluster import LocalCluster  # noqa: E402
 from engine_support import Pulumi  # noqa: E402
 
 import build_mda  # noqa: E402  (examples/orders, put on sys.path by engine_support)
 import stack_secrets  # noqa: E402
+from registry import BASE_FILES, layer_tar, push_image, registry_binary, start_registry  # noqa: E402
 
 KNOWN_AFTER_APPLY = "(known after apply)"  # = mxinfra_kubernetes.render.AUTONAME_SUFFIX
 SECRETS = stack_secrets.VALUES["acceptance"]  # config path -> plaintext (database URL, S3 keys)
@@ -100,7 +104,7 @@ def env_names(n: int) -> list[str]:
     return ["acceptance", *[f"uat{i}" for i in range(1, n)]]
 
 
-def stack_doc(n: int, package: str, page_size: int) -> dict[str, Any]:
+def stack_doc(n: int, package: str, page_size: int, image: str) -> dict[str, Any]:
     """stacks/Pulumi.acceptance.yaml with N acceptance environments, its secure values removed (the bench
     sets them with the CLI) and the ingress host derived per environment (`domain`: for `acceptance` the
     same host and TLS Secret as the committed stack)."""
@@ -117,6 +121,7 @@ def stack_doc(n: int, package: str, page_size: int) -> dict[str, Any]:
     for entry in config["mxinfra:access"]:
         entry["environments"] = env_names(n)
     k8s = config["mxinfra:kubernetes"]
+    k8s["image"] = image  # built from `package` (mxinfra image build): `pulumi up` verifies that it holds it
     k8s["ingress"] = {"domain": "example.com"}
     del k8s["database"]["url"]
     del k8s["storage"]["s3"]["accessKeyId"], k8s["storage"]["s3"]["secretAccessKey"]
@@ -515,6 +520,27 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="mxinfra-bench-engine-"))
     clusters: dict[str, LocalCluster] = {}
+    # The image registry (tests/registry.py), with its credentials and CA where a user who ran `docker
+    # login` has them: every process below (pulumi, the program, mxinfra plan) inherits them.
+    registry_bin = registry_binary()
+    if registry_bin is None:
+        raise SystemExit("bench_engine: the distribution registry is not built (engine/registry.sh build)")
+    registry_run = start_registry(registry_bin, work / "registry")
+    reg = next(registry_run)
+    os.environ["DOCKER_CONFIG"] = str(work / "docker")
+    reg.docker_config(work / "docker" / "config.json")
+    certs = work / "config" / "containers" / "certs.d" / reg.host
+    certs.mkdir(parents=True)
+    (certs / "ca.crt").write_bytes(reg.ca.read_bytes())
+    os.environ["XDG_CONFIG_HOME"] = str(work / "config")
+    os.environ["XDG_CACHE_HOME"] = str(work / "cache")
+    push_image(reg, "mendix/runtime-base", [layer_tar(BASE_FILES)], tag="9.24")
+    from mxinfra.image import build_image
+
+    def image_of(mda: Path, version: str) -> str:
+        """The release's image, as its CI would build it (untimed): the runtime base plus the package."""
+        return build_image(f"{reg.host}/mendix/runtime-base:9.24", mda, f"{reg.host}/orders/app:{version}")
+
     watch.start()
     results: dict[tuple[int, str, str], list[float]] = {}
     changes: dict[tuple[int, str, str], str] = {}
@@ -531,13 +557,14 @@ def main() -> None:
             stack = f"envs{n}"
             mx = variants["mxinfra"]
             package, page_size = "examples/orders/orders-1.4.2.mda", 25
+            image = image_of(ROOT / package, "1.4.2")
             for k, v in variants.items():
-                v.init(stack, None if k == "bare" else stack_doc(n, package, page_size))
+                v.init(stack, None if k == "bare" else stack_doc(n, package, page_size, image))
 
             def set_config() -> None:
                 for v in variants.values():
                     if v.kind != "bare":
-                        v.write_config(stack_doc(n, package, page_size))
+                        v.write_config(stack_doc(n, package, page_size, image))
 
             # Baseline: mxinfra first (its state gives the order and dependencies), then the others at once.
             t0 = time.perf_counter()
@@ -576,6 +603,7 @@ def main() -> None:
                     if v.kind != "bare":
                         build_mda.build(v.dir / "build" / f"orders-{version}.mda", version)
                 package = f"build/orders-{version}.mda"
+                image = image_of(mx.dir / package, version)
                 set_config()
                 generate()
                 for scenario, op in (("preview release", "preview"), ("up release", "up")):
@@ -608,6 +636,7 @@ def main() -> None:
         watch.halt.set()
         for c in clusters.values():
             c.stop()
+        registry_run.close()
         if args.keep:
             print(f"scratch directory kept: {work}")
         else:

@@ -40,7 +40,10 @@ def make_project(directory: Path, envs: int) -> None:
     (directory / "__main__.py").write_text((ROOT / "__main__.py").read_text())
     config = {
         "mxinfra:app": {"name": "orders", "package": str(ROOT / "examples/orders/orders-1.4.2.mda"), "target": "fake"},
-        "mxinfra:environments": {f"env{i}": {"role": ("test", "acceptance", "production")[i % 3]} for i in range(envs)},
+        "mxinfra:environments": {
+            f"env{i}": {"role": ("test", "acceptance", "production")[i % 3], **({"ungated": {"reason": "benchmark"}} if i % 3 == 2 else {})}
+            for i in range(envs)
+        },
         "mxinfra:access": [{"principal": "group:ops", "environments": ["*"], "permissions": ["deploy", "monitor"]}],
     }
     (directory / "stacks" / "Pulumi.bench.yaml").write_text(yaml.safe_dump({"config": config}))

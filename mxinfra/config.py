@@ -44,6 +44,19 @@ class LicenseConfig(StrictModel):
     key: str
 
 
+class UngatedConfig(StrictModel):
+    """`mxinfra:environments.<env>.ungated`: a production environment's explicit opt-out of staged promotion."""
+
+    reason: str = Field(description="why this production environment may deploy a package no other environment ran (shown on every plan and pulumi up)")
+
+    @field_validator("reason")
+    @classmethod
+    def _reason(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty: say why this production environment deploys packages no other environment ran")
+        return v.strip()
+
+
 class EnvironmentConfig(StrictModel):
     """One entry of `mxinfra:environments`."""
 
@@ -57,6 +70,7 @@ class EnvironmentConfig(StrictModel):
     license: LicenseConfig | None = None
     adminPassword: str | None = None
     requirePromotionFrom: str | None = None
+    ungated: UngatedConfig | None = None
     backups: BackupsConfig | None = None
 
     @field_validator("scheduledEvents", mode="before")
@@ -310,6 +324,38 @@ def _secrets_in_clear(raw: RawConfig, path: str, parsed: EnvironmentConfig, issu
             issues.append(ConfigIssue(where, f"is a secret (secure:) under {kind}, which are deployed in plain text", fix, raw.source))
 
 
+GATE_FIX = (
+    "requirePromotionFrom: acceptance, to deploy only packages acceptance ran (mxinfra promote --from acceptance --to {env}); "
+    "or, explicitly, ungated: {{reason: \"why {env} may deploy any package\"}}, which every plan and pulumi up warn about"
+)
+
+
+def check_production_gate(path: str, name: str, role: Role, source: str | None, ungated: UngatedConfig | None, file: str = "") -> list[ConfigIssue]:
+    """Production is gated by default (issue 19, F6): it takes only packages another environment ran
+    (`requirePromotionFrom`) unless it opts out explicitly, with a reason (`ungated: {reason: ...}`)."""
+    if ungated is not None and source is not None:
+        return [ConfigIssue(f"{path}.ungated", f"contradicts requirePromotionFrom ({source!r}): an environment is gated or not", "keep requirePromotionFrom (gated) or ungated (any package), not both", file)]
+    if ungated is not None and role is not Role.PRODUCTION:
+        return [
+            ConfigIssue(
+                f"{path}.ungated",
+                f"applies to production environments only: a {role.value} environment takes any package unless it sets requirePromotionFrom",
+                "remove it",
+                file,
+            )
+        ]
+    if role is Role.PRODUCTION and source is None and ungated is None:
+        return [
+            ConfigIssue(
+                f"{path}.requirePromotionFrom",
+                "required: a production environment deploys only packages another environment ran, unless it opts out explicitly",
+                GATE_FIX.format(env=name),
+                file,
+            )
+        ]
+    return []
+
+
 def _environments(raw: RawConfig, stack: str, issues: list[ConfigIssue], misnamed: list[Environment]) -> list[Environment]:
     key = f"{NAMESPACE}:environments"
     file = raw.source
@@ -364,6 +410,8 @@ def _environments(raw: RawConfig, stack: str, issues: list[ConfigIssue], misname
             if (s := _secret_field(raw, f"{path}.secretConstants.{n}", v, issues)) is not None
         )
         _secrets_in_clear(raw, path, parsed, issues)
+        if not dropped & {"requirePromotionFrom", "ungated"}:  # a field that failed to parse is reported already
+            issues += check_production_gate(path, name, role, parsed.requirePromotionFrom, parsed.ungated, file)
         events = parsed.scheduledEvents if isinstance(parsed.scheduledEvents, str) else tuple(parsed.scheduledEvents)
         (envs if valid_name else misnamed).append(
             Environment(
@@ -378,6 +426,7 @@ def _environments(raw: RawConfig, stack: str, issues: list[ConfigIssue], misname
                 license=license,
                 admin_password=_secret_field(raw, f"{path}.adminPassword", parsed.adminPassword, issues),
                 require_promotion_from=parsed.requirePromotionFrom,
+                ungated_reason=parsed.ungated.reason if parsed.ungated is not None else None,
                 config_path=path,
                 backups=Backups.of(parsed.backups),
             )

@@ -11,7 +11,8 @@ from pathlib import Path
 from .access import grants_for
 from .config import NAMESPACE, RawConfig, collect_stack_config
 from .errors import ConfigError, ConfigIssue
-from .governance.promotion import DEFAULT_REPOSITORY, fetch_package, is_repository_reference, promotion_issues, repository_url
+from .governance.promotion import DEFAULT_REPOSITORY, fetch_package, gate_warnings, is_repository_reference, promotion_issues, repository_url
+from .governance.repository import label_issue
 from .imagebinding import Binding, Check, bind_images
 from .mda import MdaError, MdaPackage, open_mda
 from .naming import Naming, kubernetes_annotations, kubernetes_labels, stable_tags, standard_tags
@@ -115,6 +116,12 @@ def prepare(raw: RawConfig, *, project: str, stack: str, base_dir: Path, images:
         deferred[:] = gate
     else:
         issues += gate
+    if portable_path is not None and not issues:
+        # A package from a file is recorded under its model version: a label a publisher gave other
+        # bytes is refused now, before anything is applied (issue 19, F9). Fail closed under `pulumi up`.
+        taken = label_issue(repo_url, meta.model_version, sha, required=images is Check.REQUIRED)
+        if taken:
+            issues.append(ConfigIssue(f"{NAMESPACE}:app.package", taken, f"give the package a new model version, or deploy the labelled one (package: {meta.model_version})", file))
     if issues:
         raise ConfigError(issues, file)
     binding = Binding()
@@ -153,7 +160,7 @@ def prepare(raw: RawConfig, *, project: str, stack: str, base_dir: Path, images:
                 release_tags=tags,
                 release_labels=kubernetes_labels(tags),
                 release_annotations=kubernetes_annotations(tags),
-                warnings=(*raw.warnings, *constant_warnings(env), *target.warnings(env, access, block), *binding.warnings.get(env.name, ())),
+                warnings=(*raw.warnings, *gate_warnings(env), *constant_warnings(env), *target.warnings(env, access, block), *binding.warnings.get(env.name, ())),
                 artifact=artifacts[env.name],
                 image=binding.bound.get(env.name),
             )

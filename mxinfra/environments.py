@@ -94,6 +94,9 @@ class Environment:
     license: License | None = None
     admin_password: Secret | None = None
     require_promotion_from: str | None = None
+    # A production environment's explicit opt-out of staged promotion (`ungated: {reason: ...}`), warned on
+    # every plan and `pulumi up`; None everywhere else (production is gated by default).
+    ungated_reason: str | None = None
     config_path: str = ""
     # A mxinfra.backups.Backups (typed loosely: that module imports this one); None reads as the defaults.
     backups: Any = None

@@ -76,6 +76,12 @@ class ProjectDir:
         return f
 
 
+# Production is gated by default (issue 19, F6): a fixture that renders a production environment without a
+# deploy record in another environment first (what is under test is not the promotion gate) opts out
+# explicitly, as a user would. The gate itself: tests/test_production_gate.py, tests/governance.
+UNGATED = {"reason": "test fixture: production's resources are under test, not the promotion gate"}
+
+
 def app_config(target: str = "fake", **extra: Any) -> dict[str, Any]:
     """A minimal valid config for the example app."""
     cfg: dict[str, Any] = {"mxinfra:app": {"name": "orders", "package": str(EXAMPLE_MDA), "target": target}}

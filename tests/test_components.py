@@ -13,7 +13,7 @@ from mxinfra.config import RawConfig
 from mxinfra.deployment import prepare
 from mxinfra.testing import Computed, Sealed
 
-from scaffold import app_config
+from scaffold import UNGATED, app_config
 
 
 def deployment(config, stack="production"):
@@ -23,7 +23,7 @@ def deployment(config, stack="production"):
 CONFIG = app_config(
     **{
         "mxinfra:environments": {
-            "production": {"instances": 2, "memory": 2048, "adminPassword": "S3cret-Admin-Pw!", "constants": {"Orders.PageSize": 20}},
+            "production": {"instances": 2, "memory": 2048, "adminPassword": "S3cret-Admin-Pw!", "constants": {"Orders.PageSize": 20}, "ungated": UNGATED},
             "uat": {"role": "acceptance"},
         },
         "mxinfra:access": [{"principal": "group:ops", "environments": ["production"], "permissions": ["deploy"]}],

@@ -9,6 +9,8 @@ from mxinfra.environments import Role, Secret
 from mxinfra.errors import ConfigError
 
 APP = {"name": "orders", "package": "orders.mda", "target": "fake"}
+# production is gated by default (issue 19, F6); its source may live in another stack
+GATED = {"requirePromotionFrom": "acceptance"}
 
 
 def load(values, stack="production", secret_paths=()):
@@ -37,7 +39,7 @@ def test_extra_environments_with_roles_and_defaults():
         {
             "mxinfra:app": APP,
             "mxinfra:environments": {
-                "production": {"instances": 2, "memory": 2048},
+                "production": {"instances": 2, "memory": 2048, "requirePromotionFrom": "perf"},
                 "perf": {"role": "acceptance", "scheduledEvents": "NONE"},
                 "test": {},
             },
@@ -92,7 +94,7 @@ def test_invalid_app_name():
 def test_secret_fields_must_be_stored_as_secrets():
     values = {
         "mxinfra:app": APP,
-        "mxinfra:environments": {"production": {"adminPassword": "hunter2hunter2", "license": {"id": "L1", "key": "K"}}},
+        "mxinfra:environments": {"production": {**GATED, "adminPassword": "hunter2hunter2", "license": {"id": "L1", "key": "K"}}},
     }
     found = issues(values)
     assert "plain text" in found["mxinfra:environments.production.adminPassword"].message
@@ -121,7 +123,7 @@ def test_promotion_source_must_be_a_name_but_may_live_in_another_stack():
 
 
 def test_target_blocks_are_left_to_the_target(fake_target):
-    cfg = load({"mxinfra:app": APP, "mxinfra:fake": {"image": "x"}, "aws:region": "eu-west-1"})
+    cfg = load({"mxinfra:app": APP, "mxinfra:fake": {"image": "x"}, "aws:region": "eu-west-1"}, stack="acceptance")
     assert cfg.block("mxinfra:fake") == {"image": "x"}
     # a block for no installed target is a typo until proven otherwise
     found = issues({"mxinfra:app": APP, "mxinfra:fkae": {}})
@@ -129,7 +131,7 @@ def test_target_blocks_are_left_to_the_target(fake_target):
 
 
 def test_strings_from_path_config_are_coerced_like_pulumi_would_store_them():
-    cfg = load({"mxinfra:app": APP, "mxinfra:environments": {"production": {"instances": "3", "memory": "4096"}}})
+    cfg = load({"mxinfra:app": APP, "mxinfra:environments": {"production": {**GATED, "instances": "3", "memory": "4096"}}})
     assert cfg.environments[0].instances == 3 and cfg.environments[0].memory_mb == 4096
 
 
@@ -153,7 +155,7 @@ def test_secure_values_under_constants_or_runtime_settings_are_refused():
     """`constants` and `runtimeSettings` are deployed in clear: a `secure:` value there would leak (issue 19, F7)."""
     values = {
         "mxinfra:app": APP,
-        "mxinfra:environments": {"production": {"constants": {"Orders.ApiKey": "k3y-v4lue-0123", "Orders.Url": "https://x"}, "runtimeSettings": {"Some.Token": "t0ken-value"}}},
+        "mxinfra:environments": {"production": {**GATED, "constants": {"Orders.ApiKey": "k3y-v4lue-0123", "Orders.Url": "https://x"}, "runtimeSettings": {"Some.Token": "t0ken-value"}}},
     }
     found = issues(
         values,

@@ -35,6 +35,7 @@ def test_five_problems_of_three_layers_in_one_report(project, fake_target, capsy
                     "constants": {"Orders.NoSuchThing": 1, "Orders.PageSize": "1h"},  # undefined; not an Integer (MDA)
                     "scheduledEvents": ["Orders.SE_NoSuchEvent"],  # unknown event (MDA)
                     "adminPassword": {"secure": "v1:AAAA"},
+                    "ungated": {"reason": "the report's layers are under test, not the promotion gate"},
                 },
             },
             "mxinfra:access": [{"principal": "group:ops", "environments": ["production"], "permissions": ["api"]}],  # api on production (access)
@@ -198,7 +199,7 @@ def test_an_uppercase_environment_is_one_message_and_hides_nothing(project, caps
     """Issue 18: `Production` gave a second, confusing issue in the target block ("unknown environment",
     with an empty list) and hid that environment's own constant problem."""
     cfg = app_config(target="kubernetes", **{
-        "mxinfra:environments": {"Production": {"constants": {"Orders.PageSize": "lots"}}},
+        "mxinfra:environments": {"Production": {"requirePromotionFrom": "acceptance", "constants": {"Orders.PageSize": "lots"}}},
         "mxinfra:access": [{"principal": "group:ops", "environments": ["Production"], "permissions": ["deploy"]}],
         "mxinfra:kubernetes": {"environments": {"Production": {"image": "registry.example.com/x@sha256:" + "a" * 64}, "Stagin": {}}},
     })

@@ -17,7 +17,7 @@ from mxinfra.drift import HEADER, Difference, Observed, Recorded, differences, r
 from mxinfra.testing import registered_target
 
 from fake_target import FakeTarget
-from scaffold import app_config, record_deploy
+from scaffold import UNGATED, app_config, record_deploy
 
 SHA_A, SHA_B = "a" * 64, "b" * 64
 IMAGE_A, IMAGE_B = "registry.example.com/orders@sha256:" + "1" * 64, "registry.example.com/orders@sha256:" + "2" * 64
@@ -118,7 +118,7 @@ class ObservingTarget(FakeTarget):
 def _stack(project: Any) -> None:
     cfg = app_config(
         **{
-            "mxinfra:environments": {"production": {"instances": 2}, "acceptance": {"instances": 1}},
+            "mxinfra:environments": {"production": {"instances": 2, "ungated": UNGATED}, "acceptance": {"instances": 1}},
             "mxinfra:access": [{"principal": "group:ops", "environments": ["production", "acceptance"], "permissions": ["deploy"]}],
         }
     )

@@ -11,7 +11,7 @@ import pytest
 from mxinfra.cli import main
 from mxinfra.testing import engine_secrets
 
-from scaffold import ROOT, app_config
+from scaffold import ROOT, UNGATED, app_config
 
 PROD_PASSWORD = "Known-Admin-Password-123"
 DB_URL = "postgres://app:Known-Db-Password-456@db.internal:5432/orders"
@@ -21,7 +21,7 @@ def stack_config():
     return app_config(
         **{
             "mxinfra:environments": {
-                "production": {"instances": 2, "memory": 2048, "adminPassword": {"secure": "v1:AAAA"}},
+                "production": {"instances": 2, "memory": 2048, "adminPassword": {"secure": "v1:AAAA"}, "ungated": UNGATED},
                 "acceptance": {"constants": {"Orders.PageSize": 10}, "scheduledEvents": ["Orders.SE_SendInvoices"]},
             },
             "mxinfra:access": [{"principal": "group:ops", "environments": ["production", "acceptance"], "permissions": ["deploy", "monitor"]}],
@@ -42,7 +42,12 @@ def test_plan_json_shape_and_attribution(project, fake_target, capsys):
     doc, _ = plan_json(capsys, "-s", "production", "-C", str(project.path))
     assert doc["stack"] == "production" and doc["project"] == "orders"
     assert [(e["name"], e["role"]) for e in doc["environments"]] == [("production", "production"), ("acceptance", "acceptance")]
-    assert doc["environments"][0]["warnings"] == ["this platform cannot enforce MFA"]
+    assert doc["environments"][0]["warnings"] == [
+        "production is a production environment without staged promotion (mxinfra:environments.production.ungated): it deploys "
+        f"any package, whether or not another environment ran it; reason given: {UNGATED['reason']}",
+        "this platform cannot enforce MFA",
+    ]
+    assert doc["environments"][1]["warnings"] == []
     by_name = {r["name"]: r for r in doc["resources"]}
     assert set(by_name["orders-production-runtime"]) == {"urn", "type", "name", "parent", "environment", "inputs"}
     assert by_name["orders-production-runtime"]["environment"] == "production"

@@ -19,6 +19,19 @@ appender reads the record at that seq and, if it carries its key, takes it as it
 retried with the same key (the same `pulumi up` after a crash) finds its stored record by the key's
 locator before appending again.
 
+Planted objects: whoever may create objects under `activity/<env>/` (any seq not yet taken: the stores
+never overwrite) can put junk, a record with a broken hash, one signed by a key the log is not signed with,
+one of another environment or app, or one that does not chain, at the next seq or a million seqs ahead.
+None is a record of this log (`_Walk` says exactly what is). Appends skip them: the next record takes the
+first free seq after the log's last record and chains to that record. The tail is found by reading on from
+the record the head hint names (or, if the hint names none, from the newest checkpoint of the appender's
+key, found in O(log n) probes) to the first free seq, so an object beyond a free seq is never read, and an
+object at the next seq costs one read. The gate verifies from its newest trusted checkpoint the same way and
+ignores them; `verify` names each ("not a record of this log: ignored") apart from the chain's problems and
+says whether the chain itself is intact; `repair` never deletes them. A seq left free once such an object
+is removed is fine: the record after it chains across. What the head hint names is the log's: an edited
+last record is damage, not a planted object.
+
 Self-healing: the side indexes (locators, checkpoints) are written after their record, so a killed
 writer can leave them missing. Every appender heals the tail it chains to before it appends, so only
 the newest record can lack them; the gate heals the tail it reads (when it may write) and finds a
@@ -34,8 +47,10 @@ import json
 import os
 import random
 import re
+import sys
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -48,6 +63,9 @@ from .store import Store, StoreError
 GENESIS = "0" * 64  # prev_hash of an environment's first record
 ACTIONS = ("deploy", "settings", "scale", "permissions")
 CHECKPOINT_EVERY = 16  # a signed checkpoint every 16 records: the gate reads fewer records than this since one
+# Objects a walk along the chain reads before it looks for a newer anchor (a stale head hint): past this, a
+# newer checkpoint is found in O(log n) probes instead of reading on record by record.
+LEAP_AFTER = 2 * CHECKPOINT_EVERY
 # How long an append keeps trying while other writers take the next seq or the store fails transiently.
 # Time, not a number of attempts: 32 writers on one environment need many attempts each, a slow store few.
 APPEND_BUDGET = 120.0
@@ -151,19 +169,21 @@ def _encode(record: ActivityRecord) -> bytes:
 
 @dataclass
 class Repairs:
-    """What `ActivityLog.repair` wrote or removed in one environment's log."""
+    """What `ActivityLog.repair` wrote or removed in one environment's log, and what it left in place."""
 
     locators: int = 0
     checkpoints: int = 0
     temporaries: int = 0
     head: int = 0
     unsigned_checkpoints: int = 0  # missing checkpoints left alone: writing one needs the environment's key
+    # (key, why) of the objects at record keys that are not records of this log: never deleted (append-only)
+    ignored: list[tuple[str, str]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.locators or self.checkpoints or self.temporaries or self.head)
+        return bool(self.locators or self.checkpoints or self.temporaries or self.head or self.ignored)
 
     def describe(self) -> str:
-        """'3 locator(s), 1 checkpoint(s), ...' of what was repaired, or 'nothing to repair'."""
+        """'3 locator(s), 1 checkpoint(s), ...' of what was repaired (and what was left in place), or 'nothing to repair'."""
         parts = [
             f"{n} {what}"
             for n, what in (
@@ -174,7 +194,227 @@ class Repairs:
             )
             if n
         ]
-        return ", ".join(parts) if parts else "nothing to repair"
+        text = ", ".join(parts) if parts else ("nothing" if self.ignored else "nothing to repair")
+        if self.ignored:
+            named = "; ".join(f"{key} ({why})" for key, why in self.ignored[:10])
+            if len(self.ignored) > 10:
+                named += f"; and {len(self.ignored) - 10} more"
+            text += (
+                f"; left in place {len(self.ignored)} object(s) that are not records of this log (the log is append-only: "
+                f"repair never deletes; once examined, an operator with delete rights may remove them): {named}"
+            )
+        return text
+
+
+@dataclass
+class Examination:
+    """What `ActivityLog.examine` found in one environment's log."""
+
+    environment: str
+    problems: list[tuple[int, str, str]]  # (seq, key, why) damage to the chain itself
+    ignored: list[tuple[int, str, str]]  # (seq, key, why) objects at record keys that are not records of this log
+    records: int  # records of the log
+    tail: int  # seq of its newest record (0: none)
+
+    @property
+    def intact(self) -> bool:
+        """Whether the chain itself verifies (objects that are not records of this log do not count)."""
+        return not self.problems
+
+    def messages(self) -> list[str]:
+        """One line per problem and per ignored object, by seq, then (if objects were ignored) whether the chain
+        itself is intact; [] for an intact log with nothing else in it."""
+        lines = [(seq, 0, f"seq {seq} ({key}): {why}") for seq, key, why in self.problems]
+        lines += [(seq, 1, f"seq {seq} ({key}): {why}; not a record of this log: ignored") for seq, key, why in self.ignored]
+        out = [line for _, _, line in sorted(lines)]
+        if self.ignored:
+            n = len(self.ignored)
+            if self.intact:
+                out.append(
+                    f"the chain itself is intact ({self.records} record(s), the newest seq {self.tail}); the {n} object(s) "
+                    "named above are not records of this log and were ignored: they stop neither appends nor promotion. "
+                    "The log is append-only and nothing was deleted: find out who wrote them (the store's access logs), "
+                    "then an operator with delete rights may remove them"
+                )
+            else:
+                out.append(f"the chain itself does not verify (see above); besides, {n} object(s) that are not records of this log were ignored")
+        return out
+
+
+@dataclass
+class _Object:
+    """An object stored under a record's key, as one reader judges it."""
+
+    seq: int
+    key: str
+    data: dict[str, Any] | None  # the parsed record (None: not even one)
+    why: str | None  # why it is not a record of this log (None: intact, in its place, of the app, signed as required)
+    claimed: str | None  # the hash it claims: what the record after it chains to, if it is the log's
+    prev: str | None
+    fp: str | None  # fingerprint of the key whose signature verifies (None: unsigned)
+    signer: str | None  # how the record names that key
+
+
+class _Walk:
+    """One environment's chain, followed in seq order through the objects under its record keys from an
+    anchor: a record known to be the log's (the head hint's, a checkpoint's, this machine's last verified),
+    or genesis.
+
+    A record of this log parses, its hash matches its content, it names its own seq, environment and the
+    reader's app, it is signed (when the reader requires it) with a signature that verifies, and its
+    prev_hash is the hash of the record of this log before it. Which way the chain goes is decided by the
+    records signed by an authoritative key (one the reader trusts; every key for a reader that trusts none):
+    a record signed by another key that chains to the newest record is tentative until an authoritative
+    record chains through it (a link) or past it (ignored). An object that does not chain waits for a later
+    record: one that chains past it leaves it ignored; an authoritative one that chains to the hash it claims
+    makes it a damaged record of the log (a problem). What is still undecided at the end is the log's if the
+    head hint says an append reached it (an edited newest record is a problem, not a planted object), else
+    it was planted at the frontier and is ignored. A seq with no object is fine when the record after it
+    chains across (an ignored object someone removed), a deletion when it does not."""
+
+    def __init__(self, environment: str, anchor: tuple[int, str, _Object | None], authority: frozenset[str] | None, trust: Trust | None = None) -> None:
+        seq, digest, obj = anchor
+        self.environment = environment
+        self.authority = authority
+        self.trust = trust
+        self.anchor = seq
+        self.anchor_hash = digest
+        self.base = (seq, digest)  # the newest member signed by an authoritative key (or the anchor)
+        self.head = (seq, digest)  # the newest member
+        # ("pending" | "limbo", object, why it is a problem if it is the log's, why it is not a record of this log)
+        self.tentative: list[tuple[str, _Object, str, str]] = []
+        self.members: dict[int, _Object | None] = {seq: obj} if seq else {}
+        self.damaged: set[int] = set()
+        self.ignored: dict[int, tuple[str, str]] = {}
+        self.problems: list[tuple[int, str, str]] = []
+        self.expected = seq + 1
+        self.fed = 0
+        self.tip = (seq, digest)  # set by finish: the newest member that is not damaged (what an append chains to)
+
+    def _authoritative(self, obj: _Object) -> bool:
+        return self.authority is None or (obj.fp is not None and obj.fp in self.authority)
+
+    def _untrusted(self, obj: _Object) -> str:
+        if obj.fp is None:
+            return "is unsigned: anyone who can write to the store could have written it"
+        who = f"{obj.fp} ({obj.signer})"
+        if self.trust is not None:
+            return f"is signed by {who}, which is not trusted for {self.environment} (trusted: {self.trust.describe()})"
+        return f"is signed by {who}, not by a key the records around it are signed with"
+
+    def feed(self, obj: _Object) -> None:
+        """The next object, in seq order (a seq without an object is simply not fed)."""
+        self.fed += 1
+        gap = obj.seq > self.expected
+        missing = f"seq {self.expected}" if obj.seq == self.expected + 1 else f"seq {self.expected}-{obj.seq - 1}"
+        self.expected = obj.seq + 1
+        if obj.why is not None:
+            self.tentative.append(("limbo", obj, obj.why, obj.why))
+            return
+        authoritative = self._authoritative(obj)
+        if obj.prev == self.head[1]:
+            self._link(obj, authoritative)
+            return
+        if authoritative and self._reroute(obj):
+            return
+        last = self.tentative[-1] if self.tentative else None
+        if authoritative and not gap and last is not None and last[0] == "limbo" and last[1].data is None and last[1].seq == obj.seq - 1:
+            # right after an object that is not even a record: it is this log's damaged record (its hash, which
+            # this one chains to, is lost), the link cannot be checked
+            self._settle(len(self.tentative) - 1, chain_at=True)
+            self.head = self.base = (last[1].seq, "")
+            self._link(obj, True)
+            return
+        if gap:
+            problem = f"record(s) {missing} before it are missing (deleted)"
+            alone = f"stands after {missing}, where nothing is stored, and no record of this log chains to it"
+        else:
+            problem = "does not chain to the record before it (prev_hash mismatch): records were reordered, replaced or edited"
+            alone = "does not chain to the record before it (its prev_hash names no record of this log)"
+        self.tentative.append(("limbo", obj, problem, alone))
+
+    def _link(self, obj: _Object, authoritative: bool) -> None:
+        if authoritative:
+            self._settle(len(self.tentative))  # the tentative members are links of its chain; the rest it skips
+        self.members[obj.seq] = obj
+        self.head = (obj.seq, obj.claimed or "")
+        if authoritative:
+            self.base = self.head
+        else:
+            why = self._untrusted(obj)
+            self.tentative.append(("pending", obj, why, why))
+
+    def _reroute(self, obj: _Object) -> bool:
+        """An authoritative record that chains to an earlier point than the newest member: the base, a tentative
+        member (those after it are not the log's), or the hash an undecided object claims (it is the log's, damaged)."""
+        if obj.prev == self.base[1]:
+            self._settle(0)
+            self.head = self.base
+            self._link(obj, True)
+            return True
+        for i, (kind, t, _, _) in enumerate(self.tentative):
+            if t.claimed is None or obj.prev != t.claimed:
+                continue
+            if kind == "pending":
+                self._settle(i + 1)
+            else:
+                self._settle(i, chain_at=True)
+            self.head = self.base = (t.seq, t.claimed)
+            self._link(obj, True)
+            return True
+        return False
+
+    def _settle(self, keep: int, *, chain_at: bool = False) -> None:
+        """Decide the tentative entries: those before `keep` are in the chain (members kept, objects skipped);
+        with `chain_at`, the one at `keep` is a damaged record of the log; the rest are not the log's."""
+        for i, (kind, t, problem, alone) in enumerate(self.tentative):
+            if i < keep:
+                if kind == "limbo":
+                    self.ignored[t.seq] = (t.key, alone)
+            elif i == keep and chain_at:
+                self.members[t.seq] = t
+                self.damaged.add(t.seq)
+                self.problems.append((t.seq, t.key, problem))
+            else:
+                if kind == "pending":
+                    self.members.pop(t.seq, None)
+                self.ignored[t.seq] = (t.key, alone)
+        self.tentative = []
+
+    def finish(self, hint: int) -> _Walk:
+        """Decide what is still tentative, given the head hint (the seq the last append reported)."""
+        keep = max((i for i, (kind, t, _, _) in enumerate(self.tentative) if kind == "pending" and t.seq <= hint), default=-1)
+        for i, (kind, t, problem, alone) in enumerate(self.tentative):
+            if i <= keep:
+                if kind == "limbo":
+                    self.ignored[t.seq] = (t.key, alone)
+            elif kind == "pending":
+                self.members.pop(t.seq, None)
+                self.ignored[t.seq] = (t.key, alone)
+            elif t.seq <= hint:
+                self.members[t.seq] = t
+                self.damaged.add(t.seq)
+                self.problems.append((t.seq, t.key, problem))
+            else:
+                self.ignored[t.seq] = (t.key, alone)
+        self.tentative = []
+        good = [seq for seq in self.members if seq not in self.damaged]
+        if good:
+            newest = max(good)
+            obj = self.members[newest]
+            self.tip = (newest, obj.claimed or "") if obj is not None else (newest, self.anchor_hash)
+        else:
+            self.tip = (self.anchor, self.anchor_hash)
+        return self
+
+    @property
+    def tail(self) -> int:
+        """The seq of the newest record of the log (damaged or not)."""
+        return max(self.members, default=self.anchor)
+
+    def record_members(self) -> list[tuple[int, _Object | None]]:
+        """(seq, object) of the log's records the walk read, oldest first (the anchor's object may be None)."""
+        return sorted(self.members.items())
 
 
 class ActivityLog:
@@ -188,9 +428,14 @@ class ActivityLog:
         by-key/<key>/<seq>.json         the locator of the record of an idempotency key: a retried operation
                                         finds its stored record; written last, so it also says that the
                                         record's other locators were written
-        checkpoints/<seq>.json          every CHECKPOINT_EVERY records, signed by the appender after it
-                                        verified the records since the previous checkpoint: the gate
-                                        verifies only from the newest checkpoint a trusted key signed
+        checkpoints/<slot>.json         for every CHECKPOINT_EVERY seqs (slot = a multiple of it), signed by
+                                        the appender of the slot's first record after it verified the records
+                                        since the previous checkpoint: the gate verifies only from the newest
+                                        checkpoint a trusted key signed
+
+    Anyone who may create objects under the prefix can put anything at a seq not yet taken. Such an object
+    is not a record of this log (see `_Walk`): appends skip it (the next record takes the first free seq
+    and chains to the log's last record), the gate and `verify` ignore it, and `verify` names it.
     """
 
     def __init__(self, store: Store, *, signer: Signer | None = None, budget: float | None = None) -> None:
@@ -198,8 +443,8 @@ class ActivityLog:
         self.signer = signer
         self._budget = budget
         self._own_fingerprint: str | None = None
-        # records verify_recent read, by environment and seq: the gate's evidence even without a locator
-        self._verified: dict[str, dict[int, dict[str, Any]]] = {}
+        # the chain verify_recent followed, by environment: the gate's evidence even without a locator
+        self._walks: dict[str, _Walk] = {}
 
     @property
     def budget(self) -> float:
@@ -234,11 +479,11 @@ class ActivityLog:
 
     @staticmethod
     def checkpoint_key(environment: str, seq: int) -> str:
-        """The store key of the checkpoint at `seq` (a multiple of CHECKPOINT_EVERY)."""
-        return f"activity/{environment}/checkpoints/{seq:012d}.json"
+        """The store key of the checkpoint of the slot of `seq` (a multiple of CHECKPOINT_EVERY)."""
+        return f"activity/{environment}/checkpoints/{seq // CHECKPOINT_EVERY * CHECKPOINT_EVERY:012d}.json"
 
     def _seq_keys(self, environment: str, listed: list[str] | None = None) -> list[tuple[int, str]]:
-        """(seq, key) of every record object, by seq; foreign names are ignored."""
+        """(seq, key) of every object at a record key, by seq; foreign names are ignored."""
         prefix = f"activity/{self._check_env(environment)}/"
         found = []
         for key in self.store.list(prefix) if listed is None else listed:
@@ -247,14 +492,119 @@ class ActivityLog:
                 found.append((int(m.group(1)), key))
         return sorted(found)
 
-    @staticmethod
-    def _chain_hash(raw: bytes) -> str:
-        """The hash a new record must chain to, from the stored bytes of the record before it."""
+    # -- what counts as a record of this log
+
+    def _object(self, environment: str, seq: int, raw: bytes, *, app: str | None, signed: bool) -> _Object:
+        """Judge the object stored at record `seq`: why it is not a record of this log, if it is not."""
+        key = self.key(environment, seq)
+        data: Any = None
         try:
-            return str(json.loads(raw)["hash"])
-        except (ValueError, KeyError, TypeError):
-            # a damaged tail must not stop a deployment from being recorded; verify reports the damage
-            return hashlib.sha256(raw).hexdigest()
+            data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            record = ActivityRecord.from_json(data)
+        except (ValueError, KeyError, TypeError) as exc:
+            claimed = data.get("hash") if isinstance(data, dict) else None
+            return _Object(seq, key, None, f"is not a valid record ({exc})", claimed if isinstance(claimed, str) else None, None, None, None)
+        reasons = []
+        if record.computed_hash() != record.hash or record_hash(data) != record.hash:
+            reasons.append("content was edited (its hash does not match its content)")
+        if record.seq != seq or record.environment != environment:
+            reasons.append(f"holds seq {record.seq} of {record.environment!r}: records were moved, reordered or copied")
+        fp = signer = None
+        signature = data.get("signature")
+        if signature is None:
+            if signed:
+                reasons.append("is unsigned: anyone who can write to the store could have written it")
+        else:
+            found, why = check_signature(data, record.hash)
+            if why is not None:
+                reasons.append(why)
+            else:
+                fp, signer = found, str(signature.get("signer")) if isinstance(signature, dict) else None
+        if app is not None and record.app != app:
+            named = f"app {record.app!r}" if record.app is not None else "no app"
+            reasons.append(f"belongs to {named}, not {app!r}: copied from another app's log")
+        return _Object(seq, key, data, "; ".join(reasons) or None, record.hash, record.prev_hash, fp, signer)
+
+    def _read_object(self, environment: str, seq: int, *, app: str | None, signed: bool) -> _Object | None:
+        raw = self.store.get(self.key(environment, seq))
+        return None if raw is None else self._object(environment, seq, raw, app=app, signed=signed)
+
+    def _follow(
+        self,
+        environment: str,
+        anchor: tuple[int, str, _Object | None],
+        *,
+        app: str | None,
+        signed: bool,
+        authority: frozenset[str] | None,
+        hint: int,
+        trust: Trust | None = None,
+        leap: Callable[[int], tuple[int, str, _Object | None] | None] | None = None,
+        until: int | None = None,
+        frontier: int | None = None,
+    ) -> tuple[_Walk, int]:
+        """Follow the chain from `anchor` through the objects after it, one read each, to the first seq without
+        one (past a hole only while the head hint, naming a record of this log, says the log goes on): the walk
+        and that free seq. A far object is never reached: nothing lies between it and the log but free seqs.
+        After LEAP_AFTER objects (a stale hint) `leap` may name a newer anchor to go on from. `frontier` is
+        where an append is known to have reached (default: the hint), see `_Walk.finish`."""
+        walk = _Walk(environment, anchor, authority, trust)
+        n = anchor[0] + 1
+        hint_holds: bool | None = None
+        leapt = leap is None
+        while until is None or n <= until:
+            raw = self.store.get(self.key(environment, n))
+            if raw is None:
+                if n < hint:
+                    if hint_holds is None:
+                        named = self._read_object(environment, hint, app=app, signed=signed)
+                        hint_holds = named is not None and named.why is None and (authority is None or named.fp in authority)
+                    if hint_holds:
+                        n += 1
+                        continue
+                break
+            walk.feed(self._object(environment, n, raw, app=app, signed=signed))
+            n += 1
+            if not leapt and walk.fed >= LEAP_AFTER:
+                leapt = True
+                assert leap is not None
+                newer = leap(n)
+                if newer is not None and newer[0] >= n:
+                    walk = _Walk(environment, newer, authority, trust)
+                    n = newer[0] + 1
+        return walk.finish(hint if frontier is None else frontier), n
+
+    def _walk_all(
+        self, environment: str, *, app: str | None, signed: bool | None, trust: Trust | None, listed: list[str] | None = None
+    ) -> tuple[_Walk, int]:
+        """Follow the chain through every object of the log from genesis (reads everything): the walk and the
+        head hint. Without `trust`, the key of the record the hint names is taken for the log's (an append wrote
+        it); `signed` None: signatures are required if that record is signed."""
+        keys = self._seq_keys(environment, listed)
+        raws = self._get_many([key for _, key in keys])
+        hint = self._hint(environment)
+        raw_hint = next((raw for (seq, _), raw in zip(keys, raws, strict=True) if seq == hint), None)
+        named = self._object(environment, hint, raw_hint, app=app, signed=False) if raw_hint is not None else None
+        if signed is None:
+            signed = named is not None and named.fp is not None
+        authority: frozenset[str] | None
+        if trust is not None:
+            authority = frozenset(trust.fingerprints)
+        elif self.signer is not None:
+            authority = frozenset({self._signer_fingerprint() or ""})
+        else:
+            authority = frozenset({named.fp}) if named is not None and named.why is None and named.fp else None
+        walk = _Walk(environment, (0, GENESIS, None), authority, trust)
+        for (seq, _), raw in zip(keys, raws, strict=True):
+            if raw is not None:  # removed while listing: as if it was never there
+                walk.feed(self._object(environment, seq, raw, app=app, signed=signed))
+        return walk.finish(hint), hint
+
+    def _get_many(self, keys: list[str]) -> list[bytes | None]:
+        with ThreadPoolExecutor(max_workers=8) as pool:  # cloud stores: one round trip per object
+            return list(pool.map(self.store.get, keys))
 
     # -- finding the tail without listing the log
 
@@ -267,30 +617,188 @@ class ActivityLog:
         return max(seq, 0)
 
     def tail(self, environment: str, start: int | None = None, *, start_exists: bool = False) -> int:
-        """The seq of the newest record (0 if none), found in a few round trips whatever the log's length.
+        """The seq of the newest record of this log (0 if none), found in a few round trips whatever the log's
+        length and whatever was planted in it.
 
-        Starts at the head hint (or `start`, which `start_exists` says was just seen), gallops forward while
-        records exist and bisects back; a hint that points past the tail or at a hole costs O(log n)
-        probes, never a listing."""
+        Starts at the record the head hint (or `start`) names and reads on to the first free seq; a hint that
+        is missing, wrong or names no record of this log costs O(log n) checkpoint probes, never a listing."""
         self._check_env(environment)
+        walk, _ = self._locate(environment, app=None, start=start)
+        return walk.tip[0]
+
+    def _locate(self, environment: str, *, app: str | None, start: int | None = None, start_raw: bytes | None = None) -> tuple[_Walk, int]:
+        """The chain an append extends and the seq it takes: (walk, first free seq after the log's last record).
+
+        The anchor is the record the head hint names (or `start`, a record a concurrent writer just stored),
+        if it is a record of this log signed by this appender's key; signed by another key (the environment's
+        previous signer, or anyone's if someone moved the hint), the newest checkpoint of this appender's key
+        decides, else that record is taken and its key too. Records after the anchor signed by other keys are
+        not chained to: whoever can create objects could have made them."""
+        own = self._signer_fingerprint()
+        signed = own is not None
+        authority = frozenset({own}) if own is not None else None
+        hint = self._hint(environment) if start is None else start
+        anchor: tuple[int, str, _Object | None] | None = None
+        # without a record the hint names, where the last append got to is unknown: records of other keys
+        # that chain are then kept (a rotated key's, when the hint is lost), not taken for planted ones
+        frontier = sys.maxsize
+        if hint:
+            raw = start_raw if start_raw is not None else self.store.get(self.key(environment, hint))
+            named = self._object(environment, hint, raw, app=app, signed=signed) if raw is not None else None
+            usable = named is not None and named.why is None and bool(named.claimed)
+            if usable:
+                frontier = hint
+            if named is not None and usable and (authority is None or named.fp in authority):
+                anchor = (hint, str(named.claimed), named)
+            elif start is not None:
+                return self._locate(environment, app=app)  # not ours to chain to: from the head hint
+            elif named is not None and usable and authority is not None:
+                anchor = self._own_checkpoint(environment, hint, app=app, authority=authority)
+                if anchor is None:
+                    anchor = (hint, str(named.claimed), named)
+                    authority = authority | {named.fp or ""}
+        if anchor is None:
+            anchor = self._fallback_anchor(environment, hint, app=app, signed=signed, authority=authority)
+
+        def leap(n: int) -> tuple[int, str, _Object | None] | None:
+            if authority is not None:
+                return self._own_checkpoint(environment, n - 1, app=app, authority=authority, newer=True)
+            return self._run_end(environment, n - 1, app=app)
+
+        return self._follow(environment, anchor, app=app, signed=signed, authority=authority, hint=hint, leap=leap, frontier=frontier)
+
+    def _fallback_anchor(
+        self, environment: str, hint: int, *, app: str | None, signed: bool, authority: frozenset[str] | None
+    ) -> tuple[int, str, _Object | None]:
+        """An anchor when the hint names no record of this log: the seq before it, else the newest checkpoint of
+        a key in `authority`, else genesis."""
+        if hint > 1:
+            before = self._read_object(environment, hint - 1, app=app, signed=signed)
+            if before is not None and before.why is None and before.claimed and (authority is None or before.fp in authority):
+                return hint - 1, before.claimed, before
+        if authority is not None:
+            found = self._own_checkpoint(environment, hint, app=app, authority=authority)
+            if found is not None:
+                return found
+        return 0, GENESIS, None
+
+    def _own_checkpoint(
+        self, environment: str, near: int, *, app: str | None, authority: frozenset[str], newer: bool = False
+    ) -> tuple[int, str, _Object | None] | None:
+        """The record vouched for by the newest checkpoint signed by a key in `authority`, searched from `near`'s
+        slot down (or, with `newer`, up), if that record still holds what the checkpoint vouches for."""
+
+        def accept(slot: int) -> tuple[int, str] | None:
+            found = self._checkpoint(environment, slot, authority=authority, app=app)
+            return None if found is None else found[:2]
+
+        found = self._newer_checkpoint(environment, near, accept) if newer or not near else self._newest_checkpoint(environment, near, accept)
+        if found is None:
+            return None
+        obj = self._read_object(environment, found[0], app=app, signed=True)
+        if obj is None or obj.why is not None or obj.claimed != found[1]:
+            return None
+        return found[0], found[1], obj
+
+    def _run_end(self, environment: str, start: int, *, app: str | None) -> tuple[int, str, _Object | None] | None:
+        """For a log nobody signs (no checkpoints): where the run of objects from `start` ends, found by galloping
+        probes and bisection, if a record stands there."""
         exists = lambda seq: self.store.exists(self.key(environment, seq))  # noqa: E731
-        lo = self._hint(environment) if start is None else start
-        if lo > 0 and not start_exists and not exists(lo):
-            hi = lo
-            lo = 0
-        else:
-            step = 1
-            hi = lo + step
-            while exists(hi):
-                lo, step = hi, step * 2
-                hi = lo + step
+        lo, step = start, 1
+        while exists(lo + step):
+            lo, step = lo + step, step * 2
+        hi = lo + step
         while hi - lo > 1:
             mid = (lo + hi) // 2
             if exists(mid):
                 lo = mid
             else:
                 hi = mid
-        return lo
+        obj = self._read_object(environment, lo, app=app, signed=False)
+        return (lo, obj.claimed, obj) if obj is not None and obj.why is None and obj.claimed else None
+
+    # -- checkpoints
+
+    def _checkpoint(self, environment: str, slot: int, *, authority: frozenset[str] | None, app: str | None) -> tuple[int, str, str] | None:
+        """(seq, hash, signer's fingerprint) a valid checkpoint of `slot` vouches for (signed by a key in
+        `authority`, or any key that verifies without one), else None."""
+        raw = self.store.get(self.checkpoint_key(environment, slot))
+        if raw is None:
+            return None
+        try:
+            doc = json.loads(raw)
+            body = {k: v for k, v in doc.items() if k != "signature"}
+            seq = body.get("seq")
+            if body.get("kind") != "checkpoint" or body.get("environment") != environment or not isinstance(seq, int):
+                return None
+            if not slot <= seq < slot + CHECKPOINT_EVERY or not isinstance(body.get("hash"), str):
+                return None
+            if app is not None and body.get("app") != app:
+                return None
+            found, why = check_signature(doc, record_hash(body))
+        except (ValueError, TypeError, AttributeError):
+            return None
+        if why is not None or found is None or (authority is not None and found not in authority):
+            return None
+        return seq, str(body["hash"]), found
+
+    @staticmethod
+    def _newest_checkpoint(environment: str, near: int, accept: Callable[[int], tuple[int, str] | None]) -> tuple[int, str] | None:
+        """What the newest checkpoint `accept` takes at or below `near`'s slot vouches for; None if none.
+
+        O(log) probes whatever `near` is (a head hint a million seqs off costs ~2 log2 probes, never one per
+        slot): the slot itself, then exponentially farther down, then bisection between the newest slot taken
+        and the oldest refused above it."""
+        del environment
+        every = CHECKPOINT_EVERY
+        slot = near // every * every
+        if slot <= 0:
+            return None
+        got = accept(slot)
+        if got is not None:
+            return got
+        hi, step, low_slot, low = slot, every, 0, None
+        while True:
+            probe = slot - step
+            if probe <= 0:
+                break
+            got = accept(probe)
+            if got is not None:
+                low_slot, low = probe, got
+                break
+            hi, step = probe, step * 2
+        while hi - low_slot > every:
+            mid = max((low_slot + hi) // 2 // every * every, low_slot + every)
+            got = accept(mid)
+            if got is not None:
+                low_slot, low = mid, got
+            else:
+                hi = mid
+        return low
+
+    @staticmethod
+    def _newer_checkpoint(environment: str, after: int, accept: Callable[[int], tuple[int, str] | None]) -> tuple[int, str] | None:
+        """What the newest checkpoint `accept` takes above `after`'s slot vouches for (galloping up, then bisection); None if the next slot's is not."""
+        del environment
+        every = CHECKPOINT_EVERY
+        base = after // every * every
+        low_slot, low, step = base, None, every
+        while True:
+            got = accept(base + step)
+            if got is None:
+                hi = base + step
+                break
+            low_slot, low, step = base + step, got, step * 2
+        if low is None:
+            return None
+        while hi - low_slot > every:
+            mid = max((low_slot + hi) // 2 // every * every, low_slot + every)
+            got = accept(mid)
+            if got is not None:
+                low_slot, low = mid, got
+            else:
+                hi = mid
+        return low
 
     # -- appending
 
@@ -311,7 +819,7 @@ class ActivityLog:
         image: dict[str, Any] | None = None,
     ) -> ActivityRecord:
         """Append a signed record to the environment's chain exactly once; safe against any number of
-        concurrent writers, lost answers and killed writers.
+        concurrent writers, lost answers and killed writers, and against objects planted in the log.
 
         `idempotency_key` names the operation: an append with the key of a record already stored returns
         that record instead of writing another (give the same key when retrying the same operation; without
@@ -319,8 +827,15 @@ class ActivityLog:
         `superseded_by` (an action, e.g. "destroy"), a stored record with the key counts only if no record
         of that action of the same app follows it: a create after a destroy is a new operation.
 
+        The record takes the first free seq after the log's last record and chains to that record: objects
+        in between that are not records of this log (junk, broken hashes, other environments' or apps'
+        records, records that do not chain, records signed by keys other than the one the log's records
+        around them are signed with) are skipped, so a planted object never stops appends and is never
+        chained to. An object planted far ahead is never read.
+
         Conflicts and transient store errors are retried with jittered backoff for `budget` seconds. A few
-        round trips whatever the history: the head hint, two probes, the tail record and its locator (a
+        round trips whatever the history: the head hint, the record it names, a probe of the next seq (plus
+        one read per object planted right after the last record), the probe of that record's key locator (a
         killed writer's missing indexes are written then), the conditional create, the package locator, the
         key's locator and the hint again (plus a checkpoint every CHECKPOINT_EVERY records)."""
         self._check_env(environment)
@@ -348,8 +863,8 @@ class ActivityLog:
         deadline = _now() + budget
         # a fresh key cannot have been stored by an earlier run: only a caller's key is looked up
         looked_up = idempotency_key is None
-        start: int | None = None  # where the tail search starts (None: the head hint)
-        taken: bytes | None = None  # the record found at `start` after losing it (saves two round trips)
+        start: int | None = None  # a seq another writer just took: the chain goes on from there
+        taken: bytes | None = None  # what was found there (saves a round trip)
         unknown: int | None = None  # a seq whose conditional create failed without an answer
         attempt, cause = 0, "no attempt finished"
         while True:
@@ -360,15 +875,11 @@ class ActivityLog:
                     if own is not None:
                         return self._finish(own)
                     unknown = None
-                tail = self.tail(environment, start, start_exists=taken is not None)
-                if taken is not None and tail == start:
-                    raw = taken
-                else:
-                    raw = self.store.get(self.key(environment, tail)) if tail else None
-                taken = None
-                if tail and raw is None:  # pragma: no cover - records are never deleted by governance
-                    raise StoreError(self.store.url, f"{self.key(environment, tail)} vanished while appending")
-                data = _parse(raw) if raw is not None else None
+                walk, seq = self._locate(environment, app=app, start=start, start_raw=taken)
+                start = taken = None
+                tail, prev_hash = walk.tip
+                tip = walk.members.get(tail)
+                data = tip.data if tip is not None else None
                 if data is not None and self._is_own(data, key, environment, tail):
                     return self._finish(ActivityRecord.from_json(data))
                 self._heal(environment, tail, data)
@@ -377,9 +888,7 @@ class ActivityLog:
                     looked_up = True
                     if own is not None:
                         return self._finish(own)
-                seq = tail + 1
-                prev_hash = self._chain_hash(raw) if raw is not None else GENESIS
-                record = self._signed({**body, "seq": seq, "prev_hash": prev_hash})
+                record = self._signed({**body, "seq": seq, "prev_hash": prev_hash if tail else GENESIS})
                 try:
                     stored = self.store.put(self.key(environment, seq), _encode(record), if_absent=True)
                 except StoreError as exc:
@@ -387,7 +896,7 @@ class ActivityLog:
                         unknown = seq
                     raise
                 if stored:
-                    return self._finish(record)
+                    return self._finish(record, prev_seq=tail)
                 # the seq is taken: by this very append when the store kept a write whose answer was lost
                 # (until it is read back, it may be: a failed read must not let the append move on)
                 unknown = seq
@@ -396,7 +905,8 @@ class ActivityLog:
                 if found is not None and self._is_own(found, key, environment, seq):
                     return self._finish(ActivityRecord.from_json(found))
                 unknown = None
-                start, cause = seq, f"other writers took seq {seq}"
+                start = seq if taken is not None else None
+                cause = f"other writers took seq {seq}"
             except StoreError as exc:
                 if not exc.transient:
                     raise
@@ -480,33 +990,52 @@ class ActivityLog:
         return None
 
     def _followed_by(self, environment: str, seq: int, tail: int, action: str, app: str | None) -> bool:
-        """Whether a record of `action` of `app` lies after `seq` (read back from the tail, a batch at a time)."""
+        """Whether a record of `action` of `app` lies after `seq` (read back from the tail, a batch at a time);
+        only records this appender's key signed count (anyone could plant a "destroy")."""
+        mine = self._signer_fingerprint()
         top = tail
         while top > seq:
             low = max(seq + 1, top - 7)
             batch = [(s, self.key(environment, s)) for s in range(top, low - 1, -1)]
-            for _, _, data, _ in self._read_keys(batch):
-                if data is not None and data.get("action") == action and data.get("app") == app:
-                    return True
+            for s, _, data, _ in self._read_keys(batch):
+                if data is None or data.get("action") != action or data.get("app") != app:
+                    continue
+                if record_hash(data) != data.get("hash") or data.get("seq") != s:
+                    continue
+                if mine is not None and check_signature(data, str(data.get("hash")))[0] != mine:
+                    continue
+                return True
             top = low - 1
         return False
 
-    def _finish(self, record: ActivityRecord) -> ActivityRecord:
-        """Write a stored record's side indexes and the head hint; the record is the append's result."""
+    def _finish(self, record: ActivityRecord, prev_seq: int | None = None) -> ActivityRecord:
+        """Write a stored record's side indexes and the head hint; the record is the append's result.
+        `prev_seq` is the record it chains to, when known (a checkpoint goes to the first record of a slot)."""
         env = record.environment
         try:
-            self._write_indexes(env, record.seq, record.to_json())
+            self._write_indexes(env, record.seq, record.to_json(), prev_seq=prev_seq)
         except StoreError as exc:
             if not exc.transient:
                 raise
             # the record is stored: the next appender writes what is missing (it heals the tail it reads)
         # the hint is advisory: under a container-wide immutability policy it cannot be rewritten, and
-        # then tail() gallops from the last hint that was written
+        # then the tail is found from the last hint that was written
         with contextlib.suppress(StoreError):
             self.store.put(self.head_key(env), _json({"seq": record.seq}))
         return record
 
-    def _write_indexes(self, environment: str, seq: int, data: dict[str, Any], listed: set[str] | None = None) -> tuple[int, int]:
+    @staticmethod
+    def _first_in_slot(seq: int, prev_seq: int | None) -> bool:
+        """Whether record `seq` is the first record of its checkpoint slot (its predecessor `prev_seq` lies in
+        an earlier one; unknown: assume the seq before it, as when nothing was skipped)."""
+        if seq < CHECKPOINT_EVERY:
+            return False
+        prev = seq - 1 if prev_seq is None else prev_seq
+        return prev // CHECKPOINT_EVERY < seq // CHECKPOINT_EVERY
+
+    def _write_indexes(
+        self, environment: str, seq: int, data: dict[str, Any], listed: set[str] | None = None, prev_seq: int | None = None
+    ) -> tuple[int, int]:
         """Write record `seq`'s missing side indexes, idempotently: (locators, checkpoints) written.
 
         The key's locator comes last: once it exists, so does the package locator (the one probe that tells
@@ -517,7 +1046,7 @@ class ActivityLog:
             index = self.index_key(environment, data["package_sha256"], seq)
             if not present(index) and self.store.put(index, _json({"seq": seq, "hash": data.get("hash")}), if_absent=True):
                 locators += 1
-        if self.signer is not None and seq % CHECKPOINT_EVERY == 0:
+        if self.signer is not None and self._first_in_slot(seq, prev_seq):
             checkpoint = self.checkpoint_key(environment, seq)
             if not present(checkpoint) and self._write_checkpoint(ActivityRecord.from_json(data)):
                 checkpoints += 1
@@ -545,16 +1074,36 @@ class ActivityLog:
         return locators, checkpoints
 
     def _write_checkpoint(self, record: ActivityRecord) -> bool:
-        """Sign 'records up to this one chain correctly' after checking the records since the previous
-        checkpoint; whether a checkpoint was written (never for a damaged chain, nor twice)."""
+        """Sign 'records up to this one chain correctly' for the slot of `record` after checking the records
+        since the previous checkpoint; whether a checkpoint was written (never for a damaged chain, nor twice).
+
+        The previous checkpoint is this key's, or another key's that still matches the record it vouches for
+        (a checkpoint someone planted with a key of their own is passed over, not trusted)."""
         assert self.signer is not None
-        start = self._newest_checkpoint(record.environment, record.seq - 1, trust=None, app=record.app)
-        problems = self._verify_range(record.environment, start, record.seq, trust=None, app=record.app, signed=True)
-        if problems:
+        environment = record.environment
+        slot = record.seq // CHECKPOINT_EVERY * CHECKPOINT_EVERY
+        if slot == 0:
+            return False
+        mine = self._signer_fingerprint() or ""
+        signer_fp = check_signature(record.to_json(), record.hash)[0]
+        authority = frozenset({mine} | ({signer_fp} if signer_fp else set()))
+
+        def accept(candidate: int) -> tuple[int, str] | None:
+            found = self._checkpoint(environment, candidate, authority=None, app=record.app)
+            if found is None:
+                return None
+            if found[2] not in authority and self._stored_hash(environment, found[0]) != found[1]:
+                return None
+            return found[:2]
+
+        start = self._newest_checkpoint(environment, slot - 1, accept) or (0, GENESIS)
+        walk, _ = self._follow(environment, (*start, None), app=record.app, signed=True, authority=authority, hint=record.seq, until=record.seq)
+        held = walk.members.get(record.seq)
+        if walk.problems or held is None or record.seq in walk.damaged or held.claimed != record.hash:
             return False  # never vouch for a damaged chain: readers then verify from an older checkpoint
         body = {
             "kind": "checkpoint",
-            "environment": record.environment,
+            "environment": environment,
             "app": record.app,
             "seq": record.seq,
             "hash": record.hash,
@@ -562,35 +1111,41 @@ class ActivityLog:
         }
         digest = record_hash(body)
         doc = {**body, "signature": self.signer.signature(digest)}
-        return self.store.put(self.checkpoint_key(record.environment, record.seq), _json(doc), if_absent=True)
+        return self.store.put(self.checkpoint_key(environment, record.seq), _json(doc), if_absent=True)
 
     # -- repairing
 
     def repair(self, environment: str, *, older_than: float = TEMPORARY_AGE) -> Repairs:
-        """Write every side index killed or interrupted writers left missing in the environment's log (the
-        locators; the checkpoints when this log has a signer), bring the head hint to the tail, and remove
-        their temporary files (only those of writers that are gone, or untouched for `older_than` seconds).
+        """Write every side index killed or interrupted writers left missing for the records of the log (the
+        locators; the checkpoints when this log has a signer), bring the head hint to the log's last record,
+        and remove their temporary files (only those of writers that are gone, or untouched for `older_than`
+        seconds). Objects that are not records of this log are named and left in place: repair never deletes
+        anything of the log, and never indexes or points the hint at such an object.
 
         Reads the whole log, like verify; writes only what is missing, with conditional creates."""
         prefix = f"activity/{self._check_env(environment)}/"
         listed = self.store.list(prefix)
         present = set(listed)
         found = Repairs()
-        tail = 0
-        for seq, _key, data, _problem in self._read_keys(self._seq_keys(environment, listed)):
-            tail = max(tail, seq)
-            if data is None or data.get("seq") != seq:
+        walk, hint = self._walk_all(environment, app=None, signed=None, trust=None, listed=listed)
+        prev = 0
+        for seq, obj in walk.record_members():
+            if obj is None or obj.data is None or obj.why is not None or seq in walk.damaged:
+                prev = seq
                 continue  # verify names a damaged record; an index of it would help no one
-            locators, checkpoints = self._write_indexes(environment, seq, data, present)
+            locators, checkpoints = self._write_indexes(environment, seq, obj.data, present, prev_seq=prev)
             found.locators += locators
             found.checkpoints += checkpoints
-            if self.signer is None and seq % CHECKPOINT_EVERY == 0 and self.checkpoint_key(environment, seq) not in present:
+            if self.signer is None and self._first_in_slot(seq, prev) and self.checkpoint_key(environment, seq) not in present:
                 found.unsigned_checkpoints += 1
+            prev = seq
         found.temporaries = self.store.clean_temporaries(prefix, older_than=older_than)
-        if tail and self._hint(environment) != tail:
+        tail = walk.tip[0]
+        if tail and hint != tail:
             with contextlib.suppress(StoreError):
                 self.store.put(self.head_key(environment), _json({"seq": tail}))
                 found.head = 1
+        found.ignored = [(key, why) for _, (key, why) in sorted(walk.ignored.items())]
         return found
 
     # -- reading
@@ -609,22 +1164,22 @@ class ActivityLog:
             return key, None, f"is not a valid record ({exc})"
         return key, data, None
 
-    def _read_all(self, environment: str) -> list[tuple[int, str, dict[str, Any] | None, str | None]]:
-        keys = self._seq_keys(environment)
-        return self._read_keys(keys)
-
     def _read_keys(self, keys: list[tuple[int, str]]) -> list[tuple[int, str, dict[str, Any] | None, str | None]]:
         with ThreadPoolExecutor(max_workers=8) as pool:  # cloud stores: one round trip per record
             read = list(pool.map(self._read, [k for _, k in keys]))
         return [(seq, key, data, problem) for (seq, _), (key, data, problem) in zip(keys, read, strict=True)]
 
     def records(self, environment: str) -> list[ActivityRecord]:
-        """The environment's records, oldest first (UserError if one is unreadable: run verify)."""
+        """The records of the environment's log, oldest first: objects that are not records of this log are left
+        out (verify names them); UserError if a record of the log is unreadable (run verify)."""
+        walk, _ = self._walk_all(environment, app=None, signed=False, trust=None)
         out = []
-        for seq, key, data, problem in self._read_all(environment):
-            if data is None:
-                raise UserError(f"{self.store.url}: {key} (seq {seq}) {problem}: run `mxinfra activity verify`")
-            out.append(ActivityRecord.from_json(data))
+        for seq, obj in walk.record_members():
+            if obj is None:
+                continue
+            if obj.data is None:
+                raise UserError(f"{self.store.url}: {obj.key} (seq {seq}) {obj.why}: run `mxinfra activity verify`")
+            out.append(ActivityRecord.from_json(obj.data))
         return out
 
     def environments(self) -> list[str]:
@@ -634,155 +1189,82 @@ class ActivityLog:
 
     # -- verifying
 
-    @staticmethod
-    def _signature_problems(
-        data: dict[str, Any], environment: str, *, trust: Trust | None, app: str | None, signed: bool
-    ) -> list[str]:
-        """Why a record (already hash-checked) does not count: unsigned, bad signature, untrusted key, other app."""
-        problems = []
-        if data.get("signature") is None:
-            if signed or trust is not None:
-                problems.append("is unsigned: anyone who can write to the store could have written it")
-        else:
-            found, why = check_signature(data, str(data.get("hash")))
-            if why is not None:
-                problems.append(why)
-            elif trust is not None and found not in trust.fingerprints:
-                ref = data["signature"].get("signer") if isinstance(data["signature"], dict) else None
-                problems.append(
-                    f"is signed by {found} ({ref}), which is not trusted for {environment} (trusted: {trust.describe()})"
-                )
-        if app is not None and data.get("app") != app:
-            named = f"app {data.get('app')!r}" if data.get("app") is not None else "no app"
-            problems.append(f"belongs to {named}, not {app!r}: copied from another app's log")
-        return problems
+    def examine(self, environment: str, *, signed: bool = False, trust: Trust | None = None, app: str | None = None) -> Examination:
+        """Read every object of the log: the damage to the chain of its records (problems) and, apart, the
+        objects that are not records of this log (ignored: planted, or written by a key the chain does not go
+        through). A present signature is always checked; with `signed` an unsigned record is not a record of
+        the log; with `trust` a record signed by another key is not one (or, if the chain goes through it, a
+        problem); with `app` a record of another app is not one."""
+        walk, _ = self._walk_all(environment, app=app, signed=signed, trust=trust)
+        problems = list(walk.problems)
+        if trust is not None or signed:
+            for seq, obj in walk.record_members():
+                if obj is None or seq in walk.damaged:
+                    continue
+                if obj.fp is None:
+                    problems.append((seq, obj.key, "is unsigned: anyone who can write to the store could have written it"))
+                elif trust is not None and obj.fp not in trust.fingerprints:
+                    problems.append((seq, obj.key, f"is signed by {obj.fp} ({obj.signer}), which is not trusted for {environment} (trusted: {trust.describe()})"))
+        records = sum(1 for seq, obj in walk.record_members() if obj is not None and seq not in walk.damaged)
+        ignored = [(seq, key, why) for seq, (key, why) in sorted(walk.ignored.items())]
+        return Examination(environment, sorted(problems), ignored, records, walk.tip[0])
 
     def verify(
         self, environment: str, *, signed: bool = False, trust: Trust | None = None, app: str | None = None
     ) -> list[str]:
-        """[] if the chain is intact; else one message per problem, naming the record's seq and key.
-
-        Reads every record. A present signature is always checked; with `signed` an unsigned record is a
-        problem; with `trust` a record signed by another key is; with `app` a record of another app is."""
-        problems: list[str] = []
-        expected_seq = 1
-        prev_hash: str | None = GENESIS
-        for seq, key, data, problem in self._read_all(environment):
-            where = f"seq {seq} ({key})"
-            if data is None:
-                problems.append(f"{where}: {problem}")
-                expected_seq, prev_hash = seq + 1, None
-                continue
-            problems += [f"{where}: {p}" for p in self._record_problems(data, seq, environment, expected_seq, prev_hash)]
-            problems += [f"{where}: {p}" for p in self._signature_problems(data, environment, trust=trust, app=app, signed=signed)]
-            expected_seq, prev_hash = seq + 1, str(data.get("hash"))
-        return problems
-
-    @staticmethod
-    def _record_problems(
-        data: dict[str, Any], seq: int, environment: str, expected_seq: int, prev_hash: str | None
-    ) -> list[str]:
-        """Chain problems of one record: a gap before it, edited content, moved, or not linked to its predecessor."""
-        problems = []
-        record = ActivityRecord.from_json(data)
-        if seq > expected_seq:
-            missing = f"seq {expected_seq}" if seq == expected_seq + 1 else f"seq {expected_seq}-{seq - 1}"
-            problems.append(f"record(s) {missing} before it are missing (deleted)")
-        if record.computed_hash() != record.hash or record_hash(data) != record.hash:
-            problems.append("content was edited (its hash does not match its content)")
-        if record.seq != seq or record.environment != environment:
-            problems.append(f"holds seq {record.seq} of {record.environment!r}: records were moved, reordered or copied")
-        if prev_hash is not None and record.prev_hash != prev_hash and seq == expected_seq:
-            problems.append(
-                "does not chain to the record before it (prev_hash mismatch): records were reordered, replaced or edited"
-            )
-        return problems
-
-    def _verify_range(
-        self,
-        environment: str,
-        start: tuple[int, str],
-        end: int,
-        *,
-        trust: Trust | None,
-        app: str | None,
-        signed: bool,
-    ) -> list[str]:
-        """Verify records start.seq+1 .. end against a trusted starting point (seq, hash): one read per record."""
-        first, prev_hash = start
-        keys = [(s, self.key(environment, s)) for s in range(first + 1, end + 1)]
-        problems = []
-        expected = first + 1
-        prev: str | None = prev_hash
-        read = self._read_keys(keys)
-        self._verified.setdefault(environment, {}).update({seq: data for seq, _, data, _ in read if data is not None})
-        for seq, key, data, problem in read:
-            where = f"seq {seq} ({key})"
-            if data is None:
-                why = "is missing (deleted)" if problem == "disappeared while reading" else problem
-                problems.append(f"{where}: {why}")
-                expected, prev = seq + 1, None
-                continue
-            problems += [f"{where}: {p}" for p in self._record_problems(data, seq, environment, expected, prev)]
-            problems += [f"{where}: {p}" for p in self._signature_problems(data, environment, trust=trust, app=app, signed=signed)]
-            expected, prev = seq + 1, str(data.get("hash"))
-        return problems
-
-    def _checkpoint(self, environment: str, seq: int, *, trust: Trust | None, app: str | None) -> str | None:
-        """The hash a valid checkpoint at `seq` vouches for (signed by a trusted key, or any valid key without trust)."""
-        raw = self.store.get(self.checkpoint_key(environment, seq))
-        if raw is None:
-            return None
-        try:
-            doc = json.loads(raw)
-            body = {k: v for k, v in doc.items() if k != "signature"}
-            if body.get("kind") != "checkpoint" or body.get("environment") != environment or body.get("seq") != seq:
-                return None
-            if app is not None and body.get("app") != app:
-                return None
-            found, why = check_signature(doc, record_hash(body))
-        except (ValueError, TypeError, AttributeError):
-            return None
-        if why is not None or (trust is not None and found not in trust.fingerprints):
-            return None
-        return str(body["hash"])
-
-    def _newest_checkpoint(self, environment: str, before: int, *, trust: Trust | None, app: str | None) -> tuple[int, str]:
-        """(seq, hash) of the newest valid checkpoint at or below `before`, else (0, GENESIS)."""
-        seq = before // CHECKPOINT_EVERY * CHECKPOINT_EVERY
-        while seq > 0:
-            vouched = self._checkpoint(environment, seq, trust=trust, app=app)
-            if vouched is not None:
-                return seq, vouched
-            seq -= CHECKPOINT_EVERY
-        return 0, GENESIS
+        """[] if the chain is intact and nothing else is stored at its record keys; else one message per
+        problem and per object that is not a record of this log (naming seq and key), and, when objects were
+        ignored, a last line saying whether the chain itself is intact (see `examine`)."""
+        return self.examine(environment, signed=signed, trust=trust, app=app).messages()
 
     def verify_recent(
         self, environment: str, *, trust: Trust, app: str | None, verified: tuple[int, str] | None = None
     ) -> tuple[int, list[str]]:
         """(tail seq, problems) checking the chain from the newest trusted checkpoint to the tail.
 
-        The cost is at most CHECKPOINT_EVERY records plus a few probes, whatever the log's length: the
-        records before the checkpoint were verified by the trusted key that signed it. `verified` is a
-        (seq, hash) this machine verified before: when it is newer than the checkpoint and the log still
-        holds it, verification starts there instead."""
-        tail = self.tail(environment)
-        start = self._newest_checkpoint(environment, tail, trust=trust, app=app)
-        if verified is not None and start[0] < verified[0] <= tail and self._stored_hash(environment, verified[0]) == verified[1]:
-            start = verified
-        problems = []
-        if start[0] and (start[0] > tail or self._stored_hash(environment, start[0]) != start[1]):
-            problems.append(f"seq {start[0]} ({self.key(environment, start[0])}): differs from its signed checkpoint")
-        # every record since must chain and be validly signed; only the evidence must be by a trusted key
-        # (an environment may have several deployers, not all of them trusted by every gate)
-        self._verified[environment] = {}
-        problems += self._verify_range(environment, start, tail, trust=None, app=app, signed=True)
-        if not problems and tail:
+        The cost is at most CHECKPOINT_EVERY records (plus one read per object planted among them) and a
+        few probes, whatever the log's length and wherever objects were planted: the records before the
+        checkpoint were verified by the trusted key that signed it, and the walk from it stops at the first
+        free seq past the head hint. Objects that are not records of this log are ignored (never evidence,
+        never a problem). `verified` is a (seq, hash) this machine verified before: when it is newer than the
+        checkpoint and the log still holds it, verification starts there instead."""
+        self._check_env(environment)
+        hint = self._hint(environment)
+        authority = frozenset(trust.fingerprints)
+
+        def accept(slot: int) -> tuple[int, str] | None:
+            found = self._checkpoint(environment, slot, authority=authority, app=app)
+            return None if found is None else found[:2]
+
+        start = self._newest_checkpoint(environment, hint, accept) if hint else self._newer_checkpoint(environment, 0, accept)
+        anchor: tuple[int, str, _Object | None] = (0, GENESIS, None)
+        if start is not None:
+            held = self._read_object(environment, start[0], app=app, signed=True)
+            if held is None or held.data is None or record_hash(held.data) != start[1] or held.claimed != start[1]:
+                return start[0], [f"seq {start[0]} ({self.key(environment, start[0])}): differs from its signed checkpoint"]
+            anchor = (start[0], start[1], held)
+        if verified is not None and anchor[0] < verified[0]:
+            held = self._read_object(environment, verified[0], app=app, signed=True)
+            if held is not None and held.why is None and held.claimed == verified[1]:
+                anchor = (verified[0], verified[1], held)
+
+        def leap(n: int) -> tuple[int, str, _Object | None] | None:
+            found = self._newer_checkpoint(environment, n - 1, accept)
+            if found is None:
+                return None
+            held = self._read_object(environment, found[0], app=app, signed=True)
+            return (found[0], found[1], held) if held is not None and held.why is None and held.claimed == found[1] else None
+
+        walk, _ = self._follow(environment, anchor, app=app, signed=True, authority=authority, hint=hint, trust=trust, leap=leap)
+        self._walks[environment] = walk
+        problems = [f"seq {seq} ({key}): {why}" for seq, key, why in sorted(walk.problems)]
+        base = walk.members.get(walk.base[0])
+        if not problems and base is not None and base.data is not None:
             # a killed writer's record lacks its locators until the next append; a gate that may write
             # heals them now (a read-only one still finds the deploy among the records it read)
             with contextlib.suppress(StoreError):
-                self._heal(environment, tail, self._verified[environment].get(tail))
-        return tail, problems
+                self._heal(environment, walk.base[0], base.data)
+        return walk.tail, problems
 
     def _stored_hash(self, environment: str, seq: int) -> str | None:
         """The hash of the record at `seq`, only if its content still hashes to it (else None)."""
@@ -802,43 +1284,67 @@ class ActivityLog:
         tail: int,
     ) -> tuple[ActivityRecord | None, list[str]]:
         """A deploy record of this package (and artifact) that counts, found by its locator; else the reasons
-        each candidate was refused. Reads the locators of this package and one or two records each."""
+        each candidate was refused. Reads the locators of this package and one or two records each (a few more
+        when objects were planted right after one)."""
+        walk = self._walks.get(environment)
+        members = walk.members if walk is not None else {}
+        ignored = walk.ignored if walk is not None else {}
+        damaged = walk.damaged if walk is not None else set()
         prefix = f"activity/{environment}/by-package/{package_sha256}/"
         seqs = {int(m.group(1)) for k in self.store.list(prefix) if (m := _SEQ_NAME.fullmatch(k[len(prefix) :]))}
         # deploys among the records verify_recent read count even if a killed writer left no locator
         seqs |= {
             s
-            for s, d in self._verified.get(environment, {}).items()
-            if d.get("action") == "deploy" and d.get("package_sha256") == package_sha256
+            for s, o in members.items()
+            if o is not None and o.data is not None and s not in damaged
+            and o.data.get("action") == "deploy" and o.data.get("package_sha256") == package_sha256
         }
+        authority = frozenset(trust.fingerprints)
         refused = []
         for seq in sorted(seqs, reverse=True):
             key = self.key(environment, seq)
             where = f"seq {seq} ({key})"
+            if seq in ignored:
+                refused.append(f"{where}: {ignored[seq][1]}; not a record of this log")
+                continue
             if seq > tail:
                 continue
-            _, data, problem = self._read(key)
-            if data is None:
-                refused.append(f"{where}: {problem}")
-                continue
-            why = [p for p in self._record_problems(data, seq, environment, seq, None) if "missing" not in p]
-            why += self._signature_problems(data, environment, trust=trust, app=app, signed=True)
-            record = ActivityRecord.from_json(data)
-            if not why and (record.action != "deploy" or record.package_sha256 != package_sha256):
+            obj = members.get(seq)
+            if obj is None:
+                obj = self._read_object(environment, seq, app=app, signed=True)
+                if obj is None:
+                    refused.append(f"{where}: disappeared while reading")
+                    continue
+            why = [obj.why] if obj.why is not None else []
+            if not why and obj.fp not in authority:
+                why.append(f"is signed by {obj.fp} ({obj.signer}), which is not trusted for {environment} (trusted: {trust.describe()})")
+            data = obj.data or {}
+            if not why and (data.get("action") != "deploy" or data.get("package_sha256") != package_sha256):
                 why.append("is not a deploy of this package")
-            if not why and artifact is not None and record.artifact != artifact:
+            if not why and artifact is not None and data.get("artifact") != artifact:
                 continue  # the same package with another image: not what this stack runs
-            if not why and seq < tail and self._prev_of(environment, seq + 1) != record.hash:
+            if not why and seq < tail and not self._chained_to(environment, obj, walk, authority, app=app, tail=tail):
                 why.append("is not the record its successor chains to (replaced)")
             if why:
                 refused.append(f"{where}: {'; '.join(why)}")
                 continue
-            return record, refused
+            return ActivityRecord.from_json(data), refused
         return None, refused
 
-    def _prev_of(self, environment: str, seq: int) -> str | None:
-        _, data, _ = self._read(self.key(environment, seq))
-        return None if data is None else str(data.get("prev_hash"))
+    def _chained_to(self, environment: str, obj: _Object, walk: _Walk | None, authority: frozenset[str], *, app: str | None, tail: int) -> bool:
+        """Whether the record of the log after `obj` chains to it: known from the walk for the records it
+        followed, else read forward past objects that are not records of this log."""
+        if walk is not None and obj.seq in walk.members and obj.seq >= walk.anchor:
+            return any(s > obj.seq for s in walk.members)
+        for n in range(obj.seq + 1, tail + 1):
+            later = self._read_object(environment, n, app=app, signed=True)
+            if later is None or later.why is not None:
+                continue  # a removed or planted object: the record after it tells
+            if later.prev == obj.claimed:
+                return True
+            if later.fp in authority:
+                return False  # a record the environment's key signed chains to another: this one was replaced
+        return False
 
     def last_deploy(self, environment: str) -> ActivityRecord | None:
         """The newest record with action 'deploy', or None."""

@@ -64,6 +64,16 @@ def fetch_package(reference: str, url: str) -> tuple[Path, str | None]:
     return path, entry.version
 
 
+def gate_warnings(env: Environment) -> list[str]:
+    """The warning every plan and `pulumi up` of a production environment that opted out of the gate shows."""
+    if env.ungated_reason is None:
+        return []
+    return [
+        f"{env.name} is a production environment without staged promotion ({env.config_path}.ungated): it deploys "
+        f"any package, whether or not another environment ran it; reason given: {env.ungated_reason}"
+    ]
+
+
 def promotion_issues(
     envs: list[Environment],
     package_sha256: str,

@@ -194,7 +194,7 @@ def write_record(props: dict[str, Any], changes: dict[str, Any], action: str, *,
     operation however often it is retried; returns the outputs."""
     from .activity import ActivityLog, append_budget
     from .promotion import repository_url
-    from .repository import Repository, VersionConflictError
+    from .repository import Repository
     from .store import open_store, retry_transient
 
     # Inputs carry no machine path: relative ones are the project's, the provider's working directory.
@@ -204,13 +204,9 @@ def write_record(props: dict[str, Any], changes: dict[str, Any], action: str, *,
     package_path = Path.cwd() / props["packagePath"] if props.get("packagePath") else None
     if action == "deploy" and package_path is not None and package_path.is_file():
         # Transport needs the package in the repository: upload it once (a no-op if already there).
-        repo = Repository(store)
-        try:
-            repo.push(package_path, version=props.get("packageVersion"), commit=None, stories=())
-        except VersionConflictError:
-            # A rebuilt package with the same model version: keep it, unlabelled, rather than fail
-            # a deployment that was already applied.
-            repo.push(package_path, version=None, commit=None, stories=())
+        # Unlabelled: version labels are the publishers' (`mxinfra package push`), never a deployer's
+        # claim (issue 19, F9); a label that names other bytes was refused before anything was applied.
+        Repository(store).push(package_path, version=None, commit=None, stories=())
     record = ActivityLog(store, signer=_signer(props, store.url), budget=budget).append(
         props["environment"],
         app=props.get("app"),

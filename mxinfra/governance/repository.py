@@ -457,3 +457,16 @@ class Repository:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         return final
+
+
+def label_issue(url: str, version: str, sha256: str, *, required: bool) -> str | None:
+    """Why a deployment of the package `sha256` from a file, recorded as `version`, must not go on: the
+    repository's label `version` names other bytes (or, when `required`, the repository cannot be read,
+    so nothing could be recorded); None when it may."""
+    from ..errors import UserError
+    from .store import open_store
+
+    try:
+        return Repository(open_store(url)).label_conflict(version, sha256)
+    except UserError as exc:
+        return f"the repository cannot be read, so the deployment could not be recorded: {exc}" if required else None

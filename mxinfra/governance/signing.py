@@ -37,7 +37,8 @@ On a file:// repository with no `mxinfra:signing`, records are signed with a dev
 first use beside the repository (`<repository>/keys/dev-signing.pem`, i.e. `.mxinfra/keys/` for the
 default) and that key is trusted: the gate then still refuses unsigned and edited records, but anyone
 who can read the key file can sign. On s3:// and azblob:// repositories nothing is trusted by default:
-a gated environment must name the keys trusted for its source, and its own signer.
+a gated environment must name the keys trusted for its source, and its own signer; a production
+environment must name its signer whether gated or not (issue 19, F6: unsigned records prove nothing).
 """
 
 from __future__ import annotations
@@ -621,26 +622,28 @@ def check_signing(raw: RawConfig, envs: Iterable[Environment], repository: str |
             issues.append(ConfigIssue(f"{KEY}.signers.{env}", f"unknown environment {env!r}", f"environments of this stack: {', '.join(names)}", file))
     if is_cloud(repository):
         # secure by default: on a shared store nothing is trusted unless the stack says which keys
+        scheme = str(repository).split(":")[0]
         for env in envs:
             source = env.require_promotion_from
-            if source is None:
-                continue
-            if source not in cfg.trustedSigners:
+            if source is not None and source not in cfg.trustedSigners:
                 issues.append(
                     ConfigIssue(
                         f"{KEY}.trustedSigners.{source}",
-                        f"required: {env.name} requires promotion from {source} on a {str(repository).split(':')[0]}:// repository, "
+                        f"required: {env.name} requires promotion from {source} on a {scheme}:// repository, "
                         f"so the keys that sign {source}'s records must be named",
                         f"e.g. {KEY}: {{trustedSigners: {{{source}: [kms:arn:aws:kms:REGION:ACCOUNT:key/ID]}}}}",
                         file,
                     )
                 )
-            if env.name not in cfg.signers:
+            # production's records are what a later audit or gate reads: unsigned they prove nothing (no opt-out)
+            if (source is not None or env.is_production) and env.name not in cfg.signers:
+                why = "is gated" if source is not None else "is a production environment"
                 issues.append(
                     ConfigIssue(
                         f"{KEY}.signers.{env.name}",
-                        f"required: {env.name} is gated on a {str(repository).split(':')[0]}:// repository, so its records must be signed",
-                        f"the key whoever deploys {env.name} holds, e.g. kms:arn:aws:kms:REGION:ACCOUNT:key/ID",
+                        f"required: {env.name} {why} on a {scheme}:// repository, so its records must be signed "
+                        "(no gate or audit trusts an unsigned record; production has no opt-out)",
+                        f"the key whoever deploys {env.name} holds, e.g. {KEY}: {{signers: {{{env.name}: {KMS_KEY_FORM if scheme == 's3' else KEYVAULT_KEY_FORM}}}}}",
                         file,
                     )
                 )

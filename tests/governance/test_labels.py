@@ -33,8 +33,8 @@ def mda(tmp_path: Path, name: str, model_version: str) -> Path:
 
 
 def deploy_from_file(url: str, package: Path, version: str, env: str = "test") -> dict:
-    """What the activity resource does on a deploy of a package named by its path: push it (labelled with
-    its model version), append a record."""
+    """What the activity resource does on a deploy of a package named by its path: push it (unlabelled:
+    labels are the publishers'), append a record."""
     return ActivityProvider().create(
         {
             "environment": env,
@@ -89,10 +89,16 @@ def test_a_deployer_cannot_squat_a_label_unnoticed(project, fake_target, make_ur
     stack = ["-s", "production", "-C", str(project.path)]
     squat, release = mda(tmp_path, "squat", "1.5.0"), mda(tmp_path, "release", "1.5.0")
 
-    # test's deployer deploys a branch build from a file first: the activity resource pushes it
+    # test's deployer deploys a branch build from a file first: the activity resource pushes it, unlabelled
     roles(DEPLOY_ROLE)
     deploy_from_file(url, squat, "1.5.0")
-    # moto does not evaluate bucket policies: the store lets the deployer's activity resource claim the label
+    assert open_store(url).get("versions/1.5.0.json") is None  # issue 19, F9: a deployment claims no label
+    # a deployer who pushes another build with the label itself (moto does not evaluate the bucket policy
+    # that forbids it, and the library cannot know who it is not: the listing must say)
+    from mxinfra.governance.repository import Repository
+
+    squat = mda(tmp_path, "squat-2", "1.5.0")
+    Repository(open_store(url)).push(squat, version="1.5.0", commit=None, stories=())
     assert json.loads(open_store(url).get("versions/1.5.0.json"))["sha256"] == sha256_file(squat)
     # the publisher's release under that label fails loudly, naming who holds it
     roles(BUILD_ROLE)

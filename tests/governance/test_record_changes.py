@@ -22,7 +22,7 @@ from mxinfra.governance.record import ActivityProvider, SecretsKeyProvider, secr
 from mxinfra.governance.store import open_store
 from mxinfra.testing import Sealed, walk_inputs
 
-from scaffold import app_config
+from scaffold import UNGATED, app_config
 
 KEY = "5e" * 32
 OTHER_KEY = "a7" * 32
@@ -256,6 +256,7 @@ ENVIRONMENTS = {
         "license": {"id": "L-1", "key": "LK-secret-1"},
         "constants": {"Orders.PageSize": 20},
         "secretConstants": {"Encryption.EncryptionKey": ENCRYPTION},
+        "ungated": UNGATED,
     },
     "uat": {"role": "acceptance"},
 }

@@ -75,10 +75,10 @@ def test_append_costs_the_same_at_any_length(store: Store, signer) -> None:
     fill(store, signer, CHECKPOINT_EVERY + 10)  # a longer history (past a checkpoint)
     counted.calls = 0
     log.append("acceptance", actor="ci", action="deploy", package_sha256=SHA, package_version=None, changes={}, app="orders")
-    # hint, two probes (the hinted record exists, the next does not), the tail record and the probe of its key's
-    # locator (a killed writer's missing indexes would be written then), the create, the package locator, the
-    # key's locator, the hint
-    assert counted.calls == early == 9, (early, counted.calls)
+    # hint, the record it names (the tail), a probe of the next seq (free), the probe of the tail's key's locator
+    # (a killed writer's missing indexes would be written then), the create, the package locator, the key's
+    # locator, the hint
+    assert counted.calls == early == 8, (early, counted.calls)
 
 
 def test_a_stale_or_lying_head_hint_costs_probes_not_correctness(store: Store, signer) -> None:

@@ -204,8 +204,28 @@ class AwsTarget(Target):
         """Where the image is configured."""
         return "mxinfra:aws.image"
 
+    def running(self, deployment: Any, environment: str, base_dir: Path) -> Any:
+        """The environment's ECS services (leader and followers) and the task definitions they run, read
+        with boto3 in the stack's `aws:region` and `accountId` with the user's usual AWS credentials
+        (running.py says what is compared). Unreadable: mxinfra.drift.CannotObserve (exit 2)."""
+        from .running import observe
+
+        cfg: AwsConfig = deployment.target_config
+        prepared = deployment.environment(environment)
+        region = deployment.config.block(REGION_KEY)
+        cluster = cfg.cluster_name or cluster_name(deployment.config.stack, prepared.naming.app)
+        a = Arns(region or "", cfg.accountId, cluster, prepared.naming, followers=True)
+        leader, follower = a.service_name, a.follower_service_name
+        followers = leader_follower_counts(prepared.environment.instances)[1] > 0
+        return observe(environment, region, cfg.accountId, cluster, leader, follower, followers_declared=followers)
+
     def deploy_app(self, ctx: AppContext) -> SharedCluster:
-        """The ECS cluster (Container Insights on), or the configured existing one."""
+        """The ECS cluster (Container Insights on), or the configured existing one; first, under a real
+        engine, the release guard: what runs must be what the activity log records (mxinfra.drift)."""
+        from mxinfra.release_guard import guard, under_mocks
+
+        if not under_mocks():
+            guard(ctx.deployment, lambda env: self.running(ctx.deployment, env, Path.cwd()), ctx.component, Path.cwd())
         cfg: AwsConfig = ctx.deployment.target_config
         region = ctx.deployment.config.block(REGION_KEY)
         if cfg.cluster_name is not None:

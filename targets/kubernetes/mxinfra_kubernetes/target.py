@@ -209,14 +209,6 @@ class KubernetesTarget(Target):
 
 
 
-def _under_mocks() -> bool:
-    """True under the SDK's mock runtime (`mxinfra plan`, tests): no engine, and no cluster to ask."""
-    from pulumi.runtime.mocks import MockMonitor
-    from pulumi.runtime.settings import get_monitor
-
-    return isinstance(get_monitor(), MockMonitor)
-
-
 _CALLER_PROVIDER = "the Kubernetes provider is the one passed to MendixApp"
 _RENDERING = "the default provider renders files (kubernetes:renderYamlToDirectory)"
 
@@ -281,11 +273,11 @@ def _check_cluster(ctx: AppContext, block: KubernetesConfig) -> None:
     """Before any object is declared, under a real engine (preview or update): each environment's existing
     namespace must not be labelled as another app's, tier's or environment's; and what runs must be what
     the activity log's last records say (mxinfra.drift), or the run stops naming every unrecorded change."""
-    if _under_mocks():
+    from mxinfra.release_guard import guard, under_mocks
+
+    if under_mocks():
         return
     import pulumi
-
-    from mxinfra.drift import DriftError, check
 
     from .cluster import ClusterUnreadable, Unsupported, access_for
 
@@ -299,18 +291,12 @@ def _check_cluster(ctx: AppContext, block: KubernetesConfig) -> None:
     try:
         access = access_for(kubeconfig, context)
         _check_namespace_labels(ctx, block, access)
-        differences, _ = check(d, [p.environment.name for p in d.environments], lambda env: observe(access, d, env), Path.cwd())
+        guard(d, lambda env: observe(access, d, env), ctx.component, Path.cwd(), unreadable=(ClusterUnreadable,), source="the cluster")
     except Unsupported as e:
         pulumi.log.warn(UNCOMPARED_WARNING.format(reason=e), resource=ctx.component)
-        return
     except ClusterUnreadable as e:
-        # Fail closed: the identity that deploys can read its own workload, so an unreadable one is no
-        # reason to skip the comparison (the deployment could not reach the cluster either).
+        # Fail closed: the identity that deploys can read its own workload and namespaces' labels.
         raise pulumi.RunError(f"what runs could not be read from the cluster to compare it with the activity log: {e}") from None
-    if any(x.blocking for x in differences):
-        raise pulumi.RunError(str(DriftError(differences)))
-    if differences:
-        pulumi.log.warn(str(DriftError(differences)), resource=ctx.component)
 
 
 def _check_namespace_labels(ctx: AppContext, block: KubernetesConfig, access: Any) -> None:
@@ -348,11 +334,13 @@ def _check_namespace_labels(ctx: AppContext, block: KubernetesConfig, access: An
 def _check_storage_classes(ctx: AppContext, block: KubernetesConfig) -> None:
     """Before any object is declared, under a real engine (preview or update): stop with a config error
     when a volume claim could never bind; warn when the cluster cannot be asked."""
+    from mxinfra.release_guard import under_mocks
+
     from .backups import claim as backups_claim
 
     claims = [c for p in ctx.deployment.environments for c in claims_of(for_environment(block, p.environment.name), p.environment.name)]
     claims += [c for p in ctx.deployment.environments if (c := backups_claim(for_environment(block, p.environment.name), p.environment)) is not None]
-    if not claims or _under_mocks():
+    if not claims or under_mocks():
         return
     import os
 

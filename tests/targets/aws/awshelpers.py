@@ -15,6 +15,7 @@ from mxinfra.config import RawConfig
 from mxinfra.deployment import prepare
 from mxinfra.mockrun import Sealed, run_mocked
 from mxinfra.testing import Resources, walk_inputs
+from scaffold import UNGATED
 
 ROOT = Path(__file__).resolve().parents[3]
 MDA = ROOT / "examples" / "orders" / "orders-1.4.2.mda"
@@ -47,6 +48,8 @@ def config(role: str = "production", *, aws: dict[str, Any] | None = None, acces
     if role == "production":
         body.update(instances=2, license={"id": "lic-1", "key": LICENSE_KEY}, secretConstants={"Encryption.EncryptionKey": ENCRYPTION_KEY})
     body.update(env or {})
+    if role == "production" and "requirePromotionFrom" not in body:
+        body.setdefault("ungated", dict(UNGATED))  # no acceptance deploy recorded here: said explicitly (issue 19, F6)
     block = copy.deepcopy(AWS_BLOCK)
     if role == "production":
         block["vpcTags"] = dict(PRODUCTION_VPC_TAGS)

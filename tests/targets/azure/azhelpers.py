@@ -10,6 +10,7 @@ from typing import Any
 from mxinfra.config import RawConfig
 from mxinfra.deployment import prepare
 from mxinfra.testing import walk_inputs
+from scaffold import UNGATED
 
 ROOT = Path(__file__).resolve().parents[3]
 MDA = ROOT / "examples" / "orders" / "orders-1.4.2.mda"
@@ -48,6 +49,8 @@ def config(role: str = "production", *, azure: dict[str, Any] | None = None, acc
     if role == "production":
         body.update(instances=3, license={"id": "lic-1", "key": LICENSE_KEY}, secretConstants={"Encryption.EncryptionKey": ENCRYPTION_KEY})
     body.update(env or {})
+    if role == "production" and "requirePromotionFrom" not in body:
+        body.setdefault("ungated", dict(UNGATED))  # no acceptance deploy recorded here: said explicitly (issue 19, F6)
     block = copy.deepcopy(AZURE_BLOCK)
     if role == "production":
         block["networkTier"] = "production"  # production's VNet is declared its own

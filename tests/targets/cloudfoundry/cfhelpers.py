@@ -8,6 +8,7 @@ from typing import Any
 
 from mxinfra.config import RawConfig
 from mxinfra.deployment import prepare
+from scaffold import UNGATED
 
 ROOT = Path(__file__).resolve().parents[3]
 MDA = ROOT / "examples" / "orders" / "orders-1.4.2.mda"
@@ -37,6 +38,8 @@ def config(role: str = "production", *, cf: dict[str, Any] | None = None, access
     if role == "production":
         body.update(instances=2, license={"id": "lic-1", "key": LICENSE_KEY}, secretConstants={"Encryption.EncryptionKey": ENCRYPTION_KEY})
     body.update(env or {})
+    if role == "production" and "requirePromotionFrom" not in body:
+        body.setdefault("ungated", dict(UNGATED))  # no acceptance deploy recorded here: said explicitly (issue 19, F6)
     block = copy.deepcopy(CF_BLOCK)
     block.update(cf or {})
     return {

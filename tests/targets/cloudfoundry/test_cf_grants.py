@@ -122,7 +122,10 @@ def test_a_forged_grant_removes_no_role(capi, prod, tmp_path):
     assert done.removed == []
     assert {platform["guid"], manager["guid"], genuine["id"]} <= set(capi.objects["roles"])
     text = "\n".join(done.ignored)
-    assert "is unsigned" in text and "not trusted for production" in text and "belongs to app 'other-app'" in text
+    assert "is unsigned" in text and "not trusted for production" in text
+    # a record of another app is not a record of this log at all (issue 19, F10): never read as a grant, and
+    # `mxinfra activity verify` names it as planted (tests/governance/test_log_poisoning.py)
+    assert "other-app" not in text and len(done.ignored) == 3
     assert "but that role is space_manager of corp-idp/bob@example.com: not removed" in text
 
 

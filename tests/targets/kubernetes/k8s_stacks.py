@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from scaffold import UNGATED
+
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE_MDA = ROOT / "examples" / "orders" / "orders-1.4.2.mda"
 SCHEMA = ROOT / "targets" / "kubernetes" / "mxinfra_kubernetes" / "schemas" / "mendixapp.schema.json"
@@ -30,6 +32,8 @@ def config(env: str = "production", role: str | None = None, *, instances: int =
     envcfg: dict[str, Any] = {"instances": instances, "memory": 2048, "constants": {"Orders.PageSize": 20}, "adminPassword": ADMIN_PASSWORD}
     if role:
         envcfg["role"] = role
+    if (role or env) == "production":
+        envcfg["ungated"] = dict(UNGATED)  # no acceptance deploy recorded here: said explicitly (issue 19, F6)
     k8s: dict[str, Any] = {"mode": mode, "ingress": {"domain": "apps.example.com"}}
     if mode == "plain":
         k8s.update(

@@ -23,13 +23,13 @@ from mxinfra_kubernetes.layout import Layout
 
 def ungated(cfg: dict) -> dict:
     """Production as these tests plan it: without staged promotion (no acceptance deploy recorded here),
-    said explicitly where the schema requires it."""
-    from mxinfra.config import EnvironmentConfig
+    said explicitly, with a reason (issue 19, F6)."""
+    from scaffold import UNGATED
 
     env = (cfg.get("mxinfra:environments") or {}).get("production")
-    if env is None or "allowUngated" not in EnvironmentConfig.model_fields or "requirePromotionFrom" in env or "allowUngated" in env:
+    if env is None or "requirePromotionFrom" in env or "ungated" in env:
         return cfg
-    return with_(cfg, "mxinfra:environments/production.allowUngated", True)
+    return with_(cfg, "mxinfra:environments/production.ungated", dict(UNGATED))
 
 
 def _render(project, capsys, tmp_path: Path, stack: str, cfg: dict) -> tuple[list[dict], str]:

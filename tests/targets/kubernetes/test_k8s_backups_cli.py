@@ -30,13 +30,13 @@ TOKEN = "backup-cli-test-token"
 
 def ungated(cfg: dict) -> dict:
     """Production as these tests plan it: without staged promotion (no acceptance deploy recorded here),
-    said explicitly where the schema requires it."""
-    from mxinfra.config import EnvironmentConfig
+    said explicitly, with a reason (issue 19, F6)."""
+    from scaffold import UNGATED
 
     env = (cfg.get("mxinfra:environments") or {}).get("production")
-    if env is None or "allowUngated" not in EnvironmentConfig.model_fields or "requirePromotionFrom" in env or "allowUngated" in env:
+    if env is None or "requirePromotionFrom" in env or "ungated" in env:
         return cfg
-    return with_(cfg, "mxinfra:environments/production.allowUngated", True)
+    return with_(cfg, "mxinfra:environments/production.ungated", dict(UNGATED))
 
 
 class Cluster:

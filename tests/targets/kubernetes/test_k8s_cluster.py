@@ -36,7 +36,8 @@ from mxinfra.cli import main
 
 from k8s_stacks import KUBECONFIG_CONTENT, ROOT, SECRET_KEYS, config, with_
 
-k8s_target = importlib.import_module("mxinfra_kubernetes.target")  # the module: the package's `target` is the instance
+k8s_target = importlib.import_module("mxinfra_kubernetes.target")
+release_guard = importlib.import_module("mxinfra.release_guard")  # the module: the package's `target` is the instance
 from mxinfra_kubernetes.cluster import ClusterUnreadable, preflight_issues  # noqa: E402
 from mxinfra_kubernetes.config import Claim  # noqa: E402
 
@@ -372,7 +373,7 @@ def _class_requests(api: ApiServer) -> list[dict[str, Any]]:
 
 def _pulumi_up(monkeypatch):
     """Run the target as under a real engine (the mock runtime stands in for it, the check does not know)."""
-    monkeypatch.setattr(k8s_target, "_under_mocks", lambda: False)
+    monkeypatch.setattr(release_guard, "under_mocks", lambda: False)
 
 
 def test_pulumi_up_stops_before_declaring_anything(pulumi_run, apiserver, tmp_path, monkeypatch):

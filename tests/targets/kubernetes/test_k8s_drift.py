@@ -47,6 +47,7 @@ from mxinfra_kubernetes.config import namespace_label_issues, names_app, tiers_n
 from mxinfra_kubernetes.running import RUNTIME_CONFIG_ANNOTATION, mendixapp_fingerprint, pod_fingerprint
 
 k8s_target = importlib.import_module("mxinfra_kubernetes.target")
+release_guard = importlib.import_module("mxinfra.release_guard")
 VAP = "kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicy"
 EVIL = "registry.example.com/orders:evil@sha256:" + "66" * 32
 SUFFIX = "(known after apply)"
@@ -427,7 +428,7 @@ def test_an_unreadable_cluster_is_said_plainly(released, cluster, project, capsy
 def test_pulumi_up_refuses_in_the_same_words_before_declaring_anything(released, cluster, project, capsys, pulumi_run, monkeypatch):
     _sts(cluster)["spec"]["template"]["spec"]["containers"][0]["image"] = EVIL
     _, _, said = _drift(project, capsys)
-    monkeypatch.setattr(k8s_target, "_under_mocks", lambda: False)  # as under a real engine
+    monkeypatch.setattr(release_guard, "under_mocks", lambda: False)  # as under a real engine
     d = prepare(RawConfig(_prod(), SECRET_KEYS), project="orders", stack="production", base_dir=project.path)
     declared: list[str] = []
     monkeypatch.setattr(pulumi.CustomResource, "__init__", lambda self, t, *a, **k: declared.append(t))
@@ -437,7 +438,7 @@ def test_pulumi_up_refuses_in_the_same_words_before_declaring_anything(released,
     assert said == f"error: {refused}" and declared == []
     # put back, and the same run declares the environment
     monkeypatch.undo()
-    monkeypatch.setattr(k8s_target, "_under_mocks", lambda: False)
+    monkeypatch.setattr(release_guard, "under_mocks", lambda: False)
     monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig(project.path.parent)))
     _sts(cluster)["spec"]["template"]["spec"]["containers"][0]["image"] = IMAGE
     res = pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack="production", project="orders")
@@ -447,7 +448,7 @@ def test_pulumi_up_refuses_in_the_same_words_before_declaring_anything(released,
 def test_pulumi_up_refuses_a_namespace_labelled_for_another_tier(project, cluster, tmp_path, pulumi_run, monkeypatch):
     cluster.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a", "labels": {"mxinfra.io/app": "orders", "mxinfra.io/role": "production"}}})
     monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig(tmp_path)))
-    monkeypatch.setattr(k8s_target, "_under_mocks", lambda: False)
+    monkeypatch.setattr(release_guard, "under_mocks", lambda: False)
     d = prepare(RawConfig(_test_stack(namespace="team-a"), SECRET_KEYS), project="orders", stack="test", base_dir=project.path)
     with pytest.raises(pulumi.RunError) as e:
         pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack="test", project="orders")
@@ -495,7 +496,7 @@ def test_an_auth_provider_user_is_warned_not_stopped(released, cluster, project,
     doc = yaml.safe_load(cluster.api.kubeconfig(user={"auth-provider": {"name": "oidc", "config": {"id-token": "x"}}}))
     (tmp_path / "oidc").write_text(yaml.safe_dump(doc))
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "oidc"))
-    monkeypatch.setattr(k8s_target, "_under_mocks", lambda: False)
+    monkeypatch.setattr(release_guard, "under_mocks", lambda: False)
     _sts(cluster)["spec"]["template"]["spec"]["containers"][0]["image"] = EVIL
     d = prepare(RawConfig(_prod(), SECRET_KEYS), project="orders", stack="production", base_dir=project.path)
     res = pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack="production", project="orders")
@@ -506,7 +507,7 @@ def test_an_auth_provider_user_is_warned_not_stopped(released, cluster, project,
 def test_an_unreachable_cluster_stops_pulumi_up(released, cluster, project, pulumi_run, monkeypatch, tmp_path):
     (tmp_path / "gone").write_text(cluster.api.kubeconfig().replace(cluster.api.url, "https://127.0.0.1:1"))
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "gone"))
-    monkeypatch.setattr(k8s_target, "_under_mocks", lambda: False)
+    monkeypatch.setattr(release_guard, "under_mocks", lambda: False)
     d = prepare(RawConfig(_prod(), SECRET_KEYS), project="orders", stack="production", base_dir=project.path)
     with pytest.raises(pulumi.RunError, match="what runs could not be read from the cluster to compare it with the activity log: the API server did not answer"):
         pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack="production", project="orders")

@@ -13,6 +13,7 @@ from .config import NAMESPACE, RawConfig, collect_stack_config
 from .errors import ConfigError, ConfigIssue
 from .governance.promotion import DEFAULT_REPOSITORY, fetch_package, gate_warnings, is_repository_reference, promotion_issues, repository_url
 from .governance.repository import label_issue
+from .governance.signing import signer_issue
 from .imagebinding import Binding, Check, bind_images
 from .mda import MdaError, MdaPackage, open_mda
 from .naming import Naming, kubernetes_annotations, kubernetes_labels, stable_tags, standard_tags
@@ -116,6 +117,13 @@ def prepare(raw: RawConfig, *, project: str, stack: str, base_dir: Path, images:
         deferred[:] = gate
     else:
         issues += gate
+    if images is Check.REQUIRED and not issues:
+        # `pulumi up` signs every environment's record after the change: a signer that cannot sign now
+        # would leave the change applied and unrecorded, so it stops here first (issue 19, F11).
+        for env in cfg.environments:
+            refused = signer_issue(cfg.raw.values, env.name, repo_url, base_dir)
+            if refused:
+                issues.append(ConfigIssue(f"{NAMESPACE}:signing.signers.{env.name}", refused, "check the key reference and that you may sign with it (kms:Sign, Key Vault sign, or the key file)", file))
     if portable_path is not None and not issues:
         # A package from a file is recorded under its model version: a label a publisher gave other
         # bytes is refused now, before anything is applied (issue 19, F9). Fail closed under `pulumi up`.

@@ -665,3 +665,21 @@ def trust_for(raw_values: Mapping[str, Any], source: str, repository_url: str, b
     if path is not None and path.exists():
         return Trust(frozenset({fingerprint(_file_public_der(f"file:{path}", path))}), (f"file:{path} (development key)",))
     return Trust(frozenset(), ())
+
+
+PROBE = b"mxinfra-signer-probe-v1"  # not a record's message (signed_message's prefix differs): proves nothing
+
+
+def signer_issue(raw_values: Mapping[str, Any], environment: str, repository_url: str, base_dir: Path) -> str | None:
+    """Why the environment's records could not be signed now (its signer cannot be opened or refuses to
+    sign a probe), or None: `pulumi up` asks before it changes anything, so a deployment never applies
+    and then fails to record itself (issue 19, F11)."""
+    ref = signing_config(raw_values).signers.get(environment)
+    try:
+        signer = open_signer(ref, base_dir) if ref else dev_signer(repository_url)
+        if signer is None:
+            return None  # unsigned by design (a cloud repository without a signer is a config problem already)
+        signer.sign(PROBE)
+    except (UserError, OSError, ValueError) as exc:
+        return f"the signer of {environment!r} ({ref or 'the development key'}) cannot sign: {exc}"
+    return None

@@ -20,8 +20,9 @@ the file backend and the passphrase secrets provider:
             activity resources (dynamic providers: the activity record's write to the repository, the
             package upload on a deploy), and the stack outputs;
   no-activity  (skipped with --no-split) the mxinfra project whose __main__.py first replaces
-            MendixEnvironment's SecretsKey/secrets digest/activity methods with no-ops: everything of
-            mxinfra but its two dynamic resources, to show where the difference goes.
+            MendixEnvironment's SecretsKey/secrets digest/activity methods and the release guard (which
+            reads the records they write) with no-ops: everything of mxinfra but its two dynamic
+            resources and the guard, to show where the difference goes.
 
 After a baseline `pulumi up` of each (untimed), the bare stack's state is compared input by input with
 mxinfra's (random passwords and generated Secret names aside). Then, for each N and each round, the
@@ -85,9 +86,12 @@ SECRET_SOURCES = {
     "ADMIN_PASSWORD": "random:admin-password",  # the environment's RandomPassword
 }
 SCENARIOS = ("preview release", "up release", "preview constant", "up constant")
-NO_ACTIVITY_MAIN = '''"""mxinfra without its dynamic resources (bench/bench_engine.py): no SecretsKey, no activity record."""
+NO_ACTIVITY_MAIN = '''"""mxinfra without its dynamic resources (bench/bench_engine.py): no SecretsKey, no activity record, and
+so no release guard either (with no record, everything running would be an unrecorded change)."""
 
-from mxinfra import components
+from mxinfra import components, release_guard
+
+release_guard.guard = lambda *args, **kwargs: None
 
 components.MendixEnvironment._secrets_key = lambda self, prepared: None
 components.MendixEnvironment._secrets_digest = lambda self, key, admin_password, settings: None
@@ -549,6 +553,8 @@ def main() -> None:
         t0 = time.perf_counter()
         with ThreadPoolExecutor(len(kinds)) as pool:
             started_clusters = list(pool.map(lambda k: LocalCluster(bin_dir, work / k / "cluster").start(), kinds))
+        for c in started_clusters:
+            c.provide_storage()  # a default StorageClass and volumes: every plain environment claims its backups volume
         clusters = dict(zip(kinds, started_clusters))
         print(f"  {len(kinds)} control planes up in {time.perf_counter() - t0:.0f} s", flush=True)
 

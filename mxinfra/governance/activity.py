@@ -767,14 +767,7 @@ class ActivityLog:
                 low_slot, low = probe, got
                 break
             hi, step = probe, step * 2
-        while hi - low_slot > every:
-            mid = max((low_slot + hi) // 2 // every * every, low_slot + every)
-            got = accept(mid)
-            if got is not None:
-                low_slot, low = mid, got
-            else:
-                hi = mid
-        return low
+        return _bisect_slots(low_slot, low, hi, every, accept)
 
     @staticmethod
     def _newer_checkpoint(environment: str, after: int, accept: Callable[[int], tuple[int, str] | None]) -> tuple[int, str] | None:
@@ -791,14 +784,7 @@ class ActivityLog:
             low_slot, low, step = base + step, got, step * 2
         if low is None:
             return None
-        while hi - low_slot > every:
-            mid = max((low_slot + hi) // 2 // every * every, low_slot + every)
-            got = accept(mid)
-            if got is not None:
-                low_slot, low = mid, got
-            else:
-                hi = mid
-        return low
+        return _bisect_slots(low_slot, low, hi, every, accept)
 
     # -- appending
 
@@ -1388,3 +1374,15 @@ def _now() -> float:
 
 def _sleep(seconds: float) -> None:
     time.sleep(seconds)
+
+
+def _bisect_slots(low_slot: int, low: Any, hi: int, every: int, accept: Callable[[int], Any]) -> Any:
+    """Narrow (low_slot, hi) to adjacent checkpoint slots: the newest slot `accept` takes (its value, or `low`)."""
+    while hi - low_slot > every:
+        mid = max((low_slot + hi) // 2 // every * every, low_slot + every)
+        got = accept(mid)
+        if got is not None:
+            low_slot, low = mid, got
+        else:
+            hi = mid
+    return low

@@ -83,6 +83,7 @@ class Observed:
     released_config: str | None = None
     running_config: str | None = None
     config_note: str | None = None  # why the configuration was not compared, when it was not
+    role: str | None = None  # the tier the workload is labelled or tagged with (mxinfra:role), if it says
     # How to put a field back, per field ("artifact", "instances", "config"): `{value}` is the recorded value.
     restore: Mapping[str, str] = field(default_factory=dict)
 
@@ -93,7 +94,7 @@ class Difference:
     otherwise something is missing that `pulumi up` must be able to put back (it warns)."""
 
     environment: str
-    field: str  # "workload", "artifact", "package", "instances", "config", "log"
+    field: str  # "workload", "artifact", "package", "instances", "config", "log", "role"
     recorded: str | None
     running: str | None
     message: str
@@ -280,6 +281,23 @@ def recorded(deployment: Deployment, environment: str, base_dir: Path) -> tuple[
     return recorded_state(environment, log.records(environment)), []
 
 
+def tier_downgrade(observed: Observed, declared_role: str) -> Difference | None:
+    """A production workload that the stack now declares another tier (issue 19, F18): one update would
+    drop its protection, deletion protection and MFA rules. Refused; None when it is not one."""
+    if not observed.exists or observed.role != "production" or declared_role == "production":
+        return None
+    return Difference(
+        observed.environment,
+        "role",
+        "production",
+        declared_role,
+        f"{observed.workload} is production's (its mxinfra:role), but the stack now declares {observed.environment!r} "
+        f"role {declared_role}: that would drop production's protection, deletion protection and MFA rules in one update",
+        f"keep role: production; to retire it, destroy the environment as the target's README says (protection lifted "
+        f"on purpose), then declare it anew",
+    )
+
+
 def check(deployment: Deployment, environments: Sequence[str], observe: Callable[[str], Observed], base_dir: Path) -> tuple[list[Difference], list[str]]:
     """(differences, notes) of each environment: `observe(env)` is what runs, the log is read from the
     deployment's repository. Notes say what was compared where nothing differs, or what was not compared."""
@@ -292,6 +310,9 @@ def check(deployment: Deployment, environments: Sequence[str], observe: Callable
             continue
         observed = observe(env)
         diffs = differences(state, observed)
+        downgrade = tier_downgrade(observed, deployment.environment(env).environment.role.value)
+        if downgrade is not None:
+            diffs.append(downgrade)
         found += diffs
         if observed.config_note:
             notes.append(f"{env}: runtime configuration not compared: {observed.config_note}")

@@ -175,3 +175,17 @@ def test_a_log_that_does_not_verify_proves_nothing(project, capsys):
         rc, _, err = _drift(capsys, project, "-e", "production")
         assert rc == 2 and "the activity log of 'production'" in err and "does not verify, so what runs cannot be compared with it" in err
         assert "content was edited" in err and "mxinfra activity verify" in err
+
+
+def test_a_production_workload_declared_another_tier_is_a_blocking_difference():
+    """Issue 19, F18, the core rule every target's observation feeds."""
+    from mxinfra.drift import Observed, tier_downgrade
+
+    prod = Observed("live", "ECS service orders-live (...)", exists=True, role="production")
+    found = tier_downgrade(prod, "test")
+    assert found is not None and found.blocking and found.field == "role"
+    assert "is production's (its mxinfra:role), but the stack now declares 'live' role test" in found.message
+    assert tier_downgrade(prod, "production") is None  # the same tier
+    assert tier_downgrade(Observed("live", "w", exists=True, role="acceptance"), "test") is None  # not production's
+    assert tier_downgrade(Observed("live", "w", exists=False, role="production"), "test") is None  # nothing runs
+    assert tier_downgrade(Observed("live", "w", exists=True), "test") is None  # a workload that says no tier

@@ -48,6 +48,7 @@ class Service:
     image: str | None  # the runtime container's; None when the revision has no `mendix` container
     desired: int
     package_sha256: str | None  # the revision's mxinfra:package-sha256 tag, if any
+    role: str | None = None  # the revision's mxinfra:role tag, if any
 
 
 def _where(cluster: str, region: str) -> str:
@@ -106,6 +107,7 @@ def observed(environment: str, region: str, cluster: str, leader: str, follower:
         instances=sum(s.desired for s in active),
         config_note=CONFIG_NOTE,
         restore=restore,
+        role="production" if any(s.role == "production" for s in active) else first.role,
     )
 
 
@@ -135,11 +137,12 @@ def _aws(environment: str, region: str, doing: str) -> Iterator[None]:
         raise CannotObserve(f"{head}: the AWS SDK could not sign in ({exc}): {SIGN_IN}") from None
 
 
-def _package(tags: Sequence[Mapping[str, Any]] | None) -> str | None:
+def _tag(tags: Sequence[Mapping[str, Any]] | None, key: str) -> str | None:
     for tag in tags or []:
-        if tag.get("key") == PACKAGE_TAG and tag.get("value"):
+        if tag.get("key") == key and tag.get("value"):
             return str(tag["value"])
     return None
+
 
 
 def read_services(ecs: Any, environment: str, region: str, cluster: str, names: Sequence[str]) -> dict[str, Service]:
@@ -163,7 +166,8 @@ def read_services(ecs: Any, environment: str, region: str, cluster: str, names: 
             revision=_revision(arn),
             image=runtime[0].get("image") if runtime else None,
             desired=int(svc.get("desiredCount") or 0),
-            package_sha256=_package(td.get("tags")),
+            package_sha256=_tag(td.get("tags"), PACKAGE_TAG),
+            role=_tag(td.get("tags"), "mxinfra:role"),
         )
     return found
 

@@ -27,6 +27,7 @@ from .cluster import ClusterAccess, get_object
 RUNTIME_CONTAINER = "mendix"
 RUNTIME_CONFIG_ANNOTATION = "mxinfra.io/runtime-config-sha256"
 PACKAGE_ANNOTATION = "mxinfra.io/package-sha256"
+ROLE_LABEL = "mxinfra.io/role"  # the tier the release labelled the workload with (naming.kubernetes_labels)
 # The Secret kinds of an environment (builder.Builder.secret): named by the provider, `<prefix>-<random>`.
 SECRET_KINDS = ("secret", "database-secret")
 MENDIXAPPS = "/apis/privatecloud.mendix.com/v1alpha1"
@@ -163,6 +164,7 @@ def observe_plain(access: ClusterAccess, environment: str, namespace: str, workl
         running_config=pod_fingerprint(pod_spec, maps, prefixes),
         config_note=None if released else f"{what} carries no {RUNTIME_CONFIG_ANNOTATION} (a release of this version writes it)",
         restore=restore,
+        role=((sts.get("metadata") or {}).get("labels") or {}).get(ROLE_LABEL),
     )
 
 
@@ -193,4 +195,5 @@ def observe_operator(access: ClusterAccess, environment: str, namespace: str, wo
         running_config=mendixapp_fingerprint(spec, prefixes),
         config_note=None if released else f"{what} carries no {RUNTIME_CONFIG_ANNOTATION} (a release of this version writes it)",
         restore=restore,
+        role=((app.get("metadata") or {}).get("labels") or {}).get(ROLE_LABEL),
     )

@@ -350,3 +350,20 @@ def test_pulumi_up_refuses_an_unrecorded_change_in_the_same_words_before_declari
     released.update_service(cluster=CLUSTER, service=LEADER, taskDefinition=f"{LEADER}:1")
     res = pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack=STACK, project="orders")
     assert any(r.type == "aws:ecs/service:Service" for r in res)
+
+
+def test_a_tier_downgrade_of_production_is_refused(released, project, capsys):
+    """Issue 19, F18: `role: test` on the environment that runs as production would drop its protection,
+    deletion protection and MFA in one update; what runs is tagged mxinfra:role=production, so the check
+    that runs before every `pulumi up` (and `mxinfra drift`) refuses it."""
+    cfg = config("production")
+    body = cfg["mxinfra:environments"]["production"]
+    body["role"] = "test"
+    body.pop("ungated", None)
+    # everything the stack file can claim claims the lower tier (the VPC's declared tags too)
+    cfg["mxinfra:aws"]["vpcTags"] = {**cfg["mxinfra:aws"].get("vpcTags", {}), "mxinfra:tier": "test"}
+    project.stack(STACK, stack_file(cfg))
+    rc, _, err = _drift(project, capsys)
+    assert rc == 2, err
+    assert f"{RELEASED} is production's (its mxinfra:role), but the stack now declares 'production' role test" in err, err
+    assert "keep role: production" in err and "Traceback" not in err

@@ -511,3 +511,16 @@ def test_an_unreachable_cluster_stops_pulumi_up(released, cluster, project, pulu
     d = prepare(RawConfig(_prod(), SECRET_KEYS), project="orders", stack="production", base_dir=project.path)
     with pytest.raises(pulumi.RunError, match="what runs could not be read from the cluster to compare it with the activity log: the API server did not answer"):
         pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack="production", project="orders")
+
+
+
+def test_what_runs_says_its_tier(released, cluster, tmp_path):
+    """Issue 19, F18: the observed workload carries the tier the release labelled it with, which the core
+    compares with the tier the stack declares (mxinfra.drift.tier_downgrade; a stack that declares
+    `production` another tier is refused earlier, by its namespace's tier)."""
+    from mxinfra_kubernetes.cluster import access_for
+    from mxinfra_kubernetes.running import ROLE_LABEL, observe_plain
+
+    assert released["StatefulSet"]["metadata"]["labels"][ROLE_LABEL] == "production"
+    seen = observe_plain(access_for(str(cluster.kubeconfig(tmp_path)), None), "production", "orders-production", "orders-production", [])
+    assert seen.exists and seen.role == "production"

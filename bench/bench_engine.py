@@ -74,7 +74,7 @@ from engine_support import Pulumi  # noqa: E402
 
 import build_mda  # noqa: E402  (examples/orders, put on sys.path by engine_support)
 import stack_secrets  # noqa: E402
-from registry import BASE_FILES, layer_tar, push_image, registry_binary, start_registry  # noqa: E402
+from registry import BASE_FILES, layer_tar, logged_in, push_image, registry_binary, start_registry  # noqa: E402
 
 KNOWN_AFTER_APPLY = "(known after apply)"  # = mxinfra_kubernetes.render.AUTONAME_SUFFIX
 SECRETS = stack_secrets.VALUES["acceptance"]  # config path -> plaintext (database URL, S3 keys)
@@ -531,13 +531,7 @@ def main() -> None:
         raise SystemExit("bench_engine: the distribution registry is not built (engine/registry.sh build)")
     registry_run = start_registry(registry_bin, work / "registry")
     reg = next(registry_run)
-    os.environ["DOCKER_CONFIG"] = str(work / "docker")
-    reg.docker_config(work / "docker" / "config.json")
-    certs = work / "config" / "containers" / "certs.d" / reg.host
-    certs.mkdir(parents=True)
-    (certs / "ca.crt").write_bytes(reg.ca.read_bytes())
-    os.environ["XDG_CONFIG_HOME"] = str(work / "config")
-    os.environ["XDG_CACHE_HOME"] = str(work / "cache")
+    os.environ.update(logged_in(reg, work))
     push_image(reg, "mendix/runtime-base", [layer_tar(BASE_FILES)], tag="9.24")
     from mxinfra.image import build_image
 

@@ -94,10 +94,9 @@ def build_image(
 
     from .artifacts import parse_image
     from .errors import UserError
-    from .imagecheck import MAX_CONFIG_BYTES, ca_bundle_for, default_cache, fetch_layer, resolve_manifest
+    from .imagecheck import MAX_CONFIG_BYTES, default_cache, fetch_layer, registry_client, resolve_manifest
     from .mda import open_mda
     from .registry import RegistryClient, sha256_of
-    from .registry_auth import credentials_for
 
     b = parse_image(base)
     dest = parse_image(push)
@@ -111,8 +110,7 @@ def build_image(
     cache = Path(cache_dir) if cache_dir is not None else default_cache()
 
     def client(registry: str) -> RegistryClient:
-        c = credentials if credentials is not None else credentials_for(registry, docker_config)
-        return RegistryClient(registry, credentials=c, ca_bundle=ca_bundle if ca_bundle is not None else ca_bundle_for(registry))  # type: ignore[arg-type]
+        return registry_client(registry, credentials, ca_bundle=ca_bundle, docker_config=docker_config)  # type: ignore[arg-type]
 
     with client(b.registry) as src, client(dest.registry) as dst, tempfile.TemporaryDirectory(prefix="mxinfra-image-") as tmp:
         ref = b.digest or b.tag or "latest"

@@ -124,10 +124,7 @@ def verify_image(
     cache = Path(cache_dir) if cache_dir is not None else default_cache()
 
     def connect() -> RegistryClient:
-        creds = credentials
-        if creds is None:
-            creds = lookup(registry) if lookup is not None else credentials_for(registry, docker_config)
-        return RegistryClient(registry, credentials=creds, ca_bundle=ca_bundle if ca_bundle is not None else ca_bundle_for(registry))
+        return registry_client(registry, credentials, ca_bundle=ca_bundle, docker_config=docker_config, lookup=lookup)
 
     with CachedRegistry(connect, cache) as source:
         manifest_digest, index_digest, manifest = resolve_manifest(source, repository, reference)
@@ -153,6 +150,21 @@ def verify_image(
         f"image {manifest_digest} holds no Mendix app: no layer has /{METADATA} "
         f"(the package is {pkg.metadata.model_version}, ProjectID {pkg.metadata.project_id})"
     )
+
+
+def registry_client(
+    registry: str,
+    credentials: Credentials | None = None,
+    *,
+    ca_bundle: str | os.PathLike[str] | None = None,
+    docker_config: str | os.PathLike[str] | None = None,
+    lookup: Callable[[str], Credentials | None] | None = None,
+) -> RegistryClient:
+    """A client of `registry`: `credentials`, else `lookup(registry)`, else the user's (mxinfra.registry_auth);
+    `ca_bundle`, else the host's (`ca_bundle_for`)."""
+    if credentials is None:
+        credentials = lookup(registry) if lookup is not None else credentials_for(registry, docker_config)
+    return RegistryClient(registry, credentials=credentials, ca_bundle=ca_bundle if ca_bundle is not None else ca_bundle_for(registry))
 
 
 class CachedRegistry:

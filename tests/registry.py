@@ -174,6 +174,17 @@ def start_registry(binary: Path, work: Path) -> Iterator[Registry]:
 # ---- images ------------------------------------------------------------------------------------------
 
 
+def logged_in(reg: Registry, home: Path) -> dict[str, str]:
+    """The environment of a user who ran `docker login` to `reg` (a Docker config under `home`) and trusts
+    its CA where container tools keep a host's (containers-certs.d), with a layer cache of their own.
+    Not REQUESTS_CA_BUNDLE: pip, run by the same processes, would use it for PyPI too."""
+    reg.docker_config(home / "docker" / "config.json")
+    certs = home / "config" / "containers" / "certs.d" / reg.host
+    certs.mkdir(parents=True, exist_ok=True)
+    (certs / "ca.crt").write_bytes(reg.ca.read_bytes())
+    return {"DOCKER_CONFIG": str(home / "docker"), "XDG_CONFIG_HOME": str(home / "config"), "XDG_CACHE_HOME": str(home / "cache")}
+
+
 def sha(data: bytes) -> str:
     """`sha256:<hex>`."""
     return "sha256:" + hashlib.sha256(data).hexdigest()

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from pulumi import RunError
-from registry import BASE_FILES, Registry, layer_tar, mda_files, push_image, registry  # noqa: F401 (the fixture)
+from registry import BASE_FILES, Registry, layer_tar, logged_in, mda_files, push_image, registry  # noqa: F401 (the fixture)
 from scaffold import EXAMPLE_MDA, copy_example, example_release
 
 from mxinfra.cli import main
@@ -49,18 +49,13 @@ def images(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 
 @pytest.fixture
-def logged_in(registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def user(registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A user with the registry's credentials in their Docker config, its CA trusted, an empty layer cache."""
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
-    # the registry's CA where container tools keep a host's (containers-certs.d, per user)
-    certs = tmp_path / "config" / "containers" / "certs.d" / registry.host
-    certs.mkdir(parents=True)
-    (certs / "ca.crt").write_bytes(registry.ca.read_bytes())
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    for key, value in logged_in(registry, tmp_path).items():
+        monkeypatch.setenv(key, value)
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return registry.docker_config(tmp_path / "docker" / "config.json")
+    return tmp_path / "docker" / "config.json"
 
 
 def project_with(tmp_path: Path, stack: str, image: str) -> Path:
@@ -97,7 +92,7 @@ def up(project: Path, stack: str, pulumi_run: Any) -> Any:
 
 
 @pytest.mark.parametrize("stack", list(STACKS))
-def test_the_plan_verifies_the_image_and_the_record_carries_it(stack: str, images: dict[str, str], logged_in: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_plan_verifies_the_image_and_the_record_carries_it(stack: str, images: dict[str, str], user: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     project = project_with(tmp_path, stack, images["example"])
     code, plan, err = plan_json(project, stack, capsys)
     assert code == 0, err
@@ -108,7 +103,7 @@ def test_the_plan_verifies_the_image_and_the_record_carries_it(stack: str, image
 
 
 @pytest.mark.parametrize("stack", list(STACKS))
-def test_an_image_of_another_model_is_refused_naming_both(stack: str, images: dict[str, str], logged_in: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_image_of_another_model_is_refused_naming_both(stack: str, images: dict[str, str], user: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     project = project_with(tmp_path, stack, images["next"])
     code, _, err = plan_json(project, stack, capsys)
     said = " ".join(err.split())
@@ -133,7 +128,7 @@ def test_without_credentials_the_plan_says_the_image_was_not_verified(images: di
     assert "image" not in activity_inputs(plan, "test")
 
 
-def test_an_image_verified_before_is_verified_again_offline(images: dict[str, str], logged_in: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_image_verified_before_is_verified_again_offline(images: dict[str, str], user: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     project = project_with(tmp_path, "test", images["example"])
     assert plan_json(project, "test", capsys)[0] == 0
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "nobody"))  # no credentials now
@@ -143,7 +138,7 @@ def test_an_image_verified_before_is_verified_again_offline(images: dict[str, st
 
 
 @pytest.mark.parametrize("stack", list(STACKS))
-def test_pulumi_up_refuses_an_image_of_another_model(stack: str, images: dict[str, str], logged_in: Path, tmp_path: Path, pulumi_run: Any) -> None:
+def test_pulumi_up_refuses_an_image_of_another_model(stack: str, images: dict[str, str], user: Path, tmp_path: Path, pulumi_run: Any) -> None:
     project = project_with(tmp_path, stack, images["next"])
     with pytest.raises(RunError) as refused:
         up(project, stack, pulumi_run)
@@ -152,7 +147,7 @@ def test_pulumi_up_refuses_an_image_of_another_model(stack: str, images: dict[st
 
 
 @pytest.mark.parametrize("stack", list(STACKS))
-def test_pulumi_up_refuses_an_image_it_cannot_read(stack: str, logged_in: Path, tmp_path: Path, pulumi_run: Any) -> None:
+def test_pulumi_up_refuses_an_image_it_cannot_read(stack: str, user: Path, tmp_path: Path, pulumi_run: Any) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens: the registry is down
@@ -164,7 +159,7 @@ def test_pulumi_up_refuses_an_image_it_cannot_read(stack: str, logged_in: Path, 
     assert f"{block}.{key}" in said and f"registry 127.0.0.1:{port} cannot be reached" in said, said
 
 
-def test_what_pulumi_up_verified_is_what_the_record_carries(images: dict[str, str], logged_in: Path, tmp_path: Path, pulumi_run: Any) -> None:
+def test_what_pulumi_up_verified_is_what_the_record_carries(images: dict[str, str], user: Path, tmp_path: Path, pulumi_run: Any) -> None:
     project = project_with(tmp_path, "test", images["example"])
     raw = read_stack_config(read_project(project), "test")
     verified = prepare(raw, project="orders", stack="test", base_dir=project, images=Check.REQUIRED).environment("test").image
@@ -177,7 +172,7 @@ def test_what_pulumi_up_verified_is_what_the_record_carries(images: dict[str, st
     assert activity.inputs["artifact"] == images["example"]
 
 
-def test_a_tag_is_verified_as_its_digest_and_the_plan_says_it_can_move(images: dict[str, str], registry: Registry, logged_in: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_tag_is_verified_as_its_digest_and_the_plan_says_it_can_move(images: dict[str, str], registry: Registry, user: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     digest = images["example"].split("@")[1]
     with registry.session() as s:
         body = s.get(f"https://{registry.host}/v2/orders/app/manifests/{digest}", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}).content

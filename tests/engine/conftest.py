@@ -20,7 +20,7 @@ sys.path.insert(1, str(Path(__file__).parents[1]))  # registry.py, scaffold.py
 
 from cluster import LocalCluster  # noqa: E402
 from engine_support import Oci, Project  # noqa: E402
-from registry import BASE_FILES, layer_tar, mda_files, push_image, registry_binary, start_registry  # noqa: E402
+from registry import BASE_FILES, layer_tar, logged_in, mda_files, push_image, registry_binary, start_registry  # noqa: E402
 from scaffold import EXAMPLE_MDA  # noqa: E402
 
 
@@ -65,15 +65,8 @@ def oci(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Oci]:
     reg = next(running)
     env = pytest.MonkeyPatch()
     try:
-        env.setenv("DOCKER_CONFIG", str(work / "docker"))
-        # the registry's CA where container tools look for a host's (containers-certs.d): not
-        # REQUESTS_CA_BUNDLE, which pip would then use for PyPI too
-        certs = work / "config" / "containers" / "certs.d" / reg.host
-        certs.mkdir(parents=True)
-        (certs / "ca.crt").write_bytes(reg.ca.read_bytes())
-        env.setenv("XDG_CONFIG_HOME", str(work / "config"))
-        env.setenv("XDG_CACHE_HOME", str(work / "cache"))
-        reg.docker_config(work / "docker" / "config.json")
+        for key, value in logged_in(reg, work).items():
+            env.setenv(key, value)
         push_image(reg, "mendix/runtime-base", [layer_tar(BASE_FILES)], tag="9.24")
         example = push_image(reg, "orders/orders", [layer_tar(BASE_FILES), layer_tar(mda_files(EXAMPLE_MDA))], tag="1.4.2")
         yield Oci(reg.host, f"{reg.host}/mendix/runtime-base:9.24", f"{reg.host}/orders/orders:1.4.2@{example}")

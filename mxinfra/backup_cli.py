@@ -79,10 +79,9 @@ class _Context:
             raise UserError(f"{action} records of {env} must be signed: set mxinfra:signing.signers.{env} (the key of whoever runs backups)")
         store = open_store(d.repository)
         log = ActivityLog(store, signer=signer)
-        records = log.records(env)
-        # A backup changes no workload: the record names the package and artifact the last one left
-        # running, so `mxinfra drift` reads the same state before and after it.
-        last = records[-1] if records else None
+        # A backup changes no workload: the record names what the last one left running (package,
+        # artifact, instances), so `mxinfra drift` reads the same state before and after it.
+        last = log.last_record(env, app=d.config.app.name)
         log.append(
             env,
             actor=store.identity(),
@@ -90,6 +89,7 @@ class _Context:
             package_sha256=last.package_sha256 if last is not None else "0" * 64,
             package_version=last.package_version if last is not None else None,
             artifact=last.artifact if last is not None else None,
+            instances=last.instances if last is not None else None,
             app=d.config.app.name,
             changes=changes,
         )

@@ -118,8 +118,9 @@ def _count(value: Any) -> int | None:
 def recorded_state(environment: str, records: Iterable[Any]) -> Recorded:
     """What runs after `records` (an environment's activity records, oldest first: ActivityRecord or alike).
 
-    Every record names the package and the artifact it left running; the instance count is in the
-    `changes` of the records that changed it (the first deploy lists every tracked input)."""
+    Every record names the package and the artifact it left running, and the instance count (older
+    records: only the `changes` of the records that changed it say it; the first deploy lists every
+    tracked input)."""
     state = Recorded(environment, present=False)
     instances: int | None = None
     for r in records:
@@ -128,7 +129,9 @@ def recorded_state(environment: str, records: Iterable[Any]) -> Recorded:
             state, instances = Recorded(environment, present=False, **where), None
             continue
         change = (r.changes or {}).get("instances")
-        if isinstance(change, Mapping) and "to" in change:
+        if getattr(r, "instances", None) is not None:
+            instances = _count(r.instances)
+        elif isinstance(change, Mapping) and "to" in change:
             instances = _count(change["to"])
         state = Recorded(
             environment,
@@ -260,12 +263,16 @@ def recorded(deployment: Deployment, environment: str, base_dir: Path) -> tuple[
     from .governance.activity import ActivityLog
     from .governance.store import open_store
 
-    url = deployment.repository
+    url, app = deployment.repository, deployment.config.app.name
     log = ActivityLog(open_store(url))
-    if environment not in log.environments():
-        return Recorded(environment, present=False), []
     trust = _trust(deployment.config.raw.values, environment, url, base_dir)
-    problems = log.verify(environment, signed=True, trust=trust, app=deployment.config.app.name)
+    if trust is None:
+        # no key to trust a checkpoint by (an unsigned cloud log): the whole chain, as verify reads it
+        problems = log.verify(environment, signed=True, trust=None, app=app)
+        records = [] if problems else log.records(environment)
+    else:
+        # every `pulumi up` runs this: read from the newest trusted checkpoint, whatever the history
+        records, problems = log.recent(environment, trust=trust, app=app)
     if problems:
         shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
         return Recorded(environment, present=False), [
@@ -278,7 +285,17 @@ def recorded(deployment: Deployment, environment: str, base_dir: Path) -> tuple[
                 "run `mxinfra activity verify` and restore the log",
             )
         ]
-    return recorded_state(environment, log.records(environment)), []
+    state = recorded_state(environment, records)
+    if state.present and state.instances is None and records:
+        # records older than the `instances` field say the count only where it changed: read back to that
+        older: list[Any] = []
+        record: Any = records[0]
+        while (record := log.earlier(environment, record)) is not None:
+            older.append(record)
+            if record.action == "destroy" or record.instances is not None or "instances" in (record.changes or {}):
+                break
+        state = recorded_state(environment, [*reversed(older), *records])
+    return state, []
 
 
 def tier_downgrade(observed: Observed, declared_role: str) -> Difference | None:

@@ -189,3 +189,131 @@ def test_a_production_workload_declared_another_tier_is_a_blocking_difference():
     assert tier_downgrade(Observed("live", "w", exists=True, role="acceptance"), "test") is None  # not production's
     assert tier_downgrade(Observed("live", "w", exists=False, role="production"), "test") is None  # nothing runs
     assert tier_downgrade(Observed("live", "w", exists=True), "test") is None  # a workload that says no tier
+
+
+# --- the release guard's cost: what runs is read from the newest records, whatever the history ----------
+
+
+class _Counting:
+    """A store that counts the calls reaching it (each one a round trip on S3 and Azure)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.calls = inner, 0
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if name in ("get", "put", "put_file", "download", "list", "exists", "delete"):
+            self.calls += 1
+        return attr
+
+
+def _deployment(project: Any) -> Any:
+    from mxinfra.deployment import prepare
+    from mxinfra.stackfile import read_project, read_stack_config
+
+    p = read_project(project.path)
+    return prepare(read_stack_config(p, "production"), project=p.name, stack="production", base_dir=p.directory)
+
+
+def _append(d: Any, count: int, *, instances: int | None) -> None:
+    """`count` more records of production, as settings changes by the environment's key."""
+    from mxinfra.governance.activity import ActivityLog
+    from mxinfra.governance.signing import dev_signer
+    from mxinfra.governance.store import open_store
+
+    log = ActivityLog(open_store(d.repository), signer=dev_signer(d.repository))
+    for i in range(count):
+        log.append(
+            "production", actor="ci", action="settings", package_sha256=d.package.sha256, package_version=None,
+            changes={"settingsDigest": {"from": str(i), "to": str(i + 1)}}, app=d.config.app.name, instances=instances,
+        )
+
+
+def _read_counted(d: Any, project: Any, monkeypatch: Any) -> tuple[Any, int]:
+    import mxinfra.governance.store as store_module
+    from mxinfra.drift import recorded
+
+    real = store_module.open_store
+    counted: list[_Counting] = []
+
+    def opening(url: str, *a: Any, **kw: Any) -> Any:
+        counted.append(_Counting(real(url, *a, **kw)))
+        return counted[-1]
+
+    monkeypatch.setattr(store_module, "open_store", opening)
+    state, problems = recorded(d, "production", project.path)
+    monkeypatch.setattr(store_module, "open_store", real)
+    assert problems == []
+    return state, sum(c.calls for c in counted)
+
+
+def test_the_release_guard_reads_the_same_whatever_the_history(project, monkeypatch):
+    """Every `pulumi up` on a target that reads what runs asks the log what it says: 40 records or 400,
+    the same round trips (the newest trusted checkpoint and the records since it), and the instance count
+    comes from the newest record, not from the scale far back."""
+    from mxinfra.governance.activity import CHECKPOINT_EVERY
+
+    with registered_target(ObservingTarget()):
+        _stack(project)
+        record_deploy(project.path, "production")
+        d = _deployment(project)
+        _append(d, 3 * CHECKPOINT_EVERY - 1, instances=2)  # seq 48: a checkpoint slot's last record
+        short, short_calls = _read_counted(d, project, monkeypatch)
+        _append(d, 20 * CHECKPOINT_EVERY, instances=2)  # seq 368: the same place in its slot
+        long, long_calls = _read_counted(d, project, monkeypatch)
+    assert (short.seq, long.seq) == (3 * CHECKPOINT_EVERY, 23 * CHECKPOINT_EVERY)
+    assert short.instances == long.instances == 2 and long.package_sha256 == d.package.sha256
+    print(f"guard reads: {short_calls} calls at seq {short.seq}, {long_calls} at seq {long.seq}")
+    assert long_calls == short_calls <= 2 * CHECKPOINT_EVERY + 8, (short_calls, long_calls)
+
+
+def test_an_older_log_whose_records_carry_no_count_is_read_back_to_the_last_scale(project, monkeypatch):
+    """Records written before they carried `instances` say the count only where it changed (the first
+    deploy lists it): the guard reads back past the checkpoint to it, through records the chain vouches for."""
+    from mxinfra.governance.activity import CHECKPOINT_EVERY, ActivityLog
+    from mxinfra.governance.store import open_store
+
+    with registered_target(ObservingTarget()):
+        _stack(project)
+        record_deploy(project.path, "production")
+        d = _deployment(project)
+        _append(d, 2 * CHECKPOINT_EVERY + 3, instances=None)
+        state, calls = _read_counted(d, project, monkeypatch)
+        assert state.present and state.instances == 2 and state.seq == 2 * CHECKPOINT_EVERY + 4
+        assert calls > 2 * CHECKPOINT_EVERY  # read back to seq 1: the price of an older log, once
+        # the first record that carries the count ends that walk
+        _append(d, 1, instances=2)
+        state, calls = _read_counted(d, project, monkeypatch)
+        assert state.instances == 2 and calls <= 2 * CHECKPOINT_EVERY
+        # the count is signed with the record: edited, the log no longer verifies
+        log = ActivityLog(open_store(d.repository))
+        key = ActivityLog.key("production", state.seq)
+        doc = json.loads(log.store.get(key))
+        doc["instances"] = 5
+        log.store.put(key, json.dumps(doc).encode())
+        _, problems = __import__("mxinfra.drift", fromlist=["recorded"]).recorded(d, "production", project.path)
+        assert problems and "does not verify" in problems[0].message
+
+
+def test_every_record_of_the_activity_resource_names_the_count_it_leaves_running(project):
+    """The provider gets numbers from the engine as floats (3.0): the record carries the count as an integer,
+    and a destroy carries none (nothing runs)."""
+    from mxinfra.governance.activity import ActivityLog
+    from mxinfra.governance.record import ActivityProvider
+    from mxinfra.governance.store import open_store
+
+    with registered_target(ObservingTarget()):
+        _stack(project)
+        d = _deployment(project)
+        props = {
+            "environment": "production", "app": d.config.app.name, "repository": d.repository,
+            "packageSha256": d.package.sha256, "packageVersion": None, "artifact": None,
+            "settingsDigest": "s", "instances": 2.0, "grantsDigest": "g",
+        }
+        provider = ActivityProvider()
+        created = provider.create(props)
+        provider.update(created.id, created.outs, {**props, "instances": 3.0})
+        provider.delete(created.id, {**props, "instances": 3.0})
+        records = ActivityLog(open_store(d.repository)).records("production")
+    assert [(r.action, r.instances) for r in records] == [("deploy", 2), ("scale", 3), ("destroy", None)]
+    assert json.loads(json.dumps(records[1].to_json()))["instances"] == 3

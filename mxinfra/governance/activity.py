@@ -122,12 +122,15 @@ class ActivityRecord:
     # the app image verified against the package before the deployment (digest, layer, files compared;
     # signed); records of targets that run the MDA itself, and older records, have none
     image: dict[str, Any] | None = field(default=None, hash=False)
+    # the instance count the record leaves running (signed), so that what runs is known from the newest
+    # records alone, not from the last record that changed it, however far back; older records have none
+    instances: int | None = None
     signature: dict[str, str] | None = field(default=None, hash=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field (app, idempotency_key, image and signature only when present)."""
+        """A JSON-ready dict of every field (app, idempotency_key, image, instances and signature only when present)."""
         d = asdict(self)
-        for optional in ("app", "idempotency_key", "image", "signature"):
+        for optional in ("app", "idempotency_key", "image", "instances", "signature"):
             if d[optional] is None:
                 del d[optional]
         return d
@@ -150,6 +153,7 @@ class ActivityRecord:
             app=None if d.get("app") is None else str(d["app"]),
             idempotency_key=None if d.get("idempotency_key") is None else str(d["idempotency_key"]),
             image=dict(d["image"]) if isinstance(d.get("image"), dict) else None,
+            instances=_count(d.get("instances")),
             signature=d.get("signature"),
         )
 
@@ -803,6 +807,7 @@ class ActivityLog:
         idempotency_key: str | None = None,
         superseded_by: str | None = None,
         image: dict[str, Any] | None = None,
+        instances: int | None = None,
     ) -> ActivityRecord:
         """Append a signed record to the environment's chain exactly once; safe against any number of
         concurrent writers, lost answers and killed writers, and against objects planted in the log.
@@ -844,6 +849,8 @@ class ActivityLog:
             body["app"] = app
         if image is not None:
             body["image"] = image
+        if instances is not None:
+            body["instances"] = int(instances)
         body["idempotency_key"] = key
         budget = self.budget
         deadline = _now() + budget
@@ -1252,6 +1259,44 @@ class ActivityLog:
                 self._heal(environment, walk.base[0], base.data)
         return walk.tail, problems
 
+    def recent(self, environment: str, *, trust: Trust, app: str | None) -> tuple[list[ActivityRecord], list[str]]:
+        """(records, problems): the records `verify_recent` verified, from the newest trusted checkpoint to the
+        tail, oldest first. What the newest records say, at a cost that does not grow with the history."""
+        _, problems = self.verify_recent(environment, trust=trust, app=app)
+        walk = self._walks[environment]
+        records = []
+        for seq, obj in walk.record_members():
+            if obj is None or obj.data is None or seq in walk.damaged or seq in walk.ignored:
+                continue
+            if obj.fp not in trust.fingerprints:
+                # as `verify` judges it: the chain goes through a record no trusted key signed
+                problems.append(f"seq {seq} ({obj.key}): {walk._untrusted(obj)}")
+            records.append(ActivityRecord.from_json(obj.data))
+        return records, problems
+
+    def earlier(self, environment: str, record: ActivityRecord) -> ActivityRecord | None:
+        """The record `record` chains to (None after genesis), read back from its seq past objects that are
+        not it. Its content hashes to the `prev_hash` that `record` names, so it is as verified as `record`.
+        UserError when the log no longer holds it (run `mxinfra activity verify`)."""
+        if record.prev_hash == GENESIS:
+            return None
+        for seq in range(record.seq - 1, 0, -1):
+            _, data, _ = self._read(self.key(environment, seq))
+            if data is not None and data.get("hash") == record.prev_hash and record_hash(data) == record.prev_hash:
+                return ActivityRecord.from_json(data)
+        raise UserError(
+            f"{self.store.url}: the record before seq {record.seq} of {environment!r} (hash {record.prev_hash[:16]}) "
+            "is missing: run `mxinfra activity verify`"
+        )
+
+    def last_record(self, environment: str, *, app: str | None = None) -> ActivityRecord | None:
+        """The newest record of the environment's log (None if it has none), in a few round trips whatever
+        its length: what a record that changes no workload (a backup, a grant) names as running."""
+        self._check_env(environment)
+        walk, _ = self._locate(environment, app=app)
+        obj = walk.members.get(walk.tip[0])
+        return ActivityRecord.from_json(obj.data) if obj is not None and obj.data is not None else None
+
     def _stored_hash(self, environment: str, seq: int) -> str | None:
         """The hash of the record at `seq`, only if its content still hashes to it (else None)."""
         _, data, _ = self._read(self.key(environment, seq))
@@ -1353,6 +1398,11 @@ class ActivityLog:
                 f"log: {str(data.get('hash'))[:16]}): the log was rewritten"
             )
         return None
+
+
+def _count(value: Any) -> int | None:
+    """A stored instance count, or None when absent or not a count (the hash check judges the record)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _json(obj: dict[str, Any]) -> bytes:

@@ -221,8 +221,17 @@ def write_record(props: dict[str, Any], changes: dict[str, Any], action: str, *,
         superseded_by="destroy",
         # the app image `pulumi up` verified against the package (targets that run an image)
         image=props.get("image") if isinstance(props.get("image"), dict) else None,
+        # what now runs, carried by every record (drift reads only the newest ones); a destroy leaves none
+        instances=None if action == "destroy" else _instances(props.get("instances")),
     )
     return {**props, "lastRecordSeq": record.seq, "lastRecordHash": record.hash}
+
+
+def _instances(value: Any) -> int | None:
+    # the engine hands a dynamic provider every number as a float (1.0 for 1)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+        return None
+    return int(value)
 
 
 def _signer(props: dict[str, Any], url: str) -> Any:

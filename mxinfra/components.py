@@ -39,32 +39,40 @@ class MendixEnvironment(pulumi.ComponentResource):
         for warning in prepared.warnings:
             pulumi.log.warn(f"{prepared.environment.name}: {warning}", resource=self)
 
+        # First: every other child waits for its record of what is about to change (ctx.opts)
+        intent = self._release_intent(deployment, prepared)
         ctx = EnvironmentContext(
             deployment=deployment,
             prepared=prepared,
             component=self,
-            admin_password=self._admin_password(prepared.naming, prepared.settings.admin_password),
+            admin_password=self._admin_password(prepared.naming, prepared.settings.admin_password, intent),
             shared=args.get("shared"),
+            before=[intent] if intent is not None else [],
         )
         outputs = dict(deployment.target.deploy_environment(ctx))
-        # Before the activity resource, so that it is among the children the activity resource waits for.
-        secrets_key = self._secrets_key(prepared)
         shared = list(args.get("shared_resources", [])) if prepared.environment.is_production else []
-        secrets = self._secrets_digest(secrets_key, ctx.admin_password, prepared.settings)
+        secrets = self._secrets_digest(intent, ctx.admin_password, prepared.settings)
         self.activity = self._activity_log(deployment, prepared, secrets, [*ctx.depends_on, *self._children(), *shared])
         self.url = pulumi.Output.from_input(outputs.get("url", ""))
         self.role = pulumi.Output.from_input(prepared.environment.role.value)
         self.outputs = pulumi.Output.from_input(outputs)
         self.register_outputs({"url": self.url, "role": self.role, "outputs": self.outputs})
 
-    def _secrets_key(self, prepared: Any) -> Any:
-        """The environment's key for hashing its secrets, kept only in the Pulumi state (as a secret)."""
-        from .governance.record import SecretsKey
+    def _release_intent(self, deployment: Deployment, prepared: Any) -> Any:
+        """The environment's release intent: its record is written before anything of a change is applied,
+        and it keeps the key for hashing the environment's secrets (only in the Pulumi state, as a secret)."""
+        from .governance.record import ReleaseIntent
 
         # Not protected: it holds no data, and a lost key costs one comparison (the provider sees another key
         # id and takes the new hashes as a baseline, claiming no rotation). A production destroy never gets
-        # to it anyway: it is among the children the protected activity resource depends on.
-        return SecretsKey(prepared.naming.logical("secrets-key"), pulumi.ResourceOptions(parent=self))
+        # to it anyway: it is among the children the protected activity resource depends on. It was the
+        # SecretsKey before: the alias keeps that key.
+        old = pulumi.Alias(name=prepared.naming.logical("secrets-key"), type_="pulumi-python:dynamic/mxinfra:SecretsKey")
+        return ReleaseIntent(
+            prepared.naming.logical("release-intent"),
+            self._tracked(deployment, prepared),
+            pulumi.ResourceOptions(parent=self, aliases=[old]),
+        )
 
     def _secrets_digest(self, key: Any, admin_password: pulumi.Output[str], settings: Any) -> pulumi.Output[Any]:
         """Keyed hashes of every secret the core hands the runtime, as a secret output (never in plan or plain state)."""
@@ -76,31 +84,41 @@ class MendixEnvironment(pulumi.ComponentResource):
 
         return pulumi.Output.secret(pulumi.Output.all(key.key, admin_password).apply(hashed))
 
-    def _activity_log(self, deployment: Deployment, prepared: Any, secrets: pulumi.Output[Any], depends_on: list[Any]) -> Any:
-        from .governance.record import ActivityLogEntry, grants_digest, settings_digest
+    @staticmethod
+    def _tracked(deployment: Deployment, prepared: Any) -> dict[str, Any]:
+        """What a record says of a deployment: the same inputs for the intent and the activity resource."""
+        from .governance.record import grants_digest, settings_digest
         from .governance.signing import signer_reference
 
         package = deployment.package
+        return {
+            "environment": prepared.environment.name,
+            "app": deployment.config.app.name,
+            "signer": signer_reference(deployment.config, prepared.environment.name),
+            # as configured: a relative file:// path resolves against the project directory at apply time
+            "repository": deployment.repository_input or deployment.repository,
+            "packageSha256": package.sha256,
+            "packageVersion": package.version or package.model_version,
+            "packagePath": package.portable_path,
+            "artifact": prepared.artifact,
+            "settingsDigest": settings_digest(prepared.settings),
+            # What a record breaks down by name: non-secret constants with from/to.
+            "constants": dict(prepared.settings.overrides),
+            "instances": prepared.settings.instances,
+            "grantsDigest": grants_digest(prepared.access),
+        }
+
+    def _activity_log(self, deployment: Deployment, prepared: Any, secrets: pulumi.Output[Any], depends_on: list[Any]) -> Any:
+        from .governance.record import ActivityLogEntry
+
         return ActivityLogEntry(
             prepared.naming.logical("activity"),
             {
-                "environment": prepared.environment.name,
-                "app": deployment.config.app.name,
-                "signer": signer_reference(deployment.config, prepared.environment.name),
-                # as configured: a relative file:// path resolves against the project directory at apply time
-                "repository": deployment.repository_input or deployment.repository,
-                "packageSha256": package.sha256,
-                "packageVersion": package.version or package.model_version,
-                "packagePath": package.portable_path,
-                "artifact": prepared.artifact,
+                **self._tracked(deployment, prepared),
                 # what `pulumi up` verified the image to hold (not tracked: it follows the artifact and package)
                 "image": prepared.image.record() if prepared.image is not None else None,
-                "settingsDigest": settings_digest(prepared.settings),
-                # What a record breaks down by name: non-secret constants with from/to, secrets by name only.
-                "constants": dict(prepared.settings.overrides),
+                # secrets by name only: keyed hashes under the intent's key
                 "secretsDigest": secrets,
-                "instances": prepared.settings.instances,
-                "grantsDigest": grants_digest(prepared.access),
             },
             # The activity resource depends on every other resource of the environment (and, on
             # production, on the app's shared ones), so a destroy deletes it first. On production it is
@@ -120,7 +138,7 @@ class MendixEnvironment(pulumi.ComponentResource):
         # dependency on `self` from its own child would be a cycle.
         return sorted(self._childResources, key=lambda r: r.pulumi_resource_name)
 
-    def _admin_password(self, naming: Naming, configured: Any) -> pulumi.Output[str]:
+    def _admin_password(self, naming: Naming, configured: Any, intent: Any) -> pulumi.Output[str]:
         if configured is not None:
             return pulumi.Output.secret(configured.reveal())
         # Mendix's default password policy wants length and every character class; no quotes or
@@ -134,7 +152,7 @@ class MendixEnvironment(pulumi.ComponentResource):
             min_upper=2,
             min_numeric=2,
             min_special=2,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[intent]),
         )
         return pulumi.Output.secret(generated.result)
 

@@ -58,6 +58,8 @@ class Recorded:
     package_version: str | None = None
     artifact: str | None = None
     instances: int | None = None
+    # what the newest intent record says a `pulumi up` was about to apply, when no outcome followed it
+    intent: Optional[Recorded] = None
 
     def describe(self) -> str:
         """How a message names the record: `the last record (seq 7: scale by rita at 2025-...)`."""
@@ -121,10 +123,22 @@ def recorded_state(environment: str, records: Iterable[Any]) -> Recorded:
     Every record names the package and the artifact it left running, and the instance count (older
     records: only the `changes` of the records that changed it say it; the first deploy lists every
     tracked input)."""
+    from dataclasses import replace
+
+    from .governance.activity import INTENT
+
     state = Recorded(environment, present=False)
     instances: int | None = None
+    intent: Recorded | None = None
     for r in records:
         where = {"seq": r.seq, "action": r.action, "time": r.time, "actor": r.actor}
+        if r.action == INTENT:
+            # about to be applied: what runs is the state before it until its outcome is recorded
+            count = getattr(r, "instances", None)
+            intent = Recorded(environment, present=True, **where, package_sha256=r.package_sha256, package_version=r.package_version,
+                              artifact=r.artifact, instances=_count(count) if count is not None else instances)
+            continue
+        intent = None
         if r.action == "destroy":
             state, instances = Recorded(environment, present=False, **where), None
             continue
@@ -142,7 +156,7 @@ def recorded_state(environment: str, records: Iterable[Any]) -> Recorded:
             artifact=r.artifact,
             instances=instances,
         )
-    return state
+    return replace(state, intent=intent) if intent is not None else state
 
 
 def _restore(observed: Observed, key: str, value: object, what: str = "what the record names") -> str:
@@ -152,7 +166,28 @@ def _restore(observed: Observed, key: str, value: object, what: str = "what the 
 
 
 def differences(recorded: Recorded, observed: Observed) -> list[Difference]:
-    """Every way `observed` differs from `recorded`; [] when what runs is what the log says."""
+    """Every way `observed` differs from `recorded`; [] when what runs is what the log says. What runs as
+    an unconfirmed intent says (a `pulumi up` applied it and did not record its outcome) is one warning."""
+    found = _differences(recorded, observed)
+    intent = recorded.intent
+    if found and intent is not None and not _differences(intent, observed):
+        return [
+            Difference(
+                recorded.environment,
+                "outcome",
+                recorded.package_version or recorded.package_sha256,
+                intent.package_version or intent.package_sha256,
+                f"{observed.workload} runs what the intent record (seq {intent.seq}, by {intent.actor} at {intent.time}) "
+                f"says a `pulumi up` was about to apply, but no record of its outcome follows it: that run applied it "
+                "and stopped before it recorded it",
+                "run `pulumi up` again: it records the outcome",
+                blocking=False,
+            )
+        ]
+    return found
+
+
+def _differences(recorded: Recorded, observed: Observed) -> list[Difference]:
     env, what, desc = recorded.environment, observed.workload, recorded.describe()
     if not observed.exists:
         if not recorded.present:
@@ -260,7 +295,7 @@ def _trust(raw_values: Mapping[str, Any], environment: str, url: str, base_dir: 
 def recorded(deployment: Deployment, environment: str, base_dir: Path) -> tuple[Recorded, list[Difference]]:
     """What the log says runs in `environment`, and the log's own problems (a log that does not verify
     proves nothing about what ran: each problem is a blocking difference)."""
-    from .governance.activity import ActivityLog
+    from .governance.activity import INTENT, ActivityLog
     from .governance.store import open_store
 
     url, app = deployment.repository, deployment.config.app.name
@@ -292,7 +327,7 @@ def recorded(deployment: Deployment, environment: str, base_dir: Path) -> tuple[
         record: Any = records[0]
         while (record := log.earlier(environment, record)) is not None:
             older.append(record)
-            if record.action == "destroy" or record.instances is not None or "instances" in (record.changes or {}):
+            if record.action != INTENT and (record.action == "destroy" or record.instances is not None or "instances" in (record.changes or {})):
                 break
         state = recorded_state(environment, [*reversed(older), *records])
     return state, []

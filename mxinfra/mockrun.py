@@ -131,6 +131,7 @@ class Registration:
     dependencies: list[str] = field(default_factory=list)
     additional_secret_outputs: list[str] = field(default_factory=list)
     replace_on_changes: list[str] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)  # the URNs the resource was known by (alias specs resolved)
 
     def input(self, path: str, default: Any = KeyError) -> Any:
         """The input at a dotted path (`spec.template.spec`), list indexes as numbers."""
@@ -208,9 +209,18 @@ class _Recorder(pulumi_mocks.MockMonitor):
                     dependencies=list(request.dependencies),
                     additional_secret_outputs=list(request.additionalSecretOutputs),
                     replace_on_changes=list(request.replaceOnChanges),
+                    aliases=[*request.aliasURNs, *(_alias_urn(a, request) for a in request.aliases)],
                 )
             )
         return response
+
+
+def _alias_urn(alias: Any, request: Any) -> str:
+    """An alias spec as `<type>::<name>` (what the engine turns into a URN), or its URN."""
+    if alias.WhichOneof("alias") == "urn":
+        return str(alias.urn)
+    spec = alias.spec
+    return f"{spec.type or request.type}::{spec.name or request.name}"
 
 
 @dataclass

@@ -61,6 +61,9 @@ from .signing import Signer, Trust, check_signature, fingerprint
 from .store import Store, StoreError
 
 GENESIS = "0" * 64  # prev_hash of an environment's first record
+# The action of a record written before a change is applied (the release intent): it says what a `pulumi up`
+# is about to apply, not what runs; the record of its outcome follows it once the change was applied.
+INTENT = "intent"
 ACTIONS = ("deploy", "settings", "scale", "permissions")
 CHECKPOINT_EVERY = 16  # a signed checkpoint every 16 records: the gate reads fewer records than this since one
 # Objects a walk along the chain reads before it looks for a newer anchor (a stale head hint): past this, a
@@ -1290,12 +1293,16 @@ class ActivityLog:
         )
 
     def last_record(self, environment: str, *, app: str | None = None) -> ActivityRecord | None:
-        """The newest record of the environment's log (None if it has none), in a few round trips whatever
-        its length: what a record that changes no workload (a backup, a grant) names as running."""
+        """The newest record of the environment's log that says what runs (not an intent; None if there is
+        none), in a few round trips whatever its length: what a record that changes no workload (a backup,
+        a grant) names as running."""
         self._check_env(environment)
         walk, _ = self._locate(environment, app=app)
         obj = walk.members.get(walk.tip[0])
-        return ActivityRecord.from_json(obj.data) if obj is not None and obj.data is not None else None
+        record = ActivityRecord.from_json(obj.data) if obj is not None and obj.data is not None else None
+        while record is not None and record.action == INTENT:
+            record = self.earlier(environment, record)  # an intent says what was about to run, not what runs
+        return record
 
     def _stored_hash(self, environment: str, seq: int) -> str | None:
         """The hash of the record at `seq`, only if its content still hashes to it (else None)."""

@@ -282,36 +282,63 @@ class ActivityLogEntry(Resource):
         super().__init__(ActivityProvider(), name, {**props, "lastRecordSeq": None, "lastRecordHash": None}, opts)
 
 
-class SecretsKeyProvider(ResourceProvider):
-    """Creates an environment's secrets key once and keeps it: a new key would make every hash differ."""
+def _intent_outs(props: dict[str, Any], olds: dict[str, Any] | None, key: str) -> dict[str, Any]:
+    """Write the intent record of what is about to be applied (unless nothing tracked changes); the outputs."""
+    changes = _changes(olds, props)
+    kept = {"lastRecordSeq": (olds or {}).get("lastRecordSeq"), "lastRecordHash": (olds or {}).get("lastRecordHash")}
+    if not changes:
+        return {**props, **kept, "key": key}
+    from .activity import INTENT
+
+    intends = _action(changes, created=olds is None)
+    written = write_record(props, {"intends": intends, **changes}, INTENT, after=kept["lastRecordHash"])
+    return {**written, "key": key}
+
+
+class ReleaseIntentProvider(ResourceProvider):
+    """Records what a `pulumi up` is about to apply before anything of it is applied, and keeps the
+    environment's secrets key (one dynamic resource for both: each costs the engine a round trip)."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        """32 random bytes, hex; the resource's options keep the output a secret in the state."""
-        return CreateResult(id_="secrets-key", outs={**props, "key": secrets.token_hex(32)})
+        """The environment's first deployment: its intent, and a new key (32 random bytes, hex; the
+        resource's options keep it a secret in the state)."""
+        return CreateResult(id_="release-intent", outs=_intent_outs(props, None, secrets.token_hex(32)))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        """Never changed: a newly pickled provider (another SDK, another Python) is no reason for a new key."""
-        return DiffResult(changes=False, replaces=[], delete_before_replace=False)
+        """Changed when the activity resource will be (a tracked input differs, a detailed one is new or
+        differs); never a replacement: a new key would make every secret hash differ."""
+        changed = _differs(olds, news)
+        return DiffResult(changes=bool(changed), replaces=[], stables=["environment", "repository"], delete_before_replace=False)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        """Not reached through diff; should the engine call it anyway, the old key stays."""
-        return UpdateResult(outs={**news, "key": olds.get("key") or secrets.token_hex(32)})
+        """A change about to be applied: its intent record; the key stays. The state of a SecretsKey (what
+        held the key before, aliased to this resource) has no inputs to compare: stored as the baseline."""
+        key = olds.get("key") or secrets.token_hex(32)
+        if "packageSha256" not in olds:
+            return UpdateResult(outs={**news, "key": key, "lastRecordSeq": None, "lastRecordHash": None})
+        return UpdateResult(outs=_intent_outs(news, olds, key))
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        """Nothing to record: the activity resource, deleted before everything else, recorded the destroy."""
 
 
-class SecretsKey(Resource, module="mxinfra", name="SecretsKey"):
-    """An environment's key for secretsDigest (type pulumi-python:dynamic/mxinfra:SecretsKey), only in the state.
+class ReleaseIntent(Resource, module="mxinfra", name="ReleaseIntent"):
+    """An environment's release intent (type pulumi-python:dynamic/mxinfra:ReleaseIntent), only in the state.
 
-    A dynamic resource rather than a random.RandomBytes: it needs no provider plugin besides the Python
-    SDK (the engine suite runs without the random plugin, and a stack that configures its admin password
-    needs none today).
-    """
+    Every other resource of the environment depends on it, so its record is written before any of them
+    changes; should the record fail (the store or the signer refuses), nothing is applied (issue 19, F11).
+    A dynamic resource rather than a random.RandomBytes for the key: it needs no provider plugin besides
+    the Python SDK."""
 
     key: Any
+    last_record_seq: Any
+    last_record_hash: Any
 
-    def __init__(self, name: str, opts: Any = None) -> None:
+    def __init__(self, name: str, props: dict[str, Any], opts: Any = None) -> None:
         import pulumi
 
         # The engine encrypts additional secret outputs in the state; the dynamic provider itself gets and
         # returns plain values (it does not accept secrets).
         secret = pulumi.ResourceOptions(additional_secret_outputs=["key"])
-        super().__init__(SecretsKeyProvider(), name, {"key": None}, pulumi.ResourceOptions.merge(opts, secret))
+        outputs = {"key": None, "lastRecordSeq": None, "lastRecordHash": None}
+        super().__init__(ReleaseIntentProvider(), name, {**props, **outputs}, pulumi.ResourceOptions.merge(opts, secret))

@@ -18,7 +18,7 @@ from mxinfra.config import RawConfig
 from mxinfra.deployment import prepare
 from mxinfra.environments import Secret
 from mxinfra.governance.activity import ActivityLog
-from mxinfra.governance.record import ActivityProvider, SecretsKeyProvider, secrets_digest
+from mxinfra.governance.record import ActivityProvider, ReleaseIntentProvider, secrets_digest
 from mxinfra.governance.store import open_store
 from mxinfra.testing import Sealed, walk_inputs
 
@@ -238,14 +238,19 @@ def test_the_digest_is_keyed_and_binds_each_name():
     assert secrets_digest(KEY, {"adminPassword": None})["secrets"] == {}
 
 
-def test_the_secrets_key_is_created_once_and_kept():
-    provider = SecretsKeyProvider()
-    first, second = provider.create({}), provider.create({})
+def test_the_secrets_key_is_created_once_and_kept(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    provider = ReleaseIntentProvider()
+    props = {"environment": "uat", "app": "orders", "repository": "file://repo", "packageSha256": "a" * 64, "instances": 1.0}
+    first, second = provider.create(props), provider.create({**props, "environment": "test"})
     assert len(bytes.fromhex(first.outs["key"])) == 32 and first.outs["key"] != second.outs["key"]
-    # a newly pickled provider (another SDK) must not make a new key
-    assert provider.diff("secrets-key", first.outs, {"__provider": "other"}).changes is False
-    assert provider.diff("secrets-key", first.outs, {}).replaces == []
-    assert provider.update("secrets-key", first.outs, {}).outs["key"] == first.outs["key"]
+    # a newly pickled provider (another SDK) must not make a new key, nor anything but the inputs a change
+    assert provider.diff("release-intent", first.outs, {**props, "__provider": "other"}).changes is False
+    assert provider.diff("release-intent", first.outs, {**props, "instances": 2.0}).replaces == []
+    assert provider.update("release-intent", first.outs, {**props, "instances": 2.0}).outs["key"] == first.outs["key"]
+    # the state of the SecretsKey it replaces (aliased): its key is kept, no intent is claimed
+    migrated = provider.update("release-intent", {"key": first.outs["key"]}, props)
+    assert migrated.outs["key"] == first.outs["key"] and migrated.outs["lastRecordSeq"] is None
 
 
 # ---- the component: the inputs it builds --------------------------------------------------------------
@@ -281,7 +286,7 @@ def secret_aware_fake_target(fake_target, monkeypatch):
 def run(pulumi_run, preview=True):
     d = prepare(RawConfig(app_config(**{"mxinfra:environments": ENVIRONMENTS}), frozenset({"mxinfra:environments"})), project="orders", stack="production", base_dir=Path("."))
     # plays the engine: the key resource's output after create
-    cloud = (lambda args: {"key": KEY} if args.typ == "pulumi-python:dynamic/mxinfra:SecretsKey" else {})
+    cloud = (lambda args: {"key": KEY} if args.typ == "pulumi-python:dynamic/mxinfra:ReleaseIntent" else {})
     return pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack="production", project="orders", preview=preview, outputs=cloud)
 
 
@@ -289,7 +294,7 @@ def test_the_secrets_key_is_a_secret_child_of_each_environment(secret_aware_fake
     res = run(pulumi_run)
     for env in ("production", "uat"):
         comp = res.one(ENVIRONMENT_TYPE, f"orders-{env}")
-        key = res.one("pulumi-python:dynamic/mxinfra:SecretsKey", f"orders-{env}-secrets-key")
+        key = res.one("pulumi-python:dynamic/mxinfra:ReleaseIntent", f"orders-{env}-release-intent")
         assert key.parent == comp.urn and key.name.startswith(comp.name + "-")
         assert key.additional_secret_outputs == ["key"]
         # no data: a lost key only makes the next update a new baseline (see the rekeyed test above)

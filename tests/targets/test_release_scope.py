@@ -60,6 +60,8 @@ NEXT_MODEL_VERSION = "1.4.3.1301"
 NEXT_DIGEST = "sha256:" + "4e" * 32
 COMPUTED = "[computed]"
 ACTIVITY = "activity"  # `<app>-<env>-activity`: pulumi-python:dynamic:Resource, the activity log record
+INTENT = "release-intent"  # `<app>-<env>-release-intent`: its record is written before anything else changes
+RECORDS = {ACTIVITY, INTENT}  # the log's, not the cloud's: no call of the deploy identity
 
 TASK_DEFINITION = "aws:ecs/taskDefinition:TaskDefinition"
 SERVICE = "aws:ecs/service:Service"
@@ -225,11 +227,11 @@ def replaces(type_: str, keys: set[str], replace_on_changes: list[str] = ()) -> 
 
 def dynamic_provider(resource: dict[str, Any]) -> Any:
     """The provider of a dynamic resource, whose own `diff` decides whether `pulumi up` updates it."""
-    from mxinfra.governance.record import ActivityProvider, SecretsKeyProvider
+    from mxinfra.governance.record import ActivityProvider, ReleaseIntentProvider
 
     type_, name = resource["type"], resource["name"]
-    if type_ == "pulumi-python:dynamic/mxinfra:SecretsKey":
-        return SecretsKeyProvider()
+    if type_ == "pulumi-python:dynamic/mxinfra:ReleaseIntent":
+        return ReleaseIntentProvider()
     if type_ == "pulumi-python:dynamic:Resource" and name.endswith("-" + ACTIVITY):
         return ActivityProvider()
     if type_ == "pulumi-python:dynamic:Resource" and name.endswith("-policy-lookup"):
@@ -320,11 +322,11 @@ def expected_release(target: str, followers: bool, production: bool) -> set[str]
     if target == "aws":
         # the task definitions (new revisions), the services (new revision, count, per-release tags) and
         # the running-tasks alarm whose threshold follows the count (the leader's stays 1 from 2 up).
-        return {"task", "service", "follower-task", "follower-service", "alarm-follower-running-tasks", ACTIVITY} if followers else {"task", "service", "alarm-running-tasks", ACTIVITY}
+        return {"task", "service", "follower-task", "follower-service", "alarm-follower-running-tasks", *RECORDS} if followers else {"task", "service", "alarm-running-tasks", *RECORDS}
     if target == "azure":
-        return {"app", "worker", ACTIVITY} if followers else {"app", ACTIVITY}
+        return {"app", "worker", *RECORDS} if followers else {"app", *RECORDS}
     # cloudfoundry: the app, on production too (its GrantExpiry report and the space it owns do not change).
-    return {"app", ACTIVITY}
+    return {"app", *RECORDS}
 
 
 # Resources outside `release_types` that a release changes, found by this test and left as they are
@@ -345,11 +347,13 @@ def scope_problems(scenario: Scenario) -> list[str]:
     allowed = set(target_obj.release_types)
     extra = KNOWN_EXTRA.get((scenario.target, env.name), set())
     for name, c in sorted(short.items()):
-        if c.type in allowed or name == ACTIVITY or name in extra:
+        if c.type in allowed or name in RECORDS or name in extra:
             continue
         problems.append(f"{c.type} {c.name} changes ({c.why}: {', '.join(c.keys)}), and is not a release type of {target_obj.name}: {target_obj.release_types}")
     if ACTIVITY not in short:
         problems.append(f"the activity record {prefix}-{ACTIVITY} does not change: the release would not be recorded")
+    if INTENT not in short:
+        problems.append(f"the release intent {prefix}-{INTENT} does not change: nothing would be recorded before the release is applied")
     activity = short.get(ACTIVITY)
     if activity is not None and activity.type != "pulumi-python:dynamic:Resource":
         problems.append(f"{activity.name} is a {activity.type}")
@@ -830,7 +834,7 @@ FINDINGS: dict[str, str] = {}
 
 
 def refused_calls(scenario: Scenario, double: Any) -> tuple[list[Call], list[Call], list[Change]]:
-    changes = [c for c in changed_resources(scenario.before, scenario.after).values() if not c.name.endswith("-" + ACTIVITY)]
+    changes = [c for c in changed_resources(scenario.before, scenario.after).values() if not any(c.name.endswith("-" + r) for r in RECORDS)]
     if scenario.target == "aws":
         calls, refused = aws_refused(scenario, changes)
     elif scenario.target == "azure":

@@ -12,7 +12,7 @@ from mxinfra.access import Permission
 from mxinfra.artifacts import check_artifact
 from mxinfra.errors import ConfigIssue
 from mxinfra.exposure import WIDE, is_public, is_wide
-from mxinfra.target import EnvironmentContext, Target
+from mxinfra.target import AppContext, EnvironmentContext, Target
 
 from .capabilities import CAPABILITIES
 from . import render, sizes
@@ -193,6 +193,30 @@ class AzureTarget(Target):
     def artifact_key(self, env: Environment, block: AzureConfig | None) -> str | None:
         """Where the image is configured."""
         return "mxinfra:azure.image"
+
+    def running(self, deployment: Any, environment: str, base_dir: Path) -> Any:
+        """The environment's container apps (leader and workers), read from Azure Resource Manager with
+        azure-identity's DefaultAzureCredential in the stack's subscription (running.py says what is
+        compared). Unreadable: mxinfra.drift.CannotObserve (exit 2)."""
+        from mxinfra.exposure import leader_follower_counts
+
+        from . import running
+        from .names import Names
+
+        cfg: AzureConfig = deployment.target_config
+        prepared = deployment.environment(environment)
+        names = Names.of(prepared.naming, cfg.subscriptionId)
+        workers = leader_follower_counts(prepared.environment.instances)[1] > 0
+        return running.observe(environment, names.subscription, names.resource_group, names.leader_app, names.worker_app, workers_declared=workers)
+
+    def deploy_app(self, ctx: AppContext) -> None:
+        """Nothing is shared between environments; under a real engine, first the release guard: what runs
+        must be what the activity log records (mxinfra.drift), else nothing is declared."""
+        from mxinfra.release_guard import guard, under_mocks
+
+        if not under_mocks():
+            guard(ctx.deployment, lambda env: self.running(ctx.deployment, env, Path.cwd()), ctx.component, Path.cwd(), source="Azure Resource Manager")
+        return None
 
     def deploy_environment(self, ctx: EnvironmentContext) -> Mapping[str, Any]:
         """Resource group, network, secrets, storage, database, backups, runtime and access of one environment."""

@@ -262,12 +262,13 @@ class Client:
         """Stop every instance of the app."""
         self.post(f"/v3/apps/{guid}/actions/stop")
 
-    def upload_package(self, app: str, bits: Path | bytes, timeout: float, *, sha256: str | None = None, name: str | None = None) -> str:
+    def upload_package(self, app: str, bits: Path | bytes, timeout: float, *, sha256: str | None = None, name: str | None = None, metadata: Mapping[str, Any] | None = None) -> str:
         """A bits package of the file (or bytes) `bits`, uploaded (retried when the connection drops) and READY.
 
         The bytes are read and hashed once, and exactly those bytes are sent: with `sha256` (the digest the
         plan and the promotion gate checked) other bytes are refused before anything is uploaded, so a
-        package replaced on disk after the gate hashed it never reaches the platform."""
+        package replaced on disk after the gate hashed it never reaches the platform. `metadata`: the
+        package's labels and annotations (a release names the package it uploads, running.py)."""
         if isinstance(bits, Path):
             name = name or bits.name
             data, digest = read_hashed(bits)
@@ -276,7 +277,10 @@ class Client:
         name = name or "package.zip"
         if sha256 is not None and digest != sha256:
             raise DigestMismatch(f"{name} is not the package that was checked: its bytes hash to sha256:{digest}, the deployment recorded sha256:{sha256} (was the file replaced after the plan?); nothing was uploaded")
-        pkg = self.post("/v3/packages", {"type": "bits", "relationships": {"app": {"data": {"guid": app}}}}).json()
+        body: dict[str, Any] = {"type": "bits", "relationships": {"app": {"data": {"guid": app}}}}
+        if metadata:
+            body["metadata"] = dict(metadata)
+        pkg = self.post("/v3/packages", body).json()
         guid = pkg["guid"]
         last: Exception | None = None
         for _attempt in range(UPLOAD_ATTEMPTS):
@@ -331,6 +335,10 @@ class Client:
             if e.status == 404:
                 return None
             raise
+
+    def set_app_metadata(self, guid: str, metadata: Mapping[str, Any]) -> dict[str, Any]:
+        """The app's labels and annotations (PATCH /v3/apps/:guid with metadata only)."""
+        return self.patch(f"/v3/apps/{guid}", {"metadata": dict(metadata)})
 
     def web_process(self, app: str) -> dict[str, Any]:
         """The app's web process."""

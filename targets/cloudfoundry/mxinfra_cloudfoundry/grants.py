@@ -129,9 +129,12 @@ class Ledger:
 
 def ledger(log: Any, environment: str, *, trust: Any, app: str | None) -> Ledger:
     """Read the environment's grant and revoke records, believing only those that verify."""
+    from mxinfra.governance.activity import INTENT
+
     out = Ledger()
     for record in log.records(environment):
-        out.last = record
+        if record.action != INTENT:  # an intent says what a `pulumi up` was about to apply, not what runs
+            out.last = record
         change = record.changes or {}
         kind = GRANT if GRANT in change else REVOKE if REVOKE in change else None
         if kind is None:
@@ -240,9 +243,11 @@ def expire_due(
             environment,
             actor=store.identity(),
             action="permissions",
-            package_sha256=record.package_sha256,
-            package_version=record.package_version,
-            artifact=record.artifact,
+            # a grant changes no workload: the record names what runs, as the newest record says it
+            package_sha256=book.last.package_sha256 if book.last is not None else record.package_sha256,
+            package_version=book.last.package_version if book.last is not None else record.package_version,
+            artifact=book.last.artifact if book.last is not None else record.artifact,
+            instances=book.last.instances if book.last is not None else None,
             app=app,
             changes={REVOKE: {"id": gid, "principal": g["principal"], "permission": g["permission"], "reason": reason, "at": _iso(now)}},
         )
@@ -265,6 +270,7 @@ def expire_due(
             package_sha256=last.package_sha256 if last is not None else "0" * 64,
             package_version=last.package_version if last is not None else None,
             artifact=last.artifact if last is not None else None,
+            instances=last.instances if last is not None else None,
             app=app,
             changes={REVOKE: {"id": gid, "principal": principal, "permission": None, "role": role["type"], "reason": "no verified grant (a role made outside mxinfra access grant)", "at": _iso(now)}},
         )
@@ -379,13 +385,18 @@ def grant(directory: Path, stack: str, principal: str, permission: str, duration
     }
     store = open_store(d.repository)
     try:
-        ActivityLog(store, signer=signer).append(
+        log = ActivityLog(store, signer=signer)
+        # A grant changes no workload: the record names what runs (the newest record's package, artifact
+        # and count), not the stack's package, which may not be deployed yet (`mxinfra drift` compares them).
+        last = log.last_record(env, app=d.config.app.name)
+        log.append(
             env,
             actor=store.identity(),
             action="permissions",
-            package_sha256=d.package.sha256,
-            package_version=d.package.version or d.package.model_version,
-            artifact=p.artifact,
+            package_sha256=last.package_sha256 if last is not None else d.package.sha256,
+            package_version=last.package_version if last is not None else d.package.version or d.package.model_version,
+            artifact=last.artifact if last is not None else p.artifact,
+            instances=last.instances if last is not None else None,
             app=d.config.app.name,
             changes={GRANT: record},
         )

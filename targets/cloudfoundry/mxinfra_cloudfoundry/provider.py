@@ -110,6 +110,27 @@ def _moved(olds: Mapping[str, Any], news: Mapping[str, Any]) -> list[str]:
 
 # --- the app --------------------------------------------------------------------------------------
 
+
+def app_metadata(props: Mapping[str, Any], droplet: str | None = None, staged_from: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The app's metadata: the declared labels and annotations, and, once `droplet` is its current droplet,
+    which droplet that is and the package and buildpack it was staged from (`staged_from`'s, default
+    `props`'): what `mxinfra drift` and the release guard compare with the activity log (running.py)."""
+    from .running import droplet_annotations
+
+    m = props.get("metadata") or {}
+    annotations = dict(m.get("annotations") or {})
+    if droplet:
+        src = staged_from if staged_from is not None else props
+        annotations.update(droplet_annotations(droplet, str((src.get("package") or {}).get("sha256") or ""), str(src.get("buildpack") or "")))
+    return {"labels": dict(m.get("labels") or {}), "annotations": annotations}
+
+
+def _package_metadata(props: Mapping[str, Any]) -> dict[str, Any]:
+    from .running import package_metadata
+
+    return package_metadata(str(props["package"]["sha256"]))
+
+
 APP_TRACKED = ("buildpack", "stack", "environment", "secretEnvironment", "package", "instances", "memoryMb", "diskMb", "healthCheck", "routes", "services", "ssh", "metadata", "timeouts")
 
 
@@ -163,7 +184,7 @@ class AppProvider(CfProvider):
             c.scale(web["guid"], int(props["instances"]), int(props["memoryMb"]), int(props["diskMb"]))
             if props.get("ssh") is not None:
                 c.set_app_feature(guid, "ssh", bool(props["ssh"]))
-            package = c.upload_package(guid, bits, t["upload"], sha256=props["package"]["sha256"], name=bits_name)
+            package = c.upload_package(guid, bits, t["upload"], sha256=props["package"]["sha256"], name=bits_name, metadata=_package_metadata(props))
             droplet = c.stage(package, t["staging"])
             c.set_droplet(guid, droplet)
             for si in props.get("services") or []:
@@ -173,6 +194,7 @@ class AppProvider(CfProvider):
             if int(props["instances"]) > 0:
                 c.start(guid)
                 c.wait_running(web["guid"], int(props["instances"]), t["start"])
+            c.set_app_metadata(guid, app_metadata(props, droplet))  # the droplet runs: noted for drift
         except BaseException:
             try:
                 c.delete_app(guid, t["job"])
@@ -201,13 +223,15 @@ class AppProvider(CfProvider):
             check_buildpack(news["buildpack"], t["upload"])
             new_package = (olds.get("package") or {}).get("sha256") != (news.get("package") or {}).get("sha256")
             bits, bits_name = package_bits(news["package"]) if new_package else (b"", "")
-            c.update_app(guid, _lifecycle(news["buildpack"]), news["stack"], news.get("metadata") or {})
+            # The old droplet still runs until the new one is deployed: its annotations stay the old release's.
+            c.update_app(guid, _lifecycle(news["buildpack"]), news["stack"], app_metadata(news, olds.get("dropletGuid"), olds))
             if new_package:
-                package = c.upload_package(guid, bits, t["upload"], sha256=news["package"]["sha256"], name=bits_name)
+                package = c.upload_package(guid, bits, t["upload"], sha256=news["package"]["sha256"], name=bits_name, metadata=_package_metadata(news))
             # Staging fails here, before any variable, binding or process changed: nothing half-deployed.
             droplet = c.stage(package, t["staging"])
-        elif olds.get("metadata") != news.get("metadata"):
-            c.update_app(guid, _lifecycle(news["buildpack"]), news["stack"], news.get("metadata") or {})
+        elif olds.get("metadata") != news.get("metadata") or olds.get("buildpack") != news.get("buildpack"):
+            # the same droplet; a new pin of the same buildpack URL (checked above) is what it runs now
+            c.update_app(guid, _lifecycle(news["buildpack"]), news["stack"], app_metadata(news, droplet))
         if news.get("ssh") is not None and olds.get("ssh") != news.get("ssh"):
             c.set_app_feature(guid, "ssh", bool(news["ssh"]))
         new_env = {**news["environment"], **(news.get("secretEnvironment") or {})}
@@ -243,6 +267,8 @@ class AppProvider(CfProvider):
             if int(olds["instances"]) == 0 and instances > 0:
                 c.start(guid)
                 c.wait_running(web["guid"], instances, t["start"])
+        if restage:  # the new droplet runs: noted for drift (not before: a failed deployment leaves the old note)
+            c.set_app_metadata(guid, app_metadata(news, droplet))
         return UpdateResult(outs={**news, "guid": guid, "spaceGuid": olds.get("spaceGuid"), "packageGuid": package, "dropletGuid": droplet, "strategy": how})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mxinfra.errors import ConfigIssue
-from mxinfra.target import EnvironmentContext, Target
+from mxinfra.target import AppContext, EnvironmentContext, Target
 
 from .capabilities import CAPABILITIES
 from .config import MIN_MEMORY_MB, SECRET_VARIABLE, CloudFoundryConfig, buildpack_digest
@@ -17,7 +17,9 @@ from .config import MIN_MEMORY_MB, SECRET_VARIABLE, CloudFoundryConfig, buildpac
 if TYPE_CHECKING:
     from mxinfra.access import EnvironmentAccess
     from mxinfra.config import StackConfig
+    from mxinfra.drift import Observed
     from mxinfra.environments import Environment
+    from mxinfra.target import Deployment
 
 BLOCK = "mxinfra:cloudfoundry"
 
@@ -96,6 +98,26 @@ class CloudFoundryTarget(Target):
     def artifact_key(self, env: Environment, block: CloudFoundryConfig | None) -> str | None:
         """Where the buildpack is configured."""
         return f"{BLOCK}.buildpack"
+
+    def running(self, deployment: Deployment, environment: str, base_dir: Path) -> Observed:
+        """The environment's app as it runs, read from the Cloud Controller with the stack block's credentials
+        (under `pulumi up`) or the CF_* variables (running.py says what is read and compared). Unreadable:
+        mxinfra.drift.CannotObserve (exit 2), naming the API, the app and what to fix."""
+        from .running import observe
+
+        prepared = deployment.environment(environment)
+        role = prepared.environment.role.value
+        return observe(deployment.target_config, environment, role, prepared.naming.physical(max_len=63))
+
+    def deploy_app(self, ctx: AppContext) -> None:
+        """Before anything is declared, under a real engine (preview or update), the release guard: what
+        runs must be what the activity log's last signed records say (mxinfra.drift), or the run stops
+        naming every unrecorded change (and a production environment now declared another tier)."""
+        from mxinfra.release_guard import guard, under_mocks
+
+        if not under_mocks():
+            guard(ctx.deployment, lambda env: self.running(ctx.deployment, env, Path.cwd()), ctx.component, Path.cwd(), source="the Cloud Controller")
+        return None
 
     def deploy_environment(self, ctx: EnvironmentContext) -> Mapping[str, Any]:
         """The space (with createSpaces), services, route, app (package, build, droplet, processes) and space

@@ -21,6 +21,15 @@ the fixture fails the test on any. Where the description and the official docume
   single `Error` object. Bodies here carry both (the top-level `code`/`title`/`detail` of the first error
   beside `errors`), which satisfies both.
 
+- Droplets (`GET /v3/droplets/{guid}`): the description types `error`, `image` and `checksum.value` as
+  strings where the documentation shows null for a buildpack droplet (or one still staging), and gives
+  `buildpacks` the items of a buildpack resource (`position`, `locked`, ... required) where the
+  documentation shows what staging detected (`name`, `detect_output`, `version`, `buildpack_name`): the
+  double leaves out the fields that would be null, and `buildpacks` (what the app's lifecycle names is
+  what it staged with here).
+- A bits package's `data.checksum` is sent once its bits are uploaded (the sha256 of the bytes received:
+  the real Cloud Controller's is that of the bits it repacked), never as null.
+
 Besides the Cloud Controller and UAA it serves buildpack zips (`serve_buildpack`), as a release host
 would: that download is not a CAPI call and is not validated.
 
@@ -178,6 +187,7 @@ class CapiDouble:
                 Rule("/v3/packages/<guid>/upload", endpoint="upload", methods=["POST"]),
                 Rule("/v3/builds", endpoint="create_build", methods=["POST"]),
                 Rule("/v3/builds/<guid>", endpoint="get_build", methods=["GET"]),
+                Rule("/v3/droplets/<guid>", endpoint="get_droplet", methods=["GET"]),
                 Rule("/v3/processes/<guid>", endpoint="patch_process", methods=["PATCH"]),
                 Rule("/v3/processes/<guid>/actions/scale", endpoint="scale", methods=["POST"]),
                 Rule("/v3/processes/<guid>/stats", endpoint="stats", methods=["GET"]),
@@ -347,7 +357,21 @@ class CapiDouble:
 
     def r_package(self, o: dict[str, Any]) -> dict[str, Any]:
         d = self._base(o, "packages")
-        d.update(type="bits", state=o["state"], data={"error": o.get("error")}, relationships={"app": {"data": {"guid": o["app"]}}})
+        data: dict[str, Any] = {"error": o.get("error")}
+        if o["guid"] in self.bits:
+            import hashlib
+
+            data["checksum"] = {"type": "sha256", "value": hashlib.sha256(self.bits[o["guid"]]).hexdigest()}
+        d.update(type="bits", state=o["state"], data=data, relationships={"app": {"data": {"guid": o["app"]}}})
+        return d
+
+    def r_droplet(self, o: dict[str, Any]) -> dict[str, Any]:
+        """A buildpack droplet (the fields the description types non-null left out while they are null)."""
+        d = self._base(o, "droplets")
+        d["links"].update(app=self.link(f"/v3/apps/{o['app']}"), package=self.link(f"/v3/packages/{o['package']}"))
+        d.update(state=o["state"], lifecycle={"type": "buildpack", "data": {}}, relationships={"app": {"data": {"guid": o["app"]}}})
+        if o["state"] == "STAGED":
+            d.update(execution_metadata="", process_types={"web": "./start"}, stack="cflinuxfs4")
         return d
 
     def r_build(self, o: dict[str, Any]) -> dict[str, Any]:
@@ -637,7 +661,9 @@ class CapiDouble:
         b = self.body(request)
         app = b["relationships"]["app"]["data"]["guid"]
         self.app(app)
-        return self._json(self.r_package(self._add("packages", app=app, state="AWAITING_UPLOAD")), 201)
+        pkg = self._add("packages", app=app, state="AWAITING_UPLOAD")
+        pkg["metadata"] = _meta(b)
+        return self._json(self.r_package(pkg), 201)
 
     def op_get_package(self, request: Request, guid: str) -> Response:
         return self._json(self.r_package(self._get("packages", guid)))
@@ -673,6 +699,9 @@ class CapiDouble:
                     self.objects["droplets"][build["droplet"]]["state"] = "STAGED"
             self.build_countdown[guid] -= 1
         return self._json(self.r_build(build))
+
+    def op_get_droplet(self, request: Request, guid: str) -> Response:
+        return self._json(self.r_droplet(self._get("droplets", guid)))
 
     # --- processes and deployments ------------------------------------------------------------
 

@@ -36,7 +36,7 @@ def test_child_contract(pulumi_run, role):
         "route": DYN + "Route",
         "app": DYN + "App",
         "activity": "pulumi-python:dynamic:Resource",
-        "secrets-key": "pulumi-python:dynamic/mxinfra:SecretsKey",  # keys the activity record's secret digests
+        "release-intent": "pulumi-python:dynamic/mxinfra:ReleaseIntent",  # recorded first; keys the secret digests
     }
     if role == "production":
         expected["grants"] = DYN + "GrantExpiry"

@@ -244,3 +244,30 @@ def test_no_grant_outlives_8_hours_of_its_role(capi, prod):
     assert grants.expire(prod.path, "cf-production", client=c, now=created + dt.timedelta(hours=7)).removed == []
     done = grants.expire(prod.path, "cf-production", client=c, now=created + dt.timedelta(hours=8, minutes=1))
     assert [g["id"] for g in done.removed] == [role["guid"]] and role["guid"] not in capi.objects["roles"]
+
+
+def test_grant_and_revoke_records_name_what_runs_not_the_stacks_next_package(capi, prod):
+    """A grant changes no workload: its record (and its revoke's) names the package, artifact and count the
+    newest record says run, never the stack's package that `pulumi up` has not deployed yet (else the next
+    `pulumi up` would find what runs contradicting the log: mxinfra drift). An intent record in between is
+    what a run was about to apply, not what runs."""
+    from scaffold import record_deploy
+
+    record_deploy(prod.path, "cf-production")
+    deployed = log_of(prod).records("production")[-1]
+    # the next release is in the stack and a run stopped after recording its intent
+    from mxinfra.governance.signing import dev_signer
+
+    ActivityLog(open_store(f"file://{prod.path}/.mxinfra"), signer=dev_signer(f"file://{prod.path}/.mxinfra")).append(
+        "production", actor="ci", action="intent", package_sha256="f" * 64, package_version="9.9.9", artifact=None,
+        changes={"intends": "deploy"}, app="orders", instances=7,
+    )
+    c = Client.from_environment(capi.url)
+    r = grants.grant(prod.path, "cf-production", ALICE, "deploy", "2h", client=c, now=T0)
+    granted = log_of(prod).records("production")[-1]
+    assert granted.changes["grant"]["id"] == r["id"]
+    assert (granted.package_sha256, granted.artifact, granted.instances) == (deployed.package_sha256, deployed.artifact, deployed.instances)
+    grants.expire(prod.path, "cf-production", client=c, now=T0 + dt.timedelta(hours=3))
+    revoked = log_of(prod).records("production")[-1]
+    assert "revoke" in revoked.changes
+    assert (revoked.package_sha256, revoked.artifact, revoked.instances) == (deployed.package_sha256, deployed.artifact, deployed.instances)

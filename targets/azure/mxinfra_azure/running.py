@@ -1,0 +1,239 @@
+"""What runs in an environment, read from Azure Resource Manager for `mxinfra drift` and the release guard
+(mxinfra.drift compares it with the activity log). No Pulumi imports; the Azure SDKs are imported only
+when Azure is asked.
+
+An environment runs the leader's container app `<app>-<env>` (one replica) and, from two instances up,
+the workers' `<app>-<env>-worker` (the rest: runtime.py). Each is read with one `GET` of the container app
+(`Microsoft.App/containerApps/read`, which the environment's deploy and monitor roles hold; the management
+SDK azure-mgmt-appcontainers, the credential azure-identity's DefaultAzureCredential). Compared with the
+log's records: the `mendix` container's image (the record's artifact; every app must run it), the replicas
+summed (the record's instances: an app's replica count is its scale bounds, min = max as a release sets
+them, the maximum where they differ, none while the app is stopped), the `mxinfra:package-sha256` tag a
+release writes, and the `mxinfra:role` tag (a production app the stack now declares another tier is
+refused: mxinfra.drift.tier_downgrade).
+
+Not compared: the rest of the runtime configuration (variables, secret references, probes, identity,
+ingress, added containers). A release writes no fingerprint of it on the app, and the records hold only a
+digest of the settings, which a container app cannot be turned back into: a `containerApps/write` with the
+recorded image and other variables is not detected here (the Activity Log's write events show it).
+`mxinfra drift` says so on every run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from mxinfra.drift import CannotObserve, Observed
+
+CONTAINER = "mendix"  # runtime.CONTAINER (runtime.py imports Pulumi; this module must not)
+ARM = "https://management.azure.com"
+PACKAGE_TAG = "mxinfra:package-sha256"
+ROLE_TAG = "mxinfra:role"
+CONFIG_NOTE = (
+    "Container Apps carry no fingerprint of the runtime configuration a release applied, so variables, "
+    "secret references, probes, identity, ingress and added containers changed by hand with the recorded image "
+    "are not detected (image, package tag, replicas and tier tag are); the Activity Log's "
+    "Microsoft.App/containerApps/write events show them"
+)
+READ_RIGHTS = "Microsoft.App/containerApps/read on the environment's resource group (its deploy and monitor roles have it)"
+SIGN_IN = (
+    "sign in (`az login`, a service principal in AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET, "
+    "workload identity or a managed identity) as an identity with " + READ_RIGHTS
+)
+# Gone: the app, or its resource group with it (ARM's codes of a 404 from a GET under a resource group).
+_GONE = {"ResourceNotFound", "ResourceGroupNotFound"}
+
+
+@dataclass(frozen=True)
+class App:
+    """What one container app runs."""
+
+    name: str
+    revision: str | None  # its latest revision's name
+    image: str | None  # the runtime container's; None when the app has no `mendix` container
+    replicas: int  # what its scale bounds let run: 0 while stopped
+    bounds: str  # how messages name the bounds: "1 replica", "2-5 replicas", "stopped"
+    package_sha256: str | None  # its mxinfra:package-sha256 tag, if any
+    role: str | None = None  # its mxinfra:role tag, if any
+
+
+def _image(app: App) -> str:
+    return app.image if app.image is not None else f"(no {CONTAINER} container in {app.name})"
+
+
+def _update(subscription: str, group: str, name: str) -> str:
+    return f"az containerapp update --subscription {subscription} --resource-group {group} --name {name}"
+
+
+def restore_commands(subscription: str, group: str, leader: str, worker: str, workers: bool) -> dict[str, str]:
+    """How `mxinfra drift` says to put the image and the instance count back (`{value}`: the recorded one)."""
+    apps = [leader, worker] if workers else [leader]
+    artifact = "; ".join(f"{_update(subscription, group, a)} --container-name {CONTAINER} --image {{value}}" for a in apps)
+    if workers:
+        instances = (
+            f"{_update(subscription, group, leader)} --min-replicas 1 --max-replicas 1; "
+            f"{_update(subscription, group, worker)} --min-replicas <{{value}} minus the leader's 1> --max-replicas <the same>"
+        )
+    else:
+        instances = f"{_update(subscription, group, leader)} --min-replicas {{value}} --max-replicas {{value}}"
+    return {"artifact": artifact, "instances": instances}
+
+
+def observed(environment: str, subscription: str, group: str, leader: str, worker: str, apps: Mapping[str, App], workers_declared: bool = False) -> Observed:
+    """The Observed of an environment from the container apps read (name -> App; absent: not found). Pure."""
+    found = [apps[n] for n in (leader, worker) if n in apps]
+    workers = worker in apps or workers_declared
+    restore = restore_commands(subscription, group, leader, worker, workers)
+    where = f"resource group {group}"
+    if not found:
+        return Observed(environment, f"Container App {leader} ({where})", exists=False, artifact_kind="image", restore=restore)
+
+    def detail(app: App) -> str:
+        return f"revision {app.revision or '(none)'}, {app.bounds}"
+
+    first = found[0]
+    if leader not in apps:
+        text = f"{detail(first)}; the leader app {leader} does not exist"
+    elif worker in apps:
+        text = f"{detail(first)}; worker app {worker}, {detail(apps[worker])}"
+    else:
+        text = detail(first)
+    images = {_image(a) for a in found}
+    # One image for every app is what a release leaves; otherwise each is named, which no record names.
+    artifact = images.pop() if len(images) == 1 else ", ".join(f"{_image(a)} ({a.name})" for a in found)
+    return Observed(
+        environment,
+        f"Container App {first.name} ({text}; {where})",
+        exists=True,
+        package_sha256=first.package_sha256,
+        artifact=artifact,
+        artifact_kind="image",
+        instances=sum(a.replicas for a in found),
+        config_note=CONFIG_NOTE,
+        restore=restore,
+        role="production" if any(a.role == "production" for a in found) else first.role,
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+@contextmanager
+def _azure(environment: str, subscription: str, doing: str) -> Iterator[None]:
+    """The Azure SDK's failures as CannotObserve (exit 2), naming what to fix; never a traceback."""
+    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError, ServiceResponseError
+
+    head = f"{environment}: what runs could not be read from Azure (subscription {subscription})"
+    try:
+        yield
+    except ClientAuthenticationError as exc:
+        if exc.status_code is None:  # no credential produced a token (nothing was sent to ARM)
+            raise CannotObserve(f"{head}: no Azure credential could sign in ({_first_line(exc)}): {SIGN_IN}") from None
+        raise CannotObserve(f"{head}: Azure refused the credential for {doing} ({_code(exc)}): the token is not valid for this tenant or has expired: {SIGN_IN}") from None
+    except HttpResponseError as exc:
+        if exc.status_code == 403:
+            fix = f"the identity needs {READ_RIGHTS}"
+        elif exc.status_code == 404:
+            fix = f"is {subscription} the subscription the stack deploys to (mxinfra:azure.subscriptionId)?"
+        else:
+            fix = "see Azure's message"
+        raise CannotObserve(f"{head}: Azure refused {doing} ({exc.status_code} {_code(exc)}): {fix}") from None
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        raise CannotObserve(f"{head}: Azure Resource Manager cannot be reached ({_first_line(exc)}): check the network") from None
+
+
+def _code(exc: Any) -> str:
+    """ARM's error code and message, briefly."""
+    err = getattr(exc, "error", None)
+    code, message = getattr(err, "code", None), getattr(err, "message", None)
+    if code or message:
+        return f"{code or '?'}: {str(message or '')[:500]}".rstrip(": ")
+    return getattr(exc, "reason", None) or _first_line(exc)
+
+
+def _app(model: Any, name: str) -> App:
+    props = model.properties
+    template = getattr(props, "template", None) if props is not None else None
+    containers = list(getattr(template, "containers", None) or [])
+    runtime = [c for c in containers if getattr(c, "name", None) == CONTAINER]
+    scale = getattr(template, "scale", None)
+    low = getattr(scale, "min_replicas", None)
+    high = getattr(scale, "max_replicas", None)
+    high = 10 if high is None else int(high)  # ARM's default (the API description's)
+    low = 0 if low is None else int(low)
+    status = getattr(props, "running_status", None)
+    tags = dict(model.tags or {})
+    if str(getattr(status, "value", status)) == "Stopped":
+        replicas, bounds = 0, "stopped"
+    else:
+        replicas = high  # min = max as a release sets them; where they differ, the most that may run
+        bounds = f"{high} replica{'s' if high != 1 else ''}" if low == high else f"{low}-{high} replicas"
+    return App(
+        name=name,
+        revision=getattr(props, "latest_revision_name", None),
+        image=getattr(runtime[0], "image", None) if runtime else None,
+        replicas=replicas,
+        bounds=bounds,
+        package_sha256=tags.get(PACKAGE_TAG) or None,
+        role=tags.get(ROLE_TAG) or None,
+    )
+
+
+def read_apps(client: Any, environment: str, subscription: str, group: str, names: list[str]) -> dict[str, App]:
+    """The ones of `names` that exist in `group` and what each runs; one gone (or its group) is left out."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    found = {}
+    for name in names:
+        with _azure(environment, subscription, f"Microsoft.App/containerApps/read of {name} in resource group {group}"):
+            try:
+                model = client.container_apps.get(group, name)
+            except ResourceNotFoundError as exc:
+                code = getattr(getattr(exc, "error", None), "code", None)
+                if code in _GONE or code is None:
+                    continue
+                raise
+        found[name] = _app(model, name)
+    return found
+
+
+def default_credential() -> Any:
+    """azure-identity's DefaultAzureCredential (environment, workload or managed identity, Azure CLI, ...)."""
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()
+
+
+def observe(
+    environment: str,
+    subscription: str,
+    group: str,
+    leader: str,
+    worker: str,
+    *,
+    workers_declared: bool = False,
+    credential: Any = None,
+    endpoint: str | None = None,
+) -> Observed:
+    """What the environment's container apps run, read from ARM (`endpoint`, default the public cloud's)
+    with `credential` (default DefaultAzureCredential)."""
+    from azure.mgmt.appcontainers import ContainerAppsAPIClient
+
+    with _azure(environment, subscription, "signing in"):
+        client = ContainerAppsAPIClient(
+            credential if credential is not None else default_credential(),
+            subscription,
+            base_url=endpoint or ARM,
+            # a few quick retries: the release guard waits on this before `pulumi up` declares anything
+            retry_total=2,
+            retry_backoff_factor=0.2,
+            connection_timeout=10,
+            read_timeout=30,
+        )
+    with client:
+        apps = read_apps(client, environment, subscription, group, [leader, worker])
+    return observed(environment, subscription, group, leader, worker, apps, workers_declared)

@@ -1,0 +1,571 @@
+"""Issue 19, F1 and F18 on the azure target: `mxinfra drift` (and the release guard before every `pulumi up`)
+reads what the environment's container apps run from Azure Resource Manager and names every difference
+from the activity log's last signed record.
+
+There is no Container Apps emulator. ARM is played by a loopback HTTPS server (`Arm`) for exactly the call
+the SDK makes, `ContainerApps_Get`, and held to Microsoft's published REST description of the API version
+the installed azure-mgmt-appcontainers speaks (spec/, see its README): the request's path and api-version
+must be the operation's, and every body served, documents and errors alike, is validated against the
+operation's response schema, closed against invented properties. The documents are a container app as
+`pulumi up` leaves it (runtime.py: the leader app with one replica, the workers' with the rest, the
+release tags), laid out as the API description's own example `ContainerApps_Get.json`. A hand change is
+what a holder of production `deploy` can do with `Microsoft.App/containerApps/write`: another image, other
+replicas (`az containerapp update`). The records are written by the activity resource's own provider
+(scaffold.record_deploy), signed, as a real `pulumi up` writes them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import ssl
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.core.credentials import AccessToken
+from azure.core.exceptions import ClientAuthenticationError
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from mxinfra.cli import main
+from mxinfra.drift import CannotObserve
+
+from azhelpers import DIGEST, SUB, config, deployment
+from registry import free_port, make_tls
+from scaffold import record_deploy
+
+import mxinfra_azure.running as running
+from mxinfra_azure import roles
+from mxinfra_azure.running import CONFIG_NOTE
+
+SPEC = Path(__file__).parent / "spec" / "specification"
+OPENAPI = SPEC / "app/resource-manager/Microsoft.App/ContainerApps/stable/2026-07-01/openapi.json"
+GET_PATH = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.App/containerApps/{containerAppName}"
+
+STACK = "azure-production"
+GROUP = "orders-production-rg"
+LEADER, WORKER = "orders-production", "orders-production-worker"
+IMAGE = f"acme.azurecr.io/orders@{DIGEST}"
+EVIL = "acme.azurecr.io/orders@sha256:" + "66" * 32
+TOKEN = "eyJ0eXAiOiJKV1QifQ.arm-token-of-rita.sig"
+UPDATE = f"az containerapp update --subscription {SUB} --resource-group {GROUP} --name"
+IDENTITY = f"/subscriptions/{SUB}/resourceGroups/{GROUP}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/orders-production-runtime"
+SECURE = {"secure": "v1:AAAA"}
+
+
+# --- Microsoft's API description, as a validator -------------------------------------------------------------
+
+
+def _allof_bases(node: Any, found: set[str]) -> set[str]:
+    if isinstance(node, dict):
+        for part in node.get("allOf", []) if isinstance(node.get("allOf"), list) else []:
+            if isinstance(part, dict) and "$ref" in part:
+                found.add(part["$ref"].rsplit("/", 1)[-1])
+        for value in node.values():
+            _allof_bases(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            _allof_bases(value, found)
+    return found
+
+
+def _spec() -> tuple[dict[str, Any], Registry]:
+    """The copied description files as JSON Schema 2020-12 resources, every object definition closed."""
+    docs = {p.resolve().as_uri(): json.loads(p.read_text()) for p in SPEC.rglob("*.json")}
+    bases: set[str] = set()
+    for doc in docs.values():
+        _allof_bases(doc, bases)
+    for doc in docs.values():
+        for name, schema in doc.get("definitions", {}).items():
+            # Swagger leaves objects open; a double that may invent properties proves nothing. A definition
+            # used only as an allOf base is closed by the one that extends it (unevaluatedProperties sees both).
+            if "properties" in schema and "additionalProperties" not in schema and name not in bases:
+                schema["unevaluatedProperties"] = False
+    registry = Registry().with_resources((uri, Resource.from_contents(doc, default_specification=DRAFT202012)) for uri, doc in docs.items())
+    return docs[OPENAPI.resolve().as_uri()], registry
+
+
+OPENAPI_DOC, REGISTRY = _spec()
+API_VERSION = OPENAPI_DOC["info"]["version"]
+GET = OPENAPI_DOC["paths"][GET_PATH]["get"]
+PATH_RE = re.compile("^" + re.sub(r"\\\{[A-Za-z]+\\\}", "([^/]+)", re.escape(GET_PATH)) + "$")
+
+
+def spec_validator(status: int) -> Draft202012Validator:
+    """The schema of ContainerApps_Get's response `status`. Its 404 declares none (x-ms-error-response):
+    its body is held to the operation's default, ARM's common ErrorResponse, as every ARM error is."""
+    response = GET["responses"].get(str(status))
+    if response is None or "schema" not in response:
+        response = GET["responses"]["default"]
+    ref = urllib.parse.urljoin(OPENAPI.resolve().as_uri(), response["schema"]["$ref"])
+    return Draft202012Validator({"$ref": ref}, registry=REGISTRY)
+
+
+def check_body(status: int, body: Any) -> None:
+    errors = sorted(spec_validator(status).iter_errors(body), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise AssertionError(f"not a ContainerApps_Get {status} body of API version {API_VERSION}: " + "; ".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:5]))
+
+
+# --- the ARM double ---------------------------------------------------------------------------------------------
+
+
+def app_document(name: str, image: str, replicas: int, tags: dict[str, str], index: int, *, revision: str = "0000001") -> dict[str, Any]:
+    """A container app as `pulumi up` leaves it (runtime.py), in the layout of the API description's example
+    ContainerApps_Get.json (examples/ of 2026-07-01)."""
+    env = f"/subscriptions/{SUB}/resourceGroups/{GROUP}/providers/Microsoft.App/managedEnvironments/orders-production-env"
+    return {
+        "id": f"/subscriptions/{SUB}/resourceGroups/{GROUP}/providers/Microsoft.App/containerApps/{name}",
+        "name": name,
+        "type": "Microsoft.App/containerApps",
+        "location": "West Europe",
+        "tags": dict(tags),
+        "systemData": {"createdBy": "pulumi-deployer@example.com", "createdByType": "Application", "createdAt": "2026-11-30T09:12:44.0000000Z"},
+        "identity": {"type": "UserAssigned", "userAssignedIdentities": {IDENTITY: {"clientId": "14adfa4f-eedf-1dc0-ba29-a6d1a69ab3df", "principalId": "74adfa4f-dedf-8dc0-ca29-b6d1a69ab312"}}},
+        "properties": {
+            "provisioningState": "Succeeded",
+            "runningStatus": "Running",
+            "managedEnvironmentId": env,
+            "environmentId": env,
+            "workloadProfileName": "Consumption",
+            "latestRevisionName": f"{name}--{revision}",
+            "latestReadyRevisionName": f"{name}--{revision}",
+            "latestRevisionFqdn": f"{name}--{revision}.kindsky-1a2b3c4d.westeurope.azurecontainerapps.io",
+            "outboundIpAddresses": ["20.23.1.17"],
+            "configuration": {
+                "activeRevisionsMode": "Single",
+                "ingress": {
+                    "fqdn": f"{name}.kindsky-1a2b3c4d.westeurope.azurecontainerapps.io",
+                    "external": True,
+                    "allowInsecure": False,
+                    "targetPort": 8080,
+                    "transport": "auto",
+                    "ipSecurityRestrictions": [],
+                    "traffic": [{"latestRevision": True, "weight": 100}],
+                },
+                "secrets": [{"name": "admin-password", "keyVaultUrl": "https://orders-production-a1b2c3.vault.azure.net/secrets/ADMIN-PASSWORD/0a1b2c", "identity": IDENTITY}],
+                "registries": [{"server": "acme.azurecr.io", "identity": IDENTITY}],
+                "maxInactiveRevisions": 100,
+            },
+            "template": {
+                "containers": [
+                    {
+                        "name": "mendix",
+                        "image": image,
+                        "env": [{"name": "CF_INSTANCE_INDEX", "value": str(index)}, {"name": "ADMIN_PASSWORD", "secretRef": "admin-password"}],
+                        "resources": {"cpu": 1.0, "memory": "2Gi", "ephemeralStorage": "4Gi"},
+                        "probes": [{"type": "Startup", "httpGet": {"path": "/", "port": 8080, "scheme": "HTTP"}, "initialDelaySeconds": 60, "periodSeconds": 60, "failureThreshold": 10, "timeoutSeconds": 5}],
+                    }
+                ],
+                "scale": {"minReplicas": replicas, "maxReplicas": max(replicas, 1), "cooldownPeriod": 300, "pollingInterval": 30},
+                "terminationGracePeriodSeconds": 120,
+            },
+        },
+    }
+
+
+class Arm:
+    """ARM for ContainerApps_Get on loopback HTTPS: `apps` (name -> document) is what exists; `deny` answers
+    403 as ARM does to an identity without the read; every request and every failure is kept."""
+
+    def __init__(self, ca: Path, cert: Path, key: Path) -> None:
+        self.apps: dict[str, dict[str, Any]] = {}
+        self.groups = {GROUP}
+        self.deny: str | None = None  # the principal ARM names in its 403
+        self.requests: list[dict[str, Any]] = []
+        self.failures: list[str] = []
+        self.ca = ca
+        arm = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                status, body = arm.answer(self.path, self.headers.get("Authorization"))
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("x-ms-request-id", "3f1c2b7e-0000-4000-8000-000000000001")
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def put(self, document: dict[str, Any]) -> None:
+        check_body(200, document)
+        self.apps[document["name"]] = copy.deepcopy(document)
+
+    def answer(self, raw: str, auth: str | None) -> tuple[int, dict[str, Any]]:
+        url = urllib.parse.urlsplit(raw)
+        query = urllib.parse.parse_qs(url.query)
+        self.requests.append({"path": url.path, "query": query, "auth": auth})
+        m = PATH_RE.match(url.path)
+        if m is None or query.get("api-version") != [API_VERSION]:
+            self.failures.append(f"not a {GET['operationId']} request of API version {API_VERSION}: GET {raw}")
+            return self.error(400, "InvalidResourceType", f"The resource type could not be found for {url.path} in api-version {query.get('api-version')}.")
+        sub, group, name = (urllib.parse.unquote(x) for x in m.groups())
+        if auth != f"Bearer {TOKEN}":
+            return self.error(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing or invalid.")
+        if self.deny is not None:
+            scope = f"/subscriptions/{sub}/resourceGroups/{group}/providers/Microsoft.App/containerApps/{name}"
+            return self.error(
+                403,
+                "AuthorizationFailed",
+                f"The client '{self.deny}' with object id '0a1b2c3d-0000-4000-8000-000000000009' does not have authorization to perform action "
+                f"'Microsoft.App/containerApps/read' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
+            )
+        if sub != SUB or group not in self.groups:
+            return self.error(404, "ResourceGroupNotFound", f"Resource group '{group}' could not be found.")
+        if name not in self.apps:
+            return self.error(404, "ResourceNotFound", f"The Resource 'Microsoft.App/containerApps/{name}' under resource group '{group}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix")
+        return self.serve(200, self.apps[name])
+
+    def error(self, status: int, code: str, message: str) -> tuple[int, dict[str, Any]]:
+        return self.serve(status, {"error": {"code": code, "message": message}})
+
+    def serve(self, status: int, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        try:
+            check_body(status, body)
+        except AssertionError as e:
+            self.failures.append(str(e))
+            return 500, {"error": {"code": "TestDoubleInvalid", "message": str(e)[:200]}}
+        return status, body
+
+    def edit(self, name: str, *, image: str | None = None, replicas: tuple[int, int] | None = None, status: str | None = None, revision: str = "0000002") -> None:
+        """A `containerApps/write` by hand: another image or scale is another revision."""
+        doc = copy.deepcopy(self.apps[name])
+        props = doc["properties"]
+        if image is not None:
+            props["template"]["containers"][0]["image"] = image
+        if replicas is not None:
+            props["template"]["scale"].update(minReplicas=replicas[0], maxReplicas=replicas[1])
+        if status is not None:
+            props["runningStatus"] = status
+        if image is not None or replicas is not None:
+            for key in ("latestRevisionName", "latestReadyRevisionName"):
+                props[key] = f"{name}--{revision}"
+        self.put(doc)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class StaticCredential:
+    """An azure-core TokenCredential: the token ARM accepts, the scopes it was asked for."""
+
+    def __init__(self) -> None:
+        self.scopes: list[tuple[str, ...]] = []
+
+    def get_token(self, *scopes: str, **_: Any) -> AccessToken:
+        self.scopes.append(scopes)
+        return AccessToken(TOKEN, int(time.time()) + 3600)
+
+
+class NoCredential:
+    """What DefaultAzureCredential does where no identity is signed in (nothing is sent to ARM)."""
+
+    def get_token(self, *_: str, **__: Any) -> AccessToken:
+        raise ClientAuthenticationError(
+            message="DefaultAzureCredential failed to retrieve a token from the included credentials.\nAttempted credentials:\n\tEnvironmentCredential: EnvironmentCredential authentication unavailable."
+        )
+
+
+@pytest.fixture
+def arm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Arm]:
+    """The double, trusted through its CA (requests' REQUESTS_CA_BUNDLE: TLS and the SDK's https-only bearer
+    policy stay on), no proxy of the developer's; `mxinfra drift` reaches it as ARM with StaticCredential."""
+    ca, cert, key = make_tls(tmp_path / "tls")
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
+    double = Arm(ca, cert, key)
+    credential = StaticCredential()
+    monkeypatch.setattr(running, "ARM", double.url)
+    monkeypatch.setattr(running, "default_credential", lambda: credential)
+    try:
+        yield double
+    finally:
+        double.close()
+    assert double.failures == [], double.failures
+    assert all(s == ("https://management.azure.com/.default",) for s in credential.scopes), credential.scopes
+
+
+def stack_file(cfg: dict[str, Any]) -> dict[str, Any]:
+    """`cfg` with its secret values stored encrypted, as a stack file holds them (offline: `[secret]`)."""
+    out = copy.deepcopy(cfg)
+    for body in out["mxinfra:environments"].values():
+        body["adminPassword"] = SECURE
+        if "license" in body:
+            body["license"]["key"] = SECURE
+        for name in body.get("secretConstants") or {}:
+            body["secretConstants"][name] = SECURE
+    return out
+
+
+def release(double: Arm, cfg: dict[str, Any]) -> None:
+    """What `pulumi up` of `cfg` leaves in Azure: the leader's app and, from two instances, the workers'."""
+    p = deployment(cfg, STACK).environment("production")
+    instances = p.environment.instances
+    double.put(app_document(LEADER, IMAGE, min(instances, 1), dict(p.release_tags), 0))
+    if instances > 1:
+        double.put(app_document(WORKER, IMAGE, instances - 1, dict(p.release_tags), 1))
+
+
+@pytest.fixture
+def released(project: Any, arm: Arm) -> Arm:
+    """Production released (three instances: the leader and two workers); its deploy record in the log."""
+    cfg = config("production")
+    project.stack(STACK, stack_file(cfg))
+    release(arm, cfg)
+    record_deploy(project.path, STACK)
+    return arm
+
+
+def _drift(project: Any, capsys: Any) -> tuple[int, str, str]:
+    rc = main(["drift", "-s", STACK, "-C", str(project.path)])
+    out = capsys.readouterr()
+    return rc, out.out, " ".join(out.err.split())
+
+
+RECORD = "the last record (seq 1: deploy by "
+RELEASED = f"Container App {LEADER} (revision {LEADER}--0000001, 1 replica; worker app {WORKER}, revision {WORKER}--0000001, 2 replicas; resource group {GROUP})"
+
+
+# --- what runs is what the log records -----------------------------------------------------------------------
+
+
+def test_drift_is_clean_after_a_release(released, project, capsys):
+    rc, out, err = _drift(project, capsys)
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0] == f"production: runtime configuration not compared: {CONFIG_NOTE}"
+    assert f"production: {RELEASED} runs what {RECORD}" in out, out
+    # one GET of each app, as the operation is described, with the credential's token
+    assert [r["path"].rsplit("/", 1)[-1] for r in released.requests] == [LEADER, WORKER]
+    assert all(r["query"]["api-version"] == [API_VERSION] and r["auth"] == f"Bearer {TOKEN}" for r in released.requests)
+
+
+def test_an_image_set_by_hand_is_named_and_the_command_puts_it_back(released, project, capsys):
+    released.edit(LEADER, image=EVIL)
+    released.edit(WORKER, image=EVIL)
+    rc, _, err = _drift(project, capsys)
+    assert rc == 2 and "Traceback" not in err
+    what = f"Container App {LEADER} (revision {LEADER}--0000002, 1 replica; worker app {WORKER}, revision {WORKER}--0000002, 2 replicas; resource group {GROUP})"
+    assert f"error: unrecorded changes: what runs is not what the activity log's signed records say: - production: {what} runs image {EVIL}, but {RECORD}" in err, err
+    assert (
+        f"names image {IMAGE}: an unrecorded change (put back what the record names ("
+        f"{UPDATE} {LEADER} --container-name mendix --image {IMAGE}; {UPDATE} {WORKER} --container-name mendix --image {IMAGE}), "
+        "find who made it in the API server's (or the cloud's) audit log; then change it through `pulumi up`, which records it)"
+    ) in err, err
+    # put back as the command says: clean again
+    released.edit(LEADER, image=IMAGE, revision="0000003")
+    released.edit(WORKER, image=IMAGE, revision="0000003")
+    assert _drift(project, capsys)[0] == 0
+
+
+def test_another_image_on_the_workers_alone_is_named(released, project, capsys):
+    released.edit(WORKER, image=EVIL)
+    rc, _, err = _drift(project, capsys)
+    assert rc == 2
+    assert f"runs image {IMAGE} ({LEADER}), {EVIL} ({WORKER}), but {RECORD}" in err and f"names image {IMAGE}: an unrecorded change" in err, err
+
+
+def test_a_scale_by_hand_is_named(released, project, capsys):
+    # the workers may now scale out to five: the most that may run is what runs
+    released.edit(WORKER, replicas=(2, 5))
+    rc, _, err = _drift(project, capsys)
+    assert rc == 2
+    what = f"Container App {LEADER} (revision {LEADER}--0000001, 1 replica; worker app {WORKER}, revision {WORKER}--0000002, 2-5 replicas; resource group {GROUP})"
+    assert f"production: {what} runs 6 instance(s), but {RECORD}" in err, err
+    assert (
+        f"names 3: an unrecorded scale (put back what the record names ({UPDATE} {LEADER} --min-replicas 1 --max-replicas 1; "
+        f"{UPDATE} {WORKER} --min-replicas <3 minus the leader's 1> --max-replicas <the same>), find who made it"
+    ) in err, err
+    # the workers put back, the leader stopped (containerApps/stop/action): two where the record names three
+    released.edit(WORKER, replicas=(2, 2), revision="0000003")
+    released.edit(LEADER, status="Stopped")
+    rc, _, err = _drift(project, capsys)
+    assert rc == 2 and f"(revision {LEADER}--0000001, stopped; worker app" in err and "runs 2 instance(s), but" in err and "names 3: an unrecorded scale" in err, err
+
+
+def test_a_package_tag_of_another_release_is_named(released, project, capsys):
+    doc = copy.deepcopy(released.apps[LEADER])
+    doc["tags"]["mxinfra:package-sha256"] = "77" * 32
+    released.put(doc)
+    rc, _, err = _drift(project, capsys)
+    assert rc == 2 and f"says it runs package sha256:{'77' * 6}, but {RECORD}" in err, err
+    assert "runs image" not in err  # the image is the recorded one
+
+
+def test_deleted_apps_and_a_deleted_group_are_named(released, project, capsys):
+    del released.apps[WORKER]
+    rc, _, err = _drift(project, capsys)
+    assert rc == 2 and f"production: Container App {LEADER} (revision {LEADER}--0000001, 1 replica; resource group {GROUP}) runs 1 instance(s), but {RECORD}" in err, err
+    del released.apps[LEADER]
+    rc, _, err = _drift(project, capsys)
+    assert rc == 2 and f"production: nothing runs as Container App {LEADER} (resource group {GROUP}), but {RECORD}" in err, err
+    assert "removed outside a release" in err
+    # the resource group gone with them: ARM's ResourceGroupNotFound is nothing running too
+    released.groups.clear()
+    rc, _, err = _drift(project, capsys)
+    assert rc == 2 and f"nothing runs as Container App {LEADER} (resource group {GROUP}), but" in err, err
+
+
+def test_apps_the_log_never_recorded_are_an_unrecorded_deployment(project, arm, capsys):
+    cfg = config("production")
+    project.stack(STACK, stack_file(cfg))
+    release(arm, cfg)
+    rc, _, err = _drift(project, capsys)
+    assert rc == 2 and f"production: {RELEASED} runs, but the activity log records no deployment of it: an unrecorded deployment" in err, err
+
+
+def test_a_tier_downgrade_of_production_is_refused(released, project, capsys):
+    """Issue 19, F18: `role: test` on the environment whose apps run tagged mxinfra:role=production would drop
+    PIM, MFA and deletion protection in one update; drift (and the guard before every up) refuses it."""
+    cfg = config("production", azure={"networkTier": "non-production"})
+    body = cfg["mxinfra:environments"]["production"]
+    body["role"] = "test"
+    body.pop("ungated", None)
+    project.stack(STACK, stack_file(cfg))
+    rc, _, err = _drift(project, capsys)
+    assert rc == 2, err
+    assert f"{RELEASED} is production's (its mxinfra:role), but the stack now declares 'production' role test" in err, err
+    assert "keep role: production" in err and "Traceback" not in err
+
+
+# --- what runs cannot be read: exit 2, what to fix, no traceback --------------------------------------------------
+
+
+def test_access_denied_names_the_action_and_the_roles(released, project, capsys):
+    released.deny = "rita@example.com"
+    rc, out, err = _drift(project, capsys)
+    assert rc == 2 and "Traceback" not in err and out == ""
+    scope = f"/subscriptions/{SUB}/resourceGroups/{GROUP}/providers/Microsoft.App/containerApps/{LEADER}"
+    assert err == (
+        f"error: production: what runs could not be read from Azure (subscription {SUB}): Azure refused Microsoft.App/containerApps/read of "
+        f"{LEADER} in resource group {GROUP} (403 AuthorizationFailed: The client 'rita@example.com' with object id '0a1b2c3d-0000-4000-8000-000000000009' "
+        f"does not have authorization to perform action 'Microsoft.App/containerApps/read' over scope '{scope}' or the scope is invalid. If access was "
+        "recently granted, please refresh your credentials.): the identity needs Microsoft.App/containerApps/read on the environment's resource group "
+        "(its deploy and monitor roles have it)"
+    ), err
+
+
+def test_no_credential_is_said_plainly(released, project, capsys, monkeypatch):
+    monkeypatch.setattr(running, "default_credential", NoCredential)
+    rc, out, err = _drift(project, capsys)
+    assert rc == 2 and "Traceback" not in err and out == ""
+    assert err.startswith(
+        f"error: production: what runs could not be read from Azure (subscription {SUB}): no Azure credential could sign in "
+        "(DefaultAzureCredential failed to retrieve a token from the included credentials.): sign in (`az login`,"
+    ), err
+    assert released.requests == []  # nothing reached ARM without a token
+
+
+def test_a_token_arm_refuses_is_said_plainly(arm):
+    class Other(StaticCredential):
+        def get_token(self, *scopes: str, **_: Any) -> AccessToken:
+            return AccessToken("a-token-of-another-tenant", int(time.time()) + 3600)
+
+    with pytest.raises(CannotObserve) as e:
+        running.observe("production", SUB, GROUP, LEADER, WORKER, credential=Other(), endpoint=arm.url)
+    assert "Azure refused the credential for Microsoft.App/containerApps/read of orders-production" in str(e.value)
+    assert "(AuthenticationFailed: Authentication failed." in str(e.value) and "sign in (`az login`" in str(e.value)
+
+
+def test_arm_out_of_reach_is_said_plainly():
+    port = free_port()  # nothing listens there
+    started = time.monotonic()
+    with pytest.raises(CannotObserve) as e:
+        running.observe("production", SUB, GROUP, LEADER, WORKER, credential=StaticCredential(), endpoint=f"https://127.0.0.1:{port}")
+    said = str(e.value)
+    assert said.startswith(f"production: what runs could not be read from Azure (subscription {SUB}): Azure Resource Manager cannot be reached (") and said.endswith("): check the network"), said
+    assert time.monotonic() - started < 15  # a few quick retries, not minutes before `pulumi up` says so
+
+
+# --- the same check stops `pulumi up` before anything is declared ---------------------------------------------------
+
+
+def test_pulumi_up_refuses_an_unrecorded_change_in_the_same_words_before_declaring_anything(released, project, pulumi_run, monkeypatch):
+    import importlib
+
+    import pulumi
+
+    from mxinfra.components import MendixApp
+    from mxinfra.config import RawConfig
+    from mxinfra.deployment import prepare
+
+    monkeypatch.setattr(importlib.import_module("mxinfra.release_guard"), "under_mocks", lambda: False)  # as under a real engine
+    monkeypatch.chdir(project.path)  # the program runs in the project directory
+    released.edit(LEADER, image=EVIL)
+    d = prepare(RawConfig(config("production"), frozenset({"mxinfra:environments"})), project="orders", stack=STACK, base_dir=project.path)
+    with pytest.raises(pulumi.RunError) as refused:
+        pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack=STACK, project="orders")
+    said = " ".join(str(refused.value).split())
+    assert "unrecorded changes: what runs is not what the activity log's signed records say" in said
+    assert f"runs image {EVIL} ({LEADER}), {IMAGE} ({WORKER}), but {RECORD}" in said and f"names image {IMAGE}: an unrecorded change" in said, said
+    # what runs cannot be read: the run stops too (fail closed)
+    released.deny = "rita@example.com"
+    with pytest.raises(pulumi.RunError) as unread:
+        pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack=STACK, project="orders")
+    assert "what runs could not be read from Azure Resource Manager to compare it with the activity log" in str(unread.value)
+    # put back and readable, the same program goes on
+    released.deny = None
+    released.edit(LEADER, image=IMAGE, revision="0000003")
+    res = pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack=STACK, project="orders")
+    assert any(r.type == "azure-native:app:ContainerApp" for r in res)
+
+
+# --- the double and the identity that reads ------------------------------------------------------------------------
+
+
+def test_the_double_serves_only_what_the_api_description_allows():
+    """The validation is what makes the double honest: a misspelt property, a wrong type or an invented
+    field fails as a wrong shape from ARM would break the SDK's reading."""
+    good = app_document(LEADER, IMAGE, 1, {"mxinfra:role": "production"}, 0)
+    check_body(200, good)
+    for broken in (
+        lambda d: d["properties"]["template"]["scale"].update(replicas=1),  # no such property
+        lambda d: d["properties"]["template"]["scale"].update(maxReplicas="1"),  # a string, not an int32
+        lambda d: d["properties"]["template"]["containers"][0].update(image=[IMAGE]),
+        lambda d: d.update(tags={"mxinfra:role": 1}),
+        lambda d: d.pop("location"),  # TrackedResource requires it
+        lambda d: d["properties"].update(runningStatus="Sleeping"),
+    ):
+        doc = copy.deepcopy(good)
+        broken(doc)
+        with pytest.raises(AssertionError, match="not a ContainerApps_Get 200 body"):
+            check_body(200, doc)
+    with pytest.raises(AssertionError):
+        check_body(403, {"error": {"code": "AuthorizationFailed", "msg": "x"}})
+
+
+def test_the_installed_sdk_speaks_the_copied_api_version():
+    from azure.mgmt.appcontainers import ContainerAppsAPIClient
+
+    client = ContainerAppsAPIClient(StaticCredential(), SUB)
+    assert client._config.api_version == API_VERSION  # noqa: SLF001 (what every request carries)
+
+
+def test_the_deploy_and_monitor_roles_may_read_what_runs():
+    for permission in ("deploy", "monitor"):
+        for production in (True, False):
+            assert "Microsoft.App/containerApps/read" in roles.actions(permission, production), permission
+        assert "Microsoft.App/containerApps/read" not in roles.NOT_ACTIONS.get(permission, [])

@@ -16,11 +16,11 @@ the file backend and the passphrase secrets provider:
             component types, names and parents (so the same URNs) and the dependencies mxinfra's state
             records; secret values from the plaintexts set on the stack. Regenerated from the plan
             after every change. It leaves out mxinfra's own work: reading and hashing the MDA,
-            validating the config against it, the promotion gate, the per-environment SecretsKey and
+            validating the config against it, the promotion gate, the per-environment release intent and
             activity resources (dynamic providers: the activity record's write to the repository, the
             package upload on a deploy), and the stack outputs;
   no-activity  (skipped with --no-split) the mxinfra project whose __main__.py first replaces
-            MendixEnvironment's SecretsKey/secrets digest/activity methods and the release guard (which
+            MendixEnvironment's release intent/secrets digest/activity methods and the release guard (which
             reads the records they write) with no-ops: everything of mxinfra but its two dynamic
             resources and the guard, to show where the difference goes.
 
@@ -86,14 +86,14 @@ SECRET_SOURCES = {
     "ADMIN_PASSWORD": "random:admin-password",  # the environment's RandomPassword
 }
 SCENARIOS = ("preview release", "up release", "preview constant", "up constant")
-NO_ACTIVITY_MAIN = '''"""mxinfra without its dynamic resources (bench/bench_engine.py): no SecretsKey, no activity record, and
+NO_ACTIVITY_MAIN = '''"""mxinfra without its dynamic resources (bench/bench_engine.py): no release intent, no activity record, and
 so no release guard either (with no record, everything running would be an unrecorded change)."""
 
 from mxinfra import components, release_guard
 
 release_guard.guard = lambda *args, **kwargs: None
 
-components.MendixEnvironment._secrets_key = lambda self, prepared: None
+components.MendixEnvironment._release_intent = lambda self, deployment, prepared: None
 components.MendixEnvironment._secrets_digest = lambda self, key, admin_password, settings: None
 components.MendixEnvironment._activity_log = lambda self, deployment, prepared, secrets, depends_on: None
 
@@ -668,7 +668,7 @@ def main() -> None:
             print(f"{n:>2} {s:<17} " + "   ".join(f"{k}: {changes.get((n, s, k), '-')}" for k in kinds))
     print()
     print("The bare program leaves out mxinfra's own work: reading and hashing the MDA, validating the stack config")
-    print("against it, the promotion gate, the stack outputs, and per environment the SecretsKey and activity")
+    print("against it, the promotion gate, the stack outputs, and per environment the release intent and activity")
     print("dynamic resources (the activity record's write to the file:// repository, the package upload on a")
     print("deploy, the dynamic provider process). `no-activity` is mxinfra without those two dynamic resources;")
     print("`activity s` = mxinfra - no-activity (medians): the part of the difference they account for.")

@@ -152,7 +152,7 @@ class MendixEnvironment(pulumi.ComponentResource):
             min_upper=2,
             min_numeric=2,
             min_special=2,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[intent]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[intent] if intent is not None else []),
         )
         return pulumi.Output.secret(generated.result)
 

@@ -61,6 +61,78 @@ class _BackgroundHash:
         return self._digest, self.done_bytes
 
 
+class _ForkedHash:
+    """The SHA-256 of an open file, computed by a forked child process: the caller's Python (inspect's
+    member checks) and the hash then share no GIL, and each has a core (issue 18: inspect at the hash's
+    floor). Only where nothing else runs yet (mxinfra.launch, before the CLI is imported): a fork copies
+    no other thread. The child reports its progress and its digest as lines on a pipe."""
+
+    REPORT_EVERY = 64 * _MiB
+
+    def __init__(self, fd: int, chunk: int = _MiB) -> None:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: hash, report, and leave without the parent's cleanup or buffers
+            code = 0
+            try:
+                os.close(read_end)
+                done = reported = 0
+
+                def advance(n: int) -> None:
+                    nonlocal done, reported
+                    done += n
+                    if done - reported >= self.REPORT_EVERY:
+                        os.write(write_end, b"%d\n" % done)
+                        reported = done
+
+                hexdigest = _sha256_fd(fd, chunk, advance)
+                os.write(write_end, b"%d %s\n" % (done, hexdigest.encode()))
+            except OSError as exc:
+                os.write(write_end, b"E %s\n" % str(exc).encode(errors="replace"))
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        os.close(fd)
+        self._pid: int | None = pid
+        self._pipe = os.fdopen(read_end, "rb")
+        self.done_bytes = 0
+
+    def cancel(self) -> None:
+        """Stop early (the archive was refused): the child is killed and reaped."""
+        if self._pid is not None:
+            import signal
+
+            os.kill(self._pid, signal.SIGKILL)
+            os.waitpid(self._pid, 0)
+            self._pid = None
+            self._pipe.close()
+
+    def result(self, progress: Callable[[int], None] | None = None) -> tuple[str, int]:
+        """(hex digest, bytes hashed), waiting for the child; `progress` gets the bytes hashed since the last call."""
+        hexdigest: str | None = None
+        failure = "the hashing process ended without a result"
+        with self._pipe:
+            for line in self._pipe:
+                fields = line.split()
+                if fields[:1] == [b"E"]:
+                    failure = line[2:].decode(errors="replace").strip()
+                    continue
+                count = int(fields[0])
+                if progress is not None and count > self.done_bytes:
+                    progress(count - self.done_bytes)
+                self.done_bytes = count
+                if len(fields) == 2:
+                    hexdigest = fields[1].decode()
+        if self._pid is not None:
+            os.waitpid(self._pid, 0)
+            self._pid = None
+        if hexdigest is None:
+            raise OSError(failure)
+        return hexdigest, self.done_bytes
+
+
 def _sha256_fd(fd: int, chunk: int, advance: Callable[[int], bool | None] | None = None) -> str:
     """Hex SHA-256 of an open file, read with pread (a file offset another reader uses never moves);
     `advance` gets the byte count of each chunk and stops the read early by returning False."""
@@ -88,18 +160,19 @@ def sha256_file(path: str | os.PathLike[str], progress: Callable[[int], None] | 
 # Hashes started before the CLI has parsed its arguments (mxinfra.launch), keyed by the file's identity:
 # `open_mda(hash_ahead=True)` takes one over only for the same file, unchanged since (device, inode, size,
 # modification time), so the digest is still of exactly the bytes whose directory it reads.
-_EARLY: dict[tuple[int, int, int, int], _BackgroundHash] = {}
+_EARLY: dict[tuple[int, int, int, int], _BackgroundHash | _ForkedHash] = {}
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def start_early(path: str, chunk: int = _MiB) -> None:
-    """Start hashing `path` on a thread now, for a later `take_early`; nothing when it is not a regular file.
+def start_early(path: str, chunk: int = _MiB, *, fork: bool = False) -> None:
+    """Start hashing `path` now, for a later `take_early`; nothing when it is not a regular file. On a
+    thread, or with `fork` (only while the process runs no other thread) in a child process.
 
     1 MiB reads stay in the CPU's cache between the read and the hash (16 MiB ones cost a third more
-    alone); the caller makes the interpreter hand the GIL over often enough for such short turns."""
+    alone); on a thread, the caller makes the interpreter hand the GIL over often enough for such short turns."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -108,10 +181,16 @@ def start_early(path: str, chunk: int = _MiB) -> None:
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         return
+    if fork and hasattr(os, "fork"):
+        try:
+            _EARLY[_identity(st)] = _ForkedHash(fd, chunk)
+            return
+        except OSError:  # no process to spare: the thread does it
+            pass
     _EARLY[_identity(st)] = _BackgroundHash(fd, chunk)
 
 
-def take_early(fd: int) -> _BackgroundHash | None:
+def take_early(fd: int) -> _BackgroundHash | _ForkedHash | None:
     """The hash `start_early` began of the file open as `fd`, if it is the same file, unchanged; else None."""
     if not _EARLY:
         return None

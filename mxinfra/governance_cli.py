@@ -260,7 +260,7 @@ def _changed(record: Any) -> str:
     return ", ".join(changes) or "-"
 
 
-ACTIVITY_FIELDS = ["time", "environment", "action", "actor", "package_version", "package_sha256", "artifact", "image", "changes", "seq", "hash"]
+ACTIVITY_FIELDS = ["time", "environment", "action", "actor", "package_version", "package_sha256", "artifact", "image", "instances", "changes", "seq", "hash"]
 
 
 @activity_app.callback()

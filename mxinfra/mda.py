@@ -27,7 +27,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from mxinfra.digest import _BackgroundHash, sha256_file, take_early
+from mxinfra.digest import _BackgroundHash, _ForkedHash, sha256_file, take_early
 from mxinfra.mda_errors import (
     ARCHIVE_ERRORS,
     AbsolutePathError,
@@ -622,7 +622,7 @@ class MdaPackage:
         metadata: Metadata,
         size_bytes: int,
         members: MemberTable | None = None,
-        prefetch: _BackgroundHash | None = None,
+        prefetch: _BackgroundHash | _ForkedHash | None = None,
     ) -> None:
         self.path = path
         self._prefetch = prefetch  # the file's hash, started when the archive was opened

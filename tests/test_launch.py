@@ -57,3 +57,44 @@ def test_the_console_script_inspects_through_the_launcher():
     assert run.returncode == 0, run.stderr
     assert hashlib.sha256(EXAMPLE.read_bytes()).hexdigest() in run.stdout
     assert "mxinfra.launch" in script.read_text()
+
+
+def test_the_console_script_hashes_in_a_child_process(tmp_path):
+    """`mxinfra inspect FILE` forks its hasher before the CLI is imported: the main process's Python (the
+    member checks) and the hash share no GIL. Its digest and progress are the file's; a refused archive's
+    hasher is killed and reaped."""
+    path = tmp_path / "big.mda"
+    data = EXAMPLE.read_bytes() + b"\0" * (3 * digest._ForkedHash.REPORT_EVERY)  # past a few progress reports
+    path.write_bytes(data)
+    digest.start_early(str(path), fork=True)
+    (early,) = digest._EARLY.values()
+    assert isinstance(early, digest._ForkedHash) and early._pid != os.getpid()
+    seen: list[int] = []
+    digest._EARLY.clear()
+    assert early.result(seen.append) == (hashlib.sha256(data).hexdigest(), len(data))
+    assert sum(seen) == len(data) and len(seen) >= 3
+    # a hash nobody wants any more: the child is gone (no zombie left to the parent)
+    digest.start_early(str(path), fork=True)
+    (stale,) = digest._EARLY.values()
+    pid = stale._pid
+    digest._EARLY.clear()
+    stale.cancel()
+    try:
+        os.waitpid(pid, os.WNOHANG)
+        reaped = False
+    except ChildProcessError:
+        reaped = True
+    assert reaped
+
+
+def test_a_forked_hash_that_cannot_read_says_so(tmp_path):
+    path = tmp_path / "app.mda"
+    path.write_bytes(EXAMPLE.read_bytes())
+    fd = os.open(path, os.O_WRONLY)  # a descriptor the child cannot read from
+    early = digest._ForkedHash(fd)
+    try:
+        early.result()
+    except OSError as exc:
+        assert "Bad file descriptor" in str(exc)
+    else:
+        raise AssertionError("a failed read gave a digest")

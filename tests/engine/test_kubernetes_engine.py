@@ -515,7 +515,15 @@ def test_production_is_refused_until_acceptance_records_then_promoted(deployed: 
     deployed.pulumi.mxinfra("promote", "-C", str(deployed.project.dir), "--from", "acceptance", "--to", "production", "-s", "production")
     deployed.pulumi.up("production")
     recs = deployed.activity("production")
-    assert [r["action"] for r in recs] == ["deploy"], recs
+    # the intent of the deployment was recorded before anything of it was applied, the outcome after
+    assert [r["action"] for r in recs] == ["intent", "deploy"], recs
+    assert recs[0]["changes"]["intends"] == "deploy" and recs[0]["package_sha256"] == recs[1]["package_sha256"]
+    # the engine's own dependency graph: every resource of the environment waited for the intent
+    state = json.loads(deployed.pulumi.export("production"))["deployment"]["resources"]
+    env_urn = next(r["urn"] for r in state if r["type"] == "mxinfra:index:MendixEnvironment")
+    intent = next(r["urn"] for r in state if r["type"] == "pulumi-python:dynamic/mxinfra:ReleaseIntent")
+    children = [r for r in state if r.get("parent") == env_urn and r["urn"] != intent]
+    assert children and all(intent in r.get("dependencies", []) for r in children), [r["urn"] for r in children if intent not in r.get("dependencies", [])]
     sts = deployed.cluster.get("/apis/apps/v1/namespaces/orders-production/statefulsets")["items"]
     assert [s["spec"]["replicas"] for s in sts] == [2]
 
@@ -569,7 +577,7 @@ def test_destroy_production_refuses_and_deletes_nothing(deployed: Deployed) -> N
         assert proc.returncode != 0, proc.stdout
         assert "protect" in (proc.stdout + proc.stderr).lower(), proc.stdout + proc.stderr
         assert _production_objects(deployed.cluster) == before, args  # the same objects (uids): nothing deleted
-    assert [r["action"] for r in deployed.activity("production")] == ["deploy"]
+    assert [r["action"] for r in deployed.activity("production")] == ["intent", "deploy"]
     assert "orders-production-statefulset" in deployed.pulumi.export("production")  # and still in the state
 
 

@@ -185,7 +185,14 @@ def test_the_readme_release_path_as_each_identity(release: Release) -> None:
     live = r.cluster.get(f"/apis/apps/v1/namespaces/{APP}-production/statefulsets/{APP}-production")
     assert live["spec"]["template"]["spec"]["containers"][0]["image"] == r.images["1.4.3"]
     assert live["spec"]["replicas"] == 3
-    latest = r.activity("production")[:2]
+    # every change `pulumi up` applied was recorded as an intent first, its outcome right after
+    for env in STACKS:
+        log = r.activity(env)  # newest first
+        for newer, older in zip(log, log[1:]):
+            if newer["action"] in ("deploy", "settings", "scale"):
+                assert older["action"] == "intent" and older["changes"]["intends"] == newer["action"], (env, older, newer)
+                assert (older["package_sha256"], older["artifact"], older.get("instances")) == (newer["package_sha256"], newer["artifact"], newer.get("instances"))
+    latest = [a for a in r.activity("production") if a["action"] != "intent"][:2]
     assert latest[0]["action"] == "scale" and latest[0]["changes"]["instances"] == {"from": 2, "to": 3}
     assert latest[1]["action"] == "settings" and set(latest[1]["changes"]["constants"]) == {"Orders.PageSize"}
     assert str(latest[1]["changes"]["constants"]["Orders.PageSize"]["to"]) == "60"

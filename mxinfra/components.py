@@ -94,6 +94,8 @@ class MendixEnvironment(pulumi.ComponentResource):
         return {
             "environment": prepared.environment.name,
             "app": deployment.config.app.name,
+            # the tier, carried by every record: what the log says production stays production (F18)
+            "role": prepared.environment.role.value,
             "signer": signer_reference(deployment.config, prepared.environment.name),
             # as configured: a relative file:// path resolves against the project directory at apply time
             "repository": deployment.repository_input or deployment.repository,

@@ -60,6 +60,7 @@ class Recorded:
     instances: int | None = None
     # what the newest intent record says a `pulumi up` was about to apply, when no outcome followed it
     intent: Optional[Recorded] = None
+    role: str | None = None  # the tier the newest record names (records written before they carried it: None)
 
     def describe(self) -> str:
         """How a message names the record: `the last record (seq 7: scale by rita at 2025-...)`."""
@@ -155,6 +156,7 @@ def recorded_state(environment: str, records: Iterable[Any]) -> Recorded:
             package_version=r.package_version,
             artifact=r.artifact,
             instances=instances,
+            role=getattr(r, "role", None),
         )
     return replace(state, intent=intent) if intent is not None else state
 
@@ -333,17 +335,24 @@ def recorded(deployment: Deployment, environment: str, base_dir: Path) -> tuple[
     return state, []
 
 
-def tier_downgrade(observed: Observed, declared_role: str) -> Difference | None:
-    """A production workload that the stack now declares another tier (issue 19, F18): one update would
-    drop its protection, deletion protection and MFA rules. Refused; None when it is not one."""
-    if not observed.exists or observed.role != "production" or declared_role == "production":
+def tier_downgrade(observed: Observed, declared_role: str, recorded: Recorded | None = None) -> Difference | None:
+    """A production environment that the stack now declares another tier (issue 19, F18): one update would
+    drop its protection, deletion protection and MFA rules. Production's by what runs (its mxinfra:role) or
+    by the log (the newest record names the tier; a workload deleted by hand still leaves its database).
+    Refused; None when it is not one."""
+    if declared_role == "production":
         return None
+    by_workload = observed.exists and observed.role == "production"
+    by_log = recorded is not None and recorded.present and recorded.role == "production"
+    if not (by_workload or by_log):
+        return None
+    whose = f"{observed.workload} is production's (its mxinfra:role)" if by_workload else f"{recorded.describe()} says {observed.environment!r} is production"  # type: ignore[union-attr]
     return Difference(
         observed.environment,
         "role",
         "production",
         declared_role,
-        f"{observed.workload} is production's (its mxinfra:role), but the stack now declares {observed.environment!r} "
+        f"{whose}, but the stack now declares {observed.environment!r} "
         f"role {declared_role}: that would drop production's protection, deletion protection and MFA rules in one update",
         f"keep role: production; to retire it, destroy the environment as the target's README says (protection lifted "
         f"on purpose), then declare it anew",
@@ -362,7 +371,7 @@ def check(deployment: Deployment, environments: Sequence[str], observe: Callable
             continue
         observed = observe(env)
         diffs = differences(state, observed)
-        downgrade = tier_downgrade(observed, deployment.environment(env).environment.role.value)
+        downgrade = tier_downgrade(observed, deployment.environment(env).environment.role.value, state)
         if downgrade is not None:
             diffs.append(downgrade)
         found += diffs

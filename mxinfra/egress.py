@@ -11,16 +11,15 @@ from __future__ import annotations
 import ipaddress
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from .errors import ConfigIssue
+from .schema import StrictModel
 from .exposure import WIDE, is_wide, parse_cidr
 
 
-class EgressRule(BaseModel):
+class EgressRule(StrictModel):
     """One destination the runtime may connect to: a network, its ports, the protocol and why."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     cidr: str = Field(description="The destination network, e.g. 203.0.113.10/32 (IPv4 or IPv6)")
     ports: list[int] = Field(min_length=1, max_length=16, description="Destination ports, e.g. [443]")

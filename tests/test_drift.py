@@ -317,3 +317,36 @@ def test_every_record_of_the_activity_resource_names_the_count_it_leaves_running
         records = ActivityLog(open_store(d.repository)).records("production")
     assert [(r.action, r.instances) for r in records] == [("deploy", 2), ("scale", 3), ("destroy", None)]
     assert json.loads(json.dumps(records[1].to_json()))["instances"] == 3
+
+
+def test_production_by_the_log_stays_production_when_its_workload_is_gone(project):
+    """F18 without a workload to read (deleted by hand, or never readable): the newest record names the
+    tier, so `role: test` on an environment the log says is production is refused all the same."""
+    from mxinfra.drift import recorded_state, tier_downgrade
+    from mxinfra.governance.activity import ActivityLog
+    from mxinfra.governance.record import ActivityProvider
+    from mxinfra.governance.store import open_store
+
+    with registered_target(ObservingTarget()):
+        _stack(project)
+        d = _deployment(project)
+        props = {
+            "environment": "production", "app": d.config.app.name, "repository": d.repository, "role": "production",
+            "packageSha256": d.package.sha256, "packageVersion": None, "artifact": None,
+            "settingsDigest": "s", "instances": 2.0, "grantsDigest": "g",
+        }
+        ActivityProvider().create(props)
+        records = ActivityLog(open_store(d.repository)).records("production")
+    assert records[-1].role == "production"  # signed with the record
+    state = recorded_state("production", records)
+    gone = Observed("production", "Runtime production", exists=False)
+    found = tier_downgrade(gone, "test", state)
+    assert found is not None and found.blocking and "says 'production' is production" in found.message
+    assert tier_downgrade(gone, "production", state) is None
+    assert tier_downgrade(gone, "test", recorded_state("production", [*records, _destroyed(records[-1])])) is None  # retired on purpose
+
+
+def _destroyed(last: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(last, seq=last.seq + 1, action="destroy")

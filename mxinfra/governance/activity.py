@@ -128,12 +128,15 @@ class ActivityRecord:
     # the instance count the record leaves running (signed), so that what runs is known from the newest
     # records alone, not from the last record that changed it, however far back; older records have none
     instances: int | None = None
+    # the environment's tier when the record was written (signed): production stays production in the
+    # log even when nothing runs that says so (issue 19, F18); older records have none
+    role: str | None = None
     signature: dict[str, str] | None = field(default=None, hash=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field (app, idempotency_key, image, instances and signature only when present)."""
+        """A JSON-ready dict of every field (app, idempotency_key, image, instances, role and signature only when present)."""
         d = asdict(self)
-        for optional in ("app", "idempotency_key", "image", "instances", "signature"):
+        for optional in ("app", "idempotency_key", "image", "instances", "role", "signature"):
             if d[optional] is None:
                 del d[optional]
         return d
@@ -157,6 +160,7 @@ class ActivityRecord:
             idempotency_key=None if d.get("idempotency_key") is None else str(d["idempotency_key"]),
             image=dict(d["image"]) if isinstance(d.get("image"), dict) else None,
             instances=_count(d.get("instances")),
+            role=None if d.get("role") is None else str(d["role"]),
             signature=d.get("signature"),
         )
 
@@ -168,6 +172,27 @@ class ActivityRecord:
 def record_hash(body: dict[str, Any]) -> str:
     """The hash of a record given as a dict ('hash' and 'signature' ignored: the signature covers the hash)."""
     return hashlib.sha256(canonical_json({k: v for k, v in body.items() if k not in ("hash", "signature")})).hexdigest()
+
+
+def judge_deploy(record: ActivityRecord, trust: Trust | None, app: str | None) -> tuple[bool, str]:
+    """Whether a deploy record counts as a trusted deploy, and who signed it or why it does not count: the
+    one rule the gate (`ActivityLog.deploy_evidence`, which adds only where the record sits: in the chain,
+    not replaced), `mxinfra promote` and `mxinfra trace` share. Without `trust` (trace with no stack) the
+    signature is still checked, and the verdict says the signer's trust was not."""
+    data = record.to_json()
+    if record_hash(data) != record.hash:
+        return False, "EDITED (hash does not match)"
+    found, why = check_signature(data, record.hash)
+    if not found or why is not None:
+        return False, f"UNVERIFIED: {why}"
+    signer = f"{(record.signature or {}).get('signer')} ({found})"
+    if app is not None and record.app != app:
+        return False, f"{signer}, but of app {record.app!r}"
+    if trust is None:
+        return True, f"{signer}; trust not checked (no stack given)"
+    if found not in trust.fingerprints:
+        return False, f"UNTRUSTED: {signer} is not a key trusted for {record.environment}"
+    return True, signer
 
 
 def _encode(record: ActivityRecord) -> bytes:
@@ -811,6 +836,7 @@ class ActivityLog:
         superseded_by: str | None = None,
         image: dict[str, Any] | None = None,
         instances: int | None = None,
+        role: str | None = None,
     ) -> ActivityRecord:
         """Append a signed record to the environment's chain exactly once; safe against any number of
         concurrent writers, lost answers and killed writers, and against objects planted in the log.
@@ -854,6 +880,8 @@ class ActivityLog:
             body["image"] = image
         if instances is not None:
             body["instances"] = int(instances)
+        if role is not None:
+            body["role"] = role
         body["idempotency_key"] = key
         budget = self.budget
         deadline = _now() + budget
@@ -1359,6 +1387,10 @@ class ActivityLog:
             data = obj.data or {}
             if not why and (data.get("action") != "deploy" or data.get("package_sha256") != package_sha256):
                 why.append("is not a deploy of this package")
+            if not why:
+                trusted, verdict = judge_deploy(ActivityRecord.from_json(data), trust, app)
+                if not trusted:  # the rule promote and trace apply, word for word
+                    why.append(verdict)
             if not why and artifact is not None and data.get("artifact") != artifact:
                 continue  # the same package with another image: not what this stack runs
             if not why and seq < tail and not self._chained_to(environment, obj, walk, authority, app=app, tail=tail):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigIssue
+from .activity import judge_deploy
 
 if TYPE_CHECKING:
     from ..config import StackConfig
@@ -121,29 +122,6 @@ def promotion_issues(
             continue
         issues += [ConfigIssue(path, m, fix, file) for m, fix in _gate(log, source, package_sha256, artifact, trust, app, url, what, hint)]
     return issues
-
-
-def judge_deploy(record: ActivityRecord, trust: Trust | None, app: str | None) -> tuple[bool, str]:
-    """Whether a deploy record counts as a trusted deploy, and who signed it or why it does not count: the
-    one rule the gate, `mxinfra promote` and `mxinfra trace` share. Without `trust` (trace with no stack)
-    the signature is still checked, and the verdict says the signer's trust was not."""
-    from .activity import record_hash
-    from .signing import check_signature
-
-    data = record.to_json()
-    if record_hash(data) != record.hash:
-        return False, "EDITED (hash does not match)"
-    found, why = check_signature(data, record.hash)
-    if not found or why is not None:
-        return False, f"UNVERIFIED: {why}"
-    signer = f"{record.signature.get('signer')} ({found})"
-    if app is not None and record.app != app:
-        return False, f"{signer}, but of app {record.app!r}"
-    if trust is None:
-        return True, f"{signer}; trust not checked (no stack given)"
-    if found not in trust.fingerprints:
-        return False, f"UNTRUSTED: {signer} is not a key trusted for {record.environment}"
-    return True, signer
 
 
 def trusted_deploys(log: ActivityLog, source: str, trust: Trust, app: str | None) -> list[ActivityRecord]:

@@ -223,6 +223,7 @@ def write_record(props: dict[str, Any], changes: dict[str, Any], action: str, *,
         image=props.get("image") if isinstance(props.get("image"), dict) else None,
         # what now runs, carried by every record (drift reads only the newest ones); a destroy leaves none
         instances=None if action == "destroy" else _instances(props.get("instances")),
+        role=props.get("role") if isinstance(props.get("role"), str) else None,
     )
     return {**props, "lastRecordSeq": record.seq, "lastRecordHash": record.hash}
 

@@ -55,9 +55,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..errors import ConfigIssue, UserError
+from ..schema import StrictModel
 
 if TYPE_CHECKING:
     from ..config import StackConfig
@@ -84,10 +85,8 @@ class SigningError(UserError):
     """A key cannot be used (missing, unreachable, wrong type); the message names the key and the cause."""
 
 
-class SigningConfig(BaseModel):
+class SigningConfig(StrictModel):
     """`mxinfra:signing`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     signers: dict[str, str] = Field(default_factory=dict, description="environment -> the key that signs its records")
     trustedSigners: dict[str, list[str]] = Field(

@@ -248,6 +248,7 @@ def expire_due(
             package_version=book.last.package_version if book.last is not None else record.package_version,
             artifact=book.last.artifact if book.last is not None else record.artifact,
             instances=book.last.instances if book.last is not None else None,
+            role=book.last.role if book.last is not None else None,
             app=app,
             changes={REVOKE: {"id": gid, "principal": g["principal"], "permission": g["permission"], "reason": reason, "at": _iso(now)}},
         )
@@ -271,6 +272,7 @@ def expire_due(
             package_version=last.package_version if last is not None else None,
             artifact=last.artifact if last is not None else None,
             instances=last.instances if last is not None else None,
+            role=last.role if last is not None else None,
             app=app,
             changes={REVOKE: {"id": gid, "principal": principal, "permission": None, "role": role["type"], "reason": "no verified grant (a role made outside mxinfra access grant)", "at": _iso(now)}},
         )
@@ -397,6 +399,7 @@ def grant(directory: Path, stack: str, principal: str, permission: str, duration
             package_version=last.package_version if last is not None else d.package.version or d.package.model_version,
             artifact=last.artifact if last is not None else p.artifact,
             instances=last.instances if last is not None else None,
+            role=last.role if last is not None else None,
             app=d.config.app.name,
             changes={GRANT: record},
         )

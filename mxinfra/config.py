@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from .access import check_access
 from .backups import Backups, BackupsConfig, check_backups
+from .checks import plain_text
 from .environments import Environment, EnvironmentName, check_environment_name, check_label, label_fix, License, Role, Secret, SecretConstant
 from .errors import ConfigError, ConfigIssue, UserError, suggest
 from .schema import NAMESPACE, RawConfig, StrictModel, parse_model
@@ -149,16 +150,8 @@ KNOWN_KEYS = {
 def _secret_field(raw: RawConfig, path: str, value: str | None, issues: list[ConfigIssue]) -> Secret | None:
     if value is None:
         return None
-    if not raw.is_secret(path):
-        key = path.split(".", 1)
-        issues.append(
-            ConfigIssue(
-                path,
-                "is stored in plain text",
-                f"store it encrypted: pulumi config set --secret --path '{key[0]}{'.' + key[1] if len(key) > 1 else ''}' VALUE",
-                raw.source,
-            )
-        )
+    if (issue := plain_text(raw, path, value, raw.source)) is not None:
+        issues.append(issue)
     return Secret(value)
 
 

@@ -9,8 +9,11 @@ For each target registered under the `mxinfra.targets` entry point:
    cloud's own operations: what it allows must be within what the table declares for that tier. The
    probes are this file's, not the target's: a target that widens a policy fails here.
 3. Production grants a person holds are never standing where the target offers time-boxed elevation,
-   and need MFA and at most 8 hours; production data is protected from deletion; every resource is a
-   child of the environment's component and named with its prefix;.
+   and need MFA and at most 8 hours, read from the rendered trust policies, PIM policies, bindings and
+   space roles as far as each target's README promises; production data is protected from deletion; every
+   resource is a child of the environment's component and named with its prefix.
+4. No secret value reaches a resource's inputs outside a Pulumi secret, and no path of the machine that
+   planned (project directory, home, checkout) reaches any input: plans are reproducible.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ import pytest
 import yaml
 
 HERE = Path(__file__).resolve().parent
-for _helpers in (HERE / "aws", HERE / "cloudfoundry"):
+for _helpers in (HERE, HERE / "aws", HERE / "cloudfoundry"):
     if str(_helpers) not in sys.path:
         sys.path.insert(0, str(_helpers))
 
+from contract_checks import aws_session_problems, azure_policy_problems, machine_path_leaks, seal_known_secrets, secret_leaks  # noqa: E402
 from iam_eval import allows as iam_allows  # noqa: E402
 from scaffold import copy_example, record_deploy  # noqa: E402
 
@@ -40,6 +44,7 @@ from mxinfra.capabilities import PRODUCTION_FORBIDDEN, Capability, CapabilityTab
 from mxinfra.plan import run_plan  # noqa: E402
 from mxinfra.stackfile import _load_yaml  # noqa: E402
 from mxinfra.target import ENTRY_POINT_GROUP, load_target  # noqa: E402
+from mxinfra.testing import Sealed, engine_secrets  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -112,23 +117,28 @@ def _hostile(target: str, doc: dict[str, Any]) -> None:
     entries.append({"principal": entries[0]["principal"], "environments": ["*"], "permissions": mapped, "allowOnProduction": True})
 
 
+def _render_hostile(base: Path, target: str, env: str) -> Planned:
+    """The hostile stack (`_hostile`) of `target`'s example `env`, planned from a copy of the project at `base`."""
+    directory = copy_example(base / "project")
+    stack = f"{STACK_PREFIX[target]}{env}"
+    record_deploy(directory, f"{STACK_PREFIX[target]}acceptance")
+    path = directory / "stacks" / f"Pulumi.{stack}.yaml"
+    doc = _load_yaml(path)
+    _hostile(target, doc)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    result = run_plan(directory, stack)
+    assert not result.gate_issues, [str(i) for i in result.gate_issues]
+    (prepared,) = result.deployment.environments
+    return Planned(target, env, prepared.environment.is_production, result)
+
+
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Planned]:
     cache: dict[tuple[str, str], Planned] = {}
 
     def get(target: str, env: str) -> Planned:
         if (target, env) not in cache:
-            directory = copy_example(tmp_path_factory.mktemp(f"contract-{target}-{env}") / "project")
-            stack = f"{STACK_PREFIX[target]}{env}"
-            record_deploy(directory, f"{STACK_PREFIX[target]}acceptance")
-            path = directory / "stacks" / f"Pulumi.{stack}.yaml"
-            doc = _load_yaml(path)
-            _hostile(target, doc)
-            path.write_text(yaml.safe_dump(doc, sort_keys=False))
-            result = run_plan(directory, stack)
-            assert not result.gate_issues, [str(i) for i in result.gate_issues]
-            (prepared,) = result.deployment.environments
-            cache[(target, env)] = Planned(target, env, prepared.environment.is_production, result)
+            cache[(target, env)] = _render_hostile(tmp_path_factory.mktemp(f"contract-{target}-{env}"), target, env)
         return cache[(target, env)]
 
     return get
@@ -489,3 +499,376 @@ def test_a_machine_principal_holds_nothing_but_api_on_production(tmp_path, name,
     refused = _plan_refused(directory, f"{STACK_PREFIX[name]}production")
     index = len(doc["config"]["mxinfra:access"]) - 1
     assert any(r.startswith(f"mxinfra:access[{index}]") for r in refused), refused
+
+
+# --- every production grant a person holds: MFA and at most 8 hours, on the rendered output ---------------
+# What each target promises (its README) and realises in what it renders; never the config the core read.
+
+def aws_sessions(p: Planned) -> list[str]:
+    """README (Permissions -> IAM): production roles trust only sessions with aws:MultiFactorAuthPresent, and
+    aws:MultiFactorAuthAge plus MaxSessionDuration is at most 8 hours. Every role of the environment is
+    checked (a platform role a person could assume falls under it too); each permission's role must be one."""
+    problems, _ = aws_session_problems(p.of_type("aws:iam/role:Role"), EIGHT_HOURS)
+    for role in p.of_type("aws:iam/role:Role"):
+        perm = (role["inputs"].get("tags") or {}).get("mxinfra:permission")
+        if perm is not None and aws_session_problems([role], EIGHT_HOURS)[1] == 0:
+            problems.append(f"{role['name']}: the {perm} role's trust lets no person assume it (the check would prove nothing)")
+    return problems
+
+
+def azure_sessions(p: Planned) -> list[str]:
+    """README (Permissions -> Azure RBAC and PIM): on production no standing assignment for people; each
+    eligibility's role has its management policy at the same scope updated: activation and an admin's
+    active assignment need MFA and expire within PT8H (or maxSessionSeconds)."""
+    problems = []
+    (prepared,) = p.deployment.environments
+    kinds = {g.principal.split(":", 1)[1].lower(): g.principal.split(":", 1)[0] for g in prepared.access.grants}
+    for a in p.of_type("azure-native:authorization:RoleAssignment"):
+        ptype, pid = a["inputs"].get("principalType"), a["inputs"].get("principalId")
+        if ptype in ("User", "Group") or (isinstance(pid, str) and kinds.get(pid.lower()) in ("user", "group")):
+            problems.append(f"{a['name']}: a standing production assignment to a person ({ptype} {pid})")
+    lookups = [r for r in p.of_type("pulumi-python:dynamic:Resource") if {"roleDefinitionId", "scope"} <= set(r["inputs"])]
+    policies: dict[tuple[str, str], dict[str, Any]] = {}
+    for pol in p.of_type("azure-native:authorization:RoleManagementPolicy"):
+        found = [lk for lk in lookups if p.depends(pol, lk)]
+        if len(found) != 1:
+            problems.append(f"{pol['name']}: not tied to one role's policy lookup ({[lk['name'] for lk in found]})")
+            continue
+        (lk,) = found
+        if str(pol["inputs"]["scope"]).lower() != str(lk["inputs"]["scope"]).lower():
+            problems.append(f"{pol['name']}: updates the policy at {pol['inputs']['scope']}, not where its role is ({lk['inputs']['scope']})")
+        policies[(str(lk["inputs"]["roleDefinitionId"]).lower(), str(lk["inputs"]["scope"]).lower())] = pol
+    eligible = p.of_type("azure-native:authorization:PimRoleEligibilitySchedule")
+    if not eligible:
+        problems.append("no PIM eligibility rendered on production")
+    for e in eligible:
+        pol = policies.get((str(e["inputs"]["roleDefinitionId"]).lower(), str(e["inputs"]["scope"]).lower()))
+        if pol is None:
+            problems.append(f"{e['name']}: no role management policy of its role at {e['inputs']['scope']}: activation follows Azure's defaults")
+            continue
+        problems += azure_policy_problems(f"{e['name']} ({pol['name']})", pol["inputs"]["rules"], EIGHT_HOURS)
+    return problems
+
+
+def kubernetes_sessions(p: Planned) -> list[str]:
+    """README (Access): RBAC cannot require MFA or limit sessions, so production binds only groups (never a
+    built-in system: one) and the plan warns that the identity provider must enforce MFA and sessions of at
+    most 8 hours for exactly those groups."""
+    import re
+
+    problems, groups = [], set()
+    for t in ("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding", "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding"):
+        for b in p.of_type(t):
+            for s in b["inputs"].get("subjects") or []:
+                if s.get("kind") != "Group":
+                    problems.append(f"{b['name']}: binds {s.get('kind')} {s.get('name')}: production binds only groups, whose identity provider enforces MFA")
+                elif str(s.get("name", "")).startswith("system:"):
+                    problems.append(f"{b['name']}: binds the built-in group {s['name']}")
+                else:
+                    groups.add(s["name"])
+    if not groups:
+        problems.append("no production binding rendered")
+    (prepared,) = p.deployment.environments
+    warned = [w for w in prepared.warnings if "MFA" in w and "8 hours" in w]
+    for g in sorted(groups):
+        if not any(re.search(rf"(?<![\w.:-]){re.escape(g)}(?![\w.:-])", w) for w in warned):
+            problems.append(f"group {g} holds production roles, and no plan warning says its identity provider must enforce MFA and 8 hours: {warned}")
+    return problems
+
+
+def cloudfoundry_sessions(p: Planned) -> list[str]:
+    """README (Permissions -> space roles): roles never expire, so production has no standing space role;
+    `mxinfra access grant` creates one for at most 8 hours, and the GrantExpiry resource of production's
+    space is the platform's side of that (its report, and removal on destroy)."""
+    problems = [f"{r['name']}: a standing {r['inputs'].get('type')} on production" for t in ("SpaceRole", "GroupSpaceRole") for r in p.of_type(f"pulumi-python:dynamic/cloudfoundry:{t}")]
+    app = p.one("pulumi-python:dynamic/cloudfoundry:App")
+    expiry = p.of_type("pulumi-python:dynamic/cloudfoundry:GrantExpiry")
+    if len(expiry) != 1:
+        problems.append(f"production has {len(expiry)} GrantExpiry resources: its grants would not be expired")
+    elif (expiry[0]["inputs"]["space"], expiry[0]["inputs"]["org"], expiry[0]["inputs"]["environment"]) != (app["inputs"]["space"], app["inputs"]["org"], p.env):
+        problems.append(f"the GrantExpiry watches {expiry[0]['inputs']['org']}/{expiry[0]['inputs']['space']} ({expiry[0]['inputs']['environment']}), not the app's space {app['inputs']['org']}/{app['inputs']['space']}")
+    return problems
+
+
+SESSIONS = {"aws": aws_sessions, "azure": azure_sessions, "kubernetes": kubernetes_sessions, "cloudfoundry": cloudfoundry_sessions}
+
+
+@pytest.mark.parametrize("name", INSTALLED)
+def test_production_grants_need_mfa_and_at_most_eight_hours(planned, name):
+    assert name in SESSIONS, f"{name}: say how its rendered production grants require MFA and at most 8 hours"
+    problems = SESSIONS[name](planned(name, "production"))
+    assert not problems, f"{name}:\n" + "\n".join(problems)
+
+
+class _Edited(Planned):
+    """A plan's rendered resources as a regressed target would render them (for the checks' own tests)."""
+
+    def __init__(self, p: Planned, resources: list[dict[str, Any]]) -> None:
+        super().__init__(p.target, p.env, p.production, p.result)
+        self._resources = resources
+
+    @property
+    def resources(self) -> list[dict[str, Any]]:
+        return self._resources
+
+
+def _edit(resources: list[dict[str, Any]], type_: str, change: Callable[[dict[str, Any]], None], name: str | None = None) -> None:
+    hit = [r for r in resources if r["type"] == type_ and (name is None or r["name"].endswith(name))]
+    assert hit, f"nothing to edit: {type_} {name}"
+    change(hit[0]["inputs"])
+
+
+def _trust_without_mfa(inputs: dict[str, Any]) -> None:
+    doc = json.loads(inputs["assumeRolePolicy"])
+    for st in doc["Statement"]:
+        st.get("Condition", {}).pop("Bool", None)
+    inputs["assumeRolePolicy"] = json.dumps(doc)
+
+
+def _rule(rule_id: str, **set_: Any) -> Callable[[dict[str, Any]], None]:
+    def change(inputs: dict[str, Any]) -> None:
+        (r,) = [r for r in inputs["rules"] if r["id"] == rule_id]
+        r.update(set_)
+
+    return change
+
+
+REGRESSIONS: dict[str, list[tuple[str, str, Callable[[dict[str, Any]], None], str | None]]] = {
+    "aws": [
+        ("a 12-hour deploy session", "aws:iam/role:Role", lambda i: i.update(maxSessionDuration=43200), "-role-deploy"),
+        ("a trust without MFA", "aws:iam/role:Role", _trust_without_mfa, "-role-monitor"),
+    ],
+    "azure": [
+        ("a 9-hour activation", "azure-native:authorization:RoleManagementPolicy", _rule("Expiration_EndUser_Assignment", maximumDuration="PT9H"), "-role-deploy-policy"),
+        ("activation without MFA", "azure-native:authorization:RoleManagementPolicy", _rule("Enablement_EndUser_Assignment", enabledRules=["Justification"]), "-role-monitor-policy"),
+        ("admin assignments that never expire", "azure-native:authorization:RoleManagementPolicy", _rule("Expiration_Admin_Assignment", isExpirationRequired=False), "-role-backups-policy"),
+        ("a standing assignment to a person", "azure-native:authorization:RoleAssignment", lambda i: i.update(principalType="User"), "-backup-vault-reader"),
+    ],
+    "kubernetes": [
+        ("a user bound on production", "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding", lambda i: i["subjects"].append({"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"}), "-rolebinding-deploy"),
+        ("a group no warning names", "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding", lambda i: i["subjects"].append({"kind": "Group", "name": "contractors", "apiGroup": "rbac.authorization.k8s.io"}), "-rolebinding-monitor"),
+    ],
+    "cloudfoundry": [
+        ("the grant expiry watching another space", "pulumi-python:dynamic/cloudfoundry:GrantExpiry", lambda i: i.update(space="orders-acceptance"), None),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", INSTALLED)
+def test_the_session_checks_catch_a_regressed_rendering(planned, name):
+    """Each target's check above fails on its rendered output edited as a regression would render it."""
+    import copy
+
+    p = planned(name, "production")
+    missed = []
+    for what, type_, change, which in REGRESSIONS[name]:
+        resources = copy.deepcopy(p.resources)
+        _edit(resources, type_, change, which)
+        if not SESSIONS[name](_Edited(p, resources)):
+            missed.append(what)
+    if name == "cloudfoundry":
+        role = {"urn": "urn:x", "type": "pulumi-python:dynamic/cloudfoundry:SpaceRole", "name": f"{p.prefix}-role", "parent": None, "inputs": {"type": "space_developer"}}
+        if not SESSIONS[name](_Edited(p, [*copy.deepcopy(p.resources), role])):
+            missed.append("a standing space role")
+    assert not missed, f"{name}: the session check passed {missed}"
+
+
+# Principals a person could use on production without an MFA the target can rely on: refused by the plan.
+# Each target's README: AWS and Azure take the core's rule (every production entry requires MFA, sessions
+# of at most 8 hours); Kubernetes takes only non-built-in groups; Cloud Foundry only MFA origins.
+def _without_mfa(name: str, own: str) -> list[tuple[str, dict[str, Any], str]]:
+    cases: list[tuple[str, dict[str, Any], str]] = [
+        ("mfa: false", {"principal": own, "permissions": ["monitor"], "mfa": False}, ".mfa"),
+        ("a 9-hour session", {"principal": own, "permissions": ["monitor"], "maxSessionSeconds": EIGHT_HOURS + 3600}, ".maxSessionSeconds"),
+    ]
+    if name == "kubernetes":
+        cases += [(f"principal {x}", {"principal": x, "permissions": ["monitor"]}, ".principal") for x in ("user:alice", "group:system:authenticated", "group:system:serviceaccounts")]
+    if name == "cloudfoundry":
+        cases += [(f"principal {x}", {"principal": x, "permissions": ["monitor"]}, ".principal") for x in ("user:uaa/alice", "user:no-mfa-idp/alice", "group:no-mfa-idp/devs")]
+    return cases
+
+
+@pytest.mark.parametrize("name", INSTALLED)
+def test_production_refuses_grants_without_mfa_or_beyond_eight_hours(tmp_path, name):
+    directory = copy_example(tmp_path / "project")
+    record_deploy(directory, f"{STACK_PREFIX[name]}acceptance")
+    stack = f"{STACK_PREFIX[name]}production"
+    path = directory / "stacks" / f"Pulumi.{stack}.yaml"
+    original = path.read_text()
+    own = _load_yaml(path)["config"]["mxinfra:access"][0]["principal"]
+    accepted = []
+    for what, entry, where in _without_mfa(name, own):
+        doc = _load_yaml(path)
+        doc["config"]["mxinfra:access"].append({"environments": ["production"], **entry})
+        index = len(doc["config"]["mxinfra:access"]) - 1
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        refused = _plan_refused(directory, stack)
+        path.write_text(original)
+        if not any(r.startswith(f"mxinfra:access[{index}]") for r in refused):
+            accepted.append(f"{what}: {refused or 'planned'}")
+    assert not accepted, f"{name}: production accepted a grant without MFA or beyond 8 hours:\n" + "\n".join(accepted)
+
+
+# --- no secret value in rendered inputs --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", INSTALLED)
+def test_no_secret_value_in_rendered_inputs(tmp_path, name):
+    """Every secret of the production stack (admin password, licence key, secret constants, the database's
+    and the storage's credentials where the stack holds them, the API's credentials) set to a known value:
+    no resource input outside a Pulumi secret holds it, plain, base64 or hex."""
+    directory = copy_example(tmp_path / "project")
+    prefix = STACK_PREFIX[name]
+    record_deploy(directory, f"{prefix}acceptance")
+    stack = f"{prefix}production"
+    path = directory / "stacks" / f"Pulumi.{stack}.yaml"
+    doc = _load_yaml(path)
+    config = doc["config"]
+    env = config["mxinfra:environments"]["production"]
+    secure = {"secure": "v1:contract"}
+    env.setdefault("adminPassword", secure)
+    env.setdefault("license", {"id": "00000000-1111-2222-3333-444444444444"}).setdefault("key", secure)
+    assert env.get("secretConstants"), f"{name}: the example production stack has no secret constant to check"
+    if name == "cloudfoundry":
+        config["mxinfra:cloudfoundry"].setdefault("credentials", {"clientId": "mxinfra-deployer", "clientSecret": secure})
+    paths, secrets = seal_known_secrets(config)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    with engine_secrets(*paths):
+        result = run_plan(directory, stack)
+    assert not result.gate_issues, [str(i) for i in result.gate_issues]
+    leaks = secret_leaks(result.registrations, secrets)
+    assert not leaks, f"{name}:\n" + "\n".join(leaks)
+    # the runtime's secrets did reach the rendered resources, as secrets: otherwise this proves nothing
+    sealed = {str(leaf) for r in result.registrations for leaf in _sealed_leaves(r.inputs)}
+    for what in ("adminPassword", "license key", "secret constant"):
+        assert any(secrets[what] in s for s in sealed), f"{name}: the {what} is in no rendered secret input: the check saw nothing"
+
+
+def _sealed_leaves(value: Any, inside: bool = False) -> list[Any]:
+    if isinstance(value, Sealed):
+        return _sealed_leaves(value.value, True)
+    if isinstance(value, dict):
+        return [x for k, v in value.items() for x in _sealed_leaves(v, inside)]
+    if isinstance(value, list):
+        return [x for v in value for x in _sealed_leaves(v, inside)]
+    return [value] if inside else []
+
+
+# --- no machine path in resource inputs: a plan reads the same on every machine --------------------------
+
+ROOT = HERE.parents[1]
+
+
+@pytest.mark.parametrize("env", ["test", "production"])
+@pytest.mark.parametrize("name", INSTALLED)
+def test_no_machine_path_in_rendered_inputs(planned, name, env):
+    """Planned from a temporary copy of the project: neither that directory, nor the home directory, nor
+    the checkout mxinfra runs from appears in any input (secret or not: both reach the state)."""
+    p = planned(name, env)
+    directory = Path(p.result.project.directory)
+    assert directory.is_absolute()
+    machine = {directory, directory.resolve(), Path.home(), Path.home().resolve(), ROOT, ROOT.resolve()}
+    leaks = machine_path_leaks(p.result.registrations, machine)
+    assert not leaks, f"{name}-{env}:\n" + "\n".join(leaks)
+    # and it would see one: the package's absolute path, as F24 had it in Cloud Foundry's inputs
+    from mxinfra.mockrun import Registration
+
+    planted = Registration(urn="urn:x", type="x", name="x", parent="", custom=True, inputs={"package": {"path": str(directory / "examples" / "orders" / "orders-1.4.2.mda")}})
+    assert machine_path_leaks([planted], machine)
+
+
+# --- F13: Azure monitor never reads the Log Analytics keys -------------------------------------------------
+
+# The reads Microsoft's built-in Log Analytics Reader leaves out (NotActions workspaces/sharedKeys/read), the
+# key list's POST form, and a storage insight config (its API gives the storage account key read visibility).
+LOG_ANALYTICS_KEY_READS = (
+    "Microsoft.OperationalInsights/workspaces/sharedKeys/read",
+    "Microsoft.OperationalInsights/workspaces/sharedKeys/action",
+    "Microsoft.OperationalInsights/workspaces/storageInsightConfigs/read",
+)
+
+
+def _monitor_key_reads(p: Planned) -> list[str]:
+    """The key reads the rendered monitor grants allow on the environment's workspace (after a check that
+    the probe reaches the workspace at all: its ordinary read is allowed)."""
+    grants, _ = azure_grants(p)
+    monitor = [g for g in grants if g.permission is Permission.MONITOR]
+    assert monitor, f"{p.env}: no monitor grant rendered"
+    ws = p.one("azure-native:operationalinsights:Workspace")["inputs"]["workspaceName"]
+    rg = p.one("azure-native:resources:ResourceGroup")["inputs"]["resourceGroupName"]
+    workspace = f"/subscriptions/{p.deployment.target_config.subscriptionId}/resourceGroups/{rg}/providers/Microsoft.OperationalInsights/workspaces/{ws}"
+    assert all(g.allows(("Microsoft.OperationalInsights/workspaces/read", workspace, False)) for g in monitor), "monitor cannot read its workspace: the probe proves nothing"
+    targets = {"sharedKeys": workspace, "storageInsightConfigs": f"{workspace}/storageInsightConfigs/x"}
+    return sorted({a for g in monitor for a in LOG_ANALYTICS_KEY_READS if g.allows((a, targets[a.split("/")[2]], False))})
+
+
+@pytest.mark.parametrize("env", ["test", "production"])
+def test_azure_monitor_cannot_read_log_analytics_keys(planned, env):
+    if "azure" not in INSTALLED:
+        pytest.skip("the azure target is not installed")
+    assert _monitor_key_reads(planned("azure", env)) == []
+
+
+def test_azure_monitor_key_probe_fails_without_the_exclusions(tmp_path, monkeypatch):
+    """The probe above is not vacuous: with the NotActions taken out of roles.py, it finds every key read."""
+    if "azure" not in INSTALLED:
+        pytest.skip("the azure target is not installed")
+    from mxinfra_azure import roles
+
+    kept = [a for a in roles.NOT_ACTIONS["monitor"] if "OperationalInsights" not in a]
+    monkeypatch.setitem(roles.NOT_ACTIONS, "monitor", kept)
+    # the wildcard workspaces/*/read then matches both GETs that return keys (the POST form needs an action)
+    reads = _monitor_key_reads(_render_hostile(tmp_path, "azure", "production"))
+    assert reads == ["Microsoft.OperationalInsights/workspaces/sharedKeys/read", "Microsoft.OperationalInsights/workspaces/storageInsightConfigs/read"]
+
+
+# --- Cloud Foundry: no production grant creates a service key ----------------------------------------------
+
+SERVICE_KEY = "POST /v3/service_credential_bindings"  # with type key: the database's credentials outside any app
+CF_SERVICE_KEY_GAP = (
+    "Cloud Foundry: production deploy is {role} (mxinfra access grant), and CAPI permits "
+    "POST /v3/service_credential_bindings (type key) to Space Developer and Space Supporter: a production "
+    "deploy grant can mint a service key with the database's credentials (targets/cloudfoundry/README.md, "
+    "'What deploy can still do on production'; the READ_SECRETS PlatformLimit of capabilities.py gives only GET /v3/apps/:guid/env as its reason)"
+)
+
+
+@pytest.mark.parametrize(
+    ("permission", "deploy_role"),
+    [
+        ("deploy", "space_developer"),
+        ("deploy", "space_supporter"),
+        ("monitor", "space_developer"),
+        ("manage", "space_developer"),
+    ],
+)
+def test_no_cloudfoundry_production_grant_creates_service_keys(planned, permission, deploy_role):
+    if "cloudfoundry" not in INSTALLED:
+        pytest.skip("the cloudfoundry target is not installed")
+    from test_release_scope import capi_permits
+
+    from mxinfra_cloudfoundry.access import space_role
+
+    p = planned("cloudfoundry", "production")
+    perm = Permission(permission)
+    assert capi_permits("space_developer", SERVICE_KEY)  # the probe reaches the endpoint at all
+    if deploy_role == p.deployment.target_config.deployRole:
+        # the grants the plan makes a principal eligible for, as `mxinfra access grant` creates them
+        grants = [g for g in cloudfoundry_grants(p)[0] if g.permission is perm]
+        assert grants, f"{permission}: not granted by the hostile production stack"
+        allowed = [g for g in grants if g.allows(SERVICE_KEY)]
+    else:
+        allowed = [space_role(perm, deploy_role, production=True)]
+        allowed = [r for r in allowed if capi_permits(r, SERVICE_KEY)]
+    if perm is not Permission.DEPLOY:
+        assert not allowed, f"production {permission} (deployRole {deploy_role}) may create service keys"
+        return
+    # Every role that can release on Cloud Foundry may mint a service key (F16: "document what is left"):
+    # not hidden, but a platform limit the target declares with its reason, and its README states.
+    assert allowed, "production deploy can no longer create service keys: drop the platform limit below"
+    from mxinfra_cloudfoundry.capabilities import CAPABILITIES
+
+    limits = [x for x in CAPABILITIES.limits if x.permission is Permission.DEPLOY and x.capability is Capability.READ_SECRETS]
+    assert limits and "service_credential_bindings" in limits[0].reason, CF_SERVICE_KEY_GAP.format(role=deploy_role)
+    readme = (ROOT / "targets" / "cloudfoundry" / "README.md").read_text()
+    assert "service key" in readme, "targets/cloudfoundry/README.md must say production deploy can create service keys"

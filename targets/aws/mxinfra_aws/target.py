@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from mxinfra.artifacts import check_artifact
 from mxinfra.backups import of_environment, opt_out_warning
-from mxinfra.exposure import WIDE, is_public, is_wide, leader_follower_counts
+from mxinfra.checks import wide_ingress
+from mxinfra.exposure import WIDE, is_wide, leader_follower_counts
 from mxinfra.egress import check_egress, egress_warnings
 from mxinfra.errors import ConfigIssue
 from mxinfra.naming import Naming
@@ -112,18 +113,7 @@ class AwsTarget(Target):
                 )
         production = [e.name for e in stack.environments if e.is_production]
         if production and not block.allowPublicIngress:
-            for i, cidr in enumerate(block.ingressCidrs):
-                if is_wide(cidr):
-                    issues.append(
-                        ConfigIssue(
-                            f"mxinfra:aws.ingressCidrs[{i}]",
-                            f"{cidr} opens production environment {production[0]!r} to the whole internet"
-                            if is_public(cidr)
-                            else f"{cidr} ({WIDE}) opens production environment {production[0]!r} to a large part of the internet",
-                            "list the networks that need access, or opt in with allowPublicIngress: true",
-                            file,
-                        )
-                    )
+            issues += wide_ingress(block.ingressCidrs, "mxinfra:aws.ingressCidrs", production[0], file)
         for env in stack.environments:
             if env.memory_mb > fargate.MAX_MEMORY_MB:
                 issues.append(
@@ -218,6 +208,24 @@ class AwsTarget(Target):
         leader, follower = a.service_name, a.follower_service_name
         followers = leader_follower_counts(prepared.environment.instances)[1] > 0
         return observe(environment, region, cfg.accountId, cluster, leader, follower, followers_declared=followers)
+
+    def backup_actions(self, deployment: Any, environment: str, base_dir: Path) -> Any:
+        """`mxinfra backup` on the environment's AWS Backup vault (backup_actions.VaultActions), with
+        boto3 in the stack's `aws:region` and `accountId` and the user's usual AWS credentials; a
+        UserError where the environment has no backups to act on."""
+        from mxinfra.errors import UserError
+
+        from .backup_actions import connect
+
+        cfg: AwsConfig = deployment.target_config
+        prepared = deployment.environment(environment)
+        b = of_environment(prepared.environment)
+        if not b.enabled:
+            raise UserError(f"{environment} has no backups ({prepared.environment.config_path}.backups.enabled is false): it has no AWS Backup vault")
+        region = deployment.config.block(REGION_KEY)
+        cluster = cfg.cluster_name or cluster_name(deployment.config.stack, prepared.naming.app)
+        a = Arns(region if isinstance(region, str) else "", cfg.accountId, cluster, prepared.naming, cfg.database.engineVersion.split(".")[0])
+        return connect(prepared.environment, a, b)
 
     def deploy_app(self, ctx: AppContext) -> SharedCluster:
         """The ECS cluster (Container Insights on), or the configured existing one; first, under a real

@@ -29,8 +29,9 @@ CAPABILITIES = declare_capabilities(
             Permission.DEPLOY,
             C.READ_SECRETS,
             "Cloud Foundry has no role that can push a package without reading the app's environment "
-            "(GET /v3/apps/:guid/env is permitted to every space developer); the only narrower role, "
-            "space_supporter, cannot upload packages",
+            "(GET /v3/apps/:guid/env is permitted to every space developer) or minting a service key with the "
+            "database's credentials (POST /v3/service_credential_bindings, type key, is permitted to space "
+            "developers and supporters alike); the only narrower role, space_supporter, cannot upload packages",
         ),
         PlatformLimit(
             Permission.DEPLOY,

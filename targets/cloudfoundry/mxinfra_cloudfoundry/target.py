@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mxinfra.checks import plain_text
 from mxinfra.errors import ConfigIssue
 from mxinfra.target import AppContext, EnvironmentContext, Target
 
@@ -167,11 +168,7 @@ def _credential_issues(stack: StackConfig, credentials: Any, key: str, file: str
     secrets = [(f"{key}.clientSecret", credentials.clientSecret)]
     if credentials.passwordGrant is not None:
         secrets.append((f"{key}.passwordGrant.password", credentials.passwordGrant.password))
-    return [
-        ConfigIssue(f"{BLOCK}.{k}", "is stored in plain text", f"store it encrypted: pulumi config set --secret --path '{BLOCK}.{k}' VALUE", file)
-        for k, value in secrets
-        if value is not None and not stack.raw.is_secret(f"{BLOCK}.{k}")
-    ]
+    return [issue for k, value in secrets if (issue := plain_text(stack.raw, f"{BLOCK}.{k}", value, file)) is not None]
 
 
 def _buildpack_issues(stack: StackConfig, block: CloudFoundryConfig, file: str) -> list[ConfigIssue]:
@@ -247,9 +244,9 @@ def _grant_expiry_issues(stack: StackConfig, block: CloudFoundryConfig, file: st
             )
             break
     issues += _credential_issues(stack, ge.credentials, "grantExpiry.credentials", file)
-    for name in ge.environment:
-        if SECRET_VARIABLE.search(name) and not stack.raw.is_secret(f"{key}.environment.{name}"):
-            issues.append(ConfigIssue(f"{key}.environment.{name}", "is stored in plain text", f"store it encrypted: pulumi config set --secret --path '{key}.environment.{name}' VALUE", file))
+    for name, value in ge.environment.items():
+        if SECRET_VARIABLE.search(name) and (issue := plain_text(stack.raw, f"{key}.environment.{name}", value, file)) is not None:
+            issues.append(issue)
     signers = signing_config(stack.raw.values).signers
     for env in production:
         ref = ge.signer or signers.get(env.name)

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, model_validator
 
 from mxinfra.artifacts import OCI_SCHEME, check_artifact, parse_image
+from mxinfra.checks import plain_text
 from mxinfra.config import StackConfig
 from mxinfra.egress import EgressRule, check_egress
 from mxinfra.environments import Environment, Role
@@ -355,9 +356,8 @@ def parse_principal(principal: str) -> tuple[str, str, str | None] | None:
 
 
 def _secret(stack: StackConfig, path: str, value: str | None, file: str) -> Iterator[ConfigIssue]:
-    if value is not None and not stack.raw.is_secret(path):
-        dotted = path.split(":", 1)[1]
-        yield ConfigIssue(path, "is stored in plain text", f"store it encrypted: pulumi config set --secret --path 'mxinfra:{dotted}' VALUE", file)
+    if (issue := plain_text(stack.raw, path, value, file)) is not None:
+        yield issue
 
 
 def check_block(stack: StackConfig, block: KubernetesConfig, file: str = "") -> list[ConfigIssue]:

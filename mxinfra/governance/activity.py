@@ -73,10 +73,15 @@ LEAP_AFTER = 2 * CHECKPOINT_EVERY
 # Time, not a number of attempts: 32 writers on one environment need many attempts each, a slow store few.
 APPEND_BUDGET = 120.0
 BUDGET_VARIABLE = "MXINFRA_APPEND_BUDGET"
-# Full-jitter exponential backoff between attempts: uniform in [0, min(MAX, BASE * 2**attempt)] spreads a herd
-# of writers over time, so that most win their next try, without making a lone retry slow.
+# Full-jitter exponential backoff after a transient store error: uniform in [0, min(MAX, BASE * 2**attempt)]
+# spreads a herd of writers over time, so that most win their next try, without making a lone retry slow.
 BACKOFF_BASE = 0.01
 BACKOFF_MAX = 1.0
+# After a lost race (another writer took the seq: the log moved on, the store is fine) the pause shrinks
+# with the time the append has waited, uniform in [0, MAX / (1 + waited)]: a newcomer waits up to a second,
+# an append that has lost for a minute retries within 16 ms and so tends to be first. Exponential backoff
+# there did the opposite (old losers slept longest), and 1 in about 1,000 appends of 32 writers on a slow
+# store ran out of its budget.
 # A temporary file untouched this long (or whose writer process is gone) is a killed writer's leftover.
 TEMPORARY_AGE = 3600.0
 _ENV = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
@@ -884,7 +889,9 @@ class ActivityLog:
             body["role"] = role
         body["idempotency_key"] = key
         budget = self.budget
-        deadline = _now() + budget
+        started = _now()
+        deadline = started + budget
+        lost_race = False
         # a fresh key cannot have been stored by an earlier run: only a caller's key is looked up
         looked_up = idempotency_key is None
         start: int | None = None  # a seq another writer just took: the chain goes on from there
@@ -930,13 +937,16 @@ class ActivityLog:
                     return self._finish(ActivityRecord.from_json(found))
                 unknown = None
                 start = seq if taken is not None else None
-                cause = f"other writers took seq {seq}"
+                cause, lost_race = f"other writers took seq {seq}", True
             except StoreError as exc:
                 if not exc.transient:
                     raise
-                cause = exc.cause or str(exc)
+                cause, lost_race = exc.cause or str(exc), False
             attempt += 1
-            pause = random.uniform(0.0, min(BACKOFF_MAX, BACKOFF_BASE * 2 ** min(attempt, 16)))
+            if lost_race:
+                pause = random.uniform(0.0, max(BACKOFF_BASE, BACKOFF_MAX / (1.0 + _now() - started)))
+            else:
+                pause = random.uniform(0.0, min(BACKOFF_MAX, BACKOFF_BASE * 2 ** min(attempt, 16)))
             if _now() + pause > deadline:
                 raise self._gave_up(environment, key, idempotency_key is not None, budget, attempt, cause, unknown)
             _sleep(pause)

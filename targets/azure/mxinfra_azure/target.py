@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from mxinfra.access import Permission
 from mxinfra.artifacts import check_artifact
 from mxinfra.errors import ConfigIssue
-from mxinfra.exposure import WIDE, is_public, is_wide
+from mxinfra.checks import wide_ingress
+from mxinfra.exposure import WIDE, is_wide
 from mxinfra.target import AppContext, EnvironmentContext, Target
 
 from .capabilities import CAPABILITIES
@@ -111,18 +112,7 @@ class AzureTarget(Target):
             if not block.internal and not block.allowPublicIngress:
                 if not block.ipRestrictions:
                     issues.append(ConfigIssue("mxinfra:azure.ipRestrictions", f"no IP restrictions: production environment {first!r} would be open to the whole internet", "list the networks that need access, or opt in with allowPublicIngress: true", file))
-                for i, cidr in enumerate(block.ipRestrictions):
-                    if is_wide(cidr):
-                        issues.append(
-                            ConfigIssue(
-                                f"mxinfra:azure.ipRestrictions[{i}]",
-                                f"{cidr} opens production environment {first!r} to the whole internet"
-                                if is_public(cidr)
-                                else f"{cidr} ({WIDE}) opens production environment {first!r} to a large part of the internet",
-                                "list the networks that need access, or opt in with allowPublicIngress: true",
-                                file,
-                            )
-                        )
+                issues += wide_ingress(block.ipRestrictions, "mxinfra:azure.ipRestrictions", first, file)
         return issues
 
     @staticmethod
@@ -210,11 +200,15 @@ class AzureTarget(Target):
         return running.observe(environment, names.subscription, names.resource_group, names.leader_app, names.worker_app, workers_declared=workers)
 
     def deploy_app(self, ctx: AppContext) -> None:
-        """Nothing is shared between environments; under a real engine, first the release guard: what runs
-        must be what the activity log records (mxinfra.drift), else nothing is declared."""
+        """Nothing is shared between environments; under a real engine, first the VNet's tier as Azure
+        tags it (network.check_tier) and the release guard: what runs must be what the activity log
+        records (mxinfra.drift), else nothing is declared."""
         from mxinfra.release_guard import guard, under_mocks
 
         if not under_mocks():
+            from . import network
+
+            network.check_tier(ctx.deployment)
             guard(ctx.deployment, lambda env: self.running(ctx.deployment, env, Path.cwd()), ctx.component, Path.cwd(), source="Azure Resource Manager")
         return None
 

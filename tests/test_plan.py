@@ -241,9 +241,22 @@ def test_a_misspelt_target_gets_did_you_mean(project, fake_target, capsys):
     assert "unknown target 'kubernets'" in err and "did you mean 'kubernetes'?" in err
 
 
-def test_the_plan_refuses_an_archive_that_inspect_refuses(project, fake_target, capsys, tmp_path):
+def _hostile_member(kind: str) -> tuple[object, bytes, str]:
+    import stat
+
+    from mda_builders import zinfo
+
+    if kind == "dotdot":
+        return "model/../../outside.txt", b"escape", "model/../../outside.txt"
+    if kind == "symlink":
+        return zinfo("web/passwd", mode=stat.S_IFLNK | 0o777), b"/etc/passwd", "web/passwd"
+    return "web/bomb.bin", b"\0" * (50 << 20), "web/bomb.bin"  # deflates ~1000:1
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "symlink", "bomb"])
+def test_the_plan_refuses_an_archive_that_inspect_refuses(project, fake_target, capsys, tmp_path, kind):
     """Issue 19, F11: `plan` and `pulumi up` accepted archives that `inspect` and `package push` refuse
-    (a `..` member, a link): the member checks run in `prepare`, which both take."""
+    (a `..` member, a link, a compression bomb): the member checks run in `prepare`, which both take."""
     import zipfile
 
     from mda_builders import write_zip
@@ -251,9 +264,10 @@ def test_the_plan_refuses_an_archive_that_inspect_refuses(project, fake_target, 
 
     with zipfile.ZipFile(EXAMPLE_MDA) as z:
         members = [(i.filename, z.read(i)) for i in z.infolist()]
-    evil = write_zip(tmp_path / "evil.mda", [*members, ("model/../../outside.txt", b"escape")])
+    name, data, shown = _hostile_member(kind)
+    evil = write_zip(tmp_path / "evil.mda", [*members, (name, data)])
     project.stack("test", app_config(**{"mxinfra:app": {"name": "orders", "package": str(evil), "target": "fake"}}))
     assert main(["plan", "-s", "test", "-C", str(project.path)]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert "mxinfra:app.package" in err and "model/../../outside.txt" in err and "Traceback" not in err
+    assert "mxinfra:app.package" in err and shown in err and "Traceback" not in err
     assert main(["inspect", str(evil)]) == 2

@@ -19,6 +19,7 @@ from .environments import Environment
 from .errors import ConfigIssue
 
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+URL_DIGEST = re.compile(r"sha256=(?P<hex>[0-9a-f]{64})")  # the fragment that pins a downloaded file
 OCI_SCHEME = "oci-image://"
 # The reference grammar of the OCI distribution spec (github.com/distribution/reference), applied with
 # fullmatch: a registry host (with optional port), a repository of lowercase path components, then an
@@ -71,15 +72,29 @@ def requires_digest(env: Environment) -> bool:
     return env.is_production or env.require_promotion_from is not None
 
 
-def check_artifact(env: Environment, artifact: str | None, path: str, file: str = "", *, kind: str = "image") -> list[ConfigIssue]:
+def check_artifact(env: Environment, artifact: str | None, path: str, file: str = "", *, kind: str = "image", platform: str = "the platform") -> list[ConfigIssue]:
     """The config problems of `artifact` (at config key `path`) for `env`.
 
-    `kind` is "image" (a container image reference) or "source" (a package source such as the Mendix
-    Operator's `sourceURL`: an `oci-image://` reference, or a URL whose content nothing verifies).
+    `kind` is "image" (a container image reference), "source" (a package source such as the Mendix
+    Operator's `sourceURL`: an `oci-image://` reference, or a URL whose content nothing verifies) or "url"
+    (a download the target verifies against the `#sha256=<64 hex>` the URL carries, such as Cloud Foundry's
+    buildpack; `platform` names who would otherwise download it unverified).
     """
     if artifact is None or not requires_digest(env):
         return []
     why = "production" if env.is_production else f"promotion-gated (from {env.require_promotion_from})"
+    if kind == "url":
+        _, sep, fragment = artifact.partition("#")
+        if sep and URL_DIGEST.fullmatch(fragment):
+            return []
+        return [
+            ConfigIssue(
+                path,
+                f"environment {env.name!r} is {why}: {artifact!r} is a mutable URL (a release asset can be deleted and uploaded again) and {platform} does not verify what it downloads",
+                f"pin its bytes: append the file's digest, ...#sha256=<64 hex> (sha256sum FILE); mxinfra checks the download against it before every use",
+                file,
+            )
+        ]
     if kind == "source" and not artifact.startswith(OCI_SCHEME):
         return [
             ConfigIssue(

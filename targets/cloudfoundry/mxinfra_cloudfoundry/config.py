@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from mxinfra.artifacts import URL_DIGEST
 from mxinfra.environments import Environment
 from mxinfra.schema import StrictModel
 
@@ -18,7 +19,7 @@ GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 RELEASE = re.compile(r"/v?[0-9]+\.[0-9]+\.[0-9]+(?:[-+][0-9A-Za-z.-]+)?/")
 # The buildpack's digest, pip's hash-checking form: `<release zip URL>#sha256=<64 hex>`. Cloud Foundry
 # never sees the fragment; mxinfra verifies the download against it before every staging.
-DIGEST_FRAGMENT = re.compile(r"sha256=(?P<hex>[0-9a-f]{64})")
+DIGEST_FRAGMENT = URL_DIGEST  # the core's pin of a downloaded file (mxinfra.artifacts)
 # Path segments that name something that moves: a branch, a "latest" alias, a source archive of a head.
 MOVING = re.compile(r"/(latest|master|main|develop|heads|nightly|snapshot)(/|$)|/archive/refs/heads/", re.IGNORECASE)
 HOST_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")

@@ -13,7 +13,7 @@ from mxinfra.errors import ConfigIssue
 from mxinfra.target import AppContext, EnvironmentContext, Target
 
 from .capabilities import CAPABILITIES
-from .config import MIN_MEMORY_MB, SECRET_VARIABLE, CloudFoundryConfig, buildpack_digest
+from .config import MIN_MEMORY_MB, SECRET_VARIABLE, CloudFoundryConfig
 
 if TYPE_CHECKING:
     from mxinfra.access import EnvironmentAccess
@@ -172,26 +172,13 @@ def _credential_issues(stack: StackConfig, credentials: Any, key: str, file: str
 
 
 def _buildpack_issues(stack: StackConfig, block: CloudFoundryConfig, file: str) -> list[ConfigIssue]:
-    """Production and promotion-gated environments stage only a buildpack pinned by digest (as the
-    Kubernetes target's images and Operator sources): a release URL can be replaced, and Cloud Foundry
-    verifies nothing it downloads."""
-    from mxinfra.artifacts import requires_digest
+    """Production and promotion-gated environments stage only a buildpack pinned by digest, by the core's
+    artifact rule (as the other targets' images and Operator sources): a release URL can be replaced, and
+    Cloud Foundry verifies nothing it downloads."""
+    from mxinfra.artifacts import check_artifact, requires_digest
 
-    if buildpack_digest(block.buildpack) is not None:
-        return []
     gated = [e for e in stack.environments if requires_digest(e)]
-    if not gated:
-        return []
-    env = gated[0]
-    why = "production" if env.is_production else f"promotion-gated (from {env.require_promotion_from})"
-    return [
-        ConfigIssue(
-            f"{BLOCK}.buildpack",
-            f"environment {env.name!r} is {why}: {block.buildpack!r} is a mutable URL (a release asset can be deleted and uploaded again) and Cloud Foundry does not verify what it downloads",
-            "pin its bytes: append the zip's digest, ...cf-mendix-buildpack.zip#sha256=<64 hex> (sha256sum cf-mendix-buildpack.zip); mxinfra checks the download against it before every staging",
-            file,
-        )
-    ]
+    return check_artifact(gated[0], block.buildpack, f"{BLOCK}.buildpack", file, kind="url", platform="Cloud Foundry") if gated else []
 
 
 def _grant_expiry_issues(stack: StackConfig, block: CloudFoundryConfig, file: str) -> list[ConfigIssue]:

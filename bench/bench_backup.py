@@ -1,17 +1,31 @@
-"""Benchmark: the Kubernetes target's backup and restore scripts against a real PostgreSQL, by size.
+"""Benchmark: the Kubernetes target's backup and restore scripts against a real PostgreSQL, by size, and
+against the floor: the same work done by hand with the plain tools.
 
-    .venv/bin/python bench/bench_backup.py [--rows 10000,100000,1000000] [--files-mb 50] [--repeat 3]
+    .venv/bin/python bench/bench_backup.py [--db-mb 64,256] [--files-mb 256] [--repeat 2]
 
-Starts a throwaway PostgreSQL on loopback (tests/postgres.py), fills one Mendix-like table with N rows
-(a bigint id, a string, a decimal, a timestamp) and a file store of `--files-mb` MB of random bytes in
-1 MB files, then times `backup.sh` and `restore.sh` as the CronJob and the restore Job run them. Prints
-the median and minimum seconds of each and the archive's size; asserts nothing.
+Starts a throwaway PostgreSQL on loopback (tests/postgres.py), fills one Mendix-like table (a bigint id, a
+string, a decimal, a timestamp, a text) to about `--db-mb` MB on disk (table and index) and a file store of
+`--files-mb` MB of random bytes in 1 MB files, then times, each `--repeat` times:
+
+- backup: `backup.sh` as the CronJob runs it, against the floor `pg_dump -Fc` to a file plus `cp -R` of the
+  files (what the script adds: the tar.gz of both, the rename, retention);
+- restore: `restore.sh` as the restore Job runs it, against the floor `pg_restore` (the script's flags:
+  --clean --if-exists --no-owner --no-privileges --single-transaction) of that dump plus removing the
+  files and `cp -R` of the copy back (what the script adds: unpacking the archive);
+- transfer: `export.sh` sending the archive to `restore.sh` receiving it on loopback (the restore from
+  another environment's copy step, without its restore), against the floor `cp` of the archive.
+
+Prints, per size and step, the median and minimum seconds of the script and the floor, the ratio of the
+medians, and the peak resident memory of the largest process of each run (the client side: the server's
+own memory is not counted). Asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -25,48 +39,130 @@ sys.path.insert(0, str(ROOT / "tests"))
 from postgres import PostgresServer, require_bin_dir  # noqa: E402
 
 SCRIPTS = ROOT / "targets" / "kubernetes" / "mxinfra_kubernetes" / "scripts"
+RESTORE_FLAGS = "--clean --if-exists --no-owner --no-privileges --single-transaction --exit-on-error"
 
 
-def _timed(script: str, env: dict[str, str]) -> float:
-    full = {"PATH": f"{require_bin_dir()}:{os.environ['PATH']}", **env}
+def _path() -> str:
+    return f"{require_bin_dir()}:{os.environ['PATH']}"
+
+
+# GNU time's %M: the largest resident set of the process tree (wait4 folds in the reaped children). Not
+# Python's own wait4: a child's peak would start at the forked Python's size, which exec keeps counting.
+GNU_TIME = Path("/usr/bin/time")
+
+
+def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
+    """Seconds and peak RSS in KiB (0 without GNU time)."""
+    with tempfile.NamedTemporaryFile() as rss, tempfile.TemporaryFile() as err:
+        wrapped = [str(GNU_TIME), "-f", "%M", "-o", rss.name, *argv] if GNU_TIME.exists() else argv
+        start = time.perf_counter()
+        done = subprocess.run(wrapped, env={"PATH": _path(), **env}, stdout=subprocess.DEVNULL, stderr=err)
+        elapsed = time.perf_counter() - start
+        if done.returncode:
+            err.seek(0)
+            raise SystemExit(f"{' '.join(argv)} failed: {err.read().decode(errors='replace')}")
+        peak = Path(rss.name).read_text().split()
+    return elapsed, int(peak[-1]) if peak else 0
+
+
+def _script(name: str, env: dict[str, str]) -> tuple[float, int]:
+    return _timed(["sh", str(SCRIPTS / name)], env)
+
+
+def _shell(cmd: str, env: dict[str, str]) -> tuple[float, int]:
+    return _timed(["sh", "-c", cmd], env)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _transfer(archive: Path, stamp: str, work: Path) -> tuple[float, int]:
+    """export.sh sending `archive` to restore.sh's receiver (stopped after the receive: no database)."""
+    port, dest = _free_port(), work / "received"
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir()
+    env = {"BACKUP_DIR": str(dest), "BACKUP_ID": stamp, "BACKUP_SOURCE": "production", "BACKUP_PORT": str(port), "BACKUP_TOKEN": "bench", "BACKUP_WAIT": "600"}
+    # DATABASE_URL of nothing: the receive completes, the pg_restore after it fails at once (ignored below)
+    receiver = subprocess.Popen(["sh", str(SCRIPTS / "restore.sh")], env={"PATH": _path(), "DATABASE_URL": "postgres://x@127.0.0.1:1/none", **env}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert receiver.stdout is not None
+    if receiver.stdout.readline().split()[:2] != ["restore:", "waiting"]:  # listening now
+        raise SystemExit("transfer: the receiver did not start")
     start = time.perf_counter()
-    done = subprocess.run(["sh", str(SCRIPTS / script)], env=full, capture_output=True, text=True)
+    sent = _script("export.sh", {"BACKUP_DIR": str(archive.parent), "BACKUP_ID": stamp, "BACKUP_TARGET": f"127.0.0.1:{port}", "BACKUP_TOKEN": "bench"})
     elapsed = time.perf_counter() - start
-    if done.returncode:
-        raise SystemExit(f"{script} failed: {done.stderr}")
-    return elapsed
+    try:
+        receiver.wait(timeout=600)
+    finally:
+        receiver.kill()
+    got = dest / "from-production" / archive.name
+    if not got.exists() or got.stat().st_size != archive.stat().st_size:
+        raise SystemExit("transfer: the archive did not arrive whole")
+    shutil.rmtree(dest)
+    return elapsed, sent[1]
+
+
+def _fill(pg: PostgresServer, mb: int) -> int:
+    """The table filled to about `mb` MB (table + index); its row count."""
+    pg.psql('DROP TABLE IF EXISTS "orders$order"; CREATE TABLE "orders$order" (id bigint PRIMARY KEY, number varchar(20), total numeric(28,8), placed timestamp, notes text);')
+    insert = "INSERT INTO \"orders$order\" SELECT g, 'ORD-' || g, g * 1.25, timestamp '2020-01-01' + g * interval '1 minute', md5(g::text) || md5((g * 7)::text) FROM generate_series({a}, {b}) g;"
+    sample = 100_000
+    pg.psql(insert.format(a=1, b=sample))
+    per_row = int(pg.psql("SELECT pg_total_relation_size('\"orders$order\"')").strip()) / sample
+    rows = max(sample, int(mb * 2**20 / per_row))
+    for a in range(sample + 1, rows + 1, 1_000_000):
+        pg.psql(insert.format(a=a, b=min(rows, a + 999_999)))
+    pg.psql('VACUUM ANALYZE "orders$order"')
+    return rows
+
+
+def _line(step: str, script: list[tuple[float, int]], floor: list[tuple[float, int]]) -> str:
+    s, f = [t for t, _ in script], [t for t, _ in floor]
+    ratio = statistics.median(s) / statistics.median(f)
+    return f"  {step:<9} {statistics.median(s):>9.2f} {min(s):>7.2f} {statistics.median(f):>9.2f} {min(f):>7.2f} {ratio:>6.2f}x {max(m for _, m in script) / 1024:>10.1f} {max(m for _, m in floor) / 1024:>9.1f}"
 
 
 def main() -> None:
     """Parse the options, run each size, print the table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", default="10000,100000,1000000")
-    ap.add_argument("--files-mb", type=int, default=50)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--db-mb", default="64,256", help="database sizes in MB, comma-separated")
+    ap.add_argument("--files-mb", type=int, default=256)
+    ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
     pg = PostgresServer.start()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            files, backups = Path(tmp) / "files", Path(tmp) / "backups"
-            files.mkdir()
-            backups.mkdir()
+            work = Path(tmp)
+            files, backups, floor_dir = work / "files", work / "backups", work / "floor"
+            for d in (files, backups, floor_dir):
+                d.mkdir()
             for i in range(args.files_mb):
                 (files / f"{i:04d}").write_bytes(os.urandom(1 << 20))
-            print(f"{'rows':>10} {'backup median s':>16} {'min':>6} {'restore median s':>17} {'min':>6} {'archive MB':>11}")
-            for rows in (int(n) for n in args.rows.split(",")):
-                pg.psql(
-                    'DROP TABLE IF EXISTS "orders$order"; CREATE TABLE "orders$order" (id bigint PRIMARY KEY, number varchar(20), total numeric(28,8), placed timestamp);'
-                    f"INSERT INTO \"orders$order\" SELECT g, 'ORD-' || g, g * 1.25, timestamp '2020-01-01' + g * interval '1 minute' FROM generate_series(1, {rows}) g;"
-                )
-                took: dict[str, list[float]] = {"backup": [], "restore": []}
+            print(f"files: {args.files_mb} MB in 1 MB files of random bytes; {args.repeat} runs each; seconds, peak RSS in MiB")
+            for mb in (int(n) for n in args.db_mb.split(",")):
+                rows = _fill(pg, mb)
+                db_mb = int(pg.psql("SELECT pg_total_relation_size('\"orders$order\"')").strip()) / 2**20
+                took: dict[str, list[tuple[float, int]]] = {k: [] for k in ("backup", "floor-backup", "restore", "floor-restore", "transfer", "floor-copy")}
+                env = {"DATABASE_URL": pg.url, "BACKUP_DIR": str(backups), "FILES_DIR": str(files)}
                 for r in range(args.repeat):
                     stamp = f"20261204T02{r:02d}00Z"
-                    env = {"DATABASE_URL": pg.url, "BACKUP_DIR": str(backups), "FILES_DIR": str(files)}
-                    took["backup"].append(_timed("backup.sh", {**env, "BACKUP_NOW": stamp}))
-                    took["restore"].append(_timed("restore.sh", {**env, "BACKUP_ID": stamp}))
+                    took["backup"].append(_script("backup.sh", {**env, "BACKUP_NOW": stamp}))
+                    shutil.rmtree(floor_dir)
+                    floor_dir.mkdir()
+                    took["floor-backup"].append(_shell(f'pg_dump -Fc --no-owner --no-privileges -f "{floor_dir}/db.backup" -d "{pg.url}" && cp -R "{files}/." "{floor_dir}/tree/"', {}))
+                    took["restore"].append(_script("restore.sh", {**env, "BACKUP_ID": stamp}))
+                    took["floor-restore"].append(_shell(f'pg_restore {RESTORE_FLAGS} -d "{pg.url}" "{floor_dir}/db.backup" && find "{files}" -mindepth 1 -maxdepth 1 -exec rm -rf {{}} + && cp -R "{floor_dir}/tree/." "{files}/"', {}))
+                    archive = backups / f"{stamp}.tar.gz"
+                    took["transfer"].append(_transfer(archive, stamp, work))
+                    took["floor-copy"].append(_shell(f'cp "{archive}" "{work}/copy.tar.gz" && rm "{work}/copy.tar.gz"', {}))
                 size = max(p.stat().st_size for p in backups.glob("*.tar.gz")) / 2**20
-                b, rs = took["backup"], took["restore"]
-                print(f"{rows:>10} {statistics.median(b):>16.2f} {min(b):>6.2f} {statistics.median(rs):>17.2f} {min(rs):>6.2f} {size:>11.1f}")
+                print(f"\ndatabase {db_mb:.0f} MB ({rows} rows) + files {args.files_mb} MB -> archive {size:.0f} MB, dump {(floor_dir / 'db.backup').stat().st_size / 2**20:.0f} MB")
+                print(f"  {'step':<9} {'median':>9} {'min':>7} {'floor med':>9} {'min':>7} {'ratio':>7} {'peak MiB':>10} {'floor MiB':>9}")
+                print(_line("backup", took["backup"], took["floor-backup"]))
+                print(_line("restore", took["restore"], took["floor-restore"]))
+                print(_line("transfer", took["transfer"], took["floor-copy"]))
                 for p in backups.glob("*.tar.gz"):
                     p.unlink()
     finally:

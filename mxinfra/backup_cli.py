@@ -5,7 +5,10 @@ The core imports no target: a target that supports the commands has `backup_acti
 environment, base_dir)`, returning an object with `refusal(action) -> str | None` (why the caller may
 not: asked of the platform), `list() -> list[str]`, `create(now, keep=None) -> str` (the new backup's id; `keep`: an id its
 retention must not remove) and
-`restore(id, now)`. The Kubernetes target's is mxinfra_kubernetes.backups.ClusterActions.
+`restore(id, now)`; for `download`, `download(id, path, now) -> dict` (the archive written to `path`,
+its size and sha256 as checked); for `restore --from` also `same_cluster(source) -> bool` and `restore_from(source,
+id, now) -> dict` (copies the source's archive into this environment's backups and restores it; what
+was checked of it, e.g. size and sha256). The Kubernetes target's is mxinfra_kubernetes.backups.ClusterActions.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from .errors import UserError
 
 backup_app = typer.Typer(
     name="backup",
-    help="An environment's backups: list, create, restore (Kubernetes target, plain mode).",
+    help="An environment's backups: list, create, download, restore (Kubernetes target, plain mode).",
     no_args_is_help=True,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -41,7 +44,7 @@ def register(app: typer.Typer) -> None:
 class _Context:
     """The deployment, the environment and its target's backup actions, for one command."""
 
-    def __init__(self, directory: Path, stack: str, environment: str, action: str) -> None:
+    def __init__(self, directory: Path, stack: str, environment: str, action: str | None) -> None:
         from .deployment import deferred_gate, prepare
         from .errors import suggest
         from .stackfile import read_project, read_stack_config
@@ -55,28 +58,45 @@ class _Context:
         if environment not in names:
             hint = suggest(environment, names)
             raise UserError(f"{raw.source}: stack {stack!r} has no environment {environment!r}{' (' + hint + ')' if hint else ''}; its environments: {', '.join(names)}")
+        self.stack = stack
+        self.names = names
         self.prepared = self.deployment.environment(environment)
         self.environment = self.prepared.environment
+        self.actions: Any = None
+        if action is not None:
+            self.connect(action)
+
+    def connect(self, action: str) -> None:
+        """Reach the environment through its target and ask whether the caller may run `action`."""
+        environment = self.environment.name
         target = self.deployment.target
         make = getattr(target, "backup_actions", None)
         if make is None:
             raise UserError(f"the {target.name} target has no `mxinfra backup` commands yet (issue 21: Kubernetes first)")
-        self.actions = make(self.deployment, environment, self.base_dir)
+        if self.actions is None:
+            self.actions = make(self.deployment, environment, self.base_dir)
         refused = self.actions.refusal(action)
         if refused is not None:
             raise UserError(refused)
 
-    def record(self, action: str, changes: dict[str, Any]) -> None:
-        """Append the action to the environment's log, naming what runs as its last record does."""
-        from .governance.activity import ActivityLog
+    def signer(self, action: str) -> Any:
+        """The key the environment's records are signed with; a UserError before anything runs if none."""
         from .governance.signing import dev_signer, open_signer, signer_reference
-        from .governance.store import open_store
 
         d, env = self.deployment, self.environment.name
         ref = signer_reference(d.config, env)
         signer = open_signer(ref, self.base_dir) if ref else dev_signer(d.repository)
         if signer is None:
             raise UserError(f"{action} records of {env} must be signed: set mxinfra:signing.signers.{env} (the key of whoever runs backups)")
+        return signer
+
+    def record(self, action: str, changes: dict[str, Any]) -> None:
+        """Append the action to the environment's log, naming what runs as its last record does."""
+        from .governance.activity import ActivityLog
+        from .governance.store import open_store
+
+        d, env = self.deployment, self.environment.name
+        signer = self.signer(action)
         store = open_store(d.repository)
         log = ActivityLog(store, signer=signer)
         # A backup changes no workload: the record names what the last one left running (package,
@@ -90,9 +110,16 @@ class _Context:
             package_version=last.package_version if last is not None else None,
             artifact=last.artifact if last is not None else None,
             instances=last.instances if last is not None else None,
+            role=last.role if last is not None else None,
             app=d.config.app.name,
             changes=changes,
         )
+
+
+def _supports(ctx: _Context, command: str, *methods: str) -> None:
+    """Refuse a command the environment's target does not offer (yet), before it acts."""
+    if not all(callable(getattr(ctx.actions, m, None)) for m in methods):
+        raise UserError(f"the {ctx.deployment.target.name} target has no `mxinfra backup {command}` yet (issue 21)")
 
 
 def _now() -> datetime:
@@ -120,19 +147,61 @@ def create(stack: Stack, environment: Env, directory: Directory = Path(".")) -> 
     sys.stdout.write(f"{environment}: backup {backup_id} taken and recorded\n")
 
 
+@backup_app.command("download")
+def download(
+    stack: Stack,
+    environment: Env,
+    backup_id: Annotated[str, typer.Option("--id", help="The backup to download (from `mxinfra backup list`)")],
+    out_dir: Annotated[Path, typer.Option("-o", "--out", help="The directory to write <id>.tar.gz into (made if missing)")],
+    directory: Directory = Path("."),
+) -> None:
+    """Download a backup as Mendix Cloud gives one (db/db.backup and tree/ in a .tar.gz), checked, recorded."""
+    from .backups import parse_id
+
+    if parse_id(backup_id + ".tar.gz") is None:
+        raise UserError(f"--id {backup_id!r}: a backup id is its UTC start time, YYYYmmddTHHMMSSZ (see `mxinfra backup list`)")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"-o {str(out_dir)!r}: expected a directory to write {backup_id}.tar.gz into, but it is a file")
+    target = out_dir / f"{backup_id}.tar.gz"
+    if target.exists():
+        raise UserError(f"-o {str(out_dir)!r}: {target.name} is there already: not overwritten (remove it or choose another directory)")
+    ctx = _Context(directory, stack, environment, "download")
+    _supports(ctx, "download", "download")
+    ctx.signer("backup-download")
+    ctx.connect("list")
+    known = ctx.actions.list()
+    if backup_id not in known:
+        raise UserError(f"{environment} has no backup {backup_id}: it has {', '.join(known[:5]) or 'none'}{' ...' if len(known) > 5 else ''}")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"-o {str(out_dir)!r}: cannot make the directory: {e.strerror}") from None
+    got = ctx.actions.download(backup_id, target, _now())
+    ctx.record("backup-download", {"backup": {"id": backup_id, "size": got["size"], "sha256": got["sha256"]}})
+    sys.stdout.write(f"{environment}: downloaded backup {backup_id} to {target} ({got['size']} bytes, sha256 {got['sha256']}), recorded\n")
+
+
 @backup_app.command("restore")
 def restore(
     stack: Stack,
     environment: Env,
     backup_id: Annotated[str, typer.Option("--id", help="The backup to restore (from `mxinfra backup list`)")],
     directory: Directory = Path("."),
+    source: Annotated[str | None, typer.Option("--from", help="Another environment of the app whose backup to restore here (listed in backups.restoreFrom)")] = None,
+    source_stack: Annotated[str | None, typer.Option("--from-stack", help="The stack that deploys --from's environment (default: --stack)")] = None,
+    allow_lower_tier: Annotated[bool, typer.Option("--allow-lower-tier", help="Restore a lower tier's backup into production (also needs backups.allowLowerTiers)")] = False,
 ) -> None:
-    """Restore one of the environment's own backups over its database and files, recorded; on production
-    an on-demand backup is taken (and recorded) first, so the restore can be undone."""
+    """Restore a backup of the environment (or --from another's) over its database and files, recorded; on
+    production an on-demand backup is taken (and recorded) first, so the restore can be undone."""
     from .backups import parse_id
 
     if parse_id(backup_id + ".tar.gz") is None:
         raise UserError(f"--id {backup_id!r}: a backup id is its UTC start time, YYYYmmddTHHMMSSZ (see `mxinfra backup list`)")
+    if source_stack is not None and source is None:
+        raise UserError("--from-stack names the stack of the --from environment: give --from ENV too")
+    if source is not None and (source != environment or (source_stack or stack) != stack):
+        _restore_from(directory, stack, environment, backup_id, source, source_stack or stack, allow_lower_tier)
+        return
     ctx = _Context(directory, stack, environment, "restore")
     known = ctx.actions.list()
     if backup_id not in known:
@@ -144,3 +213,45 @@ def restore(
     ctx.actions.restore(backup_id, _now())
     ctx.record("restore", {"restore": {"id": backup_id, "from": environment, **({"backupBefore": before} if before else {})}})
     sys.stdout.write(f"{environment}: restored backup {backup_id}" + (f" (backup {before} taken first)" if before else "") + "\n")
+
+
+def _restore_from(directory: Path, stack: str, environment: str, backup_id: str, source: str, source_stack: str, allow_lower_tier: bool) -> None:
+    """`restore --from`: the config's rule first, then both environments' rights, the source's list, on
+    production a backup first; the copy and restore through the target; a record in both logs."""
+    from .backups import of_environment, restore_refusal
+    from .environments import check_environment_name
+
+    try:
+        check_environment_name(source)
+    except ValueError as e:
+        raise UserError(f"--from {source!r}: {e}") from None
+    ctx = _Context(directory, stack, environment, None)
+    if source_stack == stack and source not in ctx.names:
+        raise UserError(f"--from {source!r}: stack {stack!r} has no environment {source!r} (its environments: {', '.join(ctx.names)}): name the stack that deploys it with --from-stack")
+    src = _Context(directory, source_stack, source, None)
+    if src.deployment.config.app.name != ctx.deployment.config.app.name:
+        raise UserError(f"--from-stack {source_stack!r} deploys the app {src.deployment.config.app.name!r}, not {ctx.deployment.config.app.name!r}: a restore comes from another environment of the same app")
+    refused = restore_refusal(source, src.environment.role, ctx.environment, of_environment(ctx.environment), allow_lower_tier=allow_lower_tier)
+    if refused is not None:
+        raise UserError(refused)
+    # Both logs get a record: refuse now, not after the restore, if either cannot be signed.
+    ctx.signer("restore")
+    src.signer("backup-export")
+    ctx.connect("restore")
+    _supports(ctx, "restore --from", "restore_from", "same_cluster")
+    src.connect("export")
+    src.connect("list")
+    if not ctx.actions.same_cluster(src.actions):
+        raise UserError(f"{source} ({src.actions.where}) and {environment} ({ctx.actions.where}) are on different clusters: the archive moves pod to pod inside one cluster")
+    known = src.actions.list()
+    if backup_id not in known:
+        raise UserError(f"{source} has no backup {backup_id}: it has {', '.join(known[:5]) or 'none'}{' ...' if len(known) > 5 else ''}")
+    before = None
+    if ctx.environment.is_production:
+        before = ctx.actions.create(_now())
+        ctx.record("backup", {"backup": {"id": before, "trigger": "before restore"}})
+    checked = ctx.actions.restore_from(src.actions, backup_id, _now())
+    where = {"fromStack": source_stack} if source_stack != stack else {}
+    ctx.record("restore", {"restore": {"id": backup_id, "from": source, "to": environment, **where, **checked, **({"backupBefore": before} if before else {})}})
+    src.record("backup-export", {"backup": {"id": backup_id, "to": environment, **({"toStack": stack} if source_stack != stack else {}), **checked}})
+    sys.stdout.write(f"{environment}: restored backup {backup_id} of {source}" + (f" (backup {before} taken first)" if before else "") + "\n")

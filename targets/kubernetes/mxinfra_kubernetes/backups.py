@@ -2,6 +2,12 @@
 and a copy of its local file store into one archive on the environment's backups claim, then
 retention), and a suspended CronJob that is the restore Job's template (scripts/restore.sh).
 
+A restore from another environment (`backups.restoreFrom`) moves the archive between the two
+namespaces' claims, which no pod can mount both of: an export Job in the source namespace
+(scripts/export.sh: the backups claim read-only, no Secret) connects to the destination's restore Job,
+which receives on TRANSFER_PORT; a NetworkPolicy in the destination admits only the sources' export pods.
+A download is the same export Job serving the archive once, read through the API server's pod proxy.
+
 The scripts are mounted from a ConfigMap as they are in this package: the tests run the same files
 against a real PostgreSQL. `pod_spec` is pure; `deploy` imports pulumi_kubernetes and runs only while
 deploying.
@@ -10,7 +16,9 @@ deploying.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import secrets
 import time
 import urllib.error
 import urllib.parse
@@ -22,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from mxinfra.backups import ID_FORMAT, Backups, of_environment, retention_env
 from mxinfra.environments import Environment
 from mxinfra.errors import UserError
+from mxinfra.naming import Naming
 
 from .config import Claim, EnvironmentSettings
 from .layout import JOB_CPU_MILLI, JOB_MEMORY_MB, RUNTIME_UID, Layout, milli
@@ -38,6 +47,10 @@ BACKUPS_SIZE = "20Gi"
 EXTERNAL_IMAGE = "postgres:17.2"
 # Never fires (there is no 31 February) and suspended: the restore CronJob exists only as the Job's template.
 NEVER = "0 0 31 2 *"
+# The restore Job's receiving port for an archive from another environment (restore.sh, export.sh).
+TRANSFER_PORT = 8765
+EXPORT_COMPONENT = "backup-export"
+SCRIPT_NAMES = ("backup.sh", "restore.sh", "export.sh")
 _RESTRICTED = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
@@ -50,7 +63,7 @@ def claim(settings: EnvironmentSettings, env: Environment) -> Claim | None:
 
 
 def script(name: str) -> str:
-    """The text of a container script (backup.sh or restore.sh)."""
+    """The text of a container script (backup.sh, restore.sh or export.sh)."""
     return (SCRIPTS / name).read_text()
 
 
@@ -134,6 +147,27 @@ def cron_job_spec(lay: Layout, action: str, schedule: str, pod: dict[str, Any]) 
     }
 
 
+def source_namespaces(app: str, sources: tuple[str, ...], here: dict[str, str]) -> dict[str, str]:
+    """The namespace of each restore source: a stack's own environment's as its settings say (`here`),
+    another stack's the default `<app>-<env>` (an existing namespace there is not known to this stack)."""
+    return {src: here.get(src) or Naming(app, src).physical() for src in sources}
+
+
+def transfer_policy_spec(lay: Layout, namespaces: dict[str, str]) -> dict[str, Any]:
+    """The NetworkPolicy spec that lets the sources' export pods (and nothing else) reach this
+    environment's restore pods on TRANSFER_PORT: the environment's own policy admits only the ingress
+    controller, and NetworkPolicies add up."""
+    peers = [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}, "podSelector": {"matchLabels": {"app.kubernetes.io/component": EXPORT_COMPONENT}}}
+        for ns in sorted(set(namespaces.values()))
+    ]
+    return {
+        "podSelector": {"matchLabels": lay.selector("restore")},
+        "policyTypes": ["Ingress"],
+        "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": TRANSFER_PORT}]}],
+    }
+
+
 def deploy(b: Builder, pvcs: list[tuple[str, str]], image: str | None, require_tls: bool, local_files: bool) -> None:
     """The scripts' ConfigMap, the backups claim, the backup CronJob and the restore template.
 
@@ -148,7 +182,7 @@ def deploy(b: Builder, pvcs: list[tuple[str, str]], image: str | None, require_t
     scripts = k8s.core.v1.ConfigMap(
         b.logical("backup-scripts"),
         metadata=lay.metadata(lay.name("backup-scripts"), "backup", per_release=False),
-        data={"backup.sh": script("backup.sh"), "restore.sh": script("restore.sh")},
+        data={name: script(name) for name in SCRIPT_NAMES},
         opts=b.opts(),
     )
     found = claim(b.settings, ctx.environment)
@@ -167,6 +201,16 @@ def deploy(b: Builder, pvcs: list[tuple[str, str]], image: str | None, require_t
             metadata=lay.metadata(lay.naming.physical(action, max_len=52), action, per_release=False),
             spec=cron_job_spec(lay, action, schedule, pod),
             opts=b.opts(depends_on=deps),
+        )
+    if settings.restore_from:
+        from .config import for_environment
+
+        here = {e.environment.name: Layout.of(e.naming, for_environment(ctx.config, e.environment.name), {}).namespace for e in ctx.deployment.environments}
+        k8s.networking.v1.NetworkPolicy(
+            b.logical("restore-transfer"),
+            metadata=lay.metadata(lay.name("restore-transfer"), "restore", per_release=False),
+            spec=transfer_policy_spec(lay, source_namespaces(ctx.naming.app, settings.restore_from, here)),
+            opts=b.opts(),
         )
 
 
@@ -194,7 +238,11 @@ class ClusterActions:
     def refusal(self, action: str) -> str | None:
         """Why the caller may not run `action` here (None: the cluster says it may), asked with a
         SelfSubjectAccessReview: create Jobs (create, restore) or read the backup pods' logs (list)."""
-        checks = [("create", "batch", "jobs", None)] if action in ("create", "restore") else [("list", "", "pods", None), ("get", "", "pods", "log")]
+        makes = action in ("create", "restore", "export", "download")
+        checks = [("create", "batch", "jobs", None)] if makes else [("list", "", "pods", None), ("get", "", "pods", "log")]
+        if action == "download":
+            # the archive leaves through the API server: the pod proxy to the export pod, its log for the sha256
+            checks += [("get", "", "pods", "proxy"), ("get", "", "pods", "log")]
         for verb, group, resource, sub in checks:
             attrs = {"namespace": self.lay.namespace, "verb": verb, "group": group, "resource": resource}
             if sub:
@@ -203,7 +251,7 @@ class ClusterActions:
             answer = _request(self.access, "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", review)
             if not (answer.get("status") or {}).get("allowed"):
                 what = f"{verb} {resource}{'/' + sub if sub else ''}"
-                if action in ("create", "restore") and self.env.is_production:
+                if makes and self.env.is_production:
                     return (
                         f"your identity may not {what} in {self.where}: on production the backups permission follows the platform's "
                         "backup jobs and starts none (a Job may mount any Secret); run this as the platform or release identity"
@@ -226,6 +274,77 @@ class ClusterActions:
         """Run the restore template's Job for archive `backup` and wait for it."""
         self._run("restore", {"BACKUP_ID": backup}, now.astimezone(timezone.utc).strftime(ID_FORMAT))
 
+    def same_cluster(self, other: ClusterActions) -> bool:
+        """Whether `other` acts on this cluster (the transfer is pod to pod: one cluster's network)."""
+        return str(self.access.server).rstrip("/") == str(other.access.server).rstrip("/")
+
+    def restore_from(self, source: ClusterActions, backup: str, now: datetime) -> dict[str, Any]:
+        """Restore archive `backup` of the `source` environment here: the restore Job listens, an export
+        Job in the source namespace sends it the archive, both waited for; the archive's size and sha256
+        as the receiver checked them."""
+        stamp = now.astimezone(timezone.utc).strftime(ID_FORMAT)
+        # Only whoever reads these Jobs sees the token; it admits one archive to one pod, which the
+        # destination's NetworkPolicy already closes to all but the sources' export pods.
+        token = secrets.token_hex(24)
+        receive = {"BACKUP_ID": backup, "BACKUP_SOURCE": source.env.name, "BACKUP_PORT": str(TRANSFER_PORT), "BACKUP_TOKEN": token}
+        restore_job = self._start("restore", self._job("restore", receive, stamp))
+        ip = self._pod_ip(restore_job, "restore")
+        cron = source._cron("restore")
+        name = source.lay.naming.physical("export", max_len=52)
+        export_job = source._start("export", export_job_spec(cron, name, backup, token, stamp, to=self.env.name, target=f"{ip}:{TRANSFER_PORT}"))
+        try:
+            source._started(export_job, "export")
+            source._wait(export_job, "export")
+        except UserError:
+            # The receiver would listen until BACKUP_WAIT runs out: it has nothing left to wait for.
+            with contextlib.suppress(UserError):
+                _request(self.access, "DELETE", f"/apis/batch/v1/namespaces/{self.lay.namespace}/jobs/{restore_job}?propagationPolicy=Background")
+            raise
+        self._wait(restore_job, "restore")
+        return source._announced(export_job, f"export: sent {backup} (") or {}
+
+    def download(self, backup: str, out: Path, now: datetime) -> dict[str, Any]:
+        """Copy archive `backup` to the file `out`: an export Job serves it once, read through the API
+        server's pod proxy a MiB at a time (flat memory) into `out`'s directory, checked against the size
+        and sha256 the Job logged, then renamed to `out`; the size and sha256."""
+        stamp = now.astimezone(timezone.utc).strftime(ID_FORMAT)
+        token = secrets.token_hex(24)
+        name = self.lay.naming.physical("export", max_len=52)
+        job = self._start("export", export_job_spec(self._cron("restore"), name, backup, token, stamp, to="download", serve_port=TRANSFER_PORT))
+        self._pod_ip(job, "export")  # running: its server is about to listen
+        pod = self._pod(job)["metadata"]["name"]
+        part = out.with_name(f".{out.name}.part")
+        try:
+            got = self._fetch(f"/api/v1/namespaces/{self.lay.namespace}/pods/{pod}:{TRANSFER_PORT}/proxy/{token}/{backup}.tar.gz", part, job)
+            self._wait(job, "export")
+            announced = self._announced(job, f"export: serving {backup} (")
+            if announced != got:
+                raise UserError(f"the download of {backup} arrived as {got['size']} bytes with sha256 {got['sha256']}, but the export Job {job} sent {announced or 'nothing it logged'}: not kept, run it again")
+            part.replace(out)
+            return got
+        finally:
+            part.unlink(missing_ok=True)
+
+    def _fetch(self, path: str, part: Path, job: str) -> dict[str, Any]:
+        """GET `path` into `part` a MiB at a time; its size and sha256. Retried while the pod's server starts."""
+        deadline = time.monotonic() + 120.0
+        while True:
+            try:
+                return _stream(self.access, path, part)
+            except _NotYet as e:
+                if time.monotonic() > deadline:
+                    raise UserError(f"the export Job {job} in {self.where} did not serve the archive: {e} (kubectl -n {self.lay.namespace} logs job/{job})") from None
+                time.sleep(min(self.poll, 1.0))
+
+    def _announced(self, job: str, prefix: str) -> dict[str, Any] | None:
+        """The size and sha256 an export Job logged on its line starting with `prefix` (None: no such line)."""
+        log = _request(self.access, "GET", f"/api/v1/namespaces/{self.lay.namespace}/pods/{self._pod(job)['metadata']['name']}/log", raw=True).decode(errors="replace")
+        lines = [line for line in log.splitlines() if line.startswith(prefix)]
+        if not lines:
+            return None
+        size, _, sha = lines[-1][len(prefix) :].split(")", 1)[0].partition(" bytes, sha256 ")
+        return {"size": int(size), "sha256": sha}
+
     def list(self) -> list[str]:
         """The archives as the newest successful backup run left them (its log's last list), newest first."""
         ns = self.lay.namespace
@@ -242,26 +361,60 @@ class ClusterActions:
         raise UserError(f"no finished backup run in {self.where} to read the list from (the CronJob keeps the last 3 runs): run `mxinfra backup create` first")
 
     def _run(self, action: str, env: dict[str, str], stamp: str) -> None:
-        ns, cron_name = self.lay.namespace, self.lay.naming.physical(action, max_len=52)
-        cron = _request(self.access, "GET", f"/apis/batch/v1/namespaces/{ns}/cronjobs/{cron_name}")
+        self._wait(self._start(action, self._job(action, env, stamp)), action)
+
+    def _cron(self, action: str) -> dict[str, Any]:
+        """The environment's backup or restore CronJob, as the cluster has it."""
+        name = self.lay.naming.physical(action, max_len=52)
+        return _request(self.access, "GET", f"/apis/batch/v1/namespaces/{self.lay.namespace}/cronjobs/{name}")
+
+    def _job(self, action: str, env: dict[str, str], stamp: str) -> dict[str, Any]:
+        """A Job of the `action` CronJob's template with `env` set, as `kubectl create job --from` makes it."""
+        cron = self._cron(action)
         template = cron["spec"]["jobTemplate"]
         spec = template["spec"]
         (container,) = spec["template"]["spec"]["containers"]
         container["env"] = [e for e in container.get("env", []) if e["name"] not in env] + [{"name": k, "value": v} for k, v in env.items()]
-        name = f"{cron_name[:40]}-{stamp.lower()[:15].replace('t', '')}"
-        job = {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": {
-                "name": name[:63].rstrip("-"),
-                "namespace": ns,
-                "labels": template.get("metadata", {}).get("labels", {}),
-                "annotations": {"cronjob.kubernetes.io/instantiate": "manual", "mxinfra.io/requested-by": "mxinfra backup"},
-            },
-            "spec": spec,
-        }
-        created = _request(self.access, "POST", f"/apis/batch/v1/namespaces/{ns}/jobs", job)
-        job_name = created["metadata"]["name"]
+        return _job_object(cron["metadata"]["name"], self.lay.namespace, template.get("metadata", {}).get("labels", {}), spec, stamp)
+
+    def _start(self, action: str, job: dict[str, Any]) -> str:
+        """Create `job`; its name."""
+        created = _request(self.access, "POST", f"/apis/batch/v1/namespaces/{self.lay.namespace}/jobs", job)
+        return str(created["metadata"]["name"])
+
+    def _pod(self, job_name: str) -> dict[str, Any]:
+        """The newest pod of a Job ({} while there is none)."""
+        selector = urllib.parse.quote(f"job-name={job_name}")
+        pods = _request(self.access, "GET", f"/api/v1/namespaces/{self.lay.namespace}/pods?labelSelector={selector}").get("items") or []
+        return max(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""), default={})
+
+    def _started(self, job_name: str, action: str) -> None:
+        """Wait (15 minutes at most) for the Job's pod to leave Pending: a Job whose pod the quota refuses
+        never fails by itself, and the source's quota has room for one backup pod at a time."""
+        deadline = time.monotonic() + min(self.timeout, 900.0)
+        while (self._pod(job_name).get("status") or {}).get("phase") in (None, "Pending"):
+            if time.monotonic() > deadline:
+                raise UserError(f"the {action} Job {job_name} in {self.where} did not start: kubectl -n {self.lay.namespace} describe job/{job_name} (a backup running, so the ResourceQuota is full? an image pull?)")
+            time.sleep(self.poll)
+
+    def _pod_ip(self, job_name: str, action: str) -> str:
+        """The IP of the Job's pod once it runs (the receiver: the export Job connects to it)."""
+        deadline = time.monotonic() + min(self.timeout, 900.0)
+        while True:
+            pod = self._pod(job_name)
+            status = pod.get("status") or {}
+            if status.get("phase") == "Running" and status.get("podIP"):
+                return str(status["podIP"])
+            if status.get("phase") in ("Failed", "Succeeded"):
+                self._wait(job_name, action)  # says why it failed
+                raise UserError(f"the {action} Job {job_name} in {self.where} ended before it received the archive (kubectl -n {self.lay.namespace} logs job/{job_name})")
+            if time.monotonic() > deadline:
+                raise UserError(f"the {action} Job {job_name} in {self.where} did not start: kubectl -n {self.lay.namespace} describe job/{job_name} (a full ResourceQuota, an image pull?)")
+            time.sleep(self.poll)
+
+    def _wait(self, job_name: str, action: str) -> None:
+        """Wait for the Job to complete; a UserError naming its log if it fails or takes too long."""
+        ns = self.lay.namespace
         deadline = time.monotonic() + self.timeout
         while True:
             status = _request(self.access, "GET", f"/apis/batch/v1/namespaces/{ns}/jobs/{job_name}").get("status") or {}
@@ -274,6 +427,78 @@ class ClusterActions:
             if time.monotonic() > deadline:
                 raise UserError(f"the {action} Job {job_name} in {self.where} did not finish within {self.timeout:.0f}s: follow it with kubectl -n {ns} logs -f job/{job_name}")
             time.sleep(self.poll)
+
+
+def _job_object(cron_name: str, ns: str, labels: dict[str, str], spec: dict[str, Any], stamp: str) -> dict[str, Any]:
+    """A manual Job named after its CronJob and the stamp."""
+    name = f"{cron_name[:40]}-{stamp.lower()[:15].replace('t', '')}"
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name[:63].rstrip("-"),
+            "namespace": ns,
+            "labels": labels,
+            "annotations": {"cronjob.kubernetes.io/instantiate": "manual", "mxinfra.io/requested-by": "mxinfra backup"},
+        },
+        "spec": spec,
+    }
+
+
+def export_job_spec(restore_cron: dict[str, Any], name: str, backup: str, token: str, stamp: str, *, to: str, target: str | None = None, serve_port: int | None = None) -> dict[str, Any]:
+    """The export Job of an environment, made from its restore template (image, user, limits, Pod
+    Security settings) with only what sending needs: the scripts and the backups claim read-only, no
+    Secret, no file store. It sends to `target` (host:port of another environment's restore pod) or
+    serves on `serve_port` (a download). Its pod carries no instance label: the environment's
+    NetworkPolicy (egress to the database only) does not select it, and the destination's admits it by
+    its component label."""
+    template = json.loads(json.dumps(restore_cron["spec"]["jobTemplate"]))
+    labels = {k: v for k, v in (template.get("metadata") or {}).get("labels", {}).items() if k != "app.kubernetes.io/instance"}
+    labels["app.kubernetes.io/component"] = EXPORT_COMPONENT
+    spec = template["spec"]
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    keep_env = {"BACKUP_DIR", "HOME"}
+    container["name"] = "export"
+    container["command"] = ["/bin/sh", f"{SCRIPTS_DIR}/export.sh"]
+    where = {"name": "BACKUP_TARGET", "value": target} if target is not None else {"name": "BACKUP_SERVE_PORT", "value": str(serve_port)}
+    container["env"] = [e for e in container.get("env", []) if e["name"] in keep_env and "value" in e] + [
+        {"name": "BACKUP_ID", "value": backup},
+        where,
+        {"name": "BACKUP_TOKEN", "value": token},
+    ]
+    if serve_port is not None:
+        container["ports"] = [{"name": "archive", "containerPort": serve_port, "protocol": "TCP"}]
+    container["volumeMounts"] = [{**m, "readOnly": True} for m in container.get("volumeMounts", []) if m["name"] in ("scripts", "backups")]
+    pod["volumes"] = [v for v in pod.get("volumes", []) if v["name"] in ("scripts", "backups")]
+    spec["template"]["metadata"] = {"labels": labels}
+    spec["backoffLimit"] = 0
+    job = _job_object(name, restore_cron["metadata"]["namespace"], labels, spec, stamp)
+    job["metadata"]["annotations"]["mxinfra.io/export-to"] = to
+    return job
+
+
+class _NotYet(Exception):
+    """The pod proxy could not reach the export pod's server (yet)."""
+
+
+def _stream(access: Any, path: str, part: Path) -> dict[str, Any]:
+    """GET `path` as the caller into the file `part`, a MiB at a time; its size and sha256."""
+    request = urllib.request.Request(access.server.rstrip("/") + path, method="GET", headers={"Accept": "*/*", **access.headers})
+    digest, size = hashlib.sha256(), 0
+    try:
+        with urllib.request.urlopen(request, context=access.tls, timeout=60) as response, part.open("wb") as f:
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                f.write(chunk)
+                size += len(chunk)
+    except urllib.error.HTTPError as e:
+        if e.code in (502, 503, 404):  # the proxy answers these while the server in the pod is not listening yet
+            raise _NotYet(f"HTTP {e.code}") from None
+        raise UserError(f"GET {path.split('/proxy/')[0]}/proxy/... answered HTTP {e.code} ({access.where})") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise UserError(f"the download stopped ({access.where}: {getattr(e, 'reason', None) or e})") from None
+    return {"size": size, "sha256": digest.hexdigest()}
 
 
 def _request(access: Any, method: str, path: str, body: Any = None, *, raw: bool = False) -> Any:

@@ -9,7 +9,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from mxinfra.access import Permission
+from mxinfra.capabilities import NotGranted, TargetContractError
 
+from .capabilities import CAPABILITIES
 from .config import parse_principal
 from .layout import Layout
 
@@ -78,7 +80,15 @@ def _rules(permission: Permission, layout: Layout, mode: str, names: Mapping[str
             {"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": READ},
         ]
         if mode == "plain":
+            crons = [layout.naming.physical(action, max_len=52) for action in ("backup", "restore")]
             out += [
+                # `mxinfra backup` makes its Jobs (and a restore's export Job) from the environment's two
+                # CronJobs' templates, as `kubectl create job --from=cronjob/...` does: it reads them, no other.
+                {"apiGroups": ["batch"], "resources": ["cronjobs"], "resourceNames": crons, "verbs": ["get"]},
+                # `mxinfra backup download` reads the archive from the export Job's pod through the API
+                # server's proxy. A pod name is not known ahead, so this is every pod of the namespace,
+                # GET only: no more than the Jobs above can reach already (README, "Backups").
+                {"apiGroups": [""], "resources": ["pods/proxy"], "verbs": ["get"]},
                 {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [names["database-secret"]], "verbs": ["get"]},
                 {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "resourceNames": [layout.name("postgres-data"), layout.name("files")], "verbs": ["get"]},
             ]
@@ -102,7 +112,8 @@ def subject(principal: str) -> dict[str, str]:
 
 
 def deploy(b: Builder) -> list[str]:
-    """A Role and RoleBinding per granted permission; returns the permissions left unmapped."""
+    """A Role and RoleBinding per granted permission; returns the permissions the target declares not
+    granted (capabilities.py); a declared one that renders no rule is a TargetContractError."""
     import pulumi_kubernetes as k8s
 
     lay = b.layout
@@ -111,6 +122,11 @@ def deploy(b: Builder) -> list[str]:
     for role in b.ctx.access.roles():
         rs = rules(role.permission, lay, b.settings.mode, secrets, production=b.ctx.environment.is_production)
         if not rs:
+            if not isinstance(CAPABILITIES.entries.get(role.permission), NotGranted):
+                # declared as granting something, rendered as nothing: the holder would silently get nothing
+                raise TargetContractError(
+                    f"kubernetes: capabilities.py declares {role.permission.value!r} granted, but rbac._rules renders no rule for it"
+                )
             unmapped.append(role.permission.value)
             continue
         name = lay.name(role.permission.value)

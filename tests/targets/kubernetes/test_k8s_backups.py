@@ -16,7 +16,7 @@ from mxinfra.naming import Naming
 from k8s_stacks import K8S_VERSION, config, restricted_violations, with_
 
 from mxinfra_kubernetes import rbac
-from mxinfra_kubernetes.backups import SCRIPTS
+from mxinfra_kubernetes.backups import SCRIPTS, TRANSFER_PORT, export_job_spec
 from mxinfra_kubernetes.config import KubernetesConfig, for_environment
 from mxinfra_kubernetes.layout import Layout
 
@@ -85,7 +85,7 @@ def test_production_gets_a_nightly_backup_and_a_suspended_restore_template(proje
 def test_the_cluster_runs_the_scripts_the_tests_run(project, capsys, tmp_path):
     docs, _ = _render(project, capsys, tmp_path, "production", config("production"))
     scripts = _one(docs, "ConfigMap", "orders-production-backup-scripts")
-    assert scripts["data"] == {name: (SCRIPTS / name).read_text() for name in ("backup.sh", "restore.sh")}
+    assert scripts["data"] == {name: (SCRIPTS / name).read_text() for name in ("backup.sh", "restore.sh", "export.sh")}
 
 
 @pytest.mark.usefixtures("engine_secrets")
@@ -137,3 +137,67 @@ def test_production_backups_holders_still_create_no_job():
     lay = Layout.of(Naming("orders", "production"), for_environment(KubernetesConfig.model_validate({"mode": "plain"}), "production"), {})
     for r in rbac.rules(Permission.BACKUPS, lay, "plain", production=True):
         assert set(r["verbs"]) <= {"get", "list", "watch"}, r
+
+
+@pytest.mark.usefixtures("engine_secrets")
+def test_restore_from_opens_the_restore_pods_to_the_sources_export_pods_only(project, capsys, tmp_path):
+    cfg = with_(config("acceptance"), "mxinfra:environments/acceptance.backups", {"restoreFrom": ["production"]})
+    docs, _ = _render(project, capsys, tmp_path, "acceptance", cfg)
+    policy = _one(docs, "NetworkPolicy", "orders-acceptance-restore-transfer")
+    kubernetes_validate.validate(policy, K8S_VERSION, strict=True)
+    assert policy["spec"] == {
+        "podSelector": {"matchLabels": {"app.kubernetes.io/component": "restore", "app.kubernetes.io/instance": "orders-acceptance"}},
+        "policyTypes": ["Ingress"],
+        "ingress": [
+            {
+                "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "orders-production"}}, "podSelector": {"matchLabels": {"app.kubernetes.io/component": "backup-export"}}}],
+                "ports": [{"protocol": "TCP", "port": TRANSFER_PORT}],
+            }
+        ],
+    }
+    # the restore template's pods carry both labels the policy selects
+    restore = _one(docs, "CronJob", "orders-acceptance-restore")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= restore["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"].items()
+    # without restoreFrom nothing reaches a restore pod
+    docs, _ = _render(project, capsys, tmp_path, "acceptance", config("acceptance"))
+    assert not [d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith("-restore-transfer")]
+
+
+@pytest.mark.usefixtures("engine_secrets")
+def test_the_export_job_holds_the_archive_and_nothing_else(project, capsys, tmp_path):
+    cfg = with_(config("production", instances=1), "mxinfra:kubernetes/storage", {"local": {"size": "1Gi"}})
+    docs, _ = _render(project, capsys, tmp_path, "production", cfg)
+    restore = _one(docs, "CronJob", "orders-production-restore")
+    job = export_job_spec(restore, "orders-production-export", "20261204T020000Z", "t0k3n", "20261205T010203Z", to="acceptance", target="10.0.0.7:8765")
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+    pod = job["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == [] and pod["automountServiceAccountToken"] is False
+    (c,) = pod["containers"]
+    assert c["command"] == ["/bin/sh", "/scripts/export.sh"]
+    assert _env(c) == {"BACKUP_DIR": "/backups", "HOME": "/tmp", "BACKUP_ID": "20261204T020000Z", "BACKUP_TARGET": "10.0.0.7:8765", "BACKUP_TOKEN": "t0k3n"}
+    assert [v["name"] for v in pod["volumes"]] == ["scripts", "backups"] and all(m["readOnly"] for m in c["volumeMounts"])
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    # not the environment's pod (its NetworkPolicy allows the database only); the destination admits this label
+    assert "app.kubernetes.io/instance" not in labels and labels["app.kubernetes.io/component"] == "backup-export"
+    assert job["metadata"]["name"] == "orders-production-export-20261205010203" and job["metadata"]["namespace"] == "orders-production"
+    assert job["metadata"]["annotations"]["mxinfra.io/export-to"] == "acceptance"
+    assert restore["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"] == ["/bin/sh", "/scripts/restore.sh"]  # the template untouched
+    # a download: the same pod, serving on the transfer port instead of sending
+    served = export_job_spec(restore, "orders-production-export", "20261204T020000Z", "t0k3n", "20261205T010203Z", to="download", serve_port=TRANSFER_PORT)
+    kubernetes_validate.validate(served, K8S_VERSION, strict=True)
+    (c,) = served["spec"]["template"]["spec"]["containers"]
+    assert _env(c)["BACKUP_SERVE_PORT"] == str(TRANSFER_PORT) and "BACKUP_TARGET" not in _env(c)
+    assert c["ports"] == [{"name": "archive", "containerPort": TRANSFER_PORT, "protocol": "TCP"}]
+
+
+def test_below_production_backups_reads_its_two_cron_jobs_and_downloads_through_the_proxy():
+    # `mxinfra backup` makes its Jobs from the CronJobs' templates: the Role reads those two, no other.
+    lay = Layout.of(Naming("orders", "acceptance"), for_environment(KubernetesConfig.model_validate({"mode": "plain"}), "acceptance"), {})
+    crons = [r for r in rbac.rules(Permission.BACKUPS, lay, "plain") if "cronjobs" in r["resources"]]
+    assert crons == [{"apiGroups": ["batch"], "resources": ["cronjobs"], "resourceNames": ["orders-acceptance-backup", "orders-acceptance-restore"], "verbs": ["get"]}]
+    # download: GET through the pod proxy (not exec, not attach, not port-forward); production has none of it
+    rules = rbac.rules(Permission.BACKUPS, lay, "plain")
+    assert {"apiGroups": [""], "resources": ["pods/proxy"], "verbs": ["get"]} in rules
+    assert not [r for r in rules if {"pods/exec", "pods/attach", "pods/portforward"} & set(r["resources"])]
+    prod = Layout.of(Naming("orders", "production"), for_environment(KubernetesConfig.model_validate({"mode": "plain"}), "production"), {})
+    assert not [r for r in rbac.rules(Permission.BACKUPS, prod, "plain", production=True) if "pods/proxy" in r["resources"]]

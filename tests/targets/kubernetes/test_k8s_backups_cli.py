@@ -1,16 +1,22 @@
 """`mxinfra backup list|create|restore` on the kubernetes target, end to end: the CronJobs `mxinfra plan`
 renders, served by a loopback API server whose "kubelet" runs each Job the CLI creates for real (the
 ConfigMap's script, the Job's env, its volumes as directories) against a real PostgreSQL; every row
-compared after the restore; the signed activity records checked."""
+compared after the restore; the signed activity records checked. `restore --from` too: two stacks'
+objects on one such cluster, the restore Job listening on loopback while the export Job sends to it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import socket
 import subprocess
 import threading
+import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -46,6 +52,11 @@ class Cluster:
         self.cronjobs = {d["metadata"]["name"]: d for d in objects if d["kind"] == "CronJob"}
         self.configmaps = {d["metadata"]["name"]: d for d in objects if d["kind"] == "ConfigMap"}
         self.pg_url, self.root = pg_url, root
+        self.urls: dict[str, str] = {}  # a namespace's own database (default: pg_url)
+        self.denied: set[tuple[str, str]] = set()  # (namespace, verb) the access review refuses
+        self.threads: dict[str, threading.Thread] = {}
+        self.proxied = 0
+        self.corrupt = False  # flip one bit of the next proxied answer
         self.allowed = True
         self.jobs: dict[str, dict] = {}
         self.pods: dict[str, dict] = {}
@@ -80,21 +91,34 @@ class Cluster:
         for e in c["env"]:
             if "valueFrom" in e:
                 assert e["valueFrom"]["secretKeyRef"]["key"] == "DATABASE_URL"
-                env[e["name"]] = self.pg_url
+                env[e["name"]] = self.urls.get(job["metadata"]["namespace"], self.pg_url)
             else:
                 env[e["name"]] = local(e["value"])
-        done = subprocess.run([local(a) for a in c["command"]], env=env, capture_output=True, text=True, timeout=120)
         name = job["metadata"]["name"]
-        self.logs[name] = done.stdout + done.stderr
-        ok = done.returncode == 0
-        job["status"] = {"conditions": [{"type": "Complete" if ok else "Failed", "status": "True", "message": f"exit {done.returncode}"}]}
-        self.pods[name] = {"metadata": {"name": name, "labels": pod and job["spec"]["template"]["metadata"]["labels"], "creationTimestamp": f"{len(self.pods):06d}"}, "status": {"phase": "Succeeded" if ok else "Failed"}}
+        labels = {**job["spec"]["template"]["metadata"]["labels"], "job-name": name}
+        self.pods[name] = {"metadata": {"name": name, "namespace": job["metadata"]["namespace"], "labels": labels, "creationTimestamp": f"{len(self.pods):06d}"}, "status": {"phase": "Running", "podIP": "127.0.0.1"}}
+
+        def run() -> None:
+            done = subprocess.run([local(a) for a in c["command"]], env=env, capture_output=True, text=True, timeout=120)
+            self.logs[name] = done.stdout + done.stderr
+            ok = done.returncode == 0
+            job["status"] = {"conditions": [{"type": "Complete" if ok else "Failed", "status": "True", "message": f"exit {done.returncode}"}]}
+            self.pods[name]["status"] = {"phase": "Succeeded" if ok else "Failed"}
+
+        if any(e["name"] in ("BACKUP_SOURCE", "BACKUP_SERVE_PORT") for e in c["env"]):
+            # a receiving restore Job runs while the export Job (created next) sends to it; a serving
+            # export Job while the CLI downloads from it
+            self.threads[name] = threading.Thread(target=run, daemon=True)
+            self.threads[name].start()
+        else:
+            run()
 
     def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         self.requests.append((method, path))
         url = urllib.parse.urlparse(path)
         if method == "POST" and url.path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews":
-            return 201, {**body, "status": {"allowed": self.allowed}}
+            attrs = body["spec"]["resourceAttributes"]
+            return 201, {**body, "status": {"allowed": self.allowed and (attrs["namespace"], attrs["verb"]) not in self.denied}}
         if m := re.fullmatch(r"/apis/batch/v1/namespaces/([^/]+)/cronjobs/([^/]+)", url.path):
             found = self.cronjobs.get(m.group(2))
             return (200, json.loads(json.dumps(found))) if found and found["metadata"]["namespace"] == m.group(1) else (404, {"kind": "Status", "code": 404})
@@ -106,10 +130,16 @@ class Cluster:
             self.run_job(body)
             return 201, body
         if m := re.fullmatch(r"/apis/batch/v1/namespaces/([^/]+)/jobs/([^/]+)", url.path):
+            if method == "DELETE":
+                self.jobs.pop(m.group(2), None)
+                return 200, {"kind": "Status", "status": "Success"}
+            if m.group(2) in self.threads:
+                self.threads[m.group(2)].join(timeout=30)  # answers when the Job is done, as a poll would
             return 200, self.jobs[m.group(2)]
         if url.path.endswith("/pods"):
             wanted = dict(kv.split("=") for kv in urllib.parse.parse_qs(url.query)["labelSelector"][0].split(","))
-            items = [p for p in self.pods.values() if wanted.items() <= p["metadata"]["labels"].items()]
+            ns = url.path.split("/")[4]
+            items = [p for p in self.pods.values() if wanted.items() <= p["metadata"]["labels"].items() and p["metadata"]["namespace"] == ns]
             return 200, {"kind": "PodList", "items": items}
         if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log", url.path):
             return 200, self.logs[m.group(2)]
@@ -139,10 +169,39 @@ def _serve(cluster: Cluster) -> tuple[ThreadingHTTPServer, str]:
             self.wfile.write(data)
 
         def do_GET(self) -> None:  # noqa: N802
+            if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/:]+):(\d+)/proxy/(.*)", self.path):
+                self._proxy(m.group(2), int(m.group(3)), m.group(4))
+                return
             self._answer("GET")
+
+        def _proxy(self, pod: str, port: int, rest: str) -> None:
+            """The API server's pod proxy: the pod's answer passed on a chunk at a time."""
+            assert self.headers.get("Authorization") == f"Bearer {TOKEN}"
+            cluster.requests.append(("GET", f"proxy {pod}:{port}"))
+            cluster.proxied += 1
+            try:
+                upstream = urllib.request.urlopen(f"http://{cluster.pods[pod]['status']['podIP']}:{port}/{rest}", timeout=30)
+            except urllib.error.HTTPError as e:
+                upstream = e
+            except OSError:
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            with upstream:
+                self.send_response(upstream.status if hasattr(upstream, "status") else upstream.code)
+                self.send_header("Content-Length", upstream.headers.get("Content-Length", "0"))
+                self.end_headers()
+                while chunk := upstream.read(1 << 16):
+                    if cluster.corrupt:
+                        chunk, cluster.corrupt = bytes([chunk[0] ^ 1]) + chunk[1:], False
+                    self.wfile.write(chunk)
 
         def do_POST(self) -> None:  # noqa: N802
             self._answer("POST")
+
+        def do_DELETE(self) -> None:  # noqa: N802
+            self._answer("DELETE")
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -301,3 +360,239 @@ def test_a_failed_job_is_exit_2_and_recorded_nowhere(cluster, project, capsys):
     rc, _, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "test", "-C", str(project.path))
     assert rc == 2 and "failed" in err and "kubectl -n orders-test logs job/orders-test-backup-" in err
     assert _records(project, stack, "test") == []
+
+
+# --- restore --from: another environment's backup, pod to pod -----------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _local(env: str, **backups: Any) -> dict:
+    cfg = config(env, instances=1)
+    cfg = with_(cfg, "mxinfra:kubernetes/storage", {"local": {"size": "1Gi"}})
+    cfg = with_(cfg, "mxinfra:kubernetes/database.requireTls", False)
+    if backups:
+        cfg = with_(cfg, f"mxinfra:environments/{env}.backups", backups)
+    return ungated(cfg)
+
+
+@pytest.fixture
+def two(project, capsys, tmp_path, pg, request, monkeypatch, engine_secrets) -> Iterator[Cluster]:
+    """Two stacks on one cluster, each its own database on the loopback PostgreSQL: `request.param` is
+    (source env, its backups, destination env, its backups)."""
+    from mxinfra import plan
+
+    monkeypatch.setattr("mxinfra.stackfile.read_stack_config", plan.read_stack_config)
+    monkeypatch.setattr("mxinfra_kubernetes.backups.TRANSFER_PORT", _free_port())
+    src, src_backups, dst, dst_backups = request.param
+    objects = []
+    for env, backups in ((src, src_backups), (dst, dst_backups)):
+        project.stack(env, _local(env, **backups))
+        assert main(["plan", "-s", env, "-C", str(project.path), "--out", str(tmp_path / "plan")]) == 0, capsys.readouterr().err
+        objects += [d for d in yaml.safe_load_all((tmp_path / "plan" / "kubernetes" / f"{env}.yaml").read_text()) if d]
+    capsys.readouterr()
+    c = Cluster(objects, pg.url, tmp_path / "node")
+    for env in (src, dst):
+        pg.psql(f"DROP DATABASE IF EXISTS {env}")  # the server is the module's: one statement each (no transaction)
+        pg.psql(f"CREATE DATABASE {env}")
+        c.urls[f"orders-{env}"] = pg.url.rsplit("/", 1)[0] + f"/{env}"
+    server, url = _serve(c)
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "k", "cluster": {"server": url}}],
+        "users": [{"name": "u", "user": {"token": TOKEN}}],
+        "contexts": [{"name": "k", "context": {"cluster": "k", "user": "u"}}],
+        "current-context": "k",
+    }
+    (tmp_path / "ambient-kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+    try:
+        yield c
+    finally:
+        server.shutdown()
+
+
+def _seeded(pg: PostgresServer, db: str, rows: int) -> str:
+    pg.psql(SEED.replace("generate_series(1, 2000)", f"generate_series(1, {rows})"), database=db)
+    return pg.psql('COPY (SELECT * FROM "orders$order" ORDER BY id) TO STDOUT', database=db)
+
+
+@pytest.mark.parametrize("two", [("production", {}, "acceptance", {"restoreFrom": ["production"]})], indirect=True)
+def test_production_restored_into_acceptance(two, pg, project, capsys):
+    c = two
+    prod_rows = _seeded(pg, "production", 2000)
+    _seeded(pg, "acceptance", 10)
+    prod_files = c.root / "pvc" / "orders-production-files"
+    acc_files = c.root / "pvc" / "orders-acceptance-files"
+    prod_files.mkdir(parents=True)
+    acc_files.mkdir(parents=True)
+    (prod_files / "doc1").write_bytes(b"\x00production file")
+    (acc_files / "stale").write_bytes(b"acceptance only")
+    rc, out, err = _cli(capsys, "backup", "create", "-s", "production", "-e", "production", "-C", str(project.path))
+    assert rc == 0, err
+    (backup_id,) = re.findall(r"backup (\d{8}T\d{6}Z) taken", out)
+    pg.psql('DELETE FROM "orders$order" WHERE id > 100', database="production")  # production moves on; the backup does not
+
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", "acceptance", "-e", "acceptance", "--from", "production", "--from-stack", "production", "--id", backup_id, "-C", str(project.path))
+    assert rc == 0, (err, c.logs)
+    assert f"acceptance: restored backup {backup_id} of production" in out
+    assert pg.psql('COPY (SELECT * FROM "orders$order" ORDER BY id) TO STDOUT', database="acceptance") == prod_rows
+    assert {p.name: p.read_bytes() for p in acc_files.iterdir()} == {"doc1": b"\x00production file"}
+    # the copy is in acceptance's backups, apart from its own (retention and list see none of it)
+    archive = c.root / "pvc" / "orders-production-backups" / f"{backup_id}.tar.gz"
+    copy = c.root / "pvc" / "orders-acceptance-backups" / "from-production" / f"{backup_id}.tar.gz"
+    assert copy.read_bytes() == archive.read_bytes()
+
+    export = c.created[-1]
+    assert [j["metadata"]["namespace"] for j in c.created] == ["orders-production", "orders-acceptance", "orders-production"]
+    pod = export["spec"]["template"]["spec"]
+    # the export pod holds the archive only: no Secret, no database, no file store, the claim read-only
+    assert "secretKeyRef" not in json.dumps(export) and [v["name"] for v in pod["volumes"]] == ["scripts", "backups"]
+    assert all(m["readOnly"] for m in pod["containers"][0]["volumeMounts"])
+    assert "app.kubernetes.io/instance" not in export["spec"]["template"]["metadata"]["labels"]
+
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    (restored,) = _records(project, "acceptance", "acceptance")
+    assert restored.action == "restore"
+    assert restored.changes == {"restore": {"id": backup_id, "from": "production", "to": "acceptance", "fromStack": "production", "size": archive.stat().st_size, "sha256": sha}}
+    prod = _records(project, "production", "production")
+    assert [r.action for r in prod] == ["backup", "backup-export"]
+    assert prod[1].changes == {"backup": {"id": backup_id, "to": "acceptance", "toStack": "acceptance", "size": archive.stat().st_size, "sha256": sha}}
+    for env in ("acceptance", "production"):
+        rc, out, err = _cli(capsys, "activity", "verify", "-e", env, "-C", str(project.path))
+        assert rc == 0, out + err
+
+
+@pytest.mark.parametrize("two", [("production", {}, "acceptance", {})], indirect=True)
+def test_restore_from_an_environment_not_in_restore_from_is_refused(two, pg, project, capsys):
+    c = two
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "acceptance", "-e", "acceptance", "--from", "production", "--from-stack", "production", "--id", "20261204T020000Z", "-C", str(project.path))
+    assert rc == 2 and "Traceback" not in err and "backups.restoreFrom" in err and "'production'" in err
+    assert c.created == [] and _records(project, "acceptance", "acceptance") == []
+    # the stack that deploys --from must be named when it is not this one
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "acceptance", "-e", "acceptance", "--from", "production", "--id", "20261204T020000Z", "-C", str(project.path))
+    assert rc == 2 and "--from-stack" in err
+    for bad, expect in ((["--from", "Prod-1"], "--from 'Prod-1'"), (["--from-stack", "production"], "give --from ENV too")):
+        rc, _, err = _cli(capsys, "backup", "restore", "-s", "acceptance", "-e", "acceptance", *bad, "--id", "20261204T020000Z", "-C", str(project.path))
+        assert rc == 2 and expect in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("two", [("acceptance", {}, "production", {"restoreFrom": ["acceptance"], "allowLowerTiers": True})], indirect=True)
+def test_a_lower_tier_into_production_needs_the_flag_and_takes_a_backup_first(two, pg, project, capsys):
+    c = two
+    acc_rows = _seeded(pg, "acceptance", 300)
+    _seeded(pg, "production", 2000)
+    prod_before = pg.psql('COPY (SELECT * FROM "orders$order" ORDER BY id) TO STDOUT', database="production")
+    rc, out, err = _cli(capsys, "backup", "create", "-s", "acceptance", "-e", "acceptance", "-C", str(project.path))
+    assert rc == 0, err
+    (backup_id,) = re.findall(r"backup (\d{8}T\d{6}Z) taken", out)
+    args = ["backup", "restore", "-s", "production", "-e", "production", "--from", "acceptance", "--from-stack", "acceptance", "--id", backup_id, "-C", str(project.path)]
+    rc, _, err = _cli(capsys, *args)
+    assert rc == 2 and "--allow-lower-tier" in err and len(c.created) == 1
+    rc, out, err = _cli(capsys, *args, "--allow-lower-tier")
+    assert rc == 0, (err, c.logs)
+    assert pg.psql('COPY (SELECT * FROM "orders$order" ORDER BY id) TO STDOUT', database="production") == acc_rows
+    recs = _records(project, "production", "production")
+    assert [r.action for r in recs] == ["backup", "restore"]
+    before = recs[0].changes["backup"]
+    assert before["trigger"] == "before restore" and recs[1].changes["restore"]["backupBefore"] == before["id"]
+    # production's backup taken first holds production's rows: the restore can be undone
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "production", "-e", "production", "--id", before["id"], "-C", str(project.path))
+    assert rc == 0, err
+    assert pg.psql('COPY (SELECT * FROM "orders$order" ORDER BY id) TO STDOUT', database="production") == prod_before
+
+
+@pytest.mark.parametrize("two", [("production", {}, "acceptance", {"restoreFrom": ["production"]})], indirect=True)
+def test_restore_from_needs_jobs_in_the_source_namespace(two, pg, project, capsys):
+    c = two
+    c.denied.add(("orders-production", "create"))
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "acceptance", "-e", "acceptance", "--from", "production", "--from-stack", "production", "--id", "20261204T020000Z", "-C", str(project.path))
+    assert rc == 2 and "may not create jobs in namespace orders-production" in err and "platform or release identity" in err
+    assert c.created == []
+
+
+# --- download: the archive out of the cluster through the pod proxy -----------------------------------
+
+
+@pytest.mark.parametrize("cluster", ["test"], indirect=True)
+def test_download_gives_the_mendix_cloud_archive_checked_and_recorded(cluster, pg, project, capsys, tmp_path, monkeypatch):
+    import tarfile
+    import tracemalloc
+
+    c, stack = cluster
+    monkeypatch.setattr("mxinfra_kubernetes.backups.TRANSFER_PORT", _free_port())
+    pg.psql(SEED)
+    files = c.root / "pvc" / "orders-test-files"
+    files.mkdir(parents=True)
+    (files / "big").write_bytes(os.urandom(24 << 20))  # incompressible: the archive is > 24 MiB
+    (files / "doc1").write_bytes(b"one")
+    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "test", "-C", str(project.path))
+    assert rc == 0, err
+    (backup_id,) = re.findall(r"backup (\d{8}T\d{6}Z) taken", out)
+    archive = c.root / "pvc" / "orders-test-backups" / f"{backup_id}.tar.gz"
+    dest = tmp_path / "downloads" / "new"
+    tracemalloc.start()
+    try:
+        rc, out, err = _cli(capsys, "backup", "download", "-s", stack, "-e", "test", "--id", backup_id, "-o", str(dest), "-C", str(project.path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert rc == 0, (err, c.logs)
+    got = dest / f"{backup_id}.tar.gz"
+    assert got.read_bytes() == archive.read_bytes() and [p.name for p in dest.iterdir()] == [got.name]
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert f"({archive.stat().st_size} bytes, sha256 {sha})" in out
+    assert peak < 8 << 20, f"peak {peak} bytes for a {archive.stat().st_size}-byte archive: not streamed"
+    # the Mendix Cloud layout: a pg_dump custom-format db/db.backup and the files under tree/
+    with tarfile.open(got) as t:
+        assert {"db/db.backup", "tree/doc1", "tree/big"} <= set(t.getnames())
+        t.extract("db/db.backup", tmp_path / "x", filter="data")
+    listed = subprocess.run([str(require_bin_dir() / "pg_restore"), "--list", str(tmp_path / "x" / "db" / "db.backup")], capture_output=True, text=True)
+    assert listed.returncode == 0 and 'orders$order' in listed.stdout
+    export = c.created[-1]
+    assert export["metadata"]["name"].startswith("orders-test-export-") and "secretKeyRef" not in json.dumps(export)
+    recs = _records(project, stack, "test")
+    assert [r.action for r in recs] == ["backup", "backup-download"]
+    assert recs[1].changes == {"backup": {"id": backup_id, "size": archive.stat().st_size, "sha256": sha}}
+    rc, out, err = _cli(capsys, "activity", "verify", "-e", "test", "-C", str(project.path))
+    assert rc == 0, out + err
+    # never over a file that is there
+    rc, _, err = _cli(capsys, "backup", "download", "-s", stack, "-e", "test", "--id", backup_id, "-o", str(dest), "-C", str(project.path))
+    assert rc == 2 and "not overwritten" in err
+
+
+@pytest.mark.parametrize("cluster", ["test"], indirect=True)
+def test_a_download_that_arrives_changed_is_not_kept_nor_recorded(cluster, pg, project, capsys, tmp_path, monkeypatch):
+    c, stack = cluster
+    monkeypatch.setattr("mxinfra_kubernetes.backups.TRANSFER_PORT", _free_port())
+    pg.psql(SEED)
+    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "test", "-C", str(project.path))
+    (backup_id,) = re.findall(r"backup (\d{8}T\d{6}Z) taken", out)
+    c.corrupt = True
+    rc, _, err = _cli(capsys, "backup", "download", "-s", stack, "-e", "test", "--id", backup_id, "-o", str(tmp_path / "d"), "-C", str(project.path))
+    assert rc == 2 and "not kept" in err and "Traceback" not in err
+    assert list((tmp_path / "d").iterdir()) == []
+    assert [r.action for r in _records(project, stack, "test")] == ["backup"]
+
+
+@pytest.mark.parametrize("cluster", ["production"], indirect=True)
+def test_download_bad_input_and_missing_rights_are_exit_2(cluster, project, capsys, tmp_path):
+    c, stack = cluster
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    for args, expect in (
+        (["--id", "latest", "-o", str(tmp_path)], "--id 'latest'"),
+        (["--id", "20261204T020000Z", "-o", str(a_file)], "is a file"),
+    ):
+        rc, _, err = _cli(capsys, "backup", "download", "-s", stack, "-e", "production", *args, "-C", str(project.path))
+        assert rc == 2 and expect in err and "Traceback" not in err, err
+    rc, _, err = _cli(capsys, "backup", "download", "-s", stack, "-e", "production", "--id", "20261204T020000Z", "-C", str(project.path))
+    assert rc == 2 and "-o" in err  # typer: the missing option named
+    c.allowed = False
+    rc, _, err = _cli(capsys, "backup", "download", "-s", stack, "-e", "production", "--id", "20261204T020000Z", "-o", str(tmp_path / "d"), "-C", str(project.path))
+    assert rc == 2 and "may not create jobs" in err and "platform or release identity" in err
+    assert c.created == [] and not (tmp_path / "d").exists()

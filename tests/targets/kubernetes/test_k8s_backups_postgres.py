@@ -4,10 +4,13 @@ script's retention against the core's `keep`, on the same names."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
+import socket
 import subprocess
 import tarfile
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -205,3 +208,98 @@ def test_script_retention_over_years_of_nightlies(tmp_path: Path) -> None:
     kept = _prune(tmp_path, times, now, Backups())
     assert kept == keep(times, now, Backups())
     assert now in kept and now - timedelta(days=14) not in kept
+
+
+# --- restore from another environment: export.sh sends, restore.sh receives ---------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _receiving(env: dict[str, str]) -> subprocess.Popen[str]:
+    full = {"PATH": f"{require_bin_dir()}:{os.environ['PATH']}", **env}
+    return subprocess.Popen(["sh", str(SCRIPTS / "restore.sh")], env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_an_archive_sent_by_export_is_checked_and_restored_into_another_database(pg: PostgresServer, tmp_path: Path) -> None:
+    pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA + _data(random.Random(7)))
+    source, files, theirs, dest_files = tmp_path / "src-backups", tmp_path / "src-files", tmp_path / "dst-backups", tmp_path / "dst-files"
+    for d in (source, files, theirs, dest_files):
+        d.mkdir()
+    (files / "a").write_bytes(random.Random(2).randbytes(300_000))
+    (dest_files / "only-here").write_text("replaced")
+    before, tree_before = _snapshot(pg), _tree(files)
+    done = _run("backup.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(source), "FILES_DIR": str(files), "BACKUP_NOW": "20261204T020000Z"})
+    assert done.returncode == 0, done.stderr
+    pg.psql('CREATE DATABASE "dst"')
+    dst_url = pg.url.rsplit("/", 1)[0] + "/dst"
+    try:
+        port = _free_port()
+        receiver = _receiving({"DATABASE_URL": dst_url, "BACKUP_DIR": str(theirs), "FILES_DIR": str(dest_files), "BACKUP_ID": "20261204T020000Z", "BACKUP_SOURCE": "production", "BACKUP_PORT": str(port), "BACKUP_TOKEN": "s3cret", "BACKUP_WAIT": "60"})
+        # a stranger first: refused, and the receiver waits on for the export
+        assert _wait_port(port)
+        stranger = socket.create_connection(("127.0.0.1", port), timeout=30)
+        stranger.sendall(b"mxinfra-backup/1 guess 20261204T020000Z 5 " + b"0" * 64 + b"\nhello")
+        try:
+            assert stranger.recv(10) == b""  # closed on it, no "ok"
+        except ConnectionResetError:
+            pass  # closed with "hello" unread: the same refusal
+        stranger.close()
+        sent = _run("export.sh", {"BACKUP_DIR": str(source), "BACKUP_ID": "20261204T020000Z", "BACKUP_TARGET": f"127.0.0.1:{port}", "BACKUP_TOKEN": "s3cret"})
+        out, err = receiver.communicate(timeout=120)
+        assert sent.returncode == 0 and receiver.returncode == 0, (sent.stderr, err)
+        assert "refused a connection" in err and "restored 20261204T020000Z of production" in out
+        archive = source / "20261204T020000Z.tar.gz"
+        sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+        assert f"sent 20261204T020000Z ({archive.stat().st_size} bytes, sha256 {sha})" in sent.stdout
+        # kept apart from the destination's own archives: its retention and list never see it
+        assert sorted(str(p.relative_to(theirs)) for p in theirs.rglob("*")) == ["from-production", "from-production/20261204T020000Z.tar.gz"]
+        after = {t: pg.psql(f"COPY (SELECT * FROM {t} ORDER BY 1, 2) TO STDOUT", database="dst") for t in TABLES}
+        assert after == {t: before[t] for t in TABLES}
+        assert _tree(dest_files) == tree_before
+    finally:
+        pg.psql('DROP DATABASE IF EXISTS "dst"')
+
+
+def _wait_port(port: int) -> bool:
+    for _ in range(200):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_wrong_token_or_a_corrupt_archive_restores_nothing(pg: PostgresServer, tmp_path: Path) -> None:
+    pg.psql('DROP SCHEMA public CASCADE; CREATE SCHEMA public; CREATE TABLE "orders$order" (id bigint PRIMARY KEY); INSERT INTO "orders$order" VALUES (1), (2);')
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "20261204T020000Z.tar.gz").write_bytes(b"not what was sent")
+    for token, header_sha in (("wrong", None), ("s3cret", "0" * 64)):
+        port = _free_port()
+        receiver = _receiving({"DATABASE_URL": pg.url, "BACKUP_DIR": str(tmp_path / "dst"), "BACKUP_ID": "20261204T020000Z", "BACKUP_SOURCE": "production", "BACKUP_PORT": str(port), "BACKUP_TOKEN": "s3cret", "BACKUP_WAIT": "3"})
+        assert _wait_port(port)
+        if header_sha is None:
+            sent = _run("export.sh", {"BACKUP_DIR": str(tmp_path / "src"), "BACKUP_ID": "20261204T020000Z", "BACKUP_TARGET": f"127.0.0.1:{port}", "BACKUP_TOKEN": token})
+            assert sent.returncode != 0 and "did not confirm" in sent.stderr
+        else:
+            # bytes that do not match the sha256 announced (a corrupted copy): refused after the transfer
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+                s.sendall(f"mxinfra-backup/1 s3cret 20261204T020000Z 4 {header_sha}\n".encode() + b"abcd")
+                assert s.recv(10) == b"bad\n"
+        _, err = receiver.communicate(timeout=60)
+        assert receiver.returncode != 0, err
+        assert ("no archive arrived" in err) if header_sha is None else ("not " + header_sha in err)
+        assert not list((tmp_path / "dst").rglob("*.tar.gz"))
+    assert pg.psql('SELECT count(*) FROM "orders$order"').strip() == "2"
+
+
+def test_export_refuses_a_missing_or_malformed_backup(tmp_path: Path) -> None:
+    env = {"BACKUP_DIR": str(tmp_path), "BACKUP_TARGET": "127.0.0.1:1", "BACKUP_TOKEN": "t"}
+    for bad in ("", "../x", "20261204T020000Z.tar.gz"):
+        done = _run("export.sh", {**env, "BACKUP_ID": bad})
+        assert done.returncode == 2 and "YYYYmmddTHHMMSSZ" in done.stderr, bad
+    done = _run("export.sh", {**env, "BACKUP_ID": "20261204T020000Z"})
+    assert done.returncode == 2 and "no backup" in done.stderr

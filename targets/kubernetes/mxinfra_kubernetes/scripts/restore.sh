@@ -6,6 +6,13 @@
 #   BACKUP_DIR     where archives are kept
 #   BACKUP_ID      the archive to restore: its UTC start time, YYYYmmddTHHMMSSZ
 #   FILES_DIR      the file store to replace (optional: absent when the files live in S3 or Azure)
+#   BACKUP_SOURCE  another environment whose archive BACKUP_ID is restored (optional): it is first
+#                  received from that environment's export Job (export.sh) on BACKUP_PORT, checked
+#                  (BACKUP_TOKEN, size, sha256) and kept as $BACKUP_DIR/from-<source>/<id>.tar.gz (only
+#                  the newest copy per source: retention and `mxinfra backup list` see none of them)
+#   BACKUP_PORT    the port to receive on (with BACKUP_SOURCE)
+#   BACKUP_TOKEN   the one-time token the export Job presents (with BACKUP_SOURCE)
+#   BACKUP_WAIT    seconds to wait for the archive to arrive (optional; default 900)
 set -eu
 umask 077
 : "${DATABASE_URL:?restore: DATABASE_URL is not set}"
@@ -16,16 +23,66 @@ case "$id" in
   *) echo "restore: BACKUP_ID must name a backup as YYYYmmddTHHMMSSZ, got '$id'" >&2; exit 2 ;;
 esac
 archive="$BACKUP_DIR/$id.tar.gz"
+if [ -n "${BACKUP_SOURCE:-}" ]; then
+  case "$BACKUP_SOURCE" in
+    *[!a-z0-9-]*) echo "restore: BACKUP_SOURCE must be an environment name (a-z, 0-9, -), got '$BACKUP_SOURCE'" >&2; exit 2 ;;
+  esac
+  : "${BACKUP_PORT:?restore: BACKUP_PORT is not set (needed with BACKUP_SOURCE)}"
+  : "${BACKUP_TOKEN:?restore: BACKUP_TOKEN is not set (needed with BACKUP_SOURCE)}"
+  copies="$BACKUP_DIR/from-$BACKUP_SOURCE"
+  rm -rf "$copies"
+  mkdir -p "$copies"
+  # perl-base is part of every Debian system (the postgres images are Debian-based). One connection with
+  # the right token and id is taken (others are refused and waited past), its bytes copied a MiB at a
+  # time (flat memory), then size and sha256 checked before the sender is told "ok".
+  perl -MIO::Socket::INET -e '
+    my ($port, $token, $id, $out, $wait) = @ARGV;
+    $| = 1;  # each line to the pod log as it happens
+    $SIG{ALRM} = sub { die "restore: no archive arrived on port $port within ${wait}s\n" };
+    alarm $wait;
+    my $srv = IO::Socket::INET->new(LocalAddr => "0.0.0.0", LocalPort => $port, Proto => "tcp", Listen => 4, ReuseAddr => 1)
+      or die "restore: cannot listen on port $port: $!\n";
+    print "restore: waiting for $id on port $port\n";
+    while (my $c = $srv->accept) {
+      binmode $c;
+      my ($head, $ch) = ("", "");
+      while (length $head < 300 && sysread($c, $ch, 1) && $ch ne "\n") { $head .= $ch }
+      my ($magic, $t, $i, $size, $sha) = split / /, $head;
+      unless (($magic // "") eq "mxinfra-backup/1" && ($t // "") eq $token && ($i // "") eq $id && ($size // "") =~ /^\d+$/ && ($sha // "") =~ /^[0-9a-f]{64}$/) {
+        print STDERR "restore: refused a connection without the token and archive id\n";
+        close $c; next;
+      }
+      open my $f, ">", "$out.incoming" or die "restore: $out.incoming: $!\n"; binmode $f;
+      my ($left, $buf) = ($size, "");
+      while ($left > 0) {
+        alarm $wait;  # from here on a limit on silence, not on the whole (large) transfer
+        my $n = sysread $c, $buf, $left < 1048576 ? $left : 1048576;
+        die "restore: the archive stopped after " . ($size - $left) . " of $size bytes\n" unless $n;
+        print $f $buf or die "restore: $out.incoming: $!\n";
+        $left -= $n;
+      }
+      close $f or die "restore: $out.incoming: $!\n";
+      my ($got) = split / /, `sha256sum "$out.incoming"`;
+      if ($got ne $sha) { print $c "bad\n"; die "restore: the archive arrived with sha256 $got, not $sha\n" }
+      rename "$out.incoming", $out or die "restore: $out: $!\n";
+      print $c "ok\n"; close $c;
+      print "restore: received $id from the export Job ($size bytes, sha256 $sha)\n";
+      exit 0;
+    }
+    die "restore: accept failed: $!\n";
+  ' "$BACKUP_PORT" "$BACKUP_TOKEN" "$id" "$copies/$id.tar.gz" "${BACKUP_WAIT:-900}"
+  archive="$copies/$id.tar.gz"
+fi
 [ -f "$archive" ] || { echo "restore: no backup $id in $BACKUP_DIR" >&2; exit 2; }
 
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-tar -C "$work" -xzf "$archive"
-# One transaction: a restore that fails leaves the database as it was, not half dropped.
-pg_restore --clean --if-exists --no-owner --no-privileges --single-transaction --exit-on-error \
-  --dbname="$DATABASE_URL" "$work/db/db.backup"
+# Nothing unpacked to a scratch directory first (bench/bench_backup.py): the dump streams from the archive
+# into pg_restore (its first member: tar stops after it), then tree/ is unpacked into the file store.
+# One transaction: a restore that fails leaves the database as it was, not half dropped; a dump cut
+# short (tar failing mid-way) fails pg_restore, so the pipe's status is pg_restore's.
+tar -xzOf "$archive" --occurrence=1 db/db.backup \
+  | pg_restore --clean --if-exists --no-owner --no-privileges --single-transaction --exit-on-error --dbname="$DATABASE_URL"
 if [ -n "${FILES_DIR:-}" ]; then
   find "$FILES_DIR" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
-  cp -R "$work/tree/." "$FILES_DIR/"
+  tar -xzf "$archive" -C "$FILES_DIR" --strip-components=1 tree
 fi
-echo "restore: restored $id"
+echo "restore: restored $id${BACKUP_SOURCE:+ of $BACKUP_SOURCE}"

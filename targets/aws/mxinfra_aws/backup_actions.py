@@ -1,0 +1,438 @@
+"""`mxinfra backup list|create|restore` on an AWS environment: AWS Backup jobs in the environment's vault,
+run as its backup role (backups.py renders both), by whoever runs the command with their usual AWS
+credentials, in the stack's `aws:region` and `accountId`. No Pulumi imports; boto3 only when AWS is asked.
+
+A backup is a pair of recovery points in the vault: the database's (an RDS snapshot `awsbackup:job-<id>`)
+and the file bucket's. Its id is the UTC time its jobs were initiated (`YYYYmmddTHHMMSSZ`, the core's
+format): recovery points of the same kind of run (scheduled by the plan, or on demand) initiated within
+a pairing window of the pair's first one pair up, one of each resource; a pair may miss one of the two (a
+failed job), and `details()` says which resource each id holds and when.
+
+- `refusal`: the caller's account must be the stack's, and a dry read of the vault
+  (`backup:DescribeBackupVault`, which only the `backups` permission's role holds among the environment's
+  roles) must pass. IAM's SimulatePrincipalPolicy is not open to users generally, so nothing is simulated:
+  AWS's own AccessDenied on the dry read (and on every later call) becomes a message naming the
+  environment's `backups` role.
+- `create`: `StartBackupJob` of the database and of the bucket into the vault, kept as long as the
+  shortest tier (within the production vault lock's bounds), then `DescribeBackupJob` until both are done
+  (bounded: BACKUP_TIMEOUT); the id is the pair the two new recovery points form in the vault's list.
+- `restore`: never over the running database. The database's recovery point is restored by
+  `StartRestoreJob` into a NEW instance `<db>-<id>` (the backup role's bounds allow no other name),
+  with the restore metadata AWS keeps for it (subnet group, security groups, class); the bucket's into the
+  environment's own bucket (the role reaches no other): the backup's objects become the current versions
+  again, the versions they replace stay noncurrent for the bucket's 7 / 30 / 90 days, and files written
+  since stay (a Mendix file store writes each file once, under a new key, so the running app is not
+  disturbed and the restored database finds its files). The app keeps using its instance: what switching
+  it takes is said on stderr and in the README. On production a restore is refused unless `create` took
+  an on-demand backup first in the same run (`mxinfra backup restore` does so).
+
+Every failure is a UserError (exit 2, no traceback) naming the vault or job and what to do.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from hashlib import sha256
+from typing import Any, TextIO
+
+from mxinfra.backups import ID_FORMAT, Backups
+from mxinfra.environments import Environment
+from mxinfra.errors import UserError
+
+from .backups import START_WINDOW_MINUTES, rules
+from .policies import Arns
+
+DATABASE, FILES = "database", "files"
+POLL_SECONDS = 15.0
+# A large database's snapshot or restore: the command waits, then says how to follow the job.
+BACKUP_TIMEOUT = 3 * 3600.0
+RESTORE_TIMEOUT = 6 * 3600.0
+# Recovery points of one run pair up within these of the first: an on-demand pair's two jobs start one
+# call apart; a scheduled run's jobs within the plan's start window.
+ON_DEMAND_WINDOW = timedelta(minutes=10)
+SCHEDULED_WINDOW = timedelta(minutes=START_WINDOW_MINUTES)
+RESTORABLE = frozenset({"COMPLETED", "AVAILABLE"})
+_DONE_BAD = frozenset({"ABORTED", "FAILED", "EXPIRED", "PARTIAL"})
+RDS_IDENTIFIER_MAX = 63
+_DENIED = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnauthorizedException")
+_INVALID = ("ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "UnrecognizedClientException", "InvalidSignatureException", "SignatureDoesNotMatch")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One recovery point of the environment's database or bucket."""
+
+    arn: str
+    kind: str  # DATABASE or FILES
+    at: datetime  # when its job was initiated (else created), UTC
+    scheduled: bool  # made by the plan (else on demand)
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A backup: the recovery points of one run, at most one of each kind."""
+
+    id: str
+    points: Mapping[str, Point] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """`<id>: database (...), files (...)`, naming what is missing."""
+        parts = []
+        for kind in (DATABASE, FILES):
+            p = self.points.get(kind)
+            if p is None:
+                parts.append(f"no {kind}")
+            else:
+                size = f", {p.size} bytes" if p.size is not None else ""
+                parts.append(f"{kind} ({p.at.strftime('%Y-%m-%d %H:%M:%S')} UTC{size})")
+        origin = "scheduled" if any(p.scheduled for p in self.points.values()) else "on demand"
+        return f"{self.id}: {', '.join(parts)}; {origin}"
+
+
+def _utc(t: datetime) -> datetime:
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+
+
+def points_of(recovery_points: Sequence[Mapping[str, Any]], db_arn: str, bucket_arn: str) -> list[Point]:
+    """The restorable recovery points of the environment's database and bucket, from
+    ListRecoveryPointsByBackupVault's answer (anything else in the vault is left out)."""
+    kinds = {db_arn: DATABASE, bucket_arn: FILES}
+    out = []
+    for rp in recovery_points:
+        kind = kinds.get(str(rp.get("ResourceArn")))
+        if kind is None or rp.get("Status") not in RESTORABLE:
+            continue
+        at = rp.get("InitiationDate") or rp.get("CreationDate")
+        if not isinstance(at, datetime):
+            continue
+        scheduled = bool((rp.get("CreatedBy") or {}).get("BackupPlanId"))
+        size = rp.get("BackupSizeInBytes")
+        out.append(Point(str(rp["RecoveryPointArn"]), kind, _utc(at), scheduled, int(size) if size is not None else None))
+    return out
+
+
+def pairs(points: Sequence[Point]) -> list[Pair]:
+    """The backups the points make, newest first. Oldest first, a point joins the newest pair of its
+    origin (scheduled or on demand) that lacks its kind and began within the pairing window; otherwise it
+    begins a pair, whose id is its time to the second. Ids are unique: a pair beginning in the second of
+    another takes the next free second. Pure."""
+    groups: list[tuple[bool, datetime, dict[str, Point]]] = []
+    for p in sorted(points, key=lambda p: (p.at, p.kind, p.arn)):
+        window = SCHEDULED_WINDOW if p.scheduled else ON_DEMAND_WINDOW
+        for scheduled, start, members in reversed(groups):
+            if scheduled == p.scheduled and p.kind not in members and p.at - start <= window:
+                members[p.kind] = p
+                break
+        else:
+            groups.append((p.scheduled, p.at, {p.kind: p}))
+    out, used = [], set()
+    for _, start, members in groups:
+        second = start.replace(microsecond=0)
+        while second.strftime(ID_FORMAT) in used:
+            second += timedelta(seconds=1)
+        used.add(second.strftime(ID_FORMAT))
+        out.append(Pair(second.strftime(ID_FORMAT), dict(members)))
+    return sorted(out, key=lambda g: g.id, reverse=True)
+
+
+def restored_identifier(db_identifier: str, backup_id: str) -> str:
+    """The new instance a restore creates: `<db>-<id>` in RDS's lowercase, or `<db>-<digest>` where that
+    is longer than RDS allows. Never the running instance's identifier."""
+    name = f"{db_identifier}-{backup_id.lower()}"
+    if len(name) > RDS_IDENTIFIER_MAX:
+        room = RDS_IDENTIFIER_MAX - len(db_identifier) - 1
+        if room < 4:
+            raise UserError(f"the database {db_identifier} has too long an identifier to name a restored instance {db_identifier}-* within RDS's {RDS_IDENTIFIER_MAX} characters: restore it with the AWS CLI (targets/aws/README.md)")
+        name = f"{db_identifier}-{sha256(backup_id.encode()).hexdigest()[:room]}"
+    return name
+
+
+def on_demand_days(b: Backups) -> int:
+    """How long an on-demand backup is kept: the shortest tier (the production vault lock's minimum)."""
+    return min(r.delete_after for r in rules(b))
+
+
+class VaultActions:
+    """`mxinfra backup` on one AWS environment (see the module docstring)."""
+
+    def __init__(
+        self,
+        session: Any,
+        env: Environment,
+        a: Arns,
+        b: Backups,
+        *,
+        poll: float | None = None,
+        backup_timeout: float | None = None,
+        restore_timeout: float | None = None,
+        out: TextIO | None = None,
+    ) -> None:
+        import botocore.config
+
+        self.env, self.a, self.b = env, a, b
+        # None: the module's (read now, so a test may set them)
+        self.poll = POLL_SECONDS if poll is None else poll
+        self.backup_timeout = BACKUP_TIMEOUT if backup_timeout is None else backup_timeout
+        self.restore_timeout = RESTORE_TIMEOUT if restore_timeout is None else restore_timeout
+        self.out = out
+        self.vault = a.backup_vault_name
+        self.role = a.role_arn("backup")
+        self.access_role = a.role_arn("backups")
+        config = botocore.config.Config(connect_timeout=10, read_timeout=60, retries={"mode": "standard", "max_attempts": 5})
+        with self._aws("creating the AWS clients"):
+            self.sts = session.client("sts", region_name=a.region, config=config)
+            self.backup = session.client("backup", region_name=a.region, config=config)
+        self._caller: str | None = None
+        self._taken: list[str] = []  # on-demand backups this run took (production restores need one)
+        self._pairs: list[Pair] | None = None
+
+    @property
+    def where(self) -> str:
+        """The vault, account and region, for messages."""
+        return f"AWS Backup vault {self.vault} (account {self.a.account}, {self.a.region})"
+
+    # --- the interface of mxinfra.backup_cli -----------------------------------------------------------
+
+    def refusal(self, action: str) -> str | None:
+        """Why the caller may not run `action` (None: AWS lets them read the vault): credentials of the
+        stack's account, and a dry read of the vault that only the `backups` role holds. The calls each
+        action makes are then authorised by AWS one by one, AccessDenied named as here."""
+        self._check_account()
+        import botocore.exceptions
+
+        try:
+            with self._aws(f"backup:DescribeBackupVault of {self.vault}", reraise_denied=True):
+                self.backup.describe_backup_vault(BackupVaultName=self.vault)
+        except botocore.exceptions.ClientError as exc:
+            err = exc.response.get("Error", {})
+            return f"{self._caller} may not {action} backups of {self.env.name}: AWS refused backup:DescribeBackupVault of {self.vault} ({err.get('Code')}). {self._rights()}"
+        return None
+
+    def list(self) -> list[str]:
+        """The environment's backups in its vault, newest first (ids: their UTC initiation time)."""
+        return [p.id for p in self._list()]
+
+    def details(self) -> list[str]:
+        """One line per backup, newest first: which resources it holds and when (for a CLI that prints it)."""
+        return [p.describe() for p in self._list()]
+
+    def create(self, now: datetime, keep: str | None = None) -> str:
+        """An on-demand backup of the database and the bucket, waited for; the pair's id. `keep` needs
+        nothing here: AWS Backup deletes a recovery point only when its own lifecycle ends."""
+        self._check_account()
+        days = on_demand_days(self.b)
+        jobs: dict[str, str] = {}
+        for kind, resource in ((DATABASE, self.a.db_arn), (FILES, self.a.bucket_arn)):
+            started = ", ".join(f"{k} job {j}" for k, j in jobs.items())
+            with self._aws(f"backup:StartBackupJob of {resource} into {self.vault}", started=started):
+                answer = self.backup.start_backup_job(
+                    BackupVaultName=self.vault,
+                    ResourceArn=resource,
+                    IamRoleArn=self.role,
+                    # one per call: the SDK's retries of this request are one job; another backup in the
+                    # same second is another job (a token of the second would return the first)
+                    IdempotencyToken=str(uuid.uuid4()),
+                    StartWindowMinutes=START_WINDOW_MINUTES,
+                    Lifecycle={"DeleteAfterDays": days},
+                )
+            jobs[kind] = answer["BackupJobId"]
+        done = self._wait("backup", jobs, self.backup_timeout)
+        arns = {d["RecoveryPointArn"] for d in done.values()}
+        self._pairs = None
+        for pair in self._list():
+            if arns <= {p.arn for p in pair.points.values()}:
+                self._taken.append(pair.id)
+                return pair.id
+        raise UserError(
+            f"{self.env.name}: the backup jobs {', '.join(jobs.values())} completed, but their recovery points ({', '.join(sorted(arns))}) are not one backup in {self.where}: "
+            f"see `aws backup list-recovery-points-by-backup-vault --backup-vault-name {self.vault} --region {self.a.region}`"
+        )
+
+    def restore(self, backup: str, now: datetime) -> dict[str, Any]:
+        """Restore backup `backup`: the database into a new instance, the files into the bucket; waited
+        for. What was created, which the CLI may record."""
+        self._check_account()
+        if self.env.is_production and not self._taken:
+            raise UserError(
+                f"restoring into production {self.env.name} needs an on-demand backup of it taken first, in the same run: "
+                "use `mxinfra backup restore`, which takes one and records it before restoring"
+            )
+        found = {p.id: p for p in self._list()}
+        if backup not in found:
+            raise UserError(f"{self.env.name} has no backup {backup} in {self.where}: see `mxinfra backup list`")
+        pair = found[backup]
+        jobs: dict[str, str] = {}
+        new_instance = restored_identifier(self.a.db_identifier, backup)
+        if new_instance == self.a.db_identifier:  # never over the running instance
+            raise UserError(f"refusing to restore over the running instance {self.a.db_identifier}")
+        for kind, point in sorted(pair.points.items()):
+            metadata = dict(self._restore_metadata(point))
+            if kind == DATABASE:
+                metadata["DBInstanceIdentifier"] = new_instance
+                resource_type = "RDS"
+            else:
+                metadata.update(DestinationBucketName=self.a.bucket_name, NewBucket="false")
+                resource_type = "S3"
+            started = ", ".join(f"{k} restore job {j}" for k, j in jobs.items())
+            with self._aws(f"backup:StartRestoreJob of {point.arn} ({kind})", started=started):
+                answer = self.backup.start_restore_job(
+                    RecoveryPointArn=point.arn,
+                    Metadata=metadata,
+                    IamRoleArn=self.role,
+                    IdempotencyToken=str(uuid.uuid4()),
+                    ResourceType=resource_type,
+                    # the environment's tags on the new instance: its backups permission governs it
+                    CopySourceTagsToRestoredResource=True,
+                )
+            jobs[kind] = answer["RestoreJobId"]
+        self._wait("restore", jobs, self.restore_timeout)
+        result: dict[str, Any] = {"restoreJobs": dict(jobs)}
+        lines = [f"{self.env.name}: backup {backup} restored from {self.where}:"]
+        if DATABASE in jobs:
+            result["database"] = new_instance
+            lines.append(
+                f"  database: into the NEW RDS instance {new_instance}; the app still uses {self.a.db_identifier}, which is unchanged. "
+                "The aws target has no stack config key that points the app at another instance yet: read from the new one, or have the "
+                f"platform identity move its data into {self.a.db_identifier} (pg_dump/pg_restore), then delete {new_instance} "
+                "(targets/aws/README.md, Backups)"
+            )
+        else:
+            lines.append("  database: this backup has no database recovery point: nothing restored")
+        if FILES in jobs:
+            result["files"] = self.a.bucket_name
+            lines.append(f"  files: into the environment's bucket {self.a.bucket_name}: the backup's objects are the current versions again; the versions they replaced are kept as noncurrent versions")
+        else:
+            lines.append("  files: this backup has no files recovery point: nothing restored")
+        self._say("\n".join(lines))
+        return result
+
+    # --- AWS --------------------------------------------------------------------------------------------
+
+    def _list(self) -> list[Pair]:
+        if self._pairs is not None:
+            return self._pairs
+        self._check_account()
+        found: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            with self._aws(f"backup:ListRecoveryPointsByBackupVault of {self.vault}"):
+                page = self.backup.list_recovery_points_by_backup_vault(BackupVaultName=self.vault, **({"NextToken": token} if token else {}))
+            found += page.get("RecoveryPoints") or []
+            token = page.get("NextToken")
+            if not token:
+                break
+        self._pairs = pairs(points_of(found, self.a.db_arn, self.a.bucket_arn))
+        return self._pairs
+
+    def _restore_metadata(self, point: Point) -> Mapping[str, str]:
+        with self._aws(f"backup:GetRecoveryPointRestoreMetadata of {point.arn}"):
+            answer = self.backup.get_recovery_point_restore_metadata(BackupVaultName=self.vault, RecoveryPointArn=point.arn)
+        return answer.get("RestoreMetadata") or {}
+
+    def _wait(self, what: str, jobs: Mapping[str, str], timeout: float) -> dict[str, dict[str, Any]]:
+        """Poll the jobs until each completed; a UserError naming the job if one fails or time runs out."""
+        deadline = time.monotonic() + timeout
+        done: dict[str, dict[str, Any]] = {}
+        follow = "describe-backup-job --backup-job-id" if what == "backup" else "describe-restore-job --restore-job-id"
+        while True:
+            for kind, job in jobs.items():
+                if kind in done:
+                    continue
+                with self._aws(f"backup:Describe{what.capitalize()}Job of {job}"):
+                    d = self.backup.describe_backup_job(BackupJobId=job) if what == "backup" else self.backup.describe_restore_job(RestoreJobId=job)
+                state = d.get("State") if what == "backup" else d.get("Status")
+                if state == "COMPLETED":
+                    done[kind] = d
+                elif state in _DONE_BAD:
+                    others = [f"{k} job {j}" for k, j in jobs.items() if k != kind]
+                    raise UserError(
+                        f"{self.env.name}: the {kind} {what} job {job} in {self.where} ended {state}: {d.get('StatusMessage') or 'AWS gave no reason'}"
+                        + (f" ({', '.join(others)} may still run)" if others else "")
+                        + f"; nothing was recorded. See `aws backup {follow} {job} --region {self.a.region}`"
+                    )
+            if len(done) == len(jobs):
+                return done
+            if time.monotonic() >= deadline:
+                running = [f"{k} job {j}" for k, j in jobs.items() if k not in done]
+                raise UserError(
+                    f"{self.env.name}: the {what} is still running after {timeout / 60:.0f} minutes ({', '.join(running)} in {self.where}); "
+                    f"nothing was recorded. Follow it with `aws backup {follow} <id> --region {self.a.region}`"
+                )
+            time.sleep(self.poll)
+
+    def _check_account(self) -> None:
+        """The credentials must be the stack's account's (once per run)."""
+        if self._caller is not None:
+            return
+        with self._aws("sts:GetCallerIdentity"):
+            caller = self.sts.get_caller_identity()
+        if caller.get("Account") != self.a.account:
+            raise UserError(
+                f"{self.env.name}: the AWS credentials are account {caller.get('Account')}'s ({caller.get('Arn')}), the stack deploys to account "
+                f"{self.a.account} (mxinfra:aws.accountId): {self._rights()}"
+            )
+        self._caller = str(caller.get("Arn"))
+
+    def _rights(self) -> str:
+        mfa = " with MFA" if self.env.is_production else ""
+        return (
+            f"`mxinfra backup` needs the backups permission of {self.env.name}: assume its role {self.access_role}{mfa} "
+            "(mxinfra:access grants it), e.g. with a profile whose role_arn is that role"
+        )
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.out if self.out is not None else sys.stderr)
+
+    @contextmanager
+    def _aws(self, doing: str, *, started: str = "", reraise_denied: bool = False) -> Iterator[None]:
+        """The AWS SDK's failures as UserError (exit 2), naming the call, the vault and what to do."""
+        import botocore.exceptions
+
+        head = f"{self.env.name}: AWS Backup ({self.where})"
+        also = f" (already started: {started}; see `aws backup list-backup-jobs --by-backup-vault-name {self.vault} --region {self.a.region}`)" if started else ""
+        sign_in = f"sign in (`aws sso login`, AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) to account {self.a.account}; {self._rights()}"
+        try:
+            yield
+        except (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError):
+            raise UserError(f"{head}: no AWS credentials were found: {sign_in}") from None
+        except botocore.exceptions.ClientError as exc:
+            err = exc.response.get("Error", {})
+            code, message = str(err.get("Code", "?")), str(err.get("Message", ""))[:300]
+            denied = code in _DENIED or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 403
+            if denied and reraise_denied:
+                raise
+            if denied:
+                fix = self._rights()
+            elif code in _INVALID:
+                fix = f"the AWS credentials are not valid (expired or revoked): {sign_in}"
+            elif code == "ResourceNotFoundException" and "Vault" in doing:
+                fix = f"the vault does not exist in account {self.a.account}, {self.a.region}: deploy the stack with the environment's backups on (`pulumi up`)"
+            elif code == "ResourceNotFoundException":
+                fix = "it may have expired or been deleted: see `mxinfra backup list`"
+            elif code in ("InvalidParameterValueException", "InvalidRequestException") and "StartBackupJob" in doing and self.env.is_production:
+                fix = f"production's vault lock keeps recovery points {on_demand_days(self.b)} days or more: see its MinRetentionDays/MaxRetentionDays (`aws backup describe-backup-vault --backup-vault-name {self.vault}`)"
+            else:
+                fix = "see AWS's message"
+            raise UserError(f"{head}: AWS refused {doing} ({code}: {message}): {fix}{also}") from None
+        except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError, botocore.exceptions.ReadTimeoutError) as exc:
+            raise UserError(f"{head}: the AWS API cannot be reached ({exc}): check the network and aws:region{also}") from None
+        except botocore.exceptions.BotoCoreError as exc:  # an expired SSO session, a missing profile, ...
+            raise UserError(f"{head}: the AWS SDK could not sign in ({exc}): {sign_in}{also}") from None
+
+
+def connect(env: Environment, a: Arns, b: Backups, session: Any = None, **kw: Any) -> VaultActions:
+    """The actions on `env`'s vault with the AWS SDK's usual credentials (environment, profile, SSO,
+    instance or task role) in the stack's region; nothing is called until the first action."""
+    if not a.region:
+        raise UserError(f"{env.name}: the stack sets no aws:region (pulumi config set aws:region eu-west-1)")
+    import boto3
+
+    return VaultActions(session or boto3.session.Session(), env, a, b, **kw)
+

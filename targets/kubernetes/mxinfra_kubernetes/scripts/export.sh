@@ -1,0 +1,85 @@
+#!/bin/sh
+# Send one backup archive of this environment to another environment's restore Job (restore.sh with
+# BACKUP_SOURCE set), which listens for it: run by a Job `mxinfra backup restore --from` makes in this
+# (the source) namespace, and by the tests as it is. The pod mounts the backups claim read-only and no
+# Secret: it holds nothing but the archive it sends. The receiver checks the size and sha256 sent here.
+#
+#   BACKUP_DIR     where archives are kept
+#   BACKUP_ID      the archive to send: its UTC start time, YYYYmmddTHHMMSSZ
+#   BACKUP_TARGET  host:port of the receiving restore Job's pod
+#   BACKUP_TOKEN   the one-time token the receiver expects (refuses any other connection)
+#   BACKUP_WAIT    seconds to keep trying to connect while the receiver starts (optional; default 300)
+#
+# `mxinfra backup download` runs it with BACKUP_SERVE_PORT instead of BACKUP_TARGET: it then serves the
+# archive once over HTTP, at /<BACKUP_TOKEN>/<id>.tar.gz, to the caller reaching it through the API
+# server's pod proxy, and exits (BACKUP_WAIT: seconds to wait for that request; default 900).
+set -eu
+: "${BACKUP_DIR:?export: BACKUP_DIR is not set}"
+: "${BACKUP_TOKEN:?export: BACKUP_TOKEN is not set}"
+[ -n "${BACKUP_TARGET:-}${BACKUP_SERVE_PORT:-}" ] || { echo "export: set BACKUP_TARGET (send) or BACKUP_SERVE_PORT (serve)" >&2; exit 2; }
+id=${BACKUP_ID:-}
+case "$id" in
+  [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z) ;;
+  *) echo "export: BACKUP_ID must name a backup as YYYYmmddTHHMMSSZ, got '$id'" >&2; exit 2 ;;
+esac
+archive="$BACKUP_DIR/$id.tar.gz"
+[ -f "$archive" ] || { echo "export: no backup $id in $BACKUP_DIR" >&2; exit 2; }
+size=$(wc -c < "$archive" | tr -d ' ')
+sha=$(sha256sum "$archive" | cut -d' ' -f1)
+if [ -n "${BACKUP_SERVE_PORT:-}" ]; then
+  # What the caller checks the bytes it received against (it reads this pod's log).
+  echo "export: serving $id ($size bytes, sha256 $sha) on port $BACKUP_SERVE_PORT"
+  perl -MIO::Socket::INET -e '
+    my ($port, $token, $id, $path, $size, $wait) = @ARGV;
+    $SIG{ALRM} = sub { die "export: nobody fetched $id within ${wait}s\n" };
+    alarm $wait;
+    my $srv = IO::Socket::INET->new(LocalAddr => "0.0.0.0", LocalPort => $port, Proto => "tcp", Listen => 4, ReuseAddr => 1)
+      or die "export: cannot listen on port $port: $!\n";
+    while (my $c = $srv->accept) {
+      binmode $c;
+      my ($head, $ch) = ("", "");
+      while (length $head < 8192 && $head !~ /\r?\n\r?\n\z/ && sysread($c, $ch, 1)) { $head .= $ch }
+      my ($method, $target) = $head =~ m{\A(\S+) (\S+) HTTP/1\.[01]\r?\n};
+      unless (($method // "") eq "GET" && ($target // "") eq "/$token/$id.tar.gz") {
+        print $c "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        close $c; next;
+      }
+      print $c "HTTP/1.1 200 OK\r\nContent-Type: application/gzip\r\nContent-Length: $size\r\nConnection: close\r\n\r\n";
+      open my $f, "<", $path or die "export: $path: $!\n"; binmode $f;
+      my $buf;
+      while (my $n = sysread $f, $buf, 1048576) {
+        alarm $wait;  # from here on a limit on a stalled reader, not on the whole (large) transfer
+        my $off = 0;
+        while ($off < $n) { my $w = syswrite $c, $buf, $n - $off, $off; die "export: the reader went away: $!\n" unless defined $w; $off += $w }
+      }
+      close $c;
+      exit 0;
+    }
+    die "export: accept failed: $!\n";
+  ' "$BACKUP_SERVE_PORT" "$BACKUP_TOKEN" "$id" "$archive" "$size" "${BACKUP_WAIT:-900}"
+  echo "export: served $id"
+  exit 0
+fi
+# perl-base is part of every Debian system (the postgres images are Debian-based): no extra tool needed.
+# One header line, then exactly $size bytes, copied a MiB at a time (flat memory).
+perl -MIO::Socket::INET -e '
+  my ($target, $wait, $head, $path) = @ARGV;
+  my $until = time + $wait; my $s;
+  until ($s = IO::Socket::INET->new(PeerAddr => $target, Proto => "tcp", Timeout => 10)) {
+    die "export: cannot connect to $target: $!\n" if time > $until;
+    sleep 1;
+  }
+  binmode $s; $s->autoflush(1);
+  print $s $head or die "export: $!\n";
+  open my $f, "<", $path or die "export: $path: $!\n"; binmode $f;
+  my $buf;
+  while (my $n = sysread $f, $buf, 1048576) {
+    my $off = 0;
+    while ($off < $n) { my $w = syswrite $s, $buf, $n - $off, $off; die "export: the receiver went away: $!\n" unless defined $w; $off += $w }
+  }
+  shutdown $s, 1;
+  my $ack = <$s>;
+  die "export: the receiver did not confirm the archive\n" unless defined $ack && $ack eq "ok\n";
+' "$BACKUP_TARGET" "${BACKUP_WAIT:-300}" "mxinfra-backup/1 $BACKUP_TOKEN $id $size $sha
+" "$archive"
+echo "export: sent $id ($size bytes, sha256 $sha) to $BACKUP_TARGET"

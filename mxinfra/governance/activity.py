@@ -71,17 +71,17 @@ CHECKPOINT_EVERY = 16  # a signed checkpoint every 16 records: the gate reads fe
 LEAP_AFTER = 2 * CHECKPOINT_EVERY
 # How long an append keeps trying while other writers take the next seq or the store fails transiently.
 # Time, not a number of attempts: 32 writers on one environment need many attempts each, a slow store few.
-APPEND_BUDGET = 120.0
+APPEND_BUDGET = 300.0  # 32 writers on one environment of a slow store: a loser of 550 rounds in a row is 1 in 10^7
 BUDGET_VARIABLE = "MXINFRA_APPEND_BUDGET"
 # Full-jitter exponential backoff after a transient store error: uniform in [0, min(MAX, BASE * 2**attempt)]
 # spreads a herd of writers over time, so that most win their next try, without making a lone retry slow.
 BACKOFF_BASE = 0.01
 BACKOFF_MAX = 1.0
-# After a lost race (another writer took the seq: the log moved on, the store is fine) the pause shrinks
-# with the time the append has waited, uniform in [0, MAX / (1 + waited)]: a newcomer waits up to a second,
-# an append that has lost for a minute retries within 16 ms and so tends to be first. Exponential backoff
-# there did the opposite (old losers slept longest), and 1 in about 1,000 appends of 32 writers on a slow
-# store ran out of its budget.
+# After a lost race (another writer took the seq: the log moved on, the store is fine) the pause is uniform
+# in [0, MAX] whatever the number of losses: every waiting writer has the same chance at each next seq, at
+# a bounded request rate. Exponential backoff there made old losers sleep longest (1 in about 1,000 appends
+# of 32 writers on a slow store ran out of a 120 s budget); retrying sooner the longer one had waited
+# flooded a single-threaded store with 31 writers' probes.
 # A temporary file untouched this long (or whose writer process is gone) is a killed writer's leftover.
 TEMPORARY_AGE = 3600.0
 _ENV = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
@@ -889,8 +889,7 @@ class ActivityLog:
             body["role"] = role
         body["idempotency_key"] = key
         budget = self.budget
-        started = _now()
-        deadline = started + budget
+        deadline = _now() + budget
         lost_race = False
         # a fresh key cannot have been stored by an earlier run: only a caller's key is looked up
         looked_up = idempotency_key is None
@@ -944,7 +943,7 @@ class ActivityLog:
                 cause, lost_race = exc.cause or str(exc), False
             attempt += 1
             if lost_race:
-                pause = random.uniform(0.0, max(BACKOFF_BASE, BACKOFF_MAX / (1.0 + _now() - started)))
+                pause = random.uniform(0.0, BACKOFF_MAX)
             else:
                 pause = random.uniform(0.0, min(BACKOFF_MAX, BACKOFF_BASE * 2 ** min(attempt, 16)))
             if _now() + pause > deadline:

@@ -261,7 +261,8 @@ def test_drift_finds_what_runs_as_recorded(deployed: Deployed, stack: str) -> No
     proc = _drift(deployed, stack)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     what = "StatefulSet orders-acceptance/orders-acceptance" if stack == "acceptance" else "MendixApp orders-operator/orders-operator"
-    assert f"{stack}: {what} runs what the last record (seq 1: deploy by" in proc.stdout, proc.stdout
+    # seq 1 is the deployment's intent, recorded before anything was applied; seq 2 its outcome
+    assert f"{stack}: {what} runs what the last record (seq 2: deploy by" in proc.stdout, proc.stdout
 
 
 def test_an_unrecorded_operator_source_is_named_then_put_back(deployed: Deployed) -> None:
@@ -272,7 +273,7 @@ def test_an_unrecorded_operator_source_is_named_then_put_back(deployed: Deployed
     assert done.returncode == 0, done.stderr
     proc = _drift(deployed, "operator")
     said = " ".join(proc.stderr.split())
-    assert proc.returncode == 2 and f"operator: MendixApp orders-operator/orders-operator runs sourceURL {evil}, but the last record (seq 1: deploy by" in said, said
+    assert proc.returncode == 2 and f"operator: MendixApp orders-operator/orders-operator runs sourceURL {evil}, but the last record (seq 2: deploy by" in said, said
     assert f"names sourceURL {recorded}: an unrecorded change" in said
     refused = deployed.pulumi.run("preview", stack="operator", check=False)
     assert refused.returncode != 0 and f"runs sourceURL {evil}" in " ".join((refused.stdout + refused.stderr).split())
@@ -421,7 +422,8 @@ def test_constant_change_writes_one_settings_record(deployed: Deployed) -> None:
     deployed.pulumi.up("acceptance")
     after = deployed.activity("acceptance")
     new = after[: len(after) - len(before)]
-    assert [r["action"] for r in new] == ["settings"], json.dumps(new, indent=1)
+    # newest first: the outcome, and before it the intent written before anything was applied
+    assert [r["action"] for r in new] == ["settings", "intent"] and new[1]["changes"]["intends"] == "settings", json.dumps(new, indent=1)
     sts = deployed.cluster.get("/apis/apps/v1/namespaces/orders-acceptance/statefulsets")["items"]
     refs = [e["configMapRef"]["name"] for e in sts[0]["spec"]["template"]["spec"]["containers"][0]["envFrom"] if "configMapRef" in e]
     live = deployed.cluster.get(f"/api/v1/namespaces/orders-acceptance/configmaps/{refs[0]}")
@@ -439,7 +441,7 @@ def test_constant_change_creates_the_new_config_before_deleting_the_old(deployed
     # StatefulSet's pod template moves to the new name (the pods roll), the activity resource records it.
     assert set(steps) == {"replace", "update"}, steps
     assert steps["replace"] == ["kubernetes:core/v1:ConfigMap"], steps
-    assert sorted(steps["update"]) == ["kubernetes:apps/v1:StatefulSet", "pulumi-python:dynamic:Resource"], steps
+    assert sorted(steps["update"]) == ["kubernetes:apps/v1:StatefulSet", "pulumi-python:dynamic/mxinfra:ReleaseIntent", "pulumi-python:dynamic:Resource"], steps
     # after the update only the new ConfigMap is left, the one the pods use
     assert CONSTANT_CHANGE["configmaps"] == [CONSTANT_CHANGE["live"]], CONSTANT_CHANGE
 
@@ -453,7 +455,7 @@ def test_instance_change_writes_one_scale_record(deployed: Deployed) -> None:
     deployed.pulumi.up("acceptance")
     after = deployed.activity("acceptance")
     new = after[: len(after) - len(before)]
-    assert [r["action"] for r in new] == ["scale"], json.dumps(new, indent=1)
+    assert [r["action"] for r in new] == ["scale", "intent"] and new[1]["changes"]["intends"] == "scale", json.dumps(new, indent=1)
     sts = deployed.cluster.get("/apis/apps/v1/namespaces/orders-acceptance/statefulsets")["items"]
     assert [s["spec"]["replicas"] for s in sts] == [2]
 
@@ -516,8 +518,9 @@ def test_production_is_refused_until_acceptance_records_then_promoted(deployed: 
     deployed.pulumi.up("production")
     recs = deployed.activity("production")
     # the intent of the deployment was recorded before anything of it was applied, the outcome after
-    assert [r["action"] for r in recs] == ["intent", "deploy"], recs
-    assert recs[0]["changes"]["intends"] == "deploy" and recs[0]["package_sha256"] == recs[1]["package_sha256"]
+    # (newest first)
+    assert [r["action"] for r in recs] == ["deploy", "intent"], recs
+    assert recs[1]["changes"]["intends"] == "deploy" and recs[1]["package_sha256"] == recs[0]["package_sha256"]
     # the engine's own dependency graph: every resource of the environment waited for the intent
     state = json.loads(deployed.pulumi.export("production"))["deployment"]["resources"]
     env_urn = next(r["urn"] for r in state if r["type"] == "mxinfra:index:MendixEnvironment")
@@ -577,7 +580,7 @@ def test_destroy_production_refuses_and_deletes_nothing(deployed: Deployed) -> N
         assert proc.returncode != 0, proc.stdout
         assert "protect" in (proc.stdout + proc.stderr).lower(), proc.stdout + proc.stderr
         assert _production_objects(deployed.cluster) == before, args  # the same objects (uids): nothing deleted
-    assert [r["action"] for r in deployed.activity("production")] == ["intent", "deploy"]
+    assert [r["action"] for r in deployed.activity("production")] == ["deploy", "intent"]
     assert "orders-production-statefulset" in deployed.pulumi.export("production")  # and still in the state
 
 

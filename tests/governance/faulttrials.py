@@ -219,7 +219,7 @@ def process_contention_trial(url: str, environment: str, key: Path, writers: int
         assert proc.stdout is not None
         proc.stdout.readline()  # "ready" (or nothing, if it failed: communicate below tells)
     start.touch()
-    outputs = [p.communicate(timeout=900) for p in procs]
+    outputs = [p.communicate(timeout=2400) for p in procs]
     done = {package(f"p{w}", int(line.split()[0])) for w, (out, _) in enumerate(outputs) for line in out.splitlines() if line[:1].isdigit()}
     allowed = {package(f"p{w}", i) for w in range(writers) for i in range(per_writer)} - done
     tally = check(url, environment, done, allowed, key)

@@ -64,6 +64,16 @@ def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure
             out.definition_ids[name] = above_id
             out.scopes[name] = names.subscription_scope
             _grant(ctx, names, group, r, name, above_id, names.subscription_scope, None)
+        on_vnet = roles.VNET_ACTIONS.get(perm)
+        if on_vnet and cfg.vnetId:
+            # The same principals read the VNet they deploy into: its tier is checked before every `pulumi up`.
+            name = roles.vnet_role(perm)
+            what = f"{ctx.naming.prefix}: the {perm} permission's read of the stack's VNet (mxinfra)"
+            vnet_group = cfg.vnetId.split("/providers/", 1)[0]
+            vnet_id = _definition(ctx, names, group, name, names.role_definition_guid(name), vnet_group, on_vnet, [], what)
+            out.definition_ids[name] = vnet_id
+            out.scopes[name] = cfg.vnetId
+            _grant(ctx, names, group, r, name, vnet_id, cfg.vnetId, None)
     return out
 
 

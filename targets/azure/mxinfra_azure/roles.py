@@ -133,6 +133,18 @@ SUBSCRIPTION_ACTIONS: dict[str, list[str]] = {
 # The subscription-scope role's name beside its permission's: `<permission>-status` (role, grant and
 # eligibility names derive from it).
 SUBSCRIPTION_SUFFIX = "status"
+# Actions on the stack's VNet (another resource group, the network team's): `pulumi up` by deploy reads the
+# VNet's tier tag and subnets before it declares anything (network.check_tier, F14). Defined at the VNet's
+# resource group, assigned at the VNet alone, to the same principals under the same rules (PIM on production).
+VNET_ACTIONS: dict[str, list[str]] = {
+    "deploy": ["Microsoft.Network/virtualNetworks/read"],
+}
+VNET_SUFFIX = "network"
+
+
+def vnet_role(permission: str) -> str:
+    """The name of `permission`'s VNet-scope role (`deploy` -> `deploy-network`)."""
+    return f"{permission}-{VNET_SUFFIX}"
 
 
 def subscription_role(permission: str) -> str:

@@ -319,11 +319,20 @@ def test_custom_roles_at_the_environment_scope(role_run):
 def test_non_production_grants_are_assignments(pulumi_run):
     _, res = run(pulumi_run, "acceptance")
     grants = {r.name.removeprefix("orders-acceptance-grant-"): r.inputs for r in res.of_type(f"{T}authorization:RoleAssignment") if "-grant-" in r.name}
-    assert set(grants) == {f"deploy-{PEOPLE}", f"deploy-status-{PEOPLE}", f"monitor-{PEOPLE}", f"backups-{PEOPLE}", f"monitor-{ONCALL}", f"alerts-{ONCALL}", f"manage-{ALICE}", f"api-{ALICE}", f"api-{ROBOT}"}
+    assert set(grants) == {f"deploy-{PEOPLE}", f"deploy-status-{PEOPLE}", f"deploy-network-{PEOPLE}", f"monitor-{PEOPLE}", f"backups-{PEOPLE}", f"monitor-{ONCALL}", f"alerts-{ONCALL}", f"manage-{ALICE}", f"api-{ALICE}", f"api-{ROBOT}"}
     # deploy's operation-status read, to the same principals, at the subscription
     status = grants.pop(f"deploy-status-{PEOPLE}")
     assert status["scope"] == SUBSCRIPTION and status["principalType"] == "Group"
     assert status["roleDefinitionId"] == "orders-acceptance-role-deploy-status-id"
+    # deploy's read of the stack's VNet (its tier, checked before every pulumi up): on the VNet alone,
+    # by a role defined in the VNet's resource group that reads virtual networks and nothing else
+    network = grants.pop(f"deploy-network-{PEOPLE}")
+    assert network["scope"] == VNET and network["principalType"] == "Group"
+    assert network["roleDefinitionId"] == "orders-acceptance-role-deploy-network-id"
+    rd = res.named("orders-acceptance-role-deploy-network").inputs
+    vnet_group = VNET.split("/providers/", 1)[0]
+    assert rd["scope"] == vnet_group and rd["assignableScopes"] == [vnet_group]
+    assert rd["permissions"] == [{"actions": ["Microsoft.Network/virtualNetworks/read"], "notActions": [], "dataActions": [], "notDataActions": []}]
     assert grants[f"deploy-{PEOPLE}"]["principalType"] == "Group"
     assert grants[f"manage-{ALICE}"]["principalType"] == "User"
     assert grants[f"api-{ROBOT}"]["principalType"] == "ServicePrincipal"
@@ -354,11 +363,11 @@ def test_production_people_are_eligible_never_standing(pulumi_run):
     # only the service principal's api (allowOnProduction) stands; people are eligible
     assert [(r.inputs["principalId"], r.inputs["principalType"]) for r in standing] == [(ROBOT, "ServicePrincipal")]
     eligible = {grant_parts(r)[::-1] for r in res.of_type(f"{T}authorization:PimRoleEligibilitySchedule")}
-    assert eligible == {(PEOPLE, "deploy"), (PEOPLE, "deploy-status"), (PEOPLE, "monitor"), (PEOPLE, "backups"), (ONCALL, "monitor"), (ONCALL, "alerts"), (ALICE, "manage"), (ALICE, "api")}
+    assert eligible == {(PEOPLE, "deploy"), (PEOPLE, "deploy-status"), (PEOPLE, "deploy-network"), (PEOPLE, "monitor"), (PEOPLE, "backups"), (ONCALL, "monitor"), (ONCALL, "alerts"), (ALICE, "manage"), (ALICE, "api")}
     for r in res.of_type(f"{T}authorization:PimRoleEligibilitySchedule"):
         name = grant_parts(r)[0]
-        # deploy's operation-status read is at the subscription, under the same PIM rules
-        assert r.inputs["scope"] == (SUBSCRIPTION if name == "deploy-status" else scope("production"))
+        # deploy's operation-status read is at the subscription, its VNet read on the VNet, under the same PIM rules
+        assert r.inputs["scope"] == {"deploy-status": SUBSCRIPTION, "deploy-network": VNET}.get(name, scope("production"))
         assert r.inputs["scheduleInfo"] == {"expiration": {"type": "NoExpiration"}}
         policy = res.named(f"orders-production-role-{name}-policy")
         assert policy.urn in r.dependencies
@@ -367,9 +376,9 @@ def test_production_people_are_eligible_never_standing(pulumi_run):
 def test_production_pim_policies(pulumi_run):
     _, res = run(pulumi_run, "production")
     policies = {r.name: r for r in res.of_type(f"{T}authorization:RoleManagementPolicy")}
-    assert set(policies) == {f"orders-production-role-{p}-policy" for p in ("deploy", "deploy-status", "monitor", "backups", "alerts", "manage", "api")}
+    assert set(policies) == {f"orders-production-role-{p}-policy" for p in ("deploy", "deploy-status", "deploy-network", "monitor", "backups", "alerts", "manage", "api")}
     for name, p in policies.items():
-        where = SUBSCRIPTION if name == "orders-production-role-deploy-status-policy" else scope("production")
+        where = {"orders-production-role-deploy-status-policy": SUBSCRIPTION, "orders-production-role-deploy-network-policy": VNET}.get(name, scope("production"))
         assert p.inputs["scope"] == where
         rules = {r["id"]: r for r in p.inputs["rules"]}
         mfa = rules["Enablement_EndUser_Assignment"]
@@ -391,9 +400,9 @@ def test_production_pim_policies(pulumi_run):
 def test_shorter_sessions_shorten_activation(pulumi_run):
     access = [{"principal": f"group:{PEOPLE}", "environments": ["production"], "permissions": ["deploy"], "maxSessionSeconds": 3600}]
     _, res = run(pulumi_run, "production", access=access)
-    for p in res.of_type(f"{T}authorization:RoleManagementPolicy"):  # deploy's and deploy-status's
+    for p in res.of_type(f"{T}authorization:RoleManagementPolicy"):  # deploy's, deploy-status's and deploy-network's
         assert {r["id"]: r for r in p.inputs["rules"]}["Expiration_EndUser_Assignment"]["maximumDuration"] == "PT1H"
-    assert len(res.of_type(f"{T}authorization:RoleManagementPolicy")) == 2
+    assert len(res.of_type(f"{T}authorization:RoleManagementPolicy")) == 3
     assert pim.duration(5400) == "PT90M"
 
 
@@ -416,10 +425,11 @@ def test_deploy_reads_operation_statuses_at_the_subscription_only(role_run):
     assert {p for name, p in grants if name == "deploy-status"} == {p for name, p in grants if name == "deploy"} == {PEOPLE}
     kinds = {r.type for r in res if "-deploy-status-" in r.name and ("-grant-" in r.name or "-eligible-" in r.name)}
     assert kinds == ({f"{T}authorization:PimRoleEligibilitySchedule"} if role == "production" else {f"{T}authorization:RoleAssignment"})
-    # nobody else's role reaches above the resource group
+    # nobody else's role reaches above the resource group (deploy's VNet read: the VNet's group, assigned on the VNet alone)
+    vnet_group = VNET.split("/providers/", 1)[0]
     for r in res.of_type(f"{T}authorization:RoleDefinition"):
         if r.name != rd.name:
-            assert r.inputs["assignableScopes"] == [scope(role)], r.name
+            assert r.inputs["assignableScopes"] == [vnet_group if r.name.endswith("-deploy-network") else scope(role)], r.name
 
 
 def test_no_deploy_no_subscription_role(pulumi_run):

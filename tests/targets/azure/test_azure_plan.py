@@ -85,6 +85,10 @@ def test_plan_json_exports_role_definitions_and_scopes(capsys, azure_example):
     status = roles.pop("orders-acceptance-role-deploy-status")["inputs"]
     assert status["scope"] == "/subscriptions/11111111-2222-3333-4444-555555555555"
     assert status["permissions"][0]["actions"] == ["Microsoft.App/locations/containerappOperationStatuses/read"]
+    # and its read of the stack's VNet in the VNet's resource group (the tier check before every pulumi up)
+    network = roles.pop("orders-acceptance-role-deploy-network")["inputs"]
+    assert network["permissions"][0]["actions"] == ["Microsoft.Network/virtualNetworks/read"]
+    assert network["assignableScopes"] == [network["scope"]] and "/resourceGroups/" in network["scope"] and "/providers/" not in network["scope"]
     assert {r["inputs"]["scope"] for r in roles.values()} == {"/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/orders-acceptance-rg"}
 
 

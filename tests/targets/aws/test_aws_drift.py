@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -38,21 +37,6 @@ UPDATE = f"aws ecs update-service --region {REGION} --cluster {CLUSTER} --servic
 # What every message names the environment's services by, as released (revision 1 of each family).
 RELEASED = f"ECS service {LEADER} (revision {LEADER}:1; follower service {FOLLOWER}, revision {FOLLOWER}:1; cluster {CLUSTER}, {REGION})"
 DENIED = json.dumps({"__type": "AccessDeniedException", "message": f"User: arn:aws:sts::{ACCOUNT}:assumed-role/orders-production-monitor/rita is not authorized to perform: ecs:DescribeTaskDefinition"})
-
-
-@pytest.fixture
-def aws_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fake credentials and no profile, endpoint or instance metadata of the developer's."""
-    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_ECS", "AWS_ENDPOINT_URL_STS", "AWS_USE_FIPS_ENDPOINT",
-                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_WEB_IDENTITY_TOKEN_FILE",
-                 "AWS_SESSION_TOKEN", "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE", "MOTO_ACCOUNT_ID"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")  # not the stack's: the stack's aws:region is used
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
 SECURE = {"secure": "v1:AAAA"}

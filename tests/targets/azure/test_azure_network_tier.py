@@ -144,18 +144,10 @@ class NetworkArm(Arm):
             )
         if vnet_id.lower() not in self.vnets:
             return self.vnet_error(404, "ResourceNotFound", f"The Resource 'Microsoft.Network/virtualNetworks/{name}' under resource group '{group}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix")
-        return self.serve_vnet(200, self.vnets[vnet_id.lower()])
+        return self.serve(200, self.vnets[vnet_id.lower()], check_vnet_body)
 
     def vnet_error(self, status: int, code: str, message: str) -> tuple[int, dict[str, Any]]:
-        return self.serve_vnet(status, {"error": {"code": code, "message": message}})
-
-    def serve_vnet(self, status: int, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        try:
-            check_vnet_body(status, body)
-        except AssertionError as e:
-            self.failures.append(str(e))
-            return 500, {"error": {"code": "TestDoubleInvalid", "message": str(e)[:200]}}
-        return status, body
+        return self.error(status, code, message, check_vnet_body)
 
     def vnet_requests(self) -> list[dict[str, Any]]:
         return [r for r in self.requests if VNET_RE.match(r["path"])]

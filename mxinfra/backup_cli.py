@@ -92,7 +92,7 @@ class _Context:
 
     def record(self, action: str, changes: dict[str, Any]) -> None:
         """Append the action to the environment's log, naming what runs as its last record does."""
-        from .governance.activity import ActivityLog
+        from .governance.activity import ActivityLog, what_runs
         from .governance.store import open_store
 
         d, env = self.deployment, self.environment.name
@@ -106,11 +106,7 @@ class _Context:
             env,
             actor=store.identity(),
             action=action,
-            package_sha256=last.package_sha256 if last is not None else "0" * 64,
-            package_version=last.package_version if last is not None else None,
-            artifact=last.artifact if last is not None else None,
-            instances=last.instances if last is not None else None,
-            role=last.role if last is not None else None,
+            **what_runs(last),
             app=d.config.app.name,
             changes=changes,
         )

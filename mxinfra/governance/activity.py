@@ -179,6 +179,15 @@ def record_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json({k: v for k, v in body.items() if k not in ("hash", "signature")})).hexdigest()
 
 
+def what_runs(last: ActivityRecord | None, *, package_sha256: str = "0" * 64, package_version: str | None = None, artifact: str | None = None) -> dict[str, Any]:
+    """The `append` fields of a record that changes no workload (a backup, a grant): what `last` (the newest
+    record that says what runs) names as running, package, artifact, instance count and tier, so that
+    `mxinfra drift` reads the same state before and after it; without one, the given package and artifact."""
+    if last is None:
+        return {"package_sha256": package_sha256, "package_version": package_version, "artifact": artifact, "instances": None, "role": None}
+    return {"package_sha256": last.package_sha256, "package_version": last.package_version, "artifact": last.artifact, "instances": last.instances, "role": last.role}
+
+
 def judge_deploy(record: ActivityRecord, trust: Trust | None, app: str | None) -> tuple[bool, str]:
     """Whether a deploy record counts as a trusted deploy, and who signed it or why it does not count: the
     one rule the gate (`ActivityLog.deploy_evidence`, which adds only where the record sits: in the chain,

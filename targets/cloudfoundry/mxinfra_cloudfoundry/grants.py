@@ -204,7 +204,7 @@ def expire_due(
     to), a role of such a user that no verified, unexpired grant backs is removed too, once it is older
     than `grace_seconds` (a grant being recorded right now): a role a granted Space Manager created by
     hand, or one whose grant record was deleted, does not outlive the round."""
-    from mxinfra.governance.activity import ActivityLog
+    from mxinfra.governance.activity import ActivityLog, what_runs
     from mxinfra.governance.promotion import repository_url
     from mxinfra.governance.store import open_store
 
@@ -244,11 +244,7 @@ def expire_due(
             actor=store.identity(),
             action="permissions",
             # a grant changes no workload: the record names what runs, as the newest record says it
-            package_sha256=book.last.package_sha256 if book.last is not None else record.package_sha256,
-            package_version=book.last.package_version if book.last is not None else record.package_version,
-            artifact=book.last.artifact if book.last is not None else record.artifact,
-            instances=book.last.instances if book.last is not None else None,
-            role=book.last.role if book.last is not None else None,
+            **what_runs(book.last, package_sha256=record.package_sha256, package_version=record.package_version, artifact=record.artifact),
             app=app,
             changes={REVOKE: {"id": gid, "principal": g["principal"], "permission": g["permission"], "reason": reason, "at": _iso(now)}},
         )
@@ -268,11 +264,7 @@ def expire_due(
             environment,
             actor=store.identity(),
             action="permissions",
-            package_sha256=last.package_sha256 if last is not None else "0" * 64,
-            package_version=last.package_version if last is not None else None,
-            artifact=last.artifact if last is not None else None,
-            instances=last.instances if last is not None else None,
-            role=last.role if last is not None else None,
+            **what_runs(last),
             app=app,
             changes={REVOKE: {"id": gid, "principal": principal, "permission": None, "role": role["type"], "reason": "no verified grant (a role made outside mxinfra access grant)", "at": _iso(now)}},
         )
@@ -328,7 +320,7 @@ def _trust(d: Any, environment: str, base_dir: Path) -> Any:
 
 def grant(directory: Path, stack: str, principal: str, permission: str, duration: str, *, environment: str | None = None, client: Any = None, now: dt.datetime | None = None) -> dict[str, Any]:
     """Create a production space role for an eligible principal, recorded (signed) with its expiry."""
-    from mxinfra.governance.activity import ActivityLog
+    from mxinfra.governance.activity import ActivityLog, what_runs
     from mxinfra.governance.signing import fingerprint
     from mxinfra.governance.store import open_store
 
@@ -395,11 +387,7 @@ def grant(directory: Path, stack: str, principal: str, permission: str, duration
             env,
             actor=store.identity(),
             action="permissions",
-            package_sha256=last.package_sha256 if last is not None else d.package.sha256,
-            package_version=last.package_version if last is not None else d.package.version or d.package.model_version,
-            artifact=last.artifact if last is not None else p.artifact,
-            instances=last.instances if last is not None else None,
-            role=last.role if last is not None else None,
+            **what_runs(last, package_sha256=d.package.sha256, package_version=d.package.version or d.package.model_version, artifact=p.artifact),
             app=d.config.app.name,
             changes={GRANT: record},
         )

@@ -34,7 +34,6 @@ TIER_TAG = "mxinfra:tier"
 VNET_API_VERSION = "2024-05-01"
 VNET_READ = "Microsoft.Network/virtualNetworks/read"
 ARM_SCOPE = "https://management.azure.com/.default"  # what the management SDKs ask a token for
-SIGN_IN = "sign in (`az login`, a service principal in AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET, workload identity or a managed identity)"
 SUBNET_KEYS = ("infrastructureSubnetId", "databaseSubnetId", "privateEndpointSubnetId")
 
 
@@ -183,10 +182,6 @@ def vnet_problems(cfg: AzureConfig, environments: Iterable[tuple[str, str, bool]
     return out
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-
-
 def _arm_error(response: Any) -> str:
     """ARM's error code and message of a failed response, briefly."""
     try:
@@ -244,12 +239,12 @@ def read_vnet(vnet_id: str, *, credential: Any = None, endpoint: str | None = No
             response.read()
     except ClientAuthenticationError as exc:
         if exc.status_code is None:  # no credential produced a token (nothing was sent to ARM)
-            raise VnetUnreadable(f"{head}: no Azure credential could sign in ({_first_line(exc)}): {SIGN_IN}; {rights}") from None
-        raise VnetUnreadable(f"{head}: Azure refused the credential ({_first_line(exc)}): {rights}") from None
+            raise VnetUnreadable(f"{head}: no Azure credential could sign in ({running.first_line(exc)}): {running.SIGN_IN_WAYS}; {rights}") from None
+        raise VnetUnreadable(f"{head}: Azure refused the credential ({running.first_line(exc)}): {rights}") from None
     except (ServiceRequestError, ServiceResponseError) as exc:
-        raise VnetUnreadable(f"{head}: Azure Resource Manager cannot be reached ({_first_line(exc)}): check the network") from None
+        raise VnetUnreadable(f"{head}: Azure Resource Manager cannot be reached ({running.first_line(exc)}): check the network") from None
     except AzureError as exc:
-        raise VnetUnreadable(f"{head}: {type(exc).__name__} ({_first_line(exc)})") from None
+        raise VnetUnreadable(f"{head}: {type(exc).__name__} ({running.first_line(exc)})") from None
     status = response.status_code
     if status == 200:
         try:

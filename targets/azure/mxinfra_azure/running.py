@@ -39,10 +39,9 @@ CONFIG_NOTE = (
     "Microsoft.App/containerApps/write events show them"
 )
 READ_RIGHTS = "Microsoft.App/containerApps/read on the environment's resource group (its deploy and monitor roles have it)"
-SIGN_IN = (
-    "sign in (`az login`, a service principal in AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET, "
-    "workload identity or a managed identity) as an identity with " + READ_RIGHTS
-)
+# How to get an Azure credential (the same ways DefaultAzureCredential tries), for every message that needs one
+SIGN_IN_WAYS = "sign in (`az login`, a service principal in AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET, workload identity or a managed identity)"
+SIGN_IN = SIGN_IN_WAYS + " as an identity with " + READ_RIGHTS
 # Gone: the app, or its resource group with it (ARM's codes of a 404 from a GET under a resource group).
 _GONE = {"ResourceNotFound", "ResourceGroupNotFound"}
 
@@ -118,7 +117,8 @@ def observed(environment: str, subscription: str, group: str, leader: str, worke
     )
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an SDK error (they run to pages), at most 300 characters, for a one-line message."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
@@ -132,7 +132,7 @@ def _azure(environment: str, subscription: str, doing: str) -> Iterator[None]:
         yield
     except ClientAuthenticationError as exc:
         if exc.status_code is None:  # no credential produced a token (nothing was sent to ARM)
-            raise CannotObserve(f"{head}: no Azure credential could sign in ({_first_line(exc)}): {SIGN_IN}") from None
+            raise CannotObserve(f"{head}: no Azure credential could sign in ({first_line(exc)}): {SIGN_IN}") from None
         raise CannotObserve(f"{head}: Azure refused the credential for {doing} ({_code(exc)}): the token is not valid for this tenant or has expired: {SIGN_IN}") from None
     except HttpResponseError as exc:
         if exc.status_code == 403:
@@ -143,7 +143,7 @@ def _azure(environment: str, subscription: str, doing: str) -> Iterator[None]:
             fix = "see Azure's message"
         raise CannotObserve(f"{head}: Azure refused {doing} ({exc.status_code} {_code(exc)}): {fix}") from None
     except (ServiceRequestError, ServiceResponseError) as exc:
-        raise CannotObserve(f"{head}: Azure Resource Manager cannot be reached ({_first_line(exc)}): check the network") from None
+        raise CannotObserve(f"{head}: Azure Resource Manager cannot be reached ({first_line(exc)}): check the network") from None
 
 
 def _code(exc: Any) -> str:
@@ -152,7 +152,7 @@ def _code(exc: Any) -> str:
     code, message = getattr(err, "code", None), getattr(err, "message", None)
     if code or message:
         return f"{code or '?'}: {str(message or '')[:500]}".rstrip(": ")
-    return getattr(exc, "reason", None) or _first_line(exc)
+    return getattr(exc, "reason", None) or first_line(exc)
 
 
 def _app(model: Any, name: str) -> App:

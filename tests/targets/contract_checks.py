@@ -122,32 +122,19 @@ def azure_policy_problems(name: str, rules: list[Mapping[str, Any]], limit: int)
 # --- secrets and machine paths in inputs -----------------------------------------------------------------
 
 
-def plain_leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
-    """(path, leaf) of every key and leaf of `value` outside Pulumi secrets (a Sealed subtree is skipped)."""
+def leaves(value: Any, path: str = "", *, secrets: bool) -> Iterator[tuple[str, Any]]:
+    """(path, leaf) of every key and leaf of `value`: with `secrets`, Pulumi secrets unwrapped (what the
+    state holds); without, a Sealed subtree skipped (what is outside secrets)."""
     if isinstance(value, Sealed):
-        return
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            yield f"{path}.{k}" if path else str(k), k
-            yield from plain_leaves(v, f"{path}.{k}" if path else str(k))
-    elif isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            yield from plain_leaves(v, f"{path}[{i}]")
-    elif not isinstance(value, Computed):
-        yield path, value
-
-
-def all_leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
-    """(path, leaf) of every key and leaf of `value`, Pulumi secrets unwrapped (what the state holds)."""
-    if isinstance(value, Sealed):
-        yield from all_leaves(value.value, path)
+        if secrets:
+            yield from leaves(value.value, path, secrets=True)
     elif isinstance(value, Mapping):
         for k, v in value.items():
             yield f"{path}.{k}" if path else str(k), k
-            yield from all_leaves(v, f"{path}.{k}" if path else str(k))
+            yield from leaves(v, f"{path}.{k}" if path else str(k), secrets=secrets)
     elif isinstance(value, (list, tuple)):
         for i, v in enumerate(value):
-            yield from all_leaves(v, f"{path}[{i}]")
+            yield from leaves(v, f"{path}[{i}]", secrets=secrets)
     elif not isinstance(value, Computed):
         yield path, value
 
@@ -164,7 +151,7 @@ def secret_leaks(registrations: Iterable[Any], secrets: Mapping[str, str]) -> li
     forms = {name: _forms(value) for name, value in secrets.items()}
     out = []
     for reg in registrations:
-        for path, leaf in plain_leaves(reg.inputs):
+        for path, leaf in leaves(reg.inputs, secrets=False):
             text = leaf if isinstance(leaf, str) else json.dumps(leaf) if isinstance(leaf, (Mapping, list)) else None
             if text is None:
                 continue
@@ -183,7 +170,7 @@ def machine_path_leaks(registrations: Iterable[Any], paths: Iterable[Path]) -> l
         patterns.append((p, re.compile(r"(?<![\w.~-])" + re.escape(p) + r"(?![\w.-])")))
     out = []
     for reg in registrations:
-        for path, leaf in all_leaves(reg.inputs):
+        for path, leaf in leaves(reg.inputs, secrets=True):
             if not isinstance(leaf, str):
                 continue
             for p, rx in patterns:

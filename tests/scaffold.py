@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,27 @@ def app_config(target: str = "fake", **extra: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {"mxinfra:app": {"name": "orders", "package": str(EXAMPLE_MDA), "target": target}}
     cfg.update(extra)
     return cfg
+
+
+SECURE = {"secure": "v1:AAAA"}  # a value as `pulumi config set --secret` stores it (offline: `[secret]`)
+
+
+def encrypted(cfg: dict[str, Any]) -> dict[str, Any]:
+    """`cfg` with its environments' secret values stored encrypted, as a stack file holds them."""
+    out = copy.deepcopy(cfg)
+    for body in out["mxinfra:environments"].values():
+        body["adminPassword"] = SECURE
+        if "license" in body:
+            body["license"]["key"] = SECURE
+        for name in body.get("secretConstants") or {}:
+            body["secretConstants"][name] = SECURE
+    return out
+
+
+def run_drift(project: Any, capsys: Any, stack: str) -> tuple[int, str, str]:
+    """`mxinfra drift -s STACK` in the project: (exit code, stdout, stderr on one line)."""
+    from mxinfra.cli import main
+
+    rc = main(["drift", "-s", stack, "-C", str(project.path)])
+    out = capsys.readouterr()
+    return rc, out.out, " ".join(out.err.split())

@@ -14,7 +14,6 @@ policies are shown to be refused the same calls. Not verified against real AWS: 
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from collections.abc import Iterator
@@ -36,8 +35,8 @@ from mxinfra_aws.policies import Arns
 
 from awshelpers import ACCOUNT, REGION, config
 from backup_double import BackupDouble, check_shape
+from scaffold import encrypted
 
-SECURE = {"secure": "v1:AAAA"}
 CLUSTER = "orders-cluster"
 
 
@@ -47,14 +46,7 @@ def arns(env: str) -> Arns:
 
 def stack_file(role: str) -> dict[str, Any]:
     """The stack file of an environment named after `role`, its secrets stored encrypted."""
-    out = copy.deepcopy(config(role, aws={"vpcTags": {}} if role != "production" else None))
-    body = out["mxinfra:environments"][role]
-    body["adminPassword"] = SECURE
-    if "license" in body:
-        body["license"]["key"] = SECURE
-    for name in body.get("secretConstants") or {}:
-        body["secretConstants"][name] = SECURE
-    return out
+    return encrypted(config(role, aws={"vpcTags": {}} if role != "production" else None))
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ resource's own provider (scaffold.record_deploy), and a hand change is what a ho
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -20,11 +19,11 @@ import botocore.awsrequest
 import pytest
 from moto import mock_aws
 
-from mxinfra.cli import main
 from mxinfra.settings import instance_env
 
 from awshelpers import ACCOUNT, IMAGE, REGION, config, deployment
-from scaffold import record_deploy
+from scaffold import encrypted as stack_file
+from scaffold import record_deploy, run_drift
 
 from mxinfra_aws.containers import container_definitions, task_counts
 from mxinfra_aws.running import CONFIG_NOTE
@@ -39,19 +38,6 @@ RELEASED = f"ECS service {LEADER} (revision {LEADER}:1; follower service {FOLLOW
 DENIED = json.dumps({"__type": "AccessDeniedException", "message": f"User: arn:aws:sts::{ACCOUNT}:assumed-role/orders-production-monitor/rita is not authorized to perform: ecs:DescribeTaskDefinition"})
 
 
-SECURE = {"secure": "v1:AAAA"}
-
-
-def stack_file(cfg: dict[str, Any]) -> dict[str, Any]:
-    """`cfg` with its secret values stored encrypted, as a stack file holds them (offline: `[secret]`)."""
-    out = copy.deepcopy(cfg)
-    body = out["mxinfra:environments"]["production"]
-    body["adminPassword"] = SECURE
-    if "license" in body:
-        body["license"]["key"] = SECURE
-    for name in body.get("secretConstants") or {}:
-        body["secretConstants"][name] = SECURE
-    return out
 
 
 def release(ecs: Any, cfg: dict[str, Any]) -> None:
@@ -115,12 +101,6 @@ def released(project: Any, ecs: Any) -> Any:
     release(ecs, cfg)
     record_deploy(project.path, STACK)
     return ecs
-
-
-def _drift(project: Any, capsys: Any) -> tuple[int, str, str]:
-    rc = main(["drift", "-s", STACK, "-C", str(project.path)])
-    out = capsys.readouterr()
-    return rc, out.out, " ".join(out.err.split())
 
 
 def _record() -> str:
@@ -351,3 +331,7 @@ def test_a_tier_downgrade_of_production_is_refused(released, project, capsys):
     assert rc == 2, err
     assert f"{RELEASED} is production's (its mxinfra:role), but the stack now declares 'production' role test" in err, err
     assert "keep role: production" in err and "Traceback" not in err
+
+
+def _drift(project: Any, capsys: Any) -> tuple[int, str, str]:
+    return run_drift(project, capsys, STACK)

@@ -35,12 +35,12 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from mxinfra.cli import main
 from mxinfra.drift import CannotObserve
 
 from azhelpers import DIGEST, SUB, config, deployment
 from registry import free_port, make_tls
-from scaffold import record_deploy
+from scaffold import encrypted as stack_file
+from scaffold import record_deploy, run_drift
 
 import mxinfra_azure.running as running
 from mxinfra_azure import roles
@@ -58,7 +58,6 @@ EVIL = "acme.azurecr.io/orders@sha256:" + "66" * 32
 TOKEN = "eyJ0eXAiOiJKV1QifQ.arm-token-of-rita.sig"
 UPDATE = f"az containerapp update --subscription {SUB} --resource-group {GROUP} --name"
 IDENTITY = f"/subscriptions/{SUB}/resourceGroups/{GROUP}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/orders-production-runtime"
-SECURE = {"secure": "v1:AAAA"}
 
 
 # --- Microsoft's API description, as a validator -------------------------------------------------------------
@@ -310,18 +309,6 @@ def arm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Arm]:
     assert all(s == ("https://management.azure.com/.default",) for s in credential.scopes), credential.scopes
 
 
-def stack_file(cfg: dict[str, Any]) -> dict[str, Any]:
-    """`cfg` with its secret values stored encrypted, as a stack file holds them (offline: `[secret]`)."""
-    out = copy.deepcopy(cfg)
-    for body in out["mxinfra:environments"].values():
-        body["adminPassword"] = SECURE
-        if "license" in body:
-            body["license"]["key"] = SECURE
-        for name in body.get("secretConstants") or {}:
-            body["secretConstants"][name] = SECURE
-    return out
-
-
 def release(double: Arm, cfg: dict[str, Any]) -> None:
     """What `pulumi up` of `cfg` leaves in Azure: the leader's app and, from two instances, the workers'."""
     p = deployment(cfg, STACK).environment("production")
@@ -339,12 +326,6 @@ def released(project: Any, arm: Arm) -> Arm:
     release(arm, cfg)
     record_deploy(project.path, STACK)
     return arm
-
-
-def _drift(project: Any, capsys: Any) -> tuple[int, str, str]:
-    rc = main(["drift", "-s", STACK, "-C", str(project.path)])
-    out = capsys.readouterr()
-    return rc, out.out, " ".join(out.err.split())
 
 
 RECORD = "the last record (seq 1: deploy by "
@@ -573,3 +554,7 @@ def test_the_deploy_and_monitor_roles_may_read_what_runs():
         for production in (True, False):
             assert "Microsoft.App/containerApps/read" in roles.actions(permission, production), permission
         assert "Microsoft.App/containerApps/read" not in roles.NOT_ACTIONS.get(permission, [])
+
+
+def _drift(project: Any, capsys: Any) -> tuple[int, str, str]:
+    return run_drift(project, capsys, STACK)

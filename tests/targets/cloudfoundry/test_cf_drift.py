@@ -11,7 +11,6 @@ a build, the droplet set current, a restart), a `cf restage`, a `cf scale`, a `c
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import sys
 from pathlib import Path
@@ -20,10 +19,10 @@ from typing import Any
 import pytest
 import requests
 
-from mxinfra.cli import main
 
 from cfhelpers import BUILDPACK, BUILDPACK_URL, MDA, config, deployment
-from scaffold import record_deploy
+from scaffold import encrypted as stack_file
+from scaffold import SECURE, record_deploy, run_drift
 
 from mxinfra_cloudfoundry.capi import Client
 from mxinfra_cloudfoundry.provider import AppProvider
@@ -35,19 +34,6 @@ APP = "orders-production"
 MDA_SHA = hashlib.sha256(MDA.read_bytes()).hexdigest()
 PLACE = f"space orders, org acme, {API}"
 SCALE = f"cf target -o acme -s orders && cf scale {APP} -i"
-SECURE = {"secure": "v1:AAAA"}
-
-
-def stack_file(cfg: dict[str, Any]) -> dict[str, Any]:
-    """`cfg` with its secret values stored encrypted, as a stack file holds them (offline: `[secret]`)."""
-    out = copy.deepcopy(cfg)
-    for body in out["mxinfra:environments"].values():
-        body["adminPassword"] = SECURE
-        if "license" in body:
-            body["license"]["key"] = SECURE
-        for name in body.get("secretConstants") or {}:
-            body["secretConstants"][name] = SECURE
-    return out
 
 
 @pytest.fixture
@@ -118,12 +104,6 @@ def cf_push(capi: Any, app: str, bits: bytes) -> str:
     c.set_droplet(app, droplet)
     c.start(app)
     return droplet
-
-
-def _drift(project: Any, capsys: Any) -> tuple[int, str, str]:
-    rc = main(["drift", "-s", STACK, "-C", str(project.path)])
-    out = capsys.readouterr()
-    return rc, out.out, " ".join(out.err.split())
 
 
 RECORD = "the last record (seq 1: deploy by "
@@ -351,3 +331,7 @@ def test_encrypted_stack_credentials_without_cf_variables_are_said_plainly(capi,
     monkeypatch.setenv("CF_CLIENT_SECRET", "ci-secret")
     rc, _, err = _drift(project, capsys)
     assert rc == 0, err
+
+
+def _drift(project: Any, capsys: Any) -> tuple[int, str, str]:
+    return run_drift(project, capsys, STACK)

@@ -39,7 +39,7 @@ from mxinfra.errors import ConfigError
 from mxinfra.environments import Environment, Role
 
 from k8s_stacks import IMAGE, K8S_VERSION, SECRET_KEYS, config, with_
-from scaffold import record_deploy
+from scaffold import record_deploy, run_drift
 from test_k8s_cluster import ApiServer
 
 from mxinfra_kubernetes.admission import policy_spec, release_condition
@@ -354,12 +354,6 @@ def _sts(cluster: Cluster) -> dict[str, Any]:
     return cluster.objects["/apis/apps/v1/namespaces/orders-production/statefulsets/orders-production"]
 
 
-def _drift(project: Any, capsys: Any) -> tuple[int, str, str]:
-    rc = main(["drift", "-s", "production", "-C", str(project.path)])
-    out = capsys.readouterr()
-    return rc, out.out, " ".join(out.err.split())
-
-
 def test_the_fingerprint_of_what_runs_is_the_one_the_release_wrote(released, cluster):
     sts = _sts(cluster)
     cm = released["ConfigMap"]
@@ -524,3 +518,7 @@ def test_what_runs_says_its_tier(released, cluster, tmp_path):
     assert released["StatefulSet"]["metadata"]["labels"][ROLE_LABEL] == "production"
     seen = observe_plain(access_for(str(cluster.kubeconfig(tmp_path)), None), "production", "orders-production", "orders-production", [])
     assert seen.exists and seen.role == "production"
+
+
+def _drift(project: Any, capsys: Any) -> tuple[int, str, str]:
+    return run_drift(project, capsys, "production")

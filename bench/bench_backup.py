@@ -1,7 +1,9 @@
 """Benchmark: the Kubernetes target's backup and restore scripts against a real PostgreSQL, by size, and
 against the floor: the same work done by hand with the plain tools.
 
-    .venv/bin/python bench/bench_backup.py [--db-mb 64,256] [--files-mb 256] [--repeat 2]
+    .venv/bin/python bench/bench_backup.py [--db-mb 64,256] [--files-mb 256] [--repeat 2] [--scripts DIR]
+
+`--scripts` times another copy of the scripts (e.g. `git show HEAD~1:...` into a directory) to compare versions.
 
 Starts a throwaway PostgreSQL on loopback (tests/postgres.py), fills one Mendix-like table (a bigint id, a
 string, a decimal, a timestamp, a text) to about `--db-mb` MB on disk (table and index) and a file store of
@@ -69,6 +71,15 @@ def _script(name: str, env: dict[str, str]) -> tuple[float, int]:
     return _timed(["sh", str(SCRIPTS / name)], env)
 
 
+def _use_scripts(directory: Path) -> None:
+    """Time the scripts in `directory` instead of the checkout's."""
+    global SCRIPTS
+    missing = [n for n in ("backup.sh", "restore.sh", "export.sh") if not (directory / n).is_file()]
+    if missing:
+        raise SystemExit(f"--scripts {directory}: missing {', '.join(missing)}")
+    SCRIPTS = directory.resolve()
+
+
 def _shell(cmd: str, env: dict[str, str]) -> tuple[float, int]:
     return _timed(["sh", "-c", cmd], env)
 
@@ -130,7 +141,10 @@ def main() -> None:
     ap.add_argument("--db-mb", default="64,256", help="database sizes in MB, comma-separated")
     ap.add_argument("--files-mb", type=int, default=256)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--scripts", type=Path, help="a directory with other versions of backup.sh, restore.sh and export.sh")
     args = ap.parse_args()
+    if args.scripts:
+        _use_scripts(args.scripts)
     pg = PostgresServer.start()
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -132,6 +132,11 @@ def test_backup_then_restore_gives_back_every_row_and_file(pg: PostgresServer, t
     with tarfile.open(backups / "20261204T020000Z.tar.gz") as archive:
         names = archive.getnames()
     assert "db/db.backup" in names and "tree/1a/f0e1d2c3" in names and "tree/name with spaces" in names
+    # the dump first, so a restore streams it without unpacking the files; the two gzip members are one
+    # archive to GNU tar too (no entry lost at the seam, no "lone zero block" warning)
+    assert names[:2] == ["db", "db/db.backup"] and names.count("db/db.backup") == 1
+    listed = subprocess.run(["tar", "-tzf", str(backups / "20261204T020000Z.tar.gz")], capture_output=True, text=True, check=True)
+    assert listed.stdout.splitlines() == [n + "/" if n in ("db", "tree", "tree/1a") else n for n in names] and listed.stderr == ""
 
     # Change every kind of thing: rows updated, deleted, inserted; a table emptied; a sequence moved;
     # an index dropped; files changed, removed and added.
@@ -174,6 +179,16 @@ def test_a_failed_dump_leaves_no_archive(tmp_path: Path) -> None:
     done = _run("backup.sh", env)
     assert done.returncode != 0
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".gz" and not p.name.startswith(".")] == ["20261201T020000Z.tar.gz"]
+
+
+def test_a_missing_file_store_is_refused_before_the_dump(pg: PostgresServer, tmp_path: Path) -> None:
+    # The file store is not there (its volume not mounted): refused at once, nothing written.
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    env = {"DATABASE_URL": pg.url, "BACKUP_DIR": str(backups), "FILES_DIR": str(tmp_path / "gone"), "BACKUP_NOW": "20261204T020000Z"}
+    done = _run("backup.sh", env)
+    assert done.returncode == 2 and f"FILES_DIR {tmp_path / 'gone'} is not a directory" in done.stderr, done.stderr
+    assert list(backups.iterdir()) == []
 
 
 def _stamp(t: datetime) -> str:

@@ -78,6 +78,10 @@ if [ "${1:-backup}" = prune ]; then
   exit 0
 fi
 : "${DATABASE_URL:?backup: DATABASE_URL is not set}"
+if [ -n "${FILES_DIR:-}" ] && [ ! -d "$FILES_DIR" ]; then
+  echo "backup: FILES_DIR $FILES_DIR is not a directory (the file store's volume is not mounted?)" >&2
+  exit 2
+fi
 
 # An id names one backup: a second run in the same second fails rather than replace the first.
 if [ -e "$BACKUP_DIR/$now.tar.gz" ]; then
@@ -88,16 +92,36 @@ fi
 # retention or a restore would take for a backup (only one run at a time: the CronJob forbids overlap).
 work="$BACKUP_DIR/.incomplete-$now"
 rm -rf "$BACKUP_DIR"/.incomplete-*
-mkdir -p "$work/db" "$work/tree"
-pg_dump --format=custom --no-owner --no-privileges --file="$work/db/db.backup" --dbname="$DATABASE_URL"
-# The files go into the archive straight from the file store, renamed to tree/ on the way (no copy
-# first: bench/bench_backup.py). gzip -1: the dump is compressed already, and so are most documents, so a
-# higher level costs time for nothing. tar runs gzip itself and fails if it fails (dash has no pipefail).
-if [ -n "${FILES_DIR:-}" ]; then
-  tar -I 'gzip -1' -C "$work" -cf "$work.tar.gz" db -C "$FILES_DIR" --transform='s,^\.,tree,S' .
-else
-  tar -I 'gzip -1' -C "$work" -cf "$work.tar.gz" db tree
-fi
+mkdir -p "$work/db"
+# Both cores at once: the file store is archived and compressed in the background while pg_dump runs.
+# The archive is two gzip members, which gzip and every tar.gz reader read as one stream (RFC 1952):
+# db/ first, as tar with 512-byte records and its end marker (two zero blocks, 1024 bytes) cut off,
+# then tree/ with the end marker, so a restore reaches the dump without unpacking the files
+# (bench/bench_backup.py). The files go in straight from the file store, renamed to tree/ on the way (no
+# copy first). gzip -1: the dump is compressed already, and so are most documents, so a higher level
+# costs time for nothing. Each step marks its success: dash has no pipefail, and a failed step must
+# leave no archive.
+(
+  if [ -n "${FILES_DIR:-}" ]; then
+    tar -I 'gzip -1' -C "$FILES_DIR" --transform='s,^\.,tree,S' -cf "$work/tree.tar.gz" .
+  else
+    mkdir "$work/tree" && tar -I 'gzip -1' -C "$work" -cf "$work/tree.tar.gz" tree
+  fi && : > "$work/tree.done"
+) &
+tree=$!
+failed() {
+  kill "$tree" 2>/dev/null || true
+  wait "$tree" 2>/dev/null || true
+  echo "backup: $1: no archive written" >&2
+  rm -rf "$work" "$work.tar.gz"
+  exit 1
+}
+pg_dump --format=custom --no-owner --no-privileges --file="$work/db/db.backup" --dbname="$DATABASE_URL" || failed "pg_dump failed"
+{ tar -b1 -C "$work" -cf - db && : > "$work/db.done"; } | head -c -1024 | gzip -1 > "$work.tar.gz" || failed "compressing the dump failed"
+[ -e "$work/db.done" ] || failed "archiving the dump failed"
+wait "$tree" || true
+[ -e "$work/tree.done" ] || failed "archiving the files failed"
+cat "$work/tree.tar.gz" >> "$work.tar.gz" || failed "writing the archive failed"
 [ ! -e "$BACKUP_DIR/$now.tar.gz" ] || { echo "backup: $now.tar.gz appeared meanwhile: not overwritten" >&2; exit 3; }
 mv "$work.tar.gz" "$BACKUP_DIR/$now.tar.gz"
 rm -rf "$work"

@@ -38,7 +38,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from hashlib import sha256
 from typing import Any, TextIO
 
 from mxinfra.backups import ID_FORMAT, Backups
@@ -46,7 +45,8 @@ from mxinfra.environments import Environment
 from mxinfra.errors import UserError
 
 from .backups import START_WINDOW_MINUTES, rules
-from .policies import Arns
+from .config import SnapshotSource
+from .policies import RDS_IDENTIFIER_MAX, Arns, restored_identifier  # noqa: F401 (restored_identifier: the restore's name)
 
 DATABASE, FILES = "database", "files"
 POLL_SECONDS = 15.0
@@ -59,7 +59,6 @@ ON_DEMAND_WINDOW = timedelta(minutes=10)
 SCHEDULED_WINDOW = timedelta(minutes=START_WINDOW_MINUTES)
 RESTORABLE = frozenset({"COMPLETED", "AVAILABLE"})
 _DONE_BAD = frozenset({"ABORTED", "FAILED", "EXPIRED", "PARTIAL"})
-RDS_IDENTIFIER_MAX = 63
 _DENIED = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnauthorizedException")
 _INVALID = ("ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "UnrecognizedClientException", "InvalidSignatureException", "SignatureDoesNotMatch")
 
@@ -102,11 +101,14 @@ def _utc(t: datetime) -> datetime:
 
 def points_of(recovery_points: Sequence[Mapping[str, Any]], db_arn: str, bucket_arn: str) -> list[Point]:
     """The restorable recovery points of the environment's database and bucket, from
-    ListRecoveryPointsByBackupVault's answer (anything else in the vault is left out)."""
+    ListRecoveryPointsByBackupVault's answer (anything else in the vault is left out). The database is
+    the environment's instance `db_arn` or one restored from it and put in service (`<db>-*`, see
+    database.py): backups taken while the app used it are the environment's too."""
     kinds = {db_arn: DATABASE, bucket_arn: FILES}
     out = []
     for rp in recovery_points:
-        kind = kinds.get(str(rp.get("ResourceArn")))
+        resource = str(rp.get("ResourceArn"))
+        kind = kinds.get(resource) or (DATABASE if resource.startswith(db_arn + "-") else None)
         if kind is None or rp.get("Status") not in RESTORABLE:
             continue
         at = rp.get("InitiationDate") or rp.get("CreationDate")
@@ -142,16 +144,9 @@ def pairs(points: Sequence[Point]) -> list[Pair]:
     return sorted(out, key=lambda g: g.id, reverse=True)
 
 
-def restored_identifier(db_identifier: str, backup_id: str) -> str:
-    """The new instance a restore creates: `<db>-<id>` in RDS's lowercase, or `<db>-<digest>` where that
-    is longer than RDS allows. Never the running instance's identifier."""
-    name = f"{db_identifier}-{backup_id.lower()}"
-    if len(name) > RDS_IDENTIFIER_MAX:
-        room = RDS_IDENTIFIER_MAX - len(db_identifier) - 1
-        if room < 4:
-            raise UserError(f"the database {db_identifier} has too long an identifier to name a restored instance {db_identifier}-* within RDS's {RDS_IDENTIFIER_MAX} characters: restore it with the AWS CLI (targets/aws/README.md)")
-        name = f"{db_identifier}-{sha256(backup_id.encode()).hexdigest()[:room]}"
-    return name
+def snapshot_identifier(recovery_point_arn: str) -> str:
+    """The RDS snapshot identifier of a database recovery point's ARN (`...:snapshot:awsbackup:job-<id>`)."""
+    return recovery_point_arn.split(":snapshot:", 1)[1] if ":snapshot:" in recovery_point_arn else recovery_point_arn
 
 
 def on_demand_days(b: Backups) -> int:
@@ -182,6 +177,7 @@ class VaultActions:
         self.backup_timeout = BACKUP_TIMEOUT if backup_timeout is None else backup_timeout
         self.restore_timeout = RESTORE_TIMEOUT if restore_timeout is None else restore_timeout
         self.out = out
+        self.session = session
         self.vault = a.backup_vault_name
         self.role = a.role_arn("backup")
         self.access_role = a.role_arn("backups")
@@ -229,7 +225,8 @@ class VaultActions:
         self._check_account()
         days = on_demand_days(self.b)
         jobs: dict[str, str] = {}
-        for kind, resource in ((DATABASE, self.a.db_arn), (FILES, self.a.bucket_arn)):
+        # the instance the app uses (the environment's, or the restored one database.fromBackup put in service)
+        for kind, resource in ((DATABASE, self.a.serving_db_arn), (FILES, self.a.bucket_arn)):
             started = ", ".join(f"{k} job {j}" for k, j in jobs.items())
             with self._aws(f"backup:StartBackupJob of {resource} into {self.vault}", started=started):
                 answer = self.backup.start_backup_job(
@@ -270,8 +267,8 @@ class VaultActions:
         pair = found[backup]
         jobs: dict[str, str] = {}
         new_instance = restored_identifier(self.a.db_identifier, backup)
-        if new_instance == self.a.db_identifier:  # never over the running instance
-            raise UserError(f"refusing to restore over the running instance {self.a.db_identifier}")
+        if new_instance in (self.a.db_identifier, self.a.serving_db_identifier):  # never over a running instance
+            raise UserError(f"refusing to restore over the running instance {new_instance}")
         for kind, point in sorted(pair.points.items()):
             metadata = dict(self._restore_metadata(point))
             if kind == DATABASE:
@@ -298,10 +295,10 @@ class VaultActions:
         if DATABASE in jobs:
             result["database"] = new_instance
             lines.append(
-                f"  database: into the NEW RDS instance {new_instance}; the app still uses {self.a.db_identifier}, which is unchanged. "
-                "The aws target has no stack config key that points the app at another instance yet: read from the new one, or have the "
-                f"platform identity move its data into {self.a.db_identifier} (pg_dump/pg_restore), then delete {new_instance} "
-                "(targets/aws/README.md, Backups)"
+                f"  database: into the NEW RDS instance {new_instance}; the app still uses {self.a.serving_db_identifier}, which is unchanged. "
+                f"Read from the new one and delete it when done; to put the backup in service instead, set "
+                f"mxinfra:aws.database.fromBackup.{self.env.name}: {backup} and run `pulumi up`, which creates its own instance "
+                "from the backup and switches the app to it (targets/aws/README.md, Backups)"
             )
         else:
             lines.append("  database: this backup has no database recovery point: nothing restored")
@@ -314,6 +311,20 @@ class VaultActions:
         return result
 
     # --- AWS --------------------------------------------------------------------------------------------
+
+    def database_snapshot(self, source: SnapshotSource) -> str | None:
+        """The RDS snapshot identifier of the database recovery point `source` names in the vault: a
+        backup id's, or an `awsbackup:job-<id>` snapshot that is one of the environment's recovery points.
+        None: the vault has no such point (expired, deleted, or never the environment's)."""
+        for pair in self._list():
+            point = pair.points.get(DATABASE)
+            if source.backup_id is not None and pair.id == source.backup_id:
+                if point is None:
+                    raise UserError(f"{self.env.name}: backup {source.backup_id} in {self.where} has no database recovery point: nothing to restore the database from (`mxinfra backup list`)")
+                return snapshot_identifier(point.arn)
+            if source.snapshot is not None and point is not None and snapshot_identifier(point.arn).lower() == source.snapshot:
+                return snapshot_identifier(point.arn)
+        return None
 
     def _list(self) -> list[Pair]:
         if self._pairs is not None:
@@ -425,6 +436,36 @@ class VaultActions:
             raise UserError(f"{head}: the AWS API cannot be reached ({exc}): check the network and aws:region{also}") from None
         except botocore.exceptions.BotoCoreError as exc:  # an expired SSO session, a missing profile, ...
             raise UserError(f"{head}: the AWS SDK could not sign in ({exc}): {sign_in}{also}") from None
+
+
+def restore_source(env: Environment, a: Arns, b: Backups, source: SnapshotSource, instance: str, session: Any = None) -> str | None:
+    """What `pulumi up` (not the offline plan) creates the restored instance `instance` from: the RDS
+    snapshot of the environment's vault that `source` (a backup id or `awsbackup:job-<id>`) names, looked
+    up as `mxinfra backup list` pairs them, with the platform identity's AWS credentials. None when the
+    vault no longer holds it (expired) but `instance` already exists, tagged the environment's: it was
+    created from it before, and the snapshot only matters on creation. Else a UserError naming the vault."""
+    actions = connect(env, a, b, session)
+    found = actions.database_snapshot(source)
+    if found is not None:
+        return found
+    with actions._aws(f"rds:DescribeDBInstances of {instance}"):
+        import botocore.exceptions
+
+        rds = (session or actions.session).client("rds", region_name=a.region)
+        try:
+            answer = rds.describe_db_instances(DBInstanceIdentifier=instance)
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "DBInstanceNotFound":
+                raise
+            answer = {}
+    for db in answer.get("DBInstances") or []:
+        tags = {t.get("Key"): t.get("Value") for t in db.get("TagList") or []}
+        if tags.get("mxinfra:app") == a.naming.app and tags.get("mxinfra:environment") == env.name:
+            return None
+    raise UserError(
+        f"{env.name}: mxinfra:aws.database.fromBackup.{env.name} names {source.value}, which is not a database backup in {actions.where}: "
+        "see `mxinfra backup list` (an expired backup cannot be restored; name a newer one or an RDS snapshot of the environment's instance)"
+    )
 
 
 def connect(env: Environment, a: Arns, b: Backups, session: Any = None, **kw: Any) -> VaultActions:

@@ -217,7 +217,7 @@ def scope_policy(a: Arns) -> Document:
     rds = f"arn:{a.partition}:rds:{a.region}:{a.account}"
     bucket = a.bucket_arn
     return _doc(
-        {"Sid": "BackUpOnlyThisDatabase", "Effect": "Deny", "Action": ["rds:CreateDBSnapshot"], "NotResource": [a.db_arn, a.backup_snapshots_arn]},
+        {"Sid": "BackUpOnlyThisDatabase", "Effect": "Deny", "Action": ["rds:CreateDBSnapshot"], "NotResource": [*a.db_arns, a.backup_snapshots_arn]},
         # RDS restores create a new instance: named <db>-*, in the environment's subnet group.
         {
             "Sid": "RestoreOnlyNextToThisDatabase",
@@ -320,7 +320,8 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, db: Database, bucke
         name=a.backup_vault_name,
         plan_id=plan.id,
         iam_role_arn=role.arn,
-        resources=[a.db_arn, a.bucket_arn],
+        # the instance the app uses: a restored one put in service (database.fromBackup) is backed up instead
+        resources=[a.serving_db_arn, a.bucket_arn],
         # S3 backup needs the bucket's versioning on; the role needs its policies before the first job.
         opts=ctx.opts(depends_on=[db.instance, *bucket_ready, *attachments]),
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from datetime import datetime
 
 from pydantic import Field, field_validator
 
@@ -21,6 +23,58 @@ PUBLIC_CIDRS = ("0.0.0.0/0", "::/0")
 TIER_TAG = "mxinfra:tier"
 PRODUCTION_TIER = "production"
 
+# `database.fromBackup.<env>`: a backup id as `mxinfra backup list` prints it (the UTC time its jobs were
+# initiated), or an RDS snapshot of the environment's own instance: AWS Backup's `awsbackup:job-<id>`, an
+# automated `rds:<name>`, a manual `<name>` (RDS: a letter, then letters, digits and single hyphens), or the
+# snapshot's ARN. Identifiers are matched in RDS's lowercase.
+BACKUP_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z")
+BACKUP_ID_FORMAT = "%Y%m%dT%H%M%SZ"
+AWS_BACKUP_SNAPSHOT = re.compile(r"awsbackup:job-[0-9a-f]+(-[0-9a-f]+)*")
+SNAPSHOT_NAME = re.compile(r"(rds:)?[a-z][a-z0-9]*(-[a-z0-9]+)*")
+SNAPSHOT_ARN = re.compile(r"arn:aws[a-z-]*:rds:(?P<region>[a-z]{2}(-[a-z]+)+-[0-9]):(?P<account>[0-9]{12}):snapshot:(?P<id>.+)")
+SNAPSHOT_MAX = 255
+FROM_BACKUP_FORMAT = (
+    "a backup id YYYYmmddTHHMMSSZ as `mxinfra backup list` prints it (e.g. 20261204T020000Z), or an RDS snapshot of the "
+    "environment's instance: awsbackup:job-<id>, rds:<name>, <name>, or arn:aws:rds:<region>:<account>:snapshot:<identifier>"
+)
+
+
+@dataclass(frozen=True)
+class SnapshotSource:
+    """What `mxinfra:aws.database.fromBackup.<env>` names: a backup of the environment's vault (looked up
+    at deploy time) or one RDS snapshot."""
+
+    value: str  # as configured
+    backup_id: str | None = None  # YYYYmmddTHHMMSSZ
+    snapshot: str | None = None  # the RDS snapshot identifier, lowercase (no ARN)
+    region: str | None = None  # of an ARN
+    account: str | None = None  # of an ARN
+
+    @property
+    def aws_backup(self) -> bool:
+        """A recovery point of AWS Backup (a backup id, or an `awsbackup:job-<id>` snapshot): the vault says whose it is."""
+        return self.backup_id is not None or (self.snapshot or "").startswith("awsbackup:")
+
+
+def parse_snapshot_source(value: str) -> SnapshotSource:
+    """The backup or snapshot `value` names; a ValueError saying the expected format."""
+    if BACKUP_ID.fullmatch(value):
+        try:
+            datetime.strptime(value, BACKUP_ID_FORMAT)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a time: expected {FROM_BACKUP_FORMAT}") from None
+        return SnapshotSource(value, backup_id=value)
+    region = account = None
+    identifier = value
+    m = SNAPSHOT_ARN.fullmatch(value)
+    if m is not None:
+        region, account, identifier = m["region"], m["account"], m["id"]
+    snapshot = identifier.lower()
+    if len(snapshot) > SNAPSHOT_MAX or not (AWS_BACKUP_SNAPSHOT.fullmatch(snapshot) or SNAPSHOT_NAME.fullmatch(snapshot)):
+        raise ValueError(f"{value!r} is neither a backup id nor an RDS snapshot: expected {FROM_BACKUP_FORMAT}")
+    return SnapshotSource(value, snapshot=snapshot, region=region, account=account)
+
+
 
 class DatabaseConfig(StrictModel):
     """RDS PostgreSQL sizing; defaults are per role (see README)."""
@@ -30,6 +84,18 @@ class DatabaseConfig(StrictModel):
     maxAllocatedStorageGb: int = Field(100, ge=20, le=65536, description="storage autoscaling ceiling")
     engineVersion: str = Field("16", pattern=r"^1[4-9](\.[0-9]+)?$", description="PostgreSQL major (or major.minor) version")
     passwordRotationDays: int = Field(30, ge=1, le=365, description="days between rotations of the RDS-managed master password (each one redeploys the services)")
+    # Each value's format is checked with the stack (target.check), so that every problem of the key is in
+    # one report with the rest of the block's.
+    fromBackup: dict[str, str] = Field(
+        default_factory=dict,
+        description="environment -> the backup id (or RDS snapshot of its instance) whose restored instance the app uses instead of <app>-<env>-db",
+    )
+
+    def source(self, environment: str) -> SnapshotSource | None:
+        """The backup or snapshot `environment`'s app runs on (None: its own instance); a ValueError for a
+        malformed value (the config check reports it first)."""
+        value = self.fromBackup.get(environment)
+        return parse_snapshot_source(value) if value is not None else None
 
 
 class AwsConfig(StrictModel):

@@ -1,17 +1,32 @@
-"""The database: RDS PostgreSQL whose master password RDS keeps in Secrets Manager (never in Pulumi state)."""
+"""The database: RDS PostgreSQL whose master password RDS keeps in Secrets Manager (never in Pulumi state).
+
+Which instance serves the app is decided here, once (`in_service`): the environment's own `<db>`, or,
+with `mxinfra:aws.database.fromBackup.<env>`, a NEW instance created from that backup's (or snapshot's)
+RDS snapshot, `<db>-from-<id>`. The decision travels in the environment's Arns (`Arns.restored`), which
+the runtime's secret grant, the backup selection and the `backups` role read; the runtime takes the
+endpoint and master secret of the `Database` `create` returns. The environment's instance stays declared
+as it is (protected, retained, deletion protection where it had them): switching never drops its data.
+
+Everything here is pure but `create`, which imports Pulumi and runs only while deploying.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from hashlib import sha256
+from typing import TYPE_CHECKING, Any
 
-import pulumi
-import pulumi_aws as aws
-import pulumi_random
+from .config import AwsConfig, SnapshotSource
+from .policies import restored_identifier
 
-from mxinfra.target import EnvironmentContext
+if TYPE_CHECKING:
+    import pulumi
+    import pulumi_aws as aws
 
-from .config import AwsConfig
-from .policies import Arns
+    from mxinfra.target import EnvironmentContext
+
+    from .policies import Arns
 
 DB_NAME = "mendix"
 DB_USER = "mendix"
@@ -23,13 +38,50 @@ DEFAULTS = {
 }
 
 
+# The word between `<db>-` and the backup in a restored instance's identifier: `mxinfra backup restore`
+# names its copies `<db>-<id>`, so the instance a config key puts in service never collides with one.
+RESTORED_KIND = "from"
+# The snapshot of a backup id is looked up in the vault by `pulumi preview`/`up`; the offline plan says so.
+LOOKED_UP = "(the database recovery point of backup {id} in vault {vault}: looked up by pulumi up)"
+# The vault no longer holds the backup (expired) but the instance exists: the snapshot only matters on
+# creation, and the state keeps the one it was created from (ignore_changes).
+ALREADY_CREATED = "(created from backup {id} before: kept as in the state)"
+
+
+@dataclass(frozen=True)
+class Restored:
+    """The restored instance that serves the app instead of the environment's own."""
+
+    source: SnapshotSource
+    identifier: str  # <db>-from-<id>, within RDS's 63 characters
+    kind: str  # its logical name's kind: db-from-<id>, next to the environment's `db`
+
+
+def in_service(cfg: AwsConfig, environment: str, db_identifier: str) -> Restored | None:
+    """THE decision of which instance serves `environment`: None for its own `db_identifier`, else the
+    instance restored from `database.fromBackup.<environment>`. Its identifier follows from the key alone:
+    another backup is another instance, never the same one replaced. Within RDS's 63 characters (a
+    digest where `<db>-from-<id>` would not fit; `<db>` is at most 44 with names of at most 20); a
+    ValueError for a malformed key, which the config check reports before anything runs."""
+    source = cfg.database.source(environment)
+    if source is None:
+        return None
+    # A backup id names itself; a snapshot (by identifier or ARN alike) by a digest of its identifier.
+    label = source.backup_id or sha256((source.snapshot or "").encode()).hexdigest()[:12]
+    identifier = restored_identifier(db_identifier, label, RESTORED_KIND)
+    return Restored(source, identifier, "db-" + identifier.removeprefix(db_identifier + "-"))
+
+
 @dataclass
 class Database:
-    """The instance and where the runtime finds its credentials."""
+    """The instance the app uses and where the runtime finds its credentials; `own` is the environment's
+    instance, which stays declared while a restored one serves."""
 
     instance: aws.rds.Instance
     endpoint: pulumi.Output[str]  # host:port
     master_secret_arn: pulumi.Output[str]
+    own: aws.rds.Instance | None = None
+    restored: Restored | None = None
 
 
 def keeps_final_snapshot(role: str) -> bool:
@@ -37,18 +89,18 @@ def keeps_final_snapshot(role: str) -> bool:
     return role in ("acceptance", "production")
 
 
-def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, security_group: aws.ec2.SecurityGroup) -> Database:
-    """The subnet group and the instance."""
+def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, security_group: aws.ec2.SecurityGroup, look_up: Callable[[Restored], str | None] | None = None) -> Database:
+    """The subnet group, the environment's instance and, when `a.restored` says so, the restored instance
+    that serves the app. `look_up`: the snapshot of an AWS Backup recovery point in the environment's
+    vault (backup_actions.restore_source, which target.py passes: this module does not import the SDK's
+    side), None when the instance was created from it before."""
+    import pulumi
+    import pulumi_aws as aws
+
     n, env = ctx.naming, ctx.environment
     role = env.role.value
     default_class, backup_days = DEFAULTS[role]
     guarded = keeps_final_snapshot(role)
-    final_snapshot = None
-    if guarded:
-        # Created once with the instance: a destroyed and recreated environment gets a new suffix, so its
-        # final snapshot does not collide with the one the first destroy left behind.
-        suffix = pulumi_random.RandomId(n.logical("db-final-suffix"), byte_length=4, opts=ctx.opts())
-        final_snapshot = pulumi.Output.concat(a.final_snapshot_prefix, "-", suffix.hex)
     subnets = aws.rds.SubnetGroup(
         n.logical("db-subnets"),
         name=a.db_identifier,
@@ -57,45 +109,86 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, security_group: aws
         tags=dict(ctx.tags),
         opts=ctx.opts(),
     )
-    db = aws.rds.Instance(
-        n.logical("db"),
-        identifier=a.db_identifier,
-        engine="postgres",
-        engine_version=cfg.database.engineVersion,
-        instance_class=cfg.database.instanceClass or default_class,
-        allocated_storage=cfg.database.allocatedStorageGb,
-        max_allocated_storage=max(cfg.database.maxAllocatedStorageGb, cfg.database.allocatedStorageGb),
-        storage_type="gp3",
-        storage_encrypted=True,
-        db_name=DB_NAME,
-        username=DB_USER,
-        # RDS generates and rotates the password in Secrets Manager: Pulumi never sees it.
-        manage_master_user_password=True,
-        db_subnet_group_name=subnets.name,
-        vpc_security_group_ids=[security_group.id],
-        publicly_accessible=False,
-        multi_az=env.is_production,
-        backup_retention_period=backup_days,
-        copy_tags_to_snapshot=True,
-        deletion_protection=guarded,
-        skip_final_snapshot=not guarded,
-        final_snapshot_identifier=final_snapshot,
-        delete_automated_backups=not guarded,
-        auto_minor_version_upgrade=True,
-        # Changes wait for the maintenance window instead of restarting a running database.
-        apply_immediately=not guarded,
-        tags=dict(ctx.tags),
-        opts=ctx.opts(protect_data=True),
-    )
-    secret_arn = db.master_user_secrets.apply(lambda s: s[0].secret_arn if s else None)
-    # RDS rotates the managed password every 7 days by default; ECS reads it only when a task starts, so
-    # every rotation redeploys the services (rotation.py). The schedule is configurable; the rotation
-    # waits for it rather than rotating on creation.
-    aws.secretsmanager.SecretRotation(
-        n.logical("db-password-rotation"),
-        secret_id=secret_arn,
-        rotation_rules={"automatically_after_days": cfg.database.passwordRotationDays},
-        rotate_immediately=False,
-        opts=ctx.opts(),
-    )
-    return Database(db, db.endpoint, secret_arn)
+
+    def instance(kind: str, identifier: str, *, snapshot: Any = None) -> tuple[aws.rds.Instance, pulumi.Output[str]]:
+        """One instance with every guarantee, and its managed master secret's rotation."""
+        final_snapshot = None
+        if guarded:
+            # Created once with the instance: a destroyed and recreated environment gets a new suffix, so its
+            # final snapshot does not collide with the one the first destroy left behind.
+            suffix = _random_id(n.logical(f"{kind}-final-suffix"), ctx)
+            final_snapshot = pulumi.Output.concat(a.final_snapshot_prefix, "-", suffix.hex)
+        restored = snapshot is not None
+        db = aws.rds.Instance(
+            n.logical(kind),
+            identifier=identifier,
+            engine="postgres",
+            engine_version=cfg.database.engineVersion,
+            instance_class=cfg.database.instanceClass or default_class,
+            allocated_storage=cfg.database.allocatedStorageGb,
+            max_allocated_storage=max(cfg.database.maxAllocatedStorageGb, cfg.database.allocatedStorageGb),
+            storage_type="gp3",
+            storage_encrypted=True,
+            # A restored instance takes its database and master user from the snapshot.
+            **({"snapshot_identifier": snapshot} if restored else {"db_name": DB_NAME, "username": DB_USER}),
+            # RDS generates and rotates the password in Secrets Manager: Pulumi never sees it.
+            manage_master_user_password=True,
+            db_subnet_group_name=subnets.name,
+            vpc_security_group_ids=[security_group.id],
+            publicly_accessible=False,
+            multi_az=env.is_production,
+            backup_retention_period=backup_days,
+            copy_tags_to_snapshot=True,
+            deletion_protection=guarded,
+            skip_final_snapshot=not guarded,
+            final_snapshot_identifier=final_snapshot,
+            delete_automated_backups=not guarded,
+            auto_minor_version_upgrade=True,
+            # Changes wait for the maintenance window instead of restarting a running database.
+            apply_immediately=not guarded,
+            tags=dict(ctx.tags),
+            # A restored instance also holds data written while it served: whatever the tier, removing or
+            # changing the key forgets it (retain_on_delete) and never deletes it; retiring it is a
+            # separate step (README). Its snapshot matters only on creation (an expired backup is fine then).
+            opts=ctx.opts(protect_data=True, **({"retain_on_delete": True, "ignore_changes": ["snapshotIdentifier"]} if restored else {})),
+        )
+        secret_arn = db.master_user_secrets.apply(lambda s: s[0].secret_arn if s else None)
+        # RDS rotates the managed password every 7 days by default; ECS reads it only when a task starts, so
+        # every rotation redeploys the services (rotation.py). The schedule is configurable; the rotation
+        # waits for it rather than rotating on creation.
+        aws.secretsmanager.SecretRotation(
+            n.logical(f"{kind}-password-rotation"),
+            secret_id=secret_arn,
+            rotation_rules={"automatically_after_days": cfg.database.passwordRotationDays},
+            rotate_immediately=False,
+            opts=ctx.opts(),
+        )
+        return db, secret_arn
+
+    own, own_secret = instance("db", a.db_identifier)
+    if a.restored is None:
+        return Database(own, own.endpoint, own_secret, own)
+    r = a.restored
+    served, secret = instance(r.kind, r.identifier, snapshot=_snapshot_of(a, r, look_up))
+    return Database(served, served.endpoint, secret, own, r)
+
+
+def _random_id(name: str, ctx: EnvironmentContext) -> Any:
+    import pulumi_random
+
+    return pulumi_random.RandomId(name, byte_length=4, opts=ctx.opts())
+
+
+def _snapshot_of(a: Arns, r: Restored, look_up: Callable[[Restored], str | None] | None) -> str:
+    """The RDS snapshot the restored instance is created from. A manual or automated snapshot is named
+    as configured; an AWS Backup recovery point is looked up in the environment's vault (a backup id's
+    snapshot, or the check that an `awsbackup:job-<id>` is the environment's) by `pulumi preview`/`up`,
+    never by the offline plan."""
+    from mxinfra.release_guard import under_mocks
+
+    if not r.source.aws_backup:
+        return r.source.snapshot or ""
+    if under_mocks() or look_up is None:
+        return r.source.snapshot or LOOKED_UP.format(id=r.source.backup_id, vault=a.backup_vault_name)
+    found = look_up(r)
+    return found if found is not None else ALREADY_CREATED.format(id=r.source.value)

@@ -9,9 +9,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from hashlib import sha256
+from typing import TYPE_CHECKING, Any
 
+from mxinfra.errors import UserError
 from mxinfra.naming import Naming
+
+if TYPE_CHECKING:
+    from .database import Restored
 
 VERSION = "2012-10-17"
 ROLE_PATH = "/mxinfra/"
@@ -24,6 +29,7 @@ ECR_REGISTRY = re.compile(r"(?P<account>[0-9]{12})\.dkr\.ecr\.(?P<region>[a-z]{2
 ECR_REPOSITORY = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
 
 Document = dict[str, Any]
+RDS_IDENTIFIER_MAX = 63
 
 
 def partition_of(region: str) -> str:
@@ -38,6 +44,22 @@ def partition_of(region: str) -> str:
 def principal_arn(principal: str, partition: str = "aws") -> str:
     """An IAM principal for a trust policy: ARNs as given, a bare account id as its root."""
     return f"arn:{partition}:iam::{principal}:root" if principal.isdigit() else principal
+
+
+def restored_identifier(db_identifier: str, backup_id: str, kind: str = "") -> str:
+    """The new instance a restore creates: `<db>-<id>` in RDS's lowercase, or `<db>-<digest>` where that
+    is longer than RDS allows. Never the running instance's identifier. `kind` goes between the two
+    (`<db>-<kind>-<id>`): the instance a stack config key puts in service (database.py) is named apart
+    from the one `mxinfra backup restore` makes of the same backup, so the two never collide."""
+    infix = f"{kind}-" if kind else ""
+    name = f"{db_identifier}-{infix}{backup_id.lower()}"
+    if len(name) > RDS_IDENTIFIER_MAX:
+        room = RDS_IDENTIFIER_MAX - len(db_identifier) - 1 - len(infix)
+        if room < 4:
+            raise UserError(f"the database {db_identifier} has too long an identifier to name a restored instance {db_identifier}-* within RDS's {RDS_IDENTIFIER_MAX} characters: restore it with the AWS CLI (targets/aws/README.md)")
+        name = f"{db_identifier}-{infix}{sha256((infix + backup_id).encode()).hexdigest()[:room]}"
+    return name
+
 
 
 @dataclass(frozen=True)
@@ -56,6 +78,9 @@ class Arns:
     assign_public_ip: bool = False
     # Whether the environment's backups are on (`backups.enabled`): its AWS Backup vault, plan and role exist.
     aws_backup: bool = True
+    # The restored instance the app uses instead of its own (`database.fromBackup`): decided once, by
+    # database.in_service, where the Arns are made; None: the environment's instance serves it.
+    restored: Restored | None = None
 
     @property
     def partition(self) -> str:
@@ -198,6 +223,21 @@ class Arns:
         return self._arn("rds", f"db:{self.db_identifier}")
 
     @property
+    def serving_db_identifier(self) -> str:
+        """The instance the app uses: the environment's, or the restored one `database.fromBackup` put in service."""
+        return self.restored.identifier if self.restored is not None else self.db_identifier
+
+    @property
+    def serving_db_arn(self) -> str:
+        """The instance the app uses (its endpoint and master secret are the runtime's)."""
+        return self._arn("rds", f"db:{self.serving_db_identifier}")
+
+    @property
+    def db_arns(self) -> list[str]:
+        """The environment's instance and, while one serves the app, the restored one."""
+        return list(dict.fromkeys([self.db_arn, self.serving_db_arn]))
+
+    @property
     def tasks_arn(self) -> str:
         """Every task of the cluster (narrowed to the environment's by tag conditions)."""
         return self._arn("ecs", f"task/{self.cluster}/*")
@@ -316,13 +356,14 @@ def execution_policy(a: Arns, image: str) -> Document:
         statements.append(_allow("PullImage", ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"], repo))
     statements.append(_allow("WriteLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], a.log_streams_arn))
     statements.append(_allow("RuntimeSecret", ["secretsmanager:GetSecretValue"], a.secret_arn))
-    # RDS names its managed secret rds!db-<uuid>; the tag it sets pins the statement to this instance.
+    # RDS names its managed secret rds!db-<uuid>; the tag it sets pins the statement to the instance the
+    # app uses (a restored one put in service has a secret of its own).
     statements.append(
         _allow(
             "DatabaseSecret",
             ["secretsmanager:GetSecretValue"],
             a.rds_secret_arns,
-            {"StringEquals": {"secretsmanager:ResourceTag/aws:rds:primaryDBInstanceArn": a.db_arn}},
+            {"StringEquals": {"secretsmanager:ResourceTag/aws:rds:primaryDBInstanceArn": a.serving_db_arn}},
         )
     )
     return _doc(*statements)
@@ -498,10 +539,10 @@ def backups_policy(a: Arns) -> Document:
     rds = f"arn:{a.partition}:rds:{a.region}:{a.account}"
     tags = _environment_tags(a)
     return _doc(
-        _allow("DescribeInstance", ["rds:DescribeDBInstances"], a.db_arn),
-        _allow("DescribeSnapshots", ["rds:DescribeDBSnapshots"], [a.db_arn, a.snapshots_arn]),
+        _allow("DescribeInstance", ["rds:DescribeDBInstances"], _one_or_all(a.db_arns)),
+        _allow("DescribeSnapshots", ["rds:DescribeDBSnapshots"], [*a.db_arns, a.snapshots_arn]),
         # The snapshot does not exist yet when it is authorised: its name is the only bound.
-        _allow("Snapshot", ["rds:CreateDBSnapshot"], [a.db_arn, a.snapshots_arn]),
+        _allow("Snapshot", ["rds:CreateDBSnapshot"], [*a.db_arns, a.snapshots_arn]),
         _allow("DeleteSnapshot", ["rds:DeleteDBSnapshot"], a.snapshots_arn, {"StringEquals": tags}),
         # A restore always creates a new instance: only ones named <identifier>-*, in the same subnet
         # group, with the default option and parameter groups the environment's instance uses.

@@ -110,8 +110,10 @@ def notes(resources: Sequence[Mapping[str, Any]]) -> list[str]:
             out.append(f"Fargate task size {size.describe()}: the smallest valid combination with the environment's memory and 1 vCPU per 4 GB")
         elif r["type"] == DB_INSTANCE:
             guards = "deletion protection, final snapshot" if i.get("deletionProtection") else "no deletion protection, no final snapshot"
+            restored = i.get("snapshotIdentifier")
             out.append(
-                f"RDS PostgreSQL {i.get('engineVersion')} {i.get('instanceClass')}, "
+                (f"the app uses {i.get('identifier')}, a NEW instance restored from {restored} (mxinfra:aws.database.fromBackup; the environment's own instance stays declared, unused): " if restored else "")
+                + f"RDS PostgreSQL {i.get('engineVersion')} {i.get('instanceClass')}, "
                 f"{'Multi-AZ' if i.get('multiAz') else 'single-AZ'}, backups kept {i.get('backupRetentionPeriod')} days, {guards}"
                 + (", Pulumi-protected" if r.get("options", {}).get("protect") else "")
             )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +17,8 @@ from mxinfra.naming import Naming
 from mxinfra.target import AppContext, EnvironmentContext, Target
 
 from .capabilities import CAPABILITIES
-from . import backups, fargate, render
-from .config import PRODUCTION_TIER, REGION, TIER_TAG, AwsConfig
+from . import backups, database, fargate, render
+from .config import PRODUCTION_TIER, REGION, TIER_TAG, AwsConfig, parse_snapshot_source
 from .policies import PRINCIPAL, Arns, partition_of
 
 if TYPE_CHECKING:
@@ -51,6 +51,11 @@ class SharedCluster:
 
     name: str
     arn: Any  # str for an existing cluster, Output for one created here
+
+
+def with_database(a: Arns, cfg: AwsConfig) -> Arns:
+    """`a` with the instance that serves the environment's app, as database.in_service decides it."""
+    return replace(a, restored=database.in_service(cfg, a.naming.environment, a.db_identifier))
 
 
 def cluster_name(stack: str, app: str) -> str:
@@ -142,6 +147,53 @@ class AwsTarget(Target):
         issues += stack.environment_key_issues(block.hostnames, "mxinfra:aws.hostnames", file)
         for env in stack.environments:
             issues += backups.check(env, of_environment(env), file)
+        issues += self._check_from_backup(stack, block, region if isinstance(region, str) else None, file)
+        return issues
+
+    @staticmethod
+    def _check_from_backup(stack: StackConfig, block: AwsConfig, region: str | None, file: str) -> list[ConfigIssue]:
+        """`database.fromBackup`: environments of the stack, with backups on, naming a backup or a snapshot
+        of their own instance, in the stack's account and region. The restored instance's name always fits:
+        `<app>-<env>-db` is at most 44 characters (names of at most 20), `-from-<id>` is shortened to a digest
+        within RDS's 63 (backup_actions.restored_identifier)."""
+        key = "mxinfra:aws.database.fromBackup"
+        issues = stack.environment_key_issues(block.database.fromBackup, key, file)
+        envs = {e.name: e for e in stack.environments}
+        for name, value in block.database.fromBackup.items():
+            env = envs.get(name)
+            if env is None:
+                continue
+            path = f"{key}.{name}"
+            if not of_environment(env).enabled:
+                issues.append(
+                    ConfigIssue(
+                        path,
+                        f"{name} has no backups ({env.config_path or 'mxinfra:environments.' + name}.backups.enabled is false): there is no vault to restore from, and the restored instance would not be backed up",
+                        "turn the environment's backups on, or remove the key",
+                        file,
+                    )
+                )
+                continue
+            try:
+                source = parse_snapshot_source(value)
+            except ValueError as e:
+                issues.append(ConfigIssue(path, str(e), "copy the id from `mxinfra backup list`, or remove the key to use the environment's own instance", file))
+                continue
+            a = Arns(region or "", block.accountId, "", Naming(stack.app.name, name))
+            if source.account is not None and (source.account != block.accountId or (region is not None and source.region != region)):
+                issues.append(ConfigIssue(path, f"the snapshot's ARN is in {source.account}/{source.region}, the stack deploys to {block.accountId}/{region}", "name a snapshot of the environment's own instance, in the stack's account and region", file))
+                continue
+            own = (f"{a.db_identifier}-", f"rds:{a.db_identifier}-")
+            if not source.aws_backup and not (source.snapshot or "").startswith(own):
+                issues.append(
+                    ConfigIssue(
+                        path,
+                        f"{value!r} is not a snapshot of {name}'s instance {a.db_identifier}",
+                        f"name a backup id (`mxinfra backup list`), an awsbackup:job-<id> of its vault, or a snapshot {a.db_identifier}-<name> (rds:{a.db_identifier}-<date> automated)",
+                        file,
+                    )
+                )
+                continue
         return issues
 
     @staticmethod
@@ -224,7 +276,7 @@ class AwsTarget(Target):
             raise UserError(f"{environment} has no backups ({prepared.environment.config_path}.backups.enabled is false): it has no AWS Backup vault")
         region = deployment.config.block(REGION_KEY)
         cluster = cfg.cluster_name or cluster_name(deployment.config.stack, prepared.naming.app)
-        a = Arns(region if isinstance(region, str) else "", cfg.accountId, cluster, prepared.naming, cfg.database.engineVersion.split(".")[0])
+        a = with_database(Arns(region if isinstance(region, str) else "", cfg.accountId, cluster, prepared.naming, cfg.database.engineVersion.split(".")[0]), cfg)
         return connect(prepared.environment, a, b)
 
     def deploy_app(self, ctx: AppContext) -> SharedCluster:
@@ -255,7 +307,8 @@ class AwsTarget(Target):
         """Network, storage, database, runtime, alerts and access roles of one environment."""
         import pulumi
 
-        from . import access, database, network, rotation, runtime, storage
+        from . import access, network, rotation, runtime, storage
+        from .backup_actions import restore_source
 
         cfg: AwsConfig = ctx.config
         shared: SharedCluster = ctx.shared
@@ -271,9 +324,11 @@ class AwsTarget(Target):
             assign_public_ip=cfg.assignPublicIp,
             aws_backup=of_environment(ctx.environment).enabled,
         )
+        # Which instance serves the app (database.fromBackup), decided once: everything below reads it from `a`.
+        a = with_database(a, cfg)
         sgs = network.create(ctx, cfg)
         files = storage.create(ctx, a)
-        db = database.create(ctx, cfg, a, sgs.database)
+        db = database.create(ctx, cfg, a, sgs.database, look_up=lambda r: restore_source(ctx.environment, a, of_environment(ctx.environment), r.source, r.identifier))
         # No customer-managed KMS key in this target yet: the vault uses AWS Backup's own key.
         backup = backups.create(ctx, cfg, a, db, [files.versioning])
         rt = runtime.create(ctx, cfg, a, sgs, db, shared.arn)
@@ -289,7 +344,8 @@ class AwsTarget(Target):
             "cluster": shared.name,
             "service": a.service_arn,
             "bucket": files.bucket.bucket,
-            "database": a.db_identifier,
+            # the instance the app uses
+            "database": a.serving_db_identifier,
             "logGroup": a.log_group_name,
             "alertsTopic": topic.arn,
             "fargate": {"cpu": rt.size.cpu, "memory": rt.size.memory_mb},

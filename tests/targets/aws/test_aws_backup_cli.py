@@ -137,7 +137,8 @@ def test_create_list_restore_on_test(double, project, capsys):
     assert restores["S3"]["Metadata"]["DestinationBucketName"] == a.bucket_name and restores["S3"]["Metadata"]["NewBucket"] == "false"
     said = " ".join(err.split())
     assert f"into the NEW RDS instance {new}; the app still uses {a.db_identifier}" in said
-    assert "no stack config key that points the app at another instance" in said
+    # and how to put the backup in service instead (test_aws_restored_database.py)
+    assert f"set mxinfra:aws.database.fromBackup.test: {backup_id} and run `pulumi up`" in said
 
     recs = _records(project, "test")
     assert [(r.action, r.changes) for r in recs] == [

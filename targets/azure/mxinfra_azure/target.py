@@ -199,6 +199,22 @@ class AzureTarget(Target):
         workers = leader_follower_counts(prepared.environment.instances)[1] > 0
         return running.observe(environment, names.subscription, names.resource_group, names.leader_app, names.worker_app, workers_declared=workers)
 
+    def backup_actions(self, deployment: Any, environment: str, base_dir: Path) -> Any:
+        """`mxinfra backup` on the environment's server and files (backup_actions.ServerActions), with
+        DefaultAzureCredential in the stack's subscription; a UserError where the environment has no
+        backups to act on."""
+        from mxinfra.backups import of_environment
+        from mxinfra.errors import UserError
+
+        from .backup_actions import connect
+        from .names import Names
+
+        cfg: AzureConfig = deployment.target_config
+        prepared = deployment.environment(environment)
+        if not of_environment(prepared.environment).enabled:
+            raise UserError(f"{environment} has no backups ({prepared.environment.config_path}.backups.enabled is false): its files have no point-in-time restore")
+        return connect(prepared.environment, Names.of(prepared.naming, cfg.subscriptionId))
+
     def deploy_app(self, ctx: AppContext) -> None:
         """Nothing is shared between environments; under a real engine, first the VNet's tier as Azure
         tags it (network.check_tier) and the release guard: what runs must be what the activity log

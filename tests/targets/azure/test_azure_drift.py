@@ -189,12 +189,23 @@ class Arm:
                 pass
 
             def do_GET(self) -> None:  # noqa: N802
-                status, body = arm.answer(self.path, self.headers.get("Authorization"))
-                data = json.dumps(body).encode()
+                self.reply(*arm.answer(self.path, self.headers.get("Authorization")))
+
+            def do_PUT(self) -> None:  # noqa: N802
+                self.reply(*arm.write("PUT", self.path, self.headers.get("Authorization"), self.rfile.read(int(self.headers.get("Content-Length") or 0))))
+
+            def do_POST(self) -> None:  # noqa: N802
+                self.reply(*arm.write("POST", self.path, self.headers.get("Authorization"), self.rfile.read(int(self.headers.get("Content-Length") or 0))))
+
+            def reply(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+                data = json.dumps(body).encode() if body is not None else b""
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
+                if body is not None:
+                    self.send_header("Content-Type", "application/json; charset=utf-8")
                 self.send_header("Content-Length", str(len(data)))
                 self.send_header("x-ms-request-id", "3f1c2b7e-0000-4000-8000-000000000001")
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -234,6 +245,12 @@ class Arm:
         if name not in self.apps:
             return self.error(404, "ResourceNotFound", f"The Resource 'Microsoft.App/containerApps/{name}' under resource group '{group}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix")
         return self.serve(200, self.apps[name])
+
+    def write(self, method: str, raw: str, auth: str | None, body: bytes) -> tuple[int, dict[str, Any]]:
+        """A PUT or POST: none is answered here (a subclass that serves one overrides this)."""
+        self.requests.append({"path": urllib.parse.urlsplit(raw).path, "method": method, "auth": auth})
+        self.failures.append(f"no {method} is served by this double: {method} {raw}")
+        return self.error(405, "MethodNotAllowed", f"The requested method {method} is not allowed.")
 
     def error(self, status: int, code: str, message: str, check: Any = None) -> tuple[int, dict[str, Any]]:
         return self.serve(status, {"error": {"code": code, "message": message}}, check)

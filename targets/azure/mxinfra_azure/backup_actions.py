@@ -1,0 +1,425 @@
+"""`mxinfra backup list|create|restore` on an Azure environment: the PostgreSQL Flexible Server's own backups
+and the files' blob point-in-time restore (backups.py renders both), run by whoever runs the command with
+azure-identity's DefaultAzureCredential (running.py's), as the environment's `backups` role (roles.py) at
+its resource group. No Pulumi imports; the Azure SDKs only when Azure is asked.
+
+Every call goes through one azure-mgmt-postgresqlflexibleservers client at the API version
+pulumi-azure-native 3 manages the server with (PG_API_VERSION, pinned: its published description is what
+the tests hold the calls to); the one storage call, restoreBlobRanges, which no installed SDK has (no
+azure-mgmt-storage), is a plain ARM request sent through the same client's pipeline (`send_request`: the
+same credential, retries and endpoint) at the version pulumi-azure-native manages the account with.
+Long-running operations are followed by reading the resource they change, never their
+Azure-AsyncOperation URL: ARM authorizes that URL at the subscription, above the role's resource group.
+
+A backup is one of the server's backups (`backups`, automatic and on-demand: ListByServer); its id is its
+completion time in UTC to the second (`YYYYmmddTHHMMSSZ`, the core's format; two in one second: the later
+takes the next free second). The files need no backup of their own: the blob service's point-in-time
+restore (restorePolicy.days, the daily tier) returns the container to any instant of its window.
+
+- `refusal`: a dry read of the server's backups (`flexibleServers/backups/read`, which only the `backups`
+  role holds among the environment's roles); Azure's AuthorizationFailed becomes a message naming that
+  role (on production: activate its PIM eligibility first).
+- `create`: an on-demand backup `mxinfra-<request time>` (BackupsAutomaticAndOnDemand_Create), then its
+  GET until it exists with a completion time (bounded: BACKUP_TIMEOUT). `keep` needs nothing: the server
+  keeps on-demand backups for its retention days like the automatic ones, and no command deletes one.
+- `restore`: never over the running server: a point-in-time restore into a NEW server
+  `<server>-<id>` (Servers_Create, createMode PointInTimeRestore at the backup's completion time, in the
+  source's location, subnet and private DNS zone, with its tags), refused if that server exists; and the
+  blob point-in-time restore of the container `mendix-files` to the same instant (restoreBlobRanges over
+  the container's range, in place: the account is the environment's only one). Both are waited for
+  (bounded: RESTORE_TIMEOUT) by reading the new server's state and the account's blobRestoreStatus. What
+  switching the app to the new server takes is said on stderr and in the README. On production a restore
+  is refused unless `create` took an on-demand backup first in the same run (`mxinfra backup restore`
+  does so).
+
+Every failure is a UserError (exit 2, no traceback) naming the server or account, the operation and what
+to do.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import urllib.parse
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, TextIO
+
+from mxinfra.backups import ID_FORMAT
+from mxinfra.environments import Environment
+from mxinfra.errors import UserError
+
+from . import running
+from .names import FILES_CONTAINER, Names
+
+# The versions pulumi-azure-native 3 manages the server and the account with ("Uses Azure REST API
+# version ..." of dbforpostgresql.Server and storage.StorageAccount): the published descriptions the
+# tests hold every request and answer to (tests/targets/azure/spec).
+PG_API_VERSION = "2025-08-01"
+STORAGE_API_VERSION = "2024-01-01"
+POLL_SECONDS = 15.0
+# A large server's backup or restore: the command waits this long, then says how to follow it.
+BACKUP_TIMEOUT = 2 * 3600.0
+RESTORE_TIMEOUT = 6 * 3600.0
+SERVER_NAME_MAX = 63  # Flexible Server names: 3-63 lowercase letters, digits and hyphens (a DNS name)
+ON_DEMAND_PREFIX = "mxinfra-"
+BACKUPS_READ = "Microsoft.DBforPostgreSQL/flexibleServers/backups/read"
+# A server's states that end a restore badly (Ready ends it well; others are on the way).
+_SERVER_FAILED = frozenset({"Disabled", "Dropping", "Inaccessible"})
+
+
+@dataclass(frozen=True)
+class Backup:
+    """One of the server's backups."""
+
+    id: str
+    name: str
+    at: datetime  # its completion time, UTC: the instant a restore of it returns to
+    kind: str  # Flexible Server's backupType: Full (automatic) or Customer On-Demand
+
+
+def _utc(t: datetime) -> datetime:
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+
+
+def backups_of(found: Sequence[tuple[str, datetime | None, str | None]]) -> list[Backup]:
+    """The backups of ListByServer's answer ((name, completedTime, backupType) each), newest first; one
+    without a completion time (not done) is left out. Ids are unique: a backup completed in the second of
+    an earlier one takes the next free second. Pure."""
+    out: list[Backup] = []
+    used: set[str] = set()
+    for name, at, kind in sorted(((n, _utc(t), k) for n, t, k in found if t is not None), key=lambda b: (b[1], b[0])):
+        second = at.replace(microsecond=0)
+        while second.strftime(ID_FORMAT) in used:
+            second += timedelta(seconds=1)
+        used.add(second.strftime(ID_FORMAT))
+        out.append(Backup(second.strftime(ID_FORMAT), name, at, kind or "?"))
+    return sorted(out, key=lambda b: b.id, reverse=True)
+
+
+def restored_server(server: str, backup_id: str) -> str:
+    """The new server a restore creates: `<server>-<id>` in Azure's lowercase; where that is longer than
+    Flexible Server allows, the server's name shortened in front of the id. Never the running server."""
+    suffix = "-" + backup_id.lower()
+    return server[: SERVER_NAME_MAX - len(suffix)].rstrip("-") + suffix
+
+
+def on_demand_name(now: datetime) -> str:
+    """The name of an on-demand backup requested at `now`: `mxinfra-<UTC time>.<microseconds>z`, so that two
+    requests in one second (production's backup before a restore) are two backups."""
+    t = _utc(now)
+    return f"{ON_DEMAND_PREFIX}{t.strftime('%Y%m%dt%H%M%S')}.{t.microsecond:06d}z"
+
+
+def container_range(container: str) -> dict[str, str]:
+    """The blob range of every blob of `container` and nothing else: from `<container>/` up to, not
+    including, `<container>0` ('0' follows '/'; container names hold no character between them)."""
+    return {"startRange": f"{container}/", "endRange": f"{container}0"}
+
+
+def _iso(t: datetime) -> str:
+    return _utc(t).isoformat().replace("+00:00", "Z")
+
+
+class ServerActions:
+    """`mxinfra backup`'s actions on one environment's server and files (see the module docstring)."""
+
+    def __init__(
+        self,
+        env: Environment,
+        names: Names,
+        *,
+        credential: Any = None,
+        endpoint: str | None = None,
+        poll: float | None = None,
+        backup_timeout: float | None = None,
+        restore_timeout: float | None = None,
+        out: TextIO | None = None,
+    ) -> None:
+        self.env, self.names = env, names
+        # None: the module's (read now, so a test may set them)
+        self.poll = POLL_SECONDS if poll is None else poll
+        self.backup_timeout = BACKUP_TIMEOUT if backup_timeout is None else backup_timeout
+        self.restore_timeout = RESTORE_TIMEOUT if restore_timeout is None else restore_timeout
+        self.out = out
+        self.group, self.server, self.account = names.resource_group, names.database_server, names.storage_account
+        self._credential, self._endpoint = credential, endpoint
+        self._client: Any = None
+        self._taken: list[str] = []  # on-demand backups this run took (production restores need one)
+        self._backups: list[Backup] | None = None
+
+    @property
+    def where(self) -> str:
+        """The server, its resource group and subscription, for messages."""
+        return f"PostgreSQL flexible server {self.server} (resource group {self.group}, subscription {self.names.subscription})"
+
+    # --- the interface of mxinfra.backup_cli -----------------------------------------------------------
+
+    def refusal(self, action: str) -> str | None:
+        """Why the caller may not run `action` (None: Azure lets them read the server's backups, which only
+        the environment's `backups` role does). Each later call is authorised by Azure one by one, a
+        refusal named as here."""
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            with self._azure(f"{BACKUPS_READ} of {self.server}", reraise_denied=True):
+                self._backups = self._read_backups()
+        except HttpResponseError as exc:
+            return f"the signed-in identity may not {action} backups of {self.env.name}: Azure refused {BACKUPS_READ} of {self.server} ({running._code(exc)}). {self._rights()}"
+        return None
+
+    def list(self) -> list[str]:
+        """The server's backups, automatic and on-demand, newest first (ids: their UTC completion time)."""
+        return [b.id for b in self._list()]
+
+    def create(self, now: datetime, keep: str | None = None) -> str:
+        """An on-demand backup of the server, waited for; its id (as `list` gives it). `keep` needs nothing:
+        the server drops backups only by age (its retention days), never to make room for a new one."""
+        name = on_demand_name(now)
+        with self._azure(f"the on-demand backup {name} of {self.server}"):
+            self.client.backups_automatic_and_on_demand.begin_create(self.group, self.server, name, polling=False)
+        follow = f"az postgres flexible-server backup show -g {self.group} --name {self.server} --backup-name {name}"
+        deadline = time.monotonic() + self.backup_timeout
+        while True:
+            got = self._get_backup(name)
+            if got is not None and got.properties is not None and got.properties.completed_time is not None:
+                break
+            if time.monotonic() >= deadline:
+                raise UserError(
+                    f"{self.env.name}: the on-demand backup {name} of {self.where} is not complete after {self.backup_timeout / 60:.0f} minutes; "
+                    f"nothing was recorded. Follow it with `{follow}`, then run `mxinfra backup list`"
+                )
+            time.sleep(self.poll)
+        self._backups = None
+        for b in self._list():
+            if b.name == name:
+                self._taken.append(b.id)
+                return b.id
+        raise UserError(f"{self.env.name}: the on-demand backup {name} completed, but the server's list of backups does not hold it: see `{follow}`")
+
+    def restore(self, backup: str, now: datetime) -> dict[str, Any]:
+        """Restore backup `backup`: the database into a new server, the files in place, both to the
+        backup's completion time; waited for. What was created, which the CLI may record."""
+        if self.env.is_production and not self._taken:
+            raise UserError(
+                f"restoring into production {self.env.name} needs an on-demand backup of it taken first, in the same run: "
+                "use `mxinfra backup restore`, which takes one and records it before restoring"
+            )
+        found = {b.id: b for b in self._list()}
+        if backup not in found:
+            raise UserError(f"{self.env.name} has no backup {backup} of {self.where}: see `mxinfra backup list`")
+        at = found[backup].at
+        new = restored_server(self.server, backup)
+        if new == self.server:  # never over the running server
+            raise UserError(f"refusing to restore over the running server {self.server}")
+        source = self._get_server(self.server)
+        if source is None:
+            raise UserError(f"{self.env.name}: the {self.where} does not exist: deploy the stack (`pulumi up`)")
+        if self._get_server(new) is not None:  # a PUT would update it, not restore into it
+            raise UserError(
+                f"{self.env.name}: the server {new} exists already (a restore of backup {backup} ran before): use it, or have the platform "
+                f"identity delete it (`az postgres flexible-server delete -g {self.group} --name {new}`) and restore again"
+            )
+        with self._azure(f"the point-in-time restore of {self.server} into the new server {new}"):
+            self.client.servers.begin_create_or_update(self.group, new, self._restore_body(source, at), polling=False)
+        started = f"the new server {new} is being created (`az postgres flexible-server show -g {self.group} --name {new}`)"
+        restore_id = self._restore_files(at, started)
+        self._wait_restores(new, restore_id)
+        self._say(
+            "\n".join(
+                [
+                    f"{self.env.name}: backup {backup} restored to {_iso(at)}:",
+                    f"  database: into the NEW server {new}; the app still uses {self.server}, which is unchanged. The azure target has no "
+                    "stack config key that points the app at another server: read from the new one, or have the platform identity move its "
+                    f"data into {self.server} (pg_dump/pg_restore from inside the VNet), then delete {new} (targets/azure/README.md, Backups)",
+                    f"  files: the container {FILES_CONTAINER} of {self.account} is back at {_iso(at)}, in place: files written since are "
+                    "removed and overwritten ones are the older versions again (both kept as versions for the soft delete days)",
+                ]
+            )
+        )
+        return {"server": new, "files": f"{self.account}/{FILES_CONTAINER}", "pointInTime": _iso(at)}
+
+    # --- Azure --------------------------------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        """The Flexible Server client (made on first use), at PG_API_VERSION."""
+        if self._client is None:
+            from azure.mgmt.postgresqlflexibleservers import PostgreSQLManagementClient
+
+            with self._azure("signing in"):
+                self._client = PostgreSQLManagementClient(
+                    self._credential if self._credential is not None else running.default_credential(),
+                    self.names.subscription,
+                    base_url=self._endpoint or running.ARM,
+                    api_version=PG_API_VERSION,
+                    retry_total=3,
+                    connection_timeout=10,
+                    read_timeout=60,
+                )
+        return self._client
+
+    def _list(self) -> list[Backup]:
+        if self._backups is None:
+            with self._azure(f"{BACKUPS_READ} of {self.server}"):
+                self._backups = self._read_backups()
+        return self._backups
+
+    def _read_backups(self) -> list[Backup]:
+        """ListByServer, every page (the caller turns the SDK's failures into messages)."""
+        pages = self.client.backups_automatic_and_on_demand.list_by_server(self.group, self.server)
+        return backups_of([(b.name, b.properties.completed_time if b.properties else None, b.properties.backup_type if b.properties else None) for b in pages])
+
+    def _get_backup(self, name: str) -> Any:
+        """The backup `name`, or None while Azure does not list it (still running)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with self._azure(f"{BACKUPS_READ} of {self.server}/{name}"):
+            try:
+                return self.client.backups_automatic_and_on_demand.get(self.group, self.server, name)
+            except ResourceNotFoundError:
+                return None
+
+    def _get_server(self, name: str) -> Any:
+        """The server `name` in the environment's resource group, or None."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with self._azure(f"Microsoft.DBforPostgreSQL/flexibleServers/read of {name}"):
+            try:
+                return self.client.servers.get(self.group, name)
+            except ResourceNotFoundError:
+                return None
+
+    def _restore_body(self, source: Any, at: datetime) -> dict[str, Any]:
+        """Servers_Create's body of a point-in-time restore of `source` at `at`: in its location, subnet
+        and private DNS zone (a VNet-integrated server restores only into a subnet of its VNet), with its
+        tags (the environment's: the new server is one of its resources)."""
+        props: dict[str, Any] = {"createMode": "PointInTimeRestore", "sourceServerResourceId": source.id, "pointInTimeUTC": _iso(at)}
+        network = source.properties.network if source.properties is not None else None
+        if network is not None and network.delegated_subnet_resource_id:
+            props["network"] = {"delegatedSubnetResourceId": network.delegated_subnet_resource_id}
+            if network.private_dns_zone_arm_resource_id:
+                props["network"]["privateDnsZoneArmResourceId"] = network.private_dns_zone_arm_resource_id
+        return {"location": source.location, "tags": dict(source.tags or {}), "properties": props}
+
+    def _account_path(self) -> str:
+        parts = (urllib.parse.quote(x, safe="") for x in (self.names.subscription, self.group, self.account))
+        return "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Storage/storageAccounts/{}".format(*parts)
+
+    def _storage(self, method: str, path: str, doing: str, *, body: Any = None, params: Mapping[str, str] | None = None, started: str = "") -> dict[str, Any]:
+        """One ARM request of Microsoft.Storage through the client's pipeline; its JSON answer."""
+        from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError, map_error
+        from azure.core.rest import HttpRequest
+        from azure.mgmt.core.exceptions import ARMErrorFormat
+
+        request = HttpRequest(method, self._account_path() + path, params={"api-version": STORAGE_API_VERSION, **(params or {})}, json=body, headers={"Accept": "application/json"})
+        with self._azure(doing, started=started):
+            response = self.client.send_request(request)
+            response.read()
+            if response.status_code not in (200, 202):
+                map_error(status_code=response.status_code, response=response, error_map={401: ClientAuthenticationError, 404: ResourceNotFoundError})
+                raise HttpResponseError(response=response, error_format=ARMErrorFormat)
+        try:
+            answer = response.json() if response.text() else {}
+        except ValueError:
+            answer = {}
+        return answer if isinstance(answer, dict) else {}
+
+    def _restore_files(self, at: datetime, started: str) -> str | None:
+        """Start the blob point-in-time restore of the files' container to `at`; its restore id."""
+        body = {"timeToRestore": _iso(at), "blobRanges": [container_range(FILES_CONTAINER)]}
+        answer = self._storage("POST", "/restoreBlobRanges", f"Microsoft.Storage/storageAccounts/restoreBlobRanges/action of {self.account} ({FILES_CONTAINER})", body=body, started=started)
+        return answer.get("restoreId")
+
+    def _wait_restores(self, new: str, restore_id: str | None) -> None:
+        """Poll the new server's state and the account's blob restore status until both are done; a
+        UserError naming the operation if one fails or time runs out."""
+        deadline = time.monotonic() + self.restore_timeout
+        follow_db = f"az postgres flexible-server show -g {self.group} --name {new} --query state"
+        follow_files = f"az storage account show -g {self.group} -n {self.account} --expand blobRestoreStatus --query blobRestoreStatus"
+        server_done = files_done = False
+        while True:
+            if not server_done:
+                got = self._get_server(new)
+                raw = got.properties.state if got is not None and got.properties is not None else None
+                state = str(getattr(raw, "value", raw)) if raw is not None else None  # the SDK's enums print as their class
+                if state == "Ready":
+                    server_done = True
+                elif state in _SERVER_FAILED:
+                    raise UserError(f"{self.env.name}: the point-in-time restore into the new server {new} ended {state}; nothing was recorded. See `{follow_db}`")
+            if not files_done:
+                account = self._storage("GET", "", f"Microsoft.Storage/storageAccounts/read of {self.account} (its blob restore status)", params={"$expand": "blobRestoreStatus"})
+                status = (account.get("properties") or {}).get("blobRestoreStatus") or {}
+                if restore_id is None or status.get("restoreId") == restore_id:
+                    if status.get("status") == "Complete":
+                        files_done = True
+                    elif status.get("status") == "Failed":
+                        raise UserError(
+                            f"{self.env.name}: the blob point-in-time restore of {self.account}/{FILES_CONTAINER} failed: {status.get('failureReason') or 'Azure gave no reason'}; "
+                            f"nothing was recorded (the new server {new} may still be created: `{follow_db}`). See `{follow_files}`"
+                        )
+            if server_done and files_done:
+                return
+            if time.monotonic() >= deadline:
+                running_ = [f"the point-in-time restore into the new server {new} (`{follow_db}`)"] if not server_done else []
+                running_ += [f"the blob point-in-time restore of {self.account}/{FILES_CONTAINER} (`{follow_files}`)"] if not files_done else []
+                raise UserError(f"{self.env.name}: the restore is still running after {self.restore_timeout / 60:.0f} minutes: {'; '.join(running_)}; nothing was recorded")
+            time.sleep(self.poll)
+
+    def _rights(self) -> str:
+        pim = "; on production it is PIM-eligible: activate it first (Privileged Identity Management, My roles: MFA and a justification), then sign in again" if self.env.is_production else ""
+        return (
+            f"`mxinfra backup` needs the backups permission of {self.env.name}: the role `mxinfra {self.env_prefix} backups` at resource group "
+            f"{self.group} (mxinfra:access grants it){pim}"
+        )
+
+    @property
+    def env_prefix(self) -> str:
+        """`<app>-<env>`, as the role names carry it."""
+        return self.names.naming.prefix
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.out if self.out is not None else sys.stderr)
+
+    @contextmanager
+    def _azure(self, doing: str, *, started: str = "", reraise_denied: bool = False) -> Iterator[None]:
+        """The Azure SDK's failures as UserError (exit 2), naming the call, the server and what to do."""
+        from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError, ServiceResponseError
+
+        head = f"{self.env.name}: {self.where}"
+        also = f" (already started: {started})" if started else ""
+        sign_in = f"{running.SIGN_IN_WAYS}; {self._rights()}"
+        try:
+            yield
+        except ClientAuthenticationError as exc:
+            if exc.status_code is None:  # no credential produced a token (nothing was sent to ARM)
+                raise UserError(f"{head}: no Azure credential could sign in ({running.first_line(exc)}): {sign_in}") from None
+            raise UserError(f"{head}: Azure refused the credential for {doing} ({running._code(exc)}): the token is not valid for this tenant or has expired: {sign_in}{also}") from None
+        except HttpResponseError as exc:
+            code = str(getattr(getattr(exc, "error", None), "code", None) or "")
+            if exc.status_code == 403 and reraise_denied:
+                raise
+            if exc.status_code == 403 and code == "LinkedAuthorizationFailed":
+                # the write is allowed; an action on a resource it links to (a restored server joins the
+                # database subnet, in the VNet's resource group, and the private DNS zone) is not
+                fix = (
+                    "Azure also checks an action on a resource the request links to, which the environment's backups role does not hold: "
+                    "have the platform identity run this restore (targets/azure/README.md, Backups)"
+                )
+            elif exc.status_code == 403:
+                fix = self._rights()
+            elif exc.status_code == 404 and code in ("ResourceNotFound", "ResourceGroupNotFound"):
+                fix = f"it does not exist in subscription {self.names.subscription}: deploy the stack (`pulumi up`), or check mxinfra:azure.subscriptionId"
+            else:
+                fix = "see Azure's message"
+            raise UserError(f"{head}: Azure refused {doing} ({exc.status_code} {running._code(exc)}): {fix}{also}") from None
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise UserError(f"{head}: Azure Resource Manager cannot be reached ({running.first_line(exc)}): check the network{also}") from None
+
+
+def connect(env: Environment, names: Names, **kw: Any) -> ServerActions:
+    """The actions on `env`'s server and files with DefaultAzureCredential in the stack's subscription;
+    nothing is called until the first action."""
+    return ServerActions(env, names, **kw)

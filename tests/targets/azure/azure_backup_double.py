@@ -1,0 +1,453 @@
+"""ARM for `mxinfra backup` on the azure target: the drift tests' loopback HTTPS double (test_azure_drift.Arm:
+its TLS, credential check and serve/error machinery) answering the Flexible Server and storage account
+operations the commands call, each request and answer held to Microsoft's published description of the
+API version the commands speak (spec/, see its README; object definitions closed as the drift test
+closes them).
+
+What it keeps: the environment's server and the servers restored from it (`servers`, ARM documents),
+the server's backups (`backups`, automatic and on-demand), and the files container as a history of
+writes (`blobs`: (time, name, content or None for a delete)), which a blob point-in-time restore really
+winds back to its instant. Long-running work (an on-demand backup, a restored server, a blob restore)
+completes after `steps` reads of the resource, or never while `stall` is set.
+
+When `role` is set (a rendered custom role definition, as `mxinfra plan --out` writes it), every call
+is authorised against its actions the way Azure RBAC reads them (azhelpers.rbac_allows) and refused as
+ARM refuses, 403 AuthorizationFailed; `calls` keeps (action, scope) of every call let through, for a
+replay against other roles.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import re
+import urllib.parse
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from azhelpers import rbac_allows
+from test_azure_drift import REGISTRY as DRIFT_REGISTRY
+from test_azure_drift import SPEC, TOKEN, Arm
+
+PG_SPEC = SPEC / "postgresql/resource-manager/Microsoft.DBforPostgreSQL/PostgreSQL/stable/2025-08-01/openapi.json"
+# The published 2025-08-01 file sits under PostgreSQL/stable/ while its $refs still climb four levels, as
+# from the layout before (Microsoft.DBforPostgreSQL/stable/): they name
+# specification/postgresql/resource-manager/common-types/, where the repository has no file. The copy
+# keeps both verbatim; the registry serves common-types v6 at the address the $refs name as well.
+V6 = SPEC / "common-types/resource-management/v6/types.json"
+_V6_AS_REFERENCED = (PG_SPEC.parent / "../../../../common-types/resource-management/v6/types.json").resolve()
+REGISTRY = DRIFT_REGISTRY.with_resource(_V6_AS_REFERENCED.as_uri(), DRIFT_REGISTRY[V6.resolve().as_uri()])
+STORAGE_SPEC = SPEC / "storage/resource-manager/Microsoft.Storage/stable/2024-01-01/storage.json"
+# Storage's GetProperties and RestoreBlobRanges declare no error response: ARM's common ErrorResponse
+# (the one the file's other operations name) holds their errors.
+ARM_ERROR = SPEC / "common-types/resource-management/v5/types.json"
+PG_DOC = REGISTRY.contents(PG_SPEC.resolve().as_uri())
+STORAGE_DOC = REGISTRY.contents(STORAGE_SPEC.resolve().as_uri())
+PG_VERSION, STORAGE_VERSION = PG_DOC["info"]["version"], STORAGE_DOC["info"]["version"]
+PAGE = 2  # backups per page of ListByServer: a few backups already take the SDK through nextLink
+
+_SERVERS = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.DBforPostgreSQL/flexibleServers/{serverName}"
+_ACCOUNT = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Storage/storageAccounts/{accountName}"
+# (method, path template) -> (the spec file, the ARM action Azure RBAC checks)
+OPERATIONS: dict[tuple[str, str], tuple[Path, str]] = {
+    ("GET", _SERVERS): (PG_SPEC, "Microsoft.DBforPostgreSQL/flexibleServers/read"),
+    ("PUT", _SERVERS): (PG_SPEC, "Microsoft.DBforPostgreSQL/flexibleServers/write"),
+    ("GET", _SERVERS + "/backups"): (PG_SPEC, "Microsoft.DBforPostgreSQL/flexibleServers/backups/read"),
+    ("GET", _SERVERS + "/backups/{backupName}"): (PG_SPEC, "Microsoft.DBforPostgreSQL/flexibleServers/backups/read"),
+    ("PUT", _SERVERS + "/backups/{backupName}"): (PG_SPEC, "Microsoft.DBforPostgreSQL/flexibleServers/backups/write"),
+    ("GET", _ACCOUNT): (STORAGE_SPEC, "Microsoft.Storage/storageAccounts/read"),
+    ("POST", _ACCOUNT + "/restoreBlobRanges"): (STORAGE_SPEC, "Microsoft.Storage/storageAccounts/restoreBlobRanges/action"),
+}
+
+
+def _regex(template: str) -> re.Pattern[str]:
+    return re.compile("^" + re.sub(r"\\\{[A-Za-z]+\\\}", "([^/]+)", re.escape(template)) + "$", re.IGNORECASE)
+
+
+ROUTES = [(method, template, _regex(template)) for method, template in OPERATIONS]
+
+
+def operation(method: str, template: str) -> dict[str, Any]:
+    """The described operation `method template`."""
+    spec, _ = OPERATIONS[(method, template)]
+    return REGISTRY.contents(spec.resolve().as_uri())["paths"][template][method.lower()]
+
+
+def _validator(spec: Path, schema: dict[str, Any]) -> Draft202012Validator:
+    return _validator_of(urllib.parse.urljoin(spec.resolve().as_uri(), schema["$ref"]))
+
+
+@functools.lru_cache(maxsize=None)
+def _validator_of(ref: str) -> Draft202012Validator:
+    return Draft202012Validator({"$ref": ref}, registry=REGISTRY)
+
+
+def problems(validator: Draft202012Validator, body: Any) -> list[str]:
+    """What is wrong with `body` against `validator`'s schema (empty: nothing)."""
+    return [f"{list(e.absolute_path)}: {e.message}" for e in sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path))[:5]]
+
+
+def response_check(method: str, template: str) -> Callable[[int, Any], None]:
+    """The check of an answer of `method template`: the declared response's schema, or ARM's ErrorResponse;
+    a response declared without a schema has no body."""
+    spec, _ = OPERATIONS[(method, template)]
+    op = operation(method, template)
+
+    def check(status: int, body: Any) -> None:
+        declared = op["responses"].get(str(status))
+        if declared is None and status >= 400:
+            declared = op["responses"].get("default") or {"schema": {"$ref": "../../../../../common-types/resource-management/v5/types.json#/definitions/ErrorResponse"}}
+            if "default" not in op["responses"]:
+                found = problems(_validator_of(ARM_ERROR.resolve().as_uri() + "#/definitions/ErrorResponse"), body)
+                if found:
+                    raise AssertionError(f"not an ARM error body: {found}")
+                return
+        if declared is None:
+            raise AssertionError(f"{op['operationId']} declares no {status} response")
+        if "schema" not in declared:
+            if body is not None:
+                raise AssertionError(f"{op['operationId']}'s {status} response has no body, not {body!r}")
+            return
+        found = problems(_validator(spec, declared["schema"]), body)
+        if found:
+            raise AssertionError(f"not a {op['operationId']} {status} body of API version {REGISTRY.contents(spec.resolve().as_uri())['info']['version']}: " + "; ".join(found))
+
+    return check
+
+
+def request_problems(method: str, template: str, body: Any) -> list[str]:
+    """What is wrong with a request body of `method template` against its `in: body` parameter."""
+    spec, _ = OPERATIONS[(method, template)]
+    params = [p for p in operation(method, template)["parameters"] if p.get("in") == "body"]
+    if not params:
+        return [] if body is None else [f"{operation(method, template)['operationId']} takes no body, got {body!r}"]
+    if body is None:
+        return [f"{operation(method, template)['operationId']} needs a body"] if params[0].get("required") else []
+    return problems(_validator(spec, params[0]["schema"]), body)
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _parse(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class BackupArm(Arm):
+    """The drift tests' ARM double with the backup commands' operations (module docstring)."""
+
+    def __init__(self, ca: Path, cert: Path, key: Path, *, subscription: str, group: str, location: str = "westeurope") -> None:
+        super().__init__(ca, cert, key)
+        self.subscription, self.group, self.location = subscription, group, location
+        self.groups = {group}
+        self.servers: dict[str, dict[str, Any]] = {}
+        self.backups: dict[str, dict[str, Any]] = {}  # the source server's, by name
+        self.accounts: dict[str, dict[str, Any]] = {}
+        self.blobs: list[tuple[datetime, str, bytes | None]] = []
+        self.restores: list[dict[str, Any]] = []  # what each restored server was made from
+        self.blob_restores: list[dict[str, Any]] = []  # each restoreBlobRanges request, with its instant
+        self.pending: dict[str, int] = {}  # "backup:<name>" / "server:<name>" / "blobs:<id>" -> reads left
+        self.steps = 2
+        self.stall = False
+        self.fail: str | None = None  # "server" or "blobs": the next restore of that kind fails
+        self.role: dict[str, Any] | None = None
+        self.linked_denied = False  # the restore's linked check of the subnet join fails, as ARM reports it
+        self.calls: list[tuple[str, str]] = []
+        self.denied: list[tuple[str, str]] = []
+        self.writes: list[tuple[str, str, Any]] = []
+
+    # --- what `pulumi up` left, and what happened since ---------------------------------------------------
+
+    def server_id(self, name: str) -> str:
+        return f"/subscriptions/{self.subscription}/resourceGroups/{self.group}/providers/Microsoft.DBforPostgreSQL/flexibleServers/{name}"
+
+    def put_server(self, name: str, *, subnet: str, zone: str, tags: dict[str, str], retention: int) -> dict[str, Any]:
+        """The environment's server as `pulumi up` leaves it (database.py: VNet-integrated, private DNS zone)."""
+        doc = {
+            "id": self.server_id(name),
+            "name": name,
+            "type": "Microsoft.DBforPostgreSQL/flexibleServers",
+            "location": self.location,
+            "tags": dict(tags),
+            "sku": {"name": "Standard_B1ms", "tier": "Burstable"},
+            "systemData": {"createdBy": "pulumi-deployer@example.com", "createdByType": "Application", "createdAt": "2026-11-30T09:12:44.0000000Z"},
+            "properties": {
+                "administratorLogin": "mendix",
+                "version": "16",
+                "minorVersion": "4",
+                "state": "Ready",
+                "fullyQualifiedDomainName": f"{name}.{zone.rsplit('/', 1)[-1]}",
+                "storage": {"storageSizeGB": 32, "autoGrow": "Enabled", "type": "Premium_LRS"},
+                "backup": {"backupRetentionDays": retention, "geoRedundantBackup": "Disabled", "earliestRestoreDate": "2026-11-30T09:20:00Z"},
+                "network": {"publicNetworkAccess": "Disabled", "delegatedSubnetResourceId": subnet, "privateDnsZoneArmResourceId": zone},
+                "availabilityZone": "1",
+                "replicaCapacity": 5,
+            },
+        }
+        response_check("GET", _SERVERS)(200, doc)
+        self.servers[name.lower()] = doc
+        return doc
+
+    def put_account(self, name: str, tags: dict[str, str]) -> None:
+        """The files' storage account as `pulumi up` leaves it (storage.py)."""
+        doc = {
+            "id": f"/subscriptions/{self.subscription}/resourceGroups/{self.group}/providers/Microsoft.Storage/storageAccounts/{name}",
+            "name": name,
+            "type": "Microsoft.Storage/storageAccounts",
+            "location": self.location,
+            "tags": dict(tags),
+            "kind": "StorageV2",
+            "properties": {
+                "provisioningState": "Succeeded",
+                "primaryLocation": self.location,
+                "statusOfPrimary": "available",
+                "creationTime": "2026-11-30T09:12:50.0000000Z",
+                "supportsHttpsTrafficOnly": True,
+                "allowBlobPublicAccess": False,
+                "minimumTlsVersion": "TLS1_2",
+                "allowSharedKeyAccess": False,
+                "isHnsEnabled": False,
+            },
+        }
+        response_check("GET", _ACCOUNT)(200, doc)
+        self.accounts[name.lower()] = doc
+
+    def automatic_backup(self, server: str, at: datetime) -> str:
+        """A backup the server took by itself (Full) at `at`; its name."""
+        name = f"backup_{int(at.timestamp())}"
+        self.backups[name] = self._backup_doc(server, name, "Full", at)
+        return name
+
+    def write_file(self, name: str, content: bytes | None, at: datetime | None = None) -> None:
+        """The app writes (or, with None, deletes) a file of the container."""
+        self.blobs.append((at or now(), name, content))
+        self.blobs.sort(key=lambda e: e[0])
+
+    def files(self, at: datetime | None = None) -> dict[str, bytes]:
+        """The container's files as they are (or were at `at`)."""
+        out: dict[str, bytes] = {}
+        for t, name, content in self.blobs:
+            if at is not None and t > at:
+                break
+            if content is None:
+                out.pop(name, None)
+            else:
+                out[name] = content
+        return out
+
+    def _backup_doc(self, server: str, name: str, kind: str, at: datetime | None) -> dict[str, Any]:
+        props: dict[str, Any] = {"backupType": kind, "source": "Automatic" if kind == "Full" else "Customer"}
+        if at is not None:
+            props["completedTime"] = _iso(at)
+        return {"id": f"{self.server_id(server)}/backups/{name}", "name": name, "type": "Microsoft.DBforPostgreSQL/flexibleServers/backups", "properties": props}
+
+    # --- ARM ----------------------------------------------------------------------------------------------
+
+    def answer(self, raw: str, auth: str | None) -> tuple[Any, ...]:
+        return self._route("GET", raw, auth, b"")
+
+    def write(self, method: str, raw: str, auth: str | None, body: bytes) -> tuple[Any, ...]:
+        return self._route(method, raw, auth, body)
+
+    def _route(self, method: str, raw: str, auth: str | None, data: bytes) -> tuple[Any, ...]:
+        url = urllib.parse.urlsplit(raw)
+        query = urllib.parse.parse_qs(url.query)
+        for m, template, regex in ROUTES:
+            match = regex.match(url.path)
+            if m == method and match is not None:
+                break
+        else:
+            self.requests.append({"path": url.path, "method": method, "query": query, "auth": auth})
+            self.failures.append(f"no operation of the copied descriptions is {method} {raw}")
+            return self.error(400, "InvalidResourceType", f"The resource type could not be found for {url.path}.")
+        spec, action = OPERATIONS[(method, template)]
+        check = response_check(method, template)
+        body = json.loads(data) if data else None
+        self.requests.append({"path": url.path, "method": method, "query": query, "auth": auth, "body": body, "operation": operation(method, template)["operationId"]})
+        version = REGISTRY.contents(spec.resolve().as_uri())["info"]["version"]
+        if query.get("api-version") != [version]:
+            self.failures.append(f"not a {operation(method, template)['operationId']} request of API version {version}: {method} {raw}")
+            return self.error(400, "InvalidApiVersionParameter", f"The api-version '{query.get('api-version')}' is invalid.", check)
+        wrong = request_problems(method, template, body)
+        if wrong:
+            self.failures.append(f"{operation(method, template)['operationId']} request body off its description: {wrong}")
+            return self.error(400, "InvalidRequestContent", "; ".join(wrong)[:300], check)
+        if auth != f"Bearer {TOKEN}":
+            return self.error(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing or invalid.", check)
+        parts = [urllib.parse.unquote(x) for x in match.groups()]
+        sub, group = parts[0], parts[1]
+        if self.role is not None and not rbac_allows(self.role, action):
+            self.denied.append((action, url.path))
+            return self.error(
+                403,
+                "AuthorizationFailed",
+                f"The client 'rita@example.com' with object id '0a1b2c3d-0000-4000-8000-000000000009' does not have authorization to perform action "
+                f"'{action}' over scope '{url.path}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
+                check,
+            )
+        self.calls.append((action, url.path))
+        if sub != self.subscription or group.lower() != self.group.lower():
+            return self.error(404, "ResourceGroupNotFound", f"Resource group '{group}' could not be found.", check)
+        self.writes += [(method, url.path, body)] if method != "GET" else []
+        status, answer, *headers = getattr(self, "_" + operation(method, template)["operationId"].lower())(parts[2:], body, query, url)
+        return (*self.serve(status, answer, check), *headers)
+
+    def _missing(self, kind: str, name: str) -> tuple[int, dict[str, Any]]:
+        return 404, {"error": {"code": "ResourceNotFound", "message": f"The Resource '{kind}/{name}' under resource group '{self.group}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"}}
+
+    def _accepted(self, kind: str) -> dict[str, str]:
+        """The 202's headers: the operation's status URLs, at the subscription (the commands never read them)."""
+        op = f"https://management.azure.com/subscriptions/{self.subscription}/providers/Microsoft.DBforPostgreSQL/locations/{self.location}/{kind}/3f1c2b7e-0000-4000-8000-0000000000aa"
+        return {"Azure-AsyncOperation": op + f"?api-version={PG_VERSION}", "Location": op.replace(kind, "operationResults") + f"?api-version={PG_VERSION}", "Retry-After": "0"}
+
+    def _progress(self, key: str) -> bool:
+        """One read of a running operation: True once it is done."""
+        if key not in self.pending:
+            return True
+        if self.stall:
+            return False
+        self.pending[key] -= 1
+        if self.pending[key] <= 0:
+            del self.pending[key]
+            return True
+        return False
+
+    # Flexible Server -----------------------------------------------------------------------------------------
+
+    def _servers_get(self, parts: list[str], body: Any, query: Any, url: Any) -> tuple[Any, ...]:
+        doc = self.servers.get(parts[0].lower())
+        if doc is None:
+            return self._missing("Microsoft.DBforPostgreSQL/flexibleServers", parts[0])
+        key = f"server:{parts[0].lower()}"
+        if key in self.pending and self._progress(key):
+            failed = self.fail == "server"
+            doc["properties"]["state"] = "Disabled" if failed else "Ready"
+            self.fail = None if failed else self.fail
+        return 200, copy.deepcopy(doc)
+
+    def _servers_createorupdate(self, parts: list[str], body: Any, query: Any, url: Any) -> tuple[Any, ...]:
+        name = parts[0]
+        props = body.get("properties") or {}
+        if name.lower() in self.servers:
+            # a PUT over an existing server updates it: the commands must never send one
+            self.failures.append(f"a PUT over the existing server {name}")
+            return 409, {"error": {"code": "ServerAlreadyExists", "message": f"Server {name} already exists."}}
+        if self.linked_denied and props.get("network"):
+            subnet = props["network"].get("delegatedSubnetResourceId")
+            return 403, {
+                "error": {
+                    "code": "LinkedAuthorizationFailed",
+                    "message": f"The client 'rita@example.com' with object id '0a1b2c3d-0000-4000-8000-000000000009' has permission to perform action "
+                    f"'Microsoft.DBforPostgreSQL/flexibleServers/write' on scope '{self.server_id(name)}'; however, it does not have permission to perform "
+                    f"action(s) 'Microsoft.Network/virtualNetworks/subnets/join/action' on the linked scope(s) '{subnet}' (respectively) or the linked scope(s) are invalid.",
+                }
+            }
+        source_id = props.get("sourceServerResourceId", "")
+        source = next((s for s in self.servers.values() if s["id"].lower() == source_id.lower()), None)
+        if props.get("createMode") != "PointInTimeRestore" or source is None:
+            return 400, {"error": {"code": "InvalidParameterValue", "message": f"createMode PointInTimeRestore needs an existing sourceServerResourceId, got {props.get('createMode')!r} {source_id!r}"}}
+        at = _parse(props["pointInTimeUTC"])
+        earliest = _parse(source["properties"]["backup"]["earliestRestoreDate"])
+        if not earliest <= at <= now():
+            return 400, {"error": {"code": "PointInTimeRestoreTimeInvalid", "message": f"The point in time {props['pointInTimeUTC']} is outside {_iso(earliest)} to now."}}
+        if body.get("location") != source["location"]:
+            return 400, {"error": {"code": "InvalidLocation", "message": f"A restore is in the source server's location {source['location']}."}}
+        doc = copy.deepcopy(source)
+        doc.update(id=self.server_id(name), name=name, tags=dict(body.get("tags") or {}))
+        doc["properties"].update(state="Provisioning", fullyQualifiedDomainName=f"{name}.{source['properties']['network']['privateDnsZoneArmResourceId'].rsplit('/', 1)[-1]}")
+        if props.get("network"):
+            doc["properties"]["network"] = {"publicNetworkAccess": "Disabled", **props["network"]}
+        self.servers[name.lower()] = doc
+        self.pending[f"server:{name.lower()}"] = self.steps
+        self.restores.append({"server": name, "source": source["name"], "pointInTime": at, "network": props.get("network"), "tags": dict(body.get("tags") or {})})
+        return 202, None, self._accepted("azureAsyncOperation")
+
+    def _backupsautomaticandondemand_listbyserver(self, parts: list[str], body: Any, query: Any, url: Any) -> tuple[Any, ...]:
+        if parts[0].lower() not in self.servers:
+            return self._missing("Microsoft.DBforPostgreSQL/flexibleServers", parts[0])
+        for key in [k for k in self.pending if k.startswith("backup:")]:
+            if self._progress(key):
+                self._complete(key.split(":", 1)[1])
+        done = sorted(self.backups.values(), key=lambda b: b["name"])
+        start = int((query.get("$skipToken") or ["0"])[0])
+        page: dict[str, Any] = {"value": [copy.deepcopy(b) for b in done[start : start + PAGE]]}
+        if start + PAGE < len(done):
+            page["nextLink"] = f"{self.url}{url.path}?api-version={PG_VERSION}&$skipToken={start + PAGE}"
+        return 200, page
+
+    def _backupsautomaticandondemand_get(self, parts: list[str], body: Any, query: Any, url: Any) -> tuple[Any, ...]:
+        server, name = parts
+        key = f"backup:{name}"
+        if key in self.pending and self._progress(key):
+            self._complete(name)
+        if name not in self.backups:
+            return self._missing("Microsoft.DBforPostgreSQL/flexibleServers/backups", f"{server}/{name}")
+        return 200, copy.deepcopy(self.backups[name])
+
+    def _complete(self, name: str) -> None:
+        self.backups[name]["properties"]["completedTime"] = _iso(now())
+
+    def _backupsautomaticandondemand_create(self, parts: list[str], body: Any, query: Any, url: Any) -> tuple[Any, ...]:
+        server, name = parts
+        if server.lower() not in self.servers:
+            return self._missing("Microsoft.DBforPostgreSQL/flexibleServers", server)
+        if name in self.backups:
+            return 409, {"error": {"code": "BackupAlreadyExists", "message": f"A backup named {name} exists already."}}
+        # running: listed and readable without a completion time until it is done
+        self.backups[name] = self._backup_doc(server, name, "Customer On-Demand", None)
+        self.pending[f"backup:{name}"] = self.steps
+        return 202, None, self._accepted("azureAsyncOperation")
+
+    # Storage -------------------------------------------------------------------------------------------------
+
+    def _storageaccounts_getproperties(self, parts: list[str], body: Any, query: Any, url: Any) -> tuple[Any, ...]:
+        doc = self.accounts.get(parts[0].lower())
+        if doc is None:
+            return self._missing("Microsoft.Storage/storageAccounts", parts[0])
+        out = copy.deepcopy(doc)
+        if self.blob_restores and query.get("$expand") == ["blobRestoreStatus"]:
+            last = self.blob_restores[-1]
+            if last["status"] == "InProgress" and self._progress(f"blobs:{last['restoreId']}"):
+                self._restore_blobs(last)
+            out["properties"]["blobRestoreStatus"] = {k: v for k, v in last.items() if k in ("status", "failureReason", "restoreId", "parameters")}
+        return 200, out
+
+    def _storageaccounts_restoreblobranges(self, parts: list[str], body: Any, query: Any, url: Any) -> tuple[Any, ...]:
+        if parts[0].lower() not in self.accounts:
+            return self._missing("Microsoft.Storage/storageAccounts", parts[0])
+        at = _parse(body["timeToRestore"])
+        if at > now():
+            return 400, {"error": {"code": "InvalidRestoreTime", "message": "timeToRestore must be in the past."}}
+        restore = {"status": "InProgress", "restoreId": f"7c1e0b2a-0000-4000-8000-{len(self.blob_restores):012d}", "parameters": copy.deepcopy(body), "_at": at}
+        self.blob_restores.append(restore)
+        self.pending[f"blobs:{restore['restoreId']}"] = self.steps
+        return 202, {k: v for k, v in restore.items() if not k.startswith("_")}, {"Location": f"https://management.azure.com/subscriptions/{self.subscription}/providers/Microsoft.Storage/locations/{self.location}/asyncoperations/{restore['restoreId']}?monitor=true&api-version={STORAGE_VERSION}"}
+
+    def _restore_blobs(self, restore: dict[str, Any]) -> None:
+        """The range back at the restore's instant: files written since are deleted, changed ones are
+        their earlier versions again (as blob point-in-time restore does)."""
+        if self.fail == "blobs":
+            self.fail = None
+            restore.update(status="Failed", failureReason="The restore failed because the change feed is not enabled for the entire range (the double's `fail`)")
+            return
+        ranges = [(r["startRange"], r["endRange"]) for r in restore["parameters"]["blobRanges"]]
+
+        def inside(name: str) -> bool:
+            return any(lo <= name < hi for lo, hi in ranges)
+
+        then, current = self.files(restore["_at"]), self.files()
+        t = now()
+        for name in sorted(set(then) | set(current)):
+            if inside(name) and then.get(name) != current.get(name):
+                self.blobs.append((t, name, then.get(name)))
+        restore["status"] = "Complete"

@@ -1,0 +1,423 @@
+"""Issue 21 on the azure target: `mxinfra backup list|create|restore` through the Flexible Server's own backups
+and the files' blob point-in-time restore, end to end through the real CLI.
+
+Azure Resource Manager is the drift tests' loopback HTTPS double, extended with the operations the commands
+call (azure_backup_double.BackupArm): Flexible Server's Servers_Get, Servers_CreateOrUpdate and
+BackupsAutomaticAndOnDemand_ListByServer/Get/Create at the API version the commands pin, and the storage
+account's GetProperties and RestoreBlobRanges; every request and answer is validated against Microsoft's
+published description of that version (spec/, see its README). The environment is as `pulumi up` leaves
+it: its VNet-integrated server and its storage account; the files container is a history of writes that a
+blob restore really winds back. The commands reach the double as they reach ARM (running.ARM, the
+credential running.default_credential gives).
+
+The rendered `backups` custom role (`mxinfra plan --out`) is the double's RBAC: every call the commands
+make is authorised against its actions as Azure reads them, and the same calls are replayed against the
+rendered `deploy` and `monitor` roles, which must refuse them. Not verified against real Azure: see the
+README's Backups.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mxinfra.cli import main
+from mxinfra.errors import UserError
+
+import mxinfra_azure.running as running
+from mxinfra_azure import backup_actions
+from mxinfra_azure.backup_actions import backups_of, container_range, on_demand_name, restored_server
+from mxinfra_azure.names import FILES_CONTAINER, Names
+
+from azhelpers import AZURE_BLOCK, SUB, config, deployment
+from azure_backup_double import PG_VERSION, STORAGE_VERSION, BackupArm, request_problems, response_check
+from registry import make_tls
+from test_azure_drift import NoCredential, StaticCredential, stack_file
+
+ID = re.compile(r"backup (\d{8}T\d{6}Z) taken")
+DB_READ = "Microsoft.DBforPostgreSQL/flexibleServers/read"
+
+
+@pytest.fixture
+def arm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[BackupArm]:
+    """The double, trusted through its CA, no proxy of the developer's; the commands poll without waiting."""
+    ca, cert, key = make_tls(tmp_path / "tls")
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
+    monkeypatch.setattr(backup_actions, "POLL_SECONDS", 0.0)
+    double = BackupArm(ca, cert, key, subscription=SUB, group="none")
+    credential = StaticCredential()
+    monkeypatch.setattr(running, "ARM", double.url)
+    monkeypatch.setattr(running, "default_credential", lambda: credential)
+    try:
+        yield double
+    finally:
+        double.close()
+    assert double.failures == [], double.failures
+    assert all(s == ("https://management.azure.com/.default",) for s in credential.scopes), credential.scopes
+
+
+def deployed(double: BackupArm, project: Any, role: str, **env: Any) -> tuple[str, Names]:
+    """The stack `azure-<role>` and what `pulumi up` left of its environment in Azure; (stack, its names)."""
+    stack = f"azure-{role}"
+    cfg = config(role, env=env or None)
+    project.stack(stack, stack_file(cfg))
+    p = deployment(cfg, stack).environment(role)
+    names = Names.of(p.naming, SUB)
+    double.group, double.groups = names.resource_group, {names.resource_group}
+    tags = {"mxinfra:app": "orders", "mxinfra:environment": role}
+    zone = f"/subscriptions/{SUB}/resourceGroups/{names.resource_group}/providers/Microsoft.Network/privateDnsZones/{names.database_zone}"
+    double.put_server(names.database_server, subnet=AZURE_BLOCK["databaseSubnetId"], zone=zone, tags=tags, retention=14)
+    double.put_account(names.storage_account, tags)
+    return stack, names
+
+
+def _cli(capsys: Any, *args: str) -> tuple[int, str, str]:
+    rc = main(list(args))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def _records(project: Any, env: str) -> list[Any]:
+    from mxinfra.governance.activity import ActivityLog
+    from mxinfra.governance.store import open_store
+
+    return ActivityLog(open_store(f"file://{project.path / '.mxinfra'}")).records(env)
+
+
+def _ago(**kw: float) -> datetime:
+    return datetime.now(timezone.utc) - timedelta(**kw)
+
+
+def f(name: str) -> str:
+    """A blob of the files container."""
+    return f"{FILES_CONTAINER}/{name}"
+
+
+# --- end to end ------------------------------------------------------------------------------------------
+
+
+def test_create_list_restore_on_test(arm, project, capsys):
+    stack, n = deployed(arm, project, "test")
+    arm.automatic_backup(n.database_server, _ago(days=1))
+    arm.write_file(f("doc1"), b"\x00\x01 file one", _ago(hours=3))
+    arm.write_file(f("doc2"), b"file two", _ago(hours=2))
+    arm.write_file("other-container/x", b"not the app's", _ago(hours=2))
+
+    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "test", "-C", str(project.path))
+    assert rc == 0, err
+    (backup_id,) = ID.findall(out)
+    (put,) = [w for w in arm.writes if w[0] == "PUT"]
+    name = put[1].rsplit("/", 1)[1]
+    assert put[1] == f"{arm.server_id(n.database_server)}/backups/{name}" and re.fullmatch(r"mxinfra-\d{8}t\d{6}\.\d{6}z", name), put
+    assert put[2] is None  # BackupsAutomaticAndOnDemand_Create takes no body
+    rc, out, err = _cli(capsys, "backup", "list", "-s", stack, "-e", "test", "-C", str(project.path), "--json")
+    assert rc == 0, err
+    ids = json.loads(out)
+    assert ids[0] == backup_id and len(ids) == 2 and ids == sorted(ids, reverse=True)
+    taken = _parse_id(backup_id)
+    snapshot = arm.files()
+
+    arm.write_file(f("doc1"), b"changed")
+    arm.write_file(f("doc2"), None)
+    arm.write_file(f("doc3"), b"written since")
+    arm.write_file("other-container/x", b"changed outside the range")
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", backup_id, "-C", str(project.path))
+    assert rc == 0, err
+    # the database: a NEW server named after the backup, at the backup's instant, in the source's subnet and zone
+    new = f"{n.database_server}-{backup_id.lower()}"
+    (restore,) = arm.restores
+    (backup,) = [b for b in arm.backups.values() if b["properties"]["backupType"] == "Customer On-Demand"]
+    instant = datetime.fromisoformat(backup["properties"]["completedTime"].replace("Z", "+00:00"))
+    assert restore == {
+        "server": new,
+        "source": n.database_server,
+        "pointInTime": instant,
+        "network": {"delegatedSubnetResourceId": AZURE_BLOCK["databaseSubnetId"], "privateDnsZoneArmResourceId": arm.servers[n.database_server]["properties"]["network"]["privateDnsZoneArmResourceId"]},
+        "tags": {"mxinfra:app": "orders", "mxinfra:environment": "test"},
+    }
+    assert instant.replace(microsecond=0) == taken
+    assert arm.servers[n.database_server.lower()]["properties"]["state"] == "Ready" and new in arm.servers
+    # the files: the container back at the same instant; another container untouched
+    (blobs,) = arm.blob_restores
+    assert blobs["parameters"] == {"timeToRestore": backup["properties"]["completedTime"], "blobRanges": [{"startRange": "mendix-files/", "endRange": "mendix-files0"}]}
+    assert {k: v for k, v in arm.files().items() if k.startswith(FILES_CONTAINER + "/")} == {k: v for k, v in snapshot.items() if k.startswith(FILES_CONTAINER + "/")}
+    assert arm.files()["other-container/x"] == b"changed outside the range"
+    said = " ".join(err.split())
+    assert f"into the NEW server {new}; the app still uses {n.database_server}, which is unchanged" in said
+    assert "no stack config key that points the app at another server" in said and "files written since are removed" in said
+
+    recs = _records(project, "test")
+    assert [(r.action, r.changes) for r in recs] == [
+        ("backup", {"backup": {"id": backup_id, "trigger": "on-demand"}}),
+        ("restore", {"restore": {"id": backup_id, "from": "test"}}),
+    ]
+    assert all(r.signature for r in recs)
+    rc, out, err = _cli(capsys, "activity", "verify", "-e", "test", "-C", str(project.path))
+    assert rc == 0, out + err
+
+
+def _parse_id(backup_id: str) -> datetime:
+    return datetime.strptime(backup_id, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+
+
+def test_list_is_every_completed_backup_newest_first(arm, project, capsys):
+    stack, n = deployed(arm, project, "acceptance")
+    times = [datetime(2026, 12, 1, 2, 0, 7, 250000, tzinfo=timezone.utc) + timedelta(days=i) for i in range(3)]
+    for t in times:
+        arm.automatic_backup(n.database_server, t)
+    arm.backups["running"] = arm._backup_doc(n.database_server, "running", "Customer On-Demand", None)
+    rc, out, err = _cli(capsys, "backup", "list", "-s", stack, "-e", "acceptance", "-C", str(project.path))
+    assert rc == 0, err
+    assert out.split() == ["20261203T020007Z", "20261202T020007Z", "20261201T020007Z"]  # the running one is not a backup yet
+    # four backups, two a page: the SDK followed nextLink
+    assert sum(1 for r in arm.requests if r.get("operation") == "BackupsAutomaticAndOnDemand_ListByServer") == 2
+    assert {r["query"]["api-version"][0] for r in arm.requests} == {PG_VERSION}
+
+
+def test_production_restore_takes_a_backup_first(arm, project, capsys):
+    stack, n = deployed(arm, project, "production")
+    arm.write_file(f("f"), b"1", _ago(hours=1))
+    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "production", "-C", str(project.path))
+    assert rc == 0, err
+    (first,) = ID.findall(out)
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--id", first, "-C", str(project.path))
+    assert rc == 0, err
+    assert [r["operation"] for r in arm.requests if r["method"] != "GET"] == ["BackupsAutomaticAndOnDemand_Create"] * 2 + ["Servers_CreateOrUpdate", "StorageAccounts_RestoreBlobRanges"]
+    recs = _records(project, "production")
+    assert [r.action for r in recs] == ["backup", "backup", "restore"]
+    safety = recs[1].changes["backup"]
+    assert safety["trigger"] == "before restore" and recs[2].changes["restore"]["backupBefore"] == safety["id"]
+    # the restore is of the backup asked for, not of the one taken before it
+    assert arm.restores[0]["server"] == f"{n.database_server}-{first.lower()}"
+    rc, out, err = _cli(capsys, "backup", "list", "-s", stack, "-e", "production", "-C", str(project.path), "--json")
+    assert set(json.loads(out)) == {first, safety["id"]}
+    assert _cli(capsys, "activity", "verify", "-e", "production", "-C", str(project.path))[0] == 0
+
+
+def test_a_production_restore_without_a_backup_first_is_refused(arm, project):
+    """The actions themselves refuse it: only `create` in the same run (the CLI's order) allows it."""
+    from mxinfra_azure.target import AzureTarget
+
+    _, n = deployed(arm, project, "production")
+    arm.automatic_backup(n.database_server, _ago(days=1))
+    actions = AzureTarget().backup_actions(deployment(config("production")), "production", project.path)
+    with pytest.raises(UserError, match="needs an on-demand backup of it taken first"):
+        actions.restore(actions.list()[0], datetime.now(timezone.utc))
+    assert arm.writes == []
+
+
+# --- rights: the rendered roles are the double's RBAC --------------------------------------------------------
+
+
+def _rendered(project: Any, capsys: Any, tmp_path: Path, stack: str, env: str) -> dict[str, dict[str, Any]]:
+    assert main(["plan", "-s", stack, "-C", str(project.path), "--out", str(tmp_path / "plan")]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    d = tmp_path / "plan" / "azure" / env
+    return {p: json.loads((d / f"role-{p}.role.json").read_text())["inputs"] for p in ("backups", "deploy", "monitor")}
+
+
+def test_the_backups_role_allows_every_call_and_deploy_and_monitor_none(arm, project, capsys, tmp_path):
+    from azhelpers import rbac_allows
+
+    stack, n = deployed(arm, project, "production")
+    roles = _rendered(project, capsys, tmp_path, stack, "production")
+    arm.role = roles["backups"]
+    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "production", "-C", str(project.path))
+    assert rc == 0, err
+    (first,) = ID.findall(out)
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--id", first, "-C", str(project.path))
+    assert rc == 0, err
+    assert arm.denied == []
+    made = {action for action, _ in arm.calls}
+    assert made == {
+        DB_READ,
+        "Microsoft.DBforPostgreSQL/flexibleServers/write",
+        "Microsoft.DBforPostgreSQL/flexibleServers/backups/read",
+        "Microsoft.DBforPostgreSQL/flexibleServers/backups/write",
+        "Microsoft.Storage/storageAccounts/read",
+        "Microsoft.Storage/storageAccounts/restoreBlobRanges/action",
+    }
+    for action in made:
+        assert rbac_allows(roles["backups"], action), action
+    # replayed against deploy and monitor: none of them, but monitor's read of the server (what runs)
+    for name in ("deploy", "monitor"):
+        allowed = {a for a in made if rbac_allows(roles[name], a)}
+        assert allowed == ({DB_READ} if name == "monitor" else set()), (name, allowed)
+
+
+@pytest.mark.parametrize("role", ["deploy", "monitor"])
+def test_deploy_and_monitor_are_refused_with_the_backups_role_named(arm, project, capsys, tmp_path, role):
+    stack, n = deployed(arm, project, "production")
+    arm.automatic_backup(n.database_server, _ago(days=1))
+    arm.role = _rendered(project, capsys, tmp_path, stack, "production")[role]
+    for args in (["create"], ["restore", "--id", "20261204T020000Z"], ["list"]):
+        rc, out, err = _cli(capsys, "backup", *args, "-s", stack, "-e", "production", "-C", str(project.path))
+        said = " ".join(err.split())
+        assert rc == 2 and "Traceback" not in err, (args, err)
+        assert "may not" in said and "AuthorizationFailed" in said, said
+        assert f"the role `mxinfra {n.naming.prefix} backups` at resource group {n.resource_group}" in said and "PIM-eligible: activate it first" in said, said
+    assert arm.writes == [] and _records(project, "production") == []
+
+
+# --- failures: exit 2, nothing recorded ------------------------------------------------------------------
+
+
+def test_an_unknown_id_lists_what_exists(arm, project, capsys):
+    stack, n = deployed(arm, project, "test")
+    arm.automatic_backup(n.database_server, datetime(2026, 12, 3, 2, 0, 7, tzinfo=timezone.utc))
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", "20001231T000000Z", "-C", str(project.path))
+    assert rc == 2 and "Traceback" not in err
+    assert "test has no backup 20001231T000000Z: it has 20261203T020007Z" in " ".join(err.split())
+    assert arm.writes == []
+
+
+def test_a_backup_still_running_at_the_timeout_names_it_and_records_nothing(arm, project, capsys, monkeypatch):
+    stack, n = deployed(arm, project, "test")
+    monkeypatch.setattr(backup_actions, "BACKUP_TIMEOUT", 0.0)
+    arm.stall = True
+    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "test", "-C", str(project.path))
+    said = " ".join(err.split())
+    (name,) = [b for b in arm.backups]
+    assert rc == 2 and "Traceback" not in err
+    assert f"the on-demand backup {name} of PostgreSQL flexible server {n.database_server}" in said and "is not complete after 0 minutes" in said
+    assert f"az postgres flexible-server backup show -g {n.resource_group} --name {n.database_server} --backup-name {name}" in said
+    assert _records(project, "test") == []
+
+
+def test_a_restore_still_running_at_the_timeout_names_both_operations(arm, project, capsys, monkeypatch):
+    stack, n = deployed(arm, project, "test")
+    arm.automatic_backup(n.database_server, _ago(days=1))
+    (backup_id,) = _cli(capsys, "backup", "list", "-s", stack, "-e", "test", "-C", str(project.path))[1].split()
+    monkeypatch.setattr(backup_actions, "RESTORE_TIMEOUT", 0.0)
+    arm.stall = True
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", backup_id, "-C", str(project.path))
+    said = " ".join(err.split())
+    new = f"{n.database_server}-{backup_id.lower()}"
+    assert rc == 2 and "the restore is still running after 0 minutes" in said and "nothing was recorded" in said
+    assert f"the point-in-time restore into the new server {new}" in said and f"the blob point-in-time restore of {n.storage_account}/{FILES_CONTAINER}" in said
+    assert _records(project, "test") == []
+
+
+@pytest.mark.parametrize("what,expected", [("server", "ended Disabled"), ("blobs", "blob point-in-time restore of")])
+def test_a_failed_restore_is_exit_2(arm, project, capsys, what, expected):
+    stack, n = deployed(arm, project, "test")
+    arm.automatic_backup(n.database_server, _ago(days=1))
+    (backup_id,) = _cli(capsys, "backup", "list", "-s", stack, "-e", "test", "-C", str(project.path))[1].split()
+    arm.fail = what
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", backup_id, "-C", str(project.path))
+    assert rc == 2 and "Traceback" not in err and expected in err and "nothing was recorded" in err
+    assert _records(project, "test") == []
+
+
+def test_a_restore_never_writes_over_an_existing_server(arm, project, capsys):
+    stack, n = deployed(arm, project, "test")
+    arm.automatic_backup(n.database_server, datetime(2026, 12, 3, 2, 0, 7, tzinfo=timezone.utc))
+    zone = arm.servers[n.database_server]["properties"]["network"]["privateDnsZoneArmResourceId"]
+    arm.put_server(f"{n.database_server}-20261203t020007z", subnet=AZURE_BLOCK["databaseSubnetId"], zone=zone, tags={}, retention=14)
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", "20261203T020007Z", "-C", str(project.path))
+    assert rc == 2 and "exists already (a restore of backup 20261203T020007Z ran before)" in " ".join(err.split())
+    assert arm.writes == []
+
+
+def test_a_linked_authorization_failure_says_who_can_restore(arm, project, capsys):
+    stack, n = deployed(arm, project, "test")
+    arm.automatic_backup(n.database_server, _ago(days=1))
+    (backup_id,) = _cli(capsys, "backup", "list", "-s", stack, "-e", "test", "-C", str(project.path))[1].split()
+    arm.linked_denied = True
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", backup_id, "-C", str(project.path))
+    said = " ".join(err.split())
+    assert rc == 2 and "Traceback" not in err and "403 LinkedAuthorizationFailed" in said and "subnets/join/action" in said
+    assert "have the platform identity run this restore" in said
+    assert [r["operation"] for r in arm.requests if r["method"] != "GET"] == ["Servers_CreateOrUpdate"]  # the files were not touched
+    assert _records(project, "test") == []
+
+
+def test_no_credential_is_said_plainly(arm, project, capsys, monkeypatch):
+    stack, _ = deployed(arm, project, "test")
+    monkeypatch.setattr(running, "default_credential", lambda: NoCredential())
+    rc, _, err = _cli(capsys, "backup", "list", "-s", stack, "-e", "test", "-C", str(project.path))
+    assert rc == 2 and "Traceback" not in err and "no Azure credential could sign in" in err and "az login" in err
+    assert arm.requests == []
+
+
+def test_a_missing_server_says_to_deploy(arm, project, capsys):
+    stack, n = deployed(arm, project, "test")
+    arm.servers.clear()
+    rc, _, err = _cli(capsys, "backup", "list", "-s", stack, "-e", "test", "-C", str(project.path))
+    said = " ".join(err.split())
+    assert rc == 2 and "404 ResourceNotFound" in said and "deploy the stack (`pulumi up`)" in said
+
+
+def test_an_environment_without_backups_has_no_commands(project, capsys):
+    cfg = config("test", env={"backups": {"enabled": False}})
+    project.stack("azure-test", stack_file(cfg))
+    rc, _, err = _cli(capsys, "backup", "list", "-s", "azure-test", "-e", "test", "-C", str(project.path))
+    assert rc == 2 and "has no backups" in err and "Traceback" not in err
+
+
+# --- the pure parts ----------------------------------------------------------------------------------------
+
+
+def test_ids_are_completion_seconds_unique_and_newest_first():
+    t = datetime(2026, 12, 4, 2, 0, 0, 400000, tzinfo=timezone.utc)
+    got = backups_of([("a", t, "Full"), ("b", t + timedelta(microseconds=100), "Customer On-Demand"), ("c", None, "Customer On-Demand"), ("d", t - timedelta(days=1), "Full")])
+    assert [(b.id, b.name) for b in got] == [("20261204T020001Z", "b"), ("20261204T020000Z", "a"), ("20261203T020000Z", "d")]
+    assert got[0].at == t + timedelta(microseconds=100)  # the restore returns to the exact instant
+
+
+def test_on_demand_names_differ_within_a_second_and_fit_the_description():
+    t = datetime(2026, 12, 4, 2, 0, 0, 400000, tzinfo=timezone.utc)
+    a, b = on_demand_name(t), on_demand_name(t + timedelta(microseconds=1))
+    assert a == "mxinfra-20261204t020000.400000z" and a != b
+    assert all(re.fullmatch(r"[-\w._]{1,128}", x) for x in (a, b))  # BackupsAutomaticAndOnDemand's backupName
+
+
+def test_restored_server_names_fit_flexible_server_and_never_the_running_one():
+    assert restored_server("orders-test-db-abc123", "20261204T020000Z") == "orders-test-db-abc123-20261204t020000z"
+    long = "a" * 60
+    name = restored_server(long, "20261204T020000Z")
+    assert len(name) == 63 and name.endswith("-20261204t020000z") and name != long
+
+
+def test_the_container_range_is_the_container_alone():
+    r = container_range("mendix-files")
+    inside = lambda name: r["startRange"] <= name < r["endRange"]  # noqa: E731
+    assert inside("mendix-files/a") and inside("mendix-files/zz/zz")
+    assert not inside("mendix-files-old/a") and not inside("mendix-filesx/a") and not inside("mendix-file/a") and not inside("mendix-files0/a")
+
+
+def test_the_double_refuses_what_the_description_refuses():
+    """The double is honest: a body off the description is caught (here without a server)."""
+    servers = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.DBforPostgreSQL/flexibleServers/{serverName}"
+    good = {"location": "westeurope", "properties": {"createMode": "PointInTimeRestore", "sourceServerResourceId": "/x", "pointInTimeUTC": "2026-12-04T02:00:00Z"}}
+    assert request_problems("PUT", servers, good) == []
+    assert request_problems("PUT", servers, {"properties": good["properties"]})  # location is required
+    assert request_problems("PUT", servers, {**good, "properties": {**good["properties"], "createMode": "Restore"}})
+    assert request_problems("PUT", servers, {**good, "properties": {**good["properties"], "restorePoint": "x"}})  # closed
+    restore = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Storage/storageAccounts/{accountName}/restoreBlobRanges"
+    assert request_problems("POST", restore, {"timeToRestore": "2026-12-04T02:00:00Z", "blobRanges": [{"startRange": "a/", "endRange": "a0"}]}) == []
+    assert request_problems("POST", restore, {"timeToRestore": "2026-12-04T02:00:00Z", "blobRanges": [{"startRange": "a/"}]})
+    with pytest.raises(AssertionError, match="completedTime"):
+        response_check("GET", servers + "/backups/{backupName}")(200, {"name": "b", "properties": {"completedTime": 5}})
+    with pytest.raises(AssertionError, match="has no body"):
+        response_check("PUT", servers)(202, {"name": "x"})
+    assert STORAGE_VERSION == backup_actions.STORAGE_API_VERSION and PG_VERSION == backup_actions.PG_API_VERSION
+
+
+def test_the_pinned_versions_are_the_ones_pulumi_manages_the_resources_with():
+    from pathlib import Path as P
+
+    import pulumi_azure_native
+
+    root = P(pulumi_azure_native.__file__).parent
+    assert f"Uses Azure REST API version {backup_actions.PG_API_VERSION}." in (root / "dbforpostgresql" / "server.py").read_text()
+    assert f"Uses Azure REST API version {backup_actions.STORAGE_API_VERSION}." in (root / "storage" / "storage_account.py").read_text()

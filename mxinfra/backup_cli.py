@@ -25,7 +25,7 @@ from .errors import UserError
 
 backup_app = typer.Typer(
     name="backup",
-    help="An environment's backups: list, create, download, restore (Kubernetes target, plain mode).",
+    help="An environment's backups: list, create, download, restore (Kubernetes, AWS and Azure targets; download and restore --from on Kubernetes).",
     no_args_is_help=True,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -72,7 +72,7 @@ class _Context:
         target = self.deployment.target
         make = getattr(target, "backup_actions", None)
         if make is None:
-            raise UserError(f"the {target.name} target has no `mxinfra backup` commands yet (issue 21: Kubernetes first)")
+            raise UserError(f"the {target.name} target has no `mxinfra backup` commands: its README's Backups section says what its platform offers")
         if self.actions is None:
             self.actions = make(self.deployment, environment, self.base_dir)
         refused = self.actions.refusal(action)

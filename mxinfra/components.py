@@ -41,18 +41,23 @@ class MendixEnvironment(pulumi.ComponentResource):
 
         # First: every other child waits for its record of what is about to change (ctx.opts)
         intent = self._release_intent(deployment, prepared)
+        # In a preview nothing is applied, so nothing needs its intent recorded first, and the children's
+        # diffs need not queue behind the intent's (the dynamic provider's start is the wait: issue 18).
+        before = [intent] if intent is not None and not pulumi.runtime.is_dry_run() else []
         ctx = EnvironmentContext(
             deployment=deployment,
             prepared=prepared,
             component=self,
-            admin_password=self._admin_password(prepared.naming, prepared.settings.admin_password, intent),
+            admin_password=self._admin_password(prepared.naming, prepared.settings.admin_password, before),
             shared=args.get("shared"),
-            before=[intent] if intent is not None else [],
+            before=before,
         )
         outputs = dict(deployment.target.deploy_environment(ctx))
         shared = list(args.get("shared_resources", [])) if prepared.environment.is_production else []
         secrets = self._secrets_digest(intent, ctx.admin_password, prepared.settings)
-        self.activity = self._activity_log(deployment, prepared, secrets, [*ctx.depends_on, *self._children(), *shared])
+        # The same in a preview for the outcome record: written only after everything it records was applied.
+        after = [] if pulumi.runtime.is_dry_run() else [*ctx.depends_on, *self._children(), *shared]
+        self.activity = self._activity_log(deployment, prepared, secrets, after)
         self.url = pulumi.Output.from_input(outputs.get("url", ""))
         self.role = pulumi.Output.from_input(prepared.environment.role.value)
         self.outputs = pulumi.Output.from_input(outputs)
@@ -140,7 +145,7 @@ class MendixEnvironment(pulumi.ComponentResource):
         # dependency on `self` from its own child would be a cycle.
         return sorted(self._childResources, key=lambda r: r.pulumi_resource_name)
 
-    def _admin_password(self, naming: Naming, configured: Any, intent: Any) -> pulumi.Output[str]:
+    def _admin_password(self, naming: Naming, configured: Any, before: list[Any]) -> pulumi.Output[str]:
         if configured is not None:
             return pulumi.Output.secret(configured.reveal())
         # Mendix's default password policy wants length and every character class; no quotes or
@@ -154,7 +159,7 @@ class MendixEnvironment(pulumi.ComponentResource):
             min_upper=2,
             min_numeric=2,
             min_special=2,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[intent] if intent is not None else []),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=before),
         )
         return pulumi.Output.secret(generated.result)
 

@@ -119,7 +119,7 @@ def test_each_run_has_its_own_root_stack(fake_target, pulumi_run):
 
 def test_activity_log_resource_follows_the_runtime(fake_target, pulumi_run):
     d = deployment(CONFIG)
-    res = pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack="production", project="orders")
+    res = pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack="production", project="orders", preview=False)
     activity = res.one("pulumi-python:dynamic:Resource", "orders-production-activity")
     assert activity.parent == res.one(ENVIRONMENT_TYPE, "orders-production").urn
     assert res.one("mxtest:index:Runtime", "orders-production-runtime").urn in activity.dependencies
@@ -132,7 +132,7 @@ def test_production_destroy_stops_at_a_protected_anchor(fake_target, pulumi_run)
     # The engine deletes in reverse dependency order and fails at the first protected resource: the
     # activity resource depends on every other resource of its environment, so it is deleted first,
     # and on production it is protected, so a destroy deletes nothing (found by the engine suite).
-    res = pulumi_run(lambda: MendixApp("orders", {"deployment": deployment(CONFIG)}), stack="production", project="orders")
+    res = pulumi_run(lambda: MendixApp("orders", {"deployment": deployment(CONFIG)}), stack="production", project="orders", preview=False)
     for env, protected in (("production", True), ("uat", False)):
         comp = res.one(ENVIRONMENT_TYPE, f"orders-{env}")
         activity = res.one("pulumi-python:dynamic:Resource", f"orders-{env}-activity")
@@ -165,7 +165,7 @@ def test_every_resource_of_a_production_stack_is_behind_the_anchor(fake_target, 
     # After a failed step the engine still runs later deletions, skipping only what the failed one
     # depends on: every custom resource of the stack but the other environments' must be in the
     # protected anchor's dependencies, the app's shared resources included.
-    res = pulumi_run(lambda: MendixApp("orders", {"deployment": deployment(CONFIG)}), stack="production", project="orders")
+    res = pulumi_run(lambda: MendixApp("orders", {"deployment": deployment(CONFIG)}), stack="production", project="orders", preview=False)
     anchor = res.one("pulumi-python:dynamic:Resource", "orders-production-activity")
     behind = _closure(res, anchor)
     uat = {r.urn for r in res.descendants(res.one(ENVIRONMENT_TYPE, "orders-uat"))}
@@ -184,7 +184,7 @@ def test_shared_resources_nothing_references_are_behind_the_anchor_too(fake_targ
         return original(self, ctx)
 
     monkeypatch.setattr(type(fake_target), "deploy_app", deploy_app)
-    res = pulumi_run(lambda: MendixApp("orders", {"deployment": deployment(CONFIG)}), stack="production", project="orders")
+    res = pulumi_run(lambda: MendixApp("orders", {"deployment": deployment(CONFIG)}), stack="production", project="orders", preview=False)
     behind = _closure(res, res.one("pulumi-python:dynamic:Resource", "orders-production-activity"))
     assert res.one("mxtest:index:Registry").urn in behind
     # not production: its destroy needs no anchor, and the shared resources are production's to keep

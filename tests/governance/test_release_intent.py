@@ -120,7 +120,7 @@ ENVIRONMENTS = {"production": {"ungated": UNGATED}, "uat": {"role": "acceptance"
 
 def test_every_child_of_an_environment_waits_for_its_intent(fake_target, pulumi_run):
     d = prepare(RawConfig(app_config(**{"mxinfra:environments": ENVIRONMENTS}), frozenset({"mxinfra:environments"})), project="orders", stack="production", base_dir=Path("."))
-    res = pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack="production", project="orders", preview=True)
+    res = pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack="production", project="orders", preview=False)
     for env in ("production", "uat"):
         comp = res.one(ENVIRONMENT_TYPE, f"orders-{env}")
         intent = res.one("pulumi-python:dynamic/mxinfra:ReleaseIntent", f"orders-{env}-release-intent")
@@ -133,6 +133,21 @@ def test_every_child_of_an_environment_waits_for_its_intent(fake_target, pulumi_
         assert len(children) >= 3, [c.name for c in children]
         waiting = {c.name for c in children if intent.urn in c.dependencies}
         assert waiting == {c.name for c in children}, sorted({c.name for c in children} - waiting)
+
+
+def test_a_preview_does_not_queue_the_children_behind_the_intent(fake_target, pulumi_run):
+    # Nothing is applied in a preview, so nothing waits for a record: the children's diffs run alongside
+    # the intent's, and the outcome's alongside theirs (issue 18: the dynamic provider's start was the wait).
+    d = prepare(RawConfig(app_config(**{"mxinfra:environments": ENVIRONMENTS}), frozenset({"mxinfra:environments"})), project="orders", stack="production", base_dir=Path("."))
+    res = pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack="production", project="orders", preview=True)
+    for env in ("production", "uat"):
+        comp = res.one(ENVIRONMENT_TYPE, f"orders-{env}")
+        intent = res.one("pulumi-python:dynamic/mxinfra:ReleaseIntent", f"orders-{env}-release-intent")
+        activity = res.one("pulumi-python:dynamic:Resource", f"orders-{env}-activity")
+        children = [r for r in res.children(comp) if r.urn not in (intent.urn, activity.urn)]
+        assert len(children) >= 3 and not [c.name for c in children if intent.urn in c.dependencies]
+        # the outcome waits only for what its inputs are made of (the intent's key hashes the secrets)
+        assert set(activity.dependencies) <= {intent.urn, res.named(f"orders-{env}-admin-password").urn}
 
 
 # --- drift: an intent without an outcome -------------------------------------------------------------------

@@ -12,7 +12,7 @@ from mxinfra_aws import policies
 from mxinfra_aws.containers import task_counts
 from mxinfra_aws.render import notes
 
-from awshelpers import ACCOUNT, FAKE_ENDPOINT, REGION, config, deployment, lint, run_as_update
+from awshelpers import ACCOUNT, FAKE_ENDPOINT, REGION, cloud_outputs, config, deployment, lint, run_as_update
 
 from test_aws_components import EXPECTED_CHILDREN, FOLLOWER_CHILDREN, PRODUCTION_CHILDREN
 
@@ -54,7 +54,9 @@ def test_children_and_counts_exactly(pulumi_run, instances, leader, followers):
 
 
 def test_both_services_share_everything_but_count_and_rollback(pulumi_run):
-    _, res = run(pulumi_run, 3)
+    # as `pulumi up` registers them: a preview leaves out the wait for the outcome record (components.py)
+    d = deployment(config("production", env={"instances": 3}))
+    res = pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack="aws-production", project="orders", preview=False, outputs=cloud_outputs)
     leader = res.one(SERVICE, f"{P}-service")
     follower = res.one(SERVICE, f"{P}-follower-service")
     differ = {"name", "desiredCount", "taskDefinition", "deploymentCircuitBreaker"}

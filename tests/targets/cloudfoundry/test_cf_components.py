@@ -14,9 +14,9 @@ from cfhelpers import ADMIN_PASSWORD, BUILDPACK, ENCRYPTION_KEY, LICENSE_KEY, MD
 DYN = "pulumi-python:dynamic/cloudfoundry:"
 
 
-def run(pulumi_run, role: str, **kw):
+def run(pulumi_run, role: str, preview: bool = True, **kw):
     d = deployment(config(role, **kw))
-    return d, pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack="cf-production", project="orders")
+    return d, pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack="cf-production", project="orders", preview=preview)
 
 
 def children(res, role):
@@ -57,7 +57,7 @@ def test_child_contract(pulumi_run, role):
 
 
 def test_app_inputs(pulumi_run):
-    d, res = run(pulumi_run, "production")
+    d, res = run(pulumi_run, "production", preview=False)  # the dependencies `pulumi up` registers
     _, kids = children(res, "production")
     app = kids["app"]
     i = app.inputs

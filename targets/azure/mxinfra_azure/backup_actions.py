@@ -1,7 +1,8 @@
 """`mxinfra backup list|create|restore` on an Azure environment: the PostgreSQL Flexible Server's own backups
 and the files' blob point-in-time restore (backups.py renders both), run by whoever runs the command with
 azure-identity's DefaultAzureCredential (running.py's), as the environment's `backups` role (roles.py) at
-its resource group. No Pulumi imports; the Azure SDKs only when Azure is asked.
+its resource group, and for a restore's new server also its `backups-network` role on the database subnet
+(the linked join ARM checks on the server PUT). No Pulumi imports; the Azure SDKs only when Azure is asked.
 
 Every call goes through one azure-mgmt-postgresqlflexibleservers client at the API version
 pulumi-azure-native 3 manages the server with (PG_API_VERSION, pinned: its published description is what
@@ -167,7 +168,7 @@ class ServerActions:
             with self._azure(f"{BACKUPS_READ} of {self.server}", reraise_denied=True):
                 self._backups = self._read_backups()
         except HttpResponseError as exc:
-            return f"the signed-in identity may not {action} backups of {self.env.name}: Azure refused {BACKUPS_READ} of {self.server} ({running._code(exc)}). {self._rights()}"
+            return f"the signed-in identity may not {action} backups of {self.env.name}: Azure refused {BACKUPS_READ} of {self.server} ({running.error_code(exc)}). {self._rights()}"
         return None
 
     def list(self) -> list[str]:
@@ -396,17 +397,22 @@ class ServerActions:
         except ClientAuthenticationError as exc:
             if exc.status_code is None:  # no credential produced a token (nothing was sent to ARM)
                 raise UserError(f"{head}: no Azure credential could sign in ({running.first_line(exc)}): {sign_in}") from None
-            raise UserError(f"{head}: Azure refused the credential for {doing} ({running._code(exc)}): the token is not valid for this tenant or has expired: {sign_in}{also}") from None
+            raise UserError(f"{head}: Azure refused the credential for {doing} ({running.error_code(exc)}): the token is not valid for this tenant or has expired: {sign_in}{also}") from None
         except HttpResponseError as exc:
             code = str(getattr(getattr(exc, "error", None), "code", None) or "")
             if exc.status_code == 403 and reraise_denied:
                 raise
             if exc.status_code == 403 and code == "LinkedAuthorizationFailed":
-                # the write is allowed; an action on a resource it links to (a restored server joins the
-                # database subnet, in the VNet's resource group, and the private DNS zone) is not
+                # the write is allowed; an action on a resource it links to is not: a restored server joins
+                # the database subnet (in the VNet's resource group: the role `<prefix> backups-network` on
+                # that subnet, roles.VNET_ACTIONS) and the private DNS zone (the backups role itself)
+                pim = " (on production it is PIM-eligible on its own: activate it as well as the backups role, then sign in again)" if self.env.is_production else ""
                 fix = (
-                    "Azure also checks an action on a resource the request links to, which the environment's backups role does not hold: "
-                    "have the platform identity run this restore (targets/azure/README.md, Backups)"
+                    "Azure also checks an action on a resource the request links to: a restore needs the join of the database subnet, which "
+                    f"the role `mxinfra {self.env_prefix} backups-network` on that subnet grants to the backups permission's holders{pim}, and the join "
+                    "of the environment's private DNS zone, which the backups role holds. Neither is given by `manage`: mxinfra:access grants them "
+                    "through `pulumi up` (a stack deployed before these roles needs one). Otherwise have the platform identity run this restore "
+                    "(targets/azure/README.md, Backups)"
                 )
             elif exc.status_code == 403:
                 fix = self._rights()
@@ -414,7 +420,7 @@ class ServerActions:
                 fix = f"it does not exist in subscription {self.names.subscription}: deploy the stack (`pulumi up`), or check mxinfra:azure.subscriptionId"
             else:
                 fix = "see Azure's message"
-            raise UserError(f"{head}: Azure refused {doing} ({exc.status_code} {running._code(exc)}): {fix}{also}") from None
+            raise UserError(f"{head}: Azure refused {doing} ({exc.status_code} {running.error_code(exc)}): {fix}{also}") from None
         except (ServiceRequestError, ServiceResponseError) as exc:
             raise UserError(f"{head}: Azure Resource Manager cannot be reached ({running.first_line(exc)}): check the network{also}") from None
 

@@ -133,7 +133,7 @@ def _azure(environment: str, subscription: str, doing: str) -> Iterator[None]:
     except ClientAuthenticationError as exc:
         if exc.status_code is None:  # no credential produced a token (nothing was sent to ARM)
             raise CannotObserve(f"{head}: no Azure credential could sign in ({first_line(exc)}): {SIGN_IN}") from None
-        raise CannotObserve(f"{head}: Azure refused the credential for {doing} ({_code(exc)}): the token is not valid for this tenant or has expired: {SIGN_IN}") from None
+        raise CannotObserve(f"{head}: Azure refused the credential for {doing} ({error_code(exc)}): the token is not valid for this tenant or has expired: {SIGN_IN}") from None
     except HttpResponseError as exc:
         if exc.status_code == 403:
             fix = f"the identity needs {READ_RIGHTS}"
@@ -141,12 +141,12 @@ def _azure(environment: str, subscription: str, doing: str) -> Iterator[None]:
             fix = f"is {subscription} the subscription the stack deploys to (mxinfra:azure.subscriptionId)?"
         else:
             fix = "see Azure's message"
-        raise CannotObserve(f"{head}: Azure refused {doing} ({exc.status_code} {_code(exc)}): {fix}") from None
+        raise CannotObserve(f"{head}: Azure refused {doing} ({exc.status_code} {error_code(exc)}): {fix}") from None
     except (ServiceRequestError, ServiceResponseError) as exc:
         raise CannotObserve(f"{head}: Azure Resource Manager cannot be reached ({first_line(exc)}): check the network") from None
 
 
-def _code(exc: Any) -> str:
+def error_code(exc: Any) -> str:
     """ARM's error code and message, briefly."""
     err = getattr(exc, "error", None)
     code, message = getattr(err, "code", None), getattr(err, "message", None)

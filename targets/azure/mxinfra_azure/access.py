@@ -1,7 +1,8 @@
 """Environment permissions as Azure RBAC at the environment's resource group: one role per permission,
 standing assignments outside production, PIM eligibility with MFA and 8-hour activations on production.
 What a permission needs above the resource group (deploy's operation-status read) is a second role at
-the subscription, held by the same principals under the same rules."""
+the subscription, and what it needs on the stack's network (deploy's read of the VNet, backups' join of
+the database subnet) a role assigned at that one resource, held by the same principals under the same rules."""
 
 from __future__ import annotations
 
@@ -66,14 +67,18 @@ def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure
             _grant(ctx, names, group, r, name, above_id, names.subscription_scope, None)
         on_vnet = roles.VNET_ACTIONS.get(perm)
         if on_vnet and cfg.vnetId:
-            # The same principals read the VNet they deploy into: its tier is checked before every `pulumi up`.
+            # The same principals, on one resource of the stack's network: deploy reads the VNet (its tier is
+            # checked before every `pulumi up`); backups joins the database subnet (a restore's new server).
+            # Defined at the VNet's resource group (every subnet the stack names is the VNet's: config check).
+            key, purpose = roles.VNET_SCOPES[perm]
+            at = getattr(cfg, key)
             name = roles.vnet_role(perm)
-            what = f"{ctx.naming.prefix}: the {perm} permission's read of the stack's VNet (mxinfra)"
+            what = f"{ctx.naming.prefix}: the {perm} permission's {purpose} (mxinfra)"
             vnet_group = cfg.vnetId.split("/providers/", 1)[0]
             vnet_id = _definition(ctx, names, group, name, names.role_definition_guid(name), vnet_group, on_vnet, [], what)
             out.definition_ids[name] = vnet_id
-            out.scopes[name] = cfg.vnetId
-            _grant(ctx, names, group, r, name, vnet_id, cfg.vnetId, None)
+            out.scopes[name] = at
+            _grant(ctx, names, group, r, name, vnet_id, at, None)
     return out
 
 

@@ -53,6 +53,14 @@ ACTIONS: dict[str, list[str]] = {
         "Microsoft.DBforPostgreSQL/flexibleServers/write",
         "Microsoft.DBforPostgreSQL/flexibleServers/backups/read",
         "Microsoft.DBforPostgreSQL/flexibleServers/backups/write",
+        # the restored server registers in the environment's private DNS zone (network.database_zone, in
+        # this resource group): ARM's linked check of the server PUT asks for the zone's join ("Joins a
+        # Private DNS Zone", learn.microsoft.com/azure/role-based-access-control/permissions/networking).
+        # The group holds no other private DNS zone (the vault's and the blobs' are keyVaultDnsZoneId and
+        # blobDnsZoneId, elsewhere); the join links nothing else without a write of its own (a DNS zone
+        # group needs privateEndpoints writes, a VNet link privateDnsZones/virtualNetworkLinks/write).
+        # The database subnet's join is VNET_ACTIONS["backups"], on that subnet alone;
+        "Microsoft.Network/privateDnsZones/join/action",
         # the Backup vault's weekly and monthly backups: read them, take one now, restore one (the files
         # into the account, the database as files into a container), and follow the jobs and the
         # long-running POSTs (their Azure-AsyncOperation and Location URLs are under the vault);
@@ -133,17 +141,42 @@ SUBSCRIPTION_ACTIONS: dict[str, list[str]] = {
 # The subscription-scope role's name beside its permission's: `<permission>-status` (role, grant and
 # eligibility names derive from it).
 SUBSCRIPTION_SUFFIX = "status"
-# Actions on the stack's VNet (another resource group, the network team's): `pulumi up` by deploy reads the
-# VNet's tier tag and subnets before it declares anything (network.check_tier, F14). Defined at the VNet's
-# resource group, assigned at the VNet alone, to the same principals under the same rules (PIM on production).
+# Actions on the stack's network (the VNet's resource group, the network team's), in a role of their own
+# defined at the VNet's resource group and assigned at ONE resource of it alone (VNET_SCOPES), to the same
+# principals under the same rules (standing below production, PIM eligible on production):
+# - deploy, on the VNet: `pulumi up` reads the VNet's tier tag and subnets before it declares anything
+#   (network.check_tier, F14);
+# - backups, on the database subnet (`databaseSubnetId`) alone: `mxinfra backup restore` creates a new server
+#   by point-in-time restore in the source server's delegated subnet, and ARM's linked access check of that
+#   server PUT asks the caller for the join of the subnet it names (Microsoft's SDK reference states that
+#   check for a Container Instances subnet reference: "The caller must have Microsoft.Network/virtualNetworks/
+#   subnets/join/action permission on this subnet (enforced via a linked access check at create/update
+#   time)", learn.microsoft.com/javascript/api/@azure/arm-containerinstance/subnetreference; for this PUT,
+#   LinkedAuthorizationFailed on the subnet of a Flexible Server's VNet in another resource group:
+#   github.com/Azure/azure-cli/issues/17883). The operation is "Joins a virtual network" in Microsoft's
+#   resource-provider operations reference (learn.microsoft.com/azure/role-based-access-control/permissions/
+#   networking) and in the subnet permissions table (learn.microsoft.com/azure/virtual-network/
+#   virtual-network-manage-subnet#permissions). A subnet delegated to Microsoft.DBforPostgreSQL/
+#   flexibleServers takes Flexible Servers only ("No other Azure resource types can be in the delegated
+#   subnet": learn.microsoft.com/azure/postgresql/network/concepts-networking-private), so the join lets
+#   the holder place nothing but servers there. Not another subnet, not the VNet (no subnet or VNet writes).
+# The private DNS zone the restored server registers in is the environment's own, in its resource group
+# (network.database_zone): its join is in ACTIONS["backups"].
 VNET_ACTIONS: dict[str, list[str]] = {
     "deploy": ["Microsoft.Network/virtualNetworks/read"],
+    "backups": ["Microsoft.Network/virtualNetworks/subnets/join/action"],
+}
+# Where each is assigned: the `mxinfra:azure` key naming that one resource, and what the role is for (its
+# description: deploy's as it always was, so nothing deployed changes).
+VNET_SCOPES: dict[str, tuple[str, str]] = {
+    "deploy": ("vnetId", "read of the stack's VNet"),
+    "backups": ("databaseSubnetId", "join of the database subnet (a restore's new server)"),
 }
 VNET_SUFFIX = "network"
 
 
 def vnet_role(permission: str) -> str:
-    """The name of `permission`'s VNet-scope role (`deploy` -> `deploy-network`)."""
+    """The name of `permission`'s network role (`deploy` -> `deploy-network`, `backups` -> `backups-network`)."""
     return f"{permission}-{VNET_SUFFIX}"
 
 

@@ -11,9 +11,13 @@ winds back to its instant. Long-running work (an on-demand backup, a restored se
 completes after `steps` reads of the resource, or never while `stall` is set.
 
 When `role` is set (a rendered custom role definition, as `mxinfra plan --out` writes it), every call
-is authorised against its actions the way Azure RBAC reads them (azhelpers.rbac_allows) and refused as
-ARM refuses, 403 AuthorizationFailed; `calls` keeps (action, scope) of every call let through, for a
-replay against other roles.
+is authorised against its actions the way Azure RBAC reads them (azhelpers.rbac_allows), at the resource
+group it is assigned at, and refused as ARM refuses, 403 AuthorizationFailed; `grants` holds the caller's
+other rendered roles, each with the scope its assignment or eligibility is at (a role counts for a
+resource at that scope or below it). A request that names another resource is checked as ARM's linked
+access check does (LINKED: a server PUT's delegated subnet and private DNS zone need their join actions
+on those resources), refused 403 LinkedAuthorizationFailed. `calls` keeps (action, scope) of every call
+and linked action let through, for a replay against other roles.
 """
 
 from __future__ import annotations
@@ -63,6 +67,35 @@ OPERATIONS: dict[tuple[str, str], tuple[Path, str]] = {
     ("GET", _ACCOUNT): (STORAGE_SPEC, "Microsoft.Storage/storageAccounts/read"),
     ("POST", _ACCOUNT + "/restoreBlobRanges"): (STORAGE_SPEC, "Microsoft.Storage/storageAccounts/restoreBlobRanges/action"),
 }
+
+# ARM's linked access checks of a request (method, path template): (property path in the body, the action
+# on the resource it names). A Flexible Server PUT names its delegated subnet and private DNS zone; the
+# caller needs their joins there ("Joins a virtual network", "Joins a Private DNS Zone":
+# learn.microsoft.com/azure/role-based-access-control/permissions/networking).
+LINKED: dict[tuple[str, str], list[tuple[tuple[str, ...], str]]] = {
+    ("PUT", _SERVERS): [
+        (("properties", "network", "delegatedSubnetResourceId"), "Microsoft.Network/virtualNetworks/subnets/join/action"),
+        (("properties", "network", "privateDnsZoneArmResourceId"), "Microsoft.Network/privateDnsZones/join/action"),
+    ],
+}
+
+
+def linked(method: str, template: str, body: Any) -> list[tuple[str, str]]:
+    """(action, linked resource id) of every linked check ARM makes of this request."""
+    out = []
+    for path, action in LINKED.get((method, template), []):
+        value: Any = body
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value:
+            out.append((action, str(value)))
+    return out
+
+
+def within(resource: str, scope: str) -> bool:
+    """Whether a role at `scope` reaches `resource` (the scope itself or below it; ARM ids are case-insensitive)."""
+    r, at = resource.lower().rstrip("/"), scope.lower().rstrip("/")
+    return r == at or r.startswith(at + "/")
 
 
 def _regex(template: str) -> re.Pattern[str]:
@@ -160,8 +193,9 @@ class BackupArm(Arm):
         self.steps = 2
         self.stall = False
         self.fail: str | None = None  # "server" or "blobs": the next restore of that kind fails
-        self.role: dict[str, Any] | None = None
-        self.linked_denied = False  # the restore's linked check of the subnet join fails, as ARM reports it
+        self.role: dict[str, Any] | None = None  # the caller's role at the environment's resource group
+        self.grants: list[tuple[dict[str, Any], str]] = []  # the caller's other roles, with the scope each is held at
+        self.linked_denied = False  # the restore's linked check of the subnet join fails, whatever the roles
         self.calls: list[tuple[str, str]] = []
         self.denied: list[tuple[str, str]] = []
         self.writes: list[tuple[str, str, Any]] = []
@@ -286,7 +320,7 @@ class BackupArm(Arm):
             return self.error(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing or invalid.", check)
         parts = [urllib.parse.unquote(x) for x in match.groups()]
         sub, group = parts[0], parts[1]
-        if self.role is not None and not rbac_allows(self.role, action):
+        if not self.allows(action, url.path):
             self.denied.append((action, url.path))
             return self.error(
                 403,
@@ -295,12 +329,32 @@ class BackupArm(Arm):
                 f"'{action}' over scope '{url.path}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
                 check,
             )
+        links = linked(method, template, body)
+        refused = [(a, at) for a, at in links if (self.linked_denied and a.endswith("/subnets/join/action")) or not self.allows(a, at)]
+        if refused:
+            self.denied += refused
+            return self.error(
+                403,
+                "LinkedAuthorizationFailed",
+                f"The client 'rita@example.com' with object id '0a1b2c3d-0000-4000-8000-000000000009' has permission to perform action '{action}' on scope "
+                f"'{url.path}'; however, it does not have permission to perform action(s) '{','.join(a for a, _ in refused)}' on the linked scope(s) "
+                f"'{','.join(at for _, at in refused)}' (respectively) or the linked scope(s) are invalid.",
+                check,
+            )
         self.calls.append((action, url.path))
+        self.calls += links
         if sub != self.subscription or group.lower() != self.group.lower():
             return self.error(404, "ResourceGroupNotFound", f"Resource group '{group}' could not be found.", check)
         self.writes += [(method, url.path, body)] if method != "GET" else []
         status, answer, *headers = getattr(self, "_" + operation(method, template)["operationId"].lower())(parts[2:], body, query, url)
         return (*self.serve(status, answer, check), *headers)
+
+    def allows(self, action: str, resource: str) -> bool:
+        """Azure RBAC of the caller (no `role`: no RBAC): a role it holds at `resource` or above allows `action`."""
+        if self.role is None:
+            return True
+        held = [(self.role, f"/subscriptions/{self.subscription}/resourceGroups/{self.group}"), *self.grants]
+        return any(within(resource, at) and rbac_allows(definition, action) for definition, at in held)
 
     def _missing(self, kind: str, name: str) -> tuple[int, dict[str, Any]]:
         return 404, {"error": {"code": "ResourceNotFound", "message": f"The Resource '{kind}/{name}' under resource group '{self.group}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"}}
@@ -342,16 +396,6 @@ class BackupArm(Arm):
             # a PUT over an existing server updates it: the commands must never send one
             self.failures.append(f"a PUT over the existing server {name}")
             return 409, {"error": {"code": "ServerAlreadyExists", "message": f"Server {name} already exists."}}
-        if self.linked_denied and props.get("network"):
-            subnet = props["network"].get("delegatedSubnetResourceId")
-            return 403, {
-                "error": {
-                    "code": "LinkedAuthorizationFailed",
-                    "message": f"The client 'rita@example.com' with object id '0a1b2c3d-0000-4000-8000-000000000009' has permission to perform action "
-                    f"'Microsoft.DBforPostgreSQL/flexibleServers/write' on scope '{self.server_id(name)}'; however, it does not have permission to perform "
-                    f"action(s) 'Microsoft.Network/virtualNetworks/subnets/join/action' on the linked scope(s) '{subnet}' (respectively) or the linked scope(s) are invalid.",
-                }
-            }
         source_id = props.get("sourceServerResourceId", "")
         source = next((s for s in self.servers.values() if s["id"].lower() == source_id.lower()), None)
         if props.get("createMode") != "PointInTimeRestore" or source is None:

@@ -108,12 +108,16 @@ def write_snapshot() -> None:
 
 
 # Linked-access actions have no REST path of their own: ARM checks them when a PUT names another resource
-# (the container app's managed environment, its user-assigned identity). They are listed in Microsoft's
-# resource-provider operations reference (learn.microsoft.com/azure/role-based-access-control/permissions/
-# containers for Microsoft.App, .../permissions/identity for Microsoft.ManagedIdentity).
+# (the container app's managed environment, its user-assigned identity; a Flexible Server's delegated subnet
+# and private DNS zone). They are listed in Microsoft's resource-provider operations reference
+# (learn.microsoft.com/azure/role-based-access-control/permissions/containers for Microsoft.App,
+# .../permissions/identity for Microsoft.ManagedIdentity, .../permissions/networking for Microsoft.Network:
+# "Joins a virtual network", "Joins a Private DNS Zone").
 LINKED_ACTIONS = frozenset({
     "microsoft.app/managedenvironments/join/action",
     "microsoft.managedidentity/userassignedidentities/assign/action",
+    "microsoft.network/virtualnetworks/subnets/join/action",
+    "microsoft.network/privatednszones/join/action",
 })
 
 

@@ -7,9 +7,9 @@ from importlib import metadata
 
 import pytest
 
-from mxinfra_azure import roles
+from mxinfra_azure import network, roles
 
-from azure_operations import DOCUMENTED_ACTIONS, PACKAGES, PROVIDERS, SNAPSHOT_PACKAGES, is_real, operation, operations, sdk_requests, snapshot
+from azure_operations import DOCUMENTED_ACTIONS, LINKED_ACTIONS, PACKAGES, PROVIDERS, SNAPSHOT_PACKAGES, is_real, operation, operations, sdk_requests, snapshot
 
 ALL = sorted(
     {(perm, a) for perm, acts in roles.ACTIONS.items() for a in acts}
@@ -21,6 +21,27 @@ ALL = sorted(
 @pytest.mark.parametrize("perm,action", ALL)
 def test_action_is_a_real_operation(perm, action):
     assert is_real(action), f"{perm}: {action} is not an operation of its provider"
+
+
+# The network roles' actions: no Microsoft.Network SDK is a test dependency. Their joins are linked actions
+# (LINKED_ACTIONS, from Microsoft's operations reference); deploy's VNet read is VirtualNetworks_Get of the
+# copied API description, which test_azure_network_tier serves.
+NETWORK = sorted((roles.vnet_role(perm), a) for perm, acts in roles.VNET_ACTIONS.items() for a in acts)
+
+
+@pytest.mark.parametrize("perm,action", NETWORK)
+def test_network_action_is_a_real_operation(perm, action):
+    assert action.lower() in LINKED_ACTIONS or action == network.VNET_READ, f"{perm}: {action}"
+
+
+def test_network_roles_are_the_vnet_read_and_the_database_subnet_join():
+    # nothing that changes the network: no write, no delete, no join of the VNet or of another resource
+    assert roles.VNET_ACTIONS == {"deploy": [network.VNET_READ], "backups": ["Microsoft.Network/virtualNetworks/subnets/join/action"]}
+    assert roles.VNET_SCOPES["deploy"][0] == "vnetId" and roles.VNET_SCOPES["backups"][0] == "databaseSubnetId"
+    assert set(roles.VNET_SCOPES) == set(roles.VNET_ACTIONS)
+    # the zone's join in the backups role (at the resource group holding the zone), in no other
+    assert [p for p, acts in roles.ACTIONS.items() if "Microsoft.Network/privateDnsZones/join/action" in acts] == ["backups"]
+    assert [a for p, acts in roles.ACTIONS.items() for a in acts if a.startswith("Microsoft.Network/")] == ["Microsoft.Network/privateDnsZones/join/action"]
 
 
 def test_every_provider_is_described():

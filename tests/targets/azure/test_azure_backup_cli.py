@@ -10,10 +10,12 @@ it: its VNet-integrated server and its storage account; the files container is a
 blob restore really winds back. The commands reach the double as they reach ARM (running.ARM, the
 credential running.default_credential gives).
 
-The rendered `backups` custom role (`mxinfra plan --out`) is the double's RBAC: every call the commands
-make is authorised against its actions as Azure reads them, and the same calls are replayed against the
-rendered `deploy` and `monitor` roles, which must refuse them. Not verified against real Azure: see the
-README's Backups.
+The rendered roles of the `backups` permission (`mxinfra plan --out`: its custom role at the resource group
+and its `backups-network` role on the database subnet, each at the scope it is assigned or PIM-eligible at)
+are the double's RBAC: every call the commands make, and the linked actions ARM checks of the restore's
+server PUT (the joins of the subnet and the private DNS zone it names), is authorised against their actions
+and scopes as Azure reads them, and the same calls are replayed against the rendered roles of `deploy` and
+`monitor`, which must refuse them. Not verified against real Azure: see the README's Backups.
 """
 
 from __future__ import annotations
@@ -35,13 +37,15 @@ from mxinfra_azure import backup_actions
 from mxinfra_azure.backup_actions import backups_of, container_range, on_demand_name, restored_server
 from mxinfra_azure.names import FILES_CONTAINER, Names
 
-from azhelpers import AZURE_BLOCK, SUB, config, deployment
-from azure_backup_double import PG_VERSION, STORAGE_VERSION, BackupArm, request_problems, response_check
+from azhelpers import AZURE_BLOCK, SUB, VNET, config, deployment, rbac_allows
+from azure_backup_double import PG_VERSION, STORAGE_VERSION, BackupArm, request_problems, response_check, within
 from registry import make_tls
 from test_azure_drift import NoCredential, StaticCredential, stack_file
 
 ID = re.compile(r"backup (\d{8}T\d{6}Z) taken")
 DB_READ = "Microsoft.DBforPostgreSQL/flexibleServers/read"
+SUBNET_JOIN = "Microsoft.Network/virtualNetworks/subnets/join/action"
+ZONE_JOIN = "Microsoft.Network/privateDnsZones/join/action"
 
 
 @pytest.fixture
@@ -218,47 +222,103 @@ def test_a_production_restore_without_a_backup_first_is_refused(arm, project):
 # --- rights: the rendered roles are the double's RBAC --------------------------------------------------------
 
 
-def _rendered(project: Any, capsys: Any, tmp_path: Path, stack: str, env: str) -> dict[str, dict[str, Any]]:
+Held = list[tuple[dict[str, Any], str]]
+
+
+def _rendered(project: Any, capsys: Any, tmp_path: Path, stack: str, env: str) -> dict[str, Held]:
+    """Each permission's rendered custom roles, each with the scope its assignment or PIM eligibility is at
+    (`backups`: its role at the resource group and `backups-network` on the database subnet)."""
     assert main(["plan", "-s", stack, "-C", str(project.path), "--out", str(tmp_path / "plan")]) == 0, capsys.readouterr().err
     capsys.readouterr()
     d = tmp_path / "plan" / "azure" / env
-    return {p: json.loads((d / f"role-{p}.role.json").read_text())["inputs"] for p in ("backups", "deploy", "monitor")}
+    scopes: dict[str, set[str]] = {}
+    for f in sorted([*d.glob("grant-*.assignment.json"), *d.glob("eligible-*.eligibility.json")]):
+        i = json.loads(f.read_text())["inputs"]
+        scopes.setdefault(f.name.split("-", 1)[1].split(".", 1)[0].removesuffix("-" + i["principalId"]), set()).add(i["scope"])
+    held: dict[str, Held] = {}
+    for role, at in sorted(scopes.items()):
+        definition = d / f"role-{role}.role.json"
+        if definition.exists():  # not a built-in role (api's Reader)
+            (scope,) = at  # every holder of a role holds it at one scope
+            held.setdefault(role.split("-", 1)[0], []).append((json.loads(definition.read_text())["inputs"], scope))
+    return held
+
+
+def _allows(held: Held, action: str, resource: str) -> bool:
+    """Azure RBAC: a role held at `resource` or above it allows `action`."""
+    return any(within(resource, at) and rbac_allows(definition, action) for definition, at in held)
+
+
+def _caller(arm: BackupArm, held: Held, names: Names) -> None:
+    """The double's caller holds these roles: the one at the resource group, and the others where they are held."""
+    (arm.role,) = [definition for definition, at in held if at == names.scope]
+    arm.grants = [(definition, at) for definition, at in held if at != names.scope]
 
 
 def test_the_backups_role_allows_every_call_and_deploy_and_monitor_none(arm, project, capsys, tmp_path):
-    from azhelpers import rbac_allows
-
     stack, n = deployed(arm, project, "production")
-    roles = _rendered(project, capsys, tmp_path, stack, "production")
-    arm.role = roles["backups"]
+    held = _rendered(project, capsys, tmp_path, stack, "production")
+    subnet, zone = AZURE_BLOCK["databaseSubnetId"], arm.servers[n.database_server]["properties"]["network"]["privateDnsZoneArmResourceId"]
+    # backups: its role at the resource group, and its join of the database subnet on that subnet alone (PIM-eligible, as on production)
+    assert sorted(at for _, at in held["backups"]) == sorted([n.scope, subnet])
+    _caller(arm, held["backups"], n)
     rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "production", "-C", str(project.path))
     assert rc == 0, err
     (first,) = ID.findall(out)
     rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--id", first, "-C", str(project.path))
     assert rc == 0, err
     assert arm.denied == []
-    made = {action for action, _ in arm.calls}
-    assert made == {
+    made = set(arm.calls)
+    assert {action for action, _ in made} == {
         DB_READ,
         "Microsoft.DBforPostgreSQL/flexibleServers/write",
         "Microsoft.DBforPostgreSQL/flexibleServers/backups/read",
         "Microsoft.DBforPostgreSQL/flexibleServers/backups/write",
         "Microsoft.Storage/storageAccounts/read",
         "Microsoft.Storage/storageAccounts/restoreBlobRanges/action",
+        SUBNET_JOIN,
+        ZONE_JOIN,
     }
-    for action in made:
-        assert rbac_allows(roles["backups"], action), action
-    # replayed against deploy and monitor: none of them, but monitor's read of the server (what runs)
+    # the restore's server PUT: its linked actions, on the subnet and the zone it names
+    assert {(a, at) for a, at in made if a in (SUBNET_JOIN, ZONE_JOIN)} == {(SUBNET_JOIN, subnet), (ZONE_JOIN, zone)}
+    for action, at in made:
+        assert _allows(held["backups"], action, at), (action, at)
+    # replayed against deploy's and monitor's roles where they are held: none of them, but monitor's read of
+    # the server (what runs); deploy-network reaches the subnet (it is on the VNet) and joins nothing
+    assert any(at == VNET for _, at in held["deploy"])
     for name in ("deploy", "monitor"):
-        allowed = {a for a in made if rbac_allows(roles[name], a)}
-        assert allowed == ({DB_READ} if name == "monitor" else set()), (name, allowed)
+        allowed = {(a, at) for a, at in made if _allows(held[name], a, at)}
+        assert {a for a, _ in allowed} == ({DB_READ} if name == "monitor" else set()), (name, allowed)
+    # the joins are the database subnet's and the environment's zone's alone
+    for other in (f"{VNET}/subnets/apps", f"{VNET}/subnets/endpoints", VNET):
+        assert not _allows(held["backups"], SUBNET_JOIN, other), other
+    for other in (AZURE_BLOCK["keyVaultDnsZoneId"], AZURE_BLOCK["blobDnsZoneId"]):
+        assert not _allows(held["backups"], ZONE_JOIN, other), other
+
+
+def test_without_its_subnet_role_a_restore_is_refused_by_the_linked_check(arm, project, capsys, tmp_path):
+    """A holder of the backups role alone (as `manage` hands it out, or a stack deployed before its network
+    role): the server PUT is allowed, the join of the subnet it links is not; exit 2 naming the role."""
+    stack, n = deployed(arm, project, "production")
+    held = _rendered(project, capsys, tmp_path, stack, "production")
+    _caller(arm, [(d, at) for d, at in held["backups"] if at == n.scope], n)
+    arm.automatic_backup(n.database_server, _ago(days=1))
+    (backup_id,) = _cli(capsys, "backup", "list", "-s", stack, "-e", "production", "-C", str(project.path))[1].split()
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--id", backup_id, "-C", str(project.path))
+    said = " ".join(err.split())
+    assert rc == 2 and "Traceback" not in err, err
+    assert "403 LinkedAuthorizationFailed" in said and f"perform action(s) '{SUBNET_JOIN}' on the linked scope(s)" in said, said
+    assert f"the role `mxinfra {n.naming.prefix} backups-network` on that subnet" in said and "activate it as well as the backups role" in said, said
+    assert arm.denied == [(SUBNET_JOIN, AZURE_BLOCK["databaseSubnetId"])]  # the zone's join is the backups role's
+    assert [r["operation"] for r in arm.requests if r["method"] != "GET"][-1] == "Servers_CreateOrUpdate" and not arm.restores and not arm.blob_restores
+    assert [r.action for r in _records(project, "production")] == ["backup"]  # the backup taken before it, nothing restored
 
 
 @pytest.mark.parametrize("role", ["deploy", "monitor"])
 def test_deploy_and_monitor_are_refused_with_the_backups_role_named(arm, project, capsys, tmp_path, role):
     stack, n = deployed(arm, project, "production")
     arm.automatic_backup(n.database_server, _ago(days=1))
-    arm.role = _rendered(project, capsys, tmp_path, stack, "production")[role]
+    _caller(arm, _rendered(project, capsys, tmp_path, stack, "production")[role], n)
     for args in (["create"], ["restore", "--id", "20261204T020000Z"], ["list"]):
         rc, out, err = _cli(capsys, "backup", *args, "-s", stack, "-e", "production", "-C", str(project.path))
         said = " ".join(err.split())
@@ -336,6 +396,7 @@ def test_a_linked_authorization_failure_says_who_can_restore(arm, project, capsy
     rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", backup_id, "-C", str(project.path))
     said = " ".join(err.split())
     assert rc == 2 and "Traceback" not in err and "403 LinkedAuthorizationFailed" in said and "subnets/join/action" in said
+    assert f"the role `mxinfra {n.naming.prefix} backups-network` on that subnet" in said and "activate it as well" not in said  # test: standing
     assert "have the platform identity run this restore" in said
     assert [r["operation"] for r in arm.requests if r["method"] != "GET"] == ["Servers_CreateOrUpdate"]  # the files were not touched
     assert _records(project, "test") == []

@@ -41,6 +41,13 @@ def scope(role: str) -> str:
 
 
 SUBSCRIPTION = f"/subscriptions/{SUB}"
+DB_SUBNET = f"{VNET}/subnets/db"  # azhelpers' databaseSubnetId
+VNET_GROUP = VNET.split("/providers/", 1)[0]
+SUBNET_JOIN = "Microsoft.Network/virtualNetworks/subnets/join/action"
+ZONE_JOIN = "Microsoft.Network/privateDnsZones/join/action"
+# The roles held outside the environment's resource group, where: deploy's operation-status read, its VNet
+# read, backups' join of the database subnet.
+ELSEWHERE = {"deploy-status": SUBSCRIPTION, "deploy-network": VNET, "backups-network": DB_SUBNET}
 
 
 def grant_parts(r) -> tuple[str, str]:
@@ -87,6 +94,8 @@ def test_every_child_has_the_environment_as_parent_and_the_expected_type(role_ru
         "role-deploy-status": f"{T}authorization:RoleDefinition",
         "role-monitor": f"{T}authorization:RoleDefinition",
         "role-backups": f"{T}authorization:RoleDefinition",
+        "role-deploy-network": f"{T}authorization:RoleDefinition",
+        "role-backups-network": f"{T}authorization:RoleDefinition",
         "role-alerts": f"{T}authorization:RoleDefinition",
         "role-manage": f"{T}authorization:RoleDefinition",
         "activity": "pulumi-python:dynamic:Resource",
@@ -319,7 +328,7 @@ def test_custom_roles_at_the_environment_scope(role_run):
 def test_non_production_grants_are_assignments(pulumi_run):
     _, res = run(pulumi_run, "acceptance")
     grants = {r.name.removeprefix("orders-acceptance-grant-"): r.inputs for r in res.of_type(f"{T}authorization:RoleAssignment") if "-grant-" in r.name}
-    assert set(grants) == {f"deploy-{PEOPLE}", f"deploy-status-{PEOPLE}", f"deploy-network-{PEOPLE}", f"monitor-{PEOPLE}", f"backups-{PEOPLE}", f"monitor-{ONCALL}", f"alerts-{ONCALL}", f"manage-{ALICE}", f"api-{ALICE}", f"api-{ROBOT}"}
+    assert set(grants) == {f"deploy-{PEOPLE}", f"deploy-status-{PEOPLE}", f"deploy-network-{PEOPLE}", f"monitor-{PEOPLE}", f"backups-{PEOPLE}", f"backups-network-{PEOPLE}", f"monitor-{ONCALL}", f"alerts-{ONCALL}", f"manage-{ALICE}", f"api-{ALICE}", f"api-{ROBOT}"}
     # deploy's operation-status read, to the same principals, at the subscription
     status = grants.pop(f"deploy-status-{PEOPLE}")
     assert status["scope"] == SUBSCRIPTION and status["principalType"] == "Group"
@@ -333,6 +342,10 @@ def test_non_production_grants_are_assignments(pulumi_run):
     vnet_group = VNET.split("/providers/", 1)[0]
     assert rd["scope"] == vnet_group and rd["assignableScopes"] == [vnet_group]
     assert rd["permissions"] == [{"actions": ["Microsoft.Network/virtualNetworks/read"], "notActions": [], "dataActions": [], "notDataActions": []}]
+    # backups' join of the database subnet (a restore's new server): on that subnet alone (its own test below)
+    subnet = grants.pop(f"backups-network-{PEOPLE}")
+    assert subnet["scope"] == DB_SUBNET and subnet["principalType"] == "Group"
+    assert subnet["roleDefinitionId"] == "orders-acceptance-role-backups-network-id"
     assert grants[f"deploy-{PEOPLE}"]["principalType"] == "Group"
     assert grants[f"manage-{ALICE}"]["principalType"] == "User"
     assert grants[f"api-{ROBOT}"]["principalType"] == "ServicePrincipal"
@@ -363,11 +376,12 @@ def test_production_people_are_eligible_never_standing(pulumi_run):
     # only the service principal's api (allowOnProduction) stands; people are eligible
     assert [(r.inputs["principalId"], r.inputs["principalType"]) for r in standing] == [(ROBOT, "ServicePrincipal")]
     eligible = {grant_parts(r)[::-1] for r in res.of_type(f"{T}authorization:PimRoleEligibilitySchedule")}
-    assert eligible == {(PEOPLE, "deploy"), (PEOPLE, "deploy-status"), (PEOPLE, "deploy-network"), (PEOPLE, "monitor"), (PEOPLE, "backups"), (ONCALL, "monitor"), (ONCALL, "alerts"), (ALICE, "manage"), (ALICE, "api")}
+    assert eligible == {(PEOPLE, "deploy"), (PEOPLE, "deploy-status"), (PEOPLE, "deploy-network"), (PEOPLE, "monitor"), (PEOPLE, "backups"), (PEOPLE, "backups-network"), (ONCALL, "monitor"), (ONCALL, "alerts"), (ALICE, "manage"), (ALICE, "api")}
     for r in res.of_type(f"{T}authorization:PimRoleEligibilitySchedule"):
         name = grant_parts(r)[0]
-        # deploy's operation-status read is at the subscription, its VNet read on the VNet, under the same PIM rules
-        assert r.inputs["scope"] == {"deploy-status": SUBSCRIPTION, "deploy-network": VNET}.get(name, scope("production"))
+        # deploy's operation-status read is at the subscription, its VNet read on the VNet, backups' subnet join
+        # on the database subnet, under the same PIM rules
+        assert r.inputs["scope"] == ELSEWHERE.get(name, scope("production"))
         assert r.inputs["scheduleInfo"] == {"expiration": {"type": "NoExpiration"}}
         policy = res.named(f"orders-production-role-{name}-policy")
         assert policy.urn in r.dependencies
@@ -376,9 +390,9 @@ def test_production_people_are_eligible_never_standing(pulumi_run):
 def test_production_pim_policies(pulumi_run):
     _, res = run(pulumi_run, "production")
     policies = {r.name: r for r in res.of_type(f"{T}authorization:RoleManagementPolicy")}
-    assert set(policies) == {f"orders-production-role-{p}-policy" for p in ("deploy", "deploy-status", "deploy-network", "monitor", "backups", "alerts", "manage", "api")}
+    assert set(policies) == {f"orders-production-role-{p}-policy" for p in ("deploy", "deploy-status", "deploy-network", "monitor", "backups", "backups-network", "alerts", "manage", "api")}
     for name, p in policies.items():
-        where = {"orders-production-role-deploy-status-policy": SUBSCRIPTION, "orders-production-role-deploy-network-policy": VNET}.get(name, scope("production"))
+        where = ELSEWHERE.get(name.removeprefix("orders-production-role-").removesuffix("-policy"), scope("production"))
         assert p.inputs["scope"] == where
         rules = {r["id"]: r for r in p.inputs["rules"]}
         mfa = rules["Enablement_EndUser_Assignment"]
@@ -425,11 +439,83 @@ def test_deploy_reads_operation_statuses_at_the_subscription_only(role_run):
     assert {p for name, p in grants if name == "deploy-status"} == {p for name, p in grants if name == "deploy"} == {PEOPLE}
     kinds = {r.type for r in res if "-deploy-status-" in r.name and ("-grant-" in r.name or "-eligible-" in r.name)}
     assert kinds == ({f"{T}authorization:PimRoleEligibilitySchedule"} if role == "production" else {f"{T}authorization:RoleAssignment"})
-    # nobody else's role reaches above the resource group (deploy's VNet read: the VNet's group, assigned on the VNet alone)
-    vnet_group = VNET.split("/providers/", 1)[0]
+    # nobody else's role reaches above the resource group (deploy's VNet read and backups' subnet join: the
+    # VNet's group, each assigned on its one resource alone)
     for r in res.of_type(f"{T}authorization:RoleDefinition"):
         if r.name != rd.name:
-            assert r.inputs["assignableScopes"] == [vnet_group if r.name.endswith("-deploy-network") else scope(role)], r.name
+            assert r.inputs["assignableScopes"] == [VNET_GROUP if r.name.endswith(("-deploy-network", "-backups-network")) else scope(role)], r.name
+
+
+def test_backups_joins_the_database_subnet_alone(role_run):
+    """`mxinfra backup restore` creates a server in the database subnet, registered in the environment's private
+    DNS zone, and ARM's linked check of that PUT asks the caller for both joins: the zone's in the backups role
+    (the zone is in the environment's resource group), the subnet's in a role of its own, defined in the VNet's
+    resource group and assigned at that subnet alone, to backups' holders under backups' rules."""
+    role, _, res = role_run
+    from mxinfra.naming import Naming
+
+    from azhelpers import rbac_allows
+
+    n = Names.of(Naming("orders", role), SUB)
+    env = res.one(ENVIRONMENT_TYPE)
+    production = role == "production"
+    rd = res.named(f"orders-{role}-role-backups-network")
+    assert rd.type == f"{T}authorization:RoleDefinition" and rd.parent == env.urn
+    i = rd.inputs
+    assert i["permissions"] == [{"actions": [SUBNET_JOIN], "notActions": [], "dataActions": [], "notDataActions": []}]
+    assert i["scope"] == VNET_GROUP and i["assignableScopes"] == [VNET_GROUP]
+    assert i["roleDefinitionId"] == n.role_definition_guid("backups-network")
+    assert i["roleDefinitionId"] not in {n.role_definition_guid(p) for p in ("backups", "deploy-network")}
+    assert i["roleName"] == f"mxinfra orders-{role} backups-network" and i["roleType"] == "CustomRole"
+    assert i["description"] == f"orders-{role}: the backups permission's join of the database subnet (a restore's new server) (mxinfra)"
+    # deploy's network role keeps its name, id and description (nothing deployed is replaced)
+    deploy = res.named(f"orders-{role}-role-deploy-network").inputs
+    assert deploy["roleDefinitionId"] == n.role_definition_guid("deploy-network") and deploy["roleName"] == f"mxinfra orders-{role} deploy-network"
+    assert deploy["description"] == f"orders-{role}: the deploy permission's read of the stack's VNet (mxinfra)"
+    # backups' holders, and only they, each on the database subnet: standing below production, eligible on it
+    kind, word = ("PimRoleEligibilitySchedule", "eligible") if production else ("RoleAssignment", "grant")
+    grants = [r for t in ("RoleAssignment", "PimRoleEligibilitySchedule") for r in res.of_type(f"{T}authorization:{t}") if "-grant-" in r.name or "-eligible-" in r.name]
+    (g,) = [r for r in grants if grant_parts(r)[0] == "backups-network"]
+    assert {grant_parts(r)[1] for r in grants if grant_parts(r)[0] == "backups"} == {PEOPLE}
+    assert g.type == f"{T}authorization:{kind}" and g.name == f"orders-{role}-{word}-backups-network-{PEOPLE}" and g.parent == env.urn
+    assert g.inputs["scope"] == DB_SUBNET and g.inputs["principalId"] == PEOPLE
+    assert g.inputs["roleDefinitionId"] == f"orders-{role}-role-backups-network-id"
+    assert "condition" not in g.inputs
+    if production:
+        # PIM: activation with MFA and a justification, at most 8 hours, its policy at the subnet, in place first
+        policy = res.named("orders-production-role-backups-network-policy")
+        assert policy.inputs["scope"] == DB_SUBNET and policy.urn in g.dependencies
+        rules = {x["id"]: x for x in policy.inputs["rules"]}
+        assert "MultiFactorAuthentication" in rules["Enablement_EndUser_Assignment"]["enabledRules"]
+        assert rules["Expiration_EndUser_Assignment"]["maximumDuration"] == "PT8H"
+        assert res.named("orders-production-role-backups-network-policy-lookup").inputs["scope"] == DB_SUBNET
+        assert g.inputs["scheduleInfo"] == {"expiration": {"type": "NoExpiration"}}
+    else:
+        assert g.inputs["roleAssignmentName"] == n.assignment_guid("backups-network", PEOPLE) and g.inputs["principalType"] == "Group"
+        assert not [r for r in res.of_type(f"{T}authorization:RoleManagementPolicy") if "backups-network" in r.name]
+    # nothing else of the environment's roles on the network: deploy's read on the VNet, this join on the subnet
+    held = {r.inputs["scope"] for r in grants}
+    assert {s for s in held if s.lower().startswith(VNET_GROUP.lower() + "/")} == {VNET, DB_SUBNET}
+    # the zone's join: in backups' role at the resource group, which is where the environment's zone is
+    zone = res.one(f"{T}privatedns:PrivateZone")
+    rg = res.one(f"{T}resources:ResourceGroup")
+    assert zone.inputs["privateZoneName"] == n.database_zone and rg.urn in zone.dependencies  # its group: the environment's (group.name)
+    assert rg.inputs["resourceGroupName"] == n.resource_group and roles_scope(res, role, "backups") == n.scope
+    roles_of = {p: res.named(f"orders-{role}-role-{p}").inputs for p in ("deploy", "monitor", "backups", "alerts", "manage")}
+    assert [p for p, d in roles_of.items() if rbac_allows(d, ZONE_JOIN) or rbac_allows(d, SUBNET_JOIN)] == ["backups"]
+    assert not rbac_allows(roles_of["backups"], SUBNET_JOIN)  # the subnet's join only from the subnet's role
+
+
+def roles_scope(res, role: str, permission: str) -> str:
+    """Where `permission`'s custom role is defined (and assignable)."""
+    return res.named(f"orders-{role}-role-{permission}").inputs["scope"]
+
+
+def test_no_backups_no_subnet_role(pulumi_run):
+    access = [{"principal": f"group:{PEOPLE}", "environments": ["acceptance"], "permissions": ["deploy", "monitor"]}]
+    _, res = run(pulumi_run, "acceptance", access=access)
+    assert not [r for r in res if "backups-network" in r.name]
+    assert {r.inputs["scope"] for r in res.of_type(f"{T}authorization:RoleAssignment") if "-grant-" in r.name} == {scope("acceptance"), SUBSCRIPTION, VNET}
 
 
 def test_no_deploy_no_subscription_role(pulumi_run):

@@ -89,6 +89,10 @@ def test_plan_json_exports_role_definitions_and_scopes(capsys, azure_example):
     network = roles.pop("orders-acceptance-role-deploy-network")["inputs"]
     assert network["permissions"][0]["actions"] == ["Microsoft.Network/virtualNetworks/read"]
     assert network["assignableScopes"] == [network["scope"]] and "/resourceGroups/" in network["scope"] and "/providers/" not in network["scope"]
+    # and backups' join of the database subnet (a restore's new server), defined there as well
+    subnet = roles.pop("orders-acceptance-role-backups-network")["inputs"]
+    assert subnet["permissions"][0]["actions"] == ["Microsoft.Network/virtualNetworks/subnets/join/action"]
+    assert subnet["scope"] == network["scope"] and subnet["assignableScopes"] == [network["scope"]]
     assert {r["inputs"]["scope"] for r in roles.values()} == {"/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/orders-acceptance-rg"}
 
 

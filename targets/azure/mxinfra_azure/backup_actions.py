@@ -395,9 +395,7 @@ class ServerActions:
         try:
             yield
         except ClientAuthenticationError as exc:
-            if exc.status_code is None:  # no credential produced a token (nothing was sent to ARM)
-                raise UserError(f"{head}: no Azure credential could sign in ({running.first_line(exc)}): {sign_in}") from None
-            raise UserError(f"{head}: Azure refused the credential for {doing} ({running.error_code(exc)}): the token is not valid for this tenant or has expired: {sign_in}{also}") from None
+            raise UserError(f"{head}: {running.credential_problem(exc, doing, sign_in)}{also if exc.status_code is not None else ''}") from None
         except HttpResponseError as exc:
             code = str(getattr(getattr(exc, "error", None), "code", None) or "")
             if exc.status_code == 403 and reraise_denied:

@@ -238,9 +238,7 @@ def read_vnet(vnet_id: str, *, credential: Any = None, endpoint: str | None = No
             response = client.send_request(request, connection_timeout=10, read_timeout=30)
             response.read()
     except ClientAuthenticationError as exc:
-        if exc.status_code is None:  # no credential produced a token (nothing was sent to ARM)
-            raise VnetUnreadable(f"{head}: no Azure credential could sign in ({running.first_line(exc)}): {running.SIGN_IN_WAYS}; {rights}") from None
-        raise VnetUnreadable(f"{head}: Azure refused the credential ({running.first_line(exc)}): {rights}") from None
+        raise VnetUnreadable(f"{head}: {running.credential_problem(exc, 'the read of the VNet', f'{running.SIGN_IN_WAYS}; {rights}')}") from None
     except (ServiceRequestError, ServiceResponseError) as exc:
         raise VnetUnreadable(f"{head}: Azure Resource Manager cannot be reached ({running.first_line(exc)}): check the network") from None
     except AzureError as exc:

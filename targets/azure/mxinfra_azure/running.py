@@ -122,6 +122,13 @@ def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
+def credential_problem(exc: Any, doing: str, sign_in: str) -> str:
+    """What an azure-identity ClientAuthenticationError means for `doing`, and how to sign in (`sign_in`)."""
+    if exc.status_code is None:  # no credential produced a token (nothing was sent to ARM)
+        return f"no Azure credential could sign in ({first_line(exc)}): {sign_in}"
+    return f"Azure refused the credential for {doing} ({error_code(exc)}): the token is not valid for this tenant or has expired: {sign_in}"
+
+
 @contextmanager
 def _azure(environment: str, subscription: str, doing: str) -> Iterator[None]:
     """The Azure SDK's failures as CannotObserve (exit 2), naming what to fix; never a traceback."""
@@ -131,9 +138,7 @@ def _azure(environment: str, subscription: str, doing: str) -> Iterator[None]:
     try:
         yield
     except ClientAuthenticationError as exc:
-        if exc.status_code is None:  # no credential produced a token (nothing was sent to ARM)
-            raise CannotObserve(f"{head}: no Azure credential could sign in ({first_line(exc)}): {SIGN_IN}") from None
-        raise CannotObserve(f"{head}: Azure refused the credential for {doing} ({error_code(exc)}): the token is not valid for this tenant or has expired: {SIGN_IN}") from None
+        raise CannotObserve(f"{head}: {credential_problem(exc, doing, SIGN_IN)}") from None
     except HttpResponseError as exc:
         if exc.status_code == 403:
             fix = f"the identity needs {READ_RIGHTS}"

@@ -39,8 +39,7 @@ from mxinfra_azure.names import FILES_CONTAINER, Names
 
 from azhelpers import AZURE_BLOCK, SUB, VNET, config, deployment, rbac_allows
 from azure_backup_double import PG_VERSION, STORAGE_VERSION, BackupArm, request_problems, response_check, within
-from registry import make_tls
-from test_azure_drift import NoCredential, StaticCredential, stack_file
+from test_azure_drift import NoCredential, serving, stack_file
 
 ID = re.compile(r"backup (\d{8}T\d{6}Z) taken")
 DB_READ = "Microsoft.DBforPostgreSQL/flexibleServers/read"
@@ -50,23 +49,9 @@ ZONE_JOIN = "Microsoft.Network/privateDnsZones/join/action"
 
 @pytest.fixture
 def arm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[BackupArm]:
-    """The double, trusted through its CA, no proxy of the developer's; the commands poll without waiting."""
-    ca, cert, key = make_tls(tmp_path / "tls")
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "CURL_CA_BUNDLE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
+    """The double (test_azure_drift.serving); the commands poll without waiting."""
     monkeypatch.setattr(backup_actions, "POLL_SECONDS", 0.0)
-    double = BackupArm(ca, cert, key, subscription=SUB, group="none")
-    credential = StaticCredential()
-    monkeypatch.setattr(running, "ARM", double.url)
-    monkeypatch.setattr(running, "default_credential", lambda: credential)
-    try:
-        yield double
-    finally:
-        double.close()
-    assert double.failures == [], double.failures
-    assert all(s == ("https://management.azure.com/.default",) for s in credential.scopes), credential.scopes
+    yield from serving(tmp_path, monkeypatch, lambda ca, cert, key: BackupArm(ca, cert, key, subscription=SUB, group="none"))
 
 
 def deployed(double: BackupArm, project: Any, role: str, **env: Any) -> tuple[str, Names]:

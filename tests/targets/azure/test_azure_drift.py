@@ -23,7 +23,7 @@ import ssl
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -305,16 +305,17 @@ class NoCredential:
         )
 
 
-@pytest.fixture
-def arm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Arm]:
-    """The double, trusted through its CA (requests' REQUESTS_CA_BUNDLE: TLS and the SDK's https-only bearer
-    policy stay on), no proxy of the developer's; `mxinfra drift` reaches it as ARM with StaticCredential."""
+def serving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make: Callable[[Path, Path, Path], Any]) -> Iterator[Any]:
+    """An ARM double made by `make(ca, cert, key)`, trusted through its CA (requests' REQUESTS_CA_BUNDLE:
+    TLS and the SDK's https-only bearer policy stay on), no proxy of the developer's; the target reaches
+    it as ARM with StaticCredential. Afterwards: nothing it served broke the spec, and every token asked
+    was for ARM. The fixture body of every Azure double's tests."""
     ca, cert, key = make_tls(tmp_path / "tls")
     for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "CURL_CA_BUNDLE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
-    double = Arm(ca, cert, key)
+    double = make(ca, cert, key)
     credential = StaticCredential()
     monkeypatch.setattr(running, "ARM", double.url)
     monkeypatch.setattr(running, "default_credential", lambda: credential)
@@ -324,6 +325,12 @@ def arm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Arm]:
         double.close()
     assert double.failures == [], double.failures
     assert all(s == ("https://management.azure.com/.default",) for s in credential.scopes), credential.scopes
+
+
+@pytest.fixture
+def arm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Arm]:
+    """The double `mxinfra drift` reads (serving)."""
+    yield from serving(tmp_path, monkeypatch, Arm)
 
 
 def release(double: Arm, cfg: dict[str, Any]) -> None:

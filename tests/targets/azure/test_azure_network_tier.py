@@ -35,8 +35,8 @@ from mxinfra.config import RawConfig
 from mxinfra.deployment import prepare
 
 from azhelpers import SUB, VNET, config, deployment
-from registry import free_port, make_tls
-from test_azure_drift import REGISTRY, SPEC, TOKEN, Arm, NoCredential, StaticCredential, stack_file
+from registry import free_port
+from test_azure_drift import REGISTRY, SPEC, TOKEN, Arm, NoCredential, StaticCredential, serving, stack_file
 
 import mxinfra_azure.running as running
 from mxinfra_azure import network
@@ -155,23 +155,14 @@ class NetworkArm(Arm):
 
 @pytest.fixture
 def arm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[NetworkArm]:
-    """The double, trusted through its CA, no proxy of the developer's; ARM for running.py and network.py."""
-    ca, cert, key = make_tls(tmp_path / "tls")
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "CURL_CA_BUNDLE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
-    double = NetworkArm(ca, cert, key)
-    double.groups = set()  # no environment deployed yet: the release guard finds nothing running
-    credential = StaticCredential()
-    monkeypatch.setattr(running, "ARM", double.url)
-    monkeypatch.setattr(running, "default_credential", lambda: credential)
-    try:
-        yield double
-    finally:
-        double.close()
-    assert double.failures == [], double.failures
-    assert all(s == ("https://management.azure.com/.default",) for s in credential.scopes), credential.scopes
+    """The double (test_azure_drift.serving); ARM for running.py and network.py."""
+
+    def make(ca: Path, cert: Path, key: Path) -> NetworkArm:
+        double = NetworkArm(ca, cert, key)
+        double.groups = set()  # no environment deployed yet: the release guard finds nothing running
+        return double
+
+    yield from serving(tmp_path, monkeypatch, make)
 
 
 def stack_config(role: str, **azure: Any) -> dict[str, Any]:

@@ -178,6 +178,88 @@ def parse_id(name: str) -> datetime | None:
         return None
 
 
+# A restore source (`<target>.database.fromBackup.<env>`): a backup id, or a point in time in UTC.
+POINT_IN_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+RESTORE_FORMS = (
+    "a backup id YYYYmmddTHHMMSSZ as `mxinfra backup list` prints it (e.g. 20261204T020000Z) "
+    "or a point in time in UTC YYYY-mm-ddTHH:MM:SSZ (e.g. 2026-12-04T10:15:00Z)"
+)
+_COMPACT = re.compile(r"[0-9]{8}T[0-9]{6}Z")
+_POINT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+# ISO 8601 date-times that are not the form above: named precisely rather than "not a backup id"
+_ISO_LIKE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(?P<zone>[zZ]|[+-][0-9]{2}(:?[0-9]{2})?)?")
+# A point in time restores a new instance (server) apart from the one a backup id restores: `pit-<compact>`.
+POINT_LABEL = "pit-"
+# The word between the environment's database and the label in the name of the new instance (server) a
+# `fromBackup` key puts in service, `<db>-from-<label>`: apart from `mxinfra backup restore`'s `<db>-<id>`.
+RESTORED_KIND = "from"
+
+
+class NotARestorePoint(ValueError):
+    """The value has neither form (a target may accept forms of its own, e.g. an RDS snapshot name)."""
+
+
+@dataclass(frozen=True)
+class RestorePoint:
+    """What a restore source names: a backup (by id) or a point in time, both as a UTC time."""
+
+    value: str  # as configured
+    time: datetime  # UTC
+    is_backup: bool  # True: a backup id (the time `mxinfra backup list` names it by); False: a point in time
+
+    @property
+    def compact(self) -> str:
+        """The time as a backup id writes it: YYYYmmddTHHMMSSZ."""
+        return self.time.strftime(ID_FORMAT)
+
+    @property
+    def iso(self) -> str:
+        """The time as the clouds' APIs take it: YYYY-mm-ddTHH:MM:SSZ."""
+        return self.time.strftime(POINT_IN_TIME_FORMAT)
+
+    @property
+    def label(self) -> str:
+        """How the new instance the restore creates is named after it (`<db>-from-<label>`): the backup id,
+        or `pit-<compact time>` for a point in time, so the two kinds never name the same instance."""
+        return self.compact if self.is_backup else POINT_LABEL + self.compact
+
+
+def parse_restore_point(value: str, now: datetime | None = None) -> RestorePoint:
+    """The backup id or point in time `value` names. A ValueError naming the expected forms for anything
+    else: NotARestorePoint when it has neither form; a plain ValueError for a date that does not exist, a
+    time without a zone or not in UTC, and (given `now`) a time after `now`."""
+    if _COMPACT.fullmatch(value) or _POINT.fullmatch(value):
+        backup = _COMPACT.fullmatch(value) is not None
+        try:
+            when = datetime.strptime(value, ID_FORMAT if backup else POINT_IN_TIME_FORMAT).replace(tzinfo=timezone.utc)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a time: expected {RESTORE_FORMS}") from None
+        if now is not None and when > now:
+            raise ValueError(f"{value!r} is in the future (now: {now.astimezone(timezone.utc).strftime(POINT_IN_TIME_FORMAT)}): expected a time that has passed, {RESTORE_FORMS}")
+        return RestorePoint(value, when, backup)
+    iso = _ISO_LIKE.fullmatch(value)
+    if iso is not None:
+        zone = iso["zone"]
+        if zone is None:
+            raise ValueError(f"{value!r} has no time zone: expected {RESTORE_FORMS}; write the time in UTC with Z")
+        raise ValueError(f"{value!r} is not a time in UTC with Z to the second: expected {RESTORE_FORMS}")
+    raise NotARestorePoint(f"{value!r} is neither a backup id nor a point in time: expected {RESTORE_FORMS}")
+
+
+def beyond_retention(point: RestorePoint, now: datetime, days: int) -> str | None:
+    """Why a point in time cannot be restored at `now` from automated backups kept `days` days (None: it
+    can): the clouds restore a point in time only within that retention."""
+    if point.is_backup:
+        return None
+    earliest = now - timedelta(days=days)
+    if point.time < earliest:
+        return (
+            f"{point.value} is older than the {days} day(s) the environment's automated backups are kept "
+            f"(the earliest restorable time is about {earliest.astimezone(timezone.utc).strftime(POINT_IN_TIME_FORMAT)})"
+        )
+    return None
+
+
 def _monday(d: date) -> date:
     return d - timedelta(days=d.weekday())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import random
 from datetime import date, datetime, timedelta, timezone
 
@@ -236,3 +237,68 @@ def test_keep_at_every_boundary_of_a_leap_year_end():
     b = Backups()
     for now in itertools.islice((datetime(2020, 12, 25, tzinfo=UTC) + timedelta(hours=7 * i) for i in range(200)), 200):
         assert keep(nightly, now, b) == _reference(nightly, now, b)
+
+
+# --- restore sources (`<target>.database.fromBackup.<env>`, issue 21) ---------------------------------
+
+
+def test_restore_point_reads_a_backup_id_or_a_point_in_time():
+    from mxinfra.backups import RestorePoint, parse_restore_point
+
+    now = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+    backup = parse_restore_point("20261204T020000Z", now)
+    assert backup == RestorePoint("20261204T020000Z", datetime(2026, 12, 4, 2, 0, tzinfo=UTC), True)
+    assert (backup.compact, backup.iso, backup.label) == ("20261204T020000Z", "2026-12-04T02:00:00Z", "20261204T020000Z")
+    point = parse_restore_point("2026-12-04T10:15:00Z", now)
+    assert point == RestorePoint("2026-12-04T10:15:00Z", datetime(2026, 12, 4, 10, 15, tzinfo=UTC), False)
+    # a point in time is named apart from the backup id of the same instant
+    assert (point.compact, point.iso, point.label) == ("20261204T101500Z", "2026-12-04T10:15:00Z", "pit-20261204T101500Z")
+    assert parse_restore_point("20261204T101500Z").label != point.label
+    # now itself has passed; without `now` nothing is refused for being late
+    assert parse_restore_point("2026-12-05T12:00:00Z", now).time == now
+    assert parse_restore_point("2099-01-01T00:00:00Z").time.year == 2099
+
+
+FORMS = "a backup id YYYYmmddTHHMMSSZ as `mxinfra backup list` prints it (e.g. 20261204T020000Z) or a point in time in UTC YYYY-mm-ddTHH:MM:SSZ (e.g. 2026-12-04T10:15:00Z)"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("2026-12-05T12:00:01Z", "'2026-12-05T12:00:01Z' is in the future (now: 2026-12-05T12:00:00Z): expected a time that has passed, " + FORMS),
+        ("20261205T120001Z", "'20261205T120001Z' is in the future (now: 2026-12-05T12:00:00Z): expected a time that has passed, " + FORMS),
+        ("2026-12-04T10:15:00", f"'2026-12-04T10:15:00' has no time zone: expected {FORMS}; write the time in UTC with Z"),
+        ("2026-12-04 10:15", f"'2026-12-04 10:15' has no time zone: expected {FORMS}; write the time in UTC with Z"),
+        ("2026-12-04T10:15:00+00:00", f"'2026-12-04T10:15:00+00:00' is not a time in UTC with Z to the second: expected {FORMS}"),
+        ("2026-12-04T10:15Z", f"'2026-12-04T10:15Z' is not a time in UTC with Z to the second: expected {FORMS}"),
+        ("2026-12-04T10:15:00.5Z", f"'2026-12-04T10:15:00.5Z' is not a time in UTC with Z to the second: expected {FORMS}"),
+        ("2026-02-30T10:15:00Z", f"'2026-02-30T10:15:00Z' is not a time: expected {FORMS}"),
+        ("20261304T020000Z", f"'20261304T020000Z' is not a time: expected {FORMS}"),
+    ],
+)
+def test_restore_point_refusals_name_the_expected_forms(value, message):
+    from mxinfra.backups import NotARestorePoint, parse_restore_point
+
+    with pytest.raises(ValueError) as exc:
+        parse_restore_point(value, datetime(2026, 12, 5, 12, 0, tzinfo=UTC))
+    assert str(exc.value) == message and not isinstance(exc.value, NotARestorePoint)
+
+
+@pytest.mark.parametrize("value", ["", "2026-12-04", "20261204T020000", "20261204t020000z", "2026-12-04t10:15:00z", "yesterday", "rds:orders-db-x", "２０２６1204T020000Z", "20261204T020000Z\n"])
+def test_neither_form_is_not_a_restore_point(value):
+    from mxinfra.backups import NotARestorePoint, parse_restore_point
+
+    with pytest.raises(NotARestorePoint, match=f"is neither a backup id nor a point in time: expected {re.escape(FORMS)}"):
+        parse_restore_point(value)
+
+
+def test_beyond_retention_names_it():
+    from mxinfra.backups import beyond_retention, parse_restore_point
+
+    now = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+    assert beyond_retention(parse_restore_point("2026-12-04T12:00:00Z"), now, 1) is None  # exactly the retention
+    why = beyond_retention(parse_restore_point("2026-12-04T11:59:59Z"), now, 1)
+    assert why == "2026-12-04T11:59:59Z is older than the 1 day(s) the environment's automated backups are kept (the earliest restorable time is about 2026-12-04T12:00:00Z)"
+    assert beyond_retention(parse_restore_point("2026-11-06T00:00:00Z"), now, 30) is None
+    # a backup id is restored from its backup, not the automated backups' window
+    assert beyond_retention(parse_restore_point("20200101T000000Z"), now, 1) is None

@@ -448,6 +448,22 @@ def restore_source(env: Environment, a: Arns, b: Backups, source: SnapshotSource
     found = actions.database_snapshot(source)
     if found is not None:
         return found
+    if _created(actions, env, a, instance, session):
+        return None
+    raise UserError(
+        f"{env.name}: mxinfra:aws.database.fromBackup.{env.name} names {source.value}, which is not a database backup in {actions.where}: "
+        "see `mxinfra backup list` (an expired backup cannot be restored; name a newer one or an RDS snapshot of the environment's instance)"
+    )
+
+
+def restored_exists(env: Environment, a: Arns, instance: str, session: Any = None) -> bool:
+    """Whether the restored instance `instance` exists, tagged the environment's (`pulumi preview`/`up`, with
+    the platform identity's `rds:DescribeDBInstances`): a point in time beyond the automated backups'
+    retention is fine then, since it was created from it while it could be."""
+    return _created(connect(env, a, Backups(), session), env, a, instance, session)
+
+
+def _created(actions: VaultActions, env: Environment, a: Arns, instance: str, session: Any) -> bool:
     with actions._aws(f"rds:DescribeDBInstances of {instance}"):
         import botocore.exceptions
 
@@ -461,11 +477,8 @@ def restore_source(env: Environment, a: Arns, b: Backups, source: SnapshotSource
     for db in answer.get("DBInstances") or []:
         tags = {t.get("Key"): t.get("Value") for t in db.get("TagList") or []}
         if tags.get("mxinfra:app") == a.naming.app and tags.get("mxinfra:environment") == env.name:
-            return None
-    raise UserError(
-        f"{env.name}: mxinfra:aws.database.fromBackup.{env.name} names {source.value}, which is not a database backup in {actions.where}: "
-        "see `mxinfra backup list` (an expired backup cannot be restored; name a newer one or an RDS snapshot of the environment's instance)"
-    )
+            return True
+    return False
 
 
 def connect(env: Environment, a: Arns, b: Backups, session: Any = None, **kw: Any) -> VaultActions:

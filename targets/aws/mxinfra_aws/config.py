@@ -9,6 +9,7 @@ from datetime import datetime
 from pydantic import Field, field_validator
 
 from mxinfra.artifacts import parse_image
+from mxinfra.backups import RESTORE_FORMS, NotARestorePoint, RestorePoint, parse_restore_point
 from mxinfra.egress import EgressRule
 from mxinfra.exposure import parse_cidr
 from mxinfra.schema import StrictModel
@@ -24,17 +25,16 @@ TIER_TAG = "mxinfra:tier"
 PRODUCTION_TIER = "production"
 
 # `database.fromBackup.<env>`: a backup id as `mxinfra backup list` prints it (the UTC time its jobs were
-# initiated), or an RDS snapshot of the environment's own instance: AWS Backup's `awsbackup:job-<id>`, an
-# automated `rds:<name>`, a manual `<name>` (RDS: a letter, then letters, digits and single hyphens), or the
-# snapshot's ARN. Identifiers are matched in RDS's lowercase.
-BACKUP_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z")
-BACKUP_ID_FORMAT = "%Y%m%dT%H%M%SZ"
+# initiated) or a point in time in UTC (both read by the core's parse_restore_point), or an RDS snapshot of
+# the environment's own instance: AWS Backup's `awsbackup:job-<id>`, an automated `rds:<name>`, a manual
+# `<name>` (RDS: a letter, then letters, digits and single hyphens), or the snapshot's ARN. Identifiers are
+# matched in RDS's lowercase.
 AWS_BACKUP_SNAPSHOT = re.compile(r"awsbackup:job-[0-9a-f]+(-[0-9a-f]+)*")
 SNAPSHOT_NAME = re.compile(r"(rds:)?[a-z][a-z0-9]*(-[a-z0-9]+)*")
 SNAPSHOT_ARN = re.compile(r"arn:aws[a-z-]*:rds:(?P<region>[a-z]{2}(-[a-z]+)+-[0-9]):(?P<account>[0-9]{12}):snapshot:(?P<id>.+)")
 SNAPSHOT_MAX = 255
 FROM_BACKUP_FORMAT = (
-    "a backup id YYYYmmddTHHMMSSZ as `mxinfra backup list` prints it (e.g. 20261204T020000Z), or an RDS snapshot of the "
+    f"{RESTORE_FORMS}, or an RDS snapshot of the "
     "environment's instance: awsbackup:job-<id>, rds:<name>, <name>, or arn:aws:rds:<region>:<account>:snapshot:<identifier>"
 )
 
@@ -42,28 +42,35 @@ FROM_BACKUP_FORMAT = (
 @dataclass(frozen=True)
 class SnapshotSource:
     """What `mxinfra:aws.database.fromBackup.<env>` names: a backup of the environment's vault (looked up
-    at deploy time) or one RDS snapshot."""
+    at deploy time), one RDS snapshot, or a point in time of the environment's instance's automated backups."""
 
     value: str  # as configured
     backup_id: str | None = None  # YYYYmmddTHHMMSSZ
     snapshot: str | None = None  # the RDS snapshot identifier, lowercase (no ARN)
     region: str | None = None  # of an ARN
     account: str | None = None  # of an ARN
+    point: RestorePoint | None = None  # the core's reading of a backup id or a point in time
 
     @property
     def aws_backup(self) -> bool:
         """A recovery point of AWS Backup (a backup id, or an `awsbackup:job-<id>` snapshot): the vault says whose it is."""
         return self.backup_id is not None or (self.snapshot or "").startswith("awsbackup:")
 
+    @property
+    def point_in_time(self) -> RestorePoint | None:
+        """A point in time (not a backup id): restored from the environment's instance's automated backups."""
+        return self.point if self.point is not None and not self.point.is_backup else None
 
-def parse_snapshot_source(value: str) -> SnapshotSource:
-    """The backup or snapshot `value` names; a ValueError saying the expected format."""
-    if BACKUP_ID.fullmatch(value):
-        try:
-            datetime.strptime(value, BACKUP_ID_FORMAT)
-        except ValueError:
-            raise ValueError(f"{value!r} is not a time: expected {FROM_BACKUP_FORMAT}") from None
-        return SnapshotSource(value, backup_id=value)
+
+def parse_snapshot_source(value: str, now: datetime | None = None) -> SnapshotSource:
+    """The backup, point in time or snapshot `value` names; a ValueError saying the expected format (given
+    `now`, a time after it is refused too)."""
+    try:
+        point = parse_restore_point(value, now)
+    except NotARestorePoint:
+        pass
+    else:
+        return SnapshotSource(value, backup_id=value if point.is_backup else None, point=point)
     region = account = None
     identifier = value
     m = SNAPSHOT_ARN.fullmatch(value)
@@ -71,9 +78,8 @@ def parse_snapshot_source(value: str) -> SnapshotSource:
         region, account, identifier = m["region"], m["account"], m["id"]
     snapshot = identifier.lower()
     if len(snapshot) > SNAPSHOT_MAX or not (AWS_BACKUP_SNAPSHOT.fullmatch(snapshot) or SNAPSHOT_NAME.fullmatch(snapshot)):
-        raise ValueError(f"{value!r} is neither a backup id nor an RDS snapshot: expected {FROM_BACKUP_FORMAT}")
+        raise ValueError(f"{value!r} is neither a backup id, a point in time nor an RDS snapshot: expected {FROM_BACKUP_FORMAT}")
     return SnapshotSource(value, snapshot=snapshot, region=region, account=account)
-
 
 
 class DatabaseConfig(StrictModel):
@@ -88,7 +94,7 @@ class DatabaseConfig(StrictModel):
     # one report with the rest of the block's.
     fromBackup: dict[str, str] = Field(
         default_factory=dict,
-        description="environment -> the backup id (or RDS snapshot of its instance) whose restored instance the app uses instead of <app>-<env>-db",
+        description="environment -> the backup id, point in time (UTC) or RDS snapshot of its instance whose restored instance the app uses instead of <app>-<env>-db",
     )
 
     def source(self, environment: str) -> SnapshotSource | None:

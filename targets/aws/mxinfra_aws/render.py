@@ -110,7 +110,8 @@ def notes(resources: Sequence[Mapping[str, Any]]) -> list[str]:
             out.append(f"Fargate task size {size.describe()}: the smallest valid combination with the environment's memory and 1 vCPU per 4 GB")
         elif r["type"] == DB_INSTANCE:
             guards = "deletion protection, final snapshot" if i.get("deletionProtection") else "no deletion protection, no final snapshot"
-            restored = i.get("snapshotIdentifier")
+            pit = i.get("restoreToPointInTime") or {}
+            restored = i.get("snapshotIdentifier") or (f"{pit.get('sourceDbInstanceIdentifier')}'s automated backups to {pit.get('restoreTime')}" if pit else None)
             out.append(
                 (f"the app uses {i.get('identifier')}, a NEW instance restored from {restored} (mxinfra:aws.database.fromBackup; the environment's own instance stays declared, unused): " if restored else "")
                 + f"RDS PostgreSQL {i.get('engineVersion')} {i.get('instanceClass')}, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -152,8 +153,10 @@ class AwsTarget(Target):
 
     @staticmethod
     def _check_from_backup(stack: StackConfig, block: AwsConfig, region: str | None, file: str) -> list[ConfigIssue]:
-        """`database.fromBackup`: environments of the stack, with backups on, naming a backup or a snapshot
-        of their own instance, in the stack's account and region. The restored instance's name always fits:
+        """`database.fromBackup`: environments of the stack, with backups on, naming a backup, a past point in
+        time in UTC (the core's parse_restore_point; its retention is checked by pulumi up, which can see
+        whether the instance exists: database._check_point_in_time) or a snapshot of their own instance, in
+        the stack's account and region. The restored instance's name always fits:
         `<app>-<env>-db` is at most 44 characters (names of at most 20), `-from-<id>` is shortened to a digest
         within RDS's 63 (backup_actions.restored_identifier)."""
         key = "mxinfra:aws.database.fromBackup"
@@ -175,16 +178,16 @@ class AwsTarget(Target):
                 )
                 continue
             try:
-                source = parse_snapshot_source(value)
+                source = parse_snapshot_source(value, datetime.now(timezone.utc))
             except ValueError as e:
-                issues.append(ConfigIssue(path, str(e), "copy the id from `mxinfra backup list`, or remove the key to use the environment's own instance", file))
+                issues.append(ConfigIssue(path, str(e), "copy the id from `mxinfra backup list`, write a past time in UTC (e.g. 2026-12-04T10:15:00Z), or remove the key to use the environment's own instance", file))
                 continue
             a = Arns(region or "", block.accountId, "", Naming(stack.app.name, name))
             if source.account is not None and (source.account != block.accountId or (region is not None and source.region != region)):
                 issues.append(ConfigIssue(path, f"the snapshot's ARN is in {source.account}/{source.region}, the stack deploys to {block.accountId}/{region}", "name a snapshot of the environment's own instance, in the stack's account and region", file))
                 continue
             own = (f"{a.db_identifier}-", f"rds:{a.db_identifier}-")
-            if not source.aws_backup and not (source.snapshot or "").startswith(own):
+            if source.snapshot is not None and not source.aws_backup and not source.snapshot.startswith(own):
                 issues.append(
                     ConfigIssue(
                         path,
@@ -232,6 +235,8 @@ class AwsTarget(Target):
             out += egress_warnings(list(block.egress), env.name)
         if (no_backups := opt_out_warning(env, of_environment(env))) is not None:
             out.append(no_backups)
+        if block is not None and (aged := database.aged_point_in_time(block, env.name, env.role.value)) is not None:
+            out.append(aged)
         return out
 
     def artifact(self, env: Environment, block: AwsConfig | None) -> str | None:
@@ -308,7 +313,7 @@ class AwsTarget(Target):
         import pulumi
 
         from . import access, network, rotation, runtime, storage
-        from .backup_actions import restore_source
+        from .backup_actions import restore_source, restored_exists
 
         cfg: AwsConfig = ctx.config
         shared: SharedCluster = ctx.shared
@@ -328,7 +333,14 @@ class AwsTarget(Target):
         a = with_database(a, cfg)
         sgs = network.create(ctx, cfg)
         files = storage.create(ctx, a)
-        db = database.create(ctx, cfg, a, sgs.database, look_up=lambda r: restore_source(ctx.environment, a, of_environment(ctx.environment), r.source, r.identifier))
+        db = database.create(
+            ctx,
+            cfg,
+            a,
+            sgs.database,
+            look_up=lambda r: restore_source(ctx.environment, a, of_environment(ctx.environment), r.source, r.identifier),
+            exists=lambda r: restored_exists(ctx.environment, a, r.identifier),
+        )
         # No customer-managed KMS key in this target yet: the vault uses AWS Backup's own key.
         backup = backups.create(ctx, cfg, a, db, [files.versioning])
         rt = runtime.create(ctx, cfg, a, sgs, db, shared.arn)

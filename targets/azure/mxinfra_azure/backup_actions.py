@@ -28,8 +28,8 @@ restore (restorePolicy.days, the daily tier) returns the container to any instan
   source's location, subnet and private DNS zone, with its tags), refused if that server exists; and the
   blob point-in-time restore of the container `mendix-files` to the same instant (restoreBlobRanges over
   the container's range, in place: the account is the environment's only one). Both are waited for
-  (bounded: RESTORE_TIMEOUT) by reading the new server's state and the account's blobRestoreStatus. What
-  switching the app to the new server takes is said on stderr and in the README. On production a restore
+  (bounded: RESTORE_TIMEOUT) by reading the new server's state and the account's blobRestoreStatus. How to
+  put the backup in service (`mxinfra:azure.database.fromBackup`) is said on stderr and in the README. On production a restore
   is refused unless `create` took an on-demand backup first in the same run (`mxinfra backup restore`
   does so).
 
@@ -232,9 +232,10 @@ class ServerActions:
             "\n".join(
                 [
                     f"{self.env.name}: backup {backup} restored to {_iso(at)}:",
-                    f"  database: into the NEW server {new}; the app still uses {self.server}, which is unchanged. The azure target has no "
-                    "stack config key that points the app at another server: read from the new one, or have the platform identity move its "
-                    f"data into {self.server} (pg_dump/pg_restore from inside the VNet), then delete {new} (targets/azure/README.md, Backups)",
+                    f"  database: into the NEW server {new} to look at; the app still uses {self.server}, which is unchanged. To put the "
+                    f"backup in service, set mxinfra:azure.database.fromBackup.{self.env.name}: {backup} and run `pulumi up` (a server "
+                    f"restored to that time, managed by the stack); or have the platform identity move data into {self.server} "
+                    f"(pg_dump/pg_restore from inside the VNet). Then delete {new} (targets/azure/README.md, Backups)",
                     f"  files: the container {FILES_CONTAINER} of {self.account} is back at {_iso(at)}, in place: files written since are "
                     "removed and overwritten ones are the older versions again (both kept as versions for the soft delete days)",
                 ]

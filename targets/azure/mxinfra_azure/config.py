@@ -7,6 +7,7 @@ import re
 from pydantic import Field, field_validator
 
 from mxinfra.artifacts import parse_image
+from mxinfra.backups import RestorePoint, parse_restore_point
 from mxinfra.exposure import parse_cidr
 from mxinfra.schema import StrictModel
 
@@ -66,6 +67,18 @@ class DatabaseConfig(StrictModel):
     skuName: str | None = Field(None, description="e.g. Standard_B2s or Standard_D2ds_v5; default by role")
     storageSizeGb: int = Field(32, description="one of the sizes Flexible Server offers: 32, 64, 128, ... 32767")
     version: str = Field("16", pattern=r"^1[3-7]$", description="PostgreSQL major version (13 to 17)")
+    # Each value's format is checked with the stack (target.check), so that every problem of the key is in
+    # one report with the rest of the block's.
+    fromBackup: dict[str, str] = Field(
+        default_factory=dict,
+        description="environment -> the backup id or point in time (UTC) whose restored server the app uses instead of the environment's own",
+    )
+
+    def source(self, environment: str) -> RestorePoint | None:
+        """The backup id or point in time `environment`'s app runs on (None: its own server), read by the
+        core's rule; a ValueError for a malformed value (the config check reports it first)."""
+        value = self.fromBackup.get(environment)
+        return parse_restore_point(value) if value is not None else None
 
     @field_validator("skuName")
     @classmethod

@@ -113,8 +113,10 @@ def notes(resources: Sequence[Mapping[str, Any]]) -> list[str]:
                 guards.append("Pulumi-protected, retained on delete")
             if any(name.endswith("db") for name in locked):
                 guards.append("CanNotDelete lock")
+            restored = i.get("createMode") == "PointInTimeRestore"
             out.append(
-                f"PostgreSQL {i.get('version')} {i.get('sku', {}).get('name')} ({i.get('sku', {}).get('tier')}), HA {ha}, "
+                (f"the app uses {i.get('serverName')}, a NEW server restored to {i.get('pointInTimeUTC')} from the environment's server (mxinfra:azure.database.fromBackup; the environment's own server stays declared, unused): " if restored else "")
+                + f"PostgreSQL {i.get('version')} {i.get('sku', {}).get('name')} ({i.get('sku', {}).get('tier')}), HA {ha}, "
                 f"point-in-time backups kept {backup.get('backupRetentionDays')} days (geo-redundant {backup.get('geoRedundantBackup')}, set at creation only), private access only, TLS required"
                 + (", " + ", ".join(guards) if guards else "")
             )

@@ -93,6 +93,7 @@ class AzureTarget(Target):
                         )
                     )
         issues += stack.environment_key_issues(block.cpu, "mxinfra:azure.cpu", file)
+        issues += self._check_from_backup(stack, block, file)
         for env in stack.environments:
             cpu = block.cpu.get(env.name)
             try:
@@ -156,6 +157,27 @@ class AzureTarget(Target):
             )
         return issues
 
+    @staticmethod
+    def _check_from_backup(stack: StackConfig, block: AzureConfig, file: str) -> list[ConfigIssue]:
+        """`database.fromBackup`: environments of the stack, each naming a backup id or a past point in time
+        in UTC (the core's rule, as on AWS). The restored server's name always fits (database.in_service)."""
+        from datetime import datetime, timezone
+
+        from mxinfra.backups import parse_restore_point
+
+        key = "mxinfra:azure.database.fromBackup"
+        issues = stack.environment_key_issues(block.database.fromBackup, key, file)
+        names = {e.name for e in stack.environments}
+        now = datetime.now(timezone.utc)
+        for name, value in block.database.fromBackup.items():
+            if name not in names:
+                continue
+            try:
+                parse_restore_point(value, now)
+            except ValueError as e:
+                issues.append(ConfigIssue(f"{key}.{name}", str(e), "copy the id from `mxinfra backup list`, write a past time in UTC (e.g. 2026-12-04T10:15:00Z), or remove the key to use the environment's own server", file))
+        return issues
+
     def warnings(self, env: Environment, access: EnvironmentAccess, block: AzureConfig | None) -> list[str]:
         """What the plan should say about this environment on Azure."""
         out = []
@@ -165,6 +187,10 @@ class AzureTarget(Target):
             out.append(no_backups)
         if block is None:
             return out
+        from .database import aged_point_in_time
+
+        if (aged := aged_point_in_time(block, env)) is not None:
+            out.append(aged)
         if env.is_production and block.allowPublicIngress and not block.internal and (not block.ipRestrictions or any(is_wide(c) for c in block.ipRestrictions)):
             out.append(f"the production ingress is open to the whole internet, or a wide part of it ({WIDE}; allowPublicIngress: true)")
         for r in access.roles():
@@ -253,7 +279,8 @@ class AzureTarget(Target):
             "roleScopes": roles.scopes,
             "containerApp": names.leader_app,
             "workerApp": names.worker_app if rt.worker is not None else None,
-            "database": names.database_server,
+            # the server the app uses: the environment's, or the restored one database.fromBackup put in service
+            "database": db.restored.server if db.restored is not None else names.database_server,
             "storageAccount": names.storage_account,
             "keyVault": names.key_vault,
             "size": {"cpu": rt.size.cpu, "memory": rt.size.memory},

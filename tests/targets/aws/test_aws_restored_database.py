@@ -5,6 +5,8 @@ with every guarantee of the environment's own instance; the runtime (endpoint, m
 the password-rotation redeploy and the backups follow it; the environment's own instance stays declared
 exactly as without the key. Config refusals exit 2 in one report; `mxinfra plan` shows the switch; the
 deploy-time lookup of a backup id in the vault runs against the AWS Backup double (test_aws_backup_cli).
+A point in time (the core's parse_restore_point) restores the environment's own instance's automated
+backups to that instant into `<db>-from-pit-<time>` by the same code path, only the source input differing.
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def test_accepted_formats(value):
     parse_snapshot_source(value)
 
 
-@pytest.mark.parametrize("value", ["2026-12-04", "20261304T020000Z", "20261204T020000", "orders--db", "db-", "1abc", "awsbackup:job-", "awsbackup:job-xyz", "orders_db", "arn:aws:rds:eu-west-1:123:snapshot:x", ""])
+@pytest.mark.parametrize("value", ["2026-12-04", "20261304T020000Z", "2026-13-04T10:15:00Z", "2026-12-04T10:15:00", "2026-12-04T10:15:00+01:00", "2026-12-04T10:15Z", "20261204T020000", "orders--db", "db-", "1abc", "awsbackup:job-", "awsbackup:job-xyz", "orders_db", "arn:aws:rds:eu-west-1:123:snapshot:x", ""])
 def test_refused_formats(value):
     with pytest.raises(ValueError, match="expected a backup id YYYYmmddTHHMMSSZ"):
         parse_snapshot_source(value)
@@ -261,7 +263,7 @@ def test_config_refusals_in_one_report(project, capsys):
     rc, out, err = _plan(project, capsys, cfg)
     assert rc == 2, err
     key = "mxinfra:aws.database.fromBackup"
-    assert f"{key}.test: '2026-12-04' is neither a backup id nor an RDS snapshot: expected a backup id YYYYmmddTHHMMSSZ as `mxinfra backup list` prints it" in err
+    assert f"{key}.test: '2026-12-04' is neither a backup id, a point in time nor an RDS snapshot: expected a backup id YYYYmmddTHHMMSSZ as `mxinfra backup list` prints it" in err
     assert f"{key}.staging: unknown environment 'staging'" in err
     assert f"{key}.qa: qa has no backups (mxinfra:environments.qa.backups.enabled is false)" in err
     assert f"{key}.dev: the snapshot's ARN is in 210987654321/{REGION}, the stack deploys to {ACCOUNT}/{REGION}" in err
@@ -325,3 +327,156 @@ def test_database_module_decides_once():
     src = Path(database.__file__).parent
     assert sorted(p.name for p in src.glob("*.py") if ".source(" in p.read_text() or "fromBackup.get" in p.read_text()) == ["config.py", "database.py"]
     assert sorted(p.name for p in src.glob("*.py") if "in_service(" in p.read_text()) == ["database.py", "target.py"]
+
+
+# --- a point in time (issue 21): the environment's own automated backups, restored to an instant ---------
+
+POINT = "2026-12-04T10:15:00Z"
+
+
+def recent(hours: int = 2) -> str:
+    """A point in time within every tier's retention (test keeps automated backups one day)."""
+    from datetime import datetime, timedelta, timezone
+
+    return (datetime.now(timezone.utc) - timedelta(hours=hours)).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pit_name(role: str, value: str) -> str:
+    from mxinfra.backups import parse_restore_point
+
+    return restored_name(role, parse_restore_point(value).label.lower())
+
+
+def test_in_service_names_a_point_in_time_apart_from_the_backup_of_the_same_instant():
+    cfg = AwsConfig.model_validate({**AWS_BLOCK, "database": {"fromBackup": {"production": POINT}}})
+    r = in_service(cfg, "production", "orders-production-db")
+    assert r.identifier == "orders-production-db-from-pit-20261204t101500z" and r.kind == "db-from-pit-20261204t101500z"
+    assert r.source.point_in_time is not None and r.source.point_in_time.iso == POINT
+    assert r.source.backup_id is None and r.source.snapshot is None and not r.source.aws_backup
+    # the backup id of the same instant is another source, so another instance (ignore_changes would
+    # otherwise keep the first one silently)
+    same = AwsConfig.model_validate({**AWS_BLOCK, "database": {"fromBackup": {"production": "20261204T101500Z"}}})
+    assert in_service(same, "production", "orders-production-db").identifier == "orders-production-db-from-20261204t101500z"
+    # the longest names: within RDS's 63 characters, still <db>-from-*
+    db = "a" * 20 + "-" + "e" * 20 + "-db"
+    long = in_service(AwsConfig.model_validate({**AWS_BLOCK, "database": {"fromBackup": {"e" * 20: POINT}}}), "e" * 20, db)
+    assert len(long.identifier) <= 63 and long.identifier.startswith(f"{db}-from-") and long.identifier != in_service(
+        AwsConfig.model_validate({**AWS_BLOCK, "database": {"fromBackup": {"e" * 20: "20261204T101500Z"}}}), "e" * 20, db
+    ).identifier
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_point_in_time_instance_contract(pulumi_run, role):
+    value = recent()
+    _, res = run(pulumi_run, keyed(role, value))
+    env = res.one(ENVIRONMENT_TYPE, f"orders-{role}")
+    own = res.one(INSTANCE, f"orders-{role}-db")
+    new = res.one(INSTANCE, pit_name(role, value))
+    i = new.inputs
+    assert new.parent == env.urn and i["identifier"] == pit_name(role, value)
+    # restored from the environment's OWN instance's automated backups, to that instant; after it exists
+    assert i["restoreToPointInTime"] == {"sourceDbInstanceIdentifier": f"orders-{role}-db", "restoreTime": value}
+    assert "snapshotIdentifier" not in i and "dbName" not in i and "username" not in i
+    assert own.urn in new.dependencies
+    # every other input exactly the environment's instance's (the snapshot variant's code path)
+    assert {k: v for k, v in i.items() if k not in OWN_ONLY | {"restoreToPointInTime"}} == {k: v for k, v in own.inputs.items() if k not in OWN_ONLY}
+    assert i["multiAz"] is (role == "production") and i["deletionProtection"] is (role != "test")
+    assert new.protect is (role == "production") and new.retain_on_delete is True and new.ignore_changes == ["restoreToPointInTime"]
+    rotation = res.one(ROTATION, f"{pit_name(role, value)}-password-rotation")
+    assert rotation.parent == env.urn
+    if role != "test":
+        res.one("random:index/randomId:RandomId", f"{pit_name(role, value)}-final-suffix")
+    # the environment's own instance is declared exactly as without the key
+    _, before = run(pulumi_run, plain(role))
+    b = before.one(INSTANCE, f"orders-{role}-db")
+    assert (own.inputs, own.protect, own.retain_on_delete, own.ignore_changes) == (b.inputs, b.protect, b.retain_on_delete, b.ignore_changes)
+
+
+def test_point_in_time_runtime_uses_the_new_instance(pulumi_run):
+    value = recent()
+    new = pit_name("production", value)
+    _, res = run(pulumi_run, keyed("production", value), preview=False, outputs=outputs)
+    (c,) = json.loads(res.named("orders-production-task").inputs["containerDefinitions"])
+    env = {e["name"]: e["value"] for e in c["environment"]}
+    assert env["MXRUNTIME_DatabaseHost"] == _endpoint(new)
+    assert res.named("orders-production-backup-selection").inputs["resources"][0] == f"arn:aws:rds:{REGION}:{ACCOUNT}:db:{new}"
+
+
+def test_point_in_time_refusals_in_one_report(project, capsys):
+    from datetime import datetime, timedelta, timezone
+
+    cfg = config("test", aws={"vpcTags": {}})
+    for name in ("dev", "lab", "qa"):
+        cfg["mxinfra:environments"][name] = dict(cfg["mxinfra:environments"]["test"])
+    future = (datetime.now(timezone.utc) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    cfg["mxinfra:aws"]["database"] = {
+        "fromBackup": {
+            "test": future,  # not yet
+            "dev": "2026-12-04T10:15:00",  # no zone
+            "lab": "2026-12-04T10:15:00+01:00",  # not in UTC with Z
+            "qa": "2026-02-30T10:15:00Z",  # no such day
+        }
+    }
+    cfg["mxinfra:access"] = []
+    rc, out, err = _plan(project, capsys, cfg)
+    assert rc == 2, err
+    key = "mxinfra:aws.database.fromBackup"
+    forms = "expected a backup id YYYYmmddTHHMMSSZ as `mxinfra backup list` prints it (e.g. 20261204T020000Z) or a point in time in UTC YYYY-mm-ddTHH:MM:SSZ (e.g. 2026-12-04T10:15:00Z)"
+    assert f"{key}.test: '{future}' is in the future (now: " in err and f"expected a time that has passed, a backup id YYYYmmddTHHMMSSZ" in err
+    assert f"{key}.dev: '2026-12-04T10:15:00' has no time zone: {forms}" in err
+    assert f"{key}.lab: '2026-12-04T10:15:00+01:00' is not a time in UTC with Z to the second: {forms}" in err
+    assert f"{key}.qa: '2026-02-30T10:15:00Z' is not a time: {forms}" in err
+    assert "4 problem(s)" in err
+
+
+def test_point_in_time_beyond_retention(pulumi_run, monkeypatch):
+    """RDS restores a point in time only within the automated backups' retention (1 / 7 / 30 days by tier):
+    `pulumi preview`/`up` stop before declaring anything unless the instance was created from it while it
+    could be (it exists, tagged the environment's); the offline plan, which cannot ask, warns."""
+    from mxinfra.errors import UserError
+    from mxinfra_aws import backup_actions
+
+    old = recent(hours=24 * 8)  # beyond test's 1 and acceptance's 7 days, within production's 30
+    for role, beyond in (("test", True), ("acceptance", True), ("production", False)):
+        _, res = run(pulumi_run, keyed(role, old))
+        warned = [w for w in res.warnings if "database.fromBackup" in w]
+        days = {"test": 1, "acceptance": 7}.get(role)
+        assert bool(warned) is beyond and (not beyond or f"older than the {days} day(s) the environment's automated backups are kept" in warned[0])
+        res.one(INSTANCE, pit_name(role, old))  # the offline plan declares it
+    monkeypatch.setattr(database, "_deploying", lambda: True)
+    asked: list[str] = []
+
+    def exists(answer: bool):
+        def look(env, a, instance, session=None):
+            asked.append(instance)
+            return answer
+
+        return look
+
+    monkeypatch.setattr(backup_actions, "restored_exists", exists(False))
+    with pytest.raises(Exception, match=r"older than the 1 day\(s\) .* on test, and orders-test-db-from-pit-.* does not exist: name a later point in time"):
+        run(pulumi_run, keyed("test", old))
+    assert asked == [pit_name("test", old)]
+    # created while it could be: kept (its source matters only on creation)
+    monkeypatch.setattr(backup_actions, "restored_exists", exists(True))
+    _, res = run(pulumi_run, keyed("test", old))
+    assert res.one(INSTANCE, pit_name("test", old)).inputs["restoreToPointInTime"]["restoreTime"] == old
+    # within the retention nothing is asked
+    asked.clear()
+    run(pulumi_run, keyed("production", old))
+    assert asked == []
+
+
+def test_plan_shows_the_point_in_time_restore(project, capsys):
+    value = recent()
+    new = pit_name("test", value)
+    project.stack("aws-test", encrypted(keyed("test", value)))
+    assert main(["plan", "-s", "aws-test", "-C", str(project.path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    by_name = {r["name"]: r for r in doc["resources"]}
+    assert by_name[new]["inputs"]["restoreToPointInTime"] == {"sourceDbInstanceIdentifier": "orders-test-db", "restoreTime": value}
+    (c,) = json.loads(by_name["orders-test-task"]["inputs"]["containerDefinitions"])
+    assert {e["name"]: e["value"] for e in c["environment"]}["MXRUNTIME_DatabaseHost"] == f"{new}.{KNOWN_AFTER_APPLY}.{REGION}.rds.amazonaws.com:5432"
+    assert main(["plan", "-s", "aws-test", "-C", str(project.path)]) == 0
+    tree = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert f"the app uses {new}, a NEW instance restored from orders-test-db's automated backups to {value}" in tree

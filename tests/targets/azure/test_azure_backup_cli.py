@@ -141,8 +141,8 @@ def test_create_list_restore_on_test(arm, project, capsys):
     assert {k: v for k, v in arm.files().items() if k.startswith(FILES_CONTAINER + "/")} == {k: v for k, v in snapshot.items() if k.startswith(FILES_CONTAINER + "/")}
     assert arm.files()["other-container/x"] == b"changed outside the range"
     said = " ".join(err.split())
-    assert f"into the NEW server {new}; the app still uses {n.database_server}, which is unchanged" in said
-    assert "no stack config key that points the app at another server" in said and "files written since are removed" in said
+    assert f"into the NEW server {new} to look at; the app still uses {n.database_server}, which is unchanged" in said
+    assert "set mxinfra:azure.database.fromBackup.test: " in said and "files written since are removed" in said
 
     recs = _records(project, "test")
     assert [(r.action, r.changes) for r in recs] == [

@@ -441,15 +441,17 @@ class VaultActions:
 def restore_source(env: Environment, a: Arns, b: Backups, source: SnapshotSource, instance: str, session: Any = None) -> str | None:
     """What `pulumi up` (not the offline plan) creates the restored instance `instance` from: the RDS
     snapshot of the environment's vault that `source` (a backup id or `awsbackup:job-<id>`) names, looked
-    up as `mxinfra backup list` pairs them, with the platform identity's AWS credentials. None when the
-    vault no longer holds it (expired) but `instance` already exists, tagged the environment's: it was
-    created from it before, and the snapshot only matters on creation. Else a UserError naming the vault."""
+    up as `mxinfra backup list` pairs them, with the platform identity's AWS credentials. None when
+    `instance` already exists, tagged the environment's (asked first: `deploy` may, the vault it may not): it
+    was created from it before, and the snapshot only matters on creation. Else a UserError naming the vault."""
     actions = connect(env, a, b, session)
+    # Created before: the snapshot no longer matters (ignore_changes), and the vault is not asked at all, so a
+    # release by `deploy` (which may describe the instance in service, not list the vault) runs with the key set.
+    if _created(actions, env, a, instance, session):
+        return None
     found = actions.database_snapshot(source)
     if found is not None:
         return found
-    if _created(actions, env, a, instance, session):
-        return None
     raise UserError(
         f"{env.name}: mxinfra:aws.database.fromBackup.{env.name} names {source.value}, which is not a database backup in {actions.where}: "
         "see `mxinfra backup list` (an expired backup cannot be restored; name a newer one or an RDS snapshot of the environment's instance)"

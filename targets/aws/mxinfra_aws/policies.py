@@ -483,6 +483,9 @@ def deploy_policy(a: Arns) -> Document:
         # The provider reads an alarm's tags back after PutMetricAlarm (read only).
         _allow("RunningTasksAlarms", ["cloudwatch:DescribeAlarms", "cloudwatch:PutMetricAlarm", "cloudwatch:ListTagsForResource"], _one_or_all(a.alarm_arns)),
         _logs_read(a),
+        # With a backup in service (database.fromBackup), `pulumi up` asks whether its instance exists before
+        # anything else (backup_actions.restore_source): a read of that instance's description only.
+        *([_allow("DescribeInstanceInService", ["rds:DescribeDBInstances"], a.serving_db_arn)] if a.restored is not None else []),
     )
 
 

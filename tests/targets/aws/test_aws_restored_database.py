@@ -319,6 +319,33 @@ def test_backup_id_is_looked_up_in_the_vault(double, project, capsys):
     assert restore_source(env, a, Backups(), parse_snapshot_source("20200101T000000Z"), made) is None
 
 
+def test_a_release_by_deploy_with_a_backup_in_service_reads_no_vault(double, project):
+    # The key stays set for every later `pulumi up`, releases by `deploy` included: once the instance exists,
+    # the program asks only whether it does (which deploy may, on that instance alone) and never the vault.
+    from iam_eval import allows
+    from mxinfra_aws.policies import deploy_policy
+    from mxinfra_aws.target import with_database
+
+    stack, a = deployed(double, project, "test")
+    served = with_database(a, AwsConfig.model_validate(keyed("test")["mxinfra:aws"]))
+    assert served.restored is not None and served.serving_db_identifier != a.db_identifier
+    deploy = deploy_policy(served)
+    assert allows(deploy, "rds:DescribeDBInstances", served.serving_db_arn)
+    assert not allows(deploy, "rds:DescribeDBInstances", a.db_arns[0]) and not allows(deploy_policy(a), "rds:DescribeDBInstances", served.serving_db_arn)
+    tags = [{"Key": "mxinfra:app", "Value": "orders"}, {"Key": "mxinfra:environment", "Value": "test"}]
+    boto3.client("rds", region_name=REGION).create_db_instance(
+        DBInstanceIdentifier=served.serving_db_identifier, Engine="postgres", DBInstanceClass="db.t4g.micro", AllocatedStorage=20, MasterUsername="mendix", MasterUserPassword="not-used-0123", Tags=tags
+    )
+    double.policy = deploy  # the AWS Backup calls are held to deploy's rendered policy
+    assert restore_source(_environment("test"), served, Backups(), parse_snapshot_source(BACKUP_ID), served.serving_db_identifier) is None
+    assert double.denied == [] and double.calls == []
+    # not created yet: the vault is asked, which deploy may not (the platform identity creates the instance)
+    boto3.client("rds", region_name=REGION).delete_db_instance(DBInstanceIdentifier=served.serving_db_identifier, SkipFinalSnapshot=True)
+    with pytest.raises(UserError, match="backups permission"):
+        restore_source(_environment("test"), served, Backups(), parse_snapshot_source(BACKUP_ID), served.serving_db_identifier)
+    assert [action for action, _ in double.denied] == ["backup:ListRecoveryPointsByBackupVault"]
+
+
 def test_database_module_decides_once():
     # the runtime, rotation, backups and policies take the instance from Database / Arns.restored: only
     # database.in_service reads the key (target.py hands its answer to the Arns, and checks the config)

@@ -181,6 +181,24 @@ def test_a_failed_dump_leaves_no_archive(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".gz" and not p.name.startswith(".")] == ["20261201T020000Z.tar.gz"]
 
 
+def test_a_failed_database_restore_leaves_the_files_as_they_were(pg: PostgresServer, tmp_path: Path) -> None:
+    # The files unpack alongside the database restore; if the database step fails (here: nothing listens),
+    # the file store is not touched: no file of the backup comes back, none written since goes.
+    pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA + _data(random.Random(5)))
+    files, backups = tmp_path / "files", tmp_path / "backups"
+    files.mkdir()
+    backups.mkdir()
+    (files / "in-the-backup").write_text("old")
+    env = {"DATABASE_URL": pg.url, "BACKUP_DIR": str(backups), "FILES_DIR": str(files), "BACKUP_NOW": "20261204T020000Z"}
+    assert _run("backup.sh", env).returncode == 0
+    (files / "in-the-backup").write_text("changed since")
+    (files / "written-since").write_text("new")
+    before = _tree(files)
+    done = _run("restore.sh", {**env, "DATABASE_URL": "postgres://nobody:x@127.0.0.1:1/none", "BACKUP_ID": "20261204T020000Z", "FILES_DIR": str(files) + "/"})
+    assert done.returncode == 1 and "the database and the files are as they were" in done.stderr, done.stderr
+    assert _tree(files) == before  # no staging directory left either
+
+
 def test_a_missing_file_store_is_refused_before_the_dump(pg: PostgresServer, tmp_path: Path) -> None:
     # The file store is not there (its volume not mounted): refused at once, nothing written.
     backups = tmp_path / "backups"

@@ -75,14 +75,21 @@ if [ -n "${BACKUP_SOURCE:-}" ]; then
 fi
 [ -f "$archive" ] || { echo "restore: no backup $id in $BACKUP_DIR" >&2; exit 2; }
 
-# Nothing unpacked to a scratch directory first (bench/bench_backup.py): the dump streams from the archive
-# into pg_restore (db/ comes first: tar stops after it), while tree/ is unpacked into the file store in the background:
-# both cores at once, each reading the archive itself; the script waits for both and fails if either did.
-# One transaction: a restore that fails leaves the database as it was, not half dropped; a dump cut
-# short (tar failing mid-way) fails pg_restore, so the pipe's status is pg_restore's.
+# Both cores at once: the dump streams from the archive into pg_restore (db/ comes first: tar stops after
+# it) while tree/ is unpacked in the background into a staging directory inside the file store (same
+# volume: moving it in is a rename). Only once the database is restored is the store's old content
+# removed and the staged files moved in: a restore whose database step fails leaves the files as they
+# were too (the staging directory is removed). One transaction: a restore that fails leaves the
+# database as it was, not half dropped; a dump cut short (tar failing mid-way) fails pg_restore, so the
+# pipe's status is pg_restore's.
 files_pid=
+staging=
+FILES_DIR=${FILES_DIR%/}
 if [ -n "${FILES_DIR:-}" ]; then
-  ( find "$FILES_DIR" -mindepth 1 -maxdepth 1 -exec rm -rf {} + && tar -xzf "$archive" -C "$FILES_DIR" --strip-components=1 tree ) &
+  staging="$FILES_DIR/.mxinfra-restore-$id"
+  rm -rf "$staging"
+  mkdir "$staging"
+  tar -xzf "$archive" -C "$staging" --strip-components=1 tree &
   files_pid=$!
 fi
 db_ok=1
@@ -90,6 +97,12 @@ tar -xzOf "$archive" --occurrence=1 db/db.backup \
   | pg_restore --clean --if-exists --no-owner --no-privileges --single-transaction --exit-on-error --dbname="$DATABASE_URL" || db_ok=0
 files_ok=1
 if [ -n "$files_pid" ]; then wait "$files_pid" || files_ok=0; fi
-[ "$db_ok" = 1 ] || { echo "restore: the database restore of $id failed (see above)" >&2; exit 1; }
+if [ "$db_ok" = 1 ] && [ "$files_ok" = 1 ] && [ -n "$staging" ]; then
+  find "$FILES_DIR" -mindepth 1 -maxdepth 1 ! -path "$staging" -exec rm -rf {} + \
+    && find "$staging" -mindepth 1 -maxdepth 1 -exec mv -t "$FILES_DIR" {} + \
+    && rmdir "$staging" || files_ok=0
+fi
+[ -z "$staging" ] || rm -rf "$staging"  # left only by a failure: the store keeps what it had
+[ "$db_ok" = 1 ] || { echo "restore: the database restore of $id failed (see above): the database and the files are as they were" >&2; exit 1; }
 [ "$files_ok" = 1 ] || { echo "restore: the files restore of $id failed (see above)" >&2; exit 1; }
 echo "restore: restored $id${BACKUP_SOURCE:+ of $BACKUP_SOURCE}"

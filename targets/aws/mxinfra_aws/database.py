@@ -176,7 +176,8 @@ def create(
             secret_id=secret_arn,
             rotation_rules={"automatically_after_days": cfg.database.passwordRotationDays},
             rotate_immediately=False,
-            opts=ctx.opts(),
+            # A restored instance outlives the key (retained): its password keeps rotating when it is forgotten.
+            opts=ctx.opts(**({"retain_on_delete": True} if restored else {})),
         )
         return db, secret_arn
 

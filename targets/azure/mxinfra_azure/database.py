@@ -183,7 +183,8 @@ def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure
                 configuration_name=setting,
                 value=value,
                 source="user-override",
-                opts=ctx.opts(),
+                # a restored server outlives the key (retained): its TLS settings stay with it when forgotten
+                opts=ctx.opts(**({"retain_on_delete": True} if retain and kind != "db" else {})),
             )
         azure.dbforpostgresql.Database(
             n.logical(f"{kind}-database"),
@@ -195,7 +196,7 @@ def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure
             opts=ctx.opts(protect=keep, retain_on_delete=retain),
         )
         if keep:
-            network.lock(ctx, kind, of.id, "the database server" if kind == "db" else "the restored database server in service")
+            network.lock(ctx, kind, of.id, "the database server" if kind == "db" else "the restored database server in service", retain=kind != "db")
 
     guarantees("db", server, keep)
     restored = in_service(cfg, env.name, names.database_server)

@@ -106,15 +106,16 @@ def private_endpoint(
     return endpoint
 
 
-def lock(ctx: EnvironmentContext, kind: str, scope: Any, what: str) -> azure.authorization.ManagementLockByScope:
-    """A CanNotDelete management lock on `scope`: Azure refuses to delete it until the lock is removed."""
+def lock(ctx: EnvironmentContext, kind: str, scope: Any, what: str, *, retain: bool = False) -> azure.authorization.ManagementLockByScope:
+    """A CanNotDelete management lock on `scope`: Azure refuses to delete it until the lock is removed;
+    `retain`: it stays in Azure when Pulumi forgets it (with a resource that outlives the stack's declaration)."""
     return azure.authorization.ManagementLockByScope(
         ctx.naming.logical(f"{kind}-lock"),
         scope=scope,
         lock_name=ctx.naming.physical(f"{kind}-no-delete", max_len=90),
         level="CanNotDelete",
         notes=f"{ctx.naming.prefix}: {what} (mxinfra: see the Azure target README to delete it for real)",
-        opts=ctx.opts(),
+        opts=ctx.opts(**({"retain_on_delete": True} if retain else {})),
     )
 
 

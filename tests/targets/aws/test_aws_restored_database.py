@@ -145,6 +145,8 @@ def test_restored_instance_contract(pulumi_run, role):
     # its managed password rotates on the same schedule
     rotation = res.one(ROTATION, f"{restored_name(role)}-password-rotation")
     assert rotation.parent == env.urn and rotation.inputs["rotationRules"] == {"automaticallyAfterDays": 30}
+    # forgotten with the instance, never deleted: a retired instance's password keeps rotating
+    assert rotation.retain_on_delete is True and res.one(ROTATION, f"orders-{role}-db-password-rotation").retain_on_delete is False
 
 
 @pytest.mark.parametrize("role", ROLES)

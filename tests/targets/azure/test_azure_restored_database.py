@@ -131,8 +131,13 @@ def test_restored_server_contract(pulumi_run, role):
     if guarded:
         lock = locks[f"{kind}-lock"]
         assert lock.inputs["level"] == "CanNotDelete" and lock.inputs["scope"] == f"{kind}-id"
+        # the server outlives the key (retained), and so does its lock: a retired server stays locked
+        assert lock.retain_on_delete is True
     else:
         assert f"{kind}-lock" not in locks
+    # and its TLS settings stay with it
+    tls = [r for r in res.of_type(CONFIGURATION) if r.name.startswith(kind + "-")]
+    assert len(tls) == 2 and all(r.retain_on_delete for r in tls)
 
 
 @pytest.mark.parametrize("role", ROLES)

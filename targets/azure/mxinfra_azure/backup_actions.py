@@ -64,7 +64,6 @@ POLL_SECONDS = 15.0
 # A large server's backup or restore: the command waits this long, then says how to follow it.
 BACKUP_TIMEOUT = 2 * 3600.0
 RESTORE_TIMEOUT = 6 * 3600.0
-SERVER_NAME_MAX = 63  # Flexible Server names: 3-63 lowercase letters, digits and hyphens (a DNS name)
 ON_DEMAND_PREFIX = "mxinfra-"
 BACKUPS_READ = "Microsoft.DBforPostgreSQL/flexibleServers/backups/read"
 # A server's states that end a restore badly (Ready ends it well; others are on the way).
@@ -101,10 +100,11 @@ def backups_of(found: Sequence[tuple[str, datetime | None, str | None]]) -> list
 
 
 def restored_server(server: str, backup_id: str) -> str:
-    """The new server a restore creates: `<server>-<id>` in Azure's lowercase; where that is longer than
-    Flexible Server allows, the server's name shortened in front of the id. Never the running server."""
-    suffix = "-" + backup_id.lower()
-    return server[: SERVER_NAME_MAX - len(suffix)].rstrip("-") + suffix
+    """The new server a restore creates: `<server>-<id>`, named by the rule of database.restored_server_name
+    (a digest where too long, keeping the server's unique suffix). Never the running server."""
+    from .database import restored_server_name
+
+    return restored_server_name(server, backup_id, kind="")
 
 
 def on_demand_name(now: datetime) -> str:
@@ -138,6 +138,7 @@ class ServerActions:
         backup_timeout: float | None = None,
         restore_timeout: float | None = None,
         out: TextIO | None = None,
+        server: str | None = None,
     ) -> None:
         self.env, self.names = env, names
         # None: the module's (read now, so a test may set them)
@@ -145,7 +146,8 @@ class ServerActions:
         self.backup_timeout = BACKUP_TIMEOUT if backup_timeout is None else backup_timeout
         self.restore_timeout = RESTORE_TIMEOUT if restore_timeout is None else restore_timeout
         self.out = out
-        self.group, self.server, self.account = names.resource_group, names.database_server, names.storage_account
+        # `server`: the one in service when database.fromBackup put a restored one there (target.backup_actions)
+        self.group, self.server, self.account = names.resource_group, server or names.database_server, names.storage_account
         self._credential, self._endpoint = credential, endpoint
         self._client: Any = None
         self._taken: list[str] = []  # on-demand backups this run took (production restores need one)

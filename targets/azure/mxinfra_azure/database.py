@@ -54,14 +54,16 @@ class Restored:
     kind: str  # its logical name's kind: db-from-<label>, next to the environment's `db`
 
 
-def restored_server_name(server: str, label: str) -> str:
-    """`<server>-from-<label>` in Azure's lowercase; where that passes 63 characters, the server's name
-    shortened in front of `-from-<digest>` (a digest of the server's full name and the label: server
-    names are global DNS names, so the environment's unique suffix must not be cut away). Never `server`."""
-    name = f"{server}-{RESTORED_KIND}-{label.lower()}"
+def restored_server_name(server: str, label: str, kind: str = RESTORED_KIND) -> str:
+    """`<server>-<kind>-<label>` (`kind` "": `<server>-<label>`, the copy `mxinfra backup restore` makes) in
+    Azure's lowercase; where that passes 63 characters, the server's name shortened in front of
+    `-<kind>-<digest>` (a digest of the server's full name and the label: server names are global DNS
+    names, so the environment's unique suffix must not be cut away). Never `server`."""
+    infix = f"-{kind}" if kind else ""
+    name = f"{server}{infix}-{label.lower()}"
     if len(name) <= SERVER_NAME_MAX:
         return name
-    tail = f"-{RESTORED_KIND}-{sha256(f'{server}/{label}'.encode()).hexdigest()[:12]}"
+    tail = f"{infix}-{sha256(f'{server}/{label}'.encode()).hexdigest()[:12]}"
     return server[: SERVER_NAME_MAX - len(tail)].rstrip("-") + tail
 
 

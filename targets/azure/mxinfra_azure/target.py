@@ -232,6 +232,7 @@ class AzureTarget(Target):
         from mxinfra.backups import of_environment
         from mxinfra.errors import UserError
 
+        from . import database
         from .backup_actions import connect
         from .names import Names
 
@@ -239,7 +240,11 @@ class AzureTarget(Target):
         prepared = deployment.environment(environment)
         if not of_environment(prepared.environment).enabled:
             raise UserError(f"{environment} has no backups ({prepared.environment.config_path}.backups.enabled is false): its files have no point-in-time restore")
-        return connect(prepared.environment, Names.of(prepared.naming, cfg.subscriptionId))
+        names = Names.of(prepared.naming, cfg.subscriptionId)
+        # The server the app uses (database.fromBackup): backups of it, not of an idle one, and a production
+        # restore's backup first of the data it replaces.
+        restored = database.in_service(cfg, environment, names.database_server)
+        return connect(prepared.environment, names, server=restored.server if restored is not None else None)
 
     def deploy_app(self, ctx: AppContext) -> None:
         """Nothing is shared between environments; under a real engine, first the VNet's tier as Azure

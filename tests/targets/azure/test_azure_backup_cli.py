@@ -429,9 +429,11 @@ def test_on_demand_names_differ_within_a_second_and_fit_the_description():
 
 def test_restored_server_names_fit_flexible_server_and_never_the_running_one():
     assert restored_server("orders-test-db-abc123", "20261204T020000Z") == "orders-test-db-abc123-20261204t020000z"
-    long = "a" * 60
-    name = restored_server(long, "20261204T020000Z")
-    assert len(name) == 63 and name.endswith("-20261204t020000z") and name != long
+    # too long: the server's unique suffix stays (a digest of it and the id), so two subscriptions' servers
+    # of the same app and environment never restore to one global name
+    a, b = "orders-" + "x" * 40 + "-db-abc123", "orders-" + "x" * 40 + "-db-def456"
+    names = {restored_server(s, i) for s in (a, b) for i in ("20261204T020000Z", "20261205T020000Z")}
+    assert len(names) == 4 and all(len(n) <= 63 and n not in (a, b) and not n.endswith("-20261204t020000z") for n in names)
 
 
 def test_the_container_range_is_the_container_alone():

@@ -240,6 +240,21 @@ def test_beyond_retention_is_warned(pulumi_run):
     assert not [w for w in res.warnings if "database.fromBackup" in w]
 
 
+def test_backup_commands_act_on_the_server_in_service():
+    # With a backup in service, `mxinfra backup` backs up, lists and restores the server the app writes to
+    # (and a production restore's backup first is of the data it replaces), not the idle original.
+    from mxinfra_azure.target import AzureTarget
+
+    for cfg, expected in ((config("production"), None), (keyed("production", BACKUP_ID), "from")):
+        d = deployment(cfg)
+        actions = AzureTarget().backup_actions(d, "production", Path("."))
+        own = Names.of(d.environment("production").naming, SUB).database_server
+        if expected is None:
+            assert actions.server == own
+        else:
+            assert actions.server == restored_server_name(own, BACKUP_ID) and actions.server != own
+
+
 def test_plan_shows_the_restored_server(project, capsys):
     value = recent()
     rc, out, err = _plan(project, capsys, keyed("test", value))
@@ -252,4 +267,6 @@ def test_database_module_decides_once():
     # only database.in_service reads the key (target.py checks it, the runtime takes the Database's host)
     src = Path(database.__file__).parent
     assert sorted(p.name for p in src.glob("*.py") if ".source(" in p.read_text() or "fromBackup.get" in p.read_text()) == ["config.py", "database.py"]
-    assert sorted(p.name for p in src.glob("*.py") if "in_service(" in p.read_text()) == ["database.py"]
+    # the decision is database.in_service's; target.py asks it for the backup commands' server
+    assert sorted(p.name for p in src.glob("*.py") if "in_service(" in p.read_text()) == ["database.py", "target.py"]
+    assert "def in_service(" not in (src / "target.py").read_text()

@@ -199,6 +199,29 @@ def test_a_failed_database_restore_leaves_the_files_as_they_were(pg: PostgresSer
     assert _tree(files) == before  # no staging directory left either
 
 
+def test_a_failed_dump_stops_the_files_archive_too(tmp_path: Path) -> None:
+    # The files are archived in the background while pg_dump runs; when the dump fails, no process of the
+    # run is left reading the store or writing into the removed directory (the tar is the job the script
+    # kills and waits for: before, a subshell held it, and the failure waited for the whole archive).
+    files, backups = tmp_path / "files", tmp_path / "backups"
+    files.mkdir()
+    backups.mkdir()
+    for i in range(24):  # about a second of gzip -1 here: still running when the dump has failed
+        (files / f"{i:02d}").write_bytes(random.Random(i).randbytes(1 << 20))
+    env = {"DATABASE_URL": "postgres://nobody:x@127.0.0.1:1/none", "BACKUP_DIR": str(backups), "FILES_DIR": str(files), "BACKUP_NOW": "20261204T020000Z"}
+    done = _run("backup.sh", env)
+    assert done.returncode == 1 and "pg_dump failed: no archive written" in done.stderr, done.stderr
+    left = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b".incomplete-20261204T020000Z" in cmdline:
+            left.append(cmdline.decode(errors="replace"))
+    assert left == [] and list(backups.iterdir()) == []
+
+
 def test_a_missing_file_store_is_refused_before_the_dump(pg: PostgresServer, tmp_path: Path) -> None:
     # The file store is not there (its volume not mounted): refused at once, nothing written.
     backups = tmp_path / "backups"

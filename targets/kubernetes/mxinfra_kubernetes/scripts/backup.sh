@@ -99,15 +99,15 @@ mkdir -p "$work/db"
 # then tree/ with the end marker, so a restore reaches the dump without unpacking the files
 # (bench/bench_backup.py). The files go in straight from the file store, renamed to tree/ on the way (no
 # copy first). gzip -1: the dump is compressed already, and so are most documents, so a higher level
-# costs time for nothing. Each step marks its success: dash has no pipefail, and a failed step must
-# leave no archive.
-(
-  if [ -n "${FILES_DIR:-}" ]; then
-    tar -I 'gzip -1' -C "$FILES_DIR" --transform='s,^\.,tree,S' -cf "$work/tree.tar.gz" .
-  else
-    mkdir "$work/tree" && tar -I 'gzip -1' -C "$work" -cf "$work/tree.tar.gz" tree
-  fi && : > "$work/tree.done"
-) &
+# costs time for nothing. The files' tar runs as the background job itself (not in a subshell), so a
+# failure stops it rather than leaving it reading the store; the dump's pipe marks its success (dash
+# has no pipefail). A failed step leaves no archive.
+if [ -n "${FILES_DIR:-}" ]; then
+  tar -I 'gzip -1' -C "$FILES_DIR" --transform='s,^\.,tree,S' -cf "$work/tree.tar.gz" . &
+else
+  mkdir "$work/tree"
+  tar -I 'gzip -1' -C "$work" -cf "$work/tree.tar.gz" tree &
+fi
 tree=$!
 failed() {
   kill "$tree" 2>/dev/null || true
@@ -119,8 +119,7 @@ failed() {
 pg_dump --format=custom --no-owner --no-privileges --file="$work/db/db.backup" --dbname="$DATABASE_URL" || failed "pg_dump failed"
 { tar -b1 -C "$work" -cf - db && : > "$work/db.done"; } | head -c -1024 | gzip -1 > "$work.tar.gz" || failed "compressing the dump failed"
 [ -e "$work/db.done" ] || failed "archiving the dump failed"
-wait "$tree" || true
-[ -e "$work/tree.done" ] || failed "archiving the files failed"
+wait "$tree" || failed "archiving the files failed"
 cat "$work/tree.tar.gz" >> "$work.tar.gz" || failed "writing the archive failed"
 [ ! -e "$BACKUP_DIR/$now.tar.gz" ] || { echo "backup: $now.tar.gz appeared meanwhile: not overwritten" >&2; exit 3; }
 mv "$work.tar.gz" "$BACKUP_DIR/$now.tar.gz"

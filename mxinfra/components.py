@@ -43,7 +43,8 @@ class MendixEnvironment(pulumi.ComponentResource):
         intent = self._release_intent(deployment, prepared)
         # In a preview nothing is applied, so nothing needs its intent recorded first, and the children's
         # diffs need not queue behind the intent's (the dynamic provider's start is the wait: issue 18).
-        before = [intent] if intent is not None and not pulumi.runtime.is_dry_run() else []
+        applying = not pulumi.runtime.is_dry_run()
+        before = [intent] if intent is not None and applying else []
         ctx = EnvironmentContext(
             deployment=deployment,
             prepared=prepared,
@@ -56,7 +57,7 @@ class MendixEnvironment(pulumi.ComponentResource):
         shared = list(args.get("shared_resources", [])) if prepared.environment.is_production else []
         secrets = self._secrets_digest(intent, ctx.admin_password, prepared.settings)
         # The same in a preview for the outcome record: written only after everything it records was applied.
-        after = [] if pulumi.runtime.is_dry_run() else [*ctx.depends_on, *self._children(), *shared]
+        after = [*ctx.depends_on, *self._children(), *shared] if applying else []
         self.activity = self._activity_log(deployment, prepared, secrets, after)
         self.url = pulumi.Output.from_input(outputs.get("url", ""))
         self.role = pulumi.Output.from_input(prepared.environment.role.value)

@@ -118,9 +118,14 @@ def test_the_state_of_the_secrets_key_it_replaces_is_a_baseline(repo):
 ENVIRONMENTS = {"production": {"ungated": UNGATED}, "uat": {"role": "acceptance"}}
 
 
-def test_every_child_of_an_environment_waits_for_its_intent(fake_target, pulumi_run):
+def _run(pulumi_run, *, preview: bool):
+    """The production stack of ENVIRONMENTS, run as `pulumi up` (preview=False) or as a preview; (deployment, resources)."""
     d = prepare(RawConfig(app_config(**{"mxinfra:environments": ENVIRONMENTS}), frozenset({"mxinfra:environments"})), project="orders", stack="production", base_dir=Path("."))
-    res = pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack="production", project="orders", preview=False)
+    return d, pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack="production", project="orders", preview=preview)
+
+
+def test_every_child_of_an_environment_waits_for_its_intent(fake_target, pulumi_run):
+    d, res = _run(pulumi_run, preview=False)
     for env in ("production", "uat"):
         comp = res.one(ENVIRONMENT_TYPE, f"orders-{env}")
         intent = res.one("pulumi-python:dynamic/mxinfra:ReleaseIntent", f"orders-{env}-release-intent")
@@ -138,8 +143,7 @@ def test_every_child_of_an_environment_waits_for_its_intent(fake_target, pulumi_
 def test_a_preview_does_not_queue_the_children_behind_the_intent(fake_target, pulumi_run):
     # Nothing is applied in a preview, so nothing waits for a record: the children's diffs run alongside
     # the intent's, and the outcome's alongside theirs (issue 18: the dynamic provider's start was the wait).
-    d = prepare(RawConfig(app_config(**{"mxinfra:environments": ENVIRONMENTS}), frozenset({"mxinfra:environments"})), project="orders", stack="production", base_dir=Path("."))
-    res = pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack="production", project="orders", preview=True)
+    _, res = _run(pulumi_run, preview=True)
     for env in ("production", "uat"):
         comp = res.one(ENVIRONMENT_TYPE, f"orders-{env}")
         intent = res.one("pulumi-python:dynamic/mxinfra:ReleaseIntent", f"orders-{env}-release-intent")

@@ -14,6 +14,10 @@ For each target registered under the `mxinfra.targets` entry point:
    resource is a child of the environment's component and named with its prefix.
 4. No secret value reaches a resource's inputs outside a Pulumi secret, and no path of the machine that
    planned (project directory, home, checkout) reaches any input: plans are reproducible.
+5. A database put in service from a backup (`database.fromBackup.<env>`) keeps every guard of the one it
+   replaces: the same inputs but where it comes from, at least its protection, a counterpart of each of its
+   own guards (lock, TLS settings, password rotation); the one in place stays declared as it was. A target
+   without the key must refuse it.
 """
 
 from __future__ import annotations
@@ -872,3 +876,91 @@ def test_no_cloudfoundry_production_grant_creates_service_keys(planned, permissi
     assert limits and "service_credential_bindings" in limits[0].reason, CF_SERVICE_KEY_GAP.format(role=deploy_role)
     readme = (ROOT / "targets" / "cloudfoundry" / "README.md").read_text()
     assert "service key" in readme, "targets/cloudfoundry/README.md must say production deploy can create service keys"
+
+
+# --- a database put in service from a backup keeps what guards the one it replaces (issue 21) -------------
+# Per target: the database type a `database.fromBackup.<env>` key puts in service anew, and the inputs only
+# a restored database may set differently (where it comes from, its own final snapshot, what the backup
+# holds). Names are compared with the restored name read as the original's. A target not listed must refuse
+# the key, so a target that learns it without joining this check fails here.
+RESTORED_FROM_BACKUP = {
+    "aws": ("aws:rds/instance:Instance", {"restoreToPointInTime", "snapshotIdentifier", "dbName", "username"}),
+    "azure": ("azure-native:dbforpostgresql:Server", {"createMode", "pointInTimeUTC", "sourceServerResourceId", "administratorLogin", "administratorLoginPassword", "serverName"}),
+}
+FREE_TEXT = {"notes", "description"}  # for people reading the console, e.g. a lock's "the restored database server"
+POINT_IN_TIME = "2026-12-04T10:15:00Z"  # a point in time: planned offline, nothing looked up in a vault
+
+
+def _renamed(value: Any, restored: str, original: str) -> Any:
+    if isinstance(value, str):
+        return value.replace(restored, original)
+    if isinstance(value, dict):
+        return {k: _renamed(v, restored, original) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_renamed(v, restored, original) for v in value]
+    return value
+
+
+def _plan_production(base: Path, name: str, from_backup: str | None) -> Any:
+    directory = copy_example(base)
+    record_deploy(directory, f"{STACK_PREFIX[name]}acceptance")
+    path = directory / "stacks" / f"Pulumi.{STACK_PREFIX[name]}production.yaml"
+    doc = _load_yaml(path)
+    if from_backup is not None:
+        block = doc["config"].setdefault(f"mxinfra:{name}", {})
+        block.setdefault("database", {})["fromBackup"] = {"production": from_backup}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    if name not in RESTORED_FROM_BACKUP and from_backup is not None:
+        return _plan_refused(directory, f"{STACK_PREFIX[name]}production")
+    return run_plan(directory, f"{STACK_PREFIX[name]}production")
+
+
+def _protection(options: dict[str, Any] | None) -> set[str]:
+    return {k for k in ("protect", "retainOnDelete") if (options or {}).get(k)}
+
+
+@pytest.mark.parametrize("name", INSTALLED)
+def test_a_database_restored_into_service_keeps_the_guards_of_the_one_it_replaces(tmp_path, name):
+    if name not in RESTORED_FROM_BACKUP:
+        refused = _plan_production(tmp_path / "keyed", name, POINT_IN_TIME)
+        key = f"mxinfra:{name}.database.fromBackup"
+        assert any(r.startswith(key) for r in refused), f"{name}: {key} was not refused; if the target restores into service now, add it to RESTORED_FROM_BACKUP ({refused})"
+        return
+    db_type, restore_only = RESTORED_FROM_BACKUP[name]
+    plain = {r["urn"]: r for r in _plan_production(tmp_path / "plain", name, None).resources()}
+    keyed_result = _plan_production(tmp_path / "keyed", name, POINT_IN_TIME)
+    keyed = {r["urn"]: r for r in keyed_result.resources()}
+    # the environment's own database stays declared exactly as it was
+    assert set(plain) <= set(keyed), f"{name}: the key removed {sorted(plain[u]['name'] for u in set(plain) - set(keyed))}"
+    changed = [plain[u]["name"] for u in plain if plain[u]["type"] == db_type and (plain[u]["inputs"], plain[u].get("options")) != (keyed[u]["inputs"], keyed[u].get("options"))]
+    assert changed == [], f"{name}: the database in place changed with the key: {changed}"
+    (original,) = [r for r in plain.values() if r["type"] == db_type]
+    (restored,) = [r for u, r in keyed.items() if u not in plain and r["type"] == db_type]
+    new = {r["name"]: r for u, r in keyed.items() if u not in plain}
+    by_name = {r["name"]: r for r in plain.values()}
+    deps = {r.urn: set(r.dependencies) for r in keyed_result.registrations}
+    plain_deps = {u: {d for d in deps.get(u, set()) if d in plain} for u in plain}
+    problems = []
+    # every guard of the original (its own resources that depend on it) has its counterpart on the restored one
+    guards = [r for u, r in plain.items() if r["name"].startswith(original["name"] + "-") and original["urn"] in plain_deps[u]]
+    assert guards, f"{name}: the original database has no guard resource to compare (lock, rotation, settings)"
+    for g in guards:
+        twin = new.get(restored["name"] + g["name"][len(original["name"]):])
+        if twin is None or twin["type"] != g["type"] or restored["urn"] not in deps[twin["urn"]]:
+            problems.append(f"{g['name']} ({g['type']}) has no counterpart guarding {restored['name']}")
+    # the restored database and each of its own resources: the original's inputs and at least its protection
+    for r in [restored] + [r for n, r in new.items() if n.startswith(restored["name"] + "-")]:
+        was = by_name.get(original["name"] + r["name"][len(restored["name"]):])
+        if was is None:
+            continue  # e.g. a child only a restore needs
+        lost = _protection(was.get("options")) - _protection(r.get("options"))
+        if lost:
+            problems.append(f"{r['name']}: no {', '.join(sorted(lost))} (the original has it)")
+        skip = (restore_only if r is restored else set()) | FREE_TEXT
+        mine = _renamed({k: v for k, v in r["inputs"].items() if k not in skip}, restored["name"], original["name"])
+        theirs = {k: v for k, v in was["inputs"].items() if k not in skip}
+        for k in sorted(set(mine) | set(theirs)):
+            if mine.get(k) != theirs.get(k):
+                problems.append(f"{r['name']}.{k}: {theirs.get(k)!r} on the original, {mine.get(k)!r} restored")
+    assert "protect" in _protection(restored.get("options")), f"{name}: the restored production database is not protected"
+    assert not problems, f"{name}:\n" + "\n".join(problems)

@@ -40,10 +40,8 @@ if TYPE_CHECKING:
 
 SCRIPTS = Path(__file__).parent / "scripts"
 BACKUP_DIR, FILES_DIR, SCRIPTS_DIR = "/backups", "/files", "/scripts"
-# The backup claim's size: the issue's first slice has no key for it yet (see the README).
-BACKUPS_SIZE = "20Gi"
 # pg_dump must be at least the server's major version; 17 dumps servers back to 9.2. An in-cluster
-# database's own image is used instead, so client and server always match there.
+# database's own image is used instead, so client and server always match there. `backups.image` replaces it.
 EXTERNAL_IMAGE = "postgres:17.2"
 # Never fires (there is no 31 February) and suspended: the restore CronJob exists only as the Job's template.
 NEVER = "0 0 31 2 *"
@@ -56,9 +54,11 @@ _RESTRICTED = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL
 
 def claim(settings: EnvironmentSettings, env: Environment) -> Claim | None:
     """The backups claim of a plain environment with backups (None: it has none), with the StorageClass
-    in effect: the environment's, else the block's, as for every claim."""
+    in effect: `backups.storageClass`, else the environment's, else the block's, as for every claim."""
     if settings.mode != "plain" or not of_environment(env).enabled:
         return None
+    if settings.backups.storageClass is not None:
+        return Claim(env.name, "backups", settings.backups.storageClass, f"{settings.paths['backups']}.storageClass")
     return Claim(env.name, "backups", settings.storage_class, settings.paths["storageClass"])
 
 
@@ -187,15 +187,16 @@ def deploy(b: Builder, pvcs: list[tuple[str, str]], image: str | None, require_t
     )
     found = claim(b.settings, ctx.environment)
     assert found is not None
-    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": BACKUPS_SIZE}}}
+    size = b.settings.backups.size
+    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
     if found.storage_class is not None:
         spec["storageClassName"] = found.storage_class
-    pvcs.append((lay.name("backups"), BACKUPS_SIZE))
+    pvcs.append((lay.name("backups"), size))
     # The backups are data like the database: protected and retained on delete on production.
     pvc = k8s.core.v1.PersistentVolumeClaim(b.logical("backups"), metadata=lay.metadata(lay.name("backups"), "backup", per_release=False), spec=spec, opts=b.opts(protect_data=True))
     deps = [scripts, pvc, b.created["database-secret"], *b.created.get("database-deps", [])]
     for action, schedule in (("backup", settings.schedule), ("restore", NEVER)):
-        pod = pod_spec(lay, action, image or EXTERNAL_IMAGE, b.secret_name("database-secret"), settings, local_files=local_files, require_tls=require_tls)
+        pod = pod_spec(lay, action, image or b.settings.backups.image or EXTERNAL_IMAGE, b.secret_name("database-secret"), settings, local_files=local_files, require_tls=require_tls)
         k8s.batch.v1.CronJob(
             b.logical(action),
             metadata=lay.metadata(lay.naming.physical(action, max_len=52), action, per_release=False),

@@ -174,6 +174,18 @@ class OperatorConfig(StrictModel):
     podLabels: dict[str, str] | None = Field(None, description="Labels the Operator puts on the app's pods: the NetworkPolicy selects them")
 
 
+class BackupStorageConfig(StrictModel):
+    """Plain mode: where an environment's backup archives are kept, and what backs up an external database."""
+
+    size: ByteQuantity = Field("20Gi", description="The backups claim: room for every archive retention keeps, plus one being written")
+    storageClass: StorageClassName | None = Field(None, description="The backups claim's StorageClass, in place of the block's storageClass")
+    image: str | None = Field(
+        None,
+        description="pg_dump and pg_restore for an external database, at least the server's major version (default "
+        "postgres:17.2); pinned by digest on production. An in-cluster database's own image backs it up",
+    )
+
+
 class EnvironmentOverride(StrictModel):
     """Per-environment settings that replace the block's top-level ones (each key replaces the whole sub-block)."""
 
@@ -186,6 +198,7 @@ class EnvironmentOverride(StrictModel):
     operator: OperatorConfig | None = None
     egress: list[EgressRule] | None = None
     storageClass: StorageClassName | None = None
+    backups: BackupStorageConfig | None = None
 
 
 class KubernetesConfig(StrictModel):
@@ -225,6 +238,7 @@ class KubernetesConfig(StrictModel):
         "group:orders-release. Every other identity is refused by the environment's ValidatingAdmissionPolicy, "
         "whatever its RBAC (cluster administrators in system:masters excepted)",
     )
+    backups: BackupStorageConfig = Field(default_factory=BackupStorageConfig)
     environments: dict[str, EnvironmentOverride] = Field(default_factory=dict)
 
 
@@ -244,12 +258,13 @@ class EnvironmentSettings:
     egress: tuple[EgressRule, ...] = ()
     dns_namespace: str = "kube-system"
     storage_class: str | None = None  # None: the cluster's default class
+    backups: BackupStorageConfig = BackupStorageConfig()
 
 
 def for_environment(block: KubernetesConfig, env: str) -> EnvironmentSettings:
     """The effective settings of `env`: its `environments.<env>` entries replace the top-level ones."""
     over = block.environments.get(env)
-    paths = {k: f"{BLOCK}.{k}" for k in ("image", "namespace", "ingress", "database", "storage", "cpu", "operator", "egress", "storageClass")}
+    paths = {k: f"{BLOCK}.{k}" for k in ("image", "namespace", "ingress", "database", "storage", "cpu", "operator", "egress", "storageClass", "backups")}
     values: dict[str, Any] = {k: getattr(block, k) for k in paths}
     if over is not None:
         for key in over.model_fields_set:
@@ -268,6 +283,7 @@ def for_environment(block: KubernetesConfig, env: str) -> EnvironmentSettings:
         tuple(values["egress"] or ()),
         block.dnsNamespace,
         values["storageClass"],
+        values["backups"],
     )
 
 
@@ -610,6 +626,16 @@ def _check_environment(stack: StackConfig, block: KubernetesConfig, env: Environ
         issues += _secret(stack, f"{dpath}.url", db.url, file)
         if db.url is not None and db.url != PLACEHOLDER and not db.url.startswith(("postgres://", "postgresql://")):
             issues.append(ConfigIssue(f"{dpath}.url", "must be a PostgreSQL URL", "postgres://user:password@host:5432/db", file))
+    if s.backups.image is not None:
+        bpath = f"{s.paths['backups']}.image"
+        ref = parse_image(s.backups.image)
+        if db is not None and db.inCluster is not None:
+            issues.append(ConfigIssue(bpath, "the in-cluster database's own image backs it up (pg_dump matches its server)", "drop backups.image, or set database.inCluster.image", file))
+        elif ref is None:
+            issues.append(ConfigIssue(bpath, f"{s.backups.image!r} is not an image reference", "registry/repository[:tag]@sha256:<digest> of a postgres image", file))
+        elif ref.digest is None and env.is_production:
+            # the Job holds the database's credentials: on production a tag that moves must not change what runs it
+            issues.append(ConfigIssue(bpath, f"{s.backups.image!r} is not pinned by digest, and production's backup Job holds its database credentials", f"{s.backups.image.split('@')[0]}@sha256:<digest>", file))
     st = s.storage
     spath = s.paths["storage"]
     chosen = [k for k in ("s3", "azure", "local") if st is not None and getattr(st, k) is not None]

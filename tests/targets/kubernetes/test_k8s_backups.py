@@ -201,3 +201,49 @@ def test_below_production_backups_reads_its_two_cron_jobs_and_downloads_through_
     assert not [r for r in rules if {"pods/exec", "pods/attach", "pods/portforward"} & set(r["resources"])]
     prod = Layout.of(Naming("orders", "production"), for_environment(KubernetesConfig.model_validate({"mode": "plain"}), "production"), {})
     assert not [r for r in rbac.rules(Permission.BACKUPS, prod, "plain", production=True) if "pods/proxy" in r["resources"]]
+
+
+PINNED = "registry.example.com/postgres:17.4@sha256:" + "ab" * 32
+
+
+@pytest.mark.usefixtures("engine_secrets")
+def test_an_external_databases_backup_runs_the_configured_image(project, capsys, tmp_path):
+    cfg = with_(config("production"), "mxinfra:kubernetes/backups", {"image": PINNED})
+    docs, _ = _render(project, capsys, tmp_path, "production", cfg)
+    for name in ("orders-production-backup", "orders-production-restore"):
+        (c,) = _one(docs, "CronJob", name)["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+        assert c["image"] == PINNED
+    # without the key: the default client image
+    docs, _ = _render(project, capsys, tmp_path / "default", "production", config("production"))
+    (c,) = _one(docs, "CronJob", "orders-production-backup")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert c["image"] == "postgres:17.2"
+
+
+@pytest.mark.parametrize(
+    "stack, image, in_cluster, expected",
+    [
+        ("production", "postgres:17.4", False, "is not pinned by digest"),
+        ("production", "Postgres:17", False, "is not an image reference"),
+        ("test", PINNED, True, "the in-cluster database's own image backs it up"),
+    ],
+)
+@pytest.mark.usefixtures("engine_secrets")
+def test_a_backups_image_that_cannot_be_trusted_is_refused(project, capsys, stack, image, in_cluster, expected):
+    cfg = config(stack, instances=1) if stack == "test" else config(stack)
+    if in_cluster:
+        cfg = with_(cfg, "mxinfra:kubernetes/database", {"inCluster": {}})
+    cfg = with_(cfg, "mxinfra:kubernetes/environments", {stack: {"backups": {"image": image}}})
+    project.stack(stack, ungated(cfg))
+    rc = main(["plan", "-s", stack, "-C", str(project.path)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert rc == 2 and "Traceback" not in err, err
+    assert f"mxinfra:kubernetes.environments.{stack}.backups.image" in err and expected in err, err
+    assert "1 problem" in err, err  # that one alone
+
+
+@pytest.mark.usefixtures("engine_secrets")
+def test_a_tag_is_enough_below_production(project, capsys, tmp_path):
+    cfg = with_(config("acceptance"), "mxinfra:kubernetes/backups", {"image": "postgres:17.4"})
+    project.stack("acceptance", cfg)
+    rc = main(["plan", "-s", "acceptance", "-C", str(project.path)])
+    assert rc == 0, capsys.readouterr().err

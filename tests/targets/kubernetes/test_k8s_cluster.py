@@ -70,7 +70,7 @@ def _claims_run(pulumi_run, cfg, stack="test", opts=None):
 @pytest.mark.parametrize(
     "block, env, db, files, want",
     [
-        # the backups claim has no key of its own: the environment's class, else the block's
+        # the backups claim without a key of its own (backups.storageClass): the environment's class, else the block's
         (None, None, None, None, {"postgres-data": None, "files": None, "backups": None}),
         ("fast-ssd", None, None, None, {"postgres-data": "fast-ssd", "files": "fast-ssd", "backups": "fast-ssd"}),
         ("fast-ssd", "env-class", None, None, {"postgres-data": "env-class", "files": "env-class", "backups": "env-class"}),
@@ -100,6 +100,43 @@ def test_every_claim_carries_the_storage_class_in_effect(pulumi_run, block, env,
     assert claims == expected
     # No StatefulSet claims volumes of its own: the three claims above are every volume the target asks for.
     assert [r.name for r in res.of_type(STS) if r.input("spec.volumeClaimTemplates", None) is not None] == []
+
+
+@pytest.mark.parametrize(
+    "backups, env_backups, want",
+    [
+        ({"storageClass": "archive"}, None, ("archive", "20Gi", "mxinfra:kubernetes.backups.storageClass")),
+        ({"size": "30Gi"}, None, ("fast-ssd", "30Gi", KEY)),
+        # an environment's backups block replaces the block's whole (as every environments.<env> key does)
+        ({"storageClass": "archive", "size": "30Gi"}, {"size": "5Gi"}, ("fast-ssd", "5Gi", KEY)),
+        (None, {"storageClass": "cold", "size": "1Ti"}, ("cold", "1Ti", "mxinfra:kubernetes.environments.test.backups.storageClass")),
+    ],
+)
+def test_the_backups_claim_takes_its_own_class_and_size(pulumi_run, backups, env_backups, want):
+    from mxinfra_kubernetes.backups import claim
+    from mxinfra_kubernetes.config import KubernetesConfig, for_environment
+
+    cfg = _test_stack(storageClass="fast-ssd")
+    if backups is not None:
+        cfg = with_(cfg, "mxinfra:kubernetes/backups", backups)
+    if env_backups is not None:
+        cfg = with_(cfg, "mxinfra:kubernetes/environments", {"test": {"backups": env_backups}})
+    cls, size, key = want
+    res = _claims_run(pulumi_run, cfg)
+    claims = {r.name.removeprefix("orders-test-"): r.input("spec") for r in res.of_type(PVC)}
+    assert claims["backups"] == {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}, "storageClassName": cls}
+    # the other claims keep the block's class: the key is the backups claim's alone
+    assert claims["postgres-data"]["storageClassName"] == claims["files"]["storageClassName"] == "fast-ssd"
+    # the quota counts the claim at its size: 2Gi + 1Gi + the backups
+    (quota,) = [r for r in res.of_type("kubernetes:core/v1:ResourceQuota")]
+    mib = {"20Gi": 20 * 1024, "30Gi": 30 * 1024, "5Gi": 5 * 1024, "1Ti": 1024 * 1024}[size]
+    assert quota.input("spec.hard")["requests.storage"] == f"{3 * 1024 + mib}Mi"
+    # the StorageClass check at `pulumi up` names the key that set the class
+    block = KubernetesConfig.model_validate(cfg["mxinfra:kubernetes"])
+    from mxinfra.environments import Environment, Role
+
+    found = claim(for_environment(block, "test"), Environment("test", Role.TEST))
+    assert (found.storage_class, found.key) == (cls, key)
 
 
 def test_an_environment_override_can_return_to_the_cluster_default(pulumi_run):

@@ -70,7 +70,7 @@ sys.path.insert(0, str(ROOT / "tests" / "engine"))  # cluster.py, engine_support
 sys.path.insert(1, str(ROOT / "tests"))  # registry.py: the distribution registry the images are pushed to
 
 from cluster import LocalCluster  # noqa: E402
-from engine_support import Pulumi  # noqa: E402
+from engine_support import SIGINT_WAS_IGNORED, Pulumi  # noqa: E402
 
 import build_mda  # noqa: E402  (examples/orders, put on sys.path by engine_support)
 import stack_secrets  # noqa: E402
@@ -518,6 +518,8 @@ def main() -> None:
     started = time.perf_counter()
     print(f"bench_engine: {', '.join(kinds)}; N = {', '.join(map(str, counts))} environments; {rounds} round(s); "
           f"{cores} cores, load average {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f} at start", flush=True)
+    if SIGINT_WAS_IGNORED:
+        print("  started with SIGINT ignored (a background job): restored for the CLI, or every command would wait 5 s more", flush=True)
     if busy_start:
         print(f"  running besides this bench (CPU % over 2 s): "
               + ", ".join(f"{c} {v / 2 * 100:.0f}%" for c, v in sorted(busy_start.items(), key=lambda kv: -kv[1])), flush=True)

@@ -15,9 +15,11 @@ For each target registered under the `mxinfra.targets` entry point:
 4. No secret value reaches a resource's inputs outside a Pulumi secret, and no path of the machine that
    planned (project directory, home, checkout) reaches any input: plans are reproducible.
 5. A database put in service from a backup (`database.fromBackup.<env>`) keeps every guard of the one it
-   replaces: the same inputs but where it comes from, at least its protection, a counterpart of each of its
-   own guards (lock, TLS settings, password rotation); the one in place stays declared as it was. A target
-   without the key must refuse it.
+   replaces: the same inputs but where it comes from, at least its protection, nothing pointing at the
+   original; whatever depended on the original follows the new one, or keeps guarding the original with a
+   counterpart guarding the new one (lock, TLS settings, password rotation), or is a listed exception with
+   its reason; what else changes refers to the new one; the one in place stays declared as it was. A
+   target without the key must refuse it.
 """
 
 from __future__ import annotations
@@ -879,13 +881,18 @@ def test_no_cloudfoundry_production_grant_creates_service_keys(planned, permissi
 
 
 # --- a database put in service from a backup keeps what guards the one it replaces (issue 21) -------------
-# Per target: the database type a `database.fromBackup.<env>` key puts in service anew, and the inputs only
-# a restored database may set differently (where it comes from, its own final snapshot, what the backup
-# holds). Names are compared with the restored name read as the original's. A target not listed must refuse
-# the key, so a target that learns it without joining this check fails here.
+# Per target: the database type a `database.fromBackup.<env>` key puts in service anew, the input that holds
+# its name, and the inputs only a restored database may set differently (where it comes from, what the
+# backup holds). Names are compared with the restored name read as the original's. A target not listed
+# must refuse the key, so a target that learns it without joining this check fails here.
 RESTORED_FROM_BACKUP = {
-    "aws": ("aws:rds/instance:Instance", {"restoreToPointInTime", "snapshotIdentifier", "dbName", "username"}),
-    "azure": ("azure-native:dbforpostgresql:Server", {"createMode", "pointInTimeUTC", "sourceServerResourceId", "administratorLogin", "administratorLoginPassword", "serverName"}),
+    "aws": ("aws:rds/instance:Instance", "identifier", {"restoreToPointInTime", "snapshotIdentifier", "dbName", "username"}),
+    "azure": ("azure-native:dbforpostgresql:Server", "serverName", {"createMode", "pointInTimeUTC", "sourceServerResourceId", "administratorLogin", "administratorLoginPassword"}),
+}
+# What keeps depending on the database in place, and why (each a README statement).
+STAYS_ON_THE_ORIGINAL = {
+    ("azure", "orders-production-backup-vault-db"): "the vault's weekly and monthly tiers stay on the original server: its immutability is locked on production",
+    ("azure", "orders-production-backup-db"): "the vault's backup instance of the original server (its policy stays with it)",
 }
 FREE_TEXT = {"notes", "description"}  # for people reading the console, e.g. a lock's "the restored database server"
 POINT_IN_TIME = "2026-12-04T10:15:00Z"  # a point in time: planned offline, nothing looked up in a vault
@@ -919,6 +926,10 @@ def _protection(options: dict[str, Any] | None) -> set[str]:
     return {k for k in ("protect", "retainOnDelete") if (options or {}).get(k)}
 
 
+def _declared(r: dict[str, Any]) -> tuple[Any, Any]:
+    return r["inputs"], r.get("options")
+
+
 @pytest.mark.parametrize("name", INSTALLED)
 def test_a_database_restored_into_service_keeps_the_guards_of_the_one_it_replaces(tmp_path, name):
     if name not in RESTORED_FROM_BACKUP:
@@ -926,41 +937,63 @@ def test_a_database_restored_into_service_keeps_the_guards_of_the_one_it_replace
         key = f"mxinfra:{name}.database.fromBackup"
         assert any(r.startswith(key) for r in refused), f"{name}: {key} was not refused; if the target restores into service now, add it to RESTORED_FROM_BACKUP ({refused})"
         return
-    db_type, restore_only = RESTORED_FROM_BACKUP[name]
-    plain = {r["urn"]: r for r in _plan_production(tmp_path / "plain", name, None).resources()}
+    db_type, name_key, restore_only = RESTORED_FROM_BACKUP[name]
+    plain_result = _plan_production(tmp_path / "plain", name, None)
     keyed_result = _plan_production(tmp_path / "keyed", name, POINT_IN_TIME)
+    plain = {r["urn"]: r for r in plain_result.resources()}
     keyed = {r["urn"]: r for r in keyed_result.resources()}
-    # the environment's own database stays declared exactly as it was
+    plain_deps = {r.urn: set(r.dependencies) for r in plain_result.registrations}
+    keyed_deps = {r.urn: set(r.dependencies) for r in keyed_result.registrations}
     assert set(plain) <= set(keyed), f"{name}: the key removed {sorted(plain[u]['name'] for u in set(plain) - set(keyed))}"
-    changed = [plain[u]["name"] for u in plain if plain[u]["type"] == db_type and (plain[u]["inputs"], plain[u].get("options")) != (keyed[u]["inputs"], keyed[u].get("options"))]
-    assert changed == [], f"{name}: the database in place changed with the key: {changed}"
     (original,) = [r for r in plain.values() if r["type"] == db_type]
     (restored,) = [r for u, r in keyed.items() if u not in plain and r["type"] == db_type]
+    o_name, r_name = original["name"], restored["name"]
     new = {r["name"]: r for u, r in keyed.items() if u not in plain}
-    by_name = {r["name"]: r for r in plain.values()}
-    deps = {r.urn: set(r.dependencies) for r in keyed_result.registrations}
-    plain_deps = {u: {d for d in deps.get(u, set()) if d in plain} for u in plain}
     problems = []
-    # every guard of the original (its own resources that depend on it) has its counterpart on the restored one
-    guards = [r for u, r in plain.items() if r["name"].startswith(original["name"] + "-") and original["urn"] in plain_deps[u]]
-    assert guards, f"{name}: the original database has no guard resource to compare (lock, rotation, settings)"
-    for g in guards:
-        twin = new.get(restored["name"] + g["name"][len(original["name"]):])
-        if twin is None or twin["type"] != g["type"] or restored["urn"] not in deps[twin["urn"]]:
-            problems.append(f"{g['name']} ({g['type']}) has no counterpart guarding {restored['name']}")
-    # the restored database and each of its own resources: the original's inputs and at least its protection
-    for r in [restored] + [r for n, r in new.items() if n.startswith(restored["name"] + "-")]:
-        was = by_name.get(original["name"] + r["name"][len(restored["name"]):])
-        if was is None:
-            continue  # e.g. a child only a restore needs
-        lost = _protection(was.get("options")) - _protection(r.get("options"))
+    if _declared(keyed[original["urn"]]) != _declared(original):
+        problems.append(f"{o_name}: the database in place is declared differently with the key")
+    # What depended on the original: moved to the restored one, or kept on the original with a twin of it
+    # guarding the restored one, or a reasoned exception.
+    twins = []
+    for u, r in plain.items():
+        if original["urn"] not in plain_deps.get(u, set()):
+            continue
+        moved = restored["urn"] in keyed_deps[u] and original["urn"] not in keyed_deps[u]
+        twin = new.get(r_name + r["name"][len(o_name):]) if r["name"].startswith(o_name + "-") else None
+        if moved:
+            continue
+        if (name, r["name"]) in STAYS_ON_THE_ORIGINAL:
+            continue
+        if twin is None or twin["type"] != r["type"] or restored["urn"] not in keyed_deps[twin["urn"]]:
+            problems.append(f"{r['name']} ({r['type']}) neither follows {r_name} nor has a counterpart guarding it")
+        elif _declared(keyed[u]) != _declared(r):
+            problems.append(f"{r['name']}: changed with the key, though it still guards {o_name}")
+        else:
+            twins.append((r, twin))
+    assert twins, f"{name}: no guard of {o_name} (lock, rotation, settings) to compare"
+    # Whatever else changed with the key refers to the restored database.
+    markers = {r_name, f"{r_name}-id", str(restored["inputs"].get(name_key))}
+    for u, r in plain.items():
+        if u == original["urn"] or original["urn"] in plain_deps.get(u, set()) or _declared(keyed[u]) == _declared(r):
+            continue
+        if restored["urn"] not in keyed_deps[u] and not any(m in json.dumps(keyed[u]["inputs"]) for m in markers):
+            problems.append(f"{r['name']}: changed with the key, yet does not refer to {r_name}")
+    # The restored database and its twins: the original's inputs (names read as the original's), at least
+    # its protection, and nothing that still points at the original.
+    for was, now in [(original, restored), *twins]:
+        skip = (restore_only if now is restored else set()) | FREE_TEXT
+        mine = {k: v for k, v in now["inputs"].items() if k not in skip}
+        if f"{o_name}-id" in json.dumps(mine):
+            problems.append(f"{now['name']}: points at {o_name} ({o_name}-id in its inputs)")
+        lost = _protection(was.get("options")) - _protection(now.get("options"))
         if lost:
-            problems.append(f"{r['name']}: no {', '.join(sorted(lost))} (the original has it)")
-        skip = (restore_only if r is restored else set()) | FREE_TEXT
-        mine = _renamed({k: v for k, v in r["inputs"].items() if k not in skip}, restored["name"], original["name"])
-        theirs = {k: v for k, v in was["inputs"].items() if k not in skip}
+            problems.append(f"{now['name']}: no {', '.join(sorted(lost))} (the original has it)")
+        mine = _renamed(mine, r_name, o_name)
+        if now is restored:
+            mine.pop(name_key, None)
+        theirs = {k: v for k, v in was["inputs"].items() if k not in skip and not (now is restored and k == name_key)}
         for k in sorted(set(mine) | set(theirs)):
             if mine.get(k) != theirs.get(k):
-                problems.append(f"{r['name']}.{k}: {theirs.get(k)!r} on the original, {mine.get(k)!r} restored")
+                problems.append(f"{now['name']}.{k}: {theirs.get(k)!r} on the original, {mine.get(k)!r} restored")
     assert "protect" in _protection(restored.get("options")), f"{name}: the restored production database is not protected"
     assert not problems, f"{name}:\n" + "\n".join(problems)

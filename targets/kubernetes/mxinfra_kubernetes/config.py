@@ -283,7 +283,8 @@ def for_environment(block: KubernetesConfig, env: str) -> EnvironmentSettings:
         tuple(values["egress"] or ()),
         block.dnsNamespace,
         values["storageClass"],
-        values["backups"],
+        # `backups:` left empty (null) under an environment: the defaults, not the block's
+        values["backups"] if values["backups"] is not None else BackupStorageConfig(),
     )
 
 
@@ -292,7 +293,7 @@ class Claim:
     """A PersistentVolumeClaim an environment declares, with its StorageClass and the key that sets it."""
 
     environment: str
-    kind: str  # "postgres-data" or "files"
+    kind: str  # "postgres-data", "files" or "backups"
     storage_class: str | None  # None: the cluster's default class
     key: str
 
@@ -630,12 +631,12 @@ def _check_environment(stack: StackConfig, block: KubernetesConfig, env: Environ
         bpath = f"{s.paths['backups']}.image"
         ref = parse_image(s.backups.image)
         if db is not None and db.inCluster is not None:
-            issues.append(ConfigIssue(bpath, "the in-cluster database's own image backs it up (pg_dump matches its server)", "drop backups.image, or set database.inCluster.image", file))
+            issues.append(ConfigIssue(bpath, f"environment {env.name!r} has an in-cluster database, whose own image backs it up (pg_dump matches its server)", f"drop backups.image, or give {env.name!r} its own environments.{env.name}.backups without an image; database.inCluster.image sets both", file))
         elif ref is None:
             issues.append(ConfigIssue(bpath, f"{s.backups.image!r} is not an image reference", "registry/repository[:tag]@sha256:<digest> of a postgres image", file))
         elif ref.digest is None and env.is_production:
             # the Job holds the database's credentials: on production a tag that moves must not change what runs it
-            issues.append(ConfigIssue(bpath, f"{s.backups.image!r} is not pinned by digest, and production's backup Job holds its database credentials", f"{s.backups.image.split('@')[0]}@sha256:<digest>", file))
+            issues.append(ConfigIssue(bpath, f"{s.backups.image!r} is not pinned by digest, and production {env.name!r}'s backup Job holds its database credentials", f"{s.backups.image.split('@')[0]}@sha256:<digest>", file))
     st = s.storage
     spath = s.paths["storage"]
     chosen = [k for k in ("s3", "azure", "local") if st is not None and getattr(st, k) is not None]

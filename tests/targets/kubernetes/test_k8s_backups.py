@@ -224,7 +224,7 @@ def test_an_external_databases_backup_runs_the_configured_image(project, capsys,
     [
         ("production", "postgres:17.4", False, "is not pinned by digest"),
         ("production", "Postgres:17", False, "is not an image reference"),
-        ("test", PINNED, True, "the in-cluster database's own image backs it up"),
+        ("test", PINNED, True, "has an in-cluster database, whose own image backs it up"),
     ],
 )
 @pytest.mark.usefixtures("engine_secrets")
@@ -238,7 +238,7 @@ def test_a_backups_image_that_cannot_be_trusted_is_refused(project, capsys, stac
     err = " ".join(capsys.readouterr().err.split())
     assert rc == 2 and "Traceback" not in err, err
     assert f"mxinfra:kubernetes.environments.{stack}.backups.image" in err and expected in err, err
-    assert "1 problem" in err, err  # that one alone
+    assert " 1 problem(s)" in err, err  # that one alone
 
 
 @pytest.mark.usefixtures("engine_secrets")
@@ -247,3 +247,23 @@ def test_a_tag_is_enough_below_production(project, capsys, tmp_path):
     project.stack("acceptance", cfg)
     rc = main(["plan", "-s", "acceptance", "-C", str(project.path)])
     assert rc == 0, capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("engine_secrets")
+def test_production_is_warned_while_its_backup_runs_an_image_by_tag(project, capsys, tmp_path):
+    _, out = _render(project, capsys, tmp_path, "production", config("production"))
+    warning = "the backup Job runs postgres:17.2 by tag, with the database's credentials: pin it by digest with mxinfra:kubernetes.backups.image"
+    assert warning in " ".join(out.split())
+    _, out = _render(project, capsys, tmp_path / "pinned", "production", with_(config("production"), "mxinfra:kubernetes/backups", {"image": PINNED}))
+    assert "by tag" not in out
+
+
+@pytest.mark.usefixtures("engine_secrets")
+def test_an_empty_backups_override_is_the_defaults(project, capsys, tmp_path):
+    # `backups:` left empty under an environment (YAML null): the defaults, not the block's, and no crash
+    cfg = with_(config("production"), "mxinfra:kubernetes/backups", {"size": "50Gi", "image": PINNED})
+    cfg = with_(cfg, "mxinfra:kubernetes/environments", {"production": {"backups": None}})
+    docs, _ = _render(project, capsys, tmp_path, "production", cfg)
+    assert _one(docs, "PersistentVolumeClaim", "orders-production-backups")["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    (c,) = _one(docs, "CronJob", "orders-production-backup")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert c["image"] == "postgres:17.2"

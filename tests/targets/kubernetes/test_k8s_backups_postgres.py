@@ -88,6 +88,20 @@ def _snapshot(pg: PostgresServer) -> dict[str, str]:
     return out
 
 
+def _gzip_members(data: bytes) -> int:
+    """How many gzip members `data` holds (each decompressed to its end, the rest read as the next)."""
+    import zlib
+
+    count = 0
+    while data:
+        d = zlib.decompressobj(wbits=31)
+        d.decompress(data)
+        assert d.eof, "a truncated gzip member"
+        data = d.unused_data
+        count += 1
+    return count
+
+
 def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -109,7 +123,10 @@ def _run(script: str, env: dict[str, str], *args: str) -> subprocess.CompletedPr
     return subprocess.run(["sh", str(SCRIPTS / script), *args], env=full, capture_output=True, text=True, timeout=120)
 
 
-def test_backup_then_restore_gives_back_every_row_and_file(pg: PostgresServer, tmp_path: Path) -> None:
+# The files are compressed in ranges (BACKUP_RANGE_MB), each its own gzip member: with the default one
+# range holds them all; with 1 MiB, files larger than a range and ranges that end inside a file.
+@pytest.mark.parametrize("range_mb", [None, 1])
+def test_backup_then_restore_gives_back_every_row_and_file(pg: PostgresServer, tmp_path: Path, range_mb: int | None) -> None:
     pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA + _data(random.Random(21)))
     files, backups = tmp_path / "files", tmp_path / "backups"
     (files / "1a").mkdir(parents=True)
@@ -117,12 +134,20 @@ def test_backup_then_restore_gives_back_every_row_and_file(pg: PostgresServer, t
     (files / "1a" / "f0e1d2c3").write_bytes(random.Random(1).randbytes(100_000))
     (files / "empty").write_bytes(b"")
     (files / "name with spaces").write_text("kept")
+    if range_mb is not None:
+        (files / "1a" / "large").write_bytes(random.Random(2).randbytes(2_600_000))
+        (files / "compressible").write_bytes(b"mendix " * 150_000)
     before, tree_before = _snapshot(pg), _tree(files)
     assert len(before['"orders$order"'].splitlines()) == 500
 
     env = {"DATABASE_URL": pg.url, "BACKUP_DIR": str(backups), "FILES_DIR": str(files), "BACKUP_NOW": "20261204T020000Z", **retention_env(Backups())}
+    if range_mb is not None:
+        env["BACKUP_RANGE_MB"] = str(range_mb)
     done = _run("backup.sh", env)
     assert done.returncode == 0, done.stderr
+    members = _gzip_members((backups / "20261204T020000Z.tar.gz").read_bytes())
+    # the dump's member, then the files' ranges: 1 with the default, 4 of 1 MiB here (3.7 MB of tar)
+    assert members == (2 if range_mb is None else 5), members
     assert sorted(p.name for p in backups.iterdir()) == ["20261204T020000Z.tar.gz"]  # no leftovers
     # the same id again (two runs in one second): refused, the first archive untouched
     first = (backups / "20261204T020000Z.tar.gz").read_bytes()
@@ -359,3 +384,13 @@ def test_export_refuses_a_missing_or_malformed_backup(tmp_path: Path) -> None:
         assert done.returncode == 2 and "YYYYmmddTHHMMSSZ" in done.stderr, bad
     done = _run("export.sh", {**env, "BACKUP_ID": "20261204T020000Z"})
     assert done.returncode == 2 and "no backup" in done.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "64M", "-1", "08"])
+def test_a_range_size_that_is_not_a_whole_number_of_mib_is_refused(tmp_path: Path, value: str) -> None:
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    env = {"DATABASE_URL": "postgres://nobody:x@127.0.0.1:1/none", "BACKUP_DIR": str(backups), "BACKUP_NOW": "20261204T020000Z", "BACKUP_RANGE_MB": value}
+    done = _run("backup.sh", env)
+    assert done.returncode == 2 and "BACKUP_RANGE_MB must be a whole number of MiB" in done.stderr, done.stderr
+    assert list(backups.iterdir()) == []

@@ -13,6 +13,7 @@
 #   FILES_DIR      the file store to copy (optional: absent when the files live in S3 or Azure)
 #   BACKUP_NOW     the start time as YYYYmmddTHHMMSSZ (optional; default: the clock)
 #   BACKUP_KEEP    an archive id (YYYYmmddTHHMMSSZ) retention keeps this time (optional)
+#   BACKUP_RANGE_MB  the files are compressed in ranges of this many MiB, two at a time (optional; 64)
 #   `backup.sh prune` applies retention only.
 set -eu
 umask 077
@@ -84,6 +85,11 @@ if [ -n "${FILES_DIR:-}" ] && [ ! -d "$FILES_DIR" ]; then
 fi
 
 # An id names one backup: a second run in the same second fails rather than replace the first.
+range_mb=${BACKUP_RANGE_MB:-64}
+case "$range_mb" in
+  ''|*[!0-9]*|0*) echo "backup: BACKUP_RANGE_MB must be a whole number of MiB from 1, got '$range_mb'" >&2; exit 2 ;;
+esac
+
 if [ -e "$BACKUP_DIR/$now.tar.gz" ]; then
   echo "backup: $now.tar.gz exists already: not overwritten" >&2
   exit 3
@@ -93,34 +99,51 @@ fi
 work="$BACKUP_DIR/.incomplete-$now"
 rm -rf "$BACKUP_DIR"/.incomplete-*
 mkdir -p "$work/db"
-# Both cores at once: the file store is archived and compressed in the background while pg_dump runs.
-# The archive is two gzip members, which gzip and every tar.gz reader read as one stream (RFC 1952):
-# db/ first, as tar with 512-byte records and its end marker (two zero blocks, 1024 bytes) cut off,
-# then tree/ with the end marker, so a restore reaches the dump without unpacking the files
-# (bench/bench_backup.py). The files go in straight from the file store, renamed to tree/ on the way (no
-# copy first). gzip -1: the dump is compressed already, and so are most documents, so a higher level
-# costs time for nothing. The files' tar runs as the background job itself (not in a subshell), so a
-# failure stops it rather than leaving it reading the store; the dump's pipe marks its success (dash
-# has no pipefail). A failed step leaves no archive.
-if [ -n "${FILES_DIR:-}" ]; then
-  tar -I 'gzip -1' -C "$FILES_DIR" --transform='s,^\.,tree,S' -cf "$work/tree.tar.gz" . &
+# Both cores at once. The archive is gzip members, which gzip and every tar.gz reader read as one stream
+# (RFC 1952): db/ first, as tar with 512-byte records and its end marker (two zero blocks, 1024 bytes)
+# cut off, then tree/, so a restore reaches the dump without unpacking the files (bench/bench_backup.py).
+# The dump is taken uncompressed (-Z0) and compressed once, by gzip -1 (pg_dump's own zlib at its default
+# level costs far more CPU). Meanwhile, in a session of its own (setsid: a failure stops the
+# whole of it), the file store goes straight into tree.tar on the claim (renamed to tree/ on the way,
+# no copy first), which is then compressed in ranges of BACKUP_RANGE_MB, two at a time, each range its own gzip
+# member: random documents compress at ~30 MB/s a core, so one gzip alone would be the whole backup.
+# Each step leaves a mark of its success (dash has no pipefail). A failed step leaves no archive.
+tree_job='
+set -eu
+src=$1 work=$2 mb=$3
+if [ -n "$src" ]; then
+  tar -C "$src" --transform="s,^\.,tree,S" -cf "$work/tree.tar" .
 else
   mkdir "$work/tree"
-  tar -I 'gzip -1' -C "$work" -cf "$work/tree.tar.gz" tree &
+  tar -C "$work" -cf "$work/tree.tar" tree
 fi
+mkdir "$work/parts"
+ranges=$(( ($(wc -c < "$work/tree.tar") + mb * 1048576 - 1) / (mb * 1048576) ))
+i=0
+while [ "$i" -lt "$ranges" ]; do printf "%06d\n" "$i"; i=$((i + 1)); done |
+  xargs -P 2 -I % sh -c "{ dd if=\"\$1/tree.tar\" bs=1048576 skip=\$(( (1% - 1000000) * \$2 )) count=\$2 status=none && : > \"\$1/parts/%.done\"; } | gzip -1 > \"\$1/parts/%.gz\"" part "$work" "$mb"
+[ "$(ls "$work/parts" | grep -c "\.done$")" -eq "$ranges" ]
+rm -f "$work/tree.tar"
+'
+setsid sh -c "$tree_job" tree-job "${FILES_DIR:-}" "$work" "$range_mb" &
 tree=$!
 failed() {
-  kill "$tree" 2>/dev/null || true
+  # the files' session as a whole: its tar, its dd and gzip pairs
+  kill -TERM -"$tree" 2>/dev/null || true
   wait "$tree" 2>/dev/null || true
   echo "backup: $1: no archive written" >&2
   rm -rf "$work" "$work.tar.gz"
   exit 1
 }
-pg_dump --format=custom --no-owner --no-privileges --file="$work/db/db.backup" --dbname="$DATABASE_URL" || failed "pg_dump failed"
+pg_dump --format=custom --compress=0 --no-owner --no-privileges --file="$work/db/db.backup" --dbname="$DATABASE_URL" || failed "pg_dump failed"
 { tar -b1 -C "$work" -cf - db && : > "$work/db.done"; } | head -c -1024 | gzip -1 > "$work.tar.gz" || failed "compressing the dump failed"
 [ -e "$work/db.done" ] || failed "archiving the dump failed"
+rm -rf "$work/db"
 wait "$tree" || failed "archiving the files failed"
-cat "$work/tree.tar.gz" >> "$work.tar.gz" || failed "writing the archive failed"
+for part in "$work"/parts/*.gz; do
+  cat "$part" >> "$work.tar.gz" || failed "writing the archive failed"
+  rm -f "$part"
+done
 [ ! -e "$BACKUP_DIR/$now.tar.gz" ] || { echo "backup: $now.tar.gz appeared meanwhile: not overwritten" >&2; exit 3; }
 mv "$work.tar.gz" "$BACKUP_DIR/$now.tar.gz"
 rm -rf "$work"

@@ -614,6 +614,9 @@ def _check_environment(stack: StackConfig, block: KubernetesConfig, env: Environ
     if host_of(s, stack.app.name, env.name) is None:
         issues.append(ConfigIssue(f"{s.paths['ingress']}.host", f"environment {env.name!r} has no host name", "set ingress.host, or ingress.domain to use <app>-<environment>.<domain>", file))
     if s.mode != "plain":
+        over = block.environments.get(env.name)
+        if "backups" in block.model_fields_set or (over is not None and over.backups is not None):
+            issues.append(ConfigIssue(s.paths["backups"], f"{s.mode} mode takes no backups block: the Operator's database and storage plans back up", "drop it", file))
         return issues
     db = s.database
     dpath = s.paths["database"]

@@ -267,3 +267,14 @@ def test_an_empty_backups_override_is_the_defaults(project, capsys, tmp_path):
     assert _one(docs, "PersistentVolumeClaim", "orders-production-backups")["spec"]["resources"]["requests"]["storage"] == "20Gi"
     (c,) = _one(docs, "CronJob", "orders-production-backup")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
     assert c["image"] == "postgres:17.2"
+
+
+@pytest.mark.parametrize("where", ["mxinfra:kubernetes/backups", "mxinfra:kubernetes/environments"])
+def test_operator_mode_refuses_a_backups_block_it_would_ignore(project, capsys, where):
+    value = {"size": "50Gi"} if where.endswith("backups") else {"production": {"backups": {"size": "50Gi"}}}
+    cfg = with_(config("production", mode="operator"), where, value)
+    project.stack("production", ungated(cfg))
+    rc = main(["plan", "-s", "production", "-C", str(project.path)])
+    err = " ".join(capsys.readouterr().err.split())
+    key = "mxinfra:kubernetes.backups" if where.endswith("backups") else "mxinfra:kubernetes.environments.production.backups"
+    assert rc == 2 and f"{key}: operator mode takes no backups block" in err and "Traceback" not in err, err

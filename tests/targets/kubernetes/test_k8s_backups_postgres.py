@@ -4,13 +4,16 @@ script's retention against the core's `keep`, on the same names."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import os
 import random
 import socket
 import subprocess
 import tarfile
 import time
+import zlib
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -88,18 +91,16 @@ def _snapshot(pg: PostgresServer) -> dict[str, str]:
     return out
 
 
-def _gzip_members(data: bytes) -> int:
-    """How many gzip members `data` holds (each decompressed to its end, the rest read as the next)."""
-    import zlib
-
-    count = 0
-    while data:
+def _gzip_member_starts(data: bytes) -> list[int]:
+    """Where each gzip member of `data` starts (each decompressed to its end, the rest read as the next)."""
+    starts, at = [], 0
+    while at < len(data):
+        starts.append(at)
         d = zlib.decompressobj(wbits=31)
-        d.decompress(data)
+        d.decompress(data[at:])
         assert d.eof, "a truncated gzip member"
-        data = d.unused_data
-        count += 1
-    return count
+        at = len(data) - len(d.unused_data)
+    return starts
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -145,9 +146,15 @@ def test_backup_then_restore_gives_back_every_row_and_file(pg: PostgresServer, t
         env["BACKUP_RANGE_MB"] = str(range_mb)
     done = _run("backup.sh", env)
     assert done.returncode == 0, done.stderr
-    members = _gzip_members((backups / "20261204T020000Z.tar.gz").read_bytes())
-    # the dump's member, then the files' ranges: 1 with the default, 4 of 1 MiB here (3.7 MB of tar)
-    assert members == (2 if range_mb is None else 5), members
+    data = (backups / "20261204T020000Z.tar.gz").read_bytes()
+    starts = _gzip_member_starts(data)
+    # the dump's member, the files' ranges (1 with the default, 4 of 1 MiB here: 3.7 MB of tar), and the
+    # empty last member whose comment gives where tree/ starts: the second member's offset
+    assert len(starts) == (3 if range_mb is None else 6), starts
+    assert data[-64:] == b"\x1f\x8b\x08\x10" + bytes(5) + b"\x03" + b"mxinfra-tree-offset=%020d" % starts[1] + b"\x00\x01\x00\x00\xff\xff" + bytes(8)
+    assert gzip.decompress(data[-64:]) == b""
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data[starts[1]:]))) as tree_only:
+        assert tree_only.getnames()[0] == "tree" and not [n for n in tree_only.getnames() if not n.startswith("tree")]
     assert sorted(p.name for p in backups.iterdir()) == ["20261204T020000Z.tar.gz"]  # no leftovers
     # the same id again (two runs in one second): refused, the first archive untouched
     first = (backups / "20261204T020000Z.tar.gz").read_bytes()
@@ -394,3 +401,42 @@ def test_a_range_size_that_is_not_a_whole_number_of_mib_is_refused(tmp_path: Pat
     done = _run("backup.sh", env)
     assert done.returncode == 2 and "BACKUP_RANGE_MB must be a whole number of MiB" in done.stderr, done.stderr
     assert list(backups.iterdir()) == []
+
+
+def _tar(entries: dict[str, bytes]) -> bytes:
+    """A whole tar archive (end marker included) of `entries`."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as t:
+        for name, content in entries.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            t.addfile(info, io.BytesIO(content))
+    return out.getvalue()
+
+
+def _trailer(offset: int) -> bytes:
+    return b"\x1f\x8b\x08\x10" + bytes(5) + b"\x03" + b"mxinfra-tree-offset=%020d" % offset + b"\x00\x01\x00\x00\xff\xff" + bytes(8)
+
+
+@pytest.mark.parametrize("offset_kind", ["right", "off-member", "absent"])
+def test_restore_unpacks_the_files_from_where_the_last_member_says(pg: PostgresServer, tmp_path: Path, offset_kind: str) -> None:
+    # An archive whose tar stream ends after tree A (its end marker), with tree B in members after it:
+    # read from the start, tar stops at A's end; read from the offset the last member gives, B. So which
+    # files come back tells which way restore.sh read: the offset when it lands on a gzip member, else
+    # the start (an archive of Mendix Cloud or an older backup has no such member).
+    pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA + _data(random.Random(9)))
+    files, backups = tmp_path / "files", tmp_path / "backups"
+    files.mkdir()
+    backups.mkdir()
+    env = {"DATABASE_URL": pg.url, "BACKUP_DIR": str(backups), "BACKUP_NOW": "20261204T020000Z"}
+    assert _run("backup.sh", env).returncode == 0
+    real = (backups / "20261204T020000Z.tar.gz").read_bytes()
+    db_member = real[: _gzip_member_starts(real)[1]]
+    a = gzip.compress(_tar({"tree/from-the-start": b"A"}))
+    b = gzip.compress(_tar({"tree/from-the-offset": b"B"}))
+    offset = {"right": len(db_member) + len(a), "off-member": len(db_member) + len(a) + 1, "absent": None}[offset_kind]
+    crafted = db_member + a + b + (_trailer(offset) if offset is not None else b"")
+    (backups / "20261205T020000Z.tar.gz").write_bytes(crafted)
+    done = _run("restore.sh", {**env, "FILES_DIR": str(files), "BACKUP_ID": "20261205T020000Z"})
+    assert done.returncode == 0, done.stderr
+    assert _tree(files) == ({"from-the-offset": b"B"} if offset_kind == "right" else {"from-the-start": b"A"})

@@ -3,7 +3,7 @@
 # postgres image), and by the tests as it is against a real PostgreSQL.
 #
 # The archive <BACKUP_DIR>/<UTC start>.tar.gz has the layout of a Mendix Cloud full snapshot:
-# db/db.backup (pg_dump custom format) and tree/ (the file store). Retention is mxinfra.backups.keep:
+# db/db.backup (pg_dump custom format) and tree/ (the file store), as gzip members read as one stream. Retention is mxinfra.backups.keep:
 # every backup of the last 24 hours, the newest of each day for KEEP_DAILY_DAYS days, of each ISO week
 # for KEEP_WEEKLY_WEEKS weeks, of each month for KEEP_MONTHLY_MONTHS months, always the newest of all,
 # any dated in the future, and BACKUP_KEEP (a restore's source, while the backup before it runs).
@@ -139,11 +139,17 @@ pg_dump --format=custom --compress=0 --no-owner --no-privileges --file="$work/db
 { tar -b1 -C "$work" -cf - db && : > "$work/db.done"; } | head -c -1024 | gzip -1 > "$work.tar.gz" || failed "compressing the dump failed"
 [ -e "$work/db.done" ] || failed "archiving the dump failed"
 rm -rf "$work/db"
+tree_offset=$(wc -c < "$work.tar.gz")
 wait "$tree" || failed "archiving the files failed"
 for part in "$work"/parts/*.gz; do
   cat "$part" >> "$work.tar.gz" || failed "writing the archive failed"
   rm -f "$part"
 done
+# Last, an empty gzip member (it adds nothing to the tar stream, for any reader) whose header comment
+# says where tree/ starts: restore.sh unpacks the files from there rather than inflating the dump first.
+# The header (FCOMMENT set, no time, Unix), the comment, an empty final stored block, CRC32 0, length 0.
+{ printf '\037\213\010\020\000\000\000\000\000\003' && printf 'mxinfra-tree-offset=%020d' "$tree_offset" \
+    && printf '\000\001\000\000\377\377\000\000\000\000\000\000\000\000'; } >> "$work.tar.gz" || failed "writing the archive failed"
 [ ! -e "$BACKUP_DIR/$now.tar.gz" ] || { echo "backup: $now.tar.gz appeared meanwhile: not overwritten" >&2; exit 3; }
 mv "$work.tar.gz" "$BACKUP_DIR/$now.tar.gz"
 rm -rf "$work"

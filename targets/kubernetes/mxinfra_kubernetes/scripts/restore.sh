@@ -89,7 +89,23 @@ if [ -n "${FILES_DIR:-}" ]; then
   staging="$FILES_DIR/.mxinfra-restore-$id"
   rm -rf "$staging"
   mkdir "$staging"
-  tar -xzf "$archive" -C "$staging" --strip-components=1 tree &
+  # backup.sh's last gzip member says where tree/ starts (see there); an archive without it, or one whose
+  # offset does not land on a gzip member, is read from its start.
+  size=$(wc -c < "$archive")
+  offset=$(tail -c 64 "$archive" | { dd bs=1 skip=10 count=40 2>/dev/null || true; })
+  case "$offset" in
+    # 20 digits, the first two 0 (below 10^18: shell arithmetic holds it), leading zeros dropped
+    mxinfra-tree-offset=00[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9])
+      offset=${offset#mxinfra-tree-offset=}
+      while [ "${offset#0}" != "$offset" ]; do offset=${offset#0}; done
+      offset=${offset:-0} ;;
+    *) offset=0 ;;
+  esac
+  if [ "$offset" -gt 0 ] && [ "$offset" -lt "$size" ] && [ "$(tail -c +$((offset + 1)) "$archive" | head -c 3 | od -An -tx1 | tr -d ' \n')" = 1f8b08 ]; then
+    tail -c +$((offset + 1)) "$archive" | tar -xz -C "$staging" --strip-components=1 tree &
+  else
+    tar -xzf "$archive" -C "$staging" --strip-components=1 tree &
+  fi
   files_pid=$!
 fi
 db_ok=1

@@ -177,7 +177,7 @@ class OperatorConfig(StrictModel):
 class BackupStorageConfig(StrictModel):
     """Plain mode: where an environment's backup archives are kept, and what backs up an external database."""
 
-    size: ByteQuantity = Field("20Gi", description="The backups claim: room for every archive retention keeps, plus, while a backup runs, the file store's size and the new archive twice")
+    size: ByteQuantity = Field("20Gi", description="The backups claim: room for every archive retention keeps, plus, while a backup runs, the file store and the database's dump, each uncompressed and compressed")
     storageClass: StorageClassName | None = Field(None, description="The backups claim's StorageClass, in place of the block's storageClass")
     image: str | None = Field(
         None,

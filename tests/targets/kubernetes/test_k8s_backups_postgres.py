@@ -440,3 +440,50 @@ def test_restore_unpacks_the_files_from_where_the_last_member_says(pg: PostgresS
     done = _run("restore.sh", {**env, "FILES_DIR": str(files), "BACKUP_ID": "20261205T020000Z"})
     assert done.returncode == 0, done.stderr
     assert _tree(files) == ({"from-the-offset": b"B"} if offset_kind == "right" else {"from-the-start": b"A"})
+
+
+def test_a_database_only_backup_restores_without_a_file_store(pg: PostgresServer, tmp_path: Path) -> None:
+    # Files in S3 or Azure: the Jobs have no FILES_DIR at all (backups.py), and both scripts run without it.
+    pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA + _data(random.Random(13)))
+    before = _snapshot(pg)
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    done = _run("backup.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(backups), "BACKUP_NOW": "20261204T020000Z"})
+    assert done.returncode == 0, done.stderr
+    pg.psql('DELETE FROM "orders$order"')
+    done = _run("restore.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(backups), "BACKUP_ID": "20261204T020000Z"})
+    assert done.returncode == 0, done.stderr
+    assert _snapshot(pg) == before
+
+
+def test_a_signal_to_the_backup_stops_its_files_session_too(tmp_path: Path) -> None:
+    # The files are archived in a session of their own (setsid); a SIGTERM to the script alone (a timeout,
+    # a person's ^C) must stop that session as well, and leave no archive.
+    files, backups = tmp_path / "files", tmp_path / "backups"
+    files.mkdir()
+    backups.mkdir()
+    for i in range(48):
+        (files / f"{i:02d}").write_bytes(random.Random(i).randbytes(1 << 20))
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)  # accepts the connection and never answers: pg_dump waits
+    try:
+        env = {"PATH": f"{require_bin_dir()}:{os.environ['PATH']}", "DATABASE_URL": f"postgres://nobody:x@127.0.0.1:{silent.getsockname()[1]}/none",
+               "BACKUP_DIR": str(backups), "FILES_DIR": str(files), "BACKUP_NOW": "20261204T020000Z", "BACKUP_RANGE_MB": "1"}
+        proc = subprocess.Popen(["sh", str(SCRIPTS / "backup.sh")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    finally:
+        silent.close()
+    assert proc.returncode == 1 and "interrupted: no archive written" in err, err
+    time.sleep(0.3)
+    left = []
+    for p in Path("/proc").iterdir():
+        try:
+            cmdline = (p / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b".incomplete-20261204T020000Z" in cmdline or b"tree-job" in cmdline:
+            left.append(cmdline.decode(errors="replace"))
+    assert left == [] and list(backups.iterdir()) == []

@@ -87,7 +87,7 @@ fi
 # An id names one backup: a second run in the same second fails rather than replace the first.
 range_mb=${BACKUP_RANGE_MB:-64}
 case "$range_mb" in
-  ''|*[!0-9]*|0*) echo "backup: BACKUP_RANGE_MB must be a whole number of MiB from 1, got '$range_mb'" >&2; exit 2 ;;
+  ''|*[!0-9]*|0*|?????*) echo "backup: BACKUP_RANGE_MB must be a whole number of MiB from 1 to 9999, got '$range_mb'" >&2; exit 2 ;;
 esac
 
 if [ -e "$BACKUP_DIR/$now.tar.gz" ]; then
@@ -99,8 +99,8 @@ fi
 work="$BACKUP_DIR/.incomplete-$now"
 rm -rf "$BACKUP_DIR"/.incomplete-*
 mkdir -p "$work/db"
-# Both cores at once. The archive is gzip members, which gzip and every tar.gz reader read as one stream
-# (RFC 1952): db/ first, as tar with 512-byte records and its end marker (two zero blocks, 1024 bytes)
+# Both cores at once (where the Job has them). The archive is gzip members, which gzip and GNU tar read as
+# one stream (RFC 1952): db/ first, as tar with 512-byte records and its end marker (two zero blocks, 1024 bytes)
 # cut off, then tree/, so a restore reaches the dump without unpacking the files (bench/bench_backup.py).
 # The dump is taken uncompressed (-Z0) and compressed once, by gzip -1 (pg_dump's own zlib at its default
 # level costs far more CPU). Meanwhile, in a session of its own (setsid: a failure stops the
@@ -112,7 +112,7 @@ tree_job='
 set -eu
 src=$1 work=$2 mb=$3
 if [ -n "$src" ]; then
-  tar -C "$src" --transform="s,^\.,tree,S" -cf "$work/tree.tar" .
+  tar --sparse -C "$src" --transform="s,^\.,tree,S" -cf "$work/tree.tar" .
 else
   mkdir "$work/tree"
   tar -C "$work" -cf "$work/tree.tar" tree
@@ -120,14 +120,21 @@ fi
 mkdir "$work/parts"
 ranges=$(( ($(wc -c < "$work/tree.tar") + mb * 1048576 - 1) / (mb * 1048576) ))
 i=0
-while [ "$i" -lt "$ranges" ]; do printf "%06d\n" "$i"; i=$((i + 1)); done |
-  xargs -P 2 -I % sh -c "{ dd if=\"\$1/tree.tar\" bs=1048576 skip=\$(( (1% - 1000000) * \$2 )) count=\$2 status=none && : > \"\$1/parts/%.done\"; } | gzip -1 > \"\$1/parts/%.gz\"" part "$work" "$mb"
+# range numbers as 9 digits: the parts sort in order (more than 10^9 ranges is more than a PiB); xargs
+# appends each one as $3, so nothing of the paths is rewritten
+while [ "$i" -lt "$ranges" ]; do printf "%09d\n" "$i"; i=$((i + 1)); done |
+  xargs -P 2 -n 1 sh -c "{ dd if=\"\$1/tree.tar\" bs=1048576 iflag=fullblock skip=\$(( (1\$3 - 1000000000) * \$2 )) count=\$2 status=none && : > \"\$1/parts/\$3.done\"; } | gzip -1 > \"\$1/parts/\$3.gz\"" part "$work" "$mb"
 [ "$(ls "$work/parts" | grep -c "\.done$")" -eq "$ranges" ]
 rm -f "$work/tree.tar"
 '
-setsid sh -c "$tree_job" tree-job "${FILES_DIR:-}" "$work" "$range_mb" &
+# No job control here (a container's sh, or sh run by a program): setsid does not fork, so $! leads the
+# files' session, and `wait` reports its end.
+setsid -w sh -c "$tree_job" tree-job "${FILES_DIR:-}" "$work" "$range_mb" &
 tree=$!
+dump=
 failed() {
+  trap - HUP INT TERM
+  [ -z "$dump" ] || kill "$dump" 2>/dev/null || true
   # the files' session as a whole: its tar, its dd and gzip pairs
   kill -TERM -"$tree" 2>/dev/null || true
   wait "$tree" 2>/dev/null || true
@@ -135,7 +142,14 @@ failed() {
   rm -rf "$work" "$work.tar.gz"
   exit 1
 }
-pg_dump --format=custom --compress=0 --no-owner --no-privileges --file="$work/db/db.backup" --dbname="$DATABASE_URL" || failed "pg_dump failed"
+# a signal to this script alone (a test's timeout, a person's ^C) stops the files' session too
+trap 'failed "interrupted"' HUP INT TERM
+# in the background and waited for: a signal interrupts `wait` (not a command in the foreground), so the
+# trap runs at once
+pg_dump --format=custom --compress=0 --no-owner --no-privileges --file="$work/db/db.backup" --dbname="$DATABASE_URL" &
+dump=$!
+wait "$dump" || failed "pg_dump failed"
+dump=
 { tar -b1 -C "$work" -cf - db && : > "$work/db.done"; } | head -c -1024 | gzip -1 > "$work.tar.gz" || failed "compressing the dump failed"
 [ -e "$work/db.done" ] || failed "archiving the dump failed"
 rm -rf "$work/db"

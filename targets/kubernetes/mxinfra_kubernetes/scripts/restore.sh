@@ -84,6 +84,7 @@ fi
 # pipe's status is pg_restore's.
 files_pid=
 staging=
+FILES_DIR=${FILES_DIR:-}
 FILES_DIR=${FILES_DIR%/}
 if [ -n "${FILES_DIR:-}" ]; then
   staging="$FILES_DIR/.mxinfra-restore-$id"
@@ -101,8 +102,11 @@ if [ -n "${FILES_DIR:-}" ]; then
       offset=${offset:-0} ;;
     *) offset=0 ;;
   esac
-  if [ "$offset" -gt 0 ] && [ "$offset" -lt "$size" ] && [ "$(tail -c +$((offset + 1)) "$archive" | head -c 3 | od -An -tx1 | tr -d ' \n')" = 1f8b08 ]; then
-    tail -c +$((offset + 1)) "$archive" | tar -xz -C "$staging" --strip-components=1 tree &
+  # the offset is trusted only where a gzip member starts whose tar begins with tree/
+  if [ "$offset" -gt 0 ] && [ "$offset" -lt "$size" ] && [ "$(tail -c +$((offset + 1)) "$archive" | { gzip -dc 2>/dev/null || true; } | head -c 4)" = tree ]; then
+    # dd only moves the shared read position: tar reads the archive itself from there, and the job's
+    # status is tar's (no pipe whose first command could fail unseen)
+    { dd iflag=skip_bytes skip="$offset" count=0 status=none && tar -xz -C "$staging" --strip-components=1 tree; } < "$archive" &
   else
     tar -xzf "$archive" -C "$staging" --strip-components=1 tree &
   fi

@@ -76,6 +76,7 @@ def pod_spec(
     *,
     local_files: bool,
     require_tls: bool,
+    cpu_milli: int = JOB_CPU_MILLI,
 ) -> dict[str, Any]:
     """The pod of a backup (`action` "backup") or restore ("restore") Job, Pod Security `restricted`."""
     env: list[dict[str, Any]] = [
@@ -116,7 +117,7 @@ def pod_spec(
                 "imagePullPolicy": "IfNotPresent",
                 "command": ["/bin/sh", f"{SCRIPTS_DIR}/{action}.sh"],
                 "env": env,
-                "resources": {"requests": {"cpu": milli(JOB_CPU_MILLI), "memory": memory}, "limits": {"cpu": milli(JOB_CPU_MILLI), "memory": memory}},
+                "resources": {"requests": {"cpu": milli(cpu_milli), "memory": memory}, "limits": {"cpu": milli(cpu_milli), "memory": memory}},
                 "securityContext": {**_RESTRICTED, "runAsUser": RUNTIME_UID, "runAsGroup": RUNTIME_UID},
                 "volumeMounts": mounts,
             }
@@ -196,7 +197,7 @@ def deploy(b: Builder, pvcs: list[tuple[str, str]], image: str | None, require_t
     pvc = k8s.core.v1.PersistentVolumeClaim(b.logical("backups"), metadata=lay.metadata(lay.name("backups"), "backup", per_release=False), spec=spec, opts=b.opts(protect_data=True))
     deps = [scripts, pvc, b.created["database-secret"], *b.created.get("database-deps", [])]
     for action, schedule in (("backup", settings.schedule), ("restore", NEVER)):
-        pod = pod_spec(lay, action, image or b.settings.backups.image or EXTERNAL_IMAGE, b.secret_name("database-secret"), settings, local_files=local_files, require_tls=require_tls)
+        pod = pod_spec(lay, action, image or b.settings.backups.image or EXTERNAL_IMAGE, b.secret_name("database-secret"), settings, local_files=local_files, require_tls=require_tls, cpu_milli=b.settings.backups.cpu)
         k8s.batch.v1.CronJob(
             b.logical(action),
             metadata=lay.metadata(lay.naming.physical(action, max_len=52), action, per_release=False),

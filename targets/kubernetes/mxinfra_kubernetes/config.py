@@ -179,6 +179,12 @@ class BackupStorageConfig(StrictModel):
 
     size: ByteQuantity = Field("20Gi", description="The backups claim: room for every archive retention keeps, plus, while a backup runs, the file store and the database's dump, each uncompressed and compressed")
     storageClass: StorageClassName | None = Field(None, description="The backups claim's StorageClass, in place of the block's storageClass")
+    cpu: int = Field(
+        500,
+        ge=250,
+        le=8000,
+        description="Millicores of a backup or restore Job, counted in the quota: 2000 lets the files compress on two cores beside pg_dump",
+    )
     image: str | None = Field(
         None,
         description="pg_dump and pg_restore for an external database, at least the server's major version (default "

@@ -343,9 +343,10 @@ def _quota(b: Builder, pvcs: list[tuple[str, str]]) -> None:
     # quota, which it cannot write), the in-cluster database if any, and one backup job.
     ceiling = max(env.instances, ctx.config.maxInstances or 0)
     pods = ceiling + (1 if db else 0) + 1
+    job_cpu = max(JOB_CPU_MILLI, b.settings.backups.cpu)  # the backup Job's own allowance, if larger
     mem = ceiling * ctx.settings.memory_limit_mb + (db.memory if db else 0) + JOB_MEMORY_MB
-    req_cpu = ceiling * cpu_milli(cpu.request) + (DB_CPU_REQUEST_MILLI if db else 0) + JOB_CPU_MILLI
-    lim_cpu = ceiling * cpu_milli(cpu.limit) + (DB_CPU_LIMIT_MILLI if db else 0) + JOB_CPU_MILLI
+    req_cpu = ceiling * cpu_milli(cpu.request) + (DB_CPU_REQUEST_MILLI if db else 0) + job_cpu
+    lim_cpu = ceiling * cpu_milli(cpu.limit) + (DB_CPU_LIMIT_MILLI if db else 0) + job_cpu
     hard = {
         "pods": str(pods),
         "requests.cpu": milli(req_cpu),
@@ -368,7 +369,7 @@ def _quota(b: Builder, pvcs: list[tuple[str, str]]) -> None:
                     "type": "Container",
                     "default": {"cpu": milli(JOB_CPU_MILLI), "memory": f"{JOB_MEMORY_MB}Mi"},
                     "defaultRequest": {"cpu": milli(JOB_CPU_MILLI), "memory": f"{JOB_MEMORY_MB}Mi"},
-                    "max": {"cpu": milli(max(cpu_milli(cpu.limit), DB_CPU_LIMIT_MILLI if db else 0, JOB_CPU_MILLI)), "memory": f"{largest}Mi"},
+                    "max": {"cpu": milli(max(cpu_milli(cpu.limit), DB_CPU_LIMIT_MILLI if db else 0, job_cpu)), "memory": f"{largest}Mi"},
                 }
             ]
         },

@@ -278,3 +278,32 @@ def test_operator_mode_refuses_a_backups_block_it_would_ignore(project, capsys, 
     err = " ".join(capsys.readouterr().err.split())
     key = "mxinfra:kubernetes.backups" if where.endswith("backups") else "mxinfra:kubernetes.environments.production.backups"
     assert rc == 2 and f"{key}: operator mode takes no backups block" in err and "Traceback" not in err, err
+
+
+@pytest.mark.usefixtures("engine_secrets")
+def test_the_backup_jobs_cpu_is_a_key_and_the_quota_holds_it(project, capsys, tmp_path):
+    from mxinfra_kubernetes.layout import cpu_milli
+
+    def rendered(cfg: dict, where: Path) -> tuple[dict, dict, dict]:
+        docs, _ = _render(project, capsys, where, "production", cfg)
+        (c,) = _one(docs, "CronJob", "orders-production-backup")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+        (r,) = _one(docs, "CronJob", "orders-production-restore")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+        limits = _one(docs, "LimitRange", "orders-production-limits")["spec"]["limits"][0]
+        assert c["resources"] == r["resources"]
+        return c["resources"], _one(docs, "ResourceQuota", "orders-production-quota")["spec"]["hard"], limits
+
+    res, quota, _ = rendered(config("production"), tmp_path / "default")
+    assert cpu_milli(res["limits"]["cpu"]) == cpu_milli(res["requests"]["cpu"]) == 500
+    res2, quota2, limits2 = rendered(with_(config("production"), "mxinfra:kubernetes/backups", {"cpu": 2000}), tmp_path / "two")
+    assert cpu_milli(res2["limits"]["cpu"]) == cpu_milli(res2["requests"]["cpu"]) == 2000
+    for key in ("requests.cpu", "limits.cpu"):
+        assert cpu_milli(quota2[key]) - cpu_milli(quota[key]) == 1500, key
+    assert cpu_milli(limits2["max"]["cpu"]) >= 2000  # the LimitRange admits the Job
+
+
+@pytest.mark.parametrize("value", [100, 9000])
+def test_a_backup_cpu_out_of_range_is_refused(project, capsys, value):
+    project.stack("production", ungated(with_(config("production"), "mxinfra:kubernetes/backups", {"cpu": value})))
+    rc = main(["plan", "-s", "production", "-C", str(project.path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "mxinfra:kubernetes.backups.cpu" in err and "Traceback" not in err, err

@@ -103,6 +103,19 @@ def _gzip_member_starts(data: bytes) -> list[int]:
     return starts
 
 
+def _running(*markers: bytes) -> list[str]:
+    """The command lines of the processes still running that hold any of `markers`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if any(m in cmdline for m in markers):
+            found.append(cmdline.decode(errors="replace"))
+    return found
+
+
 def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -243,15 +256,7 @@ def test_a_failed_dump_stops_the_files_archive_too(tmp_path: Path) -> None:
     env = {"DATABASE_URL": "postgres://nobody:x@127.0.0.1:1/none", "BACKUP_DIR": str(backups), "FILES_DIR": str(files), "BACKUP_NOW": "20261204T020000Z"}
     done = _run("backup.sh", env)
     assert done.returncode == 1 and "pg_dump failed: no archive written" in done.stderr, done.stderr
-    left = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if b".incomplete-20261204T020000Z" in cmdline:
-            left.append(cmdline.decode(errors="replace"))
-    assert left == [] and list(backups.iterdir()) == []
+    assert _running(b".incomplete-20261204T020000Z") == [] and list(backups.iterdir()) == []
 
 
 def test_a_missing_file_store_is_refused_before_the_dump(pg: PostgresServer, tmp_path: Path) -> None:
@@ -478,12 +483,4 @@ def test_a_signal_to_the_backup_stops_its_files_session_too(tmp_path: Path) -> N
         silent.close()
     assert proc.returncode == 1 and "interrupted: no archive written" in err, err
     time.sleep(0.3)
-    left = []
-    for p in Path("/proc").iterdir():
-        try:
-            cmdline = (p / "cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if b".incomplete-20261204T020000Z" in cmdline or b"tree-job" in cmdline:
-            left.append(cmdline.decode(errors="replace"))
-    assert left == [] and list(backups.iterdir()) == []
+    assert _running(b".incomplete-20261204T020000Z", b"tree-job") == [] and list(backups.iterdir()) == []

@@ -32,7 +32,7 @@ from mxinfra.environments import Environment
 from mxinfra.errors import UserError
 from mxinfra.naming import Naming
 
-from .config import Claim, EnvironmentSettings
+from .config import Claim, EnvironmentSettings, claim_of
 from .layout import JOB_CPU_MILLI, JOB_MEMORY_MB, RUNTIME_UID, Layout, milli
 
 if TYPE_CHECKING:
@@ -57,9 +57,16 @@ def claim(settings: EnvironmentSettings, env: Environment) -> Claim | None:
     in effect: `backups.storageClass`, else the environment's, else the block's, as for every claim."""
     if settings.mode != "plain" or not of_environment(env).enabled:
         return None
-    if settings.backups.storageClass is not None:
-        return Claim(env.name, "backups", settings.backups.storageClass, f"{settings.paths['backups']}.storageClass")
-    return Claim(env.name, "backups", settings.storage_class, settings.paths["storageClass"])
+    return claim_of(settings, env.name, "backups", settings.backups.storageClass, f"{settings.paths['backups']}.storageClass")
+
+
+def job_image(settings: EnvironmentSettings) -> str:
+    """The image of the backup and restore Jobs: the in-cluster database's own (its pg_dump matches the
+    server), else `backups.image`, else EXTERNAL_IMAGE."""
+    in_cluster = settings.database.inCluster if settings.database else None
+    if in_cluster is not None:
+        return in_cluster.image
+    return settings.backups.image or EXTERNAL_IMAGE
 
 
 def script(name: str) -> str:
@@ -169,11 +176,10 @@ def transfer_policy_spec(lay: Layout, namespaces: dict[str, str]) -> dict[str, A
     }
 
 
-def deploy(b: Builder, pvcs: list[tuple[str, str]], image: str | None, require_tls: bool, local_files: bool) -> None:
+def deploy(b: Builder, pvcs: list[tuple[str, str]], require_tls: bool, local_files: bool) -> None:
     """The scripts' ConfigMap, the backups claim, the backup CronJob and the restore template.
 
-    `image`: the in-cluster database's (None: an external database); `pvcs`: the quota's claims, which
-    the backups claim joins."""
+    `pvcs`: the quota's claims, which the backups claim joins."""
     import pulumi_kubernetes as k8s
 
     ctx, lay = b.ctx, b.layout
@@ -197,7 +203,7 @@ def deploy(b: Builder, pvcs: list[tuple[str, str]], image: str | None, require_t
     pvc = k8s.core.v1.PersistentVolumeClaim(b.logical("backups"), metadata=lay.metadata(lay.name("backups"), "backup", per_release=False), spec=spec, opts=b.opts(protect_data=True))
     deps = [scripts, pvc, b.created["database-secret"], *b.created.get("database-deps", [])]
     for action, schedule in (("backup", settings.schedule), ("restore", NEVER)):
-        pod = pod_spec(lay, action, image or b.settings.backups.image or EXTERNAL_IMAGE, b.secret_name("database-secret"), settings, local_files=local_files, require_tls=require_tls, cpu_milli=b.settings.backups.cpu)
+        pod = pod_spec(lay, action, job_image(b.settings), b.secret_name("database-secret"), settings, local_files=local_files, require_tls=require_tls, cpu_milli=b.settings.backups.cpu)
         k8s.batch.v1.CronJob(
             b.logical(action),
             metadata=lay.metadata(lay.naming.physical(action, max_len=52), action, per_release=False),

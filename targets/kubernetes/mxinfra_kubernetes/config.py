@@ -304,23 +304,26 @@ class Claim:
     key: str
 
 
+def claim_of(s: EnvironmentSettings, env: str, kind: str, own: str | None, own_key: str) -> Claim:
+    """The `kind` claim of `env` with the StorageClass in effect: its own key's (`own` at `own_key`), else
+    the environment's or the block's storageClass."""
+    if own is not None:
+        return Claim(env, kind, own, own_key)
+    return Claim(env, kind, s.storage_class, s.paths["storageClass"])
+
+
 def claims_of(s: EnvironmentSettings, env: str) -> list[Claim]:
     """The claims of `env` in plain mode: the in-cluster database's and the local files'."""
     if s.mode != "plain":
         return []
-    out = []
-    for kind, sub, path in (
-        ("postgres-data", s.database.inCluster if s.database else None, f"{s.paths['database']}.inCluster.storageClass"),
-        ("files", s.storage.local if s.storage else None, f"{s.paths['storage']}.local.storageClass"),
-    ):
-        if sub is None:
-            continue
-        # The claim's own key wins over the block's (or the environment's) storageClass.
-        if sub.storageClass is not None:
-            out.append(Claim(env, kind, sub.storageClass, path))
-        else:
-            out.append(Claim(env, kind, s.storage_class, s.paths["storageClass"]))
-    return out
+    return [
+        claim_of(s, env, kind, sub.storageClass, path)
+        for kind, sub, path in (
+            ("postgres-data", s.database.inCluster if s.database else None, f"{s.paths['database']}.inCluster.storageClass"),
+            ("files", s.storage.local if s.storage else None, f"{s.paths['storage']}.local.storageClass"),
+        )
+        if sub is not None
+    ]
 
 
 def artifact_of(block: KubernetesConfig, env: str) -> str | None:

@@ -145,8 +145,7 @@ def deploy(b: Builder) -> dict[str, Any]:
         )
     from . import backups
 
-    db_spec = s.database.inCluster if s.database else None
-    backups.deploy(b, pvcs, db_spec.image if db_spec else None, bool(s.database and s.database.url is not None and s.database.requireTls), isinstance(storage, LocalStorage))
+    backups.deploy(b, pvcs, bool(s.database and s.database.url is not None and s.database.requireTls), isinstance(storage, LocalStorage))
     _quota(b, pvcs)
     if env.is_production:
         admission.deploy(b)

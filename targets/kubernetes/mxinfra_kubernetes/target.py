@@ -90,10 +90,11 @@ class KubernetesTarget(Target):
 
         if (no_backups := opt_out_warning(env, of_environment(env))) is not None:
             out.append(no_backups)
-        elif env.is_production and settings.mode == "plain" and settings.backups.image is None and settings.database is not None and settings.database.url is not None:
-            from .backups import EXTERNAL_IMAGE
+        elif env.is_production and settings.mode == "plain" and settings.database is not None and settings.database.url is not None:
+            from .backups import EXTERNAL_IMAGE, job_image
 
-            out.append(f"the backup Job runs {EXTERNAL_IMAGE} by tag, with the database's credentials: pin it by digest with {settings.paths['backups']}.image")
+            if job_image(settings) == EXTERNAL_IMAGE:
+                out.append(f"the backup Job runs {EXTERNAL_IMAGE} by tag, with the database's credentials: pin it by digest with {settings.paths['backups']}.image")
         roles = access.roles()
         if env.is_production and access.grants:
             groups = ", ".join(sorted({p.split(":", 1)[1] for r in roles for p in r.principals}))

@@ -8,6 +8,11 @@ namespaces' claims, which no pod can mount both of: an export Job in the source 
 which receives on TRANSFER_PORT; a NetworkPolicy in the destination admits only the sources' export pods.
 A download is the same export Job serving the archive once, read through the API server's pod proxy.
 
+With `backups.s3` or `backups.azure` the archives live in object storage instead of the claim: each Job
+builds or reads one archive in a scratch volume (an emptyDir), and an rclone container
+(scripts/store.sh) uploads it and applies retention (backup) or fetches it first (restore). The
+postgres container never holds the store's credentials, the rclone container never the database's.
+
 The scripts are mounted from a ConfigMap as they are in this package: the tests run the same files
 against a real PostgreSQL. `pod_spec` is pure; `deploy` imports pulumi_kubernetes and runs only while
 deploying.
@@ -23,6 +28,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +38,7 @@ from mxinfra.environments import Environment
 from mxinfra.errors import UserError
 from mxinfra.naming import Naming
 
-from .config import Claim, EnvironmentSettings, claim_of
+from .config import BackupAzureConfig, BackupS3Config, Claim, EnvironmentSettings, claim_of
 from .layout import JOB_CPU_MILLI, JOB_MEMORY_MB, RUNTIME_UID, Layout, milli
 
 if TYPE_CHECKING:
@@ -48,14 +54,21 @@ NEVER = "0 0 31 2 *"
 # The restore Job's receiving port for an archive from another environment (restore.sh, export.sh).
 TRANSFER_PORT = 8765
 EXPORT_COMPONENT = "backup-export"
-SCRIPT_NAMES = ("backup.sh", "restore.sh", "export.sh")
+SCRIPT_NAMES = ("backup.sh", "restore.sh", "export.sh", "store.sh")
+# rclone moves archives to and from object storage: one small static binary that speaks S3 (with IRSA)
+# and Azure Blob, streams multipart uploads and checks each object's hash. `backups.transferImage` replaces it.
+TRANSFER_IMAGE = "rclone/rclone:1.76.0"
+WORK_DIR = "/work"
+# The rclone remote the RCLONE_CONFIG_STORE_* variables define (no config file: RCLONE_CONFIG=/dev/null).
+REMOTE = "store"
 _RESTRICTED = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def claim(settings: EnvironmentSettings, env: Environment) -> Claim | None:
-    """The backups claim of a plain environment with backups (None: it has none), with the StorageClass
-    in effect: `backups.storageClass`, else the environment's, else the block's, as for every claim."""
-    if settings.mode != "plain" or not of_environment(env).enabled:
+    """The backups claim of a plain environment with backups (None: it has none, or keeps them in object
+    storage), with the StorageClass in effect: `backups.storageClass`, else the environment's, else the
+    block's, as for every claim."""
+    if settings.mode != "plain" or not of_environment(env).enabled or object_store(settings) is not None:
         return None
     return claim_of(settings, env.name, "backups", settings.backups.storageClass, f"{settings.paths['backups']}.storageClass")
 
@@ -69,9 +82,83 @@ def job_image(settings: EnvironmentSettings) -> str:
     return settings.backups.image or EXTERNAL_IMAGE
 
 
+def object_store(settings: EnvironmentSettings) -> BackupS3Config | BackupAzureConfig | None:
+    """The bucket or container that keeps the archives (None: the backups claim does)."""
+    return settings.backups.s3 or settings.backups.azure
+
+
+def remote(settings: EnvironmentSettings, app: str, env: str) -> str:
+    """The archives' place as rclone names it: `store:<bucket or container>/<prefix>` (default prefix
+    `<app>/<environment>`)."""
+    store = object_store(settings)
+    assert store is not None
+    where = store.bucket if isinstance(store, BackupS3Config) else store.container
+    return f"{REMOTE}:{where}/{settings.backups.prefix or f'{app}/{env}'}"
+
+
+def store_secret_values(settings: EnvironmentSettings) -> dict[str, Any]:
+    """The store's credentials, as the `backup-store` Secret holds them (empty: the pod's identity)."""
+    store = object_store(settings)
+    if isinstance(store, BackupS3Config):
+        if store.accessKeyId is None:
+            return {}
+        return {"RCLONE_CONFIG_STORE_ACCESS_KEY_ID": store.accessKeyId, "RCLONE_CONFIG_STORE_SECRET_ACCESS_KEY": store.secretAccessKey}
+    if isinstance(store, BackupAzureConfig):
+        if store.accountKey is not None:
+            return {"RCLONE_CONFIG_STORE_KEY": store.accountKey}
+        # rclone takes a container-level SAS as the container's URL with the token as its query
+        base = (store.endpoint or f"https://{store.accountName}.blob.core.windows.net").rstrip("/")
+        return {"RCLONE_CONFIG_STORE_SAS_URL": f"{base}/{store.container}?{(store.sasToken or '').lstrip('?')}"}
+    return {}
+
+
+def store_env(settings: EnvironmentSettings, secret_name: Any) -> list[dict[str, Any]]:
+    """rclone's settings of the remote: plain values, the credentials from the `backup-store` Secret
+    (`secret_name`); never a config file (RCLONE_CONFIG=/dev/null keeps it in memory)."""
+    store = object_store(settings)
+    plain: dict[str, str] = {"RCLONE_CONFIG": "/dev/null"}
+    if isinstance(store, BackupS3Config):
+        plain.update(RCLONE_CONFIG_STORE_TYPE="s3", RCLONE_CONFIG_STORE_PROVIDER="Other" if store.endpoint else "AWS")
+        # no CreateBucket right is needed, nor given: the bucket exists
+        plain["RCLONE_CONFIG_STORE_NO_CHECK_BUCKET"] = "true"
+        if store.accessKeyId is None:
+            plain["RCLONE_CONFIG_STORE_ENV_AUTH"] = "true"  # IRSA or the node's role, by the AWS SDK's chain
+        if store.endpoint:
+            plain["RCLONE_CONFIG_STORE_ENDPOINT"] = store.endpoint
+        if store.region:
+            plain["RCLONE_CONFIG_STORE_REGION"] = store.region
+        if store.useSse:
+            plain["RCLONE_CONFIG_STORE_SERVER_SIDE_ENCRYPTION"] = "AES256"
+    elif isinstance(store, BackupAzureConfig):
+        plain["RCLONE_CONFIG_STORE_TYPE"] = "azureblob"
+        if store.accountKey is not None:
+            plain["RCLONE_CONFIG_STORE_ACCOUNT"] = store.accountName
+        if store.endpoint:
+            plain["RCLONE_CONFIG_STORE_ENDPOINT"] = store.endpoint
+    env = [{"name": k, "value": v} for k, v in sorted(plain.items())]
+    env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": k}}} for k in sorted(store_secret_values(settings))]
+    return env
+
+
+def transfer_image(settings: EnvironmentSettings) -> str:
+    """The rclone image of the Jobs' store container: `backups.transferImage`, else TRANSFER_IMAGE."""
+    return settings.backups.transferImage or TRANSFER_IMAGE
+
+
 def script(name: str) -> str:
     """The text of a container script (backup.sh, restore.sh or export.sh)."""
     return (SCRIPTS / name).read_text()
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """What a Job needs to keep its archive in object storage: rclone's image, its settings of the
+    remote (store_env), the remote path, and the scratch volume's size."""
+
+    image: str
+    env: list[dict[str, Any]]
+    remote: str
+    scratch: str
 
 
 def pod_spec(
@@ -84,11 +171,16 @@ def pod_spec(
     local_files: bool,
     require_tls: bool,
     cpu_milli: int = JOB_CPU_MILLI,
+    store: StoreSpec | None = None,
 ) -> dict[str, Any]:
-    """The pod of a backup (`action` "backup") or restore ("restore") Job, Pod Security `restricted`."""
+    """The pod of a backup (`action` "backup") or restore ("restore") Job, Pod Security `restricted`.
+
+    With `store`, the archive passes through a scratch emptyDir: the backup's postgres container runs
+    first (an init container) and rclone uploads; the restore's rclone fetches first and postgres restores."""
+    archives = WORK_DIR if store is not None else BACKUP_DIR
     env: list[dict[str, Any]] = [
         {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": database_secret, "key": "DATABASE_URL"}}},
-        {"name": "BACKUP_DIR", "value": BACKUP_DIR},
+        {"name": "BACKUP_DIR", "value": archives},
         # The pod's user has no passwd entry in the image: libpq and the shell need a HOME.
         {"name": "HOME", "value": "/tmp"},
     ]
@@ -100,37 +192,61 @@ def pod_spec(
         # Set by whoever creates the Job from this template (`mxinfra backup restore`): the archive's id.
         # No value here: the API server stores an empty one as none (the live object must equal the plan).
         env.append({"name": "BACKUP_ID"})
-    mounts = [{"name": "scripts", "mountPath": SCRIPTS_DIR, "readOnly": True}, {"name": "backups", "mountPath": BACKUP_DIR}]
-    volumes: list[dict[str, Any]] = [
-        {"name": "scripts", "configMap": {"name": lay.name("backup-scripts"), "defaultMode": 0o555}},
-        {"name": "backups", "persistentVolumeClaim": {"claimName": lay.name("backups")}},
-    ]
+    scripts = {"name": "scripts", "mountPath": SCRIPTS_DIR, "readOnly": True}
+    mounts = [scripts, {"name": "backups", "mountPath": archives}]
+    volumes: list[dict[str, Any]] = [{"name": "scripts", "configMap": {"name": lay.name("backup-scripts"), "defaultMode": 0o555}}]
+    if store is None:
+        volumes.append({"name": "backups", "persistentVolumeClaim": {"claimName": lay.name("backups")}})
+    else:
+        # one archive at a time, gone with the pod: the store keeps them
+        volumes.append({"name": "backups", "emptyDir": {"sizeLimit": store.scratch}})
     if local_files:
         env.append({"name": "FILES_DIR", "value": FILES_DIR})
         # A backup only reads the files; a restore replaces them.
         mounts.append({"name": "files", "mountPath": FILES_DIR, "readOnly": action == "backup"})
         volumes.append({"name": "files", "persistentVolumeClaim": {"claimName": lay.name("files")}})
     memory = f"{JOB_MEMORY_MB}Mi"
-    return {
+    resources = {"requests": {"cpu": milli(cpu_milli), "memory": memory}, "limits": {"cpu": milli(cpu_milli), "memory": memory}}
+    security = {**_RESTRICTED, "runAsUser": RUNTIME_UID, "runAsGroup": RUNTIME_UID}
+    postgres = {
+        "name": action,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["/bin/sh", f"{SCRIPTS_DIR}/{action}.sh"],
+        "env": env,
+        "resources": resources,
+        "securityContext": security,
+        "volumeMounts": mounts,
+    }
+    pod: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "restartPolicy": "Never",
         # The runtime's user: the file store's files are its own, so a restore can write them back.
         "securityContext": {"runAsNonRoot": True, "runAsUser": RUNTIME_UID, "runAsGroup": RUNTIME_UID, "fsGroup": RUNTIME_UID, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [
-            {
-                "name": action,
-                "image": image,
-                "imagePullPolicy": "IfNotPresent",
-                "command": ["/bin/sh", f"{SCRIPTS_DIR}/{action}.sh"],
-                "env": env,
-                "resources": {"requests": {"cpu": milli(cpu_milli), "memory": memory}, "limits": {"cpu": milli(cpu_milli), "memory": memory}},
-                "securityContext": {**_RESTRICTED, "runAsUser": RUNTIME_UID, "runAsGroup": RUNTIME_UID},
-                "volumeMounts": mounts,
-            }
-        ],
+        "containers": [postgres],
         "volumes": volumes,
     }
+    if store is not None:
+        step = "upload" if action == "backup" else "fetch"
+        store_vars = [{"name": "BACKUP_DIR", "value": WORK_DIR}, {"name": "BACKUP_REMOTE", "value": store.remote}, {"name": "HOME", "value": "/tmp"}]
+        if action == "backup":
+            store_vars += [{"name": k, "value": v} for k, v in retention_env(b).items()]
+        else:
+            store_vars.append({"name": "BACKUP_ID"})
+        transfer = {
+            "name": step,
+            "image": store.image,
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["/bin/sh", f"{SCRIPTS_DIR}/store.sh", step],
+            "env": store_vars + store.env,
+            "resources": resources,
+            "securityContext": security,
+            "volumeMounts": [scripts, {"name": "backups", "mountPath": WORK_DIR}],
+        }
+        # Kubernetes runs init containers one by one, before the container: the step that makes the archive first.
+        pod["initContainers"], pod["containers"] = ([postgres], [transfer]) if action == "backup" else ([transfer], [postgres])
+    return pod
 
 
 def cron_job_spec(lay: Layout, action: str, schedule: str, pod: dict[str, Any]) -> dict[str, Any]:
@@ -176,8 +292,31 @@ def transfer_policy_spec(lay: Layout, namespaces: dict[str, str]) -> dict[str, A
     }
 
 
+def store_port(settings: EnvironmentSettings) -> int:
+    """The port of the archives' store endpoint (https: 443 unless the endpoint names one)."""
+    store = object_store(settings)
+    endpoint = getattr(store, "endpoint", None)
+    return (urllib.parse.urlsplit(endpoint).port if endpoint else None) or 443
+
+
+def store_policy_spec(lay: Layout, settings: EnvironmentSettings) -> dict[str, Any]:
+    """The NetworkPolicy spec that lets the backup and restore pods (only) reach the archives' store:
+    the environment's own policy admits its database and file store, and NetworkPolicies add up."""
+    networks = settings.backups.networks
+    to = {"to": [{"ipBlock": {"cidr": c}} for c in networks]} if networks else {}
+    return {
+        "podSelector": {
+            "matchLabels": {"app.kubernetes.io/instance": lay.instance},
+            "matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In", "values": ["backup", "restore"]}],
+        },
+        "policyTypes": ["Egress"],
+        "egress": [{**to, "ports": [{"port": store_port(settings), "protocol": "TCP"}]}],
+    }
+
+
 def deploy(b: Builder, pvcs: list[tuple[str, str]], require_tls: bool, local_files: bool) -> None:
-    """The scripts' ConfigMap, the backups claim, the backup CronJob and the restore template.
+    """The scripts' ConfigMap, the backups claim (or, with object storage, the store's Secret and egress
+    policy), the backup CronJob and the restore template.
 
     `pvcs`: the quota's claims, which the backups claim joins."""
     import pulumi_kubernetes as k8s
@@ -192,25 +331,55 @@ def deploy(b: Builder, pvcs: list[tuple[str, str]], require_tls: bool, local_fil
         data={name: script(name) for name in SCRIPT_NAMES},
         opts=b.opts(),
     )
-    found = claim(b.settings, ctx.environment)
-    assert found is not None
     size = b.settings.backups.size
-    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
-    if found.storage_class is not None:
-        spec["storageClassName"] = found.storage_class
-    pvcs.append((lay.name("backups"), size))
-    # The backups are data like the database: protected and retained on delete on production.
-    pvc = k8s.core.v1.PersistentVolumeClaim(b.logical("backups"), metadata=lay.metadata(lay.name("backups"), "backup", per_release=False), spec=spec, opts=b.opts(protect_data=True))
-    deps = [scripts, pvc, b.created["database-secret"], *b.created.get("database-deps", [])]
+    deps: list[Any] = [scripts, b.created["database-secret"], *b.created.get("database-deps", [])]
+    store: StoreSpec | None = None
+    if object_store(b.settings) is None:
+        found = claim(b.settings, ctx.environment)
+        assert found is not None
+        spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
+        if found.storage_class is not None:
+            spec["storageClassName"] = found.storage_class
+        pvcs.append((lay.name("backups"), size))
+        # The backups are data like the database: protected and retained on delete on production.
+        deps.append(
+            k8s.core.v1.PersistentVolumeClaim(
+                b.logical("backups"), metadata=lay.metadata(lay.name("backups"), "backup", per_release=False), spec=spec, opts=b.opts(protect_data=True)
+            )
+        )
+    else:
+        secret_name: Any = None
+        if values := store_secret_values(b.settings):
+            deps.append(b.secret("backup-store", values, component="backup"))
+            secret_name = b.secret_name("backup-store")
+        deps.append(
+            k8s.networking.v1.NetworkPolicy(
+                b.logical("backup-store-egress"),
+                metadata=lay.metadata(lay.name("backup-store"), "backup", per_release=False),
+                spec=store_policy_spec(lay, b.settings),
+                opts=b.opts(),
+            )
+        )
+        store = StoreSpec(transfer_image(b.settings), store_env(b.settings, secret_name), remote(b.settings, ctx.naming.app, ctx.environment.name), size)
     for action, schedule in (("backup", settings.schedule), ("restore", NEVER)):
-        pod = pod_spec(lay, action, job_image(b.settings), b.secret_name("database-secret"), settings, local_files=local_files, require_tls=require_tls, cpu_milli=b.settings.backups.cpu)
+        pod = pod_spec(
+            lay,
+            action,
+            job_image(b.settings),
+            b.secret_name("database-secret"),
+            settings,
+            local_files=local_files,
+            require_tls=require_tls,
+            cpu_milli=b.settings.backups.cpu,
+            store=store,
+        )
         k8s.batch.v1.CronJob(
             b.logical(action),
             metadata=lay.metadata(lay.naming.physical(action, max_len=52), action, per_release=False),
             spec=cron_job_spec(lay, action, schedule, pod),
             opts=b.opts(depends_on=deps),
         )
-    if settings.restore_from:
+    if settings.restore_from and store is None:
         from .config import for_environment
 
         here = {e.environment.name: Layout.of(e.naming, for_environment(ctx.config, e.environment.name), {}).namespace for e in ctx.deployment.environments}
@@ -234,9 +403,22 @@ class ClusterActions:
     --from=cronjob/...` makes them, by whoever runs the command (below production the `backups` group;
     on production the platform or release identity, since the `backups` group creates no Job there)."""
 
-    def __init__(self, access: Any, lay: Layout, env: Environment, *, poll: float = POLL_SECONDS, timeout: float = JOB_TIMEOUT) -> None:
+    def __init__(self, access: Any, lay: Layout, env: Environment, *, poll: float = POLL_SECONDS, timeout: float = JOB_TIMEOUT, store: str | None = None) -> None:
         self.access, self.lay, self.env, self.poll, self.timeout = access, lay, env, poll, timeout
+        self.store = store  # where the archives are, when in object storage (`store:<bucket>/<prefix>`)
         self._last = ""  # the newest id this process made or listed: ids are seconds, and name one backup each
+
+    def why_not(self, command: str) -> str | None:
+        """Why `command` is not offered for this environment (None: it is): download and restore --from
+        move archives between claims, through the cluster; archives in object storage are not there."""
+        if self.store is None or command not in ("download", "restore --from"):
+            return None
+        bucket = self.store.split(":", 1)[1]
+        return (
+            f"{self.env.name} keeps its backups in object storage ({bucket}, backups.s3 or backups.azure): `mxinfra backup {command}` "
+            f"moves archives held on a backups claim and is not offered for object storage yet; fetch <id>.tar.gz from {bucket}/ "
+            "with your own read grant on it (e.g. rclone copyto, aws s3 cp, az storage blob download)"
+        )
 
     @property
     def where(self) -> str:
@@ -246,6 +428,8 @@ class ClusterActions:
     def refusal(self, action: str) -> str | None:
         """Why the caller may not run `action` here (None: the cluster says it may), asked with a
         SelfSubjectAccessReview: create Jobs (create, restore) or read the backup pods' logs (list)."""
+        if action == "export" and self.store is not None:
+            return self.why_not("restore --from")
         makes = action in ("create", "restore", "export", "download")
         checks = [("create", "batch", "jobs", None)] if makes else [("list", "", "pods", None), ("get", "", "pods", "log")]
         if action == "download":
@@ -381,8 +565,10 @@ class ClusterActions:
         cron = self._cron(action)
         template = cron["spec"]["jobTemplate"]
         spec = template["spec"]
-        (container,) = spec["template"]["spec"]["containers"]
-        container["env"] = [e for e in container.get("env", []) if e["name"] not in env] + [{"name": k, "value": v} for k, v in env.items()]
+        pod = spec["template"]["spec"]
+        # every container: with object storage the id is the rclone step's as much as postgres's
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            container["env"] = [e for e in container.get("env", []) if e["name"] not in env] + [{"name": k, "value": v} for k, v in env.items()]
         return _job_object(cron["metadata"]["name"], self.lay.namespace, template.get("metadata", {}).get("labels", {}), spec, stamp)
 
     def _start(self, action: str, job: dict[str, Any]) -> str:

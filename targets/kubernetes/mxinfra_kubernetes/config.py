@@ -174,10 +174,46 @@ class OperatorConfig(StrictModel):
     podLabels: dict[str, str] | None = Field(None, description="Labels the Operator puts on the app's pods: the NetworkPolicy selects them")
 
 
+class BackupS3Config(StrictModel):
+    """An S3 bucket (or S3-compatible store) for the archives; without keys the Job uses the pod's cloud identity (IRSA)."""
+
+    bucket: str = Field(min_length=3, max_length=63)
+    endpoint: str | None = Field(None, description="https URL of an S3-compatible store (default: AWS S3 of `region`)")
+    region: str | None = None
+    accessKeyId: str | None = None
+    secretAccessKey: str | None = None
+    useSse: bool = Field(True, description="Server-side encryption (SSE-S3) of every archive")
+
+
+class BackupAzureConfig(StrictModel):
+    """An Azure Blob container for the archives: account key or SAS token, as secrets."""
+
+    accountName: str = Field(min_length=3, max_length=24)
+    container: str = Field(min_length=3, max_length=63)
+    accountKey: str | None = None
+    sasToken: str | None = None
+    endpoint: str | None = Field(None, description="https URL of the blob service (default: https://<accountName>.blob.core.windows.net)")
+
+
 class BackupStorageConfig(StrictModel):
     """Plain mode: where an environment's backup archives are kept, and what backs up an external database."""
 
-    size: ByteQuantity = Field("20Gi", description="The backups claim: room for every archive retention keeps, plus, while a backup runs, the file store and the database's dump, each uncompressed and compressed")
+    size: ByteQuantity = Field(
+        "20Gi",
+        description="The backups claim: room for every archive retention keeps, plus, while a backup runs, the file store and the "
+        "database's dump, each uncompressed and compressed. With s3 or azure: the Jobs' scratch space (one archive and its parts)",
+    )
+    s3: BackupS3Config | None = Field(None, description="Keep the archives in this S3 bucket instead of a claim")
+    azure: BackupAzureConfig | None = Field(None, description="Keep the archives in this Azure Blob container instead of a claim")
+    prefix: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$", max_length=200, description="The archives' key prefix in s3 or azure (default: <app>/<environment>)"
+    )
+    networks: list[Cidr] | None = Field(None, max_length=16, description="The s3 or azure endpoint's networks (CIDRs); default: any address, on the endpoint's port only")
+    transferImage: str | None = Field(
+        None,
+        description="rclone, which moves the archives to and from s3 or azure (default "
+        "rclone/rclone:1.76.0); pinned by digest on production",
+    )
     storageClass: StorageClassName | None = Field(None, description="The backups claim's StorageClass, in place of the block's storageClass")
     cpu: int = Field(
         500,
@@ -649,6 +685,7 @@ def _check_environment(stack: StackConfig, block: KubernetesConfig, env: Environ
         elif ref.digest is None and env.is_production:
             # the Job holds the database's credentials: on production a tag that moves must not change what runs it
             issues.append(ConfigIssue(bpath, f"{s.backups.image!r} is not pinned by digest, and production {env.name!r}'s backup Job holds its database credentials", f"{s.backups.image.split('@')[0]}@sha256:<digest>", file))
+    issues += _check_backup_store(stack, s, env, file)
     st = s.storage
     spath = s.paths["storage"]
     chosen = [k for k in ("s3", "azure", "local") if st is not None and getattr(st, k) is not None]
@@ -657,17 +694,72 @@ def _check_environment(stack: StackConfig, block: KubernetesConfig, env: Environ
     elif st is not None:
         if st.local is not None and env.instances > 1:
             issues.append(ConfigIssue(f"{spath}.local", f"local files need a single instance ({env.name!r} has {env.instances})", "use s3 or azure storage, or instances: 1", file))
-        if st.s3 is not None:
-            if (st.s3.accessKeyId is None) != (st.s3.secretAccessKey is None):
-                issues.append(ConfigIssue(f"{spath}.s3", "set both accessKeyId and secretAccessKey, or neither (pod identity)", "", file))
-            issues += _secret(stack, f"{spath}.s3.accessKeyId", st.s3.accessKeyId, file)
-            issues += _secret(stack, f"{spath}.s3.secretAccessKey", st.s3.secretAccessKey, file)
-        if st.azure is not None:
-            if st.azure.accountKey is None and st.azure.sasToken is None:
-                issues.append(ConfigIssue(f"{spath}.azure", "needs accountKey or sasToken", "", file))
-            issues += _secret(stack, f"{spath}.azure.accountKey", st.azure.accountKey, file)
-            issues += _secret(stack, f"{spath}.azure.sasToken", st.azure.sasToken, file)
+        issues += _credentials(stack, spath, st.s3, st.azure, file)
     return issues
+
+
+def _credentials(stack: StackConfig, path: str, s3: S3Config | BackupS3Config | None, azure: AzureBlobConfig | BackupAzureConfig | None, file: str) -> list[ConfigIssue]:
+    """A store's keys (the file store's or the backups'): S3's both or neither (the pod's identity), an
+    Azure key or SAS token; each a secret."""
+    issues: list[ConfigIssue] = []
+    if s3 is not None:
+        if (s3.accessKeyId is None) != (s3.secretAccessKey is None):
+            issues.append(ConfigIssue(f"{path}.s3", "set both accessKeyId and secretAccessKey, or neither (pod identity)", "", file))
+        issues += _secret(stack, f"{path}.s3.accessKeyId", s3.accessKeyId, file)
+        issues += _secret(stack, f"{path}.s3.secretAccessKey", s3.secretAccessKey, file)
+    if azure is not None:
+        if azure.accountKey is None and azure.sasToken is None:
+            issues.append(ConfigIssue(f"{path}.azure", "needs accountKey or sasToken", "a SAS token of the container (the backups': read, write, delete and list)", file))
+        issues += _secret(stack, f"{path}.azure.accountKey", azure.accountKey, file)
+        issues += _secret(stack, f"{path}.azure.sasToken", azure.sasToken, file)
+    return issues
+
+
+def _check_backup_store(stack: StackConfig, s: EnvironmentSettings, env: Environment, file: str) -> list[ConfigIssue]:
+    """`backups.s3` or `backups.azure` (the archives in object storage) and the keys that go with them."""
+    b, bpath = s.backups, s.paths["backups"]
+    issues: list[ConfigIssue] = []
+    if b.s3 is not None and b.azure is not None:
+        issues.append(ConfigIssue(bpath, "set at most one of s3 and azure", "the archives go to one store", file))
+    if b.s3 is None and b.azure is None:
+        for key in ("prefix", "networks", "transferImage"):
+            if getattr(b, key) is not None:
+                issues.append(ConfigIssue(f"{bpath}.{key}", "applies to archives in s3 or azure, and neither is set", f"drop {key}, or set {bpath}.s3 or {bpath}.azure", file))
+        return issues
+    if b.storageClass is not None:
+        issues.append(ConfigIssue(f"{bpath}.storageClass", "the archives are in object storage: there is no backups claim to class", "drop storageClass", file))
+    issues += _credentials(stack, bpath, b.s3, b.azure, file)
+    for kind, store in (("s3", b.s3), ("azure", b.azure)):
+        endpoint = getattr(store, "endpoint", None)
+        if endpoint is not None and not re.fullmatch(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?", endpoint):
+            # the archives hold the whole database: never in plain text on the wire
+            issues.append(ConfigIssue(f"{bpath}.{kind}.endpoint", f"{endpoint!r} is not an https URL of a host", "https://host[:port]", file))
+    if b.transferImage is not None:
+        ref = parse_image(b.transferImage)
+        if ref is None:
+            issues.append(ConfigIssue(f"{bpath}.transferImage", f"{b.transferImage!r} is not an image reference", "registry/repository[:tag]@sha256:<digest> of an rclone image", file))
+        elif ref.digest is None and env.is_production:
+            issues.append(ConfigIssue(f"{bpath}.transferImage", f"{b.transferImage!r} is not pinned by digest, and production {env.name!r}'s archives pass through it", f"{b.transferImage.split('@')[0]}@sha256:<digest>", file))
+    if env.is_production and s.storage is not None and _same_store(s.storage, b):
+        # the runtime holds the file store's credentials: an app that is taken over could delete its own backups
+        issues.append(
+            ConfigIssue(
+                bpath,
+                f"production {env.name!r} keeps its backups in its own file store, whose credentials the runtime holds",
+                "a bucket or container of its own, with credentials only the backup Jobs get",
+                file,
+            )
+        )
+    return issues
+
+
+def _same_store(files: StorageConfig, b: BackupStorageConfig) -> bool:
+    """Whether the archives would be in the file store's own bucket or container."""
+    if files.s3 is not None and b.s3 is not None:
+        return files.s3.bucket == b.s3.bucket and (files.s3.endpoint or "").rstrip("/") == (b.s3.endpoint or "").rstrip("/")
+    if files.azure is not None and b.azure is not None:
+        return (files.azure.accountName, files.azure.container) == (b.azure.accountName, b.azure.container)
+    return False
 
 
 def check_principals(stack: StackConfig, file: str = "") -> list[ConfigIssue]:

@@ -90,11 +90,13 @@ class KubernetesTarget(Target):
 
         if (no_backups := opt_out_warning(env, of_environment(env))) is not None:
             out.append(no_backups)
-        elif env.is_production and settings.mode == "plain" and settings.database is not None and settings.database.url is not None:
-            from .backups import EXTERNAL_IMAGE, job_image
+        elif env.is_production and settings.mode == "plain":
+            from .backups import EXTERNAL_IMAGE, TRANSFER_IMAGE, job_image, object_store, transfer_image
 
-            if job_image(settings) == EXTERNAL_IMAGE:
+            if settings.database is not None and settings.database.url is not None and job_image(settings) == EXTERNAL_IMAGE:
                 out.append(f"the backup Job runs {EXTERNAL_IMAGE} by tag, with the database's credentials: pin it by digest with {settings.paths['backups']}.image")
+            if object_store(settings) is not None and transfer_image(settings) == TRANSFER_IMAGE:
+                out.append(f"the backup Job's upload runs {TRANSFER_IMAGE} by tag, with the backup store's credentials: pin it by digest with {settings.paths['backups']}.transferImage")
         roles = access.roles()
         if env.is_production and access.grants:
             groups = ", ".join(sorted({p.split(":", 1)[1] for r in roles for p in r.principals}))
@@ -141,7 +143,7 @@ class KubernetesTarget(Target):
         from mxinfra.backups import of_environment
         from mxinfra.errors import UserError
 
-        from .backups import ClusterActions
+        from .backups import ClusterActions, object_store, remote
         from .cluster import ClusterUnreadable, access_for
         from .layout import Layout
 
@@ -156,7 +158,8 @@ class KubernetesTarget(Target):
             access = access_for(kubeconfig, context, cwd=base_dir)
         except ClusterUnreadable as e:
             raise UserError(f"{environment}: the cluster cannot be reached: {e}") from None
-        return ClusterActions(access, Layout.of(prepared.naming, settings, prepared.labels), prepared.environment)
+        store = remote(settings, prepared.naming.app, environment) if object_store(settings) is not None else None
+        return ClusterActions(access, Layout.of(prepared.naming, settings, prepared.labels), prepared.environment, store=store)
 
     def deploy_app(self, ctx: AppContext) -> Any:
         """A Kubernetes provider for the configured context/kubeconfig, else None (the ambient or inherited one)."""

@@ -85,7 +85,7 @@ def test_production_gets_a_nightly_backup_and_a_suspended_restore_template(proje
 def test_the_cluster_runs_the_scripts_the_tests_run(project, capsys, tmp_path):
     docs, _ = _render(project, capsys, tmp_path, "production", config("production"))
     scripts = _one(docs, "ConfigMap", "orders-production-backup-scripts")
-    assert scripts["data"] == {name: (SCRIPTS / name).read_text() for name in ("backup.sh", "restore.sh", "export.sh")}
+    assert scripts["data"] == {name: (SCRIPTS / name).read_text() for name in ("backup.sh", "restore.sh", "export.sh", "store.sh")}
 
 
 @pytest.mark.usefixtures("engine_secrets")
@@ -307,3 +307,116 @@ def test_a_backup_cpu_out_of_range_is_refused(project, capsys, value):
     rc = main(["plan", "-s", "production", "-C", str(project.path)])
     err = capsys.readouterr().err
     assert rc == 2 and "mxinfra:kubernetes.backups.cpu" in err and "Traceback" not in err, err
+
+
+# --- archives in object storage: backups.s3 / backups.azure ------------------------------------------------
+
+BACKUP_KEY_ID, BACKUP_SECRET = "KNOWNBACKUPKEYID0077", "Known-Backup-Secret-4410"
+RCLONE_PINNED = "registry.example.com/rclone:1.76.0@sha256:" + "cd" * 32
+S3_BACKUPS = {"bucket": "orders-backups", "endpoint": "https://backups.example.com:9000", "accessKeyId": BACKUP_KEY_ID, "secretAccessKey": BACKUP_SECRET}
+
+
+def _pod(docs: list[dict], name: str) -> dict:
+    return _one(docs, "CronJob", name)["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+@pytest.mark.usefixtures("engine_secrets")
+def test_archives_in_s3_replace_the_claim_by_a_scratch_volume_and_an_rclone_step(project, capsys, tmp_path):
+    cfg = with_(config("production"), "mxinfra:kubernetes/backups", {"s3": S3_BACKUPS, "transferImage": RCLONE_PINNED, "networks": ["10.9.0.0/16"]})
+    docs, out = _render(project, capsys, tmp_path, "production", cfg)
+    written = (tmp_path / "out" / "kubernetes" / "production.yaml").read_text()
+    for text in (out, written):
+        assert BACKUP_KEY_ID not in text and BACKUP_SECRET not in text
+    assert "upload runs" not in out  # transferImage is pinned
+    for d in docs:
+        if d["kind"] in ("CronJob", "NetworkPolicy", "Secret"):
+            kubernetes_validate.validate(d, K8S_VERSION, strict=True)
+    assert not [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+    assert _one(docs, "ResourceQuota", "orders-production-quota")["spec"]["hard"]["persistentvolumeclaims"] == "0"
+    (secret,) = [d for d in docs if d["kind"] == "Secret" and d["metadata"]["labels"]["app.kubernetes.io/component"] == "backup"]
+    assert sorted(secret["stringData"]) == ["RCLONE_CONFIG_STORE_ACCESS_KEY_ID", "RCLONE_CONFIG_STORE_SECRET_ACCESS_KEY"]
+
+    backup, restore = _pod(docs, "orders-production-backup"), _pod(docs, "orders-production-restore")
+    for pod in (backup, restore):
+        assert restricted_violations(pod) == []
+        assert {v["name"]: v for v in pod["volumes"]}["backups"] == {"name": "backups", "emptyDir": {"sizeLimit": "20Gi"}}
+    # the backup: postgres writes the archive first (an init container), rclone uploads it
+    (dump,), (upload,) = backup["initContainers"], backup["containers"]
+    assert (dump["name"], dump["image"], upload["name"], upload["image"]) == ("backup", "postgres:17.2", "upload", RCLONE_PINNED)
+    assert upload["command"] == ["/bin/sh", "/scripts/store.sh", "upload"]
+    # restore: rclone fetches first, postgres restores
+    (fetch,), (back,) = restore["initContainers"], restore["containers"]
+    assert (fetch["name"], fetch["command"][-1], back["name"]) == ("fetch", "fetch", "restore")
+    for postgres in (dump, back):
+        env = _env(postgres)
+        assert env["BACKUP_DIR"] == "/work" and "DATABASE_URL" in env
+        assert not [k for k in env if k.startswith("RCLONE")]  # the database's container never holds the store's keys
+    for rclone in (upload, fetch):
+        env = _env(rclone)
+        assert "DATABASE_URL" not in env and "PGSSLMODE" not in env  # nor the store's the database's
+        assert env["BACKUP_REMOTE"] == "store:orders-backups/orders/production" and env["BACKUP_DIR"] == "/work"
+        assert env["RCLONE_CONFIG"] == "/dev/null" and env["RCLONE_CONFIG_STORE_NO_CHECK_BUCKET"] == "true"
+        assert env["RCLONE_CONFIG_STORE_SERVER_SIDE_ENCRYPTION"] == "AES256" and env["RCLONE_CONFIG_STORE_ENDPOINT"] == S3_BACKUPS["endpoint"]
+        for key in ("RCLONE_CONFIG_STORE_ACCESS_KEY_ID", "RCLONE_CONFIG_STORE_SECRET_ACCESS_KEY"):
+            assert env[key]["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": key}
+        assert {m["name"]: m["mountPath"] for m in rclone["volumeMounts"]} == {"scripts": "/scripts", "backups": "/work"}
+    assert _env(upload)["KEEP_DAILY_DAYS"] == _env(dump)["KEEP_DAILY_DAYS"] and "BACKUP_ID" in _env(fetch) and "BACKUP_ID" in _env(back)
+    # only the backup and restore pods may reach the store, on its port, in its networks
+    policy = _one(docs, "NetworkPolicy", "orders-production-backup-store")
+    assert policy["spec"] == {
+        "podSelector": {
+            "matchLabels": {"app.kubernetes.io/instance": "orders-production"},
+            "matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In", "values": ["backup", "restore"]}],
+        },
+        "policyTypes": ["Egress"],
+        "egress": [{"to": [{"ipBlock": {"cidr": "10.9.0.0/16"}}], "ports": [{"port": 9000, "protocol": "TCP"}]}],
+    }
+    assert backup["initContainers"][0]["env"] and _one(docs, "CronJob", "orders-production-backup")["metadata"]["labels"]["app.kubernetes.io/component"] == "backup"
+
+
+@pytest.mark.usefixtures("engine_secrets")
+def test_archives_in_azure_with_a_sas_token_and_the_default_image_warned_on_production(project, capsys, tmp_path):
+    azure = {"accountName": "ordersbackups", "container": "archives", "sasToken": "sv=2024&sig=Known-Sas-Sig-1"}
+    docs, out = _render(project, capsys, tmp_path, "production", with_(config("production"), "mxinfra:kubernetes/backups", {"azure": azure, "prefix": "prod"}))
+    assert "Known-Sas-Sig-1" not in (tmp_path / "out" / "kubernetes" / "production.yaml").read_text() and "Known-Sas-Sig-1" not in out
+    warning = "the backup Job's upload runs rclone/rclone:1.76.0 by tag, with the backup store's credentials: pin it by digest with mxinfra:kubernetes.backups.transferImage"
+    assert warning in " ".join(out.split())
+    (upload,) = _pod(docs, "orders-production-backup")["containers"]
+    env = _env(upload)
+    assert env["BACKUP_REMOTE"] == "store:archives/prod" and env["RCLONE_CONFIG_STORE_TYPE"] == "azureblob"
+    assert "RCLONE_CONFIG_STORE_ACCOUNT" not in env and set(env["RCLONE_CONFIG_STORE_SAS_URL"]["secretKeyRef"]) == {"name", "key"}
+    assert _one(docs, "NetworkPolicy", "orders-production-backup-store")["spec"]["egress"] == [{"ports": [{"port": 443, "protocol": "TCP"}]}]
+
+
+@pytest.mark.usefixtures("engine_secrets")
+def test_archives_in_object_storage_problems_in_one_report(project, capsys):
+    same_as_files = {"bucket": "orders-files", "endpoint": "https://s3.example.com"}
+    cfg = with_(
+        config("production"),
+        "mxinfra:kubernetes/backups",
+        {"s3": same_as_files, "azure": {"accountName": "ordersbackups", "container": "archives", "endpoint": "http://blob.example.com"}, "storageClass": "fast", "transferImage": "rclone/rclone:1.76.0"},
+    )
+    project.stack("production", ungated(cfg))
+    rc = main(["plan", "-s", "production", "-C", str(project.path)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert rc == 2 and "Traceback" not in err, err
+    for path, message in [
+        ("mxinfra:kubernetes.backups", "set at most one of s3 and azure"),
+        ("mxinfra:kubernetes.backups.azure", "needs accountKey or sasToken"),
+        ("mxinfra:kubernetes.backups.azure.endpoint", "'http://blob.example.com' is not an https URL"),
+        ("mxinfra:kubernetes.backups.storageClass", "the archives are in object storage: there is no backups claim to class"),
+        ("mxinfra:kubernetes.backups.transferImage", "'rclone/rclone:1.76.0' is not pinned by digest, and production 'production''s archives pass through it"),
+        ("mxinfra:kubernetes.backups", "production 'production' keeps its backups in its own file store, whose credentials the runtime holds"),
+    ]:
+        assert f"{path}: {message}" in err, (path, err)
+    assert " 6 problem(s)" in err, err
+
+
+@pytest.mark.usefixtures("engine_secrets")
+def test_object_storage_keys_without_a_store_are_refused(project, capsys):
+    cfg = with_(config("acceptance"), "mxinfra:kubernetes/backups", {"prefix": "x", "transferImage": RCLONE_PINNED})
+    project.stack("acceptance", cfg)
+    rc = main(["plan", "-s", "acceptance", "-C", str(project.path)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert rc == 2 and "mxinfra:kubernetes.backups.prefix: applies to archives in s3 or azure, and neither is set" in err, err
+    assert "mxinfra:kubernetes.backups.transferImage: applies to archives in s3 or azure" in err and " 2 problem(s)" in err, err

@@ -25,6 +25,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from object_store import alpine_path, s3_server  # noqa: F401  (fixtures)
 from postgres import PostgresServer, require_bin_dir
 
 from mxinfra.cli import main
@@ -63,43 +64,65 @@ class Cluster:
         self.logs: dict[str, str] = {}
         self.requests: list[tuple[str, str]] = []
         self.created: list[dict] = []
+        self.store: dict[str, Any] = {}  # with archives in S3: the emulator's endpoint, the Secret's values, busybox's PATH
 
     def run_job(self, job: dict) -> None:
-        """What the kubelet would do: the container's command with its env, each volume a directory."""
+        """What the kubelet would do: the init containers one by one, then the container, each command with
+        its env; a claim a directory of the node, an emptyDir a fresh directory of the pod; the pod's log
+        is the container's (not its init containers')."""
         pod = job["spec"]["template"]["spec"]
+        name = job["metadata"]["name"]
         (c,) = pod["containers"]
         dirs = {}
         for v in pod["volumes"]:
             if "configMap" in v:
                 d = self.root / "cm" / v["configMap"]["name"]
                 d.mkdir(parents=True, exist_ok=True)
-                for name, text in self.configmaps[v["configMap"]["name"]]["data"].items():
-                    (d / name).write_text(text)
+                for file, text in self.configmaps[v["configMap"]["name"]]["data"].items():
+                    (d / file).write_text(text)
+            elif "emptyDir" in v:
+                d = self.root / "pods" / name / v["name"]
+                d.mkdir(parents=True)
             else:
                 d = self.root / "pvc" / v["persistentVolumeClaim"]["claimName"]
                 d.mkdir(parents=True, exist_ok=True)
             dirs[v["name"]] = d
-        mounts = {m["mountPath"]: dirs[m["name"]] for m in c["volumeMounts"]}
 
-        def local(value: str) -> str:
-            for path, d in mounts.items():
-                if value == path or value.startswith(path + "/"):
-                    return str(d) + value[len(path) :]
-            return value
+        def command(container: dict) -> tuple[list[str], dict[str, str]]:
+            mounts = {m["mountPath"]: dirs[m["name"]] for m in container["volumeMounts"]}
 
-        env = {"PATH": f"{require_bin_dir()}:{os.environ['PATH']}"}
-        for e in c["env"]:
-            if "valueFrom" in e:
-                assert e["valueFrom"]["secretKeyRef"]["key"] == "DATABASE_URL"
-                env[e["name"]] = self.urls.get(job["metadata"]["namespace"], self.pg_url)
-            else:
-                env[e["name"]] = local(e["value"])
-        name = job["metadata"]["name"]
+            def local(value: str) -> str:
+                for path, d in mounts.items():
+                    if value == path or value.startswith(path + "/"):
+                        return str(d) + value[len(path) :]
+                return value
+
+            # the rclone image: busybox and rclone only; the postgres image: its client tools
+            rclone = container["command"][-1] in ("upload", "fetch")
+            env = {"PATH": self.store["path"] if rclone else f"{require_bin_dir()}:{os.environ['PATH']}"}
+            for e in container["env"]:
+                if "valueFrom" in e:
+                    key = e["valueFrom"]["secretKeyRef"]["key"]
+                    env[e["name"]] = self.urls.get(job["metadata"]["namespace"], self.pg_url) if key == "DATABASE_URL" else self.store["secrets"][key]
+                else:
+                    env[e["name"]] = local(e["value"])
+            if rclone:
+                # the one change: the emulator speaks plain HTTP on loopback where the plan names an https endpoint
+                env["RCLONE_CONFIG_STORE_ENDPOINT"] = self.store["endpoint"]
+                env["HOME"] = str(self.root)
+            return [local(a) for a in container["command"]], env
+
         labels = {**job["spec"]["template"]["metadata"]["labels"], "job-name": name}
         self.pods[name] = {"metadata": {"name": name, "namespace": job["metadata"]["namespace"], "labels": labels, "creationTimestamp": f"{len(self.pods):06d}"}, "status": {"phase": "Running", "podIP": "127.0.0.1"}}
 
         def run() -> None:
-            done = subprocess.run([local(a) for a in c["command"]], env=env, capture_output=True, text=True, timeout=120)
+            done = None
+            for container in [*pod.get("initContainers", []), c]:
+                args, env = command(container)
+                done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+                if done.returncode != 0:
+                    break
+            assert done is not None
             self.logs[name] = done.stdout + done.stderr
             ok = done.returncode == 0
             job["status"] = {"conditions": [{"type": "Complete" if ok else "Failed", "status": "True", "message": f"exit {done.returncode}"}]}
@@ -146,13 +169,6 @@ class Cluster:
         return 404, {"kind": "Status", "code": 404}
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    server = PostgresServer.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _serve(cluster: Cluster) -> tuple[ThreadingHTTPServer, str]:
@@ -218,9 +234,19 @@ def cluster(project, capsys, tmp_path, pg, request, monkeypatch, engine_secrets)
 
     # the stack's secrets read as the engine marks them, by `mxinfra backup` as by `mxinfra plan`
     monkeypatch.setattr("mxinfra.stackfile.read_stack_config", plan.read_stack_config)
-    stack = request.param
+    # "STACK", or "STACK+s3": its archives in a bucket of moto's S3 server
+    stack, _, store = request.param.partition("+")
     cfg = config(stack, instances=1)
     cfg = with_(cfg, "mxinfra:kubernetes/storage", {"local": {"size": "1Gi"}})
+    if store:
+        import boto3
+
+        endpoint = request.getfixturevalue("s3_server")
+        bucket = f"backups-{stack}-{tmp_path.name[-20:].lower().replace('_', '-')}".rstrip("-")
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=bucket)
+        keys = {"accessKeyId": "testing", "secretAccessKey": "testing-secret"}
+        cfg = with_(cfg, "mxinfra:kubernetes/backups", {"s3": {"bucket": bucket, "endpoint": "https://backups.example.com", **keys}})
+        store_secrets = {"RCLONE_CONFIG_STORE_ACCESS_KEY_ID": "testing", "RCLONE_CONFIG_STORE_SECRET_ACCESS_KEY": "testing-secret"}
     # the loopback PostgreSQL has no TLS (the CronJob's PGSSLMODE=require is tested in test_k8s_backups.py)
     cfg = with_(cfg, "mxinfra:kubernetes/database.requireTls", False)
     project.stack(stack, ungated(cfg))
@@ -228,6 +254,8 @@ def cluster(project, capsys, tmp_path, pg, request, monkeypatch, engine_secrets)
     capsys.readouterr()
     objects = [d for d in yaml.safe_load_all((tmp_path / "plan" / "kubernetes" / f"{stack}.yaml").read_text()) if d]
     c = Cluster(objects, pg.url, tmp_path / "node")
+    if store:
+        c.store = {"endpoint": endpoint, "secrets": store_secrets, "path": request.getfixturevalue("alpine_path"), "bucket": bucket}
     server, url = _serve(c)
     kubeconfig = {
         "apiVersion": "v1",
@@ -301,6 +329,50 @@ def test_create_list_restore_on_test(cluster, pg, project, capsys):
     assert all(r.signature for r in recs)
     rc, out, err = _cli(capsys, "activity", "verify", "-e", "test", "-C", str(project.path))
     assert rc == 0, out + err
+
+
+@pytest.mark.parametrize("cluster", ["production+s3"], indirect=True)
+def test_archives_in_s3_create_list_restore_and_no_download(cluster, pg, project, capsys):
+    import boto3
+
+    c, stack = cluster
+    pg.psql(SEED)
+    before = _rows(pg)
+    files = c.root / "pvc" / "orders-production-files"
+    files.mkdir(parents=True)
+    (files / "doc1").write_bytes(b"file one")
+    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "production", "-C", str(project.path))
+    assert rc == 0, (err, c.logs)
+    (backup_id,) = re.findall(r"backup (\d{8}T\d{6}Z) taken", out)
+    s3 = boto3.client("s3", endpoint_url=c.store["endpoint"], region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    listed = s3.list_objects_v2(Bucket=c.store["bucket"])["Contents"]
+    assert [o["Key"] for o in listed] == [f"orders/production/{backup_id}.tar.gz"]
+    (job,) = c.created
+    pod = job["spec"]["template"]["spec"]
+    # the id reaches both steps: postgres names the archive with it, rclone uploads that name
+    for container in (*pod["initContainers"], *pod["containers"]):
+        assert {e["name"]: e.get("value") for e in container["env"]}["BACKUP_NOW"] == backup_id
+    assert not (c.root / "pvc" / "orders-production-backups").exists()  # no claim: the archive is in the bucket
+    rc, out, err = _cli(capsys, "backup", "list", "-s", stack, "-e", "production", "-C", str(project.path), "--json")
+    assert rc == 0 and json.loads(out) == [backup_id], err
+
+    pg.psql('DELETE FROM "orders$order" WHERE id % 3 = 0')
+    (files / "doc1").write_bytes(b"changed")
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--id", backup_id, "-C", str(project.path))
+    assert rc == 0, (err, c.logs)
+    assert _rows(pg) == before and (files / "doc1").read_bytes() == b"file one"
+    assert [j["metadata"]["name"].split("-")[2] for j in c.created] == ["backup", "backup", "restore"]
+    assert len(s3.list_objects_v2(Bucket=c.store["bucket"])["Contents"]) == 2  # production's backup before the restore is there too
+    recs = _records(project, stack, "production")
+    assert [r.action for r in recs] == ["backup", "backup", "restore"]
+
+    # download and restore --from move archives between claims: refused, before anything runs, with the way to get it
+    made = len(c.created)
+    rc, out, err = _cli(capsys, "backup", "download", "-s", stack, "-e", "production", "--id", backup_id, "-o", str(c.root / "dl"), "-C", str(project.path))
+    assert rc == 2 and "Traceback" not in err
+    assert f"keeps its backups in object storage ({c.store['bucket']}/orders/production" in " ".join(err.split()), err
+    assert len(c.created) == made and not (c.root / "dl").exists()
+    assert len(_records(project, stack, "production")) == 3
 
 
 @pytest.mark.parametrize("cluster", ["production"], indirect=True)

@@ -14,7 +14,9 @@
 #   BACKUP_NOW     the start time as YYYYmmddTHHMMSSZ (optional; default: the clock)
 #   BACKUP_KEEP    an archive id (YYYYmmddTHHMMSSZ) retention keeps this time (optional)
 #   BACKUP_RANGE_MB  the files are compressed in ranges of this many MiB, two at a time (optional; 64)
-#   `backup.sh prune` applies retention only.
+#   `backup.sh prune` applies retention only. `backup.sh expired` reads archive names (one a line, any
+#   order, other names ignored) and prints those retention removes, deleting nothing: store.sh applies
+#   retention in object storage with it (no BACKUP_DIR needed).
 set -eu
 umask 077
 
@@ -42,14 +44,15 @@ calendar() {
   secs=$((day * 86400 + (1$h - 100) * 3600 + (1$mi - 100) * 60 + 1$s - 100))
 }
 
-prune() {
+# The archive names on stdin that retention removes, printed one a line.
+expired() {
   daily=${KEEP_DAILY_DAYS:-14}; weekly=${KEEP_WEEKLY_WEEKS:-13}; monthly=${KEEP_MONTHLY_MONTHS:-12}
   nowt=${now#*T}; nowt=${nowt%Z}; nowd=${now%T*}
   calendar "$now"
   recent=$((secs - 86400))
   first_day=$((day - daily + 1)); first_monday=$((week - 7 * (weekly - 1))); first_month=$((month - monthly + 1))
   days=' '; weeks=' '; months=' '; newest=1
-  for path in $(ls "$BACKUP_DIR" | grep -E '^[0-9]{8}T[0-9]{6}Z\.tar\.gz$' | sort -r); do
+  for path in $(grep -E '^[0-9]{8}T[0-9]{6}Z\.tar\.gz$' | sort -r); do
     id=${path%.tar.gz}
     keep=$newest; newest=0
     # after now: a clock ahead is no reason to delete (compared as the date, then the time)
@@ -66,13 +69,21 @@ prune() {
     if [ "$monthly" -gt 0 ] && [ "$month" -ge "$first_month" ]; then
       case "$months" in *" $month "*) ;; *) months="$months$month "; keep=1 ;; esac
     fi
-    if [ "$keep" = 0 ]; then
-      rm -f "$BACKUP_DIR/$path"
-      echo "backup: retention removed $path"
-    fi
+    if [ "$keep" = 0 ]; then echo "$path"; fi
   done
 }
 
+prune() {
+  ls "$BACKUP_DIR" | expired | while read -r path; do
+    rm -f "$BACKUP_DIR/$path"
+    echo "backup: retention removed $path"
+  done
+}
+
+if [ "${1:-backup}" = expired ]; then
+  expired
+  exit 0
+fi
 : "${BACKUP_DIR:?backup: BACKUP_DIR is not set}"
 if [ "${1:-backup}" = prune ]; then
   prune

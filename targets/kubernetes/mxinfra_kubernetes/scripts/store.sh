@@ -1,0 +1,72 @@
+#!/bin/sh
+# The archives in object storage (`backups.s3` or `backups.azure`): run by the rclone container of an
+# environment's backup Job (`store.sh upload`, after backup.sh wrote the archive) and restore Job
+# (`store.sh fetch`, before restore.sh reads it); by the tests as it is, with rclone against moto's S3
+# server and Azurite. rclone checks every object's size and hash on the way up and down.
+#
+#   BACKUP_DIR     the Job's scratch volume: backup.sh writes the one archive there, restore.sh reads it
+#   BACKUP_REMOTE  where the archives are, as rclone names it: store:<bucket or container>/<prefix>; the
+#                  remote `store` is defined by RCLONE_CONFIG_STORE_* variables
+#   BACKUP_ID      (fetch) the archive to fetch, YYYYmmddTHHMMSSZ
+#   KEEP_*, BACKUP_KEEP  (upload) retention, as backup.sh applies it to a claim (`backup.sh expired`)
+set -eu
+umask 077
+here=$(dirname "$0")
+: "${BACKUP_DIR:?store: BACKUP_DIR is not set}"
+: "${BACKUP_REMOTE:?store: BACKUP_REMOTE is not set}"
+names='^[0-9]{8}T[0-9]{6}Z\.tar\.gz$'
+listing="$BACKUP_DIR/.store-listing"
+trap 'rm -f "$listing" "$listing.all"' EXIT
+
+# The archives in the store, one name a line, into $listing (a failed listing stops the script: it is
+# not piped, so its status is seen).
+list() {
+  rclone lsf --files-only --max-depth 1 "$BACKUP_REMOTE" > "$listing.all"
+  grep -E "$names" "$listing.all" > "$listing" || true
+}
+
+case "${1:-}" in
+  upload)
+    set -- "$BACKUP_DIR"/*.tar.gz
+    if [ $# -ne 1 ] || [ ! -f "$1" ]; then
+      echo "store: expected the one archive the backup step writes in $BACKUP_DIR, found: $*" >&2
+      exit 2
+    fi
+    name=${1##*/}
+    echo "$name" | grep -qE "$names" || { echo "store: $name is not an archive name (YYYYmmddTHHMMSSZ.tar.gz)" >&2; exit 2; }
+    list
+    if grep -qx "$name" "$listing"; then
+      echo "store: $name exists in $BACKUP_REMOTE already: not overwritten" >&2
+      exit 3
+    fi
+    size=$(wc -c < "$1")
+    rclone copyto "$1" "$BACKUP_REMOTE/$name"
+    rm -f "$1"
+    echo "backup: stored $name in $BACKUP_REMOTE ($size bytes)"
+    list
+    # retention as on a claim, counted from this archive's time; a failed delete stops the Job (the
+    # loop is the pipe's last command, so its status is the pipe's)
+    BACKUP_NOW=${name%.tar.gz} sh "$here/backup.sh" expired < "$listing" | while read -r path; do
+      rclone deletefile "$BACKUP_REMOTE/$path"
+      echo "backup: retention removed $path"
+    done
+    list
+    # What `mxinfra backup list` reads (from this container's log): the archives kept, newest first.
+    echo "backup: archives: $(sort -r "$listing" | tr '\n' ' ')"
+    ;;
+  fetch)
+    id=${BACKUP_ID:-}
+    case "$id" in
+      [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z) ;;
+      *) echo "store: BACKUP_ID must name a backup as YYYYmmddTHHMMSSZ, got '$id'" >&2; exit 2 ;;
+    esac
+    list
+    grep -qx "$id.tar.gz" "$listing" || { echo "store: no backup $id in $BACKUP_REMOTE" >&2; exit 2; }
+    rclone copyto "$BACKUP_REMOTE/$id.tar.gz" "$BACKUP_DIR/$id.tar.gz"
+    echo "restore: fetched $id from $BACKUP_REMOTE ($(wc -c < "$BACKUP_DIR/$id.tar.gz") bytes)"
+    ;;
+  *)
+    echo "usage: store.sh upload | fetch" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,194 @@
+"""Archives in object storage (`backups.s3`, `backups.azure`): the backup Job's two steps and the
+restore Job's two, run as they are: backup.sh and restore.sh against a real PostgreSQL, store.sh with
+the rclone the Jobs run (built from its Go module) and only busybox's applets beside it (the rclone
+image is Alpine), against moto's S3 server and Azurite, with the rclone settings the plan renders."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from object_store import AZURITE_ACCOUNT, AZURITE_KEY, FAKE_AWS, alpine_path, azurite, s3_server  # noqa: F401  (fixtures)
+from postgres import PostgresServer, require_bin_dir
+from test_k8s_backups_postgres import SCHEMA, _data, _snapshot, _tree
+
+from mxinfra.backups import Backups, keep, parse_id, retention_env
+from mxinfra_kubernetes.backups import SCRIPTS, remote, store_env, store_secret_values
+from mxinfra_kubernetes.config import KubernetesConfig, for_environment
+
+UTC = timezone.utc
+KINDS = ["s3", "azure-key", "azure-sas"]
+
+
+
+
+class Store:
+    """One bucket or container on an emulator, and the environment the rclone container gets for it:
+    store_env's plain values and store_secret_values' credentials, as the CronJob and Secret carry them."""
+
+    def __init__(self, kind: str, endpoint: str, name: str) -> None:
+        self.kind, self.name = kind, name
+        if kind == "s3":
+            import boto3
+
+            self.s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+            self.s3.create_bucket(Bucket=name)
+            block = {"s3": {"bucket": name, "endpoint": endpoint, "accessKeyId": "testing", "secretAccessKey": "testing"}}
+        else:
+            from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+
+            service = BlobServiceClient(account_url=endpoint, credential={"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY})
+            self.container = service.create_container(name)
+            credential: dict[str, str] = {"accountKey": AZURITE_KEY}
+            if kind == "azure-sas":
+                permissions = ContainerSasPermissions(read=True, write=True, delete=True, list=True)
+                expiry = datetime.now(UTC) + timedelta(hours=1)
+                credential = {"sasToken": generate_container_sas(AZURITE_ACCOUNT, name, account_key=AZURITE_KEY, permission=permissions, expiry=expiry)}
+            block = {"azure": {"accountName": AZURITE_ACCOUNT, "container": name, "endpoint": endpoint, **credential}}
+        self.settings = for_environment(KubernetesConfig.model_validate({"backups": block}), "test")
+        self.env = {e["name"]: e["value"] for e in store_env(self.settings, "backup-store") if "value" in e}
+        self.env.update({k: str(v) for k, v in store_secret_values(self.settings).items()})
+        self.remote = remote(self.settings, "orders", "test")
+
+    def keys(self) -> list[str]:
+        """The names under the environment's prefix, as the store lists them."""
+        prefix = "orders/test/"
+        if self.kind == "s3":
+            pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix)
+            return sorted(o["Key"][len(prefix) :] for page in pages for o in page.get("Contents", []))
+        return sorted(b.name[len(prefix) :] for b in self.container.list_blobs(name_starts_with=prefix))
+
+    def put(self, name: str, data: bytes) -> None:
+        if self.kind == "s3":
+            self.s3.put_object(Bucket=self.name, Key=f"orders/test/{name}", Body=data)
+        else:
+            self.container.upload_blob(f"orders/test/{name}", data)
+
+    def get(self, name: str) -> bytes:
+        if self.kind == "s3":
+            return bytes(self.s3.get_object(Bucket=self.name, Key=f"orders/test/{name}")["Body"].read())
+        return bytes(self.container.download_blob(f"orders/test/{name}").readall())
+
+
+_made = iter(range(10**6))
+
+
+@pytest.fixture(params=KINDS)
+def store(request: pytest.FixtureRequest) -> Store:
+    kind = request.param
+    endpoint = request.getfixturevalue("s3_server" if kind == "s3" else "azurite")
+    return Store(kind, endpoint, f"backups-{kind}-{next(_made)}")
+
+
+def _pg_step(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """backup.sh or restore.sh as the postgres container runs it (its sh, the server's client tools)."""
+    full = {"PATH": f"{require_bin_dir()}:{os.environ['PATH']}", **env}
+    return subprocess.run(["sh", str(SCRIPTS / script)], env=full, capture_output=True, text=True, timeout=120)
+
+
+def _store_step(path: str, store: Store, step: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """store.sh as the rclone container runs it: busybox's sh and applets, rclone, nothing else."""
+    full = {"PATH": path, "HOME": env["BACKUP_DIR"], "BACKUP_REMOTE": store.remote, **store.env, **env}
+    return subprocess.run(["sh", str(SCRIPTS / "store.sh"), step], env=full, capture_output=True, text=True, timeout=120)
+
+
+def test_a_backup_in_the_store_restores_every_row_and_file(pg: PostgresServer, store: Store, alpine_path: str, tmp_path: Path) -> None:
+    pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA + _data(random.Random(7)))
+    files, scratch = tmp_path / "files", tmp_path / "scratch-backup"
+    (files / "1a").mkdir(parents=True)
+    scratch.mkdir()
+    (files / "1a" / "doc").write_bytes(random.Random(3).randbytes(300_000))
+    (files / "empty").write_bytes(b"")
+    before, tree_before = _snapshot(pg), _tree(files)
+
+    stamp = "20261205T020000Z"
+    made = _pg_step("backup.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(scratch), "FILES_DIR": str(files), "BACKUP_NOW": stamp})
+    assert made.returncode == 0, made.stderr
+    archive = (scratch / f"{stamp}.tar.gz").read_bytes()
+    up = _store_step(alpine_path, store, "upload", {"BACKUP_DIR": str(scratch), **retention_env(Backups())})
+    assert up.returncode == 0, up.stderr
+    assert f"backup: stored {stamp}.tar.gz in {store.remote} ({len(archive)} bytes)" in up.stdout
+    assert up.stdout.splitlines()[-1] == f"backup: archives: {stamp}.tar.gz "  # what `mxinfra backup list` reads
+    assert store.keys() == [f"{stamp}.tar.gz"] and store.get(f"{stamp}.tar.gz") == archive
+    assert sorted(p.name for p in scratch.iterdir()) == []  # the scratch volume is left empty
+    if store.kind == "s3":
+        assert store.s3.head_object(Bucket=store.name, Key=f"orders/test/{stamp}.tar.gz")["ServerSideEncryption"] == "AES256"
+
+    pg.psql('DELETE FROM "orders$order" WHERE id % 2 = 0; UPDATE "orders$customer" SET name = \'x\';')
+    (files / "1a" / "doc").write_bytes(b"changed")
+    (files / "added").write_text("goes")
+    assert _snapshot(pg) != before
+
+    scratch = tmp_path / "scratch-restore"
+    scratch.mkdir()
+    got = _store_step(alpine_path, store, "fetch", {"BACKUP_DIR": str(scratch), "BACKUP_ID": stamp})
+    assert got.returncode == 0, got.stderr
+    assert (scratch / f"{stamp}.tar.gz").read_bytes() == archive
+    done = _pg_step("restore.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(scratch), "FILES_DIR": str(files), "BACKUP_ID": stamp})
+    assert done.returncode == 0, done.stderr
+    after = _snapshot(pg)
+    for table in before:
+        assert after[table] == before[table], table
+    assert _tree(files) == tree_before
+
+
+def test_an_archive_is_never_overwritten_and_a_missing_one_never_fetched(store: Store, alpine_path: str, tmp_path: Path) -> None:
+    store.put("20261205T020000Z.tar.gz", b"the first")
+    (tmp_path / "20261205T020000Z.tar.gz").write_bytes(b"the second")
+    again = _store_step(alpine_path, store, "upload", {"BACKUP_DIR": str(tmp_path)})
+    assert again.returncode == 3 and "exists in" in again.stderr and "not overwritten" in again.stderr
+    assert store.get("20261205T020000Z.tar.gz") == b"the first"
+    scratch = tmp_path / "fetch"
+    scratch.mkdir()
+    missing = _store_step(alpine_path, store, "fetch", {"BACKUP_DIR": str(scratch), "BACKUP_ID": "20261205T020001Z"})
+    assert missing.returncode == 2 and f"no backup 20261205T020001Z in {store.remote}" in missing.stderr
+    for bad in ("", "latest", "20261205T020000Z.tar.gz", "../20261205T020000Z"):
+        refused = _store_step(alpine_path, store, "fetch", {"BACKUP_DIR": str(scratch), "BACKUP_ID": bad})
+        assert refused.returncode == 2 and "BACKUP_ID must name a backup" in refused.stderr, bad
+    assert list(scratch.iterdir()) == []
+
+
+def test_a_store_that_refuses_the_credentials_fails_the_upload(store: Store, alpine_path: str, tmp_path: Path) -> None:
+    (tmp_path / "20261205T020000Z.tar.gz").write_bytes(b"archive")
+    if store.kind == "s3":
+        # moto accepts any key by default; a bucket that is not there is what it refuses
+        store.remote = store.remote.replace(store.name, "no-such-bucket")
+    elif store.kind == "azure-key":
+        store.env["RCLONE_CONFIG_STORE_KEY"] = "d3Jvbmc="
+    else:
+        store.env["RCLONE_CONFIG_STORE_SAS_URL"] = store.env["RCLONE_CONFIG_STORE_SAS_URL"].replace("sig=", "sig=AAAA")
+    failed = _store_step(alpine_path, store, "upload", {"BACKUP_DIR": str(tmp_path)})
+    assert failed.returncode != 0
+    assert "backup: archives:" not in failed.stdout and store.keys() == []
+    assert (tmp_path / "20261205T020000Z.tar.gz").exists()  # nothing deleted before the store took it
+
+
+def _stamp(t: datetime) -> str:
+    return t.strftime("%Y%m%dT%H%M%SZ")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_retention_in_the_store_is_the_cores(s3_server: str, alpine_path: str, tmp_path: Path, seed: int) -> None:
+    store = Store("s3", s3_server, f"retention-{seed}")
+    rng = random.Random(seed)
+    now = datetime(2026, 12, 5, 2, 0, tzinfo=UTC)
+    times = sorted({now - timedelta(days=rng.randrange(1, 500), seconds=rng.randrange(86400)) for _ in range(60)})
+    for t in times:
+        store.put(f"{_stamp(t)}.tar.gz", b"")
+    store.put("notes.txt", b"not an archive: never touched")
+    b = Backups(daily_days=rng.choice([1, 14]), weekly_weeks=rng.choice([0, 13]), monthly_months=rng.choice([1, 12]))
+    pinned = rng.choice(times)
+    (tmp_path / f"{_stamp(now)}.tar.gz").write_bytes(b"new")
+    done = _store_step(alpine_path, store, "upload", {"BACKUP_DIR": str(tmp_path), "BACKUP_KEEP": _stamp(pinned), **retention_env(b)})
+    assert done.returncode == 0, done.stderr
+    kept = {t for k in store.keys() if (t := parse_id(k)) is not None}
+    assert kept == keep([*times, now], now, b, [pinned])
+    assert "notes.txt" in store.keys()
+    removed = [line for line in done.stdout.splitlines() if line.startswith("backup: retention removed ")]
+    assert len(removed) == len(times) + 1 - len(kept) > 0
+    listed = done.stdout.splitlines()[-1].removeprefix("backup: archives: ").split()
+    assert listed == sorted((f"{_stamp(t)}.tar.gz" for t in kept), reverse=True)

@@ -116,10 +116,6 @@ def _supports(ctx: _Context, command: str, *methods: str) -> None:
     """Refuse a command the environment's target does not offer (yet), before it acts."""
     if not all(callable(getattr(ctx.actions, m, None)) for m in methods):
         raise UserError(f"the {ctx.deployment.target.name} target has no `mxinfra backup {command}` yet (issue 21)")
-    # a target may offer a command for some environments only (`why_not`: the reason, or None)
-    why_not = getattr(ctx.actions, "why_not", None)
-    if callable(why_not) and (reason := why_not(command)) is not None:
-        raise UserError(reason)
 
 
 def _now() -> datetime:

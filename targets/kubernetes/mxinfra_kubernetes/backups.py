@@ -379,7 +379,7 @@ def deploy(b: Builder, pvcs: list[tuple[str, str]], require_tls: bool, local_fil
             spec=cron_job_spec(lay, action, schedule, pod),
             opts=b.opts(depends_on=deps),
         )
-    if settings.restore_from and store is None:
+    if settings.restore_from:
         from .config import for_environment
 
         here = {e.environment.name: Layout.of(e.naming, for_environment(ctx.config, e.environment.name), {}).namespace for e in ctx.deployment.environments}
@@ -403,22 +403,9 @@ class ClusterActions:
     --from=cronjob/...` makes them, by whoever runs the command (below production the `backups` group;
     on production the platform or release identity, since the `backups` group creates no Job there)."""
 
-    def __init__(self, access: Any, lay: Layout, env: Environment, *, poll: float = POLL_SECONDS, timeout: float = JOB_TIMEOUT, store: str | None = None) -> None:
+    def __init__(self, access: Any, lay: Layout, env: Environment, *, poll: float = POLL_SECONDS, timeout: float = JOB_TIMEOUT) -> None:
         self.access, self.lay, self.env, self.poll, self.timeout = access, lay, env, poll, timeout
-        self.store = store  # where the archives are, when in object storage (`store:<bucket>/<prefix>`)
         self._last = ""  # the newest id this process made or listed: ids are seconds, and name one backup each
-
-    def why_not(self, command: str) -> str | None:
-        """Why `command` is not offered for this environment (None: it is): download and restore --from
-        move archives between claims, through the cluster; archives in object storage are not there."""
-        if self.store is None or command not in ("download", "restore --from"):
-            return None
-        bucket = self.store.split(":", 1)[1]
-        return (
-            f"{self.env.name} keeps its backups in object storage ({bucket}, backups.s3 or backups.azure): `mxinfra backup {command}` "
-            f"moves archives held on a backups claim and is not offered for object storage yet; fetch <id>.tar.gz from {bucket}/ "
-            "with your own read grant on it (e.g. rclone copyto, aws s3 cp, az storage blob download)"
-        )
 
     @property
     def where(self) -> str:
@@ -428,8 +415,6 @@ class ClusterActions:
     def refusal(self, action: str) -> str | None:
         """Why the caller may not run `action` here (None: the cluster says it may), asked with a
         SelfSubjectAccessReview: create Jobs (create, restore) or read the backup pods' logs (list)."""
-        if action == "export" and self.store is not None:
-            return self.why_not("restore --from")
         makes = action in ("create", "restore", "export", "download")
         checks = [("create", "batch", "jobs", None)] if makes else [("list", "", "pods", None), ("get", "", "pods", "log")]
         if action == "download":
@@ -642,7 +627,8 @@ def _job_object(cron_name: str, ns: str, labels: dict[str, str], spec: dict[str,
 def export_job_spec(restore_cron: dict[str, Any], name: str, backup: str, token: str, stamp: str, *, to: str, target: str | None = None, serve_port: int | None = None) -> dict[str, Any]:
     """The export Job of an environment, made from its restore template (image, user, limits, Pod
     Security settings) with only what sending needs: the scripts and the backups claim read-only, no
-    Secret, no file store. It sends to `target` (host:port of another environment's restore pod) or
+    database Secret, no file store (archives in object storage: the scratch volume and the template's
+    fetch step, which alone holds the store's Secret). It sends to `target` (host:port of another environment's restore pod) or
     serves on `serve_port` (a download). Its pod carries no instance label: the environment's
     NetworkPolicy (egress to the database only) does not select it, and the destination's admits it by
     its component label."""
@@ -665,6 +651,14 @@ def export_job_spec(restore_cron: dict[str, Any], name: str, backup: str, token:
         container["ports"] = [{"name": "archive", "containerPort": serve_port, "protocol": "TCP"}]
     container["volumeMounts"] = [{**m, "readOnly": True} for m in container.get("volumeMounts", []) if m["name"] in ("scripts", "backups")]
     pod["volumes"] = [v for v in pod.get("volumes", []) if v["name"] in ("scripts", "backups")]
+    # Archives in object storage: the restore template's fetch step first brings the archive into the
+    # scratch volume (with the store's Secret: the one credential this pod holds), as for a restore.
+    fetch = [c for c in pod.get("initContainers", []) if c["name"] == "fetch"]
+    for c in fetch:
+        c["env"] = [e for e in c.get("env", []) if e["name"] != "BACKUP_ID"] + [{"name": "BACKUP_ID", "value": backup}]
+    pod.pop("initContainers", None)
+    if fetch:
+        pod["initContainers"] = fetch
     spec["template"]["metadata"] = {"labels": labels}
     spec["backoffLimit"] = 0
     job = _job_object(name, restore_cron["metadata"]["namespace"], labels, spec, stamp)

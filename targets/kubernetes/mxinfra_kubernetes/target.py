@@ -143,7 +143,7 @@ class KubernetesTarget(Target):
         from mxinfra.backups import of_environment
         from mxinfra.errors import UserError
 
-        from .backups import ClusterActions, object_store, remote
+        from .backups import ClusterActions
         from .cluster import ClusterUnreadable, access_for
         from .layout import Layout
 
@@ -158,8 +158,7 @@ class KubernetesTarget(Target):
             access = access_for(kubeconfig, context, cwd=base_dir)
         except ClusterUnreadable as e:
             raise UserError(f"{environment}: the cluster cannot be reached: {e}") from None
-        store = remote(settings, prepared.naming.app, environment) if object_store(settings) is not None else None
-        return ClusterActions(access, Layout.of(prepared.naming, settings, prepared.labels), prepared.environment, store=store)
+        return ClusterActions(access, Layout.of(prepared.naming, settings, prepared.labels), prepared.environment)
 
     def deploy_app(self, ctx: AppContext) -> Any:
         """A Kubernetes provider for the configured context/kubeconfig, else None (the ambient or inherited one)."""

@@ -62,6 +62,7 @@ class Cluster:
         self.jobs: dict[str, dict] = {}
         self.pods: dict[str, dict] = {}
         self.logs: dict[str, str] = {}
+        self.step_logs: dict[tuple[str, str], str] = {}  # (pod, container): every container's output, init containers' too
         self.requests: list[tuple[str, str]] = []
         self.created: list[dict] = []
         self.store: dict[str, Any] = {}  # with archives in S3: the emulator's endpoint, the Secret's values, busybox's PATH
@@ -120,6 +121,7 @@ class Cluster:
             for container in [*pod.get("initContainers", []), c]:
                 args, env = command(container)
                 done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+                self.step_logs[(name, container["name"])] = done.stdout + done.stderr
                 if done.returncode != 0:
                     break
             assert done is not None
@@ -227,6 +229,32 @@ def _serve(cluster: Cluster) -> tuple[ThreadingHTTPServer, str]:
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
+_buckets = iter(range(10**6))
+
+
+def _s3_bucket(request: pytest.FixtureRequest, env: str) -> dict[str, Any]:
+    """A new bucket of moto's S3 server, as an environment's `backups` block (archives in S3)."""
+    import boto3
+
+    endpoint = request.getfixturevalue("s3_server")
+    bucket = f"backups-{env}-{next(_buckets)}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=bucket)
+    return {"s3": {"bucket": bucket, "endpoint": "https://backups.example.com", "accessKeyId": "testing", "secretAccessKey": "testing-secret"}}
+
+
+def _s3_node(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """What the node's rclone steps get: the emulator's endpoint, the backup-store Secret's values, busybox's PATH."""
+    secrets = {"RCLONE_CONFIG_STORE_ACCESS_KEY_ID": "testing", "RCLONE_CONFIG_STORE_SECRET_ACCESS_KEY": "testing-secret"}
+    return {"endpoint": request.getfixturevalue("s3_server"), "secrets": secrets, "path": request.getfixturevalue("alpine_path")}
+
+
+def _s3_keys(c: Cluster, bucket: str) -> list[str]:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=c.store["endpoint"], region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
 @pytest.fixture
 def cluster(project, capsys, tmp_path, pg, request, monkeypatch, engine_secrets) -> Iterator[tuple[Cluster, str]]:
     """The stack `request.param` planned, its objects served; KUBECONFIG names the server."""
@@ -239,14 +267,7 @@ def cluster(project, capsys, tmp_path, pg, request, monkeypatch, engine_secrets)
     cfg = config(stack, instances=1)
     cfg = with_(cfg, "mxinfra:kubernetes/storage", {"local": {"size": "1Gi"}})
     if store:
-        import boto3
-
-        endpoint = request.getfixturevalue("s3_server")
-        bucket = f"backups-{stack}-{tmp_path.name[-20:].lower().replace('_', '-')}".rstrip("-")
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=bucket)
-        keys = {"accessKeyId": "testing", "secretAccessKey": "testing-secret"}
-        cfg = with_(cfg, "mxinfra:kubernetes/backups", {"s3": {"bucket": bucket, "endpoint": "https://backups.example.com", **keys}})
-        store_secrets = {"RCLONE_CONFIG_STORE_ACCESS_KEY_ID": "testing", "RCLONE_CONFIG_STORE_SECRET_ACCESS_KEY": "testing-secret"}
+        cfg = with_(cfg, "mxinfra:kubernetes/backups", _s3_bucket(request, stack))
     # the loopback PostgreSQL has no TLS (the CronJob's PGSSLMODE=require is tested in test_k8s_backups.py)
     cfg = with_(cfg, "mxinfra:kubernetes/database.requireTls", False)
     project.stack(stack, ungated(cfg))
@@ -255,7 +276,7 @@ def cluster(project, capsys, tmp_path, pg, request, monkeypatch, engine_secrets)
     objects = [d for d in yaml.safe_load_all((tmp_path / "plan" / "kubernetes" / f"{stack}.yaml").read_text()) if d]
     c = Cluster(objects, pg.url, tmp_path / "node")
     if store:
-        c.store = {"endpoint": endpoint, "secrets": store_secrets, "path": request.getfixturevalue("alpine_path"), "bucket": bucket}
+        c.store = _s3_node(request)
     server, url = _serve(c)
     kubeconfig = {
         "apiVersion": "v1",
@@ -332,10 +353,10 @@ def test_create_list_restore_on_test(cluster, pg, project, capsys):
 
 
 @pytest.mark.parametrize("cluster", ["production+s3"], indirect=True)
-def test_archives_in_s3_create_list_restore_and_no_download(cluster, pg, project, capsys):
-    import boto3
-
+def test_archives_in_s3_create_list_restore_download(cluster, pg, project, capsys):
     c, stack = cluster
+    bucket = c.cronjobs["orders-production-backup"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    bucket = next(e["value"] for e in bucket if e["name"] == "BACKUP_REMOTE").split(":")[1].split("/")[0]
     pg.psql(SEED)
     before = _rows(pg)
     files = c.root / "pvc" / "orders-production-files"
@@ -344,9 +365,7 @@ def test_archives_in_s3_create_list_restore_and_no_download(cluster, pg, project
     rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "production", "-C", str(project.path))
     assert rc == 0, (err, c.logs)
     (backup_id,) = re.findall(r"backup (\d{8}T\d{6}Z) taken", out)
-    s3 = boto3.client("s3", endpoint_url=c.store["endpoint"], region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
-    listed = s3.list_objects_v2(Bucket=c.store["bucket"])["Contents"]
-    assert [o["Key"] for o in listed] == [f"orders/production/{backup_id}.tar.gz"]
+    assert _s3_keys(c, bucket) == [f"orders/production/{backup_id}.tar.gz"]
     (job,) = c.created
     pod = job["spec"]["template"]["spec"]
     # the id reaches both steps: postgres names the archive with it, rclone uploads that name
@@ -362,17 +381,23 @@ def test_archives_in_s3_create_list_restore_and_no_download(cluster, pg, project
     assert rc == 0, (err, c.logs)
     assert _rows(pg) == before and (files / "doc1").read_bytes() == b"file one"
     assert [j["metadata"]["name"].split("-")[2] for j in c.created] == ["backup", "backup", "restore"]
-    assert len(s3.list_objects_v2(Bucket=c.store["bucket"])["Contents"]) == 2  # production's backup before the restore is there too
-    recs = _records(project, stack, "production")
-    assert [r.action for r in recs] == ["backup", "backup", "restore"]
+    assert len(_s3_keys(c, bucket)) == 2  # production's backup before the restore is there too
 
-    # download and restore --from move archives between claims: refused, before anything runs, with the way to get it
-    made = len(c.created)
+    # download: the export Job fetches the archive from the bucket, then serves it once through the pod proxy
     rc, out, err = _cli(capsys, "backup", "download", "-s", stack, "-e", "production", "--id", backup_id, "-o", str(c.root / "dl"), "-C", str(project.path))
-    assert rc == 2 and "Traceback" not in err
-    assert f"keeps its backups in object storage ({c.store['bucket']}/orders/production" in " ".join(err.split()), err
-    assert len(c.created) == made and not (c.root / "dl").exists()
-    assert len(_records(project, stack, "production")) == 3
+    assert rc == 0, (err, c.logs)
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=c.store["endpoint"], region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    stored = s3.get_object(Bucket=bucket, Key=f"orders/production/{backup_id}.tar.gz")["Body"].read()
+    assert (c.root / "dl" / f"{backup_id}.tar.gz").read_bytes() == stored
+    export = c.created[-1]["spec"]["template"]["spec"]
+    (fetch,), (serve,) = export["initContainers"], export["containers"]
+    # the store's keys in the fetch step only; no database anywhere in the pod
+    assert "secretKeyRef" in json.dumps(fetch) and "secretKeyRef" not in json.dumps(serve) and "DATABASE_URL" not in json.dumps(export)
+    recs = _records(project, stack, "production")
+    assert [r.action for r in recs] == ["backup", "backup", "restore", "backup-download"]
+    assert recs[-1].changes == {"backup": {"id": backup_id, "size": len(stored), "sha256": hashlib.sha256(stored).hexdigest()}}
 
 
 @pytest.mark.parametrize("cluster", ["production"], indirect=True)
@@ -462,12 +487,19 @@ def two(project, capsys, tmp_path, pg, request, monkeypatch, engine_secrets) -> 
     monkeypatch.setattr("mxinfra_kubernetes.backups.TRANSFER_PORT", _free_port())
     src, src_backups, dst, dst_backups = request.param
     objects = []
+    stored = False
     for env, backups in ((src, src_backups), (dst, dst_backups)):
-        project.stack(env, _local(env, **backups))
+        backups = dict(backups)
+        cfg = _local(env, **{k: v for k, v in backups.items() if k != "store"})
+        if backups.get("store") == "s3":  # its archives in a bucket
+            cfg, stored = with_(cfg, "mxinfra:kubernetes/backups", _s3_bucket(request, env)), True
+        project.stack(env, cfg)
         assert main(["plan", "-s", env, "-C", str(project.path), "--out", str(tmp_path / "plan")]) == 0, capsys.readouterr().err
         objects += [d for d in yaml.safe_load_all((tmp_path / "plan" / "kubernetes" / f"{env}.yaml").read_text()) if d]
     capsys.readouterr()
     c = Cluster(objects, pg.url, tmp_path / "node")
+    if stored:
+        c.store = _s3_node(request)
     for env in (src, dst):
         pg.psql(f"DROP DATABASE IF EXISTS {env}")  # the server is the module's: one statement each (no transaction)
         pg.psql(f"CREATE DATABASE {env}")
@@ -491,6 +523,31 @@ def two(project, capsys, tmp_path, pg, request, monkeypatch, engine_secrets) -> 
 def _seeded(pg: PostgresServer, db: str, rows: int) -> str:
     pg.psql(SEED.replace("generate_series(1, 2000)", f"generate_series(1, {rows})"), database=db)
     return pg.psql('COPY (SELECT * FROM "orders$order" ORDER BY id) TO STDOUT', database=db)
+
+
+@pytest.mark.parametrize("two", [("production", {"store": "s3"}, "acceptance", {"restoreFrom": ["production"], "store": "s3"})], indirect=True)
+def test_production_restored_into_acceptance_with_both_archives_in_s3(two, pg, project, capsys):
+    c = two
+    prod_rows = _seeded(pg, "production", 300)
+    _seeded(pg, "acceptance", 10)
+    (c.root / "pvc" / "orders-production-files").mkdir(parents=True)
+    (c.root / "pvc" / "orders-production-files" / "doc1").write_bytes(b"production file")
+    acc_files = c.root / "pvc" / "orders-acceptance-files"
+    acc_files.mkdir(parents=True)
+    (acc_files / "stale").write_bytes(b"acceptance only")
+    rc, out, err = _cli(capsys, "backup", "create", "-s", "production", "-e", "production", "-C", str(project.path))
+    assert rc == 0, (err, c.logs)
+    (backup_id,) = re.findall(r"backup (\d{8}T\d{6}Z) taken", out)
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", "acceptance", "-e", "acceptance", "--from", "production", "--from-stack", "production", "--id", backup_id, "-C", str(project.path))
+    assert rc == 0, (err, c.logs)
+    assert pg.psql('COPY (SELECT * FROM "orders$order" ORDER BY id) TO STDOUT', database="acceptance") == prod_rows
+    assert {p.name: p.read_bytes() for p in acc_files.iterdir()} == {"doc1": b"production file"}
+    # the source's export fetched from its bucket; the destination's fetch step stood aside for the transfer
+    restore_job, export_job = (j["metadata"]["name"] for j in c.created[-2:])
+    assert c.step_logs[(restore_job, "fetch")] == f"restore: {backup_id} comes from production's export Job: nothing to fetch here\n"
+    assert c.step_logs[(export_job, "fetch")].startswith(f"restore: fetched {backup_id} from store:backups-production-")
+    assert [r.action for r in _records(project, "production", "production")] == ["backup", "backup-export"]
+    assert [r.action for r in _records(project, "acceptance", "acceptance")] == ["restore"]
 
 
 @pytest.mark.parametrize("two", [("production", {}, "acceptance", {"restoreFrom": ["production"]})], indirect=True)

@@ -8,6 +8,7 @@
 #   BACKUP_REMOTE  where the archives are, as rclone names it: store:<bucket or container>/<prefix>; the
 #                  remote `store` is defined by RCLONE_CONFIG_STORE_* variables
 #   BACKUP_ID      (fetch) the archive to fetch, YYYYmmddTHHMMSSZ
+#   BACKUP_SOURCE  (fetch) set when the archive comes from another environment's export Job instead
 #   KEEP_*, BACKUP_KEEP  (upload) retention, as backup.sh applies it to a claim (`backup.sh expired`)
 set -eu
 umask 077
@@ -55,6 +56,11 @@ case "${1:-}" in
     echo "backup: archives: $(sort -r "$listing" | tr '\n' ' ')"
     ;;
   fetch)
+    if [ -n "${BACKUP_SOURCE:-}" ]; then
+      # a restore from another environment: its export Job sends the archive (restore.sh receives it)
+      echo "restore: $BACKUP_ID comes from $BACKUP_SOURCE's export Job: nothing to fetch here"
+      exit 0
+    fi
     id=${BACKUP_ID:-}
     case "$id" in
       [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z) ;;

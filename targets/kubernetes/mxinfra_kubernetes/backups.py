@@ -28,7 +28,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +38,7 @@ from mxinfra.environments import Environment
 from mxinfra.errors import UserError
 from mxinfra.naming import Naming
 
-from .config import BackupAzureConfig, BackupS3Config, Claim, EnvironmentSettings, claim_of
+from .config import AzureBlobConfig, BackupAzureConfig, BackupS3Config, Claim, EnvironmentSettings, S3Config, claim_of
 from .layout import JOB_CPU_MILLI, JOB_MEMORY_MB, RUNTIME_UID, Layout, milli
 
 if TYPE_CHECKING:
@@ -61,6 +61,8 @@ TRANSFER_IMAGE = "rclone/rclone:1.76.0"
 WORK_DIR = "/work"
 # The rclone remote the RCLONE_CONFIG_STORE_* variables define (no config file: RCLONE_CONFIG=/dev/null).
 REMOTE = "store"
+FILES_REMOTE = "files"  # the runtime's object file store, copied into and back from the archive's tree/
+ObjectStore = BackupS3Config | BackupAzureConfig | S3Config | AzureBlobConfig
 _RESTRICTED = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
@@ -96,69 +98,111 @@ def remote(settings: EnvironmentSettings, app: str, env: str) -> str:
     return f"{REMOTE}:{where}/{settings.backups.prefix or f'{app}/{env}'}"
 
 
-def store_secret_values(settings: EnvironmentSettings) -> dict[str, Any]:
-    """The store's credentials, as the `backup-store` Secret holds them (empty: the pod's identity)."""
-    store = object_store(settings)
-    if isinstance(store, BackupS3Config):
+def file_store(settings: EnvironmentSettings) -> S3Config | AzureBlobConfig | None:
+    """The runtime's file store when it is object storage (None: local files, or none)."""
+    st = settings.storage
+    return None if st is None or st.local is not None else (st.s3 or st.azure)
+
+
+def files_remote(settings: EnvironmentSettings) -> str:
+    """The file store as rclone names it: `files:<bucket or container>` (the runtime uses its root)."""
+    store = file_store(settings)
+    assert store is not None
+    return f"{FILES_REMOTE}:{store.bucket if isinstance(store, S3Config) else store.container}"
+
+
+def _remote_secrets(store: ObjectStore | None, remote: str) -> dict[str, Any]:
+    """The credentials of an rclone remote (`store` or `files`) as `RCLONE_CONFIG_<REMOTE>_*` (empty: the pod's identity)."""
+    prefix = f"RCLONE_CONFIG_{remote.upper()}_"
+    if isinstance(store, (BackupS3Config, S3Config)):
         if store.accessKeyId is None:
             return {}
-        return {"RCLONE_CONFIG_STORE_ACCESS_KEY_ID": store.accessKeyId, "RCLONE_CONFIG_STORE_SECRET_ACCESS_KEY": store.secretAccessKey}
-    if isinstance(store, BackupAzureConfig):
+        return {f"{prefix}ACCESS_KEY_ID": store.accessKeyId, f"{prefix}SECRET_ACCESS_KEY": store.secretAccessKey}
+    if isinstance(store, (BackupAzureConfig, AzureBlobConfig)):
         if store.accountKey is not None:
-            return {"RCLONE_CONFIG_STORE_KEY": store.accountKey}
+            return {f"{prefix}KEY": store.accountKey}
         # rclone takes a container-level SAS as the container's URL with the token as its query
         base = (store.endpoint or f"https://{store.accountName}.blob.core.windows.net").rstrip("/")
-        return {"RCLONE_CONFIG_STORE_SAS_URL": f"{base}/{store.container}?{(store.sasToken or '').lstrip('?')}"}
+        return {f"{prefix}SAS_URL": f"{base}/{store.container}?{(store.sasToken or '').lstrip('?')}"}
     return {}
 
 
-def store_env(settings: EnvironmentSettings, secret_name: Any) -> list[dict[str, Any]]:
-    """rclone's settings of the remote: plain values, the credentials from the `backup-store` Secret
-    (`secret_name`); never a config file (RCLONE_CONFIG=/dev/null keeps it in memory)."""
-    store = object_store(settings)
-    plain: dict[str, str] = {"RCLONE_CONFIG": "/dev/null"}
-    if isinstance(store, BackupS3Config):
-        plain.update(RCLONE_CONFIG_STORE_TYPE="s3", RCLONE_CONFIG_STORE_PROVIDER="Other" if store.endpoint else "AWS")
+def _remote_env(store: ObjectStore | None, remote: str, secret_name: Any) -> list[dict[str, Any]]:
+    """An rclone remote's settings: plain values, and its credentials from the Secret `secret_name`."""
+    prefix = f"RCLONE_CONFIG_{remote.upper()}_"
+    plain: dict[str, str] = {}
+    if isinstance(store, (BackupS3Config, S3Config)):
+        plain.update(TYPE="s3", PROVIDER="Other" if store.endpoint else "AWS")
         # no CreateBucket right is needed, nor given: the bucket exists
-        plain["RCLONE_CONFIG_STORE_NO_CHECK_BUCKET"] = "true"
+        plain["NO_CHECK_BUCKET"] = "true"
         if store.accessKeyId is None:
-            plain["RCLONE_CONFIG_STORE_ENV_AUTH"] = "true"  # IRSA or the node's role, by the AWS SDK's chain
+            plain["ENV_AUTH"] = "true"  # IRSA or the node's role, by the AWS SDK's chain
         if store.endpoint:
-            plain["RCLONE_CONFIG_STORE_ENDPOINT"] = store.endpoint
-        if store.region:
-            plain["RCLONE_CONFIG_STORE_REGION"] = store.region
+            plain["ENDPOINT"] = store.endpoint
+        if getattr(store, "region", None):
+            plain["REGION"] = store.region  # type: ignore[union-attr]
         if store.useSse:
-            plain["RCLONE_CONFIG_STORE_SERVER_SIDE_ENCRYPTION"] = "AES256"
-    elif isinstance(store, BackupAzureConfig):
-        plain["RCLONE_CONFIG_STORE_TYPE"] = "azureblob"
+            plain["SERVER_SIDE_ENCRYPTION"] = "AES256"
+    elif isinstance(store, (BackupAzureConfig, AzureBlobConfig)):
+        plain["TYPE"] = "azureblob"
         if store.accountKey is not None:
-            plain["RCLONE_CONFIG_STORE_ACCOUNT"] = store.accountName
+            plain["ACCOUNT"] = store.accountName
         if store.endpoint:
-            plain["RCLONE_CONFIG_STORE_ENDPOINT"] = store.endpoint
-    env = [{"name": k, "value": v} for k, v in sorted(plain.items())]
-    env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": k}}} for k in sorted(store_secret_values(settings))]
+            plain["ENDPOINT"] = store.endpoint
+    env = [{"name": prefix + k, "value": v} for k, v in sorted(plain.items())]
+    env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": k}}} for k in sorted(_remote_secrets(store, remote))]
     return env
 
 
+def store_secret_values(settings: EnvironmentSettings) -> dict[str, Any]:
+    """The archives' store's credentials, as the `backup-store` Secret holds them (empty: the pod's identity)."""
+    return _remote_secrets(object_store(settings), REMOTE)
+
+
+def files_secret_values(settings: EnvironmentSettings) -> dict[str, Any]:
+    """The object file store's credentials, as the `backup-files` Secret holds them (empty: the pod's identity)."""
+    return _remote_secrets(file_store(settings), FILES_REMOTE)
+
+
+def store_env(settings: EnvironmentSettings, secret_name: Any) -> list[dict[str, Any]]:
+    """rclone's settings of the archives' remote `store`: plain values, the credentials from the
+    `backup-store` Secret (`secret_name`); never a config file (RCLONE_CONFIG=/dev/null keeps it in memory)."""
+    return [{"name": "RCLONE_CONFIG", "value": "/dev/null"}, *_remote_env(object_store(settings), REMOTE, secret_name)]
+
+
+def files_env(settings: EnvironmentSettings, secret_name: Any) -> list[dict[str, Any]]:
+    """rclone's settings of the file store's remote `files`, its credentials from the `backup-files` Secret."""
+    return [{"name": "RCLONE_CONFIG", "value": "/dev/null"}, *_remote_env(file_store(settings), FILES_REMOTE, secret_name)]
+
+
 def transfer_image(settings: EnvironmentSettings) -> str:
-    """The rclone image of the Jobs' store container: `backups.transferImage`, else TRANSFER_IMAGE."""
+    """The rclone image of the Jobs' object-storage steps: `backups.transferImage`, else TRANSFER_IMAGE."""
     return settings.backups.transferImage or TRANSFER_IMAGE
 
 
+def uses_rclone(settings: EnvironmentSettings) -> bool:
+    """Whether the backup Jobs have rclone steps: the archives or the files in object storage."""
+    return object_store(settings) is not None or file_store(settings) is not None
+
+
 def script(name: str) -> str:
-    """The text of a container script (backup.sh, restore.sh or export.sh)."""
+    """The text of a container script (backup.sh, restore.sh, export.sh or store.sh)."""
     return (SCRIPTS / name).read_text()
 
 
 @dataclass(frozen=True)
-class StoreSpec:
-    """What a Job needs to keep its archive in object storage: rclone's image, its settings of the
-    remote (store_env), the remote path, and the scratch volume's size."""
+class RcloneSteps:
+    """What a Job's rclone steps need: the image and scratch size; for archives in object storage the
+    remote path and its settings (store_env); for an object file store its remote, settings (files_env)
+    and the key suffix the runtime gives its objects."""
 
     image: str
-    env: list[dict[str, Any]]
-    remote: str
     scratch: str
+    remote: str | None = None
+    env: list[dict[str, Any]] = field(default_factory=list)
+    files_remote: str | None = None
+    files_env: list[dict[str, Any]] = field(default_factory=list)
+    files_suffix: str | None = None
 
 
 def pod_spec(
@@ -171,13 +215,17 @@ def pod_spec(
     local_files: bool,
     require_tls: bool,
     cpu_milli: int = JOB_CPU_MILLI,
-    store: StoreSpec | None = None,
+    rclone: RcloneSteps | None = None,
 ) -> dict[str, Any]:
     """The pod of a backup (`action` "backup") or restore ("restore") Job, Pod Security `restricted`.
 
-    With `store`, the archive passes through a scratch emptyDir: the backup's postgres container runs
-    first (an init container) and rclone uploads; the restore's rclone fetches first and postgres restores."""
-    archives = WORK_DIR if store is not None else BACKUP_DIR
+    Kubernetes runs init containers one by one, then the container. A backup: the object file store
+    copied into a scratch volume (`pull-files`), then backup.sh, then the archive uploaded (`upload`); a
+    restore: the archive fetched (`fetch`), then restore.sh, then the files copied back (`push-files`).
+    Without object storage, backup.sh or restore.sh alone, on the claims."""
+    store = rclone is not None and rclone.remote is not None
+    remote_files = rclone is not None and rclone.files_remote is not None
+    archives = WORK_DIR if store else BACKUP_DIR
     env: list[dict[str, Any]] = [
         {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": database_secret, "key": "DATABASE_URL"}}},
         {"name": "BACKUP_DIR", "value": archives},
@@ -195,16 +243,21 @@ def pod_spec(
     scripts = {"name": "scripts", "mountPath": SCRIPTS_DIR, "readOnly": True}
     mounts = [scripts, {"name": "backups", "mountPath": archives}]
     volumes: list[dict[str, Any]] = [{"name": "scripts", "configMap": {"name": lay.name("backup-scripts"), "defaultMode": 0o555}}]
-    if store is None:
-        volumes.append({"name": "backups", "persistentVolumeClaim": {"claimName": lay.name("backups")}})
-    else:
+    if store:
+        assert rclone is not None
         # one archive at a time, gone with the pod: the store keeps them
-        volumes.append({"name": "backups", "emptyDir": {"sizeLimit": store.scratch}})
-    if local_files:
+        volumes.append({"name": "backups", "emptyDir": {"sizeLimit": rclone.scratch}})
+    else:
+        volumes.append({"name": "backups", "persistentVolumeClaim": {"claimName": lay.name("backups")}})
+    if local_files or remote_files:
         env.append({"name": "FILES_DIR", "value": FILES_DIR})
-        # A backup only reads the files; a restore replaces them.
-        mounts.append({"name": "files", "mountPath": FILES_DIR, "readOnly": action == "backup"})
-        volumes.append({"name": "files", "persistentVolumeClaim": {"claimName": lay.name("files")}})
+        # A backup only reads the files; a restore replaces them (in the scratch copy, for an object store).
+        mounts.append({"name": "files", "mountPath": FILES_DIR, "readOnly": action == "backup" and local_files})
+        if local_files:
+            volumes.append({"name": "files", "persistentVolumeClaim": {"claimName": lay.name("files")}})
+        else:
+            assert rclone is not None
+            volumes.append({"name": "files", "emptyDir": {"sizeLimit": rclone.scratch}})
     memory = f"{JOB_MEMORY_MB}Mi"
     resources = {"requests": {"cpu": milli(cpu_milli), "memory": memory}, "limits": {"cpu": milli(cpu_milli), "memory": memory}}
     security = {**_RESTRICTED, "runAsUser": RUNTIME_UID, "runAsGroup": RUNTIME_UID}
@@ -218,34 +271,50 @@ def pod_spec(
         "securityContext": security,
         "volumeMounts": mounts,
     }
+
+    def step(name: str, variables: list[dict[str, Any]], volume: str, path: str) -> dict[str, Any]:
+        assert rclone is not None
+        return {
+            "name": name,
+            "image": rclone.image,
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["/bin/sh", f"{SCRIPTS_DIR}/store.sh", name],
+            "env": [{"name": "HOME", "value": "/tmp"}, *variables],
+            "resources": resources,
+            "securityContext": security,
+            "volumeMounts": [scripts, {"name": volume, "mountPath": path}],
+        }
+
+    before: list[dict[str, Any]] = []
+    after: list[dict[str, Any]] = []
+    if store:
+        assert rclone is not None and rclone.remote is not None
+        archive_vars = [{"name": "BACKUP_DIR", "value": WORK_DIR}, {"name": "BACKUP_REMOTE", "value": rclone.remote}]
+        if action == "backup":
+            after.append(step("upload", archive_vars + [{"name": k, "value": v} for k, v in retention_env(b).items()] + rclone.env, "backups", WORK_DIR))
+        else:
+            before.append(step("fetch", archive_vars + [{"name": "BACKUP_ID"}] + rclone.env, "backups", WORK_DIR))
+    if remote_files:
+        assert rclone is not None and rclone.files_remote is not None
+        files_vars = [{"name": "FILES_DIR", "value": FILES_DIR}, {"name": "FILES_REMOTE", "value": rclone.files_remote}]
+        if rclone.files_suffix:
+            files_vars.append({"name": "FILES_SUFFIX", "value": rclone.files_suffix})
+        if action == "backup":
+            before.insert(0, step("pull-files", files_vars + rclone.files_env, "files", FILES_DIR))
+        else:
+            after.insert(0, step("push-files", files_vars + rclone.files_env, "files", FILES_DIR))
+    steps = [*before, postgres, *after]
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "restartPolicy": "Never",
         # The runtime's user: the file store's files are its own, so a restore can write them back.
         "securityContext": {"runAsNonRoot": True, "runAsUser": RUNTIME_UID, "runAsGroup": RUNTIME_UID, "fsGroup": RUNTIME_UID, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [postgres],
+        "containers": steps[-1:],
         "volumes": volumes,
     }
-    if store is not None:
-        step = "upload" if action == "backup" else "fetch"
-        store_vars = [{"name": "BACKUP_DIR", "value": WORK_DIR}, {"name": "BACKUP_REMOTE", "value": store.remote}, {"name": "HOME", "value": "/tmp"}]
-        if action == "backup":
-            store_vars += [{"name": k, "value": v} for k, v in retention_env(b).items()]
-        else:
-            store_vars.append({"name": "BACKUP_ID"})
-        transfer = {
-            "name": step,
-            "image": store.image,
-            "imagePullPolicy": "IfNotPresent",
-            "command": ["/bin/sh", f"{SCRIPTS_DIR}/store.sh", step],
-            "env": store_vars + store.env,
-            "resources": resources,
-            "securityContext": security,
-            "volumeMounts": [scripts, {"name": "backups", "mountPath": WORK_DIR}],
-        }
-        # Kubernetes runs init containers one by one, before the container: the step that makes the archive first.
-        pod["initContainers"], pod["containers"] = ([postgres], [transfer]) if action == "backup" else ([transfer], [postgres])
+    if steps[:-1]:
+        pod["initContainers"] = steps[:-1]
     return pod
 
 
@@ -333,7 +402,6 @@ def deploy(b: Builder, pvcs: list[tuple[str, str]], require_tls: bool, local_fil
     )
     size = b.settings.backups.size
     deps: list[Any] = [scripts, b.created["database-secret"], *b.created.get("database-deps", [])]
-    store: StoreSpec | None = None
     if object_store(b.settings) is None:
         found = claim(b.settings, ctx.environment)
         assert found is not None
@@ -347,20 +415,28 @@ def deploy(b: Builder, pvcs: list[tuple[str, str]], require_tls: bool, local_fil
                 b.logical("backups"), metadata=lay.metadata(lay.name("backups"), "backup", per_release=False), spec=spec, opts=b.opts(protect_data=True)
             )
         )
-    else:
-        secret_name: Any = None
-        if values := store_secret_values(b.settings):
-            deps.append(b.secret("backup-store", values, component="backup"))
-            secret_name = b.secret_name("backup-store")
-        deps.append(
-            k8s.networking.v1.NetworkPolicy(
-                b.logical("backup-store-egress"),
-                metadata=lay.metadata(lay.name("backup-store"), "backup", per_release=False),
-                spec=store_policy_spec(lay, b.settings),
-                opts=b.opts(),
+    rclone: RcloneSteps | None = None
+    if uses_rclone(b.settings):
+        # Each remote's keys in a Secret of its own, read by its steps alone (never by postgres's).
+        names: dict[str, Any] = {}
+        for kind, values in (("backup-store", store_secret_values(b.settings)), ("backup-files", files_secret_values(b.settings))):
+            if values:
+                deps.append(b.secret(kind, values, component="backup"))
+                names[kind] = b.secret_name(kind)
+        rclone = RcloneSteps(transfer_image(b.settings), size)
+        if object_store(b.settings) is not None:
+            deps.append(
+                k8s.networking.v1.NetworkPolicy(
+                    b.logical("backup-store-egress"),
+                    metadata=lay.metadata(lay.name("backup-store"), "backup", per_release=False),
+                    spec=store_policy_spec(lay, b.settings),
+                    opts=b.opts(),
+                )
             )
-        )
-        store = StoreSpec(transfer_image(b.settings), store_env(b.settings, secret_name), remote(b.settings, ctx.naming.app, ctx.environment.name), size)
+            rclone = replace(rclone, remote=remote(b.settings, ctx.naming.app, ctx.environment.name), env=store_env(b.settings, names.get("backup-store")))
+        if (files := file_store(b.settings)) is not None:
+            suffix = files.keySuffix if isinstance(files, S3Config) else None
+            rclone = replace(rclone, files_remote=files_remote(b.settings), files_env=files_env(b.settings, names.get("backup-files")), files_suffix=suffix)
     for action, schedule in (("backup", settings.schedule), ("restore", NEVER)):
         pod = pod_spec(
             lay,
@@ -371,7 +447,7 @@ def deploy(b: Builder, pvcs: list[tuple[str, str]], require_tls: bool, local_fil
             local_files=local_files,
             require_tls=require_tls,
             cpu_milli=b.settings.backups.cpu,
-            store=store,
+            rclone=rclone,
         )
         k8s.batch.v1.CronJob(
             b.logical(action),
@@ -637,7 +713,10 @@ def export_job_spec(restore_cron: dict[str, Any], name: str, backup: str, token:
     labels["app.kubernetes.io/component"] = EXPORT_COMPONENT
     spec = template["spec"]
     pod = spec["template"]["spec"]
-    (container,) = pod["containers"]
+    # the postgres step (restore.sh's image, user and limits) becomes the sender; the others are left out
+    steps = [*pod.get("initContainers", []), *pod["containers"]]
+    (container,) = [c for c in steps if c["name"] == "restore"]
+    pod["containers"] = [container]
     keep_env = {"BACKUP_DIR", "HOME"}
     container["name"] = "export"
     container["command"] = ["/bin/sh", f"{SCRIPTS_DIR}/export.sh"]
@@ -653,7 +732,7 @@ def export_job_spec(restore_cron: dict[str, Any], name: str, backup: str, token:
     pod["volumes"] = [v for v in pod.get("volumes", []) if v["name"] in ("scripts", "backups")]
     # Archives in object storage: the restore template's fetch step first brings the archive into the
     # scratch volume (with the store's Secret: the one credential this pod holds), as for a restore.
-    fetch = [c for c in pod.get("initContainers", []) if c["name"] == "fetch"]
+    fetch = [c for c in steps if c["name"] == "fetch"]
     for c in fetch:
         c["env"] = [e for e in c.get("env", []) if e["name"] != "BACKUP_ID"] + [{"name": "BACKUP_ID", "value": backup}]
     pod.pop("initContainers", None)

@@ -721,12 +721,14 @@ def _check_backup_store(stack: StackConfig, s: EnvironmentSettings, env: Environ
     issues: list[ConfigIssue] = []
     if b.s3 is not None and b.azure is not None:
         issues.append(ConfigIssue(bpath, "set at most one of s3 and azure", "the archives go to one store", file))
+    files_in_objects = s.storage is not None and s.storage.local is None and (s.storage.s3 or s.storage.azure) is not None
     if b.s3 is None and b.azure is None:
         for key in ("prefix", "networks", "transferImage"):
-            if getattr(b, key) is not None:
+            if getattr(b, key) is not None and not (key == "transferImage" and files_in_objects):
                 issues.append(ConfigIssue(f"{bpath}.{key}", "applies to archives in s3 or azure, and neither is set", f"drop {key}, or set {bpath}.s3 or {bpath}.azure", file))
-        return issues
-    if b.storageClass is not None:
+        if b.transferImage is None or not files_in_objects:
+            return issues
+    if b.storageClass is not None and (b.s3 or b.azure) is not None:
         issues.append(ConfigIssue(f"{bpath}.storageClass", "the archives are in object storage: there is no backups claim to class", "drop storageClass", file))
     issues += _credentials(stack, bpath, b.s3, b.azure, file)
     for kind, store in (("s3", b.s3), ("azure", b.azure)):
@@ -739,7 +741,7 @@ def _check_backup_store(stack: StackConfig, s: EnvironmentSettings, env: Environ
         if ref is None:
             issues.append(ConfigIssue(f"{bpath}.transferImage", f"{b.transferImage!r} is not an image reference", "registry/repository[:tag]@sha256:<digest> of an rclone image", file))
         elif ref.digest is None and env.is_production:
-            issues.append(ConfigIssue(f"{bpath}.transferImage", f"{b.transferImage!r} is not pinned by digest, and production {env.name!r}'s archives pass through it", f"{b.transferImage.split('@')[0]}@sha256:<digest>", file))
+            issues.append(ConfigIssue(f"{bpath}.transferImage", f"{b.transferImage!r} is not pinned by digest, and production {env.name!r}'s data passes through it", f"{b.transferImage.split('@')[0]}@sha256:<digest>", file))
     if env.is_production and s.storage is not None and _same_store(s.storage, b):
         # the runtime holds the file store's credentials: an app that is taken over could delete its own backups
         issues.append(

@@ -91,12 +91,12 @@ class KubernetesTarget(Target):
         if (no_backups := opt_out_warning(env, of_environment(env))) is not None:
             out.append(no_backups)
         elif env.is_production and settings.mode == "plain":
-            from .backups import EXTERNAL_IMAGE, TRANSFER_IMAGE, job_image, object_store, transfer_image
+            from .backups import EXTERNAL_IMAGE, TRANSFER_IMAGE, job_image, transfer_image, uses_rclone
 
             if settings.database is not None and settings.database.url is not None and job_image(settings) == EXTERNAL_IMAGE:
                 out.append(f"the backup Job runs {EXTERNAL_IMAGE} by tag, with the database's credentials: pin it by digest with {settings.paths['backups']}.image")
-            if object_store(settings) is not None and transfer_image(settings) == TRANSFER_IMAGE:
-                out.append(f"the backup Job's upload runs {TRANSFER_IMAGE} by tag, with the backup store's credentials: pin it by digest with {settings.paths['backups']}.transferImage")
+            if uses_rclone(settings) and transfer_image(settings) == TRANSFER_IMAGE:
+                out.append(f"the backup Jobs' object-storage steps run {TRANSFER_IMAGE} by tag, with the stores' credentials: pin it by digest with {settings.paths['backups']}.transferImage")
         roles = access.roles()
         if env.is_production and access.grants:
             groups = ", ".join(sorted({p.split(":", 1)[1] for r in roles for p in r.principals}))

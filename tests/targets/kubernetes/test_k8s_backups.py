@@ -46,6 +46,13 @@ def _one(docs: list[dict], kind: str, name: str) -> dict:
     return found
 
 
+def _step(docs: list[dict], cron: str, name: str) -> dict:
+    """The container `name` of a CronJob's pod, init containers included."""
+    pod = _one(docs, "CronJob", cron)["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (found,) = [c for c in (*pod.get("initContainers", []), *pod["containers"]) if c["name"] == name]
+    return found
+
+
 def _env(container: dict) -> dict:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
 
@@ -73,7 +80,16 @@ def test_production_gets_a_nightly_backup_and_a_suspended_restore_template(proje
     assert env["DATABASE_URL"]["secretKeyRef"]["name"].startswith("orders-production-database-secret-")
     assert (env["KEEP_DAILY_DAYS"], env["KEEP_WEEKLY_WEEKS"], env["KEEP_MONTHLY_MONTHS"]) == ("14", "13", "12")
     assert env["PGSSLMODE"] == "require"  # the example's external database requires TLS
-    assert "FILES_DIR" not in env  # its files are in S3: not copied by this slice
+    # its files are in S3: copied into the scratch volume first, which backup.sh archives as tree/
+    assert env["FILES_DIR"] == "/files"
+    (pull,) = backup["spec"]["jobTemplate"]["spec"]["template"]["spec"]["initContainers"]
+    pull_env = _env(pull)
+    assert (pull["name"], pull["command"], pull["image"]) == ("pull-files", ["/bin/sh", "/scripts/store.sh", "pull-files"], "rclone/rclone:1.76.0")
+    assert pull_env["FILES_REMOTE"] == "files:orders-files" and pull_env["RCLONE_CONFIG_FILES_ENDPOINT"] == "https://s3.example.com"
+    assert "DATABASE_URL" not in pull_env and pull_env["RCLONE_CONFIG_FILES_ACCESS_KEY_ID"]["secretKeyRef"]["name"].startswith("orders-production-backup-files-")
+    (back,) = restore["spec"]["jobTemplate"]["spec"]["template"]["spec"]["initContainers"]
+    (push,) = restore["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert (back["name"], push["name"]) == ("restore", "push-files")
     assert c["command"] == ["/bin/sh", "/scripts/backup.sh"]
     claim = _one(docs, "PersistentVolumeClaim", "orders-production-backups")
     assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
@@ -210,13 +226,11 @@ PINNED = "registry.example.com/postgres:17.4@sha256:" + "ab" * 32
 def test_an_external_databases_backup_runs_the_configured_image(project, capsys, tmp_path):
     cfg = with_(config("production"), "mxinfra:kubernetes/backups", {"image": PINNED})
     docs, _ = _render(project, capsys, tmp_path, "production", cfg)
-    for name in ("orders-production-backup", "orders-production-restore"):
-        (c,) = _one(docs, "CronJob", name)["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
-        assert c["image"] == PINNED
+    for action in ("backup", "restore"):
+        assert _step(docs, f"orders-production-{action}", action)["image"] == PINNED
     # without the key: the default client image
     docs, _ = _render(project, capsys, tmp_path / "default", "production", config("production"))
-    (c,) = _one(docs, "CronJob", "orders-production-backup")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
-    assert c["image"] == "postgres:17.2"
+    assert _step(docs, "orders-production-backup", "backup")["image"] == "postgres:17.2"
 
 
 @pytest.mark.parametrize(
@@ -255,7 +269,7 @@ def test_production_is_warned_while_its_backup_runs_an_image_by_tag(project, cap
     warning = "the backup Job runs postgres:17.2 by tag, with the database's credentials: pin it by digest with mxinfra:kubernetes.backups.image"
     assert warning in " ".join(out.split())
     _, out = _render(project, capsys, tmp_path / "pinned", "production", with_(config("production"), "mxinfra:kubernetes/backups", {"image": PINNED}))
-    assert "by tag" not in out
+    assert "postgres:17.2 by tag" not in out
 
 
 @pytest.mark.usefixtures("engine_secrets")
@@ -333,20 +347,25 @@ def test_archives_in_s3_replace_the_claim_by_a_scratch_volume_and_an_rclone_step
             kubernetes_validate.validate(d, K8S_VERSION, strict=True)
     assert not [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
     assert _one(docs, "ResourceQuota", "orders-production-quota")["spec"]["hard"]["persistentvolumeclaims"] == "0"
-    (secret,) = [d for d in docs if d["kind"] == "Secret" and d["metadata"]["labels"]["app.kubernetes.io/component"] == "backup"]
-    assert sorted(secret["stringData"]) == ["RCLONE_CONFIG_STORE_ACCESS_KEY_ID", "RCLONE_CONFIG_STORE_SECRET_ACCESS_KEY"]
+    secrets = {d["metadata"]["annotations"]["mxinfra.io/secret-keys"]: d for d in docs if d["kind"] == "Secret" and d["metadata"]["labels"]["app.kubernetes.io/component"] == "backup"}
+    assert sorted(secrets) == ["RCLONE_CONFIG_FILES_ACCESS_KEY_ID,RCLONE_CONFIG_FILES_SECRET_ACCESS_KEY", "RCLONE_CONFIG_STORE_ACCESS_KEY_ID,RCLONE_CONFIG_STORE_SECRET_ACCESS_KEY"]
+    secret = secrets["RCLONE_CONFIG_STORE_ACCESS_KEY_ID,RCLONE_CONFIG_STORE_SECRET_ACCESS_KEY"]
 
     backup, restore = _pod(docs, "orders-production-backup"), _pod(docs, "orders-production-restore")
     for pod in (backup, restore):
         assert restricted_violations(pod) == []
         assert {v["name"]: v for v in pod["volumes"]}["backups"] == {"name": "backups", "emptyDir": {"sizeLimit": "20Gi"}}
-    # the backup: postgres writes the archive first (an init container), rclone uploads it
-    (dump,), (upload,) = backup["initContainers"], backup["containers"]
-    assert (dump["name"], dump["image"], upload["name"], upload["image"]) == ("backup", "postgres:17.2", "upload", RCLONE_PINNED)
+    # the backup: the files copied from their bucket, postgres writes the archive (init containers, one by
+    # one), rclone uploads it
+    (pull, dump), (upload,) = backup["initContainers"], backup["containers"]
+    assert [c["name"] for c in (pull, dump, upload)] == ["pull-files", "backup", "upload"]
+    assert (dump["image"], upload["image"], pull["image"]) == ("postgres:17.2", RCLONE_PINNED, RCLONE_PINNED)
     assert upload["command"] == ["/bin/sh", "/scripts/store.sh", "upload"]
-    # restore: rclone fetches first, postgres restores
-    (fetch,), (back,) = restore["initContainers"], restore["containers"]
-    assert (fetch["name"], fetch["command"][-1], back["name"]) == ("fetch", "fetch", "restore")
+    # restore: rclone fetches first, postgres restores, the files go back to their bucket
+    (fetch, back), (push,) = restore["initContainers"], restore["containers"]
+    assert [c["name"] for c in (fetch, back, push)] == ["fetch", "restore", "push-files"]
+    # each rclone step holds one store's keys: the archives' or the files'
+    assert not [k for k in _env(upload) if k.startswith("RCLONE_CONFIG_FILES")] and not [k for k in _env(pull) if k.startswith("RCLONE_CONFIG_STORE")]
     for postgres in (dump, back):
         env = _env(postgres)
         assert env["BACKUP_DIR"] == "/work" and "DATABASE_URL" in env
@@ -379,10 +398,9 @@ def test_archives_in_azure_with_a_sas_token_and_the_default_image_warned_on_prod
     azure = {"accountName": "ordersbackups", "container": "archives", "sasToken": "sv=2024&sig=Known-Sas-Sig-1"}
     docs, out = _render(project, capsys, tmp_path, "production", with_(config("production"), "mxinfra:kubernetes/backups", {"azure": azure, "prefix": "prod"}))
     assert "Known-Sas-Sig-1" not in (tmp_path / "out" / "kubernetes" / "production.yaml").read_text() and "Known-Sas-Sig-1" not in out
-    warning = "the backup Job's upload runs rclone/rclone:1.76.0 by tag, with the backup store's credentials: pin it by digest with mxinfra:kubernetes.backups.transferImage"
+    warning = "the backup Jobs' object-storage steps run rclone/rclone:1.76.0 by tag, with the stores' credentials: pin it by digest with mxinfra:kubernetes.backups.transferImage"
     assert warning in " ".join(out.split())
-    (upload,) = _pod(docs, "orders-production-backup")["containers"]
-    env = _env(upload)
+    env = _env(_step(docs, "orders-production-backup", "upload"))
     assert env["BACKUP_REMOTE"] == "store:archives/prod" and env["RCLONE_CONFIG_STORE_TYPE"] == "azureblob"
     assert "RCLONE_CONFIG_STORE_ACCOUNT" not in env and set(env["RCLONE_CONFIG_STORE_SAS_URL"]["secretKeyRef"]) == {"name", "key"}
     assert _one(docs, "NetworkPolicy", "orders-production-backup-store")["spec"]["egress"] == [{"ports": [{"port": 443, "protocol": "TCP"}]}]
@@ -405,7 +423,7 @@ def test_archives_in_object_storage_problems_in_one_report(project, capsys):
         ("mxinfra:kubernetes.backups.azure", "needs accountKey or sasToken"),
         ("mxinfra:kubernetes.backups.azure.endpoint", "'http://blob.example.com' is not an https URL"),
         ("mxinfra:kubernetes.backups.storageClass", "the archives are in object storage: there is no backups claim to class"),
-        ("mxinfra:kubernetes.backups.transferImage", "'rclone/rclone:1.76.0' is not pinned by digest, and production 'production''s archives pass through it"),
+        ("mxinfra:kubernetes.backups.transferImage", "'rclone/rclone:1.76.0' is not pinned by digest, and production 'production''s data passes through it"),
         ("mxinfra:kubernetes.backups", "production 'production' keeps its backups in its own file store, whose credentials the runtime holds"),
     ]:
         assert f"{path}: {message}" in err, (path, err)
@@ -414,7 +432,9 @@ def test_archives_in_object_storage_problems_in_one_report(project, capsys):
 
 @pytest.mark.usefixtures("engine_secrets")
 def test_object_storage_keys_without_a_store_are_refused(project, capsys):
-    cfg = with_(config("acceptance"), "mxinfra:kubernetes/backups", {"prefix": "x", "transferImage": RCLONE_PINNED})
+    # local files: nothing in object storage, so no rclone step either
+    cfg = with_(config("acceptance", instances=1), "mxinfra:kubernetes/storage", {"local": {}})
+    cfg = with_(cfg, "mxinfra:kubernetes/backups", {"prefix": "x", "transferImage": RCLONE_PINNED})
     project.stack("acceptance", cfg)
     rc = main(["plan", "-s", "acceptance", "-C", str(project.path)])
     err = " ".join(capsys.readouterr().err.split())

@@ -99,7 +99,7 @@ class Cluster:
                 return value
 
             # the rclone image: busybox and rclone only; the postgres image: its client tools
-            rclone = container["command"][-1] in ("upload", "fetch")
+            rclone = container["command"][-1] in ("upload", "fetch", "pull-files", "push-files")
             env = {"PATH": self.store["path"] if rclone else f"{require_bin_dir()}:{os.environ['PATH']}"}
             for e in container["env"]:
                 if "valueFrom" in e:
@@ -109,7 +109,9 @@ class Cluster:
                     env[e["name"]] = local(e["value"])
             if rclone:
                 # the one change: the emulator speaks plain HTTP on loopback where the plan names an https endpoint
-                env["RCLONE_CONFIG_STORE_ENDPOINT"] = self.store["endpoint"]
+                for remote in ("STORE", "FILES"):
+                    if f"RCLONE_CONFIG_{remote}_ENDPOINT" in env:
+                        env[f"RCLONE_CONFIG_{remote}_ENDPOINT"] = self.store["endpoint"]
                 env["HOME"] = str(self.root)
             return [local(a) for a in container["command"]], env
 
@@ -244,15 +246,12 @@ def _s3_bucket(request: pytest.FixtureRequest, env: str) -> dict[str, Any]:
 
 def _s3_node(request: pytest.FixtureRequest) -> dict[str, Any]:
     """What the node's rclone steps get: the emulator's endpoint, the backup-store Secret's values, busybox's PATH."""
-    secrets = {"RCLONE_CONFIG_STORE_ACCESS_KEY_ID": "testing", "RCLONE_CONFIG_STORE_SECRET_ACCESS_KEY": "testing-secret"}
+    secrets = {f"RCLONE_CONFIG_{remote}_{key}": value for remote in ("STORE", "FILES") for key, value in (("ACCESS_KEY_ID", "testing"), ("SECRET_ACCESS_KEY", "testing-secret"))}
     return {"endpoint": request.getfixturevalue("s3_server"), "secrets": secrets, "path": request.getfixturevalue("alpine_path")}
 
 
 def _s3_keys(c: Cluster, bucket: str) -> list[str]:
-    import boto3
-
-    s3 = boto3.client("s3", endpoint_url=c.store["endpoint"], region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
-    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    return [o["Key"] for o in _s3(c).list_objects_v2(Bucket=bucket).get("Contents", [])]
 
 
 @pytest.fixture
@@ -263,11 +262,15 @@ def cluster(project, capsys, tmp_path, pg, request, monkeypatch, engine_secrets)
     # the stack's secrets read as the engine marks them, by `mxinfra backup` as by `mxinfra plan`
     monkeypatch.setattr("mxinfra.stackfile.read_stack_config", plan.read_stack_config)
     # "STACK", or "STACK+s3": its archives in a bucket of moto's S3 server
-    stack, _, store = request.param.partition("+")
+    # "STACK", "STACK+s3" (its archives in a bucket of moto's S3 server), "STACK+s3+files" (its file store too)
+    stack, *extras = request.param.split("+")
+    store = bool(extras)
     cfg = config(stack, instances=1)
     cfg = with_(cfg, "mxinfra:kubernetes/storage", {"local": {"size": "1Gi"}})
-    if store:
+    if "s3" in extras:
         cfg = with_(cfg, "mxinfra:kubernetes/backups", _s3_bucket(request, stack))
+    if "files" in extras:
+        cfg = with_(cfg, "mxinfra:kubernetes/storage", {"s3": {**_s3_bucket(request, f"{stack}-files")["s3"], "endpoint": "https://files.example.com"}})
     # the loopback PostgreSQL has no TLS (the CronJob's PGSSLMODE=require is tested in test_k8s_backups.py)
     cfg = with_(cfg, "mxinfra:kubernetes/database.requireTls", False)
     project.stack(stack, ungated(cfg))
@@ -386,10 +389,7 @@ def test_archives_in_s3_create_list_restore_download(cluster, pg, project, capsy
     # download: the export Job fetches the archive from the bucket, then serves it once through the pod proxy
     rc, out, err = _cli(capsys, "backup", "download", "-s", stack, "-e", "production", "--id", backup_id, "-o", str(c.root / "dl"), "-C", str(project.path))
     assert rc == 0, (err, c.logs)
-    import boto3
-
-    s3 = boto3.client("s3", endpoint_url=c.store["endpoint"], region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
-    stored = s3.get_object(Bucket=bucket, Key=f"orders/production/{backup_id}.tar.gz")["Body"].read()
+    stored = _s3(c).get_object(Bucket=bucket, Key=f"orders/production/{backup_id}.tar.gz")["Body"].read()
     assert (c.root / "dl" / f"{backup_id}.tar.gz").read_bytes() == stored
     export = c.created[-1]["spec"]["template"]["spec"]
     (fetch,), (serve,) = export["initContainers"], export["containers"]
@@ -398,6 +398,44 @@ def test_archives_in_s3_create_list_restore_download(cluster, pg, project, capsy
     recs = _records(project, stack, "production")
     assert [r.action for r in recs] == ["backup", "backup", "restore", "backup-download"]
     assert recs[-1].changes == {"backup": {"id": backup_id, "size": len(stored), "sha256": hashlib.sha256(stored).hexdigest()}}
+
+
+@pytest.mark.parametrize("cluster", ["production+s3+files"], indirect=True)
+def test_a_file_store_in_s3_is_in_every_backup_and_restored_from_it(cluster, pg, project, capsys):
+    c, stack = cluster
+    bucket = next(b for b in (e.get("value", "") for e in _env_of(c, "orders-production-backup", "pull-files")) if b.startswith("files:")).split(":")[1]
+    put = lambda key, data: _s3(c).put_object(Bucket=bucket, Key=key, Body=data)  # noqa: E731
+    get = lambda key: _s3(c).get_object(Bucket=bucket, Key=key)["Body"].read()  # noqa: E731
+    put("a1b2c3", b"a document")
+    put("d4e5f6", b"another")
+    pg.psql(SEED)
+    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "production", "-C", str(project.path))
+    assert rc == 0, (err, c.logs)
+    (backup_id,) = re.findall(r"backup (\d{8}T\d{6}Z) taken", out)
+    put("a1b2c3", b"overwritten")
+    _s3(c).delete_object(Bucket=bucket, Key="d4e5f6")
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--id", backup_id, "-C", str(project.path))
+    assert rc == 0, (err, c.logs)
+    assert (get("a1b2c3"), get("d4e5f6")) == (b"a document", b"another")
+    restore_job = c.created[-1]["metadata"]["name"]
+    assert c.step_logs[(restore_job, "push-files")] == f"restore: copied 2 files back to files:{bucket}\n"
+    # the download holds them too: db/ and tree/, as Mendix Cloud's
+    rc, out, err = _cli(capsys, "backup", "download", "-s", stack, "-e", "production", "--id", backup_id, "-o", str(c.root / "dl"), "-C", str(project.path))
+    assert rc == 0, (err, c.logs)
+    listed = subprocess.run(["tar", "-tzf", str(c.root / "dl" / f"{backup_id}.tar.gz")], capture_output=True, text=True, check=True).stdout.split()
+    assert {"db/db.backup", "tree/a1b2c3", "tree/d4e5f6"} <= set(listed)
+
+
+def _s3(c: Cluster) -> Any:
+    import boto3
+
+    return boto3.client("s3", endpoint_url=c.store["endpoint"], region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def _env_of(c: Cluster, cron: str, step: str) -> list[dict]:
+    pod = c.cronjobs[cron]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (found,) = [x for x in (*pod.get("initContainers", []), *pod["containers"]) if x["name"] == step]
+    return found["env"]
 
 
 @pytest.mark.parametrize("cluster", ["production"], indirect=True)

@@ -17,7 +17,7 @@ from postgres import PostgresServer, require_bin_dir
 from test_k8s_backups_postgres import SCHEMA, _data, _snapshot, _tree
 
 from mxinfra.backups import Backups, keep, parse_id, retention_env
-from mxinfra_kubernetes.backups import SCRIPTS, remote, store_env, store_secret_values
+from mxinfra_kubernetes.backups import SCRIPTS, files_env, files_remote, files_secret_values, remote, store_env, store_secret_values
 from mxinfra_kubernetes.config import KubernetesConfig, for_environment
 
 UTC = timezone.utc
@@ -30,14 +30,14 @@ class Store:
     """One bucket or container on an emulator, and the environment the rclone container gets for it:
     store_env's plain values and store_secret_values' credentials, as the CronJob and Secret carry them."""
 
-    def __init__(self, kind: str, endpoint: str, name: str) -> None:
+    def __init__(self, kind: str, endpoint: str, name: str, *, files: bool = False, suffix: str | None = None) -> None:
         self.kind, self.name = kind, name
         if kind == "s3":
             import boto3
 
             self.s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
             self.s3.create_bucket(Bucket=name)
-            block = {"s3": {"bucket": name, "endpoint": endpoint, "accessKeyId": "testing", "secretAccessKey": "testing"}}
+            block = {"s3": {"bucket": name, "endpoint": endpoint, "accessKeyId": "testing", "secretAccessKey": "testing", **({"keySuffix": suffix} if suffix else {})}}
         else:
             from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
 
@@ -49,14 +49,17 @@ class Store:
                 expiry = datetime.now(UTC) + timedelta(hours=1)
                 credential = {"sasToken": generate_container_sas(AZURITE_ACCOUNT, name, account_key=AZURITE_KEY, permission=permissions, expiry=expiry)}
             block = {"azure": {"accountName": AZURITE_ACCOUNT, "container": name, "endpoint": endpoint, **credential}}
-        self.settings = for_environment(KubernetesConfig.model_validate({"backups": block}), "test")
-        self.env = {e["name"]: e["value"] for e in store_env(self.settings, "backup-store") if "value" in e}
-        self.env.update({k: str(v) for k, v in store_secret_values(self.settings).items()})
-        self.remote = remote(self.settings, "orders", "test")
+        # the block as the plan reads it: the archives' store (backups.s3/azure) or the runtime's file store (storage.s3/azure)
+        self.settings = for_environment(KubernetesConfig.model_validate({"storage": block} if files else {"backups": block}), "test")
+        rendered = files_env(self.settings, "backup-files") if files else store_env(self.settings, "backup-store")
+        self.env = {e["name"]: e["value"] for e in rendered if "value" in e}
+        self.env.update({k: str(v) for k, v in (files_secret_values if files else store_secret_values)(self.settings).items()})
+        self.prefix = "" if files else "orders/test/"
+        self.remote = files_remote(self.settings) if files else remote(self.settings, "orders", "test")
 
     def keys(self) -> list[str]:
         """The names under the environment's prefix, as the store lists them."""
-        prefix = "orders/test/"
+        prefix = self.prefix
         if self.kind == "s3":
             pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix)
             return sorted(o["Key"][len(prefix) :] for page in pages for o in page.get("Contents", []))
@@ -64,14 +67,20 @@ class Store:
 
     def put(self, name: str, data: bytes) -> None:
         if self.kind == "s3":
-            self.s3.put_object(Bucket=self.name, Key=f"orders/test/{name}", Body=data)
+            self.s3.put_object(Bucket=self.name, Key=f"{self.prefix}{name}", Body=data)
         else:
-            self.container.upload_blob(f"orders/test/{name}", data)
+            self.container.upload_blob(f"{self.prefix}{name}", data, overwrite=True)
 
     def get(self, name: str) -> bytes:
         if self.kind == "s3":
-            return bytes(self.s3.get_object(Bucket=self.name, Key=f"orders/test/{name}")["Body"].read())
-        return bytes(self.container.download_blob(f"orders/test/{name}").readall())
+            return bytes(self.s3.get_object(Bucket=self.name, Key=f"{self.prefix}{name}")["Body"].read())
+        return bytes(self.container.download_blob(f"{self.prefix}{name}").readall())
+
+    def delete(self, name: str) -> None:
+        if self.kind == "s3":
+            self.s3.delete_object(Bucket=self.name, Key=f"{self.prefix}{name}")
+        else:
+            self.container.delete_blob(f"{self.prefix}{name}")
 
 
 _made = iter(range(10**6))
@@ -92,7 +101,8 @@ def _pg_step(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
 
 def _store_step(path: str, store: Store, step: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """store.sh as the rclone container runs it: busybox's sh and applets, rclone, nothing else."""
-    full = {"PATH": path, "HOME": env["BACKUP_DIR"], "BACKUP_REMOTE": store.remote, **store.env, **env}
+    where = {"FILES_REMOTE": store.remote} if step.endswith("-files") else {"BACKUP_REMOTE": store.remote}
+    full = {"PATH": path, "HOME": env.get("BACKUP_DIR", env.get("FILES_DIR", "/nonexistent")), **where, **store.env, **env}
     return subprocess.run(["sh", str(SCRIPTS / "store.sh"), step], env=full, capture_output=True, text=True, timeout=120)
 
 
@@ -192,3 +202,46 @@ def test_retention_in_the_store_is_the_cores(s3_server: str, alpine_path: str, t
     assert len(removed) == len(times) + 1 - len(kept) > 0
     listed = done.stdout.splitlines()[-1].removeprefix("backup: archives: ").split()
     assert listed == sorted((f"{_stamp(t)}.tar.gz" for t in kept), reverse=True)
+
+
+@pytest.mark.parametrize("kind", ["s3", "azure-key"])
+def test_a_file_store_in_object_storage_goes_into_the_archive_and_back(request: pytest.FixtureRequest, pg: PostgresServer, alpine_path: str, tmp_path: Path, kind: str) -> None:
+    endpoint = request.getfixturevalue("s3_server" if kind == "s3" else "azurite")
+    suffix = ".orders-test" if kind == "s3" else None  # S3_KEY_SUFFIX: the runtime's objects, in a shared bucket
+    files = Store(kind, endpoint, f"files-{kind}-{next(_made)}", files=True, suffix=suffix)
+    mine = suffix or ""
+    originals = {f"0a1b2c3d{mine}": random.Random(5).randbytes(200_000), f"empty{mine}": b"", f"9f8e7d6c{mine}": b"second document"}
+    for name, data in originals.items():
+        files.put(name, data)
+    if suffix:
+        files.put("11111111.orders-acceptance", b"another environment's document")
+    pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA + _data(random.Random(8)))
+    before = _snapshot(pg)
+
+    scratch, copy = tmp_path / "out", tmp_path / "files"
+    scratch.mkdir()
+    copy.mkdir()
+    pulled = _store_step(alpine_path, files, "pull-files", {"FILES_DIR": str(copy), **({"FILES_SUFFIX": suffix} if suffix else {})})
+    assert pulled.returncode == 0, pulled.stderr
+    assert _tree(copy) == originals  # the runtime's objects, no other environment's
+    made = _pg_step("backup.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(scratch), "FILES_DIR": str(copy), "BACKUP_NOW": "20261205T030000Z"})
+    assert made.returncode == 0, made.stderr
+
+    pg.psql('DELETE FROM "orders$order"')
+    files.put(f"0a1b2c3d{mine}", b"overwritten")
+    files.delete(f"9f8e7d6c{mine}")
+    files.put(f"added-since{mine}", b"written after the backup")
+
+    restored_copy = tmp_path / "restore-files"
+    restored_copy.mkdir()
+    back = _pg_step("restore.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(scratch), "FILES_DIR": str(restored_copy), "BACKUP_ID": "20261205T030000Z"})
+    assert back.returncode == 0, back.stderr
+    pushed = _store_step(alpine_path, files, "push-files", {"FILES_DIR": str(restored_copy), **({"FILES_SUFFIX": suffix} if suffix else {})})
+    assert pushed.returncode == 0, pushed.stderr
+    assert _snapshot(pg) == before
+    for name, data in originals.items():
+        assert files.get(name) == data, name
+    # a copy, not a sync: what the runtime wrote since stays (the restored rows do not refer to it)
+    assert files.get(f"added-since{mine}") == b"written after the backup"
+    if suffix:
+        assert files.get("11111111.orders-acceptance") == b"another environment's document"

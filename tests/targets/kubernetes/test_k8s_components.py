@@ -46,6 +46,8 @@ PLAIN_COMMON = {
     # backups (on by default): the scripts, the archives' claim, the CronJob and the restore template
     "backup-scripts": CM,
     "backups": PVC,
+    # the file store's keys for the Jobs' rclone steps (the example's files are in S3: copied into each archive)
+    "backup-files": SECRET,
     "backup": "kubernetes:batch/v1:CronJob",
     "restore": "kubernetes:batch/v1:CronJob",
     "config": CM,

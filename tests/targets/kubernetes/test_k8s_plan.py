@@ -100,7 +100,7 @@ def test_no_secret_value_in_output_or_manifests(project, capsys, tmp_path, engin
     doc = json.loads(as_json)
     masked = [r["name"] for r in doc["resources"] if "[secret]" in json.dumps(r["inputs"])]
     # ... and the activity resource's keyed digests of the secrets (it records which secret changed)
-    expected = {"plain": ["orders-production-activity", "orders-production-database-secret", "orders-production-secret"], "operator": ["orders-production-activity", "orders-production-mendixapp", "orders-production-secret"]}
+    expected = {"plain": ["orders-production-activity", "orders-production-backup-files", "orders-production-database-secret", "orders-production-secret"], "operator": ["orders-production-activity", "orders-production-mendixapp", "orders-production-secret"]}
     assert sorted(masked) == expected[mode]
 
 

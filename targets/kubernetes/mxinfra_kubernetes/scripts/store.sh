@@ -10,9 +10,35 @@
 #   BACKUP_ID      (fetch) the archive to fetch, YYYYmmddTHHMMSSZ
 #   BACKUP_SOURCE  (fetch) set when the archive comes from another environment's export Job instead
 #   KEEP_*, BACKUP_KEEP  (upload) retention, as backup.sh applies it to a claim (`backup.sh expired`)
+#
+# The runtime's file store in S3 or Azure: `store.sh pull-files` (before backup.sh) copies it into the
+# scratch directory backup.sh archives as tree/; `store.sh push-files` (after restore.sh) copies the
+# archive's files back. Copies, never a sync: a file the runtime wrote since stays (the restored
+# database does not refer to it), and an archive without files deletes nothing.
+#   FILES_DIR      the scratch copy of the file store
+#   FILES_REMOTE   the file store as rclone names it: files:<bucket or container> (RCLONE_CONFIG_FILES_*)
+#   FILES_SUFFIX   (optional) the key suffix the runtime gives its objects (S3_KEY_SUFFIX): only those
 set -eu
 umask 077
 here=$(dirname "$0")
+case "${1:-}" in
+  pull-files|push-files)
+    : "${FILES_DIR:?store: FILES_DIR is not set}"
+    : "${FILES_REMOTE:?store: FILES_REMOTE is not set}"
+    # the runtime's objects only, where it marks them with a suffix (others share the bucket)
+    set -- "$1" ${FILES_SUFFIX:+--include "*$FILES_SUFFIX"}
+    if [ "$1" = pull-files ]; then
+      shift
+      rclone copy "$@" "$FILES_REMOTE" "$FILES_DIR"
+      echo "backup: copied $(find "$FILES_DIR" -type f | wc -l) files of $FILES_REMOTE"
+    else
+      shift
+      rclone copy "$@" "$FILES_DIR" "$FILES_REMOTE"
+      echo "restore: copied $(find "$FILES_DIR" -type f | wc -l) files back to $FILES_REMOTE"
+    fi
+    exit 0
+    ;;
+esac
 : "${BACKUP_DIR:?store: BACKUP_DIR is not set}"
 : "${BACKUP_REMOTE:?store: BACKUP_REMOTE is not set}"
 names='^[0-9]{8}T[0-9]{6}Z\.tar\.gz$'
@@ -72,7 +98,7 @@ case "${1:-}" in
     echo "restore: fetched $id from $BACKUP_REMOTE ($(wc -c < "$BACKUP_DIR/$id.tar.gz") bytes)"
     ;;
   *)
-    echo "usage: store.sh upload | fetch" >&2
+    echo "usage: store.sh upload | fetch | pull-files | push-files" >&2
     exit 2
     ;;
 esac

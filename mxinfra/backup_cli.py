@@ -239,6 +239,10 @@ def _restore_from(directory: Path, stack: str, environment: str, backup_id: str,
     src.connect("list")
     if not ctx.actions.same_cluster(src.actions):
         raise UserError(f"{source} ({src.actions.where}) and {environment} ({ctx.actions.where}) are on different clusters: the archive moves pod to pod inside one cluster")
+    # before anything runs (on production a backup is taken first): a restore the destination cannot read
+    incompatible = getattr(ctx.actions, "incompatible", None)
+    if callable(incompatible) and (why := incompatible(src.actions)) is not None:
+        raise UserError(why)
     known = src.actions.list()
     if backup_id not in known:
         raise UserError(f"{source} has no backup {backup_id}: it has {', '.join(known[:5]) or 'none'}{' ...' if len(known) > 5 else ''}")

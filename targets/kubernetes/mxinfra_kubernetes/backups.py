@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 import secrets
 import time
 import urllib.error
@@ -33,6 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mxinfra.artifacts import parse_image
 from mxinfra.backups import ID_FORMAT, Backups, of_environment, retention_env
 from mxinfra.environments import Environment
 from mxinfra.errors import UserError
@@ -531,6 +533,24 @@ class ClusterActions:
         """Whether `other` acts on this cluster (the transfer is pod to pod: one cluster's network)."""
         return str(self.access.server).rstrip("/") == str(other.access.server).rstrip("/")
 
+    def incompatible(self, source: ClusterActions) -> str | None:
+        """Why this environment's restore cannot read `source`'s archives (None: it can, or the images'
+        tags do not say): pg_restore reads dumps of its own PostgreSQL major version and older only."""
+        theirs, ours = source._postgres_image(), self._postgres_image()
+        dumped, restoring = postgres_major(theirs), postgres_major(ours)
+        if dumped is None or restoring is None or dumped <= restoring:
+            return None
+        return (
+            f"{source.env.name}'s backups are made by pg_dump {dumped} ({theirs}), which {self.env.name}'s restore, pg_restore {restoring} "
+            f"({ours}), cannot read: give {self.env.name} a PostgreSQL {dumped} image or newer (backups.image, or database.inCluster.image)"
+        )
+
+    def _postgres_image(self) -> str:
+        """The image of the environment's restore step, as its restore template in the cluster has it."""
+        pod = self._cron("restore")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        (step,) = [c for c in (*pod.get("initContainers", []), *pod["containers"]) if c["name"] == "restore"]
+        return str(step["image"])
+
     def restore_from(self, source: ClusterActions, backup: str, now: datetime) -> dict[str, Any]:
         """Restore archive `backup` of the `source` environment here: the restore Job listens, an export
         Job in the source namespace sends it the archive, both waited for; the archive's size and sha256
@@ -682,6 +702,15 @@ class ClusterActions:
             if time.monotonic() > deadline:
                 raise UserError(f"the {action} Job {job_name} in {self.where} did not finish within {self.timeout:.0f}s: follow it with kubectl -n {ns} logs -f job/{job_name}")
             time.sleep(self.poll)
+
+
+def postgres_major(image: str) -> int | None:
+    """The PostgreSQL major version an image's tag names (`postgres:17.2`, `.../postgres:16-bookworm@sha256:...`: 17, 16), or None."""
+    ref = parse_image(image)
+    if ref is None or ref.tag is None or not ref.repository.rsplit("/", 1)[-1].startswith("postgres"):
+        return None
+    m = re.match(r"(\d+)(?:\.|-|$)", ref.tag)
+    return int(m.group(1)) if m else None
 
 
 def _job_object(cron_name: str, ns: str, labels: dict[str, str], spec: dict[str, Any], stamp: str) -> dict[str, Any]:

@@ -528,9 +528,11 @@ def two(project, capsys, tmp_path, pg, request, monkeypatch, engine_secrets) -> 
     stored = False
     for env, backups in ((src, src_backups), (dst, dst_backups)):
         backups = dict(backups)
-        cfg = _local(env, **{k: v for k, v in backups.items() if k != "store"})
+        cfg = _local(env, **{k: v for k, v in backups.items() if k not in ("store", "image")})
         if backups.get("store") == "s3":  # its archives in a bucket
             cfg, stored = with_(cfg, "mxinfra:kubernetes/backups", _s3_bucket(request, env)), True
+        if "image" in backups:  # the image of its backup and restore Jobs
+            cfg = with_(cfg, "mxinfra:kubernetes/backups", {"image": backups["image"]})
         project.stack(env, cfg)
         assert main(["plan", "-s", env, "-C", str(project.path), "--out", str(tmp_path / "plan")]) == 0, capsys.readouterr().err
         objects += [d for d in yaml.safe_load_all((tmp_path / "plan" / "kubernetes" / f"{env}.yaml").read_text()) if d]
@@ -763,3 +765,31 @@ def test_download_bad_input_and_missing_rights_are_exit_2(cluster, project, caps
     rc, _, err = _cli(capsys, "backup", "download", "-s", stack, "-e", "production", "--id", "20261204T020000Z", "-o", str(tmp_path / "d"), "-C", str(project.path))
     assert rc == 2 and "may not create jobs" in err and "platform or release identity" in err
     assert c.created == [] and not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("two", [("production", {}, "acceptance", {"restoreFrom": ["production"], "image": "postgres:16.4"})], indirect=True)
+def test_restore_from_a_newer_postgresql_than_the_destination_restores_is_refused_before_anything_runs(two, project, capsys):
+    c = two
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", "acceptance", "-e", "acceptance", "--from", "production", "--from-stack", "production", "--id", "20261204T020000Z", "-C", str(project.path))
+    err = " ".join(err.split())
+    assert rc == 2 and "Traceback" not in err, err
+    assert "production's backups are made by pg_dump 17 (postgres:17.2), which acceptance's restore, pg_restore 16 (postgres:16.4), cannot read" in err, err
+    assert c.created == [] and _records(project, "acceptance", "acceptance") == [] and _records(project, "production", "production") == []
+
+
+@pytest.mark.parametrize(
+    "image, major",
+    [
+        ("postgres:17.2", 17),
+        ("registry.example.com/team/postgres:16-bookworm@sha256:" + "ab" * 32, 16),
+        ("postgres:9.6", 9),
+        ("postgres@sha256:" + "ab" * 32, None),  # a digest alone says nothing
+        ("postgres:latest", None),
+        ("bitnami/postgresql:17.2.0", 17),
+        ("mysql:8.0", None),
+    ],
+)
+def test_the_postgresql_major_version_is_read_from_the_tag_only(image, major):
+    from mxinfra_kubernetes.backups import postgres_major
+
+    assert postgres_major(image) == major

@@ -152,7 +152,7 @@ def download(
     directory: Directory = Path("."),
 ) -> None:
     """Download a backup as Mendix Cloud gives one (db/db.backup and tree/ in a .tar.gz), checked, recorded."""
-    from .backups import parse_id
+    from .backups import FilesNotRestored, parse_id
 
     if parse_id(backup_id + ".tar.gz") is None:
         raise UserError(f"--id {backup_id!r}: a backup id is its UTC start time, YYYYmmddTHHMMSSZ (see `mxinfra backup list`)")
@@ -189,7 +189,7 @@ def restore(
 ) -> None:
     """Restore a backup of the environment (or --from another's) over its database and files, recorded; on
     production an on-demand backup is taken (and recorded) first, so the restore can be undone."""
-    from .backups import parse_id
+    from .backups import FilesNotRestored, parse_id
 
     if parse_id(backup_id + ".tar.gz") is None:
         raise UserError(f"--id {backup_id!r}: a backup id is its UTC start time, YYYYmmddTHHMMSSZ (see `mxinfra backup list`)")
@@ -206,15 +206,21 @@ def restore(
     if ctx.environment.is_production:
         before = ctx.actions.create(_now(), keep=backup_id)
         ctx.record("backup", {"backup": {"id": before, "trigger": "before restore"}})
-    ctx.actions.restore(backup_id, _now())
-    ctx.record("restore", {"restore": {"id": backup_id, "from": environment, **({"backupBefore": before} if before else {})}})
+    done = {"id": backup_id, "from": environment, **({"backupBefore": before} if before else {})}
+    try:
+        ctx.actions.restore(backup_id, _now())
+    except FilesNotRestored as e:
+        # the database was replaced all the same: a change that goes into the log
+        ctx.record("restore", {"restore": {**done, "files": "not restored"}})
+        raise UserError(f"{e} (recorded)") from None
+    ctx.record("restore", {"restore": done})
     sys.stdout.write(f"{environment}: restored backup {backup_id}" + (f" (backup {before} taken first)" if before else "") + "\n")
 
 
 def _restore_from(directory: Path, stack: str, environment: str, backup_id: str, source: str, source_stack: str, allow_lower_tier: bool) -> None:
     """`restore --from`: the config's rule first, then both environments' rights, the source's list, on
     production a backup first; the copy and restore through the target; a record in both logs."""
-    from .backups import of_environment, restore_refusal
+    from .backups import FilesNotRestored, of_environment, restore_refusal
     from .environments import check_environment_name
 
     try:
@@ -250,8 +256,13 @@ def _restore_from(directory: Path, stack: str, environment: str, backup_id: str,
     if ctx.environment.is_production:
         before = ctx.actions.create(_now())
         ctx.record("backup", {"backup": {"id": before, "trigger": "before restore"}})
-    checked = ctx.actions.restore_from(src.actions, backup_id, _now())
     where = {"fromStack": source_stack} if source_stack != stack else {}
-    ctx.record("restore", {"restore": {"id": backup_id, "from": source, "to": environment, **where, **checked, **({"backupBefore": before} if before else {})}})
+    done = {"id": backup_id, "from": source, "to": environment, **where, **({"backupBefore": before} if before else {})}
+    try:
+        checked = ctx.actions.restore_from(src.actions, backup_id, _now())
+    except FilesNotRestored as e:
+        ctx.record("restore", {"restore": {**done, "files": "not restored"}})
+        raise UserError(f"{e} (recorded)") from None
+    ctx.record("restore", {"restore": {**done, **checked}})
     src.record("backup-export", {"backup": {"id": backup_id, "to": environment, **({"toStack": stack} if source_stack != stack else {}), **checked}})
     sys.stdout.write(f"{environment}: restored backup {backup_id} of {source}" + (f" (backup {before} taken first)" if before else "") + "\n")

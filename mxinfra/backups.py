@@ -17,7 +17,7 @@ from datetime import date, datetime, timedelta, timezone
 from pydantic import Field, field_validator, model_validator
 
 from .environments import Environment, Role, check_environment_name
-from .errors import ConfigIssue
+from .errors import ConfigIssue, UserError
 from .schema import StrictModel
 
 # Mendix Cloud's: nightly, dailies for two weeks, weeklies for three months, monthlies for a year.
@@ -303,3 +303,8 @@ def keep(times: Iterable[datetime], now: datetime, b: Backups = Backups(), pinne
 def retention_env(b: Backups) -> dict[str, str]:
     """The container script's retention variables (the same rule as `keep`)."""
     return {"KEEP_DAILY_DAYS": str(b.daily_days), "KEEP_WEEKLY_WEEKS": str(b.weekly_weeks), "KEEP_MONTHLY_MONTHS": str(b.monthly_months)}
+
+
+class FilesNotRestored(UserError):
+    """A restore that replaced the database but could not put the files back: a change to record (the
+    database is the backup's now) and to report, exit 2, with how to finish it."""

@@ -479,9 +479,11 @@ def test_secret_change_rolls_the_pods_onto_a_new_secret(deployed: Deployed) -> N
     deployed.pulumi.run("config", "set", "--secret", "--path", key, value, stack="acceptance")
     deployed.project.secrets["acceptance"][key] = value
     steps = _steps(deployed, "acceptance")
+    # the runtime's Secret and the backup Jobs' copy of the file store's keys (backup-files), each read by
+    # name: the StatefulSet, the deploy Role and the two backup CronJobs move to the new names
     assert {op: sorted(types) for op, types in steps.items()} == {
-        "replace": ["kubernetes:core/v1:Secret"],
-        "update": ["kubernetes:apps/v1:StatefulSet", "kubernetes:rbac.authorization.k8s.io/v1:Role"],
+        "replace": ["kubernetes:core/v1:Secret", "kubernetes:core/v1:Secret"],
+        "update": ["kubernetes:apps/v1:StatefulSet", "kubernetes:batch/v1:CronJob", "kubernetes:batch/v1:CronJob", "kubernetes:rbac.authorization.k8s.io/v1:Role"],
     }, steps
     events = deployed.project.dir.parent / "rotation-events.jsonl"
     deployed.pulumi.up("acceptance", "--event-log", str(events))
@@ -499,6 +501,11 @@ def test_secret_change_rolls_the_pods_onto_a_new_secret(deployed: Deployed) -> N
     assert sts["spec"]["template"] != sts_before["spec"]["template"]  # so the pods roll
     role = deployed.cluster.get("/apis/rbac.authorization.k8s.io/v1/namespaces/orders-acceptance/roles/orders-acceptance-deploy")
     assert [r["resourceNames"] for r in role["rules"] if r["resources"] == ["secrets"]] == [[new["metadata"]["name"]]]
+    cron = deployed.cluster.get("/apis/batch/v1/namespaces/orders-acceptance/cronjobs/orders-acceptance-backup")
+    (pull,) = [c for c in cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["initContainers"] if c["name"] == "pull-files"]
+    (ref,) = [e["valueFrom"]["secretKeyRef"] for e in pull["env"] if e["name"] == "RCLONE_CONFIG_FILES_SECRET_ACCESS_KEY"]
+    files_secret = deployed.cluster.get(f"/api/v1/namespaces/orders-acceptance/secrets/{ref['name']}")
+    assert base64.b64decode(files_secret["data"][ref["key"]]).decode() == value  # the backups copy the files with the rotated key
     assert len(deployed.activity("acceptance")) == records
     # the current names are stack outputs (for a backup Job, a runbook)
     secrets = deployed.pulumi.outputs("acceptance")["environments"]["acceptance"]["secrets"]

@@ -35,13 +35,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mxinfra.artifacts import parse_image
-from mxinfra.backups import ID_FORMAT, Backups, of_environment, retention_env
+from mxinfra.backups import ID_FORMAT, Backups, FilesNotRestored, of_environment, retention_env
 from mxinfra.environments import Environment
 from mxinfra.errors import UserError
 from mxinfra.naming import Naming
 
 from .config import AzureBlobConfig, BackupAzureConfig, BackupS3Config, Claim, EnvironmentSettings, S3Config, claim_of
 from .layout import JOB_CPU_MILLI, JOB_MEMORY_MB, RUNTIME_UID, Layout, milli
+from .network import backup_store_port
 
 if TYPE_CHECKING:
     from .builder import Builder
@@ -254,7 +255,8 @@ def pod_spec(
     if local_files or remote_files:
         env.append({"name": "FILES_DIR", "value": FILES_DIR})
         # A backup only reads the files; a restore replaces them (in the scratch copy, for an object store).
-        mounts.append({"name": "files", "mountPath": FILES_DIR, "readOnly": action == "backup" and local_files})
+        # (readOnly only when true: the API server drops a false one, and the live object must equal the plan)
+        mounts.append({"name": "files", "mountPath": FILES_DIR, **({"readOnly": True} if action == "backup" and local_files else {})})
         if local_files:
             volumes.append({"name": "files", "persistentVolumeClaim": {"claimName": lay.name("files")}})
         else:
@@ -363,13 +365,6 @@ def transfer_policy_spec(lay: Layout, namespaces: dict[str, str]) -> dict[str, A
     }
 
 
-def store_port(settings: EnvironmentSettings) -> int:
-    """The port of the archives' store endpoint (https: 443 unless the endpoint names one)."""
-    store = object_store(settings)
-    endpoint = getattr(store, "endpoint", None)
-    return (urllib.parse.urlsplit(endpoint).port if endpoint else None) or 443
-
-
 def store_policy_spec(lay: Layout, settings: EnvironmentSettings) -> dict[str, Any]:
     """The NetworkPolicy spec that lets the backup and restore pods (only) reach the archives' store:
     the environment's own policy admits its database and file store, and NetworkPolicies add up."""
@@ -381,7 +376,7 @@ def store_policy_spec(lay: Layout, settings: EnvironmentSettings) -> dict[str, A
             "matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In", "values": ["backup", "restore"]}],
         },
         "policyTypes": ["Egress"],
-        "egress": [{**to, "ports": [{"port": store_port(settings), "protocol": "TCP"}]}],
+        "egress": [{**to, "ports": [{"port": backup_store_port(settings), "protocol": "TCP"}]}],
     }
 
 
@@ -527,7 +522,24 @@ class ClusterActions:
 
     def restore(self, backup: str, now: datetime) -> None:
         """Run the restore template's Job for archive `backup` and wait for it."""
-        self._run("restore", {"BACKUP_ID": backup}, now.astimezone(timezone.utc).strftime(ID_FORMAT))
+        job = self._start("restore", self._job("restore", {"BACKUP_ID": backup}, now.astimezone(timezone.utc).strftime(ID_FORMAT)))
+        self._wait_restore(job, backup)
+
+    def _wait_restore(self, job: str, backup: str) -> None:
+        """Wait for a restore Job; FilesNotRestored when its database step succeeded and only the copy of
+        the files back to their S3 or Azure store (push-files, the last step) failed."""
+        try:
+            self._wait(job, "restore")
+        except UserError as e:
+            status = self._pod(job).get("status") or {}
+            done = {c.get("name"): ((c.get("state") or {}).get("terminated") or {}).get("exitCode") for c in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]}
+            if done.get("restore") == 0 and done.get("push-files") not in (None, 0):
+                raise FilesNotRestored(
+                    f"{self.env.name}: the database was restored from {backup}, but its files were not copied back to the file store "
+                    f"(kubectl -n {self.lay.namespace} logs job/{job} -c push-files); the copy adds and overwrites only: once the cause is "
+                    f"fixed, run the restore of {backup} again"
+                ) from e
+            raise
 
     def same_cluster(self, other: ClusterActions) -> bool:
         """Whether `other` acts on this cluster (the transfer is pod to pod: one cluster's network)."""
@@ -536,20 +548,27 @@ class ClusterActions:
     def incompatible(self, source: ClusterActions) -> str | None:
         """Why this environment's restore cannot read `source`'s archives (None: it can, or the images'
         tags do not say): pg_restore reads dumps of its own PostgreSQL major version and older only."""
-        theirs, ours = source._postgres_image(), self._postgres_image()
-        dumped, restoring = postgres_major(theirs), postgres_major(ours)
+        theirs, ours = source._steps(), self._steps()
+        files_there, files_here = _files_layout(theirs), _files_layout(ours)
+        if files_there != files_here:
+            # tree/ holds the files as the source's store names them: local paths, or object keys with its suffix
+            return (
+                f"{source.env.name} keeps its files {files_there} and {self.env.name} {files_here}: the archive's files would not be where "
+                f"{self.env.name}'s runtime looks for them; restore from an environment whose file store is of the same kind"
+            )
+        image_there, image_here = str(theirs["restore"]["image"]), str(ours["restore"]["image"])
+        dumped, restoring = postgres_major(image_there), postgres_major(image_here)
         if dumped is None or restoring is None or dumped <= restoring:
             return None
         return (
-            f"{source.env.name}'s backups are made by pg_dump {dumped} ({theirs}), which {self.env.name}'s restore, pg_restore {restoring} "
-            f"({ours}), cannot read: give {self.env.name} a PostgreSQL {dumped} image or newer (backups.image, or database.inCluster.image)"
+            f"{source.env.name}'s backups are made by pg_dump {dumped} ({image_there}), which {self.env.name}'s restore, pg_restore {restoring} "
+            f"({image_here}), cannot read: give {self.env.name} a PostgreSQL {dumped} image or newer (backups.image, or database.inCluster.image)"
         )
 
-    def _postgres_image(self) -> str:
-        """The image of the environment's restore step, as its restore template in the cluster has it."""
+    def _steps(self) -> dict[str, dict[str, Any]]:
+        """The containers of the environment's restore template, as the cluster has it, by name."""
         pod = self._cron("restore")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-        (step,) = [c for c in (*pod.get("initContainers", []), *pod["containers"]) if c["name"] == "restore"]
-        return str(step["image"])
+        return {c["name"]: c for c in (*pod.get("initContainers", []), *pod["containers"])}
 
     def restore_from(self, source: ClusterActions, backup: str, now: datetime) -> dict[str, Any]:
         """Restore archive `backup` of the `source` environment here: the restore Job listens, an export
@@ -573,7 +592,7 @@ class ClusterActions:
             with contextlib.suppress(UserError):
                 _request(self.access, "DELETE", f"/apis/batch/v1/namespaces/{self.lay.namespace}/jobs/{restore_job}?propagationPolicy=Background")
             raise
-        self._wait(restore_job, "restore")
+        self._wait_restore(restore_job, backup)
         return source._announced(export_job, f"export: sent {backup} (") or {}
 
     def download(self, backup: str, out: Path, now: datetime) -> dict[str, Any]:
@@ -666,18 +685,19 @@ class ClusterActions:
     def _started(self, job_name: str, action: str) -> None:
         """Wait (15 minutes at most) for the Job's pod to leave Pending: a Job whose pod the quota refuses
         never fails by itself, and the source's quota has room for one backup pod at a time."""
-        deadline = time.monotonic() + min(self.timeout, 900.0)
-        while (self._pod(job_name).get("status") or {}).get("phase") in (None, "Pending"):
-            if time.monotonic() > deadline:
+        start = time.monotonic()
+        while (status := self._pod(job_name).get("status") or {}).get("phase") in (None, "Pending"):
+            if time.monotonic() > start + _pending_limit(status, self.timeout):
                 raise UserError(f"the {action} Job {job_name} in {self.where} did not start: kubectl -n {self.lay.namespace} describe job/{job_name} (a backup running, so the ResourceQuota is full? an image pull?)")
             time.sleep(self.poll)
 
     def _pod_ip(self, job_name: str, action: str) -> str:
         """The IP of the Job's pod once it runs (the receiver: the export Job connects to it)."""
-        deadline = time.monotonic() + min(self.timeout, 900.0)
+        start = time.monotonic()
         while True:
             pod = self._pod(job_name)
             status = pod.get("status") or {}
+            deadline = start + _pending_limit(status, self.timeout)
             if status.get("phase") == "Running" and status.get("podIP"):
                 return str(status["podIP"])
             if status.get("phase") in ("Failed", "Succeeded"):
@@ -702,6 +722,23 @@ class ClusterActions:
             if time.monotonic() > deadline:
                 raise UserError(f"the {action} Job {job_name} in {self.where} did not finish within {self.timeout:.0f}s: follow it with kubectl -n {ns} logs -f job/{job_name}")
             time.sleep(self.poll)
+
+
+def _pending_limit(status: dict[str, Any], timeout: float) -> float:
+    """How long a Job's pod may stay Pending: 15 minutes to be scheduled and pull its images, the Job's
+    whole timeout once an init container runs (fetching a large archive from object storage is Pending too)."""
+    started = any((c.get("state") or {}).keys() & {"running", "terminated"} for c in status.get("initContainerStatuses") or [])
+    return timeout if started else min(timeout, 900.0)
+
+
+def _files_layout(steps: dict[str, dict[str, Any]]) -> str:
+    """How a restore template puts the files back, in words: on a claim, or into S3 or Azure under a suffix."""
+    push = steps.get("push-files")
+    if push is None:
+        return "on a claim" if any(e.get("name") == "FILES_DIR" for e in steps["restore"].get("env", [])) else "nowhere"
+    env = {e["name"]: e.get("value") for e in push.get("env", [])}
+    suffix = env.get("FILES_SUFFIX")
+    return "in object storage" + (f" under the key suffix {suffix!r}" if suffix else " without a key suffix")
 
 
 def postgres_major(image: str) -> int | None:

@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -177,7 +178,7 @@ class OperatorConfig(StrictModel):
 class BackupS3Config(StrictModel):
     """An S3 bucket (or S3-compatible store) for the archives; without keys the Job uses the pod's cloud identity (IRSA)."""
 
-    bucket: str = Field(min_length=3, max_length=63)
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", description="An S3 bucket name: 3 to 63 of a-z, 0-9, . and -")
     endpoint: str | None = Field(None, description="https URL of an S3-compatible store (default: AWS S3 of `region`)")
     region: str | None = None
     accessKeyId: str | None = None
@@ -188,8 +189,8 @@ class BackupS3Config(StrictModel):
 class BackupAzureConfig(StrictModel):
     """An Azure Blob container for the archives: account key or SAS token, as secrets."""
 
-    accountName: str = Field(min_length=3, max_length=24)
-    container: str = Field(min_length=3, max_length=63)
+    accountName: str = Field(pattern=r"^[a-z0-9]{3,24}$", description="A storage account name: 3 to 24 of a-z and 0-9")
+    container: str = Field(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", min_length=3, max_length=63, description="A container name: 3 to 63 of a-z, 0-9 and single -")
     accountKey: str | None = None
     sasToken: str | None = None
     endpoint: str | None = Field(None, description="https URL of the blob service (default: https://<accountName>.blob.core.windows.net)")
@@ -206,7 +207,10 @@ class BackupStorageConfig(StrictModel):
     s3: BackupS3Config | None = Field(None, description="Keep the archives in this S3 bucket instead of a claim")
     azure: BackupAzureConfig | None = Field(None, description="Keep the archives in this Azure Blob container instead of a claim")
     prefix: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$", max_length=200, description="The archives' key prefix in s3 or azure (default: <app>/<environment>)"
+        None,
+        pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$",
+        max_length=200,
+        description="The archives' key prefix in s3 or azure, the environment's own (default: <app>/<environment>)",
     )
     networks: list[Cidr] | None = Field(None, max_length=16, description="The s3 or azure endpoint's networks (CIDRs); default: any address, on the endpoint's port only")
     transferImage: str | None = Field(
@@ -486,6 +490,7 @@ def check_block(stack: StackConfig, block: KubernetesConfig, file: str = "") -> 
             issues += check_artifact(env, s.operator.sourceURL, f"{s.paths['operator']}.sourceURL", file, kind="source")
     issues += check_principals(stack, file)
     issues += check_operator_backups(stack, block, file)
+    issues += check_backup_stores(stack, block, file)
     issues += check_namespaces(stack, block, file)
     issues += check_release_identities(stack, block, file)
     return issues
@@ -712,6 +717,9 @@ def _credentials(stack: StackConfig, path: str, s3: S3Config | BackupS3Config | 
             issues.append(ConfigIssue(f"{path}.azure", "needs accountKey or sasToken", "a SAS token of the container (the backups': read, write, delete and list)", file))
         issues += _secret(stack, f"{path}.azure.accountKey", azure.accountKey, file)
         issues += _secret(stack, f"{path}.azure.sasToken", azure.sasToken, file)
+        if azure.sasToken is not None and not re.fullmatch(r"\??[A-Za-z0-9%&=._~:+/-]+", azure.sasToken):
+            # a stray space or newline would make the SAS URL unparsable, and rclone's error would print it
+            issues.append(ConfigIssue(f"{path}.azure.sasToken", "is not a SAS token (a query string: letters, digits and %&=._~:+/-, no spaces)", "the token as the portal or az storage container generate-sas gives it", file))
     return issues
 
 
@@ -719,6 +727,9 @@ def _check_backup_store(stack: StackConfig, s: EnvironmentSettings, env: Environ
     """`backups.s3` or `backups.azure` (the archives in object storage) and the keys that go with them."""
     b, bpath = s.backups, s.paths["backups"]
     issues: list[ConfigIssue] = []
+    if s.storage is not None and s.storage.s3 is not None and s.storage.s3.keySuffix and not re.fullmatch(r"[A-Za-z0-9._-]+", s.storage.s3.keySuffix):
+        # the backup Jobs copy the objects that end in it (store.sh): letters, digits and . _ - are no pattern
+        issues.append(ConfigIssue(f"{s.paths['storage']}.s3.keySuffix", f"{s.storage.s3.keySuffix!r} holds characters other than letters, digits and . _ -", "a suffix such as .orders-production", file))
     if b.s3 is not None and b.azure is not None:
         issues.append(ConfigIssue(bpath, "set at most one of s3 and azure", "the archives go to one store", file))
     files_in_objects = s.storage is not None and s.storage.local is None and (s.storage.s3 or s.storage.azure) is not None
@@ -756,12 +767,75 @@ def _check_backup_store(stack: StackConfig, s: EnvironmentSettings, env: Environ
 
 
 def _same_store(files: StorageConfig, b: BackupStorageConfig) -> bool:
-    """Whether the archives would be in the file store's own bucket or container."""
+    """Whether the archives would be in the file store's own bucket or container, or under its keys."""
     if files.s3 is not None and b.s3 is not None:
-        return files.s3.bucket == b.s3.bucket and (files.s3.endpoint or "").rstrip("/") == (b.s3.endpoint or "").rstrip("/")
+        same_keys = files.s3.accessKeyId is not None and files.s3.accessKeyId == b.s3.accessKeyId
+        return same_keys or (files.s3.bucket == b.s3.bucket and _host(files.s3.endpoint) == _host(b.s3.endpoint))
     if files.azure is not None and b.azure is not None:
-        return (files.azure.accountName, files.azure.container) == (b.azure.accountName, b.azure.container)
+        same_keys = any(k is not None and k == getattr(b.azure, name) for name, k in (("accountKey", files.azure.accountKey), ("sasToken", files.azure.sasToken)))
+        return same_keys or (files.azure.accountName, files.azure.container) == (b.azure.accountName, b.azure.container)
     return False
+
+
+def _host(endpoint: str | None) -> str:
+    """An endpoint's host and port as the store sees them (case and the default port do not matter)."""
+    if not endpoint:
+        return ""
+    parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+    port = parts.port or (80 if parts.scheme == "http" else 443)
+    return f"{(parts.hostname or '').lower()}:{port}"
+
+
+def _store_identity(s: EnvironmentSettings) -> tuple[str, ...] | None:
+    """Where an environment's archives go (None: its claim): the store, host, bucket or container, prefix."""
+    b = s.backups
+    if b.s3 is not None:
+        return ("s3", _host(b.s3.endpoint), b.s3.bucket, b.prefix or "")
+    if b.azure is not None:
+        return ("azure", b.azure.accountName, b.azure.container, b.prefix or "")
+    return None
+
+
+def _store_keys(s: EnvironmentSettings) -> set[str]:
+    """The credentials an environment's backup Jobs hold for the archives' store."""
+    b = s.backups
+    if b.s3 is not None:
+        return {b.s3.accessKeyId} if b.s3.accessKeyId else {f"identity:{_host(b.s3.endpoint)}/{b.s3.bucket}"}
+    if b.azure is not None:
+        return {k for k in (b.azure.accountKey, b.azure.sasToken) if k}
+    return set()
+
+
+def check_backup_stores(stack: StackConfig, block: KubernetesConfig, file: str = "") -> list[ConfigIssue]:
+    """Archives in object storage, across the stack's environments: each environment's place is its own
+    (retention deletes what it does not keep under its prefix), and production's keys are production's."""
+    issues: list[ConfigIssue] = []
+    settings = {e.name: for_environment(block, e.name) for e in stack.environments}
+    plain = {n: st for n, st in settings.items() if st.mode == "plain"}
+    if len(plain) > 1 and block.backups.prefix is not None and any(st.paths["backups"] == f"{BLOCK}.backups" and st.backups.prefix for st in plain.values()):
+        issues.append(ConfigIssue(f"{BLOCK}.backups.prefix", f"would be one prefix for {len(plain)} environments, and each one's retention deletes the others' archives", "set prefix per environment (environments.<env>.backups), or leave it out: the default is <app>/<environment>", file))
+    seen: dict[tuple[str, ...], str] = {}
+    for name, st in plain.items():
+        where = _store_identity(st)
+        if where is None:
+            continue
+        key = where if where[3] else (*where[:3], f"{stack.app.name}/{name}")
+        if key in seen:
+            issues.append(ConfigIssue(f"{st.paths['backups']}.prefix", f"environments {seen[key]!r} and {name!r} would keep their archives in one place ({key[2]}/{key[3]}), and each one's retention deletes the other's", "give each environment a prefix of its own", file))
+        seen.setdefault(key, name)
+    production = [e.name for e in stack.environments if e.is_production and e.name in plain]
+    for name in production:
+        st = plain[name]
+        b = st.backups
+        if b.s3 is not None and b.s3.accessKeyId is None:
+            # the Jobs run as the namespace's default ServiceAccount, whose identity the runtime's pods share
+            issues.append(ConfigIssue(f"{st.paths['backups']}.s3", f"production {name!r} would reach its backups with the pod's identity, which its runtime shares: an app that is taken over could delete them", "give the backup store keys of its own (accessKeyId, secretAccessKey as secrets)", file))
+        mine = _store_keys(st)
+        for other, ost in plain.items():
+            if other != name and mine & _store_keys(ost):
+                issues.append(ConfigIssue(f"{st.paths['backups']}", f"production {name!r} and {other!r} hold the same keys to the backup store: whoever may run {other!r}'s backup Jobs could read or delete production's archives", f"production keys of its own, in environments.{name}.backups", file))
+                break
+    return issues
 
 
 def check_principals(stack: StackConfig, file: str = "") -> list[ConfigIssue]:

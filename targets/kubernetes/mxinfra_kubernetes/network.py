@@ -34,6 +34,15 @@ def storage_port(s: EnvironmentSettings) -> int | None:
     return 443  # AWS S3 or Azure Blob over HTTPS
 
 
+def backup_store_port(s: EnvironmentSettings) -> int | None:
+    """The port of the backup archives' store endpoint (None: the archives are on a claim); https: 443
+    unless the endpoint names one."""
+    store = s.backups.s3 or s.backups.azure
+    if store is None:
+        return None
+    return (urlsplit(store.endpoint).port if store.endpoint else None) or 443
+
+
 def _to(networks: list[str] | None) -> dict[str, Any]:
     # No `to`: any address, on the rule's ports only.
     return {"to": [{"ipBlock": {"cidr": c}} for c in networks]} if networks else {}
@@ -87,4 +96,8 @@ def open_destinations(s: EnvironmentSettings) -> list[str]:
         port = storage_port(s)
         if port is not None and s.storage is not None and not s.storage.networks:
             out.append(f"the file store (tcp/{port}; set {s.paths['storage']}.networks)")
+        port = backup_store_port(s)
+        if port is not None and not s.backups.networks:
+            # the backup and restore pods only (their own policy), but the whole pod: postgres's step too
+            out.append(f"the backup store, from the backup and restore pods (tcp/{port}; set {s.paths['backups']}.networks)")
     return out

@@ -124,7 +124,7 @@ def test_local_files_are_read_by_the_backup_and_written_by_the_restore(project, 
         mounts[cron["metadata"]["name"]] = {m["name"]: m for m in c["volumeMounts"]}
         assert _env(c)["FILES_DIR"] == "/files"
     assert mounts["orders-test-backup"]["files"]["readOnly"] is True
-    assert mounts["orders-test-restore"]["files"]["readOnly"] is False
+    assert "readOnly" not in mounts["orders-test-restore"]["files"]  # writable (a false readOnly the API server would drop)
     (c,) = backup["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
     assert (_env(c)["KEEP_DAILY_DAYS"], _env(c)["KEEP_WEEKLY_WEEKS"], _env(c)["KEEP_MONTHLY_MONTHS"]) == ("7", "4", "0")
     (rc,) = restore["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
@@ -400,6 +400,7 @@ def test_archives_in_azure_with_a_sas_token_and_the_default_image_warned_on_prod
     assert "Known-Sas-Sig-1" not in (tmp_path / "out" / "kubernetes" / "production.yaml").read_text() and "Known-Sas-Sig-1" not in out
     warning = "the backup Jobs' object-storage steps run rclone/rclone:1.76.0 by tag, with the stores' credentials: pin it by digest with mxinfra:kubernetes.backups.transferImage"
     assert warning in " ".join(out.split())
+    assert "the backup store, from the backup and restore pods (tcp/443; set mxinfra:kubernetes.backups.networks)" in " ".join(out.split())
     env = _env(_step(docs, "orders-production-backup", "upload"))
     assert env["BACKUP_REMOTE"] == "store:archives/prod" and env["RCLONE_CONFIG_STORE_TYPE"] == "azureblob"
     assert "RCLONE_CONFIG_STORE_ACCOUNT" not in env and set(env["RCLONE_CONFIG_STORE_SAS_URL"]["secretKeyRef"]) == {"name", "key"}
@@ -425,9 +426,10 @@ def test_archives_in_object_storage_problems_in_one_report(project, capsys):
         ("mxinfra:kubernetes.backups.storageClass", "the archives are in object storage: there is no backups claim to class"),
         ("mxinfra:kubernetes.backups.transferImage", "'rclone/rclone:1.76.0' is not pinned by digest, and production 'production''s data passes through it"),
         ("mxinfra:kubernetes.backups", "production 'production' keeps its backups in its own file store, whose credentials the runtime holds"),
+        ("mxinfra:kubernetes.backups.s3", "production 'production' would reach its backups with the pod's identity, which its runtime shares"),
     ]:
         assert f"{path}: {message}" in err, (path, err)
-    assert " 6 problem(s)" in err, err
+    assert " 7 problem(s)" in err, err
 
 
 @pytest.mark.usefixtures("engine_secrets")
@@ -440,3 +442,76 @@ def test_object_storage_keys_without_a_store_are_refused(project, capsys):
     err = " ".join(capsys.readouterr().err.split())
     assert rc == 2 and "mxinfra:kubernetes.backups.prefix: applies to archives in s3 or azure, and neither is set" in err, err
     assert "mxinfra:kubernetes.backups.transferImage: applies to archives in s3 or azure" in err and " 2 problem(s)" in err, err
+
+
+def _with_acceptance(cfg: dict) -> dict:
+    """The stack with a second environment, acceptance, beside production."""
+    from k8s_stacks import ADMIN_PASSWORD
+
+    cfg = ungated(cfg)
+    cfg["mxinfra:environments"]["acceptance"] = {"instances": 1, "memory": 2048, "adminPassword": ADMIN_PASSWORD}
+    return cfg
+
+
+def _problems(project, capsys, cfg: dict) -> str:
+    project.stack("production", cfg)
+    rc = main(["plan", "-s", "production", "-C", str(project.path)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert rc == 2 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.usefixtures("engine_secrets")
+def test_environments_never_share_a_place_for_their_archives_nor_production_its_keys(project, capsys):
+    # the block's store for both, one prefix: each one's retention would delete the other's archives; and
+    # acceptance's backup Jobs (which its backups holders may start) would hold production's keys
+    err = _problems(project, capsys, _with_acceptance(with_(config("production"), "mxinfra:kubernetes/backups", {"s3": S3_BACKUPS, "prefix": "orders"})))
+    assert "mxinfra:kubernetes.backups.prefix: would be one prefix for 2 environments" in err, err
+    assert "mxinfra:kubernetes.backups: production 'production' and 'acceptance' hold the same keys to the backup store" in err, err
+    # the same bucket, each environment its own override but one prefix
+    cfg = _with_acceptance(config("production"))
+    for env, key in (("production", "KEYPRODUCTION00000001"), ("acceptance", "KEYACCEPTANCE00000002")):
+        cfg = with_(cfg, f"mxinfra:kubernetes/environments.{env}", {"backups": {"s3": {**S3_BACKUPS, "accessKeyId": key}, "prefix": "shared"}})
+    err = _problems(project, capsys, cfg)
+    assert "mxinfra:kubernetes.environments.acceptance.backups.prefix: environments 'production' and 'acceptance' would keep their archives in one place (orders-backups/shared)" in err, err
+    assert " 1 problem(s)" in err, err
+    # their own prefixes (or the default <app>/<environment>) and keys: fine
+    cfg = with_(cfg, "mxinfra:kubernetes/environments.acceptance.backups.prefix", None)
+    project.stack("production", cfg)
+    assert main(["plan", "-s", "production", "-C", str(project.path)]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("engine_secrets")
+def test_store_inputs_that_would_break_at_run_time_are_refused(project, capsys):
+    backups = {"azure": {"accountName": "ordersbackups", "container": "archives", "sasToken": "sv=2024&sig=abc\n"}}
+    cfg = with_(config("production"), "mxinfra:kubernetes/backups", backups)
+    cfg = with_(cfg, "mxinfra:kubernetes/storage.s3.keySuffix", "[prod]")
+    err = _problems(project, capsys, cfg)
+    assert "mxinfra:kubernetes.backups.azure.sasToken: is not a SAS token" in err, err
+    assert "mxinfra:kubernetes.storage.s3.keySuffix: '[prod]' holds characters other than letters, digits and . _ -" in err, err
+    # a segment of dots: rclone would store it under another name, and list, retention and fetch would never see it
+    err = _problems(project, capsys, with_(config("production"), "mxinfra:kubernetes/backups", {**backups, "prefix": "orders/../production"}))
+    assert "mxinfra:kubernetes.backups.prefix" in err, err
+    for bad in ({"container": "My_Archives"}, {"accountName": "Orders_Backups"}):
+        err = _problems(project, capsys, with_(config("production"), "mxinfra:kubernetes/backups", {"azure": {**backups["azure"], "sasToken": "sv=1&sig=a", **bad}}))
+        assert f"mxinfra:kubernetes.backups.azure.{next(iter(bad))}" in err, err
+
+
+@pytest.mark.usefixtures("engine_secrets")
+def test_the_file_stores_own_bucket_is_refused_however_its_endpoint_is_spelled_and_under_its_keys(project, capsys):
+    from k8s_stacks import S3_KEY_ID
+
+    spelled = {**S3_BACKUPS, "bucket": "orders-files", "endpoint": "https://S3.Example.com:443"}
+    err = _problems(project, capsys, with_(config("production"), "mxinfra:kubernetes/backups", {"s3": spelled}))
+    assert "production 'production' keeps its backups in its own file store" in err, err
+    err = _problems(project, capsys, with_(config("production"), "mxinfra:kubernetes/backups", {"s3": {**S3_BACKUPS, "accessKeyId": S3_KEY_ID}}))
+    assert "production 'production' keeps its backups in its own file store" in err, err
+
+
+def test_a_pod_fetching_its_archive_may_stay_pending_for_the_jobs_whole_timeout():
+    from mxinfra_kubernetes.backups import _pending_limit
+
+    assert _pending_limit({}, 6 * 3600.0) == 900.0  # not scheduled, or pulling: 15 minutes
+    assert _pending_limit({"initContainerStatuses": [{"name": "fetch", "state": {"waiting": {"reason": "PodInitializing"}}}]}, 6 * 3600.0) == 900.0
+    assert _pending_limit({"initContainerStatuses": [{"name": "fetch", "state": {"running": {}}}]}, 6 * 3600.0) == 6 * 3600.0
+    assert _pending_limit({"initContainerStatuses": [{"name": "pull-files", "state": {"terminated": {"exitCode": 0}}}]}, 600.0) == 600.0

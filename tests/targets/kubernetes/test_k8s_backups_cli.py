@@ -120,17 +120,20 @@ class Cluster:
 
         def run() -> None:
             done = None
+            statuses: dict[str, list[dict]] = {"initContainerStatuses": [], "containerStatuses": []}
             for container in [*pod.get("initContainers", []), c]:
                 args, env = command(container)
                 done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
                 self.step_logs[(name, container["name"])] = done.stdout + done.stderr
+                kind = "containerStatuses" if container is c else "initContainerStatuses"
+                statuses[kind].append({"name": container["name"], "state": {"terminated": {"exitCode": done.returncode}}})
                 if done.returncode != 0:
                     break
             assert done is not None
             self.logs[name] = done.stdout + done.stderr
             ok = done.returncode == 0
             job["status"] = {"conditions": [{"type": "Complete" if ok else "Failed", "status": "True", "message": f"exit {done.returncode}"}]}
-            self.pods[name]["status"] = {"phase": "Succeeded" if ok else "Failed"}
+            self.pods[name]["status"] = {"phase": "Succeeded" if ok else "Failed", **{k: v for k, v in statuses.items() if v}}
 
         if any(e["name"] in ("BACKUP_SOURCE", "BACKUP_SERVE_PORT") for e in c["env"]):
             # a receiving restore Job runs while the export Job (created next) sends to it; a serving
@@ -241,7 +244,8 @@ def _s3_bucket(request: pytest.FixtureRequest, env: str) -> dict[str, Any]:
     endpoint = request.getfixturevalue("s3_server")
     bucket = f"backups-{env}-{next(_buckets)}"
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=bucket)
-    return {"s3": {"bucket": bucket, "endpoint": "https://backups.example.com", "accessKeyId": "testing", "secretAccessKey": "testing-secret"}}
+    # keys of its own per bucket (production's archive keys must be no other store's)
+    return {"s3": {"bucket": bucket, "endpoint": "https://backups.example.com", "accessKeyId": f"testing-{bucket}", "secretAccessKey": "testing-secret"}}
 
 
 def _s3_node(request: pytest.FixtureRequest) -> dict[str, Any]:
@@ -426,6 +430,31 @@ def test_a_file_store_in_s3_is_in_every_backup_and_restored_from_it(cluster, pg,
     assert {"db/db.backup", "tree/a1b2c3", "tree/d4e5f6"} <= set(listed)
 
 
+@pytest.mark.parametrize("cluster", ["acceptance+s3+files"], indirect=True)
+def test_a_restore_whose_files_cannot_go_back_says_so_and_is_recorded(cluster, pg, project, capsys):
+    c, stack = cluster
+    bucket = next(b for b in (e.get("value", "") for e in _env_of(c, "orders-acceptance-backup", "pull-files")) if b.startswith("files:")).split(":")[1]
+    _s3(c).put_object(Bucket=bucket, Key="a1b2c3", Body=b"a document")
+    pg.psql(SEED)
+    before = _rows(pg)
+    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "acceptance", "-C", str(project.path))
+    assert rc == 0, (err, c.logs)
+    (backup_id,) = re.findall(r"backup (\d{8}T\d{6}Z) taken", out)
+    pg.psql('DELETE FROM "orders$order"')
+    # the file store goes away (or refuses the key) between the backup and the restore (on production the
+    # restore would stop at the backup it takes first, which reads the files too)
+    _s3(c).delete_object(Bucket=bucket, Key="a1b2c3")
+    _s3(c).delete_bucket(Bucket=bucket)
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "acceptance", "--id", backup_id, "-C", str(project.path))
+    err = " ".join(err.split())
+    assert rc == 2 and "Traceback" not in err, err
+    assert f"acceptance: the database was restored from {backup_id}, but its files were not copied back to the file store" in err and "(recorded)" in err, err
+    assert _rows(pg) == before  # the database is the backup's: the log must say so
+    recs = _records(project, stack, "acceptance")
+    assert [r.action for r in recs] == ["backup", "restore"]
+    assert recs[-1].changes["restore"]["files"] == "not restored" and recs[-1].changes["restore"]["id"] == backup_id
+
+
 def _s3(c: Cluster) -> Any:
     import boto3
 
@@ -528,7 +557,9 @@ def two(project, capsys, tmp_path, pg, request, monkeypatch, engine_secrets) -> 
     stored = False
     for env, backups in ((src, src_backups), (dst, dst_backups)):
         backups = dict(backups)
-        cfg = _local(env, **{k: v for k, v in backups.items() if k not in ("store", "image")})
+        cfg = _local(env, **{k: v for k, v in backups.items() if k not in ("store", "image", "files")})
+        if backups.get("files") == "s3":  # its file store in a bucket
+            cfg, stored = with_(cfg, "mxinfra:kubernetes/storage", {"s3": {**_s3_bucket(request, f"{env}-files")["s3"], "endpoint": "https://files.example.com"}}), True
         if backups.get("store") == "s3":  # its archives in a bucket
             cfg, stored = with_(cfg, "mxinfra:kubernetes/backups", _s3_bucket(request, env)), True
         if "image" in backups:  # the image of its backup and restore Jobs
@@ -793,3 +824,13 @@ def test_the_postgresql_major_version_is_read_from_the_tag_only(image, major):
     from mxinfra_kubernetes.backups import postgres_major
 
     assert postgres_major(image) == major
+
+
+@pytest.mark.parametrize("two", [("production", {"files": "s3"}, "acceptance", {"restoreFrom": ["production"]})], indirect=True)
+def test_restore_from_an_environment_whose_files_are_kept_otherwise_is_refused_before_anything_runs(two, project, capsys):
+    c = two
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", "acceptance", "-e", "acceptance", "--from", "production", "--from-stack", "production", "--id", "20261204T020000Z", "-C", str(project.path))
+    err = " ".join(err.split())
+    assert rc == 2 and "Traceback" not in err, err
+    assert "production keeps its files in object storage without a key suffix and acceptance on a claim" in err, err
+    assert c.created == [] and _records(project, "acceptance", "acceptance") == []

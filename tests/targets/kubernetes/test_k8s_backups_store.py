@@ -245,3 +245,36 @@ def test_a_file_store_in_object_storage_goes_into_the_archive_and_back(request: 
     assert files.get(f"added-since{mine}") == b"written after the backup"
     if suffix:
         assert files.get("11111111.orders-acceptance") == b"another environment's document"
+
+
+def test_a_delete_the_store_refuses_is_a_warning_once_the_archive_is_stored(s3_server: str, alpine_path: str, tmp_path: Path) -> None:
+    store = Store("s3", s3_server, f"locked-{next(_made)}")
+    old = "20250101T020000Z.tar.gz"  # past every tier: retention removes it
+    store.put(old, b"old")
+    # rclone as it is, except that the store refuses deletes (an object lock, a key without delete)
+    locked = tmp_path / "bin"
+    locked.mkdir()
+    real = subprocess.run(["sh", "-c", "command -v rclone"], env={"PATH": alpine_path}, capture_output=True, text=True, check=True).stdout.strip()
+    (locked / "rclone").write_text(f'#!/bin/sh\nif [ "$1" = deletefile ]; then echo "AccessDenied: object locked" >&2; exit 1; fi\nexec {real} "$@"\n')
+    (locked / "rclone").chmod(0o755)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (scratch / "20261205T020000Z.tar.gz").write_bytes(b"new")
+    done = _store_step(f"{locked}:{alpine_path}", store, "upload", {"BACKUP_DIR": str(scratch), **retention_env(Backups())})
+    assert done.returncode == 0, done.stderr  # stored: no failed backup to run again
+    assert f"backup: warning: retention could not remove {old}" in done.stderr
+    assert store.keys() == [old, "20261205T020000Z.tar.gz"]
+    assert done.stdout.splitlines()[-1] == f"backup: archives: 20261205T020000Z.tar.gz {old} "  # list stays true
+
+
+def test_files_named_for_another_store_are_not_pushed(s3_server: str, alpine_path: str, tmp_path: Path) -> None:
+    files = Store("s3", s3_server, f"suffixed-{next(_made)}", files=True, suffix=".orders-production")
+    restored = tmp_path / "files"
+    restored.mkdir()
+    (restored / "0a1b.orders-acceptance").write_bytes(b"another environment's naming")
+    (restored / "2c3d.orders-production").write_bytes(b"ours")
+    pushed = _store_step(alpine_path, files, "push-files", {"FILES_DIR": str(restored), "FILES_SUFFIX": ".orders-production"})
+    assert pushed.returncode == 2 and "1 of the archive's 2 files do not end in '.orders-production'" in pushed.stderr and "none copied" in pushed.stderr
+    assert files.keys() == []
+    bad = _store_step(alpine_path, files, "push-files", {"FILES_DIR": str(restored), "FILES_SUFFIX": "[prod]"})
+    assert bad.returncode == 2 and "FILES_SUFFIX may hold letters, digits and . _ - only" in bad.stderr

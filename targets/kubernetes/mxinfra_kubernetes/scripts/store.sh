@@ -25,16 +25,26 @@ case "${1:-}" in
   pull-files|push-files)
     : "${FILES_DIR:?store: FILES_DIR is not set}"
     : "${FILES_REMOTE:?store: FILES_REMOTE is not set}"
-    # the runtime's objects only, where it marks them with a suffix (others share the bucket)
-    set -- "$1" ${FILES_SUFFIX:+--include "*$FILES_SUFFIX"}
-    if [ "$1" = pull-files ]; then
-      shift
+    # the runtime's objects only, where it marks them with a suffix (others share the bucket); the
+    # config allows letters, digits and . _ - in a suffix, so it is no rclone glob
+    case "${FILES_SUFFIX:-}" in
+      *[!A-Za-z0-9._-]*) echo "store: FILES_SUFFIX may hold letters, digits and . _ - only, got '$FILES_SUFFIX'" >&2; exit 2 ;;
+    esac
+    step=$1
+    set -- ${FILES_SUFFIX:+--include "*$FILES_SUFFIX"}
+    if [ "$step" = pull-files ]; then
       rclone copy "$@" "$FILES_REMOTE" "$FILES_DIR"
       echo "backup: copied $(find "$FILES_DIR" -type f | wc -l) files of $FILES_REMOTE"
     else
-      shift
+      all=$(find "$FILES_DIR" -type f | wc -l)
+      mine=$(find "$FILES_DIR" -type f -name "*${FILES_SUFFIX:-}" | wc -l)
+      if [ "$mine" -ne "$all" ]; then
+        # files of another store's naming (e.g. another environment's suffix): the runtime would not find them
+        echo "store: $((all - mine)) of the archive's $all files do not end in '$FILES_SUFFIX', the suffix of $FILES_REMOTE: none copied" >&2
+        exit 2
+      fi
       rclone copy "$@" "$FILES_DIR" "$FILES_REMOTE"
-      echo "restore: copied $(find "$FILES_DIR" -type f | wc -l) files back to $FILES_REMOTE"
+      echo "restore: copied $mine files back to $FILES_REMOTE"
     fi
     exit 0
     ;;
@@ -43,7 +53,7 @@ esac
 : "${BACKUP_REMOTE:?store: BACKUP_REMOTE is not set}"
 names='^[0-9]{8}T[0-9]{6}Z\.tar\.gz$'
 listing="$BACKUP_DIR/.store-listing"
-trap 'rm -f "$listing" "$listing.all"' EXIT
+trap 'rm -f "$listing" "$listing.all" "$listing.expired"' EXIT
 
 # The archives in the store, one name a line, into $listing (a failed listing stops the script: it is
 # not piped, so its status is seen).
@@ -67,16 +77,22 @@ case "${1:-}" in
       exit 3
     fi
     size=$(wc -c < "$1")
-    rclone copyto "$1" "$BACKUP_REMOTE/$name"
+    # --no-check-dest: the listing above said it is not there; rclone's own check would HEAD the key,
+    # which a grant limited to the prefix answers 403 for a key that does not exist
+    rclone copyto --no-check-dest "$1" "$BACKUP_REMOTE/$name"
     rm -f "$1"
     echo "backup: stored $name in $BACKUP_REMOTE ($size bytes)"
     list
-    # retention as on a claim, counted from this archive's time; a failed delete stops the Job (the
-    # loop is the pipe's last command, so its status is the pipe's)
-    BACKUP_NOW=${name%.tar.gz} sh "$here/backup.sh" expired < "$listing" | while read -r path; do
-      rclone deletefile "$BACKUP_REMOTE/$path"
-      echo "backup: retention removed $path"
-    done
+    # retention as on a claim, counted from this archive's time. The archive is stored by now: a delete
+    # the store refuses (a lock, a key without delete) is a warning, not a failed backup that would run again.
+    BACKUP_NOW=${name%.tar.gz} sh "$here/backup.sh" expired < "$listing" > "$listing.expired"
+    while read -r path; do
+      if rclone deletefile "$BACKUP_REMOTE/$path"; then
+        echo "backup: retention removed $path"
+      else
+        echo "backup: warning: retention could not remove $path (see above): it stays" >&2
+      fi
+    done < "$listing.expired"
     list
     # What `mxinfra backup list` reads (from this container's log): the archives kept, newest first.
     echo "backup: archives: $(sort -r "$listing" | tr '\n' ' ')"

@@ -515,3 +515,24 @@ def test_a_pod_fetching_its_archive_may_stay_pending_for_the_jobs_whole_timeout(
     assert _pending_limit({"initContainerStatuses": [{"name": "fetch", "state": {"waiting": {"reason": "PodInitializing"}}}]}, 6 * 3600.0) == 900.0
     assert _pending_limit({"initContainerStatuses": [{"name": "fetch", "state": {"running": {}}}]}, 6 * 3600.0) == 6 * 3600.0
     assert _pending_limit({"initContainerStatuses": [{"name": "pull-files", "state": {"terminated": {"exitCode": 0}}}]}, 600.0) == 600.0
+
+
+def test_the_readmes_policy_for_the_backup_store_is_valid_and_prefix_bound():
+    """The IAM policy the README gives for archives in S3, read from the README: parliament finds nothing in
+    it, every object action is bound to the prefix, and listing to the prefix's keys."""
+    import json
+    import re
+
+    from parliament import analyze_policy_string
+
+    readme = (Path(__file__).resolve().parents[3] / "targets" / "kubernetes" / "README.md").read_text()
+    (block,) = re.findall(r"The identity needs no more than:\n\n```json\n(.*?)```", readme, re.S)
+    statements = json.loads(block.replace("<bucket>", "orders-backups").replace("<prefix>", "orders/production"))
+    doc = {"Version": "2012-10-17", "Statement": statements}
+    assert [(f.issue, f.detail) for f in analyze_policy_string(json.dumps(doc)).findings] == []
+    listing, objects = statements
+    assert listing["Action"] == "s3:ListBucket" and listing["Resource"] == "arn:aws:s3:::orders-backups"
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["orders/production/", "orders/production/*"]}}
+    # upload (multipart included), fetch, retention, a failed multipart upload's clean-up: nothing else
+    assert sorted(objects["Action"]) == ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:PutObject"]
+    assert objects["Resource"] == "arn:aws:s3:::orders-backups/orders/production/*"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
@@ -152,7 +153,7 @@ def download(
     directory: Directory = Path("."),
 ) -> None:
     """Download a backup as Mendix Cloud gives one (db/db.backup and tree/ in a .tar.gz), checked, recorded."""
-    from .backups import FilesNotRestored, parse_id
+    from .backups import parse_id
 
     if parse_id(backup_id + ".tar.gz") is None:
         raise UserError(f"--id {backup_id!r}: a backup id is its UTC start time, YYYYmmddTHHMMSSZ (see `mxinfra backup list`)")
@@ -189,7 +190,7 @@ def restore(
 ) -> None:
     """Restore a backup of the environment (or --from another's) over its database and files, recorded; on
     production an on-demand backup is taken (and recorded) first, so the restore can be undone."""
-    from .backups import FilesNotRestored, parse_id
+    from .backups import parse_id
 
     if parse_id(backup_id + ".tar.gz") is None:
         raise UserError(f"--id {backup_id!r}: a backup id is its UTC start time, YYYYmmddTHHMMSSZ (see `mxinfra backup list`)")
@@ -207,20 +208,27 @@ def restore(
         before = ctx.actions.create(_now(), keep=backup_id)
         ctx.record("backup", {"backup": {"id": before, "trigger": "before restore"}})
     done = {"id": backup_id, "from": environment, **({"backupBefore": before} if before else {})}
-    try:
-        ctx.actions.restore(backup_id, _now())
-    except FilesNotRestored as e:
-        # the database was replaced all the same: a change that goes into the log
-        ctx.record("restore", {"restore": {**done, "files": "not restored"}})
-        raise UserError(f"{e} (recorded)") from None
+    _recorded_restore(ctx, done, lambda: ctx.actions.restore(backup_id, _now()))
     ctx.record("restore", {"restore": done})
     sys.stdout.write(f"{environment}: restored backup {backup_id}" + (f" (backup {before} taken first)" if before else "") + "\n")
+
+
+def _recorded_restore(ctx: _Context, done: dict[str, Any], run: Callable[[], Any]) -> Any:
+    """`run` a restore; when it replaced the database but could not put the files back, the restore
+    (`done`) is recorded all the same, with `files: not restored`, and the command exits 2."""
+    from .backups import FilesNotRestored
+
+    try:
+        return run()
+    except FilesNotRestored as e:
+        ctx.record("restore", {"restore": {**done, "files": "not restored"}})
+        raise UserError(f"{e} (recorded)") from None
 
 
 def _restore_from(directory: Path, stack: str, environment: str, backup_id: str, source: str, source_stack: str, allow_lower_tier: bool) -> None:
     """`restore --from`: the config's rule first, then both environments' rights, the source's list, on
     production a backup first; the copy and restore through the target; a record in both logs."""
-    from .backups import FilesNotRestored, of_environment, restore_refusal
+    from .backups import of_environment, restore_refusal
     from .environments import check_environment_name
 
     try:
@@ -258,11 +266,7 @@ def _restore_from(directory: Path, stack: str, environment: str, backup_id: str,
         ctx.record("backup", {"backup": {"id": before, "trigger": "before restore"}})
     where = {"fromStack": source_stack} if source_stack != stack else {}
     done = {"id": backup_id, "from": source, "to": environment, **where, **({"backupBefore": before} if before else {})}
-    try:
-        checked = ctx.actions.restore_from(src.actions, backup_id, _now())
-    except FilesNotRestored as e:
-        ctx.record("restore", {"restore": {**done, "files": "not restored"}})
-        raise UserError(f"{e} (recorded)") from None
+    checked = _recorded_restore(ctx, done, lambda: ctx.actions.restore_from(src.actions, backup_id, _now()))
     ctx.record("restore", {"restore": {**done, **checked}})
     src.record("backup-export", {"backup": {"id": backup_id, "to": environment, **({"toStack": stack} if source_stack != stack else {}), **checked}})
     sys.stdout.write(f"{environment}: restored backup {backup_id} of {source}" + (f" (backup {before} taken first)" if before else "") + "\n")

@@ -40,9 +40,20 @@ from mxinfra.environments import Environment
 from mxinfra.errors import UserError
 from mxinfra.naming import Naming
 
-from .config import AzureBlobConfig, BackupAzureConfig, BackupS3Config, Claim, EnvironmentSettings, S3Config, claim_of
+from .config import (
+    AzureBlobConfig,
+    BackupAzureConfig,
+    BackupS3Config,
+    Claim,
+    EnvironmentSettings,
+    S3Config,
+    backup_prefix,
+    claim_of,
+    file_store,
+    object_store,
+)
 from .layout import JOB_CPU_MILLI, JOB_MEMORY_MB, RUNTIME_UID, Layout, milli
-from .network import backup_store_port
+from .network import backup_store_port, to_networks
 
 if TYPE_CHECKING:
     from .builder import Builder
@@ -87,24 +98,12 @@ def job_image(settings: EnvironmentSettings) -> str:
     return settings.backups.image or EXTERNAL_IMAGE
 
 
-def object_store(settings: EnvironmentSettings) -> BackupS3Config | BackupAzureConfig | None:
-    """The bucket or container that keeps the archives (None: the backups claim does)."""
-    return settings.backups.s3 or settings.backups.azure
-
-
 def remote(settings: EnvironmentSettings, app: str, env: str) -> str:
-    """The archives' place as rclone names it: `store:<bucket or container>/<prefix>` (default prefix
-    `<app>/<environment>`)."""
+    """The archives' place as rclone names it: `store:<bucket or container>/<prefix>` (config.backup_prefix)."""
     store = object_store(settings)
     assert store is not None
     where = store.bucket if isinstance(store, BackupS3Config) else store.container
-    return f"{REMOTE}:{where}/{settings.backups.prefix or f'{app}/{env}'}"
-
-
-def file_store(settings: EnvironmentSettings) -> S3Config | AzureBlobConfig | None:
-    """The runtime's file store when it is object storage (None: local files, or none)."""
-    st = settings.storage
-    return None if st is None or st.local is not None else (st.s3 or st.azure)
+    return f"{REMOTE}:{where}/{backup_prefix(settings, app, env)}"
 
 
 def files_remote(settings: EnvironmentSettings) -> str:
@@ -368,15 +367,13 @@ def transfer_policy_spec(lay: Layout, namespaces: dict[str, str]) -> dict[str, A
 def store_policy_spec(lay: Layout, settings: EnvironmentSettings) -> dict[str, Any]:
     """The NetworkPolicy spec that lets the backup and restore pods (only) reach the archives' store:
     the environment's own policy admits its database and file store, and NetworkPolicies add up."""
-    networks = settings.backups.networks
-    to = {"to": [{"ipBlock": {"cidr": c}} for c in networks]} if networks else {}
     return {
         "podSelector": {
             "matchLabels": {"app.kubernetes.io/instance": lay.instance},
             "matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In", "values": ["backup", "restore"]}],
         },
         "policyTypes": ["Egress"],
-        "egress": [{**to, "ports": [{"port": backup_store_port(settings), "protocol": "TCP"}]}],
+        "egress": [{**to_networks(settings.backups.networks), "ports": [{"port": backup_store_port(settings), "protocol": "TCP"}]}],
     }
 
 
@@ -568,7 +565,7 @@ class ClusterActions:
     def _steps(self) -> dict[str, dict[str, Any]]:
         """The containers of the environment's restore template, as the cluster has it, by name."""
         pod = self._cron("restore")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-        return {c["name"]: c for c in (*pod.get("initContainers", []), *pod["containers"])}
+        return {c["name"]: c for c in steps_of(pod)}
 
     def restore_from(self, source: ClusterActions, backup: str, now: datetime) -> dict[str, Any]:
         """Restore archive `backup` of the `source` environment here: the restore Job listens, an export
@@ -667,7 +664,7 @@ class ClusterActions:
         spec = template["spec"]
         pod = spec["template"]["spec"]
         # every container: with object storage the id is the rclone step's as much as postgres's
-        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+        for container in steps_of(pod):
             container["env"] = [e for e in container.get("env", []) if e["name"] not in env] + [{"name": k, "value": v} for k, v in env.items()]
         return _job_object(cron["metadata"]["name"], self.lay.namespace, template.get("metadata", {}).get("labels", {}), spec, stamp)
 
@@ -722,6 +719,11 @@ class ClusterActions:
             if time.monotonic() > deadline:
                 raise UserError(f"the {action} Job {job_name} in {self.where} did not finish within {self.timeout:.0f}s: follow it with kubectl -n {ns} logs -f job/{job_name}")
             time.sleep(self.poll)
+
+
+def steps_of(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    """A pod spec's containers in the order Kubernetes runs them: the init containers, then the others."""
+    return [*pod.get("initContainers", []), *pod["containers"]]
 
 
 def _pending_limit(status: dict[str, Any], timeout: float) -> float:
@@ -780,7 +782,7 @@ def export_job_spec(restore_cron: dict[str, Any], name: str, backup: str, token:
     spec = template["spec"]
     pod = spec["template"]["spec"]
     # the postgres step (restore.sh's image, user and limits) becomes the sender; the others are left out
-    steps = [*pod.get("initContainers", []), *pod["containers"]]
+    steps = steps_of(pod)
     (container,) = [c for c in steps if c["name"] == "restore"]
     pod["containers"] = [container]
     keep_env = {"BACKUP_DIR", "HOME"}

@@ -344,6 +344,22 @@ class Claim:
     key: str
 
 
+def object_store(s: EnvironmentSettings) -> BackupS3Config | BackupAzureConfig | None:
+    """The bucket or container that keeps the environment's backup archives (None: its backups claim does)."""
+    return s.backups.s3 or s.backups.azure
+
+
+def file_store(s: EnvironmentSettings) -> S3Config | AzureBlobConfig | None:
+    """The runtime's file store when it is object storage (None: local files, or none)."""
+    st = s.storage
+    return None if st is None or st.local is not None else (st.s3 or st.azure)
+
+
+def backup_prefix(s: EnvironmentSettings, app: str, env: str) -> str:
+    """The archives' key prefix in object storage: `backups.prefix`, else `<app>/<environment>`."""
+    return s.backups.prefix or f"{app}/{env}"
+
+
 def claim_of(s: EnvironmentSettings, env: str, kind: str, own: str | None, own_key: str) -> Claim:
     """The `kind` claim of `env` with the StorageClass in effect: its own key's (`own` at `own_key`), else
     the environment's or the block's storageClass."""
@@ -732,14 +748,13 @@ def _check_backup_store(stack: StackConfig, s: EnvironmentSettings, env: Environ
         issues.append(ConfigIssue(f"{s.paths['storage']}.s3.keySuffix", f"{s.storage.s3.keySuffix!r} holds characters other than letters, digits and . _ -", "a suffix such as .orders-production", file))
     if b.s3 is not None and b.azure is not None:
         issues.append(ConfigIssue(bpath, "set at most one of s3 and azure", "the archives go to one store", file))
-    files_in_objects = s.storage is not None and s.storage.local is None and (s.storage.s3 or s.storage.azure) is not None
-    if b.s3 is None and b.azure is None:
-        for key in ("prefix", "networks", "transferImage"):
-            if getattr(b, key) is not None and not (key == "transferImage" and files_in_objects):
-                issues.append(ConfigIssue(f"{bpath}.{key}", "applies to archives in s3 or azure, and neither is set", f"drop {key}, or set {bpath}.s3 or {bpath}.azure", file))
-        if b.transferImage is None or not files_in_objects:
-            return issues
-    if b.storageClass is not None and (b.s3 or b.azure) is not None:
+    store = object_store(s)
+    # rclone (transferImage) also copies a file store in object storage; prefix and networks are the archives' only
+    unused = ("prefix", "networks", "transferImage") if store is None and file_store(s) is None else ("prefix", "networks") if store is None else ()
+    for key in unused:
+        if getattr(b, key) is not None:
+            issues.append(ConfigIssue(f"{bpath}.{key}", "applies to archives in s3 or azure, and neither is set", f"drop {key}, or set {bpath}.s3 or {bpath}.azure", file))
+    if b.storageClass is not None and store is not None:
         issues.append(ConfigIssue(f"{bpath}.storageClass", "the archives are in object storage: there is no backups claim to class", "drop storageClass", file))
     issues += _credentials(stack, bpath, b.s3, b.azure, file)
     for kind, store in (("s3", b.s3), ("azure", b.azure)):
@@ -747,7 +762,7 @@ def _check_backup_store(stack: StackConfig, s: EnvironmentSettings, env: Environ
         if endpoint is not None and not re.fullmatch(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?", endpoint):
             # the archives hold the whole database: never in plain text on the wire
             issues.append(ConfigIssue(f"{bpath}.{kind}.endpoint", f"{endpoint!r} is not an https URL of a host", "https://host[:port]", file))
-    if b.transferImage is not None:
+    if b.transferImage is not None and "transferImage" not in unused:
         ref = parse_image(b.transferImage)
         if ref is None:
             issues.append(ConfigIssue(f"{bpath}.transferImage", f"{b.transferImage!r} is not an image reference", "registry/repository[:tag]@sha256:<digest> of an rclone image", file))
@@ -786,13 +801,13 @@ def _host(endpoint: str | None) -> str:
     return f"{(parts.hostname or '').lower()}:{port}"
 
 
-def _store_identity(s: EnvironmentSettings) -> tuple[str, ...] | None:
+def _store_identity(s: EnvironmentSettings, app: str, env: str) -> tuple[str, ...] | None:
     """Where an environment's archives go (None: its claim): the store, host, bucket or container, prefix."""
     b = s.backups
     if b.s3 is not None:
-        return ("s3", _host(b.s3.endpoint), b.s3.bucket, b.prefix or "")
+        return ("s3", _host(b.s3.endpoint), b.s3.bucket, backup_prefix(s, app, env))
     if b.azure is not None:
-        return ("azure", b.azure.accountName, b.azure.container, b.prefix or "")
+        return ("azure", b.azure.accountName, b.azure.container, backup_prefix(s, app, env))
     return None
 
 
@@ -816,10 +831,9 @@ def check_backup_stores(stack: StackConfig, block: KubernetesConfig, file: str =
         issues.append(ConfigIssue(f"{BLOCK}.backups.prefix", f"would be one prefix for {len(plain)} environments, and each one's retention deletes the others' archives", "set prefix per environment (environments.<env>.backups), or leave it out: the default is <app>/<environment>", file))
     seen: dict[tuple[str, ...], str] = {}
     for name, st in plain.items():
-        where = _store_identity(st)
-        if where is None:
+        key = _store_identity(st, stack.app.name, name)
+        if key is None:
             continue
-        key = where if where[3] else (*where[:3], f"{stack.app.name}/{name}")
         if key in seen:
             issues.append(ConfigIssue(f"{st.paths['backups']}.prefix", f"environments {seen[key]!r} and {name!r} would keep their archives in one place ({key[2]}/{key[3]}), and each one's retention deletes the other's", "give each environment a prefix of its own", file))
         seen.setdefault(key, name)

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from mxinfra.egress import EgressRule
 
-from .config import EnvironmentSettings
+from .config import EnvironmentSettings, object_store
 from .layout import HTTP_PORT
 
 DNS_PORT = 53
@@ -37,14 +37,14 @@ def storage_port(s: EnvironmentSettings) -> int | None:
 def backup_store_port(s: EnvironmentSettings) -> int | None:
     """The port of the backup archives' store endpoint (None: the archives are on a claim); https: 443
     unless the endpoint names one."""
-    store = s.backups.s3 or s.backups.azure
+    store = object_store(s)
     if store is None:
         return None
     return (urlsplit(store.endpoint).port if store.endpoint else None) or 443
 
 
-def _to(networks: list[str] | None) -> dict[str, Any]:
-    # No `to`: any address, on the rule's ports only.
+def to_networks(networks: list[str] | None) -> dict[str, Any]:
+    """An egress rule's `to` for `networks`; none: any address, on the rule's ports only."""
     return {"to": [{"ipBlock": {"cidr": c}} for c in networks]} if networks else {}
 
 
@@ -64,10 +64,10 @@ def egress_rules(s: EnvironmentSettings, own: dict[str, Any]) -> list[dict[str, 
     if s.mode == "plain":
         db = s.database
         if db is not None and db.url is not None:
-            out.append({**_to(db.networks), "ports": [{"port": db.port, "protocol": "TCP"}]})
+            out.append({**to_networks(db.networks), "ports": [{"port": db.port, "protocol": "TCP"}]})
         port = storage_port(s)
         if port is not None and s.storage is not None:
-            out.append({**_to(s.storage.networks), "ports": [{"port": port, "protocol": "TCP"}]})
+            out.append({**to_networks(s.storage.networks), "ports": [{"port": port, "protocol": "TCP"}]})
     out += [_rule(r) for r in s.egress]
     return out
 

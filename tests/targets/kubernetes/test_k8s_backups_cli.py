@@ -362,8 +362,7 @@ def test_create_list_restore_on_test(cluster, pg, project, capsys):
 @pytest.mark.parametrize("cluster", ["production+s3"], indirect=True)
 def test_archives_in_s3_create_list_restore_download(cluster, pg, project, capsys):
     c, stack = cluster
-    bucket = c.cronjobs["orders-production-backup"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]
-    bucket = next(e["value"] for e in bucket if e["name"] == "BACKUP_REMOTE").split(":")[1].split("/")[0]
+    bucket = next(e["value"] for e in _env_of(c, "orders-production-backup", "upload") if e["name"] == "BACKUP_REMOTE").split(":")[1].split("/")[0]
     pg.psql(SEED)
     before = _rows(pg)
     files = c.root / "pvc" / "orders-production-files"

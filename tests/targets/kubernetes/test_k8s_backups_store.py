@@ -5,16 +5,15 @@ image is Alpine), against moto's S3 server and Azurite, with the rclone settings
 
 from __future__ import annotations
 
-import os
 import random
 import subprocess
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from object_store import AZURITE_ACCOUNT, AZURITE_KEY, FAKE_AWS, alpine_path, azurite, s3_server  # noqa: F401  (fixtures)
-from postgres import PostgresServer, require_bin_dir
-from test_k8s_backups_postgres import SCHEMA, _data, _snapshot, _tree
+from object_store import AZURITE_ACCOUNT, AZURITE_KEY, alpine_path, azurite, s3_server  # noqa: F401  (fixtures)
+from postgres import PostgresServer
+from test_k8s_backups_postgres import SCHEMA, _data, _run, _snapshot, _tree
 
 from mxinfra.backups import Backups, keep, parse_id, retention_env
 from mxinfra_kubernetes.backups import SCRIPTS, files_env, files_remote, files_secret_values, remote, store_env, store_secret_values
@@ -93,12 +92,6 @@ def store(request: pytest.FixtureRequest) -> Store:
     return Store(kind, endpoint, f"backups-{kind}-{next(_made)}")
 
 
-def _pg_step(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """backup.sh or restore.sh as the postgres container runs it (its sh, the server's client tools)."""
-    full = {"PATH": f"{require_bin_dir()}:{os.environ['PATH']}", **env}
-    return subprocess.run(["sh", str(SCRIPTS / script)], env=full, capture_output=True, text=True, timeout=120)
-
-
 def _store_step(path: str, store: Store, step: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """store.sh as the rclone container runs it: busybox's sh and applets, rclone, nothing else."""
     where = {"FILES_REMOTE": store.remote} if step.endswith("-files") else {"BACKUP_REMOTE": store.remote}
@@ -116,7 +109,7 @@ def test_a_backup_in_the_store_restores_every_row_and_file(pg: PostgresServer, s
     before, tree_before = _snapshot(pg), _tree(files)
 
     stamp = "20261205T020000Z"
-    made = _pg_step("backup.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(scratch), "FILES_DIR": str(files), "BACKUP_NOW": stamp})
+    made = _run("backup.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(scratch), "FILES_DIR": str(files), "BACKUP_NOW": stamp})
     assert made.returncode == 0, made.stderr
     archive = (scratch / f"{stamp}.tar.gz").read_bytes()
     up = _store_step(alpine_path, store, "upload", {"BACKUP_DIR": str(scratch), **retention_env(Backups())})
@@ -138,7 +131,7 @@ def test_a_backup_in_the_store_restores_every_row_and_file(pg: PostgresServer, s
     got = _store_step(alpine_path, store, "fetch", {"BACKUP_DIR": str(scratch), "BACKUP_ID": stamp})
     assert got.returncode == 0, got.stderr
     assert (scratch / f"{stamp}.tar.gz").read_bytes() == archive
-    done = _pg_step("restore.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(scratch), "FILES_DIR": str(files), "BACKUP_ID": stamp})
+    done = _run("restore.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(scratch), "FILES_DIR": str(files), "BACKUP_ID": stamp})
     assert done.returncode == 0, done.stderr
     after = _snapshot(pg)
     for table in before:
@@ -224,7 +217,7 @@ def test_a_file_store_in_object_storage_goes_into_the_archive_and_back(request: 
     pulled = _store_step(alpine_path, files, "pull-files", {"FILES_DIR": str(copy), **({"FILES_SUFFIX": suffix} if suffix else {})})
     assert pulled.returncode == 0, pulled.stderr
     assert _tree(copy) == originals  # the runtime's objects, no other environment's
-    made = _pg_step("backup.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(scratch), "FILES_DIR": str(copy), "BACKUP_NOW": "20261205T030000Z"})
+    made = _run("backup.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(scratch), "FILES_DIR": str(copy), "BACKUP_NOW": "20261205T030000Z"})
     assert made.returncode == 0, made.stderr
 
     pg.psql('DELETE FROM "orders$order"')
@@ -234,7 +227,7 @@ def test_a_file_store_in_object_storage_goes_into_the_archive_and_back(request: 
 
     restored_copy = tmp_path / "restore-files"
     restored_copy.mkdir()
-    back = _pg_step("restore.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(scratch), "FILES_DIR": str(restored_copy), "BACKUP_ID": "20261205T030000Z"})
+    back = _run("restore.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(scratch), "FILES_DIR": str(restored_copy), "BACKUP_ID": "20261205T030000Z"})
     assert back.returncode == 0, back.stderr
     pushed = _store_step(alpine_path, files, "push-files", {"FILES_DIR": str(restored_copy), **({"FILES_SUFFIX": suffix} if suffix else {})})
     assert pushed.returncode == 0, pushed.stderr

@@ -9,6 +9,12 @@ retention must not remove) and
 its size and sha256 as checked); for `restore --from` also `same_cluster(source) -> bool` and `restore_from(source,
 id, now) -> dict` (copies the source's archive into this environment's backups and restores it; what
 was checked of it, e.g. size and sha256). The Kubernetes target's is mxinfra_kubernetes.backups.ClusterActions.
+
+A target whose platform keeps no backups it can list (Cloud Foundry) takes them on demand instead:
+`download_now(out_dir, now, via) -> dict` (a backup taken now and written as `<id>.tar.gz` into `out_dir`:
+its id, size, sha256) for `download` without `--id`, and `restore_archive(path, now, via) -> dict` for
+`restore --archive` (a Mendix Cloud archive on this machine, from `download` on any target). `via` is
+`--database-via`, the local end of a tunnel to the database.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from .errors import UserError
 
 backup_app = typer.Typer(
     name="backup",
-    help="An environment's backups: list, create, download, restore (Kubernetes, AWS and Azure targets; download and restore --from on Kubernetes).",
+    help="An environment's backups: list, create, download, restore (Kubernetes, AWS and Azure; download and restore --from on Kubernetes; download and restore --archive on Cloud Foundry).",
     no_args_is_help=True,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -35,6 +41,10 @@ backup_app = typer.Typer(
 Stack = Annotated[str, typer.Option("-s", "--stack", help="The stack of the environment")]
 Env = Annotated[str, typer.Option("-e", "--environment", help="The environment")]
 Directory = Annotated[Path, typer.Option("-C", "--cwd", help="The Pulumi project directory")]
+Via = Annotated[
+    str | None,
+    typer.Option("--database-via", help="Cloud Foundry: HOST:PORT of a tunnel to the database (cf ssh -N -L), used instead of the service key's host and port"),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -148,54 +158,94 @@ def create(stack: Stack, environment: Env, directory: Directory = Path(".")) -> 
 def download(
     stack: Stack,
     environment: Env,
-    backup_id: Annotated[str, typer.Option("--id", help="The backup to download (from `mxinfra backup list`)")],
     out_dir: Annotated[Path, typer.Option("-o", "--out", help="The directory to write <id>.tar.gz into (made if missing)")],
+    backup_id: Annotated[str | None, typer.Option("--id", help="The backup to download (from `mxinfra backup list`); Cloud Foundry: none, a backup is taken now")] = None,
     directory: Directory = Path("."),
+    via: Via = None,
 ) -> None:
     """Download a backup as Mendix Cloud gives one (db/db.backup and tree/ in a .tar.gz), checked, recorded."""
     from .backups import parse_id
 
-    if parse_id(backup_id + ".tar.gz") is None:
+    if backup_id is not None and parse_id(backup_id + ".tar.gz") is None:
         raise UserError(f"--id {backup_id!r}: a backup id is its UTC start time, YYYYmmddTHHMMSSZ (see `mxinfra backup list`)")
     if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"-o {str(out_dir)!r}: expected a directory to write {backup_id}.tar.gz into, but it is a file")
-    target = out_dir / f"{backup_id}.tar.gz"
-    if target.exists():
-        raise UserError(f"-o {str(out_dir)!r}: {target.name} is there already: not overwritten (remove it or choose another directory)")
+        raise UserError(f"-o {str(out_dir)!r}: expected a directory to write the backup into, but it is a file")
+    via = _via(via)
+    if backup_id is not None and (out_dir / f"{backup_id}.tar.gz").exists():
+        raise UserError(f"-o {str(out_dir)!r}: {backup_id}.tar.gz is there already: not overwritten (remove it or choose another directory)")
     ctx = _Context(directory, stack, environment, "download")
-    _supports(ctx, "download", "download")
+    now_only = not callable(getattr(ctx.actions, "download", None)) and callable(getattr(ctx.actions, "download_now", None))
+    if backup_id is None and not now_only:
+        raise UserError(f"--id: name the backup to download (`mxinfra backup list -s {stack} -e {environment}`)")
+    if backup_id is not None and now_only:
+        raise UserError(f"--id {backup_id}: the {ctx.deployment.target.name} target keeps no backups to download by id: leave --id out to take one now and download it")
+    if via is not None and not now_only:
+        raise UserError(f"--database-via: the {ctx.deployment.target.name} target reaches the database itself: leave it out")
     ctx.signer("backup-download")
-    ctx.connect("list")
-    known = ctx.actions.list()
-    if backup_id not in known:
-        raise UserError(f"{environment} has no backup {backup_id}: it has {', '.join(known[:5]) or 'none'}{' ...' if len(known) > 5 else ''}")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"-o {str(out_dir)!r}: cannot make the directory: {e.strerror}") from None
-    got = ctx.actions.download(backup_id, target, _now())
-    ctx.record("backup-download", {"backup": {"id": backup_id, "size": got["size"], "sha256": got["sha256"]}})
+    if now_only:
+        got = ctx.actions.download_now(out_dir, _now(), via)
+        backup_id, target = got["id"], Path(got["path"])
+        ctx.record("backup-download", {"backup": {"id": backup_id, "trigger": "on-demand", **_checked(got)}})
+    else:
+        _supports(ctx, "download", "download")
+        ctx.connect("list")
+        known = ctx.actions.list()
+        if backup_id not in known:
+            raise UserError(f"{environment} has no backup {backup_id}: it has {', '.join(known[:5]) or 'none'}{' ...' if len(known) > 5 else ''}")
+        target = out_dir / f"{backup_id}.tar.gz"
+        got = ctx.actions.download(backup_id, target, _now())
+        ctx.record("backup-download", {"backup": {"id": backup_id, "size": got["size"], "sha256": got["sha256"]}})
     sys.stdout.write(f"{environment}: downloaded backup {backup_id} to {target} ({got['size']} bytes, sha256 {got['sha256']}), recorded\n")
+
+
+def _checked(got: dict[str, Any]) -> dict[str, Any]:
+    """What a record keeps of a backup taken and written here (never where: a path on someone's machine)."""
+    return {k: got[k] for k in ("size", "sha256", "files", "keysNotDeleted") if k in got}
+
+
+def _via(via: str | None) -> str | None:
+    """`--database-via HOST:PORT`, checked."""
+    if via is None:
+        return None
+    host, sep, port = via.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c.isspace() for c in host):
+        raise UserError(f"--database-via {via!r}: expected HOST:PORT, the local end of a tunnel to the database (e.g. 127.0.0.1:63432 of `cf ssh -N -L 63432:<db host>:<db port> <app>`)")
+    return via
 
 
 @backup_app.command("restore")
 def restore(
     stack: Stack,
     environment: Env,
-    backup_id: Annotated[str, typer.Option("--id", help="The backup to restore (from `mxinfra backup list`)")],
+    backup_id: Annotated[str | None, typer.Option("--id", help="The backup to restore (from `mxinfra backup list`)")] = None,
     directory: Directory = Path("."),
-    source: Annotated[str | None, typer.Option("--from", help="Another environment of the app whose backup to restore here (listed in backups.restoreFrom)")] = None,
+    source: Annotated[str | None, typer.Option("--from", help="Another environment of the app whose backup to restore here (listed in backups.restoreFrom); with --archive, the environment the archive was taken from")] = None,
     source_stack: Annotated[str | None, typer.Option("--from-stack", help="The stack that deploys --from's environment (default: --stack)")] = None,
     allow_lower_tier: Annotated[bool, typer.Option("--allow-lower-tier", help="Restore a lower tier's backup into production (also needs backups.allowLowerTiers)")] = False,
+    archive: Annotated[Path | None, typer.Option("--archive", help="Cloud Foundry: a backup archive on this machine (from `mxinfra backup download`) to restore, instead of --id")] = None,
+    via: Via = None,
 ) -> None:
     """Restore a backup of the environment (or --from another's) over its database and files, recorded; on
     production an on-demand backup is taken (and recorded) first, so the restore can be undone."""
     from .backups import parse_id
 
-    if parse_id(backup_id + ".tar.gz") is None:
+    if (backup_id is None) == (archive is None):
+        raise UserError("name the backup to restore: --id ID (from `mxinfra backup list`) or, on Cloud Foundry, --archive FILE (from `mxinfra backup download`)")
+    if backup_id is not None and parse_id(backup_id + ".tar.gz") is None:
         raise UserError(f"--id {backup_id!r}: a backup id is its UTC start time, YYYYmmddTHHMMSSZ (see `mxinfra backup list`)")
     if source_stack is not None and source is None:
         raise UserError("--from-stack names the stack of the --from environment: give --from ENV too")
+    via = _via(via)
+    if archive is not None:
+        _restore_archive(directory, stack, environment, archive, source, source_stack or stack, allow_lower_tier, via)
+        return
+    assert backup_id is not None
+    if via is not None:
+        raise UserError("--database-via: only a restore of an --archive (Cloud Foundry) reaches the database from this machine: leave it out")
     if source is not None and (source != environment or (source_stack or stack) != stack):
         _restore_from(directory, stack, environment, backup_id, source, source_stack or stack, allow_lower_tier)
         return
@@ -211,6 +261,48 @@ def restore(
     _recorded_restore(ctx, done, lambda: ctx.actions.restore(backup_id, _now()))
     ctx.record("restore", {"restore": done})
     sys.stdout.write(f"{environment}: restored backup {backup_id}" + (f" (backup {before} taken first)" if before else "") + "\n")
+
+
+def _restore_archive(directory: Path, stack: str, environment: str, archive: Path, source: str | None, source_stack: str, allow_lower_tier: bool, via: str | None) -> None:
+    """`restore --archive`: where the archive comes from, by the config's rule; on production a backup taken
+    (and recorded) first beside the archive; the restore through the target; a record of the archive's hash."""
+    from .backup_archive import sha256_of
+    from .backups import of_environment, restore_refusal
+    from .environments import check_environment_name
+
+    if source is None:
+        raise UserError(f"--archive: say which environment the archive was taken from with --from ENV (the rules of {environment}'s backups.restoreFrom apply to it)")
+    try:
+        check_environment_name(source)
+    except ValueError as e:
+        raise UserError(f"--from {source!r}: {e}") from None
+    if not archive.is_file():
+        raise UserError(f"--archive {str(archive)!r}: no such file (expected a <id>.tar.gz from `mxinfra backup download`)")
+    ctx = _Context(directory, stack, environment, None)
+    if source != environment or source_stack != stack:
+        if source_stack == stack and source not in ctx.names:
+            raise UserError(f"--from {source!r}: stack {stack!r} has no environment {source!r} (its environments: {', '.join(ctx.names)}): name the stack that deploys it with --from-stack")
+        src = _Context(directory, source_stack, source, None)
+        if src.deployment.config.app.name != ctx.deployment.config.app.name:
+            raise UserError(f"--from-stack {source_stack!r} deploys the app {src.deployment.config.app.name!r}, not {ctx.deployment.config.app.name!r}: a restore comes from another environment of the same app")
+        refused = restore_refusal(source, src.environment.role, ctx.environment, of_environment(ctx.environment), allow_lower_tier=allow_lower_tier)
+        if refused is not None:
+            raise UserError(refused)
+    ctx.signer("restore")
+    ctx.connect("restore")
+    _supports(ctx, "restore --archive", "restore_archive", "download_now")
+    size, sha = sha256_of(archive)
+    before = None
+    if ctx.environment.is_production:
+        got = ctx.actions.download_now(archive.resolve().parent, _now(), via)
+        before = got["id"]
+        ctx.record("backup-download", {"backup": {"id": before, "trigger": "before restore", **_checked(got)}})
+        sys.stdout.write(f"{environment}: backup {before} taken first, written to {got['path']}\n")
+    where = {"fromStack": source_stack} if source_stack != stack else {}
+    done = {"archive": {"size": size, "sha256": sha}, "from": source, **where, **({"backupBefore": before} if before else {})}
+    checked = _recorded_restore(ctx, done, lambda: ctx.actions.restore_archive(archive, _now(), via))
+    ctx.record("restore", {"restore": {**done, **checked}})
+    sys.stdout.write(f"{environment}: restored {archive.name} of {source} (sha256 {sha})" + (f" (backup {before} taken first)" if before else "") + "\n")
 
 
 def _recorded_restore(ctx: _Context, done: dict[str, Any], run: Callable[[], Any]) -> Any:

@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # (pyproject, package directory) of every distribution in this repository.
 DISTRIBUTIONS = [(ROOT / "pyproject.toml", ROOT / "mxinfra")] + [
-    (p, next(d for d in p.parent.iterdir() if d.is_dir() and d.name.startswith("mxinfra_")))
+    # the package itself, not the editable install's mxinfra_*.egg-info beside it (listed first on some file systems)
+    (p, next(d for d in p.parent.iterdir() if d.is_dir() and d.name.startswith("mxinfra_") and (d / "__init__.py").is_file()))
     for p in sorted((ROOT / "targets").glob("*/pyproject.toml"))
 ]
 # Loaded only by pytest (the `pytest11` entry point), so its imports belong to the test extra.

@@ -430,6 +430,25 @@ class Client:
             raise
         self.wait_job_of(r, timeout, f"binding service instance {instance}")
 
+    def create_key(self, instance: str, name: str, timeout: float, metadata: Mapping[str, Any] | None = None) -> str:
+        """A service key of the (managed) service instance, created by its broker; the key's guid."""
+        body = {"type": "key", "name": name, "relationships": {"service_instance": {"data": {"guid": instance}}}, "metadata": dict(metadata or {})}
+        r = self.post("/v3/service_credential_bindings", body)
+        self.wait_job_of(r, timeout, f"creating service key {name}")
+        return str(self.first("/v3/service_credential_bindings", f"service key {name!r}", names=name, service_instance_guids=instance, type="key")["guid"])
+
+    def binding_credentials(self, guid: str) -> dict[str, Any]:
+        """The credentials a service key (or app binding) holds."""
+        return dict(self.get(f"/v3/service_credential_bindings/{guid}/details").get("credentials") or {})
+
+    def instance_credentials(self, guid: str) -> dict[str, Any]:
+        """The credentials of a user-provided service instance (a managed one has keys instead)."""
+        return dict(self.get(f"/v3/service_instances/{guid}/credentials"))
+
+    def delete_binding(self, guid: str, timeout: float) -> None:
+        """Delete a service key or binding, waiting for the broker; one already gone counts as deleted."""
+        self.delete(f"/v3/service_credential_bindings/{guid}", timeout)
+
     # --- roles --------------------------------------------------------------------------------
 
     def create_role(self, space: str, role_type: str, username: str, origin: str) -> dict[str, Any]:

@@ -110,6 +110,13 @@ class CloudFoundryTarget(Target):
         role = prepared.environment.role.value
         return observe(deployment.target_config, environment, role, prepared.naming.physical(max_len=63))
 
+    def backup_actions(self, deployment: Deployment, environment: str, base_dir: Path) -> Any:
+        """`mxinfra backup download|restore` through service keys (backup_actions.KeyActions), signed in
+        with the stack block's credentials or the CF_* variables, as `running` is."""
+        from .backup_actions import connect
+
+        return connect(deployment, environment)
+
     def deploy_app(self, ctx: AppContext) -> None:
         """Before anything is declared, under a real engine (preview or update), the release guard: what
         runs must be what the activity log's last signed records say (mxinfra.drift), or the run stops

@@ -13,10 +13,16 @@ the fixture fails the test on any. Where the description and the official docume
 
 - `POST /v3/service_instances` (create a service instance) is documented but missing from the
   description: such requests are recorded in `undescribed` instead of validated.
+- `GET /v3/service_credential_bindings` (list service credential bindings, filtered by `names`,
+  `service_instance_guids`, `type`) is documented but missing from the description: recorded in
+  `undescribed` too.
 - `GET /v3/organizations` answers `{pagination, resources}` per the documentation; the description says
   a bare array: its response is not validated (its request is).
 - `POST /v3/roles` answering 422 (the user already has the role): the description's 422 schema lists
   other error codes; the documentation's CF-UnprocessableEntity is sent, its response not validated.
+- `POST /v3/service_credential_bindings` answering 403 (an identity without a role that may create keys):
+  the description lists 201 and 202 only; the documentation's common 403 CF-NotAuthorized is sent, its
+  response not validated.
 - Error bodies: the documentation's `{"errors": [...]}`; the description's 401/404/422 schemas are a
   single `Error` object. Bodies here carry both (the top-level `code`/`title`/`detail` of the first error
   beside `errors`), which satisfies both.
@@ -36,7 +42,9 @@ would: that download is not a CAPI call and is not validated.
 Knobs (tests set them): `fail_staging` (error text of the next builds), `staging_polls` (polls a build
 stays STAGING), `job_polls` (polls a job stays PROCESSING: the slow job), `token_lifetime_requests`
 (requests a token is good for: the 401 on expiry), `drop_uploads` (uploads whose connection is cut),
-`crash_instances`.
+`crash_instances`. Service keys: `credentials[instance name]` is what the broker puts in a key of that
+instance (and a user-provided instance's credentials); `refuse_keys` answers key creation with 403;
+`fail_key_deletes` makes that many key deletions fail (a 502 from the broker).
 """
 
 from __future__ import annotations
@@ -60,12 +68,12 @@ SPEC = Path(__file__).parent / "spec" / "cf-capi-v3.195.0.openapi.yaml"
 UAA_SPEC = Path(__file__).parent / "spec" / "uaa-scim-subset.openapi.yaml"
 UAA_ENDPOINTS = {"token", "scim_groups", "scim_users"}
 NOT_CAPI = {"buildpack"}  # the release host's download: neither CAPI nor UAA
-UNDESCRIBED = {("POST", "/v3/service_instances")}
+UNDESCRIBED = {("POST", "/v3/service_instances"), ("GET", "/v3/service_credential_bindings")}
 RESPONSE_NOT_DESCRIBED = {("GET", "/v3/organizations")}
 # (method, path, status) whose response the description gets wrong: POST /v3/roles's 422 allows only
 # CF-InvalidRequest-like codes, where the documentation (and the Cloud Controller) answers a role the user
 # already has with CF-UnprocessableEntity, 10008.
-STATUS_NOT_DESCRIBED = {("POST", "/v3/roles", 422)}
+STATUS_NOT_DESCRIBED = {("POST", "/v3/roles", 422), ("POST", "/v3/service_credential_bindings", 403)}
 
 _openapi = None
 
@@ -125,6 +133,9 @@ class CapiDouble:
         self.token_lifetime_requests: int | None = None
         self.drop_uploads = 0
         self.crash_instances = False
+        self.credentials: dict[str, dict[str, Any]] = {}
+        self.refuse_keys = False
+        self.fail_key_deletes = 0
         self.tokens: dict[str, int] = {}  # token -> requests left (None: unlimited)
         self.grants: list[str] = []
         self.grant_clients: list[str] = []  # the client id of every token request, granted or refused
@@ -207,6 +218,10 @@ class CapiDouble:
                 Rule("/v3/service_instances/<guid>", endpoint="patch_service_instance", methods=["PATCH"]),
                 Rule("/v3/service_instances/<guid>", endpoint="delete_service_instance", methods=["DELETE"]),
                 Rule("/v3/service_credential_bindings", endpoint="create_binding", methods=["POST"]),
+                Rule("/v3/service_credential_bindings", endpoint="list_bindings", methods=["GET"]),
+                Rule("/v3/service_credential_bindings/<guid>", endpoint="delete_binding", methods=["DELETE"]),
+                Rule("/v3/service_credential_bindings/<guid>/details", endpoint="binding_details", methods=["GET"]),
+                Rule("/v3/service_instances/<guid>/credentials", endpoint="instance_credentials", methods=["GET"]),
             ]
         )
 
@@ -949,6 +964,8 @@ class CapiDouble:
 
     def op_create_binding(self, request: Request) -> Response:
         b = self.body(request)
+        if b.get("type") == "key":
+            return self._create_key(b)
         app = b["relationships"]["app"]["data"]["guid"]
         si = self._get("service_instances", b["relationships"]["service_instance"]["data"]["guid"])
         self.app(app)
@@ -959,6 +976,53 @@ class CapiDouble:
             o = self._add("service_credential_bindings", **binding)
             return self._json({**self._base(o, "service_credential_bindings"), "type": "app", "last_operation": {"type": "create", "state": "succeeded", "description": "", "created_at": o["created_at"], "updated_at": o["updated_at"]}}, 201)
         return self._job("service_bindings.create", lambda: self._add("service_credential_bindings", **binding))
+
+    def _create_key(self, b: dict[str, Any]) -> Response:
+        if self.refuse_keys:
+            raise CapiError(403, "CF-NotAuthorized", "You are not authorized to perform the requested action", 10003)
+        si = self._get("service_instances", b["relationships"]["service_instance"]["data"]["guid"])
+        if si["type"] == "user-provided":
+            raise CapiError(422, "CF-UnprocessableEntity", "Service credential bindings of type key are not supported for user-provided service instances.")
+        if any(x.get("name") == b.get("name") and x["service_instance"] == si["guid"] for x in self.objects["service_credential_bindings"].values()):
+            raise CapiError(422, "CF-UnprocessableEntity", f"The binding name is invalid. Key binding names must be unique. The service instance already has a key binding with name '{b.get('name')}'.")
+        key = {"type": "key", "name": b.get("name"), "app": None, "service_instance": si["guid"], "credentials": dict(self.credentials.get(si["name"], {}))}
+        return self._job("service_keys.create", lambda: self._add("service_credential_bindings", **key, metadata=_meta(b)))
+
+    def r_binding(self, o: dict[str, Any]) -> dict[str, Any]:
+        d = self._base(o, "service_credential_bindings")
+        d.update(
+            type=o.get("type", "app"),
+            name=o.get("name"),
+            last_operation={"type": "create", "state": "succeeded", "description": "", "created_at": o["created_at"], "updated_at": o["updated_at"]},
+            relationships={"service_instance": {"data": {"guid": o["service_instance"]}}, **({"app": {"data": {"guid": o["app"]}}} if o.get("app") else {})},
+        )
+        d["links"]["details"] = self.link(f"/v3/service_credential_bindings/{o['guid']}/details")
+        return d
+
+    def op_list_bindings(self, request: Request) -> Response:
+        items = self._filter("service_credential_bindings", request, names="name", service_instance_guids="service_instance", type="type")
+        return self._json(self._page("/v3/service_credential_bindings", [self.r_binding(o) for o in items]))
+
+    def op_binding_details(self, request: Request, guid: str) -> Response:
+        o = self._get("service_credential_bindings", guid)
+        return self._json({"credentials": o.get("credentials") or {}})
+
+    def op_delete_binding(self, request: Request, guid: str) -> Response:
+        self._get("service_credential_bindings", guid)
+        if self.fail_key_deletes > 0:
+            self.fail_key_deletes -= 1
+            return self._job("service_keys.delete", fail="Service broker error: the broker could not unbind")
+        return self._job("service_keys.delete", lambda: self.objects["service_credential_bindings"].pop(guid, None))
+
+    def op_instance_credentials(self, request: Request, guid: str) -> Response:
+        si = self._get("service_instances", guid)
+        if si["type"] != "user-provided":
+            raise CapiError(404, "CF-ResourceNotFound", "Service instance not found", 10010)
+        return self._json(dict(self.credentials.get(si["name"], {})))
+
+    def keys(self) -> list[dict[str, Any]]:
+        """The service keys that exist now."""
+        return [o for o in self.objects["service_credential_bindings"].values() if o.get("type") == "key"]
 
 
 def _meta(b: dict[str, Any]) -> dict[str, Any]:

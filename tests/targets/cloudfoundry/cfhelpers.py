@@ -58,3 +58,35 @@ def config(role: str = "production", *, cf: dict[str, Any] | None = None, access
 def deployment(cfg: dict[str, Any], stack: str = "cf-production") -> Any:
     """The validated deployment of `cfg` (environments marked secret, as the engine would)."""
     return prepare(RawConfig(cfg, frozenset({"mxinfra:environments"})), project="orders", stack=stack, base_dir=ROOT)
+
+
+def release(capi: Any, cfg: dict[str, Any], monkeypatch: Any, stack: str, app: str, services: list[str] | None = None) -> str:
+    """What `pulumi up` of `cfg`'s one environment leaves running: the app created by the target's provider
+    (bound to `services`, guids); its guid."""
+    from mxinfra_cloudfoundry.provider import AppProvider
+
+    # the pinned buildpack's download is checked against its digest by test_cf_provider; not here
+    monkeypatch.setattr("mxinfra_cloudfoundry.provider.check_buildpack", lambda reference, timeout: None)
+    d = deployment(cfg, stack)
+    p = d.environments[0]
+    props = {
+        "api": capi.url,
+        "org": "acme",
+        "space": "orders",
+        "name": app,
+        "buildpack": d.target_config.buildpack,
+        "stack": "cflinuxfs4",
+        "environment": {"MEMORY_LIMIT": "2048M"},
+        "secretEnvironment": {"ADMIN_PASSWORD": "pw-1"},
+        "package": {"path": str(MDA), "sha256": d.package.sha256, "modelVersion": d.package.model_version},
+        "instances": p.settings.instances,
+        "memoryMb": 2048,
+        "diskMb": 2048,
+        "healthCheck": {"type": "http", "endpoint": "/", "timeout": 600, "invocationTimeout": 10},
+        "routes": [],
+        "services": list(services or []),
+        "ssh": False,
+        "metadata": {"labels": dict(p.release_labels), "annotations": dict(p.release_annotations)},
+        "timeouts": {"upload": 10, "staging": 10, "start": 10, "job": 10},
+    }
+    return AppProvider().create(props).id

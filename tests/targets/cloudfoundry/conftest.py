@@ -28,3 +28,23 @@ def capi(monkeypatch):
 
     with serving(monkeypatch) as double:
         yield double
+
+
+API = "https://api.cf.example.com"  # cfhelpers.CF_BLOCK's
+
+
+@pytest.fixture
+def to_double(capi, monkeypatch):
+    """Every request to the stacks' API goes to the double instead (what the target sends is unchanged)."""
+    import requests
+
+    real = requests.Session.request
+    where = {"url": capi.url}
+
+    def request(self, method, url, *args, **kwargs):
+        if url.startswith(API):
+            url = where["url"] + url[len(API) :]
+        return real(self, method, url, *args, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "request", request)
+    return where

@@ -17,15 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 
-from cfhelpers import BUILDPACK, BUILDPACK_URL, MDA, config, deployment
+from cfhelpers import BUILDPACK, BUILDPACK_URL, MDA, config, release
 from scaffold import encrypted as stack_file
 from scaffold import SECURE, record_deploy, run_drift
 
 from mxinfra_cloudfoundry.capi import Client
-from mxinfra_cloudfoundry.provider import AppProvider
 from mxinfra_cloudfoundry.running import CONFIG_NOTE, DROPLET_GUID, Place, App, observed
 
 STACK = "cf-production"
@@ -37,55 +35,11 @@ SCALE = f"cf target -o acme -s orders && cf scale {APP} -i"
 
 
 @pytest.fixture
-def to_double(capi, monkeypatch):
-    """Every request to the stack's API goes to the double instead (what the target sends is unchanged)."""
-    real = requests.Session.request
-    where = {"url": capi.url}
-
-    def request(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        if url.startswith(API):
-            url = where["url"] + url[len(API) :]
-        return real(self, method, url, *args, **kwargs)
-
-    monkeypatch.setattr(requests.Session, "request", request)
-    return where
-
-
-def release(capi: Any, cfg: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> str:
-    """What `pulumi up` of `cfg` leaves running: the app created by the target's provider; its guid."""
-    # the pinned buildpack's download is checked against its digest by test_cf_provider; not here
-    monkeypatch.setattr("mxinfra_cloudfoundry.provider.check_buildpack", lambda reference, timeout: None)
-    d = deployment(cfg, STACK)
-    p = d.environment("production")
-    props = {
-        "api": capi.url,
-        "org": "acme",
-        "space": "orders",
-        "name": APP,
-        "buildpack": d.target_config.buildpack,
-        "stack": "cflinuxfs4",
-        "environment": {"MEMORY_LIMIT": "2048M"},
-        "secretEnvironment": {"ADMIN_PASSWORD": "pw-1"},
-        "package": {"path": str(MDA), "sha256": d.package.sha256, "modelVersion": d.package.model_version},
-        "instances": p.settings.instances,
-        "memoryMb": 2048,
-        "diskMb": 2048,
-        "healthCheck": {"type": "http", "endpoint": "/", "timeout": 600, "invocationTimeout": 10},
-        "routes": [],
-        "services": [],
-        "ssh": False,
-        "metadata": {"labels": dict(p.release_labels), "annotations": dict(p.release_annotations)},
-        "timeouts": {"upload": 10, "staging": 10, "start": 10, "job": 10},
-    }
-    return AppProvider().create(props).id
-
-
-@pytest.fixture
 def released(capi, project, to_double, monkeypatch):
     """Production released: its app runs in the double, its deploy record is in the log. The app's guid."""
     cfg = config("production")
     project.stack(STACK, stack_file(cfg))
-    guid = release(capi, cfg, monkeypatch)
+    guid = release(capi, cfg, monkeypatch, STACK, APP)
     record_deploy(project.path, STACK)
     return guid
 
@@ -179,7 +133,7 @@ def test_a_deleted_app_is_named(released, capi, project, capsys):
 def test_an_app_the_log_never_recorded_is_an_unrecorded_deployment(capi, project, to_double, capsys, monkeypatch):
     cfg = config("production")
     project.stack(STACK, stack_file(cfg))
-    release(capi, cfg, monkeypatch)
+    release(capi, cfg, monkeypatch, STACK, APP)
     rc, _, err = _drift(project, capsys)
     assert rc == 2 and f"runs, but the activity log records no deployment of it: an unrecorded deployment" in err
 
@@ -317,7 +271,7 @@ def test_an_app_released_before_the_annotations_is_compared_by_its_release_annot
 
 
 def test_encrypted_stack_credentials_without_cf_variables_are_said_plainly(capi, project, to_double, capsys, monkeypatch):
-    release(capi, config("production"), monkeypatch)
+    release(capi, config("production"), monkeypatch, STACK, APP)
     file = stack_file(config("production", cf={"credentials": {"clientId": "mxinfra-ci", "clientSecret": SECURE}}))
     project.stack(STACK, file)
     record_deploy(project.path, STACK)

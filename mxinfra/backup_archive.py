@@ -1,0 +1,199 @@
+"""The backup archive as Mendix Cloud gives one: a .tar.gz of `db/db.backup` (a `pg_dump` custom-format
+dump) and `tree/` (the file store's files). Written and read here for the targets that move an
+environment's data through the machine running mxinfra (Cloud Foundry, through service keys); the
+Kubernetes target's Jobs write the same layout with tar and gzip (its scripts/backup.sh). Pure: no cloud.
+
+Both directions stream through the disk with flat memory: `pack` hashes the bytes as it writes them (one
+pass), `unpack` reads the archive once. An archive is written beside its final name and renamed when
+complete, so an interrupted `pack` never leaves a file that looks like a backup.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tarfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from .errors import UserError
+
+DUMP = "db/db.backup"
+TREE = "tree"
+# How a dump is put back over an environment's database (the Kubernetes target's scripts/restore.sh runs
+# the same): dropping what it recreates, in one transaction (a failure leaves the database as it was),
+# without the source's owners and grants (the destination's user owns what it restores).
+RESTORE_FLAGS = ("--clean", "--if-exists", "--no-owner", "--no-privileges", "--single-transaction", "--exit-on-error")
+_CHUNK = 1 << 20
+
+
+class ArchiveError(UserError):
+    """An archive that is not a Mendix Cloud backup, or one with an entry that would land outside it."""
+
+
+@dataclass(frozen=True)
+class Written:
+    """What `pack` wrote: the archive's size in bytes and the sha256 of its bytes."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Unpacked:
+    """Where `unpack` put the dump and the files (`tree` has only directories when the backup had no files)."""
+
+    dump: Path
+    tree: Path
+    files: int
+
+
+class _Hashing:
+    """A write-only file that hashes and counts what passes through to `raw`."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw, self.hash, self.size = raw, hashlib.sha256(), 0
+
+    def write(self, data: Any) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        return self.raw.write(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
+def pack(dump: Path, tree: Path, out: Path) -> Written:
+    """Write `out` (a new file) from the dump and the files under `tree`, atomically; its size and sha256."""
+    if out.exists():
+        raise UserError(f"{out}: exists already: not overwritten")
+    partial = out.with_name(f".{out.name}.incomplete")
+    try:
+        with open(partial, "xb") as raw:
+            sink = _Hashing(raw)
+            # gzip level 1: the dump is taken uncompressed and the files are mostly compressed already; a
+            # higher level costs several times the CPU for a few percent (scripts/backup.sh chose the same)
+            with tarfile.open(fileobj=sink, mode="w:gz", compresslevel=1, format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+                tar.add(dump, arcname=DUMP, recursive=False, filter=_plain)
+                tar.add(tree, arcname=TREE, recursive=False, filter=_plain)
+                for path in _walk(tree):
+                    tar.add(path, arcname=f"{TREE}/{path.relative_to(tree).as_posix()}", recursive=False, filter=_plain)
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(partial, out)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return Written(out, sink.size, sink.hash.hexdigest())
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    """Every directory and regular file under `root`, sorted (the same files give the same order)."""
+    for entry in sorted(root.iterdir(), key=lambda p: p.name):
+        if entry.is_symlink():
+            raise UserError(f"{entry}: a symbolic link in the files to back up: expected regular files and directories")
+        yield entry
+        if entry.is_dir():
+            yield from _walk(entry)
+
+
+def _plain(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    """No owner, group or machine-specific mode bits in the archive: it moves between machines."""
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mode = 0o755 if info.isdir() else 0o644
+    return info
+
+
+def sha256_of(path: Path) -> tuple[int, str]:
+    """(size, sha256) of a file, read a MiB at a time."""
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
+
+
+def unpack(archive: Path, into: Path) -> Unpacked:
+    """Extract a backup archive's dump and files into the empty directory `into`. ArchiveError (naming the
+    archive and the entry) for anything but a Mendix Cloud backup: a link, a device, a path outside the
+    archive or outside db/db.backup and tree/, a member twice, no dump, a damaged or cut-off archive."""
+    dump = into / "db" / "db.backup"
+    tree = into / TREE
+    tree.mkdir(parents=True)
+    seen: set[str] = set()
+    files = 0
+    try:
+        # gzip's own reader, read to its end: it checks each member's CRC-32 and length, which tarfile's
+        # stream mode does not (a flipped byte in a file would be restored as it is)
+        with gzip.open(archive, "rb") as gz, tarfile.open(fileobj=gz, mode="r|") as tar:
+            for member in tar:
+                name = _member_name(archive, member)
+                if name in seen:
+                    raise ArchiveError(f"{archive}: entry {member.name!r} appears twice: a backup archive has each entry once")
+                seen.add(name)
+                try:
+                    files += _place(tar, member, name, dump, tree, archive)
+                except OSError as e:
+                    if isinstance(e, gzip.BadGzipFile):
+                        raise
+                    raise ArchiveError(f"{archive}: entry {member.name!r} cannot be written to {into} ({e.strerror or e})") from None
+            while gz.read(_CHUNK):
+                pass  # past the tar's end marker: the rest of the gzip stream, and its checksums
+    except FileNotFoundError:
+        raise ArchiveError(f"{archive}: no such file") from None
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        raise ArchiveError(f"{archive}: not a readable .tar.gz backup archive ({type(e).__name__}: {e}): expected {DUMP} and tree/ in a gzip-compressed tar") from None
+    if DUMP not in seen:
+        raise ArchiveError(f"{archive}: no {DUMP} in the archive: a backup archive holds the database dump there (pg_dump --format=custom) and the files under tree/")
+    return Unpacked(dump, tree, files)
+
+
+def _place(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, dump: Path, tree: Path, archive: Path) -> int:
+    """Write one member where it belongs; 1 for a file of the file store, else 0."""
+    if name in ("db", TREE):
+        if not member.isdir():
+            raise ArchiveError(f"{archive}: entry {member.name!r} must be a directory")
+        return 0
+    if name == DUMP:
+        _extract(tar, member, dump, archive)
+        return 0
+    if not name.startswith(TREE + "/"):
+        raise ArchiveError(f"{archive}: entry {member.name!r} is not part of a backup: expected only {DUMP} and tree/ (the files)")
+    target = tree / name[len(TREE) + 1 :]
+    if member.isdir():
+        target.mkdir(parents=True, exist_ok=True)
+        return 0
+    _extract(tar, member, target, archive)
+    return 1
+
+
+def _member_name(archive: Path, member: tarfile.TarInfo) -> str:
+    """The member's path, normalised (a leading ./ dropped); ArchiveError for one that is not a plain
+    file or directory inside the archive."""
+    raw = member.name
+    path = PurePosixPath(raw)
+    parts = [p for p in path.parts if p not in ("", ".")]
+    if path.is_absolute() or ".." in parts or not parts:
+        raise ArchiveError(f"{archive}: entry {raw!r} would be written outside the archive's directory: refused")
+    if not (member.isfile() or member.isdir()):
+        kind = "a link" if member.issym() or member.islnk() else "a device or special file"
+        raise ArchiveError(f"{archive}: entry {raw!r} is {kind}: a backup archive holds only regular files and directories")
+    return "/".join(parts)
+
+
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, archive: Path) -> None:
+    """Copy one member's bytes to `target`, a MiB at a time."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source = tar.extractfile(member)
+    if source is None:
+        raise ArchiveError(f"{archive}: entry {member.name!r} has no content")
+    with source, open(target, "xb") as out:
+        while chunk := source.read(_CHUNK):
+            out.write(chunk)

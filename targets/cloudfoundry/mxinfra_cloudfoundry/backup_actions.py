@@ -1,0 +1,385 @@
+"""`mxinfra backup download|restore` on Cloud Foundry (mxinfra/backup_cli.py says what the core asks of a
+target): the environment's data taken out, and put back, through service keys, from the machine that runs
+the command, as a Mendix Cloud backup archive (mxinfra.backup_archive). No Pulumi imports.
+
+- download: a service key of the database instance and one of the file store's (a user-provided store
+  gives its credentials directly), a `pg_dump --format=custom` of the database and a copy of every object
+  of the bucket, packed as `<id>.tar.gz`. The keys are deleted when done, whatever happened.
+- restore (an archive): the app stopped (Mendix Cloud also restores only a stopped environment), the dump
+  restored in one transaction (`pg_restore --clean --if-exists`: a failure leaves the database as it was),
+  then the files copied into the bucket (copied, never synced: an object the archive lacks stays), the app
+  started again if it was running, the keys deleted.
+- list and create are refused: the brokers keep their backups where the Cloud Controller shows none
+  (targets/cloudfoundry/README.md, "Backups"); `download` is the on-demand backup here.
+
+Why service keys and not the app's binding: a key is a credential of its own, minted for this command and
+revoked by the broker when it is deleted, and the Cloud Controller's audit events name who created it; the
+app's binding is the running app's credential. Creating a key is a Space Developer's (or Supporter's)
+right: the `deploy` permission's role, a declared platform limit (capabilities.py), so on production it is
+the release identity or a person's time-boxed grant that runs these commands.
+
+Why from this machine: nothing runs in the foundation to do it (an app or task would need a droplet with
+the PostgreSQL client and the credentials in its environment). The database is usually reachable only
+inside the foundation: `--database-via HOST:PORT` names the local end of a tunnel (`cf ssh -N -L`) and is
+used instead of the key's host and port. The bucket is the hyperscaler's and is reached directly.
+
+No secret is put on a command line or in a message: the database's password goes to pg_dump and
+pg_restore in their environment (PGPASSWORD), the store's keys to boto3 in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from mxinfra.backup_archive import RESTORE_FLAGS, pack, unpack
+from mxinfra.backups import ID_FORMAT, FilesNotRestored
+from mxinfra.errors import UserError
+
+KEY_PREFIX = "mxinfra-backup-"
+TRANSFERS = 8  # objects copied at once: most Mendix files are small, so the round trips dominate
+KEY_RIGHTS = "a space role that may create service keys in the environment's space: space_developer (the deploy permission) or space_supporter"
+NOT_HERE = (
+    "Cloud Foundry's brokers keep their own backups, which the Cloud Controller neither lists nor takes on demand "
+    "(targets/cloudfoundry/README.md, \"Backups\"): `mxinfra backup download -s {stack} -e {env} -o DIR` takes a backup "
+    "now through service keys and `mxinfra backup restore --archive FILE --from ENV` puts one back"
+)
+PG_TOOLS = "PostgreSQL's client tools (pg_dump, pg_restore) of the server's major version or newer on PATH (Debian: apt install postgresql-client)"
+
+
+@dataclass(frozen=True)
+class Database:
+    """Where and as whom pg_dump and pg_restore connect (libpq's variables; the password never on a command line)."""
+
+    host: str
+    port: str
+    user: str
+    password: str
+    name: str
+    sslmode: str
+
+    def conninfo(self) -> str:
+        """pg_restore's --dbname (it writes a script to stdout without one): the name only, the rest is environ's."""
+        return "dbname='" + self.name.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    def environ(self) -> dict[str, str]:
+        """The process environment for a libpq client: the caller's, without its PG* settings, plus these."""
+        base = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        return {**base, "PGHOST": self.host, "PGPORT": self.port, "PGUSER": self.user, "PGPASSWORD": self.password, "PGDATABASE": self.name, "PGSSLMODE": self.sslmode, "PGCONNECT_TIMEOUT": "20"}
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """An S3 bucket and its keys, as an object-store service key gives them."""
+
+    name: str
+    endpoint: str | None
+    region: str | None
+    access_key: str
+    secret_key: str
+
+
+def database_of(credentials: Mapping[str, Any], what: str, via: str | None) -> Database:
+    """The database a key's credentials name: `uri` (what the buildpack reads into DATABASE_URL), else the
+    separate fields; `via` (HOST:PORT, a tunnel's local end) replaces the host and port."""
+    uri = credentials.get("uri")
+    fields: dict[str, str] = {}
+    if isinstance(uri, str) and uri.split("://", 1)[0] in ("postgres", "postgresql"):
+        u = urlsplit(uri)
+        query = parse_qs(u.query)
+        fields = {
+            "host": u.hostname or "",
+            "port": str(u.port or 5432),
+            "user": unquote(u.username or ""),
+            "password": unquote(u.password or ""),
+            "name": unquote(u.path.lstrip("/")),
+            "sslmode": (query.get("sslmode") or ["require"])[0],
+        }
+    else:
+        def pick(*names: str) -> str:
+            return next((str(credentials[n]) for n in names if credentials.get(n) not in (None, "")), "")
+
+        fields = {
+            "host": pick("hostname", "host"),
+            "port": pick("port") or "5432",
+            "user": pick("username", "user"),
+            "password": pick("password"),
+            "name": pick("dbname", "database", "name"),
+            "sslmode": pick("sslmode") or "require",
+        }
+    missing = [k for k in ("host", "user", "password", "name") if not fields[k]]
+    if missing:
+        raise UserError(f"{what}: the credentials name no PostgreSQL database (no postgres:// uri, and no {', '.join(missing)}): is it a PostgreSQL service?")
+    if via is not None:
+        host, _, port = via.rpartition(":")
+        fields.update(host=host, port=port)
+    return Database(**fields)
+
+
+def bucket_of(credentials: Mapping[str, Any], what: str) -> Bucket:
+    """The S3 bucket an object-store key names (the fields the buildpack reads: bucket, access_key_id,
+    secret_access_key, endpoint or host, region)."""
+    if credentials.get("account_name") or credentials.get("sas_token") or credentials.get("container_name"):
+        raise UserError(f"{what}: an Azure object store: `mxinfra backup` copies files from S3-compatible stores only (not yet Azure's)")
+    missing = [k for k in ("bucket", "access_key_id", "secret_access_key") if not credentials.get(k)]
+    if missing:
+        raise UserError(f"{what}: the credentials name no S3 bucket (missing {', '.join(missing)})")
+    endpoint = credentials.get("endpoint") or credentials.get("host")
+    if isinstance(endpoint, str) and endpoint and "://" not in endpoint:
+        endpoint = f"https://{endpoint}"
+    region = credentials.get("region")
+    return Bucket(str(credentials["bucket"]), str(endpoint) if endpoint else None, str(region) if region else None, str(credentials["access_key_id"]), str(credentials["secret_access_key"]))
+
+
+class KeyActions:
+    """`mxinfra backup` on one Cloud Foundry environment (see the module's docstring)."""
+
+    def __init__(self, client: Any, block: Any, environment: Any, stack: str, app: str, database: str, files: str | None, place: str, timeout: float) -> None:
+        self.client, self.block, self.env, self.stack = client, block, environment, stack
+        self.app_name, self.database_name, self.files_name = app, database, files
+        self.where = place
+        self.timeout = timeout
+        self._space: str | None = None
+        self.warnings: list[str] = []
+
+    # --- the core's questions ----------------------------------------------------------------------
+
+    def refusal(self, action: str) -> str | None:
+        """Why `action` cannot run here: list and create never do (the brokers' backups are not the Cloud
+        Controller's); download and restore need the space, and keys, which the Cloud Controller judges."""
+        if action in ("list", "create", "export"):
+            return f"{self.env.name}: no `mxinfra backup {action}` on Cloud Foundry. " + NOT_HERE.format(stack=self.stack, env=self.env.name)
+        return None
+
+    def download_now(self, out_dir: Path, now: datetime, via: str | None = None) -> dict[str, Any]:
+        """Take a backup now (a dump and the files, through new keys) and write `<id>.tar.gz` into `out_dir`;
+        the id, the archive's size and sha256, and how many files it holds."""
+        tool = _tool("pg_dump")
+        backup = _id(now)
+        out = out_dir / f"{backup}.tar.gz"
+        if out.exists():
+            raise UserError(f"{out}: exists already: not overwritten")
+        with tempfile.TemporaryDirectory(prefix=f".{backup}-", dir=out_dir) as scratch:
+            work = Path(scratch)
+            (work / "tree").mkdir()
+            with self._keys(backup) as creds:
+                db = database_of(creds["database"], f"service key of {self.database_name}", via)
+                _run([tool, "--format=custom", "--compress=0", "--no-owner", "--no-privileges", f"--file={work / 'dump'}"], db, f"pg_dump of {self.database_name}")
+                files = 0
+                if "files" in creds:
+                    files = self._pull(bucket_of(creds["files"], f"service key of {self.files_name}"), work / "tree")
+            written = pack(work / "dump", work / "tree", out)
+        return {"id": backup, "path": str(written.path), "size": written.size, "sha256": written.sha256, "files": files, **self._left()}
+
+    def restore_archive(self, archive: Path, now: datetime, via: str | None = None) -> dict[str, Any]:
+        """Restore the archive over the environment's database and files, the app stopped meanwhile; what
+        was restored (files copied, whether the app was started again)."""
+        tool = _tool("pg_restore")
+        with tempfile.TemporaryDirectory(prefix=".mxinfra-restore-") as scratch:
+            unpacked = unpack(archive, Path(scratch))
+            if unpacked.files and self.files_name is None:
+                raise UserError(f"{archive}: holds {unpacked.files} file(s), but {self.env.name} keeps its files on the instance's disk (no mxinfra:cloudfoundry.storage): nothing to restore them into; nothing was changed")
+            app = self.client.find_app(self._space_guid(), self.app_name)
+            running = app is not None and app.get("state") == "STARTED"
+            with self._keys(_id(now)) as creds:
+                db = database_of(creds["database"], f"service key of {self.database_name}", via)
+                bucket = bucket_of(creds["files"], f"service key of {self.files_name}") if "files" in creds else None
+                if running:
+                    self._capi(f"stopping the app {self.app_name}", lambda: self.client.stop(app["guid"]))
+                try:
+                    _run([tool, *RESTORE_FLAGS, f"--dbname={db.conninfo()}", str(unpacked.dump)], db, f"pg_restore into {self.database_name}", undone="the database is as it was")
+                    copied = 0
+                    if bucket is not None:
+                        try:
+                            copied = self._push(bucket, unpacked.tree)
+                        except UserError as e:
+                            raise FilesNotRestored(f"{self.env.name}: the database was restored from {archive.name}, but its files were not all copied back: {e}") from None
+                finally:
+                    if running:
+                        self._capi(f"starting the app {self.app_name} again", lambda: self.client.start(app["guid"]))
+        return {"files": copied, **({"app": "stopped, then started"} if running else {}), **self._left()}
+
+    # --- keys -------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _keys(self, backup: str) -> Iterator[dict[str, dict[str, Any]]]:
+        """The credentials of the database and the file store, through keys made for this command and
+        deleted after it (a user-provided instance's own credentials, no key)."""
+        made: list[tuple[str, str]] = []
+        creds: dict[str, dict[str, Any]] = {}
+        try:
+            for kind, name in (("database", self.database_name), ("files", self.files_name)):
+                if name is None:
+                    continue
+                instance = self._capi(f"looking up the service instance {name}", lambda name=name: self.client.find_service_instance(self._space_guid(), name))
+                if instance is None:
+                    raise UserError(f"{self.env.name}: no service instance {name} in {self.where}: has the environment been deployed?")
+                if instance.get("type") == "user-provided":
+                    creds[kind] = self._capi(f"reading the credentials of {name}", lambda i=instance: self.client.instance_credentials(i["guid"]))
+                    continue
+                key = f"{KEY_PREFIX}{backup}"
+                guid = self._capi(f"creating the service key {key} of {name}", lambda i=instance, key=key: self.client.create_key(i["guid"], key, self.timeout, {"annotations": {"mxinfra.io/purpose": "mxinfra backup: deleted when the command ends"}}))
+                made.append((guid, f"{name} {key}"))
+                creds[kind] = self._capi(f"reading the service key {key} of {name}", lambda g=guid: self.client.binding_credentials(g))
+            yield creds
+        finally:
+            for guid, label in made:
+                try:
+                    self.client.delete_binding(guid, self.timeout)
+                except Exception as e:  # noqa: BLE001 (any failure: the key is named, never hidden)
+                    instance, key = label.split(" ", 1)
+                    self.warnings.append(f"the service key {key} of {instance} could not be deleted ({type(e).__name__}: {str(e)[:200]}): delete it (cf delete-service-key {instance} {key} -f): it holds working credentials")
+
+    def _left(self) -> dict[str, Any]:
+        """What the record says of keys left behind (none, normally), and the warnings on stderr."""
+        for w in self.warnings:
+            sys.stderr.write(f"warning: {w}\n")
+        return {"keysNotDeleted": len(self.warnings)} if self.warnings else {}
+
+    def _space_guid(self) -> str:
+        if self._space is None:
+            from .config import where
+
+            self._space = self._capi("finding the space", lambda: self.client.space_guid(where(self.block, self.env)))
+        return self._space
+
+    def _capi(self, doing: str, call: Callable[[], Any]) -> Any:
+        """A Cloud Controller call; its refusal as a UserError naming what was being done and the rights needed."""
+        import requests
+
+        from .capi import CapiError
+        from .uaa import CredentialsError
+
+        try:
+            return call()
+        except CredentialsError as e:
+            raise UserError(f"{self.env.name}: {doing} ({self.where}): {e}") from None
+        except CapiError as e:
+            fix = f": the identity needs {KEY_RIGHTS}" if e.status in (401, 403) else ""
+            raise UserError(f"{self.env.name}: the Cloud Controller refused {doing} ({self.where}): {e}{fix}") from None
+        except requests.RequestException as e:
+            raise UserError(f"{self.env.name}: {doing}: the Cloud Controller {self.block.api} cannot be reached ({type(e).__name__})") from None
+
+    # --- files ------------------------------------------------------------------------------------
+
+    def _s3(self, bucket: Bucket) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=bucket.endpoint,
+            region_name=bucket.region or "us-east-1",
+            aws_access_key_id=bucket.access_key,
+            aws_secret_access_key=bucket.secret_key,
+            config=Config(max_pool_connections=TRANSFERS, retries={"max_attempts": 5, "mode": "standard"}),
+        )
+
+    def _pull(self, bucket: Bucket, tree: Path) -> int:
+        """Every object of the bucket into `tree` (keys as paths); how many."""
+        s3 = self._s3(bucket)
+        keys: list[str] = []
+        with _s3_errors(f"listing the bucket {bucket.name}"):
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket.name):
+                for obj in page.get("Contents") or []:
+                    key = obj["Key"]
+                    if key.endswith("/"):
+                        continue  # a folder marker: no file
+                    keys.append(key)
+        for key in keys:
+            path = PurePosixPath(key)
+            if path.is_absolute() or any(p in ("", ".", "..") for p in key.split("/")):
+                raise UserError(f"bucket {bucket.name}: object {key!r} cannot be kept as a file of the archive (an empty, '.' or '..' path segment)")
+
+        def fetch(key: str) -> None:
+            target = tree / key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with _s3_errors(f"copying {key} from the bucket {bucket.name}"):
+                s3.download_file(bucket.name, key, str(target))
+
+        with ThreadPoolExecutor(TRANSFERS) as pool:
+            list(pool.map(fetch, keys))
+        return len(keys)
+
+    def _push(self, bucket: Bucket, tree: Path) -> int:
+        """Every file under `tree` into the bucket (copied over objects of the same key, nothing deleted); how many."""
+        s3 = self._s3(bucket)
+        files = sorted(p for p in tree.rglob("*") if p.is_file())
+
+        def put(path: Path) -> None:
+            key = path.relative_to(tree).as_posix()
+            with _s3_errors(f"copying {key} into the bucket {bucket.name}"):
+                s3.upload_file(str(path), bucket.name, key)
+
+        with ThreadPoolExecutor(TRANSFERS) as pool:
+            list(pool.map(put, files))
+        return len(files)
+
+
+@contextmanager
+def _s3_errors(doing: str) -> Iterator[None]:
+    """An S3 failure as a UserError naming what was being done (the store's code, never its keys)."""
+    import boto3.exceptions
+    import botocore.exceptions
+
+    try:
+        yield
+    except botocore.exceptions.ClientError as e:
+        err = e.response.get("Error", {})
+        raise UserError(f"{doing}: the store refused it ({err.get('Code')}: {err.get('Message')})") from None
+    except boto3.exceptions.S3UploadFailedError as e:
+        # "Failed to upload <local scratch path> to <bucket>/<key>: <the store's answer>": the answer
+        raise UserError(f"{doing}: {str(e).rsplit(': An error occurred ', 1)[-1]}") from None
+    except (botocore.exceptions.BotoCoreError, boto3.exceptions.Boto3Error, OSError) as e:
+        raise UserError(f"{doing}: {type(e).__name__}: {e}") from None
+
+
+def _id(now: datetime) -> str:
+    """The backup id of a backup taken at `now` (its UTC start time, the core's format)."""
+    return now.astimezone(timezone.utc).strftime(ID_FORMAT)
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise UserError(f"`mxinfra backup` on Cloud Foundry runs {name} on this machine, and it is not on PATH: install {PG_TOOLS}")
+    return found
+
+
+def _run(argv: list[str], db: Database, what: str, undone: str = "") -> None:
+    """Run a PostgreSQL client against `db`; a UserError with its own message when it fails."""
+    done = subprocess.run(argv, env=db.environ(), stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if done.returncode:
+        said = " ".join((done.stderr or done.stdout).split())[-1200:]
+        raise UserError(f"{what} at {db.host}:{db.port} failed (exit {done.returncode}): {said}{'; ' + undone if undone else ''}")
+
+
+def connect(deployment: Any, environment: str, timeout: float | None = None) -> KeyActions:
+    """The actions on `environment`, through the Cloud Controller of the stack's block."""
+    from .config import where
+    from .running import connect as client_of
+
+    block = deployment.target_config
+    prepared = deployment.environment(environment)
+    w = where(block, prepared.environment)
+    place = f"space {w.get('space') or w.get('spaceGuid')}, org {w.get('org') or w.get('orgGuid')}, {block.api}"
+    try:
+        client = client_of(block.api, block)
+    except UserError as e:
+        raise UserError(f"{environment}: signing in to {block.api}: {e}") from None
+    files = None
+    if block.storage is not None:
+        files = block.storage.existing or prepared.naming.physical("files")
+    database = block.database.existing or prepared.naming.physical("database")
+    return KeyActions(client, block, prepared.environment, deployment.config.stack, prepared.naming.physical(max_len=63), database, files, place, timeout or float(block.timeouts.job))

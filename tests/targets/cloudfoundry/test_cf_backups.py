@@ -1,0 +1,346 @@
+"""Issue 21 on Cloud Foundry: `mxinfra backup download` takes an environment's data out through service keys
+(a pg_dump of the database, a copy of the bucket) as a Mendix Cloud archive, and `restore --archive` puts
+one back, the app stopped meanwhile, each recorded and signed. Against real parts: the CAPI double (every
+request and response validated against the CAPI description), a real PostgreSQL that the database key's
+credentials name, and moto's S3 server that the object-store key's name. The environments' apps and
+service instances are made by the target's own providers, as `pulumi up` makes them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from postgres import PostgresServer, require_bin_dir
+
+from cfhelpers import config, release
+from scaffold import encrypted as stack_file
+
+from mxinfra.cli import main
+from mxinfra_cloudfoundry.provider import ServiceInstanceProvider
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT / "tests" / "governance"))
+
+from servers import FAKE_AWS, moto_server  # noqa: E402
+
+SCHEMA = """DROP SCHEMA public CASCADE; CREATE SCHEMA public;
+CREATE TABLE "mendixsystem$version" (versionnumber varchar(30), modelversion varchar(200));
+CREATE TABLE "orders$order" (id bigint PRIMARY KEY, number varchar(20), total numeric(28,8), placed timestamp, notes text);
+CREATE TABLE "system$filedocument" (id bigint PRIMARY KEY, name varchar(400), contents bytea);
+CREATE SEQUENCE "orders$order_number_seq" START 1000;
+INSERT INTO "mendixsystem$version" VALUES ('10.24.15', '1.4.2');
+INSERT INTO "orders$order" SELECT i, 'ORD-' || i, i * 1.25, timestamp '2026-01-01' + i * interval '1 hour', repeat('Zoë ', i % 50) FROM generate_series(1, 400) i;
+INSERT INTO "system$filedocument" VALUES (1, 'a.bin', '\\x00ff10'::bytea), (2, '名前', NULL);
+SELECT setval('"orders$order_number_seq"', 1500);
+"""
+TABLES = ['"mendixsystem$version"', '"orders$order"', '"system$filedocument"']
+FILES = {"a1/b2/7f3e-file": b"\x00\x01binary" * 300, "doc-2": "Zoë's document".encode(), "empty": b""}
+DB_PASSWORD_MARK = "mxpassword"  # tests/postgres.py's PASSWORD: it must appear nowhere mxinfra writes
+BUCKET = "orders-files-bucket"
+SECRET_KEY = "Known-Store-Secret-5e1f"
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PostgresServer]:
+    server = PostgresServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with moto_server(tmp_path_factory.mktemp("moto")) as endpoint:
+        yield endpoint
+
+
+def _s3(endpoint: str) -> Any:
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, region_name="eu-central-1", aws_access_key_id=FAKE_AWS["AWS_ACCESS_KEY_ID"], aws_secret_access_key=FAKE_AWS["AWS_SECRET_ACCESS_KEY"])
+
+
+def _objects(endpoint: str) -> dict[str, bytes]:
+    client = _s3(endpoint)
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET).get("Contents") or []]
+    return {k: client.get_object(Bucket=BUCKET, Key=k)["Body"].read() for k in keys}
+
+
+def _snapshot(pg: PostgresServer) -> str:
+    tables = "".join(pg.psql(f"COPY (SELECT * FROM {t} ORDER BY 1) TO STDOUT") for t in TABLES)
+    return tables + pg.psql("SELECT last_value FROM \"orders$order_number_seq\"")
+
+
+@pytest.fixture
+def seeded(pg: PostgresServer, s3: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The database and the bucket as an environment's app left them; pg_dump and pg_restore on PATH."""
+    monkeypatch.setenv("PATH", f"{require_bin_dir()}:{os.environ['PATH']}")
+    pg.psql(SCHEMA)
+    client = _s3(s3)
+    existing = [b["Name"] for b in client.list_buckets().get("Buckets") or []]
+    if BUCKET in existing:
+        for o in client.list_objects_v2(Bucket=BUCKET).get("Contents") or []:
+            client.delete_object(Bucket=BUCKET, Key=o["Key"])
+    else:
+        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+    for key, body in FILES.items():
+        client.put_object(Bucket=BUCKET, Key=key, Body=body)
+    return _snapshot(pg)
+
+
+def _deployed(capi: Any, project: Any, monkeypatch: pytest.MonkeyPatch, pg: PostgresServer, s3: str, role: str, stack: str, env: dict[str, Any] | None = None) -> str:
+    """`pulumi up` of a one-environment stack: its service instances and its app (bound to them) made by the
+    target's providers; the brokers' keys name the real database and bucket. The app's guid."""
+    cfg = config(role, env=env)
+    project.stack(stack, stack_file(cfg))
+    where = {"api": capi.url, "org": "acme", "space": "orders"}
+    services = []
+    for kind, offering, plan in (("database", "postgresql-db", "standard"), ("files", "objectstore", "s3-standard")):
+        name = f"orders-{role}-{kind}"
+        services.append(ServiceInstanceProvider().create({**where, "name": name, "offering": offering, "plan": plan, "parameters": {}, "timeouts": {"job": 10}}).id)
+    capi.credentials[f"orders-{role}-database"] = {"uri": pg.url + "?sslmode=disable", "hostname": "127.0.0.1"}
+    capi.credentials[f"orders-{role}-files"] = {"bucket": BUCKET, "access_key_id": FAKE_AWS["AWS_ACCESS_KEY_ID"], "secret_access_key": SECRET_KEY, "endpoint": s3, "region": "eu-central-1"}
+    return release(capi, cfg, monkeypatch, stack, f"orders-{role}", services)
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    rc = main(list(args))
+    out = capsys.readouterr()
+    return rc, out.out, " ".join(out.err.split())
+
+
+def _records(project: Any, env: str) -> list[Any]:
+    from mxinfra.governance.activity import ActivityLog
+    from mxinfra.governance.store import open_store
+
+    return ActivityLog(open_store(f"file://{project.path / '.mxinfra'}")).records(env)
+
+
+def _calls(capi: Any, method: str, prefix: str) -> list[str]:
+    return [p for m, p in capi.requests if m == method and p.startswith(prefix)]
+
+
+# --- the round trip ------------------------------------------------------------------------------------
+
+
+def test_download_then_restore_brings_back_every_row_and_file(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
+    app = _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+    capi.requests.clear()
+    out = tmp_path / "backups"
+    rc, stdout, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))
+    assert rc == 0, err
+    [archive] = out.iterdir()
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert stdout == f"acceptance: downloaded backup {archive.name[:-7]} to {archive} ({archive.stat().st_size} bytes, sha256 {sha}), recorded\n"
+    # the layout of a Mendix Cloud backup: the dump, and the bucket's objects under tree/
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+        assert tar.extractfile("db/db.backup").read(5) == b"PGDMP"  # pg_dump's custom format
+        assert {n[5:]: tar.extractfile(n).read() for n in names if n.startswith("tree/") and tar.getmember(n).isfile()} == FILES
+    # two keys made for the command (database, files), both deleted; none left
+    assert len(_calls(capi, "POST", "/v3/service_credential_bindings")) == 2
+    assert len(_calls(capi, "DELETE", "/v3/service_credential_bindings/")) == 2 and capi.keys() == []
+    [record] = _records(project, "acceptance")
+    assert record.action == "backup-download" and record.signature is not None
+    assert record.changes == {"backup": {"id": archive.name[:-7], "trigger": "on-demand", "size": archive.stat().st_size, "sha256": sha, "files": 3}}
+    written = json.dumps(record.to_json()) + stdout + err
+    assert DB_PASSWORD_MARK not in written and SECRET_KEY not in written and str(out) not in json.dumps(record.to_json())
+
+    # the app changes its data: rows updated, deleted, added; a file overwritten, one added
+    pg.psql('UPDATE "orders$order" SET total = 0 WHERE id < 100; DELETE FROM "orders$order" WHERE id > 300; '
+            'INSERT INTO "orders$order" VALUES (9999, \'NEW\', 1, now(), NULL); DELETE FROM "system$filedocument"; '
+            "SELECT setval('\"orders$order_number_seq\"', 4000);")
+    store = _s3(s3)
+    store.put_object(Bucket=BUCKET, Key="doc-2", Body=b"overwritten")
+    store.put_object(Bucket=BUCKET, Key="new-since", Body=b"written after the backup")
+    assert _snapshot(pg) != seeded
+    capi.requests.clear()
+
+    rc, stdout, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(archive), "--from", "acceptance", "-C", str(project.path))
+    assert rc == 0, err
+    assert stdout == f"acceptance: restored {archive.name} of acceptance (sha256 {sha})\n"
+    assert _snapshot(pg) == seeded  # every row and the sequence
+    # the archive's files are back; one written since stays (copied back, never synced)
+    assert _objects(s3) == {**FILES, "new-since": b"written after the backup"}
+    # the app was stopped for the restore and started again
+    assert _calls(capi, "POST", f"/v3/apps/{app}/actions/") == [f"/v3/apps/{app}/actions/stop", f"/v3/apps/{app}/actions/start"]
+    assert capi.objects["apps"][app]["state"] == "STARTED" and capi.keys() == []
+    restore = _records(project, "acceptance")[-1]
+    assert restore.action == "restore" and restore.signature is not None
+    assert restore.changes == {"restore": {"archive": {"size": archive.stat().st_size, "sha256": sha}, "from": "acceptance", "files": 3, "app": "stopped, then started"}}
+
+
+def test_a_production_restore_takes_a_backup_first_beside_the_archive(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
+    _deployed(capi, project, monkeypatch, pg, s3, "production", "cf-production")
+    out = tmp_path / "backups"
+    assert _cli(capsys, "backup", "download", "-s", "cf-production", "-e", "production", "-o", str(out), "-C", str(project.path))[0] == 0
+    [archive] = out.iterdir()
+    pg.psql('DELETE FROM "orders$order"')
+    emptied = _snapshot(pg)
+    import time
+
+    time.sleep(1.1)  # backup ids are seconds: the backup before the restore gets its own
+    rc, stdout, err = _cli(capsys, "backup", "restore", "-s", "cf-production", "-e", "production", "--archive", str(archive), "--from", "production", "-C", str(project.path))
+    assert rc == 0, err
+    assert _snapshot(pg) == seeded
+    before = sorted(p for p in out.iterdir() if p != archive)
+    assert len(before) == 1  # what production held just before, restorable in turn
+    actions = [(r.action, r.changes) for r in _records(project, "production")]
+    assert [a for a, _ in actions] == ["backup-download", "backup-download", "restore"]
+    taken = actions[1][1]["backup"]
+    assert taken["trigger"] == "before restore" and taken["sha256"] == hashlib.sha256(before[0].read_bytes()).hexdigest()
+    assert actions[2][1]["restore"]["backupBefore"] == taken["id"] == before[0].name[:-7]
+    assert f"production: backup {taken['id']} taken first, written to {before[0]}" in stdout
+    # the backup taken first holds the emptied table: restoring it undoes the restore
+    assert _cli(capsys, "backup", "restore", "-s", "cf-production", "-e", "production", "--archive", str(before[0]), "--from", "production", "-C", str(project.path))[0] == 0
+    assert _snapshot(pg) == emptied
+
+
+# --- refusals before anything changes ---------------------------------------------------------------------
+
+
+def test_a_lower_tiers_archive_into_production_is_refused_before_any_key(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
+    # acceptance in a space of its own (production's space is production's alone: the stack check says so)
+    project.stack("cf-acceptance", stack_file(config("acceptance", cf={"space": "orders-acceptance"})))
+    _deployed(capi, project, monkeypatch, pg, s3, "production", "cf-production", env={"backups": {"restoreFrom": ["acceptance"], "allowLowerTiers": True}})
+    archive = tmp_path / "20261201T000000Z.tar.gz"
+    archive.write_bytes(b"whatever acceptance held")
+    capi.requests.clear()
+    args = ["backup", "restore", "-s", "cf-production", "-e", "production", "--archive", str(archive), "--from", "acceptance", "--from-stack", "cf-acceptance", "-C", str(project.path)]
+    rc, _, err = _cli(capsys, *args)
+    assert rc == 2 and "Traceback" not in err, err
+    assert "error: 'acceptance' (acceptance) into production needs backups.allowLowerTiers in the config and the command's --allow-lower-tier" in err
+    assert capi.requests == [] and [r.action for r in _records(project, "production")] == []
+    # not listed at all: refused too, flag or not
+    project.stack("cf-production", stack_file(config("production")))
+    rc, _, err = _cli(capsys, *args, "--allow-lower-tier")
+    assert rc == 2 and "production restores only its own backups and those of backups.restoreFrom (none): add 'acceptance' there to allow it" in err
+    assert capi.requests == []
+
+
+def test_an_archive_with_an_entry_outside_it_is_refused_before_the_app_stops(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
+    app = _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+    evil = tmp_path / "20261201T000000Z.tar.gz"
+    payload = tmp_path / "payload"
+    payload.write_bytes(b"x")
+    with tarfile.open(evil, "w:gz") as tar:
+        tar.add(payload, arcname="db/db.backup")
+        tar.add(payload, arcname="tree/../../escaped")
+    capi.requests.clear()
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(evil), "--from", "acceptance", "-C", str(project.path))
+    assert rc == 2 and "Traceback" not in err, err
+    assert f"error: {evil}: entry 'tree/../../escaped' would be written outside the archive's directory: refused" in err
+    assert _calls(capi, "POST", f"/v3/apps/{app}/actions/") == [] and _calls(capi, "POST", "/v3/service_credential_bindings") == []
+    assert _snapshot(pg) == seeded and _records(project, "acceptance") == []
+
+
+def test_a_dump_the_server_refuses_leaves_the_database_as_it_was_and_the_app_running(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
+    app = _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+    bad = tmp_path / "20261201T000000Z.tar.gz"
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"PGDMP but not really a dump")
+    with tarfile.open(bad, "w:gz") as tar:
+        tar.add(junk, arcname="db/db.backup")
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(bad), "--from", "acceptance", "-C", str(project.path))
+    assert rc == 2 and "Traceback" not in err, err
+    assert "error: pg_restore into orders-acceptance-database at 127.0.0.1:" in err and "; the database is as it was" in err
+    assert _snapshot(pg) == seeded and _objects(s3) == FILES
+    assert capi.objects["apps"][app]["state"] == "STARTED" and capi.keys() == []
+    assert _records(project, "acceptance") == []
+    assert DB_PASSWORD_MARK not in err
+
+
+def test_an_identity_that_may_not_create_keys_is_told_which_role_it_needs(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
+    _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+    capi.refuse_keys = True
+    rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(tmp_path / "b"), "-C", str(project.path))
+    assert rc == 2 and "Traceback" not in err, err
+    assert "error: acceptance: the Cloud Controller refused creating the service key mxinfra-backup-" in err
+    assert "the identity needs a space role that may create service keys in the environment's space: space_developer (the deploy permission) or space_supporter" in err
+    assert list((tmp_path / "b").iterdir()) == [] and _records(project, "acceptance") == []
+
+
+def test_a_key_the_broker_would_not_delete_is_named_and_recorded(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
+    _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+    capi.fail_key_deletes = 1
+    rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(tmp_path / "b"), "-C", str(project.path))
+    assert rc == 0, err
+    [left] = capi.keys()
+    assert f"warning: the service key {left['name']} of orders-acceptance-database could not be deleted" in err
+    assert f"delete it (cf delete-service-key orders-acceptance-database {left['name']} -f): it holds working credentials" in err
+    assert _records(project, "acceptance")[-1].changes["backup"]["keysNotDeleted"] == 1
+
+
+def test_files_that_cannot_go_back_are_reported_and_the_restore_recorded(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
+    _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+    out = tmp_path / "b"
+    assert _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))[0] == 0
+    [archive] = out.iterdir()
+    pg.psql('DELETE FROM "orders$order"')
+    capi.credentials["orders-acceptance-files"]["bucket"] = "no-such-bucket"
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(archive), "--from", "acceptance", "-C", str(project.path))
+    assert rc == 2 and "Traceback" not in err, err
+    assert f"acceptance: the database was restored from {archive.name}, but its files were not all copied back: copying " in err
+    assert " into the bucket no-such-bucket: (NoSuchBucket) when calling the PutObject operation: The specified bucket does not exist (recorded)" in err
+    assert _snapshot(pg) == seeded
+    restore = _records(project, "acceptance")[-1]
+    assert restore.action == "restore" and restore.changes["restore"]["files"] == "not restored"
+
+
+def test_list_and_create_say_what_cloud_foundry_offers_instead(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys):
+    _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+    for command in ("list", "create"):
+        rc, _, err = _cli(capsys, "backup", command, "-s", "cf-acceptance", "-e", "acceptance", "-C", str(project.path))
+        assert rc == 2 and "Traceback" not in err, err
+        assert f"error: acceptance: no `mxinfra backup {command}` on Cloud Foundry." in err
+        assert "`mxinfra backup download -s cf-acceptance -e acceptance -o DIR` takes a backup now through service keys" in err
+    rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "--id", "20261201T000000Z", "-o", "x", "-C", str(project.path))
+    assert rc == 2 and "--id 20261201T000000Z: the cloudfoundry target keeps no backups to download by id: leave --id out to take one now" in err
+
+
+def test_the_tunnels_address_replaces_the_keys_host_and_port(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
+    _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+    # the key names a host only the foundation reaches; the tunnel's local end is the real server
+    capi.credentials["orders-acceptance-database"]["uri"] = pg.url.replace("127.0.0.1", "10.255.0.9").replace(f":{pg.port}/", ":5432/") + "?sslmode=disable"
+    base = ["backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(tmp_path / "b"), "-C", str(project.path)]
+    rc, _, err = _cli(capsys, *base, "--database-via", f"127.0.0.1:{pg.port}")
+    assert rc == 0, err
+    rc, _, err = _cli(capsys, *base, "--database-via", "127.0.0.1")
+    assert rc == 2 and "--database-via '127.0.0.1': expected HOST:PORT, the local end of a tunnel to the database" in err
+
+
+# --- between targets ---------------------------------------------------------------------------------------
+
+
+def test_an_archive_the_kubernetes_backup_job_wrote_restores_on_cloud_foundry(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
+    """The archive is one format on every target: the Kubernetes CronJob's script (run as it is, against the
+    same database and a directory of the same files) writes one that `restore --archive` puts back here."""
+    import subprocess
+
+    import mxinfra_kubernetes
+
+    script = Path(mxinfra_kubernetes.__file__).parent / "scripts" / "backup.sh"
+    _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+    files = tmp_path / "files"
+    for key, body in FILES.items():
+        (files / key).parent.mkdir(parents=True, exist_ok=True)
+        (files / key).write_bytes(body)
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    env = {"PATH": os.environ["PATH"], "DATABASE_URL": pg.url, "BACKUP_DIR": str(kept), "FILES_DIR": str(files), "BACKUP_NOW": "20261205T020000Z"}
+    done = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    archive = kept / "20261205T020000Z.tar.gz"
+    pg.psql('DELETE FROM "orders$order"; UPDATE "system$filedocument" SET name = \'changed\'')
+    _s3(s3).delete_object(Bucket=BUCKET, Key="doc-2")
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(archive), "--from", "acceptance", "-C", str(project.path))
+    assert rc == 0, err
+    assert _snapshot(pg) == seeded and _objects(s3) == FILES

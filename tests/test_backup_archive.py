@@ -1,0 +1,114 @@
+"""mxinfra.backup_archive: the Mendix Cloud backup archive written and read on the machine running mxinfra
+(Cloud Foundry's download and restore --archive). Archives are built here with Python's tarfile and GNU
+tar, never with the module under test, for the refusals; the round trip checks bytes and hashes with
+hashlib and `tar -tzf`."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from mxinfra.backup_archive import ArchiveError, pack, unpack
+from mxinfra.errors import UserError
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_pack_then_unpack_gives_back_the_dump_and_every_file(tmp_path):
+    dump = tmp_path / "dump"
+    dump.write_bytes(b"PGDMP" + os.urandom(200_000))
+    tree = tmp_path / "files"
+    (tree / "a1" / "b2").mkdir(parents=True)
+    (tree / "a1" / "b2" / "7f3e").write_bytes(os.urandom(70_000))
+    (tree / "Zoë's doc").write_bytes(b"")
+    (tree / "empty-dir").mkdir()
+    out = tmp_path / "20261205T020000Z.tar.gz"
+    written = pack(dump, tree, out)
+    data = out.read_bytes()
+    assert written.size == len(data) and written.sha256 == hashlib.sha256(data).hexdigest()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no partial file left
+    # GNU tar reads it as a Mendix Cloud backup: db/db.backup and tree/
+    listed = subprocess.run(["tar", "-tzf", str(out)], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert listed == ["db/db.backup", "tree/", "tree/Zoë's doc", "tree/a1/", "tree/a1/b2/", "tree/a1/b2/7f3e", "tree/empty-dir/"]
+    got = unpack(out, tmp_path / "restore")
+    assert got.dump.read_bytes() == dump.read_bytes() and got.files == 2
+    assert _tree(got.tree) == _tree(tree) and (got.tree / "empty-dir").is_dir()
+
+
+def test_pack_never_overwrites_and_leaves_nothing_when_it_fails(tmp_path):
+    dump = tmp_path / "dump"
+    dump.write_bytes(b"PGDMP")
+    tree = tmp_path / "files"
+    tree.mkdir()
+    (tree / "link").symlink_to(dump)
+    out = tmp_path / "b.tar.gz"
+    with pytest.raises(UserError, match=r"files/link: a symbolic link in the files to back up: expected regular files and directories"):
+        pack(dump, tree, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dump", "files"]
+    out.write_bytes(b"an earlier backup")
+    (tree / "link").unlink()
+    with pytest.raises(UserError, match=r"b.tar.gz: exists already: not overwritten"):
+        pack(dump, tree, out)
+    assert out.read_bytes() == b"an earlier backup"
+
+
+def _archive(path: Path, *members: tuple[str, bytes | str | None]) -> Path:
+    """A .tar.gz of (name, content) members: bytes a file, None a directory, 'symlink:x' a link to x."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, content in members:
+            info = tarfile.TarInfo(name)
+            if content is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            elif isinstance(content, str):
+                info.type, info.linkname = tarfile.SYMTYPE, content.split(":", 1)[1]
+                tar.addfile(info)
+            else:
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+    return path
+
+
+@pytest.mark.parametrize(
+    "members, message",
+    [
+        ((("db/db.backup", b"x"), ("tree/../../escaped", b"x")), "entry 'tree/../../escaped' would be written outside the archive's directory: refused"),
+        ((("/etc/cron.d/x", b"x"),), "entry '/etc/cron.d/x' would be written outside the archive's directory: refused"),
+        ((("db/db.backup", b"x"), ("tree/l", "symlink:/etc/passwd")), "entry 'tree/l' is a link: a backup archive holds only regular files and directories"),
+        ((("db/db.backup", b"x"), ("tree/a", b"1"), ("./tree/a", b"2")), "entry './tree/a' appears twice: a backup archive has each entry once"),
+        ((("db/db.backup", b"x"), ("etc/passwd", b"x")), "entry 'etc/passwd' is not part of a backup: expected only db/db.backup and tree/ (the files)"),
+        ((("tree/a", b"x"),), "no db/db.backup in the archive: a backup archive holds the database dump there"),
+        ((("db/db.backup", b"x"), ("tree", b"not a directory")), "entry 'tree' must be a directory"),
+    ],
+)
+def test_an_archive_that_is_not_a_backup_is_refused_naming_the_entry(tmp_path, members, message):
+    archive = _archive(tmp_path / "a.tar.gz", *members)
+    with pytest.raises(ArchiveError) as e:
+        unpack(archive, tmp_path / "out")
+    assert str(e.value).startswith(f"{archive}: ") and message in str(e.value)
+    assert not (tmp_path / "etc").exists() and not (tmp_path / "escaped").exists()
+
+
+def test_a_damaged_or_cut_off_archive_is_refused_in_words(tmp_path):
+    good = _archive(tmp_path / "g.tar.gz", ("db/db.backup", os.urandom(100_000)), ("tree/a", os.urandom(100_000)))
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    flipped = bytearray(good.read_bytes())
+    flipped[len(flipped) // 2] ^= 0xFF
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(bytes(flipped))
+    plain = tmp_path / "plain.tar.gz"
+    plain.write_bytes(gzip.compress(b"not a tar at all" * 100))
+    for archive in (cut, bad, plain, tmp_path / "missing.tar.gz"):
+        with pytest.raises(ArchiveError) as e:
+            unpack(archive, tmp_path / f"out-{archive.stem}")
+        assert str(e.value).startswith(f"{archive}: "), str(e.value)

@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import os
 import tarfile
+import tempfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -69,12 +70,18 @@ class _Hashing:
 
 
 def pack(dump: Path, tree: Path, out: Path) -> Written:
-    """Write `out` (a new file) from the dump and the files under `tree`, atomically; its size and sha256."""
+    """Write `out` (a new file, readable by its owner only: it holds every row and file) from the dump and
+    the files under `tree`, atomically; its size and sha256. UserError naming the file when it cannot."""
     if out.exists():
         raise UserError(f"{out}: exists already: not overwritten")
-    partial = out.with_name(f".{out.name}.incomplete")
     try:
-        with open(partial, "xb") as raw:
+        # a name of its own (never another run's), created 0600 whatever the umask
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".incomplete", dir=out.parent)
+    except OSError as e:
+        raise UserError(f"{out.parent}: cannot write the archive there ({e.strerror or e})") from None
+    partial = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as raw:
             sink = _Hashing(raw)
             # gzip level 1: the dump is taken uncompressed and the files are mostly compressed already; a
             # higher level costs several times the CPU for a few percent (scripts/backup.sh chose the same)
@@ -85,10 +92,15 @@ def pack(dump: Path, tree: Path, out: Path) -> Written:
                     tar.add(path, arcname=f"{TREE}/{path.relative_to(tree).as_posix()}", recursive=False, filter=_plain)
             raw.flush()
             os.fsync(raw.fileno())
-        os.replace(partial, out)
-    except BaseException:
+        # a hard link, then the partial name removed: unlike a rename it never replaces an archive that
+        # appeared under the final name meanwhile
+        os.link(partial, out)
+    except FileExistsError:
+        raise UserError(f"{out}: appeared while the archive was written: not overwritten") from None
+    except OSError as e:
+        raise UserError(f"{out}: the archive could not be written ({e.strerror or e}): nothing was kept") from None
+    finally:
         partial.unlink(missing_ok=True)
-        raise
     return Written(out, sink.size, sink.hash.hexdigest())
 
 
@@ -120,10 +132,27 @@ def sha256_of(path: Path) -> tuple[int, str]:
     return size, h.hexdigest()
 
 
-def unpack(archive: Path, into: Path) -> Unpacked:
+class _HashingReader:
+    """A read-only file that hashes what is read from `raw` (the archive's bytes, as they are unpacked)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw, self.hash = raw, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.hash.update(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+
+def unpack(archive: Path, into: Path, sha256: str | None = None) -> Unpacked:
     """Extract a backup archive's dump and files into the empty directory `into`. ArchiveError (naming the
     archive and the entry) for anything but a Mendix Cloud backup: a link, a device, a path outside the
-    archive or outside db/db.backup and tree/, a member twice, no dump, a damaged or cut-off archive."""
+    archive or outside db/db.backup and tree/, a member twice, no dump, a damaged or cut-off archive; and,
+    with `sha256`, for bytes that are not those (hashed as they are read: the file checked earlier may have
+    been replaced since)."""
     dump = into / "db" / "db.backup"
     tree = into / TREE
     tree.mkdir(parents=True)
@@ -132,7 +161,7 @@ def unpack(archive: Path, into: Path) -> Unpacked:
     try:
         # gzip's own reader, read to its end: it checks each member's CRC-32 and length, which tarfile's
         # stream mode does not (a flipped byte in a file would be restored as it is)
-        with gzip.open(archive, "rb") as gz, tarfile.open(fileobj=gz, mode="r|") as tar:
+        with open(archive, "rb") as raw, gzip.GzipFile(fileobj=(hashed := _HashingReader(raw)), mode="rb") as gz, tarfile.open(fileobj=gz, mode="r|") as tar:  # type: ignore[arg-type]
             for member in tar:
                 name = _member_name(archive, member)
                 if name in seen:
@@ -146,10 +175,15 @@ def unpack(archive: Path, into: Path) -> Unpacked:
                     raise ArchiveError(f"{archive}: entry {member.name!r} cannot be written to {into} ({e.strerror or e})") from None
             while gz.read(_CHUNK):
                 pass  # past the tar's end marker: the rest of the gzip stream, and its checksums
+            while hashed.read(_CHUNK):
+                pass  # (gzip stops at its last member; nothing may follow unhashed)
+            got = hashed.hash.hexdigest()
     except FileNotFoundError:
         raise ArchiveError(f"{archive}: no such file") from None
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise ArchiveError(f"{archive}: not a readable .tar.gz backup archive ({type(e).__name__}: {e}): expected {DUMP} and tree/ in a gzip-compressed tar") from None
+    if sha256 is not None and got != sha256:
+        raise ArchiveError(f"{archive}: its bytes changed since they were checked (sha256 {got}, not {sha256}): nothing was restored")
     if DUMP not in seen:
         raise ArchiveError(f"{archive}: no {DUMP} in the archive: a backup archive holds the database dump there (pg_dump --format=custom) and the files under tree/")
     return Unpacked(dump, tree, files)

@@ -65,6 +65,7 @@ class _Context:
         with deferred_gate():  # backups act on what runs, not on what the stack would deploy next
             self.deployment = prepare(raw, project=project.name, stack=stack, base_dir=project.directory)
         self.base_dir = project.directory
+        self.raw = raw
         names = [p.environment.name for p in self.deployment.environments]
         if environment not in names:
             hint = suggest(environment, names)
@@ -175,36 +176,43 @@ def download(
         raise UserError(f"-o {str(out_dir)!r}: {backup_id}.tar.gz is there already: not overwritten (remove it or choose another directory)")
     ctx = _Context(directory, stack, environment, "download")
     now_only = not callable(getattr(ctx.actions, "download", None)) and callable(getattr(ctx.actions, "download_now", None))
-    if backup_id is None and not now_only:
-        raise UserError(f"--id: name the backup to download (`mxinfra backup list -s {stack} -e {environment}`)")
-    if backup_id is not None and now_only:
-        raise UserError(f"--id {backup_id}: the {ctx.deployment.target.name} target keeps no backups to download by id: leave --id out to take one now and download it")
-    if via is not None and not now_only:
-        raise UserError(f"--database-via: the {ctx.deployment.target.name} target reaches the database itself: leave it out")
-    ctx.signer("backup-download")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"-o {str(out_dir)!r}: cannot make the directory: {e.strerror}") from None
     if now_only:
+        if backup_id is not None:
+            raise UserError(f"--id {backup_id}: the {ctx.deployment.target.name} target keeps no backups to download by id: leave --id out to take one now and download it")
+        ctx.signer("backup-download")
+        _make_dir(out_dir)
         got = ctx.actions.download_now(out_dir, _now(), via)
         backup_id, target = got["id"], Path(got["path"])
         ctx.record("backup-download", {"backup": {"id": backup_id, "trigger": "on-demand", **_checked(got)}})
     else:
         _supports(ctx, "download", "download")
+        if backup_id is None:
+            raise UserError(f"--id: name the backup to download (`mxinfra backup list -s {stack} -e {environment}`)")
+        if via is not None:
+            raise UserError(f"--database-via: the {ctx.deployment.target.name} target reaches the database itself: leave it out")
+        ctx.signer("backup-download")
         ctx.connect("list")
         known = ctx.actions.list()
         if backup_id not in known:
             raise UserError(f"{environment} has no backup {backup_id}: it has {', '.join(known[:5]) or 'none'}{' ...' if len(known) > 5 else ''}")
+        _make_dir(out_dir)
         target = out_dir / f"{backup_id}.tar.gz"
         got = ctx.actions.download(backup_id, target, _now())
         ctx.record("backup-download", {"backup": {"id": backup_id, "size": got["size"], "sha256": got["sha256"]}})
     sys.stdout.write(f"{environment}: downloaded backup {backup_id} to {target} ({got['size']} bytes, sha256 {got['sha256']}), recorded\n")
 
 
+def _make_dir(out_dir: Path) -> None:
+    """The directory a backup is written into; a new one only its owner reads (it will hold every row and file)."""
+    try:
+        out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"-o {str(out_dir)!r}: cannot make the directory: {e.strerror}") from None
+
+
 def _checked(got: dict[str, Any]) -> dict[str, Any]:
     """What a record keeps of a backup taken and written here (never where: a path on someone's machine)."""
-    return {k: got[k] for k in ("size", "sha256", "files", "keysNotDeleted") if k in got}
+    return {k: got[k] for k in ("size", "sha256", "files", "warnings") if k in got}
 
 
 def _via(via: str | None) -> str | None:
@@ -227,6 +235,7 @@ def restore(
     source_stack: Annotated[str | None, typer.Option("--from-stack", help="The stack that deploys --from's environment (default: --stack)")] = None,
     allow_lower_tier: Annotated[bool, typer.Option("--allow-lower-tier", help="Restore a lower tier's backup into production (also needs backups.allowLowerTiers)")] = False,
     archive: Annotated[Path | None, typer.Option("--archive", help="Cloud Foundry: a backup archive on this machine (from `mxinfra backup download`) to restore, instead of --id")] = None,
+    unrecorded: Annotated[bool, typer.Option("--unrecorded", help="With --archive, below production: restore an archive no download record of --from names (e.g. from Mendix Cloud)")] = False,
     via: Via = None,
 ) -> None:
     """Restore a backup of the environment (or --from another's) over its database and files, recorded; on
@@ -241,8 +250,10 @@ def restore(
         raise UserError("--from-stack names the stack of the --from environment: give --from ENV too")
     via = _via(via)
     if archive is not None:
-        _restore_archive(directory, stack, environment, archive, source, source_stack or stack, allow_lower_tier, via)
+        _restore_archive(directory, stack, environment, archive, source, source_stack or stack, allow_lower_tier, via, unrecorded)
         return
+    if unrecorded:
+        raise UserError("--unrecorded is for --archive: a backup restored by --id is the platform's own")
     assert backup_id is not None
     if via is not None:
         raise UserError("--database-via: only a restore of an --archive (Cloud Foundry) reaches the database from this machine: leave it out")
@@ -250,6 +261,9 @@ def restore(
         _restore_from(directory, stack, environment, backup_id, source, source_stack or stack, allow_lower_tier)
         return
     ctx = _Context(directory, stack, environment, "restore")
+    if not callable(getattr(ctx.actions, "list", None)) and callable(getattr(ctx.actions, "restore_archive", None)):
+        raise UserError(f"--id {backup_id}: the {ctx.deployment.target.name} target keeps no backups to restore by id: restore a downloaded one with --archive FILE --from ENV")
+    _supports(ctx, "restore", "list", "restore")
     known = ctx.actions.list()
     if backup_id not in known:
         raise UserError(f"{environment} has no backup {backup_id}: it has {', '.join(known[:5]) or 'none'}{' ...' if len(known) > 5 else ''}")
@@ -263,7 +277,7 @@ def restore(
     sys.stdout.write(f"{environment}: restored backup {backup_id}" + (f" (backup {before} taken first)" if before else "") + "\n")
 
 
-def _restore_archive(directory: Path, stack: str, environment: str, archive: Path, source: str | None, source_stack: str, allow_lower_tier: bool, via: str | None) -> None:
+def _restore_archive(directory: Path, stack: str, environment: str, archive: Path, source: str | None, source_stack: str, allow_lower_tier: bool, via: str | None, unrecorded: bool) -> None:
     """`restore --archive`: where the archive comes from, by the config's rule; on production a backup taken
     (and recorded) first beside the archive; the restore through the target; a record of the archive's hash."""
     from .backup_archive import sha256_of
@@ -279,6 +293,7 @@ def _restore_archive(directory: Path, stack: str, environment: str, archive: Pat
     if not archive.is_file():
         raise UserError(f"--archive {str(archive)!r}: no such file (expected a <id>.tar.gz from `mxinfra backup download`)")
     ctx = _Context(directory, stack, environment, None)
+    src = ctx
     if source != environment or source_stack != stack:
         if source_stack == stack and source not in ctx.names:
             raise UserError(f"--from {source!r}: stack {stack!r} has no environment {source!r} (its environments: {', '.join(ctx.names)}): name the stack that deploys it with --from-stack")
@@ -292,28 +307,60 @@ def _restore_archive(directory: Path, stack: str, environment: str, archive: Pat
     ctx.connect("restore")
     _supports(ctx, "restore --archive", "restore_archive", "download_now")
     size, sha = sha256_of(archive)
-    before = None
-    if ctx.environment.is_production:
+    downloaded = _download_record(ctx, src, source, sha)
+    if downloaded is None and (ctx.environment.is_production or not unrecorded):
+        raise UserError(
+            f"--archive {archive.name}: its sha256 {sha} is in no signed backup-download record of {source}'s log, so nothing "
+            f"says it came from {source}: download it with `mxinfra backup download -s {source_stack} -e {source}`"
+            + (" (production is restored only from an archive mxinfra downloaded and recorded)" if ctx.environment.is_production
+               else ", or give --unrecorded to restore it all the same (recorded as unrecorded)")
+        )
+    if downloaded is None:
+        sys.stderr.write(f"warning: {archive.name} (sha256 {sha}) is in no signed backup-download record of {source}'s log: restored as an unrecorded archive\n")
+    taken: dict[str, Any] = {}
+
+    def backup_first() -> None:
+        # on production, once the archive is unpacked and checked: what the restore replaces, kept beside it
+        if not ctx.environment.is_production:
+            return
         got = ctx.actions.download_now(archive.resolve().parent, _now(), via)
-        before = got["id"]
-        ctx.record("backup-download", {"backup": {"id": before, "trigger": "before restore", **_checked(got)}})
-        sys.stdout.write(f"{environment}: backup {before} taken first, written to {got['path']}\n")
+        taken.update(got)
+        ctx.record("backup-download", {"backup": {"id": got["id"], "trigger": "before restore", **_checked(got)}})
+        sys.stdout.write(f"{environment}: backup {got['id']} taken first, written to {got['path']}\n")
+
     where = {"fromStack": source_stack} if source_stack != stack else {}
-    done = {"archive": {"size": size, "sha256": sha}, "from": source, **where, **({"backupBefore": before} if before else {})}
-    checked = _recorded_restore(ctx, done, lambda: ctx.actions.restore_archive(archive, _now(), via))
-    ctx.record("restore", {"restore": {**done, **checked}})
+    provenance = {"downloadRecord": downloaded} if downloaded is not None else {"unrecorded": True}
+    done = {"archive": {"size": size, "sha256": sha, **provenance}, "from": source, **where}
+    checked = _recorded_restore(ctx, done, lambda: ctx.actions.restore_archive(archive, _now(), via, sha, backup_first), taken)
+    before = taken.get("id")
+    ctx.record("restore", {"restore": {**done, **({"backupBefore": before} if before else {}), **checked}})
     sys.stdout.write(f"{environment}: restored {archive.name} of {source} (sha256 {sha})" + (f" (backup {before} taken first)" if before else "") + "\n")
 
 
-def _recorded_restore(ctx: _Context, done: dict[str, Any], run: Callable[[], Any]) -> Any:
+def _download_record(ctx: _Context, src: _Context, source: str, sha: str) -> int | None:
+    """The seq of the signed backup-download record of `source` that wrote an archive with this sha256 (the
+    keys the destination's stack trusts for `source`), or None."""
+    from .governance.activity import ActivityLog
+    from .governance.signing import trust_for
+    from .governance.store import open_store
+
+    d = src.deployment
+    trust = trust_for(dict(ctx.raw.values), source, d.repository, src.base_dir)
+    found, _ = ActivityLog(open_store(d.repository)).archive_evidence(source, sha, trust=trust, app=d.config.app.name)
+    return found.seq if found is not None else None
+
+
+def _recorded_restore(ctx: _Context, done: dict[str, Any], run: Callable[[], Any], taken: dict[str, Any] | None = None) -> Any:
     """`run` a restore; when it replaced the database but could not put the files back, the restore
-    (`done`) is recorded all the same, with `files: not restored`, and the command exits 2."""
+    (`done`, and the backup `taken` first if one was) is recorded all the same, with `files: not
+    restored`, and the command exits 2."""
     from .backups import FilesNotRestored
 
     try:
         return run()
     except FilesNotRestored as e:
-        ctx.record("restore", {"restore": {**done, "files": "not restored"}})
+        before = {"backupBefore": taken["id"]} if taken and "id" in taken else {}
+        ctx.record("restore", {"restore": {**done, **before, "files": "not restored"}})
         raise UserError(f"{e} (recorded)") from None
 
 

@@ -112,3 +112,29 @@ def test_a_damaged_or_cut_off_archive_is_refused_in_words(tmp_path):
         with pytest.raises(ArchiveError) as e:
             unpack(archive, tmp_path / f"out-{archive.stem}")
         assert str(e.value).startswith(f"{archive}: "), str(e.value)
+
+
+def test_a_flipped_byte_that_still_inflates_is_caught_by_gzips_checksum(tmp_path):
+    """Stored (level 0) deflate blocks inflate whatever their bytes: only the member's CRC-32 tells."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, body in (("db/db.backup", b"PGDMP" + b"d" * 5000), ("tree/a", b"f" * 5000)):
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    data = bytearray(gzip.compress(buf.getvalue(), compresslevel=0))
+    at = bytes(data).index(b"f" * 100) + 50
+    data[at] ^= 0x01
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(bytes(data))
+    with tarfile.open(archive) as tar:  # tarfile alone reads it without a word
+        assert tar.extractfile("tree/a").read()[50:51] != b"f"
+    with pytest.raises(ArchiveError, match=r"not a readable \.tar\.gz backup archive \(BadGzipFile: CRC check failed"):
+        unpack(archive, tmp_path / "out")
+
+
+def test_bytes_other_than_those_checked_are_refused(tmp_path):
+    archive = _archive(tmp_path / "a.tar.gz", ("db/db.backup", b"PGDMP"), ("tree/a", b"1"))
+    with pytest.raises(ArchiveError, match=r"its bytes changed since they were checked \(sha256 [0-9a-f]{64}, not 0{64}\): nothing was restored"):
+        unpack(archive, tmp_path / "out", "0" * 64)
+    assert unpack(archive, tmp_path / "out2", hashlib.sha256(archive.read_bytes()).hexdigest()).files == 1

@@ -50,7 +50,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -517,6 +517,11 @@ class ActivityLog:
     def index_key(environment: str, package_sha256: str, seq: int) -> str:
         """The store key of a deploy record's locator under its package hash."""
         return f"activity/{environment}/by-package/{package_sha256}/{seq:012d}.json"
+
+    @staticmethod
+    def archive_key(environment: str, archive_sha256: str, seq: int) -> str:
+        """The store key of a backup-download record's locator under the archive's hash."""
+        return f"activity/{environment}/by-archive/{archive_sha256}/{seq:012d}.json"
 
     @staticmethod
     def request_key(environment: str, idempotency_key: str, seq: int) -> str:
@@ -1092,6 +1097,11 @@ class ActivityLog:
             checkpoint = self.checkpoint_key(environment, seq)
             if not present(checkpoint) and self._write_checkpoint(ActivityRecord.from_json(data)):
                 checkpoints += 1
+        archive = _downloaded_archive(data)
+        if archive is not None:
+            index = self.archive_key(environment, archive, seq)
+            if not present(index) and self.store.put(index, _json({"seq": seq, "hash": data.get("hash")}), if_absent=True):
+                locators += 1
         key = data.get("idempotency_key")
         if isinstance(key, str) and _IDEMPOTENCY_KEY.fullmatch(key):
             locator = self.request_key(environment, key, seq)
@@ -1419,6 +1429,33 @@ class ActivityLog:
             return ActivityRecord.from_json(data), refused
         return None, refused
 
+    def archive_evidence(self, environment: str, archive_sha256: str, *, trust: Trust, app: str | None) -> tuple[ActivityRecord | None, list[str]]:
+        """A backup-download record of this environment naming an archive with this sha256, signed by a key of
+        `trust`, found by its locator (one listing and a read per candidate, whatever the log's length);
+        else the reasons each candidate was refused. What `restore --archive` asks of where an archive came from."""
+        self._check_env(environment)
+        if not re.fullmatch(r"[0-9a-f]{64}", archive_sha256):
+            return None, [f"{archive_sha256!r} is not a sha256"]
+        prefix = f"activity/{environment}/by-archive/{archive_sha256}/"
+        seqs = {int(m.group(1)) for k in self.store.list(prefix) if (m := _SEQ_NAME.fullmatch(k[len(prefix) :]))}
+        refused = []
+        for seq in sorted(seqs, reverse=True):
+            where = f"seq {seq} ({self.key(environment, seq)})"
+            obj = self._read_object(environment, seq, app=app, signed=True)
+            if obj is None:
+                refused.append(f"{where}: not in the log")
+                continue
+            why = [obj.why] if obj.why is not None else []
+            if not why and obj.fp not in trust.fingerprints:
+                why.append(f"is signed by {obj.fp} ({obj.signer}), which is not trusted for {environment} (trusted: {trust.describe()})")
+            if not why and _downloaded_archive(obj.data or {}) != archive_sha256:
+                why.append("is not a download of this archive")
+            if why:
+                refused.append(f"{where}: {'; '.join(why)}")
+                continue
+            return ActivityRecord.from_json(obj.data or {}), refused
+        return None, refused
+
     def _chained_to(self, environment: str, obj: _Object, walk: _Walk | None, authority: frozenset[str], *, app: str | None, tail: int) -> bool:
         """Whether the record of the log after `obj` chains to it: known from the walk for the records it
         followed, else read forward past objects that are not records of this log."""
@@ -1460,6 +1497,15 @@ class ActivityLog:
 def _count(value: Any) -> int | None:
     """A stored instance count, or None when absent or not a count (the hash check judges the record)."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _downloaded_archive(data: Mapping[str, Any]) -> str | None:
+    """The sha256 of the archive a backup-download record says was written (None for other records)."""
+    if data.get("action") != "backup-download":
+        return None
+    backup = (data.get("changes") or {}).get("backup") if isinstance(data.get("changes"), Mapping) else None
+    sha = backup.get("sha256") if isinstance(backup, Mapping) else None
+    return sha if isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha) else None
 
 
 def _json(obj: dict[str, Any]) -> bytes:

@@ -49,7 +49,9 @@ from mxinfra.errors import UserError
 
 KEY_PREFIX = "mxinfra-backup-"
 TRANSFERS = 8  # objects copied at once: most Mendix files are small, so the round trips dominate
-KEY_RIGHTS = "a space role that may create service keys in the environment's space: space_developer (the deploy permission) or space_supporter"
+# A Space Supporter may create a key but neither read its credentials nor delete it (CAPI v3's permitted
+# roles): it would leave a working key behind, so only the developer role is named.
+KEY_RIGHTS = "a space role that may create, read and delete service keys in the environment's space: space_developer (the deploy permission)"
 NOT_HERE = (
     "Cloud Foundry's brokers keep their own backups, which the Cloud Controller neither lists nor takes on demand "
     "(targets/cloudfoundry/README.md, \"Backups\"): `mxinfra backup download -s {stack} -e {env} -o DIR` takes a backup "
@@ -96,16 +98,20 @@ def database_of(credentials: Mapping[str, Any], what: str, via: str | None) -> D
     uri = credentials.get("uri")
     fields: dict[str, str] = {}
     if isinstance(uri, str) and uri.split("://", 1)[0] in ("postgres", "postgresql"):
-        u = urlsplit(uri)
-        query = parse_qs(u.query)
-        fields = {
-            "host": u.hostname or "",
-            "port": str(u.port or 5432),
-            "user": unquote(u.username or ""),
-            "password": unquote(u.password or ""),
-            "name": unquote(u.path.lstrip("/")),
-            "sslmode": (query.get("sslmode") or ["require"])[0],
-        }
+        try:
+            u = urlsplit(uri)
+            query = parse_qs(u.query)
+            fields = {
+                "host": u.hostname or "",
+                "port": str(u.port or 5432),
+                "user": unquote(u.username or ""),
+                "password": unquote(u.password or ""),
+                "name": unquote(u.path.lstrip("/")),
+                "sslmode": (query.get("sslmode") or ["require"])[0],
+            }
+        except ValueError:
+            # never the parser's message: it quotes the part it could not read, which may be the password
+            raise UserError(f"{what}: its uri is not a URI libpq reads (postgres://user:password@host:port/database, the password percent-encoded)") from None
     else:
         def pick(*names: str) -> str:
             return next((str(credentials[n]) for n in names if credentials.get(n) not in (None, "")), "")
@@ -170,7 +176,7 @@ class KeyActions:
         out = out_dir / f"{backup}.tar.gz"
         if out.exists():
             raise UserError(f"{out}: exists already: not overwritten")
-        with tempfile.TemporaryDirectory(prefix=f".{backup}-", dir=out_dir) as scratch:
+        with _scratch(f".{backup}-", out_dir) as scratch:
             work = Path(scratch)
             (work / "tree").mkdir()
             with self._keys(backup) as creds:
@@ -182,42 +188,60 @@ class KeyActions:
             written = pack(work / "dump", work / "tree", out)
         return {"id": backup, "path": str(written.path), "size": written.size, "sha256": written.sha256, "files": files, **self._left()}
 
-    def restore_archive(self, archive: Path, now: datetime, via: str | None = None) -> dict[str, Any]:
+    def restore_archive(self, archive: Path, now: datetime, via: str | None = None, sha256: str | None = None, before: Callable[[], None] | None = None) -> dict[str, Any]:
         """Restore the archive over the environment's database and files, the app stopped meanwhile; what
-        was restored (files copied, whether the app was started again)."""
+        was restored (files copied, what became of the app). The archive is unpacked and checked (against
+        `sha256`, as its bytes are read) before anything changes; then `before` runs (production's backup)."""
         tool = _tool("pg_restore")
-        with tempfile.TemporaryDirectory(prefix=".mxinfra-restore-") as scratch:
-            unpacked = unpack(archive, Path(scratch))
+        # beside the archive: the same file system the user chose for it (the system's /tmp may be small, or RAM)
+        with _scratch(".mxinfra-restore-", archive.resolve().parent) as scratch:
+            unpacked = unpack(archive, Path(scratch), sha256)
             if unpacked.files and self.files_name is None:
                 raise UserError(f"{archive}: holds {unpacked.files} file(s), but {self.env.name} keeps its files on the instance's disk (no mxinfra:cloudfoundry.storage): nothing to restore them into; nothing was changed")
-            app = self.client.find_app(self._space_guid(), self.app_name)
+            if before is not None:
+                before()
+            app = self._capi(f"looking up the app {self.app_name}", lambda: self.client.find_app(self._space_guid(), self.app_name))
             running = app is not None and app.get("state") == "STARTED"
+            outcome: dict[str, Any] = {}
             with self._keys(_id(now)) as creds:
                 db = database_of(creds["database"], f"service key of {self.database_name}", via)
                 bucket = bucket_of(creds["files"], f"service key of {self.files_name}") if "files" in creds else None
                 if running:
                     self._capi(f"stopping the app {self.app_name}", lambda: self.client.stop(app["guid"]))
+                    # no instance may hold the database while it is replaced
+                    self._capi(f"waiting for the app {self.app_name} to stop", lambda: self.client.wait_stopped(self.client.web_process(app["guid"])["guid"], self.timeout))
                 try:
                     _run([tool, *RESTORE_FLAGS, f"--dbname={db.conninfo()}", str(unpacked.dump)], db, f"pg_restore into {self.database_name}", undone="the database is as it was")
-                    copied = 0
+                    outcome["files"] = 0
                     if bucket is not None:
                         try:
-                            copied = self._push(bucket, unpacked.tree)
+                            outcome["files"] = self._push(bucket, unpacked.tree)
                         except UserError as e:
                             raise FilesNotRestored(f"{self.env.name}: the database was restored from {archive.name}, but its files were not all copied back: {e}") from None
                 finally:
                     if running:
-                        self._capi(f"starting the app {self.app_name} again", lambda: self.client.start(app["guid"]))
-        return {"files": copied, **({"app": "stopped, then started"} if running else {}), **self._left()}
+                        outcome["app"] = self._start_again(app["guid"])
+        return {**outcome, **self._left()}
+
+    def _start_again(self, guid: str) -> str:
+        """Start the app the restore stopped; a failure is a warning (the restore itself stands), never lost."""
+        try:
+            self._capi(f"starting the app {self.app_name} again", lambda: self.client.start(guid))
+        except UserError as e:
+            self.warnings.append(f"{e}: start it (cf start {self.app_name})")
+            return "stopped, not started again"
+        return "stopped, then started"
 
     # --- keys -------------------------------------------------------------------------------------
 
     @contextmanager
     def _keys(self, backup: str) -> Iterator[dict[str, dict[str, Any]]]:
         """The credentials of the database and the file store, through keys made for this command and
-        deleted after it (a user-provided instance's own credentials, no key)."""
-        made: list[tuple[str, str]] = []
+        deleted after it, whatever happened (a user-provided instance's own credentials, no key). A key that
+        cannot be deleted is a warning naming it, printed at once (also when the command fails)."""
+        made: list[tuple[str, str, str]] = []  # (guid, instance, key name)
         creds: dict[str, dict[str, Any]] = {}
+        before = len(self.warnings)
         try:
             for kind, name in (("database", self.database_name), ("files", self.files_name)):
                 if name is None:
@@ -229,23 +253,37 @@ class KeyActions:
                     creds[kind] = self._capi(f"reading the credentials of {name}", lambda i=instance: self.client.instance_credentials(i["guid"]))
                     continue
                 key = f"{KEY_PREFIX}{backup}"
-                guid = self._capi(f"creating the service key {key} of {name}", lambda i=instance, key=key: self.client.create_key(i["guid"], key, self.timeout, {"annotations": {"mxinfra.io/purpose": "mxinfra backup: deleted when the command ends"}}))
-                made.append((guid, f"{name} {key}"))
+                try:
+                    guid = self._capi(f"creating the service key {key} of {name}", lambda i=instance, key=key: self.client.create_key(i["guid"], key, self.timeout, {"annotations": {"mxinfra.io/purpose": "mxinfra backup: deleted when the command ends"}}))
+                except UserError:
+                    # the broker's job may have failed or timed out after the key was made: delete it all the same
+                    left = self._found_key(instance["guid"], key)
+                    if left is not None:
+                        made.append((left, name, key))
+                    raise
+                made.append((guid, name, key))
                 creds[kind] = self._capi(f"reading the service key {key} of {name}", lambda g=guid: self.client.binding_credentials(g))
             yield creds
         finally:
-            for guid, label in made:
+            for guid, instance_name, key in made:
                 try:
                     self.client.delete_binding(guid, self.timeout)
                 except Exception as e:  # noqa: BLE001 (any failure: the key is named, never hidden)
-                    instance, key = label.split(" ", 1)
-                    self.warnings.append(f"the service key {key} of {instance} could not be deleted ({type(e).__name__}: {str(e)[:200]}): delete it (cf delete-service-key {instance} {key} -f): it holds working credentials")
+                    self.warnings.append(f"the service key {key} of {instance_name} could not be deleted ({type(e).__name__}: {str(e)[:200]}): delete it (cf delete-service-key {instance_name} {key} -f): it holds working credentials")
+            for w in self.warnings[before:]:
+                sys.stderr.write(f"warning: {w}\n")
+
+    def _found_key(self, instance: str, name: str) -> str | None:
+        """The guid of the key `name` of the instance, if it exists (None also when it cannot be read)."""
+        try:
+            found = next(self.client.list("/v3/service_credential_bindings", names=name, service_instance_guids=instance, type="key"), None)
+        except Exception:  # noqa: BLE001 (the caller's error is the one to report)
+            return None
+        return str(found["guid"]) if found else None
 
     def _left(self) -> dict[str, Any]:
-        """What the record says of keys left behind (none, normally), and the warnings on stderr."""
-        for w in self.warnings:
-            sys.stderr.write(f"warning: {w}\n")
-        return {"keysNotDeleted": len(self.warnings)} if self.warnings else {}
+        """What the record says of what was left to do by hand (keys, an app not started): a count."""
+        return {"warnings": len(self.warnings)} if self.warnings else {}
 
     def _space_guid(self) -> str:
         if self._space is None:
@@ -287,44 +325,65 @@ class KeyActions:
         )
 
     def _pull(self, bucket: Bucket, tree: Path) -> int:
-        """Every object of the bucket into `tree` (keys as paths); how many."""
+        """Every object of the bucket into `tree` (keys as paths), a listing page at a time (memory stays flat
+        whatever the bucket holds); how many."""
         s3 = self._s3(bucket)
-        keys: list[str] = []
-        with _s3_errors(f"listing the bucket {bucket.name}"):
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket.name):
-                for obj in page.get("Contents") or []:
-                    key = obj["Key"]
-                    if key.endswith("/"):
-                        continue  # a folder marker: no file
-                    keys.append(key)
-        for key in keys:
-            path = PurePosixPath(key)
-            if path.is_absolute() or any(p in ("", ".", "..") for p in key.split("/")):
-                raise UserError(f"bucket {bucket.name}: object {key!r} cannot be kept as a file of the archive (an empty, '.' or '..' path segment)")
 
         def fetch(key: str) -> None:
             target = tree / key
-            target.parent.mkdir(parents=True, exist_ok=True)
             with _s3_errors(f"copying {key} from the bucket {bucket.name}"):
-                s3.download_file(bucket.name, key, str(target))
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    s3.download_file(bucket.name, key, str(target))
+                except (FileExistsError, NotADirectoryError, IsADirectoryError):
+                    raise UserError(f"bucket {bucket.name}: object {key!r} and another object named like its folder cannot both be files of the archive") from None
 
-        with ThreadPoolExecutor(TRANSFERS) as pool:
-            list(pool.map(fetch, keys))
-        return len(keys)
+        count = 0
+        with ThreadPoolExecutor(TRANSFERS) as pool, _s3_errors(f"listing the bucket {bucket.name}"):
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket.name):
+                keys = [o["Key"] for o in page.get("Contents") or [] if not o["Key"].endswith("/")]  # a folder marker: no file
+                for key in keys:
+                    _check_key(bucket.name, key)
+                list(pool.map(fetch, keys))
+                count += len(keys)
+        return count
 
     def _push(self, bucket: Bucket, tree: Path) -> int:
-        """Every file under `tree` into the bucket (copied over objects of the same key, nothing deleted); how many."""
+        """Every file under `tree` into the bucket (copied over objects of the same key, nothing deleted), a
+        thousand at a time; how many."""
         s3 = self._s3(bucket)
-        files = sorted(p for p in tree.rglob("*") if p.is_file())
 
         def put(path: Path) -> None:
             key = path.relative_to(tree).as_posix()
             with _s3_errors(f"copying {key} into the bucket {bucket.name}"):
                 s3.upload_file(str(path), bucket.name, key)
 
+        count = 0
         with ThreadPoolExecutor(TRANSFERS) as pool:
-            list(pool.map(put, files))
-        return len(files)
+            batch: list[Path] = []
+            for path in _files(tree):
+                batch.append(path)
+                if len(batch) == 1000:
+                    list(pool.map(put, batch))
+                    count, batch = count + len(batch), []
+            list(pool.map(put, batch))
+        return count + len(batch)
+
+
+def _files(root: Path) -> Iterator[Path]:
+    """The regular files under `root`, one directory at a time (no list of the whole tree)."""
+    for dirpath, _, names in os.walk(root):
+        for n in sorted(names):
+            yield Path(dirpath) / n
+
+
+def _check_key(bucket: str, key: str) -> None:
+    """An object's key must be a relative path of the archive: no empty, '.' or '..' segment, none too long."""
+    path = PurePosixPath(key)
+    if path.is_absolute() or any(p in ("", ".", "..") for p in key.split("/")):
+        raise UserError(f"bucket {bucket}: object {key!r} cannot be kept as a file of the archive (an empty, '.' or '..' path segment)")
+    if any(len(p.encode()) > 255 for p in key.split("/")):
+        raise UserError(f"bucket {bucket}: object {key[:80]!r}... has a path segment longer than 255 bytes: no file system keeps it as a file of the archive")
 
 
 @contextmanager
@@ -343,6 +402,17 @@ def _s3_errors(doing: str) -> Iterator[None]:
         raise UserError(f"{doing}: {str(e).rsplit(': An error occurred ', 1)[-1]}") from None
     except (botocore.exceptions.BotoCoreError, boto3.exceptions.Boto3Error, OSError) as e:
         raise UserError(f"{doing}: {type(e).__name__}: {e}") from None
+
+
+@contextmanager
+def _scratch(prefix: str, where: Path) -> Iterator[str]:
+    """A directory only its owner reads, removed afterwards; a UserError naming `where` if none can be made there."""
+    try:
+        made = tempfile.TemporaryDirectory(prefix=prefix, dir=where)
+    except OSError as e:
+        raise UserError(f"{where}: cannot work there ({e.strerror or e}): the dump and the files are staged beside the archive") from None
+    with made as path:
+        yield path
 
 
 def _id(now: datetime) -> str:

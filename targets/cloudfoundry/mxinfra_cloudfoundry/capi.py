@@ -376,6 +376,16 @@ class Client:
             timeout,
         )
 
+    def wait_stopped(self, process: str, timeout: float) -> None:
+        """Until no instance of the process runs or starts (a stop is asynchronous)."""
+        self.wait(
+            f"stopping process {process}",
+            lambda: self.get(f"/v3/processes/{process}/stats"),
+            lambda s: not any(i.get("state") in ("RUNNING", "STARTING") for i in s.get("resources") or []),
+            lambda s: None,
+            timeout,
+        )
+
     def deploy(self, app: str, droplet: str, timeout: float, max_in_flight: int = 1) -> dict[str, Any]:
         """A rolling deployment of `droplet`, waited for until FINALIZED with reason DEPLOYED."""
         d = self.post("/v3/deployments", {"droplet": {"guid": droplet}, "strategy": "rolling", "options": {"max_in_flight": max_in_flight}, "relationships": {"app": {"data": {"guid": app}}}}).json()

@@ -44,7 +44,8 @@ stays STAGING), `job_polls` (polls a job stays PROCESSING: the slow job), `token
 (requests a token is good for: the 401 on expiry), `drop_uploads` (uploads whose connection is cut),
 `crash_instances`. Service keys: `credentials[instance name]` is what the broker puts in a key of that
 instance (and a user-provided instance's credentials); `refuse_keys` answers key creation with 403;
-`fail_key_deletes` makes that many key deletions fail (a 502 from the broker).
+`fail_key_deletes` makes that many key deletions fail (a 502 from the broker); `fail_key_creates` that
+many key creations whose job fails after the broker made the key; `fail_starts` that many app starts.
 """
 
 from __future__ import annotations
@@ -136,6 +137,8 @@ class CapiDouble:
         self.credentials: dict[str, dict[str, Any]] = {}
         self.refuse_keys = False
         self.fail_key_deletes = 0
+        self.fail_key_creates = 0
+        self.fail_starts = 0
         self.tokens: dict[str, int] = {}  # token -> requests left (None: unlimited)
         self.grants: list[str] = []
         self.grant_clients: list[str] = []  # the client id of every token request, granted or refused
@@ -639,6 +642,9 @@ class CapiDouble:
 
     def op_start(self, request: Request, guid: str) -> Response:
         app = self.app(guid)
+        if self.fail_starts > 0:
+            self.fail_starts -= 1
+            raise CapiError(422, "CF-UnprocessableEntity", "Unable to start the app: the runtime is not available right now")
         if app["droplet"] is None:
             raise CapiError(422, "CF-UnprocessableEntity", "Assign a droplet before starting this app.")
         app["state"] = "STARTED"
@@ -986,6 +992,10 @@ class CapiDouble:
         if any(x.get("name") == b.get("name") and x["service_instance"] == si["guid"] for x in self.objects["service_credential_bindings"].values()):
             raise CapiError(422, "CF-UnprocessableEntity", f"The binding name is invalid. Key binding names must be unique. The service instance already has a key binding with name '{b.get('name')}'.")
         key = {"type": "key", "name": b.get("name"), "app": None, "service_instance": si["guid"], "credentials": dict(self.credentials.get(si["name"], {}))}
+        if self.fail_key_creates > 0:
+            self.fail_key_creates -= 1
+            self._add("service_credential_bindings", **key, metadata=_meta(b))  # made, then the job fails
+            return self._job("service_keys.create", fail="Service broker error: timed out after creating the key")
         return self._job("service_keys.create", lambda: self._add("service_credential_bindings", **key, metadata=_meta(b)))
 
     def r_binding(self, o: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from postgres import PostgresServer, require_bin_dir
+from postgres import PASSWORD, PostgresServer, require_bin_dir
 
 from cfhelpers import config, release
 from scaffold import encrypted as stack_file
@@ -42,7 +42,7 @@ SELECT setval('"orders$order_number_seq"', 1500);
 """
 TABLES = ['"mendixsystem$version"', '"orders$order"', '"system$filedocument"']
 FILES = {"a1/b2/7f3e-file": b"\x00\x01binary" * 300, "doc-2": "Zoë's document".encode(), "empty": b""}
-DB_PASSWORD_MARK = "mxpassword"  # tests/postgres.py's PASSWORD: it must appear nowhere mxinfra writes
+DB_PASSWORD_MARK = PASSWORD  # the database's password: it must appear nowhere mxinfra writes
 BUCKET = "orders-files-bucket"
 SECRET_KEY = "Known-Store-Secret-5e1f"
 
@@ -175,7 +175,8 @@ def test_download_then_restore_brings_back_every_row_and_file(capi, project, to_
     assert capi.objects["apps"][app]["state"] == "STARTED" and capi.keys() == []
     restore = _records(project, "acceptance")[-1]
     assert restore.action == "restore" and restore.signature is not None
-    assert restore.changes == {"restore": {"archive": {"size": archive.stat().st_size, "sha256": sha}, "from": "acceptance", "files": 3, "app": "stopped, then started"}}
+    # the archive is the one the download record (seq 1) names
+    assert restore.changes == {"restore": {"archive": {"size": archive.stat().st_size, "sha256": sha, "downloadRecord": 1}, "from": "acceptance", "files": 3, "app": "stopped, then started"}}
 
 
 def test_a_production_restore_takes_a_backup_first_beside_the_archive(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
@@ -200,11 +201,38 @@ def test_a_production_restore_takes_a_backup_first_beside_the_archive(capi, proj
     assert actions[2][1]["restore"]["backupBefore"] == taken["id"] == before[0].name[:-7]
     assert f"production: backup {taken['id']} taken first, written to {before[0]}" in stdout
     # the backup taken first holds the emptied table: restoring it undoes the restore
-    assert _cli(capsys, "backup", "restore", "-s", "cf-production", "-e", "production", "--archive", str(before[0]), "--from", "production", "-C", str(project.path))[0] == 0
+    time.sleep(1.1)  # (its own backup first, in a second of its own)
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-production", "-e", "production", "--archive", str(before[0]), "--from", "production", "-C", str(project.path))
+    assert rc == 0, err
     assert _snapshot(pg) == emptied
 
 
 # --- refusals before anything changes ---------------------------------------------------------------------
+
+
+def test_production_restores_only_an_archive_mxinfra_downloaded_and_recorded(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
+    app = _deployed(capi, project, monkeypatch, pg, s3, "production", "cf-production")
+    out = tmp_path / "backups"
+    assert _cli(capsys, "backup", "download", "-s", "cf-production", "-e", "production", "-o", str(out), "-C", str(project.path))[0] == 0
+    [archive] = out.iterdir()
+    # the same rows and files, packed again by someone (a dump edited on the way would look the same)
+    staged = tmp_path / "staged"
+    with tarfile.open(archive) as tar:
+        tar.extractall(staged, filter="data")
+    forged = tmp_path / "forged" / archive.name
+    forged.parent.mkdir()
+    with tarfile.open(forged, "w:gz") as tar:
+        tar.add(staged / "db", arcname="db")
+        tar.add(staged / "tree", arcname="tree")
+    sha = hashlib.sha256(forged.read_bytes()).hexdigest()
+    capi.requests.clear()
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-production", "-e", "production", "--archive", str(forged), "--from", "production", "-C", str(project.path))
+    assert rc == 2 and "Traceback" not in err, err
+    assert f"error: --archive {archive.name}: its sha256 {sha} is in no signed backup-download record of production's log, so nothing says it came from production: download it with `mxinfra backup download -s cf-production -e production` (production is restored only from an archive mxinfra downloaded and recorded)" in err
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-production", "-e", "production", "--archive", str(forged), "--from", "production", "--unrecorded", "-C", str(project.path))
+    assert rc == 2 and "(production is restored only from an archive mxinfra downloaded and recorded)" in err
+    assert capi.requests == [] and [r.action for r in _records(project, "production")] == ["backup-download"]
+    assert capi.objects["apps"][app]["state"] == "STARTED" and list(forged.parent.iterdir()) == [forged]
 
 
 def test_a_lower_tiers_archive_into_production_is_refused_before_any_key(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
@@ -235,7 +263,7 @@ def test_an_archive_with_an_entry_outside_it_is_refused_before_the_app_stops(cap
         tar.add(payload, arcname="db/db.backup")
         tar.add(payload, arcname="tree/../../escaped")
     capi.requests.clear()
-    rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(evil), "--from", "acceptance", "-C", str(project.path))
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(evil), "--from", "acceptance", "--unrecorded", "-C", str(project.path))
     assert rc == 2 and "Traceback" not in err, err
     assert f"error: {evil}: entry 'tree/../../escaped' would be written outside the archive's directory: refused" in err
     assert _calls(capi, "POST", f"/v3/apps/{app}/actions/") == [] and _calls(capi, "POST", "/v3/service_credential_bindings") == []
@@ -249,7 +277,7 @@ def test_a_dump_the_server_refuses_leaves_the_database_as_it_was_and_the_app_run
     junk.write_bytes(b"PGDMP but not really a dump")
     with tarfile.open(bad, "w:gz") as tar:
         tar.add(junk, arcname="db/db.backup")
-    rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(bad), "--from", "acceptance", "-C", str(project.path))
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(bad), "--from", "acceptance", "--unrecorded", "-C", str(project.path))
     assert rc == 2 and "Traceback" not in err, err
     assert "error: pg_restore into orders-acceptance-database at 127.0.0.1:" in err and "; the database is as it was" in err
     assert _snapshot(pg) == seeded and _objects(s3) == FILES
@@ -264,7 +292,7 @@ def test_an_identity_that_may_not_create_keys_is_told_which_role_it_needs(capi, 
     rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(tmp_path / "b"), "-C", str(project.path))
     assert rc == 2 and "Traceback" not in err, err
     assert "error: acceptance: the Cloud Controller refused creating the service key mxinfra-backup-" in err
-    assert "the identity needs a space role that may create service keys in the environment's space: space_developer (the deploy permission) or space_supporter" in err
+    assert "the identity needs a space role that may create, read and delete service keys in the environment's space: space_developer (the deploy permission)" in err
     assert list((tmp_path / "b").iterdir()) == [] and _records(project, "acceptance") == []
 
 
@@ -276,7 +304,7 @@ def test_a_key_the_broker_would_not_delete_is_named_and_recorded(capi, project, 
     [left] = capi.keys()
     assert f"warning: the service key {left['name']} of orders-acceptance-database could not be deleted" in err
     assert f"delete it (cf delete-service-key orders-acceptance-database {left['name']} -f): it holds working credentials" in err
-    assert _records(project, "acceptance")[-1].changes["backup"]["keysNotDeleted"] == 1
+    assert _records(project, "acceptance")[-1].changes["backup"]["warnings"] == 1
 
 
 def test_files_that_cannot_go_back_are_reported_and_the_restore_recorded(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
@@ -341,6 +369,88 @@ def test_an_archive_the_kubernetes_backup_job_wrote_restores_on_cloud_foundry(ca
     archive = kept / "20261205T020000Z.tar.gz"
     pg.psql('DELETE FROM "orders$order"; UPDATE "system$filedocument" SET name = \'changed\'')
     _s3(s3).delete_object(Bucket=BUCKET, Key="doc-2")
-    rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(archive), "--from", "acceptance", "-C", str(project.path))
+    base = ["backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(archive), "--from", "acceptance", "-C", str(project.path)]
+    # no mxinfra download recorded it: nothing says it came from acceptance
+    rc, _, err = _cli(capsys, *base)
+    assert rc == 2 and "is in no signed backup-download record of acceptance's log, so nothing says it came from acceptance" in err
+    assert "or give --unrecorded to restore it all the same (recorded as unrecorded)" in err
+    rc, _, err = _cli(capsys, *base, "--unrecorded")
     assert rc == 0, err
     assert _snapshot(pg) == seeded and _objects(s3) == FILES
+    # restored below production as asked, said and recorded so
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert f"warning: {archive.name} (sha256 {sha}) is in no signed backup-download record of acceptance's log: restored as an unrecorded archive" in err
+    assert _records(project, "acceptance")[-1].changes["restore"]["archive"]["unrecorded"] is True
+
+
+# --- what must never be left behind --------------------------------------------------------------------------
+
+
+def test_a_failed_download_still_deletes_its_keys_and_names_the_one_it_could_not(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
+    _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+    capi.credentials["orders-acceptance-database"]["uri"] = pg.url.replace(PASSWORD, "wrong-password") + "?sslmode=disable"
+    capi.fail_key_deletes = 1
+    out = tmp_path / "b"
+    rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))
+    assert rc == 2 and "Traceback" not in err, err
+    assert "error: pg_dump of orders-acceptance-database at 127.0.0.1:" in err and "password authentication failed" in err
+    [left] = capi.keys()
+    assert f"warning: the service key {left['name']} of orders-acceptance-database could not be deleted" in err
+    assert list(out.iterdir()) == [] and _records(project, "acceptance") == [] and "wrong-password" not in err
+
+
+def test_a_key_whose_creation_job_failed_is_deleted_all_the_same(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
+    _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+    capi.fail_key_creates = 1
+    rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(tmp_path / "b"), "-C", str(project.path))
+    assert rc == 2 and "Traceback" not in err, err
+    assert "error: acceptance: the Cloud Controller refused creating the service key mxinfra-backup-" in err and "timed out after creating the key" in err
+    assert capi.keys() == []  # the broker made it before its job failed: found by name and deleted
+
+
+def test_an_app_that_will_not_start_again_is_said_and_recorded_and_the_restore_stands(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
+    app = _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+    out = tmp_path / "b"
+    assert _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))[0] == 0
+    [archive] = out.iterdir()
+    pg.psql('DELETE FROM "orders$order"')
+    capi.fail_starts = 1
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(archive), "--from", "acceptance", "-C", str(project.path))
+    assert rc == 0, err
+    assert "warning: acceptance: the Cloud Controller refused starting the app orders-acceptance again" in err and "start it (cf start orders-acceptance)" in err
+    assert _snapshot(pg) == seeded and capi.objects["apps"][app]["state"] == "STOPPED"
+    restore = _records(project, "acceptance")[-1].changes["restore"]
+    assert restore["app"] == "stopped, not started again" and restore["warnings"] == 1
+
+
+def test_objects_that_cannot_be_files_of_an_archive_are_named(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
+    _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+    _s3(s3).put_object(Bucket=BUCKET, Key="doc-2/inside", Body=b"a file where doc-2 is one")
+    out = tmp_path / "b"
+    rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))
+    assert rc == 2 and "Traceback" not in err, err
+    assert f"bucket {BUCKET}: object " in err and "and another object named like its folder cannot both be files of the archive" in err
+    assert list(out.iterdir()) == [] and capi.keys() == []
+    _s3(s3).delete_object(Bucket=BUCKET, Key="doc-2/inside")
+    _s3(s3).put_object(Bucket=BUCKET, Key="x/../up", Body=b"")
+    rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))
+    assert rc == 2 and f"bucket {BUCKET}: object 'x/../up' cannot be kept as a file of the archive (an empty, '.' or '..' path segment)" in err
+
+
+def test_the_archive_and_a_new_directory_for_it_are_the_owners_alone(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
+    _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+    out = tmp_path / "new" / "backups"
+    old = os.umask(0o022)
+    try:
+        assert _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))[0] == 0
+    finally:
+        os.umask(old)
+    [archive] = out.iterdir()
+    assert archive.stat().st_mode & 0o777 == 0o600 and out.stat().st_mode & 0o777 == 0o700
+
+
+def test_restore_by_id_on_cloud_foundry_says_to_restore_an_archive(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys):
+    _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--id", "20261201T000000Z", "-C", str(project.path))
+    assert rc == 2 and "Traceback" not in err, err
+    assert "--id 20261201T000000Z: the cloudfoundry target keeps no backups to restore by id: restore a downloaded one with --archive FILE --from ENV" in err

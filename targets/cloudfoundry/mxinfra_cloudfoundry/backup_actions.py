@@ -35,11 +35,10 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -47,8 +46,9 @@ from mxinfra.backup_archive import RESTORE_FLAGS, pack, unpack
 from mxinfra.backups import ID_FORMAT, FilesNotRestored
 from mxinfra.errors import UserError
 
+from .file_stores import file_store_of, pull, push
+
 KEY_PREFIX = "mxinfra-backup-"
-TRANSFERS = 8  # objects copied at once: most Mendix files are small, so the round trips dominate
 # A Space Supporter may create a key but neither read its credentials nor delete it (CAPI v3's permitted
 # roles): it would leave a working key behind, so only the developer role is named.
 KEY_RIGHTS = "a space role that may create, read and delete service keys in the environment's space: space_developer (the deploy permission)"
@@ -79,17 +79,6 @@ class Database:
         """The process environment for a libpq client: the caller's, without its PG* settings, plus these."""
         base = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         return {**base, "PGHOST": self.host, "PGPORT": self.port, "PGUSER": self.user, "PGPASSWORD": self.password, "PGDATABASE": self.name, "PGSSLMODE": self.sslmode, "PGCONNECT_TIMEOUT": "20"}
-
-
-@dataclass(frozen=True)
-class Bucket:
-    """An S3 bucket and its keys, as an object-store service key gives them."""
-
-    name: str
-    endpoint: str | None
-    region: str | None
-    access_key: str
-    secret_key: str
 
 
 def database_of(credentials: Mapping[str, Any], what: str, via: str | None) -> Database:
@@ -133,21 +122,6 @@ def database_of(credentials: Mapping[str, Any], what: str, via: str | None) -> D
     return Database(**fields)
 
 
-def bucket_of(credentials: Mapping[str, Any], what: str) -> Bucket:
-    """The S3 bucket an object-store key names (the fields the buildpack reads: bucket, access_key_id,
-    secret_access_key, endpoint or host, region)."""
-    if credentials.get("account_name") or credentials.get("sas_token") or credentials.get("container_name"):
-        raise UserError(f"{what}: an Azure object store: `mxinfra backup` copies files from S3-compatible stores only (not yet Azure's)")
-    missing = [k for k in ("bucket", "access_key_id", "secret_access_key") if not credentials.get(k)]
-    if missing:
-        raise UserError(f"{what}: the credentials name no S3 bucket (missing {', '.join(missing)})")
-    endpoint = credentials.get("endpoint") or credentials.get("host")
-    if isinstance(endpoint, str) and endpoint and "://" not in endpoint:
-        endpoint = f"https://{endpoint}"
-    region = credentials.get("region")
-    return Bucket(str(credentials["bucket"]), str(endpoint) if endpoint else None, str(region) if region else None, str(credentials["access_key_id"]), str(credentials["secret_access_key"]))
-
-
 class KeyActions:
     """`mxinfra backup` on one Cloud Foundry environment (see the module's docstring)."""
 
@@ -184,7 +158,7 @@ class KeyActions:
                 _run([tool, "--format=custom", "--compress=0", "--no-owner", "--no-privileges", f"--file={work / 'dump'}"], db, f"pg_dump of {self.database_name}")
                 files = 0
                 if "files" in creds:
-                    files = self._pull(bucket_of(creds["files"], f"service key of {self.files_name}"), work / "tree")
+                    files = pull(file_store_of(creds["files"], f"service key of {self.files_name}"), work / "tree")
             written = pack(work / "dump", work / "tree", out)
         return {"id": backup, "path": str(written.path), "size": written.size, "sha256": written.sha256, "files": files, **self._left()}
 
@@ -205,7 +179,7 @@ class KeyActions:
             outcome: dict[str, Any] = {}
             with self._keys(_id(now)) as creds:
                 db = database_of(creds["database"], f"service key of {self.database_name}", via)
-                bucket = bucket_of(creds["files"], f"service key of {self.files_name}") if "files" in creds else None
+                store = file_store_of(creds["files"], f"service key of {self.files_name}") if "files" in creds else None
                 if running:
                     self._capi(f"stopping the app {self.app_name}", lambda: self.client.stop(app["guid"]))
                     # no instance may hold the database while it is replaced
@@ -213,9 +187,9 @@ class KeyActions:
                 try:
                     _run([tool, *RESTORE_FLAGS, f"--dbname={db.conninfo()}", str(unpacked.dump)], db, f"pg_restore into {self.database_name}", undone="the database is as it was")
                     outcome["files"] = 0
-                    if bucket is not None:
+                    if store is not None:
                         try:
-                            outcome["files"] = self._push(bucket, unpacked.tree)
+                            outcome["files"] = push(store, unpacked.tree)
                         except UserError as e:
                             raise FilesNotRestored(f"{self.env.name}: the database was restored from {archive.name}, but its files were not all copied back: {e}") from None
                 finally:
@@ -308,100 +282,6 @@ class KeyActions:
             raise UserError(f"{self.env.name}: the Cloud Controller refused {doing} ({self.where}): {e}{fix}") from None
         except requests.RequestException as e:
             raise UserError(f"{self.env.name}: {doing}: the Cloud Controller {self.block.api} cannot be reached ({type(e).__name__})") from None
-
-    # --- files ------------------------------------------------------------------------------------
-
-    def _s3(self, bucket: Bucket) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        return boto3.session.Session().client(
-            "s3",
-            endpoint_url=bucket.endpoint,
-            region_name=bucket.region or "us-east-1",
-            aws_access_key_id=bucket.access_key,
-            aws_secret_access_key=bucket.secret_key,
-            config=Config(max_pool_connections=TRANSFERS, retries={"max_attempts": 5, "mode": "standard"}),
-        )
-
-    def _pull(self, bucket: Bucket, tree: Path) -> int:
-        """Every object of the bucket into `tree` (keys as paths), a listing page at a time (memory stays flat
-        whatever the bucket holds); how many."""
-        s3 = self._s3(bucket)
-
-        def fetch(key: str) -> None:
-            target = tree / key
-            with _s3_errors(f"copying {key} from the bucket {bucket.name}"):
-                try:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    s3.download_file(bucket.name, key, str(target))
-                except (FileExistsError, NotADirectoryError, IsADirectoryError):
-                    raise UserError(f"bucket {bucket.name}: object {key!r} and another object named like its folder cannot both be files of the archive") from None
-
-        count = 0
-        with ThreadPoolExecutor(TRANSFERS) as pool, _s3_errors(f"listing the bucket {bucket.name}"):
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket.name):
-                keys = [o["Key"] for o in page.get("Contents") or [] if not o["Key"].endswith("/")]  # a folder marker: no file
-                for key in keys:
-                    _check_key(bucket.name, key)
-                list(pool.map(fetch, keys))
-                count += len(keys)
-        return count
-
-    def _push(self, bucket: Bucket, tree: Path) -> int:
-        """Every file under `tree` into the bucket (copied over objects of the same key, nothing deleted), a
-        thousand at a time; how many."""
-        s3 = self._s3(bucket)
-
-        def put(path: Path) -> None:
-            key = path.relative_to(tree).as_posix()
-            with _s3_errors(f"copying {key} into the bucket {bucket.name}"):
-                s3.upload_file(str(path), bucket.name, key)
-
-        count = 0
-        with ThreadPoolExecutor(TRANSFERS) as pool:
-            batch: list[Path] = []
-            for path in _files(tree):
-                batch.append(path)
-                if len(batch) == 1000:
-                    list(pool.map(put, batch))
-                    count, batch = count + len(batch), []
-            list(pool.map(put, batch))
-        return count + len(batch)
-
-
-def _files(root: Path) -> Iterator[Path]:
-    """The regular files under `root`, one directory at a time (no list of the whole tree)."""
-    for dirpath, _, names in os.walk(root):
-        for n in sorted(names):
-            yield Path(dirpath) / n
-
-
-def _check_key(bucket: str, key: str) -> None:
-    """An object's key must be a relative path of the archive: no empty, '.' or '..' segment, none too long."""
-    path = PurePosixPath(key)
-    if path.is_absolute() or any(p in ("", ".", "..") for p in key.split("/")):
-        raise UserError(f"bucket {bucket}: object {key!r} cannot be kept as a file of the archive (an empty, '.' or '..' path segment)")
-    if any(len(p.encode()) > 255 for p in key.split("/")):
-        raise UserError(f"bucket {bucket}: object {key[:80]!r}... has a path segment longer than 255 bytes: no file system keeps it as a file of the archive")
-
-
-@contextmanager
-def _s3_errors(doing: str) -> Iterator[None]:
-    """An S3 failure as a UserError naming what was being done (the store's code, never its keys)."""
-    import boto3.exceptions
-    import botocore.exceptions
-
-    try:
-        yield
-    except botocore.exceptions.ClientError as e:
-        err = e.response.get("Error", {})
-        raise UserError(f"{doing}: the store refused it ({err.get('Code')}: {err.get('Message')})") from None
-    except boto3.exceptions.S3UploadFailedError as e:
-        # "Failed to upload <local scratch path> to <bucket>/<key>: <the store's answer>": the answer
-        raise UserError(f"{doing}: {str(e).rsplit(': An error occurred ', 1)[-1]}") from None
-    except (botocore.exceptions.BotoCoreError, boto3.exceptions.Boto3Error, OSError) as e:
-        raise UserError(f"{doing}: {type(e).__name__}: {e}") from None
 
 
 @contextmanager

@@ -28,7 +28,7 @@ from mxinfra_cloudfoundry.provider import ServiceInstanceProvider
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tests" / "governance"))
 
-from servers import FAKE_AWS, moto_server  # noqa: E402
+from servers import AZURITE_ACCOUNT, AZURITE_KEY, AZURITE_MISSING, FAKE_AWS, azurite_binary, azurite_server, moto_server  # noqa: E402
 
 SCHEMA = """DROP SCHEMA public CASCADE; CREATE SCHEMA public;
 CREATE TABLE "mendixsystem$version" (versionnumber varchar(30), modelversion varchar(200));
@@ -429,12 +429,12 @@ def test_objects_that_cannot_be_files_of_an_archive_are_named(capi, project, to_
     out = tmp_path / "b"
     rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))
     assert rc == 2 and "Traceback" not in err, err
-    assert f"bucket {BUCKET}: object " in err and "and another object named like its folder cannot both be files of the archive" in err
+    assert f"the bucket {BUCKET}: object " in err and "and another object named like its folder cannot both be files of the archive" in err
     assert list(out.iterdir()) == [] and capi.keys() == []
     _s3(s3).delete_object(Bucket=BUCKET, Key="doc-2/inside")
     _s3(s3).put_object(Bucket=BUCKET, Key="x/../up", Body=b"")
     rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))
-    assert rc == 2 and f"bucket {BUCKET}: object 'x/../up' cannot be kept as a file of the archive (an empty, '.' or '..' path segment)" in err
+    assert rc == 2 and f"the bucket {BUCKET}: object 'x/../up' cannot be kept as a file of the archive (an empty, '.' or '..' path segment)" in err
 
 
 def test_the_archive_and_a_new_directory_for_it_are_the_owners_alone(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
@@ -454,3 +454,48 @@ def test_restore_by_id_on_cloud_foundry_says_to_restore_an_archive(capi, project
     rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--id", "20261201T000000Z", "-C", str(project.path))
     assert rc == 2 and "Traceback" not in err, err
     assert "--id 20261201T000000Z: the cloudfoundry target keeps no backups to restore by id: restore a downloaded one with --archive FILE --from ENV" in err
+
+
+# --- SAP BTP's Object Store on Azure -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Azurite's blob service on loopback; yields its blob endpoint."""
+    if azurite_binary() is None:
+        pytest.fail(AZURITE_MISSING, pytrace=False)
+    with azurite_server(tmp_path_factory.mktemp("azurite")) as conn:
+        yield next(part.split("=", 1)[1] for part in conn.split(";") if part.startswith("BlobEndpoint="))
+
+
+def test_files_in_an_azure_container_go_into_the_archive_and_back(capi, project, to_double, monkeypatch, pg, s3, seeded, azurite, capsys, tmp_path):
+    """An Azure object-store key (container_uri and a SAS token, as SAP BTP's Object Store on Azure gives)."""
+    from datetime import datetime, timedelta, timezone
+
+    from azure.storage.blob import ContainerClient, ContainerSasPermissions, generate_container_sas
+
+    _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+    container = ContainerClient(azurite, "mendix-files", credential={"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY})
+    if not container.exists():
+        container.create_container()
+    for key, body in FILES.items():
+        container.upload_blob(key, body, overwrite=True)
+    sas = generate_container_sas(AZURITE_ACCOUNT, "mendix-files", account_key=AZURITE_KEY, permission=ContainerSasPermissions(read=True, write=True, list=True, create=True),
+                                 expiry=datetime.now(timezone.utc) + timedelta(hours=1))
+    capi.credentials["orders-acceptance-files"] = {"account_name": AZURITE_ACCOUNT, "container_uri": f"{azurite}/mendix-files", "sas_token": sas}
+    out = tmp_path / "b"
+    rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))
+    assert rc == 0, err
+    [archive] = out.iterdir()
+    with tarfile.open(archive) as tar:
+        assert {n[5:]: tar.extractfile(n).read() for n in tar.getnames() if n.startswith("tree/") and tar.getmember(n).isfile()} == FILES
+    container.delete_blob("doc-2")
+    container.upload_blob("a1/b2/7f3e-file", b"overwritten", overwrite=True)
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(archive), "--from", "acceptance", "-C", str(project.path))
+    assert rc == 0, err
+    assert {b.name: container.download_blob(b.name).readall() for b in container.list_blobs()} == FILES
+    assert sas.split("sig=")[1][:10] not in err and capi.keys() == []
+    # a key that names a container without its token is named, not a traceback
+    capi.credentials["orders-acceptance-files"] = {"container_uri": f"{azurite}/mendix-files"}
+    rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))
+    assert rc == 2 and "service key of orders-acceptance-files: an Azure object store without sas_token" in err

@@ -52,7 +52,7 @@ from .config import (
     file_store,
     object_store,
 )
-from .layout import JOB_CPU_MILLI, JOB_MEMORY_MB, RUNTIME_UID, Layout, mib, milli
+from .layout import JOB_CPU_MILLI, JOB_MEMORY_MB, RUNTIME_UID, Layout, milli
 from .network import backup_store_port, to_networks
 
 if TYPE_CHECKING:
@@ -262,12 +262,7 @@ def pod_spec(
             assert rclone is not None
             volumes.append({"name": "files", "emptyDir": {"sizeLimit": rclone.scratch}})
     memory = f"{JOB_MEMORY_MB}Mi"
-    resources: dict[str, Any] = {"requests": {"cpu": milli(cpu_milli), "memory": memory}, "limits": {"cpu": milli(cpu_milli), "memory": memory}}
-    scratch = sum(mib(v["emptyDir"]["sizeLimit"]) for v in volumes if "emptyDir" in v)
-    if scratch:
-        # The scheduler counts what a pod requests, not its emptyDirs' sizeLimit: the node must have room for
-        # the archive (and the files) it stages. Every step asks the same, so the pod asks it once.
-        resources["requests"]["ephemeral-storage"] = f"{scratch // 1024}Gi" if scratch % 1024 == 0 else f"{scratch}Mi"
+    resources = {"requests": {"cpu": milli(cpu_milli), "memory": memory}, "limits": {"cpu": milli(cpu_milli), "memory": memory}}
     security = {**_RESTRICTED, "runAsUser": RUNTIME_UID, "runAsGroup": RUNTIME_UID}
     postgres = {
         "name": action,

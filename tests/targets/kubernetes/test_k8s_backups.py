@@ -123,7 +123,6 @@ def test_local_files_are_read_by_the_backup_and_written_by_the_restore(project, 
         assert "PGSSLMODE" not in _env(c)
         mounts[cron["metadata"]["name"]] = {m["name"]: m for m in c["volumeMounts"]}
         assert _env(c)["FILES_DIR"] == "/files"
-        assert "ephemeral-storage" not in c["resources"]["requests"]  # claims only: no scratch to make room for
     assert mounts["orders-test-backup"]["files"]["readOnly"] is True
     assert "readOnly" not in mounts["orders-test-restore"]["files"]  # writable (a false readOnly the API server would drop)
     (c,) = backup["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
@@ -392,9 +391,6 @@ def test_archives_in_s3_replace_the_claim_by_a_scratch_volume_and_an_rclone_step
         "egress": [{"to": [{"ipBlock": {"cidr": "10.9.0.0/16"}}], "ports": [{"port": 9000, "protocol": "TCP"}]}],
     }
     assert backup["initContainers"][0]["env"] and _one(docs, "CronJob", "orders-production-backup")["metadata"]["labels"]["app.kubernetes.io/component"] == "backup"
-    # the scheduler is asked for the room the two scratch volumes may take (the archive's and the files')
-    for step_ in (pull, dump, upload, fetch, back, push):
-        assert step_["resources"]["requests"]["ephemeral-storage"] == "40Gi" and "ephemeral-storage" not in step_["resources"]["limits"]
 
 
 @pytest.mark.usefixtures("engine_secrets")

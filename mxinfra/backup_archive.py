@@ -10,6 +10,7 @@ complete, so an interrupted `pack` never leaves a file that looks like a backup.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import os
@@ -58,17 +59,20 @@ class _Members:
     """A write-only file that gzips what is written in blocks of BLOCK bytes, each its own gzip member,
     compressed on every core at once (zlib lets go of the GIL while it compresses) and written in order to
     `sink`. Members read as one stream (RFC 1952; gzip, GNU tar and Python's gzip module all do), which is
-    how the Kubernetes target's backup.sh uses both cores too. At most two blocks a core are held."""
+    how the Kubernetes target's backup.sh uses both cores too. At most a block a worker (and one filling)
+    is held, and there are at most MAX_WORKERS: memory stays flat whatever the archive and the host."""
 
     BLOCK = 8 << 20
+    MAX_WORKERS = 8
 
     def __init__(self, sink: Any, workers: int) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        self.sink, self.workers = sink, max(1, workers)
+        self.sink, self.workers = sink, min(max(1, workers), self.MAX_WORKERS)
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="mxinfra-gzip")
         self.buffer = bytearray()
         self.pending: list[Any] = []
+        self.closed = False
 
     def write(self, data: Any) -> int:
         self.buffer += data
@@ -79,11 +83,14 @@ class _Members:
 
     def _submit(self, block: bytes) -> None:
         self.pending.append(self.pool.submit(_member, block))
-        while len(self.pending) > 2 * self.workers:
+        while len(self.pending) > self.workers:
             self.sink.write(self.pending.pop(0).result())
 
     def close(self) -> None:
-        """Compress what is left and write every member, in order."""
+        """Compress what is left and write every member, in order (once: a second call does nothing)."""
+        if self.closed:
+            return
+        self.closed = True
         try:
             if self.buffer or not self.pending:
                 self._submit(bytes(self.buffer))
@@ -93,6 +100,12 @@ class _Members:
             self.pending.clear()
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def abort(self) -> None:
+        """Stop without writing what is left (the archive is being thrown away)."""
+        self.closed = True
+        self.pending.clear()
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _member(block: bytes) -> bytes:
@@ -133,20 +146,20 @@ def pack(dump: Path, tree: Path, out: Path, workers: int | None = None) -> Writt
             sink = _Hashing(raw)
             # gzip level 1: the dump is taken uncompressed and the files are mostly compressed already; a
             # higher level costs several times the CPU for a few percent (scripts/backup.sh chose the same)
-            members = _Members(sink, workers if workers is not None else (os.cpu_count() or 1))
+            members = _Members(sink, workers if workers is not None else _cores())
             try:
                 with tarfile.open(fileobj=members, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
                     tar.add(dump, arcname=DUMP, recursive=False, filter=_plain)
                     tar.add(tree, arcname=TREE, recursive=False, filter=_plain)
                     for path in _walk(tree):
                         tar.add(path, arcname=f"{TREE}/{path.relative_to(tree).as_posix()}", recursive=False, filter=_plain)
-            finally:
-                members.close()
+            except BaseException:
+                members.abort()
+                raise
+            members.close()
             raw.flush()
             os.fsync(raw.fileno())
-        # a hard link, then the partial name removed: unlike a rename it never replaces an archive that
-        # appeared under the final name meanwhile
-        os.link(partial, out)
+        _claim(partial, out)
     except FileExistsError:
         raise UserError(f"{out}: appeared while the archive was written: not overwritten") from None
     except OSError as e:
@@ -154,6 +167,40 @@ def pack(dump: Path, tree: Path, out: Path, workers: int | None = None) -> Writt
     finally:
         partial.unlink(missing_ok=True)
     return Written(out, sink.size, sink.hash.hexdigest())
+
+
+def _cores() -> int:
+    """The cores this process may run on (its affinity and cgroup cpuset, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _claim(partial: Path, out: Path) -> None:
+    """Give the complete archive its final name, never over a file that appeared there meanwhile."""
+    try:
+        # a hard link, then the partial name removed: unlike a rename it never replaces an existing file
+        os.link(partial, out)
+    except FileExistsError:
+        raise
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
+            raise
+        # a file system without hard links (FAT, SMB shares): claim the name with an empty file, then
+        # rename over that placeholder, which is ours
+        os.close(os.open(out, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        os.replace(partial, out)
+    try:
+        fd = os.open(out.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)  # the name itself survives a crash
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _walk(root: Path) -> Iterator[Path]:

@@ -307,11 +307,15 @@ def _restore_archive(directory: Path, stack: str, environment: str, archive: Pat
     ctx.connect("restore")
     _supports(ctx, "restore --archive", "restore_archive", "download_now")
     size, sha = sha256_of(archive)
-    downloaded = _download_record(ctx, src, source, sha)
+    downloaded, refused, trusted = _download_record(ctx, src, source, sha)
     if downloaded is None and (ctx.environment.is_production or not unrecorded):
+        why = f" (records found but not counted: {'; '.join(refused)})" if refused else ""
+        if not trusted:
+            why += f"; no key is trusted for {source}'s records: name it in mxinfra:signing.trustedSigners.{source} of stack {ctx.stack!r}"
         raise UserError(
-            f"--archive {archive.name}: its sha256 {sha} is in no signed backup-download record of {source}'s log, so nothing "
-            f"says it came from {source}: download it with `mxinfra backup download -s {source_stack} -e {source}`"
+            f"--archive {archive.name}: its sha256 {sha} is in no signed backup-download record of {source}'s log{why}, so nothing "
+            f"says it came from {source}: download it with `mxinfra backup download -s {source_stack} -e {source}` (a download "
+            f"recorded before archives were indexed is found once `mxinfra activity verify -s {source_stack} -e {source} --repair` ran)"
             + (" (production is restored only from an archive mxinfra downloaded and recorded)" if ctx.environment.is_production
                else ", or give --unrecorded to restore it all the same (recorded as unrecorded)")
         )
@@ -337,17 +341,18 @@ def _restore_archive(directory: Path, stack: str, environment: str, archive: Pat
     sys.stdout.write(f"{environment}: restored {archive.name} of {source} (sha256 {sha})" + (f" (backup {before} taken first)" if before else "") + "\n")
 
 
-def _download_record(ctx: _Context, src: _Context, source: str, sha: str) -> int | None:
-    """The seq of the signed backup-download record of `source` that wrote an archive with this sha256 (the
-    keys the destination's stack trusts for `source`), or None."""
+def _download_record(ctx: _Context, src: _Context, source: str, sha: str) -> tuple[int | None, list[str], bool]:
+    """(the seq of the signed backup-download record of `source` that wrote an archive with this sha256, or
+    None; why other candidates did not count; whether any key is trusted for `source`'s records): the keys
+    the destination's stack trusts for `source`."""
     from .governance.activity import ActivityLog
     from .governance.signing import trust_for
     from .governance.store import open_store
 
     d = src.deployment
     trust = trust_for(dict(ctx.raw.values), source, d.repository, src.base_dir)
-    found, _ = ActivityLog(open_store(d.repository)).archive_evidence(source, sha, trust=trust, app=d.config.app.name)
-    return found.seq if found is not None else None
+    found, refused = ActivityLog(open_store(d.repository)).archive_evidence(source, sha, trust=trust, app=d.config.app.name)
+    return (found.seq if found is not None else None), refused, bool(trust.fingerprints)
 
 
 def _recorded_restore(ctx: _Context, done: dict[str, Any], run: Callable[[], Any], taken: dict[str, Any] | None = None) -> Any:
@@ -360,7 +365,9 @@ def _recorded_restore(ctx: _Context, done: dict[str, Any], run: Callable[[], Any
         return run()
     except FilesNotRestored as e:
         before = {"backupBefore": taken["id"]} if taken and "id" in taken else {}
-        ctx.record("restore", {"restore": {**done, **before, "files": "not restored"}})
+        # what else the target says happened (e.g. the app not started again), the files' outcome last
+        outcome = {k: v for k, v in (getattr(e, "outcome", None) or {}).items() if k != "files"}
+        ctx.record("restore", {"restore": {**done, **before, **outcome, "files": "not restored"}})
         raise UserError(f"{e} (recorded)") from None
 
 

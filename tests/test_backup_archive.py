@@ -160,3 +160,21 @@ def test_packing_on_every_core_writes_the_same_bytes_as_on_one(tmp_path, monkeyp
     subprocess.run(["tar", "-tzf", str(tmp_path / "two.tar.gz")], check=True, capture_output=True)
     got = unpack(tmp_path / "two.tar.gz", tmp_path / "out")
     assert got.dump.read_bytes() == dump.read_bytes() and _tree(got.tree) == _tree(tree)
+
+
+def test_a_file_system_without_hard_links_still_gets_the_archive_and_never_over_a_file(tmp_path, monkeypatch):
+    import errno
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    dump = tmp_path / "dump"
+    dump.write_bytes(b"PGDMP")
+    tree = tmp_path / "files"
+    tree.mkdir()
+    (tree / "a").write_bytes(b"1")
+    out = tmp_path / "b.tar.gz"
+    written = pack(dump, tree, out)
+    assert written.sha256 == hashlib.sha256(out.read_bytes()).hexdigest() and out.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.tar.gz", "dump", "files"]

@@ -471,6 +471,8 @@ class ActivityLog:
                                         one costs a few probes); the one object that is ever overwritten
         by-package/<sha>/<seq>.json     a deploy record's locator, written with it: the gate finds the
                                         source's deploys of a package without reading the whole log
+        by-archive/<sha>/<seq>.json     a backup-download record's locator under the archive's sha256: a
+                                        restore finds where an archive came from without reading the log
         by-key/<key>/<seq>.json         the locator of the record of an idempotency key: a retried operation
                                         finds its stored record; written last, so it also says that the
                                         record's other locators were written

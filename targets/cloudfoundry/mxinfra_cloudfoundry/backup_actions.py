@@ -30,6 +30,7 @@ pg_restore in their environment (PGPASSWORD), the store's keys to boto3 in memor
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -146,6 +147,7 @@ class KeyActions:
         """Take a backup now (a dump and the files, through new keys) and write `<id>.tar.gz` into `out_dir`;
         the id, the archive's size and sha256, and how many files it holds."""
         tool = _tool("pg_dump")
+        counted = len(self.warnings)
         backup = _id(now)
         out = out_dir / f"{backup}.tar.gz"
         if out.exists():
@@ -160,7 +162,7 @@ class KeyActions:
                 if "files" in creds:
                     files = pull(file_store_of(creds["files"], f"service key of {self.files_name}"), work / "tree")
             written = pack(work / "dump", work / "tree", out)
-        return {"id": backup, "path": str(written.path), "size": written.size, "sha256": written.sha256, "files": files, **self._left()}
+        return {"id": backup, "path": str(written.path), "size": written.size, "sha256": written.sha256, "files": files, **({"warnings": len(self.warnings) - counted} if len(self.warnings) > counted else {})}
 
     def restore_archive(self, archive: Path, now: datetime, via: str | None = None, sha256: str | None = None, before: Callable[[], None] | None = None) -> dict[str, Any]:
         """Restore the archive over the environment's database and files, the app stopped meanwhile; what
@@ -174,17 +176,18 @@ class KeyActions:
                 raise UserError(f"{archive}: holds {unpacked.files} file(s), but {self.env.name} keeps its files on the instance's disk (no mxinfra:cloudfoundry.storage): nothing to restore them into; nothing was changed")
             if before is not None:
                 before()
+            counted = len(self.warnings)  # this restore's warnings, not those of the backup taken before it
             app = self._capi(f"looking up the app {self.app_name}", lambda: self.client.find_app(self._space_guid(), self.app_name))
             running = app is not None and app.get("state") == "STARTED"
             outcome: dict[str, Any] = {}
             with self._keys(_id(now)) as creds:
                 db = database_of(creds["database"], f"service key of {self.database_name}", via)
                 store = file_store_of(creds["files"], f"service key of {self.files_name}") if "files" in creds else None
-                if running:
-                    self._capi(f"stopping the app {self.app_name}", lambda: self.client.stop(app["guid"]))
-                    # no instance may hold the database while it is replaced
-                    self._capi(f"waiting for the app {self.app_name} to stop", lambda: self.client.wait_stopped(self.client.web_process(app["guid"])["guid"], self.timeout))
                 try:
+                    if running:
+                        self._capi(f"stopping the app {self.app_name}", lambda: self.client.stop(app["guid"]))
+                        # no instance may hold the database while it is replaced
+                        self._capi(f"waiting for the app {self.app_name} to stop", lambda: self.client.wait_stopped(self.client.web_process(app["guid"])["guid"], self.timeout))
                     _run([tool, *RESTORE_FLAGS, f"--dbname={db.conninfo()}", str(unpacked.dump)], db, f"pg_restore into {self.database_name}", undone="the database is as it was")
                     outcome["files"] = 0
                     if store is not None:
@@ -192,10 +195,16 @@ class KeyActions:
                             outcome["files"] = push(store, unpacked.tree)
                         except UserError as e:
                             raise FilesNotRestored(f"{self.env.name}: the database was restored from {archive.name}, but its files were not all copied back: {e}") from None
+                except FilesNotRestored as e:
+                    e.outcome = outcome  # type: ignore[attr-defined]  (recorded with the restore: filled in below)
+                    raise
                 finally:
                     if running:
+                        # also when the stop, the wait or the restore failed: the app never stays stopped unsaid
                         outcome["app"] = self._start_again(app["guid"])
-        return {**outcome, **self._left()}
+            if len(self.warnings) > counted:
+                outcome["warnings"] = len(self.warnings) - counted
+        return outcome
 
     def _start_again(self, guid: str) -> str:
         """Start the app the restore stopped; a failure is a warning (the restore itself stands), never lost."""
@@ -226,14 +235,16 @@ class KeyActions:
                 if instance.get("type") == "user-provided":
                     creds[kind] = self._capi(f"reading the credentials of {name}", lambda i=instance: self.client.instance_credentials(i["guid"]))
                     continue
-                key = f"{KEY_PREFIX}{backup}"
+                # a name no other run uses (two in the same second must never delete each other's key)
+                key = f"{KEY_PREFIX}{backup}-{secrets.token_hex(3)}"
                 try:
-                    guid = self._capi(f"creating the service key {key} of {name}", lambda i=instance, key=key: self.client.create_key(i["guid"], key, self.timeout, {"annotations": {"mxinfra.io/purpose": "mxinfra backup: deleted when the command ends"}}))
-                except UserError:
+                    guid = self.client.create_key(instance["guid"], key, self.timeout, {"annotations": {"mxinfra.io/purpose": "mxinfra backup: deleted when the command ends"}})
+                except Exception as e:  # noqa: BLE001 (re-raised below, as the Cloud Controller's refusal)
                     # the broker's job may have failed or timed out after the key was made: delete it all the same
                     left = self._found_key(instance["guid"], key)
                     if left is not None:
                         made.append((left, name, key))
+                    self._capi(f"creating the service key {key} of {name}", lambda e=e: _raise(e))
                     raise
                 made.append((guid, name, key))
                 creds[kind] = self._capi(f"reading the service key {key} of {name}", lambda g=guid: self.client.binding_credentials(g))
@@ -254,10 +265,6 @@ class KeyActions:
         except Exception:  # noqa: BLE001 (the caller's error is the one to report)
             return None
         return str(found["guid"]) if found else None
-
-    def _left(self) -> dict[str, Any]:
-        """What the record says of what was left to do by hand (keys, an app not started): a count."""
-        return {"warnings": len(self.warnings)} if self.warnings else {}
 
     def _space_guid(self) -> str:
         if self._space is None:
@@ -293,6 +300,10 @@ def _scratch(prefix: str, where: Path) -> Iterator[str]:
         raise UserError(f"{where}: cannot work there ({e.strerror or e}): the dump and the files are staged beside the archive") from None
     with made as path:
         yield path
+
+
+def _raise(e: BaseException) -> None:
+    raise e
 
 
 def _id(now: datetime) -> str:

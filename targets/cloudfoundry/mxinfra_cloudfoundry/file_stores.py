@@ -128,6 +128,9 @@ class AzureContainer:
             raise UserError(f"{what}: an Azure object store without {missing}")
         if not str(url).startswith(("https://", "http://")):
             raise UserError(f"{what}: container_uri is not an http(s) URL")
+        if "?" in str(url) or "#" in str(url):
+            # never echoed: a query here is most likely a token
+            raise UserError(f"{what}: container_uri carries a query: give the container's URL alone and the token as sas_token")
         return cls(str(url).rstrip("/"), str(credentials["sas_token"]))
 
     def pages(self) -> Iterator[list[str]]:
@@ -220,6 +223,8 @@ def _files(root: Path) -> Iterator[Path]:
 def check_key(store: str, key: str) -> None:
     """An object's key must be a relative path of the archive: no empty, '.' or '..' segment, none too long."""
     path = PurePosixPath(key)
+    if "\x00" in key:
+        raise UserError(f"{store}: object {key!r} has a NUL character: no file system keeps it as a file of the archive")
     if path.is_absolute() or any(p in ("", ".", "..") for p in key.split("/")):
         raise UserError(f"{store}: object {key!r} cannot be kept as a file of the archive (an empty, '.' or '..' path segment)")
     if any(len(p.encode()) > 255 for p in key.split("/")):

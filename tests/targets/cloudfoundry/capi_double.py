@@ -139,6 +139,7 @@ class CapiDouble:
         self.fail_key_deletes = 0
         self.fail_key_creates = 0
         self.fail_starts = 0
+        self.stop_hangs = False  # a stop leaves the instances running (the app STOPPED, its processes not)
         self.tokens: dict[str, int] = {}  # token -> requests left (None: unlimited)
         self.grants: list[str] = []
         self.grant_clients: list[str] = []  # the client id of every token request, granted or refused
@@ -654,7 +655,8 @@ class CapiDouble:
     def op_stop(self, request: Request, guid: str) -> Response:
         app = self.app(guid)
         app["state"] = "STOPPED"
-        self.process_of(guid)["running"] = []
+        if not self.stop_hangs:
+            self.process_of(guid)["running"] = []
         return self._json(self.r_app(app))
 
     def op_app_process(self, request: Request, guid: str, ptype: str) -> Response:

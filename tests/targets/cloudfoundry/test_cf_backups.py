@@ -228,7 +228,8 @@ def test_production_restores_only_an_archive_mxinfra_downloaded_and_recorded(cap
     capi.requests.clear()
     rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-production", "-e", "production", "--archive", str(forged), "--from", "production", "-C", str(project.path))
     assert rc == 2 and "Traceback" not in err, err
-    assert f"error: --archive {archive.name}: its sha256 {sha} is in no signed backup-download record of production's log, so nothing says it came from production: download it with `mxinfra backup download -s cf-production -e production` (production is restored only from an archive mxinfra downloaded and recorded)" in err
+    assert f"error: --archive {archive.name}: its sha256 {sha} is in no signed backup-download record of production's log, so nothing says it came from production: download it with `mxinfra backup download -s cf-production -e production`" in err
+    assert "--repair` ran) (production is restored only from an archive mxinfra downloaded and recorded)" in err
     rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-production", "-e", "production", "--archive", str(forged), "--from", "production", "--unrecorded", "-C", str(project.path))
     assert rc == 2 and "(production is restored only from an archive mxinfra downloaded and recorded)" in err
     assert capi.requests == [] and [r.action for r in _records(project, "production")] == ["backup-download"]
@@ -497,5 +498,35 @@ def test_files_in_an_azure_container_go_into_the_archive_and_back(capi, project,
     assert sas.split("sig=")[1][:10] not in err and capi.keys() == []
     # a key that names a container without its token is named, not a traceback
     capi.credentials["orders-acceptance-files"] = {"container_uri": f"{azurite}/mendix-files"}
-    rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))
+    rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(tmp_path / "c"), "-C", str(project.path))
     assert rc == 2 and "service key of orders-acceptance-files: an Azure object store without sas_token" in err
+
+
+def test_an_app_that_does_not_stop_in_time_is_started_again_and_nothing_restored(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
+    app = _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+    project.stack("cf-acceptance", stack_file(config("acceptance", cf={"timeouts": {"job": 10}})))
+    out = tmp_path / "b"
+    assert _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))[0] == 0
+    [archive] = out.iterdir()
+    pg.psql('DELETE FROM "orders$order"')
+    emptied = _snapshot(pg)
+    capi.stop_hangs = True  # its instances keep running after the stop
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(archive), "--from", "acceptance", "-C", str(project.path))
+    assert rc == 2 and "Traceback" not in err, err
+    assert "error: acceptance: the Cloud Controller refused waiting for the app orders-acceptance to stop" in err and "did not finish within 10 seconds" in err
+    assert _snapshot(pg) == emptied  # nothing restored under a running app
+    assert capi.objects["apps"][app]["state"] == "STARTED" and f"/v3/apps/{app}/actions/start" in [p for m, p in capi.requests if m == "POST"]
+    assert capi.keys() == [] and [r.action for r in _records(project, "acceptance")] == ["backup-download"]
+
+
+def test_files_not_restored_and_an_app_not_started_are_both_recorded(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
+    _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+    out = tmp_path / "b"
+    assert _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))[0] == 0
+    [archive] = out.iterdir()
+    capi.credentials["orders-acceptance-files"]["bucket"] = "no-such-bucket"
+    capi.fail_starts = 1
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(archive), "--from", "acceptance", "-C", str(project.path))
+    assert rc == 2 and "its files were not all copied back" in err and "start it (cf start orders-acceptance)" in err
+    restore = _records(project, "acceptance")[-1].changes["restore"]
+    assert restore["files"] == "not restored" and restore["app"] == "stopped, not started again"

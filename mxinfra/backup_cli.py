@@ -281,7 +281,6 @@ def _restore_archive(directory: Path, stack: str, environment: str, archive: Pat
     """`restore --archive`: where the archive comes from, by the config's rule; on production a backup taken
     (and recorded) first beside the archive; the restore through the target; a record of the archive's hash."""
     from .backup_archive import sha256_of
-    from .backups import of_environment, restore_refusal
     from .environments import check_environment_name
 
     if source is None:
@@ -293,16 +292,7 @@ def _restore_archive(directory: Path, stack: str, environment: str, archive: Pat
     if not archive.is_file():
         raise UserError(f"--archive {str(archive)!r}: no such file (expected a <id>.tar.gz from `mxinfra backup download`)")
     ctx = _Context(directory, stack, environment, None)
-    src = ctx
-    if source != environment or source_stack != stack:
-        if source_stack == stack and source not in ctx.names:
-            raise UserError(f"--from {source!r}: stack {stack!r} has no environment {source!r} (its environments: {', '.join(ctx.names)}): name the stack that deploys it with --from-stack")
-        src = _Context(directory, source_stack, source, None)
-        if src.deployment.config.app.name != ctx.deployment.config.app.name:
-            raise UserError(f"--from-stack {source_stack!r} deploys the app {src.deployment.config.app.name!r}, not {ctx.deployment.config.app.name!r}: a restore comes from another environment of the same app")
-        refused = restore_refusal(source, src.environment.role, ctx.environment, of_environment(ctx.environment), allow_lower_tier=allow_lower_tier)
-        if refused is not None:
-            raise UserError(refused)
+    src = _source(ctx, directory, source, source_stack, allow_lower_tier) if source != environment or source_stack != stack else ctx
     ctx.signer("restore")
     ctx.connect("restore")
     _supports(ctx, "restore --archive", "restore_archive", "download_now")
@@ -341,6 +331,22 @@ def _restore_archive(directory: Path, stack: str, environment: str, archive: Pat
     sys.stdout.write(f"{environment}: restored {archive.name} of {source} (sha256 {sha})" + (f" (backup {before} taken first)" if before else "") + "\n")
 
 
+def _source(ctx: _Context, directory: Path, source: str, source_stack: str, allow_lower_tier: bool) -> _Context:
+    """The --from environment (in --from-stack), once it is known to be another environment of the same app
+    that the destination's backups.restoreFrom rules let its backups come from."""
+    from .backups import of_environment, restore_refusal
+
+    if source_stack == ctx.stack and source not in ctx.names:
+        raise UserError(f"--from {source!r}: stack {ctx.stack!r} has no environment {source!r} (its environments: {', '.join(ctx.names)}): name the stack that deploys it with --from-stack")
+    src = _Context(directory, source_stack, source, None)
+    if src.deployment.config.app.name != ctx.deployment.config.app.name:
+        raise UserError(f"--from-stack {source_stack!r} deploys the app {src.deployment.config.app.name!r}, not {ctx.deployment.config.app.name!r}: a restore comes from another environment of the same app")
+    refused = restore_refusal(source, src.environment.role, ctx.environment, of_environment(ctx.environment), allow_lower_tier=allow_lower_tier)
+    if refused is not None:
+        raise UserError(refused)
+    return src
+
+
 def _download_record(ctx: _Context, src: _Context, source: str, sha: str) -> tuple[int | None, list[str], bool]:
     """(the seq of the signed backup-download record of `source` that wrote an archive with this sha256, or
     None; why other candidates did not count; whether any key is trusted for `source`'s records): the keys
@@ -374,7 +380,6 @@ def _recorded_restore(ctx: _Context, done: dict[str, Any], run: Callable[[], Any
 def _restore_from(directory: Path, stack: str, environment: str, backup_id: str, source: str, source_stack: str, allow_lower_tier: bool) -> None:
     """`restore --from`: the config's rule first, then both environments' rights, the source's list, on
     production a backup first; the copy and restore through the target; a record in both logs."""
-    from .backups import of_environment, restore_refusal
     from .environments import check_environment_name
 
     try:
@@ -382,14 +387,7 @@ def _restore_from(directory: Path, stack: str, environment: str, backup_id: str,
     except ValueError as e:
         raise UserError(f"--from {source!r}: {e}") from None
     ctx = _Context(directory, stack, environment, None)
-    if source_stack == stack and source not in ctx.names:
-        raise UserError(f"--from {source!r}: stack {stack!r} has no environment {source!r} (its environments: {', '.join(ctx.names)}): name the stack that deploys it with --from-stack")
-    src = _Context(directory, source_stack, source, None)
-    if src.deployment.config.app.name != ctx.deployment.config.app.name:
-        raise UserError(f"--from-stack {source_stack!r} deploys the app {src.deployment.config.app.name!r}, not {ctx.deployment.config.app.name!r}: a restore comes from another environment of the same app")
-    refused = restore_refusal(source, src.environment.role, ctx.environment, of_environment(ctx.environment), allow_lower_tier=allow_lower_tier)
-    if refused is not None:
-        raise UserError(refused)
+    src = _source(ctx, directory, source, source_stack, allow_lower_tier)
     # Both logs get a record: refuse now, not after the restore, if either cannot be signed.
     ctx.signer("restore")
     src.signer("backup-export")

@@ -50,3 +50,40 @@ def project(tmp_path: Path) -> ProjectDir:
 # tests/engine (the real engine against a local API server) runs only under `./dev test --engine`,
 # which sets MXINFRA_ENGINE_BIN to the toolchain `./dev engine` built.
 collect_ignore = [] if __import__("os").environ.get("MXINFRA_ENGINE_BIN") else ["engine"]
+
+
+# Real servers for the backup tests (each module that asks gets its own, started once).
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[Any]:
+    """One real PostgreSQL (Debian's, on loopback in a temporary directory) for a module's backup tests."""
+    from postgres import PostgresServer
+
+    server = PostgresServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 server on loopback; yields its endpoint URL."""
+    sys.path.insert(0, str(Path(__file__).parent / "governance"))
+    from servers import moto_server
+
+    with moto_server(tmp_path_factory.mktemp("moto")) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="module")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Azurite's blob service on loopback; yields its blob endpoint (http://127.0.0.1:PORT/devstoreaccount1)."""
+    sys.path.insert(0, str(Path(__file__).parent / "governance"))
+    from servers import AZURITE_MISSING, azurite_binary, azurite_server
+
+    if azurite_binary() is None:
+        pytest.fail(AZURITE_MISSING, pytrace=False)
+    with azurite_server(tmp_path_factory.mktemp("azurite")) as conn:
+        yield next(p.split("=", 1)[1] for p in conn.split(";") if p.startswith("BlobEndpoint="))

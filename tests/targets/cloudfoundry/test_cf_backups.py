@@ -12,7 +12,6 @@ import json
 import os
 import sys
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from mxinfra_cloudfoundry.provider import ServiceInstanceProvider
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tests" / "governance"))
 
-from servers import AZURITE_ACCOUNT, AZURITE_KEY, AZURITE_MISSING, FAKE_AWS, azurite_binary, azurite_server, moto_server  # noqa: E402
+from servers import AZURITE_ACCOUNT, AZURITE_KEY, FAKE_AWS  # noqa: E402
 
 SCHEMA = """DROP SCHEMA public CASCADE; CREATE SCHEMA public;
 CREATE TABLE "mendixsystem$version" (versionnumber varchar(30), modelversion varchar(200));
@@ -45,21 +44,6 @@ FILES = {"a1/b2/7f3e-file": b"\x00\x01binary" * 300, "doc-2": "Zoë's document".
 DB_PASSWORD_MARK = PASSWORD  # the database's password: it must appear nowhere mxinfra writes
 BUCKET = "orders-files-bucket"
 SECRET_KEY = "Known-Store-Secret-5e1f"
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    server = PostgresServer.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with moto_server(tmp_path_factory.mktemp("moto")) as endpoint:
-        yield endpoint
 
 
 def _s3(endpoint: str) -> Any:
@@ -80,11 +64,11 @@ def _snapshot(pg: PostgresServer) -> str:
 
 
 @pytest.fixture
-def seeded(pg: PostgresServer, s3: str, monkeypatch: pytest.MonkeyPatch) -> str:
+def seeded(pg: PostgresServer, s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """The database and the bucket as an environment's app left them; pg_dump and pg_restore on PATH."""
     monkeypatch.setenv("PATH", f"{require_bin_dir()}:{os.environ['PATH']}")
     pg.psql(SCHEMA)
-    client = _s3(s3)
+    client = _s3(s3_server)
     existing = [b["Name"] for b in client.list_buckets().get("Buckets") or []]
     if BUCKET in existing:
         for o in client.list_objects_v2(Bucket=BUCKET).get("Contents") or []:
@@ -96,7 +80,7 @@ def seeded(pg: PostgresServer, s3: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return _snapshot(pg)
 
 
-def _deployed(capi: Any, project: Any, monkeypatch: pytest.MonkeyPatch, pg: PostgresServer, s3: str, role: str, stack: str, env: dict[str, Any] | None = None) -> str:
+def _deployed(capi: Any, project: Any, monkeypatch: pytest.MonkeyPatch, pg: PostgresServer, s3_server: str, role: str, stack: str, env: dict[str, Any] | None = None) -> str:
     """`pulumi up` of a one-environment stack: its service instances and its app (bound to them) made by the
     target's providers; the brokers' keys name the real database and bucket. The app's guid."""
     cfg = config(role, env=env)
@@ -107,7 +91,7 @@ def _deployed(capi: Any, project: Any, monkeypatch: pytest.MonkeyPatch, pg: Post
         name = f"orders-{role}-{kind}"
         services.append(ServiceInstanceProvider().create({**where, "name": name, "offering": offering, "plan": plan, "parameters": {}, "timeouts": {"job": 10}}).id)
     capi.credentials[f"orders-{role}-database"] = {"uri": pg.url + "?sslmode=disable", "hostname": "127.0.0.1"}
-    capi.credentials[f"orders-{role}-files"] = {"bucket": BUCKET, "access_key_id": FAKE_AWS["AWS_ACCESS_KEY_ID"], "secret_access_key": SECRET_KEY, "endpoint": s3, "region": "eu-central-1"}
+    capi.credentials[f"orders-{role}-files"] = {"bucket": BUCKET, "access_key_id": FAKE_AWS["AWS_ACCESS_KEY_ID"], "secret_access_key": SECRET_KEY, "endpoint": s3_server, "region": "eu-central-1"}
     return release(capi, cfg, monkeypatch, stack, f"orders-{role}", services)
 
 
@@ -131,8 +115,8 @@ def _calls(capi: Any, method: str, prefix: str) -> list[str]:
 # --- the round trip ------------------------------------------------------------------------------------
 
 
-def test_download_then_restore_brings_back_every_row_and_file(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
-    app = _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+def test_download_then_restore_brings_back_every_row_and_file(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    app = _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
     capi.requests.clear()
     out = tmp_path / "backups"
     rc, stdout, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))
@@ -158,7 +142,7 @@ def test_download_then_restore_brings_back_every_row_and_file(capi, project, to_
     pg.psql('UPDATE "orders$order" SET total = 0 WHERE id < 100; DELETE FROM "orders$order" WHERE id > 300; '
             'INSERT INTO "orders$order" VALUES (9999, \'NEW\', 1, now(), NULL); DELETE FROM "system$filedocument"; '
             "SELECT setval('\"orders$order_number_seq\"', 4000);")
-    store = _s3(s3)
+    store = _s3(s3_server)
     store.put_object(Bucket=BUCKET, Key="doc-2", Body=b"overwritten")
     store.put_object(Bucket=BUCKET, Key="new-since", Body=b"written after the backup")
     assert _snapshot(pg) != seeded
@@ -169,7 +153,7 @@ def test_download_then_restore_brings_back_every_row_and_file(capi, project, to_
     assert stdout == f"acceptance: restored {archive.name} of acceptance (sha256 {sha})\n"
     assert _snapshot(pg) == seeded  # every row and the sequence
     # the archive's files are back; one written since stays (copied back, never synced)
-    assert _objects(s3) == {**FILES, "new-since": b"written after the backup"}
+    assert _objects(s3_server) == {**FILES, "new-since": b"written after the backup"}
     # the app was stopped for the restore and started again
     assert _calls(capi, "POST", f"/v3/apps/{app}/actions/") == [f"/v3/apps/{app}/actions/stop", f"/v3/apps/{app}/actions/start"]
     assert capi.objects["apps"][app]["state"] == "STARTED" and capi.keys() == []
@@ -179,8 +163,8 @@ def test_download_then_restore_brings_back_every_row_and_file(capi, project, to_
     assert restore.changes == {"restore": {"archive": {"size": archive.stat().st_size, "sha256": sha, "downloadRecord": 1}, "from": "acceptance", "files": 3, "app": "stopped, then started"}}
 
 
-def test_a_production_restore_takes_a_backup_first_beside_the_archive(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
-    _deployed(capi, project, monkeypatch, pg, s3, "production", "cf-production")
+def test_a_production_restore_takes_a_backup_first_beside_the_archive(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    _deployed(capi, project, monkeypatch, pg, s3_server, "production", "cf-production")
     out = tmp_path / "backups"
     assert _cli(capsys, "backup", "download", "-s", "cf-production", "-e", "production", "-o", str(out), "-C", str(project.path))[0] == 0
     [archive] = out.iterdir()
@@ -210,8 +194,8 @@ def test_a_production_restore_takes_a_backup_first_beside_the_archive(capi, proj
 # --- refusals before anything changes ---------------------------------------------------------------------
 
 
-def test_production_restores_only_an_archive_mxinfra_downloaded_and_recorded(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
-    app = _deployed(capi, project, monkeypatch, pg, s3, "production", "cf-production")
+def test_production_restores_only_an_archive_mxinfra_downloaded_and_recorded(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    app = _deployed(capi, project, monkeypatch, pg, s3_server, "production", "cf-production")
     out = tmp_path / "backups"
     assert _cli(capsys, "backup", "download", "-s", "cf-production", "-e", "production", "-o", str(out), "-C", str(project.path))[0] == 0
     [archive] = out.iterdir()
@@ -236,10 +220,10 @@ def test_production_restores_only_an_archive_mxinfra_downloaded_and_recorded(cap
     assert capi.objects["apps"][app]["state"] == "STARTED" and list(forged.parent.iterdir()) == [forged]
 
 
-def test_a_lower_tiers_archive_into_production_is_refused_before_any_key(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
+def test_a_lower_tiers_archive_into_production_is_refused_before_any_key(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
     # acceptance in a space of its own (production's space is production's alone: the stack check says so)
     project.stack("cf-acceptance", stack_file(config("acceptance", cf={"space": "orders-acceptance"})))
-    _deployed(capi, project, monkeypatch, pg, s3, "production", "cf-production", env={"backups": {"restoreFrom": ["acceptance"], "allowLowerTiers": True}})
+    _deployed(capi, project, monkeypatch, pg, s3_server, "production", "cf-production", env={"backups": {"restoreFrom": ["acceptance"], "allowLowerTiers": True}})
     archive = tmp_path / "20261201T000000Z.tar.gz"
     archive.write_bytes(b"whatever acceptance held")
     capi.requests.clear()
@@ -255,8 +239,8 @@ def test_a_lower_tiers_archive_into_production_is_refused_before_any_key(capi, p
     assert capi.requests == []
 
 
-def test_an_archive_with_an_entry_outside_it_is_refused_before_the_app_stops(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
-    app = _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+def test_an_archive_with_an_entry_outside_it_is_refused_before_the_app_stops(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    app = _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
     evil = tmp_path / "20261201T000000Z.tar.gz"
     payload = tmp_path / "payload"
     payload.write_bytes(b"x")
@@ -271,8 +255,8 @@ def test_an_archive_with_an_entry_outside_it_is_refused_before_the_app_stops(cap
     assert _snapshot(pg) == seeded and _records(project, "acceptance") == []
 
 
-def test_a_dump_the_server_refuses_leaves_the_database_as_it_was_and_the_app_running(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
-    app = _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+def test_a_dump_the_server_refuses_leaves_the_database_as_it_was_and_the_app_running(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    app = _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
     bad = tmp_path / "20261201T000000Z.tar.gz"
     junk = tmp_path / "junk"
     junk.write_bytes(b"PGDMP but not really a dump")
@@ -281,14 +265,14 @@ def test_a_dump_the_server_refuses_leaves_the_database_as_it_was_and_the_app_run
     rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(bad), "--from", "acceptance", "--unrecorded", "-C", str(project.path))
     assert rc == 2 and "Traceback" not in err, err
     assert "error: pg_restore into orders-acceptance-database at 127.0.0.1:" in err and "; the database is as it was" in err
-    assert _snapshot(pg) == seeded and _objects(s3) == FILES
+    assert _snapshot(pg) == seeded and _objects(s3_server) == FILES
     assert capi.objects["apps"][app]["state"] == "STARTED" and capi.keys() == []
     assert _records(project, "acceptance") == []
     assert DB_PASSWORD_MARK not in err
 
 
-def test_an_identity_that_may_not_create_keys_is_told_which_role_it_needs(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
-    _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+def test_an_identity_that_may_not_create_keys_is_told_which_role_it_needs(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
     capi.refuse_keys = True
     rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(tmp_path / "b"), "-C", str(project.path))
     assert rc == 2 and "Traceback" not in err, err
@@ -297,8 +281,8 @@ def test_an_identity_that_may_not_create_keys_is_told_which_role_it_needs(capi, 
     assert list((tmp_path / "b").iterdir()) == [] and _records(project, "acceptance") == []
 
 
-def test_a_key_the_broker_would_not_delete_is_named_and_recorded(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
-    _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+def test_a_key_the_broker_would_not_delete_is_named_and_recorded(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
     capi.fail_key_deletes = 1
     rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(tmp_path / "b"), "-C", str(project.path))
     assert rc == 0, err
@@ -308,8 +292,8 @@ def test_a_key_the_broker_would_not_delete_is_named_and_recorded(capi, project, 
     assert _records(project, "acceptance")[-1].changes["backup"]["warnings"] == 1
 
 
-def test_files_that_cannot_go_back_are_reported_and_the_restore_recorded(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
-    _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+def test_files_that_cannot_go_back_are_reported_and_the_restore_recorded(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
     out = tmp_path / "b"
     assert _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))[0] == 0
     [archive] = out.iterdir()
@@ -324,8 +308,8 @@ def test_files_that_cannot_go_back_are_reported_and_the_restore_recorded(capi, p
     assert restore.action == "restore" and restore.changes["restore"]["files"] == "not restored"
 
 
-def test_list_and_create_say_what_cloud_foundry_offers_instead(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys):
-    _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+def test_list_and_create_say_what_cloud_foundry_offers_instead(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys):
+    _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
     for command in ("list", "create"):
         rc, _, err = _cli(capsys, "backup", command, "-s", "cf-acceptance", "-e", "acceptance", "-C", str(project.path))
         assert rc == 2 and "Traceback" not in err, err
@@ -335,8 +319,8 @@ def test_list_and_create_say_what_cloud_foundry_offers_instead(capi, project, to
     assert rc == 2 and "--id 20261201T000000Z: the cloudfoundry target keeps no backups to download by id: leave --id out to take one now" in err
 
 
-def test_the_tunnels_address_replaces_the_keys_host_and_port(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
-    _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+def test_the_tunnels_address_replaces_the_keys_host_and_port(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
     # the key names a host only the foundation reaches; the tunnel's local end is the real server
     capi.credentials["orders-acceptance-database"]["uri"] = pg.url.replace("127.0.0.1", "10.255.0.9").replace(f":{pg.port}/", ":5432/") + "?sslmode=disable"
     base = ["backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(tmp_path / "b"), "-C", str(project.path)]
@@ -349,7 +333,7 @@ def test_the_tunnels_address_replaces_the_keys_host_and_port(capi, project, to_d
 # --- between targets ---------------------------------------------------------------------------------------
 
 
-def test_an_archive_the_kubernetes_backup_job_wrote_restores_on_cloud_foundry(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
+def test_an_archive_the_kubernetes_backup_job_wrote_restores_on_cloud_foundry(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
     """The archive is one format on every target: the Kubernetes CronJob's script (run as it is, against the
     same database and a directory of the same files) writes one that `restore --archive` puts back here."""
     import subprocess
@@ -357,7 +341,7 @@ def test_an_archive_the_kubernetes_backup_job_wrote_restores_on_cloud_foundry(ca
     import mxinfra_kubernetes
 
     script = Path(mxinfra_kubernetes.__file__).parent / "scripts" / "backup.sh"
-    _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+    _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
     files = tmp_path / "files"
     for key, body in FILES.items():
         (files / key).parent.mkdir(parents=True, exist_ok=True)
@@ -369,7 +353,7 @@ def test_an_archive_the_kubernetes_backup_job_wrote_restores_on_cloud_foundry(ca
     assert done.returncode == 0, done.stderr
     archive = kept / "20261205T020000Z.tar.gz"
     pg.psql('DELETE FROM "orders$order"; UPDATE "system$filedocument" SET name = \'changed\'')
-    _s3(s3).delete_object(Bucket=BUCKET, Key="doc-2")
+    _s3(s3_server).delete_object(Bucket=BUCKET, Key="doc-2")
     base = ["backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(archive), "--from", "acceptance", "-C", str(project.path)]
     # no mxinfra download recorded it: nothing says it came from acceptance
     rc, _, err = _cli(capsys, *base)
@@ -377,7 +361,7 @@ def test_an_archive_the_kubernetes_backup_job_wrote_restores_on_cloud_foundry(ca
     assert "or give --unrecorded to restore it all the same (recorded as unrecorded)" in err
     rc, _, err = _cli(capsys, *base, "--unrecorded")
     assert rc == 0, err
-    assert _snapshot(pg) == seeded and _objects(s3) == FILES
+    assert _snapshot(pg) == seeded and _objects(s3_server) == FILES
     # restored below production as asked, said and recorded so
     sha = hashlib.sha256(archive.read_bytes()).hexdigest()
     assert f"warning: {archive.name} (sha256 {sha}) is in no signed backup-download record of acceptance's log: restored as an unrecorded archive" in err
@@ -387,8 +371,8 @@ def test_an_archive_the_kubernetes_backup_job_wrote_restores_on_cloud_foundry(ca
 # --- what must never be left behind --------------------------------------------------------------------------
 
 
-def test_a_failed_download_still_deletes_its_keys_and_names_the_one_it_could_not(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
-    _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+def test_a_failed_download_still_deletes_its_keys_and_names_the_one_it_could_not(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
     capi.credentials["orders-acceptance-database"]["uri"] = pg.url.replace(PASSWORD, "wrong-password") + "?sslmode=disable"
     capi.fail_key_deletes = 1
     out = tmp_path / "b"
@@ -400,8 +384,8 @@ def test_a_failed_download_still_deletes_its_keys_and_names_the_one_it_could_not
     assert list(out.iterdir()) == [] and _records(project, "acceptance") == [] and "wrong-password" not in err
 
 
-def test_a_key_whose_creation_job_failed_is_deleted_all_the_same(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
-    _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+def test_a_key_whose_creation_job_failed_is_deleted_all_the_same(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
     capi.fail_key_creates = 1
     rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(tmp_path / "b"), "-C", str(project.path))
     assert rc == 2 and "Traceback" not in err, err
@@ -409,8 +393,8 @@ def test_a_key_whose_creation_job_failed_is_deleted_all_the_same(capi, project, 
     assert capi.keys() == []  # the broker made it before its job failed: found by name and deleted
 
 
-def test_an_app_that_will_not_start_again_is_said_and_recorded_and_the_restore_stands(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
-    app = _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+def test_an_app_that_will_not_start_again_is_said_and_recorded_and_the_restore_stands(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    app = _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
     out = tmp_path / "b"
     assert _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))[0] == 0
     [archive] = out.iterdir()
@@ -424,22 +408,22 @@ def test_an_app_that_will_not_start_again_is_said_and_recorded_and_the_restore_s
     assert restore["app"] == "stopped, not started again" and restore["warnings"] == 1
 
 
-def test_objects_that_cannot_be_files_of_an_archive_are_named(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
-    _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
-    _s3(s3).put_object(Bucket=BUCKET, Key="doc-2/inside", Body=b"a file where doc-2 is one")
+def test_objects_that_cannot_be_files_of_an_archive_are_named(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
+    _s3(s3_server).put_object(Bucket=BUCKET, Key="doc-2/inside", Body=b"a file where doc-2 is one")
     out = tmp_path / "b"
     rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))
     assert rc == 2 and "Traceback" not in err, err
     assert f"the bucket {BUCKET}: object " in err and "and another object named like its folder cannot both be files of the archive" in err
     assert list(out.iterdir()) == [] and capi.keys() == []
-    _s3(s3).delete_object(Bucket=BUCKET, Key="doc-2/inside")
-    _s3(s3).put_object(Bucket=BUCKET, Key="x/../up", Body=b"")
+    _s3(s3_server).delete_object(Bucket=BUCKET, Key="doc-2/inside")
+    _s3(s3_server).put_object(Bucket=BUCKET, Key="x/../up", Body=b"")
     rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))
     assert rc == 2 and f"the bucket {BUCKET}: object 'x/../up' cannot be kept as a file of the archive (an empty, '.' or '..' path segment)" in err
 
 
-def test_the_archive_and_a_new_directory_for_it_are_the_owners_alone(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
-    _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+def test_the_archive_and_a_new_directory_for_it_are_the_owners_alone(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
     out = tmp_path / "new" / "backups"
     old = os.umask(0o022)
     try:
@@ -450,8 +434,8 @@ def test_the_archive_and_a_new_directory_for_it_are_the_owners_alone(capi, proje
     assert archive.stat().st_mode & 0o777 == 0o600 and out.stat().st_mode & 0o777 == 0o700
 
 
-def test_restore_by_id_on_cloud_foundry_says_to_restore_an_archive(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys):
-    _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+def test_restore_by_id_on_cloud_foundry_says_to_restore_an_archive(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys):
+    _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
     rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--id", "20261201T000000Z", "-C", str(project.path))
     assert rc == 2 and "Traceback" not in err, err
     assert "--id 20261201T000000Z: the cloudfoundry target keeps no backups to restore by id: restore a downloaded one with --archive FILE --from ENV" in err
@@ -460,22 +444,13 @@ def test_restore_by_id_on_cloud_foundry_says_to_restore_an_archive(capi, project
 # --- SAP BTP's Object Store on Azure -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Azurite's blob service on loopback; yields its blob endpoint."""
-    if azurite_binary() is None:
-        pytest.fail(AZURITE_MISSING, pytrace=False)
-    with azurite_server(tmp_path_factory.mktemp("azurite")) as conn:
-        yield next(part.split("=", 1)[1] for part in conn.split(";") if part.startswith("BlobEndpoint="))
-
-
-def test_files_in_an_azure_container_go_into_the_archive_and_back(capi, project, to_double, monkeypatch, pg, s3, seeded, azurite, capsys, tmp_path):
+def test_files_in_an_azure_container_go_into_the_archive_and_back(capi, project, to_double, monkeypatch, pg, s3_server, seeded, azurite, capsys, tmp_path):
     """An Azure object-store key (container_uri and a SAS token, as SAP BTP's Object Store on Azure gives)."""
     from datetime import datetime, timedelta, timezone
 
     from azure.storage.blob import ContainerClient, ContainerSasPermissions, generate_container_sas
 
-    _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+    _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
     container = ContainerClient(azurite, "mendix-files", credential={"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY})
     if not container.exists():
         container.create_container()
@@ -502,8 +477,8 @@ def test_files_in_an_azure_container_go_into_the_archive_and_back(capi, project,
     assert rc == 2 and "service key of orders-acceptance-files: an Azure object store without sas_token" in err
 
 
-def test_an_app_that_does_not_stop_in_time_is_started_again_and_nothing_restored(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
-    app = _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+def test_an_app_that_does_not_stop_in_time_is_started_again_and_nothing_restored(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    app = _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
     project.stack("cf-acceptance", stack_file(config("acceptance", cf={"timeouts": {"job": 10}})))
     out = tmp_path / "b"
     assert _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))[0] == 0
@@ -519,8 +494,8 @@ def test_an_app_that_does_not_stop_in_time_is_started_again_and_nothing_restored
     assert capi.keys() == [] and [r.action for r in _records(project, "acceptance")] == ["backup-download"]
 
 
-def test_files_not_restored_and_an_app_not_started_are_both_recorded(capi, project, to_double, monkeypatch, pg, s3, seeded, capsys, tmp_path):
-    _deployed(capi, project, monkeypatch, pg, s3, "acceptance", "cf-acceptance")
+def test_files_not_restored_and_an_app_not_started_are_both_recorded(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
     out = tmp_path / "b"
     assert _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))[0] == 0
     [archive] = out.iterdir()

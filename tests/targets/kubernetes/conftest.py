@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from postgres import PostgresServer
 
 
 @pytest.fixture(autouse=True)
@@ -28,13 +26,3 @@ def engine_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
         return stackfile.RawConfig(raw.values, frozenset({"mxinfra:environments", "mxinfra:kubernetes"}), raw.source)
 
     monkeypatch.setattr("mxinfra.plan.read_stack_config", read)
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    """One real PostgreSQL (Debian's, on loopback in a temporary directory) for a module's backup tests."""
-    server = PostgresServer.start()
-    try:
-        yield server
-    finally:
-        server.stop()

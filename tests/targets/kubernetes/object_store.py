@@ -16,9 +16,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tests" / "governance"))
 
-from servers import AZURITE_ACCOUNT, AZURITE_KEY, AZURITE_MISSING, FAKE_AWS, azurite_binary, azurite_server, moto_server  # noqa: E402
+from servers import AZURITE_ACCOUNT, AZURITE_KEY, FAKE_AWS  # noqa: E402
 
-__all__ = ["AZURITE_ACCOUNT", "AZURITE_KEY", "FAKE_AWS", "alpine_path", "rclone_binary", "s3_server", "azurite"]
+__all__ = ["AZURITE_ACCOUNT", "AZURITE_KEY", "FAKE_AWS", "alpine_path", "rclone_binary"]  # s3_server, azurite: tests/conftest.py
 
 
 def rclone_binary() -> Path | None:
@@ -50,19 +50,3 @@ def alpine_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     subprocess.run([str(busybox), "--install", "-s", str(bin_dir)], check=True)
     (bin_dir / "rclone").symlink_to(rclone)
     return str(bin_dir)
-
-
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """moto's S3 server on loopback; yields its endpoint URL."""
-    with moto_server(tmp_path_factory.mktemp("moto")) as endpoint:
-        yield endpoint
-
-
-@pytest.fixture(scope="module")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Azurite's blob service on loopback; yields its blob endpoint (http://127.0.0.1:PORT/devstoreaccount1)."""
-    if azurite_binary() is None:
-        pytest.fail(AZURITE_MISSING, pytrace=False)
-    with azurite_server(tmp_path_factory.mktemp("azurite")) as conn:
-        yield next(p.split("=", 1)[1] for p in conn.split(";") if p.startswith("BlobEndpoint="))

@@ -25,7 +25,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from object_store import alpine_path, s3_server  # noqa: F401  (fixtures)
+from object_store import alpine_path  # noqa: F401  (a fixture; s3_server: tests/conftest.py)
 from postgres import PostgresServer, require_bin_dir
 
 from mxinfra.cli import main

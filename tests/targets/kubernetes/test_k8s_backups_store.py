@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from object_store import AZURITE_ACCOUNT, AZURITE_KEY, alpine_path, azurite, s3_server  # noqa: F401  (fixtures)
+from object_store import AZURITE_ACCOUNT, AZURITE_KEY, alpine_path  # noqa: F401  (a fixture; s3_server and azurite: tests/conftest.py)
 from postgres import PostgresServer
 from test_k8s_backups_postgres import SCHEMA, _data, _run, _snapshot, _tree
 

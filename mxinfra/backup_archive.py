@@ -59,7 +59,7 @@ class _Members:
     """A write-only file that gzips what is written in blocks of BLOCK bytes, each its own gzip member,
     compressed on every core at once (zlib lets go of the GIL while it compresses) and written in order to
     `sink`. Members read as one stream (RFC 1952; gzip, GNU tar and Python's gzip module all do), which is
-    how the Kubernetes target's backup.sh uses both cores too. At most a block a worker (and one filling)
+    how the Kubernetes target's backup.sh uses both cores too. At most a block a worker and one more (and one filling)
     is held, and there are at most MAX_WORKERS: memory stays flat whatever the archive and the host."""
 
     BLOCK = 8 << 20
@@ -83,7 +83,7 @@ class _Members:
 
     def _submit(self, block: bytes) -> None:
         self.pending.append(self.pool.submit(_member, block))
-        while len(self.pending) > self.workers:
+        while len(self.pending) > self.workers + 1:
             self.sink.write(self.pending.pop(0).result())
 
     def close(self) -> None:

@@ -31,7 +31,9 @@ CAPABILITIES = declare_capabilities(
             "Cloud Foundry has no role that can push a package without reading the app's environment "
             "(GET /v3/apps/:guid/env is permitted to every space developer) or minting a service key with the "
             "database's credentials (POST /v3/service_credential_bindings, type key, is permitted to space "
-            "developers and supporters alike); the only narrower role, space_supporter, cannot upload packages",
+            "developers and supporters alike: with them a holder can also dump and overwrite the data, which is how "
+            "`mxinfra backup download` and `restore --archive` work here); the only narrower role, space_supporter, "
+            "cannot upload packages",
         ),
         PlatformLimit(
             Permission.DEPLOY,

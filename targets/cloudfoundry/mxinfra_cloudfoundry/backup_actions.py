@@ -119,7 +119,8 @@ def database_of(credentials: Mapping[str, Any], what: str, via: str | None) -> D
         raise UserError(f"{what}: the credentials name no PostgreSQL database (no postgres:// uri, and no {', '.join(missing)}): is it a PostgreSQL service?")
     if via is not None:
         host, _, port = via.rpartition(":")
-        fields.update(host=host, port=port)
+        # [::1]:63432, an IPv6 tunnel end: libpq takes the address without its brackets
+        fields.update(host=host[1:-1] if host.startswith("[") and host.endswith("]") else host, port=port)
     return Database(**fields)
 
 

@@ -505,3 +505,19 @@ def test_files_not_restored_and_an_app_not_started_are_both_recorded(capi, proje
     assert rc == 2 and "its files were not all copied back" in err and "start it (cf start orders-acceptance)" in err
     restore = _records(project, "acceptance")[-1].changes["restore"]
     assert restore["files"] == "not restored" and restore["app"] == "stopped, not started again"
+
+
+def test_the_keys_credentials_are_read_as_the_buildpack_reads_them():
+    from mxinfra.errors import UserError
+    from mxinfra_cloudfoundry.backup_actions import database_of
+
+    db = database_of({"uri": "postgres://u%40x:p%2Fw@db.internal:6432/orders?sslmode=verify-full"}, "key", None)
+    assert (db.host, db.port, db.user, db.password, db.name, db.sslmode) == ("db.internal", "6432", "u@x", "p/w", "orders", "verify-full")
+    # no uri: the separate fields (SAP's keys name them so); sslmode required unless the key says otherwise
+    db = database_of({"hostname": "h", "port": 5433, "username": "u", "password": "pw", "dbname": "d"}, "key", "[::1]:63432")
+    assert (db.host, db.port, db.user, db.name, db.sslmode) == ("::1", "63432", "u", "d", "require")
+    with pytest.raises(UserError) as e:
+        database_of({"uri": "postgres://u:s3cr/et@host:5432/d"}, "service key of x", None)
+    assert "s3cr" not in str(e.value) and "its uri is not a URI libpq reads" in str(e.value)
+    with pytest.raises(UserError, match="the credentials name no PostgreSQL database .*no host, user, password, name"):
+        database_of({"uri": "mysql://u:p@h/d"}, "service key of x", None)

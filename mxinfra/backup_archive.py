@@ -246,16 +246,29 @@ class _HashingReader:
         return True
 
 
+def check(archive: Path, sha256: str | None = None) -> int:
+    """Read the archive as `unpack` does, writing nothing: the same ArchiveErrors; the number of files."""
+    return _read(archive, None, sha256).files
+
+
 def unpack(archive: Path, into: Path, sha256: str | None = None) -> Unpacked:
     """Extract a backup archive's dump and files into the empty directory `into`. ArchiveError (naming the
     archive and the entry) for anything but a Mendix Cloud backup: a link, a device, a path outside the
     archive or outside db/db.backup and tree/, a member twice, no dump, a damaged or cut-off archive; and,
     with `sha256`, for bytes that are not those (hashed as they are read: the file checked earlier may have
     been replaced since)."""
-    dump = into / "db" / "db.backup"
-    tree = into / TREE
-    tree.mkdir(parents=True)
+    return _read(archive, into, sha256)
+
+
+def _read(archive: Path, into: Path | None, sha256: str | None) -> Unpacked:
+    """`unpack`, or with `into` None `check` (every member read and judged, nothing written)."""
+    base = into if into is not None else Path(".")
+    dump = base / "db" / "db.backup"
+    tree = base / TREE
+    if into is not None:
+        tree.mkdir(parents=True)
     seen: set[str] = set()
+    kinds: dict[str, bool] = {}  # path -> is a directory: a file and a directory never share a path
     files = 0
     try:
         # gzip's own reader, read to its end: it checks each member's CRC-32 and length, which tarfile's
@@ -266,8 +279,9 @@ def unpack(archive: Path, into: Path, sha256: str | None = None) -> Unpacked:
                 if name in seen:
                     raise ArchiveError(f"{archive}: entry {member.name!r} appears twice: a backup archive has each entry once")
                 seen.add(name)
+                _no_clash(archive, member, name, kinds)
                 try:
-                    files += _place(tar, member, name, dump, tree, archive)
+                    files += _place(tar, member, name, dump, tree, archive, write=into is not None)
                 except OSError as e:
                     if isinstance(e, gzip.BadGzipFile):
                         raise
@@ -288,22 +302,34 @@ def unpack(archive: Path, into: Path, sha256: str | None = None) -> Unpacked:
     return Unpacked(dump, tree, files)
 
 
-def _place(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, dump: Path, tree: Path, archive: Path) -> int:
-    """Write one member where it belongs; 1 for a file of the file store, else 0."""
+def _no_clash(archive: Path, member: tarfile.TarInfo, name: str, kinds: dict[str, bool]) -> None:
+    """Refuse an entry whose path, or a folder of it, is already the other kind (a file where a folder is)."""
+    parts = name.split("/")
+    for i in range(1, len(parts)):
+        folder = "/".join(parts[:i])
+        if kinds.setdefault(folder, True) is False:
+            raise ArchiveError(f"{archive}: entry {member.name!r} lies under {folder!r}, which the archive has as a file")
+    if kinds.setdefault(name, member.isdir()) is not member.isdir():
+        raise ArchiveError(f"{archive}: entry {member.name!r} is a {'directory' if member.isdir() else 'file'} where the archive has a {'file' if member.isdir() else 'directory'}")
+
+
+def _place(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, dump: Path, tree: Path, archive: Path, *, write: bool = True) -> int:
+    """Write one member where it belongs (only read it, without `write`); 1 for a file of the file store, else 0."""
     if name in ("db", TREE):
         if not member.isdir():
             raise ArchiveError(f"{archive}: entry {member.name!r} must be a directory")
         return 0
     if name == DUMP:
-        _extract(tar, member, dump, archive)
+        _extract(tar, member, dump if write else None, archive)
         return 0
     if not name.startswith(TREE + "/"):
         raise ArchiveError(f"{archive}: entry {member.name!r} is not part of a backup: expected only {DUMP} and tree/ (the files)")
     target = tree / name[len(TREE) + 1 :]
     if member.isdir():
-        target.mkdir(parents=True, exist_ok=True)
+        if write:
+            target.mkdir(parents=True, exist_ok=True)
         return 0
-    _extract(tar, member, target, archive)
+    _extract(tar, member, target if write else None, archive)
     return 1
 
 
@@ -321,12 +347,17 @@ def _member_name(archive: Path, member: tarfile.TarInfo) -> str:
     return "/".join(parts)
 
 
-def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, archive: Path) -> None:
-    """Copy one member's bytes to `target`, a MiB at a time."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path | None, archive: Path) -> None:
+    """Copy one member's bytes to `target` (None: read them only), a MiB at a time."""
     source = tar.extractfile(member)
     if source is None:
         raise ArchiveError(f"{archive}: entry {member.name!r} has no content")
+    if target is None:
+        with source:
+            while source.read(_CHUNK):
+                pass
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
     with source, open(target, "xb") as out:
         while chunk := source.read(_CHUNK):
             out.write(chunk)

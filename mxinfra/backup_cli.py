@@ -12,8 +12,9 @@ was checked of it, e.g. size and sha256). The Kubernetes target's is mxinfra_kub
 
 A target whose platform keeps no backups it can list (Cloud Foundry) takes them on demand instead:
 `download_now(out_dir, now, via) -> dict` (a backup taken now and written as `<id>.tar.gz` into `out_dir`:
-its id, size, sha256) for `download` without `--id`, and `restore_archive(path, now, via) -> dict` for
-`restore --archive` (a Mendix Cloud archive on this machine, from `download` on any target). `via` is
+its id, size, sha256) for `download` without `--id`. `restore_archive(path, now, via, sha256, before) ->
+dict` is `restore --archive` (a Mendix Cloud archive on this machine, from `download` on any target; the
+target checks it, then calls `before`, production's backup, before it changes anything). `via` is
 `--database-via`, the local end of a tunnel to the database.
 """
 
@@ -32,7 +33,7 @@ from .errors import UserError
 
 backup_app = typer.Typer(
     name="backup",
-    help="An environment's backups: list, create, download, restore (Kubernetes, AWS and Azure; download and restore --from on Kubernetes; download and restore --archive on Cloud Foundry).",
+    help="An environment's backups: list, create, download, restore (Kubernetes, AWS and Azure; download, restore --from and restore --archive on Kubernetes; download and restore --archive on Cloud Foundry).",
     no_args_is_help=True,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -234,7 +235,7 @@ def restore(
     source: Annotated[str | None, typer.Option("--from", help="Another environment of the app whose backup to restore here (listed in backups.restoreFrom); with --archive, the environment the archive was taken from")] = None,
     source_stack: Annotated[str | None, typer.Option("--from-stack", help="The stack that deploys --from's environment (default: --stack)")] = None,
     allow_lower_tier: Annotated[bool, typer.Option("--allow-lower-tier", help="Restore a lower tier's backup into production (also needs backups.allowLowerTiers)")] = False,
-    archive: Annotated[Path | None, typer.Option("--archive", help="Cloud Foundry: a backup archive on this machine (from `mxinfra backup download`) to restore, instead of --id")] = None,
+    archive: Annotated[Path | None, typer.Option("--archive", help="Kubernetes and Cloud Foundry: a backup archive on this machine (from `mxinfra backup download` on any target) to restore, instead of --id")] = None,
     unrecorded: Annotated[bool, typer.Option("--unrecorded", help="With --archive, below production: restore an archive no download record of --from names (e.g. from Mendix Cloud)")] = False,
     via: Via = None,
 ) -> None:
@@ -243,7 +244,7 @@ def restore(
     from .backups import parse_id
 
     if (backup_id is None) == (archive is None):
-        raise UserError("name the backup to restore: --id ID (from `mxinfra backup list`) or, on Cloud Foundry, --archive FILE (from `mxinfra backup download`)")
+        raise UserError("name the backup to restore: --id ID (from `mxinfra backup list`) or --archive FILE (from `mxinfra backup download`)")
     if backup_id is not None and parse_id(backup_id + ".tar.gz") is None:
         raise UserError(f"--id {backup_id!r}: a backup id is its UTC start time, YYYYmmddTHHMMSSZ (see `mxinfra backup list`)")
     if source_stack is not None and source is None:
@@ -295,7 +296,7 @@ def _restore_archive(directory: Path, stack: str, environment: str, archive: Pat
     src = _source(ctx, directory, source, source_stack, allow_lower_tier) if source != environment or source_stack != stack else ctx
     ctx.signer("restore")
     ctx.connect("restore")
-    _supports(ctx, "restore --archive", "restore_archive", "download_now")
+    _supports(ctx, "restore --archive", "restore_archive")
     size, sha = sha256_of(archive)
     downloaded, refused, trusted = _download_record(ctx, src, source, sha)
     if downloaded is None and (ctx.environment.is_production or not unrecorded):
@@ -314,8 +315,14 @@ def _restore_archive(directory: Path, stack: str, environment: str, archive: Pat
     taken: dict[str, Any] = {}
 
     def backup_first() -> None:
-        # on production, once the archive is unpacked and checked: what the restore replaces, kept beside it
+        # on production, once the archive is checked: what the restore replaces, kept where the target keeps
+        # backups, or (a target that keeps none: Cloud Foundry) written beside the archive
         if not ctx.environment.is_production:
+            return
+        if not callable(getattr(ctx.actions, "download_now", None)):
+            taken["id"] = ctx.actions.create(_now())
+            ctx.record("backup", {"backup": {"id": taken["id"], "trigger": "before restore"}})
+            sys.stdout.write(f"{environment}: backup {taken['id']} taken first\n")
             return
         got = ctx.actions.download_now(archive.resolve().parent, _now(), via)
         taken.update(got)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mxinfra.backup_archive import ArchiveError, pack, unpack
+from mxinfra.backup_archive import ArchiveError, check, pack, unpack
 from mxinfra.errors import UserError
 
 
@@ -88,6 +88,7 @@ def _archive(path: Path, *members: tuple[str, bytes | str | None]) -> Path:
         ((("db/db.backup", b"x"), ("etc/passwd", b"x")), "entry 'etc/passwd' is not part of a backup: expected only db/db.backup and tree/ (the files)"),
         ((("tree/a", b"x"),), "no db/db.backup in the archive: a backup archive holds the database dump there"),
         ((("db/db.backup", b"x"), ("tree", b"not a directory")), "entry 'tree' must be a directory"),
+        ((("db/db.backup", b"x"), ("tree/a", b"1"), ("tree/a/b", b"2")), "entry 'tree/a/b' lies under 'tree/a', which the archive has as a file"),
     ],
 )
 def test_an_archive_that_is_not_a_backup_is_refused_naming_the_entry(tmp_path, members, message):
@@ -95,6 +96,9 @@ def test_an_archive_that_is_not_a_backup_is_refused_naming_the_entry(tmp_path, m
     with pytest.raises(ArchiveError) as e:
         unpack(archive, tmp_path / "out")
     assert str(e.value).startswith(f"{archive}: ") and message in str(e.value)
+    with pytest.raises(ArchiveError) as e:  # the same judgement when nothing is written
+        check(archive)
+    assert message in str(e.value)
     assert not (tmp_path / "etc").exists() and not (tmp_path / "escaped").exists()
 
 

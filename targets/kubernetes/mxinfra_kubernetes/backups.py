@@ -29,13 +29,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mxinfra.artifacts import parse_image
-from mxinfra.backups import ID_FORMAT, Backups, FilesNotRestored, of_environment, retention_env
+from mxinfra.backups import ID_FORMAT, Backups, FilesNotRestored, of_environment, parse_id, retention_env
 from mxinfra.environments import Environment
 from mxinfra.errors import UserError
 from mxinfra.naming import Naming
@@ -592,6 +593,62 @@ class ClusterActions:
         self._wait_restore(restore_job, backup)
         return source._announced(export_job, f"export: sent {backup} (") or {}
 
+    def restore_archive(self, archive: Path, now: datetime, via: str | None = None, sha256: str | None = None, before: Callable[[], None] | None = None) -> dict[str, Any]:
+        """Restore an archive from this machine (any target's download, a Mendix Cloud backup): checked here
+        first (mxinfra.backup_archive.check: only the dump and plain files, gzip's CRC, the sha256), then
+        `before` (production's backup), then the restore Job listens for one HTTP PUT and the archive is sent
+        to it through the API server's pod proxy; the Job checks size and sha256 again and restores it."""
+        from mxinfra.backup_archive import check, sha256_of
+
+        if via is not None:
+            raise UserError("--database-via: the restore Job reaches the database itself: leave it out")
+        if self._denied("update", "pods", "proxy"):
+            raise UserError(
+                f"your identity may not update pods/proxy in {self.where}: an archive from this machine reaches the restore Job through the API "
+                "server's pod proxy (a PUT); run this as the platform or release identity (the backups permission has GET only)"
+            )
+        size, digest = sha256_of(archive)
+        if sha256 is not None and digest != sha256:
+            raise UserError(f"{archive}: its bytes changed since they were checked (sha256 {digest}, not {sha256}): nothing was restored")
+        check(archive, digest)
+        if before is not None:
+            before()
+        stamp = now.astimezone(timezone.utc).strftime(ID_FORMAT)
+        # the id the Job keeps the copy under: the archive's own when it is one (a download), else now
+        backup = archive.name[: -len(".tar.gz")] if parse_id(archive.name) is not None else stamp
+        token = secrets.token_hex(24)
+        receive = {"BACKUP_ID": backup, "BACKUP_SOURCE": "upload", "BACKUP_PORT": str(TRANSFER_PORT), "BACKUP_TOKEN": token, "BACKUP_RECEIVE": "http"}
+        job = self._start("restore", self._job("restore", receive, stamp))
+        self._pod_ip(job, "restore")
+        pod = self._pod(job)["metadata"]["name"]
+        try:
+            self._send(f"/api/v1/namespaces/{self.lay.namespace}/pods/{pod}:{TRANSFER_PORT}/proxy/{token}/{digest}/{backup}.tar.gz", archive, size, job)
+        except UserError:
+            with contextlib.suppress(UserError):  # the receiver would wait out BACKUP_WAIT for nothing
+                _request(self.access, "DELETE", f"/apis/batch/v1/namespaces/{self.lay.namespace}/jobs/{job}?propagationPolicy=Background")
+            raise
+        self._wait_restore(job, backup)
+        return {}
+
+    def _denied(self, verb: str, resource: str, sub: str) -> bool:
+        """Whether the cluster says the caller may not `verb` `resource`/`sub` in the namespace."""
+        attrs = {"namespace": self.lay.namespace, "verb": verb, "group": "", "resource": resource, "subresource": sub}
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "spec": {"resourceAttributes": attrs}}
+        answer = _request(self.access, "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", review)
+        return not (answer.get("status") or {}).get("allowed")
+
+    def _send(self, path: str, archive: Path, size: int, job: str) -> None:
+        """PUT the archive to `path` a MiB at a time; retried while the pod's server starts."""
+        deadline = time.monotonic() + 120.0
+        while True:
+            try:
+                _upload(self.access, path, archive, size)
+                return
+            except _NotYet as e:
+                if time.monotonic() > deadline:
+                    raise UserError(f"the restore Job {job} in {self.where} did not take the archive: {e} (kubectl -n {self.lay.namespace} logs job/{job})") from None
+                time.sleep(min(self.poll, 1.0))
+
     def download(self, backup: str, out: Path, now: datetime) -> dict[str, Any]:
         """Copy archive `backup` to the file `out`: an export Job serves it once, read through the API
         server's pod proxy a MiB at a time (flat memory) into `out`'s directory, checked against the size
@@ -834,6 +891,23 @@ def _stream(access: Any, path: str, part: Path) -> dict[str, Any]:
     except (urllib.error.URLError, OSError) as e:
         raise UserError(f"the download stopped ({access.where}: {getattr(e, 'reason', None) or e})") from None
     return {"size": size, "sha256": digest.hexdigest()}
+
+
+def _upload(access: Any, path: str, archive: Path, size: int) -> None:
+    """PUT the file `archive` to `path` as the caller, streamed (http.client sends a file a block at a time)."""
+    headers = {"Content-Type": "application/gzip", "Content-Length": str(size), **access.headers}
+    try:
+        with archive.open("rb") as f:
+            request = urllib.request.Request(access.server.rstrip("/") + path, data=f, method="PUT", headers=headers)
+            with urllib.request.urlopen(request, context=access.tls, timeout=600) as response:
+                response.read()
+    except urllib.error.HTTPError as e:
+        if e.code in (502, 503, 404):  # the proxy answers these while the server in the pod is not listening yet
+            raise _NotYet(f"HTTP {e.code}") from None
+        said = e.read()[:200].decode(errors="replace").strip()
+        raise UserError(f"PUT {path.split('/proxy/')[0]}/proxy/... answered HTTP {e.code} ({access.where}){': ' + said if said else ''}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise UserError(f"the upload stopped ({access.where}: {getattr(e, 'reason', None) or e})") from None
 
 
 def _request(access: Any, method: str, path: str, body: Any = None, *, raw: bool = False) -> Any:

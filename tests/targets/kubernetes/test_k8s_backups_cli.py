@@ -223,6 +223,38 @@ def _serve(cluster: Cluster) -> tuple[ThreadingHTTPServer, str]:
         def do_POST(self) -> None:  # noqa: N802
             self._answer("POST")
 
+        def do_PUT(self) -> None:  # noqa: N802
+            """The pod proxy for a PUT: the body passed to the pod a chunk at a time, its answer back."""
+            m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/:]+):(\d+)/proxy/(.*)", self.path)
+            assert m and self.headers.get("Authorization") == f"Bearer {TOKEN}"
+            cluster.requests.append(("PUT", f"proxy {m.group(2)}:{m.group(3)}"))
+            length = int(self.headers["Content-Length"])
+            try:
+                upstream = socket.create_connection((cluster.pods[m.group(2)]["status"]["podIP"], int(m.group(3))), timeout=30)
+            except OSError:
+                self.rfile.read(length)
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            with upstream:
+                upstream.sendall(f"PUT /{m.group(4)} HTTP/1.1\r\nHost: pod\r\nContent-Length: {length}\r\n\r\n".encode())
+                left = length
+                while left:
+                    chunk = self.rfile.read(min(left, 1 << 16))
+                    if cluster.corrupt:
+                        chunk, cluster.corrupt = bytes([chunk[0] ^ 1]) + chunk[1:], False
+                    upstream.sendall(chunk)
+                    left -= len(chunk)
+                answer = b""
+                while data := upstream.recv(1 << 16):
+                    answer += data
+            head, _, body = answer.partition(b"\r\n\r\n")
+            self.send_response(int(head.split()[1]))
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
         def do_DELETE(self) -> None:  # noqa: N802
             self._answer("DELETE")
 
@@ -776,6 +808,82 @@ def test_a_download_that_arrives_changed_is_not_kept_nor_recorded(cluster, pg, p
     assert rc == 2 and "not kept" in err and "Traceback" not in err
     assert list((tmp_path / "d").iterdir()) == []
     assert [r.action for r in _records(project, stack, "test")] == ["backup"]
+
+
+# --- restore --archive: an archive from this machine into the cluster through the pod proxy ---------------
+
+
+@pytest.mark.parametrize("cluster", ["test", "test+s3"], indirect=True)
+def test_a_downloaded_archive_restores_through_the_pod_proxy(cluster, pg, project, capsys, tmp_path, monkeypatch):
+    c, stack = cluster
+    monkeypatch.setattr("mxinfra_kubernetes.backups.TRANSFER_PORT", _free_port())
+    pg.psql(SEED)
+    seeded = _rows(pg)
+    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "test", "-C", str(project.path))
+    assert rc == 0, err
+    (backup_id,) = re.findall(r"backup (\d{8}T\d{6}Z) taken", out)
+    rc, _, err = _cli(capsys, "backup", "download", "-s", stack, "-e", "test", "--id", backup_id, "-o", str(tmp_path / "d"), "-C", str(project.path))
+    assert rc == 0, err
+    archive = tmp_path / "d" / f"{backup_id}.tar.gz"
+    pg.psql('DELETE FROM "orders$order" WHERE id > 10')
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--archive", str(archive), "--from", "test", "-C", str(project.path))
+    assert rc == 0, (err, c.logs)
+    assert _rows(pg) == seeded
+    job = c.created[-1]
+    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["BACKUP_RECEIVE"] == "http" and env["BACKUP_SOURCE"] == "upload" and env["BACKUP_ID"] == backup_id
+    assert ("PUT", f"proxy {job['metadata']['name']}:{env['BACKUP_PORT']}") in c.requests
+    assert f"restore: received {backup_id} from this machine ({archive.stat().st_size} bytes, sha256 {hashlib.sha256(archive.read_bytes()).hexdigest()})" in c.logs[job["metadata"]["name"]]
+    recs = _records(project, stack, "test")
+    assert [r.action for r in recs] == ["backup", "backup-download", "restore"]
+    assert recs[-1].changes["restore"]["archive"]["downloadRecord"] == recs[1].seq
+
+
+@pytest.mark.parametrize("cluster", ["test"], indirect=True)
+def test_an_archive_of_another_target_restores_and_one_changed_on_the_way_does_not(cluster, pg, project, capsys, tmp_path, monkeypatch):
+    """A Mendix Cloud archive written elsewhere (here by the core's pack, as Cloud Foundry's download writes
+    it), restored below production with --unrecorded; one whose bytes change on the way is refused by the Job."""
+    from mxinfra.backup_archive import pack
+
+    c, stack = cluster
+    monkeypatch.setattr("mxinfra_kubernetes.backups.TRANSFER_PORT", _free_port())
+    pg.psql(SEED)
+    seeded = _rows(pg)
+    work = tmp_path / "w"
+    (work / "tree" / "a1").mkdir(parents=True)
+    (work / "tree" / "a1" / "doc").write_bytes(b"a file of the other target")
+    subprocess.run([str(require_bin_dir() / "pg_dump"), "--format=custom", f"--file={work / 'dump'}", f"--dbname={pg.url}"], check=True)
+    archive = tmp_path / "cf" / "20261201T020000Z.tar.gz"
+    archive.parent.mkdir()
+    pack(work / "dump", work / "tree", archive)
+    pg.psql('DELETE FROM "orders$order"')
+    base = ["backup", "restore", "-s", stack, "-e", "test", "--archive", str(archive), "--from", "test", "-C", str(project.path)]
+    rc, _, err = _cli(capsys, *base)
+    assert rc == 2 and "so nothing says it came from test" in err and c.created == []
+    c.corrupt = True
+    rc, _, err = _cli(capsys, *base, "--unrecorded")
+    assert rc == 2 and "Traceback" not in err and "PUT /api/v1/namespaces/orders-test/pods/" in err and "answered HTTP 400" in err
+    assert _rows(pg) == "" and [r.action for r in _records(project, stack, "test")] == []
+    rc, _, err = _cli(capsys, *base, "--unrecorded")
+    assert rc == 0, (err, c.logs)
+    assert _rows(pg) == seeded and (c.root / "pvc" / "orders-test-files" / "a1" / "doc").read_bytes() == b"a file of the other target"
+    assert _records(project, stack, "test")[-1].changes["restore"]["archive"]["unrecorded"] is True
+
+
+@pytest.mark.parametrize("cluster", ["test"], indirect=True)
+def test_an_archive_from_this_machine_needs_put_through_the_proxy(cluster, pg, project, capsys, tmp_path):
+    from mxinfra.backup_archive import pack
+
+    c, stack = cluster
+    work = tmp_path / "w"
+    (work / "tree").mkdir(parents=True)
+    (work / "dump").write_bytes(b"PGDMP")
+    archive = tmp_path / "20261201T020000Z.tar.gz"
+    pack(work / "dump", work / "tree", archive)
+    c.denied.add(("orders-test", "update"))
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--archive", str(archive), "--from", "test", "--unrecorded", "-C", str(project.path))
+    assert rc == 2 and "your identity may not update pods/proxy in namespace orders-test" in err and "run this as the platform or release identity" in err
+    assert c.created == []
 
 
 @pytest.mark.parametrize("cluster", ["production"], indirect=True)

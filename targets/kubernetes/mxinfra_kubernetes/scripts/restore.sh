@@ -13,6 +13,9 @@
 #   BACKUP_PORT    the port to receive on (with BACKUP_SOURCE)
 #   BACKUP_TOKEN   the one-time token the export Job presents (with BACKUP_SOURCE)
 #   BACKUP_WAIT    seconds to wait for the archive to arrive (optional; default 900)
+#   BACKUP_RECEIVE `http` (with BACKUP_SOURCE): receive the archive as one HTTP PUT at
+#                  /<BACKUP_TOKEN>/<sha256>/<id>.tar.gz instead, from `mxinfra backup restore --archive`
+#                  through the API server's pod proxy (an archive from this machine: any target's download)
 set -eu
 umask 077
 : "${DATABASE_URL:?restore: DATABASE_URL is not set}"
@@ -32,6 +35,47 @@ if [ -n "${BACKUP_SOURCE:-}" ]; then
   copies="$BACKUP_DIR/from-$BACKUP_SOURCE"
   rm -rf "$copies"
   mkdir -p "$copies"
+  if [ "${BACKUP_RECEIVE:-}" = http ]; then
+  # One PUT with the token, the archive's sha256 and id in its path and a Content-Length (no chunks) is
+  # taken; its bytes copied a MiB at a time, then size and sha256 checked before the caller is told 200.
+  perl -MIO::Socket::INET -e '
+    my ($port, $token, $id, $out, $wait) = @ARGV;
+    $| = 1;
+    $SIG{ALRM} = sub { die "restore: no archive arrived on port $port within ${wait}s\n" };
+    alarm $wait;
+    my $srv = IO::Socket::INET->new(LocalAddr => "0.0.0.0", LocalPort => $port, Proto => "tcp", Listen => 4, ReuseAddr => 1)
+      or die "restore: cannot listen on port $port: $!\n";
+    print "restore: waiting for $id on port $port (HTTP)\n";
+    sub answer { my ($c, $code, $text) = @_; print $c "HTTP/1.1 $code\r\nContent-Type: text/plain\r\nContent-Length: " . length($text) . "\r\nConnection: close\r\n\r\n$text"; close $c }
+    while (my $c = $srv->accept) {
+      binmode $c;
+      my ($head, $ch) = ("", "");
+      while (length $head < 8192 && $head !~ /\r?\n\r?\n\z/ && sysread($c, $ch, 1)) { $head .= $ch }
+      my ($method, $target) = $head =~ m{\A(\S+) (\S+) HTTP/1\.[01]\r?\n};
+      my ($size) = $head =~ m{^Content-Length:\s*(\d+)\s*$}mi;
+      my ($sha) = ($target // "") =~ m{\A/\Q$token\E/([0-9a-f]{64})/\Q$id\E\.tar\.gz\z};
+      unless (($method // "") eq "PUT" && defined $sha) { answer($c, "404 Not Found", "not here\n"); next }
+      if (!defined $size || $head =~ m{^Transfer-Encoding:}mi) { answer($c, "411 Length Required", "a Content-Length is needed\n"); next }
+      open my $f, ">", "$out.incoming" or die "restore: $out.incoming: $!\n"; binmode $f;
+      my ($left, $buf) = ($size, "");
+      while ($left > 0) {
+        alarm $wait;
+        my $n = sysread $c, $buf, $left < 1048576 ? $left : 1048576;
+        die "restore: the archive stopped after " . ($size - $left) . " of $size bytes\n" unless $n;
+        print $f $buf or die "restore: $out.incoming: $!\n";
+        $left -= $n;
+      }
+      close $f or die "restore: $out.incoming: $!\n";
+      my ($got) = split / /, `sha256sum "$out.incoming"`;
+      if ($got ne $sha) { answer($c, "400 Bad Request", "sha256 $got\n"); die "restore: the archive arrived with sha256 $got, not $sha\n" }
+      rename "$out.incoming", $out or die "restore: $out: $!\n";
+      answer($c, "200 OK", "ok\n");
+      print "restore: received $id from this machine ($size bytes, sha256 $sha)\n";
+      exit 0;
+    }
+    die "restore: accept failed: $!\n";
+  ' "$BACKUP_PORT" "$BACKUP_TOKEN" "$id" "$copies/$id.tar.gz" "${BACKUP_WAIT:-900}"
+  else
   # perl-base is part of every Debian system (the postgres images are Debian-based). One connection with
   # the right token and id is taken (others are refused and waited past), its bytes copied a MiB at a
   # time (flat memory), then size and sha256 checked before the sender is told "ok".
@@ -71,6 +115,7 @@ if [ -n "${BACKUP_SOURCE:-}" ]; then
     }
     die "restore: accept failed: $!\n";
   ' "$BACKUP_PORT" "$BACKUP_TOKEN" "$id" "$copies/$id.tar.gz" "${BACKUP_WAIT:-900}"
+  fi
   archive="$copies/$id.tar.gz"
 fi
 [ -f "$archive" ] || { echo "restore: no backup $id in $BACKUP_DIR" >&2; exit 2; }

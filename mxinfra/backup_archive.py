@@ -17,7 +17,7 @@ import os
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -246,9 +246,10 @@ class _HashingReader:
         return True
 
 
-def check(archive: Path, sha256: str | None = None) -> int:
-    """Read the archive as `unpack` does, writing nothing: the same ArchiveErrors; the number of files."""
-    return _read(archive, None, sha256).files
+def check(archive: Path, sha256: str | None = None, file_name: Callable[[str], str | None] | None = None) -> int:
+    """Read the archive as `unpack` does, writing nothing: the same ArchiveErrors, and one for a file of
+    tree/ for which `file_name(path)` says why it cannot be restored; the number of files."""
+    return _read(archive, None, sha256, file_name).files
 
 
 def unpack(archive: Path, into: Path, sha256: str | None = None) -> Unpacked:
@@ -260,7 +261,7 @@ def unpack(archive: Path, into: Path, sha256: str | None = None) -> Unpacked:
     return _read(archive, into, sha256)
 
 
-def _read(archive: Path, into: Path | None, sha256: str | None) -> Unpacked:
+def _read(archive: Path, into: Path | None, sha256: str | None, file_name: Callable[[str], str | None] | None = None) -> Unpacked:
     """`unpack`, or with `into` None `check` (every member read and judged, nothing written)."""
     base = into if into is not None else Path(".")
     dump = base / "db" / "db.backup"
@@ -280,14 +281,19 @@ def _read(archive: Path, into: Path | None, sha256: str | None) -> Unpacked:
                     raise ArchiveError(f"{archive}: entry {member.name!r} appears twice: a backup archive has each entry once")
                 seen.add(name)
                 _no_clash(archive, member, name, kinds)
+                if file_name is not None and member.isfile() and name.startswith(TREE + "/") and (why := file_name(name[len(TREE) + 1 :])) is not None:
+                    raise ArchiveError(f"{archive}: entry {member.name!r}: {why}")
                 try:
                     files += _place(tar, member, name, dump, tree, archive, write=into is not None)
                 except OSError as e:
                     if isinstance(e, gzip.BadGzipFile):
                         raise
                     raise ArchiveError(f"{archive}: entry {member.name!r} cannot be written to {into} ({e.strerror or e})") from None
-            while gz.read(_CHUNK):
-                pass  # past the tar's end marker: the rest of the gzip stream, and its checksums
+            while rest := gz.read(_CHUNK):
+                # past the tar's end marker: only its padding (a reader that starts elsewhere, e.g. at a
+                # member the archive's trailer names, must find nothing this reader did not judge)
+                if rest.strip(b"\0"):
+                    raise ArchiveError(f"{archive}: data after the tar's end: a backup archive ends with its end marker (and zeros)")
             while hashed.read(_CHUNK):
                 pass  # (gzip stops at its last member; nothing may follow unhashed)
             got = hashed.hash.hexdigest()
@@ -341,6 +347,10 @@ def _member_name(archive: Path, member: tarfile.TarInfo) -> str:
     parts = [p for p in path.parts if p not in ("", ".")]
     if path.is_absolute() or ".." in parts or not parts:
         raise ArchiveError(f"{archive}: entry {raw!r} would be written outside the archive's directory: refused")
+    # Only names in their plain form: tar programs read `tree//x` or `./tree/x` otherwise than this reader
+    # (GNU tar keeps `//x` absolute after --strip-components), so what is judged here is what is extracted.
+    if raw.rstrip("/") != "/".join(parts) or (raw.endswith("/") and not member.isdir()):
+        raise ArchiveError(f"{archive}: entry {raw!r} is not a plain relative name (no '.', empty or trailing segments): expected e.g. tree/a/b")
     if not (member.isfile() or member.isdir()):
         kind = "a link" if member.issym() or member.islnk() else "a device or special file"
         raise ArchiveError(f"{archive}: entry {raw!r} is {kind}: a backup archive holds only regular files and directories")

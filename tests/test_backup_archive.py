@@ -84,7 +84,11 @@ def _archive(path: Path, *members: tuple[str, bytes | str | None]) -> Path:
         ((("db/db.backup", b"x"), ("tree/../../escaped", b"x")), "entry 'tree/../../escaped' would be written outside the archive's directory: refused"),
         ((("/etc/cron.d/x", b"x"),), "entry '/etc/cron.d/x' would be written outside the archive's directory: refused"),
         ((("db/db.backup", b"x"), ("tree/l", "symlink:/etc/passwd")), "entry 'tree/l' is a link: a backup archive holds only regular files and directories"),
-        ((("db/db.backup", b"x"), ("tree/a", b"1"), ("./tree/a", b"2")), "entry './tree/a' appears twice: a backup archive has each entry once"),
+        ((("db/db.backup", b"x"), ("tree/a", b"1"), ("tree/a", b"2")), "entry 'tree/a' appears twice: a backup archive has each entry once"),
+        # names other tar readers take otherwise (GNU tar keeps tree//x absolute after --strip-components)
+        ((("db/db.backup", b"x"), ("tree//tmp/victim", b"1")), "entry 'tree//tmp/victim' is not a plain relative name"),
+        ((("db/db.backup", b"x"), ("./tree/a", b"1")), "entry './tree/a' is not a plain relative name"),
+        ((("db/./db.backup", b"x"),), "entry 'db/./db.backup' is not a plain relative name"),
         ((("db/db.backup", b"x"), ("etc/passwd", b"x")), "entry 'etc/passwd' is not part of a backup: expected only db/db.backup and tree/ (the files)"),
         ((("tree/a", b"x"),), "no db/db.backup in the archive: a backup archive holds the database dump there"),
         ((("db/db.backup", b"x"), ("tree", b"not a directory")), "entry 'tree' must be a directory"),
@@ -182,3 +186,23 @@ def test_a_file_system_without_hard_links_still_gets_the_archive_and_never_over_
     written = pack(dump, tree, out)
     assert written.sha256 == hashlib.sha256(out.read_bytes()).hexdigest() and out.stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.tar.gz", "dump", "files"]
+
+
+def test_anything_after_the_tars_end_is_refused(tmp_path):
+    """A second tar hidden after the first's end marker: a reader starting there (restore.sh follows the
+    archive's trailer to where tree/ starts) would extract what this reader never judged."""
+    first = _archive(tmp_path / "first.tar.gz", ("db/db.backup", b"PGDMP"), ("tree/a", b"1"))
+    hidden = _archive(tmp_path / "hidden.tar.gz", ("tree/evil", "symlink:/proc/self/environ"))
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(first.read_bytes() + hidden.read_bytes())
+    with pytest.raises(ArchiveError, match=r"data after the tar's end: a backup archive ends with its end marker \(and zeros\)"):
+        check(archive)
+    # an empty gzip member after the end (backup.sh's trailer) and zero padding are fine
+    archive.write_bytes(first.read_bytes() + gzip.compress(b"") + gzip.compress(b"\0" * 4096))
+    assert check(archive) == 1
+
+
+def test_check_asks_the_caller_about_each_file(tmp_path):
+    archive = _archive(tmp_path / "a.tar.gz", ("db/db.backup", b"PGDMP"), ("tree/x.mx", b"1"), ("tree/y", b"2"))
+    with pytest.raises(ArchiveError, match=r"entry 'tree/y': lacks the store's suffix"):
+        check(archive, file_name=lambda name: None if name.endswith(".mx") else "lacks the store's suffix")

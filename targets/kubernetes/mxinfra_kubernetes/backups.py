@@ -25,6 +25,7 @@ import hashlib
 import json
 import re
 import secrets
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -607,10 +608,12 @@ class ClusterActions:
                 f"your identity may not update pods/proxy in {self.where}: an archive from this machine reaches the restore Job through the API "
                 "server's pod proxy (a PUT); run this as the platform or release identity (the backups permission has GET only)"
             )
-        size, digest = sha256_of(archive)
-        if sha256 is not None and digest != sha256:
-            raise UserError(f"{archive}: its bytes changed since they were checked (sha256 {digest}, not {sha256}): nothing was restored")
-        check(archive, digest)
+        size = archive.stat().st_size
+        digest = sha256 if sha256 is not None else sha256_of(archive)[1]
+        # the files must be ones the restore can put back: with a key suffix in the file store, push-files
+        # refuses others, and only after the database was replaced
+        suffix = next((e.get("value") for e in self._steps().get("push-files", {}).get("env", []) if e["name"] == "FILES_SUFFIX"), None)
+        check(archive, digest, (lambda name: None if name.endswith(suffix) else f"the file store keeps only files ending in {suffix!r} (its keySuffix)") if suffix else None)
         if before is not None:
             before()
         stamp = now.astimezone(timezone.utc).strftime(ID_FORMAT)
@@ -623,6 +626,10 @@ class ClusterActions:
         pod = self._pod(job)["metadata"]["name"]
         try:
             self._send(f"/api/v1/namespaces/{self.lay.namespace}/pods/{pod}:{TRANSFER_PORT}/proxy/{token}/{digest}/{backup}.tar.gz", archive, size, job)
+        except _Unanswered as e:
+            # the whole archive went; only its answer was lost: the Job may be restoring it, so it is followed,
+            # never deleted half-way (its log says whether it took the archive)
+            sys.stderr.write(f"warning: {e}: following the restore Job {job}\n")
         except UserError:
             with contextlib.suppress(UserError):  # the receiver would wait out BACKUP_WAIT for nothing
                 _request(self.access, "DELETE", f"/apis/batch/v1/namespaces/{self.lay.namespace}/jobs/{job}?propagationPolicy=Background")
@@ -893,21 +900,30 @@ def _stream(access: Any, path: str, part: Path) -> dict[str, Any]:
     return {"size": size, "sha256": digest.hexdigest()}
 
 
+class _Unanswered(UserError):
+    """The whole archive was sent, but no answer came back."""
+
+
 def _upload(access: Any, path: str, archive: Path, size: int) -> None:
     """PUT the file `archive` to `path` as the caller, streamed (http.client sends a file a block at a time)."""
     headers = {"Content-Type": "application/gzip", "Content-Length": str(size), **access.headers}
+    f = archive.open("rb")
     try:
-        with archive.open("rb") as f:
-            request = urllib.request.Request(access.server.rstrip("/") + path, data=f, method="PUT", headers=headers)
-            with urllib.request.urlopen(request, context=access.tls, timeout=600) as response:
-                response.read()
+        request = urllib.request.Request(access.server.rstrip("/") + path, data=f, method="PUT", headers=headers)
+        with urllib.request.urlopen(request, context=access.tls, timeout=600) as response:
+            response.read()
     except urllib.error.HTTPError as e:
         if e.code in (502, 503, 404):  # the proxy answers these while the server in the pod is not listening yet
             raise _NotYet(f"HTTP {e.code}") from None
         said = e.read()[:200].decode(errors="replace").strip()
         raise UserError(f"PUT {path.split('/proxy/')[0]}/proxy/... answered HTTP {e.code} ({access.where}){': ' + said if said else ''}") from None
     except (urllib.error.URLError, OSError) as e:
-        raise UserError(f"the upload stopped ({access.where}: {getattr(e, 'reason', None) or e})") from None
+        why = f"({access.where}: {getattr(e, 'reason', None) or e})"
+        if f.tell() >= size:
+            raise _Unanswered(f"the archive was sent but its answer did not come {why}") from None
+        raise UserError(f"the upload stopped after {f.tell()} of {size} bytes {why}") from None
+    finally:
+        f.close()
 
 
 def _request(access: Any, method: str, path: str, body: Any = None, *, raw: bool = False) -> Any:

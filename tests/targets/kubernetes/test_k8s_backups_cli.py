@@ -870,6 +870,61 @@ def test_an_archive_of_another_target_restores_and_one_changed_on_the_way_does_n
     assert _records(project, stack, "test")[-1].changes["restore"]["archive"]["unrecorded"] is True
 
 
+@pytest.mark.parametrize("cluster", ["production"], indirect=True)
+def test_production_restores_a_recorded_archive_after_a_backup_and_refuses_a_hostile_one_before(cluster, pg, project, capsys, tmp_path, monkeypatch):
+    import io
+    import tarfile
+
+    c, stack = cluster
+    monkeypatch.setattr("mxinfra_kubernetes.backups.TRANSFER_PORT", _free_port())
+    pg.psql(SEED)
+    seeded = _rows(pg)
+    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "production", "-C", str(project.path))
+    (backup_id,) = re.findall(r"backup (\d{8}T\d{6}Z) taken", out)
+    rc, _, err = _cli(capsys, "backup", "download", "-s", stack, "-e", "production", "--id", backup_id, "-o", str(tmp_path / "d"), "-C", str(project.path))
+    assert rc == 0, err
+    archive = tmp_path / "d" / f"{backup_id}.tar.gz"
+    # a hand-made archive whose name GNU tar would keep absolute: refused here, before any Job or backup
+    hostile = tmp_path / "h" / "20261201T020000Z.tar.gz"
+    hostile.parent.mkdir()
+    with tarfile.open(hostile, "w:gz") as t:
+        for name in ("db/db.backup", "tree//backups/20261101T000000Z.tar.gz"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            t.addfile(info, io.BytesIO(b"x"))
+    jobs = len(c.created)
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--archive", str(hostile), "--from", "production", "--unrecorded", "-C", str(project.path))
+    assert rc == 2 and "(production is restored only from an archive mxinfra downloaded and recorded)" in err and len(c.created) == jobs
+    import time as _time
+
+    _time.sleep(1.1)  # the backup taken first gets a second of its own
+    pg.psql('DELETE FROM "orders$order"')
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--archive", str(archive), "--from", "production", "-C", str(project.path))
+    assert rc == 0, (err, c.logs)
+    assert _rows(pg) == seeded
+    (before,) = set(re.findall(r"backup (\d{8}T\d{6}Z) taken first", out))
+    recs = _records(project, stack, "production")
+    assert [r.action for r in recs] == ["backup", "backup-download", "backup", "restore"]
+    assert recs[2].changes == {"backup": {"id": before, "trigger": "before restore"}} and recs[3].changes["restore"]["backupBefore"] == before
+
+
+@pytest.mark.parametrize("cluster", ["test"], indirect=True)
+def test_a_hand_made_archive_with_a_name_tar_reads_otherwise_never_reaches_a_job(cluster, pg, project, capsys, tmp_path):
+    import io
+    import tarfile
+
+    c, stack = cluster
+    hostile = tmp_path / "20261201T020000Z.tar.gz"
+    with tarfile.open(hostile, "w:gz") as t:
+        for name in ("db/db.backup", "tree//backups/20261101T000000Z.tar.gz"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            t.addfile(info, io.BytesIO(b"x"))
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--archive", str(hostile), "--from", "test", "--unrecorded", "-C", str(project.path))
+    assert rc == 2 and "Traceback" not in err and "entry 'tree//backups/20261101T000000Z.tar.gz' is not a plain relative name" in err
+    assert c.created == []
+
+
 @pytest.mark.parametrize("cluster", ["test"], indirect=True)
 def test_an_archive_from_this_machine_needs_put_through_the_proxy(cluster, pg, project, capsys, tmp_path):
     from mxinfra.backup_archive import pack

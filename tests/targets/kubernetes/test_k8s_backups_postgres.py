@@ -475,3 +475,44 @@ def test_a_signal_to_the_backup_stops_its_files_session_too(tmp_path: Path) -> N
     assert proc.returncode == 1 and "interrupted: no archive written" in err, err
     time.sleep(0.3)
     assert _running(b".incomplete-20261204T020000Z", b"tree-job") == [] and list(backups.iterdir()) == []
+
+
+def test_an_archive_put_over_http_survives_strangers_and_is_restored(pg: PostgresServer, tmp_path: Path) -> None:
+    """restore.sh's HTTP receiver (BACKUP_RECEIVE=http, `mxinfra backup restore --archive` through the pod
+    proxy): a connection reset before it says anything, a wrong path and a chunked PUT are answered (or
+    dropped) and waited past; the real PUT is checked and restored; read from the archive's start."""
+    pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA + _data(random.Random(9)))
+    source, files, dest = tmp_path / "src", tmp_path / "files", tmp_path / "dst"
+    for d in (source, files, dest):
+        d.mkdir()
+    (files / "doc").write_bytes(b"a document")
+    before = _snapshot(pg)
+    assert _run("backup.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(source), "FILES_DIR": str(files), "BACKUP_NOW": "20261204T020000Z"}).returncode == 0
+    archive = (source / "20261204T020000Z.tar.gz").read_bytes()
+    sha = hashlib.sha256(archive).hexdigest()
+    pg.psql('DELETE FROM "orders$order"')
+    (files / "doc").unlink()
+    port = _free_port()
+    receiver = _receiving({"DATABASE_URL": pg.url, "BACKUP_DIR": str(dest), "FILES_DIR": str(files), "BACKUP_ID": "20261204T020000Z", "BACKUP_SOURCE": "upload", "BACKUP_RECEIVE": "http", "BACKUP_PORT": str(port), "BACKUP_TOKEN": "s3cret", "BACKUP_WAIT": "60"})
+    assert _wait_port(port)
+
+    def put(head: bytes, body: bytes = b"") -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(head + body)
+            answer = b""
+            while data := s.recv(65536):
+                answer += data
+            return answer
+
+    reset = socket.create_connection(("127.0.0.1", port))
+    reset.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    reset.close()  # a reset with nothing said (a scan, an aborted dial): no answer can be written to it
+    assert put(f"PUT /guess/{sha}/20261204T020000Z.tar.gz HTTP/1.1\r\nContent-Length: 0\r\n\r\n".encode()).startswith(b"HTTP/1.1 404")
+    assert put(f"PUT /s3cret/{sha}/20261204T020000Z.tar.gz HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".encode()).startswith(b"HTTP/1.1 411")
+    answer = put(f"PUT /s3cret/{sha}/20261204T020000Z.tar.gz HTTP/1.1\r\nHost: pod\r\nContent-Length: {len(archive)}\r\n\r\n".encode(), archive)
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"ok\n")
+    out, err = receiver.communicate(timeout=120)
+    assert receiver.returncode == 0, err
+    assert f"received 20261204T020000Z from this machine ({len(archive)} bytes, sha256 {sha})" in out
+    assert _snapshot(pg) == before and (files / "doc").read_bytes() == b"a document"
+    assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*")) == ["uploaded", "uploaded/20261204T020000Z.tar.gz"]

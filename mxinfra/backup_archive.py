@@ -340,8 +340,8 @@ def _place(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, dump: Path,
 
 
 def _member_name(archive: Path, member: tarfile.TarInfo) -> str:
-    """The member's path, normalised (a leading ./ dropped); ArchiveError for one that is not a plain
-    file or directory inside the archive."""
+    """The member's path; ArchiveError for one that is not a plain file or directory under a plain name
+    inside the archive."""
     raw = member.name
     path = PurePosixPath(raw)
     parts = [p for p in path.parts if p not in ("", ".")]

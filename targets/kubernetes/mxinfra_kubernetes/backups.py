@@ -914,13 +914,14 @@ def _upload(access: Any, path: str, archive: Path, size: int) -> None:
             response.read()
     except urllib.error.HTTPError as e:
         if e.code in (502, 503, 404):  # the proxy answers these while the server in the pod is not listening yet
+            # (even after the whole body went: a proxy that could not reach the pod answers only then)
             raise _NotYet(f"HTTP {e.code}") from None
         said = e.read()[:200].decode(errors="replace").strip()
         raise UserError(f"PUT {path.split('/proxy/')[0]}/proxy/... answered HTTP {e.code} ({access.where}){': ' + said if said else ''}") from None
     except (urllib.error.URLError, OSError) as e:
         why = f"({access.where}: {getattr(e, 'reason', None) or e})"
         if f.tell() >= size:
-            raise _Unanswered(f"the archive was sent but its answer did not come {why}") from None
+            raise _Unanswered(f"the whole archive was handed to the connection, but no answer came {why}") from None
         raise UserError(f"the upload stopped after {f.tell()} of {size} bytes {why}") from None
     finally:
         f.close()

@@ -516,3 +516,49 @@ def test_an_archive_put_over_http_survives_strangers_and_is_restored(pg: Postgre
     assert f"received 20261204T020000Z from this machine ({len(archive)} bytes, sha256 {sha})" in out
     assert _snapshot(pg) == before and (files / "doc").read_bytes() == b"a document"
     assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*")) == ["uploaded", "uploaded/20261204T020000Z.tar.gz"]
+
+
+def _longname(name: str) -> bytes:
+    """A GNU long-name header and its data, as tar writes before a member whose name is long."""
+    info = tarfile.TarInfo("././@LongLink")
+    info.type, info.size = tarfile.GNUTYPE_LONGNAME, len(name) + 1
+    data = name.encode() + b"\0"
+    return info.tobuf(tarfile.GNU_FORMAT) + data + b"\0" * (-len(data) % 512)
+
+
+def test_an_uploaded_archive_is_judged_as_gnu_tar_reads_it_before_anything_is_restored(pg: PostgresServer, tmp_path: Path) -> None:
+    """Two long-name headers before one member: Python's tarfile (the caller's check) takes the first name,
+    GNU tar the last. The Job unpacks with GNU tar alone and judges what it wrote: a name outside db/ and
+    tree/ is refused, nothing is restored, nothing written outside its directory."""
+    pg.psql('DROP SCHEMA public CASCADE; CREATE SCHEMA public; CREATE TABLE "orders$order" (id bigint PRIMARY KEY); INSERT INTO "orders$order" VALUES (1), (2);')
+    files, dest = tmp_path / "files", tmp_path / "dst"
+    files.mkdir()
+    dest.mkdir()
+    (files / "kept").write_text("the store as it was")
+    dump = subprocess.run([str(require_bin_dir() / "pg_dump"), "--format=custom", f"--dbname={pg.url}"], capture_output=True, check=True).stdout
+    body = io.BytesIO()
+    with tarfile.open(fileobj=body, mode="w", format=tarfile.GNU_FORMAT) as t:
+        info = tarfile.TarInfo("db/db.backup")
+        info.size = len(dump)
+        t.addfile(info, io.BytesIO(dump))
+    raw = body.getvalue().rstrip(b"\0")
+    raw += b"\0" * (-len(raw) % 512)
+    payload = b"planted"
+    member = tarfile.TarInfo("tree/ok")
+    member.size = len(payload)
+    raw += _longname("tree/ok") + _longname(f"{tmp_path.name}-planted") + member.tobuf(tarfile.GNU_FORMAT) + payload + b"\0" * (-len(payload) % 512) + b"\0" * 1024
+    archive = gzip.compress(raw)
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as t:
+        assert t.getnames() == ["db/db.backup", "tree/ok"]  # what the caller's reader sees
+    sha = hashlib.sha256(archive).hexdigest()
+    pg.psql('DELETE FROM "orders$order" WHERE id = 2')
+    port = _free_port()
+    receiver = _receiving({"DATABASE_URL": pg.url, "BACKUP_DIR": str(dest), "FILES_DIR": str(files), "BACKUP_ID": "20261204T020000Z", "BACKUP_SOURCE": "upload", "BACKUP_RECEIVE": "http", "BACKUP_PORT": str(port), "BACKUP_TOKEN": "s3cret", "BACKUP_WAIT": "60"})
+    assert _wait_port(port)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(f"PUT /s3cret/{sha}/20261204T020000Z.tar.gz HTTP/1.1\r\nContent-Length: {len(archive)}\r\n\r\n".encode() + archive)
+        assert s.recv(100).startswith(b"HTTP/1.1 200")
+    _, err = receiver.communicate(timeout=120)
+    assert receiver.returncode != 0 and "is not a backup archive (only db/db.backup and plain files under tree/)" in err and "planted" in err
+    assert pg.psql('SELECT count(*) FROM "orders$order"').strip() == "1"  # not restored
+    assert sorted(p.name for p in files.iterdir()) == ["kept"] and not list(tmp_path.parent.glob(f"{tmp_path.name}-planted"))

@@ -146,10 +146,38 @@ fi
 # pipe's status is pg_restore's.
 files_pid=
 staging=
+from=
+dump=
 FILES_DIR=${FILES_DIR:-}
 FILES_DIR=${FILES_DIR%/}
-if [ -n "${FILES_DIR:-}" ]; then
+if [ "${BACKUP_RECEIVE:-}" = http ]; then
+  # An archive from outside the cluster (`mxinfra backup restore --archive`): the caller judged it with
+  # another tar reader, and tar readers can disagree on a crafted header. So GNU tar alone decides its
+  # names here, writing the whole of it into a directory of its own (beside the files: moving them in is
+  # a rename), and what it wrote is judged on disk before anything is restored: db/db.backup, plain files
+  # and directories under tree/, nothing else (no link, no device, no hard link, nothing beside them).
+  staging="${FILES_DIR:-$copies}/.mxinfra-upload-$id"
+  rm -rf "$staging"
+  mkdir "$staging"
+  if ! tar -xzf "$archive" -C "$staging" --no-same-owner --no-same-permissions; then
+    rm -rf "$staging"
+    echo "restore: $id could not be unpacked (see above): nothing was restored" >&2
+    exit 1
+  fi
+  odd=$(find "$staging" -mindepth 1 \( ! -type f ! -type d -o -type f -links +1 \) | head -n 3)
+  beside=$(find "$staging" -mindepth 1 -maxdepth 1 ! -name db ! -name tree | head -n 3)
+  [ ! -d "$staging/db" ] || beside="$beside$(find "$staging/db" -mindepth 1 ! -path "$staging/db/db.backup" | head -n 3)"
+  if [ -n "$odd$beside" ] || [ ! -f "$staging/db/db.backup" ] || { [ -e "$staging/tree" ] && [ ! -d "$staging/tree" ]; }; then
+    echo "restore: $id is not a backup archive (only db/db.backup and plain files under tree/): ${odd}${beside}: nothing was restored" >&2
+    rm -rf "$staging"
+    exit 1
+  fi
+  mkdir -p "$staging/tree"
+  dump="$staging/db/db.backup"
+  [ -z "$FILES_DIR" ] || from="$staging/tree"
+elif [ -n "${FILES_DIR:-}" ]; then
   staging="$FILES_DIR/.mxinfra-restore-$id"
+  from=$staging
   rm -rf "$staging"
   mkdir "$staging"
   # backup.sh's last gzip member says where tree/ starts (see there); an archive without it, or one whose
@@ -164,9 +192,6 @@ if [ -n "${FILES_DIR:-}" ]; then
       offset=${offset:-0} ;;
     *) offset=0 ;;
   esac
-  # an archive from the caller's machine was judged from its start (mxinfra.backup_archive.check), and a
-  # trailer pointing elsewhere could show tar what was never judged: read from the start
-  [ "${BACKUP_RECEIVE:-}" != http ] || offset=0
   # the offset is trusted only where a gzip member starts whose tar begins with tree/
   if [ "$offset" -gt 0 ] && [ "$offset" -lt "$size" ] && [ "$(tail -c +$((offset + 1)) "$archive" | { gzip -dc 2>/dev/null || true; } | head -c 4)" = tree ]; then
     # dd only moves the shared read position: tar reads the archive itself from there, and the job's
@@ -178,14 +203,18 @@ if [ -n "${FILES_DIR:-}" ]; then
   files_pid=$!
 fi
 db_ok=1
-tar -xzOf "$archive" --occurrence=1 db/db.backup \
-  | pg_restore --clean --if-exists --no-owner --no-privileges --single-transaction --exit-on-error --dbname="$DATABASE_URL" || db_ok=0
+if [ -n "$dump" ]; then
+  pg_restore --clean --if-exists --no-owner --no-privileges --single-transaction --exit-on-error --dbname="$DATABASE_URL" "$dump" || db_ok=0
+else
+  tar -xzOf "$archive" --occurrence=1 db/db.backup \
+    | pg_restore --clean --if-exists --no-owner --no-privileges --single-transaction --exit-on-error --dbname="$DATABASE_URL" || db_ok=0
+fi
 files_ok=1
 if [ -n "$files_pid" ]; then wait "$files_pid" || files_ok=0; fi
-if [ "$db_ok" = 1 ] && [ "$files_ok" = 1 ] && [ -n "$staging" ]; then
+if [ "$db_ok" = 1 ] && [ "$files_ok" = 1 ] && [ -n "$from" ]; then
   find "$FILES_DIR" -mindepth 1 -maxdepth 1 ! -path "$staging" -exec rm -rf {} + \
-    && find "$staging" -mindepth 1 -maxdepth 1 -exec mv -t "$FILES_DIR" {} + \
-    && rmdir "$staging" || files_ok=0
+    && find "$from" -mindepth 1 -maxdepth 1 -exec mv -t "$FILES_DIR" {} + \
+    && [ -z "$(ls -A "$from")" ] || files_ok=0
 fi
 [ -z "$staging" ] || rm -rf "$staging"  # left only by a failure: the store keeps what it had
 [ "$db_ok" = 1 ] || { echo "restore: the database restore of $id failed (see above): the database and the files are as they were" >&2; exit 1; }

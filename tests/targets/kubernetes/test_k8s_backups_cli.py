@@ -870,11 +870,23 @@ def test_an_archive_of_another_target_restores_and_one_changed_on_the_way_does_n
     assert _records(project, stack, "test")[-1].changes["restore"]["archive"]["unrecorded"] is True
 
 
-@pytest.mark.parametrize("cluster", ["production"], indirect=True)
-def test_production_restores_a_recorded_archive_after_a_backup_and_refuses_a_hostile_one_before(cluster, pg, project, capsys, tmp_path, monkeypatch):
+def _hostile_archive(directory: Path) -> Path:
+    """A hand-made archive with a name GNU tar keeps absolute after --strip-components (tree//backups/...)."""
     import io
     import tarfile
 
+    directory.mkdir(parents=True, exist_ok=True)
+    hostile = directory / "20261201T020000Z.tar.gz"
+    with tarfile.open(hostile, "w:gz") as t:
+        for name in ("db/db.backup", "tree//backups/20261101T000000Z.tar.gz"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            t.addfile(info, io.BytesIO(b"x"))
+    return hostile
+
+
+@pytest.mark.parametrize("cluster", ["production"], indirect=True)
+def test_production_restores_a_recorded_archive_after_a_backup_and_refuses_a_hostile_one_before(cluster, pg, project, capsys, tmp_path, monkeypatch):
     c, stack = cluster
     monkeypatch.setattr("mxinfra_kubernetes.backups.TRANSFER_PORT", _free_port())
     pg.psql(SEED)
@@ -885,13 +897,7 @@ def test_production_restores_a_recorded_archive_after_a_backup_and_refuses_a_hos
     assert rc == 0, err
     archive = tmp_path / "d" / f"{backup_id}.tar.gz"
     # a hand-made archive whose name GNU tar would keep absolute: refused here, before any Job or backup
-    hostile = tmp_path / "h" / "20261201T020000Z.tar.gz"
-    hostile.parent.mkdir()
-    with tarfile.open(hostile, "w:gz") as t:
-        for name in ("db/db.backup", "tree//backups/20261101T000000Z.tar.gz"):
-            info = tarfile.TarInfo(name)
-            info.size = 1
-            t.addfile(info, io.BytesIO(b"x"))
+    hostile = _hostile_archive(tmp_path / "h")
     jobs = len(c.created)
     rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--archive", str(hostile), "--from", "production", "--unrecorded", "-C", str(project.path))
     assert rc == 2 and "(production is restored only from an archive mxinfra downloaded and recorded)" in err and len(c.created) == jobs
@@ -910,16 +916,8 @@ def test_production_restores_a_recorded_archive_after_a_backup_and_refuses_a_hos
 
 @pytest.mark.parametrize("cluster", ["test"], indirect=True)
 def test_a_hand_made_archive_with_a_name_tar_reads_otherwise_never_reaches_a_job(cluster, pg, project, capsys, tmp_path):
-    import io
-    import tarfile
-
     c, stack = cluster
-    hostile = tmp_path / "20261201T020000Z.tar.gz"
-    with tarfile.open(hostile, "w:gz") as t:
-        for name in ("db/db.backup", "tree//backups/20261101T000000Z.tar.gz"):
-            info = tarfile.TarInfo(name)
-            info.size = 1
-            t.addfile(info, io.BytesIO(b"x"))
+    hostile = _hostile_archive(tmp_path)
     rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--archive", str(hostile), "--from", "test", "--unrecorded", "-C", str(project.path))
     assert rc == 2 and "Traceback" not in err and "entry 'tree//backups/20261101T000000Z.tar.gz' is not a plain relative name" in err
     assert c.created == []

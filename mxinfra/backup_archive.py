@@ -1,5 +1,6 @@
-"""The backup archive as Mendix Cloud gives one: a .tar.gz of `db/db.backup` (a `pg_dump` custom-format
-dump) and `tree/` (the file store's files). Written and read here for the targets that move an
+"""The backup archive as Mendix Cloud gives one: a .tar.gz of `.metadata` (a JSON description), `db/db.backup`
+(a `pg_dump` custom-format dump) and `tree/` (the file store's files, each at tree/xx/yy/<name>: see
+`tree_path`). Written and read here for the targets that move an
 environment's data through the machine running mxinfra (Cloud Foundry, through service keys); the
 Kubernetes target's Jobs write the same layout with tar and gzip (its scripts/backup.sh). Pure: no cloud.
 
@@ -13,11 +14,14 @@ from __future__ import annotations
 import errno
 import gzip
 import hashlib
+import io
+import json
 import os
 import tarfile
 import tempfile
+import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -26,6 +30,11 @@ from .errors import UserError
 
 DUMP = "db/db.backup"
 TREE = "tree"
+# Mendix Cloud's description of a backup, beside db/ and tree/ in every archive it writes: JSON strings
+# duration, dumpSize, modelVersion, databaseSize, filesSize (docs.mendix.com, "Restoring a Backup", format
+# of a backup file). Read past, never trusted: nothing here depends on what it says.
+METADATA = ".metadata"
+METADATA_MAX = 1 << 16
 # How a dump is put back over an environment's database (the Kubernetes target's scripts/restore.sh runs
 # the same): dropping what it recreates, in one transaction (a failure leaves the database as it was),
 # without the source's owners and grants (the destination's user owns what it restores).
@@ -129,10 +138,12 @@ class _Hashing:
         self.raw.flush()
 
 
-def pack(dump: Path, tree: Path, out: Path, workers: int | None = None) -> Written:
+def pack(dump: Path, tree: Path, out: Path, workers: int | None = None, metadata: Mapping[str, str] | None = None) -> Written:
     """Write `out` (a new file, readable by its owner only: it holds every row and file) from the dump and
-    the files under `tree`, atomically, compressing on `workers` threads (default: every core); its size
-    and sha256. UserError naming the file when it cannot."""
+    the files under `tree` (in the layout `tree_path` gives), atomically, compressing on `workers` threads
+    (default: every core), with a `.metadata` as Mendix Cloud writes one (dumpSize and filesSize, and what
+    `metadata` adds: duration, modelVersion, databaseSize); its size and sha256. UserError naming the file
+    when it cannot."""
     if out.exists():
         raise UserError(f"{out}: exists already: not overwritten")
     try:
@@ -151,8 +162,20 @@ def pack(dump: Path, tree: Path, out: Path, workers: int | None = None) -> Writt
                 with tarfile.open(fileobj=members, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
                     tar.add(dump, arcname=DUMP, recursive=False, filter=_plain)
                     tar.add(tree, arcname=TREE, recursive=False, filter=_plain)
+                    files_size = 0
                     for path in _walk(tree):
-                        tar.add(path, arcname=f"{TREE}/{path.relative_to(tree).as_posix()}", recursive=False, filter=_plain)
+                        info = _plain(tar.gettarinfo(path, arcname=f"{TREE}/{path.relative_to(tree).as_posix()}"))
+                        if not info.isfile():
+                            tar.addfile(info)
+                            continue
+                        files_size += info.size
+                        with open(path, "rb") as f:
+                            tar.addfile(info, f)
+                    # last: its sizes are known only now (Mendix Cloud's readers take it from anywhere)
+                    described = json.dumps({"dumpSize": str(dump.stat().st_size), "filesSize": str(files_size), **dict(metadata or {})}, indent=4).encode()
+                    info = _plain(tarfile.TarInfo(METADATA))
+                    info.size, info.mtime = len(described), int(time.time())
+                    tar.addfile(info, io.BytesIO(described))
             except BaseException:
                 members.abort()
                 raise
@@ -252,13 +275,13 @@ def check(archive: Path, sha256: str | None = None, file_name: Callable[[str], s
     return _read(archive, None, sha256, file_name).files
 
 
-def unpack(archive: Path, into: Path, sha256: str | None = None) -> Unpacked:
+def unpack(archive: Path, into: Path, sha256: str | None = None, file_name: Callable[[str], str | None] | None = None) -> Unpacked:
     """Extract a backup archive's dump and files into the empty directory `into`. ArchiveError (naming the
     archive and the entry) for anything but a Mendix Cloud backup: a link, a device, a path outside the
     archive or outside db/db.backup and tree/, a member twice, no dump, a damaged or cut-off archive; and,
     with `sha256`, for bytes that are not those (hashed as they are read: the file checked earlier may have
-    been replaced since)."""
-    return _read(archive, into, sha256)
+    been replaced since); and for a file of tree/ for which `file_name(path)` says why it cannot be restored."""
+    return _read(archive, into, sha256, file_name)
 
 
 def _read(archive: Path, into: Path | None, sha256: str | None, file_name: Callable[[str], str | None] | None = None) -> Unpacked:
@@ -308,6 +331,47 @@ def _read(archive: Path, into: Path | None, sha256: str | None, file_name: Calla
     return Unpacked(dump, tree, files)
 
 
+def tree_path(key: str, suffix: str = "") -> str:
+    """Where the file of object-store key `key` lies under tree/: Mendix Cloud's layout, `xx/yy/<name>`
+    (the name is the key without the store's `suffix`, xx and yy its first two pairs of characters), as
+    Mendix Cloud's own archives and the runtime's local file store keep files; the key itself where it is
+    no such name (shorter than 4 characters, holding a '/', or a pair that is '..'). UserError for a key
+    that would read back as another one."""
+    name = key[: len(key) - len(suffix)] if suffix and key.endswith(suffix) else key
+    if len(name) >= 4 and "/" not in name and ".." not in (name[:2], name[2:4]):
+        return f"{name[:2]}/{name[2:4]}/{name}"
+    if store_key(key, suffix) != key:
+        raise UserError(f"object {key!r} is named like a file of Mendix Cloud's layout (xx/yy/<name>): it would be restored as {store_key(key, suffix)!r}")
+    return key
+
+
+def store_key(path: str, suffix: str = "") -> str:
+    """The object-store key of the file at tree/<path>, the inverse of `tree_path`: `<name><suffix>` for a
+    file at xx/yy/<name>, else the path itself (archives of mxinfra before 2026-12 kept keys as paths)."""
+    parts = path.split("/")
+    if len(parts) == 3 and len(parts[2]) >= 4 and parts[0] == parts[2][:2] and parts[1] == parts[2][2:4]:
+        return parts[2] + suffix
+    return path
+
+
+def stored_keys(suffix: str = "") -> Callable[[str], str | None]:
+    """A `file_name` judge for `check` and `unpack` when the files go back into an object store: why a file
+    of tree/ cannot go back (its key is another file's, or, with the store's `suffix`, a key kept as a
+    path that lacks it: the runtime would never find it); None when it can. Keeps the keys it has seen."""
+    seen: set[str] = set()
+
+    def judge(path: str) -> str | None:
+        key = store_key(path, suffix)
+        if suffix and not key.endswith(suffix):
+            return f"would go back as the key {key!r}, but the file store keeps only keys ending in {suffix!r} (its keySuffix)"
+        if key in seen:
+            return f"would go back as the key {key!r}, which another file of the archive goes back as"
+        seen.add(key)
+        return None
+
+    return judge
+
+
 def _no_clash(archive: Path, member: tarfile.TarInfo, name: str, kinds: dict[str, bool]) -> None:
     """Refuse an entry whose path, or a folder of it, is already the other kind (a file where a folder is)."""
     parts = name.split("/")
@@ -321,6 +385,12 @@ def _no_clash(archive: Path, member: tarfile.TarInfo, name: str, kinds: dict[str
 
 def _place(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, dump: Path, tree: Path, archive: Path, *, write: bool = True) -> int:
     """Write one member where it belongs (only read it, without `write`); 1 for a file of the file store, else 0."""
+    if name == METADATA:
+        # Mendix Cloud's description: read past (bounded: it is a few fields), never written out
+        if not member.isfile() or member.size > METADATA_MAX:
+            raise ArchiveError(f"{archive}: entry {member.name!r} must be a file of at most {METADATA_MAX} bytes (Mendix Cloud's JSON description of the backup)")
+        _extract(tar, member, None, archive)
+        return 0
     if name in ("db", TREE):
         if not member.isdir():
             raise ArchiveError(f"{archive}: entry {member.name!r} must be a directory")
@@ -329,7 +399,7 @@ def _place(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, dump: Path,
         _extract(tar, member, dump if write else None, archive)
         return 0
     if not name.startswith(TREE + "/"):
-        raise ArchiveError(f"{archive}: entry {member.name!r} is not part of a backup: expected only {DUMP} and tree/ (the files)")
+        raise ArchiveError(f"{archive}: entry {member.name!r} is not part of a backup: expected only {METADATA}, {DUMP} and tree/ (the files)")
     target = tree / name[len(TREE) + 1 :]
     if member.isdir():
         if write:

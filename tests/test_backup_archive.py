@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import subprocess
 import tarfile
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mxinfra.backup_archive import ArchiveError, check, pack, unpack
+from mxinfra.backup_archive import ArchiveError, check, pack, store_key, tree_path, unpack
 from mxinfra.errors import UserError
 
 
@@ -32,13 +33,16 @@ def test_pack_then_unpack_gives_back_the_dump_and_every_file(tmp_path):
     (tree / "Zoë's doc").write_bytes(b"")
     (tree / "empty-dir").mkdir()
     out = tmp_path / "20261205T020000Z.tar.gz"
-    written = pack(dump, tree, out)
+    written = pack(dump, tree, out, metadata={"modelVersion": "1.4.2.17", "duration": "3"})
     data = out.read_bytes()
     assert written.size == len(data) and written.sha256 == hashlib.sha256(data).hexdigest()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no partial file left
-    # GNU tar reads it as a Mendix Cloud backup: db/db.backup and tree/
+    # GNU tar reads it as a Mendix Cloud backup: db/db.backup, tree/ and .metadata
     listed = subprocess.run(["tar", "-tzf", str(out)], capture_output=True, text=True, check=True).stdout.splitlines()
-    assert listed == ["db/db.backup", "tree/", "tree/Zoë's doc", "tree/a1/", "tree/a1/b2/", "tree/a1/b2/7f3e", "tree/empty-dir/"]
+    assert listed == ["db/db.backup", "tree/", "tree/Zoë's doc", "tree/a1/", "tree/a1/b2/", "tree/a1/b2/7f3e", "tree/empty-dir/", ".metadata"]
+    # Mendix Cloud's description: every value a string, the sizes those of the dump and of the files
+    described = json.loads(subprocess.run(["tar", "-xzOf", str(out), ".metadata"], capture_output=True, check=True).stdout)
+    assert described == {"dumpSize": "200005", "filesSize": "70000", "modelVersion": "1.4.2.17", "duration": "3"}
     got = unpack(out, tmp_path / "restore")
     assert got.dump.read_bytes() == dump.read_bytes() and got.files == 2
     assert _tree(got.tree) == _tree(tree) and (got.tree / "empty-dir").is_dir()
@@ -89,7 +93,10 @@ def _archive(path: Path, *members: tuple[str, bytes | str | None]) -> Path:
         ((("db/db.backup", b"x"), ("tree//tmp/victim", b"1")), "entry 'tree//tmp/victim' is not a plain relative name"),
         ((("db/db.backup", b"x"), ("./tree/a", b"1")), "entry './tree/a' is not a plain relative name"),
         ((("db/./db.backup", b"x"),), "entry 'db/./db.backup' is not a plain relative name"),
-        ((("db/db.backup", b"x"), ("etc/passwd", b"x")), "entry 'etc/passwd' is not part of a backup: expected only db/db.backup and tree/ (the files)"),
+        ((("db/db.backup", b"x"), ("etc/passwd", b"x")), "entry 'etc/passwd' is not part of a backup: expected only .metadata, db/db.backup and tree/ (the files)"),
+        ((("db/db.backup", b"x"), (".metadata", None)), "entry '.metadata' must be a file of at most 65536 bytes"),
+        ((("db/db.backup", b"x"), (".metadata", b" " * 65537)), "entry '.metadata' must be a file of at most 65536 bytes"),
+        ((("db/db.backup", b"x"), ("tree/.metadata", None), ("db/.metadata", b"{}")), "entry 'db/.metadata' is not part of a backup"),
         ((("tree/a", b"x"),), "no db/db.backup in the archive: a backup archive holds the database dump there"),
         ((("db/db.backup", b"x"), ("tree", b"not a directory")), "entry 'tree' must be a directory"),
         ((("db/db.backup", b"x"), ("tree/a", b"1"), ("tree/a/b", b"2")), "entry 'tree/a/b' lies under 'tree/a', which the archive has as a file"),
@@ -206,3 +213,47 @@ def test_check_asks_the_caller_about_each_file(tmp_path):
     archive = _archive(tmp_path / "a.tar.gz", ("db/db.backup", b"PGDMP"), ("tree/x.mx", b"1"), ("tree/y", b"2"))
     with pytest.raises(ArchiveError, match=r"entry 'tree/y': lacks the store's suffix"):
         check(archive, file_name=lambda name: None if name.endswith(".mx") else "lacks the store's suffix")
+
+
+def test_an_archive_as_mendix_cloud_writes_it_restores(tmp_path):
+    # The layout of docs.mendix.com's "Format of a Backup File": .metadata first, db/db.backup, and the
+    # files at tree/xx/yy/<uuid> (here without directory entries: the docs list only the files)
+    uuid = "0d3e301f-5551-46f8-ad44-8de2be084c95"
+    metadata = b'{"duration":"0","dumpSize":"5","modelVersion":"1.0.0.40","databaseSize":"9730584","filesSize":"3"}'
+    archive = _archive(tmp_path / "files_and_database-fc9e126f-201811210121.tar.gz", (".metadata", metadata), ("db/db.backup", b"PGDMP"), (f"tree/0d/3e/{uuid}", b"abc"))
+    assert check(archive) == 1
+    got = unpack(archive, tmp_path / "out")
+    assert got.dump.read_bytes() == b"PGDMP" and _tree(got.tree) == {f"0d/3e/{uuid}": b"abc"}
+    assert not (tmp_path / "out" / ".metadata").exists()  # read past: nothing depends on it
+
+
+@pytest.mark.parametrize(
+    "key, suffix, path",
+    [
+        # Mendix's own keys: the file's UUID, with the store's suffix where one is configured
+        ("0d3e301f-5551-46f8-ad44-8de2be084c95", "", "0d/3e/0d3e301f-5551-46f8-ad44-8de2be084c95"),
+        ("0d3e301f-5551-46f8-ad44-8de2be084c95.orders-prod", ".orders-prod", "0d/3e/0d3e301f-5551-46f8-ad44-8de2be084c95"),
+        # no such name: the key itself, as archives kept every key before
+        ("abc", "", "abc"),
+        ("ab.orders-prod", ".orders-prod", "ab.orders-prod"),
+        ("some/folder/key", "", "some/folder/key"),
+        ("..abcdef", "", "..abcdef"),
+        ("ab..cdef", "", "ab..cdef"),
+        ("abcd", "", "ab/cd/abcd"),
+    ],
+)
+def test_an_object_key_and_its_place_under_tree_map_both_ways(key, suffix, path):
+    assert tree_path(key, suffix) == path
+    assert store_key(path, suffix) == key
+
+
+def test_a_key_that_would_read_back_as_another_is_refused():
+    with pytest.raises(UserError, match=r"object 'ab/cd/abcdef' is named like a file of Mendix Cloud's layout \(xx/yy/<name>\): it would be restored as 'abcdef'"):
+        tree_path("ab/cd/abcdef")
+
+
+def test_files_of_an_older_archive_keep_their_keys():
+    # tree/<key> as mxinfra wrote archives of object stores before Mendix Cloud's layout: the key as it was
+    assert store_key("0d3e301f-5551-46f8-ad44-8de2be084c95.sfx", ".sfx") == "0d3e301f-5551-46f8-ad44-8de2be084c95.sfx"
+    assert store_key("0d/3e/0d3e301f", ".sfx") == "0d3e301f.sfx"
+    assert store_key("0d/3f/0d3e301f", ".sfx") == "0d/3f/0d3e301f"  # not where the name would be: a path, kept

@@ -35,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from mxinfra.backup_archive import RESTORE_FLAGS, pack, unpack
+from mxinfra.backup_archive import RESTORE_FLAGS, pack, stored_keys, unpack
 from mxinfra.backups import ID_FORMAT, FilesNotRestored
 from mxinfra.errors import UserError
 
@@ -153,6 +154,7 @@ class KeyActions:
         out = out_dir / f"{backup}.tar.gz"
         if out.exists():
             raise UserError(f"{out}: exists already: not overwritten")
+        started = time.monotonic()
         with _scratch(f".{backup}-", out_dir) as scratch:
             work = Path(scratch)
             (work / "tree").mkdir()
@@ -162,7 +164,7 @@ class KeyActions:
                 files = 0
                 if "files" in creds:
                     files = pull(file_store_of(creds["files"], f"service key of {self.files_name}"), work / "tree")
-            written = pack(work / "dump", work / "tree", out)
+            written = pack(work / "dump", work / "tree", out, metadata={"duration": str(round(time.monotonic() - started))})
         return {"id": backup, "path": str(written.path), "size": written.size, "sha256": written.sha256, "files": files, **({"warnings": len(self.warnings) - counted} if len(self.warnings) > counted else {})}
 
     def restore_archive(self, archive: Path, now: datetime, via: str | None = None, sha256: str | None = None, before: Callable[[], None] | None = None) -> dict[str, Any]:
@@ -172,7 +174,8 @@ class KeyActions:
         tool = _tool("pg_restore")
         # beside the archive: the same file system the user chose for it (the system's /tmp may be small, or RAM)
         with _scratch(".mxinfra-restore-", archive.resolve().parent) as scratch:
-            unpacked = unpack(archive, Path(scratch), sha256)
+            # every file must go back under a key of its own, judged before anything changes
+            unpacked = unpack(archive, Path(scratch), sha256, stored_keys())
             if unpacked.files and self.files_name is None:
                 raise UserError(f"{archive}: holds {unpacked.files} file(s), but {self.env.name} keeps its files on the instance's disk (no mxinfra:cloudfoundry.storage): nothing to restore them into; nothing was changed")
             if before is not None:

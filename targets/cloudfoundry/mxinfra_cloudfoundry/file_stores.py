@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
+from mxinfra.backup_archive import store_key, tree_path
 from mxinfra.errors import UserError
 
 TRANSFERS = 8  # objects copied at once: most Mendix files are small, so the round trips dominate
@@ -33,8 +34,8 @@ class FileStore(Protocol):
         """The objects' keys, a listing page at a time (folder markers left out)."""
         ...
 
-    def get(self, key: str, path: Path) -> None:
-        """Copy one object into a file."""
+    def get(self, key: str, out: IO[bytes]) -> None:
+        """Copy one object into an open file."""
         ...
 
     def put(self, path: Path, key: str) -> None:
@@ -79,9 +80,9 @@ class S3Bucket:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
                 yield [o["Key"] for o in page.get("Contents") or [] if not o["Key"].endswith("/")]
 
-    def get(self, key: str, path: Path) -> None:
+    def get(self, key: str, out: IO[bytes]) -> None:
         with self.errors(f"copying {key} from {self.name}"):
-            self.client.download_file(self.bucket, key, str(path))
+            self.client.download_fileobj(self.bucket, key, out)
 
     def put(self, path: Path, key: str) -> None:
         with self.errors(f"copying {key} into {self.name}"):
@@ -138,9 +139,9 @@ class AzureContainer:
             for page in self.client.list_blobs(results_per_page=BATCH).by_page():
                 yield [b.name for b in page if not b.name.endswith("/")]
 
-    def get(self, key: str, path: Path) -> None:
-        with self.errors(f"copying {key} from {self.name}"), open(path, "wb") as f:
-            self.client.download_blob(key, max_concurrency=1).readinto(f)
+    def get(self, key: str, out: IO[bytes]) -> None:
+        with self.errors(f"copying {key} from {self.name}"):
+            self.client.download_blob(key, max_concurrency=1).readinto(out)
 
     def put(self, path: Path, key: str) -> None:
         with self.errors(f"copying {key} into {self.name}"), open(path, "rb") as f:
@@ -161,15 +162,18 @@ class AzureContainer:
 
 
 def pull(store: FileStore, tree: Path) -> int:
-    """Every object of the store into `tree` (keys as paths), a page at a time; how many."""
+    """Every object of the store into `tree`, where Mendix Cloud's layout puts it (`tree_path`), a page at
+    a time; how many."""
 
     def fetch(key: str) -> None:
-        target = tree / key
+        target = tree / tree_path(key)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            store.get(key, target)
+            # a file of its own: two keys that land on one path are refused, never one lost
+            with open(target, "xb") as out:
+                store.get(key, out)
         except (FileExistsError, NotADirectoryError, IsADirectoryError):
-            raise UserError(f"{store.name}: object {key!r} and another object named like its folder cannot both be files of the archive") from None
+            raise UserError(f"{store.name}: object {key!r} and another object land on the same file of the archive (tree/{tree_path(key)} or a folder of it)") from None
         except OSError as e:
             raise UserError(f"copying {key} from {store.name}: {e.strerror or e}") from None
 
@@ -184,14 +188,15 @@ def pull(store: FileStore, tree: Path) -> int:
 
 
 def push(store: FileStore, tree: Path) -> int:
-    """Every file under `tree` into the store (over objects of the same key, nothing deleted), BATCH at a
-    time; how many."""
+    """Every file under `tree` into the store under its key (`store_key`: over objects of the same key,
+    nothing deleted), BATCH at a time; how many."""
 
     def put(path: Path) -> None:
+        key = store_key(path.relative_to(tree).as_posix())
         try:
-            store.put(path, path.relative_to(tree).as_posix())
+            store.put(path, key)
         except OSError as e:
-            raise UserError(f"copying {path.relative_to(tree).as_posix()} into {store.name}: {e.strerror or e}") from None
+            raise UserError(f"copying {key} into {store.name}: {e.strerror or e}") from None
 
     return _batched(_files(tree), lambda batch: _each(put, batch))
 
@@ -229,3 +234,7 @@ def check_key(store: str, key: str) -> None:
         raise UserError(f"{store}: object {key!r} cannot be kept as a file of the archive (an empty, '.' or '..' path segment)")
     if any(len(p.encode()) > 255 for p in key.split("/")):
         raise UserError(f"{store}: object {key[:80]!r}... has a path segment longer than 255 bytes: no file system keeps it as a file of the archive")
+    try:
+        tree_path(key)
+    except UserError as e:
+        raise UserError(f"{store}: {e}") from None

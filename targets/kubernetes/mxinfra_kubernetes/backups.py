@@ -255,6 +255,12 @@ def pod_spec(
         volumes.append({"name": "backups", "persistentVolumeClaim": {"claimName": lay.name("backups")}})
     if local_files or remote_files:
         env.append({"name": "FILES_DIR", "value": FILES_DIR})
+        if remote_files:
+            assert rclone is not None
+            # a copy of the object store, one file per key: the archive keeps Mendix Cloud's layout (tree/xx/yy/<name>)
+            env.append({"name": "FILES_LAYOUT", "value": "keys"})
+            if rclone.files_suffix:
+                env.append({"name": "FILES_SUFFIX", "value": rclone.files_suffix})
         # A backup only reads the files; a restore replaces them (in the scratch copy, for an object store).
         # (readOnly only when true: the API server drops a false one, and the live object must equal the plan)
         mounts.append({"name": "files", "mountPath": FILES_DIR, **({"readOnly": True} if action == "backup" and local_files else {})})
@@ -548,13 +554,11 @@ class ClusterActions:
         """Why this environment's restore cannot read `source`'s archives (None: it can, or the images'
         tags do not say): pg_restore reads dumps of its own PostgreSQL major version and older only."""
         theirs, ours = source._steps(), self._steps()
+        # tree/ has one layout whatever keeps the files (a claim, S3 or Azure, with or without a key
+        # suffix: backup.sh and restore.sh map it); only an environment that keeps no files has no room for them
         files_there, files_here = _files_layout(theirs), _files_layout(ours)
-        if files_there != files_here:
-            # tree/ holds the files as the source's store names them: local paths, or object keys with its suffix
-            return (
-                f"{source.env.name} keeps its files {files_there} and {self.env.name} {files_here}: the archive's files would not be where "
-                f"{self.env.name}'s runtime looks for them; restore from an environment whose file store is of the same kind"
-            )
+        if files_here == "nowhere" and files_there != "nowhere":
+            return f"{source.env.name} keeps its files {files_there} and {self.env.name} keeps none: the archive's files would have nowhere to go"
         image_there, image_here = str(theirs["restore"]["image"]), str(ours["restore"]["image"])
         dumped, restoring = postgres_major(image_there), postgres_major(image_here)
         if dumped is None or restoring is None or dumped <= restoring:
@@ -599,7 +603,7 @@ class ClusterActions:
         first (mxinfra.backup_archive.check: only the dump and plain files, gzip's CRC, the sha256), then
         `before` (production's backup), then the restore Job listens for one HTTP PUT and the archive is sent
         to it through the API server's pod proxy; the Job checks size and sha256 again and restores it."""
-        from mxinfra.backup_archive import check, sha256_of
+        from mxinfra.backup_archive import check, sha256_of, stored_keys
 
         if via is not None:
             raise UserError("--database-via: the restore Job reaches the database itself: leave it out")
@@ -610,10 +614,10 @@ class ClusterActions:
             )
         size = archive.stat().st_size
         digest = sha256 if sha256 is not None else sha256_of(archive)[1]
-        # the files must be ones the restore can put back: with a key suffix in the file store, push-files
-        # refuses others, and only after the database was replaced
+        # the files must be ones the restore can put back, each in a place of its own: with a key suffix in
+        # the file store push-files refuses keys without it, and only after the database was replaced
         suffix = next((e.get("value") for e in self._steps().get("push-files", {}).get("env", []) if e["name"] == "FILES_SUFFIX"), None)
-        check(archive, digest, (lambda name: None if name.endswith(suffix) else f"the file store keeps only files ending in {suffix!r} (its keySuffix)") if suffix else None)
+        check(archive, digest, stored_keys(suffix or ""))
         if before is not None:
             before()
         stamp = now.astimezone(timezone.utc).strftime(ID_FORMAT)

@@ -40,7 +40,10 @@ INSERT INTO "system$filedocument" VALUES (1, 'a.bin', '\\x00ff10'::bytea), (2, '
 SELECT setval('"orders$order_number_seq"', 1500);
 """
 TABLES = ['"mendixsystem$version"', '"orders$order"', '"system$filedocument"']
-FILES = {"a1/b2/7f3e-file": b"\x00\x01binary" * 300, "doc-2": "Zoë's document".encode(), "empty": b""}
+UUID = "0d3e301f-5551-46f8-ad44-8de2be084c95"  # how the runtime names a file's object: its UUID
+FILES = {UUID: b"a Mendix file document", "a1/b2/7f3e-file": b"\x00\x01binary" * 300, "doc-2": "Zoë's document".encode(), "empty": b""}
+# The same files in an archive, as Mendix Cloud lays them out (tree/xx/yy/<name>): a key with a '/' as it is
+ARCHIVED = {f"0d/3e/{UUID}": FILES[UUID], "a1/b2/7f3e-file": FILES["a1/b2/7f3e-file"], "do/c-/doc-2": FILES["doc-2"], "em/pt/empty": b""}
 DB_PASSWORD_MARK = PASSWORD  # the database's password: it must appear nowhere mxinfra writes
 BUCKET = "orders-files-bucket"
 SECRET_KEY = "Known-Store-Secret-5e1f"
@@ -128,13 +131,13 @@ def test_download_then_restore_brings_back_every_row_and_file(capi, project, to_
     with tarfile.open(archive) as tar:
         names = tar.getnames()
         assert tar.extractfile("db/db.backup").read(5) == b"PGDMP"  # pg_dump's custom format
-        assert {n[5:]: tar.extractfile(n).read() for n in names if n.startswith("tree/") and tar.getmember(n).isfile()} == FILES
+        assert {n[5:]: tar.extractfile(n).read() for n in names if n.startswith("tree/") and tar.getmember(n).isfile()} == ARCHIVED
     # two keys made for the command (database, files), both deleted; none left
     assert len(_calls(capi, "POST", "/v3/service_credential_bindings")) == 2
     assert len(_calls(capi, "DELETE", "/v3/service_credential_bindings/")) == 2 and capi.keys() == []
     [record] = _records(project, "acceptance")
     assert record.action == "backup-download" and record.signature is not None
-    assert record.changes == {"backup": {"id": archive.name[:-7], "trigger": "on-demand", "size": archive.stat().st_size, "sha256": sha, "files": 3}}
+    assert record.changes == {"backup": {"id": archive.name[:-7], "trigger": "on-demand", "size": archive.stat().st_size, "sha256": sha, "files": 4}}
     written = json.dumps(record.to_json()) + stdout + err
     assert DB_PASSWORD_MARK not in written and SECRET_KEY not in written and str(out) not in json.dumps(record.to_json())
 
@@ -160,7 +163,7 @@ def test_download_then_restore_brings_back_every_row_and_file(capi, project, to_
     restore = _records(project, "acceptance")[-1]
     assert restore.action == "restore" and restore.signature is not None
     # the archive is the one the download record (seq 1) names
-    assert restore.changes == {"restore": {"archive": {"size": archive.stat().st_size, "sha256": sha, "downloadRecord": 1}, "from": "acceptance", "files": 3, "app": "stopped, then started"}}
+    assert restore.changes == {"restore": {"archive": {"size": archive.stat().st_size, "sha256": sha, "downloadRecord": 1}, "from": "acceptance", "files": 4, "app": "stopped, then started"}}
 
 
 def test_a_production_restore_takes_a_backup_first_beside_the_archive(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
@@ -342,10 +345,10 @@ def test_an_archive_the_kubernetes_backup_job_wrote_restores_on_cloud_foundry(ca
 
     script = Path(mxinfra_kubernetes.__file__).parent / "scripts" / "backup.sh"
     _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
-    files = tmp_path / "files"
-    for key, body in FILES.items():
-        (files / key).parent.mkdir(parents=True, exist_ok=True)
-        (files / key).write_bytes(body)
+    files = tmp_path / "files"  # a claim as the runtime's local file store lays it out
+    for path, body in ARCHIVED.items():
+        (files / path).parent.mkdir(parents=True, exist_ok=True)
+        (files / path).write_bytes(body)
     kept = tmp_path / "kept"
     kept.mkdir()
     env = {"PATH": os.environ["PATH"], "DATABASE_URL": pg.url, "BACKUP_DIR": str(kept), "FILES_DIR": str(files), "BACKUP_NOW": "20261205T020000Z"}
@@ -410,13 +413,19 @@ def test_an_app_that_will_not_start_again_is_said_and_recorded_and_the_restore_s
 
 def test_objects_that_cannot_be_files_of_an_archive_are_named(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
     _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
-    _s3(s3_server).put_object(Bucket=BUCKET, Key="doc-2/inside", Body=b"a file where doc-2 is one")
+    _s3(s3_server).put_object(Bucket=BUCKET, Key="a1/b2/7f3e-file/inside", Body=b"a file where a1/b2/7f3e-file is one")
     out = tmp_path / "b"
     rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))
     assert rc == 2 and "Traceback" not in err, err
-    assert f"the bucket {BUCKET}: object " in err and "and another object named like its folder cannot both be files of the archive" in err
+    assert f"the bucket {BUCKET}: object " in err and "and another object land on the same file of the archive (tree/a1/b2/7f3e-file" in err
     assert list(out.iterdir()) == [] and capi.keys() == []
-    _s3(s3_server).delete_object(Bucket=BUCKET, Key="doc-2/inside")
+    _s3(s3_server).delete_object(Bucket=BUCKET, Key="a1/b2/7f3e-file/inside")
+    # a key laid out like Mendix Cloud's files would come back as another key: refused, not renamed
+    _s3(s3_server).put_object(Bucket=BUCKET, Key="ab/cd/abcdef", Body=b"")
+    rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))
+    assert rc == 2 and f"the bucket {BUCKET}: object 'ab/cd/abcdef' is named like a file of Mendix Cloud's layout (xx/yy/<name>): it would be restored as 'abcdef'" in err
+    assert list(out.iterdir()) == [] and capi.keys() == []
+    _s3(s3_server).delete_object(Bucket=BUCKET, Key="ab/cd/abcdef")
     _s3(s3_server).put_object(Bucket=BUCKET, Key="x/../up", Body=b"")
     rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))
     assert rc == 2 and f"the bucket {BUCKET}: object 'x/../up' cannot be kept as a file of the archive (an empty, '.' or '..' path segment)" in err
@@ -439,6 +448,50 @@ def test_restore_by_id_on_cloud_foundry_says_to_restore_an_archive(capi, project
     rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--id", "20261201T000000Z", "-C", str(project.path))
     assert rc == 2 and "Traceback" not in err, err
     assert "--id 20261201T000000Z: the cloudfoundry target keeps no backups to restore by id: restore a downloaded one with --archive FILE --from ENV" in err
+
+
+def _mendix_cloud_archive(path: Path, pg: PostgresServer, tree: dict[str, bytes]) -> Path:
+    """An archive laid out as docs.mendix.com's "Format of a Backup File" says Mendix Cloud writes one:
+    .metadata first, db/db.backup made by `pg_dump -O -x -Fc`, the files under tree/ (no directory entries)."""
+    import io
+    import subprocess
+
+    dump = path.parent / "db.backup"
+    subprocess.run(["pg_dump", "-O", "-x", "-Fc", f"--file={dump}", pg.url], check=True)
+    metadata = b'{"duration":"0","dumpSize":"%d","modelVersion":"1.0.0.40","databaseSize":"9730584","filesSize":"1346575"}' % dump.stat().st_size
+    with tarfile.open(path, "w:gz") as tar:
+        for name, body in ((".metadata", metadata), ("db/db.backup", dump.read_bytes()), *((f"tree/{p}", b) for p, b in tree.items())):
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    return path
+
+
+def test_a_mendix_cloud_archive_restores_each_file_under_the_key_the_runtime_looks_for(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    """Mendix Cloud keeps a file at tree/xx/yy/<uuid>; the runtime asks an object store for <uuid>."""
+    _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
+    archive = _mendix_cloud_archive(tmp_path / "files_and_database-fc9e126f-201811210121.tar.gz", pg, ARCHIVED)
+    pg.psql('DELETE FROM "orders$order"')
+    for key in FILES:
+        _s3(s3_server).delete_object(Bucket=BUCKET, Key=key)
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(archive), "--from", "acceptance", "--unrecorded", "-C", str(project.path))
+    assert rc == 0, err
+    assert _snapshot(pg) == seeded and _objects(s3_server) == FILES
+
+
+def test_two_files_that_would_go_back_under_one_key_are_refused_before_anything_changes(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
+    # tree/<uuid> (an older mxinfra archive's key) and tree/0d/3e/<uuid> (Mendix Cloud's layout): both <uuid>
+    archive = _mendix_cloud_archive(tmp_path / "both.tar.gz", pg, {f"0d/3e/{UUID}": b"one", UUID: b"the other"})
+    pg.psql('DELETE FROM "orders$order"')
+    changed = _snapshot(pg)
+    calls = len(capi.requests)
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(archive), "--from", "acceptance", "--unrecorded", "-C", str(project.path))
+    assert rc == 2 and "Traceback" not in err, err
+    assert f"entry 'tree/{UUID}': would go back as the key '{UUID}', which another file of the archive goes back as" in err
+    # judged before any key was made or the app stopped: nothing was asked of the Cloud Controller but reads
+    assert _snapshot(pg) == changed and _objects(s3_server) == FILES and capi.keys() == []
+    assert [r for r in capi.requests[calls:] if r[0] != "GET"] in ([], [("POST", "/oauth/token")])
 
 
 # --- SAP BTP's Object Store on Azure -------------------------------------------------------------------------
@@ -464,7 +517,7 @@ def test_files_in_an_azure_container_go_into_the_archive_and_back(capi, project,
     assert rc == 0, err
     [archive] = out.iterdir()
     with tarfile.open(archive) as tar:
-        assert {n[5:]: tar.extractfile(n).read() for n in tar.getnames() if n.startswith("tree/") and tar.getmember(n).isfile()} == FILES
+        assert {n[5:]: tar.extractfile(n).read() for n in tar.getnames() if n.startswith("tree/") and tar.getmember(n).isfile()} == ARCHIVED
     container.delete_blob("doc-2")
     container.upload_blob("a1/b2/7f3e-file", b"overwritten", overwrite=True)
     rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(archive), "--from", "acceptance", "-C", str(project.path))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import random
 import socket
@@ -171,6 +172,11 @@ def test_backup_then_restore_gives_back_every_row_and_file(pg: PostgresServer, t
     # the dump first, so a restore streams it without unpacking the files; the two gzip members are one
     # archive to GNU tar too (no entry lost at the seam, no "lone zero block" warning)
     assert names[:2] == ["db", "db/db.backup"] and names.count("db/db.backup") == 1
+    # and Mendix Cloud's description beside it, its values strings: the dump's size, the files' total
+    with tarfile.open(backups / "20261204T020000Z.tar.gz") as archive:
+        described = json.loads(archive.extractfile(".metadata").read())
+        dump_size = archive.getmember("db/db.backup").size
+    assert described == {"dumpSize": str(dump_size), "filesSize": str(sum(len(b) for b in tree_before.values()))}
     listed = subprocess.run(["tar", "-tzf", str(backups / "20261204T020000Z.tar.gz")], capture_output=True, text=True, check=True)
     assert listed.stdout.splitlines() == [n + "/" if n in ("db", "tree", "tree/1a") else n for n in names] and listed.stderr == ""
 
@@ -559,6 +565,6 @@ def test_an_uploaded_archive_is_judged_as_gnu_tar_reads_it_before_anything_is_re
         s.sendall(f"PUT /s3cret/{sha}/20261204T020000Z.tar.gz HTTP/1.1\r\nContent-Length: {len(archive)}\r\n\r\n".encode() + archive)
         assert s.recv(100).startswith(b"HTTP/1.1 200")
     _, err = receiver.communicate(timeout=120)
-    assert receiver.returncode != 0 and "is not a backup archive (only db/db.backup and plain files under tree/)" in err and "planted" in err
+    assert receiver.returncode != 0 and "is not a backup archive (only .metadata, db/db.backup and plain files under tree/)" in err and "planted" in err
     assert pg.psql('SELECT count(*) FROM "orders$order"').strip() == "1"  # not restored
     assert sorted(p.name for p in files.iterdir()) == ["kept"] and not list(tmp_path.parent.glob(f"{tmp_path.name}-planted"))

@@ -203,7 +203,8 @@ def test_a_file_store_in_object_storage_goes_into_the_archive_and_back(request: 
     suffix = ".orders-test" if kind == "s3" else None  # S3_KEY_SUFFIX: the runtime's objects, in a shared bucket
     files = Store(kind, endpoint, f"files-{kind}-{next(_made)}", files=True, suffix=suffix)
     mine = suffix or ""
-    originals = {f"0a1b2c3d{mine}": random.Random(5).randbytes(200_000), f"empty{mine}": b"", f"9f8e7d6c{mine}": b"second document"}
+    # the runtime names an object by its file's UUID (and the suffix); a key too short to nest stays as it is
+    originals = {f"0a1b2c3d-5551-46f8{mine}": random.Random(5).randbytes(200_000), f"empty{mine}": b"", f"9f8e7d6c{mine}": b"second document", f"ab{mine}": b"short"}
     for name, data in originals.items():
         files.put(name, data)
     if suffix:
@@ -217,17 +218,23 @@ def test_a_file_store_in_object_storage_goes_into_the_archive_and_back(request: 
     pulled = _store_step(alpine_path, files, "pull-files", {"FILES_DIR": str(copy), **({"FILES_SUFFIX": suffix} if suffix else {})})
     assert pulled.returncode == 0, pulled.stderr
     assert _tree(copy) == originals  # the runtime's objects, no other environment's
-    made = _run("backup.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(scratch), "FILES_DIR": str(copy), "BACKUP_NOW": "20261205T030000Z"})
+    # what the Job's backup container gets beside FILES_DIR for a file store in object storage (backups.pod_spec)
+    layout = {"FILES_LAYOUT": "keys", **({"FILES_SUFFIX": suffix} if suffix else {})}
+    made = _run("backup.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(scratch), "FILES_DIR": str(copy), "BACKUP_NOW": "20261205T030000Z", **layout})
     assert made.returncode == 0, made.stderr
+    # Mendix Cloud's layout: tree/xx/yy/<the key without the suffix>, whatever keeps the files
+    listed = subprocess.run(["tar", "-tzf", str(scratch / "20261205T030000Z.tar.gz")], capture_output=True, text=True, check=True).stdout.split()
+    assert sorted(n for n in listed if n.startswith("tree/") and not n.endswith("/")) == [
+        "tree/0a/1b/0a1b2c3d-5551-46f8", "tree/9f/8e/9f8e7d6c", f"tree/ab{mine}", "tree/em/pt/empty"]
 
     pg.psql('DELETE FROM "orders$order"')
-    files.put(f"0a1b2c3d{mine}", b"overwritten")
+    files.put(f"0a1b2c3d-5551-46f8{mine}", b"overwritten")
     files.delete(f"9f8e7d6c{mine}")
     files.put(f"added-since{mine}", b"written after the backup")
 
     restored_copy = tmp_path / "restore-files"
     restored_copy.mkdir()
-    back = _run("restore.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(scratch), "FILES_DIR": str(restored_copy), "BACKUP_ID": "20261205T030000Z"})
+    back = _run("restore.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(scratch), "FILES_DIR": str(restored_copy), "BACKUP_ID": "20261205T030000Z", **layout})
     assert back.returncode == 0, back.stderr
     pushed = _store_step(alpine_path, files, "push-files", {"FILES_DIR": str(restored_copy), **({"FILES_SUFFIX": suffix} if suffix else {})})
     assert pushed.returncode == 0, pushed.stderr
@@ -238,6 +245,50 @@ def test_a_file_store_in_object_storage_goes_into_the_archive_and_back(request: 
     assert files.get(f"added-since{mine}") == b"written after the backup"
     if suffix:
         assert files.get("11111111.orders-acceptance") == b"another environment's document"
+
+
+def test_files_move_between_a_claim_and_object_storage_in_both_directions(pg: PostgresServer, s3_server: str, alpine_path: str, tmp_path: Path) -> None:
+    """One archive layout on every file store: a claim's backup restores into S3 under the runtime's keys
+    (name and suffix), an S3 backup restores onto a claim where the runtime's local store looks."""
+    pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA + _data(random.Random(9)))
+    claim = tmp_path / "claim"
+    (claim / "0a" / "1b").mkdir(parents=True)
+    (claim / "0a" / "1b" / "0a1b2c3d-5551").write_bytes(b"from the claim")
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    assert _run("backup.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(kept), "FILES_DIR": str(claim), "BACKUP_NOW": "20261205T040000Z"}).returncode == 0
+    files = Store("s3", s3_server, f"moved-{next(_made)}", files=True, suffix=".orders-prod")
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    back = _run("restore.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(kept), "FILES_DIR": str(copy), "BACKUP_ID": "20261205T040000Z", "FILES_LAYOUT": "keys", "FILES_SUFFIX": ".orders-prod"})
+    assert back.returncode == 0, back.stderr
+    pushed = _store_step(alpine_path, files, "push-files", {"FILES_DIR": str(copy), "FILES_SUFFIX": ".orders-prod"})
+    assert pushed.returncode == 0, pushed.stderr
+    assert files.keys() == ["0a1b2c3d-5551.orders-prod"] and files.get("0a1b2c3d-5551.orders-prod") == b"from the claim"
+
+    # and back: that bucket's backup onto an empty claim
+    files.put("9f8e7d6c-aaaa.orders-prod", b"from the bucket")
+    pulled_copy = tmp_path / "pulled"
+    pulled_copy.mkdir()
+    assert _store_step(alpine_path, files, "pull-files", {"FILES_DIR": str(pulled_copy), "FILES_SUFFIX": ".orders-prod"}).returncode == 0
+    made = _run("backup.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(kept), "FILES_DIR": str(pulled_copy), "BACKUP_NOW": "20261205T050000Z", "FILES_LAYOUT": "keys", "FILES_SUFFIX": ".orders-prod"})
+    assert made.returncode == 0, made.stderr
+    other = tmp_path / "other-claim"
+    other.mkdir()
+    back = _run("restore.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(kept), "FILES_DIR": str(other), "BACKUP_ID": "20261205T050000Z"})
+    assert back.returncode == 0, back.stderr
+    assert _tree(other) == {"0a/1b/0a1b2c3d-5551": b"from the claim", "9f/8e/9f8e7d6c-aaaa": b"from the bucket"}
+
+
+def test_an_object_key_laid_out_like_mendix_clouds_files_is_refused_by_the_backup(pg: PostgresServer, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    (copy / "ab" / "cd").mkdir(parents=True)
+    (copy / "ab" / "cd" / "abcdef").write_bytes(b"would come back as abcdef")
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    made = _run("backup.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(kept), "FILES_DIR": str(copy), "BACKUP_NOW": "20261205T040000Z", "FILES_LAYOUT": "keys"})
+    assert made.returncode != 0 and "an object key of the file store is laid out like a file of Mendix Cloud (xx/yy/<name>)" in made.stderr
+    assert list(kept.iterdir()) == []
 
 
 def test_a_delete_the_store_refuses_is_a_warning_once_the_archive_is_stored(s3_server: str, alpine_path: str, tmp_path: Path) -> None:

@@ -3,14 +3,19 @@
 # postgres image), and by the tests as it is against a real PostgreSQL.
 #
 # The archive <BACKUP_DIR>/<UTC start>.tar.gz has the layout of a Mendix Cloud full snapshot:
-# db/db.backup (pg_dump custom format) and tree/ (the file store), as gzip members read as one stream. Retention is mxinfra.backups.keep:
+# db/db.backup (pg_dump custom format) and tree/ (the file store: each file at tree/xx/yy/<name>, as the
+# runtime's local store and Mendix Cloud keep them; an object's name is its key without the suffix, see
+# mxinfra.backup_archive.tree_path), and .metadata, as gzip members read as one stream. Retention is mxinfra.backups.keep:
 # every backup of the last 24 hours, the newest of each day for KEEP_DAILY_DAYS days, of each ISO week
 # for KEEP_WEEKLY_WEEKS weeks, of each month for KEEP_MONTHLY_MONTHS months, always the newest of all,
 # any dated in the future, and BACKUP_KEEP (a restore's source, while the backup before it runs).
 #
 #   DATABASE_URL   libpq URI of the environment's database (the runtime's own variable)
 #   BACKUP_DIR     where archives are kept
-#   FILES_DIR      the file store to copy (optional: absent when the files live in S3 or Azure)
+#   FILES_DIR      the file store to copy (optional: absent when the environment keeps no files)
+#   FILES_LAYOUT   `keys` when FILES_DIR is a copy of an object store (S3, Azure: one file per object, named
+#                  by its key); otherwise it is the runtime's own local file store, archived as it is
+#   FILES_SUFFIX   (with keys) the key suffix the runtime gives its objects, left out of the archive
 #   BACKUP_NOW     the start time as YYYYmmddTHHMMSSZ (optional; default: the clock)
 #   BACKUP_KEEP    an archive id (YYYYmmddTHHMMSSZ) retention keeps this time (optional)
 #   BACKUP_RANGE_MB  the files are compressed in ranges of this many MiB, two at a time (optional; 64)
@@ -121,9 +126,21 @@ mkdir -p "$work/db"
 # Each step leaves a mark of its success (dash has no pipefail). A failed step leaves no archive.
 tree_job='
 set -eu
-src=$1 work=$2 mb=$3
+src=$1 work=$2 mb=$3 layout=$4 suffix=$5
 if [ -n "$src" ]; then
-  tar --sparse -C "$src" --transform="s,^\.,tree,S" -cf "$work/tree.tar" .
+  # An object store copy: each object at tree/xx/yy/<key without the suffix> where the key is such a name
+  # (4 characters or more, no "/", no pair ".."), else at tree/<key>. A key already laid out so
+  # (xx/yy/xxyy...) would come back as another: refused (backup_archive.tree_path decides the same).
+  nest=
+  if [ "$layout" = keys ]; then
+    if find "$src" -mindepth 3 -maxdepth 3 -type f -printf "%P\n" | grep -q "^\(..\)/\(..\)/\1\2[^/]*\$"; then
+      echo "backup: an object key of the file store is laid out like a file of Mendix Cloud (xx/yy/<name>): it would come back under another key" >&2
+      exit 2
+    fi
+    pair="\\([^/.][^/]\\|[^/][^/.]\\)"
+    nest="s,^\\./\\($pair$pair[^/]*\\)$(printf "%s" "$suffix" | sed "s/\\./\\\\./g")\$,tree/\\2/\\3/\\1,S"
+  fi
+  tar --sparse -C "$src" ${nest:+--transform="$nest"} --transform="s,^\.,tree,S" -cf "$work/tree.tar" .
 else
   mkdir "$work/tree"
   tar -C "$work" -cf "$work/tree.tar" tree
@@ -140,7 +157,7 @@ rm -f "$work/tree.tar"
 '
 # No job control here (a container's sh, or sh run by a program): setsid does not fork, so $! leads the
 # files' session, and `wait` reports its end.
-setsid -w sh -c "$tree_job" tree-job "${FILES_DIR:-}" "$work" "$range_mb" &
+setsid -w sh -c "$tree_job" tree-job "${FILES_DIR:-}" "$work" "$range_mb" "${FILES_LAYOUT:-}" "${FILES_SUFFIX:-}" &
 tree=$!
 dump=
 failed() {
@@ -161,9 +178,14 @@ pg_dump --format=custom --compress=0 --no-owner --no-privileges --file="$work/db
 dump=$!
 wait "$dump" || failed "pg_dump failed"
 dump=
-{ tar -b1 -C "$work" -cf - db && : > "$work/db.done"; } | head -c -1024 | gzip -1 > "$work.tar.gz" || failed "compressing the dump failed"
+# Mendix Cloud's description of a backup beside db/ (its JSON strings; what is measured here, as
+# mxinfra.backup_archive.pack writes it): the dump's size and the files' (stat only, beside the files' tar)
+files_size=0
+[ -z "${FILES_DIR:-}" ] || files_size=$(find "$FILES_DIR" -type f -printf "%s\n" | awk '{ s += $1 } END { printf "%d", s }')
+printf '{\n    "dumpSize": "%s",\n    "filesSize": "%s"\n}' "$(wc -c < "$work/db/db.backup")" "$files_size" > "$work/.metadata"
+{ tar -b1 -C "$work" -cf - db .metadata && : > "$work/db.done"; } | head -c -1024 | gzip -1 > "$work.tar.gz" || failed "compressing the dump failed"
 [ -e "$work/db.done" ] || failed "archiving the dump failed"
-rm -rf "$work/db"
+rm -rf "$work/db" "$work/.metadata"
 tree_offset=$(wc -c < "$work.tar.gz")
 wait "$tree" || failed "archiving the files failed"
 for part in "$work"/parts/*.gz; do

@@ -5,7 +5,12 @@
 #   DATABASE_URL   libpq URI of the environment's database
 #   BACKUP_DIR     where archives are kept
 #   BACKUP_ID      the archive to restore: its UTC start time, YYYYmmddTHHMMSSZ
-#   FILES_DIR      the file store to replace (optional: absent when the files live in S3 or Azure)
+#   FILES_DIR      the file store to replace (optional: absent when the environment keeps no files)
+#   FILES_LAYOUT   `keys` when FILES_DIR is a copy of an object store (S3, Azure), which store.sh copies
+#                  back: a file the archive keeps at tree/xx/yy/<name> (Mendix Cloud's layout) is written
+#                  as <name><FILES_SUFFIX>, its key (mxinfra.backup_archive.store_key decides the same);
+#                  otherwise FILES_DIR is the runtime's local file store, which has tree/'s layout
+#   FILES_SUFFIX   (with keys) the key suffix the runtime gives its objects
 #   BACKUP_SOURCE  another environment whose archive BACKUP_ID is restored (optional): it is first
 #                  received from that environment's export Job (export.sh) on BACKUP_PORT, checked
 #                  (BACKUP_TOKEN, size, sha256) and kept as $BACKUP_DIR/from-<source>/<id>.tar.gz (only
@@ -150,6 +155,14 @@ from=
 dump=
 FILES_DIR=${FILES_DIR:-}
 FILES_DIR=${FILES_DIR%/}
+# tar writes each file of an object store copy under its key as it unpacks it (no second pass)
+keys=
+if [ "${FILES_LAYOUT:-}" = keys ]; then
+  case "${FILES_SUFFIX:-}" in
+    *[!A-Za-z0-9._-]*) echo "restore: FILES_SUFFIX may hold letters, digits and . _ - only, got '$FILES_SUFFIX'" >&2; exit 2 ;;
+  esac
+  keys="s,^tree/\([^/][^/]\)/\([^/][^/]\)/\(\1\2[^/]*\)\$,tree/\3${FILES_SUFFIX:-},"
+fi
 if [ "${BACKUP_RECEIVE:-}" = http ]; then
   # An archive from outside the cluster (`mxinfra backup restore --archive`): the caller judged it with
   # another tar reader, and tar readers can disagree on a crafted header. So GNU tar alone decides its
@@ -159,16 +172,16 @@ if [ "${BACKUP_RECEIVE:-}" = http ]; then
   staging="${FILES_DIR:-$copies}/.mxinfra-upload-$id"
   rm -rf "$staging"
   mkdir "$staging"
-  if ! tar -xzf "$archive" -C "$staging" --no-same-owner --no-same-permissions; then
+  if ! tar -xzf "$archive" -C "$staging" --no-same-owner --no-same-permissions ${keys:+--transform="$keys"}; then
     rm -rf "$staging"
     echo "restore: $id could not be unpacked (see above): nothing was restored" >&2
     exit 1
   fi
   odd=$(find "$staging" -mindepth 1 \( ! -type f ! -type d -o -type f -links +1 \) | head -n 3)
-  beside=$(find "$staging" -mindepth 1 -maxdepth 1 ! -name db ! -name tree | head -n 3)
+  beside=$(find "$staging" -mindepth 1 -maxdepth 1 ! -name db ! -name tree ! \( -name .metadata -type f \) | head -n 3)
   [ ! -d "$staging/db" ] || beside="$beside$(find "$staging/db" -mindepth 1 ! -path "$staging/db/db.backup" | head -n 3)"
   if [ -n "$odd$beside" ] || [ ! -f "$staging/db/db.backup" ] || { [ -e "$staging/tree" ] && [ ! -d "$staging/tree" ]; }; then
-    echo "restore: $id is not a backup archive (only db/db.backup and plain files under tree/): ${odd}${beside}: nothing was restored" >&2
+    echo "restore: $id is not a backup archive (only .metadata, db/db.backup and plain files under tree/): ${odd}${beside}: nothing was restored" >&2
     rm -rf "$staging"
     exit 1
   fi
@@ -196,9 +209,9 @@ elif [ -n "${FILES_DIR:-}" ]; then
   if [ "$offset" -gt 0 ] && [ "$offset" -lt "$size" ] && [ "$(tail -c +$((offset + 1)) "$archive" | { gzip -dc 2>/dev/null || true; } | head -c 4)" = tree ]; then
     # dd only moves the shared read position: tar reads the archive itself from there, and the job's
     # status is tar's (no pipe whose first command could fail unseen)
-    { dd iflag=skip_bytes skip="$offset" count=0 status=none && tar -xz -C "$staging" --strip-components=1 tree; } < "$archive" &
+    { dd iflag=skip_bytes skip="$offset" count=0 status=none && tar -xz -C "$staging" ${keys:+--transform="$keys"} --strip-components=1 tree; } < "$archive" &
   else
-    tar -xzf "$archive" -C "$staging" --strip-components=1 tree &
+    tar -xzf "$archive" -C "$staging" ${keys:+--transform="$keys"} --strip-components=1 tree &
   fi
   files_pid=$!
 fi

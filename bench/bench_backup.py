@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from postgres import PostgresServer, require_bin_dir  # noqa: E402
 
-SCRIPTS = ROOT / "targets" / "kubernetes" / "mxinfra_kubernetes" / "scripts"
+SCRIPTS = Path()  # the Jobs' scripts volume (_volume), filled in main
 RESTORE_FLAGS = "--clean --if-exists --no-owner --no-privileges --single-transaction --exit-on-error"
 
 
@@ -71,13 +71,21 @@ def _script(name: str, env: dict[str, str]) -> tuple[float, int]:
     return _timed(["sh", str(SCRIPTS / name)], env)
 
 
-def _use_scripts(directory: Path) -> None:
-    """Time the scripts in `directory` instead of the checkout's."""
-    global SCRIPTS
-    missing = [n for n in ("backup.sh", "restore.sh", "export.sh") if not (directory / n).is_file()]
-    if missing:
-        raise SystemExit(f"--scripts {directory}: missing {', '.join(missing)}")
-    SCRIPTS = directory.resolve()
+def _volume(into: Path, directory: Path | None) -> Path:
+    """The Jobs' scripts volume as the backup-scripts ConfigMap fills it (the checkout's scripts and the
+    core's clean.sql), with the scripts of `directory` instead where it is given."""
+    from mxinfra_kubernetes.backups import scripts_data
+
+    data = scripts_data()
+    if directory is not None:
+        missing = [n for n in ("backup.sh", "restore.sh", "export.sh") if not (directory / n).is_file()]
+        if missing:
+            raise SystemExit(f"--scripts {directory}: missing {', '.join(missing)}")
+        data.update({n: (directory / n).read_text() for n in ("backup.sh", "restore.sh", "export.sh")})
+    into.mkdir()
+    for name, text in data.items():
+        (into / name).write_text(text)
+    return into
 
 
 def _shell(cmd: str, env: dict[str, str]) -> tuple[float, int]:
@@ -143,11 +151,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--scripts", type=Path, help="a directory with other versions of backup.sh, restore.sh and export.sh")
     args = ap.parse_args()
-    if args.scripts:
-        _use_scripts(args.scripts)
+    global SCRIPTS
     pg = PostgresServer.start()
     try:
         with tempfile.TemporaryDirectory() as tmp:
+            SCRIPTS = _volume(Path(tmp) / "scripts", args.scripts)
             work = Path(tmp)
             files, backups, floor_dir = work / "files", work / "backups", work / "floor"
             for d in (files, backups, floor_dir):

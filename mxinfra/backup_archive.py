@@ -35,10 +35,37 @@ TREE = "tree"
 # of a backup file). Read past, never trusted: nothing here depends on what it says.
 METADATA = ".metadata"
 METADATA_MAX = 1 << 16
-# How a dump is put back over an environment's database (the Kubernetes target's scripts/restore.sh runs
-# the same): dropping what it recreates, in one transaction (a failure leaves the database as it was),
-# without the source's owners and grants (the destination's user owns what it restores).
-RESTORE_FLAGS = ("--clean", "--if-exists", "--no-owner", "--no-privileges", "--single-transaction", "--exit-on-error")
+# How a dump is put back over an environment's database, on every target: one transaction, so a failure
+# leaves the database as it was, holding "BEGIN;", CLEAN_SQL, the dump as pg_restore writes it out as SQL
+# with RESTORE_FLAGS (without the source's owners and grants: the destination's user owns what it
+# restores), and "COMMIT;" only once pg_restore has read the whole dump; psql runs it with RESTORE_PSQL.
+# The Kubernetes target's scripts/restore.sh does the same (its ConfigMap carries CLEAN_SQL as clean.sql).
+RESTORE_FLAGS = ("--clean", "--if-exists", "--no-owner", "--no-privileges", "--exit-on-error", "--file=-")
+RESTORE_PSQL = ("--no-psqlrc", "--quiet", "--output=/dev/null", "--set=ON_ERROR_STOP=1")
+# The restored database is the backup's, as on Mendix Cloud: the tables, views and sequences in `public`
+# that the dump does not hold go too (a table of an entity added since would make the runtime's schema
+# sync fail: the restored model does not know it, and creating it again finds it there). Only what the
+# restoring user may drop (it owns it, or is a member of its owner); what an extension owns, and what goes
+# with its table (a serial column's sequence, an index), is left to those. pg_restore's --clean then finds
+# nothing left to drop but is kept: a dump with other schemas than public still replaces their objects.
+CLEAN_SQL = """DO $mxinfra$
+DECLARE
+  r record;
+BEGIN
+  FOR r IN
+    SELECT format('%I.%I', n.nspname, c.relname) AS name,
+           CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
+                          WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END AS kind
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND pg_has_role(c.relowner, 'MEMBER')
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i', 'e'))
+    ORDER BY c.relkind = 'S', c.relname
+  LOOP
+    EXECUTE format('DROP %s IF EXISTS %s CASCADE', r.kind, r.name);
+  END LOOP;
+END
+$mxinfra$;
+"""
 _CHUNK = 1 << 20
 
 
@@ -331,17 +358,30 @@ def _read(archive: Path, into: Path | None, sha256: str | None, file_name: Calla
     return Unpacked(dump, tree, files)
 
 
+# The characters a name's first four may be for it to be filed at xx/yy/<name> (a UUID's are): ASCII only,
+# so the Kubernetes scripts' tar, in the C locale where a character is a byte, decides as this does.
+_PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+
+
+def _nests(name: str) -> bool:
+    """Whether a name is filed at xx/yy/<name>: 4 characters or more, no '/', the first four letters,
+    digits, '.', '_' or '-' (as a UUID's are), neither pair '..'."""
+    return len(name) >= 4 and "/" not in name and all(c in _PLAIN for c in name[:4]) and ".." not in (name[:2], name[2:4])
+
+
 def tree_path(key: str, suffix: str = "") -> str:
     """Where the file of object-store key `key` lies under tree/: Mendix Cloud's layout, `xx/yy/<name>`
     (the name is the key without the store's `suffix`, xx and yy its first two pairs of characters), as
     Mendix Cloud's own archives and the runtime's local file store keep files; the key itself where it is
-    no such name (shorter than 4 characters, holding a '/', or a pair that is '..'). UserError for a key
-    that would read back as another one."""
-    name = key[: len(key) - len(suffix)] if suffix and key.endswith(suffix) else key
-    if len(name) >= 4 and "/" not in name and ".." not in (name[:2], name[2:4]):
+    no such name (see `_nests`), or lacks the suffix. UserError for a key that would read back as another
+    one, or whose first segment is two bytes long (it would share tree/xx with Mendix Cloud's folders)."""
+    name = key[: len(key) - len(suffix)] if suffix and key.endswith(suffix) else None if suffix else key
+    if name is not None and _nests(name):
         return f"{name[:2]}/{name[2:4]}/{name}"
     if store_key(key, suffix) != key:
         raise UserError(f"object {key!r} is named like a file of Mendix Cloud's layout (xx/yy/<name>): it would be restored as {store_key(key, suffix)!r}")
+    if len(key.split("/", 1)[0].encode()) == 2:
+        raise UserError(f"object {key!r} would be kept at tree/{key.split('/', 1)[0]}, where Mendix Cloud's layout keeps folders of files (xx/yy/<name>)")
     return key
 
 
@@ -349,7 +389,7 @@ def store_key(path: str, suffix: str = "") -> str:
     """The object-store key of the file at tree/<path>, the inverse of `tree_path`: `<name><suffix>` for a
     file at xx/yy/<name>, else the path itself (archives of mxinfra before 2026-12 kept keys as paths)."""
     parts = path.split("/")
-    if len(parts) == 3 and len(parts[2]) >= 4 and parts[0] == parts[2][:2] and parts[1] == parts[2][2:4]:
+    if len(parts) == 3 and _nests(parts[2]) and parts[0] == parts[2][:2] and parts[1] == parts[2][2:4]:
         return parts[2] + suffix
     return path
 

@@ -240,6 +240,11 @@ def test_an_archive_as_mendix_cloud_writes_it_restores(tmp_path):
         ("..abcdef", "", "..abcdef"),
         ("ab..cdef", "", "ab..cdef"),
         ("abcd", "", "ab/cd/abcd"),
+        # only plain ASCII among the first four is nested (the Kubernetes scripts' tar counts bytes)
+        ("\u00e9abcdef", "", "\u00e9abcdef"),
+        ("x\ny-abcd", "", "x\ny-abcd"),
+        # a key without the store's suffix is not one of the runtime's: kept as it is
+        ("abcdefgh", ".sfx", "abcdefgh"),
     ],
 )
 def test_an_object_key_and_its_place_under_tree_map_both_ways(key, suffix, path):

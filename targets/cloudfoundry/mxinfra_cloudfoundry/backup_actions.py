@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from mxinfra.backup_archive import RESTORE_FLAGS, pack, stored_keys, unpack
+from mxinfra.backup_archive import CLEAN_SQL, RESTORE_FLAGS, RESTORE_PSQL, pack, stored_keys, unpack
 from mxinfra.backups import ID_FORMAT, FilesNotRestored
 from mxinfra.errors import UserError
 
@@ -59,7 +59,7 @@ NOT_HERE = (
     "(targets/cloudfoundry/README.md, \"Backups\"): `mxinfra backup download -s {stack} -e {env} -o DIR` takes a backup "
     "now through service keys and `mxinfra backup restore --archive FILE --from ENV` puts one back"
 )
-PG_TOOLS = "PostgreSQL's client tools (pg_dump, pg_restore) of the server's major version or newer on PATH (Debian: apt install postgresql-client)"
+PG_TOOLS = "PostgreSQL's client tools (pg_dump, pg_restore, psql) of the server's major version or newer on PATH (Debian: apt install postgresql-client)"
 
 
 @dataclass(frozen=True)
@@ -72,10 +72,6 @@ class Database:
     password: str
     name: str
     sslmode: str
-
-    def conninfo(self) -> str:
-        """pg_restore's --dbname (it writes a script to stdout without one): the name only, the rest is environ's."""
-        return "dbname='" + self.name.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
     def environ(self) -> dict[str, str]:
         """The process environment for a libpq client: the caller's, without its PG* settings, plus these."""
@@ -171,7 +167,7 @@ class KeyActions:
         """Restore the archive over the environment's database and files, the app stopped meanwhile; what
         was restored (files copied, what became of the app). The archive is unpacked and checked (against
         `sha256`, as its bytes are read) before anything changes; then `before` runs (production's backup)."""
-        tool = _tool("pg_restore")
+        tools = (_tool("pg_restore"), _tool("psql"))
         # beside the archive: the same file system the user chose for it (the system's /tmp may be small, or RAM)
         with _scratch(".mxinfra-restore-", archive.resolve().parent) as scratch:
             # every file must go back under a key of its own, judged before anything changes
@@ -192,7 +188,7 @@ class KeyActions:
                         self._capi(f"stopping the app {self.app_name}", lambda: self.client.stop(app["guid"]))
                         # no instance may hold the database while it is replaced
                         self._capi(f"waiting for the app {self.app_name} to stop", lambda: self.client.wait_stopped(self.client.web_process(app["guid"])["guid"], self.timeout))
-                    _run([tool, *RESTORE_FLAGS, f"--dbname={db.conninfo()}", str(unpacked.dump)], db, f"pg_restore into {self.database_name}", undone="the database is as it was")
+                    _restore_dump(tools, unpacked.dump, db, f"restoring the database {self.database_name}")
                     outcome["files"] = 0
                     if store is not None:
                         try:
@@ -328,6 +324,45 @@ def _run(argv: list[str], db: Database, what: str, undone: str = "") -> None:
     if done.returncode:
         said = " ".join((done.stderr or done.stdout).split())[-1200:]
         raise UserError(f"{what} at {db.host}:{db.port} failed (exit {done.returncode}): {said}{'; ' + undone if undone else ''}")
+
+
+def _restore_dump(tools: tuple[str, str], dump: Path, db: Database, what: str) -> None:
+    """Put `dump` back over `db` as every target does (mxinfra.backup_archive: CLEAN_SQL and the dump as SQL
+    in one transaction, committed only once pg_restore read the whole dump); a UserError saying so, the
+    database as it was, when pg_restore or psql fails."""
+    pg_restore, psql = tools
+    env = db.environ()
+    with tempfile.TemporaryFile() as errors:
+        # psql's output and errors, and pg_restore's, into one file (never a pipe that could fill and stall)
+        server = subprocess.Popen([psql, *RESTORE_PSQL], stdin=subprocess.PIPE, stdout=errors, stderr=errors, env=env)
+        assert server.stdin is not None
+        reader = subprocess.Popen([pg_restore, *RESTORE_FLAGS, str(dump)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors, env=env)
+        assert reader.stdout is not None
+        read = False
+        try:
+            server.stdin.write(b"BEGIN;\n" + CLEAN_SQL.encode())
+            shutil.copyfileobj(reader.stdout, server.stdin, 1 << 20)
+            read = reader.wait() == 0
+            if read:
+                server.stdin.write(b"COMMIT;\n")
+        except BrokenPipeError:
+            pass  # psql stopped at an error (ON_ERROR_STOP): its status and words say which
+        finally:
+            reader.stdout.close()
+            if reader.poll() is None:
+                reader.kill()
+            reader.wait()
+            try:
+                server.stdin.close()
+            except BrokenPipeError:
+                pass
+            # without COMMIT psql ends inside the transaction, and the server rolls it back
+            status = server.wait()
+        if status == 0 and read:
+            return
+        errors.seek(0)
+        said = " ".join(errors.read().decode(errors="replace").split())[-1200:]
+        raise UserError(f"{what} at {db.host}:{db.port} failed (pg_restore exit {reader.returncode}, psql exit {status}): {said}; the database is as it was")
 
 
 def connect(deployment: Any, environment: str, timeout: float | None = None) -> KeyActions:

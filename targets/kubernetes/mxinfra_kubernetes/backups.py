@@ -194,6 +194,14 @@ def script(name: str) -> str:
     return (SCRIPTS / name).read_text()
 
 
+def scripts_data() -> dict[str, str]:
+    """What the Jobs' scripts volume holds (the backup-scripts ConfigMap): the scripts, and clean.sql,
+    which restore.sh runs before a dump (the core's CLEAN_SQL: every target restores alike)."""
+    from mxinfra.backup_archive import CLEAN_SQL
+
+    return {**{name: script(name) for name in SCRIPT_NAMES}, "clean.sql": CLEAN_SQL}
+
+
 @dataclass(frozen=True)
 class RcloneSteps:
     """What a Job's rclone steps need: the image and scratch size; for archives in object storage the
@@ -399,7 +407,7 @@ def deploy(b: Builder, pvcs: list[tuple[str, str]], require_tls: bool, local_fil
     scripts = k8s.core.v1.ConfigMap(
         b.logical("backup-scripts"),
         metadata=lay.metadata(lay.name("backup-scripts"), "backup", per_release=False),
-        data={name: script(name) for name in SCRIPT_NAMES},
+        data=scripts_data(),
         opts=b.opts(),
     )
     size = b.settings.backups.size
@@ -614,10 +622,12 @@ class ClusterActions:
             )
         size = archive.stat().st_size
         digest = sha256 if sha256 is not None else sha256_of(archive)[1]
-        # the files must be ones the restore can put back, each in a place of its own: with a key suffix in
-        # the file store push-files refuses keys without it, and only after the database was replaced
-        suffix = next((e.get("value") for e in self._steps().get("push-files", {}).get("env", []) if e["name"] == "FILES_SUFFIX"), None)
-        check(archive, digest, stored_keys(suffix or ""))
+        # into object storage the files must be ones the restore can put back, each under a key of its own
+        # (with a key suffix push-files refuses keys without it, and only after the database was replaced);
+        # onto a claim they keep their paths
+        push = self._steps().get("push-files")
+        suffix = next((e.get("value") for e in push.get("env", []) if e["name"] == "FILES_SUFFIX"), None) if push is not None else None
+        check(archive, digest, stored_keys(suffix or "") if push is not None else None)
         if before is not None:
             before()
         stamp = now.astimezone(timezone.utc).strftime(ID_FORMAT)

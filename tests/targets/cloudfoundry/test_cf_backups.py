@@ -41,9 +41,9 @@ SELECT setval('"orders$order_number_seq"', 1500);
 """
 TABLES = ['"mendixsystem$version"', '"orders$order"', '"system$filedocument"']
 UUID = "0d3e301f-5551-46f8-ad44-8de2be084c95"  # how the runtime names a file's object: its UUID
-FILES = {UUID: b"a Mendix file document", "a1/b2/7f3e-file": b"\x00\x01binary" * 300, "doc-2": "Zoë's document".encode(), "empty": b""}
+FILES = {UUID: b"a Mendix file document", "docs/a1/7f3e-file": b"\x00\x01binary" * 300, "doc-2": "Zoë's document".encode(), "empty": b""}
 # The same files in an archive, as Mendix Cloud lays them out (tree/xx/yy/<name>): a key with a '/' as it is
-ARCHIVED = {f"0d/3e/{UUID}": FILES[UUID], "a1/b2/7f3e-file": FILES["a1/b2/7f3e-file"], "do/c-/doc-2": FILES["doc-2"], "em/pt/empty": b""}
+ARCHIVED = {f"0d/3e/{UUID}": FILES[UUID], "docs/a1/7f3e-file": FILES["docs/a1/7f3e-file"], "do/c-/doc-2": FILES["doc-2"], "em/pt/empty": b""}
 DB_PASSWORD_MARK = PASSWORD  # the database's password: it must appear nowhere mxinfra writes
 BUCKET = "orders-files-bucket"
 SECRET_KEY = "Known-Store-Secret-5e1f"
@@ -258,6 +258,45 @@ def test_an_archive_with_an_entry_outside_it_is_refused_before_the_app_stops(cap
     assert _snapshot(pg) == seeded and _records(project, "acceptance") == []
 
 
+_RELATIONS = "SELECT c.relkind::text || ' ' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v', 'm', 'S') ORDER BY 1"
+_SINCE = 'CREATE TABLE "orders$refund" (id bigint PRIMARY KEY); INSERT INTO "orders$refund" VALUES (7); CREATE VIEW "orders$big" AS SELECT * FROM "orders$order"; DELETE FROM "orders$order"'
+
+
+def test_a_restore_gives_the_backups_database_and_drops_what_came_since(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    """As on Kubernetes (restore.sh runs the same CLEAN_SQL): a table or view made after the backup goes."""
+    _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
+    relations = pg.psql(_RELATIONS)
+    rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(tmp_path / "b"), "-C", str(project.path))
+    assert rc == 0, err
+    [archive] = (tmp_path / "b").iterdir()
+    pg.psql(_SINCE)
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(archive), "--from", "acceptance", "-C", str(project.path))
+    assert rc == 0, err
+    assert _snapshot(pg) == seeded and pg.psql(_RELATIONS) == relations and "orders$refund" not in relations
+
+
+def test_a_dump_that_ends_half_way_changes_nothing_at_all(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    """pg_restore writes out part of the dump as SQL and fails: what psql ran of it, drops included, is rolled back."""
+    import io
+    import subprocess
+
+    app = _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
+    dump = tmp_path / "db.backup"
+    subprocess.run(["pg_dump", "-Fc", "-Z0", f"--file={dump}", pg.url], check=True)
+    cut = tmp_path / "20261201T000000Z.tar.gz"
+    with tarfile.open(cut, "w:gz") as tar:
+        info = tarfile.TarInfo("db/db.backup")
+        info.size = dump.stat().st_size * 2 // 3
+        tar.addfile(info, io.BytesIO(dump.read_bytes()[: info.size]))
+    pg.psql(_SINCE)
+    changed, relations = _snapshot(pg), pg.psql(_RELATIONS)
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(cut), "--from", "acceptance", "--unrecorded", "-C", str(project.path))
+    assert rc == 2 and "Traceback" not in err, err
+    assert "error: restoring the database orders-acceptance-database at 127.0.0.1:" in err and "pg_restore exit 1, psql exit 0" in err and "; the database is as it was" in err
+    assert _snapshot(pg) == changed and pg.psql(_RELATIONS) == relations and pg.psql('SELECT id FROM "orders$refund"') == "7\n"
+    assert capi.objects["apps"][app]["state"] == "STARTED"
+
+
 def test_a_dump_the_server_refuses_leaves_the_database_as_it_was_and_the_app_running(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
     app = _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
     bad = tmp_path / "20261201T000000Z.tar.gz"
@@ -267,7 +306,7 @@ def test_a_dump_the_server_refuses_leaves_the_database_as_it_was_and_the_app_run
         tar.add(junk, arcname="db/db.backup")
     rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(bad), "--from", "acceptance", "--unrecorded", "-C", str(project.path))
     assert rc == 2 and "Traceback" not in err, err
-    assert "error: pg_restore into orders-acceptance-database at 127.0.0.1:" in err and "; the database is as it was" in err
+    assert "error: restoring the database orders-acceptance-database at 127.0.0.1:" in err and "unsupported version" in err and "; the database is as it was" in err
     assert _snapshot(pg) == seeded and _objects(s3_server) == FILES
     assert capi.objects["apps"][app]["state"] == "STARTED" and capi.keys() == []
     assert _records(project, "acceptance") == []
@@ -413,13 +452,13 @@ def test_an_app_that_will_not_start_again_is_said_and_recorded_and_the_restore_s
 
 def test_objects_that_cannot_be_files_of_an_archive_are_named(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
     _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
-    _s3(s3_server).put_object(Bucket=BUCKET, Key="a1/b2/7f3e-file/inside", Body=b"a file where a1/b2/7f3e-file is one")
+    _s3(s3_server).put_object(Bucket=BUCKET, Key="docs/a1/7f3e-file/inside", Body=b"a file where docs/a1/7f3e-file is one")
     out = tmp_path / "b"
     rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))
     assert rc == 2 and "Traceback" not in err, err
-    assert f"the bucket {BUCKET}: object " in err and "and another object land on the same file of the archive (tree/a1/b2/7f3e-file" in err
+    assert f"the bucket {BUCKET}: object " in err and "and another object land on the same file of the archive (tree/docs/a1/7f3e-file" in err
     assert list(out.iterdir()) == [] and capi.keys() == []
-    _s3(s3_server).delete_object(Bucket=BUCKET, Key="a1/b2/7f3e-file/inside")
+    _s3(s3_server).delete_object(Bucket=BUCKET, Key="docs/a1/7f3e-file/inside")
     # a key laid out like Mendix Cloud's files would come back as another key: refused, not renamed
     _s3(s3_server).put_object(Bucket=BUCKET, Key="ab/cd/abcdef", Body=b"")
     rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))
@@ -519,7 +558,7 @@ def test_files_in_an_azure_container_go_into_the_archive_and_back(capi, project,
     with tarfile.open(archive) as tar:
         assert {n[5:]: tar.extractfile(n).read() for n in tar.getnames() if n.startswith("tree/") and tar.getmember(n).isfile()} == ARCHIVED
     container.delete_blob("doc-2")
-    container.upload_blob("a1/b2/7f3e-file", b"overwritten", overwrite=True)
+    container.upload_blob("docs/a1/7f3e-file", b"overwritten", overwrite=True)
     rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(archive), "--from", "acceptance", "-C", str(project.path))
     assert rc == 0, err
     assert {b.name: container.download_blob(b.name).readall() for b in container.list_blobs()} == FILES

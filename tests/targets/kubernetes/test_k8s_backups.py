@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from mxinfra.access import Permission
+from mxinfra.backup_archive import CLEAN_SQL
 from mxinfra.cli import main
 from mxinfra.naming import Naming
 
@@ -101,7 +102,8 @@ def test_production_gets_a_nightly_backup_and_a_suspended_restore_template(proje
 def test_the_cluster_runs_the_scripts_the_tests_run(project, capsys, tmp_path):
     docs, _ = _render(project, capsys, tmp_path, "production", config("production"))
     scripts = _one(docs, "ConfigMap", "orders-production-backup-scripts")
-    assert scripts["data"] == {name: (SCRIPTS / name).read_text() for name in ("backup.sh", "restore.sh", "export.sh", "store.sh")}
+    # the scripts as the target ships them, and the core's clean.sql (what every target runs before a dump)
+    assert scripts["data"] == {**{name: (SCRIPTS / name).read_text() for name in ("backup.sh", "restore.sh", "export.sh", "store.sh")}, "clean.sql": CLEAN_SQL}
 
 
 @pytest.mark.usefixtures("engine_secrets")

@@ -22,10 +22,28 @@ from pathlib import Path
 import pytest
 from postgres import PostgresServer, require_bin_dir
 
-import mxinfra_kubernetes
 from mxinfra.backups import Backups, backup_id, keep, parse_id, retention_env
 
-SCRIPTS = Path(mxinfra_kubernetes.__file__).parent / "scripts"
+
+
+def _scripts_volume() -> Path:
+    """The Jobs' scripts volume as the backup-scripts ConfigMap fills it (the scripts and clean.sql), in a
+    directory of its own: the scripts run as the Jobs run them."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from mxinfra_kubernetes.backups import scripts_data
+
+    where = Path(tempfile.mkdtemp(prefix="mxinfra-scripts-"))
+    atexit.register(shutil.rmtree, where, True)
+    for name, text in scripts_data().items():
+        (where / name).write_text(text)
+        (where / name).chmod(0o555)
+    return where
+
+
+SCRIPTS = _scripts_volume()
 UTC = timezone.utc
 
 # A Mendix-like schema: module$entity tables with bigint ids, strings, decimals (Mendix: 28 digits, 8
@@ -203,6 +221,54 @@ def test_backup_then_restore_gives_back_every_row_and_file(pg: PostgresServer, t
     for table in before:
         assert after[table] == before[table], table
     assert _tree(files) == tree_before
+
+
+# what restore.sh and Cloud Foundry's restore must leave: exactly the backup's tables, views and sequences
+_RELATIONS = "SELECT c.relkind::text || ' ' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v', 'm', 'S') ORDER BY 1"
+_SINCE = """CREATE TABLE "orders$refund" (id bigint PRIMARY KEY, amount numeric(28,8));
+INSERT INTO "orders$refund" VALUES (1, 9.5);
+CREATE SEQUENCE "orders$refund_number_seq";
+CREATE VIEW "orders$open_order" AS SELECT * FROM "orders$order" WHERE status = 'Placed';
+DELETE FROM "orders$order" WHERE id % 2 = 0;"""
+
+
+def test_a_restore_gives_the_backups_database_and_drops_what_came_since(pg: PostgresServer, tmp_path: Path) -> None:
+    """Mendix Cloud restores a backup's database, not the backup over today's: a table of an entity added
+    since would stay and make the runtime's schema sync fail (the restored model does not know it)."""
+    pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA + _data(random.Random(3)))
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    env = {"DATABASE_URL": pg.url, "BACKUP_DIR": str(backups), "BACKUP_NOW": "20261204T020000Z"}
+    assert _run("backup.sh", env).returncode == 0
+    before, relations = _snapshot(pg), pg.psql(_RELATIONS)
+    assert relations.splitlines() == ['S orders$order_number_seq', 'r mendixsystem$version', 'r orders$customer', 'r orders$order', 'r orders$order_customer', 'r system$filedocument']
+    pg.psql(_SINCE)
+    done = _run("restore.sh", {**env, "BACKUP_ID": "20261204T020000Z"})
+    assert done.returncode == 0, done.stderr
+    assert _snapshot(pg) == before and pg.psql(_RELATIONS) == relations
+
+
+def test_a_dump_that_ends_half_way_changes_nothing_at_all(pg: PostgresServer, tmp_path: Path) -> None:
+    """pg_restore writes out half of the dump, then fails: what psql ran of it, the drops included, is
+    rolled back (no COMMIT was sent), and the restore says it failed."""
+    pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA + _data(random.Random(4)))
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    env = {"DATABASE_URL": pg.url, "BACKUP_DIR": str(backups), "BACKUP_NOW": "20261204T020000Z"}
+    assert _run("backup.sh", env).returncode == 0
+    with tarfile.open(backups / "20261204T020000Z.tar.gz") as whole:
+        dump = whole.extractfile("db/db.backup").read()
+    cut = io.BytesIO()
+    with tarfile.open(fileobj=cut, mode="w:gz") as t:
+        info = tarfile.TarInfo("db/db.backup")
+        info.size = len(dump) * 2 // 3
+        t.addfile(info, io.BytesIO(dump[: info.size]))
+    (backups / "20261205T020000Z.tar.gz").write_bytes(cut.getvalue())
+    pg.psql(_SINCE)
+    changed, relations = _snapshot(pg), pg.psql(_RELATIONS)
+    done = _run("restore.sh", {**env, "BACKUP_ID": "20261205T020000Z"})
+    assert done.returncode == 1 and "the database restore of 20261205T020000Z failed" in done.stderr, done.stderr
+    assert _snapshot(pg) == changed and pg.psql(_RELATIONS) == relations and pg.psql('SELECT amount FROM "orders$refund"') == "9.50000000\n"
 
 
 def test_restore_refuses_a_missing_or_malformed_backup(pg: PostgresServer, tmp_path: Path) -> None:

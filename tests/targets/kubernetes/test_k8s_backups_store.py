@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import random
 import subprocess
+import tarfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from object_store import AZURITE_ACCOUNT, AZURITE_KEY, alpine_path  # noqa: F401  (a fixture; s3_server and azurite: tests/conftest.py)
 from postgres import PostgresServer
-from test_k8s_backups_postgres import SCHEMA, _data, _run, _snapshot, _tree
+from test_k8s_backups_postgres import SCHEMA, SCRIPTS, _data, _run, _snapshot, _tree
 
 from mxinfra.backups import Backups, keep, parse_id, retention_env
-from mxinfra_kubernetes.backups import SCRIPTS, files_env, files_remote, files_secret_values, remote, store_env, store_secret_values
+from mxinfra_kubernetes.backups import files_env, files_remote, files_secret_values, remote, store_env, store_secret_values
 from mxinfra_kubernetes.config import KubernetesConfig, for_environment
 
 UTC = timezone.utc
@@ -204,7 +205,7 @@ def test_a_file_store_in_object_storage_goes_into_the_archive_and_back(request: 
     files = Store(kind, endpoint, f"files-{kind}-{next(_made)}", files=True, suffix=suffix)
     mine = suffix or ""
     # the runtime names an object by its file's UUID (and the suffix); a key too short to nest stays as it is
-    originals = {f"0a1b2c3d-5551-46f8{mine}": random.Random(5).randbytes(200_000), f"empty{mine}": b"", f"9f8e7d6c{mine}": b"second document", f"ab{mine}": b"short"}
+    originals = {f"0a1b2c3d-5551-46f8{mine}": random.Random(5).randbytes(200_000), f"empty{mine}": b"", f"9f8e7d6c{mine}": b"second document", f"abc{mine}": b"short"}
     for name, data in originals.items():
         files.put(name, data)
     if suffix:
@@ -225,7 +226,7 @@ def test_a_file_store_in_object_storage_goes_into_the_archive_and_back(request: 
     # Mendix Cloud's layout: tree/xx/yy/<the key without the suffix>, whatever keeps the files
     listed = subprocess.run(["tar", "-tzf", str(scratch / "20261205T030000Z.tar.gz")], capture_output=True, text=True, check=True).stdout.split()
     assert sorted(n for n in listed if n.startswith("tree/") and not n.endswith("/")) == [
-        "tree/0a/1b/0a1b2c3d-5551-46f8", "tree/9f/8e/9f8e7d6c", f"tree/ab{mine}", "tree/em/pt/empty"]
+        "tree/0a/1b/0a1b2c3d-5551-46f8", "tree/9f/8e/9f8e7d6c", f"tree/abc{mine}", "tree/em/pt/empty"]
 
     pg.psql('DELETE FROM "orders$order"')
     files.put(f"0a1b2c3d-5551-46f8{mine}", b"overwritten")
@@ -278,6 +279,97 @@ def test_files_move_between_a_claim_and_object_storage_in_both_directions(pg: Po
     back = _run("restore.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(kept), "FILES_DIR": str(other), "BACKUP_ID": "20261205T050000Z"})
     assert back.returncode == 0, back.stderr
     assert _tree(other) == {"0a/1b/0a1b2c3d-5551": b"from the claim", "9f/8e/9f8e7d6c-aaaa": b"from the bucket"}
+
+
+# Keys at the edges of the layout, and where the archive files them (written out, not computed): a UUID,
+# a name of exactly 4 characters, dots that are not a pair "..", a pair "..", a character outside ASCII or
+# a control character among the first four, a short key, a key with a "/", upper case.
+EDGES = {
+    "0d3e301f-5551-46f8-ad44-8de2be084c95": "0d/3e/0d3e301f-5551-46f8-ad44-8de2be084c95",
+    "abcd": "ab/cd/abcd",
+    "ab.cd-x": "ab/.c/ab.cd-x",
+    "a.b.cdef": "a./b./a.b.cdef",
+    "..abcdef": "..abcdef",
+    "ab..cdef": "ab..cdef",
+    "\u00e9abcdef": "\u00e9abcdef",
+    "ab\u00e9-cdef": "ab\u00e9-cdef",
+    "x\ny-abcd": "x\ny-abcd",
+    "abc": "abc",
+    "some dir/with space": "some dir/with space",
+    "UPPER-case": "UP/PE/UPPER-case",
+}
+
+
+@pytest.mark.parametrize("suffix", ["", ".orders-test"])
+def test_the_scripts_file_every_key_where_the_core_does_and_give_it_back(pg: PostgresServer, tmp_path: Path, suffix: str) -> None:
+    """backup.sh and restore.sh (tar in the C locale) against mxinfra.backup_archive's tree_path and
+    store_key (Python, by character): the same place for every key, and the same key back."""
+    from mxinfra.backup_archive import store_key, tree_path
+
+    pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA)
+    copy = tmp_path / "copy"
+    for key in EDGES:
+        (copy / (key + suffix)).parent.mkdir(parents=True, exist_ok=True)
+        (copy / (key + suffix)).write_bytes(key.encode())
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    layout = {"FILES_LAYOUT": "keys", **({"FILES_SUFFIX": suffix} if suffix else {})}
+    made = _run("backup.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(kept), "FILES_DIR": str(copy), "BACKUP_NOW": "20261205T060000Z", **layout})
+    assert made.returncode == 0, made.stderr
+    with tarfile.open(kept / "20261205T060000Z.tar.gz") as archive:
+        filed = {archive.extractfile(m).read().decode(): m.name.removeprefix("tree/") for m in archive.getmembers() if m.isfile() and m.name.startswith("tree/")}
+    # where each key's bytes were filed: for a key the layout nests, its name without the suffix
+    assert filed == {k: (v if "/" in v and v != k else v + suffix) for k, v in EDGES.items()}
+    assert filed == {k: tree_path(k + suffix, suffix) for k in EDGES}
+    back = tmp_path / "back"
+    back.mkdir()
+    restored = _run("restore.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(kept), "FILES_DIR": str(back), "BACKUP_ID": "20261205T060000Z", **layout})
+    assert restored.returncode == 0, restored.stderr
+    assert {str(p.relative_to(back)): p.read_bytes().decode() for p in back.rglob("*") if p.is_file()} == {k + suffix: k for k in EDGES}
+    assert all(store_key(path, suffix) == k + suffix for k, path in filed.items())
+
+
+def test_a_key_at_a_two_byte_tree_folder_is_refused_by_the_backup_as_by_the_core(pg: PostgresServer, tmp_path: Path) -> None:
+    from mxinfra.backup_archive import tree_path
+    from mxinfra.errors import UserError
+
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "ab").write_bytes(b"a short key")
+    (copy / "abcdef").write_bytes(b"filed at tree/ab/cd/abcdef: tree/ab would be a file and a folder")
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    made = _run("backup.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(kept), "FILES_DIR": str(copy), "BACKUP_NOW": "20261205T040000Z", "FILES_LAYOUT": "keys"})
+    assert made.returncode != 0 and "is two bytes long up to its first /: Mendix Cloud keeps folders of files there" in made.stderr
+    assert list(kept.iterdir()) == []
+    with pytest.raises(UserError, match="object 'ab' would be kept at tree/ab, where Mendix Cloud's layout keeps folders of files"):
+        tree_path("ab")
+
+
+def test_two_files_of_a_stored_archive_that_land_on_one_key_fail_the_files_and_lose_neither(pg: PostgresServer, tmp_path: Path) -> None:
+    """An archive in the store (restore by id or --from, no check on this machine) with tree/abcd and
+    tree/ab/cd/abcd: both are the key abcd; tar refuses the second rather than write over the first."""
+    import io
+
+    pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA)
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    assert _run("backup.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(kept), "BACKUP_NOW": "20261205T040000Z"}).returncode == 0
+    with tarfile.open(kept / "20261205T040000Z.tar.gz") as whole:
+        dump = whole.extractfile("db/db.backup").read()
+    crafted = io.BytesIO()
+    with tarfile.open(fileobj=crafted, mode="w:gz") as t:
+        for name, body in (("db/db.backup", dump), ("tree/abcd", b"flat"), ("tree/ab/cd/abcd", b"nested")):
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            t.addfile(info, io.BytesIO(body))
+    (kept / "20261205T050000Z.tar.gz").write_bytes(crafted.getvalue())
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "abcd").write_bytes(b"as it was")
+    done = _run("restore.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(kept), "FILES_DIR": str(copy), "BACKUP_ID": "20261205T050000Z", "FILES_LAYOUT": "keys"})
+    assert done.returncode == 1 and "the files restore of 20261205T050000Z failed" in done.stderr, done.stderr
+    assert {p.name: p.read_bytes() for p in copy.iterdir()} == {"abcd": b"as it was"}
 
 
 def test_an_object_key_laid_out_like_mendix_clouds_files_is_refused_by_the_backup(pg: PostgresServer, tmp_path: Path) -> None:

@@ -100,6 +100,10 @@ if [ -n "${FILES_DIR:-}" ] && [ ! -d "$FILES_DIR" ]; then
   exit 2
 fi
 
+case "${FILES_SUFFIX:-}" in
+  *[!A-Za-z0-9._-]*) echo "backup: FILES_SUFFIX may hold letters, digits and . _ - only, got '$FILES_SUFFIX'" >&2; exit 2 ;;
+esac
+
 # An id names one backup: a second run in the same second fails rather than replace the first.
 range_mb=${BACKUP_RANGE_MB:-64}
 case "$range_mb" in
@@ -128,19 +132,26 @@ tree_job='
 set -eu
 src=$1 work=$2 mb=$3 layout=$4 suffix=$5
 if [ -n "$src" ]; then
-  # An object store copy: each object at tree/xx/yy/<key without the suffix> where the key is such a name
-  # (4 characters or more, no "/", no pair ".."), else at tree/<key>. A key already laid out so
-  # (xx/yy/xxyy...) would come back as another: refused (backup_archive.tree_path decides the same).
+  # An object store copy: each object at tree/xx/yy/<key without the suffix> where that is such a name
+  # (4 characters or more, no "/", the first four letters, digits or . _ -, neither pair ".."), else at
+  # tree/<key>: mxinfra.backup_archive.tree_path decides the same (tar and grep in the C locale, where a
+  # character is a byte, as it counts them). Refused, as there: a key already laid out so (xx/yy/xxyy...),
+  # which would come back as another, and one at a two-byte tree/xx, where the layout keeps folders.
   nest=
   if [ "$layout" = keys ]; then
-    if find "$src" -mindepth 3 -maxdepth 3 -type f -printf "%P\n" | grep -q "^\(..\)/\(..\)/\1\2[^/]*\$"; then
+    c="[A-Za-z0-9._-]" d="[A-Za-z0-9_-]"
+    pair="$d$c\\|$c$d"
+    if find "$src" -mindepth 3 -maxdepth 3 -type f -printf "%P\0" | LC_ALL=C grep -qz "^\\($pair\\)/\\($pair\\)/\\1\\2[^/]*\$"; then
       echo "backup: an object key of the file store is laid out like a file of Mendix Cloud (xx/yy/<name>): it would come back under another key" >&2
       exit 2
     fi
-    pair="\\([^/.][^/]\\|[^/][^/.]\\)"
-    nest="s,^\\./\\($pair$pair[^/]*\\)$(printf "%s" "$suffix" | sed "s/\\./\\\\./g")\$,tree/\\2/\\3/\\1,S"
+    if [ -n "$(LC_ALL=C find "$src" -mindepth 1 -maxdepth 1 -name "??" -printf x | head -c 1)" ]; then
+      echo "backup: an object key of the file store is two bytes long up to its first /: Mendix Cloud keeps folders of files there (tree/xx/yy/<name>)" >&2
+      exit 2
+    fi
+    nest="s,^\\./\\(\\($pair\\)\\($pair\\)[^/]*\\)$(printf "%s" "$suffix" | sed "s/\\./\\\\./g")\$,tree/\\2/\\3/\\1,S"
   fi
-  tar --sparse -C "$src" ${nest:+--transform="$nest"} --transform="s,^\.,tree,S" -cf "$work/tree.tar" .
+  LC_ALL=C tar --sparse -C "$src" ${nest:+--transform="$nest"} --transform="s,^\.,tree,S" -cf "$work/tree.tar" .
 else
   mkdir "$work/tree"
   tar -C "$work" -cf "$work/tree.tar" tree

@@ -161,7 +161,9 @@ if [ "${FILES_LAYOUT:-}" = keys ]; then
   case "${FILES_SUFFIX:-}" in
     *[!A-Za-z0-9._-]*) echo "restore: FILES_SUFFIX may hold letters, digits and . _ - only, got '$FILES_SUFFIX'" >&2; exit 2 ;;
   esac
-  keys="s,^tree/\([^/][^/]\)/\([^/][^/]\)/\(\1\2[^/]*\)\$,tree/\3${FILES_SUFFIX:-},"
+  # tree/xx/yy/<name> as mxinfra.backup_archive.store_key reads it (tar in the C locale: a character is a byte)
+  c="[A-Za-z0-9._-]" d="[A-Za-z0-9_-]"
+  keys="s,^tree/\($d$c\|$c$d\)/\($d$c\|$c$d\)/\(\1\2[^/]*\)\$,tree/\3${FILES_SUFFIX:-},"
 fi
 if [ "${BACKUP_RECEIVE:-}" = http ]; then
   # An archive from outside the cluster (`mxinfra backup restore --archive`): the caller judged it with
@@ -172,7 +174,7 @@ if [ "${BACKUP_RECEIVE:-}" = http ]; then
   staging="${FILES_DIR:-$copies}/.mxinfra-upload-$id"
   rm -rf "$staging"
   mkdir "$staging"
-  if ! tar -xzf "$archive" -C "$staging" --no-same-owner --no-same-permissions ${keys:+--transform="$keys"}; then
+  if ! LC_ALL=C tar -xzf "$archive" -C "$staging" --keep-old-files --no-same-owner --no-same-permissions ${keys:+--transform="$keys"}; then
     rm -rf "$staging"
     echo "restore: $id could not be unpacked (see above): nothing was restored" >&2
     exit 1
@@ -209,19 +211,32 @@ elif [ -n "${FILES_DIR:-}" ]; then
   if [ "$offset" -gt 0 ] && [ "$offset" -lt "$size" ] && [ "$(tail -c +$((offset + 1)) "$archive" | { gzip -dc 2>/dev/null || true; } | head -c 4)" = tree ]; then
     # dd only moves the shared read position: tar reads the archive itself from there, and the job's
     # status is tar's (no pipe whose first command could fail unseen)
-    { dd iflag=skip_bytes skip="$offset" count=0 status=none && tar -xz -C "$staging" ${keys:+--transform="$keys"} --strip-components=1 tree; } < "$archive" &
+    { dd iflag=skip_bytes skip="$offset" count=0 status=none && LC_ALL=C tar -xz -C "$staging" --keep-old-files ${keys:+--transform="$keys"} --strip-components=1 tree; } < "$archive" &
   else
-    tar -xzf "$archive" -C "$staging" ${keys:+--transform="$keys"} --strip-components=1 tree &
+    LC_ALL=C tar -xzf "$archive" -C "$staging" --keep-old-files ${keys:+--transform="$keys"} --strip-components=1 tree &
   fi
   files_pid=$!
 fi
+# The database, as mxinfra.backup_archive says every target restores one: one transaction of clean.sql
+# (what the dump does not hold goes too) and the dump as pg_restore writes it out as SQL, committed only
+# once pg_restore read the whole dump; else psql reaches the end of its input inside the transaction and
+# the server rolls it back. The mark says pg_restore got that far (psql's own status is the pipe's).
+committed="$BACKUP_DIR/.restore-$id.complete"
+rm -f "$committed"
+restore_database() {
+  { printf 'BEGIN;\n' && cat "$(dirname "$0")/clean.sql" \
+      && pg_restore --clean --if-exists --no-owner --no-privileges --exit-on-error --file=- "$@" \
+      && printf 'COMMIT;\n' && : > "$committed"; } \
+    | psql --no-psqlrc --quiet --output=/dev/null --set=ON_ERROR_STOP=1 --dbname="$DATABASE_URL"
+}
 db_ok=1
 if [ -n "$dump" ]; then
-  pg_restore --clean --if-exists --no-owner --no-privileges --single-transaction --exit-on-error --dbname="$DATABASE_URL" "$dump" || db_ok=0
+  restore_database "$dump" || db_ok=0
 else
-  tar -xzOf "$archive" --occurrence=1 db/db.backup \
-    | pg_restore --clean --if-exists --no-owner --no-privileges --single-transaction --exit-on-error --dbname="$DATABASE_URL" || db_ok=0
+  tar -xzOf "$archive" --occurrence=1 db/db.backup | restore_database || db_ok=0
 fi
+[ -e "$committed" ] || db_ok=0
+rm -f "$committed"
 files_ok=1
 if [ -n "$files_pid" ]; then wait "$files_pid" || files_ok=0; fi
 if [ "$db_ok" = 1 ] && [ "$files_ok" = 1 ] && [ -n "$from" ]; then

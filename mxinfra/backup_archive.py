@@ -42,6 +42,20 @@ METADATA_MAX = 1 << 16
 # The Kubernetes target's scripts/restore.sh does the same (its ConfigMap carries CLEAN_SQL as clean.sql).
 RESTORE_FLAGS = ("--clean", "--if-exists", "--no-owner", "--no-privileges", "--exit-on-error", "--file=-")
 RESTORE_PSQL = ("--no-psqlrc", "--quiet", "--output=/dev/null", "--set=ON_ERROR_STOP=1")
+# psql runs what pg_restore writes out, and an archive may come from anywhere: a crafted dump must not reach
+# psql's meta-commands (\! runs a shell). pg_restore of these versions and newer opens its output with
+# \restrict, after which psql refuses them (CVE-2025-8714); output without it is refused (`restricted`).
+RESTRICTING_VERSIONS = "PostgreSQL 17.6, 16.10, 15.14, 14.19, 13.22 or newer"
+
+
+def restricted(line: bytes) -> bool | None:
+    """Judge pg_restore's SQL output a line at a time from its start: None while its opening comments and
+    blank lines last, then whether its first command is \restrict (True) or anything else (False)."""
+    if not line.strip() or line.startswith(b"--"):
+        return None
+    return line.startswith(b"\\restrict ")
+
+
 # The restored database is the backup's, as on Mendix Cloud: the tables, views and sequences in `public`
 # that the dump does not hold go too (a table of an entity added since would make the runtime's schema
 # sync fail: the restored model does not know it, and creating it again finds it there). Only what the

@@ -102,3 +102,15 @@ class PostgresServer:
             self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def unrestricted_pg_restore(bin_dir: Path, evidence: Path) -> None:
+    r"""A pg_restore as before PostgreSQL 17.6/16.10/15.14 writes its output (the real one, its \restrict
+    and \unrestrict lines left out), with what a crafted dump could carry into it: a psql shell escape."""
+    real = require_bin_dir() / "pg_restore"
+    bin_dir.mkdir()
+    (bin_dir / "pg_restore").write_text(
+        "#!/bin/sh\n"
+        f""""{real}" "$@" | grep -Ev '^\\\\(un)?restrict ' | sed 's|^SET statement_timeout = 0;|\\\\! touch {evidence}\\nSET statement_timeout = 0;|'\n"""
+    )
+    (bin_dir / "pg_restore").chmod(0o755)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mxinfra.backup_archive import ArchiveError, check, pack, store_key, tree_path, unpack
+from mxinfra.backup_archive import ArchiveError, check, pack, restricted, store_key, tree_path, unpack
 from mxinfra.errors import UserError
 
 
@@ -262,3 +262,12 @@ def test_files_of_an_older_archive_keep_their_keys():
     assert store_key("0d3e301f-5551-46f8-ad44-8de2be084c95.sfx", ".sfx") == "0d3e301f-5551-46f8-ad44-8de2be084c95.sfx"
     assert store_key("0d/3e/0d3e301f", ".sfx") == "0d3e301f.sfx"
     assert store_key("0d/3f/0d3e301f", ".sfx") == "0d/3f/0d3e301f"  # not where the name would be: a path, kept
+
+
+def test_pg_restore_output_is_judged_by_its_first_command():
+    # the opening comments and blank lines of pg_restore's SQL output, then \\restrict or anything else
+    assert restricted(b"--\n") is None and restricted(b"-- PostgreSQL database dump\n") is None and restricted(b"\n") is None
+    assert restricted(b"\\restrict 9IrlsD9EB7egoZRcAcQ5H83tzkSrr6cz4ztrgNzOrefUsJ1zxBRbr9mkfIgiYnD\n") is True
+    assert restricted(b"SET statement_timeout = 0;\n") is False
+    assert restricted(b"\\! touch /tmp/x\n") is False
+    assert restricted(b"\\restricted\n") is False

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from mxinfra.backup_archive import CLEAN_SQL, RESTORE_FLAGS, RESTORE_PSQL, pack, stored_keys, unpack
+from mxinfra.backup_archive import CLEAN_SQL, RESTORE_FLAGS, RESTORE_PSQL, RESTRICTING_VERSIONS, pack, restricted, stored_keys, unpack
 from mxinfra.backups import ID_FORMAT, FilesNotRestored
 from mxinfra.errors import UserError
 
@@ -338,9 +338,16 @@ def _restore_dump(tools: tuple[str, str], dump: Path, db: Database, what: str) -
         assert server.stdin is not None
         reader = subprocess.Popen([pg_restore, *RESTORE_FLAGS, str(dump)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors, env=env)
         assert reader.stdout is not None
-        read = False
+        read, opening = False, b""
         try:
-            server.stdin.write(b"BEGIN;\n" + CLEAN_SQL.encode())
+            while (verdict := restricted(line := reader.stdout.readline())) is None and line:
+                opening += line
+            if line and verdict is not True:  # (nothing at all: pg_restore failed, and says why below)
+                raise UserError(
+                    f"{what}: {pg_restore} does not open its output with \\restrict, which keeps a dump's text from running psql's "
+                    f"meta-commands: use the client tools of {RESTRICTING_VERSIONS}; nothing was restored"
+                )
+            server.stdin.write(b"BEGIN;\n" + CLEAN_SQL.encode() + opening + line)
             shutil.copyfileobj(reader.stdout, server.stdin, 1 << 20)
             read = reader.wait() == 0
             if read:

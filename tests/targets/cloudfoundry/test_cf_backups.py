@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from postgres import PASSWORD, PostgresServer, require_bin_dir
+from postgres import PASSWORD, PostgresServer, require_bin_dir, unrestricted_pg_restore
 
 from cfhelpers import config, release
 from scaffold import encrypted as stack_file
@@ -295,6 +295,24 @@ def test_a_dump_that_ends_half_way_changes_nothing_at_all(capi, project, to_doub
     assert "error: restoring the database orders-acceptance-database at 127.0.0.1:" in err and "pg_restore exit 1, psql exit 0" in err and "; the database is as it was" in err
     assert _snapshot(pg) == changed and pg.psql(_RELATIONS) == relations and pg.psql('SELECT id FROM "orders$refund"') == "7\n"
     assert capi.objects["apps"][app]["state"] == "STARTED"
+
+
+def test_a_pg_restore_that_does_not_restrict_psql_is_refused_before_psql_runs_a_line(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    r"""psql runs on this machine what pg_restore writes out of an archive that may come from anywhere:
+    output without \restrict (a pg_restore before PostgreSQL 17.6/16.10/15.14) could run a shell here."""
+    app = _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
+    rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(tmp_path / "b"), "-C", str(project.path))
+    assert rc == 0, err
+    [archive] = (tmp_path / "b").iterdir()
+    pg.psql(_SINCE)
+    changed = _snapshot(pg)
+    evidence = tmp_path / "shell-escape-ran"
+    unrestricted_pg_restore(tmp_path / "old", evidence)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'old'}:{os.environ['PATH']}")
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(archive), "--from", "acceptance", "-C", str(project.path))
+    assert rc == 2 and "Traceback" not in err, err
+    assert "does not open its output with \\restrict, which keeps a dump's text from running psql's meta-commands" in err and "15.14" in err
+    assert not evidence.exists() and _snapshot(pg) == changed and capi.objects["apps"][app]["state"] == "STARTED"
 
 
 def test_a_dump_the_server_refuses_leaves_the_database_as_it_was_and_the_app_running(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):

@@ -20,7 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from postgres import PostgresServer, require_bin_dir
+from postgres import PostgresServer, require_bin_dir, unrestricted_pg_restore
 
 from mxinfra.backups import Backups, backup_id, keep, parse_id, retention_env
 
@@ -269,6 +269,30 @@ def test_a_dump_that_ends_half_way_changes_nothing_at_all(pg: PostgresServer, tm
     done = _run("restore.sh", {**env, "BACKUP_ID": "20261205T020000Z"})
     assert done.returncode == 1 and "the database restore of 20261205T020000Z failed" in done.stderr, done.stderr
     assert _snapshot(pg) == changed and pg.psql(_RELATIONS) == relations and pg.psql('SELECT amount FROM "orders$refund"') == "9.50000000\n"
+
+
+def test_a_pg_restore_that_does_not_restrict_psql_is_refused_before_psql_runs_a_line(pg: PostgresServer, tmp_path: Path) -> None:
+    r"""psql runs what pg_restore writes out; without \restrict a dump's text could run psql's meta-commands
+    (\! runs a shell), so such output is refused: nothing runs, nothing changes."""
+    pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA + _data(random.Random(5)))
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    env = {"DATABASE_URL": pg.url, "BACKUP_DIR": str(backups), "BACKUP_NOW": "20261204T020000Z"}
+    assert _run("backup.sh", env).returncode == 0
+    pg.psql(_SINCE)
+    changed = _snapshot(pg)
+    evidence = tmp_path / "shell-escape-ran"
+    unrestricted_pg_restore(tmp_path / "old", evidence)
+    # the stand-in writes what the check must catch: a shell escape psql would run, and no \restrict
+    dump = tmp_path / "db.backup"
+    with tarfile.open(backups / "20261204T020000Z.tar.gz") as whole:
+        dump.write_bytes(whole.extractfile("db/db.backup").read())
+    script = subprocess.run([str(tmp_path / "old" / "pg_restore"), "-f", "-", str(dump)], capture_output=True, check=True).stdout
+    assert f"\\! touch {evidence}\n".encode() in script and b"restrict" not in script
+    done = subprocess.run(["sh", str(SCRIPTS / "restore.sh")], env={"PATH": f"{tmp_path / 'old'}:{require_bin_dir()}:{os.environ['PATH']}", **env, "BACKUP_ID": "20261204T020000Z"},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "does not open its output with \\restrict" in done.stderr and "15.14" in done.stderr, done.stderr
+    assert not evidence.exists() and _snapshot(pg) == changed
 
 
 def test_restore_refuses_a_missing_or_malformed_backup(pg: PostgresServer, tmp_path: Path) -> None:

@@ -36,16 +36,21 @@ TREE = "tree"
 METADATA = ".metadata"
 METADATA_MAX = 1 << 16
 # How a dump is put back over an environment's database, on every target: one transaction, so a failure
-# leaves the database as it was, holding "BEGIN;", CLEAN_SQL, the dump as pg_restore writes it out as SQL
-# with RESTORE_FLAGS (without the source's owners and grants: the destination's user owns what it
-# restores), and "COMMIT;" only once pg_restore has read the whole dump; psql runs it with RESTORE_PSQL.
-# The Kubernetes target's scripts/restore.sh does the same (its ConfigMap carries CLEAN_SQL as clean.sql).
-RESTORE_FLAGS = ("--clean", "--if-exists", "--no-owner", "--no-privileges", "--exit-on-error", "--file=-")
+# leaves the database as it was, holding "BEGIN;", CLEAN_SQL, and the dump as pg_restore writes it out as
+# SQL with RESTORE_FLAGS (without the source's owners and grants: the destination's user owns what it
+# restores), run by psql with RESTORE_PSQL. pg_restore's --single-transaction makes its output one
+# transaction that it commits at its very end, and only once it read the whole dump; without it the
+# output commits around each large object, and with it the clean step's drops too. Its own BEGIN only
+# warns that ours is open. The Kubernetes target's scripts/restore.sh does the same (its ConfigMap
+# carries CLEAN_SQL as clean.sql).
+RESTORE_FLAGS = ("--clean", "--if-exists", "--no-owner", "--no-privileges", "--single-transaction", "--exit-on-error", "--file=-")
 RESTORE_PSQL = ("--no-psqlrc", "--quiet", "--output=/dev/null", "--set=ON_ERROR_STOP=1")
 # psql runs what pg_restore writes out, and an archive may come from anywhere: a crafted dump must not reach
 # psql's meta-commands (\! runs a shell). pg_restore of these versions and newer opens its output with
 # \restrict, after which psql refuses them (CVE-2025-8714); output without it is refused (`restricted`).
 RESTRICTING_VERSIONS = "PostgreSQL 17.6, 16.10, 15.14, 14.19, 13.22 or newer"
+# The first minor release of each major whose pg_restore writes \restrict (18 and later all do).
+RESTRICTING_MINORS = {17: 6, 16: 10, 15: 14, 14: 19, 13: 22}
 
 
 def restricted(line: bytes) -> bool | None:
@@ -59,20 +64,41 @@ def restricted(line: bytes) -> bool | None:
 # The restored database is the backup's, as on Mendix Cloud: the tables, views and sequences in `public`
 # that the dump does not hold go too (a table of an entity added since would make the runtime's schema
 # sync fail: the restored model does not know it, and creating it again finds it there). Only what the
-# restoring user may drop (it owns it, or is a member of its owner); what an extension owns, and what goes
-# with its table (a serial column's sequence, an index), is left to those. pg_restore's --clean then finds
-# nothing left to drop but is kept: a dump with other schemas than public still replaces their objects.
-CLEAN_SQL = """DO $mxinfra$
+# restoring user may drop with its own rights (pg_has_role USAGE: a NOINHERIT member may not); what an
+# extension owns, and what goes with its table (a serial column's sequence, an index), is left to those.
+# CASCADE would also drop, without asking for their owners' rights, objects of others that depend on
+# them (a view in another schema, a foreign key from another owner's table): any such object stops the
+# restore instead, named. pg_restore's --clean then finds nothing of public left to drop but is kept: a
+# dump with other schemas still replaces their objects.
+CLEAN_SQL = """SET LOCAL client_min_messages = warning;
+DO $mxinfra$
 DECLARE
+  doomed oid[];
+  others text;
   r record;
 BEGIN
+  SELECT coalesce(array_agg(c.oid), '{}') INTO doomed
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND pg_has_role(c.relowner, 'USAGE')
+    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i', 'e'));
+  SELECT string_agg(DISTINCT format('%I.%I', dn.nspname, dc.relname), ', ') INTO others
+  FROM pg_depend d
+  JOIN LATERAL (
+    SELECT rw.ev_class AS oid FROM pg_rewrite rw WHERE d.classid = 'pg_rewrite'::regclass AND rw.oid = d.objid
+    UNION ALL
+    SELECT k.conrelid FROM pg_constraint k WHERE d.classid = 'pg_constraint'::regclass AND k.oid = d.objid
+  ) dep ON true
+  JOIN pg_class dc ON dc.oid = dep.oid JOIN pg_namespace dn ON dn.oid = dc.relnamespace
+  WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = ANY (doomed) AND dep.oid <> d.refobjid AND NOT dep.oid = ANY (doomed);
+  IF others IS NOT NULL THEN
+    RAISE EXCEPTION 'mxinfra: the restore would drop %, which depend on the app''s tables but are not the app''s to drop (another schema or owner): drop or move them first; nothing was restored', others;
+  END IF;
   FOR r IN
     SELECT format('%I.%I', n.nspname, c.relname) AS name,
            CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
                           WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END AS kind
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND pg_has_role(c.relowner, 'MEMBER')
-      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i', 'e'))
+    WHERE c.oid = ANY (doomed)
     ORDER BY c.relkind = 'S', c.relname
   LOOP
     EXECUTE format('DROP %s IF EXISTS %s CASCADE', r.kind, r.name);

@@ -59,7 +59,10 @@ NOT_HERE = (
     "(targets/cloudfoundry/README.md, \"Backups\"): `mxinfra backup download -s {stack} -e {env} -o DIR` takes a backup "
     "now through service keys and `mxinfra backup restore --archive FILE --from ENV` puts one back"
 )
-PG_TOOLS = "PostgreSQL's client tools (pg_dump, pg_restore, psql) of the server's major version or newer on PATH (Debian: apt install postgresql-client)"
+PG_TOOLS = (
+    "PostgreSQL's client tools (pg_dump, pg_restore, psql) of the server's major version or newer, and a release that writes \\restrict "
+    "(17.6, 16.10, 15.14, 14.19, 13.22 or newer), on PATH (Debian: apt install postgresql-client)"
+)
 
 
 @dataclass(frozen=True)
@@ -328,8 +331,8 @@ def _run(argv: list[str], db: Database, what: str, undone: str = "") -> None:
 
 def _restore_dump(tools: tuple[str, str], dump: Path, db: Database, what: str) -> None:
     """Put `dump` back over `db` as every target does (mxinfra.backup_archive: CLEAN_SQL and the dump as SQL
-    in one transaction, committed only once pg_restore read the whole dump); a UserError saying so, the
-    database as it was, when pg_restore or psql fails."""
+    in one transaction, which pg_restore's output commits at its end, once it read the whole dump); a
+    UserError saying so, the database as it was, when pg_restore or psql fails."""
     pg_restore, psql = tools
     env = db.environ()
     with tempfile.TemporaryFile() as errors:
@@ -348,10 +351,9 @@ def _restore_dump(tools: tuple[str, str], dump: Path, db: Database, what: str) -
                     f"meta-commands: use the client tools of {RESTRICTING_VERSIONS}; nothing was restored"
                 )
             server.stdin.write(b"BEGIN;\n" + CLEAN_SQL.encode() + opening + line)
+            # pg_restore's own output commits, at its end (--single-transaction): nothing to add after it
             shutil.copyfileobj(reader.stdout, server.stdin, 1 << 20)
             read = reader.wait() == 0
-            if read:
-                server.stdin.write(b"COMMIT;\n")
         except BrokenPipeError:
             pass  # psql stopped at an error (ON_ERROR_STOP): its status and words say which
         finally:
@@ -363,13 +365,13 @@ def _restore_dump(tools: tuple[str, str], dump: Path, db: Database, what: str) -
                 server.stdin.close()
             except BrokenPipeError:
                 pass
-            # without COMMIT psql ends inside the transaction, and the server rolls it back
+            # without pg_restore's COMMIT psql ends inside the transaction, and the server rolls it back
             status = server.wait()
         if status == 0 and read:
             return
         errors.seek(0)
         said = " ".join(errors.read().decode(errors="replace").split())[-1200:]
-        raise UserError(f"{what} at {db.host}:{db.port} failed (pg_restore exit {reader.returncode}, psql exit {status}): {said}; the database is as it was")
+        raise UserError(f"{what} at {db.host}:{db.port} failed (pg_restore {'stopped' if reader.returncode < 0 else f'exit {reader.returncode}'}, psql exit {status}): {said}; the database is as it was")
 
 
 def connect(deployment: Any, environment: str, timeout: float | None = None) -> KeyActions:

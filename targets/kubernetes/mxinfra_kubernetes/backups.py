@@ -64,7 +64,7 @@ SCRIPTS = Path(__file__).parent / "scripts"
 BACKUP_DIR, FILES_DIR, SCRIPTS_DIR = "/backups", "/files", "/scripts"
 # pg_dump must be at least the server's major version; 17 dumps servers back to 9.2. An in-cluster
 # database's own image is used instead, so client and server always match there. `backups.image` replaces it.
-EXTERNAL_IMAGE = "postgres:17.2"
+EXTERNAL_IMAGE = "postgres:17.7"
 # Never fires (there is no 31 February) and suspended: the restore CronJob exists only as the Job's template.
 NEVER = "0 0 31 2 *"
 # The restore Job's receiving port for an archive from another environment (restore.sh, export.sh).
@@ -823,11 +823,30 @@ def _files_layout(steps: dict[str, dict[str, Any]]) -> str:
 
 def postgres_major(image: str) -> int | None:
     """The PostgreSQL major version an image's tag names (`postgres:17.2`, `.../postgres:16-bookworm@sha256:...`: 17, 16), or None."""
+    version = postgres_version(image)
+    return version[0] if version is not None else None
+
+
+def postgres_version(image: str) -> tuple[int, int | None] | None:
+    """The PostgreSQL version an image's tag names, (major, minor or None): `postgres:17.2` (17, 2),
+    `postgres:16-bookworm` (16, None); None when the tag names none."""
     ref = parse_image(image)
     if ref is None or ref.tag is None or not ref.repository.rsplit("/", 1)[-1].startswith("postgres"):
         return None
-    m = re.match(r"(\d+)(?:\.|-|$)", ref.tag)
-    return int(m.group(1)) if m else None
+    m = re.match(r"(\d+)(?:\.(\d+))?(?:[.-]|$)", ref.tag)
+    return (int(m.group(1)), int(m.group(2)) if m.group(2) is not None else None) if m else None
+
+
+def unrestricting(image: str) -> bool:
+    """Whether the image's tag names a PostgreSQL whose pg_restore does not write \\restrict, so that a
+    restore with it is refused (mxinfra.backup_archive.RESTRICTING_MINORS); False when the tag does not say."""
+    from mxinfra.backup_archive import RESTRICTING_MINORS
+
+    version = postgres_version(image)
+    if version is None or version[1] is None:
+        return False
+    major, minor = version
+    return major < min(RESTRICTING_MINORS) or (major in RESTRICTING_MINORS and minor < RESTRICTING_MINORS[major])
 
 
 def _job_object(cron_name: str, ns: str, labels: dict[str, str], spec: dict[str, Any], stamp: str) -> dict[str, Any]:

@@ -112,7 +112,7 @@ class IngressConfig(StrictModel):
 class InClusterDatabase(StrictModel):
     """A PostgreSQL StatefulSet in the environment's namespace (test environments only)."""
 
-    image: str = Field("postgres:16.4", description="A Debian-based postgres image: it runs as uid/gid 999")
+    image: str = Field("postgres:16.11", description="A Debian-based postgres image: it runs as uid/gid 999")
     size: ByteQuantity = "5Gi"
     storageClass: StorageClassName | None = Field(None, description="The database claim's StorageClass, in place of the block's storageClass")
     memory: int = Field(512, ge=256, le=16384, description="MB")
@@ -228,7 +228,7 @@ class BackupStorageConfig(StrictModel):
     image: str | None = Field(
         None,
         description="pg_dump and pg_restore for an external database, at least the server's major version (default "
-        "postgres:17.2); pinned by digest on production. An in-cluster database's own image backs it up",
+        "postgres:17.7); pinned by digest on production. An in-cluster database's own image backs it up",
     )
 
 

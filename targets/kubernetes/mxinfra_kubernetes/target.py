@@ -88,10 +88,20 @@ class KubernetesTarget(Target):
             out.append(NO_RELEASE_IDENTITY_WARNING.format(key=f"{BLOCK}.releaseIdentities"))
         from mxinfra.backups import of_environment, opt_out_warning
 
+        from .backups import job_image, unrestricting
+
         if (no_backups := opt_out_warning(env, of_environment(env))) is not None:
             out.append(no_backups)
-        elif env.is_production and settings.mode == "plain":
-            from .backups import EXTERNAL_IMAGE, TRANSFER_IMAGE, job_image, transfer_image, uses_rclone
+        elif settings.mode == "plain" and unrestricting(image := job_image(settings)):
+            from mxinfra.backup_archive import RESTRICTING_VERSIONS
+
+            where = f"{settings.paths['database']}.inCluster.image" if settings.database is not None and settings.database.inCluster is not None else f"{settings.paths['backups']}.image"
+            out.append(
+                f"the restore Job's pg_restore ({image}) does not write \\restrict, so `mxinfra backup restore` refuses to run a dump "
+                f"through psql with it (a crafted dump could run psql's meta-commands): use {RESTRICTING_VERSIONS} ({where})"
+            )
+        if no_backups is None and env.is_production and settings.mode == "plain":
+            from .backups import EXTERNAL_IMAGE, TRANSFER_IMAGE, transfer_image, uses_rclone
 
             if settings.database is not None and settings.database.url is not None and job_image(settings) == EXTERNAL_IMAGE:
                 out.append(f"the backup Job runs {EXTERNAL_IMAGE} by tag, with the database's credentials: pin it by digest with {settings.paths['backups']}.image")

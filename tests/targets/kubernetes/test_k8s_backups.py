@@ -111,7 +111,11 @@ def test_local_files_are_read_by_the_backup_and_written_by_the_restore(project, 
     cfg = with_(config("test", instances=1), "mxinfra:kubernetes/storage", {"local": {"size": "1Gi"}})
     cfg = with_(cfg, "mxinfra:kubernetes/database", {"inCluster": {"size": "2Gi", "image": "postgres:16.4"}})
     cfg = with_(cfg, "mxinfra:environments/test.backups", {"schedule": "30 3 * * 1-5", "retention": {"daily": 7, "weekly": 4, "monthly": 0}})
-    docs, _ = _render(project, capsys, tmp_path, "test", cfg)
+    docs, out = _render(project, capsys, tmp_path, "test", cfg)
+    # 16.4's pg_restore predates \restrict: the plan says the restore will refuse, and where to change it
+    assert ("the restore Job's pg_restore (postgres:16.4) does not write \\restrict, so `mxinfra backup restore` refuses to run a dump through psql "
+            "with it (a crafted dump could run psql's meta-commands): use PostgreSQL 17.6, 16.10, 15.14, 14.19, 13.22 or newer "
+            "(mxinfra:kubernetes.database.inCluster.image)") in " ".join(out.split())
     backup = _one(docs, "CronJob", "orders-test-backup")
     restore = _one(docs, "CronJob", "orders-test-restore")
     for d in (backup, restore):
@@ -232,7 +236,7 @@ def test_an_external_databases_backup_runs_the_configured_image(project, capsys,
         assert _step(docs, f"orders-production-{action}", action)["image"] == PINNED
     # without the key: the default client image
     docs, _ = _render(project, capsys, tmp_path / "default", "production", config("production"))
-    assert _step(docs, "orders-production-backup", "backup")["image"] == "postgres:17.2"
+    assert _step(docs, "orders-production-backup", "backup")["image"] == "postgres:17.7"
 
 
 @pytest.mark.parametrize(
@@ -268,10 +272,10 @@ def test_a_tag_is_enough_below_production(project, capsys, tmp_path):
 @pytest.mark.usefixtures("engine_secrets")
 def test_production_is_warned_while_its_backup_runs_an_image_by_tag(project, capsys, tmp_path):
     _, out = _render(project, capsys, tmp_path, "production", config("production"))
-    warning = "the backup Job runs postgres:17.2 by tag, with the database's credentials: pin it by digest with mxinfra:kubernetes.backups.image"
-    assert warning in " ".join(out.split())
+    warning = "the backup Job runs postgres:17.7 by tag, with the database's credentials: pin it by digest with mxinfra:kubernetes.backups.image"
+    assert warning in " ".join(out.split()) and "does not write \\restrict" not in out  # the default restricts
     _, out = _render(project, capsys, tmp_path / "pinned", "production", with_(config("production"), "mxinfra:kubernetes/backups", {"image": PINNED}))
-    assert "postgres:17.2 by tag" not in out
+    assert "postgres:17.7 by tag" not in out
 
 
 @pytest.mark.usefixtures("engine_secrets")
@@ -282,7 +286,7 @@ def test_an_empty_backups_override_is_the_defaults(project, capsys, tmp_path):
     docs, _ = _render(project, capsys, tmp_path, "production", cfg)
     assert _one(docs, "PersistentVolumeClaim", "orders-production-backups")["spec"]["resources"]["requests"]["storage"] == "20Gi"
     (c,) = _one(docs, "CronJob", "orders-production-backup")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
-    assert c["image"] == "postgres:17.2"
+    assert c["image"] == "postgres:17.7"
 
 
 @pytest.mark.parametrize("where", ["mxinfra:kubernetes/backups", "mxinfra:kubernetes/environments"])
@@ -361,7 +365,7 @@ def test_archives_in_s3_replace_the_claim_by_a_scratch_volume_and_an_rclone_step
     # one), rclone uploads it
     (pull, dump), (upload,) = backup["initContainers"], backup["containers"]
     assert [c["name"] for c in (pull, dump, upload)] == ["pull-files", "backup", "upload"]
-    assert (dump["image"], upload["image"], pull["image"]) == ("postgres:17.2", RCLONE_PINNED, RCLONE_PINNED)
+    assert (dump["image"], upload["image"], pull["image"]) == ("postgres:17.7", RCLONE_PINNED, RCLONE_PINNED)
     assert upload["command"] == ["/bin/sh", "/scripts/store.sh", "upload"]
     # restore: rclone fetches first, postgres restores, the files go back to their bucket
     (fetch, back), (push,) = restore["initContainers"], restore["containers"]

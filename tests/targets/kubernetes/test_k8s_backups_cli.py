@@ -991,13 +991,13 @@ def test_download_bad_input_and_missing_rights_are_exit_2(cluster, project, caps
     assert c.created == [] and not (tmp_path / "d").exists()
 
 
-@pytest.mark.parametrize("two", [("production", {}, "acceptance", {"restoreFrom": ["production"], "image": "postgres:16.4"})], indirect=True)
+@pytest.mark.parametrize("two", [("production", {}, "acceptance", {"restoreFrom": ["production"], "image": "postgres:16.11"})], indirect=True)
 def test_restore_from_a_newer_postgresql_than_the_destination_restores_is_refused_before_anything_runs(two, project, capsys):
     c = two
     rc, out, err = _cli(capsys, "backup", "restore", "-s", "acceptance", "-e", "acceptance", "--from", "production", "--from-stack", "production", "--id", "20261204T020000Z", "-C", str(project.path))
     err = " ".join(err.split())
     assert rc == 2 and "Traceback" not in err, err
-    assert "production's backups are made by pg_dump 17 (postgres:17.2), which acceptance's restore, pg_restore 16 (postgres:16.4), cannot read" in err, err
+    assert "production's backups are made by pg_dump 17 (postgres:17.7), which acceptance's restore, pg_restore 16 (postgres:16.11), cannot read" in err, err
     assert c.created == [] and _records(project, "acceptance", "acceptance") == [] and _records(project, "production", "production") == []
 
 
@@ -1017,3 +1017,21 @@ def test_the_postgresql_major_version_is_read_from_the_tag_only(image, major):
     from mxinfra_kubernetes.backups import postgres_major
 
     assert postgres_major(image) == major
+
+
+@pytest.mark.parametrize(
+    "image, refused",
+    [
+        # the first releases whose pg_restore writes \restrict: 17.6, 16.10, 15.14, 14.19, 13.22; 18 on
+        ("postgres:17.5", True), ("postgres:17.6", False), ("postgres:17.7", False),
+        ("postgres:16.9-bookworm", True), ("postgres:16.10", False), ("postgres:16.11", False),
+        ("postgres:15.13", True), ("postgres:15.14", False), ("postgres:14.18", True), ("postgres:13.22", False),
+        ("postgres:12.22", True), ("postgres:18.0", False),
+        # a tag that names no minor, or no version at all, says nothing
+        ("postgres:16", False), ("postgres:16-bookworm", False), ("postgres@sha256:" + "ab" * 32, False), ("postgres:latest", False),
+    ],
+)
+def test_an_image_whose_pg_restore_does_not_restrict_psql_is_known_by_its_tag(image, refused):
+    from mxinfra_kubernetes.backups import unrestricting
+
+    assert unrestricting(image) is refused

@@ -271,6 +271,47 @@ def test_a_dump_that_ends_half_way_changes_nothing_at_all(pg: PostgresServer, tm
     assert _snapshot(pg) == changed and pg.psql(_RELATIONS) == relations and pg.psql('SELECT amount FROM "orders$refund"') == "9.50000000\n"
 
 
+def test_a_failure_after_a_large_object_still_changes_nothing(pg: PostgresServer, tmp_path: Path) -> None:
+    """pg_restore's SQL output commits around each large object unless it is one transaction
+    (--single-transaction): an index that fails to build after them must undo the drops and the rows too."""
+    pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA + _data(random.Random(6))
+            + 'CREATE TABLE "orders$line" (id bigint); INSERT INTO "orders$line" SELECT g FROM generate_series(1, 300000) g;'
+            + 'CREATE INDEX "idx_orders$line" ON "orders$line" (id); SELECT lo_from_bytea(0, \'a large object\');')
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    env = {"DATABASE_URL": pg.url, "BACKUP_DIR": str(backups), "BACKUP_NOW": "20261204T020000Z"}
+    assert _run("backup.sh", env).returncode == 0
+    pg.psql(_SINCE)
+    changed, relations = _snapshot(pg), pg.psql(_RELATIONS)
+    # building the index needs more than 1 MB of sort: it fails after the large object was restored
+    pg.psql("ALTER DATABASE mendix SET maintenance_work_mem = '1MB'; ALTER DATABASE mendix SET temp_file_limit = '1MB'")
+    try:
+        done = _run("restore.sh", {**env, "BACKUP_ID": "20261204T020000Z"})
+    finally:
+        pg.psql("ALTER DATABASE mendix RESET maintenance_work_mem; ALTER DATABASE mendix RESET temp_file_limit")
+    assert done.returncode == 1 and "temporary file size exceeds temp_file_limit" in done.stderr, done.stderr
+    assert _snapshot(pg) == changed and pg.psql(_RELATIONS) == relations
+    assert pg.psql("SELECT count(*) FROM pg_largeobject_metadata") == "1\n"
+
+
+def test_objects_of_others_that_depend_on_the_apps_tables_stop_the_restore_named(pg: PostgresServer, tmp_path: Path) -> None:
+    """CASCADE would drop them without their owners' rights: a view in another schema, a foreign key of
+    another owner's table. The restore stops, naming them, and changes nothing."""
+    pg.psql("DROP SCHEMA IF EXISTS reporting CASCADE; DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA + _data(random.Random(7)))
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    env = {"DATABASE_URL": pg.url, "BACKUP_DIR": str(backups), "BACKUP_NOW": "20261204T020000Z"}
+    assert _run("backup.sh", env).returncode == 0
+    pg.psql('CREATE SCHEMA reporting; CREATE VIEW reporting.orders AS SELECT id, total FROM "orders$order"; ' + _SINCE)
+    changed, relations = _snapshot(pg), pg.psql(_RELATIONS)
+    try:
+        done = _run("restore.sh", {**env, "BACKUP_ID": "20261204T020000Z"})
+        assert done.returncode == 1 and "the restore would drop reporting.orders, which depend on the app's tables but are not the app's to drop" in done.stderr, done.stderr
+        assert _snapshot(pg) == changed and pg.psql(_RELATIONS) == relations and pg.psql("SELECT count(*) FROM reporting.orders") != "0\n"
+    finally:
+        pg.psql("DROP SCHEMA reporting CASCADE")
+
+
 def test_a_pg_restore_that_does_not_restrict_psql_is_refused_before_psql_runs_a_line(pg: PostgresServer, tmp_path: Path) -> None:
     r"""psql runs what pg_restore writes out; without \restrict a dump's text could run psql's meta-commands
     (\! runs a shell), so such output is refused: nothing runs, nothing changes."""

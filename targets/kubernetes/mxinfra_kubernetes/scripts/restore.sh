@@ -218,13 +218,10 @@ elif [ -n "${FILES_DIR:-}" ]; then
   files_pid=$!
 fi
 # The database, as mxinfra.backup_archive says every target restores one: one transaction of clean.sql
-# (what the dump does not hold goes too) and the dump as pg_restore writes it out as SQL, committed only
-# once pg_restore read the whole dump; else psql reaches the end of its input inside the transaction and
-# the server rolls it back. The marks say pg_restore read it all (a pipe's status is its last command's,
-# and the group's mark is made before the pipe closes) and that COMMIT was sent (psql's own status is
-# the pipe's).
-committed="$BACKUP_DIR/.restore-$id.complete" read_all="$BACKUP_DIR/.restore-$id.read"
-rm -f "$committed" "$read_all"
+# (what the dump does not hold goes too) and the dump as pg_restore writes it out as SQL with
+# --single-transaction, which commits at its very end, once it read the whole dump; else psql reaches
+# the end of its input inside the transaction and the server rolls it back. Each step's status comes
+# back on fd 3 (a pipe's status is its last command's), so success is all three of them, no file.
 # psql runs what pg_restore writes out, and an archive may come from anywhere: a crafted dump must not
 # reach psql's meta-commands (\! runs a shell). pg_restore of PostgreSQL 17.6, 16.10, 15.14, 14.19, 13.22
 # and newer opens its output with \restrict, after which psql refuses them; output without it is refused
@@ -233,17 +230,20 @@ restricted() {
   while IFS= read -r line; do
     case "$line" in
       ''|--*) printf '%s\n' "$line" ;;
-      '\restrict '*) printf '%s\n' "$line"; exec cat ;;
+      '\restrict '*) printf '%s\n' "$line"; cat; return ;;
       *) printf '%s\n' "restore: $(pg_restore --version) does not open its output with \\restrict, which keeps a dump's text from running psql's meta-commands: use the client tools of PostgreSQL 17.6, 16.10, 15.14, 14.19, 13.22 or newer" >&2; return 1 ;;
     esac
   done
   return 1
 }
 restore_database() {
-  { printf 'BEGIN;\n' && cat "$(dirname "$0")/clean.sql" \
-      && { pg_restore --clean --if-exists --no-owner --no-privileges --exit-on-error --file=- "$@" && : > "$read_all"; } | restricted \
-      && [ -e "$read_all" ] && printf 'COMMIT;\n' && : > "$committed"; } \
-    | psql --no-psqlrc --quiet --output=/dev/null --set=ON_ERROR_STOP=1 --dbname="$DATABASE_URL"
+  statuses=$( { { printf 'BEGIN;\n' && cat "$(dirname "$0")/clean.sql" \
+      && { pg_restore --clean --if-exists --no-owner --no-privileges --single-transaction --exit-on-error --file=- "$@"; echo "pg_restore $?" >&3; } \
+        | { restricted; echo "filter $?" >&3; }; } \
+      | psql --no-psqlrc --quiet --output=/dev/null --set=ON_ERROR_STOP=1 --dbname="$DATABASE_URL" >&2; echo "psql $?" >&3; } 3>&1 )
+  for step in "pg_restore 0" "filter 0" "psql 0"; do
+    case "$statuses" in *"$step"*) ;; *) return 1 ;; esac
+  done
 }
 db_ok=1
 if [ -n "$dump" ]; then
@@ -251,8 +251,6 @@ if [ -n "$dump" ]; then
 else
   tar -xzOf "$archive" --occurrence=1 db/db.backup | restore_database || db_ok=0
 fi
-[ -e "$committed" ] || db_ok=0
-rm -f "$committed" "$read_all"
 files_ok=1
 if [ -n "$files_pid" ]; then wait "$files_pid" || files_ok=0; fi
 if [ "$db_ok" = 1 ] && [ "$files_ok" = 1 ] && [ -n "$from" ]; then

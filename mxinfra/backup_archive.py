@@ -35,77 +35,133 @@ TREE = "tree"
 # of a backup file). Read past, never trusted: nothing here depends on what it says.
 METADATA = ".metadata"
 METADATA_MAX = 1 << 16
-# How a dump is put back over an environment's database, on every target: one transaction, so a failure
-# leaves the database as it was, holding "BEGIN;", CLEAN_SQL, and the dump as pg_restore writes it out as
-# SQL with RESTORE_FLAGS (without the source's owners and grants: the destination's user owns what it
-# restores), run by psql with RESTORE_PSQL. pg_restore's --single-transaction makes its output one
-# transaction that it commits at its very end, and only once it read the whole dump; without it the
-# output commits around each large object, and with it the clean step's drops too. Its own BEGIN only
-# warns that ours is open. The Kubernetes target's scripts/restore.sh does the same (its ConfigMap
-# carries CLEAN_SQL as clean.sql).
+# How a dump is put back over an environment's database, on every target: pg_restore writes it out as SQL
+# with RESTORE_FLAGS (without the source's owners and grants: the destination's user owns what it
+# restores; --single-transaction: one BEGIN at its start and one COMMIT at its very end, written only
+# once it read the whole dump, and none around large objects), psql runs it with RESTORE_PSQL, and
+# `Opening` passes its opening lines on, judged and with CLEAN_SQL put in after its settings, inside its
+# transaction: a failure anywhere leaves the database as it was. The Kubernetes target's
+# scripts/restore.sh does the same in sh (its ConfigMap carries CLEAN_SQL as clean.sql).
 RESTORE_FLAGS = ("--clean", "--if-exists", "--no-owner", "--no-privileges", "--single-transaction", "--exit-on-error", "--file=-")
 RESTORE_PSQL = ("--no-psqlrc", "--quiet", "--output=/dev/null", "--set=ON_ERROR_STOP=1")
 # psql runs what pg_restore writes out, and an archive may come from anywhere: a crafted dump must not reach
 # psql's meta-commands (\! runs a shell). pg_restore of these versions and newer opens its output with
-# \restrict, after which psql refuses them (CVE-2025-8714); output without it is refused (`restricted`).
+# \restrict, after which psql refuses them (CVE-2025-8714); output without it is refused.
 RESTRICTING_VERSIONS = "PostgreSQL 17.6, 16.10, 15.14, 14.19, 13.22 or newer"
 # The first minor release of each major whose pg_restore writes \restrict (18 and later all do).
 RESTRICTING_MINORS = {17: 6, 16: 10, 15: 14, 14: 19, 13: 22}
+# pg_restore 17 and newer sets transaction_timeout, which older servers do not know; writing SQL it cannot
+# ask the server's version as it does when it connects, so the setting is made conditional.
+TRANSACTION_TIMEOUT = b"SET transaction_timeout = 0;\n"
+ANY_SERVER_TIMEOUT = b"SELECT pg_catalog.set_config('transaction_timeout', '0', false) WHERE current_setting('server_version_num')::int >= 170000;\n"
 
 
-def restricted(line: bytes) -> bool | None:
-    """Judge pg_restore's SQL output a line at a time from its start: None while its opening comments and
-    blank lines last, then whether its first command is \restrict (True) or anything else (False)."""
-    if not line.strip() or line.startswith(b"--"):
-        return None
-    return line.startswith(b"\\restrict ")
+class UnsafeDump(UserError):
+    """pg_restore's SQL output is not what psql may run: no \\restrict, or not one transaction."""
+
+
+class Opening:
+    """pg_restore's SQL output read from its start a line at a time (`line`), as psql must get it: its
+    opening comments, then \\restrict (else UnsafeDump: a crafted dump could reach psql's meta-commands),
+    then BEGIN (else UnsafeDump: not one transaction), then its settings (transaction_timeout made
+    conditional), then CLEAN_SQL before its first statement. `done` once that statement is passed on:
+    the rest goes to psql as it is."""
+
+    def __init__(self, pg_restore: str = "pg_restore") -> None:
+        self.state, self.pg_restore = "start", pg_restore
+
+    @property
+    def done(self) -> bool:
+        """Whether the opening is over (the rest of the output is psql's as it is)."""
+        return self.state == "done"
+
+    def line(self, line: bytes) -> bytes:
+        """What psql gets for this line of the opening."""
+        quiet = not line.strip() or line.startswith(b"--")
+        if self.state == "start":
+            if quiet:
+                return line
+            if not line.startswith(b"\\restrict "):
+                raise UnsafeDump(
+                    f"{self.pg_restore} does not open its output with \\restrict, which keeps a dump's text from running psql's "
+                    f"meta-commands: use the client tools of {RESTRICTING_VERSIONS}; nothing was restored"
+                )
+            self.state = "restricted"
+            return line
+        if self.state == "restricted":
+            if quiet:
+                return line
+            if line != b"BEGIN;\n":
+                raise UnsafeDump(f"{self.pg_restore} --single-transaction did not begin its output with BEGIN: nothing was restored")
+            self.state = "settings"
+            return line
+        if line == TRANSACTION_TIMEOUT:
+            return ANY_SERVER_TIMEOUT
+        if quiet or line.startswith((b"SET ", b"SELECT pg_catalog.set_config(")):
+            return line
+        self.state = "done"
+        return CLEAN_SQL.encode() + line
 
 
 # The restored database is the backup's, as on Mendix Cloud: the tables, views and sequences in `public`
 # that the dump does not hold go too (a table of an entity added since would make the runtime's schema
 # sync fail: the restored model does not know it, and creating it again finds it there). Only what the
-# restoring user may drop with its own rights (pg_has_role USAGE: a NOINHERIT member may not); what an
-# extension owns, and what goes with its table (a serial column's sequence, an index), is left to those.
-# CASCADE would also drop, without asking for their owners' rights, objects of others that depend on
-# them (a view in another schema, a foreign key from another owner's table): any such object stops the
-# restore instead, named. pg_restore's --clean then finds nothing of public left to drop but is kept: a
-# dump with other schemas still replaces their objects.
+# restoring user may drop with its own rights (pg_has_role USAGE: a NOINHERIT member may not); what
+# goes with a table (a serial column's sequence, an index, a partition) or an extension is left to them.
+# Nothing is dropped with CASCADE, which would take objects of others that depend on them (a view or a
+# column's type in another schema, another owner's foreign key or default) without their owners' rights:
+# PostgreSQL judges each DROP, the app's own foreign keys between its tables go first (a cycle of them
+# would keep every table), what others depend on is tried again until nothing more goes, and whatever
+# is left stops the restore, named with PostgreSQL's own words. pg_restore's --clean then finds nothing
+# of public left to drop but is kept: a dump with other schemas still replaces their objects.
 CLEAN_SQL = """SET LOCAL client_min_messages = warning;
 DO $mxinfra$
 DECLARE
   doomed oid[];
-  others text;
   r record;
+  dropped boolean;
+  why text;
+  blocked text;
 BEGIN
   SELECT coalesce(array_agg(c.oid), '{}') INTO doomed
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND pg_has_role(c.relowner, 'USAGE')
-    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i', 'e'));
-  SELECT string_agg(DISTINCT format('%I.%I', dn.nspname, dc.relname), ', ') INTO others
-  FROM pg_depend d
-  JOIN LATERAL (
-    SELECT rw.ev_class AS oid FROM pg_rewrite rw WHERE d.classid = 'pg_rewrite'::regclass AND rw.oid = d.objid
-    UNION ALL
-    SELECT k.conrelid FROM pg_constraint k WHERE d.classid = 'pg_constraint'::regclass AND k.oid = d.objid
-  ) dep ON true
-  JOIN pg_class dc ON dc.oid = dep.oid JOIN pg_namespace dn ON dn.oid = dc.relnamespace
-  WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = ANY (doomed) AND dep.oid <> d.refobjid AND NOT dep.oid = ANY (doomed);
-  IF others IS NOT NULL THEN
-    RAISE EXCEPTION 'mxinfra: the restore would drop %, which depend on the app''s tables but are not the app''s to drop (another schema or owner): drop or move them first; nothing was restored', others;
-  END IF;
+    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refobjid <> c.oid AND d.deptype IN ('a', 'i', 'e'));
   FOR r IN
-    SELECT format('%I.%I', n.nspname, c.relname) AS name,
-           CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
-                          WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END AS kind
-    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE c.oid = ANY (doomed)
-    ORDER BY c.relkind = 'S', c.relname
+    SELECT k.conrelid::regclass::text AS tab, k.conname
+    FROM pg_constraint k WHERE k.contype = 'f' AND k.conrelid = ANY (doomed) AND k.confrelid = ANY (doomed)
   LOOP
-    EXECUTE format('DROP %s IF EXISTS %s CASCADE', r.kind, r.name);
+    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', r.tab, r.conname);
   END LOOP;
+  LOOP
+    dropped := false;
+    blocked := NULL;
+    FOR r IN
+      SELECT format('%I.%I', n.nspname, c.relname) AS name,
+             CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
+                            WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END AS kind
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.oid = ANY (doomed)
+      ORDER BY c.relkind = 'S', c.relname
+    LOOP
+      BEGIN
+        EXECUTE format('DROP %s IF EXISTS %s', r.kind, r.name);
+        dropped := true;
+      EXCEPTION WHEN dependent_objects_still_exist THEN
+        GET STACKED DIAGNOSTICS why = PG_EXCEPTION_DETAIL;
+        blocked := concat_ws('; ', blocked, r.name || ' (' || replace(why, E'\\n', ', ') || ')');
+      END;
+    END LOOP;
+    EXIT WHEN blocked IS NULL OR NOT dropped;
+  END LOOP;
+  IF blocked IS NOT NULL THEN
+    RAISE EXCEPTION 'mxinfra: the restore would have to drop objects that are not the app''s with it: %; drop or move them first; nothing was restored', blocked;
+  END IF;
 END
 $mxinfra$;
 """
+
+
 _CHUNK = 1 << 20
 
 

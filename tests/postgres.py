@@ -114,3 +114,12 @@ def unrestricted_pg_restore(bin_dir: Path, evidence: Path) -> None:
         f""""{real}" "$@" | grep -Ev '^\\\\(un)?restrict ' | sed 's|^SET statement_timeout = 0;|\\\\! touch {evidence}\\nSET statement_timeout = 0;|'\n"""
     )
     (bin_dir / "pg_restore").chmod(0o755)
+
+
+def pg_restore_of_17(bin_dir: Path) -> None:
+    """A pg_restore as PostgreSQL 17 and newer writes its output: the real one's, with the setting it adds
+    among the opening ones (SET transaction_timeout = 0;), which servers before 17 refuse."""
+    real = require_bin_dir() / "pg_restore"
+    bin_dir.mkdir()
+    (bin_dir / "pg_restore").write_text(f"""#!/bin/sh\n"{real}" "$@" | sed '0,/^SET statement_timeout = 0;$/s//SET statement_timeout = 0;\\nSET transaction_timeout = 0;/'\n""")
+    (bin_dir / "pg_restore").chmod(0o755)

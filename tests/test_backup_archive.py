@@ -10,13 +10,14 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from mxinfra.backup_archive import ArchiveError, check, pack, restricted, store_key, tree_path, unpack
+from mxinfra.backup_archive import CLEAN_SQL, ArchiveError, Opening, UnsafeDump, check, pack, store_key, tree_path, unpack
 from mxinfra.errors import UserError
 
 
@@ -264,10 +265,32 @@ def test_files_of_an_older_archive_keep_their_keys():
     assert store_key("0d/3f/0d3e301f", ".sfx") == "0d/3f/0d3e301f"  # not where the name would be: a path, kept
 
 
-def test_pg_restore_output_is_judged_by_its_first_command():
-    # the opening comments and blank lines of pg_restore's SQL output, then \\restrict or anything else
-    assert restricted(b"--\n") is None and restricted(b"-- PostgreSQL database dump\n") is None and restricted(b"\n") is None
-    assert restricted(b"\\restrict 9IrlsD9EB7egoZRcAcQ5H83tzkSrr6cz4ztrgNzOrefUsJ1zxBRbr9mkfIgiYnD\n") is True
-    assert restricted(b"SET statement_timeout = 0;\n") is False
-    assert restricted(b"\\! touch /tmp/x\n") is False
-    assert restricted(b"\\restricted\n") is False
+def _opened(*lines: bytes) -> bytes:
+    opening = Opening()
+    return b"".join(opening.line(line) for line in lines)
+
+
+def test_pg_restore_output_opens_restricted_and_in_one_transaction_and_gets_the_clean_step_after_its_settings():
+    # pg_restore --single-transaction's opening as PostgreSQL 15.14 and newer write it, 17's setting among it
+    out = _opened(b"--\n", b"-- PostgreSQL database dump\n", b"\n", b"\\restrict 9IrlsD9EB7\n", b"\n", b"-- Dumped from database version 15.18\n",
+                  b"BEGIN;\n", b"\n", b"SET statement_timeout = 0;\n", b"SET transaction_timeout = 0;\n",
+                  b"SELECT pg_catalog.set_config('search_path', '', false);\n", b"SET row_security = off;\n", b"\n", b"DROP TABLE IF EXISTS public.t;\n")
+    assert out == (b"--\n-- PostgreSQL database dump\n\n\\restrict 9IrlsD9EB7\n\n-- Dumped from database version 15.18\nBEGIN;\n\nSET statement_timeout = 0;\n"
+                   b"SELECT pg_catalog.set_config('transaction_timeout', '0', false) WHERE current_setting('server_version_num')::int >= 170000;\n"
+                   b"SELECT pg_catalog.set_config('search_path', '', false);\nSET row_security = off;\n\n" + CLEAN_SQL.encode() + b"DROP TABLE IF EXISTS public.t;\n")
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        # a pg_restore before the fix: its first command is a setting, or what a crafted dump put there
+        ((b"--\n", b"SET statement_timeout = 0;\n"), "does not open its output with \\restrict"),
+        ((b"\\! touch /tmp/x\n",), "does not open its output with \\restrict"),
+        ((b"\\restricted\n",), "does not open its output with \\restrict"),
+        # restricted, but not one transaction (no --single-transaction): large objects would commit
+        ((b"\\restrict k\n", b"SET statement_timeout = 0;\n"), "did not begin its output with BEGIN"),
+    ],
+)
+def test_pg_restore_output_that_psql_may_not_run_is_refused(lines, message):
+    with pytest.raises(UnsafeDump, match=re.escape(message)):
+        _opened(*lines)

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from mxinfra.backup_archive import CLEAN_SQL, RESTORE_FLAGS, RESTORE_PSQL, RESTRICTING_VERSIONS, pack, restricted, stored_keys, unpack
+from mxinfra.backup_archive import RESTORE_FLAGS, RESTORE_PSQL, Opening, UnsafeDump, pack, stored_keys, unpack
 from mxinfra.backups import ID_FORMAT, FilesNotRestored
 from mxinfra.errors import UserError
 
@@ -330,9 +330,10 @@ def _run(argv: list[str], db: Database, what: str, undone: str = "") -> None:
 
 
 def _restore_dump(tools: tuple[str, str], dump: Path, db: Database, what: str) -> None:
-    """Put `dump` back over `db` as every target does (mxinfra.backup_archive: CLEAN_SQL and the dump as SQL
-    in one transaction, which pg_restore's output commits at its end, once it read the whole dump); a
-    UserError saying so, the database as it was, when pg_restore or psql fails."""
+    """Put `dump` back over `db` as every target does (mxinfra.backup_archive: the dump as pg_restore writes
+    it out as SQL, one transaction that it commits at its end once it read the whole dump, its opening
+    judged and CLEAN_SQL put in by `Opening`); a UserError saying so, the database as it was, when
+    pg_restore or psql fails or the output is not safe to run."""
     pg_restore, psql = tools
     env = db.environ()
     with tempfile.TemporaryFile() as errors:
@@ -341,19 +342,18 @@ def _restore_dump(tools: tuple[str, str], dump: Path, db: Database, what: str) -
         assert server.stdin is not None
         reader = subprocess.Popen([pg_restore, *RESTORE_FLAGS, str(dump)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors, env=env)
         assert reader.stdout is not None
-        read, opening = False, b""
+        read, opening, head = False, Opening(pg_restore), b""
         try:
-            while (verdict := restricted(line := reader.stdout.readline())) is None and line:
-                opening += line
-            if line and verdict is not True:  # (nothing at all: pg_restore failed, and says why below)
-                raise UserError(
-                    f"{what}: {pg_restore} does not open its output with \\restrict, which keeps a dump's text from running psql's "
-                    f"meta-commands: use the client tools of {RESTRICTING_VERSIONS}; nothing was restored"
-                )
-            server.stdin.write(b"BEGIN;\n" + CLEAN_SQL.encode() + opening + line)
+            # the opening judged and CLEAN_SQL put in (UnsafeDump before psql has read a line of it);
+            # nothing at all: pg_restore failed, and says why below
+            while not opening.done and (line := reader.stdout.readline()):
+                head += opening.line(line)
+            server.stdin.write(head)
             # pg_restore's own output commits, at its end (--single-transaction): nothing to add after it
             shutil.copyfileobj(reader.stdout, server.stdin, 1 << 20)
             read = reader.wait() == 0
+        except UnsafeDump as e:
+            raise UserError(f"{what}: {e}") from None
         except BrokenPipeError:
             pass  # psql stopped at an error (ON_ERROR_STOP): its status and words say which
         finally:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from postgres import PASSWORD, PostgresServer, require_bin_dir, unrestricted_pg_restore
+from postgres import PASSWORD, PostgresServer, pg_restore_of_17, require_bin_dir, unrestricted_pg_restore
 
 from cfhelpers import config, release
 from scaffold import encrypted as stack_file
@@ -295,6 +295,21 @@ def test_a_dump_that_ends_half_way_changes_nothing_at_all(capi, project, to_doub
     assert "error: restoring the database orders-acceptance-database at 127.0.0.1:" in err and "pg_restore exit 1, psql exit 0" in err and "; the database is as it was" in err
     assert _snapshot(pg) == changed and pg.psql(_RELATIONS) == relations and pg.psql('SELECT id FROM "orders$refund"') == "7\n"
     assert capi.objects["apps"][app]["state"] == "STARTED"
+
+
+def test_a_pg_restore_of_17_restores_into_an_older_server(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    """This machine's client tools may be newer than the broker's server: pg_restore 17 sets
+    transaction_timeout, which servers before 17 refuse; the setting is made conditional."""
+    _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
+    rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(tmp_path / "b"), "-C", str(project.path))
+    assert rc == 0, err
+    [archive] = (tmp_path / "b").iterdir()
+    pg.psql(_SINCE)
+    pg_restore_of_17(tmp_path / "17")
+    monkeypatch.setenv("PATH", f"{tmp_path / '17'}:{os.environ['PATH']}")
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(archive), "--from", "acceptance", "-C", str(project.path))
+    assert rc == 0, err
+    assert _snapshot(pg) == seeded
 
 
 def test_a_pg_restore_that_does_not_restrict_psql_is_refused_before_psql_runs_a_line(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):

@@ -1011,6 +1011,7 @@ def test_restore_from_a_newer_postgresql_than_the_destination_restores_is_refuse
         ("postgres:latest", None),
         ("bitnami/postgresql:17.2.0", 17),
         ("mysql:8.0", None),
+        ("prometheuscommunity/postgres-exporter:0.15", None),  # not PostgreSQL, though named after it
     ],
 )
 def test_the_postgresql_major_version_is_read_from_the_tag_only(image, major):

@@ -217,31 +217,37 @@ elif [ -n "${FILES_DIR:-}" ]; then
   fi
   files_pid=$!
 fi
-# The database, as mxinfra.backup_archive says every target restores one: one transaction of clean.sql
-# (what the dump does not hold goes too) and the dump as pg_restore writes it out as SQL with
-# --single-transaction, which commits at its very end, once it read the whole dump; else psql reaches
-# the end of its input inside the transaction and the server rolls it back. Each step's status comes
-# back on fd 3 (a pipe's status is its last command's), so success is all three of them, no file.
-# psql runs what pg_restore writes out, and an archive may come from anywhere: a crafted dump must not
-# reach psql's meta-commands (\! runs a shell). pg_restore of PostgreSQL 17.6, 16.10, 15.14, 14.19, 13.22
-# and newer opens its output with \restrict, after which psql refuses them; output without it is refused
-# here before psql reads a line of it (mxinfra.backup_archive.restricted decides the same).
-restricted() {
+# The database, as mxinfra.backup_archive says every target restores one: the dump as pg_restore writes
+# it out as SQL with --single-transaction (one BEGIN at its start, one COMMIT at its very end, written
+# only once it read the whole dump), run by psql; else psql reaches the end of its input inside the
+# transaction and the server rolls it back. Its opening passes through `opening` (backup_archive.Opening
+# decides the same): first \restrict, after which psql refuses meta-commands (pg_restore of PostgreSQL
+# 17.6, 16.10, 15.14, 14.19, 13.22 and newer writes it; an archive may come from anywhere, and a crafted
+# dump's text must not reach \!, which runs a shell), else refused before psql reads a line; then BEGIN;
+# then the settings (transaction_timeout, which servers before 17 do not know, made conditional); then
+# clean.sql (what the dump does not hold goes too), inside that transaction. Each step's status comes
+# back on fd 3 (a pipe's status is its last command's): success is all three.
+opening() {
+  state=start
   while IFS= read -r line; do
-    case "$line" in
-      ''|--*) printf '%s\n' "$line" ;;
-      '\restrict '*) printf '%s\n' "$line"; cat; return ;;
-      *) printf '%s\n' "restore: $(pg_restore --version) does not open its output with \\restrict, which keeps a dump's text from running psql's meta-commands: use the client tools of PostgreSQL 17.6, 16.10, 15.14, 14.19, 13.22 or newer" >&2; return 1 ;;
+    case "$state:$line" in
+      'settings:SET transaction_timeout = 0;') line="SELECT pg_catalog.set_config('transaction_timeout', '0', false) WHERE current_setting('server_version_num')::int >= 170000;" ;;
+      start:|start:--*|restricted:|restricted:--*|settings:|settings:--*|'settings:SET '*|'settings:SELECT pg_catalog.set_config('*) ;;
+      'start:\restrict '*) state=restricted ;;
+      start:*) printf '%s\n' "restore: $(pg_restore --version) does not open its output with \\restrict, which keeps a dump's text from running psql's meta-commands: use the client tools of PostgreSQL 17.6, 16.10, 15.14, 14.19, 13.22 or newer" >&2; return 1 ;;
+      'restricted:BEGIN;') state=settings ;;
+      restricted:*) echo "restore: pg_restore --single-transaction did not begin its output with BEGIN" >&2; return 1 ;;
+      settings:*) cat "$(dirname "$0")/clean.sql" && printf '%s\n' "$line" && cat; return ;;
     esac
+    printf '%s\n' "$line"
   done
   return 1
 }
 restore_database() {
-  statuses=$( { { printf 'BEGIN;\n' && cat "$(dirname "$0")/clean.sql" \
-      && { pg_restore --clean --if-exists --no-owner --no-privileges --single-transaction --exit-on-error --file=- "$@"; echo "pg_restore $?" >&3; } \
-        | { restricted; echo "filter $?" >&3; }; } \
+  statuses=$( { { pg_restore --clean --if-exists --no-owner --no-privileges --single-transaction --exit-on-error --file=- "$@"; echo "pg_restore $?" >&3; } \
+        | { opening; echo "opening $?" >&3; } \
       | psql --no-psqlrc --quiet --output=/dev/null --set=ON_ERROR_STOP=1 --dbname="$DATABASE_URL" >&2; echo "psql $?" >&3; } 3>&1 )
-  for step in "pg_restore 0" "filter 0" "psql 0"; do
+  for step in "pg_restore 0" "opening 0" "psql 0"; do
     case "$statuses" in *"$step"*) ;; *) return 1 ;; esac
   done
 }

@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import os
+import secrets
 import tarfile
 import tempfile
 import time
@@ -53,22 +54,29 @@ RESTRICTING_MINORS = {17: 6, 16: 10, 15: 14, 14: 19, 13: 22}
 # pg_restore 17 and newer sets transaction_timeout, which older servers do not know; writing SQL it cannot
 # ask the server's version as it does when it connects, so the setting is made conditional.
 TRANSACTION_TIMEOUT = b"SET transaction_timeout = 0;\n"
-ANY_SERVER_TIMEOUT = b"SELECT pg_catalog.set_config('transaction_timeout', '0', false) WHERE current_setting('server_version_num')::int >= 170000;\n"
+ANY_SERVER_TIMEOUT = b"SELECT pg_catalog.set_config('transaction_timeout', '0', false) WHERE pg_catalog.current_setting('server_version_num')::int >= 170000;\n"
 
 
 class UnsafeDump(UserError):
-    """pg_restore's SQL output is not what psql may run: no \\restrict, or not one transaction."""
+    """pg_restore's SQL output is not what psql may run: not restricted by our key, or not one transaction."""
+
+
+def restrict_key() -> str:
+    """A new key for pg_restore's --restrict-key: its output then opens with `\\restrict <key>`, which no
+    dump can write (a dump's header fields are printed into the output's opening comments, newlines and
+    all), and a pg_restore too old to restrict refuses the option: nothing reaches psql."""
+    return secrets.token_hex(32)
 
 
 class Opening:
-    """pg_restore's SQL output read from its start a line at a time (`line`), as psql must get it: its
-    opening comments, then \\restrict (else UnsafeDump: a crafted dump could reach psql's meta-commands),
-    then BEGIN (else UnsafeDump: not one transaction), then its settings (transaction_timeout made
-    conditional), then CLEAN_SQL before its first statement. `done` once that statement is passed on:
-    the rest goes to psql as it is."""
+    """pg_restore's SQL output (written with --restrict-key=`key`) read from its start a line at a time
+    (`line`), as psql must get it: its opening comments, then exactly `\\restrict <key>` (else UnsafeDump:
+    psql would run a crafted dump's meta-commands), then BEGIN (else UnsafeDump: not one transaction),
+    then its settings (transaction_timeout made conditional), then CLEAN_SQL before its first statement.
+    `done` once that statement is passed on: the rest goes to psql as it is."""
 
-    def __init__(self, pg_restore: str = "pg_restore") -> None:
-        self.state, self.pg_restore = "start", pg_restore
+    def __init__(self, key: str, pg_restore: str = "pg_restore") -> None:
+        self.state, self.pg_restore, self.restricting = "start", pg_restore, b"\\restrict " + key.encode() + b"\n"
 
     @property
     def done(self) -> bool:
@@ -77,14 +85,15 @@ class Opening:
 
     def line(self, line: bytes) -> bytes:
         """What psql gets for this line of the opening."""
-        quiet = not line.strip() or line.startswith(b"--")
+        # exactly an empty line or a comment: restore.sh's `opening` reads lines the same way
+        quiet = line == b"\n" or line.startswith(b"--")
         if self.state == "start":
             if quiet:
                 return line
-            if not line.startswith(b"\\restrict "):
+            if line != self.restricting:
                 raise UnsafeDump(
-                    f"{self.pg_restore} does not open its output with \\restrict, which keeps a dump's text from running psql's "
-                    f"meta-commands: use the client tools of {RESTRICTING_VERSIONS}; nothing was restored"
+                    f"{self.pg_restore} did not open its output with the \\restrict key it was given, which keeps a dump's text from "
+                    f"running psql's meta-commands: use the client tools of {RESTRICTING_VERSIONS}; nothing was restored"
                 )
             self.state = "restricted"
             return line
@@ -103,49 +112,71 @@ class Opening:
         return CLEAN_SQL.encode() + line
 
 
-# The restored database is the backup's, as on Mendix Cloud: the tables, views and sequences in `public`
-# that the dump does not hold go too (a table of an entity added since would make the runtime's schema
-# sync fail: the restored model does not know it, and creating it again finds it there). Only what the
-# restoring user may drop with its own rights (pg_has_role USAGE: a NOINHERIT member may not); what
-# goes with a table (a serial column's sequence, an index, a partition) or an extension is left to them.
-# Nothing is dropped with CASCADE, which would take objects of others that depend on them (a view or a
-# column's type in another schema, another owner's foreign key or default) without their owners' rights:
-# PostgreSQL judges each DROP, the app's own foreign keys between its tables go first (a cycle of them
-# would keep every table), what others depend on is tried again until nothing more goes, and whatever
-# is left stops the restore, named with PostgreSQL's own words. pg_restore's --clean then finds nothing
-# of public left to drop but is kept: a dump with other schemas still replaces their objects.
+# The restored database is the backup's, as on Mendix Cloud: the tables, views, sequences, functions and
+# types in `public` that the dump does not hold go too (a table of an entity added since would make the
+# runtime's schema sync fail: the restored model does not know it, and creating it again finds it there).
+# Only what the restoring user may drop with its own rights (pg_has_role USAGE: a NOINHERIT member may
+# not); what goes with another object (a serial column's sequence, an index, a partition, a table's row
+# type) or belongs to an extension is left to it. Nothing is dropped with CASCADE, which would take
+# objects of others that depend on these (a view or a column's type in another schema, another owner's
+# foreign key or default) without their owners' rights: PostgreSQL judges each DROP. First all of them
+# at once, one statement a kind (one subtransaction); should that fail, the app's foreign keys between
+# its own tables go first (a cycle of them would keep every table), then each object alone, again until
+# nothing more goes, and whatever is left stops the restore in PostgreSQL's own words. pg_restore's
+# --clean then finds nothing of public left to drop but is kept: a dump with other schemas still
+# replaces their objects.
 CLEAN_SQL = """SET LOCAL client_min_messages = warning;
 DO $mxinfra$
 DECLARE
-  doomed oid[];
+  stmt text;
   r record;
   dropped boolean;
   why text;
   blocked text;
 BEGIN
-  SELECT coalesce(array_agg(c.oid), '{}') INTO doomed
+  CREATE TEMPORARY TABLE mxinfra_doomed ON COMMIT DROP AS
+  SELECT CASE c.relkind WHEN 'v' THEN 1 WHEN 'm' THEN 2 WHEN 'f' THEN 4 WHEN 'S' THEN 6 ELSE 5 END AS rank,
+         CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
+                        WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END AS kind,
+         format('%I.%I', n.nspname, c.relname) AS name, 'pg_class'::regclass AS catalog, c.oid
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND pg_has_role(c.relowner, 'USAGE')
-    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.refobjid <> c.oid AND d.deptype IN ('a', 'i', 'e'));
+  UNION ALL
+  SELECT 3, CASE p.prokind WHEN 'a' THEN 'AGGREGATE' ELSE 'ROUTINE' END, p.oid::regprocedure::text, 'pg_proc'::regclass, p.oid
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+  WHERE n.nspname = 'public' AND p.prokind IN ('f', 'p', 'a') AND pg_has_role(p.proowner, 'USAGE')
+  UNION ALL
+  SELECT 7, CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, t.oid::regtype::text, 'pg_type'::regclass, t.oid
+  FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+  WHERE n.nspname = 'public' AND t.typtype IN ('c', 'd', 'e', 'r') AND pg_has_role(t.typowner, 'USAGE')
+    AND (t.typtype <> 'c' OR (SELECT k.relkind FROM pg_class k WHERE k.oid = t.typrelid) = 'c');
+  DELETE FROM mxinfra_doomed x WHERE EXISTS (
+    SELECT 1 FROM pg_depend d WHERE d.classid = x.catalog AND d.objid = x.oid AND d.refobjid <> x.oid AND d.deptype IN ('a', 'i', 'e'));
+  SELECT string_agg(format('DROP %s IF EXISTS %s', kind, names), '; ' ORDER BY rank) INTO stmt
+  FROM (SELECT rank, kind, string_agg(name, ', ') AS names FROM mxinfra_doomed GROUP BY rank, kind) k;
+  IF stmt IS NULL THEN
+    RETURN;
+  END IF;
+  BEGIN
+    EXECUTE stmt;
+    RETURN;
+  EXCEPTION WHEN dependent_objects_still_exist THEN
+    NULL;  -- one at a time, below
+  END;
   FOR r IN
-    SELECT k.conrelid::regclass::text AS tab, k.conname
-    FROM pg_constraint k WHERE k.contype = 'f' AND k.conrelid = ANY (doomed) AND k.confrelid = ANY (doomed)
+    SELECT k.conrelid::regclass::text AS tab, k.conname FROM pg_constraint k
+    WHERE k.contype = 'f' AND k.conrelid IN (SELECT oid FROM mxinfra_doomed WHERE catalog = 'pg_class'::regclass)
+      AND k.confrelid IN (SELECT oid FROM mxinfra_doomed WHERE catalog = 'pg_class'::regclass)
   LOOP
     EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', r.tab, r.conname);
   END LOOP;
   LOOP
     dropped := false;
     blocked := NULL;
-    FOR r IN
-      SELECT format('%I.%I', n.nspname, c.relname) AS name,
-             CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
-                            WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END AS kind
-      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE c.oid = ANY (doomed)
-      ORDER BY c.relkind = 'S', c.relname
-    LOOP
+    FOR r IN SELECT kind, name FROM mxinfra_doomed ORDER BY rank, name LOOP
       BEGIN
         EXECUTE format('DROP %s IF EXISTS %s', r.kind, r.name);
+        DELETE FROM mxinfra_doomed WHERE name = r.name AND kind = r.kind;
         dropped := true;
       EXCEPTION WHEN dependent_objects_still_exist THEN
         GET STACKED DIAGNOSTICS why = PG_EXCEPTION_DETAIL;
@@ -155,7 +186,7 @@ BEGIN
     EXIT WHEN blocked IS NULL OR NOT dropped;
   END LOOP;
   IF blocked IS NOT NULL THEN
-    RAISE EXCEPTION 'mxinfra: the restore would have to drop objects that are not the app''s with it: %; drop or move them first; nothing was restored', blocked;
+    RAISE EXCEPTION 'mxinfra: the restore drops what the backup does not hold, and PostgreSQL refuses to drop these for objects that depend on them (of another schema, or of an owner this user cannot act for): %; drop or move those first; nothing was restored', blocked;
   END IF;
 END
 $mxinfra$;

@@ -123,3 +123,14 @@ def pg_restore_of_17(bin_dir: Path) -> None:
     bin_dir.mkdir()
     (bin_dir / "pg_restore").write_text(f"""#!/bin/sh\n"{real}" "$@" | sed '0,/^SET statement_timeout = 0;$/s//SET statement_timeout = 0;\\nSET transaction_timeout = 0;/'\n""")
     (bin_dir / "pg_restore").chmod(0o755)
+
+
+def claiming_server_version(dump: bytes, version: str, claimed: bytes) -> bytes:
+    """A custom-format dump whose header says another server version: pg_restore prints that field, as it
+    is (newlines and all), into its output's opening comment (-- Dumped from database version ...)."""
+    old = version.encode()
+    for size in (4, 8):  # the header's integers: a sign byte, then the dump's int size, least significant first
+        field = b"\x00" + len(old).to_bytes(size, "little") + old
+        if field in dump[:4096]:
+            return dump.replace(field, b"\x00" + len(claimed).to_bytes(size, "little") + claimed, 1)
+    raise AssertionError(f"no server version {version!r} in the dump's header")

@@ -266,7 +266,7 @@ def test_files_of_an_older_archive_keep_their_keys():
 
 
 def _opened(*lines: bytes) -> bytes:
-    opening = Opening()
+    opening = Opening("9IrlsD9EB7")
     return b"".join(opening.line(line) for line in lines)
 
 
@@ -276,7 +276,7 @@ def test_pg_restore_output_opens_restricted_and_in_one_transaction_and_gets_the_
                   b"BEGIN;\n", b"\n", b"SET statement_timeout = 0;\n", b"SET transaction_timeout = 0;\n",
                   b"SELECT pg_catalog.set_config('search_path', '', false);\n", b"SET row_security = off;\n", b"\n", b"DROP TABLE IF EXISTS public.t;\n")
     assert out == (b"--\n-- PostgreSQL database dump\n\n\\restrict 9IrlsD9EB7\n\n-- Dumped from database version 15.18\nBEGIN;\n\nSET statement_timeout = 0;\n"
-                   b"SELECT pg_catalog.set_config('transaction_timeout', '0', false) WHERE current_setting('server_version_num')::int >= 170000;\n"
+                   b"SELECT pg_catalog.set_config('transaction_timeout', '0', false) WHERE pg_catalog.current_setting('server_version_num')::int >= 170000;\n"
                    b"SELECT pg_catalog.set_config('search_path', '', false);\nSET row_security = off;\n\n" + CLEAN_SQL.encode() + b"DROP TABLE IF EXISTS public.t;\n")
 
 
@@ -284,11 +284,15 @@ def test_pg_restore_output_opens_restricted_and_in_one_transaction_and_gets_the_
     "lines, message",
     [
         # a pg_restore before the fix: its first command is a setting, or what a crafted dump put there
-        ((b"--\n", b"SET statement_timeout = 0;\n"), "does not open its output with \\restrict"),
-        ((b"\\! touch /tmp/x\n",), "does not open its output with \\restrict"),
-        ((b"\\restricted\n",), "does not open its output with \\restrict"),
+        ((b"--\n", b"SET statement_timeout = 0;\n"), "did not open its output with the \\restrict key it was given"),
+        ((b"\\! touch /tmp/x\n",), "did not open its output with the \\restrict key it was given"),
+        ((b"\\restricted\n",), "did not open its output with the \\restrict key it was given"),
+        # a \restrict line with a key other than the one given (a dump's header field can write one)
+        ((b"-- Dumped from database version 15.0\n", b"\\restrict k\n"), "did not open its output with the \\restrict key it was given"),
+        # a blank line of spaces is not an empty one (restore.sh reads it the same way)
+        ((b" \n",), "did not open its output with the \\restrict key it was given"),
         # restricted, but not one transaction (no --single-transaction): large objects would commit
-        ((b"\\restrict k\n", b"SET statement_timeout = 0;\n"), "did not begin its output with BEGIN"),
+        ((b"\\restrict 9IrlsD9EB7\n", b"SET statement_timeout = 0;\n"), "did not begin its output with BEGIN"),
     ],
 )
 def test_pg_restore_output_that_psql_may_not_run_is_refused(lines, message):

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from mxinfra.backup_archive import RESTORE_FLAGS, RESTORE_PSQL, Opening, UnsafeDump, pack, stored_keys, unpack
+from mxinfra.backup_archive import RESTORE_FLAGS, RESTORE_PSQL, Opening, UnsafeDump, pack, restrict_key, stored_keys, unpack
 from mxinfra.backups import ID_FORMAT, FilesNotRestored
 from mxinfra.errors import UserError
 
@@ -340,9 +340,10 @@ def _restore_dump(tools: tuple[str, str], dump: Path, db: Database, what: str) -
         # psql's output and errors, and pg_restore's, into one file (never a pipe that could fill and stall)
         server = subprocess.Popen([psql, *RESTORE_PSQL], stdin=subprocess.PIPE, stdout=errors, stderr=errors, env=env)
         assert server.stdin is not None
-        reader = subprocess.Popen([pg_restore, *RESTORE_FLAGS, str(dump)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors, env=env)
+        key = restrict_key()
+        reader = subprocess.Popen([pg_restore, *RESTORE_FLAGS, f"--restrict-key={key}", str(dump)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors, env=env)
         assert reader.stdout is not None
-        read, opening, head = False, Opening(pg_restore), b""
+        read, opening, head = False, Opening(key, pg_restore), b""
         try:
             # the opening judged and CLEAN_SQL put in (UnsafeDump before psql has read a line of it);
             # nothing at all: pg_restore failed, and says why below
@@ -351,7 +352,7 @@ def _restore_dump(tools: tuple[str, str], dump: Path, db: Database, what: str) -
             server.stdin.write(head)
             # pg_restore's own output commits, at its end (--single-transaction): nothing to add after it
             shutil.copyfileobj(reader.stdout, server.stdin, 1 << 20)
-            read = reader.wait() == 0
+            read = reader.wait() == 0 and opening.done
         except UnsafeDump as e:
             raise UserError(f"{what}: {e}") from None
         except BrokenPipeError:

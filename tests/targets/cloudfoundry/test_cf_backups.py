@@ -306,6 +306,7 @@ def test_a_pg_restore_of_17_restores_into_an_older_server(capi, project, to_doub
     [archive] = (tmp_path / "b").iterdir()
     pg.psql(_SINCE)
     pg_restore_of_17(tmp_path / "17")
+    assert int(pg.psql("SHOW server_version_num")) < 170000  # the server here is older than 17
     monkeypatch.setenv("PATH", f"{tmp_path / '17'}:{os.environ['PATH']}")
     rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(archive), "--from", "acceptance", "-C", str(project.path))
     assert rc == 0, err
@@ -326,7 +327,7 @@ def test_a_pg_restore_that_does_not_restrict_psql_is_refused_before_psql_runs_a_
     monkeypatch.setenv("PATH", f"{tmp_path / 'old'}:{os.environ['PATH']}")
     rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(archive), "--from", "acceptance", "-C", str(project.path))
     assert rc == 2 and "Traceback" not in err, err
-    assert "does not open its output with \\restrict, which keeps a dump's text from running psql's meta-commands" in err and "15.14" in err
+    assert "did not open its output with the \\restrict key it was given, which keeps a dump's text from running psql's meta-commands" in err and "15.14" in err
     assert not evidence.exists() and _snapshot(pg) == changed and capi.objects["apps"][app]["state"] == "STARTED"
 
 

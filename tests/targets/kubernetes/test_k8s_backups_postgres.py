@@ -20,7 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from postgres import PostgresServer, pg_restore_of_17, require_bin_dir, unrestricted_pg_restore
+from postgres import PostgresServer, claiming_server_version, pg_restore_of_17, require_bin_dir, unrestricted_pg_restore
 
 from mxinfra.backups import Backups, backup_id, keep, parse_id, retention_env
 
@@ -242,10 +242,16 @@ def test_a_restore_gives_the_backups_database_and_drops_what_came_since(pg: Post
     assert _run("backup.sh", env).returncode == 0
     before, relations = _snapshot(pg), pg.psql(_RELATIONS)
     assert relations.splitlines() == ['S orders$order_number_seq', 'r mendixsystem$version', 'r orders$customer', 'r orders$order', 'r orders$order_customer', 'r system$filedocument']
-    pg.psql(_SINCE)
+    # and the app's own functions and types made since, one of them on a table's row type (it must go
+    # before the table, which PostgreSQL would refuse to drop for it)
+    pg.psql(_SINCE + """; CREATE TYPE "orders$state" AS ENUM ('a', 'b'); CREATE DOMAIN "orders$amount" AS numeric(28,8);
+        CREATE FUNCTION "orders$total_of"(o "orders$order") RETURNS numeric LANGUAGE sql AS 'SELECT o.total';
+        CREATE TABLE "orders$note" (id bigint, state "orders$state", amount "orders$amount")""")
     done = _run("restore.sh", {**env, "BACKUP_ID": "20261204T020000Z"})
     assert done.returncode == 0, done.stderr
     assert _snapshot(pg) == before and pg.psql(_RELATIONS) == relations
+    assert pg.psql("SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace") == "0\n"
+    assert pg.psql("SELECT count(*) FROM pg_type WHERE typnamespace = 'public'::regnamespace AND typtype IN ('e', 'd')") == "0\n"
 
 
 def test_a_dump_that_ends_half_way_changes_nothing_at_all(pg: PostgresServer, tmp_path: Path) -> None:
@@ -308,7 +314,7 @@ def test_objects_of_others_that_depend_on_the_apps_tables_stop_the_restore_named
     try:
         done = _run("restore.sh", {**env, "BACKUP_ID": "20261204T020000Z"})
         said = " ".join(done.stderr.split())
-        assert done.returncode == 1 and "the restore would have to drop objects that are not the app's with it" in said, done.stderr
+        assert done.returncode == 1 and "the restore drops what the backup does not hold, and PostgreSQL refuses to drop these for objects that depend on them (of another schema, or of an owner this user cannot act for)" in said, done.stderr
         # PostgreSQL's own words for each: a view on a table, a column of a table's row type
         assert 'view reporting.orders depends on table public."orders$order"' in said and 'column customer of table reporting.snapshot depends on type public."orders$customer"' in said
         assert _snapshot(pg) == changed and pg.psql(_RELATIONS) == relations and pg.psql("SELECT count(*) FROM reporting.orders") != "0\n"
@@ -339,6 +345,39 @@ def test_a_pg_restore_of_17_restores_into_an_older_server(pg: PostgresServer, tm
     assert _snapshot(pg) == before
 
 
+@pytest.mark.parametrize("pg_restore", ["as before the fix", "as it is"])
+def test_a_dump_that_fakes_the_restrict_line_in_its_header_runs_nothing(pg: PostgresServer, tmp_path: Path, pg_restore: str) -> None:
+    r"""The server version in a dump's header is printed into pg_restore's opening comment as it is: a crafted
+    one can bring its own \restrict line, BEGIN and \unrestrict. Only pg_restore's own \restrict, with the
+    key this restore gave it, opens the output: refused, the shell escape never runs, nothing changes."""
+    pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA + _data(random.Random(10)))
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    env = {"DATABASE_URL": pg.url, "BACKUP_DIR": str(backups), "BACKUP_NOW": "20261204T020000Z"}
+    assert _run("backup.sh", env).returncode == 0
+    with tarfile.open(backups / "20261204T020000Z.tar.gz") as whole:
+        dump = whole.extractfile("db/db.backup").read()
+    evidence = tmp_path / "shell-escape-ran"
+    claimed = f"15.0\n\\restrict k\nBEGIN;\n\\unrestrict k\n\\! touch {evidence}\n--".encode()
+    crafted = io.BytesIO()
+    with tarfile.open(fileobj=crafted, mode="w:gz") as t:
+        body = claiming_server_version(dump, pg.psql("SHOW server_version").strip(), claimed)
+        info = tarfile.TarInfo("db/db.backup")
+        info.size = len(body)
+        t.addfile(info, io.BytesIO(body))
+    (backups / "20261205T020000Z.tar.gz").write_bytes(crafted.getvalue())
+    pg.psql(_SINCE)
+    changed = _snapshot(pg)
+    path = f"{require_bin_dir()}:{os.environ['PATH']}"
+    if pg_restore == "as before the fix":
+        unrestricted_pg_restore(tmp_path / "old", tmp_path / "unused")
+        path = f"{tmp_path / 'old'}:{path}"
+    done = subprocess.run(["sh", str(SCRIPTS / "restore.sh")], env={"PATH": path, **env, "BACKUP_ID": "20261205T020000Z"}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert ("did not open its output with the \\restrict key it was given" if pg_restore == "as before the fix" else "did not begin its output with BEGIN") in done.stderr
+    assert not evidence.exists() and _snapshot(pg) == changed
+
+
 def test_a_pg_restore_that_does_not_restrict_psql_is_refused_before_psql_runs_a_line(pg: PostgresServer, tmp_path: Path) -> None:
     r"""psql runs what pg_restore writes out; without \restrict a dump's text could run psql's meta-commands
     (\! runs a shell), so such output is refused: nothing runs, nothing changes."""
@@ -359,7 +398,7 @@ def test_a_pg_restore_that_does_not_restrict_psql_is_refused_before_psql_runs_a_
     assert f"\\! touch {evidence}\n".encode() in script and b"restrict" not in script
     done = subprocess.run(["sh", str(SCRIPTS / "restore.sh")], env={"PATH": f"{tmp_path / 'old'}:{require_bin_dir()}:{os.environ['PATH']}", **env, "BACKUP_ID": "20261204T020000Z"},
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1 and "does not open its output with \\restrict" in done.stderr and "15.14" in done.stderr, done.stderr
+    assert done.returncode == 1 and "did not open its output with the \\restrict key it was given" in done.stderr and "15.14" in done.stderr, done.stderr
     assert not evidence.exists() and _snapshot(pg) == changed
 
 

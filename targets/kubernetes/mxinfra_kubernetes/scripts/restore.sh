@@ -231,10 +231,10 @@ opening() {
   state=start
   while IFS= read -r line; do
     case "$state:$line" in
-      'settings:SET transaction_timeout = 0;') line="SELECT pg_catalog.set_config('transaction_timeout', '0', false) WHERE current_setting('server_version_num')::int >= 170000;" ;;
+      "start:\\restrict $key") state=restricted ;;
+      'settings:SET transaction_timeout = 0;') line="SELECT pg_catalog.set_config('transaction_timeout', '0', false) WHERE pg_catalog.current_setting('server_version_num')::int >= 170000;" ;;
       start:|start:--*|restricted:|restricted:--*|settings:|settings:--*|'settings:SET '*|'settings:SELECT pg_catalog.set_config('*) ;;
-      'start:\restrict '*) state=restricted ;;
-      start:*) printf '%s\n' "restore: $(pg_restore --version) does not open its output with \\restrict, which keeps a dump's text from running psql's meta-commands: use the client tools of PostgreSQL 17.6, 16.10, 15.14, 14.19, 13.22 or newer" >&2; return 1 ;;
+      start:*) printf '%s\n' "restore: $(pg_restore --version) did not open its output with the \\restrict key it was given, which keeps a dump's text from running psql's meta-commands: use the client tools of PostgreSQL 17.6, 16.10, 15.14, 14.19, 13.22 or newer" >&2; return 1 ;;
       'restricted:BEGIN;') state=settings ;;
       restricted:*) echo "restore: pg_restore --single-transaction did not begin its output with BEGIN" >&2; return 1 ;;
       settings:*) cat "$(dirname "$0")/clean.sql" && printf '%s\n' "$line" && cat; return ;;
@@ -244,7 +244,9 @@ opening() {
   return 1
 }
 restore_database() {
-  statuses=$( { { pg_restore --clean --if-exists --no-owner --no-privileges --single-transaction --exit-on-error --file=- "$@"; echo "pg_restore $?" >&3; } \
+  # a key of our own: no dump can write it, and a pg_restore too old to restrict refuses the option
+  key=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+  statuses=$( { { pg_restore --clean --if-exists --no-owner --no-privileges --single-transaction --exit-on-error --restrict-key="$key" --file=- "$@"; echo "pg_restore $?" >&3; } \
         | { opening; echo "opening $?" >&3; } \
       | psql --no-psqlrc --quiet --output=/dev/null --set=ON_ERROR_STOP=1 --dbname="$DATABASE_URL" >&2; echo "psql $?" >&3; } 3>&1 )
   for step in "pg_restore 0" "opening 0" "psql 0"; do

@@ -254,16 +254,23 @@ def test_a_restore_gives_the_backups_database_and_drops_what_came_since(pg: Post
     assert pg.psql("SELECT count(*) FROM pg_type WHERE typnamespace = 'public'::regnamespace AND typtype IN ('e', 'd')") == "0\n"
 
 
-def test_a_dump_that_ends_half_way_changes_nothing_at_all(pg: PostgresServer, tmp_path: Path) -> None:
-    """pg_restore writes out half of the dump, then fails: what psql ran of it, the drops included, is
-    rolled back (no COMMIT was sent), and the restore says it failed."""
-    pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA + _data(random.Random(4)))
+def _backed_up(pg: PostgresServer, tmp_path: Path, seed: int) -> tuple[Path, dict[str, str], bytes]:
+    """The Mendix-like database seeded, backed up by backup.sh as archive 20261204T020000Z: the archives'
+    directory, the scripts' environment, and the dump's bytes."""
+    pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA + _data(random.Random(seed)))
     backups = tmp_path / "backups"
     backups.mkdir()
     env = {"DATABASE_URL": pg.url, "BACKUP_DIR": str(backups), "BACKUP_NOW": "20261204T020000Z"}
     assert _run("backup.sh", env).returncode == 0
     with tarfile.open(backups / "20261204T020000Z.tar.gz") as whole:
         dump = whole.extractfile("db/db.backup").read()
+    return backups, env, dump
+
+
+def test_a_dump_that_ends_half_way_changes_nothing_at_all(pg: PostgresServer, tmp_path: Path) -> None:
+    """pg_restore writes out half of the dump, then fails: what psql ran of it, the drops included, is
+    rolled back (no COMMIT was sent), and the restore says it failed."""
+    backups, env, dump = _backed_up(pg, tmp_path, 4)
     cut = io.BytesIO()
     with tarfile.open(fileobj=cut, mode="w:gz") as t:
         info = tarfile.TarInfo("db/db.backup")
@@ -350,13 +357,7 @@ def test_a_dump_that_fakes_the_restrict_line_in_its_header_runs_nothing(pg: Post
     r"""The server version in a dump's header is printed into pg_restore's opening comment as it is: a crafted
     one can bring its own \restrict line, BEGIN and \unrestrict. Only pg_restore's own \restrict, with the
     key this restore gave it, opens the output: refused, the shell escape never runs, nothing changes."""
-    pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA + _data(random.Random(10)))
-    backups = tmp_path / "backups"
-    backups.mkdir()
-    env = {"DATABASE_URL": pg.url, "BACKUP_DIR": str(backups), "BACKUP_NOW": "20261204T020000Z"}
-    assert _run("backup.sh", env).returncode == 0
-    with tarfile.open(backups / "20261204T020000Z.tar.gz") as whole:
-        dump = whole.extractfile("db/db.backup").read()
+    backups, env, dump = _backed_up(pg, tmp_path, 10)
     evidence = tmp_path / "shell-escape-ran"
     claimed = f"15.0\n\\restrict k\nBEGIN;\n\\unrestrict k\n\\! touch {evidence}\n--".encode()
     crafted = io.BytesIO()

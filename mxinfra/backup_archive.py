@@ -125,6 +125,27 @@ class Opening:
 # nothing more goes, and whatever is left stops the restore in PostgreSQL's own words. pg_restore's
 # --clean then finds nothing of public left to drop but is kept: a dump with other schemas still
 # replaces their objects.
+# The objects CLEAN_SQL drops, as they stand (asked again on each pass: dropped ones are gone); no temporary
+# table, which would need the TEMP privilege that hardened databases revoke from PUBLIC.
+_DOOMED = """
+  SELECT o.rank, o.kind, o.name, o.catalog, o.oid FROM (
+    SELECT CASE c.relkind WHEN 'v' THEN 1 WHEN 'm' THEN 2 WHEN 'f' THEN 4 WHEN 'S' THEN 6 ELSE 5 END AS rank,
+           CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
+                          WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END AS kind,
+           format('%I.%I', n.nspname, c.relname) AS name, 'pg_class'::regclass AS catalog, c.oid
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND pg_has_role(c.relowner, 'USAGE')
+    UNION ALL
+    SELECT 3, 'ROUTINE', p.oid::regprocedure::text, 'pg_proc'::regclass, p.oid
+    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE n.nspname = 'public' AND p.prokind IN ('f', 'p', 'a') AND pg_has_role(p.proowner, 'USAGE')
+    UNION ALL
+    SELECT 7, CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, t.oid::regtype::text, 'pg_type'::regclass, t.oid
+    FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+    WHERE n.nspname = 'public' AND t.typtype IN ('c', 'd', 'e', 'r') AND pg_has_role(t.typowner, 'USAGE')
+      AND (t.typtype <> 'c' OR (SELECT k.relkind FROM pg_class k WHERE k.oid = t.typrelid) = 'c')
+  ) o
+  WHERE NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = o.catalog AND d.objid = o.oid AND d.refobjid <> o.oid AND d.deptype IN ('a', 'i', 'e'))"""
 CLEAN_SQL = """SET LOCAL client_min_messages = warning;
 DO $mxinfra$
 DECLARE
@@ -134,26 +155,8 @@ DECLARE
   why text;
   blocked text;
 BEGIN
-  CREATE TEMPORARY TABLE mxinfra_doomed ON COMMIT DROP AS
-  SELECT CASE c.relkind WHEN 'v' THEN 1 WHEN 'm' THEN 2 WHEN 'f' THEN 4 WHEN 'S' THEN 6 ELSE 5 END AS rank,
-         CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
-                        WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END AS kind,
-         format('%I.%I', n.nspname, c.relname) AS name, 'pg_class'::regclass AS catalog, c.oid
-  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-  WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND pg_has_role(c.relowner, 'USAGE')
-  UNION ALL
-  SELECT 3, CASE p.prokind WHEN 'a' THEN 'AGGREGATE' ELSE 'ROUTINE' END, p.oid::regprocedure::text, 'pg_proc'::regclass, p.oid
-  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-  WHERE n.nspname = 'public' AND p.prokind IN ('f', 'p', 'a') AND pg_has_role(p.proowner, 'USAGE')
-  UNION ALL
-  SELECT 7, CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, t.oid::regtype::text, 'pg_type'::regclass, t.oid
-  FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-  WHERE n.nspname = 'public' AND t.typtype IN ('c', 'd', 'e', 'r') AND pg_has_role(t.typowner, 'USAGE')
-    AND (t.typtype <> 'c' OR (SELECT k.relkind FROM pg_class k WHERE k.oid = t.typrelid) = 'c');
-  DELETE FROM mxinfra_doomed x WHERE EXISTS (
-    SELECT 1 FROM pg_depend d WHERE d.classid = x.catalog AND d.objid = x.oid AND d.refobjid <> x.oid AND d.deptype IN ('a', 'i', 'e'));
   SELECT string_agg(format('DROP %s IF EXISTS %s', kind, names), '; ' ORDER BY rank) INTO stmt
-  FROM (SELECT rank, kind, string_agg(name, ', ') AS names FROM mxinfra_doomed GROUP BY rank, kind) k;
+  FROM (SELECT rank, kind, string_agg(name, ', ') AS names FROM (""" + _DOOMED + """) x GROUP BY rank, kind) k;
   IF stmt IS NULL THEN
     RETURN;
   END IF;
@@ -165,18 +168,18 @@ BEGIN
   END;
   FOR r IN
     SELECT k.conrelid::regclass::text AS tab, k.conname FROM pg_constraint k
-    WHERE k.contype = 'f' AND k.conrelid IN (SELECT oid FROM mxinfra_doomed WHERE catalog = 'pg_class'::regclass)
-      AND k.confrelid IN (SELECT oid FROM mxinfra_doomed WHERE catalog = 'pg_class'::regclass)
+    WHERE k.contype = 'f'
+      AND k.conrelid IN (SELECT oid FROM (""" + _DOOMED + """) x WHERE catalog = 'pg_class'::regclass)
+      AND k.confrelid IN (SELECT oid FROM (""" + _DOOMED + """) x WHERE catalog = 'pg_class'::regclass)
   LOOP
     EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', r.tab, r.conname);
   END LOOP;
   LOOP
     dropped := false;
     blocked := NULL;
-    FOR r IN SELECT kind, name FROM mxinfra_doomed ORDER BY rank, name LOOP
+    FOR r IN SELECT kind, name FROM (""" + _DOOMED + """) x ORDER BY rank, name LOOP
       BEGIN
         EXECUTE format('DROP %s IF EXISTS %s', r.kind, r.name);
-        DELETE FROM mxinfra_doomed WHERE name = r.name AND kind = r.kind;
         dropped := true;
       EXCEPTION WHEN dependent_objects_still_exist THEN
         GET STACKED DIAGNOSTICS why = PG_EXCEPTION_DETAIL;

@@ -105,13 +105,29 @@ class PostgresServer:
 
 
 def unrestricted_pg_restore(bin_dir: Path, evidence: Path) -> None:
-    r"""A pg_restore as before PostgreSQL 17.6/16.10/15.14 writes its output (the real one, its \restrict
-    and \unrestrict lines left out), with what a crafted dump could carry into it: a psql shell escape."""
+    r"""A pg_restore whose output is as before PostgreSQL 17.6/16.10/15.14 (the real one's, without its own
+    \restrict and \unrestrict lines; the key it is given ignored, as no real one would: this tests what
+    reads the output), with what a crafted dump could carry into it: a psql shell escape."""
     real = require_bin_dir() / "pg_restore"
     bin_dir.mkdir()
     (bin_dir / "pg_restore").write_text(
         "#!/bin/sh\n"
-        f""""{real}" "$@" | grep -Ev '^\\\\(un)?restrict ' | sed 's|^SET statement_timeout = 0;|\\\\! touch {evidence}\\nSET statement_timeout = 0;|'\n"""
+        f'case "$1" in --help|--version) exec "{real}" "$1" ;; esac\n'
+        'for a do shift; case "$a" in --restrict-key=*) ;; *) set -- "$@" "$a" ;; esac; done\n'
+        f""""{real}" --restrict-key=standin "$@" | grep -vxF -e '\\restrict standin' -e '\\unrestrict standin' """
+        f"""| sed 's|^SET statement_timeout = 0;|\\\\! touch {evidence}\\nSET statement_timeout = 0;|'\n"""
+    )
+    (bin_dir / "pg_restore").chmod(0o755)
+
+
+def pg_restore_without_restrict_key(bin_dir: Path) -> None:
+    """A pg_restore from before PostgreSQL 17.6/16.10/15.14: no --restrict-key (it refuses the option)."""
+    real = require_bin_dir() / "pg_restore"
+    bin_dir.mkdir()
+    (bin_dir / "pg_restore").write_text(
+        "#!/bin/sh\n"
+        f'case "$*" in *--help*) "{real}" --help | grep -v restrict-key; exit ;; *--restrict-key*) echo "pg_restore: unrecognized option" >&2; exit 1 ;; esac\n'
+        f'exec "{real}" "$@"\n'
     )
     (bin_dir / "pg_restore").chmod(0o755)
 

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from mxinfra.backup_archive import RESTORE_FLAGS, RESTORE_PSQL, Opening, UnsafeDump, pack, restrict_key, stored_keys, unpack
+from mxinfra.backup_archive import RESTORE_FLAGS, RESTORE_PSQL, RESTRICTING_VERSIONS, Opening, UnsafeDump, pack, restrict_key, stored_keys, unpack
 from mxinfra.backups import ID_FORMAT, FilesNotRestored
 from mxinfra.errors import UserError
 
@@ -336,6 +336,12 @@ def _restore_dump(tools: tuple[str, str], dump: Path, db: Database, what: str) -
     pg_restore or psql fails or the output is not safe to run."""
     pg_restore, psql = tools
     env = db.environ()
+    helped = subprocess.run([pg_restore, "--help"], stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env)
+    if "--restrict-key" not in helped.stdout:
+        raise UserError(
+            f"{what}: {pg_restore} has no --restrict-key, so its output cannot keep a dump's text from running psql's meta-commands: "
+            f"use the client tools of {RESTRICTING_VERSIONS}; nothing was restored"
+        )
     with tempfile.TemporaryFile() as errors:
         # psql's output and errors, and pg_restore's, into one file (never a pipe that could fill and stall)
         server = subprocess.Popen([psql, *RESTORE_PSQL], stdin=subprocess.PIPE, stdout=errors, stderr=errors, env=env)

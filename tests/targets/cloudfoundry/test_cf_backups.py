@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from postgres import PASSWORD, PostgresServer, pg_restore_of_17, require_bin_dir, unrestricted_pg_restore
+from postgres import PASSWORD, PostgresServer, pg_restore_of_17, pg_restore_without_restrict_key, require_bin_dir, unrestricted_pg_restore
 
 from cfhelpers import config, release
 from scaffold import encrypted as stack_file
@@ -311,6 +311,20 @@ def test_a_pg_restore_of_17_restores_into_an_older_server(capi, project, to_doub
     rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(archive), "--from", "acceptance", "-C", str(project.path))
     assert rc == 0, err
     assert _snapshot(pg) == seeded
+
+
+def test_a_pg_restore_without_restrict_key_is_refused_naming_the_releases(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    app = _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
+    rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(tmp_path / "b"), "-C", str(project.path))
+    assert rc == 0, err
+    [archive] = (tmp_path / "b").iterdir()
+    pg.psql(_SINCE)
+    changed = _snapshot(pg)
+    pg_restore_without_restrict_key(tmp_path / "old")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'old'}:{os.environ['PATH']}")
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(archive), "--from", "acceptance", "-C", str(project.path))
+    assert rc == 2 and "has no --restrict-key, so its output cannot keep a dump's text from running psql's meta-commands" in err and "15.14" in err, err
+    assert _snapshot(pg) == changed and capi.objects["apps"][app]["state"] == "STARTED"
 
 
 def test_a_pg_restore_that_does_not_restrict_psql_is_refused_before_psql_runs_a_line(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):

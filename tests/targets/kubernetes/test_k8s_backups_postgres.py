@@ -20,7 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from postgres import PostgresServer, claiming_server_version, pg_restore_of_17, require_bin_dir, unrestricted_pg_restore
+from postgres import PostgresServer, claiming_server_version, pg_restore_of_17, pg_restore_without_restrict_key, require_bin_dir, unrestricted_pg_restore
 
 from mxinfra.backups import Backups, backup_id, keep, parse_id, retention_env
 
@@ -246,7 +246,12 @@ def test_a_restore_gives_the_backups_database_and_drops_what_came_since(pg: Post
     # before the table, which PostgreSQL would refuse to drop for it)
     pg.psql(_SINCE + """; CREATE TYPE "orders$state" AS ENUM ('a', 'b'); CREATE DOMAIN "orders$amount" AS numeric(28,8);
         CREATE FUNCTION "orders$total_of"(o "orders$order") RETURNS numeric LANGUAGE sql AS 'SELECT o.total';
-        CREATE TABLE "orders$note" (id bigint, state "orders$state", amount "orders$amount")""")
+        CREATE TABLE "orders$note" (id bigint, state "orders$state", amount "orders$amount");
+        CREATE FUNCTION "orders$inc"(int) RETURNS int LANGUAGE sql AS 'SELECT $1 + 1';
+        CREATE AGGREGATE "orders$star"(*) (sfunc = "orders$inc", stype = int, initcond = '0');
+        CREATE FUNCTION "orders$next"() RETURNS bigint LANGUAGE sql AS 'SELECT 1';
+        CREATE TABLE "orders$tagged" (id bigint DEFAULT "orders$next"())""")
+    # (a function a table's default calls cannot go before the table: all at once fails, one at a time does it)
     done = _run("restore.sh", {**env, "BACKUP_ID": "20261204T020000Z"})
     assert done.returncode == 0, done.stderr
     assert _snapshot(pg) == before and pg.psql(_RELATIONS) == relations
@@ -377,6 +382,17 @@ def test_a_dump_that_fakes_the_restrict_line_in_its_header_runs_nothing(pg: Post
     assert done.returncode == 1, done.stderr
     assert ("did not open its output with the \\restrict key it was given" if pg_restore == "as before the fix" else "did not begin its output with BEGIN") in done.stderr
     assert not evidence.exists() and _snapshot(pg) == changed
+
+
+def test_a_pg_restore_without_restrict_key_is_refused_naming_the_releases(pg: PostgresServer, tmp_path: Path) -> None:
+    backups, env, _ = _backed_up(pg, tmp_path, 11)
+    pg.psql(_SINCE)
+    changed = _snapshot(pg)
+    pg_restore_without_restrict_key(tmp_path / "old")
+    done = subprocess.run(["sh", str(SCRIPTS / "restore.sh")], env={"PATH": f"{tmp_path / 'old'}:{require_bin_dir()}:{os.environ['PATH']}", **env, "BACKUP_ID": "20261204T020000Z"},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "has no --restrict-key, so its output cannot keep a dump's text from running psql's meta-commands" in done.stderr, done.stderr
+    assert "15.14" in done.stderr and _snapshot(pg) == changed
 
 
 def test_a_pg_restore_that_does_not_restrict_psql_is_refused_before_psql_runs_a_line(pg: PostgresServer, tmp_path: Path) -> None:

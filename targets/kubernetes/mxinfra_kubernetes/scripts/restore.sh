@@ -244,8 +244,12 @@ opening() {
   return 1
 }
 restore_database() {
-  # a key of our own: no dump can write it, and a pg_restore too old to restrict refuses the option
-  key=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+  # a key of our own: no dump can write it, and a pg_restore too old to restrict has no such option
+  if ! pg_restore --help | grep -q -- --restrict-key; then
+    printf '%s\n' "restore: $(pg_restore --version) has no --restrict-key, so its output cannot keep a dump's text from running psql's meta-commands: use the client tools of PostgreSQL 17.6, 16.10, 15.14, 14.19, 13.22 or newer" >&2
+    return 1
+  fi
+  key=$(od -v -An -N32 -tx1 /dev/urandom | tr -d ' \n')
   statuses=$( { { pg_restore --clean --if-exists --no-owner --no-privileges --single-transaction --exit-on-error --restrict-key="$key" --file=- "$@"; echo "pg_restore $?" >&3; } \
         | { opening; echo "opening $?" >&3; } \
       | psql --no-psqlrc --quiet --output=/dev/null --set=ON_ERROR_STOP=1 --dbname="$DATABASE_URL" >&2; echo "psql $?" >&3; } 3>&1 )

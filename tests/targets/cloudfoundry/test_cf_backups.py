@@ -262,14 +262,20 @@ _RELATIONS = "SELECT c.relkind::text || ' ' || c.relname FROM pg_class c JOIN pg
 _SINCE = 'CREATE TABLE "orders$refund" (id bigint PRIMARY KEY); INSERT INTO "orders$refund" VALUES (7); CREATE VIEW "orders$big" AS SELECT * FROM "orders$order"; DELETE FROM "orders$order"'
 
 
-def test_a_restore_gives_the_backups_database_and_drops_what_came_since(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
-    """As on Kubernetes (restore.sh runs the same CLEAN_SQL): a table or view made after the backup goes."""
-    _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
-    relations = pg.psql(_RELATIONS)
+def _downloaded_then_changed(capsys: pytest.CaptureFixture[str], project: Any, pg: PostgresServer, tmp_path: Path) -> Path:
+    """acceptance downloaded (its archive), then what came since made (_SINCE)."""
     rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(tmp_path / "b"), "-C", str(project.path))
     assert rc == 0, err
     [archive] = (tmp_path / "b").iterdir()
     pg.psql(_SINCE)
+    return archive
+
+
+def test_a_restore_gives_the_backups_database_and_drops_what_came_since(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    """As on Kubernetes (restore.sh runs the same CLEAN_SQL): a table or view made after the backup goes."""
+    _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
+    relations = pg.psql(_RELATIONS)
+    archive = _downloaded_then_changed(capsys, project, pg, tmp_path)
     rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(archive), "--from", "acceptance", "-C", str(project.path))
     assert rc == 0, err
     assert _snapshot(pg) == seeded and pg.psql(_RELATIONS) == relations and "orders$refund" not in relations
@@ -301,10 +307,7 @@ def test_a_pg_restore_of_17_restores_into_an_older_server(capi, project, to_doub
     """This machine's client tools may be newer than the broker's server: pg_restore 17 sets
     transaction_timeout, which servers before 17 refuse; the setting is made conditional."""
     _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
-    rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(tmp_path / "b"), "-C", str(project.path))
-    assert rc == 0, err
-    [archive] = (tmp_path / "b").iterdir()
-    pg.psql(_SINCE)
+    archive = _downloaded_then_changed(capsys, project, pg, tmp_path)
     pg_restore_of_17(tmp_path / "17")
     assert int(pg.psql("SHOW server_version_num")) < 170000  # the server here is older than 17
     monkeypatch.setenv("PATH", f"{tmp_path / '17'}:{os.environ['PATH']}")
@@ -315,10 +318,7 @@ def test_a_pg_restore_of_17_restores_into_an_older_server(capi, project, to_doub
 
 def test_a_pg_restore_without_restrict_key_is_refused_naming_the_releases(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
     app = _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
-    rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(tmp_path / "b"), "-C", str(project.path))
-    assert rc == 0, err
-    [archive] = (tmp_path / "b").iterdir()
-    pg.psql(_SINCE)
+    archive = _downloaded_then_changed(capsys, project, pg, tmp_path)
     changed = _snapshot(pg)
     pg_restore_without_restrict_key(tmp_path / "old")
     monkeypatch.setenv("PATH", f"{tmp_path / 'old'}:{os.environ['PATH']}")
@@ -331,10 +331,7 @@ def test_a_pg_restore_that_does_not_restrict_psql_is_refused_before_psql_runs_a_
     r"""psql runs on this machine what pg_restore writes out of an archive that may come from anywhere:
     output without \restrict (a pg_restore before PostgreSQL 17.6/16.10/15.14) could run a shell here."""
     app = _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
-    rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(tmp_path / "b"), "-C", str(project.path))
-    assert rc == 0, err
-    [archive] = (tmp_path / "b").iterdir()
-    pg.psql(_SINCE)
+    archive = _downloaded_then_changed(capsys, project, pg, tmp_path)
     changed = _snapshot(pg)
     evidence = tmp_path / "shell-escape-ran"
     unrestricted_pg_restore(tmp_path / "old", evidence)

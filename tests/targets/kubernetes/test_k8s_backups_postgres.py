@@ -384,6 +384,46 @@ def test_a_dump_that_fakes_the_restrict_line_in_its_header_runs_nothing(pg: Post
     assert not evidence.exists() and _snapshot(pg) == changed
 
 
+# pg_restore outputs' openings, as read by restore.sh's `opening` and by mxinfra.backup_archive.Opening
+OPENINGS = [
+    # as 15.14 and newer write it, 17's setting among the settings, then the first statement and the rest
+    b"--\n-- PostgreSQL database dump\n--\n\n\\restrict K3y\n\n-- Dumped from database version 15.18\n\nBEGIN;\n\nSET statement_timeout = 0;\n"
+    b"SET transaction_timeout = 0;\nSELECT pg_catalog.set_config('search_path', '', false);\n\nDROP TABLE IF EXISTS public.t;\nSET x = 1;\n\\unrestrict K3y\n",
+    b"\\restrict K3y\nBEGIN;\nCREATE TABLE public.t (id int);\n",
+    # refused: no restrict line, another key (a crafted header's), no BEGIN, a blank line of spaces, CRLF
+    b"--\nSET statement_timeout = 0;\n",
+    b"-- Dumped from database version 15.0\n\\restrict k\nBEGIN;\n\\unrestrict k\n\\! id\n",
+    b"\\restrict K3y\nSET statement_timeout = 0;\n",
+    b" \n\\restrict K3y\nBEGIN;\nCREATE TABLE public.t (id int);\n",
+    b"\\restrict K3y\r\nBEGIN;\r\n",
+    # cut off in the settings: never a complete opening
+    b"\\restrict K3y\nBEGIN;\nSET statement_timeout = 0;\n",
+]
+
+
+@pytest.mark.parametrize("output", OPENINGS)
+def test_restore_sh_opens_pg_restores_output_as_the_core_does(tmp_path: Path, output: bytes) -> None:
+    """The rule in two places (restore.sh has no Python): the same bytes to psql, or a refusal, from both."""
+    from mxinfra.backup_archive import Opening, UnsafeDump
+
+    text = (SCRIPTS / "restore.sh").read_text()
+    function = text[text.index("opening() {") : text.index("\n}\n", text.index("opening() {")) + 3]
+    done = subprocess.run(["sh", "-c", f'key=K3y\n{function}\nopening', str(SCRIPTS / "restore.sh")], input=output, capture_output=True, timeout=30)
+    opening, expected = Opening("K3y"), b""
+    lines = output.splitlines(keepends=True)
+    try:
+        while lines and not opening.done:
+            expected += opening.line(lines.pop(0))
+        complete = opening.done
+        expected += b"".join(lines)
+    except UnsafeDump:
+        complete = False
+    if complete:
+        assert done.returncode == 0 and done.stdout == expected, done.stderr
+    else:
+        assert done.returncode != 0
+
+
 def test_a_pg_restore_without_restrict_key_is_refused_naming_the_releases(pg: PostgresServer, tmp_path: Path) -> None:
     backups, env, _ = _backed_up(pg, tmp_path, 11)
     pg.psql(_SINCE)

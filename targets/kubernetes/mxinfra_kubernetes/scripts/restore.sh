@@ -221,9 +221,11 @@ fi
 # it out as SQL with --single-transaction (one BEGIN at its start, one COMMIT at its very end, written
 # only once it read the whole dump), run by psql; else psql reaches the end of its input inside the
 # transaction and the server rolls it back. Its opening passes through `opening` (backup_archive.Opening
-# decides the same): first \restrict, after which psql refuses meta-commands (pg_restore of PostgreSQL
-# 17.6, 16.10, 15.14, 14.19, 13.22 and newer writes it; an archive may come from anywhere, and a crafted
-# dump's text must not reach \!, which runs a shell), else refused before psql reads a line; then BEGIN;
+# decides the same): first \restrict with the key given here (--restrict-key; a dump's header fields are
+# printed into the opening comments and can write a \restrict line, never this key), after which psql
+# refuses meta-commands (pg_restore of PostgreSQL 17.6, 16.10, 15.14, 14.19, 13.22 and newer; an archive
+# may come from anywhere, and a crafted dump's text must not reach \!, which runs a shell), else refused
+# before psql reads a line; then BEGIN;
 # then the settings (transaction_timeout, which servers before 17 do not know, made conditional); then
 # clean.sql (what the dump does not hold goes too), inside that transaction. Each step's status comes
 # back on fd 3 (a pipe's status is its last command's): success is all three.

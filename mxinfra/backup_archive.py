@@ -48,9 +48,9 @@ RESTORE_PSQL = ("--no-psqlrc", "--quiet", "--output=/dev/null", "--set=ON_ERROR_
 # psql runs what pg_restore writes out, and an archive may come from anywhere: a crafted dump must not reach
 # psql's meta-commands (\! runs a shell). pg_restore of these versions and newer opens its output with
 # \restrict, after which psql refuses them (CVE-2025-8714); output without it is refused.
-RESTRICTING_VERSIONS = "PostgreSQL 17.6, 16.10, 15.14, 14.19, 13.22 or newer"
 # The first minor release of each major whose pg_restore writes \restrict (18 and later all do).
 RESTRICTING_MINORS = {17: 6, 16: 10, 15: 14, 14: 19, 13: 22}
+RESTRICTING_VERSIONS = "PostgreSQL " + ", ".join(f"{major}.{minor}" for major, minor in RESTRICTING_MINORS.items()) + " or newer"
 # pg_restore 17 and newer sets transaction_timeout, which older servers do not know; writing SQL it cannot
 # ask the server's version as it does when it connects, so the setting is made conditional.
 TRANSACTION_TIMEOUT = b"SET transaction_timeout = 0;\n"
@@ -508,8 +508,8 @@ def tree_path(key: str, suffix: str = "") -> str:
     name = key[: len(key) - len(suffix)] if suffix and key.endswith(suffix) else None if suffix else key
     if name is not None and _nests(name):
         return f"{name[:2]}/{name[2:4]}/{name}"
-    if store_key(key, suffix) != key:
-        raise UserError(f"object {key!r} is named like a file of Mendix Cloud's layout (xx/yy/<name>): it would be restored as {store_key(key, suffix)!r}")
+    if (back := store_key(key, suffix)) != key:
+        raise UserError(f"object {key!r} is named like a file of Mendix Cloud's layout (xx/yy/<name>): it would be restored as {back!r}")
     if len(key.split("/", 1)[0].encode()) == 2:
         raise UserError(f"object {key!r} would be kept at tree/{key.split('/', 1)[0]}, where Mendix Cloud's layout keeps folders of files (xx/yy/<name>)")
     return key

@@ -61,7 +61,7 @@ NOT_HERE = (
 )
 PG_TOOLS = (
     "PostgreSQL's client tools (pg_dump, pg_restore, psql) of the server's major version or newer, and a release that writes \\restrict "
-    "(17.6, 16.10, 15.14, 14.19, 13.22 or newer), on PATH (Debian: apt install postgresql-client)"
+    f"({RESTRICTING_VERSIONS}), on PATH (Debian: apt install postgresql-client)"
 )
 
 
@@ -321,12 +321,12 @@ def _tool(name: str) -> str:
     return found
 
 
-def _run(argv: list[str], db: Database, what: str, undone: str = "") -> None:
+def _run(argv: list[str], db: Database, what: str) -> None:
     """Run a PostgreSQL client against `db`; a UserError with its own message when it fails."""
     done = subprocess.run(argv, env=db.environ(), stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if done.returncode:
         said = " ".join((done.stderr or done.stdout).split())[-1200:]
-        raise UserError(f"{what} at {db.host}:{db.port} failed (exit {done.returncode}): {said}{'; ' + undone if undone else ''}")
+        raise UserError(f"{what} at {db.host}:{db.port} failed (exit {done.returncode}): {said}")
 
 
 def _restore_dump(tools: tuple[str, str], dump: Path, db: Database, what: str) -> None:

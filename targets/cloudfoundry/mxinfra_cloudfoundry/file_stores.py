@@ -165,24 +165,23 @@ def pull(store: FileStore, tree: Path) -> int:
     """Every object of the store into `tree`, where Mendix Cloud's layout puts it (`tree_path`), a page at
     a time; how many."""
 
-    def fetch(key: str) -> None:
-        target = tree / tree_path(key)
+    def fetch(item: tuple[str, str]) -> None:
+        key, place = item
+        target = tree / place
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             # a file of its own: two keys that land on one path are refused, never one lost
             with open(target, "xb") as out:
                 store.get(key, out)
         except (FileExistsError, NotADirectoryError, IsADirectoryError):
-            raise UserError(f"{store.name}: object {key!r} and another object land on the same file of the archive (tree/{tree_path(key)} or a folder of it)") from None
+            raise UserError(f"{store.name}: object {key!r} and another object land on the same file of the archive (tree/{place} or a folder of it)") from None
         except OSError as e:
             raise UserError(f"copying {key} from {store.name}: {e.strerror or e}") from None
 
     count = 0
     with ThreadPoolExecutor(TRANSFERS) as pool:
         for keys in store.pages():
-            for key in keys:
-                check_key(store.name, key)
-            list(pool.map(fetch, keys))
+            list(pool.map(fetch, [(key, place_of(store.name, key)) for key in keys]))
             count += len(keys)
     return count
 
@@ -225,8 +224,10 @@ def _files(root: Path) -> Iterator[Path]:
             yield Path(dirpath) / n
 
 
-def check_key(store: str, key: str) -> None:
-    """An object's key must be a relative path of the archive: no empty, '.' or '..' segment, none too long."""
+def place_of(store: str, key: str) -> str:
+    """Where an object goes under the archive's tree/ (`tree_path`); UserError naming the store for a key
+    that is no relative path of the archive (an empty, '.' or '..' segment, one too long) or that the
+    layout refuses."""
     path = PurePosixPath(key)
     if "\x00" in key:
         raise UserError(f"{store}: object {key!r} has a NUL character: no file system keeps it as a file of the archive")
@@ -235,6 +236,6 @@ def check_key(store: str, key: str) -> None:
     if any(len(p.encode()) > 255 for p in key.split("/")):
         raise UserError(f"{store}: object {key[:80]!r}... has a path segment longer than 255 bytes: no file system keeps it as a file of the archive")
     try:
-        tree_path(key)
+        return tree_path(key)
     except UserError as e:
         raise UserError(f"{store}: {e}") from None

@@ -815,18 +815,24 @@ def test_a_download_that_arrives_changed_is_not_kept_nor_recorded(cluster, pg, p
 # --- restore --archive: an archive from this machine into the cluster through the pod proxy ---------------
 
 
+def _taken_and_downloaded(capsys: pytest.CaptureFixture[str], project: Any, pg: Any, stack: str, env: str, out: Path) -> tuple[str, str, Path]:
+    """The seeded rows, a backup of `env` taken (`backup create`) and downloaded into `out`: the rows as
+    they were, the backup's id and the downloaded archive."""
+    pg.psql(SEED)
+    seeded = _rows(pg)
+    rc, said, err = _cli(capsys, "backup", "create", "-s", stack, "-e", env, "-C", str(project.path))
+    assert rc == 0, err
+    (backup_id,) = re.findall(r"backup (\d{8}T\d{6}Z) taken", said)
+    rc, _, err = _cli(capsys, "backup", "download", "-s", stack, "-e", env, "--id", backup_id, "-o", str(out), "-C", str(project.path))
+    assert rc == 0, err
+    return seeded, backup_id, out / f"{backup_id}.tar.gz"
+
+
 @pytest.mark.parametrize("cluster", ["test", "test+s3"], indirect=True)
 def test_a_downloaded_archive_restores_through_the_pod_proxy(cluster, pg, project, capsys, tmp_path, monkeypatch):
     c, stack = cluster
     monkeypatch.setattr("mxinfra_kubernetes.backups.TRANSFER_PORT", _free_port())
-    pg.psql(SEED)
-    seeded = _rows(pg)
-    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "test", "-C", str(project.path))
-    assert rc == 0, err
-    (backup_id,) = re.findall(r"backup (\d{8}T\d{6}Z) taken", out)
-    rc, _, err = _cli(capsys, "backup", "download", "-s", stack, "-e", "test", "--id", backup_id, "-o", str(tmp_path / "d"), "-C", str(project.path))
-    assert rc == 0, err
-    archive = tmp_path / "d" / f"{backup_id}.tar.gz"
+    seeded, backup_id, archive = _taken_and_downloaded(capsys, project, pg, stack, "test", tmp_path / "d")
     pg.psql('DELETE FROM "orders$order" WHERE id > 10')
     rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--archive", str(archive), "--from", "test", "-C", str(project.path))
     assert rc == 0, (err, c.logs)
@@ -922,13 +928,7 @@ def _hostile_archive(directory: Path) -> Path:
 def test_production_restores_a_recorded_archive_after_a_backup_and_refuses_a_hostile_one_before(cluster, pg, project, capsys, tmp_path, monkeypatch):
     c, stack = cluster
     monkeypatch.setattr("mxinfra_kubernetes.backups.TRANSFER_PORT", _free_port())
-    pg.psql(SEED)
-    seeded = _rows(pg)
-    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "production", "-C", str(project.path))
-    (backup_id,) = re.findall(r"backup (\d{8}T\d{6}Z) taken", out)
-    rc, _, err = _cli(capsys, "backup", "download", "-s", stack, "-e", "production", "--id", backup_id, "-o", str(tmp_path / "d"), "-C", str(project.path))
-    assert rc == 0, err
-    archive = tmp_path / "d" / f"{backup_id}.tar.gz"
+    seeded, _, archive = _taken_and_downloaded(capsys, project, pg, stack, "production", tmp_path / "d")
     # a hand-made archive whose name GNU tar would keep absolute: refused here, before any Job or backup
     hostile = _hostile_archive(tmp_path / "h")
     jobs = len(c.created)

@@ -1001,6 +1001,22 @@ def test_restore_from_a_newer_postgresql_than_the_destination_restores_is_refuse
     assert c.created == [] and _records(project, "acceptance", "acceptance") == [] and _records(project, "production", "production") == []
 
 
+@pytest.mark.parametrize("two", [("production", {}, "acceptance", {"restoreFrom": ["production"]})], indirect=True)
+def test_restore_from_an_environment_with_files_into_a_template_that_keeps_none_is_refused_before_anything_runs(two, pg, project, capsys):
+    # Every plain environment keeps files (storage is required), but the restore reads its template as the
+    # cluster has it: one edited by hand, or left by another tool, may put no files back.
+    c = two
+    (restore,) = [name for name in c.cronjobs if name.startswith("orders-acceptance") and "restore" in name]
+    env = _env_of(c, restore, "restore")
+    assert any(e["name"] == "FILES_DIR" for e in env) and "push-files" not in str(c.cronjobs[restore])
+    env[:] = [e for e in env if e["name"] != "FILES_DIR"]
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "acceptance", "-e", "acceptance", "--from", "production", "--from-stack", "production", "--id", "20261204T020000Z", "-C", str(project.path))
+    err = " ".join(err.split())
+    assert rc == 2 and "Traceback" not in err, err
+    assert "production keeps its files on a claim and acceptance keeps none: the archive's files would have nowhere to go" in err, err
+    assert c.created == [] and _records(project, "acceptance", "acceptance") == [] and _records(project, "production", "production") == []
+
+
 @pytest.mark.parametrize(
     "image, major",
     [

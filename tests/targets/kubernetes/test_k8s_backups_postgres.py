@@ -140,17 +140,33 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 
-def _run(script: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def _run(script: str, env: dict[str, str], *args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
     # The scripts as they are, under the POSIX shell the postgres image runs them with; the server's
     # own client tools first on PATH (pg_dump must not be older than the server).
-    full = {"PATH": f"{require_bin_dir()}:{os.environ['PATH']}", **env}
+    full = {"PATH": f"{require_bin_dir()}:{path or os.environ['PATH']}", **env}
     return subprocess.run(["sh", str(SCRIPTS / script), *args], env=full, capture_output=True, text=True, timeout=120)
 
 
+def _path_without(tool: str, into: Path) -> str:
+    """A PATH of one directory holding every program of this PATH but `tool` (an image without it)."""
+    into.mkdir()
+    for d in os.environ["PATH"].split(os.pathsep):
+        for found in Path(d).glob("*") if Path(d).is_dir() else ():
+            if found.name != tool and not (into / found.name).exists() and os.access(found, os.X_OK) and found.is_file():
+                (into / found.name).symlink_to(found.resolve())
+    assert not (into / tool).exists()
+    return str(into)
+
+
 # The files are compressed in ranges (BACKUP_RANGE_MB), each its own gzip member: with the default one
-# range holds them all; with 1 MiB, files larger than a range and ranges that end inside a file.
+# range holds them all; with 1 MiB, files larger than a range and ranges that end inside a file. Deflated
+# by zlib through zstd (the official postgres images have it), or by GNU gzip alone in an image without it.
+@pytest.mark.parametrize("codec", ["zstd", "gzip"])
 @pytest.mark.parametrize("range_mb", [None, 1])
-def test_backup_then_restore_gives_back_every_row_and_file(pg: PostgresServer, tmp_path: Path, range_mb: int | None) -> None:
+def test_backup_then_restore_gives_back_every_row_and_file(pg: PostgresServer, tmp_path: Path, range_mb: int | None, codec: str) -> None:
+    path = _path_without("zstd", tmp_path / "bin") if codec == "gzip" else None
+    if codec == "zstd":
+        assert subprocess.run(["sh", "-c", "printf mx | zstd -q --format=gzip -c | gzip -dc"], capture_output=True, text=True).stdout == "mx", "no zstd that writes gzip here: ./dev test installs it"
     pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA + _data(random.Random(21)))
     files, backups = tmp_path / "files", tmp_path / "backups"
     (files / "1a").mkdir(parents=True)
@@ -167,13 +183,20 @@ def test_backup_then_restore_gives_back_every_row_and_file(pg: PostgresServer, t
     env = {"DATABASE_URL": pg.url, "BACKUP_DIR": str(backups), "FILES_DIR": str(files), "BACKUP_NOW": "20261204T020000Z", **retention_env(Backups())}
     if range_mb is not None:
         env["BACKUP_RANGE_MB"] = str(range_mb)
-    done = _run("backup.sh", env)
+    done = _run("backup.sh", env, path=path)
     assert done.returncode == 0, done.stderr
     data = (backups / "20261204T020000Z.tar.gz").read_bytes()
     starts = _gzip_member_starts(data)
     # the dump's member, the files' ranges (1 with the default, 4 of 1 MiB here: 3.7 MB of tar), and the
     # empty last member whose comment gives where tree/ starts: the second member's offset
     assert len(starts) == (3 if range_mb is None else 6), starts
+    if range_mb is not None:
+        # each 1 MiB range is judged whole: the compressible file's range deflates either way; with zlib a
+        # range of random bytes is stored (level 0: stored blocks of 65535 bytes) rather than deflated
+        raw = sum(len(b) for b in _tree(files).values())
+        assert len(data) < raw - 500_000, (len(data), raw)
+        stored = [at for at in starts[1:-1] if data[at + 10] & 0b110 == 0 and data[at + 11 : at + 13] == b"\xff\xff"]
+        assert len(stored) == (2 if codec == "zstd" else 0), (codec, stored, starts)
     assert data[-64:] == b"\x1f\x8b\x08\x10" + bytes(5) + b"\x03" + b"mxinfra-tree-offset=%020d" % starts[1] + b"\x00\x01\x00\x00\xff\xff" + bytes(8)
     assert gzip.decompress(data[-64:]) == b""
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data[starts[1]:]))) as tree_only:
@@ -215,7 +238,7 @@ def test_backup_then_restore_gives_back_every_row_and_file(pg: PostgresServer, t
     assert _snapshot(pg) != before
 
     env_restore = {"DATABASE_URL": pg.url, "BACKUP_DIR": str(backups), "FILES_DIR": str(files), "BACKUP_ID": "20261204T020000Z"}
-    done = _run("restore.sh", env_restore)
+    done = _run("restore.sh", env_restore, path=path)
     assert done.returncode == 0, done.stderr
     after = _snapshot(pg)
     for table in before:
@@ -502,10 +525,12 @@ def test_a_failed_dump_stops_the_files_archive_too(tmp_path: Path) -> None:
     files, backups = tmp_path / "files", tmp_path / "backups"
     files.mkdir()
     backups.mkdir()
-    for i in range(24):  # about a second of gzip -1 here: still running when the dump has failed
+    for i in range(24):  # about a second of GNU gzip -1 here: still running when the dump has failed
         (files / f"{i:02d}").write_bytes(random.Random(i).randbytes(1 << 20))
     env = {"DATABASE_URL": "postgres://nobody:x@127.0.0.1:1/none", "BACKUP_DIR": str(backups), "FILES_DIR": str(files), "BACKUP_NOW": "20261204T020000Z"}
-    done = _run("backup.sh", env)
+    # GNU gzip alone (an image without zstd): zlib would store these random ranges in a few milliseconds,
+    # done before the dump fails, and the kill this test is about would not happen
+    done = _run("backup.sh", env, path=_path_without("zstd", tmp_path / "bin"))
     assert done.returncode == 1 and "pg_dump failed: no archive written" in done.stderr, done.stderr
     assert _running(b".incomplete-20261204T020000Z") == [] and list(backups.iterdir()) == []
 
@@ -724,7 +749,8 @@ def test_a_signal_to_the_backup_stops_its_files_session_too(tmp_path: Path) -> N
     silent.bind(("127.0.0.1", 0))
     silent.listen(1)  # accepts the connection and never answers: pg_dump waits
     try:
-        env = {"PATH": f"{require_bin_dir()}:{os.environ['PATH']}", "DATABASE_URL": f"postgres://nobody:x@127.0.0.1:{silent.getsockname()[1]}/none",
+        # GNU gzip alone (no zstd): 48 MiB of random bytes keep the files' session busy past the signal
+        env = {"PATH": f"{require_bin_dir()}:{_path_without('zstd', tmp_path / 'bin')}", "DATABASE_URL": f"postgres://nobody:x@127.0.0.1:{silent.getsockname()[1]}/none",
                "BACKUP_DIR": str(backups), "FILES_DIR": str(files), "BACKUP_NOW": "20261204T020000Z", "BACKUP_RANGE_MB": "1"}
         proc = subprocess.Popen(["sh", str(SCRIPTS / "backup.sh")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(1.0)

@@ -122,15 +122,34 @@ mkdir -p "$work/db"
 # Both cores at once (where the Job has them). The archive is gzip members, which gzip and GNU tar read as
 # one stream (RFC 1952): db/ first, as tar with 512-byte records and its end marker (two zero blocks, 1024 bytes)
 # cut off, then tree/, so a restore reaches the dump without unpacking the files (bench/bench_backup.py).
-# The dump is taken uncompressed (-Z0) and compressed once, by gzip -1 (pg_dump's own zlib at its default
+# The dump is taken uncompressed (-Z0) and compressed once, at level 1 (pg_dump's own zlib at its default
 # level costs far more CPU). Meanwhile, in a session of its own (setsid: a failure stops the
 # whole of it), the file store goes straight into tree.tar on the claim (renamed to tree/ on the way,
 # no copy first), which is then compressed in ranges of BACKUP_RANGE_MB, two at a time, each range its own gzip
-# member: random documents compress at ~30 MB/s a core, so one gzip alone would be the whole backup.
+# member: random documents compress at ~40 MB/s a core, so one gzip alone would be the whole backup.
 # Each step leaves a mark of its success (dash has no pipefail). A failed step leaves no archive.
+# The deflating is zlib's, through zstd where it writes gzip (the official postgres images carry it):
+# faster than GNU gzip's own, and it can store a range that does not compress (documents and images,
+# most of a file store: deflating them gains nothing and costs most of the backup's time) as gzip's
+# stored blocks, judged by its first MiB. Without it, GNU gzip -1 for all. Either way a plain .tar.gz.
+if [ "$(printf mx | zstd -q --format=gzip -1 -c 2>/dev/null | gzip -dc 2>/dev/null)" = mx ]; then
+  zip="zstd -q --format=gzip"
+else
+  zip=gzip
+fi
+# one range: stored when zlib (zstd) is there and its first MiB does not deflate to under 90%
+range_job='
+work=$1 mb=$2 zip=$3 n=$4
+skip=$(( (1$n - 1000000000) * mb ))
+level=-1
+if [ "$zip" != gzip ] && [ "$(dd if="$work/tree.tar" bs=1048576 skip="$skip" count=1 status=none | $zip -1 -c | wc -c)" -ge 943718 ]; then
+  level=-0
+fi
+{ dd if="$work/tree.tar" bs=1048576 iflag=fullblock skip="$skip" count="$mb" status=none && : > "$work/parts/$n.done"; } | $zip $level -c > "$work/parts/$n.gz"
+'
 tree_job='
 set -eu
-src=$1 work=$2 mb=$3 layout=$4 suffix=$5
+src=$1 work=$2 mb=$3 layout=$4 suffix=$5 zip=$6 range_job=$7
 if [ -n "$src" ]; then
   # An object store copy: each object at tree/xx/yy/<key without the suffix> where that is such a name
   # (4 characters or more, no "/", the first four letters, digits or . _ -, neither pair ".."), else at
@@ -160,15 +179,15 @@ mkdir "$work/parts"
 ranges=$(( ($(wc -c < "$work/tree.tar") + mb * 1048576 - 1) / (mb * 1048576) ))
 i=0
 # range numbers as 9 digits: the parts sort in order (more than 10^9 ranges is more than a PiB); xargs
-# appends each one as $3, so nothing of the paths is rewritten
+# appends each one as $4, so nothing of the paths is rewritten
 while [ "$i" -lt "$ranges" ]; do printf "%09d\n" "$i"; i=$((i + 1)); done |
-  xargs -P 2 -n 1 sh -c "{ dd if=\"\$1/tree.tar\" bs=1048576 iflag=fullblock skip=\$(( (1\$3 - 1000000000) * \$2 )) count=\$2 status=none && : > \"\$1/parts/\$3.done\"; } | gzip -1 > \"\$1/parts/\$3.gz\"" part "$work" "$mb"
+  xargs -P 2 -n 1 sh -c "$range_job" part "$work" "$mb" "$zip"
 [ "$(ls "$work/parts" | grep -c "\.done$")" -eq "$ranges" ]
 rm -f "$work/tree.tar"
 '
 # No job control here (a container's sh, or sh run by a program): setsid does not fork, so $! leads the
 # files' session, and `wait` reports its end.
-setsid -w sh -c "$tree_job" tree-job "${FILES_DIR:-}" "$work" "$range_mb" "${FILES_LAYOUT:-}" "${FILES_SUFFIX:-}" &
+setsid -w sh -c "$tree_job" tree-job "${FILES_DIR:-}" "$work" "$range_mb" "${FILES_LAYOUT:-}" "${FILES_SUFFIX:-}" "$zip" "$range_job" &
 tree=$!
 dump=
 failed() {
@@ -194,7 +213,7 @@ dump=
 files_size=0
 [ -z "${FILES_DIR:-}" ] || files_size=$(find "$FILES_DIR" -type f -printf "%s\n" | awk '{ s += $1 } END { printf "%d", s }')
 printf '{\n    "dumpSize": "%s",\n    "filesSize": "%s"\n}' "$(wc -c < "$work/db/db.backup")" "$files_size" > "$work/.metadata"
-{ tar -b1 -C "$work" -cf - db .metadata && : > "$work/db.done"; } | head -c -1024 | gzip -1 > "$work.tar.gz" || failed "compressing the dump failed"
+{ tar -b1 -C "$work" -cf - db .metadata && : > "$work/db.done"; } | head -c -1024 | $zip -1 -c > "$work.tar.gz" || failed "compressing the dump failed"
 [ -e "$work/db.done" ] || failed "archiving the dump failed"
 rm -rf "$work/db" "$work/.metadata"
 tree_offset=$(wc -c < "$work.tar.gz")

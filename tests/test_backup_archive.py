@@ -178,6 +178,47 @@ def test_packing_on_every_core_writes_the_same_bytes_as_on_one(tmp_path, monkeyp
     assert got.dump.read_bytes() == dump.read_bytes() and _tree(got.tree) == _tree(tree)
 
 
+def test_a_block_that_does_not_deflate_is_stored_and_one_that_does_is_deflated(tmp_path, monkeypatch):
+    """A file store is mostly documents and images: a block whose first MiB does not deflate to under 90%
+    is written as stored blocks (level 0), the rest at level 1; gzip and GNU tar read both as they are."""
+    import zlib
+
+    import mxinfra.backup_archive as archive_module
+
+    monkeypatch.setattr(archive_module._Members, "BLOCK", 2 << 20)
+    dump = tmp_path / "dump"
+    dump.write_bytes(b"PGDMP" + b"row data " * 400_000)  # 3.6 MB: two blocks that deflate
+    tree = tmp_path / "files"
+    tree.mkdir()
+    (tree / "photo").write_bytes(os.urandom(5 << 20))  # blocks that do not
+    (tree / "notes").write_bytes(b"mendix " * 300_000)
+    out = tmp_path / "b.tar.gz"
+    pack(dump, tree, out, workers=2)
+    data = out.read_bytes()
+    def gzipped(raw: bytes, level: int) -> bytes:
+        c = zlib.compressobj(level, zlib.DEFLATED, 31)
+        return c.compress(raw) + c.flush()
+
+    members, at = [], 0
+    while at < len(data):
+        d = zlib.decompressobj(wbits=31)
+        raw = d.decompress(data[at:])
+        end = len(data) - len(d.unused_data)
+        members.append((raw, data[at:end]))
+        at = end
+    levels = []
+    for raw, member in members:
+        # stored exactly when its first MiB does not deflate to under 90% (943718 bytes): the photo's blocks
+        level = 0 if len(gzipped(raw[: 1 << 20], 1)) >= 943718 else 1
+        assert member == gzipped(raw, level), (len(raw), level)
+        levels.append(level)
+    assert levels.count(0) >= 2 and levels.count(1) >= 2, levels
+    listed = subprocess.run(["tar", "-tzf", str(out)], capture_output=True, text=True, check=True).stdout.split()
+    assert sorted(listed) == [".metadata", "db/db.backup", "tree/", "tree/notes", "tree/photo"]
+    got = unpack(out, tmp_path / "out")
+    assert got.dump.read_bytes() == dump.read_bytes() and _tree(got.tree) == _tree(tree)
+
+
 def test_a_file_system_without_hard_links_still_gets_the_archive_and_never_over_a_file(tmp_path, monkeypatch):
     import errno
 

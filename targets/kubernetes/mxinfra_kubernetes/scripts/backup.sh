@@ -137,7 +137,8 @@ if [ "$(printf mx | zstd -q --format=gzip -1 -c 2>/dev/null | gzip -dc 2>/dev/nu
 else
   zip=gzip
 fi
-# one range: stored when zlib (zstd) is there and its first MiB does not deflate to under 90%
+# one range: stored when zlib (zstd) is there and its first MiB does not deflate to under 943718 bytes,
+# 90% of it (mxinfra.backup_archive.deflates decides the same)
 range_job='
 work=$1 mb=$2 zip=$3 n=$4
 skip=$(( (1$n - 1000000000) * mb ))

@@ -214,11 +214,14 @@ class Written:
 
 @dataclass(frozen=True)
 class Unpacked:
-    """Where `unpack` put the dump and the files (`tree` has only directories when the backup had no files)."""
+    """Where `unpack` put the dump and the files (`tree` has only directories when the backup had no files),
+    and the size and sha256 of the archive's bytes as they were read (`check`: the paths are not written)."""
 
     dump: Path
     tree: Path
     files: int
+    size: int
+    sha256: str
 
 
 class _Members:
@@ -428,24 +431,26 @@ def sha256_of(path: Path) -> tuple[int, str]:
 
 
 class _HashingReader:
-    """A read-only file that hashes what is read from `raw` (the archive's bytes, as they are unpacked)."""
+    """A read-only file that hashes and counts what is read from `raw` (the archive's bytes, as they are unpacked)."""
 
     def __init__(self, raw: IO[bytes]) -> None:
-        self.raw, self.hash = raw, hashlib.sha256()
+        self.raw, self.hash, self.size = raw, hashlib.sha256(), 0
 
     def read(self, size: int = -1) -> bytes:
         data = self.raw.read(size)
         self.hash.update(data)
+        self.size += len(data)
         return data
 
     def readable(self) -> bool:
         return True
 
 
-def check(archive: Path, sha256: str | None = None, file_name: Callable[[str], str | None] | None = None) -> int:
+def check(archive: Path, sha256: str | None = None, file_name: Callable[[str], str | None] | None = None) -> Unpacked:
     """Read the archive as `unpack` does, writing nothing: the same ArchiveErrors, and one for a file of
-    tree/ for which `file_name(path)` says why it cannot be restored; the number of files."""
-    return _read(archive, None, sha256, file_name).files
+    tree/ for which `file_name(path)` says why it cannot be restored; the number of files, the size and
+    sha256 of the bytes read (one pass: what was judged is what was hashed)."""
+    return _read(archive, None, sha256, file_name)
 
 
 def unpack(archive: Path, into: Path, sha256: str | None = None, file_name: Callable[[str], str | None] | None = None) -> Unpacked:
@@ -501,7 +506,7 @@ def _read(archive: Path, into: Path | None, sha256: str | None, file_name: Calla
         raise ArchiveError(f"{archive}: its bytes changed since they were checked (sha256 {got}, not {sha256}): nothing was restored")
     if DUMP not in seen:
         raise ArchiveError(f"{archive}: no {DUMP} in the archive: a backup archive holds the database dump there (pg_dump --format=custom) and the files under tree/")
-    return Unpacked(dump, tree, files)
+    return Unpacked(dump, tree, files, hashed.size, got)
 
 
 # The characters a name's first four may be for it to be filed at xx/yy/<name> (a UUID's are): ASCII only,

@@ -12,10 +12,11 @@ was checked of it, e.g. size and sha256). The Kubernetes target's is mxinfra_kub
 
 A target whose platform keeps no backups it can list (Cloud Foundry) takes them on demand instead:
 `download_now(out_dir, now, via) -> dict` (a backup taken now and written as `<id>.tar.gz` into `out_dir`:
-its id, size, sha256) for `download` without `--id`. `restore_archive(path, now, via, sha256, before) ->
+its id, size, sha256) for `download` without `--id`. `restore_archive(path, now, via, vouch, before) ->
 dict` is `restore --archive` (a Mendix Cloud archive on this machine, from `download` on any target; the
-target checks it, then calls `before`, production's backup, before it changes anything). `via` is
-`--database-via`, the local end of a tunnel to the database.
+target reads it through once, judging it, then calls `vouch(sha256, size)` with what that pass hashed,
+which refuses an archive no trusted record names, then `before`, production's backup, before it changes
+anything). `via` is `--database-via`, the local end of a tunnel to the database.
 """
 
 from __future__ import annotations
@@ -279,9 +280,9 @@ def restore(
 
 
 def _restore_archive(directory: Path, stack: str, environment: str, archive: Path, source: str | None, source_stack: str, allow_lower_tier: bool, via: str | None, unrecorded: bool) -> None:
-    """`restore --archive`: where the archive comes from, by the config's rule; on production a backup taken
-    (and recorded) first beside the archive; the restore through the target; a record of the archive's hash."""
-    from .backup_archive import sha256_of
+    """`restore --archive`: where the archive comes from, by the config's rule and (once the target read it)
+    its sha256; on production a backup taken (and recorded) first; the restore through the target; a record
+    of the archive's hash."""
     from .environments import check_environment_name
 
     if source is None:
@@ -297,21 +298,29 @@ def _restore_archive(directory: Path, stack: str, environment: str, archive: Pat
     ctx.signer("restore")
     ctx.connect("restore")
     _supports(ctx, "restore --archive", "restore_archive")
-    size, sha = sha256_of(archive)
-    downloaded, refused, trusted = _download_record(ctx, src, source, sha)
-    if downloaded is None and (ctx.environment.is_production or not unrecorded):
-        why = f" (records found but not counted: {'; '.join(refused)})" if refused else ""
-        if not trusted:
-            why += f"; no key is trusted for {source}'s records: name it in mxinfra:signing.trustedSigners.{source} of stack {ctx.stack!r}"
-        raise UserError(
-            f"--archive {archive.name}: its sha256 {sha} is in no signed backup-download record of {source}'s log{why}, so nothing "
-            f"says it came from {source}: download it with `mxinfra backup download -s {source_stack} -e {source}` (a download "
-            f"recorded before archives were indexed is found once `mxinfra activity verify -s {source_stack} -e {source} --repair` ran)"
-            + (" (production is restored only from an archive mxinfra downloaded and recorded)" if ctx.environment.is_production
-               else ", or give --unrecorded to restore it all the same (recorded as unrecorded)")
-        )
-    if downloaded is None:
-        sys.stderr.write(f"warning: {archive.name} (sha256 {sha}) is in no signed backup-download record of {source}'s log: restored as an unrecorded archive\n")
+    where = {"fromStack": source_stack} if source_stack != stack else {}
+    done: dict[str, Any] = {}
+
+    def vouch(sha: str, size: int) -> None:
+        # called by the target once it read the archive through (its one judging pass: what it judged is
+        # what was hashed), before anything changes: where the archive comes from, by its sha256
+        downloaded, refused, trusted = _download_record(ctx, src, source, sha)
+        if downloaded is None and (ctx.environment.is_production or not unrecorded):
+            why = f" (records found but not counted: {'; '.join(refused)})" if refused else ""
+            if not trusted:
+                why += f"; no key is trusted for {source}'s records: name it in mxinfra:signing.trustedSigners.{source} of stack {ctx.stack!r}"
+            raise UserError(
+                f"--archive {archive.name}: its sha256 {sha} is in no signed backup-download record of {source}'s log{why}, so nothing "
+                f"says it came from {source}: download it with `mxinfra backup download -s {source_stack} -e {source}` (a download "
+                f"recorded before archives were indexed is found once `mxinfra activity verify -s {source_stack} -e {source} --repair` ran)"
+                + (" (production is restored only from an archive mxinfra downloaded and recorded)" if ctx.environment.is_production
+                   else ", or give --unrecorded to restore it all the same (recorded as unrecorded)")
+            )
+        if downloaded is None:
+            sys.stderr.write(f"warning: {archive.name} (sha256 {sha}) is in no signed backup-download record of {source}'s log: restored as an unrecorded archive\n")
+        provenance = {"downloadRecord": downloaded} if downloaded is not None else {"unrecorded": True}
+        done.update({"archive": {"size": size, "sha256": sha, **provenance}, "from": source, **where})
+
     taken: dict[str, Any] = {}
 
     def backup_first() -> None:
@@ -329,13 +338,12 @@ def _restore_archive(directory: Path, stack: str, environment: str, archive: Pat
         ctx.record("backup-download", {"backup": {"id": got["id"], "trigger": "before restore", **_checked(got)}})
         sys.stdout.write(f"{environment}: backup {got['id']} taken first, written to {got['path']}\n")
 
-    where = {"fromStack": source_stack} if source_stack != stack else {}
-    provenance = {"downloadRecord": downloaded} if downloaded is not None else {"unrecorded": True}
-    done = {"archive": {"size": size, "sha256": sha, **provenance}, "from": source, **where}
-    checked = _recorded_restore(ctx, done, lambda: ctx.actions.restore_archive(archive, _now(), via, sha, backup_first), taken)
+    checked = _recorded_restore(ctx, done, lambda: ctx.actions.restore_archive(archive, _now(), via, vouch, backup_first), taken)
     before = taken.get("id")
+    if not done:  # a target that restored without asking: never recorded as if its provenance were known
+        raise RuntimeError(f"the {ctx.deployment.target.name} target restored {archive.name} without vouching for it first")
     ctx.record("restore", {"restore": {**done, **({"backupBefore": before} if before else {}), **checked}})
-    sys.stdout.write(f"{environment}: restored {archive.name} of {source} (sha256 {sha})" + (f" (backup {before} taken first)" if before else "") + "\n")
+    sys.stdout.write(f"{environment}: restored {archive.name} of {source} (sha256 {done['archive']['sha256']})" + (f" (backup {before} taken first)" if before else "") + "\n")
 
 
 def _source(ctx: _Context, directory: Path, source: str, source_stack: str, allow_lower_tier: bool) -> _Context:

@@ -248,7 +248,9 @@ def test_anything_after_the_tars_end_is_refused(tmp_path):
         check(archive)
     # an empty gzip member after the end (backup.sh's trailer) and zero padding are fine
     archive.write_bytes(first.read_bytes() + gzip.compress(b"") + gzip.compress(b"\0" * 4096))
-    assert check(archive) == 1
+    checked = check(archive)
+    # one pass: what was judged is what was hashed, to the last byte
+    assert checked.files == 1 and checked.size == archive.stat().st_size and checked.sha256 == hashlib.sha256(archive.read_bytes()).hexdigest()
 
 
 def test_check_asks_the_caller_about_each_file(tmp_path):
@@ -263,7 +265,7 @@ def test_an_archive_as_mendix_cloud_writes_it_restores(tmp_path):
     uuid = "0d3e301f-5551-46f8-ad44-8de2be084c95"
     metadata = b'{"duration":"0","dumpSize":"5","modelVersion":"1.0.0.40","databaseSize":"9730584","filesSize":"3"}'
     archive = _archive(tmp_path / "files_and_database-fc9e126f-201811210121.tar.gz", (".metadata", metadata), ("db/db.backup", b"PGDMP"), (f"tree/0d/3e/{uuid}", b"abc"))
-    assert check(archive) == 1
+    assert check(archive).files == 1
     got = unpack(archive, tmp_path / "out")
     assert got.dump.read_bytes() == b"PGDMP" and _tree(got.tree) == {f"0d/3e/{uuid}": b"abc"}
     assert not (tmp_path / "out" / ".metadata").exists()  # read past: nothing depends on it

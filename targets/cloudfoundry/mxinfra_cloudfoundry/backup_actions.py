@@ -166,17 +166,19 @@ class KeyActions:
             written = pack(work / "dump", work / "tree", out, metadata={"duration": str(round(time.monotonic() - started))})
         return {"id": backup, "path": str(written.path), "size": written.size, "sha256": written.sha256, "files": files, **({"warnings": len(self.warnings) - counted} if len(self.warnings) > counted else {})}
 
-    def restore_archive(self, archive: Path, now: datetime, via: str | None = None, sha256: str | None = None, before: Callable[[], None] | None = None) -> dict[str, Any]:
+    def restore_archive(self, archive: Path, now: datetime, via: str | None, vouch: Callable[[str, int], None], before: Callable[[], None] | None = None) -> dict[str, Any]:
         """Restore the archive over the environment's database and files, the app stopped meanwhile; what
-        was restored (files copied, what became of the app). The archive is unpacked and checked (against
-        `sha256`, as its bytes are read) before anything changes; then `before` runs (production's backup)."""
+        was restored (files copied, what became of the app). The archive is unpacked and checked in one
+        pass, its sha256 and size (of the bytes unpacked) given to `vouch`, before anything changes; then
+        `before` runs (production's backup)."""
         tools = (_tool("pg_restore"), _tool("psql"))
         # beside the archive: the same file system the user chose for it (the system's /tmp may be small, or RAM)
         with _scratch(".mxinfra-restore-", archive.resolve().parent) as scratch:
             # every file must go back under a key of its own, judged before anything changes
-            unpacked = unpack(archive, Path(scratch), sha256, stored_keys())
+            unpacked = unpack(archive, Path(scratch), None, stored_keys())
             if unpacked.files and self.files_name is None:
                 raise UserError(f"{archive}: holds {unpacked.files} file(s), but {self.env.name} keeps its files on the instance's disk (no mxinfra:cloudfoundry.storage): nothing to restore them into; nothing was changed")
+            vouch(unpacked.sha256, unpacked.size)
             if before is not None:
                 before()
             counted = len(self.warnings)  # this restore's warnings, not those of the backup taken before it

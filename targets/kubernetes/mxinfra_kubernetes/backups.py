@@ -606,12 +606,14 @@ class ClusterActions:
         self._wait_restore(restore_job, backup)
         return source._announced(export_job, f"export: sent {backup} (") or {}
 
-    def restore_archive(self, archive: Path, now: datetime, via: str | None = None, sha256: str | None = None, before: Callable[[], None] | None = None) -> dict[str, Any]:
+    def restore_archive(self, archive: Path, now: datetime, via: str | None, vouch: Callable[[str, int], None], before: Callable[[], None] | None = None) -> dict[str, Any]:
         """Restore an archive from this machine (any target's download, a Mendix Cloud backup): checked here
-        first (mxinfra.backup_archive.check: only the dump and plain files, gzip's CRC, the sha256), then
-        `before` (production's backup), then the restore Job listens for one HTTP PUT and the archive is sent
-        to it through the API server's pod proxy; the Job checks size and sha256 again and restores it."""
-        from mxinfra.backup_archive import check, sha256_of, stored_keys
+        first (mxinfra.backup_archive.check: only the dump and plain files, gzip's CRC; its sha256 and size
+        from the same pass go to `vouch`, which refuses an archive of unknown provenance), then `before`
+        (production's backup), then the restore Job listens for one HTTP PUT and the archive is sent to it
+        through the API server's pod proxy; the Job checks size and sha256 again and restores it. The
+        archive is read twice: checked, then sent."""
+        from mxinfra.backup_archive import check, stored_keys
 
         if via is not None:
             raise UserError("--database-via: the restore Job reaches the database itself: leave it out")
@@ -620,14 +622,14 @@ class ClusterActions:
                 f"your identity may not update pods/proxy in {self.where}: an archive from this machine reaches the restore Job through the API "
                 "server's pod proxy (a PUT); run this as the platform or release identity (the backups permission has GET only)"
             )
-        size = archive.stat().st_size
-        digest = sha256 if sha256 is not None else sha256_of(archive)[1]
         # into object storage the files must be ones the restore can put back, each under a key of its own
         # (with a key suffix push-files refuses keys without it, and only after the database was replaced);
         # onto a claim they keep their paths
         push = self._steps().get("push-files")
         suffix = next((e.get("value") for e in push.get("env", []) if e["name"] == "FILES_SUFFIX"), None) if push is not None else None
-        check(archive, digest, stored_keys(suffix or "") if push is not None else None)
+        checked = check(archive, None, stored_keys(suffix or "") if push is not None else None)
+        vouch(checked.sha256, checked.size)
+        size, digest = checked.size, checked.sha256
         if before is not None:
             before()
         stamp = now.astimezone(timezone.utc).strftime(ID_FORMAT)

@@ -933,7 +933,17 @@ def test_production_restores_a_recorded_archive_after_a_backup_and_refuses_a_hos
     hostile = _hostile_archive(tmp_path / "h")
     jobs = len(c.created)
     rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--archive", str(hostile), "--from", "production", "--unrecorded", "-C", str(project.path))
-    assert rc == 2 and "(production is restored only from an archive mxinfra downloaded and recorded)" in err and len(c.created) == jobs
+    assert rc == 2 and "entry 'tree//backups/20261101T000000Z.tar.gz' is not a plain relative name" in err and len(c.created) == jobs
+    # a well-made archive that no signed download record names: refused on production, --unrecorded or not
+    from mxinfra.backup_archive import pack
+
+    (tmp_path / "u" / "tree").mkdir(parents=True)
+    (tmp_path / "u" / "dump").write_bytes(b"PGDMP")
+    unrecorded = pack(tmp_path / "u" / "dump", tmp_path / "u" / "tree", tmp_path / "u" / "20261201T020000Z.tar.gz")
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--archive", str(unrecorded.path), "--from", "production", "--unrecorded", "-C", str(project.path))
+    err = " ".join(err.split())
+    assert rc == 2 and f"its sha256 {unrecorded.sha256} is in no signed backup-download record" in err and "(production is restored only from an archive mxinfra downloaded and recorded)" in err, err
+    assert len(c.created) == jobs and [r.action for r in _records(project, stack, "production")] == ["backup", "backup-download"]
     import time as _time
 
     _time.sleep(1.1)  # the backup taken first gets a second of its own

@@ -149,13 +149,16 @@ fi
 # were too (the staging directory is removed). One transaction: a restore that fails leaves the
 # database as it was, not half dropped; a dump cut short (tar failing mid-way) fails pg_restore, so the
 # pipe's status is pg_restore's.
-# Inflated by zlib, through zstd where it reads gzip (the official postgres images carry it): GNU gzip's
-# own inflate runs at ~250 MB/s, a tenth of zlib's, and was most of a restore's time. It checks each
-# member's CRC-32 and length as gzip does. Without it, gzip.
+# Our own archives (backup.sh's, on the claim, in the store or from an export Job) are inflated by zlib,
+# through zstd where it reads gzip (the official postgres images carry it): GNU gzip's own inflate runs at
+# ~250 MB/s, a tenth of zlib's. It checks each member's CRC-32 and length as gzip does. Without it, gzip.
+# An archive from outside (BACKUP_RECEIVE=http) always goes through GNU gzip: zstd also takes xz, lz4 and
+# zstd frames, and refuses zeros after the last member, which gzip and the caller's check accept.
 gz=gzip
-if [ "$(printf mx | gzip -c | zstd -qdc 2>/dev/null)" = mx ]; then
+if [ "${BACKUP_RECEIVE:-}" != http ] && [ "$(printf mx | gzip -c | zstd -qdc 2>/dev/null)" = mx ]; then
   gz="zstd -q"
 fi
+echo "restore: inflating with ${gz%% *}"
 files_pid=
 staging=
 from=
@@ -181,7 +184,7 @@ if [ "${BACKUP_RECEIVE:-}" = http ]; then
   staging="${FILES_DIR:-$copies}/.mxinfra-upload-$id"
   rm -rf "$staging"
   mkdir "$staging"
-  if ! LC_ALL=C tar -I "$gz" -xf "$archive" -C "$staging" --keep-old-files --no-same-owner --no-same-permissions ${keys:+--transform="$keys"}; then
+  if ! LC_ALL=C tar -xzf "$archive" -C "$staging" --keep-old-files --no-same-owner --no-same-permissions ${keys:+--transform="$keys"}; then
     rm -rf "$staging"
     echo "restore: $id could not be unpacked (see above): nothing was restored" >&2
     exit 1

@@ -274,6 +274,12 @@ def test_the_production_deploy_group_cannot_change_what_runs(release: Release) -
     _refused_by_admission(r.kubectl("release-manager", "-n", ns, "annotate", "--overwrite", sts, "mxinfra.io/runtime-config-sha256=" + "0" * 64))
     config = [e["configMapRef"]["name"] for e in before["spec"]["template"]["spec"]["containers"][0]["envFrom"] if "configMapRef" in e][0]
     _refused_by_admission(r.kubectl("release-manager", "-n", ns, "delete", "configmap", config))
+    # nor the backup Jobs' scripts, which the nightly backup runs with the database's credentials
+    scripts = f"{APP}-production-backup-scripts"
+    kept = r.cluster.get(f"/api/v1/namespaces/{ns}/configmaps/{scripts}")["data"]
+    _refused_by_admission(r.kubectl("release-manager", "-n", ns, "patch", "configmap", scripts, "--type=merge", "-p", '{"data": {"backup.sh": "exit 0"}}'))
+    _refused_by_admission(r.kubectl("release-manager", "-n", ns, "delete", "configmap", scripts))
+    assert r.cluster.get(f"/api/v1/namespaces/{ns}/configmaps/{scripts}")["data"] == kept
     after = _sts(r, "production")
     assert after["spec"]["template"] == before["spec"]["template"] and after["metadata"]["annotations"] == before["metadata"]["annotations"]
     assert r.cluster.exists(f"/api/v1/namespaces/{ns}/configmaps/{config}")

@@ -15,7 +15,10 @@ refusing them would only break the platform's own steps) it refuses, in the envi
   fingerprint, which `mxinfra drift` compares);
 - creating, changing or deleting the runtime's ConfigMaps (`<app>-<env>-config-*`) and Secrets
   (`<app>-<env>-secret-*`, `<app>-<env>-database-secret-*`): a deleted and recreated ConfigMap of the same
-  name would change the configuration under an unchanged template.
+  name would change the configuration under an unchanged template;
+- creating, changing or deleting the backup Jobs' scripts (`<app>-<env>-backup-scripts`): the nightly
+  backup and every restore run them with the database's credentials, so whoever writes them runs code
+  against production's data (the deploy group may write ConfigMaps: a constant change creates one).
 
 Replicas (`kubectl scale`, the scale subresource) are not refused: the deploy group may stop or scale
 the app in an incident; `mxinfra drift` names a count the log does not record.
@@ -88,9 +91,10 @@ def _same_field(field: str) -> str:
 MENDIXAPP_FIELDS = ("mendixRuntimeVersion", "sourceURL", "appURL", "tls", "resources", "database", "storage", "ingressClassName", "runtime", "endpointAnnotations")
 
 
-def policy_spec(namespace: str, workload: str, mode: str, names: dict[str, str], identities: Sequence[str], environment: str) -> dict[str, Any]:
+def policy_spec(namespace: str, workload: str, mode: str, names: dict[str, str], identities: Sequence[str], environment: str, scripts: str | None = None) -> dict[str, Any]:
     """The ValidatingAdmissionPolicy spec guarding one production environment. `names`: the name prefixes
-    of the runtime's ConfigMaps and Secrets (`config`, `secret`, `database-secret`)."""
+    of the runtime's ConfigMaps and Secrets (`config`, `secret`, `database-secret`); `scripts`: the name of
+    the backup Jobs' scripts ConfigMap."""
     who = ", ".join(identities) or "none configured in mxinfra:kubernetes.releaseIdentities"
     refused = f"production environment {environment} ({namespace}): only its release identities ({who}) and cluster administrators may"
     fix = "release through `pulumi up` as the release identity"
@@ -113,6 +117,7 @@ def policy_spec(namespace: str, workload: str, mode: str, names: dict[str, str],
     is_workload = f"request.resource.resource == {_cel(resource)} && request.name == {_cel(workload)}"
     annotations = _same_map("object.metadata.annotations", "oldObject.metadata.annotations", "!k.startsWith('mxinfra.io/')")
     runtime_objects = f"request.resource.resource in ['configmaps', 'secrets'] && ({' || '.join(f'request.name.startsWith({_cel(p)})' for p in prefixes)})"
+    scripts_object = f"request.resource.resource == 'configmaps' && request.name == {_cel(scripts)}" if scripts else "false"
     return {
         "failurePolicy": "Fail",
         "matchConstraints": {
@@ -135,6 +140,11 @@ def policy_spec(namespace: str, workload: str, mode: str, names: dict[str, str],
                 "reason": "Forbidden",
                 "message": f"{refused} create, change or delete the runtime's ConfigMaps and Secrets ({', '.join(p + '*' for p in prefixes)}): {fix}",
             },
+            *(
+                [{"expression": f"!({scripts_object})", "reason": "Forbidden", "message": f"{refused} create, change or delete the backup Jobs' scripts ({scripts}): they run with the database's credentials: {fix}"}]
+                if scripts
+                else []
+            ),
         ],
     }
 
@@ -149,6 +159,8 @@ def deploy(b: Builder) -> None:
     creates them with the environment; a release never changes them)."""
     import pulumi_kubernetes as k8s
 
+    from .backups import scripts_name
+
     lay, env = b.layout, b.ctx.environment
     names = {kind: b.logical(kind) for kind in ("secret", "database-secret")}
     names["config"] = lay.name("config")
@@ -158,7 +170,7 @@ def deploy(b: Builder) -> None:
     policy = k8s.admissionregistration.v1.ValidatingAdmissionPolicy(
         b.logical("release-policy"),
         metadata=meta,
-        spec=policy_spec(lay.namespace, lay.workload, b.settings.mode, names, identities, env.name),
+        spec=policy_spec(lay.namespace, lay.workload, b.settings.mode, names, identities, env.name, scripts_name(lay) if b.settings.mode == "plain" else None),
         opts=b.opts(),
     )
     k8s.admissionregistration.v1.ValidatingAdmissionPolicyBinding(

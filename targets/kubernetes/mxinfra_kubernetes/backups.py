@@ -194,6 +194,11 @@ def script(name: str) -> str:
     return (SCRIPTS / name).read_text()
 
 
+def scripts_name(lay: Layout) -> str:
+    """The backup Jobs' scripts ConfigMap (production's admission policy guards it: they run with the database's credentials)."""
+    return lay.name("backup-scripts")
+
+
 def scripts_data() -> dict[str, str]:
     """What the Jobs' scripts volume holds (the backup-scripts ConfigMap): the scripts, and clean.sql,
     which restore.sh runs before a dump (the core's CLEAN_SQL: every target restores alike)."""
@@ -254,7 +259,7 @@ def pod_spec(
         env.append({"name": "BACKUP_ID"})
     scripts = {"name": "scripts", "mountPath": SCRIPTS_DIR, "readOnly": True}
     mounts = [scripts, {"name": "backups", "mountPath": archives}]
-    volumes: list[dict[str, Any]] = [{"name": "scripts", "configMap": {"name": lay.name("backup-scripts"), "defaultMode": 0o555}}]
+    volumes: list[dict[str, Any]] = [{"name": "scripts", "configMap": {"name": scripts_name(lay), "defaultMode": 0o555}}]
     if store:
         assert rclone is not None
         # one archive at a time, gone with the pod: the store keeps them
@@ -406,7 +411,7 @@ def deploy(b: Builder, pvcs: list[tuple[str, str]], require_tls: bool, local_fil
         return
     scripts = k8s.core.v1.ConfigMap(
         b.logical("backup-scripts"),
-        metadata=lay.metadata(lay.name("backup-scripts"), "backup", per_release=False),
+        metadata=lay.metadata(scripts_name(lay), "backup", per_release=False),
         data=scripts_data(),
         opts=b.opts(),
     )

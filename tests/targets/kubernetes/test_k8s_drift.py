@@ -215,6 +215,14 @@ def test_production_gets_the_release_guard_and_it_validates(pulumi_run, mode):
     assert rules[0]["resources"] == (["statefulsets"] if mode == "plain" else ["mendixapps"]) and rules[0]["operations"] == ["UPDATE"]
     assert rules[1] == {"apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps", "secrets"], "operations": ["CREATE", "UPDATE", "DELETE"]}
     assert all(v["reason"] == "Forbidden" and "only its release identities (group:orders-release) and cluster administrators may" in v["message"] for v in spec["validations"])
+    # plain mode keeps backups (on by default on production): the Jobs' scripts run with the database's
+    # credentials, so writing them is refused too; the Operator's environments have no such Jobs
+    scripts = [v["expression"] for v in spec["validations"] if "backup Jobs' scripts" in v["message"]]
+    if mode == "plain":
+        (mounted,) = {v["configMap"]["name"] for c in res.of_type("kubernetes:batch/v1:CronJob") for v in c.input("spec.jobTemplate.spec.template.spec.volumes") if "configMap" in v}
+        assert scripts == [f"!(request.resource.resource == 'configmaps' && request.name == '{mounted}')"] and mounted == "orders-production-backup-scripts"
+    else:
+        assert scripts == []
 
 
 def test_other_tiers_get_no_release_guard(pulumi_run):
@@ -231,8 +239,9 @@ def test_the_release_condition_names_each_form_of_identity():
 
 
 def test_the_policy_guards_only_the_environments_objects():
-    spec = policy_spec("ns", "orders-production", "plain", {"config": "orders-production-config", "secret": "orders-production-secret"}, ["group:rel"], "production")
-    template, annotations, objects = (v["expression"] for v in spec["validations"])
+    spec = policy_spec("ns", "orders-production", "plain", {"config": "orders-production-config", "secret": "orders-production-secret"}, ["group:rel"], "production", "orders-production-backup-scripts")
+    template, annotations, objects, scripts = (v["expression"] for v in spec["validations"])
+    assert scripts == "!(request.resource.resource == 'configmaps' && request.name == 'orders-production-backup-scripts')"
     assert template.startswith("!(request.resource.resource == 'statefulsets' && request.name == 'orders-production') || (object.spec.template.spec == oldObject.spec.template.spec")
     assert "k == 'kubectl.kubernetes.io/restartedAt'" in template  # `kubectl rollout restart` stays the deploy group's
     assert "!k.startsWith('mxinfra.io/')" in annotations

@@ -356,7 +356,9 @@ def _source(ctx: _Context, directory: Path, source: str, source_stack: str, allo
     src = _Context(directory, source_stack, source, None)
     if src.deployment.config.app.name != ctx.deployment.config.app.name:
         raise UserError(f"--from-stack {source_stack!r} deploys the app {src.deployment.config.app.name!r}, not {ctx.deployment.config.app.name!r}: a restore comes from another environment of the same app")
-    refused = restore_refusal(source, src.environment.role, ctx.environment, of_environment(ctx.environment), allow_lower_tier=allow_lower_tier)
+    refused = restore_refusal(
+        source, src.environment.role, ctx.environment, of_environment(ctx.environment), allow_lower_tier=allow_lower_tier, source_stack=source_stack if source_stack != ctx.stack else None
+    )
     if refused is not None:
         raise UserError(refused)
     return src
@@ -371,7 +373,11 @@ def _download_record(ctx: _Context, src: _Context, source: str, sha: str) -> tup
     from .governance.store import open_store
 
     d = src.deployment
-    trust = trust_for(dict(ctx.raw.values), source, d.repository, src.base_dir)
+    # A source on another repository (another stack's mxinfra:repository) is trusted only through keys the
+    # destination's config names: that repository's development key is whoever made it's, e.g. a stack
+    # written to vouch for a hand-made archive (found by a hostile review, 2026-12-05)
+    fallback = d.repository if d.repository == ctx.deployment.repository else ""
+    trust = trust_for(dict(ctx.raw.values), source, fallback, src.base_dir)
     found, refused = ActivityLog(open_store(d.repository)).archive_evidence(source, sha, trust=trust, app=d.config.app.name)
     return (found.seq if found is not None else None), refused, bool(trust.fingerprints)
 

@@ -148,11 +148,19 @@ def opt_out_warning(env: Environment, b: Backups) -> str | None:
     return None
 
 
-def restore_refusal(source: str, source_role: Role | None, target: Environment, b: Backups, *, allow_lower_tier: bool = False) -> str | None:
+def restore_refusal(source: str, source_role: Role | None, target: Environment, b: Backups, *, allow_lower_tier: bool = False, source_stack: str | None = None) -> str | None:
     """Why a backup of `source` may not be restored into `target` (None: it may). `allow_lower_tier`
-    is the command's explicit flag, needed on top of the config for a lower tier into production."""
+    is the command's explicit flag, needed on top of the config for a lower tier into production;
+    `source_stack` names the stack that deploys `source` when it is not the destination's."""
     if source == target.name:
-        return None
+        if source_stack is None:
+            return None
+        # another stack's environment of the same name is not this one (any stack file can declare an
+        # environment `production` with role test): restoreFrom never lists a namesake, so never allowed
+        return (
+            f"--from-stack {source_stack!r}: its environment {source!r} has {target.name}'s name but is not {target.name}: "
+            f"{target.name} restores its own backups (leave --from-stack out) or those of another environment in backups.restoreFrom"
+        )
     if source not in b.restore_from:
         listed = ", ".join(b.restore_from) or "none"
         return f"{target.name} restores only its own backups and those of backups.restoreFrom ({listed}): add {source!r} there to allow it"

@@ -120,6 +120,10 @@ def test_restore_rules():
     # test into production: the config's allowLowerTiers AND the command's flag
     assert "--allow-lower-tier" in restore_refusal("test", Role.TEST, prod, of_environment(prod))
     assert restore_refusal("test", Role.TEST, prod, of_environment(prod), allow_lower_tier=True) is None
+    # a namesake in another stack is not the environment itself: never allowed, whatever the flags
+    said = restore_refusal("production", Role.TEST, prod, of_environment(prod), allow_lower_tier=True, source_stack="sandbox")
+    assert said is not None and "--from-stack 'sandbox'" in said and "is not production" in said
+    assert restore_refusal("production", Role.PRODUCTION, prod, of_environment(prod)) is None  # itself
     strict = _env("production", Role.PRODUCTION, restore_from=("test",))
     assert restore_refusal("test", Role.TEST, strict, of_environment(strict), allow_lower_tier=True) is not None
     # an unknown tier counts as lower

@@ -590,7 +590,9 @@ def two(project, capsys, tmp_path, pg, request, monkeypatch, engine_secrets) -> 
     stored = False
     for env, backups in ((src, src_backups), (dst, dst_backups)):
         backups = dict(backups)
-        cfg = _local(env, **{k: v for k, v in backups.items() if k not in ("store", "image", "files")})
+        cfg = _local(env, **{k: v for k, v in backups.items() if k not in ("store", "image", "files", "repository")})
+        if "repository" in backups:  # its records in a repository of its own (tmp_path / name)
+            cfg["mxinfra:repository"] = (tmp_path / backups["repository"]).as_uri()
         if backups.get("files") == "s3":  # its file store in a bucket
             cfg, stored = with_(cfg, "mxinfra:kubernetes/storage", {"s3": {**_s3_bucket(request, f"{env}-files")["s3"], "endpoint": "https://files.example.com"}}), True
         if backups.get("store") == "s3":  # its archives in a bucket
@@ -737,6 +739,47 @@ def test_a_lower_tier_into_production_needs_the_flag_and_takes_a_backup_first(tw
     rc, _, err = _cli(capsys, "backup", "restore", "-s", "production", "-e", "production", "--id", before["id"], "-C", str(project.path))
     assert rc == 0, err
     assert pg.psql('COPY (SELECT * FROM "orders$order" ORDER BY id) TO STDOUT', database="production") == prod_before
+
+
+@pytest.mark.parametrize("cluster", ["production"], indirect=True)
+def test_a_namesake_in_another_stack_is_not_the_environment(cluster, pg, project, capsys):
+    # Any stack file may declare an environment named `production` (here with role test): it is not
+    # production, so neither restoreFrom (which cannot list it) nor the tier rule lets its backups in.
+    c, stack = cluster
+    sandbox = with_(config("production", role="test", instances=1), "mxinfra:kubernetes/storage", {"local": {"size": "1Gi"}})
+    project.stack("sandbox", with_(sandbox, "mxinfra:kubernetes/environments", {"production": {"namespace": "orders-sandbox"}}))
+    for extra in ([], ["--allow-lower-tier"]):
+        rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--from", "production", "--from-stack", "sandbox", "--id", "20261204T020000Z", *extra, "-C", str(project.path))
+        err = " ".join(err.split())
+        assert rc == 2 and "--from-stack 'sandbox': its environment 'production' has production's name but is not production" in err, err
+    assert c.created == [] and _records(project, stack, "production") == []
+
+
+@pytest.mark.parametrize("two", [("acceptance", {"repository": "acceptance-repo"}, "production", {"restoreFrom": ["acceptance"], "allowLowerTiers": True})], indirect=True)
+def test_an_archive_vouched_for_by_another_repositorys_own_key_is_not_trusted(two, pg, project, capsys, tmp_path, monkeypatch):
+    # The source stack keeps its records in a repository of its own: its development key is whoever made
+    # that repository's, so its records count for production only through keys production's config names.
+    c = two
+    monkeypatch.setattr("mxinfra_kubernetes.backups.TRANSFER_PORT", _free_port())
+    _seeded(pg, "acceptance", 50)
+    rc, out, err = _cli(capsys, "backup", "create", "-s", "acceptance", "-e", "acceptance", "-C", str(project.path))
+    assert rc == 0, err
+    (backup_id,) = re.findall(r"backup (\d{8}T\d{6}Z) taken", out)
+    rc, _, err = _cli(capsys, "backup", "download", "-s", "acceptance", "-e", "acceptance", "--id", backup_id, "-o", str(tmp_path / "d"), "-C", str(project.path))
+    assert rc == 0, err
+    archive = tmp_path / "d" / f"{backup_id}.tar.gz"
+    from mxinfra.governance.activity import ActivityLog
+    from mxinfra.governance.store import open_store
+
+    # signed with that repository's own development key, in that repository
+    downloads = [r for r in ActivityLog(open_store((tmp_path / "acceptance-repo").as_uri())).records("acceptance") if r.action == "backup-download"]
+    assert len(downloads) == 1 and downloads[0].signature, downloads
+    jobs = len(c.created)
+    args = ["backup", "restore", "-s", "production", "-e", "production", "--archive", str(archive), "--from", "acceptance", "--from-stack", "acceptance", "--allow-lower-tier", "-C", str(project.path)]
+    rc, _, err = _cli(capsys, *args)
+    err = " ".join(err.split())
+    assert rc == 2 and "is in no signed backup-download record of acceptance's log" in err and "mxinfra:signing.trustedSigners.acceptance" in err, err
+    assert len(c.created) == jobs and _records(project, "production", "production") == []
 
 
 @pytest.mark.parametrize("two", [("production", {}, "acceptance", {"restoreFrom": ["production"]})], indirect=True)

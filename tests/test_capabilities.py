@@ -54,6 +54,12 @@ def test_another_permissions_work_is_refused_on_every_tier():
     assert "permission 'monitor' (other tiers) grants release (only deploy)" in message
     message = refused({**KEEPS, Permission.DEPLOY: frozenset({C.RELEASE, C.RESTORE})})
     assert "restore (only backups)" in message
+    # a cloud whose only release role also restores (Cloud Foundry's service keys) states it, with the reason
+    entries = {**KEEPS, Permission.DEPLOY: frozenset({C.RELEASE, C.RESTORE})}
+    assert "restore (only backups)" in refused(entries, [PlatformLimit(Permission.DEPLOY, C.RESTORE, "")])
+    assert "restore (only backups)" in refused(entries, [PlatformLimit(Permission.MONITOR, C.RESTORE, "another permission's limit")])
+    table = declare_capabilities("probe", entries, [PlatformLimit(Permission.DEPLOY, C.RESTORE, "the cloud's only push role mints database credentials")])
+    assert C.RESTORE in table.granted(Permission.DEPLOY, production=True)
 
 
 def test_other_tiers_may_grant_more_than_production():

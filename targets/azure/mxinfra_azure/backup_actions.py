@@ -17,9 +17,10 @@ completion time in UTC to the second (`YYYYmmddTHHMMSSZ`, the core's format; two
 takes the next free second). The files need no backup of their own: the blob service's point-in-time
 restore (restorePolicy.days, the daily tier) returns the container to any instant of its window.
 
-- `refusal`: a dry read of the server's backups (`flexibleServers/backups/read`, which only the `backups`
-  role holds among the environment's roles); Azure's AuthorizationFailed becomes a message naming that
-  role (on production: activate its PIM eligibility first).
+- `refusal`: a dry read of the server's backups (`flexibleServers/backups/read`, which the `backups` role
+  holds, and `api`, Azure's built-in Reader, through `*/read`: so an `api` holder lists the backups' names
+  and times, and is refused at the first write); Azure's AuthorizationFailed becomes a message naming the
+  `backups` role (on production: activate its PIM eligibility first).
 - `create`: an on-demand backup `mxinfra-<request time>` (BackupsAutomaticAndOnDemand_Create), then its
   GET until it exists with a completion time (bounded: BACKUP_TIMEOUT). `keep` needs nothing: the server
   keeps on-demand backups for its retention days like the automatic ones, and no command deletes one.
@@ -161,9 +162,9 @@ class ServerActions:
     # --- the interface of mxinfra.backup_cli -----------------------------------------------------------
 
     def refusal(self, action: str) -> str | None:
-        """Why the caller may not run `action` (None: Azure lets them read the server's backups, which only
-        the environment's `backups` role does). Each later call is authorised by Azure one by one, a
-        refusal named as here."""
+        """Why the caller may not run `action` (None: Azure lets them read the server's backups, which the
+        environment's `backups` role does, and `api`'s Reader too). Each later call is authorised by Azure
+        one by one, a refusal named as here."""
         from azure.core.exceptions import HttpResponseError
 
         try:

@@ -15,7 +15,7 @@ CAPABILITIES = declare_capabilities(
     "cloudfoundry",
     {
         # space_developer: push, stage, start, stop, scale, set the environment; the two platform limits below
-        Permission.DEPLOY: frozenset({C.RELEASE, C.OBSERVE, C.WRITE_SECRETS, C.READ_SECRETS, C.DELETE_DATA}),
+        Permission.DEPLOY: frozenset({C.RELEASE, C.OBSERVE, C.WRITE_SECRETS, C.READ_SECRETS, C.DELETE_DATA, C.BACKUP, C.RESTORE}),
         Permission.MONITOR: frozenset({C.OBSERVE}),
         Permission.BACKUPS: NotGranted(NO_ROLE[Permission.BACKUPS]),
         Permission.API: NotGranted(NO_ROLE[Permission.API]),
@@ -34,6 +34,22 @@ CAPABILITIES = declare_capabilities(
             "developers and supporters alike: with them a holder can also dump and overwrite the data, which is how "
             "`mxinfra backup download` and `restore --archive` work here); the only narrower role, space_supporter, "
             "cannot upload packages",
+        ),
+        PlatformLimit(
+            Permission.DEPLOY,
+            C.BACKUP,
+            "a service key (POST /v3/service_credential_bindings, type key: space developers and supporters) holds the "
+            "database's and the file store's credentials, with which a holder copies every row and file: `mxinfra backup "
+            "download` works that way here, as deploy's role (no role can push without it; production's exists only while "
+            "a time-boxed grant lasts)",
+        ),
+        PlatformLimit(
+            Permission.DEPLOY,
+            C.RESTORE,
+            "with a service key's credentials a holder also overwrites the database and the files: `mxinfra backup restore "
+            "--archive` works that way here, as deploy's role; the backups permission has no space role of its own (the "
+            "brokers' backups are not the Cloud Controller's), so on Cloud Foundry the rule that only backups restores is "
+            "the CLI's (its records, production's backup first), not the platform's",
         ),
         PlatformLimit(
             Permission.DEPLOY,

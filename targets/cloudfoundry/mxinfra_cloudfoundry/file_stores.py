@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Protocol
+from urllib.parse import urlsplit
 
 from mxinfra.backup_archive import store_key, tree_path
 from mxinfra.errors import UserError
@@ -132,7 +133,18 @@ class AzureContainer:
         if "?" in str(url) or "#" in str(url):
             # never echoed: a query here is most likely a token
             raise UserError(f"{what}: container_uri carries a query: give the container's URL alone and the token as sas_token")
-        return cls(str(url).rstrip("/"), str(credentials["sas_token"]))
+        try:
+            parts = urlsplit(str(url))
+            hostname = parts.hostname
+        except ValueError:
+            hostname = None
+        if not hostname or parts.path.strip("/") == "":
+            raise UserError(f"{what}: container_uri is not a container's URL (https://<account>.blob.core.windows.net/<container>)")
+        try:
+            return cls(str(url).rstrip("/"), str(credentials["sas_token"]))
+        except ValueError:
+            # the SDK's message quotes the URL it was given, the token included: never shown
+            raise UserError(f"{what}: the Azure SDK refused container_uri as a container's URL (https://<account>.blob.core.windows.net/<container>)") from None
 
     def pages(self) -> Iterator[list[str]]:
         with self.errors(f"listing {self.name}"):

@@ -612,6 +612,12 @@ def test_files_in_an_azure_container_go_into_the_archive_and_back(capi, project,
     capi.credentials["orders-acceptance-files"] = {"container_uri": f"{azurite}/mendix-files"}
     rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(tmp_path / "c"), "-C", str(project.path))
     assert rc == 2 and "service key of orders-acceptance-files: an Azure object store without sas_token" in err
+    # a key whose container_uri has no host: the SDK's own message would quote the URL with the token
+    for bad in ("https:///mendix-files", "https://[::1", "https://files.example.com"):
+        capi.credentials["orders-acceptance-files"] = {"container_uri": bad, "sas_token": "sv=2024-01-01&sig=SECRETSIGNATURE123"}
+        rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(tmp_path / "c"), "-C", str(project.path))
+        assert rc == 2 and "service key of orders-acceptance-files: " in err and "container_uri" in err, (bad, err)
+        assert "SECRETSIGNATURE123" not in err and "Traceback" not in err and capi.keys() == [], (bad, err)
 
 
 def test_an_app_that_does_not_stop_in_time_is_started_again_and_nothing_restored(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):

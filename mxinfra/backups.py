@@ -164,9 +164,15 @@ def restore_refusal(source: str, source_role: Role | None, target: Environment, 
     if source not in b.restore_from:
         listed = ", ".join(b.restore_from) or "none"
         return f"{target.name} restores only its own backups and those of backups.restoreFrom ({listed}): add {source!r} there to allow it"
-    lower = source_role is None or _TIER[source_role] < _TIER[target.role]
+    # the tier of a source in another stack is that stack file's word (any file can declare `role:
+    # production`): production takes it for a lower tier (found by a hostile review, 2026-12-05)
+    declared_lower = source_role is None or _TIER[source_role] < _TIER[target.role]
+    lower = declared_lower or source_stack is not None
     if target.is_production and lower and not (b.allow_lower_tiers and allow_lower_tier):
-        return f"{source!r} ({source_role.value if source_role else 'unknown tier'}) into production needs backups.allowLowerTiers in the config and the command's --allow-lower-tier"
+        tier = source_role.value if source_role else "unknown tier"
+        if not declared_lower:
+            tier += f" as stack {source_stack!r} declares it, which production does not take on that stack's word"
+        return f"{source!r} ({tier}) into production needs backups.allowLowerTiers in the config and the command's --allow-lower-tier"
     return None
 
 

@@ -124,6 +124,13 @@ def test_restore_rules():
     said = restore_refusal("production", Role.TEST, prod, of_environment(prod), allow_lower_tier=True, source_stack="sandbox")
     assert said is not None and "--from-stack 'sandbox'" in said and "is not production" in said
     assert restore_refusal("production", Role.PRODUCTION, prod, of_environment(prod)) is None  # itself
+    # a listed source's tier from another stack's file is not trusted: production takes it for a lower one
+    listed = _env("production", Role.PRODUCTION, restore_from=("acceptance",))
+    said = restore_refusal("acceptance", Role.PRODUCTION, listed, of_environment(listed), source_stack="evil")
+    assert said is not None and "(production as stack 'evil' declares it, which production does not take on that stack's word)" in said and "--allow-lower-tier" in said
+    assert restore_refusal("acceptance", Role.PRODUCTION, listed, of_environment(listed)) is None  # the same stack's word
+    open_ = _env("production", Role.PRODUCTION, restore_from=("acceptance",), allow_lower_tiers=True)
+    assert restore_refusal("acceptance", Role.PRODUCTION, open_, of_environment(open_), allow_lower_tier=True, source_stack="evil") is None  # config and flag
     strict = _env("production", Role.PRODUCTION, restore_from=("test",))
     assert restore_refusal("test", Role.TEST, strict, of_environment(strict), allow_lower_tier=True) is not None
     # an unknown tier counts as lower

@@ -944,10 +944,32 @@ class _Unanswered(UserError):
     """The whole archive was sent, but no answer came back."""
 
 
+class _Exactly:
+    """The archive's bytes as http.client reads them to send: a file that ends before `size` (changed since it
+    was checked) is an error at once, never a short body the server waits out until the timeout."""
+
+    def __init__(self, f: Any, size: int, archive: Path) -> None:
+        self.f, self.left, self.archive = f, size, archive
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(self.left if n < 0 else min(n, self.left))
+        self.left -= len(data)
+        if not data and self.left > 0:
+            raise _Shrunk(f"{self.archive}: it ended {self.left} bytes short of the size it had when checked: it changed meanwhile, nothing was restored")
+        return data
+
+    def tell(self) -> int:
+        return int(self.f.tell())
+
+
+class _Shrunk(UserError):
+    """The archive ended before the size that was checked."""
+
+
 def _upload(access: Any, path: str, archive: Path, size: int) -> None:
     """PUT the file `archive` to `path` as the caller, streamed (http.client sends a file a block at a time)."""
     headers = {"Content-Type": "application/gzip", "Content-Length": str(size), **access.headers}
-    f = archive.open("rb")
+    f = _Exactly(archive.open("rb"), size, archive)
     try:
         request = urllib.request.Request(access.server.rstrip("/") + path, data=f, method="PUT", headers=headers)
         with urllib.request.urlopen(request, context=access.tls, timeout=600) as response:
@@ -964,7 +986,7 @@ def _upload(access: Any, path: str, archive: Path, size: int) -> None:
             raise _Unanswered(f"the whole archive was handed to the connection, but no answer came {why}") from None
         raise UserError(f"the upload stopped after {f.tell()} of {size} bytes {why}") from None
     finally:
-        f.close()
+        f.f.close()
 
 
 def _request(access: Any, method: str, path: str, body: Any = None, *, raw: bool = False) -> Any:

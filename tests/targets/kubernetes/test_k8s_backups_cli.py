@@ -1105,3 +1105,35 @@ def test_an_image_whose_pg_restore_does_not_restrict_psql_is_known_by_its_tag(im
     from mxinfra_kubernetes.backups import unrestricting
 
     assert unrestricting(image) is refused
+
+
+def test_an_archive_that_shrinks_after_its_check_stops_the_upload_at_once(tmp_path):
+    # The PUT declares the checked size; a file that ends sooner would leave the receiver waiting for the
+    # rest until the timeout (found by review: 600 s). It is an error the moment the file ends.
+    import types
+
+    from mxinfra.errors import UserError
+    from mxinfra_kubernetes.backups import _upload
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:  # noqa: N802 (the http.server name)
+            try:
+                self.rfile.read(int(self.headers["Content-Length"]))
+            except OSError:
+                pass
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    archive = tmp_path / "20261201T020000Z.tar.gz"
+    archive.write_bytes(b"x" * 300_000)
+    access = types.SimpleNamespace(server=f"http://127.0.0.1:{server.server_address[1]}", headers={}, tls=None, where="the test's receiver")
+    started = time.monotonic()
+    try:
+        with pytest.raises(UserError, match=r"ended 700000 bytes short of the size it had when checked: it changed meanwhile, nothing was restored"):
+            _upload(access, "/proxy/t", archive, 1_000_000)
+    finally:
+        server.shutdown()
+    assert time.monotonic() - started < 10

@@ -241,6 +241,8 @@ def azure_grants(p: Planned) -> tuple[list[Grant], dict[Capability, list[Any]]]:
             ("Microsoft.Storage/storageAccounts/listKeys/action", storage, False),
             ("Microsoft.KeyVault/vaults/secrets/getSecret/action", f"{vault}/secrets/admin-password", True),
         ],
+        # a token for the app's dev APIs: `az containerapp exec` (and log streaming) run on it
+        C.SHELL: [("Microsoft.App/containerApps/getAuthToken/action", app, False)],
         C.WRITE_SECRETS: [("Microsoft.KeyVault/vaults/secrets/setSecret/action", f"{vault}/secrets/admin-password", True)],
         C.BACKUP: [("Microsoft.DBforPostgreSQL/flexibleServers/backups/write", f"{server}/backups/x", False)]
         + [("Microsoft.DataProtection/backupVaults/backupInstances/backup/action", f"{bv}/backupInstances/x", False) for bv in backup_vaults],
@@ -330,6 +332,8 @@ def cloudfoundry_grants(p: Planned) -> tuple[list[Grant], dict[Capability, list[
     probes: dict[Capability, list[Any]] = {
         C.RELEASE: ["POST /v3/packages", "PATCH /v3/apps/:guid/relationships/current_droplet", "POST /v3/processes/:guid/actions/scale"],
         C.READ_SECRETS: ["GET /v3/apps/:guid/environment_variables"],
+        # a task runs any command in the app's container, with its environment and bindings
+        C.SHELL: ["POST /v3/apps/:guid/tasks"],
         C.WRITE_SECRETS: ["PATCH /v3/apps/:guid/environment_variables"],
         C.DELETE_DATA: ["DELETE /v3/service_instances/:guid"],
         # a service key: the database's and the file store's credentials (how `mxinfra backup` works here)
@@ -372,7 +376,7 @@ def test_rendered_grants_stay_within_the_declared_capabilities(planned, name, en
     assert grants, f"{name}-{env}: no grant rendered"
     # the rules that hold on every tier (one permission each) and backups' own are probed on every target:
     # a capability without probes would pass every check below vacuously
-    unprobed = sorted(c.value for c in (*EXCLUSIVE, C.BACKUP) if not probes.get(c))
+    unprobed = sorted(c.value for c in (*EXCLUSIVE, C.BACKUP, *PRODUCTION_FORBIDDEN) if not probes.get(c))
     assert not unprobed, f"{name}: no probes for {', '.join(unprobed)}: add them (the cloud's own API actions that do it)"
     declared = {(lim.permission, lim.capability) for lim in table.limits}
     seen = {g.permission for g in grants}

@@ -15,7 +15,7 @@ CAPABILITIES = declare_capabilities(
     "cloudfoundry",
     {
         # space_developer: push, stage, start, stop, scale, set the environment; the two platform limits below
-        Permission.DEPLOY: frozenset({C.RELEASE, C.OBSERVE, C.WRITE_SECRETS, C.READ_SECRETS, C.DELETE_DATA, C.BACKUP, C.RESTORE}),
+        Permission.DEPLOY: frozenset({C.RELEASE, C.OBSERVE, C.WRITE_SECRETS, C.READ_SECRETS, C.DELETE_DATA, C.BACKUP, C.RESTORE, C.SHELL}),
         Permission.MONITOR: frozenset({C.OBSERVE}),
         Permission.BACKUPS: NotGranted(NO_ROLE[Permission.BACKUPS]),
         Permission.API: NotGranted(NO_ROLE[Permission.API]),
@@ -50,6 +50,13 @@ CAPABILITIES = declare_capabilities(
             "--archive` works that way here, as deploy's role; the backups permission has no space role of its own (the "
             "brokers' backups are not the Cloud Controller's), so on Cloud Foundry the rule that only backups restores is "
             "the CLI's (its records, production's backup first), not the platform's",
+        ),
+        PlatformLimit(
+            Permission.DEPLOY,
+            C.SHELL,
+            "a space developer may run a task in the app's container (POST /v3/apps/:guid/tasks: any command, with the "
+            "app's environment and bindings), which no push role avoids; `cf ssh` itself stays off (the space disallows "
+            "it, and only a space or org manager may allow it)",
         ),
         PlatformLimit(
             Permission.DEPLOY,

@@ -52,6 +52,10 @@ EXCLUSIVE: Mapping[Capability, Permission] = {
     Capability.GRANT: Permission.MANAGE,
 }
 
+# The one exclusive capability a platform limit may excuse, and for whom: a cloud whose only role that can
+# release also overwrites the data (Cloud Foundry's space developer mints service keys). Never grant (it
+# turns time-boxed access into standing access), never release by anyone but deploy.
+EXCUSABLE_EXCLUSIVE: frozenset[tuple[Permission, Capability]] = frozenset({(Permission.DEPLOY, Capability.RESTORE)})
 # Never granted on production by any permission: a production grant that can create grants turns
 # time-boxed access into standing access; a shell or a secret read reaches the data around every
 # rule; deleting production data is a platform step (unprotect, then destroy), never a grant.
@@ -117,7 +121,12 @@ class CapabilityTable:
 def contract_problems(target: str, entries: Mapping[Permission, Entry], limits: Iterable[PlatformLimit] = ()) -> list[str]:
     """Every way `entries` breaks the rules above (empty: it keeps them)."""
     problems = []
-    accepted = {(lim.permission, lim.capability) for lim in limits if lim.reason.strip()}
+    accepted = {(lim.permission, lim.capability) for lim in limits if lim.reason.strip() and lim.capability is not Capability.GRANT}
+    for lim in limits:
+        if lim.capability is Capability.GRANT:
+            problems.append(f"permission {lim.permission.value!r}: no platform limit excuses grant (it turns time-boxed access into standing access)")
+        elif lim.capability in EXCLUSIVE and EXCLUSIVE[lim.capability] is not lim.permission and (lim.permission, lim.capability) not in EXCUSABLE_EXCLUSIVE:
+            problems.append(f"permission {lim.permission.value!r}: no platform limit excuses {lim.capability.value}, which only {EXCLUSIVE[lim.capability].value} may")
     for perm in Permission:
         if perm not in entries:
             problems.append(f"permission {perm.value!r} is not mapped: declare its capabilities, or NotGranted('why') when the cloud has no object for it")
@@ -135,7 +144,7 @@ def contract_problems(target: str, entries: Mapping[Permission, Entry], limits: 
                 continue
             # a cloud whose only role that can release also restores (Cloud Foundry's space developer mints
             # service keys) says so as a PlatformLimit: stated with its reason, never silently granted
-            exclusive = sorted(f"{c.value} (only {EXCLUSIVE[c].value})" for c in caps if c in EXCLUSIVE and EXCLUSIVE[c] is not perm and (perm, c) not in accepted)
+            exclusive = sorted(f"{c.value} (only {EXCLUSIVE[c].value})" for c in caps if c in EXCLUSIVE and EXCLUSIVE[c] is not perm and ((perm, c) not in accepted or (perm, c) not in EXCUSABLE_EXCLUSIVE))
             if exclusive:
                 problems.append(f"permission {perm.value!r} ({tier}) grants {', '.join(exclusive)}")
             if tier != "other tiers":

@@ -60,6 +60,13 @@ def test_another_permissions_work_is_refused_on_every_tier():
     assert "restore (only backups)" in refused(entries, [PlatformLimit(Permission.MONITOR, C.RESTORE, "another permission's limit")])
     table = declare_capabilities("probe", entries, [PlatformLimit(Permission.DEPLOY, C.RESTORE, "the cloud's only push role mints database credentials")])
     assert C.RESTORE in table.granted(Permission.DEPLOY, production=True)
+    # that is the one exclusive capability a limit excuses, and only for deploy: never grant, never release
+    monitor = {**KEEPS, Permission.MONITOR: frozenset({C.OBSERVE, C.RELEASE, C.GRANT})}
+    message = refused(monitor, [PlatformLimit(Permission.MONITOR, C.RELEASE, "x"), PlatformLimit(Permission.MONITOR, C.GRANT, "x")])
+    assert "no platform limit excuses release, which only deploy may" in message and "no platform limit excuses grant" in message
+    assert "grants grant on production" in message
+    message = refused({**KEEPS, Permission.API: frozenset({C.CALL_API, C.RESTORE})}, [PlatformLimit(Permission.API, C.RESTORE, "a reason")])
+    assert "no platform limit excuses restore, which only backups may" in message
 
 
 def test_other_tiers_may_grant_more_than_production():

@@ -194,7 +194,9 @@ def aws_grants(p: Planned) -> tuple[list[Grant], dict[Capability, list[Any]]]:
         C.BACKUP: [("rds:CreateDBSnapshot", arn("rds", f"db:{db}"))]
         + [("backup:StartBackupJob", arn("backup", f"backup-vault:{v['inputs']['name']}")) for v in p.of_type("aws:backup/vault:Vault")],
         C.RESTORE: [("rds:RestoreDBInstanceToPointInTime", arn("rds", f"db:{db}-restored"))]
-        + [("backup:StartRestoreJob", arn("backup", "recovery-point:0123abcd-4567-89ef-0123-456789abcdef")) for _ in p.of_type("aws:backup/vault:Vault")],
+        # both forms of a recovery point: AWS Backup's own, and the RDS snapshot a database's is
+        + [("backup:StartRestoreJob", arn("backup", "recovery-point:0123abcd-4567-89ef-0123-456789abcdef")) for _ in p.of_type("aws:backup/vault:Vault")]
+        + [("backup:StartRestoreJob", arn("rds", "snapshot:awsbackup:job-0123abcd-4567-89ef-0123-456789abcdef")) for _ in p.of_type("aws:backup/vault:Vault")],
         C.DELETE_DATA: [("rds:DeleteDBInstance", arn("rds", f"db:{db}")), ("s3:DeleteBucket", f"arn:aws:s3:::{bucket}"), ("s3:DeleteObject", f"arn:aws:s3:::{bucket}/model/x")],
         C.EDIT_ALERTS: [("cloudwatch:DeleteAlarms", arn("cloudwatch", f"alarm:{p.prefix}-x")), ("sns:Subscribe", arn("sns", f"{p.prefix}-alerts"))],
         C.GRANT: [(a, f"arn:aws:iam::{account}:role/mxinfra/{p.prefix}-deploy") for a in ("iam:PutRolePolicy", "iam:AttachRolePolicy", "iam:UpdateAssumeRolePolicy")]
@@ -241,8 +243,10 @@ def azure_grants(p: Planned) -> tuple[list[Grant], dict[Capability, list[Any]]]:
             ("Microsoft.Storage/storageAccounts/listKeys/action", storage, False),
             ("Microsoft.KeyVault/vaults/secrets/getSecret/action", f"{vault}/secrets/admin-password", True),
         ],
-        # a token for the app's dev APIs: `az containerapp exec` (and log streaming) run on it
-        C.SHELL: [("Microsoft.App/containerApps/getAuthToken/action", app, False)],
+        # a token for the app's dev APIs: `az containerapp exec` (and log streaming) run on it; and the data
+        # actions a role may carry for exec and the debug console instead
+        C.SHELL: [("Microsoft.App/containerApps/getAuthToken/action", app, False)]
+        + [(f"Microsoft.App/containerApps/{a}/action", app, True) for a in ("exec", "debug")],
         C.WRITE_SECRETS: [("Microsoft.KeyVault/vaults/secrets/setSecret/action", f"{vault}/secrets/admin-password", True)],
         C.BACKUP: [("Microsoft.DBforPostgreSQL/flexibleServers/backups/write", f"{server}/backups/x", False)]
         + [("Microsoft.DataProtection/backupVaults/backupInstances/backup/action", f"{bv}/backupInstances/x", False) for bv in backup_vaults],
@@ -291,7 +295,8 @@ def _rbac_allows(rules: list[dict[str, Any]], group: str, resource: str, verb: s
         if not (set(r.get("apiGroups", [])) & {group, "*"} and set(r.get("resources", [])) & {resource, "*"} and set(r.get("verbs", [])) & {verb, "*"}):
             continue
         names = r.get("resourceNames") or []
-        if not names or (name is not None and verb != "create" and name in names):
+        # a create is named only on a subresource (pods/exec on one pod): the object's own create has no name yet
+        if not names or (name is not None and (verb != "create" or "/" in resource) and name in names):
             return True
     return False
 
@@ -301,10 +306,14 @@ POD_MAKERS = [("", "pods", "create"), ("batch", "jobs", "create"), ("batch", "cr
 
 def kubernetes_grants(p: Planned) -> tuple[list[Grant], dict[Capability, list[Any]]]:
     workload = p.prefix
+    # by name too: a rule limited to named objects matches only a request for one of them
+    secrets = [None, *(s["inputs"]["metadata"]["name"] for s in p.of_type("kubernetes:core/v1:Secret") if s["inputs"].get("metadata", {}).get("name"))]
+    pod = f"{workload}-0"
+    into_pods = [("", "pods/exec", "create", pod), ("", "pods/attach", "create", pod), ("", "pods/portforward", "create", pod), ("", "pods/ephemeralcontainers", "patch", pod), ("", "pods/ephemeralcontainers", "update", pod)]
     probes: dict[Capability, list[Any]] = {
         C.RELEASE: [("apps", "statefulsets", "patch", workload), ("privatecloud.mendix.com", "mendixapps", "patch", workload)],
-        C.READ_SECRETS: [("", "secrets", v, None) for v in ("get", "list", "watch")] + [(g, r, v, None) for g, r, v in POD_MAKERS],
-        C.SHELL: [(g, r, v, None) for g, r, v in POD_MAKERS],
+        C.READ_SECRETS: [("", "secrets", v, name) for v in ("get", "list", "watch") for name in secrets] + [(g, r, v, None) for g, r, v in POD_MAKERS] + into_pods,
+        C.SHELL: [(g, r, v, None) for g, r, v in POD_MAKERS] + into_pods,
         C.WRITE_SECRETS: [("", "secrets", "patch", None), ("", "secrets", "update", None)],
         C.BACKUP: [("batch", "jobs", "create", None)],
         C.RESTORE: [("batch", "jobs", "create", None)],
@@ -888,6 +897,15 @@ def test_no_cloudfoundry_production_grant_creates_service_keys(planned, permissi
     assert limits and "service_credential_bindings" in limits[0].reason, CF_SERVICE_KEY_GAP.format(role=deploy_role)
     readme = (ROOT / "targets" / "cloudfoundry" / "README.md").read_text()
     assert "service key" in readme, "targets/cloudfoundry/README.md must say production deploy can create service keys"
+
+
+@pytest.mark.parametrize("name", INSTALLED)
+def test_every_platform_limit_is_in_the_targets_readme(name):
+    """A platform limit is stated, not hidden: the target's README names each one (`permission`: `capability`)."""
+    table = load_target(name).capabilities
+    readme = (ROOT / "targets" / name / "README.md").read_text()
+    missing = [f"{lim.permission.value}: {lim.capability.value}" for lim in table.limits if f"`{lim.capability.value}`" not in readme or f"`{lim.permission.value}`" not in readme]
+    assert not missing, f"targets/{name}/README.md does not name the platform limits {missing} (write each capability as `capability`)"
 
 
 # --- a database put in service from a backup keeps what guards the one it replaces (issue 21) -------------

@@ -420,16 +420,6 @@ def _plain(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def sha256_of(path: Path) -> tuple[int, str]:
-    """(size, sha256) of a file, read a MiB at a time."""
-    h, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return size, h.hexdigest()
-
-
 class _HashingReader:
     """A read-only file that hashes and counts what is read from `raw` (the archive's bytes, as they are unpacked)."""
 

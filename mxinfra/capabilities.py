@@ -121,12 +121,14 @@ class CapabilityTable:
 def contract_problems(target: str, entries: Mapping[Permission, Entry], limits: Iterable[PlatformLimit] = ()) -> list[str]:
     """Every way `entries` breaks the rules above (empty: it keeps them)."""
     problems = []
-    accepted = {(lim.permission, lim.capability) for lim in limits if lim.reason.strip() and lim.capability is not Capability.GRANT}
+    accepted = set()  # the limits that excuse what they name: with a reason, and of a kind a limit may excuse
     for lim in limits:
         if lim.capability is Capability.GRANT:
             problems.append(f"permission {lim.permission.value!r}: no platform limit excuses grant (it turns time-boxed access into standing access)")
         elif lim.capability in EXCLUSIVE and EXCLUSIVE[lim.capability] is not lim.permission and (lim.permission, lim.capability) not in EXCUSABLE_EXCLUSIVE:
             problems.append(f"permission {lim.permission.value!r}: no platform limit excuses {lim.capability.value}, which only {EXCLUSIVE[lim.capability].value} may")
+        elif lim.reason.strip():
+            accepted.add((lim.permission, lim.capability))
     for perm in Permission:
         if perm not in entries:
             problems.append(f"permission {perm.value!r} is not mapped: declare its capabilities, or NotGranted('why') when the cloud has no object for it")
@@ -144,7 +146,7 @@ def contract_problems(target: str, entries: Mapping[Permission, Entry], limits: 
                 continue
             # a cloud whose only role that can release also restores (Cloud Foundry's space developer mints
             # service keys) says so as a PlatformLimit: stated with its reason, never silently granted
-            exclusive = sorted(f"{c.value} (only {EXCLUSIVE[c].value})" for c in caps if c in EXCLUSIVE and EXCLUSIVE[c] is not perm and ((perm, c) not in accepted or (perm, c) not in EXCUSABLE_EXCLUSIVE))
+            exclusive = sorted(f"{c.value} (only {EXCLUSIVE[c].value})" for c in caps if c in EXCLUSIVE and EXCLUSIVE[c] is not perm and (perm, c) not in accepted)
             if exclusive:
                 problems.append(f"permission {perm.value!r} ({tier}) grants {', '.join(exclusive)}")
             if tier != "other tiers":

@@ -135,10 +135,10 @@ class AzureContainer:
             raise UserError(f"{what}: container_uri carries a query: give the container's URL alone and the token as sas_token")
         try:
             parts = urlsplit(str(url))
-            hostname = parts.hostname
-        except ValueError:
-            hostname = None
-        if not hostname or parts.path.strip("/") == "":
+            names_a_container = bool(parts.hostname) and parts.path.strip("/") != ""
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            names_a_container = False
+        if not names_a_container:
             raise UserError(f"{what}: container_uri is not a container's URL (https://<account>.blob.core.windows.net/<container>)")
         try:
             return cls(str(url).rstrip("/"), str(credentials["sas_token"]))

@@ -955,15 +955,11 @@ class _Exactly:
         data = self.f.read(self.left if n < 0 else min(n, self.left))
         self.left -= len(data)
         if not data and self.left > 0:
-            raise _Shrunk(f"{self.archive}: it ended {self.left} bytes short of the size it had when checked: it changed meanwhile, nothing was restored")
+            raise UserError(f"{self.archive}: it ended {self.left} bytes short of the size it had when checked: it changed meanwhile, nothing was restored")
         return data
 
     def tell(self) -> int:
         return int(self.f.tell())
-
-
-class _Shrunk(UserError):
-    """The archive ended before the size that was checked."""
 
 
 def _upload(access: Any, path: str, archive: Path, size: int) -> None:

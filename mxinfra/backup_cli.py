@@ -34,7 +34,7 @@ from .errors import UserError
 
 backup_app = typer.Typer(
     name="backup",
-    help="An environment's backups: list, create, download, restore (Kubernetes, AWS and Azure; download, restore --from and restore --archive on Kubernetes; download and restore --archive on Cloud Foundry).",
+    help="An environment's backups: list, create, download, restore (Kubernetes, AWS and Azure; download, restore --from and restore --archive on Kubernetes; download (taken now) on AWS; download and restore --archive on Cloud Foundry).",
     no_args_is_help=True,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -180,7 +180,7 @@ def download(
     now_only = not callable(getattr(ctx.actions, "download", None)) and callable(getattr(ctx.actions, "download_now", None))
     if now_only:
         if backup_id is not None:
-            raise UserError(f"--id {backup_id}: the {ctx.deployment.target.name} target keeps no backups to download by id: leave --id out to take one now and download it")
+            raise UserError(f"--id {backup_id}: the {ctx.deployment.target.name} target downloads only a backup it takes now (what it keeps is not an archive it can hand out): leave --id out to take one now and download it")
         ctx.signer("backup-download")
         _make_dir(out_dir)
         got = ctx.actions.download_now(out_dir, _now(), via)
@@ -328,7 +328,7 @@ def _restore_archive(directory: Path, stack: str, environment: str, archive: Pat
         # backups, or (a target that keeps none: Cloud Foundry) written beside the archive
         if not ctx.environment.is_production:
             return
-        if not callable(getattr(ctx.actions, "download_now", None)):
+        if callable(getattr(ctx.actions, "create", None)):
             taken["id"] = ctx.actions.create(_now())
             ctx.record("backup", {"backup": {"id": taken["id"], "trigger": "before restore"}})
             sys.stdout.write(f"{environment}: backup {taken['id']} taken first\n")

@@ -45,6 +45,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _self_signed(root: Path) -> None:
+    """The server's TLS key and certificate in `root`, owned by the server's user."""
+    from tls import self_signed
+
+    for path in self_signed(root):
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+
+
 @dataclass
 class PostgresServer:
     """One running throwaway cluster."""
@@ -59,8 +69,9 @@ class PostgresServer:
         return f"postgres://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{DATABASE}"
 
     @classmethod
-    def start(cls) -> PostgresServer:
-        """initdb and start a cluster; the caller stops it."""
+    def start(cls, *, tls: bool = False) -> PostgresServer:
+        """initdb and start a cluster; the caller stops it. `tls`: it also accepts TLS (a self-signed key),
+        as a managed database does, so that a client's sslmode=require can connect."""
         bin_ = require_bin_dir()
         # Not under pytest's tmp_path: that is private to root, and the server runs as `postgres`.
         root = Path(tempfile.mkdtemp(prefix="mxinfra-pg-"))
@@ -72,6 +83,9 @@ class PostgresServer:
         server = cls(bin_, root, _free_port())
         server._run("initdb", "-D", str(root / "data"), "--username", USER, "--pwfile", str(root / "pwfile"), "--auth", "scram-sha-256", "--encoding", "UTF8", "--locale", "C")
         opts = f"-c listen_addresses=127.0.0.1 -c port={server.port} -c unix_socket_directories={root} -c fsync=off"
+        if tls:
+            opts += f" -c ssl=on -c ssl_cert_file={root / 'server.crt'} -c ssl_key_file={root / 'server.key'}"
+            _self_signed(root)
         server._run("pg_ctl", "-D", str(root / "data"), "-o", opts, "-l", str(root / "log"), "-w", "-t", "60", "start")
         server.psql(f"CREATE DATABASE {DATABASE}", database="postgres")
         return server

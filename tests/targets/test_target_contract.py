@@ -185,14 +185,18 @@ def aws_grants(p: Planned) -> tuple[list[Grant], dict[Capability, list[Any]]]:
     cluster = p.one("aws:ecs/cluster:Cluster")["inputs"]["name"]
     services = [r["inputs"]["name"] for r in p.of_type("aws:ecs/service:Service")]
     secret = p.one("aws:secretsmanager/secret:Secret")["inputs"]["name"]
-    bucket = p.one("aws:s3/bucketV2:BucketV2")["inputs"]["bucket"] if p.of_type("aws:s3/bucketV2:BucketV2") else p.one("aws:s3/bucket:Bucket")["inputs"]["bucket"]
+    bucket = next(r["inputs"]["bucket"] for r in p.of_type("aws:s3/bucketV2:BucketV2") + p.of_type("aws:s3/bucket:Bucket") if "-files-" in r["inputs"]["bucket"])
     probes: dict[Capability, list[Any]] = {
         C.RELEASE: [("ecs:UpdateService", arn("ecs", f"service/{cluster}/{s}")) for s in services],
         C.READ_SECRETS: [("secretsmanager:GetSecretValue", arn("secretsmanager", f"secret:{secret}-AbCdEf"))],
         C.WRITE_SECRETS: [("secretsmanager:PutSecretValue", arn("secretsmanager", f"secret:{secret}-AbCdEf"))],
-        C.SHELL: [("ecs:ExecuteCommand", arn("ecs", f"cluster/{cluster}")), ("ecs:ExecuteCommand", arn("ecs", f"task/{cluster}/0123456789abcdef"))],
+        C.SHELL: [("ecs:ExecuteCommand", arn("ecs", f"cluster/{cluster}")), ("ecs:ExecuteCommand", arn("ecs", f"task/{cluster}/0123456789abcdef"))]
+        # running the export task directly takes container overrides: a command of one's choosing with the database's password
+        + [("ecs:RunTask", arn("ecs", f"task-definition/{t['inputs']['family']}:1")) for t in p.of_type("aws:ecs/taskDefinition:TaskDefinition") if t["inputs"]["family"].endswith("-export")],
         C.BACKUP: [("rds:CreateDBSnapshot", arn("rds", f"db:{db}"))]
-        + [("backup:StartBackupJob", arn("backup", f"backup-vault:{v['inputs']['name']}")) for v in p.of_type("aws:backup/vault:Vault")],
+        + [("backup:StartBackupJob", arn("backup", f"backup-vault:{v['inputs']['name']}")) for v in p.of_type("aws:backup/vault:Vault")]
+        # a backup taken now and downloaded: the export's state machine, which fixes what the task runs
+        + [("states:StartExecution", arn("states", f"stateMachine:{m['inputs']['name']}")) for m in p.of_type("aws:sfn/stateMachine:StateMachine") if m["inputs"]["name"].endswith("-export")],
         C.RESTORE: [("rds:RestoreDBInstanceToPointInTime", arn("rds", f"db:{db}-restored"))]
         # both forms of a recovery point: AWS Backup's own, and the RDS snapshot a database's is
         + [("backup:StartRestoreJob", arn("backup", "recovery-point:0123abcd-4567-89ef-0123-456789abcdef")) for _ in p.of_type("aws:backup/vault:Vault")]

@@ -1,4 +1,4 @@
-"""`mxinfra backup list|create|restore` on an AWS environment: AWS Backup jobs in the environment's vault,
+"""`mxinfra backup list|create|download|restore` on an AWS environment: AWS Backup jobs in the environment's vault,
 run as its backup role (backups.py renders both), by whoever runs the command with their usual AWS
 credentials, in the stack's `aws:region` and `accountId`. No Pulumi imports; boto3 only when AWS is asked.
 
@@ -25,12 +25,19 @@ failed job), and `details()` says which resource each id holds and when.
   disturbed and the restored database finds its files). The app keeps using its instance: what switching
   it takes is said on stderr and in the README. On production a restore is refused unless `create` took
   an on-demand backup first in the same run (`mxinfra backup restore` does so).
+- `download_now` (`mxinfra backup download` without --id): a backup taken now in the Mendix Cloud format by
+  the export task (export.py), started through its state machine, fetched from the exports bucket and
+  checked against the sha256 the task stored with it. A recovery point holds no pg_dump, so a kept backup
+  is not downloaded by id.
 
 Every failure is a UserError (exit 2, no traceback) naming the vault or job and what to do.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import sys
 import time
 import uuid
@@ -38,6 +45,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, TextIO
 
 from mxinfra.backups import ID_FORMAT, Backups
@@ -45,7 +53,7 @@ from mxinfra.environments import Environment
 from mxinfra.errors import UserError
 
 from .backups import START_WINDOW_MINUTES, rules
-from .config import SnapshotSource
+from .config import EXPORT_TIMEOUT_SECONDS, SnapshotSource
 from .policies import RDS_IDENTIFIER_MAX, Arns, restored_identifier  # noqa: F401 (restored_identifier: the restore's name)
 
 DATABASE, FILES = "database", "files"
@@ -93,6 +101,29 @@ class Pair:
                 parts.append(f"{kind} ({p.at.strftime('%Y-%m-%d %H:%M:%S')} UTC{size})")
         origin = "scheduled" if any(p.scheduled for p in self.points.values()) else "on demand"
         return f"{self.id}: {', '.join(parts)}; {origin}"
+
+
+class _ExportEnded(UserError):
+    """The export's execution ended without an archive (nothing left running to stop)."""
+
+
+def _stream(body: Any, part: Path, where: str) -> tuple[int, str]:
+    """Copy a streaming body into the new file `part` (owner-only) a MiB at a time; its size and sha256.
+    A UserError for this machine's file system or a connection that broke off."""
+    import botocore.exceptions
+
+    digest, size = hashlib.sha256(), 0
+    try:
+        with os.fdopen(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+            while chunk := body.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+                f.write(chunk)
+    except OSError as e:
+        raise UserError(f"{part}: cannot write the archive: {e.strerror or e}; it stays in {where} for a day") from None
+    except (botocore.exceptions.ResponseStreamingError, botocore.exceptions.IncompleteReadError, botocore.exceptions.ReadTimeoutError, botocore.exceptions.FlexibleChecksumError) as e:
+        raise UserError(f"the download of {where} broke off after {size} bytes ({e}): it stays there for a day; run `mxinfra backup download` again") from None
+    return size, digest.hexdigest()
 
 
 def _utc(t: datetime) -> datetime:
@@ -167,6 +198,7 @@ class VaultActions:
         poll: float | None = None,
         backup_timeout: float | None = None,
         restore_timeout: float | None = None,
+        export_timeout: float | None = None,
         out: TextIO | None = None,
     ) -> None:
         import botocore.config
@@ -176,12 +208,14 @@ class VaultActions:
         self.poll = POLL_SECONDS if poll is None else poll
         self.backup_timeout = BACKUP_TIMEOUT if backup_timeout is None else backup_timeout
         self.restore_timeout = RESTORE_TIMEOUT if restore_timeout is None else restore_timeout
+        self.export_timeout = EXPORT_TIMEOUT_SECONDS + 600.0 if export_timeout is None else export_timeout
         self.out = out
         self.session = session
         self.vault = a.backup_vault_name
         self.role = a.role_arn("backup")
         self.access_role = a.role_arn("backups")
         config = botocore.config.Config(connect_timeout=10, read_timeout=60, retries={"mode": "standard", "max_attempts": 5})
+        self._config = config
         with self._aws("creating the AWS clients"):
             self.sts = session.client("sts", region_name=a.region, config=config)
             self.backup = session.client("backup", region_name=a.region, config=config)
@@ -310,6 +344,110 @@ class VaultActions:
         self._say("\n".join(lines))
         return result
 
+    def download_now(self, out_dir: Path, now: datetime, via: str | None = None) -> dict[str, Any]:
+        """A backup taken now by the export task (export.py: the state machine the `backups` role may
+        start), fetched from the exports bucket into `out_dir/<id>.tar.gz` a MiB at a time and checked
+        against the size and sha256 the task stored with it, then deleted from the bucket; the id, size
+        and sha256."""
+        if via is not None:
+            raise UserError("--database-via: the aws target's export task reaches the database from inside the VPC: leave it out")
+        self._check_account()
+        if not self.a.export:
+            raise UserError(
+                f"{self.env.name}: the stack has no export task, so no backup can be downloaded: set mxinfra:aws.backupExport (the postgres and rclone "
+                "images it runs, copied into the account's ECR) and run `pulumi up` (targets/aws/README.md, Backups)"
+            )
+        backup = now.astimezone(timezone.utc).strftime(ID_FORMAT)
+        out = out_dir / f"{backup}.tar.gz"
+        if out.exists():
+            raise UserError(f"{out}: exists already: not overwritten")
+        machine, bucket, key = self.a.export_machine_arn, self.a.exports_bucket_name, f"{backup}.tar.gz"
+        with self._aws("creating the AWS clients"):
+            states = self.session.client("stepfunctions", region_name=self.a.region, config=self._config)
+            s3 = self.session.client("s3", region_name=self.a.region, config=self._config)
+        with self._aws(f"states:StartExecution of {machine}", head=self._export_head):
+            execution = states.start_execution(stateMachineArn=machine, name=backup)["executionArn"]
+        try:
+            ended = self._export_ended(states, execution)
+        except _ExportEnded:
+            raise
+        except BaseException:
+            # the command is gone (Ctrl-C, an expired session, a timeout): the export must not run on unwatched
+            self._stop_export(states, execution)
+            raise
+        part = out.with_name(f".{out.name}.part")
+        where = f"s3://{bucket}/{key}"
+        if part.exists():
+            raise UserError(f"{part}: exists (another download of the same second?): remove it and run again; the archive stays in {where} for a day")
+        try:
+            # the bucket must be the account's own: its name is global (a deleted one could be anyone's)
+            with self._aws(f"s3:GetObject of {where}", head=self._export_head):
+                answer = s3.get_object(Bucket=bucket, Key=key, ExpectedBucketOwner=self.a.account)
+                stored = (answer.get("Metadata") or {}).get("mxinfra-sha256")
+                size, sha = _stream(answer["Body"], part, where)
+            if stored != sha or answer.get("ContentLength") != size:
+                raise UserError(
+                    f"{self.env.name}: the export {backup} arrived as {size} bytes with sha256 {sha}, but the export task stored "
+                    f"{answer.get('ContentLength')} bytes with sha256 {stored or '(none)'} in {where}: not kept, run it again"
+                )
+            try:
+                os.link(part, out)  # never over a file that appeared meanwhile
+            except FileExistsError:
+                raise UserError(f"{out}: appeared while the export ran: not overwritten; the archive stays in {where} for a day") from None
+        finally:
+            part.unlink(missing_ok=True)
+        # fetched and checked: the bucket's copy goes now (its lifecycle removes it within two days anyway),
+        # and a failed delete loses nothing the record needs
+        try:
+            with self._aws(f"s3:DeleteObject of {where}", head=self._export_head):
+                s3.delete_object(Bucket=bucket, Key=key, ExpectedBucketOwner=self.a.account)
+        except UserError as e:
+            self._say(f"warning: {e} (the bucket's lifecycle removes it)")
+        return {"id": backup, "path": str(out), "size": size, "sha256": sha, "task": ended}
+
+    def _stop_export(self, states: Any, execution: str) -> None:
+        """Stop an export nobody waits for any more (best effort: said either way)."""
+        try:
+            states.stop_execution(executionArn=execution, error="mxinfra.Abandoned", cause="mxinfra backup download stopped waiting")
+            self._say(f"{self.env.name}: stopped the export {execution}")
+        except Exception as e:  # noqa: BLE001 (already failing: say what is left running, do not mask the cause)
+            self._say(f"warning: the export {execution} may still run ({e}): `aws stepfunctions stop-execution --execution-arn {execution}`")
+
+    @property
+    def _export_head(self) -> str:
+        return f"{self.env.name}: the export task (state machine {self.a.export_name}, account {self.a.account}, {self.a.region})"
+
+    def _export_ended(self, states: Any, execution: str) -> str:
+        """Wait for the export's execution to end; the task's ARN. A UserError naming the container that
+        failed and its log stream, or the execution, when the export did not write an archive."""
+        # the state machine stops the task at EXPORT_TIMEOUT_SECONDS; a margin for it to say so
+        deadline = time.monotonic() + self.export_timeout
+        logs = f"log group {self.a.log_group_name}, streams export/<container>/<task id>"
+        while True:
+            with self._aws(f"states:DescribeExecution of {execution}", head=self._export_head):
+                d = states.describe_execution(executionArn=execution)
+            status = d.get("status")
+            if status != "RUNNING":
+                break
+            if time.monotonic() >= deadline:
+                raise UserError(f"{self._export_head}: the export {execution} still ran after {self.export_timeout / 60:.0f} minutes; nothing was recorded ({logs})")
+            time.sleep(self.poll)
+        task: dict[str, Any] = {}
+        try:
+            task = json.loads(d.get("output") or d.get("cause") or "{}")
+        except ValueError:
+            pass
+        if not isinstance(task, dict):
+            task = {}
+        failed = [c for c in task.get("Containers") or [] if isinstance(c, dict) and c.get("ExitCode") not in (0, None)]
+        never = [c for c in task.get("Containers") or [] if isinstance(c, dict) and c.get("ExitCode") is None]
+        if status == "SUCCEEDED" and not failed and not never:
+            return str(task.get("TaskArn") or execution)
+        task_id = str(task.get("TaskArn") or "").rsplit("/", 1)[-1] or "<task id>"
+        why = "; ".join(f"{c.get('Name')} exited {c.get('ExitCode')}" + (f" ({c.get('Reason')})" if c.get("Reason") else "") + f" (log stream export/{c.get('Name')}/{task_id})" for c in failed)
+        why = why or "; ".join(f"{c.get('Name')} never ran to the end" for c in never) or f"{d.get('error') or status}: {str(d.get('cause') or 'AWS gave no reason')[:300]}"
+        raise _ExportEnded(f"{self._export_head}: the export {execution} ended {status}: {why}; nothing was recorded ({logs}; `aws stepfunctions describe-execution --execution-arn {execution}`)")
+
     # --- AWS --------------------------------------------------------------------------------------------
 
     def database_snapshot(self, source: SnapshotSource) -> str | None:
@@ -402,11 +540,11 @@ class VaultActions:
         print(text, file=self.out if self.out is not None else sys.stderr)
 
     @contextmanager
-    def _aws(self, doing: str, *, started: str = "", reraise_denied: bool = False) -> Iterator[None]:
-        """The AWS SDK's failures as UserError (exit 2), naming the call, the vault and what to do."""
+    def _aws(self, doing: str, *, started: str = "", reraise_denied: bool = False, head: str | None = None) -> Iterator[None]:
+        """The AWS SDK's failures as UserError (exit 2), naming the call, the vault (or `head`) and what to do."""
         import botocore.exceptions
 
-        head = f"{self.env.name}: AWS Backup ({self.where})"
+        head = head or f"{self.env.name}: AWS Backup ({self.where})"
         also = f" (already started: {started}; see `aws backup list-backup-jobs --by-backup-vault-name {self.vault} --region {self.a.region}`)" if started else ""
         sign_in = f"sign in (`aws sso login`, AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) to account {self.a.account}; {self._rights()}"
         try:
@@ -425,6 +563,12 @@ class VaultActions:
                 fix = f"the AWS credentials are not valid (expired or revoked): {sign_in}"
             elif code == "ResourceNotFoundException" and "Vault" in doing:
                 fix = f"the vault does not exist in account {self.a.account}, {self.a.region}: deploy the stack with the environment's backups on (`pulumi up`)"
+            elif code == "StateMachineDoesNotExist":
+                fix = "the export task is not deployed: run `pulumi up` with mxinfra:aws.backupExport set"
+            elif code == "ExecutionAlreadyExists":
+                fix = "an export with this id (the second it started) exists already: run it again"
+            elif code in ("NoSuchKey", "404"):
+                fix = "the export task stored no archive under its id: see its log streams (export/<container>/<task id>)"
             elif code == "ResourceNotFoundException":
                 fix = "it may have expired or been deleted: see `mxinfra backup list`"
             elif code in ("InvalidParameterValueException", "InvalidRequestException") and "StartBackupJob" in doing and self.env.is_production:

@@ -104,6 +104,43 @@ class DatabaseConfig(StrictModel):
         return parse_snapshot_source(value) if value is not None else None
 
 
+def _image_ref(v: str) -> str:
+    """An image reference as the core reads one (ECR's registry and repository grammar where it is ECR)."""
+    from .policies import ECR_REGISTRY, ECR_REPOSITORY
+
+    ref = parse_image(v)
+    if ref is None:
+        raise ValueError(f"{v!r} is not an image reference: registry/repository[:tag][@sha256:<digest>], lowercase repository components, no wildcards")
+    if ref.registry is not None and ".dkr.ecr." in ref.registry:
+        if not ECR_REGISTRY.fullmatch(ref.registry):
+            raise ValueError(f"{ref.registry!r} is not an ECR registry (<account>.dkr.ecr.<region>.amazonaws.com)")
+        if not ECR_REPOSITORY.fullmatch(ref.repository) or len(ref.repository) > 256:
+            raise ValueError(f"{ref.repository!r} is not an ECR repository name")
+    return v
+
+
+# How long an export may run: the state machine stops its task after it, and `download` waits as long
+# (then stops the execution itself). A production session lasts at most 4 hours.
+EXPORT_TIMEOUT_SECONDS = 3 * 3600
+
+
+class BackupExportConfig(StrictModel):
+    """`mxinfra:aws.backupExport`: the images of the export task behind `mxinfra backup download`.
+
+    The tasks reach no registry outside the VPC's endpoints (egress is limited), so both images are the
+    organisation's own copies in ECR (or any registry its network reaches), pinned by digest on production.
+    """
+
+    postgresImage: str = Field(description="A PostgreSQL image (the official `postgres`, same major as the database or newer): pg_dump and sh")
+    rcloneImage: str = Field(description="An rclone image (the official `rclone/rclone`): copies the files and uploads the archive")
+    storageGb: int = Field(50, ge=21, le=200, description="The export task's ephemeral storage (Fargate: 21 to 200 GiB): about three times the file store plus the database's dump")
+
+    @field_validator("postgresImage", "rcloneImage")
+    @classmethod
+    def _images(cls, v: str) -> str:
+        return _image_ref(v)
+
+
 class AwsConfig(StrictModel):
     """`mxinfra:aws`: the target's settings, shared by the stack's environments."""
 
@@ -128,6 +165,7 @@ class AwsConfig(StrictModel):
     hostnames: dict[str, str] = Field(default_factory=dict, description="Environment name -> hostname the certificate covers (the URL output)")
     permissionsBoundaryArn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:policy/.+$")
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    backupExport: BackupExportConfig | None = Field(None, description="The export task `mxinfra backup download` runs (absent: no download on this stack)")
 
     @field_validator("accountId")
     @classmethod
@@ -139,17 +177,7 @@ class AwsConfig(StrictModel):
     @field_validator("image")
     @classmethod
     def _image(cls, v: str) -> str:
-        from .policies import ECR_REGISTRY, ECR_REPOSITORY
-
-        ref = parse_image(v)
-        if ref is None:
-            raise ValueError(f"{v!r} is not an image reference: registry/repository[:tag][@sha256:<digest>], lowercase repository components, no wildcards")
-        if ref.registry is not None and ".dkr.ecr." in ref.registry:
-            if not ECR_REGISTRY.fullmatch(ref.registry):
-                raise ValueError(f"{ref.registry!r} is not an ECR registry (<account>.dkr.ecr.<region>.amazonaws.com)")
-            if not ECR_REPOSITORY.fullmatch(ref.repository) or len(ref.repository) > 256:
-                raise ValueError(f"{ref.repository!r} is not an ECR repository name")
-        return v
+        return _image_ref(v)
 
     @field_validator("vpcCidr")
     @classmethod

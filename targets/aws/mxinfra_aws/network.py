@@ -187,3 +187,31 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig) -> SecurityGroups:
         opts=ctx.opts(),
     )
     return SecurityGroups(lb, svc, db)
+
+
+def export_group(ctx: EnvironmentContext, cfg: AwsConfig, db: aws.ec2.SecurityGroup) -> aws.ec2.SecurityGroup:
+    """The export task's group (export.py): nothing in; out only to the database and, over HTTPS, to the
+    VPC's endpoints and S3's prefix list. Not the service's group: the export holds the database's password
+    and a copy of every row, and must not reach what the app's `egress:` list opens."""
+    n, tags = ctx.naming, dict(ctx.tags)
+    group = _group(ctx, verified_vpc(ctx, cfg), "export", "mxinfra export task: out to the database and S3 only")
+    rules: list[tuple[str, dict[str, Any], str]] = [
+        ("endpoints", {"from_port": HTTPS, "to_port": HTTPS, "cidr_ipv4": cfg.vpcCidr}, "HTTPS to the VPC's interface endpoints (ECR, Secrets Manager, CloudWatch Logs, S3)"),
+        ("db", {"from_port": POSTGRES_PORT, "to_port": POSTGRES_PORT, "referenced_security_group_id": db.id}, "To the database"),
+    ]
+    if cfg.s3PrefixListId:
+        rules.append(("s3", {"from_port": HTTPS, "to_port": HTTPS, "prefix_list_id": cfg.s3PrefixListId}, "HTTPS to S3 (gateway endpoint): files, archives and image layers"))
+    for name, where, description in rules:
+        aws.vpc.SecurityGroupEgressRule(n.logical(f"export-out-{name}"), security_group_id=group.id, ip_protocol="tcp", description=description, tags=tags, opts=ctx.opts(), **where)
+    aws.vpc.SecurityGroupIngressRule(
+        n.logical("db-in-export"),
+        security_group_id=db.id,
+        ip_protocol="tcp",
+        from_port=POSTGRES_PORT,
+        to_port=POSTGRES_PORT,
+        referenced_security_group_id=group.id,
+        description="From the export task (mxinfra backup download)",
+        tags=tags,
+        opts=ctx.opts(),
+    )
+    return group

@@ -78,6 +78,8 @@ class Arns:
     assign_public_ip: bool = False
     # Whether the environment's backups are on (`backups.enabled`): its AWS Backup vault, plan and role exist.
     aws_backup: bool = True
+    # Whether the stack declares the export task behind `mxinfra backup download` (`backupExport`).
+    export: bool = False
     # The restored instance the app uses instead of its own (`database.fromBackup`): decided once, by
     # database.in_service, where the Arns are made; None: the environment's instance serves it.
     restored: Restored | None = None
@@ -155,6 +157,16 @@ class Arns:
     def backup_vault_name(self) -> str:
         """The AWS Backup vault (also the plan's and the selection's name)."""
         return self.naming.physical("backups", max_len=50, charset="a-zA-Z0-9_-")
+
+    @property
+    def export_name(self) -> str:
+        """The export task's family and its state machine (`mxinfra backup download` starts it)."""
+        return self.naming.physical("export", max_len=80, charset="a-zA-Z0-9_-")
+
+    @property
+    def exports_bucket_name(self) -> str:
+        """The bucket the export task writes archives into, for a day (account and region in the name)."""
+        return self.naming.physical(f"exports-{self.account}-{self.region}", max_len=63)
 
     def role_name(self, kind: str) -> str:
         """The IAM role name for `kind` (task, execution, or a permission)."""
@@ -287,6 +299,26 @@ class Arns:
         """AWS Backup recovery points of the account's RDS snapshots and of S3 (tags tell the environment's)."""
         return [self.backup_snapshots_arn, self._arn("backup", "recovery-point:*")]
 
+    @property
+    def export_machine_arn(self) -> str:
+        """The export state machine."""
+        return self._arn("states", f"stateMachine:{self.export_name}")
+
+    @property
+    def export_executions_arn(self) -> str:
+        """Every execution of the export state machine."""
+        return self._arn("states", f"execution:{self.export_name}:*")
+
+    @property
+    def export_task_definition_arn(self) -> str:
+        """Every revision of the export task's family."""
+        return self._task_definition_arn(self.export_name)
+
+    @property
+    def exports_bucket_arn(self) -> str:
+        """The exports bucket."""
+        return f"arn:{self.partition}:s3:::{self.exports_bucket_name}"
+
     def role_arn(self, kind: str) -> str:
         """The IAM role of `kind`."""
         return self._arn("iam", f"role{ROLE_PATH}{self.role_name(kind)}", region=False)
@@ -381,18 +413,126 @@ def task_policy(a: Arns) -> Document:
     )
 
 
-def bucket_policy(a: Arns) -> Document:
-    """The bucket's own policy: refuse every request that does not use TLS."""
+def bucket_policy(a: Arns, bucket_arn: str | None = None) -> Document:
+    """A bucket's own policy (the files bucket's unless `bucket_arn`): refuse every request that does not use TLS."""
+    arn = bucket_arn or a.bucket_arn
     return _doc(
         {
             "Sid": "DenyInsecureTransport",
             "Effect": "Deny",
             "Principal": "*",
             "Action": "s3:*",
-            "Resource": [a.bucket_arn, f"{a.bucket_arn}/*"],
+            "Resource": [arn, f"{arn}/*"],
             "Condition": {"Bool": {"aws:SecureTransport": "false"}},
         }
     )
+
+
+# --- the export task behind `mxinfra backup download` (export.py) -----------------------------------
+
+
+def _principal_arns(a: Arns, kind: str) -> list[str]:
+    """A role of the environment as aws:PrincipalArn may name it: with its path and without."""
+    return [a.role_arn(kind), a._arn("iam", f"role/{a.role_name(kind)}", region=False)]
+
+
+def exports_bucket_policy(a: Arns) -> Document:
+    """The exports bucket's own policy: TLS only; archives written only by the export task's role and read
+    only by the `backups` role, whatever S3 rights other identities of the account hold (a production dump
+    must not be readable, nor an archive replaceable, by a CI role with s3:* on the account)."""
+    arn = a.exports_bucket_arn
+    return _doc(
+        *bucket_policy(a, arn)["Statement"],
+        {
+            "Sid": "OnlyTheExportTaskWrites",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:PutObject",
+            "Resource": f"{arn}/*",
+            "Condition": {"StringNotEquals": {"aws:PrincipalArn": _principal_arns(a, "export-task")}},
+        },
+        {
+            "Sid": "OnlyBackupsReads",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:GetObject",
+            "Resource": f"{arn}/*",
+            "Condition": {"StringNotEquals": {"aws:PrincipalArn": _principal_arns(a, "backups")}},
+        },
+    )
+
+
+def export_task_policy(a: Arns) -> Document:
+    """The export task: read the environment's files, write archives into the exports bucket; nothing else
+    (no read of an export, no delete: an archive, once written, is only the backups role's to fetch)."""
+    mine = {"StringEquals": {"s3:ResourceAccount": a.account}}  # bucket names are global: the account's buckets only
+    return _doc(
+        _allow("ListFiles", ["s3:ListBucket"], a.bucket_arn, mine),
+        _allow("ReadFiles", ["s3:GetObject"], f"{a.bucket_arn}/*", mine),
+        _allow("WriteExports", ["s3:AbortMultipartUpload", "s3:ListMultipartUploadParts", "s3:PutObject"], f"{a.exports_bucket_arn}/*", mine),
+    )
+
+
+def export_execution_policy(a: Arns, images: Sequence[str]) -> Document:
+    """What ECS needs to start the export task: pull its two images, write its log streams (`export/...`
+    in the environment's log group), read the database's master secret (pg_dump signs in as the app does)."""
+    statements = []
+    repos = sorted({r for r in (ecr_repository_arn(i, a.partition) for i in images) if r is not None})
+    if repos:
+        statements.append(_allow("EcrLogin", ["ecr:GetAuthorizationToken"], "*"))
+        statements.append(_allow("PullImages", ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"], _one_or_all(repos)))
+    statements.append(_allow("WriteLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], a._arn("logs", f"log-group:{a.log_group_name}:log-stream:export/*")))
+    statements.append(
+        _allow(
+            "DatabaseSecret",
+            ["secretsmanager:GetSecretValue"],
+            a.rds_secret_arns,
+            {"StringEquals": {"secretsmanager:ResourceTag/aws:rds:primaryDBInstanceArn": a.serving_db_arn}},
+        )
+    )
+    return _doc(*statements)
+
+
+# Step Functions' ecs:runTask.sync integration follows the task with this managed rule.
+ECS_SYNC_RULE = "rule/StepFunctionsGetEventsForECSTaskRule"
+
+
+def export_runner_policy(a: Arns) -> Document:
+    """The export state machine's role: count its own running executions, run the export task's revisions
+    in the environment's cluster (and follow or stop them), passing exactly its two roles."""
+    return _doc(
+        # one export at a time: the machine first counts its own running executions (IAM's reference also lists
+        # a map run's ARN for ListExecutions; the machine has none, but the form is its own)
+        _allow("CountExports", ["states:ListExecutions"], [a.export_machine_arn, a._arn("states", f"mapRun:{a.export_name}/*:*")]),
+        _allow("RunExport", ["ecs:RunTask"], a.export_task_definition_arn, {"ArnEquals": {"ecs:cluster": a.cluster_arn}}),
+        # The task is tagged as it starts (PropagateTags: the task definition's, the environment's tags), which
+        # ECS authorises as TagResource on RunTask; the tasks it started are then this environment's only.
+        _allow("TagExport", ["ecs:TagResource"], a.tasks_arn, {"StringEquals": {"ecs:CreateAction": "RunTask", **_environment_tags(a, "aws:RequestTag")}}),
+        _allow("FollowExport", ["ecs:DescribeTasks", "ecs:StopTask"], a.tasks_arn, {"StringEquals": _environment_tags(a)}),
+        _allow("SyncRule", ["events:DescribeRule", "events:PutRule", "events:PutTargets"], a._arn("events", ECS_SYNC_RULE)),
+        _allow(
+            "PassExportRoles",
+            ["iam:PassRole"],
+            [a.role_arn("export-task"), a.role_arn("export-execution")],
+            {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
+        ),
+    )
+
+
+def export_statements(a: Arns) -> list[Document]:
+    """The backups permission's part of `mxinfra backup download`: start the export state machine (never
+    ecs:RunTask itself, whose container overrides IAM cannot limit: a command of the caller's choosing with
+    the database's password), follow its executions, fetch and remove the archives it wrote."""
+    return [
+        _allow("StartExport", ["states:StartExecution"], a.export_machine_arn),
+        # IAM's reference lists an express execution's ARN for DescribeExecution too; the machine is STANDARD,
+        # so that form names nothing, but it is the machine's own.
+        _allow("FollowExport", ["states:DescribeExecution"], [a.export_executions_arn, a._arn("states", f"express:{a.export_name}:*:*")]),
+        _allow("StopExport", ["states:StopExecution"], a.export_executions_arn),
+        # ListBucket: a missing archive is then S3's 404, not a 403 that reads like a missing right
+        _allow("ListExports", ["s3:ListBucket"], a.exports_bucket_arn, {"StringEquals": {"s3:ResourceAccount": a.account}}),
+        _allow("FetchExports", ["s3:DeleteObject", "s3:GetObject"], f"{a.exports_bucket_arn}/*", {"StringEquals": {"s3:ResourceAccount": a.account}}),
+    ]
 
 
 # --- people's roles: one per environment and permission ---------------------------------------------
@@ -592,6 +732,7 @@ def backups_policy(a: Arns) -> Document:
         ),
         {"Sid": "KeepFinalSnapshot", "Effect": "Deny", "Action": ["rds:DeleteDBSnapshot"], "Resource": a.final_snapshots_arn},
         *(aws_backup_statements(a) if a.aws_backup else []),
+        *(export_statements(a) if a.export else []),
     )
 
 

@@ -26,6 +26,7 @@ BACKUP_VAULT = "aws:backup/vault:Vault"
 BACKUP_PLAN = "aws:backup/plan:Plan"
 BACKUP_LOCK = "aws:backup/vaultLockConfiguration:VaultLockConfiguration"
 BACKUP_SELECTION = "aws:backup/selection:Selection"
+STATE_MACHINE = "aws:sfn/stateMachine:StateMachine"
 
 # (resource type, input holding a policy document, file suffix)
 POLICY_INPUTS = ((ROLE, "assumeRolePolicy", ".trust.json"), (ROLE_POLICY, "policy", ".json"), (BUCKET_POLICY, "policy", ".json"))
@@ -103,7 +104,7 @@ def notes(resources: Sequence[Mapping[str, Any]]) -> list[str]:
     sized = False
     for r in resources:
         i = r["inputs"]
-        if r["type"] == TASK_DEFINITION and not sized:
+        if r["type"] == TASK_DEFINITION and not sized and not str(i.get("family", "")).endswith("-export"):
             # The leader's and the followers' task definitions always share one size.
             sized = True
             size = fargate.FargateSize(int(i["memory"]), int(i["cpu"]))
@@ -128,7 +129,7 @@ def notes(resources: Sequence[Mapping[str, Any]]) -> list[str]:
                 f"{len(doc['Statement'][0]['Principal']['AWS'])} principal(s), "
                 f"{'MFA required, ' if mfa else ''}sessions up to {i.get('maxSessionDuration')} s"
             )
-    out += backup_notes(resources)
+    out += backup_notes(resources) + export_notes(resources)
     services = _services(resources)
     if services is not None:
         out.append(services)
@@ -188,3 +189,18 @@ def backup_notes(resources: Sequence[Mapping[str, Any]]) -> list[str]:
     if not locks:
         out.append("no vault lock (production only)")
     return out
+
+
+def export_notes(resources: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The export task behind `mxinfra backup download`, or what it takes to have one."""
+    tasks = [r for r in resources if r["type"] == TASK_DEFINITION and str(r["inputs"].get("family", "")).endswith("-export")]
+    if not tasks and not [r for r in resources if r["type"] == BACKUP_VAULT]:
+        return []  # backups off: nothing to download either
+    if not tasks:
+        return ["no export task: `mxinfra backup download` needs mxinfra:aws.backupExport (its postgres and rclone images)"]
+    i = tasks[0]["inputs"]
+    containers = json.loads(i["containerDefinitions"]) if isinstance(i.get("containerDefinitions"), str) else []
+    images = ", ".join(f"{c.get('name')} {c.get('image')}" for c in containers)
+    machines = [r["inputs"].get("name") for r in resources if r["type"] == STATE_MACHINE and str(r["inputs"].get("name", "")).endswith("-export")]
+    storage = (i.get("ephemeralStorage") or {}).get("sizeInGib")
+    return [f"export task {i.get('family')} ({images}; {storage} GiB scratch), started only by the state machine {', '.join(machines)}; archives expire after 1 day"]

@@ -37,7 +37,7 @@ IAM_SESSION_SECONDS = (3600, 43200)
 RESERVED_SUFFIXES = (
     "follower", "follower-running-tasks", "running-tasks", "alb", "alb-sg", "service-sg", "db-sg", "web", "db", "db-final",
     "db-rotated", "redeploy", "alerts", "events", "task", "execution", "files", "cluster",
-    "deploy", "monitor", "backups", "backup", "api", "manage",
+    "deploy", "monitor", "backups", "backup", "api", "manage", "export", "exports", "export-sg",
 )
 SHARED_VPC_WARNING = (
     "allowSharedVpc: true: environments of different tiers share VPC {vpc}; security groups are VPC-scoped, so "
@@ -57,6 +57,12 @@ class SharedCluster:
 def with_database(a: Arns, cfg: AwsConfig) -> Arns:
     """`a` with the instance that serves the environment's app, as database.in_service decides it."""
     return replace(a, restored=database.in_service(cfg, a.naming.environment, a.db_identifier))
+
+
+def exports(cfg: AwsConfig, env: Environment) -> bool:
+    """Whether the environment has the export task behind `mxinfra backup download` (export.py): the
+    stack declares its images and the environment's backups are on."""
+    return cfg.backupExport is not None and of_environment(env).enabled
 
 
 def cluster_name(stack: str, app: str) -> str:
@@ -148,7 +154,31 @@ class AwsTarget(Target):
         issues += stack.environment_key_issues(block.hostnames, "mxinfra:aws.hostnames", file)
         for env in stack.environments:
             issues += backups.check(env, of_environment(env), file)
+        issues += self._check_export(stack, block, file)
         issues += self._check_from_backup(stack, block, region if isinstance(region, str) else None, file)
+        return issues
+
+    @staticmethod
+    def _check_export(stack: StackConfig, block: AwsConfig, file: str) -> list[ConfigIssue]:
+        """The export task's images, pinned by digest where a production environment's data passes through them."""
+        from mxinfra.artifacts import parse_image
+
+        x = block.backupExport
+        pinned = [e.name for e in stack.environments if e.is_production and exports(block, e)]
+        if x is None or not pinned:
+            return []
+        issues = []
+        for key, image in (("postgresImage", x.postgresImage), ("rcloneImage", x.rcloneImage)):
+            ref = parse_image(image)
+            if ref is not None and ref.digest is None:
+                issues.append(
+                    ConfigIssue(
+                        f"mxinfra:aws.backupExport.{key}",
+                        f"{image!r} is not pinned by digest, and production {pinned[0]!r}'s data passes through it",
+                        f"{image.split('@')[0]}@sha256:<digest>",
+                        file,
+                    )
+                )
         return issues
 
     @staticmethod
@@ -281,8 +311,8 @@ class AwsTarget(Target):
             raise UserError(f"{environment} has no backups ({prepared.environment.config_path}.backups.enabled is false): it has no AWS Backup vault")
         region = deployment.config.block(REGION_KEY)
         cluster = cfg.cluster_name or cluster_name(deployment.config.stack, prepared.naming.app)
-        a = with_database(Arns(region if isinstance(region, str) else "", cfg.accountId, cluster, prepared.naming, cfg.database.engineVersion.split(".")[0]), cfg)
-        return connect(prepared.environment, a, b)
+        a = Arns(region if isinstance(region, str) else "", cfg.accountId, cluster, prepared.naming, cfg.database.engineVersion.split(".")[0], export=exports(cfg, prepared.environment))
+        return connect(prepared.environment, with_database(a, cfg), b)
 
     def deploy_app(self, ctx: AppContext) -> SharedCluster:
         """The ECS cluster (Container Insights on), or the configured existing one; first, under a real
@@ -312,7 +342,7 @@ class AwsTarget(Target):
         """Network, storage, database, runtime, alerts and access roles of one environment."""
         import pulumi
 
-        from . import access, network, rotation, runtime, storage
+        from . import access, export, network, rotation, runtime, storage
         from .backup_actions import restore_source, restored_exists
 
         cfg: AwsConfig = ctx.config
@@ -328,6 +358,7 @@ class AwsTarget(Target):
             subnets=tuple(cfg.subnetIds),
             assign_public_ip=cfg.assignPublicIp,
             aws_backup=of_environment(ctx.environment).enabled,
+            export=exports(cfg, ctx.environment),
         )
         # Which instance serves the app (database.fromBackup), decided once: everything below reads it from `a`.
         a = with_database(a, cfg)
@@ -345,6 +376,7 @@ class AwsTarget(Target):
         backup = backups.create(ctx, cfg, a, db, [files.versioning])
         rt = runtime.create(ctx, cfg, a, sgs, db, shared.arn)
         rotation.create(ctx, cfg, a, db, [s for s in (rt.follower, rt.service) if s is not None])
+        exported = export.create(ctx, cfg, a, sgs, db) if a.export else None
         topic = runtime.alerts(ctx, a)
         role_arns = access.create(ctx, cfg, a)
         host = cfg.hostnames.get(ctx.environment.name)
@@ -366,6 +398,8 @@ class AwsTarget(Target):
             outputs["followerService"] = a.follower_service_arn
         if backup is not None:
             outputs["backupVault"] = a.backup_vault_name
+        if exported is not None:
+            outputs["exportMachine"] = exported.machine.arn
         return outputs
 
     def render(self, env: str, resources: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mxinfra.artifacts import parse_image
+from mxinfra.backup_scripts import SCRIPTS
 from mxinfra.backups import ID_FORMAT, Backups, FilesNotRestored, of_environment, parse_id, retention_env
 from mxinfra.environments import Environment
 from mxinfra.errors import UserError
@@ -60,7 +61,6 @@ from .network import backup_store_port, to_networks
 if TYPE_CHECKING:
     from .builder import Builder
 
-SCRIPTS = Path(__file__).parent / "scripts"
 BACKUP_DIR, FILES_DIR, SCRIPTS_DIR = "/backups", "/files", "/scripts"
 # pg_dump must be at least the server's major version; 17 dumps servers back to 9.2. An in-cluster
 # database's own image is used instead, so client and server always match there. `backups.image` replaces it.

@@ -85,3 +85,11 @@ def allows(doc: Mapping[str, Any], action: str, resource: str, context: Mapping[
     return any(s["Effect"] == "Allow" and _matches(s, action, resource, context) for s in stmts)
 
 
+
+
+def denies(doc: Mapping[str, Any], action: str, resource: str, context: Mapping[str, Any] | None = None) -> bool:
+    """Whether a Deny of the resource policy `doc` (Principal "*") refuses `action` on `resource` with the
+    request `context`: what a bucket policy adds to the caller's own policy."""
+    stmts = doc["Statement"]
+    assert all(s.get("Principal", "*") == "*" for s in stmts if s["Effect"] == "Deny"), "only Principal \"*\" Denies are modelled"
+    return any(s["Effect"] == "Deny" and _matches(s, action, resource, dict(context or {})) for s in stmts)

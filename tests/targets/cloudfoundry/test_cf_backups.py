@@ -403,7 +403,7 @@ def test_list_and_create_say_what_cloud_foundry_offers_instead(capi, project, to
         assert f"error: acceptance: no `mxinfra backup {command}` on Cloud Foundry." in err
         assert "`mxinfra backup download -s cf-acceptance -e acceptance -o DIR` takes a backup now through service keys" in err
     rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "--id", "20261201T000000Z", "-o", "x", "-C", str(project.path))
-    assert rc == 2 and "--id 20261201T000000Z: the cloudfoundry target keeps no backups to download by id: leave --id out to take one now" in err
+    assert rc == 2 and "--id 20261201T000000Z: the cloudfoundry target downloads only a backup it takes now (what it keeps is not an archive it can hand out): leave --id out to take one now" in err
 
 
 def test_the_tunnels_address_replaces_the_keys_host_and_port(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
@@ -425,9 +425,9 @@ def test_an_archive_the_kubernetes_backup_job_wrote_restores_on_cloud_foundry(ca
     same database and a directory of the same files) writes one that `restore --archive` puts back here."""
     import subprocess
 
-    import mxinfra_kubernetes
+    from mxinfra.backup_scripts import SCRIPTS
 
-    script = Path(mxinfra_kubernetes.__file__).parent / "scripts" / "backup.sh"
+    script = SCRIPTS / "backup.sh"
     _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
     files = tmp_path / "files"  # a claim as the runtime's local file store lays it out
     for path, body in ARCHIVED.items():

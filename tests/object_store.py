@@ -1,4 +1,4 @@
-"""rclone and the object stores the Kubernetes backup Jobs keep archives in, for real: rclone built from
+"""rclone and the object stores the backup tasks (Kubernetes Jobs, the AWS export task) keep archives in, for real: rclone built from
 its Go module (engine/gotool.sh), moto's S3 server and Azurite (tests/governance/servers.py), and the
 commands of the rclone image (Alpine: busybox applets and rclone, nothing else on PATH)."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "governance"))
 
 from servers import AZURITE_ACCOUNT, AZURITE_KEY, FAKE_AWS  # noqa: E402

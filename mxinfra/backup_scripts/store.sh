@@ -11,6 +11,10 @@
 #   BACKUP_SOURCE  (fetch) set when the archive comes from another environment's export Job instead
 #   KEEP_*, BACKUP_KEEP  (upload) retention, as backup.sh applies it to a claim (`backup.sh expired`)
 #
+# `store.sh put` (the AWS export task, after backup.sh): uploads the one archive with its sha256 as the
+# object's metadata `mxinfra-sha256`, which the downloader checks what it fetched against; no listing and
+# no retention (the exports bucket's lifecycle expires archives), so it needs no backup.sh beside it.
+#
 # The runtime's file store in S3 or Azure: `store.sh pull-files` (before backup.sh) copies it into the
 # scratch directory backup.sh archives as tree/; `store.sh push-files` (after restore.sh) copies the
 # archive's files back. Copies, never a sync: a file the runtime wrote since stays (the restored
@@ -33,6 +37,8 @@ case "${1:-}" in
     step=$1
     set -- ${FILES_SUFFIX:+--include "*$FILES_SUFFIX"}
     if [ "$step" = pull-files ]; then
+      # rclone makes no directory for an empty store, and backup.sh wants one (a mounted volume elsewhere)
+      mkdir -p "$FILES_DIR"
       rclone copy "$@" "$FILES_REMOTE" "$FILES_DIR"
       echo "backup: copied $(find "$FILES_DIR" -type f | wc -l) files of $FILES_REMOTE"
     else
@@ -62,15 +68,21 @@ list() {
   grep -E "$names" "$listing.all" > "$listing" || true
 }
 
+# The one archive the backup step wrote (the glob's expansion as arguments): its name in $name, or the
+# script stops.
+the_archive() {
+  if [ $# -ne 1 ] || [ ! -f "$1" ]; then
+    echo "store: expected the one archive the backup step writes in $BACKUP_DIR, found: $*" >&2
+    exit 2
+  fi
+  name=${1##*/}
+  echo "$name" | grep -qE "$names" || { echo "store: $name is not an archive name (YYYYmmddTHHMMSSZ.tar.gz)" >&2; exit 2; }
+}
+
 case "${1:-}" in
   upload)
     set -- "$BACKUP_DIR"/*.tar.gz
-    if [ $# -ne 1 ] || [ ! -f "$1" ]; then
-      echo "store: expected the one archive the backup step writes in $BACKUP_DIR, found: $*" >&2
-      exit 2
-    fi
-    name=${1##*/}
-    echo "$name" | grep -qE "$names" || { echo "store: $name is not an archive name (YYYYmmddTHHMMSSZ.tar.gz)" >&2; exit 2; }
+    the_archive "$@"
     list
     if grep -qx "$name" "$listing"; then
       echo "store: $name exists in $BACKUP_REMOTE already: not overwritten" >&2
@@ -97,6 +109,16 @@ case "${1:-}" in
     # What `mxinfra backup list` reads (from this container's log): the archives kept, newest first.
     echo "backup: archives: $(sort -r "$listing" | tr '\n' ' ')"
     ;;
+  put)
+    set -- "$BACKUP_DIR"/*.tar.gz
+    the_archive "$@"
+    size=$(wc -c < "$1")
+    sha=$(sha256sum "$1") && sha=${sha%% *}
+    # --no-check-dest and --s3-no-head: the writer may put objects, not read them back (the archive is the
+    # downloader's to read); rclone checks the upload against what S3 answers to it
+    rclone copyto --no-check-dest --s3-no-head --header-upload "x-amz-meta-mxinfra-sha256: $sha" "$1" "$BACKUP_REMOTE/$name"
+    echo "backup: stored $name in $BACKUP_REMOTE ($size bytes, sha256 $sha)"
+    ;;
   fetch)
     if [ -n "${BACKUP_SOURCE:-}" ]; then
       # a restore from another environment: its export Job sends the archive (restore.sh receives it)
@@ -114,7 +136,7 @@ case "${1:-}" in
     echo "restore: fetched $id from $BACKUP_REMOTE ($(wc -c < "$BACKUP_DIR/$id.tar.gz") bytes)"
     ;;
   *)
-    echo "usage: store.sh upload | fetch | pull-files | push-files" >&2
+    echo "usage: store.sh upload | put | fetch | pull-files | push-files" >&2
     exit 2
     ;;
 esac

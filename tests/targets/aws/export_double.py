@@ -1,0 +1,497 @@
+"""Loopback doubles for the AWS export path of `mxinfra backup download`: Step Functions running the export
+state machine, Fargate running its task, and a gate in front of moto's S3 server that authorises every S3
+request by the identity that makes it. moto has Step Functions without the ECS integration and ECS
+without running anything; so these run exactly what the plan renders, as the cloud would:
+
+- `StatesDouble` serves StartExecution, DescribeExecution and StopExecution (JSON 1.0), each request and
+  answer validated against botocore's own model of the service (violations recorded: the test fails),
+  signed for `states` in the double's region, and authorised against the caller's identity policy (the
+  rendered `backups` role's) with the repo's IAM evaluator. An execution interprets the rendered
+  definition: its one `ecs:runTask.sync` Task state's Parameters, with `.$` paths resolved against the
+  context object (only `$$.Execution.Name` is modelled), authorised against the runner role's policy
+  (ecs:RunTask of the task definition in the cluster, iam:PassRole of the task's two roles).
+- The task's containers run as local processes, in `dependsOn` order: each container definition's
+  command, environment, overrides and secrets (read from Secrets Manager after the execution role's
+  policy allows it; ECR pulls and log streams authorised against it too), with the image given by the
+  test as a PATH (the postgres image: Debian's PostgreSQL and tools; the rclone image: busybox and
+  rclone, as Alpine has them) and the image's ENTRYPOINT, which a definition's `entryPoint` replaces and
+  its `command` follows, as Docker runs them. The shared volume is a directory; `/work` in the definitions is mapped
+  to it (the one substitution in the container definitions besides the S3 endpoint below).
+  A container whose `SUCCESS` dependency failed never starts; the task stops when the essential
+  container exits (or cannot start): the execution SUCCEEDS with the task as output when it exited 0,
+  else FAILS with States.TaskFailed and the task as cause (what the CLI reads either way).
+- `S3Gate` forwards S3 requests to moto's server, after authorising each one against the policy of the
+  identity whose access key signed it (the task role's for rclone in the task, the backups role's for the
+  CLI) with S3's action for the request; refused: 403 AccessDenied, recorded in `denied`.
+
+Not modelled: Fargate's timing, image pulls themselves, networking (security groups), how ECS really
+reports a dependency that cannot be met, CloudWatch Logs contents.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import subprocess
+import threading
+import urllib.parse
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.session
+
+from backup_double import check_shape
+from iam_eval import allows, denies
+
+WORK = "/work"
+
+
+def _serve(handler_of: Any, tls: tuple[Path, Path] | None = None) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_of)
+    if tls is not None:
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# --- S3, by identity ----------------------------------------------------------------------------------
+
+
+def s3_action(method: str, path: str, query: Mapping[str, list[str]]) -> tuple[str, str]:
+    """S3's IAM action and resource ARN for a path-style request."""
+    bucket, _, key = path.lstrip("/").partition("/")
+    key = urllib.parse.unquote(key)
+    if not key:
+        if method in ("GET", "HEAD") and "location" in query:
+            return "s3:GetBucketLocation", f"arn:aws:s3:::{bucket}"
+        if method in ("GET", "HEAD"):
+            return "s3:ListBucket", f"arn:aws:s3:::{bucket}"
+        return f"s3:{method}Bucket?", f"arn:aws:s3:::{bucket}"
+    obj = f"arn:aws:s3:::{bucket}/{key}"
+    if method in ("GET", "HEAD"):
+        return ("s3:ListMultipartUploadParts" if "uploadId" in query else "s3:GetObject"), obj
+    if method == "DELETE":
+        return ("s3:AbortMultipartUpload" if "uploadId" in query else "s3:DeleteObject"), obj
+    # PUT object, PUT part, POST ?uploads (create), POST ?uploadId (complete): all s3:PutObject
+    return "s3:PutObject", obj
+
+
+class S3Gate:
+    """moto's S3 server behind IAM and TLS (as S3 is reached: the SDKs sign payloads differently over plain
+    HTTP): `identities` maps an access key id to its principal and identity policy, `bucket_policies` a
+    bucket to its policy's Denies; `tls` is the certificate and key. As S3 does, a missing object is 403
+    to a caller without s3:ListBucket on its bucket."""
+
+    def authorized(self, key_id: str, action: str, resource: str) -> bool:
+        """Whether the identity of `key_id` may: its policy allows it and no bucket policy denies it."""
+        principal, policy = self.identities.get(key_id, ("", None))
+        if policy is None:
+            return False
+        context = {"aws:SecureTransport": "true", "s3:ResourceAccount": self.account, "aws:PrincipalArn": principal}
+        bucket = resource.split(":::", 1)[1].split("/", 1)[0]
+        denied = bucket in self.bucket_policies and denies(self.bucket_policies[bucket], action, resource, context)
+        return allows(policy, action, resource, context) and not denied
+
+    def __init__(self, upstream: str, account: str, identities: Mapping[str, tuple[str, Mapping[str, Any]]], tls: tuple[Path, Path], bucket_policies: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self.upstream = urllib.parse.urlsplit(upstream)
+        self.account = account
+        self.identities = dict(identities)  # access key id -> (principal ARN, identity policy)
+        self.bucket_policies = dict(bucket_policies or {})
+        self.tls = tls
+        self.identities = dict(identities)
+        self.calls: list[tuple[str, str, str]] = []  # key id, action, resource
+        self.denied: list[tuple[str, str, str]] = []
+
+    @contextmanager
+    def serve(self) -> Iterator[str]:
+        gate = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                url = urllib.parse.urlsplit(self.path)
+                query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
+                auth = self.headers.get("Authorization") or ""
+                key_id = auth.split("Credential=", 1)[1].split("/", 1)[0] if "Credential=" in auth else "(unsigned)"
+                action, resource = s3_action(self.command, url.path, query)
+                if not gate.authorized(key_id, action, resource):
+                    gate.denied.append((key_id, action, resource))
+                    self._refuse(f"{key_id} may not {action} on {resource}")
+                    return
+                gate.calls.append((key_id, action, resource))
+                conn = http.client.HTTPConnection(gate.upstream.hostname, gate.upstream.port, timeout=120)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive")}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                answer = conn.getresponse()
+                data = answer.read()
+                bucket_arn = resource.split("/", 1)[0]
+                if answer.status == 404 and action == "s3:GetObject" and not gate.authorized(key_id, "s3:ListBucket", bucket_arn):
+                    self._refuse(f"{key_id} may not s3:ListBucket on {bucket_arn}, so a missing key is denied")
+                    conn.close()
+                    return
+                self.send_response(answer.status)
+                for k, v in answer.getheaders():
+                    if k.lower() not in ("connection", "transfer-encoding", "content-length", "date", "server"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data) if self.command != "HEAD" else answer.getheader("Content-Length") or 0))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            def _refuse(self, message: str) -> None:
+                data = f"<Error><Code>AccessDenied</Code><Message>{message}</Message></Error>".encode()
+                self.send_response(403)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any  # noqa: N815
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        yield from _serve(Handler, self.tls)
+
+
+# --- Step Functions and Fargate -----------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+class StatesDouble:
+    """Step Functions for one account and region, whose executions run an ECS task locally."""
+
+    OPERATIONS = ("StartExecution", "DescribeExecution", "StopExecution")
+
+    def __init__(self, region: str, account: str, *, work: Path, images: Mapping[str, tuple[str, list[str]]], s3_endpoint: str, task_key_id: str, ca: Path) -> None:
+        self.region, self.account = region, account
+        self.model = botocore.session.get_session().get_service_model("stepfunctions")
+        self.machines: dict[str, dict[str, Any]] = {}  # arn -> {definition, role policy}
+        self.task_definitions: dict[str, dict[str, Any]] = {}  # arn (with revision) -> the rendered task definition
+        self.role_policies: dict[str, Mapping[str, Any]] = {}  # role arn -> its identity policy
+        self.caller_policy: Mapping[str, Any] | None = None
+        self.executions: dict[str, dict[str, Any]] = {}
+        self.images = dict(images)  # image reference -> (PATH of its tools, its ENTRYPOINT)
+        self.after_task: Any = None  # called once the task stopped, before the execution ends (a test's hook)
+        self.work, self.s3_endpoint, self.task_key_id, self.ca = work, s3_endpoint, task_key_id, ca
+        self.calls: list[tuple[str, str, str]] = []  # who (caller, runner, execution), action, resource
+        self.denied: list[tuple[str, str, str]] = []
+        self.violations: list[str] = []
+        self.logs: dict[str, str] = {}  # container -> what it wrote
+        self.ran: list[dict[str, Any]] = []  # the tasks, as RunTask's parameters
+        self.lock = threading.Lock()
+
+    # --- set-up: what `pulumi up` leaves ---------------------------------------------------------------
+
+    def add_machine(self, arn: str, definition: Mapping[str, Any], role_arn: str, role_policy: Mapping[str, Any]) -> None:
+        self.machines[arn] = {"definition": dict(definition), "role": role_arn}
+        self.role_policies[role_arn] = role_policy
+
+    def add_task_definition(self, arn: str, definition: Mapping[str, Any], roles: Mapping[str, Mapping[str, Any]]) -> None:
+        self.task_definitions[arn] = dict(definition)
+        self.role_policies.update(roles)
+
+    # --- the server -------------------------------------------------------------------------------------
+
+    @contextmanager
+    def serve(self) -> Iterator[str]:
+        double = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, body = double.handle(dict(self.headers), raw)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/x-amz-json-1.0")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        yield from _serve(Handler)
+
+    def handle(self, headers: Mapping[str, str], raw: bytes) -> tuple[int, Any]:
+        h = {k.lower(): v for k, v in headers.items()}
+        target = h.get("x-amz-target", "")
+        name = target.split(".", 1)[1] if target.startswith("AWSStepFunctions.") else ""
+        if name not in self.OPERATIONS:
+            self.violations.append(f"{target!r}: not an operation this double serves")
+            return 400, {"__type": "UnknownOperationException", "message": target}
+        if f"/{self.region}/states/aws4_request" not in h.get("authorization", ""):
+            self.violations.append(f"{name}: not signed for states in {self.region}")
+        op = self.model.operation_model(name)
+        params = json.loads(raw or b"{}")
+        problems = check_shape(params, op.input_shape, f"{name} request")
+        if problems:
+            self.violations += problems
+            return 400, {"__type": "ValidationException", "message": "; ".join(problems)}
+        try:
+            with self.lock:
+                answer = getattr(self, "_" + name)(params)
+        except ApiError as e:
+            if e.code not in [s.name for s in op.error_shapes] + ["AccessDeniedException"]:
+                self.violations.append(f"{name}: error {e.code} is not one the operation has")
+            return e.status, {"__type": e.code, "message": e.message}
+        problems = check_shape(answer, op.output_shape, f"{name} answer")
+        if problems:
+            self.violations += problems
+            return 500, {"__type": "InternalError", "message": "; ".join(problems)}
+        return 200, {k: (v.timestamp() if isinstance(v, datetime) else v) for k, v in answer.items()}
+
+    def _authorize(self, who: str, policy: Mapping[str, Any] | None, action: str, resource: str, context: Mapping[str, str] | None = None) -> bool:
+        if policy is None or not allows(policy, action, resource, dict(context or {})):
+            self.denied.append((who, action, resource))
+            return False
+        self.calls.append((who, action, resource))
+        return True
+
+    def _StartExecution(self, p: Mapping[str, Any]) -> dict[str, Any]:
+        machine = p["stateMachineArn"]
+        if not self._authorize("caller", self.caller_policy, "states:StartExecution", machine):
+            raise ApiError("AccessDeniedException", f"not authorized to perform: states:StartExecution on resource: {machine}")
+        if machine not in self.machines:
+            raise ApiError("StateMachineDoesNotExist", f"State Machine Does Not Exist: '{machine}'")
+        name = p.get("name") or str(uuid.uuid4())
+        arn = machine.replace(":stateMachine:", ":execution:") + f":{name}"
+        if arn in self.executions:
+            raise ApiError("ExecutionAlreadyExists", f"Execution Already Exists: '{arn}'")
+        started = datetime.now(timezone.utc)
+        self.executions[arn] = {"executionArn": arn, "stateMachineArn": machine, "name": name, "status": "RUNNING", "startDate": started, "input": p.get("input", "{}")}
+        threading.Thread(target=self._run, args=(arn,), daemon=True).start()
+        return {"executionArn": arn, "startDate": started}
+
+    def _DescribeExecution(self, p: Mapping[str, Any]) -> dict[str, Any]:
+        arn = p["executionArn"]
+        if not self._authorize("caller", self.caller_policy, "states:DescribeExecution", arn):
+            raise ApiError("AccessDeniedException", f"not authorized to perform: states:DescribeExecution on resource: {arn}")
+        if arn not in self.executions:
+            raise ApiError("ExecutionDoesNotExist", f"Execution Does Not Exist: '{arn}'")
+        return {k: v for k, v in self.executions[arn].items() if not k.startswith("_")}
+
+    def _StopExecution(self, p: Mapping[str, Any]) -> dict[str, Any]:
+        arn = p["executionArn"]
+        if not self._authorize("caller", self.caller_policy, "states:StopExecution", arn):
+            raise ApiError("AccessDeniedException", f"not authorized to perform: states:StopExecution on resource: {arn}")
+        e = self.executions.get(arn)
+        if e is None:
+            raise ApiError("ExecutionDoesNotExist", f"Execution Does Not Exist: '{arn}'")
+        stopped = datetime.now(timezone.utc)
+        if e["status"] == "RUNNING":
+            e.update(status="ABORTED", stopDate=stopped, error=p.get("error", ""), cause=p.get("cause", ""))
+        return {"stopDate": stopped}
+
+    # --- an execution ----------------------------------------------------------------------------------
+
+    def _run(self, arn: str) -> None:
+        """Interpret the definition: Task (ecs:runTask.sync; aws-sdk:sfn:listExecutions with an
+        ArrayLength ResultSelector), Choice (NumericGreaterThan) and Fail states; anything else is a
+        definition this double cannot run, recorded as a violation."""
+        e = self.executions[arn]
+        machine = self.machines[e["stateMachineArn"]]
+        definition = machine["definition"]
+        data: Any = json.loads(e.get("input") or "{}")
+        context = {"Execution": {"Name": e["name"], "Id": arn}}
+        name = definition["StartAt"]
+        outcome, result = "ok", {}
+        try:
+            while True:
+                state = definition["States"][name]
+                kind = state.get("Type")
+                if kind == "Task" and state.get("Resource") == "arn:aws:states:::ecs:runTask.sync":
+                    outcome, result = self._run_task(machine["role"], self._resolve(state["Parameters"], context))
+                    if outcome != "ok" or state.get("End"):
+                        break
+                    raise ApiError("States.Runtime", f"{name}: only an ending ecs:runTask.sync state is modelled")
+                elif kind == "Task" and state.get("Resource") == "arn:aws:states:::aws-sdk:sfn:listExecutions":
+                    p = self._resolve(state["Parameters"], context)
+                    if not self._authorize("runner", self.role_policies.get(machine["role"]), "states:ListExecutions", p["StateMachineArn"]):
+                        raise ApiError("States.TaskFailed", f"{machine['role']} may not states:ListExecutions")
+                    with self.lock:
+                        running = [{"executionArn": x["executionArn"]} for x in self.executions.values() if x["stateMachineArn"] == p["StateMachineArn"] and x["status"] == p.get("StatusFilter", x["status"])]
+                    answer = {"Executions": running[: p.get("MaxResults", 100)]}
+                    if state.get("ResultSelector") != {"running.$": "States.ArrayLength($.Executions)"} or state.get("ResultPath", "").count(".") != 1:
+                        raise ApiError("States.Runtime", f"{name}: only ResultSelector running.$ = States.ArrayLength($.Executions) into $.<key> is modelled")
+                    data[state["ResultPath"][2:]] = {"running": len(answer["Executions"])}
+                    name = state["Next"]
+                elif kind == "Choice":
+                    for choice in state["Choices"]:
+                        value: Any = data
+                        for part in choice["Variable"][2:].split("."):
+                            value = value[part]
+                        if set(choice) != {"Variable", "NumericGreaterThan", "Next"}:
+                            raise ApiError("States.Runtime", f"{name}: only NumericGreaterThan choices are modelled")
+                        if value > choice["NumericGreaterThan"]:
+                            name = choice["Next"]
+                            break
+                    else:
+                        name = state["Default"]
+                elif kind == "Fail":
+                    outcome, result = state["Error"], state.get("Cause", "")
+                    break
+                else:
+                    raise ApiError("States.Runtime", f"{name}: a {kind} state is not modelled")
+        except ApiError as err:
+            if err.code == "States.Runtime":
+                self.violations.append(err.message)
+            outcome, result = err.code, {"Error": err.message}
+        with self.lock:
+            if e["status"] != "RUNNING":
+                return
+            done = datetime.now(timezone.utc)
+            if outcome == "ok":
+                e.update(status="SUCCEEDED", stopDate=done, output=json.dumps(result))
+            else:
+                e.update(status="FAILED", stopDate=done, error=outcome, cause=result if isinstance(result, str) else json.dumps(result))
+
+    def _resolve(self, value: Any, context: Mapping[str, Any]) -> Any:
+        """Parameters with `Key.$` paths resolved: only `$$.` paths into the context object."""
+        if isinstance(value, list):
+            return [self._resolve(v, context) for v in value]
+        if not isinstance(value, dict):
+            return value
+        out = {}
+        for k, v in value.items():
+            if k.endswith(".$"):
+                if not (isinstance(v, str) and v.startswith("$$.")):
+                    raise ApiError("States.Runtime", f"{k}: {v!r} (only $$. context paths are modelled)")
+                got: Any = context
+                for part in v[3:].split("."):
+                    got = got[part]
+                out[k[:-2]] = got
+            else:
+                out[k] = self._resolve(v, context)
+        return out
+
+    def _run_task(self, runner: str, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        policy = self.role_policies.get(runner)
+        td_arn, cluster = params["TaskDefinition"], params["Cluster"]
+        if not self._authorize("runner", policy, "ecs:RunTask", td_arn, {"ecs:cluster": cluster}):
+            raise ApiError("States.TaskFailed", f"{runner} is not authorized to perform: ecs:RunTask on {td_arn}")
+        td = self.task_definitions.get(td_arn)
+        if td is None:
+            raise ApiError("States.TaskFailed", f"no task definition {td_arn}")
+        for role in (td["taskRoleArn"], td["executionRoleArn"]):
+            if not self._authorize("runner", policy, "iam:PassRole", role, {"iam:PassedToService": "ecs-tasks.amazonaws.com"}):
+                raise ApiError("States.TaskFailed", f"{runner} may not pass {role}")
+        task_id = uuid.uuid4().hex
+        task_arn = f"arn:aws:ecs:{self.region}:{self.account}:task/{cluster.rsplit('/', 1)[1]}/{task_id}"
+        tags = dict(td.get("tags") or {})
+        if params.get("PropagateTags") == "TASK_DEFINITION" and tags:
+            # ECS authorises tags put on as the task starts as TagResource with ecs:CreateAction RunTask
+            context = {"ecs:CreateAction": "RunTask", **{f"aws:RequestTag/{k}": v for k, v in tags.items()}}
+            if not self._authorize("runner", policy, "ecs:TagResource", task_arn, context):
+                raise ApiError("States.TaskFailed", f"{runner} may not tag the task it starts (ecs:TagResource on RunTask)")
+        self.ran.append(dict(params))
+        overrides = {o["Name"]: o for o in (params.get("Overrides") or {}).get("ContainerOverrides") or []}
+        containers = json.loads(td["containerDefinitions"]) if isinstance(td["containerDefinitions"], str) else td["containerDefinitions"]
+        execution = self.role_policies.get(td["executionRoleArn"])
+        exits: dict[str, int | None] = {}
+        reasons: dict[str, str] = {}
+        pending = list(containers)
+        while pending:
+            ready = [c for c in pending if all(d["containerName"] in exits for d in c.get("dependsOn") or [])]
+            if not ready:
+                raise ApiError("States.Runtime", f"containers that can never start: {[c['name'] for c in pending]}")
+            c = ready[0]
+            pending.remove(c)
+            unmet = [d for d in c.get("dependsOn") or [] if d["condition"] == "SUCCESS" and exits.get(d["containerName"]) != 0]
+            if unmet:
+                exits[c["name"]], reasons[c["name"]] = None, f"dependency {unmet[0]['containerName']} did not succeed"
+                continue
+            exits[c["name"]] = self._container(c, overrides.get(c["name"]) or {}, execution, td, task_id, reasons)
+        # the .sync integration follows the task with DescribeTasks, on the tags it carries
+        if not self._authorize("runner", policy, "ecs:DescribeTasks", task_arn, {f"aws:ResourceTag/{k}": v for k, v in tags.items()} if params.get("PropagateTags") == "TASK_DEFINITION" else {}):
+            raise ApiError("States.TaskFailed", f"{runner} may not follow the task it started (ecs:DescribeTasks)")
+        if self.after_task is not None:
+            self.after_task()
+        essential = [c["name"] for c in containers if c.get("essential", True)]
+        task = {
+            "TaskArn": task_arn,
+            "ClusterArn": cluster,
+            "TaskDefinitionArn": td_arn,
+            "LastStatus": "STOPPED",
+            "StopCode": "EssentialContainerExited",
+            "Containers": [{"Name": n, **({"ExitCode": x} if x is not None else {}), **({"Reason": reasons[n]} if n in reasons else {})} for n, x in exits.items()],
+        }
+        return ("ok" if all(exits.get(n) == 0 for n in essential) else "States.TaskFailed"), task
+
+    def _container(self, c: Mapping[str, Any], override: Mapping[str, Any], execution: Mapping[str, Any] | None, td: Mapping[str, Any], task_id: str, reasons: dict[str, str]) -> int | None:
+        from mxinfra_aws.policies import ecr_repository_arn
+
+        name = c["name"]
+        repo = ecr_repository_arn(c["image"])
+        if repo is not None and not self._authorize("execution", execution, "ecr:BatchGetImage", repo):
+            reasons[name] = f"CannotPullContainerError: the execution role may not pull {c['image']}"
+            return None
+        group = c["logConfiguration"]["options"]["awslogs-group"]
+        stream = f"{c['logConfiguration']['options']['awslogs-stream-prefix']}/{name}/{task_id}"  # awslogs: prefix/container/task
+        if not self._authorize("execution", execution, "logs:CreateLogStream", f"arn:aws:logs:{self.region}:{self.account}:log-group:{group}:log-stream:{stream}"):
+            reasons[name] = "the execution role may not write the container's log stream"
+            return None
+        env = {e["name"]: e["value"] for e in c.get("environment") or []}
+        env.update({e["Name"]: e["Value"] for e in override.get("Environment") or []})
+        for s in c.get("secrets") or []:
+            value = self._secret(s["valueFrom"], execution)
+            if value is None:
+                reasons[name] = f"ResourceInitializationError: the execution role may not read {s['valueFrom']}"
+                return None
+            env[s["name"]] = value
+        # the volume, and the task role's credentials against the S3 gate (Fargate: the SDK's own endpoint)
+        env = {k: v.replace(WORK, str(self.work)) if isinstance(v, str) else v for k, v in env.items()}
+        for k in list(env):
+            if k.startswith("RCLONE_CONFIG_") and k.endswith("_TYPE") and env[k] == "s3":
+                env[k[: -len("TYPE")] + "ENDPOINT"] = self.s3_endpoint
+        # (and the gate's certificate trusted, as the image trusts S3's public one)
+        path, image_entrypoint = self.images[c["image"]]
+        env.update({"AWS_ACCESS_KEY_ID": self.task_key_id, "AWS_SECRET_ACCESS_KEY": "testing", "PATH": path, "SSL_CERT_FILE": str(self.ca)})
+        if not td.get("taskRoleArn"):
+            raise AssertionError("the export task has no task role")
+        # as Docker runs it: the definition's entryPoint (else the image's ENTRYPOINT), then the command
+        argv = list(c.get("entryPoint") or image_entrypoint) + list(override.get("Command") or c.get("command") or [])
+        program = shutil.which(Path(argv[0]).name, path=path)
+        if program is None:
+            reasons[name] = f"CannotStartContainerError: {argv[0]} not found in the image"
+            return None
+        done = subprocess.run([program, *argv[1:]], env=env, capture_output=True, text=True, timeout=600, cwd=self.work)
+        self.logs[name] = done.stdout + done.stderr
+        return done.returncode
+
+    def _secret(self, value_from: str, execution: Mapping[str, Any] | None) -> str | None:
+        arn, key = value_from.split("::", 1)[0].rsplit(":", 1) if value_from.count(":") >= 8 else (value_from, "")
+        sm = boto3.client("secretsmanager", region_name=self.region)
+        tags = {t["Key"]: t["Value"] for t in sm.describe_secret(SecretId=arn).get("Tags") or []}
+        context = {f"secretsmanager:ResourceTag/{k}": v for k, v in tags.items()}
+        if not self._authorize("execution", execution, "secretsmanager:GetSecretValue", sm.describe_secret(SecretId=arn)["ARN"], context):
+            return None
+        text = sm.get_secret_value(SecretId=arn)["SecretString"]
+        return str(json.loads(text)[key]) if key else text
+

@@ -118,3 +118,19 @@ def check_artifact(env: Environment, artifact: str | None, path: str, file: str 
             )
         ]
     return []
+
+
+def postgres_major(image: str) -> int | None:
+    """The PostgreSQL major version an image's tag names (`postgres:17.2`, `.../postgres:16-bookworm@sha256:...`: 17, 16), or None."""
+    version = postgres_version(image)
+    return version[0] if version is not None else None
+
+
+def postgres_version(image: str) -> tuple[int, int | None] | None:
+    """The PostgreSQL version an image's tag names, (major, minor or None): `postgres:17.2` (17, 2),
+    `postgres:16-bookworm` (16, None); None when the tag names none."""
+    ref = parse_image(image)
+    if ref is None or ref.tag is None or ref.repository.rsplit("/", 1)[-1] not in ("postgres", "postgresql"):
+        return None
+    m = re.match(r"(\d+)(?:\.(\d+))?(?:[.-]|$)", ref.tag)
+    return (int(m.group(1)), int(m.group(2)) if m.group(2) is not None else None) if m else None

@@ -2,7 +2,7 @@
 (a `pg_dump` custom-format dump) and `tree/` (the file store's files, each at tree/xx/yy/<name>: see
 `tree_path`). Written and read here for the targets that move an
 environment's data through the machine running mxinfra (Cloud Foundry, through service keys); the
-Kubernetes target's Jobs write the same layout with tar and gzip (its scripts/backup.sh). Pure: no cloud.
+Kubernetes Jobs and the AWS export task write the same layout with tar and gzip (mxinfra/backup_scripts/backup.sh). Pure: no cloud.
 
 Both directions stream through the disk with flat memory: `pack` compresses on every core and hashes
 the bytes as it writes them (one pass), `unpack` reads the archive once. An archive is written beside its final name and renamed when
@@ -42,7 +42,7 @@ METADATA_MAX = 1 << 16
 # once it read the whole dump, and none around large objects), psql runs it with RESTORE_PSQL, and
 # `Opening` passes its opening lines on, judged and with CLEAN_SQL put in after its settings, inside its
 # transaction: a failure anywhere leaves the database as it was. The Kubernetes target's
-# scripts/restore.sh does the same in sh (its ConfigMap carries CLEAN_SQL as clean.sql).
+# backup_scripts/restore.sh does the same in sh (its ConfigMap carries CLEAN_SQL as clean.sql).
 RESTORE_FLAGS = ("--clean", "--if-exists", "--no-owner", "--no-privileges", "--single-transaction", "--exit-on-error", "--file=-")
 RESTORE_PSQL = ("--no-psqlrc", "--quiet", "--output=/dev/null", "--set=ON_ERROR_STOP=1")
 # psql runs what pg_restore writes out, and an archive may come from anywhere: a crafted dump must not reach
@@ -332,7 +332,7 @@ def pack(dump: Path, tree: Path, out: Path, workers: int | None = None, metadata
         with os.fdopen(fd, "wb") as raw:
             sink = _Hashing(raw)
             # gzip level 1: the dump is taken uncompressed and the files are mostly compressed already; a
-            # higher level costs several times the CPU for a few percent (scripts/backup.sh chose the same)
+            # higher level costs several times the CPU for a few percent (backup_scripts/backup.sh chose the same)
             members = _Members(sink, workers if workers is not None else _cores())
             try:
                 with tarfile.open(fileobj=members, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
@@ -358,7 +358,7 @@ def pack(dump: Path, tree: Path, out: Path, workers: int | None = None, metadata
             members.close()
             raw.flush()
             os.fsync(raw.fileno())
-        _claim(partial, out)
+        claim(partial, out)
     except FileExistsError:
         raise UserError(f"{out}: appeared while the archive was written: not overwritten") from None
     except OSError as e:
@@ -376,7 +376,7 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _claim(partial: Path, out: Path) -> None:
+def claim(partial: Path, out: Path) -> None:
     """Give the complete archive its final name, never over a file that appeared there meanwhile."""
     try:
         # a hard link, then the partial name removed: unlike a rename it never replaces an existing file

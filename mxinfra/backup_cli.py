@@ -10,9 +10,11 @@ its size and sha256 as checked); for `restore --from` also `same_cluster(source)
 id, now) -> dict` (copies the source's archive into this environment's backups and restores it; what
 was checked of it, e.g. size and sha256). The Kubernetes target's is mxinfra_kubernetes.backups.ClusterActions.
 
-A target whose platform keeps no backups it can list (Cloud Foundry) takes them on demand instead:
+A target that cannot hand out what it keeps (Cloud Foundry keeps nothing it can list; AWS keeps recovery
+points, which hold no pg_dump) takes a backup on demand instead:
 `download_now(out_dir, now, via) -> dict` (a backup taken now and written as `<id>.tar.gz` into `out_dir`:
-its id, size, sha256) for `download` without `--id`. `restore_archive(path, now, via, vouch, before) ->
+its id, size, sha256) for `download` without `--id`, and optionally `after_download(that dict)`, run once
+the download is recorded (AWS removes its bucket's copy then, never before). `restore_archive(path, now, via, vouch, before) ->
 dict` is `restore --archive` (a Mendix Cloud archive on this machine, from `download` on any target; the
 target reads it through once, judging it, then calls `vouch(sha256, size)` with what that pass hashed,
 which refuses an archive no trusted record names, then `before`, production's backup, before it changes
@@ -162,7 +164,7 @@ def download(
     stack: Stack,
     environment: Env,
     out_dir: Annotated[Path, typer.Option("-o", "--out", help="The directory to write <id>.tar.gz into (made if missing)")],
-    backup_id: Annotated[str | None, typer.Option("--id", help="The backup to download (from `mxinfra backup list`); Cloud Foundry: none, a backup is taken now")] = None,
+    backup_id: Annotated[str | None, typer.Option("--id", help="The backup to download (from `mxinfra backup list`); Cloud Foundry and AWS: none, a backup is taken now")] = None,
     directory: Directory = Path("."),
     via: Via = None,
 ) -> None:
@@ -186,6 +188,9 @@ def download(
         got = ctx.actions.download_now(out_dir, _now(), via)
         backup_id, target = got["id"], Path(got["path"])
         ctx.record("backup-download", {"backup": {"id": backup_id, "trigger": "on-demand", **_checked(got)}})
+        # what the target keeps until the download is recorded (AWS: the exports bucket's copy)
+        if callable(after := getattr(ctx.actions, "after_download", None)):
+            after(got)
     else:
         _supports(ctx, "download", "download")
         if backup_id is None:

@@ -48,6 +48,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from mxinfra.backup_archive import claim
 from mxinfra.backups import ID_FORMAT, Backups
 from mxinfra.environments import Environment
 from mxinfra.errors import UserError
@@ -103,18 +104,26 @@ class Pair:
         return f"{self.id}: {', '.join(parts)}; {origin}"
 
 
+# DescribeExecution's answers worth waiting out (botocore already retried them a few times).
+_TRANSIENT = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException", "ServiceUnavailable", "ServiceUnavailableException", "InternalServerError", "InternalFailure"})
+
+
+class _Transient(Exception):
+    """A DescribeExecution failure worth trying again."""
+
+
 class _ExportEnded(UserError):
     """The export's execution ended without an archive (nothing left running to stop)."""
 
 
-def _stream(body: Any, part: Path, where: str) -> tuple[int, str]:
-    """Copy a streaming body into the new file `part` (owner-only) a MiB at a time; its size and sha256.
-    A UserError for this machine's file system or a connection that broke off."""
+def _stream(body: Any, fd: int, part: Path, where: str) -> tuple[int, str]:
+    """Copy a streaming body into `part` (open as `fd`, which is closed) a MiB at a time; its size and
+    sha256. A UserError for this machine's file system or a connection that broke off."""
     import botocore.exceptions
 
     digest, size = hashlib.sha256(), 0
     try:
-        with os.fdopen(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+        with os.fdopen(fd, "wb") as f:
             while chunk := body.read(1 << 20):
                 digest.update(chunk)
                 size += len(chunk)
@@ -377,33 +386,67 @@ class VaultActions:
             raise
         part = out.with_name(f".{out.name}.part")
         where = f"s3://{bucket}/{key}"
-        if part.exists():
-            raise UserError(f"{part}: exists (another download of the same second?): remove it and run again; the archive stays in {where} for a day")
+        try:
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise UserError(f"{part}: exists (another download of the same second?): remove it and run again; the archive stays in {where} for a day") from None
+        except OSError as e:
+            raise UserError(f"{part}: cannot write the archive: {e.strerror or e}; it stays in {where} for a day") from None
         try:
             # the bucket must be the account's own: its name is global (a deleted one could be anyone's)
             with self._aws(f"s3:GetObject of {where}", head=self._export_head):
                 answer = s3.get_object(Bucket=bucket, Key=key, ExpectedBucketOwner=self.a.account)
                 stored = (answer.get("Metadata") or {}).get("mxinfra-sha256")
-                size, sha = _stream(answer["Body"], part, where)
+                size, sha = _stream(answer["Body"], fd, part, where)
             if stored != sha or answer.get("ContentLength") != size:
                 raise UserError(
                     f"{self.env.name}: the export {backup} arrived as {size} bytes with sha256 {sha}, but the export task stored "
                     f"{answer.get('ContentLength')} bytes with sha256 {stored or '(none)'} in {where}: not kept, run it again"
                 )
             try:
-                os.link(part, out)  # never over a file that appeared meanwhile
+                claim(part, out)  # never over a file that appeared meanwhile
             except FileExistsError:
                 raise UserError(f"{out}: appeared while the export ran: not overwritten; the archive stays in {where} for a day") from None
+            except OSError as e:
+                raise UserError(f"{out}: cannot name the archive: {e.strerror or e}; it stays in {where} for a day") from None
         finally:
             part.unlink(missing_ok=True)
-        # fetched and checked: the bucket's copy goes now (its lifecycle removes it within two days anyway),
-        # and a failed delete loses nothing the record needs
+        return {"id": backup, "path": str(out), "size": size, "sha256": sha, "task": ended, "exported": where}
+
+    def after_download(self, got: dict[str, Any]) -> None:
+        """Once the download is recorded: the bucket's copy goes (its lifecycle would remove it within two
+        days); a failed delete is a warning, the archive and its record stand."""
+        bucket, _, key = str(got["exported"]).removeprefix("s3://").partition("/")
         try:
-            with self._aws(f"s3:DeleteObject of {where}", head=self._export_head):
-                s3.delete_object(Bucket=bucket, Key=key, ExpectedBucketOwner=self.a.account)
+            with self._aws(f"s3:DeleteObject of {got['exported']}", head=self._export_head):
+                self.session.client("s3", region_name=self.a.region, config=self._config).delete_object(Bucket=bucket, Key=key, ExpectedBucketOwner=self.a.account)
         except UserError as e:
             self._say(f"warning: {e} (the bucket's lifecycle removes it)")
-        return {"id": backup, "path": str(out), "size": size, "sha256": sha, "task": ended}
+
+    def _describe_patiently(self, states: Any, execution: str, deadline: float) -> dict[str, Any]:
+        """DescribeExecution, through throttling and broken connections until the deadline (an export runs
+        for hours: a network blip must not stop it); any other refusal at once."""
+        import botocore.exceptions
+
+        broken = (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionClosedError, botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError)
+        while True:
+            try:
+                # the blips are taken out before _aws, which would make them final
+                with self._aws(f"states:DescribeExecution of {execution}", head=self._export_head):
+                    try:
+                        return dict(states.describe_execution(executionArn=execution))
+                    except botocore.exceptions.ClientError as exc:
+                        if exc.response.get("Error", {}).get("Code") not in _TRANSIENT:
+                            raise
+                        raise _Transient(str(exc)) from None
+                    except broken as exc:
+                        raise _Transient(str(exc)) from None
+            except _Transient as e:
+                blip = str(e)
+            if time.monotonic() >= deadline:
+                raise UserError(f"{self._export_head}: cannot follow the export {execution} ({blip}); nothing was recorded")
+            self._say(f"warning: following the export {execution}: {blip}; trying again")
+            time.sleep(max(self.poll, 1.0))
 
     def _stop_export(self, states: Any, execution: str) -> None:
         """Stop an export nobody waits for any more (best effort: said either way)."""
@@ -424,8 +467,7 @@ class VaultActions:
         deadline = time.monotonic() + self.export_timeout
         logs = f"log group {self.a.log_group_name}, streams export/<container>/<task id>"
         while True:
-            with self._aws(f"states:DescribeExecution of {execution}", head=self._export_head):
-                d = states.describe_execution(executionArn=execution)
+            d = self._describe_patiently(states, execution, deadline)
             status = d.get("status")
             if status != "RUNNING":
                 break
@@ -446,7 +488,8 @@ class VaultActions:
         task_id = str(task.get("TaskArn") or "").rsplit("/", 1)[-1] or "<task id>"
         why = "; ".join(f"{c.get('Name')} exited {c.get('ExitCode')}" + (f" ({c.get('Reason')})" if c.get("Reason") else "") + f" (log stream export/{c.get('Name')}/{task_id})" for c in failed)
         why = why or "; ".join(f"{c.get('Name')} never ran to the end" for c in never) or f"{d.get('error') or status}: {str(d.get('cause') or 'AWS gave no reason')[:300]}"
-        raise _ExportEnded(f"{self._export_head}: the export {execution} ended {status}: {why}; nothing was recorded ({logs}; `aws stepfunctions describe-execution --execution-arn {execution}`)")
+        where = "" if d.get("error") == "mxinfra.ExportRunning" else f"{logs}; "  # refused before any task ran
+        raise _ExportEnded(f"{self._export_head}: the export {execution} ended {status}: {why}; nothing was recorded ({where}`aws stepfunctions describe-execution --execution-arn {execution}`)")
 
     # --- AWS --------------------------------------------------------------------------------------------
 
@@ -558,7 +601,7 @@ class VaultActions:
             if denied and reraise_denied:
                 raise
             if denied:
-                fix = self._rights()
+                fix = self._rights() + (f" (or the bucket is not account {self.a.account}'s own)" if doing.startswith("s3:") else "")
             elif code in _INVALID:
                 fix = f"the AWS credentials are not valid (expired or revoked): {sign_in}"
             elif code == "ResourceNotFoundException" and "Vault" in doing:
@@ -568,7 +611,7 @@ class VaultActions:
             elif code == "ExecutionAlreadyExists":
                 fix = "an export with this id (the second it started) exists already: run it again"
             elif code in ("NoSuchKey", "404"):
-                fix = "the export task stored no archive under its id: see its log streams (export/<container>/<task id>)"
+                fix = "the export task stored no archive under its id, or another download of the same second fetched it: see its log streams (export/<container>/<task id>)"
             elif code == "ResourceNotFoundException":
                 fix = "it may have expired or been deleted: see `mxinfra backup list`"
             elif code in ("InvalidParameterValueException", "InvalidRequestException") and "StartBackupJob" in doing and self.env.is_production:

@@ -161,7 +161,9 @@ def definition(a: Arns, task_definition_arn: str, security_group: str) -> dict[s
                     "TaskDefinition": task_definition_arn,
                     "LaunchType": "FARGATE",
                     "PlatformVersion": "LATEST",
-                    "PropagateTags": "TASK_DEFINITION",
+                    # the environment's tags on the task, given in the request: ECS authorises them as TagResource
+                    # (ecs:CreateAction RunTask, aws:RequestTag), and DescribeTasks and StopTask then match them
+                    "Tags": [{"Key": k, "Value": v} for k, v in sorted(policies.environment_tags(a).items())],
                     "NetworkConfiguration": {
                         "AwsvpcConfiguration": {"Subnets": list(a.subnets), "SecurityGroups": [security_group], "AssignPublicIp": "ENABLED" if a.assign_public_ip else "DISABLED"}
                     },

@@ -438,8 +438,9 @@ def _principal_arns(a: Arns, kind: str) -> list[str]:
 
 def exports_bucket_policy(a: Arns) -> Document:
     """The exports bucket's own policy: TLS only; archives written only by the export task's role and read
-    only by the `backups` role, whatever S3 rights other identities of the account hold (a production dump
-    must not be readable, nor an archive replaceable, by a CI role with s3:* on the account)."""
+    only by the `backups` role, whatever object rights other identities of the account hold (a production
+    dump must not be readable, nor an archive replaceable, by a CI role that may read and write every
+    object). An identity that may change bucket policies is the platform's, outside this (as for every bucket)."""
     arn = a.exports_bucket_arn
     return _doc(
         *bucket_policy(a, arn)["Statement"],
@@ -452,10 +453,11 @@ def exports_bucket_policy(a: Arns) -> Document:
             "Condition": {"StringNotEquals": {"aws:PrincipalArn": _principal_arns(a, "export-task")}},
         },
         {
+            # GetObject*: a version's read (`?versionId=null` on an unversioned bucket) is GetObjectVersion
             "Sid": "OnlyBackupsReads",
             "Effect": "Deny",
             "Principal": "*",
-            "Action": "s3:GetObject",
+            "Action": "s3:GetObject*",
             "Resource": f"{arn}/*",
             "Condition": {"StringNotEquals": {"aws:PrincipalArn": _principal_arns(a, "backups")}},
         },
@@ -579,8 +581,13 @@ def _service_read(a: Arns) -> Document:
     return _allow("ServiceState", ["ecs:DescribeServices"], _one_or_all(a.service_arns))
 
 
+def environment_tags(a: Arns) -> dict[str, str]:
+    """The tags that tell the environment's resources (and the export's tasks) apart, as the conditions read them."""
+    return {"mxinfra:app": a.naming.app, "mxinfra:environment": a.naming.environment}
+
+
 def _environment_tags(a: Arns, prefix: str = "aws:ResourceTag") -> Document:
-    return {f"{prefix}/mxinfra:app": a.naming.app, f"{prefix}/mxinfra:environment": a.naming.environment}
+    return {f"{prefix}/{k}": v for k, v in environment_tags(a).items()}
 
 
 def deploy_policy(a: Arns) -> Document:

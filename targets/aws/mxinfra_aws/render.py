@@ -203,4 +203,6 @@ def export_notes(resources: Sequence[Mapping[str, Any]]) -> list[str]:
     images = ", ".join(f"{c.get('name')} {c.get('image')}" for c in containers)
     machines = [r["inputs"].get("name") for r in resources if r["type"] == STATE_MACHINE and str(r["inputs"].get("name", "")).endswith("-export")]
     storage = (i.get("ephemeralStorage") or {}).get("sizeInGib")
-    return [f"export task {i.get('family')} ({images}; {storage} GiB scratch), started only by the state machine {', '.join(machines)}; archives expire after 1 day"]
+    days = [rule.get("expiration", {}).get("days") for r in resources if r["type"] == "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration" and r["name"].endswith("-exports-lifecycle") for rule in r["inputs"].get("rules") or []]
+    expiry = f"archives expire after {days[0]} day(s)" if days else "archives never expire (no lifecycle rule)"
+    return [f"export task {i.get('family')} ({images}; {storage} GiB scratch), started only by the state machine {', '.join(machines)}; {expiry}"]

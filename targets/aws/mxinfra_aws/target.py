@@ -160,17 +160,31 @@ class AwsTarget(Target):
 
     @staticmethod
     def _check_export(stack: StackConfig, block: AwsConfig, file: str) -> list[ConfigIssue]:
-        """The export task's images, pinned by digest where a production environment's data passes through them."""
+        """The export task's images: a pg_dump no older than the server, and pinned by digest where a
+        production environment's data passes through them."""
         from mxinfra.artifacts import parse_image
 
+        from mxinfra.artifacts import postgres_major
+
         x = block.backupExport
-        pinned = [e.name for e in stack.environments if e.is_production and exports(block, e)]
-        if x is None or not pinned:
+        if x is None:
             return []
         issues = []
+        server = int(block.database.engineVersion.split(".")[0])
+        client = postgres_major(x.postgresImage)
+        if client is not None and client < server:
+            issues.append(
+                ConfigIssue(
+                    "mxinfra:aws.backupExport.postgresImage",
+                    f"{x.postgresImage!r} is PostgreSQL {client}, whose pg_dump refuses the database's PostgreSQL {server} (database.engineVersion)",
+                    f"a postgres image of version {server} or newer",
+                    file,
+                )
+            )
+        pinned = [e.name for e in stack.environments if e.is_production and exports(block, e)]
         for key, image in (("postgresImage", x.postgresImage), ("rcloneImage", x.rcloneImage)):
             ref = parse_image(image)
-            if ref is not None and ref.digest is None:
+            if pinned and ref is not None and ref.digest is None:
                 issues.append(
                     ConfigIssue(
                         f"mxinfra:aws.backupExport.{key}",

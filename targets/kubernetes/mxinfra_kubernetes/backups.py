@@ -1,16 +1,16 @@
-"""Backups in plain mode: a CronJob that runs scripts/backup.sh (pg_dump of the environment's database
+"""Backups in plain mode: a CronJob that runs mxinfra/backup_scripts/backup.sh (pg_dump of the environment's database
 and a copy of its local file store into one archive on the environment's backups claim, then
-retention), and a suspended CronJob that is the restore Job's template (scripts/restore.sh).
+retention), and a suspended CronJob that is the restore Job's template (mxinfra/backup_scripts/restore.sh).
 
 A restore from another environment (`backups.restoreFrom`) moves the archive between the two
 namespaces' claims, which no pod can mount both of: an export Job in the source namespace
-(scripts/export.sh: the backups claim read-only, no Secret) connects to the destination's restore Job,
+(mxinfra/backup_scripts/export.sh: the backups claim read-only, no Secret) connects to the destination's restore Job,
 which receives on TRANSFER_PORT; a NetworkPolicy in the destination admits only the sources' export pods.
 A download is the same export Job serving the archive once, read through the API server's pod proxy.
 
 With `backups.s3` or `backups.azure` the archives live in object storage instead of the claim: each Job
 builds or reads one archive in a scratch volume (an emptyDir), and an rclone container
-(scripts/store.sh) uploads it and applies retention (backup) or fetches it first (restore). The
+(mxinfra/backup_scripts/store.sh) uploads it and applies retention (backup) or fetches it first (restore). The
 postgres container never holds the store's credentials, the rclone container never the database's.
 
 The scripts are mounted from a ConfigMap as they are in this package: the tests run the same files
@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mxinfra.artifacts import parse_image
+from mxinfra.artifacts import parse_image, postgres_major, postgres_version
 from mxinfra.backup_scripts import SCRIPTS
 from mxinfra.backups import ID_FORMAT, Backups, FilesNotRestored, of_environment, parse_id, retention_env
 from mxinfra.environments import Environment
@@ -826,22 +826,6 @@ def _files_layout(steps: dict[str, dict[str, Any]]) -> str:
     env = {e["name"]: e.get("value") for e in push.get("env", [])}
     suffix = env.get("FILES_SUFFIX")
     return "in object storage" + (f" under the key suffix {suffix!r}" if suffix else " without a key suffix")
-
-
-def postgres_major(image: str) -> int | None:
-    """The PostgreSQL major version an image's tag names (`postgres:17.2`, `.../postgres:16-bookworm@sha256:...`: 17, 16), or None."""
-    version = postgres_version(image)
-    return version[0] if version is not None else None
-
-
-def postgres_version(image: str) -> tuple[int, int | None] | None:
-    """The PostgreSQL version an image's tag names, (major, minor or None): `postgres:17.2` (17, 2),
-    `postgres:16-bookworm` (16, None); None when the tag names none."""
-    ref = parse_image(image)
-    if ref is None or ref.tag is None or ref.repository.rsplit("/", 1)[-1] not in ("postgres", "postgresql"):
-        return None
-    m = re.match(r"(\d+)(?:\.(\d+))?(?:[.-]|$)", ref.tag)
-    return (int(m.group(1)), int(m.group(2)) if m.group(2) is not None else None) if m else None
 
 
 def unrestricting(image: str) -> bool:

@@ -77,6 +77,12 @@ def s3_action(method: str, path: str, query: Mapping[str, list[str]]) -> tuple[s
     """S3's IAM action and resource ARN for a path-style request."""
     bucket, _, key = path.lstrip("/").partition("/")
     key = urllib.parse.unquote(key)
+    for sub in ("policy", "versioning", "lifecycle", "replication", "publicAccessBlock", "ownershipControls", "encryption", "acl"):
+        if sub in query:
+            verb = {"GET": "Get", "PUT": "Put", "DELETE": "Delete"}.get(method, method)
+            noun = {"policy": "BucketPolicy", "versioning": "BucketVersioning", "lifecycle": "LifecycleConfiguration", "replication": "ReplicationConfiguration",
+                    "publicAccessBlock": "BucketPublicAccessBlock", "ownershipControls": "BucketOwnershipControls", "encryption": "EncryptionConfiguration", "acl": "BucketAcl" if not key else "ObjectAcl"}[sub]
+            return f"s3:{verb}{noun}", f"arn:aws:s3:::{bucket}" + (f"/{key}" if key else "")
     if not key:
         if method in ("GET", "HEAD") and "location" in query:
             return "s3:GetBucketLocation", f"arn:aws:s3:::{bucket}"
@@ -85,7 +91,9 @@ def s3_action(method: str, path: str, query: Mapping[str, list[str]]) -> tuple[s
         return f"s3:{method}Bucket?", f"arn:aws:s3:::{bucket}"
     obj = f"arn:aws:s3:::{bucket}/{key}"
     if method in ("GET", "HEAD"):
-        return ("s3:ListMultipartUploadParts" if "uploadId" in query else "s3:GetObject"), obj
+        if "uploadId" in query:
+            return "s3:ListMultipartUploadParts", obj
+        return ("s3:GetObjectVersion" if "versionId" in query else "s3:GetObject"), obj
     if method == "DELETE":
         return ("s3:AbortMultipartUpload" if "uploadId" in query else "s3:DeleteObject"), obj
     # PUT object, PUT part, POST ?uploads (create), POST ?uploadId (complete): all s3:PutObject
@@ -404,9 +412,11 @@ class StatesDouble:
                 raise ApiError("States.TaskFailed", f"{runner} may not pass {role}")
         task_id = uuid.uuid4().hex
         task_arn = f"arn:aws:ecs:{self.region}:{self.account}:task/{cluster.rsplit('/', 1)[1]}/{task_id}"
-        tags = dict(td.get("tags") or {})
-        if params.get("PropagateTags") == "TASK_DEFINITION" and tags:
-            # ECS authorises tags put on as the task starts as TagResource with ecs:CreateAction RunTask
+        # the request's Tags (a PropagateTags source is not modelled): ECS authorises them as TagResource
+        # with ecs:CreateAction RunTask and each as aws:RequestTag
+        assert "PropagateTags" not in params, "propagated tags: how ECS authorises them is not modelled"
+        tags = {t["Key"]: t["Value"] for t in params.get("Tags") or []}
+        if tags:
             context = {"ecs:CreateAction": "RunTask", **{f"aws:RequestTag/{k}": v for k, v in tags.items()}}
             if not self._authorize("runner", policy, "ecs:TagResource", task_arn, context):
                 raise ApiError("States.TaskFailed", f"{runner} may not tag the task it starts (ecs:TagResource on RunTask)")
@@ -429,7 +439,7 @@ class StatesDouble:
                 continue
             exits[c["name"]] = self._container(c, overrides.get(c["name"]) or {}, execution, td, task_id, reasons)
         # the .sync integration follows the task with DescribeTasks, on the tags it carries
-        if not self._authorize("runner", policy, "ecs:DescribeTasks", task_arn, {f"aws:ResourceTag/{k}": v for k, v in tags.items()} if params.get("PropagateTags") == "TASK_DEFINITION" else {}):
+        if not self._authorize("runner", policy, "ecs:DescribeTasks", task_arn, {f"aws:ResourceTag/{k}": v for k, v in tags.items()}):
             raise ApiError("States.TaskFailed", f"{runner} may not follow the task it started (ecs:DescribeTasks)")
         if self.after_task is not None:
             self.after_task()

@@ -50,7 +50,9 @@ def _condition(cond: Mapping[str, Mapping[str, Any]], context: Mapping[str, Any]
                     return False
                 continue
             if not present:
-                if if_exists or qualifier == "ForAllValues":
+                # IAM: a missing key satisfies ...IfExists, ForAllValues, and the negated operators
+                # (StringNotEquals of a tag the resource lacks is true: a Deny on it applies)
+                if if_exists or qualifier == "ForAllValues" or "Not" in base:
                     continue
                 return False
             actual = context[key]

@@ -215,6 +215,8 @@ def test_production_export_images_must_be_pinned(project, capsys):
     assert rc == 2 and "mxinfra:aws.backupExport.postgresImage" in err and "not pinned by digest" in err
     rc, err = bad(project, capsys, config("production", aws={"backupExport": {"postgresImage": "Not An Image", "rcloneImage": RCLONE, "storageGb": 500}}))
     assert rc == 2 and "mxinfra:aws.backupExport.postgresImage" in err and "mxinfra:aws.backupExport.storageGb" in err
+    rc, err = bad(project, capsys, config("production", aws={"backupExport": {"postgresImage": POSTGRES.replace(":17.7", ":15.4"), "rcloneImage": RCLONE}, "database": {"engineVersion": "16"}}))
+    assert rc == 2 and "is PostgreSQL 15, whose pg_dump refuses the database's PostgreSQL 16" in " ".join(err.split()), err
     rc, err = bad(project, capsys, config("production", aws={"backupExport": EXPORT}))
     assert rc == 0, err
 
@@ -422,7 +424,7 @@ def test_the_plan_notes_say_what_download_runs_or_needs():
     (note,) = export_notes(as_resources(_update()))
     assert note == (
         f"export task orders-test-export (pull-files {RCLONE}, backup {POSTGRES}, put {RCLONE}; 50 GiB scratch), "
-        "started only by the state machine orders-test-export; archives expire after 1 day"
+        "started only by the state machine orders-test-export; archives expire after 1 day(s)"
     )
     plain = run_as_update(lambda: MendixApp("orders", {"deployment": deployment(config("test", aws={"vpcTags": {}}), "aws-test")}), "aws-test")
     assert export_notes(as_resources(plain)) == ["no export task: `mxinfra backup download` needs mxinfra:aws.backupExport (its postgres and rclone images)"]
@@ -466,6 +468,9 @@ def test_the_exports_bucket_keeps_other_identities_of_the_account_out(exported: 
     d, a = exported, exported.a
     key = f"{a.exports_bucket_arn}/20261205T010203Z.tar.gz"
     assert not d.gate.authorized(CI_KEY, "s3:GetObject", key) and not d.gate.authorized(CI_KEY, "s3:PutObject", key)
+    # nor by another name for the same read: GET ?versionId=null of an unversioned bucket
+    assert s3_action("GET", f"/{a.exports_bucket_name}/x.tar.gz", {"versionId": ["null"]})[0] == "s3:GetObjectVersion"
+    assert not d.gate.authorized(CI_KEY, "s3:GetObjectVersion", key)
     assert d.gate.authorized(CI_KEY, "s3:GetObject", f"{a.bucket_arn}/x")
     assert d.gate.authorized(CALLER_KEY, "s3:GetObject", key) and not d.gate.authorized(CALLER_KEY, "s3:PutObject", key)
     assert d.gate.authorized(TASK_KEY, "s3:PutObject", key) and not d.gate.authorized(TASK_KEY, "s3:GetObject", key)
@@ -509,3 +514,16 @@ def test_one_export_at_a_time(exported: Deployed, project: Any, tmp_path: Path, 
     said = " ".join(err.split())
     assert rc == 2 and "ended FAILED: mxinfra.ExportRunning: another export of this environment is running" in said, err
     assert d.states.ran == [] and ("runner", "states:ListExecutions", d.a.export_machine_arn) in d.states.calls
+
+
+def test_the_bucket_copy_goes_only_after_the_record_and_a_failed_delete_is_a_warning(exported: Deployed, project: Any, tmp_path: Path, capsys: Any) -> None:
+    d = exported
+    principal, policy = d.gate.identities[CALLER_KEY]
+    no_delete = {**policy, "Statement": [*policy["Statement"], {"Effect": "Deny", "Action": "s3:DeleteObject", "Resource": "*"}]}
+    d.gate.identities[CALLER_KEY] = (principal, no_delete)
+    rc, out, err = _download(d, project, tmp_path / "o", capsys)
+    said = " ".join(err.split())
+    assert rc == 0 and "warning:" in said and "s3:DeleteObject" in said and "the bucket's lifecycle removes it" in said, err
+    (record,) = [r for r in _records(project, d.role) if r.action == "backup-download"]
+    (archive,) = (tmp_path / "o").iterdir()
+    assert record.changes["backup"]["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()

@@ -207,6 +207,7 @@ class StatesDouble:
         self.executions: dict[str, dict[str, Any]] = {}
         self.images = dict(images)  # image reference -> (PATH of its tools, its ENTRYPOINT)
         self.after_task: Any = None  # called once the task stopped, before the execution ends (a test's hook)
+        self.throttle = 0  # the next this many DescribeExecution calls are answered ThrottlingException
         self.work, self.s3_endpoint, self.task_key_id, self.ca = work, s3_endpoint, task_key_id, ca
         self.calls: list[tuple[str, str, str]] = []  # who (caller, runner, execution), action, resource
         self.denied: list[tuple[str, str, str]] = []
@@ -266,7 +267,7 @@ class StatesDouble:
             with self.lock:
                 answer = getattr(self, "_" + name)(params)
         except ApiError as e:
-            if e.code not in [s.name for s in op.error_shapes] + ["AccessDeniedException"]:
+            if e.code not in [s.name for s in op.error_shapes] + ["AccessDeniedException", "ThrottlingException"]:
                 self.violations.append(f"{name}: error {e.code} is not one the operation has")
             return e.status, {"__type": e.code, "message": e.message}
         problems = check_shape(answer, op.output_shape, f"{name} answer")
@@ -299,6 +300,9 @@ class StatesDouble:
 
     def _DescribeExecution(self, p: Mapping[str, Any]) -> dict[str, Any]:
         arn = p["executionArn"]
+        if self.throttle > 0:
+            self.throttle -= 1
+            raise ApiError("ThrottlingException", "Rate exceeded")
         if not self._authorize("caller", self.caller_policy, "states:DescribeExecution", arn):
             raise ApiError("AccessDeniedException", f"not authorized to perform: states:DescribeExecution on resource: {arn}")
         if arn not in self.executions:

@@ -527,3 +527,13 @@ def test_the_bucket_copy_goes_only_after_the_record_and_a_failed_delete_is_a_war
     (record,) = [r for r in _records(project, d.role) if r.action == "backup-download"]
     (archive,) = (tmp_path / "o").iterdir()
     assert record.changes["backup"]["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
+
+
+def test_throttling_while_following_the_export_is_waited_out(exported: Deployed, project: Any, tmp_path: Path, capsys: Any) -> None:
+    """An export runs for hours: answers worth waiting out (beyond the SDK's own retries) do not stop it."""
+    # the SDK's own five attempts are all throttled once: then the command's patience is what is left
+    exported.states.throttle = 6
+    rc, out, err = _download(exported, project, tmp_path / "o", capsys)
+    assert rc == 0 and err.count("warning: following the export") == 1 and "ThrottlingException" in err, err
+    (execution,) = exported.states.executions.values()
+    assert execution["status"] == "SUCCEEDED"

@@ -389,7 +389,11 @@ def claim(partial: Path, out: Path) -> None:
         # a file system without hard links (FAT, SMB shares): claim the name with an empty file, then
         # rename over that placeholder, which is ours
         os.close(os.open(out, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        os.replace(partial, out)
+        try:
+            os.replace(partial, out)
+        except OSError:
+            out.unlink(missing_ok=True)  # the placeholder is ours: no empty file under the archive's name
+            raise
     try:
         fd = os.open(out.parent, os.O_RDONLY)
     except OSError:

@@ -188,9 +188,15 @@ def download(
         got = ctx.actions.download_now(out_dir, _now(), via)
         backup_id, target = got["id"], Path(got["path"])
         ctx.record("backup-download", {"backup": {"id": backup_id, "trigger": "on-demand", **_checked(got)}})
-        # what the target keeps until the download is recorded (AWS: the exports bucket's copy)
+        sys.stdout.write(f"{environment}: downloaded backup {backup_id} to {target} ({got['size']} bytes, sha256 {got['sha256']}), recorded\n")
+        # what the target keeps until the download is recorded (AWS: the exports bucket's copy); the
+        # download stands whatever becomes of it
         if callable(after := getattr(ctx.actions, "after_download", None)):
-            after(got)
+            try:
+                after(got)
+            except KeyboardInterrupt:
+                sys.stderr.write(f"warning: interrupted while cleaning up after the download; {backup_id} is downloaded and recorded\n")
+        return
     else:
         _supports(ctx, "download", "download")
         if backup_id is None:

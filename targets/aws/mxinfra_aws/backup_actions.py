@@ -117,9 +117,10 @@ class _ExportEnded(UserError):
 
 
 def _stream(body: Any, fd: int, part: Path, where: str) -> tuple[int, str]:
-    """Copy a streaming body into `part` (open as `fd`, which is closed) a MiB at a time; its size and
-    sha256. A UserError for this machine's file system or a connection that broke off."""
+    """Copy a streaming body into `part` (open as `fd`, which is closed) a MiB at a time, synced; its size
+    and sha256. A UserError for this machine's file system or a connection that broke off."""
     import botocore.exceptions
+    import urllib3.exceptions
 
     digest, size = hashlib.sha256(), 0
     try:
@@ -128,10 +129,13 @@ def _stream(body: Any, fd: int, part: Path, where: str) -> tuple[int, str]:
                 digest.update(chunk)
                 size += len(chunk)
                 f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())  # named (and recorded) only once it is on disk
+    except (urllib3.exceptions.HTTPError, botocore.exceptions.HTTPClientError, botocore.exceptions.IncompleteReadError, botocore.exceptions.FlexibleChecksumError) as e:
+        # the connection, TLS or decoding broke mid-stream (HTTPClientError: timeouts, ResponseStreamingError)
+        raise UserError(f"the download of {where} broke off after {size} bytes ({e}): it stays there for a day or two; run `mxinfra backup download` again") from None
     except OSError as e:
-        raise UserError(f"{part}: cannot write the archive: {e.strerror or e}; it stays in {where} for a day") from None
-    except (botocore.exceptions.ResponseStreamingError, botocore.exceptions.IncompleteReadError, botocore.exceptions.ReadTimeoutError, botocore.exceptions.FlexibleChecksumError) as e:
-        raise UserError(f"the download of {where} broke off after {size} bytes ({e}): it stays there for a day; run `mxinfra backup download` again") from None
+        raise UserError(f"{part}: cannot write the archive: {e.strerror or e}; it stays in {where} for a day or two") from None
     return size, digest.hexdigest()
 
 
@@ -356,8 +360,8 @@ class VaultActions:
     def download_now(self, out_dir: Path, now: datetime, via: str | None = None) -> dict[str, Any]:
         """A backup taken now by the export task (export.py: the state machine the `backups` role may
         start), fetched from the exports bucket into `out_dir/<id>.tar.gz` a MiB at a time and checked
-        against the size and sha256 the task stored with it, then deleted from the bucket; the id, size
-        and sha256."""
+        against the size and sha256 the task stored with it (the bucket's copy goes in after_download, once
+        the download is recorded); the id, size and sha256."""
         if via is not None:
             raise UserError("--database-via: the aws target's export task reaches the database from inside the VPC: leave it out")
         self._check_account()
@@ -389,13 +393,17 @@ class VaultActions:
         try:
             fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
-            raise UserError(f"{part}: exists (another download of the same second?): remove it and run again; the archive stays in {where} for a day") from None
+            raise UserError(f"{part}: exists (another download of the same second?): remove it and run again; the archive stays in {where} for a day or two") from None
         except OSError as e:
-            raise UserError(f"{part}: cannot write the archive: {e.strerror or e}; it stays in {where} for a day") from None
+            raise UserError(f"{part}: cannot write the archive: {e.strerror or e}; it stays in {where} for a day or two") from None
         try:
             # the bucket must be the account's own: its name is global (a deleted one could be anyone's)
             with self._aws(f"s3:GetObject of {where}", head=self._export_head):
-                answer = s3.get_object(Bucket=bucket, Key=key, ExpectedBucketOwner=self.a.account)
+                try:
+                    answer = s3.get_object(Bucket=bucket, Key=key, ExpectedBucketOwner=self.a.account)
+                except BaseException:
+                    os.close(fd)  # never handed to _stream, which closes it
+                    raise
                 stored = (answer.get("Metadata") or {}).get("mxinfra-sha256")
                 size, sha = _stream(answer["Body"], fd, part, where)
             if stored != sha or answer.get("ContentLength") != size:
@@ -406,9 +414,9 @@ class VaultActions:
             try:
                 claim(part, out)  # never over a file that appeared meanwhile
             except FileExistsError:
-                raise UserError(f"{out}: appeared while the export ran: not overwritten; the archive stays in {where} for a day") from None
+                raise UserError(f"{out}: appeared while the export ran: not overwritten; the archive stays in {where} for a day or two") from None
             except OSError as e:
-                raise UserError(f"{out}: cannot name the archive: {e.strerror or e}; it stays in {where} for a day") from None
+                raise UserError(f"{out}: cannot name the archive: {e.strerror or e}; it stays in {where} for a day or two") from None
         finally:
             part.unlink(missing_ok=True)
         return {"id": backup, "path": str(out), "size": size, "sha256": sha, "task": ended, "exported": where}
@@ -428,7 +436,7 @@ class VaultActions:
         for hours: a network blip must not stop it); any other refusal at once."""
         import botocore.exceptions
 
-        broken = (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionClosedError, botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError)
+        broken = (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)  # endpoint, proxy, TLS, timeouts
         while True:
             try:
                 # the blips are taken out before _aws, which would make them final

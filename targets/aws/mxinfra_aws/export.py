@@ -51,7 +51,8 @@ FILES_DIR = f"{WORK}/files"
 ARCHIVES_DIR = f"{WORK}/archive"
 # Fargate's smallest task that holds pg_dump, gzip on both cores and rclone's buffers.
 CPU, MEMORY_MB = 2048, 4096
-# Archives stay in the exports bucket this long (the downloader deletes what it fetched at once).
+# Archives stay in the exports bucket this long (S3 acts within a day after; the downloader deletes what it
+# fetched once it is recorded).
 EXPIRE_DAYS = 1
 RUN_TASK_SYNC = "arn:{partition}:states:::ecs:runTask.sync"
 LIST_EXECUTIONS = "arn:{partition}:states:::aws-sdk:sfn:listExecutions"

@@ -507,8 +507,8 @@ def export_runner_policy(a: Arns) -> Document:
         # a map run's ARN for ListExecutions; the machine has none, but the form is its own)
         _allow("CountExports", ["states:ListExecutions"], [a.export_machine_arn, a._arn("states", f"mapRun:{a.export_name}/*:*")]),
         _allow("RunExport", ["ecs:RunTask"], a.export_task_definition_arn, {"ArnEquals": {"ecs:cluster": a.cluster_arn}}),
-        # The task is tagged as it starts (PropagateTags: the task definition's, the environment's tags), which
-        # ECS authorises as TagResource on RunTask; the tasks it started are then this environment's only.
+        # The task is tagged as it starts (RunTask's Tags: the environment's), which ECS authorises as
+        # TagResource on RunTask; the tasks it started are then this environment's only.
         _allow("TagExport", ["ecs:TagResource"], a.tasks_arn, {"StringEquals": {"ecs:CreateAction": "RunTask", **_environment_tags(a, "aws:RequestTag")}}),
         _allow("FollowExport", ["ecs:DescribeTasks", "ecs:StopTask"], a.tasks_arn, {"StringEquals": _environment_tags(a)}),
         _allow("SyncRule", ["events:DescribeRule", "events:PutRule", "events:PutTargets"], a._arn("events", ECS_SYNC_RULE)),

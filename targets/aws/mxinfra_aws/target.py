@@ -162,9 +162,7 @@ class AwsTarget(Target):
     def _check_export(stack: StackConfig, block: AwsConfig, file: str) -> list[ConfigIssue]:
         """The export task's images: a pg_dump no older than the server, and pinned by digest where a
         production environment's data passes through them."""
-        from mxinfra.artifacts import parse_image
-
-        from mxinfra.artifacts import postgres_major
+        from mxinfra.artifacts import parse_image, postgres_major
 
         x = block.backupExport
         if x is None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import re
 import secrets
 import sys
 import time
@@ -36,7 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mxinfra.artifacts import parse_image, postgres_major, postgres_version
+from mxinfra.artifacts import postgres_major, postgres_version
 from mxinfra.backup_scripts import SCRIPTS
 from mxinfra.backups import ID_FORMAT, Backups, FilesNotRestored, of_environment, parse_id, retention_env
 from mxinfra.environments import Environment

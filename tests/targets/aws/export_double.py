@@ -186,6 +186,15 @@ class S3Gate:
 # --- Step Functions and Fargate -----------------------------------------------------------------------
 
 
+def _camel(value: Any) -> Any:
+    """Step Functions' PascalCase parameters as the service API's camelCase members (keys only)."""
+    if isinstance(value, list):
+        return [_camel(v) for v in value]
+    if isinstance(value, dict):
+        return {k[:1].lower() + k[1:]: _camel(v) for k, v in value.items()}
+    return value
+
+
 class ApiError(Exception):
     def __init__(self, code: str, message: str, status: int = 400) -> None:
         super().__init__(message)
@@ -200,6 +209,7 @@ class StatesDouble:
     def __init__(self, region: str, account: str, *, work: Path, images: Mapping[str, tuple[str, list[str]]], s3_endpoint: str, task_key_id: str, ca: Path) -> None:
         self.region, self.account = region, account
         self.model = botocore.session.get_session().get_service_model("stepfunctions")
+        self.ecs_run_task = botocore.session.get_session().get_service_model("ecs").operation_model("RunTask").input_shape
         self.machines: dict[str, dict[str, Any]] = {}  # arn -> {definition, role policy}
         self.task_definitions: dict[str, dict[str, Any]] = {}  # arn (with revision) -> the rendered task definition
         self.role_policies: dict[str, Mapping[str, Any]] = {}  # role arn -> its identity policy
@@ -404,6 +414,11 @@ class StatesDouble:
         return out
 
     def _run_task(self, runner: str, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        # the optimized integration's Parameters are RunTask's input in PascalCase: held to ECS's model
+        problems = check_shape(_camel(params), self.ecs_run_task, "RunTask parameters")
+        if problems:
+            self.violations += problems
+            raise ApiError("States.Runtime", "; ".join(problems))
         policy = self.role_policies.get(runner)
         td_arn, cluster = params["TaskDefinition"], params["Cluster"]
         if not self._authorize("runner", policy, "ecs:RunTask", td_arn, {"ecs:cluster": cluster}):

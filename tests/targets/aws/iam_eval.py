@@ -22,6 +22,10 @@ def _list(v: Any) -> list[Any]:
     return list(v) if isinstance(v, list) else [v]
 
 
+OPERATORS = frozenset({"StringEquals", "ArnEquals", "StringLike", "ArnLike", "StringNotEquals", "Bool", "NumericLessThanEquals"})
+NEGATED = frozenset({"StringNotEquals"})
+
+
 def _match_values(op: str, expected: Sequence[str], actual: str) -> bool:
     if op in ("StringEquals", "ArnEquals"):
         return actual in expected
@@ -49,10 +53,12 @@ def _condition(cond: Mapping[str, Mapping[str, Any]], context: Mapping[str, Any]
                 if present == want_absent:
                     return False
                 continue
+            if base not in OPERATORS:
+                raise AssertionError(f"condition operator {base} not supported by this evaluator")
             if not present:
-                # IAM: a missing key satisfies ...IfExists, ForAllValues, and the negated operators
-                # (StringNotEquals of a tag the resource lacks is true: a Deny on it applies)
-                if if_exists or qualifier == "ForAllValues" or "Not" in base:
+                # IAM: a missing key satisfies ...IfExists, ForAllValues and (outside ForAnyValue) the negated
+                # operators (StringNotEquals of a tag the resource lacks is true: a Deny on it applies)
+                if if_exists or qualifier == "ForAllValues" or (base in NEGATED and qualifier != "ForAnyValue"):
                     continue
                 return False
             actual = context[key]

@@ -295,8 +295,9 @@ def exported(aws_env: None, s3_server: str, pg: PostgresServer, alpine_path: str
     for bucket in (a.bucket_name, a.exports_bucket_name):
         if bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
             s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-    for key in [o["Key"] for o in s3.list_objects_v2(Bucket=a.bucket_name).get("Contents") or []]:
-        s3.delete_object(Bucket=a.bucket_name, Key=key)
+    for bucket in (a.bucket_name, a.exports_bucket_name):  # the server is the module's: each test starts empty
+        for key in [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents") or []]:
+            s3.delete_object(Bucket=bucket, Key=key)
     for key, body in FILES.items():
         s3.put_object(Bucket=a.bucket_name, Key=key, Body=body)
     vaults = boto3.client("backup", region_name=REGION, endpoint_url=s3_server)
@@ -463,8 +464,9 @@ def test_an_archive_changed_after_the_task_wrote_it_is_not_kept(exported: Deploy
 
 
 def test_the_exports_bucket_keeps_other_identities_of_the_account_out(exported: Deployed) -> None:
-    """An identity with s3:* on the account (CI) can neither read a dump nor write an archive there; it
-    can in the file bucket, which its own policy governs."""
+    """An identity that may read and write every object of the account (CI) can neither read a dump nor
+    write an archive there: the bucket's policy refuses it; it can in the file bucket, which its own policy
+    governs. (The task's and backups' own limits below are their identity policies'.)"""
     d, a = exported, exported.a
     key = f"{a.exports_bucket_arn}/20261205T010203Z.tar.gz"
     assert not d.gate.authorized(CI_KEY, "s3:GetObject", key) and not d.gate.authorized(CI_KEY, "s3:PutObject", key)
@@ -537,3 +539,21 @@ def test_throttling_while_following_the_export_is_waited_out(exported: Deployed,
     assert rc == 0 and err.count("warning: following the export") == 1 and "ThrottlingException" in err, err
     (execution,) = exported.states.executions.values()
     assert execution["status"] == "SUCCEEDED"
+
+
+def test_the_bucket_copy_stays_when_the_download_cannot_be_recorded(exported: Deployed, project: Any, tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copy in the bucket is removed only once the record is written: a record that fails leaves it."""
+    from mxinfra import backup_cli
+    from mxinfra.errors import UserError
+
+    d = exported
+
+    def refuse(self: Any, action: str, changes: Any) -> None:
+        raise UserError("the log store refused the record (as a test)")
+
+    monkeypatch.setattr(backup_cli._Context, "record", refuse)
+    rc, out, err = _download(d, project, tmp_path / "o", capsys)
+    assert rc == 2 and "refused the record" in err, err
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=d.moto)
+    assert s3.list_objects_v2(Bucket=d.a.exports_bucket_name).get("KeyCount") == 1
+    assert not [c for c in d.gate.calls if c[0] == CALLER_KEY and c[1] == "s3:DeleteObject"]

@@ -370,6 +370,11 @@ class VaultActions:
                 f"{self.env.name}: the stack has no export task, so no backup can be downloaded: set mxinfra:aws.backupExport (the postgres and rclone "
                 "images it runs, copied into the account's ECR) and run `pulumi up` (targets/aws/README.md, Backups)"
             )
+        # The exports bucket hands the archive to the backups role's sessions only (its policy): anyone else
+        # (the platform identity, an SSO admin) would run an hour-long dump for nothing
+        session = str(self._caller).split(":assumed-role/", 1)
+        if len(session) != 2 or session[1].split("/", 1)[0] != self.a.role_name("backups"):
+            raise UserError(f"{self.env.name}: {self._caller} is not a session of the environment's backups role, the only one the exports bucket hands an archive to: nothing was started. {self._rights()}")
         backup = now.astimezone(timezone.utc).strftime(ID_FORMAT)
         out = out_dir / f"{backup}.tar.gz"
         if out.exists():

@@ -253,7 +253,7 @@ FILES = {
     "1a2b3c4d-0000-0000-0000-000000000001": bytes(range(256)) * 1200,
     "5e6f7a8b-0000-0000-0000-000000000002": b"a small file",
 }
-TASK_KEY, CALLER_KEY, CI_KEY = "AKIAEXPORTTASKROLE00", "AKIABACKUPSROLE00000", "AKIACIPIPELINE000000"
+TASK_KEY, USER_KEY, CI_KEY = "AKIAEXPORTTASKROLE00", "AKIAPLATFORMUSER0000", "AKIACIPIPELINE000000"
 # an identity of the account with every S3 right (a CI pipeline's): the exports bucket's policy still keeps it out
 CI_ROLE = f"arn:aws:iam::{ACCOUNT}:role/ci"
 CI_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
@@ -276,8 +276,9 @@ def _rows(pg: PostgresServer, database: str = "mendix") -> dict[str, str]:
 class Deployed:
     """What `pulumi up` left in AWS for the stack's environment, and the doubles that run it."""
 
-    def __init__(self, role: str, moto: str, gate: S3Gate, states: StatesDouble, a: Arns, secret: str) -> None:
+    def __init__(self, role: str, moto: str, gate: S3Gate, states: StatesDouble, a: Arns, secret: str, caller_key: str) -> None:
         self.role, self.moto, self.gate, self.states, self.a, self.secret = role, moto, gate, states, a, secret
+        self.caller_key = caller_key  # the access key of the CLI's session of the backups role
         self.stack = f"aws-{role}"
 
 
@@ -314,7 +315,11 @@ def exported(aws_env: None, s3_server: str, pg: PostgresServer, alpine_path: str
 
     (tmp_path / "tls").mkdir()
     cert = self_signed(tmp_path / "tls")
-    identities = {TASK_KEY: (a.role_arn("export-task"), export_task_policy(a)), CALLER_KEY: (a.role_arn("backups"), permission_policy(a, "backups")), CI_KEY: (CI_ROLE, CI_POLICY)}
+    # the CLI's credentials: a session of the environment's backups role, as the README says to assume it
+    sts = boto3.client("sts", region_name=REGION, endpoint_url=s3_server)
+    session = sts.assume_role(RoleArn=a.role_arn("backups"), RoleSessionName="alice")["Credentials"]
+    caller_key = session["AccessKeyId"]
+    identities = {TASK_KEY: (a.role_arn("export-task"), export_task_policy(a)), caller_key: (a.role_arn("backups"), permission_policy(a, "backups")), CI_KEY: (CI_ROLE, CI_POLICY)}
     gate = S3Gate(s3_server, ACCOUNT, identities, cert, {a.exports_bucket_name: exports_bucket_policy(a)})
     work = tmp_path / "task-volume"
     work.mkdir()
@@ -338,8 +343,10 @@ def exported(aws_env: None, s3_server: str, pg: PostgresServer, alpine_path: str
             monkeypatch.setenv("AWS_ENDPOINT_URL_SFN", states_url)
             monkeypatch.setenv("AWS_ENDPOINT_URL_S3", gate_url)
             monkeypatch.setenv("AWS_CA_BUNDLE", str(cert[0]))
-            monkeypatch.setenv("AWS_ACCESS_KEY_ID", CALLER_KEY)
-            yield Deployed(role, s3_server, gate, states, a, secret)
+            monkeypatch.setenv("AWS_ACCESS_KEY_ID", caller_key)
+            monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", session["SecretAccessKey"])
+            monkeypatch.setenv("AWS_SESSION_TOKEN", session["SessionToken"])
+            yield Deployed(role, s3_server, gate, states, a, secret, caller_key)
     sm.delete_secret(SecretId=secret, ForceDeleteWithoutRecovery=True)
     assert states.violations == [], states.violations
 
@@ -374,7 +381,7 @@ def test_download_takes_a_backup_now_that_restores_every_row_and_file(exported: 
     assert d.gate.denied == [] and d.states.denied == []
     by = lambda key: sorted({(act, res) for k, act, res in d.gate.calls if k == key})  # noqa: E731
     key = f"{a.exports_bucket_arn}/{backup_id}.tar.gz"
-    assert by(CALLER_KEY) == [("s3:DeleteObject", key), ("s3:GetObject", key)]
+    assert by(d.caller_key) == [("s3:DeleteObject", key), ("s3:GetObject", key)]
     assert {act for act, _ in by(TASK_KEY)} == {"s3:ListBucket", "s3:GetObject", "s3:PutObject"}
     assert ("s3:PutObject", key) in by(TASK_KEY)
     assert {(who, act) for who, act, _ in d.states.calls} >= {("caller", "states:StartExecution"), ("runner", "ecs:RunTask"), ("runner", "iam:PassRole"), ("execution", "secretsmanager:GetSecretValue")}
@@ -474,7 +481,7 @@ def test_the_exports_bucket_keeps_other_identities_of_the_account_out(exported: 
     assert s3_action("GET", f"/{a.exports_bucket_name}/x.tar.gz", {"versionId": ["null"]})[0] == "s3:GetObjectVersion"
     assert not d.gate.authorized(CI_KEY, "s3:GetObjectVersion", key)
     assert d.gate.authorized(CI_KEY, "s3:GetObject", f"{a.bucket_arn}/x")
-    assert d.gate.authorized(CALLER_KEY, "s3:GetObject", key) and not d.gate.authorized(CALLER_KEY, "s3:PutObject", key)
+    assert d.gate.authorized(d.caller_key, "s3:GetObject", key) and not d.gate.authorized(d.caller_key, "s3:PutObject", key)
     assert d.gate.authorized(TASK_KEY, "s3:PutObject", key) and not d.gate.authorized(TASK_KEY, "s3:GetObject", key)
 
 
@@ -520,9 +527,9 @@ def test_one_export_at_a_time(exported: Deployed, project: Any, tmp_path: Path, 
 
 def test_the_bucket_copy_goes_only_after_the_record_and_a_failed_delete_is_a_warning(exported: Deployed, project: Any, tmp_path: Path, capsys: Any) -> None:
     d = exported
-    principal, policy = d.gate.identities[CALLER_KEY]
+    principal, policy = d.gate.identities[d.caller_key]
     no_delete = {**policy, "Statement": [*policy["Statement"], {"Effect": "Deny", "Action": "s3:DeleteObject", "Resource": "*"}]}
-    d.gate.identities[CALLER_KEY] = (principal, no_delete)
+    d.gate.identities[d.caller_key] = (principal, no_delete)
     rc, out, err = _download(d, project, tmp_path / "o", capsys)
     said = " ".join(err.split())
     assert rc == 0 and "warning:" in said and "s3:DeleteObject" in said and "the bucket's lifecycle removes it" in said, err
@@ -556,4 +563,17 @@ def test_the_bucket_copy_stays_when_the_download_cannot_be_recorded(exported: De
     assert rc == 2 and "refused the record" in err, err
     s3 = boto3.client("s3", region_name=REGION, endpoint_url=d.moto)
     assert s3.list_objects_v2(Bucket=d.a.exports_bucket_name).get("KeyCount") == 1
-    assert not [c for c in d.gate.calls if c[0] == CALLER_KEY and c[1] == "s3:DeleteObject"]
+    assert not [c for c in d.gate.calls if c[0] == d.caller_key and c[1] == "s3:DeleteObject"]
+
+
+def test_only_a_session_of_the_backups_role_starts_an_export(exported: Deployed, project: Any, tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anyone else (here a user of the account: the platform identity) would get an hour's dump that the
+    exports bucket never hands them: nothing is started."""
+    for name in ("AWS_SESSION_TOKEN",):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", USER_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    rc, out, err = _download(exported, project, tmp_path / "o", capsys)
+    said = " ".join(err.split())
+    assert rc == 2 and "is not a session of the environment's backups role" in said and "nothing was started" in said, err
+    assert exported.states.executions == {} and exported.states.ran == []

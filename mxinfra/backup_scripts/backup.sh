@@ -1,6 +1,7 @@
 #!/bin/sh
-# One backup of a Mendix environment, then retention: run by the environment's backup CronJob (in the
-# postgres image), and by the tests as it is against a real PostgreSQL.
+# One backup of a Mendix environment, then retention: run by the environment's backup CronJob on
+# Kubernetes and by the AWS export task (in the postgres image), and by the tests as it is against a real
+# PostgreSQL.
 #
 # The archive <BACKUP_DIR>/<UTC start>.tar.gz has the layout of a Mendix Cloud full snapshot:
 # db/db.backup (pg_dump custom format) and tree/ (the file store: each file at tree/xx/yy/<name>, as the

@@ -16,14 +16,14 @@ HTTPS, the VPC's endpoints and S3, nothing else (network.export_group):
 Nobody runs the task directly: `ecs:RunTask` would let its caller override each container's command, and
 IAM has no condition on overrides, so a `backups` holder could run a command of their choosing with the
 database's password. The `backups` role may only start a Step Functions state machine whose definition
-fixes the task definition revision, cluster, network and overrides; the only thing the caller chooses is
-the execution's name, which becomes the archive's id (backup.sh refuses any name but YYYYmmddTHHMMSSZ).
+fixes the task definition revision, cluster, network, overrides and tags, and which refuses to run beside
+another of its executions (each is a pg_dump holding its tables' locks); the only thing the caller chooses
+is the execution's name, which becomes the archive's id (backup.sh refuses any name but YYYYmmddTHHMMSSZ).
 
 The scripts are passed inline as `sh -c <script>` (the task has no config map to mount them from), with
-the entry point set (ECS's `command` replaces only the image's CMD, and the rclone image's entry point is
-`rclone`); the
-containers run with a read-only root file system, every capability dropped, scratch on the task's
-ephemeral storage.
+the entry point set: ECS's `command` replaces only the image's CMD, and the rclone image's entry point is
+`rclone`. The containers run with a read-only root file system and every capability dropped, their
+scratch on the task's ephemeral storage.
 """
 
 from __future__ import annotations

@@ -279,6 +279,14 @@ class AwsTarget(Target):
             out.append(no_backups)
         if block is not None and (aged := database.aged_point_in_time(block, env.name, env.role.value)) is not None:
             out.append(aged)
+        if block is not None and block.backupExport is not None and exports(block, env):
+            from mxinfra.artifacts import postgres_major
+
+            if postgres_major(block.backupExport.postgresImage) is None:
+                out.append(
+                    f"mxinfra:aws.backupExport.postgresImage {block.backupExport.postgresImage!r} names no PostgreSQL version in its tag: "
+                    f"its pg_dump must be PostgreSQL {block.database.engineVersion.split('.')[0]} or newer (database.engineVersion), which the plan cannot check"
+                )
         return out
 
     def artifact(self, env: Environment, block: AwsConfig | None) -> str | None:

@@ -577,3 +577,17 @@ def test_only_a_session_of_the_backups_role_starts_an_export(exported: Deployed,
     said = " ".join(err.split())
     assert rc == 2 and "is not a session of the environment's backups role" in said and "nothing was started" in said, err
     assert exported.states.executions == {} and exported.states.ran == []
+
+
+def test_a_postgres_image_whose_tag_names_no_version_is_warned_about(project, capsys):
+    from test_aws_plan import bad
+
+    untagged = f"{ECR}/mirror/pg@sha256:" + "ab" * 32
+    cfg = config("production", aws={"backupExport": {"postgresImage": untagged, "rcloneImage": RCLONE}})
+    rc, err = bad(project, capsys, cfg)  # a config problem would be refused: this one is not
+    assert rc == 0, err
+    from mxinfra.cli import main
+
+    assert main(["plan", "-s", "aws-production", "-C", str(project.path)]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "warning: mxinfra:aws.backupExport.postgresImage" in said and "names no PostgreSQL version in its tag" in said and "PostgreSQL 16 or newer" in said

@@ -11,8 +11,9 @@ times, in a process of its own:
   owner-only part file, hashed on the way) and the comparison with the stored sha256;
 - floor: boto3's GetObject body written to a file a MiB at a time, nothing hashed or checked.
 
-Prints, per size, the median and minimum seconds of each, the ratio of the medians, and each process's
-peak resident memory (GNU time's %M). Asserts nothing.
+The two alternate, each run after the other's file is removed and the disk synced. Prints, per size, the
+median and minimum seconds of each, the ratio of the medians, and each process's peak resident memory
+(GNU time's %M). Asserts nothing.
 """
 
 from __future__ import annotations
@@ -90,8 +91,14 @@ def main() -> None:
             del data
             times: dict[str, list[float]] = {"download": [], "floor": []}
             peaks: dict[str, int] = {"download": 0, "floor": 0}
-            for _ in range(args.repeat):
-                for step, code in (("download", DOWNLOAD), ("floor", FLOOR)):
+            steps = [("download", DOWNLOAD), ("floor", FLOOR)]
+            for i in range(args.repeat):
+                # alternated, and each run alone on the disk: the second writer of 512 MB otherwise waits on
+                # the first one's write-back
+                for step, code in steps if i % 2 == 0 else steps[::-1]:
+                    for old in Path(tmp).glob("*.out"):
+                        old.unlink()
+                    subprocess.run(["sync"], check=False)
                     seconds, peak = _run(code, endpoint, key, Path(tmp) / f"{step}.out")
                     times[step].append(seconds)
                     peaks[step] = max(peaks[step], peak)

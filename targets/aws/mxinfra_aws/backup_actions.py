@@ -104,6 +104,8 @@ class Pair:
         return f"{self.id}: {', '.join(parts)}; {origin}"
 
 
+# MiB a download holds while they wait to be hashed.
+HASH_QUEUE = 4
 # DescribeExecution's answers worth waiting out (botocore already retried them a few times).
 _TRANSIENT = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException", "ServiceUnavailable", "ServiceUnavailableException", "InternalServerError", "InternalFailure"})
 
@@ -118,15 +120,27 @@ class _ExportEnded(UserError):
 
 def _stream(body: Any, fd: int, part: Path, where: str) -> tuple[int, str]:
     """Copy a streaming body into `part` (open as `fd`, which is closed) a MiB at a time, synced; its size
-    and sha256. A UserError for this machine's file system or a connection that broke off."""
+    and sha256, hashed on a second core while the next MiB arrives (at most HASH_QUEUE MiB held). A
+    UserError for this machine's file system or a connection that broke off."""
+    import queue
+    import threading
+
     import botocore.exceptions
     import urllib3.exceptions
 
     digest, size = hashlib.sha256(), 0
+    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=HASH_QUEUE)
+
+    def hash_all() -> None:
+        while (chunk := chunks.get()) is not None:
+            digest.update(chunk)  # hashlib lets go of the GIL for large updates
+
+    hasher = threading.Thread(target=hash_all, name="mxinfra-sha256", daemon=True)
+    hasher.start()
     try:
         with os.fdopen(fd, "wb") as f:
             while chunk := body.read(1 << 20):
-                digest.update(chunk)
+                chunks.put(chunk)
                 size += len(chunk)
                 f.write(chunk)
             f.flush()
@@ -136,6 +150,9 @@ def _stream(body: Any, fd: int, part: Path, where: str) -> tuple[int, str]:
         raise UserError(f"the download of {where} broke off after {size} bytes ({e}): it stays there for a day or two; run `mxinfra backup download` again") from None
     except OSError as e:
         raise UserError(f"{part}: cannot write the archive: {e.strerror or e}; it stays in {where} for a day or two") from None
+    finally:
+        chunks.put(None)
+        hasher.join()
     return size, digest.hexdigest()
 
 

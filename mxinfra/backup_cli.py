@@ -36,7 +36,7 @@ from .errors import UserError
 
 backup_app = typer.Typer(
     name="backup",
-    help="An environment's backups: list, create, download, restore (Kubernetes, AWS and Azure; download, restore --from and restore --archive on Kubernetes; download (taken now) on AWS; download and restore --archive on Cloud Foundry).",
+    help="An environment's backups: list, create, download, restore (Kubernetes, AWS and Azure; download, restore --from and restore --archive on Kubernetes; download (taken now) and restore --archive on AWS; download and restore --archive on Cloud Foundry).",
     no_args_is_help=True,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -247,7 +247,7 @@ def restore(
     source: Annotated[str | None, typer.Option("--from", help="Another environment of the app whose backup to restore here (listed in backups.restoreFrom); with --archive, the environment the archive was taken from")] = None,
     source_stack: Annotated[str | None, typer.Option("--from-stack", help="The stack that deploys --from's environment (default: --stack)")] = None,
     allow_lower_tier: Annotated[bool, typer.Option("--allow-lower-tier", help="Restore a lower tier's backup into production (also needs backups.allowLowerTiers)")] = False,
-    archive: Annotated[Path | None, typer.Option("--archive", help="Kubernetes and Cloud Foundry: a backup archive on this machine (from `mxinfra backup download` on any target) to restore, instead of --id")] = None,
+    archive: Annotated[Path | None, typer.Option("--archive", help="Kubernetes, AWS and Cloud Foundry: a backup archive on this machine (from `mxinfra backup download` on any target) to restore, instead of --id")] = None,
     unrecorded: Annotated[bool, typer.Option("--unrecorded", help="With --archive, below production: restore an archive no download record of --from names (e.g. from Mendix Cloud)")] = False,
     via: Via = None,
 ) -> None:

@@ -21,6 +21,12 @@
 #   BACKUP_RECEIVE `http` (with BACKUP_SOURCE): receive the archive as one HTTP PUT at
 #                  /<BACKUP_TOKEN>/<sha256>/<id>.tar.gz instead, from `mxinfra backup restore --archive`
 #                  through the API server's pod proxy (an archive from this machine: any target's download)
+#   BACKUP_SHA256  (without BACKUP_SOURCE) the archive in BACKUP_DIR came from outside, through a bucket
+#                  (AWS: `mxinfra backup restore --archive` uploaded it, store.sh fetched it): its sha256
+#                  must be this, checked before anything changes, and it is judged as an archive received
+#                  over HTTP is (below)
+#   RESTORE_CLEAN_SQL  the text of clean.sql, where no file can be put beside this script (a Fargate task
+#                  runs it inline); otherwise clean.sql is read from this script's directory
 set -eu
 umask 077
 : "${DATABASE_URL:?restore: DATABASE_URL is not set}"
@@ -141,6 +147,23 @@ if [ -n "${BACKUP_SOURCE:-}" ]; then
   archive="$copies/$id.tar.gz"
 fi
 [ -f "$archive" ] || { echo "restore: no backup $id in $BACKUP_DIR" >&2; exit 2; }
+# an archive from outside the environment: one from this machine over HTTP (above), or one a caller
+# uploaded, whose sha256 the caller vouched for
+outside=
+[ "${BACKUP_RECEIVE:-}" != http ] || outside=1
+if [ -z "${BACKUP_SOURCE:-}" ] && [ -n "${BACKUP_SHA256:-}" ]; then
+  case "$BACKUP_SHA256" in
+    *[!0-9a-f]*|"") echo "restore: BACKUP_SHA256 must be 64 lowercase hex digits, got '$BACKUP_SHA256'" >&2; exit 2 ;;
+  esac
+  [ ${#BACKUP_SHA256} -eq 64 ] || { echo "restore: BACKUP_SHA256 must be 64 lowercase hex digits, got '$BACKUP_SHA256'" >&2; exit 2; }
+  got=$(sha256sum "$archive") && got=${got%% *}
+  if [ "$got" != "$BACKUP_SHA256" ]; then
+    echo "restore: $id has sha256 $got, not $BACKUP_SHA256 (the archive the caller checked): nothing was restored" >&2
+    exit 1
+  fi
+  echo "restore: $id has the sha256 the caller checked ($got)"
+  outside=1
+fi
 
 # Both cores at once: the dump streams from the archive into pg_restore (db/ comes first: tar stops after
 # it) while tree/ is unpacked in the background into a staging directory inside the file store (same
@@ -152,10 +175,10 @@ fi
 # Our own archives (backup.sh's, on the claim, in the store or from an export Job) are inflated by zlib,
 # through zstd where it reads gzip (the official postgres images carry it): GNU gzip's own inflate runs at
 # ~250 MB/s, a tenth of zlib's. It checks each member's CRC-32 and length as gzip does. Without it, gzip.
-# An archive from outside (BACKUP_RECEIVE=http) always goes through GNU gzip: zstd also takes xz, lz4 and
+# An archive from outside (BACKUP_RECEIVE=http, BACKUP_SHA256) always goes through GNU gzip: zstd also takes xz, lz4 and
 # zstd frames, and refuses zeros after the last member, which gzip and the caller's check accept.
 gz=gzip
-if [ "${BACKUP_RECEIVE:-}" != http ] && [ "$(printf mx | gzip -c | zstd -qdc 2>/dev/null)" = mx ]; then
+if [ -z "$outside" ] && [ "$(printf mx | gzip -c | zstd -qdc 2>/dev/null)" = mx ]; then
   gz="zstd -q"
 fi
 echo "restore: inflating with ${gz%% *}"
@@ -175,13 +198,13 @@ if [ "${FILES_LAYOUT:-}" = keys ]; then
   c="[A-Za-z0-9._-]" d="[A-Za-z0-9_-]"
   keys="s,^tree/\($d$c\|$c$d\)/\($d$c\|$c$d\)/\(\1\2[^/]*\)\$,tree/\3${FILES_SUFFIX:-},"
 fi
-if [ "${BACKUP_RECEIVE:-}" = http ]; then
-  # An archive from outside the cluster (`mxinfra backup restore --archive`): the caller judged it with
+if [ -n "$outside" ]; then
+  # An archive from outside the environment (`mxinfra backup restore --archive`): the caller judged it with
   # another tar reader, and tar readers can disagree on a crafted header. So GNU tar alone decides its
   # names here, writing the whole of it into a directory of its own (beside the files: moving them in is
   # a rename), and what it wrote is judged on disk before anything is restored: db/db.backup, plain files
   # and directories under tree/, nothing else (no link, no device, no hard link, nothing beside them).
-  staging="${FILES_DIR:-$copies}/.mxinfra-upload-$id"
+  staging="${FILES_DIR:-${copies:-$BACKUP_DIR}}/.mxinfra-upload-$id"
   rm -rf "$staging"
   mkdir "$staging"
   if ! LC_ALL=C tar -xzf "$archive" -C "$staging" --keep-old-files --no-same-owner --no-same-permissions ${keys:+--transform="$keys"}; then
@@ -249,7 +272,7 @@ opening() {
       start:*) printf '%s\n' "restore: $(pg_restore --version) did not open its output with the \\restrict key it was given, which keeps a dump's text from running psql's meta-commands: use the client tools of PostgreSQL 17.6, 16.10, 15.14, 14.19, 13.22 or newer" >&2; return 1 ;;
       'restricted:BEGIN;') state=settings ;;
       restricted:*) echo "restore: pg_restore --single-transaction did not begin its output with BEGIN" >&2; return 1 ;;
-      settings:*) cat "$(dirname "$0")/clean.sql" && printf '%s\n' "$line" && cat; return ;;
+      settings:*) { if [ -n "${RESTORE_CLEAN_SQL:-}" ]; then printf '%s\n' "$RESTORE_CLEAN_SQL"; else cat "$(dirname "$0")/clean.sql"; fi; } && printf '%s\n' "$line" && cat; return ;;
     esac
     printf '%s\n' "$line"
   done

@@ -192,7 +192,7 @@ def aws_grants(p: Planned) -> tuple[list[Grant], dict[Capability, list[Any]]]:
         C.WRITE_SECRETS: [("secretsmanager:PutSecretValue", arn("secretsmanager", f"secret:{secret}-AbCdEf"))],
         C.SHELL: [("ecs:ExecuteCommand", arn("ecs", f"cluster/{cluster}")), ("ecs:ExecuteCommand", arn("ecs", f"task/{cluster}/0123456789abcdef"))]
         # running the export task directly takes container overrides: a command of one's choosing with the database's password
-        + [("ecs:RunTask", arn("ecs", f"task-definition/{t['inputs']['family']}:1")) for t in p.of_type("aws:ecs/taskDefinition:TaskDefinition") if t["inputs"]["family"].endswith("-export")],
+        + [("ecs:RunTask", arn("ecs", f"task-definition/{t['inputs']['family']}:1")) for t in p.of_type("aws:ecs/taskDefinition:TaskDefinition") if t["inputs"]["family"].endswith(("-export", "-restore"))],
         C.BACKUP: [("rds:CreateDBSnapshot", arn("rds", f"db:{db}"))]
         + [("backup:StartBackupJob", arn("backup", f"backup-vault:{v['inputs']['name']}")) for v in p.of_type("aws:backup/vault:Vault")]
         # a backup taken now and downloaded: the export's state machine, which fixes what the task runs
@@ -200,7 +200,9 @@ def aws_grants(p: Planned) -> tuple[list[Grant], dict[Capability, list[Any]]]:
         C.RESTORE: [("rds:RestoreDBInstanceToPointInTime", arn("rds", f"db:{db}-restored"))]
         # both forms of a recovery point: AWS Backup's own, and the RDS snapshot a database's is
         + [("backup:StartRestoreJob", arn("backup", "recovery-point:0123abcd-4567-89ef-0123-456789abcdef")) for _ in p.of_type("aws:backup/vault:Vault")]
-        + [("backup:StartRestoreJob", arn("rds", "snapshot:awsbackup:job-0123abcd-4567-89ef-0123-456789abcdef")) for _ in p.of_type("aws:backup/vault:Vault")],
+        + [("backup:StartRestoreJob", arn("rds", "snapshot:awsbackup:job-0123abcd-4567-89ef-0123-456789abcdef")) for _ in p.of_type("aws:backup/vault:Vault")]
+        # an uploaded archive restored over the database and files: the restore's state machine
+        + [("states:StartExecution", arn("states", f"stateMachine:{m['inputs']['name']}")) for m in p.of_type("aws:sfn/stateMachine:StateMachine") if m["inputs"]["name"].endswith("-restore")],
         C.DELETE_DATA: [("rds:DeleteDBInstance", arn("rds", f"db:{db}")), ("s3:DeleteBucket", f"arn:aws:s3:::{bucket}"), ("s3:DeleteObject", f"arn:aws:s3:::{bucket}/model/x")],
         C.EDIT_ALERTS: [("cloudwatch:DeleteAlarms", arn("cloudwatch", f"alarm:{p.prefix}-x")), ("sns:Subscribe", arn("sns", f"{p.prefix}-alerts"))],
         C.GRANT: [(a, f"arn:aws:iam::{account}:role/mxinfra/{p.prefix}-deploy") for a in ("iam:PutRolePolicy", "iam:AttachRolePolicy", "iam:UpdateAssumeRolePolicy")]

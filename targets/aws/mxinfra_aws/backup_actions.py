@@ -29,6 +29,9 @@ failed job), and `details()` says which resource each id holds and when.
   the export task (export.py), started through its state machine, fetched from the exports bucket and
   checked against the sha256 the task stored with it. A recovery point holds no pg_dump, so a kept backup
   is not downloaded by id.
+- `restore_archive` (`mxinfra backup restore --archive`): an archive from this machine (any target's
+  download), judged and vouched for, uploaded into the imports bucket, restored by the restore task through
+  its state machine, which stops the services first and starts them again at its end.
 
 Every failure is a UserError (exit 2, no traceback) naming the vault or job and what to do.
 """
@@ -41,12 +44,12 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
 from mxinfra.backup_archive import claim
 from mxinfra.backups import ID_FORMAT, Backups
@@ -59,6 +62,9 @@ from .policies import RDS_IDENTIFIER_MAX, Arns, restored_identifier  # noqa: F40
 
 DATABASE, FILES = "database", "files"
 POLL_SECONDS = 15.0
+# the restore machine's own waits besides its task's: the services' tasks stopping, then starting again
+RESTORE_STOP_SECONDS = 1200.0
+PUSH_FILES = "push-files"  # export.PUSH (that module imports Pulumi)
 # A large database's snapshot or restore: the command waits, then says how to follow the job.
 BACKUP_TIMEOUT = 3 * 3600.0
 RESTORE_TIMEOUT = 6 * 3600.0
@@ -118,6 +124,22 @@ class _ExportEnded(UserError):
     """The export's execution ended without an archive (nothing left running to stop)."""
 
 
+@dataclass(frozen=True)
+class _Ended:
+    """How an execution of the export or restore machine ended."""
+
+    status: str
+    error: str
+    task: dict[str, Any]
+    failed: list[str]  # the containers that exited non-zero or never ran to their end
+    why: str  # "" when it succeeded
+    logs: str  # where the task's logs are
+
+    @property
+    def ok(self) -> bool:
+        return not self.why
+
+
 def _stream(body: Any, fd: int, part: Path, where: str) -> tuple[int, str]:
     """Copy a streaming body into `part` (open as `fd`, which is closed) a MiB at a time, synced; its size
     and sha256, hashed on a second core while the next MiB arrives (at most HASH_QUEUE MiB held). A
@@ -154,6 +176,50 @@ def _stream(body: Any, fd: int, part: Path, where: str) -> tuple[int, str]:
         chunks.put(None)
         hasher.join()
     return size, digest.hexdigest()
+
+
+class _Unreadable(Exception):
+    """The archive could not be read while it was uploaded."""
+
+
+class _HashingBody:
+    """A file read front to back for an upload, hashed as it goes; not seekable, so the SDK reads it in
+    order, a part at a time (flat memory), and what was hashed is what was sent."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f, self.hash = f, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data = self.f.read(size)
+        except OSError as e:  # told apart from the SDK's network errors, which are OSErrors too
+            raise _Unreadable(e.strerror or str(e)) from None
+        self.hash.update(data)
+        return data
+
+
+def _upload(s3: Any, archive: Path, bucket: str, key: str, account: str, sha256: str) -> str:
+    """Upload `archive` to the account's own `bucket` with the sha256 it was checked with as metadata (what
+    the restore task compares against); the sha256 of the bytes sent."""
+    import boto3.exceptions
+    import boto3.s3.transfer
+
+    config = boto3.s3.transfer.TransferConfig(multipart_chunksize=16 << 20, max_concurrency=2)
+    try:
+        f = open(archive, "rb")
+    except OSError as e:
+        raise UserError(f"{archive}: cannot read the archive: {e.strerror or e}; nothing was restored") from None
+    try:
+        with f:
+            body = _HashingBody(f)
+            s3.upload_fileobj(body, bucket, key, ExtraArgs={"Metadata": {"mxinfra-sha256": sha256}, "ExpectedBucketOwner": account}, Config=config)
+    except _Unreadable as e:
+        raise UserError(f"{archive}: cannot read the archive: {e}; nothing was restored") from None
+    except boto3.exceptions.S3UploadFailedError as e:
+        # the transfer manager's wrapper of the ClientError (its text names the code)
+        denied = "AccessDenied" in str(e) or "(403)" in str(e)
+        raise UserError(f"the upload of {archive.name} to s3://{bucket}/{key} failed ({e})" + (": only a session of the environment's backups role may write there, in its own account" if denied else "") + "; nothing was restored") from None
+    return body.hash.hexdigest()
 
 
 def _utc(t: datetime) -> datetime:
@@ -389,9 +455,7 @@ class VaultActions:
             )
         # The exports bucket hands the archive to the backups role's sessions only (its policy): anyone else
         # (the platform identity, an SSO admin) would run an hour-long dump for nothing
-        session = str(self._caller).split(":assumed-role/", 1)
-        if len(session) != 2 or session[1].split("/", 1)[0] != self.a.role_name("backups"):
-            raise UserError(f"{self.env.name}: {self._caller} is not a session of the environment's backups role, the only one the exports bucket hands an archive to: nothing was started. {self._rights()}")
+        self._backups_session("the exports bucket hands an archive to")
         backup = now.astimezone(timezone.utc).strftime(ID_FORMAT)
         out = out_dir / f"{backup}.tar.gz"
         if out.exists():
@@ -443,6 +507,100 @@ class VaultActions:
             part.unlink(missing_ok=True)
         return {"id": backup, "path": str(out), "size": size, "sha256": sha, "task": ended, "exported": where}
 
+    def restore_archive(self, archive: Path, now: datetime, via: str | None, vouch: Callable[[str, int], None], before: Callable[[], None] | None = None) -> dict[str, Any]:
+        """Restore a Mendix Cloud archive from this machine over the environment's database and files,
+        through the restore task (export.py: the state machine the `backups` role may start). The archive is
+        read through once and judged (the core's reader), its sha256 and size given to `vouch`; uploaded
+        into the imports bucket, hashed again on the way (a file changed meanwhile is never restored); then
+        `before` runs (production's backup), then the machine: the services stopped, the task (which checks
+        the sha256 once more), the services started again. What was restored; FilesNotRestored when the
+        database was but the files were not all copied back."""
+        from mxinfra.backup_archive import ArchiveError, check, stored_keys
+        from mxinfra.backups import FilesNotRestored
+
+        if via is not None:
+            raise UserError("--database-via: the aws target's restore task reaches the database from inside the VPC: leave it out")
+        self._check_account()
+        if not self.a.export:
+            raise UserError(
+                f"{self.env.name}: the stack has no restore task, so no archive can be restored: set mxinfra:aws.backupExport (the postgres and rclone "
+                "images it runs, copied into the account's ECR) and run `pulumi up` (targets/aws/README.md, Backups)"
+            )
+        # only the backups role's sessions may write into the imports bucket (its policy)
+        self._backups_session("the imports bucket takes an archive from")
+        try:
+            judged = check(archive, None, stored_keys())
+        except ArchiveError as e:
+            raise UserError(f"{e}; nothing was changed") from None
+        vouch(judged.sha256, judged.size)
+        backup = now.astimezone(timezone.utc).strftime(ID_FORMAT)
+        machine, bucket, key = self.a.restore_machine_arn, self.a.imports_bucket_name, f"{backup}.tar.gz"
+        where = f"s3://{bucket}/{key}"
+        head = self._restore_head
+        with self._aws("creating the AWS clients"):
+            states = self.session.client("stepfunctions", region_name=self.a.region, config=self._config)
+            s3 = self.session.client("s3", region_name=self.a.region, config=self._config)
+        uploaded, execution, ended = False, None, None
+        try:
+            with self._aws(f"s3:PutObject of {where}", head=head):
+                uploaded = True  # (a failed multipart upload removes its parts; a half-made object is never named)
+                sha = _upload(s3, archive, bucket, key, self.a.account, judged.sha256)
+            if sha != judged.sha256:
+                raise UserError(f"{archive}: changed while it was uploaded (sha256 {sha}, not {judged.sha256}, which was checked): nothing was restored")
+            if before is not None:
+                before()
+            with self._aws(f"states:StartExecution of {machine}", head=head):
+                execution = states.start_execution(stateMachineArn=machine, name=backup, input=json.dumps({"sha256": judged.sha256}))["executionArn"]
+            self._say(f"{self.env.name}: restoring {archive.name} (execution {execution}): the services stop, the task restores, the services start again")
+            # never stopped from here: a restore stopped half-way would leave the services stopped; it runs to
+            # its end, which starts them again
+            ended = self._ended(states, execution, "restore", head, self.export_timeout + RESTORE_STOP_SECONDS)
+        except BaseException:
+            if execution is not None:
+                # the command stopped following a restore that goes on (the task may not have fetched the
+                # archive yet): its upload stays for it, and the restore is not recorded from here
+                self._say(f"warning: the restore {execution} goes on without this command and is not recorded; it starts the services again when it ends "
+                          f"(`aws stepfunctions describe-execution --execution-arn {execution}`)")
+                uploaded = False
+            raise
+        finally:
+            if uploaded:
+                self._remove_upload(s3, bucket, key, where)
+        if ended.ok:
+            return {"app": "stopped, then started", "execution": backup}
+        tail = f"{ended.logs}; `aws stepfunctions describe-execution --execution-arn {execution}`"
+        if ended.failed == [PUSH_FILES]:
+            raise FilesNotRestored(
+                f"{self.env.name}: the database was restored from {archive.name}, but its files were not all copied back ({ended.why}); "
+                f"the services were started again: run the restore again to copy them ({tail})"
+            )
+        if ended.error in ("mxinfra.RestoreRunning", "mxinfra.NotStopped") or ended.failed:
+            return_note = "" if ended.error == "mxinfra.RestoreRunning" else "; the services were started again"
+            raise UserError(f"{head}: the restore {execution} ended {ended.status}: {ended.why}: nothing was restored{return_note} ({tail})")
+        # a call of the machine failed (stopping or starting a service): what runs is not known from here
+        raise UserError(
+            f"{head}: the restore {execution} ended {ended.status}: {ended.why}; check that the services run as before "
+            f"(`aws ecs describe-services --cluster {self.a.cluster} --services {' '.join(self.a.service_names)}`) ({tail})"
+        )
+
+    def _backups_session(self, what: str) -> None:
+        """Refuse credentials that are not a session of the environment's `backups` role, before anything starts."""
+        session = str(self._caller).split(":assumed-role/", 1)
+        if len(session) != 2 or session[1].split("/", 1)[0] != self.a.role_name("backups"):
+            raise UserError(f"{self.env.name}: {self._caller} is not a session of the environment's backups role, the only one {what}: nothing was started. {self._rights()}")
+
+    def _remove_upload(self, s3: Any, bucket: str, key: str, where: str) -> None:
+        """The uploaded archive goes once the restore ended (its lifecycle would remove it within two days)."""
+        try:
+            with self._aws(f"s3:DeleteObject of {where}", head=self._restore_head):
+                s3.delete_object(Bucket=bucket, Key=key, ExpectedBucketOwner=self.a.account)
+        except UserError as e:
+            self._say(f"warning: {e} (the bucket's lifecycle removes it)")
+
+    @property
+    def _restore_head(self) -> str:
+        return f"{self.env.name}: the restore task (state machine {self.a.restore_name}, account {self.a.account}, {self.a.region})"
+
     def after_download(self, got: dict[str, Any]) -> None:
         """Once the download is recorded: the bucket's copy goes (its lifecycle would remove it within two
         days); a failed delete is a warning, the archive and its record stand."""
@@ -453,7 +611,7 @@ class VaultActions:
         except UserError as e:
             self._say(f"warning: {e} (the bucket's lifecycle removes it)")
 
-    def _describe_patiently(self, states: Any, execution: str, deadline: float) -> dict[str, Any]:
+    def _describe_patiently(self, states: Any, execution: str, deadline: float, head: str | None = None, kind: str = "export") -> dict[str, Any]:
         """DescribeExecution, through throttling and broken connections until the deadline (an export runs
         for hours: a network blip must not stop it); any other refusal at once."""
         import botocore.exceptions
@@ -462,7 +620,7 @@ class VaultActions:
         while True:
             try:
                 # the blips are taken out before _aws, which would make them final
-                with self._aws(f"states:DescribeExecution of {execution}", head=self._export_head):
+                with self._aws(f"states:DescribeExecution of {execution}", head=head or self._export_head):
                     try:
                         return dict(states.describe_execution(executionArn=execution))
                     except botocore.exceptions.ClientError as exc:
@@ -474,8 +632,8 @@ class VaultActions:
             except _Transient as e:
                 blip = str(e)
             if time.monotonic() >= deadline:
-                raise UserError(f"{self._export_head}: cannot follow the export {execution} ({blip}); nothing was recorded")
-            self._say(f"warning: following the export {execution}: {blip}; trying again")
+                raise UserError(f"{head or self._export_head}: cannot follow the {kind} {execution} ({blip}); nothing was recorded")
+            self._say(f"warning: following the {kind} {execution}: {blip}; trying again")
             time.sleep(max(self.poll, 1.0))
 
     def _stop_export(self, states: Any, execution: str) -> None:
@@ -494,15 +652,23 @@ class VaultActions:
         """Wait for the export's execution to end; the task's ARN. A UserError naming the container that
         failed and its log stream, or the execution, when the export did not write an archive."""
         # the state machine stops the task at EXPORT_TIMEOUT_SECONDS; a margin for it to say so
-        deadline = time.monotonic() + self.export_timeout
-        logs = f"log group {self.a.log_group_name}, streams export/<container>/<task id>"
+        ended = self._ended(states, execution, "export", self._export_head, self.export_timeout)
+        if ended.ok:
+            return str(ended.task.get("TaskArn") or execution)
+        where = "" if ended.error == "mxinfra.ExportRunning" else f"{ended.logs}; "  # refused before any task ran
+        raise _ExportEnded(f"{self._export_head}: the export {execution} ended {ended.status}: {ended.why}; nothing was recorded ({where}`aws stepfunctions describe-execution --execution-arn {execution}`)")
+
+    def _ended(self, states: Any, execution: str, kind: str, head: str, timeout: float) -> _Ended:
+        """Wait for an execution of the export or restore machine (`kind`) to end: how, and the task it ran."""
+        deadline = time.monotonic() + timeout
+        logs = f"log group {self.a.log_group_name}, streams {kind}/<container>/<task id>"
         while True:
-            d = self._describe_patiently(states, execution, deadline)
+            d = self._describe_patiently(states, execution, deadline, head, kind)
             status = d.get("status")
             if status != "RUNNING":
                 break
             if time.monotonic() >= deadline:
-                raise UserError(f"{self._export_head}: the export {execution} still ran after {self.export_timeout / 60:.0f} minutes; nothing was recorded ({logs})")
+                raise UserError(f"{head}: the {kind} {execution} still ran after {timeout / 60:.0f} minutes; nothing was recorded ({logs})")
             time.sleep(self.poll)
         task: dict[str, Any] = {}
         try:
@@ -511,15 +677,15 @@ class VaultActions:
             pass
         if not isinstance(task, dict):
             task = {}
-        failed = [c for c in task.get("Containers") or [] if isinstance(c, dict) and c.get("ExitCode") not in (0, None)]
-        never = [c for c in task.get("Containers") or [] if isinstance(c, dict) and c.get("ExitCode") is None]
-        if status == "SUCCEEDED" and not failed and not never:
-            return str(task.get("TaskArn") or execution)
+        task = task.get("task") if isinstance(task.get("task"), dict) else task  # the restore's output keeps it at $.task
+        containers = [c for c in task.get("Containers") or [] if isinstance(c, dict)]
+        failed = [c for c in containers if c.get("ExitCode") not in (0, None)]
+        never = [c for c in containers if c.get("ExitCode") is None]
         task_id = str(task.get("TaskArn") or "").rsplit("/", 1)[-1] or "<task id>"
-        why = "; ".join(f"{c.get('Name')} exited {c.get('ExitCode')}" + (f" ({c.get('Reason')})" if c.get("Reason") else "") + f" (log stream export/{c.get('Name')}/{task_id})" for c in failed)
+        why = "; ".join(f"{c.get('Name')} exited {c.get('ExitCode')}" + (f" ({c.get('Reason')})" if c.get("Reason") else "") + f" (log stream {kind}/{c.get('Name')}/{task_id})" for c in failed)
         why = why or "; ".join(f"{c.get('Name')} never ran to the end" for c in never) or f"{d.get('error') or status}: {str(d.get('cause') or 'AWS gave no reason')[:300]}"
-        where = "" if d.get("error") == "mxinfra.ExportRunning" else f"{logs}; "  # refused before any task ran
-        raise _ExportEnded(f"{self._export_head}: the export {execution} ended {status}: {why}; nothing was recorded ({where}`aws stepfunctions describe-execution --execution-arn {execution}`)")
+        ok = status == "SUCCEEDED" and not failed and not never
+        return _Ended(str(status), str(d.get("error") or ""), task, [str(c.get("Name")) for c in failed + never], "" if ok else why, logs)
 
     # --- AWS --------------------------------------------------------------------------------------------
 

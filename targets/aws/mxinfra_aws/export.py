@@ -1,5 +1,5 @@
-"""The export task behind `mxinfra backup download`: a backup taken now, in the Mendix Cloud format, written
-into a bucket that keeps it a day.
+"""The export task behind `mxinfra backup download` (a backup taken now, in the Mendix Cloud format, written
+into a bucket that keeps it a day) and the restore task behind `restore --archive`.
 
 AWS Backup's recovery points are an RDS snapshot and S3 object versions: neither holds a pg_dump, and
 reading one means restoring it. So a download is taken now, from what runs, by one Fargate task in the
@@ -19,6 +19,12 @@ database's password. The `backups` role may only start a Step Functions state ma
 fixes the task definition revision, cluster, network, overrides and tags, and which refuses to run beside
 another of its executions (each is a pg_dump holding its tables' locks); the only thing the caller chooses
 is the execution's name, which becomes the archive's id (backup.sh refuses any name but YYYYmmddTHHMMSSZ).
+
+`mxinfra backup restore --archive` is the way back, built the same way: the caller (the `backups` role, the
+only writer of the imports bucket) uploads the archive, then starts the restore state machine, which stops
+the environment's services, runs the restore task (`fetch`, the core's `restore.sh`, `push-files`) with the
+execution's name as the archive's id and the sha256 the caller checked, and starts the services again
+whatever happened (restore_definition).
 
 The scripts are passed inline as `sh -c <script>` (the task has no config map to mount them from), with
 the entry point set: ECS's `command` replaces only the image's CMD, and the rclone image's entry point is
@@ -46,6 +52,7 @@ from .network import SecurityGroups
 from .policies import Arns
 
 PULL, BACKUP, PUT = "pull-files", "backup", "put"
+FETCH, RESTORE, PUSH = "fetch", "restore", "push-files"
 WORK = "/work"
 FILES_DIR = f"{WORK}/files"
 ARCHIVES_DIR = f"{WORK}/archive"
@@ -63,11 +70,6 @@ def script(name: str) -> str:
     return (SCRIPTS / name).read_text()
 
 
-def _logs(log_group: str, region: str) -> dict[str, Any]:
-    # awslogs names a stream <prefix>/<container>/<task id>
-    return {"logDriver": "awslogs", "options": {"awslogs-group": log_group, "awslogs-region": region, "awslogs-stream-prefix": "export"}}
-
-
 def _rclone_remote(remote: str, region: str) -> list[dict[str, str]]:
     """An rclone remote on S3 with the task role's credentials (the AWS SDK's container credentials); the
     buckets exist, so no CreateBucket is tried (nor granted)."""
@@ -76,138 +78,239 @@ def _rclone_remote(remote: str, region: str) -> list[dict[str, str]]:
     return [{"name": f"{prefix}{k}", "value": v} for k, v in settings]
 
 
+# Every container of the export and restore tasks: read-only root, no capability, an init process; its
+# scratch on the task's volume. ECS's `command` replaces only the image's CMD: the entry point is set too
+# (the rclone image's is `rclone`), so each container runs `sh -c <script> <name> <step>` whatever its image.
+HARDENED = {"readonlyRootFilesystem": True, "linuxParameters": {"capabilities": {"drop": ["ALL"]}, "initProcessEnabled": True}}
+SHELL = ["/bin/sh", "-c"]
+
+
+def _container(a: Arns, task: str, name: str, image: str, command: list[str], env: list[dict[str, str]], *, after: str | None = None, essential: bool = False, secrets: list[dict[str, str]] | None = None, rclone: bool = False) -> dict[str, Any]:
+    """One container of the export or restore task (`task`: its log streams' prefix)."""
+    common = [{"name": "HOME", "value": WORK}, {"name": "TMPDIR", "value": WORK}, *([{"name": "RCLONE_CONFIG", "value": "/dev/null"}] if rclone else [])]
+    return {
+        "name": name,
+        "image": image,
+        "essential": essential,
+        "entryPoint": SHELL,
+        "command": command,
+        **({"dependsOn": [{"containerName": after, "condition": "SUCCESS"}]} if after else {}),
+        "environment": sorted([*common, *env], key=lambda e: e["name"]),
+        **({"secrets": secrets} if secrets else {}),
+        "mountPoints": [{"sourceVolume": "work", "containerPath": WORK, "readOnly": False}],
+        # awslogs names a stream <prefix>/<container>/<task id>
+        "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-group": a.log_group_name, "awslogs-region": a.region, "awslogs-stream-prefix": task}},
+        **HARDENED,
+    }
+
+
+def _store(step: str) -> list[str]:
+    return [script("store.sh"), "store.sh", step]
+
+
+def _database(db_host: str, db_port: str, master_secret_arn: str) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """The database as the postgres container reaches it: its URL, and the user and password from the master
+    secret (PGUSER, PGPASSWORD: libpq reads them), signing in as the app does."""
+    url = {"name": "DATABASE_URL", "value": f"postgresql://{db_host}:{db_port}/{DB_NAME}?sslmode=require"}
+    secrets = [{"name": "PGPASSWORD", "valueFrom": value_from(master_secret_arn, "password")}, {"name": "PGUSER", "valueFrom": value_from(master_secret_arn, "username")}]
+    return url, secrets
+
+
 def container_definitions(a: Arns, x: BackupExportConfig, db_host: str, db_port: str, master_secret_arn: str) -> list[dict[str, Any]]:
     """The export task's three containers, in order (see the module docstring). Pure."""
-    hardened = {"readonlyRootFilesystem": True, "linuxParameters": {"capabilities": {"drop": ["ALL"]}, "initProcessEnabled": True}}
-    scratch = [{"sourceVolume": "work", "containerPath": WORK, "readOnly": False}]
-    common = [{"name": "HOME", "value": WORK}, {"name": "TMPDIR", "value": WORK}, {"name": "RCLONE_CONFIG", "value": "/dev/null"}]
-    # ECS's `command` replaces only the image's CMD: the entry point is set too (the rclone image's is
-    # `rclone`), so each container runs `sh -c <script> <name> <step>` whatever its image
-    shell = {"entryPoint": ["/bin/sh", "-c"]}
-    store = lambda name: [script("store.sh"), "store.sh", name]  # noqa: E731
-    pull = {
-        "name": PULL,
-        "image": x.rcloneImage,
-        "essential": False,
-        "command": store("pull-files"),
-        "environment": sorted([*common, {"name": "FILES_DIR", "value": FILES_DIR}, {"name": "FILES_REMOTE", "value": f"files:{a.bucket_name}"}, *_rclone_remote("files", a.region)], key=lambda e: e["name"]),
-        "mountPoints": scratch,
-        "logConfiguration": _logs(a.log_group_name, a.region),
-        **shell,
-        **hardened,
-    }
-    backup = {
-        "name": BACKUP,
-        "image": x.postgresImage,
-        "essential": False,
-        "command": [script("backup.sh"), "backup.sh"],
-        "dependsOn": [{"containerName": PULL, "condition": "SUCCESS"}],
-        "environment": sorted(
-            [
-                *[e for e in common if e["name"] != "RCLONE_CONFIG"],
-                {"name": "BACKUP_DIR", "value": ARCHIVES_DIR},
-                {"name": "FILES_DIR", "value": FILES_DIR},
-                {"name": "FILES_LAYOUT", "value": "keys"},
-                # the user and password come from the master secret (PGUSER, PGPASSWORD: libpq reads them)
-                {"name": "DATABASE_URL", "value": f"postgresql://{db_host}:{db_port}/{DB_NAME}?sslmode=require"},
-            ],
-            key=lambda e: e["name"],
-        ),
-        "secrets": [{"name": "PGPASSWORD", "valueFrom": value_from(master_secret_arn, "password")}, {"name": "PGUSER", "valueFrom": value_from(master_secret_arn, "username")}],
-        "mountPoints": scratch,
-        "logConfiguration": _logs(a.log_group_name, a.region),
-        **shell,
-        **hardened,
-    }
-    put = {
-        "name": PUT,
-        "image": x.rcloneImage,
-        "essential": True,
-        "command": store("put"),
-        "dependsOn": [{"containerName": BACKUP, "condition": "SUCCESS"}],
-        "environment": sorted([*common, {"name": "BACKUP_DIR", "value": ARCHIVES_DIR}, {"name": "BACKUP_REMOTE", "value": f"store:{a.exports_bucket_name}"}, *_rclone_remote("store", a.region)], key=lambda e: e["name"]),
-        "mountPoints": scratch,
-        "logConfiguration": _logs(a.log_group_name, a.region),
-        **shell,
-        **hardened,
-    }
-    return [pull, backup, put]
+    url, secrets = _database(db_host, db_port, master_secret_arn)
+    files = [{"name": "FILES_DIR", "value": FILES_DIR}, {"name": "FILES_REMOTE", "value": f"files:{a.bucket_name}"}, *_rclone_remote("files", a.region)]
+    backup_env = [{"name": "BACKUP_DIR", "value": ARCHIVES_DIR}, {"name": "FILES_DIR", "value": FILES_DIR}, {"name": "FILES_LAYOUT", "value": "keys"}, url]
+    put_env = [{"name": "BACKUP_DIR", "value": ARCHIVES_DIR}, {"name": "BACKUP_REMOTE", "value": f"store:{a.exports_bucket_name}"}, *_rclone_remote("store", a.region)]
+    return [
+        _container(a, "export", PULL, x.rcloneImage, _store("pull-files"), files, rclone=True),
+        _container(a, "export", BACKUP, x.postgresImage, [script("backup.sh"), "backup.sh"], backup_env, after=PULL, secrets=secrets),
+        _container(a, "export", PUT, x.rcloneImage, _store("put"), put_env, after=BACKUP, essential=True, rclone=True),
+    ]
+
+
+def restore_container_definitions(a: Arns, x: BackupExportConfig, db_host: str, db_port: str, master_secret_arn: str) -> list[dict[str, Any]]:
+    """The restore task's three containers, in order: `fetch` (rclone: the uploaded archive from the imports
+    bucket, store.sh fetch), `restore` (postgres: restore.sh, which checks the archive's sha256 against the
+    one the caller vouched for, judges it as an archive from outside and restores it over the database, the
+    files into the scratch copy), `push-files` (rclone: the files copied back into the file bucket). Pure."""
+    from mxinfra.backup_archive import CLEAN_SQL
+
+    url, secrets = _database(db_host, db_port, master_secret_arn)
+    fetch_env = [{"name": "BACKUP_DIR", "value": ARCHIVES_DIR}, {"name": "BACKUP_REMOTE", "value": f"store:{a.imports_bucket_name}"}, *_rclone_remote("store", a.region)]
+    restore_env = [
+        {"name": "BACKUP_DIR", "value": ARCHIVES_DIR},
+        {"name": "FILES_DIR", "value": FILES_DIR},
+        {"name": "FILES_LAYOUT", "value": "keys"},
+        # no file can be put beside a script run inline: clean.sql's text comes with it
+        {"name": "RESTORE_CLEAN_SQL", "value": CLEAN_SQL},
+        url,
+    ]
+    files = [{"name": "FILES_DIR", "value": FILES_DIR}, {"name": "FILES_REMOTE", "value": f"files:{a.bucket_name}"}, *_rclone_remote("files", a.region)]
+    return [
+        _container(a, "restore", FETCH, x.rcloneImage, _store("fetch"), fetch_env, rclone=True),
+        _container(a, "restore", RESTORE, x.postgresImage, [script("restore.sh"), "restore.sh"], restore_env, after=FETCH, secrets=secrets),
+        _container(a, "restore", PUSH, x.rcloneImage, _store("push-files"), files, after=RESTORE, essential=True, rclone=True),
+    ]
 
 
 def definition(a: Arns, task_definition_arn: str, security_group: str) -> dict[str, Any]:
     """The state machine: unless another execution of it runs, one run of exactly `task_definition_arn` (a
     revision) in the environment's cluster, subnets and `security_group`, its id the execution's name;
     waits for the task to stop. Pure."""
+    # Each export is a pg_dump against the database that holds its tables' locks for its whole run.
     return {
         "Comment": f"{a.naming.prefix}: a backup taken now for `mxinfra backup download`",
         "StartAt": "OneAtATime",
         "States": {
-            # Each export is a pg_dump against the database that holds its tables' locks for its whole run:
-            # IAM cannot count a caller's executions, so the machine refuses to run beside another.
-            "OneAtATime": {
-                "Type": "Task",
-                "Resource": LIST_EXECUTIONS.format(partition=a.partition),
-                "Parameters": {"StateMachineArn": a.export_machine_arn, "StatusFilter": "RUNNING", "MaxResults": 2},
-                "ResultSelector": {"running.$": "States.ArrayLength($.Executions)"},
-                "ResultPath": "$.guard",
-                "Next": "Alone",
-            },
-            "Alone": {"Type": "Choice", "Choices": [{"Variable": "$.guard.running", "NumericGreaterThan": 1, "Next": "Busy"}], "Default": "Export"},
+            **_one_at_a_time(a.export_machine_arn, a.partition, "Export"),
             "Busy": {"Type": "Fail", "Error": "mxinfra.ExportRunning", "Cause": "another export of this environment is running: one at a time, run it again once that one ended"},
-            "Export": {
-                "Type": "Task",
-                "Resource": RUN_TASK_SYNC.format(partition=a.partition),
-                "Parameters": {
-                    "Cluster": a.cluster_arn,
-                    "TaskDefinition": task_definition_arn,
-                    "LaunchType": "FARGATE",
-                    "PlatformVersion": "LATEST",
-                    # the environment's tags on the task, given in the request: ECS authorises them as TagResource
-                    # (ecs:CreateAction RunTask, aws:RequestTag), and DescribeTasks and StopTask then match them
-                    "Tags": [{"Key": k, "Value": v} for k, v in sorted(policies.environment_tags(a).items())],
-                    "NetworkConfiguration": {
-                        "AwsvpcConfiguration": {"Subnets": list(a.subnets), "SecurityGroups": [security_group], "AssignPublicIp": "ENABLED" if a.assign_public_ip else "DISABLED"}
-                    },
-                    # the execution's name is the archive's id: the only input the caller gives
-                    "Overrides": {"ContainerOverrides": [{"Name": BACKUP, "Environment": [{"Name": "BACKUP_NOW", "Value.$": "$$.Execution.Name"}]}]},
-                },
-                "TimeoutSeconds": EXPORT_TIMEOUT_SECONDS,
-                "End": True,
-            }
+            # the execution's name is the archive's id: the only input the caller gives
+            "Export": {**_run_task(a, task_definition_arn, security_group, [{"Name": BACKUP, "Environment": [{"Name": "BACKUP_NOW", "Value.$": "$$.Execution.Name"}]}]), "End": True},
         },
     }
 
 
-def _bucket(ctx: EnvironmentContext, a: Arns) -> aws.s3.Bucket:
-    """The exports bucket: private, encrypted, TLS only, written by the export task and read by `backups`
-    alone (policies.exports_bucket_policy); archives expire after EXPIRE_DAYS. It holds a
-    day's copies of the environment's data: on production it and its settings are protected like the
-    file bucket (a partial destroy must not leave it without its public-access block)."""
+def _one_at_a_time(machine_arn: str, partition: str, then: str) -> dict[str, Any]:
+    """The states that refuse to run beside another execution of `machine_arn` (IAM cannot count a caller's
+    executions), going on to `then`."""
+    return {
+        "OneAtATime": {
+            "Type": "Task",
+            "Resource": LIST_EXECUTIONS.format(partition=partition),
+            "Parameters": {"StateMachineArn": machine_arn, "StatusFilter": "RUNNING", "MaxResults": 2},
+            "ResultSelector": {"running.$": "States.ArrayLength($.Executions)"},
+            "ResultPath": "$.guard",
+            "Next": "Alone",
+        },
+        "Alone": {"Type": "Choice", "Choices": [{"Variable": "$.guard.running", "NumericGreaterThan": 1, "Next": "Busy"}], "Default": then},
+    }
+
+
+def _run_task(a: Arns, task_definition_arn: str, security_group: str, overrides: list[dict[str, Any]]) -> dict[str, Any]:
+    """A Task state running exactly `task_definition_arn` once in the environment's cluster, subnets and
+    `security_group`, tagged as the environment's, with `overrides` (environment variables only)."""
+    return {
+        "Type": "Task",
+        "Resource": RUN_TASK_SYNC.format(partition=a.partition),
+        "Parameters": {
+            "Cluster": a.cluster_arn,
+            "TaskDefinition": task_definition_arn,
+            "LaunchType": "FARGATE",
+            "PlatformVersion": "LATEST",
+            # the environment's tags on the task, given in the request: ECS authorises them as TagResource
+            # (ecs:CreateAction RunTask, aws:RequestTag), and DescribeTasks and StopTask then match them
+            "Tags": [{"Key": k, "Value": v} for k, v in sorted(policies.environment_tags(a).items())],
+            "NetworkConfiguration": {"AwsvpcConfiguration": {"Subnets": list(a.subnets), "SecurityGroups": [security_group], "AssignPublicIp": "ENABLED" if a.assign_public_ip else "DISABLED"}},
+            "Overrides": {"ContainerOverrides": overrides},
+        },
+        "TimeoutSeconds": EXPORT_TIMEOUT_SECONDS,
+    }
+
+
+# How long the restore machine waits for the stopped services' tasks to end: polls STOP_POLL_SECONDS apart.
+STOP_POLL_SECONDS, STOP_POLLS = 15, 40
+# Calls to ECS that must not fail on a throttle or a transient error: above all the ones starting the app again.
+ECS_RETRY = [{"ErrorEquals": ["States.ALL"], "IntervalSeconds": 5, "MaxAttempts": 6, "BackoffRate": 2.0}]
+DESCRIBE_SERVICES = "arn:{partition}:states:::aws-sdk:ecs:describeServices"
+UPDATE_SERVICE = "arn:{partition}:states:::aws-sdk:ecs:updateService"
+
+
+def restore_definition(a: Arns, task_definition_arn: str, security_group: str) -> dict[str, Any]:
+    """The restore state machine. Unless another execution of it runs: each service's desired count read,
+    then set to 0, until none of its tasks runs; then one run of exactly `task_definition_arn` (a revision),
+    the archive `imports/<execution name>.tar.gz` with the input's `sha256`; then each service's desired
+    count set back, whether the restore succeeded or failed (also when stopping failed half-way).
+    Pure."""
+    p = a.partition
+    services = list(a.service_names)
+    cluster = a.cluster_arn
+    states: dict[str, Any] = {}
+
+    def ecs(resource: str, parameters: dict[str, Any], nxt: str, **extra: Any) -> dict[str, Any]:
+        return {"Type": "Task", "Resource": resource.format(partition=p), "Parameters": parameters, "Retry": ECS_RETRY, "Next": nxt, **extra}
+
+    undo = {"Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": "StartAgainAfterFailure0"}]}
+    first = "Read0"
+    states.update(_one_at_a_time(a.restore_machine_arn, p, first))
+    states["Busy"] = {"Type": "Fail", "Error": "mxinfra.RestoreRunning", "Cause": "another restore of this environment is running: one at a time"}
+    for i, service in enumerate(services):
+        # the count to start it again with; nothing is stopped yet if this fails
+        states[f"Read{i}"] = ecs(
+            DESCRIBE_SERVICES, {"Cluster": cluster, "Services": [service]}, f"Read{i + 1}" if i + 1 < len(services) else "Stop0",
+            ResultSelector={"desired.$": "$.Services[0].DesiredCount"}, ResultPath=f"$.service{i}",
+        )
+    for i, service in enumerate(services):
+        states[f"Stop{i}"] = ecs(UPDATE_SERVICE, {"Cluster": cluster, "Service": service, "DesiredCount": 0}, f"Stop{i + 1}" if i + 1 < len(services) else "Polls", ResultPath=None, **undo)
+    # no instance may hold the database while it is replaced: wait until no task of any service runs
+    states["Polls"] = {"Type": "Pass", "Result": {"left": STOP_POLLS}, "ResultPath": "$.polls", "Next": "Drain"}
+    states["Drain"] = {"Type": "Wait", "Seconds": STOP_POLL_SECONDS, "Next": "Count"}
+    states["Count"] = {"Type": "Pass", "Parameters": {"left.$": "States.MathAdd($.polls.left, -1)"}, "ResultPath": "$.polls", "Next": "Check0"}
+    for i, service in enumerate(services):
+        states[f"Check{i}"] = ecs(
+            DESCRIBE_SERVICES, {"Cluster": cluster, "Services": [service]}, f"Stopped{i}",
+            ResultSelector={"running.$": "$.Services[0].RunningCount", "pending.$": "$.Services[0].PendingCount"}, ResultPath="$.check", **undo,
+        )
+        states[f"Stopped{i}"] = {
+            "Type": "Choice",
+            "Choices": [
+                {"Or": [{"Variable": "$.check.running", "NumericGreaterThan": 0}, {"Variable": "$.check.pending", "NumericGreaterThan": 0}], "Next": "StillRunning"},
+            ],
+            "Default": f"Check{i + 1}" if i + 1 < len(services) else "Restore",
+        }
+    states["StillRunning"] = {"Type": "Choice", "Choices": [{"Variable": "$.polls.left", "NumericGreaterThan": 0, "Next": "Drain"}], "Default": "NotStopped"}
+    states["NotStopped"] = {"Type": "Pass", "Parameters": {"Error": "mxinfra.NotStopped", "Cause": f"the services' tasks did not stop within {STOP_POLL_SECONDS * STOP_POLLS} s: nothing was restored"}, "ResultPath": "$.failure", "Next": "StartAgainAfterFailure0"}
+    name = {"Name": "BACKUP_ID", "Value.$": "$$.Execution.Name"}
+    states["Restore"] = {
+        **_run_task(a, task_definition_arn, security_group, [
+            {"Name": FETCH, "Environment": [name]},
+            # the archive the caller checked (restore.sh compares, before anything changes)
+            {"Name": RESTORE, "Environment": [name, {"Name": "BACKUP_SHA256", "Value.$": "$.sha256"}]},
+        ]),
+        "ResultPath": "$.task",
+        "Next": "StartAgain0",
+        **undo,
+    }
+    for label, end in (("StartAgain", "Restored"), ("StartAgainAfterFailure", "Failed")):
+        for i, service in enumerate(services):
+            states[f"{label}{i}"] = ecs(UPDATE_SERVICE, {"Cluster": cluster, "Service": service, "DesiredCount.$": f"$.service{i}.desired"}, f"{label}{i + 1}" if i + 1 < len(services) else end, ResultPath=None)
+    states["Restored"] = {"Type": "Succeed"}
+    states["Failed"] = {"Type": "Fail", "ErrorPath": "$.failure.Error", "CausePath": "$.failure.Cause"}
+    return {"Comment": f"{a.naming.prefix}: restore an uploaded archive for `mxinfra backup restore --archive`", "StartAt": "OneAtATime", "States": states}
+
+
+def _bucket(ctx: EnvironmentContext, kind: str, name: str, policy: policies.Document) -> aws.s3.Bucket:
+    """A transfer bucket (`exports` or `imports`): private, encrypted, TLS only, written and read by one
+    role each (policies.transfer_bucket_policy); archives expire after EXPIRE_DAYS. It holds a day's
+    copies of the environment's data: on production it and its settings are protected like the file
+    bucket (a partial destroy must not leave it without its public-access block)."""
     n = ctx.naming
-    bucket = aws.s3.Bucket(n.logical("exports"), bucket=a.exports_bucket_name, force_destroy=True, tags=dict(ctx.tags), opts=ctx.opts(protect_data=True))
+    bucket = aws.s3.Bucket(n.logical(kind), bucket=name, force_destroy=True, tags=dict(ctx.tags), opts=ctx.opts(protect_data=True))
     aws.s3.BucketPublicAccessBlock(
-        n.logical("exports-public-access"), bucket=bucket.id, block_public_acls=True, block_public_policy=True, ignore_public_acls=True, restrict_public_buckets=True, opts=ctx.opts(protect_data=True)
+        n.logical(f"{kind}-public-access"), bucket=bucket.id, block_public_acls=True, block_public_policy=True, ignore_public_acls=True, restrict_public_buckets=True, opts=ctx.opts(protect_data=True)
     )
-    aws.s3.BucketOwnershipControls(n.logical("exports-ownership"), bucket=bucket.id, rule={"object_ownership": "BucketOwnerEnforced"}, opts=ctx.opts(protect_data=True))
+    aws.s3.BucketOwnershipControls(n.logical(f"{kind}-ownership"), bucket=bucket.id, rule={"object_ownership": "BucketOwnerEnforced"}, opts=ctx.opts(protect_data=True))
     aws.s3.BucketServerSideEncryptionConfiguration(
-        n.logical("exports-encryption"), bucket=bucket.id, rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}, "bucket_key_enabled": True}], opts=ctx.opts(protect_data=True)
+        n.logical(f"{kind}-encryption"), bucket=bucket.id, rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}, "bucket_key_enabled": True}], opts=ctx.opts(protect_data=True)
     )
     aws.s3.BucketLifecycleConfiguration(
-        n.logical("exports-lifecycle"),
+        n.logical(f"{kind}-lifecycle"),
         bucket=bucket.id,
-        rules=[{"id": "expire-exports", "status": "Enabled", "filter": {}, "expiration": {"days": EXPIRE_DAYS}, "abort_incomplete_multipart_upload": {"days_after_initiation": EXPIRE_DAYS}}],
+        rules=[{"id": f"expire-{kind}", "status": "Enabled", "filter": {}, "expiration": {"days": EXPIRE_DAYS}, "abort_incomplete_multipart_upload": {"days_after_initiation": EXPIRE_DAYS}}],
         opts=ctx.opts(protect_data=True),
     )
-    aws.s3.BucketPolicy(n.logical("exports-policy"), bucket=bucket.id, policy=json.dumps(policies.exports_bucket_policy(a), sort_keys=True), opts=ctx.opts(protect_data=True))
+    aws.s3.BucketPolicy(n.logical(f"{kind}-policy"), bucket=bucket.id, policy=json.dumps(policy, sort_keys=True), opts=ctx.opts(protect_data=True))
     return bucket
 
 
 @dataclass
 class Export:
-    """The export's state machine and bucket."""
+    """The export's and the restore's state machines and buckets."""
 
     machine: aws.sfn.StateMachine
     bucket: aws.s3.Bucket
+    restore_machine: aws.sfn.StateMachine
+    imports: aws.s3.Bucket
 
 
 def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, sgs: SecurityGroups, db: Database) -> Export | None:
@@ -221,38 +324,55 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, sgs: SecurityGroups
     if x is None:
         return None
     n = ctx.naming
-    bucket = _bucket(ctx, a)
+    bucket = _bucket(ctx, "exports", a.exports_bucket_name, policies.exports_bucket_policy(a))
     group = export_group(ctx, cfg, sgs.database)
     task_role = service_role(ctx, cfg, a, "export-task", policies.ecs_tasks_trust(a), policies.export_task_policy(a), "The export task: read this environment's files, write archives into its exports bucket")
     execution_role = service_role(
         ctx, cfg, a, "export-execution", policies.ecs_tasks_trust(a), policies.export_execution_policy(a, [x.postgresImage, x.rcloneImage]), "ECS: pull the export task's images, write its logs, read the database's secret"
     )
     host_port = db.endpoint.apply(lambda e: e.rsplit(":", 1) if ":" in e else [e, "5432"])
-    containers = pulumi.Output.all(host_port, db.master_secret_arn).apply(lambda v: json.dumps(container_definitions(a, x, v[0][0], v[0][1], v[1]), sort_keys=True))
-    task = aws.ecs.TaskDefinition(
-        n.logical("export"),
-        family=a.export_name,
-        requires_compatibilities=["FARGATE"],
-        network_mode="awsvpc",
-        cpu=str(CPU),
-        memory=str(MEMORY_MB),
-        runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": cfg.cpuArchitecture},
-        ephemeral_storage={"size_in_gib": x.storageGb},
-        volumes=[{"name": "work"}],
-        task_role_arn=task_role.arn,
-        execution_role_arn=execution_role.arn,
-        container_definitions=containers,
-        tags=dict(ctx.tags),
-        opts=ctx.opts(depends_on=[bucket]),
+
+    def task(logical: str, family: str, role: aws.iam.Role, render: Any, after: aws.s3.Bucket) -> aws.ecs.TaskDefinition:
+        containers = pulumi.Output.all(host_port, db.master_secret_arn).apply(lambda v: json.dumps(render(a, x, v[0][0], v[0][1], v[1]), sort_keys=True))
+        return aws.ecs.TaskDefinition(
+            n.logical(logical),
+            family=family,
+            requires_compatibilities=["FARGATE"],
+            network_mode="awsvpc",
+            cpu=str(CPU),
+            memory=str(MEMORY_MB),
+            runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": cfg.cpuArchitecture},
+            ephemeral_storage={"size_in_gib": x.storageGb},
+            volumes=[{"name": "work"}],
+            task_role_arn=role.arn,
+            execution_role_arn=execution_role.arn,
+            container_definitions=containers,
+            tags=dict(ctx.tags),
+            opts=ctx.opts(depends_on=[after]),
+        )
+
+    def machine(logical: str, name: str, kind: str, arn: str, policy: policies.Document, what: str, render: Any, td: aws.ecs.TaskDefinition) -> aws.sfn.StateMachine:
+        runner = service_role(ctx, cfg, a, kind, service_trust(a, "states", arn), policy, what)
+        return aws.sfn.StateMachine(
+            n.logical(logical),
+            name=name,
+            role_arn=runner.arn,
+            definition=pulumi.Output.all(td.arn, group.id).apply(lambda v: json.dumps(render(a, v[0], v[1]), sort_keys=True)),
+            tags=dict(ctx.tags),
+            opts=ctx.opts(),
+        )
+
+    export_task = task("export", a.export_name, task_role, container_definitions, bucket)
+    export_machine = machine(
+        "export-machine", a.export_name, "export-runner", a.export_machine_arn, policies.export_runner_policy(a), "Step Functions: run this environment's export task, nothing else", definition, export_task
     )
-    runner = service_role(ctx, cfg, a, "export-runner", service_trust(a, "states", a.export_machine_arn), policies.export_runner_policy(a), "Step Functions: run this environment's export task, nothing else")
-    machine = aws.sfn.StateMachine(
-        n.logical("export-machine"),
-        name=a.export_name,
-        role_arn=runner.arn,
-        definition=pulumi.Output.all(task.arn, group.id).apply(lambda v: json.dumps(definition(a, v[0], v[1]), sort_keys=True)),
-        tags=dict(ctx.tags),
-        opts=ctx.opts(),
+    # `restore --archive`: the same images, execution role and network; its own bucket, task role and machine
+    imports = _bucket(ctx, "imports", a.imports_bucket_name, policies.imports_bucket_policy(a))
+    restore_role = service_role(ctx, cfg, a, "restore-task", policies.ecs_tasks_trust(a), policies.restore_task_policy(a), "The restore task: read an uploaded archive, write its files into this environment's file bucket")
+    restore_task = task("restore", a.restore_name, restore_role, restore_container_definitions, imports)
+    restore_machine = machine(
+        "restore-machine", a.restore_name, "restore-runner", a.restore_machine_arn, policies.restore_runner_policy(a),
+        "Step Functions: stop this environment's services, run its restore task, start them again; nothing else", restore_definition, restore_task,
     )
-    return Export(machine, bucket)
+    return Export(export_machine, bucket, restore_machine, imports)
 

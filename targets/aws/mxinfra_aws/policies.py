@@ -168,6 +168,16 @@ class Arns:
         """The bucket the export task writes archives into, for a day (account and region in the name)."""
         return self.naming.physical(f"exports-{self.account}-{self.region}", max_len=63)
 
+    @property
+    def restore_name(self) -> str:
+        """The restore task's family and its state machine (`mxinfra backup restore --archive` starts it)."""
+        return self.naming.physical("restore", max_len=80, charset="a-zA-Z0-9_-")
+
+    @property
+    def imports_bucket_name(self) -> str:
+        """The bucket `restore --archive` uploads an archive into for the restore task, for a day."""
+        return self.naming.physical(f"imports-{self.account}-{self.region}", max_len=63)
+
     def role_name(self, kind: str) -> str:
         """The IAM role name for `kind` (task, execution, or a permission)."""
         return self.naming.physical(kind, max_len=64, charset=_IAM_NAME)
@@ -319,6 +329,26 @@ class Arns:
         """The exports bucket."""
         return f"arn:{self.partition}:s3:::{self.exports_bucket_name}"
 
+    @property
+    def restore_machine_arn(self) -> str:
+        """The restore state machine."""
+        return self._arn("states", f"stateMachine:{self.restore_name}")
+
+    @property
+    def restore_executions_arn(self) -> str:
+        """Every execution of the restore state machine."""
+        return self._arn("states", f"execution:{self.restore_name}:*")
+
+    @property
+    def restore_task_definition_arn(self) -> str:
+        """Every revision of the restore task's family."""
+        return self._task_definition_arn(self.restore_name)
+
+    @property
+    def imports_bucket_arn(self) -> str:
+        """The imports bucket."""
+        return f"arn:{self.partition}:s3:::{self.imports_bucket_name}"
+
     def role_arn(self, kind: str) -> str:
         """The IAM role of `kind`."""
         return self._arn("iam", f"role{ROLE_PATH}{self.role_name(kind)}", region=False)
@@ -436,32 +466,42 @@ def _principal_arns(a: Arns, kind: str) -> list[str]:
     return [a.role_arn(kind), a._arn("iam", f"role/{a.role_name(kind)}", region=False)]
 
 
-def exports_bucket_policy(a: Arns) -> Document:
-    """The exports bucket's own policy: TLS only; archives written only by the export task's role and read
-    only by the `backups` role, whatever object rights other identities of the account hold (a production
-    dump must not be readable, nor an archive replaceable, by a CI role that may read and write every
-    object). An identity that may change bucket policies is the platform's, outside this (as for every bucket)."""
-    arn = a.exports_bucket_arn
+def transfer_bucket_policy(a: Arns, bucket_arn: str, writer: str, reader: str) -> Document:
+    """A transfer bucket's own policy (the exports and the imports bucket): TLS only; archives written only
+    by the role `writer` and read only by the role `reader`, whatever object rights other identities of the
+    account hold (a production dump must not be readable, nor an archive replaceable, by a CI role that may
+    read and write every object). An identity that may change bucket policies is the platform's, outside
+    this (as for every bucket)."""
     return _doc(
-        *bucket_policy(a, arn)["Statement"],
+        *bucket_policy(a, bucket_arn)["Statement"],
         {
-            "Sid": "OnlyTheExportTaskWrites",
+            "Sid": "OnlyTheWriterWrites",
             "Effect": "Deny",
             "Principal": "*",
             "Action": "s3:PutObject",
-            "Resource": f"{arn}/*",
-            "Condition": {"StringNotEquals": {"aws:PrincipalArn": _principal_arns(a, "export-task")}},
+            "Resource": f"{bucket_arn}/*",
+            "Condition": {"StringNotEquals": {"aws:PrincipalArn": _principal_arns(a, writer)}},
         },
         {
             # GetObject*: a version's read (`?versionId=null` on an unversioned bucket) is GetObjectVersion
-            "Sid": "OnlyBackupsReads",
+            "Sid": "OnlyTheReaderReads",
             "Effect": "Deny",
             "Principal": "*",
             "Action": "s3:GetObject*",
-            "Resource": f"{arn}/*",
-            "Condition": {"StringNotEquals": {"aws:PrincipalArn": _principal_arns(a, "backups")}},
+            "Resource": f"{bucket_arn}/*",
+            "Condition": {"StringNotEquals": {"aws:PrincipalArn": _principal_arns(a, reader)}},
         },
     )
+
+
+def exports_bucket_policy(a: Arns) -> Document:
+    """The exports bucket's policy: written by the export task, read by `backups` (`backup download`)."""
+    return transfer_bucket_policy(a, a.exports_bucket_arn, "export-task", "backups")
+
+
+def imports_bucket_policy(a: Arns) -> Document:
+    """The imports bucket's policy: written by `backups` (`backup restore --archive`), read by the restore task."""
+    return transfer_bucket_policy(a, a.imports_bucket_arn, "backups", "restore-task")
 
 
 def export_task_policy(a: Arns) -> Document:
@@ -476,14 +516,16 @@ def export_task_policy(a: Arns) -> Document:
 
 
 def export_execution_policy(a: Arns, images: Sequence[str]) -> Document:
-    """What ECS needs to start the export task: pull its two images, write its log streams (`export/...`
-    in the environment's log group), read the database's master secret (pg_dump signs in as the app does)."""
+    """What ECS needs to start the export and restore tasks: pull their two images, write their log streams
+    (`export/...` and `restore/...` in the environment's log group), read the database's master secret
+    (pg_dump and pg_restore sign in as the app does)."""
     statements = []
     repos = sorted({r for r in (ecr_repository_arn(i, a.partition) for i in images) if r is not None})
     if repos:
         statements.append(_allow("EcrLogin", ["ecr:GetAuthorizationToken"], "*"))
         statements.append(_allow("PullImages", ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"], _one_or_all(repos)))
-    statements.append(_allow("WriteLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], a._arn("logs", f"log-group:{a.log_group_name}:log-stream:export/*")))
+    streams = [a._arn("logs", f"log-group:{a.log_group_name}:log-stream:{task}/*") for task in ("export", "restore")]
+    statements.append(_allow("WriteLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], streams))
     statements.append(
         _allow(
             "DatabaseSecret",
@@ -534,6 +576,58 @@ def export_statements(a: Arns) -> list[Document]:
         # ListBucket: a missing archive is then S3's 404, not a 403 that reads like a missing right
         _allow("ListExports", ["s3:ListBucket"], a.exports_bucket_arn, {"StringEquals": {"s3:ResourceAccount": a.account}}),
         _allow("FetchExports", ["s3:DeleteObject", "s3:GetObject"], f"{a.exports_bucket_arn}/*", {"StringEquals": {"s3:ResourceAccount": a.account}}),
+    ]
+
+
+# --- the restore task behind `mxinfra backup restore --archive` (export.py) -----------------------------
+
+
+def restore_task_policy(a: Arns) -> Document:
+    """The restore task: fetch the uploaded archive from the imports bucket, write the archive's files into
+    the environment's file bucket; nothing else (no delete: a restore copies files back, never a sync)."""
+    mine = {"StringEquals": {"s3:ResourceAccount": a.account}}
+    return _doc(
+        # store.sh fetch lists the imports first (a missing archive is a clear error, not a 403)
+        _allow("ListImports", ["s3:ListBucket"], a.imports_bucket_arn, mine),
+        _allow("ReadImports", ["s3:GetObject"], f"{a.imports_bucket_arn}/*", mine),
+        # rclone copy lists the destination and compares each file before it writes
+        _allow("ListFiles", ["s3:ListBucket"], a.bucket_arn, mine),
+        _allow("WriteFiles", ["s3:AbortMultipartUpload", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:PutObject"], f"{a.bucket_arn}/*", mine),
+    )
+
+
+def restore_runner_policy(a: Arns) -> Document:
+    """The restore state machine's role: count its own running executions; read, stop and start again the
+    environment's services (their desired counts only: the definition passes nothing else); run the restore
+    task's revisions in the environment's cluster, passing exactly its two roles."""
+    return _doc(
+        _allow("CountRestores", ["states:ListExecutions"], [a.restore_machine_arn, a._arn("states", f"mapRun:{a.restore_name}/*:*")]),
+        _allow("ReadServices", ["ecs:DescribeServices"], _one_or_all(a.service_arns)),
+        # the definition passes a desired count alone; the deploy role's conditions hold all the same
+        _allow("StopAndStartServices", ["ecs:UpdateService"], _one_or_all(a.service_arns), _service_update(a)),
+        _allow("RunRestore", ["ecs:RunTask"], a.restore_task_definition_arn, {"ArnEquals": {"ecs:cluster": a.cluster_arn}}),
+        _allow("TagRestore", ["ecs:TagResource"], a.tasks_arn, {"StringEquals": {"ecs:CreateAction": "RunTask", **_environment_tags(a, "aws:RequestTag")}}),
+        _allow("FollowRestore", ["ecs:DescribeTasks", "ecs:StopTask"], a.tasks_arn, {"StringEquals": _environment_tags(a)}),
+        _allow("SyncRule", ["events:DescribeRule", "events:PutRule", "events:PutTargets"], a._arn("events", ECS_SYNC_RULE)),
+        _allow(
+            "PassRestoreRoles",
+            ["iam:PassRole"],
+            [a.role_arn("restore-task"), a.role_arn("export-execution")],
+            {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
+        ),
+    )
+
+
+def restore_statements(a: Arns) -> list[Document]:
+    """The backups permission's part of `mxinfra backup restore --archive`: upload the archive into the
+    imports bucket, start the restore state machine (never ecs:RunTask: see export_statements) and follow
+    it. No StopExecution: a restore stopped half-way would leave the services stopped; it runs to its end,
+    which starts them again."""
+    mine = {"StringEquals": {"s3:ResourceAccount": a.account}}
+    return [
+        _allow("StartRestore", ["states:StartExecution"], a.restore_machine_arn),
+        _allow("FollowRestore", ["states:DescribeExecution"], [a.restore_executions_arn, a._arn("states", f"express:{a.restore_name}:*:*")]),
+        _allow("UploadImports", ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:ListMultipartUploadParts", "s3:PutObject"], f"{a.imports_bucket_arn}/*", mine),
     ]
 
 
@@ -590,13 +684,9 @@ def _environment_tags(a: Arns, prefix: str = "aws:ResourceTag") -> Document:
     return {f"{prefix}/{k}": v for k, v in environment_tags(a).items()}
 
 
-def deploy_policy(a: Arns) -> Document:
-    """Transport, start/stop and configuration: new task definitions of its families, its services, its roles.
-
-    Deploy is inherently equivalent to reading the environment's secrets: it registers a task definition
-    with an image of its choice and the execution role that reads them. The conditions keep it on this
-    environment's task families, Fargate, the configured subnets and public-IP setting, and without ECS Exec.
-    """
+def _service_update(a: Arns) -> Document:
+    """The conditions on every ecs:UpdateService of the environment's services: its own task families, no
+    ECS Exec, its public-IP setting and subnets."""
     update: Document = {
         "ArnLikeIfExists": {"ecs:task-definition": _one_or_all(a.task_definition_arns)},
         "StringEqualsIfExists": {"ecs:enable-execute-command": "false"},
@@ -604,8 +694,18 @@ def deploy_policy(a: Arns) -> Document:
     }
     if a.subnets:
         update["ForAllValues:StringEquals"] = {"ecs:subnet": sorted(a.subnets)}
+    return update
+
+
+def deploy_policy(a: Arns) -> Document:
+    """Transport, start/stop and configuration: new task definitions of its families, its services, its roles.
+
+    Deploy is inherently equivalent to reading the environment's secrets: it registers a task definition
+    with an image of its choice and the execution role that reads them. The conditions keep it on this
+    environment's task families, Fargate, the configured subnets and public-IP setting, and without ECS Exec.
+    """
     return _doc(
-        _allow("UpdateService", ["ecs:UpdateService"], _one_or_all(a.service_arns), update),
+        _allow("UpdateService", ["ecs:UpdateService"], _one_or_all(a.service_arns), _service_update(a)),
         _allow("DescribeServices", ["ecs:DescribeServices"], _one_or_all(a.service_arns)),
         _allow("RegisterTaskDefinition", ["ecs:RegisterTaskDefinition"], _one_or_all(a.task_definition_arns), {"ForAllValues:StringEquals": {"ecs:compute-compatibility": "FARGATE"}}),
         # Tagging a new revision as it is registered (tag-on-create), nothing else.
@@ -739,7 +839,7 @@ def backups_policy(a: Arns) -> Document:
         ),
         {"Sid": "KeepFinalSnapshot", "Effect": "Deny", "Action": ["rds:DeleteDBSnapshot"], "Resource": a.final_snapshots_arn},
         *(aws_backup_statements(a) if a.aws_backup else []),
-        *(export_statements(a) if a.export else []),
+        *(export_statements(a) + restore_statements(a) if a.export else []),
     )
 
 

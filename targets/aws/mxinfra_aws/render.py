@@ -192,12 +192,13 @@ def backup_notes(resources: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def export_notes(resources: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The export task behind `mxinfra backup download`, or what it takes to have one."""
+    """The export task behind `mxinfra backup download` and the restore task behind `restore --archive`, or
+    what it takes to have them."""
     tasks = [r for r in resources if r["type"] == TASK_DEFINITION and str(r["inputs"].get("family", "")).endswith("-export")]
     if not tasks and not [r for r in resources if r["type"] == BACKUP_VAULT]:
         return []  # backups off: nothing to download either
     if not tasks:
-        return ["no export task: `mxinfra backup download` needs mxinfra:aws.backupExport (its postgres and rclone images)"]
+        return ["no export task: `mxinfra backup download` and `restore --archive` need mxinfra:aws.backupExport (its postgres and rclone images)"]
     i = tasks[0]["inputs"]
     containers = json.loads(i["containerDefinitions"]) if isinstance(i.get("containerDefinitions"), str) else []
     images = ", ".join(f"{c.get('name')} {c.get('image')}" for c in containers)
@@ -205,4 +206,10 @@ def export_notes(resources: Sequence[Mapping[str, Any]]) -> list[str]:
     storage = (i.get("ephemeralStorage") or {}).get("sizeInGib")
     days = [rule.get("expiration", {}).get("days") for r in resources if r["type"] == "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration" and r["name"].endswith("-exports-lifecycle") for rule in r["inputs"].get("rules") or []]
     expiry = f"archives expire after {days[0]} day(s)" if days else "archives never expire (no lifecycle rule)"
-    return [f"export task {i.get('family')} ({images}; {storage} GiB scratch), started only by the state machine {', '.join(machines)}; {expiry}"]
+    notes = [f"export task {i.get('family')} ({images}; {storage} GiB scratch), started only by the state machine {', '.join(machines)}; {expiry}"]
+    restores = [r["inputs"] for r in resources if r["type"] == TASK_DEFINITION and str(r["inputs"].get("family", "")).endswith("-restore")]
+    for t in restores:
+        names = [c.get("name") for c in (json.loads(t["containerDefinitions"]) if isinstance(t.get("containerDefinitions"), str) else [])]
+        by = [r["inputs"].get("name") for r in resources if r["type"] == STATE_MACHINE and str(r["inputs"].get("name", "")).endswith("-restore")]
+        notes.append(f"restore task {t.get('family')} ({', '.join(map(str, names))}), started only by the state machine {', '.join(by)}, which stops the services while it runs (`mxinfra backup restore --archive`)")
+    return notes

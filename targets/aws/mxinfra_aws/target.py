@@ -37,7 +37,7 @@ IAM_SESSION_SECONDS = (3600, 43200)
 RESERVED_SUFFIXES = (
     "follower", "follower-running-tasks", "running-tasks", "alb", "alb-sg", "service-sg", "db-sg", "web", "db", "db-final",
     "db-rotated", "redeploy", "alerts", "events", "task", "execution", "files", "cluster",
-    "deploy", "monitor", "backups", "backup", "api", "manage", "export", "exports", "export-sg",
+    "deploy", "monitor", "backups", "backup", "api", "manage", "export", "exports", "export-sg", "restore", "imports",
 )
 SHARED_VPC_WARNING = (
     "allowSharedVpc: true: environments of different tiers share VPC {vpc}; security groups are VPC-scoped, so "
@@ -420,6 +420,7 @@ class AwsTarget(Target):
             outputs["backupVault"] = a.backup_vault_name
         if exported is not None:
             outputs["exportMachine"] = exported.machine.arn
+            outputs["restoreMachine"] = exported.restore_machine.arn
         return outputs
 
     def render(self, env: str, resources: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:

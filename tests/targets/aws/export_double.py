@@ -133,9 +133,21 @@ class S3Gate:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def _body(self) -> bytes:
+                """The request's body: by its Content-Length, or HTTP/1.1 chunks (an SDK's upload of a stream)."""
+                if "chunked" not in (self.headers.get("Transfer-Encoding") or "").lower():
+                    length = int(self.headers.get("Content-Length") or 0)
+                    return self.rfile.read(length) if length else b""
+                chunks = []
+                while size := int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16):
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()
+                while self.rfile.readline().strip():  # trailer fields, then the blank line
+                    pass
+                return b"".join(chunks)
+
             def _any(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+                body = self._body()
                 url = urllib.parse.urlsplit(self.path)
                 query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
                 auth = self.headers.get("Authorization") or ""
@@ -147,7 +159,8 @@ class S3Gate:
                     return
                 gate.calls.append((key_id, action, resource))
                 conn = http.client.HTTPConnection(gate.upstream.hostname, gate.upstream.port, timeout=120)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive")}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive", "transfer-encoding", "content-length")}
+                headers["Content-Length"] = str(len(body))
                 conn.request(self.command, self.path, body=body, headers=headers)
                 answer = conn.getresponse()
                 data = answer.read()
@@ -195,6 +208,39 @@ def _camel(value: Any) -> Any:
     return value
 
 
+def _steps(path: str) -> list[Any]:
+    """`$.a.b[0].c` as its steps."""
+    import re
+
+    if not path.startswith("$"):
+        raise ApiError("States.Runtime", f"{path!r}: not a path")
+    return [int(i) if i else key for key, i in re.findall(r"\.([A-Za-z0-9_]+)|\[(\d+)\]", path[1:])]
+
+
+def _get(data: Any, path: str) -> Any:
+    for step in _steps(path):
+        try:
+            data = data[step]
+        except (KeyError, IndexError, TypeError):
+            raise ApiError("States.Runtime", f"{path}: not in the state's data {data!r}") from None
+    return data
+
+
+def _put(data: Any, path: str | None, value: Any) -> Any:
+    """ResultPath: null keeps the input, `$` replaces it, `$.a.b` sets (making `a` if missing)."""
+    if path is None:
+        return data
+    steps = _steps(path)
+    if not steps:
+        return value
+    data = json.loads(json.dumps(data))
+    node = data
+    for step in steps[:-1]:
+        node = node.setdefault(step, {})
+    node[steps[-1]] = value
+    return data
+
+
 class ApiError(Exception):
     def __init__(self, code: str, message: str, status: int = 400) -> None:
         super().__init__(message)
@@ -209,7 +255,12 @@ class StatesDouble:
     def __init__(self, region: str, account: str, *, work: Path, images: Mapping[str, tuple[str, list[str]]], s3_endpoint: str, task_key_id: str, ca: Path) -> None:
         self.region, self.account = region, account
         self.model = botocore.session.get_session().get_service_model("stepfunctions")
-        self.ecs_run_task = botocore.session.get_session().get_service_model("ecs").operation_model("RunTask").input_shape
+        self.ecs_model = botocore.session.get_session().get_service_model("ecs")
+        self.ecs_run_task = self.ecs_model.operation_model("RunTask").input_shape
+        self.services: dict[str, dict[str, int]] = {}  # the environment's ECS services: name -> desired, running
+        self.service_log: list[tuple[str, int]] = []  # each UpdateService: service, desired count
+        self.visited: list[str] = []  # the states executions entered, in order
+        self.waited = 0  # seconds Wait states asked for (not slept)
         self.machines: dict[str, dict[str, Any]] = {}  # arn -> {definition, role policy}
         self.task_definitions: dict[str, dict[str, Any]] = {}  # arn (with revision) -> the rendered task definition
         self.role_policies: dict[str, Mapping[str, Any]] = {}  # role arn -> its identity policy
@@ -217,6 +268,8 @@ class StatesDouble:
         self.executions: dict[str, dict[str, Any]] = {}
         self.images = dict(images)  # image reference -> (PATH of its tools, its ENTRYPOINT)
         self.after_task: Any = None  # called once the task stopped, before the execution ends (a test's hook)
+        self.before_task: Any = None  # called as the task starts, before its first container (a test's hook)
+        self.task_keys: dict[str, str] = {}  # task role ARN -> the access key its containers sign with (else task_key_id)
         self.throttle = 0  # the next this many DescribeExecution calls are answered ThrottlingException
         self.work, self.s3_endpoint, self.task_key_id, self.ca = work, s3_endpoint, task_key_id, ca
         self.calls: list[tuple[str, str, str]] = []  # who (caller, runner, execution), action, resource
@@ -334,9 +387,13 @@ class StatesDouble:
     # --- an execution ----------------------------------------------------------------------------------
 
     def _run(self, arn: str) -> None:
-        """Interpret the definition: Task (ecs:runTask.sync; aws-sdk:sfn:listExecutions with an
-        ArrayLength ResultSelector), Choice (NumericGreaterThan) and Fail states; anything else is a
-        definition this double cannot run, recorded as a violation."""
+        """Interpret the definition as Step Functions does (the subset the rendered machines use): Task states
+        (ecs:runTask.sync; aws-sdk:sfn:listExecutions, ecs:describeServices and ecs:updateService, each
+        authorised against the runner's policy) with ResultSelector, ResultPath and Catch; Pass (Result,
+        Parameters), Wait (its Seconds counted, not slept), Choice (NumericGreaterThan, Or), Succeed, and
+        Fail (Error/Cause, ErrorPath/CausePath). Paths: `$.a.b[0].c` into the state's data, `$$.` into the
+        context object; intrinsics States.ArrayLength and States.MathAdd. Anything else is a definition this
+        double cannot run, recorded as a violation."""
         e = self.executions[arn]
         machine = self.machines[e["stateMachineArn"]]
         definition = machine["definition"]
@@ -346,45 +403,53 @@ class StatesDouble:
         outcome, result = "ok", {}
         try:
             while True:
+                self.visited.append(name)
                 state = definition["States"][name]
                 kind = state.get("Type")
-                if kind == "Task" and state.get("Resource") == "arn:aws:states:::ecs:runTask.sync":
-                    outcome, result = self._run_task(machine["role"], self._resolve(state["Parameters"], context))
-                    if outcome != "ok" or state.get("End"):
-                        break
-                    raise ApiError("States.Runtime", f"{name}: only an ending ecs:runTask.sync state is modelled")
-                elif kind == "Task" and state.get("Resource") == "arn:aws:states:::aws-sdk:sfn:listExecutions":
-                    p = self._resolve(state["Parameters"], context)
-                    if not self._authorize("runner", self.role_policies.get(machine["role"]), "states:ListExecutions", p["StateMachineArn"]):
-                        raise ApiError("States.TaskFailed", f"{machine['role']} may not states:ListExecutions")
-                    with self.lock:
-                        running = [{"executionArn": x["executionArn"]} for x in self.executions.values() if x["stateMachineArn"] == p["StateMachineArn"] and x["status"] == p.get("StatusFilter", x["status"])]
-                    answer = {"Executions": running[: p.get("MaxResults", 100)]}
-                    if state.get("ResultSelector") != {"running.$": "States.ArrayLength($.Executions)"} or state.get("ResultPath", "").count(".") != 1:
-                        raise ApiError("States.Runtime", f"{name}: only ResultSelector running.$ = States.ArrayLength($.Executions) into $.<key> is modelled")
-                    data[state["ResultPath"][2:]] = {"running": len(answer["Executions"])}
-                    name = state["Next"]
+                if kind == "Task":
+                    try:
+                        answer = self._task(machine["role"], state, self._resolve(state.get("Parameters") or {}, data, context))
+                    except ApiError as err:
+                        if err.code == "States.Runtime":
+                            raise
+                        catch = next((c for c in state.get("Catch") or [] if "States.ALL" in c["ErrorEquals"] or err.code in c["ErrorEquals"]), None)
+                        if catch is None:
+                            raise
+                        cause = err.message if isinstance(err.message, str) else json.dumps(err.message)
+                        data = _put(data, catch.get("ResultPath", "$"), {"Error": err.code, "Cause": cause})
+                        name = catch["Next"]
+                        continue
+                    if "ResultSelector" in state:
+                        answer = self._resolve(state["ResultSelector"], answer, context)
+                    data = _put(data, state.get("ResultPath", "$"), answer)
+                elif kind == "Pass":
+                    value = self._resolve(state["Parameters"], data, context) if "Parameters" in state else state.get("Result", data)
+                    data = _put(data, state.get("ResultPath", "$"), value)
+                elif kind == "Wait":
+                    self.waited += int(state["Seconds"])
                 elif kind == "Choice":
-                    for choice in state["Choices"]:
-                        value: Any = data
-                        for part in choice["Variable"][2:].split("."):
-                            value = value[part]
-                        if set(choice) != {"Variable", "NumericGreaterThan", "Next"}:
-                            raise ApiError("States.Runtime", f"{name}: only NumericGreaterThan choices are modelled")
-                        if value > choice["NumericGreaterThan"]:
-                            name = choice["Next"]
-                            break
-                    else:
-                        name = state["Default"]
+                    name = next((c["Next"] for c in state["Choices"] if self._holds(c, data)), state.get("Default"))
+                    if name is None:
+                        raise ApiError("States.NoChoiceMatched", "no choice matched")
+                    continue
+                elif kind == "Succeed":
+                    outcome, result = "ok", data
+                    break
                 elif kind == "Fail":
-                    outcome, result = state["Error"], state.get("Cause", "")
+                    error = _get(data, state["ErrorPath"]) if "ErrorPath" in state else state.get("Error", "")
+                    cause = _get(data, state["CausePath"]) if "CausePath" in state else state.get("Cause", "")
+                    outcome, result = error, cause
                     break
                 else:
                     raise ApiError("States.Runtime", f"{name}: a {kind} state is not modelled")
+                if state.get("End"):
+                    outcome, result = "ok", data
+                    break
+                name = state["Next"]
         except ApiError as err:
             if err.code == "States.Runtime":
                 self.violations.append(err.message)
-            outcome, result = err.code, {"Error": err.message}
+            outcome, result = err.code, (err.message if isinstance(err.message, str) else json.dumps(err.message))
         with self.lock:
             if e["status"] != "RUNNING":
                 return
@@ -394,24 +459,81 @@ class StatesDouble:
             else:
                 e.update(status="FAILED", stopDate=done, error=outcome, cause=result if isinstance(result, str) else json.dumps(result))
 
-    def _resolve(self, value: Any, context: Mapping[str, Any]) -> Any:
-        """Parameters with `Key.$` paths resolved: only `$$.` paths into the context object."""
+    def _holds(self, rule: Mapping[str, Any], data: Any) -> bool:
+        if set(rule) - {"Next"} == {"Or"}:
+            return any(self._holds(r, data) for r in rule["Or"])
+        if set(rule) - {"Next"} != {"Variable", "NumericGreaterThan"}:
+            raise ApiError("States.Runtime", f"choice {rule}: only NumericGreaterThan and Or are modelled")
+        return bool(_get(data, rule["Variable"]) > rule["NumericGreaterThan"])
+
+    def _task(self, runner: str, state: Mapping[str, Any], p: Mapping[str, Any]) -> Any:
+        """One Task state's call, as the runner role; its answer (a failure: ApiError with the task as cause)."""
+        resource = state.get("Resource")
+        policy = self.role_policies.get(runner)
+        if resource == "arn:aws:states:::ecs:runTask.sync":
+            outcome, task = self._run_task(runner, p)
+            if outcome != "ok":
+                raise ApiError(outcome, json.dumps(task))
+            return task
+        if resource == "arn:aws:states:::aws-sdk:sfn:listExecutions":
+            if not self._authorize("runner", policy, "states:ListExecutions", p["StateMachineArn"]):
+                raise ApiError("Sfn.AccessDeniedException", f"{runner} may not states:ListExecutions")
+            with self.lock:
+                running = [{"ExecutionArn": x["executionArn"]} for x in self.executions.values() if x["stateMachineArn"] == p["StateMachineArn"] and x["status"] == p.get("StatusFilter", x["status"])]
+            return {"Executions": running[: p.get("MaxResults", 100)]}
+        if resource in ("arn:aws:states:::aws-sdk:ecs:describeServices", "arn:aws:states:::aws-sdk:ecs:updateService"):
+            op = resource.rsplit(":", 1)[1]
+            problems = check_shape(_camel(p), self.ecs_model.operation_model(op[0].upper() + op[1:]).input_shape, f"{op} parameters")
+            if problems:
+                self.violations += problems
+                raise ApiError("States.Runtime", "; ".join(problems))
+            cluster = p["Cluster"].rsplit("/", 1)[1]
+            names = p["Services"] if op == "describeServices" else [p["Service"]]
+            out = []
+            for service in names:
+                service_arn = f"arn:aws:ecs:{self.region}:{self.account}:service/{cluster}/{service}"
+                action = "ecs:DescribeServices" if op == "describeServices" else "ecs:UpdateService"
+                if not self._authorize("runner", policy, action, service_arn, {"ecs:cluster": p["Cluster"]}):
+                    raise ApiError("Ecs.AccessDeniedException", f"{runner} may not {action} on {service_arn}")
+                with self.lock:
+                    svc = self.services[service]
+                    if op == "updateService":
+                        svc["desired"] = p["DesiredCount"]
+                        self.service_log.append((service, p["DesiredCount"]))
+                    else:
+                        # tasks stop (or start) one poll after the desired count changed
+                        svc["running"], shown = svc["desired"], svc["running"]
+                out.append({"ServiceName": service, "ServiceArn": service_arn, "DesiredCount": svc["desired"], "RunningCount": shown if op == "describeServices" else svc["running"], "PendingCount": 0})
+            return {"Services": out} if op == "describeServices" else {"Service": out[0]}
+        raise ApiError("States.Runtime", f"Task resource {resource}: not modelled")
+
+    def _resolve(self, value: Any, data: Any, context: Mapping[str, Any]) -> Any:
+        """Parameters (or a ResultSelector) with `Key.$` values resolved: a path into `data` (`$.`), into the
+        context object (`$$.`), or an intrinsic function."""
         if isinstance(value, list):
-            return [self._resolve(v, context) for v in value]
+            return [self._resolve(v, data, context) for v in value]
         if not isinstance(value, dict):
             return value
         out = {}
         for k, v in value.items():
             if k.endswith(".$"):
-                if not (isinstance(v, str) and v.startswith("$$.")):
-                    raise ApiError("States.Runtime", f"{k}: {v!r} (only $$. context paths are modelled)")
-                got: Any = context
-                for part in v[3:].split("."):
-                    got = got[part]
-                out[k[:-2]] = got
+                out[k[:-2]] = self._value(v, data, context)
             else:
-                out[k] = self._resolve(v, context)
+                out[k] = self._resolve(v, data, context)
         return out
+
+    def _value(self, v: str, data: Any, context: Mapping[str, Any]) -> Any:
+        import re
+
+        if v.startswith("$$."):
+            return _get(context, "$" + v[2:])
+        if m := re.fullmatch(r"States\.ArrayLength\((\$[^,)]*)\)", v):
+            return len(_get(data, m.group(1)))
+        if m := re.fullmatch(r"States\.MathAdd\((\$[^,)]*), *(-?\d+)\)", v):
+            return int(_get(data, m.group(1))) + int(m.group(2))
+        if v.startswith("$"):
+            return _get(data, v)
+        raise ApiError("States.Runtime", f"{v!r}: not a path or intrinsic this double models")
 
     def _run_task(self, runner: str, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         # the optimized integration's Parameters are RunTask's input in PascalCase: held to ECS's model
@@ -440,6 +562,8 @@ class StatesDouble:
             if not self._authorize("runner", policy, "ecs:TagResource", task_arn, context):
                 raise ApiError("States.TaskFailed", f"{runner} may not tag the task it starts (ecs:TagResource on RunTask)")
         self.ran.append(dict(params))
+        if self.before_task is not None:
+            self.before_task()
         overrides = {o["Name"]: o for o in (params.get("Overrides") or {}).get("ContainerOverrides") or []}
         containers = json.loads(td["containerDefinitions"]) if isinstance(td["containerDefinitions"], str) else td["containerDefinitions"]
         execution = self.role_policies.get(td["executionRoleArn"])
@@ -501,7 +625,7 @@ class StatesDouble:
                 env[k[: -len("TYPE")] + "ENDPOINT"] = self.s3_endpoint
         # (and the gate's certificate trusted, as the image trusts S3's public one)
         path, image_entrypoint = self.images[c["image"]]
-        env.update({"AWS_ACCESS_KEY_ID": self.task_key_id, "AWS_SECRET_ACCESS_KEY": "testing", "PATH": path, "SSL_CERT_FILE": str(self.ca)})
+        env.update({"AWS_ACCESS_KEY_ID": self.task_keys.get(td["taskRoleArn"], self.task_key_id), "AWS_SECRET_ACCESS_KEY": "testing", "PATH": path, "SSL_CERT_FILE": str(self.ca)})
         if not td.get("taskRoleArn"):
             raise AssertionError("the export task has no task role")
         # as Docker runs it: the definition's entryPoint (else the image's ENTRYPOINT), then the command

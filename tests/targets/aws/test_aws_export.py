@@ -28,7 +28,17 @@ from mxinfra.components import MendixApp
 from mxinfra.naming import Naming
 from mxinfra_aws import backup_actions, export
 from mxinfra_aws.config import BackupExportConfig
-from mxinfra_aws.policies import Arns, export_execution_policy, export_runner_policy, export_task_policy, exports_bucket_policy, permission_policy
+from mxinfra_aws.policies import (
+    Arns,
+    export_execution_policy,
+    export_runner_policy,
+    export_task_policy,
+    exports_bucket_policy,
+    imports_bucket_policy,
+    permission_policy,
+    restore_runner_policy,
+    restore_task_policy,
+)
 
 from awshelpers import ACCOUNT, FAKE_ENDPOINT, FAKE_RDS_SECRET, REGION, config, deployment, lint, run_as_update
 from export_double import S3Gate, StatesDouble, s3_action
@@ -254,6 +264,7 @@ FILES = {
     "5e6f7a8b-0000-0000-0000-000000000002": b"a small file",
 }
 TASK_KEY, USER_KEY, CI_KEY = "AKIAEXPORTTASKROLE00", "AKIAPLATFORMUSER0000", "AKIACIPIPELINE000000"
+RESTORE_KEY = "AKIARESTORETASKROLE0"
 # an identity of the account with every S3 right (a CI pipeline's): the exports bucket's policy still keeps it out
 CI_ROLE = f"arn:aws:iam::{ACCOUNT}:role/ci"
 CI_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
@@ -293,10 +304,10 @@ def exported(aws_env: None, s3_server: str, pg: PostgresServer, alpine_path: str
     a = arns(role)
     x = BackupExportConfig.model_validate(EXPORT)
     s3 = boto3.client("s3", region_name=REGION, endpoint_url=s3_server)
-    for bucket in (a.bucket_name, a.exports_bucket_name):
+    for bucket in (a.bucket_name, a.exports_bucket_name, a.imports_bucket_name):
         if bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
             s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-    for bucket in (a.bucket_name, a.exports_bucket_name):  # the server is the module's: each test starts empty
+    for bucket in (a.bucket_name, a.exports_bucket_name, a.imports_bucket_name):  # the server is the module's: each test starts empty
         for key in [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents") or []]:
             s3.delete_object(Bucket=bucket, Key=key)
     for key, body in FILES.items():
@@ -319,8 +330,13 @@ def exported(aws_env: None, s3_server: str, pg: PostgresServer, alpine_path: str
     sts = boto3.client("sts", region_name=REGION, endpoint_url=s3_server)
     session = sts.assume_role(RoleArn=a.role_arn("backups"), RoleSessionName="alice")["Credentials"]
     caller_key = session["AccessKeyId"]
-    identities = {TASK_KEY: (a.role_arn("export-task"), export_task_policy(a)), caller_key: (a.role_arn("backups"), permission_policy(a, "backups")), CI_KEY: (CI_ROLE, CI_POLICY)}
-    gate = S3Gate(s3_server, ACCOUNT, identities, cert, {a.exports_bucket_name: exports_bucket_policy(a)})
+    identities = {
+        TASK_KEY: (a.role_arn("export-task"), export_task_policy(a)),
+        RESTORE_KEY: (a.role_arn("restore-task"), restore_task_policy(a)),
+        caller_key: (a.role_arn("backups"), permission_policy(a, "backups")),
+        CI_KEY: (CI_ROLE, CI_POLICY),
+    }
+    gate = S3Gate(s3_server, ACCOUNT, identities, cert, {a.exports_bucket_name: exports_bucket_policy(a), a.imports_bucket_name: imports_bucket_policy(a)})
     work = tmp_path / "task-volume"
     work.mkdir()
     postgres_image = f"{require_bin_dir()}:/usr/bin:/bin"  # Debian's PostgreSQL and coreutils, as the postgres image has
@@ -338,6 +354,21 @@ def exported(aws_env: None, s3_server: str, pg: PostgresServer, alpine_path: str
             {a.role_arn("export-execution"): export_execution_policy(a, [POSTGRES, RCLONE]), a.role_arn("export-task"): export_task_policy(a)},
         )
         states.add_machine(a.export_machine_arn, export.definition(a, td_arn, "sg-0123456789abcdef0"), a.role_arn("export-runner"), export_runner_policy(a))
+        # `restore --archive`: the restore task (the same execution role), its machine, the app's running service
+        restore_td = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{a.restore_name}:1"
+        states.add_task_definition(
+            restore_td,
+            {
+                "taskRoleArn": a.role_arn("restore-task"),
+                "executionRoleArn": a.role_arn("export-execution"),
+                "containerDefinitions": export.restore_container_definitions(a, x, "127.0.0.1", str(pg.port), secret),
+                "tags": {"mxinfra:app": "orders", "mxinfra:environment": role, "mxinfra:role": role},
+            },
+            {a.role_arn("restore-task"): restore_task_policy(a)},
+        )
+        states.add_machine(a.restore_machine_arn, export.restore_definition(a, restore_td, "sg-0123456789abcdef0"), a.role_arn("restore-runner"), restore_runner_policy(a))
+        states.services = {a.service_name: {"desired": 2, "running": 2}}
+        states.task_keys[a.role_arn("restore-task")] = RESTORE_KEY
         states.caller_policy = permission_policy(a, "backups")
         with states.serve() as states_url:
             monkeypatch.setenv("AWS_ENDPOINT_URL_SFN", states_url)
@@ -429,13 +460,17 @@ def test_the_plan_notes_say_what_download_runs_or_needs():
     from mxinfra_aws.render import export_notes
 
     as_resources = lambda inputs: [{"name": n, "type": t, "inputs": i} for n, (t, i) in inputs.items()]  # noqa: E731
-    (note,) = export_notes(as_resources(_update()))
+    note, restore = export_notes(as_resources(_update()))
     assert note == (
         f"export task orders-test-export (pull-files {RCLONE}, backup {POSTGRES}, put {RCLONE}; 50 GiB scratch), "
         "started only by the state machine orders-test-export; archives expire after 1 day(s)"
     )
+    assert restore == (
+        "restore task orders-test-restore (fetch, restore, push-files), started only by the state machine orders-test-restore, "
+        "which stops the services while it runs (`mxinfra backup restore --archive`)"
+    )
     plain = run_as_update(lambda: MendixApp("orders", {"deployment": deployment(config("test", aws={"vpcTags": {}}), "aws-test")}), "aws-test")
-    assert export_notes(as_resources(plain)) == ["no export task: `mxinfra backup download` needs mxinfra:aws.backupExport (its postgres and rclone images)"]
+    assert export_notes(as_resources(plain)) == ["no export task: `mxinfra backup download` and `restore --archive` need mxinfra:aws.backupExport (its postgres and rclone images)"]
 
 
 def _download(d: Deployed, project: Any, out_dir: Path, capsys: Any) -> tuple[int, str, str]:

@@ -1,0 +1,320 @@
+"""Issue 21 on the aws target: `mxinfra backup restore --archive`, an archive from this machine restored by the
+restore task.
+
+The plan's contract first (the imports bucket, the restore task's roles and containers, the state machine
+that alone runs it and stops the services around it, the `backups` role's rights). Then end to end, in the
+same world as the download's tests (test_aws_export.py's `exported`: the CLI as a session of the `backups`
+role; Step Functions and Fargate doubles that run the rendered definitions, the task's containers as local
+processes against a real PostgreSQL and moto's S3 behind a gate that authorises each request by its
+identity): an archive downloaded, the data changed, the archive restored, every row and file as they were.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from mxinfra.backup_scripts import SCRIPTS
+from mxinfra_aws import backup_actions, export
+from mxinfra_aws.config import BackupExportConfig
+from mxinfra_aws.policies import Arns, imports_bucket_policy, permission_policy, restore_runner_policy, restore_task_policy
+
+from awshelpers import ACCOUNT, REGION, lint
+from iam_eval import allows
+from object_store import alpine_path  # noqa: F401 (fixture)
+from postgres import PostgresServer
+from test_aws_backup_cli import _cli, _records
+from test_aws_export import CI_KEY, CLUSTER, EXPORT, FILES, POSTGRES, RCLONE, RESTORE_KEY, SUBNETS, Deployed, _rows, _update, arns, exported, pg  # noqa: F401 (fixtures)
+
+MINE = {"s3:ResourceAccount": ACCOUNT}
+
+
+# --- the plan ------------------------------------------------------------------------------------------
+
+
+def test_the_plan_renders_the_restore_task_its_machine_and_the_imports_bucket():
+    inputs = _update()
+    a = arns("test")
+    mine = {n: i for n, (t, i) in inputs.items() if n.startswith(("orders-test-restore", "orders-test-imports"))}
+    assert {n: inputs[n][0] for n in mine} == {
+        "orders-test-imports": "aws:s3/bucket:Bucket",
+        "orders-test-imports-public-access": "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+        "orders-test-imports-ownership": "aws:s3/bucketOwnershipControls:BucketOwnershipControls",
+        "orders-test-imports-encryption": "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+        "orders-test-imports-lifecycle": "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+        "orders-test-imports-policy": "aws:s3/bucketPolicy:BucketPolicy",
+        "orders-test-restore-task-role": "aws:iam/role:Role",
+        "orders-test-restore-task-role-policy": "aws:iam/rolePolicy:RolePolicy",
+        "orders-test-restore": "aws:ecs/taskDefinition:TaskDefinition",
+        "orders-test-restore-runner-role": "aws:iam/role:Role",
+        "orders-test-restore-runner-role-policy": "aws:iam/rolePolicy:RolePolicy",
+        "orders-test-restore-machine": "aws:sfn/stateMachine:StateMachine",
+    }
+    bucket = mine["orders-test-imports"]
+    assert bucket["bucket"] == a.imports_bucket_name and bucket["forceDestroy"] is True
+    assert mine["orders-test-imports-public-access"]["blockPublicPolicy"] is True and mine["orders-test-imports-public-access"]["restrictPublicBuckets"] is True
+    assert mine["orders-test-imports-lifecycle"]["rules"][0]["expiration"] == {"days": 1}
+    assert json.loads(mine["orders-test-imports-policy"]["policy"]) == imports_bucket_policy(a)
+    assert json.loads(mine["orders-test-restore-task-role-policy"]["policy"]) == restore_task_policy(a)
+    assert json.loads(mine["orders-test-restore-runner-role-policy"]["policy"]) == restore_runner_policy(a)
+    td = mine["orders-test-restore"]
+    assert td["family"] == a.restore_name and td["requiresCompatibilities"] == ["FARGATE"] and td["ephemeralStorage"] == {"sizeInGib": 50}
+    assert [c["name"] for c in json.loads(td["containerDefinitions"])] == ["fetch", "restore", "push-files"]
+    assert td["taskRoleArn"].endswith("orders-test-restore-task-role") and td["executionRoleArn"].endswith("orders-test-export-execution-role")
+    machine = mine["orders-test-restore-machine"]
+    assert machine["name"] == a.restore_name and machine["roleArn"].endswith("orders-test-restore-runner-role")
+    # the restore task's own definition (the mock's ARN of the resource named orders-test-restore), in the export's group
+    assert json.loads(machine["definition"]) == export.restore_definition(a, f"arn:aws:mock:{REGION}:{ACCOUNT}:taskdefinition/orders-test-restore", "orders-test-export-sg-id")
+    # production protects the bucket as it protects the exports bucket
+    production = run = _update("production")
+    protected = {n for n, (t, i) in run.items() if n.startswith("orders-production-imports")}
+    assert len(protected) == 6 and production
+
+
+def test_the_restore_containers_run_the_core_scripts_hardened_in_order():
+    a = arns("test")
+    x = BackupExportConfig.model_validate(EXPORT)
+    fetch, restore, push = export.restore_container_definitions(a, x, "db.example", "5432", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!db-1-AbCdEf")
+    for c in (fetch, restore, push):
+        assert c["entryPoint"] == ["/bin/sh", "-c"] and c["readonlyRootFilesystem"] is True
+        assert c["linuxParameters"]["capabilities"] == {"drop": ["ALL"]}
+        assert c["logConfiguration"]["options"]["awslogs-stream-prefix"] == "restore"
+    assert (fetch["image"], restore["image"], push["image"]) == (RCLONE, POSTGRES, RCLONE)
+    assert fetch["command"] == [(SCRIPTS / "store.sh").read_text(), "store.sh", "fetch"]
+    assert restore["command"] == [(SCRIPTS / "restore.sh").read_text(), "restore.sh"]
+    assert push["command"] == [(SCRIPTS / "store.sh").read_text(), "store.sh", "push-files"]
+    assert restore["dependsOn"] == [{"containerName": "fetch", "condition": "SUCCESS"}] and push["dependsOn"] == [{"containerName": "restore", "condition": "SUCCESS"}]
+    assert [c["essential"] for c in (fetch, restore, push)] == [False, False, True]
+    env = {e["name"]: e["value"] for e in restore["environment"]}
+    from mxinfra.backup_archive import CLEAN_SQL
+
+    assert env["RESTORE_CLEAN_SQL"] == CLEAN_SQL and env["FILES_LAYOUT"] == "keys" and env["DATABASE_URL"] == "postgresql://db.example:5432/mendix?sslmode=require"
+    assert "BACKUP_SHA256" not in env and "BACKUP_ID" not in env  # the execution's, per run
+    assert {s["name"] for s in restore["secrets"]} == {"PGUSER", "PGPASSWORD"} and "secrets" not in fetch and "secrets" not in push
+    assert {e["name"]: e["value"] for e in fetch["environment"]}["BACKUP_REMOTE"] == f"store:{a.imports_bucket_name}"
+    assert {e["name"]: e["value"] for e in push["environment"]}["FILES_REMOTE"] == f"files:{a.bucket_name}"
+    # ECS refuses a task definition over 64 KiB: the scripts and clean.sql inline stay well under it
+    assert len(json.dumps([fetch, restore, push])) < 56 * 1024
+
+
+@pytest.mark.parametrize("followers", [False, True])
+def test_the_machine_stops_the_services_around_the_task_and_fixes_everything_but_id_and_sha(followers: bool):
+    a = Arns(REGION, ACCOUNT, CLUSTER, arns("test").naming, subnets=SUBNETS, export=True, followers=followers)
+    d = export.restore_definition(a, "arn:aws:ecs:eu-west-1:123456789012:task-definition/orders-test-restore:3", "sg-1")
+    states = d["States"]
+    services = list(a.service_names)
+    assert len(services) == (2 if followers else 1)
+    # each service read, stopped, checked, started again (after success and after a failure), by name
+    for i, service in enumerate(services):
+        for state in (f"Read{i}", f"Stop{i}", f"Check{i}", f"StartAgain{i}", f"StartAgainAfterFailure{i}"):
+            assert states[state]["Parameters"].get("Service", states[state]["Parameters"].get("Services", [None])[0]) == service, state
+        assert states[f"Stop{i}"]["Parameters"]["DesiredCount"] == 0
+        assert states[f"StartAgain{i}"]["Parameters"]["DesiredCount.$"] == f"$.service{i}.desired"
+    # every state that runs once a service may be stopped goes, on failure, to starting them again
+    stopped = [n for n in states if re.fullmatch(r"(Stop|Check)\d+|Restore", n)]
+    assert all(states[n]["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": "StartAgainAfterFailure0"}] for n in stopped)
+    restore = states["Restore"]["Parameters"]
+    assert restore["TaskDefinition"].endswith("orders-test-restore:3") and restore["LaunchType"] == "FARGATE"
+    assert restore["NetworkConfiguration"]["AwsvpcConfiguration"] == {"Subnets": list(SUBNETS), "SecurityGroups": ["sg-1"], "AssignPublicIp": "DISABLED"}
+    # the caller's inputs: the execution's name (the archive's key and id) and the sha256 it vouched for, as variables only
+    assert restore["Overrides"] == {
+        "ContainerOverrides": [
+            {"Name": "fetch", "Environment": [{"Name": "BACKUP_ID", "Value.$": "$$.Execution.Name"}]},
+            {"Name": "restore", "Environment": [{"Name": "BACKUP_ID", "Value.$": "$$.Execution.Name"}, {"Name": "BACKUP_SHA256", "Value.$": "$.sha256"}]},
+        ]
+    }
+    assert [p for p in json.dumps(d).split('"') if p.startswith("$.") and p not in ("$.sha256",) and not re.fullmatch(r"\$\.(guard|service\d|check|polls|failure|task)(\..*)?|\$\.Services\[0\]\.\w+|\$\.Executions", p)] == []
+    assert states["Failed"] == {"Type": "Fail", "ErrorPath": "$.failure.Error", "CausePath": "$.failure.Cause"}
+
+
+def test_the_backups_role_may_upload_and_start_the_restore_never_stop_it_or_run_a_task():
+    a = arns("production")
+    policy = permission_policy(a, "backups")
+    assert allows(policy, "states:StartExecution", a.restore_machine_arn)
+    assert allows(policy, "states:DescribeExecution", a.restore_executions_arn.replace("*", "20261205T010203Z"))
+    # a restore stopped half-way would leave the services stopped
+    assert not allows(policy, "states:StopExecution", a.restore_executions_arn.replace("*", "20261205T010203Z"))
+    assert allows(policy, "s3:PutObject", f"{a.imports_bucket_arn}/20261205T010203Z.tar.gz", MINE)
+    assert not allows(policy, "s3:PutObject", f"{a.imports_bucket_arn}/x", {"s3:ResourceAccount": "999999999999"})
+    for action, resource in (
+        ("ecs:RunTask", a.restore_task_definition_arn.replace("*", "1")),
+        ("ecs:UpdateService", f"arn:aws:ecs:{REGION}:{ACCOUNT}:service/{a.cluster}/{a.service_name}"),
+        ("iam:PassRole", a.role_arn("restore-task")),
+    ):
+        assert not allows(policy, action, resource, {"ecs:cluster": a.cluster_arn}), action
+    # the restore task reads the imports and writes files, nothing else; no delete anywhere
+    task = restore_task_policy(a)
+    assert allows(task, "s3:GetObject", f"{a.imports_bucket_arn}/k", MINE) and allows(task, "s3:PutObject", f"{a.bucket_arn}/k", MINE)
+    assert not allows(task, "s3:DeleteObject", f"{a.bucket_arn}/k", MINE) and not allows(task, "s3:PutObject", f"{a.imports_bucket_arn}/k", MINE)
+    # the runner starts the restore family only, and may not turn on ECS Exec while it updates a service
+    runner = restore_runner_policy(a)
+    svc = f"arn:aws:ecs:{REGION}:{ACCOUNT}:service/{a.cluster}/{a.service_name}"
+    assert allows(runner, "ecs:UpdateService", svc, {}) and not allows(runner, "ecs:UpdateService", svc, {"ecs:enable-execute-command": "true"})
+    assert not allows(runner, "ecs:RunTask", a.export_task_definition_arn.replace("*", "1"), {"ecs:cluster": a.cluster_arn})
+
+
+def test_the_restore_policies_lint_clean():
+    a = arns("production")
+    for policy in (restore_task_policy(a), restore_runner_policy(a), imports_bucket_policy(a)):
+        assert lint(policy) == [], policy
+
+
+# --- end to end ----------------------------------------------------------------------------------------
+
+
+def _download(d: Deployed, project: Any, out_dir: Path, capsys: Any) -> Path:
+    rc, out, err = _cli(capsys, "backup", "download", "-s", d.stack, "-e", d.role, "-o", str(out_dir), "-C", str(project.path))
+    assert rc == 0, err
+    (backup_id,) = re.findall(r"downloaded backup (\d{8}T\d{6}Z) to", out)
+    d.states.ran.clear()
+    return out_dir / f"{backup_id}.tar.gz"
+
+
+def _restore(d: Deployed, project: Any, archive: Path, capsys: Any, *more: str) -> tuple[int, str, str]:
+    return _cli(capsys, "backup", "restore", "-s", d.stack, "-e", d.role, "--archive", str(archive), "--from", d.role, "-C", str(project.path), *more)
+
+
+def _change(pg: PostgresServer, d: Deployed) -> None:
+    """What happened after the backup: rows changed and removed, a table added, a file overwritten and one added."""
+    pg.psql('UPDATE "orders$customer" SET name = \'changed\'; DELETE FROM "system$filedocument"; CREATE TABLE "orders$later" (id bigint);')
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=d.moto)
+    first = sorted(FILES)[0]
+    s3.put_object(Bucket=d.a.bucket_name, Key=first, Body=b"overwritten")
+
+
+def test_restore_archive_stops_the_app_restores_every_row_and_file_and_starts_it_again(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
+    d, a = exported, exported.a
+    before = _rows(pg)
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    _change(pg, d)
+    seen: dict[str, Any] = {}
+    d.states.before_task = lambda: seen.update(services=json.loads(json.dumps(d.states.services)))
+    rc, out, err = _restore(d, project, archive, capsys)
+    assert rc == 0, err + "".join(f"\n--- {k}:\n{v}" for k, v in d.states.logs.items())
+    assert f"restored {archive.name} of test (sha256 {sha})" in out
+    # every row and file as they were; the table made since is gone
+    assert _rows(pg) == before
+    assert pg.psql("SELECT count(*) FROM pg_tables WHERE tablename = 'orders$later'").strip() == "0"
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=d.moto)
+    assert {k: s3.get_object(Bucket=a.bucket_name, Key=k)["Body"].read() for k in FILES} == FILES
+    # the app was stopped while the task ran, then started with the count it had
+    assert seen["services"] == {a.service_name: {"desired": 0, "running": 0}}
+    assert d.states.service_log == [(a.service_name, 0), (a.service_name, 2)] and d.states.services[a.service_name]["desired"] == 2
+    (ran,) = d.states.ran
+    execution = ran["Overrides"]["ContainerOverrides"][0]["Environment"][0]["Value"]
+    assert ran["Overrides"]["ContainerOverrides"][1]["Environment"] == [{"Name": "BACKUP_ID", "Value": execution}, {"Name": "BACKUP_SHA256", "Value": sha}]
+    assert f"has the sha256 the caller checked ({sha})" in d.states.logs["restore"]
+    # the upload is gone once the restore ended; every request allowed, and only these
+    assert s3.list_objects_v2(Bucket=a.imports_bucket_name).get("KeyCount") == 0
+    assert d.gate.denied == [] and d.states.denied == []
+    key = f"{a.imports_bucket_arn}/{execution}.tar.gz"
+    assert sorted({(act, res) for k, act, res in d.gate.calls if k == d.caller_key and "imports" in res}) == [("s3:DeleteObject", key), ("s3:PutObject", key)]
+    assert {act for k, act, res in d.gate.calls if k == RESTORE_KEY} == {"s3:ListBucket", "s3:GetObject", "s3:PutObject"}
+    assert {(act, res.split(":::")[1].split("/")[0]) for k, act, res in d.gate.calls if k == RESTORE_KEY and act == "s3:PutObject"} == {("s3:PutObject", a.bucket_name)}
+    # recorded, naming the archive and the download that vouches for it
+    (download,) = [r for r in _records(project, d.role) if r.action == "backup-download"]
+    (record,) = [r for r in _records(project, d.role) if r.action == "restore"]
+    assert record.changes["restore"] == {"archive": {"size": archive.stat().st_size, "sha256": sha, "downloadRecord": download.seq}, "from": "test", "app": "stopped, then started", "execution": execution}
+    from postgres import PASSWORD
+
+    assert PASSWORD not in json.dumps(d.states.logs) + out + err
+
+
+def test_an_archive_replaced_in_the_bucket_is_not_restored_and_the_app_starts_again(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
+    """Another holder of `backups` writes over the upload before the task fetches it: restore.sh compares it with
+    the sha256 this command checked, restores nothing, and the machine starts the services again."""
+    d, a = exported, exported.a
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    _change(pg, d)
+    changed = _rows(pg)
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=d.moto)
+
+    def swap() -> None:
+        (key,) = [o["Key"] for o in s3.list_objects_v2(Bucket=a.imports_bucket_name)["Contents"]]
+        s3.put_object(Bucket=a.imports_bucket_name, Key=key, Body=archive.read_bytes() + b"\0" * 512)
+
+    d.states.before_task = swap
+    rc, out, err = _restore(d, project, archive, capsys)
+    assert rc == 2 and "restore exited 1" in err and "nothing was restored; the services were started again" in err, err
+    assert "not " in d.states.logs["restore"] and "(the archive the caller checked)" in d.states.logs["restore"]
+    assert _rows(pg) == changed
+    assert d.states.service_log == [(a.service_name, 0), (a.service_name, 2)]
+    assert [r for r in _records(project, d.role) if r.action == "restore"] == []
+
+
+def test_files_not_copied_back_are_recorded_as_not_restored(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
+    d, a = exported, exported.a
+    before = _rows(pg)
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    _change(pg, d)
+    # the file bucket refuses the task's writes (a bucket policy added by hand, say)
+    d.gate.bucket_policies[a.bucket_name] = {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject", "Resource": f"{a.bucket_arn}/*"}]}
+    rc, out, err = _restore(d, project, archive, capsys)
+    assert rc == 2 and "the database was restored from" in err and "push-files exited" in err and "(recorded)" in err, err
+    assert _rows(pg) == before
+    (record,) = [r for r in _records(project, d.role) if r.action == "restore"]
+    assert record.changes["restore"]["files"] == "not restored"
+    assert d.states.services[a.service_name]["desired"] == 2
+
+
+def test_an_archive_changed_after_it_was_checked_is_never_uploaded_as_checked(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = exported
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    import mxinfra.backup_archive as ba
+
+    checked = ba.check
+
+    def check_then_change(*args: Any, **kw: Any) -> Any:
+        got = checked(*args, **kw)
+        with open(archive, "ab") as f:
+            f.write(b"\0" * 1024)
+        return got
+
+    monkeypatch.setattr(ba, "check", check_then_change)
+    rc, out, err = _restore(d, project, archive, capsys)
+    assert rc == 2 and "changed while it was uploaded" in err and "nothing was restored" in err, err
+    assert d.states.ran == [] and d.states.service_log == []
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=d.moto)
+    assert s3.list_objects_v2(Bucket=d.a.imports_bucket_name).get("KeyCount") == 0
+
+
+def test_restore_archive_needs_a_session_of_the_backups_role_and_no_tunnel(exported: Deployed, project: Any, tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = exported
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    rc, out, err = _restore(d, project, archive, capsys, "--database-via", "127.0.0.1:5432")
+    assert rc == 2 and "--database-via" in err and "leave it out" in err
+    # the platform's user: may read the vault (it is asked first), but is no session of the backups role
+    sts = boto3.client("sts", region_name=REGION, endpoint_url=d.moto)
+    other = sts.assume_role(RoleArn=d.a.role_arn("deploy"), RoleSessionName="bob")["Credentials"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", other["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", other["SecretAccessKey"])
+    monkeypatch.setenv("AWS_SESSION_TOKEN", other["SessionToken"])
+    rc, out, err = _restore(d, project, archive, capsys)
+    assert rc == 2 and "not a session of the environment's backups role" in err and "nothing was started" in err, err
+    assert d.states.ran == [] and [c for c in d.gate.calls if "imports" in c[2]] == []
+
+
+def test_the_imports_bucket_keeps_other_identities_of_the_account_out(exported: Deployed) -> None:
+    """A CI role with every S3 right can neither plant an archive for the task nor read one uploaded."""
+    d, a = exported, exported.a
+    key = f"{a.imports_bucket_arn}/20261205T010203Z.tar.gz"
+    assert not d.gate.authorized(CI_KEY, "s3:PutObject", key) and not d.gate.authorized(CI_KEY, "s3:GetObject", key)
+    assert not d.gate.authorized(d.caller_key, "s3:GetObject", key)  # backups writes, the task reads
+    assert d.gate.authorized(RESTORE_KEY, "s3:GetObject", key) and not d.gate.authorized(RESTORE_KEY, "s3:PutObject", key)
+
+
+def test_a_refused_upload_stops_nothing_and_starts_nothing(exported: Deployed, project: Any, tmp_path: Path, capsys: Any) -> None:
+    d, a = exported, exported.a
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    d.gate.bucket_policies[a.imports_bucket_name] = {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject", "Resource": f"{a.imports_bucket_arn}/*"}]}
+    rc, out, err = _restore(d, project, archive, capsys)
+    assert rc == 2 and f"AWS refused s3:PutObject of s3://{a.imports_bucket_name}/" in err, err
+    assert d.states.ran == [] and d.states.service_log == []
+    assert backup_actions.PUSH_FILES == export.PUSH

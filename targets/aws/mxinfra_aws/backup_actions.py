@@ -467,7 +467,7 @@ class VaultActions:
         with self._aws(f"states:StartExecution of {machine}", head=self._export_head):
             execution = states.start_execution(stateMachineArn=machine, name=backup)["executionArn"]
         try:
-            ended = self._export_ended(states, execution)
+            self._export_ended(states, execution)
         except _ExportEnded:
             raise
         except BaseException:
@@ -505,7 +505,7 @@ class VaultActions:
                 raise UserError(f"{out}: cannot name the archive: {e.strerror or e}; it stays in {where} for a day or two") from None
         finally:
             part.unlink(missing_ok=True)
-        return {"id": backup, "path": str(out), "size": size, "sha256": sha, "task": ended, "exported": where}
+        return {"id": backup, "path": str(out), "size": size, "sha256": sha, "exported": where}
 
     def restore_archive(self, archive: Path, now: datetime, via: str | None, vouch: Callable[[str, int], None], before: Callable[[], None] | None = None) -> dict[str, Any]:
         """Restore a Mendix Cloud archive from this machine over the environment's database and files,
@@ -648,13 +648,13 @@ class VaultActions:
     def _export_head(self) -> str:
         return f"{self.env.name}: the export task (state machine {self.a.export_name}, account {self.a.account}, {self.a.region})"
 
-    def _export_ended(self, states: Any, execution: str) -> str:
-        """Wait for the export's execution to end; the task's ARN. A UserError naming the container that
-        failed and its log stream, or the execution, when the export did not write an archive."""
+    def _export_ended(self, states: Any, execution: str) -> None:
+        """Wait for the export's execution to end. A UserError naming the container that failed and its log
+        stream, or the execution, when the export did not write an archive."""
         # the state machine stops the task at EXPORT_TIMEOUT_SECONDS; a margin for it to say so
         ended = self._ended(states, execution, "export", self._export_head, self.export_timeout)
         if ended.ok:
-            return str(ended.task.get("TaskArn") or execution)
+            return
         where = "" if ended.error == "mxinfra.ExportRunning" else f"{ended.logs}; "  # refused before any task ran
         raise _ExportEnded(f"{self._export_head}: the export {execution} ended {ended.status}: {ended.why}; nothing was recorded ({where}`aws stepfunctions describe-execution --execution-arn {execution}`)")
 

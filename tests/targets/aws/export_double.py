@@ -257,7 +257,7 @@ class StatesDouble:
         self.model = botocore.session.get_session().get_service_model("stepfunctions")
         self.ecs_model = botocore.session.get_session().get_service_model("ecs")
         self.ecs_run_task = self.ecs_model.operation_model("RunTask").input_shape
-        self.services: dict[str, dict[str, int]] = {}  # the environment's ECS services: name -> desired, running
+        self.services: dict[str, dict[str, int]] = {}  # the environment's ECS services: name -> desired, running (stuck: its tasks never stop)
         self.service_log: list[tuple[str, int]] = []  # each UpdateService: service, desired count
         self.visited: list[str] = []  # the states executions entered, in order
         self.waited = 0  # seconds Wait states asked for (not slept)
@@ -502,7 +502,7 @@ class StatesDouble:
                         self.service_log.append((service, p["DesiredCount"]))
                     else:
                         # tasks stop (or start) one poll after the desired count changed
-                        svc["running"], shown = svc["desired"], svc["running"]
+                        svc["running"], shown = (svc["running"] if svc.get("stuck") else svc["desired"]), svc["running"]
                 out.append({"ServiceName": service, "ServiceArn": service_arn, "DesiredCount": svc["desired"], "RunningCount": shown if op == "describeServices" else svc["running"], "PendingCount": 0})
             return {"Services": out} if op == "describeServices" else {"Service": out[0]}
         raise ApiError("States.Runtime", f"Task resource {resource}: not modelled")

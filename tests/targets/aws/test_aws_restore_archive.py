@@ -318,3 +318,17 @@ def test_a_refused_upload_stops_nothing_and_starts_nothing(exported: Deployed, p
     assert rc == 2 and f"AWS refused s3:PutObject of s3://{a.imports_bucket_name}/" in err, err
     assert d.states.ran == [] and d.states.service_log == []
     assert backup_actions.PUSH_FILES == export.PUSH
+
+
+def test_services_that_do_not_stop_in_time_are_started_again_and_nothing_is_restored(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
+    d, a = exported, exported.a
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    _change(pg, d)
+    changed = _rows(pg)
+    d.states.services[a.service_name]["stuck"] = 1
+    rc, out, err = _restore(d, project, archive, capsys)
+    assert rc == 2 and "mxinfra.NotStopped" in err and "did not stop within 600 s" in err and "nothing was restored; the services were started again" in err, err
+    # polled every 15 s for 10 minutes, then the count it had back; no task ran
+    assert d.states.waited == 600 and d.states.visited.count("Check0") == 40
+    assert d.states.ran == [] and d.states.service_log == [(a.service_name, 0), (a.service_name, 2)]
+    assert _rows(pg) == changed and [r for r in _records(project, d.role) if r.action == "restore"] == []

@@ -25,6 +25,8 @@
 #                  (AWS: `mxinfra backup restore --archive` uploaded it, store.sh fetched it): its sha256
 #                  must be this, checked before anything changes, and it is judged as an archive received
 #                  over HTTP is (below)
+#   RESTORE_ALONE_WAIT  seconds to wait for every other session of the database to end before restoring
+#                  (optional: the app was stopped first; see below)
 #   RESTORE_CLEAN_SQL  the text of clean.sql, where no file can be put beside this script (a Fargate task
 #                  runs it inline); otherwise clean.sql is read from this script's directory
 set -eu
@@ -151,7 +153,8 @@ fi
 # uploaded, whose sha256 the caller vouched for
 outside=
 [ "${BACKUP_RECEIVE:-}" != http ] || outside=1
-if [ -z "${BACKUP_SOURCE:-}" ] && [ -n "${BACKUP_SHA256:-}" ]; then
+# set at all, even empty, it must be a sha256: an empty value never makes an outside archive a trusted one
+if [ -z "${BACKUP_SOURCE:-}" ] && [ -n "${BACKUP_SHA256+set}" ]; then
   case "$BACKUP_SHA256" in
     *[!0-9a-f]*|"") echo "restore: BACKUP_SHA256 must be 64 lowercase hex digits, got '$BACKUP_SHA256'" >&2; exit 2 ;;
   esac
@@ -206,6 +209,8 @@ if [ -n "$outside" ]; then
   # and directories under tree/, nothing else (no link, no device, no hard link, nothing beside them).
   staging="${FILES_DIR:-${copies:-$BACKUP_DIR}}/.mxinfra-upload-$id"
   rm -rf "$staging"
+  # (a scratch copy of an object store may not exist yet: a task's fresh volume)
+  mkdir -p "${staging%/*}"
   mkdir "$staging"
   if ! LC_ALL=C tar -xzf "$archive" -C "$staging" --keep-old-files --no-same-owner --no-same-permissions ${keys:+--transform="$keys"}; then
     rm -rf "$staging"
@@ -292,6 +297,30 @@ restore_database() {
     case "$statuses" in *"$step"*) ;; *) return 1 ;; esac
   done
 }
+# RESTORE_ALONE_WAIT (seconds): restore only once no other session is connected to the database (the app's
+# stopping tasks, a running pg_dump), waiting that long for them to end; else nothing is restored. Where the
+# caller stopped the app first (AWS), so no instance still writing takes its part of the database back.
+if [ -n "${RESTORE_ALONE_WAIT:-}" ]; then
+  case "$RESTORE_ALONE_WAIT" in
+    *[!0-9]*|"") echo "restore: RESTORE_ALONE_WAIT must be a number of seconds, got '$RESTORE_ALONE_WAIT'" >&2; exit 2 ;;
+  esac
+  waited=0
+  while :; do
+    others=$(psql --no-psqlrc --quiet --tuples-only --no-align --dbname="$DATABASE_URL" \
+      --command="SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE datname = pg_catalog.current_database() AND pid <> pg_catalog.pg_backend_pid()") \
+      || { echo "restore: cannot read the database's sessions (see above): nothing was restored" >&2; [ -z "$staging" ] || rm -rf "$staging"; exit 1; }
+    [ "$others" = 0 ] && break
+    if [ "$waited" -ge "$RESTORE_ALONE_WAIT" ]; then
+      echo "restore: $others other session(s) still connected to the database after ${waited}s (an instance of the app, a pg_dump?): nothing was restored" >&2
+      [ -z "$files_pid" ] || { kill "$files_pid" 2>/dev/null; wait "$files_pid" 2>/dev/null || true; }
+      [ -z "$staging" ] || rm -rf "$staging"
+      exit 1
+    fi
+    echo "restore: waiting for $others other session(s) of the database to end"
+    sleep 5
+    waited=$((waited + 5))
+  done
+fi
 db_ok=1
 if [ -n "$dump" ]; then
   restore_database "$dump" || db_ok=0
@@ -307,5 +336,6 @@ if [ "$db_ok" = 1 ] && [ "$files_ok" = 1 ] && [ -n "$from" ]; then
 fi
 [ -z "$staging" ] || rm -rf "$staging"  # left only by a failure: the store keeps what it had
 [ "$db_ok" = 1 ] || { echo "restore: the database restore of $id failed (see above): the database and the files are as they were" >&2; exit 1; }
-[ "$files_ok" = 1 ] || { echo "restore: the files restore of $id failed (see above)" >&2; exit 1; }
+# 3, not 1: the database is the archive's now, only the files are not (the callers record that restore)
+[ "$files_ok" = 1 ] || { echo "restore: the files restore of $id failed (see above): the database was restored" >&2; exit 3; }
 echo "restore: restored $id${BACKUP_SOURCE:+ of $BACKUP_SOURCE}"

@@ -130,6 +130,7 @@ case "${1:-}" in
       [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z) ;;
       *) echo "store: BACKUP_ID must name a backup as YYYYmmddTHHMMSSZ, got '$id'" >&2; exit 2 ;;
     esac
+    mkdir -p "$BACKUP_DIR"  # a task's fresh volume has none
     list
     grep -qx "$id.tar.gz" "$listing" || { echo "store: no backup $id in $BACKUP_REMOTE" >&2; exit 2; }
     rclone copyto "$BACKUP_REMOTE/$id.tar.gz" "$BACKUP_DIR/$id.tar.gz"

@@ -63,8 +63,8 @@ from .policies import RDS_IDENTIFIER_MAX, Arns, restored_identifier  # noqa: F40
 DATABASE, FILES = "database", "files"
 POLL_SECONDS = 15.0
 # the restore machine's own waits besides its task's: the services' tasks stopping, then starting again
-RESTORE_STOP_SECONDS = 1200.0
-PUSH_FILES = "push-files"  # export.PUSH (that module imports Pulumi)
+RESTORE_STOP_SECONDS = 2400.0
+PUSH_FILES, RESTORE = "push-files", "restore"  # export.PUSH, export.RESTORE (that module imports Pulumi)
 # A large database's snapshot or restore: the command waits, then says how to follow the job.
 BACKUP_TIMEOUT = 3 * 3600.0
 RESTORE_TIMEOUT = 6 * 3600.0
@@ -132,6 +132,7 @@ class _Ended:
     error: str
     task: dict[str, Any]
     failed: list[str]  # the containers that exited non-zero or never ran to their end
+    exits: dict[str, int | None]  # each container's exit code (None: it never ended)
     why: str  # "" when it succeeded
     logs: str  # where the task's logs are
 
@@ -540,7 +541,8 @@ class VaultActions:
         with self._aws("creating the AWS clients"):
             states = self.session.client("stepfunctions", region_name=self.a.region, config=self._config)
             s3 = self.session.client("s3", region_name=self.a.region, config=self._config)
-        uploaded, execution, ended = False, None, None
+        uploaded, started, ended = False, False, None
+        execution = machine.replace(":stateMachine:", ":execution:") + f":{backup}"
         try:
             with self._aws(f"s3:PutObject of {where}", head=head):
                 uploaded = True  # (a failed multipart upload removes its parts; a half-made object is never named)
@@ -549,14 +551,22 @@ class VaultActions:
                 raise UserError(f"{archive}: changed while it was uploaded (sha256 {sha}, not {judged.sha256}, which was checked): nothing was restored")
             if before is not None:
                 before()
-            with self._aws(f"states:StartExecution of {machine}", head=head):
-                execution = states.start_execution(stateMachineArn=machine, name=backup, input=json.dumps({"sha256": judged.sha256}))["executionArn"]
+            try:
+                with self._aws(f"states:StartExecution of {machine}", head=head):
+                    states.start_execution(stateMachineArn=machine, name=backup, input=json.dumps({"sha256": judged.sha256}))
+            except UserError:
+                raise  # AWS answered: nothing started
+            except BaseException:
+                # stopped while the request was on its way (Ctrl-C): the execution may run, named as above
+                started = True
+                raise
+            started = True
             self._say(f"{self.env.name}: restoring {archive.name} (execution {execution}): the services stop, the task restores, the services start again")
             # never stopped from here: a restore stopped half-way would leave the services stopped; it runs to
             # its end, which starts them again
             ended = self._ended(states, execution, "restore", head, self.export_timeout + RESTORE_STOP_SECONDS)
         except BaseException:
-            if execution is not None:
+            if started:
                 # the command stopped following a restore that goes on (the task may not have fetched the
                 # archive yet): its upload stays for it, and the restore is not recorded from here
                 self._say(f"warning: the restore {execution} goes on without this command and is not recorded; it starts the services again when it ends "
@@ -566,22 +576,26 @@ class VaultActions:
         finally:
             if uploaded:
                 self._remove_upload(s3, bucket, key, where)
+        assert ended is not None  # (set unless something was raised above)
         if ended.ok:
             return {"app": "stopped, then started", "execution": backup}
         tail = f"{ended.logs}; `aws stepfunctions describe-execution --execution-arn {execution}`"
-        if ended.failed == [PUSH_FILES]:
+        services = f"`aws ecs describe-services --cluster {self.a.cluster} --services {' '.join(self.a.service_names)}`"
+        if ended.error == "mxinfra.RestoredNotStartedAgain":
+            # the restore stands (recorded); what runs does not: said now, as Cloud Foundry says it
+            self._say(f"warning: {head}: {ended.why}: start it with its desired count as before ({services}; `pulumi up` sets the counts the stack declares)")
+            return {"app": "stopped, not started again", "execution": backup}
+        if ended.failed == [PUSH_FILES] or ended.exits.get(RESTORE) == 3:
             raise FilesNotRestored(
                 f"{self.env.name}: the database was restored from {archive.name}, but its files were not all copied back ({ended.why}); "
                 f"the services were started again: run the restore again to copy them ({tail})"
             )
-        if ended.error in ("mxinfra.RestoreRunning", "mxinfra.NotStopped") or ended.failed:
-            return_note = "" if ended.error == "mxinfra.RestoreRunning" else "; the services were started again"
-            raise UserError(f"{head}: the restore {execution} ended {ended.status}: {ended.why}: nothing was restored{return_note} ({tail})")
+        if ended.error in ("mxinfra.RestoreRunning", "mxinfra.BadInput"):
+            raise UserError(f"{head}: the restore {execution} ended {ended.status}: {ended.why}: nothing was stopped or restored ({tail})")
+        if ended.error == "mxinfra.NotStopped" or ended.failed:
+            raise UserError(f"{head}: the restore {execution} ended {ended.status}: {ended.why}: nothing was restored; the services were started again ({tail})")
         # a call of the machine failed (stopping or starting a service): what runs is not known from here
-        raise UserError(
-            f"{head}: the restore {execution} ended {ended.status}: {ended.why}; check that the services run as before "
-            f"(`aws ecs describe-services --cluster {self.a.cluster} --services {' '.join(self.a.service_names)}`) ({tail})"
-        )
+        raise UserError(f"{head}: the restore {execution} ended {ended.status}: {ended.why}; check that the services run as before ({services}) ({tail})")
 
     def _backups_session(self, what: str) -> None:
         """Refuse credentials that are not a session of the environment's `backups` role, before anything starts."""
@@ -685,7 +699,8 @@ class VaultActions:
         why = "; ".join(f"{c.get('Name')} exited {c.get('ExitCode')}" + (f" ({c.get('Reason')})" if c.get("Reason") else "") + f" (log stream {kind}/{c.get('Name')}/{task_id})" for c in failed)
         why = why or "; ".join(f"{c.get('Name')} never ran to the end" for c in never) or f"{d.get('error') or status}: {str(d.get('cause') or 'AWS gave no reason')[:300]}"
         ok = status == "SUCCEEDED" and not failed and not never
-        return _Ended(str(status), str(d.get("error") or ""), task, [str(c.get("Name")) for c in failed + never], "" if ok else why, logs)
+        exits = {str(c.get("Name")): c.get("ExitCode") for c in containers}
+        return _Ended(str(status), str(d.get("error") or ""), task, [str(c.get("Name")) for c in failed + never], exits, "" if ok else why, logs)
 
     # --- AWS --------------------------------------------------------------------------------------------
 

@@ -144,6 +144,8 @@ def restore_container_definitions(a: Arns, x: BackupExportConfig, db_host: str, 
         {"name": "FILES_LAYOUT", "value": "keys"},
         # no file can be put beside a script run inline: clean.sql's text comes with it
         {"name": "RESTORE_CLEAN_SQL", "value": CLEAN_SQL},
+        # the services are stopped: restore once their tasks' sessions (and a download's pg_dump) ended
+        {"name": "RESTORE_ALONE_WAIT", "value": str(ALONE_WAIT_SECONDS)},
         url,
     ]
     files = [{"name": "FILES_DIR", "value": FILES_DIR}, {"name": "FILES_REMOTE", "value": f"files:{a.bucket_name}"}, *_rclone_remote("files", a.region)]
@@ -208,6 +210,9 @@ def _run_task(a: Arns, task_definition_arn: str, security_group: str, overrides:
     }
 
 
+# How long restore.sh waits for the database's other sessions to end (a stopping task drains for 60 s and
+# stops within 120 s; a download's pg_dump ends when it ends).
+ALONE_WAIT_SECONDS = 600
 # How long the restore machine waits for the stopped services' tasks to end: polls STOP_POLL_SECONDS apart.
 STOP_POLL_SECONDS, STOP_POLLS = 15, 40
 # Calls to ECS that must not fail on a throttle or a transient error: above all the ones starting the app again.
@@ -217,11 +222,11 @@ UPDATE_SERVICE = "arn:{partition}:states:::aws-sdk:ecs:updateService"
 
 
 def restore_definition(a: Arns, task_definition_arn: str, security_group: str) -> dict[str, Any]:
-    """The restore state machine. Unless another execution of it runs: each service's desired count read,
-    then set to 0, until none of its tasks runs; then one run of exactly `task_definition_arn` (a revision),
-    the archive `imports/<execution name>.tar.gz` with the input's `sha256`; then each service's desired
-    count set back, whether the restore succeeded or failed (also when stopping failed half-way).
-    Pure."""
+    """The restore state machine. Unless another execution of it runs, and once the input is checked: each
+    service's desired count read, then set to 0, until none of its tasks runs; then one run of exactly
+    `task_definition_arn` (a revision), the archive `<execution name>.tar.gz` with the input's `sha256`;
+    then each service's desired count set back, whether the restore succeeded or failed (also when stopping
+    failed half-way, and each service even when another could not be). Pure."""
     p = a.partition
     services = list(a.service_names)
     cluster = a.cluster_arn
@@ -230,10 +235,17 @@ def restore_definition(a: Arns, task_definition_arn: str, security_group: str) -
     def ecs(resource: str, parameters: dict[str, Any], nxt: str, **extra: Any) -> dict[str, Any]:
         return {"Type": "Task", "Resource": resource.format(partition=p), "Parameters": parameters, "Retry": ECS_RETRY, "Next": nxt, **extra}
 
+    # States.ALL catches everything but States.Runtime (a path that names nothing): every path read once a
+    # service may be stopped is one the machine wrote itself, or checked before the first stop (the input)
     undo = {"Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": "StartAgainAfterFailure0"}]}
-    first = "Read0"
-    states.update(_one_at_a_time(a.restore_machine_arn, p, first))
+    states.update(_one_at_a_time(a.restore_machine_arn, p, "Input"))
     states["Busy"] = {"Type": "Fail", "Error": "mxinfra.RestoreRunning", "Cause": "another restore of this environment is running: one at a time"}
+    states["Input"] = {
+        "Type": "Choice",
+        "Choices": [{"And": [{"Variable": "$.sha256", "IsPresent": True}, {"Variable": "$.sha256", "IsString": True}], "Next": "Read0"}],
+        "Default": "BadInput",
+    }
+    states["BadInput"] = {"Type": "Fail", "Error": "mxinfra.BadInput", "Cause": "the input must be {\"sha256\": \"<the archive's sha256>\"} (mxinfra backup restore --archive): nothing was stopped"}
     for i, service in enumerate(services):
         # the count to start it again with; nothing is stopped yet if this fails
         states[f"Read{i}"] = ecs(
@@ -247,16 +259,16 @@ def restore_definition(a: Arns, task_definition_arn: str, security_group: str) -
     states["Drain"] = {"Type": "Wait", "Seconds": STOP_POLL_SECONDS, "Next": "Count"}
     states["Count"] = {"Type": "Pass", "Parameters": {"left.$": "States.MathAdd($.polls.left, -1)"}, "ResultPath": "$.polls", "Next": "Check0"}
     for i, service in enumerate(services):
-        states[f"Check{i}"] = ecs(
-            DESCRIBE_SERVICES, {"Cluster": cluster, "Services": [service]}, f"Stopped{i}",
-            ResultSelector={"running.$": "$.Services[0].RunningCount", "pending.$": "$.Services[0].PendingCount"}, ResultPath="$.check", **undo,
-        )
+        then = f"Check{i + 1}" if i + 1 < len(services) else "Restore"
+        # the list whole (a service gone meanwhile answers none: nothing of it runs)
+        states[f"Check{i}"] = ecs(DESCRIBE_SERVICES, {"Cluster": cluster, "Services": [service]}, f"Stopped{i}", ResultSelector={"services.$": "$.Services"}, ResultPath="$.check", **undo)
         states[f"Stopped{i}"] = {
             "Type": "Choice",
             "Choices": [
-                {"Or": [{"Variable": "$.check.running", "NumericGreaterThan": 0}, {"Variable": "$.check.pending", "NumericGreaterThan": 0}], "Next": "StillRunning"},
+                {"Variable": "$.check.services[0]", "IsPresent": False, "Next": then},
+                {"Or": [{"Variable": "$.check.services[0].RunningCount", "NumericGreaterThan": 0}, {"Variable": "$.check.services[0].PendingCount", "NumericGreaterThan": 0}], "Next": "StillRunning"},
             ],
-            "Default": f"Check{i + 1}" if i + 1 < len(services) else "Restore",
+            "Default": then,
         }
     states["StillRunning"] = {"Type": "Choice", "Choices": [{"Variable": "$.polls.left", "NumericGreaterThan": 0, "Next": "Drain"}], "Default": "NotStopped"}
     states["NotStopped"] = {"Type": "Pass", "Parameters": {"Error": "mxinfra.NotStopped", "Cause": f"the services' tasks did not stop within {STOP_POLL_SECONDS * STOP_POLLS} s: nothing was restored"}, "ResultPath": "$.failure", "Next": "StartAgainAfterFailure0"}
@@ -271,10 +283,30 @@ def restore_definition(a: Arns, task_definition_arn: str, security_group: str) -
         "Next": "StartAgain0",
         **undo,
     }
-    for label, end in (("StartAgain", "Restored"), ("StartAgainAfterFailure", "Failed")):
+    # every service is started again even when another could not be: a failed start is kept and said at the end
+    for label, end in (("StartAgain", "Started"), ("StartAgainAfterFailure", "StartedAfterFailure")):
         for i, service in enumerate(services):
-            states[f"{label}{i}"] = ecs(UPDATE_SERVICE, {"Cluster": cluster, "Service": service, "DesiredCount.$": f"$.service{i}.desired"}, f"{label}{i + 1}" if i + 1 < len(services) else end, ResultPath=None)
+            nxt = f"{label}{i + 1}" if i + 1 < len(services) else end
+            states[f"{label}{i}"] = ecs(
+                UPDATE_SERVICE, {"Cluster": cluster, "Service": service, "DesiredCount.$": f"$.service{i}.desired"}, nxt,
+                ResultPath=None, Catch=[{"ErrorEquals": ["States.ALL"], "ResultPath": "$.startFailure", "Next": nxt}],
+            )
+    not_started = {"Variable": "$.startFailure", "IsPresent": True}
+    states["Started"] = {"Type": "Choice", "Choices": [{**not_started, "Next": "RestoredNotStarted"}], "Default": "Restored"}
     states["Restored"] = {"Type": "Succeed"}
+    states["RestoredNotStarted"] = {
+        "Type": "Pass",
+        "Parameters": {"Error": "mxinfra.RestoredNotStartedAgain", "Cause.$": "States.Format('the archive was restored, but a service was not started again: {}', $.startFailure.Cause)"},
+        "ResultPath": "$.failure",
+        "Next": "Failed",
+    }
+    states["StartedAfterFailure"] = {"Type": "Choice", "Choices": [{**not_started, "Next": "NotStarted"}], "Default": "Failed"}
+    states["NotStarted"] = {
+        "Type": "Pass",
+        "Parameters": {"Error": "mxinfra.NotStartedAgain", "Cause.$": "States.Format('a service was not started again ({}) after: {}', $.startFailure.Cause, $.failure.Cause)"},
+        "ResultPath": "$.failure",
+        "Next": "Failed",
+    }
     states["Failed"] = {"Type": "Fail", "ErrorPath": "$.failure.Error", "CausePath": "$.failure.Cause"}
     return {"Comment": f"{a.naming.prefix}: restore an uploaded archive for `mxinfra backup restore --archive`", "StartAt": "OneAtATime", "States": states}
 

@@ -261,6 +261,7 @@ class StatesDouble:
         self.service_log: list[tuple[str, int]] = []  # each UpdateService: service, desired count
         self.visited: list[str] = []  # the states executions entered, in order
         self.waited = 0  # seconds Wait states asked for (not slept)
+        self.volumes: list[Path] = []  # each task's scratch volume, in the order they ran
         self.machines: dict[str, dict[str, Any]] = {}  # arn -> {definition, role policy}
         self.task_definitions: dict[str, dict[str, Any]] = {}  # arn (with revision) -> the rendered task definition
         self.role_policies: dict[str, Mapping[str, Any]] = {}  # role arn -> its identity policy
@@ -460,11 +461,24 @@ class StatesDouble:
                 e.update(status="FAILED", stopDate=done, error=outcome, cause=result if isinstance(result, str) else json.dumps(result))
 
     def _holds(self, rule: Mapping[str, Any], data: Any) -> bool:
-        if set(rule) - {"Next"} == {"Or"}:
+        keys = set(rule) - {"Next"}
+        if keys == {"Or"}:
             return any(self._holds(r, data) for r in rule["Or"])
-        if set(rule) - {"Next"} != {"Variable", "NumericGreaterThan"}:
-            raise ApiError("States.Runtime", f"choice {rule}: only NumericGreaterThan and Or are modelled")
-        return bool(_get(data, rule["Variable"]) > rule["NumericGreaterThan"])
+        if keys == {"And"}:
+            return all(self._holds(r, data) for r in rule["And"])
+        if keys == {"Variable", "IsPresent"}:
+            try:
+                _get(data, rule["Variable"])
+            except ApiError:
+                return not rule["IsPresent"]
+            return bool(rule["IsPresent"])
+        if keys == {"Variable", "IsString"}:
+            return isinstance(_get(data, rule["Variable"]), str) == rule["IsString"]
+        if keys == {"Variable", "NumericGreaterThan"}:
+            # as Step Functions: a path that names nothing is a States.Runtime error, never caught
+            value = _get(data, rule["Variable"])
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and value > rule["NumericGreaterThan"]
+        raise ApiError("States.Runtime", f"choice {rule}: only NumericGreaterThan, IsPresent, IsString, And and Or are modelled")
 
     def _task(self, runner: str, state: Mapping[str, Any], p: Mapping[str, Any]) -> Any:
         """One Task state's call, as the runner role; its answer (a failure: ApiError with the task as cause)."""
@@ -496,7 +510,11 @@ class StatesDouble:
                 if not self._authorize("runner", policy, action, service_arn, {"ecs:cluster": p["Cluster"]}):
                     raise ApiError("Ecs.AccessDeniedException", f"{runner} may not {action} on {service_arn}")
                 with self.lock:
-                    svc = self.services[service]
+                    svc = self.services.get(service)
+                    if svc is None:
+                        raise ApiError("Ecs.ServiceNotFoundException", f"service {service} not found")
+                    if op == "updateService" and p["DesiredCount"] > 0 and svc.get("unstartable"):
+                        raise ApiError("Ecs.AccessDeniedException", f"{service} may not be started (a test's hook)")
                     if op == "updateService":
                         svc["desired"] = p["DesiredCount"]
                         self.service_log.append((service, p["DesiredCount"]))
@@ -531,6 +549,12 @@ class StatesDouble:
             return len(_get(data, m.group(1)))
         if m := re.fullmatch(r"States\.MathAdd\((\$[^,)]*), *(-?\d+)\)", v):
             return int(_get(data, m.group(1))) + int(m.group(2))
+        if m := re.fullmatch(r"States\.Format\('((?:[^'\\]|\\.)*)'((?:, *\$[^,)]*)*)\)", v):
+            args = [_get(data, x.strip()) for x in m.group(2).split(",")[1:]]
+            parts = m.group(1).split("{}")
+            if len(parts) != len(args) + 1:
+                raise ApiError("States.Runtime", f"{v!r}: {len(parts) - 1} placeholders, {len(args)} arguments")
+            return "".join(p + (str(a) if i < len(args) else "") for i, (p, a) in enumerate(zip(parts, [*args, ""])))
         if v.startswith("$"):
             return _get(data, v)
         raise ApiError("States.Runtime", f"{v!r}: not a path or intrinsic this double models")
@@ -552,6 +576,10 @@ class StatesDouble:
             if not self._authorize("runner", policy, "iam:PassRole", role, {"iam:PassedToService": "ecs-tasks.amazonaws.com"}):
                 raise ApiError("States.TaskFailed", f"{runner} may not pass {role}")
         task_id = uuid.uuid4().hex
+        # each task its own scratch volume, empty, as Fargate's ephemeral storage is
+        volume = self.work / task_id
+        volume.mkdir()
+        self.volumes.append(volume)
         task_arn = f"arn:aws:ecs:{self.region}:{self.account}:task/{cluster.rsplit('/', 1)[1]}/{task_id}"
         # the request's Tags (a PropagateTags source is not modelled): ECS authorises them as TagResource
         # with ecs:CreateAction RunTask and each as aws:RequestTag
@@ -580,7 +608,7 @@ class StatesDouble:
             if unmet:
                 exits[c["name"]], reasons[c["name"]] = None, f"dependency {unmet[0]['containerName']} did not succeed"
                 continue
-            exits[c["name"]] = self._container(c, overrides.get(c["name"]) or {}, execution, td, task_id, reasons)
+            exits[c["name"]] = self._container(c, overrides.get(c["name"]) or {}, execution, td, task_id, reasons, volume)
         # the .sync integration follows the task with DescribeTasks, on the tags it carries
         if not self._authorize("runner", policy, "ecs:DescribeTasks", task_arn, {f"aws:ResourceTag/{k}": v for k, v in tags.items()}):
             raise ApiError("States.TaskFailed", f"{runner} may not follow the task it started (ecs:DescribeTasks)")
@@ -597,7 +625,7 @@ class StatesDouble:
         }
         return ("ok" if all(exits.get(n) == 0 for n in essential) else "States.TaskFailed"), task
 
-    def _container(self, c: Mapping[str, Any], override: Mapping[str, Any], execution: Mapping[str, Any] | None, td: Mapping[str, Any], task_id: str, reasons: dict[str, str]) -> int | None:
+    def _container(self, c: Mapping[str, Any], override: Mapping[str, Any], execution: Mapping[str, Any] | None, td: Mapping[str, Any], task_id: str, reasons: dict[str, str], volume: Path) -> int | None:
         from mxinfra_aws.policies import ecr_repository_arn
 
         name = c["name"]
@@ -619,7 +647,7 @@ class StatesDouble:
                 return None
             env[s["name"]] = value
         # the volume, and the task role's credentials against the S3 gate (Fargate: the SDK's own endpoint)
-        env = {k: v.replace(WORK, str(self.work)) if isinstance(v, str) else v for k, v in env.items()}
+        env = {k: v.replace(WORK, str(volume)) if isinstance(v, str) and (v == WORK or v.startswith(WORK + "/")) else v for k, v in env.items()}
         for k in list(env):
             if k.startswith("RCLONE_CONFIG_") and k.endswith("_TYPE") and env[k] == "s3":
                 env[k[: -len("TYPE")] + "ENDPOINT"] = self.s3_endpoint
@@ -634,7 +662,7 @@ class StatesDouble:
         if program is None:
             reasons[name] = f"CannotStartContainerError: {argv[0]} not found in the image"
             return None
-        done = subprocess.run([program, *argv[1:]], env=env, capture_output=True, text=True, timeout=600, cwd=self.work)
+        done = subprocess.run([program, *argv[1:]], env=env, capture_output=True, text=True, timeout=600, cwd=volume)
         self.logs[name] = done.stdout + done.stderr
         return done.returncode
 

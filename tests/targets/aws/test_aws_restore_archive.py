@@ -129,7 +129,20 @@ def test_the_machine_stops_the_services_around_the_task_and_fixes_everything_but
             {"Name": "restore", "Environment": [{"Name": "BACKUP_ID", "Value.$": "$$.Execution.Name"}, {"Name": "BACKUP_SHA256", "Value.$": "$.sha256"}]},
         ]
     }
-    assert [p for p in json.dumps(d).split('"') if p.startswith("$.") and p not in ("$.sha256",) and not re.fullmatch(r"\$\.(guard|service\d|check|polls|failure|task)(\..*)?|\$\.Services\[0\]\.\w+|\$\.Executions", p)] == []
+    # a path that names nothing is a States.Runtime error, which no Catch catches: the only input read (the
+    # sha256) is checked before anything is stopped; every other path is one the machine wrote itself, or
+    # the answer of the call it selects from
+    assert states["Alone"]["Default"] == "Input" and states["Input"]["Choices"] == [
+        {"And": [{"Variable": "$.sha256", "IsPresent": True}, {"Variable": "$.sha256", "IsString": True}], "Next": "Read0"}
+    ] and states["Input"]["Default"] == "BadInput"
+    paths = {(n, p) for n, st in states.items() for p in re.findall(r"(?<!\$)\$\.[A-Za-z0-9_.\[\]]+", json.dumps(st))}
+    assert {n for n, p in paths if p == "$.sha256"} == {"Input", "Restore"}
+    own = r"\$\.(guard|service\d|check|polls|failure|startFailure|task)(\..*|\[.*)?|\$\.Services(\[0\]\.\w+)?|\$\.Executions"
+    assert sorted(p for n, p in paths if p != "$.sha256" and not re.fullmatch(own, p)) == []
+    # each service started again even when another could not be, the failure said at the end
+    for i in range(len(services)):
+        for label in ("StartAgain", "StartAgainAfterFailure"):
+            assert states[f"{label}{i}"]["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.startFailure", "Next": states[f"{label}{i}"]["Next"]}]
     assert states["Failed"] == {"Type": "Fail", "ErrorPath": "$.failure.Error", "CausePath": "$.failure.Cause"}
 
 
@@ -332,3 +345,76 @@ def test_services_that_do_not_stop_in_time_are_started_again_and_nothing_is_rest
     assert d.states.waited == 600 and d.states.visited.count("Check0") == 40
     assert d.states.ran == [] and d.states.service_log == [(a.service_name, 0), (a.service_name, 2)]
     assert _rows(pg) == changed and [r for r in _records(project, d.role) if r.action == "restore"] == []
+
+
+def _start_directly(d: Deployed, payload: str) -> dict[str, Any]:
+    """The restore machine started by a holder of `backups` with the AWS CLI, not the command: its end."""
+    import time
+
+    states = boto3.session.Session().client("stepfunctions", region_name=REGION)  # the environment's credentials, now
+    arn = states.start_execution(stateMachineArn=d.a.restore_machine_arn, name="20261205T010203Z", input=payload)["executionArn"]
+    for _ in range(600):
+        got = states.describe_execution(executionArn=arn)
+        if got["status"] != "RUNNING":
+            return got
+        time.sleep(0.05)
+    raise AssertionError("the execution never ended")
+
+
+@pytest.mark.parametrize("payload", ["{}", '{"sha256": 7}', '{"sha256": ""}'])
+def test_input_the_command_would_never_give_stops_nothing_or_restores_nothing(exported: Deployed, pg: PostgresServer, payload: str) -> None:
+    """Without `$.sha256` the Restore state's path would be a States.Runtime error, which no Catch takes: the
+    machine checks the input before it stops anything. An empty one reaches restore.sh, which refuses it (an
+    empty value never makes an outside archive trusted), and the services are started again."""
+    d, a = exported, exported.a
+    changed = _rows(pg)
+    # an archive where the machine fetches it, uploaded as the backups role (whose session the CLI's is)
+    boto3.session.Session().client("s3", region_name=REGION).put_object(Bucket=a.imports_bucket_name, Key="20261205T010203Z.tar.gz", Body=b"anything", ExpectedBucketOwner=ACCOUNT)
+    got = _start_directly(d, payload)
+    assert got["status"] == "FAILED"
+    if payload == '{"sha256": ""}':
+        assert "BACKUP_SHA256 must be 64 lowercase hex digits" in d.states.logs["restore"]
+        assert d.states.service_log == [(a.service_name, 0), (a.service_name, 2)]
+    else:
+        assert got["error"] == "mxinfra.BadInput" and d.states.service_log == [] and d.states.ran == []
+    assert _rows(pg) == changed and d.states.services[a.service_name]["desired"] == 2
+
+
+def test_a_service_that_cannot_be_started_again_leaves_the_restore_recorded_and_said(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
+    d, a = exported, exported.a
+    before = _rows(pg)
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    _change(pg, d)
+    d.states.services[a.service_name]["unstartable"] = 1
+    rc, out, err = _restore(d, project, archive, capsys)
+    assert rc == 0 and "warning:" in err and "a service was not started again" in err and "aws ecs describe-services" in err, err
+    assert _rows(pg) == before
+    (record,) = [r for r in _records(project, d.role) if r.action == "restore"]
+    assert record.changes["restore"]["app"] == "stopped, not started again"
+    assert d.states.services[a.service_name]["desired"] == 0
+
+
+def test_a_session_still_connected_to_the_database_is_waited_for_then_nothing_is_restored(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
+    """An instance of the app that ECS no longer counts but that still holds a connection (a stopping task),
+    or a download's pg_dump: restore.sh restores only once the database has no other session."""
+    import subprocess
+
+    from postgres import require_bin_dir
+
+    d, a = exported, exported.a
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    _change(pg, d)
+    changed = _rows(pg)
+    (td,) = [t for arn, t in d.states.task_definitions.items() if f"/{a.restore_name}:" in arn]
+    restore = next(c for c in td["containerDefinitions"] if c["name"] == "restore")
+    assert {"name": "RESTORE_ALONE_WAIT", "value": "600"} in restore["environment"]
+    restore["environment"] = [e if e["name"] != "RESTORE_ALONE_WAIT" else {"name": "RESTORE_ALONE_WAIT", "value": "5"} for e in restore["environment"]]
+    holder = subprocess.Popen([str(require_bin_dir() / "psql"), pg.url, "-c", "SELECT pg_sleep(60)"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        rc, out, err = _restore(d, project, archive, capsys)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert rc == 2 and "nothing was restored; the services were started again" in err, err
+    assert "1 other session(s) still connected to the database after 5s" in d.states.logs["restore"]
+    assert _rows(pg) == changed and d.states.service_log == [(a.service_name, 0), (a.service_name, 2)]

@@ -368,7 +368,7 @@ def test_two_files_of_a_stored_archive_that_land_on_one_key_fail_the_files_and_l
     copy.mkdir()
     (copy / "abcd").write_bytes(b"as it was")
     done = _run("restore.sh", {"DATABASE_URL": pg.url, "BACKUP_DIR": str(kept), "FILES_DIR": str(copy), "BACKUP_ID": "20261205T050000Z", "FILES_LAYOUT": "keys"})
-    assert done.returncode == 1 and "the files restore of 20261205T050000Z failed" in done.stderr, done.stderr
+    assert done.returncode == 3 and "the files restore of 20261205T050000Z failed (see above): the database was restored" in done.stderr, done.stderr
     assert {p.name: p.read_bytes() for p in copy.iterdir()} == {"abcd": b"as it was"}
 
 

@@ -31,6 +31,10 @@
 #                  runs it inline); otherwise clean.sql is read from this script's directory
 set -eu
 umask 077
+# Exit 3 says "the database was restored, the files were not" (the callers record such a restore): any other
+# way of ending with 3 (a command's own status under set -e, perl's die) is made a plain failure.
+db_restored=
+trap 'rc=$?; if [ "$rc" = 3 ] && [ "$db_restored" != 1 ]; then exit 1; fi' EXIT
 : "${DATABASE_URL:?restore: DATABASE_URL is not set}"
 : "${BACKUP_DIR:?restore: BACKUP_DIR is not set}"
 id=${BACKUP_ID:-}
@@ -306,14 +310,21 @@ if [ -n "${RESTORE_ALONE_WAIT:-}" ]; then
   esac
   waited=0
   while :; do
+    # clients only: autovacuum and parallel workers yield to the restore's locks
     others=$(psql --no-psqlrc --quiet --tuples-only --no-align --dbname="$DATABASE_URL" \
-      --command="SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE datname = pg_catalog.current_database() AND pid <> pg_catalog.pg_backend_pid()") \
-      || { echo "restore: cannot read the database's sessions (see above): nothing was restored" >&2; [ -z "$staging" ] || rm -rf "$staging"; exit 1; }
+      --command="SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE datname = pg_catalog.current_database() AND pid <> pg_catalog.pg_backend_pid() AND backend_type = 'client backend'") \
+      || others=failed
+    if [ "$others" = failed ]; then
+      echo "restore: cannot read the database's sessions (see above): nothing was restored" >&2
+      [ -z "$files_pid" ] || { kill "$files_pid" 2>/dev/null || true; wait "$files_pid" 2>/dev/null || true; }
+      [ -z "$staging" ] || rm -rf "$staging" || true
+      exit 1
+    fi
     [ "$others" = 0 ] && break
     if [ "$waited" -ge "$RESTORE_ALONE_WAIT" ]; then
       echo "restore: $others other session(s) still connected to the database after ${waited}s (an instance of the app, a pg_dump?): nothing was restored" >&2
-      [ -z "$files_pid" ] || { kill "$files_pid" 2>/dev/null; wait "$files_pid" 2>/dev/null || true; }
-      [ -z "$staging" ] || rm -rf "$staging"
+      [ -z "$files_pid" ] || { kill "$files_pid" 2>/dev/null || true; wait "$files_pid" 2>/dev/null || true; }
+      [ -z "$staging" ] || rm -rf "$staging" || true
       exit 1
     fi
     echo "restore: waiting for $others other session(s) of the database to end"
@@ -334,7 +345,8 @@ if [ "$db_ok" = 1 ] && [ "$files_ok" = 1 ] && [ -n "$from" ]; then
     && find "$from" -mindepth 1 -maxdepth 1 -exec mv -t "$FILES_DIR" {} + \
     && [ -z "$(ls -A "$from")" ] || files_ok=0
 fi
-[ -z "$staging" ] || rm -rf "$staging"  # left only by a failure: the store keeps what it had
+[ "$db_ok" = 1 ] && db_restored=1
+[ -z "$staging" ] || rm -rf "$staging" || true  # left only by a failure: the store keeps what it had
 [ "$db_ok" = 1 ] || { echo "restore: the database restore of $id failed (see above): the database and the files are as they were" >&2; exit 1; }
 # 3, not 1: the database is the archive's now, only the files are not (the callers record that restore)
 [ "$files_ok" = 1 ] || { echo "restore: the files restore of $id failed (see above): the database was restored" >&2; exit 3; }

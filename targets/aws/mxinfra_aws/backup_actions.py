@@ -63,7 +63,7 @@ from .policies import RDS_IDENTIFIER_MAX, Arns, restored_identifier  # noqa: F40
 DATABASE, FILES = "database", "files"
 POLL_SECONDS = 15.0
 # the restore machine's own waits besides its task's: the services' tasks stopping, then starting again
-RESTORE_STOP_SECONDS = 2400.0
+RESTORE_STOP_SECONDS = 3600.0
 PUSH_FILES, RESTORE = "push-files", "restore"  # export.PUSH, export.RESTORE (that module imports Pulumi)
 # A large database's snapshot or restore: the command waits, then says how to follow the job.
 BACKUP_TIMEOUT = 3 * 3600.0
@@ -135,6 +135,7 @@ class _Ended:
     exits: dict[str, int | None]  # each container's exit code (None: it never ended)
     why: str  # "" when it succeeded
     logs: str  # where the task's logs are
+    not_started: str = ""  # (restore) why a service was not started again after a failure
 
     @property
     def ok(self) -> bool:
@@ -199,9 +200,41 @@ class _HashingBody:
         return data
 
 
-def _upload(s3: Any, archive: Path, bucket: str, key: str, account: str, sha256: str) -> str:
-    """Upload `archive` to the account's own `bucket` with the sha256 it was checked with as metadata (what
-    the restore task compares against); the sha256 of the bytes sent."""
+class _Judging:
+    """The core's judging pass over an archive, on a thread of its own (a daemon: Ctrl-C does not wait for it)."""
+
+    def __init__(self, judge: Callable[[], Any]) -> None:
+        import threading
+
+        self._done = threading.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self._value = judge()
+            except BaseException as e:  # noqa: BLE001 (handed to the caller)
+                self._error = e
+            finally:
+                self._done.set()
+
+        threading.Thread(target=run, name="mxinfra-judge", daemon=True).start()
+
+    def result(self) -> Any:
+        """What the pass found; its ArchiveError as a UserError saying nothing was changed."""
+        from mxinfra.backup_archive import ArchiveError
+
+        self._done.wait()
+        if isinstance(self._error, ArchiveError):
+            raise UserError(f"{self._error}; nothing was changed") from None
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _upload(s3: Any, archive: Path, bucket: str, key: str, account: str) -> str:
+    """Upload `archive` to the account's own `bucket`; the sha256 of the bytes sent (the restore task
+    compares what it fetched with the sha256 the command vouched for, given in the execution's input)."""
     import boto3.exceptions
     import boto3.s3.transfer
 
@@ -213,7 +246,7 @@ def _upload(s3: Any, archive: Path, bucket: str, key: str, account: str, sha256:
     try:
         with f:
             body = _HashingBody(f)
-            s3.upload_fileobj(body, bucket, key, ExtraArgs={"Metadata": {"mxinfra-sha256": sha256}, "ExpectedBucketOwner": account}, Config=config)
+            s3.upload_fileobj(body, bucket, key, ExtraArgs={"ExpectedBucketOwner": account}, Config=config)
     except _Unreadable as e:
         raise UserError(f"{archive}: cannot read the archive: {e}; nothing was restored") from None
     except boto3.exceptions.S3UploadFailedError as e:
@@ -511,12 +544,12 @@ class VaultActions:
     def restore_archive(self, archive: Path, now: datetime, via: str | None, vouch: Callable[[str, int], None], before: Callable[[], None] | None = None) -> dict[str, Any]:
         """Restore a Mendix Cloud archive from this machine over the environment's database and files,
         through the restore task (export.py: the state machine the `backups` role may start). The archive is
-        read through once and judged (the core's reader), its sha256 and size given to `vouch`; uploaded
-        into the imports bucket, hashed again on the way (a file changed meanwhile is never restored); then
-        `before` runs (production's backup), then the machine: the services stopped, the task (which checks
-        the sha256 once more), the services started again. What was restored; FilesNotRestored when the
-        database was but the files were not all copied back."""
-        from mxinfra.backup_archive import ArchiveError, check, stored_keys
+        judged by the core's reader while it is uploaded into the imports bucket, each hashing what it read
+        (a file changed meanwhile is never restored); the sha256 and size go to `vouch` (a refusal removes
+        the upload); then `before` runs (production's backup), then the machine: the services stopped, the
+        task (which checks the sha256 once more), the services started again. What was restored;
+        FilesNotRestored when the database was but the files were not all copied back."""
+        from mxinfra.backup_archive import check, stored_keys
         from mxinfra.backups import FilesNotRestored
 
         if via is not None:
@@ -529,11 +562,6 @@ class VaultActions:
             )
         # only the backups role's sessions may write into the imports bucket (its policy)
         self._backups_session("the imports bucket takes an archive from")
-        try:
-            judged = check(archive, None, stored_keys())
-        except ArchiveError as e:
-            raise UserError(f"{e}; nothing was changed") from None
-        vouch(judged.sha256, judged.size)
         backup = now.astimezone(timezone.utc).strftime(ID_FORMAT)
         machine, bucket, key = self.a.restore_machine_arn, self.a.imports_bucket_name, f"{backup}.tar.gz"
         where = f"s3://{bucket}/{key}"
@@ -544,18 +572,31 @@ class VaultActions:
         uploaded, started, ended = False, False, None
         execution = machine.replace(":stateMachine:", ":execution:") + f":{backup}"
         try:
-            with self._aws(f"s3:PutObject of {where}", head=head):
-                uploaded = True  # (a failed multipart upload removes its parts; a half-made object is never named)
-                sha = _upload(s3, archive, bucket, key, self.a.account, judged.sha256)
+            # Both cores: the core's reader judges the archive (inflating it) on one while it is uploaded on the
+            # other; each hashes what it read, and only the same bytes on both sides go on.
+            judging = _Judging(lambda: check(archive, None, stored_keys()))
+            try:
+                with self._aws(f"s3:PutObject of {where}", head=head):
+                    uploaded = True  # (a failed multipart upload removes its parts; a half-made object is never named)
+                    sha = _upload(s3, archive, bucket, key, self.a.account)
+            except UserError:
+                judging.result()  # a bad archive is the news, not the upload that went with it
+                raise
+            judged = judging.result()
             if sha != judged.sha256:
-                raise UserError(f"{archive}: changed while it was uploaded (sha256 {sha}, not {judged.sha256}, which was checked): nothing was restored")
+                raise UserError(f"{archive}: changed while it was read (sha256 {judged.sha256} judged, {sha} uploaded): nothing was restored")
+            vouch(judged.sha256, judged.size)
             if before is not None:
                 before()
             try:
                 with self._aws(f"states:StartExecution of {machine}", head=head):
                     states.start_execution(stateMachineArn=machine, name=backup, input=json.dumps({"sha256": judged.sha256}))
             except UserError:
-                raise  # AWS answered: nothing started
+                # a refusal started nothing; a broken connection or a server error may have: asked by name
+                if not self._may_run(states, execution):
+                    raise
+                started = True
+                raise
             except BaseException:
                 # stopped while the request was on its way (Ctrl-C): the execution may run, named as above
                 started = True
@@ -585,17 +626,36 @@ class VaultActions:
             # the restore stands (recorded); what runs does not: said now, as Cloud Foundry says it
             self._say(f"warning: {head}: {ended.why}: start it with its desired count as before ({services}; `pulumi up` sets the counts the stack declares)")
             return {"app": "stopped, not started again", "execution": backup}
+        started_again = (
+            f"a service was NOT started again ({ended.not_started}): start it with its desired count as before ({services}; `pulumi up` sets the counts the stack declares)"
+            if ended.not_started else "the services were started again"
+        )
         if ended.failed == [PUSH_FILES] or ended.exits.get(RESTORE) == 3:
-            raise FilesNotRestored(
+            failed = FilesNotRestored(
                 f"{self.env.name}: the database was restored from {archive.name}, but its files were not all copied back ({ended.why}); "
-                f"the services were started again: run the restore again to copy them ({tail})"
+                f"{started_again}; run the restore again to copy them ({tail})"
             )
+            failed.outcome = {"app": "stopped, not started again" if ended.not_started else "stopped, then started", "execution": backup}  # type: ignore[attr-defined]
+            raise failed
         if ended.error in ("mxinfra.RestoreRunning", "mxinfra.BadInput"):
             raise UserError(f"{head}: the restore {execution} ended {ended.status}: {ended.why}: nothing was stopped or restored ({tail})")
         if ended.error == "mxinfra.NotStopped" or ended.failed:
-            raise UserError(f"{head}: the restore {execution} ended {ended.status}: {ended.why}: nothing was restored; the services were started again ({tail})")
+            raise UserError(f"{head}: the restore {execution} ended {ended.status}: {ended.why}: nothing was restored; {started_again} ({tail})")
         # a call of the machine failed (stopping or starting a service): what runs is not known from here
         raise UserError(f"{head}: the restore {execution} ended {ended.status}: {ended.why}; check that the services run as before ({services}) ({tail})")
+
+    def _may_run(self, states: Any, execution: str) -> bool:
+        """Whether an execution whose start failed may be running all the same (False only when AWS says it
+        does not exist)."""
+        import botocore.exceptions
+
+        try:
+            states.describe_execution(executionArn=execution)
+        except botocore.exceptions.ClientError as exc:
+            return exc.response.get("Error", {}).get("Code") != "ExecutionDoesNotExist"
+        except Exception:  # noqa: BLE001 (cannot tell: the upload stays, and the warning says so)
+            return True
+        return True
 
     def _backups_session(self, what: str) -> None:
         """Refuse credentials that are not a session of the environment's `backups` role, before anything starts."""
@@ -684,9 +744,18 @@ class VaultActions:
             if time.monotonic() >= deadline:
                 raise UserError(f"{head}: the {kind} {execution} still ran after {timeout / 60:.0f} minutes; nothing was recorded ({logs})")
             time.sleep(self.poll)
+        error, cause, not_started = str(d.get("error") or ""), d.get("cause"), ""
+        if error == "mxinfra.NotStartedAgain":
+            # the restore machine's: the first failure and the failed start, both kept whole
+            try:
+                both = json.loads(str(cause))
+                first, start = both["failure"], both["startFailure"]
+                error, cause, not_started = str(first.get("Error") or ""), first.get("Cause"), str(start.get("Cause") or start.get("Error") or "")[:300]
+            except (ValueError, KeyError, TypeError, AttributeError):
+                not_started = "(AWS's cause could not be read)"
         task: dict[str, Any] = {}
         try:
-            task = json.loads(d.get("output") or d.get("cause") or "{}")
+            task = json.loads(d.get("output") or cause or "{}")
         except ValueError:
             pass
         if not isinstance(task, dict):
@@ -697,10 +766,10 @@ class VaultActions:
         never = [c for c in containers if c.get("ExitCode") is None]
         task_id = str(task.get("TaskArn") or "").rsplit("/", 1)[-1] or "<task id>"
         why = "; ".join(f"{c.get('Name')} exited {c.get('ExitCode')}" + (f" ({c.get('Reason')})" if c.get("Reason") else "") + f" (log stream {kind}/{c.get('Name')}/{task_id})" for c in failed)
-        why = why or "; ".join(f"{c.get('Name')} never ran to the end" for c in never) or f"{d.get('error') or status}: {str(d.get('cause') or 'AWS gave no reason')[:300]}"
+        why = why or "; ".join(f"{c.get('Name')} never ran to the end" for c in never) or f"{error or status}: {str(cause or 'AWS gave no reason')[:300]}"
         ok = status == "SUCCEEDED" and not failed and not never
         exits = {str(c.get("Name")): c.get("ExitCode") for c in containers}
-        return _Ended(str(status), str(d.get("error") or ""), task, [str(c.get("Name")) for c in failed + never], exits, "" if ok else why, logs)
+        return _Ended(str(status), error, task, [str(c.get("Name")) for c in failed + never], exits, "" if ok else why, logs, not_started)
 
     # --- AWS --------------------------------------------------------------------------------------------
 

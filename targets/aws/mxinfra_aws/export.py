@@ -238,13 +238,26 @@ def restore_definition(a: Arns, task_definition_arn: str, security_group: str) -
     # States.ALL catches everything but States.Runtime (a path that names nothing): every path read once a
     # service may be stopped is one the machine wrote itself, or checked before the first stop (the input)
     undo = {"Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": "StartAgainAfterFailure0"}]}
-    states.update(_one_at_a_time(a.restore_machine_arn, p, "Input"))
-    states["Busy"] = {"Type": "Fail", "Error": "mxinfra.RestoreRunning", "Cause": "another restore of this environment is running: one at a time"}
+    states.update(_one_at_a_time(a.restore_machine_arn, p, "Exports"))
+    states["Busy"] = {"Type": "Fail", "Error": "mxinfra.RestoreRunning", "Cause": "another restore, or a download's export, of this environment is running: one at a time"}
+    # nor beside a download's export, whose pg_dump holds the tables the restore replaces (counted before
+    # anything is stopped; restore.sh also waits for the database's other sessions)
+    states["Exports"] = {
+        "Type": "Task",
+        "Resource": LIST_EXECUTIONS.format(partition=p),
+        "Parameters": {"StateMachineArn": a.export_machine_arn, "StatusFilter": "RUNNING", "MaxResults": 1},
+        "ResultSelector": {"running.$": "States.ArrayLength($.Executions)"},
+        "ResultPath": "$.exports",
+        "Next": "NoExport",
+    }
+    states["NoExport"] = {"Type": "Choice", "Choices": [{"Variable": "$.exports.running", "NumericGreaterThan": 0, "Next": "Busy"}], "Default": "Input"}
     states["Input"] = {
         "Type": "Choice",
-        "Choices": [{"And": [{"Variable": "$.sha256", "IsPresent": True}, {"Variable": "$.sha256", "IsString": True}], "Next": "Read0"}],
+        "Choices": [{"And": [{"Variable": "$.sha256", "IsPresent": True}, {"Variable": "$.sha256", "IsString": True}], "Next": "Clean"}],
         "Default": "BadInput",
     }
+    # from here on the state holds the sha256 and what the machine writes itself, nothing else of the input
+    states["Clean"] = {"Type": "Pass", "Parameters": {"sha256.$": "$.sha256"}, "Next": "Read0"}
     states["BadInput"] = {"Type": "Fail", "Error": "mxinfra.BadInput", "Cause": "the input must be {\"sha256\": \"<the archive's sha256>\"} (mxinfra backup restore --archive): nothing was stopped"}
     for i, service in enumerate(services):
         # the count to start it again with; nothing is stopped yet if this fails
@@ -260,13 +273,13 @@ def restore_definition(a: Arns, task_definition_arn: str, security_group: str) -
     states["Count"] = {"Type": "Pass", "Parameters": {"left.$": "States.MathAdd($.polls.left, -1)"}, "ResultPath": "$.polls", "Next": "Check0"}
     for i, service in enumerate(services):
         then = f"Check{i + 1}" if i + 1 < len(services) else "Restore"
-        # the list whole (a service gone meanwhile answers none: nothing of it runs)
-        states[f"Check{i}"] = ecs(DESCRIBE_SERVICES, {"Cluster": cluster, "Services": [service]}, f"Stopped{i}", ResultSelector={"services.$": "$.Services"}, ResultPath="$.check", **undo)
+        # the answer whole (a service gone meanwhile is in Failures, not Services: nothing of it runs)
+        states[f"Check{i}"] = ecs(DESCRIBE_SERVICES, {"Cluster": cluster, "Services": [service]}, f"Stopped{i}", ResultPath="$.check", **undo)
         states[f"Stopped{i}"] = {
             "Type": "Choice",
             "Choices": [
-                {"Variable": "$.check.services[0]", "IsPresent": False, "Next": then},
-                {"Or": [{"Variable": "$.check.services[0].RunningCount", "NumericGreaterThan": 0}, {"Variable": "$.check.services[0].PendingCount", "NumericGreaterThan": 0}], "Next": "StillRunning"},
+                {"Variable": "$.check.Services[0]", "IsPresent": False, "Next": then},
+                {"Or": [{"Variable": "$.check.Services[0].RunningCount", "NumericGreaterThan": 0}, {"Variable": "$.check.Services[0].PendingCount", "NumericGreaterThan": 0}], "Next": "StillRunning"},
             ],
             "Default": then,
         }
@@ -301,12 +314,9 @@ def restore_definition(a: Arns, task_definition_arn: str, security_group: str) -
         "Next": "Failed",
     }
     states["StartedAfterFailure"] = {"Type": "Choice", "Choices": [{**not_started, "Next": "NotStarted"}], "Default": "Failed"}
-    states["NotStarted"] = {
-        "Type": "Pass",
-        "Parameters": {"Error": "mxinfra.NotStartedAgain", "Cause.$": "States.Format('a service was not started again ({}) after: {}', $.startFailure.Cause, $.failure.Cause)"},
-        "ResultPath": "$.failure",
-        "Next": "Failed",
-    }
+    # both failures kept whole (the first says whether the database was replaced), as JSON in the cause
+    states["NotStarted"] = {"Type": "Pass", "Parameters": {"failure.$": "$.failure", "startFailure.$": "$.startFailure"}, "ResultPath": "$.both", "Next": "NotStartedEither"}
+    states["NotStartedEither"] = {"Type": "Pass", "Parameters": {"Error": "mxinfra.NotStartedAgain", "Cause.$": "States.JsonToString($.both)"}, "ResultPath": "$.failure", "Next": "Failed"}
     states["Failed"] = {"Type": "Fail", "ErrorPath": "$.failure.Error", "CausePath": "$.failure.Cause"}
     return {"Comment": f"{a.naming.prefix}: restore an uploaded archive for `mxinfra backup restore --archive`", "StartAt": "OneAtATime", "States": states}
 

@@ -601,7 +601,8 @@ def restore_runner_policy(a: Arns) -> Document:
     environment's services (their desired counts only: the definition passes nothing else); run the restore
     task's revisions in the environment's cluster, passing exactly its two roles."""
     return _doc(
-        _allow("CountRestores", ["states:ListExecutions"], [a.restore_machine_arn, a._arn("states", f"mapRun:{a.restore_name}/*:*")]),
+        # one at a time, and never beside a download's export
+        _allow("CountRestores", ["states:ListExecutions"], [a.restore_machine_arn, a._arn("states", f"mapRun:{a.restore_name}/*:*"), a.export_machine_arn]),
         _allow("ReadServices", ["ecs:DescribeServices"], _one_or_all(a.service_arns)),
         # the definition passes a desired count alone; the deploy role's conditions hold all the same
         _allow("StopAndStartServices", ["ecs:UpdateService"], _one_or_all(a.service_arns), _service_update(a)),

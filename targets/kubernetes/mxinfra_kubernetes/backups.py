@@ -552,10 +552,11 @@ class ClusterActions:
             done = {c.get("name"): ((c.get("state") or {}).get("terminated") or {}).get("exitCode") for c in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]}
             # restore.sh exits 3 when the database is restored and moving the files in failed
             if (done.get("restore") == 0 and done.get("push-files") not in (None, 0)) or done.get("restore") == 3:
-                step = "restore" if done.get("restore") == 3 else "push-files"
+                moved = done.get("restore") == 3  # restore.sh's own move of the files into the store failed
+                step, how = ("restore", "the store may hold part of them") if moved else ("push-files", "the copy adds and overwrites only")
                 raise FilesNotRestored(
                     f"{self.env.name}: the database was restored from {backup}, but its files were not copied back to the file store "
-                    f"(kubectl -n {self.lay.namespace} logs job/{job} -c {step}); the copy adds and overwrites only: once the cause is "
+                    f"(kubectl -n {self.lay.namespace} logs job/{job} -c {step}); {how}: once the cause is "
                     f"fixed, run the restore of {backup} again"
                 ) from e
             raise

@@ -1,5 +1,5 @@
-"""Loopback doubles for the AWS export path of `mxinfra backup download`: Step Functions running the export
-state machine, Fargate running its task, and a gate in front of moto's S3 server that authorises every S3
+"""Loopback doubles for the AWS export path of `mxinfra backup download` (and `restore --archive`'s): Step
+Functions running the export state machine, Fargate running its task, and a gate in front of moto's S3 server that authorises every S3
 request by the identity that makes it. moto has Step Functions without the ECS integration and ECS
 without running anything; so these run exactly what the plan renders, as the cloud would:
 
@@ -24,8 +24,13 @@ without running anything; so these run exactly what the plan renders, as the clo
   identity whose access key signed it (the task role's for rclone in the task, the backups role's for the
   CLI) with S3's action for the request; refused: 403 AccessDenied, recorded in `denied`.
 
+The restore machine behind `restore --archive` runs here too: its Pass, Wait, Choice and Catch states and
+its `aws-sdk:ecs` calls (DescribeServices, UpdateService) against `services`, a service's tasks stopping
+(or starting) one DescribeServices after its desired count changed; each task on an empty volume of its own.
+
 Not modelled: Fargate's timing, image pulls themselves, networking (security groups), how ECS really
-reports a dependency that cannot be met, CloudWatch Logs contents.
+reports a dependency that cannot be met, CloudWatch Logs contents; Retry and TimeoutSeconds (no call here
+fails for a while and then succeeds) and a non-zero PendingCount.
 """
 
 from __future__ import annotations
@@ -393,7 +398,7 @@ class StatesDouble:
         authorised against the runner's policy) with ResultSelector, ResultPath and Catch; Pass (Result,
         Parameters), Wait (its Seconds counted, not slept), Choice (NumericGreaterThan, Or), Succeed, and
         Fail (Error/Cause, ErrorPath/CausePath). Paths: `$.a.b[0].c` into the state's data, `$$.` into the
-        context object; intrinsics States.ArrayLength and States.MathAdd. Anything else is a definition this
+        context object; intrinsics States.ArrayLength, States.MathAdd, States.Format and States.JsonToString. Anything else is a definition this
         double cannot run, recorded as a violation."""
         e = self.executions[arn]
         machine = self.machines[e["stateMachineArn"]]
@@ -503,7 +508,7 @@ class StatesDouble:
                 raise ApiError("States.Runtime", "; ".join(problems))
             cluster = p["Cluster"].rsplit("/", 1)[1]
             names = p["Services"] if op == "describeServices" else [p["Service"]]
-            out = []
+            out, failures = [], []
             for service in names:
                 service_arn = f"arn:aws:ecs:{self.region}:{self.account}:service/{cluster}/{service}"
                 action = "ecs:DescribeServices" if op == "describeServices" else "ecs:UpdateService"
@@ -511,6 +516,10 @@ class StatesDouble:
                     raise ApiError("Ecs.AccessDeniedException", f"{runner} may not {action} on {service_arn}")
                 with self.lock:
                     svc = self.services.get(service)
+                    if svc is None and op == "describeServices":
+                        # as ECS answers for a service that does not exist: not an error, a failure in the answer
+                        failures.append({"Arn": service_arn, "Reason": "MISSING"})
+                        continue
                     if svc is None:
                         raise ApiError("Ecs.ServiceNotFoundException", f"service {service} not found")
                     if op == "updateService" and p["DesiredCount"] > 0 and svc.get("unstartable"):
@@ -518,11 +527,13 @@ class StatesDouble:
                     if op == "updateService":
                         svc["desired"] = p["DesiredCount"]
                         self.service_log.append((service, p["DesiredCount"]))
+                        if p["DesiredCount"] == 0 and svc.get("vanish"):
+                            del self.services[service]  # deleted meanwhile (a test's hook)
                     else:
                         # tasks stop (or start) one poll after the desired count changed
                         svc["running"], shown = (svc["running"] if svc.get("stuck") else svc["desired"]), svc["running"]
                 out.append({"ServiceName": service, "ServiceArn": service_arn, "DesiredCount": svc["desired"], "RunningCount": shown if op == "describeServices" else svc["running"], "PendingCount": 0})
-            return {"Services": out} if op == "describeServices" else {"Service": out[0]}
+            return {"Services": out, "Failures": failures} if op == "describeServices" else {"Service": out[0]}
         raise ApiError("States.Runtime", f"Task resource {resource}: not modelled")
 
     def _resolve(self, value: Any, data: Any, context: Mapping[str, Any]) -> Any:
@@ -547,6 +558,8 @@ class StatesDouble:
             return _get(context, "$" + v[2:])
         if m := re.fullmatch(r"States\.ArrayLength\((\$[^,)]*)\)", v):
             return len(_get(data, m.group(1)))
+        if m := re.fullmatch(r"States\.JsonToString\((\$[^,)]*)\)", v):
+            return json.dumps(_get(data, m.group(1)), separators=(",", ":"))
         if m := re.fullmatch(r"States\.MathAdd\((\$[^,)]*), *(-?\d+)\)", v):
             return int(_get(data, m.group(1))) + int(m.group(2))
         if m := re.fullmatch(r"States\.Format\('((?:[^'\\]|\\.)*)'((?:, *\$[^,)]*)*)\)", v):

@@ -132,12 +132,17 @@ def test_the_machine_stops_the_services_around_the_task_and_fixes_everything_but
     # a path that names nothing is a States.Runtime error, which no Catch catches: the only input read (the
     # sha256) is checked before anything is stopped; every other path is one the machine wrote itself, or
     # the answer of the call it selects from
-    assert states["Alone"]["Default"] == "Input" and states["Input"]["Choices"] == [
-        {"And": [{"Variable": "$.sha256", "IsPresent": True}, {"Variable": "$.sha256", "IsString": True}], "Next": "Read0"}
+    # (nor beside a download's export: counted first, nothing stopped yet)
+    assert states["Alone"]["Default"] == "Exports" and states["Exports"]["Parameters"]["StateMachineArn"] == a.export_machine_arn
+    assert states["NoExport"]["Choices"] == [{"Variable": "$.exports.running", "NumericGreaterThan": 0, "Next": "Busy"}] and states["NoExport"]["Default"] == "Input"
+    assert states["Input"]["Choices"] == [
+        {"And": [{"Variable": "$.sha256", "IsPresent": True}, {"Variable": "$.sha256", "IsString": True}], "Next": "Clean"}
     ] and states["Input"]["Default"] == "BadInput"
+    # the rest of the input is dropped: nothing the caller adds (a `startFailure`, say) reaches a later state
+    assert states["Clean"] == {"Type": "Pass", "Parameters": {"sha256.$": "$.sha256"}, "Next": "Read0"}
     paths = {(n, p) for n, st in states.items() for p in re.findall(r"(?<!\$)\$\.[A-Za-z0-9_.\[\]]+", json.dumps(st))}
-    assert {n for n, p in paths if p == "$.sha256"} == {"Input", "Restore"}
-    own = r"\$\.(guard|service\d|check|polls|failure|startFailure|task)(\..*|\[.*)?|\$\.Services(\[0\]\.\w+)?|\$\.Executions"
+    assert {n for n, p in paths if p == "$.sha256"} == {"Input", "Clean", "Restore"}
+    own = r"\$\.(guard|exports|service\d|check|polls|failure|startFailure|both|task)(\..*|\[.*)?|\$\.Services(\[0\]\.\w+)?|\$\.Executions"
     assert sorted(p for n, p in paths if p != "$.sha256" and not re.fullmatch(own, p)) == []
     # each service started again even when another could not be, the failure said at the end
     for i in range(len(services)):
@@ -277,22 +282,47 @@ def test_files_not_copied_back_are_recorded_as_not_restored(exported: Deployed, 
     assert d.states.services[a.service_name]["desired"] == 2
 
 
-def test_an_archive_changed_after_it_was_checked_is_never_uploaded_as_checked(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    d = exported
-    archive = _download(d, project, tmp_path / "downloads", capsys)
+def test_an_archive_that_changes_while_it_is_read_is_never_restored(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The judge and the upload read the file side by side: the judge reads it first here, then the file
+    changes, then the upload reads it: what was judged is not what was sent, and nothing starts."""
+    import threading
+
     import mxinfra.backup_archive as ba
 
-    checked = ba.check
+    d = exported
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    judged = threading.Event()
+    checked, upload = ba.check, backup_actions._upload
 
-    def check_then_change(*args: Any, **kw: Any) -> Any:
-        got = checked(*args, **kw)
+    def check_first(*args: Any, **kw: Any) -> Any:
+        try:
+            return checked(*args, **kw)
+        finally:
+            judged.set()
+
+    def change_then_upload(*args: Any, **kw: Any) -> Any:
+        assert judged.wait(60)
         with open(archive, "ab") as f:
             f.write(b"\0" * 1024)
-        return got
+        return upload(*args, **kw)
 
-    monkeypatch.setattr(ba, "check", check_then_change)
+    monkeypatch.setattr(ba, "check", check_first)
+    monkeypatch.setattr(backup_actions, "_upload", change_then_upload)
     rc, out, err = _restore(d, project, archive, capsys)
-    assert rc == 2 and "changed while it was uploaded" in err and "nothing was restored" in err, err
+    assert rc == 2 and "changed while it was read" in err and "nothing was restored" in err, err
+    assert d.states.ran == [] and d.states.service_log == []
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=d.moto)
+    assert s3.list_objects_v2(Bucket=d.a.imports_bucket_name).get("KeyCount") == 0
+
+
+def test_a_damaged_archive_is_refused_and_its_upload_removed(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
+    d = exported
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a flipped byte: gzip's CRC says so
+    archive.write_bytes(bytes(data))
+    rc, out, err = _restore(d, project, archive, capsys)
+    assert rc == 2 and archive.name in err and "nothing was changed" in err, err
     assert d.states.ran == [] and d.states.service_log == []
     s3 = boto3.client("s3", region_name=REGION, endpoint_url=d.moto)
     assert s3.list_objects_v2(Bucket=d.a.imports_bucket_name).get("KeyCount") == 0
@@ -361,7 +391,7 @@ def _start_directly(d: Deployed, payload: str) -> dict[str, Any]:
     raise AssertionError("the execution never ended")
 
 
-@pytest.mark.parametrize("payload", ["{}", '{"sha256": 7}', '{"sha256": ""}'])
+@pytest.mark.parametrize("payload", ["{}", '{"sha256": 7}', '{"sha256": ""}', '{"sha256": "", "startFailure": {"Error": "x", "Cause": "planted"}}'])
 def test_input_the_command_would_never_give_stops_nothing_or_restores_nothing(exported: Deployed, pg: PostgresServer, payload: str) -> None:
     """Without `$.sha256` the Restore state's path would be a States.Runtime error, which no Catch takes: the
     machine checks the input before it stops anything. An empty one reaches restore.sh, which refuses it (an
@@ -372,9 +402,11 @@ def test_input_the_command_would_never_give_stops_nothing_or_restores_nothing(ex
     boto3.session.Session().client("s3", region_name=REGION).put_object(Bucket=a.imports_bucket_name, Key="20261205T010203Z.tar.gz", Body=b"anything", ExpectedBucketOwner=ACCOUNT)
     got = _start_directly(d, payload)
     assert got["status"] == "FAILED"
-    if payload == '{"sha256": ""}':
+    if '"sha256": ""' in payload:
         assert "BACKUP_SHA256 must be 64 lowercase hex digits" in d.states.logs["restore"]
         assert d.states.service_log == [(a.service_name, 0), (a.service_name, 2)]
+        # what the caller adds to the input never reaches the end: the start is not reported failed
+        assert got["error"] == "States.TaskFailed" and "planted" not in got.get("cause", "")
     else:
         assert got["error"] == "mxinfra.BadInput" and d.states.service_log == [] and d.states.ran == []
     assert _rows(pg) == changed and d.states.services[a.service_name]["desired"] == 2
@@ -418,3 +450,48 @@ def test_a_session_still_connected_to_the_database_is_waited_for_then_nothing_is
     assert rc == 2 and "nothing was restored; the services were started again" in err, err
     assert "1 other session(s) still connected to the database after 5s" in d.states.logs["restore"]
     assert _rows(pg) == changed and d.states.service_log == [(a.service_name, 0), (a.service_name, 2)]
+
+
+def test_files_not_restored_and_a_service_not_started_again_are_both_recorded_and_said(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
+    """The task replaced the database but not the files, and then a service could not be started: the
+    machine keeps both failures whole, so the command still knows the database was replaced."""
+    d, a = exported, exported.a
+    before = _rows(pg)
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    _change(pg, d)
+    d.gate.bucket_policies[a.bucket_name] = {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject", "Resource": f"{a.bucket_arn}/*"}]}
+    d.states.services[a.service_name]["unstartable"] = 1
+    rc, out, err = _restore(d, project, archive, capsys)
+    assert rc == 2 and "the database was restored from" in err and "push-files exited" in err and "a service was NOT started again" in err and "(recorded)" in err, err
+    assert _rows(pg) == before
+    (record,) = [r for r in _records(project, d.role) if r.action == "restore"]
+    assert record.changes["restore"]["files"] == "not restored" and record.changes["restore"]["app"] == "stopped, not started again"
+
+
+def test_a_service_deleted_meanwhile_counts_as_stopped_and_the_restore_stands(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
+    """ECS answers DescribeServices for a service that is gone with a failure, not an error: the machine
+    goes on (nothing of it runs), and says at the end that it could not start it again."""
+    d, a = exported, exported.a
+    before = _rows(pg)
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    _change(pg, d)
+    d.states.services[a.service_name]["vanish"] = 1
+    rc, out, err = _restore(d, project, archive, capsys)
+    assert rc == 0 and "a service was not started again: service orders-test not found" in err, err
+    assert _rows(pg) == before
+    (record,) = [r for r in _records(project, d.role) if r.action == "restore"]
+    assert record.changes["restore"]["app"] == "stopped, not started again"
+
+
+def test_no_restore_beside_a_running_export(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
+    """A download's pg_dump holds the tables the restore replaces: refused before anything is stopped."""
+    from datetime import datetime, timezone
+
+    d, a = exported, exported.a
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    running = a.export_machine_arn.replace(":stateMachine:", ":execution:") + ":20261205T000000Z"
+    d.states.executions[running] = {"executionArn": running, "stateMachineArn": a.export_machine_arn, "name": "20261205T000000Z", "status": "RUNNING", "startDate": datetime.now(timezone.utc), "input": "{}"}
+    rc, out, err = _restore(d, project, archive, capsys)
+    assert rc == 2 and "mxinfra.RestoreRunning" in err and "a download's export" in err and "nothing was stopped or restored" in err, err
+    assert d.states.service_log == [] and d.states.ran == []
+    del d.states.executions[running]

@@ -294,11 +294,12 @@ class Deployed:
 
 
 @pytest.fixture
-def exported(aws_env: None, s3_server: str, pg: PostgresServer, alpine_path: str, project: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployed]:
-    """The test environment as `pulumi up` leaves it: its file bucket with files, the exports bucket, the
-    RDS-managed secret (of the real PostgreSQL), the export task and machine registered with the doubles;
-    the CLI signed in as the environment's `backups` role, with S3 behind the gate."""
-    role = "test"
+def exported(aws_env: None, s3_server: str, pg: PostgresServer, alpine_path: str, project: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[Deployed]:
+    """The test environment (or, parametrised indirectly, another role's) as `pulumi up` leaves it: its file
+    bucket with files, the exports bucket, the RDS-managed secret (of the real PostgreSQL), the export task
+    and machine registered with the doubles; the CLI signed in as the environment's `backups` role, with S3
+    behind the gate."""
+    role = getattr(request, "param", "test")
     monkeypatch.setattr(backup_actions, "POLL_SECONDS", 0.05)
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)  # STS, Secrets Manager: moto's server
     a = arns(role)
@@ -321,7 +322,7 @@ def exported(aws_env: None, s3_server: str, pg: PostgresServer, alpine_path: str
     name = f"rds!db-{hashlib.sha256(str(tmp_path).encode()).hexdigest()[:12]}"
     secret = sm.create_secret(Name=name, SecretString=json.dumps({"username": USER, "password": PASSWORD}), Tags=[{"Key": "aws:rds:primaryDBInstanceArn", "Value": a.serving_db_arn}])["ARN"]
     pg.psql(SCHEMA)
-    project.stack(f"aws-{role}", encrypted(config(role, aws={"vpcTags": {}, "backupExport": EXPORT})))
+    project.stack(f"aws-{role}", encrypted(config(role, aws={**({"vpcTags": {}} if role != "production" else {}), "backupExport": EXPORT})))
     from tls import self_signed
 
     (tmp_path / "tls").mkdir()

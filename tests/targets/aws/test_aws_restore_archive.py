@@ -495,3 +495,42 @@ def test_no_restore_beside_a_running_export(exported: Deployed, pg: PostgresServ
     assert rc == 2 and "mxinfra.RestoreRunning" in err and "a download's export" in err and "nothing was stopped or restored" in err, err
     assert d.states.service_log == [] and d.states.ran == []
     del d.states.executions[running]
+
+
+@pytest.mark.parametrize("exported", ["production"], indirect=True)
+def test_production_restores_a_recorded_archive_only_after_a_backup_first(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On production the core takes (and records) a backup once the archive is vouched for and before the
+    machine stops anything: here AWS Backup's `create` (tested against its double in test_aws_backup_cli.py)
+    is replaced by one that notes what had happened when it ran."""
+    d, a = exported, exported.a
+    assert d.role == "production"
+    before = _rows(pg)
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    _change(pg, d)
+    seen: list[dict[str, Any]] = []
+
+    def create(self: Any, now: Any, keep: Any = None) -> str:
+        restores = [e for e in d.states.executions.values() if e["stateMachineArn"] == a.restore_machine_arn]
+        s3 = boto3.client("s3", region_name=REGION, endpoint_url=d.moto)
+        seen.append({"restores": len(restores), "stopped": list(d.states.service_log), "uploaded": s3.list_objects_v2(Bucket=a.imports_bucket_name).get("KeyCount")})
+        return "20261205T000001Z"
+
+    monkeypatch.setattr(backup_actions.VaultActions, "create", create)
+    rc, out, err = _restore(d, project, archive, capsys)
+    assert rc == 0, err
+    assert seen == [{"restores": 0, "stopped": [], "uploaded": 1}]  # after the upload and its check, before the machine
+    assert _rows(pg) == before
+    actions = [r.action for r in _records(project, "production")]
+    assert actions[-2:] == ["backup", "restore"]
+    (backup, restore) = _records(project, "production")[-2:]
+    assert backup.changes["backup"] == {"id": "20261205T000001Z", "trigger": "before restore"} and restore.changes["restore"]["backupBefore"] == "20261205T000001Z"
+    # an archive no download record of production names is never restored there, --unrecorded or not
+    other = tmp_path / "other.tar.gz"
+    other.write_bytes(archive.read_bytes())
+    import gzip
+
+    with gzip.open(other, "ab") as f:
+        f.write(b"")  # an empty gzip member: the same tar, other bytes
+    rc, out, err = _restore(d, project, other, capsys, "--unrecorded")
+    assert rc == 2 and "is in no signed backup-download record of production's log" in err, err
+    assert seen == [{"restores": 0, "stopped": [], "uploaded": 1}]

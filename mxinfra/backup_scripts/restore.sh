@@ -221,6 +221,9 @@ if [ -n "$outside" ]; then
     echo "restore: $id could not be unpacked (see above): nothing was restored" >&2
     exit 1
   fi
+  # the archive's modes are not ours: a directory it made read-only could not be emptied, nor written by the
+  # runtime later
+  chmod -R u+rwX "$staging"
   odd=$(find "$staging" -mindepth 1 \( ! -type f ! -type d -o -type f -links +1 \) | head -n 3)
   beside=$(find "$staging" -mindepth 1 -maxdepth 1 ! -name db ! -name tree ! \( -name .metadata -type f \) | head -n 3)
   [ ! -d "$staging/db" ] || beside="$beside$(find "$staging/db" -mindepth 1 ! -path "$staging/db/db.backup" | head -n 3)"
@@ -346,7 +349,8 @@ if [ "$db_ok" = 1 ] && [ "$files_ok" = 1 ] && [ -n "$from" ]; then
     && [ -z "$(ls -A "$from")" ] || files_ok=0
 fi
 [ "$db_ok" = 1 ] && db_restored=1
-[ -z "$staging" ] || rm -rf "$staging" || true  # left only by a failure: the store keeps what it had
+# left only by a failure (the store keeps what it had): never silently, as it may hold a dump
+[ -z "$staging" ] || rm -rf "$staging" || echo "restore: warning: could not remove $staging (see above): remove it by hand" >&2
 [ "$db_ok" = 1 ] || { echo "restore: the database restore of $id failed (see above): the database and the files are as they were" >&2; exit 1; }
 # 3, not 1: the database is the archive's now, only the files are not (the callers record that restore)
 [ "$files_ok" = 1 ] || { echo "restore: the files restore of $id failed (see above): the database was restored" >&2; exit 3; }

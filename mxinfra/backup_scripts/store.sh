@@ -35,15 +35,21 @@ case "${1:-}" in
       *[!A-Za-z0-9._-]*) echo "store: FILES_SUFFIX may hold letters, digits and . _ - only, got '$FILES_SUFFIX'" >&2; exit 2 ;;
     esac
     step=$1
-    set -- ${FILES_SUFFIX:+--include "*$FILES_SUFFIX"}
+    # never a restore's own staging (restore.sh keeps it inside FILES_DIR, and removes it); rclone applies
+    # --filter rules in the order given
+    if [ -n "${FILES_SUFFIX:-}" ]; then
+      set -- --filter "- /.mxinfra-*/**" --filter "+ *$FILES_SUFFIX" --filter "- **"
+    else
+      set -- --filter "- /.mxinfra-*/**"
+    fi
     if [ "$step" = pull-files ]; then
       # rclone makes no directory for an empty store, and backup.sh wants one (a mounted volume elsewhere)
       mkdir -p "$FILES_DIR"
       rclone copy "$@" "$FILES_REMOTE" "$FILES_DIR"
       echo "backup: copied $(find "$FILES_DIR" -type f | wc -l) files of $FILES_REMOTE"
     else
-      all=$(find "$FILES_DIR" -type f | wc -l)
-      mine=$(find "$FILES_DIR" -type f -name "*${FILES_SUFFIX:-}" | wc -l)
+      all=$(find "$FILES_DIR" -path "$FILES_DIR/.mxinfra-*" -prune -o -type f -print | wc -l)
+      mine=$(find "$FILES_DIR" -path "$FILES_DIR/.mxinfra-*" -prune -o -type f -name "*${FILES_SUFFIX:-}" -print | wc -l)
       if [ "$mine" -ne "$all" ]; then
         # files of another store's naming (e.g. another environment's suffix): the runtime would not find them
         echo "store: $((all - mine)) of the archive's $all files do not end in '$FILES_SUFFIX', the suffix of $FILES_REMOTE: none copied" >&2

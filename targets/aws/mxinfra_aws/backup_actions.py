@@ -184,14 +184,21 @@ class _Unreadable(Exception):
     """The archive could not be read while it was uploaded."""
 
 
+class _JudgeRefused(Exception):
+    """The judge refused the archive while it was being uploaded: the upload stops."""
+
+
 class _HashingBody:
     """A file read front to back for an upload, hashed as it goes; not seekable, so the SDK reads it in
-    order, a part at a time (flat memory), and what was hashed is what was sent."""
+    order, a part at a time (flat memory), and what was hashed is what was sent. It stops once `judging`
+    (the judge beside it) has failed."""
 
-    def __init__(self, f: IO[bytes]) -> None:
-        self.f, self.hash = f, hashlib.sha256()
+    def __init__(self, f: IO[bytes], judging: _Judging | None = None) -> None:
+        self.f, self.hash, self.judging = f, hashlib.sha256(), judging
 
     def read(self, size: int = -1) -> bytes:
+        if self.judging is not None and self.judging.failed():
+            raise _JudgeRefused()
         try:
             data = self.f.read(size)
         except OSError as e:  # told apart from the SDK's network errors, which are OSErrors too
@@ -220,6 +227,14 @@ class _Judging:
 
         threading.Thread(target=run, name="mxinfra-judge", daemon=True).start()
 
+    def done(self) -> bool:
+        """Whether the pass ended."""
+        return self._done.is_set()
+
+    def failed(self) -> bool:
+        """Whether the pass ended refusing the archive (or failing)."""
+        return self._done.is_set() and self._error is not None
+
     def result(self) -> Any:
         """What the pass found; its ArchiveError as a UserError saying nothing was changed."""
         from mxinfra.backup_archive import ArchiveError
@@ -232,7 +247,7 @@ class _Judging:
         return self._value
 
 
-def _upload(s3: Any, archive: Path, bucket: str, key: str, account: str) -> str:
+def _upload(s3: Any, archive: Path, bucket: str, key: str, account: str, judging: _Judging | None = None) -> str:
     """Upload `archive` to the account's own `bucket`; the sha256 of the bytes sent (the restore task
     compares what it fetched with the sha256 the command vouched for, given in the execution's input)."""
     import boto3.exceptions
@@ -245,7 +260,7 @@ def _upload(s3: Any, archive: Path, bucket: str, key: str, account: str) -> str:
         raise UserError(f"{archive}: cannot read the archive: {e.strerror or e}; nothing was restored") from None
     try:
         with f:
-            body = _HashingBody(f)
+            body = _HashingBody(f, judging)
             s3.upload_fileobj(body, bucket, key, ExtraArgs={"ExpectedBucketOwner": account}, Config=config)
     except _Unreadable as e:
         raise UserError(f"{archive}: cannot read the archive: {e}; nothing was restored") from None
@@ -549,6 +564,8 @@ class VaultActions:
         the upload); then `before` runs (production's backup), then the machine: the services stopped, the
         task (which checks the sha256 once more), the services started again. What was restored;
         FilesNotRestored when the database was but the files were not all copied back."""
+        import botocore.exceptions
+
         from mxinfra.backup_archive import check, stored_keys
         from mxinfra.backups import FilesNotRestored
 
@@ -578,9 +595,13 @@ class VaultActions:
             try:
                 with self._aws(f"s3:PutObject of {where}", head=head):
                     uploaded = True  # (a failed multipart upload removes its parts; a half-made object is never named)
-                    sha = _upload(s3, archive, bucket, key, self.a.account)
+                    sha = _upload(s3, archive, bucket, key, self.a.account, judging)
+            except _JudgeRefused:
+                judging.result()  # the upload stopped once the archive was refused: that refusal is the news
+                raise
             except UserError:
-                judging.result()  # a bad archive is the news, not the upload that went with it
+                if judging.done():
+                    judging.result()  # a bad archive is the news, not the upload that went with it
                 raise
             judged = judging.result()
             if sha != judged.sha256:
@@ -588,12 +609,24 @@ class VaultActions:
             vouch(judged.sha256, judged.size)
             if before is not None:
                 before()
+            refused = False
             try:
                 with self._aws(f"states:StartExecution of {machine}", head=head):
-                    states.start_execution(stateMachineArn=machine, name=backup, input=json.dumps({"sha256": judged.sha256}))
+                    try:
+                        # (StartExecution is idempotent for the same name and input: the SDK's retries are safe)
+                        states.start_execution(stateMachineArn=machine, name=backup, input=json.dumps({"sha256": judged.sha256}))
+                    except botocore.exceptions.ClientError as exc:
+                        # only Step Functions' own 4xx refusal says nothing started; a server error or a lost
+                        # answer may have started it (and DescribeExecution, eventually consistent, cannot say)
+                        # (ExecutionAlreadyExists after a lost answer is this execution: its name is this second's)
+                        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+                        refused = 400 <= status < 500 and exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists"
+                        raise
+                    except (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError):
+                        refused = True  # never sent
+                        raise
             except UserError:
-                # a refusal started nothing; a broken connection or a server error may have: asked by name
-                if not self._may_run(states, execution):
+                if refused:
                     raise
                 started = True
                 raise
@@ -610,7 +643,7 @@ class VaultActions:
             if started:
                 # the command stopped following a restore that goes on (the task may not have fetched the
                 # archive yet): its upload stays for it, and the restore is not recorded from here
-                self._say(f"warning: the restore {execution} goes on without this command and is not recorded; it starts the services again when it ends "
+                self._say(f"warning: the restore {execution} may run: it goes on without this command and is not recorded; it starts the services again when it ends "
                           f"(`aws stepfunctions describe-execution --execution-arn {execution}`)")
                 uploaded = False
             raise
@@ -642,20 +675,8 @@ class VaultActions:
         if ended.error == "mxinfra.NotStopped" or ended.failed:
             raise UserError(f"{head}: the restore {execution} ended {ended.status}: {ended.why}: nothing was restored; {started_again} ({tail})")
         # a call of the machine failed (stopping or starting a service): what runs is not known from here
-        raise UserError(f"{head}: the restore {execution} ended {ended.status}: {ended.why}; check that the services run as before ({services}) ({tail})")
-
-    def _may_run(self, states: Any, execution: str) -> bool:
-        """Whether an execution whose start failed may be running all the same (False only when AWS says it
-        does not exist)."""
-        import botocore.exceptions
-
-        try:
-            states.describe_execution(executionArn=execution)
-        except botocore.exceptions.ClientError as exc:
-            return exc.response.get("Error", {}).get("Code") != "ExecutionDoesNotExist"
-        except Exception:  # noqa: BLE001 (cannot tell: the upload stays, and the warning says so)
-            return True
-        return True
+        also = f"; {started_again}" if ended.not_started else ""
+        raise UserError(f"{head}: the restore {execution} ended {ended.status}: {ended.why}{also}; check that the services run as before ({services}) ({tail})")
 
     def _backups_session(self, what: str) -> None:
         """Refuse credentials that are not a session of the environment's `backups` role, before anything starts."""
@@ -752,7 +773,7 @@ class VaultActions:
                 first, start = both["failure"], both["startFailure"]
                 error, cause, not_started = str(first.get("Error") or ""), first.get("Cause"), str(start.get("Cause") or start.get("Error") or "")[:300]
             except (ValueError, KeyError, TypeError, AttributeError):
-                not_started = "(AWS's cause could not be read)"
+                not_started = "(AWS's cause could not be read: the database may have been replaced; see the execution's history)"
         task: dict[str, Any] = {}
         try:
             task = json.loads(d.get("output") or cause or "{}")
@@ -889,7 +910,7 @@ class VaultActions:
             elif code == "StateMachineDoesNotExist":
                 fix = "the export task is not deployed: run `pulumi up` with mxinfra:aws.backupExport set"
             elif code == "ExecutionAlreadyExists":
-                fix = "an export with this id (the second it started) exists already: run it again"
+                fix = "an execution with this id (the second it started) exists already: run it again"
             elif code in ("NoSuchKey", "404"):
                 fix = "the export task stored no archive under its id, or another download of the same second fetched it: see its log streams (export/<container>/<task id>)"
             elif code == "ResourceNotFoundException":

@@ -277,6 +277,7 @@ class StatesDouble:
         self.before_task: Any = None  # called as the task starts, before its first container (a test's hook)
         self.task_keys: dict[str, str] = {}  # task role ARN -> the access key its containers sign with (else task_key_id)
         self.throttle = 0  # the next this many DescribeExecution calls are answered ThrottlingException
+        self.lost_answers = 0  # the next this many StartExecution calls start it, then answer 500
         self.work, self.s3_endpoint, self.task_key_id, self.ca = work, s3_endpoint, task_key_id, ca
         self.calls: list[tuple[str, str, str]] = []  # who (caller, runner, execution), action, resource
         self.denied: list[tuple[str, str, str]] = []
@@ -336,7 +337,7 @@ class StatesDouble:
             with self.lock:
                 answer = getattr(self, "_" + name)(params)
         except ApiError as e:
-            if e.code not in [s.name for s in op.error_shapes] + ["AccessDeniedException", "ThrottlingException"]:
+            if e.code not in [s.name for s in op.error_shapes] + ["AccessDeniedException", "ThrottlingException", "InternalFailure"]:
                 self.violations.append(f"{name}: error {e.code} is not one the operation has")
             return e.status, {"__type": e.code, "message": e.message}
         problems = check_shape(answer, op.output_shape, f"{name} answer")
@@ -361,10 +362,21 @@ class StatesDouble:
         name = p.get("name") or str(uuid.uuid4())
         arn = machine.replace(":stateMachine:", ":execution:") + f":{name}"
         if arn in self.executions:
+            old = self.executions[arn]
+            # as Step Functions: the same name and input while it runs is the same execution (a retry)
+            if old["status"] == "RUNNING" and old["input"] == p.get("input", "{}"):
+                if self.lost_answers > 0:
+                    self.lost_answers -= 1
+                    raise ApiError("InternalFailure", "the answer was lost", 500)
+                return {"executionArn": arn, "startDate": old["startDate"]}
             raise ApiError("ExecutionAlreadyExists", f"Execution Already Exists: '{arn}'")
         started = datetime.now(timezone.utc)
         self.executions[arn] = {"executionArn": arn, "stateMachineArn": machine, "name": name, "status": "RUNNING", "startDate": started, "input": p.get("input", "{}")}
         threading.Thread(target=self._run, args=(arn,), daemon=True).start()
+        if self.lost_answers > 0:
+            # the execution started, its answer lost on the way back (a test's hook)
+            self.lost_answers -= 1
+            raise ApiError("InternalFailure", "the answer was lost", 500)
         return {"executionArn": arn, "startDate": started}
 
     def _DescribeExecution(self, p: Mapping[str, Any]) -> dict[str, Any]:

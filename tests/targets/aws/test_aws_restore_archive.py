@@ -534,3 +534,40 @@ def test_production_restores_a_recorded_archive_only_after_a_backup_first(export
     rc, out, err = _restore(d, project, other, capsys, "--unrecorded")
     assert rc == 2 and "is in no signed backup-download record of production's log" in err, err
     assert seen == [{"restores": 0, "stopped": [], "uploaded": 1}]
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=d.moto)
+    assert s3.list_objects_v2(Bucket=a.imports_bucket_name).get("KeyCount") == 0  # its upload removed
+
+
+def test_a_start_whose_answer_was_lost_is_retried_as_the_same_execution(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
+    """StartExecution started it but its answer never came: the SDK asks again with the same name and input,
+    which Step Functions answers as the same execution, and the restore goes on once."""
+    d, a = exported, exported.a
+    before = _rows(pg)
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    _change(pg, d)
+    d.states.lost_answers = 1
+    rc, out, err = _restore(d, project, archive, capsys)
+    assert rc == 0, err
+    assert _rows(pg) == before and len(d.states.ran) == 1
+
+
+def test_a_start_that_may_have_run_keeps_the_upload_and_says_so(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
+    """Every answer lost (a server error each time): whether it runs cannot be told (DescribeExecution is
+    eventually consistent), so the upload stays for it, nothing is recorded, and the command says so."""
+    import time
+
+    d, a = exported, exported.a
+    before = _rows(pg)
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    _change(pg, d)
+    d.states.lost_answers = 99
+    rc, out, err = _restore(d, project, archive, capsys)
+    assert rc == 2 and "goes on without this command and is not recorded" in err and "InternalFailure" in err, err
+    assert [r for r in _records(project, d.role) if r.action == "restore"] == []
+    # it did run, and found its archive
+    (execution,) = [e for e in d.states.executions.values() if e["stateMachineArn"] == a.restore_machine_arn]
+    for _ in range(600):
+        if execution["status"] != "RUNNING":
+            break
+        time.sleep(0.05)
+    assert execution["status"] == "SUCCEEDED" and _rows(pg) == before

@@ -254,6 +254,9 @@ def _upload(s3: Any, archive: Path, bucket: str, key: str, account: str, judging
     import boto3.s3.transfer
 
     config = boto3.s3.transfer.TransferConfig(multipart_chunksize=16 << 20, max_concurrency=2)
+    # a stream's parts are read into memory ahead of their upload: at most this many (s3transfer's default,
+    # 10, held 160 MiB); two in flight and two read ahead keep the connection busy
+    config.max_in_memory_upload_chunks = 4
     try:
         f = open(archive, "rb")
     except OSError as e:

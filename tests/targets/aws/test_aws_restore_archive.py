@@ -571,3 +571,13 @@ def test_a_start_that_may_have_run_keeps_the_upload_and_says_so(exported: Deploy
             break
         time.sleep(0.05)
     assert execution["status"] == "SUCCEEDED" and _rows(pg) == before
+
+
+def test_every_role_policy_of_the_largest_environment_fits_iams_inline_limit():
+    """IAM refuses a role whose inline policies exceed 10,240 characters (whitespace not counted): the
+    rendered policies of a production environment with followers, backups and the export and restore
+    tasks, as the plan renders them."""
+    inputs = _update("production")  # two instances: a follower service too
+    sizes = {n: len(json.dumps(json.loads(i["policy"]), separators=(",", ":"))) for n, (t, i) in inputs.items() if t == "aws:iam/rolePolicy:RolePolicy"}
+    assert {"orders-production-role-backups-policy", "orders-production-restore-runner-role-policy", "orders-production-export-runner-role-policy"} <= set(sizes), sorted(sizes)
+    assert max(sizes.values()) <= 10240, sorted(sizes.items(), key=lambda kv: -kv[1])[:3]

@@ -64,7 +64,7 @@ DATABASE, FILES = "database", "files"
 POLL_SECONDS = 15.0
 # the restore machine's own waits besides its task's: the services' tasks stopping, then starting again
 RESTORE_STOP_SECONDS = 3600.0
-PUSH_FILES, RESTORE = "push-files", "restore"  # export.PUSH, export.RESTORE (that module imports Pulumi)
+FETCH, RESTORE, PUSH_FILES = "fetch", "restore", "push-files"  # export's names (that module imports Pulumi)
 # A large database's snapshot or restore: the command waits, then says how to follow the job.
 BACKUP_TIMEOUT = 3 * 3600.0
 RESTORE_TIMEOUT = 6 * 3600.0
@@ -135,7 +135,8 @@ class _Ended:
     exits: dict[str, int | None]  # each container's exit code (None: it never ended)
     why: str  # "" when it succeeded
     logs: str  # where the task's logs are
-    not_started: str = ""  # (restore) why a service was not started again after a failure
+    not_started: str = ""  # (restore) why a service was not started again
+    counts: dict[str, int] = field(default_factory=dict)  # (restore) each service's desired count before it
 
     @property
     def ok(self) -> bool:
@@ -250,7 +251,6 @@ class _Judging:
 def _upload(s3: Any, archive: Path, bucket: str, key: str, account: str, judging: _Judging | None = None) -> str:
     """Upload `archive` to the account's own `bucket`; the sha256 of the bytes sent (the restore task
     compares what it fetched with the sha256 the command vouched for, given in the execution's input)."""
-    import boto3.exceptions
     import boto3.s3.transfer
 
     config = boto3.s3.transfer.TransferConfig(multipart_chunksize=16 << 20, max_concurrency=2)
@@ -267,10 +267,6 @@ def _upload(s3: Any, archive: Path, bucket: str, key: str, account: str, judging
             s3.upload_fileobj(body, bucket, key, ExtraArgs={"ExpectedBucketOwner": account}, Config=config)
     except _Unreadable as e:
         raise UserError(f"{archive}: cannot read the archive: {e}; nothing was restored") from None
-    except boto3.exceptions.S3UploadFailedError as e:
-        # the transfer manager's wrapper of the ClientError (its text names the code)
-        denied = "AccessDenied" in str(e) or "(403)" in str(e)
-        raise UserError(f"the upload of {archive.name} to s3://{bucket}/{key} failed ({e})" + (": only a session of the environment's backups role may write there, in its own account" if denied else "") + "; nothing was restored") from None
     return body.hash.hexdigest()
 
 
@@ -658,15 +654,19 @@ class VaultActions:
             return {"app": "stopped, then started", "execution": backup}
         tail = f"{ended.logs}; `aws stepfunctions describe-execution --execution-arn {execution}`"
         services = f"`aws ecs describe-services --cluster {self.a.cluster} --services {' '.join(self.a.service_names)}`"
+        # `pulumi up` would not do it: its release guard refuses to run beside an unrecorded scale
+        by_hand = "; ".join(f"`aws ecs update-service --cluster {self.a.cluster} --service {name} --desired-count {n}`" for name, n in ended.counts.items()) or f"with its desired count as before ({services})"
         if ended.error == "mxinfra.RestoredNotStartedAgain":
             # the restore stands (recorded); what runs does not: said now, as Cloud Foundry says it
-            self._say(f"warning: {head}: {ended.why}: start it with its desired count as before ({services}; `pulumi up` sets the counts the stack declares)")
+            self._say(f"warning: {head}: the archive was restored, but a service was not started again ({ended.not_started}): start them: {by_hand}")
             return {"app": "stopped, not started again", "execution": backup}
-        started_again = (
-            f"a service was NOT started again ({ended.not_started}): start it with its desired count as before ({services}; `pulumi up` sets the counts the stack declares)"
-            if ended.not_started else "the services were started again"
-        )
-        if ended.failed == [PUSH_FILES] or ended.exits.get(RESTORE) == 3:
+        started_again = f"a service was NOT started again ({ended.not_started}): start them: {by_hand}" if ended.not_started else "the services were started again"
+        x = ended.exits
+        # restore.sh replaced the database (0; 3: but not the files), or was stopped after the fetch before
+        # it said how it ended (it commits only at its end: it may have)
+        db_done = x.get(RESTORE) in (0, 3)
+        db_maybe = RESTORE in x and x.get(RESTORE) is None and x.get(FETCH) == 0
+        if db_done and (x.get(RESTORE) == 3 or x.get(PUSH_FILES) != 0):
             failed = FilesNotRestored(
                 f"{self.env.name}: the database was restored from {archive.name}, but its files were not all copied back ({ended.why}); "
                 f"{started_again}; run the restore again to copy them ({tail})"
@@ -675,8 +675,13 @@ class VaultActions:
             raise failed
         if ended.error in ("mxinfra.RestoreRunning", "mxinfra.BadInput"):
             raise UserError(f"{head}: the restore {execution} ended {ended.status}: {ended.why}: nothing was stopped or restored ({tail})")
-        if ended.error == "mxinfra.NotStopped" or ended.failed:
+        if ended.error == "mxinfra.NotStopped" or (x and not db_done and not db_maybe):
             raise UserError(f"{head}: the restore {execution} ended {ended.status}: {ended.why}: nothing was restored; {started_again} ({tail})")
+        if db_maybe or ended.error == "States.Timeout":
+            raise UserError(
+                f"{head}: the restore {execution} ended {ended.status}: {ended.why}: the task was stopped before it ended, so the database may or may not "
+                f"have been replaced (check it; nothing was recorded); {started_again} ({tail})"
+            )
         # a call of the machine failed (stopping or starting a service): what runs is not known from here
         also = f"; {started_again}" if ended.not_started else ""
         raise UserError(f"{head}: the restore {execution} ended {ended.status}: {ended.why}{also}; check that the services run as before ({services}) ({tail})")
@@ -768,13 +773,17 @@ class VaultActions:
             if time.monotonic() >= deadline:
                 raise UserError(f"{head}: the {kind} {execution} still ran after {timeout / 60:.0f} minutes; nothing was recorded ({logs})")
             time.sleep(self.poll)
-        error, cause, not_started = str(d.get("error") or ""), d.get("cause"), ""
-        if error == "mxinfra.NotStartedAgain":
-            # the restore machine's: the first failure and the failed start, both kept whole
+        error, cause, not_started, counts = str(d.get("error") or ""), d.get("cause"), "", {}
+        if error in ("mxinfra.NotStartedAgain", "mxinfra.RestoredNotStartedAgain"):
+            # the restore machine's: the failed start, the counts before, and (after a failure) that failure, whole
             try:
                 both = json.loads(str(cause))
-                first, start = both["failure"], both["startFailure"]
-                error, cause, not_started = str(first.get("Error") or ""), first.get("Cause"), str(start.get("Cause") or start.get("Error") or "")[:300]
+                start, counts = both["startFailure"], {str(k): int(v) for k, v in (both.get("counts") or {}).items()}
+                not_started = str(start.get("Cause") or start.get("Error") or "")[:300]
+                if error == "mxinfra.NotStartedAgain":
+                    error, cause = str(both["failure"].get("Error") or ""), both["failure"].get("Cause")
+                else:
+                    cause = "the archive was restored, but a service was not started again"
             except (ValueError, KeyError, TypeError, AttributeError):
                 not_started = "(AWS's cause could not be read: the database may have been replaced; see the execution's history)"
         task: dict[str, Any] = {}
@@ -793,7 +802,7 @@ class VaultActions:
         why = why or "; ".join(f"{c.get('Name')} never ran to the end" for c in never) or f"{error or status}: {str(cause or 'AWS gave no reason')[:300]}"
         ok = status == "SUCCEEDED" and not failed and not never
         exits = {str(c.get("Name")): c.get("ExitCode") for c in containers}
-        return _Ended(str(status), error, task, [str(c.get("Name")) for c in failed + never], exits, "" if ok else why, logs, not_started)
+        return _Ended(str(status), error, task, [str(c.get("Name")) for c in failed + never], exits, "" if ok else why, logs, not_started, counts)
 
     # --- AWS --------------------------------------------------------------------------------------------
 
@@ -911,9 +920,11 @@ class VaultActions:
             elif code == "ResourceNotFoundException" and "Vault" in doing:
                 fix = f"the vault does not exist in account {self.a.account}, {self.a.region}: deploy the stack with the environment's backups on (`pulumi up`)"
             elif code == "StateMachineDoesNotExist":
-                fix = "the export task is not deployed: run `pulumi up` with mxinfra:aws.backupExport set"
+                fix = "the export or restore state machine is not deployed: run `pulumi up` with mxinfra:aws.backupExport set"
+            elif code == "NoSuchBucket":
+                fix = "the bucket is not deployed: run `pulumi up` with mxinfra:aws.backupExport set"
             elif code == "ExecutionAlreadyExists":
-                fix = "an execution with this id (the second it started) exists already: run it again"
+                fix = "an execution with this id (the second it started) exists already: wait for it to end (`aws stepfunctions describe-execution`) before running the command again"
             elif code in ("NoSuchKey", "404"):
                 fix = "the export task stored no archive under its id, or another download of the same second fetched it: see its log streams (export/<container>/<task id>)"
             elif code == "ResourceNotFoundException":

@@ -165,8 +165,18 @@ def definition(a: Arns, task_definition_arn: str, security_group: str) -> dict[s
         "Comment": f"{a.naming.prefix}: a backup taken now for `mxinfra backup download`",
         "StartAt": "OneAtATime",
         "States": {
-            **_one_at_a_time(a.export_machine_arn, a.partition, "Export"),
-            "Busy": {"Type": "Fail", "Error": "mxinfra.ExportRunning", "Cause": "another export of this environment is running: one at a time, run it again once that one ended"},
+            **_one_at_a_time(a.export_machine_arn, a.partition, "Restores"),
+            "Busy": {"Type": "Fail", "Error": "mxinfra.ExportRunning", "Cause": "another export, or a restore, of this environment is running: one at a time, run it again once that one ended"},
+            # nor beside a restore: its files would be copied half put back, from a database replaced meanwhile
+            "Restores": {
+                "Type": "Task",
+                "Resource": LIST_EXECUTIONS.format(partition=a.partition),
+                "Parameters": {"StateMachineArn": a.restore_machine_arn, "StatusFilter": "RUNNING", "MaxResults": 1},
+                "ResultSelector": {"running.$": "States.ArrayLength($.Executions)"},
+                "ResultPath": "$.restores",
+                "Next": "NoRestore",
+            },
+            "NoRestore": {"Type": "Choice", "Choices": [{"Variable": "$.restores.running", "NumericGreaterThan": 0, "Next": "Busy"}], "Default": "Export"},
             # the execution's name is the archive's id: the only input the caller gives
             "Export": {**_run_task(a, task_definition_arn, security_group, [{"Name": BACKUP, "Environment": [{"Name": "BACKUP_NOW", "Value.$": "$$.Execution.Name"}]}]), "End": True},
         },
@@ -305,17 +315,15 @@ def restore_definition(a: Arns, task_definition_arn: str, security_group: str) -
                 ResultPath=None, Catch=[{"ErrorEquals": ["States.ALL"], "ResultPath": "$.startFailure", "Next": nxt}],
             )
     not_started = {"Variable": "$.startFailure", "IsPresent": True}
+    # what the command needs to say how to start them by hand: each service's count before the restore
+    counts = {f"{service}.$": f"$.service{i}.desired" for i, service in enumerate(services)}
     states["Started"] = {"Type": "Choice", "Choices": [{**not_started, "Next": "RestoredNotStarted"}], "Default": "Restored"}
     states["Restored"] = {"Type": "Succeed"}
-    states["RestoredNotStarted"] = {
-        "Type": "Pass",
-        "Parameters": {"Error": "mxinfra.RestoredNotStartedAgain", "Cause.$": "States.Format('the archive was restored, but a service was not started again: {}', $.startFailure.Cause)"},
-        "ResultPath": "$.failure",
-        "Next": "Failed",
-    }
+    states["RestoredNotStarted"] = {"Type": "Pass", "Parameters": {"startFailure.$": "$.startFailure", "counts": counts}, "ResultPath": "$.both", "Next": "RestoredNotStartedEither"}
+    states["RestoredNotStartedEither"] = {"Type": "Pass", "Parameters": {"Error": "mxinfra.RestoredNotStartedAgain", "Cause.$": "States.JsonToString($.both)"}, "ResultPath": "$.failure", "Next": "Failed"}
     states["StartedAfterFailure"] = {"Type": "Choice", "Choices": [{**not_started, "Next": "NotStarted"}], "Default": "Failed"}
     # both failures kept whole (the first says whether the database was replaced), as JSON in the cause
-    states["NotStarted"] = {"Type": "Pass", "Parameters": {"failure.$": "$.failure", "startFailure.$": "$.startFailure"}, "ResultPath": "$.both", "Next": "NotStartedEither"}
+    states["NotStarted"] = {"Type": "Pass", "Parameters": {"failure.$": "$.failure", "startFailure.$": "$.startFailure", "counts": counts}, "ResultPath": "$.both", "Next": "NotStartedEither"}
     states["NotStartedEither"] = {"Type": "Pass", "Parameters": {"Error": "mxinfra.NotStartedAgain", "Cause.$": "States.JsonToString($.both)"}, "ResultPath": "$.failure", "Next": "Failed"}
     states["Failed"] = {"Type": "Fail", "ErrorPath": "$.failure.Error", "CausePath": "$.failure.Cause"}
     return {"Comment": f"{a.naming.prefix}: restore an uploaded archive for `mxinfra backup restore --archive`", "StartAt": "OneAtATime", "States": states}

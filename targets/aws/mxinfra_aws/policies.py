@@ -547,7 +547,8 @@ def export_runner_policy(a: Arns) -> Document:
     return _doc(
         # one export at a time: the machine first counts its own running executions (IAM's reference also lists
         # a map run's ARN for ListExecutions; the machine has none, but the form is its own)
-        _allow("CountExports", ["states:ListExecutions"], [a.export_machine_arn, a._arn("states", f"mapRun:{a.export_name}/*:*")]),
+        # one at a time, and never beside a restore
+        _allow("CountExports", ["states:ListExecutions"], [a.export_machine_arn, a._arn("states", f"mapRun:{a.export_name}/*:*"), a.restore_machine_arn]),
         _allow("RunExport", ["ecs:RunTask"], a.export_task_definition_arn, {"ArnEquals": {"ecs:cluster": a.cluster_arn}}),
         # The task is tagged as it starts (RunTask's Tags: the environment's), which ECS authorises as
         # TagResource on RunTask; the tasks it started are then this environment's only.

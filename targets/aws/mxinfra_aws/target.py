@@ -331,7 +331,10 @@ class AwsTarget(Target):
             raise UserError(f"{environment} has no backups ({prepared.environment.config_path}.backups.enabled is false): it has no AWS Backup vault")
         region = deployment.config.block(REGION_KEY)
         cluster = cfg.cluster_name or cluster_name(deployment.config.stack, prepared.naming.app)
-        a = Arns(region if isinstance(region, str) else "", cfg.accountId, cluster, prepared.naming, cfg.database.engineVersion.split(".")[0], export=exports(cfg, prepared.environment))
+        a = Arns(
+            region if isinstance(region, str) else "", cfg.accountId, cluster, prepared.naming, cfg.database.engineVersion.split(".")[0],
+            export=exports(cfg, prepared.environment), followers=leader_follower_counts(prepared.environment.instances)[1] > 0,
+        )
         return connect(prepared.environment, with_database(a, cfg), b)
 
     def deploy_app(self, ctx: AppContext) -> SharedCluster:

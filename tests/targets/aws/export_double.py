@@ -278,6 +278,8 @@ class StatesDouble:
         self.task_keys: dict[str, str] = {}  # task role ARN -> the access key its containers sign with (else task_key_id)
         self.throttle = 0  # the next this many DescribeExecution calls are answered ThrottlingException
         self.lost_answers = 0  # the next this many StartExecution calls start it, then answer 500
+        self.hold: threading.Event | None = None  # executions wait for it before their first state (a test's hook)
+        self.killed: set[str] = set()  # containers that run, then are stopped before their exit code is known (a test's hook)
         self.work, self.s3_endpoint, self.task_key_id, self.ca = work, s3_endpoint, task_key_id, ca
         self.calls: list[tuple[str, str, str]] = []  # who (caller, runner, execution), action, resource
         self.denied: list[tuple[str, str, str]] = []
@@ -412,6 +414,8 @@ class StatesDouble:
         Fail (Error/Cause, ErrorPath/CausePath). Paths: `$.a.b[0].c` into the state's data, `$$.` into the
         context object; intrinsics States.ArrayLength, States.MathAdd, States.Format and States.JsonToString. Anything else is a definition this
         double cannot run, recorded as a violation."""
+        if self.hold is not None:
+            self.hold.wait(120)
         e = self.executions[arn]
         machine = self.machines[e["stateMachineArn"]]
         definition = machine["definition"]
@@ -634,6 +638,12 @@ class StatesDouble:
                 exits[c["name"]], reasons[c["name"]] = None, f"dependency {unmet[0]['containerName']} did not succeed"
                 continue
             exits[c["name"]] = self._container(c, overrides.get(c["name"]) or {}, execution, td, task_id, reasons, volume)
+            if c["name"] in self.killed:
+                # stopped at the end of its work, before it exited: ECS reports no exit code; the task stops
+                exits[c["name"]], reasons[c["name"]] = None, "Task stopped (a test's hook)"
+                for rest in pending:
+                    exits[rest["name"]] = None
+                pending.clear()
         # the .sync integration follows the task with DescribeTasks, on the tags it carries
         if not self._authorize("runner", policy, "ecs:DescribeTasks", task_arn, {f"aws:ResourceTag/{k}": v for k, v in tags.items()}):
             raise ApiError("States.TaskFailed", f"{runner} may not follow the task it started (ecs:DescribeTasks)")

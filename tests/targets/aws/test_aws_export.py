@@ -164,7 +164,10 @@ def test_the_machine_fixes_everything_but_the_archive_id():
     a = arns("test")
     d = export.definition(a, "arn:aws:ecs:eu-west-1:123456789012:task-definition/orders-test-export:7", "sg-0123")
     assert d["StartAt"] == "OneAtATime" and d["States"]["OneAtATime"]["Parameters"]["StateMachineArn"] == a.export_machine_arn
-    assert d["States"]["Alone"]["Choices"] == [{"Variable": "$.guard.running", "NumericGreaterThan": 1, "Next": "Busy"}] and d["States"]["Alone"]["Default"] == "Export"
+    assert d["States"]["Alone"]["Choices"] == [{"Variable": "$.guard.running", "NumericGreaterThan": 1, "Next": "Busy"}] and d["States"]["Alone"]["Default"] == "Restores"
+    # nor beside a restore of the environment (its files half put back, its database replaced meanwhile)
+    assert d["States"]["Restores"]["Parameters"]["StateMachineArn"] == a.restore_machine_arn
+    assert d["States"]["NoRestore"] == {"Type": "Choice", "Choices": [{"Variable": "$.restores.running", "NumericGreaterThan": 0, "Next": "Busy"}], "Default": "Export"}
     state = d["States"]["Export"]
     assert state["Resource"] == "arn:aws:states:::ecs:runTask.sync" and state["End"] is True
     p = state["Parameters"]
@@ -557,7 +560,7 @@ def test_one_export_at_a_time(exported: Deployed, project: Any, tmp_path: Path, 
     d.states.executions[other] = {"executionArn": other, "stateMachineArn": d.a.export_machine_arn, "name": "20261205T000000Z", "status": "RUNNING", "startDate": datetime.now(timezone.utc)}
     rc, out, err = _download(d, project, tmp_path / "o", capsys)
     said = " ".join(err.split())
-    assert rc == 2 and "ended FAILED: mxinfra.ExportRunning: another export of this environment is running" in said, err
+    assert rc == 2 and "ended FAILED: mxinfra.ExportRunning: another export, or a restore, of this environment is running" in said, err
     assert d.states.ran == [] and ("runner", "states:ListExecutions", d.a.export_machine_arn) in d.states.calls
 
 

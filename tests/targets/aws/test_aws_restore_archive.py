@@ -33,6 +33,7 @@ from test_aws_backup_cli import _cli, _records
 from test_aws_export import CI_KEY, CLUSTER, EXPORT, FILES, POSTGRES, RCLONE, RESTORE_KEY, SUBNETS, Deployed, _rows, _update, arns, exported, pg  # noqa: F401 (fixtures)
 
 MINE = {"s3:ResourceAccount": ACCOUNT}
+LATER = "9c8d7e6f-0000-0000-0000-000000000003"  # a file written after the backup: a restore copies, never syncs
 
 
 # --- the plan ------------------------------------------------------------------------------------------
@@ -204,6 +205,7 @@ def _change(pg: PostgresServer, d: Deployed) -> None:
     s3 = boto3.client("s3", region_name=REGION, endpoint_url=d.moto)
     first = sorted(FILES)[0]
     s3.put_object(Bucket=d.a.bucket_name, Key=first, Body=b"overwritten")
+    s3.put_object(Bucket=d.a.bucket_name, Key=LATER, Body=b"written after the backup")
 
 
 def test_restore_archive_stops_the_app_restores_every_row_and_file_and_starts_it_again(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
@@ -222,6 +224,7 @@ def test_restore_archive_stops_the_app_restores_every_row_and_file_and_starts_it
     assert pg.psql("SELECT count(*) FROM pg_tables WHERE tablename = 'orders$later'").strip() == "0"
     s3 = boto3.client("s3", region_name=REGION, endpoint_url=d.moto)
     assert {k: s3.get_object(Bucket=a.bucket_name, Key=k)["Body"].read() for k in FILES} == FILES
+    assert s3.get_object(Bucket=a.bucket_name, Key=LATER)["Body"].read() == b"written after the backup"
     # the app was stopped while the task ran, then started with the count it had
     assert seen["services"] == {a.service_name: {"desired": 0, "running": 0}}
     assert d.states.service_log == [(a.service_name, 0), (a.service_name, 2)] and d.states.services[a.service_name]["desired"] == 2
@@ -360,7 +363,7 @@ def test_a_refused_upload_stops_nothing_and_starts_nothing(exported: Deployed, p
     rc, out, err = _restore(d, project, archive, capsys)
     assert rc == 2 and f"AWS refused s3:PutObject of s3://{a.imports_bucket_name}/" in err, err
     assert d.states.ran == [] and d.states.service_log == []
-    assert backup_actions.PUSH_FILES == export.PUSH
+    assert (backup_actions.FETCH, backup_actions.RESTORE, backup_actions.PUSH_FILES) == (export.FETCH, export.RESTORE, export.PUSH)
 
 
 def test_services_that_do_not_stop_in_time_are_started_again_and_nothing_is_restored(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
@@ -419,7 +422,7 @@ def test_a_service_that_cannot_be_started_again_leaves_the_restore_recorded_and_
     _change(pg, d)
     d.states.services[a.service_name]["unstartable"] = 1
     rc, out, err = _restore(d, project, archive, capsys)
-    assert rc == 0 and "warning:" in err and "a service was not started again" in err and "aws ecs describe-services" in err, err
+    assert rc == 0 and "warning:" in err and "a service was not started again" in err and "aws ecs update-service" in err, err
     assert _rows(pg) == before
     (record,) = [r for r in _records(project, d.role) if r.action == "restore"]
     assert record.changes["restore"]["app"] == "stopped, not started again"
@@ -477,7 +480,7 @@ def test_a_service_deleted_meanwhile_counts_as_stopped_and_the_restore_stands(ex
     _change(pg, d)
     d.states.services[a.service_name]["vanish"] = 1
     rc, out, err = _restore(d, project, archive, capsys)
-    assert rc == 0 and "a service was not started again: service orders-test not found" in err, err
+    assert rc == 0 and "a service was not started again (service orders-test not found)" in err, err
     assert _rows(pg) == before
     (record,) = [r for r in _records(project, d.role) if r.action == "restore"]
     assert record.changes["restore"]["app"] == "stopped, not started again"
@@ -556,12 +559,18 @@ def test_a_start_that_may_have_run_keeps_the_upload_and_says_so(exported: Deploy
     eventually consistent), so the upload stays for it, nothing is recorded, and the command says so."""
     import time
 
+    import threading
+
     d, a = exported, exported.a
     before = _rows(pg)
     archive = _download(d, project, tmp_path / "downloads", capsys)
     _change(pg, d)
     d.states.lost_answers = 99
-    rc, out, err = _restore(d, project, archive, capsys)
+    d.states.hold = threading.Event()  # it runs only once the command gave up (each retry sees it RUNNING)
+    try:
+        rc, out, err = _restore(d, project, archive, capsys)
+    finally:
+        d.states.hold.set()
     assert rc == 2 and "goes on without this command and is not recorded" in err and "InternalFailure" in err, err
     assert [r for r in _records(project, d.role) if r.action == "restore"] == []
     # it did run, and found its archive
@@ -581,3 +590,41 @@ def test_every_role_policy_of_the_largest_environment_fits_iams_inline_limit():
     sizes = {n: len(json.dumps(json.loads(i["policy"]), separators=(",", ":"))) for n, (t, i) in inputs.items() if t == "aws:iam/rolePolicy:RolePolicy"}
     assert {"orders-production-role-backups-policy", "orders-production-restore-runner-role-policy", "orders-production-export-runner-role-policy"} <= set(sizes), sorted(sizes)
     assert max(sizes.values()) <= 10240, sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
+
+
+def test_a_task_stopped_before_the_restore_said_how_it_ended_is_said_to_have_maybe_replaced_the_database(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
+    """The Restore state's timeout (or someone) stops the task while restore.sh runs: no exit code, and
+    restore.sh commits only at its end, so the command cannot say; it says so, and records nothing."""
+    d, a = exported, exported.a
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    _change(pg, d)
+    d.states.killed = {"restore"}
+    rc, out, err = _restore(d, project, archive, capsys)
+    assert rc == 2 and "may or may not have been replaced" in err and "the services were started again" in err, err
+    assert [r for r in _records(project, d.role) if r.action == "restore"] == []
+    assert d.states.service_log == [(a.service_name, 0), (a.service_name, 2)]
+
+
+def test_a_service_left_stopped_is_said_with_the_commands_that_start_it(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
+    """`pulumi up` would not start it (its release guard refuses beside an unrecorded scale): the command
+    names the update-service call with the count the service had."""
+    d, a = exported, exported.a
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    d.states.services[a.service_name]["unstartable"] = 1
+    rc, out, err = _restore(d, project, archive, capsys)
+    assert rc == 0 and f"aws ecs update-service --cluster {a.cluster} --service {a.service_name} --desired-count 2" in err, err
+
+
+def test_no_export_beside_a_running_restore(exported: Deployed, project: Any, tmp_path: Path, capsys: Any) -> None:
+    """A download started while a restore runs would copy files half put back from a database replaced meanwhile."""
+    from datetime import datetime, timezone
+
+    d, a = exported, exported.a
+    running = a.restore_machine_arn.replace(":stateMachine:", ":execution:") + ":20261205T000000Z"
+    d.states.executions[running] = {"executionArn": running, "stateMachineArn": a.restore_machine_arn, "name": "20261205T000000Z", "status": "RUNNING", "startDate": datetime.now(timezone.utc), "input": "{}"}
+    try:
+        rc, out, err = _cli(capsys, "backup", "download", "-s", d.stack, "-e", d.role, "-o", str(tmp_path / "o"), "-C", str(project.path))
+    finally:
+        del d.states.executions[running]
+    assert rc == 2 and "mxinfra.ExportRunning" in err and "or a restore" in err, err
+    assert d.states.ran == []

@@ -279,6 +279,7 @@ class StatesDouble:
         self.throttle = 0  # the next this many DescribeExecution calls are answered ThrottlingException
         self.lost_answers = 0  # the next this many StartExecution calls start it, then answer 500
         self.hold: threading.Event | None = None  # executions wait for it before their first state (a test's hook)
+        self.starts = 0  # StartExecution calls served
         self.killed: set[str] = set()  # containers that run, then are stopped before their exit code is known (a test's hook)
         self.work, self.s3_endpoint, self.task_key_id, self.ca = work, s3_endpoint, task_key_id, ca
         self.calls: list[tuple[str, str, str]] = []  # who (caller, runner, execution), action, resource
@@ -356,6 +357,7 @@ class StatesDouble:
         return True
 
     def _StartExecution(self, p: Mapping[str, Any]) -> dict[str, Any]:
+        self.starts += 1
         machine = p["stateMachineArn"]
         if not self._authorize("caller", self.caller_policy, "states:StartExecution", machine):
             raise ApiError("AccessDeniedException", f"not authorized to perform: states:StartExecution on resource: {machine}")

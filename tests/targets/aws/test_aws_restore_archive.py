@@ -548,9 +548,22 @@ def test_a_start_whose_answer_was_lost_is_retried_as_the_same_execution(exported
     before = _rows(pg)
     archive = _download(d, project, tmp_path / "downloads", capsys)
     _change(pg, d)
+    import threading
+    import time
+
     d.states.lost_answers = 1
+    d.states.hold = threading.Event()  # it runs once the retry came (a quick run would end before it)
+
+    base = d.states.starts  # (the download's)
+
+    def release() -> None:
+        while d.states.starts < base + 2:
+            time.sleep(0.01)
+        d.states.hold.set()
+
+    threading.Thread(target=release, daemon=True).start()
     rc, out, err = _restore(d, project, archive, capsys)
-    assert rc == 0, err
+    assert rc == 0 and d.states.starts == base + 2, err
     assert _rows(pg) == before and len(d.states.ran) == 1
 
 

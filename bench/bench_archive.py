@@ -46,12 +46,18 @@ def _timed(argv: list[str], cwd: Path) -> tuple[float, int]:
     return elapsed, int(peak[-1]) if peak else 0
 
 
-def _fill(work: Path, dump_mb: int, files_mb: int) -> None:
-    (work / "db").mkdir(parents=True)
+def write_dump(path: Path, dump_mb: int) -> None:
+    """A dump-like file of about `dump_mb` MB: rows of text and numbers (compressible, like pg_dump's custom
+    format taken with --compress=0). bench_restore_upload.py writes its dump with it too."""
+    path.parent.mkdir(parents=True)
     row = b"".join(b"%d\tORD-%06d\t%d.25\t2026-01-01 10:%02d:00\tsome notes about the order\n" % (i, i, i * 3, i % 60) for i in range(2000))
-    with open(work / "db" / "db.backup", "wb") as f:
+    with open(path, "wb") as f:
         for _ in range(dump_mb * 1048576 // len(row) + 1):
             f.write(row)
+
+
+def _fill(work: Path, dump_mb: int, files_mb: int) -> None:
+    write_dump(work / "db" / "db.backup", dump_mb)
     tree = work / "tree"
     for i in range(files_mb):
         d = tree / f"{i % 16:02x}"

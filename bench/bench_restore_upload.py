@@ -31,6 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "governance"))
 
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_archive import write_dump  # noqa: E402
 from servers import FAKE_AWS, moto_server  # noqa: E402
 
 GNU_TIME = Path("/usr/bin/time")
@@ -70,11 +73,7 @@ print(time.perf_counter() - start)
 
 
 def _fill(src: Path, dump_mb: int, files_mb: int) -> None:
-    (src / "db").mkdir(parents=True)
-    row = b"".join(b"%d\tORD-%06d\t%d.25\t2026-01-01 10:%02d:00\tsome notes about the order\n" % (i, i, i * 3, i % 60) for i in range(2000))
-    with open(src / "db" / "db.backup", "wb") as f:
-        for _ in range(dump_mb * 1048576 // len(row) + 1):
-            f.write(row)
+    write_dump(src / "db" / "db.backup", dump_mb)
     for i in range(files_mb):
         name = f"{i:08x}-0000-4000-8000-000000000000"
         d = src / "tree" / name[:2] / name[2:4]

@@ -116,10 +116,15 @@ def _database(db_host: str, db_port: str, master_secret_arn: str) -> tuple[dict[
     return url, secrets
 
 
+def _file_store(a: Arns) -> list[dict[str, str]]:
+    """store.sh's view of the file bucket and its scratch copy (pull-files, push-files)."""
+    return [{"name": "FILES_DIR", "value": FILES_DIR}, {"name": "FILES_REMOTE", "value": f"files:{a.bucket_name}"}, *_rclone_remote("files", a.region)]
+
+
 def container_definitions(a: Arns, x: BackupExportConfig, db_host: str, db_port: str, master_secret_arn: str) -> list[dict[str, Any]]:
     """The export task's three containers, in order (see the module docstring). Pure."""
     url, secrets = _database(db_host, db_port, master_secret_arn)
-    files = [{"name": "FILES_DIR", "value": FILES_DIR}, {"name": "FILES_REMOTE", "value": f"files:{a.bucket_name}"}, *_rclone_remote("files", a.region)]
+    files = _file_store(a)
     backup_env = [{"name": "BACKUP_DIR", "value": ARCHIVES_DIR}, {"name": "FILES_DIR", "value": FILES_DIR}, {"name": "FILES_LAYOUT", "value": "keys"}, url]
     put_env = [{"name": "BACKUP_DIR", "value": ARCHIVES_DIR}, {"name": "BACKUP_REMOTE", "value": f"store:{a.exports_bucket_name}"}, *_rclone_remote("store", a.region)]
     return [
@@ -148,7 +153,7 @@ def restore_container_definitions(a: Arns, x: BackupExportConfig, db_host: str, 
         {"name": "RESTORE_ALONE_WAIT", "value": str(ALONE_WAIT_SECONDS)},
         url,
     ]
-    files = [{"name": "FILES_DIR", "value": FILES_DIR}, {"name": "FILES_REMOTE", "value": f"files:{a.bucket_name}"}, *_rclone_remote("files", a.region)]
+    files = _file_store(a)
     return [
         _container(a, "restore", FETCH, x.rcloneImage, _store("fetch"), fetch_env, rclone=True),
         _container(a, "restore", RESTORE, x.postgresImage, [script("restore.sh"), "restore.sh"], restore_env, after=FETCH, secrets=secrets),
@@ -165,37 +170,40 @@ def definition(a: Arns, task_definition_arn: str, security_group: str) -> dict[s
         "Comment": f"{a.naming.prefix}: a backup taken now for `mxinfra backup download`",
         "StartAt": "OneAtATime",
         "States": {
-            **_one_at_a_time(a.export_machine_arn, a.partition, "Restores"),
-            "Busy": {"Type": "Fail", "Error": "mxinfra.ExportRunning", "Cause": "another export, or a restore, of this environment is running: one at a time, run it again once that one ended"},
             # nor beside a restore: its files would be copied half put back, from a database replaced meanwhile
-            "Restores": {
-                "Type": "Task",
-                "Resource": LIST_EXECUTIONS.format(partition=a.partition),
-                "Parameters": {"StateMachineArn": a.restore_machine_arn, "StatusFilter": "RUNNING", "MaxResults": 1},
-                "ResultSelector": {"running.$": "States.ArrayLength($.Executions)"},
-                "ResultPath": "$.restores",
-                "Next": "NoRestore",
-            },
-            "NoRestore": {"Type": "Choice", "Choices": [{"Variable": "$.restores.running", "NumericGreaterThan": 0, "Next": "Busy"}], "Default": "Export"},
+            **_one_at_a_time(a.export_machine_arn, a.partition, "Export", a.restore_machine_arn, "Restore"),
+            "Busy": {"Type": "Fail", "Error": "mxinfra.ExportRunning", "Cause": "another export, or a restore, of this environment is running: one at a time, run it again once that one ended"},
             # the execution's name is the archive's id: the only input the caller gives
             "Export": {**_run_task(a, task_definition_arn, security_group, [{"Name": BACKUP, "Environment": [{"Name": "BACKUP_NOW", "Value.$": "$$.Execution.Name"}]}]), "End": True},
         },
     }
 
 
-def _one_at_a_time(machine_arn: str, partition: str, then: str) -> dict[str, Any]:
-    """The states that refuse to run beside another execution of `machine_arn` (IAM cannot count a caller's
-    executions), going on to `then`."""
-    return {
-        "OneAtATime": {
+def _one_at_a_time(machine_arn: str, partition: str, then: str, other_arn: str, other: str) -> dict[str, Any]:
+    """The states that refuse to run (going to `Busy`) beside another execution of `machine_arn` or any of
+    `other_arn` (the other machine, named `other`), going on to `then` (IAM cannot count a caller's
+    executions; each count is eventually consistent)."""
+
+    def running(arn: str, at_most: int, result: str, nxt: str) -> dict[str, Any]:
+        return {
             "Type": "Task",
             "Resource": LIST_EXECUTIONS.format(partition=partition),
-            "Parameters": {"StateMachineArn": machine_arn, "StatusFilter": "RUNNING", "MaxResults": 2},
+            "Parameters": {"StateMachineArn": arn, "StatusFilter": "RUNNING", "MaxResults": at_most},
             "ResultSelector": {"running.$": "States.ArrayLength($.Executions)"},
-            "ResultPath": "$.guard",
-            "Next": "Alone",
-        },
-        "Alone": {"Type": "Choice", "Choices": [{"Variable": "$.guard.running", "NumericGreaterThan": 1, "Next": "Busy"}], "Default": then},
+            "ResultPath": f"$.{result}",
+            "Next": nxt,
+        }
+
+    def choice(result: str, beside: int, default: str) -> dict[str, Any]:
+        return {"Type": "Choice", "Choices": [{"Variable": f"$.{result}.running", "NumericGreaterThan": beside, "Next": "Busy"}], "Default": default}
+
+    others = f"{other.lower()}s"
+    return {
+        # this execution itself is one of the running ones
+        "OneAtATime": running(machine_arn, 2, "guard", "Alone"),
+        "Alone": choice("guard", 1, f"{other}s"),
+        f"{other}s": running(other_arn, 1, others, f"No{other}"),
+        f"No{other}": choice(others, 0, then),
     }
 
 
@@ -248,19 +256,10 @@ def restore_definition(a: Arns, task_definition_arn: str, security_group: str) -
     # States.ALL catches everything but States.Runtime (a path that names nothing): every path read once a
     # service may be stopped is one the machine wrote itself, or checked before the first stop (the input)
     undo = {"Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": "StartAgainAfterFailure0"}]}
-    states.update(_one_at_a_time(a.restore_machine_arn, p, "Exports"))
-    states["Busy"] = {"Type": "Fail", "Error": "mxinfra.RestoreRunning", "Cause": "another restore, or a download's export, of this environment is running: one at a time"}
     # nor beside a download's export, whose pg_dump holds the tables the restore replaces (counted before
     # anything is stopped; restore.sh also waits for the database's other sessions)
-    states["Exports"] = {
-        "Type": "Task",
-        "Resource": LIST_EXECUTIONS.format(partition=p),
-        "Parameters": {"StateMachineArn": a.export_machine_arn, "StatusFilter": "RUNNING", "MaxResults": 1},
-        "ResultSelector": {"running.$": "States.ArrayLength($.Executions)"},
-        "ResultPath": "$.exports",
-        "Next": "NoExport",
-    }
-    states["NoExport"] = {"Type": "Choice", "Choices": [{"Variable": "$.exports.running", "NumericGreaterThan": 0, "Next": "Busy"}], "Default": "Input"}
+    states.update(_one_at_a_time(a.restore_machine_arn, p, "Input", a.export_machine_arn, "Export"))
+    states["Busy"] = {"Type": "Fail", "Error": "mxinfra.RestoreRunning", "Cause": "another restore, or a download's export, of this environment is running: one at a time"}
     states["Input"] = {
         "Type": "Choice",
         "Choices": [{"And": [{"Variable": "$.sha256", "IsPresent": True}, {"Variable": "$.sha256", "IsString": True}], "Next": "Clean"}],

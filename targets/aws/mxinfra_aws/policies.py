@@ -541,26 +541,34 @@ def export_execution_policy(a: Arns, images: Sequence[str]) -> Document:
 ECS_SYNC_RULE = "rule/StepFunctionsGetEventsForECSTaskRule"
 
 
-def export_runner_policy(a: Arns) -> Document:
-    """The export state machine's role: count its own running executions, run the export task's revisions
-    in the environment's cluster (and follow or stop them), passing exactly its two roles."""
-    return _doc(
-        # one export at a time: the machine first counts its own running executions (IAM's reference also lists
-        # a map run's ARN for ListExecutions; the machine has none, but the form is its own)
-        # one at a time, and never beside a restore
-        _allow("CountExports", ["states:ListExecutions"], [a.export_machine_arn, a._arn("states", f"mapRun:{a.export_name}/*:*"), a.restore_machine_arn]),
-        _allow("RunExport", ["ecs:RunTask"], a.export_task_definition_arn, {"ArnEquals": {"ecs:cluster": a.cluster_arn}}),
+def _runs_task(a: Arns, label: str, family_arn: str, task_role: str) -> list[Document]:
+    """A state machine role's rights to run one task family (`label`: Export, Restore) in the environment's
+    cluster through `ecs:runTask.sync`: run its revisions, tag, follow and stop the tasks it started, the
+    integration's events rule, and pass exactly the task's role and the execution role."""
+    return [
+        _allow(f"Run{label}", ["ecs:RunTask"], family_arn, {"ArnEquals": {"ecs:cluster": a.cluster_arn}}),
         # The task is tagged as it starts (RunTask's Tags: the environment's), which ECS authorises as
         # TagResource on RunTask; the tasks it started are then this environment's only.
-        _allow("TagExport", ["ecs:TagResource"], a.tasks_arn, {"StringEquals": {"ecs:CreateAction": "RunTask", **_environment_tags(a, "aws:RequestTag")}}),
-        _allow("FollowExport", ["ecs:DescribeTasks", "ecs:StopTask"], a.tasks_arn, {"StringEquals": _environment_tags(a)}),
+        _allow(f"Tag{label}", ["ecs:TagResource"], a.tasks_arn, {"StringEquals": {"ecs:CreateAction": "RunTask", **_environment_tags(a, "aws:RequestTag")}}),
+        _allow(f"Follow{label}", ["ecs:DescribeTasks", "ecs:StopTask"], a.tasks_arn, {"StringEquals": _environment_tags(a)}),
         _allow("SyncRule", ["events:DescribeRule", "events:PutRule", "events:PutTargets"], a._arn("events", ECS_SYNC_RULE)),
         _allow(
-            "PassExportRoles",
+            f"Pass{label}Roles",
             ["iam:PassRole"],
-            [a.role_arn("export-task"), a.role_arn("export-execution")],
+            [a.role_arn(task_role), a.role_arn("export-execution")],
             {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
         ),
+    ]
+
+
+def export_runner_policy(a: Arns) -> Document:
+    """The export state machine's role: count its own running executions (and the restore's), run the export
+    task's revisions in the environment's cluster (and follow or stop them), passing exactly its two roles."""
+    return _doc(
+        # one export at a time, and never beside a restore: the machine first counts running executions
+        # (IAM's reference also lists a map run's ARN for ListExecutions; the machine has none, but the form is its own)
+        _allow("CountExports", ["states:ListExecutions"], [a.export_machine_arn, a._arn("states", f"mapRun:{a.export_name}/*:*"), a.restore_machine_arn]),
+        *_runs_task(a, "Export", a.export_task_definition_arn, "export-task"),
     )
 
 
@@ -598,25 +606,16 @@ def restore_task_policy(a: Arns) -> Document:
 
 
 def restore_runner_policy(a: Arns) -> Document:
-    """The restore state machine's role: count its own running executions; read, stop and start again the
-    environment's services (their desired counts only: the definition passes nothing else); run the restore
-    task's revisions in the environment's cluster, passing exactly its two roles."""
+    """The restore state machine's role: count its own running executions (and the export's); read, stop and
+    start again the environment's services (their desired counts only: the definition passes nothing else);
+    run the restore task's revisions in the environment's cluster, passing exactly its two roles."""
     return _doc(
         # one at a time, and never beside a download's export
         _allow("CountRestores", ["states:ListExecutions"], [a.restore_machine_arn, a._arn("states", f"mapRun:{a.restore_name}/*:*"), a.export_machine_arn]),
         _allow("ReadServices", ["ecs:DescribeServices"], _one_or_all(a.service_arns)),
         # the definition passes a desired count alone; the deploy role's conditions hold all the same
         _allow("StopAndStartServices", ["ecs:UpdateService"], _one_or_all(a.service_arns), _service_update(a)),
-        _allow("RunRestore", ["ecs:RunTask"], a.restore_task_definition_arn, {"ArnEquals": {"ecs:cluster": a.cluster_arn}}),
-        _allow("TagRestore", ["ecs:TagResource"], a.tasks_arn, {"StringEquals": {"ecs:CreateAction": "RunTask", **_environment_tags(a, "aws:RequestTag")}}),
-        _allow("FollowRestore", ["ecs:DescribeTasks", "ecs:StopTask"], a.tasks_arn, {"StringEquals": _environment_tags(a)}),
-        _allow("SyncRule", ["events:DescribeRule", "events:PutRule", "events:PutTargets"], a._arn("events", ECS_SYNC_RULE)),
-        _allow(
-            "PassRestoreRoles",
-            ["iam:PassRole"],
-            [a.role_arn("restore-task"), a.role_arn("export-execution")],
-            {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
-        ),
+        *_runs_task(a, "Restore", a.restore_task_definition_arn, "restore-task"),
     )
 
 

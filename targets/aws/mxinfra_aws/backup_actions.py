@@ -130,8 +130,6 @@ class _Ended:
 
     status: str
     error: str
-    task: dict[str, Any]
-    failed: list[str]  # the containers that exited non-zero or never ran to their end
     exits: dict[str, int | None]  # each container's exit code (None: it never ended)
     why: str  # "" when it succeeded
     logs: str  # where the task's logs are
@@ -714,7 +712,7 @@ class VaultActions:
         except UserError as e:
             self._say(f"warning: {e} (the bucket's lifecycle removes it)")
 
-    def _describe_patiently(self, states: Any, execution: str, deadline: float, head: str | None = None, kind: str = "export") -> dict[str, Any]:
+    def _describe_patiently(self, states: Any, execution: str, deadline: float, head: str, kind: str) -> dict[str, Any]:
         """DescribeExecution, through throttling and broken connections until the deadline (an export runs
         for hours: a network blip must not stop it); any other refusal at once."""
         import botocore.exceptions
@@ -723,7 +721,7 @@ class VaultActions:
         while True:
             try:
                 # the blips are taken out before _aws, which would make them final
-                with self._aws(f"states:DescribeExecution of {execution}", head=head or self._export_head):
+                with self._aws(f"states:DescribeExecution of {execution}", head=head):
                     try:
                         return dict(states.describe_execution(executionArn=execution))
                     except botocore.exceptions.ClientError as exc:
@@ -735,7 +733,7 @@ class VaultActions:
             except _Transient as e:
                 blip = str(e)
             if time.monotonic() >= deadline:
-                raise UserError(f"{head or self._export_head}: cannot follow the {kind} {execution} ({blip}); nothing was recorded")
+                raise UserError(f"{head}: cannot follow the {kind} {execution} ({blip}); nothing was recorded")
             self._say(f"warning: following the {kind} {execution}: {blip}; trying again")
             time.sleep(max(self.poll, 1.0))
 
@@ -802,7 +800,7 @@ class VaultActions:
         why = why or "; ".join(f"{c.get('Name')} never ran to the end" for c in never) or f"{error or status}: {str(cause or 'AWS gave no reason')[:300]}"
         ok = status == "SUCCEEDED" and not failed and not never
         exits = {str(c.get("Name")): c.get("ExitCode") for c in containers}
-        return _Ended(str(status), error, task, [str(c.get("Name")) for c in failed + never], exits, "" if ok else why, logs, not_started, counts)
+        return _Ended(str(status), error, exits, "" if ok else why, logs, not_started, counts)
 
     # --- AWS --------------------------------------------------------------------------------------------
 

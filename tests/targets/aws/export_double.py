@@ -365,23 +365,19 @@ class StatesDouble:
             raise ApiError("StateMachineDoesNotExist", f"State Machine Does Not Exist: '{machine}'")
         name = p.get("name") or str(uuid.uuid4())
         arn = machine.replace(":stateMachine:", ":execution:") + f":{name}"
-        if arn in self.executions:
-            old = self.executions[arn]
-            # as Step Functions: the same name and input while it runs is the same execution (a retry)
-            if old["status"] == "RUNNING" and old["input"] == p.get("input", "{}"):
-                if self.lost_answers > 0:
-                    self.lost_answers -= 1
-                    raise ApiError("InternalFailure", "the answer was lost", 500)
-                return {"executionArn": arn, "startDate": old["startDate"]}
+        e = self.executions.get(arn)
+        if e is None:
+            e = {"executionArn": arn, "stateMachineArn": machine, "name": name, "status": "RUNNING", "startDate": datetime.now(timezone.utc), "input": p.get("input", "{}")}
+            self.executions[arn] = e
+            threading.Thread(target=self._run, args=(arn,), daemon=True).start()
+        elif e["status"] != "RUNNING" or e["input"] != p.get("input", "{}"):
             raise ApiError("ExecutionAlreadyExists", f"Execution Already Exists: '{arn}'")
-        started = datetime.now(timezone.utc)
-        self.executions[arn] = {"executionArn": arn, "stateMachineArn": machine, "name": name, "status": "RUNNING", "startDate": started, "input": p.get("input", "{}")}
-        threading.Thread(target=self._run, args=(arn,), daemon=True).start()
+        # (else, as Step Functions: the same name and input while it runs is the same execution, a retry)
         if self.lost_answers > 0:
-            # the execution started, its answer lost on the way back (a test's hook)
+            # it started (or runs), its answer lost on the way back (a test's hook)
             self.lost_answers -= 1
             raise ApiError("InternalFailure", "the answer was lost", 500)
-        return {"executionArn": arn, "startDate": started}
+        return {"executionArn": arn, "startDate": e["startDate"]}
 
     def _DescribeExecution(self, p: Mapping[str, Any]) -> dict[str, Any]:
         arn = p["executionArn"]

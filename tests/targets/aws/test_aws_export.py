@@ -346,30 +346,23 @@ def exported(aws_env: None, s3_server: str, pg: PostgresServer, alpine_path: str
     postgres_image = f"{require_bin_dir()}:/usr/bin:/bin"  # Debian's PostgreSQL and coreutils, as the postgres image has
     with gate.serve() as gate_url:
         states = StatesDouble(REGION, ACCOUNT, work=work, images={POSTGRES: (postgres_image, ["env"]), RCLONE: (alpine_path, ["rclone"])}, s3_endpoint=gate_url, task_key_id=TASK_KEY, ca=cert[0])
-        td_arn = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{a.export_name}:1"
-        states.add_task_definition(
-            td_arn,
-            {
-                "taskRoleArn": a.role_arn("export-task"),
+
+        def task_definition(family: str, task_role: str, render: Any) -> tuple[str, dict[str, Any]]:
+            """A task definition as the plan registers it (the export's execution role for both tasks)."""
+            arn = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{family}:1"
+            return arn, {
+                "taskRoleArn": a.role_arn(task_role),
                 "executionRoleArn": a.role_arn("export-execution"),
-                "containerDefinitions": export.container_definitions(a, x, "127.0.0.1", str(pg.port), secret),
+                "containerDefinitions": render(a, x, "127.0.0.1", str(pg.port), secret),
                 "tags": {"mxinfra:app": "orders", "mxinfra:environment": role, "mxinfra:role": role},
-            },
-            {a.role_arn("export-execution"): export_execution_policy(a, [POSTGRES, RCLONE]), a.role_arn("export-task"): export_task_policy(a)},
-        )
+            }
+
+        td_arn, td = task_definition(a.export_name, "export-task", export.container_definitions)
+        states.add_task_definition(td_arn, td, {a.role_arn("export-execution"): export_execution_policy(a, [POSTGRES, RCLONE]), a.role_arn("export-task"): export_task_policy(a)})
         states.add_machine(a.export_machine_arn, export.definition(a, td_arn, "sg-0123456789abcdef0"), a.role_arn("export-runner"), export_runner_policy(a))
         # `restore --archive`: the restore task (the same execution role), its machine, the app's running service
-        restore_td = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{a.restore_name}:1"
-        states.add_task_definition(
-            restore_td,
-            {
-                "taskRoleArn": a.role_arn("restore-task"),
-                "executionRoleArn": a.role_arn("export-execution"),
-                "containerDefinitions": export.restore_container_definitions(a, x, "127.0.0.1", str(pg.port), secret),
-                "tags": {"mxinfra:app": "orders", "mxinfra:environment": role, "mxinfra:role": role},
-            },
-            {a.role_arn("restore-task"): restore_task_policy(a)},
-        )
+        restore_td, td = task_definition(a.restore_name, "restore-task", export.restore_container_definitions)
+        states.add_task_definition(restore_td, td, {a.role_arn("restore-task"): restore_task_policy(a)})
         states.add_machine(a.restore_machine_arn, export.restore_definition(a, restore_td, "sg-0123456789abcdef0"), a.role_arn("restore-runner"), restore_runner_policy(a))
         states.services = {a.service_name: {"desired": 2, "running": 2}}
         states.task_keys[a.role_arn("restore-task")] = RESTORE_KEY

@@ -160,9 +160,10 @@ outside=
 # set at all, even empty, it must be a sha256: an empty value never makes an outside archive a trusted one
 if [ -z "${BACKUP_SOURCE:-}" ] && [ -n "${BACKUP_SHA256+set}" ]; then
   case "$BACKUP_SHA256" in
-    *[!0-9a-f]*|"") echo "restore: BACKUP_SHA256 must be 64 lowercase hex digits, got '$BACKUP_SHA256'" >&2; exit 2 ;;
+    *[!0-9a-f]*) digits= ;;
+    *) digits=${#BACKUP_SHA256} ;;
   esac
-  [ ${#BACKUP_SHA256} -eq 64 ] || { echo "restore: BACKUP_SHA256 must be 64 lowercase hex digits, got '$BACKUP_SHA256'" >&2; exit 2; }
+  [ "$digits" = 64 ] || { echo "restore: BACKUP_SHA256 must be 64 lowercase hex digits, got '$BACKUP_SHA256'" >&2; exit 2; }
   got=$(sha256sum "$archive") && got=${got%% *}
   if [ "$got" != "$BACKUP_SHA256" ]; then
     echo "restore: $id has sha256 $got, not $BACKUP_SHA256 (the archive the caller checked): nothing was restored" >&2
@@ -311,25 +312,21 @@ if [ -n "${RESTORE_ALONE_WAIT:-}" ]; then
   case "$RESTORE_ALONE_WAIT" in
     *[!0-9]*|"") echo "restore: RESTORE_ALONE_WAIT must be a number of seconds, got '$RESTORE_ALONE_WAIT'" >&2; exit 2 ;;
   esac
+  # before anything changed: the unpacking stopped and its staging removed
+  nothing_restored() {
+    echo "restore: $1: nothing was restored" >&2
+    [ -z "$files_pid" ] || { kill "$files_pid" 2>/dev/null || true; wait "$files_pid" 2>/dev/null || true; }
+    [ -z "$staging" ] || rm -rf "$staging" || true
+    exit 1
+  }
   waited=0
   while :; do
     # clients only: autovacuum and parallel workers yield to the restore's locks
     others=$(psql --no-psqlrc --quiet --tuples-only --no-align --dbname="$DATABASE_URL" \
       --command="SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE datname = pg_catalog.current_database() AND pid <> pg_catalog.pg_backend_pid() AND backend_type = 'client backend'") \
-      || others=failed
-    if [ "$others" = failed ]; then
-      echo "restore: cannot read the database's sessions (see above): nothing was restored" >&2
-      [ -z "$files_pid" ] || { kill "$files_pid" 2>/dev/null || true; wait "$files_pid" 2>/dev/null || true; }
-      [ -z "$staging" ] || rm -rf "$staging" || true
-      exit 1
-    fi
+      || nothing_restored "cannot read the database's sessions (see above)"
     [ "$others" = 0 ] && break
-    if [ "$waited" -ge "$RESTORE_ALONE_WAIT" ]; then
-      echo "restore: $others other session(s) still connected to the database after ${waited}s (an instance of the app, a pg_dump?): nothing was restored" >&2
-      [ -z "$files_pid" ] || { kill "$files_pid" 2>/dev/null || true; wait "$files_pid" 2>/dev/null || true; }
-      [ -z "$staging" ] || rm -rf "$staging" || true
-      exit 1
-    fi
+    [ "$waited" -lt "$RESTORE_ALONE_WAIT" ] || nothing_restored "$others other session(s) still connected to the database after ${waited}s (an instance of the app, a pg_dump?)"
     echo "restore: waiting for $others other session(s) of the database to end"
     sleep 5
     waited=$((waited + 5))

@@ -1,6 +1,6 @@
 """Benchmark: mxinfra under the real Pulumi engine, next to a bare program of the same resources (issue 18).
 
-    .venv/bin/python bench/bench_engine.py [--envs 1,5] [--rounds 5] [--quick] [--no-split] [--keep]
+    .venv/bin/python bench/bench_engine.py [--envs 1,5] [--rounds 5] [--quick] [--no-split] [--keep] [--trace DIR]
 
 Needs the engine toolchain (`./dev engine`; `engine/toolchain.sh path` prints it). Starts one local
 control plane per variant (tests/engine/cluster.py: etcd, kube-apiserver, kube-controller-manager and
@@ -40,7 +40,8 @@ It prints a table: median (min-max) seconds per variant, the ratio of the median
 <= 1.2x) and their difference, what the engine reported changing, and the machine's load: the load
 average, and the CPU time other processes used during the run (/proc/stat minus this bench's own tree).
 About 8 minutes with the defaults (5 rounds, N = 1 and 5) on 2 cores; --quick: 1 round, about 3.
---keep keeps the scratch directory (projects, the generated bare programs, states, cluster logs).
+--keep keeps the scratch directory (projects, the generated bare programs, states, cluster logs); --trace DIR
+writes each timed command's OpenTelemetry spans (`pulumi --otel-traces`) to DIR/n<N>-r<round>-<scenario>-<variant>.json.
 Prints what it measured; asserts nothing (it stops if a command fails or the bare program does not match).
 """
 
@@ -52,6 +53,7 @@ import copy
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -83,6 +85,9 @@ SECRET_SOURCES = {
     "DATABASE_URL": "mxinfra:kubernetes.database.url",
     "S3_ACCESS_KEY_ID": "mxinfra:kubernetes.storage.s3.accessKeyId",
     "S3_SECRET_ACCESS_KEY": "mxinfra:kubernetes.storage.s3.secretAccessKey",
+    # the backups' rclone remote for the file bucket (mxinfra_kubernetes.backups): the same S3 keys
+    "RCLONE_CONFIG_FILES_ACCESS_KEY_ID": "mxinfra:kubernetes.storage.s3.accessKeyId",
+    "RCLONE_CONFIG_FILES_SECRET_ACCESS_KEY": "mxinfra:kubernetes.storage.s3.secretAccessKey",
     "ADMIN_PASSWORD": "random:admin-password",  # the environment's RandomPassword
 }
 SCENARIOS = ("preview release", "up release", "preview constant", "up constant")
@@ -407,16 +412,24 @@ class Variant:
             raise SystemExit(f"mxinfra plan -s {self.stack} exited {proc.returncode}:\n{proc.stderr}")
         return json.loads(proc.stdout)
 
-    def timed(self, *args: str) -> tuple[float, str]:
+    def timed(self, *args: str, trace: Path | None = None) -> tuple[float, float, str]:
+        """Wall seconds, CPU seconds of the whole process tree (the CLI, the program, every plugin: all
+        waited for by the time the CLI exits) and the change summary of one `pulumi` command."""
+        if trace is not None:
+            args = (*args, f"--otel-traces=file://{trace}")
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         proc = self.pulumi.run(*args, stack=self.stack)
-        return time.perf_counter() - start, change_summary(proc.stdout)
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return wall, cpu, change_summary(proc.stdout)
 
-    def preview(self) -> tuple[float, str]:
-        return self.timed("preview")
+    def preview(self, trace: Path | None = None) -> tuple[float, float, str]:
+        return self.timed("preview", trace=trace)
 
-    def up(self) -> tuple[float, str]:
-        return self.timed("up", "--yes", "--skip-preview")
+    def up(self, trace: Path | None = None) -> tuple[float, float, str]:
+        return self.timed("up", "--yes", "--skip-preview", trace=trace)
 
 
 # ---- load ----------------------------------------------------------------------------------------------
@@ -499,6 +512,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one round")
     parser.add_argument("--no-split", action="store_true", help="skip the mxinfra-without-activity variant")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (printed)")
+    parser.add_argument("--trace", type=Path, metavar="DIR",
+                        help="write each timed command's OpenTelemetry trace (pulumi --otel-traces) into DIR")
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
     counts = [int(x) for x in args.envs.split(",")]
@@ -541,8 +556,17 @@ def main() -> None:
         """The release's image, as its CI would build it (untimed): the runtime base plus the package."""
         return build_image(f"{reg.host}/mendix/runtime-base:9.24", mda, f"{reg.host}/orders/app:{version}")
 
+    if args.trace:
+        args.trace.mkdir(parents=True, exist_ok=True)
+
+    def trace_file(n: int, r: int, scenario: str, kind: str) -> Path | None:
+        if args.trace is None:
+            return None
+        return args.trace.resolve() / f"n{n}-r{r + 1}-{scenario.replace(' ', '-')}-{kind}.json"
+
     watch.start()
     results: dict[tuple[int, str, str], list[float]] = {}
+    cpus: dict[tuple[int, str, str], list[float]] = {}  # the same commands' CPU seconds
     changes: dict[tuple[int, str, str], str] = {}
     notes: list[str] = []
     try:
@@ -610,8 +634,9 @@ def main() -> None:
                 generate()
                 for scenario, op in (("preview release", "preview"), ("up release", "up")):
                     for k in order_k:
-                        seconds, summary = getattr(variants[k], op)()
+                        seconds, cpu, summary = getattr(variants[k], op)(trace_file(n, r, scenario, k))
                         results.setdefault((n, scenario, k), []).append(seconds)
+                        cpus.setdefault((n, scenario, k), []).append(cpu)
                         changes[(n, scenario, k)] = summary
                 # a constant change in every environment
                 page_size += 1
@@ -619,8 +644,9 @@ def main() -> None:
                 generate()
                 for scenario, op in (("preview constant", "preview"), ("up constant", "up")):
                     for k in order_k:
-                        seconds, summary = getattr(variants[k], op)()
+                        seconds, cpu, summary = getattr(variants[k], op)(trace_file(n, r, scenario, k))
                         results.setdefault((n, scenario, k), []).append(seconds)
+                        cpus.setdefault((n, scenario, k), []).append(cpu)
                         changes[(n, scenario, k)] = summary
                 done = ", ".join(f"{s} " + "/".join(f"{results[(n, s, k)][-1]:.1f}" for k in kinds) for s in SCENARIOS)
                 print(f"  round {r + 1}/{rounds} ({'/'.join(kinds)}, s): {done}", flush=True)
@@ -663,6 +689,16 @@ def main() -> None:
                 na = results[(n, s, "no-activity")]
                 line += f" {fmt(na):>21} {statistics.median(na) / statistics.median(b):>5.2f}x {statistics.median(m) - statistics.median(na):>+10.2f}"
             print(line)
+    print()
+    print("CPU seconds of each command's process tree (the CLI, the program and every plugin; not the cluster):")
+    print(f"{'N':>2} {'scenario':<17} " + " ".join(f"{k:>21}" for k in kinds) + f" {'mxinfra-bare':>12}")
+    for n in counts:
+        for s in SCENARIOS:
+            per = [cpus.get((n, s, k), []) for k in kinds]
+            if not all(per):
+                continue
+            extra = statistics.median(per[0]) - statistics.median(per[1])
+            print(f"{n:>2} {s:<17} " + " ".join(f"{fmt(v):>21}" for v in per) + f" {extra:>+12.2f}")
     print()
     print("What the engine reported (last round; ~ update, +- replace, + create, - delete, = unchanged):")
     for n in counts:

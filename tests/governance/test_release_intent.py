@@ -140,18 +140,21 @@ def test_every_child_of_an_environment_waits_for_its_intent(fake_target, pulumi_
         assert waiting == {c.name for c in children}, sorted({c.name for c in children} - waiting)
 
 
-def test_a_preview_does_not_queue_the_children_behind_the_intent(fake_target, pulumi_run):
-    # Nothing is applied in a preview, so nothing waits for a record: the children's diffs run alongside
-    # the intent's, and the outcome's alongside theirs (issue 18: the dynamic provider's start was the wait).
-    _, res = _run(pulumi_run, preview=True)
+def test_a_preview_declares_the_dependencies_pulumi_up_records(fake_target, pulumi_run):
+    # The engine writes its whole snapshot for every unchanged resource whose dependencies differ from the
+    # state's: a preview that left out the waits on the intent paid that for each resource (issue 18).
+    _, up = _run(pulumi_run, preview=False)
+    _, preview = _run(pulumi_run, preview=True)
+    assert sorted(r.urn for r in preview) == sorted(r.urn for r in up)
+    applied = {r.urn: sorted(r.dependencies) for r in up}
+    differing = [r.name for r in preview if sorted(r.dependencies) != applied[r.urn]]
+    assert differing == []
     for env in ("production", "uat"):
-        comp = res.one(ENVIRONMENT_TYPE, f"orders-{env}")
-        intent = res.one("pulumi-python:dynamic/mxinfra:ReleaseIntent", f"orders-{env}-release-intent")
-        activity = res.one("pulumi-python:dynamic:Resource", f"orders-{env}-activity")
-        children = [r for r in res.children(comp) if r.urn not in (intent.urn, activity.urn)]
-        assert len(children) >= 3 and not [c.name for c in children if intent.urn in c.dependencies]
-        # the outcome waits only for what its inputs are made of (the intent's key hashes the secrets)
-        assert set(activity.dependencies) <= {intent.urn, res.named(f"orders-{env}-admin-password").urn}
+        intent = preview.one("pulumi-python:dynamic/mxinfra:ReleaseIntent", f"orders-{env}-release-intent")
+        activity = preview.one("pulumi-python:dynamic:Resource", f"orders-{env}-activity")
+        children = [r for r in preview.children(preview.one(ENVIRONMENT_TYPE, f"orders-{env}")) if r.urn not in (intent.urn, activity.urn)]
+        assert len(children) >= 3 and all(intent.urn in c.dependencies for c in children)
+        assert {c.urn for c in children} <= set(activity.dependencies)
 
 
 # --- drift: an intent without an outcome -------------------------------------------------------------------

@@ -66,6 +66,7 @@ class Cluster:
         self.requests: list[tuple[str, str]] = []
         self.created: list[dict] = []
         self.store: dict[str, Any] = {}  # with archives in S3: the emulator's endpoint, the Secret's values, busybox's PATH
+        self.path_first: dict[str, Path] = {}  # container name -> a directory of commands found before the image's (a fault)
 
     def run_job(self, job: dict) -> None:
         """What the kubelet would do: the init containers one by one, then the container, each command with
@@ -101,6 +102,8 @@ class Cluster:
             # the rclone image: busybox and rclone only; the postgres image: its client tools
             rclone = container["command"][-1] in ("upload", "fetch", "pull-files", "push-files")
             env = {"PATH": self.store["path"] if rclone else f"{require_bin_dir()}:{os.environ['PATH']}"}
+            if container["name"] in self.path_first:
+                env["PATH"] = f"{self.path_first[container['name']]}:{env['PATH']}"
             for e in container["env"]:
                 if "valueFrom" in e:
                     key = e["valueFrom"]["secretKeyRef"]["key"]
@@ -484,6 +487,39 @@ def test_a_restore_whose_files_cannot_go_back_says_so_and_is_recorded(cluster, p
     assert f"acceptance: the database was restored from {backup_id}, but its files were not copied back to the file store" in err and "(recorded)" in err, err
     assert _rows(pg) == before  # the database is the backup's: the log must say so
     recs = _records(project, stack, "acceptance")
+    assert [r.action for r in recs] == ["backup", "restore"]
+    assert recs[-1].changes["restore"]["files"] == "not restored" and recs[-1].changes["restore"]["id"] == backup_id
+
+
+@pytest.mark.parametrize("cluster", ["test"], indirect=True)
+def test_a_restore_whose_own_move_of_the_files_fails_is_recorded_as_files_not_restored(cluster, pg, project, capsys, tmp_path):
+    # restore.sh exits 3 when the database was restored and only moving the files into the local store
+    # failed: the command says so, names the step, and records the restore with its files not restored
+    c, stack = cluster
+    pg.psql(SEED)
+    before = _rows(pg)
+    files = c.root / "pvc" / "orders-test-files"
+    files.mkdir(parents=True)
+    (files / "doc1").write_bytes(b"file one")
+    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "test", "-C", str(project.path))
+    assert rc == 0, (err, c.logs)
+    (backup_id,) = re.findall(r"backup (\d{8}T\d{6}Z) taken", out)
+    pg.psql('DELETE FROM "orders$order" WHERE id > 1500;')
+    # the move into the store fails (a full or read-only volume): an `mv` that refuses, found first
+    fault = tmp_path / "fault"
+    fault.mkdir()
+    (fault / "mv").write_text("#!/bin/sh\necho 'mv: cannot move: No space left on device' >&2\nexit 1\n")
+    (fault / "mv").chmod(0o755)
+    c.path_first["restore"] = fault
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", backup_id, "-C", str(project.path))
+    err = " ".join(err.split())
+    (job,) = [j["metadata"]["name"] for j in c.created if "-restore-" in j["metadata"]["name"]]
+    assert rc == 2 and "Traceback" not in err, err
+    assert f"test: the database was restored from {backup_id}, but its files were not copied back to the file store" in err, err
+    assert f"logs job/{job} -c restore" in err and "the store may hold part of them" in err and "(recorded)" in err, err
+    assert [(x["name"], x["state"]["terminated"]["exitCode"]) for x in c.pods[job]["status"]["containerStatuses"]] == [("restore", 3)]
+    assert _rows(pg) == before
+    recs = _records(project, stack, "test")
     assert [r.action for r in recs] == ["backup", "restore"]
     assert recs[-1].changes["restore"]["files"] == "not restored" and recs[-1].changes["restore"]["id"] == backup_id
 

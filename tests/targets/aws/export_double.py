@@ -281,6 +281,7 @@ class StatesDouble:
         self.hold: threading.Event | None = None  # executions wait for it before their first state (a test's hook)
         self.starts = 0  # StartExecution calls served
         self.killed: set[str] = set()  # containers that run, then are stopped before their exit code is known (a test's hook)
+        self.path_first: dict[str, Path] = {}  # container -> a directory of commands its script finds first (a fault; a test's hook)
         self.work, self.s3_endpoint, self.task_key_id, self.ca = work, s3_endpoint, task_key_id, ca
         self.calls: list[tuple[str, str, str]] = []  # who (caller, runner, execution), action, resource
         self.denied: list[tuple[str, str, str]] = []
@@ -687,6 +688,8 @@ class StatesDouble:
         # (and the gate's certificate trusted, as the image trusts S3's public one)
         path, image_entrypoint = self.images[c["image"]]
         env.update({"AWS_ACCESS_KEY_ID": self.task_keys.get(td["taskRoleArn"], self.task_key_id), "AWS_SECRET_ACCESS_KEY": "testing", "PATH": path, "SSL_CERT_FILE": str(self.ca)})
+        if name in self.path_first:
+            env["PATH"] = f"{self.path_first[name]}:{path}"
         if not td.get("taskRoleArn"):
             raise AssertionError("the export task has no task role")
         # as Docker runs it: the definition's entryPoint (else the image's ENTRYPOINT), then the command

@@ -285,6 +285,30 @@ def test_files_not_copied_back_are_recorded_as_not_restored(exported: Deployed, 
     assert d.states.services[a.service_name]["desired"] == 2
 
 
+def test_a_restore_whose_own_move_of_the_files_fails_is_recorded_as_files_not_restored(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
+    # restore.sh exits 3 when it replaced the database and only moving the files into place failed; the
+    # files' copy back (push-files, which needs its success) then never runs
+    d, a = exported, exported.a
+    before = _rows(pg)
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    _change(pg, d)
+    fault = tmp_path / "fault"
+    fault.mkdir()
+    (fault / "mv").write_text("#!/bin/sh\necho 'mv: cannot move: No space left on device' >&2\nexit 1\n")
+    (fault / "mv").chmod(0o755)
+    d.states.path_first["restore"] = fault
+    rc, out, err = _restore(d, project, archive, capsys)
+    err = " ".join(err.split())
+    assert rc == 2 and "Traceback" not in err, err
+    assert f"{d.role}: the database was restored from {archive.name}, but its files were not all copied back" in err, err
+    assert "the services were started again" in err and "(recorded)" in err, err
+    assert "No space left on device" in d.states.logs["restore"] and "push-files" not in d.states.logs
+    assert _rows(pg) == before
+    (record,) = [r for r in _records(project, d.role) if r.action == "restore"]
+    assert record.changes["restore"]["files"] == "not restored" and record.changes["restore"]["app"] == "stopped, then started"
+    assert d.states.services[a.service_name]["desired"] == 2
+
+
 def test_an_archive_that_changes_while_it_is_read_is_never_restored(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The judge and the upload read the file side by side: the judge reads it first here, then the file
     changes, then the upload reads it: what was judged is not what was sent, and nothing starts."""

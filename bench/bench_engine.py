@@ -26,7 +26,8 @@ the file backend and the passphrase secrets provider:
 
 After a baseline `pulumi up` of each (untimed), the bare stack's state is compared input by input with
 mxinfra's (random passwords and generated Secret names aside). Then, for each N and each round, the
-whole `pulumi` process is timed (wall clock), variants interleaved in a rotating order:
+whole `pulumi` process is timed (wall clock, and the CPU seconds of its process tree), variants
+interleaved in a rotating order:
 
   preview release   `pulumi preview` after `mxinfra:app.package` names a new package (the example MDA
                     with a bumped ModelVersion in model/metadata.json: new bytes each round) and
@@ -36,12 +37,13 @@ whole `pulumi` process is timed (wall clock), variants interleaved in a rotating
   preview constant  `pulumi preview` after every environment's Orders.PageSize changed
   up constant       `pulumi up --yes --skip-preview` of it
 
-It prints a table: median (min-max) seconds per variant, the ratio of the medians mxinfra/bare (target
-<= 1.2x) and their difference, what the engine reported changing, and the machine's load: the load
+It prints two tables, wall and CPU seconds: median (min-max) per variant, the ratio of the wall medians
+mxinfra/bare (target <= 1.2x) and their differences; what the engine reported changing; the machine's load: the load
 average, and the CPU time other processes used during the run (/proc/stat minus this bench's own tree).
 About 8 minutes with the defaults (5 rounds, N = 1 and 5) on 2 cores; --quick: 1 round, about 3.
 --keep keeps the scratch directory (projects, the generated bare programs, states, cluster logs); --trace DIR
-writes each timed command's OpenTelemetry spans (`pulumi --otel-traces`) to DIR/n<N>-r<round>-<scenario>-<variant>.json.
+writes each timed command's OpenTelemetry spans (`pulumi --otel-traces`) to DIR/n<N>-r<round>-<scenario>-<variant>.json:
+the export runs inside the timed commands, so a traced run's figures are not comparable with an untraced one's.
 Prints what it measured; asserts nothing (it stops if a command fails or the bare program does not match).
 """
 
@@ -413,8 +415,9 @@ class Variant:
         return json.loads(proc.stdout)
 
     def timed(self, *args: str, trace: Path | None = None) -> tuple[float, float, str]:
-        """Wall seconds, CPU seconds of the whole process tree (the CLI, the program, every plugin: all
-        waited for by the time the CLI exits) and the change summary of one `pulumi` command."""
+        """Wall seconds, CPU seconds of the process tree and the change summary of one `pulumi` command.
+        The CPU is a lower bound: it counts what was reaped up the chain (the CLI, the program, the plugins
+        it stopped), not a plugin the CLI had to kill after its 5 s grace (init reaps that one)."""
         if trace is not None:
             args = (*args, f"--otel-traces=file://{trace}")
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -558,6 +561,7 @@ def main() -> None:
 
     if args.trace:
         args.trace.mkdir(parents=True, exist_ok=True)
+        print(f"  --trace: every timed command also exports its spans to {args.trace} (which it times too)", flush=True)
 
     def trace_file(n: int, r: int, scenario: str, kind: str) -> Path | None:
         if args.trace is None:

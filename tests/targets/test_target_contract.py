@@ -996,7 +996,7 @@ def test_a_database_restored_into_service_keeps_the_guards_of_the_one_it_replace
         twin = new.get(r_name + r["name"][len(o_name):]) if r["name"].startswith(o_name + "-") else None
         if moved:
             continue
-        if r["type"] == "pulumi-python:dynamic:Resource":
+        if r["type"] == "pulumi-python:dynamic:Resource" and r["name"].endswith("-activity"):
             # the outcome record follows every child of its environment (what protects production from a
             # destroy): the restored database as well as the one it replaces
             if restored["urn"] not in keyed_deps[u]:

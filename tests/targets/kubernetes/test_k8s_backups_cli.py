@@ -359,17 +359,24 @@ CREATE TABLE "orders$order" (id bigint PRIMARY KEY, number varchar(20), total nu
 INSERT INTO "orders$order" SELECT g, 'ORD-' || g, g * 1.12345678, timestamp '2020-01-01' + g * interval '1 hour', decode(md5(g::text), 'hex') FROM generate_series(1, 2000) g;"""
 
 
-@pytest.mark.parametrize("cluster", ["test"], indirect=True)
-def test_create_list_restore_on_test(cluster, pg, project, capsys):
-    c, stack = cluster
+def _test_backed_up(c: Cluster, stack: str, pg: PostgresServer, project: Any, capsys: Any, doc: bytes) -> tuple[Any, Path, str]:
+    """The `test` environment seeded (rows, and `doc1` in its local file store), then backed up by the
+    command: (the rows, the file store's directory, the backup's id)."""
     pg.psql(SEED)
     before = _rows(pg)
     files = c.root / "pvc" / "orders-test-files"
     files.mkdir(parents=True)
-    (files / "doc1").write_bytes(b"\x00\x01 file one")
+    (files / "doc1").write_bytes(doc)
     rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "test", "-C", str(project.path))
     assert rc == 0, (err, c.logs)
     (backup_id,) = re.findall(r"backup (\d{8}T\d{6}Z) taken", out)
+    return before, files, backup_id
+
+
+@pytest.mark.parametrize("cluster", ["test"], indirect=True)
+def test_create_list_restore_on_test(cluster, pg, project, capsys):
+    c, stack = cluster
+    before, files, backup_id = _test_backed_up(c, stack, pg, project, capsys, b"\x00\x01 file one")
     (job,) = c.created
     assert job["metadata"]["name"].startswith("orders-test-backup-")
     assert {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}["BACKUP_NOW"] == backup_id
@@ -496,14 +503,7 @@ def test_a_restore_whose_own_move_of_the_files_fails_is_recorded_as_files_not_re
     # restore.sh exits 3 when the database was restored and only moving the files into the local store
     # failed: the command says so, names the step, and records the restore with its files not restored
     c, stack = cluster
-    pg.psql(SEED)
-    before = _rows(pg)
-    files = c.root / "pvc" / "orders-test-files"
-    files.mkdir(parents=True)
-    (files / "doc1").write_bytes(b"file one")
-    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "test", "-C", str(project.path))
-    assert rc == 0, (err, c.logs)
-    (backup_id,) = re.findall(r"backup (\d{8}T\d{6}Z) taken", out)
+    before, _, backup_id = _test_backed_up(c, stack, pg, project, capsys, b"file one")
     pg.psql('DELETE FROM "orders$order" WHERE id > 1500;')
     # the move into the store fails (a full or read-only volume): an `mv` that refuses, found first
     fault = tmp_path / "fault"

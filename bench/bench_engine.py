@@ -634,24 +634,23 @@ def main() -> None:
                         build_mda.build(v.dir / "build" / f"orders-{version}.mda", version)
                 package = f"build/orders-{version}.mda"
                 image = image_of(mx.dir / package, version)
-                set_config()
-                generate()
-                for scenario, op in (("preview release", "preview"), ("up release", "up")):
-                    for k in order_k:
-                        seconds, cpu, summary = getattr(variants[k], op)(trace_file(n, r, scenario, k))
-                        results.setdefault((n, scenario, k), []).append(seconds)
-                        cpus.setdefault((n, scenario, k), []).append(cpu)
-                        changes[(n, scenario, k)] = summary
+
+                def timed_change(change: str) -> None:
+                    """The config written, then `preview <change>` and `up <change>` of every variant, in this round's order."""
+                    set_config()
+                    generate()
+                    for op in ("preview", "up"):
+                        scenario = f"{op} {change}"
+                        for k in order_k:
+                            seconds, cpu, summary = getattr(variants[k], op)(trace_file(n, r, scenario, k))
+                            results.setdefault((n, scenario, k), []).append(seconds)
+                            cpus.setdefault((n, scenario, k), []).append(cpu)
+                            changes[(n, scenario, k)] = summary
+
+                timed_change("release")
                 # a constant change in every environment
                 page_size += 1
-                set_config()
-                generate()
-                for scenario, op in (("preview constant", "preview"), ("up constant", "up")):
-                    for k in order_k:
-                        seconds, cpu, summary = getattr(variants[k], op)(trace_file(n, r, scenario, k))
-                        results.setdefault((n, scenario, k), []).append(seconds)
-                        cpus.setdefault((n, scenario, k), []).append(cpu)
-                        changes[(n, scenario, k)] = summary
+                timed_change("constant")
                 done = ", ".join(f"{s} " + "/".join(f"{results[(n, s, k)][-1]:.1f}" for k in kinds) for s in SCENARIOS)
                 print(f"  round {r + 1}/{rounds} ({'/'.join(kinds)}, s): {done}", flush=True)
             # the bare program still declares what mxinfra does after the changes

@@ -5,9 +5,9 @@ The core imports no target: a target that supports the commands has `backup_acti
 environment, base_dir)`, returning an object with `refusal(action) -> str | None` (why the caller may
 not: asked of the platform), `list() -> list[str]`, `create(now, keep=None) -> str` (the new backup's id; `keep`: an id its
 retention must not remove) and
-`restore(id, now)`; for `download`, `download(id, path, now) -> dict` (the archive written to `path`,
+`restore(id, now, before)`; for `download`, `download(id, path, now) -> dict` (the archive written to `path`,
 its size and sha256 as checked); for `restore --from` also `same_cluster(source) -> bool` and `restore_from(source,
-id, now) -> dict` (copies the source's archive into this environment's backups and restores it; what
+id, now, before) -> dict` (copies the source's archive into this environment's backups and restores it; what
 was checked of it, e.g. size and sha256). The Kubernetes target's is mxinfra_kubernetes.backups.ClusterActions.
 
 A target that cannot hand out what it keeps (Cloud Foundry keeps nothing it can list; AWS keeps recovery
@@ -17,8 +17,9 @@ its id, size, sha256) for `download` without `--id`, and optionally `after_downl
 the download is recorded (AWS removes its bucket's copy then, never before). `restore_archive(path, now, via, vouch, before) ->
 dict` is `restore --archive` (a Mendix Cloud archive on this machine, from `download` on any target; the
 target reads it through once, judging it, then calls `vouch(sha256, size)` with what that pass hashed,
-which refuses an archive no trusted record names, then `before`, production's backup, before it changes
-anything). `via` is `--database-via`, the local end of a tunnel to the database.
+which refuses an archive no trusted record names, then `before`, right before it changes anything: production's
+backup, then the restore's intent record). Every restore is recorded before it starts (an intent record: what is
+about to be restored) and after it ends (`restore`): a command that dies in between leaves the intent alone. `via` is `--database-via`, the local end of a tunnel to the database.
 """
 
 from __future__ import annotations
@@ -126,6 +127,15 @@ class _Context:
             app=d.config.app.name,
             changes=changes,
         )
+
+
+def _restore_intent(ctx: _Context, restore: dict[str, Any]) -> None:
+    """Record, before the target changes anything, the restore about to run (an intent record, as `pulumi
+    up` writes one before it applies): a restore whose command then dies (Ctrl-C, an expired session, a
+    lost machine) cannot sign its outcome, and the log must not stay silent about data it may have replaced."""
+    from .governance.activity import INTENT
+
+    ctx.record(INTENT, {"intends": "restore", "restore": restore})
 
 
 def _supports(ctx: _Context, command: str, *methods: str) -> None:
@@ -285,7 +295,7 @@ def restore(
         before = ctx.actions.create(_now(), keep=backup_id)
         ctx.record("backup", {"backup": {"id": before, "trigger": "before restore"}})
     done = {"id": backup_id, "from": environment, **({"backupBefore": before} if before else {})}
-    _recorded_restore(ctx, done, lambda: ctx.actions.restore(backup_id, _now()))
+    _recorded_restore(ctx, done, lambda before: ctx.actions.restore(backup_id, _now(), before))
     ctx.record("restore", {"restore": done})
     sys.stdout.write(f"{environment}: restored backup {backup_id}" + (f" (backup {before} taken first)" if before else "") + "\n")
 
@@ -349,7 +359,7 @@ def _restore_archive(directory: Path, stack: str, environment: str, archive: Pat
         ctx.record("backup-download", {"backup": {"id": got["id"], "trigger": "before restore", **_checked(got)}})
         sys.stdout.write(f"{environment}: backup {got['id']} taken first, written to {got['path']}\n")
 
-    checked = _recorded_restore(ctx, done, lambda: ctx.actions.restore_archive(archive, _now(), via, vouch, backup_first), taken)
+    checked = _recorded_restore(ctx, done, lambda before: ctx.actions.restore_archive(archive, _now(), via, vouch, before), backup_first, taken)
     before = taken.get("id")
     if not done:  # a target that restored without asking: never recorded as if its provenance were known
         raise RuntimeError(f"the {ctx.deployment.target.name} target restored {archive.name} without vouching for it first")
@@ -393,20 +403,41 @@ def _download_record(ctx: _Context, src: _Context, source: str, sha: str) -> tup
     return (found.seq if found is not None else None), refused, bool(trust.fingerprints)
 
 
-def _recorded_restore(ctx: _Context, done: dict[str, Any], run: Callable[[], Any], taken: dict[str, Any] | None = None) -> Any:
-    """`run` a restore; when it replaced the database but could not put the files back, the restore
-    (`done`, and the backup `taken` first if one was) is recorded all the same, with `files: not
-    restored`, and the command exits 2."""
+def _recorded_restore(
+    ctx: _Context, done: dict[str, Any], run: Callable[[Callable[[], None]], Any], first: Callable[[], None] | None = None, taken: dict[str, Any] | None = None
+) -> Any:
+    """`run(before)` a restore through the target, which calls `before` once its checks passed, right before
+    it changes anything: `first` runs (an archive restore's backup of production), then the restore's intent
+    record is written (`done`, and the backup `taken` first if one was). When the restore replaced the
+    database but could not put the files back, its outcome is recorded all the same, with `files: not
+    restored`, and the command exits 2. A target that restored without calling `before` is a bug: its
+    outcome is not recorded as if the log had said it was coming."""
     from .backups import FilesNotRestored
 
+    intended: list[bool] = []
+
+    def before() -> None:
+        if first is not None:
+            first()
+        _restore_intent(ctx, {**done, **({"backupBefore": taken["id"]} if taken and "id" in taken else {})})
+        intended.append(True)
+
     try:
-        return run()
+        result = run(before)
     except FilesNotRestored as e:
         before = {"backupBefore": taken["id"]} if taken and "id" in taken else {}
         # what else the target says happened (e.g. the app not started again), the files' outcome last
         outcome = {k: v for k, v in (getattr(e, "outcome", None) or {}).items() if k != "files"}
         ctx.record("restore", {"restore": {**done, **before, **outcome, "files": "not restored"}})
         raise UserError(f"{e} (recorded)") from None
+    except UserError as e:
+        if intended:
+            # what the target's failure left is its message's to say; the log has the intent and no outcome
+            raise UserError(f"{e}; the restore's intent is recorded and no outcome follows it (`mxinfra activity -s {ctx.stack} -e {ctx.environment.name}`)") from None
+        raise
+    if not intended:
+        raise RuntimeError(f"the {ctx.deployment.target.name} target restored without recording the restore's intent first (it never called `before`)")
+    return result
 
 
 def _restore_from(directory: Path, stack: str, environment: str, backup_id: str, source: str, source_stack: str, allow_lower_tier: bool) -> None:
@@ -442,7 +473,7 @@ def _restore_from(directory: Path, stack: str, environment: str, backup_id: str,
         ctx.record("backup", {"backup": {"id": before, "trigger": "before restore"}})
     where = {"fromStack": source_stack} if source_stack != stack else {}
     done = {"id": backup_id, "from": source, "to": environment, **where, **({"backupBefore": before} if before else {})}
-    checked = _recorded_restore(ctx, done, lambda: ctx.actions.restore_from(src.actions, backup_id, _now()))
+    checked = _recorded_restore(ctx, done, lambda before: ctx.actions.restore_from(src.actions, backup_id, _now(), before))
     ctx.record("restore", {"restore": {**done, **checked}})
     src.record("backup-export", {"backup": {"id": backup_id, "to": environment, **({"toStack": stack} if source_stack != stack else {}), **checked}})
     sys.stdout.write(f"{environment}: restored backup {backup_id} of {source}" + (f" (backup {before} taken first)" if before else "") + "\n")

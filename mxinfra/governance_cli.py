@@ -253,6 +253,10 @@ def package_policy(
 def _changed(record: Any) -> str:
     """What a record changed, in a few words."""
     changes = record.changes
+    if "intends" in changes:  # an intent record: what was about to run (its outcome, if recorded, follows it)
+        intends = str(changes["intends"])
+        rest = [k for k in changes if k not in ("intends", intends)]
+        return f"intends {intends}" + (f": {', '.join(rest)}" if rest else "")
     # `constants` and `secrets` are sections (name -> from/to, changed/added/removed), not one tracked input
     tracked = [c for k, c in changes.items() if k not in ("constants", "secrets")]
     if tracked and all(isinstance(c, dict) and c.get("from") is None for c in tracked):

@@ -428,9 +428,10 @@ class VaultActions:
             f"see `aws backup list-recovery-points-by-backup-vault --backup-vault-name {self.vault} --region {self.a.region}`"
         )
 
-    def restore(self, backup: str, now: datetime) -> dict[str, Any]:
+    def restore(self, backup: str, now: datetime, before: Callable[[], None] | None = None) -> dict[str, Any]:
         """Restore backup `backup`: the database into a new instance, the files into the bucket; waited
-        for. What was created, which the CLI may record."""
+        for. `before` runs once every recovery point's restore metadata was read, before the first job starts
+        (the CLI's intent record). What was created, which the CLI may record."""
         self._check_account()
         if self.env.is_production and not self._taken:
             raise UserError(
@@ -445,14 +446,18 @@ class VaultActions:
         new_instance = restored_identifier(self.a.db_identifier, backup)
         if new_instance in (self.a.db_identifier, self.a.serving_db_identifier):  # never over a running instance
             raise UserError(f"refusing to restore over the running instance {new_instance}")
+        planned = []
         for kind, point in sorted(pair.points.items()):
             metadata = dict(self._restore_metadata(point))
             if kind == DATABASE:
                 metadata["DBInstanceIdentifier"] = new_instance
-                resource_type = "RDS"
+                planned.append((kind, point, metadata, "RDS"))
             else:
                 metadata.update(DestinationBucketName=self.a.bucket_name, NewBucket="false")
-                resource_type = "S3"
+                planned.append((kind, point, metadata, "S3"))
+        if before is not None:
+            before()
+        for kind, point, metadata, resource_type in planned:
             started = ", ".join(f"{k} restore job {j}" for k, j in jobs.items())
             with self._aws(f"backup:StartRestoreJob of {point.arn} ({kind})", started=started):
                 answer = self.backup.start_restore_job(
@@ -558,7 +563,7 @@ class VaultActions:
         through the restore task (export.py: the state machine the `backups` role may start). The archive is
         judged by the core's reader while it is uploaded into the imports bucket, each hashing what it read
         (a file changed meanwhile is never restored); the sha256 and size go to `vouch` (a refusal removes
-        the upload); then `before` runs (production's backup), then the machine: the services stopped, the
+        the upload); then `before` runs (production's backup, the restore's intent record), then the machine: the services stopped, the
         task (which checks the sha256 once more), the services started again. What was restored;
         FilesNotRestored when the database was but the files were not all copied back."""
         import botocore.exceptions
@@ -639,8 +644,8 @@ class VaultActions:
         except BaseException:
             if started:
                 # the command stopped following a restore that goes on (the task may not have fetched the
-                # archive yet): its upload stays for it, and the restore is not recorded from here
-                self._say(f"warning: the restore {execution} may run: it goes on without this command and is not recorded; it starts the services again when it ends "
+                # archive yet): its upload stays for it; its intent was recorded, its outcome is not from here
+                self._say(f"warning: the restore {execution} may run: it goes on without this command (its intent record names it, no outcome will follow); it starts the services again when it ends "
                           f"(`aws stepfunctions describe-execution --execution-arn {execution}`)")
                 uploaded = False
             raise
@@ -678,7 +683,7 @@ class VaultActions:
         if db_maybe or ended.error == "States.Timeout":
             raise UserError(
                 f"{head}: the restore {execution} ended {ended.status}: {ended.why}: the task was stopped before it ended, so the database may or may not "
-                f"have been replaced (check it; nothing was recorded); {started_again} ({tail})"
+                f"have been replaced (check it); {started_again} ({tail})"
             )
         # a call of the machine failed (stopping or starting a service): what runs is not known from here
         also = f"; {started_again}" if ended.not_started else ""
@@ -733,7 +738,7 @@ class VaultActions:
             except _Transient as e:
                 blip = str(e)
             if time.monotonic() >= deadline:
-                raise UserError(f"{head}: cannot follow the {kind} {execution} ({blip}); nothing was recorded")
+                raise UserError(f"{head}: cannot follow the {kind} {execution} ({blip})" + ("; nothing was recorded" if kind != "restore" else ""))
             self._say(f"warning: following the {kind} {execution}: {blip}; trying again")
             time.sleep(max(self.poll, 1.0))
 
@@ -769,7 +774,7 @@ class VaultActions:
             if status != "RUNNING":
                 break
             if time.monotonic() >= deadline:
-                raise UserError(f"{head}: the {kind} {execution} still ran after {timeout / 60:.0f} minutes; nothing was recorded ({logs})")
+                raise UserError(f"{head}: the {kind} {execution} still ran after {timeout / 60:.0f} minutes{'; nothing was recorded' if kind != 'restore' else ''} ({logs})")
             time.sleep(self.poll)
         error, cause, not_started, counts = str(d.get("error") or ""), d.get("cause"), "", {}
         if error in ("mxinfra.NotStartedAgain", "mxinfra.RestoredNotStartedAgain"):
@@ -858,7 +863,7 @@ class VaultActions:
                     raise UserError(
                         f"{self.env.name}: the {kind} {what} job {job} in {self.where} ended {state}: {d.get('StatusMessage') or 'AWS gave no reason'}"
                         + (f" ({', '.join(others)} may still run)" if others else "")
-                        + f"; nothing was recorded. See `aws backup {follow} {job} --region {self.a.region}`"
+                        + ("; nothing was recorded" if what != "restore" else "") + f". See `aws backup {follow} {job} --region {self.a.region}`"
                     )
             if len(done) == len(jobs):
                 return done
@@ -866,7 +871,7 @@ class VaultActions:
                 running = [f"{k} job {j}" for k, j in jobs.items() if k not in done]
                 raise UserError(
                     f"{self.env.name}: the {what} is still running after {timeout / 60:.0f} minutes ({', '.join(running)} in {self.where}); "
-                    f"nothing was recorded. Follow it with `aws backup {follow} <id> --region {self.a.region}`"
+                    + ("nothing was recorded. " if what != "restore" else "") + f"Follow it with `aws backup {follow} <id> --region {self.a.region}`"
                 )
             time.sleep(self.poll)
 

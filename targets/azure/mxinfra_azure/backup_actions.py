@@ -43,7 +43,7 @@ from __future__ import annotations
 import sys
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -203,9 +203,10 @@ class ServerActions:
                 return b.id
         raise UserError(f"{self.env.name}: the on-demand backup {name} completed, but the server's list of backups does not hold it: see `{follow}`")
 
-    def restore(self, backup: str, now: datetime) -> dict[str, Any]:
+    def restore(self, backup: str, now: datetime, before: Callable[[], None] | None = None) -> dict[str, Any]:
         """Restore backup `backup`: the database into a new server, the files in place, both to the
-        backup's completion time; waited for. What was created, which the CLI may record."""
+        backup's completion time; waited for. `before` runs once the checks passed, before the first request
+        that changes anything (the CLI's intent record). What was created, which the CLI may record."""
         if self.env.is_production and not self._taken:
             raise UserError(
                 f"restoring into production {self.env.name} needs an on-demand backup of it taken first, in the same run: "
@@ -226,6 +227,8 @@ class ServerActions:
                 f"{self.env.name}: the server {new} exists already (a restore of backup {backup} ran before): use it, or have the platform "
                 f"identity delete it (`az postgres flexible-server delete -g {self.group} --name {new}`) and restore again"
             )
+        if before is not None:
+            before()
         with self._azure(f"the point-in-time restore of {self.server} into the new server {new}"):
             self.client.servers.begin_create_or_update(self.group, new, self._restore_body(source, at), polling=False)
         started = f"the new server {new} is being created (`az postgres flexible-server show -g {self.group} --name {new}`)"
@@ -353,7 +356,7 @@ class ServerActions:
                 if state == "Ready":
                     server_done = True
                 elif state in _SERVER_FAILED:
-                    raise UserError(f"{self.env.name}: the point-in-time restore into the new server {new} ended {state}; nothing was recorded. See `{follow_db}`")
+                    raise UserError(f"{self.env.name}: the point-in-time restore into the new server {new} ended {state}. See `{follow_db}`")
             if not files_done:
                 account = self._storage("GET", "", f"Microsoft.Storage/storageAccounts/read of {self.account} (its blob restore status)", params={"$expand": "blobRestoreStatus"})
                 status = (account.get("properties") or {}).get("blobRestoreStatus") or {}
@@ -363,14 +366,14 @@ class ServerActions:
                     elif status.get("status") == "Failed":
                         raise UserError(
                             f"{self.env.name}: the blob point-in-time restore of {self.account}/{FILES_CONTAINER} failed: {status.get('failureReason') or 'Azure gave no reason'}; "
-                            f"nothing was recorded (the new server {new} may still be created: `{follow_db}`). See `{follow_files}`"
+                            f"the new server {new} may still be created (`{follow_db}`). See `{follow_files}`"
                         )
             if server_done and files_done:
                 return
             if time.monotonic() >= deadline:
                 running_ = [f"the point-in-time restore into the new server {new} (`{follow_db}`)"] if not server_done else []
                 running_ += [f"the blob point-in-time restore of {self.account}/{FILES_CONTAINER} (`{follow_files}`)"] if not files_done else []
-                raise UserError(f"{self.env.name}: the restore is still running after {self.restore_timeout / 60:.0f} minutes: {'; '.join(running_)}; nothing was recorded")
+                raise UserError(f"{self.env.name}: the restore is still running after {self.restore_timeout / 60:.0f} minutes: {'; '.join(running_)}")
             time.sleep(self.poll)
 
     def _rights(self) -> str:

@@ -170,7 +170,7 @@ class KeyActions:
         """Restore the archive over the environment's database and files, the app stopped meanwhile; what
         was restored (files copied, what became of the app). The archive is unpacked and checked in one
         pass, its sha256 and size (of the bytes unpacked) given to `vouch`, before anything changes; then
-        `before` runs (production's backup)."""
+        `before` runs (production's backup, the restore's intent record)."""
         tools = (_tool("pg_restore"), _tool("psql"))
         # beside the archive: the same file system the user chose for it (the system's /tmp may be small, or RAM)
         with _scratch(".mxinfra-restore-", archive.resolve().parent) as scratch:

@@ -537,8 +537,11 @@ class ClusterActions:
         self._run("backup", {"BACKUP_NOW": stamp, **({"BACKUP_KEEP": keep} if keep else {})}, stamp)
         return stamp
 
-    def restore(self, backup: str, now: datetime) -> None:
-        """Run the restore template's Job for archive `backup` and wait for it."""
+    def restore(self, backup: str, now: datetime, before: Callable[[], None] | None = None) -> None:
+        """Run the restore template's Job for archive `backup` and wait for it; `before` runs just before
+        the Job is created (the CLI's intent record)."""
+        if before is not None:
+            before()
         job = self._start("restore", self._job("restore", {"BACKUP_ID": backup}, now.astimezone(timezone.utc).strftime(ID_FORMAT)))
         self._wait_restore(job, backup)
 
@@ -588,15 +591,18 @@ class ClusterActions:
         pod = self._cron("restore")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
         return {c["name"]: c for c in steps_of(pod)}
 
-    def restore_from(self, source: ClusterActions, backup: str, now: datetime) -> dict[str, Any]:
+    def restore_from(self, source: ClusterActions, backup: str, now: datetime, before: Callable[[], None] | None = None) -> dict[str, Any]:
         """Restore archive `backup` of the `source` environment here: the restore Job listens, an export
         Job in the source namespace sends it the archive, both waited for; the archive's size and sha256
-        as the receiver checked them."""
+        as the receiver checked them. `before` runs just before the restore Job is created (the CLI's
+        intent record)."""
         stamp = now.astimezone(timezone.utc).strftime(ID_FORMAT)
         # Only whoever reads these Jobs sees the token; it admits one archive to one pod, which the
         # destination's NetworkPolicy already closes to all but the sources' export pods.
         token = secrets.token_hex(24)
         receive = {"BACKUP_ID": backup, "BACKUP_SOURCE": source.env.name, "BACKUP_PORT": str(TRANSFER_PORT), "BACKUP_TOKEN": token}
+        if before is not None:
+            before()
         restore_job = self._start("restore", self._job("restore", receive, stamp))
         ip = self._pod_ip(restore_job, "restore")
         cron = source._cron("restore")
@@ -617,7 +623,7 @@ class ClusterActions:
         """Restore an archive from this machine (any target's download, a Mendix Cloud backup): checked here
         first (mxinfra.backup_archive.check: only the dump and plain files, gzip's CRC; its sha256 and size
         from the same pass go to `vouch`, which refuses an archive of unknown provenance), then `before`
-        (production's backup), then the restore Job listens for one HTTP PUT and the archive is sent to it
+        (production's backup, the restore's intent record), then the restore Job listens for one HTTP PUT and the archive is sent to it
         through the API server's pod proxy; the Job checks size and sha256 again and restores it. The
         archive is read twice: checked, then sent."""
         from mxinfra.backup_archive import check, stored_keys

@@ -143,6 +143,8 @@ def test_create_list_restore_on_test(double, project, capsys):
     recs = _records(project, "test")
     assert [(r.action, r.changes) for r in recs] == [
         ("backup", {"backup": {"id": backup_id, "trigger": "on-demand"}}),
+        # written before the first restore job started: a command that dies meanwhile leaves the log saying so
+        ("intent", {"intends": "restore", "restore": {"id": backup_id, "from": "test"}}),
         ("restore", {"restore": {"id": backup_id, "from": "test"}}),
     ]
     assert all(r.signature for r in recs)
@@ -160,9 +162,10 @@ def test_production_restore_takes_a_backup_first_and_keeps_it_within_the_lock(do
     assert rc == 0, err
     assert [op for op, _ in double.requests if op.startswith("Start")] == ["StartBackupJob"] * 4 + ["StartRestoreJob"] * 2
     recs = _records(project, "production")
-    assert [r.action for r in recs] == ["backup", "backup", "restore"]
+    assert [r.action for r in recs] == ["backup", "backup", "intent", "restore"]
     safety = recs[1].changes["backup"]
-    assert safety["trigger"] == "before restore" and recs[2].changes["restore"]["backupBefore"] == safety["id"] != first
+    assert safety["trigger"] == "before restore" and recs[3].changes["restore"]["backupBefore"] == safety["id"] != first
+    assert recs[2].changes == {"intends": "restore", "restore": recs[3].changes["restore"]}
     rc, out, err = _cli(capsys, "backup", "list", "-s", stack, "-e", "production", "-C", str(project.path), "--json")
     assert json.loads(out) == sorted([first, safety["id"]], reverse=True)
     assert _cli(capsys, "activity", "verify", "-e", "production", "-C", str(project.path))[0] == 0
@@ -303,7 +306,9 @@ def test_a_failed_restore_job_is_exit_2(double, project, capsys):
     double.fail = "restore"
     rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", backup_id, "-C", str(project.path))
     assert rc == 2 and "Traceback" not in err and "restore job" in err and "ended FAILED" in err
-    assert [r.action for r in _records(project, "test")] == ["backup"]
+    # the restore started (its intent says which backup), no outcome follows it
+    recs = _records(project, "test")
+    assert [r.action for r in recs] == ["backup", "intent"] and recs[1].changes == {"intends": "restore", "restore": {"id": backup_id, "from": "test"}}
 
 
 def test_unknown_id_missing_vault_and_other_account(double, project, capsys, monkeypatch):

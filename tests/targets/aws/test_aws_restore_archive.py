@@ -548,9 +548,11 @@ def test_production_restores_a_recorded_archive_only_after_a_backup_first(export
     assert seen == [{"restores": 0, "stopped": [], "uploaded": 1}]  # after the upload and its check, before the machine
     assert _rows(pg) == before
     actions = [r.action for r in _records(project, "production")]
-    assert actions[-2:] == ["backup", "restore"]
-    (backup, restore) = _records(project, "production")[-2:]
+    assert actions[-3:] == ["backup", "intent", "restore"]
+    (backup, intent, restore) = _records(project, "production")[-3:]
     assert backup.changes["backup"] == {"id": "20261205T000001Z", "trigger": "before restore"} and restore.changes["restore"]["backupBefore"] == "20261205T000001Z"
+    # the intent names the archive (its sha256 and the download record that vouched for it) and the backup taken first
+    assert intent.changes == {"intends": "restore", "restore": {k: v for k, v in restore.changes["restore"].items() if k in ("archive", "from", "backupBefore")}}
     # an archive no download record of production names is never restored there, --unrecorded or not
     other = tmp_path / "other.tar.gz"
     other.write_bytes(archive.read_bytes())
@@ -593,7 +595,7 @@ def test_a_start_whose_answer_was_lost_is_retried_as_the_same_execution(exported
 
 def test_a_start_that_may_have_run_keeps_the_upload_and_says_so(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
     """Every answer lost (a server error each time): whether it runs cannot be told (DescribeExecution is
-    eventually consistent), so the upload stays for it, nothing is recorded, and the command says so."""
+    eventually consistent), so the upload stays for it, only its intent is recorded, and the command says so."""
     import time
 
     import threading
@@ -608,7 +610,8 @@ def test_a_start_that_may_have_run_keeps_the_upload_and_says_so(exported: Deploy
         rc, out, err = _restore(d, project, archive, capsys)
     finally:
         d.states.hold.set()
-    assert rc == 2 and "goes on without this command and is not recorded" in err and "InternalFailure" in err, err
+    assert rc == 2 and "goes on without this command (its intent record names it, no outcome will follow)" in err and "InternalFailure" in err, err
+    assert [r.action for r in _records(project, d.role)][-1] == "intent"
     assert [r for r in _records(project, d.role) if r.action == "restore"] == []
     # it did run, and found its archive
     (execution,) = [e for e in d.states.executions.values() if e["stateMachineArn"] == a.restore_machine_arn]

@@ -147,6 +147,8 @@ def test_create_list_restore_on_test(arm, project, capsys):
     recs = _records(project, "test")
     assert [(r.action, r.changes) for r in recs] == [
         ("backup", {"backup": {"id": backup_id, "trigger": "on-demand"}}),
+        # written once the checks passed, before the first request that changes anything
+        ("intent", {"intends": "restore", "restore": {"id": backup_id, "from": "test"}}),
         ("restore", {"restore": {"id": backup_id, "from": "test"}}),
     ]
     assert all(r.signature for r in recs)
@@ -182,9 +184,10 @@ def test_production_restore_takes_a_backup_first(arm, project, capsys):
     assert rc == 0, err
     assert [r["operation"] for r in arm.requests if r["method"] != "GET"] == ["BackupsAutomaticAndOnDemand_Create"] * 2 + ["Servers_CreateOrUpdate", "StorageAccounts_RestoreBlobRanges"]
     recs = _records(project, "production")
-    assert [r.action for r in recs] == ["backup", "backup", "restore"]
+    assert [r.action for r in recs] == ["backup", "backup", "intent", "restore"]
     safety = recs[1].changes["backup"]
-    assert safety["trigger"] == "before restore" and recs[2].changes["restore"]["backupBefore"] == safety["id"]
+    assert safety["trigger"] == "before restore" and recs[3].changes["restore"]["backupBefore"] == safety["id"]
+    assert recs[2].changes == {"intends": "restore", "restore": recs[3].changes["restore"]}
     # the restore is of the backup asked for, not of the one taken before it
     assert arm.restores[0]["server"] == f"{n.database_server}-{first.lower()}"
     rc, out, err = _cli(capsys, "backup", "list", "-s", stack, "-e", "production", "-C", str(project.path), "--json")
@@ -296,7 +299,8 @@ def test_without_its_subnet_role_a_restore_is_refused_by_the_linked_check(arm, p
     assert f"the role `mxinfra {n.naming.prefix} backups-network` on that subnet" in said and "activate it as well as the backups role" in said, said
     assert arm.denied == [(SUBNET_JOIN, AZURE_BLOCK["databaseSubnetId"])]  # the zone's join is the backups role's
     assert [r["operation"] for r in arm.requests if r["method"] != "GET"][-1] == "Servers_CreateOrUpdate" and not arm.restores and not arm.blob_restores
-    assert [r.action for r in _records(project, "production")] == ["backup"]  # the backup taken before it, nothing restored
+    # the backup taken before it, and the intent of the restore the platform then refused: no outcome
+    assert [r.action for r in _records(project, "production")] == ["backup", "intent"] and "the restore's intent is recorded and no outcome follows it" in said
 
 
 @pytest.mark.parametrize("role", ["deploy", "monitor"])
@@ -347,9 +351,9 @@ def test_a_restore_still_running_at_the_timeout_names_both_operations(arm, proje
     rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", backup_id, "-C", str(project.path))
     said = " ".join(err.split())
     new = f"{n.database_server}-{backup_id.lower()}"
-    assert rc == 2 and "the restore is still running after 0 minutes" in said and "nothing was recorded" in said
+    assert rc == 2 and "the restore is still running after 0 minutes" in said and "the restore's intent is recorded and no outcome follows it" in said
     assert f"the point-in-time restore into the new server {new}" in said and f"the blob point-in-time restore of {n.storage_account}/{FILES_CONTAINER}" in said
-    assert _records(project, "test") == []
+    assert [r.action for r in _records(project, "test")] == ["intent"]
 
 
 @pytest.mark.parametrize("what,expected", [("server", "ended Disabled"), ("blobs", "blob point-in-time restore of")])
@@ -359,8 +363,8 @@ def test_a_failed_restore_is_exit_2(arm, project, capsys, what, expected):
     (backup_id,) = _cli(capsys, "backup", "list", "-s", stack, "-e", "test", "-C", str(project.path))[1].split()
     arm.fail = what
     rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", backup_id, "-C", str(project.path))
-    assert rc == 2 and "Traceback" not in err and expected in err and "nothing was recorded" in err
-    assert _records(project, "test") == []
+    assert rc == 2 and "Traceback" not in err and expected in err and "the restore's intent is recorded and no outcome follows it" in " ".join(err.split())
+    assert [(r.action, r.changes) for r in _records(project, "test")] == [("intent", {"intends": "restore", "restore": {"id": backup_id, "from": "test"}})]
 
 
 def test_a_restore_never_writes_over_an_existing_server(arm, project, capsys):
@@ -384,7 +388,7 @@ def test_a_linked_authorization_failure_says_who_can_restore(arm, project, capsy
     assert f"the role `mxinfra {n.naming.prefix} backups-network` on that subnet" in said and "activate it as well" not in said  # test: standing
     assert "have the platform identity run this restore" in said
     assert [r["operation"] for r in arm.requests if r["method"] != "GET"] == ["Servers_CreateOrUpdate"]  # the files were not touched
-    assert _records(project, "test") == []
+    assert [r.action for r in _records(project, "test")] == ["intent"]  # the request was on its way: its intent, no outcome
 
 
 def test_no_credential_is_said_plainly(arm, project, capsys, monkeypatch):

@@ -182,10 +182,12 @@ def test_a_production_restore_takes_a_backup_first_beside_the_archive(capi, proj
     before = sorted(p for p in out.iterdir() if p != archive)
     assert len(before) == 1  # what production held just before, restorable in turn
     actions = [(r.action, r.changes) for r in _records(project, "production")]
-    assert [a for a, _ in actions] == ["backup-download", "backup-download", "restore"]
+    assert [a for a, _ in actions] == ["backup-download", "backup-download", "intent", "restore"]
     taken = actions[1][1]["backup"]
     assert taken["trigger"] == "before restore" and taken["sha256"] == hashlib.sha256(before[0].read_bytes()).hexdigest()
-    assert actions[2][1]["restore"]["backupBefore"] == taken["id"] == before[0].name[:-7]
+    assert actions[3][1]["restore"]["backupBefore"] == taken["id"] == before[0].name[:-7]
+    # the intent, written after the backup and before the app was stopped, names both archives
+    assert actions[2][1] == {"intends": "restore", "restore": {k: v for k, v in actions[3][1]["restore"].items() if k in ("archive", "from", "backupBefore")}}
     assert f"production: backup {taken['id']} taken first, written to {before[0]}" in stdout
     # the backup taken first holds the emptied table: restoring it undoes the restore
     time.sleep(1.1)  # (its own backup first, in a second of its own)
@@ -354,7 +356,7 @@ def test_a_dump_the_server_refuses_leaves_the_database_as_it_was_and_the_app_run
     assert "error: restoring the database orders-acceptance-database at 127.0.0.1:" in err and "unsupported version" in err and "; the database is as it was" in err
     assert _snapshot(pg) == seeded and _objects(s3_server) == FILES
     assert capi.objects["apps"][app]["state"] == "STARTED" and capi.keys() == []
-    assert _records(project, "acceptance") == []
+    assert [r.action for r in _records(project, "acceptance")] == ["intent"] and "the restore's intent is recorded and no outcome follows it" in " ".join(err.split())
     assert DB_PASSWORD_MARK not in err
 
 
@@ -634,7 +636,7 @@ def test_an_app_that_does_not_stop_in_time_is_started_again_and_nothing_restored
     assert "error: acceptance: the Cloud Controller refused waiting for the app orders-acceptance to stop" in err and "did not finish within 10 seconds" in err
     assert _snapshot(pg) == emptied  # nothing restored under a running app
     assert capi.objects["apps"][app]["state"] == "STARTED" and f"/v3/apps/{app}/actions/start" in [p for m, p in capi.requests if m == "POST"]
-    assert capi.keys() == [] and [r.action for r in _records(project, "acceptance")] == ["backup-download"]
+    assert capi.keys() == [] and [r.action for r in _records(project, "acceptance")] == ["backup-download", "intent"]
 
 
 def test_files_not_restored_and_an_app_not_started_are_both_recorded(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):

@@ -396,11 +396,42 @@ def test_create_list_restore_on_test(cluster, pg, project, capsys):
     recs = _records(project, stack, "test")
     assert [(r.action, r.changes) for r in recs] == [
         ("backup", {"backup": {"id": backup_id, "trigger": "on-demand"}}),
+        # written just before the restore Job was created
+        ("intent", {"intends": "restore", "restore": {"id": backup_id, "from": "test"}}),
         ("restore", {"restore": {"id": backup_id, "from": "test"}}),
     ]
     assert all(r.signature for r in recs)
     rc, out, err = _cli(capsys, "activity", "verify", "-e", "test", "-C", str(project.path))
     assert rc == 0, out + err
+
+
+@pytest.mark.parametrize("cluster", ["test"], indirect=True)
+def test_a_restore_interrupted_while_it_runs_leaves_its_intent_in_the_log(cluster, pg, project, capsys, monkeypatch):
+    """Ctrl-C while the command follows the restore Job: the Job replaced the database all the same, the
+    command cannot record an outcome, and the log is not silent about it: its intent names the backup."""
+    from mxinfra_kubernetes.backups import ClusterActions
+
+    c, stack = cluster
+    before, _, backup_id = _test_backed_up(c, stack, pg, project, capsys, b"file one")
+    pg.psql('DELETE FROM "orders$order" WHERE id > 10;')
+
+    def interrupted(self: Any, job: str, backup: str) -> None:
+        raise KeyboardInterrupt  # what Python raises in the main thread on SIGINT, here while the Job is followed
+
+    monkeypatch.setattr(ClusterActions, "_wait_restore", interrupted)
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", backup_id, "-C", str(project.path))
+    assert rc == 130 and "interrupted" in err, err
+    assert _rows(pg) == before  # the Job ran to its end: the data is the backup's
+    recs = _records(project, stack, "test")
+    assert [(r.action, r.changes) for r in recs] == [
+        ("backup", {"backup": {"id": backup_id, "trigger": "on-demand"}}),
+        ("intent", {"intends": "restore", "restore": {"id": backup_id, "from": "test"}}),
+    ]
+    # what the log says runs is unchanged by it (a restore changes no workload)
+    assert (recs[1].package_sha256, recs[1].instances) == (recs[0].package_sha256, recs[0].instances)
+    rc, out, err = _cli(capsys, "activity", "-e", "test", "-C", str(project.path))
+    assert rc == 0 and "intends restore" in out, out + err
+    assert _cli(capsys, "activity", "verify", "-e", "test", "-C", str(project.path))[0] == 0
 
 
 @pytest.mark.parametrize("cluster", ["production+s3"], indirect=True)
@@ -443,7 +474,7 @@ def test_archives_in_s3_create_list_restore_download(cluster, pg, project, capsy
     # the store's keys in the fetch step only; no database anywhere in the pod
     assert "secretKeyRef" in json.dumps(fetch) and "secretKeyRef" not in json.dumps(serve) and "DATABASE_URL" not in json.dumps(export)
     recs = _records(project, stack, "production")
-    assert [r.action for r in recs] == ["backup", "backup", "restore", "backup-download"]
+    assert [r.action for r in recs] == ["backup", "backup", "intent", "restore", "backup-download"]
     assert recs[-1].changes == {"backup": {"id": backup_id, "size": len(stored), "sha256": hashlib.sha256(stored).hexdigest()}}
 
 
@@ -494,7 +525,7 @@ def test_a_restore_whose_files_cannot_go_back_says_so_and_is_recorded(cluster, p
     assert f"acceptance: the database was restored from {backup_id}, but its files were not copied back to the file store" in err and "(recorded)" in err, err
     assert _rows(pg) == before  # the database is the backup's: the log must say so
     recs = _records(project, stack, "acceptance")
-    assert [r.action for r in recs] == ["backup", "restore"]
+    assert [r.action for r in recs] == ["backup", "intent", "restore"]
     assert recs[-1].changes["restore"]["files"] == "not restored" and recs[-1].changes["restore"]["id"] == backup_id
 
 
@@ -520,7 +551,7 @@ def test_a_restore_whose_own_move_of_the_files_fails_is_recorded_as_files_not_re
     assert [(x["name"], x["state"]["terminated"]["exitCode"]) for x in c.pods[job]["status"]["containerStatuses"]] == [("restore", 3)]
     assert _rows(pg) == before
     recs = _records(project, stack, "test")
-    assert [r.action for r in recs] == ["backup", "restore"]
+    assert [r.action for r in recs] == ["backup", "intent", "restore"]
     assert recs[-1].changes["restore"]["files"] == "not restored" and recs[-1].changes["restore"]["id"] == backup_id
 
 
@@ -552,9 +583,10 @@ def test_production_restore_takes_a_backup_first(cluster, pg, project, capsys):
     kinds = [j["metadata"]["name"].split("-")[2] for j in c.created]
     assert kinds == ["backup", "backup", "restore"]
     recs = _records(project, stack, "production")
-    assert [r.action for r in recs] == ["backup", "backup", "restore"]
+    assert [r.action for r in recs] == ["backup", "backup", "intent", "restore"]
     safety = recs[1].changes["backup"]
-    assert safety["trigger"] == "before restore" and recs[2].changes["restore"]["backupBefore"] == safety["id"]
+    assert safety["trigger"] == "before restore" and recs[3].changes["restore"]["backupBefore"] == safety["id"]
+    assert recs[2].changes == {"intends": "restore", "restore": recs[3].changes["restore"]}
     # the backup taken first holds the changed rows: the restore can be undone
     rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--id", safety["id"], "-C", str(project.path))
     assert rc == 0, err
@@ -689,7 +721,7 @@ def test_production_restored_into_acceptance_with_both_archives_in_s3(two, pg, p
     assert c.step_logs[(restore_job, "fetch")] == f"restore: {backup_id} comes from production's export Job: nothing to fetch here\n"
     assert c.step_logs[(export_job, "fetch")].startswith(f"restore: fetched {backup_id} from store:backups-production-")
     assert [r.action for r in _records(project, "production", "production")] == ["backup", "backup-export"]
-    assert [r.action for r in _records(project, "acceptance", "acceptance")] == ["restore"]
+    assert [r.action for r in _records(project, "acceptance", "acceptance")] == ["intent", "restore"]
 
 
 @pytest.mark.parametrize("two", [("production", {}, "acceptance", {"restoreFrom": ["production"]})], indirect=True)
@@ -727,9 +759,11 @@ def test_production_restored_into_acceptance(two, pg, project, capsys):
     assert "app.kubernetes.io/instance" not in export["spec"]["template"]["metadata"]["labels"]
 
     sha = hashlib.sha256(archive.read_bytes()).hexdigest()
-    (restored,) = _records(project, "acceptance", "acceptance")
+    (intent, restored) = _records(project, "acceptance", "acceptance")
     assert restored.action == "restore"
     assert restored.changes == {"restore": {"id": backup_id, "from": "production", "to": "acceptance", "fromStack": "production", "size": archive.stat().st_size, "sha256": sha}}
+    # before the restore Job: which backup of which stack's environment (what the receiver then checked follows in the outcome)
+    assert intent.action == "intent" and intent.changes == {"intends": "restore", "restore": {"id": backup_id, "from": "production", "to": "acceptance", "fromStack": "production"}}
     prod = _records(project, "production", "production")
     assert [r.action for r in prod] == ["backup", "backup-export"]
     assert prod[1].changes == {"backup": {"id": backup_id, "to": "acceptance", "toStack": "acceptance", "size": archive.stat().st_size, "sha256": sha}}
@@ -768,9 +802,9 @@ def test_a_lower_tier_into_production_needs_the_flag_and_takes_a_backup_first(tw
     assert rc == 0, (err, c.logs)
     assert pg.psql('COPY (SELECT * FROM "orders$order" ORDER BY id) TO STDOUT', database="production") == acc_rows
     recs = _records(project, "production", "production")
-    assert [r.action for r in recs] == ["backup", "restore"]
+    assert [r.action for r in recs] == ["backup", "intent", "restore"]
     before = recs[0].changes["backup"]
-    assert before["trigger"] == "before restore" and recs[1].changes["restore"]["backupBefore"] == before["id"]
+    assert before["trigger"] == "before restore" and recs[2].changes["restore"]["backupBefore"] == before["id"]
     # production's backup taken first holds production's rows: the restore can be undone
     rc, _, err = _cli(capsys, "backup", "restore", "-s", "production", "-e", "production", "--id", before["id"], "-C", str(project.path))
     assert rc == 0, err
@@ -922,7 +956,7 @@ def test_a_downloaded_archive_restores_through_the_pod_proxy(cluster, pg, projec
     assert ("PUT", f"proxy {job['metadata']['name']}:{env['BACKUP_PORT']}") in c.requests
     assert f"restore: received {backup_id} from this machine ({archive.stat().st_size} bytes, sha256 {hashlib.sha256(archive.read_bytes()).hexdigest()})" in c.logs[job["metadata"]["name"]]
     recs = _records(project, stack, "test")
-    assert [r.action for r in recs] == ["backup", "backup-download", "restore"]
+    assert [r.action for r in recs] == ["backup", "backup-download", "intent", "restore"]
     assert recs[-1].changes["restore"]["archive"]["downloadRecord"] == recs[1].seq
 
 
@@ -950,7 +984,8 @@ def test_an_archive_of_another_target_restores_and_one_changed_on_the_way_does_n
     c.corrupt = True
     rc, _, err = _cli(capsys, *base, "--unrecorded")
     assert rc == 2 and "Traceback" not in err and "PUT /api/v1/namespaces/orders-test/pods/" in err and "answered HTTP 400" in err
-    assert _rows(pg) == "" and [r.action for r in _records(project, stack, "test")] == []
+    # the archive was on its way when the Job refused it: the restore's intent, no outcome
+    assert _rows(pg) == "" and [r.action for r in _records(project, stack, "test")] == ["intent"]
     rc, _, err = _cli(capsys, *base, "--unrecorded")
     assert rc == 0, (err, c.logs)
     assert _rows(pg) == seeded and (c.root / "pvc" / "orders-test-files" / "a1" / "doc").read_bytes() == b"a file of the other target"
@@ -1032,8 +1067,8 @@ def test_production_restores_a_recorded_archive_after_a_backup_and_refuses_a_hos
     assert _rows(pg) == seeded
     (before,) = set(re.findall(r"backup (\d{8}T\d{6}Z) taken first", out))
     recs = _records(project, stack, "production")
-    assert [r.action for r in recs] == ["backup", "backup-download", "backup", "restore"]
-    assert recs[2].changes == {"backup": {"id": before, "trigger": "before restore"}} and recs[3].changes["restore"]["backupBefore"] == before
+    assert [r.action for r in recs] == ["backup", "backup-download", "backup", "intent", "restore"]
+    assert recs[2].changes == {"backup": {"id": before, "trigger": "before restore"}} and recs[4].changes["restore"]["backupBefore"] == before
 
 
 @pytest.mark.parametrize("cluster", ["test"], indirect=True)

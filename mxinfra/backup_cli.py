@@ -295,8 +295,9 @@ def restore(
         before = ctx.actions.create(_now(), keep=backup_id)
         ctx.record("backup", {"backup": {"id": before, "trigger": "before restore"}})
     done = {"id": backup_id, "from": environment, **({"backupBefore": before} if before else {})}
-    _recorded_restore(ctx, done, lambda before: ctx.actions.restore(backup_id, _now(), before))
-    ctx.record("restore", {"restore": done})
+    # what the target says the restore did (the new instance or server it made, what became of the app)
+    outcome = _recorded_restore(ctx, done, lambda before: ctx.actions.restore(backup_id, _now(), before))
+    ctx.record("restore", {"restore": {**done, **(outcome if isinstance(outcome, dict) else {})}})
     sys.stdout.write(f"{environment}: restored backup {backup_id}" + (f" (backup {before} taken first)" if before else "") + "\n")
 
 
@@ -475,5 +476,6 @@ def _restore_from(directory: Path, stack: str, environment: str, backup_id: str,
     done = {"id": backup_id, "from": source, "to": environment, **where, **({"backupBefore": before} if before else {})}
     checked = _recorded_restore(ctx, done, lambda before: ctx.actions.restore_from(src.actions, backup_id, _now(), before))
     ctx.record("restore", {"restore": {**done, **checked}})
-    src.record("backup-export", {"backup": {"id": backup_id, "to": environment, **({"toStack": stack} if source_stack != stack else {}), **checked}})
+    sent = {k: v for k, v in checked.items() if k in ("size", "sha256")}  # what left the source (not what became of the destination's app)
+    src.record("backup-export", {"backup": {"id": backup_id, "to": environment, **({"toStack": stack} if source_stack != stack else {}), **sent}})
     sys.stdout.write(f"{environment}: restored backup {backup_id} of {source}" + (f" (backup {before} taken first)" if before else "") + "\n")

@@ -29,7 +29,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,6 +68,12 @@ EXTERNAL_IMAGE = "postgres:17.7"
 NEVER = "0 0 31 2 *"
 # The restore Job's receiving port for an archive from another environment (restore.sh, export.sh).
 TRANSFER_PORT = 8765
+# A restore stops the app first (as Mendix Cloud restores only a stopped environment): how long its pods
+# get to end (their grace period is the runtime's), and how long restore.sh then waits for every other
+# session of the database to end before it refuses (RESTORE_ALONE_WAIT: a pod still stopping, a pg_dump).
+STOP_TIMEOUT = 300.0
+ALONE_WAIT_SECONDS = 60
+ALONE = {"RESTORE_ALONE_WAIT": str(ALONE_WAIT_SECONDS)}
 EXPORT_COMPONENT = "backup-export"
 SCRIPT_NAMES = ("backup.sh", "restore.sh", "export.sh", "store.sh")
 # rclone moves archives to and from object storage: one small static binary that speaks S3 (with IRSA)
@@ -504,7 +510,8 @@ class ClusterActions:
 
     def refusal(self, action: str) -> str | None:
         """Why the caller may not run `action` here (None: the cluster says it may), asked with a
-        SelfSubjectAccessReview: create Jobs (create, restore) or read the backup pods' logs (list)."""
+        SelfSubjectAccessReview: create Jobs (create, restore) or read the backup pods' logs (list); a restore
+        of a running app also scale it (it stops the app first)."""
         makes = action in ("create", "restore", "export", "download")
         checks = [("create", "batch", "jobs", None)] if makes else [("list", "", "pods", None), ("get", "", "pods", "log")]
         if action == "download":
@@ -524,6 +531,8 @@ class ClusterActions:
                         "backup jobs and starts none (a Job may mount any Secret); run this as the platform or release identity"
                     )
                 return f"your identity may not {what} in {self.where}: it needs the backups permission on {self.env.name} (mxinfra:access)"
+        if action == "restore" and (count := self._app_count()[0]):
+            return self._cannot_stop(count)
         return None
 
     def create(self, now: datetime, keep: str | None = None) -> str:
@@ -537,13 +546,13 @@ class ClusterActions:
         self._run("backup", {"BACKUP_NOW": stamp, **({"BACKUP_KEEP": keep} if keep else {})}, stamp)
         return stamp
 
-    def restore(self, backup: str, now: datetime, before: Callable[[], None] | None = None) -> None:
-        """Run the restore template's Job for archive `backup` and wait for it; `before` runs just before
-        the Job is created (the CLI's intent record)."""
-        if before is not None:
-            before()
-        job = self._start("restore", self._job("restore", {"BACKUP_ID": backup}, now.astimezone(timezone.utc).strftime(ID_FORMAT)))
-        self._wait_restore(job, backup)
+    def restore(self, backup: str, now: datetime, before: Callable[[], None] | None = None) -> dict[str, Any]:
+        """Run the restore template's Job for archive `backup` with the app stopped (`_app_stopped`: `before`,
+        the CLI's intent record, runs before it is stopped) and wait for it; what became of the app."""
+        with self._app_stopped(before) as outcome:
+            job = self._start("restore", self._job("restore", {"BACKUP_ID": backup, **ALONE}, now.astimezone(timezone.utc).strftime(ID_FORMAT)))
+            self._wait_restore(job, backup)
+        return outcome
 
     def _wait_restore(self, job: str, backup: str) -> None:
         """Wait for a restore Job; FilesNotRestored when its database step succeeded and only the copy of
@@ -592,38 +601,37 @@ class ClusterActions:
         return {c["name"]: c for c in steps_of(pod)}
 
     def restore_from(self, source: ClusterActions, backup: str, now: datetime, before: Callable[[], None] | None = None) -> dict[str, Any]:
-        """Restore archive `backup` of the `source` environment here: the restore Job listens, an export
-        Job in the source namespace sends it the archive, both waited for; the archive's size and sha256
-        as the receiver checked them. `before` runs just before the restore Job is created (the CLI's
-        intent record)."""
+        """Restore archive `backup` of the `source` environment here, the app stopped (`_app_stopped`, after
+        `before`, the CLI's intent record): the restore Job listens, an export Job in the source namespace
+        sends it the archive, both waited for; the archive's size and sha256 as the receiver checked them,
+        and what became of the app."""
         stamp = now.astimezone(timezone.utc).strftime(ID_FORMAT)
         # Only whoever reads these Jobs sees the token; it admits one archive to one pod, which the
         # destination's NetworkPolicy already closes to all but the sources' export pods.
         token = secrets.token_hex(24)
         receive = {"BACKUP_ID": backup, "BACKUP_SOURCE": source.env.name, "BACKUP_PORT": str(TRANSFER_PORT), "BACKUP_TOKEN": token}
-        if before is not None:
-            before()
-        restore_job = self._start("restore", self._job("restore", receive, stamp))
-        ip = self._pod_ip(restore_job, "restore")
-        cron = source._cron("restore")
-        name = source.lay.naming.physical("export", max_len=52)
-        export_job = source._start("export", export_job_spec(cron, name, backup, token, stamp, to=self.env.name, target=f"{ip}:{TRANSFER_PORT}"))
-        try:
-            source._started(export_job, "export")
-            source._wait(export_job, "export")
-        except UserError:
-            # The receiver would listen until BACKUP_WAIT runs out: it has nothing left to wait for.
-            with contextlib.suppress(UserError):
-                _request(self.access, "DELETE", f"/apis/batch/v1/namespaces/{self.lay.namespace}/jobs/{restore_job}?propagationPolicy=Background")
-            raise
-        self._wait_restore(restore_job, backup)
-        return source._announced(export_job, f"export: sent {backup} (") or {}
+        with self._app_stopped(before) as outcome:
+            restore_job = self._start("restore", self._job("restore", {**receive, **ALONE}, stamp))
+            ip = self._pod_ip(restore_job, "restore")
+            cron = source._cron("restore")
+            name = source.lay.naming.physical("export", max_len=52)
+            export_job = source._start("export", export_job_spec(cron, name, backup, token, stamp, to=self.env.name, target=f"{ip}:{TRANSFER_PORT}"))
+            try:
+                source._started(export_job, "export")
+                source._wait(export_job, "export")
+            except UserError:
+                # The receiver would listen until BACKUP_WAIT runs out: it has nothing left to wait for.
+                with contextlib.suppress(UserError):
+                    _request(self.access, "DELETE", f"/apis/batch/v1/namespaces/{self.lay.namespace}/jobs/{restore_job}?propagationPolicy=Background")
+                raise
+            self._wait_restore(restore_job, backup)
+        return {**(source._announced(export_job, f"export: sent {backup} (") or {}), **outcome}
 
     def restore_archive(self, archive: Path, now: datetime, via: str | None, vouch: Callable[[str, int], None], before: Callable[[], None] | None = None) -> dict[str, Any]:
         """Restore an archive from this machine (any target's download, a Mendix Cloud backup): checked here
         first (mxinfra.backup_archive.check: only the dump and plain files, gzip's CRC; its sha256 and size
         from the same pass go to `vouch`, which refuses an archive of unknown provenance), then `before`
-        (production's backup, the restore's intent record), then the restore Job listens for one HTTP PUT and the archive is sent to it
+        (production's backup, the restore's intent record), then the app is stopped (`_app_stopped`), the restore Job listens for one HTTP PUT and the archive is sent to it
         through the API server's pod proxy; the Job checks size and sha256 again and restores it. The
         archive is read twice: checked, then sent."""
         from mxinfra.backup_archive import check, stored_keys
@@ -643,32 +651,111 @@ class ClusterActions:
         checked = check(archive, None, stored_keys(suffix or "") if push is not None else None)
         vouch(checked.sha256, checked.size)
         size, digest = checked.size, checked.sha256
-        if before is not None:
-            before()
         stamp = now.astimezone(timezone.utc).strftime(ID_FORMAT)
         # the id the Job keeps the copy under: the archive's own when it is one (a download), else now
         backup = archive.name[: -len(".tar.gz")] if parse_id(archive.name) is not None else stamp
         token = secrets.token_hex(24)
         receive = {"BACKUP_ID": backup, "BACKUP_SOURCE": "upload", "BACKUP_PORT": str(TRANSFER_PORT), "BACKUP_TOKEN": token, "BACKUP_RECEIVE": "http"}
-        job = self._start("restore", self._job("restore", receive, stamp))
-        self._pod_ip(job, "restore")
-        pod = self._pod(job)["metadata"]["name"]
-        try:
-            self._send(f"/api/v1/namespaces/{self.lay.namespace}/pods/{pod}:{TRANSFER_PORT}/proxy/{token}/{digest}/{backup}.tar.gz", archive, size, job)
-        except _Unanswered as e:
-            # the whole archive went; only its answer was lost: the Job may be restoring it, so it is followed,
-            # never deleted half-way (its log says whether it took the archive)
-            sys.stderr.write(f"warning: {e}: following the restore Job {job}\n")
-        except UserError:
-            with contextlib.suppress(UserError):  # the receiver would wait out BACKUP_WAIT for nothing
-                _request(self.access, "DELETE", f"/apis/batch/v1/namespaces/{self.lay.namespace}/jobs/{job}?propagationPolicy=Background")
-            raise
-        self._wait_restore(job, backup)
-        return {}
+        with self._app_stopped(before) as outcome:
+            job = self._start("restore", self._job("restore", {**receive, **ALONE}, stamp))
+            self._pod_ip(job, "restore")
+            pod = self._pod(job)["metadata"]["name"]
+            try:
+                self._send(f"/api/v1/namespaces/{self.lay.namespace}/pods/{pod}:{TRANSFER_PORT}/proxy/{token}/{digest}/{backup}.tar.gz", archive, size, job)
+            except _Unanswered as e:
+                # the whole archive went; only its answer was lost: the Job may be restoring it, so it is followed,
+                # never deleted half-way (its log says whether it took the archive)
+                sys.stderr.write(f"warning: {e}: following the restore Job {job}\n")
+            except UserError:
+                with contextlib.suppress(UserError):  # the receiver would wait out BACKUP_WAIT for nothing
+                    _request(self.access, "DELETE", f"/apis/batch/v1/namespaces/{self.lay.namespace}/jobs/{job}?propagationPolicy=Background")
+                raise
+            self._wait_restore(job, backup)
+        return outcome
 
-    def _denied(self, verb: str, resource: str, sub: str) -> bool:
+    @contextlib.contextmanager
+    def _app_stopped(self, before: Callable[[], None] | None) -> Iterator[dict[str, Any]]:
+        """The app's StatefulSet at 0 replicas, its pods gone, while the body restores; then its count again.
+
+        Checked before anything changes: whoever restores a running app must be able to scale it (the
+        deploy permission's right: a restore is never how the backups permission changes what runs; with
+        backups alone, stop it through a recorded `instances: 0` first). Then `before` (the CLI's intent
+        record), then the stop. The count is put back whatever happened, a Ctrl-C included (the restore
+        Job may then still run: restore.sh restores only once no other session holds the database, so an
+        instance started meanwhile makes it refuse rather than restore under it). Yields the outcome the
+        record carries (`app`), also set on a FilesNotRestored."""
+        scale = f"{self._workload_path}/scale"
+        count = self._app_count()[0]
+        if count and (why := self._cannot_stop(count)) is not None:  # it started since refusal() asked
+            raise UserError(why)
+        if before is not None:
+            before()
+        outcome: dict[str, Any] = {"app": "not running"} if not count else {}
+        if count:
+            self._scale(scale, 0)
+            try:
+                self._wait_stopped(scale)
+            except BaseException:
+                self._start_again(scale, count, outcome)
+                raise
+        try:
+            yield outcome
+        except FilesNotRestored as e:
+            self._start_again(scale, count, outcome)
+            e.outcome = {**(getattr(e, "outcome", None) or {}), **outcome}  # type: ignore[attr-defined]
+            raise
+        except BaseException:
+            self._start_again(scale, count, outcome)
+            raise
+        self._start_again(scale, count, outcome)
+
+    @property
+    def _workload_path(self) -> str:
+        return f"/apis/apps/v1/namespaces/{self.lay.namespace}/statefulsets/{self.lay.workload}"
+
+    def _app_count(self) -> tuple[int, int]:
+        """The app's replicas: wanted (spec) and its pods that still exist (status)."""
+        sts = _request(self.access, "GET", self._workload_path) or {}
+        return int((sts.get("spec") or {}).get("replicas") or 0), int((sts.get("status") or {}).get("replicas") or 0)
+
+    def _cannot_stop(self, count: int) -> str | None:
+        """Why the caller cannot stop the app's `count` instances for a restore (None: it may scale it)."""
+        if not self._denied("patch", "statefulsets", "scale", group="apps", name=self.lay.workload):
+            return None
+        return (
+            f"{self.env.name} runs {count} instance(s) of {self.lay.workload} in {self.where}: a restore stops the app first (Mendix restores only "
+            "a stopped environment), and your identity may not scale it (patch statefulsets/scale: the deploy permission's right, never the "
+            f"backups permission's). Run this as an identity that may, or stop it first through a recorded change (mxinfra:environments.{self.env.name}.instances: 0, "
+            "`pulumi up` as the deploy group) and start it the same way after; nothing was changed"
+        )
+
+    def _scale(self, path: str, replicas: int) -> None:
+        """Set the app's replicas (a merge patch of its scale subresource)."""
+        _request(self.access, "PATCH", path, {"spec": {"replicas": replicas}}, content_type="application/merge-patch+json")
+
+    def _wait_stopped(self, path: str) -> None:
+        """Wait until no pod of the app is left; a UserError (nothing restored) after STOP_TIMEOUT."""
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while self._app_count()[1]:
+            if time.monotonic() > deadline:
+                raise UserError(f"{self.env.name}: the app {self.lay.workload} in {self.where} still had pods {STOP_TIMEOUT:.0f}s after it was scaled to 0: nothing was restored")
+            time.sleep(self.poll)
+        sys.stderr.write(f"{self.env.name}: the app {self.lay.workload} is stopped for the restore\n")
+
+    def _start_again(self, path: str, count: int, outcome: dict[str, Any]) -> None:
+        """Put the app's count back (nothing if it ran none); a failure is a warning and the outcome says so."""
+        if not count:
+            return
+        try:
+            self._scale(path, count)
+            outcome["app"] = "stopped, then started"
+        except (UserError, OSError) as e:
+            outcome["app"] = "stopped, not started again"
+            sys.stderr.write(f"warning: {self.env.name}: the app was not started again ({e}): kubectl -n {self.lay.namespace} scale statefulset/{self.lay.workload} --replicas={count}\n")
+
+    def _denied(self, verb: str, resource: str, sub: str, *, group: str = "", name: str | None = None) -> bool:
         """Whether the cluster says the caller may not `verb` `resource`/`sub` in the namespace."""
-        attrs = {"namespace": self.lay.namespace, "verb": verb, "group": "", "resource": resource, "subresource": sub}
+        attrs = {"namespace": self.lay.namespace, "verb": verb, "group": group, "resource": resource, "subresource": sub, **({"name": name} if name else {})}
         review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "spec": {"resourceAttributes": attrs}}
         answer = _request(self.access, "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", review)
         return not (answer.get("status") or {}).get("allowed")
@@ -977,10 +1064,10 @@ def _upload(access: Any, path: str, archive: Path, size: int) -> None:
         f.f.close()
 
 
-def _request(access: Any, method: str, path: str, body: Any = None, *, raw: bool = False) -> Any:
+def _request(access: Any, method: str, path: str, body: Any = None, *, raw: bool = False, content_type: str = "application/json") -> Any:
     """One API call as the caller; the JSON answer (or the bytes, `raw`). A refusal is the user's to fix."""
     data = json.dumps(body).encode() if body is not None else None
-    headers = {"Accept": "application/json", **access.headers, **({"Content-Type": "application/json"} if data else {})}
+    headers = {"Accept": "application/json", **access.headers, **({"Content-Type": content_type} if data else {})}
     request = urllib.request.Request(access.server.rstrip("/") + path, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, context=access.tls, timeout=30) as response:

@@ -91,6 +91,9 @@ def _rules(permission: Permission, layout: Layout, mode: str, names: Mapping[str
                 {"apiGroups": [""], "resources": ["pods/proxy"], "verbs": ["get"]},
                 {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [names["database-secret"]], "verbs": ["get"]},
                 {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "resourceNames": [layout.name("postgres-data"), layout.name("files")], "verbs": ["get"]},
+                # a restore reads whether the app runs (it stops it first, which takes the deploy permission's
+                # scale right, or a recorded `instances: 0`): read only, the app's StatefulSet by name
+                {"apiGroups": ["apps"], "resources": ["statefulsets"], "resourceNames": [workload], "verbs": ["get"]},
             ]
         return out
     if permission is Permission.MANAGE:

@@ -141,11 +141,14 @@ def test_create_list_restore_on_test(double, project, capsys):
     assert f"set mxinfra:aws.database.fromBackup.test: {backup_id} and run `pulumi up`" in said
 
     recs = _records(project, "test")
+    jobs = {j["ResourceType"]: j["RestoreJobId"] for j in double.restores.values()}
     assert [(r.action, r.changes) for r in recs] == [
         ("backup", {"backup": {"id": backup_id, "trigger": "on-demand"}}),
         # written before the first restore job started: a command that dies meanwhile leaves the log saying so
         ("intent", {"intends": "restore", "restore": {"id": backup_id, "from": "test"}}),
-        ("restore", {"restore": {"id": backup_id, "from": "test"}}),
+        # what the restore made: the new instance, the bucket its files went back into, the two jobs
+        ("restore", {"restore": {"id": backup_id, "from": "test", "database": new, "files": a.bucket_name, "restoreJobs": {
+            "database": jobs["RDS"], "files": jobs["S3"]}}}),
     ]
     assert all(r.signature for r in recs)
     rc, out, err = _cli(capsys, "activity", "verify", "-e", "test", "-C", str(project.path))
@@ -165,7 +168,8 @@ def test_production_restore_takes_a_backup_first_and_keeps_it_within_the_lock(do
     assert [r.action for r in recs] == ["backup", "backup", "intent", "restore"]
     safety = recs[1].changes["backup"]
     assert safety["trigger"] == "before restore" and recs[3].changes["restore"]["backupBefore"] == safety["id"] != first
-    assert recs[2].changes == {"intends": "restore", "restore": recs[3].changes["restore"]}
+    assert recs[2].changes == {"intends": "restore", "restore": {k: v for k, v in recs[3].changes["restore"].items() if k in ("id", "from", "backupBefore")}}
+    assert recs[3].changes["restore"]["database"] == f"{a.db_identifier}-{first.lower()}"
     rc, out, err = _cli(capsys, "backup", "list", "-s", stack, "-e", "production", "-C", str(project.path), "--json")
     assert json.loads(out) == sorted([first, safety["id"]], reverse=True)
     assert _cli(capsys, "activity", "verify", "-e", "production", "-C", str(project.path))[0] == 0

@@ -149,8 +149,11 @@ def test_create_list_restore_on_test(arm, project, capsys):
         ("backup", {"backup": {"id": backup_id, "trigger": "on-demand"}}),
         # written once the checks passed, before the first request that changes anything
         ("intent", {"intends": "restore", "restore": {"id": backup_id, "from": "test"}}),
-        ("restore", {"restore": {"id": backup_id, "from": "test"}}),
+        # what the restore made: the new server, the container rolled back, to which instant
+        ("restore", {"restore": {"id": backup_id, "from": "test", "server": new, "files": f"{n.storage_account}/{FILES_CONTAINER}",
+                                 "pointInTime": recs[2].changes["restore"]["pointInTime"]}}),
     ]
+    assert recs[2].changes["restore"]["pointInTime"] == blobs["parameters"]["timeToRestore"]
     assert all(r.signature for r in recs)
     rc, out, err = _cli(capsys, "activity", "verify", "-e", "test", "-C", str(project.path))
     assert rc == 0, out + err
@@ -187,7 +190,8 @@ def test_production_restore_takes_a_backup_first(arm, project, capsys):
     assert [r.action for r in recs] == ["backup", "backup", "intent", "restore"]
     safety = recs[1].changes["backup"]
     assert safety["trigger"] == "before restore" and recs[3].changes["restore"]["backupBefore"] == safety["id"]
-    assert recs[2].changes == {"intends": "restore", "restore": recs[3].changes["restore"]}
+    assert recs[2].changes == {"intends": "restore", "restore": {k: v for k, v in recs[3].changes["restore"].items() if k in ("id", "from", "backupBefore")}}
+    assert recs[3].changes["restore"]["server"] == f"{n.database_server}-{first.lower()}"
     # the restore is of the backup asked for, not of the one taken before it
     assert arm.restores[0]["server"] == f"{n.database_server}-{first.lower()}"
     rc, out, err = _cli(capsys, "backup", "list", "-s", stack, "-e", "production", "-C", str(project.path), "--json")

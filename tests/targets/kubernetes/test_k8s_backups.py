@@ -221,6 +221,9 @@ def test_below_production_backups_reads_its_two_cron_jobs_and_downloads_through_
     rules = rbac.rules(Permission.BACKUPS, lay, "plain")
     assert {"apiGroups": [""], "resources": ["pods/proxy"], "verbs": ["get"]} in rules
     assert not [r for r in rules if {"pods/exec", "pods/attach", "pods/portforward"} & set(r["resources"])]
+    # a restore reads whether the app runs; stopping it is the deploy permission's scale right, never backups'
+    assert {"apiGroups": ["apps"], "resources": ["statefulsets"], "resourceNames": [lay.workload], "verbs": ["get"]} in rules
+    assert not [r for r in rules if "apps" in r["apiGroups"] and (set(r["verbs"]) - {"get"} or "statefulsets/scale" in r["resources"])]
     prod = Layout.of(Naming("orders", "production"), for_environment(KubernetesConfig.model_validate({"mode": "plain"}), "production"), {})
     assert not [r for r in rbac.rules(Permission.BACKUPS, prod, "plain", production=True) if "pods/proxy" in r["resources"]]
 

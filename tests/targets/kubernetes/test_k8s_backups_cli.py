@@ -67,6 +67,13 @@ class Cluster:
         self.created: list[dict] = []
         self.store: dict[str, Any] = {}  # with archives in S3: the emulator's endpoint, the Secret's values, busybox's PATH
         self.path_first: dict[str, Path] = {}  # container name -> a directory of commands found before the image's (a fault)
+        # the app's StatefulSet (the controller: its pods follow spec.replicas at once, unless stop_hangs)
+        self.statefulsets = {(d["metadata"]["namespace"], d["metadata"]["name"]): json.loads(json.dumps(d)) for d in objects if d["kind"] == "StatefulSet"}
+        for sts in self.statefulsets.values():
+            sts["status"] = {"replicas": sts["spec"].get("replicas", 1)}
+        self.stop_hangs = False
+        self.scaled: list[tuple[str, int]] = []  # (StatefulSet, replicas) as patched
+        self.pods_at_job: dict[str, dict[str, int]] = {}  # Job -> each StatefulSet's pods when it ran
 
     def run_job(self, job: dict) -> None:
         """What the kubelet would do: the init containers one by one, then the container, each command with
@@ -74,6 +81,7 @@ class Cluster:
         is the container's (not its init containers')."""
         pod = job["spec"]["template"]["spec"]
         name = job["metadata"]["name"]
+        self.pods_at_job[name] = {n: sts["status"]["replicas"] for (ns, n), sts in self.statefulsets.items() if ns == job["metadata"]["namespace"]}
         (c,) = pod["containers"]
         dirs = {}
         for v in pod["volumes"]:
@@ -169,6 +177,18 @@ class Cluster:
             if m.group(2) in self.threads:
                 self.threads[m.group(2)].join(timeout=30)  # answers when the Job is done, as a poll would
             return 200, self.jobs[m.group(2)]
+        if m := re.fullmatch(r"/apis/apps/v1/namespaces/([^/]+)/statefulsets/([^/]+)(/scale)?", url.path):
+            sts = self.statefulsets.get((m.group(1), m.group(2)))
+            if sts is None:
+                return 404, {"kind": "Status", "code": 404}
+            if method == "PATCH" and m.group(3):
+                sts["spec"]["replicas"] = body["spec"]["replicas"]
+                self.scaled.append((m.group(2), body["spec"]["replicas"]))
+                if not (self.stop_hangs and body["spec"]["replicas"] == 0):
+                    sts["status"]["replicas"] = body["spec"]["replicas"]
+                return 200, {"kind": "Scale", "spec": {"replicas": sts["spec"]["replicas"]}, "status": {"replicas": sts["status"]["replicas"]}}
+            if method == "GET" and not m.group(3):
+                return 200, json.loads(json.dumps(sts))
         if url.path.endswith("/pods"):
             wanted = dict(kv.split("=") for kv in urllib.parse.parse_qs(url.query)["labelSelector"][0].split(","))
             ns = url.path.split("/")[4]
@@ -260,6 +280,10 @@ def _serve(cluster: Cluster) -> tuple[ThreadingHTTPServer, str]:
 
         def do_DELETE(self) -> None:  # noqa: N802
             self._answer("DELETE")
+
+        def do_PATCH(self) -> None:  # noqa: N802
+            assert self.headers.get("Content-Type") == "application/merge-patch+json"
+            self._answer("PATCH")
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -392,13 +416,17 @@ def test_create_list_restore_on_test(cluster, pg, project, capsys):
     assert _rows(pg) == before
     assert {p.name: p.read_bytes() for p in files.iterdir()} == {"doc1": b"\x00\x01 file one"}
     assert [j["metadata"]["name"].split("-")[2] for j in c.created] == ["backup", "restore"]  # no backup first below production
+    # the app stopped for the restore (Mendix restores only a stopped environment), then started with its count
+    (app,) = [n for (_, n), sts in c.statefulsets.items() if sts["metadata"]["labels"].get("app.kubernetes.io/component") == "runtime"]
+    assert c.scaled == [(app, 0), (app, 1)] and c.pods_at_job[c.created[1]["metadata"]["name"]][app] == 0
+    assert {e["name"]: e.get("value") for e in c.created[1]["spec"]["template"]["spec"]["containers"][0]["env"]}["RESTORE_ALONE_WAIT"] == "60"
 
     recs = _records(project, stack, "test")
     assert [(r.action, r.changes) for r in recs] == [
         ("backup", {"backup": {"id": backup_id, "trigger": "on-demand"}}),
-        # written just before the restore Job was created
+        # written just before the app was stopped
         ("intent", {"intends": "restore", "restore": {"id": backup_id, "from": "test"}}),
-        ("restore", {"restore": {"id": backup_id, "from": "test"}}),
+        ("restore", {"restore": {"id": backup_id, "from": "test", "app": "stopped, then started"}}),
     ]
     assert all(r.signature for r in recs)
     rc, out, err = _cli(capsys, "activity", "verify", "-e", "test", "-C", str(project.path))
@@ -422,6 +450,8 @@ def test_a_restore_interrupted_while_it_runs_leaves_its_intent_in_the_log(cluste
     rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", backup_id, "-C", str(project.path))
     assert rc == 130 and "interrupted" in err, err
     assert _rows(pg) == before  # the Job ran to its end: the data is the backup's
+    (app,) = {n for n, _ in c.scaled}
+    assert c.scaled == [(app, 0), (app, 1)]  # started again on the way out, the Ctrl-C notwithstanding
     recs = _records(project, stack, "test")
     assert [(r.action, r.changes) for r in recs] == [
         ("backup", {"backup": {"id": backup_id, "trigger": "on-demand"}}),
@@ -432,6 +462,55 @@ def test_a_restore_interrupted_while_it_runs_leaves_its_intent_in_the_log(cluste
     rc, out, err = _cli(capsys, "activity", "-e", "test", "-C", str(project.path))
     assert rc == 0 and "intends restore" in out, out + err
     assert _cli(capsys, "activity", "verify", "-e", "test", "-C", str(project.path))[0] == 0
+
+
+def _app(c: Cluster) -> tuple[str, str]:
+    """The namespace and name of the app's StatefulSet (not the in-cluster database's)."""
+    (key,) = [k for k, sts in c.statefulsets.items() if sts["metadata"]["labels"].get("app.kubernetes.io/component") == "runtime"]
+    return key
+
+
+@pytest.mark.parametrize("cluster", ["test"], indirect=True)
+def test_a_running_app_is_not_restored_by_an_identity_that_cannot_stop_it(cluster, pg, project, capsys):
+    """The backups permission may not scale the app (that is deploy's): with it alone, a restore of a running
+    app is refused before anything changes, saying how to stop the app through a recorded change."""
+    c, stack = cluster
+    _, _, backup_id = _test_backed_up(c, stack, pg, project, capsys, b"file one")
+    ns, app = _app(c)
+    c.denied.add((ns, "patch"))
+    pg.psql('DELETE FROM "orders$order" WHERE id > 10;')
+    changed = _rows(pg)
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", backup_id, "-C", str(project.path))
+    said = " ".join(err.split())
+    assert rc == 2 and "Traceback" not in err, err
+    assert f"test runs 1 instance(s) of {app}" in said and "may not scale it (patch statefulsets/scale" in said, said
+    assert "mxinfra:environments.test.instances: 0" in said and "nothing was changed" in said, said
+    assert _rows(pg) == changed and c.scaled == [] and [j["metadata"]["name"].split("-")[2] for j in c.created] == ["backup"]
+    assert [r.action for r in _records(project, stack, "test")] == ["backup"]
+    # stopped through the stack (instances: 0, what `pulumi up` would leave), the same identity restores
+    c.statefulsets[(ns, app)]["spec"]["replicas"] = c.statefulsets[(ns, app)]["status"]["replicas"] = 0
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", backup_id, "-C", str(project.path))
+    assert rc == 0, err
+    assert _rows(pg) != changed and c.scaled == []
+    assert _records(project, stack, "test")[-1].changes["restore"] == {"id": backup_id, "from": "test", "app": "not running"}
+
+
+@pytest.mark.parametrize("cluster", ["test"], indirect=True)
+def test_an_app_that_does_not_stop_is_started_again_and_nothing_restored(cluster, pg, project, capsys, monkeypatch):
+    from mxinfra_kubernetes import backups
+
+    c, stack = cluster
+    _, _, backup_id = _test_backed_up(c, stack, pg, project, capsys, b"file one")
+    ns, app = _app(c)
+    c.stop_hangs = True  # its pod never goes (a finalizer, a node gone)
+    monkeypatch.setattr(backups, "STOP_TIMEOUT", 0.0)
+    pg.psql('DELETE FROM "orders$order" WHERE id > 10;')
+    changed = _rows(pg)
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", backup_id, "-C", str(project.path))
+    said = " ".join(err.split())
+    assert rc == 2 and "Traceback" not in err and f"the app {app} in namespace {ns}" in said and "still had pods 0s after it was scaled to 0: nothing was restored" in said, said
+    assert _rows(pg) == changed and c.scaled == [(app, 0), (app, 1)] and len(c.created) == 1  # no restore Job
+    assert [r.action for r in _records(project, stack, "test")] == ["backup", "intent"]
 
 
 @pytest.mark.parametrize("cluster", ["production+s3"], indirect=True)
@@ -586,7 +665,8 @@ def test_production_restore_takes_a_backup_first(cluster, pg, project, capsys):
     assert [r.action for r in recs] == ["backup", "backup", "intent", "restore"]
     safety = recs[1].changes["backup"]
     assert safety["trigger"] == "before restore" and recs[3].changes["restore"]["backupBefore"] == safety["id"]
-    assert recs[2].changes == {"intends": "restore", "restore": recs[3].changes["restore"]}
+    assert recs[2].changes == {"intends": "restore", "restore": {k: v for k, v in recs[3].changes["restore"].items() if k != "app"}}
+    assert recs[3].changes["restore"]["app"] == "stopped, then started"
     # the backup taken first holds the changed rows: the restore can be undone
     rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--id", safety["id"], "-C", str(project.path))
     assert rc == 0, err
@@ -761,7 +841,7 @@ def test_production_restored_into_acceptance(two, pg, project, capsys):
     sha = hashlib.sha256(archive.read_bytes()).hexdigest()
     (intent, restored) = _records(project, "acceptance", "acceptance")
     assert restored.action == "restore"
-    assert restored.changes == {"restore": {"id": backup_id, "from": "production", "to": "acceptance", "fromStack": "production", "size": archive.stat().st_size, "sha256": sha}}
+    assert restored.changes == {"restore": {"id": backup_id, "from": "production", "to": "acceptance", "fromStack": "production", "size": archive.stat().st_size, "sha256": sha, "app": "stopped, then started"}}
     # before the restore Job: which backup of which stack's environment (what the receiver then checked follows in the outcome)
     assert intent.action == "intent" and intent.changes == {"intends": "restore", "restore": {"id": backup_id, "from": "production", "to": "acceptance", "fromStack": "production"}}
     prod = _records(project, "production", "production")

@@ -297,7 +297,7 @@ def restore(
     done = {"id": backup_id, "from": environment, **({"backupBefore": before} if before else {})}
     # what the target says the restore did (the new instance or server it made, what became of the app)
     outcome = _recorded_restore(ctx, done, lambda before: ctx.actions.restore(backup_id, _now(), before))
-    ctx.record("restore", {"restore": {**done, **(outcome if isinstance(outcome, dict) else {})}})
+    ctx.record("restore", {"restore": {**(outcome if isinstance(outcome, dict) else {}), **done}})  # what the CLI knows wins
     sys.stdout.write(f"{environment}: restored backup {backup_id}" + (f" (backup {before} taken first)" if before else "") + "\n")
 
 

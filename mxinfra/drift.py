@@ -126,20 +126,23 @@ def recorded_state(environment: str, records: Iterable[Any]) -> Recorded:
     tracked input)."""
     from dataclasses import replace
 
-    from .governance.activity import INTENT
+    from .governance.activity import BACKUP_ACTIONS, INTENT
 
     state = Recorded(environment, present=False)
     instances: int | None = None
     intent: Recorded | None = None
     for r in records:
         where = {"seq": r.seq, "action": r.action, "time": r.time, "actor": r.actor}
+        if r.action == INTENT and (r.changes or {}).get("intends") == "restore":
+            continue  # a restore changes no workload: a `pulumi up` intent before it stays the pending one
         if r.action == INTENT:
             # about to be applied: what runs is the state before it until its outcome is recorded
             count = getattr(r, "instances", None)
             intent = Recorded(environment, present=True, **where, package_sha256=r.package_sha256, package_version=r.package_version,
                               artifact=r.artifact, instances=_count(count) if count is not None else instances)
             continue
-        intent = None
+        if r.action not in BACKUP_ACTIONS:  # they name what the last record left running, and settle no intent
+            intent = None
         if r.action == "destroy":
             state, instances = Recorded(environment, present=False, **where), None
             continue

@@ -64,6 +64,8 @@ GENESIS = "0" * 64  # prev_hash of an environment's first record
 # The action of a record written before a change is applied (the release intent): it says what a `pulumi up`
 # is about to apply, not what runs; the record of its outcome follows it once the change was applied.
 INTENT = "intent"
+# What `mxinfra backup` records: no workload changes by them (each names what the last record left running).
+BACKUP_ACTIONS = ("backup", "backup-download", "backup-export", "restore")
 ACTIONS = ("deploy", "settings", "scale", "permissions")
 CHECKPOINT_EVERY = 16  # a signed checkpoint every 16 records: the gate reads fewer records than this since one
 # Objects a walk along the chain reads before it looks for a newer anchor (a stale head hint): past this, a

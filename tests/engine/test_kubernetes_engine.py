@@ -447,6 +447,13 @@ def test_constant_change_creates_the_new_config_before_deleting_the_old(deployed
 
 
 def test_instance_change_writes_one_scale_record(deployed: Deployed) -> None:
+    # First what `mxinfra backup restore` does around its Job (ClusterActions._app_stopped): the count to 0
+    # and back through the scale subresource, a merge patch by another field manager. The API server then
+    # drops .spec.replicas from the provider's managed fields rather than give it to that manager, so the
+    # change below, a server-side apply of another count, meets no conflict.
+    scale = "/apis/apps/v1/namespaces/orders-acceptance/statefulsets/orders-acceptance/scale"
+    for replicas in (0, 1):
+        deployed.cluster.request("PATCH", scale, {"spec": {"replicas": replicas}}, content_type="application/merge-patch+json")
     before = deployed.activity("acceptance")
     f = deployed.project.stack_file("acceptance")
     doc = yaml.safe_load(f.read_text())

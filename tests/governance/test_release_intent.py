@@ -176,3 +176,29 @@ def test_drift_reads_an_intent_without_its_outcome_as_a_run_that_stopped(repo):
     # neither: a change by hand, as ever
     other = differences(state, Observed("production", "Runtime production", exists=True, instances=7))
     assert [(d.field, d.blocking) for d in other] == [("instances", True)]
+
+
+def test_backup_records_and_a_restore_intent_after_a_stopped_run_keep_its_intent_pending(repo):
+    """A restore (and the backups around it) changes no workload: after a `pulumi up` that applied and did
+    not record its outcome, a failed restore's intent, a backup and a restore's outcome leave that run's
+    intent the pending one, so drift still says "run `pulumi up` again" rather than refusing it (found by a
+    hostile review: the restore's intent, a copy of the last record, used to replace it)."""
+    from mxinfra.governance.activity import what_runs
+
+    intent, activity = ReleaseIntentProvider(), ActivityProvider()
+    made = intent.create(props(repo))
+    activity.create(props(repo))
+    intent.update("release-intent", made.outs, props(repo, instances=5.0))  # applied, then the run stopped
+    log = ActivityLog(open_store(repo), signer=None)
+    last = log.last_record("production", app="orders")
+    assert last is not None and last.action == "deploy"
+    for action, changes in [
+        ("backup", {"backup": {"id": "20261206T000000Z", "trigger": "before restore"}}),
+        (INTENT, {"intends": "restore", "restore": {"id": "20261205T000000Z", "from": "production"}}),
+        ("restore", {"restore": {"id": "20261205T000000Z", "from": "production"}}),
+    ]:
+        log.append("production", actor="ops", action=action, **what_runs(last), app="orders", changes=changes)
+        state = recorded_state("production", log.records("production"))
+        assert state.intent is not None and state.intent.instances == 5, action
+        found = differences(state, Observed("production", "Runtime production", exists=True, instances=5))
+        assert [(d.field, d.blocking) for d in found] == [("outcome", False)], (action, found)

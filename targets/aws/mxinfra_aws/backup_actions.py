@@ -645,7 +645,7 @@ class VaultActions:
             if started:
                 # the command stopped following a restore that goes on (the task may not have fetched the
                 # archive yet): its upload stays for it; its intent was recorded, its outcome is not from here
-                self._say(f"warning: the restore {execution} may run: it goes on without this command (its intent record names it, no outcome will follow); it starts the services again when it ends "
+                self._say(f"warning: the restore {execution} may run: it goes on without this command (the restore's intent record names the archive; no outcome will follow); it starts the services again when it ends "
                           f"(`aws stepfunctions describe-execution --execution-arn {execution}`)")
                 uploaded = False
             raise

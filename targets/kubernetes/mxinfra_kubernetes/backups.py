@@ -69,7 +69,7 @@ NEVER = "0 0 31 2 *"
 # The restore Job's receiving port for an archive from another environment (restore.sh, export.sh).
 TRANSFER_PORT = 8765
 # A restore stops the app first (as Mendix Cloud restores only a stopped environment): how long its pods
-# get to end (their grace period is the runtime's), and how long restore.sh then waits for every other
+# get to end beyond their grace periods (the runtime's, one pod after another), and how long restore.sh then waits for every other
 # session of the database to end before it refuses (RESTORE_ALONE_WAIT: a pod still stopping, a pg_dump).
 STOP_TIMEOUT = 300.0
 ALONE_WAIT_SECONDS = 60
@@ -494,6 +494,14 @@ JOB_TIMEOUT = 6 * 3600.0  # a large database's dump; the CLI waits for the Job i
 _ARCHIVES = "backup: archives:"
 
 
+@dataclass
+class _Stopped:
+    """A restore's stop of the app: the restore Job once made, and what became of the app (the record's `app`)."""
+
+    outcome: dict[str, Any]
+    job: str | None = None
+
+
 class ClusterActions:
     """`mxinfra backup` on one plain environment: Jobs made from its CronJobs, as `kubectl create job
     --from=cronjob/...` makes them, by whoever runs the command (below production the `backups` group;
@@ -531,8 +539,13 @@ class ClusterActions:
                         "backup jobs and starts none (a Job may mount any Secret); run this as the platform or release identity"
                     )
                 return f"your identity may not {what} in {self.where}: it needs the backups permission on {self.env.name} (mxinfra:access)"
-        if action == "restore" and (count := self._app_count()[0]):
-            return self._cannot_stop(count)
+        if action == "restore":
+            try:
+                count = self._app_count()[0]
+            except UserError as e:  # a Role rendered before restores stopped the app cannot read it
+                return f"{e}: a restore reads the app's StatefulSet (it stops the app first); if the backups Role lacks `get` on it, run `pulumi up` for {self.env.name} to update it"
+            if count:
+                return self._cannot_stop(count)
         return None
 
     def create(self, now: datetime, keep: str | None = None) -> str:
@@ -549,10 +562,10 @@ class ClusterActions:
     def restore(self, backup: str, now: datetime, before: Callable[[], None] | None = None) -> dict[str, Any]:
         """Run the restore template's Job for archive `backup` with the app stopped (`_app_stopped`: `before`,
         the CLI's intent record, runs before it is stopped) and wait for it; what became of the app."""
-        with self._app_stopped(before) as outcome:
-            job = self._start("restore", self._job("restore", {"BACKUP_ID": backup, **ALONE}, now.astimezone(timezone.utc).strftime(ID_FORMAT)))
-            self._wait_restore(job, backup)
-        return outcome
+        with self._app_stopped(before) as stopped:
+            stopped.job = self._start("restore", self._job("restore", {"BACKUP_ID": backup, **ALONE}, now.astimezone(timezone.utc).strftime(ID_FORMAT)))
+            self._wait_restore(stopped.job, backup)
+        return stopped.outcome
 
     def _wait_restore(self, job: str, backup: str) -> None:
         """Wait for a restore Job; FilesNotRestored when its database step succeeded and only the copy of
@@ -610,8 +623,8 @@ class ClusterActions:
         # destination's NetworkPolicy already closes to all but the sources' export pods.
         token = secrets.token_hex(24)
         receive = {"BACKUP_ID": backup, "BACKUP_SOURCE": source.env.name, "BACKUP_PORT": str(TRANSFER_PORT), "BACKUP_TOKEN": token}
-        with self._app_stopped(before) as outcome:
-            restore_job = self._start("restore", self._job("restore", {**receive, **ALONE}, stamp))
+        with self._app_stopped(before) as stopped:
+            restore_job = stopped.job = self._start("restore", self._job("restore", {**receive, **ALONE}, stamp))
             ip = self._pod_ip(restore_job, "restore")
             cron = source._cron("restore")
             name = source.lay.naming.physical("export", max_len=52)
@@ -623,9 +636,13 @@ class ClusterActions:
                 # The receiver would listen until BACKUP_WAIT runs out: it has nothing left to wait for.
                 with contextlib.suppress(UserError):
                     _request(self.access, "DELETE", f"/apis/batch/v1/namespaces/{self.lay.namespace}/jobs/{restore_job}?propagationPolicy=Background")
+                    stopped.job = None  # it received nothing, so it restored nothing: the app may start again
                 raise
             self._wait_restore(restore_job, backup)
-        return {**(source._announced(export_job, f"export: sent {backup} (") or {}), **outcome}
+            # read while the app is still stopped: a failure here is not a restore's outcome left unrecorded
+            # by a read after the app was started again
+            sent = source._announced(export_job, f"export: sent {backup} (") or {}
+        return {**sent, **stopped.outcome}
 
     def restore_archive(self, archive: Path, now: datetime, via: str | None, vouch: Callable[[str, int], None], before: Callable[[], None] | None = None) -> dict[str, Any]:
         """Restore an archive from this machine (any target's download, a Mendix Cloud backup): checked here
@@ -656,8 +673,8 @@ class ClusterActions:
         backup = archive.name[: -len(".tar.gz")] if parse_id(archive.name) is not None else stamp
         token = secrets.token_hex(24)
         receive = {"BACKUP_ID": backup, "BACKUP_SOURCE": "upload", "BACKUP_PORT": str(TRANSFER_PORT), "BACKUP_TOKEN": token, "BACKUP_RECEIVE": "http"}
-        with self._app_stopped(before) as outcome:
-            job = self._start("restore", self._job("restore", {**receive, **ALONE}, stamp))
+        with self._app_stopped(before) as stopped:
+            job = stopped.job = self._start("restore", self._job("restore", {**receive, **ALONE}, stamp))
             self._pod_ip(job, "restore")
             pod = self._pod(job)["metadata"]["name"]
             try:
@@ -669,54 +686,76 @@ class ClusterActions:
             except UserError:
                 with contextlib.suppress(UserError):  # the receiver would wait out BACKUP_WAIT for nothing
                     _request(self.access, "DELETE", f"/apis/batch/v1/namespaces/{self.lay.namespace}/jobs/{job}?propagationPolicy=Background")
+                    stopped.job = None  # it refused or never got the archive: nothing restored, the app may start again
                 raise
             self._wait_restore(job, backup)
-        return outcome
+        return stopped.outcome
 
     @contextlib.contextmanager
-    def _app_stopped(self, before: Callable[[], None] | None) -> Iterator[dict[str, Any]]:
+    def _app_stopped(self, before: Callable[[], None] | None) -> Iterator[_Stopped]:
         """The app's StatefulSet at 0 replicas, its pods gone, while the body restores; then its count again.
 
-        Checked before anything changes: whoever restores a running app must be able to scale it (the
-        deploy permission's right: a restore is never how the backups permission changes what runs; with
-        backups alone, stop it through a recorded `instances: 0` first). Then `before` (the CLI's intent
-        record), then the stop. The count is put back whatever happened, a Ctrl-C included (the restore
-        Job may then still run: restore.sh restores only once no other session holds the database, so an
-        instance started meanwhile makes it refuse rather than restore under it). Yields the outcome the
-        record carries (`app`), also set on a FilesNotRestored."""
-        scale = f"{self._workload_path}/scale"
-        count = self._app_count()[0]
-        if count and (why := self._cannot_stop(count)) is not None:  # it started since refusal() asked
-            raise UserError(why)
+        `before` (the CLI's intent record) runs first; then the count is read (what a production backup
+        taken in `before` may have seen change) and, if the app runs, the caller must be able to scale it
+        (the deploy permission's right: a restore is never how the backups permission changes what runs;
+        with backups alone, stop it through a recorded `instances: 0` first; refusal() asked already, before
+        anything). Then the stop. The body names the restore Job it made (`job`): the app is started again
+        once that Job is over, succeeded or failed, or when none was made; if the command stops while the
+        Job may still run (Ctrl-C, a timeout, the API server gone), the app stays stopped and the command
+        says how to start it once the Job ended, since restore.sh checks for other sessions only before it
+        starts replacing the database. Yields the state whose `outcome` the record carries (`app`), which is
+        also set on a FilesNotRestored."""
         if before is not None:
             before()
-        outcome: dict[str, Any] = {"app": "not running"} if not count else {}
+        scale = f"{self._workload_path}/scale"
+        count, _, grace = self._app_count()
+        if count and (why := self._cannot_stop(count)) is not None:
+            raise UserError(why)
+        stopped = _Stopped(outcome={"app": "not running"} if not count else {})
         if count:
             self._scale(scale, 0)
             try:
-                self._wait_stopped(scale)
+                self._wait_stopped(count, grace)
             except BaseException:
-                self._start_again(scale, count, outcome)
+                self._start_again(scale, count, stopped.outcome)
                 raise
         try:
-            yield outcome
+            yield stopped
         except FilesNotRestored as e:
-            self._start_again(scale, count, outcome)
-            e.outcome = {**(getattr(e, "outcome", None) or {}), **outcome}  # type: ignore[attr-defined]
+            self._start_again(scale, count, stopped.outcome)  # the Job is over: it said which step failed
+            e.outcome = {**(getattr(e, "outcome", None) or {}), **stopped.outcome}  # type: ignore[attr-defined]
             raise
         except BaseException:
-            self._start_again(scale, count, outcome)
+            if stopped.job is None or self._job_over(stopped.job):
+                self._start_again(scale, count, stopped.outcome)
+            elif count:
+                stopped.outcome["app"] = "stopped, not started again"
+                sys.stderr.write(
+                    f"warning: {self.env.name}: the restore Job {stopped.job} may still run, so the app stays stopped (started now, it would run beside "
+                    f"the restore): once the Job ended (kubectl -n {self.lay.namespace} get job/{stopped.job}), start it: "
+                    f"kubectl -n {self.lay.namespace} scale statefulset/{self.lay.workload} --replicas={count}\n"
+                )
             raise
-        self._start_again(scale, count, outcome)
+        self._start_again(scale, count, stopped.outcome)
+
+    def _job_over(self, job: str) -> bool:
+        """Whether the Job is Complete or Failed (False when that cannot be read)."""
+        try:
+            status = _request(self.access, "GET", f"/apis/batch/v1/namespaces/{self.lay.namespace}/jobs/{job}").get("status") or {}
+        except UserError:
+            return False
+        return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in status.get("conditions") or [])
 
     @property
     def _workload_path(self) -> str:
         return f"/apis/apps/v1/namespaces/{self.lay.namespace}/statefulsets/{self.lay.workload}"
 
-    def _app_count(self) -> tuple[int, int]:
-        """The app's replicas: wanted (spec) and its pods that still exist (status)."""
+    def _app_count(self) -> tuple[int, int, int]:
+        """The app's replicas: wanted (spec), its pods that still exist (status), and a pod's grace period."""
         sts = _request(self.access, "GET", self._workload_path) or {}
-        return int((sts.get("spec") or {}).get("replicas") or 0), int((sts.get("status") or {}).get("replicas") or 0)
+        spec = sts.get("spec") or {}
+        grace = ((spec.get("template") or {}).get("spec") or {}).get("terminationGracePeriodSeconds")
+        return int(spec.get("replicas") or 0), int((sts.get("status") or {}).get("replicas") or 0), int(grace if grace is not None else 30)
 
     def _cannot_stop(self, count: int) -> str | None:
         """Why the caller cannot stop the app's `count` instances for a restore (None: it may scale it)."""
@@ -733,12 +772,14 @@ class ClusterActions:
         """Set the app's replicas (a merge patch of its scale subresource)."""
         _request(self.access, "PATCH", path, {"spec": {"replicas": replicas}}, content_type="application/merge-patch+json")
 
-    def _wait_stopped(self, path: str) -> None:
-        """Wait until no pod of the app is left; a UserError (nothing restored) after STOP_TIMEOUT."""
-        deadline = time.monotonic() + STOP_TIMEOUT
+    def _wait_stopped(self, count: int, grace: int) -> None:
+        """Wait until no pod of the app is left; a UserError (nothing restored) after each pod's grace period
+        (an OrderedReady StatefulSet stops its pods one after another) and STOP_TIMEOUT more."""
+        limit = STOP_TIMEOUT + count * grace
+        deadline = time.monotonic() + limit
         while self._app_count()[1]:
             if time.monotonic() > deadline:
-                raise UserError(f"{self.env.name}: the app {self.lay.workload} in {self.where} still had pods {STOP_TIMEOUT:.0f}s after it was scaled to 0: nothing was restored")
+                raise UserError(f"{self.env.name}: the app {self.lay.workload} in {self.where} still had pods {limit:.0f}s after it was scaled to 0: nothing was restored")
             time.sleep(self.poll)
         sys.stderr.write(f"{self.env.name}: the app {self.lay.workload} is stopped for the restore\n")
 

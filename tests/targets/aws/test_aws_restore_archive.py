@@ -610,7 +610,7 @@ def test_a_start_that_may_have_run_keeps_the_upload_and_says_so(exported: Deploy
         rc, out, err = _restore(d, project, archive, capsys)
     finally:
         d.states.hold.set()
-    assert rc == 2 and "goes on without this command (its intent record names it, no outcome will follow)" in err and "InternalFailure" in err, err
+    assert rc == 2 and "goes on without this command (the restore's intent record names the archive; no outcome will follow)" in err and "InternalFailure" in err, err
     assert [r.action for r in _records(project, d.role)][-1] == "intent"
     assert [r for r in _records(project, d.role) if r.action == "restore"] == []
     # it did run, and found its archive

@@ -54,7 +54,9 @@ class Cluster:
         self.configmaps = {d["metadata"]["name"]: d for d in objects if d["kind"] == "ConfigMap"}
         self.pg_url, self.root = pg_url, root
         self.urls: dict[str, str] = {}  # a namespace's own database (default: pg_url)
-        self.denied: set[tuple[str, str]] = set()  # (namespace, verb) the access review refuses
+        self.denied: set[tuple[str, ...]] = set()  # (namespace, verb) or (namespace, verb, resource/subresource) the access review refuses
+        self.reviews: list[dict[str, str]] = []  # every access review's attributes, as asked
+        self.hold = False  # Jobs created are not run: they stay running (no condition) until the test says
         self.threads: dict[str, threading.Thread] = {}
         self.proxied = 0
         self.corrupt = False  # flip one bit of the next proxied answer
@@ -159,7 +161,10 @@ class Cluster:
         url = urllib.parse.urlparse(path)
         if method == "POST" and url.path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews":
             attrs = body["spec"]["resourceAttributes"]
-            return 201, {**body, "status": {"allowed": self.allowed and (attrs["namespace"], attrs["verb"]) not in self.denied}}
+            self.reviews.append(dict(attrs))
+            what = attrs["resource"] + ("/" + attrs["subresource"] if attrs.get("subresource") else "")
+            refused = (attrs["namespace"], attrs["verb"]) in self.denied or (attrs["namespace"], attrs["verb"], what) in self.denied
+            return 201, {**body, "status": {"allowed": self.allowed and not refused}}
         if m := re.fullmatch(r"/apis/batch/v1/namespaces/([^/]+)/cronjobs/([^/]+)", url.path):
             found = self.cronjobs.get(m.group(2))
             return (200, json.loads(json.dumps(found))) if found and found["metadata"]["namespace"] == m.group(1) else (404, {"kind": "Status", "code": 404})
@@ -168,7 +173,8 @@ class Cluster:
             assert restricted_violations(body["spec"]["template"]["spec"]) == []
             self.created.append(json.loads(json.dumps(body)))
             self.jobs[body["metadata"]["name"]] = body
-            self.run_job(body)
+            if not self.hold:
+                self.run_job(body)
             return 201, body
         if m := re.fullmatch(r"/apis/batch/v1/namespaces/([^/]+)/jobs/([^/]+)", url.path):
             if method == "DELETE":
@@ -176,6 +182,8 @@ class Cluster:
                 return 200, {"kind": "Status", "status": "Success"}
             if m.group(2) in self.threads:
                 self.threads[m.group(2)].join(timeout=30)  # answers when the Job is done, as a poll would
+            if m.group(2) not in self.jobs:
+                return 404, {"kind": "Status", "code": 404}
             return 200, self.jobs[m.group(2)]
         if m := re.fullmatch(r"/apis/apps/v1/namespaces/([^/]+)/statefulsets/([^/]+)(/scale)?", url.path):
             sts = self.statefulsets.get((m.group(1), m.group(2)))
@@ -464,6 +472,29 @@ def test_a_restore_interrupted_while_it_runs_leaves_its_intent_in_the_log(cluste
     assert _cli(capsys, "activity", "verify", "-e", "test", "-C", str(project.path))[0] == 0
 
 
+@pytest.mark.parametrize("cluster", ["test"], indirect=True)
+def test_an_app_is_not_started_beside_a_restore_job_that_may_still_run(cluster, pg, project, capsys, monkeypatch):
+    """Ctrl-C while the restore Job still runs: restore.sh looked for other sessions only before it began, so
+    the app stays stopped, and the command says how to start it once the Job ended."""
+    from mxinfra_kubernetes.backups import ClusterActions
+
+    c, stack = cluster
+    _, _, backup_id = _test_backed_up(c, stack, pg, project, capsys, b"file one")
+    ns, app = _app(c)
+    c.hold = True  # the restore Job is made and stays running
+
+    def interrupted(self: Any, job: str, backup: str) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ClusterActions, "_wait_restore", interrupted)
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", backup_id, "-C", str(project.path))
+    said = " ".join(err.split())
+    (job,) = [j["metadata"]["name"] for j in c.created if "-restore-" in j["metadata"]["name"]]
+    assert rc == 130 and c.scaled == [(app, 0)], err
+    assert f"the restore Job {job} may still run, so the app stays stopped" in said and f"kubectl -n {ns} scale statefulset/{app} --replicas=1" in said, said
+    assert [r.action for r in _records(project, stack, "test")] == ["backup", "intent"]
+
+
 def _app(c: Cluster) -> tuple[str, str]:
     """The namespace and name of the app's StatefulSet (not the in-cluster database's)."""
     (key,) = [k for k, sts in c.statefulsets.items() if sts["metadata"]["labels"].get("app.kubernetes.io/component") == "runtime"]
@@ -477,7 +508,7 @@ def test_a_running_app_is_not_restored_by_an_identity_that_cannot_stop_it(cluste
     c, stack = cluster
     _, _, backup_id = _test_backed_up(c, stack, pg, project, capsys, b"file one")
     ns, app = _app(c)
-    c.denied.add((ns, "patch"))
+    c.denied.add((ns, "patch", "statefulsets/scale"))
     pg.psql('DELETE FROM "orders$order" WHERE id > 10;')
     changed = _rows(pg)
     rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", backup_id, "-C", str(project.path))
@@ -485,6 +516,8 @@ def test_a_running_app_is_not_restored_by_an_identity_that_cannot_stop_it(cluste
     assert rc == 2 and "Traceback" not in err, err
     assert f"test runs 1 instance(s) of {app}" in said and "may not scale it (patch statefulsets/scale" in said, said
     assert "mxinfra:environments.test.instances: 0" in said and "nothing was changed" in said, said
+    # what was asked: patch of that StatefulSet's scale subresource, in the apps group
+    assert {"namespace": ns, "verb": "patch", "group": "apps", "resource": "statefulsets", "subresource": "scale", "name": app} in c.reviews
     assert _rows(pg) == changed and c.scaled == [] and [j["metadata"]["name"].split("-")[2] for j in c.created] == ["backup"]
     assert [r.action for r in _records(project, stack, "test")] == ["backup"]
     # stopped through the stack (instances: 0, what `pulumi up` would leave), the same identity restores
@@ -504,6 +537,7 @@ def test_an_app_that_does_not_stop_is_started_again_and_nothing_restored(cluster
     ns, app = _app(c)
     c.stop_hangs = True  # its pod never goes (a finalizer, a node gone)
     monkeypatch.setattr(backups, "STOP_TIMEOUT", 0.0)
+    c.statefulsets[(ns, app)]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 0
     pg.psql('DELETE FROM "orders$order" WHERE id > 10;')
     changed = _rows(pg)
     rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", backup_id, "-C", str(project.path))
@@ -1064,8 +1098,11 @@ def test_an_archive_of_another_target_restores_and_one_changed_on_the_way_does_n
     c.corrupt = True
     rc, _, err = _cli(capsys, *base, "--unrecorded")
     assert rc == 2 and "Traceback" not in err and "PUT /api/v1/namespaces/orders-test/pods/" in err and "answered HTTP 400" in err
-    # the archive was on its way when the Job refused it: the restore's intent, no outcome
+    # the archive was on its way when the Job refused it: the restore's intent, no outcome; the Job deleted,
+    # so the app started again
     assert _rows(pg) == "" and [r.action for r in _records(project, stack, "test")] == ["intent"]
+    (app,) = {n for n, _ in c.scaled}
+    assert c.scaled == [(app, 0), (app, 1)] and "stays stopped" not in err
     rc, _, err = _cli(capsys, *base, "--unrecorded")
     assert rc == 0, (err, c.logs)
     assert _rows(pg) == seeded and (c.root / "pvc" / "orders-test-files" / "a1" / "doc").read_bytes() == b"a file of the other target"

@@ -25,7 +25,7 @@
 #                  (AWS: `mxinfra backup restore --archive` uploaded it, store.sh fetched it): its sha256
 #                  must be this, checked before anything changes, and it is judged as an archive received
 #                  over HTTP is (below)
-#   RESTORE_ALONE_WAIT  seconds to wait for every other session of the database to end before restoring
+#   RESTORE_ALONE_WAIT  seconds to wait for every other session of the database's user to end before restoring
 #                  (optional: the app was stopped first; see below)
 #   RESTORE_CLEAN_SQL  the text of clean.sql, where no file can be put beside this script (a Fargate task
 #                  runs it inline); otherwise clean.sql is read from this script's directory
@@ -305,9 +305,11 @@ restore_database() {
     case "$statuses" in *"$step"*) ;; *) return 1 ;; esac
   done
 }
-# RESTORE_ALONE_WAIT (seconds): restore only once no other session is connected to the database (the app's
-# stopping tasks, a running pg_dump), waiting that long for them to end; else nothing is restored. Where the
-# caller stopped the app first (AWS), so no instance still writing takes its part of the database back.
+# RESTORE_ALONE_WAIT (seconds): restore only once no other session of this user (the app's: every target
+# restores as the user the app signs in as) is connected to the database (the app's stopping tasks or pods,
+# a running pg_dump), waiting that long for them to end; else nothing is restored. Where the caller stopped
+# the app first (AWS, Kubernetes), so no instance still writing takes its part of the database back. Other
+# users' sessions (a monitoring agent) do not hold the restore back.
 if [ -n "${RESTORE_ALONE_WAIT:-}" ]; then
   case "$RESTORE_ALONE_WAIT" in
     *[!0-9]*|"") echo "restore: RESTORE_ALONE_WAIT must be a number of seconds, got '$RESTORE_ALONE_WAIT'" >&2; exit 2 ;;
@@ -323,10 +325,10 @@ if [ -n "${RESTORE_ALONE_WAIT:-}" ]; then
   while :; do
     # clients only: autovacuum and parallel workers yield to the restore's locks
     others=$(psql --no-psqlrc --quiet --tuples-only --no-align --dbname="$DATABASE_URL" \
-      --command="SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE datname = pg_catalog.current_database() AND pid <> pg_catalog.pg_backend_pid() AND backend_type = 'client backend'") \
+      --command="SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE datname = pg_catalog.current_database() AND pid <> pg_catalog.pg_backend_pid() AND backend_type = 'client backend' AND usename = current_user") \
       || nothing_restored "cannot read the database's sessions (see above)"
     [ "$others" = 0 ] && break
-    [ "$waited" -lt "$RESTORE_ALONE_WAIT" ] || nothing_restored "$others other session(s) still connected to the database after ${waited}s (an instance of the app, a pg_dump?)"
+    [ "$waited" -lt "$RESTORE_ALONE_WAIT" ] || nothing_restored "$others other session(s) of the database's user still connected after ${waited}s (an instance of the app, a pg_dump?)"
     echo "restore: waiting for $others other session(s) of the database to end"
     sleep 5
     waited=$((waited + 5))

@@ -475,7 +475,7 @@ def test_a_session_still_connected_to_the_database_is_waited_for_then_nothing_is
         holder.kill()
         holder.wait()
     assert rc == 2 and "nothing was restored; the services were started again" in err, err
-    assert "1 other session(s) still connected to the database after 5s" in d.states.logs["restore"]
+    assert "1 other session(s) of the database's user still connected after 5s" in d.states.logs["restore"]
     assert _rows(pg) == changed and d.states.service_log == [(a.service_name, 0), (a.service_name, 2)]
 
 

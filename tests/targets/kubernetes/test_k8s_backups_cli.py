@@ -495,6 +495,33 @@ def test_an_app_is_not_started_beside_a_restore_job_that_may_still_run(cluster, 
     assert [r.action for r in _records(project, stack, "test")] == ["backup", "intent"]
 
 
+@pytest.mark.parametrize("cluster", ["test"], indirect=True)
+def test_a_session_of_another_user_does_not_hold_a_restore_back(cluster, pg, project, capsys):
+    """restore.sh waits (RESTORE_ALONE_WAIT) for the other sessions of the app's user only: a monitoring
+    agent signed in as a user of its own stays connected and the restore goes on."""
+    from postgres import require_bin_dir
+
+    c, stack = cluster
+    before, _, backup_id = _test_backed_up(c, stack, pg, project, capsys, b"file one")
+    pg.psql("CREATE ROLE monitor LOGIN PASSWORD 'monitor-password'; GRANT pg_monitor TO monitor;")
+    pg.psql('DELETE FROM "orders$order" WHERE id > 10;')
+    url = pg.url.replace(pg.url.split("@")[0].split("//")[1], "monitor:monitor-password")
+    holder = subprocess.Popen([str(require_bin_dir() / "psql"), url, "-c", "SELECT pg_sleep(60)"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(100):  # connected before the restore looks
+            if "monitor" in pg.psql("SELECT usename FROM pg_stat_activity WHERE usename = 'monitor'"):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(holder.stderr.read() if holder.poll() is not None else "the monitor session did not connect")
+        rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", backup_id, "-C", str(project.path))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert rc == 0, (err, c.logs)
+    assert _rows(pg) == before
+
+
 def _app(c: Cluster) -> tuple[str, str]:
     """The namespace and name of the app's StatefulSet (not the in-cluster database's)."""
     (key,) = [k for k, sts in c.statefulsets.items() if sts["metadata"]["labels"].get("app.kubernetes.io/component") == "runtime"]

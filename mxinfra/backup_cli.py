@@ -426,10 +426,10 @@ def _recorded_restore(
     try:
         result = run(before)
     except FilesNotRestored as e:
-        before = {"backupBefore": taken["id"]} if taken and "id" in taken else {}
+        taken_first = {"backupBefore": taken["id"]} if taken and "id" in taken else {}
         # what else the target says happened (e.g. the app not started again), the files' outcome last
         outcome = {k: v for k, v in (getattr(e, "outcome", None) or {}).items() if k != "files"}
-        ctx.record("restore", {"restore": {**done, **before, **outcome, "files": "not restored"}})
+        ctx.record("restore", {"restore": {**outcome, **done, **taken_first, "files": "not restored"}})  # what the CLI knows wins
         raise UserError(f"{e} (recorded)") from None
     except UserError as e:
         if intended:

@@ -323,9 +323,10 @@ if [ -n "${RESTORE_ALONE_WAIT:-}" ]; then
   }
   waited=0
   while :; do
-    # clients only: autovacuum and parallel workers yield to the restore's locks
+    # clients only: autovacuum and parallel workers yield to the restore's locks (a session the role may not
+    # see the details of shows no backend_type; the login user, session_user, is what the app signs in as)
     others=$(psql --no-psqlrc --quiet --tuples-only --no-align --dbname="$DATABASE_URL" \
-      --command="SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE datname = pg_catalog.current_database() AND pid <> pg_catalog.pg_backend_pid() AND backend_type = 'client backend' AND usename = current_user") \
+      --command="SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE datname = pg_catalog.current_database() AND pid <> pg_catalog.pg_backend_pid() AND (backend_type = 'client backend' OR backend_type IS NULL) AND usename = session_user") \
       || nothing_restored "cannot read the database's sessions (see above)"
     [ "$others" = 0 ] && break
     [ "$waited" -lt "$RESTORE_ALONE_WAIT" ] || nothing_restored "$others other session(s) of the database's user still connected after ${waited}s (an instance of the app, a pg_dump?)"

@@ -69,8 +69,9 @@ NEVER = "0 0 31 2 *"
 # The restore Job's receiving port for an archive from another environment (restore.sh, export.sh).
 TRANSFER_PORT = 8765
 # A restore stops the app first (as Mendix Cloud restores only a stopped environment): how long its pods
-# get to end beyond their grace periods (the runtime's, one pod after another), and how long restore.sh then waits for every other
-# session of the database to end before it refuses (RESTORE_ALONE_WAIT: a pod still stopping, a pg_dump).
+# get to end beyond their grace periods (the runtime's, one pod after another), and how long restore.sh
+# then waits for every other session of the app's database user to end before it refuses
+# (RESTORE_ALONE_WAIT: a pod still stopping, a pg_dump).
 STOP_TIMEOUT = 300.0
 ALONE_WAIT_SECONDS = 60
 ALONE = {"RESTORE_ALONE_WAIT": str(ALONE_WAIT_SECONDS)}
@@ -542,7 +543,10 @@ class ClusterActions:
         if action == "restore":
             try:
                 count = self._app_count()[0]
-            except UserError as e:  # a Role rendered before restores stopped the app cannot read it
+            except UserError as e:
+                if "HTTP 403" not in str(e):
+                    return str(e)
+                # a Role rendered before restores stopped the app cannot read it
                 return f"{e}: a restore reads the app's StatefulSet (it stops the app first); if the backups Role lacks `get` on it, run `pulumi up` for {self.env.name} to update it"
             if count:
                 return self._cannot_stop(count)
@@ -563,7 +567,10 @@ class ClusterActions:
         """Run the restore template's Job for archive `backup` with the app stopped (`_app_stopped`: `before`,
         the CLI's intent record, runs before it is stopped) and wait for it; what became of the app."""
         with self._app_stopped(before) as stopped:
-            stopped.job = self._start("restore", self._job("restore", {"BACKUP_ID": backup, **ALONE}, now.astimezone(timezone.utc).strftime(ID_FORMAT)))
+            job = self._job("restore", {"BACKUP_ID": backup, **ALONE}, now.astimezone(timezone.utc).strftime(ID_FORMAT))
+            stopped.job = job["metadata"]["name"]  # before the create: its answer may be lost after the Job was made
+            self._start("restore", job)
+            self._started_or_gone(stopped, "restore")
             self._wait_restore(stopped.job, backup)
         return stopped.outcome
 
@@ -624,12 +631,14 @@ class ClusterActions:
         token = secrets.token_hex(24)
         receive = {"BACKUP_ID": backup, "BACKUP_SOURCE": source.env.name, "BACKUP_PORT": str(TRANSFER_PORT), "BACKUP_TOKEN": token}
         with self._app_stopped(before) as stopped:
-            restore_job = stopped.job = self._start("restore", self._job("restore", {**receive, **ALONE}, stamp))
-            ip = self._pod_ip(restore_job, "restore")
-            cron = source._cron("restore")
-            name = source.lay.naming.physical("export", max_len=52)
-            export_job = source._start("export", export_job_spec(cron, name, backup, token, stamp, to=self.env.name, target=f"{ip}:{TRANSFER_PORT}"))
+            made = self._job("restore", {**receive, **ALONE}, stamp)
+            restore_job = stopped.job = made["metadata"]["name"]
+            self._start("restore", made)
             try:
+                ip = self._pod_ip(restore_job, "restore")
+                cron = source._cron("restore")
+                name = source.lay.naming.physical("export", max_len=52)
+                export_job = source._start("export", export_job_spec(cron, name, backup, token, stamp, to=self.env.name, target=f"{ip}:{TRANSFER_PORT}"))
                 source._started(export_job, "export")
                 source._wait(export_job, "export")
             except UserError:
@@ -639,9 +648,11 @@ class ClusterActions:
                     stopped.job = None  # it received nothing, so it restored nothing: the app may start again
                 raise
             self._wait_restore(restore_job, backup)
-            # read while the app is still stopped: a failure here is not a restore's outcome left unrecorded
-            # by a read after the app was started again
-            sent = source._announced(export_job, f"export: sent {backup} (") or {}
+            try:
+                sent = source._announced(export_job, f"export: sent {backup} (") or {}
+            except UserError as e:  # the restore is done: its record goes without what the export's log said
+                sys.stderr.write(f"warning: the export Job's log could not be read ({e}): the records go without the archive's size and sha256\n")
+                sent = {}
         return {**sent, **stopped.outcome}
 
     def restore_archive(self, archive: Path, now: datetime, via: str | None, vouch: Callable[[str, int], None], before: Callable[[], None] | None = None) -> dict[str, Any]:
@@ -674,10 +685,12 @@ class ClusterActions:
         token = secrets.token_hex(24)
         receive = {"BACKUP_ID": backup, "BACKUP_SOURCE": "upload", "BACKUP_PORT": str(TRANSFER_PORT), "BACKUP_TOKEN": token, "BACKUP_RECEIVE": "http"}
         with self._app_stopped(before) as stopped:
-            job = stopped.job = self._start("restore", self._job("restore", {**receive, **ALONE}, stamp))
-            self._pod_ip(job, "restore")
-            pod = self._pod(job)["metadata"]["name"]
+            made = self._job("restore", {**receive, **ALONE}, stamp)
+            job = stopped.job = made["metadata"]["name"]
+            self._start("restore", made)
             try:
+                self._pod_ip(job, "restore")
+                pod = self._pod(job)["metadata"]["name"]
                 self._send(f"/api/v1/namespaces/{self.lay.namespace}/pods/{pod}:{TRANSFER_PORT}/proxy/{token}/{digest}/{backup}.tar.gz", archive, size, job)
             except _Unanswered as e:
                 # the whole archive went; only its answer was lost: the Job may be restoring it, so it is followed,
@@ -705,16 +718,16 @@ class ClusterActions:
         says how to start it once the Job ended, since restore.sh checks for other sessions only before it
         starts replacing the database. Yields the state whose `outcome` the record carries (`app`), which is
         also set on a FilesNotRestored."""
+        scale = f"{self._workload_path}/scale"
+        if (count := self._app_count()[0]) and (why := self._cannot_stop(count)) is not None:  # started since refusal()
+            raise UserError(why)
         if before is not None:
             before()
-        scale = f"{self._workload_path}/scale"
         count, _, grace = self._app_count()
-        if count and (why := self._cannot_stop(count)) is not None:
-            raise UserError(why)
         stopped = _Stopped(outcome={"app": "not running"} if not count else {})
         if count:
-            self._scale(scale, 0)
             try:
+                self._scale(scale, 0)
                 self._wait_stopped(count, grace)
             except BaseException:
                 self._start_again(scale, count, stopped.outcome)
@@ -726,9 +739,12 @@ class ClusterActions:
             e.outcome = {**(getattr(e, "outcome", None) or {}), **stopped.outcome}  # type: ignore[attr-defined]
             raise
         except BaseException:
-            if stopped.job is None or self._job_over(stopped.job):
+            if not count:
+                if stopped.job is not None and not self._job_over(stopped.job):
+                    sys.stderr.write(f"warning: {self.env.name}: the restore Job {stopped.job} may still run (kubectl -n {self.lay.namespace} get job/{stopped.job}): start no instance before it ended\n")
+            elif stopped.job is None or self._job_over(stopped.job):
                 self._start_again(scale, count, stopped.outcome)
-            elif count:
+            else:
                 stopped.outcome["app"] = "stopped, not started again"
                 sys.stderr.write(
                     f"warning: {self.env.name}: the restore Job {stopped.job} may still run, so the app stays stopped (started now, it would run beside "
@@ -739,12 +755,29 @@ class ClusterActions:
         self._start_again(scale, count, stopped.outcome)
 
     def _job_over(self, job: str) -> bool:
-        """Whether the Job is Complete or Failed (False when that cannot be read)."""
+        """Whether the Job is Complete or Failed, or gone with no pod of it left (False when that cannot be read)."""
         try:
             status = _request(self.access, "GET", f"/apis/batch/v1/namespaces/{self.lay.namespace}/jobs/{job}").get("status") or {}
-        except UserError:
-            return False
+        except UserError as e:
+            if "HTTP 404" not in str(e):
+                return False
+            try:  # never made (its create was refused), or deleted: over once no pod of it is left
+                return not self._pod(job)
+            except UserError:
+                return False
         return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in status.get("conditions") or [])
+
+    def _started_or_gone(self, stopped: _Stopped, action: str) -> None:
+        """The restore Job's pod left Pending; else (a quota, an image pull) the Job is deleted, having run
+        nothing, so that the app starts again rather than wait out the Job's timeout stopped."""
+        assert stopped.job is not None
+        try:
+            self._started(stopped.job, action)
+        except UserError:
+            with contextlib.suppress(UserError):
+                _request(self.access, "DELETE", f"/apis/batch/v1/namespaces/{self.lay.namespace}/jobs/{stopped.job}?propagationPolicy=Background")
+                stopped.job = None
+            raise
 
     @property
     def _workload_path(self) -> str:

@@ -56,7 +56,7 @@ class Cluster:
         self.urls: dict[str, str] = {}  # a namespace's own database (default: pg_url)
         self.denied: set[tuple[str, ...]] = set()  # (namespace, verb) or (namespace, verb, resource/subresource) the access review refuses
         self.reviews: list[dict[str, str]] = []  # every access review's attributes, as asked
-        self.hold = False  # Jobs created are not run: they stay running (no condition) until the test says
+        self.hold: bool | str = False  # Jobs created are not run: they stay running (no condition); "pending": never scheduled
         self.threads: dict[str, threading.Thread] = {}
         self.proxied = 0
         self.corrupt = False  # flip one bit of the next proxied answer
@@ -175,10 +175,16 @@ class Cluster:
             self.jobs[body["metadata"]["name"]] = body
             if not self.hold:
                 self.run_job(body)
+            else:  # its pod runs and goes on running (hold == "pending": it is never scheduled)
+                name = body["metadata"]["name"]
+                labels = {**body["spec"]["template"]["metadata"]["labels"], "job-name": name}
+                phase = {"phase": "Pending"} if self.hold == "pending" else {"phase": "Running", "podIP": "127.0.0.1"}
+                self.pods[name] = {"metadata": {"name": name, "namespace": m.group(1), "labels": labels, "creationTimestamp": f"{len(self.pods):06d}"}, "status": phase}
             return 201, body
         if m := re.fullmatch(r"/apis/batch/v1/namespaces/([^/]+)/jobs/([^/]+)", url.path):
             if method == "DELETE":
                 self.jobs.pop(m.group(2), None)
+                self.pods.pop(m.group(2), None)  # Background propagation: its pod goes too
                 return 200, {"kind": "Status", "status": "Success"}
             if m.group(2) in self.threads:
                 self.threads[m.group(2)].join(timeout=30)  # answers when the Job is done, as a poll would
@@ -520,6 +526,24 @@ def test_a_session_of_another_user_does_not_hold_a_restore_back(cluster, pg, pro
         holder.wait()
     assert rc == 0, (err, c.logs)
     assert _rows(pg) == before
+
+
+@pytest.mark.parametrize("cluster", ["test"], indirect=True)
+def test_a_restore_job_whose_pod_never_starts_is_deleted_and_the_app_started_again(cluster, pg, project, capsys, monkeypatch):
+    """A full quota or an image that cannot be pulled: the Job would keep the app stopped for its whole
+    timeout; it is deleted once its pod stayed Pending past the limit, and the app started again."""
+    from mxinfra_kubernetes import backups
+
+    c, stack = cluster
+    _, _, backup_id = _test_backed_up(c, stack, pg, project, capsys, b"file one")
+    _, app = _app(c)
+    c.hold = "pending"
+    monkeypatch.setattr(backups, "_pending_limit", lambda status, timeout: 0.0)
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", backup_id, "-C", str(project.path))
+    said = " ".join(err.split())
+    assert rc == 2 and "Traceback" not in err and "did not start" in said and "stays stopped" not in said, said
+    assert c.scaled == [(app, 0), (app, 1)] and not [j for j in c.jobs if "-restore-" in j]  # deleted
+    assert [r.action for r in _records(project, stack, "test")] == ["backup", "intent"]
 
 
 def _app(c: Cluster) -> tuple[str, str]:

@@ -484,7 +484,7 @@ class VaultActions:
         else:
             lines.append("  database: this backup has no database recovery point: nothing restored")
         if FILES in jobs:
-            result["files"] = self.a.bucket_name
+            result["filesInto"] = self.a.bucket_name  # (a record's `files` says how many, or `not restored`)
             lines.append(f"  files: into the environment's bucket {self.a.bucket_name}: the backup's objects are the current versions again; the versions they replaced are kept as noncurrent versions")
         else:
             lines.append("  files: this backup has no files recovery point: nothing restored")

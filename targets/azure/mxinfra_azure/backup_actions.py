@@ -247,7 +247,8 @@ class ServerActions:
                 ]
             )
         )
-        return {"server": new, "files": f"{self.account}/{FILES_CONTAINER}", "pointInTime": _iso(at)}
+        # named as AWS names them in the record: where the database and the files were restored into
+        return {"database": new, "filesInto": f"{self.account}/{FILES_CONTAINER}", "pointInTime": _iso(at)}
 
     # --- Azure --------------------------------------------------------------------------------------------
 

@@ -147,7 +147,7 @@ def test_create_list_restore_on_test(double, project, capsys):
         # written before the first restore job started: a command that dies meanwhile leaves the log saying so
         ("intent", {"intends": "restore", "restore": {"id": backup_id, "from": "test"}}),
         # what the restore made: the new instance, the bucket its files went back into, the two jobs
-        ("restore", {"restore": {"id": backup_id, "from": "test", "database": new, "files": a.bucket_name, "restoreJobs": {
+        ("restore", {"restore": {"id": backup_id, "from": "test", "database": new, "filesInto": a.bucket_name, "restoreJobs": {
             "database": jobs["RDS"], "files": jobs["S3"]}}}),
     ]
     assert all(r.signature for r in recs)

@@ -150,7 +150,7 @@ def test_create_list_restore_on_test(arm, project, capsys):
         # written once the checks passed, before the first request that changes anything
         ("intent", {"intends": "restore", "restore": {"id": backup_id, "from": "test"}}),
         # what the restore made: the new server, the container rolled back, to which instant
-        ("restore", {"restore": {"id": backup_id, "from": "test", "server": new, "files": f"{n.storage_account}/{FILES_CONTAINER}",
+        ("restore", {"restore": {"id": backup_id, "from": "test", "database": new, "filesInto": f"{n.storage_account}/{FILES_CONTAINER}",
                                  "pointInTime": recs[2].changes["restore"]["pointInTime"]}}),
     ]
     assert recs[2].changes["restore"]["pointInTime"] == blobs["parameters"]["timeToRestore"]
@@ -191,7 +191,7 @@ def test_production_restore_takes_a_backup_first(arm, project, capsys):
     safety = recs[1].changes["backup"]
     assert safety["trigger"] == "before restore" and recs[3].changes["restore"]["backupBefore"] == safety["id"]
     assert recs[2].changes == {"intends": "restore", "restore": {k: v for k, v in recs[3].changes["restore"].items() if k in ("id", "from", "backupBefore")}}
-    assert recs[3].changes["restore"]["server"] == f"{n.database_server}-{first.lower()}"
+    assert recs[3].changes["restore"]["database"] == f"{n.database_server}-{first.lower()}"
     # the restore is of the backup asked for, not of the one taken before it
     assert arm.restores[0]["server"] == f"{n.database_server}-{first.lower()}"
     rc, out, err = _cli(capsys, "backup", "list", "-s", stack, "-e", "production", "-C", str(project.path), "--json")

@@ -826,6 +826,9 @@ class ClusterActions:
         except (UserError, OSError) as e:
             outcome["app"] = "stopped, not started again"
             sys.stderr.write(f"warning: {self.env.name}: the app was not started again ({e}): kubectl -n {self.lay.namespace} scale statefulset/{self.lay.workload} --replicas={count}\n")
+        except BaseException:  # a second Ctrl-C while it is started again: say how, then stop
+            sys.stderr.write(f"warning: {self.env.name}: interrupted while the app was started again: kubectl -n {self.lay.namespace} scale statefulset/{self.lay.workload} --replicas={count}\n")
+            raise
 
     def _denied(self, verb: str, resource: str, sub: str, *, group: str = "", name: str | None = None) -> bool:
         """Whether the cluster says the caller may not `verb` `resource`/`sub` in the namespace."""

@@ -546,6 +546,27 @@ def test_a_restore_job_whose_pod_never_starts_is_deleted_and_the_app_started_aga
     assert [r.action for r in _records(project, stack, "test")] == ["backup", "intent"]
 
 
+@pytest.mark.parametrize("cluster", ["test"], indirect=True)
+def test_a_second_ctrl_c_while_the_app_is_started_again_says_how_to_start_it(cluster, pg, project, capsys, monkeypatch):
+    from mxinfra_kubernetes.backups import ClusterActions
+
+    c, stack = cluster
+    _, _, backup_id = _test_backed_up(c, stack, pg, project, capsys, b"file one")
+    ns, app = _app(c)
+    scale = ClusterActions._scale
+
+    def interrupted_on_the_way_up(self: Any, path: str, replicas: int) -> None:
+        if replicas:
+            raise KeyboardInterrupt
+        scale(self, path, replicas)
+
+    monkeypatch.setattr(ClusterActions, "_scale", interrupted_on_the_way_up)
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", backup_id, "-C", str(project.path))
+    said = " ".join(err.split())
+    assert rc == 130 and c.scaled == [(app, 0)], err
+    assert f"interrupted while the app was started again: kubectl -n {ns} scale statefulset/{app} --replicas=1" in said, said
+
+
 def _app(c: Cluster) -> tuple[str, str]:
     """The namespace and name of the app's StatefulSet (not the in-cluster database's)."""
     (key,) = [k for k, sts in c.statefulsets.items() if sts["metadata"]["labels"].get("app.kubernetes.io/component") == "runtime"]

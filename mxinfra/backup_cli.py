@@ -417,19 +417,21 @@ def _recorded_restore(
 
     intended: list[bool] = []
 
+    def taken_first() -> dict[str, Any]:  # read when needed: `first` fills `taken` during the run
+        return {"backupBefore": taken["id"]} if taken and "id" in taken else {}
+
     def before() -> None:
         if first is not None:
             first()
-        _restore_intent(ctx, {**done, **({"backupBefore": taken["id"]} if taken and "id" in taken else {})})
+        _restore_intent(ctx, {**done, **taken_first()})
         intended.append(True)
 
     try:
         result = run(before)
     except FilesNotRestored as e:
-        taken_first = {"backupBefore": taken["id"]} if taken and "id" in taken else {}
         # what else the target says happened (e.g. the app not started again), the files' outcome last
         outcome = {k: v for k, v in (getattr(e, "outcome", None) or {}).items() if k != "files"}
-        ctx.record("restore", {"restore": {**outcome, **done, **taken_first, "files": "not restored"}})  # what the CLI knows wins
+        ctx.record("restore", {"restore": {**outcome, **done, **taken_first(), "files": "not restored"}})  # what the CLI knows wins
         raise UserError(f"{e} (recorded)") from None
     except UserError as e:
         if intended:

@@ -643,9 +643,7 @@ class ClusterActions:
                 source._wait(export_job, "export")
             except UserError:
                 # The receiver would listen until BACKUP_WAIT runs out: it has nothing left to wait for.
-                with contextlib.suppress(UserError):
-                    _request(self.access, "DELETE", f"/apis/batch/v1/namespaces/{self.lay.namespace}/jobs/{restore_job}?propagationPolicy=Background")
-                    stopped.job = None  # it received nothing, so it restored nothing: the app may start again
+                self._drop(stopped)
                 raise
             self._wait_restore(restore_job, backup)
             try:
@@ -697,9 +695,7 @@ class ClusterActions:
                 # never deleted half-way (its log says whether it took the archive)
                 sys.stderr.write(f"warning: {e}: following the restore Job {job}\n")
             except UserError:
-                with contextlib.suppress(UserError):  # the receiver would wait out BACKUP_WAIT for nothing
-                    _request(self.access, "DELETE", f"/apis/batch/v1/namespaces/{self.lay.namespace}/jobs/{job}?propagationPolicy=Background")
-                    stopped.job = None  # it refused or never got the archive: nothing restored, the app may start again
+                self._drop(stopped)  # the receiver refused or never got the archive; it would wait out BACKUP_WAIT for nothing
                 raise
             self._wait_restore(job, backup)
         return stopped.outcome
@@ -718,7 +714,6 @@ class ClusterActions:
         says how to start it once the Job ended, since restore.sh checks for other sessions only before it
         starts replacing the database. Yields the state whose `outcome` the record carries (`app`), which is
         also set on a FilesNotRestored."""
-        scale = f"{self._workload_path}/scale"
         if (count := self._app_count()[0]) and (why := self._cannot_stop(count)) is not None:  # started since refusal()
             raise UserError(why)
         if before is not None:
@@ -727,15 +722,15 @@ class ClusterActions:
         stopped = _Stopped(outcome={"app": "not running"} if not count else {})
         if count:
             try:
-                self._scale(scale, 0)
+                self._scale(0)
                 self._wait_stopped(count, grace)
             except BaseException:
-                self._start_again(scale, count, stopped.outcome)
+                self._start_again(count, stopped.outcome)
                 raise
         try:
             yield stopped
         except FilesNotRestored as e:
-            self._start_again(scale, count, stopped.outcome)  # the Job is over: it said which step failed
+            self._start_again(count, stopped.outcome)  # the Job is over: it said which step failed
             e.outcome = {**(getattr(e, "outcome", None) or {}), **stopped.outcome}  # type: ignore[attr-defined]
             raise
         except BaseException:
@@ -743,7 +738,7 @@ class ClusterActions:
                 if stopped.job is not None and not self._job_over(stopped.job):
                     sys.stderr.write(f"warning: {self.env.name}: the restore Job {stopped.job} may still run (kubectl -n {self.lay.namespace} get job/{stopped.job}): start no instance before it ended\n")
             elif stopped.job is None or self._job_over(stopped.job):
-                self._start_again(scale, count, stopped.outcome)
+                self._start_again(count, stopped.outcome)
             else:
                 stopped.outcome["app"] = "stopped, not started again"
                 sys.stderr.write(
@@ -752,12 +747,12 @@ class ClusterActions:
                     f"kubectl -n {self.lay.namespace} scale statefulset/{self.lay.workload} --replicas={count}\n"
                 )
             raise
-        self._start_again(scale, count, stopped.outcome)
+        self._start_again(count, stopped.outcome)
 
     def _job_over(self, job: str) -> bool:
         """Whether the Job is Complete or Failed, or gone with no pod of it left (False when that cannot be read)."""
         try:
-            status = _request(self.access, "GET", f"/apis/batch/v1/namespaces/{self.lay.namespace}/jobs/{job}").get("status") or {}
+            conditions = self._conditions(job)
         except UserError as e:
             if "HTTP 404" not in str(e):
                 return False
@@ -765,7 +760,12 @@ class ClusterActions:
                 return not self._pod(job)
             except UserError:
                 return False
-        return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in status.get("conditions") or [])
+        return "Complete" in conditions or "Failed" in conditions
+
+    def _conditions(self, job: str) -> dict[str, dict[str, Any]]:
+        """The Job's conditions that hold, by type."""
+        status = _request(self.access, "GET", f"/apis/batch/v1/namespaces/{self.lay.namespace}/jobs/{job}").get("status") or {}
+        return {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
 
     def _started_or_gone(self, stopped: _Stopped, action: str) -> None:
         """The restore Job's pod left Pending; else (a quota, an image pull) the Job is deleted, having run
@@ -774,10 +774,15 @@ class ClusterActions:
         try:
             self._started(stopped.job, action)
         except UserError:
-            with contextlib.suppress(UserError):
-                _request(self.access, "DELETE", f"/apis/batch/v1/namespaces/{self.lay.namespace}/jobs/{stopped.job}?propagationPolicy=Background")
-                stopped.job = None
+            self._drop(stopped)
             raise
+
+    def _drop(self, stopped: _Stopped) -> None:
+        """Delete the restore Job, which restored nothing (its pod never ran, or it never took an archive):
+        once it is gone the app may start again. Best effort: a Job that cannot be deleted keeps the app stopped."""
+        with contextlib.suppress(UserError):
+            _request(self.access, "DELETE", f"/apis/batch/v1/namespaces/{self.lay.namespace}/jobs/{stopped.job}?propagationPolicy=Background")
+            stopped.job = None
 
     @property
     def _workload_path(self) -> str:
@@ -801,9 +806,9 @@ class ClusterActions:
             "`pulumi up` as the deploy group) and start it the same way after; nothing was changed"
         )
 
-    def _scale(self, path: str, replicas: int) -> None:
+    def _scale(self, replicas: int) -> None:
         """Set the app's replicas (a merge patch of its scale subresource)."""
-        _request(self.access, "PATCH", path, {"spec": {"replicas": replicas}}, content_type="application/merge-patch+json")
+        _request(self.access, "PATCH", f"{self._workload_path}/scale", {"spec": {"replicas": replicas}}, content_type="application/merge-patch+json")
 
     def _wait_stopped(self, count: int, grace: int) -> None:
         """Wait until no pod of the app is left; a UserError (nothing restored) after each pod's grace period
@@ -816,12 +821,12 @@ class ClusterActions:
             time.sleep(self.poll)
         sys.stderr.write(f"{self.env.name}: the app {self.lay.workload} is stopped for the restore\n")
 
-    def _start_again(self, path: str, count: int, outcome: dict[str, Any]) -> None:
+    def _start_again(self, count: int, outcome: dict[str, Any]) -> None:
         """Put the app's count back (nothing if it ran none); a failure is a warning and the outcome says so."""
         if not count:
             return
         try:
-            self._scale(path, count)
+            self._scale(count)
             outcome["app"] = "stopped, then started"
         except (UserError, OSError) as e:
             outcome["app"] = "stopped, not started again"
@@ -966,8 +971,7 @@ class ClusterActions:
         ns = self.lay.namespace
         deadline = time.monotonic() + self.timeout
         while True:
-            status = _request(self.access, "GET", f"/apis/batch/v1/namespaces/{ns}/jobs/{job_name}").get("status") or {}
-            conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+            conditions = self._conditions(job_name)
             if "Complete" in conditions:
                 return
             if "Failed" in conditions:

@@ -555,10 +555,10 @@ def test_a_second_ctrl_c_while_the_app_is_started_again_says_how_to_start_it(clu
     ns, app = _app(c)
     scale = ClusterActions._scale
 
-    def interrupted_on_the_way_up(self: Any, path: str, replicas: int) -> None:
+    def interrupted_on_the_way_up(self: Any, replicas: int) -> None:
         if replicas:
             raise KeyboardInterrupt
-        scale(self, path, replicas)
+        scale(self, replicas)
 
     monkeypatch.setattr(ClusterActions, "_scale", interrupted_on_the_way_up)
     rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", backup_id, "-C", str(project.path))

@@ -8,7 +8,7 @@ retention must not remove) and
 `restore(id, now, before)`; for `download`, `download(id, path, now) -> dict` (the archive written to `path`,
 its size and sha256 as checked); for `restore --from` also `same_cluster(source) -> bool` and `restore_from(source,
 id, now, before) -> dict` (copies the source's archive into this environment's backups and restores it; what
-was checked of it, e.g. size and sha256). The Kubernetes target's is mxinfra_kubernetes.backups.ClusterActions.
+was checked of it, e.g. size and sha256). The Kubernetes target's is mxinfra_kubernetes.backup_actions.ClusterActions.
 
 A target that cannot hand out what it keeps (Cloud Foundry keeps nothing it can list; AWS keeps recovery
 points, which hold no pg_dump) takes a backup on demand instead:

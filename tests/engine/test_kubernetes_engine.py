@@ -353,7 +353,7 @@ def _allowed(cluster: LocalCluster, groups: list[str], namespace: str, group: st
 
 def test_permission_matrix_on_the_real_authorizer(deployed: Deployed) -> None:
     from mxinfra.access import Permission
-    from mxinfra_kubernetes import rbac
+    from mxinfra_kubernetes import access
 
     ns = "orders-acceptance"
     bindings = deployed.cluster.get(f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings")["items"]
@@ -386,7 +386,7 @@ def test_permission_matrix_on_the_real_authorizer(deployed: Deployed) -> None:
         if _allowed(deployed.cluster, [group], "orders-operator", "apps", "statefulsets", "get"):
             problems.append(f"{group} may read StatefulSets in another environment's namespace")
     assert not problems, "\n".join(problems)
-    assert rbac.rules  # the rules compared above are the ones the target documents (README: Access)
+    assert access.rules  # the rules compared above are the ones the target documents (README: Access)
 
 
 def _covers(rule: dict[str, Any], api_group: str, resource: str, verb: str, name: str | None) -> bool:

@@ -65,6 +65,21 @@ def test_the_four_targets_are_installed():
     assert INSTALLED == ["aws", "azure", "cloudfoundry", "kubernetes"]
 
 
+# The file map every target shares (README: Targets), so that a reader who knows one
+# target finds the same concept under the same name in the others.
+FILE_MAP = ("target.py", "config.py", "runtime.py", "database.py", "storage.py", "access.py", "render.py")
+
+
+@pytest.mark.parametrize("name", INSTALLED)
+def test_every_target_has_the_same_file_map(name):
+    """The package behind the entry point holds each module of the file map, and its Target is in target.py."""
+    module = sys.modules[type(load_target(name)).__module__]
+    package = Path(module.__file__).parent
+    assert [f for f in FILE_MAP if not (package / f).is_file()] == [], f"{name}: {package} lacks part of the file map"
+    assert Path(module.__file__).name == "target.py", f"{name}: its Target is defined in {module.__file__}"
+    assert [f.name for f in package.glob("*.py") if f.stem in ("utils", "helpers", "common", "misc")] == []
+
+
 @pytest.mark.parametrize("name", INSTALLED)
 def test_every_target_declares_every_permission(name):
     table = load_target(name).capabilities

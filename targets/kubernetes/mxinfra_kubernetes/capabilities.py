@@ -1,4 +1,4 @@
-"""What each permission's Role really lets its holder do (rbac.py), declared against the core's
+"""What each permission's Role really lets its holder do (access.py), declared against the core's
 production rules (mxinfra.capabilities): checked when this module is imported, and the rendered Roles
 checked against it by tests/targets/test_target_contract.py. Pure."""
 

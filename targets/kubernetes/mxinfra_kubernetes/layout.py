@@ -12,6 +12,8 @@ from .config import BYTE_QUANTITY, EnvironmentSettings, cpu_milli  # noqa: F401 
 
 RUNTIME_UID = 1001  # the Docker buildpack's runtime user
 POSTGRES_UID = 999  # the postgres image's user
+# Every container mxinfra declares runs under the Pod Security Standards' "restricted" profile.
+RESTRICTED = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 HTTP_PORT = 8080
 FILES_PATH = "/opt/mendix/build/data/files"  # where the buildpack keeps local files
 # What the namespace must also hold besides the runtime: one database backup job at a time.

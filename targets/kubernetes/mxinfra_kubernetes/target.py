@@ -148,12 +148,12 @@ class KubernetesTarget(Target):
             raise CannotObserve(f"{environment}: what runs could not be read from the cluster: {e}") from None
 
     def backup_actions(self, deployment: Deployment, environment: str, base_dir: Path) -> Any:
-        """`mxinfra backup` on a plain environment (backups.ClusterActions), reaching the cluster as
+        """`mxinfra backup` on a plain environment (backup_actions.ClusterActions), reaching the cluster as
         `mxinfra drift` does; a UserError where the environment has no backups to act on."""
         from mxinfra.backups import of_environment
         from mxinfra.errors import UserError
 
-        from .backups import ClusterActions
+        from .backup_actions import ClusterActions
         from .cluster import ClusterUnreadable, access_for
         from .layout import Layout
 
@@ -192,15 +192,15 @@ class KubernetesTarget(Target):
 
     def deploy_environment(self, ctx: EnvironmentContext) -> Mapping[str, Any]:
         """The environment's namespace, workload (StatefulSet or MendixApp), data and RBAC."""
-        from . import operator, plain, rbac
+        from . import access, operator, runtime
         from .builder import Builder
         from .layout import Layout
 
         block: KubernetesConfig = ctx.config
         settings = for_environment(block, ctx.environment.name)
         b = Builder(ctx, settings, Layout.of(ctx.naming, settings, ctx.labels, ctx.release_labels), provider=ctx.shared)
-        outputs = operator.deploy(b) if settings.mode == "operator" else plain.deploy(b)
-        rbac.deploy(b)
+        outputs = operator.deploy(b) if settings.mode == "operator" else runtime.deploy(b)
+        access.deploy(b)
         return outputs
 
     def render(self, env: str, resources: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:

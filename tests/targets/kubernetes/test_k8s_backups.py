@@ -16,7 +16,7 @@ from mxinfra.naming import Naming
 
 from k8s_stacks import K8S_VERSION, config, restricted_violations, with_
 
-from mxinfra_kubernetes import rbac
+from mxinfra_kubernetes import access
 from mxinfra_kubernetes.backups import SCRIPTS, TRANSFER_PORT, export_job_spec
 from mxinfra_kubernetes.config import KubernetesConfig, for_environment
 from mxinfra_kubernetes.layout import Layout
@@ -157,7 +157,7 @@ def test_opting_out_production_without_a_reason_is_refused(project, capsys):
 def test_production_backups_holders_still_create_no_job():
     # The platform's CronJob takes production's backups: a person holding backups there only follows them.
     lay = Layout.of(Naming("orders", "production"), for_environment(KubernetesConfig.model_validate({"mode": "plain"}), "production"), {})
-    for r in rbac.rules(Permission.BACKUPS, lay, "plain", production=True):
+    for r in access.rules(Permission.BACKUPS, lay, "plain", production=True):
         assert set(r["verbs"]) <= {"get", "list", "watch"}, r
 
 
@@ -215,17 +215,17 @@ def test_the_export_job_holds_the_archive_and_nothing_else(project, capsys, tmp_
 def test_below_production_backups_reads_its_two_cron_jobs_and_downloads_through_the_proxy():
     # `mxinfra backup` makes its Jobs from the CronJobs' templates: the Role reads those two, no other.
     lay = Layout.of(Naming("orders", "acceptance"), for_environment(KubernetesConfig.model_validate({"mode": "plain"}), "acceptance"), {})
-    crons = [r for r in rbac.rules(Permission.BACKUPS, lay, "plain") if "cronjobs" in r["resources"]]
+    crons = [r for r in access.rules(Permission.BACKUPS, lay, "plain") if "cronjobs" in r["resources"]]
     assert crons == [{"apiGroups": ["batch"], "resources": ["cronjobs"], "resourceNames": ["orders-acceptance-backup", "orders-acceptance-restore"], "verbs": ["get"]}]
     # download: GET through the pod proxy (not exec, not attach, not port-forward); production has none of it
-    rules = rbac.rules(Permission.BACKUPS, lay, "plain")
+    rules = access.rules(Permission.BACKUPS, lay, "plain")
     assert {"apiGroups": [""], "resources": ["pods/proxy"], "verbs": ["get"]} in rules
     assert not [r for r in rules if {"pods/exec", "pods/attach", "pods/portforward"} & set(r["resources"])]
     # a restore reads whether the app runs; stopping it is the deploy permission's scale right, never backups'
     assert {"apiGroups": ["apps"], "resources": ["statefulsets"], "resourceNames": [lay.workload], "verbs": ["get"]} in rules
     assert not [r for r in rules if "apps" in r["apiGroups"] and (set(r["verbs"]) - {"get"} or "statefulsets/scale" in r["resources"])]
     prod = Layout.of(Naming("orders", "production"), for_environment(KubernetesConfig.model_validate({"mode": "plain"}), "production"), {})
-    assert not [r for r in rbac.rules(Permission.BACKUPS, prod, "plain", production=True) if "pods/proxy" in r["resources"]]
+    assert not [r for r in access.rules(Permission.BACKUPS, prod, "plain", production=True) if "pods/proxy" in r["resources"]]
 
 
 PINNED = "registry.example.com/postgres:17.4@sha256:" + "ab" * 32
@@ -518,7 +518,7 @@ def test_the_file_stores_own_bucket_is_refused_however_its_endpoint_is_spelled_a
 
 
 def test_a_pod_fetching_its_archive_may_stay_pending_for_the_jobs_whole_timeout():
-    from mxinfra_kubernetes.backups import _pending_limit
+    from mxinfra_kubernetes.backup_actions import _pending_limit
 
     assert _pending_limit({}, 6 * 3600.0) == 900.0  # not scheduled, or pulling: 15 minutes
     assert _pending_limit({"initContainerStatuses": [{"name": "fetch", "state": {"waiting": {"reason": "PodInitializing"}}}]}, 6 * 3600.0) == 900.0

@@ -451,7 +451,7 @@ def test_create_list_restore_on_test(cluster, pg, project, capsys):
 def test_a_restore_interrupted_while_it_runs_leaves_its_intent_in_the_log(cluster, pg, project, capsys, monkeypatch):
     """Ctrl-C while the command follows the restore Job: the Job replaced the database all the same, the
     command cannot record an outcome, and the log is not silent about it: its intent names the backup."""
-    from mxinfra_kubernetes.backups import ClusterActions
+    from mxinfra_kubernetes.backup_actions import ClusterActions
 
     c, stack = cluster
     before, _, backup_id = _test_backed_up(c, stack, pg, project, capsys, b"file one")
@@ -482,7 +482,7 @@ def test_a_restore_interrupted_while_it_runs_leaves_its_intent_in_the_log(cluste
 def test_an_app_is_not_started_beside_a_restore_job_that_may_still_run(cluster, pg, project, capsys, monkeypatch):
     """Ctrl-C while the restore Job still runs: restore.sh looked for other sessions only before it began, so
     the app stays stopped, and the command says how to start it once the Job ended."""
-    from mxinfra_kubernetes.backups import ClusterActions
+    from mxinfra_kubernetes.backup_actions import ClusterActions
 
     c, stack = cluster
     _, _, backup_id = _test_backed_up(c, stack, pg, project, capsys, b"file one")
@@ -532,13 +532,13 @@ def test_a_session_of_another_user_does_not_hold_a_restore_back(cluster, pg, pro
 def test_a_restore_job_whose_pod_never_starts_is_deleted_and_the_app_started_again(cluster, pg, project, capsys, monkeypatch):
     """A full quota or an image that cannot be pulled: the Job would keep the app stopped for its whole
     timeout; it is deleted once its pod stayed Pending past the limit, and the app started again."""
-    from mxinfra_kubernetes import backups
+    from mxinfra_kubernetes import backup_actions
 
     c, stack = cluster
     _, _, backup_id = _test_backed_up(c, stack, pg, project, capsys, b"file one")
     _, app = _app(c)
     c.hold = "pending"
-    monkeypatch.setattr(backups, "_pending_limit", lambda status, timeout: 0.0)
+    monkeypatch.setattr(backup_actions, "_pending_limit", lambda status, timeout: 0.0)
     rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", backup_id, "-C", str(project.path))
     said = " ".join(err.split())
     assert rc == 2 and "Traceback" not in err and "did not start" in said and "stays stopped" not in said, said
@@ -548,7 +548,7 @@ def test_a_restore_job_whose_pod_never_starts_is_deleted_and_the_app_started_aga
 
 @pytest.mark.parametrize("cluster", ["test"], indirect=True)
 def test_a_second_ctrl_c_while_the_app_is_started_again_says_how_to_start_it(cluster, pg, project, capsys, monkeypatch):
-    from mxinfra_kubernetes.backups import ClusterActions
+    from mxinfra_kubernetes.backup_actions import ClusterActions
 
     c, stack = cluster
     _, _, backup_id = _test_backed_up(c, stack, pg, project, capsys, b"file one")
@@ -602,13 +602,13 @@ def test_a_running_app_is_not_restored_by_an_identity_that_cannot_stop_it(cluste
 
 @pytest.mark.parametrize("cluster", ["test"], indirect=True)
 def test_an_app_that_does_not_stop_is_started_again_and_nothing_restored(cluster, pg, project, capsys, monkeypatch):
-    from mxinfra_kubernetes import backups
+    from mxinfra_kubernetes import backup_actions
 
     c, stack = cluster
     _, _, backup_id = _test_backed_up(c, stack, pg, project, capsys, b"file one")
     ns, app = _app(c)
     c.stop_hangs = True  # its pod never goes (a finalizer, a node gone)
-    monkeypatch.setattr(backups, "STOP_TIMEOUT", 0.0)
+    monkeypatch.setattr(backup_actions, "STOP_TIMEOUT", 0.0)
     c.statefulsets[(ns, app)]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 0
     pg.psql('DELETE FROM "orders$order" WHERE id > 10;')
     changed = _rows(pg)
@@ -838,7 +838,7 @@ def two(project, capsys, tmp_path, pg, request, monkeypatch, engine_secrets) -> 
     from mxinfra import plan
 
     monkeypatch.setattr("mxinfra.stackfile.read_stack_config", plan.read_stack_config)
-    monkeypatch.setattr("mxinfra_kubernetes.backups.TRANSFER_PORT", _free_port())
+    monkeypatch.setattr("mxinfra_kubernetes.backup_actions.TRANSFER_PORT", _free_port())
     src, src_backups, dst, dst_backups = request.param
     objects = []
     stored = False
@@ -1016,7 +1016,7 @@ def test_an_archive_vouched_for_by_another_repositorys_own_key_is_not_trusted(tw
     # The source stack keeps its records in a repository of its own: its development key is whoever made
     # that repository's, so its records count for production only through keys production's config names.
     c = two
-    monkeypatch.setattr("mxinfra_kubernetes.backups.TRANSFER_PORT", _free_port())
+    monkeypatch.setattr("mxinfra_kubernetes.backup_actions.TRANSFER_PORT", _free_port())
     _seeded(pg, "acceptance", 50)
     rc, out, err = _cli(capsys, "backup", "create", "-s", "acceptance", "-e", "acceptance", "-C", str(project.path))
     assert rc == 0, err
@@ -1056,7 +1056,7 @@ def test_download_gives_the_mendix_cloud_archive_checked_and_recorded(cluster, p
     import tracemalloc
 
     c, stack = cluster
-    monkeypatch.setattr("mxinfra_kubernetes.backups.TRANSFER_PORT", _free_port())
+    monkeypatch.setattr("mxinfra_kubernetes.backup_actions.TRANSFER_PORT", _free_port())
     pg.psql(SEED)
     files = c.root / "pvc" / "orders-test-files"
     files.mkdir(parents=True)
@@ -1100,7 +1100,7 @@ def test_download_gives_the_mendix_cloud_archive_checked_and_recorded(cluster, p
 @pytest.mark.parametrize("cluster", ["test"], indirect=True)
 def test_a_download_that_arrives_changed_is_not_kept_nor_recorded(cluster, pg, project, capsys, tmp_path, monkeypatch):
     c, stack = cluster
-    monkeypatch.setattr("mxinfra_kubernetes.backups.TRANSFER_PORT", _free_port())
+    monkeypatch.setattr("mxinfra_kubernetes.backup_actions.TRANSFER_PORT", _free_port())
     pg.psql(SEED)
     rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "test", "-C", str(project.path))
     (backup_id,) = re.findall(r"backup (\d{8}T\d{6}Z) taken", out)
@@ -1130,7 +1130,7 @@ def _taken_and_downloaded(capsys: pytest.CaptureFixture[str], project: Any, pg: 
 @pytest.mark.parametrize("cluster", ["test", "test+s3"], indirect=True)
 def test_a_downloaded_archive_restores_through_the_pod_proxy(cluster, pg, project, capsys, tmp_path, monkeypatch):
     c, stack = cluster
-    monkeypatch.setattr("mxinfra_kubernetes.backups.TRANSFER_PORT", _free_port())
+    monkeypatch.setattr("mxinfra_kubernetes.backup_actions.TRANSFER_PORT", _free_port())
     seeded, backup_id, archive = _taken_and_downloaded(capsys, project, pg, stack, "test", tmp_path / "d")
     pg.psql('DELETE FROM "orders$order" WHERE id > 10')
     rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--archive", str(archive), "--from", "test", "-C", str(project.path))
@@ -1153,7 +1153,7 @@ def test_an_archive_of_another_target_restores_and_one_changed_on_the_way_does_n
     from mxinfra.backup_archive import pack
 
     c, stack = cluster
-    monkeypatch.setattr("mxinfra_kubernetes.backups.TRANSFER_PORT", _free_port())
+    monkeypatch.setattr("mxinfra_kubernetes.backup_actions.TRANSFER_PORT", _free_port())
     pg.psql(SEED)
     seeded = _rows(pg)
     work = tmp_path / "w"
@@ -1190,7 +1190,7 @@ def test_a_mendix_cloud_archive_restores_each_file_under_the_key_the_runtime_loo
     import tarfile
 
     c, stack = cluster
-    monkeypatch.setattr("mxinfra_kubernetes.backups.TRANSFER_PORT", _free_port())
+    monkeypatch.setattr("mxinfra_kubernetes.backup_actions.TRANSFER_PORT", _free_port())
     bucket = next(b for b in (e.get("value", "") for e in _env_of(c, "orders-acceptance-backup", "pull-files")) if b.startswith("files:")).split(":")[1]
     pg.psql(SEED)
     seeded = _rows(pg)
@@ -1230,7 +1230,7 @@ def _hostile_archive(directory: Path) -> Path:
 @pytest.mark.parametrize("cluster", ["production"], indirect=True)
 def test_production_restores_a_recorded_archive_after_a_backup_and_refuses_a_hostile_one_before(cluster, pg, project, capsys, tmp_path, monkeypatch):
     c, stack = cluster
-    monkeypatch.setattr("mxinfra_kubernetes.backups.TRANSFER_PORT", _free_port())
+    monkeypatch.setattr("mxinfra_kubernetes.backup_actions.TRANSFER_PORT", _free_port())
     seeded, _, archive = _taken_and_downloaded(capsys, project, pg, stack, "production", tmp_path / "d")
     # a hand-made archive whose name GNU tar would keep absolute: refused here, before any Job or backup
     hostile = _hostile_archive(tmp_path / "h")
@@ -1344,7 +1344,7 @@ def test_restore_from_an_environment_with_files_into_a_template_that_keeps_none_
     ],
 )
 def test_the_postgresql_major_version_is_read_from_the_tag_only(image, major):
-    from mxinfra_kubernetes.backups import postgres_major
+    from mxinfra_kubernetes.backup_actions import postgres_major
 
     assert postgres_major(image) == major
 
@@ -1373,7 +1373,7 @@ def test_an_archive_that_shrinks_after_its_check_stops_the_upload_at_once(tmp_pa
     import types
 
     from mxinfra.errors import UserError
-    from mxinfra_kubernetes.backups import _upload
+    from mxinfra_kubernetes.backup_actions import _upload
 
     class Receiver(BaseHTTPRequestHandler):
         def do_PUT(self) -> None:  # noqa: N802 (the http.server name)

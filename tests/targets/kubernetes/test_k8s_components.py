@@ -301,13 +301,13 @@ def test_rbac_roles_and_subjects(pulumi_run):
 def test_a_declared_permission_that_renders_no_rule_fails_loudly(pulumi_run, monkeypatch):
     """A target that forgets a permission fails loudly (issue 19): capabilities.py declares `manage`
     granted; with its rules gone, the plan stops instead of binding a Role that lets the holder do nothing."""
-    from mxinfra_kubernetes import rbac
+    from mxinfra_kubernetes import access
 
-    real = rbac.rules
-    monkeypatch.setattr(rbac, "rules", lambda permission, *a, **kw: [] if permission.value == "manage" else real(permission, *a, **kw))
+    real = access.rules
+    monkeypatch.setattr(access, "rules", lambda permission, *a, **kw: [] if permission.value == "manage" else real(permission, *a, **kw))
     cfg = config("acceptance", instances=1)
     cfg["mxinfra:access"] = [{"principal": "group:devs", "environments": ["acceptance"], "permissions": ["manage", "alerts"]}]
-    with pytest.raises(Exception, match="declares 'manage' granted, but rbac._rules renders no rule for it"):
+    with pytest.raises(Exception, match="declares 'manage' granted, but access._rules renders no rule for it"):
         deploy(pulumi_run, cfg, "acceptance")
 
 

@@ -12,7 +12,7 @@ from mxinfra.naming import Naming
 
 from k8s_stacks import DIGEST, IMAGE, POD_LABELS, ROOT, SECRET_KEYS, config
 
-from mxinfra_kubernetes import rbac
+from mxinfra_kubernetes import access
 from mxinfra_kubernetes.config import KubernetesConfig, for_environment
 from mxinfra_kubernetes.layout import Layout
 
@@ -39,14 +39,14 @@ def _layout(env="production", mode="plain", **block):
 
 @pytest.mark.parametrize("mode", ["plain", "operator"])
 def test_manage_cannot_write_bindings_or_bind_roles(mode):
-    rules = rbac.rules(Permission.MANAGE, _layout(mode=mode), mode)
+    rules = access.rules(Permission.MANAGE, _layout(mode=mode), mode)
     assert rules, "manage still sees the environment's RBAC"
     for r in rules:
         if "rbac.authorization.k8s.io" in r["apiGroups"]:
             assert not ESCALATING & set(r["verbs"]), r
     # no permission grants a write on RBAC objects
     for perm in Permission:
-        for r in rbac.rules(perm, _layout(mode=mode), mode):
+        for r in access.rules(perm, _layout(mode=mode), mode):
             if {"rolebindings", "roles", "clusterroles", "clusterrolebindings"} & set(r["resources"]):
                 assert set(r["verbs"]) <= {"get", "list", "watch"}, (perm, r)
 
@@ -55,7 +55,7 @@ def test_manage_cannot_write_bindings_or_bind_roles(mode):
 
 
 def test_plain_deploy_cannot_read_any_secret():
-    for r in rbac.rules(Permission.DEPLOY, _layout(), "plain"):
+    for r in access.rules(Permission.DEPLOY, _layout(), "plain"):
         if "secrets" in r["resources"]:
             assert set(r["verbs"]) == {"update", "patch"}, r
 
@@ -64,7 +64,7 @@ def test_plain_deploy_cannot_read_any_secret():
 
 
 def test_operator_deploy_reads_only_its_own_mendixapp():
-    for r in rbac.rules(Permission.DEPLOY, _layout(mode="operator"), "operator"):
+    for r in access.rules(Permission.DEPLOY, _layout(mode="operator"), "operator"):
         if "mendixapps" in r["resources"]:
             assert r.get("resourceNames") == ["orders-production"], r  # never every MendixApp of the namespace
             assert "list" not in r["verbs"]  # list ignores resourceNames
@@ -261,11 +261,11 @@ def _readme_rows():
 
 
 @pytest.mark.parametrize("mode", ["plain", "operator"])
-@pytest.mark.parametrize("permission", [p for p in Permission if p not in rbac.UNMAPPED])
+@pytest.mark.parametrize("permission", [p for p in Permission if p not in access.UNMAPPED])
 def test_readme_rbac_table_names_every_verb_and_resource(permission, mode):
     row = _readme_rows()[permission.value]
     words = set(row.replace("/", " ").replace(",", " ").replace(";", " ").replace("`", " ").replace("(", " ").replace(")", " ").split())
-    for rule in rbac.rules(permission, _layout(mode=mode), mode):
+    for rule in access.rules(permission, _layout(mode=mode), mode):
         for verb in rule["verbs"]:
             assert verb in words, (permission.value, verb)
         for resource in rule["resources"]:

@@ -58,7 +58,7 @@ def _rules(permission: Permission, layout: Layout, mode: str, names: Mapping[str
             # replicas 0 stops the app; restarts are a template annotation patch (kubectl rollout restart)
             {"apiGroups": ["apps"], "resources": ["statefulsets", "statefulsets/scale"], "resourceNames": [workload], "verbs": ["update", "patch"]},
             # A constant change is a release step the deploy group performs (`pulumi up`): the runtime's
-            # ConfigMap is immutable and named by its content (plain.py), so the change creates the new
+            # ConfigMap is immutable and named by its content (runtime.py), so the change creates the new
             # one and deletes the old (the provider reads and watches them to await both). Nothing in it
             # is secret, and creating ConfigMaps grants nothing new: the holder already sets the pod
             # template's env.
@@ -128,7 +128,7 @@ def deploy(b: Builder) -> list[str]:
             if not isinstance(CAPABILITIES.entries.get(role.permission), NotGranted):
                 # declared as granting something, rendered as nothing: the holder would silently get nothing
                 raise TargetContractError(
-                    f"kubernetes: capabilities.py declares {role.permission.value!r} granted, but rbac._rules renders no rule for it"
+                    f"kubernetes: capabilities.py declares {role.permission.value!r} granted, but access._rules renders no rule for it"
                 )
             unmapped.append(role.permission.value)
             continue

@@ -1,4 +1,5 @@
-"""Plain mode: the Docker-buildpack image as a StatefulSet, with its Service, Ingress and guard rails.
+"""The runtime in plain mode: the Docker-buildpack image as a StatefulSet, with its Services, Ingress and guard
+rails (network policy, disruption budget, quota); it asks database.py and storage.py for their bindings.
 
 Imported only while deploying (it imports pulumi_kubernetes).
 """
@@ -10,15 +11,14 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import pulumi
 import pulumi_kubernetes as k8s
-import pulumi_random
 
-from mxinfra.settings import AzureBlobStorage, Bindings, DatabaseUrl, LocalStorage, S3Storage, buildpack_env
+from mxinfra.settings import Bindings, LocalStorage, buildpack_env
 
 from . import admission
 from .builder import Builder
-from .config import claims_of, host_of
+from .config import host_of
+from .database import binding as database_binding
 from .layout import (
     DB_CPU_LIMIT_MILLI,
     DB_CPU_REQUEST_MILLI,
@@ -26,7 +26,7 @@ from .layout import (
     HTTP_PORT,
     JOB_CPU_MILLI,
     JOB_MEMORY_MB,
-    POSTGRES_UID,
+    RESTRICTED,
     RUNTIME_UID,
     Layout,
     cpu_milli,
@@ -34,11 +34,11 @@ from .layout import (
     milli,
 )
 from .running import RUNTIME_CONFIG_ANNOTATION, RUNTIME_CONTAINER, SECRET_KINDS, placeholder, pod_fingerprint
+from .storage import binding as storage_binding
 
 # Variables that carry database credentials live in their own Secret, so the backups role can read
 # the database credentials without reading the admin password.
 _DB_VARS = ("DATABASE_URL", "MXRUNTIME_DatabaseUserName", "MXRUNTIME_DatabasePassword")
-_RESTRICTED = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def deploy(b: Builder) -> dict[str, Any]:
@@ -48,8 +48,8 @@ def deploy(b: Builder) -> dict[str, Any]:
     b.make_namespace(holds_data=_holds_data(b))
     pvcs: list[tuple[str, str]] = []  # (name, size) of the claims, for the quota
 
-    database, db_extra, in_cluster = _database(b, pvcs)
-    storage = _storage(b, pvcs)
+    database, db_extra, in_cluster = database_binding(b, pvcs)
+    storage = storage_binding(b, pvcs)
     vars_ = buildpack_env(ctx.settings, Bindings(ctx.admin_password, database, storage))
     # MEMORY_LIMIT sits on the container next to its memory limit: the two must change together.
     plain = {k: str(v) for k, v in vars_.plain.items() if k != "MEMORY_LIMIT"}
@@ -91,7 +91,7 @@ def deploy(b: Builder) -> dict[str, Any]:
         "startupProbe": _http_probe(period=10, failures=60),
         "readinessProbe": _http_probe(period=10, failures=3),
         "livenessProbe": _http_probe(period=20, failures=6),
-        "securityContext": {**_RESTRICTED, "runAsUser": RUNTIME_UID},
+        "securityContext": {**RESTRICTED, "runAsUser": RUNTIME_UID},
     }
     volumes = []
     if isinstance(storage, LocalStorage):
@@ -154,10 +154,12 @@ def deploy(b: Builder) -> dict[str, Any]:
     return {"url": f"https://{host}", "namespace": lay.namespace, "statefulset": lay.workload, "secrets": secrets}
 
 
+
 def config_map_name(lay: Layout, plain: Mapping[str, str]) -> str:
     """`<app>-<env>-config-<first 10 hex of the data's SHA-256>`: a new name for every new content."""
     digest = hashlib.sha256(json.dumps(dict(plain), sort_keys=True).encode()).hexdigest()
     return f"{lay.name('config')}-{digest[:10]}"
+
 
 
 def _holds_data(b: Builder) -> bool:
@@ -169,123 +171,10 @@ def _holds_data(b: Builder) -> bool:
     return (db is not None and db.inCluster is not None) or (st is not None and st.local is not None) or has_backups
 
 
+
 def _http_probe(*, period: int, failures: int) -> dict[str, Any]:
     return {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": failures}
 
-
-def _pvc(b: Builder, kind: str, name: str, size: str, component: str, pvcs: list[tuple[str, str]]) -> k8s.core.v1.PersistentVolumeClaim:
-    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
-    (claim_spec,) = [c for c in claims_of(b.settings, b.ctx.environment.name) if c.kind == kind]
-    if claim_spec.storage_class is not None:
-        spec["storageClassName"] = claim_spec.storage_class
-    pvcs.append((name, size))
-    # Production data survives a stack update or destroy: protected and retained on delete.
-    claim = k8s.core.v1.PersistentVolumeClaim(b.logical(kind), metadata=b.layout.metadata(name, component, per_release=False), spec=spec, opts=b.opts(protect_data=True))
-    b.created[kind] = claim
-    return claim
-
-
-def _database(b: Builder, pvcs: list[tuple[str, str]]) -> tuple[DatabaseUrl, dict[str, Any], Callable[[], None] | None]:
-    """The database binding, the variables its Secret adds, and (in-cluster) what creates the
-    PostgreSQL workload once that Secret exists (the workload reads its password from it)."""
-    db = b.settings.database
-    assert db is not None  # check() refused a plain environment without one
-    if db.url is not None:
-        return DatabaseUrl(pulumi.Output.secret(db.url), require_tls=db.requireTls), {}, None
-    spec = db.inCluster
-    assert spec is not None
-    lay = b.layout
-    password = pulumi_random.RandomPassword(b.logical("database-password"), length=32, special=False, opts=b.opts(kubernetes=False))
-    host = f"{lay.name('postgres')}.{lay.namespace}.svc:5432"
-    url = pulumi.Output.secret(pulumi.Output.concat("postgres://mendix:", password.result, "@", host, "/mendix"))
-    claim = _pvc(b, "postgres-data", lay.name("postgres-data"), spec.size, "database", pvcs)
-
-    def workload() -> None:
-        _postgres(b, spec, claim)
-
-    # In-cluster PostgreSQL has no TLS; the traffic stays inside the namespace (see the NetworkPolicy).
-    return DatabaseUrl(url, require_tls=False), {"POSTGRES_PASSWORD": password.result}, workload
-
-
-def _postgres(b: Builder, spec: Any, claim: Any) -> None:
-    lay = b.layout
-    memory = f"{spec.memory}Mi"
-    container = {
-        "name": "postgres",
-        "image": spec.image,
-        "ports": [{"name": "postgres", "containerPort": 5432, "protocol": "TCP"}],
-        "env": [
-            {"name": "POSTGRES_USER", "value": "mendix"},
-            {"name": "POSTGRES_DB", "value": "mendix"},
-            {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": b.secret_name("database-secret"), "key": "POSTGRES_PASSWORD"}}},
-            # A subdirectory: the volume's root holds lost+found on many storage classes, and under
-            # fsGroup it is root-owned but group-writable, so uid 999 can create (and chmod 0700) its own.
-            {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"},
-        ],
-        "resources": {
-            "requests": {"cpu": milli(DB_CPU_REQUEST_MILLI), "memory": memory},
-            "limits": {"cpu": milli(DB_CPU_LIMIT_MILLI), "memory": memory},
-        },
-        "readinessProbe": {"exec": {"command": ["pg_isready", "-U", "mendix", "-d", "mendix"]}, "periodSeconds": 10},
-        "livenessProbe": {"exec": {"command": ["pg_isready", "-U", "mendix", "-d", "mendix"]}, "periodSeconds": 30, "failureThreshold": 6},
-        # The official (Debian-based) image runs as postgres = uid/gid 999 without root when PGDATA is writable.
-        "securityContext": {**_RESTRICTED, "runAsUser": POSTGRES_UID, "runAsGroup": POSTGRES_UID},
-        "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"}],
-    }
-    service = k8s.core.v1.Service(
-        b.logical("postgres-service"),
-        metadata=lay.metadata(lay.name("postgres"), "database", per_release=False),
-        spec={"type": "ClusterIP", "selector": lay.selector("database"), "ports": [{"name": "postgres", "port": 5432, "targetPort": "postgres", "protocol": "TCP"}]},
-        opts=b.opts(),
-    )
-    statefulset = k8s.apps.v1.StatefulSet(
-        b.logical("postgres"),
-        metadata=lay.metadata(lay.name("postgres"), "database", per_release=False),
-        spec={
-            "serviceName": lay.name("postgres"),
-            "replicas": 1,
-            "selector": {"matchLabels": lay.selector("database")},
-            "template": {
-                "metadata": {"labels": lay.object_labels("database", per_release=False)},
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": POSTGRES_UID,
-                        "runAsGroup": POSTGRES_UID,
-                        "fsGroup": POSTGRES_UID,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "containers": [container],
-                    "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": lay.name("postgres-data")}}],
-                },
-            },
-        },
-        opts=b.opts(protect_data=True, depends_on=[claim]),
-    )
-    b.created["database-deps"] = [statefulset, service]
-
-
-def _storage(b: Builder, pvcs: list[tuple[str, str]]) -> S3Storage | AzureBlobStorage | LocalStorage:
-    st = b.settings.storage
-    assert st is not None  # check() refused a plain environment without one
-    if st.s3 is not None:
-        c = st.s3
-        return S3Storage(
-            bucket=c.bucket,
-            endpoint=c.endpoint,
-            access_key_id=c.accessKeyId,
-            secret_access_key=c.secretAccessKey,
-            key_suffix=c.keySuffix,
-            use_sse=c.useSse,
-        )
-    if st.azure is not None:
-        a = st.azure
-        return AzureBlobStorage(account_name=a.accountName, container=a.container, account_key=a.accountKey, sas_token=a.sasToken, endpoint=a.endpoint)
-    assert st.local is not None
-    _pvc(b, "files", b.layout.name("files"), st.local.size, "runtime", pvcs)
-    return LocalStorage()
 
 
 def _service(b: Builder, kind: str, name: str, *, headless: bool) -> k8s.core.v1.Service:
@@ -299,6 +188,7 @@ def _service(b: Builder, kind: str, name: str, *, headless: bool) -> k8s.core.v1
     svc = k8s.core.v1.Service(b.logical(kind), metadata=lay.metadata(name, "runtime", per_release=False), spec=spec, opts=b.opts())
     b.created[kind] = svc
     return svc
+
 
 
 def _ingress(b: Builder, host: str) -> None:
@@ -321,6 +211,7 @@ def _ingress(b: Builder, host: str) -> None:
     )
 
 
+
 def _network_policy(b: Builder) -> None:
     from .network import policy_spec
 
@@ -332,6 +223,7 @@ def _network_policy(b: Builder) -> None:
         spec=policy_spec(b.settings, pods, {"podSelector": {"matchLabels": pods}}),
         opts=b.opts(),
     )
+
 
 
 def _quota(b: Builder, pvcs: list[tuple[str, str]]) -> None:

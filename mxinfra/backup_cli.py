@@ -24,9 +24,10 @@ about to be restored) and after it ends (`restore`): a command that dies in betw
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
@@ -138,6 +139,18 @@ def _restore_intent(ctx: _Context, restore: dict[str, Any]) -> None:
     ctx.record(INTENT, {"intends": "restore", "restore": restore})
 
 
+@contextlib.contextmanager
+def _unrecorded() -> Iterator[None]:
+    """A target's action that failed before its record was written: the message says the log holds nothing of it.
+
+    The targets say what their failure left behind (a job still running, where to follow it); whether the
+    activity log holds anything is the CLI's to say, since only the CLI writes it."""
+    try:
+        yield
+    except UserError as e:
+        raise UserError(f"{e}; nothing was recorded") from None
+
+
 def _supports(ctx: _Context, command: str, *methods: str) -> None:
     """Refuse a command the environment's target does not offer (yet), before it acts."""
     if not all(callable(getattr(ctx.actions, m, None)) for m in methods):
@@ -164,7 +177,8 @@ def list_backups(stack: Stack, environment: Env, directory: Directory = Path("."
 def create(stack: Stack, environment: Env, directory: Directory = Path(".")) -> None:
     """Take a backup now (the scheduled backup's Job, run on demand), wait for it, record it."""
     ctx = _Context(directory, stack, environment, "create")
-    backup_id = ctx.actions.create(_now())
+    with _unrecorded():
+        backup_id = ctx.actions.create(_now())
     ctx.record("backup", {"backup": {"id": backup_id, "trigger": "on-demand"}})
     sys.stdout.write(f"{environment}: backup {backup_id} taken and recorded\n")
 
@@ -195,7 +209,8 @@ def download(
             raise UserError(f"--id {backup_id}: the {ctx.deployment.target.name} target downloads only a backup it takes now (what it keeps is not an archive it can hand out): leave --id out to take one now and download it")
         ctx.signer("backup-download")
         _make_dir(out_dir)
-        got = ctx.actions.download_now(out_dir, _now(), via)
+        with _unrecorded():
+            got = ctx.actions.download_now(out_dir, _now(), via)
         backup_id, target = got["id"], Path(got["path"])
         ctx.record("backup-download", {"backup": {"id": backup_id, "trigger": "on-demand", **_checked(got)}})
         sys.stdout.write(f"{environment}: downloaded backup {backup_id} to {target} ({got['size']} bytes, sha256 {got['sha256']}), recorded\n")
@@ -220,7 +235,8 @@ def download(
             raise UserError(f"{environment} has no backup {backup_id}: it has {', '.join(known[:5]) or 'none'}{' ...' if len(known) > 5 else ''}")
         _make_dir(out_dir)
         target = out_dir / f"{backup_id}.tar.gz"
-        got = ctx.actions.download(backup_id, target, _now())
+        with _unrecorded():
+            got = ctx.actions.download(backup_id, target, _now())
         ctx.record("backup-download", {"backup": {"id": backup_id, "size": got["size"], "sha256": got["sha256"]}})
     sys.stdout.write(f"{environment}: downloaded backup {backup_id} to {target} ({got['size']} bytes, sha256 {got['sha256']}), recorded\n")
 
@@ -350,14 +366,16 @@ def _restore_archive(directory: Path, stack: str, environment: str, archive: Pat
         # backups, or (a target that keeps none: Cloud Foundry) written beside the archive
         if not ctx.environment.is_production:
             return
+        # `taken` is filled once the backup is recorded: what a failure after it says depends on that
         if callable(getattr(ctx.actions, "create", None)):
-            taken["id"] = ctx.actions.create(_now())
-            ctx.record("backup", {"backup": {"id": taken["id"], "trigger": "before restore"}})
+            backup_id = ctx.actions.create(_now())
+            ctx.record("backup", {"backup": {"id": backup_id, "trigger": "before restore"}})
+            taken["id"] = backup_id
             sys.stdout.write(f"{environment}: backup {taken['id']} taken first\n")
             return
         got = ctx.actions.download_now(archive.resolve().parent, _now(), via)
-        taken.update(got)
         ctx.record("backup-download", {"backup": {"id": got["id"], "trigger": "before restore", **_checked(got)}})
+        taken.update(got)
         sys.stdout.write(f"{environment}: backup {got['id']} taken first, written to {got['path']}\n")
 
     checked = _recorded_restore(ctx, done, lambda before: ctx.actions.restore_archive(archive, _now(), via, vouch, before), backup_first, taken)
@@ -434,10 +452,12 @@ def _recorded_restore(
         ctx.record("restore", {"restore": {**outcome, **done, **taken_first(), "files": "not restored"}})  # what the CLI knows wins
         raise UserError(f"{e} (recorded)") from None
     except UserError as e:
+        # what the target's failure left is its message's to say; what the log holds, the CLI's
         if intended:
-            # what the target's failure left is its message's to say; the log has the intent and no outcome
             raise UserError(f"{e}; the restore's intent is recorded and no outcome follows it (`mxinfra activity -s {ctx.stack} -e {ctx.environment.name}`)") from None
-        raise
+        if taken and "id" in taken:
+            raise UserError(f"{e}; the backup {taken['id']} taken first is recorded, the restore is not") from None
+        raise UserError(f"{e}; nothing was recorded") from None
     if not intended:
         raise RuntimeError(f"the {ctx.deployment.target.name} target restored without recording the restore's intent first (it never called `before`)")
     return result

@@ -738,7 +738,7 @@ class VaultActions:
             except _Transient as e:
                 blip = str(e)
             if time.monotonic() >= deadline:
-                raise UserError(f"{head}: cannot follow the {kind} {execution} ({blip})" + ("; nothing was recorded" if kind != "restore" else ""))
+                raise UserError(f"{head}: cannot follow the {kind} {execution} ({blip})")
             self._say(f"warning: following the {kind} {execution}: {blip}; trying again")
             time.sleep(max(self.poll, 1.0))
 
@@ -762,7 +762,7 @@ class VaultActions:
         if ended.ok:
             return
         where = "" if ended.error == "mxinfra.ExportRunning" else f"{ended.logs}; "  # refused before any task ran
-        raise _ExportEnded(f"{self._export_head}: the export {execution} ended {ended.status}: {ended.why}; nothing was recorded ({where}`aws stepfunctions describe-execution --execution-arn {execution}`)")
+        raise _ExportEnded(f"{self._export_head}: the export {execution} ended {ended.status}: {ended.why} ({where}`aws stepfunctions describe-execution --execution-arn {execution}`)")
 
     def _ended(self, states: Any, execution: str, kind: str, head: str, timeout: float) -> _Ended:
         """Wait for an execution of the export or restore machine (`kind`) to end: how, and the task it ran."""
@@ -774,7 +774,7 @@ class VaultActions:
             if status != "RUNNING":
                 break
             if time.monotonic() >= deadline:
-                raise UserError(f"{head}: the {kind} {execution} still ran after {timeout / 60:.0f} minutes{'; nothing was recorded' if kind != 'restore' else ''} ({logs})")
+                raise UserError(f"{head}: the {kind} {execution} still ran after {timeout / 60:.0f} minutes ({logs})")
             time.sleep(self.poll)
         error, cause, not_started, counts = str(d.get("error") or ""), d.get("cause"), "", {}
         if error in ("mxinfra.NotStartedAgain", "mxinfra.RestoredNotStartedAgain"):
@@ -863,15 +863,15 @@ class VaultActions:
                     raise UserError(
                         f"{self.env.name}: the {kind} {what} job {job} in {self.where} ended {state}: {d.get('StatusMessage') or 'AWS gave no reason'}"
                         + (f" ({', '.join(others)} may still run)" if others else "")
-                        + ("; nothing was recorded" if what != "restore" else "") + f". See `aws backup {follow} {job} --region {self.a.region}`"
+                        + f". See `aws backup {follow} {job} --region {self.a.region}`"
                     )
             if len(done) == len(jobs):
                 return done
             if time.monotonic() >= deadline:
                 running = [f"{k} job {j}" for k, j in jobs.items() if k not in done]
                 raise UserError(
-                    f"{self.env.name}: the {what} is still running after {timeout / 60:.0f} minutes ({', '.join(running)} in {self.where}); "
-                    + ("nothing was recorded. " if what != "restore" else "") + f"Follow it with `aws backup {follow} <id> --region {self.a.region}`"
+                    f"{self.env.name}: the {what} is still running after {timeout / 60:.0f} minutes ({', '.join(running)} in {self.where}). "
+                    f"Follow it with `aws backup {follow} <id> --region {self.a.region}`"
                 )
             time.sleep(self.poll)
 

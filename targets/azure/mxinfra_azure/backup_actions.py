@@ -192,8 +192,8 @@ class ServerActions:
                 break
             if time.monotonic() >= deadline:
                 raise UserError(
-                    f"{self.env.name}: the on-demand backup {name} of {self.where} is not complete after {self.backup_timeout / 60:.0f} minutes; "
-                    f"nothing was recorded. Follow it with `{follow}`, then run `mxinfra backup list`"
+                    f"{self.env.name}: the on-demand backup {name} of {self.where} is not complete after {self.backup_timeout / 60:.0f} minutes. "
+                    f"Follow it with `{follow}`, then run `mxinfra backup list`"
                 )
             time.sleep(self.poll)
         self._backups = None

@@ -276,6 +276,7 @@ def test_another_environments_recovery_point_is_refused_by_tags(double, project,
     assert rc == 2 and "Traceback" not in err
     said = " ".join(err.split())
     assert "AWS refused backup:GetRecoveryPointRestoreMetadata" in said and "AccessDeniedException" in said and a.role_arn("backups") in said
+    assert said.endswith("; nothing was recorded")  # refused before its intent: the log holds nothing of it
     assert _records(project, "test") == []
 
 
@@ -290,6 +291,7 @@ def test_a_failed_backup_job_names_the_job_and_records_nothing(double, project, 
     assert rc == 2 and "Traceback" not in err
     job = next(p for op, p in double.requests if op == "DescribeBackupJob")["BackupJobId"]
     assert f"the database backup job {job}" in said and "ended FAILED" in said and f"aws backup describe-backup-job --backup-job-id {job}" in said
+    assert said.endswith(f"aws backup describe-backup-job --backup-job-id {job} --region {REGION}`; nothing was recorded")
     assert _records(project, "test") == []
 
 
@@ -299,7 +301,7 @@ def test_a_backup_still_running_at_the_timeout_is_said_and_not_recorded(double, 
     double.stall = True
     rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "test", "-C", str(project.path))
     said = " ".join(err.split())
-    assert rc == 2 and "the backup is still running after 0 minutes" in said and "nothing was recorded" in said
+    assert rc == 2 and "the backup is still running after 0 minutes" in said and said.endswith("; nothing was recorded")
     assert _records(project, "test") == []
 
 

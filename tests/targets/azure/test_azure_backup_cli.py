@@ -343,6 +343,7 @@ def test_a_backup_still_running_at_the_timeout_names_it_and_records_nothing(arm,
     assert rc == 2 and "Traceback" not in err
     assert f"the on-demand backup {name} of PostgreSQL flexible server {n.database_server}" in said and "is not complete after 0 minutes" in said
     assert f"az postgres flexible-server backup show -g {n.resource_group} --name {n.database_server} --backup-name {name}" in said
+    assert said.endswith("then run `mxinfra backup list`; nothing was recorded")
     assert _records(project, "test") == []
 
 

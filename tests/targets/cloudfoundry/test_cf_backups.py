@@ -255,7 +255,7 @@ def test_an_archive_with_an_entry_outside_it_is_refused_before_the_app_stops(cap
     capi.requests.clear()
     rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(evil), "--from", "acceptance", "--unrecorded", "-C", str(project.path))
     assert rc == 2 and "Traceback" not in err, err
-    assert f"error: {evil}: entry 'tree/../../escaped' would be written outside the archive's directory: refused" in err
+    assert f"error: {evil}: entry 'tree/../../escaped' would be written outside the archive's directory: refused; nothing was recorded" in err
     assert _calls(capi, "POST", f"/v3/apps/{app}/actions/") == [] and _calls(capi, "POST", "/v3/service_credential_bindings") == []
     assert _snapshot(pg) == seeded and _records(project, "acceptance") == []
 
@@ -468,6 +468,7 @@ def test_a_failed_download_still_deletes_its_keys_and_names_the_one_it_could_not
     rc, _, err = _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))
     assert rc == 2 and "Traceback" not in err, err
     assert "error: pg_dump of orders-acceptance-database at 127.0.0.1:" in err and "password authentication failed" in err
+    assert "; nothing was recorded" in err
     [left] = capi.keys()
     assert f"warning: the service key {left['name']} of orders-acceptance-database could not be deleted" in err
     assert list(out.iterdir()) == [] and _records(project, "acceptance") == [] and "wrong-password" not in err

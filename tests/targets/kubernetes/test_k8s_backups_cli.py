@@ -810,6 +810,7 @@ def test_a_failed_job_is_exit_2_and_recorded_nowhere(cluster, project, capsys):
     c.pg_url = "postgres://nobody:x@127.0.0.1:1/none"  # the database does not answer
     rc, _, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "test", "-C", str(project.path))
     assert rc == 2 and "failed" in err and "kubectl -n orders-test logs job/orders-test-backup-" in err
+    assert err.rstrip().endswith("; nothing was recorded"), err  # said by the CLI, which alone writes the log
     assert _records(project, stack, "test") == []
 
 
@@ -1237,6 +1238,7 @@ def test_production_restores_a_recorded_archive_after_a_backup_and_refuses_a_hos
     jobs = len(c.created)
     rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--archive", str(hostile), "--from", "production", "--unrecorded", "-C", str(project.path))
     assert rc == 2 and "entry 'tree//backups/20261101T000000Z.tar.gz' is not a plain relative name" in err and len(c.created) == jobs
+    assert " ".join(err.split()).endswith("; nothing was recorded")
     # a well-made archive that no signed download record names: refused on production, --unrecorded or not
     from mxinfra.backup_archive import pack
 
@@ -1246,18 +1248,33 @@ def test_production_restores_a_recorded_archive_after_a_backup_and_refuses_a_hos
     rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--archive", str(unrecorded.path), "--from", "production", "--unrecorded", "-C", str(project.path))
     err = " ".join(err.split())
     assert rc == 2 and f"its sha256 {unrecorded.sha256} is in no signed backup-download record" in err and "(production is restored only from an archive mxinfra downloaded and recorded)" in err, err
+    assert err.endswith("; nothing was recorded")
     assert len(c.created) == jobs and [r.action for r in _records(project, stack, "production")] == ["backup", "backup-download"]
     import time as _time
 
+    # the backup first is taken and recorded, then the intent's write fails: the message says which is in the log
+    from mxinfra import backup_cli
+    from mxinfra.errors import UserError
+
+    def refused(ctx, restore):
+        raise UserError("the activity log refused the write")
+
     _time.sleep(1.1)  # the backup taken first gets a second of its own
+    with monkeypatch.context() as m:
+        m.setattr(backup_cli, "_restore_intent", refused)
+        rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--archive", str(archive), "--from", "production", "-C", str(project.path))
+    (first,) = set(re.findall(r"backup (\d{8}T\d{6}Z) taken first", out))
+    assert rc == 2 and err.rstrip().endswith(f"the activity log refused the write; the backup {first} taken first is recorded, the restore is not"), err
+    assert [r.action for r in _records(project, stack, "production")] == ["backup", "backup-download", "backup"]
+    _time.sleep(1.1)
     pg.psql('DELETE FROM "orders$order"')
     rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--archive", str(archive), "--from", "production", "-C", str(project.path))
     assert rc == 0, (err, c.logs)
     assert _rows(pg) == seeded
     (before,) = set(re.findall(r"backup (\d{8}T\d{6}Z) taken first", out))
     recs = _records(project, stack, "production")
-    assert [r.action for r in recs] == ["backup", "backup-download", "backup", "intent", "restore"]
-    assert recs[2].changes == {"backup": {"id": before, "trigger": "before restore"}} and recs[4].changes["restore"]["backupBefore"] == before
+    assert [r.action for r in recs] == ["backup", "backup-download", "backup", "backup", "intent", "restore"]
+    assert recs[3].changes == {"backup": {"id": before, "trigger": "before restore"}} and recs[5].changes["restore"]["backupBefore"] == before
 
 
 @pytest.mark.parametrize("cluster", ["test"], indirect=True)

@@ -427,11 +427,12 @@ def _recorded_restore(
 ) -> Any:
     """`run(before)` a restore through the target, which calls `before` once its checks passed, right before
     it changes anything: `first` runs (an archive restore's backup of production), then the restore's intent
-    record is written (`done`, and the backup `taken` first if one was). When the restore replaced the
-    database but could not put the files back, its outcome is recorded all the same, with `files: not
-    restored`, and the command exits 2. A target that restored without calling `before` is a bug: its
+    record is written (`done`, and the backup `taken` first if one was). When the target is certain how the
+    restore failed (mxinfra.backups.RestoreFailed: the database replaced but not the files, or nothing
+    restored at all), its outcome is recorded all the same (`files: not restored`; `database` and `files:
+    not restored`) and the command exits 2; any other failure leaves the intent alone. A target that restored without calling `before` is a bug: its
     outcome is not recorded as if the log had said it was coming."""
-    from .backups import FilesNotRestored
+    from .backups import RestoreFailed
 
     intended: list[bool] = []
 
@@ -446,10 +447,12 @@ def _recorded_restore(
 
     try:
         result = run(before)
-    except FilesNotRestored as e:
-        # what else the target says happened (e.g. the app not started again), the files' outcome last
-        outcome = {k: v for k, v in (getattr(e, "outcome", None) or {}).items() if k != "files"}
-        ctx.record("restore", {"restore": {**outcome, **done, **taken_first(), "files": "not restored"}})  # what the CLI knows wins
+    except RestoreFailed as e:
+        if not intended:  # before the intent: the log holds nothing of this restore, and gets no outcome of it
+            raise UserError(f"{e}; nothing was recorded") from None
+        # what else the target says happened (e.g. the app started again), what was restored last
+        outcome = {k: v for k, v in e.outcome.items() if k not in e.restored}
+        ctx.record("restore", {"restore": {**outcome, **done, **taken_first(), **e.restored}})  # what the CLI knows wins
         raise UserError(f"{e} (recorded)") from None
     except UserError as e:
         # what the target's failure left is its message's to say; what the log holds, the CLI's

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 from datetime import date, datetime, timedelta, timezone
 
 from pydantic import Field, field_validator, model_validator
@@ -319,6 +320,28 @@ def retention_env(b: Backups) -> dict[str, str]:
     return {"KEEP_DAILY_DAYS": str(b.daily_days), "KEEP_WEEKLY_WEEKS": str(b.weekly_weeks), "KEEP_MONTHLY_MONTHS": str(b.monthly_months)}
 
 
-class FilesNotRestored(UserError):
+class RestoreFailed(UserError):
+    """A restore that failed in a way its target is certain of: after its intent the outcome is recorded all
+    the same, exit 2. `outcome`: what else the target says happened (e.g. `app: stopped, then started`),
+    kept by reference, so that a target may still fill it in while the exception leaves (the app started again)."""
+
+    def __init__(self, message: str, outcome: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.outcome: dict[str, Any] = outcome if outcome is not None else {}
+
+    #: what the record says of the database and the files, written over what the target said of them
+    restored: ClassVar[Mapping[str, str]] = {}
+
+
+class FilesNotRestored(RestoreFailed):
     """A restore that replaced the database but could not put the files back: a change to record (the
     database is the backup's now) and to report, exit 2, with how to finish it."""
+
+    restored: ClassVar[Mapping[str, str]] = {"files": "not restored"}
+
+
+class NothingRestored(RestoreFailed):
+    """A restore that certainly changed neither the database nor the files (refused before it began, its
+    Job never ran, the dump refused in one transaction): recorded so that its intent does not stand alone."""
+
+    restored: ClassVar[Mapping[str, str]] = {"database": "not restored", "files": "not restored"}

@@ -257,6 +257,10 @@ def _changed(record: Any) -> str:
         intends = str(changes["intends"])
         rest = [k for k in changes if k not in ("intends", intends)]
         return f"intends {intends}" + (f": {', '.join(rest)}" if rest else "")
+    restore = changes.get("restore")
+    if isinstance(restore, dict):  # a restore's outcome: what it did not put back is the news (mxinfra.backups.RestoreFailed)
+        missed = [k for k in ("database", "files") if restore.get(k) == "not restored"]
+        return "restore" + (": nothing restored" if len(missed) == 2 else f": {missed[0]} not restored" if missed else "")
     # `constants` and `secrets` are sections (name -> from/to, changed/added/removed), not one tracked input
     tracked = [c for k, c in changes.items() if k not in ("constants", "secrets")]
     if tracked and all(isinstance(c, dict) and c.get("from") is None for c in tracked):

@@ -565,11 +565,12 @@ class VaultActions:
         (a file changed meanwhile is never restored); the sha256 and size go to `vouch` (a refusal removes
         the upload); then `before` runs (production's backup, the restore's intent record), then the machine: the services stopped, the
         task (which checks the sha256 once more), the services started again. What was restored;
-        FilesNotRestored when the database was but the files were not all copied back."""
+        FilesNotRestored when the database was but the files were not all copied back, NothingRestored
+        when the machine says neither was."""
         import botocore.exceptions
 
         from mxinfra.backup_archive import check, stored_keys
-        from mxinfra.backups import FilesNotRestored
+        from mxinfra.backups import FilesNotRestored, NothingRestored
 
         if via is not None:
             raise UserError("--database-via: the aws target's restore task reaches the database from inside the VPC: leave it out")
@@ -670,16 +671,17 @@ class VaultActions:
         db_done = x.get(RESTORE) in (0, 3)
         db_maybe = RESTORE in x and x.get(RESTORE) is None and x.get(FETCH) == 0
         if db_done and (x.get(RESTORE) == 3 or x.get(PUSH_FILES) != 0):
-            failed = FilesNotRestored(
+            raise FilesNotRestored(
                 f"{self.env.name}: the database was restored from {archive.name}, but its files were not all copied back ({ended.why}); "
-                f"{started_again}; run the restore again to copy them ({tail})"
+                f"{started_again}; run the restore again to copy them ({tail})",
+                {"app": "stopped, not started again" if ended.not_started else "stopped, then started", "execution": backup},
             )
-            failed.outcome = {"app": "stopped, not started again" if ended.not_started else "stopped, then started", "execution": backup}  # type: ignore[attr-defined]
-            raise failed
+        # certainly nothing restored: recorded as the intent's outcome (mxinfra.backups.NothingRestored)
         if ended.error in ("mxinfra.RestoreRunning", "mxinfra.BadInput"):
-            raise UserError(f"{head}: the restore {execution} ended {ended.status}: {ended.why}: nothing was stopped or restored ({tail})")
+            raise NothingRestored(f"{head}: the restore {execution} ended {ended.status}: {ended.why}: nothing was stopped or restored ({tail})", {"execution": backup})
         if ended.error == "mxinfra.NotStopped" or (x and not db_done and not db_maybe):
-            raise UserError(f"{head}: the restore {execution} ended {ended.status}: {ended.why}: nothing was restored; {started_again} ({tail})")
+            app = "stopped, not started again" if ended.not_started else "stopped, then started"
+            raise NothingRestored(f"{head}: the restore {execution} ended {ended.status}: {ended.why}: nothing was restored; {started_again} ({tail})", {"app": app, "execution": backup})
         if db_maybe or ended.error == "States.Timeout":
             raise UserError(
                 f"{head}: the restore {execution} ended {ended.status}: {ended.why}: the task was stopped before it ended, so the database may or may not "

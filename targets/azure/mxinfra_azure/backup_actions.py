@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, TextIO
 
-from mxinfra.backups import ID_FORMAT
+from mxinfra.backups import ID_FORMAT, NothingRestored
 from mxinfra.environments import Environment
 from mxinfra.errors import UserError
 
@@ -229,8 +229,7 @@ class ServerActions:
             )
         if before is not None:
             before()
-        with self._azure(f"the point-in-time restore of {self.server} into the new server {new}"):
-            self.client.servers.begin_create_or_update(self.group, new, self._restore_body(source, at), polling=False)
+        self._create_restored(new, source, at)
         started = f"the new server {new} is being created (`az postgres flexible-server show -g {self.group} --name {new}`)"
         restore_id = self._restore_files(at, started)
         self._wait_restores(new, restore_id)
@@ -249,6 +248,24 @@ class ServerActions:
         )
         # named as AWS names them in the record: where the database and the files were restored into
         return {"database": new, "filesInto": f"{self.account}/{FILES_CONTAINER}", "pointInTime": _iso(at)}
+
+    def _create_restored(self, new: str, source: Any, at: datetime) -> None:
+        """Ask for the new server; NothingRestored when Azure refused the request (4xx): nothing was created,
+        and the files, restored after it, were not touched. Any other failure may have left the request on its way."""
+        from azure.core.exceptions import HttpResponseError
+
+        refused = False
+        try:
+            with self._azure(f"the point-in-time restore of {self.server} into the new server {new}"):
+                try:
+                    self.client.servers.begin_create_or_update(self.group, new, self._restore_body(source, at), polling=False)
+                except HttpResponseError as exc:
+                    refused = exc.status_code is not None and 400 <= exc.status_code < 500
+                    raise
+        except UserError as e:
+            if refused:
+                raise NothingRestored(f"{e}; nothing was restored") from None
+            raise
 
     # --- Azure --------------------------------------------------------------------------------------------
 

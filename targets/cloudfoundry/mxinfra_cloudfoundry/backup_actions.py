@@ -45,7 +45,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from mxinfra.backup_archive import RESTORE_FLAGS, RESTORE_PSQL, RESTRICTING_VERSIONS, Opening, UnsafeDump, pack, restrict_key, stored_keys, unpack
-from mxinfra.backups import ID_FORMAT, FilesNotRestored
+from mxinfra.backups import ID_FORMAT, FilesNotRestored, NothingRestored
 from mxinfra.errors import UserError
 
 from .file_stores import file_store_of, pull, push
@@ -189,11 +189,18 @@ class KeyActions:
                 db = database_of(creds["database"], f"service key of {self.database_name}", via)
                 store = file_store_of(creds["files"], f"service key of {self.files_name}") if "files" in creds else None
                 try:
+                    # the outcome NothingRestored records gets the app's below
                     if running:
-                        self._capi(f"stopping the app {self.app_name}", lambda: self.client.stop(app["guid"]))
-                        # no instance may hold the database while it is replaced
-                        self._capi(f"waiting for the app {self.app_name} to stop", lambda: self.client.wait_stopped(self.client.web_process(app["guid"])["guid"], self.timeout))
-                    _restore_dump(tools, unpacked.dump, db, f"restoring the database {self.database_name}")
+                        try:
+                            self._capi(f"stopping the app {self.app_name}", lambda: self.client.stop(app["guid"]))
+                            # no instance may hold the database while it is replaced
+                            self._capi(f"waiting for the app {self.app_name} to stop", lambda: self.client.wait_stopped(self.client.web_process(app["guid"])["guid"], self.timeout))
+                        except UserError as e:
+                            raise NothingRestored(f"{e}; nothing was restored", outcome) from None
+                    try:
+                        _restore_dump(tools, unpacked.dump, db, f"restoring the database {self.database_name}")
+                    except UserError as e:  # one transaction, refused: the database is as it was, no file touched yet
+                        raise NothingRestored(str(e), outcome) from None
                     outcome["files"] = 0
                     if store is not None:
                         try:
@@ -201,7 +208,7 @@ class KeyActions:
                         except UserError as e:
                             raise FilesNotRestored(f"{self.env.name}: the database was restored from {archive.name}, but its files were not all copied back: {e}") from None
                 except FilesNotRestored as e:
-                    e.outcome = outcome  # type: ignore[attr-defined]  (recorded with the restore: filled in below)
+                    e.outcome = outcome  # recorded with the restore: the app's is filled in below
                     raise
                 finally:
                     if running:

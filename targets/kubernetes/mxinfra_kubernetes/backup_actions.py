@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from mxinfra.artifacts import postgres_major
-from mxinfra.backups import ID_FORMAT, FilesNotRestored, parse_id
+from mxinfra.backups import ID_FORMAT, FilesNotRestored, NothingRestored, RestoreFailed, parse_id
 from mxinfra.environments import Environment
 from mxinfra.errors import UserError
 
@@ -186,6 +186,9 @@ class ClusterActions:
             self._start("restore", made)
             try:
                 ip = self._pod_ip(restore_job, "restore")
+            except UserError as e:
+                self._dropped(stopped, e)  # it never listened, or ended before it received anything
+            try:
                 cron = source._cron("restore")
                 name = source.lay.naming.physical("export", max_len=52)
                 export_job = source._start("export", export_job_spec(cron, name, backup, token, stamp, to=self.env.name, target=f"{ip}:{TRANSFER_PORT}"))
@@ -244,9 +247,8 @@ class ClusterActions:
                 # the whole archive went; only its answer was lost: the Job may be restoring it, so it is followed,
                 # never deleted half-way (its log says whether it took the archive)
                 sys.stderr.write(f"warning: {e}: following the restore Job {job}\n")
-            except UserError:
-                self._drop(stopped)  # the receiver refused or never got the archive; it would wait out BACKUP_WAIT for nothing
-                raise
+            except UserError as e:
+                self._dropped(stopped, e)  # the receiver refused or never got the archive; it would wait out BACKUP_WAIT for nothing
             self._wait_restore(job, backup)
         return stopped.outcome
 
@@ -263,7 +265,7 @@ class ClusterActions:
         Job may still run (Ctrl-C, a timeout, the API server gone), the app stays stopped and the command
         says how to start it once the Job ended, since restore.sh checks for other sessions only before it
         starts replacing the database. Yields the state whose `outcome` the record carries (`app`), which is
-        also set on a FilesNotRestored."""
+        also set on a RestoreFailed (the files not put back, or nothing restored)."""
         if (count := self._app_count()[0]) and (why := self._cannot_stop(count)) is not None:  # started since refusal()
             raise UserError(why)
         if before is not None:
@@ -274,14 +276,17 @@ class ClusterActions:
             try:
                 self._scale(0)
                 self._wait_stopped(count, grace)
-            except BaseException:
+            except BaseException as e:
                 self._start_again(count, stopped.outcome)
+                if isinstance(e, RestoreFailed):
+                    e.outcome.update(stopped.outcome)
                 raise
         try:
             yield stopped
-        except FilesNotRestored as e:
-            self._start_again(count, stopped.outcome)  # the Job is over: it said which step failed
-            e.outcome = {**(getattr(e, "outcome", None) or {}), **stopped.outcome}  # type: ignore[attr-defined]
+        except RestoreFailed as e:
+            # the Job is over (it said which step failed) or gone having run nothing: the app may start
+            self._start_again(count, stopped.outcome)
+            e.outcome.update(stopped.outcome)
             raise
         except BaseException:
             if not count:
@@ -323,9 +328,16 @@ class ClusterActions:
         assert stopped.job is not None
         try:
             self._started(stopped.job, action)
-        except UserError:
-            self._drop(stopped)
-            raise
+        except UserError as e:
+            self._dropped(stopped, e)
+
+    def _dropped(self, stopped: _Stopped, failure: UserError) -> NoReturn:
+        """The restore Job received or ran nothing: deleted (`_drop`), and then NothingRestored, which is
+        recorded; a Job that could not be deleted may still run, and the failure stays as it was."""
+        self._drop(stopped)
+        if stopped.job is None:
+            raise NothingRestored(f"{failure}; the restore Job was deleted: nothing was restored") from failure
+        raise failure
 
     def _drop(self, stopped: _Stopped) -> None:
         """Delete the restore Job, which restored nothing (its pod never ran, or it never took an archive):
@@ -367,7 +379,7 @@ class ClusterActions:
         deadline = time.monotonic() + limit
         while self._app_count()[1]:
             if time.monotonic() > deadline:
-                raise UserError(f"{self.env.name}: the app {self.lay.workload} in {self.where} still had pods {limit:.0f}s after it was scaled to 0: nothing was restored")
+                raise NothingRestored(f"{self.env.name}: the app {self.lay.workload} in {self.where} still had pods {limit:.0f}s after it was scaled to 0: nothing was restored")
             time.sleep(self.poll)
         sys.stderr.write(f"{self.env.name}: the app {self.lay.workload} is stopped for the restore\n")
 

@@ -267,7 +267,15 @@ def test_an_archive_replaced_in_the_bucket_is_not_restored_and_the_app_starts_ag
     assert "not " in d.states.logs["restore"] and "(the archive the caller checked)" in d.states.logs["restore"]
     assert _rows(pg) == changed
     assert d.states.service_log == [(a.service_name, 0), (a.service_name, 2)]
-    assert [r for r in _records(project, d.role) if r.action == "restore"] == []
+    _nothing_restored(project, d, err, app="stopped, then started")
+
+
+def _nothing_restored(project: Any, d: Deployed, err: str, app: str | None) -> None:
+    """The machine said certainly nothing was restored: the intent is followed by that outcome, said so."""
+    intent, outcome = _records(project, d.role)[-2:]
+    assert intent.action == "intent" and outcome.action == "restore" and err.rstrip().endswith(") (recorded)"), err
+    said = {k: v for k, v in outcome.changes["restore"].items() if k not in ("archive", "from", "execution")}
+    assert said == {**({"app": app} if app else {}), "database": "not restored", "files": "not restored"}
 
 
 def test_files_not_copied_back_are_recorded_as_not_restored(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
@@ -401,7 +409,8 @@ def test_services_that_do_not_stop_in_time_are_started_again_and_nothing_is_rest
     # polled every 15 s for 10 minutes, then the count it had back; no task ran
     assert d.states.waited == 600 and d.states.visited.count("Check0") == 40
     assert d.states.ran == [] and d.states.service_log == [(a.service_name, 0), (a.service_name, 2)]
-    assert _rows(pg) == changed and [r for r in _records(project, d.role) if r.action == "restore"] == []
+    assert _rows(pg) == changed
+    _nothing_restored(project, d, err, app="stopped, then started")
 
 
 def _start_directly(d: Deployed, payload: str) -> dict[str, Any]:
@@ -477,6 +486,7 @@ def test_a_session_still_connected_to_the_database_is_waited_for_then_nothing_is
     assert rc == 2 and "nothing was restored; the services were started again" in err, err
     assert "1 other session(s) of the database's user still connected after 5s" in d.states.logs["restore"]
     assert _rows(pg) == changed and d.states.service_log == [(a.service_name, 0), (a.service_name, 2)]
+    _nothing_restored(project, d, err, app="stopped, then started")
 
 
 def test_files_not_restored_and_a_service_not_started_again_are_both_recorded_and_said(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
@@ -521,6 +531,7 @@ def test_no_restore_beside_a_running_export(exported: Deployed, pg: PostgresServ
     rc, out, err = _restore(d, project, archive, capsys)
     assert rc == 2 and "mxinfra.RestoreRunning" in err and "a download's export" in err and "nothing was stopped or restored" in err, err
     assert d.states.service_log == [] and d.states.ran == []
+    _nothing_restored(project, d, err, app=None)
     del d.states.executions[running]
 
 

@@ -303,8 +303,10 @@ def test_without_its_subnet_role_a_restore_is_refused_by_the_linked_check(arm, p
     assert f"the role `mxinfra {n.naming.prefix} backups-network` on that subnet" in said and "activate it as well as the backups role" in said, said
     assert arm.denied == [(SUBNET_JOIN, AZURE_BLOCK["databaseSubnetId"])]  # the zone's join is the backups role's
     assert [r["operation"] for r in arm.requests if r["method"] != "GET"][-1] == "Servers_CreateOrUpdate" and not arm.restores and not arm.blob_restores
-    # the backup taken before it, and the intent of the restore the platform then refused: no outcome
-    assert [r.action for r in _records(project, "production")] == ["backup", "intent"] and "the restore's intent is recorded and no outcome follows it" in said
+    # the backup taken before it, the intent of the restore the platform then refused, and its outcome: nothing restored
+    recs = _records(project, "production")
+    assert [r.action for r in recs] == ["backup", "intent", "restore"] and said.endswith("; nothing was restored (recorded)"), said
+    assert recs[-1].changes["restore"] == {"id": backup_id, "from": "production", "backupBefore": recs[0].changes["backup"]["id"], "database": "not restored", "files": "not restored"}
 
 
 @pytest.mark.parametrize("role", ["deploy", "monitor"])
@@ -393,7 +395,10 @@ def test_a_linked_authorization_failure_says_who_can_restore(arm, project, capsy
     assert f"the role `mxinfra {n.naming.prefix} backups-network` on that subnet" in said and "activate it as well" not in said  # test: standing
     assert "have the platform identity run this restore" in said
     assert [r["operation"] for r in arm.requests if r["method"] != "GET"] == ["Servers_CreateOrUpdate"]  # the files were not touched
-    assert [r.action for r in _records(project, "test")] == ["intent"]  # the request was on its way: its intent, no outcome
+    # Azure refused the request (403): nothing was created or touched, and the intent gets that outcome
+    recs = _records(project, "test")
+    assert [r.action for r in recs] == ["intent", "restore"] and said.endswith("; nothing was restored (recorded)"), said
+    assert recs[-1].changes["restore"] == {"id": backup_id, "from": "test", "database": "not restored", "files": "not restored"}
 
 
 def test_no_credential_is_said_plainly(arm, project, capsys, monkeypatch):

@@ -356,7 +356,10 @@ def test_a_dump_the_server_refuses_leaves_the_database_as_it_was_and_the_app_run
     assert "error: restoring the database orders-acceptance-database at 127.0.0.1:" in err and "unsupported version" in err and "; the database is as it was" in err
     assert _snapshot(pg) == seeded and _objects(s3_server) == FILES
     assert capi.objects["apps"][app]["state"] == "STARTED" and capi.keys() == []
-    assert [r.action for r in _records(project, "acceptance")] == ["intent"] and "the restore's intent is recorded and no outcome follows it" in " ".join(err.split())
+    # certainly nothing restored (one transaction, refused; no file touched): the intent gets that outcome
+    recs = _records(project, "acceptance")
+    assert [r.action for r in recs] == ["intent", "restore"] and err.rstrip().endswith("; the database is as it was (recorded)"), err
+    assert {k: v for k, v in recs[-1].changes["restore"].items() if k != "archive"} == {"from": "acceptance", "app": "stopped, then started", "database": "not restored", "files": "not restored"}
     assert DB_PASSWORD_MARK not in err
 
 
@@ -637,7 +640,9 @@ def test_an_app_that_does_not_stop_in_time_is_started_again_and_nothing_restored
     assert "error: acceptance: the Cloud Controller refused waiting for the app orders-acceptance to stop" in err and "did not finish within 10 seconds" in err
     assert _snapshot(pg) == emptied  # nothing restored under a running app
     assert capi.objects["apps"][app]["state"] == "STARTED" and f"/v3/apps/{app}/actions/start" in [p for m, p in capi.requests if m == "POST"]
-    assert capi.keys() == [] and [r.action for r in _records(project, "acceptance")] == ["backup-download", "intent"]
+    recs = _records(project, "acceptance")
+    assert capi.keys() == [] and [r.action for r in recs] == ["backup-download", "intent", "restore"] and err.rstrip().endswith("; nothing was restored (recorded)"), err
+    assert {k: v for k, v in recs[-1].changes["restore"].items() if k != "archive"} == {"from": "acceptance", "app": "stopped, then started", "database": "not restored", "files": "not restored"}
 
 
 def test_files_not_restored_and_an_app_not_started_are_both_recorded(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):

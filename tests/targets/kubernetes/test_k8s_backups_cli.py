@@ -543,7 +543,11 @@ def test_a_restore_job_whose_pod_never_starts_is_deleted_and_the_app_started_aga
     said = " ".join(err.split())
     assert rc == 2 and "Traceback" not in err and "did not start" in said and "stays stopped" not in said, said
     assert c.scaled == [(app, 0), (app, 1)] and not [j for j in c.jobs if "-restore-" in j]  # deleted
-    assert [r.action for r in _records(project, stack, "test")] == ["backup", "intent"]
+    # its pod never ran and it is gone: certainly nothing restored, and the intent gets that outcome
+    assert said.endswith("the restore Job was deleted: nothing was restored (recorded)"), said
+    recs = _records(project, stack, "test")
+    assert [r.action for r in recs] == ["backup", "intent", "restore"]
+    assert recs[-1].changes["restore"] == {"id": backup_id, "from": "test", "app": "stopped, then started", "database": "not restored", "files": "not restored"}
 
 
 @pytest.mark.parametrize("cluster", ["test"], indirect=True)
@@ -616,7 +620,13 @@ def test_an_app_that_does_not_stop_is_started_again_and_nothing_restored(cluster
     said = " ".join(err.split())
     assert rc == 2 and "Traceback" not in err and f"the app {app} in namespace {ns}" in said and "still had pods 0s after it was scaled to 0: nothing was restored" in said, said
     assert _rows(pg) == changed and c.scaled == [(app, 0), (app, 1)] and len(c.created) == 1  # no restore Job
-    assert [r.action for r in _records(project, stack, "test")] == ["backup", "intent"]
+    assert said.endswith("nothing was restored (recorded)"), said
+    recs = _records(project, stack, "test")
+    assert [r.action for r in recs] == ["backup", "intent", "restore"]
+    assert recs[-1].changes["restore"] == {"id": backup_id, "from": "test", "app": "stopped, then started", "database": "not restored", "files": "not restored"}
+    rc, out, _ = _cli(capsys, "activity", "-e", "test", "-C", str(project.path))
+    assert rc == 0 and "restore: nothing restored" in out and "intends restore" in out, out
+    assert _cli(capsys, "activity", "verify", "-e", "test", "-C", str(project.path))[0] == 0
 
 
 @pytest.mark.parametrize("cluster", ["production+s3"], indirect=True)
@@ -712,6 +722,9 @@ def test_a_restore_whose_files_cannot_go_back_says_so_and_is_recorded(cluster, p
     recs = _records(project, stack, "acceptance")
     assert [r.action for r in recs] == ["backup", "intent", "restore"]
     assert recs[-1].changes["restore"]["files"] == "not restored" and recs[-1].changes["restore"]["id"] == backup_id
+    assert "database" not in recs[-1].changes["restore"]  # it was restored: only the files' failure is recorded
+    rc, out, _ = _cli(capsys, "activity", "-e", "test", "-C", str(project.path))
+    assert rc == 0 and "restore: files not restored" in out, out
 
 
 @pytest.mark.parametrize("cluster", ["test"], indirect=True)
@@ -1171,9 +1184,11 @@ def test_an_archive_of_another_target_restores_and_one_changed_on_the_way_does_n
     c.corrupt = True
     rc, _, err = _cli(capsys, *base, "--unrecorded")
     assert rc == 2 and "Traceback" not in err and "PUT /api/v1/namespaces/orders-test/pods/" in err and "answered HTTP 400" in err
-    # the archive was on its way when the Job refused it: the restore's intent, no outcome; the Job deleted,
-    # so the app started again
-    assert _rows(pg) == "" and [r.action for r in _records(project, stack, "test")] == ["intent"]
+    # the archive was on its way when the Job refused it: the Job deleted, so the app started again, and
+    # the restore's intent followed by its outcome, nothing restored
+    recs = _records(project, stack, "test")
+    assert _rows(pg) == "" and [r.action for r in recs] == ["intent", "restore"] and err.rstrip().endswith("nothing was restored (recorded)")
+    assert {k: v for k, v in recs[-1].changes["restore"].items() if k != "archive"} == {"from": "test", "app": "stopped, then started", "database": "not restored", "files": "not restored"}
     (app,) = {n for n, _ in c.scaled}
     assert c.scaled == [(app, 0), (app, 1)] and "stays stopped" not in err
     rc, _, err = _cli(capsys, *base, "--unrecorded")

@@ -189,9 +189,11 @@ class LocalKeySigner(Signer):
         self._key = key
 
     def public_key_der(self) -> bytes:
+        """The key's public half, DER (SubjectPublicKeyInfo)."""
         return _der_public(self._key.public_key())
 
     def sign(self, message: bytes) -> bytes:
+        """ECDSA P-256 over SHA-256 of `message`, DER-encoded."""
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -277,6 +279,7 @@ class KmsSigner(Signer):
         self._public: bytes | None = None
 
     def public_key_der(self) -> bytes:
+        """The KMS key's public half, DER, checked to be the key named and ECC_NIST_P256/SIGN_VERIFY (asked once)."""
         if self._public is None:
             resp = _kms_call(self.ref, "get its public key (kms:GetPublicKey)", self._client.get_public_key, KeyId=self.key_id)
             spec = resp.get("KeySpec") or resp.get("CustomerMasterKeySpec")  # the older name of the same field
@@ -292,6 +295,7 @@ class KmsSigner(Signer):
         return self._public
 
     def sign(self, message: bytes) -> bytes:
+        """`message` signed by KMS (ECDSA_SHA_256), DER-encoded."""
         resp = _kms_call(
             self.ref,
             "sign (kms:Sign)",
@@ -372,9 +376,11 @@ class KeyVaultSigner(Signer):
         self._crypto = CryptographyClient(self._key, azure_credential(), **KEYVAULT_CLIENT_OPTIONS)
 
     def public_key_der(self) -> bytes:
+        """The Key Vault key's public half, DER (read when the signer was made)."""
         return self._public
 
     def sign(self, message: bytes) -> bytes:
+        """`message` signed by Key Vault (ES256), DER-encoded."""
         from azure.keyvault.keys.crypto import SignatureAlgorithm
         from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
@@ -521,6 +527,7 @@ class Trust:
     names: tuple[str, ...]
 
     def describe(self) -> str:
+        """The keys' names, for messages."""
         return ", ".join(self.names) or "(no key)"
 
 

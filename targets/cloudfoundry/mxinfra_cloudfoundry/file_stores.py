@@ -77,15 +77,18 @@ class S3Bucket:
         )
 
     def pages(self) -> Iterator[list[str]]:
+        """The store's keys, a page at a time (directory markers left out)."""
         with self.errors(f"listing {self.name}"):
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
                 yield [o["Key"] for o in page.get("Contents") or [] if not o["Key"].endswith("/")]
 
     def get(self, key: str, out: IO[bytes]) -> None:
+        """Copy the object `key` into `out`."""
         with self.errors(f"copying {key} from {self.name}"):
             self.client.download_fileobj(self.bucket, key, out)
 
     def put(self, path: Path, key: str) -> None:
+        """Copy the file `path` into the store as `key` (over one of that key)."""
         with self.errors(f"copying {key} into {self.name}"):
             self.client.upload_file(str(path), self.bucket, key)
 
@@ -147,15 +150,18 @@ class AzureContainer:
             raise UserError(f"{what}: the Azure SDK refused container_uri as a container's URL (https://<account>.blob.core.windows.net/<container>)") from None
 
     def pages(self) -> Iterator[list[str]]:
+        """The store's keys, a page at a time (directory markers left out)."""
         with self.errors(f"listing {self.name}"):
             for page in self.client.list_blobs(results_per_page=BATCH).by_page():
                 yield [b.name for b in page if not b.name.endswith("/")]
 
     def get(self, key: str, out: IO[bytes]) -> None:
+        """Copy the object `key` into `out`."""
         with self.errors(f"copying {key} from {self.name}"):
             self.client.download_blob(key, max_concurrency=1).readinto(out)
 
     def put(self, path: Path, key: str) -> None:
+        """Copy the file `path` into the store as `key` (over one of that key)."""
         with self.errors(f"copying {key} into {self.name}"), open(path, "rb") as f:
             self.client.upload_blob(key, f, overwrite=True)
 

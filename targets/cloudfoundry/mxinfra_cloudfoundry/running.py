@@ -78,6 +78,7 @@ class Place:
     app: str
 
     def describe(self) -> str:
+        """Where the app is, for messages."""
         return f"space {self.space}, org {self.org}, {self.api}"
 
 

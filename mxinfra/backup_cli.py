@@ -308,11 +308,12 @@ def restore(
         raise UserError(f"{environment} has no backup {backup_id}: it has {', '.join(known[:5]) or 'none'}{' ...' if len(known) > 5 else ''}")
     before = None
     if ctx.environment.is_production:
-        before = ctx.actions.create(_now(), keep=backup_id)
+        with _unrecorded():
+            before = ctx.actions.create(_now(), keep=backup_id)
         ctx.record("backup", {"backup": {"id": before, "trigger": "before restore"}})
     done = {"id": backup_id, "from": environment, **({"backupBefore": before} if before else {})}
     # what the target says the restore did (the new instance or server it made, what became of the app)
-    outcome = _recorded_restore(ctx, done, lambda before: ctx.actions.restore(backup_id, _now(), before))
+    outcome = _recorded_restore(ctx, done, lambda before: ctx.actions.restore(backup_id, _now(), before), taken={"id": before} if before else None)
     ctx.record("restore", {"restore": {**(outcome if isinstance(outcome, dict) else {}), **done}})  # what the CLI knows wins
     sys.stdout.write(f"{environment}: restored backup {backup_id}" + (f" (backup {before} taken first)" if before else "") + "\n")
 
@@ -368,12 +369,14 @@ def _restore_archive(directory: Path, stack: str, environment: str, archive: Pat
             return
         # `taken` is filled once the backup is recorded: what a failure after it says depends on that
         if callable(getattr(ctx.actions, "create", None)):
-            backup_id = ctx.actions.create(_now())
+            with _unrecorded():
+                backup_id = ctx.actions.create(_now())
             ctx.record("backup", {"backup": {"id": backup_id, "trigger": "before restore"}})
             taken["id"] = backup_id
             sys.stdout.write(f"{environment}: backup {taken['id']} taken first\n")
             return
-        got = ctx.actions.download_now(archive.resolve().parent, _now(), via)
+        with _unrecorded():
+            got = ctx.actions.download_now(archive.resolve().parent, _now(), via)
         ctx.record("backup-download", {"backup": {"id": got["id"], "trigger": "before restore", **_checked(got)}})
         taken.update(got)
         sys.stdout.write(f"{environment}: backup {got['id']} taken first, written to {got['path']}\n")
@@ -452,7 +455,13 @@ def _recorded_restore(
             raise UserError(f"{e}; nothing was recorded") from None
         # what else the target says happened (e.g. the app started again), what was restored last
         outcome = {k: v for k, v in e.outcome.items() if k not in e.restored}
-        ctx.record("restore", {"restore": {**outcome, **done, **taken_first(), **e.restored}})  # what the CLI knows wins
+        try:
+            ctx.record("restore", {"restore": {**outcome, **done, **taken_first(), **e.restored}})  # what the CLI knows wins
+        except Exception as unrecorded:  # noqa: BLE001 (the restore's failure is the news; the record's is said with it)
+            raise UserError(
+                f"{e}; its outcome could not be recorded ({unrecorded}): the restore's intent is recorded and no outcome follows it "
+                f"(`mxinfra activity -s {ctx.stack} -e {ctx.environment.name}`)"
+            ) from None
         raise UserError(f"{e} (recorded)") from None
     except UserError as e:
         # what the target's failure left is its message's to say; what the log holds, the CLI's
@@ -495,11 +504,12 @@ def _restore_from(directory: Path, stack: str, environment: str, backup_id: str,
         raise UserError(f"{source} has no backup {backup_id}: it has {', '.join(known[:5]) or 'none'}{' ...' if len(known) > 5 else ''}")
     before = None
     if ctx.environment.is_production:
-        before = ctx.actions.create(_now())
+        with _unrecorded():
+            before = ctx.actions.create(_now())
         ctx.record("backup", {"backup": {"id": before, "trigger": "before restore"}})
     where = {"fromStack": source_stack} if source_stack != stack else {}
     done = {"id": backup_id, "from": source, "to": environment, **where, **({"backupBefore": before} if before else {})}
-    checked = _recorded_restore(ctx, done, lambda before: ctx.actions.restore_from(src.actions, backup_id, _now(), before))
+    checked = _recorded_restore(ctx, done, lambda before: ctx.actions.restore_from(src.actions, backup_id, _now(), before), taken={"id": before} if before else None)
     ctx.record("restore", {"restore": {**done, **checked}})
     sent = {k: v for k, v in checked.items() if k in ("size", "sha256")}  # what left the source (not what became of the destination's app)
     src.record("backup-export", {"backup": {"id": backup_id, "to": environment, **({"toStack": stack} if source_stack != stack else {}), **sent}})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, ClassVar
 from datetime import date, datetime, timedelta, timezone
 
@@ -330,18 +331,18 @@ class RestoreFailed(UserError):
         self.outcome: dict[str, Any] = outcome if outcome is not None else {}
 
     #: what the record says of the database and the files, written over what the target said of them
-    restored: ClassVar[Mapping[str, str]] = {}
+    restored: ClassVar[Mapping[str, str]] = MappingProxyType({})
 
 
 class FilesNotRestored(RestoreFailed):
     """A restore that replaced the database but could not put the files back: a change to record (the
     database is the backup's now) and to report, exit 2, with how to finish it."""
 
-    restored: ClassVar[Mapping[str, str]] = {"files": "not restored"}
+    restored: ClassVar[Mapping[str, str]] = MappingProxyType({"files": "not restored"})
 
 
 class NothingRestored(RestoreFailed):
     """A restore that certainly changed neither the database nor the files (refused before it began, its
     Job never ran, the dump refused in one transaction): recorded so that its intent does not stand alone."""
 
-    restored: ClassVar[Mapping[str, str]] = {"database": "not restored", "files": "not restored"}
+    restored: ClassVar[Mapping[str, str]] = MappingProxyType({"database": "not restored", "files": "not restored"})

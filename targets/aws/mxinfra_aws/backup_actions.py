@@ -58,7 +58,7 @@ from mxinfra.errors import UserError
 
 from .backups import START_WINDOW_MINUTES, rules
 from .config import EXPORT_TIMEOUT_SECONDS, SnapshotSource
-from .policies import RDS_IDENTIFIER_MAX, Arns, restored_identifier  # noqa: F401 (restored_identifier: the restore's name)
+from .policies import Arns, restored_identifier
 
 DATABASE, FILES = "database", "files"
 POLL_SECONDS = 15.0
@@ -669,7 +669,10 @@ class VaultActions:
         # restore.sh replaced the database (0; 3: but not the files), or was stopped after the fetch before
         # it said how it ended (it commits only at its end: it may have)
         db_done = x.get(RESTORE) in (0, 3)
-        db_maybe = RESTORE in x and x.get(RESTORE) is None and x.get(FETCH) == 0
+        # restore.sh's own 1 and 2 say the database and the files are as they were; a kill (137, 143) or
+        # no exit code at all may have come after its COMMIT
+        db_maybe = RESTORE in x and x.get(RESTORE) not in (0, 1, 2, 3) and x.get(FETCH) == 0
+        replaced_nothing = bool(x) and (RESTORE not in x or x.get(RESTORE) in (1, 2))
         if db_done and (x.get(RESTORE) == 3 or x.get(PUSH_FILES) != 0):
             raise FilesNotRestored(
                 f"{self.env.name}: the database was restored from {archive.name}, but its files were not all copied back ({ended.why}); "
@@ -679,7 +682,7 @@ class VaultActions:
         # certainly nothing restored: recorded as the intent's outcome (mxinfra.backups.NothingRestored)
         if ended.error in ("mxinfra.RestoreRunning", "mxinfra.BadInput"):
             raise NothingRestored(f"{head}: the restore {execution} ended {ended.status}: {ended.why}: nothing was stopped or restored ({tail})", {"execution": backup})
-        if ended.error == "mxinfra.NotStopped" or (x and not db_done and not db_maybe):
+        if ended.error == "mxinfra.NotStopped" or replaced_nothing:
             app = "stopped, not started again" if ended.not_started else "stopped, then started"
             raise NothingRestored(f"{head}: the restore {execution} ended {ended.status}: {ended.why}: nothing was restored; {started_again} ({tail})", {"app": app, "execution": backup})
         if db_maybe or ended.error == "States.Timeout":

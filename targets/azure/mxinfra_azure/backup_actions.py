@@ -250,8 +250,10 @@ class ServerActions:
         return {"database": new, "filesInto": f"{self.account}/{FILES_CONTAINER}", "pointInTime": _iso(at)}
 
     def _create_restored(self, new: str, source: Any, at: datetime) -> None:
-        """Ask for the new server; NothingRestored when Azure refused the request (4xx): nothing was created,
-        and the files, restored after it, were not touched. Any other failure may have left the request on its way."""
+        """Ask for the new server; NothingRestored when Azure refused the request (4xx) and no such server
+        exists (the SDK retries a PUT whose answer was lost: a 409 of the retry may follow an accepted first
+        try): nothing was created, and the files, restored after it, were not touched. Any other failure may
+        have left the request on its way."""
         from azure.core.exceptions import HttpResponseError
 
         refused = False
@@ -264,7 +266,12 @@ class ServerActions:
                     raise
         except UserError as e:
             if refused:
-                raise NothingRestored(f"{e}; nothing was restored") from None
+                try:
+                    gone = self._get_server(new) is None
+                except UserError:
+                    gone = False  # not known: not claimed
+                if gone:
+                    raise NothingRestored(f"{e}; nothing was restored") from None
             raise
 
     # --- Azure --------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ ALONE = {"RESTORE_ALONE_WAIT": str(ALONE_WAIT_SECONDS)}
 
 
 POLL_SECONDS = 2.0
+RECEIVED_GRACE = 10.0  # how long a receiver whose sender failed gets to log that it received the archive
 JOB_TIMEOUT = 6 * 3600.0  # a large database's dump; the CLI waits for the Job it made
 _ARCHIVES = "backup: archives:"
 
@@ -188,22 +189,31 @@ class ClusterActions:
                 ip = self._pod_ip(restore_job, "restore")
             except UserError as e:
                 self._dropped(stopped, e)  # it never listened, or ended before it received anything
+            received = f"restore: received {backup} from the export Job ("
+            sent: dict[str, Any] | None = None
             try:
                 cron = source._cron("restore")
                 name = source.lay.naming.physical("export", max_len=52)
                 export_job = source._start("export", export_job_spec(cron, name, backup, token, stamp, to=self.env.name, target=f"{ip}:{TRANSFER_PORT}"))
                 source._started(export_job, "export")
                 source._wait(export_job, "export")
-            except UserError:
-                # The receiver would listen until BACKUP_WAIT runs out: it has nothing left to wait for.
-                self._drop(stopped)
-                raise
+            except UserError as e:
+                # The receiver's "ok" may have been lost on its way back: once it logged the archive as received
+                # it restores it, and is followed, never deleted half-way. Else it would listen until
+                # BACKUP_WAIT runs out for nothing: deleted. Its log unread, it is left to run (the app stays
+                # stopped until it ended: _app_stopped).
+                sent = self._received(restore_job, received)
+                if sent is None:
+                    self._drop(stopped)
+                    raise
+                sys.stderr.write(f"warning: {e}; but the restore Job {restore_job} received the archive ({sent['size']} bytes, sha256 {sent['sha256']}): following it\n")
             self._wait_restore(restore_job, backup)
-            try:
-                sent = source._announced(export_job, f"export: sent {backup} (") or {}
-            except UserError as e:  # the restore is done: its record goes without what the export's log said
-                sys.stderr.write(f"warning: the export Job's log could not be read ({e}): the records go without the archive's size and sha256\n")
-                sent = {}
+            if sent is None:
+                try:
+                    sent = source._announced(export_job, f"export: sent {backup} (") or {}
+                except UserError as e:  # the restore is done: its record goes without what the export's log said
+                    sys.stderr.write(f"warning: the export Job's log could not be read ({e}): the records go without the archive's size and sha256\n")
+                    sent = {}
         return {**sent, **stopped.outcome}
 
     def restore_archive(self, archive: Path, now: datetime, via: str | None, vouch: Callable[[str, int], None], before: Callable[[], None] | None = None) -> dict[str, Any]:
@@ -241,6 +251,7 @@ class ClusterActions:
             self._start("restore", made)
             try:
                 self._pod_ip(job, "restore")
+                self._listening(job, backup)
                 pod = self._pod(job)["metadata"]["name"]
                 self._send(f"/api/v1/namespaces/{self.lay.namespace}/pods/{pod}:{TRANSFER_PORT}/proxy/{token}/{digest}/{backup}.tar.gz", archive, size, job)
             except _Unanswered as e:
@@ -328,16 +339,17 @@ class ClusterActions:
         assert stopped.job is not None
         try:
             self._started(stopped.job, action)
-        except UserError as e:
-            self._dropped(stopped, e)
+        except UserError:
+            # not claimed as nothing restored: its pod may start between the last look and the delete
+            self._drop(stopped)
+            raise
 
     def _dropped(self, stopped: _Stopped, failure: UserError) -> NoReturn:
-        """The restore Job received or ran nothing: deleted (`_drop`), and then NothingRestored, which is
-        recorded; a Job that could not be deleted may still run, and the failure stays as it was."""
+        """A receiving restore Job that certainly restores nothing (it never listened, ended before it was sent
+        anything, refused the archive or got only part of it; only this command has its token): deleted
+        (`_drop`), and NothingRestored, which is recorded, whether or not the delete went through."""
         self._drop(stopped)
-        if stopped.job is None:
-            raise NothingRestored(f"{failure}; the restore Job was deleted: nothing was restored") from failure
-        raise failure
+        raise NothingRestored(f"{failure}; nothing was restored" if "nothing was restored" not in str(failure) else str(failure)) from failure
 
     def _drop(self, stopped: _Stopped) -> None:
         """Delete the restore Job, which restored nothing (its pod never ran, or it never took an archive):
@@ -449,10 +461,32 @@ class ClusterActions:
                     raise UserError(f"the export Job {job} in {self.where} did not serve the archive: {e} (kubectl -n {self.lay.namespace} logs job/{job})") from None
                 time.sleep(min(self.poll, 1.0))
 
-    def _announced(self, job: str, prefix: str) -> dict[str, Any] | None:
-        """The size and sha256 an export Job logged on its line starting with `prefix` (None: no such line)."""
-        log = _request(self.access, "GET", f"/api/v1/namespaces/{self.lay.namespace}/pods/{self._pod(job)['metadata']['name']}/log", raw=True).decode(errors="replace")
-        lines = [line for line in log.splitlines() if line.startswith(prefix)]
+    def _listening(self, job: str, backup: str) -> None:
+        """Wait (2 minutes at most) for the receiving restore Job to log that it listens: an answer of the pod
+        proxy before then means the archive did not reach it, one after the whole archive went may not."""
+        deadline = time.monotonic() + 120.0
+        while f"restore: waiting for {backup} on port" not in self._log(job, "restore"):
+            if time.monotonic() > deadline:
+                raise UserError(f"the restore Job {job} in {self.where} did not listen for the archive within 2 minutes (kubectl -n {self.lay.namespace} logs job/{job})")
+            time.sleep(min(self.poll, 1.0))
+
+    def _log(self, job: str, container: str) -> str:
+        """The log of one container of the Job's pod (the restore step is an init container when the files
+        live in object storage)."""
+        pod = self._pod(job)["metadata"]["name"]
+        return _request(self.access, "GET", f"/api/v1/namespaces/{self.lay.namespace}/pods/{pod}/log?container={container}", raw=True).decode(errors="replace")
+
+    def _received(self, job: str, prefix: str) -> dict[str, Any] | None:
+        """What a receiving restore Job logged it received (`_announced`), given RECEIVED_GRACE to say it: it
+        logs the line right after its "ok", which the sender may have read (or lost) a moment before."""
+        deadline = time.monotonic() + RECEIVED_GRACE
+        while (got := self._announced(job, prefix, "restore")) is None and time.monotonic() < deadline:
+            time.sleep(min(self.poll, 0.5))
+        return got
+
+    def _announced(self, job: str, prefix: str, container: str = "export") -> dict[str, Any] | None:
+        """The size and sha256 a Job's `container` logged on its line starting with `prefix` (None: no such line)."""
+        lines = [line for line in self._log(job, container).splitlines() if line.startswith(prefix)]
         if not lines:
             return None
         size, _, sha = lines[-1][len(prefix) :].split(")", 1)[0].partition(" bytes, sha256 ")
@@ -513,13 +547,17 @@ class ClusterActions:
             time.sleep(self.poll)
 
     def _pod_ip(self, job_name: str, action: str) -> str:
-        """The IP of the Job's pod once it runs (the receiver: the export Job connects to it)."""
+        """The IP of the Job's pod once its receiving step runs (the export Job connects to it): the pod's
+        container, or with the files in object storage its `restore` init container (the pod is Pending then)."""
         start = time.monotonic()
         while True:
             pod = self._pod(job_name)
             status = pod.get("status") or {}
             deadline = start + _pending_limit(status, self.timeout)
-            if status.get("phase") == "Running" and status.get("podIP"):
+            receiving = status.get("phase") == "Running" or any(
+                c.get("name") == "restore" and "running" in (c.get("state") or {}) for c in status.get("initContainerStatuses") or []
+            )
+            if receiving and status.get("podIP"):
                 return str(status["podIP"])
             if status.get("phase") in ("Failed", "Succeeded"):
                 self._wait(job_name, action)  # says why it failed
@@ -584,8 +622,12 @@ def _stream(access: Any, path: str, part: Path) -> dict[str, Any]:
     return {"size": size, "sha256": digest.hexdigest()}
 
 
+# How restore.sh's receiver answers a request it refuses (its text/plain bodies); a proxy's answers are JSON.
+_RECEIVER_REFUSALS = ("sha256 ", "not here", "a Content-Length is needed", "no end of the header")
+
+
 class _Unanswered(UserError):
-    """The whole archive was sent, but no answer came back."""
+    """The whole archive was sent, but no answer of the pod came back: it may have taken it."""
 
 
 class _Exactly:
@@ -615,11 +657,15 @@ def _upload(access: Any, path: str, archive: Path, size: int) -> None:
         with urllib.request.urlopen(request, context=access.tls, timeout=600) as response:
             response.read()
     except urllib.error.HTTPError as e:
-        if e.code in (502, 503, 404):  # the proxy answers these while the server in the pod is not listening yet
-            # (even after the whole body went: a proxy that could not reach the pod answers only then)
-            raise _NotYet(f"HTTP {e.code}") from None
         said = e.read()[:200].decode(errors="replace").strip()
-        raise UserError(f"PUT {path.split('/proxy/')[0]}/proxy/... answered HTTP {e.code} ({access.where}){': ' + said if said else ''}") from None
+        answered = f"PUT {path.split('/proxy/')[0]}/proxy/... answered HTTP {e.code} ({access.where}){': ' + said if said else ''}"
+        if said.startswith(_RECEIVER_REFUSALS):  # the pod's own answer: it refused the archive and ends
+            raise UserError(answered) from None
+        if f.tell() >= size:  # the proxy's, or a gateway's, once the whole archive went: the pod may have it
+            raise _Unanswered(f"the whole archive was sent, and {answered}") from None
+        if e.code in (502, 503, 404):  # the proxy's while the server in the pod cannot be reached
+            raise _NotYet(f"HTTP {e.code}") from None
+        raise UserError(answered) from None
     except (urllib.error.URLError, OSError) as e:
         why = f"({access.where}: {getattr(e, 'reason', None) or e})"
         if f.tell() >= size:

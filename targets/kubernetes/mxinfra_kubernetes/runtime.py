@@ -154,12 +154,10 @@ def deploy(b: Builder) -> dict[str, Any]:
     return {"url": f"https://{host}", "namespace": lay.namespace, "statefulset": lay.workload, "secrets": secrets}
 
 
-
 def config_map_name(lay: Layout, plain: Mapping[str, str]) -> str:
     """`<app>-<env>-config-<first 10 hex of the data's SHA-256>`: a new name for every new content."""
     digest = hashlib.sha256(json.dumps(dict(plain), sort_keys=True).encode()).hexdigest()
     return f"{lay.name('config')}-{digest[:10]}"
-
 
 
 def _holds_data(b: Builder) -> bool:
@@ -171,10 +169,8 @@ def _holds_data(b: Builder) -> bool:
     return (db is not None and db.inCluster is not None) or (st is not None and st.local is not None) or has_backups
 
 
-
 def _http_probe(*, period: int, failures: int) -> dict[str, Any]:
     return {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": failures}
-
 
 
 def _service(b: Builder, kind: str, name: str, *, headless: bool) -> k8s.core.v1.Service:
@@ -188,7 +184,6 @@ def _service(b: Builder, kind: str, name: str, *, headless: bool) -> k8s.core.v1
     svc = k8s.core.v1.Service(b.logical(kind), metadata=lay.metadata(name, "runtime", per_release=False), spec=spec, opts=b.opts())
     b.created[kind] = svc
     return svc
-
 
 
 def _ingress(b: Builder, host: str) -> None:
@@ -211,7 +206,6 @@ def _ingress(b: Builder, host: str) -> None:
     )
 
 
-
 def _network_policy(b: Builder) -> None:
     from .network import policy_spec
 
@@ -223,7 +217,6 @@ def _network_policy(b: Builder) -> None:
         spec=policy_spec(b.settings, pods, {"podSelector": {"matchLabels": pods}}),
         opts=b.opts(),
     )
-
 
 
 def _quota(b: Builder, pvcs: list[tuple[str, str]]) -> None:

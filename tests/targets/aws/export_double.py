@@ -281,6 +281,7 @@ class StatesDouble:
         self.hold: threading.Event | None = None  # executions wait for it before their first state (a test's hook)
         self.starts = 0  # StartExecution calls served
         self.killed: set[str] = set()  # containers that run, then are stopped before their exit code is known (a test's hook)
+        self.kill_code: int | None = None  # the exit code ECS reports for a killed container (137: OOM, SIGKILL), or none
         self.path_first: dict[str, Path] = {}  # container -> a directory of commands its script finds first (a fault; a test's hook)
         self.work, self.s3_endpoint, self.task_key_id, self.ca = work, s3_endpoint, task_key_id, ca
         self.calls: list[tuple[str, str, str]] = []  # who (caller, runner, execution), action, resource
@@ -639,7 +640,7 @@ class StatesDouble:
             exits[c["name"]] = self._container(c, overrides.get(c["name"]) or {}, execution, td, task_id, reasons, volume)
             if c["name"] in self.killed:
                 # stopped at the end of its work, before it exited: ECS reports no exit code; the task stops
-                exits[c["name"]], reasons[c["name"]] = None, "Task stopped (a test's hook)"
+                exits[c["name"]], reasons[c["name"]] = self.kill_code, "Task stopped (a test's hook)"
                 for rest in pending:
                     exits[rest["name"]] = None
                 pending.clear()

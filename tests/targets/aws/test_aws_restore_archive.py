@@ -643,13 +643,15 @@ def test_every_role_policy_of_the_largest_environment_fits_iams_inline_limit():
     assert max(sizes.values()) <= 10240, sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
 
 
-def test_a_task_stopped_before_the_restore_said_how_it_ended_is_said_to_have_maybe_replaced_the_database(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
-    """The Restore state's timeout (or someone) stops the task while restore.sh runs: no exit code, and
-    restore.sh commits only at its end, so the command cannot say; it says so, and records nothing."""
+@pytest.mark.parametrize("code", [None, 137])
+def test_a_task_stopped_before_the_restore_said_how_it_ended_is_said_to_have_maybe_replaced_the_database(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any, code: int | None) -> None:
+    """The Restore state's timeout (or someone, or the OOM killer: 137) stops the task while restore.sh runs:
+    restore.sh commits only at its end, and its own exit did not say, so the command cannot say; it says
+    so, and records no outcome (never "nothing restored")."""
     d, a = exported, exported.a
     archive = _download(d, project, tmp_path / "downloads", capsys)
     _change(pg, d)
-    d.states.killed = {"restore"}
+    d.states.killed, d.states.kill_code = {"restore"}, code
     rc, out, err = _restore(d, project, archive, capsys)
     assert rc == 2 and "may or may not have been replaced" in err and "the services were started again" in err, err
     assert [r for r in _records(project, d.role) if r.action == "restore"] == []

@@ -196,6 +196,9 @@ class BackupArm(Arm):
         self.role: dict[str, Any] | None = None  # the caller's role at the environment's resource group
         self.grants: list[tuple[dict[str, Any], str]] = []  # the caller's other roles, with the scope each is held at
         self.linked_denied = False  # the restore's linked check of the subnet join fails, whatever the roles
+        # the restore's PUT is accepted, but the caller sees a 409 (what the SDK's retry of a PUT whose first
+        # answer was lost gets while the server it created is provisioning)
+        self.accepted_then_conflict = False
         self.calls: list[tuple[str, str]] = []
         self.denied: list[tuple[str, str]] = []
         self.writes: list[tuple[str, str, Any]] = []
@@ -414,6 +417,8 @@ class BackupArm(Arm):
         self.servers[name.lower()] = doc
         self.pending[f"server:{name.lower()}"] = self.steps
         self.restores.append({"server": name, "source": source["name"], "pointInTime": at, "network": props.get("network"), "tags": dict(body.get("tags") or {})})
+        if self.accepted_then_conflict:
+            return 409, {"error": {"code": "ServerIsBusy", "message": f"Server {name} is busy with another operation (provisioning)."}}
         return 202, None, self._accepted("azureAsyncOperation")
 
     def _backupsautomaticandondemand_listbyserver(self, parts: list[str], body: Any, query: Any, url: Any) -> tuple[Any, ...]:

@@ -374,23 +374,36 @@ def test_a_failed_restore_is_exit_2(arm, project, capsys, what, expected):
     assert [(r.action, r.changes) for r in _records(project, "test")] == [("intent", {"intends": "restore", "restore": {"id": backup_id, "from": "test"}})]
 
 
-def test_a_restore_never_writes_over_an_existing_server(arm, project, capsys):
-    stack, n = deployed(arm, project, "test")
+@pytest.mark.parametrize("env", ["test", "production"])
+def test_a_restore_never_writes_over_an_existing_server(arm, project, capsys, env):
+    """Refused before its intent; on production after its backup first, which the message says is recorded."""
+    stack, n = deployed(arm, project, env)
     arm.automatic_backup(n.database_server, datetime(2026, 12, 3, 2, 0, 7, tzinfo=timezone.utc))
     zone = arm.servers[n.database_server]["properties"]["network"]["privateDnsZoneArmResourceId"]
     arm.put_server(f"{n.database_server}-20261203t020007z", subnet=AZURE_BLOCK["databaseSubnetId"], zone=zone, tags={}, retention=14)
-    rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", "20261203T020007Z", "-C", str(project.path))
-    assert rc == 2 and "exists already (a restore of backup 20261203T020007Z ran before)" in " ".join(err.split())
-    assert arm.writes == []
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", env, "--id", "20261203T020007Z", "-C", str(project.path))
+    said = " ".join(err.split())
+    assert rc == 2 and "exists already (a restore of backup 20261203T020007Z ran before)" in said, said
+    recs = _records(project, env)
+    if env == "test":
+        assert arm.writes == [] and recs == [] and said.endswith("; nothing was recorded"), said
+    else:
+        assert [r.action for r in recs] == ["backup"] and said.endswith(f"; the backup {recs[0].changes['backup']['id']} taken first is recorded, the restore is not"), said
 
 
-def test_a_linked_authorization_failure_says_who_can_restore(arm, project, capsys):
+def _restore_faulted(arm: Any, project: Any, capsys: Any, fault: str) -> tuple[str, Any, str, int, str, str]:
+    """A test environment's day-old backup restored with the double's `fault` set: (stack, names, backup id,
+    exit code, stderr, stderr on one line)."""
     stack, n = deployed(arm, project, "test")
     arm.automatic_backup(n.database_server, _ago(days=1))
     (backup_id,) = _cli(capsys, "backup", "list", "-s", stack, "-e", "test", "-C", str(project.path))[1].split()
-    arm.linked_denied = True
+    setattr(arm, fault, True)
     rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", backup_id, "-C", str(project.path))
-    said = " ".join(err.split())
+    return stack, n, backup_id, rc, err, " ".join(err.split())
+
+
+def test_a_linked_authorization_failure_says_who_can_restore(arm, project, capsys):
+    stack, n, backup_id, rc, err, said = _restore_faulted(arm, project, capsys, "linked_denied")
     assert rc == 2 and "Traceback" not in err and "403 LinkedAuthorizationFailed" in said and "subnets/join/action" in said
     assert f"the role `mxinfra {n.naming.prefix} backups-network` on that subnet" in said and "activate it as well" not in said  # test: standing
     assert "have the platform identity run this restore" in said
@@ -399,6 +412,16 @@ def test_a_linked_authorization_failure_says_who_can_restore(arm, project, capsy
     recs = _records(project, "test")
     assert [r.action for r in recs] == ["intent", "restore"] and said.endswith("; nothing was restored (recorded)"), said
     assert recs[-1].changes["restore"] == {"id": backup_id, "from": "test", "database": "not restored", "files": "not restored"}
+
+
+def test_a_refusal_of_a_put_azure_had_accepted_is_not_taken_for_nothing_restored(arm, project, capsys):
+    """A 409 to the restore's PUT while the server it names exists (the first try accepted, its answer lost,
+    the SDK's retry refused): a server is being created, so the intent stays without an outcome."""
+    stack, n, backup_id, rc, err, said = _restore_faulted(arm, project, capsys, "accepted_then_conflict")
+    assert rc == 2 and "Traceback" not in err and "409" in said and "ServerIsBusy" in said, said
+    assert [r["server"] for r in arm.restores] and not arm.blob_restores  # created; the files not touched
+    assert said.endswith(f"the restore's intent is recorded and no outcome follows it (`mxinfra activity -s {stack} -e test`)"), said
+    assert [r.action for r in _records(project, "test")] == ["intent"]
 
 
 def test_no_credential_is_said_plainly(arm, project, capsys, monkeypatch):

@@ -139,6 +139,9 @@ def _restore_intent(ctx: _Context, restore: dict[str, Any]) -> None:
     ctx.record(INTENT, {"intends": "restore", "restore": restore})
 
 
+NOTHING_RECORDED = "; nothing was recorded"
+
+
 @contextlib.contextmanager
 def _unrecorded() -> Iterator[None]:
     """A target's action that failed before its record was written: the message says the log holds nothing of it.
@@ -148,7 +151,7 @@ def _unrecorded() -> Iterator[None]:
     try:
         yield
     except UserError as e:
-        raise UserError(f"{e}; nothing was recorded") from None
+        raise UserError(str(e) if str(e).endswith(NOTHING_RECORDED) else f"{e}{NOTHING_RECORDED}") from None
 
 
 def _supports(ctx: _Context, command: str, *methods: str) -> None:
@@ -315,6 +318,9 @@ def restore(
     # what the target says the restore did (the new instance or server it made, what became of the app)
     outcome = _recorded_restore(ctx, done, lambda before: ctx.actions.restore(backup_id, _now(), before), taken={"id": before} if before else None)
     ctx.record("restore", {"restore": {**(outcome if isinstance(outcome, dict) else {}), **done}})  # what the CLI knows wins
+    # in place unless the target restored into a new database it names (AWS, Azure: put in service later)
+    if not (isinstance(outcome, dict) and "database" in outcome):
+        _app_rule(ctx, "restore", outcome)
     sys.stdout.write(f"{environment}: restored backup {backup_id}" + (f" (backup {before} taken first)" if before else "") + "\n")
 
 
@@ -386,7 +392,17 @@ def _restore_archive(directory: Path, stack: str, environment: str, archive: Pat
     if not done:  # a target that restored without asking: never recorded as if its provenance were known
         raise RuntimeError(f"the {ctx.deployment.target.name} target restored {archive.name} without vouching for it first")
     ctx.record("restore", {"restore": {**done, **({"backupBefore": before} if before else {}), **checked}})
+    _app_rule(ctx, "restore --archive", checked)
     sys.stdout.write(f"{environment}: restored {archive.name} of {source} (sha256 {done['archive']['sha256']})" + (f" (backup {before} taken first)" if before else "") + "\n")
+
+
+def _app_rule(ctx: _Context, how: str, outcome: Any) -> None:
+    """The core's rule for a restore that replaced the database in place (mxinfra.backups.APP_OUTCOMES),
+    checked once its outcome is recorded (the data is replaced either way): a target that breaks it is a bug."""
+    from .backups import app_outcome_problem
+
+    if (problem := app_outcome_problem(ctx.deployment.target.name, how, outcome)) is not None:
+        raise RuntimeError(f"{problem} (the restore is recorded)")
 
 
 def _source(ctx: _Context, directory: Path, source: str, source_stack: str, allow_lower_tier: bool) -> _Context:
@@ -448,11 +464,16 @@ def _recorded_restore(
         _restore_intent(ctx, {**done, **taken_first()})
         intended.append(True)
 
+    def unrecorded(e: UserError) -> UserError:  # failed before its intent: what the log holds of it
+        if taken and "id" in taken:
+            return UserError(f"{e}; the backup {taken['id']} taken first is recorded, the restore is not")
+        return UserError(str(e) if str(e).endswith(NOTHING_RECORDED) else f"{e}{NOTHING_RECORDED}")
+
     try:
         result = run(before)
     except RestoreFailed as e:
-        if not intended:  # before the intent: the log holds nothing of this restore, and gets no outcome of it
-            raise UserError(f"{e}; nothing was recorded") from None
+        if not intended:  # before the intent: the log gets no outcome of this restore
+            raise unrecorded(e) from None
         # what else the target says happened (e.g. the app started again), what was restored last
         outcome = {k: v for k, v in e.outcome.items() if k not in e.restored}
         try:
@@ -467,9 +488,7 @@ def _recorded_restore(
         # what the target's failure left is its message's to say; what the log holds, the CLI's
         if intended:
             raise UserError(f"{e}; the restore's intent is recorded and no outcome follows it (`mxinfra activity -s {ctx.stack} -e {ctx.environment.name}`)") from None
-        if taken and "id" in taken:
-            raise UserError(f"{e}; the backup {taken['id']} taken first is recorded, the restore is not") from None
-        raise UserError(f"{e}; nothing was recorded") from None
+        raise unrecorded(e) from None
     if not intended:
         raise RuntimeError(f"the {ctx.deployment.target.name} target restored without recording the restore's intent first (it never called `before`)")
     return result
@@ -511,6 +530,7 @@ def _restore_from(directory: Path, stack: str, environment: str, backup_id: str,
     done = {"id": backup_id, "from": source, "to": environment, **where, **({"backupBefore": before} if before else {})}
     checked = _recorded_restore(ctx, done, lambda before: ctx.actions.restore_from(src.actions, backup_id, _now(), before), taken={"id": before} if before else None)
     ctx.record("restore", {"restore": {**done, **checked}})
+    _app_rule(ctx, "restore --from", checked)
     sent = {k: v for k, v in checked.items() if k in ("size", "sha256")}  # what left the source (not what became of the destination's app)
     src.record("backup-export", {"backup": {"id": backup_id, "to": environment, **({"toStack": stack} if source_stack != stack else {}), **sent}})
     sys.stdout.write(f"{environment}: restored backup {backup_id} of {source}" + (f" (backup {before} taken first)" if before else "") + "\n")

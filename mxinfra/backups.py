@@ -321,6 +321,23 @@ def retention_env(b: Backups) -> dict[str, str]:
     return {"KEEP_DAILY_DAYS": str(b.daily_days), "KEEP_WEEKLY_WEEKS": str(b.weekly_weeks), "KEEP_MONTHLY_MONTHS": str(b.monthly_months)}
 
 
+# What became of the app around a restore that writes over the database it uses (Mendix Cloud restores only
+# a stopped environment, and so does every target): the outcome's `app`, one of these, checked by the CLI.
+APP_OUTCOMES = ("stopped, then started", "stopped, not started again", "not running")
+
+
+def app_outcome_problem(target: str, how: str, outcome: Any) -> str | None:
+    """Why a restore's outcome breaks the core's rule for one that replaced the database in place (None: it
+    keeps it): the target must say what became of the app, in the core's words."""
+    said = outcome.get("app") if isinstance(outcome, Mapping) else None
+    if said in APP_OUTCOMES:
+        return None
+    return (
+        f"the {target} target's {how} replaced the database in place but its outcome says {'nothing' if said is None else repr(said)} of the app: "
+        f"a restore stops the app first and says what became of it ({', '.join(APP_OUTCOMES)})"
+    )
+
+
 class RestoreFailed(UserError):
     """A restore that failed in a way its target is certain of: after its intent the outcome is recorded all
     the same, exit 2. `outcome`: what else the target says happened (e.g. `app: stopped, then started`),

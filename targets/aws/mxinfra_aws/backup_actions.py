@@ -672,7 +672,8 @@ class VaultActions:
         # restore.sh's own 1 and 2 say the database and the files are as they were; a kill (137, 143) or
         # no exit code at all may have come after its COMMIT
         db_maybe = RESTORE in x and x.get(RESTORE) not in (0, 1, 2, 3) and x.get(FETCH) == 0
-        replaced_nothing = bool(x) and (RESTORE not in x or x.get(RESTORE) in (1, 2))
+        # restore runs only after a fetch that succeeded (dependsOn SUCCESS): after any other, it never ran
+        replaced_nothing = bool(x) and (RESTORE not in x or x.get(RESTORE) in (1, 2) or (x.get(FETCH) != 0 and x.get(RESTORE) is None))
         if db_done and (x.get(RESTORE) == 3 or x.get(PUSH_FILES) != 0):
             raise FilesNotRestored(
                 f"{self.env.name}: the database was restored from {archive.name}, but its files were not all copied back ({ended.why}); "

@@ -267,12 +267,21 @@ class ServerActions:
         except UserError as e:
             if refused:
                 try:
-                    gone = self._get_server(new) is None
+                    gone = self._never_made(new)
                 except UserError:
                     gone = False  # not known: not claimed
                 if gone:
                     raise NothingRestored(f"{e}; nothing was restored") from None
             raise
+
+    def _never_made(self, name: str, looks: int = 3) -> bool:
+        """Whether the server `name` is absent at each of a few looks (one an accepted PUT makes may show a moment later)."""
+        for look in range(looks):
+            if self._get_server(name) is not None:
+                return False
+            if look < looks - 1:
+                time.sleep(self.poll)
+        return True
 
     # --- Azure --------------------------------------------------------------------------------------------
 

@@ -184,7 +184,7 @@ class KeyActions:
             counted = len(self.warnings)  # this restore's warnings, not those of the backup taken before it
             app = self._capi(f"looking up the app {self.app_name}", lambda: self.client.find_app(self._space_guid(), self.app_name))
             running = app is not None and app.get("state") == "STARTED"
-            outcome: dict[str, Any] = {}
+            outcome: dict[str, Any] = {} if running else {"app": "not running"}
             with self._keys(_id(now)) as creds:
                 db = database_of(creds["database"], f"service key of {self.database_name}", via)
                 store = file_store_of(creds["files"], f"service key of {self.files_name}") if "files" in creds else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 import secrets
 import sys
 import time
@@ -41,7 +42,7 @@ ALONE = {"RESTORE_ALONE_WAIT": str(ALONE_WAIT_SECONDS)}
 
 
 POLL_SECONDS = 2.0
-RECEIVED_GRACE = 10.0  # how long a receiver whose sender failed gets to log that it received the archive
+DROP_TIMEOUT = 120.0  # how long a deleted restore Job's pod gets to go (its grace period, 30 s by default)
 JOB_TIMEOUT = 6 * 3600.0  # a large database's dump; the CLI waits for the Job it made
 _ARCHIVES = "backup: archives:"
 
@@ -189,8 +190,7 @@ class ClusterActions:
                 ip = self._pod_ip(restore_job, "restore")
             except UserError as e:
                 self._dropped(stopped, e)  # it never listened, or ended before it received anything
-            received = f"restore: received {backup} from the export Job ("
-            sent: dict[str, Any] | None = None
+            exported = True
             try:
                 cron = source._cron("restore")
                 name = source.lay.naming.physical("export", max_len=52)
@@ -198,23 +198,22 @@ class ClusterActions:
                 source._started(export_job, "export")
                 source._wait(export_job, "export")
             except UserError as e:
-                # The receiver's "ok" may have been lost on its way back: once it logged the archive as received
-                # it restores it, and is followed, never deleted half-way. Else it would listen until
-                # BACKUP_WAIT runs out for nothing: deleted. Its log unread, it is left to run (the app stays
-                # stopped until it ended: _app_stopped).
-                sent = self._received(restore_job, received)
-                if sent is None:
-                    self._drop(stopped)
-                    raise
-                sys.stderr.write(f"warning: {e}; but the restore Job {restore_job} received the archive ({sent['size']} bytes, sha256 {sent['sha256']}): following it\n")
+                # The export may have sent the whole archive (its "ok" lost on the way back, or the failure the
+                # API server's, not the Job's): the receiver then restores it. So it is followed to its end,
+                # never deleted: it restores only a whole archive it checked, and stops waiting for one after
+                # BACKUP_WAIT; the app stays stopped until it ended.
+                exported = False
+                sys.stderr.write(f"warning: {e}; following the restore Job {restore_job}, which restores only a whole archive it checked (it stops waiting after BACKUP_WAIT)\n")
             self._wait_restore(restore_job, backup)
-            if sent is None:
-                try:
-                    sent = source._announced(export_job, f"export: sent {backup} (") or {}
-                except UserError as e:  # the restore is done: its record goes without what the export's log said
-                    sys.stderr.write(f"warning: the export Job's log could not be read ({e}): the records go without the archive's size and sha256\n")
-                    sent = {}
-        return {**sent, **stopped.outcome}
+            try:
+                # what the receiver checked (its log), else what the export sent
+                sent = self._announced(restore_job, f"restore: received {backup} from the export Job (", "restore")
+                if sent is None and exported:
+                    sent = source._announced(export_job, f"export: sent {backup} (")
+            except UserError as e:  # the restore is done: its record goes without what the logs said
+                sys.stderr.write(f"warning: the restore's log could not be read ({e}): the records go without the archive's size and sha256\n")
+                sent = None
+        return {**(sent or {}), **stopped.outcome}
 
     def restore_archive(self, archive: Path, now: datetime, via: str | None, vouch: Callable[[str, int], None], before: Callable[[], None] | None = None) -> dict[str, Any]:
         """Restore an archive from this machine (any target's download, a Mendix Cloud backup): checked here
@@ -353,9 +352,16 @@ class ClusterActions:
 
     def _drop(self, stopped: _Stopped) -> None:
         """Delete the restore Job, which restored nothing (its pod never ran, or it never took an archive):
-        once it is gone the app may start again. Best effort: a Job that cannot be deleted keeps the app stopped."""
+        once its pod is gone too (its shell ignores SIGTERM: a pod that started lingers for its grace period)
+        the app may start again. Best effort: a Job or pod that does not go keeps the app stopped."""
+        assert stopped.job is not None
         with contextlib.suppress(UserError):
-            _request(self.access, "DELETE", f"/apis/batch/v1/namespaces/{self.lay.namespace}/jobs/{stopped.job}?propagationPolicy=Background")
+            _request(self.access, "DELETE", f"/apis/batch/v1/namespaces/{self.lay.namespace}/jobs/{stopped.job}?propagationPolicy=Foreground")
+            deadline = time.monotonic() + DROP_TIMEOUT
+            while self._pod(stopped.job):
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(self.poll)
             stopped.job = None
 
     @property
@@ -473,16 +479,10 @@ class ClusterActions:
     def _log(self, job: str, container: str) -> str:
         """The log of one container of the Job's pod (the restore step is an init container when the files
         live in object storage)."""
-        pod = self._pod(job)["metadata"]["name"]
+        pod = (self._pod(job).get("metadata") or {}).get("name")
+        if pod is None:
+            return ""  # no pod (yet, or any more): nothing logged
         return _request(self.access, "GET", f"/api/v1/namespaces/{self.lay.namespace}/pods/{pod}/log?container={container}", raw=True).decode(errors="replace")
-
-    def _received(self, job: str, prefix: str) -> dict[str, Any] | None:
-        """What a receiving restore Job logged it received (`_announced`), given RECEIVED_GRACE to say it: it
-        logs the line right after its "ok", which the sender may have read (or lost) a moment before."""
-        deadline = time.monotonic() + RECEIVED_GRACE
-        while (got := self._announced(job, prefix, "restore")) is None and time.monotonic() < deadline:
-            time.sleep(min(self.poll, 0.5))
-        return got
 
     def _announced(self, job: str, prefix: str, container: str = "export") -> dict[str, Any] | None:
         """The size and sha256 a Job's `container` logged on its line starting with `prefix` (None: no such line)."""
@@ -622,8 +622,14 @@ def _stream(access: Any, path: str, part: Path) -> dict[str, Any]:
     return {"size": size, "sha256": digest.hexdigest()}
 
 
-# How restore.sh's receiver answers a request it refuses (its text/plain bodies); a proxy's answers are JSON.
-_RECEIVER_REFUSALS = ("sha256 ", "not here", "a Content-Length is needed", "no end of the header")
+# How restore.sh's receiver answers a request it refuses: each status with its whole body, matched whole (a
+# proxy's or a gateway's answers are JSON or HTML).
+_RECEIVER_REFUSALS = {
+    400: re.compile(r"sha256 [0-9a-f]{64}"),
+    404: re.compile(r"not here"),
+    411: re.compile(r"a Content-Length is needed"),
+    431: re.compile(r"no end of the header within 8 KiB"),
+}
 
 
 class _Unanswered(UserError):
@@ -657,10 +663,14 @@ def _upload(access: Any, path: str, archive: Path, size: int) -> None:
         with urllib.request.urlopen(request, context=access.tls, timeout=600) as response:
             response.read()
     except urllib.error.HTTPError as e:
-        said = e.read()[:200].decode(errors="replace").strip()
+        try:
+            said = e.read()[:200].decode(errors="replace").strip()
+        except OSError:  # the answer's body cut short: no refusal of the pod's own
+            said = ""
         answered = f"PUT {path.split('/proxy/')[0]}/proxy/... answered HTTP {e.code} ({access.where}){': ' + said if said else ''}"
-        if said.startswith(_RECEIVER_REFUSALS):  # the pod's own answer: it refused the archive and ends
-            raise UserError(answered) from None
+        pods = _RECEIVER_REFUSALS.get(e.code)
+        if pods is not None and pods.fullmatch(said):
+            raise UserError(answered) from None  # the pod's own answer: it refused the archive, and ends
         if f.tell() >= size:  # the proxy's, or a gateway's, once the whole archive went: the pod may have it
             raise _Unanswered(f"the whole archive was sent, and {answered}") from None
         if e.code in (502, 503, 404):  # the proxy's while the server in the pod cannot be reached

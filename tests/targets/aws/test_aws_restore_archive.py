@@ -278,6 +278,25 @@ def _nothing_restored(project: Any, d: Deployed, err: str, app: str | None) -> N
     assert said == {**({"app": app} if app else {}), "database": "not restored", "files": "not restored"}
 
 
+def test_an_archive_the_fetch_cannot_read_restores_nothing_and_is_recorded_so(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
+    """The upload gone before the task fetched it: fetch fails, restore (which needs its SUCCESS) never runs."""
+    d, a = exported, exported.a
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    _change(pg, d)
+    changed = _rows(pg)
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=d.moto)
+
+    def gone() -> None:
+        (key,) = [o["Key"] for o in s3.list_objects_v2(Bucket=a.imports_bucket_name)["Contents"]]
+        s3.delete_object(Bucket=a.imports_bucket_name, Key=key)
+
+    d.states.before_task = gone
+    rc, out, err = _restore(d, project, archive, capsys)
+    assert rc == 2 and "nothing was restored; the services were started again" in err, err
+    assert _rows(pg) == changed
+    _nothing_restored(project, d, err, app="stopped, then started")
+
+
 def test_files_not_copied_back_are_recorded_as_not_restored(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
     d, a = exported, exported.a
     before = _rows(pg)

@@ -75,6 +75,9 @@ class Cluster:
         for sts in self.statefulsets.values():
             sts["status"] = {"replicas": sts["spec"].get("replicas", 1)}
         self.stop_hangs = False
+        self.linger = 0  # how many more pod lists a deleted Job's pod is still in (its shell ignores SIGTERM)
+        self.lingering: dict[str, int] = {}
+        self.pods_at_scale: list[list[str]] = []  # the restore Jobs' pods present at each scale of the app
         self.scaled: list[tuple[str, int]] = []  # (StatefulSet, replicas) as patched
         self.pods_at_job: dict[str, dict[str, int]] = {}  # Job -> each StatefulSet's pods when it ran
 
@@ -203,7 +206,10 @@ class Cluster:
         if m := re.fullmatch(r"/apis/batch/v1/namespaces/([^/]+)/jobs/([^/]+)", url.path):
             if method == "DELETE":
                 self.jobs.pop(m.group(2), None)
-                self.pods.pop(m.group(2), None)  # Background propagation: its pod goes too
+                if self.linger and m.group(2) in self.pods:  # its pod goes after its grace period: seen `linger` more times
+                    self.lingering[m.group(2)] = self.linger
+                else:
+                    self.pods.pop(m.group(2), None)  # its pod goes too
                 return 200, {"kind": "Status", "status": "Success"}
             if m.group(2) in self.threads:
                 self.threads[m.group(2)].join(timeout=30)  # answers when the Job is done, as a poll would
@@ -217,12 +223,17 @@ class Cluster:
             if method == "PATCH" and m.group(3):
                 sts["spec"]["replicas"] = body["spec"]["replicas"]
                 self.scaled.append((m.group(2), body["spec"]["replicas"]))
+                self.pods_at_scale.append(sorted(n for n in self.pods if "-restore-" in n))
                 if not (self.stop_hangs and body["spec"]["replicas"] == 0):
                     sts["status"]["replicas"] = body["spec"]["replicas"]
                 return 200, {"kind": "Scale", "spec": {"replicas": sts["spec"]["replicas"]}, "status": {"replicas": sts["status"]["replicas"]}}
             if method == "GET" and not m.group(3):
                 return 200, json.loads(json.dumps(sts))
         if url.path.endswith("/pods"):
+            for gone in [n for n, left in self.lingering.items() if left <= 0]:
+                self.pods.pop(gone, None)
+                del self.lingering[gone]
+            self.lingering = {n: left - 1 for n, left in self.lingering.items()}
             wanted = dict(kv.split("=") for kv in urllib.parse.parse_qs(url.query)["labelSelector"][0].split(","))
             ns = url.path.split("/")[4]
             items = [p for p in self.pods.values() if wanted.items() <= p["metadata"]["labels"].items() and p["metadata"]["namespace"] == ns]
@@ -559,11 +570,13 @@ def test_a_restore_job_whose_pod_never_starts_is_deleted_and_the_app_started_aga
     _, _, backup_id = _test_backed_up(c, stack, pg, project, capsys, b"file one")
     _, app = _app(c)
     c.hold = "pending"
+    c.linger = 2  # the deleted Job's pod goes only after its grace period
     monkeypatch.setattr(backup_actions, "_pending_limit", lambda status, timeout: 0.0)
     rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", backup_id, "-C", str(project.path))
     said = " ".join(err.split())
     assert rc == 2 and "Traceback" not in err and "did not start" in said and "stays stopped" not in said, said
     assert c.scaled == [(app, 0), (app, 1)] and not [j for j in c.jobs if "-restore-" in j]  # deleted
+    assert c.pods_at_scale[-1] == []  # started again only once the Job's pod was gone, not beside it
     # its pod may have started between the last look and the delete: no outcome claimed, the intent alone
     assert said.endswith("the restore's intent is recorded and no outcome follows it (`mxinfra activity -s test -e test`)"), said
     assert [r.action for r in _records(project, stack, "test")] == ["backup", "intent"]
@@ -946,8 +959,9 @@ def test_production_restored_into_acceptance_with_both_archives_in_s3(two, pg, p
 @pytest.mark.parametrize("two", [("production", {}, "acceptance", {"restoreFrom": ["production"]})], indirect=True)
 def test_a_receiver_whose_ok_was_lost_is_followed_not_deleted(two, pg, project, capsys, tmp_path):
     """The export Job fails after the receiver checked the archive and answered "ok" (the answer lost on its
-    way back): the receiver restores it all the same, so it is followed to its end and the restore recorded
-    with what the receiver checked, never deleted half-way with the app started beside it."""
+    way back): the receiver restores it all the same, so it is followed to its end (as after any failure of
+    the export) and the restore recorded with what the receiver checked, never deleted half-way with the
+    app started beside it."""
     c = two
     prod_rows = _seeded(pg, "production", 200)
     _seeded(pg, "acceptance", 10)
@@ -965,7 +979,7 @@ def test_a_receiver_whose_ok_was_lost_is_followed_not_deleted(two, pg, project, 
     assert rc == 0, (err, c.logs)
     restore_job, export_job = (j["metadata"]["name"] for j in c.created[-2:])
     assert c.jobs[export_job]["status"]["conditions"][0]["type"] == "Failed" and "did not confirm the archive" in c.logs[export_job]
-    assert f"but the restore Job {restore_job} received the archive" in said and restore_job in c.jobs  # followed, not deleted
+    assert f"warning: the export Job {export_job} in namespace orders-production" in said and f"following the restore Job {restore_job}" in said and restore_job in c.jobs  # followed, not deleted
     assert pg.psql('COPY (SELECT * FROM "orders$order" ORDER BY id) TO STDOUT', database="acceptance") == prod_rows
     archive = c.root / "pvc" / "orders-production-backups" / f"{backup_id}.tar.gz"
     (intent, restored) = _records(project, "acceptance", "acceptance")

@@ -248,21 +248,28 @@ def test_restore_archive_stops_the_app_restores_every_row_and_file_and_starts_it
     assert PASSWORD not in json.dumps(d.states.logs) + out + err
 
 
-def test_an_archive_replaced_in_the_bucket_is_not_restored_and_the_app_starts_again(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
-    """Another holder of `backups` writes over the upload before the task fetches it: restore.sh compares it with
-    the sha256 this command checked, restores nothing, and the machine starts the services again."""
-    d, a = exported, exported.a
+def _restore_with_the_upload(d: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any, change: Any) -> tuple[Path, str, int, str]:
+    """A download restored after a change of the rows, `change(s3, bucket, key, archive)` done to its upload just
+    before the task fetches it: the archive, the rows before the restore, its exit code and stderr."""
     archive = _download(d, project, tmp_path / "downloads", capsys)
     _change(pg, d)
     changed = _rows(pg)
     s3 = boto3.client("s3", region_name=REGION, endpoint_url=d.moto)
 
-    def swap() -> None:
-        (key,) = [o["Key"] for o in s3.list_objects_v2(Bucket=a.imports_bucket_name)["Contents"]]
-        s3.put_object(Bucket=a.imports_bucket_name, Key=key, Body=archive.read_bytes() + b"\0" * 512)
+    def hook() -> None:
+        (key,) = [o["Key"] for o in s3.list_objects_v2(Bucket=d.a.imports_bucket_name)["Contents"]]
+        change(s3, d.a.imports_bucket_name, key, archive)
 
-    d.states.before_task = swap
-    rc, out, err = _restore(d, project, archive, capsys)
+    d.states.before_task = hook
+    rc, _, err = _restore(d, project, archive, capsys)
+    return archive, changed, rc, err
+
+
+def test_an_archive_replaced_in_the_bucket_is_not_restored_and_the_app_starts_again(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
+    """Another holder of `backups` writes over the upload before the task fetches it: restore.sh compares it with
+    the sha256 this command checked, restores nothing, and the machine starts the services again."""
+    d, a = exported, exported.a
+    archive, changed, rc, err = _restore_with_the_upload(d, pg, project, tmp_path, capsys, lambda s3, bucket, key, archive: s3.put_object(Bucket=bucket, Key=key, Body=archive.read_bytes() + b"\0" * 512))
     assert rc == 2 and "restore exited 1" in err and "nothing was restored; the services were started again" in err, err
     assert "not " in d.states.logs["restore"] and "(the archive the caller checked)" in d.states.logs["restore"]
     assert _rows(pg) == changed
@@ -280,18 +287,8 @@ def _nothing_restored(project: Any, d: Deployed, err: str, app: str | None) -> N
 
 def test_an_archive_the_fetch_cannot_read_restores_nothing_and_is_recorded_so(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
     """The upload gone before the task fetched it: fetch fails, restore (which needs its SUCCESS) never runs."""
-    d, a = exported, exported.a
-    archive = _download(d, project, tmp_path / "downloads", capsys)
-    _change(pg, d)
-    changed = _rows(pg)
-    s3 = boto3.client("s3", region_name=REGION, endpoint_url=d.moto)
-
-    def gone() -> None:
-        (key,) = [o["Key"] for o in s3.list_objects_v2(Bucket=a.imports_bucket_name)["Contents"]]
-        s3.delete_object(Bucket=a.imports_bucket_name, Key=key)
-
-    d.states.before_task = gone
-    rc, out, err = _restore(d, project, archive, capsys)
+    d = exported
+    archive, changed, rc, err = _restore_with_the_upload(d, pg, project, tmp_path, capsys, lambda s3, bucket, key, archive: s3.delete_object(Bucket=bucket, Key=key))
     assert rc == 2 and "nothing was restored; the services were started again" in err, err
     assert _rows(pg) == changed
     _nothing_restored(project, d, err, app="stopped, then started")

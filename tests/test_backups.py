@@ -313,3 +313,15 @@ def test_beyond_retention_names_it():
     assert beyond_retention(parse_restore_point("2026-11-06T00:00:00Z"), now, 30) is None
     # a backup id is restored from its backup, not the automated backups' window
     assert beyond_retention(parse_restore_point("20200101T000000Z"), now, 1) is None
+
+
+def test_a_restore_in_place_says_what_became_of_the_app_in_the_cores_words() -> None:
+    from mxinfra.backups import APP_OUTCOMES, app_outcome_problem
+
+    assert [app_outcome_problem("kubernetes", "restore", {"app": a}) for a in APP_OUTCOMES] == [None, None, None]
+    assert app_outcome_problem("cloudfoundry", "restore --archive", {"files": 2}) == (
+        "the cloudfoundry target's restore --archive replaced the database in place but its outcome says nothing of the app: "
+        "a restore stops the app first and says what became of it (stopped, then started, stopped, not started again, not running)"
+    )
+    assert "says 'restarted' of the app" in str(app_outcome_problem("aws", "restore --archive", {"app": "restarted"}))
+    assert app_outcome_problem("aws", "restore", None) is not None

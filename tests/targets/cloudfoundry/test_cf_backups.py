@@ -166,6 +166,19 @@ def test_download_then_restore_brings_back_every_row_and_file(capi, project, to_
     assert restore.changes == {"restore": {"archive": {"size": archive.stat().st_size, "sha256": sha, "downloadRecord": 1}, "from": "acceptance", "files": 4, "app": "stopped, then started"}}
 
 
+def test_a_restore_of_a_stopped_app_leaves_it_stopped_and_says_so(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    app = _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
+    out = tmp_path / "backups"
+    assert _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))[0] == 0
+    [archive] = out.iterdir()
+    capi.objects["apps"][app]["state"] = "STOPPED"
+    capi.requests.clear()
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(archive), "--from", "acceptance", "-C", str(project.path))
+    assert rc == 0, err
+    assert _calls(capi, "POST", f"/v3/apps/{app}/actions/") == [] and capi.objects["apps"][app]["state"] == "STOPPED"
+    assert _records(project, "acceptance")[-1].changes["restore"]["app"] == "not running"  # the core's words (mxinfra.backups.APP_OUTCOMES)
+
+
 def test_a_production_restore_takes_a_backup_first_beside_the_archive(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
     _deployed(capi, project, monkeypatch, pg, s3_server, "production", "cf-production")
     out = tmp_path / "backups"

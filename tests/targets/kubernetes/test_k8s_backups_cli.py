@@ -583,6 +583,23 @@ def test_a_restore_job_whose_pod_never_starts_is_deleted_and_the_app_started_aga
 
 
 @pytest.mark.parametrize("cluster", ["test"], indirect=True)
+def test_a_target_that_says_nothing_of_the_app_fails_loudly_once_the_restore_is_recorded(cluster, pg, project, capsys, monkeypatch):
+    """The core's rule (mxinfra.backups.APP_OUTCOMES): a restore in place says what became of the app. A
+    target that forgets is a bug: exit 1 naming it, after the restore's outcome is recorded (the data was replaced)."""
+    from mxinfra_kubernetes.backup_actions import ClusterActions
+
+    c, stack = cluster
+    _, _, backup_id = _test_backed_up(c, stack, pg, project, capsys, b"file one")
+    restore = ClusterActions.restore
+    monkeypatch.setattr(ClusterActions, "restore", lambda self, *a, **kw: {k: v for k, v in restore(self, *a, **kw).items() if k != "app"})
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", backup_id, "-C", str(project.path))
+    said = " ".join(err.split())
+    assert rc == 1 and "the kubernetes target's restore replaced the database in place but its outcome says nothing of the app" in said, said
+    assert "(the restore is recorded)" in said
+    assert [r.action for r in _records(project, stack, "test")] == ["backup", "intent", "restore"]
+
+
+@pytest.mark.parametrize("cluster", ["test"], indirect=True)
 def test_a_second_ctrl_c_while_the_app_is_started_again_says_how_to_start_it(cluster, pg, project, capsys, monkeypatch):
     from mxinfra_kubernetes.backup_actions import ClusterActions
 

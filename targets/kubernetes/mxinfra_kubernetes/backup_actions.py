@@ -204,7 +204,19 @@ class ClusterActions:
                 # BACKUP_WAIT; the app stays stopped until it ended.
                 exported = False
                 sys.stderr.write(f"warning: {e}; following the restore Job {restore_job}, which restores only a whole archive it checked (it stops waiting after BACKUP_WAIT)\n")
-            self._wait_restore(restore_job, backup)
+            try:
+                self._wait_restore(restore_job, backup)
+            except RestoreFailed:
+                raise
+            except UserError as e:
+                # the receiver's own words that no whole archive reached it: it restored nothing
+                try:
+                    said = self._log(restore_job, "restore")
+                except UserError:
+                    said = ""  # unread: not claimed
+                if any(why in said for why in _NOTHING_RECEIVED):
+                    raise NothingRestored(f"{e}; it received no whole archive: nothing was restored") from e
+                raise
             try:
                 # what the receiver checked (its log), else what the export sent
                 sent = self._announced(restore_job, f"restore: received {backup} from the export Job (", "restore")
@@ -621,6 +633,9 @@ def _stream(access: Any, path: str, part: Path) -> dict[str, Any]:
         raise UserError(f"the download stopped ({access.where}: {getattr(e, 'reason', None) or e})") from None
     return {"size": size, "sha256": digest.hexdigest()}
 
+
+# What restore.sh's receiver logs when it ends without a whole archive it checked (it then restores nothing).
+_NOTHING_RECEIVED = ("restore: no archive arrived on port", "restore: the archive stopped after", "restore: the archive arrived with sha256")
 
 # How restore.sh's receiver answers a request it refuses: each status with its whole body, matched whole (a
 # proxy's or a gateway's answers are JSON or HTML).

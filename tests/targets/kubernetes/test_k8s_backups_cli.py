@@ -1005,6 +1005,31 @@ def test_a_receiver_whose_ok_was_lost_is_followed_not_deleted(two, pg, project, 
 
 
 @pytest.mark.parametrize("two", [("production", {}, "acceptance", {"restoreFrom": ["production"]})], indirect=True)
+def test_an_export_that_sent_nothing_leaves_the_receiver_to_say_it_restored_nothing(two, pg, project, capsys, tmp_path):
+    """The export fails before it sends a byte: the receiver is followed (never deleted: the command cannot
+    tell from here whether it got the archive) until it stops waiting, and its own words make the outcome."""
+    c = two
+    _seeded(pg, "production", 20)
+    acc_rows = _seeded(pg, "acceptance", 10)
+    rc, out, err = _cli(capsys, "backup", "create", "-s", "production", "-e", "production", "-C", str(project.path))
+    assert rc == 0, err
+    (backup_id,) = re.findall(r"backup (\d{8}T\d{6}Z) taken", out)
+    restore = next(x for x in c.cronjobs["orders-acceptance-restore"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"] if x["name"] == "restore")
+    restore["env"] = [*restore["env"], {"name": "BACKUP_WAIT", "value": "3"}]  # the receiver stops waiting after 3 s
+    fault = tmp_path / "fault"
+    fault.mkdir()
+    (fault / "perl").write_text("#!/bin/sh\necho 'export: cannot connect to the receiver' >&2\nexit 1\n")
+    (fault / "perl").chmod(0o755)
+    c.path_first["export"] = fault
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", "acceptance", "-e", "acceptance", "--from", "production", "--from-stack", "production", "--id", backup_id, "-C", str(project.path))
+    said = " ".join(err.split())
+    assert rc == 2 and said.endswith("it received no whole archive: nothing was restored (recorded)"), said
+    assert pg.psql('COPY (SELECT * FROM "orders$order" ORDER BY id) TO STDOUT', database="acceptance") == acc_rows
+    (intent, restored) = _records(project, "acceptance", "acceptance")
+    assert restored.changes["restore"] == {"id": backup_id, "from": "production", "to": "acceptance", "fromStack": "production", "app": "stopped, then started", "database": "not restored", "files": "not restored"}
+
+
+@pytest.mark.parametrize("two", [("production", {}, "acceptance", {"restoreFrom": ["production"]})], indirect=True)
 def test_production_restored_into_acceptance(two, pg, project, capsys):
     c = two
     prod_rows = _seeded(pg, "production", 2000)

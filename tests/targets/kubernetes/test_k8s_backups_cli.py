@@ -948,6 +948,34 @@ def _seeded(pg: PostgresServer, db: str, rows: int) -> str:
     return pg.psql('COPY (SELECT * FROM "orders$order" ORDER BY id) TO STDOUT', database=db)
 
 
+def _production_taken_then_restored_into_acceptance(c: Cluster, project: Any, capsys: Any) -> str:
+    """A backup of production taken now, then restored into acceptance (`--from`): its id."""
+    rc, out, err = _cli(capsys, "backup", "create", "-s", "production", "-e", "production", "-C", str(project.path))
+    assert rc == 0, (err, c.logs)
+    (backup_id,) = re.findall(r"backup (\d{8}T\d{6}Z) taken", out)
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", "acceptance", "-e", "acceptance", "--from", "production", "--from-stack", "production", "--id", backup_id, "-C", str(project.path))
+    assert rc == 0, (err, c.step_logs)
+    return backup_id
+
+
+@pytest.mark.parametrize("two", [("production", {"files": "s3"}, "acceptance", {"restoreFrom": ["production"], "files": "s3"})], indirect=True)
+def test_production_restored_into_acceptance_with_both_file_stores_in_s3(two, pg, project, capsys):
+    """With the files in object storage the receiving restore step is an init container (push-files runs
+    after it): its pod is Pending while it listens, and the export still finds it."""
+    c = two
+    prod_rows = _seeded(pg, "production", 100)
+    _seeded(pg, "acceptance", 10)
+    (prod_bucket,) = {e["value"].split(":")[1].split("/")[0] for e in _env_of(c, "orders-production-backup", "pull-files") if e.get("value", "").startswith("files:")}
+    (acc_bucket,) = {e["value"].split(":")[1].split("/")[0] for e in _env_of(c, "orders-acceptance-restore", "push-files") if e.get("value", "").startswith("files:")}
+    _s3(c).put_object(Bucket=prod_bucket, Key="doc1", Body=b"production file")
+    _production_taken_then_restored_into_acceptance(c, project, capsys)
+    assert pg.psql('COPY (SELECT * FROM "orders$order" ORDER BY id) TO STDOUT', database="acceptance") == prod_rows
+    assert _s3(c).get_object(Bucket=acc_bucket, Key="doc1")["Body"].read() == b"production file"
+    restore_job = next(j["metadata"]["name"] for j in c.created if j["metadata"]["name"].startswith("orders-acceptance-restore-"))
+    assert [s["name"] for s in c.pods[restore_job]["status"]["initContainerStatuses"]] == ["restore"]  # then push-files
+    assert [r.action for r in _records(project, "acceptance", "acceptance")] == ["intent", "restore"]
+
+
 @pytest.mark.parametrize("two", [("production", {"store": "s3"}, "acceptance", {"restoreFrom": ["production"], "store": "s3"})], indirect=True)
 def test_production_restored_into_acceptance_with_both_archives_in_s3(two, pg, project, capsys):
     c = two
@@ -958,11 +986,7 @@ def test_production_restored_into_acceptance_with_both_archives_in_s3(two, pg, p
     acc_files = c.root / "pvc" / "orders-acceptance-files"
     acc_files.mkdir(parents=True)
     (acc_files / "stale").write_bytes(b"acceptance only")
-    rc, out, err = _cli(capsys, "backup", "create", "-s", "production", "-e", "production", "-C", str(project.path))
-    assert rc == 0, (err, c.logs)
-    (backup_id,) = re.findall(r"backup (\d{8}T\d{6}Z) taken", out)
-    rc, out, err = _cli(capsys, "backup", "restore", "-s", "acceptance", "-e", "acceptance", "--from", "production", "--from-stack", "production", "--id", backup_id, "-C", str(project.path))
-    assert rc == 0, (err, c.logs)
+    backup_id = _production_taken_then_restored_into_acceptance(c, project, capsys)
     assert pg.psql('COPY (SELECT * FROM "orders$order" ORDER BY id) TO STDOUT', database="acceptance") == prod_rows
     assert {p.name: p.read_bytes() for p in acc_files.iterdir()} == {"doc1": b"production file"}
     # the source's export fetched from its bucket; the destination's fetch step stood aside for the transfer

@@ -151,7 +151,23 @@ def _unrecorded() -> Iterator[None]:
     try:
         yield
     except UserError as e:
-        raise UserError(str(e) if str(e).endswith(NOTHING_RECORDED) else f"{e}{NOTHING_RECORDED}") from None
+        raise _nothing_recorded(e) from None
+
+
+def _nothing_recorded(e: UserError) -> UserError:
+    """The failure, saying once that the log holds nothing of it."""
+    return UserError(str(e) if str(e).endswith(NOTHING_RECORDED) else f"{e}{NOTHING_RECORDED}")
+
+
+def _production_backup(ctx: _Context, keep: str | None = None) -> str | None:
+    """On production, the backup a restore takes first (so that it can be undone), recorded; its id. `keep`:
+    an archive its retention must not remove (the one about to be restored)."""
+    if not ctx.environment.is_production:
+        return None
+    with _unrecorded():
+        backup_id: str = ctx.actions.create(_now(), keep=keep)
+    ctx.record("backup", {"backup": {"id": backup_id, "trigger": "before restore"}})
+    return backup_id
 
 
 def _supports(ctx: _Context, command: str, *methods: str) -> None:
@@ -309,11 +325,7 @@ def restore(
     known = ctx.actions.list()
     if backup_id not in known:
         raise UserError(f"{environment} has no backup {backup_id}: it has {', '.join(known[:5]) or 'none'}{' ...' if len(known) > 5 else ''}")
-    before = None
-    if ctx.environment.is_production:
-        with _unrecorded():
-            before = ctx.actions.create(_now(), keep=backup_id)
-        ctx.record("backup", {"backup": {"id": before, "trigger": "before restore"}})
+    before = _production_backup(ctx, keep=backup_id)
     done = {"id": backup_id, "from": environment, **({"backupBefore": before} if before else {})}
     # what the target says the restore did (the new instance or server it made, what became of the app)
     outcome = _recorded_restore(ctx, done, lambda before: ctx.actions.restore(backup_id, _now(), before), taken={"id": before} if before else None)
@@ -375,10 +387,7 @@ def _restore_archive(directory: Path, stack: str, environment: str, archive: Pat
             return
         # `taken` is filled once the backup is recorded: what a failure after it says depends on that
         if callable(getattr(ctx.actions, "create", None)):
-            with _unrecorded():
-                backup_id = ctx.actions.create(_now())
-            ctx.record("backup", {"backup": {"id": backup_id, "trigger": "before restore"}})
-            taken["id"] = backup_id
+            taken["id"] = _production_backup(ctx)
             sys.stdout.write(f"{environment}: backup {taken['id']} taken first\n")
             return
         with _unrecorded():
@@ -467,7 +476,9 @@ def _recorded_restore(
     def unrecorded(e: UserError) -> UserError:  # failed before its intent: what the log holds of it
         if taken and "id" in taken:
             return UserError(f"{e}; the backup {taken['id']} taken first is recorded, the restore is not")
-        return UserError(str(e) if str(e).endswith(NOTHING_RECORDED) else f"{e}{NOTHING_RECORDED}")
+        return _nothing_recorded(e)
+
+    intent_alone = f"the restore's intent is recorded and no outcome follows it (`mxinfra activity -s {ctx.stack} -e {ctx.environment.name}`)"
 
     try:
         result = run(before)
@@ -478,16 +489,13 @@ def _recorded_restore(
         outcome = {k: v for k, v in e.outcome.items() if k not in e.restored}
         try:
             ctx.record("restore", {"restore": {**outcome, **done, **taken_first(), **e.restored}})  # what the CLI knows wins
-        except Exception as unrecorded:  # noqa: BLE001 (the restore's failure is the news; the record's is said with it)
-            raise UserError(
-                f"{e}; its outcome could not be recorded ({unrecorded}): the restore's intent is recorded and no outcome follows it "
-                f"(`mxinfra activity -s {ctx.stack} -e {ctx.environment.name}`)"
-            ) from None
+        except Exception as lost:  # noqa: BLE001 (the restore's failure is the news; the record's is said with it)
+            raise UserError(f"{e}; its outcome could not be recorded ({lost}): {intent_alone}") from None
         raise UserError(f"{e} (recorded)") from None
     except UserError as e:
         # what the target's failure left is its message's to say; what the log holds, the CLI's
         if intended:
-            raise UserError(f"{e}; the restore's intent is recorded and no outcome follows it (`mxinfra activity -s {ctx.stack} -e {ctx.environment.name}`)") from None
+            raise UserError(f"{e}; {intent_alone}") from None
         raise unrecorded(e) from None
     if not intended:
         raise RuntimeError(f"the {ctx.deployment.target.name} target restored without recording the restore's intent first (it never called `before`)")
@@ -521,11 +529,7 @@ def _restore_from(directory: Path, stack: str, environment: str, backup_id: str,
     known = src.actions.list()
     if backup_id not in known:
         raise UserError(f"{source} has no backup {backup_id}: it has {', '.join(known[:5]) or 'none'}{' ...' if len(known) > 5 else ''}")
-    before = None
-    if ctx.environment.is_production:
-        with _unrecorded():
-            before = ctx.actions.create(_now())
-        ctx.record("backup", {"backup": {"id": before, "trigger": "before restore"}})
+    before = _production_backup(ctx)
     where = {"fromStack": source_stack} if source_stack != stack else {}
     done = {"id": backup_id, "from": source, "to": environment, **where, **({"backupBefore": before} if before else {})}
     checked = _recorded_restore(ctx, done, lambda before: ctx.actions.restore_from(src.actions, backup_id, _now(), before), taken={"id": before} if before else None)

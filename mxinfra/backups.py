@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any, ClassVar
-from datetime import date, datetime, timedelta, timezone
 
 from pydantic import Field, field_validator, model_validator
 

@@ -674,18 +674,18 @@ class VaultActions:
         db_maybe = RESTORE in x and x.get(RESTORE) not in (0, 1, 2, 3) and x.get(FETCH) == 0
         # restore runs only after a fetch that succeeded (dependsOn SUCCESS): after any other, it never ran
         replaced_nothing = bool(x) and (RESTORE not in x or x.get(RESTORE) in (1, 2) or (x.get(FETCH) != 0 and x.get(RESTORE) is None))
+        stopped = {"app": "stopped, not started again" if ended.not_started else "stopped, then started", "execution": backup}
         if db_done and (x.get(RESTORE) == 3 or x.get(PUSH_FILES) != 0):
             raise FilesNotRestored(
                 f"{self.env.name}: the database was restored from {archive.name}, but its files were not all copied back ({ended.why}); "
                 f"{started_again}; run the restore again to copy them ({tail})",
-                {"app": "stopped, not started again" if ended.not_started else "stopped, then started", "execution": backup},
+                stopped,
             )
         # certainly nothing restored: recorded as the intent's outcome (mxinfra.backups.NothingRestored)
         if ended.error in ("mxinfra.RestoreRunning", "mxinfra.BadInput"):
             raise NothingRestored(f"{head}: the restore {execution} ended {ended.status}: {ended.why}: nothing was stopped or restored ({tail})", {"execution": backup})
         if ended.error == "mxinfra.NotStopped" or replaced_nothing:
-            app = "stopped, not started again" if ended.not_started else "stopped, then started"
-            raise NothingRestored(f"{head}: the restore {execution} ended {ended.status}: {ended.why}: nothing was restored; {started_again} ({tail})", {"app": app, "execution": backup})
+            raise NothingRestored(f"{head}: the restore {execution} ended {ended.status}: {ended.why}: nothing was restored; {started_again} ({tail})", stopped)
         if db_maybe or ended.error == "States.Timeout":
             raise UserError(
                 f"{head}: the restore {execution} ended {ended.status}: {ended.why}: the task was stopped before it ended, so the database may or may not "

@@ -189,7 +189,7 @@ class KeyActions:
                 db = database_of(creds["database"], f"service key of {self.database_name}", via)
                 store = file_store_of(creds["files"], f"service key of {self.files_name}") if "files" in creds else None
                 try:
-                    # the outcome NothingRestored records gets the app's below
+                    # the outcome a RestoreFailed records (kept by reference) gets the app's below
                     if running:
                         try:
                             self._capi(f"stopping the app {self.app_name}", lambda: self.client.stop(app["guid"]))
@@ -206,10 +206,7 @@ class KeyActions:
                         try:
                             outcome["files"] = push(store, unpacked.tree)
                         except UserError as e:
-                            raise FilesNotRestored(f"{self.env.name}: the database was restored from {archive.name}, but its files were not all copied back: {e}") from None
-                except FilesNotRestored as e:
-                    e.outcome = outcome  # recorded with the restore: the app's is filled in below
-                    raise
+                            raise FilesNotRestored(f"{self.env.name}: the database was restored from {archive.name}, but its files were not all copied back: {e}", outcome) from None
                 finally:
                     if running:
                         # also when the stop, the wait or the restore failed: the app never stays stopped unsaid

@@ -22,7 +22,7 @@ import tarfile
 import tempfile
 import time
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -44,7 +44,8 @@ METADATA_MAX = 1 << 16
 # transaction: a failure anywhere leaves the database as it was. The Kubernetes target's
 # backup_scripts/restore.sh does the same in sh (its ConfigMap carries CLEAN_SQL as clean.sql).
 RESTORE_FLAGS = ("--clean", "--if-exists", "--no-owner", "--no-privileges", "--single-transaction", "--exit-on-error", "--file=-")
-RESTORE_PSQL = ("--no-psqlrc", "--quiet", "--output=/dev/null", "--set=ON_ERROR_STOP=1")
+# psql prints only rows, bare (the probe's line below): the caller names the file (--output) they go to.
+RESTORE_PSQL = ("--no-psqlrc", "--quiet", "--tuples-only", "--no-align", "--set=ON_ERROR_STOP=1")
 # psql runs what pg_restore writes out, and an archive may come from anywhere: a crafted dump must not reach
 # psql's meta-commands (\! runs a shell). pg_restore of these versions and newer opens its output with
 # \restrict, after which psql refuses them (CVE-2025-8714); output without it is refused.
@@ -55,6 +56,99 @@ RESTRICTING_VERSIONS = "PostgreSQL " + ", ".join(f"{major}.{minor}" for major, m
 # ask the server's version as it does when it connects, so the setting is made conditional.
 TRANSACTION_TIMEOUT = b"SET transaction_timeout = 0;\n"
 ANY_SERVER_TIMEOUT = b"SELECT pg_catalog.set_config('transaction_timeout', '0', false) WHERE pg_catalog.current_setting('server_version_num')::int >= 170000;\n"
+
+
+# A psql that fails may have failed after its COMMIT went through (its connection lost, or itself killed,
+# before the answer came back): its status cannot tell a restored database from one as it was. So the
+# transaction's first statement, right after BEGIN and before anything of the dump runs (`transaction_probe`,
+# put in by `Opening`; pg_catalog's functions only, which a dump's search_path cannot shadow), prints
+# `TRANSACTION_TAG <restrict key> <txid> <backend pid> <the server's start>`, and psql prints each result as it
+# comes (checked: tests/targets/kubernetes/test_k8s_backups_postgres.py). A failed restore that printed no
+# such line never got past that statement, so it committed nothing; one that did asks the server
+# (`TRANSACTION_STATUS`, PostgreSQL 10 and newer) until `transaction_outcome` says it is settled, for at most
+# SETTLE_WAIT seconds; else (the server not reached) it does not know. A transaction still 'in progress'
+# has lost its client, which will never send its COMMIT: its backend is ended (`TERMINATE`), so that it
+# aborts rather than hold its locks. restore.sh does the same in sh.
+TRANSACTION_TAG = "mxinfra-transaction"
+# Fresh sessions, the dump's settings long gone; their search_path is pinned all the same, since a restored
+# dump may have put operators in public.
+_STARTED = "pg_catalog.date_part('epoch', pg_catalog.pg_postmaster_start_time())"
+TRANSACTION_STATUS = "SET search_path = pg_catalog; SELECT concat_ws(' ', txid_status({transaction}), " + _STARTED + ")"
+TERMINATE = (
+    "SET search_path = pg_catalog; SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a "
+    "WHERE a.pid = {pid} AND a.backend_xid::text = '{xid}'"
+)
+# PostgreSQL's words for an id it has not handed out yet: after a crash that lost it, the transaction
+# never committed (a commit record would have moved the counter past it).
+IN_THE_FUTURE = "is in the future"
+SETTLE_WAIT = 300
+SETTLE_EVERY = 2
+# a question that hangs is no answer (seconds)
+ASK_TIMEOUT = 30
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the restore's transaction printed of itself."""
+
+    transaction: int
+    pid: int
+    started: str
+
+    @property
+    def xid(self) -> int:
+        """The id as pg_stat_activity shows it (32 bits: the txid without its epoch)."""
+        return self.transaction % (1 << 32)
+
+
+def transaction_probe(key: str) -> bytes:
+    """The statement that opens the restore's transaction: prints `TRANSACTION_TAG <key> <txid> <pid> <start>`."""
+    return (f"SELECT pg_catalog.concat_ws(' ', '{TRANSACTION_TAG} {key}'::pg_catalog.text, pg_catalog.txid_current(), pg_catalog.pg_backend_pid(), {_STARTED});\n").encode()
+
+
+def probed_transaction(rows: Iterable[bytes], key: str) -> Probe | None:
+    """What the probe printed among the `rows` psql printed (`RESTORE_PSQL`, a line each); None if it printed nothing."""
+    tag = f"{TRANSACTION_TAG} {key} ".encode()
+    for line in rows:
+        fields = line.rstrip(b"\r\n")[len(tag) :].split(b" ") if line.startswith(tag) else []
+        if len(fields) == 3 and fields[0].isdigit() and fields[1].isdigit() and fields[2]:
+            return Probe(int(fields[0]), int(fields[1]), fields[2].decode("ascii", "replace"))
+    return None
+
+
+def transaction_outcome(probe: Probe, answer: str | None) -> str | None:
+    """What the server's `answer` to TRANSACTION_STATUS (its output, or its error; None: not asked) says:
+    'committed', 'aborted', 'in progress' (end its backend, ask again), 'unknown' (final: the server
+    restarted since, so a 'committed' may be another transaction's that got the lost id) or None (ask again)."""
+    if answer is None:
+        return None
+    if IN_THE_FUTURE in answer:
+        return "aborted"
+    words = answer.strip().rsplit(" ", 1)
+    if len(words) != 2 or words[0] not in ("committed", "aborted", "in progress"):
+        return None
+    status, started = words
+    if status == "committed" and started != probe.started:
+        return "unknown"
+    return status
+
+
+def settled(ask: Callable[[], str | None], wait: float | None = None, every: float = SETTLE_EVERY) -> bool | None:
+    """Whether the server says the restore's transaction committed (True) or not (False), asking (`ask`:
+    `transaction_outcome`'s word) until it is settled; None when it cannot say, or after `wait` seconds (SETTLE_WAIT)."""
+    until = time.monotonic() + (SETTLE_WAIT if wait is None else wait)
+    while True:
+        said = ask()
+        if said in ("committed", "aborted", "unknown"):
+            return None if said == "unknown" else said == "committed"
+        if time.monotonic() >= until:
+            return None
+        time.sleep(every)
+
+
+class MaybeRestored(UserError):
+    """A database restore whose transaction may have committed: its psql failed and the server could not
+    say (never recorded as nothing restored)."""
 
 
 class UnsafeDump(UserError):
@@ -71,12 +165,14 @@ def restrict_key() -> str:
 class Opening:
     """pg_restore's SQL output (written with --restrict-key=`key`) read from its start a line at a time
     (`line`), as psql must get it: its opening comments, then exactly `\\restrict <key>` (else UnsafeDump:
-    psql would run a crafted dump's meta-commands), then BEGIN (else UnsafeDump: not one transaction),
-    then its settings (transaction_timeout made conditional), then CLEAN_SQL before its first statement.
+    psql would run a crafted dump's meta-commands), then BEGIN (else UnsafeDump: not one transaction) and
+    the probe after it, then its settings (transaction_timeout made conditional), then CLEAN_SQL before
+    its first statement.
     `done` once that statement is passed on: the rest goes to psql as it is."""
 
     def __init__(self, key: str, pg_restore: str = "pg_restore") -> None:
         self.state, self.pg_restore, self.restricting = "start", pg_restore, b"\\restrict " + key.encode() + b"\n"
+        self.probe = transaction_probe(key)
 
     @property
     def done(self) -> bool:
@@ -103,7 +199,7 @@ class Opening:
             if line != b"BEGIN;\n":
                 raise UnsafeDump(f"{self.pg_restore} --single-transaction did not begin its output with BEGIN: nothing was restored")
             self.state = "settings"
-            return line
+            return line + self.probe
         if line == TRANSACTION_TIMEOUT:
             return ANY_SERVER_TIMEOUT
         if quiet or line.startswith((b"SET ", b"SELECT pg_catalog.set_config(")):

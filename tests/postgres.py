@@ -14,6 +14,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,3 +166,22 @@ def claiming_server_version(dump: bytes, version: str, claimed: bytes) -> bytes:
         if field in dump[:4096]:
             return dump.replace(field, b"\x00" + len(claimed).to_bytes(size, "little") + claimed, 1)
     raise AssertionError(f"no server version {version!r} in the dump's header")
+
+
+@contextmanager
+def lock_held(url: str, table: str) -> Iterator[None]:
+    """Another session holding `table` (ACCESS SHARE, in an open transaction) until the block ends: a
+    restore that drops it waits."""
+    holder = subprocess.Popen([f"{require_bin_dir()}/psql", "--no-psqlrc", "--quiet", f"--dbname={url}"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    assert holder.stdin is not None
+    holder.stdin.write(f'BEGIN; LOCK TABLE "{table}" IN ACCESS SHARE MODE; SELECT pg_catalog.pg_sleep(120);\n'.encode())
+    holder.stdin.flush()
+    try:
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# The sessions that hold a transaction id, but this one and a lock_held's.
+OPEN_TRANSACTIONS = "SELECT count(*) FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() AND query NOT LIKE '%pg_sleep%'"

@@ -316,12 +316,14 @@ def _opened(*lines: bytes) -> bytes:
     return b"".join(opening.line(line) for line in lines)
 
 
-def test_pg_restore_output_opens_restricted_and_in_one_transaction_and_gets_the_clean_step_after_its_settings():
+def test_pg_restore_output_opens_restricted_and_in_one_transaction_probed_first_and_gets_the_clean_step_after_its_settings():
     # pg_restore --single-transaction's opening as PostgreSQL 15.14 and newer write it, 17's setting among it
     out = _opened(b"--\n", b"-- PostgreSQL database dump\n", b"\n", b"\\restrict 9IrlsD9EB7\n", b"\n", b"-- Dumped from database version 15.18\n",
                   b"BEGIN;\n", b"\n", b"SET statement_timeout = 0;\n", b"SET transaction_timeout = 0;\n",
                   b"SELECT pg_catalog.set_config('search_path', '', false);\n", b"SET row_security = off;\n", b"\n", b"DROP TABLE IF EXISTS public.t;\n")
-    assert out == (b"--\n-- PostgreSQL database dump\n\n\\restrict 9IrlsD9EB7\n\n-- Dumped from database version 15.18\nBEGIN;\n\nSET statement_timeout = 0;\n"
+    assert out == (b"--\n-- PostgreSQL database dump\n\n\\restrict 9IrlsD9EB7\n\n-- Dumped from database version 15.18\nBEGIN;\n"
+                   b"SELECT pg_catalog.concat_ws(' ', 'mxinfra-transaction 9IrlsD9EB7'::pg_catalog.text, pg_catalog.txid_current(), pg_catalog.pg_backend_pid(), "
+                   b"pg_catalog.date_part('epoch', pg_catalog.pg_postmaster_start_time()));\n\nSET statement_timeout = 0;\n"
                    b"SELECT pg_catalog.set_config('transaction_timeout', '0', false) WHERE pg_catalog.current_setting('server_version_num')::int >= 170000;\n"
                    b"SELECT pg_catalog.set_config('search_path', '', false);\nSET row_security = off;\n\n" + CLEAN_SQL.encode() + b"DROP TABLE IF EXISTS public.t;\n")
 
@@ -344,3 +346,35 @@ def test_pg_restore_output_opens_restricted_and_in_one_transaction_and_gets_the_
 def test_pg_restore_output_that_psql_may_not_run_is_refused(lines, message):
     with pytest.raises(UnsafeDump, match=re.escape(message)):
         _opened(*lines)
+
+
+def test_a_transaction_is_settled_by_the_servers_word_and_never_guessed():
+    from mxinfra.backup_archive import settled
+
+    answers = iter([None, "in progress", "committed"])
+    assert settled(lambda: next(answers), wait=5, every=0) is True
+    answers = iter([None, "aborted"])
+    assert settled(lambda: next(answers), wait=5, every=0) is False
+    assert settled(lambda: "unknown", wait=5, every=0) is None  # final: not asked again
+    asked: list[int] = []
+    assert settled(lambda: asked.append(1) or None, wait=0.2, every=0.05) is None and len(asked) >= 2
+
+
+def test_what_the_servers_answer_says_of_the_restores_transaction():
+    from mxinfra.backup_archive import Probe, probed_transaction, transaction_outcome
+
+    probe = Probe(4294968060, 4242, "1796551200.123456")
+    assert probe.xid == 764  # pg_stat_activity's 32 bits
+    assert transaction_outcome(probe, "committed 1796551200.123456") == "committed"
+    assert transaction_outcome(probe, "aborted 1796551200.123456") == "aborted"
+    assert transaction_outcome(probe, "in progress 1796551200.123456") == "in progress"
+    # the server restarted since: its 'committed' may be another transaction's that got the lost id
+    assert transaction_outcome(probe, "committed 1796559999.5") == "unknown"
+    assert transaction_outcome(probe, "aborted 1796559999.5") == "aborted"
+    assert transaction_outcome(probe, 'ERROR:  transaction ID 4294968060 is in the future\n') == "aborted"
+    # not asked, no status (NULL: too old to tell), another error, a warning instead of an answer: ask again
+    for said in (None, "1796551200.123456", "", "psql: error: connection refused", "WARNING: collation version mismatch"):
+        assert transaction_outcome(probe, said) is None, said
+    rows = [b"\n", b"mxinfra-transaction K3y 12 34\n", b"mxinfra-transaction other 5 6 7\n", b"mxinfra-transaction K3y 4294968060 4242 1796551200.123456\r\n"]
+    assert probed_transaction(rows, "K3y") == probe
+    assert probed_transaction(rows[:3], "K3y") is None

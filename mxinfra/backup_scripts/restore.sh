@@ -27,16 +27,26 @@
 #                  over HTTP is (below)
 #   RESTORE_ALONE_WAIT  seconds to wait for every other session of the database's user to end before restoring
 #                  (optional: the app was stopped first; see below)
+#   RESTORE_SETTLE_WAIT  seconds to keep asking the server what became of the restore's transaction when
+#                  psql failed (optional; default 300; see `settled`)
 #   RESTORE_CLEAN_SQL  the text of clean.sql, where no file can be put beside this script (a Fargate task
 #                  runs it inline); otherwise clean.sql is read from this script's directory
 set -eu
 umask 077
-# Exit 3 says "the database was restored, the files were not" (the callers record such a restore): any other
-# way of ending with 3 (a command's own status under set -e, perl's die) is made a plain failure.
+# Exit 3 says "the database was restored, the files were not" (the callers record such a restore), and 4
+# "the database restore may or may not have committed" (the server could not say): any other way of ending
+# with 3 or 4 (a command's own status under set -e; perl's die, whose status is errno's, EINTR's 4 after an
+# alarm), all before the database is touched, is made a plain failure; and any failure while the database
+# is restored (the shell itself dying there) a 4.
 db_restored=
-trap 'rc=$?; if [ "$rc" = 3 ] && [ "$db_restored" != 1 ]; then exit 1; fi' EXIT
+db_rc=
+trap 'rc=$?; if [ "$rc" != 0 ] && [ "$db_rc" = running ]; then exit 4; fi; if { [ "$rc" = 3 ] && [ "$db_restored" != 1 ]; } || { [ "$rc" = 4 ] && [ "$db_rc" != 4 ]; }; then exit 1; fi' EXIT
 : "${DATABASE_URL:?restore: DATABASE_URL is not set}"
 : "${BACKUP_DIR:?restore: BACKUP_DIR is not set}"
+RESTORE_SETTLE_WAIT=${RESTORE_SETTLE_WAIT:-300}
+case "$RESTORE_SETTLE_WAIT" in
+  *[!0-9]*|"") echo "restore: RESTORE_SETTLE_WAIT must be a number of seconds, got '$RESTORE_SETTLE_WAIT'" >&2; exit 2 ;;
+esac
 id=${BACKUP_ID:-}
 case "$id" in
   [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z) ;;
@@ -273,8 +283,13 @@ fi
 # may come from anywhere, and a crafted dump's text must not reach \!, which runs a shell), else refused
 # before psql reads a line; then BEGIN;
 # then the settings (transaction_timeout, which servers before 17 do not know, made conditional); then
-# clean.sql (what the dump does not hold goes too), inside that transaction. Each step's status comes
-# back on fd 3 (a pipe's status is its last command's): success is all three.
+# the probe (right after BEGIN, before anything of the dump runs: it prints the transaction's id, its
+# backend's pid and the server's start, tagged with the key), then the settings, then clean.sql (what the
+# dump does not hold goes too), inside that transaction. Each step's status comes back on fd 3 (a pipe's
+# status is its last command's), and the probe's line (psql's rows go to fd 4, scanned for it alone):
+# success is all three. A failure asks the server what became of that transaction (`settled`): a psql
+# that lost its connection, or was killed, right after it sent COMMIT failed though the database was
+# restored (mxinfra.backup_archive.transaction_outcome says the same in Python).
 opening() {
   state=start
   while IFS= read -r line; do
@@ -283,7 +298,8 @@ opening() {
       'settings:SET transaction_timeout = 0;') line="SELECT pg_catalog.set_config('transaction_timeout', '0', false) WHERE pg_catalog.current_setting('server_version_num')::int >= 170000;" ;;
       start:|start:--*|restricted:|restricted:--*|settings:|settings:--*|'settings:SET '*|'settings:SELECT pg_catalog.set_config('*) ;;
       start:*) printf '%s\n' "restore: $(pg_restore --version) did not open its output with the \\restrict key it was given, which keeps a dump's text from running psql's meta-commands: use the client tools of PostgreSQL 17.6, 16.10, 15.14, 14.19, 13.22 or newer" >&2; return 1 ;;
-      'restricted:BEGIN;') state=settings ;;
+      'restricted:BEGIN;') state=settings; line="$line
+SELECT pg_catalog.concat_ws(' ', 'mxinfra-transaction $key'::pg_catalog.text, pg_catalog.txid_current(), pg_catalog.pg_backend_pid(), pg_catalog.date_part('epoch', pg_catalog.pg_postmaster_start_time()));" ;;
       restricted:*) echo "restore: pg_restore --single-transaction did not begin its output with BEGIN" >&2; return 1 ;;
       settings:*) { if [ -n "${RESTORE_CLEAN_SQL:-}" ]; then printf '%s\n' "$RESTORE_CLEAN_SQL"; else cat "$(dirname "$0")/clean.sql"; fi; } && printf '%s\n' "$line" && cat; return ;;
     esac
@@ -298,11 +314,56 @@ restore_database() {
     return 1
   fi
   key=$(od -v -An -N32 -tx1 /dev/urandom | tr -d ' \n')
-  statuses=$( { { pg_restore --clean --if-exists --no-owner --no-privileges --single-transaction --exit-on-error --restrict-key="$key" --file=- "$@"; echo "pg_restore $?" >&3; } \
+  statuses=$( { { { pg_restore --clean --if-exists --no-owner --no-privileges --single-transaction --exit-on-error --restrict-key="$key" --file=- "$@"; echo "pg_restore $?" >&3; } \
         | { opening; echo "opening $?" >&3; } \
-      | psql --no-psqlrc --quiet --output=/dev/null --set=ON_ERROR_STOP=1 --dbname="$DATABASE_URL" >&2; echo "psql $?" >&3; } 3>&1 )
+      | psql --no-psqlrc --quiet --tuples-only --no-align --output=/dev/fd/4 --set=ON_ERROR_STOP=1 --dbname="$DATABASE_URL" >&2; echo "psql $?" >&3; } 4>&1 \
+    | { sed -n "s/^mxinfra-transaction $key \([0-9][0-9]* [0-9][0-9]* [^ ][^ ]*\)\$/probe \1/p"; echo "scanner $?"; } >&3; } 3>&1 )
+  failed=
   for step in "pg_restore 0" "opening 0" "psql 0"; do
-    case "$statuses" in *"$step"*) ;; *) return 1 ;; esac
+    case "$statuses" in *"$step"*) ;; *) failed=1 ;; esac
+  done
+  [ -n "$failed" ] || return 0
+  probe=$(printf '%s\n' "$statuses" | sed -n 's/^probe //p' | head -n 1)
+  if [ -z "$probe" ]; then
+    # no probe printed: psql never got past the transaction's first statement, so nothing of it committed
+    # (unless the scan itself failed, which may have lost the line)
+    case "$statuses" in *"scanner 0"*) return 1 ;; esac
+    echo "restore: scanning psql's output for its transaction's id failed: whether that transaction committed is not known" >&2
+    return 4
+  fi
+  # shellcheck disable=SC2086 # three words: the txid, the backend's pid, the server's start
+  settled $probe
+}
+# 0: the server says transaction $1 (of backend $2, the server started at $3) committed; 1: it did not; 4:
+# it cannot say (a 'committed' after the server restarted may be another transaction's that got the id
+# the crash lost), or did not within RESTORE_SETTLE_WAIT seconds (default 300: the server not reached).
+# Still 'in progress', the transaction has lost its client, which will never send its COMMIT: its backend
+# is ended, so that it aborts rather than hold its locks. Fresh sessions, their search_path pinned (a
+# restored dump may have put operators in public), their errors apart from their answer (a warning at
+# connect is no answer), each at most 30 s.
+settled() {
+  until=$(( $(date +%s) + RESTORE_SETTLE_WAIT ))
+  while :; do
+    said=$( { timeout 30 psql --no-psqlrc --quiet --tuples-only --no-align --dbname="$DATABASE_URL" \
+      --command="SET search_path = pg_catalog; SELECT concat_ws(' ', txid_status($1), pg_catalog.date_part('epoch', pg_catalog.pg_postmaster_start_time()))" \
+      2>&1 1>&5 5>&- | sed 's/^/error: /'; } 5>&1 )
+    answer=$(printf '%s\n' "$said" | grep -v '^error: ' | tail -n 1)
+    # PostgreSQL's words for an id it has not handed out yet: lost in a crash, so never committed
+    case "$said" in *"is in the future"*) answer="aborted $3" ;; esac
+    case "$answer" in
+      "committed $3") echo "restore: psql failed (see above), but the server says transaction $1 committed: the database was restored" >&2; return 0 ;;
+      "committed "*) echo "restore: the server restarted since transaction $1 began (then at $3, now at ${answer#committed }): its id may have gone to another transaction, so its 'committed' does not say whether the restore did" >&2; return 4 ;;
+      "aborted "*) return 1 ;;
+      "in progress "*)
+        ended=$(timeout 30 psql --no-psqlrc --quiet --tuples-only --no-align --dbname="$DATABASE_URL" \
+          --command="SET search_path = pg_catalog; SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a WHERE a.pid = $2 AND a.backend_xid::text = '$(($1 % 4294967296))'" 2>/dev/null) || ended=
+        [ "$ended" != t ] || echo "restore: transaction $1 was still open with its client gone: its backend $2 was ended" ;;
+    esac
+    if [ "$(date +%s)" -ge "$until" ]; then
+      echo "restore: the server did not say whether transaction $1 committed within ${RESTORE_SETTLE_WAIT}s (its last answer: $(printf '%s' "$said" | tr '\n' ' '))" >&2
+      return 4
+    fi
+    sleep 2
   done
 }
 # RESTORE_ALONE_WAIT (seconds): restore only once no other session of this user (the app's: every target
@@ -335,12 +396,18 @@ if [ -n "${RESTORE_ALONE_WAIT:-}" ]; then
     waited=$((waited + 5))
   done
 fi
-db_ok=1
+# (the EXIT trap: a shell that dies while this runs may have committed)
+db_rc=running
 if [ -n "$dump" ]; then
-  restore_database "$dump" || db_ok=0
+  restore_database "$dump" && db_rc=0 || db_rc=$?
 else
-  tar -I "$gz" -xOf "$archive" --occurrence=1 db/db.backup | restore_database || db_ok=0
+  tar -I "$gz" -xOf "$archive" --occurrence=1 db/db.backup | restore_database && db_rc=0 || db_rc=$?
 fi
+# restore_database says 0, 1 (nothing committed) or 4; anything else (a subshell killed, a shell's own
+# failure) may have come after the COMMIT
+case "$db_rc" in 0|1|4) ;; *) db_rc=4 ;; esac
+db_ok=1
+[ "$db_rc" = 0 ] || db_ok=0
 files_ok=1
 if [ -n "$files_pid" ]; then wait "$files_pid" || files_ok=0; fi
 if [ "$db_ok" = 1 ] && [ "$files_ok" = 1 ] && [ -n "$from" ]; then
@@ -351,6 +418,8 @@ fi
 [ "$db_ok" = 1 ] && db_restored=1
 # left only by a failure (the store keeps what it had): never silently, as it may hold a dump
 [ -z "$staging" ] || rm -rf "$staging" || echo "restore: warning: could not remove $staging (see above): remove it by hand" >&2
+# 4: the transaction may have committed; the files were not touched either way
+[ "$db_rc" != 4 ] || { echo "restore: the database restore of $id failed (see above) and may or may not have committed: check the database; the files are as they were" >&2; exit 4; }
 [ "$db_ok" = 1 ] || { echo "restore: the database restore of $id failed (see above): the database and the files are as they were" >&2; exit 1; }
 # 3, not 1: the database is the archive's now, only the files are not (the callers record that restore)
 [ "$files_ok" = 1 ] || { echo "restore: the files restore of $id failed (see above): the database was restored" >&2; exit 3; }

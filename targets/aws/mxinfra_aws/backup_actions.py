@@ -669,8 +669,9 @@ class VaultActions:
         # restore.sh replaced the database (0; 3: but not the files), or was stopped after the fetch before
         # it said how it ended (it commits only at its end: it may have)
         db_done = x.get(RESTORE) in (0, 3)
-        # restore.sh's own 1 and 2 say the database and the files are as they were; a kill (137, 143) or
-        # no exit code at all may have come after its COMMIT
+        # restore.sh's own 1 and 2 say the database and the files are as they were (a psql that failed after
+        # its COMMIT is asked about: the server's word decides); its 4 that the server could not say, and a
+        # kill (137, 143) or no exit code at all may have come after its COMMIT
         db_maybe = RESTORE in x and x.get(RESTORE) not in (0, 1, 2, 3) and x.get(FETCH) == 0
         # restore runs only after a fetch that succeeded (dependsOn SUCCESS): after any other, it never ran
         replaced_nothing = bool(x) and (RESTORE not in x or x.get(RESTORE) in (1, 2) or (x.get(FETCH) != 0 and x.get(RESTORE) is None))
@@ -687,10 +688,8 @@ class VaultActions:
         if ended.error == "mxinfra.NotStopped" or replaced_nothing:
             raise NothingRestored(f"{head}: the restore {execution} ended {ended.status}: {ended.why}: nothing was restored; {started_again} ({tail})", stopped)
         if db_maybe or ended.error == "States.Timeout":
-            raise UserError(
-                f"{head}: the restore {execution} ended {ended.status}: {ended.why}: the task was stopped before it ended, so the database may or may not "
-                f"have been replaced (check it); {started_again} ({tail})"
-            )
+            how = "the server did not say whether its transaction committed" if x.get(RESTORE) == 4 else "the task was stopped before it ended"
+            raise UserError(f"{head}: the restore {execution} ended {ended.status}: {ended.why}: {how}, so the database may or may not have been replaced (check it); {started_again} ({tail})")
         # a call of the machine failed (stopping or starting a service): what runs is not known from here
         also = f"; {started_again}" if ended.not_started else ""
         raise UserError(f"{head}: the restore {execution} ended {ended.status}: {ended.why}{also}; check that the services run as before ({services}) ({tail})")

@@ -44,7 +44,25 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from mxinfra.backup_archive import RESTORE_FLAGS, RESTORE_PSQL, RESTRICTING_VERSIONS, Opening, UnsafeDump, pack, restrict_key, stored_keys, unpack
+from mxinfra.backup_archive import (
+    RESTORE_FLAGS,
+    RESTORE_PSQL,
+    RESTRICTING_VERSIONS,
+    ASK_TIMEOUT,
+    TERMINATE,
+    TRANSACTION_STATUS,
+    MaybeRestored,
+    Opening,
+    Probe,
+    UnsafeDump,
+    pack,
+    probed_transaction,
+    restrict_key,
+    settled,
+    stored_keys,
+    transaction_outcome,
+    unpack,
+)
 from mxinfra.backups import ID_FORMAT, FilesNotRestored, NothingRestored
 from mxinfra.errors import UserError
 
@@ -198,9 +216,13 @@ class KeyActions:
                         except UserError as e:
                             raise NothingRestored(f"{e}; nothing was restored", outcome) from None
                     try:
-                        _restore_dump(tools, unpacked.dump, db, f"restoring the database {self.database_name}")
+                        late = _restore_dump(tools, unpacked.dump, db, f"restoring the database {self.database_name}")
+                    except MaybeRestored:
+                        raise  # not known to have restored nothing: the intent stands alone
                     except UserError as e:  # one transaction, refused: the database is as it was, no file touched yet
                         raise NothingRestored(str(e), outcome) from None
+                    if late is not None:
+                        self.warnings.append(late)
                     outcome["files"] = 0
                     if store is not None:
                         try:
@@ -335,11 +357,12 @@ def _run(argv: list[str], db: Database, what: str) -> None:
         raise UserError(f"{what} at {db.host}:{db.port} failed (exit {done.returncode}): {said}")
 
 
-def _restore_dump(tools: tuple[str, str], dump: Path, db: Database, what: str) -> None:
+def _restore_dump(tools: tuple[str, str], dump: Path, db: Database, what: str) -> str | None:
     """Put `dump` back over `db` as every target does (mxinfra.backup_archive: the dump as pg_restore writes
     it out as SQL, one transaction that it commits at its end once it read the whole dump, its opening
-    judged and CLEAN_SQL put in by `Opening`); a UserError saying so, the database as it was, when
-    pg_restore or psql fails or the output is not safe to run."""
+    judged and the probe and CLEAN_SQL put in by `Opening`); a UserError saying so, the database as it was,
+    when pg_restore or psql fails or the output is not safe to run, unless the server says the transaction
+    committed all the same (then what to warn of), or cannot say (MaybeRestored)."""
     pg_restore, psql = tools
     env = db.environ()
     helped = subprocess.run([pg_restore, "--help"], stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env)
@@ -348,9 +371,10 @@ def _restore_dump(tools: tuple[str, str], dump: Path, db: Database, what: str) -
             f"{what}: {pg_restore} has no --restrict-key, so its output cannot keep a dump's text from running psql's meta-commands: "
             f"use the client tools of {RESTRICTING_VERSIONS}; nothing was restored"
         )
-    with tempfile.TemporaryFile() as errors:
-        # psql's output and errors, and pg_restore's, into one file (never a pipe that could fill and stall)
-        server = subprocess.Popen([psql, *RESTORE_PSQL], stdin=subprocess.PIPE, stdout=errors, stderr=errors, env=env)
+    with tempfile.TemporaryFile() as errors, tempfile.TemporaryFile() as rows:
+        # psql's errors and pg_restore's into one file, the rows psql prints into another (never a pipe that
+        # could fill and stall)
+        server = subprocess.Popen([psql, *RESTORE_PSQL], stdin=subprocess.PIPE, stdout=rows, stderr=errors, env=env)
         assert server.stdin is not None
         key = restrict_key()
         reader = subprocess.Popen([pg_restore, *RESTORE_FLAGS, f"--restrict-key={key}", str(dump)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors, env=env)
@@ -381,10 +405,41 @@ def _restore_dump(tools: tuple[str, str], dump: Path, db: Database, what: str) -
             # without pg_restore's COMMIT psql ends inside the transaction, and the server rolls it back
             status = server.wait()
         if status == 0 and read:
-            return
+            return None
         errors.seek(0)
         said = " ".join(errors.read().decode(errors="replace").split())[-1200:]
-        raise UserError(f"{what} at {db.host}:{db.port} failed (pg_restore {'stopped' if reader.returncode < 0 else f'exit {reader.returncode}'}, psql exit {status}): {said}; the database is as it was")
+        failed = f"{what} at {db.host}:{db.port} failed (pg_restore {'stopped' if reader.returncode < 0 else f'exit {reader.returncode}'}, psql exit {status}): {said}"
+        rows.seek(0)
+        probe = probed_transaction(rows, key)
+    # no probe printed: psql never got past the transaction's first statement, so nothing of it committed
+    committed = False if probe is None else settled(lambda: _transaction_outcome(psql, probe, env))
+    if committed:
+        return f"{failed}; but the server says transaction {probe.transaction} committed: the database was restored"
+    if committed is None:
+        raise MaybeRestored(f"{failed}; the server did not say whether transaction {probe.transaction} committed: the database may or may not have been restored (check it)")
+    raise UserError(f"{failed}; the database is as it was")
+
+
+def _transaction_outcome(psql: str, probe: Probe, env: Mapping[str, str]) -> str | None:
+    """What the server says of the restore's transaction (mxinfra.backup_archive.transaction_outcome); one
+    still in progress, whose client is gone, has its backend ended (it aborts: asked again)."""
+
+    def ask(sql: str) -> subprocess.CompletedProcess[str] | None:
+        try:
+            return subprocess.run([psql, *RESTORE_PSQL, f"--command={sql}"], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=ASK_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return None
+
+    asked = ask(TRANSACTION_STATUS.format(transaction=probe.transaction))
+    said: str | None = None
+    if asked is not None:
+        # its answer is its last row; its errors apart (a warning at connect is no answer)
+        said = (asked.stdout.strip().splitlines() or [""])[-1] if asked.returncode == 0 else asked.stderr
+    outcome = transaction_outcome(probe, said)
+    if outcome == "in progress":
+        ask(TERMINATE.format(pid=probe.pid, xid=probe.xid))
+        return None
+    return outcome
 
 
 def connect(deployment: Any, environment: str, timeout: float | None = None) -> KeyActions:

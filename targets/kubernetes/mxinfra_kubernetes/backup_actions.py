@@ -128,7 +128,8 @@ class ClusterActions:
 
     def _wait_restore(self, job: str, backup: str) -> None:
         """Wait for a restore Job; FilesNotRestored when its database step succeeded and only the copy of
-        the files back to their S3 or Azure store (push-files, the last step) failed."""
+        the files back to their S3 or Azure store (push-files, the last step) failed; NothingRestored when
+        restore.sh said that nothing was (its exit 1 or 2)."""
         try:
             self._wait(job, "restore")
         except UserError as e:
@@ -143,7 +144,21 @@ class ClusterActions:
                     f"(kubectl -n {self.lay.namespace} logs job/{job} -c {step}); {how}: once the cause is "
                     f"fixed, run the restore of {backup} again"
                 ) from e
+            # restore.sh's 1 and 2: the database and the files as they were (a psql that failed after its
+            # COMMIT is asked about: the server's word decides); 4, or a kill: it may have restored
+            if done.get("restore") in (1, 2):
+                why = "it received no whole archive" if self._received_nothing(job) else f"kubectl -n {self.lay.namespace} logs job/{job} -c restore"
+                raise NothingRestored(f"{e}; {why}: nothing was restored") from e
             raise
+
+    def _received_nothing(self, job: str) -> bool:
+        """Whether a receiving restore Job's log ends in its own words that no whole archive reached it (a log
+        that cannot be read claims nothing)."""
+        try:
+            said = self._log(job, "restore")
+        except UserError:
+            return False
+        return any(why in said for why in _NOTHING_RECEIVED)
 
     def same_cluster(self, other: ClusterActions) -> bool:
         """Whether `other` acts on this cluster (the transfer is pod to pod: one cluster's network)."""
@@ -209,12 +224,8 @@ class ClusterActions:
             except RestoreFailed:
                 raise
             except UserError as e:
-                # the receiver's own words that no whole archive reached it: it restored nothing
-                try:
-                    said = self._log(restore_job, "restore")
-                except UserError:
-                    said = ""  # unread: not claimed
-                if any(why in said for why in _NOTHING_RECEIVED):
+                # its exit status unread: the receiver's own words that no whole archive reached it
+                if self._received_nothing(restore_job):
                     raise NothingRestored(f"{e}; it received no whole archive: nothing was restored") from e
                 raise
             try:

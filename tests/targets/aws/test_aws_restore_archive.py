@@ -309,6 +309,16 @@ def test_files_not_copied_back_are_recorded_as_not_restored(exported: Deployed, 
     assert d.states.services[a.service_name]["desired"] == 2
 
 
+def _faults(d: Deployed, tmp_path: Path, **tools: str) -> None:
+    """Commands found first by the restore container (each a sh script's body): a fault in its image."""
+    fault = tmp_path / "fault"
+    fault.mkdir()
+    for name, body in tools.items():
+        (fault / name).write_text(f"#!/bin/sh\n{body}\n")
+        (fault / name).chmod(0o755)
+    d.states.path_first["restore"] = fault
+
+
 def test_a_restore_whose_own_move_of_the_files_fails_is_recorded_as_files_not_restored(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
     # restore.sh exits 3 when it replaced the database and only moving the files into place failed; the
     # files' copy back (push-files, which needs its success) then never runs
@@ -316,11 +326,7 @@ def test_a_restore_whose_own_move_of_the_files_fails_is_recorded_as_files_not_re
     before = _rows(pg)
     archive = _download(d, project, tmp_path / "downloads", capsys)
     _change(pg, d)
-    fault = tmp_path / "fault"
-    fault.mkdir()
-    (fault / "mv").write_text("#!/bin/sh\necho 'mv: cannot move: No space left on device' >&2\nexit 1\n")
-    (fault / "mv").chmod(0o755)
-    d.states.path_first["restore"] = fault
+    _faults(d, tmp_path, mv="echo 'mv: cannot move: No space left on device' >&2\nexit 1")
     rc, out, err = _restore(d, project, archive, capsys)
     err = " ".join(err.split())
     assert rc == 2 and "Traceback" not in err, err
@@ -330,6 +336,45 @@ def test_a_restore_whose_own_move_of_the_files_fails_is_recorded_as_files_not_re
     assert _rows(pg) == before
     (record,) = [r for r in _records(project, d.role) if r.action == "restore"]
     assert record.changes["restore"]["files"] == "not restored" and record.changes["restore"]["app"] == "stopped, then started"
+    assert d.states.services[a.service_name]["desired"] == 2
+
+
+# What the restore container's psql does with the restore's own call (the one with --output) and with the
+# question of what became of its transaction (txid_status): its connection lost once it sent its input,
+# and then the server answering, or not. `sleep` returns at once: restore.sh asks again every 2 s for 300 s.
+_LOST = 'echo "psql: error: server closed the connection unexpectedly" >&2; exit 2'
+_PSQL = {
+    "answered": ('"$REAL" "$@"; ' + _LOST, 'exec "$REAL" "$@"'),
+    "unanswered": ('"$REAL" "$@"; ' + _LOST, 'echo "psql: error: connection to server failed: Connection refused" >&2; exit 2'),
+}
+
+
+@pytest.mark.parametrize("server", list(_PSQL))
+def test_a_psql_that_loses_its_connection_after_its_commit_is_recorded_as_the_server_says(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any, server: str) -> None:
+    """psql fails once its COMMIT went through: the database is the archive's. Asked, the server says the
+    transaction committed: restored, files and all, recorded. Unanswered: may or may not, no outcome. Before,
+    restore.sh said 'as they were' (exit 1), recorded as nothing restored."""
+    d, a = exported, exported.a
+    before = _rows(pg)
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    _change(pg, d)
+    restoring, asking = _PSQL[server]
+    psql = f'REAL=$(PATH=${{PATH#*:}} command -v psql)\ncase "$*" in\n  *--output=*) {restoring} ;;\n  *txid_status*) {asking} ;;\n  *) exec "$REAL" "$@" ;;\nesac'
+    _faults(d, tmp_path, psql=psql, sleep="exit 0")
+    rc, out, err = _restore(d, project, archive, capsys)
+    err = " ".join(err.split())
+    assert _rows(pg) == before  # committed, whatever psql said
+    restores = [r for r in _records(project, d.role) if r.action == "restore"]
+    if server == "answered":
+        assert rc == 0, err
+        assert re.search(r"but the server says transaction \d+ committed: the database was restored", d.states.logs["restore"])
+        assert {k: boto3.client("s3", region_name=REGION, endpoint_url=d.moto).get_object(Bucket=a.bucket_name, Key=k)["Body"].read() for k in FILES} == FILES
+        (record,) = restores
+        assert "database" not in record.changes["restore"] and record.changes["restore"]["app"] == "stopped, then started"
+    else:
+        assert rc == 2 and "the server did not say whether its transaction committed, so the database may or may not have been replaced (check it)" in err, err
+        assert re.search(r"the server did not say whether transaction \d+ committed within 300s", d.states.logs["restore"])
+        assert restores == []
     assert d.states.services[a.service_name]["desired"] == 2
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from postgres import PASSWORD, PostgresServer, pg_restore_of_17, pg_restore_without_restrict_key, require_bin_dir, unrestricted_pg_restore
+from postgres import OPEN_TRANSACTIONS, PASSWORD, PostgresServer, lock_held, pg_restore_of_17, pg_restore_without_restrict_key, require_bin_dir, unrestricted_pg_restore
 
 from cfhelpers import config, release
 from scaffold import encrypted as stack_file
@@ -395,6 +396,88 @@ def test_a_key_the_broker_would_not_delete_is_named_and_recorded(capi, project, 
     assert f"warning: the service key {left['name']} of orders-acceptance-database could not be deleted" in err
     assert f"delete it (cf delete-service-key orders-acceptance-database {left['name']} -f): it holds working credentials" in err
     assert _records(project, "acceptance")[-1].changes["backup"]["warnings"] == 1
+
+
+def _psql_that(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restoring: str, asking: str = 'exec "$REAL" "$@"') -> str:
+    """A `psql` first on PATH that runs the real one: `restoring` as the restore's call, `asking` as the one
+    that asks for the transaction's status (--command). The PATH before it."""
+    import shutil
+
+    where = tmp_path / "wrapped"
+    where.mkdir()
+    (where / "psql").write_text(f'#!/bin/sh\nREAL={shutil.which("psql")}\ncase "$*" in\n  *--command=*) {asking} ;;\n  *) {restoring} ;;\nesac\n')
+    (where / "psql").chmod(0o755)
+    before = os.environ["PATH"]
+    monkeypatch.setenv("PATH", f"{where}:{before}")
+    return before
+
+
+# What psql says when the server goes away under it (libpq's words), and its exit status for that.
+_LOST = 'echo "psql: error: server closed the connection unexpectedly" >&2; exit 2'
+
+
+def test_a_psql_that_fails_after_its_commit_went_through_is_a_restore_recorded_as_one(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    """The tunnel dropped once COMMIT was sent: psql fails, the database is the archive's, and the server says
+    so (txid_status). Before, recorded as nothing restored, and the files were never copied back."""
+    _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
+    out = tmp_path / "b"
+    assert _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))[0] == 0
+    [archive] = out.iterdir()
+    pg.psql('DELETE FROM "orders$order"')
+    before = _psql_that(tmp_path, monkeypatch, f'"$REAL" "$@"; {_LOST}')
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(archive), "--from", "acceptance", "-C", str(project.path))
+    monkeypatch.setenv("PATH", before)
+    assert rc == 0, err
+    assert re.search(r"warning: restoring the database orders-acceptance-database at 127\.0\.0\.1:\d+ failed \(pg_restore exit 0, psql exit 2\): psql: error: server closed the connection "
+                     r"unexpectedly; but the server says transaction \d+ committed: the database was restored", err), err
+    assert _snapshot(pg) == seeded and _objects(s3_server) == FILES
+    restore = _records(project, "acceptance")[-1].changes["restore"]
+    assert restore["app"] == "stopped, then started" and restore["files"] == len(FILES) and "database" not in restore and restore["warnings"] == 1
+
+
+def test_a_transaction_the_server_cannot_be_asked_about_leaves_the_intent_alone(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    """psql failed once its transaction's id was printed, and the server does not answer afterwards: the
+    restore may have committed, so it is neither recorded as nothing restored nor as restored."""
+    import mxinfra.backup_archive
+
+    app = _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
+    out = tmp_path / "b"
+    assert _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))[0] == 0
+    [archive] = out.iterdir()
+    pg.psql('DELETE FROM "orders$order"')
+    monkeypatch.setattr(mxinfra.backup_archive, "SETTLE_WAIT", 2)
+    _psql_that(tmp_path, monkeypatch, f'"$REAL" "$@"; {_LOST}', asking='echo "psql: error: connection to server at 127.0.0.1 failed: Connection refused" >&2; exit 2')
+    rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(archive), "--from", "acceptance", "-C", str(project.path))
+    assert rc == 2 and "Traceback" not in err, err
+    assert re.search(r"; the server did not say whether transaction \d+ committed: the database may or may not have been restored \(check it\)", err), err
+    assert [r.action for r in _records(project, "acceptance")][-2:] == ["backup-download", "intent"]
+    assert capi.objects["apps"][app]["state"] == "STARTED"
+
+
+def test_a_transaction_left_open_by_a_killed_psql_is_ended_and_recorded_as_nothing_restored(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):
+    """psql killed while the restore waits for a lock another session holds: the server says the transaction
+    is still in progress, so its backend is ended (it would hold its locks once it got them) and the
+    transaction aborts: nothing restored, recorded so, at once."""
+    import time
+
+    app = _deployed(capi, project, monkeypatch, pg, s3_server, "acceptance", "cf-acceptance")
+    out = tmp_path / "b"
+    assert _cli(capsys, "backup", "download", "-s", "cf-acceptance", "-e", "acceptance", "-o", str(out), "-C", str(project.path))[0] == 0
+    [archive] = out.iterdir()
+    pg.psql('DELETE FROM "orders$order"')
+    emptied = _snapshot(pg)
+    with lock_held(pg.url, "orders$order"):
+        before = _psql_that(tmp_path, monkeypatch, f'timeout -s KILL 4 "$REAL" "$@"; {_LOST}')
+        started = time.monotonic()
+        rc, _, err = _cli(capsys, "backup", "restore", "-s", "cf-acceptance", "-e", "acceptance", "--archive", str(archive), "--from", "acceptance", "-C", str(project.path))
+        took = time.monotonic() - started
+        monkeypatch.setenv("PATH", before)
+        assert rc == 2 and err.rstrip().endswith("; the database is as it was (recorded)"), err
+        assert took < 60, took
+        assert pg.psql(OPEN_TRANSACTIONS) == "0\n"
+    assert _snapshot(pg) == emptied and capi.objects["apps"][app]["state"] == "STARTED"
+    restore = _records(project, "acceptance")[-1].changes["restore"]
+    assert restore["database"] == "not restored" and restore["files"] == "not restored"
 
 
 def test_files_that_cannot_go_back_are_reported_and_the_restore_recorded(capi, project, to_double, monkeypatch, pg, s3_server, seeded, capsys, tmp_path):

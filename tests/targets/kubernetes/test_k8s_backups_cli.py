@@ -802,6 +802,46 @@ def test_a_restore_whose_own_move_of_the_files_fails_is_recorded_as_files_not_re
     assert recs[-1].changes["restore"]["files"] == "not restored" and recs[-1].changes["restore"]["id"] == backup_id
 
 
+# A psql whose connection is lost once it sent its input (libpq's words and status): after the COMMIT
+# went through, or with the COMMIT cut off on the way to it.
+_LOST = 'echo "psql: error: server closed the connection unexpectedly" >&2; exit 2'
+_PSQL_LOST = {
+    "after its commit": f'"$REAL" "$@"; {_LOST}',
+    "before its commit": f"sed '/^COMMIT;$/,$d' | \"$REAL\" \"$@\"; {_LOST}",
+}
+
+
+@pytest.mark.parametrize("lost", list(_PSQL_LOST))
+@pytest.mark.parametrize("cluster", ["test"], indirect=True)
+def test_a_psql_that_loses_its_connection_is_recorded_as_what_the_server_says(cluster, pg, project, capsys, tmp_path, lost):
+    # restore.sh asks the server what became of its transaction when psql failed: committed, the restore
+    # is recorded as done; aborted, restore.sh says nothing was restored (exit 1), recorded as such. Before,
+    # both were a failure whose intent stood alone, the first one a restored database said to be as it was.
+    c, stack = cluster
+    before, _, backup_id = _test_backed_up(c, stack, pg, project, capsys, b"file one")
+    pg.psql('DELETE FROM "orders$order" WHERE id > 1500;')
+    changed = _rows(pg)
+    fault = tmp_path / "fault"
+    fault.mkdir()
+    (fault / "psql").write_text(f'#!/bin/sh\nREAL={require_bin_dir()}/psql\ncase "$*" in\n  *--output=*) {_PSQL_LOST[lost]} ;;\n  *) exec "$REAL" "$@" ;;\nesac\n')
+    (fault / "psql").chmod(0o755)
+    c.path_first["restore"] = fault
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "test", "--id", backup_id, "-C", str(project.path))
+    err = " ".join(err.split())
+    (job,) = [j["metadata"]["name"] for j in c.created if "-restore-" in j["metadata"]["name"]]
+    recs = _records(project, stack, "test")
+    assert [r.action for r in recs] == ["backup", "intent", "restore"], err
+    if lost == "after its commit":
+        assert rc == 0 and _rows(pg) == before, err
+        assert "database" not in recs[-1].changes["restore"] and recs[-1].changes["restore"]["id"] == backup_id
+        assert re.search(r"the server says transaction \d+ committed: the database was restored", c.step_logs[(job, "restore")])
+    else:
+        assert rc == 2 and _rows(pg) == changed, err
+        assert err.endswith(f"kubectl -n orders-test logs job/{job} -c restore: nothing was restored (recorded)"), err
+        assert recs[-1].changes["restore"]["database"] == "not restored" and recs[-1].changes["restore"]["files"] == "not restored"
+    assert recs[-1].changes["restore"]["app"] in ("stopped, then started", "not running")
+
+
 def _s3(c: Cluster) -> Any:
     import boto3
 

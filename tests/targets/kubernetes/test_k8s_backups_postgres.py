@@ -10,6 +10,7 @@ import io
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import tarfile
@@ -20,7 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from postgres import PostgresServer, claiming_server_version, pg_restore_of_17, pg_restore_without_restrict_key, require_bin_dir, unrestricted_pg_restore
+from postgres import OPEN_TRANSACTIONS, PostgresServer, claiming_server_version, lock_held, pg_restore_of_17, pg_restore_without_restrict_key, require_bin_dir, unrestricted_pg_restore
 
 from mxinfra.backup_archive import check, deflates
 from mxinfra.backups import Backups, backup_id, keep, parse_id, retention_env
@@ -141,10 +142,11 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 
-def _run(script: str, env: dict[str, str], *args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
+def _run(script: str, env: dict[str, str], *args: str, path: str | None = None, first: Path | None = None) -> subprocess.CompletedProcess[str]:
     # The scripts as they are, under the POSIX shell the postgres image runs them with; the server's
-    # own client tools first on PATH (pg_dump must not be older than the server).
-    full = {"PATH": f"{require_bin_dir()}:{path or os.environ['PATH']}", **env}
+    # own client tools first on PATH (pg_dump must not be older than the server), after `first` (a
+    # wrapper around one of them).
+    full = {"PATH": f"{f'{first}:' if first else ''}{require_bin_dir()}:{path or os.environ['PATH']}", **env}
     return subprocess.run(["sh", str(SCRIPTS / script), *args], env=full, capture_output=True, text=True, timeout=120)
 
 
@@ -316,6 +318,131 @@ def test_a_dump_that_ends_half_way_changes_nothing_at_all(pg: PostgresServer, tm
     done = _run("restore.sh", {**env, "BACKUP_ID": "20261205T020000Z"})
     assert done.returncode == 1 and "the database restore of 20261205T020000Z failed" in done.stderr, done.stderr
     assert _snapshot(pg) == changed and pg.psql(_RELATIONS) == relations and pg.psql('SELECT amount FROM "orders$refund"') == "9.50000000\n"
+
+
+def _psql_that(tmp_path: Path, restoring: str, asking: str = 'exec "$REAL" "$@"') -> Path:
+    """A directory holding a `psql` that runs the real one: `restoring` as the restore's call (the one
+    with --output), `asking` as every other call (the sessions and the transaction's status)."""
+    where = tmp_path / "wrapped"
+    where.mkdir()
+    wrapper = where / "psql"
+    wrapper.write_text(f'#!/bin/sh\nREAL={require_bin_dir()}/psql\ncase "$*" in\n  *--output=*) {restoring} ;;\n  *) {asking} ;;\nesac\n')
+    wrapper.chmod(0o755)
+    return where
+
+
+# What psql says when the server goes away under it (libpq's words), and its exit status for that.
+_LOST = 'echo "psql: error: server closed the connection unexpectedly" >&2; exit 2'
+
+
+def test_a_psql_that_fails_after_its_commit_went_through_is_a_restored_database(pg: PostgresServer, tmp_path: Path) -> None:
+    """The connection lost (or psql killed) once COMMIT was sent: psql fails, the database is the backup's.
+    The server's word on the transaction decides, not psql's status: before, 'as they were' (exit 1), a
+    restore recorded as nothing restored on AWS and Cloud Foundry."""
+    backups, env, _ = _backed_up(pg, tmp_path, 13)
+    backed_up = _snapshot(pg)
+    pg.psql(_SINCE)
+    done = _run("restore.sh", {**env, "BACKUP_ID": "20261204T020000Z"}, first=_psql_that(tmp_path, f'"$REAL" "$@"; {_LOST}'))
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"psql failed \(see above\), but the server says transaction \d+ committed: the database was restored", done.stderr), done.stderr
+    assert _snapshot(pg) == backed_up
+
+
+def test_a_psql_that_fails_before_its_commit_is_a_database_as_it_was(pg: PostgresServer, tmp_path: Path) -> None:
+    """The transaction's id was printed but its COMMIT never sent (cut off on the way to psql), and psql
+    fails: the server says the transaction aborted, and the restore says nothing changed."""
+    backups, env, _ = _backed_up(pg, tmp_path, 14)
+    pg.psql(_SINCE)
+    changed = _snapshot(pg)
+    cut = f"sed '/^COMMIT;$/,$d' | \"$REAL\" \"$@\"; {_LOST}"
+    done = _run("restore.sh", {**env, "BACKUP_ID": "20261204T020000Z"}, first=_psql_that(tmp_path, cut))
+    assert done.returncode == 1 and "the database restore of 20261204T020000Z failed (see above): the database and the files are as they were" in done.stderr, done.stderr
+    assert "committed" not in done.stderr and _snapshot(pg) == changed
+
+
+def test_a_transaction_the_server_cannot_be_asked_about_is_a_restore_that_may_have_committed(pg: PostgresServer, tmp_path: Path) -> None:
+    """psql failed after its transaction's id was printed, and the server does not answer afterwards:
+    neither 'restored' nor 'as it was' may be claimed (exit 4: the callers record no outcome for it)."""
+    backups, env, _ = _backed_up(pg, tmp_path, 15)
+    pg.psql(_SINCE)
+    files = tmp_path / "files"
+    (files / "ab").mkdir(parents=True)
+    (files / "ab" / "kept").write_bytes(b"as it was")
+    refused = 'echo "psql: error: connection to server at 127.0.0.1 failed: Connection refused" >&2; exit 2'
+    wrapped = _psql_that(tmp_path, f'"$REAL" "$@"; {_LOST}', asking=f'case "$*" in *txid_status*) {refused} ;; *) exec "$REAL" "$@" ;; esac')
+    done = _run("restore.sh", {**env, "BACKUP_ID": "20261204T020000Z", "FILES_DIR": str(files), "RESTORE_SETTLE_WAIT": "2"}, first=wrapped)
+    assert done.returncode == 4, done.stderr
+    assert re.search(r"the server did not say whether transaction \d+ committed within 2s \(its last answer: error: psql: error: connection to server at 127.0.0.1 failed: Connection refused", done.stderr), done.stderr
+    assert "the database restore of 20261204T020000Z failed (see above) and may or may not have committed: check the database; the files are as they were" in done.stderr
+    assert _tree(files) == {"ab/kept": b"as it was"}
+
+
+# The server's answer to what became of the transaction, as it would come after a crash and a restart:
+# its start is another, or the id lost in the crash is not handed out yet (PostgreSQL's error for it).
+_AFTER_A_RESTART = {
+    "restarted, then committed": ('"$REAL" "$@" | sed "s/ [^ ]*$/ 1/"', 4, r"the server restarted since transaction \d+ began \(then at [0-9.]+, now at 1\): its id may have gone to another transaction"),
+    "the id in the future": ('echo "ERROR:  transaction ID 9999999 is in the future" >&2; exit 1', 1, r"the database restore of 20261204T020000Z failed \(see above\): the database and the files are as they were"),
+}
+
+
+@pytest.mark.parametrize("answer", list(_AFTER_A_RESTART))
+def test_after_a_restart_the_servers_committed_is_not_taken_for_the_restores(pg: PostgresServer, tmp_path: Path, answer: str) -> None:
+    """txid_current() writes no WAL: a crash can lose the id, and after the restart another transaction may
+    get it. So a 'committed' from a server that started since the probe says nothing (exit 4), and an id
+    still in the future never committed (exit 1)."""
+    backups, env, _ = _backed_up(pg, tmp_path, 16)
+    pg.psql(_SINCE)
+    asking, code, said = _AFTER_A_RESTART[answer]
+    wrapped = _psql_that(tmp_path, f'"$REAL" "$@"; {_LOST}', asking=f'case "$*" in *txid_status*) {asking} ;; *) exec "$REAL" "$@" ;; esac')
+    done = _run("restore.sh", {**env, "BACKUP_ID": "20261204T020000Z", "RESTORE_SETTLE_WAIT": "5"}, first=wrapped)
+    assert done.returncode == code and re.search(said, done.stderr), done.stderr
+
+
+def test_a_transaction_left_open_by_a_killed_psql_is_ended_and_nothing_restored(pg: PostgresServer, tmp_path: Path) -> None:
+    """psql killed while the restore's statement waits for a lock another session holds: its backend would
+    keep the transaction open (and its locks) once the lock is free. restore.sh ends that backend, whose
+    transaction then aborts: nothing restored, at once, and no session of it left."""
+    backups, env, _ = _backed_up(pg, tmp_path, 17)
+    pg.psql(_SINCE)
+    changed = _snapshot(pg)
+    with lock_held(pg.url, "orders$order"):
+        started = time.monotonic()
+        killed = f'timeout -s KILL 4 "$REAL" "$@"; {_LOST}'
+        done = _run("restore.sh", {**env, "BACKUP_ID": "20261204T020000Z", "RESTORE_SETTLE_WAIT": "60"}, first=_psql_that(tmp_path, killed))
+        took = time.monotonic() - started
+        assert done.returncode == 1 and "the database and the files are as they were" in done.stderr, done.stdout + done.stderr
+        assert re.search(r"transaction \d+ was still open with its client gone: its backend \d+ was ended", done.stdout), done.stdout
+        assert took < 40, took
+        assert pg.psql(OPEN_TRANSACTIONS) == "0\n"
+    assert _snapshot(pg) == changed
+
+
+def test_a_settle_wait_that_is_not_a_number_is_refused_before_anything(tmp_path: Path) -> None:
+    done = _run("restore.sh", {"DATABASE_URL": "postgres://nowhere", "BACKUP_DIR": str(tmp_path), "BACKUP_ID": "20261204T020000Z", "RESTORE_SETTLE_WAIT": "5m"})
+    assert done.returncode == 2 and "restore: RESTORE_SETTLE_WAIT must be a number of seconds, got '5m'" in done.stderr, done.stderr
+
+
+def test_psql_prints_the_probes_row_before_it_runs_the_next_statement(pg: PostgresServer, tmp_path: Path) -> None:
+    """What 'no id printed, nothing committed' rests on (backup_archive.TRANSACTION_TAG): psql, as restore.sh
+    and Cloud Foundry run it, has the probe's row in its output while the transaction's next statement still
+    runs, so a psql killed later (SIGKILL: no buffer flushed at exit) has printed it."""
+    from mxinfra.backup_archive import RESTORE_PSQL, probed_transaction, transaction_probe
+
+    rows = tmp_path / "rows"
+    psql = subprocess.Popen([f"{require_bin_dir()}/psql", *RESTORE_PSQL, f"--output={rows}", f"--dbname={pg.url}"], stdin=subprocess.PIPE)
+    assert psql.stdin is not None
+    psql.stdin.write(b"BEGIN;\n" + transaction_probe("K3y") + b"SELECT pg_catalog.pg_sleep(60);\nCOMMIT;\n")
+    psql.stdin.flush()
+    until = time.monotonic() + 20
+    while time.monotonic() < until and not (rows.exists() and b"mxinfra-transaction K3y " in rows.read_bytes()):
+        time.sleep(0.1)
+    assert psql.poll() is None  # still in pg_sleep: the COMMIT not sent
+    psql.kill()
+    psql.wait()
+    with rows.open("rb") as printed:
+        probe = probed_transaction(printed, "K3y")
+    assert probe is not None and probe.transaction > 0 and probe.pid > 0
+    assert float(probe.started) == float(pg.psql("SELECT pg_catalog.date_part('epoch', pg_catalog.pg_postmaster_start_time())"))
 
 
 def test_a_failure_after_a_large_object_still_changes_nothing(pg: PostgresServer, tmp_path: Path) -> None:

@@ -72,14 +72,20 @@ ANY_SERVER_TIMEOUT = b"SELECT pg_catalog.set_config('transaction_timeout', '0', 
 TRANSACTION_TAG = "mxinfra-transaction"
 # Fresh sessions, the dump's settings long gone; their search_path is pinned all the same, since a restored
 # dump may have put operators in public.
-_STARTED = "pg_catalog.date_part('epoch', pg_catalog.pg_postmaster_start_time())"
+# Which run of the server answers: its start, and when its shared statistics were last reset, which a
+# crash-restart does too (the postmaster reinitialises after a backend's crash without starting again).
+_STARTED = (
+    "pg_catalog.concat(pg_catalog.date_part('epoch', pg_catalog.pg_postmaster_start_time()), '/', "
+    "(SELECT pg_catalog.date_part('epoch', b.stats_reset) FROM pg_catalog.pg_stat_bgwriter b))"
+)
 TRANSACTION_STATUS = "SET search_path = pg_catalog; SELECT concat_ws(' ', txid_status({transaction}), " + _STARTED + ")"
 TERMINATE = (
     "SET search_path = pg_catalog; SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a "
     "WHERE a.pid = {pid} AND a.backend_xid::text = '{xid}'"
 )
 # PostgreSQL's words for an id it has not handed out yet: after a crash that lost it, the transaction
-# never committed (a commit record would have moved the counter past it).
+# never committed (a commit record would have moved the counter past it). A server that speaks another
+# language (lc_messages) says it otherwise: asked until SETTLE_WAIT, then 'may or may not'.
 IN_THE_FUTURE = "is in the future"
 SETTLE_WAIT = 300
 SETTLE_EVERY = 2
@@ -101,9 +107,17 @@ class Probe:
         return self.transaction % (1 << 32)
 
 
+# The probe's row ends in a line of PADDING characters: a psql that buffered its output whole (none of the
+# supported ones is known to, but the claim must not rest on it) has written the tag line out before
+# it runs the next statement, whatever its buffer (the file's block size: 4 KiB to 1 MiB).
+PADDING = 1 << 20
+
+
 def transaction_probe(key: str) -> bytes:
-    """The statement that opens the restore's transaction: prints `TRANSACTION_TAG <key> <txid> <pid> <start>`."""
-    return (f"SELECT pg_catalog.concat_ws(' ', '{TRANSACTION_TAG} {key}'::pg_catalog.text, pg_catalog.txid_current(), pg_catalog.pg_backend_pid(), {_STARTED});\n").encode()
+    """The statement that opens the restore's transaction: prints `TRANSACTION_TAG <key> <txid> <pid> <start>`
+    and a line of padding."""
+    line = f"pg_catalog.concat_ws(' ', '{TRANSACTION_TAG} {key}'::pg_catalog.text, pg_catalog.txid_current(), pg_catalog.pg_backend_pid(), {_STARTED})"
+    return f"SELECT pg_catalog.concat({line}, pg_catalog.chr(10), pg_catalog.repeat('#', {PADDING}));\n".encode()
 
 
 def probed_transaction(rows: Iterable[bytes], key: str) -> Probe | None:
@@ -128,8 +142,10 @@ def transaction_outcome(probe: Probe, answer: str | None) -> str | None:
     if len(words) != 2 or words[0] not in ("committed", "aborted", "in progress"):
         return None
     status, started = words
-    if status == "committed" and started != probe.started:
-        return "unknown"
+    if started != probe.started:
+        # another run of the server: its 'committed' and 'in progress' may be another transaction's that got
+        # the id the crash lost (one of ours that committed kept it); an 'aborted' is true of ours either way
+        return "unknown" if status == "committed" else "aborted" if status == "aborted" else None
     return status
 
 

@@ -322,8 +322,10 @@ def test_pg_restore_output_opens_restricted_and_in_one_transaction_probed_first_
                   b"BEGIN;\n", b"\n", b"SET statement_timeout = 0;\n", b"SET transaction_timeout = 0;\n",
                   b"SELECT pg_catalog.set_config('search_path', '', false);\n", b"SET row_security = off;\n", b"\n", b"DROP TABLE IF EXISTS public.t;\n")
     assert out == (b"--\n-- PostgreSQL database dump\n\n\\restrict 9IrlsD9EB7\n\n-- Dumped from database version 15.18\nBEGIN;\n"
-                   b"SELECT pg_catalog.concat_ws(' ', 'mxinfra-transaction 9IrlsD9EB7'::pg_catalog.text, pg_catalog.txid_current(), pg_catalog.pg_backend_pid(), "
-                   b"pg_catalog.date_part('epoch', pg_catalog.pg_postmaster_start_time()));\n\nSET statement_timeout = 0;\n"
+                   b"SELECT pg_catalog.concat(pg_catalog.concat_ws(' ', 'mxinfra-transaction 9IrlsD9EB7'::pg_catalog.text, pg_catalog.txid_current(), pg_catalog.pg_backend_pid(), "
+                   b"pg_catalog.concat(pg_catalog.date_part('epoch', pg_catalog.pg_postmaster_start_time()), '/', "
+                   b"(SELECT pg_catalog.date_part('epoch', b.stats_reset) FROM pg_catalog.pg_stat_bgwriter b))), pg_catalog.chr(10), pg_catalog.repeat('#', 1048576));\n"
+                   b"\nSET statement_timeout = 0;\n"
                    b"SELECT pg_catalog.set_config('transaction_timeout', '0', false) WHERE pg_catalog.current_setting('server_version_num')::int >= 170000;\n"
                    b"SELECT pg_catalog.set_config('search_path', '', false);\nSET row_security = off;\n\n" + CLEAN_SQL.encode() + b"DROP TABLE IF EXISTS public.t;\n")
 
@@ -368,8 +370,10 @@ def test_what_the_servers_answer_says_of_the_restores_transaction():
     assert transaction_outcome(probe, "committed 1796551200.123456") == "committed"
     assert transaction_outcome(probe, "aborted 1796551200.123456") == "aborted"
     assert transaction_outcome(probe, "in progress 1796551200.123456") == "in progress"
-    # the server restarted since: its 'committed' may be another transaction's that got the lost id
+    # another run of the server (restarted, or reinitialised after a crash): its 'committed' or 'in progress'
+    # may be another transaction's that got the lost id
     assert transaction_outcome(probe, "committed 1796559999.5") == "unknown"
+    assert transaction_outcome(probe, "in progress 1796559999.5") is None
     assert transaction_outcome(probe, "aborted 1796559999.5") == "aborted"
     assert transaction_outcome(probe, 'ERROR:  transaction ID 4294968060 is in the future\n') == "aborted"
     # not asked, no status (NULL: too old to tell), another error, a warning instead of an answer: ask again

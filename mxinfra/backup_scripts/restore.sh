@@ -36,16 +36,20 @@ umask 077
 # Exit 3 says "the database was restored, the files were not" (the callers record such a restore), and 4
 # "the database restore may or may not have committed" (the server could not say): any other way of ending
 # with 3 or 4 (a command's own status under set -e; perl's die, whose status is errno's, EINTR's 4 after an
-# alarm), all before the database is touched, is made a plain failure; and any failure while the database
-# is restored (the shell itself dying there) a 4.
+# alarm), all before the database is touched, is made a plain failure; any failure while the database is
+# restored (the shell itself dying there) or after a 4 is a 4; after the database was restored, a 3.
 db_restored=
 db_rc=
-trap 'rc=$?; if [ "$rc" != 0 ] && [ "$db_rc" = running ]; then exit 4; fi; if { [ "$rc" = 3 ] && [ "$db_restored" != 1 ]; } || { [ "$rc" = 4 ] && [ "$db_rc" != 4 ]; }; then exit 1; fi' EXIT
+trap 'rc=$?
+if [ "$rc" != 0 ]; then
+  case "$db_rc" in running|4) exit 4 ;; 0) [ "$rc" = 3 ] || exit 3 ;; esac
+fi
+if { [ "$rc" = 3 ] && [ "$db_restored" != 1 ]; } || { [ "$rc" = 4 ] && [ "$db_rc" != 4 ]; }; then exit 1; fi' EXIT
 : "${DATABASE_URL:?restore: DATABASE_URL is not set}"
 : "${BACKUP_DIR:?restore: BACKUP_DIR is not set}"
 RESTORE_SETTLE_WAIT=${RESTORE_SETTLE_WAIT:-300}
 case "$RESTORE_SETTLE_WAIT" in
-  *[!0-9]*|"") echo "restore: RESTORE_SETTLE_WAIT must be a number of seconds, got '$RESTORE_SETTLE_WAIT'" >&2; exit 2 ;;
+  *[!0-9]*|""|0?*) echo "restore: RESTORE_SETTLE_WAIT must be a number of seconds (no leading zero), got '$RESTORE_SETTLE_WAIT'" >&2; exit 2 ;;
 esac
 id=${BACKUP_ID:-}
 case "$id" in
@@ -281,11 +285,10 @@ fi
 # printed into the opening comments and can write a \restrict line, never this key), after which psql
 # refuses meta-commands (pg_restore of PostgreSQL 17.6, 16.10, 15.14, 14.19, 13.22 and newer; an archive
 # may come from anywhere, and a crafted dump's text must not reach \!, which runs a shell), else refused
-# before psql reads a line; then BEGIN;
-# then the settings (transaction_timeout, which servers before 17 do not know, made conditional); then
-# the probe (right after BEGIN, before anything of the dump runs: it prints the transaction's id, its
-# backend's pid and the server's start, tagged with the key), then the settings, then clean.sql (what the
-# dump does not hold goes too), inside that transaction. Each step's status comes back on fd 3 (a pipe's
+# before psql reads a line; then BEGIN; then the probe (right after BEGIN, before anything of the dump
+# runs: it prints the transaction's id, its backend's pid and which run of the server it is, tagged with
+# the key, and a line of padding); then the settings (transaction_timeout, which servers before 17 do not
+# know, made conditional); then clean.sql (what the dump does not hold goes too), inside that transaction. Each step's status comes back on fd 3 (a pipe's
 # status is its last command's), and the probe's line (psql's rows go to fd 4, scanned for it alone):
 # success is all three. A failure asks the server what became of that transaction (`settled`): a psql
 # that lost its connection, or was killed, right after it sent COMMIT failed though the database was
@@ -299,7 +302,7 @@ opening() {
       start:|start:--*|restricted:|restricted:--*|settings:|settings:--*|'settings:SET '*|'settings:SELECT pg_catalog.set_config('*) ;;
       start:*) printf '%s\n' "restore: $(pg_restore --version) did not open its output with the \\restrict key it was given, which keeps a dump's text from running psql's meta-commands: use the client tools of PostgreSQL 17.6, 16.10, 15.14, 14.19, 13.22 or newer" >&2; return 1 ;;
       'restricted:BEGIN;') state=settings; line="$line
-SELECT pg_catalog.concat_ws(' ', 'mxinfra-transaction $key'::pg_catalog.text, pg_catalog.txid_current(), pg_catalog.pg_backend_pid(), pg_catalog.date_part('epoch', pg_catalog.pg_postmaster_start_time()));" ;;
+SELECT pg_catalog.concat(pg_catalog.concat_ws(' ', 'mxinfra-transaction $key'::pg_catalog.text, pg_catalog.txid_current(), pg_catalog.pg_backend_pid(), pg_catalog.concat(pg_catalog.date_part('epoch', pg_catalog.pg_postmaster_start_time()), '/', (SELECT pg_catalog.date_part('epoch', b.stats_reset) FROM pg_catalog.pg_stat_bgwriter b))), pg_catalog.chr(10), pg_catalog.repeat('#', 1048576));" ;;
       restricted:*) echo "restore: pg_restore --single-transaction did not begin its output with BEGIN" >&2; return 1 ;;
       settings:*) { if [ -n "${RESTORE_CLEAN_SQL:-}" ]; then printf '%s\n' "$RESTORE_CLEAN_SQL"; else cat "$(dirname "$0")/clean.sql"; fi; } && printf '%s\n' "$line" && cat; return ;;
     esac
@@ -345,16 +348,18 @@ settled() {
   until=$(( $(date +%s) + RESTORE_SETTLE_WAIT ))
   while :; do
     said=$( { timeout 30 psql --no-psqlrc --quiet --tuples-only --no-align --dbname="$DATABASE_URL" \
-      --command="SET search_path = pg_catalog; SELECT concat_ws(' ', txid_status($1), pg_catalog.date_part('epoch', pg_catalog.pg_postmaster_start_time()))" \
+      --command="SET search_path = pg_catalog; SELECT concat_ws(' ', txid_status($1), pg_catalog.concat(pg_catalog.date_part('epoch', pg_catalog.pg_postmaster_start_time()), '/', (SELECT pg_catalog.date_part('epoch', b.stats_reset) FROM pg_catalog.pg_stat_bgwriter b)))" \
       2>&1 1>&5 5>&- | sed 's/^/error: /'; } 5>&1 )
     answer=$(printf '%s\n' "$said" | grep -v '^error: ' | tail -n 1)
     # PostgreSQL's words for an id it has not handed out yet: lost in a crash, so never committed
     case "$said" in *"is in the future"*) answer="aborted $3" ;; esac
+    # (another run of the server: its 'committed' or 'in progress' may be another transaction's that got the
+    # id a crash lost; PostgreSQL's words for that id, in another language, are asked about until the end)
     case "$answer" in
       "committed $3") echo "restore: psql failed (see above), but the server says transaction $1 committed: the database was restored" >&2; return 0 ;;
       "committed "*) echo "restore: the server restarted since transaction $1 began (then at $3, now at ${answer#committed }): its id may have gone to another transaction, so its 'committed' does not say whether the restore did" >&2; return 4 ;;
       "aborted "*) return 1 ;;
-      "in progress "*)
+      "in progress $3")
         ended=$(timeout 30 psql --no-psqlrc --quiet --tuples-only --no-align --dbname="$DATABASE_URL" \
           --command="SET search_path = pg_catalog; SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a WHERE a.pid = $2 AND a.backend_xid::text = '$(($1 % 4294967296))'" 2>/dev/null) || ended=
         [ "$ended" != t ] || echo "restore: transaction $1 was still open with its client gone: its backend $2 was ended" ;;

@@ -426,7 +426,7 @@ def _transaction_outcome(psql: str, probe: Probe, env: Mapping[str, str]) -> str
 
     def ask(sql: str) -> subprocess.CompletedProcess[str] | None:
         try:
-            return subprocess.run([psql, *RESTORE_PSQL, f"--command={sql}"], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=ASK_TIMEOUT)
+            return subprocess.run([psql, *RESTORE_PSQL, f"--command={sql}"], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", timeout=ASK_TIMEOUT)
         except subprocess.TimeoutExpired:
             return None
 

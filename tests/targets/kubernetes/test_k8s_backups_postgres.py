@@ -380,7 +380,7 @@ def test_a_transaction_the_server_cannot_be_asked_about_is_a_restore_that_may_ha
 # The server's answer to what became of the transaction, as it would come after a crash and a restart:
 # its start is another, or the id lost in the crash is not handed out yet (PostgreSQL's error for it).
 _AFTER_A_RESTART = {
-    "restarted, then committed": ('"$REAL" "$@" | sed "s/ [^ ]*$/ 1/"', 4, r"the server restarted since transaction \d+ began \(then at [0-9.]+, now at 1\): its id may have gone to another transaction"),
+    "restarted, then committed": ('"$REAL" "$@" | sed "s/ [^ ]*$/ 1/"', 4, r"the server restarted since transaction \d+ began \(then at [0-9./]+, now at 1\): its id may have gone to another transaction"),
     "the id in the future": ('echo "ERROR:  transaction ID 9999999 is in the future" >&2; exit 1', 1, r"the database restore of 20261204T020000Z failed \(see above\): the database and the files are as they were"),
 }
 
@@ -417,9 +417,47 @@ def test_a_transaction_left_open_by_a_killed_psql_is_ended_and_nothing_restored(
     assert _snapshot(pg) == changed
 
 
+def test_after_a_crash_that_lost_the_restores_id_no_committed_is_taken_for_the_restores(pg: PostgresServer, tmp_path: Path) -> None:
+    """A backend killed (the OOM killer's SIGKILL): the postmaster reinitialises without starting again, and
+    the restore's txid, never written to the WAL, is handed out again. Another transaction that commits under
+    it must not make the restore's 'committed': the probe's mark of the server's run differs."""
+    import signal
+
+    from mxinfra.backup_archive import RESTORE_PSQL, TRANSACTION_STATUS, probed_transaction, transaction_outcome, transaction_probe
+
+    rows = tmp_path / "rows"
+    psql = subprocess.Popen([f"{require_bin_dir()}/psql", *RESTORE_PSQL, f"--output={rows}", f"--dbname={pg.url}"], stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert psql.stdin is not None
+    psql.stdin.write(b"BEGIN;\n" + transaction_probe("K3y") + b"SELECT pg_catalog.pg_sleep(60);\nCOMMIT;\n")
+    psql.stdin.flush()
+    until = time.monotonic() + 20
+    while time.monotonic() < until and not (rows.exists() and b"mxinfra-transaction K3y " in rows.read_bytes()[:200]):
+        time.sleep(0.1)
+    with rows.open("rb") as printed:
+        probe = probed_transaction(printed, "K3y")
+    assert probe is not None
+    os.kill(probe.pid, signal.SIGKILL)
+    psql.wait(timeout=30)
+    until = time.monotonic() + 60
+    while True:  # the server back, its counter at the lost id or below it
+        try:
+            taken = int(pg.psql("SELECT txid_current()"))
+            break
+        except Exception:
+            assert time.monotonic() < until, "the server did not come back after the crash"
+            time.sleep(0.5)
+    assert taken <= probe.transaction  # the id was lost: handed out again
+    while taken < probe.transaction:
+        taken = int(pg.psql("SELECT txid_current()"))
+    answer = pg.psql(TRANSACTION_STATUS.format(transaction=probe.transaction)).strip().splitlines()[-1]
+    assert answer.startswith("committed ")  # another transaction's, under the restore's id
+    assert transaction_outcome(probe, answer) == "unknown"
+
+
 def test_a_settle_wait_that_is_not_a_number_is_refused_before_anything(tmp_path: Path) -> None:
-    done = _run("restore.sh", {"DATABASE_URL": "postgres://nowhere", "BACKUP_DIR": str(tmp_path), "BACKUP_ID": "20261204T020000Z", "RESTORE_SETTLE_WAIT": "5m"})
-    assert done.returncode == 2 and "restore: RESTORE_SETTLE_WAIT must be a number of seconds, got '5m'" in done.stderr, done.stderr
+    for wait in ("5m", "08"):  # (dash reads 08 as octal, and fails on it)
+        done = _run("restore.sh", {"DATABASE_URL": "postgres://nowhere", "BACKUP_DIR": str(tmp_path), "BACKUP_ID": "20261204T020000Z", "RESTORE_SETTLE_WAIT": wait})
+        assert done.returncode == 2 and f"restore: RESTORE_SETTLE_WAIT must be a number of seconds (no leading zero), got '{wait}'" in done.stderr, done.stderr
 
 
 def test_psql_prints_the_probes_row_before_it_runs_the_next_statement(pg: PostgresServer, tmp_path: Path) -> None:
@@ -442,7 +480,8 @@ def test_psql_prints_the_probes_row_before_it_runs_the_next_statement(pg: Postgr
     with rows.open("rb") as printed:
         probe = probed_transaction(printed, "K3y")
     assert probe is not None and probe.transaction > 0 and probe.pid > 0
-    assert float(probe.started) == float(pg.psql("SELECT pg_catalog.date_part('epoch', pg_catalog.pg_postmaster_start_time())"))
+    started = pg.psql("SELECT pg_catalog.concat(pg_catalog.date_part('epoch', pg_catalog.pg_postmaster_start_time()), '/', (SELECT pg_catalog.date_part('epoch', stats_reset) FROM pg_stat_bgwriter))")
+    assert probe.started == started.strip() and "/" in started
 
 
 def test_a_failure_after_a_large_object_still_changes_nothing(pg: PostgresServer, tmp_path: Path) -> None:

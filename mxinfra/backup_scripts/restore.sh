@@ -288,11 +288,15 @@ fi
 # before psql reads a line; then BEGIN; then the probe (right after BEGIN, before anything of the dump
 # runs: it prints the transaction's id, its backend's pid and which run of the server it is, tagged with
 # the key, and a line of padding); then the settings (transaction_timeout, which servers before 17 do not
-# know, made conditional); then clean.sql (what the dump does not hold goes too), inside that transaction. Each step's status comes back on fd 3 (a pipe's
-# status is its last command's), and the probe's line (psql's rows go to fd 4, scanned for it alone):
-# success is all three. A failure asks the server what became of that transaction (`settled`): a psql
-# that lost its connection, or was killed, right after it sent COMMIT failed though the database was
-# restored (mxinfra.backup_archive.transaction_outcome says the same in Python).
+# know, made conditional); then clean.sql (what the dump does not hold goes too), inside that transaction.
+# Each step's status comes back on fd 3 (a pipe's status is its last command's), and the probe's line
+# (psql's rows go to fd 4, scanned for it alone): success is all three. A failure asks the server what
+# became of that transaction (`settled`): a psql that lost its connection, or was killed, right after it
+# sent COMMIT failed though the database was restored (mxinfra.backup_archive.transaction_outcome says the
+# same in Python).
+# Which run of the server answers: its start, and when its shared statistics were last reset, which a
+# crash-restart does too (backup_archive._STARTED).
+server_run="pg_catalog.concat(pg_catalog.date_part('epoch', pg_catalog.pg_postmaster_start_time()), '/', (SELECT pg_catalog.date_part('epoch', b.stats_reset) FROM pg_catalog.pg_stat_bgwriter b))"
 opening() {
   state=start
   while IFS= read -r line; do
@@ -302,7 +306,7 @@ opening() {
       start:|start:--*|restricted:|restricted:--*|settings:|settings:--*|'settings:SET '*|'settings:SELECT pg_catalog.set_config('*) ;;
       start:*) printf '%s\n' "restore: $(pg_restore --version) did not open its output with the \\restrict key it was given, which keeps a dump's text from running psql's meta-commands: use the client tools of PostgreSQL 17.6, 16.10, 15.14, 14.19, 13.22 or newer" >&2; return 1 ;;
       'restricted:BEGIN;') state=settings; line="$line
-SELECT pg_catalog.concat(pg_catalog.concat_ws(' ', 'mxinfra-transaction $key'::pg_catalog.text, pg_catalog.txid_current(), pg_catalog.pg_backend_pid(), pg_catalog.concat(pg_catalog.date_part('epoch', pg_catalog.pg_postmaster_start_time()), '/', (SELECT pg_catalog.date_part('epoch', b.stats_reset) FROM pg_catalog.pg_stat_bgwriter b))), pg_catalog.chr(10), pg_catalog.repeat('#', 1048576));" ;;
+SELECT pg_catalog.concat(pg_catalog.concat_ws(' ', 'mxinfra-transaction $key'::pg_catalog.text, pg_catalog.txid_current(), pg_catalog.pg_backend_pid(), $server_run), pg_catalog.chr(10), pg_catalog.repeat('#', 1048576));" ;;
       restricted:*) echo "restore: pg_restore --single-transaction did not begin its output with BEGIN" >&2; return 1 ;;
       settings:*) { if [ -n "${RESTORE_CLEAN_SQL:-}" ]; then printf '%s\n' "$RESTORE_CLEAN_SQL"; else cat "$(dirname "$0")/clean.sql"; fi; } && printf '%s\n' "$line" && cat; return ;;
     esac
@@ -348,7 +352,7 @@ settled() {
   until=$(( $(date +%s) + RESTORE_SETTLE_WAIT ))
   while :; do
     said=$( { timeout 30 psql --no-psqlrc --quiet --tuples-only --no-align --dbname="$DATABASE_URL" \
-      --command="SET search_path = pg_catalog; SELECT concat_ws(' ', txid_status($1), pg_catalog.concat(pg_catalog.date_part('epoch', pg_catalog.pg_postmaster_start_time()), '/', (SELECT pg_catalog.date_part('epoch', b.stats_reset) FROM pg_catalog.pg_stat_bgwriter b)))" \
+      --command="SET search_path = pg_catalog; SELECT concat_ws(' ', txid_status($1), $server_run)" \
       2>&1 1>&5 5>&- | sed 's/^/error: /'; } 5>&1 )
     answer=$(printf '%s\n' "$said" | grep -v '^error: ' | tail -n 1)
     # PostgreSQL's words for an id it has not handed out yet: lost in a crash, so never committed

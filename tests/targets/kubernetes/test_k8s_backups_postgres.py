@@ -602,7 +602,8 @@ def test_restore_sh_opens_pg_restores_output_as_the_core_does(tmp_path: Path, ou
     from mxinfra.backup_archive import Opening, UnsafeDump
 
     text = (SCRIPTS / "restore.sh").read_text()
-    function = text[text.index("opening() {") : text.index("\n}\n", text.index("opening() {")) + 3]
+    # the function and the one variable of the script it reads (besides the key)
+    function = text[text.index('server_run="') : text.index("\n}\n", text.index("opening() {")) + 3]
     done = subprocess.run(["sh", "-c", f'key=K3y\n{function}\nopening', str(SCRIPTS / "restore.sh")], input=output, capture_output=True, timeout=30)
     opening, expected = Opening("K3y"), b""
     lines = output.splitlines(keepends=True)

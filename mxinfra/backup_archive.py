@@ -78,15 +78,19 @@ _STARTED = (
     "pg_catalog.concat(pg_catalog.date_part('epoch', pg_catalog.pg_postmaster_start_time()), '/', "
     "(SELECT pg_catalog.date_part('epoch', b.stats_reset) FROM pg_catalog.pg_stat_bgwriter b))"
 )
-TRANSACTION_STATUS = "SET search_path = pg_catalog; SELECT concat_ws(' ', txid_status({transaction}), " + _STARTED + ")"
+# An id this run of the server has not handed out yet is UNASSIGNED: a crash lost it, so its transaction
+# never committed (a commit record would have moved the counter past it). Told by an id of the question's
+# own (the next one: not below a lost one) before txid_status, which would refuse it in the server's own
+# language ("... is in the future"). A snapshot's xmax would not do: a transaction still open may be past it.
+UNASSIGNED = "unassigned"
+TRANSACTION_STATUS = (
+    "SET search_path = pg_catalog; SELECT concat_ws(' ', CASE WHEN {transaction} >= txid_current() "
+    "THEN '" + UNASSIGNED + "' ELSE txid_status({transaction}) END, " + _STARTED + ")"
+)
 TERMINATE = (
     "SET search_path = pg_catalog; SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a "
     "WHERE a.pid = {pid} AND a.backend_xid::text = '{xid}'"
 )
-# PostgreSQL's words for an id it has not handed out yet: after a crash that lost it, the transaction
-# never committed (a commit record would have moved the counter past it). A server that speaks another
-# language (lc_messages) says it otherwise: asked until SETTLE_WAIT, then 'may or may not'.
-IN_THE_FUTURE = "is in the future"
 SETTLE_WAIT = 300
 SETTLE_EVERY = 2
 # a question that hangs is no answer (seconds)
@@ -131,17 +135,16 @@ def probed_transaction(rows: Iterable[bytes], key: str) -> Probe | None:
 
 
 def transaction_outcome(probe: Probe, answer: str | None) -> str | None:
-    """What the server's `answer` to TRANSACTION_STATUS (its output, or its error; None: not asked) says:
-    'committed', 'aborted', 'in progress' (end its backend, ask again), 'unknown' (final: the server
-    restarted since, so a 'committed' may be another transaction's that got the lost id) or None (ask again)."""
-    if answer is None:
-        return None
-    if IN_THE_FUTURE in answer:
-        return "aborted"
-    words = answer.strip().rsplit(" ", 1)
-    if len(words) != 2 or words[0] not in ("committed", "aborted", "in progress"):
+    """What the server's `answer` to TRANSACTION_STATUS (its last row; None: not answered) says: 'committed',
+    'aborted' (also an id UNASSIGNED), 'in progress' (end its backend, ask again), 'unknown' (final: the
+    server restarted since, so a 'committed' may be another transaction's that got the lost id) or None
+    (ask again)."""
+    words = (answer or "").strip().rsplit(" ", 1)
+    if len(words) != 2 or words[0] not in ("committed", "aborted", "in progress", UNASSIGNED):
         return None
     status, started = words
+    if status == UNASSIGNED:
+        return "aborted"
     if started != probe.started:
         # another run of the server: its 'committed' and 'in progress' may be another transaction's that got
         # the id the crash lost (one of ours that committed kept it); an 'aborted' is true of ours either way

@@ -352,14 +352,15 @@ settled() {
   until=$(( $(date +%s) + RESTORE_SETTLE_WAIT ))
   while :; do
     said=$( { timeout 30 psql --no-psqlrc --quiet --tuples-only --no-align --dbname="$DATABASE_URL" \
-      --command="SET search_path = pg_catalog; SELECT concat_ws(' ', txid_status($1), $server_run)" \
+      --command="SET search_path = pg_catalog; SELECT concat_ws(' ', CASE WHEN $1 >= txid_current() THEN 'unassigned' ELSE txid_status($1) END, $server_run)" \
       2>&1 1>&5 5>&- | sed 's/^/error: /'; } 5>&1 )
     answer=$(printf '%s\n' "$said" | grep -v '^error: ' | tail -n 1)
-    # PostgreSQL's words for an id it has not handed out yet: lost in a crash, so never committed
-    case "$said" in *"is in the future"*) answer="aborted $3" ;; esac
-    # (another run of the server: its 'committed' or 'in progress' may be another transaction's that got the
-    # id a crash lost; PostgreSQL's words for that id, in another language, are asked about until the end)
+    # 'unassigned': an id this run of the server has not handed out yet (the question's own id is not past
+    # it; asked before txid_status, which refuses it in the server's language): a crash lost it, so it
+    # never committed. Another run of the
+    # server: its 'committed' or 'in progress' may be another transaction's that got the id a crash lost.
     case "$answer" in
+      "unassigned "*) return 1 ;;
       "committed $3") echo "restore: psql failed (see above), but the server says transaction $1 committed: the database was restored" >&2; return 0 ;;
       "committed "*) echo "restore: the server restarted since transaction $1 began (then at $3, now at ${answer#committed }): its id may have gone to another transaction, so its 'committed' does not say whether the restore did" >&2; return 4 ;;
       "aborted "*) return 1 ;;

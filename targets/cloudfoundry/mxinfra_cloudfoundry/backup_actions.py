@@ -431,10 +431,8 @@ def _transaction_outcome(psql: str, probe: Probe, env: Mapping[str, str]) -> str
             return None
 
     asked = ask(TRANSACTION_STATUS.format(transaction=probe.transaction))
-    said: str | None = None
-    if asked is not None:
-        # its answer is its last row; its errors apart (a warning at connect is no answer)
-        said = (asked.stdout.strip().splitlines() or [""])[-1] if asked.returncode == 0 else asked.stderr
+    # its answer is its last row, its errors apart (a warning at connect is no answer)
+    said = (asked.stdout.strip().splitlines() or [""])[-1] if asked is not None and asked.returncode == 0 else None
     outcome = transaction_outcome(probe, said)
     if outcome == "in progress":
         ask(TERMINATE.format(pid=probe.pid, xid=probe.xid))

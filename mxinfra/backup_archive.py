@@ -83,13 +83,18 @@ _STARTED = (
 # own (the next one: not below a lost one) before txid_status, which would refuse it in the server's own
 # language ("... is in the future"). A snapshot's xmax would not do: a transaction still open may be past it.
 UNASSIGNED = "unassigned"
+# The question's transaction is left open, so it aborts when its session ends: its own id, maybe the lost
+# one, never reads 'committed' to the next question. (Its SELECT is its last statement: psql before 15
+# prints only the last one's rows of a --command.)
 TRANSACTION_STATUS = (
-    "SET search_path = pg_catalog; SELECT concat_ws(' ', CASE WHEN {transaction} >= txid_current() "
+    "BEGIN; SET LOCAL search_path = pg_catalog; SELECT concat_ws(' ', CASE WHEN {transaction} >= txid_current() "
     "THEN '" + UNASSIGNED + "' ELSE txid_status({transaction}) END, " + _STARTED + ")"
 )
+# The backend the probe ran in, and only it: its pid, the transaction's id and its start.
+_BACKEND_START = "pg_catalog.date_part('epoch', {backend}.backend_start)"
 TERMINATE = (
     "SET search_path = pg_catalog; SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a "
-    "WHERE a.pid = {pid} AND a.backend_xid::text = '{xid}'"
+    "WHERE a.pid = {pid} AND a.backend_xid::text = '{xid}' AND " + _BACKEND_START.format(backend="a") + "::text = '{backend_start}'"
 )
 SETTLE_WAIT = 300
 SETTLE_EVERY = 2
@@ -103,6 +108,7 @@ class Probe:
 
     transaction: int
     pid: int
+    backend_start: str
     started: str
 
     @property
@@ -118,9 +124,10 @@ PADDING = 1 << 20
 
 
 def transaction_probe(key: str) -> bytes:
-    """The statement that opens the restore's transaction: prints `TRANSACTION_TAG <key> <txid> <pid> <start>`
-    and a line of padding."""
-    line = f"pg_catalog.concat_ws(' ', '{TRANSACTION_TAG} {key}'::pg_catalog.text, pg_catalog.txid_current(), pg_catalog.pg_backend_pid(), {_STARTED})"
+    """The statement that opens the restore's transaction: prints `TRANSACTION_TAG <key> <txid> <pid> <backend
+    start> <server run>` and a line of padding."""
+    backend_start = "(SELECT " + _BACKEND_START.format(backend="s") + " FROM pg_catalog.pg_stat_activity s WHERE s.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid())"
+    line = f"pg_catalog.concat_ws(' ', '{TRANSACTION_TAG} {key}'::pg_catalog.text, pg_catalog.txid_current(), pg_catalog.pg_backend_pid(), {backend_start}, {_STARTED})"
     return f"SELECT pg_catalog.concat({line}, pg_catalog.chr(10), pg_catalog.repeat('#', {PADDING}));\n".encode()
 
 
@@ -129,8 +136,8 @@ def probed_transaction(rows: Iterable[bytes], key: str) -> Probe | None:
     tag = f"{TRANSACTION_TAG} {key} ".encode()
     for line in rows:
         fields = line.rstrip(b"\r\n")[len(tag) :].split(b" ") if line.startswith(tag) else []
-        if len(fields) == 3 and fields[0].isdigit() and fields[1].isdigit() and fields[2]:
-            return Probe(int(fields[0]), int(fields[1]), fields[2].decode("ascii", "replace"))
+        if len(fields) == 4 and fields[0].isdigit() and fields[1].isdigit() and fields[2] and fields[3]:
+            return Probe(int(fields[0]), int(fields[1]), fields[2].decode("ascii", "replace"), fields[3].decode("ascii", "replace"))
     return None
 
 
@@ -145,10 +152,11 @@ def transaction_outcome(probe: Probe, answer: str | None) -> str | None:
     status, started = words
     if status == UNASSIGNED:
         return "aborted"
-    if started != probe.started:
-        # another run of the server: its 'committed' and 'in progress' may be another transaction's that got
-        # the id the crash lost (one of ours that committed kept it); an 'aborted' is true of ours either way
-        return "unknown" if status == "committed" else "aborted" if status == "aborted" else None
+    if status == "committed" and started != probe.started:
+        # another run of the server: another transaction's, that got the id the crash lost (one of ours that
+        # committed kept it); an 'aborted' is true of ours either way, and an 'in progress' ends only the
+        # probe's own backend (TERMINATE)
+        return "unknown"
     return status
 
 

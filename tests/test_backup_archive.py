@@ -323,6 +323,7 @@ def test_pg_restore_output_opens_restricted_and_in_one_transaction_probed_first_
                   b"SELECT pg_catalog.set_config('search_path', '', false);\n", b"SET row_security = off;\n", b"\n", b"DROP TABLE IF EXISTS public.t;\n")
     assert out == (b"--\n-- PostgreSQL database dump\n\n\\restrict 9IrlsD9EB7\n\n-- Dumped from database version 15.18\nBEGIN;\n"
                    b"SELECT pg_catalog.concat(pg_catalog.concat_ws(' ', 'mxinfra-transaction 9IrlsD9EB7'::pg_catalog.text, pg_catalog.txid_current(), pg_catalog.pg_backend_pid(), "
+                   b"(SELECT pg_catalog.date_part('epoch', s.backend_start) FROM pg_catalog.pg_stat_activity s WHERE s.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()), "
                    b"pg_catalog.concat(pg_catalog.date_part('epoch', pg_catalog.pg_postmaster_start_time()), '/', "
                    b"(SELECT pg_catalog.date_part('epoch', b.stats_reset) FROM pg_catalog.pg_stat_bgwriter b))), pg_catalog.chr(10), pg_catalog.repeat('#', 1048576));\n"
                    b"\nSET statement_timeout = 0;\n"
@@ -365,7 +366,7 @@ def test_a_transaction_is_settled_by_the_servers_word_and_never_guessed():
 def test_what_the_servers_answer_says_of_the_restores_transaction():
     from mxinfra.backup_archive import Probe, probed_transaction, transaction_outcome
 
-    probe = Probe(4294968060, 4242, "1796551200.123456")
+    probe = Probe(4294968060, 4242, "1796551201.5", "1796551200.123456")
     assert probe.xid == 764  # pg_stat_activity's 32 bits
     assert transaction_outcome(probe, "committed 1796551200.123456") == "committed"
     assert transaction_outcome(probe, "aborted 1796551200.123456") == "aborted"
@@ -373,7 +374,7 @@ def test_what_the_servers_answer_says_of_the_restores_transaction():
     # another run of the server (restarted, or reinitialised after a crash): its 'committed' or 'in progress'
     # may be another transaction's that got the lost id
     assert transaction_outcome(probe, "committed 1796559999.5") == "unknown"
-    assert transaction_outcome(probe, "in progress 1796559999.5") is None
+    assert transaction_outcome(probe, "in progress 1796559999.5") == "in progress"  # TERMINATE ends only the probe's backend
     assert transaction_outcome(probe, "aborted 1796559999.5") == "aborted"
     # an id not handed out yet (a crash lost it), in this run of the server or another
     assert transaction_outcome(probe, "unassigned 1796551200.123456") == "aborted"
@@ -381,6 +382,6 @@ def test_what_the_servers_answer_says_of_the_restores_transaction():
     # not answered, no status (NULL: too old to tell), a row that is no answer: ask again
     for said in (None, "1796551200.123456", "", "committed", "commit 1796551200.123456", "WARNING: collation version mismatch"):
         assert transaction_outcome(probe, said) is None, said
-    rows = [b"\n", b"mxinfra-transaction K3y 12 34\n", b"mxinfra-transaction other 5 6 7\n", b"mxinfra-transaction K3y 4294968060 4242 1796551200.123456\r\n"]
+    rows = [b"\n", b"mxinfra-transaction K3y 12 34 56\n", b"mxinfra-transaction other 5 6 7 8\n", b"mxinfra-transaction K3y 4294968060 4242 1796551201.5 1796551200.123456\r\n"]
     assert probed_transaction(rows, "K3y") == probe
     assert probed_transaction(rows[:3], "K3y") is None

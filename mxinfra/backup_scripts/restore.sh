@@ -306,7 +306,7 @@ opening() {
       start:|start:--*|restricted:|restricted:--*|settings:|settings:--*|'settings:SET '*|'settings:SELECT pg_catalog.set_config('*) ;;
       start:*) printf '%s\n' "restore: $(pg_restore --version) did not open its output with the \\restrict key it was given, which keeps a dump's text from running psql's meta-commands: use the client tools of PostgreSQL 17.6, 16.10, 15.14, 14.19, 13.22 or newer" >&2; return 1 ;;
       'restricted:BEGIN;') state=settings; line="$line
-SELECT pg_catalog.concat(pg_catalog.concat_ws(' ', 'mxinfra-transaction $key'::pg_catalog.text, pg_catalog.txid_current(), pg_catalog.pg_backend_pid(), $server_run), pg_catalog.chr(10), pg_catalog.repeat('#', 1048576));" ;;
+SELECT pg_catalog.concat(pg_catalog.concat_ws(' ', 'mxinfra-transaction $key'::pg_catalog.text, pg_catalog.txid_current(), pg_catalog.pg_backend_pid(), (SELECT pg_catalog.date_part('epoch', s.backend_start) FROM pg_catalog.pg_stat_activity s WHERE s.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()), $server_run), pg_catalog.chr(10), pg_catalog.repeat('#', 1048576));" ;;
       restricted:*) echo "restore: pg_restore --single-transaction did not begin its output with BEGIN" >&2; return 1 ;;
       settings:*) { if [ -n "${RESTORE_CLEAN_SQL:-}" ]; then printf '%s\n' "$RESTORE_CLEAN_SQL"; else cat "$(dirname "$0")/clean.sql"; fi; } && printf '%s\n' "$line" && cat; return ;;
     esac
@@ -324,7 +324,7 @@ restore_database() {
   statuses=$( { { { pg_restore --clean --if-exists --no-owner --no-privileges --single-transaction --exit-on-error --restrict-key="$key" --file=- "$@"; echo "pg_restore $?" >&3; } \
         | { opening; echo "opening $?" >&3; } \
       | psql --no-psqlrc --quiet --tuples-only --no-align --output=/dev/fd/4 --set=ON_ERROR_STOP=1 --dbname="$DATABASE_URL" >&2; echo "psql $?" >&3; } 4>&1 \
-    | { sed -n "s/^mxinfra-transaction $key \([0-9][0-9]* [0-9][0-9]* [^ ][^ ]*\)\$/probe \1/p"; echo "scanner $?"; } >&3; } 3>&1 )
+    | { sed -n "s/^mxinfra-transaction $key \([0-9][0-9]* [0-9][0-9]* [^ ][^ ]* [^ ][^ ]*\)\$/probe \1/p"; echo "scanner $?"; } >&3; } 3>&1 )
   failed=
   for step in "pg_restore 0" "opening 0" "psql 0"; do
     case "$statuses" in *"$step"*) ;; *) failed=1 ;; esac
@@ -338,10 +338,10 @@ restore_database() {
     echo "restore: scanning psql's output for its transaction's id failed: whether that transaction committed is not known" >&2
     return 4
   fi
-  # shellcheck disable=SC2086 # three words: the txid, the backend's pid, the server's start
+  # shellcheck disable=SC2086 # four words: the txid, the backend's pid and start, the server's run
   settled $probe
 }
-# 0: the server says transaction $1 (of backend $2, the server started at $3) committed; 1: it did not; 4:
+# 0: the server says transaction $1 (of backend $2, started at $3; the server's run $4) committed; 1: it did not; 4:
 # it cannot say (a 'committed' after the server restarted may be another transaction's that got the id
 # the crash lost), or did not within RESTORE_SETTLE_WAIT seconds (default 300: the server not reached).
 # Still 'in progress', the transaction has lost its client, which will never send its COMMIT: its backend
@@ -352,21 +352,22 @@ settled() {
   until=$(( $(date +%s) + RESTORE_SETTLE_WAIT ))
   while :; do
     said=$( { timeout 30 psql --no-psqlrc --quiet --tuples-only --no-align --dbname="$DATABASE_URL" \
-      --command="SET search_path = pg_catalog; SELECT concat_ws(' ', CASE WHEN $1 >= txid_current() THEN 'unassigned' ELSE txid_status($1) END, $server_run)" \
+      --command="BEGIN; SET LOCAL search_path = pg_catalog; SELECT concat_ws(' ', CASE WHEN $1 >= txid_current() THEN 'unassigned' ELSE txid_status($1) END, $server_run)" \
       2>&1 1>&5 5>&- | sed 's/^/error: /'; } 5>&1 )
     answer=$(printf '%s\n' "$said" | grep -v '^error: ' | tail -n 1)
-    # 'unassigned': an id this run of the server has not handed out yet (the question's own id is not past
-    # it; asked before txid_status, which refuses it in the server's language): a crash lost it, so it
-    # never committed. Another run of the
-    # server: its 'committed' or 'in progress' may be another transaction's that got the id a crash lost.
+    # 'unassigned': an id this run of the server has not handed out yet (the question's own id, aborted as
+    # its session ends, is not past it; asked before txid_status, which refuses it in the server's language): a crash lost
+    # it, so it never committed. Another run of the server: its 'committed' may be another transaction's
+    # that got the id a crash lost; an 'in progress' ends only the probe's own backend (its pid, the
+    # transaction's id and the backend's start).
     case "$answer" in
       "unassigned "*) return 1 ;;
-      "committed $3") echo "restore: psql failed (see above), but the server says transaction $1 committed: the database was restored" >&2; return 0 ;;
-      "committed "*) echo "restore: the server restarted since transaction $1 began (then at $3, now at ${answer#committed }): its id may have gone to another transaction, so its 'committed' does not say whether the restore did" >&2; return 4 ;;
+      "committed $4") echo "restore: psql failed (see above), but the server says transaction $1 committed: the database was restored" >&2; return 0 ;;
+      "committed "*) echo "restore: the server restarted since transaction $1 began (then at $4, now at ${answer#committed }): its id may have gone to another transaction, so its 'committed' does not say whether the restore did" >&2; return 4 ;;
       "aborted "*) return 1 ;;
-      "in progress $3")
+      "in progress "*)
         ended=$(timeout 30 psql --no-psqlrc --quiet --tuples-only --no-align --dbname="$DATABASE_URL" \
-          --command="SET search_path = pg_catalog; SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a WHERE a.pid = $2 AND a.backend_xid::text = '$(($1 % 4294967296))'" 2>/dev/null) || ended=
+          --command="SET search_path = pg_catalog; SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a WHERE a.pid = $2 AND a.backend_xid::text = '$(($1 % 4294967296))' AND pg_catalog.date_part('epoch', a.backend_start)::text = '$3'" 2>/dev/null) || ended=
         [ "$ended" != t ] || echo "restore: transaction $1 was still open with its client gone: its backend $2 was ended" ;;
     esac
     if [ "$(date +%s)" -ge "$until" ]; then

@@ -435,7 +435,7 @@ def _transaction_outcome(psql: str, probe: Probe, env: Mapping[str, str]) -> str
     said = (asked.stdout.strip().splitlines() or [""])[-1] if asked is not None and asked.returncode == 0 else None
     outcome = transaction_outcome(probe, said)
     if outcome == "in progress":
-        ask(TERMINATE.format(pid=probe.pid, xid=probe.xid))
+        ask(TERMINATE.format(pid=probe.pid, xid=probe.xid, backend_start=probe.backend_start))
         return None
     return outcome
 

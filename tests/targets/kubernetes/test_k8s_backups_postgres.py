@@ -19,6 +19,7 @@ import zlib
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from postgres import OPEN_TRANSACTIONS, PostgresServer, claiming_server_version, lock_held, pg_restore_of_17, pg_restore_without_restrict_key, require_bin_dir, unrestricted_pg_restore
@@ -378,7 +379,7 @@ def test_a_transaction_the_server_cannot_be_asked_about_is_a_restore_that_may_ha
 
 
 # The server's answer to what became of the transaction, as it would come after a crash and a restart:
-# its start is another, or the id lost in the crash is not handed out yet (PostgreSQL's error for it).
+# its start is another, or the id lost in the crash is not handed out yet.
 _AFTER_A_RESTART = {
     "restarted, then committed": ('"$REAL" "$@" | sed "s/ [^ ]*$/ 1/"', 4, r"the server restarted since transaction \d+ began \(then at [0-9./]+, now at 1\): its id may have gone to another transaction"),
     "the id unassigned": ('"$REAL" "$@" | sed "s/^[a-z ]* /unassigned /"', 1, r"the database restore of 20261204T020000Z failed \(see above\): the database and the files are as they were"),
@@ -417,21 +418,20 @@ def test_a_transaction_left_open_by_a_killed_psql_is_ended_and_nothing_restored(
     assert _snapshot(pg) == changed
 
 
-def test_after_a_crash_that_lost_the_restores_id_no_committed_is_taken_for_the_restores(pg: PostgresServer, tmp_path: Path) -> None:
-    """A backend killed (the OOM killer's SIGKILL): the postmaster reinitialises without starting again, and
-    the restore's txid, never written to the WAL, is handed out again. Another transaction that commits under
-    it must not make the restore's 'committed': the probe's mark of the server's run differs."""
+def _probed_then_crashed(pg: PostgresServer, rows: Path) -> Any:
+    """A restore's transaction that ran its probe only, its backend then killed by SIGKILL (the OOM killer's
+    way): the postmaster reinitialises without starting again, the id never written to the WAL. Its Probe,
+    once the server is back."""
     import signal
 
-    from mxinfra.backup_archive import RESTORE_PSQL, TRANSACTION_STATUS, probed_transaction, transaction_outcome, transaction_probe
+    from mxinfra.backup_archive import RESTORE_PSQL, probed_transaction, transaction_probe
 
-    rows = tmp_path / "rows"
     psql = subprocess.Popen([f"{require_bin_dir()}/psql", *RESTORE_PSQL, f"--output={rows}", f"--dbname={pg.url}"], stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert psql.stdin is not None
     psql.stdin.write(b"BEGIN;\n" + transaction_probe("K3y") + b"SELECT pg_catalog.pg_sleep(60);\nCOMMIT;\n")
     psql.stdin.flush()
     until = time.monotonic() + 20
-    while time.monotonic() < until and not (rows.exists() and b"mxinfra-transaction K3y " in rows.read_bytes()[:200]):
+    while time.monotonic() < until and not (rows.exists() and b"mxinfra-transaction K3y " in rows.read_bytes()[:300]):
         time.sleep(0.1)
     with rows.open("rb") as printed:
         probe = probed_transaction(printed, "K3y")
@@ -439,24 +439,38 @@ def test_after_a_crash_that_lost_the_restores_id_no_committed_is_taken_for_the_r
     os.kill(probe.pid, signal.SIGKILL)
     psql.wait(timeout=30)
     until = time.monotonic() + 60
-    while True:  # the server back
+    while True:
         try:
             pg.psql("SELECT 1")
-            break
+            return probe
         except Exception:
             assert time.monotonic() < until, "the server did not come back after the crash"
             time.sleep(0.5)
-    # the first question after the crash: the id not handed out again yet (the question's own is the lost
-    # one, or one below it): it never committed
-    answer = pg.psql(TRANSACTION_STATUS.format(transaction=probe.transaction)).strip().splitlines()[-1]
+
+
+def test_after_a_crash_that_lost_the_restores_id_no_committed_is_taken_for_the_restores(pg: PostgresServer, tmp_path: Path) -> None:
+    """The restore's txid, never written to the WAL, is lost in a crash and handed out again. Asked first,
+    the server has not handed it out yet: never committed (and the question's own transaction, which may
+    take it, aborts). Asked after another transaction took it and committed: that 'committed' is another
+    run of the server's, unknown, never the restore's."""
+    from mxinfra.backup_archive import TRANSACTION_STATUS, transaction_outcome
+
+    def ask(probe: Any) -> str:
+        return pg.psql(TRANSACTION_STATUS.format(transaction=probe.transaction)).strip().splitlines()[-1]
+
+    probe = _probed_then_crashed(pg, tmp_path / "first")
+    answer = ask(probe)
     assert answer.startswith("unassigned ") and transaction_outcome(probe, answer) == "aborted", answer
-    # then other transactions take ids up to it and past it, and commit
+    answer = ask(probe)  # the first question's own id may have been the lost one: it did not commit
+    assert transaction_outcome(probe, answer) == "aborted", answer
+
+    probe = _probed_then_crashed(pg, tmp_path / "second")
     taken = int(pg.psql("SELECT txid_current()"))
-    assert taken <= probe.transaction + 1  # the id was lost: handed out again
+    assert taken <= probe.transaction  # the id was lost: handed out again
     while taken < probe.transaction:
         taken = int(pg.psql("SELECT txid_current()"))
-    answer = pg.psql(TRANSACTION_STATUS.format(transaction=probe.transaction)).strip().splitlines()[-1]
-    assert answer.startswith("committed ")  # another transaction's, under the restore's id
+    answer = ask(probe)
+    assert answer.startswith("committed ") and answer.split(" ")[1] != probe.started, answer  # another transaction's
     assert transaction_outcome(probe, answer) == "unknown"
 
 

@@ -62,16 +62,14 @@ ANY_SERVER_TIMEOUT = b"SELECT pg_catalog.set_config('transaction_timeout', '0', 
 # before the answer came back): its status cannot tell a restored database from one as it was. So the
 # transaction's first statement, right after BEGIN and before anything of the dump runs (`transaction_probe`,
 # put in by `Opening`; pg_catalog's functions only, which a dump's search_path cannot shadow), prints
-# `TRANSACTION_TAG <restrict key> <txid> <backend pid> <the server's start>`, and psql prints each result as it
-# comes (checked: tests/targets/kubernetes/test_k8s_backups_postgres.py). A failed restore that printed no
+# `TRANSACTION_TAG <restrict key> <txid> <backend pid> <backend start> <the server's run>`, and psql prints each
+# result as it comes (checked: tests/targets/kubernetes/test_k8s_backups_postgres.py). A failed restore that printed no
 # such line never got past that statement, so it committed nothing; one that did asks the server
 # (`TRANSACTION_STATUS`, PostgreSQL 10 and newer) until `transaction_outcome` says it is settled, for at most
 # SETTLE_WAIT seconds; else (the server not reached) it does not know. A transaction still 'in progress'
 # has lost its client, which will never send its COMMIT: its backend is ended (`TERMINATE`), so that it
 # aborts rather than hold its locks. restore.sh does the same in sh.
 TRANSACTION_TAG = "mxinfra-transaction"
-# Fresh sessions, the dump's settings long gone; their search_path is pinned all the same, since a restored
-# dump may have put operators in public.
 # Which run of the server answers: its start, and when its shared statistics were last reset, which a
 # crash-restart does too (the postmaster reinitialises after a backend's crash without starting again).
 _STARTED = (
@@ -83,7 +81,8 @@ _STARTED = (
 # own (the next one: not below a lost one) before txid_status, which would refuse it in the server's own
 # language ("... is in the future"). A snapshot's xmax would not do: a transaction still open may be past it.
 UNASSIGNED = "unassigned"
-# The question's transaction is left open, so it aborts when its session ends: its own id, maybe the lost
+# The question runs in a fresh session, the dump's settings long gone; its search_path is pinned all the same,
+# since a restored dump may have put operators in public. Its transaction is left open, so it aborts when its session ends: its own id, maybe the lost
 # one, never reads 'committed' to the next question. (Its SELECT is its last statement: psql before 15
 # prints only the last one's rows of a --command.)
 TRANSACTION_STATUS = (

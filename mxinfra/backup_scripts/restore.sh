@@ -27,17 +27,14 @@
 #                  over HTTP is (below)
 #   RESTORE_ALONE_WAIT  seconds to wait for every other session of the database's user to end before restoring
 #                  (optional: the app was stopped first; see below)
-#   RESTORE_SETTLE_WAIT  seconds to keep asking the server what became of the restore's transaction when
-#                  psql failed (optional; default 300; see `settled`)
+#   RESTORE_SETTLE_WAIT  seconds to ask what became of the restore's transaction when psql failed (default 300)
 #   RESTORE_CLEAN_SQL  the text of clean.sql, where no file can be put beside this script (a Fargate task
 #                  runs it inline); otherwise clean.sql is read from this script's directory
 set -eu
 umask 077
-# Exit 3 says "the database was restored, the files were not" (the callers record such a restore), and 4
-# "the database restore may or may not have committed" (the server could not say): any other way of ending
-# with 3 or 4 (a command's own status under set -e; perl's die, whose status is errno's, EINTR's 4 after an
-# alarm), all before the database is touched, is made a plain failure; any failure while the database is
-# restored (the shell itself dying there) or after a 4 is a 4; after the database was restored, a 3.
+# Exit 3: the database was restored, the files were not; 4: the database may or may not have been (the
+# callers record both apart). A 3 or 4 before the database step (a command's status under set -e, perl's
+# die: errno's) is a 1; any failure during that step or after a 4 is a 4, after a restored database a 3.
 db_restored=
 db_rc=
 trap 'rc=$?
@@ -285,17 +282,12 @@ fi
 # printed into the opening comments and can write a \restrict line, never this key), after which psql
 # refuses meta-commands (pg_restore of PostgreSQL 17.6, 16.10, 15.14, 14.19, 13.22 and newer; an archive
 # may come from anywhere, and a crafted dump's text must not reach \!, which runs a shell), else refused
-# before psql reads a line; then BEGIN; then the probe (right after BEGIN, before anything of the dump
-# runs: it prints the transaction's id, its backend's pid and which run of the server it is, tagged with
-# the key, and a line of padding); then the settings (transaction_timeout, which servers before 17 do not
-# know, made conditional); then clean.sql (what the dump does not hold goes too), inside that transaction.
-# Each step's status comes back on fd 3 (a pipe's status is its last command's), and the probe's line
-# (psql's rows go to fd 4, scanned for it alone): success is all three. A failure asks the server what
-# became of that transaction (`settled`): a psql that lost its connection, or was killed, right after it
-# sent COMMIT failed though the database was restored (mxinfra.backup_archive.transaction_outcome says the
-# same in Python).
-# Which run of the server answers: its start, and when its shared statistics were last reset, which a
-# crash-restart does too (backup_archive._STARTED).
+# before psql reads a line; then BEGIN; then the probe (mxinfra.backup_archive.transaction_probe: the
+# transaction's id, its backend, the server's run); then the settings (transaction_timeout, which servers
+# before 17 do not know, made conditional); then clean.sql (what the dump does not hold goes too), inside
+# that transaction. Each step's status comes back on fd 3 (a pipe's status is its last command's), and the
+# probe's line (psql's rows on fd 4): success is all three. A failure asks the server what became of that
+# transaction (`settled`; backup_archive.transaction_outcome): psql may have failed after its COMMIT.
 server_run="pg_catalog.concat(pg_catalog.date_part('epoch', pg_catalog.pg_postmaster_start_time()), '/', (SELECT pg_catalog.date_part('epoch', b.stats_reset) FROM pg_catalog.pg_stat_bgwriter b))"
 opening() {
   state=start
@@ -341,13 +333,9 @@ restore_database() {
   # shellcheck disable=SC2086 # four words: the txid, the backend's pid and start, the server's run
   settled $probe
 }
-# 0: the server says transaction $1 (of backend $2, started at $3; the server's run $4) committed; 1: it did not; 4:
-# it cannot say (a 'committed' after the server restarted may be another transaction's that got the id
-# the crash lost), or did not within RESTORE_SETTLE_WAIT seconds (default 300: the server not reached).
-# Still 'in progress', the transaction has lost its client, which will never send its COMMIT: its backend
-# is ended, so that it aborts rather than hold its locks. Fresh sessions, their search_path pinned (a
-# restored dump may have put operators in public), their errors apart from their answer (a warning at
-# connect is no answer), each at most 30 s.
+# 0: the server says transaction $1 (backend $2 started at $3, the server's run $4) committed; 1: it did
+# not; 4: it cannot say, or did not within RESTORE_SETTLE_WAIT seconds. 'in progress': its client is gone,
+# so its backend is ended. Each question at most 30 s, its errors apart from its answer.
 settled() {
   until=$(( $(date +%s) + RESTORE_SETTLE_WAIT ))
   while :; do
@@ -355,11 +343,8 @@ settled() {
       --command="BEGIN; SET LOCAL search_path = pg_catalog; SELECT concat_ws(' ', CASE WHEN $1 >= txid_current() THEN 'unassigned' ELSE txid_status($1) END, $server_run)" \
       2>&1 1>&5 5>&- | sed 's/^/error: /'; } 5>&1 )
     answer=$(printf '%s\n' "$said" | grep -v '^error: ' | tail -n 1)
-    # 'unassigned': an id this run of the server has not handed out yet (the question's own id, aborted as
-    # its session ends, is not past it; asked before txid_status, which refuses it in the server's language): a crash lost
-    # it, so it never committed. Another run of the server: its 'committed' may be another transaction's
-    # that got the id a crash lost; an 'in progress' ends only the probe's own backend (its pid, the
-    # transaction's id and the backend's start).
+    # unassigned: a crash lost the id, so it never committed; another run's 'committed' may be another
+    # transaction's under the lost id
     case "$answer" in
       "unassigned "*) return 1 ;;
       "committed $4") echo "restore: psql failed (see above), but the server says transaction $1 committed: the database was restored" >&2; return 0 ;;

@@ -341,7 +341,10 @@ def test_a_restore_whose_own_move_of_the_files_fails_is_recorded_as_files_not_re
 
 # What the restore container's psql does with the restore's own call (the one with --output) and with the
 # question of what became of its transaction (txid_status): its connection lost once it sent its input,
-# and then the server answering, or not. `sleep` returns at once: restore.sh asks again every 2 s for 300 s.
+# and then the server answering, or not. restore.sh asks again every 2 s for 300 s: `sleep` returns at
+# once, and each `date +%s` is 200 s later than the one before.
+_DATE = 'n=$(cat "$0.n" 2>/dev/null || echo 0); echo $((n + 1)) > "$0.n"\nREAL=$(PATH=${PATH#*:} command -v date)\ncase "$*" in\n  +%s) echo $(($("$REAL" +%s) + n * 200)) ;;\n  *) exec "$REAL" "$@" ;;\nesac'
+
 _LOST = 'echo "psql: error: server closed the connection unexpectedly" >&2; exit 2'
 _PSQL = {
     "answered": ('"$REAL" "$@"; ' + _LOST, 'exec "$REAL" "$@"'),
@@ -360,7 +363,7 @@ def test_a_psql_that_loses_its_connection_after_its_commit_is_recorded_as_the_se
     _change(pg, d)
     restoring, asking = _PSQL[server]
     psql = f'REAL=$(PATH=${{PATH#*:}} command -v psql)\ncase "$*" in\n  *--output=*) {restoring} ;;\n  *txid_status*) {asking} ;;\n  *) exec "$REAL" "$@" ;;\nesac'
-    _faults(d, tmp_path, psql=psql, sleep="exit 0")
+    _faults(d, tmp_path, psql=psql, sleep="exit 0", date=_DATE)
     rc, out, err = _restore(d, project, archive, capsys)
     err = " ".join(err.split())
     assert _rows(pg) == before  # committed, whatever psql said
@@ -544,6 +547,8 @@ def test_a_session_still_connected_to_the_database_is_waited_for_then_nothing_is
     finally:
         holder.kill()
         holder.wait()
+        # its backend sleeps on without its client: the next restore would wait for it
+        pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'")
     assert rc == 2 and "nothing was restored; the services were started again" in err, err
     assert "1 other session(s) of the database's user still connected after 5s" in d.states.logs["restore"]
     assert _rows(pg) == changed and d.states.service_log == [(a.service_name, 0), (a.service_name, 2)]

@@ -4,3 +4,11 @@ backup tasks in the postgres and rclone images, which have no Python; package da
 from pathlib import Path
 
 SCRIPTS = Path(__file__).parent
+
+# What restore.sh's exit status says, for every target that reads it: the database (and the files) restored;
+# nothing restored (its own failure, or bad input); the database restored, the files not; the database may
+# or may not have been restored (the server could not say what became of its transaction).
+RESTORED = 0
+NOTHING_RESTORED = frozenset({1, 2})
+FILES_NOT_RESTORED = 3
+MAYBE_RESTORED = 4

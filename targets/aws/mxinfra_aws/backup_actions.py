@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import IO, Any, TextIO
 
 from mxinfra.backup_archive import claim
+from mxinfra.backup_scripts import FILES_NOT_RESTORED, MAYBE_RESTORED, NOTHING_RESTORED, RESTORED
 from mxinfra.backups import ID_FORMAT, Backups
 from mxinfra.environments import Environment
 from mxinfra.errors import UserError
@@ -668,15 +669,15 @@ class VaultActions:
         x = ended.exits
         # restore.sh replaced the database (0; 3: but not the files), or was stopped after the fetch before
         # it said how it ended (it commits only at its end: it may have)
-        db_done = x.get(RESTORE) in (0, 3)
+        db_done = x.get(RESTORE) in (RESTORED, FILES_NOT_RESTORED)
         # restore.sh's own 1 and 2 say the database and the files are as they were (a psql that failed after
         # its COMMIT is asked about: the server's word decides); its 4 that the server could not say, and a
         # kill (137, 143) or no exit code at all may have come after its COMMIT
-        db_maybe = RESTORE in x and x.get(RESTORE) not in (0, 1, 2, 3) and x.get(FETCH) == 0
+        db_maybe = RESTORE in x and x.get(RESTORE) not in (RESTORED, *NOTHING_RESTORED, FILES_NOT_RESTORED) and x.get(FETCH) == 0
         # restore runs only after a fetch that succeeded (dependsOn SUCCESS): after any other, it never ran
-        replaced_nothing = bool(x) and (RESTORE not in x or x.get(RESTORE) in (1, 2) or (x.get(FETCH) != 0 and x.get(RESTORE) is None))
+        replaced_nothing = bool(x) and (RESTORE not in x or x.get(RESTORE) in NOTHING_RESTORED or (x.get(FETCH) != 0 and x.get(RESTORE) is None))
         stopped = {"app": "stopped, not started again" if ended.not_started else "stopped, then started", "execution": backup}
-        if db_done and (x.get(RESTORE) == 3 or x.get(PUSH_FILES) != 0):
+        if db_done and (x.get(RESTORE) == FILES_NOT_RESTORED or x.get(PUSH_FILES) != 0):
             raise FilesNotRestored(
                 f"{self.env.name}: the database was restored from {archive.name}, but its files were not all copied back ({ended.why}); "
                 f"{started_again}; run the restore again to copy them ({tail})",
@@ -688,7 +689,7 @@ class VaultActions:
         if ended.error == "mxinfra.NotStopped" or replaced_nothing:
             raise NothingRestored(f"{head}: the restore {execution} ended {ended.status}: {ended.why}: nothing was restored; {started_again} ({tail})", stopped)
         if db_maybe or ended.error == "States.Timeout":
-            how = "the server did not say whether its transaction committed" if x.get(RESTORE) == 4 else "the task was stopped before it ended"
+            how = "the server did not say whether its transaction committed" if x.get(RESTORE) == MAYBE_RESTORED else "the task was stopped before it ended"
             raise UserError(f"{head}: the restore {execution} ended {ended.status}: {ended.why}: {how}, so the database may or may not have been replaced (check it); {started_again} ({tail})")
         # a call of the machine failed (stopping or starting a service): what runs is not known from here
         also = f"; {started_again}" if ended.not_started else ""

@@ -45,10 +45,10 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from mxinfra.backup_archive import (
+    ASK_TIMEOUT,
     RESTORE_FLAGS,
     RESTORE_PSQL,
     RESTRICTING_VERSIONS,
-    ASK_TIMEOUT,
     TERMINATE,
     TRANSACTION_STATUS,
     MaybeRestored,

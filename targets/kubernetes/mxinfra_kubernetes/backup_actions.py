@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from mxinfra.artifacts import postgres_major
+from mxinfra.backup_scripts import FILES_NOT_RESTORED, NOTHING_RESTORED, RESTORED
 from mxinfra.backups import ID_FORMAT, FilesNotRestored, NothingRestored, RestoreFailed, parse_id
 from mxinfra.environments import Environment
 from mxinfra.errors import UserError
@@ -136,8 +137,8 @@ class ClusterActions:
             status = self._pod(job).get("status") or {}
             done = {c.get("name"): ((c.get("state") or {}).get("terminated") or {}).get("exitCode") for c in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]}
             # restore.sh exits 3 when the database is restored and moving the files in failed
-            if (done.get("restore") == 0 and done.get("push-files") not in (None, 0)) or done.get("restore") == 3:
-                moved = done.get("restore") == 3  # restore.sh's own move of the files into the store failed
+            if (done.get("restore") == RESTORED and done.get("push-files") not in (None, 0)) or done.get("restore") == FILES_NOT_RESTORED:
+                moved = done.get("restore") == FILES_NOT_RESTORED  # restore.sh's own move of the files into the store failed
                 step, how = ("restore", "the store may hold part of them") if moved else ("push-files", "the copy adds and overwrites only")
                 raise FilesNotRestored(
                     f"{self.env.name}: the database was restored from {backup}, but its files were not copied back to the file store "
@@ -146,7 +147,7 @@ class ClusterActions:
                 ) from e
             # restore.sh's 1 and 2: the database and the files as they were (a psql that failed after its
             # COMMIT is asked about: the server's word decides); 4, or a kill: it may have restored
-            if done.get("restore") in (1, 2):
+            if done.get("restore") in NOTHING_RESTORED:
                 why = "it received no whole archive" if self._received_nothing(job) else f"kubectl -n {self.lay.namespace} logs job/{job} -c restore"
                 raise NothingRestored(f"{e}; {why}: nothing was restored") from e
             raise

@@ -1045,3 +1045,15 @@ def test_an_uploaded_archive_is_judged_as_gnu_tar_reads_it_before_anything_is_re
     assert receiver.returncode != 0 and "is not a backup archive (only .metadata, db/db.backup and plain files under tree/)" in err and "planted" in err
     assert pg.psql('SELECT count(*) FROM "orders$order"').strip() == "1"  # not restored
     assert sorted(p.name for p in files.iterdir()) == ["kept"] and not list(tmp_path.parent.glob(f"{tmp_path.name}-planted"))
+
+
+def test_restore_sh_asks_the_server_what_the_core_asks():
+    """The questions in two places (restore.sh has no Python): the same SQL for the server's run, the
+    transaction's status and ending its backend, with restore.sh's arguments in the core's places."""
+    from mxinfra.backup_archive import _STARTED, TERMINATE, TRANSACTION_STATUS
+
+    text = (SCRIPTS / "restore.sh").read_text()
+    assert f'server_run="{_STARTED}"' in text
+    asked = text.replace("$server_run", _STARTED)
+    assert TRANSACTION_STATUS.format(transaction="$1") in asked
+    assert TERMINATE.format(pid="$2", xid="$(($1 % 4294967296))", backend_start="$3") in asked

@@ -379,11 +379,22 @@ def _restore_archive(directory: Path, stack: str, environment: str, archive: Pat
         done.update({"archive": {"size": size, "sha256": sha, **provenance}, "from": source, **where})
 
     taken: dict[str, Any] = {}
+    # a target whose restore takes production's backup itself (server-side: no caller skips it) says which
+    # one once it ended; recorded then, before the restore's outcome
+    inside = ctx.environment.is_production and bool(getattr(ctx.actions, "archive_restore_backs_up_first", False))
+
+    def backed_up(backup_id: str) -> None:
+        ctx.record("backup", {"backup": {"id": backup_id, "trigger": "before restore"}})
+        taken["id"] = backup_id
+        sys.stdout.write(f"{environment}: backup {backup_id} taken first\n")
 
     def backup_first() -> None:
         # on production, once the archive is checked: what the restore replaces, kept where the target keeps
         # backups, or (a target that keeps none: Cloud Foundry) written beside the archive
         if not ctx.environment.is_production:
+            return
+        if inside:
+            taken["by"] = "the restore"  # (the intent says so: its id is known once the restore ended)
             return
         # `taken` is filled once the backup is recorded: what a failure after it says depends on that
         if callable(getattr(ctx.actions, "create", None)):
@@ -396,7 +407,8 @@ def _restore_archive(directory: Path, stack: str, environment: str, archive: Pat
         taken.update(got)
         sys.stdout.write(f"{environment}: backup {got['id']} taken first, written to {got['path']}\n")
 
-    checked = _recorded_restore(ctx, done, lambda before: ctx.actions.restore_archive(archive, _now(), via, vouch, before), backup_first, taken)
+    more = {"backed_up": backed_up} if inside else {}
+    checked = _recorded_restore(ctx, done, lambda before: ctx.actions.restore_archive(archive, _now(), via, vouch, before, **more), backup_first, taken)
     before = taken.get("id")
     if not done:  # a target that restored without asking: never recorded as if its provenance were known
         raise RuntimeError(f"the {ctx.deployment.target.name} target restored {archive.name} without vouching for it first")
@@ -465,7 +477,9 @@ def _recorded_restore(
     intended: list[bool] = []
 
     def taken_first() -> dict[str, Any]:  # read when needed: `first` fills `taken` during the run
-        return {"backupBefore": taken["id"]} if taken and "id" in taken else {}
+        if taken and "id" in taken:
+            return {"backupBefore": taken["id"]}
+        return {"backupFirstBy": taken["by"]} if taken and "by" in taken else {}
 
     def before() -> None:
         if first is not None:

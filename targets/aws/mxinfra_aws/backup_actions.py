@@ -38,6 +38,7 @@ Every failure is a UserError (exit 2, no traceback) naming the vault or job and 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -57,7 +58,7 @@ from mxinfra.backups import ID_FORMAT, Backups
 from mxinfra.environments import Environment
 from mxinfra.errors import UserError
 
-from .backups import START_WINDOW_MINUTES, rules
+from .backups import START_WINDOW_MINUTES, on_demand_days
 from .config import EXPORT_TIMEOUT_SECONDS, SnapshotSource
 from .policies import Arns, restored_identifier
 
@@ -66,6 +67,8 @@ POLL_SECONDS = 15.0
 # the restore machine's own waits besides its task's: the services' tasks stopping, then starting again
 RESTORE_STOP_SECONDS = 3600.0
 FETCH, RESTORE, PUSH_FILES = "fetch", "restore", "push-files"  # export's names (that module imports Pulumi)
+# The restore machine's state whose output names the recovery points production's restore took first.
+BACKED_UP = "BackedUp"
 # A large database's snapshot or restore: the command waits, then says how to follow the job.
 BACKUP_TIMEOUT = 3 * 3600.0
 RESTORE_TIMEOUT = 6 * 3600.0
@@ -323,11 +326,6 @@ def snapshot_identifier(recovery_point_arn: str) -> str:
     return recovery_point_arn.split(":snapshot:", 1)[1] if ":snapshot:" in recovery_point_arn else recovery_point_arn
 
 
-def on_demand_days(b: Backups) -> int:
-    """How long an on-demand backup is kept: the shortest tier (the production vault lock's minimum)."""
-    return min(r.delete_after for r in rules(b))
-
-
 class VaultActions:
     """`mxinfra backup` on one AWS environment (see the module docstring)."""
 
@@ -419,13 +417,20 @@ class VaultActions:
             jobs[kind] = answer["BackupJobId"]
         done = self._wait("backup", jobs, self.backup_timeout)
         arns = {d["RecoveryPointArn"] for d in done.values()}
+        backup = self._pair_of(arns)
+        if backup is None:
+            raise UserError(f"{self.env.name}: the backup jobs {', '.join(jobs.values())} completed, but {self._not_one_backup(arns)}")
+        self._taken.append(backup)
+        return backup
+
+    def _pair_of(self, arns: set[str]) -> str | None:
+        """The id of the backup whose recovery points include all of `arns` (just made: the list is read again)."""
         self._pairs = None
-        for pair in self._list():
-            if arns <= {p.arn for p in pair.points.values()}:
-                self._taken.append(pair.id)
-                return pair.id
-        raise UserError(
-            f"{self.env.name}: the backup jobs {', '.join(jobs.values())} completed, but their recovery points ({', '.join(sorted(arns))}) are not one backup in {self.where}: "
+        return next((pair.id for pair in self._list() if arns <= {p.arn for p in pair.points.values()}), None)
+
+    def _not_one_backup(self, arns: set[str]) -> str:
+        return (
+            f"their recovery points ({', '.join(sorted(arns))}) are not one backup in {self.where}: "
             f"see `aws backup list-recovery-points-by-backup-vault --backup-vault-name {self.vault} --region {self.a.region}`"
         )
 
@@ -559,15 +564,24 @@ class VaultActions:
             part.unlink(missing_ok=True)
         return {"id": backup, "path": str(out), "size": size, "sha256": sha, "exported": where}
 
-    def restore_archive(self, archive: Path, now: datetime, via: str | None, vouch: Callable[[str, int], None], before: Callable[[], None] | None = None) -> dict[str, Any]:
+    @property
+    def archive_restore_backs_up_first(self) -> bool:
+        """Whether `restore_archive` takes production's backup itself: its state machine does, before it stops
+        anything, so that nobody who may start it skips the backup (export._backup_first)."""
+        return self.env.is_production
+
+    def restore_archive(
+        self, archive: Path, now: datetime, via: str | None, vouch: Callable[[str, int], None], before: Callable[[], None] | None = None, backed_up: Callable[[str], None] | None = None
+    ) -> dict[str, Any]:
         """Restore a Mendix Cloud archive from this machine over the environment's database and files,
         through the restore task (export.py: the state machine the `backups` role may start). The archive is
         judged by the core's reader while it is uploaded into the imports bucket, each hashing what it read
         (a file changed meanwhile is never restored); the sha256 and size go to `vouch` (a refusal removes
-        the upload); then `before` runs (production's backup, the restore's intent record), then the machine: the services stopped, the
-        task (which checks the sha256 once more), the services started again. What was restored;
-        FilesNotRestored when the database was but the files were not all copied back, NothingRestored
-        when the machine says neither was."""
+        the upload); then `before` runs (the restore's intent record), then the machine: on production a
+        backup first (its id to `backed_up` once the machine ended, whatever became of the restore), the
+        services stopped, the task (which checks the sha256 once more), the services started again. What
+        was restored; FilesNotRestored when the database was but the files were not all copied back,
+        NothingRestored when the machine says neither was."""
         import botocore.exceptions
 
         from mxinfra.backup_archive import check, stored_keys
@@ -639,10 +653,11 @@ class VaultActions:
                 started = True
                 raise
             started = True
-            self._say(f"{self.env.name}: restoring {archive.name} (execution {execution}): the services stop, the task restores, the services start again")
+            first = "a backup is taken first, " if self.env.is_production else ""
+            self._say(f"{self.env.name}: restoring {archive.name} (execution {execution}): {first}the services stop, the task restores, the services start again")
             # never stopped from here: a restore stopped half-way would leave the services stopped; it runs to
             # its end, which starts them again
-            ended = self._ended(states, execution, "restore", head, self.export_timeout + RESTORE_STOP_SECONDS)
+            ended = self._ended(states, execution, "restore", head, self.export_timeout + RESTORE_STOP_SECONDS + (self.backup_timeout if self.env.is_production else 0.0))
         except BaseException:
             if started:
                 # the command stopped following a restore that goes on (the task may not have fetched the
@@ -655,6 +670,10 @@ class VaultActions:
             if uploaded:
                 self._remove_upload(s3, bucket, key, where)
         assert ended is not None  # (set unless something was raised above)
+        if self.env.is_production:
+            taken = self._backed_up_first(states, execution)
+            if taken is not None and backed_up is not None:
+                backed_up(taken)
         if ended.ok:
             return {"app": "stopped, then started", "execution": backup}
         tail = f"{ended.logs}; `aws stepfunctions describe-execution --execution-arn {execution}`"
@@ -684,6 +703,8 @@ class VaultActions:
                 stopped,
             )
         # certainly nothing restored: recorded as the intent's outcome (mxinfra.backups.NothingRestored)
+        if ended.error in ("mxinfra.BackupFirstFailed", "mxinfra.NoBackupFirst"):  # (their cause says so)
+            raise NothingRestored(f"{head}: the restore {execution} ended {ended.status}: {ended.why} ({tail})", {"execution": backup})
         if ended.error in ("mxinfra.RestoreRunning", "mxinfra.BadInput"):
             raise NothingRestored(f"{head}: the restore {execution} ended {ended.status}: {ended.why}: nothing was stopped or restored ({tail})", {"execution": backup})
         if ended.error == "mxinfra.NotStopped" or replaced_nothing:
@@ -694,6 +715,26 @@ class VaultActions:
         # a call of the machine failed (stopping or starting a service): what runs is not known from here
         also = f"; {started_again}" if ended.not_started else ""
         raise UserError(f"{head}: the restore {execution} ended {ended.status}: {ended.why}{also}; check that the services run as before ({services}) ({tail})")
+
+    def _backed_up_first(self, states: Any, execution: str) -> str | None:
+        """The backup production's restore machine took before it stopped anything (its BACKED_UP state's
+        output, in the execution's history); None, said, when it took none or it cannot be read."""
+        points: Any = None
+        with contextlib.suppress(UserError):  # said below: the restore's own outcome is the news
+            with self._aws(f"states:GetExecutionHistory of {execution}", head=self._restore_head):
+                for page in states.get_paginator("get_execution_history").paginate(executionArn=execution, includeExecutionData=True):
+                    for event in page.get("events") or []:
+                        exited = event.get("stateExitedEventDetails") or {}
+                        if exited.get("name") == BACKED_UP:
+                            points = (json.loads(exited.get("output") or "{}").get("backedUp") or {}) if isinstance(exited.get("output"), str) else None
+                if points is None:
+                    return None  # it ended before its backup was taken (said with its outcome)
+        arns = {str(v) for v in points.values() if v} if isinstance(points, dict) else set()
+        taken = self._pair_of(arns) if len(arns) == 2 else None
+        if taken is None:
+            self._say(f"warning: {self._restore_head}: the backup the restore {execution} took first could not be told: "
+                      + (self._not_one_backup(arns) if len(arns) == 2 else f"see its {BACKED_UP} state in `aws stepfunctions get-execution-history --execution-arn {execution}`"))
+        return taken
 
     def _backups_session(self, what: str) -> None:
         """Refuse credentials that are not a session of the environment's `backups` role, before anything starts."""

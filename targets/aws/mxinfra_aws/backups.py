@@ -177,6 +177,11 @@ def rules(b: Backups) -> list[Rule]:
     return out
 
 
+def on_demand_days(b: Backups) -> int:
+    """How long an on-demand backup is kept: the shortest tier (the production vault lock's minimum)."""
+    return min(r.delete_after for r in rules(b))
+
+
 def lock_bounds(b: Backups) -> tuple[int, int]:
     """(min, max) retention days of production's vault lock: the shortest and longest tier. The vault then
     refuses a recovery point kept for less than the shortest tier or more than the longest (an on-demand

@@ -42,9 +42,12 @@ import pulumi
 import pulumi_aws as aws
 
 from mxinfra.backup_scripts import SCRIPTS
+from mxinfra.backups import of_environment
 from mxinfra.target import EnvironmentContext
 
 from . import policies
+from .backup_actions import BACKED_UP
+from .backups import START_WINDOW_MINUTES, on_demand_days
 from .config import EXPORT_TIMEOUT_SECONDS, AwsConfig, BackupExportConfig
 from .containers import value_from
 from .database import DB_NAME, Database
@@ -237,14 +240,73 @@ STOP_POLL_SECONDS, STOP_POLLS = 15, 40
 ECS_RETRY = [{"ErrorEquals": ["States.ALL"], "IntervalSeconds": 5, "MaxAttempts": 6, "BackoffRate": 2.0}]
 DESCRIBE_SERVICES = "arn:{partition}:states:::aws-sdk:ecs:describeServices"
 UPDATE_SERVICE = "arn:{partition}:states:::aws-sdk:ecs:updateService"
+START_BACKUP_JOB = "arn:{partition}:states:::aws-sdk:backup:startBackupJob"
+DESCRIBE_BACKUP_JOB = "arn:{partition}:states:::aws-sdk:backup:describeBackupJob"
+# How long production's restore machine waits for the backup it takes first: polls this far apart, as long
+# as `mxinfra backup create` waits for one (backup_actions.BACKUP_TIMEOUT).
+BACKUP_POLL_SECONDS, BACKUP_POLLS = 60, 180
+# AWS Backup's job states after which no recovery point comes.
+_BACKUP_FAILED = ("ABORTED", "EXPIRED", "FAILED", "PARTIAL")
 
 
-def restore_definition(a: Arns, task_definition_arn: str, security_group: str) -> dict[str, Any]:
-    """The restore state machine. Unless another execution of it runs, and once the input is checked: each
-    service's desired count read, then set to 0, until none of its tasks runs; then one run of exactly
-    `task_definition_arn` (a revision), the archive `<execution name>.tar.gz` with the input's `sha256`;
-    then each service's desired count set back, whether the restore succeeded or failed (also when stopping
-    failed half-way, and each service even when another could not be). Pure."""
+def _backup_first(a: Arns, keep_days: int | None, then: str, task: Any) -> dict[str, Any]:
+    """Production's restore machine's first states: an on-demand backup of the database the app uses and of
+    its bucket into the environment's vault, as `mxinfra backup create` takes one, waited for, before
+    anything is stopped; then `then`. Taken here, not by the caller, so that no holder of the `backups` role
+    replaces production's data without a way back (starting the machine directly skips nothing). Without
+    backups (`keep_days` None: production opted out, it has no vault) nothing is restored."""
+    if keep_days is None:
+        return {"BackupFirst": {"Type": "Fail", "Error": "mxinfra.NoBackupFirst", "Cause": "production's backups are off (backups.enabled: false): a restore would replace its data with no backup to return to: nothing was stopped"}}
+    # nothing is stopped yet: a failure here ends the execution, the services untouched
+    refused = {"Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": "BackupNotTaken"}]}
+    states: dict[str, Any] = {}
+    kinds = (("Database", a.serving_db_arn), ("Files", a.bucket_arn))
+    for i, (kind, resource) in enumerate(kinds):
+        states["BackupFirst" if i == 0 else f"BackUp{kind}"] = task(
+            START_BACKUP_JOB,
+            {
+                "BackupVaultName": a.backup_vault_name,
+                "ResourceArn": resource,
+                "IamRoleArn": a.role_arn("backup"),
+                # the state's own retries are one job; another execution's, another
+                "IdempotencyToken.$": f"States.Format('{{}}-{kind.lower()}', $$.Execution.Name)",
+                "StartWindowMinutes": START_WINDOW_MINUTES,
+                "Lifecycle": {"DeleteAfterDays": keep_days},
+            },
+            f"BackUp{kinds[i + 1][0]}" if i + 1 < len(kinds) else "BackupPolls",
+            ResultSelector={"job.$": "$.BackupJobId"}, ResultPath=f"$.backup{kind}", **refused,
+        )
+    states["BackupPolls"] = {"Type": "Pass", "Result": {"left": BACKUP_POLLS}, "ResultPath": "$.backupPolls", "Next": "BackupWait"}
+    states["BackupWait"] = {"Type": "Wait", "Seconds": BACKUP_POLL_SECONDS, "Next": "BackupCount"}
+    states["BackupCount"] = {"Type": "Pass", "Parameters": {"left.$": "States.MathAdd($.backupPolls.left, -1)"}, "ResultPath": "$.backupPolls", "Next": "BackupCheckDatabase"}
+    for i, (kind, _) in enumerate(kinds):
+        states[f"BackupCheck{kind}"] = task(
+            DESCRIBE_BACKUP_JOB, {"BackupJobId.$": f"$.backup{kind}.job"}, f"BackupCheck{kinds[i + 1][0]}" if i + 1 < len(kinds) else "BackupDone",
+            ResultSelector={"job.$": "$.BackupJobId", "state.$": "$.State", "point.$": "$.RecoveryPointArn"}, ResultPath=f"$.backup{kind}", **refused,
+        )
+    done = [{"Variable": f"$.backup{kind}.state", "StringEquals": "COMPLETED"} for kind, _ in kinds]
+    failed = [{"Variable": f"$.backup{kind}.state", "StringEquals": state} for kind, _ in kinds for state in _BACKUP_FAILED]
+    states["BackupDone"] = {
+        "Type": "Choice",
+        "Choices": [{"And": done, "Next": BACKED_UP}, {"Or": failed, "Next": "BackupFailed"}, {"Variable": "$.backupPolls.left", "NumericGreaterThan": 0, "Next": "BackupWait"}],
+        "Default": "BackupTimedOut",
+    }
+    states[BACKED_UP] = {"Type": "Pass", "Parameters": {"database.$": "$.backupDatabase.point", "files.$": "$.backupFiles.point"}, "ResultPath": "$.backedUp", "Next": then}
+    jobs = "database job {}, files job {}): nothing was stopped or restored', $.backupDatabase.job, $.backupFiles.job)"
+    states["BackupFailed"] = {"Type": "Pass", "Parameters": {"Error": "mxinfra.BackupFirstFailed", "Cause.$": f"States.Format('the backup taken first did not complete ({jobs}"}, "ResultPath": "$.failure", "Next": "NotBackedUp"}
+    states["BackupTimedOut"] = {"Type": "Pass", "Parameters": {"Error": "mxinfra.BackupFirstFailed", "Cause.$": f"States.Format('the backup taken first did not complete within {BACKUP_POLL_SECONDS * BACKUP_POLLS} s ({jobs}"}, "ResultPath": "$.failure", "Next": "NotBackedUp"}
+    states["BackupNotTaken"] = {"Type": "Pass", "Parameters": {"Error": "mxinfra.BackupFirstFailed", "Cause.$": "States.Format('the backup taken first could not be started or followed ({}): nothing was stopped or restored', $.failure.Cause)"}, "ResultPath": "$.failure", "Next": "NotBackedUp"}
+    states["NotBackedUp"] = {"Type": "Fail", "ErrorPath": "$.failure.Error", "CausePath": "$.failure.Cause"}
+    return states
+
+
+def restore_definition(a: Arns, task_definition_arn: str, security_group: str, keep_days: int | None = None) -> dict[str, Any]:
+    """The restore state machine. Unless another execution of it runs, and once the input is checked: on
+    production a backup taken first (_backup_first: kept `keep_days`); each service's desired count read,
+    then set to 0, until none of its tasks runs; then one run of exactly `task_definition_arn` (a revision),
+    the archive `<execution name>.tar.gz` with the input's `sha256`; then each service's desired count set
+    back, whether the restore succeeded or failed (also when stopping failed half-way, and each service even
+    when another could not be). Pure."""
     p = a.partition
     services = list(a.service_names)
     cluster = a.cluster_arn
@@ -266,7 +328,9 @@ def restore_definition(a: Arns, task_definition_arn: str, security_group: str) -
         "Default": "BadInput",
     }
     # from here on the state holds the sha256 and what the machine writes itself, nothing else of the input
-    states["Clean"] = {"Type": "Pass", "Parameters": {"sha256.$": "$.sha256"}, "Next": "Read0"}
+    states["Clean"] = {"Type": "Pass", "Parameters": {"sha256.$": "$.sha256"}, "Next": "BackupFirst" if a.production else "Read0"}
+    if a.production:
+        states.update(_backup_first(a, keep_days, "Read0", ecs))
     states["BadInput"] = {"Type": "Fail", "Error": "mxinfra.BadInput", "Cause": "the input must be {\"sha256\": \"<the archive's sha256>\"} (mxinfra backup restore --archive): nothing was stopped"}
     for i, service in enumerate(services):
         # the count to start it again with; nothing is stopped yet if this fails
@@ -419,9 +483,11 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, sgs: SecurityGroups
     imports = _bucket(ctx, "imports", a.imports_bucket_name, policies.imports_bucket_policy(a))
     restore_role = service_role(ctx, cfg, a, "restore-task", policies.ecs_tasks_trust(a), policies.restore_task_policy(a), "The restore task: read an uploaded archive, write its files into this environment's file bucket")
     restore_task = task("restore", a.restore_name, restore_role, restore_container_definitions, imports)
+    keep_days = on_demand_days(of_environment(ctx.environment)) if a.production and a.aws_backup else None
     restore_machine = machine(
         "restore-machine", a.restore_name, "restore-runner", a.restore_machine_arn, policies.restore_runner_policy(a),
-        "Step Functions: stop this environment's services, run its restore task, start them again; nothing else", restore_definition, restore_task,
+        f"Step Functions: {'back up production first, ' if a.production else ''}stop this environment's services, run its restore task, start them again; nothing else",
+        lambda a, td, group: restore_definition(a, td, group, keep_days), restore_task,
     )
     return Export(export_machine, bucket, restore_machine, imports)
 

@@ -80,6 +80,8 @@ class Arns:
     aws_backup: bool = True
     # Whether the stack declares the export task behind `mxinfra backup download` (`backupExport`).
     export: bool = False
+    # Whether the environment is production: its restore machine takes a backup before it replaces anything.
+    production: bool = False
     # The restored instance the app uses instead of its own (`database.fromBackup`): decided once, by
     # database.in_service, where the Arns are made; None: the environment's instance serves it.
     restored: Restored | None = None
@@ -606,10 +608,20 @@ def restore_task_policy(a: Arns) -> Document:
 
 
 def restore_runner_policy(a: Arns) -> Document:
-    """The restore state machine's role: count its own running executions (and the export's); read, stop and
-    start again the environment's services (their desired counts only: the definition passes nothing else);
-    run the restore task's revisions in the environment's cluster, passing exactly its two roles."""
+    """The restore state machine's role: count its own running executions (and the export's); on production,
+    back up the database and the bucket first (an on-demand backup into the vault, as the environment's
+    backup role); read, stop and start again the environment's services (their desired counts only: the
+    definition passes nothing else); run the restore task's revisions in the environment's cluster, passing
+    exactly its two roles."""
+    first = [
+        # StartBackupJob is authorised on the vault alone; the backup role's bounds decide what it reaches
+        _allow("BackUpFirst", ["backup:StartBackupJob"], a.backup_vault_arn),
+        # jobs have no resource type: AWS only accepts "*" (job metadata of the account, no data)
+        _allow("FollowBackupFirst", ["backup:DescribeBackupJob"], "*"),
+        _allow("PassBackupRole", ["iam:PassRole"], a.role_arn("backup"), {"StringEquals": {"iam:PassedToService": "backup.amazonaws.com"}}),
+    ] if a.production and a.aws_backup else []
     return _doc(
+        *first,
         # one at a time, and never beside a download's export
         _allow("CountRestores", ["states:ListExecutions"], [a.restore_machine_arn, a._arn("states", f"mapRun:{a.restore_name}/*:*"), a.export_machine_arn]),
         _allow("ReadServices", ["ecs:DescribeServices"], _one_or_all(a.service_arns)),
@@ -628,6 +640,8 @@ def restore_statements(a: Arns) -> list[Document]:
     return [
         _allow("StartRestore", ["states:StartExecution"], a.restore_machine_arn),
         _allow("FollowRestore", ["states:DescribeExecution"], [a.restore_executions_arn, a._arn("states", f"express:{a.restore_name}:*:*")]),
+        # on production: which backup the machine took first is in the execution's history (export.BACKED_UP)
+        *([_allow("ReadRestoreHistory", ["states:GetExecutionHistory"], a.restore_executions_arn)] if a.production else []),
         _allow("UploadImports", ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:ListMultipartUploadParts", "s3:PutObject"], f"{a.imports_bucket_arn}/*", mine),
     ]
 

@@ -334,6 +334,7 @@ class AwsTarget(Target):
         a = Arns(
             region if isinstance(region, str) else "", cfg.accountId, cluster, prepared.naming, cfg.database.engineVersion.split(".")[0],
             export=exports(cfg, prepared.environment), followers=leader_follower_counts(prepared.environment.instances)[1] > 0,
+            production=prepared.environment.is_production,
         )
         return connect(prepared.environment, with_database(a, cfg), b)
 
@@ -382,6 +383,7 @@ class AwsTarget(Target):
             assign_public_ip=cfg.assignPublicIp,
             aws_backup=of_environment(ctx.environment).enabled,
             export=exports(cfg, ctx.environment),
+            production=ctx.environment.is_production,
         )
         # Which instance serves the app (database.fromBackup), decided once: everything below reads it from `a`.
         a = with_database(a, cfg)

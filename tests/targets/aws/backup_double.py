@@ -169,6 +169,7 @@ class BackupDouble:
         self.denied: list[tuple[str, str]] = []
         self.violations: list[str] = []
         self.requests: list[tuple[str, dict[str, Any]]] = []  # operation, input
+        self.called: list[str] = []  # the operations of `requests` that came through `call` (a state machine's)
         self.fail: str | None = None  # "backup" or "restore": the next job of that kind fails
         self.stall = False  # jobs never complete
         self.lock = threading.Lock()
@@ -278,6 +279,33 @@ class BackupDouble:
             self.violations += problems
             return 500, {"__type": "ServiceUnavailableException", "Message": "; ".join(problems)}, {}
         return 200, _to_json(answer, op.output_shape) if op.output_shape is not None else {}, {}
+
+    def call(self, operation: str, params: dict[str, Any], policy: Mapping[str, Any]) -> dict[str, Any]:
+        """One operation as another identity calls it (a state machine's role, through Step Functions' AWS
+        SDK integration): the request and answer validated against the model as over HTTP, authorised
+        against `policy`; an ApiError as AWS Backup would answer it."""
+        op = self.ops[operation]
+        problems = check_shape(params, op.input_shape, f"{operation} request")
+        if problems:
+            self.violations += problems
+            raise ApiError(400, "ValidationException", "; ".join(problems))
+        with self.lock:
+            self.requests.append((operation, params))
+            self.called.append(operation)
+            mine, self.policy = self.policy, dict(policy)
+            try:
+                answer = getattr(self, "_" + re.sub(r"(?<!^)(?=[A-Z])", "_", operation).lower())(params)
+            except ApiError as e:
+                if e.code not in [s.name for s in op.error_shapes] + list(COMMON_ERRORS):
+                    self.violations.append(f"{operation}: error {e.code} is not one the operation has")
+                raise
+            finally:
+                self.policy = mine
+        problems = check_shape(answer, op.output_shape, f"{operation} answer")
+        if problems:
+            self.violations += problems
+            raise ApiError(500, "ServiceUnavailableException", "; ".join(problems))
+        return answer
 
     # --- IAM ----------------------------------------------------------------------------------------------
 

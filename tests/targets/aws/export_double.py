@@ -204,6 +204,15 @@ class S3Gate:
 # --- Step Functions and Fargate -----------------------------------------------------------------------
 
 
+def _epochs(value: Any) -> Any:
+    """An answer with its timestamps as epoch seconds, as the JSON protocols (and the SDK integrations) give them."""
+    if isinstance(value, dict):
+        return {k: _epochs(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_epochs(v) for v in value]
+    return value.timestamp() if isinstance(value, datetime) else value
+
+
 def _camel(value: Any) -> Any:
     """Step Functions' PascalCase parameters as the service API's camelCase members (keys only)."""
     if isinstance(value, list):
@@ -255,7 +264,7 @@ class ApiError(Exception):
 class StatesDouble:
     """Step Functions for one account and region, whose executions run an ECS task locally."""
 
-    OPERATIONS = ("StartExecution", "DescribeExecution", "StopExecution")
+    OPERATIONS = ("StartExecution", "DescribeExecution", "StopExecution", "GetExecutionHistory")
 
     def __init__(self, region: str, account: str, *, work: Path, images: Mapping[str, tuple[str, list[str]]], s3_endpoint: str, task_key_id: str, ca: Path) -> None:
         self.region, self.account = region, account
@@ -289,6 +298,7 @@ class StatesDouble:
         self.violations: list[str] = []
         self.logs: dict[str, str] = {}  # container -> what it wrote
         self.ran: list[dict[str, Any]] = []  # the tasks, as RunTask's parameters
+        self.backup: Any = None  # AWS Backup (backup_double.BackupDouble) for the aws-sdk:backup calls, or none
         self.lock = threading.Lock()
 
     # --- set-up: what `pulumi up` leaves ---------------------------------------------------------------
@@ -349,7 +359,18 @@ class StatesDouble:
         if problems:
             self.violations += problems
             return 500, {"__type": "InternalError", "message": "; ".join(problems)}
-        return 200, {k: (v.timestamp() if isinstance(v, datetime) else v) for k, v in answer.items()}
+        return 200, _epochs(answer)
+
+    def _GetExecutionHistory(self, p: Mapping[str, Any]) -> dict[str, Any]:
+        """The execution's state-exited events, in order (the only kind recorded), each with its state's
+        output as Step Functions gives it with includeExecutionData (its default); one page."""
+        arn = p["executionArn"]
+        if not self._authorize("caller", self.caller_policy, "states:GetExecutionHistory", arn):
+            raise ApiError("AccessDeniedException", f"not authorized to perform: states:GetExecutionHistory on resource: {arn}")
+        if arn not in self.executions:
+            raise ApiError("ExecutionDoesNotExist", f"Execution Does Not Exist: '{arn}'")
+        events = list(self.executions[arn].get("_events") or [])
+        return {"events": events[::-1] if p.get("reverseOrder") else events}
 
     def _authorize(self, who: str, policy: Mapping[str, Any] | None, action: str, resource: str, context: Mapping[str, str] | None = None) -> bool:
         if policy is None or not allows(policy, action, resource, dict(context or {})):
@@ -464,6 +485,9 @@ class StatesDouble:
                     break
                 else:
                     raise ApiError("States.Runtime", f"{name}: a {kind} state is not modelled")
+                with self.lock:
+                    events = e.setdefault("_events", [])
+                    events.append({"timestamp": datetime.now(timezone.utc), "type": f"{kind}StateExited", "id": len(events) + 1, "stateExitedEventDetails": {"name": name, "output": json.dumps(data)}})
                 if state.get("End"):
                     outcome, result = "ok", data
                     break
@@ -495,11 +519,14 @@ class StatesDouble:
             return bool(rule["IsPresent"])
         if keys == {"Variable", "IsString"}:
             return isinstance(_get(data, rule["Variable"]), str) == rule["IsString"]
+        if keys == {"Variable", "StringEquals"}:
+            value = _get(data, rule["Variable"])
+            return isinstance(value, str) and value == rule["StringEquals"]
         if keys == {"Variable", "NumericGreaterThan"}:
             # as Step Functions: a path that names nothing is a States.Runtime error, never caught
             value = _get(data, rule["Variable"])
             return isinstance(value, (int, float)) and not isinstance(value, bool) and value > rule["NumericGreaterThan"]
-        raise ApiError("States.Runtime", f"choice {rule}: only NumericGreaterThan, IsPresent, IsString, And and Or are modelled")
+        raise ApiError("States.Runtime", f"choice {rule}: only NumericGreaterThan, StringEquals, IsPresent, IsString, And and Or are modelled")
 
     def _task(self, runner: str, state: Mapping[str, Any], p: Mapping[str, Any]) -> Any:
         """One Task state's call, as the runner role; its answer (a failure: ApiError with the task as cause)."""
@@ -550,6 +577,17 @@ class StatesDouble:
                         svc["running"], shown = (svc["running"] if svc.get("stuck") else svc["desired"]), svc["running"]
                 out.append({"ServiceName": service, "ServiceArn": service_arn, "DesiredCount": svc["desired"], "RunningCount": shown if op == "describeServices" else svc["running"], "PendingCount": 0})
             return {"Services": out, "Failures": failures} if op == "describeServices" else {"Service": out[0]}
+        if resource in ("arn:aws:states:::aws-sdk:backup:startBackupJob", "arn:aws:states:::aws-sdk:backup:describeBackupJob"):
+            if self.backup is None:
+                raise ApiError("States.Runtime", f"Task resource {resource}: no AWS Backup double was given")
+            from backup_double import ApiError as BackupError
+
+            op = resource.rsplit(":", 1)[1]
+            try:
+                # (the integration's errors are named Backup.<code>, as Step Functions names them)
+                return _epochs(self.backup.call(op[0].upper() + op[1:], dict(p), policy or {}))
+            except BackupError as err:
+                raise ApiError(f"Backup.{err.code}", err.message) from None
         raise ApiError("States.Runtime", f"Task resource {resource}: not modelled")
 
     def _resolve(self, value: Any, data: Any, context: Mapping[str, Any]) -> Any:
@@ -579,7 +617,8 @@ class StatesDouble:
         if m := re.fullmatch(r"States\.MathAdd\((\$[^,)]*), *(-?\d+)\)", v):
             return int(_get(data, m.group(1))) + int(m.group(2))
         if m := re.fullmatch(r"States\.Format\('((?:[^'\\]|\\.)*)'((?:, *\$[^,)]*)*)\)", v):
-            args = [_get(data, x.strip()) for x in m.group(2).split(",")[1:]]
+            # (an argument may be a path into the context object, as in Parameters)
+            args = [_get(context, "$" + x.strip()[2:]) if x.strip().startswith("$$.") else _get(data, x.strip()) for x in m.group(2).split(",")[1:]]
             parts = m.group(1).split("{}")
             if len(parts) != len(args) + 1:
                 raise ApiError("States.Runtime", f"{v!r}: {len(parts) - 1} placeholders, {len(args)} arguments")

@@ -11,6 +11,7 @@ AWS: see the README's Backups.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -24,12 +25,15 @@ import pytest
 
 from mxinfra.backup_archive import check, stored_keys, tree_path, unpack
 from mxinfra.backup_scripts import SCRIPTS
+from mxinfra.backups import Backups
 from mxinfra.components import MendixApp
 from mxinfra.naming import Naming
 from mxinfra_aws import backup_actions, export
+from mxinfra_aws.backups import lock_bounds, on_demand_days
 from mxinfra_aws.config import BackupExportConfig
 from mxinfra_aws.policies import (
     Arns,
+    environment_tags,
     export_execution_policy,
     export_runner_policy,
     export_task_policy,
@@ -41,6 +45,7 @@ from mxinfra_aws.policies import (
 )
 
 from awshelpers import ACCOUNT, FAKE_ENDPOINT, FAKE_RDS_SECRET, REGION, config, deployment, lint, run_as_update
+from backup_double import BackupDouble
 from export_double import S3Gate, StatesDouble, s3_action
 from iam_eval import allows
 from object_store import alpine_path  # noqa: F401 (fixture)
@@ -58,7 +63,7 @@ MINE = {"s3:ResourceAccount": ACCOUNT}
 
 
 def arns(role: str) -> Arns:
-    return Arns(REGION, ACCOUNT, f"orders-aws-{role}-cluster", Naming("orders", role), subnets=SUBNETS, export=True)
+    return Arns(REGION, ACCOUNT, f"orders-aws-{role}-cluster", Naming("orders", role), subnets=SUBNETS, export=True, production=role == "production")
 
 
 def _update(role: str = "test", **aws: Any) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -290,8 +295,9 @@ def _rows(pg: PostgresServer, database: str = "mendix") -> dict[str, str]:
 class Deployed:
     """What `pulumi up` left in AWS for the stack's environment, and the doubles that run it."""
 
-    def __init__(self, role: str, moto: str, gate: S3Gate, states: StatesDouble, a: Arns, secret: str, caller_key: str) -> None:
+    def __init__(self, role: str, moto: str, gate: S3Gate, states: StatesDouble, a: Arns, secret: str, caller_key: str, backup: BackupDouble | None = None) -> None:
         self.role, self.moto, self.gate, self.states, self.a, self.secret = role, moto, gate, states, a, secret
+        self.backup = backup  # (production) AWS Backup, where its restore machine takes a backup first
         self.caller_key = caller_key  # the access key of the CLI's session of the backups role
         self.stack = f"aws-{role}"
 
@@ -363,20 +369,42 @@ def exported(aws_env: None, s3_server: str, pg: PostgresServer, alpine_path: str
         # `restore --archive`: the restore task (the same execution role), its machine, the app's running service
         restore_td, td = task_definition(a.restore_name, "restore-task", export.restore_container_definitions)
         states.add_task_definition(restore_td, td, {a.role_arn("restore-task"): restore_task_policy(a)})
-        states.add_machine(a.restore_machine_arn, export.restore_definition(a, restore_td, "sg-0123456789abcdef0"), a.role_arn("restore-runner"), restore_runner_policy(a))
+        keep_days = on_demand_days(Backups()) if role == "production" else None
+        states.add_machine(a.restore_machine_arn, export.restore_definition(a, restore_td, "sg-0123456789abcdef0", keep_days), a.role_arn("restore-runner"), restore_runner_policy(a))
         states.services = {a.service_name: {"desired": 2, "running": 2}}
         states.task_keys[a.role_arn("restore-task")] = RESTORE_KEY
         states.caller_policy = permission_policy(a, "backups")
-        with states.serve() as states_url:
+        backup = _aws_backup(a, s3_server) if role == "production" else None
+        states.backup = backup
+        with states.serve() as states_url, (backup.serve() if backup is not None else contextlib.nullcontext("")) as backup_url:
+            if backup_url:
+                monkeypatch.setenv("AWS_ENDPOINT_URL_BACKUP", backup_url)
             monkeypatch.setenv("AWS_ENDPOINT_URL_SFN", states_url)
             monkeypatch.setenv("AWS_ENDPOINT_URL_S3", gate_url)
             monkeypatch.setenv("AWS_CA_BUNDLE", str(cert[0]))
             monkeypatch.setenv("AWS_ACCESS_KEY_ID", caller_key)
             monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", session["SecretAccessKey"])
             monkeypatch.setenv("AWS_SESSION_TOKEN", session["SessionToken"])
-            yield Deployed(role, s3_server, gate, states, a, secret, caller_key)
+            yield Deployed(role, s3_server, gate, states, a, secret, caller_key, backup)
     sm.delete_secret(SecretId=secret, ForceDeleteWithoutRecovery=True)
     assert states.violations == [], states.violations
+    assert backup is None or backup.violations == [], backup.violations
+
+
+def _aws_backup(a: Arns, moto: str) -> BackupDouble:
+    """AWS Backup as production has it: its locked vault, and the instance and bucket its jobs back up
+    (moto's, on the module's server); the CLI's calls authorised as the `backups` role, the machine's as its
+    runner role (StatesDouble)."""
+    tags = [{"Key": k, "Value": v} for k, v in sorted(environment_tags(a).items())]
+    rds = boto3.client("rds", region_name=REGION, endpoint_url=moto)
+    if a.serving_db_identifier not in [i["DBInstanceIdentifier"] for i in rds.describe_db_instances()["DBInstances"]]:
+        rds.create_db_instance(DBInstanceIdentifier=a.serving_db_identifier, Engine="postgres", DBInstanceClass="db.t4g.micro", AllocatedStorage=20, MasterUsername="mendix", MasterUserPassword="not-used-0123", Tags=tags)
+    boto3.client("s3", region_name=REGION, endpoint_url=moto).put_bucket_tagging(Bucket=a.bucket_name, Tagging={"TagSet": tags})
+    backup = BackupDouble(REGION, ACCOUNT)
+    low, high = lock_bounds(Backups())
+    backup.add_vault(a.backup_vault_name, min_days=low, max_days=high)
+    backup.policy = permission_policy(a, "backups")
+    return backup
 
 
 def test_download_takes_a_backup_now_that_restores_every_row_and_file(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:

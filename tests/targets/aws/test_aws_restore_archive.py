@@ -21,7 +21,9 @@ import boto3
 import pytest
 
 from mxinfra.backup_scripts import SCRIPTS
+from mxinfra.backups import Backups
 from mxinfra_aws import backup_actions, export
+from mxinfra_aws.backups import lock_bounds
 from mxinfra_aws.config import BackupExportConfig
 from mxinfra_aws.policies import Arns, imports_bucket_policy, permission_policy, restore_runner_policy, restore_task_policy
 
@@ -602,34 +604,42 @@ def test_no_restore_beside_a_running_export(exported: Deployed, pg: PostgresServ
 
 
 @pytest.mark.parametrize("exported", ["production"], indirect=True)
-def test_production_restores_a_recorded_archive_only_after_a_backup_first(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """On production the core takes (and records) a backup once the archive is vouched for and before the
-    machine stops anything: here AWS Backup's `create` (tested against its double in test_aws_backup_cli.py)
-    is replaced by one that notes what had happened when it ran."""
+def test_production_restores_a_recorded_archive_only_after_the_machine_backed_it_up(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
+    """On production the restore machine itself takes an on-demand backup of the database the app uses and
+    of the bucket (AWS Backup, as its runner role), waits for both, and only then stops anything; the CLI
+    takes none of its own and records the machine's, by id, before the restore's outcome."""
     d, a = exported, exported.a
-    assert d.role == "production"
+    assert d.role == "production" and d.backup is not None
     before = _rows(pg)
     archive = _download(d, project, tmp_path / "downloads", capsys)
     _change(pg, d)
-    seen: list[dict[str, Any]] = []
-
-    def create(self: Any, now: Any, keep: Any = None) -> str:
-        restores = [e for e in d.states.executions.values() if e["stateMachineArn"] == a.restore_machine_arn]
-        s3 = boto3.client("s3", region_name=REGION, endpoint_url=d.moto)
-        seen.append({"restores": len(restores), "stopped": list(d.states.service_log), "uploaded": s3.list_objects_v2(Bucket=a.imports_bucket_name).get("KeyCount")})
-        return "20261205T000001Z"
-
-    monkeypatch.setattr(backup_actions.VaultActions, "create", create)
     rc, out, err = _restore(d, project, archive, capsys)
     assert rc == 0, err
-    assert seen == [{"restores": 0, "stopped": [], "uploaded": 1}]  # after the upload and its check, before the machine
     assert _rows(pg) == before
+    # the backup came first: every backup state before the first stop, both jobs completed by then
+    visited = d.states.visited
+    assert visited.index("BackupFirst") < visited.index("BackedUp") < visited.index("Stop0")
+    started = [p for op, p in d.backup.requests if op == "StartBackupJob"]
+    assert [(p["ResourceArn"], p["BackupVaultName"], p["IamRoleArn"]) for p in started] == [
+        (a.serving_db_arn, a.backup_vault_name, a.role_arn("backup")), (a.bucket_arn, a.backup_vault_name, a.role_arn("backup"))
+    ]
+    # kept as long as the vault lock's minimum (the shortest tier): the locked vault took them
+    assert {p["Lifecycle"]["DeleteAfterDays"] for p in started} == {lock_bounds(Backups())[0]}
+    # by the machine (its runner role's rights), never by the CLI's backups session: the CLI only read the vault
+    assert [op for op in d.backup.called if op == "StartBackupJob"] == ["StartBackupJob"] * 2 and d.backup.denied == []
+    assert {op for op, _ in d.backup.requests} - set(d.backup.called) == {"DescribeBackupVault", "ListRecoveryPointsByBackupVault"}
+    (backup_id,) = set(re.findall(r"backup (\d{8}T\d{6}Z) taken first", out))
+    points = {rp["ResourceArn"] for rp in d.backup.points.values() if rp["Status"] == "COMPLETED"}
+    assert points == {a.serving_db_arn, a.bucket_arn}
     actions = [r.action for r in _records(project, "production")]
-    assert actions[-3:] == ["backup", "intent", "restore"]
-    (backup, intent, restore) = _records(project, "production")[-3:]
-    assert backup.changes["backup"] == {"id": "20261205T000001Z", "trigger": "before restore"} and restore.changes["restore"]["backupBefore"] == "20261205T000001Z"
-    # the intent names the archive (its sha256 and the download record that vouched for it) and the backup taken first
-    assert intent.changes == {"intends": "restore", "restore": {k: v for k, v in restore.changes["restore"].items() if k in ("archive", "from", "backupBefore")}}
+    assert actions[-3:] == ["intent", "backup", "restore"]
+    (intent, backup, restore) = _records(project, "production")[-3:]
+    # the intent says who takes the backup (its id is known once the machine ended), the restore names it
+    assert intent.changes == {"intends": "restore", "restore": {**{k: v for k, v in restore.changes["restore"].items() if k in ("archive", "from")}, "backupFirstBy": "the restore"}}
+    assert backup.changes["backup"] == {"id": backup_id, "trigger": "before restore"} and restore.changes["restore"]["backupBefore"] == backup_id
+    # the id is a backup of the vault: both recovery points, listed as one
+    rc, out, err = _cli(capsys, "backup", "list", "-s", d.stack, "-e", d.role, "-C", str(project.path))
+    assert rc == 0 and backup_id in out.split(), err
     # an archive no download record of production names is never restored there, --unrecorded or not
     other = tmp_path / "other.tar.gz"
     other.write_bytes(archive.read_bytes())
@@ -637,11 +647,88 @@ def test_production_restores_a_recorded_archive_only_after_a_backup_first(export
 
     with gzip.open(other, "ab") as f:
         f.write(b"")  # an empty gzip member: the same tar, other bytes
+    jobs = len(d.backup.jobs)
     rc, out, err = _restore(d, project, other, capsys, "--unrecorded")
     assert rc == 2 and "is in no signed backup-download record of production's log" in err, err
-    assert seen == [{"restores": 0, "stopped": [], "uploaded": 1}]
+    assert len(d.backup.jobs) == jobs  # no backup, nothing started
     s3 = boto3.client("s3", region_name=REGION, endpoint_url=d.moto)
     assert s3.list_objects_v2(Bucket=a.imports_bucket_name).get("KeyCount") == 0  # its upload removed
+
+
+@pytest.mark.parametrize("exported", ["production"], indirect=True)
+def test_a_backups_holder_starting_the_production_machine_directly_gets_a_backup_taken_first(exported: Deployed, pg: PostgresServer) -> None:
+    """The hostile path: a holder of `backups` uploads an archive and starts the restore machine with the AWS
+    CLI, skipping `mxinfra`. The backup first is the machine's, not the command's: it is taken all the same,
+    before a service stops."""
+    d, a = exported, exported.a
+    assert d.backup is not None
+    boto3.session.Session().client("s3", region_name=REGION).put_object(Bucket=a.imports_bucket_name, Key="20261205T010203Z.tar.gz", Body=b"anything", ExpectedBucketOwner=ACCOUNT)
+    got = _start_directly(d, json.dumps({"sha256": "ab" * 32}))
+    assert got["status"] == "FAILED"  # (restore.sh refuses an archive whose sha256 is not the one given)
+    visited = d.states.visited
+    assert visited.index("BackedUp") < visited.index("Stop0")
+    assert sorted(rp["ResourceArn"] for rp in d.backup.points.values() if rp["Status"] == "COMPLETED") == sorted([a.serving_db_arn, a.bucket_arn])
+    assert d.states.services[a.service_name]["desired"] == 2
+
+
+@pytest.mark.parametrize("exported", ["production"], indirect=True)
+def test_a_production_backup_that_fails_stops_nothing_and_restores_nothing(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
+    d, a = exported, exported.a
+    assert d.backup is not None
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    _change(pg, d)
+    changed = _rows(pg)
+    d.backup.fail = "backup"  # the database's job fails
+    rc, out, err = _restore(d, project, archive, capsys)
+    assert rc == 2 and "the backup taken first did not complete" in err and "nothing was stopped or restored" in err, err
+    assert d.states.service_log == [] and d.states.ran == [] and _rows(pg) == changed
+    (intent, restore) = _records(project, "production")[-2:]
+    assert [intent.action, restore.action] == ["intent", "restore"], [r.action for r in _records(project, "production")]
+    assert restore.changes["restore"]["database"] == "not restored" and "backupBefore" not in restore.changes["restore"]
+
+
+@pytest.mark.parametrize("exported", ["production"], indirect=True)
+def test_a_runner_role_without_the_backup_rights_stops_nothing(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
+    """A runner policy that forgot the backup's rights fails loudly, before anything is stopped."""
+    d, a = exported, exported.a
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    runner = a.role_arn("restore-runner")
+    d.states.role_policies[runner] = {**restore_runner_policy(a), "Statement": [st for st in restore_runner_policy(a)["Statement"] if st["Sid"] != "BackUpFirst"]}
+    rc, out, err = _restore(d, project, archive, capsys)
+    assert rc == 2 and "could not be started or followed" in err and "not authorized to perform: backup:StartBackupJob" in err, err
+    assert err.count("nothing was stopped or restored") == 1
+    assert d.states.service_log == [] and d.backup is not None and d.backup.jobs == {}
+
+
+def test_production_without_backups_restores_nothing_from_the_machine():
+    """Production opted out of backups (no vault): its machine refuses before it stops anything."""
+    a = Arns(REGION, ACCOUNT, CLUSTER, arns("production").naming, subnets=SUBNETS, export=True, production=True, aws_backup=False)
+    states = export.restore_definition(a, "arn:aws:ecs:eu-west-1:123456789012:task-definition/orders-production-restore:3", "sg-1")["States"]
+    assert states["Clean"]["Next"] == "BackupFirst" and states["BackupFirst"]["Type"] == "Fail" and states["BackupFirst"]["Error"] == "mxinfra.NoBackupFirst"
+    assert not any(st.get("Resource", "").endswith("startBackupJob") for st in states.values())
+    runner = restore_runner_policy(a)
+    assert not allows(runner, "backup:StartBackupJob", a.backup_vault_arn)
+
+
+def test_only_production_machines_back_up_first_and_only_their_runner_may():
+    for role in ("test", "acceptance", "production"):
+        a = arns(role)
+        states = export.restore_definition(a, "arn:aws:ecs:eu-west-1:123456789012:task-definition/orders-restore:3", "sg-1", 14 if role == "production" else None)["States"]
+        runner, backups = restore_runner_policy(a), permission_policy(a, "backups")
+        production = role == "production"
+        assert (states["Clean"]["Next"] == "BackupFirst") is production and ("BackedUp" in states) is production
+        assert allows(runner, "backup:StartBackupJob", a.backup_vault_arn) is production
+        assert allows(runner, "iam:PassRole", a.role_arn("backup"), {"iam:PassedToService": "backup.amazonaws.com"}) is production
+        assert not allows(runner, "iam:PassRole", a.role_arn("backup"), {"iam:PassedToService": "ecs-tasks.amazonaws.com"})
+        assert allows(backups, "states:GetExecutionHistory", a.restore_executions_arn.replace("*", "20261205T010203Z")) is production
+        if production:
+            first = [states[n] for n in ("BackupFirst", "BackUpFiles")]
+            assert [st["Parameters"]["ResourceArn"] for st in first] == [a.serving_db_arn, a.bucket_arn]
+            assert {st["Parameters"]["Lifecycle"]["DeleteAfterDays"] for st in first} == {14}
+            # nothing is stopped on the way to BackedUp: no state before it has a service's name in it
+            path = ["BackupFirst", "BackUpFiles", "BackupPolls", "BackupWait", "BackupCount", "BackupCheckDatabase", "BackupCheckFiles", "BackupDone"]
+            assert all("UpdateService" not in json.dumps(states[n]) for n in path)
+            assert states["BackupDone"]["Choices"][0]["Next"] == "BackedUp" and states["BackedUp"]["Next"] == "Read0"
 
 
 def test_a_start_whose_answer_was_lost_is_retried_as_the_same_execution(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:

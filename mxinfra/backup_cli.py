@@ -381,7 +381,8 @@ def _restore_archive(directory: Path, stack: str, environment: str, archive: Pat
     taken: dict[str, Any] = {}
     # a target whose restore takes production's backup itself (server-side: no caller skips it) says which
     # one once it ended; recorded then, before the restore's outcome
-    inside = ctx.environment.is_production and bool(getattr(ctx.actions, "archive_restore_backs_up_first", False))
+    backs_up = getattr(ctx.actions, "archive_restore_backs_up_first", None)
+    inside = ctx.environment.is_production and callable(backs_up) and bool(backs_up())
 
     def backed_up(backup_id: str) -> None:
         ctx.record("backup", {"backup": {"id": backup_id, "trigger": "before restore"}})

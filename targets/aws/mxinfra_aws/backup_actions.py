@@ -38,7 +38,6 @@ Every failure is a UserError (exit 2, no traceback) naming the vault or job and 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -564,11 +563,24 @@ class VaultActions:
             part.unlink(missing_ok=True)
         return {"id": backup, "path": str(out), "size": size, "sha256": sha, "exported": where}
 
-    @property
     def archive_restore_backs_up_first(self) -> bool:
-        """Whether `restore_archive` takes production's backup itself: its state machine does, before it stops
-        anything, so that nobody who may start it skips the backup (export._backup_first)."""
-        return self.env.is_production
+        """Whether `restore_archive` takes production's backup itself: the deployed state machine does, before
+        it stops anything, so that nobody who may start it skips the backup (export._backup_first). A machine
+        deployed before it did (no `pulumi up` since) does not: the caller then takes the backup, as before."""
+        if not (self.env.is_production and self.a.export):
+            return False
+        machine = self.a.restore_machine_arn
+        with self._aws("creating the AWS clients"):
+            states = self.session.client("stepfunctions", region_name=self.a.region, config=self._config)
+        with self._aws(f"states:DescribeStateMachine of {machine}", head=self._restore_head):
+            definition = states.describe_state_machine(stateMachineArn=machine).get("definition") or "{}"
+        try:
+            backs_up = BACKED_UP in (json.loads(definition).get("States") or {})
+        except (ValueError, AttributeError):
+            backs_up = False
+        if not backs_up:
+            self._say(f"warning: {self.env.name}: the deployed restore machine {machine} does not back production up first yet (run `pulumi up`): this command takes the backup itself")
+        return backs_up
 
     def restore_archive(
         self, archive: Path, now: datetime, via: str | None, vouch: Callable[[str, int], None], before: Callable[[], None] | None = None, backed_up: Callable[[str], None] | None = None
@@ -578,7 +590,8 @@ class VaultActions:
         judged by the core's reader while it is uploaded into the imports bucket, each hashing what it read
         (a file changed meanwhile is never restored); the sha256 and size go to `vouch` (a refusal removes
         the upload); then `before` runs (the restore's intent record), then the machine: on production a
-        backup first (its id to `backed_up` once the machine ended, whatever became of the restore), the
+        backup first (given `backed_up`, when archive_restore_backs_up_first: its id to `backed_up` once the
+        machine ended, whatever became of the restore; else the caller took one in `before`), the
         services stopped, the task (which checks the sha256 once more), the services started again. What
         was restored; FilesNotRestored when the database was but the files were not all copied back,
         NothingRestored when the machine says neither was."""
@@ -653,11 +666,11 @@ class VaultActions:
                 started = True
                 raise
             started = True
-            first = "a backup is taken first, " if self.env.is_production else ""
+            first = "a backup is taken first, " if backed_up is not None else ""
             self._say(f"{self.env.name}: restoring {archive.name} (execution {execution}): {first}the services stop, the task restores, the services start again")
             # never stopped from here: a restore stopped half-way would leave the services stopped; it runs to
             # its end, which starts them again
-            ended = self._ended(states, execution, "restore", head, self.export_timeout + RESTORE_STOP_SECONDS + (self.backup_timeout if self.env.is_production else 0.0))
+            ended = self._ended(states, execution, "restore", head, self.export_timeout + RESTORE_STOP_SECONDS + (self.backup_timeout if backed_up is not None else 0.0))
         except BaseException:
             if started:
                 # the command stopped following a restore that goes on (the task may not have fetched the
@@ -670,9 +683,9 @@ class VaultActions:
             if uploaded:
                 self._remove_upload(s3, bucket, key, where)
         assert ended is not None  # (set unless something was raised above)
-        if self.env.is_production:
+        if backed_up is not None:  # (the caller knows the machine takes one: archive_restore_backs_up_first)
             taken = self._backed_up_first(states, execution)
-            if taken is not None and backed_up is not None:
+            if taken is not None:
                 backed_up(taken)
         if ended.ok:
             return {"app": "stopped, then started", "execution": backup}
@@ -720,19 +733,24 @@ class VaultActions:
         """The backup production's restore machine took before it stopped anything (its BACKED_UP state's
         output, in the execution's history); None, said, when it took none or it cannot be read."""
         points: Any = None
-        with contextlib.suppress(UserError):  # said below: the restore's own outcome is the news
+        try:
             with self._aws(f"states:GetExecutionHistory of {execution}", head=self._restore_head):
                 for page in states.get_paginator("get_execution_history").paginate(executionArn=execution, includeExecutionData=True):
                     for event in page.get("events") or []:
                         exited = event.get("stateExitedEventDetails") or {}
                         if exited.get("name") == BACKED_UP:
-                            points = (json.loads(exited.get("output") or "{}").get("backedUp") or {}) if isinstance(exited.get("output"), str) else None
-                if points is None:
-                    return None  # it ended before its backup was taken (said with its outcome)
+                            output = exited.get("output")
+                            points = (json.loads(output).get("backedUp") or {}) if isinstance(output, str) else {}
+        except (UserError, ValueError, AttributeError) as e:  # the restore's own outcome is the news: said beside it
+            self._say(f"warning: {self._restore_head}: which backup the restore {execution} took first could not be read ({e}): "
+                      f"see its {BACKED_UP} state in `aws stepfunctions get-execution-history --execution-arn {execution}`; it is not recorded")
+            return None
+        if points is None:
+            return None  # it ended before its backup was taken (said with its outcome)
         arns = {str(v) for v in points.values() if v} if isinstance(points, dict) else set()
         taken = self._pair_of(arns) if len(arns) == 2 else None
         if taken is None:
-            self._say(f"warning: {self._restore_head}: the backup the restore {execution} took first could not be told: "
+            self._say(f"warning: {self._restore_head}: the backup the restore {execution} took first could not be told, so it is not recorded: "
                       + (self._not_one_backup(arns) if len(arns) == 2 else f"see its {BACKED_UP} state in `aws stepfunctions get-execution-history --execution-arn {execution}`"))
         return taken
 

@@ -245,53 +245,77 @@ DESCRIBE_BACKUP_JOB = "arn:{partition}:states:::aws-sdk:backup:describeBackupJob
 # How long production's restore machine waits for the backup it takes first: polls this far apart, as long
 # as `mxinfra backup create` waits for one (backup_actions.BACKUP_TIMEOUT).
 BACKUP_POLL_SECONDS, BACKUP_POLLS = 60, 180
+# A refusal is final (retried, it would only delay the failure by minutes); anything else may pass.
+BACKUP_RETRY = [
+    {"ErrorEquals": [f"Backup.{e}" for e in ("AccessDeniedException", "InvalidParameterValueException", "InvalidRequestException", "MissingParameterValueException", "ResourceNotFoundException")], "MaxAttempts": 0},
+    {"ErrorEquals": ["States.ALL"], "IntervalSeconds": 5, "MaxAttempts": 6, "BackoffRate": 2.0},
+]
 # AWS Backup's job states after which no recovery point comes.
 _BACKUP_FAILED = ("ABORTED", "EXPIRED", "FAILED", "PARTIAL")
 
 
-def _backup_first(a: Arns, keep_days: int | None, then: str, task: Any) -> dict[str, Any]:
+def _backup_first(a: Arns, keep_days: int, then: str) -> dict[str, Any]:
     """Production's restore machine's first states: an on-demand backup of the database the app uses and of
     its bucket into the environment's vault, as `mxinfra backup create` takes one, waited for, before
     anything is stopped; then `then`. Taken here, not by the caller, so that no holder of the `backups` role
-    replaces production's data without a way back (starting the machine directly skips nothing). Without
-    backups (`keep_days` None: production opted out, it has no vault) nothing is restored."""
-    if keep_days is None:
-        return {"BackupFirst": {"Type": "Fail", "Error": "mxinfra.NoBackupFirst", "Cause": "production's backups are off (backups.enabled: false): a restore would replace its data with no backup to return to: nothing was stopped"}}
+    replaces production's data without a way back (starting the machine directly skips nothing)."""
+    p = a.partition
     # nothing is stopped yet: a failure here ends the execution, the services untouched
     refused = {"Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": "BackupNotTaken"}]}
-    states: dict[str, Any] = {}
+
+    def call(resource: str, parameters: dict[str, Any], nxt: str, **extra: Any) -> dict[str, Any]:
+        return {"Type": "Task", "Resource": resource.format(partition=p), "Parameters": parameters, "Retry": BACKUP_RETRY, "Next": nxt, **extra, **refused}
+
+    states: dict[str, Any] = {
+        # AWS Backup answers a token it has seen with that job, done or not: a token the caller could know
+        # (the execution's name is theirs to choose) would let a job started beforehand pass for this one.
+        # Made once, before the Task states, so that their retries keep it.
+        "BackupFirst": {"Type": "Pass", "Parameters": {"token.$": "States.UUID()"}, "ResultPath": "$.backupToken", "Next": "BackUpDatabase"},
+    }
     kinds = (("Database", a.serving_db_arn), ("Files", a.bucket_arn))
     for i, (kind, resource) in enumerate(kinds):
-        states["BackupFirst" if i == 0 else f"BackUp{kind}"] = task(
+        states[f"BackUp{kind}"] = call(
             START_BACKUP_JOB,
             {
                 "BackupVaultName": a.backup_vault_name,
                 "ResourceArn": resource,
                 "IamRoleArn": a.role_arn("backup"),
-                # the state's own retries are one job; another execution's, another
-                "IdempotencyToken.$": f"States.Format('{{}}-{kind.lower()}', $$.Execution.Name)",
+                "IdempotencyToken.$": f"States.Format('{{}}-{kind.lower()}', $.backupToken.token)",
                 "StartWindowMinutes": START_WINDOW_MINUTES,
                 "Lifecycle": {"DeleteAfterDays": keep_days},
             },
             f"BackUp{kinds[i + 1][0]}" if i + 1 < len(kinds) else "BackupPolls",
-            ResultSelector={"job.$": "$.BackupJobId"}, ResultPath=f"$.backup{kind}", **refused,
+            ResultSelector={"job.$": "$.BackupJobId"}, ResultPath=f"$.backup{kind}",
         )
     states["BackupPolls"] = {"Type": "Pass", "Result": {"left": BACKUP_POLLS}, "ResultPath": "$.backupPolls", "Next": "BackupWait"}
     states["BackupWait"] = {"Type": "Wait", "Seconds": BACKUP_POLL_SECONDS, "Next": "BackupCount"}
     states["BackupCount"] = {"Type": "Pass", "Parameters": {"left.$": "States.MathAdd($.backupPolls.left, -1)"}, "ResultPath": "$.backupPolls", "Next": "BackupCheckDatabase"}
+    # a job's State is always in the answer; its recovery point only once it has one (read once completed)
     for i, (kind, _) in enumerate(kinds):
-        states[f"BackupCheck{kind}"] = task(
+        states[f"BackupCheck{kind}"] = call(
             DESCRIBE_BACKUP_JOB, {"BackupJobId.$": f"$.backup{kind}.job"}, f"BackupCheck{kinds[i + 1][0]}" if i + 1 < len(kinds) else "BackupDone",
-            ResultSelector={"job.$": "$.BackupJobId", "state.$": "$.State", "point.$": "$.RecoveryPointArn"}, ResultPath=f"$.backup{kind}", **refused,
+            ResultSelector={"state.$": "$.State"}, ResultPath=f"$.backup{kind}State",
         )
-    done = [{"Variable": f"$.backup{kind}.state", "StringEquals": "COMPLETED"} for kind, _ in kinds]
-    failed = [{"Variable": f"$.backup{kind}.state", "StringEquals": state} for kind, _ in kinds for state in _BACKUP_FAILED]
+    done = [{"Variable": f"$.backup{kind}State.state", "StringEquals": "COMPLETED"} for kind, _ in kinds]
+    failed = [{"Variable": f"$.backup{kind}State.state", "StringEquals": state} for kind, _ in kinds for state in _BACKUP_FAILED]
     states["BackupDone"] = {
         "Type": "Choice",
-        "Choices": [{"And": done, "Next": BACKED_UP}, {"Or": failed, "Next": "BackupFailed"}, {"Variable": "$.backupPolls.left", "NumericGreaterThan": 0, "Next": "BackupWait"}],
+        "Choices": [{"And": done, "Next": "BackupPointDatabase"}, {"Or": failed, "Next": "BackupFailed"}, {"Variable": "$.backupPolls.left", "NumericGreaterThan": 0, "Next": "BackupWait"}],
         "Default": "BackupTimedOut",
     }
-    states[BACKED_UP] = {"Type": "Pass", "Parameters": {"database.$": "$.backupDatabase.point", "files.$": "$.backupFiles.point"}, "ResultPath": "$.backedUp", "Next": then}
+    # what each completed job backed up, into which vault: the machine's own resources, or no restore
+    for i, (kind, _) in enumerate(kinds):
+        states[f"BackupPoint{kind}"] = call(
+            DESCRIBE_BACKUP_JOB, {"BackupJobId.$": f"$.backup{kind}.job"}, f"BackupPoint{kinds[i + 1][0]}" if i + 1 < len(kinds) else "BackupMine",
+            ResultSelector={"point.$": "$.RecoveryPointArn", "resource.$": "$.ResourceArn", "vault.$": "$.BackupVaultName"}, ResultPath=f"$.backup{kind}Point",
+        )
+    mine = [
+        {"Variable": f"$.backup{kind}Point.{key}", "StringEquals": value}
+        for kind, resource in kinds
+        for key, value in (("resource", resource), ("vault", a.backup_vault_name))
+    ]
+    states["BackupMine"] = {"Type": "Choice", "Choices": [{"And": mine, "Next": BACKED_UP}], "Default": "BackupFailed"}
+    states[BACKED_UP] = {"Type": "Pass", "Parameters": {"database.$": "$.backupDatabasePoint.point", "files.$": "$.backupFilesPoint.point"}, "ResultPath": "$.backedUp", "Next": then}
     jobs = "database job {}, files job {}): nothing was stopped or restored', $.backupDatabase.job, $.backupFiles.job)"
     states["BackupFailed"] = {"Type": "Pass", "Parameters": {"Error": "mxinfra.BackupFirstFailed", "Cause.$": f"States.Format('the backup taken first did not complete ({jobs}"}, "ResultPath": "$.failure", "Next": "NotBackedUp"}
     states["BackupTimedOut"] = {"Type": "Pass", "Parameters": {"Error": "mxinfra.BackupFirstFailed", "Cause.$": f"States.Format('the backup taken first did not complete within {BACKUP_POLL_SECONDS * BACKUP_POLLS} s ({jobs}"}, "ResultPath": "$.failure", "Next": "NotBackedUp"}
@@ -330,7 +354,9 @@ def restore_definition(a: Arns, task_definition_arn: str, security_group: str, k
     # from here on the state holds the sha256 and what the machine writes itself, nothing else of the input
     states["Clean"] = {"Type": "Pass", "Parameters": {"sha256.$": "$.sha256"}, "Next": "BackupFirst" if a.production else "Read0"}
     if a.production:
-        states.update(_backup_first(a, keep_days, "Read0", ecs))
+        if keep_days is None:  # (the target renders no restore machine where backups are off: target.exports)
+            raise ValueError(f"{a.naming.prefix}: production's restore machine backs up first: give its retention")
+        states.update(_backup_first(a, keep_days, "Read0"))
     states["BadInput"] = {"Type": "Fail", "Error": "mxinfra.BadInput", "Cause": "the input must be {\"sha256\": \"<the archive's sha256>\"} (mxinfra backup restore --archive): nothing was stopped"}
     for i, service in enumerate(services):
         # the count to start it again with; nothing is stopped yet if this fails
@@ -483,7 +509,7 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns, sgs: SecurityGroups
     imports = _bucket(ctx, "imports", a.imports_bucket_name, policies.imports_bucket_policy(a))
     restore_role = service_role(ctx, cfg, a, "restore-task", policies.ecs_tasks_trust(a), policies.restore_task_policy(a), "The restore task: read an uploaded archive, write its files into this environment's file bucket")
     restore_task = task("restore", a.restore_name, restore_role, restore_container_definitions, imports)
-    keep_days = on_demand_days(of_environment(ctx.environment)) if a.production and a.aws_backup else None
+    keep_days = on_demand_days(of_environment(ctx.environment)) if a.production else None
     restore_machine = machine(
         "restore-machine", a.restore_name, "restore-runner", a.restore_machine_arn, policies.restore_runner_policy(a),
         f"Step Functions: {'back up production first, ' if a.production else ''}stop this environment's services, run its restore task, start them again; nothing else",

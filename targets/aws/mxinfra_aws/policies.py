@@ -641,7 +641,8 @@ def restore_statements(a: Arns) -> list[Document]:
         _allow("StartRestore", ["states:StartExecution"], a.restore_machine_arn),
         _allow("FollowRestore", ["states:DescribeExecution"], [a.restore_executions_arn, a._arn("states", f"express:{a.restore_name}:*:*")]),
         # on production: which backup the machine took first is in the execution's history (export.BACKED_UP)
-        *([_allow("ReadRestoreHistory", ["states:GetExecutionHistory"], a.restore_executions_arn)] if a.production else []),
+        # (and whether the deployed machine does: its definition)
+        *([_allow("ReadRestoreHistory", ["states:GetExecutionHistory"], a.restore_executions_arn), _allow("ReadRestoreMachine", ["states:DescribeStateMachine"], a.restore_machine_arn)] if a.production else []),
         _allow("UploadImports", ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:ListMultipartUploadParts", "s3:PutObject"], f"{a.imports_bucket_arn}/*", mine),
     ]
 

@@ -361,9 +361,10 @@ class BackupDouble:
             raise ApiError(400, "InvalidParameterValueException", "StartWindowMinutes must be at least 60")
         for job in self.jobs.values():  # the same token within a day is the same job
             if p.get("IdempotencyToken") and job["_token"] == p["IdempotencyToken"]:
-                return {"BackupJobId": job["BackupJobId"], "RecoveryPointArn": job["RecoveryPointArn"], "CreationDate": job["CreationDate"]}
+                return {"BackupJobId": job["BackupJobId"], "CreationDate": job["CreationDate"]}
         job = self._start_job(p["BackupVaultName"], p["ResourceArn"], p["IamRoleArn"], p.get("Lifecycle"), _now().timestamp(), token=p.get("IdempotencyToken"))
-        return {"BackupJobId": job["BackupJobId"], "RecoveryPointArn": job["RecoveryPointArn"], "CreationDate": job["CreationDate"]}
+        # (its recovery point is "only returned for Amazon EFS and Advanced DynamoDB resources", AWS says)
+        return {"BackupJobId": job["BackupJobId"], "CreationDate": job["CreationDate"]}
 
     def _start_job(self, vault: str, resource: str, role: str, lifecycle: Any, at: float, *, plan: bool = False, token: str | None = None) -> dict[str, Any]:
         job_id = str(uuid.uuid4()).upper()
@@ -468,6 +469,8 @@ class BackupDouble:
                     job["State"] = "COMPLETED"
                     self._complete(job)
         out = {k: v for k, v in job.items() if not k.startswith("_")}
+        if job["State"] != "COMPLETED":
+            out.pop("RecoveryPointArn")  # (an optional member: named here only once the job made it)
         if job["_creator"]:
             out["CreatedBy"] = job["_creator"]
         return out

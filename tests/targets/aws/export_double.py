@@ -264,7 +264,7 @@ class ApiError(Exception):
 class StatesDouble:
     """Step Functions for one account and region, whose executions run an ECS task locally."""
 
-    OPERATIONS = ("StartExecution", "DescribeExecution", "StopExecution", "GetExecutionHistory")
+    OPERATIONS = ("StartExecution", "DescribeExecution", "StopExecution", "GetExecutionHistory", "DescribeStateMachine")
 
     def __init__(self, region: str, account: str, *, work: Path, images: Mapping[str, tuple[str, list[str]]], s3_endpoint: str, task_key_id: str, ca: Path) -> None:
         self.region, self.account = region, account
@@ -361,16 +361,28 @@ class StatesDouble:
             return 500, {"__type": "InternalError", "message": "; ".join(problems)}
         return 200, _epochs(answer)
 
+    def _DescribeStateMachine(self, p: Mapping[str, Any]) -> dict[str, Any]:
+        arn = p["stateMachineArn"]
+        self._caller("states:DescribeStateMachine", arn)
+        m = self.machines.get(arn)
+        if m is None:
+            raise ApiError("StateMachineDoesNotExist", f"State Machine Does Not Exist: '{arn}'")
+        return {"stateMachineArn": arn, "name": arn.rsplit(":", 1)[1], "status": "ACTIVE", "definition": json.dumps(m["definition"]), "roleArn": m["role"], "type": "STANDARD", "creationDate": datetime.now(timezone.utc)}
+
     def _GetExecutionHistory(self, p: Mapping[str, Any]) -> dict[str, Any]:
         """The execution's state-exited events, in order (the only kind recorded), each with its state's
         output as Step Functions gives it with includeExecutionData (its default); one page."""
         arn = p["executionArn"]
-        if not self._authorize("caller", self.caller_policy, "states:GetExecutionHistory", arn):
-            raise ApiError("AccessDeniedException", f"not authorized to perform: states:GetExecutionHistory on resource: {arn}")
+        self._caller("states:GetExecutionHistory", arn)
         if arn not in self.executions:
             raise ApiError("ExecutionDoesNotExist", f"Execution Does Not Exist: '{arn}'")
         events = list(self.executions[arn].get("_events") or [])
         return {"events": events[::-1] if p.get("reverseOrder") else events}
+
+    def _caller(self, action: str, resource: str) -> None:
+        """The caller's request authorised against its policy, or AccessDeniedException."""
+        if not self._authorize("caller", self.caller_policy, action, resource):
+            raise ApiError("AccessDeniedException", f"not authorized to perform: {action} on resource: {resource}")
 
     def _authorize(self, who: str, policy: Mapping[str, Any] | None, action: str, resource: str, context: Mapping[str, str] | None = None) -> bool:
         if policy is None or not allows(policy, action, resource, dict(context or {})):
@@ -382,8 +394,7 @@ class StatesDouble:
     def _StartExecution(self, p: Mapping[str, Any]) -> dict[str, Any]:
         self.starts += 1
         machine = p["stateMachineArn"]
-        if not self._authorize("caller", self.caller_policy, "states:StartExecution", machine):
-            raise ApiError("AccessDeniedException", f"not authorized to perform: states:StartExecution on resource: {machine}")
+        self._caller("states:StartExecution", machine)
         if machine not in self.machines:
             raise ApiError("StateMachineDoesNotExist", f"State Machine Does Not Exist: '{machine}'")
         name = p.get("name") or str(uuid.uuid4())
@@ -407,16 +418,14 @@ class StatesDouble:
         if self.throttle > 0:
             self.throttle -= 1
             raise ApiError("ThrottlingException", "Rate exceeded")
-        if not self._authorize("caller", self.caller_policy, "states:DescribeExecution", arn):
-            raise ApiError("AccessDeniedException", f"not authorized to perform: states:DescribeExecution on resource: {arn}")
+        self._caller("states:DescribeExecution", arn)
         if arn not in self.executions:
             raise ApiError("ExecutionDoesNotExist", f"Execution Does Not Exist: '{arn}'")
         return {k: v for k, v in self.executions[arn].items() if not k.startswith("_")}
 
     def _StopExecution(self, p: Mapping[str, Any]) -> dict[str, Any]:
         arn = p["executionArn"]
-        if not self._authorize("caller", self.caller_policy, "states:StopExecution", arn):
-            raise ApiError("AccessDeniedException", f"not authorized to perform: states:StopExecution on resource: {arn}")
+        self._caller("states:StopExecution", arn)
         e = self.executions.get(arn)
         if e is None:
             raise ApiError("ExecutionDoesNotExist", f"Execution Does Not Exist: '{arn}'")
@@ -610,6 +619,8 @@ class StatesDouble:
 
         if v.startswith("$$."):
             return _get(context, "$" + v[2:])
+        if v == "States.UUID()":
+            return str(uuid.uuid4())
         if m := re.fullmatch(r"States\.ArrayLength\((\$[^,)]*)\)", v):
             return len(_get(data, m.group(1)))
         if m := re.fullmatch(r"States\.JsonToString\((\$[^,)]*)\)", v):

@@ -22,12 +22,13 @@ import pytest
 
 from mxinfra.backup_scripts import SCRIPTS
 from mxinfra.backups import Backups
+from mxinfra.components import MendixApp
 from mxinfra_aws import backup_actions, export
 from mxinfra_aws.backups import lock_bounds
 from mxinfra_aws.config import BackupExportConfig
 from mxinfra_aws.policies import Arns, imports_bucket_policy, permission_policy, restore_runner_policy, restore_task_policy
 
-from awshelpers import ACCOUNT, REGION, lint
+from awshelpers import ACCOUNT, REGION, config, deployment, lint, run_as_update
 from iam_eval import allows
 from object_store import alpine_path  # noqa: F401 (fixture)
 from postgres import PostgresServer
@@ -700,14 +701,18 @@ def test_a_runner_role_without_the_backup_rights_stops_nothing(exported: Deploye
     assert d.states.service_log == [] and d.backup is not None and d.backup.jobs == {}
 
 
-def test_production_without_backups_restores_nothing_from_the_machine():
-    """Production opted out of backups (no vault): its machine refuses before it stops anything."""
-    a = Arns(REGION, ACCOUNT, CLUSTER, arns("production").naming, subnets=SUBNETS, export=True, production=True, aws_backup=False)
-    states = export.restore_definition(a, "arn:aws:ecs:eu-west-1:123456789012:task-definition/orders-production-restore:3", "sg-1")["States"]
-    assert states["Clean"]["Next"] == "BackupFirst" and states["BackupFirst"]["Type"] == "Fail" and states["BackupFirst"]["Error"] == "mxinfra.NoBackupFirst"
-    assert not any(st.get("Resource", "").endswith("startBackupJob") for st in states.values())
-    runner = restore_runner_policy(a)
-    assert not allows(runner, "backup:StartBackupJob", a.backup_vault_arn)
+def test_production_without_backups_has_no_restore_machine_and_the_definition_needs_a_retention():
+    """Production opted out of backups has no vault, and the target renders no export or restore for it
+    (target.exports); the pure definition refuses to be made without the backup's retention."""
+    a = arns("production")
+    with pytest.raises(ValueError, match="backs up first"):
+        export.restore_definition(a, "arn:aws:ecs:eu-west-1:123456789012:task-definition/orders-production-restore:3", "sg-1")
+    assert "orders-production-restore-machine" in _update("production")
+    block = {"backupExport": EXPORT}
+    off = run_as_update(
+        lambda: MendixApp("orders", {"deployment": deployment(config("production", aws=block, env={"backups": {"enabled": False, "reason": "a test"}}), "aws-production")}), "aws-production"
+    )
+    assert off and not any(n.startswith(("orders-production-restore", "orders-production-export")) for n in off)
 
 
 def test_only_production_machines_back_up_first_and_only_their_runner_may():
@@ -721,14 +726,89 @@ def test_only_production_machines_back_up_first_and_only_their_runner_may():
         assert allows(runner, "iam:PassRole", a.role_arn("backup"), {"iam:PassedToService": "backup.amazonaws.com"}) is production
         assert not allows(runner, "iam:PassRole", a.role_arn("backup"), {"iam:PassedToService": "ecs-tasks.amazonaws.com"})
         assert allows(backups, "states:GetExecutionHistory", a.restore_executions_arn.replace("*", "20261205T010203Z")) is production
-        if production:
-            first = [states[n] for n in ("BackupFirst", "BackUpFiles")]
-            assert [st["Parameters"]["ResourceArn"] for st in first] == [a.serving_db_arn, a.bucket_arn]
-            assert {st["Parameters"]["Lifecycle"]["DeleteAfterDays"] for st in first} == {14}
-            # nothing is stopped on the way to BackedUp: no state before it has a service's name in it
-            path = ["BackupFirst", "BackUpFiles", "BackupPolls", "BackupWait", "BackupCount", "BackupCheckDatabase", "BackupCheckFiles", "BackupDone"]
-            assert all("UpdateService" not in json.dumps(states[n]) for n in path)
-            assert states["BackupDone"]["Choices"][0]["Next"] == "BackedUp" and states["BackedUp"]["Next"] == "Read0"
+        assert allows(backups, "states:DescribeStateMachine", a.restore_machine_arn) is production
+        if not production:
+            continue
+        # the jobs' token is the machine's own (a UUID made once, before the calls and their retries), never
+        # the execution's name, which the caller chooses
+        assert states["BackupFirst"] == {"Type": "Pass", "Parameters": {"token.$": "States.UUID()"}, "ResultPath": "$.backupToken", "Next": "BackUpDatabase"}
+        first = [states[n] for n in ("BackUpDatabase", "BackUpFiles")]
+        assert [st["Parameters"]["IdempotencyToken.$"] for st in first] == ["States.Format('{}-database', $.backupToken.token)", "States.Format('{}-files', $.backupToken.token)"]
+        assert "Execution.Name" not in json.dumps(first)
+        assert [st["Parameters"]["ResourceArn"] for st in first] == [a.serving_db_arn, a.bucket_arn]
+        assert {st["Parameters"]["Lifecycle"]["DeleteAfterDays"] for st in first} == {14}
+        # a refusal is not retried for minutes: its retrier comes first and allows none
+        assert all(st["Retry"][0]["MaxAttempts"] == 0 and "Backup.AccessDeniedException" in st["Retry"][0]["ErrorEquals"] for st in first)
+        # the loop reads only each job's State (its recovery point is named only once completed)
+        assert [states[f"BackupCheck{k}"]["ResultSelector"] for k in ("Database", "Files")] == [{"state.$": "$.State"}] * 2
+        # what the jobs backed up, into which vault, must be the machine's own before BackedUp
+        assert states["BackupDone"]["Choices"][0]["Next"] == "BackupPointDatabase"
+        (mine,) = states["BackupMine"]["Choices"]
+        assert mine["Next"] == "BackedUp" and states["BackupMine"]["Default"] == "BackupFailed"
+        assert {(r["Variable"], r["StringEquals"]) for r in mine["And"]} == {
+            ("$.backupDatabasePoint.resource", a.serving_db_arn), ("$.backupDatabasePoint.vault", a.backup_vault_name),
+            ("$.backupFilesPoint.resource", a.bucket_arn), ("$.backupFilesPoint.vault", a.backup_vault_name),
+        }
+        # nothing is stopped on the way to BackedUp: no state before it updates a service
+        path = [n for n in states if n.startswith(("BackupFirst", "BackUp", "BackupPolls", "BackupWait", "BackupCount", "BackupCheck", "BackupDone", "BackupPoint", "BackupMine"))]
+        assert len(path) == 12 and all("updateService" not in json.dumps(states[n]) for n in path)
+        assert states["BackedUp"]["Next"] == "Read0"
+
+
+@pytest.mark.parametrize("exported", ["production"], indirect=True)
+def test_jobs_started_beforehand_with_the_executions_name_as_token_are_not_taken_for_the_backup(exported: Deployed, pg: PostgresServer) -> None:
+    """A holder of `backups` starts backup jobs with tokens made of a name, then starts the machine with that
+    name: AWS Backup would answer those tokens with the old jobs. The machine's tokens are its own."""
+    d, a = exported, exported.a
+    assert d.backup is not None
+    backup = boto3.session.Session().client("backup", region_name=REGION)  # the backups role's session
+    name = "20261205T010203Z"
+    seeded = {
+        backup.start_backup_job(BackupVaultName=a.backup_vault_name, ResourceArn=arn, IamRoleArn=a.role_arn("backup"), IdempotencyToken=f"{name}-{kind}", StartWindowMinutes=60, Lifecycle={"DeleteAfterDays": lock_bounds(Backups())[0]})["BackupJobId"]
+        for kind, arn in (("database", a.serving_db_arn), ("files", a.bucket_arn))
+    }
+    boto3.session.Session().client("s3", region_name=REGION).put_object(Bucket=a.imports_bucket_name, Key=f"{name}.tar.gz", Body=b"anything", ExpectedBucketOwner=ACCOUNT)
+    _start_directly(d, json.dumps({"sha256": "ab" * 32}))
+    started = [p for op, p in d.backup.requests if op == "StartBackupJob"][2:]  # the machine's
+    assert len(started) == 2 and not {p["IdempotencyToken"] for p in started} & {f"{name}-database", f"{name}-files"}
+    taken = {j["BackupJobId"] for j in d.backup.jobs.values()} - seeded
+    assert len(taken) == 2 and "BackedUp" in d.states.visited
+
+
+@pytest.mark.parametrize("exported", ["production"], indirect=True)
+def test_a_restore_machine_deployed_before_it_backed_up_first_gets_the_commands_backup(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
+    """The command runs against production whose restore machine is still the one from before (no `pulumi
+    up` since): it sees that from the deployed definition, and takes and records the backup itself first."""
+    from dataclasses import replace
+
+    d, a = exported, exported.a
+    assert d.backup is not None
+    machine = d.states.machines[a.restore_machine_arn]
+    machine["definition"] = export.restore_definition(replace(a, production=False), machine["definition"]["States"]["Restore"]["Parameters"]["TaskDefinition"], "sg-0123456789abcdef0")
+    before = _rows(pg)
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    _change(pg, d)
+    rc, out, err = _restore(d, project, archive, capsys)
+    assert rc == 0, err
+    assert "does not back production up first yet (run `pulumi up`)" in err and _rows(pg) == before
+    assert "BackedUp" not in d.states.visited and len([op for op, _ in d.backup.requests if op == "StartBackupJob"]) == 2
+    assert d.backup.called == []  # both by the command (the backups role), none by the machine
+    (backup, intent, restore) = _records(project, "production")[-3:]
+    assert [backup.action, intent.action, restore.action] == ["backup", "intent", "restore"]
+    assert restore.changes["restore"]["backupBefore"] == backup.changes["backup"]["id"] == intent.changes["restore"]["backupBefore"]
+
+
+@pytest.mark.parametrize("exported", ["production"], indirect=True)
+def test_a_history_the_command_may_not_read_leaves_the_backup_unrecorded_and_says_why(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
+    d, a = exported, exported.a
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    policy = permission_policy(a, "backups")
+    d.states.caller_policy = {**policy, "Statement": [st for st in policy["Statement"] if st["Sid"] != "ReadRestoreHistory"]}
+    rc, out, err = _restore(d, project, archive, capsys)
+    assert rc == 0, err
+    assert "which backup the restore" in err and "could not be read" in err and "GetExecutionHistory" in err and "it is not recorded" in err, err
+    (intent, restore) = _records(project, "production")[-2:]
+    assert [intent.action, restore.action] == ["intent", "restore"] and "backupBefore" not in restore.changes["restore"]
 
 
 def test_a_start_whose_answer_was_lost_is_retried_as_the_same_execution(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:

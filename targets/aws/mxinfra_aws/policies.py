@@ -809,7 +809,9 @@ def backups_policy(a: Arns) -> Document:
         _allow("DescribeSnapshots", ["rds:DescribeDBSnapshots"], [*a.db_arns, a.snapshots_arn]),
         # The snapshot does not exist yet when it is authorised: its name is the only bound.
         _allow("Snapshot", ["rds:CreateDBSnapshot"], [*a.db_arns, a.snapshots_arn]),
-        _allow("DeleteSnapshot", ["rds:DeleteDBSnapshot"], a.snapshots_arn, {"StringEquals": tags}),
+        # On production a snapshot is a way back that only the platform removes (a pre-release snapshot, a
+        # `database.fromBackup` source): the holder takes and restores, never deletes
+        *([] if a.production else [_allow("DeleteSnapshot", ["rds:DeleteDBSnapshot"], a.snapshots_arn, {"StringEquals": tags})]),
         # A restore always creates a new instance: only ones named <identifier>-*, in the same subnet
         # group, with the default option and parameter groups the environment's instance uses.
         _allow(

@@ -210,6 +210,18 @@ def test_environment_prod_cannot_touch_environment_prod_db():
                         assert not _allowed({"Statement": [stmt, *(s for s in doc["Statement"] if s["Effect"] == "Deny")]}, action, arn, their_tags), (perm, action, arn)
 
 
+def test_production_backups_delete_no_snapshot_of_their_own():
+    """Below production the holder may delete the environment's own snapshots; on production none (a hand-taken
+    pre-release snapshot, a `database.fromBackup` source), the final one least of all."""
+    tags = {"mxinfra:app": "orders", "mxinfra:environment": "production"}
+    for production in (False, True):
+        a = Arns(REGION, ACCOUNT, "c", Naming("orders", "production"), production=production)
+        backups = policies.backups_policy(a)
+        ours = f"arn:aws:rds:{REGION}:{ACCOUNT}:snapshot:{a.db_identifier}-before-upgrade"
+        assert _allowed(backups, "rds:DeleteDBSnapshot", ours, tags) is not production
+        assert _allowed(backups, "rds:CreateDBSnapshot", ours, tags) and _allowed(backups, "rds:RestoreDBInstanceFromDBSnapshot", ours, tags)
+
+
 def test_backups_can_never_delete_the_final_snapshot():
     backups = policies.backups_policy(A)
     tags = {"mxinfra:app": "orders", "mxinfra:environment": "production"}

@@ -625,7 +625,7 @@ def arm_allows_any(roles: list[tuple[dict[str, Any], list[str]]], action: str, r
 
 def azure_ids(plan: Plan) -> dict[str, str]:
     sub = plan.deployment.target_config.subscriptionId
-    rg = f"/subscriptions/{sub}/resourceGroups/{plan.one('azure-native:resources:ResourceGroup')['inputs']['resourceGroupName']}"
+    rg = f"/subscriptions/{sub}/resourceGroups/{plan.named(f'{plan.prefix}-rg')['inputs']['resourceGroupName']}"
     location = plan.one("azure-native:app:ManagedEnvironment")["inputs"]["location"]
     return {
         "rg": rg,

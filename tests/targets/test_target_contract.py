@@ -114,6 +114,10 @@ class Planned:
         (r,) = self.of_type(type_)
         return r
 
+    def named(self, name: str) -> dict[str, Any]:
+        (r,) = [r for r in self.resources if r["name"] == name]
+        return r
+
     @property
     def deployment(self) -> Any:
         return self.result.deployment
@@ -248,7 +252,7 @@ def _arm(patterns: Iterable[str], action: str) -> bool:
 
 def azure_grants(p: Planned) -> tuple[list[Grant], dict[Capability, list[Any]]]:
     sub = p.deployment.target_config.subscriptionId
-    rg = f"/subscriptions/{sub}/resourceGroups/{p.one('azure-native:resources:ResourceGroup')['inputs']['resourceGroupName']}"
+    rg = f"/subscriptions/{sub}/resourceGroups/{p.named(f'{p.prefix}-rg')['inputs']['resourceGroupName']}"
     name = lambda t, key: p.one(t)["inputs"][key]  # noqa: E731
     app = f"{rg}/providers/Microsoft.App/containerApps/{p.prefix}"
     server = f"{rg}/providers/Microsoft.DBforPostgreSQL/flexibleServers/{name('azure-native:dbforpostgresql:Server', 'serverName')}"
@@ -273,7 +277,13 @@ def azure_grants(p: Planned) -> tuple[list[Grant], dict[Capability, list[Any]]]:
         + [("Microsoft.DataProtection/backupVaults/backupInstances/backup/action", f"{bv}/backupInstances/x", False) for bv in backup_vaults],
         C.RESTORE: [("Microsoft.Storage/storageAccounts/restoreBlobRanges/action", storage, False)]
         + [("Microsoft.DataProtection/backupVaults/backupInstances/restore/action", f"{bv}/backupInstances/x", False) for bv in backup_vaults],
-        C.DELETE_DATA: [("Microsoft.DBforPostgreSQL/flexibleServers/delete", server, False), ("Microsoft.Storage/storageAccounts/delete", storage, False)],
+        # a write of the running server is a PATCH that can shorten its backup retention (the older backups go)
+        # or set its administrator password, as well as a deletion's
+        C.DELETE_DATA: [
+            ("Microsoft.DBforPostgreSQL/flexibleServers/delete", server, False),
+            ("Microsoft.DBforPostgreSQL/flexibleServers/write", server, False),
+            ("Microsoft.Storage/storageAccounts/delete", storage, False),
+        ],
         C.EDIT_ALERTS: [("Microsoft.Insights/metricAlerts/write", f"{rg}/providers/Microsoft.Insights/metricAlerts/x", False)],
         C.GRANT: [
             ("Microsoft.Authorization/roleAssignments/write", f"{rg}/providers/Microsoft.Authorization/roleAssignments/00000000-0000-4000-8000-000000000000", False),
@@ -841,7 +851,7 @@ def _monitor_key_reads(p: Planned) -> list[str]:
     monitor = [g for g in grants if g.permission is Permission.MONITOR]
     assert monitor, f"{p.env}: no monitor grant rendered"
     ws = p.one("azure-native:operationalinsights:Workspace")["inputs"]["workspaceName"]
-    rg = p.one("azure-native:resources:ResourceGroup")["inputs"]["resourceGroupName"]
+    rg = p.named(f"{p.prefix}-rg")["inputs"]["resourceGroupName"]
     workspace = f"/subscriptions/{p.deployment.target_config.subscriptionId}/resourceGroups/{rg}/providers/Microsoft.OperationalInsights/workspaces/{ws}"
     assert all(g.allows(("Microsoft.OperationalInsights/workspaces/read", workspace, False)) for g in monitor), "monitor cannot read its workspace: the probe proves nothing"
     targets = {"sharedKeys": workspace, "storageInsightConfigs": f"{workspace}/storageInsightConfigs/x"}

@@ -45,6 +45,7 @@ def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure
     others = [definition_guid(names, p) for p in roles.ACTIONS if p != "manage"]
     if any(r.permission.value == "api" for r in granted):
         others.append(roles.READER)
+    restores: azure.resources.ResourceGroup | None = None
     for r in granted:
         perm = r.permission.value
         guid = definition_guid(names, perm)
@@ -59,27 +60,38 @@ def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure
         above = roles.SUBSCRIPTION_ACTIONS.get(perm)
         if above:
             # The same principals, under the same rules (standing or PIM eligible), at the subscription.
-            name = roles.subscription_role(perm)
             what = f"{ctx.naming.prefix}: the {perm} permission's reads at the subscription (mxinfra)"
-            above_id = _definition(ctx, names, group, name, names.role_definition_guid(name), names.subscription_scope, above, [], what)
-            out.definition_ids[name] = above_id
-            out.scopes[name] = names.subscription_scope
-            _grant(ctx, names, group, r, name, above_id, names.subscription_scope, None)
+            _companion(ctx, names, group, r, out, roles.subscription_role(perm), names.subscription_scope, names.subscription_scope, above, what)
+        in_restores = roles.RESTORES_ACTIONS.get(perm)
+        if in_restores:
+            # The same principals, in the group a restore's new server is created in (made once, here: only
+            # a permission that restores needs it).
+            if restores is None:
+                restores = azure.resources.ResourceGroup(
+                    ctx.naming.logical("restores-rg"), resource_group_name=names.restores_group, location=group.location, tags=dict(ctx.tags), opts=ctx.opts()
+                )
+            what = f"{ctx.naming.prefix}: the {perm} permission's restored servers (mxinfra)"
+            _companion(ctx, names, restores, r, out, roles.restores_role(perm), names.restores_scope, names.restores_scope, in_restores, what)
         on_vnet = roles.VNET_ACTIONS.get(perm)
         if on_vnet and cfg.vnetId:
             # The same principals, on one resource of the stack's network: deploy reads the VNet (its tier is
             # checked before every `pulumi up`); backups joins the database subnet (a restore's new server).
             # Defined at the VNet's resource group (every subnet the stack names is the VNet's: config check).
             key, purpose = roles.VNET_SCOPES[perm]
-            at = getattr(cfg, key)
-            name = roles.vnet_role(perm)
             what = f"{ctx.naming.prefix}: the {perm} permission's {purpose} (mxinfra)"
-            vnet_group = cfg.vnetId.split("/providers/", 1)[0]
-            vnet_id = _definition(ctx, names, group, name, names.role_definition_guid(name), vnet_group, on_vnet, [], what)
-            out.definition_ids[name] = vnet_id
-            out.scopes[name] = at
-            _grant(ctx, names, group, r, name, vnet_id, at, None)
+            _companion(ctx, names, group, r, out, roles.vnet_role(perm), cfg.vnetId.split("/providers/", 1)[0], getattr(cfg, key), on_vnet, what)
     return out
+
+
+def _companion(
+    ctx: EnvironmentContext, names: Names, group: azure.resources.ResourceGroup, r: AccessRole, out: Access, name: str, defined_at: str, held_at: str, actions: list[str], what: str
+) -> None:
+    """A role beside a permission's own, `name`, defined at `defined_at` and held at `held_at` by the same
+    principals under the same rules (standing, or PIM eligible)."""
+    definition_id = _definition(ctx, names, group, name, names.role_definition_guid(name), defined_at, actions, [], what)
+    out.definition_ids[name] = definition_id
+    out.scopes[name] = held_at
+    _grant(ctx, names, group, r, name, definition_id, held_at, None)
 
 
 def _definition(

@@ -1,7 +1,9 @@
 """`mxinfra backup list|create|restore` on an Azure environment: the PostgreSQL Flexible Server's own backups
 and the files' blob point-in-time restore (backups.py renders both), run by whoever runs the command with
 azure-identity's DefaultAzureCredential (running.py's), as the environment's `backups` role (roles.py) at
-its resource group, and for a restore's new server also its `backups-network` role on the database subnet
+its resource group, and for a restore's new server also its `backups-restores` role at the environment's
+restores resource group (where that server is created: a server write at the environment's own group would
+reach its running server too) and its `backups-network` role on the database subnet
 (the linked join ARM checks on the server PUT). No Pulumi imports; the Azure SDKs only when Azure is asked.
 
 Every call goes through one azure-mgmt-postgresqlflexibleservers client at the API version
@@ -24,7 +26,7 @@ restore (restorePolicy.days, the daily tier) returns the container to any instan
 - `create`: an on-demand backup `mxinfra-<request time>` (BackupsAutomaticAndOnDemand_Create), then its
   GET until it exists with a completion time (bounded: BACKUP_TIMEOUT). `keep` needs nothing: the server
   keeps on-demand backups for its retention days like the automatic ones, and no command deletes one.
-- `restore`: never over the running server: a point-in-time restore into a NEW server
+- `restore`: never over the running server: a point-in-time restore into a NEW server in the restores group
   `<server>-<id>` (Servers_Create, createMode PointInTimeRestore at the backup's completion time, in the
   source's location, subnet and private DNS zone, with its tags), refused if that server exists; and the
   blob point-in-time restore of the container `mendix-files` to the same instant (restoreBlobRanges over
@@ -149,6 +151,7 @@ class ServerActions:
         self.out = out
         # `server`: the one in service when database.fromBackup put a restored one there (target.backup_actions)
         self.group, self.server, self.account = names.resource_group, server or names.database_server, names.storage_account
+        self.restores = names.restores_group  # where a restore's new server is created (roles.RESTORES_ACTIONS)
         self._credential, self._endpoint = credential, endpoint
         self._client: Any = None
         self._taken: list[str] = []  # on-demand backups this run took (production restores need one)
@@ -222,22 +225,25 @@ class ServerActions:
         source = self._get_server(self.server)
         if source is None:
             raise UserError(f"{self.env.name}: the {self.where} does not exist: deploy the stack (`pulumi up`)")
-        if self._get_server(new) is not None:  # a PUT would update it, not restore into it
+        # a PUT would update it, not restore into it (server names are global: one restored before the
+        # restores group existed is in the environment's group)
+        found_in = next((g for g in (self.restores, self.group) if self._get_server(new, g) is not None), None)
+        if found_in is not None:
             raise UserError(
                 f"{self.env.name}: the server {new} exists already (a restore of backup {backup} ran before): use it, or have the platform "
-                f"identity delete it (`az postgres flexible-server delete -g {self.group} --name {new}`) and restore again"
+                f"identity delete it (`az postgres flexible-server delete -g {found_in} --name {new}`) and restore again"
             )
         if before is not None:
             before()
         self._create_restored(new, source, at)
-        started = f"the new server {new} is being created (`az postgres flexible-server show -g {self.group} --name {new}`)"
+        started = f"the new server {new} is being created (`az postgres flexible-server show -g {self.restores} --name {new}`)"
         restore_id = self._restore_files(at, started)
         self._wait_restores(new, restore_id)
         self._say(
             "\n".join(
                 [
                     f"{self.env.name}: backup {backup} restored to {_iso(at)}:",
-                    f"  database: into the NEW server {new} to look at; the app still uses {self.server}, which is unchanged. To put the "
+                    f"  database: into the NEW server {new} (resource group {self.restores}) to look at; the app still uses {self.server}, which is unchanged. To put the "
                     f"backup in service, set mxinfra:azure.database.fromBackup.{self.env.name}: {backup} and run `pulumi up` (a server "
                     f"restored to that time, managed by the stack); or have the platform identity move data into {self.server} "
                     f"(pg_dump/pg_restore from inside the VNet). Then delete {new} (targets/azure/README.md, Backups)",
@@ -260,7 +266,7 @@ class ServerActions:
         try:
             with self._azure(f"the point-in-time restore of {self.server} into the new server {new}"):
                 try:
-                    self.client.servers.begin_create_or_update(self.group, new, self._restore_body(source, at), polling=False)
+                    self.client.servers.begin_create_or_update(self.restores, new, self._restore_body(source, at), polling=False)
                 except HttpResponseError as exc:
                     refused = exc.status_code is not None and 400 <= exc.status_code < 500
                     raise
@@ -277,7 +283,7 @@ class ServerActions:
     def _never_made(self, name: str, looks: int = 3) -> bool:
         """Whether the server `name` is absent at each of a few looks (one an accepted PUT makes may show a moment later)."""
         for look in range(looks):
-            if self._get_server(name) is not None:
+            if self._get_server(name, self.restores) is not None:
                 return False
             if look < looks - 1:
                 time.sleep(self.poll)
@@ -324,13 +330,13 @@ class ServerActions:
             except ResourceNotFoundError:
                 return None
 
-    def _get_server(self, name: str) -> Any:
-        """The server `name` in the environment's resource group, or None."""
+    def _get_server(self, name: str, group: str | None = None) -> Any:
+        """The server `name` in the environment's resource group (or `group`), or None."""
         from azure.core.exceptions import ResourceNotFoundError
 
         with self._azure(f"Microsoft.DBforPostgreSQL/flexibleServers/read of {name}"):
             try:
-                return self.client.servers.get(self.group, name)
+                return self.client.servers.get(group or self.group, name)
             except ResourceNotFoundError:
                 return None
 
@@ -379,12 +385,12 @@ class ServerActions:
         """Poll the new server's state and the account's blob restore status until both are done; a
         UserError naming the operation if one fails or time runs out."""
         deadline = time.monotonic() + self.restore_timeout
-        follow_db = f"az postgres flexible-server show -g {self.group} --name {new} --query state"
+        follow_db = f"az postgres flexible-server show -g {self.restores} --name {new} --query state"
         follow_files = f"az storage account show -g {self.group} -n {self.account} --expand blobRestoreStatus --query blobRestoreStatus"
         server_done = files_done = False
         while True:
             if not server_done:
-                got = self._get_server(new)
+                got = self._get_server(new, self.restores)
                 raw = got.properties.state if got is not None and got.properties is not None else None
                 state = str(getattr(raw, "value", raw)) if raw is not None else None  # the SDK's enums print as their class
                 if state == "Ready":
@@ -414,7 +420,8 @@ class ServerActions:
         pim = "; on production it is PIM-eligible: activate it first (Privileged Identity Management, My roles: MFA and a justification), then sign in again" if self.env.is_production else ""
         return (
             f"`mxinfra backup` needs the backups permission of {self.env.name}: the role `mxinfra {self.env_prefix} backups` at resource group "
-            f"{self.group} (mxinfra:access grants it){pim}"
+            f"{self.group}, and for a restore's new server `mxinfra {self.env_prefix} backups-restores` at resource group {self.restores} "
+            f"(mxinfra:access grants both){pim}"
         )
 
     @property

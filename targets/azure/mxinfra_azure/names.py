@@ -43,6 +43,17 @@ class Names:
         return f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
 
     @property
+    def restores_group(self) -> str:
+        """`<app>-<env>-restores-rg`: where `mxinfra backup restore` creates a restore's new server (the
+        backups permission writes servers there, never in the environment's own group)."""
+        return self.naming.physical("restores-rg", max_len=90)
+
+    @property
+    def restores_scope(self) -> str:
+        """The restores resource group's id."""
+        return f"/subscriptions/{self.subscription}/resourceGroups/{self.restores_group}"
+
+    @property
     def subscription_scope(self) -> str:
         """The subscription's id: the scope of the few actions ARM authorizes above the resource group."""
         return f"/subscriptions/{self.subscription}"

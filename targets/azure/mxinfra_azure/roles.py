@@ -47,10 +47,10 @@ ACTIONS: dict[str, list[str]] = {
     ],
     # Take and restore the environment's backups (backups.py), at its resource group only:
     "backups": [
-        # the server's backups, on-demand backups, and restores, which Flexible Server always makes into a
-        # new server (a server write with createMode PointInTimeRestore in this resource group);
+        # the server's backups and on-demand backups; no server write here, which would also PATCH the
+        # environment's own server (its backup retention, its administrator password): a restore's new
+        # server is written in the restores group (RESTORES_ACTIONS) and reads its source from here;
         "Microsoft.DBforPostgreSQL/flexibleServers/read",
-        "Microsoft.DBforPostgreSQL/flexibleServers/write",
         "Microsoft.DBforPostgreSQL/flexibleServers/backups/read",
         "Microsoft.DBforPostgreSQL/flexibleServers/backups/write",
         # the restored server registers in the environment's private DNS zone (network.database_zone, in
@@ -127,6 +127,24 @@ NOT_ACTIONS: dict[str, list[str]] = {
         "Microsoft.OperationalInsights/workspaces/storageInsightConfigs/read",
     ],
 }
+
+# Actions a permission needs in the environment's restores resource group (names.restores_group), in a role
+# of their own defined and assigned there, to the same principals under the same rules (standing below
+# production, PIM eligible on production): backups creates a restore's new server there (a point-in-time
+# restore, Servers_Create) and follows it. ARM authorizes a server PUT as flexibleServers/write whether it
+# creates a server or changes one, and RBAC has no condition on which: at the environment's group it would
+# let the holder shorten the running server's backup retention or set its administrator password. The
+# group holds nothing but restored copies.
+RESTORES_ACTIONS: dict[str, list[str]] = {
+    "backups": ["Microsoft.DBforPostgreSQL/flexibleServers/read", "Microsoft.DBforPostgreSQL/flexibleServers/write"],
+}
+RESTORES_SUFFIX = "restores"
+
+
+def restores_role(permission: str) -> str:
+    """The name of `permission`'s role in the restores group (`backups` -> `backups-restores`)."""
+    return f"{permission}-{RESTORES_SUFFIX}"
+
 
 # Actions a permission needs above its environment's resource group, in a role of their own assigned at
 # the subscription (a role assigned at the subscription would grant its resource-group actions there too).

@@ -152,11 +152,12 @@ def _azure(environment: str, subscription: str, doing: str) -> Iterator[None]:
 
 
 def error_code(exc: Any) -> str:
-    """ARM's error code and message, briefly."""
+    """ARM's error code and message, briefly (a linked-authorization refusal names two full resource ids
+    before the action it lacks: about 700 characters)."""
     err = getattr(exc, "error", None)
     code, message = getattr(err, "code", None), getattr(err, "message", None)
     if code or message:
-        return f"{code or '?'}: {str(message or '')[:500]}".rstrip(": ")
+        return f"{code or '?'}: {str(message or '')[:800]}".rstrip(": ")
     return getattr(exc, "reason", None) or first_line(exc)
 
 

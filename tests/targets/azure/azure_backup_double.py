@@ -183,6 +183,7 @@ class BackupArm(Arm):
         super().__init__(ca, cert, key)
         self.subscription, self.group, self.location = subscription, group, location
         self.groups = {group}
+        self.request_group = group
         self.servers: dict[str, dict[str, Any]] = {}
         self.backups: dict[str, dict[str, Any]] = {}  # the source server's, by name
         self.accounts: dict[str, dict[str, Any]] = {}
@@ -205,13 +206,13 @@ class BackupArm(Arm):
 
     # --- what `pulumi up` left, and what happened since ---------------------------------------------------
 
-    def server_id(self, name: str) -> str:
-        return f"/subscriptions/{self.subscription}/resourceGroups/{self.group}/providers/Microsoft.DBforPostgreSQL/flexibleServers/{name}"
+    def server_id(self, name: str, group: str | None = None) -> str:
+        return f"/subscriptions/{self.subscription}/resourceGroups/{group or self.group}/providers/Microsoft.DBforPostgreSQL/flexibleServers/{name}"
 
-    def put_server(self, name: str, *, subnet: str, zone: str, tags: dict[str, str], retention: int) -> dict[str, Any]:
+    def put_server(self, name: str, *, subnet: str, zone: str, tags: dict[str, str], retention: int, group: str | None = None) -> dict[str, Any]:
         """The environment's server as `pulumi up` leaves it (database.py: VNet-integrated, private DNS zone)."""
         doc = {
-            "id": self.server_id(name),
+            "id": self.server_id(name, group),
             "name": name,
             "type": "Microsoft.DBforPostgreSQL/flexibleServers",
             "location": self.location,
@@ -346,8 +347,9 @@ class BackupArm(Arm):
             )
         self.calls.append((action, url.path))
         self.calls += links
-        if sub != self.subscription or group.lower() != self.group.lower():
+        if sub != self.subscription or group.lower() not in {g.lower() for g in self.groups}:
             return self.error(404, "ResourceGroupNotFound", f"Resource group '{group}' could not be found.", check)
+        self.request_group = group  # (a server is found, and made, in the group its request names)
         self.writes += [(method, url.path, body)] if method != "GET" else []
         status, answer, *headers = getattr(self, "_" + operation(method, template)["operationId"].lower())(parts[2:], body, query, url)
         return (*self.serve(status, answer, check), *headers)
@@ -383,7 +385,7 @@ class BackupArm(Arm):
 
     def _servers_get(self, parts: list[str], body: Any, query: Any, url: Any) -> tuple[Any, ...]:
         doc = self.servers.get(parts[0].lower())
-        if doc is None:
+        if doc is None or doc["id"].lower() != self.server_id(parts[0], self.request_group).lower():
             return self._missing("Microsoft.DBforPostgreSQL/flexibleServers", parts[0])
         key = f"server:{parts[0].lower()}"
         if key in self.pending and self._progress(key):
@@ -410,7 +412,7 @@ class BackupArm(Arm):
         if body.get("location") != source["location"]:
             return 400, {"error": {"code": "InvalidLocation", "message": f"A restore is in the source server's location {source['location']}."}}
         doc = copy.deepcopy(source)
-        doc.update(id=self.server_id(name), name=name, tags=dict(body.get("tags") or {}))
+        doc.update(id=self.server_id(name, self.request_group), name=name, tags=dict(body.get("tags") or {}))
         doc["properties"].update(state="Provisioning", fullyQualifiedDomainName=f"{name}.{source['properties']['network']['privateDnsZoneArmResourceId'].rsplit('/', 1)[-1]}")
         if props.get("network"):
             doc["properties"]["network"] = {"publicNetworkAccess": "Disabled", **props["network"]}

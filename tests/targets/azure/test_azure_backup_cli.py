@@ -45,6 +45,7 @@ ID = re.compile(r"backup (\d{8}T\d{6}Z) taken")
 DB_READ = "Microsoft.DBforPostgreSQL/flexibleServers/read"
 SUBNET_JOIN = "Microsoft.Network/virtualNetworks/subnets/join/action"
 ZONE_JOIN = "Microsoft.Network/privateDnsZones/join/action"
+SERVER_WRITE = "Microsoft.DBforPostgreSQL/flexibleServers/write"
 
 
 @pytest.fixture
@@ -61,7 +62,7 @@ def deployed(double: BackupArm, project: Any, role: str, **env: Any) -> tuple[st
     project.stack(stack, stack_file(cfg))
     p = deployment(cfg, stack).environment(role)
     names = Names.of(p.naming, SUB)
-    double.group, double.groups = names.resource_group, {names.resource_group}
+    double.group, double.groups = names.resource_group, {names.resource_group, names.restores_group}
     tags = {"mxinfra:app": "orders", "mxinfra:environment": role}
     zone = f"/subscriptions/{SUB}/resourceGroups/{names.resource_group}/providers/Microsoft.Network/privateDnsZones/{names.database_zone}"
     double.put_server(names.database_server, subnet=AZURE_BLOCK["databaseSubnetId"], zone=zone, tags=tags, retention=14)
@@ -141,7 +142,7 @@ def test_create_list_restore_on_test(arm, project, capsys):
     assert {k: v for k, v in arm.files().items() if k.startswith(FILES_CONTAINER + "/")} == {k: v for k, v in snapshot.items() if k.startswith(FILES_CONTAINER + "/")}
     assert arm.files()["other-container/x"] == b"changed outside the range"
     said = " ".join(err.split())
-    assert f"into the NEW server {new} to look at; the app still uses {n.database_server}, which is unchanged" in said
+    assert f"into the NEW server {new} (resource group {n.restores_group}) to look at; the app still uses {n.database_server}, which is unchanged" in said
     assert "set mxinfra:azure.database.fromBackup.test: " in said and "files written since are removed" in said
 
     recs = _records(project, "test")
@@ -251,8 +252,9 @@ def test_the_backups_role_allows_every_call_and_deploy_and_monitor_none(arm, pro
     stack, n = deployed(arm, project, "production")
     held = _rendered(project, capsys, tmp_path, stack, "production")
     subnet, zone = AZURE_BLOCK["databaseSubnetId"], arm.servers[n.database_server]["properties"]["network"]["privateDnsZoneArmResourceId"]
-    # backups: its role at the resource group, and its join of the database subnet on that subnet alone (PIM-eligible, as on production)
-    assert sorted(at for _, at in held["backups"]) == sorted([n.scope, subnet])
+    # backups: its role at the resource group, its server writes at the restores group, and its join of the
+    # database subnet on that subnet alone (PIM-eligible, as on production)
+    assert sorted(at for _, at in held["backups"]) == sorted([n.scope, n.restores_scope, subnet])
     _caller(arm, held["backups"], n)
     rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "production", "-C", str(project.path))
     assert rc == 0, err
@@ -271,8 +273,13 @@ def test_the_backups_role_allows_every_call_and_deploy_and_monitor_none(arm, pro
         SUBNET_JOIN,
         ZONE_JOIN,
     }
-    # the restore's server PUT: its linked actions, on the subnet and the zone it names
+    # the restore's server PUT, in the restores group: its linked actions, on the subnet and the zone it names
+    assert {at for a, at in made if a == SERVER_WRITE} == {arm.server_id(f"{n.database_server}-{first.lower()}", n.restores_group)}
     assert {(a, at) for a, at in made if a in (SUBNET_JOIN, ZONE_JOIN)} == {(SUBNET_JOIN, subnet), (ZONE_JOIN, zone)}
+    # a hostile holder's PATCH of the running server (its backup retention, its administrator password) is
+    # a server write in the environment's group: no role of backups holds it there
+    assert not _allows(held["backups"], SERVER_WRITE, arm.server_id(n.database_server))
+    assert _allows(held["backups"], SERVER_WRITE, arm.server_id("any-new-server", n.restores_group))
     for action, at in made:
         assert _allows(held["backups"], action, at), (action, at)
     # replayed against deploy's and monitor's roles where they are held: none of them, but monitor's read of
@@ -293,7 +300,7 @@ def test_without_its_subnet_role_a_restore_is_refused_by_the_linked_check(arm, p
     role): the server PUT is allowed, the join of the subnet it links is not; exit 2 naming the role."""
     stack, n = deployed(arm, project, "production")
     held = _rendered(project, capsys, tmp_path, stack, "production")
-    _caller(arm, [(d, at) for d, at in held["backups"] if at == n.scope], n)
+    _caller(arm, [(d, at) for d, at in held["backups"] if at != AZURE_BLOCK["databaseSubnetId"]], n)
     arm.automatic_backup(n.database_server, _ago(days=1))
     (backup_id,) = _cli(capsys, "backup", "list", "-s", stack, "-e", "production", "-C", str(project.path))[1].split()
     rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--id", backup_id, "-C", str(project.path))
@@ -376,14 +383,18 @@ def test_a_failed_restore_is_exit_2(arm, project, capsys, what, expected):
 
 @pytest.mark.parametrize("env", ["test", "production"])
 def test_a_restore_never_writes_over_an_existing_server(arm, project, capsys, env):
-    """Refused before its intent; on production after its backup first, which the message says is recorded."""
+    """Refused before its intent; on production after its backup first, which the message says is recorded.
+    The server is in the restores group on test, and on production in the environment's own (restored before
+    the restores group existed: server names are global)."""
     stack, n = deployed(arm, project, env)
     arm.automatic_backup(n.database_server, datetime(2026, 12, 3, 2, 0, 7, tzinfo=timezone.utc))
     zone = arm.servers[n.database_server]["properties"]["network"]["privateDnsZoneArmResourceId"]
-    arm.put_server(f"{n.database_server}-20261203t020007z", subnet=AZURE_BLOCK["databaseSubnetId"], zone=zone, tags={}, retention=14)
+    group = n.restores_group if env == "test" else n.resource_group
+    arm.put_server(f"{n.database_server}-20261203t020007z", subnet=AZURE_BLOCK["databaseSubnetId"], zone=zone, tags={}, retention=14, group=group)
     rc, _, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", env, "--id", "20261203T020007Z", "-C", str(project.path))
     said = " ".join(err.split())
     assert rc == 2 and "exists already (a restore of backup 20261203T020007Z ran before)" in said, said
+    assert f"`az postgres flexible-server delete -g {group} --name {n.database_server}-20261203t020007z`" in said
     recs = _records(project, env)
     if env == "test":
         assert arm.writes == [] and recs == [] and said.endswith("; nothing was recorded"), said

@@ -354,7 +354,6 @@ NEEDED = (
     "Microsoft.Storage/storageAccounts/restoreBlobRanges/action",
     "Microsoft.Storage/storageAccounts/read",
     "Microsoft.DBforPostgreSQL/flexibleServers/backups/write",
-    "Microsoft.DBforPostgreSQL/flexibleServers/write",
 )
 # What the backups permission must never do: delete or weaken the backups, change what is kept, read keys
 # or blobs, grant, or act on another environment's vault by a role of its own above the group.
@@ -375,6 +374,9 @@ NEVER = (
     "Microsoft.Storage/storageAccounts/blobServices/write",
     "Microsoft.Storage/storageAccounts/blobServices/containers/delete",
     "Microsoft.DBforPostgreSQL/flexibleServers/delete",
+    # a server write at the environment's group is a PATCH of its running server too (backup retention,
+    # administrator password): a restore's new server is written in the restores group (backups-restores)
+    "Microsoft.DBforPostgreSQL/flexibleServers/write",
     "Microsoft.Authorization/roleAssignments/write",
     "Microsoft.Authorization/locks/delete",
 )
@@ -394,6 +396,13 @@ def test_backups_permission_takes_and_restores_this_environments_backups(pulumi_
     kind = "PimRoleEligibilitySchedule" if role == "production" else "RoleAssignment"
     held = [r for r in res.of_type(f"{T}authorization:{kind}") if r.inputs.get("roleDefinitionId") == f"orders-{role}-role-backups-id"]
     assert held and {r.inputs["scope"] for r in held} == {scope(role)}
+    # a restore's new server: written in the restores group alone, by a role held there alone
+    restores = f"/subscriptions/{SUB}/resourceGroups/orders-{role}-restores-rg"
+    made = res.named(f"orders-{role}-role-backups-restores").inputs
+    assert made["assignableScopes"] == [restores] and rbac_allows(made, "Microsoft.DBforPostgreSQL/flexibleServers/write")
+    assert not rbac_allows(made, "Microsoft.DBforPostgreSQL/flexibleServers/delete")
+    held = [r for r in res.of_type(f"{T}authorization:{kind}") if r.inputs.get("roleDefinitionId") == f"orders-{role}-role-backups-restores-id"]
+    assert held and {r.inputs["scope"] for r in held} == {restores}
 
 
 @pytest.mark.parametrize("role", ("test", "production"))
@@ -406,7 +415,9 @@ def test_no_other_permission_takes_or_restores_a_backup(pulumi_run, role):
     assert set(definitions) >= {"deploy", "deploy-status", "monitor", "backups", "alerts", "manage", "api"}
     for name, definition in definitions.items():
         allowed = [op for op in TAKE_OR_RESTORE if rbac_allows(definition, op)]
-        if name == "backups":
+        if name == "backups-restores":  # (in the restores group alone: test above)
+            assert allowed == ["microsoft.dbforpostgresql/flexibleservers/write"], allowed
+        elif name == "backups":
             assert {
                 "microsoft.dataprotection/backupvaults/backupinstances/backup/action",
                 "microsoft.dataprotection/backupvaults/backupinstances/restore/action",

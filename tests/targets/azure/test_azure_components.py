@@ -40,6 +40,10 @@ def scope(role: str) -> str:
     return f"/subscriptions/{SUB}/resourceGroups/orders-{role}-rg"
 
 
+def restores(role: str) -> str:
+    return f"/subscriptions/{SUB}/resourceGroups/orders-{role}-restores-rg"
+
+
 SUBSCRIPTION = f"/subscriptions/{SUB}"
 DB_SUBNET = f"{VNET}/subnets/db"  # azhelpers' databaseSubnetId
 VNET_GROUP = VNET.split("/providers/", 1)[0]
@@ -47,7 +51,7 @@ SUBNET_JOIN = "Microsoft.Network/virtualNetworks/subnets/join/action"
 ZONE_JOIN = "Microsoft.Network/privateDnsZones/join/action"
 # The roles held outside the environment's resource group, where: deploy's operation-status read, its VNet
 # read, backups' join of the database subnet.
-ELSEWHERE = {"deploy-status": SUBSCRIPTION, "deploy-network": VNET, "backups-network": DB_SUBNET}
+ELSEWHERE = {"deploy-status": SUBSCRIPTION, "deploy-network": VNET, "backups-network": DB_SUBNET, "backups-restores": restores("production")}
 
 
 def grant_parts(r) -> tuple[str, str]:
@@ -114,9 +118,14 @@ def test_every_child_has_the_environment_as_parent_and_the_expected_type(role_ru
 
 def test_resource_group_is_the_environments_scope(role_run):
     role, _, res = role_run
-    rg = res.one(f"{T}resources:ResourceGroup")
+    rg = res.named(f"orders-{role}-rg")
     assert rg.inputs["resourceGroupName"] == f"orders-{role}-rg"
     assert rg.inputs["tags"]["mxinfra:environment"] == role
+    # and a group of its own for a restore's new servers (the backups permission writes servers there alone)
+    env = res.one(ENVIRONMENT_TYPE)
+    other = res.named(f"orders-{role}-restores-rg")
+    assert {r.name for r in res.of_type(f"{T}resources:ResourceGroup")} == {rg.name, other.name}
+    assert other.inputs["resourceGroupName"] == f"orders-{role}-restores-rg" and other.inputs["tags"] == rg.inputs["tags"] and other.parent == env.urn
 
 
 def test_key_vault(role_run):
@@ -328,7 +337,7 @@ def test_custom_roles_at_the_environment_scope(role_run):
 def test_non_production_grants_are_assignments(pulumi_run):
     _, res = run(pulumi_run, "acceptance")
     grants = {r.name.removeprefix("orders-acceptance-grant-"): r.inputs for r in res.of_type(f"{T}authorization:RoleAssignment") if "-grant-" in r.name}
-    assert set(grants) == {f"deploy-{PEOPLE}", f"deploy-status-{PEOPLE}", f"deploy-network-{PEOPLE}", f"monitor-{PEOPLE}", f"backups-{PEOPLE}", f"backups-network-{PEOPLE}", f"monitor-{ONCALL}", f"alerts-{ONCALL}", f"manage-{ALICE}", f"api-{ALICE}", f"api-{ROBOT}"}
+    assert set(grants) == {f"deploy-{PEOPLE}", f"deploy-status-{PEOPLE}", f"deploy-network-{PEOPLE}", f"monitor-{PEOPLE}", f"backups-{PEOPLE}", f"backups-network-{PEOPLE}", f"backups-restores-{PEOPLE}", f"monitor-{ONCALL}", f"alerts-{ONCALL}", f"manage-{ALICE}", f"api-{ALICE}", f"api-{ROBOT}"}
     # deploy's operation-status read, to the same principals, at the subscription
     status = grants.pop(f"deploy-status-{PEOPLE}")
     assert status["scope"] == SUBSCRIPTION and status["principalType"] == "Group"
@@ -346,6 +355,9 @@ def test_non_production_grants_are_assignments(pulumi_run):
     subnet = grants.pop(f"backups-network-{PEOPLE}")
     assert subnet["scope"] == DB_SUBNET and subnet["principalType"] == "Group"
     assert subnet["roleDefinitionId"] == "orders-acceptance-role-backups-network-id"
+    # backups' server writes (a restore's new server): in the restores group alone
+    made = grants.pop(f"backups-restores-{PEOPLE}")
+    assert made["scope"] == restores("acceptance") and made["roleDefinitionId"] == "orders-acceptance-role-backups-restores-id"
     assert grants[f"deploy-{PEOPLE}"]["principalType"] == "Group"
     assert grants[f"manage-{ALICE}"]["principalType"] == "User"
     assert grants[f"api-{ROBOT}"]["principalType"] == "ServicePrincipal"
@@ -376,7 +388,7 @@ def test_production_people_are_eligible_never_standing(pulumi_run):
     # only the service principal's api (allowOnProduction) stands; people are eligible
     assert [(r.inputs["principalId"], r.inputs["principalType"]) for r in standing] == [(ROBOT, "ServicePrincipal")]
     eligible = {grant_parts(r)[::-1] for r in res.of_type(f"{T}authorization:PimRoleEligibilitySchedule")}
-    assert eligible == {(PEOPLE, "deploy"), (PEOPLE, "deploy-status"), (PEOPLE, "deploy-network"), (PEOPLE, "monitor"), (PEOPLE, "backups"), (PEOPLE, "backups-network"), (ONCALL, "monitor"), (ONCALL, "alerts"), (ALICE, "manage"), (ALICE, "api")}
+    assert eligible == {(PEOPLE, "deploy"), (PEOPLE, "deploy-status"), (PEOPLE, "deploy-network"), (PEOPLE, "monitor"), (PEOPLE, "backups"), (PEOPLE, "backups-network"), (PEOPLE, "backups-restores"), (ONCALL, "monitor"), (ONCALL, "alerts"), (ALICE, "manage"), (ALICE, "api")}
     for r in res.of_type(f"{T}authorization:PimRoleEligibilitySchedule"):
         name = grant_parts(r)[0]
         # deploy's operation-status read is at the subscription, its VNet read on the VNet, backups' subnet join
@@ -390,7 +402,7 @@ def test_production_people_are_eligible_never_standing(pulumi_run):
 def test_production_pim_policies(pulumi_run):
     _, res = run(pulumi_run, "production")
     policies = {r.name: r for r in res.of_type(f"{T}authorization:RoleManagementPolicy")}
-    assert set(policies) == {f"orders-production-role-{p}-policy" for p in ("deploy", "deploy-status", "deploy-network", "monitor", "backups", "backups-network", "alerts", "manage", "api")}
+    assert set(policies) == {f"orders-production-role-{p}-policy" for p in ("deploy", "deploy-status", "deploy-network", "monitor", "backups", "backups-network", "backups-restores", "alerts", "manage", "api")}
     for name, p in policies.items():
         where = ELSEWHERE.get(name.removeprefix("orders-production-role-").removesuffix("-policy"), scope("production"))
         assert p.inputs["scope"] == where
@@ -443,7 +455,8 @@ def test_deploy_reads_operation_statuses_at_the_subscription_only(role_run):
     # VNet's group, each assigned on its one resource alone)
     for r in res.of_type(f"{T}authorization:RoleDefinition"):
         if r.name != rd.name:
-            assert r.inputs["assignableScopes"] == [VNET_GROUP if r.name.endswith(("-deploy-network", "-backups-network")) else scope(role)], r.name
+            at = VNET_GROUP if r.name.endswith(("-deploy-network", "-backups-network")) else restores(role) if r.name.endswith("-backups-restores") else scope(role)
+            assert r.inputs["assignableScopes"] == [at], r.name
 
 
 def test_backups_joins_the_database_subnet_alone(role_run):
@@ -498,12 +511,53 @@ def test_backups_joins_the_database_subnet_alone(role_run):
     assert {s for s in held if s.lower().startswith(VNET_GROUP.lower() + "/")} == {VNET, DB_SUBNET}
     # the zone's join: in backups' role at the resource group, which is where the environment's zone is
     zone = res.one(f"{T}privatedns:PrivateZone")
-    rg = res.one(f"{T}resources:ResourceGroup")
+    rg = res.named(f"orders-{role}-rg")
     assert zone.inputs["privateZoneName"] == n.database_zone and rg.urn in zone.dependencies  # its group: the environment's (group.name)
     assert rg.inputs["resourceGroupName"] == n.resource_group and roles_scope(res, role, "backups") == n.scope
     roles_of = {p: res.named(f"orders-{role}-role-{p}").inputs for p in ("deploy", "monitor", "backups", "alerts", "manage")}
     assert [p for p, d in roles_of.items() if rbac_allows(d, ZONE_JOIN) or rbac_allows(d, SUBNET_JOIN)] == ["backups"]
     assert not rbac_allows(roles_of["backups"], SUBNET_JOIN)  # the subnet's join only from the subnet's role
+
+
+def test_backups_writes_servers_in_the_restores_group_alone(role_run):
+    """A restore's new server is a flexibleServers/write, which ARM authorizes the same whether it creates a
+    server or PATCHes one: at the environment's group it would let a holder of backups shorten the running
+    server's backup retention or set its administrator password. So the write is in a role of its own at the
+    restores group, to backups' holders under backups' rules; the backups role at the environment's group
+    reads servers and writes on-demand backups, never a server."""
+    role, _, res = role_run
+    from mxinfra.naming import Naming
+
+    from azhelpers import rbac_allows
+
+    n = Names.of(Naming("orders", role), SUB)
+    write, read = "Microsoft.DBforPostgreSQL/flexibleServers/write", "Microsoft.DBforPostgreSQL/flexibleServers/read"
+    rd = res.named(f"orders-{role}-role-backups-restores")
+    group = res.named(f"orders-{role}-restores-rg")
+    assert rd.inputs["permissions"] == [{"actions": [read, write], "notActions": [], "dataActions": [], "notDataActions": []}]
+    assert rd.inputs["scope"] == restores(role) and rd.inputs["assignableScopes"] == [restores(role)] and group.urn in rd.dependencies
+    assert rd.inputs["roleDefinitionId"] == n.role_definition_guid("backups-restores") and rd.inputs["roleName"] == f"mxinfra orders-{role} backups-restores"
+    # no role of the environment's group writes a server (nor deletes one)
+    for p in ("deploy", "monitor", "backups", "alerts", "manage"):
+        d = res.named(f"orders-{role}-role-{p}").inputs
+        assert not rbac_allows(d, write) and not rbac_allows(d, "Microsoft.DBforPostgreSQL/flexibleServers/delete"), p
+    assert rbac_allows(res.named(f"orders-{role}-role-backups").inputs, "Microsoft.DBforPostgreSQL/flexibleServers/backups/write")
+    # backups' holders, and only they, in the restores group: standing below production, eligible on it
+    grants = [r for t in ("RoleAssignment", "PimRoleEligibilitySchedule") for r in res.of_type(f"{T}authorization:{t}") if "-grant-" in r.name or "-eligible-" in r.name]
+    (g,) = [r for r in grants if grant_parts(r)[0] == "backups-restores"]
+    assert g.inputs["scope"] == restores(role) and g.inputs["principalId"] == PEOPLE
+    if role == "production":  # its PIM policy at the restores group, in place first
+        assert res.named("orders-production-role-backups-restores-policy").inputs["scope"] == restores(role)
+    else:
+        assert group.urn in g.dependencies
+    assert g.type == f"{T}authorization:" + ("PimRoleEligibilitySchedule" if role == "production" else "RoleAssignment")
+    assert [r.inputs["scope"] for r in grants if r.inputs["scope"] == restores(role)] == [restores(role)]
+
+
+def test_no_backups_no_restores_group(pulumi_run):
+    access = [{"principal": f"group:{PEOPLE}", "environments": ["acceptance"], "permissions": ["deploy", "monitor"]}]
+    _, res = run(pulumi_run, "acceptance", access=access)
+    assert not [r for r in res if "restores" in r.name]
 
 
 def roles_scope(res, role: str, permission: str) -> str:

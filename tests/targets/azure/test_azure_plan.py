@@ -93,6 +93,10 @@ def test_plan_json_exports_role_definitions_and_scopes(capsys, azure_example):
     subnet = roles.pop("orders-acceptance-role-backups-network")["inputs"]
     assert subnet["permissions"][0]["actions"] == ["Microsoft.Network/virtualNetworks/subnets/join/action"]
     assert subnet["scope"] == network["scope"] and subnet["assignableScopes"] == [network["scope"]]
+    # and backups' server writes (a restore's new server) in the restores group alone
+    made = roles.pop("orders-acceptance-role-backups-restores")["inputs"]
+    assert made["scope"] == "/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/orders-acceptance-restores-rg"
+    assert made["permissions"][0]["actions"] == ["Microsoft.DBforPostgreSQL/flexibleServers/read", "Microsoft.DBforPostgreSQL/flexibleServers/write"]
     assert {r["inputs"]["scope"] for r in roles.values()} == {"/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/orders-acceptance-rg"}
 
 

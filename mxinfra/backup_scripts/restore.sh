@@ -164,10 +164,12 @@ if [ -n "${BACKUP_SOURCE:-}" ]; then
   archive="$copies/$id.tar.gz"
 fi
 [ -f "$archive" ] || { echo "restore: no backup $id in $BACKUP_DIR" >&2; exit 2; }
-# an archive from outside the environment: one from this machine over HTTP (above), or one a caller
-# uploaded, whose sha256 the caller vouched for
+# an archive from outside the environment: one from this machine over HTTP (above), one another
+# environment sent, or one a caller uploaded, whose sha256 the caller vouched for
 outside=
 [ "${BACKUP_RECEIVE:-}" != http ] || outside=1
+# or one another environment's export sent (restore --from): its holders could have written it
+[ -z "${BACKUP_SOURCE:-}" ] || outside=1
 # set at all, even empty, it must be a sha256: an empty value never makes an outside archive a trusted one
 if [ -z "${BACKUP_SOURCE:-}" ] && [ -n "${BACKUP_SHA256+set}" ]; then
   case "$BACKUP_SHA256" in

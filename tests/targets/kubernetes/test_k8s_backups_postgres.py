@@ -1009,10 +1009,13 @@ def _longname(name: str) -> bytes:
     return info.tobuf(tarfile.GNU_FORMAT) + data + b"\0" * (-len(data) % 512)
 
 
-def test_an_uploaded_archive_is_judged_as_gnu_tar_reads_it_before_anything_is_restored(pg: PostgresServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("via", ["upload", "export"])
+def test_an_uploaded_archive_is_judged_as_gnu_tar_reads_it_before_anything_is_restored(pg: PostgresServer, tmp_path: Path, via: str) -> None:
     """Two long-name headers before one member: Python's tarfile (the caller's check) takes the first name,
     GNU tar the last. The Job unpacks with GNU tar alone and judges what it wrote: a name outside db/ and
-    tree/ is refused, nothing is restored, nothing written outside its directory."""
+    tree/ is refused, nothing is restored, nothing written outside its directory. The same for an archive
+    another environment's export Job sends (`restore --from`): that environment's holders, a lower tier's
+    among them, could have written it, so it is judged as one from outside."""
     pg.psql('DROP SCHEMA public CASCADE; CREATE SCHEMA public; CREATE TABLE "orders$order" (id bigint PRIMARY KEY); INSERT INTO "orders$order" VALUES (1), (2);')
     files, dest = tmp_path / "files", tmp_path / "dst"
     files.mkdir()
@@ -1036,12 +1039,18 @@ def test_an_uploaded_archive_is_judged_as_gnu_tar_reads_it_before_anything_is_re
     sha = hashlib.sha256(archive).hexdigest()
     pg.psql('DELETE FROM "orders$order" WHERE id = 2')
     port = _free_port()
-    receiver = _receiving({"DATABASE_URL": pg.url, "BACKUP_DIR": str(dest), "FILES_DIR": str(files), "BACKUP_ID": "20261204T020000Z", "BACKUP_SOURCE": "upload", "BACKUP_RECEIVE": "http", "BACKUP_PORT": str(port), "BACKUP_TOKEN": "s3cret", "BACKUP_WAIT": "60"})
+    receive = {"BACKUP_SOURCE": "upload", "BACKUP_RECEIVE": "http"} if via == "upload" else {"BACKUP_SOURCE": "acceptance"}
+    receiver = _receiving({"DATABASE_URL": pg.url, "BACKUP_DIR": str(dest), "FILES_DIR": str(files), "BACKUP_ID": "20261204T020000Z", **receive, "BACKUP_PORT": str(port), "BACKUP_TOKEN": "s3cret", "BACKUP_WAIT": "60"})
     assert _wait_port(port)
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall(f"PUT /s3cret/{sha}/20261204T020000Z.tar.gz HTTP/1.1\r\nContent-Length: {len(archive)}\r\n\r\n".encode() + archive)
-        assert s.recv(100).startswith(b"HTTP/1.1 200")
-    _, err = receiver.communicate(timeout=120)
+        if via == "upload":
+            s.sendall(f"PUT /s3cret/{sha}/20261204T020000Z.tar.gz HTTP/1.1\r\nContent-Length: {len(archive)}\r\n\r\n".encode() + archive)
+            assert s.recv(100).startswith(b"HTTP/1.1 200")
+        else:  # as export.sh sends it
+            s.sendall(f"mxinfra-backup/1 s3cret 20261204T020000Z {len(archive)} {sha}\n".encode() + archive)
+            assert s.recv(10) == b"ok\n"
+    out, err = receiver.communicate(timeout=120)
+    assert "restore: inflating with gzip" in out  # (GNU gzip for an archive from outside: zstd takes other formats too)
     assert receiver.returncode != 0 and "is not a backup archive (only .metadata, db/db.backup and plain files under tree/)" in err and "planted" in err
     assert pg.psql('SELECT count(*) FROM "orders$order"').strip() == "1"  # not restored
     assert sorted(p.name for p in files.iterdir()) == ["kept"] and not list(tmp_path.parent.glob(f"{tmp_path.name}-planted"))

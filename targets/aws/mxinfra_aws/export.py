@@ -177,7 +177,7 @@ def definition(a: Arns, task_definition_arn: str, security_group: str) -> dict[s
             **_one_at_a_time(a.export_machine_arn, a.partition, "Export", a.restore_machine_arn, "Restore"),
             "Busy": {"Type": "Fail", "Error": "mxinfra.ExportRunning", "Cause": "another export, or a restore, of this environment is running: one at a time, run it again once that one ended"},
             # the execution's name is the archive's id: the only input the caller gives
-            "Export": {**_run_task(a, task_definition_arn, security_group, [{"Name": BACKUP, "Environment": [{"Name": "BACKUP_NOW", "Value.$": "$$.Execution.Name"}]}]), "End": True},
+            "Export": {**_run_task(a, "export", task_definition_arn, security_group, [{"Name": BACKUP, "Environment": [{"Name": "BACKUP_NOW", "Value.$": "$$.Execution.Name"}]}]), "End": True},
         },
     }
 
@@ -210,9 +210,10 @@ def _one_at_a_time(machine_arn: str, partition: str, then: str, other_arn: str, 
     }
 
 
-def _run_task(a: Arns, task_definition_arn: str, security_group: str, overrides: list[dict[str, Any]]) -> dict[str, Any]:
+def _run_task(a: Arns, kind: str, task_definition_arn: str, security_group: str, overrides: list[dict[str, Any]]) -> dict[str, Any]:
     """A Task state running exactly `task_definition_arn` once in the environment's cluster, subnets and
-    `security_group`, tagged as the environment's, with `overrides` (environment variables only)."""
+    `security_group`, tagged as the environment's and as a backup task of `kind` (export, restore), with
+    `overrides` (environment variables only)."""
     return {
         "Type": "Task",
         "Resource": RUN_TASK_SYNC.format(partition=a.partition),
@@ -223,7 +224,8 @@ def _run_task(a: Arns, task_definition_arn: str, security_group: str, overrides:
             "PlatformVersion": "LATEST",
             # the environment's tags on the task, given in the request: ECS authorises them as TagResource
             # (ecs:CreateAction RunTask, aws:RequestTag), and DescribeTasks and StopTask then match them
-            "Tags": [{"Key": k, "Value": v} for k, v in sorted(policies.environment_tags(a).items())],
+            # (and as a backup task: the deploy role may stop the app's tasks, never these: policies.deploy_policy)
+            "Tags": [{"Key": k, "Value": v} for k, v in sorted({**policies.environment_tags(a), policies.BACKUP_TASK_TAG: kind}.items())],
             "NetworkConfiguration": {"AwsvpcConfiguration": {"Subnets": list(a.subnets), "SecurityGroups": [security_group], "AssignPublicIp": "ENABLED" if a.assign_public_ip else "DISABLED"}},
             "Overrides": {"ContainerOverrides": overrides},
         },
@@ -386,7 +388,7 @@ def restore_definition(a: Arns, task_definition_arn: str, security_group: str, k
     states["NotStopped"] = {"Type": "Pass", "Parameters": {"Error": "mxinfra.NotStopped", "Cause": f"the services' tasks did not stop within {STOP_POLL_SECONDS * STOP_POLLS} s: nothing was restored"}, "ResultPath": "$.failure", "Next": "StartAgainAfterFailure0"}
     name = {"Name": "BACKUP_ID", "Value.$": "$$.Execution.Name"}
     states["Restore"] = {
-        **_run_task(a, task_definition_arn, security_group, [
+        **_run_task(a, "restore", task_definition_arn, security_group, [
             {"Name": FETCH, "Environment": [name]},
             # the archive the caller checked (restore.sh compares, before anything changes)
             {"Name": RESTORE, "Environment": [name, {"Name": "BACKUP_SHA256", "Value.$": "$.sha256"}]},

@@ -713,6 +713,11 @@ def _service_update(a: Arns) -> Document:
     return update
 
 
+# The tag the export and restore tasks carry (their state machines tag them as they start): a restore
+# stopped half-way by a holder of deploy would leave the files half put back.
+BACKUP_TASK_TAG = "mxinfra:backup-task"
+
+
 def deploy_policy(a: Arns) -> Document:
     """Transport, start/stop and configuration: new task definitions of its families, its services, its roles.
 
@@ -734,8 +739,9 @@ def deploy_policy(a: Arns) -> Document:
         _allow("CheckVpc", ["ec2:DescribeVpcs"], "*", {"StringEquals": {"ec2:Region": a.region}}),
         # ListTasks is authorised on the cluster's container instances, narrowed by the cluster key.
         _allow("ListTasks", ["ecs:ListTasks"], a.container_instances_arn, {"ArnEquals": {"ecs:cluster": a.cluster_arn}}),
-        # Tasks carry their service's tags (propagateTags SERVICE): only this environment's.
-        _allow("Tasks", ["ecs:DescribeTasks", "ecs:StopTask"], a.tasks_arn, {"StringEquals": _environment_tags(a)}),
+        # Tasks carry their service's tags (propagateTags SERVICE): only this environment's, and never the
+        # export or restore task (a backup task's tag)
+        _allow("Tasks", ["ecs:DescribeTasks", "ecs:StopTask"], a.tasks_arn, {"StringEquals": _environment_tags(a), "Null": {f"aws:ResourceTag/{BACKUP_TASK_TAG}": "true"}}),
         _allow(
             "PassRuntimeRoles",
             ["iam:PassRole"],

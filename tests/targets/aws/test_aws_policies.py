@@ -130,7 +130,34 @@ def test_deploy_update_service_is_constrained():
     assert by_sid["ListTasks"]["Condition"] == {"ArnEquals": {"ecs:cluster": cluster}}
     assert by_sid["Tasks"]["Action"] == ["ecs:DescribeTasks", "ecs:StopTask"]
     assert by_sid["Tasks"]["Resource"] == f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/orders-aws-production-cluster/*"
-    assert by_sid["Tasks"]["Condition"] == {"StringEquals": {"aws:ResourceTag/mxinfra:app": "orders", "aws:ResourceTag/mxinfra:environment": "production"}}
+    assert by_sid["Tasks"]["Condition"] == {
+        "StringEquals": {"aws:ResourceTag/mxinfra:app": "orders", "aws:ResourceTag/mxinfra:environment": "production"},
+        "Null": {"aws:ResourceTag/mxinfra:backup-task": "true"},
+    }
+
+
+def test_deploy_stops_the_apps_tasks_never_a_backup_task():
+    """The export and restore tasks carry the environment's tags too (their state machines tag them): a holder
+    of deploy who stopped a restore half-way would leave the files half put back."""
+    from iam_eval import allows
+
+    from mxinfra_aws import export
+
+    deploy = policies.deploy_policy(A3)
+    task = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/orders-aws-production-cluster/0123456789abcdef"
+    env = {"aws:ResourceTag/mxinfra:app": "orders", "aws:ResourceTag/mxinfra:environment": "production"}
+    assert allows(deploy, "ecs:StopTask", task, env)
+    a = Arns(REGION, ACCOUNT, "orders-aws-production-cluster", Naming("orders", "production"), export=True, production=True)
+    for kind, definition in (("export", export.definition(a, "td:1", "sg-1")), ("restore", export.restore_definition(a, "td:2", "sg-1", 14))):
+        (run,) = [st for st in definition["States"].values() if st.get("Resource", "").endswith("ecs:runTask.sync")]
+        tags = {t["Key"]: t["Value"] for t in run["Parameters"]["Tags"]}
+        assert tags == {"mxinfra:app": "orders", "mxinfra:environment": "production", "mxinfra:backup-task": kind}
+        started = {f"aws:ResourceTag/{k}": v for k, v in tags.items()}
+        assert not allows(deploy, "ecs:StopTask", task, started) and not allows(deploy, "ecs:DescribeTasks", task, started)
+        # the runner still tags, follows and stops the tasks it starts
+        runner = policies.export_runner_policy(a) if kind == "export" else policies.restore_runner_policy(a)
+        assert allows(runner, "ecs:StopTask", task, started)
+        assert allows(runner, "ecs:TagResource", task, {"ecs:CreateAction": "RunTask", **{f"aws:RequestTag/{k}": v for k, v in tags.items()}})
 
 
 def _matches(pattern: str, arn: str) -> bool:

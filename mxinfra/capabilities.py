@@ -21,7 +21,11 @@ class Capability(str, enum.Enum):
     """What a grant lets its holder do to one environment."""
 
     OBSERVE = "observe"  # read logs, metrics and events
-    RELEASE = "release"  # change what runs: package or image, configuration, instance count, start and stop
+    # change what runs: package or image, configuration, instance count, start and stop. What runs reaches
+    # what the app reaches (its database, files and secrets): a holder who runs a workload of their choosing
+    # holds that reach through it. The capabilities below are direct grants; that indirect reach is bounded
+    # by the release path (promotion, pinned packages, the activity log, drift), not by a cloud's IAM.
+    RELEASE = "release"
     WRITE_SECRETS = "write-secrets"  # set secret constants and runtime secrets without reading them
     READ_SECRETS = "read-secrets"  # read the runtime's secrets: admin password, licence, storage keys
     SHELL = "shell"  # run commands inside the running app (ssh, exec): everything the app can reach

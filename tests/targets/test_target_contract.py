@@ -265,6 +265,8 @@ def azure_grants(p: Planned) -> tuple[list[Grant], dict[Capability, list[Any]]]:
         C.READ_SECRETS: [
             ("Microsoft.App/containerApps/listSecrets/action", app, False),
             ("Microsoft.OperationalInsights/workspaces/sharedKeys/action", workspace, False),
+            # (the GET form of the workspace's keys: Azure's built-in Reader takes it in with `*/read`)
+            ("Microsoft.OperationalInsights/workspaces/sharedKeys/read", workspace, False),
             ("Microsoft.Storage/storageAccounts/listKeys/action", storage, False),
             ("Microsoft.KeyVault/vaults/secrets/getSecret/action", f"{vault}/secrets/admin-password", True),
         ],

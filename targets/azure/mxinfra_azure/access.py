@@ -43,8 +43,6 @@ def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure
     production = ctx.environment.is_production
     # manage may hand out the environment's other roles, never itself.
     others = [definition_guid(names, p) for p in roles.ACTIONS if p != "manage"]
-    if any(r.permission.value == "api" for r in granted):
-        others.append(roles.READER)
     restores: azure.resources.ResourceGroup | None = None
     for r in granted:
         perm = r.permission.value

@@ -7,8 +7,9 @@ from __future__ import annotations
 # Built-in roles by GUID (the same in every tenant).
 READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
 
-# api: a read-only view of the environment for automation (changes still need deploy).
-BUILTIN = {"api": (READER, "Reader")}
+# Built-in roles a permission maps to as they are (none now: api's Reader, `*/read`, also takes the
+# workspace's shared keys read; api is a custom role of the same reads without it, NOT_ACTIONS).
+BUILTIN: dict[str, tuple[str, str]] = {}
 
 APP_READ = [
     "Microsoft.App/containerApps/read",
@@ -82,6 +83,9 @@ ACTIONS: dict[str, list[str]] = {
         "Microsoft.Storage/storageAccounts/read",
         "Microsoft.Storage/storageAccounts/restoreBlobRanges/action",
     ],
+    # A read-only view of the environment for automation (changes still need deploy): every read, as the
+    # built-in Reader has them, but the reads that return keys (NOT_ACTIONS).
+    "api": ["*/read"],
     # The environment's alert rules and action groups (who receives them).
     "alerts": [
         "Microsoft.Insights/metricAlerts/read",
@@ -118,14 +122,15 @@ def actions(permission: str, production: bool) -> list[str]:
 # excludes them (NotActions workspaces/sharedKeys/read), and their POST form; a storage insight config,
 # whose API description gives its storage account key read visibility (azure-mgmt-loganalytics models:
 # StorageAccount.key), so its GET may return the key.
+KEY_READS = [
+    "Microsoft.OperationalInsights/workspaces/sharedKeys/action",
+    "Microsoft.OperationalInsights/workspaces/sharedKeys/read",
+    "Microsoft.OperationalInsights/workspaces/storageInsightConfigs/read",
+]
 NOT_ACTIONS: dict[str, list[str]] = {
     "deploy": ["Microsoft.App/containerApps/listSecrets/action"],
-    "monitor": [
-        "Microsoft.App/containerApps/listSecrets/action",
-        "Microsoft.OperationalInsights/workspaces/sharedKeys/action",
-        "Microsoft.OperationalInsights/workspaces/sharedKeys/read",
-        "Microsoft.OperationalInsights/workspaces/storageInsightConfigs/read",
-    ],
+    "monitor": ["Microsoft.App/containerApps/listSecrets/action", *KEY_READS],
+    "api": ["Microsoft.App/containerApps/listSecrets/action", *KEY_READS],
 }
 
 # Actions a permission needs in the environment's restores resource group (names.restores_group), in a role

@@ -319,7 +319,7 @@ def test_storage_auth_follows_the_runtime_version():
 def test_custom_roles_at_the_environment_scope(role_run):
     role, _, res = role_run
     n = Names.of(__import__("mxinfra.naming", fromlist=["Naming"]).Naming("orders", role), SUB)
-    for perm in ("deploy", "monitor", "backups", "alerts", "manage"):
+    for perm in ("deploy", "monitor", "backups", "alerts", "manage", "api"):
         rd = res.named(f"orders-{role}-role-{perm}")
         i = rd.inputs
         assert i["scope"] == scope(role) and i["assignableScopes"] == [scope(role)]
@@ -330,8 +330,15 @@ def test_custom_roles_at_the_environment_scope(role_run):
             actions = ["Microsoft.Authorization/roleAssignments/read", "Microsoft.Authorization/roleDefinitions/read"]
         assert i["permissions"] == [{"actions": actions, "notActions": roles.NOT_ACTIONS.get(perm, []), "dataActions": [], "notDataActions": []}]
         assert i["roleType"] == "CustomRole"
-    # api fits the built-in Reader exactly: no custom role for it
-    assert not [r for r in res.of_type(f"{T}authorization:RoleDefinition") if r.name.endswith("-api")]
+    # api: the built-in Reader's reads (`*/read`) but the ones that return the workspace's keys, which
+    # Reader takes in (Log Analytics Reader excludes them, as monitor's role does)
+    from azhelpers import rbac_allows
+
+    api = res.named(f"orders-{role}-role-api").inputs
+    assert api["permissions"][0]["actions"] == ["*/read"]
+    for key in ("Microsoft.OperationalInsights/workspaces/sharedKeys/read", "Microsoft.OperationalInsights/workspaces/sharedKeys/action", "Microsoft.OperationalInsights/workspaces/storageInsightConfigs/read"):
+        assert not rbac_allows(api, key), key
+    assert rbac_allows(api, "Microsoft.App/containerApps/read") and rbac_allows(api, "Microsoft.OperationalInsights/workspaces/read")
 
 
 def test_non_production_grants_are_assignments(pulumi_run):
@@ -361,7 +368,7 @@ def test_non_production_grants_are_assignments(pulumi_run):
     assert grants[f"deploy-{PEOPLE}"]["principalType"] == "Group"
     assert grants[f"manage-{ALICE}"]["principalType"] == "User"
     assert grants[f"api-{ROBOT}"]["principalType"] == "ServicePrincipal"
-    assert grants[f"api-{ALICE}"]["roleDefinitionId"] == f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/{roles.READER}"
+    assert grants[f"api-{ALICE}"]["roleDefinitionId"] == "orders-acceptance-role-api-id"
     for g in grants.values():
         assert g["scope"] == scope("acceptance")
     assert not res.of_type(f"{T}authorization:PimRoleEligibilitySchedule")
@@ -373,7 +380,7 @@ def test_manage_is_constrained_to_the_other_mxinfra_roles(pulumi_run):
     g = res.named(f"orders-acceptance-grant-manage-{ALICE}").inputs
     assert g["conditionVersion"] == "2.0"
     n = Names.of(__import__("mxinfra.naming", fromlist=["Naming"]).Naming("orders", "acceptance"), SUB)
-    others = sorted([n.role_definition_guid(p) for p in ("deploy", "monitor", "backups", "alerts")] + [roles.READER])
+    others = sorted([n.role_definition_guid(p) for p in ("deploy", "monitor", "backups", "alerts", "api")])
     assert g["condition"] == roles.manage_condition(others)
     assert n.role_definition_guid("manage") not in g["condition"]
     for guid in others:

@@ -38,6 +38,17 @@ MONTH_DAYS = 31
 # is scheduled for (a CronJob's behaviour), not 8 hours later (AWS's default).
 START_WINDOW_MINUTES = 60
 SERVICE_PRINCIPAL = "backup.amazonaws.com"
+# What AWS's managed backup and restore policies let a job do to resources that are not an RDS instance or
+# an S3 bucket: the creating and restoring calls, denied to the environment's backup role (scope_policy).
+OTHER_BACKUPS = sorted([
+    "dynamodb:CreateBackup", "dynamodb:RestoreTableFromAwsBackup", "dynamodb:RestoreTableFromBackup", "dynamodb:StartAwsBackupJob",
+    "ec2:CreateImage", "ec2:CreateSnapshot", "ec2:CreateSnapshots", "ec2:RunInstances",
+    "elasticfilesystem:Backup", "elasticfilesystem:Restore",
+    "fsx:CreateBackup", "fsx:CreateFileSystemFromBackup", "fsx:CreateVolumeFromBackup",
+    "rds:CreateDBClusterSnapshot", "rds:RestoreDBClusterFromSnapshot", "rds:RestoreDBClusterToPointInTime",
+    "redshift:CreateClusterSnapshot", "redshift:RestoreFromClusterSnapshot",
+    "storagegateway:CreateSnapshot",
+])
 # AWS's managed policies of a backup service role: RDS (and the other services) to back up and restore;
 # S3 has its own two.
 MANAGED_POLICIES = {
@@ -238,6 +249,11 @@ def scope_policy(a: Arns) -> Document:
         },
         # The restore policy may pass roles (EC2 restores): never with this role.
         {"Sid": "NoPassRole", "Effect": "Deny", "Action": ["iam:PassRole"], "Resource": "*"},
+        # The managed policies also back up and restore every other kind of resource AWS Backup knows (EBS,
+        # EC2, EFS, DynamoDB, Aurora, FSx, Redshift, Storage Gateway), each of the account: a job of another
+        # workload's resource into this vault would copy its data where this environment's holders list it.
+        # This role backs up an RDS instance and a bucket, nothing else.
+        {"Sid": "NothingElse", "Effect": "Deny", "Action": OTHER_BACKUPS, "Resource": "*"},
     )
 
 

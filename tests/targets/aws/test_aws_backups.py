@@ -315,6 +315,16 @@ def test_the_backup_role_reaches_only_this_environments_database_and_bucket():
     assert _denied(doc, "s3:PutObject", prod.bucket_arn + "/model/x") and not _denied(doc, "s3:PutObject", a.bucket_arn + "/model/x")
     assert _denied(doc, "s3:CreateBucket", "arn:aws:s3:::restored-elsewhere")
     assert _denied(doc, "iam:PassRole", prod.role_arn("task"))
+    # nothing but an RDS instance and a bucket: another workload's volume, file system, table or cluster is
+    # never backed up into this vault, nor restored
+    for action, resource in (
+        ("ec2:CreateSnapshot", f"arn:aws:ec2:{REGION}::snapshot/*"),
+        ("elasticfilesystem:Backup", f"arn:aws:elasticfilesystem:{REGION}:{ACCOUNT}:file-system/fs-0123"),
+        ("dynamodb:StartAwsBackupJob", f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/orders"),
+        ("rds:CreateDBClusterSnapshot", f"arn:aws:rds:{REGION}:{ACCOUNT}:cluster:{a.db_identifier}"),
+        ("rds:RestoreDBClusterFromSnapshot", f"arn:aws:rds:{REGION}:{ACCOUNT}:cluster:{a.db_identifier}-restored"),
+    ):
+        assert _denied(doc, action, resource), action
     assert lint(doc) == [] and lint(backups.service_trust(), trust_for=a.role_arn("backup")) == []
 
 

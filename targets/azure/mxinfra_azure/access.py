@@ -13,6 +13,7 @@ import pulumi
 import pulumi_azure_native as azure
 
 from mxinfra.access import PRODUCTION_SESSION_SECONDS, AccessRole
+from mxinfra.backups import of_environment
 from mxinfra.target import EnvironmentContext
 
 from . import pim, roles
@@ -43,7 +44,7 @@ def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure
     production = ctx.environment.is_production
     # manage may hand out the environment's other roles, never itself.
     others = [definition_guid(names, p) for p in roles.ACTIONS if p != "manage"]
-    restores: azure.resources.ResourceGroup | None = None
+    restores = restores_group(ctx, names, group) if of_environment(ctx.environment).enabled or any(r.permission.value in roles.RESTORES_ACTIONS for r in granted) else None
     for r in granted:
         perm = r.permission.value
         guid = definition_guid(names, perm)
@@ -62,12 +63,8 @@ def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure
             _companion(ctx, names, group, r, out, roles.subscription_role(perm), names.subscription_scope, names.subscription_scope, above, what)
         in_restores = roles.RESTORES_ACTIONS.get(perm)
         if in_restores:
-            # The same principals, in the group a restore's new server is created in (made once, here: only
-            # a permission that restores needs it).
-            if restores is None:
-                restores = azure.resources.ResourceGroup(
-                    ctx.naming.logical("restores-rg"), resource_group_name=names.restores_group, location=group.location, tags=dict(ctx.tags), opts=ctx.opts()
-                )
+            # The same principals, in the group a restore's new server is created in
+            assert restores is not None
             what = f"{ctx.naming.prefix}: the {perm} permission's restored servers (mxinfra)"
             _companion(ctx, names, restores, r, out, roles.restores_role(perm), names.restores_scope, names.restores_scope, in_restores, what)
         on_vnet = roles.VNET_ACTIONS.get(perm)
@@ -79,6 +76,16 @@ def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure
             what = f"{ctx.naming.prefix}: the {perm} permission's {purpose} (mxinfra)"
             _companion(ctx, names, group, r, out, roles.vnet_role(perm), cfg.vnetId.split("/providers/", 1)[0], getattr(cfg, key), on_vnet, what)
     return out
+
+
+def restores_group(ctx: EnvironmentContext, names: Names, group: azure.resources.ResourceGroup) -> azure.resources.ResourceGroup:
+    """The group a restore's new servers are created in (names.restores_group): whenever the environment has
+    backups, whoever holds them. Retained on delete: azure-native deletes a resource group with everything in
+    it, and a restored copy someone works with must not go with an access change or a destroy (the
+    platform removes the group and its servers by hand)."""
+    return azure.resources.ResourceGroup(
+        ctx.naming.logical("restores-rg"), resource_group_name=names.restores_group, location=group.location, tags=dict(ctx.tags), opts=ctx.opts(retain_on_delete=True)
+    )
 
 
 def _companion(

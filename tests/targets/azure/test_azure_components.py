@@ -561,9 +561,14 @@ def test_backups_writes_servers_in_the_restores_group_alone(role_run):
     assert [r.inputs["scope"] for r in grants if r.inputs["scope"] == restores(role)] == [restores(role)]
 
 
-def test_no_backups_no_restores_group(pulumi_run):
+def test_the_restores_group_outlives_its_grants_and_the_stack(pulumi_run):
+    """Whenever the environment has backups, whoever holds them (the platform identity may restore too), and
+    retained on delete: azure-native deletes a group with everything in it, restored copies in use among them."""
     access = [{"principal": f"group:{PEOPLE}", "environments": ["acceptance"], "permissions": ["deploy", "monitor"]}]
     _, res = run(pulumi_run, "acceptance", access=access)
+    group = res.named("orders-acceptance-restores-rg")
+    assert group.retain_on_delete and not [r for r in res if "backups-restores" in r.name]
+    _, res = run(pulumi_run, "acceptance", access=access, env={"backups": {"enabled": False}})
     assert not [r for r in res if "restores" in r.name]
 
 

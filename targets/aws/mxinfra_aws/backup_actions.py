@@ -59,7 +59,7 @@ from mxinfra.errors import UserError
 
 from .backups import START_WINDOW_MINUTES, on_demand_days
 from .config import EXPORT_TIMEOUT_SECONDS, SnapshotSource
-from .policies import Arns, restored_identifier
+from .policies import RESTORING_TAG, Arns, restored_identifier
 
 DATABASE, FILES = "database", "files"
 POLL_SECONDS = 15.0
@@ -138,6 +138,7 @@ class _Ended:
     logs: str  # where the task's logs are
     not_started: str = ""  # (restore) why a service was not started again
     counts: dict[str, int] = field(default_factory=dict)  # (restore) each service's desired count before it
+    marked: bool = False  # (restore, succeeded) a service may still carry the restore's mark (its untag failed)
 
     @property
     def ok(self) -> bool:
@@ -683,6 +684,9 @@ class VaultActions:
             if uploaded:
                 self._remove_upload(s3, bucket, key, where)
         assert ended is not None  # (set unless something was raised above)
+        if ended.marked:
+            untag = "; ".join(f"`aws ecs untag-resource --resource-arn {arn} --tag-keys {RESTORING_TAG}`" for arn in self.a.service_arns)
+            self._say(f"warning: {self._restore_head}: a service may still carry the restore's mark {RESTORING_TAG}, which keeps the deploy role from updating it: have the platform identity remove it ({untag})")
         if backed_up is not None:  # (the caller knows the machine takes one: archive_restore_backs_up_first)
             taken = self._backed_up_first(states, execution)
             if taken is not None:
@@ -870,7 +874,8 @@ class VaultActions:
         why = why or "; ".join(f"{c.get('Name')} never ran to the end" for c in never) or f"{error or status}: {str(cause or 'AWS gave no reason')[:300]}"
         ok = status == "SUCCEEDED" and not failed and not never
         exits = {str(c.get("Name")): c.get("ExitCode") for c in containers}
-        return _Ended(str(status), error, exits, "" if ok else why, logs, not_started, counts)
+        marked = "unmarkFailure" in (d.get("output") or "")
+        return _Ended(str(status), error, exits, "" if ok else why, logs, not_started, counts, marked)
 
     # --- AWS --------------------------------------------------------------------------------------------
 

@@ -242,6 +242,8 @@ STOP_POLL_SECONDS, STOP_POLLS = 15, 40
 ECS_RETRY = [{"ErrorEquals": ["States.ALL"], "IntervalSeconds": 5, "MaxAttempts": 6, "BackoffRate": 2.0}]
 DESCRIBE_SERVICES = "arn:{partition}:states:::aws-sdk:ecs:describeServices"
 UPDATE_SERVICE = "arn:{partition}:states:::aws-sdk:ecs:updateService"
+TAG_RESOURCE = "arn:{partition}:states:::aws-sdk:ecs:tagResource"
+UNTAG_RESOURCE = "arn:{partition}:states:::aws-sdk:ecs:untagResource"
 START_BACKUP_JOB = "arn:{partition}:states:::aws-sdk:backup:startBackupJob"
 DESCRIBE_BACKUP_JOB = "arn:{partition}:states:::aws-sdk:backup:describeBackupJob"
 # How long production's restore machine waits for the backup it takes first: polls this far apart, as long
@@ -363,9 +365,15 @@ def restore_definition(a: Arns, task_definition_arn: str, security_group: str, k
     for i, service in enumerate(services):
         # the count to start it again with; nothing is stopped yet if this fails
         states[f"Read{i}"] = ecs(
-            DESCRIBE_SERVICES, {"Cluster": cluster, "Services": [service]}, f"Read{i + 1}" if i + 1 < len(services) else "Stop0",
+            DESCRIBE_SERVICES, {"Cluster": cluster, "Services": [service]}, f"Read{i + 1}" if i + 1 < len(services) else "Mark0",
             ResultSelector={"desired.$": "$.Services[0].DesiredCount"}, ResultPath=f"$.service{i}",
         )
+    # marked as being restored before they stop, so that the deploy role cannot start them again meanwhile
+    # (its UpdateService needs the tag absent: policies.deploy_policy); unmarked once they started again
+    arns = a.service_arns
+    for i, service in enumerate(services):
+        mark = {"ResourceArn": arns[i], "Tags": [{"Key": policies.RESTORING_TAG, "Value.$": "$$.Execution.Name"}]}
+        states[f"Mark{i}"] = ecs(TAG_RESOURCE, mark, f"Mark{i + 1}" if i + 1 < len(services) else "Stop0", ResultPath=None, **undo)
     for i, service in enumerate(services):
         states[f"Stop{i}"] = ecs(UPDATE_SERVICE, {"Cluster": cluster, "Service": service, "DesiredCount": 0}, f"Stop{i + 1}" if i + 1 < len(services) else "Polls", ResultPath=None, **undo)
     # no instance may hold the database while it is replaced: wait until no task of any service runs
@@ -397,13 +405,20 @@ def restore_definition(a: Arns, task_definition_arn: str, security_group: str, k
         "Next": "StartAgain0",
         **undo,
     }
-    # every service is started again even when another could not be: a failed start is kept and said at the end
+    # every service is started again even when another could not be: a failed start is kept and said at the end;
+    # then each is unmarked (one that cannot be is kept too: the command says how to unmark it)
     for label, end in (("StartAgain", "Started"), ("StartAgainAfterFailure", "StartedAfterFailure")):
         for i, service in enumerate(services):
-            nxt = f"{label}{i + 1}" if i + 1 < len(services) else end
+            nxt = f"{label}{i + 1}" if i + 1 < len(services) else f"{label}Unmark0"
             states[f"{label}{i}"] = ecs(
                 UPDATE_SERVICE, {"Cluster": cluster, "Service": service, "DesiredCount.$": f"$.service{i}.desired"}, nxt,
                 ResultPath=None, Catch=[{"ErrorEquals": ["States.ALL"], "ResultPath": "$.startFailure", "Next": nxt}],
+            )
+        for i, service in enumerate(services):
+            nxt = f"{label}Unmark{i + 1}" if i + 1 < len(services) else end
+            states[f"{label}Unmark{i}"] = ecs(
+                UNTAG_RESOURCE, {"ResourceArn": arns[i], "TagKeys": [policies.RESTORING_TAG]}, nxt,
+                ResultPath=None, Catch=[{"ErrorEquals": ["States.ALL"], "ResultPath": "$.unmarkFailure", "Next": nxt}],
             )
     not_started = {"Variable": "$.startFailure", "IsPresent": True}
     # what the command needs to say how to start them by hand: each service's count before the restore

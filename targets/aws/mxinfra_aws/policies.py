@@ -627,6 +627,9 @@ def restore_runner_policy(a: Arns) -> Document:
         _allow("ReadServices", ["ecs:DescribeServices"], _one_or_all(a.service_arns)),
         # the definition passes a desired count alone; the deploy role's conditions hold all the same
         _allow("StopAndStartServices", ["ecs:UpdateService"], _one_or_all(a.service_arns), _service_update(a)),
+        # the mark that keeps the deploy role from starting them again mid-restore: that tag, nothing else
+        _allow("MarkServices", ["ecs:TagResource"], _one_or_all(a.service_arns), {"ForAllValues:StringEquals": {"aws:TagKeys": [RESTORING_TAG]}}),
+        _allow("UnmarkServices", ["ecs:UntagResource"], _one_or_all(a.service_arns), {"ForAllValues:StringEquals": {"aws:TagKeys": [RESTORING_TAG]}}),
         *_runs_task(a, "Restore", a.restore_task_definition_arn, "restore-task"),
     )
 
@@ -713,6 +716,9 @@ def _service_update(a: Arns) -> Document:
     return update
 
 
+# The tag the restore machine puts on the environment's services while it restores (its execution's name):
+# the deploy role's UpdateService needs it absent, so nobody starts the app again mid-restore.
+RESTORING_TAG = "mxinfra:restoring"
 # The tag the export and restore tasks carry (their state machines tag them as they start): a restore
 # stopped half-way by a holder of deploy would leave the files half put back.
 BACKUP_TASK_TAG = "mxinfra:backup-task"
@@ -726,7 +732,8 @@ def deploy_policy(a: Arns) -> Document:
     environment's task families, Fargate, the configured subnets and public-IP setting, and without ECS Exec.
     """
     return _doc(
-        _allow("UpdateService", ["ecs:UpdateService"], _one_or_all(a.service_arns), _service_update(a)),
+        # never while the restore machine has them (its tag on them): it stopped them to replace the data
+        _allow("UpdateService", ["ecs:UpdateService"], _one_or_all(a.service_arns), {**_service_update(a), "Null": {f"aws:ResourceTag/{RESTORING_TAG}": "true"}}),
         _allow("DescribeServices", ["ecs:DescribeServices"], _one_or_all(a.service_arns)),
         _allow("RegisterTaskDefinition", ["ecs:RegisterTaskDefinition"], _one_or_all(a.task_definition_arns), {"ForAllValues:StringEquals": {"ecs:compute-compatibility": "FARGATE"}}),
         # Tagging a new revision as it is registered (tag-on-create), nothing else.

@@ -273,6 +273,7 @@ class StatesDouble:
         self.ecs_run_task = self.ecs_model.operation_model("RunTask").input_shape
         self.services: dict[str, dict[str, int]] = {}  # the environment's ECS services: name -> desired, running (stuck: its tasks never stop)
         self.service_log: list[tuple[str, int]] = []  # each UpdateService: service, desired count
+        self.tag_log: list[tuple[str, str, dict[str, str]]] = []  # each TagResource/UntagResource of a service: service, call, its tags after
         self.visited: list[str] = []  # the states executions entered, in order
         self.waited = 0  # seconds Wait states asked for (not slept)
         self.volumes: list[Path] = []  # each task's scratch volume, in the order they ran
@@ -552,12 +553,29 @@ class StatesDouble:
             with self.lock:
                 running = [{"ExecutionArn": x["executionArn"]} for x in self.executions.values() if x["stateMachineArn"] == p["StateMachineArn"] and x["status"] == p.get("StatusFilter", x["status"])]
             return {"Executions": running[: p.get("MaxResults", 100)]}
+        if resource in ("arn:aws:states:::aws-sdk:ecs:tagResource", "arn:aws:states:::aws-sdk:ecs:untagResource"):
+            op = self._ecs_call(resource, p)
+            arn = p["ResourceArn"]
+            service = arn.rsplit("/", 1)[1]
+            keys = [t["Key"] for t in p["Tags"]] if op == "tagResource" else list(p["TagKeys"])
+            context = {"aws:TagKeys": keys, **({f"aws:RequestTag/{t['Key']}": t["Value"] for t in p["Tags"]} if op == "tagResource" else {})}
+            action = "ecs:TagResource" if op == "tagResource" else "ecs:UntagResource"
+            if not self._authorize("runner", policy, action, arn, context):
+                raise ApiError("Ecs.AccessDeniedException", f"{runner} may not {action} on {arn}")
+            with self.lock:
+                svc = self.services.get(service)
+                if svc is None:
+                    raise ApiError("Ecs.ServiceNotFoundException", f"service {service} not found")
+                tags = svc.setdefault("tags", {})
+                if op == "tagResource":
+                    tags.update({t["Key"]: t["Value"] for t in p["Tags"]})
+                else:
+                    for k in keys:
+                        tags.pop(k, None)
+                self.tag_log.append((service, op, dict(tags)))
+            return {}
         if resource in ("arn:aws:states:::aws-sdk:ecs:describeServices", "arn:aws:states:::aws-sdk:ecs:updateService"):
-            op = resource.rsplit(":", 1)[1]
-            problems = check_shape(_camel(p), self.ecs_model.operation_model(op[0].upper() + op[1:]).input_shape, f"{op} parameters")
-            if problems:
-                self.violations += problems
-                raise ApiError("States.Runtime", "; ".join(problems))
+            op = self._ecs_call(resource, p)
             cluster = p["Cluster"].rsplit("/", 1)[1]
             names = p["Services"] if op == "describeServices" else [p["Service"]]
             out, failures = [], []
@@ -598,6 +616,16 @@ class StatesDouble:
             except BackupError as err:
                 raise ApiError(f"Backup.{err.code}", err.message) from None
         raise ApiError("States.Runtime", f"Task resource {resource}: not modelled")
+
+    def _ecs_call(self, resource: str, p: Mapping[str, Any]) -> str:
+        """The `aws-sdk:ecs` operation a Task state calls (its name as the integration spells it), once its
+        parameters hold to ECS's model (a States.Runtime error otherwise)."""
+        op = resource.rsplit(":", 1)[1]
+        problems = check_shape(_camel(p), self.ecs_model.operation_model(op[0].upper() + op[1:]).input_shape, f"{op} parameters")
+        if problems:
+            self.violations += problems
+            raise ApiError("States.Runtime", "; ".join(problems))
+        return op
 
     def _resolve(self, value: Any, data: Any, context: Mapping[str, Any]) -> Any:
         """Parameters (or a ResultSelector) with `Key.$` values resolved: a path into `data` (`$.`), into the

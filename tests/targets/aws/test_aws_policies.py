@@ -113,6 +113,8 @@ def test_deploy_update_service_is_constrained():
         "StringEqualsIfExists": {"ecs:enable-execute-command": "false"},
         "BoolIfExists": {"ecs:auto-assign-public-ip": "false"},
         "ForAllValues:StringEquals": {"ecs:subnet": sorted(SUBNETS)},
+        # never while the restore machine has the services (its tag on them)
+        "Null": {"aws:ResourceTag/mxinfra:restoring": "true"},
     }
     public = Arns(REGION, ACCOUNT, "c", Naming("orders", "production"), assign_public_ip=True)
     assert {s["Sid"]: s for s in policies.deploy_policy(public)["Statement"]}["UpdateService"]["Condition"]["BoolIfExists"] == {"ecs:auto-assign-public-ip": "true"}

@@ -120,8 +120,16 @@ def test_the_machine_stops_the_services_around_the_task_and_fixes_everything_but
             assert states[state]["Parameters"].get("Service", states[state]["Parameters"].get("Services", [None])[0]) == service, state
         assert states[f"Stop{i}"]["Parameters"]["DesiredCount"] == 0
         assert states[f"StartAgain{i}"]["Parameters"]["DesiredCount.$"] == f"$.service{i}.desired"
-    # every state that runs once a service may be stopped goes, on failure, to starting them again
-    stopped = [n for n in states if re.fullmatch(r"(Stop|Check)\d+|Restore", n)]
+    # each service marked as being restored (the tag the deploy role's UpdateService needs absent) before the
+    # first stop, and unmarked after it was started again, on either way out
+    for i, arn in enumerate(a.service_arns):
+        assert states[f"Mark{i}"]["Parameters"] == {"ResourceArn": arn, "Tags": [{"Key": "mxinfra:restoring", "Value.$": "$$.Execution.Name"}]}
+        for label in ("StartAgain", "StartAgainAfterFailure"):
+            assert states[f"{label}Unmark{i}"]["Parameters"] == {"ResourceArn": arn, "TagKeys": ["mxinfra:restoring"]}
+    assert states[f"Read{len(services) - 1}"]["Next"] == "Mark0" and states[f"Mark{len(services) - 1}"]["Next"] == "Stop0"
+    assert states[f"StartAgain{len(services) - 1}"]["Next"] == "StartAgainUnmark0" and states[f"StartAgainUnmark{len(services) - 1}"]["Next"] == "Started"
+    # every state that runs once a service may be stopped (or marked) goes, on failure, to starting them again
+    stopped = [n for n in states if re.fullmatch(r"(Mark|Stop|Check)\d+|Restore", n)]
     assert all(states[n]["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": "StartAgainAfterFailure0"}] for n in stopped)
     restore = states["Restore"]["Parameters"]
     assert restore["TaskDefinition"].endswith("orders-test-restore:3") and restore["LaunchType"] == "FARGATE"
@@ -146,7 +154,7 @@ def test_the_machine_stops_the_services_around_the_task_and_fixes_everything_but
     assert states["Clean"] == {"Type": "Pass", "Parameters": {"sha256.$": "$.sha256"}, "Next": "Read0"}
     paths = {(n, p) for n, st in states.items() for p in re.findall(r"(?<!\$)\$\.[A-Za-z0-9_.\[\]]+", json.dumps(st))}
     assert {n for n, p in paths if p == "$.sha256"} == {"Input", "Clean", "Restore"}
-    own = r"\$\.(guard|exports|service\d|check|polls|failure|startFailure|both|task)(\..*|\[.*)?|\$\.Services(\[0\]\.\w+)?|\$\.Executions"
+    own = r"\$\.(guard|exports|service\d|check|polls|failure|startFailure|unmarkFailure|both|task)(\..*|\[.*)?|\$\.Services(\[0\]\.\w+)?|\$\.Executions"
     assert sorted(p for n, p in paths if p != "$.sha256" and not re.fullmatch(own, p)) == []
     # each service started again even when another could not be, the failure said at the end
     for i in range(len(services)):
@@ -190,6 +198,20 @@ def test_the_restore_policies_lint_clean():
 # --- end to end ----------------------------------------------------------------------------------------
 
 
+def _restore_without(d: Deployed, project: Any, tmp_path: Path, capsys: Any, sid: str) -> tuple[int, str, str]:
+    """A downloaded archive restored by a machine whose runner role lacks the statement `sid`."""
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    policy = restore_runner_policy(d.a)
+    d.states.role_policies[d.a.role_arn("restore-runner")] = {**policy, "Statement": [st for st in policy["Statement"] if st["Sid"] != sid]}
+    return _restore(d, project, archive, capsys)
+
+
+def execution_of(d: Deployed) -> str:
+    """The name of the one restore execution the doubles ran."""
+    (name,) = [e["name"] for e in d.states.executions.values() if e["stateMachineArn"] == d.a.restore_machine_arn]
+    return name
+
+
 def _download(d: Deployed, project: Any, out_dir: Path, capsys: Any) -> Path:
     rc, out, err = _cli(capsys, "backup", "download", "-s", d.stack, "-e", d.role, "-o", str(out_dir), "-C", str(project.path))
     assert rc == 0, err
@@ -228,8 +250,16 @@ def test_restore_archive_stops_the_app_restores_every_row_and_file_and_starts_it
     s3 = boto3.client("s3", region_name=REGION, endpoint_url=d.moto)
     assert {k: s3.get_object(Bucket=a.bucket_name, Key=k)["Body"].read() for k in FILES} == FILES
     assert s3.get_object(Bucket=a.bucket_name, Key=LATER)["Body"].read() == b"written after the backup"
-    # the app was stopped while the task ran, then started with the count it had
-    assert seen["services"] == {a.service_name: {"desired": 0, "running": 0}}
+    # the app was stopped while the task ran, then started with the count it had; while it ran the service
+    # carried the restore's mark, which keeps the deploy role's UpdateService off it, and not after
+    assert seen["services"] == {a.service_name: {"desired": 0, "running": 0, "tags": {"mxinfra:restoring": execution_of(d)}}}
+    from mxinfra_aws.policies import deploy_policy
+
+    svc = a.service_arns[0]
+    update = {"ecs:cluster": a.cluster_arn, "ecs:task-definition": a.task_definition_arns[0].replace(":*", ":3"), "ecs:enable-execute-command": "false"}
+    assert not allows(deploy_policy(a), "ecs:UpdateService", svc, {**update, "aws:ResourceTag/mxinfra:restoring": execution_of(d)})
+    assert allows(deploy_policy(a), "ecs:UpdateService", svc, update)
+    assert d.states.services[a.service_name]["tags"] == {}
     assert d.states.service_log == [(a.service_name, 0), (a.service_name, 2)] and d.states.services[a.service_name]["desired"] == 2
     (ran,) = d.states.ran
     execution = ran["Overrides"]["ContainerOverrides"][0]["Environment"][0]["Value"]
@@ -515,6 +545,15 @@ def test_input_the_command_would_never_give_stops_nothing_or_restores_nothing(ex
     assert _rows(pg) == changed and d.states.services[a.service_name]["desired"] == 2
 
 
+def test_a_mark_the_machine_cannot_take_off_is_said_with_the_command_that_does(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
+    d, a = exported, exported.a
+    rc, out, err = _restore_without(d, project, tmp_path, capsys, "UnmarkServices")
+    assert rc == 0, err
+    said = " ".join(err.split())
+    assert "may still carry the restore's mark mxinfra:restoring" in said and f"aws ecs untag-resource --resource-arn {a.service_arns[0]} --tag-keys mxinfra:restoring" in said, said
+    assert d.states.services[a.service_name]["tags"] == {"mxinfra:restoring": execution_of(d)} and d.states.services[a.service_name]["desired"] == 2
+
+
 def test_a_service_that_cannot_be_started_again_leaves_the_restore_recorded_and_said(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
     d, a = exported, exported.a
     before = _rows(pg)
@@ -692,10 +731,7 @@ def test_a_production_backup_that_fails_stops_nothing_and_restores_nothing(expor
 def test_a_runner_role_without_the_backup_rights_stops_nothing(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
     """A runner policy that forgot the backup's rights fails loudly, before anything is stopped."""
     d, a = exported, exported.a
-    archive = _download(d, project, tmp_path / "downloads", capsys)
-    runner = a.role_arn("restore-runner")
-    d.states.role_policies[runner] = {**restore_runner_policy(a), "Statement": [st for st in restore_runner_policy(a)["Statement"] if st["Sid"] != "BackUpFirst"]}
-    rc, out, err = _restore(d, project, archive, capsys)
+    rc, out, err = _restore_without(d, project, tmp_path, capsys, "BackUpFirst")
     assert rc == 2 and "could not be started or followed" in err and "not authorized to perform: backup:StartBackupJob" in err, err
     assert err.count("nothing was stopped or restored") == 1
     assert d.states.service_log == [] and d.backup is not None and d.backup.jobs == {}

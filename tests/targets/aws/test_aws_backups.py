@@ -328,6 +328,36 @@ def test_the_backup_role_reaches_only_this_environments_database_and_bucket():
     assert lint(doc) == [] and lint(backups.service_trust(), trust_for=a.role_arn("backup")) == []
 
 
+def test_the_backup_role_keeps_of_the_managed_policies_only_rds_instances_and_s3():
+    """AWS's four managed policies as they are now (moto's copy of AWS's managed policies): every action they
+    allow is either denied to the environment's backup role by its scope policy, or one of the kinds an RDS
+    instance's and a bucket's backups and restores use. A service AWS adds to the policies fails here until
+    the scope policy says what becomes of it."""
+    import fnmatch
+    import json as _json
+
+    from moto.iam.aws_managed_policies import aws_managed_policies_data
+
+    managed = _json.loads(aws_managed_policies_data)
+    a = arns("test")
+    doc = backups.scope_policy(a)
+    kept = set()
+    for kind, path in backups.MANAGED_POLICIES.items():
+        statements = managed[path.rsplit("/", 1)[-1]]["Document"]["Statement"]
+        for st in statements:
+            if st["Effect"] != "Allow":
+                continue
+            for action in [st["Action"]] if isinstance(st["Action"], str) else st["Action"]:
+                # (the Denies of every resource: the others bound an action to this environment's resources)
+                if not any(d.get("Resource") == "*" and any(fnmatch.fnmatchcase(action, x) for x in d["Action"]) for d in doc["Statement"]):
+                    kept.add(action)
+    assert {x.split(":")[0] for x in kept} <= {"backup", "cloudwatch", "ec2", "events", "guardduty", "iam", "kms", "rds", "s3", "tag"}, sorted(kept)
+    # of EC2 only reads, tags and the deletions of what a job made; of RDS, its instances
+    assert {x for x in kept if x.startswith("ec2:")} <= {x for x in kept if x.startswith(("ec2:Describe", "ec2:CreateTags", "ec2:DeleteTags", "ec2:Delete", "ec2:DeregisterImage", "ec2:ModifySnapshotTier", "ec2:RestoreSnapshotTier", "ec2:TerminateInstances"))}
+    assert not [x for x in kept if x.startswith("rds:") and not x.startswith("rds:Describe") and ("Cluster" in x or "Tenant" in x or "SnapshotAttribute" in x)], sorted(kept)
+    assert "rds:CreateDBSnapshot" in kept and "rds:RestoreDBInstanceFromDBSnapshot" in kept and "s3:PutObject" in kept
+
+
 def test_vault_names_are_valid_for_aws_backup():
     long = Arns(REGION, ACCOUNT, "c", Naming("a-very-long-application-name-indeed", "acceptance"))
     assert len(long.backup_vault_name) <= 50 and set(long.backup_vault_name) <= set("abcdefghijklmnopqrstuvwxyz0123456789-_")

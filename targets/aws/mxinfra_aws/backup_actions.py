@@ -68,6 +68,8 @@ RESTORE_STOP_SECONDS = 3600.0
 FETCH, RESTORE, PUSH_FILES = "fetch", "restore", "push-files"  # export's names (that module imports Pulumi)
 # The restore machine's state whose output names the recovery points production's restore took first.
 BACKED_UP = "BackedUp"
+# What the restore machine adds to a failure's cause when a service kept its restore mark (export.py).
+MARK_LEFT = "and a service still carries the mark mxinfra:restoring"
 # A large database's snapshot or restore: the command waits, then says how to follow the job.
 BACKUP_TIMEOUT = 3 * 3600.0
 RESTORE_TIMEOUT = 6 * 3600.0
@@ -138,7 +140,7 @@ class _Ended:
     logs: str  # where the task's logs are
     not_started: str = ""  # (restore) why a service was not started again
     counts: dict[str, int] = field(default_factory=dict)  # (restore) each service's desired count before it
-    marked: bool = False  # (restore, succeeded) a service may still carry the restore's mark (its untag failed)
+    marked: bool = False  # (restore) a service may still carry the restore's mark (its untag failed)
 
     @property
     def ok(self) -> bool:
@@ -846,10 +848,12 @@ class VaultActions:
                 raise UserError(f"{head}: the {kind} {execution} still ran after {timeout / 60:.0f} minutes ({logs})")
             time.sleep(self.poll)
         error, cause, not_started, counts = str(d.get("error") or ""), d.get("cause"), "", {}
+        marked = MARK_LEFT in str(cause or "")
         if error in ("mxinfra.NotStartedAgain", "mxinfra.RestoredNotStartedAgain"):
             # the restore machine's: the failed start, the counts before, and (after a failure) that failure, whole
             try:
                 both = json.loads(str(cause))
+                marked = both.get("unmarkFailure") is not None
                 start, counts = both["startFailure"], {str(k): int(v) for k, v in (both.get("counts") or {}).items()}
                 not_started = str(start.get("Cause") or start.get("Error") or "")[:300]
                 if error == "mxinfra.NotStartedAgain":
@@ -874,7 +878,11 @@ class VaultActions:
         why = why or "; ".join(f"{c.get('Name')} never ran to the end" for c in never) or f"{error or status}: {str(cause or 'AWS gave no reason')[:300]}"
         ok = status == "SUCCEEDED" and not failed and not never
         exits = {str(c.get("Name")): c.get("ExitCode") for c in containers}
-        marked = "unmarkFailure" in (d.get("output") or "")
+        try:
+            output = json.loads(d.get("output") or "{}")
+        except ValueError:
+            output = {}
+        marked = marked or (isinstance(output, dict) and output.get("unmarkFailure") is not None)
         return _Ended(str(status), error, exits, "" if ok else why, logs, not_started, counts, marked)
 
     # --- AWS --------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from mxinfra.backups import of_environment
 from mxinfra.target import EnvironmentContext
 
 from . import policies
-from .backup_actions import BACKED_UP
+from .backup_actions import BACKED_UP, MARK_LEFT
 from .backups import START_WINDOW_MINUTES, on_demand_days
 from .config import EXPORT_TIMEOUT_SECONDS, AwsConfig, BackupExportConfig
 from .containers import value_from
@@ -356,7 +356,8 @@ def restore_definition(a: Arns, task_definition_arn: str, security_group: str, k
         "Default": "BadInput",
     }
     # from here on the state holds the sha256 and what the machine writes itself, nothing else of the input
-    states["Clean"] = {"Type": "Pass", "Parameters": {"sha256.$": "$.sha256"}, "Next": "BackupFirst" if a.production else "Read0"}
+    # (unmarkFailure: null until a service's mark could not be taken off, so that every way out can name it)
+    states["Clean"] = {"Type": "Pass", "Parameters": {"sha256.$": "$.sha256", "unmarkFailure": None}, "Next": "BackupFirst" if a.production else "Read0"}
     if a.production:
         if keep_days is None:  # (the target renders no restore machine where backups are off: target.exports)
             raise ValueError(f"{a.naming.prefix}: production's restore machine backs up first: give its retention")
@@ -425,11 +426,19 @@ def restore_definition(a: Arns, task_definition_arn: str, security_group: str, k
     counts = {f"{service}.$": f"$.service{i}.desired" for i, service in enumerate(services)}
     states["Started"] = {"Type": "Choice", "Choices": [{**not_started, "Next": "RestoredNotStarted"}], "Default": "Restored"}
     states["Restored"] = {"Type": "Succeed"}
-    states["RestoredNotStarted"] = {"Type": "Pass", "Parameters": {"startFailure.$": "$.startFailure", "counts": counts}, "ResultPath": "$.both", "Next": "RestoredNotStartedEither"}
+    states["RestoredNotStarted"] = {"Type": "Pass", "Parameters": {"startFailure.$": "$.startFailure", "counts": counts, "unmarkFailure.$": "$.unmarkFailure"}, "ResultPath": "$.both", "Next": "RestoredNotStartedEither"}
     states["RestoredNotStartedEither"] = {"Type": "Pass", "Parameters": {"Error": "mxinfra.RestoredNotStartedAgain", "Cause.$": "States.JsonToString($.both)"}, "ResultPath": "$.failure", "Next": "Failed"}
-    states["StartedAfterFailure"] = {"Type": "Choice", "Choices": [{**not_started, "Next": "NotStarted"}], "Default": "Failed"}
+    states["StartedAfterFailure"] = {"Type": "Choice", "Choices": [{**not_started, "Next": "NotStarted"}], "Default": "LeftMarked"}
+    # a mark left on a service keeps the deploy role from updating it: said in the cause, whatever it was
+    states["LeftMarked"] = {"Type": "Choice", "Choices": [{"Not": {"Variable": "$.unmarkFailure", "IsNull": True}, "Next": "SayMarked"}], "Default": "Failed"}
+    states["SayMarked"] = {
+        "Type": "Pass",
+        "Parameters": {"Error.$": "$.failure.Error", "Cause.$": f"States.Format('{{}} ({MARK_LEFT})', $.failure.Cause)"},
+        "ResultPath": "$.failure",
+        "Next": "Failed",
+    }
     # both failures kept whole (the first says whether the database was replaced), as JSON in the cause
-    states["NotStarted"] = {"Type": "Pass", "Parameters": {"failure.$": "$.failure", "startFailure.$": "$.startFailure", "counts": counts}, "ResultPath": "$.both", "Next": "NotStartedEither"}
+    states["NotStarted"] = {"Type": "Pass", "Parameters": {"failure.$": "$.failure", "startFailure.$": "$.startFailure", "counts": counts, "unmarkFailure.$": "$.unmarkFailure"}, "ResultPath": "$.both", "Next": "NotStartedEither"}
     states["NotStartedEither"] = {"Type": "Pass", "Parameters": {"Error": "mxinfra.NotStartedAgain", "Cause.$": "States.JsonToString($.both)"}, "ResultPath": "$.failure", "Next": "Failed"}
     states["Failed"] = {"Type": "Fail", "ErrorPath": "$.failure.Error", "CausePath": "$.failure.Cause"}
     return {"Comment": f"{a.naming.prefix}: restore an uploaded archive for `mxinfra backup restore --archive`", "StartAt": "OneAtATime", "States": states}

@@ -126,6 +126,11 @@ def _definition(
     return definition.id
 
 
+# Assignments whose role changed since they were first made, named anew so that Pulumi replaces them: ARM
+# may refuse a PUT of another role on an existing assignment's name. api was the built-in Reader.
+ROLE_CHANGED = {"api": ("custom",)}
+
+
 def _grant(ctx: EnvironmentContext, names: Names, group: azure.resources.ResourceGroup, r: AccessRole, name: str, definition_id: Any, scope: str, condition: str | None) -> None:
     """`r`'s principals get role `name` at `scope`: standing assignments, or PIM eligibility with its policy."""
     n = ctx.naming
@@ -140,7 +145,7 @@ def _grant(ctx: EnvironmentContext, names: Names, group: azure.resources.Resourc
         kind, object_id = principal_parts(principal)
         azure.authorization.RoleAssignment(
             n.logical(f"grant-{name}-{object_id}"),
-            role_assignment_name=names.assignment_guid(name, object_id),
+            role_assignment_name=names.assignment_guid(name, object_id, *ROLE_CHANGED.get(name, ())),
             scope=scope,
             role_definition_id=definition_id,
             principal_id=object_id,

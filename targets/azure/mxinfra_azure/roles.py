@@ -130,7 +130,8 @@ KEY_READS = [
 NOT_ACTIONS: dict[str, list[str]] = {
     "deploy": ["Microsoft.App/containerApps/listSecrets/action"],
     "monitor": ["Microsoft.App/containerApps/listSecrets/action", *KEY_READS],
-    "api": ["Microsoft.App/containerApps/listSecrets/action", *KEY_READS],
+    # and the action groups' receivers, whose webhook and Logic App URLs carry tokens (monitor has no such read)
+    "api": ["Microsoft.App/containerApps/listSecrets/action", *KEY_READS, "Microsoft.Insights/actionGroups/read"],
 }
 
 # Actions a permission needs in the environment's restores resource group (names.restores_group), in a role

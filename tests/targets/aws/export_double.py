@@ -529,6 +529,10 @@ class StatesDouble:
             return bool(rule["IsPresent"])
         if keys == {"Variable", "IsString"}:
             return isinstance(_get(data, rule["Variable"]), str) == rule["IsString"]
+        if keys == {"Not"}:
+            return not self._holds(rule["Not"], data)
+        if keys == {"Variable", "IsNull"}:
+            return (_get(data, rule["Variable"]) is None) == rule["IsNull"]
         if keys == {"Variable", "StringEquals"}:
             value = _get(data, rule["Variable"])
             return isinstance(value, str) and value == rule["StringEquals"]
@@ -536,7 +540,7 @@ class StatesDouble:
             # as Step Functions: a path that names nothing is a States.Runtime error, never caught
             value = _get(data, rule["Variable"])
             return isinstance(value, (int, float)) and not isinstance(value, bool) and value > rule["NumericGreaterThan"]
-        raise ApiError("States.Runtime", f"choice {rule}: only NumericGreaterThan, StringEquals, IsPresent, IsString, And and Or are modelled")
+        raise ApiError("States.Runtime", f"choice {rule}: only NumericGreaterThan, StringEquals, IsPresent, IsNull, IsString, And, Or and Not are modelled")
 
     def _task(self, runner: str, state: Mapping[str, Any], p: Mapping[str, Any]) -> Any:
         """One Task state's call, as the runner role; its answer (a failure: ApiError with the task as cause)."""

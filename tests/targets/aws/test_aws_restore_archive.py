@@ -151,7 +151,7 @@ def test_the_machine_stops_the_services_around_the_task_and_fixes_everything_but
         {"And": [{"Variable": "$.sha256", "IsPresent": True}, {"Variable": "$.sha256", "IsString": True}], "Next": "Clean"}
     ] and states["Input"]["Default"] == "BadInput"
     # the rest of the input is dropped: nothing the caller adds (a `startFailure`, say) reaches a later state
-    assert states["Clean"] == {"Type": "Pass", "Parameters": {"sha256.$": "$.sha256"}, "Next": "Read0"}
+    assert states["Clean"] == {"Type": "Pass", "Parameters": {"sha256.$": "$.sha256", "unmarkFailure": None}, "Next": "Read0"}
     paths = {(n, p) for n, st in states.items() for p in re.findall(r"(?<!\$)\$\.[A-Za-z0-9_.\[\]]+", json.dumps(st))}
     assert {n for n, p in paths if p == "$.sha256"} == {"Input", "Clean", "Restore"}
     own = r"\$\.(guard|exports|service\d|check|polls|failure|startFailure|unmarkFailure|both|task)(\..*|\[.*)?|\$\.Services(\[0\]\.\w+)?|\$\.Executions"
@@ -551,6 +551,19 @@ def test_a_mark_the_machine_cannot_take_off_is_said_with_the_command_that_does(e
     assert rc == 0, err
     said = " ".join(err.split())
     assert "may still carry the restore's mark mxinfra:restoring" in said and f"aws ecs untag-resource --resource-arn {a.service_arns[0]} --tag-keys mxinfra:restoring" in said, said
+    assert d.states.services[a.service_name]["tags"] == {"mxinfra:restoring": execution_of(d)} and d.states.services[a.service_name]["desired"] == 2
+
+
+def test_a_mark_left_by_a_failed_restore_is_said_too(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
+    """The restore task cannot be run and the mark cannot be taken off: the execution fails, and the command
+    says both (Step Functions gives a failed execution's cause, not its output)."""
+    d, a = exported, exported.a
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    policy = restore_runner_policy(a)
+    d.states.role_policies[a.role_arn("restore-runner")] = {**policy, "Statement": [st for st in policy["Statement"] if st["Sid"] not in ("RunRestore", "UnmarkServices")]}
+    rc, out, err = _restore(d, project, archive, capsys)
+    said = " ".join(err.split())
+    assert rc == 2 and "may still carry the restore's mark mxinfra:restoring" in said and "aws ecs untag-resource" in said, said
     assert d.states.services[a.service_name]["tags"] == {"mxinfra:restoring": execution_of(d)} and d.states.services[a.service_name]["desired"] == 2
 
 

@@ -339,6 +339,14 @@ def test_custom_roles_at_the_environment_scope(role_run):
     for key in ("Microsoft.OperationalInsights/workspaces/sharedKeys/read", "Microsoft.OperationalInsights/workspaces/sharedKeys/action", "Microsoft.OperationalInsights/workspaces/storageInsightConfigs/read"):
         assert not rbac_allows(api, key), key
     assert rbac_allows(api, "Microsoft.App/containerApps/read") and rbac_allows(api, "Microsoft.OperationalInsights/workspaces/read")
+    # nor the action groups' receivers (webhook and Logic App URLs carry tokens)
+    assert not rbac_allows(api, "Microsoft.Insights/actionGroups/read")
+    # its assignments are named anew (api was the built-in Reader): Pulumi replaces them, rather than PUT another role on a name
+    n_ = Names.of(__import__("mxinfra.naming", fromlist=["Naming"]).Naming("orders", role), SUB)
+    for g in res.of_type(f"{T}authorization:RoleAssignment"):
+        if "-grant-api-" in g.name:
+            oid = g.inputs["principalId"]
+            assert g.inputs["roleAssignmentName"] == n_.assignment_guid("api", oid, "custom") != n_.assignment_guid("api", oid)
 
 
 def test_non_production_grants_are_assignments(pulumi_run):

@@ -575,12 +575,14 @@ class VaultActions:
         machine = self.a.restore_machine_arn
         with self._aws("creating the AWS clients"):
             states = self.session.client("stepfunctions", region_name=self.a.region, config=self._config)
-        with self._aws(f"states:DescribeStateMachine of {machine}", head=self._restore_head):
-            definition = states.describe_state_machine(stateMachineArn=machine).get("definition") or "{}"
         try:
+            with self._aws(f"states:DescribeStateMachine of {machine}", head=self._restore_head):
+                definition = states.describe_state_machine(stateMachineArn=machine).get("definition") or "{}"
             backs_up = BACKED_UP in (json.loads(definition).get("States") or {})
-        except (ValueError, AttributeError):
-            backs_up = False
+        except (UserError, ValueError, AttributeError) as e:
+            # (a backups role from before may not read it): not known, so the backup is taken here, as before
+            self._say(f"warning: {self.env.name}: whether the deployed restore machine backs production up first could not be read ({e}): this command takes the backup itself")
+            return False
         if not backs_up:
             self._say(f"warning: {self.env.name}: the deployed restore machine {machine} does not back production up first yet (run `pulumi up`): this command takes the backup itself")
         return backs_up
@@ -722,7 +724,7 @@ class VaultActions:
                 stopped,
             )
         # certainly nothing restored: recorded as the intent's outcome (mxinfra.backups.NothingRestored)
-        if ended.error in ("mxinfra.BackupFirstFailed", "mxinfra.NoBackupFirst"):  # (their cause says so)
+        if ended.error == "mxinfra.BackupFirstFailed":  # (its cause says so)
             raise NothingRestored(f"{head}: the restore {execution} ended {ended.status}: {ended.why} ({tail})", {"execution": backup})
         if ended.error in ("mxinfra.RestoreRunning", "mxinfra.BadInput"):
             raise NothingRestored(f"{head}: the restore {execution} ended {ended.status}: {ended.why}: nothing was stopped or restored ({tail})", {"execution": backup})

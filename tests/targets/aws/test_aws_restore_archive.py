@@ -848,6 +848,22 @@ def test_a_restore_machine_deployed_before_it_backed_up_first_gets_the_commands_
 
 
 @pytest.mark.parametrize("exported", ["production"], indirect=True)
+def test_a_machine_the_command_may_not_read_gets_the_commands_backup(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
+    """A backups role from before may not describe the machine: not known whether it backs up first, so the
+    command takes and records the backup itself (the machine then takes one too)."""
+    d, a = exported, exported.a
+    assert d.backup is not None
+    archive = _download(d, project, tmp_path / "downloads", capsys)
+    policy = permission_policy(a, "backups")
+    d.states.caller_policy = {**policy, "Statement": [st for st in policy["Statement"] if st["Sid"] != "ReadRestoreMachine"]}
+    rc, out, err = _restore(d, project, archive, capsys)
+    assert rc == 0, err
+    assert "whether the deployed restore machine backs production up first could not be read" in err and "DescribeStateMachine" in err, err
+    assert [r.action for r in _records(project, "production")][-3:] == ["backup", "intent", "restore"]
+    assert len([op for op, _ in d.backup.requests if op == "StartBackupJob"]) == 4  # the command's two, the machine's two
+
+
+@pytest.mark.parametrize("exported", ["production"], indirect=True)
 def test_a_history_the_command_may_not_read_leaves_the_backup_unrecorded_and_says_why(exported: Deployed, pg: PostgresServer, project: Any, tmp_path: Path, capsys: Any) -> None:
     d, a = exported, exported.a
     archive = _download(d, project, tmp_path / "downloads", capsys)

@@ -252,7 +252,7 @@ BACKUP_POLL_SECONDS, BACKUP_POLLS = 60, 180
 # A refusal is final (retried, it would only delay the failure by minutes); anything else may pass.
 BACKUP_RETRY = [
     {"ErrorEquals": [f"Backup.{e}" for e in ("AccessDeniedException", "InvalidParameterValueException", "InvalidRequestException", "MissingParameterValueException", "ResourceNotFoundException")], "MaxAttempts": 0},
-    {"ErrorEquals": ["States.ALL"], "IntervalSeconds": 5, "MaxAttempts": 6, "BackoffRate": 2.0},
+    *ECS_RETRY,
 ]
 # AWS Backup's job states after which no recovery point comes.
 _BACKUP_FAILED = ("ABORTED", "EXPIRED", "FAILED", "PARTIAL")

@@ -618,7 +618,7 @@ def restore_runner_policy(a: Arns) -> Document:
         _allow("BackUpFirst", ["backup:StartBackupJob"], a.backup_vault_arn),
         # jobs have no resource type: AWS only accepts "*" (job metadata of the account, no data)
         _allow("FollowBackupFirst", ["backup:DescribeBackupJob"], "*"),
-        _allow("PassBackupRole", ["iam:PassRole"], a.role_arn("backup"), {"StringEquals": {"iam:PassedToService": "backup.amazonaws.com"}}),
+        _pass_backup_role(a),
     ] if a.production and a.aws_backup else []
     return _doc(
         *first,
@@ -746,8 +746,8 @@ def deploy_policy(a: Arns) -> Document:
         _allow("CheckVpc", ["ec2:DescribeVpcs"], "*", {"StringEquals": {"ec2:Region": a.region}}),
         # ListTasks is authorised on the cluster's container instances, narrowed by the cluster key.
         _allow("ListTasks", ["ecs:ListTasks"], a.container_instances_arn, {"ArnEquals": {"ecs:cluster": a.cluster_arn}}),
-        # Tasks carry their service's tags (propagateTags SERVICE): only this environment's, and never the
-        # export or restore task (a backup task's tag)
+        # Tasks carry their task definition's tags (propagateTags TASK_DEFINITION): only this environment's,
+        # and never the export or restore task (the backup task's tag their state machines give them)
         _allow("Tasks", ["ecs:DescribeTasks", "ecs:StopTask"], a.tasks_arn, {"StringEquals": _environment_tags(a), "Null": {f"aws:ResourceTag/{BACKUP_TASK_TAG}": "true"}}),
         _allow(
             "PassRuntimeRoles",
@@ -775,6 +775,11 @@ def monitor_policy(a: Arns) -> Document:
     )
 
 
+def _pass_backup_role(a: Arns) -> Document:
+    """Passing exactly the environment's backup role, to AWS Backup only (a job runs as it)."""
+    return _allow("PassBackupRole", ["iam:PassRole"], a.role_arn("backup"), {"StringEquals": {"iam:PassedToService": "backup.amazonaws.com"}})
+
+
 def aws_backup_statements(a: Arns) -> list[Document]:
     """The backups permission's AWS Backup part: an on-demand backup into the environment's vault and a
     restore of the environment's recovery points, both run as the environment's backup role (the only role
@@ -792,7 +797,7 @@ def aws_backup_statements(a: Arns) -> list[Document]:
         # Following the jobs one started: these have no resource type, AWS only accepts "*" (job metadata of
         # the account: resource ARNs, times, states; no data).
         _allow("BackupJobs", ["backup:DescribeBackupJob", "backup:DescribeRestoreJob", "backup:ListBackupJobs", "backup:ListRestoreJobs"], "*"),
-        _allow("PassBackupRole", ["iam:PassRole"], a.role_arn("backup"), {"StringEquals": {"iam:PassedToService": "backup.amazonaws.com"}}),
+        _pass_backup_role(a),
         # A recovery point of another environment (or untagged) is never read or restored: one Deny per tag.
         *(
             {

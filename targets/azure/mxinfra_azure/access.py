@@ -31,27 +31,18 @@ class Access:
     scopes: dict[str, str] = field(default_factory=dict)
 
 
-def definition_guid(names: Names, permission: str) -> str:
-    """The role definition GUID of `permission` (built-in or the environment's custom role)."""
-    builtin = roles.BUILTIN.get(permission)
-    return builtin[0] if builtin else names.role_definition_guid(permission)
-
-
 def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure.resources.ResourceGroup, rt: Runtime) -> Access:
     """The roles, their assignments or eligibilities, and on production their PIM policies."""
     out = Access()
     granted = ctx.access.roles()
     production = ctx.environment.is_production
     # manage may hand out the environment's other roles, never itself.
-    others = [definition_guid(names, p) for p in roles.ACTIONS if p != "manage"]
+    others = [names.role_definition_guid(p) for p in roles.ACTIONS if p != "manage"]
     restores = restores_group(ctx, names, group) if of_environment(ctx.environment).enabled or any(r.permission.value in roles.RESTORES_ACTIONS for r in granted) else None
     for r in granted:
         perm = r.permission.value
-        guid = definition_guid(names, perm)
-        if perm in roles.BUILTIN:
-            definition_id: Any = names.role_definition_id(guid)
-        else:
-            definition_id = _definition(ctx, names, group, perm, guid, names.scope, roles.actions(perm, production), roles.NOT_ACTIONS.get(perm, []))
+        guid = names.role_definition_guid(perm)
+        definition_id = _definition(ctx, names, group, perm, guid, names.scope, roles.actions(perm, production), roles.NOT_ACTIONS.get(perm, []))
         out.definition_ids[perm] = definition_id
         out.scopes[perm] = names.scope
         condition = roles.manage_condition(others) if perm == "manage" and not production else None

@@ -4,12 +4,9 @@ the resource providers' published REST operations)."""
 
 from __future__ import annotations
 
-# Built-in roles by GUID (the same in every tenant).
+# Built-in roles by GUID (the same in every tenant): the Backup vault reads the database's group as Reader.
 READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
 
-# Built-in roles a permission maps to as they are (none now: api's Reader, `*/read`, also takes the
-# workspace's shared keys read; api is a custom role of the same reads without it, NOT_ACTIONS).
-BUILTIN: dict[str, tuple[str, str]] = {}
 
 APP_READ = [
     "Microsoft.App/containerApps/read",

@@ -746,9 +746,12 @@ def deploy_policy(a: Arns) -> Document:
         _allow("CheckVpc", ["ec2:DescribeVpcs"], "*", {"StringEquals": {"ec2:Region": a.region}}),
         # ListTasks is authorised on the cluster's container instances, narrowed by the cluster key.
         _allow("ListTasks", ["ecs:ListTasks"], a.container_instances_arn, {"ArnEquals": {"ecs:cluster": a.cluster_arn}}),
-        # Tasks carry their task definition's tags (propagateTags TASK_DEFINITION): only this environment's,
-        # and never the export or restore task (the backup task's tag their state machines give them)
-        _allow("Tasks", ["ecs:DescribeTasks", "ecs:StopTask"], a.tasks_arn, {"StringEquals": _environment_tags(a), "Null": {f"aws:ResourceTag/{BACKUP_TASK_TAG}": "true"}}),
+        # Tasks carry their task definition's tags (propagateTags TASK_DEFINITION): only this environment's.
+        # Described whatever they run (a DescribeTasks of a list that holds the export or restore task would
+        # be refused whole otherwise; their overrides name the backup, no secret), stopped never when they are
+        # the export or restore task (the backup task's tag their state machines give them)
+        _allow("DescribeTasks", ["ecs:DescribeTasks"], a.tasks_arn, {"StringEquals": _environment_tags(a)}),
+        _allow("StopTasks", ["ecs:StopTask"], a.tasks_arn, {"StringEquals": _environment_tags(a), "Null": {f"aws:ResourceTag/{BACKUP_TASK_TAG}": "true"}}),
         _allow(
             "PassRuntimeRoles",
             ["iam:PassRole"],

@@ -130,17 +130,22 @@ def test_deploy_update_service_is_constrained():
     cluster = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/orders-aws-production-cluster"
     assert by_sid["ListTasks"]["Resource"] == f"arn:aws:ecs:{REGION}:{ACCOUNT}:container-instance/orders-aws-production-cluster/*"
     assert by_sid["ListTasks"]["Condition"] == {"ArnEquals": {"ecs:cluster": cluster}}
-    assert by_sid["Tasks"]["Action"] == ["ecs:DescribeTasks", "ecs:StopTask"]
-    assert by_sid["Tasks"]["Resource"] == f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/orders-aws-production-cluster/*"
-    assert by_sid["Tasks"]["Condition"] == {
-        "StringEquals": {"aws:ResourceTag/mxinfra:app": "orders", "aws:ResourceTag/mxinfra:environment": "production"},
-        "Null": {"aws:ResourceTag/mxinfra:backup-task": "true"},
+    tasks = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/orders-aws-production-cluster/*"
+    mine = {"aws:ResourceTag/mxinfra:app": "orders", "aws:ResourceTag/mxinfra:environment": "production"}
+    assert by_sid["DescribeTasks"] == {"Sid": "DescribeTasks", "Effect": "Allow", "Action": ["ecs:DescribeTasks"], "Resource": tasks, "Condition": {"StringEquals": mine}}
+    assert by_sid["StopTasks"] == {
+        "Sid": "StopTasks",
+        "Effect": "Allow",
+        "Action": ["ecs:StopTask"],
+        "Resource": tasks,
+        "Condition": {"StringEquals": mine, "Null": {"aws:ResourceTag/mxinfra:backup-task": "true"}},
     }
 
 
 def test_deploy_stops_the_apps_tasks_never_a_backup_task():
     """The export and restore tasks carry the environment's tags too (their state machines tag them): a holder
-    of deploy who stopped a restore half-way would leave the files half put back."""
+    of deploy who stopped a restore half-way would leave the files half put back. Describing them stays
+    allowed: a DescribeTasks of the cluster's task list is refused whole if one of them is refused."""
     from iam_eval import allows
 
     from mxinfra_aws import export
@@ -155,7 +160,10 @@ def test_deploy_stops_the_apps_tasks_never_a_backup_task():
         tags = {t["Key"]: t["Value"] for t in run["Parameters"]["Tags"]}
         assert tags == {"mxinfra:app": "orders", "mxinfra:environment": "production", "mxinfra:backup-task": kind}
         started = {f"aws:ResourceTag/{k}": v for k, v in tags.items()}
-        assert not allows(deploy, "ecs:StopTask", task, started) and not allows(deploy, "ecs:DescribeTasks", task, started)
+        assert not allows(deploy, "ecs:StopTask", task, started) and allows(deploy, "ecs:DescribeTasks", task, started)
+        # another environment's tasks, backup or not, are neither
+        other = {**started, "aws:ResourceTag/mxinfra:environment": "acceptance"}
+        assert not allows(deploy, "ecs:DescribeTasks", task, other) and not allows(deploy, "ecs:StopTask", task, other)
         # the runner still tags, follows and stops the tasks it starts
         runner = policies.export_runner_policy(a) if kind == "export" else policies.restore_runner_policy(a)
         assert allows(runner, "ecs:StopTask", task, started)

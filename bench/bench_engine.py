@@ -94,7 +94,8 @@ SECRET_SOURCES = {
 }
 SCENARIOS = ("preview release", "up release", "preview constant", "up constant")
 NO_ACTIVITY_MAIN = '''"""mxinfra without its dynamic resources (bench/bench_engine.py): no release intent, no activity record, and
-so no release guard either (with no record, everything running would be an unrecorded change)."""
+so no release guard either (with no record, everything running would be an unrecorded change), nor the
+provider those resources run on."""
 
 from mxinfra import components, release_guard
 
@@ -103,6 +104,7 @@ release_guard.guard = lambda *args, **kwargs: None
 components.MendixEnvironment._release_intent = lambda self, deployment, prepared: None
 components.MendixEnvironment._secrets_digest = lambda self, key, admin_password, settings: None
 components.MendixEnvironment._activity_log = lambda self, deployment, prepared, secrets, depends_on: None
+components.MendixApp._records_provider = lambda self, naming: None
 
 from mxinfra.program import run  # noqa: E402
 
@@ -169,7 +171,8 @@ class Generator:
     `order` ((type, name), dependencies first) and `deps` ((type, name) -> the same) come from mxinfra's
     state: the plan lists resources sorted by URN and has no dependencies."""
 
-    LEFT_OUT_PREFIX = "pulumi-python:dynamic"
+    # the dynamic resources and the provider they run on (the type of a provider resource names its package)
+    LEFT_OUT_PREFIX = ("pulumi-python:dynamic", "pulumi:providers:pulumi-python")
 
     def __init__(self, plan: dict[str, Any], order: list[tuple[str, str]], deps: dict[tuple[str, str], list[tuple[str, str]]]) -> None:
         self.plan = plan

@@ -21,6 +21,7 @@ class MendixEnvironmentArgs(TypedDict):
     environment: str
     shared: Any
     shared_resources: NotRequired[list[pulumi.Resource]]  # what the target's deploy_app created
+    records_provider: NotRequired[pulumi.ProviderResource]  # MendixApp's: see MendixApp._records_provider
 
 
 class MendixEnvironment(pulumi.ComponentResource):
@@ -43,6 +44,7 @@ class MendixEnvironment(pulumi.ComponentResource):
         # declares the very same dependencies: the engine writes its whole snapshot for each unchanged
         # resource whose dependencies differ from the state's, which cost a preview of five environments
         # about a second of CPU (issue 18), more than the children's diffs gain by not waiting.
+        self._records = args.get("records_provider")
         intent = self._release_intent(deployment, prepared)
         before = [intent] if intent is not None else []
         ctx = EnvironmentContext(
@@ -77,7 +79,7 @@ class MendixEnvironment(pulumi.ComponentResource):
         return ReleaseIntent(
             prepared.naming.logical("release-intent"),
             self._tracked(deployment, prepared),
-            pulumi.ResourceOptions(parent=self, aliases=[old]),
+            pulumi.ResourceOptions(parent=self, aliases=[old], provider=self._records),
         )
 
     def _secrets_digest(self, key: Any, admin_password: pulumi.Output[str], settings: Any) -> pulumi.Output[Any]:
@@ -136,7 +138,11 @@ class MendixEnvironment(pulumi.ComponentResource):
             # alone would let everything that does not depend on it go.)
             # The provider returns its inputs as outputs, in plain: the digest must stay a secret there too.
             pulumi.ResourceOptions(
-                parent=self, depends_on=depends_on, protect=prepared.environment.is_production, additional_secret_outputs=["secretsDigest"]
+                parent=self,
+                depends_on=depends_on,
+                protect=prepared.environment.is_production,
+                additional_secret_outputs=["secretsDigest"],
+                provider=self._records,
             ),
         )
 
@@ -184,6 +190,7 @@ class MendixApp(pulumi.ComponentResource):
         if name != deployment.config.app.name:
             raise ValueError(f"MendixApp {name!r} must carry the app's name {deployment.config.app.name!r}")
         naming = app_naming(name)
+        records = self._records_provider(naming)
         shared = deployment.target.deploy_app(
             AppContext(deployment, self, naming, {"mxinfra:app": name})
         )
@@ -191,7 +198,13 @@ class MendixApp(pulumi.ComponentResource):
         children = {
             p.environment.name: MendixEnvironment(
                 p.naming.prefix,
-                {"deployment": deployment, "environment": p.environment.name, "shared": shared, "shared_resources": shared_resources},
+                {
+                    "deployment": deployment,
+                    "environment": p.environment.name,
+                    "shared": shared,
+                    "shared_resources": [r for r in shared_resources if r is not records],
+                    "records_provider": records,
+                },
                 pulumi.ResourceOptions(parent=self),
             )
             for p in deployment.environments
@@ -202,3 +215,11 @@ class MendixApp(pulumi.ComponentResource):
         self.register_outputs(
             {"package_sha256": self.package_sha256, "model_version": self.model_version, "environments": self.environments}
         )
+
+    def _records_provider(self, naming: Naming) -> pulumi.ProviderResource:
+        """The provider of every environment's release intent and activity resource: one Python process.
+
+        Explicit, with no inputs, because the engine hands the default `pulumi-python` provider the whole
+        stack config as its inputs: every release and constant change then updated that provider first (two
+        more snapshot writes, and the intents waited for them). These providers read no config."""
+        return pulumi.ProviderResource("pulumi-python", naming.logical("records"), {}, pulumi.ResourceOptions(parent=self))

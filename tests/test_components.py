@@ -106,6 +106,18 @@ def test_user_providers_flow_to_every_child(fake_target, pulumi_run):
     assert pw.provider.startswith(provider.urn)
 
 
+def test_records_run_on_one_explicit_provider_without_inputs(fake_target, pulumi_run):
+    # The engine hands the default pulumi-python provider the whole stack config: every release updated it
+    # before the intents (issue 18's benchmark). One explicit provider with no inputs stays the same.
+    res = pulumi_run(lambda: MendixApp("orders", {"deployment": deployment(CONFIG)}), stack="production", project="orders", preview=False)
+    (records,) = res.of_type("pulumi:providers:pulumi-python")
+    assert records.name == "orders-shared-records" and records.parent == res.one(APP_TYPE, "orders").urn
+    assert not records.inputs
+    dynamic = [r for r in res if r.type.startswith("pulumi-python:")]
+    assert sorted(r.name for r in dynamic) == sorted(f"orders-{e}-{k}" for e in ("production", "uat") for k in ("activity", "release-intent"))
+    assert all(r.provider.rsplit("::", 1)[0] == records.urn for r in dynamic), [r.provider for r in dynamic]
+
+
 def test_component_names_must_match_the_app(fake_target, pulumi_run):
     with pytest.raises(ValueError, match="must carry the app's name"):
         pulumi_run(lambda: MendixApp("other", {"deployment": deployment(CONFIG)}))

@@ -25,6 +25,7 @@ own memory is not counted). Asserts nothing.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import socket
@@ -103,7 +104,7 @@ def _transfer(archive: Path, stamp: str, work: Path) -> tuple[float, int]:
     port, dest = _free_port(), work / "received"
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir()
-    env = {"BACKUP_DIR": str(dest), "BACKUP_ID": stamp, "BACKUP_SOURCE": "production", "BACKUP_PORT": str(port), "BACKUP_TOKEN": "bench", "BACKUP_WAIT": "600"}
+    env = {"BACKUP_DIR": str(dest), "BACKUP_ID": stamp, "BACKUP_SOURCE": "production", "BACKUP_PORT": str(port), "BACKUP_TOKEN_SHA256": hashlib.sha256(b"bench").hexdigest(), "BACKUP_WAIT": "600"}
     # DATABASE_URL of nothing: the receive completes, the pg_restore after it fails at once (ignored below)
     receiver = subprocess.Popen(["sh", str(SCRIPTS / "restore.sh")], env={"PATH": _path(), "DATABASE_URL": "postgres://x@127.0.0.1:1/none", **env}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert receiver.stdout is not None

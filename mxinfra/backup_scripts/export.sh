@@ -7,16 +7,22 @@
 #   BACKUP_DIR     where archives are kept
 #   BACKUP_ID      the archive to send: its UTC start time, YYYYmmddTHHMMSSZ
 #   BACKUP_TARGET  host:port of the receiving restore Job's pod
-#   BACKUP_TOKEN   the one-time token the receiver expects (refuses any other connection)
+#   BACKUP_TOKEN   (sending) the one-time token the receiver expects (refuses any other connection)
 #   BACKUP_WAIT    seconds to keep trying to connect while the receiver starts (optional; default 300)
 #
 # `mxinfra backup download` runs it with BACKUP_SERVE_PORT instead of BACKUP_TARGET: it then serves the
-# archive once over HTTP, at /<BACKUP_TOKEN>/<id>.tar.gz, to the caller reaching it through the API
-# server's pod proxy, and exits (BACKUP_WAIT: seconds to wait for that request; default 900).
+# archive once over HTTP, at /<token>/<id>.tar.gz, to the caller reaching it through the API server's pod
+# proxy, and exits (BACKUP_WAIT: seconds to wait for that request; default 900). It holds only the
+# token's sha256 (BACKUP_TOKEN_SHA256): whoever may read the pod's spec (an environment's `monitor`) and
+# reach its port from a pod of their own must not be able to fetch the archive before the caller does.
 set -eu
 : "${BACKUP_DIR:?export: BACKUP_DIR is not set}"
-: "${BACKUP_TOKEN:?export: BACKUP_TOKEN is not set}"
 [ -n "${BACKUP_TARGET:-}${BACKUP_SERVE_PORT:-}" ] || { echo "export: set BACKUP_TARGET (send) or BACKUP_SERVE_PORT (serve)" >&2; exit 2; }
+if [ -n "${BACKUP_SERVE_PORT:-}" ]; then
+  : "${BACKUP_TOKEN_SHA256:?export: BACKUP_TOKEN_SHA256 is not set (needed with BACKUP_SERVE_PORT)}"
+else
+  : "${BACKUP_TOKEN:?export: BACKUP_TOKEN is not set}"
+fi
 id=${BACKUP_ID:-}
 case "$id" in
   [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z) ;;
@@ -30,7 +36,9 @@ if [ -n "${BACKUP_SERVE_PORT:-}" ]; then
   # What the caller checks the bytes it received against (it reads this pod's log).
   echo "export: serving $id ($size bytes, sha256 $sha) on port $BACKUP_SERVE_PORT"
   perl -MIO::Socket::INET -e '
-    my ($port, $token, $id, $path, $size, $wait) = @ARGV;
+    my ($port, $token_sha, $id, $path, $size, $wait) = @ARGV;
+    # the sha256 of a token, by coreutils (perl-base has no Digest::SHA); the token is an argument, never shell text
+    sub sha_of { open(my $h, "-|", "sh", "-c", q{printf %s "$1" | sha256sum}, "sh", $_[0]) or return ""; my ($d) = split / /, (<$h> // ""); close $h; $d // "" }
     $SIG{ALRM} = sub { die "export: nobody fetched $id within ${wait}s\n" };
     alarm $wait;
     my $srv = IO::Socket::INET->new(LocalAddr => "0.0.0.0", LocalPort => $port, Proto => "tcp", Listen => 4, ReuseAddr => 1)
@@ -40,7 +48,8 @@ if [ -n "${BACKUP_SERVE_PORT:-}" ]; then
       my ($head, $ch) = ("", "");
       while (length $head < 8192 && $head !~ /\r?\n\r?\n\z/ && sysread($c, $ch, 1)) { $head .= $ch }
       my ($method, $target) = $head =~ m{\A(\S+) (\S+) HTTP/1\.[01]\r?\n};
-      unless (($method // "") eq "GET" && ($target // "") eq "/$token/$id.tar.gz") {
+      my ($token) = ($target // "") =~ m{\A/([A-Za-z0-9_-]{1,128})/\Q$id\E\.tar\.gz\z};
+      unless (($method // "") eq "GET" && defined $token && sha_of($token) eq $token_sha) {
         print $c "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
         close $c; next;
       }
@@ -56,7 +65,7 @@ if [ -n "${BACKUP_SERVE_PORT:-}" ]; then
       exit 0;
     }
     die "export: accept failed: $!\n";
-  ' "$BACKUP_SERVE_PORT" "$BACKUP_TOKEN" "$id" "$archive" "$size" "${BACKUP_WAIT:-900}"
+  ' "$BACKUP_SERVE_PORT" "$BACKUP_TOKEN_SHA256" "$id" "$archive" "$size" "${BACKUP_WAIT:-900}"
   echo "export: served $id"
   exit 0
 fi

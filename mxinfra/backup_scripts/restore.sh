@@ -13,13 +13,15 @@
 #   FILES_SUFFIX   (with keys) the key suffix the runtime gives its objects
 #   BACKUP_SOURCE  another environment whose archive BACKUP_ID is restored (optional): it is first
 #                  received from that environment's export Job (export.sh) on BACKUP_PORT, checked
-#                  (BACKUP_TOKEN, size, sha256) and kept as $BACKUP_DIR/from-<source>/<id>.tar.gz (only
+#                  (the token, size, sha256) and kept as $BACKUP_DIR/from-<source>/<id>.tar.gz (only
 #                  the newest copy per source: retention and `mxinfra backup list` see none of them)
 #   BACKUP_PORT    the port to receive on (with BACKUP_SOURCE)
-#   BACKUP_TOKEN   the one-time token the export Job presents (with BACKUP_SOURCE)
+#   BACKUP_TOKEN_SHA256  the sha256 of the one-time token the sender presents (with BACKUP_SOURCE): the
+#                  token itself is never in this pod's spec, which an environment's `monitor` reads; with it,
+#                  a pod of theirs that reaches the port could send its own archive before the real sender
 #   BACKUP_WAIT    seconds to wait for the archive to arrive (optional; default 900)
 #   BACKUP_RECEIVE `http` (with BACKUP_SOURCE): receive the archive as one HTTP PUT at
-#                  /<BACKUP_TOKEN>/<sha256>/<id>.tar.gz instead, from `mxinfra backup restore --archive`
+#                  /<token>/<sha256>/<id>.tar.gz instead, from `mxinfra backup restore --archive`
 #                  through the API server's pod proxy (an archive from this machine: any target's download)
 #   BACKUP_SHA256  (without BACKUP_SOURCE) the archive in BACKUP_DIR came from outside, through a bucket
 #                  (AWS: `mxinfra backup restore --archive` uploaded it, store.sh fetched it): its sha256
@@ -59,7 +61,7 @@ if [ -n "${BACKUP_SOURCE:-}" ]; then
     *[!a-z0-9-]*) echo "restore: BACKUP_SOURCE must be an environment name (a-z, 0-9, -), got '$BACKUP_SOURCE'" >&2; exit 2 ;;
   esac
   : "${BACKUP_PORT:?restore: BACKUP_PORT is not set (needed with BACKUP_SOURCE)}"
-  : "${BACKUP_TOKEN:?restore: BACKUP_TOKEN is not set (needed with BACKUP_SOURCE)}"
+  : "${BACKUP_TOKEN_SHA256:?restore: BACKUP_TOKEN_SHA256 is not set (needed with BACKUP_SOURCE)}"
   copies="$BACKUP_DIR/from-$BACKUP_SOURCE"
   # an archive from the caller's machine is kept apart from every environment's copies
   [ "${BACKUP_RECEIVE:-}" != http ] || copies="$BACKUP_DIR/uploaded"
@@ -69,7 +71,9 @@ if [ -n "${BACKUP_SOURCE:-}" ]; then
   # One PUT with the token, the archive's sha256 and id in its path and a Content-Length (no chunks) is
   # taken; its bytes copied a MiB at a time, then size and sha256 checked before the caller is told 200.
   perl -MIO::Socket::INET -e '
-    my ($port, $token, $id, $out, $wait) = @ARGV;
+    my ($port, $token_sha, $id, $out, $wait) = @ARGV;
+    # the sha256 of a token, by coreutils (perl-base has no Digest::SHA); the token is an argument, never shell text
+    sub sha_of { open(my $h, "-|", "sh", "-c", q{printf %s "$1" | sha256sum}, "sh", $_[0]) or return ""; my ($d) = split / /, (<$h> // ""); close $h; $d // "" }
     $| = 1;
     $SIG{PIPE} = "IGNORE";  # a caller gone before its answer is no reason to stop waiting for the archive
     my $until = time + $wait;
@@ -97,8 +101,8 @@ if [ -n "${BACKUP_SOURCE:-}" ]; then
       if ($head !~ /\r?\n\r?\n\z/) { answer($c, "431 Request Header Fields Too Large", "no end of the header within 8 KiB\n"); next }
       my ($method, $target) = $head =~ m{\A(\S+) (\S+) HTTP/1\.[01]\r?\n};
       my ($size) = $head =~ m{^Content-Length:\s*(\d+)\s*$}mi;
-      my ($sha) = ($target // "") =~ m{\A/\Q$token\E/([0-9a-f]{64})/\Q$id\E\.tar\.gz\z};
-      unless (($method // "") eq "PUT" && defined $sha) { answer($c, "404 Not Found", "not here\n"); next }
+      my ($token, $sha) = ($target // "") =~ m{\A/([A-Za-z0-9_-]{1,128})/([0-9a-f]{64})/\Q$id\E\.tar\.gz\z};
+      unless (($method // "") eq "PUT" && defined $sha && sha_of($token) eq $token_sha) { answer($c, "404 Not Found", "not here\n"); next }
       if (!defined $size || $head =~ m{^Transfer-Encoding:}mi) { answer($c, "411 Length Required", "a Content-Length is needed\n"); next }
       open my $f, ">", "$out.incoming" or die "restore: $out.incoming: $!\n"; binmode $f;
       my ($left, $buf) = ($size, "");
@@ -119,13 +123,15 @@ if [ -n "${BACKUP_SOURCE:-}" ]; then
       exit 0;
     }
     die "restore: accept failed: $!\n";
-  ' "$BACKUP_PORT" "$BACKUP_TOKEN" "$id" "$copies/$id.tar.gz" "${BACKUP_WAIT:-900}"
+  ' "$BACKUP_PORT" "$BACKUP_TOKEN_SHA256" "$id" "$copies/$id.tar.gz" "${BACKUP_WAIT:-900}"
   else
   # perl-base is part of every Debian system (the postgres images are Debian-based). One connection with
   # the right token and id is taken (others are refused and waited past), its bytes copied a MiB at a
   # time (flat memory), then size and sha256 checked before the sender is told "ok".
   perl -MIO::Socket::INET -e '
-    my ($port, $token, $id, $out, $wait) = @ARGV;
+    my ($port, $token_sha, $id, $out, $wait) = @ARGV;
+    # the sha256 of a token, by coreutils (perl-base has no Digest::SHA); the token is an argument, never shell text
+    sub sha_of { open(my $h, "-|", "sh", "-c", q{printf %s "$1" | sha256sum}, "sh", $_[0]) or return ""; my ($d) = split / /, (<$h> // ""); close $h; $d // "" }
     $| = 1;  # each line to the pod log as it happens
     $SIG{ALRM} = sub { die "restore: no archive arrived on port $port within ${wait}s\n" };
     alarm $wait;
@@ -137,7 +143,7 @@ if [ -n "${BACKUP_SOURCE:-}" ]; then
       my ($head, $ch) = ("", "");
       while (length $head < 300 && sysread($c, $ch, 1) && $ch ne "\n") { $head .= $ch }
       my ($magic, $t, $i, $size, $sha) = split / /, $head;
-      unless (($magic // "") eq "mxinfra-backup/1" && ($t // "") eq $token && ($i // "") eq $id && ($size // "") =~ /^\d+$/ && ($sha // "") =~ /^[0-9a-f]{64}$/) {
+      unless (($magic // "") eq "mxinfra-backup/1" && ($t // "") =~ /\A[A-Za-z0-9_-]{1,128}\z/ && sha_of($t) eq $token_sha && ($i // "") eq $id && ($size // "") =~ /^\d+$/ && ($sha // "") =~ /^[0-9a-f]{64}$/) {
         print STDERR "restore: refused a connection without the token and archive id\n";
         close $c; next;
       }
@@ -159,7 +165,7 @@ if [ -n "${BACKUP_SOURCE:-}" ]; then
       exit 0;
     }
     die "restore: accept failed: $!\n";
-  ' "$BACKUP_PORT" "$BACKUP_TOKEN" "$id" "$copies/$id.tar.gz" "${BACKUP_WAIT:-900}"
+  ' "$BACKUP_PORT" "$BACKUP_TOKEN_SHA256" "$id" "$copies/$id.tar.gz" "${BACKUP_WAIT:-900}"
   fi
   archive="$copies/$id.tar.gz"
 fi

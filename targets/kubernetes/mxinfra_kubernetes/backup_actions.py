@@ -30,7 +30,7 @@ from mxinfra.backups import ID_FORMAT, FilesNotRestored, NothingRestored, Restor
 from mxinfra.environments import Environment
 from mxinfra.errors import UserError
 
-from .backups import TRANSFER_PORT, job_object, export_job_spec, steps_of
+from .backups import TRANSFER_PORT, export_job_spec, job_object, steps_of, token_sha256
 from .layout import Layout
 
 # A restore stops the app first (as Mendix Cloud restores only a stopped environment): how long its pods
@@ -194,10 +194,10 @@ class ClusterActions:
         sends it the archive, both waited for; the archive's size and sha256 as the receiver checked them,
         and what became of the app."""
         stamp = now.astimezone(timezone.utc).strftime(ID_FORMAT)
-        # Only whoever reads these Jobs sees the token; it admits one archive to one pod, which the
-        # destination's NetworkPolicy already closes to all but the sources' export pods.
+        # The token admits one archive to one pod, which the destination's NetworkPolicy already closes to all
+        # but the sources' export pods; the receiver holds only its sha256, the sender the token.
         token = secrets.token_hex(24)
-        receive = {"BACKUP_ID": backup, "BACKUP_SOURCE": source.env.name, "BACKUP_PORT": str(TRANSFER_PORT), "BACKUP_TOKEN": token}
+        receive = {"BACKUP_ID": backup, "BACKUP_SOURCE": source.env.name, "BACKUP_PORT": str(TRANSFER_PORT), "BACKUP_TOKEN_SHA256": token_sha256(token)}
         with self._app_stopped(before) as stopped:
             made = self._job("restore", {**receive, **ALONE}, stamp)
             restore_job = stopped.job = made["metadata"]["name"]
@@ -267,7 +267,7 @@ class ClusterActions:
         # the id the Job keeps the copy under: the archive's own when it is one (a download), else now
         backup = archive.name[: -len(".tar.gz")] if parse_id(archive.name) is not None else stamp
         token = secrets.token_hex(24)
-        receive = {"BACKUP_ID": backup, "BACKUP_SOURCE": "upload", "BACKUP_PORT": str(TRANSFER_PORT), "BACKUP_TOKEN": token, "BACKUP_RECEIVE": "http"}
+        receive = {"BACKUP_ID": backup, "BACKUP_SOURCE": "upload", "BACKUP_PORT": str(TRANSFER_PORT), "BACKUP_TOKEN_SHA256": token_sha256(token), "BACKUP_RECEIVE": "http"}
         with self._app_stopped(before) as stopped:
             made = self._job("restore", {**receive, **ALONE}, stamp)
             job = stopped.job = made["metadata"]["name"]

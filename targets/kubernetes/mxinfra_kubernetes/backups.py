@@ -20,6 +20,7 @@ deploying.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -501,6 +502,11 @@ def job_object(cron_name: str, ns: str, labels: dict[str, str], spec: dict[str, 
     }
 
 
+def token_sha256(token: str) -> str:
+    """What a pod that receives or serves an archive holds of its one-time token: its sha256 (hex)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 def export_job_spec(restore_cron: dict[str, Any], name: str, backup: str, token: str, stamp: str, *, to: str, target: str | None = None, serve_port: int | None = None) -> dict[str, Any]:
     """The export Job of an environment, made from its restore template (image, user, limits, Pod
     Security settings) with only what sending needs: the scripts and the backups claim read-only, no
@@ -521,12 +527,14 @@ def export_job_spec(restore_cron: dict[str, Any], name: str, backup: str, token:
     keep_env = {"BACKUP_DIR", "HOME"}
     container["name"] = "export"
     container["command"] = ["/bin/sh", f"{SCRIPTS_DIR}/export.sh"]
-    where = {"name": "BACKUP_TARGET", "value": target} if target is not None else {"name": "BACKUP_SERVE_PORT", "value": str(serve_port)}
-    container["env"] = [e for e in container.get("env", []) if e["name"] in keep_env and "value" in e] + [
-        {"name": "BACKUP_ID", "value": backup},
-        where,
-        {"name": "BACKUP_TOKEN", "value": token},
-    ]
+    # A server holds only the token's sha256: the pod's spec is readable by the environment's `monitor`. A
+    # sender needs the token itself (to the destination's restore pod, which admits only this component).
+    where = (
+        [{"name": "BACKUP_TARGET", "value": target}, {"name": "BACKUP_TOKEN", "value": token}]
+        if target is not None
+        else [{"name": "BACKUP_SERVE_PORT", "value": str(serve_port)}, {"name": "BACKUP_TOKEN_SHA256", "value": token_sha256(token)}]
+    )
+    container["env"] = [e for e in container.get("env", []) if e["name"] in keep_env and "value" in e] + [{"name": "BACKUP_ID", "value": backup}, *where]
     if serve_port is not None:
         container["ports"] = [{"name": "archive", "containerPort": serve_port, "protocol": "TCP"}]
     container["volumeMounts"] = [{**m, "readOnly": True} for m in container.get("volumeMounts", []) if m["name"] in ("scripts", "backups")]

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import kubernetes_validate
@@ -209,6 +211,9 @@ def test_the_export_job_holds_the_archive_and_nothing_else(project, capsys, tmp_
     kubernetes_validate.validate(served, K8S_VERSION, strict=True)
     (c,) = served["spec"]["template"]["spec"]["containers"]
     assert _env(c)["BACKUP_SERVE_PORT"] == str(TRANSFER_PORT) and "BACKUP_TARGET" not in _env(c)
+    # the server holds the token's sha256, never the token: the pod's spec is the environment's monitor's to read
+    assert _env(c)["BACKUP_TOKEN_SHA256"] == hashlib.sha256(b"t0k3n").hexdigest() and "BACKUP_TOKEN" not in _env(c)
+    assert "t0k3n" not in json.dumps(served)
     assert c["ports"] == [{"name": "archive", "containerPort": TRANSFER_PORT, "protocol": "TCP"}]
 
 
@@ -529,7 +534,6 @@ def test_a_pod_fetching_its_archive_may_stay_pending_for_the_jobs_whole_timeout(
 def test_the_readmes_policy_for_the_backup_store_is_valid_and_prefix_bound():
     """The IAM policy the README gives for archives in S3, read from the README: parliament finds nothing in
     it, every object action is bound to the prefix, and listing to the prefix's keys."""
-    import json
     import re
 
     from parliament import analyze_policy_string

@@ -68,6 +68,8 @@ class Cluster:
         self.step_logs: dict[tuple[str, str], str] = {}  # (pod, container): every container's output, init containers' too
         self.requests: list[tuple[str, str]] = []
         self.created: list[dict] = []
+        self.put_paths: list[str] = []  # what the pod proxy passed on to a pod, past /proxy/, per PUT
+        self.get_paths: list[str] = []  # the same per GET
         self.store: dict[str, Any] = {}  # with archives in S3: the emulator's endpoint, the Secret's values, busybox's PATH
         self.path_first: dict[str, Path] = {}  # container name -> a directory of commands found before the image's (a fault)
         # the app's StatefulSet (the controller: its pods follow spec.replicas at once, unless stop_hangs)
@@ -270,6 +272,7 @@ def _serve(cluster: Cluster) -> tuple[ThreadingHTTPServer, str]:
             """The API server's pod proxy: the pod's answer passed on a chunk at a time."""
             assert self.headers.get("Authorization") == f"Bearer {TOKEN}"
             cluster.requests.append(("GET", f"proxy {pod}:{port}"))
+            cluster.get_paths.append(rest)
             cluster.proxied += 1
             try:
                 upstream = urllib.request.urlopen(f"http://{cluster.pods[pod]['status']['podIP']}:{port}/{rest}", timeout=30)
@@ -297,6 +300,7 @@ def _serve(cluster: Cluster) -> tuple[ThreadingHTTPServer, str]:
             m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/:]+):(\d+)/proxy/(.*)", self.path)
             assert m and self.headers.get("Authorization") == f"Bearer {TOKEN}"
             cluster.requests.append(("PUT", f"proxy {m.group(2)}:{m.group(3)}"))
+            cluster.put_paths.append(m.group(4))
             length = int(self.headers["Content-Length"])
             try:
                 upstream = socket.create_connection((cluster.pods[m.group(2)]["status"]["podIP"], int(m.group(3))), timeout=30)
@@ -848,6 +852,12 @@ def _s3(c: Cluster) -> Any:
     return boto3.client("s3", endpoint_url=c.store["endpoint"], region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
+def _job_env(job: dict) -> dict[str, str | None]:
+    """The env of a Job's one container, by name."""
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
 def _env_of(c: Cluster, cron: str, step: str) -> list[dict]:
     pod = c.cronjobs[cron]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     (found,) = [x for x in (*pod.get("initContainers", []), *pod["containers"]) if x["name"] == step]
@@ -1126,6 +1136,10 @@ def test_production_restored_into_acceptance(two, pg, project, capsys):
     assert "secretKeyRef" not in json.dumps(export) and [v["name"] for v in pod["volumes"]] == ["scripts", "backups"]
     assert all(m["readOnly"] for m in pod["containers"][0]["volumeMounts"])
     assert "app.kubernetes.io/instance" not in export["spec"]["template"]["metadata"]["labels"]
+    # the receiver's spec (acceptance's monitor reads it) holds the sha256 of the token the sender presents
+    (receiver,) = [j for j in c.created if j["metadata"]["namespace"] == "orders-acceptance"]
+    token = _job_env(export)["BACKUP_TOKEN"]
+    assert _job_env(receiver)["BACKUP_TOKEN_SHA256"] == hashlib.sha256(token.encode()).hexdigest() and token not in json.dumps(receiver)
 
     sha = hashlib.sha256(archive.read_bytes()).hexdigest()
     (intent, restored) = _records(project, "acceptance", "acceptance")
@@ -1270,6 +1284,9 @@ def test_download_gives_the_mendix_cloud_archive_checked_and_recorded(cluster, p
     assert listed.returncode == 0 and 'orders$order' in listed.stdout
     export = c.created[-1]
     assert export["metadata"]["name"].startswith("orders-test-export-") and "secretKeyRef" not in json.dumps(export)
+    # the serving pod's spec (the environment's monitor reads it) holds the token's sha256, not the token
+    token = c.get_paths[-1].split("/")[0]
+    assert _job_env(export)["BACKUP_TOKEN_SHA256"] == hashlib.sha256(token.encode()).hexdigest() and token not in json.dumps(export)
     recs = _records(project, stack, "test")
     assert [r.action for r in recs] == ["backup", "backup-download"]
     assert recs[1].changes == {"backup": {"id": backup_id, "size": archive.stat().st_size, "sha256": sha}}
@@ -1323,6 +1340,11 @@ def test_a_downloaded_archive_restores_through_the_pod_proxy(cluster, pg, projec
     env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["BACKUP_RECEIVE"] == "http" and env["BACKUP_SOURCE"] == "upload" and env["BACKUP_ID"] == backup_id
     assert ("PUT", f"proxy {job['metadata']['name']}:{env['BACKUP_PORT']}") in c.requests
+    # the token the PUT presented is not in any Job's spec (the environment's monitor reads them), its sha256 is
+    (put,) = c.put_paths
+    token = put.split("/")[0]
+    assert env["BACKUP_TOKEN_SHA256"] == hashlib.sha256(token.encode()).hexdigest()
+    assert not [j["metadata"]["name"] for j in c.created if token in json.dumps(j)]
     assert f"restore: received {backup_id} from this machine ({archive.stat().st_size} bytes, sha256 {hashlib.sha256(archive.read_bytes()).hexdigest()})" in c.logs[job["metadata"]["name"]]
     recs = _records(project, stack, "test")
     assert [r.action for r in recs] == ["backup", "backup-download", "intent", "restore"]

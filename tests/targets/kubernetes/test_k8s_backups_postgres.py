@@ -781,6 +781,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# what the receiving pod holds of the sender's token "s3cret" (mxinfra_kubernetes.backups.token_sha256)
+S3CRET_SHA = hashlib.sha256(b"s3cret").hexdigest()
+
+
 def _receiving(env: dict[str, str]) -> subprocess.Popen[str]:
     full = {"PATH": f"{require_bin_dir()}:{os.environ['PATH']}", **env}
     return subprocess.Popen(["sh", str(SCRIPTS / "restore.sh")], env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -800,7 +804,7 @@ def test_an_archive_sent_by_export_is_checked_and_restored_into_another_database
     dst_url = pg.url.rsplit("/", 1)[0] + "/dst"
     try:
         port = _free_port()
-        receiver = _receiving({"DATABASE_URL": dst_url, "BACKUP_DIR": str(theirs), "FILES_DIR": str(dest_files), "BACKUP_ID": "20261204T020000Z", "BACKUP_SOURCE": "production", "BACKUP_PORT": str(port), "BACKUP_TOKEN": "s3cret", "BACKUP_WAIT": "60"})
+        receiver = _receiving({"DATABASE_URL": dst_url, "BACKUP_DIR": str(theirs), "FILES_DIR": str(dest_files), "BACKUP_ID": "20261204T020000Z", "BACKUP_SOURCE": "production", "BACKUP_PORT": str(port), "BACKUP_TOKEN_SHA256": S3CRET_SHA, "BACKUP_WAIT": "60"})
         # a stranger first: refused, and the receiver waits on for the export
         assert _wait_port(port)
         stranger = socket.create_connection(("127.0.0.1", port), timeout=30)
@@ -839,9 +843,10 @@ def test_a_wrong_token_or_a_corrupt_archive_restores_nothing(pg: PostgresServer,
     pg.psql('DROP SCHEMA public CASCADE; CREATE SCHEMA public; CREATE TABLE "orders$order" (id bigint PRIMARY KEY); INSERT INTO "orders$order" VALUES (1), (2);')
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "20261204T020000Z.tar.gz").write_bytes(b"not what was sent")
-    for token, header_sha in (("wrong", None), ("s3cret", "0" * 64)):
+    # a wrong token, the sha256 the receiving pod's spec shows (not the token), a corrupted copy
+    for token, header_sha in (("wrong", None), (S3CRET_SHA, None), ("s3cret", "0" * 64)):
         port = _free_port()
-        receiver = _receiving({"DATABASE_URL": pg.url, "BACKUP_DIR": str(tmp_path / "dst"), "BACKUP_ID": "20261204T020000Z", "BACKUP_SOURCE": "production", "BACKUP_PORT": str(port), "BACKUP_TOKEN": "s3cret", "BACKUP_WAIT": "3"})
+        receiver = _receiving({"DATABASE_URL": pg.url, "BACKUP_DIR": str(tmp_path / "dst"), "BACKUP_ID": "20261204T020000Z", "BACKUP_SOURCE": "production", "BACKUP_PORT": str(port), "BACKUP_TOKEN_SHA256": S3CRET_SHA, "BACKUP_WAIT": "3"})
         assert _wait_port(port)
         if header_sha is None:
             sent = _run("export.sh", {"BACKUP_DIR": str(tmp_path / "src"), "BACKUP_ID": "20261204T020000Z", "BACKUP_TARGET": f"127.0.0.1:{port}", "BACKUP_TOKEN": token})
@@ -976,7 +981,7 @@ def test_an_archive_put_over_http_survives_strangers_and_is_restored(pg: Postgre
     pg.psql('DELETE FROM "orders$order"')
     (files / "doc").unlink()
     port = _free_port()
-    receiver = _receiving({"DATABASE_URL": pg.url, "BACKUP_DIR": str(dest), "FILES_DIR": str(files), "BACKUP_ID": "20261204T020000Z", "BACKUP_SOURCE": "upload", "BACKUP_RECEIVE": "http", "BACKUP_PORT": str(port), "BACKUP_TOKEN": "s3cret", "BACKUP_WAIT": "60"})
+    receiver = _receiving({"DATABASE_URL": pg.url, "BACKUP_DIR": str(dest), "FILES_DIR": str(files), "BACKUP_ID": "20261204T020000Z", "BACKUP_SOURCE": "upload", "BACKUP_RECEIVE": "http", "BACKUP_PORT": str(port), "BACKUP_TOKEN_SHA256": S3CRET_SHA, "BACKUP_WAIT": "60"})
     assert _wait_port(port)
 
     def put(head: bytes, body: bytes = b"") -> bytes:
@@ -991,6 +996,8 @@ def test_an_archive_put_over_http_survives_strangers_and_is_restored(pg: Postgre
     reset.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     reset.close()  # a reset with nothing said (a scan, an aborted dial): no answer can be written to it
     assert put(f"PUT /guess/{sha}/20261204T020000Z.tar.gz HTTP/1.1\r\nContent-Length: 0\r\n\r\n".encode()).startswith(b"HTTP/1.1 404")
+    # what the Job's spec shows (the token's sha256) is not the token: a reader of the spec sends nothing
+    assert put(f"PUT /{S3CRET_SHA}/{sha}/20261204T020000Z.tar.gz HTTP/1.1\r\nContent-Length: 0\r\n\r\n".encode()).startswith(b"HTTP/1.1 404")
     assert put(f"PUT /s3cret/{sha}/20261204T020000Z.tar.gz HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".encode()).startswith(b"HTTP/1.1 411")
     answer = put(f"PUT /s3cret/{sha}/20261204T020000Z.tar.gz HTTP/1.1\r\nHost: pod\r\nContent-Length: {len(archive)}\r\n\r\n".encode(), archive)
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"ok\n")
@@ -1040,7 +1047,7 @@ def test_an_uploaded_archive_is_judged_as_gnu_tar_reads_it_before_anything_is_re
     pg.psql('DELETE FROM "orders$order" WHERE id = 2')
     port = _free_port()
     receive = {"BACKUP_SOURCE": "upload", "BACKUP_RECEIVE": "http"} if via == "upload" else {"BACKUP_SOURCE": "acceptance"}
-    receiver = _receiving({"DATABASE_URL": pg.url, "BACKUP_DIR": str(dest), "FILES_DIR": str(files), "BACKUP_ID": "20261204T020000Z", **receive, "BACKUP_PORT": str(port), "BACKUP_TOKEN": "s3cret", "BACKUP_WAIT": "60"})
+    receiver = _receiving({"DATABASE_URL": pg.url, "BACKUP_DIR": str(dest), "FILES_DIR": str(files), "BACKUP_ID": "20261204T020000Z", **receive, "BACKUP_PORT": str(port), "BACKUP_TOKEN_SHA256": S3CRET_SHA, "BACKUP_WAIT": "60"})
     assert _wait_port(port)
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         if via == "upload":

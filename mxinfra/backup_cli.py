@@ -111,12 +111,14 @@ class _Context:
     def record(self, action: str, changes: dict[str, Any]) -> None:
         """Append the action to the environment's log, naming what runs as its last record does."""
         from .governance.activity import ActivityLog, what_runs
+        from .governance.signing import appender_trust, trust_of_refs, trusted_signer_refs
         from .governance.store import open_store
 
         d, env = self.deployment, self.environment.name
         signer = self.signer(action)
         store = open_store(d.repository)
-        log = ActivityLog(store, signer=signer)
+        trusted = trust_of_refs(trusted_signer_refs(d.config.raw.values, env), self.base_dir)
+        log = ActivityLog(store, signer=signer, trust=appender_trust(signer, trusted))
         # A backup changes no workload: the record names what the last one left running (package,
         # artifact, instances), so `mxinfra drift` reads the same state before and after it.
         last = log.last_record(env, app=d.config.app.name)

@@ -96,7 +96,7 @@ class MendixEnvironment(pulumi.ComponentResource):
     def _tracked(deployment: Deployment, prepared: Any) -> dict[str, Any]:
         """What a record says of a deployment: the same inputs for the intent and the activity resource."""
         from .governance.record import grants_digest, settings_digest
-        from .governance.signing import signer_reference
+        from .governance.signing import signer_reference, trusted_signer_refs
 
         package = deployment.package
         return {
@@ -105,6 +105,8 @@ class MendixEnvironment(pulumi.ComponentResource):
             # the tier, carried by every record: what the log says production stays production (F18)
             "role": prepared.environment.role.value,
             "signer": signer_reference(deployment.config, prepared.environment.name),
+            # the other keys whose records a record of this environment may chain to (a rotated key's)
+            "trustedSigners": trusted_signer_refs(deployment.config.raw.values, prepared.environment.name),
             # as configured: a relative file:// path resolves against the project directory at apply time
             "repository": deployment.repository_input or deployment.repository,
             "packageSha256": package.sha256,

@@ -488,9 +488,13 @@ class ActivityLog:
     and chains to the log's last record), the gate and `verify` ignore it, and `verify` names it.
     """
 
-    def __init__(self, store: Store, *, signer: Signer | None = None, budget: float | None = None) -> None:
+    def __init__(self, store: Store, *, signer: Signer | None = None, budget: float | None = None, trust: Trust | None = None) -> None:
         self.store = store
         self.signer = signer
+        # An appender's trust (signing.appender_trust): the keys whose records it chains to and checkpoints
+        # over. Without it, a record the head hint names is taken with its key when this key has no
+        # checkpoint (a rotated key's first append): anyone who may create objects could have made it.
+        self.trust = trust
         self._budget = budget
         self._own_fingerprint: str | None = None
         # the chain verify_recent followed, by environment: the gate's evidence even without a locator
@@ -692,6 +696,8 @@ class ActivityLog:
         own = self._signer_fingerprint()
         signed = own is not None
         authority = frozenset({own}) if own is not None else None
+        if authority is not None and self.trust is not None:
+            authority = authority | self.trust.fingerprints
         hint = self._hint(environment) if start is None else start
         anchor: tuple[int, str, _Object | None] | None = None
         # without a record the hint names, where the last append got to is unknown: records of other keys
@@ -709,11 +715,14 @@ class ActivityLog:
                 return self._locate(environment, app=app)  # not ours to chain to: from the head hint
             elif named is not None and usable and authority is not None:
                 anchor = self._own_checkpoint(environment, hint, app=app, authority=authority)
-                if anchor is None:
+                if anchor is None and self.trust is None:
                     anchor = (hint, str(named.claimed), named)
                     authority = authority | {named.fp or ""}
         if anchor is None:
             anchor = self._fallback_anchor(environment, hint, app=app, signed=signed, authority=authority)
+        if self.trust is not None and authority is not None:
+            # records of keys it does not trust are never chained to, wherever the hint points
+            frontier = 0
 
         def leap(n: int) -> tuple[int, str, _Object | None] | None:
             if authority is not None:
@@ -1143,6 +1152,8 @@ class ActivityLog:
         mine = self._signer_fingerprint() or ""
         signer_fp = check_signature(record.to_json(), record.hash)[0]
         authority = frozenset({mine} | ({signer_fp} if signer_fp else set()))
+        if self.trust is not None:
+            authority = authority | self.trust.fingerprints
 
         def accept(candidate: int) -> tuple[int, str] | None:
             found = self._checkpoint(environment, candidate, authority=None, app=record.app)
@@ -1157,6 +1168,8 @@ class ActivityLog:
         held = walk.members.get(record.seq)
         if walk.problems or held is None or record.seq in walk.damaged or held.claimed != record.hash:
             return False  # never vouch for a damaged chain: readers then verify from an older checkpoint
+        if self.trust is not None and any(o is not None and o.fp not in authority for seq, o in walk.members.items() if seq > start[0]):
+            return False  # nor for one through a record no key it trusts signed: readers would start past it
         body = {
             "kind": "checkpoint",
             "environment": environment,
@@ -1245,12 +1258,8 @@ class ActivityLog:
 
     # -- verifying
 
-    def examine(self, environment: str, *, signed: bool = False, trust: Trust | None = None, app: str | None = None) -> Examination:
-        """Read every object of the log: the damage to the chain of its records (problems) and, apart, the
-        objects that are not records of this log (ignored: planted, or written by a key the chain does not go
-        through). A present signature is always checked; with `signed` an unsigned record is not a record of
-        the log; with `trust` a record signed by another key is not one (or, if the chain goes through it, a
-        problem); with `app` a record of another app is not one."""
+    def _examined(self, environment: str, *, signed: bool, trust: Trust | None, app: str | None) -> tuple[_Walk, list[tuple[int, str, str]]]:
+        """The whole chain (every object read) and its problems, as `examine` reports them."""
         walk, _ = self._walk_all(environment, app=app, signed=signed, trust=trust)
         problems = list(walk.problems)
         if trust is not None or signed:
@@ -1261,6 +1270,26 @@ class ActivityLog:
                     problems.append((seq, obj.key, "is unsigned: anyone who can write to the store could have written it"))
                 elif trust is not None and obj.fp not in trust.fingerprints:
                     problems.append((seq, obj.key, f"is signed by {obj.fp} ({obj.signer}), which is not trusted for {environment} (trusted: {trust.describe()})"))
+        return walk, problems
+
+    def trusted_records(self, environment: str, *, trust: Trust, app: str | None) -> list[ActivityRecord]:
+        """The records of the environment's chain as the gate reads it (only keys in `trust` decide where it
+        goes: an object of another key cannot reroute it past a genuine record), oldest first; UserError
+        naming the problems if that chain does not verify (a log that does not verify proves nothing)."""
+        walk, problems = self._examined(environment, signed=True, trust=trust, app=app)
+        if problems:
+            shown = "; ".join(f"seq {seq} ({key}): {why}" for seq, key, why in sorted(problems)[:3])
+            more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+            raise UserError(f"{self.store.url}: the activity log of {environment!r} does not verify: {shown}{more} (run `mxinfra activity verify -e {environment}`)")
+        return [ActivityRecord.from_json(obj.data) for seq, obj in walk.record_members() if obj is not None and obj.data is not None and seq not in walk.damaged]
+
+    def examine(self, environment: str, *, signed: bool = False, trust: Trust | None = None, app: str | None = None) -> Examination:
+        """Read every object of the log: the damage to the chain of its records (problems) and, apart, the
+        objects that are not records of this log (ignored: planted, or written by a key the chain does not go
+        through). A present signature is always checked; with `signed` an unsigned record is not a record of
+        the log; with `trust` a record signed by another key is not one (or, if the chain goes through it, a
+        problem); with `app` a record of another app is not one."""
+        walk, problems = self._examined(environment, signed=signed, trust=trust, app=app)
         records = sum(1 for seq, obj in walk.record_members() if obj is not None and seq not in walk.damaged)
         ignored = [(seq, key, why) for seq, (key, why) in sorted(walk.ignored.items())]
         return Examination(environment, sorted(problems), ignored, records, walk.tip[0])

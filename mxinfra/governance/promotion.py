@@ -126,16 +126,22 @@ def promotion_issues(
 
 def trusted_deploys(log: ActivityLog, source: str, trust: Trust, app: str | None) -> list[ActivityRecord]:
     """The source's deploy records a gate would accept, oldest first: intact, signed by a key trusted for
-    the source, of this app. `mxinfra promote` chooses among these; the gate asks `deploy_evidence`."""
-    return [r for r in log.records(source) if r.action == "deploy" and r.environment == source and judge_deploy(r, trust, app)[0]]
+    the source, of this app, in the chain those keys make (an object of another key, with the head hint
+    pointed at it, cannot leave the newest deploys out). `mxinfra promote` chooses among these; the gate asks
+    `deploy_evidence`. UserError if the source's log does not verify."""
+    return [r for r in log.trusted_records(source, trust=trust, app=app) if r.action == "deploy" and r.environment == source and judge_deploy(r, trust, app)[0]]
 
 
 def _gate(log: ActivityLog, source: str, package_sha256: str, artifact: str | None, trust: Trust, app: str | None, url: str, what: str, hint: str) -> list[tuple[str, str]]:
     """(message, fix) of why the source's log does not let this package (and artifact) through; [] if it does."""
     cache = _verified_file(url, source, app)
     tail, problems = log.verify_recent(source, trust=trust, app=app, verified=_read_verified(cache))
-    if not problems and tail:
-        _write_verified(cache, tail, log._stored_hash(source, tail))
+    # what a trusted key signed, never past it: a record of another key at the tail may be left out of the
+    # chain by the next trusted append (appenders do not chain to it), which a later start there would take
+    # for a break
+    trusted_tip = log._walks[source].base[0] if source in log._walks else 0
+    if not problems and trusted_tip:
+        _write_verified(cache, trusted_tip, log._stored_hash(source, trusted_tip))
     if problems:
         # A log that does not verify proves nothing about what ran there.
         return [(f"the activity log of {source!r} does not verify: {problems[0]}", "run mxinfra activity verify and restore the log before promoting")]

@@ -207,7 +207,8 @@ def write_record(props: dict[str, Any], changes: dict[str, Any], action: str, *,
         # Unlabelled: version labels are the publishers' (`mxinfra package push`), never a deployer's
         # claim (issue 19, F9); a label that names other bytes was refused before anything was applied.
         Repository(store).push(package_path, version=None, commit=None, stories=())
-    record = ActivityLog(store, signer=_signer(props, store.url), budget=budget).append(
+    signer = _signer(props, store.url)
+    record = ActivityLog(store, signer=signer, budget=budget, trust=_appender_trust(props, signer)).append(
         props["environment"],
         app=props.get("app"),
         actor=retry_transient(store.identity, budget=budget),
@@ -233,6 +234,16 @@ def _instances(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
         return None
     return int(value)
+
+
+def _appender_trust(props: dict[str, Any], signer: Any) -> Any:
+    """The keys the record may chain to: the signer's and those trusted for the environment (a state written
+    before `trustedSigners` was an input: the signer's alone)."""
+    from .signing import appender_trust, trust_of_refs
+
+    refs = props.get("trustedSigners")
+    trusted = trust_of_refs([str(r) for r in refs], Path.cwd()) if isinstance(refs, list) else None
+    return appender_trust(signer, trusted)
 
 
 def _signer(props: dict[str, Any], url: str) -> Any:

@@ -50,7 +50,7 @@ import os
 import re
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -661,12 +661,31 @@ def signer_reference(cfg: StackConfig, environment: str) -> str | None:
     return signing_config(cfg.raw.values).signers.get(environment)
 
 
+def trusted_signer_refs(raw_values: Mapping[str, Any], environment: str) -> list[str]:
+    """The references `mxinfra:signing.trustedSigners.<environment>` names (none if not configured)."""
+    return list(signing_config(raw_values).trustedSigners.get(environment) or [])
+
+
+def trust_of_refs(refs: Sequence[str], base_dir: Path) -> Trust:
+    """The keys a list of pinned trusted-signer references names."""
+    return Trust(frozenset(trusted_fingerprint(r, base_dir) for r in refs), tuple(refs))
+
+
+def appender_trust(signer: Signer | None, trusted: Trust | None) -> Trust | None:
+    """The keys whose records an appender may chain to and checkpoint over: its own and those trusted for
+    the environment (a rotated key's); None for an unsigned appender (it proves nothing either way)."""
+    if signer is None:
+        return None
+    others = trusted if trusted is not None else Trust(frozenset(), ())
+    return Trust(frozenset({fingerprint(signer.public_key_der())}) | others.fingerprints, ("the appender's own key", *others.names))
+
+
 def trust_for(raw_values: Mapping[str, Any], source: str, repository_url: str, base_dir: Path) -> Trust:
     """The keys whose records of `source` count: the configured ones, else a file:// repository's development key."""
     cfg = signing_config(raw_values)
     refs = cfg.trustedSigners.get(source)
     if refs is not None:
-        return Trust(frozenset(trusted_fingerprint(r, base_dir) for r in refs), tuple(refs))
+        return trust_of_refs(refs, base_dir)
     path = dev_key_path(repository_url)
     if path is not None and path.exists():
         return Trust(frozenset({fingerprint(_file_public_der(f"file:{path}", path))}), (f"file:{path} (development key)",))

@@ -20,7 +20,10 @@ import pytest
 
 from mxinfra.cli import main
 from mxinfra.governance import Store, open_store, signing
-from mxinfra.governance.activity import CHECKPOINT_EVERY, GENESIS, ActivityLog, ActivityRecord, record_hash
+from mxinfra.drift import recorded_state
+from mxinfra.errors import UserError
+from mxinfra.governance.activity import CHECKPOINT_EVERY, GENESIS, ActivityLog, ActivityRecord, record_hash, what_runs
+from mxinfra.governance.promotion import trusted_deploys
 
 ENV, APP = "acceptance", "orders"
 SHA = "c" * 64
@@ -320,6 +323,84 @@ def test_a_rotated_key_continues_the_chain(store: Store, signer, stranger, hint:
     both = signing.Trust(trust_of(signer).fingerprints | trust_of(stranger).fingerprints, (signer.ref, stranger.ref))
     assert gate(ActivityLog(store), both)[1:3] == ([], new)
     assert ActivityLog(store).verify(ENV, signed=True, trust=both, app=APP) == []
+
+
+@pytest.mark.parametrize("length", [5, 2 * CHECKPOINT_EVERY - 2])
+def test_a_planted_record_the_hint_names_is_never_chained_to_nor_vouched_for(store: Store, signer, stranger, length: int) -> None:
+    """Hostile review: a record signed by a throwaway key, chaining to the tail and naming another package and
+    image, with the hint pointed at it. An appender that knows the keys it trusts (every caller gives its own
+    and the environment's trustedSigners) chains to the log's last trusted record; its next record repeats
+    nothing of the planted one (a backup record names what the last record left running); no checkpoint
+    vouches for a chain through it; the release guard's reading says what really runs. With 2 x 16 - 2
+    records the planted one takes seq 31 and the real one 32, a checkpoint slot."""
+    real = fill(store, signer, length)
+    evil = "evil.example/app@sha256:" + "f" * 64
+    at = real[-1].seq + 1
+    store.put(ActivityLog.key(ENV, at), forged(at, real[-1].hash, stranger, package_sha256="9" * 64, artifact=evil), if_absent=True)
+    store.put(ActivityLog.head_key(ENV), json.dumps({"seq": at}).encode())
+    log = ActivityLog(store, signer=signer, trust=signing.appender_trust(signer, None))
+    last = log.last_record(ENV, app=APP)
+    assert last is not None and last.hash == real[-1].hash
+    record = log.append(ENV, actor="dba", action="backup", **what_runs(last), app=APP, changes={"backup": {"id": "b1"}})
+    assert (record.seq, record.prev_hash, record.package_sha256, record.artifact) == (at + 1, real[-1].hash, real[-1].package_sha256, None)
+    for key in store.list(f"activity/{ENV}/checkpoints/"):
+        assert json.loads(store.get(key) or b"{}")["seq"] != at, key
+    records, problems = ActivityLog(store).recent(ENV, trust=trust_of(signer), app=APP)
+    # (from the checkpoint the real record's append wrote at seq 32, vouching for 30 -> 32, when it fell on one)
+    assert problems == [] and records[-1].hash == record.hash and at not in [r.seq for r in records]
+    assert recorded_state(ENV, records).package_sha256 == real[-1].package_sha256 and recorded_state(ENV, records).artifact is None
+    found = ActivityLog(store).verify(ENV, signed=True, trust=trust_of(signer), app=APP)
+    assert any(f"seq {at} (" in m and "not a record of this log: ignored" in m for m in found), found
+    assert any("the chain itself is intact" in m for m in found), found
+
+
+def test_pulumi_ups_record_chains_past_a_planted_record_the_hint_names(tmp_path: Path, stranger) -> None:
+    """The same through the activity resource's provider (what `pulumi up` runs): it builds its appender's
+    trust from its signer and the `trustedSigners` input the program gives it."""
+    from mxinfra.governance.record import ActivityProvider
+
+    key = signing.generate_key_file(tmp_path / "acceptance-key.pem")
+    url = f"file://{tmp_path / 'repo'}"
+    store = open_store(url)
+    real = fill(store, signing.LocalKeySigner(key), 3)
+    store.put(ActivityLog.key(ENV, 4), forged(4, real[-1].hash, stranger), if_absent=True)
+    store.put(ActivityLog.head_key(ENV), json.dumps({"seq": 4}).encode())
+    olds = {"environment": ENV, "app": APP, "repository": url, "packageSha256": SHA, "packageVersion": None, "packagePath": "",
+            "artifact": None, "settingsDigest": "s", "instances": 1, "grantsDigest": "g", "signer": f"file:{key}", "trustedSigners": [],
+            "lastRecordSeq": 3, "lastRecordHash": real[-1].hash}
+    outs = ActivityProvider().update("activity", olds, {**olds, "instances": 2}).outs
+    assert outs["lastRecordSeq"] == 5 and stored(store, 5)["prev_hash"] == real[-1].hash
+
+
+def test_promote_reads_the_chain_the_trusted_keys_make(store: Store, signer, stranger) -> None:
+    """Hostile review: a record of a throwaway key past a hole, chaining to an older deploy, with the hint
+    pointed at it, made a reading that took the hint's key for the log's skip the newest deploy, so that
+    `mxinfra promote` chose the superseded package. `trusted_deploys` reads the chain the trusted keys make,
+    and a log the hint says goes on past a hole does not verify: promote refuses rather than choose."""
+    log = ActivityLog(store, signer=signer, trust=signing.appender_trust(signer, None))
+    first, newest = append(log, "1" * 64), append(log, "2" * 64)
+    assert [r.seq for r in trusted_deploys(ActivityLog(store), ENV, trust_of(signer), APP)] == [first.seq, newest.seq]
+    store.put(ActivityLog.key(ENV, 10), forged(10, first.hash, stranger), if_absent=True)
+    store.put(ActivityLog.head_key(ENV), json.dumps({"seq": 10}).encode())
+    assert [r.seq for r in ActivityLog(store).records(ENV)] == [first.seq, 10]  # the reading that has no trust
+    with pytest.raises(UserError, match=r"does not verify: seq 10 .*missing"):
+        trusted_deploys(ActivityLog(store), ENV, trust_of(signer), APP)
+    # the next trusted append goes on from the newest deploy (past the planted object): promote chooses it again
+    latest = append(log, "3" * 64)
+    assert latest.prev_hash == newest.hash
+    assert [r.seq for r in trusted_deploys(ActivityLog(store), ENV, trust_of(signer), APP)] == [first.seq, newest.seq, latest.seq]
+
+
+def test_a_rotated_key_the_environment_trusts_continues_the_chain_and_one_it_does_not_never_does(store: Store, signer, stranger) -> None:
+    """A new key's first append chains to the previous key's records when trustedSigners names that key (as
+    the gate needs it to), and not otherwise: without a checkpoint of its own, the record the hint names is
+    then one it has no reason to believe."""
+    old = fill(store, signer, CHECKPOINT_EVERY + 3)
+    listed = append(ActivityLog(store, signer=stranger, trust=signing.appender_trust(stranger, trust_of(signer))))
+    assert (listed.seq, listed.prev_hash) == (old[-1].seq + 1, old[-1].hash)
+    alone = append(ActivityLog(store, signer=signer, trust=signing.appender_trust(signer, None)))
+    # the old key, trusting itself alone, goes on from its own last record (the new key's is not its to chain to)
+    assert (alone.seq, alone.prev_hash) == (listed.seq + 1, old[-1].hash)
 
 
 def test_a_stale_head_hint_costs_probes_not_a_read_per_record(store: Store, signer) -> None:

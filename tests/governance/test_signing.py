@@ -108,7 +108,11 @@ def test_only_a_record_signed_by_a_trusted_key_passes_the_gate(project, fake_tar
     assert code == 0, err
     record = ActivityLog(open_store(store_url)).records("acceptance")[-1]
     assert record.signature["signer"] == trusted and record.app == "orders"
-    assert verify(store_url, capsys)[0] == 0
+    # the trusted key's record chains past the stranger's (appenders chain only to keys they trust): that
+    # object is named as no record of the log, and the chain is intact
+    code, said = verify(store_url, capsys)
+    assert code == 2 and "seq 1 (activity/acceptance/000000000001.json): is signed by" in said and "not a record of this log: ignored" in said, said
+    assert "the chain itself is intact (1 record(s), the newest seq 2)" in said, said
 
 
 def test_forged_unsigned_records_are_named_and_refused(project, fake_target, store_url, new_key, capsys) -> None:

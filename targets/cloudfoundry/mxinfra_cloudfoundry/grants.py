@@ -206,12 +206,13 @@ def expire_due(
     hand, or one whose grant record was deleted, does not outlive the round."""
     from mxinfra.governance.activity import ActivityLog, what_runs
     from mxinfra.governance.promotion import repository_url
+    from mxinfra.governance.signing import appender_trust
     from mxinfra.governance.store import open_store
 
     from .access import parse_principal
 
     store = open_store(repository_url(repository, base_dir or Path.cwd()))
-    log = ActivityLog(store, signer=signer)
+    log = ActivityLog(store, signer=signer, trust=appender_trust(signer, trust))
     now = now or _now()
     book = ledger(log, environment, trust=trust, app=app)
     out = Expiry(ignored=list(book.ignored))
@@ -321,7 +322,7 @@ def _trust(d: Any, environment: str, base_dir: Path) -> Any:
 def grant(directory: Path, stack: str, principal: str, permission: str, duration: str, *, environment: str | None = None, client: Any = None, now: dt.datetime | None = None) -> dict[str, Any]:
     """Create a production space role for an eligible principal, recorded (signed) with its expiry."""
     from mxinfra.governance.activity import ActivityLog, what_runs
-    from mxinfra.governance.signing import fingerprint
+    from mxinfra.governance.signing import appender_trust, fingerprint
     from mxinfra.governance.store import open_store
 
     from .access import NO_ROLE, parse_principal, space_role
@@ -379,7 +380,7 @@ def grant(directory: Path, stack: str, principal: str, permission: str, duration
     }
     store = open_store(d.repository)
     try:
-        log = ActivityLog(store, signer=signer)
+        log = ActivityLog(store, signer=signer, trust=appender_trust(signer, trust))
         # A grant changes no workload: the record names what runs (the newest record's package, artifact
         # and count), not the stack's package, which may not be deployed yet (`mxinfra drift` compares them).
         last = log.last_record(env, app=d.config.app.name)

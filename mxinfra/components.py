@@ -192,11 +192,12 @@ class MendixApp(pulumi.ComponentResource):
         if name != deployment.config.app.name:
             raise ValueError(f"MendixApp {name!r} must carry the app's name {deployment.config.app.name!r}")
         naming = app_naming(name)
-        records = self._records_provider(naming)
         shared = deployment.target.deploy_app(
             AppContext(deployment, self, naming, {"mxinfra:app": name})
         )
         shared_resources = sorted(self._childResources, key=lambda r: r.pulumi_resource_name)
+        # after deploy_app: a target's release guard refuses before anything is declared
+        records = self._records_provider(naming)
         children = {
             p.environment.name: MendixEnvironment(
                 p.naming.prefix,
@@ -204,7 +205,7 @@ class MendixApp(pulumi.ComponentResource):
                     "deployment": deployment,
                     "environment": p.environment.name,
                     "shared": shared,
-                    "shared_resources": [r for r in shared_resources if r is not records],
+                    "shared_resources": shared_resources,
                     "records_provider": records,
                 },
                 pulumi.ResourceOptions(parent=self),

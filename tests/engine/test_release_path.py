@@ -272,6 +272,11 @@ def test_the_production_deploy_group_cannot_change_what_runs(release: Release) -
     _refused_by_admission(r.kubectl("release-manager", "-n", ns, "set", "image", sts, f"mendix={EVIL}"))
     _refused_by_admission(r.kubectl("release-manager", "-n", ns, "set", "env", sts, "MX_Orders_ApiUrl=https://evil.example.com"))
     _refused_by_admission(r.kubectl("release-manager", "-n", ns, "annotate", "--overwrite", sts, "mxinfra.io/runtime-config-sha256=" + "0" * 64))
+    # nor an owner that does not exist (the garbage collector would delete production's StatefulSet: RBAC
+    # gives deploy no delete), nor a finalizer (hostile review)
+    ghost = {"apiVersion": "v1", "kind": "ConfigMap", "name": "gone", "uid": "00000000-0000-0000-0000-000000000000"}
+    _refused_by_admission(r.kubectl("release-manager", "-n", ns, "patch", sts, "--type=merge", "-p", json.dumps({"metadata": {"ownerReferences": [ghost]}})))
+    _refused_by_admission(r.kubectl("release-manager", "-n", ns, "patch", sts, "--type=merge", "-p", json.dumps({"metadata": {"finalizers": ["example.com/hold"]}})))
     config = [e["configMapRef"]["name"] for e in before["spec"]["template"]["spec"]["containers"][0]["envFrom"] if "configMapRef" in e][0]
     _refused_by_admission(r.kubectl("release-manager", "-n", ns, "delete", "configmap", config))
     # nor the backup Jobs' scripts, which the nightly backup runs with the database's credentials
@@ -282,6 +287,7 @@ def test_the_production_deploy_group_cannot_change_what_runs(release: Release) -
     assert r.cluster.get(f"/api/v1/namespaces/{ns}/configmaps/{scripts}")["data"] == kept
     after = _sts(r, "production")
     assert after["spec"]["template"] == before["spec"]["template"] and after["metadata"]["annotations"] == before["metadata"]["annotations"]
+    assert "ownerReferences" not in after["metadata"] and "finalizers" not in after["metadata"]
     assert r.cluster.exists(f"/api/v1/namespaces/{ns}/configmaps/{config}")
     # a restart is still theirs (an incident), and changes nothing the log records
     restarted = r.kubectl("release-manager", "-n", ns, "rollout", "restart", sts)

@@ -135,6 +135,14 @@ def policy_spec(namespace: str, workload: str, mode: str, names: dict[str, str],
                 "reason": "Forbidden",
                 "message": f"{refused} change the mxinfra.io/* annotations of {workload} (the release's package and configuration): {fix}",
             },
+            # An owner that does not exist has the garbage collector delete the workload (RBAC gives deploy no
+            # delete, and a DELETE is not matched here); a finalizer holds a deletion the platform started.
+            {
+                "expression": f"!({is_workload}) || ({_same('object.metadata.ownerReferences', 'oldObject.metadata.ownerReferences')}"
+                f" && {_same('object.metadata.finalizers', 'oldObject.metadata.finalizers')})",
+                "reason": "Forbidden",
+                "message": f"{refused} change the owner references or finalizers of {workload} (an owner that does not exist has the garbage collector delete it): {fix}",
+            },
             {
                 "expression": f"!({runtime_objects})",
                 "reason": "Forbidden",

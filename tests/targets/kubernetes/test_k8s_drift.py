@@ -240,7 +240,12 @@ def test_the_release_condition_names_each_form_of_identity():
 
 def test_the_policy_guards_only_the_environments_objects():
     spec = policy_spec("ns", "orders-production", "plain", {"config": "orders-production-config", "secret": "orders-production-secret"}, ["group:rel"], "production", "orders-production-backup-scripts")
-    template, annotations, objects, scripts = (v["expression"] for v in spec["validations"])
+    template, annotations, owners, objects, scripts = (v["expression"] for v in spec["validations"])
+    assert owners == (
+        "!(request.resource.resource == 'statefulsets' && request.name == 'orders-production') || "
+        "((has(object.metadata.ownerReferences) == has(oldObject.metadata.ownerReferences) && (!has(object.metadata.ownerReferences) || object.metadata.ownerReferences == oldObject.metadata.ownerReferences))"
+        " && (has(object.metadata.finalizers) == has(oldObject.metadata.finalizers) && (!has(object.metadata.finalizers) || object.metadata.finalizers == oldObject.metadata.finalizers)))"
+    )
     assert scripts == "!(request.resource.resource == 'configmaps' && request.name == 'orders-production-backup-scripts')"
     assert template.startswith("!(request.resource.resource == 'statefulsets' && request.name == 'orders-production') || (object.spec.template.spec == oldObject.spec.template.spec")
     assert "k == 'kubectl.kubernetes.io/restartedAt'" in template  # `kubectl rollout restart` stays the deploy group's

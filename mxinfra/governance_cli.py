@@ -625,11 +625,14 @@ def trace(
 def _trace_trust(url: str, directory: Path | None, stack: str | None, environments: list[str]) -> tuple[dict[str, Any] | None, str | None]:
     """The keys each environment's deploys must be signed with and the app, from the stack when one is given
     (the keys `activity verify` expects); None without a stack: trace then says who signed, not whether trusted."""
+    from .governance.signing import Trust
+
     if stack is None:
         return None, None
     base = (directory or Path(".")).resolve()
     raw, app_name = _stack_values(base, stack)
-    return {env: _verify_trust(raw, env, url, base) for env in sorted(set(environments))}, app_name
+    # a stack that trusts no key for an environment (a log someone made up, say) trusts none of its records
+    return {env: _verify_trust(raw, env, url, base) or Trust(frozenset(), ()) for env in sorted(set(environments))}, app_name
 
 
 def _stack_values(base: Path, stack: str | None) -> tuple[dict[str, Any], str | None]:

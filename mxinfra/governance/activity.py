@@ -206,6 +206,8 @@ def judge_deploy(record: ActivityRecord, trust: Trust | None, app: str | None) -
         return False, f"{signer}, but of app {record.app!r}"
     if trust is None:
         return True, f"{signer}; trust not checked (no stack given)"
+    if not trust.fingerprints:
+        return False, f"UNTRUSTED: {signer}; no key is trusted for {record.environment} (mxinfra:signing)"
     if found not in trust.fingerprints:
         return False, f"UNTRUSTED: {signer} is not a key trusted for {record.environment}"
     return True, signer

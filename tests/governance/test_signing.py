@@ -274,6 +274,22 @@ def test_trace_with_a_stack_gives_the_gates_verdict(tmp_path, capsys) -> None:
     assert verdicts[1] == "UNVERIFIED: is unsigned"
 
 
+def test_trace_with_a_stack_trusts_nothing_of_an_environment_it_trusts_no_key_for(tmp_path, capsys) -> None:
+    """A log someone made up (`activity/prod-eu/`, their own key): with -s, no key the stack trusts signed it
+    (hostile review: the verdict said trust was not checked, as if no stack had been given)."""
+    from scaffold import copy_example
+
+    example = copy_example(tmp_path / "ex")
+    url = (example / ".mxinfra").as_uri()
+    assert main(["package", "push", str(EXAMPLE_MDA), "-C", str(example), "-s", "acceptance", "--story", "ORD-9"]) == 0
+    own = signing.LocalKeySigner(signing.generate_key_file(tmp_path / "mallory.pem"))
+    ActivityLog(open_store(url), signer=own).append("prod-eu", actor="mallory", action="deploy", package_sha256=SHA, package_version=None, changes={}, app="orders")
+    capsys.readouterr()
+    assert main(["trace", "ORD-9", "-C", str(example), "-s", "acceptance", "--json"]) == 0
+    (verdict,) = [d["signed_by"] for d in json.loads(capsys.readouterr().out)["packages"][0]["deployments"] if d["environment"] == "prod-eu"]
+    assert verdict.startswith("UNTRUSTED: ") and verdict.endswith("no key is trusted for prod-eu (mxinfra:signing)"), verdict
+
+
 def test_promote_ignores_forged_deploys(tmp_path, capsys) -> None:
     from scaffold import copy_example, record_deploy
 

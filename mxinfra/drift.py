@@ -279,33 +279,16 @@ def report(found: Sequence[Difference]) -> str:
 # --- reading the log, asking the target ---------------------------------------------------------------
 
 
-def _trust(raw_values: Mapping[str, Any], environment: str, url: str, base_dir: Path) -> Any:
-    """The keys an environment's own records must be signed by (as `mxinfra activity verify -s` expects them):
-    the keys trusted for it, else its configured signer, else a file:// repository's development key;
-    None (any valid signature) otherwise."""
-    from .governance.signing import Trust, dev_key_path, signing_config, trust_for, trusted_fingerprint
-
-    cfg = signing_config(raw_values)
-    if environment in cfg.trustedSigners:
-        return trust_for(raw_values, environment, url, base_dir)
-    if environment in cfg.signers:
-        ref = cfg.signers[environment]
-        return Trust(frozenset({trusted_fingerprint(ref, base_dir)}), (ref,))
-    path = dev_key_path(url)
-    if path is not None and path.exists():
-        return trust_for({}, environment, url, base_dir)
-    return None
-
-
 def recorded(deployment: Deployment, environment: str, base_dir: Path) -> tuple[Recorded, list[Difference]]:
     """What the log says runs in `environment`, and the log's own problems (a log that does not verify
     proves nothing about what ran: each problem is a blocking difference)."""
     from .governance.activity import INTENT, ActivityLog
+    from .governance.signing import own_trust
     from .governance.store import open_store
 
     url, app = deployment.repository, deployment.config.app.name
     log = ActivityLog(open_store(url))
-    trust = _trust(deployment.config.raw.values, environment, url, base_dir)
+    trust = own_trust(deployment.config.raw.values, environment, url, base_dir)
     if trust is None:
         # no key to trust a checkpoint by (an unsigned cloud log): the whole chain, as verify reads it
         problems = log.verify(environment, signed=True, trust=None, app=app)

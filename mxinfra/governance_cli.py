@@ -326,6 +326,7 @@ def activity_verify(
     and with -s or --state that the log still holds the Pulumi state's last record (truncation). With --repair,
     first heal what killed writers left behind (checkpoints are signed with the environment's key)."""
     from .governance.activity import ActivityLog
+    from .governance.signing import appender_trust, own_trust
 
     where = _group_options(ctx, repository=repository, directory=directory, stack=stack, environment=environment)
     environment = where.pop("environment", None)
@@ -337,7 +338,8 @@ def activity_verify(
     raw, app = _stack_values(base, stack)
     if repair:
         for env in envs:
-            done = ActivityLog(store, signer=_repair_signer(raw, env, url, base)).repair(env)
+            signer = _repair_signer(raw, env, url, base)
+            done = ActivityLog(store, signer=signer, trust=appender_trust(signer, own_trust(raw, env, url, base))).repair(env)
             _console().print(clean(f"{env}: repaired {done.describe()}" if done else f"{env}: nothing to repair"))
             if done.unsigned_checkpoints:
                 _console(stderr=True).print(
@@ -348,7 +350,7 @@ def activity_verify(
                 )
     problems = []
     for env in envs:
-        trust = _verify_trust(raw, env, url, base)
+        trust = own_trust(raw, env, url, base)
         problems += [f"{env}: {p}" for p in log.verify(env, signed=True, trust=trust, app=app)]
     console = _console()
     checked_heads = 0
@@ -380,23 +382,6 @@ def _repair_signer(raw: dict[str, Any], env: str, url: str, base: Path) -> Any:
         return open_signer(cfg.signers[env], base)
     path = dev_key_path(url)
     return dev_signer(url) if path is not None and path.exists() else None
-
-
-def _verify_trust(raw: dict[str, Any], env: str, url: str, base: Path) -> Any:
-    """The keys `activity verify` expects on an environment's records: those the stack trusts for it, else its
-    configured signer, else a file:// repository's development key; None (any valid signature) otherwise."""
-    from .governance.signing import Trust, dev_key_path, signing_config, trust_for, trusted_fingerprint
-
-    cfg = signing_config(raw) if raw else None
-    if cfg is not None and env in cfg.trustedSigners:
-        return trust_for(raw, env, url, base)
-    if cfg is not None and env in cfg.signers:
-        ref = cfg.signers[env]
-        return Trust(frozenset({trusted_fingerprint(ref, base)}), (ref,))
-    path = dev_key_path(url)
-    if path is not None and path.exists():
-        return trust_for({}, env, url, base)
-    return None
 
 
 def _state_heads(state: Path | None, stack: str | None, base: Path) -> tuple[list[tuple[str, int, str]], str]:
@@ -625,14 +610,14 @@ def trace(
 def _trace_trust(url: str, directory: Path | None, stack: str | None, environments: list[str]) -> tuple[dict[str, Any] | None, str | None]:
     """The keys each environment's deploys must be signed with and the app, from the stack when one is given
     (the keys `activity verify` expects); None without a stack: trace then says who signed, not whether trusted."""
-    from .governance.signing import Trust
+    from .governance.signing import Trust, own_trust
 
     if stack is None:
         return None, None
     base = (directory or Path(".")).resolve()
     raw, app_name = _stack_values(base, stack)
     # a stack that trusts no key for an environment (a log someone made up, say) trusts none of its records
-    return {env: _verify_trust(raw, env, url, base) or Trust(frozenset(), ()) for env in sorted(set(environments))}, app_name
+    return {env: own_trust(raw, env, url, base) or Trust(frozenset(), ()) for env in sorted(set(environments))}, app_name
 
 
 def _stack_values(base: Path, stack: str | None) -> tuple[dict[str, Any], str | None]:

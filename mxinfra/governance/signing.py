@@ -680,6 +680,22 @@ def appender_trust(signer: Signer | None, trusted: Trust | None) -> Trust | None
     return Trust(frozenset({fingerprint(signer.public_key_der())}) | others.fingerprints, ("the appender's own key", *others.names))
 
 
+def own_trust(raw_values: Mapping[str, Any], environment: str, repository_url: str, base_dir: Path) -> Trust | None:
+    """The keys an environment's own records must be signed by (what `mxinfra activity verify -s` and the
+    release guard expect): the keys trusted for it, else its configured signer, else a file:// repository's
+    development key; None (any valid signature) otherwise."""
+    cfg = signing_config(raw_values)
+    if environment in cfg.trustedSigners:
+        return trust_for(raw_values, environment, repository_url, base_dir)
+    if environment in cfg.signers:
+        ref = cfg.signers[environment]
+        return Trust(frozenset({trusted_fingerprint(ref, base_dir)}), (ref,))
+    path = dev_key_path(repository_url)
+    if path is not None and path.exists():
+        return trust_for({}, environment, repository_url, base_dir)
+    return None
+
+
 def trust_for(raw_values: Mapping[str, Any], source: str, repository_url: str, base_dir: Path) -> Trust:
     """The keys whose records of `source` count: the configured ones, else a file:// repository's development key."""
     cfg = signing_config(raw_values)

@@ -638,7 +638,7 @@ class ActivityLog:
         return walk.finish(hint if frontier is None else frontier), n
 
     def _walk_all(
-        self, environment: str, *, app: str | None, signed: bool | None, trust: Trust | None, listed: list[str] | None = None
+        self, environment: str, *, app: str | None, signed: bool | None, trust: Trust | None, listed: list[str] | None = None, frontier: int | None = None
     ) -> tuple[_Walk, int]:
         """Follow the chain through every object of the log from genesis (reads everything): the walk and the
         head hint. Without `trust`, the key of the record the hint names is taken for the log's (an append wrote
@@ -661,7 +661,7 @@ class ActivityLog:
         for (seq, _), raw in zip(keys, raws, strict=True):
             if raw is not None:  # removed while listing: as if it was never there
                 walk.feed(self._object(environment, seq, raw, app=app, signed=signed))
-        return walk.finish(hint), hint
+        return walk.finish(hint if frontier is None else frontier), hint
 
     def _get_many(self, keys: list[str]) -> list[bytes | None]:
         with ThreadPoolExecutor(max_workers=8) as pool:  # cloud stores: one round trip per object
@@ -1155,14 +1155,17 @@ class ActivityLog:
         signer_fp = check_signature(record.to_json(), record.hash)[0]
         authority = frozenset({mine} | ({signer_fp} if signer_fp else set()))
         if self.trust is not None:
-            authority = authority | self.trust.fingerprints
+            # with trust, the record's own signer counts only if trusted (repair checkpoints others' records)
+            authority = self.trust.fingerprints | {mine}
+            if signer_fp not in authority:
+                return False
 
         def accept(candidate: int) -> tuple[int, str] | None:
             found = self._checkpoint(environment, candidate, authority=None, app=record.app)
             if found is None:
                 return None
-            if found[2] not in authority and self._stored_hash(environment, found[0]) != found[1]:
-                return None
+            if found[2] not in authority and (self.trust is not None or self._stored_hash(environment, found[0]) != found[1]):
+                return None  # with trust: only its keys' checkpoints start a walk (another key's may vouch for anything)
             return found[:2]
 
         start = self._newest_checkpoint(environment, slot - 1, accept) or (0, GENESIS)
@@ -1198,7 +1201,9 @@ class ActivityLog:
         listed = self.store.list(prefix)
         present = set(listed)
         found = Repairs()
-        walk, hint = self._walk_all(environment, app=None, signed=None, trust=None, listed=listed)
+        # an appender's trust (self.trust): the chain its keys make, whatever the hint names (a record of
+        # another key there is named, never indexed, checkpointed or pointed at)
+        walk, hint = self._walk_all(environment, **self._appender_reading(), listed=listed)
         prev = 0
         for seq, obj in walk.record_members():
             if obj is None or obj.data is None or obj.why is not None or seq in walk.damaged:
@@ -1239,6 +1244,13 @@ class ActivityLog:
         with ThreadPoolExecutor(max_workers=8) as pool:  # cloud stores: one round trip per record
             read = list(pool.map(self._read, [k for _, k in keys]))
         return [(seq, key, data, problem) for (seq, _), (key, data, problem) in zip(keys, read, strict=True)]
+
+    def _appender_reading(self) -> dict[str, Any]:
+        """How an appender with trust reads a whole log (repair): only its trusted keys' records, never another
+        key's at the head hint; without trust, as verify does (the hint's key taken for the log's)."""
+        if self.trust is None:
+            return {"app": None, "signed": None, "trust": None}
+        return {"app": None, "signed": True, "trust": self.trust, "frontier": 0}
 
     def records(self, environment: str) -> list[ActivityRecord]:
         """The records of the environment's log, oldest first: objects that are not records of this log are left

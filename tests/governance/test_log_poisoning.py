@@ -391,6 +391,36 @@ def test_promote_reads_the_chain_the_trusted_keys_make(store: Store, signer, str
     assert [r.seq for r in trusted_deploys(ActivityLog(store), ENV, trust_of(signer), APP)] == [first.seq, newest.seq, latest.seq]
 
 
+def test_an_appenders_reading_repair_and_checkpoints_pass_a_planted_record_by(store: Store, signer, stranger) -> None:
+    """Review of the fix: `verify --repair` (which writes checkpoints and the hint) and `last_record` on an
+    appender's log (the Cloud Foundry expiry repeats what runs from it) read the chain the appender's keys
+    make; a checkpoint of another key starts no walk of an appender's."""
+    trust = signing.appender_trust(signer, None)
+    real = fill(store, signer, 5)
+    slot = CHECKPOINT_EVERY
+    store.put(ActivityLog.key(ENV, slot), forged(slot, real[-1].hash, stranger, package_sha256="9" * 64), if_absent=True)
+    store.put(ActivityLog.head_key(ENV), json.dumps({"seq": slot}).encode())
+    last = ActivityLog(store, signer=signer, trust=trust).last_record(ENV, app=APP)  # what the CF expiry repeats
+    assert last is not None and last.hash == real[-1].hash
+    done = ActivityLog(store, signer=signer, trust=trust).repair(ENV)
+    assert done.checkpoints == 0 and not store.exists(ActivityLog.checkpoint_key(ENV, slot))
+    assert json.loads(store.get(ActivityLog.head_key(ENV)) or b"{}") == {"seq": real[-1].seq}
+    assert [key for key, _ in done.ignored] == [ActivityLog.key(ENV, slot)]
+    record = append(ActivityLog(store, signer=signer, trust=trust))
+    assert (record.seq, record.prev_hash) == (real[-1].seq + 1, real[-1].hash)
+    # a checkpoint of another key taking the next slot's name first, vouching for a record it planted far in
+    # that slot: appenders go on writing their own checkpoints at the slots after it (the gate's cost stays flat)
+    far, slot2 = 3 * CHECKPOINT_EVERY - 1, 2 * CHECKPOINT_EVERY
+    store.put(ActivityLog.key(ENV, far), forged(far, "e" * 64, stranger), if_absent=True)
+    body = {"kind": "checkpoint", "environment": ENV, "app": APP, "seq": far, "hash": json.loads(store.get(ActivityLog.key(ENV, far)) or b"{}")["hash"], "from_seq": 0}
+    store.put(ActivityLog.checkpoint_key(ENV, slot2), json.dumps({**body, "signature": stranger.signature(record_hash(body))}).encode(), if_absent=True)
+    log = ActivityLog(store, signer=signer, trust=trust)
+    for _ in range(4 * CHECKPOINT_EVERY):
+        append(log, f"{next(_unique):064x}")
+    mine = sorted(c["seq"] for c in (json.loads(store.get(k) or b"{}") for k in store.list(f"activity/{ENV}/checkpoints/")) if c["signature"]["signer"] == signer.ref)
+    assert [s for s in mine if s > far] == [3 * CHECKPOINT_EVERY, 4 * CHECKPOINT_EVERY], mine
+
+
 def test_a_rotated_key_the_environment_trusts_continues_the_chain_and_one_it_does_not_never_does(store: Store, signer, stranger) -> None:
     """A new key's first append chains to the previous key's records when trustedSigners names that key (as
     the gate needs it to), and not otherwise: without a checkpoint of its own, the record the hint names is

@@ -129,12 +129,11 @@ class Ledger:
 
 def ledger(log: Any, environment: str, *, trust: Any, app: str | None) -> Ledger:
     """Read the environment's grant and revoke records, believing only those that verify."""
-    from mxinfra.governance.activity import INTENT
-
     out = Ledger()
+    # what runs, as the last record of the chain the log's appender trusts says it (a record of another key
+    # that the head hint names is in `records` below, judged and ignored, but must never be repeated)
+    out.last = log.last_record(environment, app=app)
     for record in log.records(environment):
-        if record.action != INTENT:  # an intent says what a `pulumi up` was about to apply, not what runs
-            out.last = record
         change = record.changes or {}
         kind = GRANT if GRANT in change else REVOKE if REVOKE in change else None
         if kind is None:

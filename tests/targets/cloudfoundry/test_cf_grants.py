@@ -102,6 +102,34 @@ def test_a_forged_revoke_does_not_keep_a_role(capi, prod, tmp_path, how):
         assert any("revoke record" in line and "ignored" in line for line in done.ignored)
 
 
+def test_a_revoke_names_what_runs_as_the_trusted_chain_says_not_a_record_planted_at_the_hint(capi, prod, tmp_path):
+    """Hostile review: a record of a throwaway key chaining to the tail, naming another package, image and
+    count, with the head hint pointed at it; the expiry's revoke record (signed with production's key) named
+    what it claimed runs, and the release guard then believed it."""
+    import json as _json
+
+    from mxinfra.governance.activity import record_hash
+
+    c = Client.from_environment(capi.url)
+    r = grants.grant(prod.path, "cf-production", ALICE, "deploy", "1h", client=c, now=T0)
+    log = log_of(prod)
+    tail = log.records("production")[-1]
+    at = tail.seq + 1
+    body = {"seq": at, "environment": "production", "time": "2026-03-01T09:30:00Z", "actor": "mallory", "action": "deploy",
+            "package_sha256": "9" * 64, "package_version": None, "artifact": "evil.example/app@sha256:" + "f" * 64, "changes": {},
+            "prev_hash": tail.hash, "app": "orders", "instances": 7}
+    body["hash"] = record_hash(body)
+    body["signature"] = LocalKeySigner(generate_key_file(tmp_path / "mallory.pem")).signature(body["hash"])
+    store = open_store(f"file://{prod.path}/.mxinfra")
+    assert store.put(ActivityLog.key("production", at), _json.dumps(body).encode(), if_absent=True)
+    store.put(ActivityLog.head_key("production"), _json.dumps({"seq": at}).encode())
+    done = grants.expire(prod.path, "cf-production", client=c, now=T0 + dt.timedelta(hours=2))
+    assert [g["id"] for g in done.removed] == [r["id"]]
+    revoke = log.records("production")[-1]
+    assert "revoke" in revoke.changes and revoke.prev_hash == tail.hash
+    assert (revoke.package_sha256, revoke.artifact, revoke.instances) == (tail.package_sha256, tail.artifact, tail.instances)
+
+
 def test_a_forged_grant_removes_no_role(capi, prod, tmp_path):
     """Roles a forged grant names stay: unsigned, signed by an untrusted key, of another app, or signed by a
     trusted key but naming someone else's role."""

@@ -83,6 +83,11 @@ def _same(new: str, old: str) -> str:
     return f"(has({new}) == has({old}) && (!has({new}) || {new} == {old}))"
 
 
+def _none_added(new: str, old: str) -> str:
+    """CEL: every element of the list `new` (which may be absent) is in the list `old` (which may be absent)."""
+    return f"(!has({new}) || {new}.all(x, has({old}) && x in {old}))"
+
+
 def _same_field(field: str) -> str:
     return _same(f"object.spec.{field}", f"oldObject.spec.{field}")
 
@@ -136,12 +141,14 @@ def policy_spec(namespace: str, workload: str, mode: str, names: dict[str, str],
                 "message": f"{refused} change the mxinfra.io/* annotations of {workload} (the release's package and configuration): {fix}",
             },
             # An owner that does not exist has the garbage collector delete the workload (RBAC gives deploy no
-            # delete, and a DELETE is not matched here); a finalizer holds a deletion the platform started.
+            # delete, and a DELETE is not matched here); a finalizer holds a deletion up. Only additions are
+            # refused: the garbage collector itself removes finalizers (foregroundDeletion, orphan) of a
+            # workload the platform deletes, as an identity this policy does not exempt.
             {
-                "expression": f"!({is_workload}) || ({_same('object.metadata.ownerReferences', 'oldObject.metadata.ownerReferences')}"
-                f" && {_same('object.metadata.finalizers', 'oldObject.metadata.finalizers')})",
+                "expression": f"!({is_workload}) || ({_none_added('object.metadata.ownerReferences', 'oldObject.metadata.ownerReferences')}"
+                f" && {_none_added('object.metadata.finalizers', 'oldObject.metadata.finalizers')})",
                 "reason": "Forbidden",
-                "message": f"{refused} change the owner references or finalizers of {workload} (an owner that does not exist has the garbage collector delete it): {fix}",
+                "message": f"{refused} add owner references or finalizers to {workload} (an owner that does not exist has the garbage collector delete it): {fix}",
             },
             {
                 "expression": f"!({runtime_objects})",

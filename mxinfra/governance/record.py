@@ -32,6 +32,7 @@ TRACKED = ("packageSha256", "artifact", "settingsDigest", "instances", "grantsDi
 SECRETS = "secretsDigest"
 CONSTANTS = "constants"
 DETAILED = (SECRETS, CONSTANTS)
+SIGNING = ("signer", "trustedSigners")
 # The first change in this order names the record's action; the rest are listed under "changes". A
 # rotated secret or a changed constant is a settings change: the runtime gets new settings and restarts.
 ACTIONS = (
@@ -166,6 +167,9 @@ def _differs(olds: dict[str, Any], news: dict[str, Any]) -> list[str]:
     # A detailed input the program no longer sends changes nothing; one missing from the old state is
     # stored (the baseline of the next comparison) by an update that writes no record.
     changed += [k for k in DETAILED if news.get(k) is not None and _reveal(olds.get(k)) != _reveal(news.get(k))]
+    # What a destroy record is signed with and may chain to: the delete reads them from the state, so a
+    # change (a signer rotation's first step lists the new key) is stored by an update that writes no record.
+    changed += [k for k in SIGNING if k in news and _reveal(olds.get(k)) != _reveal(news.get(k))]
     return changed
 
 

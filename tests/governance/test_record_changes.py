@@ -18,6 +18,7 @@ from mxinfra.config import RawConfig
 from mxinfra.deployment import prepare
 from mxinfra.environments import Secret
 from mxinfra.governance.activity import ActivityLog
+from mxinfra.governance import signing
 from mxinfra.governance.record import ActivityProvider, ReleaseIntentProvider, secrets_digest
 from mxinfra.governance.store import open_store
 from mxinfra.testing import Sealed, walk_inputs
@@ -200,6 +201,20 @@ def test_a_program_without_the_new_inputs_changes_nothing(repo_url):
     provider = ActivityProvider()
     created = provider.create(props(repo_url))
     assert provider.diff("x", created.outs, legacy(repo_url)).changes is False
+
+
+def test_a_new_signer_or_trusted_key_is_stored_for_the_destroy_record_without_a_record(repo_url, tmp_path):
+    """The delete writes its record with the signer and trusted keys the state holds: a signer rotation's first
+    step (the new key listed in trustedSigners) must reach the state, or a destroy before the next release
+    would chain past the new key's records (review of the appender fix)."""
+    provider = ActivityProvider()
+    created = provider.create(props(repo_url))
+    new_key = f"file:{signing.generate_key_file(tmp_path / 'next.pem')}"
+    for over in ({"trustedSigners": [new_key]}, {"signer": new_key}):
+        news = props(repo_url, **over)
+        assert provider.diff("x", created.outs, news).changes is True, over
+        stored = provider.update("x", created.outs, news)
+        assert [r.action for r in records(repo_url)] == ["deploy"] and all(stored.outs[k] == v for k, v in over.items())
 
 
 def test_hashes_under_a_new_key_are_a_new_baseline_not_a_rotation(repo_url):

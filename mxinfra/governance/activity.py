@@ -1201,9 +1201,12 @@ class ActivityLog:
         listed = self.store.list(prefix)
         present = set(listed)
         found = Repairs()
-        # an appender's trust (self.trust): the chain its keys make, whatever the hint names (a record of
-        # another key there is named, never indexed, checkpointed or pointed at)
-        walk, hint = self._walk_all(environment, **self._appender_reading(), listed=listed)
+        # with an appender's trust: the chain its keys make, whatever the hint names (a record of another key
+        # there is named, never indexed, checkpointed or pointed at); without, as verify reads the log
+        if self.trust is not None:
+            walk, hint = self._walk_all(environment, app=None, signed=True, trust=self.trust, listed=listed, frontier=0)
+        else:
+            walk, hint = self._walk_all(environment, app=None, signed=None, trust=None, listed=listed)
         prev = 0
         for seq, obj in walk.record_members():
             if obj is None or obj.data is None or obj.why is not None or seq in walk.damaged:
@@ -1244,13 +1247,6 @@ class ActivityLog:
         with ThreadPoolExecutor(max_workers=8) as pool:  # cloud stores: one round trip per record
             read = list(pool.map(self._read, [k for _, k in keys]))
         return [(seq, key, data, problem) for (seq, _), (key, data, problem) in zip(keys, read, strict=True)]
-
-    def _appender_reading(self) -> dict[str, Any]:
-        """How an appender with trust reads a whole log (repair): only its trusted keys' records, never another
-        key's at the head hint; without trust, as verify does (the hint's key taken for the log's)."""
-        if self.trust is None:
-            return {"app": None, "signed": None, "trust": None}
-        return {"app": None, "signed": True, "trust": self.trust, "frontier": 0}
 
     def records(self, environment: str) -> list[ActivityRecord]:
         """The records of the environment's log, oldest first: objects that are not records of this log are left

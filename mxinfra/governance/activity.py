@@ -1153,12 +1153,13 @@ class ActivityLog:
             return False
         mine = self._signer_fingerprint() or ""
         signer_fp = check_signature(record.to_json(), record.hash)[0]
-        authority = frozenset({mine} | ({signer_fp} if signer_fp else set()))
         if self.trust is not None:
             # with trust, the record's own signer counts only if trusted (repair checkpoints others' records)
             authority = self.trust.fingerprints | {mine}
             if signer_fp not in authority:
                 return False
+        else:
+            authority = frozenset({mine} | ({signer_fp} if signer_fp else set()))
 
         def accept(candidate: int) -> tuple[int, str] | None:
             found = self._checkpoint(environment, candidate, authority=None, app=record.app)

@@ -688,8 +688,7 @@ def own_trust(raw_values: Mapping[str, Any], environment: str, repository_url: s
     if environment in cfg.trustedSigners:
         return trust_for(raw_values, environment, repository_url, base_dir)
     if environment in cfg.signers:
-        ref = cfg.signers[environment]
-        return Trust(frozenset({trusted_fingerprint(ref, base_dir)}), (ref,))
+        return trust_of_refs([cfg.signers[environment]], base_dir)
     path = dev_key_path(repository_url)
     if path is not None and path.exists():
         return trust_for({}, environment, repository_url, base_dir)

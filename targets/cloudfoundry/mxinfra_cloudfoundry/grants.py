@@ -120,7 +120,6 @@ class Ledger:
     grants: dict[str, tuple[Any, dict[str, Any]]] = field(default_factory=dict)  # role guid -> (record, grant)
     revoked: set[str] = field(default_factory=set)  # role guids with a verified revoke
     ignored: list[str] = field(default_factory=list)  # records not believed, and why
-    last: Any = None  # the newest record of the environment (what a revoke without a grant refers to)
 
     def open(self) -> list[tuple[Any, dict[str, Any]]]:
         """(record, grant) of every grant without a verified revoke, oldest first."""
@@ -130,9 +129,6 @@ class Ledger:
 def ledger(log: Any, environment: str, *, trust: Any, app: str | None) -> Ledger:
     """Read the environment's grant and revoke records, believing only those that verify."""
     out = Ledger()
-    # what runs, as the last record of the chain the log's appender trusts says it (a record of another key
-    # that the head hint names is in `records` below, judged and ignored, but must never be repeated)
-    out.last = log.last_record(environment, app=app)
     for record in log.records(environment):
         change = record.changes or {}
         kind = GRANT if GRANT in change else REVOKE if REVOKE in change else None
@@ -214,6 +210,9 @@ def expire_due(
     log = ActivityLog(store, signer=signer, trust=appender_trust(signer, trust))
     now = now or _now()
     book = ledger(log, environment, trust=trust, app=app)
+    # what runs, as the newest record of the chain this appender trusts says it (a record of another key the
+    # head hint names is among the ledger's, judged and ignored, but must never be repeated)
+    last = log.last_record(environment, app=app)
     out = Expiry(ignored=list(book.ignored))
     roles = {r["guid"]: r for r in client.space_roles(space)} if book.grants or sweep_origins else {}
     for gid, (record, g) in book.grants.items():
@@ -244,7 +243,7 @@ def expire_due(
             actor=store.identity(),
             action="permissions",
             # a grant changes no workload: the record names what runs, as the newest record says it
-            **what_runs(book.last, package_sha256=record.package_sha256, package_version=record.package_version, artifact=record.artifact),
+            **what_runs(last, package_sha256=record.package_sha256, package_version=record.package_version, artifact=record.artifact),
             app=app,
             changes={REVOKE: {"id": gid, "principal": g["principal"], "permission": g["permission"], "reason": reason, "at": _iso(now)}},
         )
@@ -259,7 +258,6 @@ def expire_due(
             continue
         client.delete_role(gid, job_timeout)
         principal = f"user:{role['origin']}/{role['username']}"
-        last = book.last
         log.append(
             environment,
             actor=store.identity(),

@@ -204,6 +204,10 @@ class Target:
     # (mxinfra.capabilities.declare_capabilities, which refuses a mapping that breaks them or leaves a
     # permission out). None: the target declares nothing, which the conformance suite refuses.
     capabilities: CapabilityTable | None = None
+    # The cloud SDK modules deploy_environment declares resources from, imported in a worker thread while
+    # the engine works on each environment's release intent (mxinfra.sdk_loading). The conformance suite
+    # checks that planning the target's stacks imports no other module of its SDK, and each of these.
+    sdk_modules: tuple[str, ...] = ()
 
     def parse_block(self, raw: RawConfig, file: str = "") -> tuple[Any, list[ConfigIssue]]:
         """This target's block (`mxinfra:<name>`) validated against `config_model`: (the block or None, its issues)."""

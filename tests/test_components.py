@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+import types
 from pathlib import Path
 
 import pulumi
@@ -116,6 +119,29 @@ def test_records_run_on_one_explicit_provider_without_inputs(fake_target, pulumi
     dynamic = [r for r in res if r.type.startswith("pulumi-python:")]
     assert sorted(r.name for r in dynamic) == sorted(f"orders-{e}-{k}" for e in ("production", "uat") for k in ("activity", "release-intent"))
     assert all(r.provider.rsplit("::", 1)[0] == records.urn for r in dynamic), [r.provider for r in dynamic]
+
+
+def test_the_release_intent_reaches_the_engine_while_the_target_sdk_loads(fake_target, pulumi_run, tmp_path, monkeypatch):
+    # A stand-in for the target's SDK whose import waits (at most 20 s) until the engine, here the mock
+    # monitor, has received an environment's release intent: the intents are registered first and the
+    # SDK loads in a worker thread meanwhile (mxinfra.sdk_loading). Loading it before yielding to the
+    # event loop would wait the 20 s out; not loading it at all leaves `waited` empty.
+    probe = types.ModuleType("mxinfra_test_sdk_probe")
+    probe.seen, probe.waited = threading.Event(), []
+    monkeypatch.setitem(sys.modules, probe.__name__, probe)
+    (tmp_path / "mxinfra_test_slow_sdk.py").write_text(f"import {probe.__name__} as p\np.waited.append(p.seen.wait(20))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "mxinfra_test_slow_sdk", raising=False)
+    monkeypatch.setattr(fake_target, "sdk_modules", ("mxinfra_test_slow_sdk",), raising=False)
+
+    def engine(args):
+        if args.typ == "pulumi-python:dynamic/mxinfra:ReleaseIntent":
+            probe.seen.set()
+        return {}
+
+    res = pulumi_run(lambda: MendixApp("orders", {"deployment": deployment(CONFIG)}), stack="production", project="orders", outputs=engine)
+    assert probe.waited == [True]  # loaded once for both environments, after an intent was registered
+    assert res.one("mxtest:index:Runtime", "orders-uat-runtime")  # and the environments were built after it
 
 
 def test_component_names_must_match_the_app(fake_target, pulumi_run):

@@ -75,6 +75,7 @@ class AwsTarget(Target):
 
     name = "aws"
     config_model = AwsConfig
+    sdk_modules = tuple(f"pulumi_aws.{m}" for m in ("backup", "cloudwatch", "ec2", "ecs", "iam", "lb", "rds", "s3", "secretsmanager", "sfn", "sns", "vpc"))
     # A release registers task definitions and updates the services (image, variables, count, the
     # per-release tags); the running-tasks alarms' thresholds follow the instance count.
     release_types = ("aws:ecs/taskDefinition:TaskDefinition", "aws:ecs/service:Service", "aws:cloudwatch/metricAlarm:MetricAlarm")

@@ -42,6 +42,7 @@ class AzureTarget(Target):
 
     name = "azure"
     config_model = AzureConfig
+    sdk_modules = tuple(f"pulumi_azure_native.{m}" for m in ("app", "authorization", "dataprotection", "dbforpostgresql", "keyvault", "managedidentity", "monitor", "network", "operationalinsights", "privatedns", "resources", "storage"))
     # A release updates the leader's and workers' container apps (image, variables, replicas, tags).
     release_types = ("azure-native:app:ContainerApp",)
     capabilities = CAPABILITIES

@@ -52,6 +52,7 @@ class KubernetesTarget(Target):
 
     name = "kubernetes"
     config_model = KubernetesConfig
+    sdk_modules = tuple(f"pulumi_kubernetes.{m}" for m in ("core.v1", "meta.v1", "apps.v1", "batch.v1", "networking.v1", "policy.v1", "rbac.v1", "admissionregistration.v1", "apiextensions"))
     # A release changes the StatefulSet (plain) or the MendixApp (Operator) and the runtime's content-named
     # ConfigMap; proven under the real engine as the deploy group, and on production as the release identity
     # its admission policy admits (tests/engine/test_release_path.py).

@@ -120,7 +120,9 @@ class LocalCluster:
             "--authorization-kubeconfig", str(self.kubeconfig), "--bind-address", "127.0.0.1",
             "--secure-port", str(free_port()), "--leader-elect=false", "--controllers", "*",
             "--service-account-private-key-file", str(d / "sa.key"), "--root-ca-file", str(d / "ca.crt"),
-            "--use-service-account-credentials=false",
+            # each controller as its own service account, as kubeadm runs them: an admission policy that
+            # refuses a controller's step (the garbage collector's) shows here, not only on a real cluster
+            "--use-service-account-credentials=true",
         ])
         self.faker = StatusFaker(self)
         self.faker.start()

@@ -285,6 +285,18 @@ def test_the_production_deploy_group_cannot_change_what_runs(release: Release) -
     _refused_by_admission(r.kubectl("release-manager", "-n", ns, "patch", "configmap", scripts, "--type=merge", "-p", '{"data": {"backup.sh": "exit 0"}}'))
     _refused_by_admission(r.kubectl("release-manager", "-n", ns, "delete", "configmap", scripts))
     assert r.cluster.get(f"/api/v1/namespaces/{ns}/configmaps/{scripts}")["data"] == kept
+    # Once a cluster administrator (or a release) deletes one of them, the garbage collector, as its own
+    # service account, removes the finalizers that held the deletion: an update that only does that is
+    # admitted to anyone RBAC lets patch, and any other change of the object still is not.
+    held = f"{config}-held"
+    made = r.kubectl("admin", "-n", ns, "create", "configmap", held, "--from-literal=k=v")
+    assert made.returncode == 0, made.stderr
+    assert r.kubectl("admin", "-n", ns, "patch", "configmap", held, "--type=merge", "-p", '{"metadata": {"finalizers": ["example.com/hold"]}}').returncode == 0
+    assert r.kubectl("admin", "-n", ns, "delete", "configmap", held, "--wait=false").returncode == 0
+    _refused_by_admission(r.kubectl("release-manager", "-n", ns, "patch", "configmap", held, "--type=merge", "-p", '{"data": {"k": "evil"}}'))
+    released = r.kubectl("release-manager", "-n", ns, "patch", "configmap", held, "--type=json", "-p", '[{"op": "remove", "path": "/metadata/finalizers"}]')
+    assert released.returncode == 0, released.stderr
+    assert not r.cluster.exists(f"/api/v1/namespaces/{ns}/configmaps/{held}")
     after = _sts(r, "production")
     assert after["spec"]["template"] == before["spec"]["template"] and after["metadata"]["annotations"] == before["metadata"]["annotations"]
     assert "ownerReferences" not in after["metadata"] and "finalizers" not in after["metadata"]

@@ -20,6 +20,9 @@ refusing them would only break the platform's own steps) it refuses, in the envi
   backup and every restore run them with the database's credentials, so whoever writes them runs code
   against production's data (the deploy group may write ConfigMaps: a constant change creates one).
 
+Once one of those is being deleted (by a release identity: the deletion itself is refused to others), an
+update that only removes its finalizers passes: it is the garbage collector finishing the deletion.
+
 Replicas (`kubectl scale`, the scale subresource) are not refused: the deploy group may stop or scale
 the app in an incident; `mxinfra drift` names a count the log does not record.
 
@@ -88,6 +91,22 @@ def _none_added(new: str, old: str) -> str:
     return f"(!has({new}) || {new}.all(x, has({old}) && x in {old}))"
 
 
+def _finalizers_released() -> str:
+    """CEL: an UPDATE of an object already being deleted that only removes finalizers: the garbage
+    collector's last step of a foreground deletion (`foregroundDeletion`, `orphan`), which it takes as its
+    own identity (`system:serviceaccount:kube-system:generic-garbage-collector` where the controllers use
+    service-account credentials, as kubeadm's do). Refusing it leaves the object, and the `pulumi up` or
+    destroy that deleted it, waiting for good; only a release identity could start that deletion here."""
+    kept = ("data", "metadata.labels", "metadata.annotations", "metadata.ownerReferences")
+    return (
+        "request.operation == 'UPDATE' && has(oldObject.metadata.deletionTimestamp)"
+        f" && {_none_added('object.metadata.finalizers', 'oldObject.metadata.finalizers')}"
+        f" && {' && '.join(_same(f'object.{f}', f'oldObject.{f}') for f in kept)}"
+        f" && (request.resource.resource != 'configmaps' || {_same('object.binaryData', 'oldObject.binaryData')})"
+        f" && (request.resource.resource != 'secrets' || {_same('object.type', 'oldObject.type')})"
+    )
+
+
 def _same_field(field: str) -> str:
     return _same(f"object.spec.{field}", f"oldObject.spec.{field}")
 
@@ -151,12 +170,12 @@ def policy_spec(namespace: str, workload: str, mode: str, names: dict[str, str],
                 "message": f"{refused} add owner references or finalizers to {workload} (an owner that does not exist has the garbage collector delete it): {fix}",
             },
             {
-                "expression": f"!({runtime_objects})",
+                "expression": f"!({runtime_objects}) || ({_finalizers_released()})",
                 "reason": "Forbidden",
                 "message": f"{refused} create, change or delete the runtime's ConfigMaps and Secrets ({', '.join(p + '*' for p in prefixes)}): {fix}",
             },
             *(
-                [{"expression": f"!({scripts_object})", "reason": "Forbidden", "message": f"{refused} create, change or delete the backup Jobs' scripts ({scripts}): they run with the database's credentials: {fix}"}]
+                [{"expression": f"!({scripts_object}) || ({_finalizers_released()})", "reason": "Forbidden", "message": f"{refused} create, change or delete the backup Jobs' scripts ({scripts}): they run with the database's credentials: {fix}"}]
                 if scripts
                 else []
             ),

@@ -220,7 +220,8 @@ def test_production_gets_the_release_guard_and_it_validates(pulumi_run, mode):
     scripts = [v["expression"] for v in spec["validations"] if "backup Jobs' scripts" in v["message"]]
     if mode == "plain":
         (mounted,) = {v["configMap"]["name"] for c in res.of_type("kubernetes:batch/v1:CronJob") for v in c.input("spec.jobTemplate.spec.template.spec.volumes") if "configMap" in v}
-        assert scripts == [f"!(request.resource.resource == 'configmaps' && request.name == '{mounted}')"] and mounted == "orders-production-backup-scripts"
+        assert [e.split(" || (request.operation == 'UPDATE'")[0] for e in scripts] == [f"!(request.resource.resource == 'configmaps' && request.name == '{mounted}')"]
+        assert mounted == "orders-production-backup-scripts"
     else:
         assert scripts == []
 
@@ -247,11 +248,25 @@ def test_the_policy_guards_only_the_environments_objects():
         "((!has(object.metadata.ownerReferences) || object.metadata.ownerReferences.all(x, has(oldObject.metadata.ownerReferences) && x in oldObject.metadata.ownerReferences))"
         " && (!has(object.metadata.finalizers) || object.metadata.finalizers.all(x, has(oldObject.metadata.finalizers) && x in oldObject.metadata.finalizers)))"
     )
-    assert scripts == "!(request.resource.resource == 'configmaps' && request.name == 'orders-production-backup-scripts')"
+    # the garbage collector finishes a deletion a release identity started: finalizers removed, nothing else
+    released = (
+        "request.operation == 'UPDATE' && has(oldObject.metadata.deletionTimestamp)"
+        " && (!has(object.metadata.finalizers) || object.metadata.finalizers.all(x, has(oldObject.metadata.finalizers) && x in oldObject.metadata.finalizers))"
+        " && (has(object.data) == has(oldObject.data) && (!has(object.data) || object.data == oldObject.data))"
+        " && (has(object.metadata.labels) == has(oldObject.metadata.labels) && (!has(object.metadata.labels) || object.metadata.labels == oldObject.metadata.labels))"
+        " && (has(object.metadata.annotations) == has(oldObject.metadata.annotations) && (!has(object.metadata.annotations) || object.metadata.annotations == oldObject.metadata.annotations))"
+        " && (has(object.metadata.ownerReferences) == has(oldObject.metadata.ownerReferences) && (!has(object.metadata.ownerReferences) || object.metadata.ownerReferences == oldObject.metadata.ownerReferences))"
+        " && (request.resource.resource != 'configmaps' || (has(object.binaryData) == has(oldObject.binaryData) && (!has(object.binaryData) || object.binaryData == oldObject.binaryData)))"
+        " && (request.resource.resource != 'secrets' || (has(object.type) == has(oldObject.type) && (!has(object.type) || object.type == oldObject.type)))"
+    )
+    assert scripts == f"!(request.resource.resource == 'configmaps' && request.name == 'orders-production-backup-scripts') || ({released})"
     assert template.startswith("!(request.resource.resource == 'statefulsets' && request.name == 'orders-production') || (object.spec.template.spec == oldObject.spec.template.spec")
     assert "k == 'kubectl.kubernetes.io/restartedAt'" in template  # `kubectl rollout restart` stays the deploy group's
     assert "!k.startsWith('mxinfra.io/')" in annotations
-    assert objects == "!(request.resource.resource in ['configmaps', 'secrets'] && (request.name.startsWith('orders-production-config-') || request.name.startsWith('orders-production-secret-')))"
+    assert objects == (
+        "!(request.resource.resource in ['configmaps', 'secrets'] && (request.name.startsWith('orders-production-config-') || request.name.startsWith('orders-production-secret-')))"
+        f" || ({released})"
+    )
 
 
 # --- what runs: the fingerprint, read back from a cluster -------------------------------------------------

@@ -224,7 +224,7 @@ def package_policy(
     roles and conditional assignments): create-only writes, one log per deployer, labels by publishers
     only, nobody deletes."""
     from .governance.policy import azure_policies, s3_policies
-    from .governance.signing import SigningConfig
+    from .governance.signing_block import SigningConfig
     from .governance.store import _parse
 
     where = _group_options(ctx, repository=repository, directory=directory, stack=stack)

@@ -55,14 +55,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
-
 from ..errors import ConfigIssue, UserError
-from ..schema import StrictModel
 
 if TYPE_CHECKING:
     from ..config import StackConfig
     from ..schema import RawConfig
+    from .signing_block import SigningConfig
     from ..environments import Environment
 
 KEY = "mxinfra:signing"
@@ -83,19 +81,6 @@ _KMS_KEY_ARN = re.compile(
 
 class SigningError(UserError):
     """A key cannot be used (missing, unreachable, wrong type); the message names the key and the cause."""
-
-
-class SigningConfig(StrictModel):
-    """`mxinfra:signing`."""
-
-    signers: dict[str, str] = Field(default_factory=dict, description="environment -> the key that signs its records")
-    trustedSigners: dict[str, list[str]] = Field(
-        default_factory=dict, description="source environment -> keys whose records gated environments accept"
-    )
-    publishers: list[str] | None = Field(
-        default=None,
-        description="the principals that push packages with version labels (IAM ARNs, Entra object ids; on file:// a user or e-mail)",
-    )
 
 
 def signed_message(record_hash: str) -> bytes:
@@ -560,6 +545,8 @@ def check_signature(record: Mapping[str, Any], record_hash: str) -> tuple[str | 
 
 def signing_config(raw_values: Mapping[str, Any]) -> SigningConfig:
     """The parsed `mxinfra:signing` (empty when absent); assumes `check_signing` found nothing."""
+    from .signing_block import SigningConfig
+
     value = raw_values.get(KEY)
     return SigningConfig.model_validate(value or {})
 
@@ -573,6 +560,7 @@ def _signing_block(raw: RawConfig, repository: str | None, file: str) -> tuple[S
     """`mxinfra:signing` parsed, with every key reference and publisher checked (no I/O, no environment rules)."""
     from ..schema import parse_model
     from .principals import principal_problem
+    from .signing_block import SigningConfig
 
     value = raw.values.get(KEY)
     cfg, issues = parse_model(SigningConfig, value if value is not None else {}, KEY, file, raw)

@@ -5,6 +5,8 @@ resource records the outcome after. Drift and the gate read an intent as what it
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -202,3 +204,22 @@ def test_backup_records_and_a_restore_intent_after_a_stopped_run_keep_its_intent
         assert state.intent is not None and state.intent.instances == 5, action
         found = differences(state, Observed("production", "Runtime production", exists=True, instances=5))
         assert [(d.field, d.blocking) for d in found] == [("outcome", False)], (action, found)
+
+
+def test_writing_a_record_loads_no_config_schema(tmp_path):
+    # The records' provider process writes the intent that every other change of the environment waits
+    # for (issue 18): on its first record it imports only what writing one takes, not pydantic and the
+    # stack config's schema (a tenth of a second), which it never reads.
+    code = (
+        "import sys\n"
+        "from mxinfra.governance.record import ReleaseIntentProvider\n"
+        f"props = {props('file://repo')!r}\n"
+        "ReleaseIntentProvider().create(props)\n"
+        "from mxinfra.governance.activity import ActivityLog\n"
+        "from mxinfra.governance.store import open_store\n"
+        "assert [r.action for r in ActivityLog(open_store('file://repo')).records('production')] == ['intent']\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pydantic' or m == 'mxinfra.schema'))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"

@@ -55,27 +55,21 @@ class MendixEnvironment(pulumi.ComponentResource):
             shared=args.get("shared"),
             before=before,
         )
-        # The rest is built in a coroutine that first waits for the target's SDK, imported in a worker
-        # thread (mxinfra.sdk_loading): meanwhile the event loop registers what is declared above, so the
-        # engine starts the records' provider and writes the intent while the SDK loads (issue 18).
-        built = pulumi.Output.from_input(self._deploy(deployment, prepared, ctx, list(args.get("shared_resources", [])), intent))
-        self.url = built.apply(lambda o: o.get("url", ""))
-        self.role = pulumi.Output.from_input(prepared.environment.role.value)
-        self.outputs = built
-        self.register_outputs({"url": self.url, "role": self.role, "outputs": self.outputs})
+        # While the target's SDK loads, the event loop sends what is declared above: the engine starts the
+        # records' provider and writes the intent meanwhile (mxinfra.sdk_loading, issue 18).
+        from .sdk_loading import load
 
-    async def _deploy(self, deployment: Deployment, prepared: Any, ctx: EnvironmentContext, shared_resources: list[pulumi.Resource], intent: Any) -> dict[str, Any]:
-        """The target's resources of this environment, then the activity resource that waits for all of them; the outputs."""
-        from .sdk_loading import sdk_loaded
-
-        await sdk_loaded(deployment.target.sdk_modules)
+        load(deployment.target.sdk_modules)
         outputs = dict(deployment.target.deploy_environment(ctx))
-        shared = shared_resources if prepared.environment.is_production else []
+        shared = list(args.get("shared_resources", [])) if prepared.environment.is_production else []
         secrets = self._secrets_digest(intent, ctx.admin_password, prepared.settings)
         # The outcome record is written only after everything it records was applied.
         after = [*ctx.depends_on, *self._children(), *shared]
         self.activity = self._activity_log(deployment, prepared, secrets, after)
-        return outputs
+        self.url = pulumi.Output.from_input(outputs.get("url", ""))
+        self.role = pulumi.Output.from_input(prepared.environment.role.value)
+        self.outputs = pulumi.Output.from_input(outputs)
+        self.register_outputs({"url": self.url, "role": self.role, "outputs": self.outputs})
 
     def _release_intent(self, deployment: Deployment, prepared: Any) -> Any:
         """The environment's release intent: its record is written before anything of a change is applied,

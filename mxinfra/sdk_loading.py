@@ -1,11 +1,17 @@
-"""A target's cloud SDK, imported in a worker thread while the engine works on what is already declared.
+"""A target's cloud SDK, imported while the engine already works on what the program declared before it.
 
-The Python SDK sends no registration until the program's top-level code returns or awaits, and a cloud
-SDK's resource modules take a third of a second (pulumi_kubernetes) to seconds (pulumi_aws) to import.
-MendixEnvironment declares its release intent first and builds the rest in a coroutine that waits here:
-meanwhile the event loop registers the intent, so the engine starts the records' provider and writes the
-intent while this thread imports (issue 18). An import holds the GIL for most of its time, but the event
-loop needs it only for moments, and the engine and its plugins run in processes of their own.
+The Python SDK sends no registration while the program's top-level code runs, and a cloud SDK's resource
+modules take a third of a second (pulumi_kubernetes) to seconds (pulumi_aws) to import. MendixEnvironment
+declares its release intent first, then has `load` import the target's modules one at a time, running
+the event loop between two of them: the intent's registration goes out meanwhile, so the engine starts
+the records' provider and writes the intent while the SDK loads (issue 18).
+
+All of it on the program's own thread. The SDKs register their packages as lazy modules
+(pulumi._utils.lazy_import), which run on the first access to an attribute and are not safe to run from
+two threads at once: a worker thread importing them raced any resource of the user's whose registration
+touched one meanwhile (found by review). The program stays synchronous, as the SDK's own synchronous
+invokes keep it: the loop runs in between (`_sync_await`, which they use), and whatever was declared
+keeps its order, its dependencies and its errors.
 """
 
 from __future__ import annotations
@@ -13,50 +19,39 @@ from __future__ import annotations
 import asyncio
 import importlib
 import sys
-import weakref
 from collections.abc import Sequence
 
-SWITCH_INTERVAL = 0.0005  # seconds (Python's default: 0.005)
-
-# One import job per event loop (one per program run; tests run many programs in one process), so that
-# the environments of a program share it instead of importing the same modules in several threads.
-_jobs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, ...], asyncio.Future[None]]] = weakref.WeakKeyDictionary()
+PUMPS = 16  # event-loop iterations between two modules: a registration's few awaits, with room to spare
 
 
-def load(modules: Sequence[str]) -> None:
-    """Import and run each of `modules`.
+def _pump() -> None:
+    """Run the event loop for a few iterations: what was declared moves on (registrations are sent, answers taken)."""
+    from pulumi.runtime.sync_await import _sync_await
 
-    The SDKs register their packages as lazy modules (pulumi._utils.lazy_import), which run on the first
-    access to an attribute other than the introspection ones (`__name__`, `__dict__`...): an import alone
-    would leave the work to the event loop. A lazy module is not safe to run from two threads at once,
-    which is why MendixEnvironment touches no SDK module before this returns."""
-    interval = sys.getswitchinterval()
-    # An import holds the GIL nearly all the time: a thread that wants it waits a switch interval (5 ms)
-    # each time, and the event loop needs it a dozen times for every registration it sends. A short
-    # interval while the SDK loads lets the intents out at once (issue 18's traces: 0.33 s at N = 5).
-    sys.setswitchinterval(min(interval, SWITCH_INTERVAL))
-    try:
-        _load(modules)
-    finally:
-        sys.setswitchinterval(interval)
+    for _ in range(PUMPS):
+        _sync_await(asyncio.sleep(0))
 
 
-def _load(modules: Sequence[str]) -> None:
+def _run(name: str) -> None:
+    """Import `name` and run it, with each package on the way (as a plain import runs them)."""
+    parts = name.split(".")
+    for end in range(1, len(parts) + 1):
+        # an attribute other than the introspection ones (`__name__`, `__dict__`...) runs a lazy module
+        getattr(importlib.import_module(".".join(parts[:end])), "__mxinfra_load__", None)
+
+
+def _ran(name: str) -> bool:
+    module = sys.modules.get(name)
+    return module is not None and type(module).__name__ != "_LazyModule"
+
+
+def load(modules: Sequence[str], pump: bool = True) -> None:
+    """Import and run each of `modules` not run yet, running the event loop before each (`pump`) so that the
+    engine gets what the program declared so far while they load."""
+    modules = [m for m in modules if not _ran(m)]
     for name in modules:
-        parts = name.split(".")
-        # each package on the way too, as a plain import runs it (`a.b.c` imported leaves a lazy `a.b`)
-        for end in range(1, len(parts) + 1):
-            getattr(importlib.import_module(".".join(parts[:end])), "__mxinfra_load__", None)
-
-
-async def sdk_loaded(modules: Sequence[str]) -> None:
-    """Return once `modules` are imported: the first caller on this event loop imports them in a worker thread."""
-    if not modules:
-        return
-    key = tuple(modules)
-    loop = asyncio.get_running_loop()
-    jobs = _jobs.setdefault(loop, {})
-    job = jobs.get(key)
-    if job is None:
-        job = jobs[key] = loop.run_in_executor(None, load, key)
-    await asyncio.shield(job)
+        if pump:
+            _pump()
+        _run(name)
+    if pump and modules:
+        _pump()

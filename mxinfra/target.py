@@ -204,8 +204,9 @@ class Target:
     # (mxinfra.capabilities.declare_capabilities, which refuses a mapping that breaks them or leaves a
     # permission out). None: the target declares nothing, which the conformance suite refuses.
     capabilities: CapabilityTable | None = None
-    # The cloud SDK modules deploy_environment declares resources from, imported in a worker thread while
-    # the engine works on each environment's release intent (mxinfra.sdk_loading). The conformance suite
+    # The cloud SDK modules deploy_environment declares resources from, imported one at a time with the
+    # event loop running in between, so that the engine works on each environment's release intent while
+    # they load (mxinfra.sdk_loading). The conformance suite
     # checks that planning the target's stacks imports no other module of its SDK, and each of these.
     sdk_modules: tuple[str, ...] = ()
 

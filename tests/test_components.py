@@ -122,26 +122,29 @@ def test_records_run_on_one_explicit_provider_without_inputs(fake_target, pulumi
 
 
 def test_the_release_intent_reaches_the_engine_while_the_target_sdk_loads(fake_target, pulumi_run, tmp_path, monkeypatch):
-    # A stand-in for the target's SDK whose import waits (at most 20 s) until the engine, here the mock
-    # monitor, has received an environment's release intent: the intents are registered first and the
-    # SDK loads in a worker thread meanwhile (mxinfra.sdk_loading). Loading it before yielding to the
-    # event loop would wait the 20 s out; not loading it at all leaves `waited` empty.
+    # A stand-in for the target's SDK: six modules that take 0.1 s each, the last of which notes whether the
+    # engine (here the mock monitor) has received an environment's release intent by then. The event loop
+    # runs between two modules (mxinfra.sdk_loading), so it has; loading them before declaring the intent,
+    # or without running the loop, it would not have. Not loading them at all leaves `seen` empty.
     probe = types.ModuleType("mxinfra_test_sdk_probe")
-    probe.seen, probe.waited = threading.Event(), []
+    probe.intent, probe.seen = threading.Event(), []
     monkeypatch.setitem(sys.modules, probe.__name__, probe)
-    (tmp_path / "mxinfra_test_slow_sdk.py").write_text(f"import {probe.__name__} as p\np.waited.append(p.seen.wait(20))\n")
+    names = [f"mxinfra_test_slow_sdk_{i}" for i in range(6)]
+    for name in names:
+        (tmp_path / f"{name}.py").write_text("import time\ntime.sleep(0.1)\n")
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    (tmp_path / f"{names[-1]}.py").write_text(f"import {probe.__name__} as p\np.seen.append(p.intent.is_set())\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "mxinfra_test_slow_sdk", raising=False)
-    monkeypatch.setattr(fake_target, "sdk_modules", ("mxinfra_test_slow_sdk",), raising=False)
+    monkeypatch.setattr(fake_target, "sdk_modules", tuple(names), raising=False)
 
     def engine(args):
         if args.typ == "pulumi-python:dynamic/mxinfra:ReleaseIntent":
-            probe.seen.set()
+            probe.intent.set()
         return {}
 
     res = pulumi_run(lambda: MendixApp("orders", {"deployment": deployment(CONFIG)}), stack="production", project="orders", outputs=engine)
-    assert probe.waited == [True]  # loaded once for both environments, after an intent was registered
-    assert res.one("mxtest:index:Runtime", "orders-uat-runtime")  # and the environments were built after it
+    assert probe.seen == [True]  # loaded once, for the first environment, after its intent was sent
+    assert res.one("mxtest:index:Runtime", "orders-uat-runtime")
 
 
 def test_component_names_must_match_the_app(fake_target, pulumi_run):

@@ -1,4 +1,5 @@
-"""mxinfra.sdk_loading: a target's SDK imported in a worker thread, run for real, once per program."""
+"""mxinfra.sdk_loading: a target's SDK imported and run for real, on the program's thread, with the event
+loop running between two modules."""
 
 from __future__ import annotations
 
@@ -14,20 +15,19 @@ from mxinfra import sdk_loading
 
 @pytest.fixture
 def sdk(tmp_path, monkeypatch):
-    """A stand-in SDK package `mxinfra_test_sdk` with a resource module `res`, which records where and how
-    it ran (the thread, the switch interval) each time it runs."""
+    """A stand-in SDK package `mxinfra_test_sdk` with resource modules `a` and `b`, which record where and
+    in which order they ran."""
     pkg = tmp_path / "mxinfra_test_sdk"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("RUNS = []\n")
-    (pkg / "res.py").write_text(
-        "import sys, threading\nimport mxinfra_test_sdk as p\n"
-        "p.RUNS.append((threading.current_thread().name, sys.getswitchinterval()))\n"
-    )
+    for m in ("a", "b"):
+        (pkg / f"{m}.py").write_text(f"import threading\nimport mxinfra_test_sdk as p\np.RUNS.append(({m!r}, threading.current_thread().name))\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    for name in ("mxinfra_test_sdk", "mxinfra_test_sdk.res"):
+    names = ("mxinfra_test_sdk", "mxinfra_test_sdk.a", "mxinfra_test_sdk.b")
+    for name in names:
         monkeypatch.delitem(sys.modules, name, raising=False)
     yield "mxinfra_test_sdk"
-    for name in ("mxinfra_test_sdk", "mxinfra_test_sdk.res"):
+    for name in names:
         sys.modules.pop(name, None)
 
 
@@ -36,29 +36,34 @@ def test_a_lazy_module_is_run_not_only_registered(sdk):
     import importlib
 
     importlib.import_module(sdk)
-    lazy_import(f"{sdk}.res")
-    assert type(sys.modules[f"{sdk}.res"]).__name__ == "_LazyModule"
-    sdk_loading.load([f"{sdk}.res"])
-    assert type(sys.modules[f"{sdk}.res"]).__name__ == "module"
-    assert len(sys.modules[sdk].RUNS) == 1
+    lazy_import(f"{sdk}.a")
+    assert type(sys.modules[f"{sdk}.a"]).__name__ == "_LazyModule"
+    sdk_loading.load([f"{sdk}.a"], pump=False)
+    assert type(sys.modules[f"{sdk}.a"]).__name__ == "module"
+    assert sys.modules[sdk].RUNS == [("a", threading.current_thread().name)]  # on the caller's thread
 
 
-def test_the_gil_is_handed_over_often_while_loading_and_the_interval_restored(sdk):
-    before = sys.getswitchinterval()
-    sdk_loading.load([f"{sdk}.res"])
-    ((_, during),) = sys.modules[sdk].RUNS
-    assert during == pytest.approx(sdk_loading.SWITCH_INTERVAL) and during < before
-    assert sys.getswitchinterval() == before
+def test_the_event_loop_runs_before_and_between_the_modules(sdk):
+    order: list[str] = []
 
+    async def registration(step: str) -> None:  # what a declared resource's registration does: await, then send
+        await asyncio.sleep(0)
+        order.append(step)
 
-def test_the_environments_of_a_program_share_one_job_off_the_event_loop(sdk):
     async def program() -> None:
-        await asyncio.gather(*(sdk_loading.sdk_loaded([f"{sdk}.res"]) for _ in range(5)))
+        asyncio.ensure_future(registration("sent"))
+        sdk_loading.load([f"{sdk}.a", f"{sdk}.b"])  # synchronous, as in a program's top-level code
+        order.extend(m for m, _ in sys.modules[sdk].RUNS)
 
     loop = asyncio.new_event_loop()  # not asyncio.run: it leaves the thread without an event loop, which the mock runtime wants
     try:
         loop.run_until_complete(program())
     finally:
         loop.close()
-    runs = sys.modules[sdk].RUNS
-    assert len(runs) == 1 and runs[0][0] != threading.main_thread().name
+    assert order == ["sent", "a", "b"]
+
+
+def test_modules_already_run_are_left_alone(sdk):
+    sdk_loading.load([f"{sdk}.a"], pump=False)
+    sdk_loading.load([f"{sdk}.a", f"{sdk}.b"], pump=False)
+    assert [m for m, _ in sys.modules[sdk].RUNS] == ["a", "b"]

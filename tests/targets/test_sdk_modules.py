@@ -1,8 +1,8 @@
 """Every installed target's `Target.sdk_modules` is exactly what loading its cloud SDK ahead takes (issue 18).
 
-MendixEnvironment imports those modules in a worker thread while the engine works on the release intent
-(mxinfra.sdk_loading). A module a target forgets is imported on the event loop later, where it holds up
-every registration; a module it lists but never uses is loaded for nothing. So, in a fresh interpreter
+MendixEnvironment imports those modules, running the event loop between two of them, while the engine
+works on the release intent (mxinfra.sdk_loading). A module a target forgets is imported later, when the
+event loop no longer runs in between; a module it lists but never uses is loaded for nothing. So, in a fresh interpreter
 per target (imports are process-wide), over the target's bundled stacks:
 
 1. `sdk_modules` loaded first, planning every stack loads no further module of a cloud SDK (any

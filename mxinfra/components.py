@@ -56,10 +56,11 @@ class MendixEnvironment(pulumi.ComponentResource):
             before=before,
         )
         # While the target's SDK loads, the event loop sends what is declared above: the engine starts the
-        # records' provider and writes the intent meanwhile (mxinfra.sdk_loading, issue 18).
+        # records' provider and writes the intent meanwhile (mxinfra.sdk_loading, issue 18). This component's
+        # URN first: the provider's registration waits for the app's, the intent's for this one's.
         from .sdk_loading import load
 
-        load(deployment.target.sdk_modules)
+        load(deployment.target.sdk_modules, ready=[self.urn.future()])
         outputs = dict(deployment.target.deploy_environment(ctx))
         shared = list(args.get("shared_resources", [])) if prepared.environment.is_production else []
         secrets = self._secrets_digest(intent, ctx.admin_password, prepared.settings)

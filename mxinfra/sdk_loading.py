@@ -19,9 +19,12 @@ from __future__ import annotations
 import asyncio
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 PUMPS = 16  # event-loop iterations between two modules: a registration's few awaits, with room to spare
+# How long the program waits for its first registrations before it loads: their answers take milliseconds;
+# one that waits on a user's resource being created is not waited for.
+SETTLE_SECONDS = 0.05
 
 
 def _pump() -> None:
@@ -45,10 +48,26 @@ def _ran(name: str) -> bool:
     return module is not None and type(module).__name__ != "_LazyModule"
 
 
-def load(modules: Sequence[str], pump: bool = True) -> None:
+def _settle(ready: Sequence[Awaitable[object]]) -> None:
+    """Run the event loop until `ready` are done, for at most SETTLE_SECONDS."""
+    from pulumi.runtime.sync_await import _sync_await
+
+    async def settled() -> None:
+        await asyncio.wait([asyncio.ensure_future(r) for r in ready], timeout=SETTLE_SECONDS)
+
+    _sync_await(settled())
+
+
+def load(modules: Sequence[str], ready: Sequence[Awaitable[object]] = (), pump: bool = True) -> None:
     """Import and run each of `modules` not run yet, running the event loop before each (`pump`) so that the
-    engine gets what the program declared so far while they load."""
+    engine gets what the program declared so far while they load.
+
+    `ready`: what the program waits for first (at most SETTLE_SECONDS), e.g. its component's URN: a
+    registration waits for its parent's, and each module takes a tenth of a second, which the registrations
+    would otherwise wait for at each step of that chain."""
     modules = [m for m in modules if not _ran(m)]
+    if pump and modules and ready:
+        _settle(ready)
     for name in modules:
         if pump:
             _pump()

@@ -67,3 +67,25 @@ def test_modules_already_run_are_left_alone(sdk):
     sdk_loading.load([f"{sdk}.a"], pump=False)
     sdk_loading.load([f"{sdk}.a", f"{sdk}.b"], pump=False)
     assert [m for m, _ in sys.modules[sdk].RUNS] == ["a", "b"]
+
+
+def test_what_is_ready_first_is_waited_for_but_never_long(sdk):
+    order: list[str] = []
+
+    async def program() -> float:
+        loop = asyncio.get_running_loop()
+        answered = loop.create_future()  # a registration's answer, a few milliseconds away
+        loop.call_later(0.01, lambda: (order.append("answered"), answered.set_result("urn")))
+        never = loop.create_future()  # one waiting on a resource being created: not waited for
+        started = loop.time()
+        sdk_loading.load([f"{sdk}.a"], ready=[answered, never])
+        order.extend(m for m, _ in sys.modules[sdk].RUNS)
+        return loop.time() - started
+
+    loop = asyncio.new_event_loop()
+    try:
+        took = loop.run_until_complete(program())
+    finally:
+        loop.close()
+    assert order == ["answered", "a"]
+    assert took < sdk_loading.SETTLE_SECONDS + 0.5

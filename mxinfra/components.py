@@ -60,7 +60,7 @@ class MendixEnvironment(pulumi.ComponentResource):
         # URN first: the provider's registration waits for the app's, the intent's for this one's.
         from .sdk_loading import load
 
-        load(deployment.target.sdk_modules, ready=[self.urn.future()])
+        load(deployment.target.sdk_modules, ready=lambda: [self.urn.future()])
         outputs = dict(deployment.target.deploy_environment(ctx))
         shared = list(args.get("shared_resources", [])) if prepared.environment.is_production else []
         secrets = self._secrets_digest(intent, ctx.admin_password, prepared.settings)

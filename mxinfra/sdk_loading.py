@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import sys
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 PUMPS = 16  # event-loop iterations between two modules: a registration's few awaits, with room to spare
 # How long the program waits for its first registrations before it loads: their answers take milliseconds;
@@ -58,16 +58,17 @@ def _settle(ready: Sequence[Awaitable[object]]) -> None:
     _sync_await(settled())
 
 
-def load(modules: Sequence[str], ready: Sequence[Awaitable[object]] = (), pump: bool = True) -> None:
+def load(modules: Sequence[str], ready: Callable[[], Sequence[Awaitable[object]]] | None = None, pump: bool = True) -> None:
     """Import and run each of `modules` not run yet, running the event loop before each (`pump`) so that the
     engine gets what the program declared so far while they load.
 
-    `ready`: what the program waits for first (at most SETTLE_SECONDS), e.g. its component's URN: a
+    `ready`: what the program waits for first (at most SETTLE_SECONDS), e.g. its component's URN (called only
+    when something is loaded, so that no coroutine is made for nothing): a
     registration waits for its parent's, and each module takes a tenth of a second, which the registrations
     would otherwise wait for at each step of that chain."""
     modules = [m for m in modules if not _ran(m)]
-    if pump and modules and ready:
-        _settle(ready)
+    if pump and modules and ready is not None:
+        _settle(ready())
     for name in modules:
         if pump:
             _pump()

@@ -78,7 +78,7 @@ def test_what_is_ready_first_is_waited_for_but_never_long(sdk):
         loop.call_later(0.01, lambda: (order.append("answered"), answered.set_result("urn")))
         never = loop.create_future()  # one waiting on a resource being created: not waited for
         started = loop.time()
-        sdk_loading.load([f"{sdk}.a"], ready=[answered, never])
+        sdk_loading.load([f"{sdk}.a"], ready=lambda: [answered, never])
         order.extend(m for m, _ in sys.modules[sdk].RUNS)
         return loop.time() - started
 

@@ -69,7 +69,7 @@ PROBE = textwrap.dedent(
     else:
         # the program loads sdk_modules itself (MendixEnvironment): here only what deploying imports
         import mxinfra.sdk_loading
-        mxinfra.sdk_loading.load = lambda modules: None
+        mxinfra.sdk_loading.load = lambda modules, **_: None
     before = ran()
     for stack in stacks:
         result = run_plan(directory, stack)

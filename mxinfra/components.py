@@ -57,7 +57,8 @@ class MendixEnvironment(pulumi.ComponentResource):
         )
         # While the target's SDK loads, the event loop sends what is declared above: the engine starts the
         # records' provider and writes the intent meanwhile (mxinfra.sdk_loading, issue 18). This component's
-        # URN first: the provider's registration waits for the app's, the intent's for this one's.
+        # URN first (which needs the app's): the provider's registration can then go at once, and the intent
+        # has its parent's; it still waits for the provider, at a later module boundary.
         from .sdk_loading import load
 
         load(deployment.target.sdk_modules, ready=lambda: [self.urn.future()])

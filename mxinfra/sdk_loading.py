@@ -1,6 +1,7 @@
 """A target's cloud SDK, imported while the engine already works on what the program declared before it.
 
-The Python SDK sends no registration while the program's top-level code runs, and a cloud SDK's resource
+The Python SDK sends no registration while the program's top-level code runs (unless something runs the
+event loop meanwhile, as a synchronous invoke does), and a cloud SDK's resource
 modules take a third of a second (pulumi_kubernetes) to seconds (pulumi_aws) to import. MendixEnvironment
 declares its release intent first, then has `load` import the target's modules one at a time, running
 the event loop between two of them: the intent's registration goes out meanwhile, so the engine starts
@@ -21,7 +22,9 @@ import importlib
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
-PUMPS = 16  # event-loop iterations between two modules: a registration's few awaits, with room to spare
+# Event-loop iterations between two modules: a registration's few awaits. A guess with room to spare, not a
+# bound: what is not sent at one module boundary is at the next (tests/test_components.py gives six).
+PUMPS = 16
 # How long the program waits for its first registrations before it loads: their answers take milliseconds;
 # one that waits on a user's resource being created is not waited for.
 SETTLE_SECONDS = 0.05
@@ -52,8 +55,15 @@ def _settle(ready: Sequence[Awaitable[object]]) -> None:
     """Run the event loop until `ready` are done, for at most SETTLE_SECONDS."""
     from pulumi.runtime.sync_await import _sync_await
 
+    tasks = [asyncio.ensure_future(r) for r in ready]
+    for task in tasks:
+        # Whatever ends a task left waiting here (its registration failing) is the SDK's to report, not
+        # this wait's: read and dropped, never a second traceback. Not cancelled: `Output.future()` awaits the
+        # output's shared data, which cancelling would cancel for everyone.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
     async def settled() -> None:
-        await asyncio.wait([asyncio.ensure_future(r) for r in ready], timeout=SETTLE_SECONDS)
+        await asyncio.wait(tasks, timeout=SETTLE_SECONDS)
 
     _sync_await(settled())
 
@@ -67,8 +77,9 @@ def load(modules: Sequence[str], ready: Callable[[], Sequence[Awaitable[object]]
     registration waits for its parent's, and each module takes a tenth of a second, which the registrations
     would otherwise wait for at each step of that chain."""
     modules = [m for m in modules if not _ran(m)]
-    if pump and modules and ready is not None:
-        _settle(ready())
+    waited = list(ready()) if pump and modules and ready is not None else []
+    if waited:
+        _settle(waited)
     for name in modules:
         if pump:
             _pump()

@@ -89,3 +89,32 @@ def test_what_is_ready_first_is_waited_for_but_never_long(sdk):
         loop.close()
     assert order == ["answered", "a"]
     assert took < sdk_loading.SETTLE_SECONDS + 0.5
+
+
+def test_a_failed_registration_waited_for_leaves_no_second_report(sdk):
+    # The SDK reports a failed registration itself; the wait must not add "Task exception was never retrieved".
+    reports: list[dict] = []
+
+    async def program() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: reports.append(context))
+        failed = loop.create_future()
+        loop.call_later(0.01, lambda: failed.set_exception(RuntimeError("register failed")))
+
+        async def urn() -> object:  # what `Output.future()` is: a coroutine awaiting the registration
+            return await failed
+
+        sdk_loading.load([f"{sdk}.a"], ready=lambda: [urn()])
+        sdk_loading.load([f"{sdk}.b"], ready=lambda: [])  # nothing to wait for: no error either
+        failed.exception()  # the failure's owner reads it, as the SDK does
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(program())
+    finally:
+        loop.close()
+    import gc
+
+    gc.collect()  # an unread task exception is reported when the task is collected
+    assert reports == []
+    assert [m for m, _ in sys.modules[sdk].RUNS] == ["a", "b"]

@@ -206,8 +206,8 @@ class Target:
     capabilities: CapabilityTable | None = None
     # The cloud SDK modules deploy_environment declares resources from, imported one at a time with the
     # event loop running in between, so that the engine works on each environment's release intent while
-    # they load (mxinfra.sdk_loading). The conformance suite
-    # checks that planning the target's stacks imports no other module of its SDK, and each of these.
+    # they load (mxinfra.sdk_loading). The conformance suite checks that planning the target's stacks
+    # imports no other module of its SDK, and each of these.
     sdk_modules: tuple[str, ...] = ()
 
     def parse_block(self, raw: RawConfig, file: str = "") -> tuple[Any, list[ConfigIssue]]:

@@ -1,8 +1,8 @@
 """A target's cloud SDK, imported while the engine already works on what the program declared before it.
 
 The Python SDK sends no registration while the program's top-level code runs (unless something runs the
-event loop meanwhile, as a synchronous invoke does), and a cloud SDK's resource
-modules take a third of a second (pulumi_kubernetes) to seconds (pulumi_aws) to import. MendixEnvironment
+event loop meanwhile, as a synchronous invoke does), and a cloud SDK's resource modules take a third of a
+second (pulumi_kubernetes) to seconds (pulumi_aws) to import. MendixEnvironment
 declares its release intent first, then has `load` import the target's modules one at a time, running
 the event loop between two of them: the intent's registration goes out meanwhile, so the engine starts
 the records' provider and writes the intent while the SDK loads (issue 18).
@@ -73,9 +73,9 @@ def load(modules: Sequence[str], ready: Callable[[], Sequence[Awaitable[object]]
     engine gets what the program declared so far while they load.
 
     `ready`: what the program waits for first (at most SETTLE_SECONDS), e.g. its component's URN (called only
-    when something is loaded, so that no coroutine is made for nothing): a
-    registration waits for its parent's, and each module takes a tenth of a second, which the registrations
-    would otherwise wait for at each step of that chain."""
+    when something is loaded, so that no coroutine is made for nothing): a registration waits for its
+    parent's, and each module takes a tenth of a second, which the registrations would otherwise wait for at
+    each step of that chain."""
     modules = [m for m in modules if not _ran(m)]
     waited = list(ready()) if pump and modules and ready is not None else []
     if waited:

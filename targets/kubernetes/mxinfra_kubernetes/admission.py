@@ -142,6 +142,7 @@ def policy_spec(namespace: str, workload: str, mode: str, names: dict[str, str],
     annotations = _same_map("object.metadata.annotations", "oldObject.metadata.annotations", "!k.startsWith('mxinfra.io/')")
     runtime_objects = f"request.resource.resource in ['configmaps', 'secrets'] && ({' || '.join(f'request.name.startsWith({_cel(p)})' for p in prefixes)})"
     scripts_object = f"request.resource.resource == 'configmaps' && request.name == {_cel(scripts)}" if scripts else "false"
+    released = _finalizers_released()
     return {
         "failurePolicy": "Fail",
         "matchConstraints": {
@@ -170,12 +171,12 @@ def policy_spec(namespace: str, workload: str, mode: str, names: dict[str, str],
                 "message": f"{refused} add owner references or finalizers to {workload} (an owner that does not exist has the garbage collector delete it): {fix}",
             },
             {
-                "expression": f"!({runtime_objects}) || ({_finalizers_released()})",
+                "expression": f"!({runtime_objects}) || ({released})",
                 "reason": "Forbidden",
                 "message": f"{refused} create, change or delete the runtime's ConfigMaps and Secrets ({', '.join(p + '*' for p in prefixes)}): {fix}",
             },
             *(
-                [{"expression": f"!({scripts_object}) || ({_finalizers_released()})", "reason": "Forbidden", "message": f"{refused} create, change or delete the backup Jobs' scripts ({scripts}): they run with the database's credentials: {fix}"}]
+                [{"expression": f"!({scripts_object}) || ({released})", "reason": "Forbidden", "message": f"{refused} create, change or delete the backup Jobs' scripts ({scripts}): they run with the database's credentials: {fix}"}]
                 if scripts
                 else []
             ),

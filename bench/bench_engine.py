@@ -44,6 +44,8 @@ About 8 minutes with the defaults (5 rounds, N = 1 and 5) on 2 cores; --quick: 1
 --keep keeps the scratch directory (projects, the generated bare programs, states, cluster logs); --trace DIR
 writes each timed command's OpenTelemetry spans (`pulumi --otel-traces`) to DIR/n<N>-r<round>-<scenario>-<variant>.json:
 the export runs inside the timed commands, so a traced run's figures are not comparable with an untraced one's.
+--engine-env NAME=VALUE (repeatable) sets a variable for every variant's CLI alike, to see what an engine setting
+changes (e.g. PULUMI_SKIP_CHECKPOINTS=true: the state written once at the end instead of at every step).
 Prints what it measured; asserts nothing (it stops if a command fails or the bare program does not match).
 """
 
@@ -360,13 +362,14 @@ def change_summary(stdout: str) -> str:
 class Variant:
     """One project on its own cluster: its CLI, its stack, what was timed."""
 
-    def __init__(self, kind: str, work: Path, bin_dir: Path, cluster: LocalCluster) -> None:
+    def __init__(self, kind: str, work: Path, bin_dir: Path, cluster: LocalCluster, engine_env: dict[str, str]) -> None:
         self.kind = kind
         self.cluster = cluster
         self.dir = work / kind / "project"
         self.dir.mkdir(parents=True)
         (work / kind / "state").mkdir()
         self.pulumi = Pulumi(bin_dir, self.dir, work / kind / "state", work / kind / "pulumi-home")
+        self.pulumi.env.update(engine_env)  # after Pulumi(), which drops the caller's PULUMI_* variables
         self.pulumi.as_identity(cluster.kubeconfig)  # the ambient KUBECONFIG: the default provider, no provider resource
         (self.dir / ".venv").symlink_to(Path(sys.prefix))  # Pulumi.yaml's virtualenv (the dynamic provider's too)
         shutil.copy(ROOT / "Pulumi.yaml", self.dir / "Pulumi.yaml")
@@ -520,10 +523,16 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (printed)")
     parser.add_argument("--trace", type=Path, metavar="DIR",
                         help="write each timed command's OpenTelemetry trace (pulumi --otel-traces) into DIR")
+    parser.add_argument("--engine-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for every variant's CLI (repeatable)")
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
     counts = [int(x) for x in args.envs.split(",")]
     kinds = ["mxinfra", "bare"] + ([] if args.no_split else ["no-activity"])
+    bad = [e for e in args.engine_env if "=" not in e or not e.split("=", 1)[0]]
+    if bad:
+        parser.error(f"--engine-env expects NAME=VALUE, got {', '.join(map(repr, bad))}")
+    engine_env = dict(e.split("=", 1) for e in args.engine_env)
 
     proc = subprocess.run([str(ROOT / "engine" / "toolchain.sh"), "path"], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -539,6 +548,8 @@ def main() -> None:
     started = time.perf_counter()
     print(f"bench_engine: {', '.join(kinds)}; N = {', '.join(map(str, counts))} environments; {rounds} round(s); "
           f"{cores} cores, load average {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f} at start", flush=True)
+    if engine_env:
+        print(f"  every variant's CLI with {' '.join(f'{k}={v}' for k, v in engine_env.items())}", flush=True)
     if SIGINT_WAS_IGNORED:
         print("  started with SIGINT ignored (a background job): restored for the CLI, or every command would wait 5 s more", flush=True)
     if busy_start:
@@ -586,7 +597,7 @@ def main() -> None:
         print(f"  {len(kinds)} control planes up in {time.perf_counter() - t0:.0f} s", flush=True)
 
         for n in counts:
-            variants = {k: Variant(k, work / f"n{n}", bin_dir, clusters[k]) for k in kinds}
+            variants = {k: Variant(k, work / f"n{n}", bin_dir, clusters[k], engine_env) for k in kinds}
             stack = f"envs{n}"
             mx = variants["mxinfra"]
             package, page_size = "examples/orders/orders-1.4.2.mda", 25

@@ -47,6 +47,9 @@ if { [ "$rc" = 3 ] && [ "$db_restored" != 1 ]; } || { [ "$rc" = 4 ] && [ "$db_rc
 : "${DATABASE_URL:?restore: DATABASE_URL is not set}"
 : "${BACKUP_DIR:?restore: BACKUP_DIR is not set}"
 RESTORE_SETTLE_WAIT=${RESTORE_SETTLE_WAIT:-300}
+# sha256 by OpenSSL where it works (postgresql-common needs it; SHA instructions: 4x coreutils' here), else sha256sum
+sha256=sha256sum
+[ "$(printf mx | openssl dgst -sha256 -r 2>/dev/null)" != "d7f890c4f72a3d49b69870b2dc2850c698e7b841eb2dd7cd21e4de551a29f4c4 *stdin" ] || sha256="openssl dgst -sha256 -r"
 case "$RESTORE_SETTLE_WAIT" in
   *[!0-9]*|""|0?*) echo "restore: RESTORE_SETTLE_WAIT must be a number of seconds (no leading zero), got '$RESTORE_SETTLE_WAIT'" >&2; exit 2 ;;
 esac
@@ -67,106 +70,90 @@ if [ -n "${BACKUP_SOURCE:-}" ]; then
   [ "${BACKUP_RECEIVE:-}" != http ] || copies="$BACKUP_DIR/uploaded"
   rm -rf "$copies"
   mkdir -p "$copies"
-  if [ "${BACKUP_RECEIVE:-}" = http ]; then
-  # One PUT with the token, the archive's sha256 and id in its path and a Content-Length (no chunks) is
-  # taken; its bytes copied a MiB at a time, then size and sha256 checked before the caller is told 200.
+  # The receiver, in perl-base (the postgres images are Debian-based). From the export Job: a line
+  # `mxinfra-backup/1 token id size sha256`, the bytes, answered ok or bad; with http (restore --archive via
+  # the pod proxy): a PUT at /token/sha256/id.tar.gz with a Content-Length. Others are refused and waited past
+  # (30 s each to speak); bytes copied a MiB at a time, hashed as they arrive, checked before the answer.
   perl -MIO::Socket::INET -e '
-    my ($port, $token_sha, $id, $out, $wait) = @ARGV;
+    my ($mode, $port, $token_sha, $id, $out, $wait, $hasher) = @ARGV;
+    my $http = $mode eq "http";
     # the sha256 of a token, by coreutils (perl-base has no Digest::SHA); the token is an argument, never shell text
     sub sha_of { open(my $h, "-|", "sh", "-c", q{printf %s "$1" | sha256sum}, "sh", $_[0]) or return ""; my ($d) = split / /, (<$h> // ""); close $h; $d // "" }
-    $| = 1;
-    $SIG{PIPE} = "IGNORE";  # a caller gone before its answer is no reason to stop waiting for the archive
+    $| = 1;  # each line to the pod log as it happens
+    $SIG{PIPE} = "IGNORE";  # a sender gone before its answer is no reason to stop waiting; a dead hasher fails a print
     my $until = time + $wait;
     $SIG{ALRM} = sub { die "restore: no archive arrived on port $port within ${wait}s\n" };
     alarm $wait;
     my $srv = IO::Socket::INET->new(LocalAddr => "0.0.0.0", LocalPort => $port, Proto => "tcp", Listen => 4, ReuseAddr => 1)
       or die "restore: cannot listen on port $port: $!\n";
-    print "restore: waiting for $id on port $port (HTTP)\n";
+    print "restore: waiting for $id on port $port" . ($http ? " (HTTP)" : "") . "\n";
     sub answer { my ($c, $code, $text) = @_; eval { print $c "HTTP/1.1 $code\r\nContent-Type: text/plain\r\nContent-Length: " . length($text) . "\r\nConnection: close\r\n\r\n$text" }; close $c }
     while (my $c = $srv->accept) {
       binmode $c;
-      my ($head, $ch) = ("", "");
-      # a connection gets 30 seconds to say what it wants: a silent one never holds up the real PUT
+      my ($head, $ch, $size, $sha) = ("", "");
       my $room = $until - time;
       die "restore: no archive arrived on port $port within ${wait}s\n" if $room <= 0;
       my $slow = !eval {
         local $SIG{ALRM} = sub { die "slow\n" };
         alarm($room < 30 ? $room : 30);
-        while (length $head < 8192 && $head !~ /\r?\n\r?\n\z/ && sysread($c, $ch, 1)) { $head .= $ch }
+        if ($http) { while (length $head < 8192 && $head !~ /\r?\n\r?\n\z/ && sysread($c, $ch, 1)) { $head .= $ch } }
+        else { while (length $head < 300 && sysread($c, $ch, 1) && $ch ne "\n") { $head .= $ch } }
         alarm 0;
         1;
       };
       alarm(($until - time) > 0 ? $until - time : 1);
       if ($slow) { close $c; next }
-      if ($head !~ /\r?\n\r?\n\z/) { answer($c, "431 Request Header Fields Too Large", "no end of the header within 8 KiB\n"); next }
-      my ($method, $target) = $head =~ m{\A(\S+) (\S+) HTTP/1\.[01]\r?\n};
-      my ($size) = $head =~ m{^Content-Length:\s*(\d+)\s*$}mi;
-      my ($token, $sha) = ($target // "") =~ m{\A/([A-Za-z0-9_-]{1,128})/([0-9a-f]{64})/\Q$id\E\.tar\.gz\z};
-      unless (($method // "") eq "PUT" && defined $sha && sha_of($token) eq $token_sha) { answer($c, "404 Not Found", "not here\n"); next }
-      if (!defined $size || $head =~ m{^Transfer-Encoding:}mi) { answer($c, "411 Length Required", "a Content-Length is needed\n"); next }
+      if ($http) {
+        if ($head !~ /\r?\n\r?\n\z/) { answer($c, "431 Request Header Fields Too Large", "no end of the header within 8 KiB\n"); next }
+        my ($method, $target) = $head =~ m{\A(\S+) (\S+) HTTP/1\.[01]\r?\n};
+        ($size) = $head =~ m{^Content-Length:\s*(\d+)\s*$}mi;
+        my $token;
+        ($token, $sha) = ($target // "") =~ m{\A/([A-Za-z0-9_-]{1,128})/([0-9a-f]{64})/\Q$id\E\.tar\.gz\z};
+        unless (($method // "") eq "PUT" && defined $sha && sha_of($token) eq $token_sha) { answer($c, "404 Not Found", "not here\n"); next }
+        if (!defined $size || $head =~ m{^Transfer-Encoding:}mi) { answer($c, "411 Length Required", "a Content-Length is needed\n"); next }
+      } else {
+        my ($magic, $t, $i);
+        ($magic, $t, $i, $size, $sha) = split / /, $head;
+        unless (($magic // "") eq "mxinfra-backup/1" && ($t // "") =~ /\A[A-Za-z0-9_-]{1,128}\z/ && sha_of($t) eq $token_sha && ($i // "") eq $id && ($size // "") =~ /^\d+$/ && ($sha // "") =~ /^[0-9a-f]{64}$/) {
+          print STDERR "restore: refused a connection without the token and archive id\n";
+          close $c; next;
+        }
+      }
+      print "restore: hashing with " . (split / /, $hasher)[0] . "\n";
       open my $f, ">", "$out.incoming" or die "restore: $out.incoming: $!\n"; binmode $f;
+      my $hasher_pid = open my $h, "|-", "sh", "-c", "exec $hasher > \"\$1\"", "sh", "$out.incoming.sha256" or die "restore: cannot start $hasher: $!\n"; binmode $h;
+      # whatever stops this receive stops the hasher too: closing its pipe on the way out waits for it
+      $SIG{__DIE__} = sub { kill "KILL", $hasher_pid; unlink "$out.incoming.sha256" };
       my ($left, $buf) = ($size, "");
+      # from here on a limit on silence, not on the whole (large) transfer: nothing moved (bytes from the
+      # sender, or the hasher taking them) for $wait seconds
+      local $SIG{ALRM} = sub { die "restore: the archive stopped after " . ($size - $left) . " of $size bytes (nothing moved for ${wait}s)\n" };
       while ($left > 0) {
         alarm $wait;
         my $n = sysread $c, $buf, $left < 1048576 ? $left : 1048576;
         die "restore: the archive stopped after " . ($size - $left) . " of $size bytes\n" unless $n;
         print $f $buf or die "restore: $out.incoming: $!\n";
+        print $h $buf or die "restore: hashing the archive ($hasher) failed: $!\n";
         $left -= $n;
       }
       close $f or die "restore: $out.incoming: $!\n";
-      alarm 0;  # hashing a large archive takes its time: the sender is waiting, not silent
-      my ($got) = split / /, `sha256sum "$out.incoming"`;
-      if ($got ne $sha) { answer($c, "400 Bad Request", "sha256 $got\n"); die "restore: the archive arrived with sha256 $got, not $sha\n" }
+      alarm $wait;  # the hasher ends with what it was given (it kept pace)
+      close $h or die "restore: hashing the archive ($hasher) failed\n";
+      alarm 0;
+      my ($got) = split / /, do { open my $d, "<", "$out.incoming.sha256" or die "restore: $out.incoming.sha256: $!\n"; <$d> // "" };
+      unlink "$out.incoming.sha256";
+      die "restore: hashing the archive ($hasher) gave no sha256\n" unless ($got // "") =~ /\A[0-9a-f]{64}\z/;
+      if ($got ne $sha) {
+        if ($http) { answer($c, "400 Bad Request", "sha256 $got\n") } else { print $c "bad\n" }
+        die "restore: the archive arrived with sha256 $got, not $sha\n";
+      }
       rename "$out.incoming", $out or die "restore: $out: $!\n";
-      answer($c, "200 OK", "ok\n");
-      print "restore: received $id from this machine ($size bytes, sha256 $sha)\n";
+      if ($http) { answer($c, "200 OK", "ok\n") } else { print $c "ok\n"; close $c }
+      print "restore: received $id " . ($http ? "from this machine" : "from the export Job") . " ($size bytes, sha256 $sha)\n";
       exit 0;
     }
     die "restore: accept failed: $!\n";
-  ' "$BACKUP_PORT" "$BACKUP_TOKEN_SHA256" "$id" "$copies/$id.tar.gz" "${BACKUP_WAIT:-900}"
-  else
-  # perl-base is part of every Debian system (the postgres images are Debian-based). One connection with
-  # the right token and id is taken (others are refused and waited past), its bytes copied a MiB at a
-  # time (flat memory), then size and sha256 checked before the sender is told "ok".
-  perl -MIO::Socket::INET -e '
-    my ($port, $token_sha, $id, $out, $wait) = @ARGV;
-    # the sha256 of a token, by coreutils (perl-base has no Digest::SHA); the token is an argument, never shell text
-    sub sha_of { open(my $h, "-|", "sh", "-c", q{printf %s "$1" | sha256sum}, "sh", $_[0]) or return ""; my ($d) = split / /, (<$h> // ""); close $h; $d // "" }
-    $| = 1;  # each line to the pod log as it happens
-    $SIG{ALRM} = sub { die "restore: no archive arrived on port $port within ${wait}s\n" };
-    alarm $wait;
-    my $srv = IO::Socket::INET->new(LocalAddr => "0.0.0.0", LocalPort => $port, Proto => "tcp", Listen => 4, ReuseAddr => 1)
-      or die "restore: cannot listen on port $port: $!\n";
-    print "restore: waiting for $id on port $port\n";
-    while (my $c = $srv->accept) {
-      binmode $c;
-      my ($head, $ch) = ("", "");
-      while (length $head < 300 && sysread($c, $ch, 1) && $ch ne "\n") { $head .= $ch }
-      my ($magic, $t, $i, $size, $sha) = split / /, $head;
-      unless (($magic // "") eq "mxinfra-backup/1" && ($t // "") =~ /\A[A-Za-z0-9_-]{1,128}\z/ && sha_of($t) eq $token_sha && ($i // "") eq $id && ($size // "") =~ /^\d+$/ && ($sha // "") =~ /^[0-9a-f]{64}$/) {
-        print STDERR "restore: refused a connection without the token and archive id\n";
-        close $c; next;
-      }
-      open my $f, ">", "$out.incoming" or die "restore: $out.incoming: $!\n"; binmode $f;
-      my ($left, $buf) = ($size, "");
-      while ($left > 0) {
-        alarm $wait;  # from here on a limit on silence, not on the whole (large) transfer
-        my $n = sysread $c, $buf, $left < 1048576 ? $left : 1048576;
-        die "restore: the archive stopped after " . ($size - $left) . " of $size bytes\n" unless $n;
-        print $f $buf or die "restore: $out.incoming: $!\n";
-        $left -= $n;
-      }
-      close $f or die "restore: $out.incoming: $!\n";
-      my ($got) = split / /, `sha256sum "$out.incoming"`;
-      if ($got ne $sha) { print $c "bad\n"; die "restore: the archive arrived with sha256 $got, not $sha\n" }
-      rename "$out.incoming", $out or die "restore: $out: $!\n";
-      print $c "ok\n"; close $c;
-      print "restore: received $id from the export Job ($size bytes, sha256 $sha)\n";
-      exit 0;
-    }
-    die "restore: accept failed: $!\n";
-  ' "$BACKUP_PORT" "$BACKUP_TOKEN_SHA256" "$id" "$copies/$id.tar.gz" "${BACKUP_WAIT:-900}"
-  fi
+  ' "${BACKUP_RECEIVE:-tcp}" "$BACKUP_PORT" "$BACKUP_TOKEN_SHA256" "$id" "$copies/$id.tar.gz" "${BACKUP_WAIT:-900}" "$sha256"
   archive="$copies/$id.tar.gz"
 fi
 [ -f "$archive" ] || { echo "restore: no backup $id in $BACKUP_DIR" >&2; exit 2; }
@@ -183,7 +170,7 @@ if [ -z "${BACKUP_SOURCE:-}" ] && [ -n "${BACKUP_SHA256+set}" ]; then
     *) digits=${#BACKUP_SHA256} ;;
   esac
   [ "$digits" = 64 ] || { echo "restore: BACKUP_SHA256 must be 64 lowercase hex digits, got '$BACKUP_SHA256'" >&2; exit 2; }
-  got=$(sha256sum "$archive") && got=${got%% *}
+  got=$($sha256 "$archive") && got=${got%% *}
   if [ "$got" != "$BACKUP_SHA256" ]; then
     echo "restore: $id has sha256 $got, not $BACKUP_SHA256 (the archive the caller checked): nothing was restored" >&2
     exit 1

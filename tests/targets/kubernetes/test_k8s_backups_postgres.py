@@ -785,12 +785,15 @@ def _free_port() -> int:
 S3CRET_SHA = hashlib.sha256(b"s3cret").hexdigest()
 
 
-def _receiving(env: dict[str, str]) -> subprocess.Popen[str]:
-    full = {"PATH": f"{require_bin_dir()}:{os.environ['PATH']}", **env}
+def _receiving(env: dict[str, str], path: str | None = None) -> subprocess.Popen[str]:
+    full = {"PATH": f"{require_bin_dir()}:{path or os.environ['PATH']}", **env}
     return subprocess.Popen(["sh", str(SCRIPTS / "restore.sh")], env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_an_archive_sent_by_export_is_checked_and_restored_into_another_database(pg: PostgresServer, tmp_path: Path) -> None:
+# Both ends hash the archive by OpenSSL where it is (the postgres images have it), by sha256sum in an image without.
+@pytest.mark.parametrize("hasher", ["openssl", "sha256sum"])
+def test_an_archive_sent_by_export_is_checked_and_restored_into_another_database(pg: PostgresServer, tmp_path: Path, hasher: str) -> None:
+    path = _path_without("openssl", tmp_path / "bin") if hasher == "sha256sum" else None
     pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA + _data(random.Random(7)))
     source, files, theirs, dest_files = tmp_path / "src-backups", tmp_path / "src-files", tmp_path / "dst-backups", tmp_path / "dst-files"
     for d in (source, files, theirs, dest_files):
@@ -804,7 +807,7 @@ def test_an_archive_sent_by_export_is_checked_and_restored_into_another_database
     dst_url = pg.url.rsplit("/", 1)[0] + "/dst"
     try:
         port = _free_port()
-        receiver = _receiving({"DATABASE_URL": dst_url, "BACKUP_DIR": str(theirs), "FILES_DIR": str(dest_files), "BACKUP_ID": "20261204T020000Z", "BACKUP_SOURCE": "production", "BACKUP_PORT": str(port), "BACKUP_TOKEN_SHA256": S3CRET_SHA, "BACKUP_WAIT": "60"})
+        receiver = _receiving({"DATABASE_URL": dst_url, "BACKUP_DIR": str(theirs), "FILES_DIR": str(dest_files), "BACKUP_ID": "20261204T020000Z", "BACKUP_SOURCE": "production", "BACKUP_PORT": str(port), "BACKUP_TOKEN_SHA256": S3CRET_SHA, "BACKUP_WAIT": "60"}, path)
         # a stranger first: refused, and the receiver waits on for the export
         assert _wait_port(port)
         stranger = socket.create_connection(("127.0.0.1", port), timeout=30)
@@ -814,10 +817,11 @@ def test_an_archive_sent_by_export_is_checked_and_restored_into_another_database
         except ConnectionResetError:
             pass  # closed with "hello" unread: the same refusal
         stranger.close()
-        sent = _run("export.sh", {"BACKUP_DIR": str(source), "BACKUP_ID": "20261204T020000Z", "BACKUP_TARGET": f"127.0.0.1:{port}", "BACKUP_TOKEN": "s3cret"})
+        sent = _run("export.sh", {"BACKUP_DIR": str(source), "BACKUP_ID": "20261204T020000Z", "BACKUP_TARGET": f"127.0.0.1:{port}", "BACKUP_TOKEN": "s3cret"}, path=path)
         out, err = receiver.communicate(timeout=120)
         assert sent.returncode == 0 and receiver.returncode == 0, (sent.stderr, err)
         assert "refused a connection" in err and "restored 20261204T020000Z of production" in out
+        assert f"export: hashed with {hasher}" in sent.stdout and f"restore: hashing with {hasher}" in out
         archive = source / "20261204T020000Z.tar.gz"
         sha = hashlib.sha256(archive.read_bytes()).hexdigest()
         assert f"sent 20261204T020000Z ({archive.stat().st_size} bytes, sha256 {sha})" in sent.stdout
@@ -839,14 +843,16 @@ def _wait_port(port: int) -> bool:
     return False
 
 
-def test_a_wrong_token_or_a_corrupt_archive_restores_nothing(pg: PostgresServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("hasher", ["openssl", "sha256sum"])
+def test_a_wrong_token_or_a_corrupt_archive_restores_nothing(pg: PostgresServer, tmp_path: Path, hasher: str) -> None:
+    path = _path_without("openssl", tmp_path / "bin") if hasher == "sha256sum" else None
     pg.psql('DROP SCHEMA public CASCADE; CREATE SCHEMA public; CREATE TABLE "orders$order" (id bigint PRIMARY KEY); INSERT INTO "orders$order" VALUES (1), (2);')
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "20261204T020000Z.tar.gz").write_bytes(b"not what was sent")
     # a wrong token, the sha256 the receiving pod's spec shows (not the token), a corrupted copy
     for token, header_sha in (("wrong", None), (S3CRET_SHA, None), ("s3cret", "0" * 64)):
         port = _free_port()
-        receiver = _receiving({"DATABASE_URL": pg.url, "BACKUP_DIR": str(tmp_path / "dst"), "BACKUP_ID": "20261204T020000Z", "BACKUP_SOURCE": "production", "BACKUP_PORT": str(port), "BACKUP_TOKEN_SHA256": S3CRET_SHA, "BACKUP_WAIT": "3"})
+        receiver = _receiving({"DATABASE_URL": pg.url, "BACKUP_DIR": str(tmp_path / "dst"), "BACKUP_ID": "20261204T020000Z", "BACKUP_SOURCE": "production", "BACKUP_PORT": str(port), "BACKUP_TOKEN_SHA256": S3CRET_SHA, "BACKUP_WAIT": "3"}, path)
         assert _wait_port(port)
         if header_sha is None:
             sent = _run("export.sh", {"BACKUP_DIR": str(tmp_path / "src"), "BACKUP_ID": "20261204T020000Z", "BACKUP_TARGET": f"127.0.0.1:{port}", "BACKUP_TOKEN": token})
@@ -856,11 +862,54 @@ def test_a_wrong_token_or_a_corrupt_archive_restores_nothing(pg: PostgresServer,
             with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
                 s.sendall(f"mxinfra-backup/1 s3cret 20261204T020000Z 4 {header_sha}\n".encode() + b"abcd")
                 assert s.recv(10) == b"bad\n"
-        _, err = receiver.communicate(timeout=60)
+        out, err = receiver.communicate(timeout=60)
         assert receiver.returncode != 0, err
-        assert ("no archive arrived" in err) if header_sha is None else ("not " + header_sha in err)
+        assert ("no archive arrived" in err) if header_sha is None else ("not " + header_sha in err and f"hashing with {hasher}" in out)
         assert not list((tmp_path / "dst").rglob("*.tar.gz"))
     assert pg.psql('SELECT count(*) FROM "orders$order"').strip() == "2"
+
+
+# An `openssl` that passes the scripts' check (the digest of "mx") and then, hashing an archive, stalls after
+# reading it all or ends without a digest.
+FAKE_OPENSSL = """#!/bin/sh
+first=$(dd bs=2 count=1 2>/dev/null)
+if [ "$first" = mx ] && [ -z "$(dd bs=1 count=1 2>/dev/null)" ]; then echo "d7f890c4f72a3d49b69870b2dc2850c698e7b841eb2dd7cd21e4de551a29f4c4 *stdin"; exit 0; fi
+cat > /dev/null
+[ "$FAKE_HASHER" != stall ] || exec sleep 60
+"""
+
+
+@pytest.mark.parametrize("fault", ["stall", "empty"])
+def test_a_hasher_that_stalls_or_says_nothing_fails_the_receive_in_time(pg: PostgresServer, tmp_path: Path, fault: str) -> None:
+    """The receiver hashes as the bytes arrive: a hasher stuck after them must not hold it past BACKUP_WAIT
+    (nor leave it waiting on the hasher as it stops), and one that gives no digest is a failure saying so."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "20261204T020000Z.tar.gz").write_bytes(random.Random(3).randbytes(3 << 20))
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "openssl").write_text(FAKE_OPENSSL)
+    (fake / "openssl").chmod(0o755)
+    port = _free_port()
+    receiver = _receiving({"DATABASE_URL": pg.url, "BACKUP_DIR": str(tmp_path / "dst"), "BACKUP_ID": "20261204T020000Z", "BACKUP_SOURCE": "production", "BACKUP_PORT": str(port), "BACKUP_TOKEN_SHA256": S3CRET_SHA, "BACKUP_WAIT": "3", "FAKE_HASHER": fault}, f"{fake}:{os.environ['PATH']}")
+    assert _wait_port(port)
+    started = time.monotonic()
+    sent = _run("export.sh", {"BACKUP_DIR": str(tmp_path / "src"), "BACKUP_ID": "20261204T020000Z", "BACKUP_TARGET": f"127.0.0.1:{port}", "BACKUP_TOKEN": "s3cret"})
+    out, err = receiver.communicate(timeout=30)
+    assert time.monotonic() - started < 15, (out, err)
+    assert sent.returncode != 0 and receiver.returncode != 0 and "restore: hashing with openssl" in out
+    if fault == "stall":
+        assert f"the archive stopped after {3 << 20} of {3 << 20} bytes (nothing moved for 3s)" in err, err
+    else:
+        assert "hashing the archive (openssl dgst -sha256 -r) gave no sha256" in err, err
+    assert not list((tmp_path / "dst").rglob("*.tar.gz")) and not list((tmp_path / "dst").rglob("*.sha256"))
+    assert not [p for p in Path("/proc").glob("[0-9]*") if _cmdline(p).startswith(b"sleep\x0060")]
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def test_export_refuses_a_missing_or_malformed_backup(tmp_path: Path) -> None:
@@ -1004,6 +1053,7 @@ def test_an_archive_put_over_http_survives_strangers_and_is_restored(pg: Postgre
     out, err = receiver.communicate(timeout=120)
     assert receiver.returncode == 0, err
     assert f"received 20261204T020000Z from this machine ({len(archive)} bytes, sha256 {sha})" in out and "restore: inflating with gzip" in out
+    assert "restore: hashing with openssl" in out  # as the archive arrived (the postgres images have OpenSSL)
     assert _snapshot(pg) == before and (files / "doc").read_bytes() == b"a document"
     assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*")) == ["uploaded", "uploaded/20261204T020000Z.tar.gz"]
 

@@ -58,6 +58,8 @@ def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
     """Seconds and peak RSS in KiB (0 without GNU time)."""
     with tempfile.NamedTemporaryFile() as rss, tempfile.TemporaryFile() as err:
         wrapped = [str(GNU_TIME), "-f", "%M", "-o", rss.name, *argv] if GNU_TIME.exists() else argv
+        # what the step before wrote reaches the disk first, untimed: else its writeback lands in this step
+        os.sync()
         start = time.perf_counter()
         done = subprocess.run(wrapped, env={"PATH": _path(), **env}, stdout=subprocess.DEVNULL, stderr=err)
         elapsed = time.perf_counter() - start

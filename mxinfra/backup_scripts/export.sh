@@ -34,7 +34,9 @@ size=$(wc -c < "$archive" | tr -d ' ')
 # sha256 by OpenSSL where it works (postgresql-common needs it; SHA instructions: 4x coreutils' here), else sha256sum
 sha256=sha256sum
 [ "$(printf mx | openssl dgst -sha256 -r 2>/dev/null)" != "d7f890c4f72a3d49b69870b2dc2850c698e7b841eb2dd7cd21e4de551a29f4c4 *stdin" ] || sha256="openssl dgst -sha256 -r"
-sha=$($sha256 "$archive") && sha=${sha%% *}
+sha=$($sha256 "$archive")
+sha=${sha%% *}
+case "$sha" in *[!0-9a-f]*|"") echo "export: hashing $archive ($sha256) gave no sha256" >&2; exit 1 ;; esac
 echo "export: hashed with ${sha256%% *}"
 if [ -n "${BACKUP_SERVE_PORT:-}" ]; then
   # What the caller checks the bytes it received against (it reads this pod's log).

@@ -170,7 +170,8 @@ if [ -z "${BACKUP_SOURCE:-}" ] && [ -n "${BACKUP_SHA256+set}" ]; then
     *) digits=${#BACKUP_SHA256} ;;
   esac
   [ "$digits" = 64 ] || { echo "restore: BACKUP_SHA256 must be 64 lowercase hex digits, got '$BACKUP_SHA256'" >&2; exit 2; }
-  got=$($sha256 "$archive") && got=${got%% *}
+  got=$($sha256 "$archive")
+  got=${got%% *}
   if [ "$got" != "$BACKUP_SHA256" ]; then
     echo "restore: $id has sha256 $got, not $BACKUP_SHA256 (the archive the caller checked): nothing was restored" >&2
     exit 1

@@ -905,6 +905,23 @@ def test_a_hasher_that_stalls_or_says_nothing_fails_the_receive_in_time(pg: Post
     assert not [p for p in Path("/proc").glob("[0-9]*") if _cmdline(p).startswith(b"sleep\x0060")]
 
 
+def test_export_sends_nothing_when_its_hasher_gives_no_sha256(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "20261204T020000Z.tar.gz").write_bytes(b"an archive")
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "openssl").write_text(FAKE_OPENSSL)
+    (fake / "openssl").chmod(0o755)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(0.5)
+        sent = _run("export.sh", {"BACKUP_DIR": str(tmp_path / "src"), "BACKUP_ID": "20261204T020000Z", "BACKUP_TARGET": f"127.0.0.1:{listener.getsockname()[1]}", "BACKUP_TOKEN": "s3cret", "FAKE_HASHER": "empty"}, path=f"{fake}:{os.environ['PATH']}")
+        assert sent.returncode == 1 and "gave no sha256" in sent.stderr, sent.stderr
+        with pytest.raises(socket.timeout):
+            listener.accept()  # it never connected
+
+
 def _cmdline(proc: Path) -> bytes:
     try:
         return (proc / "cmdline").read_bytes()

@@ -875,7 +875,7 @@ FAKE_OPENSSL = """#!/bin/sh
 first=$(dd bs=2 count=1 2>/dev/null)
 if [ "$first" = mx ] && [ -z "$(dd bs=1 count=1 2>/dev/null)" ]; then echo "d7f890c4f72a3d49b69870b2dc2850c698e7b841eb2dd7cd21e4de551a29f4c4 *stdin"; exit 0; fi
 cat > /dev/null
-[ "$FAKE_HASHER" != stall ] || exec sleep 60
+[ "$FAKE_HASHER" != stall ] || exec sleep "$FAKE_SLEEP"
 """
 
 
@@ -889,8 +889,9 @@ def test_a_hasher_that_stalls_or_says_nothing_fails_the_receive_in_time(pg: Post
     fake.mkdir()
     (fake / "openssl").write_text(FAKE_OPENSSL)
     (fake / "openssl").chmod(0o755)
+    sleep = f"60.{os.getpid()}{random.randrange(10**6)}"  # this run's stalled hasher, told from any other
     port = _free_port()
-    receiver = _receiving({"DATABASE_URL": pg.url, "BACKUP_DIR": str(tmp_path / "dst"), "BACKUP_ID": "20261204T020000Z", "BACKUP_SOURCE": "production", "BACKUP_PORT": str(port), "BACKUP_TOKEN_SHA256": S3CRET_SHA, "BACKUP_WAIT": "3", "FAKE_HASHER": fault}, f"{fake}:{os.environ['PATH']}")
+    receiver = _receiving({"DATABASE_URL": pg.url, "BACKUP_DIR": str(tmp_path / "dst"), "BACKUP_ID": "20261204T020000Z", "BACKUP_SOURCE": "production", "BACKUP_PORT": str(port), "BACKUP_TOKEN_SHA256": S3CRET_SHA, "BACKUP_WAIT": "3", "FAKE_HASHER": fault, "FAKE_SLEEP": sleep}, f"{fake}:{os.environ['PATH']}")
     assert _wait_port(port)
     started = time.monotonic()
     sent = _run("export.sh", {"BACKUP_DIR": str(tmp_path / "src"), "BACKUP_ID": "20261204T020000Z", "BACKUP_TARGET": f"127.0.0.1:{port}", "BACKUP_TOKEN": "s3cret"})
@@ -902,7 +903,7 @@ def test_a_hasher_that_stalls_or_says_nothing_fails_the_receive_in_time(pg: Post
     else:
         assert "hashing the archive (openssl dgst -sha256 -r) gave no sha256" in err, err
     assert not list((tmp_path / "dst").rglob("*.tar.gz")) and not list((tmp_path / "dst").rglob("*.sha256"))
-    assert not [p for p in Path("/proc").glob("[0-9]*") if _cmdline(p).startswith(b"sleep\x0060")]
+    assert not [p for p in Path("/proc").glob("[0-9]*") if _cmdline(p) == b"sleep\0" + sleep.encode() + b"\0"]
 
 
 def test_export_sends_nothing_when_its_hasher_gives_no_sha256(tmp_path: Path) -> None:

@@ -879,19 +879,24 @@ cat > /dev/null
 """
 
 
+def _fake_openssl(into: Path) -> str:
+    """A PATH whose first directory holds FAKE_OPENSSL as `openssl`."""
+    into.mkdir()
+    (into / "openssl").write_text(FAKE_OPENSSL)
+    (into / "openssl").chmod(0o755)
+    return f"{into}:{os.environ['PATH']}"
+
+
 @pytest.mark.parametrize("fault", ["stall", "empty"])
 def test_a_hasher_that_stalls_or_says_nothing_fails_the_receive_in_time(pg: PostgresServer, tmp_path: Path, fault: str) -> None:
     """The receiver hashes as the bytes arrive: a hasher stuck after them must not hold it past BACKUP_WAIT
     (nor leave it waiting on the hasher as it stops), and one that gives no digest is a failure saying so."""
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "20261204T020000Z.tar.gz").write_bytes(random.Random(3).randbytes(3 << 20))
-    fake = tmp_path / "fake"
-    fake.mkdir()
-    (fake / "openssl").write_text(FAKE_OPENSSL)
-    (fake / "openssl").chmod(0o755)
+    fake = _fake_openssl(tmp_path / "fake")
     sleep = f"60.{os.getpid()}{random.randrange(10**6)}"  # this run's stalled hasher, told from any other
     port = _free_port()
-    receiver = _receiving({"DATABASE_URL": pg.url, "BACKUP_DIR": str(tmp_path / "dst"), "BACKUP_ID": "20261204T020000Z", "BACKUP_SOURCE": "production", "BACKUP_PORT": str(port), "BACKUP_TOKEN_SHA256": S3CRET_SHA, "BACKUP_WAIT": "3", "FAKE_HASHER": fault, "FAKE_SLEEP": sleep}, f"{fake}:{os.environ['PATH']}")
+    receiver = _receiving({"DATABASE_URL": pg.url, "BACKUP_DIR": str(tmp_path / "dst"), "BACKUP_ID": "20261204T020000Z", "BACKUP_SOURCE": "production", "BACKUP_PORT": str(port), "BACKUP_TOKEN_SHA256": S3CRET_SHA, "BACKUP_WAIT": "3", "FAKE_HASHER": fault, "FAKE_SLEEP": sleep}, fake)
     assert _wait_port(port)
     started = time.monotonic()
     sent = _run("export.sh", {"BACKUP_DIR": str(tmp_path / "src"), "BACKUP_ID": "20261204T020000Z", "BACKUP_TARGET": f"127.0.0.1:{port}", "BACKUP_TOKEN": "s3cret"})
@@ -909,15 +914,12 @@ def test_a_hasher_that_stalls_or_says_nothing_fails_the_receive_in_time(pg: Post
 def test_export_sends_nothing_when_its_hasher_gives_no_sha256(tmp_path: Path) -> None:
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "20261204T020000Z.tar.gz").write_bytes(b"an archive")
-    fake = tmp_path / "fake"
-    fake.mkdir()
-    (fake / "openssl").write_text(FAKE_OPENSSL)
-    (fake / "openssl").chmod(0o755)
+    fake = _fake_openssl(tmp_path / "fake")
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
         listener.settimeout(0.5)
-        sent = _run("export.sh", {"BACKUP_DIR": str(tmp_path / "src"), "BACKUP_ID": "20261204T020000Z", "BACKUP_TARGET": f"127.0.0.1:{listener.getsockname()[1]}", "BACKUP_TOKEN": "s3cret", "FAKE_HASHER": "empty"}, path=f"{fake}:{os.environ['PATH']}")
+        sent = _run("export.sh", {"BACKUP_DIR": str(tmp_path / "src"), "BACKUP_ID": "20261204T020000Z", "BACKUP_TARGET": f"127.0.0.1:{listener.getsockname()[1]}", "BACKUP_TOKEN": "s3cret", "FAKE_HASHER": "empty"}, path=fake)
         assert sent.returncode == 1 and "gave no sha256" in sent.stderr, sent.stderr
         with pytest.raises(socket.timeout):
             listener.accept()  # it never connected

@@ -17,6 +17,10 @@ string, a decimal, a timestamp, a text) to about `--db-mb` MB on disk (table and
 - transfer: `export.sh` sending the archive to `restore.sh` receiving it on loopback (the restore from
   another environment's copy step, without its restore), against the floor `cp` of the archive.
 
+Before each timed step, untimed: a CHECKPOINT of the server and a sync of the machine, so that neither
+the server's checkpoint of the WAL a step wrote nor the kernel's writeback of its files is timed in the
+next step.
+
 Prints, per size and step, the median and minimum seconds of the script and the floor, the ratio of the
 medians, and the peak resident memory of the largest process of each run (the client side: the server's
 own memory is not counted). Asserts nothing.
@@ -42,6 +46,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from postgres import PostgresServer, require_bin_dir  # noqa: E402
 
 SCRIPTS = Path()  # the Jobs' scripts volume (_volume), filled in main
+SERVER: PostgresServer | None = None  # the throwaway server, checkpointed before each timed step
 RESTORE_FLAGS = "--clean --if-exists --no-owner --no-privileges --single-transaction --exit-on-error"
 
 
@@ -58,7 +63,10 @@ def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
     """Seconds and peak RSS in KiB (0 without GNU time)."""
     with tempfile.NamedTemporaryFile() as rss, tempfile.TemporaryFile() as err:
         wrapped = [str(GNU_TIME), "-f", "%M", "-o", rss.name, *argv] if GNU_TIME.exists() else argv
-        # what the step before wrote reaches the disk first, untimed: else its writeback lands in this step
+        # what the step before wrote reaches the disk first, untimed: else its writeback (the kernel's, and
+        # the server's checkpoint of the WAL it wrote) lands in this step
+        if SERVER is not None:
+            SERVER.psql("CHECKPOINT")
         os.sync()
         start = time.perf_counter()
         done = subprocess.run(wrapped, env={"PATH": _path(), **env}, stdout=subprocess.DEVNULL, stderr=err)
@@ -154,8 +162,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--scripts", type=Path, help="a directory with other versions of backup.sh, restore.sh and export.sh")
     args = ap.parse_args()
-    global SCRIPTS
-    pg = PostgresServer.start()
+    global SCRIPTS, SERVER
+    pg = SERVER = PostgresServer.start()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             SCRIPTS = _volume(Path(tmp) / "scripts", args.scripts)

@@ -17,9 +17,10 @@ string, a decimal, a timestamp, a text) to about `--db-mb` MB on disk (table and
 - transfer: `export.sh` sending the archive to `restore.sh` receiving it on loopback (the restore from
   another environment's copy step, without its restore), against the floor `cp` of the archive.
 
-Before each timed step, untimed: a CHECKPOINT of the server and a sync of the machine, so that neither
-the server's checkpoint of the WAL a step wrote nor the kernel's writeback of its files is timed in the
-next step.
+Before each timed step, untimed: a VACUUM and a CHECKPOINT of the server and a sync of the machine, so that
+none of autovacuum's vacuum of the table a restore wrote (an insert-only table is vacuumed once it grew by
+1,000 rows and 20%), the server's checkpoint of the WAL a step wrote, or the kernel's writeback of its files
+is timed in the next step.
 
 Prints, per size and step, the median and minimum seconds of the script and the floor, the ratio of the
 medians, and the peak resident memory of the largest process of each run (the client side: the server's
@@ -63,9 +64,11 @@ def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
     """Seconds and peak RSS in KiB (0 without GNU time)."""
     with tempfile.NamedTemporaryFile() as rss, tempfile.TemporaryFile() as err:
         wrapped = [str(GNU_TIME), "-f", "%M", "-o", rss.name, *argv] if GNU_TIME.exists() else argv
-        # what the step before wrote reaches the disk first, untimed: else its writeback (the kernel's, and
-        # the server's checkpoint of the WAL it wrote) lands in this step
+        # what the step before left to do is done first, untimed, else it lands in this step: the vacuum
+        # autovacuum would start on the table a restore just wrote, the server's checkpoint of the WAL it
+        # wrote, the kernel's writeback of what it left in the page cache
         if SERVER is not None:
+            SERVER.psql("VACUUM")
             SERVER.psql("CHECKPOINT")
         os.sync()
         start = time.perf_counter()

@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from postgres import PostgresServer, require_bin_dir  # noqa: E402
 
 SCRIPTS = Path()  # the Jobs' scripts volume (_volume), filled in main
-SERVER: PostgresServer | None = None  # the throwaway server, checkpointed before each timed step
+SERVER: PostgresServer | None = None  # the throwaway server, vacuumed and checkpointed before each timed step
 RESTORE_FLAGS = "--clean --if-exists --no-owner --no-privileges --single-transaction --exit-on-error"
 
 

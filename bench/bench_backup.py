@@ -68,8 +68,7 @@ def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
         # autovacuum would start on the table a restore just wrote, the server's checkpoint of the WAL it
         # wrote, the kernel's writeback of what it left in the page cache
         if SERVER is not None:
-            SERVER.psql("VACUUM")
-            SERVER.psql("CHECKPOINT")
+            SERVER.psql("VACUUM; CHECKPOINT;")
         os.sync()
         start = time.perf_counter()
         done = subprocess.run(wrapped, env={"PATH": _path(), **env}, stdout=subprocess.DEVNULL, stderr=err)

@@ -966,20 +966,26 @@ def _trailer(offset: int) -> bytes:
     return b"\x1f\x8b\x08\x10" + bytes(5) + b"\x03" + b"mxinfra-tree-offset=%020d" % offset + b"\x00\x01\x00\x00\xff\xff" + bytes(8)
 
 
-@pytest.mark.parametrize("offset_kind", ["right", "off-member", "absent"])
-def test_restore_unpacks_the_files_from_where_the_last_member_says(pg: PostgresServer, tmp_path: Path, offset_kind: str) -> None:
-    # An archive whose tar stream ends after tree A (its end marker), with tree B in members after it:
-    # read from the start, tar stops at A's end; read from the offset the last member gives, B. So which
-    # files come back tells which way restore.sh read: the offset when it lands on a gzip member, else
-    # the start (an archive of Mendix Cloud or an older backup has no such member).
-    pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA + _data(random.Random(9)))
+def _real_db_member(pg: PostgresServer, tmp_path: Path, seed: int) -> tuple[Path, Path, dict[str, str], bytes]:
+    """An empty file store, the backups directory, the scripts' env, and the db/ gzip member of a real
+    backup of fresh rows: the start of an archive whose tree/ a test crafts."""
+    pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA + _data(random.Random(seed)))
     files, backups = tmp_path / "files", tmp_path / "backups"
     files.mkdir()
     backups.mkdir()
     env = {"DATABASE_URL": pg.url, "BACKUP_DIR": str(backups), "BACKUP_NOW": "20261204T020000Z"}
     assert _run("backup.sh", env).returncode == 0
     real = (backups / "20261204T020000Z.tar.gz").read_bytes()
-    db_member = real[: _gzip_member_starts(real)[1]]
+    return files, backups, env, real[: _gzip_member_starts(real)[1]]
+
+
+@pytest.mark.parametrize("offset_kind", ["right", "off-member", "absent"])
+def test_restore_unpacks_the_files_from_where_the_last_member_says(pg: PostgresServer, tmp_path: Path, offset_kind: str) -> None:
+    # An archive whose tar stream ends after tree A (its end marker), with tree B in members after it:
+    # read from the start, tar stops at A's end; read from the offset the last member gives, B. So which
+    # files come back tells which way restore.sh read: the offset when it lands on a gzip member, else
+    # the start (an archive of Mendix Cloud or an older backup has no such member).
+    files, backups, env, db_member = _real_db_member(pg, tmp_path, 9)
     a = gzip.compress(_tar({"tree/from-the-start": b"A"}))
     b = gzip.compress(_tar({"tree/from-the-offset": b"B"}))
     offset = {"right": len(db_member) + len(a), "off-member": len(db_member) + len(a) + 1, "absent": None}[offset_kind]
@@ -993,15 +999,8 @@ def test_restore_unpacks_the_files_from_where_the_last_member_says(pg: PostgresS
 def test_files_whose_inflater_fails_after_tars_end_are_not_restored(pg: PostgresServer, tmp_path: Path) -> None:
     # A member with a bad CRC after the tree's tar: tar alone would find the whole tree; only the inflater
     # fails. The file store must stay as it was (exit 3: the database was restored, the files were not).
-    pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA + _data(random.Random(10)))
-    files, backups = tmp_path / "files", tmp_path / "backups"
-    files.mkdir()
-    backups.mkdir()
+    files, backups, env, db_member = _real_db_member(pg, tmp_path, 10)
     (files / "kept").write_bytes(b"before")
-    env = {"DATABASE_URL": pg.url, "BACKUP_DIR": str(backups), "BACKUP_NOW": "20261204T020000Z"}
-    assert _run("backup.sh", env).returncode == 0
-    real = (backups / "20261204T020000Z.tar.gz").read_bytes()
-    db_member = real[: _gzip_member_starts(real)[1]]
     bad = bytearray(gzip.compress(bytes(512)))
     bad[-8] ^= 0xFF  # its CRC-32
     tree = gzip.compress(_tar({"tree/from-the-archive": b"B"})) + bytes(bad)

@@ -245,9 +245,9 @@ if [ -n "$outside" ]; then
   [ -z "$FILES_DIR" ] || from="$staging/tree"
 elif [ -n "${FILES_DIR:-}" ]; then
   staging="$FILES_DIR/.mxinfra-restore-$id"
-  from=$staging
+  from=$staging/tree
   rm -rf "$staging"
-  mkdir "$staging"
+  mkdir "$staging" "$from"
   # backup.sh's last gzip member says where tree/ starts (see there); an archive without it, or one whose
   # offset does not land on a gzip member, is read from its start.
   size=$(wc -c < "$archive")
@@ -261,13 +261,12 @@ elif [ -n "${FILES_DIR:-}" ]; then
     *) offset=0 ;;
   esac
   # the offset is trusted only where a gzip member starts whose tar begins with tree/
-  if [ "$offset" -gt 0 ] && [ "$offset" -lt "$size" ] && [ "$(tail -c +$((offset + 1)) "$archive" | { $gz -dc 2>/dev/null || true; } | head -c 4)" = tree ]; then
-    # dd only moves the shared read position: tar reads the archive itself from there, and the job's
-    # status is tar's (no pipe whose first command could fail unseen)
-    { dd iflag=skip_bytes skip="$offset" count=0 status=none && LC_ALL=C tar -I "$gz" -x -C "$staging" --keep-old-files ${keys:+--transform="$keys"} --strip-components=1 tree; } < "$archive" &
-  else
-    LC_ALL=C tar -I "$gz" -xf "$archive" -C "$staging" --keep-old-files ${keys:+--transform="$keys"} --strip-components=1 tree &
-  fi
+  [ "$offset" -gt 0 ] && [ "$offset" -lt "$size" ] && [ "$(tail -c +$((offset + 1)) "$archive" | { $gz -dc 2>/dev/null || true; } | head -c 4)" = tree ] || offset=0
+  # dd moves the shared read position. Not tar -I, which copies a standard input through one more tar, 10 KiB
+  # at a time. The job is tar (killing it stops the inflater: SIGPIPE); the inflater's status goes to a file.
+  # --ignore-zeros: tar reads to the end (past a tar's end), so the inflater checks every member's CRC-32.
+  { dd iflag=skip_bytes skip="$offset" count=0 status=none && $gz -dc && r=0 || r=$?; echo $r > "$staging/inflated"; } < "$archive" \
+    | LC_ALL=C tar -x --ignore-zeros -C "$from" --keep-old-files ${keys:+--transform="$keys"} --strip-components=1 tree &
   files_pid=$!
 fi
 # The database, as mxinfra.backup_archive says every target restores one: the dump as pg_restore writes
@@ -370,7 +369,7 @@ if [ -n "${RESTORE_ALONE_WAIT:-}" ]; then
   # before anything changed: the unpacking stopped and its staging removed
   nothing_restored() {
     echo "restore: $1: nothing was restored" >&2
-    [ -z "$files_pid" ] || { kill "$files_pid" 2>/dev/null || true; wait "$files_pid" 2>/dev/null || true; }
+    [ -z "$files_pid" ] || { kill "$files_pid" 2>/dev/null || true; wait "$files_pid" 2>/dev/null || true; wait; }
     [ -z "$staging" ] || rm -rf "$staging" || true
     exit 1
   }
@@ -401,7 +400,8 @@ case "$db_rc" in 0|1|4) ;; *) db_rc=4 ;; esac
 db_ok=1
 [ "$db_rc" = 0 ] || db_ok=0
 files_ok=1
-if [ -n "$files_pid" ]; then wait "$files_pid" || files_ok=0; fi
+# (a bare wait: some shells' wait for a pipe's pid waits for its last command only)
+if [ -n "$files_pid" ]; then wait "$files_pid" || files_ok=0; wait; [ "$(cat "$staging/inflated")" = 0 ] || files_ok=0; fi
 if [ "$db_ok" = 1 ] && [ "$files_ok" = 1 ] && [ -n "$from" ]; then
   find "$FILES_DIR" -mindepth 1 -maxdepth 1 ! -path "$staging" -exec rm -rf {} + \
     && find "$from" -mindepth 1 -maxdepth 1 -exec mv -t "$FILES_DIR" {} + \

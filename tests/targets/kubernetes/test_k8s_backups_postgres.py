@@ -982,9 +982,10 @@ def _real_db_member(pg: PostgresServer, tmp_path: Path, seed: int) -> tuple[Path
 @pytest.mark.parametrize("offset_kind", ["right", "off-member", "absent"])
 def test_restore_unpacks_the_files_from_where_the_last_member_says(pg: PostgresServer, tmp_path: Path, offset_kind: str) -> None:
     # An archive whose tar stream ends after tree A (its end marker), with tree B in members after it:
-    # read from the start, tar stops at A's end; read from the offset the last member gives, B. So which
-    # files come back tells which way restore.sh read: the offset when it lands on a gzip member, else
-    # the start (an archive of Mendix Cloud or an older backup has no such member).
+    # read from the start, tar reads past A's end (so that every member's CRC is checked) and finds A and
+    # B; read from the offset the last member gives, B alone. So which files come back tells which way
+    # restore.sh read: the offset when it lands on a gzip member, else the start (an archive of Mendix
+    # Cloud or an older backup has no such member).
     files, backups, env, db_member = _real_db_member(pg, tmp_path, 9)
     a = gzip.compress(_tar({"tree/from-the-start": b"A"}))
     b = gzip.compress(_tar({"tree/from-the-offset": b"B"}))
@@ -993,7 +994,7 @@ def test_restore_unpacks_the_files_from_where_the_last_member_says(pg: PostgresS
     (backups / "20261205T020000Z.tar.gz").write_bytes(crafted)
     done = _run("restore.sh", {**env, "FILES_DIR": str(files), "BACKUP_ID": "20261205T020000Z"})
     assert done.returncode == 0, done.stderr
-    assert _tree(files) == ({"from-the-offset": b"B"} if offset_kind == "right" else {"from-the-start": b"A"})
+    assert _tree(files) == ({"from-the-offset": b"B"} if offset_kind == "right" else {"from-the-start": b"A", "from-the-offset": b"B"})
 
 
 def test_files_whose_inflater_fails_after_tars_end_are_not_restored(pg: PostgresServer, tmp_path: Path) -> None:
@@ -1009,6 +1010,49 @@ def test_files_whose_inflater_fails_after_tars_end_are_not_restored(pg: Postgres
     assert done.returncode == 3, done.stderr
     assert "the files restore of 20261205T020000Z failed" in done.stderr
     assert _tree(files) == {"kept": b"before"}
+
+
+def test_a_restore_that_may_not_begin_stops_its_files_unpacking_whole(pg: PostgresServer, tmp_path: Path) -> None:
+    # Another session of the app's user stays connected (RESTORE_ALONE_WAIT=0): nothing is restored. The
+    # files were being unpacked in the background by then, by an inflater that keeps writing (zeros, which
+    # tar reads on past); it is stopped with tar, not left writing, and the staging directory is gone.
+    import shutil
+
+    files, backups, env, _ = _real_db_member(pg, tmp_path, 12)
+    (files / "kept").write_bytes(b"before")
+    env = {**env, "FILES_DIR": str(files)}
+    assert _run("backup.sh", {**env, "BACKUP_NOW": "20261205T020000Z"}).returncode == 0
+    (files / "kept").write_bytes(b"since")
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    # a name unique to this run: no other run's process matches it
+    endless = fake / f"zeros-{random.Random().randrange(10**9)}"
+    endless.symlink_to(shutil.which("cat"))
+    real = shutil.which("zstd")
+    assert real, "no zstd here: ./dev test installs it"
+    # the files' inflater (its standard input is the archive itself; the other inflaters read a pipe)
+    (fake / "zstd").write_text(f'#!/bin/sh\nif [ "$*" = "-q -dc" ] && [ -f /dev/stdin ]; then exec {endless} /dev/zero; fi\nexec {real} "$@"\n')
+    (fake / "zstd").chmod(0o755)
+    holder = subprocess.Popen([str(require_bin_dir() / "psql"), pg.url, "-c", "SELECT pg_sleep(60)"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if "pg_sleep" in pg.psql("SELECT query FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'"):
+                break
+            time.sleep(0.05)
+        # its output to a file: a process left behind would hold a pipe open, and the run would hang
+        with (tmp_path / "err").open("w+") as err:
+            full = {"PATH": f"{fake}:{require_bin_dir()}:{os.environ['PATH']}", **env, "BACKUP_ID": "20261205T020000Z", "RESTORE_ALONE_WAIT": "0"}
+            rc = subprocess.run(["sh", str(SCRIPTS / "restore.sh")], env=full, stdout=subprocess.DEVNULL, stderr=err, timeout=60).returncode
+            err.seek(0)
+            said = err.read()
+        left = _running(endless.name.encode())
+    finally:
+        holder.kill()
+        holder.wait()
+        subprocess.run(["pkill", "-f", endless.name], check=False)
+    assert rc == 1 and re.search(r"\d+ other session\(s\) of the database's user still connected after 0s .*: nothing was restored", said), said
+    assert left == [], left
+    assert sorted(p.name for p in files.iterdir()) == ["kept"] and (files / "kept").read_bytes() == b"since"
 
 
 def test_a_database_only_backup_restores_without_a_file_store(pg: PostgresServer, tmp_path: Path) -> None:

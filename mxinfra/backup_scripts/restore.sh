@@ -53,6 +53,9 @@ sha256=sha256sum
 case "$RESTORE_SETTLE_WAIT" in
   *[!0-9]*|""|0?*) echo "restore: RESTORE_SETTLE_WAIT must be a number of seconds (no leading zero), got '$RESTORE_SETTLE_WAIT'" >&2; exit 2 ;;
 esac
+case "${RESTORE_ALONE_WAIT:-0}" in
+  *[!0-9]*) echo "restore: RESTORE_ALONE_WAIT must be a number of seconds, got '$RESTORE_ALONE_WAIT'" >&2; exit 2 ;;
+esac
 id=${BACKUP_ID:-}
 case "$id" in
   [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z) ;;
@@ -363,9 +366,6 @@ settled() {
 # the app first (AWS, Kubernetes), so no instance still writing takes its part of the database back. Other
 # users' sessions (a monitoring agent) do not hold the restore back.
 if [ -n "${RESTORE_ALONE_WAIT:-}" ]; then
-  case "$RESTORE_ALONE_WAIT" in
-    *[!0-9]*|"") echo "restore: RESTORE_ALONE_WAIT must be a number of seconds, got '$RESTORE_ALONE_WAIT'" >&2; exit 2 ;;
-  esac
   # before anything changed: the unpacking stopped and its staging removed
   nothing_restored() {
     echo "restore: $1: nothing was restored" >&2

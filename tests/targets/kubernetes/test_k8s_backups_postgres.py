@@ -480,6 +480,18 @@ def test_a_settle_wait_that_is_not_a_number_is_refused_before_anything(tmp_path:
         assert done.returncode == 2 and f"restore: RESTORE_SETTLE_WAIT must be a number of seconds (no leading zero), got '{wait}'" in done.stderr, done.stderr
 
 
+def test_a_wait_for_other_sessions_that_is_not_a_number_is_refused_before_anything(pg: PostgresServer, tmp_path: Path) -> None:
+    # Refused before the files' unpacking starts in the background: none of it is left running or staged.
+    files, backups, env, _ = _real_db_member(pg, tmp_path, 14)
+    (files / "kept").write_bytes(b"before")
+    env = {**env, "FILES_DIR": str(files)}
+    assert _run("backup.sh", {**env, "BACKUP_NOW": "20261205T020000Z"}).returncode == 0
+    (files / "kept").write_bytes(b"since")
+    done = _run("restore.sh", {**env, "BACKUP_ID": "20261205T020000Z", "RESTORE_ALONE_WAIT": "1m"})
+    assert done.returncode == 2 and "restore: RESTORE_ALONE_WAIT must be a number of seconds, got '1m'" in done.stderr, done.stderr
+    assert sorted(p.name for p in files.iterdir()) == ["kept"] and (files / "kept").read_bytes() == b"since"
+
+
 def test_psql_prints_the_probes_row_before_it_runs_the_next_statement(pg: PostgresServer, tmp_path: Path) -> None:
     """What 'no id printed, nothing committed' rests on (backup_archive.TRANSACTION_TAG): psql, as restore.sh
     and Cloud Foundry run it, has the probe's row in its output while the transaction's next statement still

@@ -172,7 +172,8 @@ if [ -n "$src" ]; then
     fi
     nest="s,^\\./\\(\\($pair\\)\\($pair\\)[^/]*\\)$(printf "%s" "$suffix" | sed "s/\\./\\\\./g")\$,tree/\\2/\\3/\\1,S"
   fi
-  LC_ALL=C tar --sparse -C "$src" ${nest:+--transform="$nest"} --transform="s,^\.,tree,S" -cf "$work/tree.tar" .
+  # not the staging of a restore (restore.sh: .mxinfra-<step>-<id>), which one killed hard leaves until the next
+  LC_ALL=C tar --sparse -C "$src" --exclude="./.mxinfra-*" ${nest:+--transform="$nest"} --transform="s,^\.,tree,S" -cf "$work/tree.tar" .
 else
   mkdir "$work/tree"
   tar -C "$work" -cf "$work/tree.tar" tree
@@ -213,7 +214,7 @@ dump=
 # Mendix Cloud's description of a backup beside db/ (its JSON strings; what is measured here, as
 # mxinfra.backup_archive.pack writes it): the dump's size and the files' (stat only, beside the files' tar)
 files_size=0
-[ -z "${FILES_DIR:-}" ] || files_size=$(find "$FILES_DIR" -type f -printf "%s\n" | awk '{ s += $1 } END { printf "%d", s }')
+[ -z "${FILES_DIR:-}" ] || files_size=$(find "$FILES_DIR" -type f ! -path "$FILES_DIR/.mxinfra-*" -printf "%s\n" | awk '{ s += $1 } END { printf "%d", s }')
 printf '{\n    "dumpSize": "%s",\n    "filesSize": "%s"\n}' "$(wc -c < "$work/db/db.backup")" "$files_size" > "$work/.metadata"
 { tar -b1 -C "$work" -cf - db .metadata && : > "$work/db.done"; } | head -c -1024 | $zip -1 -c > "$work.tar.gz" || failed "compressing the dump failed"
 [ -e "$work/db.done" ] || failed "archiving the dump failed"

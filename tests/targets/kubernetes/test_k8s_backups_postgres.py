@@ -1067,6 +1067,27 @@ def test_a_restore_that_may_not_begin_stops_its_files_unpacking_whole(pg: Postgr
     assert sorted(p.name for p in files.iterdir()) == ["kept"] and (files / "kept").read_bytes() == b"since"
 
 
+def test_what_a_restore_killed_hard_left_is_not_backed_up_and_the_next_restore_removes_it(pg: PostgresServer, tmp_path: Path) -> None:
+    # restore.sh stages the files in the store (.mxinfra-restore-<id>, .mxinfra-upload-<id>); a pod killed
+    # past its grace period leaves that behind. It is not the app's: never archived, never counted.
+    files, backups, env, _ = _real_db_member(pg, tmp_path, 15)
+    (files / "doc").write_bytes(b"kept")
+    for step in ("restore", "upload"):
+        half = files / f".mxinfra-{step}-20261101T000000Z" / "tree"
+        half.mkdir(parents=True)
+        (half / "half").write_bytes(b"x" * 1000)
+    env = {**env, "FILES_DIR": str(files)}
+    assert _run("backup.sh", {**env, "BACKUP_NOW": "20261205T020000Z"}).returncode == 0
+    with tarfile.open(backups / "20261205T020000Z.tar.gz") as archive:
+        names = archive.getnames()
+        described = json.loads(archive.extractfile(".metadata").read())
+    assert [n for n in names if n.startswith("tree")] == ["tree", "tree/doc"], names
+    assert described["filesSize"] == "4"
+    done = _run("restore.sh", {**env, "BACKUP_ID": "20261205T020000Z"})
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in files.iterdir()) == ["doc"]
+
+
 def test_a_database_only_backup_restores_without_a_file_store(pg: PostgresServer, tmp_path: Path) -> None:
     # Files in S3 or Azure: the Jobs have no FILES_DIR at all (backups.py), and both scripts run without it.
     pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA + _data(random.Random(13)))

@@ -11,6 +11,7 @@ import json
 import os
 import random
 import re
+import shutil
 import socket
 import subprocess
 import tarfile
@@ -33,7 +34,6 @@ def _scripts_volume() -> Path:
     """The Jobs' scripts volume as the backup-scripts ConfigMap fills it (the scripts and clean.sql), in a
     directory of its own: the scripts run as the Jobs run them."""
     import atexit
-    import shutil
     import tempfile
 
     from mxinfra_kubernetes.backups import scripts_data
@@ -482,11 +482,7 @@ def test_a_settle_wait_that_is_not_a_number_is_refused_before_anything(tmp_path:
 
 def test_a_wait_for_other_sessions_that_is_not_a_number_is_refused_before_anything(pg: PostgresServer, tmp_path: Path) -> None:
     # Refused before the files' unpacking starts in the background: none of it is left running or staged.
-    files, backups, env, _ = _real_db_member(pg, tmp_path, 14)
-    (files / "kept").write_bytes(b"before")
-    env = {**env, "FILES_DIR": str(files)}
-    assert _run("backup.sh", {**env, "BACKUP_NOW": "20261205T020000Z"}).returncode == 0
-    (files / "kept").write_bytes(b"since")
+    files, env = _store_changed_since_its_backup(pg, tmp_path, 14)
     done = _run("restore.sh", {**env, "BACKUP_ID": "20261205T020000Z", "RESTORE_ALONE_WAIT": "1m"})
     assert done.returncode == 2 and "restore: RESTORE_ALONE_WAIT must be a number of seconds, got '1m'" in done.stderr, done.stderr
     assert sorted(p.name for p in files.iterdir()) == ["kept"] and (files / "kept").read_bytes() == b"since"
@@ -991,6 +987,17 @@ def _real_db_member(pg: PostgresServer, tmp_path: Path, seed: int) -> tuple[Path
     return files, backups, env, real[: _gzip_member_starts(real)[1]]
 
 
+def _store_changed_since_its_backup(pg: PostgresServer, tmp_path: Path, seed: int) -> tuple[Path, dict[str, str]]:
+    """A file store whose backup 20261205T020000Z holds `kept` as b"before", changed to b"since" after it (a
+    restore that did nothing leaves b"since"), and the scripts' env with FILES_DIR."""
+    files, _, env, _ = _real_db_member(pg, tmp_path, seed)
+    (files / "kept").write_bytes(b"before")
+    env = {**env, "FILES_DIR": str(files)}
+    assert _run("backup.sh", {**env, "BACKUP_NOW": "20261205T020000Z"}).returncode == 0
+    (files / "kept").write_bytes(b"since")
+    return files, env
+
+
 @pytest.mark.parametrize("offset_kind", ["right", "off-member", "absent"])
 def test_restore_unpacks_the_files_from_where_the_last_member_says(pg: PostgresServer, tmp_path: Path, offset_kind: str) -> None:
     # An archive whose tar stream ends after tree A (its end marker), with tree B in members after it:
@@ -1028,13 +1035,7 @@ def test_a_restore_that_may_not_begin_stops_its_files_unpacking_whole(pg: Postgr
     # Another session of the app's user stays connected (RESTORE_ALONE_WAIT=0): nothing is restored. The
     # files were being unpacked in the background by then, by an inflater that keeps writing (zeros, which
     # tar reads on past); it is stopped with tar, not left writing, and the staging directory is gone.
-    import shutil
-
-    files, backups, env, _ = _real_db_member(pg, tmp_path, 12)
-    (files / "kept").write_bytes(b"before")
-    env = {**env, "FILES_DIR": str(files)}
-    assert _run("backup.sh", {**env, "BACKUP_NOW": "20261205T020000Z"}).returncode == 0
-    (files / "kept").write_bytes(b"since")
+    files, env = _store_changed_since_its_backup(pg, tmp_path, 12)
     fake = tmp_path / "fake"
     fake.mkdir()
     # a name unique to this run: no other run's process matches it

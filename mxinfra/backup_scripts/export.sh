@@ -34,11 +34,11 @@ size=$(wc -c < "$archive" | tr -d ' ')
 # sha256 by OpenSSL where it works (postgresql-common needs it; SHA instructions: 4x coreutils' here), else sha256sum
 sha256=sha256sum
 [ "$(printf mx | openssl dgst -sha256 -r 2>/dev/null)" != "d7f890c4f72a3d49b69870b2dc2850c698e7b841eb2dd7cd21e4de551a29f4c4 *stdin" ] || sha256="openssl dgst -sha256 -r"
-sha=$($sha256 "$archive")
-sha=${sha%% *}
-case "$sha" in *[!0-9a-f]*|"") echo "export: hashing $archive ($sha256) gave no sha256" >&2; exit 1 ;; esac
-echo "export: hashed with ${sha256%% *}"
 if [ -n "${BACKUP_SERVE_PORT:-}" ]; then
+  sha=$($sha256 "$archive")
+  sha=${sha%% *}
+  case "$sha" in *[!0-9a-f]*|"") echo "export: hashing $archive ($sha256) gave no sha256" >&2; exit 1 ;; esac
+  echo "export: hashed with ${sha256%% *}"
   # What the caller checks the bytes it received against (it reads this pod's log).
   echo "export: serving $id ($size bytes, sha256 $sha) on port $BACKUP_SERVE_PORT"
   perl -MIO::Socket::INET -e '
@@ -76,25 +76,57 @@ if [ -n "${BACKUP_SERVE_PORT:-}" ]; then
   exit 0
 fi
 # perl-base is part of every Debian system (the postgres images are Debian-based): no extra tool needed.
-# One header line, then exactly $size bytes, copied a MiB at a time (flat memory).
-perl -MIO::Socket::INET -e '
-  my ($target, $wait, $head, $path) = @ARGV;
-  my $until = time + $wait; my $s;
-  until ($s = IO::Socket::INET->new(PeerAddr => $target, Proto => "tcp", Timeout => 10)) {
-    die "export: cannot connect to $target: $!\n" if time > $until;
-    sleep 1;
+# mxinfra-backup/2: a header line without the sha256, answered `go`; exactly $size bytes copied a MiB at a time
+# (flat memory); their sha256 on a line of its own; answered ok or bad. The hasher reads the file beside the
+# send, a second reader of the same pages: a pass over the whole archive before its first byte leaves would
+# cost a read (from disk, for an archive written hours ago) and a hash on one core first. A hasher that gives
+# no sha256 ends the connection short of that line, and the receiver keeps nothing. A receiver deployed before
+# /2 closes the connection on its header: then the sha256 first and mxinfra-backup/1, which carries it there.
+echo "export: hashing with ${sha256%% *} beside the send"
+sha=$(perl -MIO::Socket::INET -e '
+  my ($target, $wait, $token, $id, $size, $path, $hasher) = @ARGV;
+  my $hasher_pid = open(my $h, "-|", "sh", "-c", "exec $hasher < \"\$1\"", "sh", $path) or die "export: cannot start $hasher: $!\n";
+  $SIG{__DIE__} = sub { kill "KILL", $hasher_pid };  # a send that fails leaves no hasher reading on
+  my $until = time + $wait;
+  sub connected {
+    my $s;
+    until ($s = IO::Socket::INET->new(PeerAddr => $target, Proto => "tcp", Timeout => 10)) {
+      die "export: cannot connect to $target: $!\n" if time > $until;
+      sleep 1;
+    }
+    binmode $s; $s->autoflush(1);
+    return $s;
   }
-  binmode $s; $s->autoflush(1);
-  print $s $head or die "export: $!\n";
-  open my $f, "<", $path or die "export: $path: $!\n"; binmode $f;
-  my $buf;
-  while (my $n = sysread $f, $buf, 1048576) {
-    my $off = 0;
-    while ($off < $n) { my $w = syswrite $s, $buf, $n - $off, $off; die "export: the receiver went away: $!\n" unless defined $w; $off += $w }
+  sub hashed {
+    my ($sha) = split / /, (<$h> // "");
+    close $h;
+    die "export: hashing $path ($hasher) gave no sha256: nothing was sent whole\n" unless ($sha // "") =~ /\A[0-9a-f]{64}\z/;
+    return $sha;
   }
-  shutdown $s, 1;
-  my $ack = <$s>;
-  die "export: the receiver did not confirm the archive\n" unless defined $ack && $ack eq "ok\n";
-' "$BACKUP_TARGET" "${BACKUP_WAIT:-300}" "mxinfra-backup/1 $BACKUP_TOKEN $id $size $sha
-" "$archive"
+  sub send_all {
+    my ($s, $head, $tail) = @_;
+    print $s $head or die "export: $!\n";
+    open my $f, "<", $path or die "export: $path: $!\n"; binmode $f;
+    my $buf;
+    while (my $n = sysread $f, $buf, 1048576) {
+      my $off = 0;
+      while ($off < $n) { my $w = syswrite $s, $buf, $n - $off, $off; die "export: the receiver went away: $!\n" unless defined $w; $off += $w }
+    }
+    my $sha = $tail ? hashed() : "";
+    print $s "$sha\n" or die "export: the receiver went away: $!\n" if $tail;
+    shutdown $s, 1;
+    my $ack = <$s>;
+    die "export: the receiver did not confirm the archive\n" unless defined $ack && $ack eq "ok\n";
+    return $sha;
+  }
+  my $s = connected();
+  print $s "mxinfra-backup/2 $token $id $size\n" or die "export: $!\n";
+  my $go = eval { local $SIG{ALRM} = sub { die "slow\n" }; alarm $wait; my $l = <$s>; alarm 0; $l };
+  if (defined $go && $go eq "go\n") { print send_all($s, "", 1), "\n"; exit 0 }
+  close $s;
+  print STDERR "export: the receiver takes mxinfra-backup/1 only (an mxinfra before 2026-12-07): the sha256 first\n";
+  my $sha = hashed();
+  send_all(connected(), "mxinfra-backup/1 $token $id $size $sha\n", 0);
+  print "$sha\n";
+' "$BACKUP_TARGET" "${BACKUP_WAIT:-300}" "$BACKUP_TOKEN" "$id" "$size" "$archive" "$sha256") || exit 1
 echo "export: sent $id ($size bytes, sha256 $sha) to $BACKUP_TARGET"

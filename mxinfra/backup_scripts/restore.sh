@@ -74,7 +74,8 @@ if [ -n "${BACKUP_SOURCE:-}" ]; then
   rm -rf "$copies"
   mkdir -p "$copies"
   # The receiver, in perl-base (the postgres images are Debian-based). From the export Job: a line
-  # `mxinfra-backup/1 token id size sha256`, the bytes, answered ok or bad; with http (restore --archive via
+  # `mxinfra-backup/2 token id size` (answered go), the bytes, a line with their sha256, answered ok or bad
+  # (or the older `mxinfra-backup/1 token id size sha256` and the bytes); with http (restore --archive via
   # the pod proxy): a PUT at /token/sha256/id.tar.gz with a Content-Length. Others are refused and waited past
   # (30 s each to speak); bytes copied a MiB at a time, hashed as they arrive, checked before the answer.
   perl -MIO::Socket::INET -e '
@@ -93,7 +94,7 @@ if [ -n "${BACKUP_SOURCE:-}" ]; then
     sub answer { my ($c, $code, $text) = @_; eval { print $c "HTTP/1.1 $code\r\nContent-Type: text/plain\r\nContent-Length: " . length($text) . "\r\nConnection: close\r\n\r\n$text" }; close $c }
     while (my $c = $srv->accept) {
       binmode $c;
-      my ($head, $ch, $size, $sha) = ("", "");
+      my ($head, $ch, $size, $sha, $trailer) = ("", "");
       my $room = $until - time;
       die "restore: no archive arrived on port $port within ${wait}s\n" if $room <= 0;
       my $slow = !eval {
@@ -115,12 +116,15 @@ if [ -n "${BACKUP_SOURCE:-}" ]; then
         unless (($method // "") eq "PUT" && defined $sha && sha_of($token) eq $token_sha) { answer($c, "404 Not Found", "not here\n"); next }
         if (!defined $size || $head =~ m{^Transfer-Encoding:}mi) { answer($c, "411 Length Required", "a Content-Length is needed\n"); next }
       } else {
-        my ($magic, $t, $i);
-        ($magic, $t, $i, $size, $sha) = split / /, $head;
-        unless (($magic // "") eq "mxinfra-backup/1" && ($t // "") =~ /\A[A-Za-z0-9_-]{1,128}\z/ && sha_of($t) eq $token_sha && ($i // "") eq $id && ($size // "") =~ /^\d+$/ && ($sha // "") =~ /^[0-9a-f]{64}$/) {
+        # /2: the sha256 follows the bytes; /1 (an export before 2026-12-07): the last field of the header
+        my ($magic, $t, $i, @rest) = split / /, $head;
+        $trailer = ($magic // "") eq "mxinfra-backup/2" && @rest == 1;
+        ($size, $sha) = @rest;
+        unless (($trailer || ($magic // "") eq "mxinfra-backup/1" && @rest == 2 && ($sha // "") =~ /\A[0-9a-f]{64}\z/) && ($t // "") =~ /\A[A-Za-z0-9_-]{1,128}\z/ && sha_of($t) eq $token_sha && ($i // "") eq $id && ($size // "") =~ /\A\d+\z/) {
           print STDERR "restore: refused a connection without the token and archive id\n";
           close $c; next;
         }
+        print $c "go\n" if $trailer;
       }
       print "restore: hashing with " . (split / /, $hasher)[0] . "\n";
       open my $f, ">", "$out.incoming" or die "restore: $out.incoming: $!\n"; binmode $f;
@@ -140,6 +144,13 @@ if [ -n "${BACKUP_SOURCE:-}" ]; then
         $left -= $n;
       }
       close $f or die "restore: $out.incoming: $!\n";
+      if ($trailer) {
+        local $SIG{ALRM} = sub { die "restore: no sha256 followed the $size bytes of the archive within ${wait}s\n" };
+        alarm $wait;
+        my $line = "";
+        while (length $line < 65 && sysread($c, $ch, 1)) { $line .= $ch; last if $ch eq "\n" }
+        ($sha) = $line =~ /\A([0-9a-f]{64})\n\z/ or die "restore: the $size bytes of the archive were not followed by their sha256 (the hash of the sender failed?): nothing was kept\n";
+      }
       alarm $wait;  # the hasher ends with what it was given (it kept pace)
       close $h or die "restore: hashing the archive ($hasher) failed\n";
       alarm 0;
@@ -183,18 +194,14 @@ if [ -z "${BACKUP_SOURCE:-}" ] && [ -n "${BACKUP_SHA256+set}" ]; then
   outside=1
 fi
 
-# Both cores at once: the dump streams from the archive into pg_restore (db/ comes first: tar stops after
-# it) while tree/ is unpacked in the background into a staging directory inside the file store (same
-# volume: moving it in is a rename). Only once the database is restored is the store's old content
-# removed and the staged files moved in: a restore whose database step fails leaves the files as they
-# were too (the staging directory is removed). One transaction: a restore that fails leaves the
-# database as it was, not half dropped; a dump cut short (tar failing mid-way) fails pg_restore, so the
-# pipe's status is pg_restore's.
-# Our own archives (backup.sh's, on the claim, in the store or from an export Job) are inflated by zlib,
-# through zstd where it reads gzip (the official postgres images carry it): GNU gzip's own inflate runs at
-# ~250 MB/s, a tenth of zlib's. It checks each member's CRC-32 and length as gzip does. Without it, gzip.
-# An archive from outside (BACKUP_RECEIVE=http, BACKUP_SHA256) always goes through GNU gzip: zstd also takes xz, lz4 and
-# zstd frames, and refuses zeros after the last member, which gzip and the caller's check accept.
+# Both cores at once: the dump streams into pg_restore while tree/ is unpacked in the background into a
+# staging directory inside the file store (moving it in is a rename), moved in only once the database is
+# restored: a failed database step leaves the files as they were. One transaction: a failed restore leaves
+# the database as it was; a dump cut short fails pg_restore.
+# Our own archives are inflated by zlib through zstd where it reads gzip (the postgres images carry it):
+# GNU gzip inflates at a tenth of zlib's speed; zstd checks each member's CRC-32 and length as gzip does.
+# An archive from outside (BACKUP_RECEIVE=http, BACKUP_SHA256) always goes through GNU gzip: zstd also
+# takes xz, lz4 and zstd frames, and refuses zeros after the last member, which gzip and the caller accept.
 gz=gzip
 if [ -z "$outside" ] && [ "$(printf mx | gzip -c | zstd -qdc 2>/dev/null)" = mx ]; then
   gz="zstd -q"
@@ -272,20 +279,15 @@ elif [ -n "${FILES_DIR:-}" ]; then
     | LC_ALL=C tar -x --ignore-zeros -C "$from" --keep-old-files ${keys:+--transform="$keys"} --strip-components=1 tree &
   files_pid=$!
 fi
-# The database, as mxinfra.backup_archive says every target restores one: the dump as pg_restore writes
-# it out as SQL with --single-transaction (one BEGIN at its start, one COMMIT at its very end, written
-# only once it read the whole dump), run by psql; else psql reaches the end of its input inside the
-# transaction and the server rolls it back. Its opening passes through `opening` (backup_archive.Opening
-# decides the same): first \restrict with the key given here (--restrict-key; a dump's header fields are
-# printed into the opening comments and can write a \restrict line, never this key), after which psql
-# refuses meta-commands (pg_restore of PostgreSQL 17.6, 16.10, 15.14, 14.19, 13.22 and newer; an archive
-# may come from anywhere, and a crafted dump's text must not reach \!, which runs a shell), else refused
-# before psql reads a line; then BEGIN; then the probe (mxinfra.backup_archive.transaction_probe: the
-# transaction's id, its backend, the server's run); then the settings (transaction_timeout, which servers
-# before 17 do not know, made conditional); then clean.sql (what the dump does not hold goes too), inside
-# that transaction. Each step's status comes back on fd 3 (a pipe's status is its last command's), and the
-# probe's line (psql's rows on fd 4): success is all three. A failure asks the server what became of that
-# transaction (`settled`; backup_archive.transaction_outcome): psql may have failed after its COMMIT.
+# The database, as mxinfra.backup_archive restores one on every target: pg_restore --single-transaction's
+# SQL (its COMMIT written only once it read the whole dump), run by psql. Its opening passes through
+# `opening` (backup_archive.Opening): first \restrict with our key (a dump's header fields can write a
+# \restrict line, never this key), after which psql refuses meta-commands (pg_restore of PostgreSQL 17.6,
+# 16.10, 15.14, 14.19, 13.22 and newer: a crafted dump must not reach \!, which runs a shell); then BEGIN;
+# the probe (backup_archive.transaction_probe: the transaction's id, backend and the server's run); the
+# settings (transaction_timeout made conditional: servers before 17 lack it); clean.sql, in that
+# transaction. Each step's status comes back on fd 3, the probe's line on fd 4: success is all three. A
+# failure asks the server what became of that transaction (`settled`): psql may have failed after COMMIT.
 server_run="pg_catalog.concat(pg_catalog.date_part('epoch', pg_catalog.pg_postmaster_start_time()), '/', (SELECT pg_catalog.date_part('epoch', b.stats_reset) FROM pg_catalog.pg_stat_bgwriter b))"
 opening() {
   state=start

@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import tarfile
+import threading
 import time
 import zlib
 from datetime import datetime, timedelta, timezone
@@ -829,7 +830,7 @@ def test_an_archive_sent_by_export_is_checked_and_restored_into_another_database
         out, err = receiver.communicate(timeout=120)
         assert sent.returncode == 0 and receiver.returncode == 0, (sent.stderr, err)
         assert "refused a connection" in err and "restored 20261204T020000Z of production" in out
-        assert f"export: hashed with {hasher}" in sent.stdout and f"restore: hashing with {hasher}" in out
+        assert f"export: hashing with {hasher} beside the send" in sent.stdout and f"restore: hashing with {hasher}" in out
         archive = source / "20261204T020000Z.tar.gz"
         sha = hashlib.sha256(archive.read_bytes()).hexdigest()
         assert f"sent 20261204T020000Z ({archive.stat().st_size} bytes, sha256 {sha})" in sent.stdout
@@ -866,7 +867,8 @@ def test_a_wrong_token_or_a_corrupt_archive_restores_nothing(pg: PostgresServer,
             sent = _run("export.sh", {"BACKUP_DIR": str(tmp_path / "src"), "BACKUP_ID": "20261204T020000Z", "BACKUP_TARGET": f"127.0.0.1:{port}", "BACKUP_TOKEN": token})
             assert sent.returncode != 0 and "did not confirm" in sent.stderr
         else:
-            # bytes that do not match the sha256 announced (a corrupted copy): refused after the transfer
+            # bytes that do not match the sha256 announced (a corrupted copy): refused after the transfer; in
+            # mxinfra-backup/1's header, as an export deployed before /2 sends it (still received)
             with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
                 s.sendall(f"mxinfra-backup/1 s3cret 20261204T020000Z 4 {header_sha}\n".encode() + b"abcd")
                 assert s.recv(10) == b"bad\n"
@@ -919,18 +921,42 @@ def test_a_hasher_that_stalls_or_says_nothing_fails_the_receive_in_time(pg: Post
     assert not [p for p in Path("/proc").glob("[0-9]*") if _cmdline(p) == b"sleep\0" + sleep.encode() + b"\0"]
 
 
-def test_export_sends_nothing_when_its_hasher_gives_no_sha256(tmp_path: Path) -> None:
+def test_export_whose_hasher_gives_no_sha256_leaves_nothing_received(pg: PostgresServer, tmp_path: Path) -> None:
+    """The sha256 follows the bytes (the hasher reads the archive beside the send): one that gives none ends
+    the connection short of it, the export fails saying so and the receiver keeps nothing."""
     (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "20261204T020000Z.tar.gz").write_bytes(b"an archive")
+    (tmp_path / "src" / "20261204T020000Z.tar.gz").write_bytes(random.Random(4).randbytes(2 << 20))
     fake = _fake_openssl(tmp_path / "fake")
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        listener.settimeout(0.5)
-        sent = _run("export.sh", {"BACKUP_DIR": str(tmp_path / "src"), "BACKUP_ID": "20261204T020000Z", "BACKUP_TARGET": f"127.0.0.1:{listener.getsockname()[1]}", "BACKUP_TOKEN": "s3cret", "FAKE_HASHER": "empty"}, path=fake)
-        assert sent.returncode == 1 and "gave no sha256" in sent.stderr, sent.stderr
-        with pytest.raises(socket.timeout):
-            listener.accept()  # it never connected
+    port = _free_port()
+    receiver = _receiving({"DATABASE_URL": pg.url, "BACKUP_DIR": str(tmp_path / "dst"), "BACKUP_ID": "20261204T020000Z", "BACKUP_SOURCE": "production", "BACKUP_PORT": str(port), "BACKUP_TOKEN_SHA256": S3CRET_SHA, "BACKUP_WAIT": "20"})
+    assert _wait_port(port)
+    sent = _run("export.sh", {"BACKUP_DIR": str(tmp_path / "src"), "BACKUP_ID": "20261204T020000Z", "BACKUP_TARGET": f"127.0.0.1:{port}", "BACKUP_TOKEN": "s3cret", "FAKE_HASHER": "empty"}, path=fake)
+    out, err = receiver.communicate(timeout=60)
+    assert sent.returncode == 1 and "gave no sha256: nothing was sent whole" in sent.stderr and "export: sent" not in sent.stdout, sent.stderr
+    assert receiver.returncode != 0 and f"the {2 << 20} bytes of the archive were not followed by their sha256" in err, err
+    assert not list((tmp_path / "dst").rglob("*.tar.gz")) and not list((tmp_path / "dst").rglob("*.sha256"))
+
+
+@pytest.mark.parametrize("after", [b"", b"0" * 64 + b"\n", b"not a sha256\n"])
+def test_bytes_not_followed_by_their_sha256_are_not_kept(pg: PostgresServer, tmp_path: Path, after: bytes) -> None:
+    """mxinfra-backup/2: the header, answered `go`, the bytes, then their sha256 on a line; none (the
+    connection ends), another one or anything else is refused after the transfer."""
+    port = _free_port()
+    receiver = _receiving({"DATABASE_URL": pg.url, "BACKUP_DIR": str(tmp_path / "dst"), "BACKUP_ID": "20261204T020000Z", "BACKUP_SOURCE": "production", "BACKUP_PORT": str(port), "BACKUP_TOKEN_SHA256": S3CRET_SHA, "BACKUP_WAIT": "20"})
+    assert _wait_port(port)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(b"mxinfra-backup/2 s3cret 20261204T020000Z 4\n")
+        assert s.recv(10) == b"go\n"
+        s.sendall(b"abcd" + after)
+        s.shutdown(socket.SHUT_WR)
+        answer = s.recv(10)
+    out, err = receiver.communicate(timeout=60)
+    assert receiver.returncode != 0
+    if after.startswith(b"0"):
+        assert answer == b"bad\n" and "arrived with sha256 " + hashlib.sha256(b"abcd").hexdigest() + ", not " + "0" * 64 in err, err
+    else:
+        assert answer == b"" and "the 4 bytes of the archive were not followed by their sha256" in err, err
+    assert not list((tmp_path / "dst").rglob("*.tar.gz")) and not list((tmp_path / "dst").rglob("*.sha256"))
 
 
 def _cmdline(proc: Path) -> bytes:
@@ -1223,7 +1249,9 @@ def test_an_uploaded_archive_is_judged_as_gnu_tar_reads_it_before_anything_is_re
             s.sendall(f"PUT /s3cret/{sha}/20261204T020000Z.tar.gz HTTP/1.1\r\nContent-Length: {len(archive)}\r\n\r\n".encode() + archive)
             assert s.recv(100).startswith(b"HTTP/1.1 200")
         else:  # as export.sh sends it
-            s.sendall(f"mxinfra-backup/1 s3cret 20261204T020000Z {len(archive)} {sha}\n".encode() + archive)
+            s.sendall(f"mxinfra-backup/2 s3cret 20261204T020000Z {len(archive)}\n".encode())
+            assert s.recv(10) == b"go\n"
+            s.sendall(archive + f"{sha}\n".encode())
             assert s.recv(10) == b"ok\n"
     out, err = receiver.communicate(timeout=120)
     assert "restore: inflating with gzip" in out  # (GNU gzip for an archive from outside: zstd takes other formats too)
@@ -1242,3 +1270,55 @@ def test_restore_sh_asks_the_server_what_the_core_asks():
     asked = text.replace("$server_run", _STARTED)
     assert TRANSACTION_STATUS.format(transaction="$1") in asked
     assert TERMINATE.format(pid="$2", xid="$(($1 % 4294967296))", backend_start="$3") in asked
+
+
+def test_export_sends_the_sha256_first_to_a_receiver_deployed_before_mxinfra_backup_2(tmp_path: Path) -> None:
+    """A receiver deployed before mxinfra-backup/2 (restore.sh's perl until 2026-12-07, as below: a header of
+    five fields or the connection closed) never answers `go`: export.sh sends again with the sha256 in the
+    header."""
+    archive = random.Random(5).randbytes(3 << 20)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "20261204T020000Z.tar.gz").write_bytes(archive)
+    heads: list[bytes] = []
+    got: list[bytes] = []
+
+    def receive_as_before(listener: socket.socket) -> None:
+        for _ in range(2):
+            c, _ = listener.accept()
+            with c, c.makefile("rb") as r:
+                head = r.readline()
+                heads.append(head)
+                fields = head.decode().split(" ")
+                if fields[0] != "mxinfra-backup/1" or len(fields) != 5:
+                    continue  # refused: closed
+                got.append(r.read(int(fields[3])))
+                c.sendall(b"ok\n" if hashlib.sha256(got[-1]).hexdigest() == fields[4].strip() else b"bad\n")
+                return
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(2)
+        listener.settimeout(30)
+        receiver = threading.Thread(target=receive_as_before, args=(listener,))
+        receiver.start()
+        sent = _run("export.sh", {"BACKUP_DIR": str(tmp_path / "src"), "BACKUP_ID": "20261204T020000Z", "BACKUP_TARGET": f"127.0.0.1:{listener.getsockname()[1]}", "BACKUP_TOKEN": "s3cret"})
+        receiver.join(30)
+    sha = hashlib.sha256(archive).hexdigest()
+    assert heads == [f"mxinfra-backup/2 s3cret 20261204T020000Z {len(archive)}\n".encode(), f"mxinfra-backup/1 s3cret 20261204T020000Z {len(archive)} {sha}\n".encode()]
+    assert got == [archive]
+    assert sent.returncode == 0 and "takes mxinfra-backup/1 only" in sent.stderr and f"sent 20261204T020000Z ({len(archive)} bytes, sha256 {sha})" in sent.stdout, sent.stderr
+
+
+def test_a_receiver_keeps_an_archive_sent_as_an_export_deployed_before_sends_it(pg: PostgresServer, tmp_path: Path) -> None:
+    """mxinfra-backup/1 (export.sh until 2026-12-07): the sha256 in the header, no `go`: received and checked."""
+    archive = random.Random(6).randbytes(1 << 20)
+    port = _free_port()
+    receiver = _receiving({"DATABASE_URL": pg.url, "BACKUP_DIR": str(tmp_path / "dst"), "BACKUP_ID": "20261204T020000Z", "BACKUP_SOURCE": "production", "BACKUP_PORT": str(port), "BACKUP_TOKEN_SHA256": S3CRET_SHA, "BACKUP_WAIT": "20"})
+    assert _wait_port(port)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(f"mxinfra-backup/1 s3cret 20261204T020000Z {len(archive)} {hashlib.sha256(archive).hexdigest()}\n".encode() + archive)
+        s.shutdown(socket.SHUT_WR)
+        assert s.recv(10) == b"ok\n"
+    out, _ = receiver.communicate(timeout=60)
+    assert f"received 20261204T020000Z from the export Job ({len(archive)} bytes" in out
+    assert (tmp_path / "dst" / "from-production" / "20261204T020000Z.tar.gz").read_bytes() == archive

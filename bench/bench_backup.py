@@ -1,7 +1,7 @@
 """Benchmark: the Kubernetes target's backup and restore scripts against a real PostgreSQL, by size, and
 against the floor: the same work done by hand with the plain tools.
 
-    .venv/bin/python bench/bench_backup.py [--db-mb 64,256] [--files-mb 256] [--repeat 2] [--scripts DIR]
+    .venv/bin/python bench/bench_backup.py [--db-mb 64,256] [--files-mb 256] [--repeat 2] [--scripts DIR] [--cache cold|warm]
 
 `--scripts` times another copy of the scripts (e.g. `git show HEAD~1:...` into a directory) to compare versions.
 
@@ -20,7 +20,12 @@ string, a decimal, a timestamp, a text) to about `--db-mb` MB on disk (table and
 Before each timed step, untimed: a VACUUM and a CHECKPOINT of the server and a sync of the machine, so that
 none of autovacuum's vacuum of the table a restore wrote (an insert-only table is vacuumed once it grew by
 1,000 rows and 20%), the server's checkpoint of the WAL a step wrote, or the kernel's writeback of its files
-is timed in the next step.
+is timed in the next step. Then, with `--cache cold` (the default), every file of the scratch directory and
+of the server's data directory is dropped from the page cache (posix_fadvise DONTNEED; no root needed), so
+each step and its floor read their inputs from the disk alike, as a restore of last night's archive does.
+With `--cache warm` they stay as the steps before left them: each step then finds its inputs cached to a
+different degree (the floor's copies were written after the archive; a kernel that evicts idle pages, such as
+a DAMON `pageout` scheme, may have dropped part of the older ones), which favours the floor.
 
 Prints, per size and step, the median and minimum seconds of the script and the floor, the ratio of the
 medians, and the peak resident memory of the largest process of each run (the client side: the server's
@@ -49,6 +54,23 @@ from postgres import PostgresServer, require_bin_dir  # noqa: E402
 SCRIPTS = Path()  # the Jobs' scripts volume (_volume), filled in main
 SERVER: PostgresServer | None = None  # the throwaway server, vacuumed and checkpointed before each timed step
 RESTORE_FLAGS = "--clean --if-exists --no-owner --no-privileges --single-transaction --exit-on-error"
+EVICT: list[Path] = []  # the trees dropped from the page cache before each timed step (--cache cold)
+
+
+def _evict(roots: list[Path]) -> None:
+    """Drop every regular file under `roots` from the page cache (after a sync, all its pages are clean)."""
+    for root in roots:
+        for path in root.rglob("*"):
+            try:
+                if not path.is_file() or path.is_symlink():
+                    continue
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue  # gone meanwhile (a server's temporary file), or not ours to read
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
 
 
 def _path() -> str:
@@ -70,6 +92,7 @@ def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
         if SERVER is not None:
             SERVER.psql("VACUUM; CHECKPOINT;")
         os.sync()
+        _evict(EVICT)
         start = time.perf_counter()
         done = subprocess.run(wrapped, env={"PATH": _path(), **env}, stdout=subprocess.DEVNULL, stderr=err)
         elapsed = time.perf_counter() - start
@@ -163,6 +186,7 @@ def main() -> None:
     ap.add_argument("--files-mb", type=int, default=256)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--scripts", type=Path, help="a directory with other versions of backup.sh, restore.sh and export.sh")
+    ap.add_argument("--cache", choices=("cold", "warm"), default="cold", help="drop the steps' files from the page cache before each (default) or not")
     args = ap.parse_args()
     global SCRIPTS, SERVER
     pg = SERVER = PostgresServer.start()
@@ -170,12 +194,15 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             SCRIPTS = _volume(Path(tmp) / "scripts", args.scripts)
             work = Path(tmp)
+            if args.cache == "cold":
+                EVICT[:] = [work, pg.root]
             files, backups, floor_dir = work / "files", work / "backups", work / "floor"
             for d in (files, backups, floor_dir):
                 d.mkdir()
             for i in range(args.files_mb):
                 (files / f"{i:04d}").write_bytes(os.urandom(1 << 20))
-            print(f"files: {args.files_mb} MB in 1 MB files of random bytes; {args.repeat} runs each; seconds, peak RSS in MiB")
+            cache = "dropped from the page cache before each step" if args.cache == "cold" else "left in the page cache as the step before left them"
+            print(f"files: {args.files_mb} MB in 1 MB files of random bytes; {args.repeat} runs each; inputs {cache}; seconds, peak RSS in MiB")
             for mb in (int(n) for n in args.db_mb.split(",")):
                 rows = _fill(pg, mb)
                 db_mb = int(pg.psql("SELECT pg_total_relation_size('\"orders$order\"')").strip()) / 2**20

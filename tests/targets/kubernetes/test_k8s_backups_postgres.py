@@ -1322,3 +1322,44 @@ def test_a_receiver_keeps_an_archive_sent_as_an_export_deployed_before_sends_it(
     out, _ = receiver.communicate(timeout=60)
     assert f"received 20261204T020000Z from the export Job ({len(archive)} bytes" in out
     assert (tmp_path / "dst" / "from-production" / "20261204T020000Z.tar.gz").read_bytes() == archive
+
+
+def test_a_connection_that_does_not_finish_its_header_within_30_s_is_dropped_and_the_sender_received(pg: PostgresServer, tmp_path: Path) -> None:
+    """The receiver serves one connection at a time: one that trickles its header (a byte every 2 s, never a
+    line) is closed after 30 s in all, not held as long as it keeps sending, and the export queued behind it
+    is received."""
+    archive = random.Random(8).randbytes(1 << 20)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "20261204T020000Z.tar.gz").write_bytes(archive)
+    port = _free_port()
+    receiver = _receiving({"DATABASE_URL": pg.url, "BACKUP_DIR": str(tmp_path / "dst"), "BACKUP_ID": "20261204T020000Z", "BACKUP_SOURCE": "production", "BACKUP_PORT": str(port), "BACKUP_TOKEN_SHA256": S3CRET_SHA, "BACKUP_WAIT": "120"})
+    assert _wait_port(port)
+    trickler = socket.create_connection(("127.0.0.1", port), timeout=5)
+    started = time.monotonic()
+    export = subprocess.Popen(["sh", str(SCRIPTS / "export.sh")], env={"PATH": os.environ["PATH"], "BACKUP_DIR": str(tmp_path / "src"), "BACKUP_ID": "20261204T020000Z", "BACKUP_TARGET": f"127.0.0.1:{port}", "BACKUP_TOKEN": "s3cret"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    closed_after = None
+    try:
+        for byte in b"mxinfra-backup/2 s3cret 20261204T020000Z" * 2:
+            try:
+                trickler.sendall(bytes([byte]))
+                time.sleep(2)
+                trickler.setblocking(False)
+                if trickler.recv(1) == b"":
+                    closed_after = time.monotonic() - started
+                    break
+            except BlockingIOError:
+                pass  # still open, nothing said
+            except (ConnectionResetError, BrokenPipeError):
+                closed_after = time.monotonic() - started
+                break
+            finally:
+                trickler.setblocking(True)
+        sent_out, sent_err = export.communicate(timeout=60)
+        out, _ = receiver.communicate(timeout=60)
+    finally:
+        trickler.close()
+        export.kill()
+        receiver.kill()
+    assert closed_after is not None and 29 <= closed_after <= 40, closed_after
+    assert export.returncode == 0, sent_err
+    assert f"received 20261204T020000Z from the export Job ({len(archive)} bytes, sha256 {hashlib.sha256(archive).hexdigest()})" in out

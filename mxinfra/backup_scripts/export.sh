@@ -35,14 +35,13 @@ size=$(wc -c < "$archive" | tr -d ' ')
 sha256=sha256sum
 [ "$(printf mx | openssl dgst -sha256 -r 2>/dev/null)" != "d7f890c4f72a3d49b69870b2dc2850c698e7b841eb2dd7cd21e4de551a29f4c4 *stdin" ] || sha256="openssl dgst -sha256 -r"
 if [ -n "${BACKUP_SERVE_PORT:-}" ]; then
-  sha=$($sha256 "$archive")
-  sha=${sha%% *}
-  case "$sha" in *[!0-9a-f]*|"") echo "export: hashing $archive ($sha256) gave no sha256" >&2; exit 1 ;; esac
-  echo "export: hashed with ${sha256%% *}"
-  # What the caller checks the bytes it received against (it reads this pod's log).
-  echo "export: serving $id ($size bytes, sha256 $sha) on port $BACKUP_SERVE_PORT"
-  perl -MIO::Socket::INET -e '
-    my ($port, $token_sha, $id, $path, $size, $wait) = @ARGV;
+  # The sha256 is taken beside the serve, as beside a send (below), and logged after it: the caller reads this
+  # pod's log once the Job ended and checks the bytes it received against it.
+  echo "export: serving $id on port $BACKUP_SERVE_PORT ($size bytes), hashing with ${sha256%% *} beside"
+  sha=$(perl -MIO::Socket::INET -e '
+    my ($port, $token_sha, $id, $path, $size, $wait, $hasher) = @ARGV;
+    my $hasher_pid = open(my $h, "-|", "sh", "-c", "exec $hasher < \"\$1\"", "sh", $path) or die "export: cannot start $hasher: $!\n";
+    $SIG{__DIE__} = sub { kill "KILL", $hasher_pid };
     # the sha256 of a token, by coreutils (perl-base has no Digest::SHA); the token is an argument, never shell text
     sub sha_of { open(my $h, "-|", "sh", "-c", q{printf %s "$1" | sha256sum}, "sh", $_[0]) or return ""; my ($d) = split / /, (<$h> // ""); close $h; $d // "" }
     $SIG{ALRM} = sub { die "export: nobody fetched $id within ${wait}s\n" };
@@ -68,11 +67,17 @@ if [ -n "${BACKUP_SERVE_PORT:-}" ]; then
         while ($off < $n) { my $w = syswrite $c, $buf, $n - $off, $off; die "export: the reader went away: $!\n" unless defined $w; $off += $w }
       }
       close $c;
+      local $SIG{ALRM} = sub { die "export: hashing $path ($hasher) did not end within ${wait}s\n" };
+      alarm $wait;
+      my ($sha) = split / /, (<$h> // "");
+      close $h;
+      die "export: hashing $path ($hasher) gave no sha256\n" unless ($sha // "") =~ /\A[0-9a-f]{64}\z/;
+      print "$sha\n";
       exit 0;
     }
     die "export: accept failed: $!\n";
-  ' "$BACKUP_SERVE_PORT" "$BACKUP_TOKEN_SHA256" "$id" "$archive" "$size" "${BACKUP_WAIT:-900}"
-  echo "export: served $id"
+  ' "$BACKUP_SERVE_PORT" "$BACKUP_TOKEN_SHA256" "$id" "$archive" "$size" "${BACKUP_WAIT:-900}" "$sha256") || exit 1
+  echo "export: served $id ($size bytes, sha256 $sha)"
   exit 0
 fi
 # perl-base is part of every Debian system (the postgres images are Debian-based): no extra tool needed.

@@ -48,6 +48,21 @@ JOB_TIMEOUT = 6 * 3600.0  # a large database's dump; the CLI waits for the Job i
 _ARCHIVES = "backup: archives:"
 
 
+def announcement(log: str, prefix: str) -> dict[str, Any] | None:
+    """The size and sha256 on the last line of `log` starting with `prefix` (`... (N bytes, sha256 S)`; None: no such line)."""
+    lines = [line for line in log.splitlines() if line.startswith(prefix)]
+    if not lines:
+        return None
+    size, _, sha = lines[-1][len(prefix) :].split(")", 1)[0].partition(" bytes, sha256 ")
+    return {"size": int(size), "sha256": sha}
+
+
+def served_announcement(log: str, backup: str) -> dict[str, Any] | None:
+    """What an export Job that served `backup` says it served: logged after serving (hashed beside it), or
+    by an export.sh deployed before 2026-12-07, before serving."""
+    return announcement(log, f"export: served {backup} (") or announcement(log, f"export: serving {backup} (")
+
+
 @dataclass
 class _Stopped:
     """A restore's stop of the app: the restore Job once made, and what became of the app (the record's `app`)."""
@@ -472,7 +487,7 @@ class ClusterActions:
         try:
             got = self._fetch(f"/api/v1/namespaces/{self.lay.namespace}/pods/{pod}:{TRANSFER_PORT}/proxy/{token}/{backup}.tar.gz", part, job)
             self._wait(job, "export")
-            announced = self._announced(job, f"export: serving {backup} (")
+            announced = served_announcement(self._log(job, "export"), backup)
             if announced != got:
                 raise UserError(f"the download of {backup} arrived as {got['size']} bytes with sha256 {got['sha256']}, but the export Job {job} sent {announced or 'nothing it logged'}: not kept, run it again")
             part.replace(out)
@@ -510,11 +525,7 @@ class ClusterActions:
 
     def _announced(self, job: str, prefix: str, container: str = "export") -> dict[str, Any] | None:
         """The size and sha256 a Job's `container` logged on its line starting with `prefix` (None: no such line)."""
-        lines = [line for line in self._log(job, container).splitlines() if line.startswith(prefix)]
-        if not lines:
-            return None
-        size, _, sha = lines[-1][len(prefix) :].split(")", 1)[0].partition(" bytes, sha256 ")
-        return {"size": int(size), "sha256": sha}
+        return announcement(self._log(job, container), prefix)
 
     def list(self) -> list[str]:
         """The archives as the newest successful backup run left them (its log's last list), newest first."""

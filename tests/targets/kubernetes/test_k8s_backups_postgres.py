@@ -1363,3 +1363,32 @@ def test_a_connection_that_does_not_finish_its_header_within_30_s_is_dropped_and
     assert closed_after is not None and 29 <= closed_after <= 40, closed_after
     assert export.returncode == 0, sent_err
     assert f"received 20261204T020000Z from the export Job ({len(archive)} bytes, sha256 {hashlib.sha256(archive).hexdigest()})" in out
+
+
+@pytest.mark.parametrize("hasher", ["real", "empty"])
+def test_a_served_archive_is_announced_with_its_sha256_only_after_the_hash_beside_the_serve(tmp_path: Path, hasher: str) -> None:
+    """`mxinfra backup download`'s export: the archive served once over HTTP while the hasher reads it beside,
+    the size and sha256 logged after (the caller checks its bytes against them); a hasher that gives no
+    digest fails the export with no such line, so the caller keeps nothing."""
+    import urllib.request
+
+    archive = random.Random(9).randbytes(3 << 20)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "20261204T020000Z.tar.gz").write_bytes(archive)
+    port = _free_port()
+    path = _fake_openssl(tmp_path / "fake") if hasher == "empty" else os.environ["PATH"]
+    env = {"PATH": path, "BACKUP_DIR": str(tmp_path / "src"), "BACKUP_ID": "20261204T020000Z", "BACKUP_SERVE_PORT": str(port), "BACKUP_TOKEN_SHA256": S3CRET_SHA, "BACKUP_WAIT": "30", "FAKE_HASHER": hasher}
+    export = subprocess.Popen(["sh", str(SCRIPTS / "export.sh")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait_port(port)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/s3cret/20261204T020000Z.tar.gz", timeout=30) as got:
+            assert got.read() == archive
+        out, err = export.communicate(timeout=30)
+    finally:
+        export.kill()
+    served = f"export: served 20261204T020000Z ({len(archive)} bytes, sha256 {hashlib.sha256(archive).hexdigest()})"
+    if hasher == "real":
+        assert export.returncode == 0 and served in out.splitlines(), err
+        assert out.index("export: serving 20261204T020000Z on port") < out.index(served)
+    else:
+        assert export.returncode == 1 and "gave no sha256" in err and "export: served" not in out, (out, err)

@@ -129,7 +129,7 @@ sha=$(perl -MIO::Socket::INET -e '
   my $go = eval { local $SIG{ALRM} = sub { die "slow\n" }; alarm $wait; my $l = <$s>; alarm 0; $l };
   if (defined $go && $go eq "go\n") { print send_all($s, "", 1), "\n"; exit 0 }
   close $s;
-  print STDERR "export: the receiver takes mxinfra-backup/1 only (an mxinfra before 2026-12-07): the sha256 first\n";
+  print STDERR "export: the receiver closed on the mxinfra-backup/2 header (deployed before 2026-12-07, or it refused the token): mxinfra-backup/1, the sha256 first\n";
   my $sha = hashed();
   send_all(connected(), "mxinfra-backup/1 $token $id $size $sha\n", 0);
   print "$sha\n";

@@ -35,13 +35,14 @@ size=$(wc -c < "$archive" | tr -d ' ')
 sha256=sha256sum
 [ "$(printf mx | openssl dgst -sha256 -r 2>/dev/null)" != "d7f890c4f72a3d49b69870b2dc2850c698e7b841eb2dd7cd21e4de551a29f4c4 *stdin" ] || sha256="openssl dgst -sha256 -r"
 if [ -n "${BACKUP_SERVE_PORT:-}" ]; then
-  # The sha256 is taken beside the serve, as beside a send (below), and logged after it: the caller reads this
-  # pod's log once the Job ended and checks the bytes it received against it.
-  echo "export: serving $id on port $BACKUP_SERVE_PORT ($size bytes), hashing with ${sha256%% *} beside"
+  # The sha256 is taken beside the serve, as beside a send (below), and logged after it on the line callers
+  # have read since before (they read this pod's log once the Job ended and check the bytes they received).
+  echo "export: listening on port $BACKUP_SERVE_PORT for $id ($size bytes), hashing with ${sha256%% *} beside"
   sha=$(perl -MIO::Socket::INET -e '
     my ($port, $token_sha, $id, $path, $size, $wait, $hasher) = @ARGV;
+    $SIG{PIPE} = "IGNORE";  # a reader gone is a failed write that says so, not a silent death
     my $hasher_pid = open(my $h, "-|", "sh", "-c", "exec $hasher < \"\$1\"", "sh", $path) or die "export: cannot start $hasher: $!\n";
-    $SIG{__DIE__} = sub { kill "KILL", $hasher_pid };
+    $SIG{__DIE__} = sub { kill "KILL", $hasher_pid if $hasher_pid };
     # the sha256 of a token, by coreutils (perl-base has no Digest::SHA); the token is an argument, never shell text
     sub sha_of { open(my $h, "-|", "sh", "-c", q{printf %s "$1" | sha256sum}, "sh", $_[0]) or return ""; my ($d) = split / /, (<$h> // ""); close $h; $d // "" }
     $SIG{ALRM} = sub { die "export: nobody fetched $id within ${wait}s\n" };
@@ -71,27 +72,32 @@ if [ -n "${BACKUP_SERVE_PORT:-}" ]; then
       alarm $wait;
       my ($sha) = split / /, (<$h> // "");
       close $h;
+      $hasher_pid = 0;
       die "export: hashing $path ($hasher) gave no sha256\n" unless ($sha // "") =~ /\A[0-9a-f]{64}\z/;
       print "$sha\n";
       exit 0;
     }
     die "export: accept failed: $!\n";
   ' "$BACKUP_SERVE_PORT" "$BACKUP_TOKEN_SHA256" "$id" "$archive" "$size" "${BACKUP_WAIT:-900}" "$sha256") || exit 1
-  echo "export: served $id ($size bytes, sha256 $sha)"
+  echo "export: serving $id ($size bytes, sha256 $sha) on port $BACKUP_SERVE_PORT"
+  echo "export: served $id"
   exit 0
 fi
 # perl-base is part of every Debian system (the postgres images are Debian-based): no extra tool needed.
-# mxinfra-backup/2: a header line without the sha256, answered `go`; exactly $size bytes copied a MiB at a time
-# (flat memory); their sha256 on a line of its own; answered ok or bad. The hasher reads the file beside the
-# send, a second reader of the same pages: a pass over the whole archive before its first byte leaves would
-# cost a read (from disk, for an archive written hours ago) and a hash on one core first. A hasher that gives
-# no sha256 ends the connection short of that line, and the receiver keeps nothing. A receiver deployed before
-# /2 closes the connection on its header: then the sha256 first and mxinfra-backup/1, which carries it there.
+# mxinfra-backup/2: a header line without the sha256, answered `go` (or `no`: refused); exactly $size bytes
+# copied a MiB at a time (flat memory); their sha256 on a line of its own; answered ok or bad. The hasher reads
+# the file beside the send, a second reader of the same pages (started before the connection: while the
+# receiver's pod starts it may run ahead, which costs nothing): a whole pass before the first byte leaves
+# would cost a read (from disk, for an archive written hours ago) and a hash on one core first. A hasher that
+# gives no sha256 ends the connection short of that line: the receiver keeps nothing. A receiver deployed
+# before /2 closes the connection on its header: then the sha256 first and mxinfra-backup/1, which carries it
+# there. Every wait is bounded by BACKUP_WAIT: for the receiver, taking bytes, the hash, the answer.
 echo "export: hashing with ${sha256%% *} beside the send"
 sha=$(perl -MIO::Socket::INET -e '
   my ($target, $wait, $token, $id, $size, $path, $hasher) = @ARGV;
+  $SIG{PIPE} = "IGNORE";  # a receiver gone is a failed write that says so, not a silent death
   my $hasher_pid = open(my $h, "-|", "sh", "-c", "exec $hasher < \"\$1\"", "sh", $path) or die "export: cannot start $hasher: $!\n";
-  $SIG{__DIE__} = sub { kill "KILL", $hasher_pid };  # a send that fails leaves no hasher reading on
+  $SIG{__DIE__} = sub { kill "KILL", $hasher_pid if $hasher_pid };  # a send that fails leaves no hasher reading on
   my $until = time + $wait;
   sub connected {
     my $s;
@@ -103,33 +109,46 @@ sha=$(perl -MIO::Socket::INET -e '
     return $s;
   }
   sub hashed {
+    local $SIG{ALRM} = sub { die "export: hashing $path ($hasher) did not end within ${wait}s\n" };
+    alarm $wait;
     my ($sha) = split / /, (<$h> // "");
     close $h;
-    die "export: hashing $path ($hasher) gave no sha256: nothing was sent whole\n" unless ($sha // "") =~ /\A[0-9a-f]{64}\z/;
+    $hasher_pid = 0;
+    alarm 0;
+    die "export: hashing $path ($hasher) gave no sha256: the receiver keeps nothing\n" unless ($sha // "") =~ /\A[0-9a-f]{64}\z/;
     return $sha;
   }
   sub send_all {
     my ($s, $head, $tail) = @_;
-    print $s $head or die "export: $!\n";
+    local $SIG{ALRM} = sub { die "export: the receiver took nothing for ${wait}s\n" };
+    alarm $wait;
+    print $s $head or die "export: the receiver went away: $!\n";
     open my $f, "<", $path or die "export: $path: $!\n"; binmode $f;
     my $buf;
     while (my $n = sysread $f, $buf, 1048576) {
+      alarm $wait;
       my $off = 0;
       while ($off < $n) { my $w = syswrite $s, $buf, $n - $off, $off; die "export: the receiver went away: $!\n" unless defined $w; $off += $w }
     }
     my $sha = $tail ? hashed() : "";
+    alarm $wait;
     print $s "$sha\n" or die "export: the receiver went away: $!\n" if $tail;
     shutdown $s, 1;
+    local $SIG{ALRM} = sub { die "export: the receiver did not confirm the archive within ${wait}s\n" };
     my $ack = <$s>;
+    alarm 0;
     die "export: the receiver did not confirm the archive\n" unless defined $ack && $ack eq "ok\n";
     return $sha;
   }
   my $s = connected();
-  print $s "mxinfra-backup/2 $token $id $size\n" or die "export: $!\n";
-  my $go = eval { local $SIG{ALRM} = sub { die "slow\n" }; alarm $wait; my $l = <$s>; alarm 0; $l };
-  if (defined $go && $go eq "go\n") { print send_all($s, "", 1), "\n"; exit 0 }
+  print $s "mxinfra-backup/2 $token $id $size\n" or die "export: the receiver went away: $!\n";
+  my $go = eval { local $SIG{__DIE__}; local $SIG{ALRM} = sub { die "slow\n" }; alarm $wait; my $l = <$s>; alarm 0; $l // "" };
+  die "export: the receiver did not answer the mxinfra-backup/2 header within ${wait}s\n" unless defined $go;
+  if ($go eq "go\n") { print send_all($s, "", 1), "\n"; exit 0 }
+  die "export: the receiver refused the token or the archive id\n" if $go eq "no\n";
+  die "export: the receiver answered the mxinfra-backup/2 header with neither go nor no\n" if $go ne "";
   close $s;
-  print STDERR "export: the receiver closed on the mxinfra-backup/2 header (deployed before 2026-12-07, or it refused the token): mxinfra-backup/1, the sha256 first\n";
+  print STDERR "export: the receiver closed on the mxinfra-backup/2 header (deployed before 2026-12-07): mxinfra-backup/1, the sha256 first\n";
   my $sha = hashed();
   send_all(connected(), "mxinfra-backup/1 $token $id $size $sha\n", 0);
   print "$sha\n";

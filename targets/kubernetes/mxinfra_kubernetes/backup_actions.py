@@ -48,21 +48,6 @@ JOB_TIMEOUT = 6 * 3600.0  # a large database's dump; the CLI waits for the Job i
 _ARCHIVES = "backup: archives:"
 
 
-def announcement(log: str, prefix: str) -> dict[str, Any] | None:
-    """The size and sha256 on the last line of `log` starting with `prefix` (`... (N bytes, sha256 S)`; None: no such line)."""
-    lines = [line for line in log.splitlines() if line.startswith(prefix)]
-    if not lines:
-        return None
-    size, _, sha = lines[-1][len(prefix) :].split(")", 1)[0].partition(" bytes, sha256 ")
-    return {"size": int(size), "sha256": sha}
-
-
-def served_announcement(log: str, backup: str) -> dict[str, Any] | None:
-    """What an export Job that served `backup` says it served: logged after serving (hashed beside it), or
-    by an export.sh deployed before 2026-12-07, before serving."""
-    return announcement(log, f"export: served {backup} (") or announcement(log, f"export: serving {backup} (")
-
-
 @dataclass
 class _Stopped:
     """A restore's stop of the app: the restore Job once made, and what became of the app (the record's `app`)."""
@@ -487,7 +472,8 @@ class ClusterActions:
         try:
             got = self._fetch(f"/api/v1/namespaces/{self.lay.namespace}/pods/{pod}:{TRANSFER_PORT}/proxy/{token}/{backup}.tar.gz", part, job)
             self._wait(job, "export")
-            announced = served_announcement(self._log(job, "export"), backup)
+            # logged once served (export.sh hashes beside the serve), on the line an export logged before serving until 2026-12-07
+            announced = self._announced(job, f"export: serving {backup} (")
             if announced != got:
                 raise UserError(f"the download of {backup} arrived as {got['size']} bytes with sha256 {got['sha256']}, but the export Job {job} sent {announced or 'nothing it logged'}: not kept, run it again")
             part.replace(out)
@@ -525,7 +511,11 @@ class ClusterActions:
 
     def _announced(self, job: str, prefix: str, container: str = "export") -> dict[str, Any] | None:
         """The size and sha256 a Job's `container` logged on its line starting with `prefix` (None: no such line)."""
-        return announcement(self._log(job, container), prefix)
+        lines = [line for line in self._log(job, container).splitlines() if line.startswith(prefix)]
+        if not lines:
+            return None
+        size, _, sha = lines[-1][len(prefix) :].split(")", 1)[0].partition(" bytes, sha256 ")
+        return {"size": int(size), "sha256": sha}
 
     def list(self) -> list[str]:
         """The archives as the newest successful backup run left them (its log's last list), newest first."""
@@ -658,7 +648,7 @@ def _stream(access: Any, path: str, part: Path) -> dict[str, Any]:
 
 
 # What restore.sh's receiver logs when it ends without a whole archive it checked (it then restores nothing).
-_NOTHING_RECEIVED = ("restore: no archive arrived on port", "restore: the archive stopped after", "restore: the archive arrived with sha256")
+_NOTHING_RECEIVED = ("restore: no archive arrived on port", "restore: the archive stopped after", "restore: the archive arrived with sha256", "restore: no sha256 followed the", "were not followed by their sha256")
 
 # How restore.sh's receiver answers a request it refuses: each status with its whole body, matched whole (a
 # proxy's or a gateway's answers are JSON or HTML).

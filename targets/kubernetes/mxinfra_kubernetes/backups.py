@@ -58,7 +58,7 @@ NEVER = "0 0 31 2 *"
 # The restore Job's receiving port for an archive from another environment (restore.sh, export.sh).
 TRANSFER_PORT = 8765
 EXPORT_COMPONENT = "backup-export"
-SCRIPT_NAMES = ("backup.sh", "restore.sh", "export.sh", "store.sh")
+SCRIPT_NAMES = ("backup.sh", "restore.sh", "receive.pl", "export.sh", "store.sh")
 # rclone moves archives to and from object storage: one small static binary that speaks S3 (with IRSA)
 # and Azure Blob, streams multipart uploads and checks each object's hash. `backups.transferImage` replaces it.
 TRANSFER_IMAGE = "rclone/rclone:1.76.0"
@@ -177,7 +177,7 @@ def uses_rclone(settings: EnvironmentSettings) -> bool:
 
 
 def script(name: str) -> str:
-    """The text of a container script (backup.sh, restore.sh, export.sh or store.sh)."""
+    """The text of a container script (backup.sh, restore.sh, receive.pl, export.sh or store.sh)."""
     return (SCRIPTS / name).read_text()
 
 

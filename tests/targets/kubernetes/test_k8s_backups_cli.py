@@ -1620,16 +1620,3 @@ def test_an_archive_that_shrinks_after_its_check_stops_the_upload_at_once(tmp_pa
     finally:
         server.shutdown()
     assert time.monotonic() - started < 10
-
-
-def test_a_download_is_checked_against_what_the_export_job_logged_before_or_after_serving():
-    """export.sh logs the sha256 after serving since 2026-12-07 (hashed beside the serve); a source deployed
-    before logs it before serving, on the `serving` line: the CLI reads either, and a log with neither is None."""
-    from mxinfra_kubernetes.backup_actions import served_announcement
-
-    sha = "ab" * 32
-    now = f"export: serving 20261204T020000Z on port 8765 (1234 bytes), hashing with openssl beside\nexport: served 20261204T020000Z (1234 bytes, sha256 {sha})\n"
-    before = f"export: hashed with openssl\nexport: serving 20261204T020000Z (1234 bytes, sha256 {sha}) on port 8765\nexport: served 20261204T020000Z\n"
-    assert served_announcement(now, "20261204T020000Z") == served_announcement(before, "20261204T020000Z") == {"size": 1234, "sha256": sha}
-    assert served_announcement(now.splitlines()[0], "20261204T020000Z") is None  # killed before it ended: nothing announced
-    assert served_announcement(now, "20261204T030000Z") is None

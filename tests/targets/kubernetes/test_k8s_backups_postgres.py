@@ -865,7 +865,8 @@ def test_a_wrong_token_or_a_corrupt_archive_restores_nothing(pg: PostgresServer,
         assert _wait_port(port)
         if header_sha is None:
             sent = _run("export.sh", {"BACKUP_DIR": str(tmp_path / "src"), "BACKUP_ID": "20261204T020000Z", "BACKUP_TARGET": f"127.0.0.1:{port}", "BACKUP_TOKEN": token})
-            assert sent.returncode != 0 and "did not confirm" in sent.stderr
+            # refused at the header (`no`): no second try, no sha256 pass first
+            assert sent.returncode == 1 and "refused the token or the archive id" in sent.stderr and "mxinfra-backup/1" not in sent.stderr, sent.stderr
         else:
             # bytes that do not match the sha256 announced (a corrupted copy): refused after the transfer; in
             # mxinfra-backup/1's header, as an export deployed before /2 sends it (still received)
@@ -875,7 +876,7 @@ def test_a_wrong_token_or_a_corrupt_archive_restores_nothing(pg: PostgresServer,
         out, err = receiver.communicate(timeout=60)
         assert receiver.returncode != 0, err
         assert ("no archive arrived" in err) if header_sha is None else ("not " + header_sha in err and f"hashing with {hasher}" in out)
-        assert not list((tmp_path / "dst").rglob("*.tar.gz"))
+        assert not [p for p in (tmp_path / "dst").rglob("*") if p.is_file()]
     assert pg.psql('SELECT count(*) FROM "orders$order"').strip() == "2"
 
 
@@ -917,7 +918,7 @@ def test_a_hasher_that_stalls_or_says_nothing_fails_the_receive_in_time(pg: Post
         assert f"the archive stopped after {3 << 20} of {3 << 20} bytes (nothing moved for 3s)" in err, err
     else:
         assert "hashing the archive (openssl dgst -sha256 -r) gave no sha256" in err, err
-    assert not list((tmp_path / "dst").rglob("*.tar.gz")) and not list((tmp_path / "dst").rglob("*.sha256"))
+    assert not [p for p in (tmp_path / "dst").rglob("*") if p.is_file()]  # not even the bytes that came
     assert not [p for p in Path("/proc").glob("[0-9]*") if _cmdline(p) == b"sleep\0" + sleep.encode() + b"\0"]
 
 
@@ -932,9 +933,9 @@ def test_export_whose_hasher_gives_no_sha256_leaves_nothing_received(pg: Postgre
     assert _wait_port(port)
     sent = _run("export.sh", {"BACKUP_DIR": str(tmp_path / "src"), "BACKUP_ID": "20261204T020000Z", "BACKUP_TARGET": f"127.0.0.1:{port}", "BACKUP_TOKEN": "s3cret", "FAKE_HASHER": "empty"}, path=fake)
     out, err = receiver.communicate(timeout=60)
-    assert sent.returncode == 1 and "gave no sha256: nothing was sent whole" in sent.stderr and "export: sent" not in sent.stdout, sent.stderr
+    assert sent.returncode == 1 and "gave no sha256: the receiver keeps nothing" in sent.stderr and "export: sent" not in sent.stdout, sent.stderr
     assert receiver.returncode != 0 and f"the {2 << 20} bytes of the archive were not followed by their sha256" in err, err
-    assert not list((tmp_path / "dst").rglob("*.tar.gz")) and not list((tmp_path / "dst").rglob("*.sha256"))
+    assert not [p for p in (tmp_path / "dst").rglob("*") if p.is_file()]  # not even the bytes that came
 
 
 @pytest.mark.parametrize("after", [b"", b"0" * 64 + b"\n", b"not a sha256\n"])
@@ -951,12 +952,12 @@ def test_bytes_not_followed_by_their_sha256_are_not_kept(pg: PostgresServer, tmp
         s.shutdown(socket.SHUT_WR)
         answer = s.recv(10)
     out, err = receiver.communicate(timeout=60)
-    assert receiver.returncode != 0
+    assert receiver.returncode == 1  # restore.sh's "nothing restored", whatever errno the failure left
     if after.startswith(b"0"):
         assert answer == b"bad\n" and "arrived with sha256 " + hashlib.sha256(b"abcd").hexdigest() + ", not " + "0" * 64 in err, err
     else:
         assert answer == b"" and "the 4 bytes of the archive were not followed by their sha256" in err, err
-    assert not list((tmp_path / "dst").rglob("*.tar.gz")) and not list((tmp_path / "dst").rglob("*.sha256"))
+    assert not [p for p in (tmp_path / "dst").rglob("*") if p.is_file()]  # not even the bytes that came
 
 
 def _cmdline(proc: Path) -> bytes:
@@ -1272,6 +1273,22 @@ def test_restore_sh_asks_the_server_what_the_core_asks():
     assert TERMINATE.format(pid="$2", xid="$(($1 % 4294967296))", backend_start="$3") in asked
 
 
+def _export_to_peer(peer: Any, source: Path, env: dict[str, str], path: str | None = None) -> tuple[subprocess.CompletedProcess[str], float]:
+    """export.sh sending archive 20261204T020000Z of `source` to `peer(listener)` run in a thread on a
+    loopback listener (two connections queued at most); its result and how long it took."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(2)
+        listener.settimeout(30)
+        thread = threading.Thread(target=peer, args=(listener,))
+        thread.start()
+        started = time.monotonic()
+        sent = _run("export.sh", {"BACKUP_DIR": str(source), "BACKUP_ID": "20261204T020000Z", "BACKUP_TARGET": f"127.0.0.1:{listener.getsockname()[1]}", "BACKUP_TOKEN": "s3cret", **env}, path=path)
+        took = time.monotonic() - started
+        thread.join(30)
+    return sent, took
+
+
 def test_export_sends_the_sha256_first_to_a_receiver_deployed_before_mxinfra_backup_2(tmp_path: Path) -> None:
     """A receiver deployed before mxinfra-backup/2 (restore.sh's perl until 2026-12-07, as below: a header of
     five fields or the connection closed) never answers `go`: export.sh sends again with the sha256 in the
@@ -1295,14 +1312,7 @@ def test_export_sends_the_sha256_first_to_a_receiver_deployed_before_mxinfra_bac
                 c.sendall(b"ok\n" if hashlib.sha256(got[-1]).hexdigest() == fields[4].strip() else b"bad\n")
                 return
 
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(2)
-        listener.settimeout(30)
-        receiver = threading.Thread(target=receive_as_before, args=(listener,))
-        receiver.start()
-        sent = _run("export.sh", {"BACKUP_DIR": str(tmp_path / "src"), "BACKUP_ID": "20261204T020000Z", "BACKUP_TARGET": f"127.0.0.1:{listener.getsockname()[1]}", "BACKUP_TOKEN": "s3cret"})
-        receiver.join(30)
+    sent, _ = _export_to_peer(receive_as_before, tmp_path / "src", {})
     sha = hashlib.sha256(archive).hexdigest()
     assert heads == [f"mxinfra-backup/2 s3cret 20261204T020000Z {len(archive)}\n".encode(), f"mxinfra-backup/1 s3cret 20261204T020000Z {len(archive)} {sha}\n".encode()]
     assert got == [archive]
@@ -1324,16 +1334,23 @@ def test_a_receiver_keeps_an_archive_sent_as_an_export_deployed_before_sends_it(
     assert (tmp_path / "dst" / "from-production" / "20261204T020000Z.tar.gz").read_bytes() == archive
 
 
+def _archive_and_receiver(pg: PostgresServer, tmp_path: Path, seed: int, wait: int) -> tuple[bytes, int, subprocess.Popen[str]]:
+    """A MiB of random bytes as archive 20261204T020000Z of `tmp_path`/src, and restore.sh receiving it from
+    production into `tmp_path`/dst on a free port, listening: the archive, the port, the receiver."""
+    archive = random.Random(seed).randbytes(1 << 20)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "20261204T020000Z.tar.gz").write_bytes(archive)
+    port = _free_port()
+    receiver = _receiving({"DATABASE_URL": pg.url, "BACKUP_DIR": str(tmp_path / "dst"), "BACKUP_ID": "20261204T020000Z", "BACKUP_SOURCE": "production", "BACKUP_PORT": str(port), "BACKUP_TOKEN_SHA256": S3CRET_SHA, "BACKUP_WAIT": str(wait)})
+    assert _wait_port(port)
+    return archive, port, receiver
+
+
 def test_a_connection_that_does_not_finish_its_header_within_30_s_is_dropped_and_the_sender_received(pg: PostgresServer, tmp_path: Path) -> None:
     """The receiver serves one connection at a time: one that trickles its header (a byte every 2 s, never a
     line) is closed after 30 s in all, not held as long as it keeps sending, and the export queued behind it
     is received."""
-    archive = random.Random(8).randbytes(1 << 20)
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "20261204T020000Z.tar.gz").write_bytes(archive)
-    port = _free_port()
-    receiver = _receiving({"DATABASE_URL": pg.url, "BACKUP_DIR": str(tmp_path / "dst"), "BACKUP_ID": "20261204T020000Z", "BACKUP_SOURCE": "production", "BACKUP_PORT": str(port), "BACKUP_TOKEN_SHA256": S3CRET_SHA, "BACKUP_WAIT": "120"})
-    assert _wait_port(port)
+    archive, port, receiver = _archive_and_receiver(pg, tmp_path, 8, 120)
     trickler = socket.create_connection(("127.0.0.1", port), timeout=5)
     started = time.monotonic()
     export = subprocess.Popen(["sh", str(SCRIPTS / "export.sh")], env={"PATH": os.environ["PATH"], "BACKUP_DIR": str(tmp_path / "src"), "BACKUP_ID": "20261204T020000Z", "BACKUP_TARGET": f"127.0.0.1:{port}", "BACKUP_TOKEN": "s3cret"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -1386,9 +1403,59 @@ def test_a_served_archive_is_announced_with_its_sha256_only_after_the_hash_besid
         out, err = export.communicate(timeout=30)
     finally:
         export.kill()
-    served = f"export: served 20261204T020000Z ({len(archive)} bytes, sha256 {hashlib.sha256(archive).hexdigest()})"
+    # the line callers read (those before 2026-12-07 too), logged once served
+    served = f"export: serving 20261204T020000Z ({len(archive)} bytes, sha256 {hashlib.sha256(archive).hexdigest()}) on port {port}"
     if hasher == "real":
-        assert export.returncode == 0 and served in out.splitlines(), err
-        assert out.index("export: serving 20261204T020000Z on port") < out.index(served)
+        assert export.returncode == 0 and out.splitlines()[-2:] == [served, "export: served 20261204T020000Z"], (out, err)
+        assert out.splitlines()[0] == f"export: listening on port {port} for 20261204T020000Z ({len(archive)} bytes), hashing with openssl beside"
     else:
-        assert export.returncode == 1 and "gave no sha256" in err and "export: served" not in out, (out, err)
+        assert export.returncode == 1 and "gave no sha256" in err and "export: serving" not in out, (out, err)
+
+
+@pytest.mark.parametrize("peer", ["silent", "no", "pipe"])
+def test_export_stops_at_once_and_leaves_no_hasher_when_the_receiver_stalls_refuses_or_goes_away(tmp_path: Path, peer: str) -> None:
+    """A receiver that never answers the header (within BACKUP_WAIT), says `no`, or takes a MiB after `go`
+    and goes away: the export fails saying which, tries no mxinfra-backup/1 after it, and its hasher (one
+    stalled here) does not outlive it."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "20261204T020000Z.tar.gz").write_bytes(random.Random(10).randbytes(8 << 20))
+    fake = _fake_openssl(tmp_path / "fake")
+    sleep = f"60.{os.getpid()}{random.randrange(10**6)}"  # this run's stalled hasher, told from any other
+    heads: list[bytes] = []
+
+    def receiver(listener: socket.socket) -> None:
+        c, _ = listener.accept()
+        with c, c.makefile("rb") as r:
+            heads.append(r.readline())
+            if peer == "silent":
+                time.sleep(6)
+            elif peer == "no":
+                c.sendall(b"no\n")
+            else:
+                c.sendall(b"go\n")
+                r.read(1 << 20)
+        try:
+            listener.settimeout(3)
+            heads.append(listener.accept()[0].makefile("rb").readline())  # a second try: none expected
+        except OSError:
+            pass
+
+    sent, took = _export_to_peer(receiver, tmp_path / "src", {"BACKUP_WAIT": "3", "FAKE_HASHER": "stall", "FAKE_SLEEP": sleep}, path=fake)
+    said = {"silent": "did not answer the mxinfra-backup/2 header within 3s", "no": "refused the token or the archive id", "pipe": "the receiver went away"}[peer]
+    assert sent.returncode == 1 and said in sent.stderr and "export: sent" not in sent.stdout, sent.stderr
+    assert heads == [b"mxinfra-backup/2 s3cret 20261204T020000Z 8388608\n"] and took < 10, (heads, took)
+    assert not [p for p in Path("/proc").glob("[0-9]*") if _cmdline(p) == b"sleep\0" + sleep.encode() + b"\0"]
+
+
+def test_a_sender_that_closed_after_its_header_is_waited_past(pg: PostgresServer, tmp_path: Path) -> None:
+    """A sender that gave up before `go` left its header queued: the receiver answers it, finds the
+    connection closed, keeps nothing and takes the export that comes next."""
+    archive, port, receiver = _archive_and_receiver(pg, tmp_path, 11, 30)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as gone:
+        gone.sendall(f"mxinfra-backup/2 s3cret 20261204T020000Z {len(archive)}\n".encode())
+        gone.shutdown(socket.SHUT_WR)
+    sent = _run("export.sh", {"BACKUP_DIR": str(tmp_path / "src"), "BACKUP_ID": "20261204T020000Z", "BACKUP_TARGET": f"127.0.0.1:{port}", "BACKUP_TOKEN": "s3cret"})
+    out, err = receiver.communicate(timeout=60)
+    assert sent.returncode == 0, sent.stderr
+    assert "a sender closed after its header: waiting on" in err and f"received 20261204T020000Z from the export Job ({len(archive)} bytes" in out, (out, err)
+    assert sorted(p.name for p in (tmp_path / "dst" / "from-production").iterdir()) == ["20261204T020000Z.tar.gz"]

@@ -23,9 +23,9 @@ none of autovacuum's vacuum of the table a restore wrote (an insert-only table i
 is timed in the next step. Then, with `--cache cold` (the default), every file of the scratch directory and
 of the server's data directory is dropped from the page cache (posix_fadvise DONTNEED; no root needed), so
 each step and its floor read their inputs from the disk alike, as a restore of last night's archive does.
-With `--cache warm` they stay as the steps before left them: each step then finds its inputs cached to a
-different degree (the floor's copies were written after the archive; a kernel that evicts idle pages, such as
-a DAMON `pageout` scheme, may have dropped part of the older ones), which favours the floor.
+With `--cache warm` they stay as the steps before left them (a restore then reads the archive the backup just
+wrote, from the cache; on the VM of 2026-12-07 that restore measured up to 1.9x the floor, for reasons not
+known: see the Kubernetes README).
 
 Prints, per size and step, the median and minimum seconds of the script and the floor, the ratio of the
 medians, and the peak resident memory of the largest process of each run (the client side: the server's

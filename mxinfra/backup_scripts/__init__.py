@@ -4,6 +4,9 @@ backup tasks in the postgres and rclone images, which have no Python; package da
 from pathlib import Path
 
 SCRIPTS = Path(__file__).parent
+# What a target's backup containers need beside each other (restore.sh runs receive.pl from its own directory):
+# listed here, with the scripts, so that a target never ships an older list than the core's scripts need.
+SCRIPT_NAMES = ("backup.sh", "restore.sh", "receive.pl", "export.sh", "store.sh")
 
 # What restore.sh's exit status says, for every target that reads it: the database (and the files) restored;
 # nothing restored (its own failure, or bad input); the database restored, the files not; the database may

@@ -23,6 +23,9 @@ if [ -n "${BACKUP_SERVE_PORT:-}" ]; then
 else
   : "${BACKUP_TOKEN:?export: BACKUP_TOKEN is not set}"
 fi
+case "${BACKUP_WAIT:-300}" in
+  *[!0-9]*|""|0*) echo "export: BACKUP_WAIT must be a whole number of seconds above 0, got '$BACKUP_WAIT'" >&2; exit 2 ;;
+esac
 id=${BACKUP_ID:-}
 case "$id" in
   [0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z) ;;
@@ -49,10 +52,21 @@ if [ -n "${BACKUP_SERVE_PORT:-}" ]; then
     alarm $wait;
     my $srv = IO::Socket::INET->new(LocalAddr => "0.0.0.0", LocalPort => $port, Proto => "tcp", Listen => 4, ReuseAddr => 1)
       or die "export: cannot listen on port $port: $!\n";
+    my $until = time + $wait;
     while (my $c = $srv->accept) {
       binmode $c;
       my ($head, $ch) = ("", "");
-      while (length $head < 8192 && $head !~ /\r?\n\r?\n\z/ && sysread($c, $ch, 1)) { $head .= $ch }
+      # 30 s for each connection to send its request (one that says nothing must not hold the real one back)
+      my $room = $until - time;
+      my $slow = !eval {
+        local $SIG{__DIE__};
+        local $SIG{ALRM} = sub { die "slow\n" };
+        alarm($room < 30 ? ($room > 0 ? $room : 1) : 30);
+        while (length $head < 8192 && $head !~ /\r?\n\r?\n\z/ && sysread($c, $ch, 1)) { $head .= $ch }
+        1;
+      };
+      alarm(($until - time) > 0 ? $until - time : 1);
+      if ($slow) { close $c; next }
       my ($method, $target) = $head =~ m{\A(\S+) (\S+) HTTP/1\.[01]\r?\n};
       my ($token) = ($target // "") =~ m{\A/([A-Za-z0-9_-]{1,128})/\Q$id\E\.tar\.gz\z};
       unless (($method // "") eq "GET" && defined $token && sha_of($token) eq $token_sha) {
@@ -61,15 +75,19 @@ if [ -n "${BACKUP_SERVE_PORT:-}" ]; then
       }
       print $c "HTTP/1.1 200 OK\r\nContent-Type: application/gzip\r\nContent-Length: $size\r\nConnection: close\r\n\r\n";
       open my $f, "<", $path or die "export: $path: $!\n"; binmode $f;
-      my $buf;
-      while (my $n = sysread $f, $buf, 1048576) {
+      my ($buf, $n, $sent) = ("", 0, 0);
+      while ($n = sysread $f, $buf, 1048576) {
+        $sent += $n;
         alarm $wait;  # from here on a limit on a stalled reader, not on the whole (large) transfer
         my $off = 0;
         while ($off < $n) { my $w = syswrite $c, $buf, $n - $off, $off; die "export: the reader went away: $!\n" unless defined $w; $off += $w }
       }
+      die "export: reading $path: $!\n" unless defined $n;
+      die "export: $path changed while it was served ($sent of $size bytes)\n" unless $sent == $size;
       close $c;
-      local $SIG{ALRM} = sub { die "export: hashing $path ($hasher) did not end within ${wait}s\n" };
-      alarm $wait;
+      my $lag = $wait + int($size / 50_000_000);  # as for a send (below)
+      local $SIG{ALRM} = sub { die "export: hashing $path ($hasher) did not end within ${lag}s\n" };
+      alarm $lag;
       my ($sha) = split / /, (<$h> // "");
       close $h;
       $hasher_pid = 0;
@@ -109,8 +127,10 @@ sha=$(perl -MIO::Socket::INET -e '
     return $s;
   }
   sub hashed {
-    local $SIG{ALRM} = sub { die "export: hashing $path ($hasher) did not end within ${wait}s\n" };
-    alarm $wait;
+    # a local process reading a local file: the wait, and a second per 50 MB (a slow hasher, a cold disk)
+    my $lag = $wait + int($size / 50_000_000);
+    local $SIG{ALRM} = sub { die "export: hashing $path ($hasher) did not end within ${lag}s\n" };
+    alarm $lag;
     my ($sha) = split / /, (<$h> // "");
     close $h;
     $hasher_pid = 0;
@@ -124,12 +144,15 @@ sha=$(perl -MIO::Socket::INET -e '
     alarm $wait;
     print $s $head or die "export: the receiver went away: $!\n";
     open my $f, "<", $path or die "export: $path: $!\n"; binmode $f;
-    my $buf;
-    while (my $n = sysread $f, $buf, 1048576) {
+    my ($buf, $n, $sent) = ("", 0, 0);
+    while ($n = sysread $f, $buf, 1048576) {
+      $sent += $n;
       alarm $wait;
       my $off = 0;
       while ($off < $n) { my $w = syswrite $s, $buf, $n - $off, $off; die "export: the receiver went away: $!\n" unless defined $w; $off += $w }
     }
+    die "export: reading $path: $!\n" unless defined $n;
+    die "export: $path changed while it was sent ($sent of $size bytes)\n" unless $sent == $size;
     my $sha = $tail ? hashed() : "";
     alarm $wait;
     print $s "$sha\n" or die "export: the receiver went away: $!\n" if $tail;

@@ -7,7 +7,8 @@
 # answered `go` (or `no`: refused), the bytes, a line with their sha256, answered ok or bad; or the older
 # `mxinfra-backup/1 token id size sha256` and the bytes (an export deployed before 2026-12-07). MODE http,
 # from `mxinfra backup restore --archive` through the pod proxy: a PUT at /token/sha256/id.tar.gz with a
-# Content-Length. Other connections are refused and waited past (each has 30 s to send its whole header);
+# Content-Length. Other connections are refused and waited past (each has 30 s to send its whole header;
+# also a /2 sender that closed after its header, having given up on `go`);
 # the bytes are copied a MiB at a time into OUT.incoming, hashed as they arrive by HASHER (a command
 # reading standard input), checked, then renamed to OUT. Nothing is left behind by a failed receive. Exit 0:
 # received; 1: nothing received (within WAIT seconds, or a failure, which says why).
@@ -19,6 +20,9 @@ END { $? = 1 if $? }  # every failure is 1 (die exits with errno otherwise): res
 
 my ($mode, $port, $token_sha, $id, $out, $wait, $hasher) = @ARGV;
 die "receive.pl: MODE PORT TOKEN_SHA256 ID OUT WAIT HASHER\n" unless defined $hasher;
+die "restore: BACKUP_WAIT must be a whole number of seconds above 0, got $wait\n" unless $wait =~ /\A[1-9]\d*\z/;
+# how long a hash may lag behind the last byte: the wait, and a second per 50 MB (a slow hasher, a cold disk)
+sub hash_wait { $wait + int($_[0] / 50_000_000) }
 my $http = $mode eq "http";
 # the sha256 of a token, by coreutils (perl-base has no Digest::SHA); the token is an argument, never shell text
 sub sha_of { open(my $h, "-|", "sh", "-c", q{printf %s "$1" | sha256sum}, "sh", $_[0]) or return ""; my ($d) = split / /, (<$h> // ""); close $h; $d // "" }
@@ -60,8 +64,8 @@ while (my $c = $srv->accept) {
     my ($magic, $t, $i, @rest) = split / /, $head;
     $trailer = ($magic // "") eq "mxinfra-backup/2" && @rest == 1;
     ($size, $sha) = @rest;
-    unless (($trailer || ($magic // "") eq "mxinfra-backup/1" && @rest == 2 && ($sha // "") =~ /\A[0-9a-f]{64}\z/) && ($t // "") =~ /\A[A-Za-z0-9_-]{1,128}\z/ && sha_of($t) eq $token_sha && ($i // "") eq $id && ($size // "") =~ /\A\d+\z/) {
-      print STDERR "restore: refused a connection without the token and archive id\n";
+    unless (($trailer || ($magic // "") eq "mxinfra-backup/1" && @rest == 2 && ($sha // "") =~ /\A[0-9a-f]{64}\z/) && ($t // "") =~ /\A[A-Za-z0-9_-]{1,128}\z/ && sha_of($t) eq $token_sha && ($i // "") eq $id && ($size // "") =~ /\A[1-9]\d*\z/) {
+      print STDERR "restore: refused a connection without the token, the archive id and a size\n";
       print $c "no\n" if ($magic // "") eq "mxinfra-backup/2";  # the sender stops there (an old receiver just closes)
       close $c; next;
     }
@@ -72,7 +76,7 @@ while (my $c = $srv->accept) {
   # was still queued here), and the receive waits on for the one it sent next
   local $SIG{ALRM} = sub { die "restore: the archive stopped after 0 of $size bytes (nothing moved for ${wait}s)\n" };
   alarm $wait;
-  if ($left > 0 && !($n = sysread $c, $buf, $left < 1048576 ? $left : 1048576)) {
+  if (!($n = sysread $c, $buf, $left < 1048576 ? $left : 1048576)) {
     die "restore: the archive stopped after 0 of $size bytes\n" unless $trailer;
     print STDERR "restore: a sender closed after its header: waiting on\n";
     close $c;
@@ -80,10 +84,12 @@ while (my $c = $srv->accept) {
     next;
   }
   print "restore: hashing with " . (split / /, $hasher)[0] . "\n";
+  # whatever stops this receive (a SIGTERM too) stops the hasher and removes what it wrote
+  my $hasher_pid = 0;
+  $SIG{__DIE__} = sub { kill "KILL", $hasher_pid if $hasher_pid; unlink "$out.incoming", "$out.incoming.sha256" };
+  $SIG{TERM} = sub { die "restore: stopped (SIGTERM): nothing kept\n" };
   open my $f, ">", "$out.incoming" or die "restore: $out.incoming: $!\n"; binmode $f;
-  my $hasher_pid = open my $h, "|-", "sh", "-c", "exec $hasher > \"\$1\"", "sh", "$out.incoming.sha256" or die "restore: cannot start $hasher: $!\n"; binmode $h;
-  # whatever stops this receive stops the hasher too and removes what it wrote
-  $SIG{__DIE__} = sub { kill "KILL", $hasher_pid; unlink "$out.incoming", "$out.incoming.sha256" };
+  $hasher_pid = open my $h, "|-", "sh", "-c", "exec $hasher > \"\$1\"", "sh", "$out.incoming.sha256" or die "restore: cannot start $hasher: $!\n"; binmode $h;
   # from here on a limit on silence, not on the whole (large) transfer: nothing moved (bytes from the
   # sender, or the hasher taking them) for $wait seconds
   $SIG{ALRM} = sub { die "restore: the archive stopped after " . ($size - $left) . " of $size bytes (nothing moved for ${wait}s)\n" };
@@ -98,14 +104,17 @@ while (my $c = $srv->accept) {
   }
   close $f or die "restore: $out.incoming: $!\n";
   if ($trailer) {
-    local $SIG{ALRM} = sub { die "restore: no sha256 followed the $size bytes of the archive within ${wait}s\n" };
-    alarm $wait;
+    my $lag = hash_wait($size);
+    local $SIG{ALRM} = sub { die "restore: no sha256 followed the $size bytes of the archive within ${lag}s\n" };
+    alarm $lag;
     my $line = "";
     while (length $line < 65 && sysread($c, $ch, 1)) { $line .= $ch; last if $ch eq "\n" }
     ($sha) = $line =~ /\A([0-9a-f]{64})\n\z/ or die "restore: the $size bytes of the archive were not followed by their sha256 (the hash of the sender failed?): nothing kept\n";
   }
+  $SIG{ALRM} = sub { die "restore: hashing the archive ($hasher) did not end within ${wait}s of its last byte\n" };
   alarm $wait;  # the hasher ends with what it was given (it kept pace)
   close $h or die "restore: hashing the archive ($hasher) failed\n";
+  $hasher_pid = 0;
   alarm 0;
   my ($got) = split / /, do { open my $d, "<", "$out.incoming.sha256" or die "restore: $out.incoming.sha256: $!\n"; <$d> // "" };
   unlink "$out.incoming.sha256";

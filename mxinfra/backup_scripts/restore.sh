@@ -73,8 +73,20 @@ if [ -n "${BACKUP_SOURCE:-}" ]; then
   [ "${BACKUP_RECEIVE:-}" != http ] || copies="$BACKUP_DIR/uploaded"
   rm -rf "$copies"
   mkdir -p "$copies"
-  # The receiver: receive.pl beside this script (perl-base: the postgres images are Debian-based).
-  perl "$(dirname "$0")/receive.pl" "${BACKUP_RECEIVE:-tcp}" "$BACKUP_PORT" "$BACKUP_TOKEN_SHA256" "$id" "$copies/$id.tar.gz" "${BACKUP_WAIT:-900}" "$sha256"
+  case "${BACKUP_WAIT:-900}" in
+    *[!0-9]*|""|0*) echo "restore: BACKUP_WAIT must be a whole number of seconds above 0, got '$BACKUP_WAIT'" >&2; exit 2 ;;
+  esac
+  # The receiver: receive.pl beside this script (perl-base: the postgres images are Debian-based). In the
+  # background, so that a SIGTERM to this shell (the pod's first process, as a Job is deleted) reaches it and
+  # it removes what it wrote; a SIGTERM ends the first wait early.
+  perl "$(dirname "$0")/receive.pl" "${BACKUP_RECEIVE:-tcp}" "$BACKUP_PORT" "$BACKUP_TOKEN_SHA256" "$id" "$copies/$id.tar.gz" "${BACKUP_WAIT:-900}" "$sha256" &
+  receiver=$!
+  trap 'kill -TERM "$receiver" 2>/dev/null || :' TERM
+  received=0
+  wait "$receiver" || received=$?
+  [ "$received" -le 128 ] || { wait "$receiver" || :; received=1; }
+  trap - TERM
+  [ "$received" = 0 ] || exit 1
   archive="$copies/$id.tar.gz"
 fi
 [ -f "$archive" ] || { echo "restore: no backup $id in $BACKUP_DIR" >&2; exit 2; }

@@ -648,7 +648,19 @@ def _stream(access: Any, path: str, part: Path) -> dict[str, Any]:
 
 
 # What restore.sh's receiver logs when it ends without a whole archive it checked (it then restores nothing).
-_NOTHING_RECEIVED = ("restore: no archive arrived on port", "restore: the archive stopped after", "restore: the archive arrived with sha256", "restore: no sha256 followed the", "were not followed by their sha256")
+# receive.pl's failures (each keeps nothing)
+_NOTHING_RECEIVED = (
+    "restore: no archive arrived on port",
+    "restore: the archive stopped after",
+    "restore: the archive arrived with sha256",
+    "restore: no sha256 followed the",
+    "were not followed by their sha256",
+    "restore: hashing the archive",
+    "restore: cannot start",
+    "restore: cannot listen on port",
+    "restore: accept failed",
+    "restore: stopped (SIGTERM)",
+)
 
 # How restore.sh's receiver answers a request it refuses: each status with its whole body, matched whole (a
 # proxy's or a gateway's answers are JSON or HTML).

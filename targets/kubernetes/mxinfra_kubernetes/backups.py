@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from mxinfra.artifacts import postgres_version
-from mxinfra.backup_scripts import SCRIPTS
+from mxinfra.backup_scripts import SCRIPT_NAMES, SCRIPTS
 from mxinfra.backups import Backups, of_environment, retention_env
 from mxinfra.environments import Environment
 from mxinfra.naming import Naming
@@ -58,7 +58,6 @@ NEVER = "0 0 31 2 *"
 # The restore Job's receiving port for an archive from another environment (restore.sh, export.sh).
 TRANSFER_PORT = 8765
 EXPORT_COMPONENT = "backup-export"
-SCRIPT_NAMES = ("backup.sh", "restore.sh", "receive.pl", "export.sh", "store.sh")
 # rclone moves archives to and from object storage: one small static binary that speaks S3 (with IRSA)
 # and Azure Blob, streams multipart uploads and checks each object's hash. `backups.transferImage` replaces it.
 TRANSFER_IMAGE = "rclone/rclone:1.76.0"

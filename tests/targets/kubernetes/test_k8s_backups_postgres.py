@@ -12,6 +12,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tarfile
@@ -881,12 +882,17 @@ def test_a_wrong_token_or_a_corrupt_archive_restores_nothing(pg: PostgresServer,
 
 
 # An `openssl` that passes the scripts' check (the digest of "mx") and then, hashing an archive, stalls after
-# reading it all or ends without a digest.
+# reading it all, gives the digest FAKE_SLEEP seconds late (slow), or ends without one.
 FAKE_OPENSSL = """#!/bin/sh
-first=$(dd bs=2 count=1 2>/dev/null)
-if [ "$first" = mx ] && [ -z "$(dd bs=1 count=1 2>/dev/null)" ]; then echo "d7f890c4f72a3d49b69870b2dc2850c698e7b841eb2dd7cd21e4de551a29f4c4 *stdin"; exit 0; fi
-cat > /dev/null
-[ "$FAKE_HASHER" != stall ] || exec sleep "$FAKE_SLEEP"
+# everything read first; "mx" is the scripts' check, answered as OpenSSL would
+in=$(mktemp)
+cat > "$in"
+if [ "$(wc -c < "$in")" = 2 ] && [ "$(cat "$in")" = mx ]; then rm -f "$in"; echo "d7f890c4f72a3d49b69870b2dc2850c698e7b841eb2dd7cd21e4de551a29f4c4 *stdin"; exit 0; fi
+case "$FAKE_HASHER" in
+  stall) rm -f "$in"; exec sleep "$FAKE_SLEEP" ;;
+  slow) sleep "$FAKE_SLEEP"; d=$(sha256sum < "$in"); rm -f "$in"; echo "${d%% *} *stdin" ;;
+  *) rm -f "$in" ;;
+esac
 """
 
 
@@ -915,7 +921,7 @@ def test_a_hasher_that_stalls_or_says_nothing_fails_the_receive_in_time(pg: Post
     assert time.monotonic() - started < 15, (out, err)
     assert sent.returncode != 0 and receiver.returncode != 0 and "restore: hashing with openssl" in out
     if fault == "stall":
-        assert f"the archive stopped after {3 << 20} of {3 << 20} bytes (nothing moved for 3s)" in err, err
+        assert "hashing the archive (openssl dgst -sha256 -r) did not end within 3s of its last byte" in err, err
     else:
         assert "hashing the archive (openssl dgst -sha256 -r) gave no sha256" in err, err
     assert not [p for p in (tmp_path / "dst").rglob("*") if p.is_file()]  # not even the bytes that came
@@ -1459,3 +1465,84 @@ def test_a_sender_that_closed_after_its_header_is_waited_past(pg: PostgresServer
     assert sent.returncode == 0, sent.stderr
     assert "a sender closed after its header: waiting on" in err and f"received 20261204T020000Z from the export Job ({len(archive)} bytes" in out, (out, err)
     assert sorted(p.name for p in (tmp_path / "dst" / "from-production").iterdir()) == ["20261204T020000Z.tar.gz"]
+
+
+def test_a_header_of_an_empty_archive_is_refused(pg: PostgresServer, tmp_path: Path) -> None:
+    """No backup archive is empty: a /2 header of size 0 is answered `no`, and the receive waits on."""
+    archive, port, receiver = _archive_and_receiver(pg, tmp_path, 12, 20)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(b"mxinfra-backup/2 s3cret 20261204T020000Z 0\n")
+        assert s.recv(10) == b"no\n"
+    sent = _run("export.sh", {"BACKUP_DIR": str(tmp_path / "src"), "BACKUP_ID": "20261204T020000Z", "BACKUP_TARGET": f"127.0.0.1:{port}", "BACKUP_TOKEN": "s3cret"})
+    out, err = receiver.communicate(timeout=60)
+    assert sent.returncode == 0 and "refused a connection" in err and f"received 20261204T020000Z from the export Job ({len(archive)} bytes" in out, (sent.stderr, err)
+
+
+def test_a_receive_stopped_by_sigterm_leaves_nothing_behind(pg: PostgresServer, tmp_path: Path) -> None:
+    """A Job deleted half-way (its pod's first process, restore.sh, gets SIGTERM): the receiver is stopped
+    with it and removes what it had written; restore.sh says nothing was restored (exit 1)."""
+    archive, port, receiver = _archive_and_receiver(pg, tmp_path, 13, 60)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(f"mxinfra-backup/2 s3cret 20261204T020000Z {4 * len(archive)}\n".encode())
+        assert s.recv(10) == b"go\n"
+        s.sendall(archive)  # a quarter of what the header said
+        incoming = tmp_path / "dst" / "from-production" / "20261204T020000Z.tar.gz.incoming"
+        for _ in range(100):
+            if incoming.exists() and incoming.stat().st_size == len(archive):
+                break
+            time.sleep(0.05)
+        assert incoming.stat().st_size == len(archive)
+        receiver.send_signal(signal.SIGTERM)
+        out, err = receiver.communicate(timeout=30)
+    assert receiver.returncode == 1 and "restore: stopped (SIGTERM): nothing kept" in err, (out, err)
+    assert not [p for p in (tmp_path / "dst").rglob("*") if p.is_file()]
+    assert not _running(f"{tmp_path}/dst".encode())
+
+
+def test_a_silent_connection_does_not_hold_back_the_download(tmp_path: Path) -> None:
+    """The download's export serves one request: a connection that says nothing is dropped after 30 s and the
+    caller's request behind it is served."""
+    import urllib.request
+
+    archive = random.Random(14).randbytes(1 << 20)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "20261204T020000Z.tar.gz").write_bytes(archive)
+    port = _free_port()
+    env = {"PATH": os.environ["PATH"], "BACKUP_DIR": str(tmp_path / "src"), "BACKUP_ID": "20261204T020000Z", "BACKUP_SERVE_PORT": str(port), "BACKUP_TOKEN_SHA256": S3CRET_SHA, "BACKUP_WAIT": "90"}
+    export = subprocess.Popen(["sh", str(SCRIPTS / "export.sh")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait_port(port)  # (its own probe connection: closed at once, refused)
+        silent = socket.create_connection(("127.0.0.1", port), timeout=60)
+        started = time.monotonic()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/s3cret/20261204T020000Z.tar.gz", timeout=60) as got:
+            assert got.read() == archive
+        took = time.monotonic() - started
+        out, err = export.communicate(timeout=30)
+        silent.close()
+    finally:
+        export.kill()
+    assert export.returncode == 0 and 29 <= took <= 40, (took, err)
+
+
+def test_the_fallback_hash_of_a_large_archive_may_take_longer_than_the_wait(tmp_path: Path) -> None:
+    """Against a receiver deployed before /2, the sha256 comes first: a local hash of a large archive gets
+    the wait and a second per 50 MB (here 2 s + 2 s for 100 MB), not BACKUP_WAIT alone."""
+    archive = random.Random(15).randbytes(100_000_000)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "20261204T020000Z.tar.gz").write_bytes(archive)
+    heads: list[bytes] = []
+
+    def receive_as_before(listener: socket.socket) -> None:
+        for _ in range(2):
+            c, _ = listener.accept()
+            with c, c.makefile("rb") as r:
+                heads.append(r.readline())
+                fields = heads[-1].decode().split(" ")
+                if fields[0] == "mxinfra-backup/1":
+                    got = r.read(int(fields[3]))
+                    c.sendall(b"ok\n" if hashlib.sha256(got).hexdigest() == fields[4].strip() else b"bad\n")
+                    return
+
+    sent, took = _export_to_peer(receive_as_before, tmp_path / "src", {"BACKUP_WAIT": "2", "FAKE_HASHER": "slow", "FAKE_SLEEP": "3"}, path=_fake_openssl(tmp_path / "fake"))
+    assert sent.returncode == 0 and took >= 3, (sent.stderr, took)
+    assert [h.split(b" ")[0] for h in heads] == [b"mxinfra-backup/2", b"mxinfra-backup/1"]

@@ -109,7 +109,8 @@ fi
 # would cost a read (from disk, for an archive written hours ago) and a hash on one core first. A hasher that
 # gives no sha256 ends the connection short of that line: the receiver keeps nothing. A receiver deployed
 # before /2 closes the connection on its header: then the sha256 first and mxinfra-backup/1, which carries it
-# there. Every wait is bounded by BACKUP_WAIT: for the receiver, taking bytes, the hash, the answer.
+# there. Every wait is bounded by BACKUP_WAIT (for the receiver, taking bytes, the answer); the hash, a local
+# read, by that and a second per 50 MB.
 echo "export: hashing with ${sha256%% *} beside the send"
 sha=$(perl -MIO::Socket::INET -e '
   my ($target, $wait, $token, $id, $size, $path, $hasher) = @ARGV;
@@ -168,7 +169,7 @@ sha=$(perl -MIO::Socket::INET -e '
   my $go = eval { local $SIG{__DIE__}; local $SIG{ALRM} = sub { die "slow\n" }; alarm $wait; my $l = <$s>; alarm 0; $l // "" };
   die "export: the receiver did not answer the mxinfra-backup/2 header within ${wait}s\n" unless defined $go;
   if ($go eq "go\n") { print send_all($s, "", 1), "\n"; exit 0 }
-  die "export: the receiver refused the token or the archive id\n" if $go eq "no\n";
+  die "export: the receiver refused the header (the token, the archive id or its size)\n" if $go eq "no\n";
   die "export: the receiver answered the mxinfra-backup/2 header with neither go nor no\n" if $go ne "";
   close $s;
   print STDERR "export: the receiver closed on the mxinfra-backup/2 header (deployed before 2026-12-07): mxinfra-backup/1, the sha256 first\n";

@@ -7,10 +7,10 @@
 # answered `go` (or `no`: refused), the bytes, a line with their sha256, answered ok or bad; or the older
 # `mxinfra-backup/1 token id size sha256` and the bytes (an export deployed before 2026-12-07). MODE http,
 # from `mxinfra backup restore --archive` through the pod proxy: a PUT at /token/sha256/id.tar.gz with a
-# Content-Length. Other connections are refused and waited past (each has 30 s to send its whole header;
-# also a /2 sender that closed after its header, having given up on `go`);
+# Content-Length. Other connections (and a size of 0: no archive is empty) are refused and waited past (each
+# has 30 s to send its whole header; also a /2 sender that closed after its header, having given up on `go`);
 # the bytes are copied a MiB at a time into OUT.incoming, hashed as they arrive by HASHER (a command
-# reading standard input), checked, then renamed to OUT. Nothing is left behind by a failed receive. Exit 0:
+# reading standard input), checked, then renamed to OUT. Nothing is left behind by a failed receive, nor by a SIGTERM. Exit 0:
 # received; 1: nothing received (within WAIT seconds, or a failure, which says why).
 # In perl-base, which every Debian system has (the postgres images are Debian-based): no module beyond it.
 use strict;

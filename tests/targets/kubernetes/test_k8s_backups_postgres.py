@@ -867,7 +867,7 @@ def test_a_wrong_token_or_a_corrupt_archive_restores_nothing(pg: PostgresServer,
         if header_sha is None:
             sent = _run("export.sh", {"BACKUP_DIR": str(tmp_path / "src"), "BACKUP_ID": "20261204T020000Z", "BACKUP_TARGET": f"127.0.0.1:{port}", "BACKUP_TOKEN": token})
             # refused at the header (`no`): no second try, no sha256 pass first
-            assert sent.returncode == 1 and "refused the token or the archive id" in sent.stderr and "mxinfra-backup/1" not in sent.stderr, sent.stderr
+            assert sent.returncode == 1 and "refused the header (the token, the archive id or its size)" in sent.stderr and "mxinfra-backup/1" not in sent.stderr, sent.stderr
         else:
             # bytes that do not match the sha256 announced (a corrupted copy): refused after the transfer; in
             # mxinfra-backup/1's header, as an export deployed before /2 sends it (still received)
@@ -1447,7 +1447,7 @@ def test_export_stops_at_once_and_leaves_no_hasher_when_the_receiver_stalls_refu
             pass
 
     sent, took = _export_to_peer(receiver, tmp_path / "src", {"BACKUP_WAIT": "3", "FAKE_HASHER": "stall", "FAKE_SLEEP": sleep}, path=fake)
-    said = {"silent": "did not answer the mxinfra-backup/2 header within 3s", "no": "refused the token or the archive id", "pipe": "the receiver went away"}[peer]
+    said = {"silent": "did not answer the mxinfra-backup/2 header within 3s", "no": "refused the header (the token, the archive id or its size)", "pipe": "the receiver went away"}[peer]
     assert sent.returncode == 1 and said in sent.stderr and "export: sent" not in sent.stdout, sent.stderr
     assert heads == [b"mxinfra-backup/2 s3cret 20261204T020000Z 8388608\n"] and took < 10, (heads, took)
     assert not [p for p in Path("/proc").glob("[0-9]*") if _cmdline(p) == b"sleep\0" + sleep.encode() + b"\0"]

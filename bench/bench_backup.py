@@ -117,8 +117,8 @@ def _volume(into: Path, directory: Path | None) -> Path:
         missing = [n for n in ("backup.sh", "restore.sh", "export.sh") if not (directory / n).is_file()]
         if missing:
             raise SystemExit(f"--scripts {directory}: missing {', '.join(missing)}")
-        # receive.pl where that version has one (restore.sh runs it from its directory; before, it was inline)
-        data.update({n: (directory / n).read_text() for n in ("backup.sh", "restore.sh", "export.sh", "receive.pl") if (directory / n).is_file()})
+        # the perl files where that version has them (the scripts run them from their directory; before, inline)
+        data.update({n: (directory / n).read_text() for n in ("backup.sh", "restore.sh", "export.sh", "receive.pl", "export.pl", "Transfer.pm") if (directory / n).is_file()})
     into.mkdir()
     for name, text in data.items():
         (into / name).write_text(text)

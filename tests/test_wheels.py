@@ -8,6 +8,7 @@ repository. tests/test_dependencies.py states the same rule statically for every
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -62,6 +63,11 @@ def test_core_wheel_alone(wheels: dict[str, Path], tmp_path: Path) -> None:
     assert "inspect" in run([str(bin_dir / "mxinfra"), "--help"], cwd=project, env=env).stdout
     shown = run([str(bin_dir / "mxinfra"), "inspect", "orders-1.4.2.mda", "--verify"], cwd=project, env=env).stdout
     assert "1.4.2" in shown
+    # The backup containers' scripts are package data: every file beside mxinfra/backup_scripts/__init__.py
+    # in this checkout is in the installed core, byte for byte, and is what the core lists for the targets.
+    ours = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (ROOT / "mxinfra" / "backup_scripts").iterdir() if p.is_file() and p.suffix != ".py"}
+    shipped = "import hashlib, json; from mxinfra.backup_scripts import SCRIPTS, SCRIPT_NAMES; print(json.dumps({n: hashlib.sha256((SCRIPTS / n).read_bytes()).hexdigest() for n in SCRIPT_NAMES}))"
+    assert json.loads(run([str(bin_dir / "python"), "-c", shipped], cwd=project, env=env).stdout) == ours
     # An activity append as `pulumi up` makes it (the dynamic provider's create), on the default file://
     # repository with its development signing key, then verified by the CLI.
     append = (

@@ -8,63 +8,51 @@
 # `mxinfra-backup/1 token id size sha256` and the bytes (an export deployed before 2026-12-07). MODE http,
 # from `mxinfra backup restore --archive` through the pod proxy: a PUT at /token/sha256/id.tar.gz with a
 # Content-Length. Other connections (and a size of 0: no archive is empty) are refused and waited past (each
-# has 30 s to send its whole header; also a /2 sender that closed after its header, having given up on `go`);
+# has Transfer.pm's header window, 30 s, to send its whole header; also a /2 sender that closed after its header, having given up on `go`);
 # the bytes are copied a MiB at a time into OUT.incoming, hashed as they arrive by HASHER (a command
 # reading standard input), checked, then renamed to OUT. Nothing is left behind by a failed receive, nor by a SIGTERM. Exit 0:
 # received; 1: nothing received (within WAIT seconds, or a failure, which says why).
 # In perl-base, which every Debian system has (the postgres images are Debian-based): no module beyond it.
 use strict;
-use IO::Socket::INET;
+use File::Basename qw(dirname);
+use lib dirname($0);
+use Transfer;
 
 END { $? = 1 if $? }  # every failure is 1 (die exits with errno otherwise): restore.sh's "nothing restored"
 
 my ($mode, $port, $token_sha, $id, $out, $wait, $hasher) = @ARGV;
 die "receive.pl: MODE PORT TOKEN_SHA256 ID OUT WAIT HASHER\n" unless defined $hasher;
 die "restore: BACKUP_WAIT must be a whole number of seconds above 0, got $wait\n" unless $wait =~ /\A[1-9]\d*\z/;
-# how long a hash may lag behind the last byte: the wait, and a second per 50 MB (a slow hasher, a cold disk)
-sub hash_wait { $wait + int($_[0] / 50_000_000) }
 my $http = $mode eq "http";
-# the sha256 of a token, by coreutils (perl-base has no Digest::SHA); the token is an argument, never shell text
-sub sha_of { open(my $h, "-|", "sh", "-c", q{printf %s "$1" | sha256sum}, "sh", $_[0]) or return ""; my ($d) = split / /, (<$h> // ""); close $h; $d // "" }
 $| = 1;  # each line to the pod log as it happens
 $SIG{PIPE} = "IGNORE";  # a sender gone before its answer is no reason to stop waiting; a dead hasher fails a print
 my $until = time + $wait;
 $SIG{ALRM} = sub { die "restore: no archive arrived on port $port within ${wait}s\n" };
 alarm $wait;
-my $srv = IO::Socket::INET->new(LocalAddr => "0.0.0.0", LocalPort => $port, Proto => "tcp", Listen => 4, ReuseAddr => 1)
-  or die "restore: cannot listen on port $port: $!\n";
+my $srv = Transfer::listen_on($port, "restore");
 print "restore: waiting for $id on port $port" . ($http ? " (HTTP)" : "") . "\n";
 sub answer { my ($c, $code, $text) = @_; eval { print $c "HTTP/1.1 $code\r\nContent-Type: text/plain\r\nContent-Length: " . length($text) . "\r\nConnection: close\r\n\r\n$text" }; close $c }
 while (my $c = $srv->accept) {
   binmode $c;
-  my ($head, $ch, $size, $sha, $trailer) = ("", "");
-  my $room = $until - time;
-  die "restore: no archive arrived on port $port within ${wait}s\n" if $room <= 0;
-  my $slow = !eval {
-    local $SIG{__DIE__};
-    local $SIG{ALRM} = sub { die "slow\n" };
-    alarm($room < 30 ? $room : 30);
-    if ($http) { while (length $head < 8192 && $head !~ /\r?\n\r?\n\z/ && sysread($c, $ch, 1)) { $head .= $ch } }
-    else { while (length $head < 300 && sysread($c, $ch, 1) && $ch ne "\n") { $head .= $ch } }
-    alarm 0;
-    1;
-  };
-  alarm(($until - time) > 0 ? $until - time : 1);
-  if ($slow) { close $c; next }
+  my ($ch, $size, $sha, $trailer) = ("");
+  die "restore: no archive arrived on port $port within ${wait}s\n" if $until <= time;
+  my $head = Transfer::read_head($c, $until, $http);
+  unless (defined $head) { close $c; next }
   if ($http) {
     if ($head !~ /\r?\n\r?\n\z/) { answer($c, "431 Request Header Fields Too Large", "no end of the header within 8 KiB\n"); next }
     my ($method, $target) = $head =~ m{\A(\S+) (\S+) HTTP/1\.[01]\r?\n};
     ($size) = $head =~ m{^Content-Length:\s*(\d+)\s*$}mi;
     my $token;
     ($token, $sha) = ($target // "") =~ m{\A/([A-Za-z0-9_-]{1,128})/([0-9a-f]{64})/\Q$id\E\.tar\.gz\z};
-    unless (($method // "") eq "PUT" && defined $sha && sha_of($token) eq $token_sha) { answer($c, "404 Not Found", "not here\n"); next }
+    unless (($method // "") eq "PUT" && defined $sha && Transfer::sha_of($token) eq $token_sha) { answer($c, "404 Not Found", "not here\n"); next }
     if (!defined $size || $head =~ m{^Transfer-Encoding:}mi) { answer($c, "411 Length Required", "a Content-Length is needed\n"); next }
+    if ($size == 0) { answer($c, "400 Bad Request", "an empty body: no archive is empty\n"); next }
   } else {
     # /2: the sha256 follows the bytes; /1 (an export before 2026-12-07): the last field of the header
     my ($magic, $t, $i, @rest) = split / /, $head;
     $trailer = ($magic // "") eq "mxinfra-backup/2" && @rest == 1;
     ($size, $sha) = @rest;
-    unless (($trailer || ($magic // "") eq "mxinfra-backup/1" && @rest == 2 && ($sha // "") =~ /\A[0-9a-f]{64}\z/) && ($t // "") =~ /\A[A-Za-z0-9_-]{1,128}\z/ && sha_of($t) eq $token_sha && ($i // "") eq $id && ($size // "") =~ /\A[1-9]\d*\z/) {
+    unless (($trailer || ($magic // "") eq "mxinfra-backup/1" && @rest == 2 && ($sha // "") =~ /\A[0-9a-f]{64}\z/) && ($t // "") =~ /\A[A-Za-z0-9_-]{1,128}\z/ && Transfer::sha_of($t) eq $token_sha && ($i // "") eq $id && ($size // "") =~ /\A[1-9]\d*\z/) {
       print STDERR "restore: refused a connection without the token, the archive id and a size\n";
       print $c "no\n" if ($magic // "") eq "mxinfra-backup/2";  # the sender stops there (an old receiver just closes)
       close $c; next;
@@ -76,7 +64,7 @@ while (my $c = $srv->accept) {
   # was still queued here), and the receive waits on for the one it sent next
   local $SIG{ALRM} = sub { die "restore: the archive stopped after 0 of $size bytes (nothing moved for ${wait}s)\n" };
   alarm $wait;
-  if (!($n = sysread $c, $buf, $left < 1048576 ? $left : 1048576)) {
+  if (!($n = sysread $c, $buf, $left < $Transfer::CHUNK ? $left : $Transfer::CHUNK)) {
     die "restore: the archive stopped after 0 of $size bytes\n" unless $trailer;
     print STDERR "restore: a sender closed after its header: waiting on\n";
     close $c;
@@ -99,12 +87,12 @@ while (my $c = $srv->accept) {
     $left -= $n;
     last unless $left > 0;
     alarm $wait;
-    $n = sysread $c, $buf, $left < 1048576 ? $left : 1048576;
+    $n = sysread $c, $buf, $left < $Transfer::CHUNK ? $left : $Transfer::CHUNK;
     die "restore: the archive stopped after " . ($size - $left) . " of $size bytes\n" unless $n;
   }
   close $f or die "restore: $out.incoming: $!\n";
   if ($trailer) {
-    my $lag = hash_wait($size);
+    my $lag = Transfer::hash_wait($wait, $size);
     local $SIG{ALRM} = sub { die "restore: no sha256 followed the $size bytes of the archive within ${lag}s\n" };
     alarm $lag;
     my $line = "";

@@ -176,7 +176,7 @@ def uses_rclone(settings: EnvironmentSettings) -> bool:
 
 
 def script(name: str) -> str:
-    """The text of a container script (backup.sh, restore.sh, receive.pl, export.sh or store.sh)."""
+    """The text of a container script (backup.sh, restore.sh, receive.pl, export.sh, export.pl, Transfer.pm or store.sh)."""
     return (SCRIPTS / name).read_text()
 
 

@@ -105,7 +105,7 @@ def test_the_cluster_runs_the_scripts_the_tests_run(project, capsys, tmp_path):
     docs, _ = _render(project, capsys, tmp_path, "production", config("production"))
     scripts = _one(docs, "ConfigMap", "orders-production-backup-scripts")
     # the scripts as the target ships them, and the core's clean.sql (what every target runs before a dump)
-    assert scripts["data"] == {**{name: (SCRIPTS / name).read_text() for name in ("backup.sh", "restore.sh", "receive.pl", "export.sh", "store.sh")}, "clean.sql": CLEAN_SQL}
+    assert scripts["data"] == {**{name: (SCRIPTS / name).read_text() for name in ("backup.sh", "restore.sh", "receive.pl", "export.sh", "export.pl", "Transfer.pm", "store.sh")}, "clean.sql": CLEAN_SQL}
 
 
 @pytest.mark.usefixtures("engine_secrets")

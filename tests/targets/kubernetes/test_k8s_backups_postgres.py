@@ -1165,7 +1165,7 @@ def test_a_signal_to_the_backup_stops_its_files_session_too(tmp_path: Path) -> N
 def test_an_archive_put_over_http_survives_strangers_and_is_restored(pg: PostgresServer, tmp_path: Path) -> None:
     """restore.sh's HTTP receiver (BACKUP_RECEIVE=http, `mxinfra backup restore --archive` through the pod
     proxy): a connection reset before it says anything, a wrong path and a chunked PUT are answered (or
-    dropped) and waited past; the real PUT is checked and restored; read from the archive's start."""
+    dropped) and waited past, as is an empty body; the real PUT is checked and restored; read from the archive's start."""
     pg.psql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;" + SCHEMA + _data(random.Random(9)))
     source, files, dest = tmp_path / "src", tmp_path / "files", tmp_path / "dst"
     for d in (source, files, dest):
@@ -1200,6 +1200,9 @@ def test_an_archive_put_over_http_survives_strangers_and_is_restored(pg: Postgre
     # what the Job's spec shows (the token's sha256) is not the token: a reader of the spec sends nothing
     assert put(f"PUT /{S3CRET_SHA}/{sha}/20261204T020000Z.tar.gz HTTP/1.1\r\nContent-Length: 0\r\n\r\n".encode()).startswith(b"HTTP/1.1 404")
     assert put(f"PUT /s3cret/{sha}/20261204T020000Z.tar.gz HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".encode()).startswith(b"HTTP/1.1 411")
+    # the right path with an empty body: no archive is empty (refused as the TCP receiver refuses a size of 0)
+    empty = put(f"PUT /s3cret/{sha}/20261204T020000Z.tar.gz HTTP/1.1\r\nContent-Length: 0\r\n\r\n".encode())
+    assert empty.startswith(b"HTTP/1.1 400") and empty.endswith(b"an empty body: no archive is empty\n"), empty
     answer = put(f"PUT /s3cret/{sha}/20261204T020000Z.tar.gz HTTP/1.1\r\nHost: pod\r\nContent-Length: {len(archive)}\r\n\r\n".encode(), archive)
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"ok\n")
     out, err = receiver.communicate(timeout=120)

@@ -1,7 +1,7 @@
 """Benchmark: the Kubernetes target's backup and restore scripts against a real PostgreSQL, by size, and
 against the floor: the same work done by hand with the plain tools.
 
-    .venv/bin/python bench/bench_backup.py [--db-mb 64,256] [--files-mb 256] [--repeat 2] [--scripts DIR] [--cache cold|warm]
+    .venv/bin/python bench/bench_backup.py [--db-mb 64,256] [--files-mb 256] [--repeat 2] [--scripts DIR] [--cache cold|warm] [--touch-free]
 
 `--scripts` times another copy of the scripts (e.g. `git show HEAD~1:...` into a directory) to compare versions.
 
@@ -24,8 +24,11 @@ is timed in the next step. Then, with `--cache cold` (the default), every file o
 of the server's data directory is dropped from the page cache (posix_fadvise DONTNEED; no root needed), so
 each step and its floor read their inputs from the disk alike, as a restore of last night's archive does.
 With `--cache warm` they stay as the steps before left them (a restore then reads the archive the backup just
-wrote, from the cache; on the VM of 2026-12-07 that restore measured up to 1.9x the floor, for reasons not
-known: see the Kubernetes README).
+wrote, from the cache; on the VM of 2026-12-07 that restore measured up to 1.9x the floor: the VM's first
+touch of memory it had handed back to the host, see the Kubernetes README). `--touch-free`, also untimed
+before each step, writes a byte into every page of the free memory but 1 GiB and frees it: on a VM whose
+balloon reports free pages to the host, each step then writes into pages the host backs; the rate of each
+touch is printed (a first touch of reported pages is several times slower).
 
 Prints, per size and step, the median and minimum seconds of the script and the floor, the ratio of the
 medians, and the peak resident memory of the largest process of each run (the client side: the server's
@@ -55,6 +58,7 @@ SCRIPTS = Path()  # the Jobs' scripts volume (_volume), filled in main
 SERVER: PostgresServer | None = None  # the throwaway server, vacuumed and checkpointed before each timed step
 RESTORE_FLAGS = "--clean --if-exists --no-owner --no-privileges --single-transaction --exit-on-error"
 EVICT: list[Path] = []  # the trees dropped from the page cache before each timed step (--cache cold)
+TOUCHED: list[float] | None = None  # MiB/s of each touch of the free memory before a timed step (--touch-free)
 
 
 def _evict(roots: list[Path]) -> None:
@@ -71,6 +75,21 @@ def _evict(roots: list[Path]) -> None:
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             finally:
                 os.close(fd)
+
+
+def _touch_free() -> None:
+    """Write a byte into each page of the free memory but 1 GiB, then free it; its rate into TOUCHED."""
+    assert TOUCHED is not None
+    with open("/proc/meminfo") as info:
+        free = next(int(line.split()[1]) * 1024 for line in info if line.startswith("MemFree:"))
+    size = free - (1 << 30)
+    if size < 1 << 20:
+        return
+    start = time.perf_counter()
+    block = bytearray(size)
+    block[::4096] = b"\x01" * len(range(0, size, 4096))
+    del block
+    TOUCHED.append((size >> 20) / (time.perf_counter() - start))
 
 
 def _path() -> str:
@@ -93,6 +112,8 @@ def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
             SERVER.psql("VACUUM; CHECKPOINT;")
         os.sync()
         _evict(EVICT)
+        if TOUCHED is not None:
+            _touch_free()
         start = time.perf_counter()
         done = subprocess.run(wrapped, env={"PATH": _path(), **env}, stdout=subprocess.DEVNULL, stderr=err)
         elapsed = time.perf_counter() - start
@@ -146,9 +167,9 @@ def _transfer(archive: Path, stamp: str, work: Path) -> tuple[float, int]:
     assert receiver.stdout is not None
     if receiver.stdout.readline().split()[:2] != ["restore:", "waiting"]:  # listening now
         raise SystemExit("transfer: the receiver did not start")
-    start = time.perf_counter()
+    # timed by _timed alone: what it does first, untimed (the server's vacuum and checkpoint, the sync, the
+    # eviction, the touch), is not the transfer's (until 2026-12-07 this step's time included it)
     sent = _script("export.sh", {"BACKUP_DIR": str(archive.parent), "BACKUP_ID": stamp, "BACKUP_TARGET": f"127.0.0.1:{port}", "BACKUP_TOKEN": "bench"})
-    elapsed = time.perf_counter() - start
     try:
         receiver.wait(timeout=600)
     finally:
@@ -157,7 +178,7 @@ def _transfer(archive: Path, stamp: str, work: Path) -> tuple[float, int]:
     if not got.exists() or got.stat().st_size != archive.stat().st_size:
         raise SystemExit("transfer: the archive did not arrive whole")
     shutil.rmtree(dest)
-    return elapsed, sent[1]
+    return sent
 
 
 def _fill(pg: PostgresServer, mb: int) -> int:
@@ -188,8 +209,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--scripts", type=Path, help="a directory with other versions of backup.sh, restore.sh and export.sh")
     ap.add_argument("--cache", choices=("cold", "warm"), default="cold", help="drop the steps' files from the page cache before each (default) or not")
+    ap.add_argument("--touch-free", action="store_true", help="touch every page of the free memory but 1 GiB before each step (a VM's reported pages)")
     args = ap.parse_args()
-    global SCRIPTS, SERVER
+    global SCRIPTS, SERVER, TOUCHED
+    TOUCHED = [] if args.touch_free else None
     pg = SERVER = PostgresServer.start()
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -228,6 +251,8 @@ def main() -> None:
                 print(_line("transfer", took["transfer"], took["floor-copy"]))
                 for p in backups.glob("*.tar.gz"):
                     p.unlink()
+            if TOUCHED:
+                print(f"\nthe free memory touched before each step: {len(TOUCHED)} times, {min(TOUCHED):.0f} to {max(TOUCHED):.0f} MiB/s (median {statistics.median(TOUCHED):.0f})")
     finally:
         pg.stop()
 

@@ -41,6 +41,7 @@ sub read_head {
     alarm($room < $HEADER_WINDOW ? ($room > 0 ? $room : 1) : $HEADER_WINDOW);
     if ($http) { while (length $head < 8192 && $head !~ /\r?\n\r?\n\z/ && sysread($c, $ch, 1)) { $head .= $ch } }
     else { while (length $head < 300 && sysread($c, $ch, 1) && $ch ne "\n") { $head .= $ch } }
+    alarm 0;  # a header read whole is kept, however near the window's end it came
     1;
   };
   alarm(($until - time) > 0 ? $until - time : 1);

@@ -14,11 +14,12 @@
 # received; 1: nothing received (within WAIT seconds, or a failure, which says why).
 # In perl-base, which every Debian system has (the postgres images are Debian-based): no module beyond it.
 use strict;
+# every failure is 1 (die exits with errno otherwise, a module that does not load 2): restore.sh's "nothing
+# restored"; before the modules, so that it holds for them too
+END { $? = 1 if $? }
 use File::Basename qw(dirname);
 use lib dirname($0);
 use Transfer;
-
-END { $? = 1 if $? }  # every failure is 1 (die exits with errno otherwise): restore.sh's "nothing restored"
 
 my ($mode, $port, $token_sha, $id, $out, $wait, $hasher) = @ARGV;
 die "receive.pl: MODE PORT TOKEN_SHA256 ID OUT WAIT HASHER\n" unless defined $hasher;

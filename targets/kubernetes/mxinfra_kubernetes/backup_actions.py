@@ -665,7 +665,7 @@ _NOTHING_RECEIVED = (
 # How restore.sh's receiver answers a request it refuses: each status with its whole body, matched whole (a
 # proxy's or a gateway's answers are JSON or HTML).
 _RECEIVER_REFUSALS = {
-    400: re.compile(r"sha256 [0-9a-f]{64}"),
+    400: re.compile(r"sha256 [0-9a-f]{64}|an empty body: no archive is empty"),
     404: re.compile(r"not here"),
     411: re.compile(r"a Content-Length is needed"),
     431: re.compile(r"no end of the header within 8 KiB"),

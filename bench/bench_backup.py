@@ -28,7 +28,8 @@ wrote, from the cache; on the VM of 2026-12-07 that restore measured up to 1.9x 
 touch of memory it had handed back to the host, see the Kubernetes README). `--touch-free`, also untimed
 before each step, writes a byte into every page of the free memory but 1 GiB and frees it: on a VM whose
 balloon reports free pages to the host, each step then writes into pages the host backs; the rate of each
-touch is printed (a first touch of reported pages is several times slower).
+touch is printed (a first touch of reported pages is several times slower). It holds all but 1 GiB of the
+free memory for a moment: run it with the machine to itself.
 
 Prints, per size and step, the median and minimum seconds of the script and the floor, the ratio of the
 medians, and the peak resident memory of the largest process of each run (the client side: the server's

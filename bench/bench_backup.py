@@ -132,6 +132,7 @@ def _script(name: str, env: dict[str, str]) -> tuple[float, int]:
 def _volume(into: Path, directory: Path | None) -> Path:
     """The Jobs' scripts volume as the backup-scripts ConfigMap fills it (the checkout's scripts and the
     core's clean.sql), with the scripts of `directory` instead where it is given."""
+    from mxinfra.backup_scripts import SCRIPT_NAMES
     from mxinfra_kubernetes.backups import scripts_data
 
     data = scripts_data()
@@ -139,8 +140,8 @@ def _volume(into: Path, directory: Path | None) -> Path:
         missing = [n for n in ("backup.sh", "restore.sh", "export.sh") if not (directory / n).is_file()]
         if missing:
             raise SystemExit(f"--scripts {directory}: missing {', '.join(missing)}")
-        # the perl files where that version has them (the scripts run them from their directory; before, inline)
-        data.update({n: (directory / n).read_text() for n in ("backup.sh", "restore.sh", "export.sh", "receive.pl", "export.pl", "Transfer.pm") if (directory / n).is_file()})
+        # every script that version has (its perl files only where it has them: before, they were inline)
+        data.update({n: (directory / n).read_text() for n in SCRIPT_NAMES if (directory / n).is_file()})
     into.mkdir()
     for name, text in data.items():
         (into / name).write_text(text)

@@ -11,6 +11,13 @@ our $HEADER_WINDOW = 30;
 # Bytes are moved a MiB at a time: flat memory, whatever the archive's size.
 our $CHUNK = 1048576;
 
+# A wait (BACKUP_WAIT, which the sh scripts check first: exit 2) as every alarm here takes it: a whole number of
+# seconds above 0 (0 would turn each limit off). $who names the script in the message.
+sub check_wait {
+  my ($wait, $who) = @_;
+  die "$who: BACKUP_WAIT must be a whole number of seconds above 0, got $wait\n" unless ($wait // "") =~ /\A[1-9]\d*\z/;
+}
+
 # How long a hash may lag behind the last byte: the wait, and a second per 50 MB (a slow hasher, a cold disk).
 sub hash_wait { my ($wait, $size) = @_; return $wait + int($size / 50_000_000) }
 

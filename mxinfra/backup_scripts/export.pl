@@ -26,8 +26,9 @@ use Transfer;
 
 my ($mode, $where, $wait, $token, $id, $size, $path, $hasher) = @ARGV;
 die "export.pl: send|serve TARGET|PORT WAIT TOKEN|TOKEN_SHA256 ID SIZE PATH HASHER\n" unless defined $hasher && $mode =~ /\A(send|serve)\z/;
-die "export: WAIT must be a whole number of seconds above 0, got $wait\n" unless $wait =~ /\A[1-9]\d*\z/;
+Transfer::check_wait($wait, "export");
 $SIG{PIPE} = "IGNORE";  # a peer gone is a failed write that says so, not a silent death
+my $until = time + $wait;  # for the caller to come (serve), or for the receiver to listen (send)
 
 my $hasher_pid = open(my $h, "-|", "sh", "-c", "exec $hasher < \"\$1\"", "sh", $path) or die "export: cannot start $hasher: $!\n";
 $SIG{__DIE__} = sub { kill "KILL", $hasher_pid if $hasher_pid };  # a transfer that fails leaves no hasher reading on
@@ -68,7 +69,6 @@ if ($mode eq "serve") {
   $SIG{ALRM} = sub { die "export: nobody fetched $id within ${wait}s\n" };
   alarm $wait;
   my $srv = Transfer::listen_on($where, "export");
-  my $until = time + $wait;
   while (my $c = $srv->accept) {
     binmode $c;
     my $head = Transfer::read_head($c, $until, 1);
@@ -89,7 +89,6 @@ if ($mode eq "serve") {
   die "export: accept failed: $!\n";
 }
 
-my $until = time + $wait;
 sub connected {
   my $s;
   until ($s = IO::Socket::INET->new(PeerAddr => $where, Proto => "tcp", Timeout => 10)) {

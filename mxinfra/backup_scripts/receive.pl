@@ -23,7 +23,7 @@ use Transfer;
 
 my ($mode, $port, $token_sha, $id, $out, $wait, $hasher) = @ARGV;
 die "receive.pl: MODE PORT TOKEN_SHA256 ID OUT WAIT HASHER\n" unless defined $hasher;
-die "restore: BACKUP_WAIT must be a whole number of seconds above 0, got $wait\n" unless $wait =~ /\A[1-9]\d*\z/;
+Transfer::check_wait($wait, "restore");
 my $http = $mode eq "http";
 $| = 1;  # each line to the pod log as it happens
 $SIG{PIPE} = "IGNORE";  # a sender gone before its answer is no reason to stop waiting; a dead hasher fails a print

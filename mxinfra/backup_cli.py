@@ -327,10 +327,25 @@ def restore(
     known = ctx.actions.list()
     if backup_id not in known:
         raise UserError(f"{environment} has no backup {backup_id}: it has {', '.join(known[:5]) or 'none'}{' ...' if len(known) > 5 else ''}")
-    before = _production_backup(ctx, keep=backup_id)
-    done = {"id": backup_id, "from": environment, **({"backupBefore": before} if before else {})}
+    # a target whose restore takes production's backup itself (server-side: no caller skips it, AWS) says
+    # which one once it ended; recorded then, before the restore's outcome
+    backs_up = getattr(ctx.actions, "restore_backs_up_first", None)
+    inside = ctx.environment.is_production and callable(backs_up) and bool(backs_up(backup_id))
+    taken: dict[str, Any] = {"by": "the restore"} if inside else {}
+    if not inside and (first := _production_backup(ctx, keep=backup_id)):
+        taken["id"] = first
+
+    def backed_up(backup: str) -> None:
+        ctx.record("backup", {"backup": {"id": backup, "trigger": "before restore"}})
+        taken["id"] = backup
+        sys.stdout.write(f"{environment}: backup {backup} taken first\n")
+
+    more = {"backed_up": backed_up} if inside else {}
+    done = {"id": backup_id, "from": environment}
     # what the target says the restore did (the new instance or server it made, what became of the app)
-    outcome = _recorded_restore(ctx, done, lambda before: ctx.actions.restore(backup_id, _now(), before), taken={"id": before} if before else None)
+    outcome = _recorded_restore(ctx, done, lambda before: ctx.actions.restore(backup_id, _now(), before, **more), taken=taken)
+    before = taken.get("id")
+    done.update({"backupBefore": before} if before else {})
     ctx.record("restore", {"restore": {**(outcome if isinstance(outcome, dict) else {}), **done}})  # what the CLI knows wins
     # in place unless the target restored into a new database it names (AWS, Azure: put in service later)
     if not (isinstance(outcome, dict) and "database" in outcome):

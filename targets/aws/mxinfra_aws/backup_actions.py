@@ -68,6 +68,8 @@ RESTORE_STOP_SECONDS = 3600.0
 FETCH, RESTORE, PUSH_FILES = "fetch", "restore", "push-files"  # export's names (that module imports Pulumi)
 # The restore machine's state whose output names the recovery points production's restore took first.
 BACKED_UP = "BackedUp"
+# The files-restore machine's output key naming the restore job it started (files_restore.py).
+FILES_RESTORE_JOB = "restoreJob"
 # What the restore machine adds to a failure's cause when a service kept its restore mark (export.py).
 MARK_LEFT = "and a service still carries the mark mxinfra:restoring"
 # A large database's snapshot or restore: the command waits, then says how to follow the job.
@@ -436,12 +438,35 @@ class VaultActions:
             f"see `aws backup list-recovery-points-by-backup-vault --backup-vault-name {self.vault} --region {self.a.region}`"
         )
 
-    def restore(self, backup: str, now: datetime, before: Callable[[], None] | None = None) -> dict[str, Any]:
+    def restore_backs_up_first(self, backup: str) -> bool:
+        """Whether `restore` of `backup` takes production's backup itself: its files go back through
+        production's files-restore machine, the only way into the bucket, which backs up first
+        (files_restore.py). A backup without files, or a stack whose machine is not deployed yet (no `pulumi
+        up` since), does not: the caller takes the backup, as before."""
+        if not self.env.is_production:
+            return False
+        self._check_account()
+        pair = {p.id: p for p in self._list()}.get(backup)
+        if pair is None or FILES not in pair.points:
+            return False
+        machine = self.a.files_restore_machine_arn
+        try:
+            with self._aws(f"states:DescribeStateMachine of {machine}", head=self._files_head):
+                self._states().describe_state_machine(stateMachineArn=machine)
+        except UserError as e:
+            # (a backups role from before may not read it, nor restore through it): the caller backs up first
+            self._say(f"warning: {self.env.name}: the files-restore machine could not be read ({e}): this command takes the backup itself (run `pulumi up` to deploy it)")
+            return False
+        return True
+
+    def restore(self, backup: str, now: datetime, before: Callable[[], None] | None = None, backed_up: Callable[[str], None] | None = None) -> dict[str, Any]:
         """Restore backup `backup`: the database into a new instance, the files into the bucket; waited
         for. `before` runs once every recovery point's restore metadata was read, before the first job starts
-        (the CLI's intent record). What was created, which the CLI may record."""
+        (the CLI's intent record). With `backed_up` (production, when restore_backs_up_first), the files go
+        back through the files-restore machine, which takes the backup first: its id to `backed_up` once the
+        machine ended. What was created, which the CLI may record."""
         self._check_account()
-        if self.env.is_production and not self._taken:
+        if self.env.is_production and not self._taken and backed_up is None:
             raise UserError(
                 f"restoring into production {self.env.name} needs an on-demand backup of it taken first, in the same run: "
                 "use `mxinfra backup restore`, which takes one and records it before restoring"
@@ -455,7 +480,10 @@ class VaultActions:
         if new_instance in (self.a.db_identifier, self.a.serving_db_identifier):  # never over a running instance
             raise UserError(f"refusing to restore over the running instance {new_instance}")
         planned = []
+        through_machine = backed_up is not None and FILES in pair.points
         for kind, point in sorted(pair.points.items()):
+            if kind == FILES and through_machine:
+                continue  # the machine reads its metadata and fixes its destination
             metadata = dict(self._restore_metadata(point))
             if kind == DATABASE:
                 metadata["DBInstanceIdentifier"] = new_instance
@@ -465,6 +493,10 @@ class VaultActions:
                 planned.append((kind, point, metadata, "S3"))
         if before is not None:
             before()
+        if through_machine:
+            assert backed_up is not None
+            # first: no restore job starts before production is backed up
+            jobs[FILES] = self._restore_files(pair.points[FILES].arn, backup, now, backed_up)
         for kind, point, metadata, resource_type in planned:
             started = ", ".join(f"{k} restore job {j}" for k, j in jobs.items())
             with self._aws(f"backup:StartRestoreJob of {point.arn} ({kind})", started=started):
@@ -568,7 +600,7 @@ class VaultActions:
 
     def archive_restore_backs_up_first(self) -> bool:
         """Whether `restore_archive` takes production's backup itself: the deployed state machine does, before
-        it stops anything, so that nobody who may start it skips the backup (export._backup_first). A machine
+        it stops anything, so that nobody who may start it skips the backup (export.backup_first). A machine
         deployed before it did (no `pulumi up` since) does not: the caller then takes the backup, as before."""
         if not (self.env.is_production and self.a.export):
             return False
@@ -737,12 +769,65 @@ class VaultActions:
         also = f"; {started_again}" if ended.not_started else ""
         raise UserError(f"{head}: the restore {execution} ended {ended.status}: {ended.why}{also}; check that the services run as before ({services}) ({tail})")
 
-    def _backed_up_first(self, states: Any, execution: str) -> str | None:
+    def _states(self) -> Any:
+        with self._aws("creating the AWS clients"):
+            return self.session.client("stepfunctions", region_name=self.a.region, config=self._config)
+
+    @property
+    def _files_head(self) -> str:
+        return f"{self.env.name}: the files restore (state machine {self.a.files_restore_name}, account {self.a.account}, {self.a.region})"
+
+    def _restore_files(self, point: str, backup: str, now: datetime, backed_up: Callable[[str], None]) -> str:
+        """Production's files restore: an execution of the files-restore machine with the recovery point
+        `point`, followed to its end; the backup it took first to `backed_up` (whatever became of the restore);
+        the restore job it started. NothingRestored when it started none."""
+        from mxinfra.backups import NothingRestored
+
+        machine, head = self.a.files_restore_machine_arn, self._files_head
+        # unique per restore and second; StartExecution is idempotent for the same name and input (retries)
+        name = f"{backup}-{now.astimezone(timezone.utc).strftime(ID_FORMAT)}"
+        execution = machine.replace(":stateMachine:", ":execution:") + f":{name}"
+        states = self._states()
+        with self._aws(f"states:StartExecution of {machine}", head=head):
+            states.start_execution(stateMachineArn=machine, name=name, input=json.dumps({"files": point}))
+        self._say(f"{self.env.name}: backing production up first, then restoring the files of backup {backup} (execution {execution})")
+        # the backup's wait (as long as `create` waits) and a margin for the machine's own calls
+        wait = self.backup_timeout + 600.0
+        deadline = time.monotonic() + wait
+        try:
+            while True:
+                d = self._describe_patiently(states, execution, deadline, head, "files restore")
+                if d.get("status") != "RUNNING":
+                    break
+                if time.monotonic() >= deadline:
+                    raise UserError(f"{head}: the files restore {execution} still ran after {wait / 60:.0f} minutes")
+                time.sleep(self.poll)
+        except BaseException:
+            self._say(f"warning: the files restore {execution} goes on without this command: it backs production up, then may restore the files "
+                      f"(`aws stepfunctions describe-execution --execution-arn {execution}`)")
+            raise
+        taken = self._backed_up_first(states, execution, head)
+        if taken is not None:
+            backed_up(taken)
+        status, follow = str(d.get("status")), f"`aws stepfunctions describe-execution --execution-arn {execution}`"
+        if status == "SUCCEEDED":
+            try:
+                job = json.loads(d.get("output") or "{}").get(FILES_RESTORE_JOB)
+            except (ValueError, AttributeError):
+                job = None
+            if isinstance(job, str) and job:
+                return job
+            raise UserError(f"{head}: the files restore {execution} succeeded, but its output names no restore job: see {follow} and `aws backup list-restore-jobs --region {self.a.region}`")
+        why = f"{d.get('error') or status}: {str(d.get('cause') or 'AWS gave no reason')[:400]}"
+        raise NothingRestored(f"{head}: the files restore {execution} ended {status}: {why}; the database's restore was not started either ({follow})", {"execution": name})
+
+    def _backed_up_first(self, states: Any, execution: str, head: str | None = None) -> str | None:
         """The backup production's restore machine took before it stopped anything (its BACKED_UP state's
         output, in the execution's history); None, said, when it took none or it cannot be read."""
+        head = head or self._restore_head
         points: Any = None
         try:
-            with self._aws(f"states:GetExecutionHistory of {execution}", head=self._restore_head):
+            with self._aws(f"states:GetExecutionHistory of {execution}", head=head):
                 for page in states.get_paginator("get_execution_history").paginate(executionArn=execution, includeExecutionData=True):
                     for event in page.get("events") or []:
                         exited = event.get("stateExitedEventDetails") or {}
@@ -750,7 +835,7 @@ class VaultActions:
                             output = exited.get("output")
                             points = (json.loads(output).get("backedUp") or {}) if isinstance(output, str) else {}
         except (UserError, ValueError, AttributeError) as e:  # the restore's own outcome is the news: said beside it
-            self._say(f"warning: {self._restore_head}: which backup the restore {execution} took first could not be read ({e}): "
+            self._say(f"warning: {head}: which backup the restore {execution} took first could not be read ({e}): "
                       f"see its {BACKED_UP} state in `aws stepfunctions get-execution-history --execution-arn {execution}`; it is not recorded")
             return None
         if points is None:
@@ -758,7 +843,7 @@ class VaultActions:
         arns = {str(v) for v in points.values() if v} if isinstance(points, dict) else set()
         taken = self._pair_of(arns) if len(arns) == 2 else None
         if taken is None:
-            self._say(f"warning: {self._restore_head}: the backup the restore {execution} took first could not be told, so it is not recorded: "
+            self._say(f"warning: {head}: the backup the restore {execution} took first could not be told, so it is not recorded: "
                       + (self._not_one_backup(arns) if len(arns) == 2 else f"see its {BACKED_UP} state in `aws stepfunctions get-execution-history --execution-arn {execution}`"))
         return taken
 

@@ -258,7 +258,7 @@ BACKUP_RETRY = [
 _BACKUP_FAILED = ("ABORTED", "EXPIRED", "FAILED", "PARTIAL")
 
 
-def _backup_first(a: Arns, keep_days: int, then: str) -> dict[str, Any]:
+def backup_first(a: Arns, keep_days: int, then: str) -> dict[str, Any]:
     """Production's restore machine's first states: an on-demand backup of the database the app uses and of
     its bucket into the environment's vault, as `mxinfra backup create` takes one, waited for, before
     anything is stopped; then `then`. Taken here, not by the caller, so that no holder of the `backups` role
@@ -330,7 +330,7 @@ def _backup_first(a: Arns, keep_days: int, then: str) -> dict[str, Any]:
 
 def restore_definition(a: Arns, task_definition_arn: str, security_group: str, keep_days: int | None = None) -> dict[str, Any]:
     """The restore state machine. Unless another execution of it runs, and once the input is checked: on
-    production a backup taken first (_backup_first: kept `keep_days`); each service's desired count read,
+    production a backup taken first (backup_first: kept `keep_days`); each service's desired count read,
     then set to 0, until none of its tasks runs; then one run of exactly `task_definition_arn` (a revision),
     the archive `<execution name>.tar.gz` with the input's `sha256`; then each service's desired count set
     back, whether the restore succeeded or failed (also when stopping failed half-way, and each service even
@@ -361,7 +361,7 @@ def restore_definition(a: Arns, task_definition_arn: str, security_group: str, k
     if a.production:
         if keep_days is None:  # (the target renders no restore machine where backups are off: target.exports)
             raise ValueError(f"{a.naming.prefix}: production's restore machine backs up first: give its retention")
-        states.update(_backup_first(a, keep_days, "Read0"))
+        states.update(backup_first(a, keep_days, "Read0"))
     states["BadInput"] = {"Type": "Fail", "Error": "mxinfra.BadInput", "Cause": "the input must be {\"sha256\": \"<the archive's sha256>\"} (mxinfra backup restore --archive): nothing was stopped"}
     for i, service in enumerate(services):
         # the count to start it again with; nothing is stopped yet if this fails

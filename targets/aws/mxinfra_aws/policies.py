@@ -176,6 +176,11 @@ class Arns:
         return self.naming.physical("restore", max_len=80, charset="a-zA-Z0-9_-")
 
     @property
+    def files_restore_name(self) -> str:
+        """Production's files-restore state machine (`mxinfra backup restore --id` starts it)."""
+        return self.naming.physical("files-restore", max_len=80, charset="a-zA-Z0-9_-")
+
+    @property
     def imports_bucket_name(self) -> str:
         """The bucket `restore --archive` uploads an archive into for the restore task, for a day."""
         return self.naming.physical(f"imports-{self.account}-{self.region}", max_len=63)
@@ -309,7 +314,7 @@ class Arns:
     @property
     def recovery_points_arns(self) -> list[str]:
         """AWS Backup recovery points of the account's RDS snapshots and of S3 (tags tell the environment's)."""
-        return [self.backup_snapshots_arn, self._arn("backup", "recovery-point:*")]
+        return [self.backup_snapshots_arn, self.bucket_recovery_points_arn]
 
     @property
     def export_machine_arn(self) -> str:
@@ -345,6 +350,21 @@ class Arns:
     def restore_task_definition_arn(self) -> str:
         """Every revision of the restore task's family."""
         return self._task_definition_arn(self.restore_name)
+
+    @property
+    def files_restore_machine_arn(self) -> str:
+        """Production's files-restore state machine."""
+        return self._arn("states", f"stateMachine:{self.files_restore_name}")
+
+    @property
+    def files_restore_executions_arn(self) -> str:
+        """Every execution of the files-restore state machine."""
+        return self._arn("states", f"execution:{self.files_restore_name}:*")
+
+    @property
+    def bucket_recovery_points_arn(self) -> str:
+        """AWS Backup's own recovery points (S3's: the account's RDS snapshots have ARNs of their own)."""
+        return self._arn("backup", "recovery-point:*")
 
     @property
     def imports_bucket_arn(self) -> str:
@@ -607,21 +627,38 @@ def restore_task_policy(a: Arns) -> Document:
     )
 
 
+def _backup_first_statements(a: Arns) -> list[Document]:
+    """A production machine's on-demand backup of the database and the bucket into the vault, taken as the
+    environment's backup role, followed until it completed (export.backup_first)."""
+    return [
+        # StartBackupJob is authorised on the vault alone; the backup role's bounds decide what it reaches
+        _allow("BackUpFirst", ["backup:StartBackupJob"], a.backup_vault_arn),
+        # jobs have no resource type: AWS only accepts "*" (job metadata of the account, no data)
+        _allow("FollowBackupFirst", ["backup:DescribeBackupJob"], "*"),
+        _pass_backup_role(a),
+    ]
+
+
+def files_restore_runner_policy(a: Arns) -> Document:
+    """Production's files-restore machine's role: back up the database and the bucket first; read a recovery
+    point of the environment's (its tags) and restore it, as the backup role, whose bounds reach only the
+    environment's bucket (backups.scope_policy). Nothing else."""
+    tags = _environment_tags(a)
+    return _doc(
+        *_backup_first_statements(a),
+        _allow("RestoreFiles", ["backup:DescribeRecoveryPoint", "backup:GetRecoveryPointRestoreMetadata", "backup:StartRestoreJob"], a.bucket_recovery_points_arn, {"StringEquals": tags}),
+        *_only_this_environments_points(a, a.bucket_recovery_points_arn),
+    )
+
+
 def restore_runner_policy(a: Arns) -> Document:
     """The restore state machine's role: count its own running executions (and the export's); on production,
     back up the database and the bucket first (an on-demand backup into the vault, as the environment's
     backup role); read, stop and start again the environment's services (their desired counts only: the
     definition passes nothing else); run the restore task's revisions in the environment's cluster, passing
     exactly its two roles."""
-    first = [
-        # StartBackupJob is authorised on the vault alone; the backup role's bounds decide what it reaches
-        _allow("BackUpFirst", ["backup:StartBackupJob"], a.backup_vault_arn),
-        # jobs have no resource type: AWS only accepts "*" (job metadata of the account, no data)
-        _allow("FollowBackupFirst", ["backup:DescribeBackupJob"], "*"),
-        _pass_backup_role(a),
-    ] if a.production and a.aws_backup else []
     return _doc(
-        *first,
+        *(_backup_first_statements(a) if a.production and a.aws_backup else []),
         # one at a time, and never beside a download's export
         _allow("CountRestores", ["states:ListExecutions"], [a.restore_machine_arn, a._arn("states", f"mapRun:{a.restore_name}/*:*"), a.export_machine_arn]),
         _allow("ReadServices", ["ecs:DescribeServices"], _one_or_all(a.service_arns)),
@@ -794,24 +831,47 @@ def aws_backup_statements(a: Arns) -> list[Document]:
     tags to on-demand ones).
     """
     tags = _environment_tags(a)
+    # Production's bucket is restored into by its files-restore machine alone, which backs production up
+    # first (files_restore.py): an S3 recovery point's restore goes into the bucket itself, and nothing in
+    # StartRestoreJob's authorisation can require a backup before it. Its database's recovery points are
+    # restored by the holder, always into a new instance (the backup role's bounds), never over production.
+    restorable = a.backup_snapshots_arn if a.production else a.recovery_points_arns
     return [
         _allow("BackupVault", ["backup:DescribeBackupVault", "backup:ListProtectedResourcesByBackupVault", "backup:ListRecoveryPointsByBackupVault", "backup:StartBackupJob"], a.backup_vault_arn),
-        _allow("RecoveryPoints", ["backup:DescribeRecoveryPoint", "backup:GetRecoveryPointRestoreMetadata", "backup:StartRestoreJob"], a.recovery_points_arns, {"StringEquals": tags}),
+        _allow("RecoveryPoints", ["backup:DescribeRecoveryPoint", "backup:GetRecoveryPointRestoreMetadata"], a.recovery_points_arns, {"StringEquals": tags}),
+        _allow("RestoreRecoveryPoints", ["backup:StartRestoreJob"], restorable, {"StringEquals": tags}),
+        *(
+            [
+                {"Sid": "BucketRestoresThroughTheMachine", "Effect": "Deny", "Action": ["backup:StartRestoreJob"], "Resource": a.bucket_recovery_points_arn},
+                _allow("StartFilesRestore", ["states:StartExecution"], a.files_restore_machine_arn),
+                # following it, and which backup it took first (its history: files_restore.BACKED_UP);
+                # whether it is deployed (its definition). No StopExecution: a restore job it started runs on.
+                _allow("FollowFilesRestore", ["states:DescribeExecution"], [a.files_restore_executions_arn, a._arn("states", f"express:{a.files_restore_name}:*:*")]),
+                _allow("ReadFilesRestoreHistory", ["states:GetExecutionHistory"], a.files_restore_executions_arn),
+                _allow("ReadFilesRestoreMachine", ["states:DescribeStateMachine"], a.files_restore_machine_arn),
+            ]
+            if a.production
+            else []
+        ),
         # Following the jobs one started: these have no resource type, AWS only accepts "*" (job metadata of
         # the account: resource ARNs, times, states; no data).
         _allow("BackupJobs", ["backup:DescribeBackupJob", "backup:DescribeRestoreJob", "backup:ListBackupJobs", "backup:ListRestoreJobs"], "*"),
         _pass_backup_role(a),
-        # A recovery point of another environment (or untagged) is never read or restored: one Deny per tag.
-        *(
-            {
-                "Sid": f"OnlyThis{label}RecoveryPoints",
-                "Effect": "Deny",
-                "Action": ["backup:DescribeRecoveryPoint", "backup:GetRecoveryPointRestoreMetadata", "backup:StartRestoreJob"],
-                "Resource": a.recovery_points_arns,
-                "Condition": {"StringNotEquals": {key: value}},
-            }
-            for label, (key, value) in zip(("App", "Environment"), tags.items())
-        ),
+        *_only_this_environments_points(a, a.recovery_points_arns),
+    ]
+
+
+def _only_this_environments_points(a: Arns, resources: str | list[str]) -> list[Document]:
+    """A recovery point of another environment (or untagged) is never read or restored: one Deny per tag."""
+    return [
+        {
+            "Sid": f"OnlyThis{label}RecoveryPoints",
+            "Effect": "Deny",
+            "Action": ["backup:DescribeRecoveryPoint", "backup:GetRecoveryPointRestoreMetadata", "backup:StartRestoreJob"],
+            "Resource": resources,
+            "Condition": {"StringNotEquals": {key: value}},
+        }
+        for label, (key, value) in zip(("App", "Environment"), _environment_tags(a).items())
     ]
 
 

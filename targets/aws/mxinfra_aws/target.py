@@ -367,7 +367,7 @@ class AwsTarget(Target):
         """Network, storage, database, runtime, alerts and access roles of one environment."""
         import pulumi
 
-        from . import access, export, network, rotation, runtime, storage
+        from . import access, export, files_restore, network, rotation, runtime, storage
         from .backup_actions import restore_source, restored_exists
 
         cfg: AwsConfig = ctx.config
@@ -400,6 +400,7 @@ class AwsTarget(Target):
         )
         # No customer-managed KMS key in this target yet: the vault uses AWS Backup's own key.
         backup = backups.create(ctx, cfg, a, db, [files.versioning])
+        files_restorer = files_restore.create(ctx, cfg, a) if backup is not None else None
         rt = runtime.create(ctx, cfg, a, sgs, db, shared.arn)
         rotation.create(ctx, cfg, a, db, [s for s in (rt.follower, rt.service) if s is not None])
         exported = export.create(ctx, cfg, a, sgs, db) if a.export else None
@@ -424,6 +425,8 @@ class AwsTarget(Target):
             outputs["followerService"] = a.follower_service_arn
         if backup is not None:
             outputs["backupVault"] = a.backup_vault_name
+        if files_restorer is not None:
+            outputs["filesRestoreMachine"] = files_restorer.arn
         if exported is not None:
             outputs["exportMachine"] = exported.machine.arn
             outputs["restoreMachine"] = exported.restore_machine.arn

@@ -54,6 +54,7 @@ OPERATIONS = (
     "ListRecoveryPointsByBackupVault",
     "StartBackupJob",
     "DescribeBackupJob",
+    "DescribeRecoveryPoint",
     "GetRecoveryPointRestoreMetadata",
     "StartRestoreJob",
     "DescribeRestoreJob",
@@ -480,6 +481,14 @@ class BackupDouble:
         if rp is None:
             raise ApiError(404, "ResourceNotFoundException", f"Recovery point {arn} not found")
         return rp
+
+    def _describe_recovery_point(self, p: dict[str, Any]) -> dict[str, Any]:
+        rp = self.points.get(p["RecoveryPointArn"])
+        self._authorize("backup:DescribeRecoveryPoint", p["RecoveryPointArn"], self._point_context(rp) if rp else {})
+        rp = self._point(p["RecoveryPointArn"])
+        if rp["BackupVaultName"] != p["BackupVaultName"]:
+            raise ApiError(404, "ResourceNotFoundException", f"Recovery point {p['RecoveryPointArn']} is not in vault {p['BackupVaultName']}")
+        return {k: v for k, v in rp.items() if not k.startswith("_")}
 
     def _get_recovery_point_restore_metadata(self, p: dict[str, Any]) -> dict[str, Any]:
         rp = self.points.get(p["RecoveryPointArn"])

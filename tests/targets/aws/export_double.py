@@ -443,7 +443,7 @@ class StatesDouble:
         authorised against the runner's policy) with ResultSelector, ResultPath and Catch; Pass (Result,
         Parameters), Wait (its Seconds counted, not slept), Choice (NumericGreaterThan, Or), Succeed, and
         Fail (Error/Cause, ErrorPath/CausePath). Paths: `$.a.b[0].c` into the state's data, `$$.` into the
-        context object; intrinsics States.ArrayLength, States.MathAdd, States.Format and States.JsonToString. Anything else is a definition this
+        context object; intrinsics States.ArrayLength, States.MathAdd, States.Format, States.JsonMerge (shallow) and States.JsonToString. Anything else is a definition this
         double cannot run, recorded as a violation."""
         if self.hold is not None:
             self.hold.wait(120)
@@ -608,7 +608,7 @@ class StatesDouble:
                         svc["running"], shown = (svc["running"] if svc.get("stuck") else svc["desired"]), svc["running"]
                 out.append({"ServiceName": service, "ServiceArn": service_arn, "DesiredCount": svc["desired"], "RunningCount": shown if op == "describeServices" else svc["running"], "PendingCount": 0})
             return {"Services": out, "Failures": failures} if op == "describeServices" else {"Service": out[0]}
-        if resource in ("arn:aws:states:::aws-sdk:backup:startBackupJob", "arn:aws:states:::aws-sdk:backup:describeBackupJob"):
+        if resource in {f"arn:aws:states:::aws-sdk:backup:{op}" for op in ("startBackupJob", "describeBackupJob", "describeRecoveryPoint", "getRecoveryPointRestoreMetadata", "startRestoreJob")}:
             if self.backup is None:
                 raise ApiError("States.Runtime", f"Task resource {resource}: no AWS Backup double was given")
             from backup_double import ApiError as BackupError
@@ -657,6 +657,12 @@ class StatesDouble:
             return len(_get(data, m.group(1)))
         if m := re.fullmatch(r"States\.JsonToString\((\$[^,)]*)\)", v):
             return json.dumps(_get(data, m.group(1)), separators=(",", ":"))
+        if m := re.fullmatch(r"States\.JsonMerge\((\$[^,)]*), *(\$[^,)]*), *false\)", v):
+            # a shallow merge of two objects, the second's keys winning
+            left, right = _get(data, m.group(1)), _get(data, m.group(2))
+            if not isinstance(left, dict) or not isinstance(right, dict):
+                raise ApiError("States.Runtime", f"{v!r}: both arguments must be JSON objects")
+            return {**left, **right}
         if m := re.fullmatch(r"States\.MathAdd\((\$[^,)]*), *(-?\d+)\)", v):
             return int(_get(data, m.group(1))) + int(m.group(2))
         if m := re.fullmatch(r"States\.Format\('((?:[^'\\]|\\.)*)'((?:, *\$[^,)]*)*)\)", v):

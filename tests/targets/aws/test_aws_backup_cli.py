@@ -218,13 +218,14 @@ def _rendered(project: Any, capsys: Any, tmp_path: Path, stack: str, env: str) -
 
 
 def test_the_backups_role_allows_exactly_the_calls_the_commands_make(double, project, capsys, tmp_path):
-    stack, a = deployed(double, project, "production")
-    rendered = _rendered(project, capsys, tmp_path, stack, "production")
+    """Below production (production's files go back through its machine: test_aws_files_restore.py)."""
+    stack, a = deployed(double, project, "acceptance")
+    rendered = _rendered(project, capsys, tmp_path, stack, "acceptance")
     double.policy = rendered["backups"]
-    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "production", "-C", str(project.path))
+    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "acceptance", "-C", str(project.path))
     assert rc == 0, err
     (first,) = re.findall(r"backup (\d{8}T\d{6}Z) taken", out)
-    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--id", first, "-C", str(project.path))
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "acceptance", "--id", first, "-C", str(project.path))
     assert rc == 0, err
     assert double.denied == []
     made = {action for action, _, _ in double.calls}

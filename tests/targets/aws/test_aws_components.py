@@ -88,7 +88,13 @@ FOLLOWER_CHILDREN = {
     "alarm-follower-running-tasks": "aws:cloudwatch/metricAlarm:MetricAlarm",
 }
 # Production only: the vault's lock.
-PRODUCTION_CHILDREN = {"backup-vault-lock": "aws:backup/vaultLockConfiguration:VaultLockConfiguration"}
+PRODUCTION_CHILDREN = {
+    "backup-vault-lock": "aws:backup/vaultLockConfiguration:VaultLockConfiguration",
+    # the only way a backup's files go back into production's bucket (files_restore.py)
+    "files-restore-runner-role": "aws:iam/role:Role",
+    "files-restore-runner-role-policy": "aws:iam/rolePolicy:RolePolicy",
+    "files-restore-machine": "aws:sfn/stateMachine:StateMachine",
+}
 UNTAGGABLE = {
     "aws:iam/rolePolicy:RolePolicy",
     "aws:iam/rolePolicyAttachment:RolePolicyAttachment",

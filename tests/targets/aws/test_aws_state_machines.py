@@ -1,7 +1,7 @@
 """The state machines the aws target renders, checked by asl-validator (npm, the Amazon States Language's
 schema and its JSONPath rules), as the Kubernetes manifests are by kubernetes-validate: the export machine
-behind `mxinfra backup download`, the restore machine behind `restore --archive` and the redeploy after a
-password rotation, from the plan itself."""
+behind `mxinfra backup download`, the restore machine behind `restore --archive`, production's files-restore
+machine behind `restore --id` and the redeploy after a password rotation, from the plan itself."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def _machines(role: str) -> dict[str, dict[str, Any]]:
 @pytest.mark.parametrize("role", ["test", "production"])
 def test_every_rendered_state_machine_is_valid_asl(role: str, tmp_path: Path) -> None:
     machines = _machines(role)
-    assert sorted(machines) == [f"orders-{role}-export-machine", f"orders-{role}-redeploy", f"orders-{role}-restore-machine"]
+    assert sorted(machines) == sorted([f"orders-{role}-export-machine", f"orders-{role}-redeploy", f"orders-{role}-restore-machine", *([f"orders-{role}-files-restore-machine"] if role == "production" else [])])
     for name, definition in machines.items():
         done = _validate(definition, tmp_path)
         assert done.returncode == 0, f"{name}: {done.stdout}{done.stderr}"

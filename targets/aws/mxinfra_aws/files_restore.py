@@ -1,0 +1,138 @@
+"""Production's files-restore state machine: the only way a backup's files go back into production's bucket.
+
+AWS Backup restores an S3 recovery point into the bucket itself (its objects become the current versions
+again), and nothing in how IAM authorises `backup:StartRestoreJob` can ask for a backup taken before it: a
+holder of production's `backups` role who may call it directly could replace production's files without a
+way back, whatever `mxinfra backup restore` does first. So on production the role may not
+(policies.aws_backup_statements denies it on S3 recovery points); it may start this machine, which:
+
+1. takes an on-demand backup of the database the app uses and of the bucket into the vault, as `mxinfra
+   backup create` does, and waits for it (export.backup_first: the same states the archive restore runs);
+2. reads the recovery point the input names (`{"files": "<recovery point ARN>"}`, the only input) in the
+   environment's vault, and refuses anything but a completed backup of the environment's own bucket;
+3. starts its restore into the bucket, as the environment's backup role, with the point's restore metadata
+   and the bucket fixed as its destination; and ends, its output the backup taken first (`backedUp`) and
+   the restore job (`restoreJob`), which the command follows.
+
+The database's recovery points are restored by the holder directly: always into a new instance (the backup
+role's bounds), never over the one the app uses. Everything here is pure but `create`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .backup_actions import FILES_RESTORE_JOB
+from .export import BACKUP_RETRY, backup_first
+from .policies import Arns
+
+if TYPE_CHECKING:
+    import pulumi_aws as aws
+
+    from mxinfra.target import EnvironmentContext
+
+    from .config import AwsConfig
+
+DESCRIBE_RECOVERY_POINT = "arn:{partition}:states:::aws-sdk:backup:describeRecoveryPoint"
+GET_RESTORE_METADATA = "arn:{partition}:states:::aws-sdk:backup:getRecoveryPointRestoreMetadata"
+START_RESTORE_JOB = "arn:{partition}:states:::aws-sdk:backup:startRestoreJob"
+# The recovery point states AWS Backup restores from (backup_actions.RESTORABLE).
+_RESTORABLE = ("COMPLETED", "AVAILABLE")
+
+
+def definition(a: Arns, keep_days: int) -> dict[str, Any]:
+    """The machine (see the module docstring): the input checked, a backup taken first (kept `keep_days`),
+    then one restore of the input's recovery point into the environment's bucket, if it is one of that
+    bucket's. Pure."""
+    p = a.partition
+    vault = a.backup_vault_name
+    # once the backup is taken: a failure ends the execution, nothing restored (the backup stays, recorded)
+    refused = {"Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": "NotRestored"}]}
+
+    def call(resource: str, parameters: dict[str, Any], nxt: str, **extra: Any) -> dict[str, Any]:
+        return {"Type": "Task", "Resource": resource.format(partition=p), "Parameters": parameters, "Retry": BACKUP_RETRY, "Next": nxt, **extra, **refused}
+
+    point = {"BackupVaultName": vault, "RecoveryPointArn.$": "$.files"}
+    mine = [
+        {"Variable": "$.point.resource", "StringEquals": a.bucket_arn},
+        {"Variable": "$.point.type", "StringEquals": "S3"},
+        {"Or": [{"Variable": "$.point.status", "StringEquals": s} for s in _RESTORABLE]},
+    ]
+    states: dict[str, Any] = {
+        "Input": {
+            "Type": "Choice",
+            "Choices": [{"And": [{"Variable": "$.files", "IsPresent": True}, {"Variable": "$.files", "IsString": True}], "Next": "Clean"}],
+            "Default": "BadInput",
+        },
+        "BadInput": {"Type": "Fail", "Error": "mxinfra.BadInput", "Cause": 'the input must be {"files": "<a recovery point of the bucket>"} (mxinfra backup restore --id): nothing was backed up or restored'},
+        # from here on the state holds the point and what the machine writes itself, nothing else of the input
+        "Clean": {"Type": "Pass", "Parameters": {"files.$": "$.files"}, "Next": "BackupFirst"},
+        **backup_first(a, keep_days, "ReadPoint"),
+        "ReadPoint": call(DESCRIBE_RECOVERY_POINT, point, "PointMine", ResultSelector={"resource.$": "$.ResourceArn", "type.$": "$.ResourceType", "status.$": "$.Status"}, ResultPath="$.point"),
+        "PointMine": {"Type": "Choice", "Choices": [{"And": mine, "Next": "ReadMetadata"}], "Default": "NotThisBucket"},
+        "NotThisBucket": {
+            "Type": "Pass",
+            "Parameters": {"Error": "mxinfra.NotThisBucket", "Cause.$": f"States.Format('{{}} is not a completed backup of the bucket {a.bucket_name} in the vault {vault}', $.files)"},
+            "ResultPath": "$.failure",
+            "Next": "NotRestored",
+        },
+        "ReadMetadata": call(GET_RESTORE_METADATA, point, "Destination", ResultSelector={"metadata.$": "$.RestoreMetadata"}, ResultPath="$.restore"),
+        # the bucket the backup role's bounds reach, whatever the metadata says (a new bucket it may not make)
+        "Destination": {"Type": "Pass", "Result": {"DestinationBucketName": a.bucket_name, "NewBucket": "false"}, "ResultPath": "$.destination", "Next": "Merge"},
+        "Merge": {"Type": "Pass", "Parameters": {"metadata.$": "States.JsonMerge($.restore.metadata, $.destination, false)"}, "ResultPath": "$.restore", "Next": "Restore"},
+        "Restore": call(
+            START_RESTORE_JOB,
+            {
+                "RecoveryPointArn.$": "$.files",
+                "Metadata.$": "$.restore.metadata",
+                "IamRoleArn": a.role_arn("backup"),
+                "ResourceType": "S3",
+                # the backup's token, made once: the Task's retries are this one job
+                "IdempotencyToken.$": "States.Format('{}-restore', $.backupToken.token)",
+                "CopySourceTagsToRestoredResource": True,
+            },
+            "Started",
+            ResultSelector={"job.$": "$.RestoreJobId"},
+            ResultPath="$.restoreJob",
+        ),
+        "Started": {"Type": "Pass", "Parameters": {"backedUp.$": "$.backedUp", f"{FILES_RESTORE_JOB}.$": "$.restoreJob.job"}, "End": True},
+        "NotRestored": {
+            "Type": "Pass",
+            "Parameters": {"Error": "mxinfra.FilesNotRestored", "Cause.$": "States.Format('the restore of the files was not started ({}): nothing was restored', $.failure.Cause)"},
+            "ResultPath": "$.failure",
+            "Next": "Failed",
+        },
+        "Failed": {"Type": "Fail", "ErrorPath": "$.failure.Error", "CausePath": "$.failure.Cause"},
+    }
+    return {"Comment": f"{a.naming.prefix}: back production up, then restore a backup's files into its bucket (mxinfra backup restore)", "StartAt": "Input", "States": states}
+
+
+def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns) -> aws.sfn.StateMachine | None:
+    """The machine and its role, on production with backups on; None elsewhere (the `backups` role restores
+    a bucket's recovery point itself there)."""
+    import json
+
+    import pulumi_aws as aws
+
+    from mxinfra.backups import of_environment
+
+    from . import policies
+    from .backups import on_demand_days
+    from .rotation import service_trust
+    from .runtime import service_role
+
+    b = of_environment(ctx.environment)
+    if not (a.production and b.enabled):
+        return None
+    runner = service_role(
+        ctx, cfg, a, "files-restore-runner", service_trust(a, "states", a.files_restore_machine_arn), policies.files_restore_runner_policy(a),
+        "Step Functions: back production up, then restore a backup's files into its bucket; nothing else",
+    )
+    return aws.sfn.StateMachine(
+        ctx.naming.logical("files-restore-machine"),
+        name=a.files_restore_name,
+        role_arn=runner.arn,
+        definition=json.dumps(definition(a, on_demand_days(b)), sort_keys=True),
+        tags=dict(ctx.tags),
+        opts=ctx.opts(),
+    )

@@ -330,7 +330,8 @@ def restore(
     # a target whose restore takes production's backup itself (server-side: no caller skips it, AWS) says
     # which one once it ended; recorded then, before the restore's outcome
     backs_up = getattr(ctx.actions, "restore_backs_up_first", None)
-    inside = ctx.environment.is_production and callable(backs_up) and bool(backs_up(backup_id))
+    with _unrecorded():
+        inside = ctx.environment.is_production and callable(backs_up) and bool(backs_up(backup_id))
     taken: dict[str, Any] = {"by": "the restore"} if inside else {}
     if not inside and (first := _production_backup(ctx, keep=backup_id)):
         taken["id"] = first

@@ -358,6 +358,13 @@ class FilesNotRestored(RestoreFailed):
     restored: ClassVar[Mapping[str, str]] = MappingProxyType({"files": "not restored"})
 
 
+class DatabaseNotRestored(RestoreFailed):
+    """A restore that put the files back but not the database (AWS production: the files go back through a
+    machine that backs up first, the database after, into a new instance that could not be made): recorded, exit 2."""
+
+    restored: ClassVar[Mapping[str, str]] = MappingProxyType({"database": "not restored"})
+
+
 class NothingRestored(RestoreFailed):
     """A restore that certainly changed neither the database nor the files (refused before it began, its
     Job never ran, the dump refused in one transaction): recorded so that its intent does not stand alone."""

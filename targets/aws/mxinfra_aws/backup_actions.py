@@ -68,8 +68,10 @@ RESTORE_STOP_SECONDS = 3600.0
 FETCH, RESTORE, PUSH_FILES = "fetch", "restore", "push-files"  # export's names (that module imports Pulumi)
 # The restore machine's state whose output names the recovery points production's restore took first.
 BACKED_UP = "BackedUp"
-# The files-restore machine's output key naming the restore job it started (files_restore.py).
+# The files-restore machine's output key naming the restore job it started (files_restore.py), and the
+# errors it ends with having certainly started none.
 FILES_RESTORE_JOB = "restoreJob"
+FILES_NOT_STARTED = frozenset({"mxinfra.BadInput", "mxinfra.BackupFirstFailed", "mxinfra.NotThisBucket", "mxinfra.FilesNotRestored"})
 # What the restore machine adds to a failure's cause when a service kept its restore mark (export.py).
 MARK_LEFT = "and a service still carries the mark mxinfra:restoring"
 # A large database's snapshot or restore: the command waits, then says how to follow the job.
@@ -449,15 +451,28 @@ class VaultActions:
         pair = {p.id: p for p in self._list()}.get(backup)
         if pair is None or FILES not in pair.points:
             return False
+        import botocore.exceptions
+
         machine = self.a.files_restore_machine_arn
+        states = self._states()
         try:
-            with self._aws(f"states:DescribeStateMachine of {machine}", head=self._files_head):
-                self._states().describe_state_machine(stateMachineArn=machine)
-        except UserError as e:
-            # (a backups role from before may not read it, nor restore through it): the caller backs up first
-            self._say(f"warning: {self.env.name}: the files-restore machine could not be read ({e}): this command takes the backup itself (run `pulumi up` to deploy it)")
-            return False
-        return True
+            with self._aws(f"states:DescribeStateMachine of {machine}", head=self._files_head, reraise_denied=True):
+                try:
+                    states.describe_state_machine(stateMachineArn=machine)
+                except botocore.exceptions.ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") != "StateMachineDoesNotExist":
+                        raise
+                    why = "it does not exist"
+                else:
+                    return True
+        except botocore.exceptions.ClientError as exc:
+            # a backups role from before the machine may not read it (nor restore through it)
+            why = f"AWS refused states:DescribeStateMachine ({exc.response.get('Error', {}).get('Code')})"
+        # Only then (a stack not deployed since): the command backs up first itself and restores the files as
+        # it used to. Any other failure (a throttle, the network) stops the command before anything, above:
+        # with the machine deployed, the role may not restore the files itself.
+        self._say(f"warning: {self.env.name}: the files-restore machine {machine} is not deployed ({why}): this command takes the backup itself (run `pulumi up` to deploy it)")
+        return False
 
     def restore(self, backup: str, now: datetime, before: Callable[[], None] | None = None, backed_up: Callable[[str], None] | None = None) -> dict[str, Any]:
         """Restore backup `backup`: the database into a new instance, the files into the bucket; waited
@@ -466,21 +481,21 @@ class VaultActions:
         back through the files-restore machine, which takes the backup first: its id to `backed_up` once the
         machine ended. What was created, which the CLI may record."""
         self._check_account()
-        if self.env.is_production and not self._taken and backed_up is None:
-            raise UserError(
-                f"restoring into production {self.env.name} needs an on-demand backup of it taken first, in the same run: "
-                "use `mxinfra backup restore`, which takes one and records it before restoring"
-            )
         found = {p.id: p for p in self._list()}
         if backup not in found:
             raise UserError(f"{self.env.name} has no backup {backup} in {self.where}: see `mxinfra backup list`")
         pair = found[backup]
+        through_machine = backed_up is not None and FILES in pair.points
+        if self.env.is_production and not self._taken and not through_machine:
+            raise UserError(
+                f"restoring into production {self.env.name} needs an on-demand backup of it taken first, in the same run: "
+                "use `mxinfra backup restore`, which takes one and records it before restoring"
+            )
         jobs: dict[str, str] = {}
         new_instance = restored_identifier(self.a.db_identifier, backup)
         if new_instance in (self.a.db_identifier, self.a.serving_db_identifier):  # never over a running instance
             raise UserError(f"refusing to restore over the running instance {new_instance}")
         planned = []
-        through_machine = backed_up is not None and FILES in pair.points
         for kind, point in sorted(pair.points.items()):
             if kind == FILES and through_machine:
                 continue  # the machine reads its metadata and fixes its destination
@@ -496,21 +511,12 @@ class VaultActions:
         if through_machine:
             assert backed_up is not None
             # first: no restore job starts before production is backed up
-            jobs[FILES] = self._restore_files(pair.points[FILES].arn, backup, now, backed_up)
-        for kind, point, metadata, resource_type in planned:
-            started = ", ".join(f"{k} restore job {j}" for k, j in jobs.items())
-            with self._aws(f"backup:StartRestoreJob of {point.arn} ({kind})", started=started):
-                answer = self.backup.start_restore_job(
-                    RecoveryPointArn=point.arn,
-                    Metadata=metadata,
-                    IamRoleArn=self.role,
-                    IdempotencyToken=str(uuid.uuid4()),
-                    ResourceType=resource_type,
-                    # the environment's tags on the new instance: its backups permission governs it
-                    CopySourceTagsToRestoredResource=True,
-                )
-            jobs[kind] = answer["RestoreJobId"]
-        self._wait("restore", jobs, self.restore_timeout)
+            jobs[FILES] = self._restore_files(pair.points[FILES].arn, backup, backed_up)
+            self._database_after_files(planned, jobs)
+        else:
+            for kind, point, metadata, resource_type in planned:
+                self._start_restore(kind, point, metadata, resource_type, jobs)
+            self._wait("restore", jobs, self.restore_timeout)
         result: dict[str, Any] = {"restoreJobs": dict(jobs)}
         lines = [f"{self.env.name}: backup {backup} restored from {self.where}:"]
         if DATABASE in jobs:
@@ -530,6 +536,42 @@ class VaultActions:
             lines.append("  files: this backup has no files recovery point: nothing restored")
         self._say("\n".join(lines))
         return result
+
+    def _start_restore(self, kind: str, point: Point, metadata: Mapping[str, str], resource_type: str, jobs: dict[str, str]) -> None:
+        """StartRestoreJob of one recovery point as the backup role; its job into `jobs`."""
+        started = ", ".join(f"{k} restore job {j}" for k, j in jobs.items())
+        with self._aws(f"backup:StartRestoreJob of {point.arn} ({kind})", started=started):
+            answer = self.backup.start_restore_job(
+                RecoveryPointArn=point.arn,
+                Metadata=dict(metadata),
+                IamRoleArn=self.role,
+                IdempotencyToken=str(uuid.uuid4()),
+                ResourceType=resource_type,
+                # the environment's tags on the new instance: its backups permission governs it
+                CopySourceTagsToRestoredResource=True,
+            )
+        jobs[kind] = answer["RestoreJobId"]
+
+    def _database_after_files(self, planned: Sequence[tuple[str, Point, Mapping[str, str], str]], jobs: dict[str, str]) -> None:
+        """Once the machine started the files' restore (`jobs`): the database's into its new instance, both
+        waited for. The files' job is followed first: a failure of the database's after it (an instance of
+        that name left by an earlier restore of the backup) is DatabaseNotRestored, recorded, the files back."""
+        from mxinfra.backups import DatabaseNotRestored
+
+        failed: UserError | None = None
+        try:
+            for kind, point, metadata, resource_type in planned:
+                self._start_restore(kind, point, metadata, resource_type, jobs)
+        except UserError as e:
+            failed = e
+        self._wait("restore", {FILES: jobs[FILES]}, self.restore_timeout)
+        if failed is None and DATABASE in jobs:
+            try:
+                self._wait("restore", {DATABASE: jobs[DATABASE]}, self.restore_timeout)
+            except UserError as e:
+                failed = e
+        if failed is not None:
+            raise DatabaseNotRestored(f"{failed}; the files were restored into {self.a.bucket_name} (restore job {jobs[FILES]})", {"filesInto": self.a.bucket_name, "restoreJobs": dict(jobs)})
 
     def download_now(self, out_dir: Path, now: datetime, via: str | None = None) -> dict[str, Any]:
         """A backup taken now by the export task (export.py: the state machine the `backups` role may
@@ -777,15 +819,17 @@ class VaultActions:
     def _files_head(self) -> str:
         return f"{self.env.name}: the files restore (state machine {self.a.files_restore_name}, account {self.a.account}, {self.a.region})"
 
-    def _restore_files(self, point: str, backup: str, now: datetime, backed_up: Callable[[str], None]) -> str:
+    def _restore_files(self, point: str, backup: str, backed_up: Callable[[str], None]) -> str:
         """Production's files restore: an execution of the files-restore machine with the recovery point
-        `point`, followed to its end; the backup it took first to `backed_up` (whatever became of the restore);
-        the restore job it started. NothingRestored when it started none."""
+        `point`, followed to its end; the backup it took first to `backed_up` (whatever became of the restore,
+        also when the command stops following it); the restore job it started. NothingRestored when it
+        certainly started none."""
         from mxinfra.backups import NothingRestored
 
         machine, head = self.a.files_restore_machine_arn, self._files_head
-        # unique per restore and second; StartExecution is idempotent for the same name and input (retries)
-        name = f"{backup}-{now.astimezone(timezone.utc).strftime(ID_FORMAT)}"
+        # unique and not guessable (nobody can start one of the name first); StartExecution is idempotent for
+        # the same name and input, so the SDK's retries of this call are the same execution
+        name = f"{backup}-{uuid.uuid4().hex}"
         execution = machine.replace(":stateMachine:", ":execution:") + f":{name}"
         states = self._states()
         with self._aws(f"states:StartExecution of {machine}", head=head):
@@ -794,6 +838,7 @@ class VaultActions:
         # the backup's wait (as long as `create` waits) and a margin for the machine's own calls
         wait = self.backup_timeout + 600.0
         deadline = time.monotonic() + wait
+        recorded = False
         try:
             while True:
                 d = self._describe_patiently(states, execution, deadline, head, "files restore")
@@ -802,14 +847,21 @@ class VaultActions:
                 if time.monotonic() >= deadline:
                     raise UserError(f"{head}: the files restore {execution} still ran after {wait / 60:.0f} minutes")
                 time.sleep(self.poll)
+            recorded = True
+            if (taken := self._backed_up_first(states, execution, head)) is not None:
+                backed_up(taken)
         except BaseException:
             self._say(f"warning: the files restore {execution} goes on without this command: it backs production up, then may restore the files "
                       f"(`aws stepfunctions describe-execution --execution-arn {execution}`)")
+            if not recorded:
+                try:  # the backup it took already, if it did: recorded all the same
+                    if (taken := self._backed_up_first(states, execution, head)) is not None:
+                        backed_up(taken)
+                except Exception as e:  # noqa: BLE001 (the first failure is the news)
+                    self._say(f"warning: the backup the files restore {execution} took first could not be recorded: {e}")
             raise
-        taken = self._backed_up_first(states, execution, head)
-        if taken is not None:
-            backed_up(taken)
         status, follow = str(d.get("status")), f"`aws stepfunctions describe-execution --execution-arn {execution}`"
+        error = str(d.get("error") or "")
         if status == "SUCCEEDED":
             try:
                 job = json.loads(d.get("output") or "{}").get(FILES_RESTORE_JOB)
@@ -818,8 +870,14 @@ class VaultActions:
             if isinstance(job, str) and job:
                 return job
             raise UserError(f"{head}: the files restore {execution} succeeded, but its output names no restore job: see {follow} and `aws backup list-restore-jobs --region {self.a.region}`")
-        why = f"{d.get('error') or status}: {str(d.get('cause') or 'AWS gave no reason')[:400]}"
-        raise NothingRestored(f"{head}: the files restore {execution} ended {status}: {why}; the database's restore was not started either ({follow})", {"execution": name})
+        why = f"{error or status}: {str(d.get('cause') or 'AWS gave no reason')[:400]}"
+        if status == "FAILED" and error in FILES_NOT_STARTED:
+            raise NothingRestored(f"{head}: the files restore {execution} ended {status}: {why}; the database's restore was not started either ({follow})", {"execution": name})
+        # stopped by someone, or its restore call failed after AWS may have started the job: not known from here
+        raise UserError(
+            f"{head}: the files restore {execution} ended {status}: {why}: whether the files were restored is not known; the database's restore was not started "
+            f"(see {follow} and `aws backup list-restore-jobs --by-resource-arn {self.a.bucket_arn} --region {self.a.region}`)"
+        )
 
     def _backed_up_first(self, states: Any, execution: str, head: str | None = None) -> str | None:
         """The backup production's restore machine took before it stopped anything (its BACKED_UP state's

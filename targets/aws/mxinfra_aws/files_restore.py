@@ -46,11 +46,11 @@ def definition(a: Arns, keep_days: int) -> dict[str, Any]:
     bucket's. Pure."""
     p = a.partition
     vault = a.backup_vault_name
-    # once the backup is taken: a failure ends the execution, nothing restored (the backup stays, recorded)
-    refused = {"Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": "NotRestored"}]}
-
-    def call(resource: str, parameters: dict[str, Any], nxt: str, **extra: Any) -> dict[str, Any]:
-        return {"Type": "Task", "Resource": resource.format(partition=p), "Parameters": parameters, "Retry": BACKUP_RETRY, "Next": nxt, **extra, **refused}
+    # once the backup is taken: a failure before the restore's call ends the execution, nothing restored (the
+    # backup stays, recorded); one of the call itself may come after AWS started the job (its answer lost)
+    def call(resource: str, parameters: dict[str, Any], nxt: str, *, then: str = "NotRestored", **extra: Any) -> dict[str, Any]:
+        caught = {"Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": then}]}
+        return {"Type": "Task", "Resource": resource.format(partition=p), "Parameters": parameters, "Retry": BACKUP_RETRY, "Next": nxt, **extra, **caught}
 
     point = {"BackupVaultName": vault, "RecoveryPointArn.$": "$.files"}
     mine = [
@@ -72,9 +72,9 @@ def definition(a: Arns, keep_days: int) -> dict[str, Any]:
         "PointMine": {"Type": "Choice", "Choices": [{"And": mine, "Next": "ReadMetadata"}], "Default": "NotThisBucket"},
         "NotThisBucket": {
             "Type": "Pass",
-            "Parameters": {"Error": "mxinfra.NotThisBucket", "Cause.$": f"States.Format('{{}} is not a completed backup of the bucket {a.bucket_name} in the vault {vault}', $.files)"},
+            "Parameters": {"Error": "mxinfra.NotThisBucket", "Cause.$": f"States.Format('{{}} is not a completed backup of the bucket {a.bucket_name} in the vault {vault}: nothing was restored', $.files)"},
             "ResultPath": "$.failure",
-            "Next": "NotRestored",
+            "Next": "Failed",
         },
         "ReadMetadata": call(GET_RESTORE_METADATA, point, "Destination", ResultSelector={"metadata.$": "$.RestoreMetadata"}, ResultPath="$.restore"),
         # the bucket the backup role's bounds reach, whatever the metadata says (a new bucket it may not make)
@@ -92,6 +92,7 @@ def definition(a: Arns, keep_days: int) -> dict[str, Any]:
                 "CopySourceTagsToRestoredResource": True,
             },
             "Started",
+            then="MaybeStarted",
             ResultSelector={"job.$": "$.RestoreJobId"},
             ResultPath="$.restoreJob",
         ),
@@ -99,6 +100,12 @@ def definition(a: Arns, keep_days: int) -> dict[str, Any]:
         "NotRestored": {
             "Type": "Pass",
             "Parameters": {"Error": "mxinfra.FilesNotRestored", "Cause.$": "States.Format('the restore of the files was not started ({}): nothing was restored', $.failure.Cause)"},
+            "ResultPath": "$.failure",
+            "Next": "Failed",
+        },
+        "MaybeStarted": {
+            "Type": "Pass",
+            "Parameters": {"Error": "mxinfra.FilesMaybeRestored", "Cause.$": "States.Format('starting the restore of the files failed ({}): AWS may have started it all the same', $.failure.Cause)"},
             "ResultPath": "$.failure",
             "Next": "Failed",
         },

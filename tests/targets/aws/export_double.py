@@ -287,6 +287,7 @@ class StatesDouble:
         self.before_task: Any = None  # called as the task starts, before its first container (a test's hook)
         self.task_keys: dict[str, str] = {}  # task role ARN -> the access key its containers sign with (else task_key_id)
         self.throttle = 0  # the next this many DescribeExecution calls are answered ThrottlingException
+        self.throttle_describe_machine = 0  # and as many DescribeStateMachine calls
         self.lost_answers = 0  # the next this many StartExecution calls start it, then answer 500
         self.hold: threading.Event | None = None  # executions wait for it before their first state (a test's hook)
         self.starts = 0  # StartExecution calls served
@@ -364,6 +365,9 @@ class StatesDouble:
 
     def _DescribeStateMachine(self, p: Mapping[str, Any]) -> dict[str, Any]:
         arn = p["stateMachineArn"]
+        if self.throttle_describe_machine > 0:
+            self.throttle_describe_machine -= 1
+            raise ApiError("ThrottlingException", "Rate exceeded")
         self._caller("states:DescribeStateMachine", arn)
         m = self.machines.get(arn)
         if m is None:

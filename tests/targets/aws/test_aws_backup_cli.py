@@ -186,8 +186,14 @@ def test_a_production_restore_without_a_backup_first_is_refused(double, project)
     actions = AwsTarget().backup_actions(d, "production", project.path)
     from mxinfra.errors import UserError
 
+    at = datetime(2026, 12, 4, 2, 0, 0, tzinfo=timezone.utc)
+    double.scheduled_run(a.backup_vault_name, at, {DATABASE: a.db_arn, FILES: a.bucket_arn}, a.role_arn("backup"))
+    double.scheduled_run(a.backup_vault_name, at + timedelta(days=1), {DATABASE: a.db_arn}, a.role_arn("backup"))
     with pytest.raises(UserError, match="needs an on-demand backup of it taken first"):
         actions.restore("20261204T020000Z", datetime.now(timezone.utc))
+    # nor does a caller who says the machine backs up, for a backup whose files it would not restore
+    with pytest.raises(UserError, match="needs an on-demand backup of it taken first"):
+        actions.restore("20261205T020000Z", datetime.now(timezone.utc), backed_up=lambda backup: None)
     assert not [op for op, _ in double.requests if op == "StartRestoreJob"]
 
 

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import re
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,10 @@ def test_production_backups_may_restore_a_bucket_only_through_the_machine():
         assert allows(doc, "states:StartExecution", a.files_restore_machine_arn)
         assert allows(doc, "states:DescribeExecution", f"{a.files_restore_machine_arn.replace(':stateMachine:', ':execution:')}:x")
         assert not allows(doc, "states:StopExecution", f"{a.files_restore_machine_arn.replace(':stateMachine:', ':execution:')}:x")
+    # the Deny holds whatever else the role is given (an administrator's broad Allow added later)
+    widened = {**backups_policy(a), "Statement": [*backups_policy(a)["Statement"], {"Effect": "Allow", "Action": "backup:*", "Resource": "*"}]}
+    assert not allows(widened, "backup:StartRestoreJob", s3_point, tags)
+    assert allows(widened, "backup:StartRestoreJob", rds_point, tags)
     # below production, as before: the holder restores the bucket's recovery point itself
     below = dataclasses.replace(a, production=False)
     assert allows(backups_policy(below), "backup:StartRestoreJob", s3_point, tags)
@@ -133,6 +138,9 @@ def test_production_restore_backs_up_through_the_machine_then_restores_every_fil
     s3.put_object(Bucket=a.bucket_name, Key="files/doc1", Body=b"changed")
     s3.delete_object(Bucket=a.bucket_name, Key="files/doc2")
     s3.put_object(Bucket=a.bucket_name, Key="files/doc3", Body=b"written since")
+    # whatever AWS's restore metadata of the point says, the machine's destination wins
+    (point,) = [rp for rp in double.points.values() if rp["ResourceType"] == "S3"]
+    point["_metadata"] = {**point["_metadata"], "DestinationBucketName": "somebody-elses", "NewBucket": "true"}
     requests_before = len(double.requests)
 
     rc, said, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--id", backup_id, "-C", str(project.path))
@@ -146,7 +154,7 @@ def test_production_restore_backs_up_through_the_machine_then_restores_every_fil
     by_machine = [op for op in double.called if op.startswith("Start")]
     assert by_machine == ["StartBackupJob", "StartBackupJob", "StartRestoreJob"]
     restores = {p["ResourceType"]: p for op, p in double.requests if op == "StartRestoreJob"}
-    assert restores["S3"]["Metadata"]["DestinationBucketName"] == a.bucket_name and restores["S3"]["Metadata"]["NewBucket"] == "false"
+    assert restores["S3"]["Metadata"] == {"DestinationBucketName": a.bucket_name, "NewBucket": "false", "EncryptionType": "SSE_S3"}
     assert restores["S3"]["IamRoleArn"] == a.role_arn("backup") and restores["RDS"]["Metadata"]["DBInstanceIdentifier"] == new
     assert double.denied == [] and states.denied == []
     # the record: the intent says the machine takes the backup; the backup it took; the restore naming it
@@ -246,15 +254,16 @@ def test_a_backup_first_that_fails_restores_nothing_and_is_recorded_so(double, s
 
 
 def test_a_stack_without_the_machine_yet_gets_the_commands_backup_first(double, states, project, capsys):
-    """Deployed before the machine existed (no `pulumi up` since, so the role still restores buckets itself):
-    the command says so and takes the backup itself, as before."""
+    """Deployed before the machine existed (no `pulumi up` since, so the role still restores buckets itself and
+    holds no Step Functions right on it): the command says so and takes the backup itself, as before."""
     stack, a = deployed(double, project, "production")
     boto3.client("s3", region_name=REGION).put_object(Bucket=a.bucket_name, Key="f", Body=b"1")
     rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "production", "-C", str(project.path))
     (first,) = re.findall(r"backup (\d{8}T\d{6}Z) taken", out)
     rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--id", first, "-C", str(project.path))
     assert rc == 0, err
-    assert "the files-restore machine could not be read" in " ".join(err.split()) and "run `pulumi up` to deploy it" in " ".join(err.split())
+    said = " ".join(err.split())
+    assert f"the files-restore machine {production(a).files_restore_machine_arn} is not deployed (AWS refused states:DescribeStateMachine (AccessDeniedException)): this command takes the backup itself (run `pulumi up` to deploy it)" in said, said
     assert [r.action for r in _records(project, "production")] == ["backup", "backup", "intent", "restore"]
     assert double.called == []
 
@@ -270,3 +279,77 @@ def test_production_backups_holds_exactly_the_step_functions_rights_the_restore_
     assert made == {"states:DescribeStateMachine", "states:StartExecution", "states:DescribeExecution", "states:GetExecutionHistory"}
     granted = {x for st in policy["Statement"] if st["Effect"] == "Allow" for x in st["Action"] if x.startswith("states:")}
     assert granted == made and states.denied == [] and double.denied == []
+
+
+def test_a_point_of_another_bucket_tagged_as_this_environments_is_refused_after_the_backup(double, states, project, capsys, tmp_path):
+    """A recovery point the runner may read (this environment's tags) of a bucket that is not the environment's:
+    the machine's own check refuses it (mxinfra.NotThisBucket), nothing restored."""
+    stack, a, _ = _ready(double, states, project, capsys, tmp_path)
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="orders-lookalike", CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3.put_bucket_versioning(Bucket="orders-lookalike", VersioningConfiguration={"Status": "Enabled"})
+    s3.put_bucket_tagging(Bucket="orders-lookalike", Tagging={"TagSet": [{"Key": "mxinfra:app", "Value": "orders"}, {"Key": "mxinfra:environment", "Value": "production"}]})
+    s3.put_object(Bucket="orders-lookalike", Key="f", Body=b"theirs")
+    (arn,) = double.scheduled_run(a.backup_vault_name, datetime(2026, 12, 3, 2, 0, 7, tzinfo=timezone.utc), {"files": "arn:aws:s3:::orders-lookalike"}, a.role_arn("backup"))
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    d = _ended(sfn, sfn.start_execution(stateMachineArn=production(a).files_restore_machine_arn, name="lookalike", input=json.dumps({"files": arn}))["executionArn"])
+    assert d["status"] == "FAILED" and d["error"] == "mxinfra.NotThisBucket", d
+    assert d["cause"] == f"{arn} is not a completed backup of the bucket {a.bucket_name} in the vault {a.backup_vault_name}: nothing was restored"
+    assert "DescribeRecoveryPoint" in double.called and not [op for op, _ in double.requests if op == "StartRestoreJob"]
+
+
+def test_a_throttled_look_at_the_machine_stops_the_command_before_anything(double, states, project, capsys, tmp_path):
+    """Only a machine that is not there sends the command back to its own backup first: with the machine
+    deployed the role may not restore the files itself, so any other failure to read it stops everything."""
+    stack, a, _ = _ready(double, states, project, capsys, tmp_path)
+    _a_backup(double, project, capsys, stack)
+    backup_id = json.loads(_cli(capsys, "backup", "list", "-s", stack, "-e", "production", "-C", str(project.path), "--json")[1])[0]
+    states.throttle_describe_machine = 10
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--id", backup_id, "-C", str(project.path))
+    said = " ".join(err.split())
+    assert rc == 2 and "Traceback" not in err and "states:DescribeStateMachine" in said and "ThrottlingException" in said, said
+    assert said.endswith("nothing was recorded")
+    assert [r.action for r in _records(project, "production")] == ["backup"]  # the one _a_backup took
+    assert not [op for op, _ in double.requests if op == "StartRestoreJob"] and states.starts == 0
+
+
+def test_a_database_restore_that_fails_after_the_files_went_back_is_recorded_so(double, states, project, capsys, tmp_path):
+    """The files go back first (after the machine's backup); an instance of the restore's name left by an
+    earlier restore fails the database's job: recorded as database not restored, the files in."""
+    stack, a, _ = _ready(double, states, project, capsys, tmp_path)
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.put_object(Bucket=a.bucket_name, Key="f", Body=b"backed up")
+    _a_backup(double, project, capsys, stack)
+    backup_id = json.loads(_cli(capsys, "backup", "list", "-s", stack, "-e", "production", "-C", str(project.path), "--json")[1])[0]
+    s3.put_object(Bucket=a.bucket_name, Key="f", Body=b"current")
+    boto3.client("rds", region_name=REGION).create_db_instance(
+        DBInstanceIdentifier=f"{a.db_identifier}-{backup_id.lower()}", Engine="postgres", DBInstanceClass="db.t4g.micro", AllocatedStorage=20, MasterUsername="mendix", MasterUserPassword="not-used-0123"
+    )
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--id", backup_id, "-C", str(project.path))
+    said = " ".join(err.split())
+    assert rc == 2 and "Traceback" not in err and "already exists" in said and f"the files were restored into {a.bucket_name}" in said and said.endswith("(recorded)"), said
+    assert _files(a.bucket_name) == {"f": b"backed up"}
+    recs = _records(project, "production")
+    assert [r.action for r in recs] == ["backup", "intent", "backup", "restore"]
+    outcome = recs[3].changes["restore"]
+    assert outcome["database"] == "not restored" and outcome["filesInto"] == a.bucket_name and outcome["backupBefore"] == recs[2].changes["backup"]["id"]
+    assert "files" not in outcome
+
+
+def test_a_restore_call_the_machine_cannot_make_is_said_as_unknown_and_leaves_the_intent(double, states, project, capsys, tmp_path):
+    """The machine's own StartRestoreJob refused (a runner role without it): the command cannot know from the
+    execution whether AWS started the job, so it records no outcome and says how to look."""
+    stack, a, _ = _ready(double, states, project, capsys, tmp_path)
+    runner = production(a).role_arn("files-restore-runner")
+    policy = states.role_policies[runner]
+    states.role_policies[runner] = {**policy, "Statement": [
+        {**st, "Action": [x for x in st["Action"] if x != "backup:StartRestoreJob"]} if st.get("Sid") == "RestoreFiles" else st for st in policy["Statement"]
+    ]}
+    boto3.client("s3", region_name=REGION).put_object(Bucket=a.bucket_name, Key="f", Body=b"1")
+    _a_backup(double, project, capsys, stack)
+    backup_id = json.loads(_cli(capsys, "backup", "list", "-s", stack, "-e", "production", "-C", str(project.path), "--json")[1])[0]
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--id", backup_id, "-C", str(project.path))
+    said = " ".join(err.split())
+    assert rc == 2 and "mxinfra.FilesMaybeRestored" in said and "whether the files were restored is not known" in said and "aws backup list-restore-jobs" in said, said
+    assert "the restore's intent is recorded and no outcome follows it" in said
+    assert [r.action for r in _records(project, "production")] == ["backup", "intent", "backup"]

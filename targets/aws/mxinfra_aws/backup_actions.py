@@ -838,7 +838,6 @@ class VaultActions:
         # the backup's wait (as long as `create` waits) and a margin for the machine's own calls
         wait = self.backup_timeout + 600.0
         deadline = time.monotonic() + wait
-        recorded = False
         try:
             while True:
                 d = self._describe_patiently(states, execution, deadline, head, "files restore")
@@ -847,19 +846,17 @@ class VaultActions:
                 if time.monotonic() >= deadline:
                     raise UserError(f"{head}: the files restore {execution} still ran after {wait / 60:.0f} minutes")
                 time.sleep(self.poll)
-            recorded = True
-            if (taken := self._backed_up_first(states, execution, head)) is not None:
-                backed_up(taken)
         except BaseException:
             self._say(f"warning: the files restore {execution} goes on without this command: it backs production up, then may restore the files "
                       f"(`aws stepfunctions describe-execution --execution-arn {execution}`)")
-            if not recorded:
-                try:  # the backup it took already, if it did: recorded all the same
-                    if (taken := self._backed_up_first(states, execution, head)) is not None:
-                        backed_up(taken)
-                except Exception as e:  # noqa: BLE001 (the first failure is the news)
-                    self._say(f"warning: the backup the files restore {execution} took first could not be recorded: {e}")
+            try:  # the backup it took already, if it did: recorded all the same
+                if (taken := self._backed_up_first(states, execution, head)) is not None:
+                    backed_up(taken)
+            except Exception as e:  # noqa: BLE001 (the first failure is the news)
+                self._say(f"warning: the backup the files restore {execution} took first could not be recorded: {e}")
             raise
+        if (taken := self._backed_up_first(states, execution, head)) is not None:
+            backed_up(taken)
         status, follow = str(d.get("status")), f"`aws stepfunctions describe-execution --execution-arn {execution}`"
         error = str(d.get("error") or "")
         if status == "SUCCEEDED":

@@ -353,3 +353,29 @@ def test_a_restore_call_the_machine_cannot_make_is_said_as_unknown_and_leaves_th
     assert rc == 2 and "mxinfra.FilesMaybeRestored" in said and "whether the files were restored is not known" in said and "aws backup list-restore-jobs" in said, said
     assert "the restore's intent is recorded and no outcome follows it" in said
     assert [r.action for r in _records(project, "production")] == ["backup", "intent", "backup"]
+
+
+def test_a_command_stopped_while_the_machine_ran_still_records_the_backup_it_took(double, states, project, capsys, tmp_path, monkeypatch):
+    """Ctrl-C once the machine had backed production up: the backup is recorded, the intent stands alone and
+    the command says the machine goes on."""
+    from mxinfra_aws.backup_actions import VaultActions
+
+    stack, a, _ = _ready(double, states, project, capsys, tmp_path)
+    boto3.client("s3", region_name=REGION).put_object(Bucket=a.bucket_name, Key="f", Body=b"1")
+    _a_backup(double, project, capsys, stack)
+    backup_id = json.loads(_cli(capsys, "backup", "list", "-s", stack, "-e", "production", "-C", str(project.path), "--json")[1])[0]
+    real = VaultActions._describe_patiently
+
+    def interrupted(self: Any, sfn: Any, execution: str, *args: Any) -> dict[str, Any]:
+        d = real(self, sfn, execution, *args)
+        if d.get("status") != "RUNNING":  # the machine is past its backup: the user presses Ctrl-C now
+            raise KeyboardInterrupt
+        return d
+
+    monkeypatch.setattr(VaultActions, "_describe_patiently", interrupted)
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--id", backup_id, "-C", str(project.path))
+    assert rc == 130, err
+    assert "goes on without this command" in " ".join(err.split())
+    recs = _records(project, "production")
+    assert [r.action for r in recs] == ["backup", "intent", "backup"]
+    assert recs[2].changes["backup"]["trigger"] == "before restore" and recs[2].changes["backup"]["id"] != backup_id

@@ -71,7 +71,7 @@ BACKED_UP = "BackedUp"
 # The files-restore machine's output key naming the restore job it started (files_restore.py), and the
 # errors it ends with having certainly started none.
 FILES_RESTORE_JOB = "restoreJob"
-FILES_NOT_STARTED = frozenset({"mxinfra.BadInput", "mxinfra.BackupFirstFailed", "mxinfra.NotThisBucket", "mxinfra.FilesNotRestored"})
+FILES_NOT_STARTED = frozenset({"mxinfra.FilesRestoreRunning", "mxinfra.BadInput", "mxinfra.BackupFirstFailed", "mxinfra.NotThisBucket", "mxinfra.FilesNotRestored"})
 # What the restore machine adds to a failure's cause when a service kept its restore mark (export.py).
 MARK_LEFT = "and a service still carries the mark mxinfra:restoring"
 # A large database's snapshot or restore: the command waits, then says how to follow the job.

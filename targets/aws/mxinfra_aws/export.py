@@ -35,6 +35,7 @@ scratch on the task's ephemeral storage.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,7 +175,7 @@ def definition(a: Arns, task_definition_arn: str, security_group: str) -> dict[s
         "StartAt": "OneAtATime",
         "States": {
             # nor beside a restore: its files would be copied half put back, from a database replaced meanwhile
-            **_one_at_a_time(a.export_machine_arn, a.partition, "Export", a.restore_machine_arn, "Restore"),
+            **one_at_a_time(a.export_machine_arn, a.partition, "Export", [(a.restore_machine_arn, "Restore"), *beside(a)]),
             "Busy": {"Type": "Fail", "Error": "mxinfra.ExportRunning", "Cause": "another export, or a restore, of this environment is running: one at a time, run it again once that one ended"},
             # the execution's name is the archive's id: the only input the caller gives
             "Export": {**_run_task(a, "export", task_definition_arn, security_group, [{"Name": BACKUP, "Environment": [{"Name": "BACKUP_NOW", "Value.$": "$$.Execution.Name"}]}]), "End": True},
@@ -182,10 +183,16 @@ def definition(a: Arns, task_definition_arn: str, security_group: str) -> dict[s
     }
 
 
-def _one_at_a_time(machine_arn: str, partition: str, then: str, other_arn: str, other: str) -> dict[str, Any]:
+def beside(a: Arns) -> list[tuple[str, str]]:
+    """The machines of the environment besides the export and the restore that write its data, (ARN, label):
+    production's files restore, where it exists (files_restore.create)."""
+    return [(a.files_restore_machine_arn, "FilesRestore")] if a.production and a.aws_backup else []
+
+
+def one_at_a_time(machine_arn: str, partition: str, then: str, others: Sequence[tuple[str, str]]) -> dict[str, Any]:
     """The states that refuse to run (going to `Busy`) beside another execution of `machine_arn` or any of
-    `other_arn` (the other machine, named `other`), going on to `then` (IAM cannot count a caller's
-    executions; each count is eventually consistent)."""
+    the `others` (ARN, label), going on to `then` (IAM cannot count a caller's executions; each count is
+    eventually consistent)."""
 
     def running(arn: str, at_most: int, result: str, nxt: str) -> dict[str, Any]:
         return {
@@ -200,14 +207,14 @@ def _one_at_a_time(machine_arn: str, partition: str, then: str, other_arn: str, 
     def choice(result: str, beside: int, default: str) -> dict[str, Any]:
         return {"Type": "Choice", "Choices": [{"Variable": f"$.{result}.running", "NumericGreaterThan": beside, "Next": "Busy"}], "Default": default}
 
-    others = f"{other.lower()}s"
-    return {
-        # this execution itself is one of the running ones
-        "OneAtATime": running(machine_arn, 2, "guard", "Alone"),
-        "Alone": choice("guard", 1, f"{other}s"),
-        f"{other}s": running(other_arn, 1, others, f"No{other}"),
-        f"No{other}": choice(others, 0, then),
-    }
+    counts = [f"{label}s" for _, label in others]
+    # this execution itself is one of the running ones
+    states = {"OneAtATime": running(machine_arn, 2, "guard", "Alone"), "Alone": choice("guard", 1, counts[0] if counts else then)}
+    for i, (arn, label) in enumerate(others):
+        result = f"{label.lower()}s"
+        states[counts[i]] = running(arn, 1, result, f"No{label}")
+        states[f"No{label}"] = choice(result, 0, counts[i + 1] if i + 1 < len(counts) else then)
+    return states
 
 
 def _run_task(a: Arns, kind: str, task_definition_arn: str, security_group: str, overrides: list[dict[str, Any]]) -> dict[str, Any]:
@@ -348,7 +355,7 @@ def restore_definition(a: Arns, task_definition_arn: str, security_group: str, k
     undo = {"Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": "StartAgainAfterFailure0"}]}
     # nor beside a download's export, whose pg_dump holds the tables the restore replaces (counted before
     # anything is stopped; restore.sh also waits for the database's other sessions)
-    states.update(_one_at_a_time(a.restore_machine_arn, p, "Input", a.export_machine_arn, "Export"))
+    states.update(one_at_a_time(a.restore_machine_arn, p, "Input", [(a.export_machine_arn, "Export"), *beside(a)]))
     states["Busy"] = {"Type": "Fail", "Error": "mxinfra.RestoreRunning", "Cause": "another restore, or a download's export, of this environment is running: one at a time"}
     states["Input"] = {
         "Type": "Choice",

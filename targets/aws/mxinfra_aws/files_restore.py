@@ -6,6 +6,8 @@ holder of production's `backups` role who may call it directly could replace pro
 way back, whatever `mxinfra backup restore` does first. So on production the role may not
 (policies.aws_backup_statements denies it on S3 recovery points); it may start this machine, which:
 
+0. refuses to run beside another of its executions, an archive restore or a download's export (which
+   count its executions too: export.one_at_a_time), so that the bucket never ends up a mix of two restores;
 1. takes an on-demand backup of the database the app uses and of the bucket into the vault, as `mxinfra
    backup create` does, and waits for it (export.backup_first: the same states the archive restore runs);
 2. reads the recovery point the input names (`{"files": "<recovery point ARN>"}`, the only input) in the
@@ -23,7 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .backup_actions import FILES_RESTORE_JOB
-from .export import BACKUP_RETRY, backup_first
+from .export import BACKUP_RETRY, backup_first, one_at_a_time
 from .policies import Arns
 
 if TYPE_CHECKING:
@@ -58,7 +60,11 @@ def definition(a: Arns, keep_days: int) -> dict[str, Any]:
         {"Variable": "$.point.type", "StringEquals": "S3"},
         {"Or": [{"Variable": "$.point.status", "StringEquals": s} for s in _RESTORABLE]},
     ]
+    # nor beside an archive restore (which replaces the files too) or a download's export (which reads them)
+    others = [(a.restore_machine_arn, "Restore"), (a.export_machine_arn, "Export")] if a.export else []
     states: dict[str, Any] = {
+        **one_at_a_time(a.files_restore_machine_arn, p, "Input", others),
+        "Busy": {"Type": "Fail", "Error": "mxinfra.FilesRestoreRunning", "Cause": "another restore of the files, an archive restore or a download's export of this environment is running: one at a time; nothing was backed up or restored"},
         "Input": {
             "Type": "Choice",
             "Choices": [{"And": [{"Variable": "$.files", "IsPresent": True}, {"Variable": "$.files", "IsString": True}], "Next": "Clean"}],
@@ -111,7 +117,7 @@ def definition(a: Arns, keep_days: int) -> dict[str, Any]:
         },
         "Failed": {"Type": "Fail", "ErrorPath": "$.failure.Error", "CausePath": "$.failure.Cause"},
     }
-    return {"Comment": f"{a.naming.prefix}: back production up, then restore a backup's files into its bucket (mxinfra backup restore)", "StartAt": "Input", "States": states}
+    return {"Comment": f"{a.naming.prefix}: back production up, then restore a backup's files into its bucket (mxinfra backup restore)", "StartAt": "OneAtATime", "States": states}
 
 
 def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns) -> aws.sfn.StateMachine | None:

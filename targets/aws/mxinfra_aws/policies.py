@@ -589,7 +589,7 @@ def export_runner_policy(a: Arns) -> Document:
     return _doc(
         # one export at a time, and never beside a restore: the machine first counts running executions
         # (IAM's reference also lists a map run's ARN for ListExecutions; the machine has none, but the form is its own)
-        _allow("CountExports", ["states:ListExecutions"], [a.export_machine_arn, a._arn("states", f"mapRun:{a.export_name}/*:*"), a.restore_machine_arn]),
+        _allow("CountExports", ["states:ListExecutions"], [a.export_machine_arn, a._arn("states", f"mapRun:{a.export_name}/*:*"), a.restore_machine_arn, *_files_restore_machine(a)]),
         *_runs_task(a, "Export", a.export_task_definition_arn, "export-task"),
     )
 
@@ -627,6 +627,12 @@ def restore_task_policy(a: Arns) -> Document:
     )
 
 
+def _files_restore_machine(a: Arns) -> list[str]:
+    """Production's files-restore machine, where it exists (files_restore.create): the export and the
+    archive restore do not run beside it."""
+    return [a.files_restore_machine_arn] if a.production and a.aws_backup else []
+
+
 def _backup_first_statements(a: Arns) -> list[Document]:
     """A production machine's on-demand backup of the database and the bucket into the vault, taken as the
     environment's backup role, followed until it completed (export.backup_first)."""
@@ -644,7 +650,10 @@ def files_restore_runner_policy(a: Arns) -> Document:
     point of the environment's (its tags) and restore it, as the backup role, whose bounds reach only the
     environment's bucket (backups.scope_policy). Nothing else."""
     tags = _environment_tags(a)
+    machines = [a.files_restore_machine_arn, a._arn("states", f"mapRun:{a.files_restore_name}/*:*"), *([a.restore_machine_arn, a.export_machine_arn] if a.export else [])]
     return _doc(
+        # one at a time, and never beside an archive restore or a download's export
+        _allow("CountRestores", ["states:ListExecutions"], machines),
         *_backup_first_statements(a),
         _allow("RestoreFiles", ["backup:DescribeRecoveryPoint", "backup:GetRecoveryPointRestoreMetadata", "backup:StartRestoreJob"], a.bucket_recovery_points_arn, {"StringEquals": tags}),
         *_only_this_environments_points(a, a.bucket_recovery_points_arn),
@@ -660,7 +669,7 @@ def restore_runner_policy(a: Arns) -> Document:
     return _doc(
         *(_backup_first_statements(a) if a.production and a.aws_backup else []),
         # one at a time, and never beside a download's export
-        _allow("CountRestores", ["states:ListExecutions"], [a.restore_machine_arn, a._arn("states", f"mapRun:{a.restore_name}/*:*"), a.export_machine_arn]),
+        _allow("CountRestores", ["states:ListExecutions"], [a.restore_machine_arn, a._arn("states", f"mapRun:{a.restore_name}/*:*"), a.export_machine_arn, *_files_restore_machine(a)]),
         _allow("ReadServices", ["ecs:DescribeServices"], _one_or_all(a.service_arns)),
         # the definition passes a desired count alone; the deploy role's conditions hold all the same
         _allow("StopAndStartServices", ["ecs:UpdateService"], _one_or_all(a.service_arns), _service_update(a)),

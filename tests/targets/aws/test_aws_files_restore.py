@@ -74,8 +74,8 @@ def _ready(double: BackupDouble, states: StatesDouble, project: Any, capsys: Any
 
 
 def test_the_plan_renders_the_machine_on_production_only():
-    inputs = _update("production")
-    a = production(Arns(REGION, ACCOUNT, "orders-cluster", Naming("orders", "production")))
+    inputs = _update("production")  # (with backupExport: the machine counts the archive restore's and the export's executions too)
+    a = dataclasses.replace(production(Arns(REGION, ACCOUNT, "orders-cluster", Naming("orders", "production"))), export=True)
     mine = {n: (t, i) for n, (t, i) in inputs.items() if n.startswith("orders-production-files-restore")}
     assert {n: t for n, (t, _) in mine.items()} == {
         "orders-production-files-restore-runner-role": "aws:iam/role:Role",
@@ -212,12 +212,12 @@ def test_the_machine_started_directly_restores_nothing_but_the_buckets_own_point
     assert [op for op in double.called if op == "StartBackupJob"][files_before:] == ["StartBackupJob", "StartBackupJob"]  # backed up all the same
 
 
-@pytest.mark.parametrize("payload", ["{}", '{"files": 7}', '{"files": null}', "[]"])
+@pytest.mark.parametrize("payload", ["{}", '{"files": 7}', '{"files": null}', '{"files": ["arn:aws:backup:eu-west-1:123456789012:recovery-point:x"]}'])
 def test_input_the_command_never_gives_backs_nothing_up_and_restores_nothing(double, states, project, capsys, tmp_path, payload):
     stack, a, _ = _ready(double, states, project, capsys, tmp_path)
     sfn = boto3.client("stepfunctions", region_name=REGION)
     d = _ended(sfn, sfn.start_execution(stateMachineArn=production(a).files_restore_machine_arn, name="odd", input=payload)["executionArn"])
-    assert d["status"] == "FAILED" and d["error"] in ("mxinfra.BadInput", "States.Runtime"), d
+    assert d["status"] == "FAILED" and d["error"] == "mxinfra.BadInput", d
     assert double.called == []
 
 
@@ -379,3 +379,46 @@ def test_a_command_stopped_while_the_machine_ran_still_records_the_backup_it_too
     recs = _records(project, "production")
     assert [r.action for r in recs] == ["backup", "intent", "backup"]
     assert recs[2].changes["backup"]["trigger"] == "before restore" and recs[2].changes["backup"]["id"] != backup_id
+
+
+def _running(states: StatesDouble, machine: str, name: str) -> None:
+    """An execution of `machine` that runs (as Step Functions lists it)."""
+    arn = machine.replace(":stateMachine:", ":execution:") + f":{name}"
+    states.executions[arn] = {"executionArn": arn, "stateMachineArn": machine, "name": name, "status": "RUNNING", "startDate": datetime.now(timezone.utc), "input": "{}"}
+
+
+@pytest.mark.parametrize("beside", ["files restore", "archive restore", "export"])
+def test_no_files_restore_beside_another_restore_or_an_export(double, states, project, capsys, tmp_path, beside):
+    stack, a, _ = _ready(double, states, project, capsys, tmp_path)
+    p = dataclasses.replace(production(a), export=True)  # a stack with backupExport: three machines write or read the data
+    states.add_machine(p.files_restore_machine_arn, files_restore.definition(p, KEEP), p.role_arn("files-restore-runner"), files_restore_runner_policy(p))
+    boto3.client("s3", region_name=REGION).put_object(Bucket=a.bucket_name, Key="f", Body=b"1")
+    _a_backup(double, project, capsys, stack)
+    backup_id = json.loads(_cli(capsys, "backup", "list", "-s", stack, "-e", "production", "-C", str(project.path), "--json")[1])[0]
+    _running(states, {"files restore": p.files_restore_machine_arn, "archive restore": p.restore_machine_arn, "export": p.export_machine_arn}[beside], "other")
+    backups_before = len([op for op, _ in double.requests if op == "StartBackupJob"])
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--id", backup_id, "-C", str(project.path))
+    said = " ".join(err.split())
+    assert rc == 2 and "mxinfra.FilesRestoreRunning" in said and said.endswith("(recorded)"), said
+    # refused before its backup: nothing backed up, nothing restored
+    assert len([op for op, _ in double.requests if op == "StartBackupJob"]) == backups_before
+    assert not [op for op, _ in double.requests if op == "StartRestoreJob"] and states.denied == []
+    recs = _records(project, "production")
+    assert [r.action for r in recs] == ["backup", "intent", "restore"] and recs[2].changes["restore"]["files"] == "not restored"
+
+
+def test_the_archive_restore_and_the_export_count_production_files_restores():
+    """The other direction: on production the machines that replace or read the data wait for no files restore
+    to run (their runner roles may count its executions); below production there is none to count."""
+    from mxinfra_aws import export
+    from mxinfra_aws.policies import export_runner_policy, restore_runner_policy
+
+    a = dataclasses.replace(production(Arns(REGION, ACCOUNT, "orders-cluster", Naming("orders", "production"))), export=True)
+    for machine, runner in ((export.restore_definition(a, "td", "sg", KEEP), restore_runner_policy(a)), (export.definition(a, "td", "sg"), export_runner_policy(a))):
+        counts = [st["Parameters"]["StateMachineArn"] for st in machine["States"].values() if st.get("Resource", "").endswith(":sfn:listExecutions")]
+        assert a.files_restore_machine_arn in counts
+        assert machine["States"]["NoFilesRestore"]["Choices"][0]["Next"] == "Busy"
+        assert allows(runner, "states:ListExecutions", a.files_restore_machine_arn)
+    below = dataclasses.replace(a, production=False)
+    assert "NoFilesRestore" not in export.definition(below, "td", "sg")["States"]
+    assert not allows(export_runner_policy(below), "states:ListExecutions", a.files_restore_machine_arn)

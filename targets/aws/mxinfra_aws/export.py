@@ -186,7 +186,7 @@ def definition(a: Arns, task_definition_arn: str, security_group: str) -> dict[s
 def beside(a: Arns) -> list[tuple[str, str]]:
     """The machines of the environment besides the export and the restore that write its data, (ARN, label):
     production's files restore, where it exists (files_restore.create)."""
-    return [(a.files_restore_machine_arn, "FilesRestore")] if a.production and a.aws_backup else []
+    return [(a.files_restore_machine_arn, "FilesRestore")] if a.files_restore else []
 
 
 def one_at_a_time(machine_arn: str, partition: str, then: str, others: Sequence[tuple[str, str]]) -> dict[str, Any]:

@@ -134,8 +134,7 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns) -> aws.sfn.StateMac
     from .rotation import service_trust
     from .runtime import service_role
 
-    b = of_environment(ctx.environment)
-    if not (a.production and b.enabled):
+    if not a.files_restore:
         return None
     runner = service_role(
         ctx, cfg, a, "files-restore-runner", service_trust(a, "states", a.files_restore_machine_arn), policies.files_restore_runner_policy(a),
@@ -145,7 +144,7 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns) -> aws.sfn.StateMac
         ctx.naming.logical("files-restore-machine"),
         name=a.files_restore_name,
         role_arn=runner.arn,
-        definition=json.dumps(definition(a, on_demand_days(b)), sort_keys=True),
+        definition=json.dumps(definition(a, on_demand_days(of_environment(ctx.environment))), sort_keys=True),
         tags=dict(ctx.tags),
         opts=ctx.opts(),
     )

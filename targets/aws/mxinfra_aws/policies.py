@@ -176,6 +176,11 @@ class Arns:
         return self.naming.physical("restore", max_len=80, charset="a-zA-Z0-9_-")
 
     @property
+    def files_restore(self) -> bool:
+        """Whether the environment has the files-restore machine: production with backups on (files_restore.py)."""
+        return self.production and self.aws_backup
+
+    @property
     def files_restore_name(self) -> str:
         """Production's files-restore state machine (`mxinfra backup restore --id` starts it)."""
         return self.naming.physical("files-restore", max_len=80, charset="a-zA-Z0-9_-")
@@ -630,7 +635,7 @@ def restore_task_policy(a: Arns) -> Document:
 def _files_restore_machine(a: Arns) -> list[str]:
     """Production's files-restore machine, where it exists (files_restore.create): the export and the
     archive restore do not run beside it."""
-    return [a.files_restore_machine_arn] if a.production and a.aws_backup else []
+    return [a.files_restore_machine_arn] if a.files_restore else []
 
 
 def _backup_first_statements(a: Arns) -> list[Document]:

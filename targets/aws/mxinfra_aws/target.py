@@ -400,7 +400,7 @@ class AwsTarget(Target):
         )
         # No customer-managed KMS key in this target yet: the vault uses AWS Backup's own key.
         backup = backups.create(ctx, cfg, a, db, [files.versioning])
-        files_restorer = files_restore.create(ctx, cfg, a) if backup is not None else None
+        files_restorer = files_restore.create(ctx, cfg, a)
         rt = runtime.create(ctx, cfg, a, sgs, db, shared.arn)
         rotation.create(ctx, cfg, a, db, [s for s in (rt.follower, rt.service) if s is not None])
         exported = export.create(ctx, cfg, a, sgs, db) if a.export else None

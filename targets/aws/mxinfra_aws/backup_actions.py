@@ -835,8 +835,8 @@ class VaultActions:
         with self._aws(f"states:StartExecution of {machine}", head=head):
             states.start_execution(stateMachineArn=machine, name=name, input=json.dumps({"files": point}))
         self._say(f"{self.env.name}: backing production up first, then restoring the files of backup {backup} (execution {execution})")
-        # the backup's wait (as long as `create` waits) and a margin for the machine's own calls
-        wait = self.backup_timeout + 600.0
+        # the backup's wait (as long as `create` waits), the restore's, and a margin for the machine's own calls
+        wait = self.backup_timeout + self.restore_timeout + 600.0
         deadline = time.monotonic() + wait
         try:
             while True:

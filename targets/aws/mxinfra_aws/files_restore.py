@@ -6,15 +6,16 @@ holder of production's `backups` role who may call it directly could replace pro
 way back, whatever `mxinfra backup restore` does first. So on production the role may not
 (policies.aws_backup_statements denies it on S3 recovery points); it may start this machine, which:
 
-0. refuses to run beside another of its executions, an archive restore or a download's export (which
-   count its executions too: export.one_at_a_time), so that the bucket never ends up a mix of two restores;
+0. checks its input, then refuses to run beside another of its executions, an archive restore or a
+   download's export (which count its executions too: export.one_at_a_time; a count is eventually
+   consistent, so two starts within moments can both run);
 1. takes an on-demand backup of the database the app uses and of the bucket into the vault, as `mxinfra
    backup create` does, and waits for it (export.backup_first: the same states the archive restore runs);
 2. reads the recovery point the input names (`{"files": "<recovery point ARN>"}`, the only input) in the
    environment's vault, and refuses anything but a completed backup of the environment's own bucket;
 3. starts its restore into the bucket, as the environment's backup role, with the point's restore metadata
-   and the bucket fixed as its destination; and ends, its output the backup taken first (`backedUp`) and
-   the restore job (`restoreJob`), which the command follows.
+   and the bucket fixed as its destination, follows the job to its end, and ends: its output the backup
+   taken first (`backedUp`) and the restore job (`restoreJob`).
 
 The database's recovery points are restored by the holder directly: always into a new instance (the backup
 role's bounds), never over the one the app uses. Everything here is pure but `create`.
@@ -38,6 +39,13 @@ if TYPE_CHECKING:
 DESCRIBE_RECOVERY_POINT = "arn:{partition}:states:::aws-sdk:backup:describeRecoveryPoint"
 GET_RESTORE_METADATA = "arn:{partition}:states:::aws-sdk:backup:getRecoveryPointRestoreMetadata"
 START_RESTORE_JOB = "arn:{partition}:states:::aws-sdk:backup:startRestoreJob"
+DESCRIBE_RESTORE_JOB = "arn:{partition}:states:::aws-sdk:backup:describeRestoreJob"
+# How long the machine follows its restore job: polls this far apart, as long as the command waits for a
+# restore job (backup_actions.RESTORE_TIMEOUT). The machine runs as long as the job writes the bucket, so
+# the other machines' count of its executions keeps them from writing or reading it meanwhile.
+RESTORE_POLL_SECONDS, RESTORE_POLLS = 60, 360
+# AWS Backup's restore job states after which it writes nothing more.
+_RESTORE_ENDED_BADLY = ("ABORTED", "FAILED")
 # The recovery point states AWS Backup restores from (backup_actions.RESTORABLE).
 _RESTORABLE = ("COMPLETED", "AVAILABLE")
 
@@ -63,8 +71,6 @@ def definition(a: Arns, keep_days: int) -> dict[str, Any]:
     # nor beside an archive restore (which replaces the files too) or a download's export (which reads them)
     others = [(a.restore_machine_arn, "Restore"), (a.export_machine_arn, "Export")] if a.export else []
     states: dict[str, Any] = {
-        **one_at_a_time(a.files_restore_machine_arn, p, "Input", others),
-        "Busy": {"Type": "Fail", "Error": "mxinfra.FilesRestoreRunning", "Cause": "another restore of the files, an archive restore or a download's export of this environment is running: one at a time; nothing was backed up or restored"},
         "Input": {
             "Type": "Choice",
             "Choices": [{"And": [{"Variable": "$.files", "IsPresent": True}, {"Variable": "$.files", "IsString": True}], "Next": "Clean"}],
@@ -72,7 +78,9 @@ def definition(a: Arns, keep_days: int) -> dict[str, Any]:
         },
         "BadInput": {"Type": "Fail", "Error": "mxinfra.BadInput", "Cause": 'the input must be {"files": "<a recovery point of the bucket>"} (mxinfra backup restore --id): nothing was backed up or restored'},
         # from here on the state holds the point and what the machine writes itself, nothing else of the input
-        "Clean": {"Type": "Pass", "Parameters": {"files.$": "$.files"}, "Next": "BackupFirst"},
+        "Clean": {"Type": "Pass", "Parameters": {"files.$": "$.files"}, "Next": "OneAtATime"},
+        **one_at_a_time(a.files_restore_machine_arn, p, "BackupFirst", others),
+        "Busy": {"Type": "Fail", "Error": "mxinfra.FilesRestoreRunning", "Cause": "another restore of the files, an archive restore or a download's export of this environment is running: one at a time; nothing was backed up or restored"},
         **backup_first(a, keep_days, "ReadPoint"),
         "ReadPoint": call(DESCRIBE_RECOVERY_POINT, point, "PointMine", ResultSelector={"resource.$": "$.ResourceArn", "type.$": "$.ResourceType", "status.$": "$.Status"}, ResultPath="$.point"),
         "PointMine": {"Type": "Choice", "Choices": [{"And": mine, "Next": "ReadMetadata"}], "Default": "NotThisBucket"},
@@ -97,12 +105,40 @@ def definition(a: Arns, keep_days: int) -> dict[str, Any]:
                 "IdempotencyToken.$": "States.Format('{}-restore', $.backupToken.token)",
                 "CopySourceTagsToRestoredResource": True,
             },
-            "Started",
+            "RestorePolls",
             then="MaybeStarted",
             ResultSelector={"job.$": "$.RestoreJobId"},
             ResultPath="$.restoreJob",
         ),
-        "Started": {"Type": "Pass", "Parameters": {"backedUp.$": "$.backedUp", f"{FILES_RESTORE_JOB}.$": "$.restoreJob.job"}, "End": True},
+        # followed to its end: until then the job writes the bucket, and the execution runs (one at a time)
+        "RestorePolls": {"Type": "Pass", "Result": {"left": RESTORE_POLLS}, "ResultPath": "$.restorePolls", "Next": "RestoreWait"},
+        "RestoreWait": {"Type": "Wait", "Seconds": RESTORE_POLL_SECONDS, "Next": "RestoreCount"},
+        "RestoreCount": {"Type": "Pass", "Parameters": {"left.$": "States.MathAdd($.restorePolls.left, -1)"}, "ResultPath": "$.restorePolls", "Next": "RestoreCheck"},
+        "RestoreCheck": call(DESCRIBE_RESTORE_JOB, {"RestoreJobId.$": "$.restoreJob.job"}, "RestoreDone", then="NotFollowed", ResultSelector={"status.$": "$.Status"}, ResultPath="$.restoreState"),
+        "RestoreDone": {
+            "Type": "Choice",
+            "Choices": [
+                {"Variable": "$.restoreState.status", "StringEquals": "COMPLETED", "Next": "Restored"},
+                {"Or": [{"Variable": "$.restoreState.status", "StringEquals": s} for s in _RESTORE_ENDED_BADLY], "Next": "RestoreFailed"},
+                {"Variable": "$.restorePolls.left", "NumericGreaterThan": 0, "Next": "RestoreWait"},
+            ],
+            "Default": "RestoreTimedOut",
+        },
+        "Restored": {"Type": "Pass", "Parameters": {"backedUp.$": "$.backedUp", f"{FILES_RESTORE_JOB}.$": "$.restoreJob.job"}, "End": True},
+        # the job ran (it may have put back some of the files): its id in every cause, to follow it with
+        **{
+            name: {
+                "Type": "Pass",
+                "Parameters": {"Error": "mxinfra.FilesMaybeRestored", "Cause.$": f"States.Format('the restore job {{}} of the files {why}', $.restoreJob.job)"},
+                "ResultPath": "$.failure",
+                "Next": "Failed",
+            }
+            for name, why in (
+                ("RestoreFailed", "ended FAILED or ABORTED: some files may have been put back"),
+                ("RestoreTimedOut", f"did not end within {RESTORE_POLL_SECONDS * RESTORE_POLLS} s: it may still run"),
+                ("NotFollowed", "could not be followed: it may still run"),
+            )
+        },
         "NotRestored": {
             "Type": "Pass",
             "Parameters": {"Error": "mxinfra.FilesNotRestored", "Cause.$": "States.Format('the restore of the files was not started ({}): nothing was restored', $.failure.Cause)"},
@@ -117,7 +153,7 @@ def definition(a: Arns, keep_days: int) -> dict[str, Any]:
         },
         "Failed": {"Type": "Fail", "ErrorPath": "$.failure.Error", "CausePath": "$.failure.Cause"},
     }
-    return {"Comment": f"{a.naming.prefix}: back production up, then restore a backup's files into its bucket (mxinfra backup restore)", "StartAt": "OneAtATime", "States": states}
+    return {"Comment": f"{a.naming.prefix}: back production up, then restore a backup's files into its bucket (mxinfra backup restore)", "StartAt": "Input", "States": states}
 
 
 def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns) -> aws.sfn.StateMachine | None:

@@ -660,6 +660,8 @@ def files_restore_runner_policy(a: Arns) -> Document:
         # one at a time, and never beside an archive restore or a download's export
         _allow("CountRestores", ["states:ListExecutions"], machines),
         *_backup_first_statements(a),
+        # following the restore job it started (no resource type: AWS only accepts "*"; job metadata, no data)
+        _allow("FollowRestore", ["backup:DescribeRestoreJob"], "*"),
         _allow("RestoreFiles", ["backup:DescribeRecoveryPoint", "backup:GetRecoveryPointRestoreMetadata", "backup:StartRestoreJob"], a.bucket_recovery_points_arn, {"StringEquals": tags}),
         *_only_this_environments_points(a, a.bucket_recovery_points_arn),
     )

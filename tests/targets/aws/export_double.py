@@ -558,6 +558,8 @@ class StatesDouble:
         if resource == "arn:aws:states:::aws-sdk:sfn:listExecutions":
             if not self._authorize("runner", policy, "states:ListExecutions", p["StateMachineArn"]):
                 raise ApiError("Sfn.AccessDeniedException", f"{runner} may not states:ListExecutions")
+            if p["StateMachineArn"] not in self.machines:  # as Step Functions answers: a machine never deployed is an error
+                raise ApiError("Sfn.StateMachineDoesNotExistException", f"State Machine Does Not Exist: '{p['StateMachineArn']}'")
             with self.lock:
                 running = [{"ExecutionArn": x["executionArn"]} for x in self.executions.values() if x["stateMachineArn"] == p["StateMachineArn"] and x["status"] == p.get("StatusFilter", x["status"])]
             return {"Executions": running[: p.get("MaxResults", 100)]}
@@ -612,7 +614,7 @@ class StatesDouble:
                         svc["running"], shown = (svc["running"] if svc.get("stuck") else svc["desired"]), svc["running"]
                 out.append({"ServiceName": service, "ServiceArn": service_arn, "DesiredCount": svc["desired"], "RunningCount": shown if op == "describeServices" else svc["running"], "PendingCount": 0})
             return {"Services": out, "Failures": failures} if op == "describeServices" else {"Service": out[0]}
-        if resource in {f"arn:aws:states:::aws-sdk:backup:{op}" for op in ("startBackupJob", "describeBackupJob", "describeRecoveryPoint", "getRecoveryPointRestoreMetadata", "startRestoreJob")}:
+        if resource in {f"arn:aws:states:::aws-sdk:backup:{op}" for op in ("startBackupJob", "describeBackupJob", "describeRecoveryPoint", "getRecoveryPointRestoreMetadata", "startRestoreJob", "describeRestoreJob")}:
             if self.backup is None:
                 raise ApiError("States.Runtime", f"Task resource {resource}: no AWS Backup double was given")
             from backup_double import ApiError as BackupError

@@ -371,6 +371,11 @@ def exported(aws_env: None, s3_server: str, pg: PostgresServer, alpine_path: str
         states.add_task_definition(restore_td, td, {a.role_arn("restore-task"): restore_task_policy(a)})
         keep_days = on_demand_days(Backups()) if role == "production" else None
         states.add_machine(a.restore_machine_arn, export.restore_definition(a, restore_td, "sg-0123456789abcdef0", keep_days), a.role_arn("restore-runner"), restore_runner_policy(a))
+        if a.files_restore:  # production's files restore, whose executions the two machines count
+            from mxinfra_aws import files_restore
+            from mxinfra_aws.policies import files_restore_runner_policy
+
+            states.add_machine(a.files_restore_machine_arn, files_restore.definition(a, on_demand_days(Backups())), a.role_arn("files-restore-runner"), files_restore_runner_policy(a))
         states.services = {a.service_name: {"desired": 2, "running": 2}}
         states.task_keys[a.role_arn("restore-task")] = RESTORE_KEY
         states.caller_policy = permission_policy(a, "backups")

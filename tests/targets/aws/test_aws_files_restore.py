@@ -153,6 +153,8 @@ def test_production_restore_backs_up_through_the_machine_then_restores_every_fil
     assert ops == ["StartBackupJob", "StartBackupJob", "StartRestoreJob", "StartRestoreJob"]
     by_machine = [op for op in double.called if op.startswith("Start")]
     assert by_machine == ["StartBackupJob", "StartBackupJob", "StartRestoreJob"]
+    # the machine followed its job to the end (so that nothing else runs while it writes the bucket)
+    assert double.called[-1] == "DescribeRestoreJob" and double.called.count("DescribeRestoreJob") == 2
     restores = {p["ResourceType"]: p for op, p in double.requests if op == "StartRestoreJob"}
     assert restores["S3"]["Metadata"] == {"DestinationBucketName": a.bucket_name, "NewBucket": "false", "EncryptionType": "SSE_S3"}
     assert restores["S3"]["IamRoleArn"] == a.role_arn("backup") and restores["RDS"]["Metadata"]["DBInstanceIdentifier"] == new
@@ -212,7 +214,7 @@ def test_the_machine_started_directly_restores_nothing_but_the_buckets_own_point
     assert [op for op in double.called if op == "StartBackupJob"][files_before:] == ["StartBackupJob", "StartBackupJob"]  # backed up all the same
 
 
-@pytest.mark.parametrize("payload", ["{}", '{"files": 7}', '{"files": null}', '{"files": ["arn:aws:backup:eu-west-1:123456789012:recovery-point:x"]}'])
+@pytest.mark.parametrize("payload", ["{}", '{"files": 7}', '{"files": null}', '{"files": ["arn:aws:backup:eu-west-1:123456789012:recovery-point:x"]}', "[]"])
 def test_input_the_command_never_gives_backs_nothing_up_and_restores_nothing(double, states, project, capsys, tmp_path, payload):
     stack, a, _ = _ready(double, states, project, capsys, tmp_path)
     sfn = boto3.client("stepfunctions", region_name=REGION)
@@ -387,11 +389,24 @@ def _running(states: StatesDouble, machine: str, name: str) -> None:
     states.executions[arn] = {"executionArn": arn, "stateMachineArn": machine, "name": name, "status": "RUNNING", "startDate": datetime.now(timezone.utc), "input": "{}"}
 
 
+def _three_machines(states: StatesDouble, a: Arns) -> Arns:
+    """A production stack with backupExport: the files restore, the archive restore and the export machines,
+    each with its rendered runner policy (no ECS task runs here: a machine that gets past its count fails at
+    its first ECS call, which this double is given nothing for)."""
+    from mxinfra_aws import export
+    from mxinfra_aws.policies import export_runner_policy, restore_runner_policy
+
+    p = dataclasses.replace(production(a), export=True)
+    states.add_machine(p.files_restore_machine_arn, files_restore.definition(p, KEEP), p.role_arn("files-restore-runner"), files_restore_runner_policy(p))
+    states.add_machine(p.restore_machine_arn, export.restore_definition(p, "td", "sg", KEEP), p.role_arn("restore-runner"), restore_runner_policy(p))
+    states.add_machine(p.export_machine_arn, export.definition(p, "td", "sg"), p.role_arn("export-runner"), export_runner_policy(p))
+    return p
+
+
 @pytest.mark.parametrize("beside", ["files restore", "archive restore", "export"])
 def test_no_files_restore_beside_another_restore_or_an_export(double, states, project, capsys, tmp_path, beside):
     stack, a, _ = _ready(double, states, project, capsys, tmp_path)
-    p = dataclasses.replace(production(a), export=True)  # a stack with backupExport: three machines write or read the data
-    states.add_machine(p.files_restore_machine_arn, files_restore.definition(p, KEEP), p.role_arn("files-restore-runner"), files_restore_runner_policy(p))
+    p = _three_machines(states, a)
     boto3.client("s3", region_name=REGION).put_object(Bucket=a.bucket_name, Key="f", Body=b"1")
     _a_backup(double, project, capsys, stack)
     backup_id = json.loads(_cli(capsys, "backup", "list", "-s", stack, "-e", "production", "-C", str(project.path), "--json")[1])[0]
@@ -407,18 +422,42 @@ def test_no_files_restore_beside_another_restore_or_an_export(double, states, pr
     assert [r.action for r in recs] == ["backup", "intent", "restore"] and recs[2].changes["restore"]["files"] == "not restored"
 
 
-def test_the_archive_restore_and_the_export_count_production_files_restores():
-    """The other direction: on production the machines that replace or read the data wait for no files restore
-    to run (their runner roles may count its executions); below production there is none to count."""
+@pytest.mark.parametrize("machine", ["archive restore", "export"])
+def test_the_archive_restore_and_the_export_wait_for_no_files_restore(double, states, project, capsys, tmp_path, machine):
+    """The other direction, run as the rendered machines do: beside a files restore that runs (the only
+    execution there is), the archive restore and the export end Busy before anything (test_aws_restore_archive
+    and test_aws_export run them to their end on production, where they count it too)."""
+    _, a, _ = _ready(double, states, project, capsys, tmp_path)
+    p = _three_machines(states, a)
+    arn, busy = {"archive restore": (p.restore_machine_arn, "mxinfra.RestoreRunning"), "export": (p.export_machine_arn, "mxinfra.ExportRunning")}[machine]
+    states.caller_policy = permission_policy(p, "backups")  # the backups role of a stack with backupExport
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    _running(states, p.files_restore_machine_arn, "restoring")
+    d = _ended(sfn, sfn.start_execution(stateMachineArn=arn, name="beside", input=json.dumps({"sha256": "0" * 64}))["executionArn"])
+    assert d["status"] == "FAILED" and d["error"] == busy, d
+    assert not [op for op, _ in double.requests if op == "StartBackupJob"]
+
+
+def test_below_production_no_machine_counts_a_files_restore():
     from mxinfra_aws import export
     from mxinfra_aws.policies import export_runner_policy, restore_runner_policy
 
-    a = dataclasses.replace(production(Arns(REGION, ACCOUNT, "orders-cluster", Naming("orders", "production"))), export=True)
-    for machine, runner in ((export.restore_definition(a, "td", "sg", KEEP), restore_runner_policy(a)), (export.definition(a, "td", "sg"), export_runner_policy(a))):
-        counts = [st["Parameters"]["StateMachineArn"] for st in machine["States"].values() if st.get("Resource", "").endswith(":sfn:listExecutions")]
-        assert a.files_restore_machine_arn in counts
-        assert machine["States"]["NoFilesRestore"]["Choices"][0]["Next"] == "Busy"
-        assert allows(runner, "states:ListExecutions", a.files_restore_machine_arn)
-    below = dataclasses.replace(a, production=False)
-    assert "NoFilesRestore" not in export.definition(below, "td", "sg")["States"]
-    assert not allows(export_runner_policy(below), "states:ListExecutions", a.files_restore_machine_arn)
+    below = dataclasses.replace(Arns(REGION, ACCOUNT, "orders-cluster", Naming("orders", "acceptance")), export=True)
+    for definition, runner in ((export.restore_definition(below, "td", "sg"), restore_runner_policy(below)), (export.definition(below, "td", "sg"), export_runner_policy(below))):
+        assert below.files_restore_machine_arn not in json.dumps(definition)
+        assert not allows(runner, "states:ListExecutions", below.files_restore_machine_arn)
+
+
+def test_a_restore_job_that_fails_is_said_with_its_id_and_leaves_the_intent(double, states, project, capsys, tmp_path):
+    """The machine follows its job: one that ends FAILED may have put some files back, so nothing is claimed."""
+    stack, a, _ = _ready(double, states, project, capsys, tmp_path)
+    boto3.client("s3", region_name=REGION).put_object(Bucket=a.bucket_name, Key="f", Body=b"1")
+    _a_backup(double, project, capsys, stack)
+    backup_id = json.loads(_cli(capsys, "backup", "list", "-s", stack, "-e", "production", "-C", str(project.path), "--json")[1])[0]
+    double.fail = "restore"
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--id", backup_id, "-C", str(project.path))
+    said = " ".join(err.split())
+    (job,) = double.restores
+    assert rc == 2 and f"the restore job {job} of the files ended FAILED or ABORTED: some files may have been put back" in said, said
+    assert "whether the files were restored is not known" in said and "the database's restore was not started" in said
+    assert [r.action for r in _records(project, "production")] == ["backup", "intent", "backup"]

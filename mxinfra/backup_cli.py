@@ -172,6 +172,18 @@ def _production_backup(ctx: _Context, keep: str | None = None) -> str | None:
     return backup_id
 
 
+def _recorder_of_backup_first(ctx: _Context, taken: dict[str, Any]) -> Callable[[str], None]:
+    """What a target that takes production's backup itself (server-side: no caller skips it) calls with its
+    id once the restore ended: recorded then, before the restore's outcome, and kept in `taken`."""
+
+    def backed_up(backup_id: str) -> None:
+        ctx.record("backup", {"backup": {"id": backup_id, "trigger": "before restore"}})
+        taken["id"] = backup_id
+        sys.stdout.write(f"{ctx.environment.name}: backup {backup_id} taken first\n")
+
+    return backed_up
+
+
 def _supports(ctx: _Context, command: str, *methods: str) -> None:
     """Refuse a command the environment's target does not offer (yet), before it acts."""
     if not all(callable(getattr(ctx.actions, m, None)) for m in methods):
@@ -336,12 +348,7 @@ def restore(
     if not inside and (first := _production_backup(ctx, keep=backup_id)):
         taken["id"] = first
 
-    def backed_up(backup: str) -> None:
-        ctx.record("backup", {"backup": {"id": backup, "trigger": "before restore"}})
-        taken["id"] = backup
-        sys.stdout.write(f"{environment}: backup {backup} taken first\n")
-
-    more = {"backed_up": backed_up} if inside else {}
+    more = {"backed_up": _recorder_of_backup_first(ctx, taken)} if inside else {}
     done = {"id": backup_id, "from": environment}
     # what the target says the restore did (the new instance or server it made, what became of the app)
     outcome = _recorded_restore(ctx, done, lambda before: ctx.actions.restore(backup_id, _now(), before, **more), taken=taken)
@@ -402,11 +409,6 @@ def _restore_archive(directory: Path, stack: str, environment: str, archive: Pat
     backs_up = getattr(ctx.actions, "archive_restore_backs_up_first", None)
     inside = ctx.environment.is_production and callable(backs_up) and bool(backs_up())
 
-    def backed_up(backup_id: str) -> None:
-        ctx.record("backup", {"backup": {"id": backup_id, "trigger": "before restore"}})
-        taken["id"] = backup_id
-        sys.stdout.write(f"{environment}: backup {backup_id} taken first\n")
-
     def backup_first() -> None:
         # on production, once the archive is checked: what the restore replaces, kept where the target keeps
         # backups, or (a target that keeps none: Cloud Foundry) written beside the archive
@@ -426,7 +428,7 @@ def _restore_archive(directory: Path, stack: str, environment: str, archive: Pat
         taken.update(got)
         sys.stdout.write(f"{environment}: backup {got['id']} taken first, written to {got['path']}\n")
 
-    more = {"backed_up": backed_up} if inside else {}
+    more = {"backed_up": _recorder_of_backup_first(ctx, taken)} if inside else {}
     checked = _recorded_restore(ctx, done, lambda before: ctx.actions.restore_archive(archive, _now(), via, vouch, before, **more), backup_first, taken)
     before = taken.get("id")
     if not done:  # a target that restored without asking: never recorded as if its provenance were known

@@ -647,8 +647,7 @@ class VaultActions:
         if not (self.env.is_production and self.a.export):
             return False
         machine = self.a.restore_machine_arn
-        with self._aws("creating the AWS clients"):
-            states = self.session.client("stepfunctions", region_name=self.a.region, config=self._config)
+        states = self._states()
         try:
             with self._aws(f"states:DescribeStateMachine of {machine}", head=self._restore_head):
                 definition = states.describe_state_machine(stateMachineArn=machine).get("definition") or "{}"
@@ -835,17 +834,9 @@ class VaultActions:
         with self._aws(f"states:StartExecution of {machine}", head=head):
             states.start_execution(stateMachineArn=machine, name=name, input=json.dumps({"files": point}))
         self._say(f"{self.env.name}: backing production up first, then restoring the files of backup {backup} (execution {execution})")
-        # the backup's wait (as long as `create` waits), the restore's, and a margin for the machine's own calls
-        wait = self.backup_timeout + self.restore_timeout + 600.0
-        deadline = time.monotonic() + wait
         try:
-            while True:
-                d = self._describe_patiently(states, execution, deadline, head, "files restore")
-                if d.get("status") != "RUNNING":
-                    break
-                if time.monotonic() >= deadline:
-                    raise UserError(f"{head}: the files restore {execution} still ran after {wait / 60:.0f} minutes")
-                time.sleep(self.poll)
+            # the backup's wait (as long as `create` waits), the restore's, and a margin for the machine's own calls
+            d = self._until_ended(states, execution, "files restore", head, self.backup_timeout + self.restore_timeout + 600.0)
         except BaseException:
             self._say(f"warning: the files restore {execution} goes on without this command: it backs production up, then may restore the files "
                       f"(`aws stepfunctions describe-execution --execution-arn {execution}`)")
@@ -977,18 +968,23 @@ class VaultActions:
         where = "" if ended.error == "mxinfra.ExportRunning" else f"{ended.logs}; "  # refused before any task ran
         raise _ExportEnded(f"{self._export_head}: the export {execution} ended {ended.status}: {ended.why} ({where}`aws stepfunctions describe-execution --execution-arn {execution}`)")
 
-    def _ended(self, states: Any, execution: str, kind: str, head: str, timeout: float) -> _Ended:
-        """Wait for an execution of the export or restore machine (`kind`) to end: how, and the task it ran."""
+    def _until_ended(self, states: Any, execution: str, kind: str, head: str, timeout: float, where: str = "") -> dict[str, Any]:
+        """DescribeExecution of `execution` (of the `kind` machine) every poll until it no longer runs: its
+        last answer. A UserError once `timeout` seconds passed (`where`: where to look, said with it)."""
         deadline = time.monotonic() + timeout
-        logs = f"log group {self.a.log_group_name}, streams {kind}/<container>/<task id>"
         while True:
             d = self._describe_patiently(states, execution, deadline, head, kind)
-            status = d.get("status")
-            if status != "RUNNING":
-                break
+            if d.get("status") != "RUNNING":
+                return d
             if time.monotonic() >= deadline:
-                raise UserError(f"{head}: the {kind} {execution} still ran after {timeout / 60:.0f} minutes ({logs})")
+                raise UserError(f"{head}: the {kind} {execution} still ran after {timeout / 60:.0f} minutes{where}")
             time.sleep(self.poll)
+
+    def _ended(self, states: Any, execution: str, kind: str, head: str, timeout: float) -> _Ended:
+        """Wait for an execution of the export or restore machine (`kind`) to end: how, and the task it ran."""
+        logs = f"log group {self.a.log_group_name}, streams {kind}/<container>/<task id>"
+        d = self._until_ended(states, execution, kind, head, timeout, f" ({logs})")
+        status = d.get("status")
         error, cause, not_started, counts = str(d.get("error") or ""), d.get("cause"), "", {}
         marked = MARK_LEFT in str(cause or "")
         if error in ("mxinfra.NotStartedAgain", "mxinfra.RestoredNotStartedAgain"):

@@ -175,7 +175,7 @@ def definition(a: Arns, task_definition_arn: str, security_group: str) -> dict[s
         "StartAt": "OneAtATime",
         "States": {
             # nor beside a restore: its files would be copied half put back, from a database replaced meanwhile
-            **one_at_a_time(a.export_machine_arn, a.partition, "Export", [(a.restore_machine_arn, "Restore"), *beside(a)]),
+            **one_at_a_time(a.export_machine_arn, a.partition, "Export", policies.waits_for(a, "export")),
             "Busy": {"Type": "Fail", "Error": "mxinfra.ExportRunning", "Cause": "another export, or a restore, of this environment is running: one at a time, run it again once that one ended"},
             # the execution's name is the archive's id: the only input the caller gives
             "Export": {**_run_task(a, "export", task_definition_arn, security_group, [{"Name": BACKUP, "Environment": [{"Name": "BACKUP_NOW", "Value.$": "$$.Execution.Name"}]}]), "End": True},
@@ -183,16 +183,10 @@ def definition(a: Arns, task_definition_arn: str, security_group: str) -> dict[s
     }
 
 
-def beside(a: Arns) -> list[tuple[str, str]]:
-    """The machines of the environment besides the export and the restore that write its data, (ARN, label):
-    production's files restore, where it exists (files_restore.create)."""
-    return [(a.files_restore_machine_arn, "FilesRestore")] if a.files_restore else []
-
-
 def one_at_a_time(machine_arn: str, partition: str, then: str, others: Sequence[tuple[str, str]]) -> dict[str, Any]:
     """The states that refuse to run (going to `Busy`) beside another execution of `machine_arn` or any of
-    the `others` (ARN, label), going on to `then` (IAM cannot count a caller's executions; each count is
-    eventually consistent)."""
+    the `others` (ARN, label: policies.waits_for), going on to `then` (IAM cannot count a caller's
+    executions; each count is eventually consistent)."""
 
     def running(arn: str, at_most: int, result: str, nxt: str) -> dict[str, Any]:
         return {
@@ -355,7 +349,7 @@ def restore_definition(a: Arns, task_definition_arn: str, security_group: str, k
     undo = {"Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": "StartAgainAfterFailure0"}]}
     # nor beside a download's export, whose pg_dump holds the tables the restore replaces (counted before
     # anything is stopped; restore.sh also waits for the database's other sessions)
-    states.update(one_at_a_time(a.restore_machine_arn, p, "Input", [(a.export_machine_arn, "Export"), *beside(a)]))
+    states.update(one_at_a_time(a.restore_machine_arn, p, "Input", policies.waits_for(a, "restore")))
     states["Busy"] = {"Type": "Fail", "Error": "mxinfra.RestoreRunning", "Cause": "another restore, or a download's export, of this environment is running: one at a time"}
     states["Input"] = {
         "Type": "Choice",

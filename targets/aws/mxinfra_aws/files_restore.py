@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .backup_actions import FILES_RESTORE_JOB
 from .export import BACKUP_RETRY, backup_first, one_at_a_time
-from .policies import Arns
+from .policies import Arns, waits_for
 
 if TYPE_CHECKING:
     import pulumi_aws as aws
@@ -68,8 +68,6 @@ def definition(a: Arns, keep_days: int) -> dict[str, Any]:
         {"Variable": "$.point.type", "StringEquals": "S3"},
         {"Or": [{"Variable": "$.point.status", "StringEquals": s} for s in _RESTORABLE]},
     ]
-    # nor beside an archive restore (which replaces the files too) or a download's export (which reads them)
-    others = [(a.restore_machine_arn, "Restore"), (a.export_machine_arn, "Export")] if a.export else []
     states: dict[str, Any] = {
         "Input": {
             "Type": "Choice",
@@ -79,7 +77,8 @@ def definition(a: Arns, keep_days: int) -> dict[str, Any]:
         "BadInput": {"Type": "Fail", "Error": "mxinfra.BadInput", "Cause": 'the input must be {"files": "<a recovery point of the bucket>"} (mxinfra backup restore --id): nothing was backed up or restored'},
         # from here on the state holds the point and what the machine writes itself, nothing else of the input
         "Clean": {"Type": "Pass", "Parameters": {"files.$": "$.files"}, "Next": "OneAtATime"},
-        **one_at_a_time(a.files_restore_machine_arn, p, "BackupFirst", others),
+        # nor beside an archive restore (which replaces the files too) or a download's export (which reads them)
+        **one_at_a_time(a.files_restore_machine_arn, p, "BackupFirst", waits_for(a, "files-restore")),
         "Busy": {"Type": "Fail", "Error": "mxinfra.FilesRestoreRunning", "Cause": "another restore of the files, an archive restore or a download's export of this environment is running: one at a time; nothing was backed up or restored"},
         **backup_first(a, keep_days, "ReadPoint"),
         "ReadPoint": call(DESCRIBE_RECOVERY_POINT, point, "PointMine", ResultSelector={"resource.$": "$.ResourceArn", "type.$": "$.ResourceType", "status.$": "$.Status"}, ResultPath="$.point"),
@@ -170,7 +169,7 @@ def create(ctx: EnvironmentContext, cfg: AwsConfig, a: Arns) -> aws.sfn.StateMac
     from .rotation import service_trust
     from .runtime import service_role
 
-    if not a.files_restore:
+    if not a.backs_up_first:
         return None
     runner = service_role(
         ctx, cfg, a, "files-restore-runner", service_trust(a, "states", a.files_restore_machine_arn), policies.files_restore_runner_policy(a),

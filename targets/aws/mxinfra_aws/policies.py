@@ -176,8 +176,10 @@ class Arns:
         return self.naming.physical("restore", max_len=80, charset="a-zA-Z0-9_-")
 
     @property
-    def files_restore(self) -> bool:
-        """Whether the environment has the files-restore machine: production with backups on (files_restore.py)."""
+    def backs_up_first(self) -> bool:
+        """Whether the environment's restores back it up first, server-side: production with backups on. Its
+        archive restore machine then takes the backup, and its files go back only through the files-restore
+        machine (files_restore.py), which exists only then."""
         return self.production and self.aws_backup
 
     @property
@@ -593,8 +595,7 @@ def export_runner_policy(a: Arns) -> Document:
     task's revisions in the environment's cluster (and follow or stop them), passing exactly its two roles."""
     return _doc(
         # one export at a time, and never beside a restore: the machine first counts running executions
-        # (IAM's reference also lists a map run's ARN for ListExecutions; the machine has none, but the form is its own)
-        _allow("CountExports", ["states:ListExecutions"], [a.export_machine_arn, a._arn("states", f"mapRun:{a.export_name}/*:*"), a.restore_machine_arn, *_files_restore_machine(a)]),
+        _allow("CountExports", ["states:ListExecutions"], _counts(a, "export", a.export_name, a.export_machine_arn)),
         *_runs_task(a, "Export", a.export_task_definition_arn, "export-task"),
     )
 
@@ -632,10 +633,23 @@ def restore_task_policy(a: Arns) -> Document:
     )
 
 
-def _files_restore_machine(a: Arns) -> list[str]:
-    """Production's files-restore machine, where it exists (files_restore.create): the export and the
-    archive restore do not run beside it."""
-    return [a.files_restore_machine_arn] if a.files_restore else []
+def waits_for(a: Arns, machine: str) -> list[tuple[str, str]]:
+    """The machines (ARN, label) whose running executions `machine` ("export", "restore", "files-restore")
+    refuses to run beside, besides its own: each of the three writes or reads the environment's data, and each
+    counts only machines that exist in the environment (a count of one never deployed fails). Its definition
+    counts them (export.one_at_a_time); its runner role may list exactly them."""
+    files = [(a.files_restore_machine_arn, "FilesRestore")] if a.backs_up_first else []
+    if machine == "export":
+        return [(a.restore_machine_arn, "Restore"), *files]
+    if machine == "restore":
+        return [(a.export_machine_arn, "Export"), *files]
+    return [(a.restore_machine_arn, "Restore"), (a.export_machine_arn, "Export")] if a.export else []
+
+
+def _counts(a: Arns, machine: str, name: str, arn: str) -> list[str]:
+    """What a machine's runner lists: its own executions and those of the machines it waits for (IAM's
+    reference also lists a map run's ARN for ListExecutions; the machines have none, but the form is theirs)."""
+    return [arn, a._arn("states", f"mapRun:{name}/*:*"), *(other for other, _ in waits_for(a, machine))]
 
 
 def _backup_first_statements(a: Arns) -> list[Document]:
@@ -655,10 +669,9 @@ def files_restore_runner_policy(a: Arns) -> Document:
     point of the environment's (its tags) and restore it, as the backup role, whose bounds reach only the
     environment's bucket (backups.scope_policy). Nothing else."""
     tags = _environment_tags(a)
-    machines = [a.files_restore_machine_arn, a._arn("states", f"mapRun:{a.files_restore_name}/*:*"), *([a.restore_machine_arn, a.export_machine_arn] if a.export else [])]
     return _doc(
         # one at a time, and never beside an archive restore or a download's export
-        _allow("CountRestores", ["states:ListExecutions"], machines),
+        _allow("CountRestores", ["states:ListExecutions"], _counts(a, "files-restore", a.files_restore_name, a.files_restore_machine_arn)),
         *_backup_first_statements(a),
         # following the restore job it started (no resource type: AWS only accepts "*"; job metadata, no data)
         _allow("FollowRestore", ["backup:DescribeRestoreJob"], "*"),
@@ -674,9 +687,9 @@ def restore_runner_policy(a: Arns) -> Document:
     definition passes nothing else); run the restore task's revisions in the environment's cluster, passing
     exactly its two roles."""
     return _doc(
-        *(_backup_first_statements(a) if a.production and a.aws_backup else []),
+        *(_backup_first_statements(a) if a.backs_up_first else []),
         # one at a time, and never beside a download's export
-        _allow("CountRestores", ["states:ListExecutions"], [a.restore_machine_arn, a._arn("states", f"mapRun:{a.restore_name}/*:*"), a.export_machine_arn, *_files_restore_machine(a)]),
+        _allow("CountRestores", ["states:ListExecutions"], _counts(a, "restore", a.restore_name, a.restore_machine_arn)),
         _allow("ReadServices", ["ecs:DescribeServices"], _one_or_all(a.service_arns)),
         # the definition passes a desired count alone; the deploy role's conditions hold all the same
         _allow("StopAndStartServices", ["ecs:UpdateService"], _one_or_all(a.service_arns), _service_update(a)),
@@ -851,7 +864,7 @@ def aws_backup_statements(a: Arns) -> list[Document]:
     # first (files_restore.py): an S3 recovery point's restore goes into the bucket itself, and nothing in
     # StartRestoreJob's authorisation can require a backup before it. Its database's recovery points are
     # restored by the holder, always into a new instance (the backup role's bounds), never over production.
-    restorable = a.backup_snapshots_arn if a.production else a.recovery_points_arns
+    restorable = a.backup_snapshots_arn if a.backs_up_first else a.recovery_points_arns
     return [
         _allow("BackupVault", ["backup:DescribeBackupVault", "backup:ListProtectedResourcesByBackupVault", "backup:ListRecoveryPointsByBackupVault", "backup:StartBackupJob"], a.backup_vault_arn),
         _allow("RecoveryPoints", ["backup:DescribeRecoveryPoint", "backup:GetRecoveryPointRestoreMetadata"], a.recovery_points_arns, {"StringEquals": tags}),
@@ -866,7 +879,7 @@ def aws_backup_statements(a: Arns) -> list[Document]:
                 _allow("ReadFilesRestoreHistory", ["states:GetExecutionHistory"], a.files_restore_executions_arn),
                 _allow("ReadFilesRestoreMachine", ["states:DescribeStateMachine"], a.files_restore_machine_arn),
             ]
-            if a.production
+            if a.backs_up_first
             else []
         ),
         # Following the jobs one started: these have no resource type, AWS only accepts "*" (job metadata of

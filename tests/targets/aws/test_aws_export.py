@@ -371,7 +371,7 @@ def exported(aws_env: None, s3_server: str, pg: PostgresServer, alpine_path: str
         states.add_task_definition(restore_td, td, {a.role_arn("restore-task"): restore_task_policy(a)})
         keep_days = on_demand_days(Backups()) if role == "production" else None
         states.add_machine(a.restore_machine_arn, export.restore_definition(a, restore_td, "sg-0123456789abcdef0", keep_days), a.role_arn("restore-runner"), restore_runner_policy(a))
-        if a.files_restore:  # production's files restore, whose executions the two machines count
+        if a.backs_up_first:  # production's files restore, whose executions the two machines count
             from mxinfra_aws import files_restore
             from mxinfra_aws.policies import files_restore_runner_policy
 

@@ -31,6 +31,9 @@ class Capability(str, enum.Enum):
     SHELL = "shell"  # run commands inside the running app (ssh, exec): everything the app can reach
     BACKUP = "backup"  # take and download backups (reads every row and file)
     RESTORE = "restore"  # overwrite the environment's data from a backup
+    # overwrite data with no backup of what it overwrites taken first: a restore that cannot be undone
+    # beyond whatever window the cloud keeps on its own (the rule: production backs up first, server side)
+    RESTORE_UNGUARDED = "restore-unguarded"
     DELETE_DATA = "delete-data"  # delete the database or the file storage
     EDIT_ALERTS = "edit-alerts"  # create, change and delete alert rules
     CALL_API = "call-api"  # act through the platform API with a non-interactive credential
@@ -62,8 +65,10 @@ EXCLUSIVE: Mapping[Capability, Permission] = {
 EXCUSABLE_EXCLUSIVE: frozenset[tuple[Permission, Capability]] = frozenset({(Permission.DEPLOY, Capability.RESTORE)})
 # Never granted on production by any permission: a production grant that can create grants turns
 # time-boxed access into standing access; a shell or a secret read reaches the data around every
-# rule; deleting production data is a platform step (unprotect, then destroy), never a grant.
-PRODUCTION_FORBIDDEN = frozenset({Capability.GRANT, Capability.SHELL, Capability.READ_SECRETS, Capability.DELETE_DATA})
+# rule; deleting production data is a platform step (unprotect, then destroy), never a grant; a restore
+# over production's data backs it up first, and the cloud makes sure of it (a command that does is not
+# enough: the holder can call the cloud's restore directly).
+PRODUCTION_FORBIDDEN = frozenset({Capability.GRANT, Capability.SHELL, Capability.READ_SECRETS, Capability.DELETE_DATA, Capability.RESTORE_UNGUARDED})
 
 
 @dataclass(frozen=True)
@@ -153,6 +158,8 @@ def contract_problems(target: str, entries: Mapping[Permission, Entry], limits: 
             exclusive = sorted(f"{c.value} (only {EXCLUSIVE[c].value})" for c in caps if c in EXCLUSIVE and EXCLUSIVE[c] is not perm and (perm, c) not in accepted)
             if exclusive:
                 problems.append(f"permission {perm.value!r} ({tier}) grants {', '.join(exclusive)}")
+            if Capability.RESTORE_UNGUARDED in caps and Capability.RESTORE not in caps:
+                problems.append(f"permission {perm.value!r} ({tier}) grants {Capability.RESTORE_UNGUARDED.value} without restore: an unguarded restore is a restore, declare both")
             if tier != "other tiers":
                 extra = sorted(c.value for c in caps - ALLOWED[perm] if (perm, c) not in accepted)
                 if extra:

@@ -49,6 +49,26 @@ def test_production_forbidden_capabilities_are_refused_for_every_permission(cap)
     assert f"grants {cap.value} on production" in message
 
 
+def test_a_production_restore_with_no_backup_first_is_refused_even_for_backups():
+    message = refused({**KEEPS, Permission.BACKUPS: frozenset({C.BACKUP, C.RESTORE, C.RESTORE_UNGUARDED})})
+    assert "permission 'backups' grants restore-unguarded on production, which no production grant may" in message
+    # below production it is the team's: backups may restore without a backup first
+    table = declare_capabilities("probe", {**KEEPS, Permission.BACKUPS: Tiered(production=frozenset({C.BACKUP, C.RESTORE}), other=frozenset({C.BACKUP, C.RESTORE, C.RESTORE_UNGUARDED}))})
+    assert C.RESTORE_UNGUARDED in table.granted(Permission.BACKUPS, production=False)
+    # a cloud that cannot make a restore wait for a backup says so, with the reason
+    entries = {**KEEPS, Permission.BACKUPS: frozenset({C.BACKUP, C.RESTORE, C.RESTORE_UNGUARDED})}
+    assert "needs its reason" in refused(entries, [PlatformLimit(Permission.BACKUPS, C.RESTORE_UNGUARDED, "")])
+    table = declare_capabilities("probe", entries, [PlatformLimit(Permission.BACKUPS, C.RESTORE_UNGUARDED, "RBAC cannot make a restore wait for a backup")])
+    assert C.RESTORE_UNGUARDED in table.granted(Permission.BACKUPS, production=True)
+
+
+def test_an_unguarded_restore_is_a_restore():
+    message = refused({**KEEPS, Permission.BACKUPS: Tiered(production=frozenset({C.BACKUP}), other=frozenset({C.BACKUP, C.RESTORE_UNGUARDED}))})
+    assert "permission 'backups' (other tiers) grants restore-unguarded without restore: an unguarded restore is a restore, declare both" in message
+    # and so only backups may hold it, unless a platform limit says why (deploy's on Cloud Foundry)
+    assert "restore (only backups)" in refused({**KEEPS, Permission.MONITOR: Tiered(production=frozenset({C.OBSERVE}), other=frozenset({C.RESTORE, C.RESTORE_UNGUARDED}))})
+
+
 def test_another_permissions_work_is_refused_on_every_tier():
     message = refused({**KEEPS, Permission.MONITOR: Tiered(production=frozenset({C.OBSERVE}), other=frozenset({C.OBSERVE, C.RELEASE}))})
     assert "permission 'monitor' (other tiers) grants release (only deploy)" in message

@@ -196,6 +196,31 @@ def _aws_widest(doc: dict[str, Any]) -> dict[str, Any]:
     return {"Version": doc.get("Version", "2012-10-17"), "Statement": stmts}
 
 
+def _backs_up_first(definition: str) -> bool:
+    """Whether every way through a state machine's definition (from StartAt, along Next, Default, every
+    Choice and Catch) takes an AWS Backup job (startBackupJob) before it reaches a state that restores
+    (startRestoreJob, a task run, another machine started)."""
+    doc = json.loads(definition)
+    states = doc["States"]
+
+    def text(state: dict[str, Any]) -> str:
+        return json.dumps({k: v for k, v in state.items() if k in ("Resource", "Parameters", "Arguments", "Branches", "ItemProcessor", "Iterator")})
+
+    def guarded(at: str | None, seen: frozenset[str]) -> bool:
+        if at is None or at in seen or at not in states:
+            return True
+        state = states[at]
+        body = text(state)
+        if "startBackupJob" in body:
+            return True
+        if any(r in body for r in ("startRestoreJob", "ecs:runTask", "states:startExecution")):
+            return False
+        after = [state.get("Next"), state.get("Default"), *(c.get("Next") for c in state.get("Choices", [])), *(c.get("Next") for c in state.get("Catch", []))]
+        return all(guarded(n, seen | {at}) for n in after)
+
+    return guarded(doc["StartAt"], frozenset())
+
+
 def aws_grants(p: Planned) -> tuple[list[Grant], dict[Capability, list[Any]]]:
     d = p.deployment
     region, account = d.config.block("aws:region"), d.target_config.accountId
@@ -222,6 +247,12 @@ def aws_grants(p: Planned) -> tuple[list[Grant], dict[Capability, list[Any]]]:
         + [("backup:StartRestoreJob", arn("rds", "snapshot:awsbackup:job-0123abcd-4567-89ef-0123-456789abcdef")) for _ in p.of_type("aws:backup/vault:Vault")]
         # an uploaded archive restored over the database and files: the restore's state machine
         + [("states:StartExecution", arn("states", f"stateMachine:{m['inputs']['name']}")) for m in p.of_type("aws:sfn/stateMachine:StateMachine") if m["inputs"]["name"].endswith("-restore")],
+        # a restore over the bucket with nothing backed up first: AWS Backup's S3 point restored in place, or a
+        # restoring state machine whose definition takes no backup before it restores
+        C.RESTORE_UNGUARDED: [("backup:StartRestoreJob", arn("backup", "recovery-point:0123abcd-4567-89ef-0123-456789abcdef")) for _ in p.of_type("aws:backup/vault:Vault")]
+        # (a definition known only once its task definition exists, the archive restore's, is held to its backup
+        # first by test_aws_restore_archive's test_only_production_machines_back_up_first_and_only_their_runner_may)
+        + [("states:StartExecution", arn("states", f"stateMachine:{m['inputs']['name']}")) for m in p.of_type("aws:sfn/stateMachine:StateMachine") if m["inputs"]["name"].endswith("-restore") and m["inputs"]["definition"] != "[computed]" and not _backs_up_first(m["inputs"]["definition"])],
         C.DELETE_DATA: [("rds:DeleteDBInstance", arn("rds", f"db:{db}")), ("s3:DeleteBucket", f"arn:aws:s3:::{bucket}"), ("s3:DeleteObject", f"arn:aws:s3:::{bucket}/model/x")],
         C.EDIT_ALERTS: [("cloudwatch:DeleteAlarms", arn("cloudwatch", f"alarm:{p.prefix}-x")), ("sns:Subscribe", arn("sns", f"{p.prefix}-alerts"))],
         C.GRANT: [(a, f"arn:aws:iam::{account}:role/mxinfra/{p.prefix}-deploy") for a in ("iam:PutRolePolicy", "iam:AttachRolePolicy", "iam:UpdateAssumeRolePolicy")]
@@ -278,6 +309,9 @@ def azure_grants(p: Planned) -> tuple[list[Grant], dict[Capability, list[Any]]]:
         C.BACKUP: [("Microsoft.DBforPostgreSQL/flexibleServers/backups/write", f"{server}/backups/x", False)]
         + [("Microsoft.DataProtection/backupVaults/backupInstances/backup/action", f"{bv}/backupInstances/x", False) for bv in backup_vaults],
         C.RESTORE: [("Microsoft.Storage/storageAccounts/restoreBlobRanges/action", storage, False)]
+        + [("Microsoft.DataProtection/backupVaults/backupInstances/restore/action", f"{bv}/backupInstances/x", False) for bv in backup_vaults],
+        # both restore over the files in place, and nothing in RBAC makes them wait for a backup
+        C.RESTORE_UNGUARDED: [("Microsoft.Storage/storageAccounts/restoreBlobRanges/action", storage, False)]
         + [("Microsoft.DataProtection/backupVaults/backupInstances/restore/action", f"{bv}/backupInstances/x", False) for bv in backup_vaults],
         # a write of the running server is a PATCH that can shorten its backup retention (the older backups go)
         # or set its administrator password, as well as a deletion's
@@ -350,6 +384,8 @@ def kubernetes_grants(p: Planned) -> tuple[list[Grant], dict[Capability, list[An
         C.WRITE_SECRETS: [("", "secrets", "patch", None), ("", "secrets", "update", None)],
         C.BACKUP: [("batch", "jobs", "create", None)],
         C.RESTORE: [("batch", "jobs", "create", None)],
+        # a restore Job runs as its creator writes it: backing up first is the CLI's, not the API server's
+        C.RESTORE_UNGUARDED: [("batch", "jobs", "create", None)],
         C.DELETE_DATA: [("", "persistentvolumeclaims", "delete", None), ("apps", "statefulsets", "delete", None), ("", "namespaces", "delete", None)],
         C.GRANT: [("rbac.authorization.k8s.io", r, v, None) for r in ("roles", "rolebindings") for v in ("create", "update", "patch", "bind", "escalate")],
         C.OBSERVE: [("", "pods/log", "get", None), ("", "pods", "list", None), ("apps", "statefulsets", "get", workload)],
@@ -381,6 +417,7 @@ def cloudfoundry_grants(p: Planned) -> tuple[list[Grant], dict[Capability, list[
         # a service key: the database's and the file store's credentials (how `mxinfra backup` works here)
         C.BACKUP: ["POST /v3/service_credential_bindings"],
         C.RESTORE: ["POST /v3/service_credential_bindings"],
+        C.RESTORE_UNGUARDED: ["POST /v3/service_credential_bindings"],
         C.GRANT: ["POST /v3/roles", "DELETE /v3/roles/:guid"],
         C.OBSERVE: ["GET /v3/processes/:guid/stats"],
     }
@@ -442,6 +479,11 @@ def test_rendered_grants_stay_within_the_declared_capabilities(planned, name, en
             # only a platform limit the target states (with its reason: capabilities.py) excuses it
             if cap in observed and g.permission is not owner and (g.permission, cap) not in declared:
                 problems.append(f"{g.permission.value}: {what}")
+    if p.production:
+        # a limit states what the cloud gives and no narrower role avoids: one no rendered grant shows is stale
+        for lim in table.limits:
+            if not any(lim.capability in _observed(g, probes) for g in grants if g.permission is lim.permission):
+                problems.append(f"{lim.permission.value}: the platform limit {lim.capability.value} is declared, but no production grant of it allows that: drop the limit")
     assert not problems, f"{name}-{env}:\n" + "\n".join(sorted(set(problems)))
 
 

@@ -15,7 +15,7 @@ CAPABILITIES = declare_capabilities(
     "cloudfoundry",
     {
         # space_developer: push, stage, start, stop, scale, set the environment; the two platform limits below
-        Permission.DEPLOY: frozenset({C.RELEASE, C.OBSERVE, C.WRITE_SECRETS, C.READ_SECRETS, C.DELETE_DATA, C.BACKUP, C.RESTORE, C.SHELL}),
+        Permission.DEPLOY: frozenset({C.RELEASE, C.OBSERVE, C.WRITE_SECRETS, C.READ_SECRETS, C.DELETE_DATA, C.BACKUP, C.RESTORE, C.RESTORE_UNGUARDED, C.SHELL}),
         Permission.MONITOR: frozenset({C.OBSERVE}),
         Permission.BACKUPS: NotGranted(NO_ROLE[Permission.BACKUPS]),
         Permission.API: NotGranted(NO_ROLE[Permission.API]),
@@ -50,6 +50,14 @@ CAPABILITIES = declare_capabilities(
             "--archive` works that way here, as deploy's role; the backups permission has no space role of its own (the "
             "brokers' backups are not the Cloud Controller's), so on Cloud Foundry the rule that only backups restores is "
             "the CLI's (its records, production's backup first), not the platform's",
+        ),
+        PlatformLimit(
+            Permission.DEPLOY,
+            C.RESTORE_UNGUARDED,
+            "the service key's credentials overwrite the database and the files directly, with no backup taken first: "
+            "production's backup first is `mxinfra backup restore`'s (it downloads one before restoring), which a holder "
+            "who uses the credentials by hand skips; what undoes it then is the broker's own backups, where the offering has "
+            "them (README: Backups, per broker), restored by their owners",
         ),
         PlatformLimit(
             Permission.DEPLOY,

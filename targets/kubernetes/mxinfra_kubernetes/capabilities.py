@@ -18,7 +18,7 @@ CAPABILITIES = declare_capabilities(
         # run any command, so on production the holder follows the platform's backup jobs and starts none.
         Permission.BACKUPS: Tiered(
             production=frozenset({C.OBSERVE}),
-            other=frozenset({C.BACKUP, C.RESTORE, C.OBSERVE, C.SHELL, C.READ_SECRETS}),
+            other=frozenset({C.BACKUP, C.RESTORE, C.RESTORE_UNGUARDED, C.OBSERVE, C.SHELL, C.READ_SECRETS}),
         ),
         Permission.API: NotGranted("every Kubernetes permission is API access already: grant the permission the automation needs"),
         Permission.ALERTS: NotGranted("Kubernetes RBAC has no alert object: alerts are routed by the cluster's monitoring stack"),

@@ -295,6 +295,54 @@ def test_the_backups_role_allows_every_call_and_deploy_and_monitor_none(arm, pro
         assert not _allows(held["backups"], ZONE_JOIN, other), other
 
 
+# What a production `backups` holder can do with no backup first (capabilities.py's platform limit
+# `restore-unguarded`): call restoreBlobRanges themselves. The limit's reason is that the blob service's own
+# point-in-time restore undoes it, and that no role of theirs can shorten the window that makes it so.
+WINDOW_WRITES = (
+    "Microsoft.Storage/storageAccounts/blobServices/write",  # restorePolicy.days, soft delete, versioning, change feed
+    "Microsoft.Storage/storageAccounts/write",
+    "Microsoft.Storage/storageAccounts/managementPolicies/write",  # a lifecycle rule that deletes old versions
+    "Microsoft.Storage/storageAccounts/managementPolicies/delete",
+    "Microsoft.Storage/storageAccounts/delete",
+)
+
+
+def test_a_production_files_restore_without_a_backup_first_is_undone_by_the_blob_services_own_window(arm, project, capsys, tmp_path):
+    from mxinfra_azure.target import AzureTarget
+
+    stack, n = deployed(arm, project, "production")
+    held = _rendered(project, capsys, tmp_path, stack, "production")
+    _caller(arm, held["backups"], n)
+    arm.write_file(f("kept"), b"old", _ago(hours=3))
+    arm.write_file(f("kept"), b"new", _ago(hours=1))
+    arm.write_file(f("later"), b"since", _ago(minutes=30))
+    before, t0 = arm.files(), datetime.now(timezone.utc)
+    actions = AzureTarget().backup_actions(deployment(config("production")), "production", project.path)
+
+    def restore_to(at: datetime) -> None:
+        body = {"timeToRestore": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "blobRanges": [container_range(FILES_CONTAINER)]}
+        started = actions._storage("POST", "/restoreBlobRanges", "restoreBlobRanges", body=body)
+        for _ in range(20):
+            status = actions._storage("GET", "", "read", params={"$expand": "blobRestoreStatus"})["properties"]["blobRestoreStatus"]
+            if status["restoreId"] == started["restoreId"] and status["status"] == "Complete":
+                return
+        raise AssertionError(status)
+
+    # the hostile call: straight to Azure, no backup, no record; the rendered role allows it
+    restore_to(_ago(hours=2))
+    assert arm.denied == [] and arm.writes and not _records(project, "production")
+    assert arm.files() == {f("kept"): b"old"}
+    # undone, by the same role, to the instant before it: every file as it was
+    restore_to(t0)
+    assert arm.files() == before
+    # the window is the daily tier's, and no role a production person holds can shorten it
+    account = f"{n.scope}/providers/Microsoft.Storage/storageAccounts/{n.storage_account}"
+    for name, roles in held.items():
+        for action in WINDOW_WRITES:
+            for at in (account, f"{account}/blobServices/default", f"{account}/managementPolicies/default"):
+                assert not _allows(roles, action, at), (name, action, at)
+
+
 def test_without_its_subnet_role_a_restore_is_refused_by_the_linked_check(arm, project, capsys, tmp_path):
     """A holder of the backups role alone (as `manage` hands it out, or a stack deployed before its network
     role): the server PUT is allowed, the join of the subnet it links is not; exit 2 naming the role."""

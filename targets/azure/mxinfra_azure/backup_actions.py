@@ -16,8 +16,8 @@ Azure-AsyncOperation URL: ARM authorizes that URL at the subscription, above the
 
 A backup is one of the server's backups (`backups`, automatic and on-demand: ListByServer); its id is its
 completion time in UTC to the second (`YYYYmmddTHHMMSSZ`, the core's format; two in one second: the later
-takes the next free second). The files need no backup of their own: the blob service's point-in-time
-restore (restorePolicy.days, the daily tier) returns the container to any instant of its window.
+takes the next free second). A restore takes the files back by the blob service's point-in-time restore
+(restorePolicy.days, the daily tier), which returns the container to any instant of its window.
 
 - `refusal`: a dry read of the server's backups (`flexibleServers/backups/read`, which the `backups` role
   holds, and `api`, Azure's built-in Reader, through `*/read`: so an `api` holder lists the backups' names
@@ -26,6 +26,13 @@ restore (restorePolicy.days, the daily tier) returns the container to any instan
 - `create`: an on-demand backup `mxinfra-<request time>` (BackupsAutomaticAndOnDemand_Create), then its
   GET until it exists with a completion time (bounded: BACKUP_TIMEOUT). `keep` needs nothing: the server
   keeps on-demand backups for its retention days like the automatic ones, and no command deletes one.
+  With a Backup vault (weekly or monthly tiers), first a backup of the files into it
+  (BackupInstances_AdhocBackup of `<app>-<env>-files-backup`: the policy's rule, kept as its Default
+  tier, `weekly` weeks, immutable on production), waited for by listing the instance's recovery points
+  until a new one is there (within the same BACKUP_TIMEOUT): what a production restore overwrites is the
+  files (the database's restore makes a new server), so its backup first holds them beyond the daily
+  window. DataProtection is, like restoreBlobRanges, a plain ARM request at the version
+  pulumi-azure-native manages the instance with (DP_API_VERSION; no azure-mgmt-dataprotection installed).
 - `restore`: never over the running server: a point-in-time restore into a NEW server in the restores group
   `<server>-<id>` (Servers_Create, createMode PointInTimeRestore at the backup's completion time, in the
   source's location, subnet and private DNS zone, with its tags), refused if that server exists; and the
@@ -56,6 +63,7 @@ from mxinfra.environments import Environment
 from mxinfra.errors import UserError
 
 from . import running
+from .backups import VAULT_RULE
 from .names import FILES_CONTAINER, Names
 
 # The versions pulumi-azure-native 3 manages the server and the account with ("Uses Azure REST API
@@ -63,6 +71,7 @@ from .names import FILES_CONTAINER, Names
 # tests hold every request and answer to (tests/targets/azure/spec).
 PG_API_VERSION = "2025-08-01"
 STORAGE_API_VERSION = "2024-01-01"
+DP_API_VERSION = "2025-01-01"  # dataprotection.BackupInstance's
 POLL_SECONDS = 15.0
 # A large server's backup or restore: the command waits this long, then says how to follow it.
 BACKUP_TIMEOUT = 2 * 3600.0
@@ -142,6 +151,7 @@ class ServerActions:
         restore_timeout: float | None = None,
         out: TextIO | None = None,
         server: str | None = None,
+        vault: bool = False,
     ) -> None:
         self.env, self.names = env, names
         # None: the module's (read now, so a test may set them)
@@ -155,6 +165,9 @@ class ServerActions:
         self._credential, self._endpoint = credential, endpoint
         self._client: Any = None
         self._taken: list[str] = []  # on-demand backups this run took (production restores need one)
+        # `vault`: the environment has a Backup vault (weekly or monthly tiers): an on-demand backup takes the
+        # files into it too, what a restore overwrites (the database's restore makes a new server)
+        self.vault = vault
         self._backups: list[Backup] | None = None
 
     @property
@@ -185,10 +198,11 @@ class ServerActions:
         """An on-demand backup of the server, waited for; its id (as `list` gives it). `keep` needs nothing:
         the server drops backups only by age (its retention days), never to make room for a new one."""
         name = on_demand_name(now)
+        deadline = time.monotonic() + self.backup_timeout
+        files = self._start_files_backup() if self.vault else None
         with self._azure(f"the on-demand backup {name} of {self.server}"):
             self.client.backups_automatic_and_on_demand.begin_create(self.group, self.server, name, polling=False)
         follow = f"az postgres flexible-server backup show -g {self.group} --name {self.server} --backup-name {name}"
-        deadline = time.monotonic() + self.backup_timeout
         while True:
             got = self._get_backup(name)
             if got is not None and got.properties is not None and got.properties.completed_time is not None:
@@ -199,6 +213,9 @@ class ServerActions:
                     f"Follow it with `{follow}`, then run `mxinfra backup list`"
                 )
             time.sleep(self.poll)
+        if files is not None:
+            point = self._files_backed_up(files, deadline)
+            self._say(f"{self.env.name}: the files' backup into the vault {self.names.backup_vault}: recovery point {point} (of the container {FILES_CONTAINER}, kept as the vault's Default tier)")
         self._backups = None
         for b in self._list():
             if b.name == name:
@@ -352,17 +369,28 @@ class ServerActions:
                 props["network"]["privateDnsZoneArmResourceId"] = network.private_dns_zone_arm_resource_id
         return {"location": source.location, "tags": dict(source.tags or {}), "properties": props}
 
+    def _in_group(self, provider: str, *names: str) -> str:
+        """The id of a resource of the environment's group (`provider`: its type path, `{}` for each name)."""
+        parts = (urllib.parse.quote(x, safe="") for x in (self.names.subscription, self.group, *names))
+        return ("/subscriptions/{}/resourceGroups/{}/providers/" + provider).format(*parts)
+
     def _account_path(self) -> str:
-        parts = (urllib.parse.quote(x, safe="") for x in (self.names.subscription, self.group, self.account))
-        return "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Storage/storageAccounts/{}".format(*parts)
+        return self._in_group("Microsoft.Storage/storageAccounts/{}", self.account)
+
+    def _files_instance_path(self) -> str:
+        return self._in_group("Microsoft.DataProtection/backupVaults/{}/backupInstances/{}", self.names.backup_vault, self.names.backup_instance("files"))
 
     def _storage(self, method: str, path: str, doing: str, *, body: Any = None, params: Mapping[str, str] | None = None, started: str = "") -> dict[str, Any]:
-        """One ARM request of Microsoft.Storage through the client's pipeline; its JSON answer."""
+        """One ARM request of Microsoft.Storage on the account; its JSON answer."""
+        return self._request(method, self._account_path() + path, STORAGE_API_VERSION, doing, body=body, params=params, started=started)
+
+    def _request(self, method: str, path: str, version: str, doing: str, *, body: Any = None, params: Mapping[str, str] | None = None, started: str = "") -> dict[str, Any]:
+        """One ARM request (of a provider no installed SDK covers) through the client's pipeline; its JSON answer."""
         from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError, map_error
         from azure.core.rest import HttpRequest
         from azure.mgmt.core.exceptions import ARMErrorFormat
 
-        request = HttpRequest(method, self._account_path() + path, params={"api-version": STORAGE_API_VERSION, **(params or {})}, json=body, headers={"Accept": "application/json"})
+        request = HttpRequest(method, path, params={"api-version": version, **(params or {})}, json=body, headers={"Accept": "application/json"})
         with self._azure(doing, started=started):
             response = self.client.send_request(request)
             response.read()
@@ -374,6 +402,53 @@ class ServerActions:
         except ValueError:
             answer = {}
         return answer if isinstance(answer, dict) else {}
+
+    def _files_points(self) -> dict[str, Mapping[str, Any]]:
+        """The files' recovery points in the vault, name -> properties (RecoveryPoints_List, every page)."""
+        doing = f"Microsoft.DataProtection/backupVaults/backupInstances/recoveryPoints/read of {self.names.backup_instance('files')} ({self.names.backup_vault})"
+        path, params, points = self._files_instance_path() + "/recoveryPoints", None, {}
+        while True:
+            page = self._request("GET", path, DP_API_VERSION, doing, params=params)
+            points.update({str(p.get("name")): p.get("properties") or {} for p in page.get("value") or [] if isinstance(p, dict)})
+            link = page.get("nextLink")
+            if not link:
+                return points
+            # the next page's address as ARM gives it, read through the same pipeline (its own api-version)
+            url = urllib.parse.urlsplit(str(link))
+            path, params = url.path, {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items() if k != "api-version"}
+
+    def _start_files_backup(self) -> set[str]:
+        """Ask the vault for a backup of the files now (BackupInstances_AdhocBackup: the policy's rule,
+        kept as its Default tier); the recovery points there were before."""
+        before = set(self._files_points())
+        body = {"backupRuleOptions": {"ruleName": VAULT_RULE, "triggerOption": {"retentionTagOverride": "Default"}}}
+        self._request(
+            "POST",
+            self._files_instance_path() + "/backup",
+            DP_API_VERSION,
+            f"Microsoft.DataProtection/backupVaults/backupInstances/backup/action of {self.names.backup_instance('files')} ({self.names.backup_vault})",
+            body=body,
+        )
+        return before
+
+    def _files_backed_up(self, before: set[str], deadline: float) -> str:
+        """The recovery point the backup asked for made (the first not in `before`), waited for: its name."""
+        while True:
+            points = self._files_points()
+            new = sorted(set(points) - before)
+            if new:
+                if points[new[0]].get("recoveryPointState") == "Partial":  # only some of the files
+                    raise UserError(
+                        f"{self.env.name}: the files' backup into the vault {self.names.backup_vault} is Partial (recovery point {new[0]}): not all of the "
+                        f"container {FILES_CONTAINER} was copied. See `az dataprotection job list -g {self.group} --vault-name {self.names.backup_vault}`"
+                    )
+                return new[0]
+            if time.monotonic() >= deadline:
+                raise UserError(
+                    f"{self.env.name}: the files' backup into the vault {self.names.backup_vault} made no recovery point within {self.backup_timeout / 60:.0f} minutes. "
+                    f"Follow it with `az dataprotection job list -g {self.group} --vault-name {self.names.backup_vault}`, then run `mxinfra backup list`"
+                )
+            time.sleep(self.poll)
 
     def _restore_files(self, at: datetime, started: str) -> str | None:
         """Start the blob point-in-time restore of the files' container to `at`; its restore id."""

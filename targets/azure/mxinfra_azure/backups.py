@@ -61,6 +61,8 @@ DATASOURCES = {
     DATABASE_DATASOURCE: ("Microsoft.DBforPostgreSQL/flexibleServers", "Full"),
 }
 
+# The policies' one backup rule, which an on-demand backup into the vault names (backup_actions.py).
+VAULT_RULE = "BackupWeekly"
 # The vault's weekly schedule starts from a fixed Sunday, so the policy never changes by itself.
 _SUNDAY = date(2024, 1, 7)
 _DEFAULT_TIME = (2, 0)  # the core's default schedule: 02:00 UTC
@@ -165,7 +167,7 @@ def policy(datasource: str, s: Settings) -> dict[str, Any]:
         rules.append({"object_type": "AzureRetentionRule", "name": "Monthly", "is_default": False, "lifecycles": [_lifecycle(f"P{s.monthly_months}M")]})
     backup_rule = {
         "object_type": "AzureBackupRule",
-        "name": "BackupWeekly",
+        "name": VAULT_RULE,
         "backup_parameters": {"object_type": "AzureBackupParams", "backup_type": backup_type},
         "data_store": {"data_store_type": "VaultStore", "object_type": "DataStoreInfoBase"},
         "trigger": {
@@ -303,7 +305,7 @@ def create(
             properties["data_source_set_info"] = {**info, "object_type": "DatasourceSet"}
         instances[kind] = azure.dataprotection.BackupInstance(
             n.logical(f"backup-{kind}"),
-            backup_instance_name=n.physical(f"{kind}-backup", max_len=100),
+            backup_instance_name=names.backup_instance(kind),
             vault_name=vault.name,
             resource_group_name=group.name,
             properties=properties,
@@ -314,4 +316,4 @@ def create(
     return Vault(vault, policies, instances, grants)
 
 
-__all__ = ["Settings", "Vault", "blob_service", "create", "database_days", "policy", "settings", "vault_schedule"]
+__all__ = ["VAULT_RULE", "Settings", "Vault", "blob_service", "create", "database_days", "policy", "settings", "vault_schedule"]

@@ -101,6 +101,10 @@ class Names:
         """The Azure Backup vault of the environment's weekly and monthly backups (2-50, in its group)."""
         return self.naming.physical("backups", max_len=50)
 
+    def backup_instance(self, kind: str) -> str:
+        """The vault's backup instance of `kind` (`files`: the container, `db`: the server)."""
+        return self.naming.physical(f"{kind}-backup", max_len=100)
+
     @property
     def database_server(self) -> str:
         """PostgreSQL Flexible Server (3-63, global DNS name)."""

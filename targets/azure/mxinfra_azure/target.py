@@ -233,7 +233,7 @@ class AzureTarget(Target):
         from mxinfra.backups import of_environment
         from mxinfra.errors import UserError
 
-        from . import database
+        from . import backups, database
         from .backup_actions import connect
         from .names import Names
 
@@ -245,7 +245,8 @@ class AzureTarget(Target):
         # The server the app uses (database.fromBackup): backups of it, not of an idle one, and a production
         # restore's backup first of the data it replaces.
         restored = database.in_service(cfg, environment, names.database_server)
-        return connect(prepared.environment, names, server=restored.server if restored is not None else None)
+        vault = backups.settings(prepared.environment).vault
+        return connect(prepared.environment, names, server=restored.server if restored is not None else None, vault=vault)
 
     def deploy_app(self, ctx: AppContext) -> None:
         """Nothing is shared between environments; under a real engine, first the VNet's tier as Azure

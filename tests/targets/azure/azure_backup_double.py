@@ -5,9 +5,10 @@ API version the commands speak (spec/, see its README; object definitions closed
 closes them).
 
 What it keeps: the environment's server and the servers restored from it (`servers`, ARM documents),
-the server's backups (`backups`, automatic and on-demand), and the files container as a history of
+the server's backups (`backups`, automatic and on-demand), the files container as a history of
 writes (`blobs`: (time, name, content or None for a delete)), which a blob point-in-time restore really
-winds back to its instant. Long-running work (an on-demand backup, a restored server, a blob restore)
+winds back to its instant, and the Backup vault's instances with their recovery points (`vaults`; what
+each files point holds: `vault_files`), which an on-demand backup (BackupInstances_AdhocBackup) adds. Long-running work (an on-demand backup, a restored server, a blob restore)
 completes after `steps` reads of the resource, or never while `stall` is set.
 
 When `role` is set (a rendered custom role definition, as `mxinfra plan --out` writes it), every call
@@ -50,13 +51,16 @@ STORAGE_SPEC = SPEC / "storage/resource-manager/Microsoft.Storage/stable/2024-01
 # Storage's GetProperties and RestoreBlobRanges declare no error response: ARM's common ErrorResponse
 # (the one the file's other operations name) holds their errors.
 ARM_ERROR = SPEC / "common-types/resource-management/v5/types.json"
+DP_SPEC = SPEC / "dataprotection/resource-manager/Microsoft.DataProtection/DataProtection/stable/2025-01-01/dataprotection.json"
 PG_DOC = REGISTRY.contents(PG_SPEC.resolve().as_uri())
 STORAGE_DOC = REGISTRY.contents(STORAGE_SPEC.resolve().as_uri())
-PG_VERSION, STORAGE_VERSION = PG_DOC["info"]["version"], STORAGE_DOC["info"]["version"]
+DP_DOC = REGISTRY.contents(DP_SPEC.resolve().as_uri())
+PG_VERSION, STORAGE_VERSION, DP_VERSION = PG_DOC["info"]["version"], STORAGE_DOC["info"]["version"], DP_DOC["info"]["version"]
 PAGE = 2  # backups per page of ListByServer: a few backups already take the SDK through nextLink
 
 _SERVERS = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.DBforPostgreSQL/flexibleServers/{serverName}"
 _ACCOUNT = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Storage/storageAccounts/{accountName}"
+_INSTANCE = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.DataProtection/backupVaults/{vaultName}/backupInstances/{backupInstanceName}"
 # (method, path template) -> (the spec file, the ARM action Azure RBAC checks)
 OPERATIONS: dict[tuple[str, str], tuple[Path, str]] = {
     ("GET", _SERVERS): (PG_SPEC, "Microsoft.DBforPostgreSQL/flexibleServers/read"),
@@ -66,6 +70,8 @@ OPERATIONS: dict[tuple[str, str], tuple[Path, str]] = {
     ("PUT", _SERVERS + "/backups/{backupName}"): (PG_SPEC, "Microsoft.DBforPostgreSQL/flexibleServers/backups/write"),
     ("GET", _ACCOUNT): (STORAGE_SPEC, "Microsoft.Storage/storageAccounts/read"),
     ("POST", _ACCOUNT + "/restoreBlobRanges"): (STORAGE_SPEC, "Microsoft.Storage/storageAccounts/restoreBlobRanges/action"),
+    ("POST", _INSTANCE + "/backup"): (DP_SPEC, "Microsoft.DataProtection/backupVaults/backupInstances/backup/action"),
+    ("GET", _INSTANCE + "/recoveryPoints"): (DP_SPEC, "Microsoft.DataProtection/backupVaults/backupInstances/recoveryPoints/read"),
 }
 
 # ARM's linked access checks of a request (method, path template): (property path in the body, the action
@@ -190,10 +196,15 @@ class BackupArm(Arm):
         self.blobs: list[tuple[datetime, str, bytes | None]] = []
         self.restores: list[dict[str, Any]] = []  # what each restored server was made from
         self.blob_restores: list[dict[str, Any]] = []  # each restoreBlobRanges request, with its instant
+        # the Backup vault's instances (by vault, then instance; lower-case) and their recovery points; what
+        # each files point holds (the container's files when its backup ran)
+        self.vaults: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        self.vault_files: dict[str, dict[str, bytes]] = {}
         self.pending: dict[str, int] = {}  # "backup:<name>" / "server:<name>" / "blobs:<id>" -> reads left
         self.steps = 2
+        self.vault_steps: int | None = None  # reads of the recovery points before a vault backup's point is there (None: steps)
         self.stall = False
-        self.fail: str | None = None  # "server" or "blobs": the next restore of that kind fails
+        self.fail: str | None = None  # "server" or "blobs": the next restore of that kind fails; "vault": the next vault backup is refused; "partial": its points are Partial
         self.role: dict[str, Any] | None = None  # the caller's role at the environment's resource group
         self.grants: list[tuple[dict[str, Any], str]] = []  # the caller's other roles, with the scope each is held at
         self.linked_denied = False  # the restore's linked check of the subnet join fails, whatever the roles
@@ -259,6 +270,13 @@ class BackupArm(Arm):
         }
         response_check("GET", _ACCOUNT)(200, doc)
         self.accounts[name.lower()] = doc
+
+    def put_vault(self, vault: str, instances: list[str]) -> None:
+        """The environment's Backup vault and its backup instances as `pulumi up` leaves them (backups.py)."""
+        self.vaults[vault.lower()] = {i.lower(): [] for i in instances}
+
+    def instance_id(self, vault: str, instance: str) -> str:
+        return f"/subscriptions/{self.subscription}/resourceGroups/{self.group}/providers/Microsoft.DataProtection/backupVaults/{vault}/backupInstances/{instance}"
 
     def automatic_backup(self, server: str, at: datetime) -> str:
         """A backup the server took by itself (Full) at `at`; its name."""
@@ -483,6 +501,56 @@ class BackupArm(Arm):
         self.blob_restores.append(restore)
         self.pending[f"blobs:{restore['restoreId']}"] = self.steps
         return 202, {k: v for k, v in restore.items() if not k.startswith("_")}, {"Location": f"https://management.azure.com/subscriptions/{self.subscription}/providers/Microsoft.Storage/locations/{self.location}/asyncoperations/{restore['restoreId']}?monitor=true&api-version={STORAGE_VERSION}"}
+
+    # Backup vault ----------------------------------------------------------------------------------------
+
+    def _instance(self, parts: list[str]) -> list[dict[str, Any]] | None:
+        return self.vaults.get(parts[0].lower(), {}).get(parts[1].lower())
+
+    def _backupinstances_adhocbackup(self, parts: list[str], body: Any, query: Any, url: Any) -> tuple[Any, ...]:
+        points = self._instance(parts)
+        if points is None:
+            return self._missing("Microsoft.DataProtection/backupVaults/backupInstances", f"{parts[0]}/{parts[1]}")
+        rule = body["backupRuleOptions"]["ruleName"]
+        if rule != "BackupWeekly":  # the policy's one backup rule (backups.py)
+            return 400, {"error": {"code": "UserErrorInvalidRuleName", "message": f"The rule {rule} is not a backup rule of the instance's policy."}}
+        if self.fail == "vault":
+            self.fail = None
+            return 400, {"error": {"code": "UserErrorBackupOperationInProgress", "message": "Another backup of the instance is in progress (the double's `fail`)."}}
+        name = f"{len(points) + 1:08x}-0000-4000-8000-00000000b4c7"
+        self.pending[f"point:{parts[0].lower()}/{parts[1].lower()}/{name}"] = self.steps if self.vault_steps is None else self.vault_steps
+        op = f"https://management.azure.com{self.instance_id(parts[0], parts[1]).rsplit('/backupInstances/', 1)[0]}/operationStatus/5d1e0b2a-0000-4000-8000-{len(points):012d}?api-version={DP_VERSION}"
+        return 202, None, {"Azure-AsyncOperation": op, "Location": op.replace("operationStatus", "operationResults"), "Retry-After": "0"}
+
+    def _recoverypoints_list(self, parts: list[str], body: Any, query: Any, url: Any) -> tuple[Any, ...]:
+        points = self._instance(parts)
+        if points is None:
+            return self._missing("Microsoft.DataProtection/backupVaults/backupInstances", f"{parts[0]}/{parts[1]}")
+        prefix = f"point:{parts[0].lower()}/{parts[1].lower()}/"
+        for key in [k for k in self.pending if k.startswith(prefix)]:
+            if self._progress(key):  # the job ran: its point holds the files as they are now
+                name = key[len(prefix) :]
+                self.vault_files[name] = self.files()
+                points.append(
+                    {
+                        "id": f"{self.instance_id(parts[0], parts[1])}/recoveryPoints/{name}",
+                        "name": name,
+                        "type": "Microsoft.DataProtection/backupVaults/backupInstances/recoveryPoints",
+                        "properties": {
+                            "objectType": "AzureBackupDiscreteRecoveryPoint",
+                            "recoveryPointTime": _iso(now()),
+                            "recoveryPointType": "Full",
+                            "retentionTagName": "Default",
+                            "recoveryPointState": "Partial" if self.fail == "partial" else "Completed",
+                            "recoveryPointDataStoresDetails": [{"type": "VaultStore", "state": "COMMITTED"}],
+                        },
+                    }
+                )
+        start = int((query.get("$skipToken") or ["0"])[0])
+        page: dict[str, Any] = {"value": copy.deepcopy(points[start : start + PAGE])}
+        if start + PAGE < len(points):
+            page["nextLink"] = f"{self.url}{url.path}?api-version={DP_VERSION}&$skipToken={start + PAGE}"
+        return 200, page
 
     def _restore_blobs(self, restore: dict[str, Any]) -> None:
         """The range back at the restore's instant: files written since are deleted, changed ones are

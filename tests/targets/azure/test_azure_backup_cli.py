@@ -35,10 +35,11 @@ from mxinfra.errors import UserError
 import mxinfra_azure.running as running
 from mxinfra_azure import backup_actions
 from mxinfra_azure.backup_actions import backups_of, container_range, on_demand_name, restored_server
+from mxinfra_azure.backups import settings
 from mxinfra_azure.names import FILES_CONTAINER, Names
 
 from azhelpers import AZURE_BLOCK, SUB, VNET, config, deployment, rbac_allows
-from azure_backup_double import PG_VERSION, STORAGE_VERSION, BackupArm, request_problems, response_check, within
+from azure_backup_double import DP_VERSION, PG_VERSION, STORAGE_VERSION, BackupArm, request_problems, response_check, within
 from test_azure_drift import NoCredential, serving, stack_file
 
 ID = re.compile(r"backup (\d{8}T\d{6}Z) taken")
@@ -67,6 +68,8 @@ def deployed(double: BackupArm, project: Any, role: str, **env: Any) -> tuple[st
     zone = f"/subscriptions/{SUB}/resourceGroups/{names.resource_group}/providers/Microsoft.Network/privateDnsZones/{names.database_zone}"
     double.put_server(names.database_server, subnet=AZURE_BLOCK["databaseSubnetId"], zone=zone, tags=tags, retention=14)
     double.put_account(names.storage_account, tags)
+    if settings(p.environment).vault:
+        double.put_vault(names.backup_vault, [names.backup_instance("files"), names.backup_instance("db")])
     return stack, names
 
 
@@ -109,6 +112,11 @@ def test_create_list_restore_on_test(arm, project, capsys):
     name = put[1].rsplit("/", 1)[1]
     assert put[1] == f"{arm.server_id(n.database_server)}/backups/{name}" and re.fullmatch(r"mxinfra-\d{8}t\d{6}\.\d{6}z", name), put
     assert put[2] is None  # BackupsAutomaticAndOnDemand_Create takes no body
+    # the files into the vault too, first: the policy's rule, kept as its Default tier; the point holds them as they were
+    (post,) = [w for w in arm.writes if w[0] == "POST"]
+    assert post == ("POST", arm.instance_id(n.backup_vault, n.backup_instance("files")) + "/backup", {"backupRuleOptions": {"ruleName": "BackupWeekly", "triggerOption": {"retentionTagOverride": "Default"}}})
+    (point,) = arm.vaults[n.backup_vault.lower()][n.backup_instance("files").lower()]
+    assert arm.vault_files[point["name"]] == arm.files() and f"the files' backup into the vault {n.backup_vault}: recovery point {point['name']}" in " ".join(err.split())
     rc, out, err = _cli(capsys, "backup", "list", "-s", stack, "-e", "test", "-C", str(project.path), "--json")
     assert rc == 0, err
     ids = json.loads(out)
@@ -186,7 +194,7 @@ def test_production_restore_takes_a_backup_first(arm, project, capsys):
     (first,) = ID.findall(out)
     rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--id", first, "-C", str(project.path))
     assert rc == 0, err
-    assert [r["operation"] for r in arm.requests if r["method"] != "GET"] == ["BackupsAutomaticAndOnDemand_Create"] * 2 + ["Servers_CreateOrUpdate", "StorageAccounts_RestoreBlobRanges"]
+    assert [r["operation"] for r in arm.requests if r["method"] != "GET"] == ["BackupInstances_AdhocBackup", "BackupsAutomaticAndOnDemand_Create"] * 2 + ["Servers_CreateOrUpdate", "StorageAccounts_RestoreBlobRanges"]
     recs = _records(project, "production")
     assert [r.action for r in recs] == ["backup", "backup", "intent", "restore"]
     safety = recs[1].changes["backup"]
@@ -198,6 +206,57 @@ def test_production_restore_takes_a_backup_first(arm, project, capsys):
     rc, out, err = _cli(capsys, "backup", "list", "-s", stack, "-e", "production", "-C", str(project.path), "--json")
     assert set(json.loads(out)) == {first, safety["id"]}
     assert _cli(capsys, "activity", "verify", "-e", "production", "-C", str(project.path))[0] == 0
+
+
+def test_the_backup_first_holds_the_files_a_production_restore_overwrites(arm, project, capsys):
+    """The database's restore makes a new server; what a production restore overwrites is the files. Its backup
+    first puts them into the vault (immutable on production, kept the weekly tier), so the restore can be
+    undone after the blob service's daily window too."""
+    stack, n = deployed(arm, project, "production")
+    arm.write_file(f("kept"), b"old", _ago(hours=3))
+    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "production", "-C", str(project.path))
+    assert rc == 0, err
+    (first,) = ID.findall(out)
+    arm.write_file(f("kept"), b"new")
+    arm.write_file(f("since"), b"written since")
+    current = arm.files()
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--id", first, "-C", str(project.path))
+    assert rc == 0, err
+    assert arm.files() == {f("kept"): b"old"}
+    points = arm.vaults[n.backup_vault.lower()][n.backup_instance("files").lower()]
+    assert len(points) == 2 and arm.vault_files[points[-1]["name"]] == current
+
+
+@pytest.mark.parametrize("fault", ["refused", "stalled", "partial"])
+def test_a_files_backup_that_fails_restores_nothing_and_records_nothing(arm, project, capsys, monkeypatch, fault):
+    stack, n = deployed(arm, project, "production")
+    arm.automatic_backup(n.database_server, _ago(days=1))
+    arm.write_file(f("kept"), b"now", _ago(hours=1))
+    (backup_id,) = _cli(capsys, "backup", "list", "-s", stack, "-e", "production", "-C", str(project.path))[1].split()
+    if fault in ("refused", "partial"):
+        arm.fail = {"refused": "vault", "partial": "partial"}[fault]
+    else:  # the server's backup completes, the vault's never makes its point
+        arm.vault_steps = 10**9
+        monkeypatch.setattr(backup_actions, "BACKUP_TIMEOUT", 0.5)
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--id", backup_id, "-C", str(project.path))
+    said = " ".join(err.split())
+    assert rc == 2 and "Traceback" not in err, err
+    assert n.backup_instance("files") in said or n.backup_vault in said, said
+    if fault == "partial":
+        assert "is Partial" in said, said
+    if fault != "refused":
+        assert f"az dataprotection job list -g {n.resource_group} --vault-name {n.backup_vault}" in said, said
+    assert not arm.restores and not arm.blob_restores and arm.files() == {f("kept"): b"now"}
+    assert _records(project, "production") == [] and said.endswith("nothing was recorded"), said
+
+
+def test_without_a_vault_a_backup_is_the_servers_alone(arm, project, capsys):
+    stack, n = deployed(arm, project, "test", backups={"retention": {"daily": 7, "weekly": 0, "monthly": 0}})
+    assert arm.vaults == {}
+    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "test", "-C", str(project.path))
+    assert rc == 0, err
+    assert [r["operation"] for r in arm.requests if r["method"] != "GET"] == ["BackupsAutomaticAndOnDemand_Create"]
+    assert not [r for r in arm.requests if "DataProtection" in r["path"]]
 
 
 def test_a_production_restore_without_a_backup_first_is_refused(arm, project):
@@ -270,6 +329,8 @@ def test_the_backups_role_allows_every_call_and_deploy_and_monitor_none(arm, pro
         "Microsoft.DBforPostgreSQL/flexibleServers/backups/write",
         "Microsoft.Storage/storageAccounts/read",
         "Microsoft.Storage/storageAccounts/restoreBlobRanges/action",
+        "Microsoft.DataProtection/backupVaults/backupInstances/backup/action",
+        "Microsoft.DataProtection/backupVaults/backupInstances/recoveryPoints/read",
         SUBNET_JOIN,
         ZONE_JOIN,
     }
@@ -554,6 +615,13 @@ def test_the_double_refuses_what_the_description_refuses():
         response_check("GET", servers + "/backups/{backupName}")(200, {"name": "b", "properties": {"completedTime": 5}})
     with pytest.raises(AssertionError, match="has no body"):
         response_check("PUT", servers)(202, {"name": "x"})
+    instance = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.DataProtection/backupVaults/{vaultName}/backupInstances/{backupInstanceName}"
+    adhoc = {"backupRuleOptions": {"ruleName": "BackupWeekly", "triggerOption": {"retentionTagOverride": "Default"}}}
+    assert request_problems("POST", instance + "/backup", adhoc) == []
+    assert request_problems("POST", instance + "/backup", {"backupRuleOptions": {"ruleName": "BackupWeekly"}})  # triggerOption is required
+    assert request_problems("POST", instance + "/backup", {**adhoc, "retention": "P1W"})  # closed
+    with pytest.raises(AssertionError, match="recoveryPointTime"):
+        response_check("GET", instance + "/recoveryPoints")(200, {"value": [{"name": "p", "properties": {"objectType": "AzureBackupDiscreteRecoveryPoint", "recoveryPointTime": 5}}]})
     assert STORAGE_VERSION == backup_actions.STORAGE_API_VERSION and PG_VERSION == backup_actions.PG_API_VERSION
 
 
@@ -565,3 +633,6 @@ def test_the_pinned_versions_are_the_ones_pulumi_manages_the_resources_with():
     root = P(pulumi_azure_native.__file__).parent
     assert f"Uses Azure REST API version {backup_actions.PG_API_VERSION}." in (root / "dbforpostgresql" / "server.py").read_text()
     assert f"Uses Azure REST API version {backup_actions.STORAGE_API_VERSION}." in (root / "storage" / "storage_account.py").read_text()
+    assert f"Uses Azure REST API version {backup_actions.DP_API_VERSION}." in (root / "dataprotection" / "backup_instance.py").read_text()
+    # and the descriptions the double holds the calls to are of those versions
+    assert (backup_actions.PG_API_VERSION, backup_actions.STORAGE_API_VERSION, backup_actions.DP_API_VERSION) == (PG_VERSION, STORAGE_VERSION, DP_VERSION)

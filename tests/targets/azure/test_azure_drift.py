@@ -88,8 +88,45 @@ def _spec() -> tuple[dict[str, Any], Registry]:
             # used only as an allOf base is closed by the one that extends it (unevaluatedProperties sees both).
             if "properties" in schema and "additionalProperties" not in schema and name not in bases:
                 schema["unevaluatedProperties"] = False
+    for doc in docs.values():
+        _dispatch_discriminated(doc)
     registry = Registry().with_resources((uri, Resource.from_contents(doc, default_specification=DRAFT202012)) for uri, doc in docs.items())
     return docs[OPENAPI.resolve().as_uri()], registry
+
+
+def _dispatch_discriminated(doc: dict[str, Any]) -> None:
+    """Swagger's polymorphism as JSON Schema: where a schema names a base with a `discriminator`, the value
+    is held to the subtype its discriminator names (x-ms-discriminator-value, else the subtype's name), the
+    way Azure's SDKs read it; the bare base would let any subtype's property through with any type."""
+    defs = doc.get("definitions", {})
+    subtypes: dict[str, dict[str, str]] = {}
+    for name, schema in defs.items():
+        for part in schema.get("allOf", []) if isinstance(schema.get("allOf"), list) else []:
+            base = part.get("$ref", "").removeprefix("#/definitions/") if isinstance(part, dict) else ""
+            if base in defs and "discriminator" in defs[base]:
+                subtypes.setdefault(base, {})[schema.get("x-ms-discriminator-value", name)] = name
+    for base, kinds in subtypes.items():
+        key = defs[base]["discriminator"]
+        defs[f"{base}.dispatch"] = {
+            "allOf": [{"$ref": f"#/definitions/{base}"}]
+            + [{"if": {"properties": {key: {"const": value}}, "required": [key]}, "then": {"$ref": f"#/definitions/{sub}"}} for value, sub in sorted(kinds.items())]
+        }
+
+    def rewrite(node: Any, in_allof: bool = False) -> None:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if not in_allof and isinstance(ref, str) and ref.startswith("#/definitions/") and ref.removeprefix("#/definitions/") in subtypes:
+                node["$ref"] = ref + ".dispatch"
+            for k, v in node.items():
+                rewrite(v, k == "allOf")
+        elif isinstance(node, list):
+            for v in node:
+                rewrite(v, in_allof)
+
+    rewrite({k: v for k, v in doc.items() if k != "definitions"})
+    for name, schema in list(defs.items()):
+        if not name.endswith(".dispatch"):
+            rewrite(schema)
 
 
 OPENAPI_DOC, REGISTRY = _spec()

@@ -168,8 +168,16 @@ def _production_backup(ctx: _Context, keep: str | None = None) -> str | None:
         return None
     with _unrecorded():
         backup_id: str = ctx.actions.create(_now(), keep=keep)
-    ctx.record("backup", {"backup": {"id": backup_id, "trigger": "before restore"}})
+    ctx.record("backup", _backup_record(ctx, backup_id, "before restore"))
     return backup_id
+
+
+def _backup_record(ctx: _Context, backup_id: str, trigger: str) -> dict[str, Any]:
+    """A `backup` record's changes: the id and why, and what else the target says the backup holds (Azure:
+    the files' recovery point in the vault, `backup_details`); the CLI's own keys win."""
+    details = getattr(ctx.actions, "backup_details", None)
+    extra = details(backup_id) if callable(details) else {}
+    return {"backup": {**(extra or {}), "id": backup_id, "trigger": trigger}}
 
 
 def _recorder_of_backup_first(ctx: _Context, taken: dict[str, Any]) -> Callable[[str], None]:
@@ -177,7 +185,7 @@ def _recorder_of_backup_first(ctx: _Context, taken: dict[str, Any]) -> Callable[
     id once the restore ended: recorded then, before the restore's outcome, and kept in `taken`."""
 
     def backed_up(backup_id: str) -> None:
-        ctx.record("backup", {"backup": {"id": backup_id, "trigger": "before restore"}})
+        ctx.record("backup", _backup_record(ctx, backup_id, "before restore"))
         taken["id"] = backup_id
         sys.stdout.write(f"{ctx.environment.name}: backup {backup_id} taken first\n")
 
@@ -212,7 +220,7 @@ def create(stack: Stack, environment: Env, directory: Directory = Path(".")) -> 
     ctx = _Context(directory, stack, environment, "create")
     with _unrecorded():
         backup_id = ctx.actions.create(_now())
-    ctx.record("backup", {"backup": {"id": backup_id, "trigger": "on-demand"}})
+    ctx.record("backup", _backup_record(ctx, backup_id, "on-demand"))
     sys.stdout.write(f"{environment}: backup {backup_id} taken and recorded\n")
 
 

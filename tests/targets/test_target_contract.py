@@ -196,29 +196,116 @@ def _aws_widest(doc: dict[str, Any]) -> dict[str, Any]:
     return {"Version": doc.get("Version", "2012-10-17"), "Statement": stmts}
 
 
-def _backs_up_first(definition: str) -> bool:
-    """Whether every way through a state machine's definition (from StartAt, along Next, Default, every
-    Choice and Catch) takes an AWS Backup job (startBackupJob) before it reaches a state that restores
-    (startRestoreJob, a task run, another machine started)."""
+READS = ("describe", "list", "get")  # Task actions that change nothing (aws-sdk names: describeBackupJob, listExecutions)
+
+
+def _task_action(state: dict[str, Any]) -> str:
+    """A Task state's action, `service:action` (`aws-sdk:backup:startBackupJob` -> backup:startBackupJob,
+    `states:::ecs:runTask.sync` -> ecs:runTask, a Lambda function's ARN -> lambda:invoke)."""
+    resource = str(state.get("Resource", ""))
+    if ":states:::" in resource:
+        rest = resource.split(":states:::", 1)[1].removeprefix("aws-sdk:")
+        service, _, action = rest.partition(":")
+        return f"{service}:{action.split('.', 1)[0]}"
+    return "lambda:invoke" if ":lambda:" in resource else resource
+
+
+def _requires_completed(rule: dict[str, Any]) -> bool:
+    """Whether a Choice rule is taken only when some job's state is COMPLETED (not under a Not)."""
+    if rule.get("StringEquals") == "COMPLETED":
+        return True
+    if "And" in rule:
+        return any(_requires_completed(r) for r in rule["And"])
+    if "Or" in rule:
+        return bool(rule["Or"]) and all(_requires_completed(r) for r in rule["Or"])
+    return False
+
+
+def _backs_up_first(definition: str, protected: Iterable[str]) -> bool:
+    """Whether every way through a state machine's definition backs up each of `protected` (ARNs: the
+    bucket, the database) and waits for the jobs to complete before its first state that may write: from
+    StartAt along Next, Default, every Choice and every Catch (a Catch of a backup state leaves without it).
+    A backup counts once a `backup:startBackupJob` Task of each protected ARN was passed and, after them, a
+    Choice rule that asks a state to be COMPLETED was taken. Before that only Pass, Wait, Choice, Succeed and
+    Fail states and Tasks that read (describe, list, get) or start those backups are allowed: any other Task
+    (a restore job, a task run, a machine started, an object copied, a function invoked), and any Parallel or
+    Map, may write, and makes the machine unguarded."""
     doc = json.loads(definition)
-    states = doc["States"]
+    states, wanted = doc["States"], frozenset(protected)
+    seen: set[tuple[str, frozenset[str], bool]] = set()
 
-    def text(state: dict[str, Any]) -> str:
-        return json.dumps({k: v for k, v in state.items() if k in ("Resource", "Parameters", "Arguments", "Branches", "ItemProcessor", "Iterator")})
-
-    def guarded(at: str | None, seen: frozenset[str]) -> bool:
-        if at is None or at in seen or at not in states:
+    def guarded(at: str | None, started: frozenset[str], done: bool) -> bool:
+        if done:
             return True
-        state = states[at]
-        body = text(state)
-        if "startBackupJob" in body:
-            return True
-        if any(r in body for r in ("startRestoreJob", "ecs:runTask", "states:startExecution")):
-            return False
-        after = [state.get("Next"), state.get("Default"), *(c.get("Next") for c in state.get("Choices", [])), *(c.get("Next") for c in state.get("Catch", []))]
-        return all(guarded(n, seen | {at}) for n in after)
+        if at is None or (at, started, done) in seen:
+            return True  # the path ended, or this point was (or is being) walked with the same backups
+        seen.add((at, started, done))
+        state = states.get(at)
+        if state is None:
+            return False  # a Next to nowhere: not a definition AWS accepts, not one to vouch for
+        kind = state.get("Type")
+        caught = all(guarded(c.get("Next"), started, False) for c in state.get("Catch", []))
+        if kind == "Task":
+            action = _task_action(state)
+            if action == "backup:startBackupJob":
+                resource = (state.get("Parameters") or state.get("Arguments") or {}).get("ResourceArn")
+                started = started | ({resource} if resource in wanted else set())
+            elif not action.split(":", 1)[-1].startswith(READS):
+                return False
+        elif kind == "Choice":
+            rules = state.get("Choices", [])
+            completed = [started >= wanted and _requires_completed(r) for r in rules]
+            return caught and all(guarded(r.get("Next"), started, c) for r, c in zip(rules, completed)) and guarded(state.get("Default"), started, False)
+        elif kind not in ("Pass", "Wait", "Succeed", "Fail"):
+            return False  # Parallel, Map: branches of their own, not vouched for here
+        return caught and guarded(state.get("Next"), started, False)
 
-    return guarded(doc["StartAt"], frozenset())
+    return guarded(doc["StartAt"], frozenset(), False)
+
+
+def test_the_backup_first_probe_refuses_every_way_around_it(planned):
+    """The probe of AWS's restoring machines vouches for production's files restore as it is rendered, and for
+    none of the ways a definition could restore before, or without, a completed backup of what it overwrites."""
+    if "aws" not in INSTALLED:
+        pytest.skip("the aws target is not installed")
+    p = planned("aws", "production")
+    (m,) = [m for m in p.of_type("aws:sfn/stateMachine:StateMachine") if m["inputs"]["name"].endswith("-files-restore")]
+    real = json.loads(m["inputs"]["definition"])
+    region, account = p.deployment.config.block("aws:region"), p.deployment.target_config.accountId
+    bucket = next(r["inputs"]["bucket"] for r in p.of_type("aws:s3/bucketV2:BucketV2") + p.of_type("aws:s3/bucket:Bucket") if "-files-" in r["inputs"]["bucket"])
+    db = p.one("aws:rds/instance:Instance")["inputs"]["identifier"]
+    protected = (f"arn:aws:s3:::{bucket}", f"arn:aws:rds:{region}:{account}:db:{db}")
+    assert _backs_up_first(json.dumps(real), protected)
+    states = real["States"]
+    (restore,) = [n for n, st in states.items() if _task_action(st) == "backup:startRestoreJob"]
+
+    def edited(change: Callable[[dict[str, Any]], None]) -> str:
+        d = json.loads(json.dumps(real))
+        change(d["States"])
+        return json.dumps(d)
+
+    def machine(*tasks: dict[str, Any]) -> str:
+        return json.dumps({"StartAt": "X", "States": {"X": {"Type": "Parallel", "Branches": [{"StartAt": "T", "States": {"T": {**t, "End": True}}} for t in tasks], "End": True}} if len(tasks) > 1 else {"X": {**tasks[0], "End": True}}})
+
+    def task(resource: str, **params: Any) -> dict[str, Any]:
+        return {"Type": "Task", "Resource": resource, "Parameters": params}
+
+    around = {
+        "a backup's Catch goes to the restore": edited(lambda st: st["BackUpDatabase"]["Catch"][0].update(Next=restore)),
+        "the database backed up, then the restore": edited(lambda st: st["BackUpDatabase"].update(Next=restore)),
+        "the backups started, never waited for": edited(lambda st: st["BackUpFiles"].update(Next=restore)),
+        "a failed backup goes on to the restore": edited(lambda st: st.__setitem__("BackupFailed", {"Type": "Pass", "Next": restore})),
+        "a backup of another resource": edited(lambda st: st["BackUpFiles"]["Parameters"].update(ResourceArn="arn:aws:dynamodb:eu-west-1:1:table/x")),
+        "a Pass that names startBackupJob": edited(lambda st: st.__setitem__("BackUpDatabase", {"Type": "Pass", "Parameters": {"n": "startBackupJob"}, "Next": "BackUpFiles"})),
+        "a Not COMPLETED taken for completed": edited(lambda st: st["BackupDone"]["Choices"].insert(0, {"Not": {"Variable": "$.backupFilesState.state", "StringEquals": "COMPLETED"}, "Next": restore})),
+        "a backup beside the restore": machine(task("arn:aws:states:::aws-sdk:backup:startBackupJob", ResourceArn=protected[0]), states[restore]),
+        "another machine started": machine(task("arn:aws:states:::aws-sdk:sfn:startExecution", StateMachineArn="arn:aws:states:eu-west-1:1:stateMachine:x")),
+        "an object copied over the bucket": machine(task("arn:aws:states:::aws-sdk:s3:copyObject", Bucket=bucket, Key="k", CopySource=f"{bucket}/k?versionId=1")),
+        "a function invoked": machine(task("arn:aws:states:::lambda:invoke", FunctionName="restore")),
+        "a task run": machine(task("arn:aws:states:::ecs:runTask.sync", TaskDefinition="x")),
+    }
+    vouched = [name for name, d in around.items() if _backs_up_first(d, protected)]
+    assert vouched == [], vouched
 
 
 def aws_grants(p: Planned) -> tuple[list[Grant], dict[Capability, list[Any]]]:
@@ -252,7 +339,7 @@ def aws_grants(p: Planned) -> tuple[list[Grant], dict[Capability, list[Any]]]:
         C.RESTORE_UNGUARDED: [("backup:StartRestoreJob", arn("backup", "recovery-point:0123abcd-4567-89ef-0123-456789abcdef")) for _ in p.of_type("aws:backup/vault:Vault")]
         # (a definition known only once its task definition exists, the archive restore's, is held to its backup
         # first by test_aws_restore_archive's test_only_production_machines_back_up_first_and_only_their_runner_may)
-        + [("states:StartExecution", arn("states", f"stateMachine:{m['inputs']['name']}")) for m in p.of_type("aws:sfn/stateMachine:StateMachine") if m["inputs"]["name"].endswith("-restore") and m["inputs"]["definition"] != "[computed]" and not _backs_up_first(m["inputs"]["definition"])],
+        + [("states:StartExecution", arn("states", f"stateMachine:{m['inputs']['name']}")) for m in p.of_type("aws:sfn/stateMachine:StateMachine") if m["inputs"]["name"].endswith("-restore") and m["inputs"]["definition"] != "[computed]" and not _backs_up_first(m["inputs"]["definition"], (f"arn:aws:s3:::{bucket}", arn("rds", f"db:{db}")))],
         C.DELETE_DATA: [("rds:DeleteDBInstance", arn("rds", f"db:{db}")), ("s3:DeleteBucket", f"arn:aws:s3:::{bucket}"), ("s3:DeleteObject", f"arn:aws:s3:::{bucket}/model/x")],
         C.EDIT_ALERTS: [("cloudwatch:DeleteAlarms", arn("cloudwatch", f"alarm:{p.prefix}-x")), ("sns:Subscribe", arn("sns", f"{p.prefix}-alerts"))],
         C.GRANT: [(a, f"arn:aws:iam::{account}:role/mxinfra/{p.prefix}-deploy") for a in ("iam:PutRolePolicy", "iam:AttachRolePolicy", "iam:UpdateAssumeRolePolicy")]

@@ -49,6 +49,7 @@ to do.
 
 from __future__ import annotations
 
+import email.utils
 import sys
 import time
 import urllib.parse
@@ -132,6 +133,16 @@ def container_range(container: str) -> dict[str, str]:
     return {"startRange": f"{container}/", "endRange": f"{container}0"}
 
 
+def _point_time(props: Mapping[str, Any]) -> datetime | None:
+    """A vault recovery point's time (recoveryPointTime, UTC), or None when it has none Python reads."""
+    text = props.get("recoveryPointTime")
+    try:
+        at = datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else None
+    except ValueError:
+        return None
+    return at.astimezone(timezone.utc) if at is not None and at.tzinfo is not None else None
+
+
 def _iso(t: datetime) -> str:
     return _utc(t).isoformat().replace("+00:00", "Z")
 
@@ -165,6 +176,7 @@ class ServerActions:
         self._credential, self._endpoint = credential, endpoint
         self._client: Any = None
         self._taken: list[str] = []  # on-demand backups this run took (production restores need one)
+        self._files_points_of: dict[str, str] = {}  # a backup this run took -> its files' recovery point
         # `vault`: the environment has a Backup vault (weekly or monthly tiers): an on-demand backup takes the
         # files into it too, what a restore overwrites (the database's restore makes a new server)
         self.vault = vault
@@ -199,10 +211,36 @@ class ServerActions:
         the server drops backups only by age (its retention days), never to make room for a new one."""
         name = on_demand_name(now)
         deadline = time.monotonic() + self.backup_timeout
-        files = self._start_files_backup() if self.vault else None
+        asked = self._start_files_backup() if self.vault else None
+        try:
+            name = self._server_backup(name, deadline)
+        except UserError as e:
+            if asked is None:
+                raise
+            raise UserError(
+                f"{e}. The files' backup into the vault {self.names.backup_vault} had been asked for already: "
+                f"`az dataprotection job list -g {self.group} --vault-name {self.names.backup_vault}`"
+            ) from None
+        point = self._files_backed_up(asked, deadline) if asked is not None else None
+        if point is not None:
+            self._say(f"{self.env.name}: the files' backup into the vault {self.names.backup_vault}: recovery point {point} (of the container {FILES_CONTAINER}, kept as the vault's Default tier)")
+        self._backups = None
+        for b in self._list():
+            if b.name == name:
+                self._taken.append(b.id)
+                if point is not None:
+                    self._files_points_of[b.id] = point
+                return b.id
+        raise UserError(f"{self.env.name}: the on-demand backup {name} completed, but the server's list of backups does not hold it: see `{self._follow_backup(name)}`")
+
+    def _follow_backup(self, name: str) -> str:
+        return f"az postgres flexible-server backup show -g {self.group} --name {self.server} --backup-name {name}"
+
+    def _server_backup(self, name: str, deadline: float) -> str:
+        """The server's on-demand backup `name`, asked for and waited for until it has a completion time; its name."""
         with self._azure(f"the on-demand backup {name} of {self.server}"):
             self.client.backups_automatic_and_on_demand.begin_create(self.group, self.server, name, polling=False)
-        follow = f"az postgres flexible-server backup show -g {self.group} --name {self.server} --backup-name {name}"
+        follow = self._follow_backup(name)
         while True:
             got = self._get_backup(name)
             if got is not None and got.properties is not None and got.properties.completed_time is not None:
@@ -213,15 +251,13 @@ class ServerActions:
                     f"Follow it with `{follow}`, then run `mxinfra backup list`"
                 )
             time.sleep(self.poll)
-        if files is not None:
-            point = self._files_backed_up(files, deadline)
-            self._say(f"{self.env.name}: the files' backup into the vault {self.names.backup_vault}: recovery point {point} (of the container {FILES_CONTAINER}, kept as the vault's Default tier)")
-        self._backups = None
-        for b in self._list():
-            if b.name == name:
-                self._taken.append(b.id)
-                return b.id
-        raise UserError(f"{self.env.name}: the on-demand backup {name} completed, but the server's list of backups does not hold it: see `{follow}`")
+        return name
+
+    def backup_details(self, backup_id: str) -> dict[str, str]:
+        """What the record of a backup this run took says beyond its id: the files' recovery point in the
+        vault (`files`: `<vault>/<backup instance>/<point>`), which `list` does not show."""
+        point = self._files_points_of.get(backup_id)
+        return {"files": f"{self.names.backup_vault}/{self.names.backup_instance('files')}/{point}"} if point else {}
 
     def restore(self, backup: str, now: datetime, before: Callable[[], None] | None = None) -> dict[str, Any]:
         """Restore backup `backup`: the database into a new server, the files in place, both to the
@@ -384,8 +420,11 @@ class ServerActions:
         """One ARM request of Microsoft.Storage on the account; its JSON answer."""
         return self._request(method, self._account_path() + path, STORAGE_API_VERSION, doing, body=body, params=params, started=started)
 
-    def _request(self, method: str, path: str, version: str, doing: str, *, body: Any = None, params: Mapping[str, str] | None = None, started: str = "") -> dict[str, Any]:
-        """One ARM request (of a provider no installed SDK covers) through the client's pipeline; its JSON answer."""
+    def _request(
+        self, method: str, path: str, version: str, doing: str, *, body: Any = None, params: Mapping[str, str] | None = None, started: str = "", headers: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """One ARM request (of a provider no installed SDK covers) through the client's pipeline; its JSON
+        answer (and, into `headers`, the answer's headers)."""
         from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError, map_error
         from azure.core.rest import HttpRequest
         from azure.mgmt.core.exceptions import ARMErrorFormat
@@ -397,6 +436,8 @@ class ServerActions:
             if response.status_code not in (200, 202):
                 map_error(status_code=response.status_code, response=response, error_map={401: ClientAuthenticationError, 404: ResourceNotFoundError})
                 raise HttpResponseError(response=response, error_format=ARMErrorFormat)
+        if headers is not None:
+            headers.update(response.headers)
         try:
             answer = response.json() if response.text() else {}
         except ValueError:
@@ -417,36 +458,52 @@ class ServerActions:
             url = urllib.parse.urlsplit(str(link))
             path, params = url.path, {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items() if k != "api-version"}
 
-    def _start_files_backup(self) -> set[str]:
+    def _start_files_backup(self) -> tuple[set[str], datetime]:
         """Ask the vault for a backup of the files now (BackupInstances_AdhocBackup: the policy's rule,
-        kept as its Default tier); the recovery points there were before."""
+        kept as its Default tier); the recovery points there were before, and when Azure took the request
+        (the answer's Date, else this machine's clock just before it)."""
         before = set(self._files_points())
+        asked = datetime.now(timezone.utc).replace(microsecond=0)
         body = {"backupRuleOptions": {"ruleName": VAULT_RULE, "triggerOption": {"retentionTagOverride": "Default"}}}
+        headers: dict[str, str] = {}
         self._request(
             "POST",
             self._files_instance_path() + "/backup",
             DP_API_VERSION,
             f"Microsoft.DataProtection/backupVaults/backupInstances/backup/action of {self.names.backup_instance('files')} ({self.names.backup_vault})",
             body=body,
+            headers=headers,
         )
-        return before
+        date = next((v for k, v in headers.items() if k.lower() == "date"), None)
+        try:
+            return before, (email.utils.parsedate_to_datetime(date).astimezone(timezone.utc) if date else asked)
+        except (TypeError, ValueError):
+            return before, asked
 
-    def _files_backed_up(self, before: set[str], deadline: float) -> str:
-        """The recovery point the backup asked for made (the first not in `before`), waited for: its name."""
+    def _files_backed_up(self, asked: tuple[set[str], datetime], deadline: float) -> str:
+        """A recovery point of the files that was not there before the backup was asked for and was taken at
+        or after that (`asked`), waited for: its name. The vault names points by GUID and the request's answer
+        names none: a new point of that instant or later holds the files as they were after the request, as a
+        backup first must; a scheduled or earlier backup that completes meanwhile took its point before, and
+        is not taken for it."""
+        before, at_least = asked
+        follow = f"az dataprotection job list -g {self.group} --vault-name {self.names.backup_vault}"
         while True:
-            points = self._files_points()
-            new = sorted(set(points) - before)
-            if new:
-                if points[new[0]].get("recoveryPointState") == "Partial":  # only some of the files
+            points = self._files_points().items()
+            taken = sorted((at, name, props) for name, props in points if name not in before and (at := _point_time(props)) is not None and at >= at_least)
+            if taken:
+                _, name, props = taken[0]
+                if props.get("recoveryPointState") == "Partial":  # only some of the files
                     raise UserError(
-                        f"{self.env.name}: the files' backup into the vault {self.names.backup_vault} is Partial (recovery point {new[0]}): not all of the "
-                        f"container {FILES_CONTAINER} was copied. See `az dataprotection job list -g {self.group} --vault-name {self.names.backup_vault}`"
+                        f"{self.env.name}: the files' backup into the vault {self.names.backup_vault} is Partial (recovery point {name}): not all of the "
+                        f"container {FILES_CONTAINER} was copied. See `{follow}`"
                     )
-                return new[0]
+                return name
             if time.monotonic() >= deadline:
                 raise UserError(
                     f"{self.env.name}: the files' backup into the vault {self.names.backup_vault} made no recovery point within {self.backup_timeout / 60:.0f} minutes. "
-                    f"Follow it with `az dataprotection job list -g {self.group} --vault-name {self.names.backup_vault}`, then run `mxinfra backup list`"
+                    f"Follow it with `{follow}`; its recovery points: `az dataprotection recovery-point list -g {self.group} --vault-name {self.names.backup_vault} "
+                    f"--backup-instance-name {self.names.backup_instance('files')}`"
                 )
             time.sleep(self.poll)
 

@@ -200,6 +200,7 @@ class BackupArm(Arm):
         # each files point holds (the container's files when its backup ran)
         self.vaults: dict[str, dict[str, list[dict[str, Any]]]] = {}
         self.vault_files: dict[str, dict[str, bytes]] = {}
+        self.point_started: dict[str, datetime] = {}
         self.pending: dict[str, int] = {}  # "backup:<name>" / "server:<name>" / "blobs:<id>" -> reads left
         self.steps = 2
         self.vault_steps: int | None = None  # reads of the recovery points before a vault backup's point is there (None: steps)
@@ -274,6 +275,15 @@ class BackupArm(Arm):
     def put_vault(self, vault: str, instances: list[str]) -> None:
         """The environment's Backup vault and its backup instances as `pulumi up` leaves them (backups.py)."""
         self.vaults[vault.lower()] = {i.lower(): [] for i in instances}
+
+    def scheduled_point(self, vault: str, instance: str, began: datetime, reads: int = 1) -> str:
+        """A backup the vault's schedule began at `began` (before any command's), whose point appears after
+        `reads` reads of the instance's recovery points; its name."""
+        points = self.vaults[vault.lower()][instance.lower()]
+        name = f"{len(self.point_started) + 1:08x}-0000-4000-8000-00000005c4ed"
+        self.pending[f"point:{vault.lower()}/{instance.lower()}/{name}"] = reads
+        self.point_started[name], self.vault_files[name] = began, self.files(began)
+        return name
 
     def instance_id(self, vault: str, instance: str) -> str:
         return f"/subscriptions/{self.subscription}/resourceGroups/{self.group}/providers/Microsoft.DataProtection/backupVaults/{vault}/backupInstances/{instance}"
@@ -517,8 +527,10 @@ class BackupArm(Arm):
         if self.fail == "vault":
             self.fail = None
             return 400, {"error": {"code": "UserErrorBackupOperationInProgress", "message": "Another backup of the instance is in progress (the double's `fail`)."}}
-        name = f"{len(points) + 1:08x}-0000-4000-8000-00000000b4c7"
+        name = f"{len(self.point_started) + 1:08x}-0000-4000-8000-00000000b4c7"
         self.pending[f"point:{parts[0].lower()}/{parts[1].lower()}/{name}"] = self.steps if self.vault_steps is None else self.vault_steps
+        self.point_started[name] = now()  # a point's time is its snapshot's, when the job began
+        self.vault_files[name] = self.files()
         op = f"https://management.azure.com{self.instance_id(parts[0], parts[1]).rsplit('/backupInstances/', 1)[0]}/operationStatus/5d1e0b2a-0000-4000-8000-{len(points):012d}?api-version={DP_VERSION}"
         return 202, None, {"Azure-AsyncOperation": op, "Location": op.replace("operationStatus", "operationResults"), "Retry-After": "0"}
 
@@ -528,9 +540,8 @@ class BackupArm(Arm):
             return self._missing("Microsoft.DataProtection/backupVaults/backupInstances", f"{parts[0]}/{parts[1]}")
         prefix = f"point:{parts[0].lower()}/{parts[1].lower()}/"
         for key in [k for k in self.pending if k.startswith(prefix)]:
-            if self._progress(key):  # the job ran: its point holds the files as they are now
+            if self._progress(key):  # the job ended: its point, of the files as they were when it began
                 name = key[len(prefix) :]
-                self.vault_files[name] = self.files()
                 points.append(
                     {
                         "id": f"{self.instance_id(parts[0], parts[1])}/recoveryPoints/{name}",
@@ -538,7 +549,7 @@ class BackupArm(Arm):
                         "type": "Microsoft.DataProtection/backupVaults/backupInstances/recoveryPoints",
                         "properties": {
                             "objectType": "AzureBackupDiscreteRecoveryPoint",
-                            "recoveryPointTime": _iso(now()),
+                            "recoveryPointTime": _iso(self.point_started[name]),
                             "recoveryPointType": "Full",
                             "retentionTagName": "Default",
                             "recoveryPointState": "Partial" if self.fail == "partial" else "Completed",

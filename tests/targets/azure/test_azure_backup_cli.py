@@ -155,7 +155,8 @@ def test_create_list_restore_on_test(arm, project, capsys):
 
     recs = _records(project, "test")
     assert [(r.action, r.changes) for r in recs] == [
-        ("backup", {"backup": {"id": backup_id, "trigger": "on-demand"}}),
+        # the server's backup, and the files' recovery point in the vault, which `list` does not show
+        ("backup", {"backup": {"id": backup_id, "trigger": "on-demand", "files": f"{n.backup_vault}/{n.backup_instance('files')}/{point['name']}"}}),
         # written once the checks passed, before the first request that changes anything
         ("intent", {"intends": "restore", "restore": {"id": backup_id, "from": "test"}}),
         # what the restore made: the new server, the container rolled back, to which instant
@@ -227,6 +228,47 @@ def test_the_backup_first_holds_the_files_a_production_restore_overwrites(arm, p
     assert len(points) == 2 and arm.vault_files[points[-1]["name"]] == current
 
 
+def test_a_scheduled_backup_ending_meanwhile_is_not_taken_for_the_one_asked_for(arm, project, capsys):
+    """The vault names points by GUID and the request's answer names none: a point that was not there before
+    and was taken at or after the request is the backup asked for. A scheduled backup that began earlier and
+    ends while the command waits is neither."""
+    stack, n = deployed(arm, project, "production")
+    vault, files = n.backup_vault, n.backup_instance("files")
+    arm.write_file(f("kept"), b"old", _ago(hours=2))
+    # it ends after the command's first read of the points (the one before its request) and before its own
+    scheduled = arm.scheduled_point(vault, files, began=_ago(minutes=30), reads=2)
+    arm.write_file(f("kept"), b"new", _ago(minutes=10))
+    arm.vault_steps = 4  # the command's own backup ends after the scheduled one
+    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "production", "-C", str(project.path))
+    assert rc == 0, err
+    names = [p["name"] for p in arm.vaults[vault.lower()][files.lower()]]
+    assert names[0] == scheduled and len(names) == 2
+    ours = names[1]
+    assert arm.vault_files[ours] == {f("kept"): b"new"} and arm.vault_files[scheduled] == {f("kept"): b"old"}
+    (rec,) = _records(project, "production")
+    assert rec.changes["backup"]["files"] == f"{vault}/{files}/{ours}", rec.changes
+    # and were the command's own never to end, the scheduled one is still not taken for it: nothing recorded
+    arm.vault_steps = 10**9
+    arm.scheduled_point(vault, files, began=_ago(minutes=1), reads=2)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(backup_actions, "BACKUP_TIMEOUT", 0.5)
+        rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "production", "-C", str(project.path))
+    assert rc == 2 and "made no recovery point" in err and len(_records(project, "production")) == 1, err
+
+
+def test_the_files_backup_is_found_past_the_first_page_of_points(arm, project, capsys, monkeypatch):
+    stack, n = deployed(arm, project, "production")
+    vault, files = n.backup_vault, n.backup_instance("files")
+    for days in (21, 14, 7):  # three weeklies: with the double's two points a page, the new one is on page 2
+        arm.scheduled_point(vault, files, began=_ago(days=days))
+    monkeypatch.setattr(backup_actions, "BACKUP_TIMEOUT", 2.0)
+    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "production", "-C", str(project.path))
+    assert rc == 0, err
+    points = arm.vaults[vault.lower()][files.lower()]
+    assert len(points) == 4 and points[-1]["name"] in err
+    assert sum(1 for r in arm.requests if r["path"].endswith("/recoveryPoints") and r["query"].get("$skipToken")) >= 1
+
+
 @pytest.mark.parametrize("fault", ["refused", "stalled", "partial"])
 def test_a_files_backup_that_fails_restores_nothing_and_records_nothing(arm, project, capsys, monkeypatch, fault):
     stack, n = deployed(arm, project, "production")
@@ -244,6 +286,8 @@ def test_a_files_backup_that_fails_restores_nothing_and_records_nothing(arm, pro
     assert n.backup_instance("files") in said or n.backup_vault in said, said
     if fault == "partial":
         assert "is Partial" in said, said
+    if fault == "stalled":  # the server's backup completed; the files' did not: both are said
+        assert "made no recovery point" in said and "az dataprotection recovery-point list" in said, said
     if fault != "refused":
         assert f"az dataprotection job list -g {n.resource_group} --vault-name {n.backup_vault}" in said, said
     assert not arm.restores and not arm.blob_restores and arm.files() == {f("kept"): b"now"}
@@ -365,6 +409,9 @@ WINDOW_WRITES = (
     "Microsoft.Storage/storageAccounts/managementPolicies/write",  # a lifecycle rule that deletes old versions
     "Microsoft.Storage/storageAccounts/managementPolicies/delete",
     "Microsoft.Storage/storageAccounts/delete",
+    "Microsoft.Storage/storageAccounts/failover/action",  # a customer-managed failover: no restore to before it
+    "Microsoft.Storage/storageAccounts/blobServices/containers/delete",
+    "Microsoft.Storage/storageAccounts/blobServices/containers/write",  # its immutability and legal holds too
 )
 
 
@@ -400,7 +447,7 @@ def test_a_production_files_restore_without_a_backup_first_is_undone_by_the_blob
     account = f"{n.scope}/providers/Microsoft.Storage/storageAccounts/{n.storage_account}"
     for name, roles in held.items():
         for action in WINDOW_WRITES:
-            for at in (account, f"{account}/blobServices/default", f"{account}/managementPolicies/default"):
+            for at in (account, f"{account}/blobServices/default", f"{account}/blobServices/default/containers/{FILES_CONTAINER}", f"{account}/managementPolicies/default"):
                 assert not _allows(roles, action, at), (name, action, at)
 
 
@@ -461,7 +508,9 @@ def test_a_backup_still_running_at_the_timeout_names_it_and_records_nothing(arm,
     assert rc == 2 and "Traceback" not in err
     assert f"the on-demand backup {name} of PostgreSQL flexible server {n.database_server}" in said and "is not complete after 0 minutes" in said
     assert f"az postgres flexible-server backup show -g {n.resource_group} --name {n.database_server} --backup-name {name}" in said
-    assert said.endswith("then run `mxinfra backup list`; nothing was recorded")
+    # the files' backup into the vault, asked for before it, is said too (it may still make its point)
+    assert said.endswith(f"then run `mxinfra backup list`. The files' backup into the vault {n.backup_vault} had been asked for already: "
+                         f"`az dataprotection job list -g {n.resource_group} --vault-name {n.backup_vault}`; nothing was recorded"), said
     assert _records(project, "test") == []
 
 
@@ -622,6 +671,8 @@ def test_the_double_refuses_what_the_description_refuses():
     assert request_problems("POST", instance + "/backup", {**adhoc, "retention": "P1W"})  # closed
     with pytest.raises(AssertionError, match="recoveryPointTime"):
         response_check("GET", instance + "/recoveryPoints")(200, {"value": [{"name": "p", "properties": {"objectType": "AzureBackupDiscreteRecoveryPoint", "recoveryPointTime": 5}}]})
+    with pytest.raises(AssertionError, match="objectType"):
+        response_check("GET", instance + "/recoveryPoints")(200, {"value": [{"name": "p", "properties": {"objectType": "Nope", "recoveryPointTime": 5}}]})
     assert STORAGE_VERSION == backup_actions.STORAGE_API_VERSION and PG_VERSION == backup_actions.PG_API_VERSION
 
 

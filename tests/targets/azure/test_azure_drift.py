@@ -108,7 +108,8 @@ def _dispatch_discriminated(doc: dict[str, Any]) -> None:
     for base, kinds in subtypes.items():
         key = defs[base]["discriminator"]
         defs[f"{base}.dispatch"] = {
-            "allOf": [{"$ref": f"#/definitions/{base}"}]
+            # a value no subtype of the copy names is refused: copy that subtype then
+            "allOf": [{"$ref": f"#/definitions/{base}"}, {"properties": {key: {"enum": sorted(kinds)}}, "required": [key]}]
             + [{"if": {"properties": {key: {"const": value}}, "required": [key]}, "then": {"$ref": f"#/definitions/{sub}"}} for value, sub in sorted(kinds.items())]
         }
 

@@ -29,7 +29,8 @@ takes the next free second). A restore takes the files back by the blob service'
   With a Backup vault (weekly or monthly tiers), first a backup of the files into it
   (BackupInstances_AdhocBackup of `<app>-<env>-files-backup`: the policy's rule, kept as its Default
   tier, `weekly` weeks, immutable on production), waited for by listing the instance's recovery points
-  until a new one is there (within the same BACKUP_TIMEOUT): what a production restore overwrites is the
+  until one is there that was not before and was taken at or after the request (within the same
+  BACKUP_TIMEOUT; the record names it, `backup_details`): what a production restore overwrites is the
   files (the database's restore makes a new server), so its backup first holds them beyond the daily
   window. DataProtection is, like restoreBlobRanges, a plain ARM request at the version
   pulumi-azure-native manages the instance with (DP_API_VERSION; no azure-mgmt-dataprotection installed).
@@ -207,8 +208,9 @@ class ServerActions:
         return [b.id for b in self._list()]
 
     def create(self, now: datetime, keep: str | None = None) -> str:
-        """An on-demand backup of the server, waited for; its id (as `list` gives it). `keep` needs nothing:
-        the server drops backups only by age (its retention days), never to make room for a new one."""
+        """An on-demand backup of the server (with a vault, the files' into it first), waited for; its id (as
+        `list` gives it). `keep` needs nothing: the server drops backups only by age (its retention days),
+        never to make room for a new one."""
         name = on_demand_name(now)
         deadline = time.monotonic() + self.backup_timeout
         asked = self._start_files_backup() if self.vault else None

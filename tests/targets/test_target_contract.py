@@ -210,57 +210,104 @@ def _task_action(state: dict[str, Any]) -> str:
     return "lambda:invoke" if ":lambda:" in resource else resource
 
 
-def _requires_completed(rule: dict[str, Any]) -> bool:
-    """Whether a Choice rule is taken only when some job's state is COMPLETED (not under a Not)."""
-    if rule.get("StringEquals") == "COMPLETED":
-        return True
+def _paths_meet(a: str, b: str) -> bool:
+    """Whether two JSONPaths of the state ($.x.y) are the same, or one is inside the other."""
+    a, b = a.rstrip("."), b.rstrip(".")
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+
+def _written(state: dict[str, Any]) -> str | None:
+    """Where in the state a state writes its result (`$`: all of it; None: nothing). A Task's or a Pass's
+    ResultPath is `$` unless it says otherwise (null: keep the input); an OutputPath narrows all of it."""
+    if state.get("OutputPath", "$") != "$":
+        return "$"
+    if state.get("Type") in ("Task", "Pass", "Parallel", "Map"):
+        return state["ResultPath"] if "ResultPath" in state else "$"
+    return None
+
+
+def _selected(state: dict[str, Any], field: str) -> str | None:
+    """Where a Task puts a field of its answer (`$.BackupJobId`): its ResultSelector's key for it under the
+    ResultPath, or the field itself under the ResultPath without a selector."""
+    at = state.get("ResultPath", "$")
+    if not isinstance(at, str):
+        return None
+    selector = state.get("ResultSelector")
+    if selector is None:
+        return f"{at.rstrip('.')}.{field}" if at != "$" else f"$.{field}"
+    keys = [k.removesuffix(".$") for k, v in selector.items() if k.endswith(".$") and v == f"$.{field}"]
+    return f"{at}.{keys[0]}" if len(keys) == 1 and at != "$" else None
+
+
+def _completed_on(rule: dict[str, Any], refs: dict[str, tuple[str, str]]) -> frozenset[str]:
+    """The protected ARNs a Choice rule is taken only when their backup job's state, read by a
+    describeBackupJob of that very job, is COMPLETED (an And needs each; a Not or an Or vouches for none)."""
+    variable = rule.get("Variable")
+    if rule.get("StringEquals") == "COMPLETED" and isinstance(variable, str) and refs.get(variable, ("", ""))[0] == "state":
+        return frozenset({refs[variable][1]})
     if "And" in rule:
-        return any(_requires_completed(r) for r in rule["And"])
-    if "Or" in rule:
-        return bool(rule["Or"]) and all(_requires_completed(r) for r in rule["Or"])
-    return False
+        return frozenset().union(*(_completed_on(r, refs) for r in rule["And"]))
+    return frozenset()
 
 
 def _backs_up_first(definition: str, protected: Iterable[str]) -> bool:
     """Whether every way through a state machine's definition backs up each of `protected` (ARNs: the
-    bucket, the database) and waits for the jobs to complete before its first state that may write: from
-    StartAt along Next, Default, every Choice and every Catch (a Catch of a backup state leaves without it).
-    A backup counts once a `backup:startBackupJob` Task of each protected ARN was passed and, after them, a
-    Choice rule that asks a state to be COMPLETED was taken. Before that only Pass, Wait, Choice, Succeed and
-    Fail states and Tasks that read (describe, list, get) or start those backups are allowed: any other Task
-    (a restore job, a task run, a machine started, an object copied, a function invoked), and any Parallel or
-    Map, may write, and makes the machine unguarded."""
+    bucket, the database) and waits for those very jobs to complete before its first state that may write:
+    from StartAt along Next, Default, every Choice and every Catch (a Catch of a backup state leaves without
+    it). What is followed is where each job's id and state are in the execution's state: a
+    `backup:startBackupJob` Task of a protected ARN puts its job id at a path; a `describeBackupJob` Task
+    whose BackupJobId is read from that path puts that job's State at another; a state that writes over one
+    of them forgets it. The backup counts once a Choice rule was taken that asks each of those states to be
+    COMPLETED in one And. Before that only Pass, Wait, Choice, Succeed and Fail states and Tasks that read
+    (describe, list, get) or start backups are allowed: any other Task (a restore job, a task run, a machine
+    started, an object copied, a function invoked), a Parallel or a Map, or a JSONata Condition may write or
+    is not followed, and makes the machine unguarded."""
     doc = json.loads(definition)
     states, wanted = doc["States"], frozenset(protected)
-    seen: set[tuple[str, frozenset[str], bool]] = set()
+    seen: set[Any] = set()
 
-    def guarded(at: str | None, started: frozenset[str], done: bool) -> bool:
-        if done:
-            return True
-        if at is None or (at, started, done) in seen:
-            return True  # the path ended, or this point was (or is being) walked with the same backups
-        seen.add((at, started, done))
+    def guarded(at: str | None, refs: dict[str, tuple[str, str]]) -> bool:
+        key = (at, tuple(sorted(refs.items())))
+        if at is None or key in seen:
+            return True  # the path ended, or this point was (or is being) walked with the same knowledge
+        seen.add(key)
         state = states.get(at)
         if state is None:
             return False  # a Next to nowhere: not a definition AWS accepts, not one to vouch for
         kind = state.get("Type")
-        caught = all(guarded(c.get("Next"), started, False) for c in state.get("Catch", []))
+        # a Catch writes the error where its ResultPath says (`$`: over everything), not the result
+        caught = all(guarded(c.get("Next"), {k: v for k, v in refs.items() if c.get("ResultPath", "$") is None or not _paths_meet(k, c.get("ResultPath", "$"))}) for c in state.get("Catch", []))
+        written = _written(state)
+        after = {k: v for k, v in refs.items() if written is None or not _paths_meet(k, written)}
         if kind == "Task":
             action = _task_action(state)
+            params = state.get("Parameters") or {}
             if action == "backup:startBackupJob":
-                resource = (state.get("Parameters") or state.get("Arguments") or {}).get("ResourceArn")
-                started = started | ({resource} if resource in wanted else set())
+                job = _selected(state, "BackupJobId")
+                if params.get("ResourceArn") in wanted and job is not None:
+                    after[job] = ("job", params["ResourceArn"])
+            elif action == "backup:describeBackupJob":
+                source = refs.get(str(params.get("BackupJobId.$")))
+                state_at = _selected(state, "State")
+                if source is not None and source[0] == "job" and state_at is not None:
+                    after[state_at] = ("state", source[1])
             elif not action.split(":", 1)[-1].startswith(READS):
                 return False
         elif kind == "Choice":
             rules = state.get("Choices", [])
-            completed = [started >= wanted and _requires_completed(r) for r in rules]
-            return caught and all(guarded(r.get("Next"), started, c) for r, c in zip(rules, completed)) and guarded(state.get("Default"), started, False)
+            if any("Condition" in r for r in rules):
+                return False
+            for r in rules:
+                if _completed_on(r, refs) >= wanted:
+                    continue  # this way, the backups completed: guarded from here on
+                if not guarded(r.get("Next"), refs):
+                    return False
+            return caught and guarded(state.get("Default"), refs)
         elif kind not in ("Pass", "Wait", "Succeed", "Fail"):
             return False  # Parallel, Map: branches of their own, not vouched for here
-        return caught and guarded(state.get("Next"), started, False)
+        return caught and guarded(state.get("Next"), after)
 
-    return guarded(doc["StartAt"], frozenset(), False)
+    return guarded(doc["StartAt"], {})
 
 
 def test_the_backup_first_probe_refuses_every_way_around_it(planned):
@@ -303,6 +350,14 @@ def test_the_backup_first_probe_refuses_every_way_around_it(planned):
         "an object copied over the bucket": machine(task("arn:aws:states:::aws-sdk:s3:copyObject", Bucket=bucket, Key="k", CopySource=f"{bucket}/k?versionId=1")),
         "a function invoked": machine(task("arn:aws:states:::lambda:invoke", FunctionName="restore")),
         "a task run": machine(task("arn:aws:states:::ecs:runTask.sync", TaskDefinition="x")),
+        # the Choice that lets it on must ask each protected job's own state, read from that job, COMPLETED
+        "the database's job completed, the files' not asked": edited(lambda st: st["BackupDone"]["Choices"].insert(0, {"Variable": "$.backupDatabaseState.state", "StringEquals": "COMPLETED", "Next": restore})),
+        "the files' state only present": edited(lambda st: st["BackupDone"]["Choices"].insert(0, {"And": [{"Variable": "$.backupDatabaseState.state", "StringEquals": "COMPLETED"}, {"Variable": "$.backupFilesState.state", "IsPresent": True}], "Next": restore})),
+        "a constant COMPLETED": edited(lambda st: (st["BackUpFiles"].update(Next="Fake"), st.update(Fake={"Type": "Pass", "Result": "COMPLETED", "ResultPath": "$.fake", "Next": "FakeChoice"}, FakeChoice={"Type": "Choice", "Choices": [{"Variable": "$.fake", "StringEquals": "COMPLETED", "Next": restore}], "Default": "BackupPolls"}))),
+        "the caller's COMPLETED": edited(lambda st: (st["BackUpFiles"].update(Next="Ask"), st.update(Ask={"Type": "Choice", "Choices": [{"Variable": "$.sha256", "StringEquals": "COMPLETED", "Next": restore}], "Default": "BackupPolls"}))),
+        "the caller's old jobs described": edited(lambda st: [st[n]["Parameters"].update({"BackupJobId.$": "$.sha256"}) for n in ("BackupCheckDatabase", "BackupCheckFiles")]),
+        "the files' state written over": edited(lambda st: (st["BackupCheckFiles"].update(Next="Over"), st.update(Over={"Type": "Pass", "Result": {"state": "COMPLETED"}, "ResultPath": "$.backupFilesState", "Next": "BackupDone"}))),
+        "a Catch over everything, then a Choice": edited(lambda st: st["BackupCheckFiles"]["Catch"][0].update(ResultPath="$", Next="BackupDone")),
     }
     vouched = [name for name, d in around.items() if _backs_up_first(d, protected)]
     assert vouched == [], vouched

@@ -79,6 +79,10 @@ POLL_SECONDS = 15.0
 BACKUP_TIMEOUT = 2 * 3600.0
 RESTORE_TIMEOUT = 6 * 3600.0
 ON_DEMAND_PREFIX = "mxinfra-"
+# How much earlier than the request a new recovery point may be stamped and still be the backup asked for:
+# clocks differ (this machine's, ARM's Date, the backup service's), and a point is of its job's start. A
+# scheduled backup that began longer ago and ends while the command waits is not taken for it.
+POINT_SLACK = timedelta(minutes=1)
 BACKUPS_READ = "Microsoft.DBforPostgreSQL/flexibleServers/backups/read"
 # A server's states that end a restore badly (Ready ends it well; others are on the way).
 _SERVER_FAILED = frozenset({"Disabled", "Dropping", "Inaccessible"})
@@ -462,10 +466,11 @@ class ServerActions:
 
     def _start_files_backup(self) -> tuple[set[str], datetime]:
         """Ask the vault for a backup of the files now (BackupInstances_AdhocBackup: the policy's rule,
-        kept as its Default tier); the recovery points there were before, and when Azure took the request
-        (the answer's Date, else this machine's clock just before it)."""
+        kept as its Default tier); the recovery points there were before, and the earliest time a point of
+        this backup may carry: the earlier of this machine's clock before the request and the answer's Date
+        (whole seconds, stamped by ARM as it answers, not by the backup service), less POINT_SLACK."""
         before = set(self._files_points())
-        asked = datetime.now(timezone.utc).replace(microsecond=0)
+        asked = datetime.now(timezone.utc)
         body = {"backupRuleOptions": {"ruleName": VAULT_RULE, "triggerOption": {"retentionTagOverride": "Default"}}}
         headers: dict[str, str] = {}
         self._request(
@@ -478,15 +483,18 @@ class ServerActions:
         )
         date = next((v for k, v in headers.items() if k.lower() == "date"), None)
         try:
-            return before, (email.utils.parsedate_to_datetime(date).astimezone(timezone.utc) if date else asked)
+            answered = email.utils.parsedate_to_datetime(date) if date else None
         except (TypeError, ValueError):
-            return before, asked
+            answered = None
+        if answered is not None and answered.tzinfo is not None:
+            asked = min(asked, answered.astimezone(timezone.utc))
+        return before, asked - POINT_SLACK
 
     def _files_backed_up(self, asked: tuple[set[str], datetime], deadline: float) -> str:
-        """A recovery point of the files that was not there before the backup was asked for and was taken at
-        or after that (`asked`), waited for: its name. The vault names points by GUID and the request's answer
-        names none: a new point of that instant or later holds the files as they were after the request, as a
-        backup first must; a scheduled or earlier backup that completes meanwhile took its point before, and
+        """A recovery point of the files that was not there before the backup was asked for and was taken no
+        earlier than `asked` allows (the request, less POINT_SLACK), waited for: its name. The vault names
+        points by GUID and the request's answer names none: such a point holds the files as they were at the
+        request (at most POINT_SLACK before it); a scheduled backup that began earlier and completes meanwhile
         is not taken for it."""
         before, at_least = asked
         follow = f"az dataprotection job list -g {self.group} --vault-name {self.names.backup_vault}"

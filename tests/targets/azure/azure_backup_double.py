@@ -29,7 +29,7 @@ import json
 import re
 import urllib.parse
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +201,7 @@ class BackupArm(Arm):
         self.vaults: dict[str, dict[str, list[dict[str, Any]]]] = {}
         self.vault_files: dict[str, dict[str, bytes]] = {}
         self.point_started: dict[str, datetime] = {}
+        self.point_skew = timedelta(0)  # how far behind ARM's clock the backup service stamps a point
         self.pending: dict[str, int] = {}  # "backup:<name>" / "server:<name>" / "blobs:<id>" -> reads left
         self.steps = 2
         self.vault_steps: int | None = None  # reads of the recovery points before a vault backup's point is there (None: steps)
@@ -529,7 +530,7 @@ class BackupArm(Arm):
             return 400, {"error": {"code": "UserErrorBackupOperationInProgress", "message": "Another backup of the instance is in progress (the double's `fail`)."}}
         name = f"{len(self.point_started) + 1:08x}-0000-4000-8000-00000000b4c7"
         self.pending[f"point:{parts[0].lower()}/{parts[1].lower()}/{name}"] = self.steps if self.vault_steps is None else self.vault_steps
-        self.point_started[name] = now()  # a point's time is its snapshot's, when the job began
+        self.point_started[name] = now() - self.point_skew  # a point's time is its snapshot's, when the job began
         self.vault_files[name] = self.files()
         op = f"https://management.azure.com{self.instance_id(parts[0], parts[1]).rsplit('/backupInstances/', 1)[0]}/operationStatus/5d1e0b2a-0000-4000-8000-{len(points):012d}?api-version={DP_VERSION}"
         return 202, None, {"Azure-AsyncOperation": op, "Location": op.replace("operationStatus", "operationResults"), "Retry-After": "0"}

@@ -200,6 +200,9 @@ def test_production_restore_takes_a_backup_first(arm, project, capsys):
     assert [r.action for r in recs] == ["backup", "backup", "intent", "restore"]
     safety = recs[1].changes["backup"]
     assert safety["trigger"] == "before restore" and recs[3].changes["restore"]["backupBefore"] == safety["id"]
+    # the backup first names the files' point in the vault too, the second one taken
+    second = arm.vaults[n.backup_vault.lower()][n.backup_instance("files").lower()][1]["name"]
+    assert safety["files"] == f"{n.backup_vault}/{n.backup_instance('files')}/{second}", safety
     assert recs[2].changes == {"intends": "restore", "restore": {k: v for k, v in recs[3].changes["restore"].items() if k in ("id", "from", "backupBefore")}}
     assert recs[3].changes["restore"]["database"] == f"{n.database_server}-{first.lower()}"
     # the restore is of the backup asked for, not of the one taken before it
@@ -249,11 +252,30 @@ def test_a_scheduled_backup_ending_meanwhile_is_not_taken_for_the_one_asked_for(
     assert rec.changes["backup"]["files"] == f"{vault}/{files}/{ours}", rec.changes
     # and were the command's own never to end, the scheduled one is still not taken for it: nothing recorded
     arm.vault_steps = 10**9
-    arm.scheduled_point(vault, files, began=_ago(minutes=1), reads=2)
+    arm.scheduled_point(vault, files, began=_ago(minutes=5), reads=2)
     with pytest.MonkeyPatch.context() as m:
         m.setattr(backup_actions, "BACKUP_TIMEOUT", 0.5)
         rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "production", "-C", str(project.path))
     assert rc == 2 and "made no recovery point" in err and len(_records(project, "production")) == 1, err
+
+
+@pytest.mark.parametrize(("behind", "taken"), [(timedelta(seconds=30), True), (timedelta(minutes=5), False)])
+def test_a_point_stamped_by_a_clock_behind_is_the_backup_asked_for_within_a_minute(arm, project, capsys, monkeypatch, behind, taken):
+    """The backup service stamps a point with its own clock, ARM's Date is whole seconds of another: a new
+    point up to POINT_SLACK (a minute) before the request is this backup; one older is not (nothing recorded)."""
+    stack, n = deployed(arm, project, "production")
+    arm.point_skew = behind
+    monkeypatch.setattr(backup_actions, "BACKUP_TIMEOUT", 1.0)
+    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "production", "-C", str(project.path))
+    assert (rc == 0) is taken, err
+    assert len(_records(project, "production")) == (1 if taken else 0)
+    assert backup_actions.POINT_SLACK == timedelta(minutes=1)
+
+
+def test_azures_seven_digit_times_are_read():
+    assert backup_actions._point_time({"recoveryPointTime": "2026-12-07T10:00:00.1234567Z"}) == datetime(2026, 12, 7, 10, 0, 0, 123456, tzinfo=timezone.utc)
+    assert backup_actions._point_time({"recoveryPointTime": "2026-12-07T10:00:00"}) is None  # no zone: not guessed
+    assert backup_actions._point_time({}) is None
 
 
 def test_the_files_backup_is_found_past_the_first_page_of_points(arm, project, capsys, monkeypatch):
@@ -286,7 +308,7 @@ def test_a_files_backup_that_fails_restores_nothing_and_records_nothing(arm, pro
     assert n.backup_instance("files") in said or n.backup_vault in said, said
     if fault == "partial":
         assert "is Partial" in said, said
-    if fault == "stalled":  # the server's backup completed; the files' did not: both are said
+    if fault == "stalled":  # the server's backup completed, the files' did not: that is said
         assert "made no recovery point" in said and "az dataprotection recovery-point list" in said, said
     if fault != "refused":
         assert f"az dataprotection job list -g {n.resource_group} --vault-name {n.backup_vault}" in said, said

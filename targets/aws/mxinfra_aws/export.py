@@ -259,6 +259,23 @@ BACKUP_RETRY = [
 _BACKUP_FAILED = ("ABORTED", "EXPIRED", "FAILED", "PARTIAL")
 
 
+def countdown(label: str, polls: int, seconds: int, then: str) -> dict[str, Any]:
+    """A bounded wait between checks: `<label>Polls` sets `polls` left (at `$.<label>Polls`, lower case
+    first), `<label>Wait` waits `seconds`, `<label>Count` counts one down and goes on to `then`, the check;
+    its Choice goes back to `<label>Wait` by `polls_left(label)`."""
+    at = f"$.{label[0].lower()}{label[1:]}Polls"
+    return {
+        f"{label}Polls": {"Type": "Pass", "Result": {"left": polls}, "ResultPath": at, "Next": f"{label}Wait"},
+        f"{label}Wait": {"Type": "Wait", "Seconds": seconds, "Next": f"{label}Count"},
+        f"{label}Count": {"Type": "Pass", "Parameters": {"left.$": f"States.MathAdd({at}.left, -1)"}, "ResultPath": at, "Next": then},
+    }
+
+
+def polls_left(label: str) -> dict[str, Any]:
+    """The Choice rule that waits again while `countdown(label, ...)` has polls left."""
+    return {"Variable": f"$.{label[0].lower()}{label[1:]}Polls.left", "NumericGreaterThan": 0, "Next": f"{label}Wait"}
+
+
 def backup_first(a: Arns, keep_days: int, then: str) -> dict[str, Any]:
     """Production's restore machine's first states: an on-demand backup of the database the app uses and of
     its bucket into the environment's vault, as `mxinfra backup create` takes one, waited for, before
@@ -292,9 +309,7 @@ def backup_first(a: Arns, keep_days: int, then: str) -> dict[str, Any]:
             f"BackUp{kinds[i + 1][0]}" if i + 1 < len(kinds) else "BackupPolls",
             ResultSelector={"job.$": "$.BackupJobId"}, ResultPath=f"$.backup{kind}",
         )
-    states["BackupPolls"] = {"Type": "Pass", "Result": {"left": BACKUP_POLLS}, "ResultPath": "$.backupPolls", "Next": "BackupWait"}
-    states["BackupWait"] = {"Type": "Wait", "Seconds": BACKUP_POLL_SECONDS, "Next": "BackupCount"}
-    states["BackupCount"] = {"Type": "Pass", "Parameters": {"left.$": "States.MathAdd($.backupPolls.left, -1)"}, "ResultPath": "$.backupPolls", "Next": "BackupCheckDatabase"}
+    states.update(countdown("Backup", BACKUP_POLLS, BACKUP_POLL_SECONDS, "BackupCheckDatabase"))
     # a job's State is always in the answer; its recovery point only once it has one (read once completed)
     for i, (kind, _) in enumerate(kinds):
         states[f"BackupCheck{kind}"] = call(
@@ -305,7 +320,7 @@ def backup_first(a: Arns, keep_days: int, then: str) -> dict[str, Any]:
     failed = [{"Variable": f"$.backup{kind}State.state", "StringEquals": state} for kind, _ in kinds for state in _BACKUP_FAILED]
     states["BackupDone"] = {
         "Type": "Choice",
-        "Choices": [{"And": done, "Next": "BackupPointDatabase"}, {"Or": failed, "Next": "BackupFailed"}, {"Variable": "$.backupPolls.left", "NumericGreaterThan": 0, "Next": "BackupWait"}],
+        "Choices": [{"And": done, "Next": "BackupPointDatabase"}, {"Or": failed, "Next": "BackupFailed"}, polls_left("Backup")],
         "Default": "BackupTimedOut",
     }
     # what each completed job backed up, into which vault: the machine's own resources, or no restore

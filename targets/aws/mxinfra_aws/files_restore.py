@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .backup_actions import FILES_RESTORE_JOB
-from .export import BACKUP_RETRY, backup_first, one_at_a_time
+from .export import BACKUP_RETRY, backup_first, countdown, one_at_a_time, polls_left
 from .policies import Arns, waits_for
 
 if TYPE_CHECKING:
@@ -110,16 +110,14 @@ def definition(a: Arns, keep_days: int) -> dict[str, Any]:
             ResultPath="$.restoreJob",
         ),
         # followed to its end: until then the job writes the bucket, and the execution runs (one at a time)
-        "RestorePolls": {"Type": "Pass", "Result": {"left": RESTORE_POLLS}, "ResultPath": "$.restorePolls", "Next": "RestoreWait"},
-        "RestoreWait": {"Type": "Wait", "Seconds": RESTORE_POLL_SECONDS, "Next": "RestoreCount"},
-        "RestoreCount": {"Type": "Pass", "Parameters": {"left.$": "States.MathAdd($.restorePolls.left, -1)"}, "ResultPath": "$.restorePolls", "Next": "RestoreCheck"},
+        **countdown("Restore", RESTORE_POLLS, RESTORE_POLL_SECONDS, "RestoreCheck"),
         "RestoreCheck": call(DESCRIBE_RESTORE_JOB, {"RestoreJobId.$": "$.restoreJob.job"}, "RestoreDone", then="NotFollowed", ResultSelector={"status.$": "$.Status"}, ResultPath="$.restoreState"),
         "RestoreDone": {
             "Type": "Choice",
             "Choices": [
                 {"Variable": "$.restoreState.status", "StringEquals": "COMPLETED", "Next": "Restored"},
                 {"Or": [{"Variable": "$.restoreState.status", "StringEquals": s} for s in _RESTORE_ENDED_BADLY], "Next": "RestoreFailed"},
-                {"Variable": "$.restorePolls.left", "NumericGreaterThan": 0, "Next": "RestoreWait"},
+                polls_left("Restore"),
             ],
             "Default": "RestoreTimedOut",
         },

@@ -595,7 +595,7 @@ def export_runner_policy(a: Arns) -> Document:
     task's revisions in the environment's cluster (and follow or stop them), passing exactly its two roles."""
     return _doc(
         # one export at a time, and never beside a restore: the machine first counts running executions
-        _allow("CountExports", ["states:ListExecutions"], _counts(a, "export", a.export_name, a.export_machine_arn)),
+        _allow("CountExports", ["states:ListExecutions"], _counts(a, "export")),
         *_runs_task(a, "Export", a.export_task_definition_arn, "export-task"),
     )
 
@@ -646,9 +646,14 @@ def waits_for(a: Arns, machine: str) -> list[tuple[str, str]]:
     return [(a.restore_machine_arn, "Restore"), (a.export_machine_arn, "Export")] if a.export else []
 
 
-def _counts(a: Arns, machine: str, name: str, arn: str) -> list[str]:
+def _counts(a: Arns, machine: str) -> list[str]:
     """What a machine's runner lists: its own executions and those of the machines it waits for (IAM's
     reference also lists a map run's ARN for ListExecutions; the machines have none, but the form is theirs)."""
+    name, arn = {
+        "export": (a.export_name, a.export_machine_arn),
+        "restore": (a.restore_name, a.restore_machine_arn),
+        "files-restore": (a.files_restore_name, a.files_restore_machine_arn),
+    }[machine]
     return [arn, a._arn("states", f"mapRun:{name}/*:*"), *(other for other, _ in waits_for(a, machine))]
 
 
@@ -671,7 +676,7 @@ def files_restore_runner_policy(a: Arns) -> Document:
     tags = _environment_tags(a)
     return _doc(
         # one at a time, and never beside an archive restore or a download's export
-        _allow("CountRestores", ["states:ListExecutions"], _counts(a, "files-restore", a.files_restore_name, a.files_restore_machine_arn)),
+        _allow("CountRestores", ["states:ListExecutions"], _counts(a, "files-restore")),
         *_backup_first_statements(a),
         # following the restore job it started (no resource type: AWS only accepts "*"; job metadata, no data)
         _allow("FollowRestore", ["backup:DescribeRestoreJob"], "*"),
@@ -689,7 +694,7 @@ def restore_runner_policy(a: Arns) -> Document:
     return _doc(
         *(_backup_first_statements(a) if a.backs_up_first else []),
         # one at a time, and never beside a download's export
-        _allow("CountRestores", ["states:ListExecutions"], _counts(a, "restore", a.restore_name, a.restore_machine_arn)),
+        _allow("CountRestores", ["states:ListExecutions"], _counts(a, "restore")),
         _allow("ReadServices", ["ecs:DescribeServices"], _one_or_all(a.service_arns)),
         # the definition passes a desired count alone; the deploy role's conditions hold all the same
         _allow("StopAndStartServices", ["ecs:UpdateService"], _one_or_all(a.service_arns), _service_update(a)),

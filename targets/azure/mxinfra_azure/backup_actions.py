@@ -223,10 +223,7 @@ class ServerActions:
         except UserError as e:
             if asked is None:
                 raise
-            raise UserError(
-                f"{e}. The files' backup into the vault {self.names.backup_vault} had been asked for already: "
-                f"`az dataprotection job list -g {self.group} --vault-name {self.names.backup_vault}`"
-            ) from None
+            raise UserError(f"{e}. The files' backup into the vault {self.names.backup_vault} had been asked for already: `{self._follow_vault()}`") from None
         point = self._files_backed_up(asked, deadline) if asked is not None else None
         if point is not None:
             self._say(f"{self.env.name}: the files' backup into the vault {self.names.backup_vault}: recovery point {point} (of the container {FILES_CONTAINER}, kept as the vault's Default tier)")
@@ -238,6 +235,9 @@ class ServerActions:
                     self._files_points_of[b.id] = point
                 return b.id
         raise UserError(f"{self.env.name}: the on-demand backup {name} completed, but the server's list of backups does not hold it: see `{self._follow_backup(name)}`")
+
+    def _follow_vault(self) -> str:
+        return f"az dataprotection job list -g {self.group} --vault-name {self.names.backup_vault}"
 
     def _follow_backup(self, name: str) -> str:
         return f"az postgres flexible-server backup show -g {self.group} --name {self.server} --backup-name {name}"
@@ -497,7 +497,7 @@ class ServerActions:
         request (at most POINT_SLACK before it); a scheduled backup that began earlier and completes meanwhile
         is not taken for it."""
         before, at_least = asked
-        follow = f"az dataprotection job list -g {self.group} --vault-name {self.names.backup_vault}"
+        follow = self._follow_vault()
         while True:
             points = self._files_points().items()
             taken = sorted((at, name, props) for name, props in points if name not in before and (at := _point_time(props)) is not None and at >= at_least)

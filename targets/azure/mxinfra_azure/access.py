@@ -52,13 +52,13 @@ def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure
             # The same principals, under the same rules (standing or PIM eligible), at the subscription.
             what = f"{ctx.naming.prefix}: the {perm} permission's reads at the subscription (mxinfra)"
             _companion(ctx, names, group, r, out, roles.subscription_role(perm), names.subscription_scope, names.subscription_scope, above, what)
-        in_restores = roles.RESTORES_ACTIONS.get(perm)
+        in_restores = roles.restores_actions(perm, production)
         if in_restores:
             # The same principals, in the group a restore's new server is created in
             assert restores is not None
             what = f"{ctx.naming.prefix}: the {perm} permission's restored servers (mxinfra)"
             _companion(ctx, names, restores, r, out, roles.restores_role(perm), names.restores_scope, names.restores_scope, in_restores, what)
-        on_vnet = roles.VNET_ACTIONS.get(perm)
+        on_vnet = roles.vnet_actions(perm, production)
         if on_vnet and cfg.vnetId:
             # The same principals, on one resource of the stack's network: deploy reads the VNet (its tier is
             # checked before every `pulumi up`); backups joins the database subnet (a restore's new server).

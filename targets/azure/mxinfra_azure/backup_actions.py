@@ -22,7 +22,10 @@ takes the next free second). A restore takes the files back by the blob service'
 - `refusal`: a dry read of the server's backups (`flexibleServers/backups/read`, which the `backups` role
   holds, and `api`, Azure's built-in Reader, through `*/read`: so an `api` holder lists the backups' names
   and times, and is refused at the first write); Azure's AuthorizationFailed becomes a message naming the
-  `backups` role (on production: activate its PIM eligibility first).
+  `backups` role (on production: activate its PIM eligibility first). A restore into production is the
+  platform identity's (roles.RESTORE_ONLY: production's `backups` restores nothing, since RBAC cannot make a
+  restore wait for a backup): `refusal("restore")` there lists the caller's own permissions at the two
+  groups (Permissions_ListForResourceGroup) and refuses unless they allow the files' restore and a server write.
 - `create`: an on-demand backup `mxinfra-<request time>` (BackupsAutomaticAndOnDemand_Create), then its
   GET until it exists with a completion time (bounded: BACKUP_TIMEOUT). `keep` needs nothing: the server
   keeps on-demand backups for its retention days like the automatic ones, and no command deletes one.
@@ -51,6 +54,7 @@ to do.
 from __future__ import annotations
 
 import email.utils
+import fnmatch
 import sys
 import time
 import urllib.parse
@@ -84,6 +88,11 @@ ON_DEMAND_PREFIX = "mxinfra-"
 # scheduled backup that began longer ago and ends while the command waits is not taken for it.
 POINT_SLACK = timedelta(minutes=1)
 BACKUPS_READ = "Microsoft.DBforPostgreSQL/flexibleServers/backups/read"
+# What a restore does, asked of the caller's permissions before a production restore (the platform identity's)
+FILES_RESTORE = "Microsoft.Storage/storageAccounts/restoreBlobRanges/action"
+SERVER_WRITE = "Microsoft.DBforPostgreSQL/flexibleServers/write"
+PERMISSIONS_READ = "Microsoft.Authorization/permissions/read"
+AUTHORIZATION_API_VERSION = "2022-04-01"  # Permissions_ListForResourceGroup's (azure-mgmt-authorization's default)
 # A server's states that end a restore badly (Ready ends it well; others are on the way).
 _SERVER_FAILED = frozenset({"Disabled", "Dropping", "Inaccessible"})
 
@@ -115,6 +124,17 @@ def backups_of(found: Sequence[tuple[str, datetime | None, str | None]]) -> list
         used.add(second.strftime(ID_FORMAT))
         out.append(Backup(second.strftime(ID_FORMAT), name, at, kind or "?"))
     return sorted(out, key=lambda b: b.id, reverse=True)
+
+
+def permits(permissions: Sequence[Mapping[str, Any]], action: str) -> bool:
+    """Azure RBAC's reading of a caller's permissions (one entry per role): some entry's `actions` match
+    `action` and none of that entry's `notActions` do, case-insensitively, `*` matching any characters."""
+    a = action.lower()
+
+    def matches(patterns: Any) -> bool:
+        return any(fnmatch.fnmatchcase(a, str(x).lower()) for x in patterns or [])
+
+    return any(matches(p.get("actions")) and not matches(p.get("notActions")) for p in permissions)
 
 
 def restored_server(server: str, backup_id: str) -> str:
@@ -205,6 +225,32 @@ class ServerActions:
                 self._backups = self._read_backups()
         except HttpResponseError as exc:
             return f"the signed-in identity may not {action} backups of {self.env.name}: Azure refused {BACKUPS_READ} of {self.server} ({running.error_code(exc)}). {self._rights()}"
+        if action == "restore" and self.env.is_production:
+            return self._production_restore_refusal()
+        return None
+
+    def _production_restore_refusal(self) -> str | None:
+        """Why the caller may not restore into production (None: it holds both restores' actions). There only
+        the platform identity restores (roles.RESTORE_ONLY): asked before the backup first and the intent
+        record, from the caller's own permissions at the two groups (Permissions_ListForResourceGroup)."""
+        from azure.core.exceptions import HttpResponseError
+
+        for group, action in ((self.group, FILES_RESTORE), (self.restores, SERVER_WRITE)):
+            path = f"/subscriptions/{urllib.parse.quote(self.names.subscription, safe='')}/resourcegroups/{urllib.parse.quote(group, safe='')}/providers/Microsoft.Authorization/permissions"
+            try:
+                held = self._listed(path, AUTHORIZATION_API_VERSION, f"{PERMISSIONS_READ} at {group}", reraise_denied=True)
+            except HttpResponseError as exc:
+                why = f"Azure refused it {PERMISSIONS_READ} at resource group {group} ({running.error_code(exc)})"
+            else:
+                if permits(held, action):
+                    continue
+                why = f"its roles at resource group {group} do not allow {action}"
+            return (
+                f"a restore into {self.env.name} (production) is the platform identity's: production's backups role takes and lists backups and "
+                "restores nothing, since Azure RBAC cannot make a restore wait for the backup of what it overwrites (targets/azure/README.md, "
+                f"Backups). The signed-in identity is not it: {why}. Run `mxinfra backup restore` as the platform identity; it takes that "
+                "backup first and records both"
+            )
         return None
 
     def list(self) -> list[str]:
@@ -427,16 +473,26 @@ class ServerActions:
         return self._request(method, self._account_path() + path, STORAGE_API_VERSION, doing, body=body, params=params, started=started)
 
     def _request(
-        self, method: str, path: str, version: str, doing: str, *, body: Any = None, params: Mapping[str, str] | None = None, started: str = "", headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        version: str,
+        doing: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        started: str = "",
+        headers: dict[str, str] | None = None,
+        reraise_denied: bool = False,
     ) -> dict[str, Any]:
         """One ARM request (of a provider no installed SDK covers) through the client's pipeline; its JSON
-        answer (and, into `headers`, the answer's headers)."""
+        answer (and, into `headers`, the answer's headers). `reraise_denied`: a 403 is the SDK's error, not a UserError."""
         from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError, map_error
         from azure.core.rest import HttpRequest
         from azure.mgmt.core.exceptions import ARMErrorFormat
 
         request = HttpRequest(method, path, params={"api-version": version, **(params or {})}, json=body, headers={"Accept": "application/json"})
-        with self._azure(doing, started=started):
+        with self._azure(doing, started=started, reraise_denied=reraise_denied):
             response = self.client.send_request(request)
             response.read()
             if response.status_code not in (200, 202):
@@ -450,19 +506,24 @@ class ServerActions:
             answer = {}
         return answer if isinstance(answer, dict) else {}
 
+    def _listed(self, path: str, version: str, doing: str, *, reraise_denied: bool = False) -> list[dict[str, Any]]:
+        """Every item of an ARM list (`value`, following `nextLink` through the same pipeline)."""
+        params: dict[str, str] | None = None
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self._request("GET", path, version, doing, params=params, reraise_denied=reraise_denied)
+            items += [x for x in page.get("value") or [] if isinstance(x, dict)]
+            link = page.get("nextLink")
+            if not link:
+                return items
+            # the next page's address as ARM gives it (its own api-version is the request's)
+            url = urllib.parse.urlsplit(str(link))
+            path, params = url.path, {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items() if k != "api-version"}
+
     def _files_points(self) -> dict[str, Mapping[str, Any]]:
         """The files' recovery points in the vault, name -> properties (RecoveryPoints_List, every page)."""
         doing = f"Microsoft.DataProtection/backupVaults/backupInstances/recoveryPoints/read of {self.names.backup_instance('files')} ({self.names.backup_vault})"
-        path, params, points = self._files_instance_path() + "/recoveryPoints", None, {}
-        while True:
-            page = self._request("GET", path, DP_API_VERSION, doing, params=params)
-            points.update({str(p.get("name")): p.get("properties") or {} for p in page.get("value") or [] if isinstance(p, dict)})
-            link = page.get("nextLink")
-            if not link:
-                return points
-            # the next page's address as ARM gives it, read through the same pipeline (its own api-version)
-            url = urllib.parse.urlsplit(str(link))
-            path, params = url.path, {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items() if k != "api-version"}
+        return {str(p.get("name")): p.get("properties") or {} for p in self._listed(self._files_instance_path() + "/recoveryPoints", DP_API_VERSION, doing)}
 
     def _start_files_backup(self) -> tuple[set[str], datetime]:
         """Ask the vault for a backup of the files now (BackupInstances_AdhocBackup: the policy's rule,
@@ -559,12 +620,13 @@ class ServerActions:
             time.sleep(self.poll)
 
     def _rights(self) -> str:
-        pim = "; on production it is PIM-eligible: activate it first (Privileged Identity Management, My roles: MFA and a justification), then sign in again" if self.env.is_production else ""
-        return (
-            f"`mxinfra backup` needs the backups permission of {self.env.name}: the role `mxinfra {self.env_prefix} backups` at resource group "
-            f"{self.group}, and for a restore's new server `mxinfra {self.env_prefix} backups-restores` at resource group {self.restores} "
-            f"(mxinfra:access grants both){pim}"
-        )
+        role = f"`mxinfra backup` needs the backups permission of {self.env.name}: the role `mxinfra {self.env_prefix} backups` at resource group {self.group}"
+        if self.env.is_production:
+            return (
+                f"{role} (mxinfra:access grants it); on production it is PIM-eligible: activate it first (Privileged Identity Management, My roles: "
+                "MFA and a justification), then sign in again. It takes and lists backups; a restore into production is the platform identity's"
+            )
+        return f"{role}, and for a restore's new server `mxinfra {self.env_prefix} backups-restores` at resource group {self.restores} (mxinfra:access grants both)"
 
     @property
     def env_prefix(self) -> str:
@@ -594,10 +656,9 @@ class ServerActions:
                 # the write is allowed; an action on a resource it links to is not: a restored server joins
                 # the database subnet (in the VNet's resource group: the role `<prefix> backups-network` on
                 # that subnet, roles.VNET_ACTIONS) and the private DNS zone (the backups role itself)
-                pim = " (on production it is PIM-eligible on its own: activate it as well as the backups role, then sign in again)" if self.env.is_production else ""
                 fix = (
                     "Azure also checks an action on a resource the request links to: a restore needs the join of the database subnet, which "
-                    f"the role `mxinfra {self.env_prefix} backups-network` on that subnet grants to the backups permission's holders{pim}, and the join "
+                    f"the role `mxinfra {self.env_prefix} backups-network` on that subnet grants to the backups permission's holders below production, and the join "
                     "of the environment's private DNS zone, which the backups role holds. Neither is given by `manage`: mxinfra:access grants them "
                     "through `pulumi up` (a stack deployed before these roles needs one). Otherwise have the platform identity run this restore "
                     "(targets/azure/README.md, Backups)"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from mxinfra.access import Permission
 from mxinfra.capabilities import Capability as C
-from mxinfra.capabilities import PlatformLimit, Tiered, declare_capabilities
+from mxinfra.capabilities import Tiered, declare_capabilities
 
 CAPABILITIES = declare_capabilities(
     "azure",
@@ -15,8 +15,10 @@ CAPABILITIES = declare_capabilities(
         Permission.DEPLOY: frozenset({C.RELEASE, C.OBSERVE}),
         Permission.MONITOR: frozenset({C.OBSERVE}),
         # the server's backups and restores into a new server, the Backup vault's backups and restores,
-        # and the files' point-in-time restore (roles.py: the actions, at the environment's group only)
-        Permission.BACKUPS: frozenset({C.BACKUP, C.RESTORE, C.RESTORE_UNGUARDED, C.OBSERVE}),
+        # and the files' point-in-time restore (roles.py: the actions, at the environment's group only).
+        # Azure RBAC cannot make a restore wait for a backup, so on production the role takes and lists
+        # backups and restores nothing (roles.RESTORE_ONLY): the platform identity restores there.
+        Permission.BACKUPS: Tiered(production=frozenset({C.BACKUP, C.OBSERVE}), other=frozenset({C.BACKUP, C.RESTORE, C.RESTORE_UNGUARDED, C.OBSERVE})),
         # the built-in Reader
         Permission.API: frozenset({C.CALL_API, C.OBSERVE}),
         Permission.ALERTS: frozenset({C.EDIT_ALERTS, C.OBSERVE}),
@@ -24,18 +26,4 @@ CAPABILITIES = declare_capabilities(
         # production's managers read the assignments; membership changes through reviewed config.
         Permission.MANAGE: Tiered(production=frozenset({C.OBSERVE}), other=frozenset({C.GRANT, C.OBSERVE})),
     },
-    limits=[
-        PlatformLimit(
-            Permission.BACKUPS,
-            C.RESTORE_UNGUARDED,
-            "Azure RBAC cannot make a restore wait for a backup: the role that restores the files "
-            "(storageAccounts/restoreBlobRanges/action, a vault restore of the files' backup instance) restores with "
-            "none taken first when its holder calls Azure directly; `mxinfra backup restore` takes one first, the holder "
-            "can skip it. What undoes such a restore is the blob service's own point-in-time restore: every write, the "
-            "restore's too, is kept as versions and in the change feed, so the container goes back to the instant before "
-            "the restore for the daily tier's days (restorePolicy.days), which the role cannot shorten (no blob service, "
-            "account or management policy write). No server-side orchestrator is built (one would hold the restore and "
-            "back up first, as AWS's files-restore state machine does)",
-        ),
-    ],
 )

@@ -107,11 +107,43 @@ ACTIONS: dict[str, list[str]] = {
 PRODUCTION_MANAGE = ["Microsoft.Authorization/roleAssignments/read", "Microsoft.Authorization/roleDefinitions/read"]
 
 
+# What only a restore uses: below production alone. A restore overwrites the files in place
+# (restoreBlobRanges, a vault restore), and Azure RBAC cannot make either wait for a backup: a holder could
+# call them directly and skip the backup first that a restore over production takes (mxinfra.capabilities:
+# no production grant restores unguarded). So production's backups role takes and lists backups and
+# restores nothing (nor the restore's new server: RESTORES_ACTIONS and VNET_ACTIONS below are not held on
+# production either); a restore into production is the platform identity's, which takes the backup first
+# through `mxinfra backup restore` (backup_actions: refusal), as a Kubernetes production restore is.
+RESTORE_ONLY: dict[str, frozenset[str]] = {
+    "backups": frozenset(
+        {
+            "Microsoft.Network/privateDnsZones/join/action",
+            "Microsoft.DataProtection/backupVaults/backupInstances/validateRestore/action",
+            "Microsoft.DataProtection/backupVaults/backupInstances/restore/action",
+            "Microsoft.Storage/storageAccounts/read",
+            "Microsoft.Storage/storageAccounts/restoreBlobRanges/action",
+        }
+    ),
+}
+
+
 def actions(permission: str, production: bool) -> list[str]:
     """The custom role's actions for `permission` on an environment of that tier."""
     if permission == "manage" and production:
         return list(PRODUCTION_MANAGE)
+    if production:
+        return [a for a in ACTIONS[permission] if a not in RESTORE_ONLY.get(permission, frozenset())]
     return list(ACTIONS[permission])
+
+
+def restores_actions(permission: str, production: bool) -> list[str] | None:
+    """`permission`'s actions in the restores group on an environment of that tier (None: no role there)."""
+    return None if production and permission in RESTORE_ONLY else RESTORES_ACTIONS.get(permission)
+
+
+def vnet_actions(permission: str, production: bool) -> list[str] | None:
+    """`permission`'s actions on the stack's network on an environment of that tier (None: no role there)."""
+    return None if production and permission in RESTORE_ONLY else VNET_ACTIONS.get(permission)
 
 
 # Never granted even where a wildcard might match later: the secrets of the apps, and the keys a read of

@@ -55,6 +55,7 @@ DP_SPEC = SPEC / "dataprotection/resource-manager/Microsoft.DataProtection/DataP
 PG_DOC = REGISTRY.contents(PG_SPEC.resolve().as_uri())
 STORAGE_DOC = REGISTRY.contents(STORAGE_SPEC.resolve().as_uri())
 DP_DOC = REGISTRY.contents(DP_SPEC.resolve().as_uri())
+AUTH_SPEC = SPEC / "authorization/resource-manager/Microsoft.Authorization/stable/2022-04-01/authorization-RoleDefinitionsCalls.json"
 PG_VERSION, STORAGE_VERSION, DP_VERSION = PG_DOC["info"]["version"], STORAGE_DOC["info"]["version"], DP_DOC["info"]["version"]
 PAGE = 2  # backups per page of ListByServer: a few backups already take the SDK through nextLink
 
@@ -72,6 +73,11 @@ OPERATIONS: dict[tuple[str, str], tuple[Path, str]] = {
     ("POST", _ACCOUNT + "/restoreBlobRanges"): (STORAGE_SPEC, "Microsoft.Storage/storageAccounts/restoreBlobRanges/action"),
     ("POST", _INSTANCE + "/backup"): (DP_SPEC, "Microsoft.DataProtection/backupVaults/backupInstances/backup/action"),
     ("GET", _INSTANCE + "/recoveryPoints"): (DP_SPEC, "Microsoft.DataProtection/backupVaults/backupInstances/recoveryPoints/read"),
+    # (the description spells the segment `resourcegroups`; ARM paths are case-insensitive)
+    ("GET", "/subscriptions/{subscriptionId}/resourcegroups/{resourceGroupName}/providers/Microsoft.Authorization/permissions"): (
+        AUTH_SPEC,
+        "Microsoft.Authorization/permissions/read",
+    ),
 }
 
 # ARM's linked access checks of a request (method, path template): (property path in the body, the action
@@ -387,8 +393,11 @@ class BackupArm(Arm):
         """Azure RBAC of the caller (no `role`: no RBAC): a role it holds at `resource` or above allows `action`."""
         if self.role is None:
             return True
-        held = [(self.role, f"/subscriptions/{self.subscription}/resourceGroups/{self.group}"), *self.grants]
-        return any(within(resource, at) and rbac_allows(definition, action) for definition, at in held)
+        return any(within(resource, at) and rbac_allows(definition, action) for definition, at in self._held())
+
+    def _held(self) -> list[tuple[dict[str, Any], str]]:
+        """The caller's roles, each with the scope it is held at."""
+        return [(self.role, f"/subscriptions/{self.subscription}/resourceGroups/{self.group}"), *self.grants] if self.role is not None else []
 
     def _missing(self, kind: str, name: str) -> tuple[int, dict[str, Any]]:
         return 404, {"error": {"code": "ResourceNotFound", "message": f"The Resource '{kind}/{name}' under resource group '{self.group}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"}}
@@ -563,6 +572,18 @@ class BackupArm(Arm):
         if start + PAGE < len(points):
             page["nextLink"] = f"{self.url}{url.path}?api-version={DP_VERSION}&$skipToken={start + PAGE}"
         return 200, page
+
+    # Authorization ------------------------------------------------------------------------------------------
+
+    def _permissions_listforresourcegroup(self, parts: list[str], body: Any, query: Any, url: Any) -> tuple[Any, ...]:
+        """The caller's permissions at the group: each role held at it or above, as its definition has them
+        (no `role`: the platform identity, an Owner: everything)."""
+        if self.role is None:
+            return 200, {"value": [{"actions": ["*"], "notActions": [], "dataActions": [], "notDataActions": []}]}
+        group = f"/subscriptions/{self.subscription}/resourceGroups/{self.request_group}"
+        keys = ("actions", "notActions", "dataActions", "notDataActions")
+        held = [{k: list(p.get(k) or []) for k in keys} for definition, at in self._held() if within(group, at) for p in definition["permissions"]]
+        return 200, {"value": held}
 
     def _restore_blobs(self, restore: dict[str, Any]) -> None:
         """The range back at the restore's instant: files written since are deleted, changed ones are

@@ -374,17 +374,18 @@ def _caller(arm: BackupArm, held: Held, names: Names) -> None:
 
 
 def test_the_backups_role_allows_every_call_and_deploy_and_monitor_none(arm, project, capsys, tmp_path):
-    stack, n = deployed(arm, project, "production")
-    held = _rendered(project, capsys, tmp_path, stack, "production")
+    """Below production, where the backups role restores (on production only the platform identity does: below)."""
+    stack, n = deployed(arm, project, "acceptance")
+    held = _rendered(project, capsys, tmp_path, stack, "acceptance")
     subnet, zone = AZURE_BLOCK["databaseSubnetId"], arm.servers[n.database_server]["properties"]["network"]["privateDnsZoneArmResourceId"]
     # backups: its role at the resource group, its server writes at the restores group, and its join of the
-    # database subnet on that subnet alone (PIM-eligible, as on production)
+    # database subnet on that subnet alone
     assert sorted(at for _, at in held["backups"]) == sorted([n.scope, n.restores_scope, subnet])
     _caller(arm, held["backups"], n)
-    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "production", "-C", str(project.path))
+    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "acceptance", "-C", str(project.path))
     assert rc == 0, err
     (first,) = ID.findall(out)
-    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--id", first, "-C", str(project.path))
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "acceptance", "--id", first, "-C", str(project.path))
     assert rc == 0, err
     assert arm.denied == []
     made = set(arm.calls)
@@ -422,9 +423,10 @@ def test_the_backups_role_allows_every_call_and_deploy_and_monitor_none(arm, pro
         assert not _allows(held["backups"], ZONE_JOIN, other), other
 
 
-# What a production `backups` holder can do with no backup first (capabilities.py's platform limit
-# `restore-unguarded`): call restoreBlobRanges themselves. The limit's reason is that the blob service's own
-# point-in-time restore undoes it, and that no role of theirs can shorten the window that makes it so.
+# On production the backups role restores nothing (roles.RESTORE_ONLY): Azure RBAC cannot make a restore wait
+# for a backup, so a holder calling restoreBlobRanges or a vault restore directly would skip the backup first.
+# The window that undoes any restore of the files (the blob service's own point-in-time restore) is beyond
+# every production role as well.
 WINDOW_WRITES = (
     "Microsoft.Storage/storageAccounts/blobServices/write",  # restorePolicy.days, soft delete, versioning, change feed
     "Microsoft.Storage/storageAccounts/write",
@@ -435,63 +437,103 @@ WINDOW_WRITES = (
     "Microsoft.Storage/storageAccounts/blobServices/containers/delete",
     "Microsoft.Storage/storageAccounts/blobServices/containers/write",  # its immutability and legal holds too
 )
+FILES_RESTORE = "Microsoft.Storage/storageAccounts/restoreBlobRanges/action"
+VAULT_RESTORE = "Microsoft.DataProtection/backupVaults/backupInstances/restore/action"
 
 
-def test_a_production_files_restore_without_a_backup_first_is_undone_by_the_blob_services_own_window(arm, project, capsys, tmp_path):
+def test_a_production_backups_holder_cannot_restore_the_files_directly(arm, project, capsys, tmp_path):
     from mxinfra_azure.target import AzureTarget
 
     stack, n = deployed(arm, project, "production")
     held = _rendered(project, capsys, tmp_path, stack, "production")
+    # production's backups: its role at the resource group alone (no restores group, no subnet join)
+    assert [at for _, at in held["backups"]] == [n.scope]
     _caller(arm, held["backups"], n)
     arm.write_file(f("kept"), b"old", _ago(hours=3))
     arm.write_file(f("kept"), b"new", _ago(hours=1))
-    arm.write_file(f("later"), b"since", _ago(minutes=30))
-    before, t0 = arm.files(), datetime.now(timezone.utc)
+    before = arm.files()
     actions = AzureTarget().backup_actions(deployment(config("production")), "production", project.path)
-
-    def restore_to(at: datetime) -> None:
-        body = {"timeToRestore": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "blobRanges": [container_range(FILES_CONTAINER)]}
-        started = actions._storage("POST", "/restoreBlobRanges", "restoreBlobRanges", body=body)
-        for _ in range(20):
-            status = actions._storage("GET", "", "read", params={"$expand": "blobRestoreStatus"})["properties"]["blobRestoreStatus"]
-            if status["restoreId"] == started["restoreId"] and status["status"] == "Complete":
-                return
-        raise AssertionError(status)
-
-    # the hostile call: straight to Azure, no backup, no record; the rendered role allows it
-    restore_to(_ago(hours=2))
-    assert arm.denied == [] and arm.writes and not _records(project, "production")
-    assert arm.files() == {f("kept"): b"old"}
-    # undone, by the same role, to the instant before it: every file as it was
-    restore_to(t0)
-    assert arm.files() == before
-    # the window is the daily tier's, and no role a production person holds can shorten it
+    body = {"timeToRestore": _ago(hours=2).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "blobRanges": [container_range(FILES_CONTAINER)]}
+    # the hostile call: straight to Azure, no backup, no record; refused
+    with pytest.raises(UserError, match="403 AuthorizationFailed"):
+        actions._storage("POST", "/restoreBlobRanges", "restoreBlobRanges", body=body)
     account = f"{n.scope}/providers/Microsoft.Storage/storageAccounts/{n.storage_account}"
+    assert arm.denied == [(FILES_RESTORE, account + "/restoreBlobRanges")] and arm.writes == [] and arm.files() == before
+    # nor a vault restore of the files' instance, nor a restore's new server anywhere
+    instance = f"{n.scope}/providers/Microsoft.DataProtection/backupVaults/{n.backup_vault}/backupInstances/{n.backup_instance('files')}"
+    assert not _allows(held["backups"], VAULT_RESTORE, instance)
+    assert not _allows(held["backups"], SERVER_WRITE, arm.server_id("any-new-server", n.restores_group))
+    # the window is the daily tier's, and no role a production person holds can shorten it
     for name, roles in held.items():
         for action in WINDOW_WRITES:
             for at in (account, f"{account}/blobServices/default", f"{account}/blobServices/default/containers/{FILES_CONTAINER}", f"{account}/managementPolicies/default"):
                 assert not _allows(roles, action, at), (name, action, at)
 
 
+def test_a_production_restore_is_the_platform_identitys(arm, project, capsys, tmp_path):
+    """Production's backups holder takes backups; `restore` refuses it before anything is taken or recorded,
+    from its own permissions (Permissions_ListForResourceGroup); the platform identity then restores."""
+    stack, n = deployed(arm, project, "production")
+    held = _rendered(project, capsys, tmp_path, stack, "production")
+    _caller(arm, held["backups"], n)
+    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "production", "-C", str(project.path))
+    assert rc == 0 and arm.denied == [], err
+    (first,) = ID.findall(out)
+    written = len(arm.writes)
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--id", first, "-C", str(project.path))
+    said = " ".join(err.split())
+    assert rc == 2 and "Traceback" not in err, err
+    assert "a restore into production (production) is the platform identity's: production's backups role takes and lists backups and restores nothing" in said, said
+    group = f"/subscriptions/{SUB}/resourcegroups/{n.resource_group}/providers/Microsoft.Authorization/permissions"
+    assert f"Azure refused it Microsoft.Authorization/permissions/read at resource group {n.resource_group} (AuthorizationFailed: " in said, said
+    assert arm.denied == [("Microsoft.Authorization/permissions/read", group)]
+    assert len(arm.writes) == written and [r.action for r in _records(project, "production")] == ["backup"]
+    # a role that may read its own permissions, and so learns it holds no restore: refused all the same
+    (role,) = [d for d, at in held["backups"]]
+    arm.role = {**role, "permissions": [{**role["permissions"][0], "actions": [*role["permissions"][0]["actions"], "Microsoft.Authorization/permissions/read"]}]}
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--id", first, "-C", str(project.path))
+    said = " ".join(err.split())
+    assert rc == 2 and f"its roles at resource group {n.resource_group} do not allow {FILES_RESTORE}" in said, said
+    assert len(arm.writes) == written and len(_records(project, "production")) == 1
+    # the platform identity (an Owner: no role of the double's) restores, its backup first
+    arm.role, arm.grants = None, []
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--id", first, "-C", str(project.path))
+    assert rc == 0, err
+    assert [r.action for r in _records(project, "production")] == ["backup", "backup", "intent", "restore"]
+    assert [r["operation"] for r in arm.requests if r.get("operation") == "Permissions_ListForResourceGroup"][-2:] == ["Permissions_ListForResourceGroup"] * 2
+
+
+def test_production_roles_render_no_restore(project, capsys, tmp_path, arm):
+    """The rendered production backups role lacks exactly the restore's actions the other tiers hold."""
+    from mxinfra_azure.roles import ACTIONS, RESTORE_ONLY
+
+    stack, n = deployed(arm, project, "production")
+    (prod,) = [d for d, at in _rendered(project, capsys, tmp_path, stack, "production")["backups"]]
+    assert set(ACTIONS["backups"]) - set(prod["permissions"][0]["actions"]) == RESTORE_ONLY["backups"]
+    for action in (FILES_RESTORE, VAULT_RESTORE, ZONE_JOIN, "Microsoft.DataProtection/backupVaults/backupInstances/validateRestore/action"):
+        assert not rbac_allows(prod, action), action
+    assert rbac_allows(prod, "Microsoft.DataProtection/backupVaults/backupInstances/backup/action")
+
+
 def test_without_its_subnet_role_a_restore_is_refused_by_the_linked_check(arm, project, capsys, tmp_path):
     """A holder of the backups role alone (as `manage` hands it out, or a stack deployed before its network
     role): the server PUT is allowed, the join of the subnet it links is not; exit 2 naming the role."""
-    stack, n = deployed(arm, project, "production")
-    held = _rendered(project, capsys, tmp_path, stack, "production")
+    stack, n = deployed(arm, project, "acceptance")
+    held = _rendered(project, capsys, tmp_path, stack, "acceptance")
     _caller(arm, [(d, at) for d, at in held["backups"] if at != AZURE_BLOCK["databaseSubnetId"]], n)
     arm.automatic_backup(n.database_server, _ago(days=1))
-    (backup_id,) = _cli(capsys, "backup", "list", "-s", stack, "-e", "production", "-C", str(project.path))[1].split()
-    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--id", backup_id, "-C", str(project.path))
+    (backup_id,) = _cli(capsys, "backup", "list", "-s", stack, "-e", "acceptance", "-C", str(project.path))[1].split()
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "acceptance", "--id", backup_id, "-C", str(project.path))
     said = " ".join(err.split())
     assert rc == 2 and "Traceback" not in err, err
     assert "403 LinkedAuthorizationFailed" in said and f"perform action(s) '{SUBNET_JOIN}' on the linked scope(s)" in said, said
-    assert f"the role `mxinfra {n.naming.prefix} backups-network` on that subnet" in said and "activate it as well as the backups role" in said, said
+    assert f"the role `mxinfra {n.naming.prefix} backups-network` on that subnet" in said, said
     assert arm.denied == [(SUBNET_JOIN, AZURE_BLOCK["databaseSubnetId"])]  # the zone's join is the backups role's
     assert [r["operation"] for r in arm.requests if r["method"] != "GET"][-1] == "Servers_CreateOrUpdate" and not arm.restores and not arm.blob_restores
-    # the backup taken before it, the intent of the restore the platform then refused, and its outcome: nothing restored
-    recs = _records(project, "production")
-    assert [r.action for r in recs] == ["backup", "intent", "restore"] and said.endswith("; nothing was restored (recorded)"), said
-    assert recs[-1].changes["restore"] == {"id": backup_id, "from": "production", "backupBefore": recs[0].changes["backup"]["id"], "database": "not restored", "files": "not restored"}
+    # the intent of the restore Azure then refused, and its outcome: nothing restored
+    recs = _records(project, "acceptance")
+    assert [r.action for r in recs] == ["intent", "restore"] and said.endswith("; nothing was restored (recorded)"), said
+    assert recs[-1].changes["restore"] == {"id": backup_id, "from": "acceptance", "database": "not restored", "files": "not restored"}
 
 
 @pytest.mark.parametrize("role", ["deploy", "monitor"])

@@ -355,6 +355,15 @@ NEEDED = (
     "Microsoft.Storage/storageAccounts/read",
     "Microsoft.DBforPostgreSQL/flexibleServers/backups/write",
 )
+# What only a restore needs: below production alone (roles.RESTORE_ONLY; on production the platform identity
+# restores, since RBAC cannot make a restore wait for the backup of what it overwrites).
+RESTORING = (
+    "Microsoft.DataProtection/backupVaults/backupInstances/restore/action",
+    "Microsoft.DataProtection/backupVaults/backupInstances/validateRestore/action",
+    "Microsoft.Storage/storageAccounts/restoreBlobRanges/action",
+    "Microsoft.Storage/storageAccounts/read",
+    "Microsoft.Network/privateDnsZones/join/action",
+)
 # What the backups permission must never do: delete or weaken the backups, change what is kept, read keys
 # or blobs, grant, or act on another environment's vault by a role of its own above the group.
 NEVER = (
@@ -388,16 +397,22 @@ def test_backups_permission_takes_and_restores_this_environments_backups(pulumi_
     definition = res.named(f"orders-{role}-role-backups").inputs
     assert definition["assignableScopes"] == [scope(role)] and definition["scope"] == scope(role)
     assert definition["permissions"][0]["dataActions"] == []  # never a blob's content
+    production = role == "production"
     for action in NEEDED:
-        assert rbac_allows(definition, action), action
-    for action in NEVER:
+        assert rbac_allows(definition, action) == (not production or action not in RESTORING), action
+    for action in (*NEVER, *(RESTORING if production else ())):
         assert not rbac_allows(definition, action), action
     # held at the environment's resource group only (PIM eligible on production)
-    kind = "PimRoleEligibilitySchedule" if role == "production" else "RoleAssignment"
+    kind = "PimRoleEligibilitySchedule" if production else "RoleAssignment"
     held = [r for r in res.of_type(f"{T}authorization:{kind}") if r.inputs.get("roleDefinitionId") == f"orders-{role}-role-backups-id"]
     assert held and {r.inputs["scope"] for r in held} == {scope(role)}
-    # a restore's new server: written in the restores group alone, by a role held there alone
+    # a restore's new server: written in the restores group alone, by a role held there alone; none on
+    # production, whose restores group (created all the same) is the platform identity's
     restores = f"/subscriptions/{SUB}/resourceGroups/orders-{role}-restores-rg"
+    assert res.named(f"orders-{role}-restores-rg").inputs["resourceGroupName"] == f"orders-{role}-restores-rg"
+    if production:
+        assert not [r.name for r in res if "backups-restores" in r.name or "backups-network" in r.name]
+        return
     made = res.named(f"orders-{role}-role-backups-restores").inputs
     assert made["assignableScopes"] == [restores] and rbac_allows(made, "Microsoft.DBforPostgreSQL/flexibleServers/write")
     assert not rbac_allows(made, "Microsoft.DBforPostgreSQL/flexibleServers/delete")
@@ -418,11 +433,10 @@ def test_no_other_permission_takes_or_restores_a_backup(pulumi_run, role):
         if name == "backups-restores":  # (in the restores group alone: test above)
             assert allowed == ["microsoft.dbforpostgresql/flexibleservers/write"], allowed
         elif name == "backups":
-            assert {
-                "microsoft.dataprotection/backupvaults/backupinstances/backup/action",
-                "microsoft.dataprotection/backupvaults/backupinstances/restore/action",
-                "microsoft.storage/storageaccounts/restoreblobranges/action",
-            } <= set(allowed)
+            restoring = {"microsoft.dataprotection/backupvaults/backupinstances/restore/action", "microsoft.storage/storageaccounts/restoreblobranges/action"}
+            assert "microsoft.dataprotection/backupvaults/backupinstances/backup/action" in allowed
+            # on production the platform identity restores (roles.RESTORE_ONLY)
+            assert restoring & set(allowed) == (set() if role == "production" else restoring), allowed
         else:
             assert allowed == [], (name, allowed)
 

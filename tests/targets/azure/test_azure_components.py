@@ -99,11 +99,14 @@ def test_every_child_has_the_environment_as_parent_and_the_expected_type(role_ru
         "role-monitor": f"{T}authorization:RoleDefinition",
         "role-backups": f"{T}authorization:RoleDefinition",
         "role-deploy-network": f"{T}authorization:RoleDefinition",
-        "role-backups-network": f"{T}authorization:RoleDefinition",
         "role-alerts": f"{T}authorization:RoleDefinition",
         "role-manage": f"{T}authorization:RoleDefinition",
         "activity": "pulumi-python:dynamic:Resource",
     }
+    # a restore's subnet join: below production (on production the platform identity restores)
+    if role != "production":
+        expected["role-backups-network"] = f"{T}authorization:RoleDefinition"
+    assert ("role-backups-network" in kids) == (role != "production")
     for name, type_ in expected.items():
         assert kids.get(name) == type_, (name, kids.get(name))
     locks = {k for k, v in kids.items() if v == f"{T}authorization:ManagementLockByScope"}
@@ -328,6 +331,17 @@ def test_custom_roles_at_the_environment_scope(role_run):
         if perm == "manage" and role == "production":
             # no role assignment writes on production: they would bypass PIM (issue 19, F4)
             actions = ["Microsoft.Authorization/roleAssignments/read", "Microsoft.Authorization/roleDefinitions/read"]
+        if perm == "backups" and role == "production":
+            # nothing only a restore needs: RBAC cannot make a restore wait for a backup, the platform identity restores
+            restoring = {
+                "Microsoft.Network/privateDnsZones/join/action",
+                "Microsoft.DataProtection/backupVaults/backupInstances/validateRestore/action",
+                "Microsoft.DataProtection/backupVaults/backupInstances/restore/action",
+                "Microsoft.Storage/storageAccounts/read",
+                "Microsoft.Storage/storageAccounts/restoreBlobRanges/action",
+            }
+            assert restoring <= set(actions)
+            actions = [a for a in actions if a not in restoring]
         assert i["permissions"] == [{"actions": actions, "notActions": roles.NOT_ACTIONS.get(perm, []), "dataActions": [], "notDataActions": []}]
         assert i["roleType"] == "CustomRole"
     # api: the built-in Reader's reads (`*/read`) but the ones that return the workspace's keys, which
@@ -403,7 +417,7 @@ def test_production_people_are_eligible_never_standing(pulumi_run):
     # only the service principal's api (allowOnProduction) stands; people are eligible
     assert [(r.inputs["principalId"], r.inputs["principalType"]) for r in standing] == [(ROBOT, "ServicePrincipal")]
     eligible = {grant_parts(r)[::-1] for r in res.of_type(f"{T}authorization:PimRoleEligibilitySchedule")}
-    assert eligible == {(PEOPLE, "deploy"), (PEOPLE, "deploy-status"), (PEOPLE, "deploy-network"), (PEOPLE, "monitor"), (PEOPLE, "backups"), (PEOPLE, "backups-network"), (PEOPLE, "backups-restores"), (ONCALL, "monitor"), (ONCALL, "alerts"), (ALICE, "manage"), (ALICE, "api")}
+    assert eligible == {(PEOPLE, "deploy"), (PEOPLE, "deploy-status"), (PEOPLE, "deploy-network"), (PEOPLE, "monitor"), (PEOPLE, "backups"), (ONCALL, "monitor"), (ONCALL, "alerts"), (ALICE, "manage"), (ALICE, "api")}
     for r in res.of_type(f"{T}authorization:PimRoleEligibilitySchedule"):
         name = grant_parts(r)[0]
         # deploy's operation-status read is at the subscription, its VNet read on the VNet, backups' subnet join
@@ -417,7 +431,7 @@ def test_production_people_are_eligible_never_standing(pulumi_run):
 def test_production_pim_policies(pulumi_run):
     _, res = run(pulumi_run, "production")
     policies = {r.name: r for r in res.of_type(f"{T}authorization:RoleManagementPolicy")}
-    assert set(policies) == {f"orders-production-role-{p}-policy" for p in ("deploy", "deploy-status", "deploy-network", "monitor", "backups", "backups-network", "backups-restores", "alerts", "manage", "api")}
+    assert set(policies) == {f"orders-production-role-{p}-policy" for p in ("deploy", "deploy-status", "deploy-network", "monitor", "backups", "alerts", "manage", "api")}
     for name, p in policies.items():
         where = ELSEWHERE.get(name.removeprefix("orders-production-role-").removesuffix("-policy"), scope("production"))
         assert p.inputs["scope"] == where
@@ -487,6 +501,11 @@ def test_backups_joins_the_database_subnet_alone(role_run):
     n = Names.of(Naming("orders", role), SUB)
     env = res.one(ENVIRONMENT_TYPE)
     production = role == "production"
+    if production:
+        # production's backups restores nothing (the platform identity does): neither join
+        assert not [r.name for r in res if "backups-network" in r.name]
+        assert not rbac_allows(res.named("orders-production-role-backups").inputs, ZONE_JOIN)
+        return
     rd = res.named(f"orders-{role}-role-backups-network")
     assert rd.type == f"{T}authorization:RoleDefinition" and rd.parent == env.urn
     i = rd.inputs
@@ -500,8 +519,8 @@ def test_backups_joins_the_database_subnet_alone(role_run):
     deploy = res.named(f"orders-{role}-role-deploy-network").inputs
     assert deploy["roleDefinitionId"] == n.role_definition_guid("deploy-network") and deploy["roleName"] == f"mxinfra orders-{role} deploy-network"
     assert deploy["description"] == f"orders-{role}: the deploy permission's read of the stack's VNet (mxinfra)"
-    # backups' holders, and only they, each on the database subnet: standing below production, eligible on it
-    kind, word = ("PimRoleEligibilitySchedule", "eligible") if production else ("RoleAssignment", "grant")
+    # backups' holders, and only they, each on the database subnet, standing
+    kind, word = ("RoleAssignment", "grant")
     grants = [r for t in ("RoleAssignment", "PimRoleEligibilitySchedule") for r in res.of_type(f"{T}authorization:{t}") if "-grant-" in r.name or "-eligible-" in r.name]
     (g,) = [r for r in grants if grant_parts(r)[0] == "backups-network"]
     assert {grant_parts(r)[1] for r in grants if grant_parts(r)[0] == "backups"} == {PEOPLE}
@@ -509,18 +528,8 @@ def test_backups_joins_the_database_subnet_alone(role_run):
     assert g.inputs["scope"] == DB_SUBNET and g.inputs["principalId"] == PEOPLE
     assert g.inputs["roleDefinitionId"] == f"orders-{role}-role-backups-network-id"
     assert "condition" not in g.inputs
-    if production:
-        # PIM: activation with MFA and a justification, at most 8 hours, its policy at the subnet, in place first
-        policy = res.named("orders-production-role-backups-network-policy")
-        assert policy.inputs["scope"] == DB_SUBNET and policy.urn in g.dependencies
-        rules = {x["id"]: x for x in policy.inputs["rules"]}
-        assert "MultiFactorAuthentication" in rules["Enablement_EndUser_Assignment"]["enabledRules"]
-        assert rules["Expiration_EndUser_Assignment"]["maximumDuration"] == "PT8H"
-        assert res.named("orders-production-role-backups-network-policy-lookup").inputs["scope"] == DB_SUBNET
-        assert g.inputs["scheduleInfo"] == {"expiration": {"type": "NoExpiration"}}
-    else:
-        assert g.inputs["roleAssignmentName"] == n.assignment_guid("backups-network", PEOPLE) and g.inputs["principalType"] == "Group"
-        assert not [r for r in res.of_type(f"{T}authorization:RoleManagementPolicy") if "backups-network" in r.name]
+    assert g.inputs["roleAssignmentName"] == n.assignment_guid("backups-network", PEOPLE) and g.inputs["principalType"] == "Group"
+    assert not [r for r in res.of_type(f"{T}authorization:RoleManagementPolicy") if "backups-network" in r.name]
     # nothing else of the environment's roles on the network: deploy's read on the VNet, this join on the subnet
     held = {r.inputs["scope"] for r in grants}
     assert {s for s in held if s.lower().startswith(VNET_GROUP.lower() + "/")} == {VNET, DB_SUBNET}
@@ -547,8 +556,14 @@ def test_backups_writes_servers_in_the_restores_group_alone(role_run):
 
     n = Names.of(Naming("orders", role), SUB)
     write, read = "Microsoft.DBforPostgreSQL/flexibleServers/write", "Microsoft.DBforPostgreSQL/flexibleServers/read"
-    rd = res.named(f"orders-{role}-role-backups-restores")
     group = res.named(f"orders-{role}-restores-rg")
+    if role == "production":
+        # the group is the platform identity's: production's backups restores nothing
+        assert group.retain_on_delete and not [r.name for r in res if "backups-restores" in r.name]
+        for p in ("deploy", "monitor", "backups", "alerts", "manage"):
+            assert not rbac_allows(res.named(f"orders-production-role-{p}").inputs, write), p
+        return
+    rd = res.named(f"orders-{role}-role-backups-restores")
     assert rd.inputs["permissions"] == [{"actions": [read, write], "notActions": [], "dataActions": [], "notDataActions": []}]
     assert rd.inputs["scope"] == restores(role) and rd.inputs["assignableScopes"] == [restores(role)] and group.urn in rd.dependencies
     assert rd.inputs["roleDefinitionId"] == n.role_definition_guid("backups-restores") and rd.inputs["roleName"] == f"mxinfra orders-{role} backups-restores"
@@ -557,15 +572,12 @@ def test_backups_writes_servers_in_the_restores_group_alone(role_run):
         d = res.named(f"orders-{role}-role-{p}").inputs
         assert not rbac_allows(d, write) and not rbac_allows(d, "Microsoft.DBforPostgreSQL/flexibleServers/delete"), p
     assert rbac_allows(res.named(f"orders-{role}-role-backups").inputs, "Microsoft.DBforPostgreSQL/flexibleServers/backups/write")
-    # backups' holders, and only they, in the restores group: standing below production, eligible on it
+    # backups' holders, and only they, in the restores group, standing
     grants = [r for t in ("RoleAssignment", "PimRoleEligibilitySchedule") for r in res.of_type(f"{T}authorization:{t}") if "-grant-" in r.name or "-eligible-" in r.name]
     (g,) = [r for r in grants if grant_parts(r)[0] == "backups-restores"]
     assert g.inputs["scope"] == restores(role) and g.inputs["principalId"] == PEOPLE
-    if role == "production":  # its PIM policy at the restores group, in place first
-        assert res.named("orders-production-role-backups-restores-policy").inputs["scope"] == restores(role)
-    else:
-        assert group.urn in g.dependencies
-    assert g.type == f"{T}authorization:" + ("PimRoleEligibilitySchedule" if role == "production" else "RoleAssignment")
+    assert group.urn in g.dependencies
+    assert g.type == f"{T}authorization:RoleAssignment"
     assert [r.inputs["scope"] for r in grants if r.inputs["scope"] == restores(role)] == [restores(role)]
 
 

@@ -17,6 +17,7 @@ from mxinfra.backups import of_environment
 from mxinfra.target import EnvironmentContext
 
 from . import pim, roles
+from . import restores as restores_policy
 from .config import AzureConfig
 from .names import Names
 from .runtime import Runtime
@@ -70,13 +71,16 @@ def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure
 
 
 def restores_group(ctx: EnvironmentContext, names: Names, group: azure.resources.ResourceGroup) -> azure.resources.ResourceGroup:
-    """The group a restore's new servers are created in (names.restores_group): whenever the environment has
-    backups, whoever holds them. Retained on delete: azure-native deletes a resource group with everything in
+    """The group a restore's new servers are created in (names.restores_group), under its policy (restores.py):
+    whenever the environment has backups, whoever holds them. Retained on delete: azure-native deletes a resource group with everything in
     it, and a restored copy someone works with must not go with an access change or a destroy (the
     platform removes the group and its servers by hand)."""
-    return azure.resources.ResourceGroup(
+    restores = azure.resources.ResourceGroup(
         ctx.naming.logical("restores-rg"), resource_group_name=names.restores_group, location=group.location, tags=dict(ctx.tags), opts=ctx.opts(retain_on_delete=True)
     )
+    # only restores of this environment's own servers, whoever writes there (restores.py)
+    restores_policy.create(ctx, names, restores)
+    return restores
 
 
 def _companion(

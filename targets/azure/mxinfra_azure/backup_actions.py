@@ -663,6 +663,11 @@ class ServerActions:
                     "through `pulumi up` (a stack deployed before these roles needs one). Otherwise have the platform identity run this restore "
                     "(targets/azure/README.md, Backups)"
                 )
+            elif exc.status_code == 403 and code == "RequestDisallowedByPolicy":
+                fix = (
+                    f"the restores group's Azure Policy allows nothing there but a point-in-time restore of a server of {self.group} "
+                    "(targets/azure/README.md, Backups); a policy the platform assigned may refuse it too: see Azure's message"
+                )
             elif exc.status_code == 403:
                 fix = self._rights()
             elif exc.status_code == 404 and code in ("ResourceNotFound", "ResourceGroupNotFound"):

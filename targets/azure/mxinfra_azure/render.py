@@ -1,5 +1,5 @@
 """What `mxinfra plan` shows for an Azure environment: role definitions, PIM policies, container app
-templates, the database and the backups (blob service settings, Backup vault, policies, instances) as
+templates, the restores group's Azure Policy, the database and the backups (blob service settings, Backup vault, policies, instances) as
 files, and notes on the choices made (the retention of each backup tier among them). Inputs arrive masked (secrets as
 [secret]), so nothing written here can carry a secret value."""
 
@@ -25,6 +25,8 @@ BLOB_SERVICE = "azure-native:storage:BlobServiceProperties"
 BACKUP_VAULT = "azure-native:dataprotection:BackupVault"
 BACKUP_POLICY = "azure-native:dataprotection:BackupPolicy"
 BACKUP_INSTANCE = "azure-native:dataprotection:BackupInstance"
+POLICY_DEFINITION = "azure-native:authorization:PolicyDefinition"
+POLICY_ASSIGNMENT = "azure-native:authorization:PolicyAssignment"
 
 # (type, file suffix): what is rendered, one JSON file per resource.
 RENDERED = {
@@ -38,6 +40,8 @@ RENDERED = {
     BACKUP_VAULT: ".backup-vault.json",
     BACKUP_POLICY: ".backup-policy.json",
     BACKUP_INSTANCE: ".backup-instance.json",
+    POLICY_DEFINITION: ".azure-policy.json",
+    POLICY_ASSIGNMENT: ".azure-policy-assignment.json",
 }
 # What a vault policy's data source is, in a note.
 _DATASOURCE_WORDS = {"Microsoft.DBforPostgreSQL/flexibleServers": "database", "Microsoft.Storage/storageAccounts/blobServices": "files"}
@@ -135,6 +139,8 @@ def notes(resources: Sequence[Mapping[str, Any]]) -> list[str]:
             out.append(f"standing assignment {_short(str(r['name']), '')}: {i.get('principalType')} {i.get('principalId')}")
         elif r["type"] == ELIGIBILITY:
             out.append(f"PIM eligible {i.get('principalId')} (activation: MFA, justification, time-limited)")
+        elif r["type"] == POLICY_ASSIGNMENT:
+            out.append(f"Azure Policy at {i.get('scope')} (deny): {i.get('description')}")
         elif r["type"] == POLICY:
             rules = {x["id"]: x for x in i.get("rules", [])}
             exp = rules.get("Expiration_EndUser_Assignment", {}).get("maximumDuration")

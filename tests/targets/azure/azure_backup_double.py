@@ -24,6 +24,7 @@ and linked action let through, for a replay against other roles.
 from __future__ import annotations
 
 import copy
+import fnmatch
 import functools
 import json
 import re
@@ -102,6 +103,47 @@ def linked(method: str, template: str, body: Any) -> list[tuple[str, str]]:
         if value:
             out.append((action, str(value)))
     return out
+
+
+def policy_denies(rule: dict[str, Any], resource_type: str, body: Any) -> bool:
+    """Azure Policy's reading of a deny rule for a request body of `resource_type`: `field` is `type` or an
+    alias `<type>/<property path>` (its value under `properties`), a missing value equals nothing and is like
+    nothing; `equals`, `notEquals`, `like`, `notLike` compare case-insensitively; `allOf`, `anyOf`, `not`.
+    Anything else in the rule fails the test (this reading does not cover it)."""
+    prefix = resource_type.lower() + "/"
+
+    def value(field: str) -> Any:
+        if field.lower() == "type":
+            return resource_type
+        if not field.lower().startswith(prefix):
+            raise AssertionError(f"no alias {field!r} of {resource_type}")
+        v: Any = (body or {}).get("properties")
+        for key in field[len(prefix) :].split("."):
+            v = next((x for k, x in v.items() if k.lower() == key.lower()), None) if isinstance(v, dict) else None
+        return v
+
+    def holds(c: dict[str, Any]) -> bool:
+        if "allOf" in c:
+            return all(holds(x) for x in c["allOf"])
+        if "anyOf" in c:
+            return any(holds(x) for x in c["anyOf"])
+        if "not" in c:
+            return not holds(c["not"])
+        v = value(c["field"])
+        got = None if v is None else str(v).lower()
+        ops = {
+            "equals": lambda x: got == x,
+            "notEquals": lambda x: got != x,
+            "like": lambda x: got is not None and fnmatch.fnmatchcase(got, x),
+            "notLike": lambda x: got is None or not fnmatch.fnmatchcase(got, x),
+        }
+        (op,) = [k for k in c if k != "field"]
+        if op not in ops:
+            raise AssertionError(f"condition not read here: {c}")
+        return ops[op](str(c[op]).lower())
+
+    assert rule["then"]["effect"].lower() == "deny", rule["then"]
+    return holds(rule["if"])
 
 
 def within(resource: str, scope: str) -> bool:
@@ -221,6 +263,10 @@ class BackupArm(Arm):
         self.accepted_then_conflict = False
         self.calls: list[tuple[str, str]] = []
         self.denied: list[tuple[str, str]] = []
+        # Azure Policy assignments ARM evaluates after RBAC: {"inputs": the rendered assignment, "rule": its
+        # definition's policyRule}; a PUT or PATCH one denies, 403 RequestDisallowedByPolicy, is kept here
+        self.policies: list[dict[str, Any]] = []
+        self.disallowed: list[tuple[str, str]] = []
         self.writes: list[tuple[str, str, Any]] = []
 
     # --- what `pulumi up` left, and what happened since ---------------------------------------------------
@@ -380,6 +426,14 @@ class BackupArm(Arm):
                 f"'{','.join(at for _, at in refused)}' (respectively) or the linked scope(s) are invalid.",
                 check,
             )
+        # the request's resource type: the namespace, then every other segment (flexibleServers/{name}/backups/{name})
+        segments = url.path.split("/providers/", 1)[1].split("/") if "/providers/" in url.path else []
+        rtype = "/".join([*segments[:1], *segments[1::2]])
+        refusing = [a for a in self.policies if method in ("PUT", "PATCH") and within(url.path, a["inputs"]["scope"]) and policy_denies(a["rule"], rtype, body)]
+        if refusing:
+            self.disallowed.append((method, url.path))
+            name = refusing[0]["inputs"]["displayName"]
+            return self.error(403, "RequestDisallowedByPolicy", f"Resource '{url.path.rsplit('/', 1)[1]}' was disallowed by policy. Policy identifiers: '{name}'.", check)
         self.calls.append((action, url.path))
         self.calls += links
         if sub != self.subscription or group.lower() not in {g.lower() for g in self.groups}:

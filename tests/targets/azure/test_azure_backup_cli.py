@@ -86,6 +86,10 @@ def _records(project: Any, env: str) -> list[Any]:
     return ActivityLog(open_store(f"file://{project.path / '.mxinfra'}")).records(env)
 
 
+def _iso_z(t: datetime) -> str:
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _ago(**kw: float) -> datetime:
     return datetime.now(timezone.utc) - timedelta(**kw)
 
@@ -362,6 +366,17 @@ def _rendered(project: Any, capsys: Any, tmp_path: Path, stack: str, env: str) -
     return held
 
 
+def _policies(tmp_path: Path, env: str) -> list[dict[str, Any]]:
+    """The Azure Policy assignments `_rendered`'s plan wrote for `env`, each with its definition's rule."""
+    d = tmp_path / "plan" / "azure" / env
+    rules = {f.name.removesuffix(".azure-policy.json"): json.loads(f.read_text())["inputs"]["policyRule"] for f in d.glob("*.azure-policy.json")}
+    out = []
+    for f in sorted(d.glob("*.azure-policy-assignment.json")):
+        inputs = json.loads(f.read_text())["inputs"]
+        out.append({"inputs": inputs, "rule": rules[f.name.removesuffix(".azure-policy-assignment.json").removesuffix("-assignment")]})
+    return out
+
+
 def _allows(held: Held, action: str, resource: str) -> bool:
     """Azure RBAC: a role held at `resource` or above it allows `action`."""
     return any(within(resource, at) and rbac_allows(definition, action) for definition, at in held)
@@ -382,12 +397,15 @@ def test_the_backups_role_allows_every_call_and_deploy_and_monitor_none(arm, pro
     # database subnet on that subnet alone
     assert sorted(at for _, at in held["backups"]) == sorted([n.scope, n.restores_scope, subnet])
     _caller(arm, held["backups"], n)
+    # and the restores group's policy, which lets a restore of the environment's own server through
+    (policy,) = arm.policies = _policies(tmp_path, "acceptance")
+    assert policy["inputs"]["scope"] == n.restores_scope
     rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "acceptance", "-C", str(project.path))
     assert rc == 0, err
     (first,) = ID.findall(out)
     rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "acceptance", "--id", first, "-C", str(project.path))
     assert rc == 0, err
-    assert arm.denied == []
+    assert arm.denied == [] and arm.disallowed == []
     made = set(arm.calls)
     assert {action for action, _ in made} == {
         DB_READ,
@@ -421,6 +439,44 @@ def test_the_backups_role_allows_every_call_and_deploy_and_monitor_none(arm, pro
         assert not _allows(held["backups"], SUBNET_JOIN, other), other
     for other in (AZURE_BLOCK["keyVaultDnsZoneId"], AZURE_BLOCK["blobDnsZoneId"]):
         assert not _allows(held["backups"], ZONE_JOIN, other), other
+
+
+def test_the_restores_group_takes_only_restores_of_the_environments_own_servers(arm, project, capsys, tmp_path):
+    """RBAC cannot limit what a server write in the restores group creates: its Azure Policy (restores.py) does.
+    Tried by an identity RBAC lets do anything there (the double's caller without a role), so that the policy
+    alone refuses: a restore of another environment's server (production's, which a holder of acceptance's
+    backups who can read production's server would otherwise copy out), a new empty server, a replica."""
+    from mxinfra_azure.target import AzureTarget
+
+    stack, n = deployed(arm, project, "acceptance")
+    _rendered(project, capsys, tmp_path, stack, "acceptance")
+    arm.policies = _policies(tmp_path, "acceptance")
+    actions = AzureTarget().backup_actions(deployment(config("acceptance")), "acceptance", project.path)
+    source = arm.servers[n.database_server]
+    body = {"location": source["location"], "properties": {"createMode": "PointInTimeRestore", "pointInTimeUTC": _iso_z(_ago(hours=1)), "network": source["properties"]["network"]}}
+    production = f"/subscriptions/{SUB}/resourceGroups/orders-production-rg/providers/Microsoft.DBforPostgreSQL/flexibleServers/orders-production-db"
+    tries = {
+        "another environment's server": {**body, "properties": {**body["properties"], "sourceServerResourceId": production}},
+        "a look-alike group's server": {**body, "properties": {**body["properties"], "sourceServerResourceId": production.replace("orders-production-rg", f"{n.resource_group}-x")}},
+        "a new empty server": {"location": source["location"], "sku": source["sku"], "properties": {"createMode": "Create", "version": source["properties"]["version"], "administratorLogin": "mallory", "administratorLoginPassword": "Hostile-Passw0rd!", "storage": {"storageSizeGB": 32}, "network": source["properties"]["network"]}},
+        "a server with no create mode": {"location": source["location"], "sku": source["sku"], "properties": {"version": source["properties"]["version"], "administratorLogin": "mallory", "administratorLoginPassword": "Hostile-Passw0rd!", "network": source["properties"]["network"]}},
+        "a replica of another environment's server": {**body, "properties": {**body["properties"], "createMode": "Replica", "sourceServerResourceId": production}},
+        # its own server's data, but a server that keeps following it (and costs) until the platform deletes it
+        "a replica of the environment's own server": {**body, "properties": {**body["properties"], "createMode": "Replica", "sourceServerResourceId": arm.server_id(n.database_server)}},
+    }
+    for what, attempt in tries.items():
+        path = f"/subscriptions/{SUB}/resourceGroups/{n.restores_group}/providers/Microsoft.DBforPostgreSQL/flexibleServers/hostile-{len(arm.disallowed)}"
+        with pytest.raises(UserError, match="403 RequestDisallowedByPolicy"):
+            actions._request("PUT", path, PG_VERSION, what, body=attempt)
+        assert arm.disallowed[-1] == ("PUT", path), what
+    assert len(arm.disallowed) == len(tries) and not arm.restores
+    # the same in the environment's own group is not the policy's (RBAC keeps servers out of there)
+    assert not [p for p in arm.policies if within(n.scope + "/x", p["inputs"]["scope"])]
+    # and the command's restore of the environment's own server goes through
+    arm.automatic_backup(n.database_server, _ago(days=1))
+    (backup_id,) = _cli(capsys, "backup", "list", "-s", stack, "-e", "acceptance", "-C", str(project.path))[1].split()
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "acceptance", "--id", backup_id, "-C", str(project.path))
+    assert rc == 0 and len(arm.disallowed) == len(tries) and len(arm.restores) == 1, err
 
 
 # On production the backups role restores nothing (roles.RESTORE_ONLY): Azure RBAC cannot make a restore wait

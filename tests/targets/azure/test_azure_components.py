@@ -581,6 +581,43 @@ def test_backups_writes_servers_in_the_restores_group_alone(role_run):
     assert [r.inputs["scope"] for r in grants if r.inputs["scope"] == restores(role)] == [restores(role)]
 
 
+def test_the_restores_group_takes_only_restores_of_the_environments_own_servers(role_run):
+    """RBAC cannot tell a restore from any other server write: an Azure Policy at the restores group denies
+    every Flexible Server write there but a point-in-time restore whose source is in the environment's own
+    group (tests/targets/azure/test_azure_backup_cli.py sends it the hostile writes)."""
+    role, _, res = role_run
+    env = res.one(ENVIRONMENT_TYPE)
+    definition = res.named(f"orders-{role}-restores-policy")
+    assert definition.type == f"{T}authorization:PolicyDefinition" and definition.parent == env.urn
+    servers = "Microsoft.DBforPostgreSQL/flexibleServers"
+    assert definition.inputs["policyRule"] == {
+        "if": {
+            "allOf": [
+                {"field": "type", "equals": servers},
+                {
+                    "anyOf": [
+                        {"field": f"{servers}/createMode", "notEquals": "PointInTimeRestore"},
+                        {"field": f"{servers}/sourceServerResourceId", "notLike": f"{scope(role)}/providers/{servers}/*"},
+                    ]
+                },
+            ]
+        },
+        "then": {"effect": "deny"},
+    }
+    assert definition.inputs["policyType"] == "Custom" and definition.inputs["mode"] == "Indexed"
+    assignment = res.named(f"orders-{role}-restores-policy-assignment")
+    assert assignment.type == f"{T}authorization:PolicyAssignment" and assignment.parent == env.urn
+    assert assignment.inputs["scope"] == restores(role) and assignment.inputs["policyDefinitionId"] == f"orders-{role}-restores-policy-id"
+    assert assignment.inputs["enforcementMode"] == "Default"
+    assert res.named(f"orders-{role}-restores-rg").urn in assignment.dependencies
+    # no role of the environment may change, delete or exempt it
+    from azhelpers import rbac_allows
+
+    for r in res.of_type(f"{T}authorization:RoleDefinition"):
+        for action in ("policyAssignments/write", "policyAssignments/delete", "policyExemptions/write", "policyDefinitions/write"):
+            assert not rbac_allows(r.inputs, f"Microsoft.Authorization/{action}"), (r.name, action)
+
+
 def test_the_restores_group_outlives_its_grants_and_the_stack(pulumi_run):
     """Whenever the environment has backups, whoever holds them (the platform identity may restore too), and
     retained on delete: azure-native deletes a group with everything in it, restored copies in use among them."""
@@ -588,6 +625,7 @@ def test_the_restores_group_outlives_its_grants_and_the_stack(pulumi_run):
     _, res = run(pulumi_run, "acceptance", access=access)
     group = res.named("orders-acceptance-restores-rg")
     assert group.retain_on_delete and not [r for r in res if "backups-restores" in r.name]
+    assert res.named("orders-acceptance-restores-policy-assignment").inputs["scope"] == restores("acceptance")
     _, res = run(pulumi_run, "acceptance", access=access, env={"backups": {"enabled": False}})
     assert not [r for r in res if "restores" in r.name]
 

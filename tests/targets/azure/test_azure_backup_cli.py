@@ -276,6 +276,20 @@ def test_a_point_stamped_by_a_clock_behind_is_the_backup_asked_for_within_a_minu
     assert backup_actions.POINT_SLACK == timedelta(minutes=1)
 
 
+@pytest.mark.parametrize("arm_behind", [True, False])
+def test_a_point_stamped_by_arms_clock_behind_this_machines_is_taken_by_the_answers_date(arm, project, capsys, monkeypatch, arm_behind):
+    """ARM and the backup service 3 minutes behind this machine: the point, stamped 3.5 minutes before this
+    machine's request, is within a minute of the answer's Date (3 minutes behind), so it is this backup.
+    With ARM's Date on time, the same point is too old (nothing recorded)."""
+    stack, n = deployed(arm, project, "production")
+    arm.clock_behind = 180.0 if arm_behind else 0.0
+    arm.point_skew = timedelta(minutes=3, seconds=30)
+    monkeypatch.setattr(backup_actions, "BACKUP_TIMEOUT", 1.0)
+    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "production", "-C", str(project.path))
+    assert (rc == 0) is arm_behind, err
+    assert len(_records(project, "production")) == (1 if arm_behind else 0)
+
+
 def test_azures_seven_digit_times_are_read():
     assert backup_actions._point_time({"recoveryPointTime": "2026-12-07T10:00:00.1234567Z"}) == datetime(2026, 12, 7, 10, 0, 0, 123456, tzinfo=timezone.utc)
     assert backup_actions._point_time({"recoveryPointTime": "2026-12-07T10:00:00"}) is None  # no zone: not guessed

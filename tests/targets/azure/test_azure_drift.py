@@ -17,6 +17,7 @@ replicas (`az containerapp update`). The records are written by the activity res
 from __future__ import annotations
 
 import copy
+import email.utils
 import json
 import re
 import ssl
@@ -225,6 +226,10 @@ class Arm:
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *_: Any) -> None:
                 pass
+
+            def date_time_string(self, timestamp: float | None = None) -> str:
+                # ARM's Date header, from ARM's clock: `clock_behind` seconds behind this machine's (a double may set it)
+                return email.utils.formatdate((time.time() if timestamp is None else timestamp) - getattr(arm, "clock_behind", 0.0), usegmt=True)
 
             def do_GET(self) -> None:  # noqa: N802
                 self.reply(*arm.answer(self.path, self.headers.get("Authorization")))

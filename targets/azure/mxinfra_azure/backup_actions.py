@@ -33,7 +33,8 @@ takes the next free second). A restore takes the files back by the blob service'
   (BackupInstances_AdhocBackup of `<app>-<env>-files-backup`: the policy's rule, kept as its Default
   tier, `weekly` weeks, immutable on production), waited for by listing the instance's recovery points
   until one is there that was not before and was taken at or after the request (within the same
-  BACKUP_TIMEOUT; the record names it, `backup_details`): what a production restore overwrites is the
+  BACKUP_TIMEOUT, or until the job the request's operation names ends Failed or Cancelled; the record names
+  it, `backup_details`): what a production restore overwrites is the
   files (the database's restore makes a new server), so its backup first holds them beyond the daily
   window. DataProtection is, like restoreBlobRanges, a plain ARM request at the version
   pulumi-azure-native manages the instance with (DP_API_VERSION; no azure-mgmt-dataprotection installed).
@@ -97,6 +98,22 @@ AUTHORIZATION_API_VERSION = "2022-04-01"  # Permissions_ListForResourceGroup's (
 _SERVER_FAILED = frozenset({"Disabled", "Dropping", "Inaccessible"})
 
 
+@dataclass
+class FilesBackup:
+    """A backup of the files asked of the vault: the recovery points there were before, the earliest time a
+    point of it may carry, and how to follow its job (the POST's operation status, under the vault, then
+    the job it names) so that a failed job ends the wait at once."""
+
+    before: set[str]
+    at_least: datetime
+    status: str | None  # the operation status's path (None: the answer named none under the vault)
+    job: str | None = None  # the job's id, once the operation named it
+
+
+# A vault job's states that end it without a point (Jobs_Get's `status`; the operation status's are ARM's)
+_JOB_FAILED = frozenset({"Failed", "Cancelled", "Canceled", "Cancelling"})
+
+
 @dataclass(frozen=True)
 class Backup:
     """One of the server's backups."""
@@ -124,6 +141,12 @@ def backups_of(found: Sequence[tuple[str, datetime | None, str | None]]) -> list
         used.add(second.strftime(ID_FORMAT))
         out.append(Backup(second.strftime(ID_FORMAT), name, at, kind or "?"))
     return sorted(out, key=lambda b: b.id, reverse=True)
+
+
+def _errors(errors: Sequence[Any]) -> str:
+    """`: <code>: <message>; ...` of ARM's or a vault job's errors (nothing when there are none)."""
+    said = [f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, Mapping) and (e.get("code") or e.get("message"))]
+    return ": " + "; ".join(said) if said else ""
 
 
 def permits(permissions: Sequence[Mapping[str, Any]], action: str) -> bool:
@@ -525,11 +548,12 @@ class ServerActions:
         doing = f"Microsoft.DataProtection/backupVaults/backupInstances/recoveryPoints/read of {self.names.backup_instance('files')} ({self.names.backup_vault})"
         return {str(p.get("name")): p.get("properties") or {} for p in self._listed(self._files_instance_path() + "/recoveryPoints", DP_API_VERSION, doing)}
 
-    def _start_files_backup(self) -> tuple[set[str], datetime]:
+    def _start_files_backup(self) -> FilesBackup:
         """Ask the vault for a backup of the files now (BackupInstances_AdhocBackup: the policy's rule,
-        kept as its Default tier); the recovery points there were before, and the earliest time a point of
-        this backup may carry: the earlier of this machine's clock before the request and the answer's Date
-        (whole seconds, stamped by ARM as it answers, not by the backup service), less POINT_SLACK."""
+        kept as its Default tier): the recovery points there were before, the earliest time a point of
+        this backup may carry (the earlier of this machine's clock before the request and the answer's Date,
+        whole seconds stamped by ARM as it answers, not by the backup service, less POINT_SLACK), and the
+        answer's operation status (Azure-AsyncOperation) if it is under the vault."""
         before = set(self._files_points())
         asked = datetime.now(timezone.utc)
         body = {"backupRuleOptions": {"ruleName": VAULT_RULE, "triggerOption": {"retentionTagOverride": "Default"}}}
@@ -549,15 +573,41 @@ class ServerActions:
             answered = None
         if answered is not None and answered.tzinfo is not None:
             asked = min(asked, answered.astimezone(timezone.utc))
-        return before, asked - POINT_SLACK
+        return FilesBackup(before, asked - POINT_SLACK, self._vault_operation(headers))
 
-    def _files_backed_up(self, asked: tuple[set[str], datetime], deadline: float) -> str:
+    def _vault_operation(self, headers: Mapping[str, str]) -> str | None:
+        """The path of the operation status an answer names, if it is the vault's own (one the backups role
+        reads; anything else is not followed)."""
+        link = next((v for k, v in headers.items() if k.lower() == "azure-asyncoperation"), None)
+        path = urllib.parse.urlsplit(str(link)).path if link else ""
+        vault = self._in_group("Microsoft.DataProtection/backupVaults/{}", self.names.backup_vault)
+        return path if path.lower().startswith(vault.lower() + "/operationstatus/") else None
+
+    def _vault_job_failure(self, asked: FilesBackup) -> str | None:
+        """Why the files' backup job ended without a point (None: it has not, or cannot be followed): its
+        operation status (OperationStatusBackupVaultContext_Get) names the job, whose state (Jobs_Get) tells."""
+        what = f"the files' backup into the vault {self.names.backup_vault}"
+        if asked.job is None and asked.status is not None:
+            op = self._request("GET", asked.status, DP_API_VERSION, f"Microsoft.DataProtection/backupVaults/operationStatus/read of {what}")
+            state = str(op.get("status") or "")
+            if state in ("Failed", "Canceled", "Cancelled"):
+                return f"its request ended {state}{_errors([op.get('error')])}"
+            job = (op.get("properties") or {}).get("jobId") if state == "Succeeded" else None
+            asked.job = str(job).rsplit("/", 1)[-1] if job else None
+        if asked.job is None:
+            return None
+        path = self._in_group("Microsoft.DataProtection/backupVaults/{}/backupJobs/{}", self.names.backup_vault, asked.job)
+        props = self._request("GET", path, DP_API_VERSION, f"Microsoft.DataProtection/backupVaults/backupJobs/read of {what} (job {asked.job})").get("properties") or {}
+        state = str(props.get("status") or "")
+        return f"its job {asked.job} ended {state}{_errors(props.get('errorDetails') or [])}" if state in _JOB_FAILED else None
+
+    def _files_backed_up(self, asked: FilesBackup, deadline: float) -> str:
         """A recovery point of the files that was not there before the backup was asked for and was taken no
         earlier than `asked` allows (the request, less POINT_SLACK), waited for: its name. The vault names
         points by GUID and the request's answer names none: such a point holds the files as they were at the
         request (at most POINT_SLACK before it); a scheduled backup that began earlier and completes meanwhile
-        is not taken for it."""
-        before, at_least = asked
+        is not taken for it. A job that ends without a point (Failed, Cancelled) ends the wait at once."""
+        before, at_least = asked.before, asked.at_least
         follow = self._follow_vault()
         while True:
             points = self._files_points().items()
@@ -570,6 +620,9 @@ class ServerActions:
                         f"container {FILES_CONTAINER} was copied. See `{follow}`"
                     )
                 return name
+            failed = self._vault_job_failure(asked)
+            if failed is not None:
+                raise UserError(f"{self.env.name}: the files' backup into the vault {self.names.backup_vault} made no recovery point: {failed}. See `{follow}`")
             if time.monotonic() >= deadline:
                 raise UserError(
                     f"{self.env.name}: the files' backup into the vault {self.names.backup_vault} made no recovery point within {self.backup_timeout / 60:.0f} minutes. "

@@ -62,7 +62,8 @@ PAGE = 2  # backups per page of ListByServer: a few backups already take the SDK
 
 _SERVERS = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.DBforPostgreSQL/flexibleServers/{serverName}"
 _ACCOUNT = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.Storage/storageAccounts/{accountName}"
-_INSTANCE = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.DataProtection/backupVaults/{vaultName}/backupInstances/{backupInstanceName}"
+_VAULT = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.DataProtection/backupVaults/{vaultName}"
+_INSTANCE = _VAULT + "/backupInstances/{backupInstanceName}"
 # (method, path template) -> (the spec file, the ARM action Azure RBAC checks)
 OPERATIONS: dict[tuple[str, str], tuple[Path, str]] = {
     ("GET", _SERVERS): (PG_SPEC, "Microsoft.DBforPostgreSQL/flexibleServers/read"),
@@ -74,6 +75,8 @@ OPERATIONS: dict[tuple[str, str], tuple[Path, str]] = {
     ("POST", _ACCOUNT + "/restoreBlobRanges"): (STORAGE_SPEC, "Microsoft.Storage/storageAccounts/restoreBlobRanges/action"),
     ("POST", _INSTANCE + "/backup"): (DP_SPEC, "Microsoft.DataProtection/backupVaults/backupInstances/backup/action"),
     ("GET", _INSTANCE + "/recoveryPoints"): (DP_SPEC, "Microsoft.DataProtection/backupVaults/backupInstances/recoveryPoints/read"),
+    ("GET", _VAULT + "/operationStatus/{operationId}"): (DP_SPEC, "Microsoft.DataProtection/backupVaults/operationStatus/read"),
+    ("GET", _VAULT + "/backupJobs/{jobId}"): (DP_SPEC, "Microsoft.DataProtection/backupVaults/backupJobs/read"),
     # (the description spells the segment `resourcegroups`; ARM paths are case-insensitive)
     ("GET", "/subscriptions/{subscriptionId}/resourcegroups/{resourceGroupName}/providers/Microsoft.Authorization/permissions"): (
         AUTH_SPEC,
@@ -254,7 +257,11 @@ class BackupArm(Arm):
         self.steps = 2
         self.vault_steps: int | None = None  # reads of the recovery points before a vault backup's point is there (None: steps)
         self.stall = False
-        self.fail: str | None = None  # "server" or "blobs": the next restore of that kind fails; "vault": the next vault backup is refused; "partial": its points are Partial
+        # "server" or "blobs": the next restore of that kind fails; "vault": the next vault backup is refused;
+        # "partial": its points are Partial; "job": the next vault backup's job fails (no point)
+        self.fail: str | None = None
+        self.operations: dict[str, str] = {}  # a vault operation's id -> the job it started
+        self.jobs: dict[str, dict[str, Any]] = {}  # a vault job's id -> what it backs up, its point (None: it fails)
         self.role: dict[str, Any] | None = None  # the caller's role at the environment's resource group
         self.grants: list[tuple[dict[str, Any], str]] = []  # the caller's other roles, with the scope each is held at
         self.linked_denied = False  # the restore's linked check of the subnet join fails, whatever the roles
@@ -592,11 +599,60 @@ class BackupArm(Arm):
             self.fail = None
             return 400, {"error": {"code": "UserErrorBackupOperationInProgress", "message": "Another backup of the instance is in progress (the double's `fail`)."}}
         name = f"{len(self.point_started) + 1:08x}-0000-4000-8000-00000000b4c7"
-        self.pending[f"point:{parts[0].lower()}/{parts[1].lower()}/{name}"] = self.steps if self.vault_steps is None else self.vault_steps
+        failing = self.fail == "job"
+        if failing:
+            self.fail = None
+        else:
+            self.pending[f"point:{parts[0].lower()}/{parts[1].lower()}/{name}"] = self.steps if self.vault_steps is None else self.vault_steps
         self.point_started[name] = now() - self.point_skew  # a point's time is its snapshot's, when the job began
         self.vault_files[name] = self.files()
-        op = f"https://management.azure.com{self.instance_id(parts[0], parts[1]).rsplit('/backupInstances/', 1)[0]}/operationStatus/5d1e0b2a-0000-4000-8000-{len(points):012d}?api-version={DP_VERSION}"
+        job = f"7a0b{len(self.jobs):04x}-0000-4000-8000-00000000a0b0"
+        operation = f"5d1e0b2a-0000-4000-8000-{len(self.operations):012d}"
+        self.jobs[job] = {"vault": parts[0], "instance": parts[1], "point": None if failing else name, "started": now()}
+        self.operations[operation] = job
+        op = f"https://management.azure.com{self.instance_id(parts[0], parts[1]).rsplit('/backupInstances/', 1)[0]}/operationStatus/{operation}?api-version={DP_VERSION}"
         return 202, None, {"Azure-AsyncOperation": op, "Location": op.replace("operationStatus", "operationResults"), "Retry-After": "0"}
+
+    def _operationstatusbackupvaultcontext_get(self, parts: list[str], body: Any, query: Any, url: Any) -> tuple[Any, ...]:
+        """The adhoc backup's operation: done once its job is started (the job runs on)."""
+        job = self.operations.get(parts[1])
+        if job is None:
+            return 404, {"error": {"code": "OperationNotFound", "message": f"The operation {parts[1]} was not found."}}
+        started = self.jobs[job]["started"]
+        return 200, {"id": url.path, "name": parts[1], "status": "Succeeded", "startTime": _iso(started), "endTime": _iso(started),
+                     "properties": {"objectType": "OperationJobExtendedInfo", "jobId": job}}
+
+    def _jobs_get(self, parts: list[str], body: Any, query: Any, url: Any) -> tuple[Any, ...]:
+        """A vault job: InProgress until its point is listed (Completed), or Failed when `fail` said so."""
+        job = self.jobs.get(parts[1])
+        if job is None or job["vault"].lower() != parts[0].lower():
+            return self._missing("Microsoft.DataProtection/backupVaults/backupJobs", f"{parts[0]}/{parts[1]}")
+        key = f"point:{job['vault'].lower()}/{job['instance'].lower()}/{job['point']}"
+        status = "Failed" if job["point"] is None else "InProgress" if key in self.pending else "Completed"
+        instance = self.instance_id(job["vault"], job["instance"])
+        props: dict[str, Any] = {
+            "activityID": "3f1c2b7e-0000-4000-8000-000000000002",
+            "backupInstanceFriendlyName": job["instance"],
+            "backupInstanceId": instance,
+            "dataSourceId": instance,
+            "dataSourceLocation": self.location,
+            "dataSourceName": job["instance"],
+            "dataSourceType": "Microsoft.Storage/storageAccounts/blobServices",
+            "isUserTriggered": True,
+            "operation": "OnDemandBackup",
+            "operationCategory": "Backup",
+            "progressEnabled": False,
+            "sourceResourceGroup": self.group,
+            "sourceSubscriptionID": self.subscription,
+            "startTime": _iso(job["started"]),
+            "status": status,
+            "subscriptionId": self.subscription,
+            "supportedActions": [""],
+            "vaultName": job["vault"],
+        }
+        if status == "Failed":
+            props["errorDetails"] = [{"code": "UserErrorBlobBackupFailed", "message": "The backup of the blobs failed (the double's `fail`)."}]
+        return 200, {"id": url.path, "name": parts[1], "type": "Microsoft.DataProtection/backupVaults/backupJobs", "properties": props}
 
     def _recoverypoints_list(self, parts: list[str], body: Any, query: Any, url: Any) -> tuple[Any, ...]:
         points = self._instance(parts)

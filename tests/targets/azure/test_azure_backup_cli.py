@@ -334,6 +334,41 @@ def test_a_files_backup_that_fails_restores_nothing_and_records_nothing(arm, pro
     assert _records(project, "production") == [] and said.endswith("nothing was recorded"), said
 
 
+def test_a_failed_vault_job_ends_the_wait_at_once(arm, project, capsys, monkeypatch):
+    """The backup's answer names its operation, the operation its job: a job that fails ends the command then,
+    naming the job, its state and its error, not at the deadline (here 60 s; 2 hours by default)."""
+    import time
+
+    stack, n = deployed(arm, project, "production")
+    arm.fail = "job"
+    monkeypatch.setattr(backup_actions, "BACKUP_TIMEOUT", 60.0)
+    began = time.monotonic()
+    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "production", "-C", str(project.path))
+    took = time.monotonic() - began
+    said = " ".join(err.split())
+    (job,) = arm.jobs
+    assert rc == 2 and "Traceback" not in err, err
+    assert f"the files' backup into the vault {n.backup_vault} made no recovery point: its job {job} ended Failed: UserErrorBlobBackupFailed: " in said, said
+    assert f"az dataprotection job list -g {n.resource_group} --vault-name {n.backup_vault}" in said and said.endswith("nothing was recorded"), said
+    assert took < 30, took
+    assert _records(project, "production") == []
+    ops = [r["operation"] for r in arm.requests if r.get("operation")]
+    assert "OperationStatusBackupVaultContext_Get" in ops and "Jobs_Get" in ops
+
+
+def test_a_vault_operation_not_under_the_vault_is_not_followed(arm, project, capsys, monkeypatch):
+    """Only the vault's own operation status is read (what the backups role may read): an answer naming
+    another address leaves the wait to the recovery points, as before."""
+    from mxinfra_azure.target import AzureTarget
+
+    _, n = deployed(arm, project, "production")
+    actions = AzureTarget().backup_actions(deployment(config("production")), "production", project.path)
+    vault = f"/subscriptions/{SUB}/resourceGroups/{n.resource_group}/providers/Microsoft.DataProtection/backupVaults/{n.backup_vault}"
+    assert actions._vault_operation({"Azure-AsyncOperation": f"https://management.azure.com{vault}/operationStatus/x?api-version=1"}) == f"{vault}/operationStatus/x"
+    for elsewhere in (f"https://management.azure.com/subscriptions/{SUB}/providers/Microsoft.DataProtection/locations/westeurope/operationStatus/x", f"https://management.azure.com{vault}-x/operationStatus/x", ""):
+        assert actions._vault_operation({"azure-asyncoperation": elsewhere}) is None, elsewhere
+
+
 def test_without_a_vault_a_backup_is_the_servers_alone(arm, project, capsys):
     stack, n = deployed(arm, project, "test", backups={"retention": {"daily": 7, "weekly": 0, "monthly": 0}})
     assert arm.vaults == {}
@@ -430,6 +465,9 @@ def test_the_backups_role_allows_every_call_and_deploy_and_monitor_none(arm, pro
         "Microsoft.Storage/storageAccounts/restoreBlobRanges/action",
         "Microsoft.DataProtection/backupVaults/backupInstances/backup/action",
         "Microsoft.DataProtection/backupVaults/backupInstances/recoveryPoints/read",
+        # the files' backup followed: its operation names its job, whose state tells a failure at once
+        "Microsoft.DataProtection/backupVaults/operationStatus/read",
+        "Microsoft.DataProtection/backupVaults/backupJobs/read",
         SUBNET_JOIN,
         ZONE_JOIN,
     }

@@ -6,6 +6,7 @@ the database subnet) a role assigned at that one resource, held by the same prin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,10 @@ def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure
     # manage may hand out the environment's other roles, never itself.
     others = [names.role_definition_guid(p) for p in roles.ACTIONS if p != "manage"]
     restores = restores_group(ctx, names, group) if of_environment(ctx.environment).enabled or any(r.permission.value in roles.RESTORES_ACTIONS for r in granted) else None
+    # the restores group takes only restores of this environment's servers, and they are restored nowhere
+    # else (restores.py); a grant there waits for its policy
+    policed = [restores_policy.restores_policy(ctx, cfg, names, restores)] if restores is not None else []
+    restores_policy.source_policy(ctx, cfg, names)
     for r in granted:
         perm = r.permission.value
         guid = names.role_definition_guid(perm)
@@ -58,7 +63,7 @@ def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure
             # The same principals, in the group a restore's new server is created in
             assert restores is not None
             what = f"{ctx.naming.prefix}: the {perm} permission's restored servers (mxinfra)"
-            _companion(ctx, names, restores, r, out, roles.restores_role(perm), names.restores_scope, names.restores_scope, in_restores, what)
+            _companion(ctx, names, restores, r, out, roles.restores_role(perm), names.restores_scope, names.restores_scope, in_restores, what, after=policed)
         on_vnet = roles.vnet_actions(perm, production)
         if on_vnet and cfg.vnetId:
             # The same principals, on one resource of the stack's network: deploy reads the VNet (its tier is
@@ -75,23 +80,30 @@ def restores_group(ctx: EnvironmentContext, names: Names, group: azure.resources
     whenever the environment has backups, whoever holds them. Retained on delete: azure-native deletes a resource group with everything in
     it, and a restored copy someone works with must not go with an access change or a destroy (the
     platform removes the group and its servers by hand)."""
-    restores = azure.resources.ResourceGroup(
+    return azure.resources.ResourceGroup(
         ctx.naming.logical("restores-rg"), resource_group_name=names.restores_group, location=group.location, tags=dict(ctx.tags), opts=ctx.opts(retain_on_delete=True)
     )
-    # only restores of this environment's own servers, whoever writes there (restores.py)
-    restores_policy.create(ctx, names, restores)
-    return restores
 
 
 def _companion(
-    ctx: EnvironmentContext, names: Names, group: azure.resources.ResourceGroup, r: AccessRole, out: Access, name: str, defined_at: str, held_at: str, actions: list[str], what: str
+    ctx: EnvironmentContext,
+    names: Names,
+    group: azure.resources.ResourceGroup,
+    r: AccessRole,
+    out: Access,
+    name: str,
+    defined_at: str,
+    held_at: str,
+    actions: list[str],
+    what: str,
+    after: Sequence[pulumi.Resource] = (),
 ) -> None:
     """A role beside a permission's own, `name`, defined at `defined_at` and held at `held_at` by the same
     principals under the same rules (standing, or PIM eligible)."""
     definition_id = _definition(ctx, names, group, name, names.role_definition_guid(name), defined_at, actions, [], what)
     out.definition_ids[name] = definition_id
     out.scopes[name] = held_at
-    _grant(ctx, names, group, r, name, definition_id, held_at, None)
+    _grant(ctx, names, group, r, name, definition_id, held_at, None, after)
 
 
 def _definition(
@@ -126,7 +138,17 @@ def _definition(
 ROLE_CHANGED = {"api": ("custom",)}
 
 
-def _grant(ctx: EnvironmentContext, names: Names, group: azure.resources.ResourceGroup, r: AccessRole, name: str, definition_id: Any, scope: str, condition: str | None) -> None:
+def _grant(
+    ctx: EnvironmentContext,
+    names: Names,
+    group: azure.resources.ResourceGroup,
+    r: AccessRole,
+    name: str,
+    definition_id: Any,
+    scope: str,
+    condition: str | None,
+    after: Sequence[pulumi.Resource] = (),
+) -> None:
     """`r`'s principals get role `name` at `scope`: standing assignments, or PIM eligibility with its policy."""
     n = ctx.naming
     # Production: no standing access for people at all (alerts too: its role edits alert rules).
@@ -148,7 +170,7 @@ def _grant(ctx: EnvironmentContext, names: Names, group: azure.resources.Resourc
             description=f"{n.prefix}: {name} ({principal})",
             condition=condition,
             condition_version="2.0" if condition else None,
-            opts=ctx.opts(depends_on=[group]),
+            opts=ctx.opts(depends_on=[group, *after]),
         )
     if not eligible:
         return
@@ -173,7 +195,7 @@ def _grant(ctx: EnvironmentContext, names: Names, group: azure.resources.Resourc
             condition=condition,
             condition_version="2.0" if condition else None,
             # The activation rules are in place before anyone becomes eligible.
-            opts=ctx.opts(depends_on=[policy]),
+            opts=ctx.opts(depends_on=[policy, *after]),
         )
 
 

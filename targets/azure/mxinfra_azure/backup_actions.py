@@ -110,8 +110,12 @@ class FilesBackup:
     job: str | None = None  # the job's id, once the operation named it
 
 
-# A vault job's states that end it without a point (Jobs_Get's `status`; the operation status's are ARM's)
-_JOB_FAILED = frozenset({"Failed", "Cancelled", "Canceled", "Cancelling"})
+# A vault job's states that end it without a point (Jobs_Get's `status`; the operation status's are ARM's),
+# compared in lower case
+_JOB_FAILED = frozenset({"failed", "cancelled", "canceled", "cancelling"})
+_OPERATION_FAILED = frozenset({"failed", "canceled", "cancelled"})
+# An ARM list's pages followed at most (a repeated nextLink ends it too): far beyond any vault's points
+MAX_PAGES = 1000
 
 
 @dataclass(frozen=True)
@@ -271,7 +275,7 @@ class ServerActions:
             return (
                 f"a restore into {self.env.name} (production) is the platform identity's: production's backups role takes and lists backups and "
                 "restores nothing, since Azure RBAC cannot make a restore wait for the backup of what it overwrites (targets/azure/README.md, "
-                f"Backups). The signed-in identity is not it: {why}. Run `mxinfra backup restore` as the platform identity; it takes that "
+                f"Backups). The signed-in identity may not restore there: {why}. Run `mxinfra backup restore` as the platform identity; it takes that "
                 "backup first and records both"
             )
         return None
@@ -533,15 +537,18 @@ class ServerActions:
         """Every item of an ARM list (`value`, following `nextLink` through the same pipeline)."""
         params: dict[str, str] | None = None
         items: list[dict[str, Any]] = []
-        while True:
+        seen: set[str] = set()
+        for _ in range(MAX_PAGES):
             page = self._request("GET", path, version, doing, params=params, reraise_denied=reraise_denied)
             items += [x for x in page.get("value") or [] if isinstance(x, dict)]
             link = page.get("nextLink")
-            if not link:
+            if not link or str(link) in seen:
                 return items
+            seen.add(str(link))
             # the next page's address as ARM gives it (its own api-version is the request's)
             url = urllib.parse.urlsplit(str(link))
             path, params = url.path, {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items() if k != "api-version"}
+        raise UserError(f"{self.env.name}: {doing}: Azure's list went on past {MAX_PAGES} pages")
 
     def _files_points(self) -> dict[str, Mapping[str, Any]]:
         """The files' recovery points in the vault, name -> properties (RecoveryPoints_List, every page)."""
@@ -587,19 +594,25 @@ class ServerActions:
         """Why the files' backup job ended without a point (None: it has not, or cannot be followed): its
         operation status (OperationStatusBackupVaultContext_Get) names the job, whose state (Jobs_Get) tells."""
         what = f"the files' backup into the vault {self.names.backup_vault}"
-        if asked.job is None and asked.status is not None:
-            op = self._request("GET", asked.status, DP_API_VERSION, f"Microsoft.DataProtection/backupVaults/operationStatus/read of {what}")
-            state = str(op.get("status") or "")
-            if state in ("Failed", "Canceled", "Cancelled"):
-                return f"its request ended {state}{_errors([op.get('error')])}"
-            job = (op.get("properties") or {}).get("jobId") if state == "Succeeded" else None
-            asked.job = str(job).rsplit("/", 1)[-1] if job else None
-        if asked.job is None:
+        try:
+            if asked.job is None and asked.status is not None:
+                op = self._request("GET", asked.status, DP_API_VERSION, f"Microsoft.DataProtection/backupVaults/operationStatus/read of {what}")
+                state = str(op.get("status") or "")
+                if state.lower() in _OPERATION_FAILED:
+                    return f"its request ended {state}{_errors([op.get('error')])}"
+                job = (op.get("properties") or {}).get("jobId") if state.lower() == "succeeded" else None
+                asked.job = str(job).rsplit("/", 1)[-1] if job else None
+            if asked.job is None:
+                return None
+            path = self._in_group("Microsoft.DataProtection/backupVaults/{}/backupJobs/{}", self.names.backup_vault, asked.job)
+            props = self._request("GET", path, DP_API_VERSION, f"Microsoft.DataProtection/backupVaults/backupJobs/read of {what} (job {asked.job})").get("properties") or {}
+        except UserError as e:
+            # following the job only ends the wait early: when it cannot be read, the recovery points still tell
+            self._say(f"{self.env.name}: {what} is no longer followed by its job ({e}); waiting for its recovery point")
+            asked.status = asked.job = None
             return None
-        path = self._in_group("Microsoft.DataProtection/backupVaults/{}/backupJobs/{}", self.names.backup_vault, asked.job)
-        props = self._request("GET", path, DP_API_VERSION, f"Microsoft.DataProtection/backupVaults/backupJobs/read of {what} (job {asked.job})").get("properties") or {}
         state = str(props.get("status") or "")
-        return f"its job {asked.job} ended {state}{_errors(props.get('errorDetails') or [])}" if state in _JOB_FAILED else None
+        return f"its job {asked.job} ended {state}{_errors(props.get('errorDetails') or [])}" if state.lower() in _JOB_FAILED else None
 
     def _files_backed_up(self, asked: FilesBackup, deadline: float) -> str:
         """A recovery point of the files that was not there before the backup was asked for and was taken no

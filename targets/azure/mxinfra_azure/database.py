@@ -79,6 +79,16 @@ def in_service(cfg: AzureConfig, environment: str, server: str) -> Restored | No
     return Restored(point, name, "db-" + name.removeprefix(server + "-") if name.startswith(server + "-") else f"db-{RESTORED_KIND}-{point.label.lower()}")
 
 
+def restore_sources(cfg: AzureConfig, environment: str, names: Names) -> list[str]:
+    """The ids of the servers a restore of `environment` may come from (restores.py's policies): its own, and
+    the one in service."""
+    servers = [names.database_server]
+    restored = in_service(cfg, environment, names.database_server)
+    if restored is not None:
+        servers.append(restored.server)
+    return [f"{names.scope}/providers/Microsoft.DBforPostgreSQL/flexibleServers/{name}" for name in servers]
+
+
 def retention_days(env: Environment) -> int:
     """How far back the environment's server restores a point in time: its backupRetentionDays."""
     from . import backups

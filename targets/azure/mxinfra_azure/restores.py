@@ -1,44 +1,59 @@
-"""The restores resource group's Azure Policy: the only server anyone may write there is a point-in-time
-restore of one of the environment's own servers.
+"""The two Azure Policies around a restore of an environment's database: what its restores group takes, and
+where its own servers may be restored to.
 
 `backups` creates a restore's new server in the restores group (roles.RESTORES_ACTIONS), and ARM authorizes
 that PUT as `flexibleServers/write` whatever it creates: RBAC has no condition on `createMode` or
-`sourceServerResourceId`. Without this policy a holder of `backups` of one environment who can read another
+`sourceServerResourceId`. Without a policy, a holder of `backups` of one environment who can read another
 environment's server (its `monitor`, or `api`) could restore that server, production's among them, into
-this group and read its rows; or create a new empty server of their own in the database subnet. Azure
-Policy can tell: the request's `properties.createMode` and `properties.sourceServerResourceId` are policy
-aliases of Flexible Server. A deny assignment at the group refuses every server write there but a
-point-in-time restore whose source is in the environment's own resource group (its server, or the one
-`database.fromBackup` serves from); ARM evaluates it after RBAC, for every caller the platform does not
-exempt. No holder of an environment permission can change or exempt it (no policy writes in any role).
+this group and read its rows; or create a new empty server of their own, or a replica, in the database
+subnet; and a reader of a server who may write servers anywhere else in the subscription could restore it
+there. Azure Policy can tell: the request's `properties.createMode`, `sourceServerResourceId`,
+`administratorLoginPassword` and `network` are policy aliases of Flexible Server.
+
+- At the restores group (`rule`): every Flexible Server write is denied but a point-in-time restore of one
+  of the environment's own servers (`sources`: its server, and the one `database.fromBackup` serves from,
+  by exact id), into the database subnet, carrying no administrator password and no public access.
+- At the subscription (`source_rule`): a write of a Flexible Server whose source is one of the
+  environment's servers is denied outside the environment's own group and its restores group.
+
+Every condition denies when its field is missing (`not` of a positive test: `in`, `equals` and `like` are
+false for an absent value; `exists`), rather than relying on how a negative operator reads an absent value. ARM evaluates both after RBAC, for every caller the
+platform does not exempt; no role of an environment holds a policy write, delete or exemption.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import pulumi
 import pulumi_azure_native as azure
 
 from mxinfra.target import EnvironmentContext
 
+from .config import AzureConfig
+from .database import restore_sources
 from .names import Names, stable_guid
 
 SERVER_TYPE = "Microsoft.DBforPostgreSQL/flexibleServers"
 RESTORE_MODE = "PointInTimeRestore"
+_CREATE_MODE = f"{SERVER_TYPE}/createMode"
+_SOURCE = f"{SERVER_TYPE}/sourceServerResourceId"
 
 
-def rule(names: Names) -> dict[str, Any]:
-    """The policy rule: deny a Flexible Server write unless it is a point-in-time restore of a server of the
-    environment's own resource group (aliases and `like` are case-insensitive, as ARM ids are)."""
-    own = f"{names.scope}/providers/{SERVER_TYPE}/*"
+def rule(names: Names, servers: list[str], subnet: str) -> dict[str, Any]:
+    """The restores group's rule: deny a Flexible Server write unless it is a point-in-time restore of one of
+    `servers` into `subnet`, with no administrator password and no public network access."""
     return {
         "if": {
             "allOf": [
                 {"field": "type", "equals": SERVER_TYPE},
                 {
                     "anyOf": [
-                        {"field": f"{SERVER_TYPE}/createMode", "notEquals": RESTORE_MODE},
-                        {"field": f"{SERVER_TYPE}/sourceServerResourceId", "notLike": own},
+                        {"not": {"field": _CREATE_MODE, "equals": RESTORE_MODE}},
+                        {"not": {"field": _SOURCE, "in": servers}},
+                        {"field": f"{SERVER_TYPE}/administratorLoginPassword", "exists": "true"},
+                        {"field": f"{SERVER_TYPE}/network.publicNetworkAccess", "equals": "Enabled"},
+                        {"not": {"field": f"{SERVER_TYPE}/network.delegatedSubnetResourceId", "equals": subnet}},
                     ]
                 },
             ]
@@ -47,34 +62,60 @@ def rule(names: Names) -> dict[str, Any]:
     }
 
 
-def definition_name(names: Names) -> str:
-    """The policy definition's name (a GUID, stable per environment and subscription)."""
-    return stable_guid(names.scope, "policy", "restores")
+def source_rule(names: Names, servers: list[str]) -> dict[str, Any]:
+    """The subscription's rule: deny a Flexible Server write whose source is one of `servers` anywhere but the
+    environment's own group and its restores group."""
+    return {
+        "if": {
+            "allOf": [
+                {"field": "type", "equals": SERVER_TYPE},
+                {"field": _SOURCE, "in": servers},
+                {"not": {"field": "id", "like": f"{names.scope}/*"}},
+                {"not": {"field": "id", "like": f"{names.restores_scope}/*"}},
+            ]
+        },
+        "then": {"effect": "deny"},
+    }
 
 
-def create(ctx: EnvironmentContext, names: Names, group: azure.resources.ResourceGroup) -> None:
-    """The policy's definition (at the subscription: custom definitions live there) and its assignment at the
-    restores group, both children of the environment."""
+def _policy(ctx: EnvironmentContext, names: Names, kind: str, scope: str, rule_: dict[str, Any], what: str, message: str, after: list[Any]) -> azure.authorization.PolicyAssignment:
+    """A custom policy definition (at the subscription: custom definitions live there) and its assignment at
+    `scope`, both children of the environment."""
     prefix = ctx.naming.prefix
-    what = f"{prefix}: in {names.restores_group}, only a point-in-time restore of a server of {names.resource_group} (mxinfra)"
     definition = azure.authorization.PolicyDefinition(
-        ctx.naming.logical("restores-policy"),
-        policy_definition_name=definition_name(names),
+        ctx.naming.logical(f"{kind}-policy"),
+        policy_definition_name=stable_guid(names.scope, "policy", kind),
         policy_type="Custom",
         mode="Indexed",
-        display_name=f"mxinfra {prefix} restores only",
+        display_name=f"mxinfra {prefix} {kind}",
         description=what,
-        policy_rule=rule(names),
+        policy_rule=rule_,
         opts=ctx.opts(),
     )
-    azure.authorization.PolicyAssignment(
-        ctx.naming.logical("restores-policy-assignment"),
-        policy_assignment_name=stable_guid(names.restores_scope, "policy-assignment", "restores"),
-        scope=names.restores_scope,
+    return azure.authorization.PolicyAssignment(
+        ctx.naming.logical(f"{kind}-policy-assignment"),
+        policy_assignment_name=stable_guid(scope, "policy-assignment", kind),
+        scope=scope,
         policy_definition_id=definition.id,
-        display_name=f"mxinfra {prefix} restores only",
+        display_name=f"mxinfra {prefix} {kind}",
         description=what,
         enforcement_mode="Default",
-        non_compliance_messages=[{"message": f"{names.restores_group} holds only point-in-time restores of the servers of {names.resource_group} (mxinfra)"}],
-        opts=ctx.opts(depends_on=[group]),
+        non_compliance_messages=[{"message": message}],
+        opts=ctx.opts(depends_on=after),
     )
+
+
+def restores_policy(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure.resources.ResourceGroup) -> pulumi.Resource:
+    """The restores group's policy assignment (what grants there wait for)."""
+    servers = restore_sources(cfg, ctx.environment.name, names)
+    what = f"{ctx.naming.prefix}: in {names.restores_group}, only a point-in-time restore of a server of {names.resource_group} (mxinfra)"
+    message = f"{names.restores_group} holds only point-in-time restores of the servers of {names.resource_group}, in its database subnet, with no password or public access set (mxinfra)"
+    return _policy(ctx, names, "restores", names.restores_scope, rule(names, servers, cfg.databaseSubnetId), what, message, [group])
+
+
+def source_policy(ctx: EnvironmentContext, cfg: AzureConfig, names: Names) -> pulumi.Resource:
+    """The subscription's policy assignment: the environment's servers are restored into its two groups only."""
+    servers = restore_sources(cfg, ctx.environment.name, names)
+    what = f"{ctx.naming.prefix}: its servers restored only into {names.resource_group} or {names.restores_group} (mxinfra)"
+    message = f"a server of {names.resource_group} is restored or replicated only into {names.resource_group} or {names.restores_group} (mxinfra)"
+    return _policy(ctx, names, "restored-only-here", names.subscription_scope, source_rule(names, servers), what, message, [])

@@ -164,12 +164,12 @@ NOT_ACTIONS: dict[str, list[str]] = {
 }
 
 # Actions a permission needs in the environment's restores resource group (names.restores_group), in a role
-# of their own defined and assigned there, to the same principals under the same rules (standing below
-# production, PIM eligible on production): backups creates a restore's new server there (a point-in-time
+# of their own defined and assigned there, to the same principals under the same rules (standing; below
+# production only, restores_actions): backups creates a restore's new server there (a point-in-time
 # restore, Servers_Create) and follows it. ARM authorizes a server PUT as flexibleServers/write whether it
 # creates a server or changes one, and RBAC has no condition on which: at the environment's group it would
 # let the holder shorten the running server's backup retention or set its administrator password. The
-# group holds nothing but restored copies.
+# group holds nothing but restored copies, which its Azure Policy makes sure of (restores.py).
 RESTORES_ACTIONS: dict[str, list[str]] = {
     "backups": ["Microsoft.DBforPostgreSQL/flexibleServers/read", "Microsoft.DBforPostgreSQL/flexibleServers/write"],
 }
@@ -196,7 +196,8 @@ SUBSCRIPTION_ACTIONS: dict[str, list[str]] = {
 SUBSCRIPTION_SUFFIX = "status"
 # Actions on the stack's network (the VNet's resource group, the network team's), in a role of their own
 # defined at the VNet's resource group and assigned at ONE resource of it alone (VNET_SCOPES), to the same
-# principals under the same rules (standing below production, PIM eligible on production):
+# principals under the same rules (standing below production, PIM eligible on production; backups' below
+# production only, vnet_actions):
 # - deploy, on the VNet: `pulumi up` reads the VNet's tier tag and subnets before it declares anything
 #   (network.check_tier, F14);
 # - backups, on the database subnet (`databaseSubnetId`) alone: `mxinfra backup restore` creates a new server

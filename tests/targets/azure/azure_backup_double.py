@@ -108,22 +108,41 @@ def linked(method: str, template: str, body: Any) -> list[tuple[str, str]]:
     return out
 
 
-def policy_denies(rule: dict[str, Any], resource_type: str, body: Any) -> bool:
-    """Azure Policy's reading of a deny rule for a request body of `resource_type`: `field` is `type` or an
-    alias `<type>/<property path>` (its value under `properties`), a missing value equals nothing and is like
-    nothing; `equals`, `notEquals`, `like`, `notLike` compare case-insensitively; `allOf`, `anyOf`, `not`.
-    Anything else in the rule fails the test (this reading does not cover it)."""
+# The aliases of Microsoft.DBforPostgreSQL/flexibleServers a rendered rule may name: Azure's published alias
+# list (`az provider show -n Microsoft.DBforPostgreSQL --expand resourceTypes/aliases`), as mirrored in
+# github.com/maciejporebski/azure-policy-aliases, aliases/Microsoft.DBforPostgreSQL/flexibleServers.md
+# (commit 01f3cb52bf99fff96e506fb1fbcf2cb76be0d457): the ones the rules use. A rule naming another fails here.
+ALIASES = {
+    "microsoft.dbforpostgresql/flexibleservers/createmode",
+    "microsoft.dbforpostgresql/flexibleservers/sourceserverresourceid",
+    "microsoft.dbforpostgresql/flexibleservers/administratorloginpassword",
+    "microsoft.dbforpostgresql/flexibleservers/network.publicnetworkaccess",
+    "microsoft.dbforpostgresql/flexibleservers/network.delegatedsubnetresourceid",
+}
+
+
+def policy_denies(rule: dict[str, Any], resource_type: str, resource_id: str, body: Any) -> bool:
+    """Azure Policy's reading of a deny rule for a request (a PUT's body) of `resource_type` at `resource_id`:
+    `field` is `type`, `id` or a known alias `<type>/<property path>` (its value under `properties`); `equals`,
+    `notEquals`, `in`, `like` (one `*`) compare case-insensitively, `exists` tests presence; `allOf`, `anyOf`,
+    `not`. Anything else in the rule fails the test (this reading does not cover it)."""
     prefix = resource_type.lower() + "/"
 
     def value(field: str) -> Any:
         if field.lower() == "type":
             return resource_type
-        if not field.lower().startswith(prefix):
-            raise AssertionError(f"no alias {field!r} of {resource_type}")
+        if field.lower() == "id":
+            return resource_id
+        if field.lower() not in ALIASES or not field.lower().startswith(prefix):
+            raise AssertionError(f"no alias {field!r} of {resource_type} known here")
         v: Any = (body or {}).get("properties")
         for key in field[len(prefix) :].split("."):
             v = next((x for k, x in v.items() if k.lower() == key.lower()), None) if isinstance(v, dict) else None
         return v
+
+    def like(got: str | None, pattern: str) -> bool:
+        assert pattern.count("*") <= 1 and "?" not in pattern and "[" not in pattern, f"Azure's like takes one * and nothing else: {pattern}"
+        return got is not None and fnmatch.fnmatchcase(got, pattern)
 
     def holds(c: dict[str, Any]) -> bool:
         if "allOf" in c:
@@ -134,13 +153,17 @@ def policy_denies(rule: dict[str, Any], resource_type: str, body: Any) -> bool:
             return not holds(c["not"])
         v = value(c["field"])
         got = None if v is None else str(v).lower()
+        (op,) = [k for k in c if k != "field"]
+        if op == "exists":
+            return (v is not None) == (str(c[op]).lower() == "true")
+        if op == "in":
+            return got is not None and got in {str(x).lower() for x in c[op]}
         ops = {
             "equals": lambda x: got == x,
             "notEquals": lambda x: got != x,
-            "like": lambda x: got is not None and fnmatch.fnmatchcase(got, x),
-            "notLike": lambda x: got is None or not fnmatch.fnmatchcase(got, x),
+            "like": lambda x: like(got, x),
+            "notLike": lambda x: not like(got, x),
         }
-        (op,) = [k for k in c if k != "field"]
         if op not in ops:
             raise AssertionError(f"condition not read here: {c}")
         return ops[op](str(c[op]).lower())
@@ -262,6 +285,7 @@ class BackupArm(Arm):
         self.fail: str | None = None
         self.operations: dict[str, str] = {}  # a vault operation's id -> the job it started
         self.jobs: dict[str, dict[str, Any]] = {}  # a vault job's id -> what it backs up, its point (None: it fails)
+        self.job_unknown = False  # the operation names a job Jobs_Get answers 404 for
         self.role: dict[str, Any] | None = None  # the caller's role at the environment's resource group
         self.grants: list[tuple[dict[str, Any], str]] = []  # the caller's other roles, with the scope each is held at
         self.linked_denied = False  # the restore's linked check of the subnet join fails, whatever the roles
@@ -436,7 +460,7 @@ class BackupArm(Arm):
         # the request's resource type: the namespace, then every other segment (flexibleServers/{name}/backups/{name})
         segments = url.path.split("/providers/", 1)[1].split("/") if "/providers/" in url.path else []
         rtype = "/".join([*segments[:1], *segments[1::2]])
-        refusing = [a for a in self.policies if method in ("PUT", "PATCH") and within(url.path, a["inputs"]["scope"]) and policy_denies(a["rule"], rtype, body)]
+        refusing = [a for a in self.policies if method in ("PUT", "PATCH") and within(url.path, a["inputs"]["scope"]) and policy_denies(a["rule"], rtype, url.path, body)]
         if refusing:
             self.disallowed.append((method, url.path))
             name = refusing[0]["inputs"]["displayName"]
@@ -619,8 +643,9 @@ class BackupArm(Arm):
         if job is None:
             return 404, {"error": {"code": "OperationNotFound", "message": f"The operation {parts[1]} was not found."}}
         started = self.jobs[job]["started"]
+        named = "00000000-0000-4000-8000-0000000000ff" if self.job_unknown else job  # a job id Jobs_Get does not know
         return 200, {"id": url.path, "name": parts[1], "status": "Succeeded", "startTime": _iso(started), "endTime": _iso(started),
-                     "properties": {"objectType": "OperationJobExtendedInfo", "jobId": job}}
+                     "properties": {"objectType": "OperationJobExtendedInfo", "jobId": named}}
 
     def _jobs_get(self, parts: list[str], body: Any, query: Any, url: Any) -> tuple[Any, ...]:
         """A vault job: InProgress until its point is listed (Completed), or Failed when `fail` said so."""

@@ -39,7 +39,7 @@ from mxinfra_azure.backups import settings
 from mxinfra_azure.names import FILES_CONTAINER, Names
 
 from azhelpers import AZURE_BLOCK, SUB, VNET, config, deployment, rbac_allows
-from azure_backup_double import DP_VERSION, PG_VERSION, STORAGE_VERSION, BackupArm, request_problems, response_check, within
+from azure_backup_double import DP_VERSION, PG_VERSION, STORAGE_VERSION, BackupArm, policy_denies, request_problems, response_check, within
 from test_azure_drift import NoCredential, serving, stack_file
 
 ID = re.compile(r"backup (\d{8}T\d{6}Z) taken")
@@ -287,6 +287,7 @@ def test_a_point_stamped_by_arms_clock_behind_this_machines_is_taken_by_the_answ
     monkeypatch.setattr(backup_actions, "BACKUP_TIMEOUT", 1.0)
     rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "production", "-C", str(project.path))
     assert (rc == 0) is arm_behind, err
+    assert arm_behind or "made no recovery point within" in " ".join(err.split()), err
     assert len(_records(project, "production")) == (1 if arm_behind else 0)
 
 
@@ -354,6 +355,18 @@ def test_a_failed_vault_job_ends_the_wait_at_once(arm, project, capsys, monkeypa
     assert _records(project, "production") == []
     ops = [r["operation"] for r in arm.requests if r.get("operation")]
     assert "OperationStatusBackupVaultContext_Get" in ops and "Jobs_Get" in ops
+
+
+def test_a_job_that_cannot_be_read_leaves_the_wait_to_the_recovery_points(arm, project, capsys):
+    """Following the job only ends the wait early: a job Azure does not find (404) is said, and the backup's
+    point still ends it well."""
+    stack, n = deployed(arm, project, "production")
+    arm.job_unknown = True
+    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "production", "-C", str(project.path))
+    said = " ".join(err.split())
+    assert rc == 0, err
+    assert "is no longer followed by its job" in said and "waiting for its recovery point" in said, said
+    assert [r.action for r in _records(project, "production")] == ["backup"]
 
 
 def test_a_vault_operation_not_under_the_vault_is_not_followed(arm, project, capsys, monkeypatch):
@@ -446,9 +459,9 @@ def test_the_backups_role_allows_every_call_and_deploy_and_monitor_none(arm, pro
     # database subnet on that subnet alone
     assert sorted(at for _, at in held["backups"]) == sorted([n.scope, n.restores_scope, subnet])
     _caller(arm, held["backups"], n)
-    # and the restores group's policy, which lets a restore of the environment's own server through
-    (policy,) = arm.policies = _policies(tmp_path, "acceptance")
-    assert policy["inputs"]["scope"] == n.restores_scope
+    # and the Azure Policies, which let a restore of the environment's own server through
+    arm.policies = _policies(tmp_path, "acceptance")
+    assert sorted(p["inputs"]["scope"] for p in arm.policies) == sorted([n.restores_scope, f"/subscriptions/{SUB}"])
     rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "acceptance", "-C", str(project.path))
     assert rc == 0, err
     (first,) = ID.findall(out)
@@ -494,37 +507,68 @@ def test_the_backups_role_allows_every_call_and_deploy_and_monitor_none(arm, pro
 
 
 def test_the_restores_group_takes_only_restores_of_the_environments_own_servers(arm, project, capsys, tmp_path):
-    """RBAC cannot limit what a server write in the restores group creates: its Azure Policy (restores.py) does.
-    Tried by an identity RBAC lets do anything there (the double's caller without a role), so that the policy
-    alone refuses: a restore of another environment's server (production's, which a holder of acceptance's
-    backups who can read production's server would otherwise copy out), a new empty server, a replica."""
+    """RBAC cannot limit what a server write creates: the two Azure Policies (restores.py) do. Tried by an
+    identity RBAC lets do anything (the double's caller without a role), so that the policies alone refuse:
+    production's server restored into acceptance's restores group (what a holder of acceptance's backups who
+    can read production's server would otherwise copy out) or into any other group of the subscription; in
+    the restores group, a new empty server, a replica, a restore carrying a password of the caller's, public
+    access, another subnet, or a source id that only looks like the environment's."""
     from mxinfra_azure.target import AzureTarget
 
+    prod_stack, prod = deployed(arm, project, "production")
+    _rendered(project, capsys, tmp_path / "production", prod_stack, "production")
     stack, n = deployed(arm, project, "acceptance")
     _rendered(project, capsys, tmp_path, stack, "acceptance")
-    arm.policies = _policies(tmp_path, "acceptance")
+    mine, theirs = _policies(tmp_path, "acceptance"), _policies(tmp_path / "production", "production")
+    assert sorted(p["inputs"]["scope"] for p in mine) == sorted([n.restores_scope, f"/subscriptions/{SUB}"])
+    arm.policies = mine + theirs
+    arm.groups |= {prod.resource_group, prod.restores_group, "sandbox-rg"}
     actions = AzureTarget().backup_actions(deployment(config("acceptance")), "acceptance", project.path)
     source = arm.servers[n.database_server]
-    body = {"location": source["location"], "properties": {"createMode": "PointInTimeRestore", "pointInTimeUTC": _iso_z(_ago(hours=1)), "network": source["properties"]["network"]}}
-    production = f"/subscriptions/{SUB}/resourceGroups/orders-production-rg/providers/Microsoft.DBforPostgreSQL/flexibleServers/orders-production-db"
+    own = arm.server_id(n.database_server)
+    body = {"location": source["location"], "properties": {"createMode": "PointInTimeRestore", "sourceServerResourceId": own, "pointInTimeUTC": _iso_z(_ago(hours=1)), "network": source["properties"]["network"]}}
+    production = arm.server_id(prod.database_server, prod.resource_group)
+
+    def props(**kw: Any) -> dict[str, Any]:
+        return {**body, "properties": {**body["properties"], **kw}}
+
+    hostile = {"administratorLogin": "mallory", "administratorLoginPassword": "Hostile-Passw0rd!"}
+    # which policy refuses each: this environment's restores group's (R), its servers' (S), production's servers' (P)
+    R, S, P = (f"mxinfra {n.naming.prefix} restores", f"mxinfra {n.naming.prefix} restored-only-here", f"mxinfra {prod.naming.prefix} restored-only-here")
+    empty = {"location": source["location"], "sku": source["sku"], "properties": {"version": "16", **hostile, "storage": {"storageSizeGB": 32}, "network": source["properties"]["network"]}}
     tries = {
-        "another environment's server": {**body, "properties": {**body["properties"], "sourceServerResourceId": production}},
-        "a look-alike group's server": {**body, "properties": {**body["properties"], "sourceServerResourceId": production.replace("orders-production-rg", f"{n.resource_group}-x")}},
-        "a new empty server": {"location": source["location"], "sku": source["sku"], "properties": {"createMode": "Create", "version": source["properties"]["version"], "administratorLogin": "mallory", "administratorLoginPassword": "Hostile-Passw0rd!", "storage": {"storageSizeGB": 32}, "network": source["properties"]["network"]}},
-        "a server with no create mode": {"location": source["location"], "sku": source["sku"], "properties": {"version": source["properties"]["version"], "administratorLogin": "mallory", "administratorLoginPassword": "Hostile-Passw0rd!", "network": source["properties"]["network"]}},
-        "a replica of another environment's server": {**body, "properties": {**body["properties"], "createMode": "Replica", "sourceServerResourceId": production}},
+        "another environment's server": (n.restores_group, props(sourceServerResourceId=production), {R, P}),
+        "another environment's server, elsewhere in the subscription": ("sandbox-rg", props(sourceServerResourceId=production), {P}),
+        "another environment's server, into this environment's group": (n.resource_group, props(sourceServerResourceId=production), {P}),
+        "this environment's server, elsewhere in the subscription": ("sandbox-rg", props(), {S}),
+        "a look-alike group's server": (n.restores_group, props(sourceServerResourceId=own.replace(n.resource_group, f"{n.resource_group}-x")), {R}),
+        "a source id that climbs out of the group": (n.restores_group, props(sourceServerResourceId=f"{own}/../../../../{prod.resource_group}/providers/Microsoft.DBforPostgreSQL/flexibleServers/{prod.database_server}"), {R}),
+        "a new empty server": (n.restores_group, {**empty, "properties": {**empty["properties"], "createMode": "Create"}}, {R}),
+        "a server with no create mode": (n.restores_group, empty, {R}),
+        "a replica of another environment's server": (n.restores_group, props(createMode="Replica", sourceServerResourceId=production), {R, P}),
         # its own server's data, but a server that keeps following it (and costs) until the platform deletes it
-        "a replica of the environment's own server": {**body, "properties": {**body["properties"], "createMode": "Replica", "sourceServerResourceId": arm.server_id(n.database_server)}},
+        "a replica of the environment's own server": (n.restores_group, props(createMode="Replica"), {R}),
+        "a restore with a password of the caller's": (n.restores_group, props(administratorLoginPassword="Hostile-Passw0rd!"), {R}),
+        "a restore with public access": (n.restores_group, props(network={**source["properties"]["network"], "publicNetworkAccess": "Enabled"}), {R}),
+        "a restore into another subnet": (n.restores_group, props(network={"delegatedSubnetResourceId": f"{VNET}/subnets/apps"}), {R}),
+        "a restore with no network": (n.restores_group, {**body, "properties": {k: v for k, v in body["properties"].items() if k != "network"}}, {R}),
     }
-    for what, attempt in tries.items():
-        path = f"/subscriptions/{SUB}/resourceGroups/{n.restores_group}/providers/Microsoft.DBforPostgreSQL/flexibleServers/hostile-{len(arm.disallowed)}"
+    for i, (what, (group, attempt, expected)) in enumerate(tries.items()):
+        path = f"/subscriptions/{SUB}/resourceGroups/{group}/providers/Microsoft.DBforPostgreSQL/flexibleServers/hostile-{i}"
         with pytest.raises(UserError, match="403 RequestDisallowedByPolicy"):
             actions._request("PUT", path, PG_VERSION, what, body=attempt)
         assert arm.disallowed[-1] == ("PUT", path), what
+        # each rule's part: the policies that refuse it (so that a condition taken out fails here)
+        refusing = {p["inputs"]["displayName"] for p in arm.policies if within(path, p["inputs"]["scope"]) and policy_denies(p["rule"], "Microsoft.DBforPostgreSQL/flexibleServers", path, attempt)}
+        assert refusing == expected, (what, refusing)
     assert len(arm.disallowed) == len(tries) and not arm.restores
-    # the same in the environment's own group is not the policy's (RBAC keeps servers out of there)
-    assert not [p for p in arm.policies if within(n.scope + "/x", p["inputs"]["scope"])]
-    # and the command's restore of the environment's own server goes through
+    # what they let through: a restore of this environment's server into its restores group (the command's),
+    # and into its own group (`database.fromBackup`'s, by `pulumi up`); production's likewise
+    for env, group, source_id in ((n, n.restores_group, own), (n, n.resource_group, own), (prod, prod.restores_group, production), (prod, prod.resource_group, production)):
+        path = f"/subscriptions/{SUB}/resourceGroups/{group}/providers/Microsoft.DBforPostgreSQL/flexibleServers/ok"
+        let_through = [p["inputs"]["displayName"] for p in arm.policies if within(path, p["inputs"]["scope"]) and policy_denies(p["rule"], "Microsoft.DBforPostgreSQL/flexibleServers", path, props(sourceServerResourceId=source_id))]
+        assert let_through == [], (group, let_through)
+    # and the command's restore of the environment's own server goes through both
     arm.automatic_backup(n.database_server, _ago(days=1))
     (backup_id,) = _cli(capsys, "backup", "list", "-s", stack, "-e", "acceptance", "-C", str(project.path))[1].split()
     rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "acceptance", "--id", backup_id, "-C", str(project.path))

@@ -582,40 +582,77 @@ def test_backups_writes_servers_in_the_restores_group_alone(role_run):
 
 
 def test_the_restores_group_takes_only_restores_of_the_environments_own_servers(role_run):
-    """RBAC cannot tell a restore from any other server write: an Azure Policy at the restores group denies
-    every Flexible Server write there but a point-in-time restore whose source is in the environment's own
-    group (tests/targets/azure/test_azure_backup_cli.py sends it the hostile writes)."""
+    """RBAC cannot tell a restore from any other server write: two Azure Policies do (restores.py). At the
+    restores group, every Flexible Server write is denied but a point-in-time restore of one of the
+    environment's servers, into its database subnet, with no password or public access; at the subscription,
+    a server whose source is one of them is denied outside the environment's two groups
+    (tests/targets/azure/test_azure_backup_cli.py sends them the hostile writes)."""
     role, _, res = role_run
     env = res.one(ENVIRONMENT_TYPE)
-    definition = res.named(f"orders-{role}-restores-policy")
-    assert definition.type == f"{T}authorization:PolicyDefinition" and definition.parent == env.urn
     servers = "Microsoft.DBforPostgreSQL/flexibleServers"
-    assert definition.inputs["policyRule"] == {
-        "if": {
-            "allOf": [
-                {"field": "type", "equals": servers},
-                {
-                    "anyOf": [
-                        {"field": f"{servers}/createMode", "notEquals": "PointInTimeRestore"},
-                        {"field": f"{servers}/sourceServerResourceId", "notLike": f"{scope(role)}/providers/{servers}/*"},
-                    ]
-                },
-            ]
+    own = [f"{scope(role)}/providers/{servers}/{res.one(f'{T}dbforpostgresql:Server').inputs['serverName']}"]
+    expected = {
+        "restores": {
+            "if": {
+                "allOf": [
+                    {"field": "type", "equals": servers},
+                    {
+                        "anyOf": [
+                            {"not": {"field": f"{servers}/createMode", "equals": "PointInTimeRestore"}},
+                            {"not": {"field": f"{servers}/sourceServerResourceId", "in": own}},
+                            {"field": f"{servers}/administratorLoginPassword", "exists": "true"},
+                            {"field": f"{servers}/network.publicNetworkAccess", "equals": "Enabled"},
+                            {"not": {"field": f"{servers}/network.delegatedSubnetResourceId", "equals": DB_SUBNET}},
+                        ]
+                    },
+                ]
+            },
+            "then": {"effect": "deny"},
         },
-        "then": {"effect": "deny"},
+        "restored-only-here": {
+            "if": {
+                "allOf": [
+                    {"field": "type", "equals": servers},
+                    {"field": f"{servers}/sourceServerResourceId", "in": own},
+                    {"not": {"field": "id", "like": f"{scope(role)}/*"}},
+                    {"not": {"field": "id", "like": f"{restores(role)}/*"}},
+                ]
+            },
+            "then": {"effect": "deny"},
+        },
     }
-    assert definition.inputs["policyType"] == "Custom" and definition.inputs["mode"] == "Indexed"
-    assignment = res.named(f"orders-{role}-restores-policy-assignment")
-    assert assignment.type == f"{T}authorization:PolicyAssignment" and assignment.parent == env.urn
-    assert assignment.inputs["scope"] == restores(role) and assignment.inputs["policyDefinitionId"] == f"orders-{role}-restores-policy-id"
-    assert assignment.inputs["enforcementMode"] == "Default"
-    assert res.named(f"orders-{role}-restores-rg").urn in assignment.dependencies
-    # no role of the environment may change, delete or exempt it
+    at = {"restores": restores(role), "restored-only-here": SUBSCRIPTION}
+    for kind, rule in expected.items():
+        definition = res.named(f"orders-{role}-{kind}-policy")
+        assert definition.type == f"{T}authorization:PolicyDefinition" and definition.parent == env.urn
+        assert definition.inputs["policyRule"] == rule, kind
+        assert definition.inputs["policyType"] == "Custom" and definition.inputs["mode"] == "Indexed"
+        assignment = res.named(f"orders-{role}-{kind}-policy-assignment")
+        assert assignment.type == f"{T}authorization:PolicyAssignment" and assignment.parent == env.urn
+        assert assignment.inputs["scope"] == at[kind] and assignment.inputs["policyDefinitionId"] == f"orders-{role}-{kind}-policy-id"
+        assert assignment.inputs["enforcementMode"] == "Default"
+    assert res.named(f"orders-{role}-restores-rg").urn in res.named(f"orders-{role}-restores-policy-assignment").dependencies
+    # a grant in the restores group exists only once its policy does (below production; production has none)
+    policed = res.named(f"orders-{role}-restores-policy-assignment").urn
+    grants = [r for r in res if "-backups-restores-" in r.name and ("-grant-" in r.name or "-eligible-" in r.name)]
+    assert bool(grants) == (role != "production") and all(policed in g.dependencies for g in grants)
+    # no role of the environment may change, delete or exempt them
     from azhelpers import rbac_allows
 
     for r in res.of_type(f"{T}authorization:RoleDefinition"):
         for action in ("policyAssignments/write", "policyAssignments/delete", "policyExemptions/write", "policyDefinitions/write"):
             assert not rbac_allows(r.inputs, f"Microsoft.Authorization/{action}"), (r.name, action)
+
+
+def test_the_restore_policies_name_the_server_in_service(pulumi_run):
+    """With `database.fromBackup`, the server the app runs on is a source a restore may come from too."""
+    _, res = run(pulumi_run, "acceptance", azure={"database": {"fromBackup": {"acceptance": "2026-12-01T10:00:00Z"}}})
+    names = sorted(r.inputs["serverName"] for r in res.of_type(f"{T}dbforpostgresql:Server"))
+    assert len(names) == 2
+    ids = sorted(f"{scope('acceptance')}/providers/Microsoft.DBforPostgreSQL/flexibleServers/{x}" for x in names)
+    rule = res.named("orders-acceptance-restores-policy").inputs["policyRule"]
+    assert sorted(rule["if"]["allOf"][1]["anyOf"][1]["not"]["in"]) == ids
+    assert sorted(res.named("orders-acceptance-restored-only-here-policy").inputs["policyRule"]["if"]["allOf"][1]["in"]) == ids
 
 
 def test_the_restores_group_outlives_its_grants_and_the_stack(pulumi_run):

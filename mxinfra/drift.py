@@ -89,6 +89,9 @@ class Observed:
     role: str | None = None  # the tier the workload is labelled or tagged with (mxinfra:role), if it says
     # How to put a field back, per field ("artifact", "instances", "config"): `{value}` is the recorded value.
     restore: Mapping[str, str] = field(default_factory=dict)
+    # Standing credentials to the environment's data that a role holder minted outside any release (Cloud
+    # Foundry's service keys), each named with how to remove it: they outlive the grant of whoever made them.
+    credentials: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -321,6 +324,25 @@ def recorded(deployment: Deployment, environment: str, base_dir: Path) -> tuple[
     return state, []
 
 
+def standing_credentials(observed: Observed, declared_role: str) -> Difference | None:
+    """Production's data reached by a credential nobody holds through a grant (a service key a time-boxed
+    deploy grant minted outlives it): refused, as an unrecorded change is, until it is removed. Below
+    production they are the team's (and `mxinfra backup` mints its own for a command's length). None when
+    there are none."""
+    if not observed.credentials or "production" not in (declared_role, observed.role):
+        return None
+    return Difference(
+        observed.environment,
+        "credentials",
+        None,
+        ", ".join(observed.credentials),
+        f"{len(observed.credentials)} standing credential(s) to production's data, made outside any release: "
+        + "; ".join(observed.credentials)
+        + ": each outlives the grant of whoever made it",
+        f"{AUDIT}; remove them as named (a `mxinfra backup` command still running removes its own when it ends)",
+    )
+
+
 def tier_downgrade(observed: Observed, declared_role: str, recorded: Recorded | None = None) -> Difference | None:
     """A production environment that the stack now declares another tier (issue 19, F18): one update would
     drop its protection, deletion protection and MFA rules. Production's by what runs (its mxinfra:role) or
@@ -357,9 +379,13 @@ def check(deployment: Deployment, environments: Sequence[str], observe: Callable
             continue
         observed = observe(env)
         diffs = differences(state, observed)
-        downgrade = tier_downgrade(observed, deployment.environment(env).environment.role.value, state)
+        declared = deployment.environment(env).environment.role.value
+        downgrade = tier_downgrade(observed, declared, state)
         if downgrade is not None:
             diffs.append(downgrade)
+        minted = standing_credentials(observed, declared)
+        if minted is not None:
+            diffs.append(minted)
         found += diffs
         if observed.config_note:
             notes.append(f"{env}: runtime configuration not compared: {observed.config_note}")

@@ -704,6 +704,12 @@ CAPI_PERMITTED: dict[str, tuple[tuple[str, ...], str]] = {
     "POST /v3/spaces": (("Admin", "Org Manager"), "spaces/_create.md.erb"),
     # type key: a service key, credentials outside any app (Space Supporter: "Experimental")
     "POST /v3/service_credential_bindings": (("Admin", "Space Developer", "Space Supporter"), "service_credential_bindings/_create.md.erb"),
+    # drift reads the environment's service keys (production's are standing credentials: mxinfra.drift)
+    "GET /v3/service_instances": (("All Roles",), "service_instances/_list.md.erb"),
+    "GET /v3/service_credential_bindings": (
+        ("Admin", "Admin Read-Only", "Global Auditor", "Org Manager", "Space Auditor", "Space Developer", "Space Manager", "Space Supporter"),
+        "service_credential_bindings/_list.md.erb",
+    ),
     # Space Supporter: `system_env_json` (VCAP_SERVICES) redacted
     "GET /v3/apps/:guid/env": (("Admin", "Admin Read-Only", "Space Developer"), "apps/_env.md.erb"),
     "POST /v3/apps/:guid/tasks": (("Admin", "Space Developer"), "tasks/_create.md.erb"),

@@ -444,6 +444,7 @@ def connect(deployment: Any, environment: str, timeout: float | None = None) -> 
     """The actions on `environment`, through the Cloud Controller of the stack's block."""
     from .config import where
     from .running import connect as client_of
+    from .running import service_names
 
     block = deployment.target_config
     prepared = deployment.environment(environment)
@@ -453,8 +454,5 @@ def connect(deployment: Any, environment: str, timeout: float | None = None) -> 
         client = client_of(block.api, block)
     except UserError as e:
         raise UserError(f"{environment}: signing in to {block.api}: {e}") from None
-    files = None
-    if block.storage is not None:
-        files = block.storage.existing or prepared.naming.physical("files")
-    database = block.database.existing or prepared.naming.physical("database")
+    database, files = service_names(block, prepared.naming)
     return KeyActions(client, block, prepared.environment, deployment.config.stack, prepared.naming.physical(max_len=63), database, files, place, timeout or float(block.timeouts.job))

@@ -18,6 +18,10 @@ other droplet (`cf push`, `cf restage`, `cf rollback`, `cf set-droplet`) was sta
 release: the package is what its package says (a release's annotation, else the checksum the Cloud
 Controller computed), the buildpack what the app's lifecycle names (a plain URL: no release pinned it).
 
+Also read: the service keys of the environment's database and file store instances (every space role lists
+them, without their credentials). A key is a standing credential of the data that outlives the grant of
+whoever minted it; on production the core refuses any (mxinfra.drift.standing_credentials).
+
 Not compared (said on every run): variables, memory, disk, health check, routes and bindings. The record
 holds only a digest of the settings, which the app's objects cannot be turned back into, and a space
 auditor (monitor) may not read the variables at all. Nor is a forged annotation detected (a space
@@ -26,7 +30,7 @@ developer may rewrite the app's metadata): the Cloud Controller's audit events (
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -309,8 +313,34 @@ def connect(api: str, block: Any) -> Any:
     return Client(api, TokenSource.from_credentials(api, credentials_of(block), session), session)
 
 
-def observe(block: Any, environment: str, role: str, app_name: str, *, client: Any = None) -> Observed:
-    """What runs as `app_name` in the environment's space (`block`: the stack's CloudFoundryConfig)."""
+def service_names(block: Any, naming: Any) -> tuple[str, str | None]:
+    """The environment's database and file store service instances (the file store None without one)."""
+    files = (block.storage.existing or naming.physical("files")) if block.storage is not None else None
+    return block.database.existing or naming.physical("database"), files
+
+
+def service_keys(client: Any, environment: str, place: Place, where: Mapping[str, Any], instances: Sequence[str]) -> tuple[str, ...]:
+    """The service keys of the named instances in the environment's space, each with how to delete it: every
+    space role lists them (no credentials), and any of them is a standing credential of the data."""
+    space = _space(client, environment, place, where)
+    if space is None or not instances:
+        return ()
+    with _capi(environment, place, f"GET /v3/service_instances?names={','.join(instances)}"):
+        found = {str(i["guid"]): str(i.get("name")) for i in client.list("/v3/service_instances", names=",".join(instances), space_guids=space) if i.get("type") != "user-provided"}
+    if not found:
+        return ()
+    with _capi(environment, place, "GET /v3/service_credential_bindings?type=key"):
+        keys = list(client.list("/v3/service_credential_bindings", type="key", service_instance_guids=",".join(sorted(found))))
+    named = []
+    for k in keys:
+        instance = found.get(str(((k.get("relationships") or {}).get("service_instance") or {}).get("data", {}).get("guid")), "?")
+        named.append(f"service key {k.get('name')} of {instance} (cf delete-service-key {instance} {k.get('name')} -f)")
+    return tuple(sorted(named))
+
+
+def observe(block: Any, environment: str, role: str, app_name: str, *, client: Any = None, instances: Sequence[str] = ()) -> Observed:
+    """What runs as `app_name` in the environment's space (`block`: the stack's CloudFoundryConfig), and the
+    service keys of its `instances`."""
     from .config import where as where_of
 
     env = _Env(environment, role)
@@ -328,8 +358,8 @@ def observe(block: Any, environment: str, role: str, app_name: str, *, client: A
             prod_place = Place(block.api, str(prod.get("org") or prod.get("orgGuid")), str(prod.get("space") or prod.get("spaceGuid")), app_name)
             prod_app = read_app(client, environment, prod_place, prod)
             if prod_app is not None and prod_app.labels.get(ROLE_LABEL) == "production":
-                app, place = prod_app, prod_place
-    return observed(environment, place, app, block.buildpack)
+                app, place, where = prod_app, prod_place, prod
+    return replace(observed(environment, place, app, block.buildpack), credentials=service_keys(client, environment, place, where, instances))
 
 
 @dataclass(frozen=True)

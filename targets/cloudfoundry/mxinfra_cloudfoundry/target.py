@@ -104,11 +104,12 @@ class CloudFoundryTarget(Target):
         """The environment's app as it runs, read from the Cloud Controller with the stack block's credentials
         (under `pulumi up`) or the CF_* variables (running.py says what is read and compared). Unreadable:
         mxinfra.drift.CannotObserve (exit 2), naming the API, the app and what to fix."""
-        from .running import observe
+        from .running import observe, service_names
 
         prepared = deployment.environment(environment)
         role = prepared.environment.role.value
-        return observe(deployment.target_config, environment, role, prepared.naming.physical(max_len=63))
+        instances = [name for name in service_names(deployment.target_config, prepared.naming) if name is not None]
+        return observe(deployment.target_config, environment, role, prepared.naming.physical(max_len=63), instances=instances)
 
     def backup_actions(self, deployment: Deployment, environment: str, base_dir: Path) -> Any:
         """`mxinfra backup download|restore` through service keys (backup_actions.KeyActions), signed in

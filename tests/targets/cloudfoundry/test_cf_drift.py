@@ -138,6 +138,35 @@ def test_an_app_the_log_never_recorded_is_an_unrecorded_deployment(capi, project
     assert rc == 2 and f"runs, but the activity log records no deployment of it: an unrecorded deployment" in err
 
 
+def test_a_service_key_of_productions_data_is_a_standing_credential_until_deleted(released, capi, project, capsys):
+    """A space developer (production `deploy`, time-boxed) mints a key of the database: working credentials
+    that outlive the grant. Drift (and so the release guard of every `pulumi up`) refuses production while
+    one exists, naming it and the command that deletes it; once deleted, clean again."""
+    space = next(iter(capi.objects["spaces"]))
+    database = capi._add("service_instances", name="orders-production-database", type="managed", space=space, state="succeeded")
+    c = cf(capi)
+    key = c.create_key(database["guid"], "mallory-key", 10)
+    rc, _, err = _drift(project, capsys)
+    said = " ".join(err.split())
+    assert rc == 2 and "Traceback" not in err, err
+    assert "production: 1 standing credential(s) to production's data, made outside any release: service key mallory-key of orders-production-database " in said, said
+    assert "(cf delete-service-key orders-production-database mallory-key -f): each outlives the grant of whoever made it" in said, said
+    c.delete_binding(key, 10)
+    assert _drift(project, capsys)[0] == 0
+
+
+def test_standing_credentials_are_productions_concern_alone():
+    from mxinfra.drift import Observed, standing_credentials
+
+    seen = Observed("acceptance", "app", exists=True, credentials=("service key k of db (cf delete-service-key db k -f)",))
+    assert standing_credentials(seen, "acceptance") is None
+    assert standing_credentials(Observed("x", "app", exists=True), "production") is None
+    found = standing_credentials(seen, "production")
+    assert found is not None and found.blocking and found.field == "credentials"
+    # production by what runs (a stack that now declares it another tier) as well
+    assert standing_credentials(Observed("x", "app", exists=True, role="production", credentials=("k",)), "test") is not None
+
+
 @pytest.mark.parametrize("spaces", [False, True], ids=["one-space", "spaces-by-tier"])
 def test_a_tier_downgrade_of_production_is_refused(released, project, capsys, spaces):
     """Issue 19, F18: `role: test` on the environment that runs as production (its app labelled

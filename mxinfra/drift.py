@@ -339,7 +339,7 @@ def standing_credentials(observed: Observed, declared_role: str) -> Difference |
         f"{len(observed.credentials)} standing credential(s) to production's data, made outside any release: "
         + "; ".join(observed.credentials)
         + ": each outlives the grant of whoever made it",
-        f"{AUDIT}; remove them as named (a `mxinfra backup` command still running removes its own when it ends)",
+        f"{AUDIT}; remove them as named (a `mxinfra backup` command removes its own key when it ends: look at when each was made)",
     )
 
 

@@ -44,7 +44,7 @@ def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure
     # the restores group takes only restores of this environment's servers, and they are restored nowhere
     # else (restores.py); a grant there waits for its policy
     policed = [restores_policy.restores_policy(ctx, cfg, names, restores)] if restores is not None else []
-    restores_policy.source_policy(ctx, cfg, names)
+    restores_policy.source_policy(ctx, names)
     for r in granted:
         perm = r.permission.value
         guid = names.role_definition_guid(perm)

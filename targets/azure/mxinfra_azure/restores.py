@@ -13,11 +13,13 @@ there. Azure Policy can tell: the request's `properties.createMode`, `sourceServ
 - At the restores group (`rule`): every Flexible Server write is denied but a point-in-time restore of one
   of the environment's own servers (`sources`: its server, and the one `database.fromBackup` serves from,
   by exact id), into the database subnet, carrying no administrator password and no public access.
-- At the subscription (`source_rule`): a write of a Flexible Server whose source is one of the
-  environment's servers is denied outside the environment's own group and its restores group.
+- At the subscription (`source_rule`): a write of a Flexible Server whose source is any server of the
+  environment's own group or its restores group (its server, a retired `fromBackup` one, a restored copy)
+  is denied outside those two groups.
 
-Every condition denies when its field is missing (`not` of a positive test: `in`, `equals` and `like` are
-false for an absent value; `exists`), rather than relying on how a negative operator reads an absent value. ARM evaluates both after RBAC, for every caller the
+Each condition a restore must meet denies when its field is missing (`not` of a positive test: `in`,
+`equals` and `like` are false for an absent value), rather than relying on how a negative operator reads an
+absent value. ARM evaluates both after RBAC, for every caller the
 platform does not exempt; no role of an environment holds a policy write, delete or exemption.
 """
 
@@ -62,14 +64,20 @@ def rule(names: Names, servers: list[str], subnet: str) -> dict[str, Any]:
     }
 
 
-def source_rule(names: Names, servers: list[str]) -> dict[str, Any]:
-    """The subscription's rule: deny a Flexible Server write whose source is one of `servers` anywhere but the
-    environment's own group and its restores group."""
+def source_rule(names: Names) -> dict[str, Any]:
+    """The subscription's rule: deny a Flexible Server write whose source is any server of the environment's
+    own group or its restores group (its server, a retired `fromBackup` one, a restored copy: all hold its
+    rows) anywhere but those two groups."""
     return {
         "if": {
             "allOf": [
                 {"field": "type", "equals": SERVER_TYPE},
-                {"field": _SOURCE, "in": servers},
+                {
+                    "anyOf": [
+                        {"field": _SOURCE, "like": f"{names.scope}/providers/{SERVER_TYPE}/*"},
+                        {"field": _SOURCE, "like": f"{names.restores_scope}/providers/{SERVER_TYPE}/*"},
+                    ]
+                },
                 {"not": {"field": "id", "like": f"{names.scope}/*"}},
                 {"not": {"field": "id", "like": f"{names.restores_scope}/*"}},
             ]
@@ -94,7 +102,8 @@ def _policy(ctx: EnvironmentContext, names: Names, kind: str, scope: str, rule_:
     )
     return azure.authorization.PolicyAssignment(
         ctx.naming.logical(f"{kind}-policy-assignment"),
-        policy_assignment_name=stable_guid(scope, "policy-assignment", kind),
+        # the environment's scope in the name: the subscription's assignments of several environments differ
+        policy_assignment_name=stable_guid(names.scope, scope, "policy-assignment", kind),
         scope=scope,
         policy_definition_id=definition.id,
         display_name=f"mxinfra {prefix} {kind}",
@@ -113,9 +122,8 @@ def restores_policy(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, gro
     return _policy(ctx, names, "restores", names.restores_scope, rule(names, servers, cfg.databaseSubnetId), what, message, [group])
 
 
-def source_policy(ctx: EnvironmentContext, cfg: AzureConfig, names: Names) -> pulumi.Resource:
+def source_policy(ctx: EnvironmentContext, names: Names) -> pulumi.Resource:
     """The subscription's policy assignment: the environment's servers are restored into its two groups only."""
-    servers = restore_sources(cfg, ctx.environment.name, names)
     what = f"{ctx.naming.prefix}: its servers restored only into {names.resource_group} or {names.restores_group} (mxinfra)"
-    message = f"a server of {names.resource_group} is restored or replicated only into {names.resource_group} or {names.restores_group} (mxinfra)"
-    return _policy(ctx, names, "restored-only-here", names.subscription_scope, source_rule(names, servers), what, message, [])
+    message = f"a server of {names.resource_group} or {names.restores_group} is restored or replicated only into those groups (mxinfra)"
+    return _policy(ctx, names, "restored-only-here", names.subscription_scope, source_rule(names), what, message, [])

@@ -18,9 +18,12 @@ other droplet (`cf push`, `cf restage`, `cf rollback`, `cf set-droplet`) was sta
 release: the package is what its package says (a release's annotation, else the checksum the Cloud
 Controller computed), the buildpack what the app's lifecycle names (a plain URL: no release pinned it).
 
-Also read: the service keys of the environment's database and file store instances (every space role lists
-them, without their credentials). A key is a standing credential of the data that outlives the grant of
-whoever minted it; on production the core refuses any (mxinfra.drift.standing_credentials).
+Also read, on production: every binding of the environment's service instances (the ones its app is bound
+to, whatever they are called now, and the ones the stack names) but the app's own: service keys and other
+apps' bindings. Each is a standing credential of the data that outlives the grant of whoever made it; the
+core refuses any (mxinfra.drift.standing_credentials). Every space role lists bindings, never their
+credentials. Not seen: an instance shared into another space (`shared_spaces`), and credentials copied out
+of a key that was then deleted.
 
 Not compared (said on every run): variables, memory, disk, health check, routes and bindings. The record
 holds only a digest of the settings, which the app's objects cannot be turned back into, and a space
@@ -319,23 +322,41 @@ def service_names(block: Any, naming: Any) -> tuple[str, str | None]:
     return block.database.existing or naming.physical("database"), files
 
 
-def service_keys(client: Any, environment: str, place: Place, where: Mapping[str, Any], instances: Sequence[str]) -> tuple[str, ...]:
-    """The service keys of the named instances in the environment's space, each with how to delete it: every
-    space role lists them (no credentials), and any of them is a standing credential of the data."""
+def standing_bindings(client: Any, environment: str, place: Place, where: Mapping[str, Any], app: str | None, instances: Sequence[str]) -> tuple[str, ...]:
+    """Every credential of the environment's data but its app's own bindings, each named with when it was made
+    and how to remove it: the service keys of its service instances and other apps' bindings to them. The
+    instances are the ones the app is bound to, whatever they are called now, and those the stack names.
+    Every space role lists bindings (never their credentials)."""
     space = _space(client, environment, place, where)
-    if space is None or not instances:
+    if space is None:
         return ()
-    with _capi(environment, place, f"GET /v3/service_instances?names={','.join(instances)}"):
-        found = {str(i["guid"]): str(i.get("name")) for i in client.list("/v3/service_instances", names=",".join(instances), space_guids=space) if i.get("type") != "user-provided"}
-    if not found:
+    guids: set[str] = set()
+    if app is not None:
+        with _capi(environment, place, f"GET /v3/service_credential_bindings?app_guids={app}"):
+            guids |= {_related(b, "service_instance") for b in client.list("/v3/service_credential_bindings", app_guids=app, type="app")}
+    if instances:
+        with _capi(environment, place, f"GET /v3/service_instances?names={','.join(instances)}"):
+            guids |= {str(i["guid"]) for i in client.list("/v3/service_instances", names=",".join(instances), space_guids=space)}
+    guids.discard("")
+    if not guids:
         return ()
-    with _capi(environment, place, "GET /v3/service_credential_bindings?type=key"):
-        keys = list(client.list("/v3/service_credential_bindings", type="key", service_instance_guids=",".join(sorted(found))))
-    named = []
-    for k in keys:
-        instance = found.get(str(((k.get("relationships") or {}).get("service_instance") or {}).get("data", {}).get("guid")), "?")
-        named.append(f"service key {k.get('name')} of {instance} (cf delete-service-key {instance} {k.get('name')} -f)")
-    return tuple(sorted(named))
+    with _capi(environment, place, "GET /v3/service_instances?guids=..."):
+        name = {str(i["guid"]): str(i.get("name")) for i in client.list("/v3/service_instances", guids=",".join(sorted(guids)))}
+    with _capi(environment, place, "GET /v3/service_credential_bindings?service_instance_guids=..."):
+        bindings = list(client.list("/v3/service_credential_bindings", service_instance_guids=",".join(sorted(guids))))
+    found = []
+    for b in bindings:
+        instance, other, made = name.get(_related(b, "service_instance"), "?"), _related(b, "app"), b.get("created_at")
+        if b.get("type") == "key":
+            found.append(f"service key {b.get('name')} of {instance}, made {made} (cf delete-service-key {instance} {b.get('name')} -f)")
+        elif other != app:
+            found.append(f"a binding of app {other} to {instance}, made {made} (cf curl -X DELETE /v3/service_credential_bindings/{b.get('guid')})")
+    return tuple(sorted(found))
+
+
+def _related(resource: Mapping[str, Any], kind: str) -> str:
+    """The guid a resource's relationship `kind` names ("" when none)."""
+    return str((((resource.get("relationships") or {}).get(kind) or {}).get("data") or {}).get("guid") or "")
 
 
 def observe(block: Any, environment: str, role: str, app_name: str, *, client: Any = None, instances: Sequence[str] = ()) -> Observed:
@@ -359,7 +380,10 @@ def observe(block: Any, environment: str, role: str, app_name: str, *, client: A
             prod_app = read_app(client, environment, prod_place, prod)
             if prod_app is not None and prod_app.labels.get(ROLE_LABEL) == "production":
                 app, place, where = prod_app, prod_place, prod
-    return replace(observed(environment, place, app, block.buildpack), credentials=service_keys(client, environment, place, where, instances))
+    seen = observed(environment, place, app, block.buildpack)
+    if "production" not in (role, seen.role):
+        return seen  # standing credentials are production's concern alone (mxinfra.drift.standing_credentials)
+    return replace(seen, credentials=standing_bindings(client, environment, place, where, app.guid if app else None, instances))
 
 
 @dataclass(frozen=True)

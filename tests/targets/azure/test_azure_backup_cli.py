@@ -541,6 +541,10 @@ def test_the_restores_group_takes_only_restores_of_the_environments_own_servers(
         "another environment's server, elsewhere in the subscription": ("sandbox-rg", props(sourceServerResourceId=production), {P}),
         "another environment's server, into this environment's group": (n.resource_group, props(sourceServerResourceId=production), {P}),
         "this environment's server, elsewhere in the subscription": ("sandbox-rg", props(), {S}),
+        # copies of its rows: a restore made before, a server database.fromBackup served from and was retired
+        "a restored copy, elsewhere in the subscription": ("sandbox-rg", props(sourceServerResourceId=arm.server_id(f"{n.database_server}-20261201t100000z", n.restores_group)), {S}),
+        "a retired fromBackup server, elsewhere in the subscription": ("sandbox-rg", props(sourceServerResourceId=arm.server_id(f"{n.database_server}-from-old")), {S}),
+        "production's server spelt with a trailing slash, elsewhere": ("sandbox-rg", props(sourceServerResourceId=production + "/"), {P}),
         "a look-alike group's server": (n.restores_group, props(sourceServerResourceId=own.replace(n.resource_group, f"{n.resource_group}-x")), {R}),
         "a source id that climbs out of the group": (n.restores_group, props(sourceServerResourceId=f"{own}/../../../../{prod.resource_group}/providers/Microsoft.DBforPostgreSQL/flexibleServers/{prod.database_server}"), {R}),
         "a new empty server": (n.restores_group, {**empty, "properties": {**empty["properties"], "createMode": "Create"}}, {R}),

@@ -613,7 +613,12 @@ def test_the_restores_group_takes_only_restores_of_the_environments_own_servers(
             "if": {
                 "allOf": [
                     {"field": "type", "equals": servers},
-                    {"field": f"{servers}/sourceServerResourceId", "in": own},
+                    {
+                        "anyOf": [
+                            {"field": f"{servers}/sourceServerResourceId", "like": f"{scope(role)}/providers/{servers}/*"},
+                            {"field": f"{servers}/sourceServerResourceId", "like": f"{restores(role)}/providers/{servers}/*"},
+                        ]
+                    },
                     {"not": {"field": "id", "like": f"{scope(role)}/*"}},
                     {"not": {"field": "id", "like": f"{restores(role)}/*"}},
                 ]
@@ -652,7 +657,19 @@ def test_the_restore_policies_name_the_server_in_service(pulumi_run):
     ids = sorted(f"{scope('acceptance')}/providers/Microsoft.DBforPostgreSQL/flexibleServers/{x}" for x in names)
     rule = res.named("orders-acceptance-restores-policy").inputs["policyRule"]
     assert sorted(rule["if"]["allOf"][1]["anyOf"][1]["not"]["in"]) == ids
-    assert sorted(res.named("orders-acceptance-restored-only-here-policy").inputs["policyRule"]["if"]["allOf"][1]["in"]) == ids
+
+
+def test_each_environments_policies_are_its_own(pulumi_run):
+    """Two environments of one subscription: their assignments at the subscription (and everything else of
+    the policies) have names of their own, so neither overwrites nor, destroyed, removes the other's."""
+    kinds = ("restores-policy", "restores-policy-assignment", "restored-only-here-policy", "restored-only-here-policy-assignment")
+    key = {"restores-policy": "policyDefinitionName", "restored-only-here-policy": "policyDefinitionName"}
+    names = {}
+    for role in ("test", "production"):
+        _, res = run(pulumi_run, role)
+        names[role] = {k: res.named(f"orders-{role}-{k}").inputs[key.get(k, "policyAssignmentName")] for k in kinds}
+    for k in kinds:
+        assert names["test"][k] != names["production"][k], k
 
 
 def test_the_restores_group_outlives_its_grants_and_the_stack(pulumi_run):

@@ -979,7 +979,7 @@ class CapiDouble:
         self.app(app)
         if any(x["app"] == app and x["service_instance"] == si["guid"] for x in self.objects["service_credential_bindings"].values()):
             raise CapiError(422, "CF-UnprocessableEntity", "The app is already bound to the service instance.")
-        binding = {"app": app, "service_instance": si["guid"]}
+        binding = {"type": "app", "app": app, "service_instance": si["guid"]}
         if si["type"] == "user-provided":
             o = self._add("service_credential_bindings", **binding)
             return self._json({**self._base(o, "service_credential_bindings"), "type": "app", "last_operation": {"type": "create", "state": "succeeded", "description": "", "created_at": o["created_at"], "updated_at": o["updated_at"]}}, 201)
@@ -1012,7 +1012,7 @@ class CapiDouble:
         return d
 
     def op_list_bindings(self, request: Request) -> Response:
-        items = self._filter("service_credential_bindings", request, names="name", service_instance_guids="service_instance", type="type")
+        items = self._filter("service_credential_bindings", request, names="name", service_instance_guids="service_instance", type="type", app_guids="app")
         return self._json(self._page("/v3/service_credential_bindings", [self.r_binding(o) for o in items]))
 
     def op_binding_details(self, request: Request, guid: str) -> Response:

@@ -139,20 +139,35 @@ def test_an_app_the_log_never_recorded_is_an_unrecorded_deployment(capi, project
 
 
 def test_a_service_key_of_productions_data_is_a_standing_credential_until_deleted(released, capi, project, capsys):
-    """A space developer (production `deploy`, time-boxed) mints a key of the database: working credentials
-    that outlive the grant. Drift (and so the release guard of every `pulumi up`) refuses production while
-    one exists, naming it and the command that deletes it; once deleted, clean again."""
+    """A space developer (production `deploy`, time-boxed) mints a key of the database, or binds an app of
+    their own: working credentials that outlive the grant. Drift (and so the release guard of every `pulumi
+    up`) refuses production while one exists, naming it and how to remove it, also once the instance is
+    renamed (it is found through the app's own binding); the app's own binding is not one."""
     space = next(iter(capi.objects["spaces"]))
     database = capi._add("service_instances", name="orders-production-database", type="managed", space=space, state="succeeded")
     c = cf(capi)
+    c.bind(released, database["guid"], 10)
+    assert _drift(project, capsys)[0] == 0  # the app's own binding
     key = c.create_key(database["guid"], "mallory-key", 10)
     rc, _, err = _drift(project, capsys)
     said = " ".join(err.split())
     assert rc == 2 and "Traceback" not in err, err
-    assert "production: 1 standing credential(s) to production's data, made outside any release: service key mallory-key of orders-production-database " in said, said
+    assert "production: 1 standing credential(s) to production's data, made outside any release: service key mallory-key of orders-production-database, made " in said, said
     assert "(cf delete-service-key orders-production-database mallory-key -f): each outlives the grant of whoever made it" in said, said
+    # renamed, so that a lookup by the stack's name finds nothing: found through the app's binding
+    # (what `cf rename-service` leaves; its PATCH body is valid under both of the description's oneOf update
+    # schemas, neither closed, so the double cannot take it through the validator)
+    capi.objects["service_instances"][database["guid"]]["name"] = "renamed"
+    said = " ".join(_drift(project, capsys)[2].split())
+    assert "service key mallory-key of renamed, made " in said, said
     c.delete_binding(key, 10)
     assert _drift(project, capsys)[0] == 0
+    # an app of their own bound to the database: its binding is a credential too
+    other = c.create_app(space, "mallory-app", BUILDPACK_URL, "cflinuxfs4", {})
+    c.bind(other["guid"], database["guid"], 10)
+    rc, _, err = _drift(project, capsys)
+    said = " ".join(err.split())
+    assert rc == 2 and f"a binding of app {other['guid']} to renamed, made " in said and "cf curl -X DELETE /v3/service_credential_bindings/" in said, said
 
 
 def test_standing_credentials_are_productions_concern_alone():

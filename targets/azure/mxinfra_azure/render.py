@@ -1,6 +1,6 @@
 """What `mxinfra plan` shows for an Azure environment: role definitions, PIM policies, container app
-templates, the restores group's Azure Policy, the database and the backups (blob service settings, Backup vault, policies, instances) as
-files, and notes on the choices made (the retention of each backup tier among them). Inputs arrive masked (secrets as
+templates, the Azure Policies around a restore, the database and the backups (blob service settings, Backup
+vault, policies, instances) as files, and notes on the choices made (the retention of each backup tier among them). Inputs arrive masked (secrets as
 [secret]), so nothing written here can carry a secret value."""
 
 from __future__ import annotations

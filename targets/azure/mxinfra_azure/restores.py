@@ -11,16 +11,16 @@ there. Azure Policy can tell: the request's `properties.createMode`, `sourceServ
 `administratorLoginPassword` and `network` are policy aliases of Flexible Server.
 
 - At the restores group (`rule`): every Flexible Server write is denied but a point-in-time restore of one
-  of the environment's own servers (`sources`: its server, and the one `database.fromBackup` serves from,
-  by exact id), into the database subnet, carrying no administrator password and no public access.
+  of the environment's own servers (`database.restore_sources`: its server, and the one `database.fromBackup`
+  serves from, by exact id), into the database subnet, carrying no administrator password and no public access.
 - At the subscription (`source_rule`): a write of a Flexible Server whose source is any server of the
   environment's own group or its restores group (its server, a retired `fromBackup` one, a restored copy)
   is denied outside those two groups.
 
 Each condition a restore must meet denies when its field is missing (`not` of a positive test: `in`,
 `equals` and `like` are false for an absent value), rather than relying on how a negative operator reads an
-absent value. ARM evaluates both after RBAC, for every caller the
-platform does not exempt; no role of an environment holds a policy write, delete or exemption.
+absent value. ARM evaluates both after RBAC, for every caller the platform does not exempt; no role of an
+environment holds a policy write, delete or exemption.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ _CREATE_MODE = f"{SERVER_TYPE}/createMode"
 _SOURCE = f"{SERVER_TYPE}/sourceServerResourceId"
 
 
-def rule(names: Names, servers: list[str], subnet: str) -> dict[str, Any]:
+def rule(servers: list[str], subnet: str) -> dict[str, Any]:
     """The restores group's rule: deny a Flexible Server write unless it is a point-in-time restore of one of
     `servers` into `subnet`, with no administrator password and no public network access."""
     return {
@@ -119,7 +119,7 @@ def restores_policy(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, gro
     servers = restore_sources(cfg, ctx.environment.name, names)
     what = f"{ctx.naming.prefix}: in {names.restores_group}, only a point-in-time restore of a server of {names.resource_group} (mxinfra)"
     message = f"{names.restores_group} holds only point-in-time restores of the servers of {names.resource_group}, in its database subnet, with no password or public access set (mxinfra)"
-    return _policy(ctx, names, "restores", names.restores_scope, rule(names, servers, cfg.databaseSubnetId), what, message, [group])
+    return _policy(ctx, names, "restores", names.restores_scope, rule(servers, cfg.databaseSubnetId), what, message, [group])
 
 
 def source_policy(ctx: EnvironmentContext, names: Names) -> pulumi.Resource:

@@ -20,6 +20,7 @@ and scopes as Azure reads them, and the same calls are replayed against the rend
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Iterator
@@ -657,6 +658,55 @@ def test_a_production_restore_is_the_platform_identitys(arm, project, capsys, tm
     assert rc == 0, err
     assert [r.action for r in _records(project, "production")] == ["backup", "backup", "intent", "restore"]
     assert [r["operation"] for r in arm.requests if r.get("operation") == "Permissions_ListForResourceGroup"][-2:] == ["Permissions_ListForResourceGroup"] * 2
+
+
+# Microsoft's built-in Contributor (b24988ac-6180-42a0-ab88-20f7382dd24c), as the built-in roles list publishes it
+CONTRIBUTOR = {
+    "permissions": [
+        {
+            "actions": ["*"],
+            "notActions": [
+                "Microsoft.Authorization/*/Delete",
+                "Microsoft.Authorization/*/Write",
+                "Microsoft.Authorization/elevateAccess/Action",
+                "Microsoft.Blueprint/blueprintAssignments/write",
+                "Microsoft.Blueprint/blueprintAssignments/delete",
+                "Microsoft.Compute/galleries/share/action",
+                "Microsoft.Purview/consents/write",
+                "Microsoft.Purview/consents/delete",
+                "Microsoft.Resources/deploymentStacks/manageDenySetting/action",
+                "Microsoft.Subscription/cancel/action",
+                "Microsoft.Subscription/enable/action",
+            ],
+            "dataActions": [],
+            "notDataActions": [],
+        }
+    ]
+}
+
+
+@pytest.mark.parametrize("excluded", [None, "Microsoft.Storage/storageAccounts/restoreBlobRanges/action", "Microsoft.DBforPostgreSQL/*/write"])
+def test_the_production_check_reads_each_roles_not_actions(arm, project, capsys, excluded):
+    """A platform identity that is a subscription Contributor (actions `*` less its notActions) restores
+    production; one whose role also excludes the files' restore or a server write is refused before
+    anything is taken, by the check's reading of that role's notActions."""
+    stack, n = deployed(arm, project, "production")
+    arm.automatic_backup(n.database_server, _ago(days=1))
+    role = copy.deepcopy(CONTRIBUTOR)
+    if excluded:
+        role["permissions"][0]["notActions"].append(excluded)
+    arm.role, arm.grants = role, [(role, f"/subscriptions/{SUB}")]
+    (backup_id,) = _cli(capsys, "backup", "list", "-s", stack, "-e", "production", "-C", str(project.path))[1].split()
+    rc, out, err = _cli(capsys, "backup", "restore", "-s", stack, "-e", "production", "--id", backup_id, "-C", str(project.path))
+    said = " ".join(err.split())
+    if excluded is None:
+        assert rc == 0 and arm.denied == [], err
+        assert [r.action for r in _records(project, "production")] == ["backup", "intent", "restore"]
+    else:
+        group = n.resource_group if "Storage" in excluded else n.restores_group
+        action = "Microsoft.Storage/storageAccounts/restoreBlobRanges/action" if "Storage" in excluded else "Microsoft.DBforPostgreSQL/flexibleServers/write"
+        assert rc == 2 and f"its roles at resource group {group} do not allow {action}" in said, said
+        assert arm.writes == [] and _records(project, "production") == []
 
 
 def test_production_roles_render_no_restore(project, capsys, tmp_path, arm):

@@ -80,13 +80,10 @@ def in_service(cfg: AzureConfig, environment: str, server: str) -> Restored | No
 
 
 def restore_sources(cfg: AzureConfig, environment: str, names: Names) -> list[str]:
-    """The ids of the servers a restore of `environment` may come from (restores.py's policies): its own, and
-    the one in service."""
-    servers = [names.database_server]
+    """The names of the servers a restore of `environment` may come from (restores.py's policies): its own,
+    and the one in service."""
     restored = in_service(cfg, environment, names.database_server)
-    if restored is not None:
-        servers.append(restored.server)
-    return [f"{names.scope}/providers/Microsoft.DBforPostgreSQL/flexibleServers/{name}" for name in servers]
+    return [names.database_server] + ([restored.server] if restored is not None else [])
 
 
 def retention_days(env: Environment) -> int:

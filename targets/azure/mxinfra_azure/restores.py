@@ -116,7 +116,7 @@ def _policy(ctx: EnvironmentContext, names: Names, kind: str, scope: str, rule_:
 
 def restores_policy(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure.resources.ResourceGroup) -> pulumi.Resource:
     """The restores group's policy assignment (what grants there wait for)."""
-    servers = restore_sources(cfg, ctx.environment.name, names)
+    servers = [f"{names.scope}/providers/{SERVER_TYPE}/{name}" for name in restore_sources(cfg, ctx.environment.name, names)]
     what = f"{ctx.naming.prefix}: in {names.restores_group}, only a point-in-time restore of a server of {names.resource_group} (mxinfra)"
     message = f"{names.restores_group} holds only point-in-time restores of the servers of {names.resource_group}, in its database subnet, with no password or public access set (mxinfra)"
     return _policy(ctx, names, "restores", names.restores_scope, rule(servers, cfg.databaseSubnetId), what, message, [group])

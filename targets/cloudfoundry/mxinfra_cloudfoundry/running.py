@@ -227,9 +227,9 @@ def _space(client: Any, environment: str, place: Place, where: Mapping[str, Any]
     return space["guid"] if space else None
 
 
-def read_app(client: Any, environment: str, place: Place, where: Mapping[str, Any]) -> App | None:
-    """The environment's app as it runs (None when its space or the app is not there)."""
-    space = _space(client, environment, place, where)
+def read_app(client: Any, environment: str, place: Place, space: str | None) -> App | None:
+    """The environment's app as it runs in `space` (its guid, `_space`'s; None when the space or the app is
+    not there)."""
     if space is None:
         return None
     with _capi(environment, place, f"GET /v3/apps?names={place.app}"):
@@ -322,12 +322,11 @@ def service_names(block: Any, naming: Any) -> tuple[str, str | None]:
     return block.database.existing or naming.physical("database"), files
 
 
-def standing_bindings(client: Any, environment: str, place: Place, where: Mapping[str, Any], app: str | None, instances: Sequence[str]) -> tuple[str, ...]:
+def standing_bindings(client: Any, environment: str, place: Place, space: str | None, app: str | None, instances: Sequence[str]) -> tuple[str, ...]:
     """Every credential of the environment's data but its app's own bindings, each named with when it was made
     and how to remove it: the service keys of its service instances and other apps' bindings to them. The
     instances are the ones the app is bound to, whatever they are called now, and those the stack names.
     Every space role lists bindings (never their credentials)."""
-    space = _space(client, environment, place, where)
     if space is None:
         return ()
     guids: set[str] = set()
@@ -360,8 +359,8 @@ def _related(resource: Mapping[str, Any], kind: str) -> str:
 
 
 def observe(block: Any, environment: str, role: str, app_name: str, *, client: Any = None, instances: Sequence[str] = ()) -> Observed:
-    """What runs as `app_name` in the environment's space (`block`: the stack's CloudFoundryConfig), and the
-    service keys of its `instances`."""
+    """What runs as `app_name` in the environment's space (`block`: the stack's CloudFoundryConfig), and on
+    production the standing credentials of its `instances` (standing_bindings)."""
     from .config import where as where_of
 
     env = _Env(environment, role)
@@ -370,20 +369,22 @@ def observe(block: Any, environment: str, role: str, app_name: str, *, client: A
     if client is None:
         with _capi(environment, place, "signing in"):
             client = connect(block.api, block)
-    app = read_app(client, environment, place, where)
+    space = _space(client, environment, place, where)
+    app = read_app(client, environment, place, space)
     if app is None and role != "production":
         # F18: the stack may now declare a production environment another tier, and its spaces by tier
         # would look for it in that tier's space: what runs is still in production's.
         prod = where_of(block, _Env(environment, "production"))  # type: ignore[arg-type]
         if prod != where:
             prod_place = Place(block.api, str(prod.get("org") or prod.get("orgGuid")), str(prod.get("space") or prod.get("spaceGuid")), app_name)
-            prod_app = read_app(client, environment, prod_place, prod)
+            prod_space = _space(client, environment, prod_place, prod)
+            prod_app = read_app(client, environment, prod_place, prod_space)
             if prod_app is not None and prod_app.labels.get(ROLE_LABEL) == "production":
-                app, place, where = prod_app, prod_place, prod
+                app, place, space = prod_app, prod_place, prod_space
     seen = observed(environment, place, app, block.buildpack)
     if "production" not in (role, seen.role):
         return seen  # standing credentials are production's concern alone (mxinfra.drift.standing_credentials)
-    return replace(seen, credentials=standing_bindings(client, environment, place, where, app.guid if app else None, instances))
+    return replace(seen, credentials=standing_bindings(client, environment, place, space, app.guid if app else None, instances))
 
 
 @dataclass(frozen=True)

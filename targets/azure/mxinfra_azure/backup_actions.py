@@ -108,12 +108,16 @@ class FilesBackup:
     at_least: datetime
     status: str | None  # the operation status's path (None: the answer named none under the vault)
     job: str | None = None  # the job's id, once the operation named it
+    misses: int = 0  # reads of the operation or job that failed in a row
 
 
 # A vault job's states that end it without a point (Jobs_Get's `status`; the operation status's are ARM's),
 # compared in lower case
 _JOB_FAILED = frozenset({"failed", "cancelled", "canceled", "cancelling"})
 _OPERATION_FAILED = frozenset({"failed", "canceled", "cancelled"})
+# Failed reads in a row (each after the pipeline's own retries) before the job is no longer followed: a job
+# the operation has just named may not be readable yet, and one bad answer must not end the follow
+FOLLOW_MISSES = 3
 # An ARM list's pages followed at most (a repeated nextLink ends it too): far beyond any vault's points
 MAX_PAGES = 1000
 
@@ -608,9 +612,12 @@ class ServerActions:
             props = self._request("GET", path, DP_API_VERSION, f"Microsoft.DataProtection/backupVaults/backupJobs/read of {what} (job {asked.job})").get("properties") or {}
         except UserError as e:
             # following the job only ends the wait early: when it cannot be read, the recovery points still tell
-            self._say(f"{self.env.name}: {what} is no longer followed by its job ({e}); waiting for its recovery point")
-            asked.status = asked.job = None
+            asked.misses += 1
+            if asked.misses >= FOLLOW_MISSES:
+                self._say(f"{self.env.name}: {what} is no longer followed by its job ({asked.misses} reads in a row failed, the last: {e}); waiting for its recovery point")
+                asked.status = asked.job = None
             return None
+        asked.misses = 0
         state = str(props.get("status") or "")
         return f"its job {asked.job} ended {state}{_errors(props.get('errorDetails') or [])}" if state.lower() in _JOB_FAILED else None
 

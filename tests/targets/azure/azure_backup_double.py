@@ -286,6 +286,7 @@ class BackupArm(Arm):
         self.operations: dict[str, str] = {}  # a vault operation's id -> the job it started
         self.jobs: dict[str, dict[str, Any]] = {}  # a vault job's id -> what it backs up, its point (None: it fails)
         self.job_unknown = False  # the operation names a job Jobs_Get answers 404 for
+        self.job_missing = 0  # Jobs_Get answers 404 for the next reads of a job it knows (one not visible yet)
         self.role: dict[str, Any] | None = None  # the caller's role at the environment's resource group
         self.grants: list[tuple[dict[str, Any], str]] = []  # the caller's other roles, with the scope each is held at
         self.linked_denied = False  # the restore's linked check of the subnet join fails, whatever the roles
@@ -650,7 +651,8 @@ class BackupArm(Arm):
     def _jobs_get(self, parts: list[str], body: Any, query: Any, url: Any) -> tuple[Any, ...]:
         """A vault job: InProgress until its point is listed (Completed), or Failed when `fail` said so."""
         job = self.jobs.get(parts[1])
-        if job is None or job["vault"].lower() != parts[0].lower():
+        if job is None or job["vault"].lower() != parts[0].lower() or self.job_missing > 0:
+            self.job_missing = max(0, self.job_missing - 1)
             return self._missing("Microsoft.DataProtection/backupVaults/backupJobs", f"{parts[0]}/{parts[1]}")
         key = f"point:{job['vault'].lower()}/{job['instance'].lower()}/{job['point']}"
         status = "Failed" if job["point"] is None else "InProgress" if key in self.pending else "Completed"

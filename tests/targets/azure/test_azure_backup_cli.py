@@ -358,15 +358,37 @@ def test_a_failed_vault_job_ends_the_wait_at_once(arm, project, capsys, monkeypa
     assert "OperationStatusBackupVaultContext_Get" in ops and "Jobs_Get" in ops
 
 
+@pytest.mark.parametrize("misses", [1, 2])
+def test_a_job_not_readable_yet_is_still_followed(arm, project, capsys, monkeypatch, misses):
+    """A job the operation has just named may not be readable at once (404), and one answer may fail after the
+    pipeline's retries: the next poll reads it again, so a job that then fails still ends the wait at once,
+    not at the deadline."""
+    import time
+
+    stack, n = deployed(arm, project, "production")
+    arm.fail = "job"
+    arm.job_missing = misses
+    monkeypatch.setattr(backup_actions, "BACKUP_TIMEOUT", 60.0)
+    began = time.monotonic()
+    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "production", "-C", str(project.path))
+    took = time.monotonic() - began
+    said = " ".join(err.split())
+    (job,) = arm.jobs
+    assert rc == 2 and f"made no recovery point: its job {job} ended Failed" in said, said
+    assert "no longer followed" not in said and took < 30, (took, said)
+    assert arm.job_missing == 0 and _records(project, "production") == []
+
+
 def test_a_job_that_cannot_be_read_leaves_the_wait_to_the_recovery_points(arm, project, capsys):
     """Following the job only ends the wait early: a job Azure does not find (404) is said, and the backup's
-    point still ends it well."""
+    point still ends it well (the job is given up after backup_actions.FOLLOW_MISSES reads in a row)."""
     stack, n = deployed(arm, project, "production")
     arm.job_unknown = True
+    arm.vault_steps = backup_actions.FOLLOW_MISSES + 2  # the point comes after the follow was given up
     rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "production", "-C", str(project.path))
     said = " ".join(err.split())
     assert rc == 0, err
-    assert "is no longer followed by its job" in said and "waiting for its recovery point" in said, said
+    assert f"is no longer followed by its job ({backup_actions.FOLLOW_MISSES} reads in a row failed, the last: " in said and "waiting for its recovery point" in said, said
     assert [r.action for r in _records(project, "production")] == ["backup"]
 
 

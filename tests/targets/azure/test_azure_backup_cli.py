@@ -336,33 +336,11 @@ def test_a_files_backup_that_fails_restores_nothing_and_records_nothing(arm, pro
     assert _records(project, "production") == [] and said.endswith("nothing was recorded"), said
 
 
-def test_a_failed_vault_job_ends_the_wait_at_once(arm, project, capsys, monkeypatch):
+@pytest.mark.parametrize("misses", [0, 1, 2])
+def test_a_failed_vault_job_ends_the_wait_at_once(arm, project, capsys, monkeypatch, misses):
     """The backup's answer names its operation, the operation its job: a job that fails ends the command then,
-    naming the job, its state and its error, not at the deadline (here 60 s; 2 hours by default)."""
-    import time
-
-    stack, n = deployed(arm, project, "production")
-    arm.fail = "job"
-    monkeypatch.setattr(backup_actions, "BACKUP_TIMEOUT", 60.0)
-    began = time.monotonic()
-    rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "production", "-C", str(project.path))
-    took = time.monotonic() - began
-    said = " ".join(err.split())
-    (job,) = arm.jobs
-    assert rc == 2 and "Traceback" not in err, err
-    assert f"the files' backup into the vault {n.backup_vault} made no recovery point: its job {job} ended Failed: UserErrorBlobBackupFailed: " in said, said
-    assert f"az dataprotection job list -g {n.resource_group} --vault-name {n.backup_vault}" in said and said.endswith("nothing was recorded"), said
-    assert took < 30, took
-    assert _records(project, "production") == []
-    ops = [r["operation"] for r in arm.requests if r.get("operation")]
-    assert "OperationStatusBackupVaultContext_Get" in ops and "Jobs_Get" in ops
-
-
-@pytest.mark.parametrize("misses", [1, 2])
-def test_a_job_not_readable_yet_is_still_followed(arm, project, capsys, monkeypatch, misses):
-    """A job the operation has just named may not be readable at once (404), and one answer may fail after the
-    pipeline's retries: the next poll reads it again, so a job that then fails still ends the wait at once,
-    not at the deadline."""
+    naming the job, its state and its error, not at the deadline (here 60 s; 2 hours by default). A job the
+    operation has just named may not be readable at once (404: `misses` reads): the next poll reads it again."""
     import time
 
     stack, n = deployed(arm, project, "production")
@@ -374,9 +352,13 @@ def test_a_job_not_readable_yet_is_still_followed(arm, project, capsys, monkeypa
     took = time.monotonic() - began
     said = " ".join(err.split())
     (job,) = arm.jobs
-    assert rc == 2 and f"made no recovery point: its job {job} ended Failed" in said, said
-    assert "no longer followed" not in said and took < 30, (took, said)
-    assert arm.job_missing == 0 and _records(project, "production") == []
+    assert rc == 2 and "Traceback" not in err, err
+    assert f"the files' backup into the vault {n.backup_vault} made no recovery point: its job {job} ended Failed: UserErrorBlobBackupFailed: " in said, said
+    assert f"az dataprotection job list -g {n.resource_group} --vault-name {n.backup_vault}" in said and said.endswith("nothing was recorded"), said
+    assert took < 30 and "no longer followed" not in said, (took, said)
+    assert _records(project, "production") == [] and arm.job_missing == 0
+    ops = [r["operation"] for r in arm.requests if r.get("operation")]
+    assert "OperationStatusBackupVaultContext_Get" in ops and "Jobs_Get" in ops
 
 
 def test_a_job_that_cannot_be_read_leaves_the_wait_to_the_recovery_points(arm, project, capsys):

@@ -90,8 +90,10 @@ class Observed:
     # How to put a field back, per field ("artifact", "instances", "config"): `{value}` is the recorded value.
     restore: Mapping[str, str] = field(default_factory=dict)
     # Standing credentials to the environment's data that a role holder minted outside any release (Cloud
-    # Foundry's service keys), each named with how to remove it: they outlive the grant of whoever made them.
+    # Foundry's service keys, other apps' bindings, shares into other spaces), each named with how to remove
+    # it: they outlive the grant of whoever made them.
     credentials: tuple[str, ...] = ()
+    credentials_note: str | None = None  # what of them could not be read, and why
 
 
 @dataclass(frozen=True)
@@ -389,6 +391,8 @@ def check(deployment: Deployment, environments: Sequence[str], observe: Callable
         found += diffs
         if observed.config_note:
             notes.append(f"{env}: runtime configuration not compared: {observed.config_note}")
+        if observed.credentials_note:
+            notes.append(f"{env}: standing credentials not all read: {observed.credentials_note}")
         if not diffs:
             if observed.exists:
                 notes.append(f"{env}: {observed.workload} runs what {state.describe()} names")

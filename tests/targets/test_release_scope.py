@@ -710,6 +710,11 @@ CAPI_PERMITTED: dict[str, tuple[tuple[str, ...], str]] = {
         ("Admin", "Admin Read-Only", "Global Auditor", "Org Manager", "Space Auditor", "Space Developer", "Space Manager", "Space Supporter"),
         "service_credential_bindings/_list.md.erb",
     ),
+    # ... and its instances' shares into other spaces (in the instance's own space; not a Space Supporter)
+    "GET /v3/service_instances/:guid/relationships/shared_spaces": (
+        ("Admin", "Admin Read-Only", "Global Auditor", "Org Manager", "Space Auditor", "Space Developer", "Space Manager"),
+        "service_instances/_list_shared_spaces.md.erb",
+    ),
     # Space Supporter: `system_env_json` (VCAP_SERVICES) redacted
     "GET /v3/apps/:guid/env": (("Admin", "Admin Read-Only", "Space Developer"), "apps/_env.md.erb"),
     "POST /v3/apps/:guid/tasks": (("Admin", "Space Developer"), "tasks/_create.md.erb"),

@@ -322,13 +322,14 @@ def service_names(block: Any, naming: Any) -> tuple[str, str | None]:
     return block.database.existing or naming.physical("database"), files
 
 
-def standing_bindings(client: Any, environment: str, place: Place, space: str | None, app: str | None, instances: Sequence[str]) -> tuple[str, ...]:
-    """Every credential of the environment's data but its app's own bindings, each named with when it was made
-    and how to remove it: the service keys of its service instances and other apps' bindings to them. The
-    instances are the ones the app is bound to, whatever they are called now, and those the stack names.
-    Every space role lists bindings (never their credentials)."""
+def standing_bindings(client: Any, environment: str, place: Place, space: str | None, app: str | None, instances: Sequence[str]) -> tuple[tuple[str, ...], str | None]:
+    """Every standing way to the environment's data but its app's own bindings, each named with how to remove
+    it: the service keys of its service instances, other apps' bindings to them and their shares into other
+    spaces; and why some were not read (None: all were). The instances are the ones the app is bound to,
+    whatever they are called now, and those the stack names. Every space role lists bindings (never their
+    credentials)."""
     if space is None:
-        return ()
+        return (), None
     guids: set[str] = set()
     if app is not None:
         with _capi(environment, place, f"GET /v3/service_credential_bindings?app_guids={app}"):
@@ -338,7 +339,7 @@ def standing_bindings(client: Any, environment: str, place: Place, space: str | 
             guids |= {str(i["guid"]) for i in client.list("/v3/service_instances", names=",".join(instances), space_guids=space)}
     guids.discard("")
     if not guids:
-        return ()
+        return (), None
     with _capi(environment, place, "GET /v3/service_instances?guids=..."):
         name = {str(i["guid"]): str(i.get("name")) for i in client.list("/v3/service_instances", guids=",".join(sorted(guids)))}
     with _capi(environment, place, "GET /v3/service_credential_bindings?service_instance_guids=..."):
@@ -350,7 +351,37 @@ def standing_bindings(client: Any, environment: str, place: Place, space: str | 
             found.append(f"service key {b.get('name')} of {instance}, made {made} (cf delete-service-key {instance} {b.get('name')} -f)")
         elif other != app:
             found.append(f"a binding of app {other} to {instance}, made {made} (cf curl -X DELETE /v3/service_credential_bindings/{b.get('guid')})")
-    return tuple(sorted(found))
+    shared, unread = _shares(client, environment, place, name)
+    return tuple(sorted(found + shared)), unread
+
+
+def _shares(client: Any, environment: str, place: Place, name: Mapping[str, str]) -> tuple[list[str], str | None]:
+    """Each instance's shares into other spaces, and why some could not be read (None: all were). A share is a
+    standing way to the data: every space developer of the other space may bind it or key it, and those
+    bindings are listed only to roles in that space, so this space's list above never shows them."""
+    from .capi import CapiError
+
+    shared, refused = [], []
+    for guid in sorted(name):
+        path = f"/v3/service_instances/{guid}/relationships/shared_spaces"
+        with _capi(environment, place, f"GET {path}"):
+            try:
+                spaces = _get(client, path).get("data") or []
+            except CapiError as e:
+                if e.status != 403:
+                    raise
+                refused.append(name[guid])  # a Space Supporter may not list shares (CAPI's permitted roles)
+                spaces = []
+        for space in spaces:
+            other = str((space or {}).get("guid") or "?")
+            shared.append(f"{name[guid]} shared into space {other} (cf curl -X DELETE {path}/{other})")
+    note = None
+    if refused:
+        note = (
+            f"whether {', '.join(refused)} {'is' if len(refused) == 1 else 'are'} shared into other spaces was not read: the identity may not list "
+            "shares (a Space Supporter may not); `mxinfra drift` as monitor (Space Auditor) or deploy as a Space Developer reads them"
+        )
+    return shared, note
 
 
 def _related(resource: Mapping[str, Any], kind: str) -> str:
@@ -360,7 +391,7 @@ def _related(resource: Mapping[str, Any], kind: str) -> str:
 
 def observe(block: Any, environment: str, role: str, app_name: str, *, client: Any = None, instances: Sequence[str] = ()) -> Observed:
     """What runs as `app_name` in the environment's space (`block`: the stack's CloudFoundryConfig), and on
-    production the standing credentials of its `instances` (standing_bindings)."""
+    production the standing ways to its `instances`' data (standing_bindings)."""
     from .config import where as where_of
 
     env = _Env(environment, role)
@@ -384,7 +415,8 @@ def observe(block: Any, environment: str, role: str, app_name: str, *, client: A
     seen = observed(environment, place, app, block.buildpack)
     if "production" not in (role, seen.role):
         return seen  # standing credentials are production's concern alone (mxinfra.drift.standing_credentials)
-    return replace(seen, credentials=standing_bindings(client, environment, place, space, app.guid if app else None, instances))
+    credentials, note = standing_bindings(client, environment, place, space, app.guid if app else None, instances)
+    return replace(seen, credentials=credentials, credentials_note=note)
 
 
 @dataclass(frozen=True)

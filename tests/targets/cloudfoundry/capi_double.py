@@ -73,8 +73,9 @@ UNDESCRIBED = {("POST", "/v3/service_instances"), ("GET", "/v3/service_credentia
 RESPONSE_NOT_DESCRIBED = {("GET", "/v3/organizations")}
 # (method, path, status) whose response the description gets wrong: POST /v3/roles's 422 allows only
 # CF-InvalidRequest-like codes, where the documentation (and the Cloud Controller) answers a role the user
-# already has with CF-UnprocessableEntity, 10008.
-STATUS_NOT_DESCRIBED = {("POST", "/v3/roles", 422), ("POST", "/v3/service_credential_bindings", 403)}
+# already has with CF-UnprocessableEntity, 10008. The listing of an instance's shares describes only its 200,
+# where the documentation's permitted roles leave a Space Supporter out (the Cloud Controller's 403).
+STATUS_NOT_DESCRIBED = {("POST", "/v3/roles", 422), ("POST", "/v3/service_credential_bindings", 403), ("GET", "/v3/service_instances/{guid}/relationships/shared_spaces", 403)}
 
 _openapi = None
 
@@ -136,6 +137,7 @@ class CapiDouble:
         self.crash_instances = False
         self.credentials: dict[str, dict[str, Any]] = {}
         self.refuse_keys = False
+        self.refuse_share_reads = False  # listing shares is refused (403), as to a Space Supporter
         self.fail_key_deletes = 0
         self.fail_key_creates = 0
         self.fail_starts = 0
@@ -226,6 +228,9 @@ class CapiDouble:
                 Rule("/v3/service_credential_bindings/<guid>", endpoint="delete_binding", methods=["DELETE"]),
                 Rule("/v3/service_credential_bindings/<guid>/details", endpoint="binding_details", methods=["GET"]),
                 Rule("/v3/service_instances/<guid>/credentials", endpoint="instance_credentials", methods=["GET"]),
+                Rule("/v3/service_instances/<guid>/relationships/shared_spaces", endpoint="list_shares", methods=["GET"]),
+                Rule("/v3/service_instances/<guid>/relationships/shared_spaces", endpoint="share", methods=["POST"]),
+                Rule("/v3/service_instances/<guid>/relationships/shared_spaces/<space>", endpoint="unshare", methods=["DELETE"]),
             ]
         )
 
@@ -261,7 +266,7 @@ class CapiDouble:
             return self.op_buildpack(request, **args)
         described = not uaa
         template = next(r.rule for r in self.urls.iter_rules() if r.endpoint == endpoint)
-        key = (request.method, template.replace("<guid>", "{guid}").replace("<ptype>", "{type}").replace("<fname>", "{name}"))
+        key = (request.method, template.replace("<guid>", "{guid}").replace("<ptype>", "{type}").replace("<fname>", "{name}").replace("<space>", "{space_guid}"))
         if uaa:
             self._validate_request(request, uaa_openapi())
         if described:
@@ -1031,6 +1036,35 @@ class CapiDouble:
         if si["type"] != "user-provided":
             raise CapiError(404, "CF-ResourceNotFound", "Service instance not found", 10010)
         return self._json(dict(self.credentials.get(si["name"], {})))
+
+    def _shares(self, guid: str) -> Response:
+        si = self._get("service_instances", guid)
+        path = f"/v3/service_instances/{guid}/relationships/shared_spaces"
+        return self._json({"data": [{"guid": g} for g in si.get("shared", [])], "links": {"self": self.link(path)}})
+
+    def op_list_shares(self, request: Request, guid: str) -> Response:
+        """Only the spaces' guids, as the documentation's example answers (without `fields`)."""
+        if self.refuse_share_reads:
+            raise CapiError(403, "CF-NotAuthorized", "You are not authorized to perform the requested action", 10003)
+        return self._shares(guid)
+
+    def op_share(self, request: Request, guid: str) -> Response:
+        si = self._get("service_instances", guid)
+        for d in self.body(request)["data"]:
+            self._get("spaces", d["guid"])
+            if d["guid"] == si["space"]:
+                raise CapiError(422, "CF-UnprocessableEntity", f"Unable to share service instance {si['name']} with space {d['guid']}. Service instances cannot be shared into the space where they were created.")
+            si.setdefault("shared", [])
+            if d["guid"] not in si["shared"]:
+                si["shared"].append(d["guid"])
+        return self._shares(guid)
+
+    def op_unshare(self, request: Request, guid: str, space: str) -> Response:
+        si = self._get("service_instances", guid)
+        if space not in si.get("shared", []):
+            raise CapiError(422, "CF-UnprocessableEntity", f"Unable to unshare service instance from space {space}. Ensure the space exists and the service instance has been shared to this space.")
+        si["shared"].remove(space)
+        return Response(status=204)
 
     def keys(self) -> list[dict[str, Any]]:
         """The service keys that exist now."""

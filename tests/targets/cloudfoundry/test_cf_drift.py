@@ -170,6 +170,31 @@ def test_a_service_key_of_productions_data_is_a_standing_credential_until_delete
     assert rc == 2 and f"a binding of app {other['guid']} to renamed, made " in said and "cf curl -X DELETE /v3/service_credential_bindings/" in said, said
 
 
+def test_a_share_of_productions_data_into_another_space_is_a_standing_credential_until_unshared(released, capi, project, capsys):
+    """A space developer who is one in another space too shares the database into it: every developer there
+    may then bind or key it, and those bindings are listed only to roles in that space. Drift refuses
+    production while the share exists, naming how to undo it; a reader who may not list shares (a Space
+    Supporter) is told so in the notes."""
+    space = next(iter(capi.objects["spaces"]))
+    elsewhere = capi._add("spaces", name="mallory-sandbox", org=capi.org_guid)["guid"]
+    database = capi._add("service_instances", name="orders-production-database", type="managed", space=space, state="succeeded")
+    c = cf(capi)
+    c.bind(released, database["guid"], 10)
+    shares = f"/v3/service_instances/{database['guid']}/relationships/shared_spaces"
+    c.post(shares, {"data": [{"guid": elsewhere}]})
+    rc, _, err = _drift(project, capsys)
+    said = " ".join(err.split())
+    assert rc == 2 and "Traceback" not in err, err
+    assert f"production: 1 standing credential(s) to production's data, made outside any release: orders-production-database shared into space {elsewhere} (cf curl -X DELETE {shares}/{elsewhere})" in said, said
+    capi.refuse_share_reads = True  # as a Space Supporter reads: not refused, and said
+    rc, out, err = _drift(project, capsys)
+    assert rc == 0, err
+    assert "production: standing credentials not all read: whether orders-production-database is shared into other spaces was not read: the identity may not list shares" in " ".join((out + err).split()), out + err
+    capi.refuse_share_reads = False
+    c.request("DELETE", f"{shares}/{elsewhere}")
+    assert _drift(project, capsys)[0] == 0
+
+
 def test_standing_credentials_are_productions_concern_alone():
     from mxinfra.drift import Observed, standing_credentials
 
@@ -278,23 +303,32 @@ READS_NOT_IN_THE_RELEASE_TABLE = {
 }
 
 
+# What a reader may be refused and drift goes on without, saying so (test_a_share_of_productions_data_...)
+REFUSAL_SAID = {"GET /v3/service_instances/:guid/relationships/shared_spaces"}
+
+
 def test_monitor_and_deploy_may_read_everything_drift_reads(released, capi, project, capsys):
-    """Every CAPI endpoint a drift run sends (a pushed droplet included: the longest read) is permitted to
-    space_auditor (monitor) and to space_developer and space_supporter (deploy), per the CAPI documentation."""
+    """Every CAPI endpoint a drift run sends (a pushed droplet included: the longest read, and production's
+    standing credentials) is permitted to space_auditor (monitor) and space_developer (deploy), and to
+    space_supporter (deploy with deployRole) but for what drift goes on without, saying so, per the CAPI
+    documentation."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from test_release_scope import SPACE_ROLE_LABEL, _endpoints, capi_permits
 
+    database = capi._add("service_instances", name="orders-production-database", type="managed", space=next(iter(capi.objects["spaces"])), state="succeeded")
+    cf(capi).bind(released, database["guid"], 10)
     cf_push(capi, released, MDA.read_bytes() + b"patched by hand")
     capi.requests.clear()
     assert _drift(project, capsys)[0] == 2
     sent = sorted(set(_endpoints(capi, list(capi.requests))))
     assert "GET /v3/droplets/:guid" in sent and "GET /v3/packages/:guid" in sent and "GET /v3/apps/:guid/processes/:type" in sent
+    assert "GET /v3/service_credential_bindings" in sent and REFUSAL_SAID <= set(sent)
     for role in ("space_auditor", "space_developer", "space_supporter"):
         refused = [
             e for e in sent
             if not (SPACE_ROLE_LABEL[role] in READS_NOT_IN_THE_RELEASE_TABLE[e] if e in READS_NOT_IN_THE_RELEASE_TABLE else capi_permits(role, e))
         ]
-        assert refused == [], f"{role}: {refused}"
+        assert refused == ([] if role != "space_supporter" else sorted(REFUSAL_SAID)), f"{role}: {refused}"
     assert not any(m != "GET" for m, _ in capi.requests if not _.startswith("/oauth"))  # reading only
 
 

@@ -79,6 +79,21 @@ def in_service(cfg: AzureConfig, environment: str, server: str) -> Restored | No
     return Restored(point, name, "db-" + name.removeprefix(server + "-") if name.startswith(server + "-") else f"db-{RESTORED_KIND}-{point.label.lower()}")
 
 
+@dataclass(frozen=True)
+class ServerSize:
+    """The environment's server's compute, storage and high availability: its own, the restored server's in
+    service, and the most a restore into its restores group may ask for (restores.py)."""
+
+    sku: str
+    storage_gb: int
+    high_availability: str  # the mode: ZoneRedundant on production, Disabled below
+
+
+def server_size(cfg: AzureConfig, env: Environment) -> ServerSize:
+    """The environment's ServerSize: `database.skuName` (or the role's default) and `storageSizeGb`."""
+    return ServerSize(cfg.database.skuName or DEFAULT_SKUS[env.role.value], cfg.database.storageSizeGb, "ZoneRedundant" if env.is_production else "Disabled")
+
+
 def restore_sources(cfg: AzureConfig, environment: str, names: Names) -> list[str]:
     """The names of the servers a restore of `environment` may come from (restores.py's policies): its own,
     and the one in service."""
@@ -136,7 +151,7 @@ def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure
 
     n, env = ctx.naming, ctx.environment
     role = env.role.value
-    sku = cfg.database.skuName or DEFAULT_SKUS[role]
+    size = server_size(cfg, env)
     keep = guarded(role)
     password = pulumi_random.RandomPassword(
         n.logical("db-password"),
@@ -154,8 +169,8 @@ def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure
         resource_group_name=group.name,
         location=location,
         version=cfg.database.version,
-        sku={"name": sku, "tier": tier_of(sku)},
-        storage={"storage_size_gb": cfg.database.storageSizeGb, "auto_grow": "Enabled"},
+        sku={"name": size.sku, "tier": tier_of(size.sku)},
+        storage={"storage_size_gb": size.storage_gb, "auto_grow": "Enabled"},
         auth_config={"password_auth": "Enabled", "active_directory_auth": "Disabled"},
         network={
             "delegated_subnet_resource_id": cfg.databaseSubnetId,
@@ -170,7 +185,7 @@ def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure
             # role, not the backups block, so an opt-out never asks to replace production's server.
             "geo_redundant_backup": "Enabled" if env.is_production else "Disabled",
         },
-        high_availability={"mode": "ZoneRedundant"} if env.is_production else {"mode": "Disabled"},
+        high_availability={"mode": size.high_availability},
         tags=dict(ctx.tags),
     )
     server = azure.dbforpostgresql.Server(

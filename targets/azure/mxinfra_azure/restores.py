@@ -12,14 +12,17 @@ there. Azure Policy can tell: the request's `properties.createMode`, `sourceServ
 
 - At the restores group (`rule`): every Flexible Server write is denied but a point-in-time restore of one
   of the environment's own servers (`database.restore_sources`: its server, and the one `database.fromBackup`
-  serves from, by exact id), into the database subnet, carrying no administrator password and no public access.
+  serves from, by exact id), into the database subnet, carrying no administrator password and no public access,
+  and no bigger than the environment's own server (`database.server_size`: its SKU, at most its storage, HA
+  off or its mode), so that a restore below production costs what its environment does.
 - At the subscription (`source_rule`): a write of a Flexible Server whose source is any server of the
   environment's own group or its restores group (its server, a retired `fromBackup` one, a restored copy)
   is denied outside those two groups.
 
 Each condition a restore must meet denies when its field is missing (`not` of a positive test: `in`,
 `equals` and `like` are false for an absent value), rather than relying on how a negative operator reads an
-absent value. ARM evaluates both after RBAC, for every caller the platform does not exempt; no role of an
+absent value; but the size caps, whose fields a restore leaves out to take its source's (the command's does),
+which is one of the environment's own servers. ARM evaluates both after RBAC, for every caller the platform does not exempt; no role of an
 environment holds a policy write, delete or exemption.
 """
 
@@ -33,7 +36,7 @@ import pulumi_azure_native as azure
 from mxinfra.target import EnvironmentContext
 
 from .config import AzureConfig
-from .database import restore_sources
+from .database import ServerSize, restore_sources, server_size
 from .names import Names, stable_guid
 
 SERVER_TYPE = "Microsoft.DBforPostgreSQL/flexibleServers"
@@ -42,9 +45,16 @@ _CREATE_MODE = f"{SERVER_TYPE}/createMode"
 _SOURCE = f"{SERVER_TYPE}/sourceServerResourceId"
 
 
-def rule(servers: list[str], subnet: str) -> dict[str, Any]:
+def _set_and(field: str, test: dict[str, Any]) -> dict[str, Any]:
+    """`test` of `field` where the request sets it (left out, a restore takes its source's)."""
+    return {"allOf": [{"field": field, "exists": "true"}, test]}
+
+
+def rule(servers: list[str], subnet: str, size: ServerSize) -> dict[str, Any]:
     """The restores group's rule: deny a Flexible Server write unless it is a point-in-time restore of one of
-    `servers` into `subnet`, with no administrator password and no public network access."""
+    `servers` into `subnet`, with no administrator password, no public network access and nothing bigger
+    than `size` (the SKU itself, at most its storage, HA off or its mode)."""
+    sku, storage, ha = (f"{SERVER_TYPE}/{x}" for x in ("sku.name", "storage.storageSizeGB", "highAvailability.mode"))
     return {
         "if": {
             "allOf": [
@@ -56,6 +66,9 @@ def rule(servers: list[str], subnet: str) -> dict[str, Any]:
                         {"field": f"{SERVER_TYPE}/administratorLoginPassword", "exists": "true"},
                         {"field": f"{SERVER_TYPE}/network.publicNetworkAccess", "equals": "Enabled"},
                         {"not": {"field": f"{SERVER_TYPE}/network.delegatedSubnetResourceId", "equals": subnet}},
+                        _set_and(sku, {"not": {"field": sku, "equals": size.sku}}),
+                        _set_and(storage, {"field": storage, "greater": size.storage_gb}),
+                        _set_and(ha, {"not": {"field": ha, "in": sorted({"Disabled", size.high_availability})}}),
                     ]
                 },
             ]
@@ -118,8 +131,11 @@ def restores_policy(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, gro
     """The restores group's policy assignment (what grants there wait for)."""
     servers = [f"{names.scope}/providers/{SERVER_TYPE}/{name}" for name in restore_sources(cfg, ctx.environment.name, names)]
     what = f"{ctx.naming.prefix}: in {names.restores_group}, only a point-in-time restore of a server of {names.resource_group} (mxinfra)"
-    message = f"{names.restores_group} holds only point-in-time restores of the servers of {names.resource_group}, in its database subnet, with no password or public access set (mxinfra)"
-    return _policy(ctx, names, "restores", names.restores_scope, rule(servers, cfg.databaseSubnetId), what, message, [group])
+    message = (
+        f"{names.restores_group} holds only point-in-time restores of the servers of {names.resource_group}, in its database subnet, with no password "
+        "or public access set, and no bigger than the environment's server (mxinfra)"
+    )
+    return _policy(ctx, names, "restores", names.restores_scope, rule(servers, cfg.databaseSubnetId, server_size(cfg, ctx.environment)), what, message, [group])
 
 
 def source_policy(ctx: EnvironmentContext, names: Names) -> pulumi.Resource:

@@ -111,21 +111,26 @@ def linked(method: str, template: str, body: Any) -> list[tuple[str, str]]:
 # The aliases of Microsoft.DBforPostgreSQL/flexibleServers a rendered rule may name: Azure's published alias
 # list (`az provider show -n Microsoft.DBforPostgreSQL --expand resourceTypes/aliases`), as mirrored in
 # github.com/maciejporebski/azure-policy-aliases, aliases/Microsoft.DBforPostgreSQL/flexibleServers.md
-# (commit 01f3cb52bf99fff96e506fb1fbcf2cb76be0d457): the ones the rules use. A rule naming another fails here.
+# (commit 01f3cb52bf99fff96e506fb1fbcf2cb76be0d457): the ones the rules use, each with its default path in the
+# request. A rule naming another fails here.
 ALIASES = {
-    "microsoft.dbforpostgresql/flexibleservers/createmode",
-    "microsoft.dbforpostgresql/flexibleservers/sourceserverresourceid",
-    "microsoft.dbforpostgresql/flexibleservers/administratorloginpassword",
-    "microsoft.dbforpostgresql/flexibleservers/network.publicnetworkaccess",
-    "microsoft.dbforpostgresql/flexibleservers/network.delegatedsubnetresourceid",
+    "microsoft.dbforpostgresql/flexibleservers/createmode": "properties.createMode",
+    "microsoft.dbforpostgresql/flexibleservers/sourceserverresourceid": "properties.sourceServerResourceId",
+    "microsoft.dbforpostgresql/flexibleservers/administratorloginpassword": "properties.administratorLoginPassword",
+    "microsoft.dbforpostgresql/flexibleservers/network.publicnetworkaccess": "properties.network.publicNetworkAccess",
+    "microsoft.dbforpostgresql/flexibleservers/network.delegatedsubnetresourceid": "properties.network.delegatedSubnetResourceId",
+    "microsoft.dbforpostgresql/flexibleservers/sku.name": "sku.name",
+    "microsoft.dbforpostgresql/flexibleservers/storage.storagesizegb": "properties.storage.storageSizeGB",
+    "microsoft.dbforpostgresql/flexibleservers/highavailability.mode": "properties.highAvailability.mode",
 }
 
 
 def policy_denies(rule: dict[str, Any], resource_type: str, resource_id: str, body: Any) -> bool:
     """Azure Policy's reading of a deny rule for a request (a PUT's body) of `resource_type` at `resource_id`:
-    `field` is `type`, `id` or a known alias `<type>/<property path>` (its value under `properties`); `equals`,
-    `notEquals`, `in`, `like` (one `*`) compare case-insensitively, `exists` tests presence; `allOf`, `anyOf`,
-    `not`. Anything else in the rule fails the test (this reading does not cover it)."""
+    `field` is `type`, `id` or a known alias (its value at the alias's default path); `equals`, `notEquals`,
+    `in`, `like` (one `*`) compare case-insensitively, `greater` compares numbers (a value that is not one fails
+    the test: Azure raises an error there), `exists` tests presence; `allOf`, `anyOf`, `not`. Anything else in
+    the rule fails the test (this reading does not cover it)."""
     prefix = resource_type.lower() + "/"
 
     def value(field: str) -> Any:
@@ -135,8 +140,8 @@ def policy_denies(rule: dict[str, Any], resource_type: str, resource_id: str, bo
             return resource_id
         if field.lower() not in ALIASES or not field.lower().startswith(prefix):
             raise AssertionError(f"no alias {field!r} of {resource_type} known here")
-        v: Any = (body or {}).get("properties")
-        for key in field[len(prefix) :].split("."):
+        v: Any = body or {}
+        for key in ALIASES[field.lower()].split("."):
             v = next((x for k, x in v.items() if k.lower() == key.lower()), None) if isinstance(v, dict) else None
         return v
 
@@ -158,6 +163,9 @@ def policy_denies(rule: dict[str, Any], resource_type: str, resource_id: str, bo
             return (v is not None) == (str(c[op]).lower() == "true")
         if op == "in":
             return got is not None and got in {str(x).lower() for x in c[op]}
+        if op == "greater":
+            assert isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(c[op], int), f"greater compares numbers: {c} against {v!r}"
+            return v > c[op]
         ops = {
             "equals": lambda x: got == x,
             "notEquals": lambda x: got != x,

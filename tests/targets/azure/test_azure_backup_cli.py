@@ -444,6 +444,11 @@ def _policies(tmp_path: Path, env: str) -> list[dict[str, Any]]:
     return out
 
 
+def _declared(tmp_path: Path, env: str) -> dict[str, Any]:
+    """The environment's server as `_rendered`'s plan declares it (what `pulumi up` creates)."""
+    return json.loads((tmp_path / "plan" / "azure" / env / "db.database.json").read_text())["inputs"]
+
+
 def _allows(held: Held, action: str, resource: str) -> bool:
     """Azure RBAC: a role held at `resource` or above it allows `action`."""
     return any(within(resource, at) and rbac_allows(definition, action) for definition, at in held)
@@ -561,6 +566,10 @@ def test_the_restores_group_takes_only_restores_of_the_environments_own_servers(
         "a restore with public access": (n.restores_group, props(network={**source["properties"]["network"], "publicNetworkAccess": "Enabled"}), {R}),
         "a restore into another subnet": (n.restores_group, props(network={"delegatedSubnetResourceId": f"{VNET}/subnets/apps"}), {R}),
         "a restore with no network": (n.restores_group, {**body, "properties": {k: v for k, v in body["properties"].items() if k != "network"}}, {R}),
+        # the environment's own rows, on a server that costs more than the environment's
+        "a restore on a bigger SKU": (n.restores_group, {**body, "sku": {"name": "Standard_E64ds_v5", "tier": "MemoryOptimized"}}, {R}),
+        "a restore with more storage": (n.restores_group, props(storage={"storageSizeGB": _declared(tmp_path, "acceptance")["storage"]["storageSizeGB"] + 1}), {R}),
+        "a restore with high availability": (n.restores_group, props(highAvailability={"mode": "ZoneRedundant"}), {R}),
     }
     for i, (what, (group, attempt, expected)) in enumerate(tries.items()):
         path = f"/subscriptions/{SUB}/resourceGroups/{group}/providers/Microsoft.DBforPostgreSQL/flexibleServers/hostile-{i}"
@@ -573,10 +582,15 @@ def test_the_restores_group_takes_only_restores_of_the_environments_own_servers(
     assert len(arm.disallowed) == len(tries) and not arm.restores
     # what they let through: a restore of this environment's server into its restores group (the command's),
     # and into its own group (`database.fromBackup`'s, by `pulumi up`); production's likewise
-    for env, group, source_id in ((n, n.restores_group, own), (n, n.resource_group, own), (prod, prod.restores_group, production), (prod, prod.resource_group, production)):
+    # (its size left out: the source's; or set to the environment's server's, as the plan declares it)
+    for env, group, source_id, plan in ((n, n.restores_group, own, tmp_path), (n, n.resource_group, own, tmp_path), (prod, prod.restores_group, production, tmp_path / "production"), (prod, prod.resource_group, production, tmp_path / "production")):
         path = f"/subscriptions/{SUB}/resourceGroups/{group}/providers/Microsoft.DBforPostgreSQL/flexibleServers/ok"
-        let_through = [p["inputs"]["displayName"] for p in arm.policies if within(path, p["inputs"]["scope"]) and policy_denies(p["rule"], "Microsoft.DBforPostgreSQL/flexibleServers", path, props(sourceServerResourceId=source_id))]
-        assert let_through == [], (group, let_through)
+        declared = _declared(plan, env.naming.environment)
+        sized = {"storage": {"storageSizeGB": declared["storage"]["storageSizeGB"]}, "highAvailability": declared["highAvailability"]}
+        for attempt in (props(sourceServerResourceId=source_id), {**props(sourceServerResourceId=source_id, **sized), "sku": declared["sku"]}):
+            let_through = [p["inputs"]["displayName"] for p in arm.policies if within(path, p["inputs"]["scope"]) and policy_denies(p["rule"], "Microsoft.DBforPostgreSQL/flexibleServers", path, attempt)]
+            assert let_through == [], (group, attempt, let_through)
+        assert declared["highAvailability"]["mode"] == ("ZoneRedundant" if env is prod else "Disabled")
     # and the command's restore of the environment's own server goes through both
     arm.automatic_backup(n.database_server, _ago(days=1))
     (backup_id,) = _cli(capsys, "backup", "list", "-s", stack, "-e", "acceptance", "-C", str(project.path))[1].split()

@@ -584,13 +584,19 @@ def test_backups_writes_servers_in_the_restores_group_alone(role_run):
 def test_the_restores_group_takes_only_restores_of_the_environments_own_servers(role_run):
     """RBAC cannot tell a restore from any other server write: two Azure Policies do (restores.py). At the
     restores group, every Flexible Server write is denied but a point-in-time restore of one of the
-    environment's servers, into its database subnet, with no password or public access; at the subscription,
+    environment's servers, into its database subnet, with no password or public access and no bigger than the
+    environment's server; at the subscription,
     a server whose source is one of them is denied outside the environment's two groups
     (tests/targets/azure/test_azure_backup_cli.py sends them the hostile writes)."""
     role, _, res = role_run
     env = res.one(ENVIRONMENT_TYPE)
     servers = "Microsoft.DBforPostgreSQL/flexibleServers"
-    own = [f"{scope(role)}/providers/{servers}/{res.one(f'{T}dbforpostgresql:Server').inputs['serverName']}"]
+    server = res.one(f"{T}dbforpostgresql:Server").inputs
+    own = [f"{scope(role)}/providers/{servers}/{server['serverName']}"]
+    sku, storage, ha = (f"{servers}/{x}" for x in ("sku.name", "storage.storageSizeGB", "highAvailability.mode"))
+    # no bigger than the environment's server as declared, where the request sets a size at all
+    modes = sorted({"Disabled", server["highAvailability"]["mode"]})
+    assert modes == (["Disabled", "ZoneRedundant"] if role == "production" else ["Disabled"])
     expected = {
         "restores": {
             "if": {
@@ -603,6 +609,9 @@ def test_the_restores_group_takes_only_restores_of_the_environments_own_servers(
                             {"field": f"{servers}/administratorLoginPassword", "exists": "true"},
                             {"field": f"{servers}/network.publicNetworkAccess", "equals": "Enabled"},
                             {"not": {"field": f"{servers}/network.delegatedSubnetResourceId", "equals": DB_SUBNET}},
+                            {"allOf": [{"field": sku, "exists": "true"}, {"not": {"field": sku, "equals": server["sku"]["name"]}}]},
+                            {"allOf": [{"field": storage, "exists": "true"}, {"field": storage, "greater": server["storage"]["storageSizeGB"]}]},
+                            {"allOf": [{"field": ha, "exists": "true"}, {"not": {"field": ha, "in": modes}}]},
                         ]
                     },
                 ]

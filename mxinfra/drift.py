@@ -93,7 +93,7 @@ class Observed:
     # Foundry's service keys, other apps' bindings, shares into other spaces), each named with how to remove
     # it: they outlive the grant of whoever made them.
     credentials: tuple[str, ...] = ()
-    credentials_note: str | None = None  # what of them could not be read, and why
+    credentials_note: str | None = None  # what of them could not be read, and why (a warning on production)
 
 
 @dataclass(frozen=True)
@@ -328,21 +328,35 @@ def recorded(deployment: Deployment, environment: str, base_dir: Path) -> tuple[
 
 def standing_credentials(observed: Observed, declared_role: str) -> Difference | None:
     """Production's data reached by a credential nobody holds through a grant (a service key a time-boxed
-    deploy grant minted outlives it): refused, as an unrecorded change is, until it is removed. Below
+    deploy grant minted outlives it): refused, as an unrecorded change is, until it is removed. What of them
+    the reader could not read is a warning (`pulumi up` goes on, `mxinfra drift` does not say clean). Below
     production they are the team's (and `mxinfra backup` mints its own for a command's length). None when
-    there are none."""
-    if not observed.credentials or "production" not in (declared_role, observed.role):
+    there are none and all were read."""
+    if "production" not in (declared_role, observed.role):
         return None
-    return Difference(
-        observed.environment,
-        "credentials",
-        None,
-        ", ".join(observed.credentials),
-        f"{len(observed.credentials)} standing credential(s) to production's data, made outside any release: "
-        + "; ".join(observed.credentials)
-        + ": each outlives the grant of whoever made it",
-        f"{AUDIT}; remove them as named (a `mxinfra backup` command removes its own key when it ends: look at when each was made)",
-    )
+    unread = f" (and not all were read: {observed.credentials_note})" if observed.credentials_note else ""
+    if observed.credentials:
+        return Difference(
+            observed.environment,
+            "credentials",
+            None,
+            ", ".join(observed.credentials),
+            f"{len(observed.credentials)} standing credential(s) to production's data, made outside any release: "
+            + "; ".join(observed.credentials)
+            + f": each outlives the grant of whoever made it{unread}",
+            f"{AUDIT}; remove them as named (a `mxinfra backup` command removes its own key when it ends: look at when each was made)",
+        )
+    if observed.credentials_note:
+        return Difference(
+            observed.environment,
+            "credentials",
+            None,
+            None,
+            f"standing credentials to production's data not all read: {observed.credentials_note}",
+            "run `mxinfra drift` as `monitor`, which reads them all",
+            blocking=False,
+        )
+    return None
 
 
 def tier_downgrade(observed: Observed, declared_role: str, recorded: Recorded | None = None) -> Difference | None:
@@ -391,8 +405,6 @@ def check(deployment: Deployment, environments: Sequence[str], observe: Callable
         found += diffs
         if observed.config_note:
             notes.append(f"{env}: runtime configuration not compared: {observed.config_note}")
-        if observed.credentials_note:
-            notes.append(f"{env}: standing credentials not all read: {observed.credentials_note}")
         if not diffs:
             if observed.exists:
                 notes.append(f"{env}: {observed.workload} runs what {state.describe()} names")

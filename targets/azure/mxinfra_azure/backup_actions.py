@@ -601,6 +601,7 @@ class ServerActions:
         try:
             if asked.job is None and asked.status is not None:
                 op = self._request("GET", asked.status, DP_API_VERSION, f"Microsoft.DataProtection/backupVaults/operationStatus/read of {what}")
+                asked.misses = 0
                 state = str(op.get("status") or "")
                 if state.lower() in _OPERATION_FAILED:
                     return f"its request ended {state}{_errors([op.get('error')])}"

@@ -87,11 +87,20 @@ class ServerSize:
     sku: str
     storage_gb: int
     high_availability: str  # the mode: ZoneRedundant on production, Disabled below
+    # Set only when a server is created (Azure refuses to change it later): it follows the role, not the
+    # backups block, so an opt-out never asks to replace production's server.
+    geo_redundant_backup: str
 
 
 def server_size(cfg: AzureConfig, env: Environment) -> ServerSize:
     """The environment's ServerSize: `database.skuName` (or the role's default) and `storageSizeGb`."""
-    return ServerSize(cfg.database.skuName or DEFAULT_SKUS[env.role.value], cfg.database.storageSizeGb, "ZoneRedundant" if env.is_production else "Disabled")
+    production = env.is_production
+    return ServerSize(
+        cfg.database.skuName or DEFAULT_SKUS[env.role.value],
+        cfg.database.storageSizeGb,
+        "ZoneRedundant" if production else "Disabled",
+        "Enabled" if production else "Disabled",
+    )
 
 
 def restore_sources(cfg: AzureConfig, environment: str, names: Names) -> list[str]:
@@ -181,9 +190,7 @@ def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure
             # The daily tier, within the server's 7 to 35 days (backups.database_days). The weekly and
             # monthly tiers are the Backup vault's long-term retention (backups.create), not the server's.
             "backup_retention_days": backups.settings(env).database_days,
-            # Set only when the server is created (Azure refuses to change it later): it follows the
-            # role, not the backups block, so an opt-out never asks to replace production's server.
-            "geo_redundant_backup": "Enabled" if env.is_production else "Disabled",
+            "geo_redundant_backup": size.geo_redundant_backup,
         },
         high_availability={"mode": size.high_availability},
         tags=dict(ctx.tags),

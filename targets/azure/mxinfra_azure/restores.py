@@ -8,21 +8,23 @@ environment's server (its `monitor`, or `api`) could restore that server, produc
 this group and read its rows; or create a new empty server of their own, or a replica, in the database
 subnet; and a reader of a server who may write servers anywhere else in the subscription could restore it
 there. Azure Policy can tell: the request's `properties.createMode`, `sourceServerResourceId`,
-`administratorLoginPassword` and `network` are policy aliases of Flexible Server.
+`administratorLoginPassword`, `network`, and of its size `sku.name`, `storage.storageSizeGB`,
+`highAvailability.mode` and `backup.geoRedundantBackup`, are policy aliases of Flexible Server.
 
 - At the restores group (`rule`): every Flexible Server write is denied but a point-in-time restore of one
   of the environment's own servers (`database.restore_sources`: its server, and the one `database.fromBackup`
   serves from, by exact id), into the database subnet, carrying no administrator password and no public access,
-  and no bigger than the environment's own server (`database.server_size`: its SKU, at most its storage, HA
-  off or its mode), so that a restore below production costs what its environment does.
+  and no bigger than the environment's own server where Azure Policy can tell (`database.server_size`: its
+  SKU, at most its storage, HA and geo-redundant backup off or as its own), so that a restore below
+  production costs what its environment does. A storage tier, IOPS or throughput has no alias: not capped.
 - At the subscription (`source_rule`): a write of a Flexible Server whose source is any server of the
   environment's own group or its restores group (its server, a retired `fromBackup` one, a restored copy)
   is denied outside those two groups.
 
 Each condition a restore must meet denies when its field is missing (`not` of a positive test: `in`,
 `equals` and `like` are false for an absent value), rather than relying on how a negative operator reads an
-absent value; but the size caps, whose fields a restore leaves out to take its source's (the command's does),
-which is one of the environment's own servers. ARM evaluates both after RBAC, for every caller the platform does not exempt; no role of an
+absent value. The size caps are the exception: a restore that leaves a size out (the command's does) gets
+its source's, one of the environment's own servers, or less. ARM evaluates both after RBAC, for every caller the platform does not exempt; no role of an
 environment holds a policy write, delete or exemption.
 """
 
@@ -53,8 +55,8 @@ def _set_and(field: str, test: dict[str, Any]) -> dict[str, Any]:
 def rule(servers: list[str], subnet: str, size: ServerSize) -> dict[str, Any]:
     """The restores group's rule: deny a Flexible Server write unless it is a point-in-time restore of one of
     `servers` into `subnet`, with no administrator password, no public network access and nothing bigger
-    than `size` (the SKU itself, at most its storage, HA off or its mode)."""
-    sku, storage, ha = (f"{SERVER_TYPE}/{x}" for x in ("sku.name", "storage.storageSizeGB", "highAvailability.mode"))
+    than `size` (the SKU itself, at most its storage, HA and geo-redundant backup off or as its own)."""
+    sku, storage, ha, geo = (f"{SERVER_TYPE}/{x}" for x in ("sku.name", "storage.storageSizeGB", "highAvailability.mode", "backup.geoRedundantBackup"))
     return {
         "if": {
             "allOf": [
@@ -69,6 +71,7 @@ def rule(servers: list[str], subnet: str, size: ServerSize) -> dict[str, Any]:
                         _set_and(sku, {"not": {"field": sku, "equals": size.sku}}),
                         _set_and(storage, {"field": storage, "greater": size.storage_gb}),
                         _set_and(ha, {"not": {"field": ha, "in": sorted({"Disabled", size.high_availability})}}),
+                        _set_and(geo, {"not": {"field": geo, "in": sorted({"Disabled", size.geo_redundant_backup})}}),
                     ]
                 },
             ]

@@ -20,10 +20,11 @@ Controller computed), the buildpack what the app's lifecycle names (a plain URL:
 
 Also read, on production: every binding of the environment's service instances (the ones its app is bound
 to, whatever they are called now, and the ones the stack names) but the app's own: service keys and other
-apps' bindings. Each is a standing credential of the data that outlives the grant of whoever made it; the
-core refuses any (mxinfra.drift.standing_credentials). Every space role lists bindings, never their
-credentials. Not seen: an instance shared into another space (`shared_spaces`), and credentials copied out
-of a key that was then deleted.
+apps' bindings; and each instance's shares into other spaces, where every space developer may bind or key
+it. Each is a standing credential of the data that outlives the grant of whoever made it; the core refuses
+any (mxinfra.drift.standing_credentials). Every space role lists bindings, never their credentials; a Space
+Supporter may not list shares (the core warns). Not seen: credentials copied out of a key that was then
+deleted, and a route service bound to the app's route (it sees the traffic, not the data's credentials).
 
 Not compared (said on every run): variables, memory, disk, health check, routes and bindings. The record
 holds only a digest of the settings, which the app's objects cannot be turned back into, and a space
@@ -368,9 +369,12 @@ def _shares(client: Any, environment: str, place: Place, name: Mapping[str, str]
             try:
                 spaces = _get(client, path).get("data") or []
             except CapiError as e:
-                if e.status != 403:
+                # The Cloud Controller answers 404 to a reader who may not read the instance's space (a Space
+                # Supporter: not among the permitted roles), and for an instance shared in from another
+                # space or deleted since it was listed
+                if e.status not in (403, 404):
                     raise
-                refused.append(name[guid])  # a Space Supporter may not list shares (CAPI's permitted roles)
+                refused.append(name[guid])
                 spaces = []
         for space in spaces:
             other = str((space or {}).get("guid") or "?")
@@ -378,8 +382,9 @@ def _shares(client: Any, environment: str, place: Place, name: Mapping[str, str]
     note = None
     if refused:
         note = (
-            f"whether {', '.join(refused)} {'is' if len(refused) == 1 else 'are'} shared into other spaces was not read: the identity may not list "
-            "shares (a Space Supporter may not); `mxinfra drift` as monitor (Space Auditor) or deploy as a Space Developer reads them"
+            f"whether {', '.join(refused)} {'is' if len(refused) == 1 else 'are'} shared into other spaces was not read: the Cloud Controller "
+            "did not find the instance for this identity (a Space Supporter may not list shares; or the instance is another space's, or was "
+            "deleted meanwhile); `monitor` (Space Auditor) and a Space Developer read them"
         )
     return shared, note
 

@@ -122,6 +122,7 @@ ALIASES = {
     "microsoft.dbforpostgresql/flexibleservers/sku.name": "sku.name",
     "microsoft.dbforpostgresql/flexibleservers/storage.storagesizegb": "properties.storage.storageSizeGB",
     "microsoft.dbforpostgresql/flexibleservers/highavailability.mode": "properties.highAvailability.mode",
+    "microsoft.dbforpostgresql/flexibleservers/backup.georedundantbackup": "properties.backup.geoRedundantBackup",
 }
 
 
@@ -295,6 +296,7 @@ class BackupArm(Arm):
         self.jobs: dict[str, dict[str, Any]] = {}  # a vault job's id -> what it backs up, its point (None: it fails)
         self.job_unknown = False  # the operation names a job Jobs_Get answers 404 for
         self.job_missing = 0  # Jobs_Get answers 404 for the next reads of a job it knows (one not visible yet)
+        self.operation_script: list[str] = []  # the next operation status reads: "missing" (404) or "InProgress"
         self.role: dict[str, Any] | None = None  # the caller's role at the environment's resource group
         self.grants: list[tuple[dict[str, Any], str]] = []  # the caller's other roles, with the scope each is held at
         self.linked_denied = False  # the restore's linked check of the subnet join fails, whatever the roles
@@ -652,6 +654,11 @@ class BackupArm(Arm):
         if job is None:
             return 404, {"error": {"code": "OperationNotFound", "message": f"The operation {parts[1]} was not found."}}
         started = self.jobs[job]["started"]
+        if self.operation_script:
+            step = self.operation_script.pop(0)
+            if step == "missing":
+                return 404, {"error": {"code": "OperationNotFound", "message": f"The operation {parts[1]} was not found."}}
+            return 200, {"id": url.path, "name": parts[1], "status": step, "startTime": _iso(started)}
         named = "00000000-0000-4000-8000-0000000000ff" if self.job_unknown else job  # a job id Jobs_Get does not know
         return 200, {"id": url.path, "name": parts[1], "status": "Succeeded", "startTime": _iso(started), "endTime": _iso(started),
                      "properties": {"objectType": "OperationJobExtendedInfo", "jobId": named}}

@@ -336,16 +336,20 @@ def test_a_files_backup_that_fails_restores_nothing_and_records_nothing(arm, pro
     assert _records(project, "production") == [] and said.endswith("nothing was recorded"), said
 
 
-@pytest.mark.parametrize("misses", [0, 1, 2])
+@pytest.mark.parametrize("misses", [0, 1, 2, "alternating"])
 def test_a_failed_vault_job_ends_the_wait_at_once(arm, project, capsys, monkeypatch, misses):
     """The backup's answer names its operation, the operation its job: a job that fails ends the command then,
     naming the job, its state and its error, not at the deadline (here 60 s; 2 hours by default). A job the
-    operation has just named may not be readable at once (404: `misses` reads): the next poll reads it again."""
+    operation has just named may not be readable at once (404: `misses` reads): the next poll reads it again.
+    Only failed reads in a row give the follow up: reads of the operation that fail and succeed in turn do not."""
     import time
 
     stack, n = deployed(arm, project, "production")
     arm.fail = "job"
-    arm.job_missing = misses
+    if misses == "alternating":
+        arm.operation_script = ["missing", "InProgress"] * backup_actions.FOLLOW_MISSES
+    else:
+        arm.job_missing = misses
     monkeypatch.setattr(backup_actions, "BACKUP_TIMEOUT", 60.0)
     began = time.monotonic()
     rc, out, err = _cli(capsys, "backup", "create", "-s", stack, "-e", "production", "-C", str(project.path))
@@ -356,7 +360,7 @@ def test_a_failed_vault_job_ends_the_wait_at_once(arm, project, capsys, monkeypa
     assert f"the files' backup into the vault {n.backup_vault} made no recovery point: its job {job} ended Failed: UserErrorBlobBackupFailed: " in said, said
     assert f"az dataprotection job list -g {n.resource_group} --vault-name {n.backup_vault}" in said and said.endswith("nothing was recorded"), said
     assert took < 30 and "no longer followed" not in said, (took, said)
-    assert _records(project, "production") == [] and arm.job_missing == 0
+    assert _records(project, "production") == [] and arm.job_missing == 0 and arm.operation_script == []
     ops = [r["operation"] for r in arm.requests if r.get("operation")]
     assert "OperationStatusBackupVaultContext_Get" in ops and "Jobs_Get" in ops
 
@@ -570,6 +574,8 @@ def test_the_restores_group_takes_only_restores_of_the_environments_own_servers(
         "a restore on a bigger SKU": (n.restores_group, {**body, "sku": {"name": "Standard_E64ds_v5", "tier": "MemoryOptimized"}}, {R}),
         "a restore with more storage": (n.restores_group, props(storage={"storageSizeGB": _declared(tmp_path, "acceptance")["storage"]["storageSizeGB"] + 1}), {R}),
         "a restore with high availability": (n.restores_group, props(highAvailability={"mode": "ZoneRedundant"}), {R}),
+        "a restore with same-zone high availability": (n.restores_group, props(highAvailability={"mode": "SameZone"}), {R}),
+        "a restore with geo-redundant backups": (n.restores_group, props(backup={"geoRedundantBackup": "Enabled"}), {R}),
     }
     for i, (what, (group, attempt, expected)) in enumerate(tries.items()):
         path = f"/subscriptions/{SUB}/resourceGroups/{group}/providers/Microsoft.DBforPostgreSQL/flexibleServers/hostile-{i}"
@@ -586,11 +592,11 @@ def test_the_restores_group_takes_only_restores_of_the_environments_own_servers(
     for env, group, source_id, plan in ((n, n.restores_group, own, tmp_path), (n, n.resource_group, own, tmp_path), (prod, prod.restores_group, production, tmp_path / "production"), (prod, prod.resource_group, production, tmp_path / "production")):
         path = f"/subscriptions/{SUB}/resourceGroups/{group}/providers/Microsoft.DBforPostgreSQL/flexibleServers/ok"
         declared = _declared(plan, env.naming.environment)
-        sized = {"storage": {"storageSizeGB": declared["storage"]["storageSizeGB"]}, "highAvailability": declared["highAvailability"]}
+        sized = {"storage": {"storageSizeGB": declared["storage"]["storageSizeGB"]}, "highAvailability": declared["highAvailability"], "backup": {"geoRedundantBackup": declared["backup"]["geoRedundantBackup"]}}
         for attempt in (props(sourceServerResourceId=source_id), {**props(sourceServerResourceId=source_id, **sized), "sku": declared["sku"]}):
             let_through = [p["inputs"]["displayName"] for p in arm.policies if within(path, p["inputs"]["scope"]) and policy_denies(p["rule"], "Microsoft.DBforPostgreSQL/flexibleServers", path, attempt)]
             assert let_through == [], (group, attempt, let_through)
-        assert declared["highAvailability"]["mode"] == ("ZoneRedundant" if env is prod else "Disabled")
+        assert (declared["highAvailability"]["mode"], declared["backup"]["geoRedundantBackup"]) == (("ZoneRedundant", "Enabled") if env is prod else ("Disabled", "Disabled"))
     # and the command's restore of the environment's own server goes through both
     arm.automatic_backup(n.database_server, _ago(days=1))
     (backup_id,) = _cli(capsys, "backup", "list", "-s", stack, "-e", "acceptance", "-C", str(project.path))[1].split()

@@ -593,10 +593,11 @@ def test_the_restores_group_takes_only_restores_of_the_environments_own_servers(
     servers = "Microsoft.DBforPostgreSQL/flexibleServers"
     server = res.one(f"{T}dbforpostgresql:Server").inputs
     own = [f"{scope(role)}/providers/{servers}/{server['serverName']}"]
-    sku, storage, ha = (f"{servers}/{x}" for x in ("sku.name", "storage.storageSizeGB", "highAvailability.mode"))
+    sku, storage, ha, geo = (f"{servers}/{x}" for x in ("sku.name", "storage.storageSizeGB", "highAvailability.mode", "backup.geoRedundantBackup"))
     # no bigger than the environment's server as declared, where the request sets a size at all
     modes = sorted({"Disabled", server["highAvailability"]["mode"]})
-    assert modes == (["Disabled", "ZoneRedundant"] if role == "production" else ["Disabled"])
+    geos = sorted({"Disabled", server["backup"]["geoRedundantBackup"]})
+    assert (modes, geos) == ((["Disabled", "ZoneRedundant"], ["Disabled", "Enabled"]) if role == "production" else (["Disabled"], ["Disabled"]))
     expected = {
         "restores": {
             "if": {
@@ -612,6 +613,7 @@ def test_the_restores_group_takes_only_restores_of_the_environments_own_servers(
                             {"allOf": [{"field": sku, "exists": "true"}, {"not": {"field": sku, "equals": server["sku"]["name"]}}]},
                             {"allOf": [{"field": storage, "exists": "true"}, {"field": storage, "greater": server["storage"]["storageSizeGB"]}]},
                             {"allOf": [{"field": ha, "exists": "true"}, {"not": {"field": ha, "in": modes}}]},
+                            {"allOf": [{"field": geo, "exists": "true"}, {"not": {"field": geo, "in": geos}}]},
                         ]
                     },
                 ]

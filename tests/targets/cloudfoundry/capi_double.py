@@ -74,8 +74,9 @@ RESPONSE_NOT_DESCRIBED = {("GET", "/v3/organizations")}
 # (method, path, status) whose response the description gets wrong: POST /v3/roles's 422 allows only
 # CF-InvalidRequest-like codes, where the documentation (and the Cloud Controller) answers a role the user
 # already has with CF-UnprocessableEntity, 10008. The listing of an instance's shares describes only its 200,
-# where the documentation's permitted roles leave a Space Supporter out (the Cloud Controller's 403).
-STATUS_NOT_DESCRIBED = {("POST", "/v3/roles", 422), ("POST", "/v3/service_credential_bindings", 403), ("GET", "/v3/service_instances/{guid}/relationships/shared_spaces", 403)}
+# where the Cloud Controller answers 404 to a reader who may not read the instance's space (a Space Supporter:
+# cloud_controller_ng ServiceInstancesV3Controller#relationships_shared_spaces, resource_not_found!).
+STATUS_NOT_DESCRIBED = {("POST", "/v3/roles", 422), ("POST", "/v3/service_credential_bindings", 403), ("GET", "/v3/service_instances/{guid}/relationships/shared_spaces", 404)}
 
 _openapi = None
 
@@ -137,7 +138,7 @@ class CapiDouble:
         self.crash_instances = False
         self.credentials: dict[str, dict[str, Any]] = {}
         self.refuse_keys = False
-        self.refuse_share_reads = False  # listing shares is refused (403), as to a Space Supporter
+        self.refuse_share_reads = False  # listing shares is not found (404), as for a Space Supporter
         self.fail_key_deletes = 0
         self.fail_key_creates = 0
         self.fail_starts = 0
@@ -1045,7 +1046,7 @@ class CapiDouble:
     def op_list_shares(self, request: Request, guid: str) -> Response:
         """Only the spaces' guids, as the documentation's example answers (without `fields`)."""
         if self.refuse_share_reads:
-            raise CapiError(403, "CF-NotAuthorized", "You are not authorized to perform the requested action", 10003)
+            raise CapiError(404, "CF-ResourceNotFound", "Service instance not found", 10010)
         return self._shares(guid)
 
     def op_share(self, request: Request, guid: str) -> Response:

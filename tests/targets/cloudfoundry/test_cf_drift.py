@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -170,11 +171,20 @@ def test_a_service_key_of_productions_data_is_a_standing_credential_until_delete
     assert rc == 2 and f"a binding of app {other['guid']} to renamed, made " in said and "cf curl -X DELETE /v3/service_credential_bindings/" in said, said
 
 
-def test_a_share_of_productions_data_into_another_space_is_a_standing_credential_until_unshared(released, capi, project, capsys):
+def test_a_share_of_productions_data_into_another_space_is_a_standing_credential_until_unshared(released, capi, project, capsys, pulumi_run, monkeypatch):
     """A space developer who is one in another space too shares the database into it: every developer there
-    may then bind or key it, and those bindings are listed only to roles in that space. Drift refuses
-    production while the share exists, naming how to undo it; a reader who may not list shares (a Space
-    Supporter) is told so in the notes."""
+    may then bind or key it, and those bindings are listed only to roles in that space. Drift, and so the
+    release guard, refuses production while the share exists, naming how to undo it. A reader who may not
+    list shares (a Space Supporter: the Cloud Controller answers 404) is warned: `pulumi up` goes on, drift
+    does not say clean."""
+    import importlib
+
+    import pulumi
+
+    from mxinfra.components import MendixApp
+    from mxinfra.config import RawConfig
+    from mxinfra.deployment import prepare
+
     space = next(iter(capi.objects["spaces"]))
     elsewhere = capi._add("spaces", name="mallory-sandbox", org=capi.org_guid)["guid"]
     database = capi._add("service_instances", name="orders-production-database", type="managed", space=space, state="succeeded")
@@ -186,11 +196,21 @@ def test_a_share_of_productions_data_into_another_space_is_a_standing_credential
     said = " ".join(err.split())
     assert rc == 2 and "Traceback" not in err, err
     assert f"production: 1 standing credential(s) to production's data, made outside any release: orders-production-database shared into space {elsewhere} (cf curl -X DELETE {shares}/{elsewhere})" in said, said
-    capi.refuse_share_reads = True  # as a Space Supporter reads: not refused, and said
+    # as a Space Supporter reads it
+    capi.refuse_share_reads = True
     rc, out, err = _drift(project, capsys)
-    assert rc == 0, err
-    assert "production: standing credentials not all read: whether orders-production-database is shared into other spaces was not read: the identity may not list shares" in " ".join((out + err).split()), out + err
+    unread = "standing credentials to production's data not all read: whether orders-production-database is shared into other spaces was not read: the Cloud Controller did not find the instance for this identity"
+    assert rc == 2 and unread in " ".join(err.split()) and "run `mxinfra drift` as `monitor`" in err, err
+    monkeypatch.setattr(importlib.import_module("mxinfra.release_guard"), "under_mocks", lambda: False)  # as under a real engine
+    monkeypatch.chdir(project.path)
+    warned: list[str] = []
+    monkeypatch.setattr(pulumi.log, "warn", lambda msg, *a, **k: warned.append(" ".join(str(msg).split())))
+    d = prepare(RawConfig(config("production"), frozenset({"mxinfra:environments"})), project="orders", stack=STACK, base_dir=project.path)
+    pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack=STACK, project="orders")
+    assert any(unread in w for w in warned), warned
     capi.refuse_share_reads = False
+    with pytest.raises(pulumi.RunError, match="shared into space"):
+        pulumi_run(lambda: MendixApp("orders", {"deployment": d}), stack=STACK, project="orders")
     c.request("DELETE", f"{shares}/{elsewhere}")
     assert _drift(project, capsys)[0] == 0
 
@@ -203,6 +223,12 @@ def test_standing_credentials_are_productions_concern_alone():
     assert standing_credentials(Observed("x", "app", exists=True), "production") is None
     found = standing_credentials(seen, "production")
     assert found is not None and found.blocking and found.field == "credentials"
+    # not all read: a warning on production, nothing below it
+    partly = Observed("x", "app", exists=True, credentials_note="shares not read")
+    warned = standing_credentials(partly, "production")
+    assert warned is not None and not warned.blocking and "not all read: shares not read" in warned.message
+    assert standing_credentials(partly, "test") is None
+    assert "(and not all were read: shares not read)" in standing_credentials(replace(partly, credentials=("k",)), "production").message  # type: ignore[union-attr]
     # production by what runs (a stack that now declares it another tier) as well
     assert standing_credentials(Observed("x", "app", exists=True, role="production", credentials=("k",)), "test") is not None
 
@@ -303,15 +329,15 @@ READS_NOT_IN_THE_RELEASE_TABLE = {
 }
 
 
-# What a reader may be refused and drift goes on without, saying so (test_a_share_of_productions_data_...)
+# What a reader may be refused and the release guard goes on without, warning (test_a_share_of_productions_data_...)
 REFUSAL_SAID = {"GET /v3/service_instances/:guid/relationships/shared_spaces"}
 
 
 def test_monitor_and_deploy_may_read_everything_drift_reads(released, capi, project, capsys):
     """Every CAPI endpoint a drift run sends (a pushed droplet included: the longest read, and production's
     standing credentials) is permitted to space_auditor (monitor) and space_developer (deploy), and to
-    space_supporter (deploy with deployRole) but for what drift goes on without, saying so, per the CAPI
-    documentation."""
+    space_supporter (deploy with deployRole) but for what the release guard goes on without, warning, per
+    the CAPI documentation."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from test_release_scope import SPACE_ROLE_LABEL, _endpoints, capi_permits
 

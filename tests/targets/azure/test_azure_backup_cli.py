@@ -549,6 +549,8 @@ def test_the_restores_group_takes_only_restores_of_the_environments_own_servers(
     hostile = {"administratorLogin": "mallory", "administratorLoginPassword": "Hostile-Passw0rd!"}
     # which policy refuses each: this environment's restores group's (R), its servers' (S), production's servers' (P)
     R, S, P = (f"mxinfra {n.naming.prefix} restores", f"mxinfra {n.naming.prefix} restored-only-here", f"mxinfra {prod.naming.prefix} restored-only-here")
+    RP = f"mxinfra {prod.naming.prefix} restores"
+    prod_network = arm.servers[prod.database_server]["properties"]["network"]
     empty = {"location": source["location"], "sku": source["sku"], "properties": {"version": "16", **hostile, "storage": {"storageSizeGB": 32}, "network": source["properties"]["network"]}}
     tries = {
         "another environment's server": (n.restores_group, props(sourceServerResourceId=production), {R, P}),
@@ -576,6 +578,9 @@ def test_the_restores_group_takes_only_restores_of_the_environments_own_servers(
         "a restore with high availability": (n.restores_group, props(highAvailability={"mode": "ZoneRedundant"}), {R}),
         "a restore with same-zone high availability": (n.restores_group, props(highAvailability={"mode": "SameZone"}), {R}),
         "a restore with geo-redundant backups": (n.restores_group, props(backup={"geoRedundantBackup": "Enabled"}), {R}),
+        # production's restores group caps at production's own sizes
+        "production's restore with more storage": (prod.restores_group, props(sourceServerResourceId=production, network=prod_network, storage={"storageSizeGB": _declared(tmp_path / "production", "production")["storage"]["storageSizeGB"] + 1}), {RP}),
+        "production's restore with same-zone high availability": (prod.restores_group, props(sourceServerResourceId=production, network=prod_network, highAvailability={"mode": "SameZone"}), {RP}),
     }
     for i, (what, (group, attempt, expected)) in enumerate(tries.items()):
         path = f"/subscriptions/{SUB}/resourceGroups/{group}/providers/Microsoft.DBforPostgreSQL/flexibleServers/hostile-{i}"

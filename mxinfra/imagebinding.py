@@ -1,6 +1,7 @@
 """The image that runs holds the package that is recorded: the rule `pulumi up`, `pulumi preview` and
 `mxinfra plan` apply to every environment whose target runs the package from a container image
-(Kubernetes in plain mode, AWS, Azure; the Operator and Cloud Foundry run the MDA itself).
+(Kubernetes in plain mode and the Operator's `oci-image://` sources, AWS, Azure; Cloud Foundry, and the
+Operator from an MDA URL, run the MDA itself).
 
 - `Check.REQUIRED` (the program under `pulumi up`): every such image is read from its registry (by its
   digest, or by the digest its tag names now) and compared with the package before any resource is

@@ -327,3 +327,27 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
             pytest.fail(message)  # CI ran ./dev test, which builds it: its absence is a failure there
         pytest.skip(message)
     yield from start_registry(binary, tmp_path_factory.mktemp("registry"))
+
+
+def app_image(reg: Registry, repo: str, mda: Path) -> str:
+    """A base layer, the app layer as the Docker buildpack writes it from `mda`, and a newer layer without the app."""
+    layers = [layer_tar(BASE_FILES), layer_tar(mda_files(mda)), layer_tar([("etc/extra.conf", b"no app here\n")])]
+    return push_image(reg, repo, layers)
+
+
+def example_and_next(reg: Registry, tmp_path_factory: pytest.TempPathFactory, repo: str) -> dict[str, str]:
+    """`repo`'s images of the example package and of its next release (model 1.4.3.1301), by digest."""
+    from scaffold import EXAMPLE_MDA, example_release
+
+    nxt = example_release(tmp_path_factory.mktemp("next") / "orders-1.4.3.mda", "1.4.3.1301")
+    return {"example": f"{reg.host}/{repo}@{app_image(reg, repo, EXAMPLE_MDA)}", "next": f"{reg.host}/{repo}@{app_image(reg, repo, nxt)}"}
+
+
+def docker_user(reg: Registry, home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A user with the registry's credentials in their Docker config, its CA trusted, an empty layer cache:
+    the Docker config's path."""
+    for key, value in logged_in(reg, home).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    return home / "docker" / "config.json"

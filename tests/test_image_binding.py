@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 from pulumi import RunError
-from registry import BASE_FILES, Registry, layer_tar, logged_in, mda_files, push_image, registry  # noqa: F401 (the fixture)
-from scaffold import EXAMPLE_MDA, copy_example, example_release
+from registry import Registry, docker_user, example_and_next, registry  # noqa: F401 (the fixture)
+from scaffold import copy_example
 
 from mxinfra.cli import main
 from mxinfra.deployment import prepare
@@ -32,30 +32,16 @@ STACKS = {"test": ("mxinfra:kubernetes", "image"), "aws-test": ("mxinfra:aws", "
 ACTIVITY = "pulumi-python:dynamic:Resource"
 
 
-def app_image(reg: Registry, repo: str, mda: Path) -> str:
-    """A base layer, the app layer as the Docker buildpack writes it from `mda`, and a newer layer without the app."""
-    layers = [layer_tar(BASE_FILES), layer_tar(mda_files(mda)), layer_tar([("etc/extra.conf", b"no app here\n")])]
-    return push_image(reg, repo, layers)
-
-
 @pytest.fixture(scope="module")
 def images(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The example's image and the next release's (model 1.4.3.1301), by digest."""
-    nxt = example_release(tmp_path_factory.mktemp("next") / "orders-1.4.3.mda", "1.4.3.1301")
-    return {
-        "example": f"{registry.host}/orders/app@{app_image(registry, 'orders/app', EXAMPLE_MDA)}",
-        "next": f"{registry.host}/orders/app@{app_image(registry, 'orders/app', nxt)}",
-    }
+    return example_and_next(registry, tmp_path_factory, "orders/app")
 
 
 @pytest.fixture
 def user(registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A user with the registry's credentials in their Docker config, its CA trusted, an empty layer cache."""
-    for key, value in logged_in(registry, tmp_path).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
-    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-    return tmp_path / "docker" / "config.json"
+    return docker_user(registry, tmp_path, monkeypatch)
 
 
 def project_with(tmp_path: Path, stack: str, image: str) -> Path:

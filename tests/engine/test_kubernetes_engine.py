@@ -68,6 +68,8 @@ def mendixapp_crd() -> dict[str, Any]:
     schema = json.loads(SCHEMA.read_text())
     defs = schema.get("$defs", {})
     spec = _structural(schema["properties"]["spec"], defs)
+    # as the Operator's own CRD: fields mxinfra does not set (pod annotations, leader selection, ...) are kept
+    spec["x-kubernetes-preserve-unknown-fields"] = True
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -304,9 +306,14 @@ def test_the_release_guard_refuses_a_mendixapp_source_change(deployed: Deployed)
             _kubectl_as(deployed, "admin", *patch, json.dumps({"spec": {"sourceURL": "https://packages.example.com/orders/orders-1.4.2.mda"}}))
             time.sleep(0.5)
         assert refused.returncode != 0 and "ValidatingAdmissionPolicy" in refused.stderr and "denied request" in refused.stderr, refused.stderr
-        assert "only its release identities (group:orders-release) and cluster administrators may change MendixApp orders-operator's source" in refused.stderr
+        assert "only its release identities (group:orders-release) and cluster administrators may change MendixApp orders-operator's spec (source" in refused.stderr
         constants = _kubectl_as(deployed, "developer", *patch, json.dumps({"spec": {"runtime": {"microflowConstants": {"Orders.PageSize": "1000"}}}}))
         assert constants.returncode != 0 and "denied request" in constants.stderr
+        # a field of the Operator's CRD that mxinfra does not set is a change of what runs too
+        for field, value in (("runtimeDeploymentPodAnnotations", {"sidecar.istio.io/inject": "true"}), ("runtimeLeaderSelection", "none")):
+            other = _kubectl_as(deployed, "developer", *patch, json.dumps({"spec": {field: value}}))
+            assert other.returncode != 0 and "denied request" in other.stderr, (field, other.stderr)
+            assert field not in c.get(MENDIXAPP)["spec"]
         for replicas in (2, 1):
             scaled = _kubectl_as(deployed, "developer", *patch, json.dumps({"spec": {"replicas": replicas}}))
             assert scaled.returncode == 0, scaled.stderr

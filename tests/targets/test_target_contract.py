@@ -521,7 +521,11 @@ def kubernetes_grants(p: Planned) -> tuple[list[Grant], dict[Capability, list[An
     into_pods = [("", "pods/exec", "create", pod), ("", "pods/attach", "create", pod), ("", "pods/portforward", "create", pod), ("", "pods/ephemeralcontainers", "patch", pod), ("", "pods/ephemeralcontainers", "update", pod)]
     probes: dict[Capability, list[Any]] = {
         C.RELEASE: [("apps", "statefulsets", "patch", workload), ("privatecloud.mendix.com", "mendixapps", "patch", workload)],
-        C.READ_SECRETS: [("", "secrets", v, name) for v in ("get", "list", "watch") for name in secrets] + [(g, r, v, None) for g, r, v in POD_MAKERS] + into_pods,
+        # the MendixApp holds the admin password and licence; a write's answer is the whole object
+        C.READ_SECRETS: [("", "secrets", v, name) for v in ("get", "list", "watch") for name in secrets]
+        + [("privatecloud.mendix.com", "mendixapps", v, workload) for v in ("get", "list", "watch", "patch", "update")]
+        + [(g, r, v, None) for g, r, v in POD_MAKERS]
+        + into_pods,
         C.SHELL: [(g, r, v, None) for g, r, v in POD_MAKERS] + into_pods,
         C.WRITE_SECRETS: [("", "secrets", "patch", None), ("", "secrets", "update", None)],
         C.BACKUP: [("batch", "jobs", "create", None)],

@@ -48,6 +48,8 @@ def _rules(permission: Permission, layout: Layout, mode: str, names: Mapping[str
         if mode == "operator":
             # Only its own MendixApp: another environment's CR in a shared Operator namespace carries that
             # environment's admin password and licence. `list` cannot be limited to names, so it is not granted.
+            # Its own CR carries them too, and a patch's answer is the whole object: whoever may write it reads
+            # them, so on production the Role is bound to the release identities alone (`deploy_subjects`).
             return [
                 {"apiGroups": [MENDIX_GROUP], "resources": ["mendixapps"], "resourceNames": [workload], "verbs": ["get", "watch", "update", "patch"]},
                 # Writing the secret constants needs no read of them.
@@ -104,6 +106,14 @@ def _rules(permission: Permission, layout: Layout, mode: str, names: Mapping[str
     return []
 
 
+def deploy_subjects(principals: list[str], mode: str, production: bool, release_identities: list[str]) -> tuple[list[str], list[str]]:
+    """(bound, left out) of `deploy`'s principals: in operator mode on production only the release
+    identities are bound, since writing the MendixApp reads its admin password and licence (`_rules`)."""
+    if mode != "operator" or not production:
+        return list(principals), []
+    return [p for p in principals if p in release_identities], [p for p in principals if p not in release_identities]
+
+
 def subject(principal: str) -> dict[str, str]:
     """The RoleBinding subject of a principal (check() has refused unknown forms)."""
     parsed = parse_principal(principal)
@@ -132,6 +142,11 @@ def deploy(b: Builder) -> list[str]:
                 )
             unmapped.append(role.permission.value)
             continue
+        principals = list(role.principals)
+        if role.permission is Permission.DEPLOY:
+            principals, _ = deploy_subjects(principals, b.settings.mode, b.ctx.environment.is_production, list(b.ctx.config.releaseIdentities))
+            if not principals:
+                continue  # target.warnings says who holds nothing
         name = lay.name(role.permission.value)
         meta = lay.metadata(name, per_release=False, annotations={"mxinfra.io/permission": role.permission.value})
         r = k8s.rbac.v1.Role(b.logical(f"role-{role.permission.value}"), metadata=meta, rules=rs, opts=b.opts())
@@ -139,7 +154,7 @@ def deploy(b: Builder) -> list[str]:
             b.logical(f"rolebinding-{role.permission.value}"),
             metadata=meta,
             role_ref={"apiGroup": RBAC_GROUP, "kind": "Role", "name": name},
-            subjects=[subject(p) for p in role.principals],
+            subjects=[subject(p) for p in principals],
             opts=b.opts(depends_on=[r]),
         )
     return unmapped

@@ -9,8 +9,9 @@ and cluster administrators (`system:masters`: they bypass authorization and can 
 refusing them would only break the platform's own steps) it refuses, in the environment's namespace:
 
 - a change of the runtime StatefulSet's pod template (`kubectl set image`, env, containers, volumes, its
-  labels, any template annotation but `kubectl.kubernetes.io/restartedAt`), or of the MendixApp's spec
-  other than `replicas` (`sourceURL`, runtime version, runtime settings);
+  labels, any template annotation but `kubectl.kubernetes.io/restartedAt`), or of any field of the
+  MendixApp's spec but `replicas` (`sourceURL`, runtime version, runtime settings, and every field of the
+  Operator's CRD that mxinfra does not set, such as the pods' annotations);
 - a change of the `mxinfra.io/*` annotations on the workload (the release's package and configuration
   fingerprint, which `mxinfra drift` compares);
 - creating, changing or deleting the runtime's ConfigMaps (`<app>-<env>-config-*`) and Secrets
@@ -107,12 +108,6 @@ def _finalizers_released() -> str:
     )
 
 
-def _same_field(field: str) -> str:
-    return _same(f"object.spec.{field}", f"oldObject.spec.{field}")
-
-
-# The MendixApp's spec fields a release sets, besides replicas (operator.spec).
-MENDIXAPP_FIELDS = ("mendixRuntimeVersion", "sourceURL", "appURL", "tls", "resources", "database", "storage", "ingressClassName", "runtime", "endpointAnnotations")
 
 
 def policy_spec(namespace: str, workload: str, mode: str, names: dict[str, str], identities: Sequence[str], environment: str, scripts: str | None = None) -> dict[str, Any]:
@@ -126,8 +121,10 @@ def policy_spec(namespace: str, workload: str, mode: str, names: dict[str, str],
     if mode == "operator":
         workload_rule = {"apiGroups": ["privatecloud.mendix.com"], "apiVersions": ["*"], "resources": ["mendixapps"], "operations": ["UPDATE"]}
         resource = "mendixapps"
-        runs = " && ".join(_same_field(f) for f in MENDIXAPP_FIELDS)
-        what = f"change MendixApp {workload}'s source, runtime or settings (its replicas excepted)"
+        # The whole spec but replicas, not the fields a release sets: the Operator's CRD has more (pod
+        # annotations and labels, leader selection, metrics, service annotations), each changing what runs.
+        runs = _same_map("object.spec", "oldObject.spec", "k == 'replicas'")
+        what = f"change MendixApp {workload}'s spec (source, runtime, settings, pod annotations; its replicas excepted)"
     else:
         workload_rule = {"apiGroups": ["apps"], "apiVersions": ["*"], "resources": ["statefulsets"], "operations": ["UPDATE"]}
         resource = "statefulsets"

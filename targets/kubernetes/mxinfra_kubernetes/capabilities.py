@@ -11,8 +11,13 @@ from mxinfra.capabilities import NotGranted, Tiered, declare_capabilities
 CAPABILITIES = declare_capabilities(
     "kubernetes",
     {
-        # its StatefulSet (or MendixApp), the runtime ConfigMaps, and writing (never reading) its Secret
-        Permission.DEPLOY: frozenset({C.RELEASE, C.WRITE_SECRETS, C.OBSERVE}),
+        # its StatefulSet (or MendixApp), the runtime ConfigMaps, and writing (never reading) its Secret. In
+        # operator mode the MendixApp holds the admin password and licence, and whoever writes it reads them:
+        # below production that is the team's; on production only the release identities are bound (access.py)
+        Permission.DEPLOY: Tiered(
+            production=frozenset({C.RELEASE, C.WRITE_SECRETS, C.OBSERVE}),
+            other=frozenset({C.RELEASE, C.WRITE_SECRETS, C.OBSERVE, C.READ_SECRETS}),
+        ),
         Permission.MONITOR: frozenset({C.OBSERVE}),
         # A backup is a Job the holder creates; a pod it creates may mount any Secret of the namespace and
         # run any command, so on production the holder follows the platform's backup jobs and starts none.

@@ -35,6 +35,11 @@ STORAGE_UNCHECKED_WARNING = (
     "the cluster's StorageClasses were not checked ({reason}): if {key} names no class of the cluster, or the "
     "cluster has no default class, the volume claims never bind and `pulumi up` fails only when the provider times out"
 )
+OPERATOR_DEPLOY_WARNING = (
+    "deploy of {principals} binds nothing on production in operator mode: the MendixApp holds the admin password "
+    "and licence, and whoever may write it reads them (a patch's answer is the whole object); only the release "
+    "identities ({key}) hold deploy there, so a scale or restart is a `pulumi up` of the pipeline"
+)
 NO_RELEASE_IDENTITY_WARNING = (
     "{key} is empty: production's admission policy lets only cluster administrators (system:masters) change "
     "what runs, so `pulumi up` of a release as the deploy group is refused there; set it to the group your "
@@ -87,6 +92,15 @@ class KubernetesTarget(Target):
         out += egress_warnings(list(settings.egress), env.name)
         if env.is_production and not block.releaseIdentities:
             out.append(NO_RELEASE_IDENTITY_WARNING.format(key=f"{BLOCK}.releaseIdentities"))
+        from mxinfra.access import Permission
+
+        from .access import deploy_subjects
+
+        for role in access.roles():
+            if role.permission is Permission.DEPLOY:
+                _, left_out = deploy_subjects(list(role.principals), settings.mode, env.is_production, list(block.releaseIdentities))
+                if left_out:
+                    out.append(OPERATOR_DEPLOY_WARNING.format(principals=", ".join(left_out), key=f"{BLOCK}.releaseIdentities"))
         from mxinfra.backups import of_environment, opt_out_warning
 
         from .backups import job_image, unrestricting
@@ -129,10 +143,16 @@ class KubernetesTarget(Target):
         return artifact_key_of(block, env.name) if isinstance(block, KubernetesConfig) else None
 
     def app_image(self, env: Environment, block: Any) -> str | None:
-        """The image of plain mode; None in operator mode (the Operator runs the MDA its sourceURL names)."""
-        if not isinstance(block, KubernetesConfig) or for_environment(block, env.name).mode == "operator":
+        """The image `pulumi up` verifies holds the package: plain mode's `image`, or the one an operator
+        `oci-image://` sourceURL names (the Operator runs it); None for an MDA URL."""
+        from mxinfra.artifacts import OCI_SCHEME
+
+        if not isinstance(block, KubernetesConfig):
             return None
-        return artifact_of(block, env.name)
+        artifact = artifact_of(block, env.name)
+        if for_environment(block, env.name).mode != "operator":
+            return artifact
+        return artifact[len(OCI_SCHEME) :] if artifact is not None and artifact.startswith(OCI_SCHEME) else None
 
     def running(self, deployment: Deployment, environment: str, base_dir: Path) -> Observed:
         """The environment's StatefulSet (plain) or MendixApp (operator), read from the cluster the stack

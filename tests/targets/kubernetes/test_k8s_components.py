@@ -525,6 +525,32 @@ def test_operator_production_cr_is_protected_and_retained(pulumi_run):
     assert sorted(k for k, r in kids.items() if r.protect) == ["mendixapp", "namespace"]
 
 
+def test_operator_production_deploy_binds_the_release_identities_alone(pulumi_run):
+    """The MendixApp holds the admin password and licence, and a patch's answer is the whole object: on
+    production in operator mode the deploy Role (its MendixApp, by name) is bound to the release identities
+    alone, and the plan names every other deploy holder as holding nothing there. Below production, and in
+    plain mode, every deploy holder is bound."""
+    cfg = config("production", instances=2, mode="operator", releaseIdentities=["group:release"])
+    cfg["mxinfra:access"].append({"principal": "group:release", "environments": ["production"], "permissions": ["deploy", "monitor"]})
+    d, res = deploy(pulumi_run, cfg, "production")
+    kids = target_children(res, "production")
+    assert kids["rolebinding-deploy"].input("subjects") == [{"kind": "Group", "name": "release", "apiGroup": "rbac.authorization.k8s.io"}]
+    assert {"kind": "Group", "name": "ops", "apiGroup": "rbac.authorization.k8s.io"} in kids["rolebinding-monitor"].input("subjects")
+    (mendixapps,) = [r for r in kids["role-deploy"].input("rules") if "mendixapps" in r["resources"]]
+    assert "get" in mendixapps["verbs"] and mendixapps["resourceNames"] == ["orders-production"]
+    warned = [w for w in d.environment("production").warnings if "binds nothing on production in operator mode" in w]
+    assert len(warned) == 1 and warned[0].startswith("deploy of group:ops binds nothing") and "mxinfra:kubernetes.releaseIdentities" in warned[0], warned
+    # without a release identity no one holds deploy there (the plan says why)
+    d, res = deploy(pulumi_run, config("production", instances=2, mode="operator"), "production")
+    assert "rolebinding-deploy" not in target_children(res, "production") and "role-deploy" not in target_children(res, "production")
+    assert any(w.startswith("deploy of group:ops binds nothing") for w in d.environment("production").warnings)
+    # below production, and plain production: every deploy holder
+    for cfg, env in ((config("uat", role="acceptance", instances=1, mode="operator"), "uat"), (config("production"), "production")):
+        d, res = deploy(pulumi_run, cfg, env)
+        assert target_children(res, env)["rolebinding-deploy"].input("subjects") == [{"kind": "Group", "name": "ops", "apiGroup": "rbac.authorization.k8s.io"}]
+        assert not any("binds nothing" in w for w in d.environment(env).warnings)
+
+
 def test_operator_acceptance_cr_is_not_protected(pulumi_run):
     _, res = deploy(pulumi_run, config("uat", role="acceptance", instances=1, mode="operator"), "uat")
     kids = target_children(res, "uat")

@@ -9,6 +9,16 @@ with the log's records: the image (the record's artifact; every service must run
 summed (the record's instances: the leader's one task plus the followers'), and the package tag where the
 revision carries one (a release tags each revision it registers; one registered by hand may carry none).
 
+The service's task definition is only what its newest (PRIMARY) deployment starts: an older deployment keeps
+its tasks until the newest one is healthy, and one that never becomes healthy (security groups that block
+the load balancer, no circuit breaker, minimumHealthyPercent 100) keeps them for good, while the service
+names the recorded revision. So every PRIMARY or ACTIVE entry of the service's `deployments` (the same
+DescribeServices answer) that runs or wants tasks of another revision is read as well (one
+DescribeTaskDefinition per revision) and its image compared like the service's: another image than the
+others is named, with the deployment's id and revision. Its tasks are not listed (ecs:ListTasks,
+ecs:DescribeTasks): `monitor` may not read them, and the deploy role's DescribeTasks needs the environment's
+tags on the task, which the tasks of a revision registered by hand without them do not carry.
+
 Not compared: the rest of the runtime configuration (variables, secret references, roles, size, added
 containers). A release writes no fingerprint of it on the revision, and the records hold only a digest of
 the settings, which a task definition cannot be turned back into: a revision registered by hand with the
@@ -18,7 +28,7 @@ recorded image and other variables is not detected here (CloudTrail's RegisterTa
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +50,19 @@ _INVALID = ("ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "Un
 
 
 @dataclass(frozen=True)
+class Beside:
+    """A deployment of a service (DescribeServices' `deployments`, PRIMARY or ACTIVE) that runs or wants
+    tasks of another revision than the service's task definition."""
+
+    id: str  # `ecs-svc/...`
+    status: str
+    revision: str  # `family:revision` of its task definition
+    image: str | None  # the runtime container's; None when the revision has no `mendix` container
+    running: int
+    desired: int
+
+
+@dataclass(frozen=True)
 class Service:
     """What one ACTIVE ECS service runs."""
 
@@ -49,6 +72,7 @@ class Service:
     desired: int
     package_sha256: str | None  # the revision's mxinfra:package-sha256 tag, if any
     role: str | None = None  # the revision's mxinfra:role tag, if any
+    beside: tuple[Beside, ...] = ()  # its deployments that run another revision, newest first
 
 
 def _where(cluster: str, region: str) -> str:
@@ -60,8 +84,17 @@ def _revision(arn: str) -> str:
     return arn.rsplit("/", 1)[-1]
 
 
-def _image(service: Service) -> str:
+def _image(service: Service | Beside) -> str:
     return service.image if service.image is not None else f"(no {CONTAINER} container in {service.revision})"
+
+
+def _stop(region: str, cluster: str, service: str, deployment: Beside) -> str:
+    """How `mxinfra drift` says to stop what a deployment beside the service's revision runs."""
+    return (
+        f"stop the tasks of deployment {deployment.id} of {service} (revision {deployment.revision}) unless ECS is still stopping them "
+        f"after a release: aws ecs list-tasks --region {region} --cluster {cluster} --service-name {service}, then aws ecs stop-task "
+        f"--region {region} --cluster {cluster} --task <each one `aws ecs describe-tasks` shows on {deployment.revision}>"
+    )
 
 
 def _update(region: str, cluster: str, name: str) -> str:
@@ -93,10 +126,20 @@ def observed(environment: str, region: str, cluster: str, leader: str, follower:
         detail = f"revision {first.revision}; follower service {follower}, revision {services[follower].revision}"
     else:
         detail = f"revision {first.revision}"
+    # Deployments beside the services' revisions are named, as the revisions are, whatever their image.
+    for s in active:
+        for d in s.beside:
+            detail += f"; deployment {d.id} of {s.name}, revision {d.revision}, {d.running} task(s) running"
     what = f"ECS service {first.name} ({detail}; {_where(cluster, region)})"
-    images = {_image(s) for s in active}
-    # One image for every service is what a release leaves; otherwise each is named, which no record names.
-    artifact = images.pop() if len(images) == 1 else ", ".join(f"{_image(s)} ({s.name})" for s in active)
+    # Each service's revision, then the deployments beside it that still run or start tasks.
+    runs = [(_image(x), s.name if x is s else f"deployment {x.id} of {s.name}, revision {x.revision}") for s in active for x in (s, *s.beside)]
+    images = {image for image, _ in runs}
+    # One image for every service and deployment is what a release leaves; otherwise each is named, which no
+    # record names, and so are the tasks to stop.
+    artifact = images.pop() if len(images) == 1 else ", ".join(f"{image} ({label})" for image, label in runs)
+    if len(images) > 1 and any(s.beside for s in active):
+        stops = "; ".join(_stop(region, cluster, s.name, d) for s in active for d in s.beside)
+        restore = {**restore, "artifact": f"{restore['artifact']}; {stops}"}
     return Observed(
         environment,
         what,
@@ -153,23 +196,55 @@ def read_services(ecs: Any, environment: str, region: str, cluster: str, names: 
             described = ecs.describe_services(cluster=cluster, services=list(names))
         except ecs.exceptions.ClusterNotFoundException:
             return {}
+    read: dict[str, Mapping[str, Any]] = {}  # revision -> DescribeTaskDefinition's answer: one call each
+
+    def definition(arn: str, of: str = "") -> tuple[Mapping[str, Any], str | None]:
+        """The revision's answer and its runtime container's image."""
+        if _revision(arn) not in read:
+            with _aws(environment, region, f"ecs:DescribeTaskDefinition of {_revision(arn)}{of}"):
+                read[_revision(arn)] = ecs.describe_task_definition(taskDefinition=arn, include=["TAGS"])
+        td = read[_revision(arn)]
+        runtime = [c for c in td["taskDefinition"].get("containerDefinitions") or [] if c.get("name") == CONTAINER]
+        return td, runtime[0].get("image") if runtime else None
+
     found = {}
     for svc in described.get("services") or []:
         if svc.get("status") != "ACTIVE" or svc.get("serviceName") not in names:
             continue
-        arn = svc["taskDefinition"]
-        with _aws(environment, region, f"ecs:DescribeTaskDefinition of {_revision(arn)}"):
-            td = ecs.describe_task_definition(taskDefinition=arn, include=["TAGS"])
-        runtime = [c for c in td["taskDefinition"].get("containerDefinitions") or [] if c.get("name") == CONTAINER]
-        found[svc["serviceName"]] = Service(
-            name=svc["serviceName"],
+        name, arn = svc["serviceName"], svc["taskDefinition"]
+        td, image = definition(arn)
+        found[name] = Service(
+            name=name,
             revision=_revision(arn),
-            image=runtime[0].get("image") if runtime else None,
+            image=image,
             desired=int(svc.get("desiredCount") or 0),
             package_sha256=_tag(td.get("tags"), PACKAGE_TAG),
             role=_tag(td.get("tags"), "mxinfra:role"),
+            beside=tuple(_beside(svc, environment, region, cluster, definition)),
         )
     return found
+
+
+def _beside(
+    svc: Mapping[str, Any], environment: str, region: str, cluster: str, definition: Callable[[str, str], tuple[Mapping[str, Any], str | None]]
+) -> Iterator[Beside]:
+    """The service's PRIMARY or ACTIVE deployments that run or want tasks of another revision than its task
+    definition (an older one still running beside a newer one that is not healthy yet, or never will be)."""
+    name, own = svc["serviceName"], _revision(svc["taskDefinition"])
+    for d in svc.get("deployments") or []:
+        running, desired = int(d.get("runningCount") or 0), int(d.get("desiredCount") or 0)
+        if d.get("status") not in ("PRIMARY", "ACTIVE") or not (running > 0 or desired > 0):
+            continue
+        arn = d.get("taskDefinition")
+        if not arn:  # what its tasks run cannot be told: nothing to compare, so nothing is said to match
+            raise CannotObserve(
+                f"{environment}: what runs could not be read from AWS ({region}): ECS names no task definition for deployment "
+                f"{d.get('id')} of service {name} ({_where(cluster, region)}), which runs {running} task(s)"
+            )
+        if _revision(arn) == own:
+            continue
+        _, image = definition(arn, f" (deployment {d.get('id')} of service {name})")
+        yield Beside(id=str(d.get("id")), status=str(d.get("status")), revision=_revision(arn), image=image, running=running, desired=desired)
 
 
 def observe(environment: str, region: Any, account: str, cluster: str, leader: str, follower: str, *, followers_declared: bool = False, session: Any = None) -> Observed:

@@ -10,6 +10,7 @@ resource's own provider (scaffold.record_deploy), and a hand change is what a ho
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +20,7 @@ import botocore.awsrequest
 import pytest
 from moto import mock_aws
 
+from mxinfra.drift import AUDIT
 from mxinfra.settings import instance_env
 
 from awshelpers import ACCOUNT, IMAGE, REGION, config, deployment
@@ -87,8 +89,77 @@ def by_hand(ecs: Any, service: str, *, image: str | None = None, env: dict[str, 
     return new.rsplit("/", 1)[-1]
 
 
+class Rollouts:
+    """ECS's `deployments` of a service as UpdateService leaves them, which moto 5 does not model: it keeps the
+    deployment create_service made (its task definition, its counts) whatever the service is updated to.
+
+    No ECS API writes `deployments` (ECS does, as tasks start and pass their health checks), so this reaches
+    into moto's backend: its create_service and update_service are wrapped to do what ECS does; the code under
+    test still reads the field with DescribeServices. A service starts healthy (moto leaves its first
+    deployment's tasks pending). A new task definition (or forceNewDeployment) starts a new PRIMARY
+    deployment. One that becomes healthy ends the others (ECS stops their tasks); one of a service in
+    `stuck` never does (security groups that block the load balancer, no circuit breaker, minimumHealthyPercent
+    100): it starts no task and the previous deployments stay ACTIVE with their tasks running. A new desired
+    count is the PRIMARY deployment's."""
+
+    ids = itertools.count(4711000000000000001)
+
+    def __init__(self, monkeypatch: Any) -> None:
+        from moto.ecs.models import EC2ContainerServiceBackend
+
+        self.stuck: set[str] = set()
+        real, create = EC2ContainerServiceBackend.update_service, EC2ContainerServiceBackend.create_service
+
+        def create_service(backend: Any, *args: Any, **kwargs: Any) -> Any:
+            service = create(backend, *args, **kwargs)
+            for d in service.deployments:
+                d.update(runningCount=service.desired_count, pendingCount=0, rolloutState="COMPLETED")
+            return service
+
+        def update_service(backend: Any, props: dict[str, Any]) -> Any:
+            name = props["service"].split("/")[-1]
+            before = backend._get_service(props.get("cluster", "default"), name).task_definition
+            force = bool(props.get("force_new_deployment"))
+            service = real(backend, props)
+            arn = backend.describe_task_definition(service.task_definition).arn
+            self._roll(service, arn, new=force or arn != backend.describe_task_definition(before).arn)
+            return service
+
+        monkeypatch.setattr(EC2ContainerServiceBackend, "create_service", create_service)
+        monkeypatch.setattr(EC2ContainerServiceBackend, "update_service", update_service)
+
+    def _roll(self, service: Any, arn: str, new: bool) -> None:
+        from moto.core.utils import utcnow
+
+        healthy = service.name not in self.stuck
+        primary = next(d for d in service.deployments if d["status"] == "PRIMARY")
+        if not new:
+            primary["desiredCount"] = service.desired_count
+            primary["runningCount"] = service.desired_count if healthy else primary["runningCount"]
+            return
+        now = utcnow()
+        started = {
+            **primary,
+            "id": f"ecs-svc/{next(self.ids)}",
+            "taskDefinition": arn,
+            "desiredCount": service.desired_count,
+            "runningCount": service.desired_count if healthy else 0,
+            "pendingCount": 0,
+            "rolloutState": "COMPLETED" if healthy else "IN_PROGRESS",
+            "createdAt": now,
+            "updatedAt": now,
+        }
+        older = [] if healthy else [{**d, "status": "ACTIVE"} for d in service.deployments if d["status"] in ("PRIMARY", "ACTIVE")]
+        service.deployments = [started, *older]
+
+
 @pytest.fixture
-def ecs(aws_env: None) -> Iterator[Any]:
+def rollouts(monkeypatch: Any) -> Rollouts:
+    return Rollouts(monkeypatch)
+
+
+@pytest.fixture
+def ecs(aws_env: None, rollouts: Rollouts) -> Iterator[Any]:
     with mock_aws():
         yield boto3.client("ecs", region_name=REGION)
 
@@ -162,6 +233,69 @@ def test_variables_changed_with_the_recorded_image_are_not_detected_and_drift_sa
     assert rc == 0  # the limit README states: no fingerprint of the configuration on the revision
     assert f"production: runtime configuration not compared: {CONFIG_NOTE}" in out
     assert f"revision {LEADER}:2;" in out  # the revision that runs is named all the same
+
+
+# --- what a deployment beside the service's revision runs (security review: the service names one revision) -----
+
+
+def _stuck_back_to_the_release(ecs: Any, rollouts: Rollouts, service: str) -> list[dict[str, Any]]:
+    """What a hostile deploy holder does after a revision of their own runs: point the service back at the
+    released revision with a deployment that can never become healthy (a security group the load balancer
+    cannot pass, no circuit breaker, every old task kept until the new ones are healthy). The service's
+    deployments, as DescribeServices answers."""
+    ec2 = boto3.client("ec2", region_name=REGION)
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.9.1.0/24")["Subnet"]["SubnetId"]
+    closed = ec2.create_security_group(GroupName="closed", Description="no ingress", VpcId=vpc)["GroupId"]
+    rollouts.stuck.add(service)  # ECS: the new tasks never pass the load balancer's health check
+    ecs.update_service(
+        cluster=CLUSTER,
+        service=service,
+        taskDefinition=f"{service}:1",
+        networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet], "securityGroups": [closed]}},
+        deploymentConfiguration={"minimumHealthyPercent": 100, "maximumPercent": 200, "deploymentCircuitBreaker": {"enable": False, "rollback": False}},
+    )
+    svc = ecs.describe_services(cluster=CLUSTER, services=[service])["services"][0]
+    assert svc["taskDefinition"].rsplit("/", 1)[-1] == f"{service}:1"  # all the service itself says: the released revision
+    return svc["deployments"]
+
+
+def test_an_image_a_deployment_that_never_becomes_healthy_leaves_running_is_named(released, project, rollouts, capsys):
+    evil = by_hand(released, LEADER, image=EVIL)
+    primary, active = _stuck_back_to_the_release(released, rollouts, LEADER)
+    assert (primary["status"], primary["runningCount"], primary["taskDefinition"].rsplit("/", 1)[-1]) == ("PRIMARY", 0, f"{LEADER}:1")
+    assert (active["status"], active["runningCount"], active["taskDefinition"].rsplit("/", 1)[-1]) == ("ACTIVE", 1, evil)
+    rc, _, err = _drift(project, capsys)
+    assert rc == 2 and "Traceback" not in err
+    beside = f"deployment {active['id']} of {LEADER}, revision {evil}"
+    what = f"ECS service {LEADER} (revision {LEADER}:1; follower service {FOLLOWER}, revision {FOLLOWER}:1; {beside}, 1 task(s) running; cluster {CLUSTER}, {REGION})"
+    assert f"production: {what} runs image {IMAGE} ({LEADER}), {EVIL} ({beside}), {IMAGE} ({FOLLOWER}), but {_record()}" in err, err
+    assert f"names image {IMAGE}: an unrecorded change (put back what the record names (" in err
+    assert (
+        f"stop the tasks of deployment {active['id']} of {LEADER} (revision {evil}) unless ECS is still stopping them after a release: "
+        f"aws ecs list-tasks --region {REGION} --cluster {CLUSTER} --service-name {LEADER}, then aws ecs stop-task --region {REGION} "
+        f"--cluster {CLUSTER} --task <each one `aws ecs describe-tasks` shows on {evil}>), {AUDIT}"
+    ) in err
+    # the network put back: a new deployment of the released revision becomes healthy and ECS stops the evil tasks
+    rollouts.stuck.discard(LEADER)
+    released.update_service(
+        cluster=CLUSTER, service=LEADER, forceNewDeployment=True,
+        deploymentConfiguration={"minimumHealthyPercent": 0, "maximumPercent": 100, "deploymentCircuitBreaker": {"enable": True, "rollback": True}},
+    )
+    assert [d["status"] for d in released.describe_services(cluster=CLUSTER, services=[LEADER])["services"][0]["deployments"]] == ["PRIMARY"]
+    rc, out, err = _drift(project, capsys)
+    assert rc == 0, err
+    assert f"production: {RELEASED} runs what {_record()}" in out
+
+
+def test_an_older_deployment_of_the_recorded_image_still_running_is_named_and_not_a_difference(released, project, rollouts, capsys):
+    # what a release of other settings leaves while ECS still stops the old tasks: the same image on both
+    rollouts.stuck.add(LEADER)
+    new = by_hand(released, LEADER, env={"MX_Orders_PageSize": "50"})
+    (_, active) = released.describe_services(cluster=CLUSTER, services=[LEADER])["services"][0]["deployments"]
+    rc, out, err = _drift(project, capsys)
+    assert rc == 0, err  # the image compared as the service's own revision's is: the recorded one
+    assert f"(revision {new}; follower service {FOLLOWER}, revision {FOLLOWER}:1; deployment {active['id']} of {LEADER}, revision {LEADER}:1, 1 task(s) running; " in out
 
 
 def test_a_scale_by_hand_is_named(released, project, capsys):

@@ -100,7 +100,8 @@ def iso_seconds(text: Any) -> int | None:
 
 def azure_policy_problems(name: str, rules: list[Mapping[str, Any]], limit: int) -> list[str]:
     """A PIM role management policy of a production role: activation (EndUser) and an administrator's
-    active assignment (Admin) need MFA, expire, and last at most `limit` seconds."""
+    active assignment (Admin) need MFA (activation: PIM's, or an enabled Conditional Access authentication
+    context, whose policy demands it), expire, and last at most `limit` seconds."""
     problems = []
     by_id: dict[str, list[Mapping[str, Any]]] = {}
     for r in rules:
@@ -108,7 +109,9 @@ def azure_policy_problems(name: str, rules: list[Mapping[str, Any]], limit: int)
     for caller in ("EndUser", "Admin"):
         enable = by_id.get(f"Enablement_{caller}_Assignment", [])
         expire = by_id.get(f"Expiration_{caller}_Assignment", [])
-        if len(enable) != 1 or "MultiFactorAuthentication" not in (enable[0].get("enabledRules") or []):
+        context = by_id.get(f"AuthenticationContext_{caller}_Assignment", [])
+        by_context = caller == "EndUser" and len(context) == 1 and context[0].get("isEnabled") is True and bool(context[0].get("claimValue"))
+        if not by_context and (len(enable) != 1 or "MultiFactorAuthentication" not in (enable[0].get("enabledRules") or [])):
             problems.append(f"{name}: {caller} activation does not require MFA (Enablement_{caller}_Assignment: {enable})")
         if len(expire) != 1 or expire[0].get("isExpirationRequired") is not True:
             problems.append(f"{name}: {caller} assignments need not expire (Expiration_{caller}_Assignment: {expire})")

@@ -52,18 +52,18 @@ def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure
         out.definition_ids[perm] = definition_id
         out.scopes[perm] = names.scope
         condition = roles.manage_condition(others) if perm == "manage" and not production else None
-        _grant(ctx, names, group, r, perm, definition_id, names.scope, condition)
+        _grant(ctx, names, group, r, perm, definition_id, names.scope, condition, auth_context=cfg.authenticationContext)
         above = roles.SUBSCRIPTION_ACTIONS.get(perm)
         if above:
             # The same principals, under the same rules (standing or PIM eligible), at the subscription.
             what = f"{ctx.naming.prefix}: the {perm} permission's reads at the subscription (mxinfra)"
-            _companion(ctx, names, group, r, out, roles.subscription_role(perm), names.subscription_scope, names.subscription_scope, above, what)
+            _companion(ctx, names, group, r, out, roles.subscription_role(perm), names.subscription_scope, names.subscription_scope, above, what, auth_context=cfg.authenticationContext)
         in_restores = roles.restores_actions(perm, production)
         if in_restores:
             # The same principals, in the group a restore's new server is created in
             assert restores is not None
             what = f"{ctx.naming.prefix}: the {perm} permission's restored servers (mxinfra)"
-            _companion(ctx, names, restores, r, out, roles.restores_role(perm), names.restores_scope, names.restores_scope, in_restores, what, after=policed)
+            _companion(ctx, names, restores, r, out, roles.restores_role(perm), names.restores_scope, names.restores_scope, in_restores, what, after=policed, auth_context=cfg.authenticationContext)
         on_vnet = roles.vnet_actions(perm, production)
         if on_vnet and cfg.vnetId:
             # The same principals, on one resource of the stack's network: deploy reads the VNet (its tier is
@@ -71,7 +71,7 @@ def create(ctx: EnvironmentContext, cfg: AzureConfig, names: Names, group: azure
             # Defined at the VNet's resource group (every subnet the stack names is the VNet's: config check).
             key, purpose = roles.VNET_SCOPES[perm]
             what = f"{ctx.naming.prefix}: the {perm} permission's {purpose} (mxinfra)"
-            _companion(ctx, names, group, r, out, roles.vnet_role(perm), cfg.vnetId.split("/providers/", 1)[0], getattr(cfg, key), on_vnet, what)
+            _companion(ctx, names, group, r, out, roles.vnet_role(perm), cfg.vnetId.split("/providers/", 1)[0], getattr(cfg, key), on_vnet, what, auth_context=cfg.authenticationContext)
     return out
 
 
@@ -97,13 +97,14 @@ def _companion(
     actions: list[str],
     what: str,
     after: Sequence[pulumi.Resource] = (),
+    auth_context: str | None = None,
 ) -> None:
     """A role beside a permission's own, `name`, defined at `defined_at` and held at `held_at` by the same
     principals under the same rules (standing, or PIM eligible)."""
     definition_id = _definition(ctx, names, group, name, names.role_definition_guid(name), defined_at, actions, [], what)
     out.definition_ids[name] = definition_id
     out.scopes[name] = held_at
-    _grant(ctx, names, group, r, name, definition_id, held_at, None, after)
+    _grant(ctx, names, group, r, name, definition_id, held_at, None, after, auth_context=auth_context)
 
 
 def _definition(
@@ -148,8 +149,10 @@ def _grant(
     scope: str,
     condition: str | None,
     after: Sequence[pulumi.Resource] = (),
+    auth_context: str | None = None,
 ) -> None:
-    """`r`'s principals get role `name` at `scope`: standing assignments, or PIM eligibility with its policy."""
+    """`r`'s principals get role `name` at `scope`: standing assignments, or PIM eligibility with its policy
+    (on production, `auth_context`: the Conditional Access context each activation requires)."""
     n = ctx.naming
     # Production: no standing access for people at all (alerts too: its role edits alert rules).
     pim_needed = r.mfa_required or ctx.environment.is_production
@@ -180,7 +183,7 @@ def _grant(
         n.logical(f"role-{name}-policy"),
         scope=scope,
         role_management_policy_name=lookup.policy_name,
-        rules=pim.policy_rules(session),
+        rules=pim.policy_rules(session, auth_context if ctx.environment.is_production else None),
         opts=ctx.opts(),
     )
     for principal in eligible:

@@ -118,6 +118,12 @@ class AzureConfig(StrictModel):
     registryId: str | None = Field(None, description="Resource id of the Azure Container Registry holding the image: the runtime identity gets AcrPull on it")
     ipRestrictions: list[str] = Field(default_factory=list, description="IPv4 ranges allowed to reach the ingress; empty: everyone (refused on production)")
     allowPublicIngress: bool = Field(False, description="Explicit opt-in to an open or /8-and-wider ingress on production")
+    authenticationContext: str | None = Field(
+        None,
+        description="Production: the Conditional Access authentication context (c1 to c99) every PIM activation of a production role "
+        "requires; its policy must demand MFA at every sign-in (sign-in frequency: every time). Without it, PIM takes the MFA claim of "
+        "any earlier sign-in that refreshed tokens still carry",
+    )
     internal: bool = Field(False, description="An internal environment (reachable only inside the VNet)")
     cpu: dict[str, float] = Field(default_factory=dict, description="Environment name -> vCPU per instance; default: the Container Apps size for the memory")
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
@@ -158,6 +164,13 @@ class AzureConfig(StrictModel):
         want = VAULT_ZONE if info.field_name == "keyVaultDnsZoneId" else BLOB_ZONE
         if m is None or m["zone"].lower() != want:
             raise ValueError(f"{v!r} is not the resource id of a private DNS zone {want} (/subscriptions/<guid>/resourceGroups/<group>/providers/Microsoft.Network/privateDnsZones/{want})")
+        return v
+
+    @field_validator("authenticationContext")
+    @classmethod
+    def _context(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"c([1-9]|[1-9][0-9])", v):
+            raise ValueError(f"{v!r} is not an authentication context id: c1 to c99, as Conditional Access names them")
         return v
 
     @field_validator("registryId")

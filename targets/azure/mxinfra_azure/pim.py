@@ -88,16 +88,33 @@ def duration(seconds: int) -> str:
     return f"PT{seconds // HOUR}H" if seconds % HOUR == 0 else f"PT{seconds // 60}M"
 
 
-def policy_rules(max_session_seconds: int) -> list[dict[str, Any]]:
-    """The rules mxinfra sets on a production role's policy."""
+def policy_rules(max_session_seconds: int, authentication_context: str | None = None) -> list[dict[str, Any]]:
+    """The rules mxinfra sets on a production role's policy (`authentication_context`: the Conditional
+    Access context an activation requires instead of PIM's own MFA check)."""
 
     def target(caller: str, level: str) -> dict[str, Any]:
         return {"caller": caller, "operations": ["All"], "level": level}
 
     session = duration(max_session_seconds)
+    # PIM's own MFA check takes the MFA claim of any earlier sign-in (refreshed tokens keep it), so one MFA
+    # could cover activation after activation. An authentication context sends each activation through
+    # Conditional Access, whose policy demands MFA at that sign-in. PIM takes one or the other, not both.
+    if authentication_context is None:
+        activation = [{"id": "Enablement_EndUser_Assignment", "rule_type": "RoleManagementPolicyEnablementRule", "enabled_rules": ["MultiFactorAuthentication", "Justification"], "target": target("EndUser", "Assignment")}]
+    else:
+        activation = [
+            {"id": "Enablement_EndUser_Assignment", "rule_type": "RoleManagementPolicyEnablementRule", "enabled_rules": ["Justification"], "target": target("EndUser", "Assignment")},
+            {
+                "id": "AuthenticationContext_EndUser_Assignment",
+                "rule_type": "RoleManagementPolicyAuthenticationContextRule",
+                "is_enabled": True,
+                "claim_value": authentication_context,
+                "target": target("EndUser", "Assignment"),
+            },
+        ]
     return [
-        # Activating an eligible role requires MFA and a justification.
-        {"id": "Enablement_EndUser_Assignment", "rule_type": "RoleManagementPolicyEnablementRule", "enabled_rules": ["MultiFactorAuthentication", "Justification"], "target": target("EndUser", "Assignment")},
+        # Activating an eligible role requires MFA (or the authentication context) and a justification.
+        *activation,
         # An activation lasts the session at most (8 hours on production).
         {"id": "Expiration_EndUser_Assignment", "rule_type": "RoleManagementPolicyExpirationRule", "is_expiration_required": True, "maximum_duration": session, "target": target("EndUser", "Assignment")},
         # An administrator's direct active assignment also needs MFA and expires as an activation does.

@@ -4,19 +4,24 @@ when Azure is asked.
 
 An environment runs the leader's container app `<app>-<env>` (one replica) and, from two instances up,
 the workers' `<app>-<env>-worker` (the rest: runtime.py). Each is read with one `GET` of the container app
-(`Microsoft.App/containerApps/read`, which the environment's deploy and monitor roles hold; the management
-SDK azure-mgmt-appcontainers, the credential azure-identity's DefaultAzureCredential). Compared with the
-log's records: the `mendix` container's image (the record's artifact; every app must run it), the replicas
-summed (the record's instances: an app's replica count is its scale bounds, min = max as a release sets
-them, the maximum where they differ, none while the app is stopped), the `mxinfra:package-sha256` tag a
-release writes, and the `mxinfra:role` tag (a production app the stack now declares another tier is
-refused: mxinfra.drift.tier_downgrade).
+(`Microsoft.App/containerApps/read`) and the list of its revisions (`ContainerAppsRevisions_ListRevisions`,
+`Microsoft.App/containerApps/revisions/read`, every page up to MAX_PAGES); the environment's deploy and
+monitor roles hold both (roles.APP_READ; the management SDK azure-mgmt-appcontainers, the credential
+azure-identity's DefaultAzureCredential). Compared with the log's records: the `mendix` container's image
+(the record's artifact; every app must run it), in the app's template and in every revision that is active
+and has traffic or replicas (a holder of containerApps/write and revisions/activate can keep an older
+revision of another image serving behind a template that shows the recorded one); the revision mode (a
+release sets `Single`: an app in any other mode runs what no record names, whatever its images); the
+replicas summed (the record's instances: an app's replica count is its scale bounds, min = max as a
+release sets them, the maximum where they differ, none while the app is stopped), the
+`mxinfra:package-sha256` tag a release writes, and the `mxinfra:role` tag (a production app the stack now
+declares another tier is refused: mxinfra.drift.tier_downgrade).
 
 Not compared: the rest of the runtime configuration (variables, secret references, probes, identity,
-ingress, added containers). A release writes no fingerprint of it on the app, and the records hold only a
-digest of the settings, which a container app cannot be turned back into: a `containerApps/write` with the
-recorded image and other variables is not detected here (the Activity Log's write events show it).
-`mxinfra drift` says so on every run.
+ingress other than which revisions serve, added containers). A release writes no fingerprint of it on the
+app, and the records hold only a digest of the settings, which a container app cannot be turned back into:
+a `containerApps/write` with the recorded image and other variables is not detected here (the Activity
+Log's write events show it). `mxinfra drift` says so on every run.
 """
 
 from __future__ import annotations
@@ -35,15 +40,24 @@ ROLE_TAG = "mxinfra:role"
 CONFIG_NOTE = (
     "Container Apps carry no fingerprint of the runtime configuration a release applied, so variables, "
     "secret references, probes, identity, ingress and added containers changed by hand with the recorded image "
-    "are not detected (image, package tag, replicas and tier tag are); the Activity Log's "
-    "Microsoft.App/containerApps/write events show them"
+    "are not detected (the image of the template and of every revision that serves, the revision mode, package tag, "
+    "replicas and tier tag are); the Activity Log's Microsoft.App/containerApps/write events show them"
 )
-READ_RIGHTS = "Microsoft.App/containerApps/read on the environment's resource group (its deploy and monitor roles have it)"
+READ_RIGHTS = (
+    "Microsoft.App/containerApps/read and Microsoft.App/containerApps/revisions/read on the environment's "
+    "resource group (its deploy and monitor roles have both)"
+)
 # How to get an Azure credential (the same ways DefaultAzureCredential tries), for every message that needs one
 SIGN_IN_WAYS = "sign in (`az login`, a service principal in AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET, workload identity or a managed identity)"
 SIGN_IN = SIGN_IN_WAYS + " as an identity with " + READ_RIGHTS
 # Gone: the app, or its resource group with it (ARM's codes of a 404 from a GET under a resource group).
 _GONE = {"ResourceNotFound", "ResourceGroupNotFound"}
+# The revision mode a release sets (runtime.py); ARM's default where a document leaves it out
+SINGLE = "Single"
+# An ARM list's pages followed at most, as backup_actions.MAX_PAGES: an app keeps at most its
+# maxInactiveRevisions (100 by default) besides its active ones. Past it, or on a repeated nextLink, what
+# runs is not known: CannotObserve (a revision left unread may be the one that serves).
+MAX_PAGES = 1000
 
 
 @dataclass(frozen=True)
@@ -57,10 +71,32 @@ class App:
     bounds: str  # how messages name the bounds: "1 replica", "2-5 replicas", "stopped"
     package_sha256: str | None  # its mxinfra:package-sha256 tag, if any
     role: str | None = None  # its mxinfra:role tag, if any
+    mode: str = SINGLE  # its configuration.activeRevisionsMode
+    # its revisions that are active and have traffic or replicas: (name, the runtime container's image or
+    # None, traffic weight, replicas)
+    serving: tuple[tuple[str, str | None, int, int], ...] = ()
 
 
 def _image(app: App) -> str:
     return app.image if app.image is not None else f"(no {CONTAINER} container in {app.name})"
+
+
+def _others(app: App) -> list[tuple[str, str, str]]:
+    """(revision, image, how) of each revision of `app` that serves (active, with traffic or replicas)
+    another image than its template names."""
+    out = []
+    for revision, image, weight, replicas in app.serving:
+        shown = image if image is not None else f"(no {CONTAINER} container in revision {revision})"
+        if shown != _image(app):
+            out.append((revision, shown, f"active, {weight}% of the traffic, {replicas} replica{'s' if replicas != 1 else ''}"))
+    return out
+
+
+def _runs(app: App) -> list[tuple[str, str]]:
+    """(image, whose) of everything `app` may serve: its template's image, then each revision's that
+    serves another; an app not in Single mode says so (no record names that)."""
+    whose = app.name if app.mode == SINGLE else f"{app.name}, in activeRevisionsMode {app.mode}: a release sets {SINGLE}"
+    return [(_image(app), whose)] + [(image, f"revision {revision} of {app.name}: {how}") for revision, image, how in _others(app)]
 
 
 def _update(subscription: str, group: str, name: str) -> str:
@@ -81,11 +117,26 @@ def restore_commands(subscription: str, group: str, leader: str, worker: str, wo
     return {"artifact": artifact, "instances": instances}
 
 
+def _revision_commands(subscription: str, group: str, found: list[App]) -> list[str]:
+    """How to put the revisions back where an app is not in Single mode or serves another revision."""
+    out = []
+    for app in found:
+        where = f"--subscription {subscription} --resource-group {group} --name {app.name}"
+        if app.mode != SINGLE:
+            out.append(f"az containerapp revision set-mode {where} --mode single")
+        # the latest revision is replaced by the image update (in Single mode that deactivates the rest)
+        out += [f"az containerapp revision deactivate {where} --revision {rev}" for rev, _, _ in _others(app) if rev != app.revision]
+    return out
+
+
 def observed(environment: str, subscription: str, group: str, leader: str, worker: str, apps: Mapping[str, App], workers_declared: bool = False) -> Observed:
     """The Observed of an environment from the container apps read (name -> App; absent: not found). Pure."""
     found = [apps[n] for n in (leader, worker) if n in apps]
     workers = worker in apps or workers_declared
     restore = restore_commands(subscription, group, leader, worker, workers)
+    revisions = _revision_commands(subscription, group, found)
+    if revisions:
+        restore = {**restore, "artifact": "; ".join([*revisions, restore["artifact"]])}
     where = f"resource group {group}"
     if not found:
         return Observed(environment, f"Container App {leader} ({where})", exists=False, artifact_kind="image", restore=restore)
@@ -100,9 +151,12 @@ def observed(environment: str, subscription: str, group: str, leader: str, worke
         text = f"{detail(first)}; worker app {worker}, {detail(apps[worker])}"
     else:
         text = detail(first)
-    images = {_image(a) for a in found}
-    # One image for every app is what a release leaves; otherwise each is named, which no record names.
-    artifact = images.pop() if len(images) == 1 else ", ".join(f"{_image(a)} ({a.name})" for a in found)
+    runs = [r for a in found for r in _runs(a)]
+    images = {image for image, _ in runs}
+    # One image for every app and every revision that serves, in Single mode, is what a release leaves;
+    # otherwise each is named, which no record names.
+    single = all(a.mode == SINGLE for a in found)
+    artifact = images.pop() if len(images) == 1 and single else ", ".join(f"{image} ({whose})" for image, whose in runs)
     return Observed(
         environment,
         f"Container App {first.name} ({text}; {where})",
@@ -161,17 +215,42 @@ def error_code(exc: Any) -> str:
     return getattr(exc, "reason", None) or first_line(exc)
 
 
-def _app(model: Any, name: str) -> App:
-    props = model.properties
-    template = getattr(props, "template", None) if props is not None else None
+def _runtime_image(template: Any) -> str | None:
+    """The `mendix` container's image in a template (an app's or a revision's), None without one."""
     containers = list(getattr(template, "containers", None) or [])
     runtime = [c for c in containers if getattr(c, "name", None) == CONTAINER]
+    return getattr(runtime[0], "image", None) if runtime else None
+
+
+def _count(value: Any) -> int:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _serving(revisions: list[Any]) -> tuple[tuple[str, str | None, int, int], ...]:
+    """(name, image) of the revisions that are active (or do not say) and have traffic or replicas: what
+    may serve or run under the app's identity. An inactive one, or one without either, runs nothing."""
+    out = []
+    for revision in revisions:
+        props = getattr(revision, "properties", None)
+        if getattr(props, "active", None) is False:
+            continue
+        weight, replicas = _count(getattr(props, "traffic_weight", None)), _count(getattr(props, "replicas", None))
+        if weight <= 0 and replicas <= 0:
+            continue
+        out.append((str(getattr(revision, "name", None) or "(unnamed)"), _runtime_image(getattr(props, "template", None)), weight, replicas))
+    return tuple(out)
+
+
+def _app(model: Any, name: str, revisions: list[Any] | None = None) -> App:
+    props = model.properties
+    template = getattr(props, "template", None) if props is not None else None
     scale = getattr(template, "scale", None)
     low = getattr(scale, "min_replicas", None)
     high = getattr(scale, "max_replicas", None)
     high = 10 if high is None else int(high)  # ARM's default (the API description's)
     low = 0 if low is None else int(low)
     status = getattr(props, "running_status", None)
+    mode = getattr(getattr(props, "configuration", None), "active_revisions_mode", None)
     tags = dict(model.tags or {})
     if str(getattr(status, "value", status)) == "Stopped":
         replicas, bounds = 0, "stopped"
@@ -181,12 +260,38 @@ def _app(model: Any, name: str) -> App:
     return App(
         name=name,
         revision=getattr(props, "latest_revision_name", None),
-        image=getattr(runtime[0], "image", None) if runtime else None,
+        image=_runtime_image(template),
         replicas=replicas,
         bounds=bounds,
         package_sha256=tags.get(PACKAGE_TAG) or None,
         role=tags.get(ROLE_TAG) or None,
+        mode=SINGLE if mode is None else str(getattr(mode, "value", mode)),  # left out: ARM's default
+        serving=_serving(revisions or []),
     )
+
+
+def read_revisions(client: Any, environment: str, subscription: str, group: str, name: str) -> list[Any]:
+    """Every revision of the app `name` (ContainerAppsRevisions_ListRevisions, each page: at most
+    MAX_PAGES, a repeated nextLink refused; either way the revision that serves may be the one unread)."""
+    head = f"{environment}: what runs could not be read from Azure (subscription {subscription})"
+    doing = f"Microsoft.App/containerApps/revisions/read of {name} in resource group {group}"
+    found: list[Any] = []
+    seen: set[str] = set()
+    with _azure(environment, subscription, doing):
+        pages = client.container_apps_revisions.list_revisions(group, name).by_page()
+        for _ in range(MAX_PAGES):
+            try:
+                page = next(pages)
+            except StopIteration:
+                return found
+            found += list(page)
+            link = pages.continuation_token
+            if not link:
+                return found
+            if link in seen:
+                raise CannotObserve(f"{head}: Azure's list of the revisions of {name} repeats a page ({str(link)[:300]}): what serves is not known")
+            seen.add(link)
+    raise CannotObserve(f"{head}: Azure's list of the revisions of {name} went on past {MAX_PAGES} pages: what serves is not known")
 
 
 def read_apps(client: Any, environment: str, subscription: str, group: str, names: list[str]) -> dict[str, App]:
@@ -203,7 +308,7 @@ def read_apps(client: Any, environment: str, subscription: str, group: str, name
                 if code in _GONE or code is None:
                     continue
                 raise
-        found[name] = _app(model, name)
+        found[name] = _app(model, name, read_revisions(client, environment, subscription, group, name))
     return found
 
 

@@ -194,6 +194,12 @@ class AzureTarget(Target):
             out.append(aged)
         if env.is_production and block.allowPublicIngress and not block.internal and (not block.ipRestrictions or any(is_wide(c) for c in block.ipRestrictions)):
             out.append(f"the production ingress is open to the whole internet, or a wide part of it ({WIDE}; allowPublicIngress: true)")
+        if env.is_production and block.authenticationContext is None and any(r.mfa_required for r in access.roles()):
+            out.append(
+                "production's PIM activations check MFA with PIM's own rule, which takes the MFA claim of any earlier sign-in that "
+                "refreshed tokens still carry: one MFA can cover activation after activation. Set mxinfra:azure.authenticationContext "
+                "to a Conditional Access authentication context (c1 to c99) whose policy demands MFA at every sign-in (sign-in frequency: every time)"
+            )
         for r in access.roles():
             if r.max_session_seconds and not r.mfa_required:
                 out.append(f"{r.permission.value}: a standing role assignment has no session length; maxSessionSeconds applies only to PIM activations (mfa: true or production)")

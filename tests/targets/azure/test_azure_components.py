@@ -452,6 +452,37 @@ def test_production_pim_policies(pulumi_run):
         assert lookup.urn in p.dependencies
 
 
+def test_an_authentication_context_sends_every_production_activation_through_conditional_access(pulumi_run):
+    """PIM's own MFA rule takes the MFA claim of any earlier sign-in (refreshed tokens keep it): one MFA could
+    cover activation after activation, so the plan says so. With mxinfra:azure.authenticationContext every
+    production activation requires that Conditional Access context instead (PIM takes one or the other),
+    whose policy demands MFA at that sign-in; an administrator's active assignment keeps PIM's MFA."""
+    d, _ = run(pulumi_run, "production")
+    (warned,) = [w for w in d.environment("production").warnings if "authenticationContext" in w]
+    assert "one MFA can cover activation after activation" in warned and "sign-in frequency: every time" in warned
+    d, res = run(pulumi_run, "production", azure={"authenticationContext": "c7"})
+    assert not [w for w in d.environment("production").warnings if "authenticationContext" in w]
+    policies = res.of_type(f"{T}authorization:RoleManagementPolicy")
+    assert len(policies) == 8
+    for p in policies:
+        rules = {r["id"]: r for r in p.inputs["rules"]}
+        assert rules["AuthenticationContext_EndUser_Assignment"] == {
+            "id": "AuthenticationContext_EndUser_Assignment",
+            "ruleType": "RoleManagementPolicyAuthenticationContextRule",
+            "isEnabled": True,
+            "claimValue": "c7",
+            "target": {"caller": "EndUser", "operations": ["All"], "level": "Assignment"},
+        }
+        assert rules["Enablement_EndUser_Assignment"]["enabledRules"] == ["Justification"]
+        assert "MultiFactorAuthentication" in rules["Enablement_Admin_Assignment"]["enabledRules"]
+        assert rules["Expiration_EndUser_Assignment"]["maximumDuration"] == "PT8H"
+    # below production (PIM only where `mfa: true`) the context is not used
+    access = [{"principal": f"group:{PEOPLE}", "environments": ["acceptance"], "permissions": ["deploy"], "mfa": True}]
+    _, res = run(pulumi_run, "acceptance", azure={"authenticationContext": "c7"}, access=access)
+    for p in res.of_type(f"{T}authorization:RoleManagementPolicy"):
+        assert "AuthenticationContext_EndUser_Assignment" not in {r["id"] for r in p.inputs["rules"]}
+
+
 def test_shorter_sessions_shorten_activation(pulumi_run):
     access = [{"principal": f"group:{PEOPLE}", "environments": ["production"], "permissions": ["deploy"], "maxSessionSeconds": 3600}]
     _, res = run(pulumi_run, "production", access=access)

@@ -59,6 +59,9 @@ def test_missing_location(project, capsys):
         ("ipRestrictions", ["10.0.0.300/24"]),
         ("ipRestrictions", ["2001:db8::/32"]),
         ("image", "not an image"),
+        ("authenticationContext", "c0"),
+        ("authenticationContext", "c100"),
+        ("authenticationContext", "mfa-every-time"),
     ],
 )
 def test_malformed_ids(project, capsys, key, value):

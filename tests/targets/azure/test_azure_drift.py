@@ -2,15 +2,19 @@
 reads what the environment's container apps run from Azure Resource Manager and names every difference
 from the activity log's last signed record.
 
-There is no Container Apps emulator. ARM is played by a loopback HTTPS server (`Arm`) for exactly the call
-the SDK makes, `ContainerApps_Get`, and held to Microsoft's published REST description of the API version
-the installed azure-mgmt-appcontainers speaks (spec/, see its README): the request's path and api-version
-must be the operation's, and every body served, documents and errors alike, is validated against the
-operation's response schema, closed against invented properties. The documents are a container app as
-`pulumi up` leaves it (runtime.py: the leader app with one replica, the workers' with the rest, the
-release tags), laid out as the API description's own example `ContainerApps_Get.json`. A hand change is
-what a holder of production `deploy` can do with `Microsoft.App/containerApps/write`: another image, other
-replicas (`az containerapp update`). The records are written by the activity resource's own provider
+There is no Container Apps emulator. ARM is played by a loopback HTTPS server (`Arm`) for exactly the calls
+the SDK makes, `ContainerApps_Get` and `ContainerAppsRevisions_ListRevisions` (its pages, by nextLink), and
+held to Microsoft's published REST description of the API version the installed azure-mgmt-appcontainers
+speaks (spec/, see its README): the request's path and api-version must be the operation's, and every body
+served, documents and errors alike, is validated against the operation's response schema, closed against
+invented properties. The documents are a container app as `pulumi up` leaves it (runtime.py: the leader
+app with one replica, the workers' with the rest, the release tags, revision mode Single), laid out as the
+API description's own example `ContainerApps_Get.json`, and its revisions as `Revisions_List.json` lays
+them out: every write of the template is a new revision, which in Single mode takes all the traffic and
+deactivates the others. A hand change is what a holder of production `deploy` can do with
+`Microsoft.App/containerApps/write` and `revisions/activate`: another image, other replicas (`az
+containerapp update`), another revision mode, traffic pinned to an older revision, an older revision
+activated. The records are written by the activity resource's own provider
 (scaffold.record_deploy), signed, as a real `pulumi up` writes them.
 """
 
@@ -50,6 +54,7 @@ from mxinfra_azure.running import CONFIG_NOTE
 SPEC = Path(__file__).parent / "spec" / "specification"
 OPENAPI = SPEC / "app/resource-manager/Microsoft.App/ContainerApps/stable/2026-07-01/openapi.json"
 GET_PATH = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.App/containerApps/{containerAppName}"
+LIST_PATH = GET_PATH + "/revisions"
 
 STACK = "azure-production"
 GROUP = "orders-production-rg"
@@ -134,23 +139,37 @@ def _dispatch_discriminated(doc: dict[str, Any]) -> None:
 OPENAPI_DOC, REGISTRY = _spec()
 API_VERSION = OPENAPI_DOC["info"]["version"]
 GET = OPENAPI_DOC["paths"][GET_PATH]["get"]
-PATH_RE = re.compile("^" + re.sub(r"\\\{[A-Za-z]+\\\}", "([^/]+)", re.escape(GET_PATH)) + "$")
+LIST = OPENAPI_DOC["paths"][LIST_PATH]["get"]
 
 
-def spec_validator(status: int) -> Draft202012Validator:
-    """The schema of ContainerApps_Get's response `status`. Its 404 declares none (x-ms-error-response):
-    its body is held to the operation's default, ARM's common ErrorResponse, as every ARM error is."""
-    response = GET["responses"].get(str(status))
+def _path_re(template: str) -> re.Pattern[str]:
+    return re.compile("^" + re.sub(r"\\\{[A-Za-z]+\\\}", "([^/]+)", re.escape(template)) + "$")
+
+
+PATH_RE = _path_re(GET_PATH)
+LIST_RE = _path_re(LIST_PATH)
+
+
+def spec_validator(status: int, operation: dict[str, Any] = GET) -> Draft202012Validator:
+    """The schema of the operation's (ContainerApps_Get's unless named) response `status`. A status it
+    declares no schema for (ContainerApps_Get's 404: x-ms-error-response) is held to the operation's
+    default, the error response every ARM error of it is (ErrorResponse; DefaultErrorResponse for the
+    revisions)."""
+    response = operation["responses"].get(str(status))
     if response is None or "schema" not in response:
-        response = GET["responses"]["default"]
+        response = operation["responses"]["default"]
     ref = urllib.parse.urljoin(OPENAPI.resolve().as_uri(), response["schema"]["$ref"])
     return Draft202012Validator({"$ref": ref}, registry=REGISTRY)
 
 
-def check_body(status: int, body: Any) -> None:
-    errors = sorted(spec_validator(status).iter_errors(body), key=lambda e: list(e.absolute_path))
+def check_body(status: int, body: Any, operation: dict[str, Any] = GET) -> None:
+    errors = sorted(spec_validator(status, operation).iter_errors(body), key=lambda e: list(e.absolute_path))
     if errors:
-        raise AssertionError(f"not a ContainerApps_Get {status} body of API version {API_VERSION}: " + "; ".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:5]))
+        raise AssertionError(f"not a {operation['operationId']} {status} body of API version {API_VERSION}: " + "; ".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:5]))
+
+
+def check_revisions(status: int, body: Any) -> None:
+    check_body(status, body, LIST)
 
 
 # --- the ARM double ---------------------------------------------------------------------------------------------
@@ -210,14 +229,43 @@ def app_document(name: str, image: str, replicas: int, tags: dict[str, str], ind
     }
 
 
+def revision_document(app: str, name: str, template: dict[str, Any], *, active: bool, weight: int, replicas: int) -> dict[str, Any]:
+    """A revision of the container app `app`, in the layout of the API description's example
+    Revisions_List.json (examples/ of 2026-07-01)."""
+    return {
+        "name": name,
+        "type": "Microsoft.App/containerApps/revisions",
+        "id": f"/subscriptions/{SUB}/resourceGroups/{GROUP}/providers/Microsoft.App/containerApps/{app}/revisions/{name}",
+        "properties": {
+            "active": active,
+            "createdTime": "2026-11-30T09:12:44+00:00",
+            "fqdn": f"{name}.kindsky-1a2b3c4d.westeurope.azurecontainerapps.io",
+            "lastActiveTime": "2026-11-30T09:12:44+00:00",
+            "replicas": replicas,
+            "template": copy.deepcopy(template),
+            "trafficWeight": weight,
+            "healthState": "Healthy" if active else "None",
+            "provisioningState": "Provisioned" if active else "Deprovisioned",
+            "runningState": "Running" if active and replicas else "Stopped",
+        },
+    }
+
+
 class Arm:
-    """ARM for ContainerApps_Get on loopback HTTPS: `apps` (name -> document) is what exists; `deny` answers
-    403 as ARM does to an identity without the read; every request and every failure is kept."""
+    """ARM for ContainerApps_Get and ContainerAppsRevisions_ListRevisions on loopback HTTPS: `apps` (name ->
+    document) is what exists, `revisions` (app -> revision name -> document, oldest first) its revisions,
+    listed `page_size` a page (`loop`: every nextLink names the first page again); `deny` answers 403 as ARM
+    does to an identity without the reads, `deny_revisions` to one without revisions/read alone; every
+    request and every failure is kept."""
 
     def __init__(self, ca: Path, cert: Path, key: Path) -> None:
         self.apps: dict[str, dict[str, Any]] = {}
+        self.revisions: dict[str, dict[str, dict[str, Any]]] = {}
+        self.page_size = 100
+        self.loop = False
         self.groups = {GROUP}
         self.deny: str | None = None  # the principal ARM names in its 403
+        self.deny_revisions: str | None = None
         self.requests: list[dict[str, Any]] = []
         self.failures: list[str] = []
         self.ca = ca
@@ -261,13 +309,44 @@ class Arm:
         self.thread.start()
 
     def put(self, document: dict[str, Any]) -> None:
+        """A containerApps/write: a template not yet a revision is a new one (the latestRevisionName the
+        document names), active; in Single mode it takes all the traffic and every other is deactivated, in
+        Multiple mode `configuration.ingress.traffic` says each revision's weight."""
         check_body(200, document)
-        self.apps[document["name"]] = copy.deepcopy(document)
+        name, props = document["name"], document["properties"]
+        self.apps[name] = copy.deepcopy(document)
+        revisions = self.revisions.setdefault(name, {})
+        latest = props["latestRevisionName"]
+        scale = props["template"]["scale"]
+        replicas = 0 if props.get("runningStatus") == "Stopped" else scale["maxReplicas"]
+        if latest not in revisions:
+            revisions[latest] = revision_document(name, latest, props["template"], active=True, weight=0, replicas=replicas)
+        revisions[latest]["properties"]["replicas"] = replicas
+        if props["configuration"].get("activeRevisionsMode", "Single") == "Single":
+            for key, revision in revisions.items():
+                if key != latest:
+                    revision["properties"].update(active=False, trafficWeight=0, replicas=0, healthState="None", provisioningState="Deprovisioned", runningState="Stopped")
+            revisions[latest]["properties"]["trafficWeight"] = 100
+            return
+        for key, revision in revisions.items():
+            weight = 0
+            for rule in props["configuration"]["ingress"]["traffic"]:
+                if rule.get("revisionName") == key or (rule.get("latestRevision") and key == latest):
+                    weight += rule["weight"]
+            revision["properties"]["trafficWeight"] = weight
+
+    def activate(self, name: str, revision: str) -> None:
+        """A revisions/activate of an older revision: it runs again (its replicas), with no traffic of its own."""
+        props = self.revisions[name][revision]["properties"]
+        props.update(active=True, replicas=props["template"]["scale"]["maxReplicas"], healthState="Healthy", provisioningState="Provisioned", runningState="Running")
 
     def answer(self, raw: str, auth: str | None) -> tuple[int, dict[str, Any]]:
         url = urllib.parse.urlsplit(raw)
         query = urllib.parse.parse_qs(url.query)
         self.requests.append({"path": url.path, "query": query, "auth": auth})
+        listed = LIST_RE.match(url.path)
+        if listed is not None:
+            return self.list_revisions(raw, url.path, query, auth, *(urllib.parse.unquote(x) for x in listed.groups()))
         m = PATH_RE.match(url.path)
         if m is None or query.get("api-version") != [API_VERSION]:
             self.failures.append(f"not a {GET['operationId']} request of API version {API_VERSION}: GET {raw}")
@@ -289,6 +368,35 @@ class Arm:
             return self.error(404, "ResourceNotFound", f"The Resource 'Microsoft.App/containerApps/{name}' under resource group '{group}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix")
         return self.serve(200, self.apps[name])
 
+    def list_revisions(self, raw: str, path: str, query: dict[str, list[str]], auth: str | None, sub: str, group: str, name: str) -> tuple[int, dict[str, Any]]:
+        """ContainerAppsRevisions_ListRevisions: a page of `page_size` from `$skiptoken`, the next one's
+        nextLink absolute, as ARM writes it."""
+        if query.get("api-version") != [API_VERSION]:
+            self.failures.append(f"not a {LIST['operationId']} request of API version {API_VERSION}: GET {raw}")
+            return self.error(400, "InvalidResourceType", f"The resource type could not be found for {path} in api-version {query.get('api-version')}.", check_revisions)
+        if auth != f"Bearer {TOKEN}":
+            return self.error(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing or invalid.", check_revisions)
+        denied = self.deny or self.deny_revisions
+        if denied is not None:
+            scope = f"/subscriptions/{sub}/resourceGroups/{group}/providers/Microsoft.App/containerApps/{name}"
+            return self.error(
+                403,
+                "AuthorizationFailed",
+                f"The client '{denied}' with object id '0a1b2c3d-0000-4000-8000-000000000009' does not have authorization to perform action "
+                f"'Microsoft.App/containerApps/revisions/read' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
+                check_revisions,
+            )
+        if sub != SUB or group not in self.groups:
+            return self.error(404, "ResourceGroupNotFound", f"Resource group '{group}' could not be found.", check_revisions)
+        if name not in self.apps:
+            return self.error(404, "ResourceNotFound", f"The Resource 'Microsoft.App/containerApps/{name}' under resource group '{group}' was not found.", check_revisions)
+        items = list(self.revisions.get(name, {}).values())
+        start = 0 if self.loop else int((query.get("$skiptoken") or ["0"])[0])
+        body: dict[str, Any] = {"value": copy.deepcopy(items[start : start + self.page_size])}
+        if self.loop or start + self.page_size < len(items):
+            body["nextLink"] = f"{self.url}{path}?api-version={API_VERSION}&$skiptoken={0 if self.loop else start + self.page_size}"
+        return self.serve(200, body, check_revisions)
+
     def write(self, method: str, raw: str, auth: str | None, body: bytes) -> tuple[int, dict[str, Any]]:
         """A PUT or POST: none is answered here (a subclass that serves one overrides this)."""
         self.requests.append({"path": urllib.parse.urlsplit(raw).path, "method": method, "auth": auth})
@@ -308,8 +416,19 @@ class Arm:
             return 500, {"error": {"code": "TestDoubleInvalid", "message": str(e)[:200]}}
         return status, body
 
-    def edit(self, name: str, *, image: str | None = None, replicas: tuple[int, int] | None = None, status: str | None = None, revision: str = "0000002") -> None:
-        """A `containerApps/write` by hand: another image or scale is another revision."""
+    def edit(
+        self,
+        name: str,
+        *,
+        image: str | None = None,
+        replicas: tuple[int, int] | None = None,
+        status: str | None = None,
+        revision: str = "0000002",
+        mode: str | None = None,
+        traffic: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """A `containerApps/write` by hand: another image or scale is another revision; `mode` the
+        revision mode, `traffic` the ingress's traffic rules."""
         doc = copy.deepcopy(self.apps[name])
         props = doc["properties"]
         if image is not None:
@@ -318,6 +437,10 @@ class Arm:
             props["template"]["scale"].update(minReplicas=replicas[0], maxReplicas=replicas[1])
         if status is not None:
             props["runningStatus"] = status
+        if mode is not None:
+            props["configuration"]["activeRevisionsMode"] = mode
+        if traffic is not None:
+            props["configuration"]["ingress"]["traffic"] = traffic
         if image is not None or replicas is not None:
             for key in ("latestRevisionName", "latestReadyRevisionName"):
                 props[key] = f"{name}--{revision}"
@@ -408,8 +531,8 @@ def test_drift_is_clean_after_a_release(released, project, capsys):
     lines = out.splitlines()
     assert lines[0] == f"production: runtime configuration not compared: {CONFIG_NOTE}"
     assert f"production: {RELEASED} runs what {RECORD}" in out, out
-    # one GET of each app, as the operation is described, with the credential's token
-    assert [r["path"].rsplit("/", 1)[-1] for r in released.requests] == [LEADER, WORKER]
+    # one GET of each app and one page of its revisions, as the operations are described, with the credential's token
+    assert [r["path"].split("/containerApps/", 1)[-1] for r in released.requests] == [LEADER, f"{LEADER}/revisions", WORKER, f"{WORKER}/revisions"]
     assert all(r["query"]["api-version"] == [API_VERSION] and r["auth"] == f"Bearer {TOKEN}" for r in released.requests)
 
 
@@ -487,6 +610,85 @@ def test_apps_the_log_never_recorded_are_an_unrecorded_deployment(project, arm, 
     assert rc == 2 and f"production: {RELEASED} runs, but the activity log records no deployment of it: an unrecorded deployment" in err, err
 
 
+# --- which revisions serve: the revision mode and every active revision ------------------------------------------
+
+OLDER = f"{LEADER}--0000002"  # the revision of another image the hostile writes below leave behind
+
+
+def test_multiple_revision_mode_is_refused(released, project, capsys):
+    """A release sets activeRevisionsMode Single (runtime.py); in Multiple mode any active revision may take
+    traffic, whatever the template shows: an unrecorded change, with the recorded image everywhere."""
+    released.edit(LEADER, mode="Multiple")
+    rc, _, err = _drift(project, capsys)
+    assert rc == 2 and "Traceback" not in err, err
+    assert (
+        f"production: {RELEASED} runs image {IMAGE} ({LEADER}, in activeRevisionsMode Multiple: a release sets Single), {IMAGE} ({WORKER}), "
+        f"but {RECORD}"
+    ) in err, err
+    assert f"names image {IMAGE}: an unrecorded change (put back what the record names (az containerapp revision set-mode --subscription {SUB} --resource-group {GROUP} --name {LEADER} --mode single; {UPDATE} {LEADER} --container-name mendix --image {IMAGE};" in err, err
+    # put back as the command says: clean again
+    released.edit(LEADER, mode="Single")
+    assert _drift(project, capsys)[0] == 0
+
+
+def test_an_older_revision_of_another_image_kept_serving_is_refused_naming_it(released, project, capsys):
+    """The review's bypass: the app written in Multiple mode with another image (revision 2), then written
+    again with the recorded image and all the traffic pinned to revision 2. The template shows the
+    recorded image; revision 2 serves under the runtime identity."""
+    released.edit(LEADER, image=EVIL, mode="Multiple", revision="0000002")
+    released.edit(LEADER, image=IMAGE, revision="0000003", traffic=[{"revisionName": OLDER, "weight": 100}])
+    assert released.apps[LEADER]["properties"]["template"]["containers"][0]["image"] == IMAGE
+    rc, _, err = _drift(project, capsys)
+    assert rc == 2 and "Traceback" not in err, err
+    assert f"{EVIL} (revision {OLDER} of {LEADER}: active, 100% of the traffic, 1 replica)" in err, err
+    assert f"but {RECORD}" in err and f"names image {IMAGE}: an unrecorded change" in err, err
+    assert f"az containerapp revision deactivate --subscription {SUB} --resource-group {GROUP} --name {LEADER} --revision {OLDER}" in err, err
+
+    # the mode back to Single (the double, as ARM, deactivates every other revision): clean again
+    released.edit(LEADER, mode="Single", traffic=[{"latestRevision": True, "weight": 100}])
+    assert _drift(project, capsys)[0] == 0
+    # revision 2 activated again, whatever the mode reads: it runs (a replica, no traffic of its own) and is named
+    released.activate(LEADER, OLDER)
+    rc, _, err = _drift(project, capsys)
+    assert rc == 2 and f"runs image {IMAGE} ({LEADER}), {EVIL} (revision {OLDER} of {LEADER}: active, 0% of the traffic, 1 replica), {IMAGE} ({WORKER}), but {RECORD}" in err, err
+
+
+def test_an_inactive_older_revision_of_another_image_is_fine(released, project, capsys):
+    """Every release leaves its predecessor's revision behind, deactivated: no traffic, no replicas."""
+    old = "acme.azurecr.io/orders@sha256:" + "55" * 32
+    released.edit(LEADER, image=old, revision="0000002")
+    released.edit(LEADER, image=IMAGE, revision="0000003")
+    kept = released.revisions[LEADER][OLDER]["properties"]
+    assert kept["template"]["containers"][0]["image"] == old and (kept["active"], kept["trafficWeight"], kept["replicas"]) == (False, 0, 0)
+    rc, out, err = _drift(project, capsys)
+    assert rc == 0, err
+    assert f"production: Container App {LEADER} (revision {LEADER}--0000003, 1 replica; worker app {WORKER}, revision {WORKER}--0000001, 2 replicas; resource group {GROUP}) runs what {RECORD}" in out, out
+
+
+def test_the_revisions_are_read_page_by_page(released, project, capsys, monkeypatch):
+    """ARM pages the list (nextLink): the revision that serves may be on the last page. Pages are followed
+    to the end, at most running.MAX_PAGES; past it, or on a nextLink that names a page again, what serves is
+    not known: exit 2, no verdict."""
+    released.edit(LEADER, image=EVIL, mode="Multiple", revision="0000002")
+    released.edit(LEADER, image=IMAGE, revision="0000003", traffic=[{"revisionName": OLDER, "weight": 100}])
+    released.page_size = 1
+    rc, _, err = _drift(project, capsys)
+    assert rc == 2 and f"{EVIL} (revision {OLDER} of {LEADER}: active, 100% of the traffic, 1 replica)" in err, err
+    pages = [r for r in released.requests if r["path"].endswith(f"/{LEADER}/revisions")]
+    assert [r["query"].get("$skiptoken") for r in pages] == [None, ["1"], ["2"]], pages
+    assert all(r["query"]["api-version"] == [API_VERSION] and r["auth"] == f"Bearer {TOKEN}" for r in pages)
+
+    monkeypatch.setattr(running, "MAX_PAGES", 2)
+    rc, out, err = _drift(project, capsys)
+    assert rc == 2 and out == "" and "Traceback" not in err
+    assert err == f"error: production: what runs could not be read from Azure (subscription {SUB}): Azure's list of the revisions of {LEADER} went on past 2 pages: what serves is not known", err
+
+    monkeypatch.setattr(running, "MAX_PAGES", 1000)
+    released.loop = True
+    rc, out, err = _drift(project, capsys)
+    assert rc == 2 and out == "" and f"Azure's list of the revisions of {LEADER} repeats a page (" in err and err.endswith("): what serves is not known"), err
+
+
 def test_a_tier_downgrade_of_production_is_refused(released, project, capsys):
     """Issue 19, F18: `role: test` on the environment whose apps run tagged mxinfra:role=production would drop
     PIM, MFA and deletion protection in one update; drift (and the guard before every up) refuses it."""
@@ -513,9 +715,22 @@ def test_access_denied_names_the_action_and_the_roles(released, project, capsys)
         f"error: production: what runs could not be read from Azure (subscription {SUB}): Azure refused Microsoft.App/containerApps/read of "
         f"{LEADER} in resource group {GROUP} (403 AuthorizationFailed: The client 'rita@example.com' with object id '0a1b2c3d-0000-4000-8000-000000000009' "
         f"does not have authorization to perform action 'Microsoft.App/containerApps/read' over scope '{scope}' or the scope is invalid. If access was "
-        "recently granted, please refresh your credentials.): the identity needs Microsoft.App/containerApps/read on the environment's resource group "
-        "(its deploy and monitor roles have it)"
+        "recently granted, please refresh your credentials.): the identity needs Microsoft.App/containerApps/read and Microsoft.App/containerApps/revisions/read "
+        "on the environment's resource group (its deploy and monitor roles have both)"
     ), err
+
+
+def test_revisions_read_denied_names_the_action(released, project, capsys):
+    """An identity that may read the app but not its revisions: no verdict (a revision it cannot see may be the one that serves)."""
+    released.deny_revisions = "rita@example.com"
+    rc, out, err = _drift(project, capsys)
+    assert rc == 2 and "Traceback" not in err and out == ""
+    assert err.startswith(
+        f"error: production: what runs could not be read from Azure (subscription {SUB}): Azure refused Microsoft.App/containerApps/revisions/read of "
+        f"{LEADER} in resource group {GROUP} (403 AuthorizationFailed: The client 'rita@example.com' with object id '0a1b2c3d-0000-4000-8000-000000000009' "
+        "does not have authorization to perform action 'Microsoft.App/containerApps/revisions/read' over scope"
+    ), err
+    assert err.endswith("the identity needs Microsoft.App/containerApps/read and Microsoft.App/containerApps/revisions/read on the environment's resource group (its deploy and monitor roles have both)"), err
 
 
 def test_no_credential_is_said_plainly(released, project, capsys, monkeypatch):
@@ -607,6 +822,23 @@ def test_the_double_serves_only_what_the_api_description_allows():
             check_body(200, doc)
     with pytest.raises(AssertionError):
         check_body(403, {"error": {"code": "AuthorizationFailed", "msg": "x"}})
+    # and a page of revisions, against ContainerAppsRevisions_ListRevisions
+    page = {"value": [revision_document(LEADER, f"{LEADER}--0000001", good["properties"]["template"], active=True, weight=100, replicas=1)], "nextLink": "https://management.azure.com/x?$skiptoken=1"}
+    check_revisions(200, page)
+    for broken in (
+        lambda d: d["value"][0]["properties"].update(traffic=100),  # no such property (trafficWeight)
+        lambda d: d["value"][0]["properties"].update(active="true"),
+        lambda d: d["value"][0]["properties"].update(runningState="Sleeping"),
+        lambda d: d["value"][0].update(location="West Europe"),  # a proxy resource has none
+        lambda d: d.pop("value"),
+    ):
+        doc = copy.deepcopy(page)
+        broken(doc)
+        with pytest.raises(AssertionError, match="not a ContainerAppsRevisions_ListRevisions 200 body"):
+            check_revisions(200, doc)
+    check_revisions(403, {"error": {"code": "AuthorizationFailed", "message": "x"}})
+    with pytest.raises(AssertionError):
+        check_revisions(403, {"error": {"code": "AuthorizationFailed", "msg": "x"}})
 
 
 def test_the_installed_sdk_speaks_the_copied_api_version():
@@ -618,9 +850,10 @@ def test_the_installed_sdk_speaks_the_copied_api_version():
 
 def test_the_deploy_and_monitor_roles_may_read_what_runs():
     for permission in ("deploy", "monitor"):
-        for production in (True, False):
-            assert "Microsoft.App/containerApps/read" in roles.actions(permission, production), permission
-        assert "Microsoft.App/containerApps/read" not in roles.NOT_ACTIONS.get(permission, [])
+        for action in ("Microsoft.App/containerApps/read", "Microsoft.App/containerApps/revisions/read"):
+            for production in (True, False):
+                assert action in roles.actions(permission, production), (permission, action)
+            assert action not in roles.NOT_ACTIONS.get(permission, [])
 
 
 def _drift(project: Any, capsys: Any) -> tuple[int, str, str]:

@@ -94,6 +94,10 @@ class Observed:
     # it: they outlive the grant of whoever made them.
     credentials: tuple[str, ...] = ()
     credentials_note: str | None = None  # what of them could not be read, and why (a warning on production)
+    # (what, image) of each other deployment or revision of the workload that still runs or serves: an older
+    # one a rollout is replacing, or one kept beside the recorded one (a rollout that never ends). How to
+    # stop them: restore["beside"].
+    beside: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -359,6 +363,28 @@ def standing_credentials(observed: Observed, declared_role: str) -> Difference |
     return None
 
 
+def running_beside(observed: Observed, recorded: Recorded) -> Difference | None:
+    """Other deployments or revisions of the workload that run or serve another image than the record's: a
+    warning, not a refusal. Right after every release the one it replaces still runs until its rollout ends,
+    and a rollout that never ends keeps it for good: refusing would stop the next release, the fix among
+    them; `mxinfra drift` names them (exit 2) and `pulumi up` warns. None when there are none."""
+    if not (observed.exists and recorded.present and recorded.artifact):
+        return None
+    others = [f"{image} ({what})" for what, image in observed.beside if image != recorded.artifact]
+    if not others:
+        return None
+    return Difference(
+        observed.environment,
+        "beside",
+        recorded.artifact,
+        ", ".join(others),
+        f"{observed.workload} also runs what {recorded.describe()} does not name: {', '.join(others)}: the deployment a release replaces, "
+        "until its rollout ends, or one kept running beside the recorded one by a rollout that never ends",
+        f"if it outlasts a release's rollout, {AUDIT}; {observed.restore.get('beside') or 'stop it'}",
+        blocking=False,
+    )
+
+
 def tier_downgrade(observed: Observed, declared_role: str, recorded: Recorded | None = None) -> Difference | None:
     """A production environment that the stack now declares another tier (issue 19, F18): one update would
     drop its protection, deletion protection and MFA rules. Production's by what runs (its mxinfra:role) or
@@ -402,6 +428,9 @@ def check(deployment: Deployment, environments: Sequence[str], observe: Callable
         minted = standing_credentials(observed, declared)
         if minted is not None:
             diffs.append(minted)
+        beside = running_beside(observed, state)
+        if beside is not None:
+            diffs.append(beside)
         found += diffs
         if observed.config_note:
             notes.append(f"{env}: runtime configuration not compared: {observed.config_note}")

@@ -84,6 +84,24 @@ def test_every_difference_is_named_with_both_values():
     assert "hashes to dddddddddddd, not the cccccccccccc its last release wrote" in by["config"].message
 
 
+def test_another_image_a_deployment_beside_the_workload_runs_is_a_warning():
+    """The deployment a release replaces runs until its rollout ends, and one a rollout that never ends keeps
+    for good: named, as a warning (the guard goes on, so the next release, the fix among them, can), never
+    when it runs the recorded image."""
+    from mxinfra.drift import running_beside
+
+    state = recorded_state("production", [first()])
+    beside = (("deployment d-1, revision orders:2", IMAGE_B), ("deployment d-0, revision orders:1", IMAGE_A))
+    seen = running(beside=beside, restore={"beside": "aws ecs stop-task ..."})
+    (d,) = [x for x in differences(state, seen) + [running_beside(seen, state)] if x is not None]
+    assert not d.blocking and d.field == "beside" and (d.recorded, d.running) == (IMAGE_A, f"{IMAGE_B} (deployment d-1, revision orders:2)")
+    assert f"also runs what the last record (seq 1: deploy by rita at 2025-01-01T00:00:00Z) does not name: {IMAGE_B} (deployment d-1, revision orders:2)" in d.message
+    assert "aws ecs stop-task" in d.fix and "audit log" in d.fix
+    assert running_beside(running(beside=beside[1:]), state) is None  # the recorded image
+    assert running_beside(running(beside=beside, exists=False), state) is None
+    assert running_beside(seen, Recorded("production", present=False)) is None
+
+
 def test_a_workload_without_a_record_is_an_unrecorded_deployment():
     (d,) = differences(Recorded("production", present=False), running())
     assert d.blocking and d.message == "StatefulSet orders/orders runs, but the activity log records no deployment of it: an unrecorded deployment"

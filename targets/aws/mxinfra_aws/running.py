@@ -14,8 +14,9 @@ its tasks until the newest one is healthy, and one that never becomes healthy (s
 the load balancer, no circuit breaker, minimumHealthyPercent 100) keeps them for good, while the service
 names the recorded revision. So every PRIMARY or ACTIVE entry of the service's `deployments` (the same
 DescribeServices answer) that runs or wants tasks of another revision is read as well (one
-DescribeTaskDefinition per revision) and its image compared like the service's: another image than the
-others is named, with the deployment's id and revision. Its tasks are not listed (ecs:ListTasks,
+DescribeTaskDefinition per revision) and its image compared with the record's (mxinfra.drift.running_beside:
+another image is named, with the deployment's id and revision, as a warning: right after every release the
+deployment it replaces still runs until its rollout ends). Its tasks are not listed (ecs:ListTasks,
 ecs:DescribeTasks): `monitor` may not read them, and the deploy role's DescribeTasks needs the environment's
 tags on the task, which the tasks of a revision registered by hand without them do not carry.
 
@@ -126,20 +127,15 @@ def observed(environment: str, region: str, cluster: str, leader: str, follower:
         detail = f"revision {first.revision}; follower service {follower}, revision {services[follower].revision}"
     else:
         detail = f"revision {first.revision}"
-    # Deployments beside the services' revisions are named, as the revisions are, whatever their image.
-    for s in active:
-        for d in s.beside:
-            detail += f"; deployment {d.id} of {s.name}, revision {d.revision}, {d.running} task(s) running"
     what = f"ECS service {first.name} ({detail}; {_where(cluster, region)})"
-    # Each service's revision, then the deployments beside it that still run or start tasks.
-    runs = [(_image(x), s.name if x is s else f"deployment {x.id} of {s.name}, revision {x.revision}") for s in active for x in (s, *s.beside)]
-    images = {image for image, _ in runs}
-    # One image for every service and deployment is what a release leaves; otherwise each is named, which no
-    # record names, and so are the tasks to stop.
-    artifact = images.pop() if len(images) == 1 else ", ".join(f"{image} ({label})" for image, label in runs)
-    if len(images) > 1 and any(s.beside for s in active):
-        stops = "; ".join(_stop(region, cluster, s.name, d) for s in active for d in s.beside)
-        restore = {**restore, "artifact": f"{restore['artifact']}; {stops}"}
+    images = {_image(s) for s in active}
+    # One image for every service is what a release leaves; otherwise each is named, which no record names.
+    artifact = images.pop() if len(images) == 1 else ", ".join(f"{_image(s)} ({s.name})" for s in active)
+    # The deployments that still run or start tasks of another revision: the core says which image no
+    # record names (mxinfra.drift.running_beside), and how to stop them is said here.
+    beside = tuple((f"deployment {d.id} of {s.name}, revision {d.revision}, {d.running} task(s) running", _image(d)) for s in active for d in s.beside)
+    if beside:
+        restore = {**restore, "beside": "; ".join(_stop(region, cluster, s.name, d) for s in active for d in s.beside)}
     return Observed(
         environment,
         what,
@@ -151,6 +147,7 @@ def observed(environment: str, region: str, cluster: str, leader: str, follower:
         config_note=CONFIG_NOTE,
         restore=restore,
         role="production" if any(s.role == "production" for s in active) else first.role,
+        beside=beside,
     )
 
 

@@ -92,11 +92,9 @@ def _others(app: App) -> list[tuple[str, str, str]]:
     return out
 
 
-def _runs(app: App) -> list[tuple[str, str]]:
-    """(image, whose) of everything `app` may serve: its template's image, then each revision's that
-    serves another; an app not in Single mode says so (no record names that)."""
-    whose = app.name if app.mode == SINGLE else f"{app.name}, in activeRevisionsMode {app.mode}: a release sets {SINGLE}"
-    return [(_image(app), whose)] + [(image, f"revision {revision} of {app.name}: {how}") for revision, image, how in _others(app)]
+def _whose(app: App) -> str:
+    """How the artifact names `app`: an app not in Single mode says so (no record names that)."""
+    return app.name if app.mode == SINGLE else f"{app.name}, in activeRevisionsMode {app.mode}: a release sets {SINGLE}"
 
 
 def _update(subscription: str, group: str, name: str) -> str:
@@ -117,16 +115,20 @@ def restore_commands(subscription: str, group: str, leader: str, worker: str, wo
     return {"artifact": artifact, "instances": instances}
 
 
-def _revision_commands(subscription: str, group: str, found: list[App]) -> list[str]:
-    """How to put the revisions back where an app is not in Single mode or serves another revision."""
-    out = []
-    for app in found:
-        where = f"--subscription {subscription} --resource-group {group} --name {app.name}"
-        if app.mode != SINGLE:
-            out.append(f"az containerapp revision set-mode {where} --mode single")
-        # the latest revision is replaced by the image update (in Single mode that deactivates the rest)
-        out += [f"az containerapp revision deactivate {where} --revision {rev}" for rev, _, _ in _others(app) if rev != app.revision]
-    return out
+def _mode_commands(subscription: str, group: str, found: list[App]) -> list[str]:
+    """How to put an app that is not in Single mode back."""
+    return [f"az containerapp revision set-mode --subscription {subscription} --resource-group {group} --name {a.name} --mode single" for a in found if a.mode != SINGLE]
+
+
+def _deactivate_commands(subscription: str, group: str, found: list[App]) -> list[str]:
+    """How to stop the revisions that serve another image than their app's template (the template's own
+    is replaced by the image update, which in Single mode deactivates the rest)."""
+    return [
+        f"az containerapp revision deactivate --subscription {subscription} --resource-group {group} --name {app.name} --revision {rev}"
+        for app in found
+        for rev, _, _ in _others(app)
+        if rev != app.revision
+    ]
 
 
 def observed(environment: str, subscription: str, group: str, leader: str, worker: str, apps: Mapping[str, App], workers_declared: bool = False) -> Observed:
@@ -134,9 +136,11 @@ def observed(environment: str, subscription: str, group: str, leader: str, worke
     found = [apps[n] for n in (leader, worker) if n in apps]
     workers = worker in apps or workers_declared
     restore = restore_commands(subscription, group, leader, worker, workers)
-    revisions = _revision_commands(subscription, group, found)
-    if revisions:
-        restore = {**restore, "artifact": "; ".join([*revisions, restore["artifact"]])}
+    modes, stops = _mode_commands(subscription, group, found), _deactivate_commands(subscription, group, found)
+    if modes:
+        restore = {**restore, "artifact": "; ".join([*modes, restore["artifact"]])}
+    if stops:
+        restore = {**restore, "beside": "; ".join(stops)}
     where = f"resource group {group}"
     if not found:
         return Observed(environment, f"Container App {leader} ({where})", exists=False, artifact_kind="image", restore=restore)
@@ -151,12 +155,14 @@ def observed(environment: str, subscription: str, group: str, leader: str, worke
         text = f"{detail(first)}; worker app {worker}, {detail(apps[worker])}"
     else:
         text = detail(first)
-    runs = [r for a in found for r in _runs(a)]
-    images = {image for image, _ in runs}
-    # One image for every app and every revision that serves, in Single mode, is what a release leaves;
-    # otherwise each is named, which no record names.
+    images = {_image(a) for a in found}
+    # One image for every app, in Single mode, is what a release leaves; otherwise each is named, which no
+    # record names.
     single = all(a.mode == SINGLE for a in found)
-    artifact = images.pop() if len(images) == 1 and single else ", ".join(f"{image} ({whose})" for image, whose in runs)
+    artifact = images.pop() if len(images) == 1 and single else ", ".join(f"{_image(a)} ({_whose(a)})" for a in found)
+    # The revisions that serve another image than their template: the core says which image no record names
+    # (mxinfra.drift.running_beside); in Single mode the one a release replaces serves until the new is ready.
+    beside = tuple((f"revision {revision} of {a.name}: {how}", image) for a in found for revision, image, how in _others(a))
     return Observed(
         environment,
         f"Container App {first.name} ({text}; {where})",
@@ -168,6 +174,7 @@ def observed(environment: str, subscription: str, group: str, leader: str, worke
         config_note=CONFIG_NOTE,
         restore=restore,
         role="production" if any(a.role == "production" for a in found) else first.role,
+        beside=beside,
     )
 
 

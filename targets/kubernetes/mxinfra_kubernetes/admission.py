@@ -2,8 +2,9 @@
 environment (admissionregistration.k8s.io/v1: no controller, no webhook), so that only the release
 identities change what runs there.
 
-RBAC only adds: the deploy group keeps what it needs on production (scale, `kubectl rollout restart`),
-and any other binding (a ClusterRole such as `edit`, granted for another reason) adds more. The policy
+RBAC only adds: the deploy group keeps what it needs on production (scale, `kubectl rollout restart`;
+in operator mode the deploy Role is the release identities' alone, since writing the MendixApp reads its
+admin password: access.deploy_subjects), and any other binding (a ClusterRole such as `edit`, granted for another reason) adds more. The policy
 is a deny that holds whatever RBAC grants. For every identity except `mxinfra:kubernetes.releaseIdentities`
 and cluster administrators (`system:masters`: they bypass authorization and can delete the policy, so
 refusing them would only break the platform's own steps) it refuses, in the environment's namespace:
@@ -24,8 +25,8 @@ refusing them would only break the platform's own steps) it refuses, in the envi
 Once one of those is being deleted (by a release identity: the deletion itself is refused to others), an
 update that only removes its finalizers passes: it is the garbage collector finishing the deletion.
 
-Replicas (`kubectl scale`, the scale subresource) are not refused: the deploy group may stop or scale
-the app in an incident; `mxinfra drift` names a count the log does not record.
+Replicas (`kubectl scale`, the scale subresource, or the MendixApp's `replicas`) are not refused: whoever
+holds deploy may stop or scale the app in an incident; `mxinfra drift` names a count the log does not record.
 
 Pure (no Pulumi imports): `deploy` takes the builder.
 """

@@ -13,7 +13,9 @@ CAPABILITIES = declare_capabilities(
     {
         # its StatefulSet (or MendixApp), the runtime ConfigMaps, and writing (never reading) its Secret. In
         # operator mode the MendixApp holds the admin password and licence, and whoever writes it reads them:
-        # below production that is the team's; on production only the release identities are bound (access.py)
+        # below production that is the team's (declared for plain mode too: a declaration is per target, not
+        # per mode); on production only the release identities are bound (access.deploy_subjects), the
+        # pipeline that writes those secrets anyway, which this table (per permission) cannot tell from people
         Permission.DEPLOY: Tiered(
             production=frozenset({C.RELEASE, C.WRITE_SECRETS, C.OBSERVE}),
             other=frozenset({C.RELEASE, C.WRITE_SECRETS, C.OBSERVE, C.READ_SECRETS}),

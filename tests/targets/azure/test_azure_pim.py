@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,3 +106,26 @@ def test_policy_rules():
     assert rules["AuthenticationContext_EndUser_Assignment"]["claim_value"] == "c3" and rules["AuthenticationContext_EndUser_Assignment"]["is_enabled"] is True
     assert rules["Enablement_EndUser_Assignment"]["enabled_rules"] == ["Justification"]
     assert rules["Enablement_Admin_Assignment"]["enabled_rules"] == ["MultiFactorAuthentication", "Justification"]
+
+
+def test_the_contract_takes_an_authentication_context_for_activation_only():
+    """The conformance check of a production role's policy (contract_checks.azure_policy_problems): an
+    enabled context with a claim stands for PIM's MFA on activation; a disabled one, one without a claim,
+    or one on the admin side does not."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from contract_checks import azure_policy_problems
+
+    def rule(id_: str, **kw: Any) -> dict[str, Any]:
+        return {"id": id_, **kw}
+
+    expiring = [rule(f"Expiration_{c}_Assignment", isExpirationRequired=True, maximumDuration="PT8H") for c in ("EndUser", "Admin")]
+    admin_mfa = rule("Enablement_Admin_Assignment", enabledRules=["MultiFactorAuthentication", "Justification"])
+    by_context = [rule("Enablement_EndUser_Assignment", enabledRules=["Justification"]), admin_mfa, *expiring]
+    assert azure_policy_problems("p", [*by_context, rule("AuthenticationContext_EndUser_Assignment", isEnabled=True, claimValue="c3")], 8 * 3600) == []
+    for context in (rule("AuthenticationContext_EndUser_Assignment", isEnabled=False, claimValue="c3"), rule("AuthenticationContext_EndUser_Assignment", isEnabled=True, claimValue="")):
+        (problem,) = azure_policy_problems("p", [*by_context, context], 8 * 3600)
+        assert "EndUser activation does not require MFA" in problem
+    # the admin side keeps PIM's MFA: a context there does not stand for it
+    no_admin_mfa = [rule("Enablement_EndUser_Assignment", enabledRules=["MultiFactorAuthentication"]), rule("Enablement_Admin_Assignment", enabledRules=["Justification"]), *expiring]
+    (problem,) = azure_policy_problems("p", [*no_admin_mfa, rule("AuthenticationContext_Admin_Assignment", isEnabled=True, claimValue="c3")], 8 * 3600)
+    assert "Admin activation does not require MFA" in problem

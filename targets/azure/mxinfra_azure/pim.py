@@ -100,7 +100,12 @@ def policy_rules(max_session_seconds: int, authentication_context: str | None = 
     # could cover activation after activation. An authentication context sends each activation through
     # Conditional Access, whose policy demands MFA at that sign-in. PIM takes one or the other, not both.
     if authentication_context is None:
-        activation = [{"id": "Enablement_EndUser_Assignment", "rule_type": "RoleManagementPolicyEnablementRule", "enabled_rules": ["MultiFactorAuthentication", "Justification"], "target": target("EndUser", "Assignment")}]
+        activation = [
+            {"id": "Enablement_EndUser_Assignment", "rule_type": "RoleManagementPolicyEnablementRule", "enabled_rules": ["MultiFactorAuthentication", "Justification"], "target": target("EndUser", "Assignment")},
+            # stated off, not left out: an update keeps the rules it omits, so a context set before and
+            # taken out of the config would stay in force beside PIM's MFA, which Azure refuses together
+            {"id": "AuthenticationContext_EndUser_Assignment", "rule_type": "RoleManagementPolicyAuthenticationContextRule", "is_enabled": False, "target": target("EndUser", "Assignment")},
+        ]
     else:
         activation = [
             {"id": "Enablement_EndUser_Assignment", "rule_type": "RoleManagementPolicyEnablementRule", "enabled_rules": ["Justification"], "target": target("EndUser", "Assignment")},

@@ -480,7 +480,7 @@ def test_an_authentication_context_sends_every_production_activation_through_con
     access = [{"principal": f"group:{PEOPLE}", "environments": ["acceptance"], "permissions": ["deploy"], "mfa": True}]
     _, res = run(pulumi_run, "acceptance", azure={"authenticationContext": "c7"}, access=access)
     for p in res.of_type(f"{T}authorization:RoleManagementPolicy"):
-        assert "AuthenticationContext_EndUser_Assignment" not in {r["id"] for r in p.inputs["rules"]}
+        assert {r["id"]: r for r in p.inputs["rules"]}["AuthenticationContext_EndUser_Assignment"]["isEnabled"] is False
 
 
 def test_shorter_sessions_shorten_activation(pulumi_run):

@@ -100,7 +100,8 @@ def test_policy_rules():
     assert rules["Enablement_EndUser_Assignment"]["enabled_rules"] == ["MultiFactorAuthentication", "Justification"]
     assert rules["Expiration_EndUser_Assignment"]["maximum_duration"] == "PT8H"
     assert rules["Expiration_Admin_Assignment"]["is_expiration_required"] is True
-    assert "AuthenticationContext_EndUser_Assignment" not in rules
+    # stated off (an update keeps the rules it omits: a context set before would stay in force)
+    assert rules["AuthenticationContext_EndUser_Assignment"]["is_enabled"] is False and "claim_value" not in rules["AuthenticationContext_EndUser_Assignment"]
     # with a Conditional Access context: it, not PIM's MFA, guards activation; an admin's assignment keeps MFA
     rules = {r["id"]: r for r in pim.policy_rules(8 * 3600, "c3")}
     assert rules["AuthenticationContext_EndUser_Assignment"]["claim_value"] == "c3" and rules["AuthenticationContext_EndUser_Assignment"]["is_enabled"] is True

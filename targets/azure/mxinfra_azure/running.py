@@ -17,6 +17,13 @@ release sets them, the maximum where they differ, none while the app is stopped)
 `mxinfra:package-sha256` tag a release writes, and the `mxinfra:role` tag (a production app the stack now
 declares another tier is refused: mxinfra.drift.tier_downgrade).
 
+Every other container app of the environment's resource group is named too, whatever its image
+(`ContainerApps_ListByResourceGroup`, every page up to MAX_PAGES; `Microsoft.App/containerApps/read` at the
+group covers the list): a holder of production `deploy` (containerApps/write, managedEnvironments/join and
+userAssignedIdentities/assign at the group) can create one in the environment's managed environment with the
+runtime identity attached, which reaches the Key Vault and the data. A release makes only the leader's and
+the workers' app, so another runs what no record names: an unrecorded change, put back by deleting it.
+
 Not compared: the rest of the runtime configuration (variables, secret references, probes, identity,
 ingress other than which revisions serve, added containers). A release writes no fingerprint of it on the
 app, and the records hold only a digest of the settings, which a container app cannot be turned back into:
@@ -26,7 +33,7 @@ Log's write events show it). `mxinfra drift` says so on every run.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -97,6 +104,11 @@ def _whose(app: App) -> str:
     return app.name if app.mode == SINGLE else f"{app.name}, in activeRevisionsMode {app.mode}: a release sets {SINGLE}"
 
 
+def _stray(app: App) -> str:
+    """How the artifact names an app of the group that is neither the leader's nor the workers'."""
+    return f"{app.name}, {app.bounds}: a container app no release makes"
+
+
 def _update(subscription: str, group: str, name: str) -> str:
     return f"az containerapp update --subscription {subscription} --resource-group {group} --name {name}"
 
@@ -120,6 +132,11 @@ def _mode_commands(subscription: str, group: str, found: list[App]) -> list[str]
     return [f"az containerapp revision set-mode --subscription {subscription} --resource-group {group} --name {a.name} --mode single" for a in found if a.mode != SINGLE]
 
 
+def _delete_commands(subscription: str, group: str, others: Sequence[App]) -> list[str]:
+    """How to remove the container apps of the group that no release makes."""
+    return [f"az containerapp delete --subscription {subscription} --resource-group {group} --name {a.name} --yes" for a in others]
+
+
 def _deactivate_commands(subscription: str, group: str, found: list[App]) -> list[str]:
     """How to stop the revisions that serve another image than their app's template (the template's own
     is replaced by the image update, which in Single mode deactivates the rest)."""
@@ -131,19 +148,44 @@ def _deactivate_commands(subscription: str, group: str, found: list[App]) -> lis
     ]
 
 
-def observed(environment: str, subscription: str, group: str, leader: str, worker: str, apps: Mapping[str, App], workers_declared: bool = False) -> Observed:
-    """The Observed of an environment from the container apps read (name -> App; absent: not found). Pure."""
+def observed(
+    environment: str,
+    subscription: str,
+    group: str,
+    leader: str,
+    worker: str,
+    apps: Mapping[str, App],
+    workers_declared: bool = False,
+    others: Sequence[App] = (),
+) -> Observed:
+    """The Observed of an environment from the container apps read (name -> App; absent: not found) and
+    the group's other container apps (`others`: each runs what no record names). Pure."""
     found = [apps[n] for n in (leader, worker) if n in apps]
+    others = sorted(others, key=lambda a: a.name)
     workers = worker in apps or workers_declared
     restore = restore_commands(subscription, group, leader, worker, workers)
+    deletes = _delete_commands(subscription, group, others)
     modes, stops = _mode_commands(subscription, group, found), _deactivate_commands(subscription, group, found)
-    if modes:
-        restore = {**restore, "artifact": "; ".join([*modes, restore["artifact"]])}
+    if deletes or modes:
+        restore = {**restore, "artifact": "; ".join([*deletes, *modes, restore["artifact"]])}
     if stops:
         restore = {**restore, "beside": "; ".join(stops)}
     where = f"resource group {group}"
-    if not found:
+    strays = [f"{_image(a)} ({_stray(a)})" for a in others]
+    if not found and not others:
         return Observed(environment, f"Container App {leader} ({where})", exists=False, artifact_kind="image", restore=restore)
+    if not found:
+        # the release's apps are gone, another runs in their group: what runs is what no record names
+        return Observed(
+            environment,
+            f"Container App {leader} (the leader app {leader} does not exist; {where})",
+            exists=True,
+            artifact=", ".join(strays),
+            artifact_kind="image",
+            instances=0,
+            config_note=CONFIG_NOTE,
+            restore=restore,
+        )
 
     def detail(app: App) -> str:
         return f"revision {app.revision or '(none)'}, {app.bounds}"
@@ -156,10 +198,10 @@ def observed(environment: str, subscription: str, group: str, leader: str, worke
     else:
         text = detail(first)
     images = {_image(a) for a in found}
-    # One image for every app, in Single mode, is what a release leaves; otherwise each is named, which no
-    # record names.
-    single = all(a.mode == SINGLE for a in found)
-    artifact = images.pop() if len(images) == 1 and single else ", ".join(f"{_image(a)} ({_whose(a)})" for a in found)
+    # One image for every app, in Single mode, and no other app in the group is what a release leaves;
+    # otherwise each is named, which no record names.
+    single = all(a.mode == SINGLE for a in found) and not others
+    artifact = images.pop() if len(images) == 1 and single else ", ".join([*(f"{_image(a)} ({_whose(a)})" for a in found), *strays])
     # The revisions that serve another image than their template: the core says which image no record names
     # (mxinfra.drift.running_beside); in Single mode the one a release replaces serves until the new is ready.
     beside = tuple((f"revision {revision} of {a.name}: {how}", image) for a in found for revision, image, how in _others(a))
@@ -277,28 +319,60 @@ def _app(model: Any, name: str, revisions: list[Any] | None = None) -> App:
     )
 
 
+def _every_page(pages: Any, head: str, what: str, unknown: str) -> list[Any]:
+    """Every item of an ARM list (`pages`: an ItemPaged's by_page()), each page followed: at most
+    MAX_PAGES, a repeated nextLink refused (CannotObserve: `head`, the list of `what`, `unknown`)."""
+    found: list[Any] = []
+    seen: set[str] = set()
+    for _ in range(MAX_PAGES):
+        try:
+            page = next(pages)
+        except StopIteration:
+            return found
+        found += list(page)
+        link = pages.continuation_token
+        if not link:
+            return found
+        if link in seen:
+            raise CannotObserve(f"{head}: Azure's list of {what} repeats a page ({str(link)[:300]}): {unknown}")
+        seen.add(link)
+    raise CannotObserve(f"{head}: Azure's list of {what} went on past {MAX_PAGES} pages: {unknown}")
+
+
 def read_revisions(client: Any, environment: str, subscription: str, group: str, name: str) -> list[Any]:
     """Every revision of the app `name` (ContainerAppsRevisions_ListRevisions, each page: at most
     MAX_PAGES, a repeated nextLink refused; either way the revision that serves may be the one unread)."""
     head = f"{environment}: what runs could not be read from Azure (subscription {subscription})"
     doing = f"Microsoft.App/containerApps/revisions/read of {name} in resource group {group}"
-    found: list[Any] = []
-    seen: set[str] = set()
     with _azure(environment, subscription, doing):
         pages = client.container_apps_revisions.list_revisions(group, name).by_page()
-        for _ in range(MAX_PAGES):
-            try:
-                page = next(pages)
-            except StopIteration:
-                return found
-            found += list(page)
-            link = pages.continuation_token
-            if not link:
-                return found
-            if link in seen:
-                raise CannotObserve(f"{head}: Azure's list of the revisions of {name} repeats a page ({str(link)[:300]}): what serves is not known")
-            seen.add(link)
-    raise CannotObserve(f"{head}: Azure's list of the revisions of {name} went on past {MAX_PAGES} pages: what serves is not known")
+        return _every_page(pages, head, f"the revisions of {name}", "what serves is not known")
+
+
+def read_others(client: Any, environment: str, subscription: str, group: str, names: list[str]) -> list[App]:
+    """Every container app of `group` that is not one of `names` (ContainerApps_ListByResourceGroup, each
+    page: at most MAX_PAGES, a repeated nextLink refused; either way the app unread may be one no release
+    made). The group gone: none."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    head = f"{environment}: what runs could not be read from Azure (subscription {subscription})"
+    doing = f"Microsoft.App/containerApps/read of the container apps in resource group {group}"
+    with _azure(environment, subscription, doing):
+        try:
+            pages = client.container_apps.list_by_resource_group(group).by_page()
+            models = _every_page(pages, head, f"the container apps of resource group {group}", "what runs is not known")
+        except ResourceNotFoundError as exc:
+            code = getattr(getattr(exc, "error", None), "code", None)
+            if code in _GONE or code is None:
+                return []
+            raise
+    known = {n.lower() for n in names}  # ARM's names are case-insensitive
+    out = []
+    for model in models:
+        name = str(getattr(model, "name", None) or str(getattr(model, "id", None) or "(unnamed)").rsplit("/", 1)[-1])
+        if name.lower() not in known:
+            out.append(_app(model, name))
+    return out
 
 
 def read_apps(client: Any, environment: str, subscription: str, group: str, names: list[str]) -> dict[str, App]:
@@ -354,4 +428,5 @@ def observe(
         )
     with client:
         apps = read_apps(client, environment, subscription, group, [leader, worker])
-    return observed(environment, subscription, group, leader, worker, apps, workers_declared)
+        others = read_others(client, environment, subscription, group, [leader, worker])
+    return observed(environment, subscription, group, leader, worker, apps, workers_declared, others)

@@ -3,7 +3,8 @@ reads what the environment's container apps run from Azure Resource Manager and 
 from the activity log's last signed record.
 
 There is no Container Apps emulator. ARM is played by a loopback HTTPS server (`Arm`) for exactly the calls
-the SDK makes, `ContainerApps_Get` and `ContainerAppsRevisions_ListRevisions` (its pages, by nextLink), and
+the SDK makes, `ContainerApps_Get`, `ContainerAppsRevisions_ListRevisions` and
+`ContainerApps_ListByResourceGroup` (their pages, by nextLink), and
 held to Microsoft's published REST description of the API version the installed azure-mgmt-appcontainers
 speaks (spec/, see its README): the request's path and api-version must be the operation's, and every body
 served, documents and errors alike, is validated against the operation's response schema, closed against
@@ -14,7 +15,9 @@ them out: every write of the template is a new revision, which in Single mode ta
 deactivates the others. A hand change is what a holder of production `deploy` can do with
 `Microsoft.App/containerApps/write` and `revisions/activate`: another image, other replicas (`az
 containerapp update`), another revision mode, traffic pinned to an older revision, an older revision
-activated. The records are written by the activity resource's own provider
+activated, another container app created beside the release's (`az containerapp create` in the environment's
+managed environment with the runtime identity: `managedEnvironments/join` and `userAssignedIdentities/assign`
+are deploy's too). The records are written by the activity resource's own provider
 (scaffold.record_deploy), signed, as a real `pulumi up` writes them.
 """
 
@@ -55,6 +58,7 @@ SPEC = Path(__file__).parent / "spec" / "specification"
 OPENAPI = SPEC / "app/resource-manager/Microsoft.App/ContainerApps/stable/2026-07-01/openapi.json"
 GET_PATH = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.App/containerApps/{containerAppName}"
 LIST_PATH = GET_PATH + "/revisions"
+APPS_PATH = GET_PATH.removesuffix("/{containerAppName}")
 
 STACK = "azure-production"
 GROUP = "orders-production-rg"
@@ -140,6 +144,7 @@ OPENAPI_DOC, REGISTRY = _spec()
 API_VERSION = OPENAPI_DOC["info"]["version"]
 GET = OPENAPI_DOC["paths"][GET_PATH]["get"]
 LIST = OPENAPI_DOC["paths"][LIST_PATH]["get"]
+APPS = OPENAPI_DOC["paths"][APPS_PATH]["get"]
 
 
 def _path_re(template: str) -> re.Pattern[str]:
@@ -148,6 +153,7 @@ def _path_re(template: str) -> re.Pattern[str]:
 
 PATH_RE = _path_re(GET_PATH)
 LIST_RE = _path_re(LIST_PATH)
+APPS_RE = _path_re(APPS_PATH)
 
 
 def spec_validator(status: int, operation: dict[str, Any] = GET) -> Draft202012Validator:
@@ -170,6 +176,10 @@ def check_body(status: int, body: Any, operation: dict[str, Any] = GET) -> None:
 
 def check_revisions(status: int, body: Any) -> None:
     check_body(status, body, LIST)
+
+
+def check_apps(status: int, body: Any) -> None:
+    check_body(status, body, APPS)
 
 
 # --- the ARM double ---------------------------------------------------------------------------------------------
@@ -252,17 +262,20 @@ def revision_document(app: str, name: str, template: dict[str, Any], *, active: 
 
 
 class Arm:
-    """ARM for ContainerApps_Get and ContainerAppsRevisions_ListRevisions on loopback HTTPS: `apps` (name ->
-    document) is what exists, `revisions` (app -> revision name -> document, oldest first) its revisions,
-    listed `page_size` a page (`loop`: every nextLink names the first page again); `deny` answers 403 as ARM
-    does to an identity without the reads, `deny_revisions` to one without revisions/read alone; every
-    request and every failure is kept."""
+    """ARM for ContainerApps_Get, ContainerAppsRevisions_ListRevisions and ContainerApps_ListByResourceGroup
+    on loopback HTTPS: `apps` (name -> document) is what exists, `revisions` (app -> revision name ->
+    document, oldest first) its revisions, listed `page_size` a page (`loop`: every nextLink names the first
+    page again), and the group's apps listed `apps_page_size` a page (`apps_loop` likewise); `deny` answers
+    403 as ARM does to an identity without the reads, `deny_revisions` to one without revisions/read alone;
+    every request and every failure is kept."""
 
     def __init__(self, ca: Path, cert: Path, key: Path) -> None:
         self.apps: dict[str, dict[str, Any]] = {}
         self.revisions: dict[str, dict[str, dict[str, Any]]] = {}
         self.page_size = 100
         self.loop = False
+        self.apps_page_size = 100
+        self.apps_loop = False
         self.groups = {GROUP}
         self.deny: str | None = None  # the principal ARM names in its 403
         self.deny_revisions: str | None = None
@@ -347,6 +360,9 @@ class Arm:
         listed = LIST_RE.match(url.path)
         if listed is not None:
             return self.list_revisions(raw, url.path, query, auth, *(urllib.parse.unquote(x) for x in listed.groups()))
+        grouped = APPS_RE.match(url.path)
+        if grouped is not None:
+            return self.list_apps(raw, url.path, query, auth, *(urllib.parse.unquote(x) for x in grouped.groups()))
         m = PATH_RE.match(url.path)
         if m is None or query.get("api-version") != [API_VERSION]:
             self.failures.append(f"not a {GET['operationId']} request of API version {API_VERSION}: GET {raw}")
@@ -396,6 +412,36 @@ class Arm:
         if self.loop or start + self.page_size < len(items):
             body["nextLink"] = f"{self.url}{path}?api-version={API_VERSION}&$skiptoken={0 if self.loop else start + self.page_size}"
         return self.serve(200, body, check_revisions)
+
+    def list_apps(self, raw: str, path: str, query: dict[str, list[str]], auth: str | None, sub: str, group: str) -> tuple[int, dict[str, Any]]:
+        """ContainerApps_ListByResourceGroup: the group's apps, `apps_page_size` a page from `$skiptoken`,
+        the next one's nextLink absolute, as ARM writes it."""
+        if query.get("api-version") != [API_VERSION]:
+            self.failures.append(f"not a {APPS['operationId']} request of API version {API_VERSION}: GET {raw}")
+            return self.error(400, "InvalidResourceType", f"The resource type could not be found for {path} in api-version {query.get('api-version')}.", check_apps)
+        if auth != f"Bearer {TOKEN}":
+            return self.error(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing or invalid.", check_apps)
+        if self.deny is not None:
+            return self.error(
+                403,
+                "AuthorizationFailed",
+                f"The client '{self.deny}' with object id '0a1b2c3d-0000-4000-8000-000000000009' does not have authorization to perform action "
+                f"'Microsoft.App/containerApps/read' over scope '/subscriptions/{sub}/resourceGroups/{group}' or the scope is invalid. If access was recently granted, please refresh your credentials.",
+                check_apps,
+            )
+        if sub != SUB or group not in self.groups:
+            return self.error(404, "ResourceGroupNotFound", f"Resource group '{group}' could not be found.", check_apps)
+        items = list(self.apps.values())
+        start = 0 if self.apps_loop else int((query.get("$skiptoken") or ["0"])[0])
+        body: dict[str, Any] = {"value": copy.deepcopy(items[start : start + self.apps_page_size])}
+        if self.apps_loop or start + self.apps_page_size < len(items):
+            body["nextLink"] = f"{self.url}{path}?api-version={API_VERSION}&$skiptoken={0 if self.apps_loop else start + self.apps_page_size}"
+        return self.serve(200, body, check_apps)
+
+    def delete(self, name: str) -> None:
+        """A containerApps/delete: the app and its revisions are gone."""
+        del self.apps[name]
+        self.revisions.pop(name, None)
 
     def write(self, method: str, raw: str, auth: str | None, body: bytes) -> tuple[int, dict[str, Any]]:
         """A PUT or POST: none is answered here (a subclass that serves one overrides this)."""
@@ -531,8 +577,10 @@ def test_drift_is_clean_after_a_release(released, project, capsys):
     lines = out.splitlines()
     assert lines[0] == f"production: runtime configuration not compared: {CONFIG_NOTE}"
     assert f"production: {RELEASED} runs what {RECORD}" in out, out
-    # one GET of each app and one page of its revisions, as the operations are described, with the credential's token
-    assert [r["path"].split("/containerApps/", 1)[-1] for r in released.requests] == [LEADER, f"{LEADER}/revisions", WORKER, f"{WORKER}/revisions"]
+    # one GET of each app and one page of its revisions, then one page of the group's apps, as the operations
+    # are described, with the credential's token
+    group_apps = f"/subscriptions/{SUB}/resourceGroups/{GROUP}/providers/Microsoft.App/containerApps"
+    assert [r["path"].removeprefix(group_apps + "/") for r in released.requests] == [LEADER, f"{LEADER}/revisions", WORKER, f"{WORKER}/revisions", group_apps]
     assert all(r["query"]["api-version"] == [API_VERSION] and r["auth"] == f"Bearer {TOKEN}" for r in released.requests)
 
 
@@ -694,6 +742,78 @@ def test_the_revisions_are_read_page_by_page(released, project, capsys, monkeypa
     assert rc == 2 and out == "" and f"Azure's list of the revisions of {LEADER} repeats a page (" in err and err.endswith("): what serves is not known"), err
 
 
+# --- every container app of the environment's resource group ------------------------------------------------------
+
+STRAY = "orders-production-x"  # an app a production deploy holder creates beside the release's
+DELETE = f"az containerapp delete --subscription {SUB} --resource-group {GROUP} --name"
+
+
+def test_another_container_app_in_the_group_is_refused_naming_it(released, project, capsys):
+    """The review's finding: production `deploy` holds containerApps/write, managedEnvironments/join and
+    userAssignedIdentities/assign at the group, so it can create another app in the environment's managed
+    environment with the runtime identity attached (the Key Vault, the data) and its own image. A release
+    makes only the leader's and the workers' app: any other runs what no record names, whatever its
+    image, and is named with the command that removes it."""
+    released.put(app_document(STRAY, EVIL, 1, {}, 0))
+    assert released.apps[STRAY]["identity"]["userAssignedIdentities"] == released.apps[LEADER]["identity"]["userAssignedIdentities"]
+    rc, out, err = _drift(project, capsys)
+    said = " ".join(err.split())
+    assert rc == 2 and out.startswith("production: runtime configuration not compared") and "Traceback" not in err, err
+    assert (
+        f"production: {RELEASED} runs image {IMAGE} ({LEADER}), {IMAGE} ({WORKER}), {EVIL} ({STRAY}, 1 replica: a container app no release makes), "
+        f"but {RECORD}"
+    ) in said, said
+    assert f"names image {IMAGE}: an unrecorded change (put back what the record names ({DELETE} {STRAY} --yes; {UPDATE} {LEADER} --container-name mendix --image {IMAGE};" in said, said
+    # the recorded image does not make it a release's: still refused
+    released.edit(STRAY, image=IMAGE)
+    rc, _, err = _drift(project, capsys)
+    said = " ".join(err.split())
+    assert rc == 2 and f"{IMAGE} ({STRAY}, 1 replica: a container app no release makes), but {RECORD}" in said and f"{DELETE} {STRAY} --yes" in said, said
+    # removed as the command says: clean again
+    released.delete(STRAY)
+    rc, out, err = _drift(project, capsys)
+    assert rc == 0 and f"production: {RELEASED} runs what {RECORD}" in out, err
+
+
+def test_another_app_left_where_the_release_s_apps_are_gone_is_refused(released, project, capsys):
+    """The leader's and the workers' app deleted (nothing runs: a warning, `pulumi up` makes them again) do
+    not hide another app in their group."""
+    released.put(app_document(STRAY, EVIL, 2, {}, 0))
+    released.delete(LEADER)
+    released.delete(WORKER)
+    rc, _, err = _drift(project, capsys)
+    said = " ".join(err.split())
+    assert rc == 2 and "Traceback" not in err, err
+    assert f"production: Container App {LEADER} (the leader app {LEADER} does not exist; resource group {GROUP}) runs image {EVIL} ({STRAY}, 2 replicas: a container app no release makes), but {RECORD}" in said, said
+    assert f"an unrecorded change (put back what the record names ({DELETE} {STRAY} --yes;" in said and "nothing runs as" not in said, said
+    released.delete(STRAY)
+    rc, _, err = _drift(project, capsys)
+    assert rc == 2 and f"nothing runs as Container App {LEADER} (resource group {GROUP}), but {RECORD}" in " ".join(err.split()), err
+
+
+def test_the_group_s_apps_are_read_page_by_page(released, project, capsys, monkeypatch):
+    """ARM pages the group's list (nextLink): the app no release makes may be on the last page. Pages are
+    followed to the end, at most running.MAX_PAGES; past it, or on a nextLink that names a page again, what
+    runs is not known: exit 2, no verdict."""
+    released.put(app_document(STRAY, EVIL, 1, {}, 0))
+    released.apps_page_size = 1
+    rc, _, err = _drift(project, capsys)
+    assert rc == 2 and f"{EVIL} ({STRAY}, 1 replica: a container app no release makes)" in " ".join(err.split()), err
+    pages = [r for r in released.requests if APPS_RE.match(r["path"])]
+    assert [r["query"].get("$skiptoken") for r in pages] == [None, ["1"], ["2"]], pages
+    assert all(r["query"]["api-version"] == [API_VERSION] and r["auth"] == f"Bearer {TOKEN}" for r in pages)
+
+    monkeypatch.setattr(running, "MAX_PAGES", 2)
+    rc, out, err = _drift(project, capsys)
+    assert rc == 2 and out == "" and "Traceback" not in err
+    assert err == f"error: production: what runs could not be read from Azure (subscription {SUB}): Azure's list of the container apps of resource group {GROUP} went on past 2 pages: what runs is not known", err
+
+    monkeypatch.setattr(running, "MAX_PAGES", 1000)
+    released.apps_loop = True
+    rc, out, err = _drift(project, capsys)
+    assert rc == 2 and out == "" and f"Azure's list of the container apps of resource group {GROUP} repeats a page (" in err and err.endswith("): what runs is not known"), err
+
+
 def test_a_tier_downgrade_of_production_is_refused(released, project, capsys):
     """Issue 19, F18: `role: test` on the environment whose apps run tagged mxinfra:role=production would drop
     PIM, MFA and deletion protection in one update; drift (and the guard before every up) refuses it."""
@@ -844,6 +964,18 @@ def test_the_double_serves_only_what_the_api_description_allows():
     check_revisions(403, {"error": {"code": "AuthorizationFailed", "message": "x"}})
     with pytest.raises(AssertionError):
         check_revisions(403, {"error": {"code": "AuthorizationFailed", "msg": "x"}})
+    # and a page of the group's apps, against ContainerApps_ListByResourceGroup
+    apps = {"value": [good], "nextLink": "https://management.azure.com/x?$skiptoken=1"}
+    check_apps(200, apps)
+    for broken in (
+        lambda d: d.pop("value"),
+        lambda d: d.update(next="x"),  # no such property (nextLink)
+        lambda d: d["value"][0].pop("location"),  # each a ContainerApp
+    ):
+        doc = copy.deepcopy(apps)
+        broken(doc)
+        with pytest.raises(AssertionError, match="not a ContainerApps_ListByResourceGroup 200 body"):
+            check_apps(200, doc)
 
 
 def test_the_installed_sdk_speaks_the_copied_api_version():
@@ -854,6 +986,10 @@ def test_the_installed_sdk_speaks_the_copied_api_version():
 
 
 def test_the_deploy_and_monitor_roles_may_read_what_runs():
+    from azure_operations import operation
+
+    # the reads drift makes, as RBAC names them: the GET, the revisions and the group's list
+    assert [operation(p, "GET") for p in (GET_PATH, LIST_PATH, APPS_PATH)] == ["Microsoft.App/containerApps/read", "Microsoft.App/containerApps/revisions/read", "Microsoft.App/containerApps/read"]
     for permission in ("deploy", "monitor"):
         for action in ("Microsoft.App/containerApps/read", "Microsoft.App/containerApps/revisions/read"):
             for production in (True, False):

@@ -222,8 +222,8 @@ def test_a_vnet_tagged_with_its_own_tier_passes(arm, project, pulumi_run, monkey
     arm.put_vnet(vnet_document(VNET, PRODUCTION))
     res = up(project, pulumi_run, monkeypatch, config("production"), PRODUCTION_STACK)
     assert any(r.type == "azure-native:app:ContainerApp" for r in res)
-    # the tier check, then the release guard's reads of what runs (nothing yet)
-    assert [r["path"].rsplit("/", 1)[-1] for r in arm.requests] == ["spoke", "orders-production", "orders-production-worker"]
+    # the tier check, then the release guard's reads of what runs (nothing yet; then every app of the group)
+    assert [r["path"].rsplit("/", 1)[-1] for r in arm.requests] == ["spoke", "orders-production", "orders-production-worker", "containerApps"]
 
 
 def test_a_non_production_vnet_passes_a_non_production_stack(arm, project, pulumi_run, monkeypatch):

@@ -731,15 +731,21 @@ def test_the_revisions_are_read_page_by_page(released, project, capsys, monkeypa
     assert [r["query"].get("$skiptoken") for r in pages] == [None, ["1"], ["2"]], pages
     assert all(r["query"]["api-version"] == [API_VERSION] and r["auth"] == f"Bearer {TOKEN}" for r in pages)
 
+    _unending_lists_are_refused(released, project, capsys, monkeypatch, "loop", f"the revisions of {LEADER}", "what serves is not known")
+
+
+def _unending_lists_are_refused(released: Any, project: Any, capsys: Any, monkeypatch: Any, loop: str, listed: str, unknown: str) -> None:
+    """A list past running.MAX_PAGES (here 2), or whose nextLink names a page again (the double's `loop`
+    flag), leaves what runs unknown: exit 2, no verdict, the list named."""
     monkeypatch.setattr(running, "MAX_PAGES", 2)
     rc, out, err = _drift(project, capsys)
     assert rc == 2 and out == "" and "Traceback" not in err
-    assert err == f"error: production: what runs could not be read from Azure (subscription {SUB}): Azure's list of the revisions of {LEADER} went on past 2 pages: what serves is not known", err
+    assert err == f"error: production: what runs could not be read from Azure (subscription {SUB}): Azure's list of {listed} went on past 2 pages: {unknown}", err
 
     monkeypatch.setattr(running, "MAX_PAGES", 1000)
-    released.loop = True
+    setattr(released, loop, True)
     rc, out, err = _drift(project, capsys)
-    assert rc == 2 and out == "" and f"Azure's list of the revisions of {LEADER} repeats a page (" in err and err.endswith("): what serves is not known"), err
+    assert rc == 2 and out == "" and f"Azure's list of {listed} repeats a page (" in err and err.endswith(f"): {unknown}"), err
 
 
 # --- every container app of the environment's resource group ------------------------------------------------------
@@ -803,15 +809,7 @@ def test_the_group_s_apps_are_read_page_by_page(released, project, capsys, monke
     assert [r["query"].get("$skiptoken") for r in pages] == [None, ["1"], ["2"]], pages
     assert all(r["query"]["api-version"] == [API_VERSION] and r["auth"] == f"Bearer {TOKEN}" for r in pages)
 
-    monkeypatch.setattr(running, "MAX_PAGES", 2)
-    rc, out, err = _drift(project, capsys)
-    assert rc == 2 and out == "" and "Traceback" not in err
-    assert err == f"error: production: what runs could not be read from Azure (subscription {SUB}): Azure's list of the container apps of resource group {GROUP} went on past 2 pages: what runs is not known", err
-
-    monkeypatch.setattr(running, "MAX_PAGES", 1000)
-    released.apps_loop = True
-    rc, out, err = _drift(project, capsys)
-    assert rc == 2 and out == "" and f"Azure's list of the container apps of resource group {GROUP} repeats a page (" in err and err.endswith("): what runs is not known"), err
+    _unending_lists_are_refused(released, project, capsys, monkeypatch, "apps_loop", f"the container apps of resource group {GROUP}", "what runs is not known")
 
 
 def test_a_tier_downgrade_of_production_is_refused(released, project, capsys):
